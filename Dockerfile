@@ -1,0 +1,23 @@
+# kgrec API / worker image. torch 2.13.0 from the package index brings its CUDA libraries,
+# so the same image serves the CPU services and the GPU worker profile.
+FROM python:3.11-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /srv/kgrec
+COPY requirements.txt pyproject.toml README.md ./
+# torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages
+RUN pip install --no-cache-dir torch==2.13.0 \
+ && pip install --no-cache-dir -r requirements.txt
+COPY app ./app
+COPY graph_schema ./graph_schema
+COPY kgrec ./kgrec
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install --no-cache-dir --no-deps -e .
+
+ENV HF_HUB_OFFLINE=1 KGREC_DATA_DIR=/var/lib/kgrec
+EXPOSE 8000
+CMD ["kgrec", "serve", "--host", "0.0.0.0", "--port", "8000"]

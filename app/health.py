@@ -1,0 +1,34 @@
+"""Liveness, readiness and graph statistics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from app.graph import graph
+from graph_schema.statements import admin
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """The graph answers (an unreachable graph becomes a 503 through the error handler)."""
+    gateway = graph()
+    gateway.read(admin.PING)
+    return jsonify(status="ready", engine=gateway.engine)
+
+
+@bp.get("/v1/graph/stats")
+def graph_stats() -> Response:
+    """Node counts per label and relationship counts per type."""
+    gateway = graph()
+    return jsonify(
+        nodes={r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)},
+        relationships={r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)},
+    )

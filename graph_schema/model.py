@@ -1,0 +1,90 @@
+"""The kgrec graph model: the fixed allow-list of labels, relationship types and properties.
+
+Every label and relationship type that any statement uses comes from here; the
+lint test declares exactly these to Neo4j's front-end, so a typo is an error.
+The README's "Graph model" section documents the same model for Neo4j Browser users.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Label(StrEnum):
+    """Node labels."""
+
+    USER = "User"
+    ITEM = "Item"
+    BRAND = "Brand"
+    CATEGORY = "Category"
+    MIGRATION = "Migration"
+    SCHEMA_INFO = "SchemaInfo"
+
+
+class Rel(StrEnum):
+    """Relationship types."""
+
+    INTERACTED = "INTERACTED"  # (:User)-[:INTERACTED]->(:Item)
+    INTERESTED_IN = "INTERESTED_IN"  # (:User)-[:INTERESTED_IN]->(:Brand|:Category)
+    MADE_BY = "MADE_BY"  # (:Item)-[:MADE_BY]->(:Brand)
+    IN_CATEGORY = "IN_CATEGORY"  # (:Item)-[:IN_CATEGORY]->(:Category)
+    SUBCATEGORY_OF = "SUBCATEGORY_OF"  # (:Category)-[:SUBCATEGORY_OF]->(:Category)
+    ALSO_BOUGHT = "ALSO_BOUGHT"  # (:Item)-[:ALSO_BOUGHT]->(:Item)
+    ALSO_VIEWED = "ALSO_VIEWED"  # (:Item)-[:ALSO_VIEWED]->(:Item)
+    BOUGHT_TOGETHER = "BOUGHT_TOGETHER"  # (:Item)-[:BOUGHT_TOGETHER]->(:Item)
+
+
+# Item–item knowledge relations, keyed by the relation name used in kg_triples.csv.
+KNOWLEDGE_RELATIONS: dict[str, Rel] = {
+    "also_bought": Rel.ALSO_BOUGHT,
+    "also_viewed": Rel.ALSO_VIEWED,
+    "bought_together": Rel.BOUGHT_TOGETHER,
+}
+
+# kg_triples.csv relations that describe item attributes rather than item–item links.
+ATTRIBUTE_RELATIONS: dict[str, Rel] = {
+    "produced_by": Rel.MADE_BY,
+    "belongs_to": Rel.IN_CATEGORY,
+}
+
+# Behaviours counted on INTERACTED edges; each has an `n_<behaviour>` counter property.
+BEHAVIOURS: tuple[str, ...] = (
+    "view",
+    "click",
+    "cart",
+    "remove_from_cart",
+    "fav",
+    "purchase",
+    "rating",
+    "review",
+)
+
+# Every property key any statement reads or writes.
+PROPERTY_KEYS: tuple[str, ...] = (
+    # all nodes
+    "id",
+    "name",
+    "created_at",
+    "updated_at",
+    # Item
+    "title",
+    "price",
+    "listed",
+    # User
+    "flagged_bot",
+    # interaction and interest edges
+    "weight",
+    "weight_ts",
+    "first_ts",
+    "last_ts",
+    "last_seq",
+    "count",
+    "rating",
+    *(f"n_{b}" for b in BEHAVIOURS),
+    # Migration / SchemaInfo
+    "version",
+    "scope",
+    "checksum",
+    "applied_at",
+    "schema_version",
+)

@@ -1,0 +1,51 @@
+"""Statements for health checks, status and counts."""
+
+from graph_schema.catalogue import read, write
+
+PING = read("ping", "RETURN 1 AS ok")
+
+NODE_COUNTS = read(
+    "node_counts",
+    """
+    MATCH (n)
+    UNWIND labels(n) AS label
+    RETURN label, count(*) AS count
+    ORDER BY label
+    """,
+)
+
+RELATIONSHIP_COUNTS = read(
+    "relationship_counts",
+    """
+    MATCH ()-[r]->()
+    RETURN type(r) AS type, count(*) AS count
+    ORDER BY type
+    """,
+)
+
+INTERACTED_ITEM_COUNT = read(
+    "interacted_item_count",
+    """
+    MATCH (:User)-[:INTERACTED]->(i:Item)
+    RETURN count(DISTINCT i) AS count
+    """,
+)
+
+ITEM_COUNT = read(
+    "item_count",
+    """
+    MATCH (i:Item)
+    RETURN count(i) AS count
+    """,
+)
+
+# Empties the graph in bounded batches (tests, scratch graphs); repeat until it deletes nothing.
+DELETE_NODES_BATCH = write(
+    "delete_nodes_batch",
+    """
+    MATCH (n)
+    WITH n LIMIT $limit
+    DETACH DELETE n
+    """,
+    limit=10000,
+)

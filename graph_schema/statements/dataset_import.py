@@ -1,0 +1,149 @@
+"""Bulk-load statements used by ``kgrec import``.
+
+Each takes ``$rows`` (a batch of 1k–10k maps) and is idempotent: the importer
+aggregates the data first, then MERGEs nodes and relationships and SETs their
+properties to the aggregated values, so a second run changes nothing.
+"""
+
+from graph_schema.catalogue import Statement, write
+from graph_schema.model import KNOWLEDGE_RELATIONS, Label, Rel
+
+UPSERT_ITEMS = write(
+    "upsert_items",
+    """
+    UNWIND $rows AS r
+    MERGE (i:Item {id: r.id})
+    ON CREATE SET i.created_at = $now
+    SET i.listed = true,
+        i.title = coalesce(r.title, i.title),
+        i.price = coalesce(r.price, i.price)
+    """,
+    rows=[{"id": "B0001", "title": "Lipstick", "price": 9.5}],
+    now=1700000000000,
+)
+
+# Co-purchase targets outside the catalogue: Item nodes with listed = false.
+UPSERT_UNLISTED_ITEMS = write(
+    "upsert_unlisted_items",
+    """
+    UNWIND $ids AS item_id
+    MERGE (i:Item {id: item_id})
+    ON CREATE SET i.created_at = $now, i.listed = false
+    """,
+    ids=["B0002"],
+    now=1700000000000,
+)
+
+
+def _named_node_upsert(label: Label) -> Statement:
+    # The label comes from the fixed allow-list in graph_schema.model.
+    return write(
+        f"upsert_{label.value.lower()}s",
+        f"""
+        UNWIND $rows AS r
+        MERGE (n:{label.value} {{id: r.id}})
+        ON CREATE SET n.created_at = $now
+        SET n.name = r.name
+        """,
+        rows=[{"id": "L&#39;Oreal", "name": "L'Oreal"}],
+        now=1700000000000,
+    )
+
+
+def _link_statement(source: Label, rel: Rel, target: Label, source_key: str, target_key: str) -> Statement:
+    # Labels and the relationship type come from the fixed allow-list in graph_schema.model.
+    return write(
+        f"link_{source.value.lower()}_{rel.value.lower()}_{target.value.lower()}",
+        f"""
+        UNWIND $rows AS r
+        MATCH (a:{source.value} {{id: r.{source_key}}})
+        MATCH (b:{target.value} {{id: r.{target_key}}})
+        MERGE (a)-[:{rel.value}]->(b)
+        """,
+        rows=[{source_key: "B0001", target_key: "B0002"}],
+    )
+
+
+UPSERT_BRANDS = _named_node_upsert(Label.BRAND)
+UPSERT_CATEGORIES = _named_node_upsert(Label.CATEGORY)
+LINK_ITEM_BRANDS = _link_statement(Label.ITEM, Rel.MADE_BY, Label.BRAND, "item_id", "brand_id")
+LINK_ITEM_CATEGORIES = _link_statement(Label.ITEM, Rel.IN_CATEGORY, Label.CATEGORY, "item_id", "category_id")
+LINK_CATEGORY_PARENTS = _link_statement(
+    Label.CATEGORY, Rel.SUBCATEGORY_OF, Label.CATEGORY, "child_id", "parent_id"
+)
+LINK_KNOWLEDGE_EDGES = {
+    relation: _link_statement(Label.ITEM, rel, Label.ITEM, "head", "tail")
+    for relation, rel in KNOWLEDGE_RELATIONS.items()
+}
+
+UPSERT_USERS = write(
+    "upsert_users",
+    """
+    UNWIND $ids AS user_id
+    MERGE (u:User {id: user_id})
+    ON CREATE SET u.created_at = $now, u.flagged_bot = false
+    """,
+    ids=["A1YJEY40YUW4SE"],
+    now=1700000000000,
+)
+
+# One row per (user, item) pair, already aggregated over the data set.
+SET_INTERACTIONS = write(
+    "set_interactions",
+    """
+    UNWIND $rows AS r
+    MATCH (u:User {id: r.user_id})
+    MATCH (i:Item {id: r.item_id})
+    MERGE (u)-[e:INTERACTED]->(i)
+    SET e += r.counts,
+        e.first_ts = r.first_ts,
+        e.last_ts = r.last_ts,
+        e.last_seq = r.last_seq,
+        e.rating = r.rating,
+        e.weight = r.weight,
+        e.weight_ts = r.weight_ts
+    """,
+    rows=[
+        {
+            "user_id": "A1YJEY40YUW4SE",
+            "item_id": "B0001",
+            "counts": {"n_purchase": 1},
+            "first_ts": 1700000000000,
+            "last_ts": 1700000000000,
+            "last_seq": 0,
+            "rating": None,
+            "weight": 5.0,
+            "weight_ts": 1700000000000,
+        }
+    ],
+)
+
+_INTEREST_ROW = {
+    "user_id": "A1YJEY40YUW4SE",
+    "target_id": "Olay",
+    "weight": 5.0,
+    "weight_ts": 1700000000000,
+    "count": 1,
+    "first_ts": 1700000000000,
+    "last_ts": 1700000000000,
+}
+
+
+def _interest_statement(target: Label) -> Statement:
+    # The target label comes from the fixed allow-list in graph_schema.model.
+    return write(
+        f"set_{target.value.lower()}_interests",
+        f"""
+        UNWIND $rows AS r
+        MATCH (u:User {{id: r.user_id}})
+        MATCH (t:{target.value} {{id: r.target_id}})
+        MERGE (u)-[x:INTERESTED_IN]->(t)
+        SET x.weight = r.weight, x.weight_ts = r.weight_ts, x.count = r.count,
+            x.first_ts = r.first_ts, x.last_ts = r.last_ts
+        """,
+        rows=[_INTEREST_ROW],
+    )
+
+
+SET_BRAND_INTERESTS = _interest_statement(Label.BRAND)
+SET_CATEGORY_INTERESTS = _interest_statement(Label.CATEGORY)

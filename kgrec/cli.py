@@ -1,0 +1,282 @@
+"""The ``kgrec`` command line: graph server, migrations, Cypher shell, imports and the whole stack."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graph_schema.statements import admin
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.embedded import EmbeddedServerError
+from kgrec.gateway import GraphQueryError, GraphUnavailable
+from kgrec.migrations import MigrationError, migrate
+from kgrec.runtime import embedded_server, graph_session
+from kgrec.stack import StackError
+
+console = Console(stderr=True)
+# Failures a person can act on: printed as one line, never as a traceback.
+EXPECTED_ERRORS = (
+    GraphUnavailable,
+    GraphQueryError,
+    MigrationError,
+    EmbeddedServerError,
+    FileNotFoundError,
+    PermissionError,
+    ValueError,
+    OSError,
+    StackError,
+)
+
+
+class KgrecGroup(click.Group):
+    """Turns expected failures into a one-line reason and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EXPECTED_ERRORS as exc:
+            click.echo(f"kgrec: error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.ensure_object(dict)["settings"]
+
+
+@click.group(cls=KgrecGroup)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """kgrec: an e-commerce interest graph with explainable recommendations."""
+    ctx.ensure_object(dict)["settings"] = Settings.from_env()
+
+
+# --- graph server ----------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Manage the embedded graph server (FalkorDB) by hand."""
+
+
+def _require_embedded(settings: Settings) -> None:
+    if not settings.embedded:
+        raise click.UsageError("NEO4J_URI is set: kgrec does not manage an external Neo4j")
+
+
+@db.command("start")
+@click.pass_context
+def db_start(ctx: click.Context) -> None:
+    """Start the embedded graph server in the background (stays up until `kgrec db stop`)."""
+    settings = _settings(ctx)
+    _require_embedded(settings)
+    info = embedded_server(settings).start(detached=True)
+    click.echo(f"graph server running: pid {info.pid}, 127.0.0.1:{info.port}, data {info.data_dir}")
+
+
+@db.command("stop")
+@click.pass_context
+def db_stop(ctx: click.Context) -> None:
+    """Stop the embedded graph server cleanly."""
+    settings = _settings(ctx)
+    _require_embedded(settings)
+    stopped = embedded_server(settings).stop()
+    click.echo("graph server stopped" if stopped else "graph server was not running")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def db_status(ctx: click.Context, as_json: bool) -> None:
+    """Show whether the graph server runs, where, and what it holds."""
+    settings = _settings(ctx)
+    status: dict[str, Any] = {"engine": "falkordb" if settings.embedded else "neo4j"}
+    if settings.embedded:
+        info = embedded_server(settings).running()
+        status["running"] = info is not None
+        if info is not None:
+            status.update(
+                pid=info.pid, port=info.port, data_dir=info.data_dir, attached=info.owner_pid is not None
+            )
+    if status.get("running", True):
+        with graph_session(settings) as gateway:
+            status["nodes"] = {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)}
+            status["relationships"] = {
+                r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)
+            }
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    for key, value in status.items():
+        click.echo(f"{key}: {value}")
+
+
+# --- schema and queries ------------------------------------------------------
+
+
+@main.command("migrate")
+@click.pass_context
+def migrate_command(ctx: click.Context) -> None:
+    """Apply pending schema migrations (idempotent; refuses if an applied file changed)."""
+    with graph_session(_settings(ctx)) as gateway:
+        applied = migrate(gateway)
+    if applied:
+        for migration in applied:
+            click.echo(f"applied {migration.id}")
+    else:
+        click.echo("schema is up to date")
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--param")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+@main.command("cypher")
+@click.argument("query")
+@click.option("--param", "params", multiple=True, help="NAME=VALUE (VALUE is JSON, else a string).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of row objects.")
+@click.pass_context
+def cypher_command(ctx: click.Context, query: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Run QUERY against the configured graph (embedded or Neo4j), like cypher-shell."""
+    values = dict(_parse_param(p) for p in params)
+    with graph_session(_settings(ctx)) as gateway:
+        rows = gateway.run_query(query, values)
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    table = Table(*(rows[0].keys() if rows else []))
+    for row in rows:
+        table.add_row(*(json.dumps(v, default=str) if not isinstance(v, str) else v for v in row.values()))
+    Console().print(table)
+    click.echo(f"{len(rows)} row(s)")
+
+
+# --- data import ---------------------------------------------------------------
+
+
+def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int], None]]:
+    def start(step: str, total: int) -> Callable[[int], None]:
+        task = progress.add_task(step, total=max(total, 1))
+        if total == 0:
+            progress.update(task, completed=1)
+        return lambda n: progress.advance(task, n)
+
+    return start
+
+
+def _write_rejects(path: Path, problems: list[Any]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "line", "reason"])
+        for problem in problems:
+            writer.writerow([problem.file, problem.line, problem.reason])
+
+
+def run_import(settings: Settings, dataset_name: str, data_dir: Path, rejects: Path | None) -> None:
+    """Import a data set with progress bars and print a summary (shared by `import` and `up`)."""
+    from kgrec.importer import import_dataset
+
+    dataset = open_dataset(dataset_name, data_dir)
+    with (
+        graph_session(settings, apply_migrations=True) as gateway,
+        Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        console.print(f"reading {dataset.name} ...")
+        report = import_dataset(gateway, dataset, settings, _progress_factory(progress))
+    console.print(
+        f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
+        f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"
+    )
+    if report.problems:
+        console.print(f"[yellow]{len(report.problems)} row(s) skipped[/yellow]:")
+        for problem in report.problems[:10]:
+            console.print(f"  {problem}")
+        if rejects is not None:
+            _write_rejects(rejects, report.problems)
+            console.print(f"  all skipped rows: {rejects}")
+
+
+@main.command("import")
+@click.argument("dataset")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the built-in data sets (default ../shared/data).",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every skipped row (file, line, reason) to this CSV.",
+)
+@click.pass_context
+def import_command(ctx: click.Context, dataset: str, data_dir: Path | None, rejects: Path | None) -> None:
+    """Import DATASET: amazon-beauty, movielens, kgat-amazon-book, or a folder in the kgrec layout."""
+    settings = _settings(ctx)
+    run_import(settings, dataset, data_dir or settings.shared_data_dir, rejects)
+
+
+# --- the whole stack --------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=4, show_default=True, type=int)
+def serve_command(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the API with gunicorn (the graph must be reachable)."""
+    from kgrec.stack import gunicorn_command
+
+    command = gunicorn_command(host, port, workers, threads)
+    os.execvp(command[0], command)
+
+
+@main.command("up")
+@click.option("--port", default=8000, show_default=True, type=int, help="API port on 127.0.0.1.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the embedded graph keeps its data (default KGREC_DATA_DIR or ./var).",
+)
+@click.option(
+    "--import",
+    "import_name",
+    default=None,
+    help="Import this data set first if the graph holds no items yet.",
+)
+@click.pass_context
+def up_command(ctx: click.Context, port: int, data_dir: Path | None, import_name: str | None) -> None:
+    """Run the graph server and the API in the foreground; Ctrl-C or SIGTERM stops everything."""
+    from kgrec.stack import run_stack
+
+    settings = _settings(ctx).with_overrides(data_dir=data_dir)
+    run_stack(settings, port, import_name, run_import)
+
+
+if __name__ == "__main__":
+    main()

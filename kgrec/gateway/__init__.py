@@ -1,0 +1,43 @@
+"""Open the configured graph: Neo4j 5 when NEO4J_URI is set, the embedded FalkorDB otherwise."""
+
+from __future__ import annotations
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway.base import (
+    GraphGateway,
+    GraphQueryError,
+    GraphUnavailable,
+    WriteSummary,
+    batched,
+)
+
+
+def open_gateway(settings: Settings, graph_name: str | None = None) -> GraphGateway:
+    """The gateway for ``settings``; ``graph_name`` selects another graph (e.g. a scratch one).
+
+    On Neo4j, ``graph_name`` is a database name and must already exist.
+    """
+    if not settings.embedded:
+        from kgrec.gateway.neo4j_adapter import Neo4jGateway
+
+        return Neo4jGateway(
+            settings.neo4j_uri or "",
+            settings.neo4j_user,
+            settings.neo4j_password,
+            graph_name or settings.neo4j_database,
+        )
+    from kgrec.gateway.falkordb_adapter import FalkorDBGateway
+
+    server = EmbeddedServer(settings.data_dir, settings.aof_fsync)
+    return FalkorDBGateway(server, graph_name or settings.graph_name)
+
+
+__all__ = [
+    "GraphGateway",
+    "GraphQueryError",
+    "GraphUnavailable",
+    "WriteSummary",
+    "batched",
+    "open_gateway",
+]

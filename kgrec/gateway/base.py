@@ -1,0 +1,130 @@
+"""The graph gateway: one small interface over Neo4j 5 and the embedded FalkorDB.
+
+Code above the gateway runs named statements from the ``graph_schema``
+catalogue and never learns which engine is underneath.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from graph_schema.catalogue import Statement
+
+Row = dict[str, Any]
+DEFAULT_BATCH_SIZE = 5_000
+
+
+class GraphUnavailable(RuntimeError):
+    """The graph server cannot be reached right now (callers answer 503 / retry)."""
+
+
+class GraphQueryError(RuntimeError):
+    """The graph server refused a statement."""
+
+
+@dataclass
+class WriteSummary:
+    """What one write statement changed, plus any rows it returned."""
+
+    nodes_created: int = 0
+    nodes_deleted: int = 0
+    relationships_created: int = 0
+    relationships_deleted: int = 0
+    properties_set: int = 0
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, other: WriteSummary) -> None:
+        """Accumulate another summary's counters into this one (rows are not kept)."""
+        self.nodes_created += other.nodes_created
+        self.nodes_deleted += other.nodes_deleted
+        self.relationships_created += other.relationships_created
+        self.relationships_deleted += other.relationships_deleted
+        self.properties_set += other.properties_set
+
+
+def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Split ``rows`` into lists of at most ``size`` items."""
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class GraphGateway(ABC):
+    """Run catalogue statements against one graph."""
+
+    engine: str = ""
+
+    @abstractmethod
+    def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]: ...
+
+    @abstractmethod
+    def _write(self, statement: Statement, params: Mapping[str, Any]) -> WriteSummary: ...
+
+    @abstractmethod
+    def run_ddl(self, text: str) -> None:
+        """Run one schema statement from a migration file (index, constraint)."""
+
+    @abstractmethod
+    def run_query(self, text: str, params: Mapping[str, Any]) -> list[Row]:
+        """Run a user's own query (``kgrec cypher``), like cypher-shell does."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def after_bulk_load(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
+        """Let the engine compact its logs after a bulk load (a no-op unless it needs one)."""
+
+    def read(self, statement: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run a read statement and return its rows as dicts."""
+        params = dict(params or {})
+        if statement.mode != "read":
+            raise ValueError(f"{statement.name} is a write statement")
+        statement.check_params(params)
+        return self._read(statement, params)
+
+    def write(self, statement: Statement, params: Mapping[str, Any] | None = None) -> WriteSummary:
+        """Run a write statement atomically (one statement, one transaction)."""
+        params = dict(params or {})
+        if statement.mode != "write":
+            raise ValueError(f"{statement.name} is a read statement")
+        statement.check_params(params)
+        return self._write(statement, params)
+
+    def write_batches(
+        self,
+        statement: Statement,
+        rows: Iterable[Any],
+        *,
+        param: str = "rows",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        extra: Mapping[str, Any] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> WriteSummary:
+        """Write ``rows`` in UNWIND batches of ``batch_size``; each batch is one atomic write."""
+        total = WriteSummary()
+        for chunk in batched(rows, batch_size):
+            total.add(self.write(statement, {param: chunk, **(extra or {})}))
+            if on_batch is not None:
+                on_batch(len(chunk))
+        return total
+
+    def __enter__(self) -> GraphGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def node_dict(labels: Iterable[str], properties: Mapping[str, Any]) -> Row:
+    """The engine-neutral form of a node in query results."""
+    return {"labels": sorted(labels), "properties": dict(properties)}
+
+
+def relationship_dict(rel_type: str, properties: Mapping[str, Any]) -> Row:
+    """The engine-neutral form of a relationship in query results."""
+    return {"type": rel_type, "properties": dict(properties)}

@@ -1,0 +1,164 @@
+"""FalkorDB adapter: the embedded graph over its native (Redis) protocol, never Bolt.
+
+Every FalkorDB query is atomic and writes are serialized, so each catalogue
+write statement is one transaction. Connection details come from the embedded
+server's ``server.json`` and are re-read after a connection failure, so a
+restarted server (possibly on a new port) is picked up without a restart here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+from falkordb import FalkorDB
+from falkordb.edge import Edge
+from falkordb.graph import Graph
+from falkordb.node import Node
+from falkordb.path import Path as FalkorPath
+
+from graph_schema.catalogue import Statement
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway.base import (
+    GraphGateway,
+    GraphQueryError,
+    GraphUnavailable,
+    Row,
+    WriteSummary,
+    node_dict,
+    relationship_dict,
+)
+
+# Errors that mean "schema object already there": migrations treat them as done.
+_ALREADY_DONE = ("already indexed", "already exists")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Node):
+        return node_dict(value.labels or [], {k: _plain(v) for k, v in value.properties.items()})
+    if isinstance(value, Edge):
+        return relationship_dict(value.relation, {k: _plain(v) for k, v in value.properties.items()})
+    if isinstance(value, FalkorPath):
+        return {
+            "nodes": [_plain(n) for n in value.nodes()],
+            "relationships": [_plain(e) for e in value.edges()],
+        }
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _rows(result: Any) -> list[Row]:
+    names = [column[1] for column in result.header]
+    return [dict(zip(names, map(_plain, record), strict=True)) for record in result.result_set]
+
+
+class FalkorDBGateway(GraphGateway):
+    """Gateway over one FalkorDB graph (a Redis key)."""
+
+    engine = "falkordb"
+
+    def __init__(self, server: EmbeddedServer, graph_name: str) -> None:
+        self._server = server
+        self._graph_name = graph_name
+        self._lock = threading.Lock()
+        self._client: FalkorDB | None = None
+        self._graph: Graph | None = None
+
+    def _connected_graph(self) -> Graph:
+        with self._lock:
+            if self._graph is None:
+                info = self._server.running()
+                if info is None:
+                    raise GraphUnavailable("the embedded graph server is not running")
+                self._client = FalkorDB(
+                    host=info.host,
+                    port=info.port,
+                    password=info.password,
+                    socket_timeout=300,
+                    socket_connect_timeout=5,
+                )
+                self._graph = self._client.select_graph(self._graph_name)
+            return self._graph
+
+    def _reset(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                with contextlib.suppress(redis.RedisError):
+                    self._client.close()
+            self._client = None
+            self._graph = None
+
+    def _call(self, action: Callable[[Graph], Any]) -> Any:
+        graph = self._connected_graph()
+        try:
+            return action(graph)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            self._reset()
+            raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if "empty key" in str(exc):  # reading a graph that has no data yet
+                return None
+            raise GraphQueryError(str(exc)) from exc
+
+    def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
+        result = self._call(lambda g: g.ro_query(statement.cypher, dict(params)))
+        return [] if result is None else _rows(result)
+
+    def _write(self, statement: Statement, params: Mapping[str, Any]) -> WriteSummary:
+        result = self._call(lambda g: g.query(statement.cypher, dict(params)))
+        return WriteSummary(
+            nodes_created=int(result.nodes_created),
+            nodes_deleted=int(result.nodes_deleted),
+            relationships_created=int(result.relationships_created),
+            relationships_deleted=int(result.relationships_deleted),
+            properties_set=int(result.properties_set),
+            rows=_rows(result),
+        )
+
+    def run_ddl(self, text: str) -> None:
+        """Run an index statement, or ``GRAPH.CONSTRAINT CREATE ...`` (a command, not Cypher)."""
+        words = text.split()
+        try:
+            if words[:2] == ["GRAPH.CONSTRAINT", "CREATE"]:
+                self._create_constraint(words[2:])
+            else:
+                self._call(lambda g: g.query(text))
+        except GraphQueryError as exc:
+            if not any(marker in str(exc) for marker in _ALREADY_DONE):
+                raise
+
+    def _create_constraint(self, args: list[str]) -> None:
+        # args: UNIQUE NODE <Label> PROPERTIES <n> <prop>...; constraints build asynchronously.
+        self._call(lambda g: g.execute_command("GRAPH.CONSTRAINT", "CREATE", g.name, *args))
+        label, props = args[2], args[5:]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            constraints = self._call(lambda g: g.list_constraints()) or []
+            status = next(
+                (c["status"] for c in constraints if c["label"] == label and list(c["properties"]) == props),
+                None,
+            )
+            if status == "OPERATIONAL":
+                return
+            if status == "FAILED":
+                raise GraphQueryError(f"constraint on {label}{props} failed: duplicate values")
+            time.sleep(0.05)
+        raise GraphQueryError(f"constraint on {label}{props} was not built within 600 s")
+
+    def run_query(self, text: str, params: Mapping[str, Any]) -> list[Row]:
+        result = self._call(lambda g: g.query(text, dict(params)))
+        return [] if result is None else _rows(result)
+
+    def after_bulk_load(self) -> None:
+        """Rewrite the AOF: replaying the un-rewritten log of a bulk load takes minutes."""
+        self._server.rewrite_aof()
+
+    def close(self) -> None:
+        self._reset()

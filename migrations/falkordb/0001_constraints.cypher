@@ -1,0 +1,14 @@
+// Unique external ids. FalkorDB needs a range index first; the unique
+// constraint itself is a GRAPH.CONSTRAINT command, built asynchronously.
+CREATE INDEX FOR (n:User) ON (n.id);
+CREATE INDEX FOR (n:Item) ON (n.id);
+CREATE INDEX FOR (n:Brand) ON (n.id);
+CREATE INDEX FOR (n:Category) ON (n.id);
+CREATE INDEX FOR (n:Migration) ON (n.id);
+CREATE INDEX FOR (n:SchemaInfo) ON (n.id);
+GRAPH.CONSTRAINT CREATE UNIQUE NODE User PROPERTIES 1 id;
+GRAPH.CONSTRAINT CREATE UNIQUE NODE Item PROPERTIES 1 id;
+GRAPH.CONSTRAINT CREATE UNIQUE NODE Brand PROPERTIES 1 id;
+GRAPH.CONSTRAINT CREATE UNIQUE NODE Category PROPERTIES 1 id;
+GRAPH.CONSTRAINT CREATE UNIQUE NODE Migration PROPERTIES 1 id;
+GRAPH.CONSTRAINT CREATE UNIQUE NODE SchemaInfo PROPERTIES 1 id;

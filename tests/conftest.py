@@ -1,0 +1,67 @@
+"""Shared fixtures: a real embedded graph server (or Neo4j when NEO4J_URI is set), real data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graph_schema.statements import admin
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.migrations import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("KGREC_SHARED_DATA_DIR", REPO.parent / "shared" / "data"))
+ON_NEO4J = bool(os.environ.get("NEO4J_URI"))
+
+embedded_only = pytest.mark.skipif(ON_NEO4J, reason="manages the embedded FalkorDB server")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets (never copied into the repository)."""
+    if not (SHARED_DATA / "amazon-beauty-kg").is_dir():
+        pytest.fail(f"real data not found at {SHARED_DATA}; set KGREC_SHARED_DATA_DIR")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the test session: Neo4j from the environment, else a fresh data dir."""
+    base = Settings.from_env()
+    return base.with_overrides(data_dir=tmp_path_factory.mktemp("kgrec-data"), shared_data_dir=SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def graph_server(settings: Settings) -> Iterator[EmbeddedServer | None]:
+    """The session's embedded graph server (None on Neo4j)."""
+    if not settings.embedded:
+        yield None
+        return
+    server = EmbeddedServer(settings.data_dir, settings.aof_fsync)
+    server.start()
+    yield server
+    server.stop()
+
+
+def clear(gateway: GraphGateway) -> None:
+    """Delete every node, in bounded batches."""
+    while gateway.write(admin.DELETE_NODES_BATCH, {"limit": 10_000}).nodes_deleted:
+        pass
+
+
+@pytest.fixture
+def gateway(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[GraphGateway]:
+    """A migrated, empty graph for one test: its own graph on FalkorDB, a wiped database on Neo4j."""
+    name = f"test_{uuid.uuid4().hex[:12]}" if settings.embedded else None
+    gw = open_gateway(settings, graph_name=name)
+    clear(gw)
+    migrate(gw)
+    yield gw
+    clear(gw)
+    gw.close()

@@ -1,0 +1,119 @@
+"""Every catalogue statement passes Neo4j's own linter and runs on the configured engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graph_schema.catalogue import FORBIDDEN_CONSTRUCTS, all_statements
+from graph_schema.model import PROPERTY_KEYS, Label, Rel
+from kgrec.gateway import GraphGateway
+from kgrec.migrations import discover
+
+REPO = Path(__file__).resolve().parent.parent
+LINT_DIR = REPO / "tools" / "cypher-lint"
+
+STATEMENTS = all_statements()
+
+
+def map_keys(value: Any) -> set[str]:
+    """Keys of every map inside a parameter value (row fields like ``r.item_id``)."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in map_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in map_keys(v)}
+    return set()
+
+
+def lint(statements: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Run Neo4j's lintCypherQuery over statements; returns diagnostics by statement name.
+
+    Declared to the linter: the allow-listed labels, relationship types and
+    graph properties, plus the keys of the parameter maps (``r.<key>``).
+    """
+    if not (LINT_DIR / "node_modules" / "@neo4j-cypher" / "language-support").is_dir():
+        pytest.fail("the Cypher linter is not installed: run `make lint-deps`")
+    node = shutil.which("node")
+    assert node, "node is required for the Cypher lint"
+    schema = {
+        "labels": [label.value for label in Label],
+        "relationshipTypes": [rel.value for rel in Rel],
+        "propertyKeys": sorted(set(PROPERTY_KEYS) | {k for s in statements for k in map_keys(s["params"])}),
+    }
+    completed = subprocess.run(
+        [node, str(LINT_DIR / "lint.mjs")],
+        input=json.dumps({"schema": schema, "statements": statements}),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return {r["name"]: r["diagnostics"] for r in json.loads(completed.stdout)}
+
+
+def test_catalogue_is_not_empty_and_names_are_unique() -> None:
+    names = [s.name for s in STATEMENTS]
+    assert len(names) == len(set(names))
+    assert len(names) >= 15
+
+
+def test_every_statement_passes_neo4j_lint() -> None:
+    results = lint([{"name": s.name, "cypher": s.cypher, "params": s.params} for s in STATEMENTS])
+    assert set(results) == {s.name for s in STATEMENTS}
+    # Errors fail; so do warnings about labels, types or properties outside the allow-list.
+    problems = {name: diags for name, diags in results.items() if diags}
+    assert problems == {}
+
+
+def test_lint_catches_errors_and_undeclared_things() -> None:
+    """The linter is live: a syntax error, an undeclared parameter and a stray label are all reported."""
+    results = lint(
+        [
+            {"name": "syntax", "cypher": "MATCH (u:User RETURN u", "params": {}},
+            {"name": "param", "cypher": "MATCH (u:User {id: $uid}) RETURN u", "params": {}},
+            {"name": "label", "cypher": "MATCH (u:Usr) RETURN u.id", "params": {}},
+        ]
+    )
+    assert any(d["severity"] == "error" for d in results["syntax"])
+    assert any("$uid" in d["message"] for d in results["param"])
+    assert any("Usr" in d["message"] for d in results["label"])
+
+
+def test_neo4j_and_shared_migrations_pass_lint() -> None:
+    statements = [
+        {"name": f"{m.id}#{i}", "cypher": text, "params": {}}
+        for m in discover("neo4j")
+        for i, text in enumerate(m.statements())
+    ]
+    assert statements
+    results = lint(statements)
+    assert {name: d for name, d in results.items() if d} == {}
+
+
+@pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
+def test_statement_uses_only_the_shared_subset(statement: Any) -> None:
+    used = [name for name, pattern in FORBIDDEN_CONSTRUCTS.items() if pattern.search(statement.cypher)]
+    assert used == []
+    # Each write is exactly one statement (FalkorDB has no multi-statement transactions).
+    assert ";" not in statement.cypher
+
+
+@pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
+def test_statement_runs_on_the_graph(gateway: GraphGateway, statement: Any) -> None:
+    """Every statement executes with its declared example parameters on the real engine."""
+    if statement.mode == "read":
+        rows = gateway.read(statement, statement.params)
+        assert isinstance(rows, list)
+    else:
+        gateway.write(statement, statement.params)
+
+
+def test_gateway_refuses_wrong_parameters(gateway: GraphGateway) -> None:
+    statement = next(s for s in STATEMENTS if s.params)
+    with pytest.raises(ValueError, match=statement.name):
+        gateway.read(statement, {}) if statement.mode == "read" else gateway.write(statement, {})

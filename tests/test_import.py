@@ -1,0 +1,263 @@
+"""``kgrec import`` on real data: exact counts, idempotency, bad rows reported and skipped."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from graph_schema.statements import admin
+from kgrec.category_tree import infer_parents
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.gateway import GraphGateway
+from kgrec.importer import decayed_sum, import_dataset
+from tests.subsets import amazon_beauty_subset
+
+DAY_MS = 86_400_000
+
+
+def counts(gateway: GraphGateway) -> tuple[dict[str, int], dict[str, int]]:
+    nodes = {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)}
+    rels = {r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)}
+    return nodes, rels
+
+
+def fingerprint(gateway: GraphGateway) -> list[dict[str, object]]:
+    """Property totals that any change to interaction or interest edges would move."""
+    return gateway.run_query(
+        "MATCH (u:User)-[r:INTERACTED|INTERESTED_IN]->(t) "
+        "RETURN type(r) AS type, count(r) AS n, sum(r.weight) AS weight, "
+        "sum(coalesce(r.n_purchase, 0)) AS purchases, sum(coalesce(r.count, 0)) AS events "
+        "ORDER BY type",
+        {},
+    )
+
+
+@pytest.fixture(scope="module")
+def beauty_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 100 users of Amazon Beauty with their items and those items' triples."""
+    return amazon_beauty_subset(
+        shared_data / "amazon-beauty-kg", tmp_path_factory.mktemp("beauty100"), users=100
+    )
+
+
+def test_subset_import_counts_are_exact(
+    gateway: GraphGateway, beauty_subset: Path, settings: Settings
+) -> None:
+    report = import_dataset(gateway, open_dataset(str(beauty_subset), settings.shared_data_dir), settings)
+    nodes, rels = counts(gateway)
+    assert nodes["User"] == 100
+    assert int(gateway.read(admin.INTERACTED_ITEM_COUNT)[0]["count"]) == 1_100
+    assert nodes["Item"] == 1_100 + 29_849  # rated items + co-purchase targets outside them
+    assert nodes["Brand"] == 450
+    assert nodes["Category"] == 181
+    assert rels["INTERACTED"] == 1_366
+    assert rels["MADE_BY"] == 920
+    assert rels["IN_CATEGORY"] == 4_553
+    assert rels["ALSO_BOUGHT"] == 82_088
+    assert rels["ALSO_VIEWED"] == 13_934
+    assert rels["BOUGHT_TOGETHER"] == 796
+    assert rels["SUBCATEGORY_OF"] == 181 - 1  # one root, "Beauty"
+    assert report.problems == []
+    assert report.relationships == sum(rels.values())
+
+
+def test_second_import_changes_nothing(
+    gateway: GraphGateway, beauty_subset: Path, settings: Settings
+) -> None:
+    dataset = open_dataset(str(beauty_subset), settings.shared_data_dir)
+    first = import_dataset(gateway, dataset, settings, now_ms=1_700_000_000_000)
+    before = (counts(gateway), fingerprint(gateway))
+    second = import_dataset(
+        gateway,
+        open_dataset(str(beauty_subset), settings.shared_data_dir),
+        settings,
+        now_ms=1_700_000_000_000,
+    )
+    assert (counts(gateway), fingerprint(gateway)) == before
+    assert first.relationships_created == first.relationships
+    assert second.relationships_created == 0
+
+
+def test_interest_edges_follow_interactions(
+    gateway: GraphGateway, beauty_subset: Path, settings: Settings
+) -> None:
+    import_dataset(gateway, open_dataset(str(beauty_subset), settings.shared_data_dir), settings)
+    # Every brand interest is backed by an interaction with an item of that brand, and vice versa.
+    rows = gateway.run_query(
+        "MATCH (u:User)-[x:INTERESTED_IN]->(b:Brand) "
+        "OPTIONAL MATCH (u)-[e:INTERACTED]->(:Item)-[:MADE_BY]->(b) "
+        "WITH x, count(e) AS backing, sum(e.n_purchase) AS purchases "
+        "RETURN count(x) AS interests, sum(CASE WHEN backing = 0 THEN 1 ELSE 0 END) AS unbacked, "
+        "sum(CASE WHEN x.count = purchases THEN 0 ELSE 1 END) AS miscounted",
+        {},
+    )
+    assert rows[0]["interests"] > 0
+    assert rows[0]["unbacked"] == 0
+    assert rows[0]["miscounted"] == 0
+
+
+def test_full_amazon_beauty_import(gateway: GraphGateway, settings: Settings) -> None:
+    """The whole real data set: the counts the README promises."""
+    report = import_dataset(gateway, open_dataset("amazon-beauty", settings.shared_data_dir), settings)
+    nodes, rels = counts(gateway)
+    assert nodes["User"] == 22_363
+    assert int(gateway.read(admin.INTERACTED_ITEM_COUNT)[0]["count"]) == 12_101
+    assert rels["INTERACTED"] == 198_502
+    # PGPR's brand list has 2,077 entries, one of them the empty string (18 triples
+    # "produced_by,<empty>"): kgrec reports those rows and keeps 2,076 real brands.
+    assert nodes["Brand"] == 2_076
+    assert nodes["Category"] == 248
+    assert rels["ALSO_BOUGHT"] == 891_182
+    assert rels["ALSO_VIEWED"] == 155_350
+    assert rels["BOUGHT_TOGETHER"] == 9_021
+    assert len(report.problems) == 18
+    assert {p.reason for p in report.problems} == {"tail is empty"}
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def messy_dataset(tmp_path: Path) -> Path:
+    folder = tmp_path / "messy"
+    folder.mkdir()
+    write_csv(
+        folder / "interactions.csv",
+        ["user_id", "item_id", "ts", "type", "value"],
+        [
+            ["u1", "i1", "2024-01-01T00:00:00Z", "purchase", ""],  # line 2: ok
+            ["u1", "i2", "1704067200", "view", ""],  # line 3: ok (Unix seconds)
+            ["", "i1", "1704067200", "view", ""],  # line 4: empty user_id
+            ["u2", "i1", "yesterday", "view", ""],  # line 5: bad ts
+            ["u2", "i1", "1704067200", "teleport", ""],  # line 6: unknown type
+            ["u2", "i1", "1704067200", "rating", "NaN"],  # line 7: NaN value
+            ["u2", "i3", "1704067200", "rating", "4.5"],  # line 8: ok
+        ],
+    )
+    with open(folder / "interactions.csv", "a") as handle:
+        handle.write("u3,i1,1704067200\n")  # line 9: too few fields
+    write_csv(
+        folder / "items.csv",
+        ["item_id", "brand", "categories", "title", "price"],
+        [
+            ["i1", "Acme", "Beauty|Skin Care|Face", "Face cream", "12.5"],
+            ["i2", "Acme", "Beauty|Makeup", "Lipstick", "oops"],  # line 3: bad price
+            ["i3", "Bolt", "Beauty|Skin Care", "Serum", ""],
+        ],
+    )
+    write_csv(
+        folder / "kg_triples.csv",
+        ["head", "relation", "tail"],
+        [["i1", "also_bought", "i3"], ["i1", "sounds_like", "i2"], ["i3", "also_viewed", "x9"]],
+    )
+    return folder
+
+
+def test_bad_rows_are_reported_and_the_rest_loads(
+    gateway: GraphGateway, messy_dataset: Path, settings: Settings
+) -> None:
+    report = import_dataset(gateway, open_dataset(str(messy_dataset), settings.shared_data_dir), settings)
+    found = {(Path(p.file).name, p.line): p.reason for p in report.problems}
+    assert found == {
+        ("interactions.csv", 4): "user_id is empty",
+        ("interactions.csv", 5): "ts 'yesterday' is neither ISO-8601 nor Unix seconds",
+        ("interactions.csv", 6): found[("interactions.csv", 6)],
+        ("interactions.csv", 7): "value: value 'NaN' is not a finite number",
+        ("interactions.csv", 9): "expected 5 fields, found 3",
+        ("items.csv", 3): "price: could not convert string to float: 'oops'",
+        ("kg_triples.csv", 3): found[("kg_triples.csv", 3)],
+    }
+    assert "teleport" in found[("interactions.csv", 6)]
+    assert "sounds_like" in found[("kg_triples.csv", 3)]
+    nodes, rels = counts(gateway)
+    assert nodes["User"] == 2 and rels["INTERACTED"] == 3
+    assert rels["ALSO_BOUGHT"] == 1 and rels["ALSO_VIEWED"] == 1
+    assert nodes["Item"] == 3 + 1  # i1..i3 plus co-purchase target x9
+    rating = gateway.run_query("MATCH (:User {id: 'u2'})-[e:INTERACTED]->(:Item {id: 'i3'}) RETURN e", {})
+    props = rating[0]["e"]["properties"]
+    assert props["rating"] == 4.5 and props["n_rating"] == 1
+    assert props["first_ts"] == props["last_ts"] == props["weight_ts"] == 1_704_067_200_000
+    # "Skin Care" covers "Face"; "Beauty" covers everything ("Makeup" came only with the rejected i2 row)
+    parents = gateway.run_query(
+        "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) RETURN c.id AS c, p.id AS p ORDER BY c", {}
+    )
+    assert {(r["c"], r["p"]) for r in parents} == {
+        ("Face", "Skin Care"),
+        ("Skin Care", "Beauty"),
+    }
+
+
+def test_cli_import_reports_rejects_and_summary(
+    messy_dataset: Path, settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    rejects = tmp_path / "rejects.csv"
+    env = {
+        **os.environ,
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "kgrec.cli", "import", str(messy_dataset), "--rejects", str(rejects)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "7 row(s) skipped" in done.stderr
+    assert "Traceback" not in done.stderr
+    with open(rejects) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 7
+    assert {"file", "line", "reason"} == set(rows[0])
+    missing = subprocess.run(
+        [sys.executable, "-m", "kgrec.cli", "import", str(tmp_path / "nowhere")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("kgrec: error:") and "Traceback" not in missing.stderr
+
+
+def test_decayed_sum_matches_hand_computation() -> None:
+    half_life = 14 * DAY_MS
+    t0 = 1_700_000_000_000
+    # a purchase (5) two half-lives before a view (1): 5 * 0.25 + 1 = 2.25 at the view's time
+    weight, ts = decayed_sum([(5.0, t0), (1.0, t0 + 28 * DAY_MS)], half_life, now_ms=0)
+    assert ts == t0 + 28 * DAY_MS
+    assert math.isclose(weight, 2.25)
+    # no timestamps: no decay, stamped with the import time
+    assert decayed_sum([(5.0, None), (3.0, None)], half_life, now_ms=42) == (8.0, 42)
+
+
+def test_category_tree_from_unordered_sets() -> None:
+    parents = infer_parents(
+        {
+            "a": ["Curling Irons", "Beauty", "Irons", "Hair Care"],
+            "b": ["Beauty", "Hair Care", "Irons"],
+            "c": ["Hair Care", "Beauty"],
+            "d": ["Makeup", "Beauty"],
+        }
+    )
+    assert parents == {
+        "Curling Irons": "Irons",
+        "Irons": "Hair Care",
+        "Hair Care": "Beauty",
+        "Makeup": "Beauty",
+    }

@@ -1,0 +1,118 @@
+"""``kgrec up`` and ``kgrec cypher`` as a user runs them: real processes, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from kgrec.embedded import EmbeddedServer, _pid_alive
+from tests.conftest import embedded_only
+from tests.subsets import amazon_beauty_subset
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, timeout_s: float = 120.0) -> requests.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer 200 within {timeout_s}s")
+
+
+@embedded_only
+def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_data: Path) -> None:
+    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=20)
+    data_dir = tmp_path / "var"
+    port = free_port()
+    env = {**os.environ, "KGREC_SHARED_DATA_DIR": str(shared_data)}
+    env.pop("NEO4J_URI", None)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kgrec.cli",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--import",
+            str(subset),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for(f"{base}/healthz").json() == {"status": "ok"}
+        assert wait_for(f"{base}/readyz").json()["engine"] == "falkordb"
+        stats = requests.get(f"{base}/v1/graph/stats", timeout=10).json()
+        assert stats["nodes"]["User"] == 20
+        missing = requests.get(f"{base}/v1/nowhere", timeout=10)
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        server = EmbeddedServer(data_dir).running()
+        assert server is not None and server.owner_pid == up.pid
+    finally:
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, output
+    assert "kgrec stopped" in output
+    assert not _pid_alive(server.pid)
+    assert EmbeddedServer(data_dir).running() is None
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/healthz", timeout=2)
+
+
+def test_cypher_command_prints_json_rows(settings: object, graph_server: object) -> None:
+    env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": "cypher_cli"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kgrec.cli",
+            "cypher",
+            "RETURN $n + 1 AS n, $s AS s",
+            "--param",
+            "n=41",
+            "--param",
+            "s=it's",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"n": 42, "s": "it's"}]
+    broken = subprocess.run(
+        [sys.executable, "-m", "kgrec.cli", "cypher", "MATCH (n RETURN n"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("kgrec: error:")
+    assert "Traceback" not in broken.stderr and len(broken.stderr.strip().splitlines()) == 1

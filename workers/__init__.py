@@ -1,0 +1,1 @@
+"""Background workers (Celery) and the learning code."""
