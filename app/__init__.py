@@ -5,15 +5,21 @@ from __future__ import annotations
 from flask import Flask
 
 from app.errors import register_error_handlers
+from app.events import bp as events_bp
 from app.graph import init_graph
 from app.health import bp as health_bp
 from kgrec.config import Settings
+
+# 1,000 events with item details fit comfortably; anything bigger is refused with 413.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; one graph gateway per process, opened on first use."""
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     init_graph(app, settings or Settings.from_env())
     register_error_handlers(app)
     app.register_blueprint(health_bp)
+    app.register_blueprint(events_bp)
     return app

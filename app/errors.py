@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -10,30 +12,48 @@ from kgrec.gateway import GraphUnavailable
 RETRY_AFTER_S = 5
 
 
-def error_response(status: int, error: str, detail: str, field: str | None = None) -> Response:
+class ApiError(Exception):
+    """An error the API reports to the client as JSON."""
+
+    def __init__(self, status: int, error: str, detail: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.field = field
+        self.extra = extra
+
+
+def error_response(status: int, error: str, detail: str, field: str | None = None, **extra: Any) -> Response:
     """Build a JSON error response."""
-    body = {"error": error, "detail": detail}
+    body: dict[str, Any] = {"error": error, "detail": detail}
     if field is not None:
         body["field"] = field
+    body.update(extra)
     response = jsonify(body)
     response.status_code = status
     return response
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Map graph outages to 503 + Retry-After and every HTTP error to JSON."""
+    """Map API errors, graph outages (503 + Retry-After) and every HTTP error to JSON."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.error, exc.detail, exc.field, **exc.extra)
 
     @app.errorhandler(GraphUnavailable)
     def graph_unavailable(exc: GraphUnavailable) -> Response:
-        response = error_response(503, "graph_unavailable", "the graph database is unavailable; retry later")
+        response = error_response(
+            503, "graph_unavailable", "the graph database is unavailable; nothing was written, retry later"
+        )
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return error_response(
-            exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or ""
-        )
+        error = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, error, exc.description or "")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -37,3 +37,8 @@ def init_graph(app: Flask, settings: Settings) -> None:
 def graph() -> GraphGateway:
     """The gateway of the current app."""
     return current_app.extensions[_EXTENSION].gateway
+
+
+def settings() -> Settings:
+    """The settings of the current app."""
+    return current_app.extensions[_EXTENSION].settings

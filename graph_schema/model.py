@@ -17,6 +17,7 @@ class Label(StrEnum):
     ITEM = "Item"
     BRAND = "Brand"
     CATEGORY = "Category"
+    EVENT = "Event"
     MIGRATION = "Migration"
     SCHEMA_INFO = "SchemaInfo"
 
@@ -72,6 +73,11 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "listed",
     # User
     "flagged_bot",
+    "rate_minute",
+    "rate_count",
+    # Event (idempotency keys)
+    "ts",
+    "received_at",
     # interaction and interest edges
     "weight",
     "weight_ts",
@@ -80,6 +86,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "last_seq",
     "count",
     "rating",
+    "rating_ts",
     *(f"n_{b}" for b in BEHAVIOURS),
     # Migration / SchemaInfo
     "version",

@@ -22,7 +22,7 @@ from kgrec.embedded import EmbeddedServerError
 from kgrec.gateway import GraphQueryError, GraphUnavailable
 from kgrec.migrations import MigrationError, migrate
 from kgrec.runtime import embedded_server, graph_session
-from kgrec.stack import StackError
+from kgrec.stack import StackError, beat_argv, worker_argv
 
 console = Console(stderr=True)
 # Failures a person can act on: printed as one line, never as a traceback.
@@ -239,6 +239,65 @@ def import_command(ctx: click.Context, dataset: str, data_dir: Path | None, reje
     run_import(settings, dataset, data_dir or settings.shared_data_dir, rejects)
 
 
+@main.group()
+def events() -> None:
+    """Behaviour events."""
+
+
+@events.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["rees46", "taobao", "csv"]))
+@click.option("--map", "mappings", multiple=True, help="Rename a CSV column: column=field.")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write rejected rows (default: rejects-<file name>.csv).",
+)
+@click.option("--batch-size", default=5_000, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+def events_import(
+    ctx: click.Context, file: Path, fmt: str, mappings: tuple[str, ...], rejects: Path | None, batch_size: int
+) -> None:
+    """Import behaviour events from FILE (CSV, optionally gzipped) through the API's write path."""
+    from kgrec.events.bulk import import_events, write_rejects
+
+    mapping = {}
+    for text in mappings:
+        column, sep, target = text.partition("=")
+        if not sep or not column or not target:
+            raise click.BadParameter(f"{text!r} is not column=field", param_hint="--map")
+        mapping[column] = target
+    settings = _settings(ctx)
+    rejects = rejects or Path(f"rejects-{file.name.split('.')[0]}.csv")
+    with (
+        graph_session(settings, apply_migrations=True) as gateway,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task(f"importing {file.name}", total=file.stat().st_size, rows=0)
+        summary = import_events(
+            gateway,
+            file,
+            fmt,
+            settings,
+            mapping=mapping,
+            batch_size=batch_size,
+            on_progress=lambda done, rows: progress.update(task, completed=done, rows=rows),
+        )
+    write_rejects(rejects, summary.rejected)
+    console.print(
+        f"{summary.rows:,} rows in {summary.seconds:.1f}s ({summary.events_per_second:,.0f}/s): "
+        f"{summary.applied:,} applied, {summary.duplicates:,} duplicates, {len(summary.rejected):,} rejected"
+        + (f" (see {rejects})" if summary.rejected else "")
+    )
+
+
 # --- the whole stack --------------------------------------------------------------
 
 
@@ -252,6 +311,25 @@ def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     from kgrec.stack import gunicorn_command
 
     command = gunicorn_command(host, port, workers, threads)
+    os.execvp(command[0], command)
+
+
+@main.command("worker")
+@click.option("--concurrency", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option(
+    "--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "solo", "threads"])
+)
+def worker_command(concurrency: int, pool: str) -> None:
+    """Run a Celery worker (training, fold-in, pruning)."""
+    command = worker_argv(concurrency, pool)
+    os.execvp(command[0], command)
+
+
+@main.command("beat")
+@click.pass_context
+def beat_command(ctx: click.Context) -> None:
+    """Run the Celery beat scheduler (periodic pruning)."""
+    command = beat_argv(_settings(ctx))
     os.execvp(command[0], command)
 
 

@@ -47,6 +47,13 @@ class Settings:
     half_life_days: float = 14.0
     behaviour_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BEHAVIOUR_WEIGHTS))
     shared_data_dir: Path = Path("../shared/data")
+    api_keys: tuple[str, ...] = ()
+    read_requires_key: bool = False
+    max_clock_skew_s: float = 300.0
+    bot_events_per_minute: int = 120
+    prune_weight_below: float = 0.01
+    event_retention_days: float = 30.0
+    prune_interval_s: float = 600.0
 
     @property
     def embedded(self) -> bool:
@@ -81,4 +88,11 @@ class Settings:
             half_life_days=float(env.get("KGREC_HALF_LIFE_DAYS", "14")),
             behaviour_weights=_parse_weights(env.get("KGREC_BEHAVIOUR_WEIGHTS", "")),
             shared_data_dir=Path(env.get("KGREC_SHARED_DATA_DIR", "../shared/data")),
+            api_keys=tuple(k.strip() for k in env.get("KGREC_API_KEYS", "").split(",") if k.strip()),
+            read_requires_key=env.get("KGREC_READ_REQUIRES_KEY", "").lower() in ("1", "true", "yes"),
+            max_clock_skew_s=float(env.get("KGREC_MAX_CLOCK_SKEW_S", "300")),
+            bot_events_per_minute=int(env.get("KGREC_BOT_EVENTS_PER_MINUTE", "120")),
+            prune_weight_below=float(env.get("KGREC_PRUNE_WEIGHT_BELOW", "0.01")),
+            event_retention_days=float(env.get("KGREC_EVENT_RETENTION_DAYS", "30")),
+            prune_interval_s=float(env.get("KGREC_PRUNE_INTERVAL_S", "600")),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -47,14 +48,64 @@ def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[s
     ]
 
 
-def _example_curls(port: int) -> str:
+def worker_argv(concurrency: int = 1, pool: str = "prefork") -> list[str]:
+    """The command line of a Celery worker for the kgrec tasks."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.worker:celery_app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+    ]
+
+
+def beat_argv(settings: Settings) -> list[str]:
+    """The command line of the Celery beat scheduler; its schedule file lives in the data dir."""
+    schedule = Path(settings.data_dir).resolve() / "celerybeat-schedule"
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.worker:celery_app",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(schedule),
+    ]
+
+
+def _generated_api_key(data_dir: Path) -> str:
+    """A write key for a local stack without KGREC_API_KEYS, kept in the data dir (mode 600)."""
+    path = Path(data_dir) / "api_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
+def _example_curls(port: int, api_key: str) -> str:
     base = f"http://127.0.0.1:{port}"
+    event = (
+        '{"events": [{"event_id": "demo-1", "user_id": "A1YJEY40YUW4SE", "item_id": "B004756YJA", '
+        '"type": "view", "ts": ' + str(int(time.time() * 1000)) + "}]}"
+    )
     return "\n".join(
         [
-            "kgrec is up. Try:",
-            f"  curl -s {base}/healthz",
+            f"kgrec is up on {base} (write key in KGREC_API_KEYS or the data dir's api_key file). Try:",
             f"  curl -s {base}/readyz",
             f"  curl -s {base}/v1/graph/stats",
+            f"  curl -s -X POST {base}/v1/events -H 'Authorization: Bearer {api_key}' "
+            f"-H 'Content-Type: application/json' -d '{event}'",
         ]
     )
 
@@ -101,16 +152,16 @@ def run_stack(settings: Settings, port: int, import_name: str | None, run_import
                 )
             else:
                 run_import(settings, import_name, settings.shared_data_dir, None)
-        env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir)}
+        api_key = settings.api_keys[0] if settings.api_keys else _generated_api_key(settings.data_dir)
+        env = {
+            **os.environ,
+            "KGREC_DATA_DIR": str(settings.data_dir),
+            "KGREC_API_KEYS": ",".join(settings.api_keys or (api_key,)),
+        }
         parent = os.getpid()
-        children.append(
-            subprocess.Popen(
-                gunicorn_command("127.0.0.1", port, 2, 4),
-                env=env,
-                preexec_fn=lambda: die_with_parent(parent),
-            )
-        )
-        print(_example_curls(port), flush=True)
+        for argv in (gunicorn_command("127.0.0.1", port, 2, 4), worker_argv(), beat_argv(settings)):
+            children.append(subprocess.Popen(argv, env=env, preexec_fn=lambda: die_with_parent(parent)))
+        print(_example_curls(port, api_key), flush=True)
         while not stopping:
             if any(child.poll() is not None for child in children):
                 raise StackError("a kgrec process exited unexpectedly; stopping the stack")

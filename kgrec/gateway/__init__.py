@@ -5,6 +5,7 @@ from __future__ import annotations
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway.base import (
+    GraphConflict,
     GraphGateway,
     GraphQueryError,
     GraphUnavailable,
@@ -34,6 +35,7 @@ def open_gateway(settings: Settings, graph_name: str | None = None) -> GraphGate
 
 
 __all__ = [
+    "GraphConflict",
     "GraphGateway",
     "GraphQueryError",
     "GraphUnavailable",

@@ -26,6 +26,10 @@ class GraphQueryError(RuntimeError):
     """The graph server refused a statement."""
 
 
+class GraphConflict(GraphQueryError):
+    """A write violated a uniqueness constraint and was rolled back as a whole."""
+
+
 @dataclass
 class WriteSummary:
     """What one write statement changed, plus any rows it returned."""

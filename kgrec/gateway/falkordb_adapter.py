@@ -24,6 +24,7 @@ from falkordb.path import Path as FalkorPath
 from graph_schema.catalogue import Statement
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway.base import (
+    GraphConflict,
     GraphGateway,
     GraphQueryError,
     GraphUnavailable,
@@ -105,6 +106,8 @@ class FalkorDBGateway(GraphGateway):
         except redis.ResponseError as exc:
             if "empty key" in str(exc):  # reading a graph that has no data yet
                 return None
+            if "unique constraint violation" in str(exc):
+                raise GraphConflict(str(exc)) from exc
             raise GraphQueryError(str(exc)) from exc
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:

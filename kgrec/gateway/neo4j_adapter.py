@@ -7,11 +7,18 @@ from typing import Any
 
 import neo4j
 from neo4j import GraphDatabase, ManagedTransaction
-from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired, TransientError
+from neo4j.exceptions import (
+    ConstraintError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
 from neo4j.graph import Node, Path, Relationship
 
 from graph_schema.catalogue import Statement
 from kgrec.gateway.base import (
+    GraphConflict,
     GraphGateway,
     GraphQueryError,
     GraphUnavailable,
@@ -60,6 +67,8 @@ class Neo4jGateway(GraphGateway):
             return action()
         except (ServiceUnavailable, SessionExpired, TransientError) as exc:
             raise GraphUnavailable(f"Neo4j unavailable: {exc}") from exc
+        except ConstraintError as exc:
+            raise GraphConflict(str(exc)) from exc
         except Neo4jError as exc:
             raise GraphQueryError(str(exc)) from exc
 

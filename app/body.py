@@ -1,0 +1,31 @@
+"""Strict JSON request bodies: UTF-8 only, no NaN/Infinity, bounded nesting."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from app.errors import ApiError
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> Any:
+    """The request's JSON document, or a 400/415 ApiError that says what is wrong."""
+    if not (request.mimetype or "").endswith("json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=False)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_request", f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(400, "bad_request", "the JSON document is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None

@@ -1,0 +1,162 @@
+"""Event ingestion: one atomic statement per batch, plus the pruning of faded edges.
+
+FalkorDB evaluates an UNWIND batch without row-by-row visibility of earlier
+SETs, so the ingester aggregates a batch first and every stage below touches
+each node or relationship at most once. Stages are chained with ``WITH
+count(*)``, which keeps the statement going when a stage has no rows.
+
+Decay: a weight ``w`` stamped ``weight_ts`` is worth ``w * 2^(-(t - weight_ts) / half_life)``
+at time ``t``. Merging new evidence moves the stamp to the later of the two
+times, so out-of-order events are decayed correctly.
+"""
+
+from graph_schema.catalogue import Statement, read, write
+from graph_schema.model import BEHAVIOURS, Label
+
+SEEN_EVENTS = read(
+    "seen_events",
+    """
+    UNWIND $ids AS event_id
+    MATCH (e:Event {id: event_id})
+    RETURN e.id AS id
+    """,
+    ids=["evt-1"],
+)
+
+_COUNTERS = ",\n        ".join(f"r.n_{b} = coalesce(r.n_{b}, 0) + p.counts.n_{b}" for b in BEHAVIOURS)
+
+
+def _interest_stage(target: Label, via: str) -> str:
+    # Label and relationship type come from the fixed allow-list in graph_schema.model.
+    return f"""
+    UNWIND $pairs AS p
+    MATCH (u:User {{id: p.user_id}})-[:INTERACTED]->(:Item {{id: p.item_id}})-[:{via}]->(t:{target.value})
+    WITH u, t, max(p.ref_ts) AS ref, collect(p) AS ps
+    WITH u, t, ref,
+         reduce(w = 0.0, q IN ps | w + q.weight * 2 ^ (-(ref - q.ref_ts) / $half_life_ms)) AS added,
+         reduce(n = 0, q IN ps | n + q.events) AS events,
+         reduce(lo = ref, q IN ps | CASE WHEN q.first_ts < lo THEN q.first_ts ELSE lo END) AS first_seen
+    MERGE (u)-[x:INTERESTED_IN]->(t)
+    WITH x, ref, added, events, first_seen,
+         CASE WHEN x.weight_ts IS NULL OR ref > x.weight_ts THEN ref ELSE x.weight_ts END AS at
+    SET x.weight = coalesce(x.weight, 0.0) * 2 ^ (-(at - coalesce(x.weight_ts, at)) / $half_life_ms)
+                   + added * 2 ^ (-(at - ref) / $half_life_ms),
+        x.weight_ts = at,
+        x.count = coalesce(x.count, 0) + events,
+        x.first_ts = CASE WHEN x.first_ts IS NULL OR first_seen < x.first_ts
+                          THEN first_seen ELSE x.first_ts END,
+        x.last_ts = CASE WHEN x.last_ts IS NULL OR ref > x.last_ts THEN ref ELSE x.last_ts END
+    """
+
+
+_PAIR_ROW = {
+    "user_id": "u1",
+    "item_id": "i1",
+    "counts": {f"n_{b}": 0 for b in BEHAVIOURS},
+    "events": 1,
+    "weight": 5.0,
+    "ref_ts": 1700000000000,
+    "first_ts": 1700000000000,
+    "rating": None,
+    "rating_ts": None,
+}
+
+INGEST_EVENTS: Statement = write(
+    "ingest_events",
+    f"""
+    UNWIND $event_ids AS event_id
+    CREATE (:Event {{id: event_id, received_at: $now}})
+    WITH count(*) AS stage
+    UNWIND $users AS ur
+    MERGE (u:User {{id: ur.id}})
+    ON CREATE SET u.created_at = $now, u.flagged_bot = false
+    WITH u, ur,
+         CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute THEN ur.minute_count
+              WHEN ur.minute = u.rate_minute THEN u.rate_count + ur.minute_count
+              ELSE u.rate_count END AS in_minute
+    SET u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
+                             THEN ur.minute ELSE u.rate_minute END,
+        u.rate_count = in_minute,
+        u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit
+    WITH count(*) AS stage
+    UNWIND $items AS it
+    MERGE (i:Item {{id: it.id}})
+    ON CREATE SET i.created_at = $now
+    SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
+    FOREACH (brand_id IN it.brands |
+        MERGE (b:Brand {{id: brand_id}})
+        ON CREATE SET b.name = brand_id, b.created_at = $now
+        MERGE (i)-[:MADE_BY]->(b))
+    FOREACH (category_id IN it.categories |
+        MERGE (c:Category {{id: category_id}})
+        ON CREATE SET c.name = category_id, c.created_at = $now
+        MERGE (i)-[:IN_CATEGORY]->(c))
+    WITH count(*) AS stage
+    UNWIND $category_links AS link
+    MATCH (child:Category {{id: link.child_id}})
+    MATCH (parent:Category {{id: link.parent_id}})
+    MERGE (child)-[:SUBCATEGORY_OF]->(parent)
+    WITH count(*) AS stage
+    UNWIND $pairs AS p
+    MATCH (u:User {{id: p.user_id}})
+    MATCH (i:Item {{id: p.item_id}})
+    MERGE (u)-[r:INTERACTED]->(i)
+    WITH r, p,
+         CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
+         p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating
+    SET r.weight = coalesce(r.weight, 0.0) * 2 ^ (-(at - coalesce(r.weight_ts, at)) / $half_life_ms)
+                   + p.weight * 2 ^ (-(at - p.ref_ts) / $half_life_ms),
+        r.weight_ts = at,
+        r.first_ts = CASE WHEN r.first_ts IS NULL OR p.first_ts < r.first_ts
+                          THEN p.first_ts ELSE r.first_ts END,
+        r.last_ts = CASE WHEN r.last_ts IS NULL OR p.ref_ts > r.last_ts THEN p.ref_ts ELSE r.last_ts END,
+        r.rating = CASE WHEN newer_rating THEN p.rating ELSE r.rating END,
+        r.rating_ts = CASE WHEN newer_rating THEN p.rating_ts ELSE r.rating_ts END,
+        {_COUNTERS}
+    WITH count(*) AS stage
+    {_interest_stage(Label.BRAND, "MADE_BY")}
+    WITH count(*) AS stage
+    {_interest_stage(Label.CATEGORY, "IN_CATEGORY")}
+    RETURN count(*) AS done
+    """,
+    now=1700000000000,
+    half_life_ms=1209600000.0,
+    bot_limit=120,
+    event_ids=["evt-1"],
+    users=[{"id": "u1", "minute": 28333333, "minute_count": 1, "burst": 1}],
+    items=[{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],
+    category_links=[{"child_id": "Face", "parent_id": "Beauty"}],
+    pairs=[_PAIR_ROW],
+)
+
+# Faded interest edges, and faded user–item edges that hold no purchase or rating
+# (purchases and ratings are kept as history: exclusion and training need them).
+PRUNE_FADED_EDGES = write(
+    "prune_faded_edges",
+    """
+    MATCH (:User)-[r:INTERACTED|INTERESTED_IN]->()
+    WHERE r.weight * 2 ^ (-($now - r.weight_ts) / $half_life_ms) < $threshold
+      AND coalesce(r.n_purchase, 0) = 0 AND coalesce(r.n_rating, 0) = 0
+    WITH r LIMIT $limit
+    DELETE r
+    RETURN count(*) AS pruned
+    """,
+    now=1700000000000,
+    half_life_ms=1209600000.0,
+    threshold=0.01,
+    limit=10000,
+)
+
+# Idempotency keys older than the retention window.
+PRUNE_OLD_EVENTS = write(
+    "prune_old_events",
+    """
+    MATCH (e:Event)
+    WHERE e.received_at < $before
+    WITH e LIMIT $limit
+    DELETE e
+    RETURN count(*) AS pruned
+    """,
+    before=1700000000000,
+    limit=10000,
+)

@@ -1,0 +1,143 @@
+"""Write a validated batch of events into the interest graph, atomically and idempotently.
+
+1. Drop events whose ids the graph has already seen, and repeated ids in the batch.
+2. Of the rest, apply only one of several events with the same content (exact
+   duplicates under different ids), but record every id, so that a later retry
+   of any of them is recognised.
+3. Aggregate per user, item and user–item pair.
+4. Write everything with one statement that also creates an ``Event`` node per
+   id. If another writer stored one of those ids in the meantime, the unique
+   constraint rolls the whole statement back and we start again from 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from graph_schema.model import BEHAVIOURS
+from graph_schema.statements.events import INGEST_EVENTS, SEEN_EVENTS
+from kgrec.config import Settings
+from kgrec.events.validation import Event
+from kgrec.gateway import GraphConflict, GraphGateway
+
+MAX_CONFLICT_RETRIES = 5
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """How many events of a batch were applied and how many were duplicates."""
+
+    received: int
+    applied: int
+    duplicates: int
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON form for the API response."""
+        return {"received": self.received, "applied": self.applied, "duplicates": self.duplicates}
+
+
+def _first_per_id(events: Sequence[Event]) -> list[Event]:
+    return list({e.event_id: e for e in reversed(events)}.values())[::-1]
+
+
+def _first_per_content(events: Sequence[Event]) -> list[Event]:
+    return list({e.content_key(): e for e in reversed(events)}.values())[::-1]
+
+
+def _category_path(categories: Sequence[str]) -> list[dict[str, str]]:
+    return [{"child_id": c, "parent_id": p} for p, c in itertools.pairwise(categories)]
+
+
+def build_params(
+    events: Sequence[Event], settings: Settings, now_ms: int, event_ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The parameters of INGEST_EVENTS for new events (``event_ids``: every id to record)."""
+    half_life = settings.half_life_ms
+    weights = settings.behaviour_weights
+
+    per_user_minute: dict[str, Counter[int]] = defaultdict(Counter)
+    items: dict[str, dict[str, Any]] = {}
+    links: dict[tuple[str, str], dict[str, str]] = {}
+    pairs: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    for event in events:
+        per_user_minute[event.user_id][event.ts // MINUTE_MS] += 1
+        row = items.setdefault(
+            event.item_id, {"id": event.item_id, "title": None, "price": None, "brands": [], "categories": []}
+        )
+        if event.item is not None:
+            info = event.item
+            row["title"] = info.title if info.title is not None else row["title"]
+            row["price"] = info.price if info.price is not None else row["price"]
+            if info.brand:
+                row["brands"] = [info.brand]
+            if info.categories:
+                row["categories"] = list(info.categories)
+                for link in _category_path(info.categories):
+                    links[(link["child_id"], link["parent_id"])] = link
+        pairs[(event.user_id, event.item_id)].append(event)
+
+    users = []
+    for user_id, minutes in per_user_minute.items():
+        latest = max(minutes)
+        users.append(
+            {"id": user_id, "minute": latest, "minute_count": minutes[latest], "burst": max(minutes.values())}
+        )
+
+    pair_rows = []
+    for (user_id, item_id), group in pairs.items():
+        ref = max(e.ts for e in group)
+        counts = dict.fromkeys((f"n_{b}" for b in BEHAVIOURS), 0)
+        for event in group:
+            counts[f"n_{event.type}"] += 1
+        ratings = [e for e in group if e.type == "rating" and e.value is not None]
+        latest_rating = max(ratings, key=lambda e: e.ts) if ratings else None
+        pair_rows.append(
+            {
+                "user_id": user_id,
+                "item_id": item_id,
+                "counts": counts,
+                "events": len(group),
+                "weight": sum(weights[e.type] * math.exp2(-(ref - e.ts) / half_life) for e in group),
+                "ref_ts": ref,
+                "first_ts": min(e.ts for e in group),
+                "rating": latest_rating.value if latest_rating else None,
+                "rating_ts": latest_rating.ts if latest_rating else None,
+            }
+        )
+    return {
+        "now": now_ms,
+        "half_life_ms": half_life,
+        "bot_limit": settings.bot_events_per_minute,
+        "event_ids": list(event_ids) if event_ids is not None else [e.event_id for e in events],
+        "users": users,
+        "items": list(items.values()),
+        "category_links": list(links.values()),
+        "pairs": pair_rows,
+    }
+
+
+def ingest(
+    gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int | None = None
+) -> IngestResult:
+    """Apply a validated batch atomically; re-sending the same events changes nothing."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    unique_ids = _first_per_id(events)
+    for _attempt in range(MAX_CONFLICT_RETRIES):
+        seen = {row["id"] for row in gateway.read(SEEN_EVENTS, {"ids": [e.event_id for e in unique_ids]})}
+        fresh = [e for e in unique_ids if e.event_id not in seen]
+        if not fresh:
+            return IngestResult(len(events), 0, len(events))
+        applied = _first_per_content(fresh)
+        try:
+            gateway.write(INGEST_EVENTS, build_params(applied, settings, now_ms, [e.event_id for e in fresh]))
+        except GraphConflict:
+            continue  # a concurrent writer stored some of these ids first: look again
+        return IngestResult(len(events), len(applied), len(events) - len(applied))
+    raise GraphConflict(f"events kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries")

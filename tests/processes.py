@@ -1,0 +1,95 @@
+"""Helpers that run kgrec's real processes (gunicorn API, CLI) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from kgrec.stack import gunicorn_command
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, timeout_s: float = 60.0, status: int = 200) -> requests.Response:
+    """Poll ``url`` until it answers ``status``."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code == status:
+                return response
+            last = f"{response.status_code} {response.text[:200]}"
+        except requests.ConnectionError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s}s: {last}")
+
+
+class ApiProcess:
+    """A gunicorn serving ``app:create_app()`` in its own process group."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None, log: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiProcess:
+        """Start gunicorn and wait until /healthz answers."""
+        output = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            gunicorn_command("127.0.0.1", self.port, 2, 4),
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        wait_for(f"{self.url}/healthz")
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL the whole gunicorn process group (master and workers)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def kgrec_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the kgrec CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "kgrec.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,192 @@
+"""``POST /v1/events`` over real HTTP (gunicorn) against the real graph: validation, auth, durability."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.migrations import migrate
+from tests.conftest import embedded_only
+from tests.processes import ApiProcess
+
+KEY = "test-key-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event(event_id: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "user_id": "alice",
+        "item_id": "lipstick",
+        "type": "view",
+        "ts": now_ms(),
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="module")
+def api(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ApiProcess, GraphGateway]]:
+    """A gunicorn API on its own graph of the session's server."""
+    graph_name = f"api_{uuid.uuid4().hex[:8]}"
+    gateway = open_gateway(settings, graph_name=graph_name if settings.embedded else None)
+    migrate(gateway)
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": graph_name, "KGREC_API_KEYS": KEY}
+    process = ApiProcess(env, log=tmp_path_factory.mktemp("api") / "gunicorn.log").start()
+    yield process, gateway
+    process.stop()
+    gateway.close()
+
+
+def post(
+    api: ApiProcess, body: Any, headers: dict[str, str] | None = None, **kwargs: Any
+) -> requests.Response:
+    return requests.post(
+        f"{api.url}/v1/events",
+        json=body,
+        headers=headers if headers is not None else AUTH,
+        timeout=30,
+        **kwargs,
+    )
+
+
+def test_valid_batch_is_applied_and_resending_is_counted_as_duplicates(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    process, gateway = api
+    batch = {
+        "events": [
+            event("api-1", user_id="u-api"),
+            event("api-2", user_id="u-api", type="purchase", item={"brand": "Acme", "category": "Lips"}),
+        ]
+    }
+    first = post(process, batch)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"received": 2, "applied": 2, "duplicates": 0}
+    again = post(process, batch)
+    assert again.json() == {"received": 2, "applied": 0, "duplicates": 2}
+    rows = gateway.run_query(
+        "MATCH (:User {id: 'u-api'})-[r:INTERACTED]->(:Item {id: 'lipstick'}) RETURN r", {}
+    )
+    props = rows[0]["r"]["properties"]
+    assert (props["n_view"], props["n_purchase"]) == (1, 1)
+
+
+def test_invalid_batch_lists_every_problem_and_writes_nothing(api: tuple[ApiProcess, GraphGateway]) -> None:
+    process, gateway = api
+    batch = [
+        event("bad-0", user_id="u-bad"),  # fine on its own
+        event("bad-1", user_id="u-bad", type="teleport"),
+        event("bad-2", user_id="u-bad", ts=now_ms() + 86_400_000),
+        {"event_id": "bad-3", "user_id": "u-bad", "type": "view", "ts": now_ms()},
+    ]
+    response = post(process, batch)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "validation_failed"
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "type"), (2, "ts"), (3, "item_id")]
+    assert "teleport" in body["errors"][0]["reason"] and "future" in body["errors"][1]["reason"]
+    assert gateway.run_query("MATCH (u:User {id: 'u-bad'}) RETURN count(u) AS n", {})[0]["n"] == 0
+
+
+def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) -> None:
+    process, gateway = api
+    batch = [event("auth-1", user_id="u-auth")]
+    missing = post(process, batch, headers={})
+    wrong = post(process, batch, headers={"Authorization": "Bearer not-the-key"})
+    basic = post(process, batch, headers={"Authorization": f"Basic {KEY}"})
+    assert [r.status_code for r in (missing, wrong, basic)] == [401, 401, 401]
+    assert all(r.json()["error"] == "unauthorized" for r in (missing, wrong, basic))
+    assert gateway.run_query("MATCH (u:User {id: 'u-auth'}) RETURN count(u) AS n", {})[0]["n"] == 0
+    assert post(process, batch).status_code == 200
+    assert requests.get(f"{process.url}/readyz", timeout=10).status_code == 200  # reads stay open
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        (b'{"events": [', "application/json", 400),
+        (b'[{"event_id": "n", "ts": NaN}]', "application/json", 400),
+        (b"\xff\xfe[]", "application/json", 400),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
+        (b"event_id=1", "application/x-www-form-urlencoded", 415),
+        (b"[]", "application/json", 422),
+        (b"[" + b",".join([b'{"event_id":"x"}'] * 1001) + b"]", "application/json", 422),
+        (b"[" + b" " * (5 * 1024 * 1024) + b"]", "application/json", 413),
+    ],
+    ids=["truncated", "nan", "not-utf8", "deep", "form", "empty", "too-many", "too-big"],
+)
+def test_malformed_bodies_are_refused(
+    api: tuple[ApiProcess, GraphGateway], data: bytes, content_type: str, status: int
+) -> None:
+    process, _ = api
+    response = requests.post(
+        f"{process.url}/v1/events", data=data, headers={**AUTH, "Content-Type": content_type}, timeout=30
+    )
+    assert response.status_code == status, response.text
+    assert set(response.json()) >= {"error", "detail"}
+    assert "Traceback" not in response.text
+
+
+@embedded_only
+def test_acknowledged_events_survive_kill_9_of_api_and_graph(tmp_path: Path) -> None:
+    """Everything the API acknowledged is there after kill -9 of gunicorn and of the graph server."""
+    settings = Settings(data_dir=tmp_path / "var")
+    server = EmbeddedServer(settings.data_dir)
+    server.start()
+    with open_gateway(settings) as gateway:
+        migrate(gateway)
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY}
+    api = ApiProcess(env, log=tmp_path / "gunicorn.log").start()
+    try:
+        acknowledged = []
+        base = now_ms() - 60_000
+        for batch in range(20):
+            events = [
+                event(
+                    f"d-{batch}-{i}",
+                    user_id=f"user-{i % 7}",
+                    item_id=f"item-{batch}",
+                    ts=base + batch * 50 + i,
+                )
+                for i in range(50)
+            ]
+            response = post(api, events)
+            assert response.status_code == 200
+            acknowledged.extend(e["event_id"] for e in events)
+        api.kill9()
+        server.kill()
+
+        # While the graph is down, a restarted API refuses writes with 503 + Retry-After.
+        api = ApiProcess(env, port=api.port, log=tmp_path / "gunicorn.log").start()
+        down = post(api, [event("while-down")])
+        assert down.status_code == 503
+        assert int(down.headers["Retry-After"]) > 0
+        assert down.json()["error"] == "graph_unavailable"
+
+        server.start()
+        with open_gateway(settings) as gateway:
+            stored = gateway.run_query("MATCH (e:Event) RETURN e.id AS id", {})
+            views = gateway.run_query("MATCH (:User)-[r:INTERACTED]->() RETURN sum(r.n_view) AS n", {})
+        assert {r["id"] for r in stored} == set(acknowledged)
+        assert views[0]["n"] == len(acknowledged)
+        # and the API reconnects by itself
+        after = post(api, [event("after-restart")])
+        assert after.status_code == 200 and after.json()["applied"] == 1
+    finally:
+        api.stop()
+        server.stop()

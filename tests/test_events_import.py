@@ -1,0 +1,138 @@
+"""``kgrec events import``: rees46, taobao and csv files through the API's validation and write path."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kgrec.config import Settings
+from kgrec.events.bulk import import_events
+from kgrec.gateway import GraphGateway
+from tests.processes import kgrec_cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_rees46_rows_become_events_with_a_category_tree(gateway: GraphGateway, settings: Settings) -> None:
+    summary = import_events(gateway, FIXTURES / "rees46_sample.csv", "rees46", settings, batch_size=4)
+    assert (summary.rows, summary.applied, summary.duplicates) == (16, 10, 1)
+    rejected = {(r.line, r.field): r.reason for r in summary.rejected}
+    assert set(rejected) == {(13, "type"), (14, "row"), (15, "row"), (16, "item_id"), (17, "row")}
+    assert "wishlist" in rejected[(13, "type")]
+    assert "cheap" in rejected[(14, "row")]
+    assert "2019-13-01" in rejected[(15, "row")]
+    assert rejected[(17, "row")] == "expected 9 fields, found 8"
+
+    laptop = gateway.run_query(
+        "MATCH (:User {id: '550050854'})-[r:INTERACTED]->(i:Item {id: '1307067'})-[:MADE_BY]->(b:Brand) "
+        "RETURN r.n_cart AS cart, r.n_purchase AS purchase, r.n_remove_from_cart AS removed, "
+        "i.price AS price, b.id AS brand",
+        {},
+    )
+    assert laptop == [{"cart": 1, "purchase": 1, "removed": 1, "price": 251.74, "brand": "lenovo"}]
+    path = gateway.run_query(
+        "MATCH (c:Category {id: 'appliances.environment.water_heater'})-[:SUBCATEGORY_OF*]->(p:Category) "
+        "RETURN p.id AS id ORDER BY id",
+        {},
+    )
+    assert [r["id"] for r in path] == ["appliances", "appliances.environment"]
+
+
+def test_taobao_rows_become_events(gateway: GraphGateway, settings: Settings) -> None:
+    summary = import_events(gateway, FIXTURES / "taobao_sample.csv", "taobao", settings)
+    assert (summary.rows, summary.applied, summary.duplicates) == (15, 11, 1)
+    assert [(r.line, r.field) for r in summary.rejected] == [(13, "row"), (14, "row"), (15, "row")]
+    buys = gateway.run_query(
+        "MATCH (:User {id: '100'})-[r:INTERACTED]->(:Item {id: '1603476'}) RETURN r.n_purchase AS n, "
+        "r.n_fav AS fav, r.first_ts AS first",
+        {},
+    )
+    assert buys == [{"n": 1, "fav": 1, "first": 1_511_732_732_000}]
+
+
+def test_importing_the_same_file_twice_changes_nothing(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    gz = tmp_path / "sample.csv.gz"
+    with open(FIXTURES / "taobao_sample.csv", "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    first = import_events(gateway, gz, "taobao", settings)
+    weights = gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN sum(r.weight) AS w, count(r) AS n", {})
+    second = import_events(gateway, gz, "taobao", settings)
+    assert first.applied == 11
+    assert (second.applied, second.duplicates) == (0, 12)
+    assert (
+        gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN sum(r.weight) AS w, count(r) AS n", {})
+        == weights
+    )
+
+
+def test_csv_with_column_mapping(gateway: GraphGateway, settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "shop.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer", "sku", "action", "when", "stars", "maker", "category"])
+        writer.writerow(["c1", "s1", "rating", "2024-05-01T10:00:00Z", "4", "Acme", "Beauty|Skin Care"])
+        writer.writerow(["c1", "s2", "view", "1714557600", "", "", ""])
+        writer.writerow(["c2", "s1", "purchase", "not-a-time", "", "", ""])
+    summary = import_events(
+        gateway,
+        path,
+        "csv",
+        settings,
+        mapping={
+            "customer": "user_id",
+            "sku": "item_id",
+            "action": "type",
+            "when": "ts",
+            "stars": "value",
+            "maker": "brand",
+        },
+    )
+    assert (summary.applied, len(summary.rejected)) == (2, 1)
+    assert summary.rejected[0].line == 4
+    rating = gateway.run_query(
+        "MATCH (:User {id: 'c1'})-[r:INTERACTED]->(:Item {id: 's1'})-[:IN_CATEGORY]->(c:Category) "
+        "RETURN r.rating AS rating, collect(c.id) AS categories",
+        {},
+    )
+    assert rating[0]["rating"] == 4.0 and sorted(rating[0]["categories"]) == ["Beauty", "Skin Care"]
+    with pytest.raises(ValueError, match="lacks"):
+        import_events(gateway, path, "csv", settings)
+
+
+def test_cli_writes_the_reject_file(settings: Settings, graph_server: object, tmp_path: Path) -> None:
+    if not settings.embedded:
+        pytest.skip("the CLI test uses its own embedded graph")
+    rejects = tmp_path / "rejects.csv"
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"ev_{uuid.uuid4().hex[:8]}"}
+    done = kgrec_cli(
+        "events",
+        "import",
+        str(FIXTURES / "rees46_sample.csv"),
+        "--format",
+        "rees46",
+        "--rejects",
+        str(rejects),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "10 applied, 1 duplicates, 5 rejected" in done.stderr
+    with open(rejects) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["line"], r["field"]) for r in rows] == [
+        ("13", "type"),
+        ("14", "row"),
+        ("15", "row"),
+        ("16", "item_id"),
+        ("17", "row"),
+    ]
+    wrong = kgrec_cli("events", "import", str(FIXTURES / "taobao_sample.csv"), "--format", "rees46", env=env)
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines()[-1].startswith("kgrec: error: not a rees46 file")
+    assert "Traceback" not in wrong.stderr

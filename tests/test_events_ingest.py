@@ -1,0 +1,237 @@
+"""Event ingestion through the gateway: idempotency, decay, out-of-order events, bots, interests."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
+from kgrec.config import Settings
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway
+
+DAY = 86_400_000
+T0 = 1_760_000_000_000  # a fixed "now" for reproducible decay
+
+
+def events(*raw: dict[str, Any]) -> list[Any]:
+    valid, errors = validate_batch(list(raw), max_skew_s=300, now_ms=T0 + 365 * DAY)
+    assert errors == []
+    return valid
+
+
+def edge(gateway: GraphGateway, user: str, item: str) -> dict[str, Any]:
+    rows = gateway.run_query(
+        "MATCH (:User {id: $u})-[r:INTERACTED]->(:Item {id: $i}) RETURN r", {"u": user, "i": item}
+    )
+    assert len(rows) == 1
+    return rows[0]["r"]["properties"]
+
+
+def interest(gateway: GraphGateway, user: str, target: str) -> dict[str, Any]:
+    rows = gateway.run_query(
+        "MATCH (:User {id: $u})-[x:INTERESTED_IN]->(t {id: $t}) RETURN x", {"u": user, "t": target}
+    )
+    assert len(rows) == 1
+    return rows[0]["x"]["properties"]
+
+
+def ev(
+    event_id: str, kind: str, ts: int, user: str = "alice", item_id: str = "lipstick", **extra: Any
+) -> dict:
+    return {"event_id": event_id, "user_id": user, "item_id": item_id, "type": kind, "ts": ts, **extra}
+
+
+LIPSTICK = {"brand": "Acme", "category": ["Beauty", "Makeup", "Lips"], "title": "Red lipstick", "price": 9.5}
+
+
+def test_batch_creates_users_items_brand_categories_and_edges(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    result = ingest(gateway, events(ev("e1", "view", T0, item=LIPSTICK)), settings, now_ms=T0)
+    assert (result.applied, result.duplicates) == (1, 0)
+    props = edge(gateway, "alice", "lipstick")
+    assert props["n_view"] == 1 and props["n_purchase"] == 0
+    assert props["first_ts"] == props["last_ts"] == props["weight_ts"] == T0
+    assert math.isclose(props["weight"], 1.0)
+    item = gateway.run_query(
+        "MATCH (i:Item {id: 'lipstick'})-[:MADE_BY]->(b:Brand) RETURN i.title AS title, i.price AS price, "
+        "b.id AS brand",
+        {},
+    )
+    assert item == [{"title": "Red lipstick", "price": 9.5, "brand": "Acme"}]
+    tree = gateway.run_query(
+        "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) RETURN c.id AS c, p.id AS p ORDER BY c", {}
+    )
+    assert [(r["c"], r["p"]) for r in tree] == [("Lips", "Makeup"), ("Makeup", "Beauty")]
+    for target in ("Acme", "Beauty", "Makeup", "Lips"):
+        assert math.isclose(interest(gateway, "alice", target)["weight"], 1.0)
+
+
+def test_decay_matches_a_hand_computed_value(gateway: GraphGateway, settings: Settings) -> None:
+    # purchase (5) at T0, then a view (1) 7 days later, then a cart (3) 21 days after T0;
+    # half-life 14 days: 5 * 2^(-21/14) + 1 * 2^(-14/14) + 3 = 1.76777 + 0.5 + 3 = 5.26777
+    ingest(gateway, events(ev("p1", "purchase", T0)), settings)
+    ingest(gateway, events(ev("v1", "view", T0 + 7 * DAY)), settings)
+    ingest(gateway, events(ev("c1", "cart", T0 + 21 * DAY)), settings)
+    props = edge(gateway, "alice", "lipstick")
+    expected = 5 * 2 ** (-21 / 14) + 1 * 2 ** (-14 / 14) + 3
+    assert math.isclose(props["weight"], expected, rel_tol=1e-9)
+    assert props["weight_ts"] == T0 + 21 * DAY
+    assert (props["n_purchase"], props["n_view"], props["n_cart"]) == (1, 1, 1)
+    # Reading at time t needs no rewrite: two more half-lives later it is worth a quarter.
+    at = T0 + 49 * DAY
+    value = gateway.run_query(
+        "MATCH (:User {id: 'alice'})-[r:INTERACTED]->(:Item {id: 'lipstick'}) "
+        "RETURN r.weight * 2 ^ (-($t - r.weight_ts) / $hl) AS w",
+        {"t": at, "hl": settings.half_life_ms},
+    )[0]["w"]
+    assert math.isclose(value, expected / 4, rel_tol=1e-9)
+
+
+def test_out_of_order_events_give_the_same_result(gateway: GraphGateway, settings: Settings) -> None:
+    in_order = [ev("a", "purchase", T0), ev("b", "view", T0 + 7 * DAY), ev("c", "cart", T0 + 21 * DAY)]
+    for raw in reversed(in_order):  # newest first, one batch each
+        ingest(gateway, events(raw), settings)
+    ingest(
+        gateway,
+        events(*[{**r, "event_id": r["event_id"] + "2", "user_id": "bob"} for r in in_order]),
+        settings,
+    )
+    alice, bob = edge(gateway, "alice", "lipstick"), edge(gateway, "bob", "lipstick")
+    expected = 5 * 2 ** (-21 / 14) + 1 * 2 ** (-14 / 14) + 3
+    assert math.isclose(alice["weight"], expected, rel_tol=1e-9)
+    assert math.isclose(bob["weight"], expected, rel_tol=1e-9)
+    assert alice["first_ts"] == bob["first_ts"] == T0
+    assert alice["last_ts"] == bob["last_ts"] == alice["weight_ts"] == T0 + 21 * DAY
+
+
+def test_resending_changes_nothing(gateway: GraphGateway, settings: Settings) -> None:
+    batch = events(ev("e1", "purchase", T0), ev("e2", "view", T0 + DAY, item_id="mascara", item=LIPSTICK))
+    first = ingest(gateway, batch, settings)
+    before = gateway.run_query(
+        "MATCH ()-[r]->() RETURN type(r) AS t, count(r) AS n, sum(r.weight) AS w ORDER BY t", {}
+    )
+    second = ingest(gateway, batch, settings)
+    after = gateway.run_query(
+        "MATCH ()-[r]->() RETURN type(r) AS t, count(r) AS n, sum(r.weight) AS w ORDER BY t", {}
+    )
+    assert (first.applied, first.duplicates) == (2, 0)
+    assert (second.applied, second.duplicates) == (0, 2)
+    assert before == after
+    # a retry that mixes old and new events applies only the new one
+    mixed = ingest(gateway, events(ev("e1", "purchase", T0), ev("e3", "view", T0 + 2 * DAY)), settings)
+    assert (mixed.applied, mixed.duplicates) == (1, 1)
+    assert edge(gateway, "alice", "lipstick")["n_view"] == 1
+
+
+def test_exact_duplicates_inside_a_batch_are_dropped(gateway: GraphGateway, settings: Settings) -> None:
+    result = ingest(
+        gateway,
+        events(ev("x1", "view", T0), ev("x1", "view", T0), ev("x2", "view", T0)),  # x2: same content as x1
+        settings,
+    )
+    assert (result.received, result.applied, result.duplicates) == (3, 1, 2)
+    assert edge(gateway, "alice", "lipstick")["n_view"] == 1
+    # x2 was recorded too: retrying it alone later is still a duplicate
+    retry = ingest(gateway, events(ev("x2", "view", T0)), settings)
+    assert (retry.applied, retry.duplicates) == (0, 1)
+
+
+def test_ratings_keep_the_latest_value(gateway: GraphGateway, settings: Settings) -> None:
+    ingest(gateway, events(ev("r2", "rating", T0 + DAY, value=2.0)), settings)
+    ingest(gateway, events(ev("r1", "rating", T0, value=5.0)), settings)  # older, arrives later
+    props = edge(gateway, "alice", "lipstick")
+    assert props["rating"] == 2.0 and props["n_rating"] == 2
+
+
+def test_bots_are_flagged_without_losing_counts(gateway: GraphGateway, settings: Settings) -> None:
+    limit = 5
+    strict = replace(settings, bot_events_per_minute=limit)
+    burst = [ev(f"b{i}", "view", T0 + i * 1000, user="bot", item_id=f"i{i}") for i in range(limit + 1)]
+    calm = [ev(f"c{i}", "view", T0 + i * 60_000, user="human", item_id=f"i{i}") for i in range(limit + 1)]
+    ingest(gateway, events(*burst[:3]), strict)  # split over two batches within one minute
+    ingest(gateway, events(*burst[3:]), strict)
+    ingest(gateway, events(*calm), strict)
+    flags = gateway.run_query("MATCH (u:User) RETURN u.id AS id, u.flagged_bot AS bot ORDER BY id", {})
+    assert flags == [{"id": "bot", "bot": True}, {"id": "human", "bot": False}]
+    kept = gateway.run_query("MATCH (:User {id: 'bot'})-[r:INTERACTED]->() RETURN sum(r.n_view) AS n", {})
+    assert kept[0]["n"] == limit + 1
+
+
+def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Settings) -> None:
+    ingest(
+        gateway,
+        events(
+            ev("old-view", "view", T0, item_id="old"),
+            ev("old-buy", "purchase", T0, item_id="kept"),
+            ev("new-view", "view", T0 + 200 * DAY, item_id="new"),
+        ),
+        settings,
+    )
+    now = T0 + 200 * DAY  # 200 days = 14+ half-lives: the old view is worth < 0.01
+    pruned = gateway.write(
+        PRUNE_FADED_EDGES,
+        {"now": now, "half_life_ms": settings.half_life_ms, "threshold": 0.01, "limit": 1000},
+    )
+    assert pruned.relationships_deleted >= 1
+    left = gateway.run_query("MATCH (:User)-[:INTERACTED]->(i:Item) RETURN i.id AS id ORDER BY id", {})
+    assert [r["id"] for r in left] == ["kept", "new"]
+    gateway.write(PRUNE_OLD_EVENTS, {"before": 10**15, "limit": 1000})
+    assert gateway.run_query("MATCH (e:Event) RETURN count(e) AS n", {})[0]["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "fragment"),
+    [
+        ({"user_id": "u", "item_id": "i", "type": "view", "ts": T0}, "event_id", "required"),
+        ({"event_id": "e", "user_id": "", "item_id": "i", "type": "view", "ts": T0}, "user_id", "empty"),
+        ({"event_id": "e", "user_id": "u", "item_id": 7, "type": "view", "ts": T0}, "item_id", "string"),
+        ({"event_id": "e", "user_id": "u", "item_id": "i", "type": "stare", "ts": T0}, "type", "stare"),
+        ({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view"}, "ts", "required"),
+        (
+            {"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": T0 + 3600_000},
+            "ts",
+            "future",
+        ),
+        ({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": "soon"}, "ts", "ISO"),
+        (
+            {
+                "event_id": "e",
+                "user_id": "u",
+                "item_id": "i",
+                "type": "rating",
+                "ts": T0,
+                "value": float("nan"),
+            },
+            "value",
+            "finite",
+        ),
+        (
+            {
+                "event_id": "e",
+                "user_id": "u",
+                "item_id": "i",
+                "type": "view",
+                "ts": T0,
+                "item": {"price": -1},
+            },
+            "item.price",
+            "negative",
+        ),
+        (
+            {"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": T0, "color": "red"},
+            "color",
+            "not a known",
+        ),
+        ({"event_id": "e", "user_id": "u" * 300, "item_id": "i", "type": "view", "ts": T0}, "user_id", "300"),
+    ],
+)
+def test_validation_names_field_and_reason(raw: dict, field: str, fragment: str) -> None:
+    _, errors = validate_batch([raw], max_skew_s=300, now_ms=T0)
+    assert [(e.index, e.field) for e in errors] == [(0, field)]
+    assert fragment in errors[0].reason

@@ -1,0 +1,108 @@
+"""A real Celery worker and beat on the embedded Redis: the prune task runs and is scheduled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kgrec.config import Settings
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.maintenance import prune
+from kgrec.migrations import migrate
+from kgrec.stack import beat_argv, worker_argv
+from workers.celery_app import make_celery
+
+DAY = 86_400_000
+
+
+def seed_faded_and_fresh(gateway: GraphGateway, settings: Settings) -> None:
+    now = int(time.time() * 1000)
+    raw = [
+        {"event_id": "faded", "user_id": "w-user", "item_id": "old", "type": "view", "ts": now - 300 * DAY},
+        {"event_id": "fresh", "user_id": "w-user", "item_id": "new", "type": "view", "ts": now},
+    ]
+    events, errors = validate_batch(raw, max_skew_s=300)
+    assert errors == []
+    ingest(gateway, events, settings)
+
+
+def remaining_items(gateway: GraphGateway) -> list[str]:
+    rows = gateway.run_query(
+        "MATCH (:User {id: 'w-user'})-[:INTERACTED]->(i) RETURN i.id AS id ORDER BY id", {}
+    )
+    return [r["id"] for r in rows]
+
+
+def test_prune_function(gateway: GraphGateway, settings: Settings) -> None:
+    seed_faded_and_fresh(gateway, settings)
+    result = prune(gateway, settings)
+    assert result.edges >= 1  # the faded view and its faded interests
+    assert remaining_items(gateway) == ["new"]
+
+
+@pytest.fixture
+def worker_env(
+    settings: Settings, graph_server: object
+) -> Iterator[tuple[dict[str, str], Settings, GraphGateway]]:
+    if not settings.embedded:
+        pytest.skip("uses the embedded redis-server as broker")
+    graph_name = f"w_{uuid.uuid4().hex[:8]}"
+    gateway = open_gateway(settings, graph_name=graph_name)
+    migrate(gateway)
+    env = {
+        **os.environ,
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_GRAPH": graph_name,
+        "KGREC_PRUNE_INTERVAL_S": "1",
+    }
+    yield env, Settings.from_env(env), gateway
+    gateway.close()
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_worker_runs_the_prune_task(worker_env: tuple, tmp_path: Path) -> None:
+    env, settings, gateway = worker_env
+    seed_faded_and_fresh(gateway, settings)
+    worker = spawn(worker_argv(pool="solo"), env, tmp_path / "worker.log")
+    try:
+        celery = make_celery(settings)
+        result = celery.send_task("workers.tasks.prune_graph").get(timeout=120)
+        assert result["edges"] >= 1
+        assert remaining_items(gateway) == ["new"]
+    finally:
+        stop(worker)
+
+
+def test_beat_schedules_pruning(worker_env: tuple, tmp_path: Path) -> None:
+    env, settings, gateway = worker_env
+    seed_faded_and_fresh(gateway, settings)
+    worker = spawn(worker_argv(pool="solo"), env, tmp_path / "worker.log")
+    beat = spawn([*beat_argv(settings)[:-1], str(tmp_path / "schedule")], env, tmp_path / "beat.log")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and remaining_items(gateway) != ["new"]:
+            time.sleep(0.5)
+        assert remaining_items(gateway) == ["new"], (tmp_path / "beat.log").read_text()[-2000:]
+    finally:
+        stop(beat)
+        stop(worker)
