@@ -254,7 +254,7 @@ def events() -> None:
     default=None,
     help="Where to write rejected rows (default: rejects-<file name>.csv).",
 )
-@click.option("--batch-size", default=5_000, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(1, 10_000))
 @click.pass_context
 def events_import(
     ctx: click.Context, file: Path, fmt: str, mappings: tuple[str, ...], rejects: Path | None, batch_size: int

@@ -16,7 +16,11 @@ from tests.conftest import ON_NEO4J
 def test_discover_orders_shared_and_engine_files() -> None:
     for engine in ("falkordb", "neo4j"):
         found = discover(engine)
-        assert [m.id for m in found] == [f"{engine}/0001_constraints", "shared/0002_schema_info"]
+        assert [m.id for m in found] == [
+            f"{engine}/0001_constraints",
+            "shared/0002_schema_info",
+            f"{engine}/0003_events",
+        ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 
 

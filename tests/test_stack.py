@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, _pid_alive
 from tests.conftest import embedded_only
 from tests.subsets import amazon_beauty_subset
+from workers.celery_app import make_celery
 
 
 def free_port() -> int:
@@ -73,6 +75,12 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
         server = EmbeddedServer(data_dir).running()
         assert server is not None and server.owner_pid == up.pid
+        celery = make_celery(Settings(data_dir=data_dir))
+        deadline = time.monotonic() + 60
+        replies = []
+        while not replies and time.monotonic() < deadline:
+            replies = celery.control.ping(timeout=1.0)
+        assert replies, "kgrec up started no Celery worker"
     finally:
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=120)

@@ -1,5 +1,9 @@
 """Event ingestion: one atomic statement per batch, plus the pruning of faded edges.
 
+Interest edges (user → brand, user → category) are updated in the same pass as
+the user–item edges: each touched item's MADE_BY and IN_CATEGORY targets,
+aggregated per (user, target).
+
 FalkorDB evaluates an UNWIND batch without row-by-row visibility of earlier
 SETs, so the ingester aggregates a batch first and every stage below touches
 each node or relationship at most once. Stages are chained with ``WITH
@@ -11,7 +15,7 @@ times, so out-of-order events are decayed correctly.
 """
 
 from graph_schema.catalogue import Statement, read, write
-from graph_schema.model import BEHAVIOURS, Label
+from graph_schema.model import BEHAVIOURS
 
 SEEN_EVENTS = read(
     "seen_events",
@@ -23,36 +27,16 @@ SEEN_EVENTS = read(
     ids=["evt-1"],
 )
 
-_COUNTERS = ",\n        ".join(f"r.n_{b} = coalesce(r.n_{b}, 0) + p.counts.n_{b}" for b in BEHAVIOURS)
-
-
-def _interest_stage(target: Label, via: str) -> str:
-    # Label and relationship type come from the fixed allow-list in graph_schema.model.
-    return f"""
-    UNWIND $pairs AS p
-    MATCH (u:User {{id: p.user_id}})-[:INTERACTED]->(:Item {{id: p.item_id}})-[:{via}]->(t:{target.value})
-    WITH u, t, max(p.ref_ts) AS ref, collect(p) AS ps
-    WITH u, t, ref,
-         reduce(w = 0.0, q IN ps | w + q.weight * 2 ^ (-(ref - q.ref_ts) / $half_life_ms)) AS added,
-         reduce(n = 0, q IN ps | n + q.events) AS events,
-         reduce(lo = ref, q IN ps | CASE WHEN q.first_ts < lo THEN q.first_ts ELSE lo END) AS first_seen
-    MERGE (u)-[x:INTERESTED_IN]->(t)
-    WITH x, ref, added, events, first_seen,
-         CASE WHEN x.weight_ts IS NULL OR ref > x.weight_ts THEN ref ELSE x.weight_ts END AS at
-    SET x.weight = coalesce(x.weight, 0.0) * 2 ^ (-(at - coalesce(x.weight_ts, at)) / $half_life_ms)
-                   + added * 2 ^ (-(at - ref) / $half_life_ms),
-        x.weight_ts = at,
-        x.count = coalesce(x.count, 0) + events,
-        x.first_ts = CASE WHEN x.first_ts IS NULL OR first_seen < x.first_ts
-                          THEN first_seen ELSE x.first_ts END,
-        x.last_ts = CASE WHEN x.last_ts IS NULL OR ref > x.last_ts THEN ref ELSE x.last_ts END
-    """
+# Pairs carry only their non-zero counters; a missing key reads as null.
+_COUNTERS = ",\n        ".join(
+    f"r.n_{b} = coalesce(r.n_{b}, 0) + coalesce(p.counts.n_{b}, 0)" for b in BEHAVIOURS
+)
 
 
 _PAIR_ROW = {
     "user_id": "u1",
     "item_id": "i1",
-    "counts": {f"n_{b}": 0 for b in BEHAVIOURS},
+    "counts": {"n_purchase": 1},
     "events": 1,
     "weight": 5.0,
     "ref_ts": 1700000000000,
@@ -101,7 +85,7 @@ INGEST_EVENTS: Statement = write(
     MATCH (u:User {{id: p.user_id}})
     MATCH (i:Item {{id: p.item_id}})
     MERGE (u)-[r:INTERACTED]->(i)
-    WITH r, p,
+    WITH u, i, r, p,
          CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
          p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating
     SET r.weight = coalesce(r.weight, 0.0) * 2 ^ (-(at - coalesce(r.weight_ts, at)) / $half_life_ms)
@@ -113,10 +97,23 @@ INGEST_EVENTS: Statement = write(
         r.rating = CASE WHEN newer_rating THEN p.rating ELSE r.rating END,
         r.rating_ts = CASE WHEN newer_rating THEN p.rating_ts ELSE r.rating_ts END,
         {_COUNTERS}
-    WITH count(*) AS stage
-    {_interest_stage(Label.BRAND, "MADE_BY")}
-    WITH count(*) AS stage
-    {_interest_stage(Label.CATEGORY, "IN_CATEGORY")}
+    WITH u, i, p
+    MATCH (i)-[:MADE_BY|IN_CATEGORY]->(t)
+    WITH u, t, max(p.ref_ts) AS ref, collect(p) AS ps
+    WITH u, t, ref,
+         reduce(w = 0.0, q IN ps | w + q.weight * 2 ^ (-(ref - q.ref_ts) / $half_life_ms)) AS added,
+         reduce(n = 0, q IN ps | n + q.events) AS events,
+         reduce(lo = ref, q IN ps | CASE WHEN q.first_ts < lo THEN q.first_ts ELSE lo END) AS first_seen
+    MERGE (u)-[x:INTERESTED_IN]->(t)
+    WITH x, ref, added, events, first_seen,
+         CASE WHEN x.weight_ts IS NULL OR ref > x.weight_ts THEN ref ELSE x.weight_ts END AS at
+    SET x.weight = coalesce(x.weight, 0.0) * 2 ^ (-(at - coalesce(x.weight_ts, at)) / $half_life_ms)
+                   + added * 2 ^ (-(at - ref) / $half_life_ms),
+        x.weight_ts = at,
+        x.count = coalesce(x.count, 0) + events,
+        x.first_ts = CASE WHEN x.first_ts IS NULL OR first_seen < x.first_ts
+                          THEN first_seen ELSE x.first_ts END,
+        x.last_ts = CASE WHEN x.last_ts IS NULL OR ref > x.last_ts THEN ref ELSE x.last_ts END
     RETURN count(*) AS done
     """,
     now=1700000000000,

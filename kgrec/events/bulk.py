@@ -13,18 +13,19 @@ import gzip
 import io
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from kgrec.config import Settings
 from kgrec.events import formats
-from kgrec.events.ingest import ingest
+from kgrec.events.ingest import commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
 from kgrec.gateway import GraphGateway
 
 FORMATS = ("rees46", "taobao", "csv")
-DEFAULT_BATCH = 5_000
+DEFAULT_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,26 @@ def import_events(
     summary = ImportSummary()
     started = time.perf_counter()
     raw, text = _open(path)
-    with raw, text:
+    # One writer thread: while the graph applies batch N, this thread reads,
+    # validates and aggregates batch N+1. Batches commute (decayed sums, counters,
+    # min/max times); an id that appears in both is caught by the Event
+    # constraint, which makes commit() prepare that batch again. Waiting for the
+    # previous write before handing over the next keeps memory bounded.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgrec-import")
+    pending: Future[None] | None = None
+    with raw, text, writer:
         reader = csv.reader(text)
         convert = _converter(fmt, reader, mapping or {})
         lines: list[int] = []
         batch: list[dict[str, Any]] = []
 
         def flush() -> None:
-            _write_batch(gateway, settings, batch, lines, summary)
-            batch.clear()
-            lines.clear()
+            nonlocal pending, batch, lines
+            write = _prepare_batch(gateway, settings, batch, lines, summary)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write) if write is not None else None
+            batch, lines = [], []
             if on_progress is not None:
                 on_progress(raw.tell(), summary.rows)
 
@@ -118,18 +129,21 @@ def import_events(
                 flush()
         if batch:
             flush()
+        if pending is not None:
+            pending.result()
     summary.rejected.sort(key=lambda r: r.line)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _write_batch(
+def _prepare_batch(
     gateway: GraphGateway,
     settings: Settings,
     batch: Sequence[dict[str, Any]],
     lines: Sequence[int],
     summary: ImportSummary,
-) -> None:
+) -> Callable[[], None] | None:
+    """Validate and aggregate a batch; returns the write to run (None if nothing to write)."""
     now_ms = int(time.time() * 1000)
     checked = validate_each(batch, max_skew_s=settings.max_clock_skew_s, now_ms=now_ms)
     events: list[Event] = []
@@ -138,10 +152,16 @@ def _write_batch(
             summary.rejected.append(Reject(line, result.field, result.reason))
         else:
             events.append(result)
-    if events:
-        result = ingest(gateway, events, settings, now_ms=now_ms)
+    if not events:
+        return None
+    prepared = prepare(gateway, events, settings, now_ms)
+
+    def write() -> None:
+        result = commit(gateway, prepared, events, settings, now_ms)
         summary.applied += result.applied
         summary.duplicates += result.duplicates
+
+    return write
 
 
 def write_rejects(path: Path, rejects: Sequence[Reject]) -> None:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graph_schema.model import BEHAVIOURS
 from graph_schema.statements.events import INGEST_EVENTS, SEEN_EVENTS
 from kgrec.config import Settings
 from kgrec.events.validation import Event
@@ -93,16 +92,14 @@ def build_params(
     pair_rows = []
     for (user_id, item_id), group in pairs.items():
         ref = max(e.ts for e in group)
-        counts = dict.fromkeys((f"n_{b}" for b in BEHAVIOURS), 0)
-        for event in group:
-            counts[f"n_{event.type}"] += 1
+        counts = Counter(f"n_{e.type}" for e in group)
         ratings = [e for e in group if e.type == "rating" and e.value is not None]
         latest_rating = max(ratings, key=lambda e: e.ts) if ratings else None
         pair_rows.append(
             {
                 "user_id": user_id,
                 "item_id": item_id,
-                "counts": counts,
+                "counts": dict(counts),
                 "events": len(group),
                 "weight": sum(weights[e.type] * math.exp2(-(ref - e.ts) / half_life) for e in group),
                 "ref_ts": ref,
@@ -123,21 +120,47 @@ def build_params(
     }
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch ready to write: the statement's parameters and the outcome it will have."""
+
+    params: dict[str, Any] | None  # None: every event was a duplicate
+    result: IngestResult
+
+
+def prepare(
+    gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int
+) -> PreparedBatch:
+    """Drop duplicates (in the batch and already in the graph) and aggregate the rest."""
+    unique_ids = _first_per_id(events)
+    seen = {row["id"] for row in gateway.read(SEEN_EVENTS, {"ids": [e.event_id for e in unique_ids]})}
+    fresh = [e for e in unique_ids if e.event_id not in seen]
+    if not fresh:
+        return PreparedBatch(None, IngestResult(len(events), 0, len(events)))
+    applied = _first_per_content(fresh)
+    params = build_params(applied, settings, now_ms, [e.event_id for e in fresh])
+    return PreparedBatch(params, IngestResult(len(events), len(applied), len(events) - len(applied)))
+
+
+def commit(
+    gateway: GraphGateway, prepared: PreparedBatch, events: Sequence[Event], settings: Settings, now_ms: int
+) -> IngestResult:
+    """Write a prepared batch; if a concurrent writer took some of its ids first, prepare again."""
+    for _attempt in range(MAX_CONFLICT_RETRIES):
+        if prepared.params is None:
+            return prepared.result
+        try:
+            gateway.write(INGEST_EVENTS, prepared.params)
+        except GraphConflict:
+            prepared = prepare(gateway, events, settings, now_ms)
+            continue
+        return prepared.result
+    raise GraphConflict(f"events kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries")
+
+
 def ingest(
     gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int | None = None
 ) -> IngestResult:
     """Apply a validated batch atomically; re-sending the same events changes nothing."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    unique_ids = _first_per_id(events)
-    for _attempt in range(MAX_CONFLICT_RETRIES):
-        seen = {row["id"] for row in gateway.read(SEEN_EVENTS, {"ids": [e.event_id for e in unique_ids]})}
-        fresh = [e for e in unique_ids if e.event_id not in seen]
-        if not fresh:
-            return IngestResult(len(events), 0, len(events))
-        applied = _first_per_content(fresh)
-        try:
-            gateway.write(INGEST_EVENTS, build_params(applied, settings, now_ms, [e.event_id for e in fresh]))
-        except GraphConflict:
-            continue  # a concurrent writer stored some of these ids first: look again
-        return IngestResult(len(events), len(applied), len(events) - len(applied))
-    raise GraphConflict(f"events kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries")
+    return commit(gateway, prepare(gateway, events, settings, now_ms), events, settings, now_ms)
