@@ -28,6 +28,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install lint-deps lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest

@@ -42,8 +42,14 @@ def ratings(data_dir: Path) -> list[dict[str, str]]:
     """MovieLens ratings as rows of kgrec's CSV event layout."""
     with open(data_dir / "movielens-ml-latest-small" / "ratings.csv", newline="") as handle:
         return [
-            {"event_id": f"ml-{i}", "user_id": r["userId"], "item_id": r["movieId"], "type": "rating",
-             "ts": r["timestamp"], "value": r["rating"]}
+            {
+                "event_id": f"ml-{i}",
+                "user_id": r["userId"],
+                "item_id": r["movieId"],
+                "type": "rating",
+                "ts": r["timestamp"],
+                "value": r["rating"],
+            }
             for i, r in enumerate(csv.DictReader(handle))
         ]
 
@@ -87,8 +93,12 @@ def bench_api(rows: list[dict[str, str]], scratch: Path, clients: int) -> dict[s
     env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": API_KEY}
     import subprocess
 
-    api = subprocess.Popen(gunicorn_command("127.0.0.1", port, 2, 4), env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = subprocess.Popen(
+        gunicorn_command("127.0.0.1", port, 2, 4),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -99,11 +109,17 @@ def bench_api(rows: list[dict[str, str]], scratch: Path, clients: int) -> dict[s
             except requests.ConnectionError:
                 time.sleep(0.1)
         events = [
-            {"event_id": r["event_id"], "user_id": r["user_id"], "item_id": r["item_id"], "type": "rating",
-             "ts": int(r["ts"]) * 1000, "value": float(r["value"])}
+            {
+                "event_id": r["event_id"],
+                "user_id": r["user_id"],
+                "item_id": r["item_id"],
+                "type": "rating",
+                "ts": int(r["ts"]) * 1000,
+                "value": float(r["value"]),
+            }
             for r in rows
         ]
-        batches = [events[i:i + API_BATCH] for i in range(0, len(events), API_BATCH)]
+        batches = [events[i : i + API_BATCH] for i in range(0, len(events), API_BATCH)]
         cursor = iter(range(len(batches)))
         lock = threading.Lock()
         errors: list[str] = []
@@ -118,8 +134,9 @@ def bench_api(rows: list[dict[str, str]], scratch: Path, clients: int) -> dict[s
                 if index is None:
                     return
                 sent = time.perf_counter()
-                response = session.post(f"{url}/v1/events", json={"events": batches[index]}, headers=headers,
-                                        timeout=60)
+                response = session.post(
+                    f"{url}/v1/events", json={"events": batches[index]}, headers=headers, timeout=60
+                )
                 with lock:
                     latencies.append(time.perf_counter() - sent)
                     if response.status_code != 200:
@@ -170,8 +187,10 @@ def main() -> None:
     }
     print(f"importer (appendfsync always):   {always['events_per_s']:,} events/s")
     print(f"importer (appendfsync everysec): {everysec['events_per_s']:,} events/s")
-    print(f"API ({args.clients} clients, {API_BATCH}-event batches): {api['events_per_s']:,} events/s, "
-          f"{api['errors']} errors, batch p99 {api['batch_p99_ms']} ms")
+    print(
+        f"API ({args.clients} clients, {API_BATCH}-event batches): {api['events_per_s']:,} events/s, "
+        f"{api['errors']} errors, batch p99 {api['batch_p99_ms']} ms"
+    )
     print(json.dumps(result))
 
 

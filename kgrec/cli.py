@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ from rich.table import Table
 from graph_schema.statements import admin
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.datasets.records import write_csv_rows
 from kgrec.embedded import EmbeddedServerError
 from kgrec.gateway import GraphQueryError, GraphUnavailable
 from kgrec.migrations import MigrationError, migrate
@@ -181,11 +181,7 @@ def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int]
 
 
 def _write_rejects(path: Path, problems: list[Any]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "line", "reason"])
-        for problem in problems:
-            writer.writerow([problem.file, problem.line, problem.reason])
+    write_csv_rows(path, ["file", "line", "reason"], ((p.file, p.line, p.reason) for p in problems))
 
 
 def run_import(settings: Settings, dataset_name: str, data_dir: Path, rejects: Path | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +106,14 @@ def read_csv(
                 problems.add(path, line, f"expected {width} fields, found {len(fields)}")
                 continue
             yield line, dict(zip(header, fields, strict=True))
+
+
+def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a small report (e.g. rejected rows) as CSV with a header."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def parse_timestamp_ms(text: str) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kgrec.config import Settings
+from kgrec.datasets.records import write_csv_rows
 from kgrec.events import formats
 from kgrec.events.ingest import commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
@@ -166,8 +167,4 @@ def _prepare_batch(
 
 def write_rejects(path: Path, rejects: Sequence[Reject]) -> None:
     """Write rejected rows as CSV: line, field, reason."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["line", "field", "reason"])
-        for reject in rejects:
-            writer.writerow([reject.line, reject.field, reject.reason])
+    write_csv_rows(path, ["line", "field", "reason"], ((r.line, r.field, r.reason) for r in rejects))

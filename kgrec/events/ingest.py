@@ -128,9 +128,7 @@ class PreparedBatch:
     result: IngestResult
 
 
-def prepare(
-    gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int
-) -> PreparedBatch:
+def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int) -> PreparedBatch:
     """Drop duplicates (in the batch and already in the graph) and aggregate the rest."""
     unique_ids = _first_per_id(events)
     seen = {row["id"] for row in gateway.read(SEEN_EVENTS, {"ids": [e.event_id for e in unique_ids]})}
