@@ -1,9 +1,10 @@
-"""Liveness, readiness and graph statistics."""
+"""Liveness, readiness and graph statistics. The probes stay open even when reads need a key."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from app.auth import read_access
 from app.graph import graph
 from graph_schema.statements import admin
 
@@ -25,6 +26,7 @@ def readyz() -> Response:
 
 
 @bp.get("/v1/graph/stats")
+@read_access
 def graph_stats() -> Response:
     """Node counts per label and relationship counts per type."""
     gateway = graph()

@@ -190,3 +190,18 @@ def test_acknowledged_events_survive_kill_9_of_api_and_graph(tmp_path: Path) -> 
     finally:
         api.stop()
         server.stop()
+
+
+def test_reads_can_be_made_to_require_a_key(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
+) -> None:
+    if not settings.embedded:
+        pytest.skip("starts its own API on the embedded graph")
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY, "KGREC_READ_REQUIRES_KEY": "true"}
+    process = ApiProcess(env, log=tmp_path / "gunicorn.log").start()
+    try:
+        assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 401
+        assert requests.get(f"{process.url}/v1/graph/stats", headers=AUTH, timeout=10).status_code == 200
+        assert requests.get(f"{process.url}/healthz", timeout=10).status_code == 200
+    finally:
+        process.stop()

@@ -1,0 +1,69 @@
+"""Reading the training subgraph in pages (keyset pagination on the indexed ``id``).
+
+Flagged bots are left out here, so neither training nor popularity sees them.
+"""
+
+from graph_schema.catalogue import read
+
+TRAINING_USER_PAGE = read(
+    "training_user_page",
+    """
+    MATCH (u:User)
+    WHERE u.id > $after AND coalesce(u.flagged_bot, false) = false
+    RETURN u.id AS id
+    ORDER BY id
+    LIMIT $limit
+    """,
+    after="",
+    limit=5000,
+)
+
+INTERACTIONS_OF_USERS = read(
+    "interactions_of_users",
+    """
+    UNWIND $ids AS user_id
+    MATCH (:User {id: user_id})-[r:INTERACTED]->(i:Item)
+    RETURN user_id, i.id AS item_id, r.weight AS weight, r.weight_ts AS weight_ts,
+           r.last_ts AS last_ts, r.last_seq AS last_seq
+    """,
+    ids=["A1YJEY40YUW4SE"],
+)
+
+TRAINING_ITEM_PAGE = read(
+    "training_item_page",
+    """
+    MATCH (i:Item)
+    WHERE i.id > $after AND i.listed = true
+    RETURN i.id AS id
+    ORDER BY id
+    LIMIT $limit
+    """,
+    after="",
+    limit=5000,
+)
+
+# Each pattern comprehension needs its own variable name: FalkorDB 4.16 returns
+# empty lists for later comprehensions that reuse one.
+ITEM_FACTS = read(
+    "item_facts",
+    """
+    UNWIND $ids AS item_id
+    MATCH (i:Item {id: item_id})
+    RETURN item_id,
+           i.title AS title,
+           [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
+           [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories,
+           [(i)-[:ALSO_BOUGHT]->(ab:Item) WHERE ab.listed = true | ab.id] AS also_bought,
+           [(i)-[:ALSO_VIEWED]->(av:Item) WHERE av.listed = true | av.id] AS also_viewed,
+           [(i)-[:BOUGHT_TOGETHER]->(bt:Item) WHERE bt.listed = true | bt.id] AS bought_together
+    """,
+    ids=["B004756YJA"],
+)
+
+CATEGORY_NAMES = read(
+    "category_names",
+    """
+    MATCH (c:Category)
+    RETURN c.id AS id, c.name AS name
+    """,
+)

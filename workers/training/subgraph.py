@@ -1,0 +1,163 @@
+"""Pull the training subgraph from the graph, in pages, into index arrays.
+
+Users and items get dense indices (sorted by id, so a pull is deterministic).
+Interaction weights are decayed to ``now_ms``; the order of a user's history
+comes from ``last_ts`` when the data has times and ``last_seq`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graph_schema.model import KNOWLEDGE_RELATIONS
+from graph_schema.statements.training import (
+    CATEGORY_NAMES,
+    INTERACTIONS_OF_USERS,
+    ITEM_FACTS,
+    TRAINING_ITEM_PAGE,
+    TRAINING_USER_PAGE,
+)
+from kgrec.gateway import GraphGateway
+
+PAGE = 5_000
+
+
+@dataclass
+class TrainingGraph:
+    """Everything training needs, as arrays over dense user/item indices."""
+
+    user_ids: list[str]
+    item_ids: list[str]
+    # one row per INTERACTED edge
+    inter_user: np.ndarray
+    inter_item: np.ndarray
+    inter_weight: np.ndarray  # decayed to the pull time
+    inter_order: np.ndarray  # position key within the user's history (larger = more recent)
+    brand_ids: list[str] = field(default_factory=list)
+    item_brand: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # -1: none
+    category_ids: list[str] = field(default_factory=list)
+    item_category_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    knowledge: dict[str, np.ndarray] = field(default_factory=dict)  # relation -> (n, 2) head, tail
+    item_text: list[str] = field(default_factory=list)
+
+    @property
+    def n_users(self) -> int:
+        """Number of users."""
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items."""
+        return len(self.item_ids)
+
+    def counts(self) -> dict[str, int]:
+        """Sizes, recorded on the model version."""
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": int(self.inter_user.size),
+            "brands": len(self.brand_ids),
+            "categories": len(self.category_ids),
+            **{f"{rel}_edges": int(edges.shape[0]) for rel, edges in self.knowledge.items()},
+        }
+
+
+def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[str]], None]) -> None:
+    after = ""
+    while True:
+        ids = [row["id"] for row in gateway.read(statement, {"after": after, "limit": PAGE})]  # type: ignore[arg-type]
+        if not ids:
+            return
+        on_page(ids)
+        after = ids[-1]
+
+
+def pull(
+    gateway: GraphGateway,
+    now_ms: int,
+    half_life_ms: float,
+    progress: Callable[[str, int], None] | None = None,
+) -> TrainingGraph:
+    """Read users (minus flagged bots), their interactions, and the items' brands, categories and links."""
+    rows: list[dict] = []
+
+    def users_page(ids: list[str]) -> None:
+        rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": ids}))
+        if progress:
+            progress("interactions", len(rows))
+
+    _pages(gateway, TRAINING_USER_PAGE, users_page)
+
+    facts: dict[str, dict] = {}
+
+    def items_page(ids: list[str]) -> None:
+        for row in gateway.read(ITEM_FACTS, {"ids": ids}):
+            facts[row["item_id"]] = row
+        if progress:
+            progress("items", len(facts))
+
+    _pages(gateway, TRAINING_ITEM_PAGE, items_page)
+
+    user_ids = sorted({r["user_id"] for r in rows})
+    item_ids = sorted(set(facts) | {r["item_id"] for r in rows})
+    user_index = {u: k for k, u in enumerate(user_ids)}
+    item_index = {i: k for k, i in enumerate(item_ids)}
+
+    weights = np.array(
+        [
+            (r["weight"] or 0.0) * math.exp2(-(now_ms - (r["weight_ts"] or now_ms)) / half_life_ms)
+            for r in rows
+        ],
+        dtype=np.float64,
+    )
+    order = np.array(
+        [r["last_ts"] if r["last_ts"] is not None else (r["last_seq"] or 0) for r in rows], dtype=np.int64
+    )
+
+    names = {row["id"]: row["name"] for row in gateway.read(CATEGORY_NAMES)}
+    brand_ids = sorted({b for f in facts.values() for b in f["brands"]})
+    category_ids = sorted({c for f in facts.values() for c in f["categories"]})
+    brand_index = {b: k for k, b in enumerate(brand_ids)}
+    category_index = {c: k for k, c in enumerate(category_ids)}
+    item_brand = np.full(len(item_ids), -1, dtype=np.int64)
+    pairs: list[tuple[int, int]] = []
+    knowledge: dict[str, list[tuple[int, int]]] = {rel: [] for rel in KNOWLEDGE_RELATIONS}
+    texts: list[str] = []
+    for item_id in item_ids:
+        k = item_index[item_id]
+        fact = facts.get(item_id, {"title": None, "brands": [], "categories": []})
+        if fact["brands"]:
+            item_brand[k] = brand_index[fact["brands"][0]]
+        pairs.extend((k, category_index[c]) for c in fact["categories"])
+        for rel in KNOWLEDGE_RELATIONS:
+            knowledge[rel].extend((k, item_index[t]) for t in fact.get(rel, []) if t in item_index)
+        texts.append(
+            " | ".join(
+                part
+                for part in (
+                    fact["title"] or "",
+                    ", ".join(fact["brands"]),
+                    " > ".join(names.get(c, c) for c in fact["categories"]),
+                )
+                if part
+            )
+            or item_id
+        )
+    return TrainingGraph(
+        user_ids=user_ids,
+        item_ids=item_ids,
+        inter_user=np.array([user_index[r["user_id"]] for r in rows], dtype=np.int64),
+        inter_item=np.array([item_index[r["item_id"]] for r in rows], dtype=np.int64),
+        inter_weight=weights,
+        inter_order=order,
+        brand_ids=brand_ids,
+        item_brand=item_brand,
+        category_ids=category_ids,
+        item_category_pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
+        knowledge={rel: np.array(e, dtype=np.int64).reshape(-1, 2) for rel, e in knowledge.items()},
+        item_text=texts,
+    )
