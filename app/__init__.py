@@ -8,6 +8,7 @@ from app.errors import register_error_handlers
 from app.events import bp as events_bp
 from app.graph import init_graph
 from app.health import bp as health_bp
+from app.jobs import bp as jobs_bp
 from kgrec.config import Settings
 
 # 1,000 events with item details fit comfortably; anything bigger is refused with 413.
@@ -22,4 +23,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(events_bp)
+    app.register_blueprint(jobs_bp)
     return app

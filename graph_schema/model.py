@@ -18,6 +18,7 @@ class Label(StrEnum):
     BRAND = "Brand"
     CATEGORY = "Category"
     EVENT = "Event"
+    MODEL_VERSION = "ModelVersion"
     MIGRATION = "Migration"
     SCHEMA_INFO = "SchemaInfo"
 
@@ -33,6 +34,7 @@ class Rel(StrEnum):
     ALSO_BOUGHT = "ALSO_BOUGHT"  # (:Item)-[:ALSO_BOUGHT]->(:Item)
     ALSO_VIEWED = "ALSO_VIEWED"  # (:Item)-[:ALSO_VIEWED]->(:Item)
     BOUGHT_TOGETHER = "BOUGHT_TOGETHER"  # (:Item)-[:BOUGHT_TOGETHER]->(:Item)
+    EMBEDDING = "EMBEDDING"  # (:ModelVersion)-[:EMBEDDING {vector}]->(:User|:Item|:Brand|:Category)
 
 
 # Item–item knowledge relations, keyed by the relation name used in kg_triples.csv.
@@ -94,4 +96,13 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "checksum",
     "applied_at",
     "schema_version",
+    # ModelVersion and its EMBEDDING relationships
+    "status",
+    "active",
+    "activated_at",
+    "parameters",
+    "counts",
+    "metrics",
+    "artifact",
+    "vector",
 )

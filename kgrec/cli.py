@@ -309,6 +309,57 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
+@main.command("train")
+@click.option("--sync", is_flag=True, help="Train in this process instead of enqueueing a job.")
+@click.option("--wait", is_flag=True, help="Enqueue, then follow the job until it ends.")
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 500))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--variant", type=click.Choice(["full", "interactions"]), default="full", show_default=True)
+@click.pass_context
+def train_command(
+    ctx: click.Context, sync: bool, wait: bool, epochs: int, seed: int, device: str, variant: str
+) -> None:
+    """Train a new model version from the graph and make it active."""
+    settings = _settings(ctx)
+    options = {"epochs": epochs, "seed": seed, "device": device, "use_knowledge": variant == "full"}
+    if sync:
+        import time
+
+        from workers.training.job import run_training
+        from workers.training.model import TrainConfig, resolve_device
+
+        with (
+            graph_session(settings, apply_migrations=True) as gateway,
+            Progress(
+                TextColumn("{task.fields[stage]:<12}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>5.1f}%"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress,
+        ):
+            task = progress.add_task("train", total=1.0, stage="starting")
+            summary = run_training(
+                gateway,
+                settings,
+                TrainConfig(epochs=epochs, seed=seed, use_knowledge=options["use_knowledge"]),
+                device=resolve_device(device),
+                version=f"v{int(time.time() * 1000)}",
+                progress=lambda stage, fraction: progress.update(task, completed=fraction, stage=stage),
+            )
+        click.echo(json.dumps(summary, default=str))
+        return
+    from workers.celery_app import make_celery
+
+    with graph_session(settings):
+        celery = make_celery(settings)
+        job = celery.send_task("workers.tasks.train", kwargs=options)
+        click.echo(f"training job {job.id} enqueued; follow it at GET /v1/jobs/{job.id}")
+        if wait:
+            click.echo(json.dumps(job.get(timeout=None), default=str))
+
+
 @main.command("evaluate")
 @click.option("--dataset", required=True, help="amazon-beauty, movielens, kgat-amazon-book, or a folder.")
 @click.option(

@@ -20,6 +20,7 @@ def test_discover_orders_shared_and_engine_files() -> None:
             f"{engine}/0001_constraints",
             "shared/0002_schema_info",
             f"{engine}/0003_events",
+            f"{engine}/0004_model_versions",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 

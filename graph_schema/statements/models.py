@@ -1,0 +1,123 @@
+"""Model versions: write-back under a version node, one-statement activation, garbage collection.
+
+A version's embeddings are ``(:ModelVersion)-[:EMBEDDING {vector}]->(node)``
+relationships, so two versions never share a property and a reader of the
+active version never sees a half-written one. ``status`` is ``writing`` until
+everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
+"""
+
+from graph_schema.catalogue import Statement, read, write
+from graph_schema.model import Label, Rel
+
+CREATE_VERSION = write(
+    "create_model_version",
+    """
+    MERGE (m:ModelVersion {id: $id})
+    ON CREATE SET m.created_at = $now, m.status = 'writing', m.active = false
+    SET m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact
+    """,
+    id="v1700000000000",
+    now=1700000000000,
+    parameters='{"dim": 64}',
+    counts='{"users": 1}',
+    metrics='{"ndcg@10": 0.07}',
+    artifact="models/v1700000000000.npz",
+)
+
+
+def _embedding_statement(label: Label) -> Statement:
+    # The label comes from the fixed allow-list in graph_schema.model.
+    return write(
+        f"write_{label.value.lower()}_embeddings",
+        f"""
+        UNWIND $rows AS r
+        MATCH (m:ModelVersion {{id: $version}})
+        MATCH (n:{label.value} {{id: r.id}})
+        MERGE (m)-[e:{Rel.EMBEDDING.value}]->(n)
+        SET e.vector = r.vector
+        """,
+        version="v1700000000000",
+        rows=[{"id": "x", "vector": [0.1, 0.2]}],
+    )
+
+
+WRITE_EMBEDDINGS = {
+    label: _embedding_statement(label) for label in (Label.USER, Label.ITEM, Label.BRAND, Label.CATEGORY)
+}
+
+MARK_VERSION_READY = write(
+    "mark_model_version_ready",
+    """
+    MATCH (m:ModelVersion {id: $id})
+    SET m.status = 'ready'
+    RETURN m.id AS id
+    """,
+    id="v1700000000000",
+)
+
+# The switch: one small statement, only for a version whose write-back finished.
+ACTIVATE_VERSION = write(
+    "activate_model_version",
+    """
+    MATCH (target:ModelVersion {id: $id, status: 'ready'})
+    MATCH (m:ModelVersion)
+    SET m.active = (m.id = $id),
+        m.activated_at = CASE WHEN m.id = $id THEN $now ELSE m.activated_at END
+    RETURN count(DISTINCT target) AS activated
+    """,
+    id="v1700000000000",
+    now=1700000000000,
+)
+
+ACTIVE_VERSION = read(
+    "active_model_version",
+    """
+    MATCH (m:ModelVersion {active: true})
+    RETURN m.id AS id, m.artifact AS artifact, m.created_at AS created_at,
+           m.activated_at AS activated_at, m.metrics AS metrics, m.counts AS counts,
+           m.parameters AS parameters
+    """,
+)
+
+MODEL_VERSIONS = read(
+    "model_versions",
+    """
+    MATCH (m:ModelVersion)
+    RETURN m.id AS id, m.status AS status, m.active AS active, m.created_at AS created_at,
+           m.activated_at AS activated_at, m.artifact AS artifact
+    ORDER BY m.created_at DESC
+    """,
+)
+
+EMBEDDINGS_OF_VERSION = read(
+    "embeddings_of_version",
+    """
+    MATCH (:ModelVersion {id: $version})-[e:EMBEDDING]->(n:Item)
+    RETURN n.id AS id, e.vector AS vector
+    """,
+    version="v1700000000000",
+)
+
+# Garbage collection in bounded batches: embeddings first, then the node.
+DELETE_VERSION_EMBEDDINGS = write(
+    "delete_model_version_embeddings",
+    """
+    MATCH (:ModelVersion {id: $id, active: false})-[e:EMBEDDING]->()
+    WITH e LIMIT $limit
+    DELETE e
+    RETURN count(*) AS deleted
+    """,
+    id="v1700000000000",
+    limit=10000,
+)
+
+DELETE_VERSION = write(
+    "delete_model_version",
+    """
+    MATCH (m:ModelVersion {id: $id, active: false})
+    WHERE NOT (m)-[:EMBEDDING]->()
+    DELETE m
+    RETURN count(*) AS deleted
+    """,
+    id="v1700000000000",
+)

@@ -1,0 +1,108 @@
+"""Model artifacts on disk, and the active model of a process, refreshed when the version changes.
+
+An artifact (``<data_dir>/models/<version>.npz``) holds what the Recommender
+needs beyond the graph: item embeddings, the item–item blend matrices, weights,
+decay and popularity. It is written before its version can be activated, and
+never changes afterwards, so a process loads each version once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from graph_schema.statements.models import ACTIVE_VERSION
+from kgrec.gateway import GraphGateway
+from kgrec.recommender import ModelArtifacts, Recommender
+
+MODELS_DIR = "models"
+
+
+def models_dir(data_dir: Path) -> Path:
+    """Where artifacts live."""
+    return Path(data_dir) / MODELS_DIR
+
+
+def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
+    """Write ``<version>.npz`` atomically; returns its file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "item_ids": np.array(artifacts.item_ids),
+        "item_embeddings": artifacts.item_embeddings,
+        "popularity": artifacts.popularity,
+        "meta": np.array(
+            json.dumps(
+                {
+                    "version": artifacts.version,
+                    "weights": artifacts.weights,
+                    "recency_decay": artifacts.recency_decay,
+                    "components": list(artifacts.components),
+                    "parameters": artifacts.parameters,
+                },
+                default=str,
+            )
+        ),
+    }
+    for name, matrix in artifacts.components.items():
+        arrays[f"{name}.data"] = matrix.data
+        arrays[f"{name}.indices"] = matrix.indices
+        arrays[f"{name}.indptr"] = matrix.indptr
+    name = f"{artifacts.version}.npz"
+    tmp = folder / f".{name}.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(folder / name)
+    return name
+
+
+def load_artifacts(path: Path) -> ModelArtifacts:
+    """Read an artifact written by :func:`save_artifacts`."""
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"]))
+        item_ids = stored["item_ids"].tolist()
+        n = len(item_ids)
+        components = {
+            name: sp.csr_matrix(
+                (stored[f"{name}.data"], stored[f"{name}.indices"], stored[f"{name}.indptr"]), shape=(n, n)
+            )
+            for name in meta["components"]
+        }
+        return ModelArtifacts(
+            version=meta["version"],
+            item_ids=item_ids,
+            item_embeddings=stored["item_embeddings"],
+            components=components,
+            weights=meta["weights"],
+            recency_decay=meta["recency_decay"],
+            popularity=stored["popularity"],
+            parameters=meta["parameters"],
+        )
+
+
+class ActiveModel:
+    """The active model version of this process; reloads only when the active version changes."""
+
+    def __init__(self, gateway: GraphGateway, data_dir: Path, check_every_s: float = 1.0) -> None:
+        self._gateway = gateway
+        self._folder = models_dir(data_dir)
+        self._check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._recommender: Recommender | None = None
+
+    def get(self) -> Recommender | None:
+        """The Recommender of the active version (None before the first training)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at >= self._check_every_s or self._recommender is None:
+                self._checked_at = now
+                rows = self._gateway.read(ACTIVE_VERSION)
+                if not rows:
+                    self._recommender = None
+                elif self._recommender is None or self._recommender.artifacts.version != rows[0]["id"]:
+                    self._recommender = Recommender(load_artifacts(self._folder / rows[0]["artifact"]))
+            return self._recommender

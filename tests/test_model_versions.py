@@ -1,0 +1,184 @@
+"""Model versions: write-back, the atomic switch, crashes before it, garbage collection, redelivery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import requests
+from celery.result import AsyncResult
+
+from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+from kgrec.migrations import migrate
+from kgrec.model_store import ActiveModel, models_dir
+from kgrec.recommender import HistoryEntry
+from tests.processes import ApiProcess
+from tests.subsets import amazon_beauty_subset
+from workers.celery_app import make_celery
+from workers.training.job import run_training
+from workers.training.model import TrainConfig
+from workers.training.pipeline import train_model
+from workers.training.publish import write_back
+from workers.training.subgraph import pull
+
+QUICK = TrainConfig(epochs=2)
+
+
+@pytest.fixture(scope="module")
+def small_beauty(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path_factory.mktemp("b100"), users=100)
+
+
+@pytest.fixture
+def loaded(gateway: GraphGateway, settings: Settings, small_beauty: Path, tmp_path: Path) -> Settings:
+    import_dataset(gateway, open_dataset(str(small_beauty), settings.shared_data_dir), settings)
+    return replace(settings, data_dir=tmp_path)  # artifacts of this test only
+
+
+def active(gateway: GraphGateway) -> str | None:
+    rows = gateway.read(ACTIVE_VERSION)
+    assert len(rows) <= 1
+    return rows[0]["id"] if rows else None
+
+
+def test_training_writes_back_and_activates_a_complete_version(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    summary = run_training(gateway, loaded, QUICK, device="cpu", version="v-first")
+    assert active(gateway) == "v-first"
+    counts = summary["counts"]
+    written = gateway.run_query(
+        "MATCH (:ModelVersion {id: 'v-first'})-[e:EMBEDDING]->(n) "
+        "RETURN labels(n)[0] AS label, count(e) AS n, min(size(e.vector)) AS dim ORDER BY label",
+        {},
+    )
+    assert {r["label"]: r["n"] for r in written} == {
+        "Brand": counts["brands"],
+        "Category": counts["categories"],
+        "Item": counts["items"],
+        "User": counts["users"],
+    }
+    assert {r["dim"] for r in written} == {QUICK.dim}
+    model = ActiveModel(gateway, loaded.data_dir).get()
+    assert model is not None and model.artifacts.version == "v-first"
+    some_item = model.artifacts.item_ids[0]
+    ranked = model.recommend([[HistoryEntry(some_item, 5.0, 1)]], k=10, exclude=[[some_item]])
+    assert len(ranked[0]) == 10 and some_item not in {i for i, _ in ranked[0]}
+
+
+def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGateway, loaded: Settings) -> None:
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-old")
+    serving = ActiveModel(gateway, loaded.data_dir, check_every_s=0)
+    assert serving.get().artifacts.version == "v-old"
+    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
+    result = train_model(graph, QUICK, version="v-crashed")
+
+    def crash() -> None:
+        raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError, match="worker died"):
+        write_back(gateway, result, graph, models_dir(loaded.data_dir), before_activation=crash)
+    assert active(gateway) == "v-old"
+    assert serving.get().artifacts.version == "v-old"
+    # the next successful job activates its version and collects the crashed leftover
+    summary = run_training(gateway, loaded, QUICK, device="cpu", version="v-new", keep=1)
+    assert sorted(summary["removed_versions"]) == ["v-crashed", "v-old"]
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
+    assert serving.get().artifacts.version == "v-new"
+    assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
+
+
+def test_old_versions_are_garbage_collected(gateway: GraphGateway, loaded: Settings) -> None:
+    for n in range(4):
+        run_training(gateway, loaded, QUICK, device="cpu", version=f"v-{n}", keep=2)
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-3", "v-2"]
+    assert active(gateway) == "v-3"
+    leftovers = gateway.run_query("MATCH (m:ModelVersion)-[e:EMBEDDING]->() RETURN DISTINCT m.id AS id", {})
+    assert {r["id"] for r in leftovers} == {"v-3", "v-2"}
+    assert sorted(p.name for p in models_dir(loaded.data_dir).glob("*.npz")) == ["v-2.npz", "v-3.npz"]
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(c) for c in text)
+    return found
+
+
+@pytest.fixture
+def worker_graph(
+    settings: Settings, graph_server: object, small_beauty: Path, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], Settings, GraphGateway]]:
+    if not settings.embedded:
+        pytest.skip("uses the embedded redis-server as broker")
+    graph_name = f"mv_{uuid.uuid4().hex[:8]}"
+    gateway = open_gateway(settings, graph_name=graph_name)
+    migrate(gateway)
+    import_dataset(gateway, open_dataset(str(small_beauty), settings.shared_data_dir), settings)
+    env = {
+        **os.environ,
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_GRAPH": graph_name,
+        "KGREC_EMBEDDING_BATCH": "20",
+        "KGREC_API_KEYS": "k",
+    }
+    yield env, Settings.from_env(env), gateway
+    gateway.close()
+
+
+def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
+    worker_graph: tuple[dict[str, str], Settings, GraphGateway], tmp_path: Path
+) -> None:
+    env, settings, gateway = worker_graph
+    run_training(gateway, settings, QUICK, device="cpu", version="v-before")
+    from kgrec.stack import worker_argv
+
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the worker writes to it until the end
+    worker = subprocess.Popen(
+        worker_argv(concurrency=1, pool="prefork"), env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    api = ApiProcess({k: env[k] for k in ("KGREC_DATA_DIR", "KGREC_GRAPH", "KGREC_API_KEYS")}).start()
+    try:
+        celery = make_celery(settings)
+        job = celery.send_task("workers.tasks.train", kwargs={"epochs": 2, "device": "cpu"})
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            info = AsyncResult(job.id, app=celery)
+            if info.state == "PROGRESS" and info.info.get("stage") == "write-back":
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError(
+                f"never saw the write-back stage: {(tmp_path / 'worker.log').read_text()[-3000:]}"
+            )
+        status = requests.get(f"{api.url}/v1/jobs/{job.id}", timeout=10).json()
+        assert (
+            status["state"] == "PROGRESS" and status["stage"] == "write-back" and 0 < status["percent"] < 100
+        )
+        for child in _children(worker.pid):
+            os.kill(child, signal.SIGKILL)
+        assert active(gateway) == "v-before"  # the half-written version is not served
+        summary = job.get(timeout=300)  # redelivered to a fresh pool process, and completed
+        assert summary["version"] == f"job-{job.id}"
+        assert active(gateway) == f"job-{job.id}"
+        done = requests.get(f"{api.url}/v1/jobs/{job.id}", timeout=10).json()
+        assert done["state"] == "SUCCESS" and done["result"]["version"] == f"job-{job.id}"
+        log = (tmp_path / "worker.log").read_text()
+        assert "WorkerLostError" in log or "exited with 'signal 9" in log
+    finally:
+        api.stop()
+        worker.terminate()
+        worker.wait(30)
+        log.close()

@@ -1,0 +1,122 @@
+"""Write a trained model back to the graph under a new version, then switch to it atomically.
+
+Order matters: artifact file, version node (``writing``), embeddings in
+batches, ``ready``, then the one-statement switch. A crash anywhere before the
+switch leaves the previous version active and serving; the half-written
+version is garbage-collected later. Using the job id as the version id makes a
+redelivered job rewrite the same version instead of adding another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from graph_schema.model import Label
+from graph_schema.statements.models import (
+    ACTIVATE_VERSION,
+    CREATE_VERSION,
+    DELETE_VERSION,
+    DELETE_VERSION_EMBEDDINGS,
+    MARK_VERSION_READY,
+    MODEL_VERSIONS,
+    WRITE_EMBEDDINGS,
+)
+from kgrec.gateway import GraphGateway
+from kgrec.model_store import save_artifacts
+from workers.training.pipeline import TrainingResult
+from workers.training.subgraph import TrainingGraph
+
+GC_BATCH = 10_000
+
+
+def embedding_batch() -> int:
+    """Rows per embedding write (KGREC_EMBEDDING_BATCH, default 2,000)."""
+    return int(os.environ.get("KGREC_EMBEDDING_BATCH", "2000"))
+
+
+def _vector_rows(ids: list[str], vectors: np.ndarray) -> list[dict[str, object]]:
+    return [{"id": i, "vector": [round(float(x), 6) for x in v]} for i, v in zip(ids, vectors, strict=True)]
+
+
+def write_back(
+    gateway: GraphGateway,
+    result: TrainingResult,
+    graph: TrainingGraph,
+    models_folder: Path,
+    *,
+    before_activation: Callable[[], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> str:
+    """Store artifacts and embeddings under ``result.artifacts.version`` and activate it."""
+    version = result.artifacts.version
+    artifact = save_artifacts(result.artifacts, models_folder)
+    now = int(time.time() * 1000)
+    gateway.write(
+        CREATE_VERSION,
+        {
+            "id": version,
+            "now": now,
+            "parameters": json.dumps(result.artifacts.parameters, default=str),
+            "counts": json.dumps(result.counts),
+            "metrics": json.dumps({f"validation_{k}": v for k, v in result.validation.items()}),
+            "artifact": artifact,
+        },
+    )
+    embeddings = result.embeddings
+    groups = [
+        (Label.USER, graph.user_ids, embeddings.users),
+        (Label.ITEM, graph.item_ids, embeddings.items),
+        (Label.BRAND, graph.brand_ids, embeddings.brands),
+        (Label.CATEGORY, graph.category_ids, embeddings.categories),
+    ]
+    total = sum(len(ids) for _, ids, _ in groups) or 1
+    done = 0
+    for label, ids, vectors in groups:
+        batch = embedding_batch()
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            gateway.write(
+                WRITE_EMBEDDINGS[label],
+                {"version": version, "rows": _vector_rows(chunk, vectors[start : start + len(chunk)])},
+            )
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done / total)
+    gateway.write(MARK_VERSION_READY, {"id": version})
+    if before_activation is not None:
+        before_activation()
+    activated = gateway.write(ACTIVATE_VERSION, {"id": version, "now": int(time.time() * 1000)})
+    if not activated.rows or activated.rows[0]["activated"] != 1:
+        raise RuntimeError(f"model version {version} could not be activated")
+    return version
+
+
+def collect_garbage(gateway: GraphGateway, models_folder: Path, keep: int) -> list[str]:
+    """Keep the active version and the newest ``keep - 1`` previously active ones before it.
+
+    Older versions that were never activated are leftovers of crashed jobs and
+    go too. Versions newer than the active one may still be being written by
+    another job, so they are left alone.
+    """
+    versions = gateway.read(MODEL_VERSIONS)  # newest first
+    current = next((v for v in versions if v["active"]), None)
+    if current is None:
+        return []
+    older = [v for v in versions if v["created_at"] < current["created_at"]]
+    kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)]
+    doomed = [v for v in older if v not in kept]
+    for version in doomed:
+        while gateway.write(
+            DELETE_VERSION_EMBEDDINGS, {"id": version["id"], "limit": GC_BATCH}
+        ).relationships_deleted:
+            pass
+        gateway.write(DELETE_VERSION, {"id": version["id"]})
+        if version["artifact"]:
+            (models_folder / version["artifact"]).unlink(missing_ok=True)
+    return [v["id"] for v in doomed]
