@@ -9,6 +9,7 @@ from app.events import bp as events_bp
 from app.graph import init_graph
 from app.health import bp as health_bp
 from app.jobs import bp as jobs_bp
+from app.recommendations import bp as recommendations_bp
 from kgrec.config import Settings
 
 # 1,000 events with item details fit comfortably; anything bigger is refused with 413.
@@ -24,4 +25,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(events_bp)
     app.register_blueprint(jobs_bp)
+    app.register_blueprint(recommendations_bp)
     return app

@@ -175,8 +175,8 @@ def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
         assert active(gateway) == f"job-{job.id}"
         done = requests.get(f"{api.url}/v1/jobs/{job.id}", timeout=10).json()
         assert done["state"] == "SUCCESS" and done["result"]["version"] == f"job-{job.id}"
-        log = (tmp_path / "worker.log").read_text()
-        assert "WorkerLostError" in log or "exited with 'signal 9" in log
+        output = (tmp_path / "worker.log").read_text()
+        assert "WorkerLostError" in output or "exited with 'signal 9" in output
     finally:
         api.stop()
         worker.terminate()

@@ -145,7 +145,6 @@ def pull(
                 )
                 if part
             )
-            or item_id
         )
     return TrainingGraph(
         user_ids=user_ids,

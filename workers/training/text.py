@@ -57,9 +57,13 @@ class TextEmbeddingCache:
         tmp.replace(self._path())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), 384) L2-normalised embeddings; only unseen texts are encoded."""
+        """(len(texts), 384) L2-normalised embeddings; only unseen texts are encoded.
+
+        An empty text (an item with no title, brand or category) gets a zero vector.
+        """
         cache = self._load()
         keys = [text_key(t) for t in texts]
+        cache.setdefault(text_key(""), np.zeros(DIMENSION, dtype=np.float32))
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache}.items())
         self.encoded_last_call = len(missing)
         if missing:

@@ -1,0 +1,130 @@
+"""Benchmark: one training epoch of KG-LightGCN vs PyG's stock LightGCN, and the full pipeline.
+
+1. KGAT amazon-book train split (70,679 users, 24,915 items, 652,514
+   interactions), dimension 64, 3 layers, batch 8,192, same device: seconds per
+   epoch and peak RSS of each model, each measured in its own process.
+2. The full pipeline on Amazon Beauty in an embedded graph: pull, train
+   (8 epochs) and tune, write-back and switch.
+
+Prints a summary and, as its last line, one JSON object.
+
+    .venv/bin/python bench/train.py [--data-dir ../shared/data] [--device auto] [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.datasets.kgat import KgatDataset
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import open_gateway
+from kgrec.importer import import_dataset
+from kgrec.migrations import migrate
+from workers.training.baselines import train_lightgcn
+from workers.training.job import run_training
+from workers.training.model import TrainConfig, resolve_device, train_embeddings
+from workers.training.subgraph import TrainingGraph
+
+
+def kgat_graph(data_dir: Path) -> TrainingGraph:
+    """The KGAT amazon-book train split as a TrainingGraph (no knowledge edges: not in this copy)."""
+    dataset = KgatDataset(data_dir / "kgat-amazon-book")
+    pairs = [(r.user_id, r.item_id) for r in dataset.split("train")]
+    users = sorted({u for u, _ in pairs})
+    items = sorted(set(dataset.item_ids.values()))
+    user_index = {u: k for k, u in enumerate(users)}
+    item_index = {i: k for k, i in enumerate(items)}
+    return TrainingGraph(
+        user_ids=users,
+        item_ids=items,
+        inter_user=np.array([user_index[u] for u, _ in pairs], dtype=np.int64),
+        inter_item=np.array([item_index[i] for _, i in pairs], dtype=np.int64),
+        inter_weight=np.ones(len(pairs)),
+        inter_order=np.zeros(len(pairs), dtype=np.int64),
+        item_brand=np.full(len(items), -1, dtype=np.int64),
+    )
+
+
+def _epoch(model: str, data_dir: str, device: str, epochs: int, queue: Any) -> None:
+    graph = kgat_graph(Path(data_dir))
+    config = TrainConfig(epochs=epochs, use_text=False)
+    if model == "kgrec":
+        seconds = train_embeddings(graph, config, device).seconds_per_epoch
+    else:
+        seconds = train_lightgcn(graph, config)[2]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"seconds_per_epoch": round(float(np.mean(seconds)), 2), "peak_rss_mb": round(peak_mb)})
+
+
+def measure(model: str, data_dir: Path, device: str, epochs: int) -> dict[str, Any]:
+    """Run one model's epochs in a fresh process (so peak RSS is its own)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_epoch, args=(model, str(data_dir), device, epochs, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def pipeline(data_dir: Path, device: str) -> dict[str, Any]:
+    """Pull, train, write back and switch on Amazon Beauty in a fresh embedded graph."""
+    with tempfile.TemporaryDirectory(prefix="kgrec-train-") as scratch:
+        settings = Settings(data_dir=Path(scratch), shared_data_dir=data_dir)
+        server = EmbeddedServer(settings.data_dir)
+        server.start()
+        try:
+            with open_gateway(settings) as gateway:
+                migrate(gateway)
+                import_dataset(gateway, open_dataset("amazon-beauty", data_dir), settings)
+                started = time.perf_counter()
+                summary = run_training(gateway, settings, TrainConfig(), device=device, version="bench")
+                total = time.perf_counter() - started
+        finally:
+            server.stop()
+    timings = {k: round(v, 1) for k, v in summary["timings"].items()}
+    return {"total_s": round(total, 1), **timings, "counts": summary["counts"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--skip-pipeline", action="store_true")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    ours = measure("kgrec", args.data_dir, device, args.epochs)
+    stock = measure("lightgcn", args.data_dir, device, args.epochs)
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "device": device,
+        "data": "KGAT amazon-book train split: 70,679 users, 24,915 items, 652,514 interactions",
+        "kg_lightgcn": ours,
+        "pyg_lightgcn": stock,
+        "epoch_time_ratio": round(ours["seconds_per_epoch"] / stock["seconds_per_epoch"], 2),
+    }
+    print(f"KG-LightGCN: {ours['seconds_per_epoch']} s/epoch, peak {ours['peak_rss_mb']} MB")
+    print(f"PyG LightGCN: {stock['seconds_per_epoch']} s/epoch, peak {stock['peak_rss_mb']} MB")
+    print(f"ratio: {result['epoch_time_ratio']}x")
+    if not args.skip_pipeline:
+        result["pipeline_amazon_beauty"] = pipeline(args.data_dir, device)
+        print(f"full pipeline on Amazon Beauty: {result['pipeline_amazon_beauty']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
