@@ -24,7 +24,7 @@ $(LINT_DIR)/node_modules/.package-lock.json: $(LINT_DIR)/package.json $(LINT_DIR
 lint-deps: $(LINT_DIR)/node_modules/.package-lock.json
 
 run: install
-	HF_HUB_OFFLINE=1 $(BIN)/kgrec up --port 8000 --import amazon-beauty
+	HF_HUB_OFFLINE=1 $(BIN)/kgrec up --port 8000 --import amazon-beauty --train
 
 lint: install
 	$(BIN)/ruff check .

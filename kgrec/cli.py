@@ -472,13 +472,16 @@ def beat_command(ctx: click.Context) -> None:
     default=None,
     help="Import this data set first if the graph holds no items yet.",
 )
+@click.option("--train", "train_first", is_flag=True, help="Train a model first if none is active.")
 @click.pass_context
-def up_command(ctx: click.Context, port: int, data_dir: Path | None, import_name: str | None) -> None:
-    """Run the graph server and the API in the foreground; Ctrl-C or SIGTERM stops everything."""
+def up_command(
+    ctx: click.Context, port: int, data_dir: Path | None, import_name: str | None, train_first: bool
+) -> None:
+    """Run the graph server, API, worker and beat in the foreground; Ctrl-C or SIGTERM stops everything."""
     from kgrec.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir)
-    run_stack(settings, port, import_name, run_import)
+    run_stack(settings, port, import_name, run_import, train_first)
 
 
 if __name__ == "__main__":

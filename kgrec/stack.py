@@ -103,7 +103,7 @@ def _example_curls(port: int, api_key: str) -> str:
         [
             f"kgrec is up on {base} (write key in KGREC_API_KEYS or the data dir's api_key file). Try:",
             f"  curl -s {base}/readyz",
-            f"  curl -s {base}/v1/graph/stats",
+            f"  curl -s '{base}/v1/users/A1YJEY40YUW4SE/recommendations?k=5'",
             f"  curl -s -X POST {base}/v1/events -H 'Authorization: Bearer {api_key}' "
             f"-H 'Content-Type: application/json' -d '{event}'",
         ]
@@ -123,7 +123,33 @@ def _stop(children: list[subprocess.Popen[bytes]], timeout_s: float = 25.0) -> N
             child.wait()
 
 
-def run_stack(settings: Settings, port: int, import_name: str | None, run_import: ImportRunner) -> None:
+def _train_if_no_model(settings: Settings) -> None:
+    from graph_schema.statements.models import ACTIVE_VERSION
+    from workers.training.job import run_training
+    from workers.training.model import TrainConfig, resolve_device
+
+    with open_gateway(settings) as gateway:
+        if gateway.read(ACTIVE_VERSION):
+            return
+        print("no active model yet: training one (about 2 minutes on 2 cores) ...", flush=True)
+        summary = run_training(
+            gateway,
+            settings,
+            TrainConfig(),
+            device=resolve_device("auto"),
+            version=f"v{int(time.time() * 1000)}",
+            progress=lambda stage, fraction: print(f"  {stage:<12} {100 * fraction:5.1f}%", flush=True),
+        )
+        print(f"model {summary['version']} is active (validation {summary['validation']})", flush=True)
+
+
+def run_stack(
+    settings: Settings,
+    port: int,
+    import_name: str | None,
+    run_import: ImportRunner,
+    train_first: bool = False,
+) -> None:
     """Start everything, block until Ctrl-C/SIGTERM or a child dies, then stop it all cleanly."""
     settings = settings.with_overrides(data_dir=settings.data_dir.resolve())
     server = embedded_server(settings) if settings.embedded else None
@@ -152,6 +178,8 @@ def run_stack(settings: Settings, port: int, import_name: str | None, run_import
                 )
             else:
                 run_import(settings, import_name, settings.shared_data_dir, None)
+        if train_first:
+            _train_if_no_model(settings)
         api_key = settings.api_keys[0] if settings.api_keys else _generated_api_key(settings.data_dir)
         env = {
             **os.environ,

@@ -59,6 +59,7 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
             str(data_dir),
             "--import",
             str(subset),
+            "--train",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -67,10 +68,14 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        assert wait_for(f"{base}/healthz").json() == {"status": "ok"}
+        assert wait_for(f"{base}/healthz", timeout_s=300).json() == {"status": "ok"}
         assert wait_for(f"{base}/readyz").json()["engine"] == "falkordb"
         stats = requests.get(f"{base}/v1/graph/stats", timeout=10).json()
         assert stats["nodes"]["User"] == 20
+        assert stats["nodes"].get("ModelVersion") == 1, stats  # --train trained one, as `make run` does
+        user = "A1YJEY40YUW4SE"  # the first user of Amazon Beauty, inside the subset
+        recommended = requests.get(f"{base}/v1/users/{user}/recommendations?k=5", timeout=30).json()
+        assert len(recommended["items"]) == 5 and recommended["model_version"]
         missing = requests.get(f"{base}/v1/nowhere", timeout=10)
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
         server = EmbeddedServer(data_dir).running()

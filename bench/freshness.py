@@ -1,0 +1,151 @@
+"""Benchmark: how fast a new event shows up in a user's recommendations (fold-in freshness).
+
+On a fresh embedded stack with Amazon Beauty imported and a model trained,
+each trial picks a user and an item they never touched, posts a purchase of it
+over HTTP, and polls ``GET /v1/users/{id}/recommendations`` until the list
+holds one of that item's five strongest neighbours that was not there before.
+Latency runs from sending the POST to receiving the first list that reflects it.
+
+    .venv/bin/python bench/freshness.py [--data-dir ../shared/data] [--trials 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import open_gateway
+from kgrec.importer import import_dataset
+from kgrec.migrations import migrate
+from kgrec.model_store import ActiveModel
+from kgrec.recommender import HistoryEntry
+from kgrec.stack import gunicorn_command
+from workers.training.job import run_training
+from workers.training.model import TrainConfig
+
+KEY = "freshness-key"
+POLL_S = 0.005
+TIMEOUT_S = 5.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), by linear interpolation."""
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="kgrec-fresh-") as scratch:
+        settings = Settings(data_dir=Path(scratch), shared_data_dir=data_dir)
+        server = EmbeddedServer(settings.data_dir)
+        server.start()
+        api = None
+        try:
+            with open_gateway(settings) as gateway:
+                migrate(gateway)
+                import_dataset(gateway, open_dataset("amazon-beauty", data_dir), settings)
+                run_training(gateway, settings, TrainConfig(), device="cpu", version="fresh")
+                model = ActiveModel(gateway, settings.data_dir).get()
+                assert model is not None
+                users = [
+                    r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id", {})
+                ]
+            port = 19_000 + os.getpid() % 1000
+            env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY}
+            api = subprocess.Popen(
+                gunicorn_command("127.0.0.1", port, 2, 4),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            base = f"http://127.0.0.1:{port}"
+            session = requests.Session()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if session.get(f"{base}/healthz", timeout=1).ok:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            latencies: list[float] = []
+            failures = 0
+            for trial in range(trials):
+                user = rng.choice(users)
+                url = f"{base}/v1/users/{user}/recommendations?k=20"
+                before = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
+                while True:
+                    item = rng.choice(model.artifacts.item_ids)
+                    neighbours = {
+                        i for i, _ in model.recommend([[HistoryEntry(item, 5.0, 1)]], 5, [[item]])[0]
+                    } - before
+                    if item not in before and neighbours:
+                        break
+                event = {
+                    "event_id": f"fresh-{seed}-{trial}",
+                    "user_id": user,
+                    "item_id": item,
+                    "type": "purchase",
+                    "ts": int(time.time() * 1000),
+                }
+                sent = time.perf_counter()
+                posted = session.post(
+                    f"{base}/v1/events", json=[event], headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+                )
+                assert posted.status_code == 200, posted.text
+                while True:
+                    items = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
+                    elapsed = time.perf_counter() - sent
+                    if items & neighbours:
+                        latencies.append(elapsed)
+                        break
+                    if elapsed > TIMEOUT_S:
+                        failures += 1
+                        break
+                    time.sleep(POLL_S)
+        finally:
+            if api is not None:
+                api.terminate()
+                api.wait()
+            server.stop()
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "data": "Amazon Beauty (22,363 users, 12,101 items, 198,502 interactions), model trained once",
+        "trials": trials,
+        "reflected": len(latencies),
+        "not_reflected_within_5s": failures,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 95) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    result = run(args.data_dir, args.trials, args.seed)
+    print(
+        f"freshness: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms over {result['reflected']} "
+        f"of {result['trials']} trials ({result['not_reflected_within_5s']} not reflected within 5 s)"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
