@@ -1,8 +1,8 @@
 """The served model: scores every item for a user from the user's recent history.
 
 A user is folded in at request time: their profile is their interacted items,
-weighted by decayed interaction weight and by recency rank
-(``recency_decay ** rank``, rank 0 = most recent). An item's score is
+weighted by decayed interaction weight (relative to their strongest item) and
+by recency rank (``recency_decay ** rank``, rank 0 = most recent). An item's score is
 
     profile · S  +  w_emb · (profile · E) · Eᵀ  +  ε · popularity
 
@@ -72,7 +72,7 @@ class Recommender:
         return len(self.artifacts.item_ids)
 
     def profiles(self, histories: Sequence[Sequence[HistoryEntry]]) -> sp.csr_matrix:
-        """One sparse profile row per user: weight × recency_decay ** rank."""
+        """One sparse profile row per user: relative weight × recency_decay ** rank."""
         rows: list[int] = []
         cols: list[int] = []
         values: list[float] = []
@@ -80,10 +80,14 @@ class Recommender:
         for row, history in enumerate(histories):
             known = [h for h in history if h.item_id in self.item_index]
             known.sort(key=lambda h: h.order, reverse=True)
+            # Weights are relative to the user's strongest item: years-old data decayed
+            # to now (2^-200 and smaller) would otherwise vanish in float32.
+            strongest = max((h.weight for h in known), default=0.0)
             for rank, entry in enumerate(known):
+                relative = max(entry.weight, 0.0) / strongest if strongest > 0 else 1.0
                 rows.append(row)
                 cols.append(self.item_index[entry.item_id])
-                values.append(max(entry.weight, 0.0) * decay**rank)
+                values.append(relative * decay**rank)
         return sp.csr_matrix(
             (np.asarray(values, dtype=np.float32), (rows, cols)), shape=(len(histories), self.n_items)
         )

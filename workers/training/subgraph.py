@@ -102,6 +102,9 @@ def pull(
 
     _pages(gateway, TRAINING_ITEM_PAGE, items_page)
 
+    # The engine returns edges in its internal order, which changes after a reload:
+    # sort so the same graph always yields the same arrays (and the same training run).
+    rows.sort(key=lambda r: (r["user_id"], r["item_id"]))
     user_ids = sorted({r["user_id"] for r in rows})
     item_ids = sorted(set(facts) | {r["item_id"] for r in rows})
     user_index = {u: k for k, u in enumerate(user_ids)}
