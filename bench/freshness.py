@@ -6,17 +6,17 @@ over HTTP, and polls ``GET /v1/users/{id}/recommendations`` until the list
 holds one of that item's five strongest neighbours that was not there before.
 Latency runs from sending the POST to receiving the first list that reflects it.
 
-    .venv/bin/python bench/freshness.py [--data-dir ../shared/data] [--trials 50]
+    .venv/bin/python -m bench.freshness [--data-dir ../shared/data] [--trials 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import random
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from bench.common import serve_api
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
@@ -33,7 +34,6 @@ from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
 from kgrec.recommender import HistoryEntry
-from kgrec.stack import gunicorn_command
 from workers.training.job import run_training
 from workers.training.model import TrainConfig
 
@@ -53,7 +53,7 @@ def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
         settings = Settings(data_dir=Path(scratch), shared_data_dir=data_dir)
         server = EmbeddedServer(settings.data_dir)
         server.start()
-        api = None
+        stack = contextlib.ExitStack()
         try:
             with open_gateway(settings) as gateway:
                 migrate(gateway)
@@ -64,23 +64,8 @@ def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
                 users = [
                     r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id", {})
                 ]
-            port = 19_000 + os.getpid() % 1000
-            env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY}
-            api = subprocess.Popen(
-                gunicorn_command("127.0.0.1", port, 2, 4),
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            base = f"http://127.0.0.1:{port}"
+            base = stack.enter_context(serve_api(settings.data_dir, KEY, 19_000 + os.getpid() % 1000))
             session = requests.Session()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if session.get(f"{base}/healthz", timeout=1).ok:
-                        break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
             latencies: list[float] = []
             failures = 0
             for trial in range(trials):
@@ -117,9 +102,7 @@ def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
                         break
                     time.sleep(POLL_S)
         finally:
-            if api is not None:
-                api.terminate()
-                api.wait()
+            stack.close()
             server.stop()
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

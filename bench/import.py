@@ -4,7 +4,7 @@ Starts a fresh embedded FalkorDB in a temporary data directory, imports the
 whole data set twice (the first run creates everything; the second, idempotent
 run re-MERGEs the same rows), and prints one JSON object as its last line.
 
-    .venv/bin/python bench/import.py [--data-dir ../shared/data] [--dataset amazon-beauty]
+    .venv/bin/python -m bench.import [--data-dir ../shared/data] [--dataset amazon-beauty]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Data: MovieLens ml-latest-small's 100,836 real, timestamped ratings, as events.
 
 Prints a summary and, as its last line, one JSON object.
 
-    .venv/bin/python bench/ingest.py [--data-dir ../shared/data] [--clients 4]
+    .venv/bin/python -m bench.ingest [--data-dir ../shared/data] [--clients 4]
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from typing import Any
 
 import requests
 
+from bench.common import serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.bulk import import_events
 from kgrec.gateway import open_gateway
 from kgrec.migrations import migrate
-from kgrec.stack import gunicorn_command
 
 API_KEY = "bench-key"
 API_BATCH = 1_000
@@ -89,69 +89,50 @@ def bench_importer(rows: list[dict[str, str]], scratch: Path, fsync: str) -> dic
 
 def bench_api(rows: list[dict[str, str]], scratch: Path, clients: int) -> dict[str, Any]:
     settings, server = fresh_server(scratch / "var-api", "always")
-    port = 18_000 + os.getpid() % 1000
-    env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": API_KEY}
-    import subprocess
-
-    api = subprocess.Popen(
-        gunicorn_command("127.0.0.1", port, 2, 4),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        events = [
-            {
-                "event_id": r["event_id"],
-                "user_id": r["user_id"],
-                "item_id": r["item_id"],
-                "type": "rating",
-                "ts": int(r["ts"]) * 1000,
-                "value": float(r["value"]),
-            }
-            for r in rows
-        ]
-        batches = [events[i : i + API_BATCH] for i in range(0, len(events), API_BATCH)]
-        cursor = iter(range(len(batches)))
-        lock = threading.Lock()
-        errors: list[str] = []
-        latencies: list[float] = []
+        with serve_api(settings.data_dir, API_KEY, 18_000 + os.getpid() % 1000) as url:
+            events = [
+                {
+                    "event_id": r["event_id"],
+                    "user_id": r["user_id"],
+                    "item_id": r["item_id"],
+                    "type": "rating",
+                    "ts": int(r["ts"]) * 1000,
+                    "value": float(r["value"]),
+                }
+                for r in rows
+            ]
+            batches = [events[i : i + API_BATCH] for i in range(0, len(events), API_BATCH)]
+            cursor = iter(range(len(batches)))
+            lock = threading.Lock()
+            errors: list[str] = []
+            latencies: list[float] = []
 
-        def client() -> None:
-            session = requests.Session()
-            headers = {"Authorization": f"Bearer {API_KEY}"}
-            while True:
-                with lock:
-                    index = next(cursor, None)
-                if index is None:
-                    return
-                sent = time.perf_counter()
-                response = session.post(
-                    f"{url}/v1/events", json={"events": batches[index]}, headers=headers, timeout=60
-                )
-                with lock:
-                    latencies.append(time.perf_counter() - sent)
-                    if response.status_code != 200:
-                        errors.append(f"{response.status_code}: {response.text[:200]}")
+            def client() -> None:
+                session = requests.Session()
+                headers = {"Authorization": f"Bearer {API_KEY}"}
+                while True:
+                    with lock:
+                        index = next(cursor, None)
+                    if index is None:
+                        return
+                    sent = time.perf_counter()
+                    response = session.post(
+                        f"{url}/v1/events", json={"events": batches[index]}, headers=headers, timeout=60
+                    )
+                    with lock:
+                        latencies.append(time.perf_counter() - sent)
+                        if response.status_code != 200:
+                            errors.append(f"{response.status_code}: {response.text[:200]}")
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client) for _ in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seconds = time.perf_counter() - started
     finally:
-        api.terminate()
-        api.wait()
         server.stop()
     latencies.sort()
     return {

@@ -8,7 +8,7 @@
 
 Prints a summary and, as its last line, one JSON object.
 
-    .venv/bin/python bench/train.py [--data-dir ../shared/data] [--device auto] [--epochs 1]
+    .venv/bin/python -m bench.train [--data-dir ../shared/data] [--device auto] [--epochs 1]
 """
 
 from __future__ import annotations

@@ -48,39 +48,20 @@ def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[s
     ]
 
 
+def _celery_argv(command: str, *options: str) -> list[str]:
+    app = "workers.worker:celery_app"
+    return [sys.executable, "-m", "celery", "-A", app, command, "--loglevel", "INFO", *options]
+
+
 def worker_argv(concurrency: int = 1, pool: str = "prefork") -> list[str]:
     """The command line of a Celery worker for the kgrec tasks."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.worker:celery_app",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        str(concurrency),
-        "--pool",
-        pool,
-    ]
+    return _celery_argv("worker", "--concurrency", str(concurrency), "--pool", pool)
 
 
 def beat_argv(settings: Settings) -> list[str]:
     """The command line of the Celery beat scheduler; its schedule file lives in the data dir."""
     schedule = Path(settings.data_dir).resolve() / "celerybeat-schedule"
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.worker:celery_app",
-        "beat",
-        "--loglevel",
-        "INFO",
-        "--schedule",
-        str(schedule),
-    ]
+    return _celery_argv("beat", "--schedule", str(schedule))
 
 
 def _generated_api_key(data_dir: Path) -> str:
