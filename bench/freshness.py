@@ -26,6 +26,7 @@ import numpy as np
 import requests
 
 from bench.common import serve_api
+from graph_schema.statements.training import TRAINING_USER_PAGE
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
@@ -61,9 +62,7 @@ def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
                 run_training(gateway, settings, TrainConfig(), device="cpu", version="fresh")
                 model = ActiveModel(gateway, settings.data_dir).get()
                 assert model is not None
-                users = [
-                    r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id", {})
-                ]
+                users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 50_000})]
             base = stack.enter_context(serve_api(settings.data_dir, KEY, 19_000 + os.getpid() % 1000))
             session = requests.Session()
             latencies: list[float] = []
