@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from graph_schema.statements.admin import DELETE_NODES_BATCH
 from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
@@ -48,3 +49,9 @@ def prune(gateway: GraphGateway, settings: Settings, now_ms: int | None = None) 
         if summary.nodes_deleted < PRUNE_BATCH:
             break
     return PruneResult(edges=edges, events=events)
+
+
+def clear_graph(gateway: GraphGateway) -> None:
+    """Delete every node of the graph in bounded batches (scratch graphs, tests)."""
+    while gateway.write(DELETE_NODES_BATCH, {"limit": PRUNE_BATCH}).nodes_deleted:
+        pass

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from graph_schema.statements import admin
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,19 +49,28 @@ def graph_server(settings: Settings) -> Iterator[EmbeddedServer | None]:
     server.stop()
 
 
-def clear(gateway: GraphGateway) -> None:
-    """Delete every node, in bounded batches."""
-    while gateway.write(admin.DELETE_NODES_BATCH, {"limit": 10_000}).nodes_deleted:
-        pass
-
-
 @pytest.fixture
 def gateway(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[GraphGateway]:
     """A migrated, empty graph for one test: its own graph on FalkorDB, a wiped database on Neo4j."""
     name = f"test_{uuid.uuid4().hex[:12]}" if settings.embedded else None
     gw = open_gateway(settings, graph_name=name)
-    clear(gw)
+    clear_graph(gw)
     migrate(gw)
     yield gw
-    clear(gw)
+    clear_graph(gw)
+    gw.close()
+
+
+@pytest.fixture
+def broker_graph(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> Iterator[tuple[dict[str, str], Settings, GraphGateway]]:
+    """A migrated graph of its own on the session server, with the env a worker or API needs for it."""
+    if not settings.embedded:
+        pytest.skip("uses the embedded redis-server as the Celery broker")
+    graph_name = f"g_{uuid.uuid4().hex[:10]}"
+    gw = open_gateway(settings, graph_name=graph_name)
+    migrate(gw)
+    env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": graph_name}
+    yield env, Settings.from_env(env), gw
     gw.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -93,3 +95,19 @@ def kgrec_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subproce
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def background(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a kgrec process (worker, beat) for the length of a block; output goes to ``log``."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,12 +15,12 @@ from celery.result import AsyncResult
 from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
-from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
-from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel, models_dir
 from kgrec.recommender import HistoryEntry
-from tests.processes import ApiProcess
+from kgrec.stack import worker_argv
+from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
 from workers.celery_app import make_celery
 from workers.training.job import run_training
@@ -118,24 +115,11 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def worker_graph(
-    settings: Settings, graph_server: object, small_beauty: Path, tmp_path: Path
-) -> Iterator[tuple[dict[str, str], Settings, GraphGateway]]:
-    if not settings.embedded:
-        pytest.skip("uses the embedded redis-server as broker")
-    graph_name = f"mv_{uuid.uuid4().hex[:8]}"
-    gateway = open_gateway(settings, graph_name=graph_name)
-    migrate(gateway)
+def worker_graph(broker_graph: tuple[dict[str, str], Settings, GraphGateway], small_beauty: Path) -> tuple:
+    env, settings, gateway = broker_graph
     import_dataset(gateway, open_dataset(str(small_beauty), settings.shared_data_dir), settings)
-    env = {
-        **os.environ,
-        "KGREC_DATA_DIR": str(settings.data_dir),
-        "KGREC_GRAPH": graph_name,
-        "KGREC_EMBEDDING_BATCH": "20",
-        "KGREC_API_KEYS": "k",
-    }
-    yield env, Settings.from_env(env), gateway
-    gateway.close()
+    env = {**env, "KGREC_EMBEDDING_BATCH": "20", "KGREC_API_KEYS": "k"}
+    return env, Settings.from_env(env), gateway
 
 
 def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
@@ -143,42 +127,32 @@ def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
 ) -> None:
     env, settings, gateway = worker_graph
     run_training(gateway, settings, QUICK, device="cpu", version="v-before")
-    from kgrec.stack import worker_argv
-
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the worker writes to it until the end
-    worker = subprocess.Popen(
-        worker_argv(concurrency=1, pool="prefork"), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    worker_log = tmp_path / "worker.log"
     api = ApiProcess({k: env[k] for k in ("KGREC_DATA_DIR", "KGREC_GRAPH", "KGREC_API_KEYS")}).start()
     try:
-        celery = make_celery(settings)
-        job = celery.send_task("workers.tasks.train", kwargs={"epochs": 2, "device": "cpu"})
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            info = AsyncResult(job.id, app=celery)
-            if info.state == "PROGRESS" and info.info.get("stage") == "write-back":
-                break
-            time.sleep(0.02)
-        else:
-            raise AssertionError(
-                f"never saw the write-back stage: {(tmp_path / 'worker.log').read_text()[-3000:]}"
-            )
-        status = requests.get(f"{api.url}/v1/jobs/{job.id}", timeout=10).json()
-        assert (
-            status["state"] == "PROGRESS" and status["stage"] == "write-back" and 0 < status["percent"] < 100
-        )
-        for child in _children(worker.pid):
-            os.kill(child, signal.SIGKILL)
-        assert active(gateway) == "v-before"  # the half-written version is not served
-        summary = job.get(timeout=300)  # redelivered to a fresh pool process, and completed
+        with background(worker_argv(concurrency=1, pool="prefork"), env, worker_log) as worker:
+            celery = make_celery(settings)
+            job = celery.send_task("workers.tasks.train", kwargs={"epochs": 2, "device": "cpu"})
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                info = AsyncResult(job.id, app=celery)
+                if info.state == "PROGRESS" and info.info.get("stage") == "write-back":
+                    break
+                time.sleep(0.02)
+            else:
+                raise AssertionError(f"never saw the write-back stage: {worker_log.read_text()[-3000:]}")
+            status = requests.get(f"{api.url}/v1/jobs/{job.id}", timeout=10).json()
+            assert status["state"] == "PROGRESS" and status["stage"] == "write-back"
+            assert 0 < status["percent"] < 100
+            for child in _children(worker.pid):
+                os.kill(child, signal.SIGKILL)
+            assert active(gateway) == "v-before"  # the half-written version is not served
+            summary = job.get(timeout=300)  # redelivered to a fresh pool process, and completed
         assert summary["version"] == f"job-{job.id}"
         assert active(gateway) == f"job-{job.id}"
         done = requests.get(f"{api.url}/v1/jobs/{job.id}", timeout=10).json()
         assert done["state"] == "SUCCESS" and done["result"]["version"] == f"job-{job.id}"
-        output = (tmp_path / "worker.log").read_text()
+        output = worker_log.read_text()
         assert "WorkerLostError" in output or "exited with 'signal 9" in output
     finally:
         api.stop()
-        worker.terminate()
-        worker.wait(30)
-        log.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,27 +16,9 @@ import requests
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, _pid_alive
 from tests.conftest import embedded_only
+from tests.processes import free_port, wait_for
 from tests.subsets import amazon_beauty_subset
 from workers.celery_app import make_celery
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, timeout_s: float = 120.0) -> requests.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            response = requests.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer 200 within {timeout_s}s")
 
 
 @embedded_only

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,10 +10,10 @@ import pytest
 from kgrec.config import Settings
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.gateway import GraphGateway
 from kgrec.maintenance import prune
-from kgrec.migrations import migrate
 from kgrec.stack import beat_argv, worker_argv
+from tests.processes import background
 from workers.celery_app import make_celery
 
 DAY = 86_400_000
@@ -49,60 +45,31 @@ def test_prune_function(gateway: GraphGateway, settings: Settings) -> None:
 
 
 @pytest.fixture
-def worker_env(
-    settings: Settings, graph_server: object
-) -> Iterator[tuple[dict[str, str], Settings, GraphGateway]]:
-    if not settings.embedded:
-        pytest.skip("uses the embedded redis-server as broker")
-    graph_name = f"w_{uuid.uuid4().hex[:8]}"
-    gateway = open_gateway(settings, graph_name=graph_name)
-    migrate(gateway)
-    env = {
-        **os.environ,
-        "KGREC_DATA_DIR": str(settings.data_dir),
-        "KGREC_GRAPH": graph_name,
-        "KGREC_PRUNE_INTERVAL_S": "1",
-    }
-    yield env, Settings.from_env(env), gateway
-    gateway.close()
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def worker_env(broker_graph: tuple[dict[str, str], Settings, GraphGateway]) -> tuple:
+    env, _settings, gateway = broker_graph
+    env = {**env, "KGREC_PRUNE_INTERVAL_S": "1"}
+    return env, Settings.from_env(env), gateway
 
 
 def test_worker_runs_the_prune_task(worker_env: tuple, tmp_path: Path) -> None:
     env, settings, gateway = worker_env
     seed_faded_and_fresh(gateway, settings)
-    worker = spawn(worker_argv(pool="solo"), env, tmp_path / "worker.log")
-    try:
+    with background(worker_argv(pool="solo"), env, tmp_path / "worker.log"):
         celery = make_celery(settings)
         result = celery.send_task("workers.tasks.prune_graph").get(timeout=120)
-        assert result["edges"] >= 1
-        assert remaining_items(gateway) == ["new"]
-    finally:
-        stop(worker)
+    assert result["edges"] >= 1
+    assert remaining_items(gateway) == ["new"]
 
 
 def test_beat_schedules_pruning(worker_env: tuple, tmp_path: Path) -> None:
     env, settings, gateway = worker_env
     seed_faded_and_fresh(gateway, settings)
-    worker = spawn(worker_argv(pool="solo"), env, tmp_path / "worker.log")
-    beat = spawn([*beat_argv(settings)[:-1], str(tmp_path / "schedule")], env, tmp_path / "beat.log")
-    try:
+    schedule = [*beat_argv(settings)[:-1], str(tmp_path / "schedule")]
+    with (
+        background(worker_argv(pool="solo"), env, tmp_path / "worker.log"),
+        background(schedule, env, tmp_path / "beat.log"),
+    ):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and remaining_items(gateway) != ["new"]:
             time.sleep(0.5)
         assert remaining_items(gateway) == ["new"], (tmp_path / "beat.log").read_text()[-2000:]
-    finally:
-        stop(beat)
-        stop(worker)

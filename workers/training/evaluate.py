@@ -26,20 +26,26 @@ from pathlib import Path
 
 import numpy as np
 
-from graph_schema.statements import admin
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.records import Problems
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset
+from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.recommender import ModelArtifacts, Recommender
 from workers.training import baselines
 from workers.training import components as comp
 from workers.training.metrics import ranking_metrics
 from workers.training.model import TrainConfig
-from workers.training.pipeline import evaluate_recommender, train_model, tune, user_histories
+from workers.training.pipeline import (
+    evaluate_recommender,
+    hold_out_latest,
+    train_model,
+    tune,
+    user_histories,
+)
 from workers.training.subgraph import TrainingGraph, pull
 
 PROTOCOLS = ("leave-last-out", "given-split")
@@ -120,11 +126,6 @@ def scratch_gateway(settings: Settings, dataset_name: str, protocol: str) -> Gra
     return open_gateway(settings, graph_name=os.environ.get("KGREC_EVAL_DATABASE", "kgreceval"))
 
 
-def _clear(gateway: GraphGateway) -> None:
-    while gateway.write(admin.DELETE_NODES_BATCH, {"limit": 10_000}).nodes_deleted:
-        pass
-
-
 @dataclass
 class EvaluationReport:
     """Metrics per model, and how they were obtained."""
@@ -172,13 +173,13 @@ def evaluate(
     say(f"{split.name}: {len(split.train):,} training interactions, {len(split.test):,} test users")
 
     with scratch_gateway(settings, split.name, protocol) as gateway:
-        _clear(gateway)
+        clear_graph(gateway)
         migrate(gateway)
         started = time.perf_counter()
         import_dataset(gateway, split, settings)
         say(f"scratch graph loaded in {time.perf_counter() - started:.0f}s")
         graph = pull(gateway, int(time.time() * 1000), settings.half_life_ms)
-        _clear(gateway)
+        clear_graph(gateway)
     say(f"pulled {graph.counts()}")
 
     text_dir = Path(settings.data_dir) / "text-embeddings"
@@ -234,8 +235,6 @@ def evaluate(
 
 def _tuned_recency(graph: TrainingGraph, knn: ModelArtifacts, seed: int) -> float:
     """The recency decay for item-kNN, chosen on the same validation hold-out as kgrec."""
-    from workers.training.pipeline import hold_out_latest
-
     fit, targets = hold_out_latest(graph)
     fit_knn = replace(knn, components={comp.COOCCURRENCE: comp.cooccurrence_cosine(fit)})
     _weights, decay, _metrics = tune(
