@@ -8,8 +8,12 @@ from app.errors import register_error_handlers
 from app.events import bp as events_bp
 from app.graph import init_graph
 from app.health import bp as health_bp
+from app.items import bp as items_bp
 from app.jobs import bp as jobs_bp
+from app.metrics import install_metrics
+from app.openapi import bp as openapi_bp
 from app.recommendations import bp as recommendations_bp
+from app.users import bp as users_bp
 from kgrec.config import Settings
 
 # 1,000 events with item details fit comfortably; anything bigger is refused with 413.
@@ -22,8 +26,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     init_graph(app, settings or Settings.from_env())
     register_error_handlers(app)
+    install_metrics(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(events_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(recommendations_bp)
+    app.register_blueprint(items_bp)
+    app.register_blueprint(users_bp)
+    app.register_blueprint(openapi_bp)
     return app

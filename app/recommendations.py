@@ -1,88 +1,88 @@
-"""``GET /v1/users/{user_id}/recommendations``: the active model, the user's history folded in live."""
+"""Recommendations for a user, and why: the active model with the user's history folded in live."""
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from app.auth import read_access
 from app.errors import ApiError
 from app.graph import graph, settings
-from graph_schema.statements.serving import USER_HISTORY
-from kgrec.model_store import ActiveModel
-from kgrec.recommender import HistoryEntry, Recommender
+from app.params import ItemFilters, bool_arg, check_id, choice_arg, int_arg
+from app.serving import active_model, now_ms, user_history
+from graph_schema.statements.explanations import EXPLANATION_PATHS
+from graph_schema.statements.serving import ITEM_EXISTS
+from kgrec.explanations import PathScorer
+from kgrec.recommender import Recommender
 
 bp = Blueprint("recommendations", __name__)
 MAX_K = 100
 MAX_OFFSET = 1_000
-HISTORY_LIMIT = 200
+MAX_PATHS = 10
+EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests that paths may start from
 EXCLUDE = ("seen", "purchased", "none")
-_lock = threading.Lock()
 
 
-def active_model() -> Recommender:
-    """The process's active model (reloaded when the active version changes), or a 503."""
-    with _lock:
-        holder = current_app.extensions.get("kgrec.model")
-        if holder is None:
-            holder = current_app.extensions["kgrec.model"] = ActiveModel(graph(), settings().data_dir)
-    model = holder.get()
-    if model is None:
-        raise ApiError(503, "no_model", "no model has been trained yet (run `kgrec train`)")
-    return model
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer, not {raw!r}", field=name) from None
-    if not low <= value <= high:
-        raise ApiError(
-            400, "bad_request", f"{name} must be between {low} and {high}, not {value}", field=name
-        )
-    return value
+def explanation_paths(model: Recommender, user_id: str, item_ids: list[str]) -> dict[str, list[dict]]:
+    """Scored paths (best first) from the user to each item: one graph read for all items."""
+    if not item_ids:
+        return {}
+    rows = graph().read(
+        EXPLANATION_PATHS, {"user_id": user_id, "item_ids": item_ids, "hubs": EXPLANATION_HUBS}
+    )
+    return PathScorer(model, now_ms(), settings().half_life_ms).paths(rows)
 
 
 @bp.get("/v1/users/<user_id>/recommendations")
 @read_access
 def recommendations(user_id: str) -> Response:
-    """Top-k items for a user: history folded in at request time; popularity for a new user."""
-    k = _int_arg("k", 20, 1, MAX_K)
-    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
-    exclude = request.args.get("exclude", "seen")
-    if exclude not in EXCLUDE:
-        raise ApiError(400, "bad_request", f"exclude must be one of {', '.join(EXCLUDE)}", field="exclude")
+    """Top-k items for a user: history folded in at request time; decayed popularity for a new user."""
+    check_id("user_id", user_id)
+    k = int_arg("k", 20, 1, MAX_K)
+    offset = int_arg("offset", 0, 0, MAX_OFFSET)
+    exclude = choice_arg("exclude", "seen", EXCLUDE)
+    filters = ItemFilters.from_request()
+    explain = bool_arg("explain")
     model = active_model()
-    now = time.time() * 1000
-    half_life = settings().half_life_ms
-    rows = graph().read(USER_HISTORY, {"user_id": user_id, "limit": HISTORY_LIMIT})
-    history = [
-        HistoryEntry(
-            r["item_id"],
-            (r["weight"] or 0.0) * math.exp2(-(now - (r["weight_ts"] or now)) / half_life),
-            int(r["position"]),
-        )
-        for r in rows
-    ]
+    history, rows = user_history(user_id)
     if exclude == "seen":
         excluded = [r["item_id"] for r in rows]
     elif exclude == "purchased":
         excluded = [r["item_id"] for r in rows if r["purchases"]]
     else:
         excluded = []
-    ranked = model.recommend([history], offset + k, [excluded])[0][offset:]
+    allowed = model.facts.mask(filters.brand, filters.category, filters.min_price, filters.max_price)
+    ranked = model.recommend([history], offset + k, [excluded], allowed)[0][offset:]
+    items = [{"item_id": item_id, "score": round(score, 6)} for item_id, score in ranked]
+    if explain:
+        paths = explanation_paths(model, user_id, [i["item_id"] for i in items])
+        for item in items:
+            best = paths.get(item["item_id"])
+            item["reason"] = best[0] if best else None
     return jsonify(
         user_id=user_id,
         model_version=model.artifacts.version,
         recommendation_id=str(uuid.uuid4()),
         cold_start=not history,
-        items=[{"item_id": item_id, "score": round(score, 6)} for item_id, score in ranked],
+        k=k,
+        offset=offset,
+        filters=filters.as_dict(),
+        items=items,
+    )
+
+
+@bp.get("/v1/users/<user_id>/recommendations/<item_id>/explanation")
+@read_access
+def explanation(user_id: str, item_id: str) -> Response:
+    """The best paths (at most 3 hops) from the user to the item through typed graph edges."""
+    check_id("user_id", user_id)
+    check_id("item_id", item_id)
+    max_paths = int_arg("max_paths", 3, 1, MAX_PATHS)
+    model = active_model()
+    if item_id not in model.item_index and not graph().read(ITEM_EXISTS, {"item_id": item_id}):
+        raise ApiError(404, "not_found", f"no item with id {item_id!r}", field="item_id")
+    paths = explanation_paths(model, user_id, [item_id]).get(item_id, [])
+    return jsonify(
+        user_id=user_id, item_id=item_id, model_version=model.artifacts.version, paths=paths[:max_paths]
     )

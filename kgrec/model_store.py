@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from graph_schema.statements.models import ACTIVE_VERSION
 from kgrec.gateway import GraphGateway
+from kgrec.item_facts import ItemFacts
 from kgrec.recommender import ModelArtifacts, Recommender
 
 MODELS_DIR = "models"
@@ -48,6 +49,8 @@ def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
             )
         ),
     }
+    if artifacts.facts is not None:
+        arrays.update(artifacts.facts.arrays())
     for name, matrix in artifacts.components.items():
         arrays[f"{name}.data"] = matrix.data
         arrays[f"{name}.indices"] = matrix.indices
@@ -80,6 +83,7 @@ def load_artifacts(path: Path) -> ModelArtifacts:
             recency_decay=meta["recency_decay"],
             popularity=stored["popularity"],
             parameters=meta["parameters"],
+            facts=ItemFacts.from_arrays(stored, n),
         )
 
 

@@ -16,10 +16,12 @@ The API and ``kgrec evaluate`` both call :meth:`Recommender.recommend`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
+
+from kgrec.item_facts import ItemFacts
 
 POPULARITY_EPSILON = 1e-6
 EMBEDDING = "embedding"
@@ -37,6 +39,7 @@ class ModelArtifacts:
     recency_decay: float
     popularity: np.ndarray  # (n_items,) interaction counts, bots excluded
     parameters: dict[str, object] = field(default_factory=dict)
+    facts: ItemFacts | None = None  # brand, categories and price per item, for the serving filters
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Recommender:
         self.embeddings = artifacts.item_embeddings.astype(np.float32)
         popularity = artifacts.popularity.astype(np.float32)
         self.prior = POPULARITY_EPSILON * popularity / max(float(popularity.max(initial=0.0)), 1.0)
+        self.facts = artifacts.facts if artifacts.facts is not None else ItemFacts.empty(self.n_items)
 
     @property
     def n_items(self) -> int:
@@ -117,8 +121,45 @@ class Recommender:
                 scores[row, index] = -np.inf
         return [self._top(row, k) for row in scores]
 
+    def similar(self, item_id: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """The ``k`` items closest (cosine of embeddings) to ``item_id``, itself excluded."""
+        index = self.item_index[item_id]
+        scores = self.embeddings @ self.embeddings[index]
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        scores[index] = -np.inf
+        return self._top(scores, k)
+
+    def with_items(self, item_ids: Sequence[str], vectors: np.ndarray, facts: ItemFacts) -> Recommender:
+        """A copy that also scores ``item_ids`` (folded in after training) through their embeddings.
+
+        The new items have no rows in the item–item graphs yet, so they are
+        reached through the embedding term (and popularity zero).
+        """
+        known = self.n_items
+        n = known + len(item_ids)
+        blend = self.blend.copy()
+        blend.resize((n, n))
+        clone = object.__new__(Recommender)
+        clone.artifacts = replace(
+            self.artifacts,
+            item_ids=[*self.artifacts.item_ids, *item_ids],
+            item_embeddings=np.vstack([self.embeddings, np.asarray(vectors, dtype=np.float32)]),
+            popularity=np.concatenate([self.artifacts.popularity, np.zeros(len(item_ids), np.float32)]),
+            facts=facts,
+        )
+        clone.item_index = {**self.item_index, **{i: known + k for k, i in enumerate(item_ids)}}
+        clone.blend = blend.tocsr()
+        clone.embedding_weight = self.embedding_weight
+        clone.embeddings = clone.artifacts.item_embeddings
+        clone.prior = np.concatenate([self.prior, np.zeros(len(item_ids), np.float32)])
+        clone.facts = facts
+        return clone
+
     def _top(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
         k = min(k, row.size)
+        if k <= 0:
+            return []
         top = np.argpartition(-row, k - 1)[:k]
         top = top[np.argsort(-row[top], kind="stable")]
         ids = self.artifacts.item_ids

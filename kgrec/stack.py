@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +28,20 @@ ImportRunner = Callable[[Settings, str, Path, Path | None], None]
 
 
 def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[str]:
-    """The gunicorn command line that serves the Flask app factory."""
+    """The gunicorn command line that serves the Flask app factory.
+
+    Its workers share one prometheus_client multiprocess directory per port,
+    emptied when gunicorn starts.
+    """
+    metrics_dir = Path(tempfile.gettempdir()) / f"kgrec-metrics-{port}"
     return [
         sys.executable,
         "-m",
         "gunicorn",
+        "--config",
+        "python:kgrec.gunicorn_conf",
+        "--env",
+        f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}",
         "--bind",
         f"{host}:{port}",
         "--workers",

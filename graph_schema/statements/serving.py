@@ -15,3 +15,39 @@ USER_HISTORY = read(
     user_id="A1YJEY40YUW4SE",
     limit=200,
 )
+
+ITEM_EXISTS = read(
+    "item_exists",
+    """
+    MATCH (i:Item {id: $item_id})
+    RETURN i.id AS id
+    """,
+    item_id="B004756YJA",
+)
+
+# A user's strongest brand and category interests (decayed to $now), each with the
+# items of the user's history that feed it, strongest first.
+_INTEREST_BRANCH = """
+    MATCH (u:User {{id: $user_id}})-[x:INTERESTED_IN]->(t:{label})
+    WITH u, t, x, x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
+    ORDER BY weight DESC, t.id
+    LIMIT $limit
+    OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)-[:{rel}]->(t)
+    WITH t, x, weight, i, r.weight * 2.0 ^ (-($now - r.weight_ts) / $half_life_ms) AS item_weight
+    ORDER BY item_weight DESC
+    WITH t, x, weight, collect({{id: i.id, title: i.title, weight: item_weight}}) AS drivers
+    RETURN '{label}' AS kind, t.id AS id, coalesce(t.name, t.id) AS name, weight, x.count AS events,
+           x.last_ts AS last_ts, drivers[0..$items] AS drivers
+"""
+
+USER_INTERESTS = read(
+    "user_interests",
+    _INTEREST_BRANCH.format(label="Brand", rel="MADE_BY")
+    + "UNION ALL"
+    + _INTEREST_BRANCH.format(label="Category", rel="IN_CATEGORY"),
+    user_id="A1YJEY40YUW4SE",
+    now=1700000000000,
+    half_life_ms=1209600000.0,
+    limit=10,
+    items=3,
+)

@@ -51,6 +51,7 @@ ITEM_FACTS = read(
     MATCH (i:Item {id: item_id})
     RETURN item_id,
            i.title AS title,
+           i.price AS price,
            [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
            [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories,
            [(i)-[:ALSO_BOUGHT]->(ab:Item) WHERE ab.listed = true | ab.id] AS also_bought,
@@ -65,5 +66,13 @@ CATEGORY_NAMES = read(
     """
     MATCH (c:Category)
     RETURN c.id AS id, c.name AS name
+    """,
+)
+
+CATEGORY_TREE = read(
+    "category_tree",
+    """
+    MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category)
+    RETURN c.id AS child, p.id AS parent
     """,
 )

@@ -203,6 +203,7 @@ def train_model(
         recency_decay=decay,
         popularity=comp.popularity(graph),
         parameters={**config.__dict__, "device": device},
+        facts=graph.facts,
     )
     report("done", 1.0)
     return TrainingResult(artifacts, embeddings, validation, graph.counts(), timings)

@@ -16,12 +16,14 @@ import numpy as np
 from graph_schema.model import KNOWLEDGE_RELATIONS
 from graph_schema.statements.training import (
     CATEGORY_NAMES,
+    CATEGORY_TREE,
     INTERACTIONS_OF_USERS,
     ITEM_FACTS,
     TRAINING_ITEM_PAGE,
     TRAINING_USER_PAGE,
 )
 from kgrec.gateway import GraphGateway
+from kgrec.item_facts import ItemFacts
 
 PAGE = 5_000
 
@@ -43,6 +45,7 @@ class TrainingGraph:
     item_category_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     knowledge: dict[str, np.ndarray] = field(default_factory=dict)  # relation -> (n, 2) head, tail
     item_text: list[str] = field(default_factory=list)
+    facts: ItemFacts | None = None  # brand, categories (with the tree) and price, for serving filters
 
     @property
     def n_users(self) -> int:
@@ -149,6 +152,8 @@ def pull(
                 if part
             )
         )
+    item_category_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    facts = _item_facts(gateway, item_ids, facts, brand_ids, item_brand, category_ids, item_category_pairs)
     return TrainingGraph(
         user_ids=user_ids,
         item_ids=item_ids,
@@ -159,7 +164,39 @@ def pull(
         brand_ids=brand_ids,
         item_brand=item_brand,
         category_ids=category_ids,
-        item_category_pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
+        item_category_pairs=item_category_pairs,
         knowledge={rel: np.array(e, dtype=np.int64).reshape(-1, 2) for rel, e in knowledge.items()},
         item_text=texts,
+        facts=facts,
+    )
+
+
+def _item_facts(
+    gateway: GraphGateway,
+    item_ids: list[str],
+    facts: dict[str, dict],
+    brand_ids: list[str],
+    item_brand: np.ndarray,
+    category_ids: list[str],
+    item_category_pairs: np.ndarray,
+) -> ItemFacts:
+    """The serving filters' view: the training graph's brands and categories, the whole tree, prices."""
+    tree = gateway.read(CATEGORY_TREE)
+    all_categories = list(category_ids)
+    index = {c: k for k, c in enumerate(all_categories)}
+    for row in tree:
+        for category in (row["child"], row["parent"]):
+            if category not in index:
+                index[category] = len(all_categories)
+                all_categories.append(category)
+    prices = [facts.get(item_id, {}).get("price") for item_id in item_ids]
+    return ItemFacts(
+        brand_ids=list(brand_ids),
+        item_brand=item_brand.copy(),
+        category_ids=all_categories,
+        item_category_pairs=item_category_pairs,
+        category_parent_pairs=np.array(
+            [(index[r["child"]], index[r["parent"]]) for r in tree], dtype=np.int64
+        ).reshape(-1, 2),
+        item_price=np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float32),
     )

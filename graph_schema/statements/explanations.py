@@ -1,0 +1,106 @@
+"""Explanation paths: typed meta-paths of at most 3 hops from a user to candidate items.
+
+One statement finds every path kind for a batch of target items (no query per
+item). Each branch returns the same columns: the target, the path kind, the
+path's nodes (label, id, name) and relationships (type, direction, weight,
+weight_ts, verb), and a support count. ``direction`` is ``out`` when the
+relationship points from the node before it to the node after it.
+
+Paths:
+
+- ``co_purchase``: user -INTERACTED-> item -ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER- target
+  (both directions);
+- ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
+- ``interest``: user -INTERESTED_IN-> brand|category <-MADE_BY|IN_CATEGORY- target;
+- ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
+  (one witness per shared item, flagged bots excluded; support = how many users).
+"""
+
+from graph_schema.catalogue import read
+
+# How an INTERACTED edge reads in a sentence.
+_VERB = """CASE WHEN coalesce({r}.n_purchase, 0) > 0 THEN 'bought'
+                WHEN coalesce({r}.n_rating, 0) + coalesce({r}.n_review, 0) > 0 THEN 'rated'
+                WHEN coalesce({r}.n_cart, 0) > 0 THEN 'added to the cart'
+                WHEN coalesce({r}.n_fav, 0) > 0 THEN 'saved'
+                ELSE 'viewed' END"""
+
+
+def _node(label: str, var: str, name: str) -> str:
+    return f"{{label: '{label}', id: {var}.id, name: coalesce({name}, {var}.id)}}"
+
+
+def _interacted(var: str, direction: str) -> str:
+    return (
+        f"{{type: 'INTERACTED', direction: '{direction}', weight: {var}.weight, "
+        f"weight_ts: {var}.weight_ts, verb: {_VERB.format(r=var)}}}"
+    )
+
+
+def _plain(rel_type: str, direction: str) -> str:
+    return f"{{type: {rel_type}, direction: '{direction}', weight: null, weight_ts: null, verb: null}}"
+
+
+_USER = _node("User", "u", "u.id")
+_HUB = _node("Item", "h", "h.title")
+_TARGET = _node("Item", "i", "i.title")
+
+# The user's side is bounded: the $hubs most recent interactions and strongest
+# interests (co-users: through the 10 most recent items), so a heavy user's
+# explanation costs about the same as a light one's.
+_RECENT_HUBS = """
+    MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
+    WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT {limit}
+    UNWIND $item_ids AS target_id
+"""
+
+EXPLANATION_PATHS = read(
+    "explanation_paths",
+    f"""
+    {_RECENT_HUBS.format(limit="$hubs")}
+    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i:Item {{id: target_id}})
+    WHERE h <> i
+    RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("type(k)", "out")}] AS rels, 1 AS support
+    UNION ALL
+    {_RECENT_HUBS.format(limit="$hubs")}
+    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i:Item {{id: target_id}})
+    WHERE h <> i
+    RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("type(k)", "in")}] AS rels, 1 AS support
+    UNION ALL
+    {_RECENT_HUBS.format(limit="$hubs")}
+    MATCH (h)-[:MADE_BY]->(b:Brand)<-[:MADE_BY]-(i:Item {{id: target_id}})
+    WHERE h <> i
+    RETURN target_id, 'same_brand' AS kind,
+           [{_USER}, {_HUB}, {_node("Brand", "b", "b.name")}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("'MADE_BY'", "out")}, {_plain("'MADE_BY'", "in")}] AS rels,
+           1 AS support
+    UNION ALL
+    MATCH (u:User {{id: $user_id}})-[x:INTERESTED_IN]->(t)
+    WITH u, x, t ORDER BY x.weight DESC, t.id LIMIT $hubs
+    UNWIND $item_ids AS target_id
+    MATCH (i:Item {{id: target_id}})
+    WHERE (i)-[:MADE_BY|IN_CATEGORY]->(t)
+    RETURN target_id, 'interest' AS kind,
+           [{_USER}, {{label: labels(t)[0], id: t.id, name: coalesce(t.name, t.id)}}, {_TARGET}] AS nodes,
+           [{{type: 'INTERESTED_IN', direction: 'out', weight: x.weight, weight_ts: x.weight_ts, verb: null}},
+            {{type: CASE WHEN labels(t)[0] = 'Brand' THEN 'MADE_BY' ELSE 'IN_CATEGORY' END,
+              direction: 'in', weight: null, weight_ts: null, verb: null}}] AS rels,
+           1 AS support
+    UNION ALL
+    {_RECENT_HUBS.format(limit="10")}
+    MATCH (h)<-[r2:INTERACTED]-(v:User)-[r3:INTERACTED]->(i:Item {{id: target_id}})
+    WHERE v <> u AND h <> i AND coalesce(v.flagged_bot, false) = false
+    WITH target_id, u, r, h, i, collect({{v: v, r2: r2, r3: r3}}) AS witnesses
+    WITH target_id, u, r, h, i, witnesses[0] AS w, size(witnesses) AS support
+    WITH target_id, u, r, h, i, w.v AS v, w.r2 AS r2, w.r3 AS r3, support
+    RETURN target_id, 'co_user' AS kind,
+           [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,
+           support
+    """,
+    user_id="A1YJEY40YUW4SE",
+    item_ids=["B004756YJA"],
+    hubs=30,
+)

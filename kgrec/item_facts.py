@@ -1,0 +1,184 @@
+"""What the serving filters know about items: brand, categories (with the tree) and price.
+
+Pulled from the graph with the training subgraph and stored in the model
+artifact, so a serving process answers ``brand=`` / ``category=`` /
+``min_price=`` / ``max_price=`` from numpy masks without a graph read. Items
+folded in after training bring their own facts (:meth:`ItemFacts.extended`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass
+class ItemFacts:
+    """Brand, categories and price per item index, plus the category tree."""
+
+    brand_ids: list[str]
+    item_brand: np.ndarray  # (n_items,) brand index, -1 for none
+    category_ids: list[str]
+    item_category_pairs: np.ndarray  # (m, 2) item index, category index
+    category_parent_pairs: np.ndarray  # (p, 2) child category index, parent category index
+    item_price: np.ndarray  # (n_items,) float32, NaN where unknown
+    _mask_cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def empty(cls, n_items: int) -> ItemFacts:
+        """Facts that know nothing (every filter then matches no item)."""
+        return cls(
+            brand_ids=[],
+            item_brand=np.full(n_items, -1, dtype=np.int64),
+            category_ids=[],
+            item_category_pairs=np.zeros((0, 2), dtype=np.int64),
+            category_parent_pairs=np.zeros((0, 2), dtype=np.int64),
+            item_price=np.full(n_items, np.nan, dtype=np.float32),
+        )
+
+    @property
+    def n_items(self) -> int:
+        """Number of items described."""
+        return int(self.item_brand.size)
+
+    @cached_property
+    def brand_index(self) -> dict[str, int]:
+        """Brand id → brand index."""
+        return {b: k for k, b in enumerate(self.brand_ids)}
+
+    @cached_property
+    def category_index(self) -> dict[str, int]:
+        """Category id → category index."""
+        return {c: k for k, c in enumerate(self.category_ids)}
+
+    @cached_property
+    def _children(self) -> dict[int, list[int]]:
+        children: dict[int, list[int]] = {}
+        for child, parent in self.category_parent_pairs.tolist():
+            children.setdefault(parent, []).append(child)
+        return children
+
+    def subtree(self, category_id: str) -> list[int]:
+        """The category and every category below it (indices); empty for an unknown id."""
+        start = self.category_index.get(category_id)
+        if start is None:
+            return []
+        seen = {start}
+        frontier = [start]
+        while frontier:
+            frontier = [c for p in frontier for c in self._children.get(p, ()) if c not in seen]
+            seen.update(frontier)
+        return sorted(seen)
+
+    def brand_mask(self, brand_id: str) -> np.ndarray:
+        """Items made by ``brand_id``."""
+        key = ("brand", brand_id)
+        if key not in self._mask_cache:
+            index = self.brand_index.get(brand_id, -2)
+            self._mask_cache[key] = self.item_brand == index
+        return self._mask_cache[key]
+
+    def category_mask(self, category_id: str) -> np.ndarray:
+        """Items listed under ``category_id`` or any of its subcategories."""
+        key = ("category", category_id)
+        if key not in self._mask_cache:
+            mask = np.zeros(self.n_items, dtype=bool)
+            pairs = self.item_category_pairs
+            mask[pairs[np.isin(pairs[:, 1], self.subtree(category_id)), 0]] = True
+            self._mask_cache[key] = mask
+        return self._mask_cache[key]
+
+    def mask(
+        self,
+        brand: str | None = None,
+        category: str | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+    ) -> np.ndarray | None:
+        """Items that pass every given filter (None when no filter is given).
+
+        An item with an unknown price fails any price filter.
+        """
+        masks: list[np.ndarray] = []
+        if brand is not None:
+            masks.append(self.brand_mask(brand))
+        if category is not None:
+            masks.append(self.category_mask(category))
+        if min_price is not None or max_price is not None:
+            price = self.item_price
+            with np.errstate(invalid="ignore"):
+                low = price >= min_price if min_price is not None else ~np.isnan(price)
+                high = price <= max_price if max_price is not None else ~np.isnan(price)
+            masks.append(low & high)
+        if not masks:
+            return None
+        result = masks[0].copy()
+        for extra in masks[1:]:
+            result &= extra
+        return result
+
+    def extended(
+        self,
+        brands: Sequence[str | None],
+        categories: Sequence[Sequence[str]],
+        prices: Sequence[float | None],
+    ) -> ItemFacts:
+        """These facts plus new items appended at the end (unknown brands and categories are added)."""
+        brand_ids = list(self.brand_ids)
+        brand_index = dict(self.brand_index)
+        category_ids = list(self.category_ids)
+        category_index = dict(self.category_index)
+        new_brand = np.full(len(brands), -1, dtype=np.int64)
+        for k, brand in enumerate(brands):
+            if brand:
+                if brand not in brand_index:
+                    brand_index[brand] = len(brand_ids)
+                    brand_ids.append(brand)
+                new_brand[k] = brand_index[brand]
+        pairs: list[tuple[int, int]] = []
+        for k, item_categories in enumerate(categories):
+            for category in item_categories:
+                if category not in category_index:
+                    category_index[category] = len(category_ids)
+                    category_ids.append(category)
+                pairs.append((self.n_items + k, category_index[category]))
+        new_price = np.array([np.nan if p is None else float(p) for p in prices], dtype=np.float32)
+        return ItemFacts(
+            brand_ids=brand_ids,
+            item_brand=np.concatenate([self.item_brand, new_brand]),
+            category_ids=category_ids,
+            item_category_pairs=np.concatenate(
+                [self.item_category_pairs, np.array(pairs, dtype=np.int64).reshape(-1, 2)]
+            ),
+            category_parent_pairs=self.category_parent_pairs,
+            item_price=np.concatenate([self.item_price, new_price]),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The facts as named arrays, for the model artifact."""
+        return {
+            "facts.brand_ids": np.array(self.brand_ids, dtype=str),
+            "facts.item_brand": self.item_brand,
+            "facts.category_ids": np.array(self.category_ids, dtype=str),
+            "facts.item_category_pairs": self.item_category_pairs,
+            "facts.category_parent_pairs": self.category_parent_pairs,
+            "facts.item_price": self.item_price,
+        }
+
+    @classmethod
+    def from_arrays(cls, stored: object, n_items: int) -> ItemFacts:
+        """Read facts written by :meth:`arrays` (empty facts for an artifact without them)."""
+        if "facts.item_brand" not in stored.files:  # type: ignore[attr-defined]
+            return cls.empty(n_items)
+        get = stored.__getitem__  # type: ignore[attr-defined]
+        return cls(
+            brand_ids=get("facts.brand_ids").tolist(),
+            item_brand=get("facts.item_brand"),
+            category_ids=get("facts.category_ids").tolist(),
+            item_category_pairs=get("facts.item_category_pairs").reshape(-1, 2),
+            category_parent_pairs=get("facts.category_parent_pairs").reshape(-1, 2),
+            item_price=get("facts.item_price").astype(np.float32),
+        )
