@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify
 from app.auth import write_access
 from app.body import json_body
 from app.errors import ApiError
+from app.fold_in import request_fold_in
 from app.graph import graph, settings
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import MAX_BATCH, validate_batch
@@ -29,4 +30,6 @@ def post_events() -> Response:
             f"{len(errors)} problem(s) in the batch; nothing was written",
             errors=[e.as_dict() for e in errors],
         )
-    return jsonify(ingest(graph(), events, config).as_dict())
+    result = ingest(graph(), events, config)
+    request_fold_in(e.item_id for e in events)
+    return jsonify(result.as_dict())

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from app.auth import read_access
+from app.errors import ApiError
 from app.graph import graph
 from graph_schema.statements import admin
+from graph_schema.statements.models import ACTIVE_VERSION
 
 bp = Blueprint("health", __name__)
 
@@ -19,10 +21,13 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """The graph answers (an unreachable graph becomes a 503 through the error handler)."""
+    """The graph answers and a model is active (an unreachable graph is a 503 through the error handler)."""
     gateway = graph()
     gateway.read(admin.PING)
-    return jsonify(status="ready", engine=gateway.engine)
+    active = gateway.read(ACTIVE_VERSION)
+    if not active:
+        raise ApiError(503, "no_model", "the graph answers, but no model is active yet (run `kgrec train`)")
+    return jsonify(status="ready", engine=gateway.engine, model_version=active[0]["id"])
 
 
 @bp.get("/v1/graph/stats")

@@ -105,4 +105,5 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "metrics",
     "artifact",
     "vector",
+    "folded_at",
 )

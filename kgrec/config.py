@@ -54,6 +54,7 @@ class Settings:
     prune_weight_below: float = 0.01
     event_retention_days: float = 30.0
     prune_interval_s: float = 600.0
+    fold_in_interval_s: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -95,4 +96,5 @@ class Settings:
             prune_weight_below=float(env.get("KGREC_PRUNE_WEIGHT_BELOW", "0.01")),
             event_retention_days=float(env.get("KGREC_EVENT_RETENTION_DAYS", "30")),
             prune_interval_s=float(env.get("KGREC_PRUNE_INTERVAL_S", "600")),
+            fold_in_interval_s=float(env.get("KGREC_FOLD_IN_INTERVAL_S", "30")),
         )

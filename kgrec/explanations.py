@@ -5,9 +5,11 @@ evidence comes first:
 
     score = prior(kind, relation, specificity) × strength + 0.25 × max(0, cos(hub, target))
 
-- ``strength``: the decayed weight of the path's first edge (the user's own
-  interaction or interest), relative to the strongest first edge among the
-  user's paths in the same answer;
+- ``strength``: how strong the path's first edge (the user's own interaction
+  or interest) is now, ``1 − exp(−decayed weight / 5)``: a purchase made
+  today (weight 5) gives 0.63, several give nearly 1, and evidence that
+  decayed away gives nearly 0. It depends on nothing but the edge, so a path
+  scores the same whichever other items are explained with it;
 - ``prior``: bought_together 1.0, also_bought 0.8, also_viewed 0.5 (×0.8 when
   the co-purchase link points from the target to the user's item), same brand
   0.5, co-users 0.4 × min(1, support / 3), an interest 0.4 (brand) or 0.3
@@ -33,6 +35,7 @@ _SAME_BRAND_PRIOR = 0.5
 _CO_USER_PRIOR = 0.4
 _INTEREST_PRIOR = {"Brand": 0.4, "Category": 0.3}
 _EMBEDDING_WEIGHT = 0.25
+_REFERENCE_WEIGHT = 5.0  # one purchase today, with the default behaviour weights
 
 
 def _decayed(weight: float | None, weight_ts: int | None, now_ms: float, half_life_ms: float) -> float:
@@ -110,15 +113,11 @@ class PathScorer:
 
     def paths(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Every path, best first, grouped by target item id."""
-        strengths = [
-            _decayed(r["rels"][0]["weight"], r["rels"][0]["weight_ts"], self.now_ms, self.half_life_ms)
-            for r in rows
-        ]
-        strongest = max(strengths, default=0.0)
         grouped: dict[str, list[dict[str, Any]]] = {}
-        for row, strength in zip(rows, strengths, strict=True):
+        for row in rows:
             kind, nodes, rels, support = row["kind"], row["nodes"], row["rels"], int(row["support"])
-            relative = strength / strongest if strongest > 0 else 1.0
+            first = _decayed(rels[0]["weight"], rels[0]["weight_ts"], self.now_ms, self.half_life_ms)
+            relative = 1.0 - math.exp(-first / _REFERENCE_WEIGHT)
             cosine = (
                 self._cosine(str(nodes[1]["id"]), str(nodes[-1]["id"]))
                 if nodes[1]["label"] == "Item"

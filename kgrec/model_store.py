@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from graph_schema.statements.models import ACTIVE_VERSION
+from graph_schema.statements.models import ACTIVE_VERSION, FOLDED_ITEMS
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts
 from kgrec.recommender import ModelArtifacts, Recommender
@@ -27,6 +27,11 @@ MODELS_DIR = "models"
 def models_dir(data_dir: Path) -> Path:
     """Where artifacts live."""
     return Path(data_dir) / MODELS_DIR
+
+
+def artifact_name(version: str) -> str:
+    """The file name of a version's artifact."""
+    return f"{version}.npz"
 
 
 def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
@@ -55,7 +60,7 @@ def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
         arrays[f"{name}.data"] = matrix.data
         arrays[f"{name}.indices"] = matrix.indices
         arrays[f"{name}.indptr"] = matrix.indptr
-    name = f"{artifacts.version}.npz"
+    name = artifact_name(artifacts.version)
     tmp = folder / f".{name}.tmp.npz"
     np.savez(tmp, **arrays)
     tmp.replace(folder / name)
@@ -88,7 +93,11 @@ def load_artifacts(path: Path) -> ModelArtifacts:
 
 
 class ActiveModel:
-    """The active model version of this process; reloads only when the active version changes."""
+    """The active model version of this process; reloads only when the active version changes.
+
+    Items folded in after training (``folded_at`` on the version) are added to
+    the loaded version with one read whenever that stamp moves.
+    """
 
     def __init__(self, gateway: GraphGateway, data_dir: Path, check_every_s: float = 1.0) -> None:
         self._gateway = gateway
@@ -96,6 +105,8 @@ class ActiveModel:
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
         self._checked_at = 0.0
+        self._base: Recommender | None = None
+        self._folded_at: int | None = None
         self._recommender: Recommender | None = None
 
     def get(self) -> Recommender | None:
@@ -106,7 +117,29 @@ class ActiveModel:
                 self._checked_at = now
                 rows = self._gateway.read(ACTIVE_VERSION)
                 if not rows:
-                    self._recommender = None
-                elif self._recommender is None or self._recommender.artifacts.version != rows[0]["id"]:
-                    self._recommender = Recommender(load_artifacts(self._folder / rows[0]["artifact"]))
+                    self._base = self._recommender = None
+                    return None
+                active = rows[0]
+                if self._base is None or self._base.artifacts.version != active["id"]:
+                    self._base = Recommender(load_artifacts(self._folder / active["artifact"]))
+                    self._recommender, self._folded_at = self._base, None
+                if active["folded_at"] != self._folded_at:
+                    self._recommender = self._with_folded_items(self._base)
+                    self._folded_at = active["folded_at"]
             return self._recommender
+
+    def _with_folded_items(self, base: Recommender) -> Recommender:
+        rows = [
+            r
+            for r in self._gateway.read(FOLDED_ITEMS, {"version": base.artifacts.version})
+            if r["id"] not in base.item_index
+        ]
+        if not rows:
+            return base
+        facts = base.facts.extended(
+            [r["brands"][0] if r["brands"] else None for r in rows],
+            [r["categories"] for r in rows],
+            [r["price"] for r in rows],
+        )
+        vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
+        return base.with_items([r["id"] for r in rows], vectors, facts)

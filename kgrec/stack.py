@@ -84,19 +84,16 @@ def _generated_api_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _example_curls(port: int, api_key: str) -> str:
+def _example_curls(port: int) -> str:
     base = f"http://127.0.0.1:{port}"
-    event = (
-        '{"events": [{"event_id": "demo-1", "user_id": "A1YJEY40YUW4SE", "item_id": "B004756YJA", '
-        '"type": "view", "ts": ' + str(int(time.time() * 1000)) + "}]}"
-    )
+    user, item = "A1YJEY40YUW4SE", "B00EV93BC0"  # an Amazon Beauty user, and an item co-bought with theirs
     return "\n".join(
         [
-            f"kgrec is up on {base} (write key in KGREC_API_KEYS or the data dir's api_key file). Try:",
-            f"  curl -s {base}/readyz",
-            f"  curl -s '{base}/v1/users/A1YJEY40YUW4SE/recommendations?k=5'",
-            f"  curl -s -X POST {base}/v1/events -H 'Authorization: Bearer {api_key}' "
-            f"-H 'Content-Type: application/json' -d '{event}'",
+            f"kgrec is up on {base} (API docs at {base}/docs; write key in KGREC_API_KEYS or the data dir's "
+            "api_key file). Try:",
+            f"  curl -s '{base}/v1/users/{user}/recommendations?k=5&explain=true'",
+            f"  curl -s '{base}/v1/users/{user}/recommendations/{item}/explanation'",
+            f"  curl -s '{base}/v1/items/{item}/similar?k=5'",
         ]
     )
 
@@ -180,7 +177,7 @@ def run_stack(
         parent = os.getpid()
         for argv in (gunicorn_command("127.0.0.1", port, 2, 4), worker_argv(), beat_argv(settings)):
             children.append(subprocess.Popen(argv, env=env, preexec_fn=lambda: die_with_parent(parent)))
-        print(_example_curls(port, api_key), flush=True)
+        print(_example_curls(port), flush=True)
         while not stopping:
             if any(child.poll() is not None for child in children):
                 raise StackError("a kgrec process exited unexpectedly; stopping the stack")

@@ -113,7 +113,7 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
     assert all(r.json()["error"] == "unauthorized" for r in (missing, wrong, basic))
     assert gateway.run_query("MATCH (u:User {id: 'u-auth'}) RETURN count(u) AS n", {})[0]["n"] == 0
     assert post(process, batch).status_code == 200
-    assert requests.get(f"{process.url}/readyz", timeout=10).status_code == 200  # reads stay open
+    assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 200  # reads stay open
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,15 @@ import requests
 
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
 from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
-from tests.processes import ApiProcess
+from kgrec.stack import worker_argv
+from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
+from workers.celery_app import make_celery
 from workers.training.job import run_training
 from workers.training.model import TrainConfig
 
@@ -97,3 +101,86 @@ def test_a_sudden_purchase_in_a_new_category_shows_up_without_retraining(
     finally:
         api.stop()
         gateway.close()
+
+
+def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
+    broker_graph: tuple[dict[str, str], Settings, object], shared_data: Path, tmp_path: Path
+) -> None:
+    env, local, gateway = broker_graph
+    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=300)
+    import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)  # type: ignore[arg-type]
+    version = run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="items")["version"]  # type: ignore[arg-type]
+    # A brand with several trained items, and the categories of one of them.
+    chosen = gateway.run_query(  # type: ignore[attr-defined]
+        "MATCH (i:Item {listed: true})-[:MADE_BY]->(b:Brand) WITH b, collect(i.id) AS items "
+        "WHERE size(items) >= 3 RETURN b.id AS brand, items[0] AS item ORDER BY size(items) DESC, brand LIMIT 1",
+        {},
+    )[0]
+    brand, model_item = chosen["brand"], chosen["item"]
+    path = [
+        r["id"]
+        for r in gateway.run_query(  # type: ignore[attr-defined]
+            "MATCH (:Item {id: $i})-[:IN_CATEGORY]->(c:Category) "
+            "OPTIONAL MATCH (c)-[:SUBCATEGORY_OF*1..6]->(up:Category) "
+            "RETURN c.id AS id, count(up) AS depth ORDER BY depth, id",
+            {"i": model_item},
+        )
+    ]
+    new_item = f"new-{uuid.uuid4().hex[:8]}"
+    api = ApiProcess({**env, "KGREC_API_KEYS": KEY}, log=tmp_path / "api.log").start()
+    try:
+        with background(worker_argv(pool="solo"), env, tmp_path / "worker.log"):
+            now = int(time.time() * 1000)
+            event = {
+                "event_id": f"launch-{new_item}",
+                "user_id": "shopper-1",
+                "item_id": new_item,
+                "type": "view",
+                "ts": now,
+                "item": {"brand": brand, "category": path, "title": f"{brand} new arrival", "price": 12.5},
+            }
+            posted = requests.post(
+                f"{api.url}/v1/events", json=[event], headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+            )
+            assert posted.status_code == 200
+            # The API enqueued the fold-in; the worker writes the embedding; serving picks it up.
+            deadline = time.monotonic() + 120
+            similar = requests.get(f"{api.url}/v1/items/{new_item}/similar?k=10", timeout=30)
+            while similar.status_code == 404 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                similar = requests.get(f"{api.url}/v1/items/{new_item}/similar?k=10", timeout=30)
+            assert similar.status_code == 200, (tmp_path / "worker.log").read_text()[-3000:]
+            assert similar.json()["model_version"] == version  # no retraining
+            neighbours = [i["item_id"] for i in similar.json()["items"]]
+            same_brand = gateway.run_query(  # type: ignore[attr-defined]
+                "UNWIND $ids AS id MATCH (:Item {id: id})-[:MADE_BY]->(:Brand {id: $b}) RETURN count(*) AS n",
+                {"ids": neighbours, "b": brand},
+            )[0]["n"]
+            assert same_brand >= 3  # its brand neighbours are its nearest items
+            folded = gateway.run_query(  # type: ignore[attr-defined]
+                "MATCH (:ModelVersion {id: $v, active: true})-[e:EMBEDDING]->(:Item {id: $i}) "
+                "RETURN e.folded_at AS at, size(e.vector) AS dim",
+                {"v": version, "i": new_item},
+            )
+            assert folded and folded[0]["at"] >= now and folded[0]["dim"] == 64
+            # It can be recommended, and the price and brand filters know it.
+            recommended = requests.get(
+                f"{api.url}/v1/users/shopper-1/recommendations",
+                params={"k": 100, "brand": brand, "exclude": "none", "min_price": 12, "max_price": 13},
+                timeout=30,
+            ).json()
+            assert [i["item_id"] for i in recommended["items"]] == [new_item]
+
+            # Items that reached the graph without the API (an import) are found by the sweep.
+            events, errors = validate_batch(
+                [{**event, "event_id": "launch-2", "item_id": f"{new_item}-b", "user_id": "shopper-2"}],
+                max_skew_s=300,
+            )
+            assert not errors
+            ingest(gateway, events, local)  # type: ignore[arg-type]
+            swept = make_celery(local).send_task("workers.tasks.fold_in_items").get(timeout=120)
+            assert swept["version"] == version and swept["folded"] >= 1
+            again = make_celery(local).send_task("workers.tasks.fold_in_items").get(timeout=120)
+            assert again["folded"] == 0  # idempotent: nothing left to fold in
+    finally:
+        api.stop()

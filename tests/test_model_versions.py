@@ -103,7 +103,13 @@ def test_old_versions_are_garbage_collected(gateway: GraphGateway, loaded: Setti
     assert active(gateway) == "v-3"
     leftovers = gateway.run_query("MATCH (m:ModelVersion)-[e:EMBEDDING]->() RETURN DISTINCT m.id AS id", {})
     assert {r["id"] for r in leftovers} == {"v-3", "v-2"}
-    assert sorted(p.name for p in models_dir(loaded.data_dir).glob("*.npz")) == ["v-2.npz", "v-3.npz"]
+    # Each kept version has its artifact and its fold-in basis; the collected ones have neither.
+    assert sorted(p.name for p in models_dir(loaded.data_dir).glob("*.npz")) == [
+        "v-2.foldin.npz",
+        "v-2.npz",
+        "v-3.foldin.npz",
+        "v-3.npz",
+    ]
 
 
 def _children(pid: int) -> list[int]:

@@ -45,6 +45,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "include": ["workers.tasks"],
         "beat_schedule": {
             "prune-faded-edges": {"task": "workers.tasks.prune_graph", "schedule": settings.prune_interval_s},
+            "fold-in-new-items": {
+                "task": "workers.tasks.fold_in_items",
+                "schedule": settings.fold_in_interval_s,
+            },
         },
     }
 

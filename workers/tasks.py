@@ -7,7 +7,9 @@ from typing import Any
 from celery import Task, shared_task
 
 from app.graph import graph, settings
+from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec.maintenance import prune
+from workers.training.item_fold_in import fold_in_items
 from workers.training.job import run_training
 from workers.training.model import TrainConfig, resolve_device
 
@@ -17,6 +19,22 @@ def prune_graph() -> dict[str, int]:
     """Prune faded interest edges and expired event ids (scheduled by beat)."""
     result = prune(graph(), settings())
     return {"edges": result.edges, "events": result.events}
+
+
+FOLD_IN_SWEEP_LIMIT = 1_000
+
+
+@shared_task(name="workers.tasks.fold_in_items", acks_late=True, reject_on_worker_lost=True)
+def fold_in_new_items(item_ids: list[str] | None = None) -> dict[str, Any]:
+    """Give items created after training an embedding under the active version (idempotent).
+
+    The API enqueues this with the new ids of an event batch; beat runs it with
+    no ids as a sweep, which catches whatever an enqueue missed.
+    """
+    gateway = graph()
+    if item_ids is None:
+        item_ids = [r["id"] for r in gateway.read(ITEMS_WITHOUT_EMBEDDING, {"limit": FOLD_IN_SWEEP_LIMIT})]
+    return fold_in_items(gateway, settings(), item_ids)
 
 
 @shared_task(bind=True, name="workers.tasks.train", acks_late=True, reject_on_worker_lost=True)

@@ -75,7 +75,7 @@ ACTIVE_VERSION = read(
     MATCH (m:ModelVersion {active: true})
     RETURN m.id AS id, m.artifact AS artifact, m.created_at AS created_at,
            m.activated_at AS activated_at, m.metrics AS metrics, m.counts AS counts,
-           m.parameters AS parameters
+           m.parameters AS parameters, m.folded_at AS folded_at
     """,
 )
 
@@ -120,4 +120,51 @@ DELETE_VERSION = write(
     RETURN count(*) AS deleted
     """,
     id="v1700000000000",
+)
+
+# Items created after training get an embedding under the active version
+# (folded in from their text, brand and categories); `folded_at` on the version
+# tells serving processes to reload the folded items.
+WRITE_FOLDED_ITEMS = write(
+    "write_folded_items",
+    """
+    MATCH (m:ModelVersion {id: $version})
+    UNWIND $rows AS r
+    MATCH (i:Item {id: r.id})
+    MERGE (m)-[e:EMBEDDING]->(i)
+    SET e.vector = r.vector, e.folded_at = $now
+    WITH m, count(*) AS folded
+    SET m.folded_at = $now
+    RETURN folded
+    """,
+    version="v1700000000000",
+    rows=[{"id": "x", "vector": [0.1, 0.2]}],
+    now=1700000000000,
+)
+
+FOLDED_ITEMS = read(
+    "folded_items",
+    """
+    MATCH (:ModelVersion {id: $version})-[e:EMBEDDING]->(i:Item)
+    WHERE e.folded_at IS NOT NULL
+    RETURN i.id AS id, e.vector AS vector, i.price AS price,
+           [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
+           [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories
+    ORDER BY e.folded_at, id
+    """,
+    version="v1700000000000",
+)
+
+# Listed items the active version cannot score yet (the periodic fold-in sweep).
+ITEMS_WITHOUT_EMBEDDING = read(
+    "items_without_embedding",
+    """
+    MATCH (m:ModelVersion {active: true})
+    MATCH (i:Item {listed: true})
+    WHERE NOT (m)-[:EMBEDDING]->(i)
+    RETURN i.id AS id
+    ORDER BY id
+    LIMIT $limit
+    """,
+    limit=1000,
 )

@@ -12,7 +12,8 @@ from typing import Any
 
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
-from kgrec.model_store import models_dir
+from kgrec.model_store import artifact_name, models_dir
+from workers.training.item_fold_in import FoldInBasis, basis_path, unit_rows
 from workers.training.model import TrainConfig
 from workers.training.pipeline import train_model
 from workers.training.publish import collect_garbage, write_back
@@ -56,6 +57,15 @@ def run_training(
 
     started = time.perf_counter()
     folder = models_dir(settings.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    FoldInBasis(
+        item_embeddings=result.artifacts.item_embeddings,
+        text_vectors=result.text_vectors,
+        brand_ids=graph.brand_ids,
+        brand_vectors=unit_rows(result.embeddings.brands),
+        category_ids=graph.category_ids,
+        category_vectors=unit_rows(result.embeddings.categories),
+    ).save(basis_path(folder, artifact_name(version)))
     write_back(gateway, result, graph, folder, on_progress=lambda f: report("write-back", 0.8 + 0.18 * f))
     timings["write_back_s"] = time.perf_counter() - started
     removed = collect_garbage(gateway, folder, keep)

@@ -58,6 +58,7 @@ class TrainingResult:
     validation: dict[str, float]
     counts: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
+    text_vectors: np.ndarray | None = None  # (n_items, 384) item text embeddings, when text was used
 
 
 def subset(graph: TrainingGraph, keep: np.ndarray) -> TrainingGraph:
@@ -206,4 +207,4 @@ def train_model(
         facts=graph.facts,
     )
     report("done", 1.0)
-    return TrainingResult(artifacts, embeddings, validation, graph.counts(), timings)
+    return TrainingResult(artifacts, embeddings, validation, graph.counts(), timings, text)

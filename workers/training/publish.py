@@ -29,6 +29,7 @@ from graph_schema.statements.models import (
 )
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
+from workers.training.item_fold_in import basis_path
 from workers.training.pipeline import TrainingResult
 from workers.training.subgraph import TrainingGraph
 
@@ -119,4 +120,5 @@ def collect_garbage(gateway: GraphGateway, models_folder: Path, keep: int) -> li
         gateway.write(DELETE_VERSION, {"id": version["id"]})
         if version["artifact"]:
             (models_folder / version["artifact"]).unlink(missing_ok=True)
+            basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
     return [v["id"] for v in doomed]

@@ -8,7 +8,7 @@ comes from ``last_ts`` when the data has times and ``last_seq`` otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +67,17 @@ class TrainingGraph:
             "categories": len(self.category_ids),
             **{f"{rel}_edges": int(edges.shape[0]) for rel, edges in self.knowledge.items()},
         }
+
+
+def item_text(
+    title: str | None, brands: Sequence[str], categories: Sequence[str], names: Mapping[str, str]
+) -> str:
+    """The text an item is embedded from: title | brand | category path (category names)."""
+    return " | ".join(
+        part
+        for part in (title or "", ", ".join(brands), " > ".join(names.get(c, c) for c in categories))
+        if part
+    )
 
 
 def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[str]], None]) -> None:
@@ -141,17 +152,7 @@ def pull(
         pairs.extend((k, category_index[c]) for c in fact["categories"])
         for rel in KNOWLEDGE_RELATIONS:
             knowledge[rel].extend((k, item_index[t]) for t in fact.get(rel, []) if t in item_index)
-        texts.append(
-            " | ".join(
-                part
-                for part in (
-                    fact["title"] or "",
-                    ", ".join(fact["brands"]),
-                    " > ".join(names.get(c, c) for c in fact["categories"]),
-                )
-                if part
-            )
-        )
+        texts.append(item_text(fact["title"], fact["brands"], fact["categories"], names))
     item_category_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     facts = _item_facts(gateway, item_ids, facts, brand_ids, item_brand, category_ids, item_category_pairs)
     return TrainingGraph(

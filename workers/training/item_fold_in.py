@@ -1,0 +1,153 @@
+"""Embeddings for items created after training, from their text, brand and category neighbours.
+
+A new item has no interactions, so the graph model never saw it. Its
+embedding is the mean of up to three unit vectors:
+
+- **text**: the model's embeddings of the 10 trained items whose all-MiniLM-L6-v2
+  text embeddings are closest to the new item's, weighted by that similarity;
+- **brand**: the model's embedding of the item's brand;
+- **categories**: the mean of the model's embeddings of its categories;
+
+then normalised like every served item embedding. The basis (trained items'
+text vectors and embeddings, brand and category embeddings) is written next to
+the model artifact at training time as ``<version>.foldin.npz``; serving
+processes never load it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graph_schema.statements.models import ACTIVE_VERSION, WRITE_FOLDED_ITEMS
+from graph_schema.statements.training import CATEGORY_NAMES, ITEM_FACTS
+from kgrec.config import Settings
+from kgrec.gateway import GraphGateway
+from kgrec.model_store import models_dir
+from workers.training.subgraph import item_text
+from workers.training.text import TextEmbeddingCache
+
+TEXT_NEIGHBOURS = 10
+BASIS_SUFFIX = ".foldin.npz"
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class FoldInBasis:
+    """What folding in needs from one model version."""
+
+    item_embeddings: np.ndarray  # (n_items, dim), unit rows, in the artifact's item order
+    text_vectors: np.ndarray | None  # (n_items, 384) or None when the model used no text
+    brand_ids: list[str]
+    brand_vectors: np.ndarray  # unit rows
+    category_ids: list[str]
+    category_vectors: np.ndarray  # unit rows
+
+    def save(self, path: Path) -> None:
+        """Write atomically (before the version can be activated)."""
+        arrays = {
+            "item_embeddings": self.item_embeddings,
+            "brand_ids": np.array(self.brand_ids, dtype=str),
+            "brand_vectors": self.brand_vectors,
+            "category_ids": np.array(self.category_ids, dtype=str),
+            "category_vectors": self.category_vectors,
+        }
+        if self.text_vectors is not None:
+            arrays["text_vectors"] = self.text_vectors.astype(np.float16)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> FoldInBasis:
+        """Read a basis written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(
+                item_embeddings=stored["item_embeddings"],
+                text_vectors=stored["text_vectors"].astype(np.float32)
+                if "text_vectors" in stored.files
+                else None,
+                brand_ids=stored["brand_ids"].tolist(),
+                brand_vectors=stored["brand_vectors"],
+                category_ids=stored["category_ids"].tolist(),
+                category_vectors=stored["category_vectors"],
+            )
+
+    def embed(
+        self,
+        text_vectors: np.ndarray | None,
+        brands: Sequence[Sequence[str]],
+        categories: Sequence[Sequence[str]],
+    ) -> np.ndarray:
+        """(n, dim) unit embeddings for new items; a row with nothing to go on stays zero."""
+        n = len(brands)
+        total = np.zeros((n, self.item_embeddings.shape[1]), dtype=np.float32)
+        if text_vectors is not None and self.text_vectors is not None and self.text_vectors.size:
+            similarity = text_vectors @ self.text_vectors.T  # (n, n_items)
+            k = min(TEXT_NEIGHBOURS, similarity.shape[1])
+            top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            weights = np.maximum(np.take_along_axis(similarity, top, axis=1), 0.0)
+            has_text = (np.linalg.norm(text_vectors, axis=1) > 0) & (weights.sum(axis=1) > 0)
+            mixed = np.einsum("nk,nkd->nd", weights, self.item_embeddings[top])
+            total[has_text] += unit_rows(mixed[has_text])
+        brand_index = {b: k for k, b in enumerate(self.brand_ids)}
+        category_index = {c: k for k, c in enumerate(self.category_ids)}
+        for row in range(n):
+            known_brands = [brand_index[b] for b in brands[row] if b in brand_index]
+            if known_brands:
+                total[row] += unit_rows(self.brand_vectors[known_brands].mean(axis=0, keepdims=True))[0]
+            known_categories = [category_index[c] for c in categories[row] if c in category_index]
+            if known_categories:
+                mean = self.category_vectors[known_categories].mean(axis=0, keepdims=True)
+                total[row] += unit_rows(mean)[0]
+        return unit_rows(total)
+
+
+def basis_path(models_folder: Path, artifact: str) -> Path:
+    """Where the fold-in basis of an artifact lives."""
+    return models_folder / artifact.replace(".npz", BASIS_SUFFIX)
+
+
+def fold_in_items(gateway: GraphGateway, settings: Settings, item_ids: Sequence[str]) -> dict[str, object]:
+    """Embed ``item_ids`` that the active version cannot score and write them under that version.
+
+    Idempotent (MERGE on the version's EMBEDDING relationship): a redelivered
+    task writes the same vectors again.
+    """
+    active = gateway.read(ACTIVE_VERSION)
+    if not active or not item_ids:
+        return {"version": None, "folded": 0}
+    version, artifact = active[0]["id"], active[0]["artifact"]
+    path = basis_path(models_dir(settings.data_dir), artifact)
+    if not path.exists():
+        raise FileNotFoundError(f"model version {version} has no fold-in basis at {path}")
+    basis = FoldInBasis.load(path)
+    facts = gateway.read(ITEM_FACTS, {"ids": list(item_ids)})
+    if not facts:
+        return {"version": version, "folded": 0}
+    names = {row["id"]: row["name"] for row in gateway.read(CATEGORY_NAMES)}
+    brands = [row["brands"] for row in facts]
+    categories = [row["categories"] for row in facts]
+    text_vectors = None
+    if basis.text_vectors is not None:
+        texts = [item_text(row["title"], row["brands"], row["categories"], names) for row in facts]
+        text_vectors = TextEmbeddingCache(Path(settings.data_dir) / "text-embeddings").embed(texts)
+    vectors = basis.embed(text_vectors, brands, categories)
+    rows = [
+        {"id": row["item_id"], "vector": [round(float(x), 6) for x in vector]}
+        for row, vector in zip(facts, vectors, strict=True)
+        if np.any(vector)
+    ]
+    if rows:
+        gateway.write(WRITE_FOLDED_ITEMS, {"version": version, "rows": rows, "now": int(time.time() * 1000)})
+    return {"version": version, "folded": len(rows), "skipped": len(facts) - len(rows)}
