@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LINT_DIR := tools/cypher-lint
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint-deps lint clean
+.PHONY: run test install lint-deps lint compose-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install lint-deps lint
+# Validates docker-compose.yml without a Docker engine (`docker compose config`, or Debian's docker-compose).
+compose-check:
+	tools/compose-config.sh
+
+test: install lint-deps lint compose-check
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 clean:

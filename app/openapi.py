@@ -230,6 +230,25 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Erasure": {
+        "type": "object",
+        "required": ["user_id", "erased", "removed", "popularity_adjusted_items"],
+        "properties": {
+            "user_id": {"type": "string"},
+            "erased": {"type": "boolean"},
+            "removed": {
+                "type": "object",
+                "properties": {
+                    "user": {"type": "integer"},
+                    "relationships": {"type": "integer"},
+                    "interactions": {"type": "integer"},
+                    "interests": {"type": "integer"},
+                    "embeddings": {"type": "integer"},
+                },
+            },
+            "popularity_adjusted_items": {"type": "integer"},
+        },
+    },
     "IngestResult": {
         "type": "object",
         "required": ["received", "applied", "duplicates"],
@@ -369,6 +388,20 @@ def openapi_document() -> dict[str, Any]:
                         ),
                     ],
                     "responses": {"200": _json(_ref("Interests"), "interests"), **_READ_ERRORS},
+                }
+            },
+            "/v1/users/{user_id}": {
+                "delete": {
+                    "summary": "Erase a user: node, edges, embeddings and their share of popularity",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_path_id("user_id", "the user")],
+                    "responses": {
+                        "200": _json(_ref("Erasure"), "what was removed"),
+                        "400": _error("an invalid id"),
+                        "401": _error("missing or wrong API key"),
+                        "404": _error("no such user"),
+                        "503": _error("the graph is unavailable; nothing was removed (Retry-After)"),
+                    },
                 }
             },
             "/v1/events": {

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from app.auth import read_access
+from app.auth import read_access, write_access
+from app.errors import ApiError
 from app.graph import graph, settings
 from app.params import check_id, int_arg
 from app.serving import now_ms
+from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.serving import USER_INTERESTS
 
 bp = Blueprint("users", __name__)
@@ -51,3 +53,26 @@ def interests(user_id: str) -> Response:
     for entries in grouped.values():
         entries.sort(key=lambda e: (-e["weight"], e["id"]))  # type: ignore[operator]
     return jsonify(user_id=user_id, brands=grouped["Brand"], categories=grouped["Category"])
+
+
+@bp.delete("/v1/users/<user_id>")
+@write_access
+def erase_user(user_id: str) -> Response:
+    """Erase a user: the node, every edge and embedding, and their share of popularity (one statement)."""
+    check_id("user_id", user_id)
+    summary = graph().write(ERASE_USER, {"user_id": user_id, "now": int(now_ms())})
+    if not summary.rows:
+        raise ApiError(404, "not_found", f"no user with id {user_id!r}", field="user_id")
+    row = summary.rows[0]
+    return jsonify(
+        user_id=user_id,
+        erased=True,
+        removed={
+            "user": summary.nodes_deleted,
+            "relationships": summary.relationships_deleted,
+            "interactions": int(row["interactions"]),
+            "interests": int(row["interests"]),
+            "embeddings": int(row["embeddings"]),
+        },
+        popularity_adjusted_items=int(row["popularity_adjusted"]),
+    )

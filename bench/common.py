@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import requests
 
 from kgrec.stack import gunicorn_command
@@ -37,3 +38,8 @@ def serve_api(data_dir: Path, api_key: str, port: int) -> Iterator[str]:
     finally:
         api.terminate()
         api.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), by linear interpolation; NaN for no values."""
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")

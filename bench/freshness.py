@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
 
-from bench.common import serve_api
+from bench.common import percentile, serve_api
 from graph_schema.statements.training import TRAINING_USER_PAGE
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -41,11 +40,6 @@ from workers.training.model import TrainConfig
 KEY = "freshness-key"
 POLL_S = 0.005
 TIMEOUT_S = 5.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), by linear interpolation."""
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:

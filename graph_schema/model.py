@@ -35,6 +35,8 @@ class Rel(StrEnum):
     ALSO_VIEWED = "ALSO_VIEWED"  # (:Item)-[:ALSO_VIEWED]->(:Item)
     BOUGHT_TOGETHER = "BOUGHT_TOGETHER"  # (:Item)-[:BOUGHT_TOGETHER]->(:Item)
     EMBEDDING = "EMBEDDING"  # (:ModelVersion)-[:EMBEDDING {vector}]->(:User|:Item|:Brand|:Category)
+    # (:ModelVersion)-[:POPULARITY_ADJUSTMENT {delta}]->(:Item): erased users' share of the version's counts
+    POPULARITY_ADJUSTMENT = "POPULARITY_ADJUSTMENT"
 
 
 # Item–item knowledge relations, keyed by the relation name used in kg_triples.csv.
@@ -106,4 +108,6 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "artifact",
     "vector",
     "folded_at",
+    "delta",
+    "adjusted_at",
 )

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+# One BLAS thread per request thread: the per-request matrix products are tiny, and
+# OpenBLAS's own thread pool, multiplied by gunicorn's workers x threads on 2 cores,
+# made a 0.8 ms ranking take 14 ms (measured). Set before any worker imports numpy.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
 
 def on_starting(server: Any) -> None:
@@ -22,3 +29,13 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Move everything loaded so far (modules, the app) out of the garbage collector's sight.
+
+    A full collection otherwise walks these hundreds of thousands of long-lived
+    objects while a request waits: the p99 of a 2 ms endpoint was about 100 ms.
+    """
+    gc.collect()
+    gc.freeze()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from graph_schema.statements.models import ACTIVE_VERSION, FOLDED_ITEMS
+from graph_schema.statements.models import ACTIVE_VERSION, FOLDED_ITEMS, POPULARITY_ADJUSTMENTS
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts
 from kgrec.recommender import ModelArtifacts, Recommender
@@ -106,7 +106,7 @@ class ActiveModel:
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._base: Recommender | None = None
-        self._folded_at: int | None = None
+        self._overlay_stamp: tuple[object, object] | None = None
         self._recommender: Recommender | None = None
 
     def get(self) -> Recommender | None:
@@ -122,11 +122,22 @@ class ActiveModel:
                 active = rows[0]
                 if self._base is None or self._base.artifacts.version != active["id"]:
                     self._base = Recommender(load_artifacts(self._folder / active["artifact"]))
-                    self._recommender, self._folded_at = self._base, None
-                if active["folded_at"] != self._folded_at:
-                    self._recommender = self._with_folded_items(self._base)
-                    self._folded_at = active["folded_at"]
+                    self._recommender, self._overlay_stamp = self._base, None
+                stamp = (active["folded_at"], active["adjusted_at"])
+                if stamp != self._overlay_stamp:
+                    self._recommender = self._with_adjusted_popularity(self._with_folded_items(self._base))
+                    self._overlay_stamp = stamp
             return self._recommender
+
+    def _with_adjusted_popularity(self, model: Recommender) -> Recommender:
+        rows = self._gateway.read(POPULARITY_ADJUSTMENTS, {"version": model.artifacts.version})
+        known = [(model.item_index[r["id"]], r["delta"]) for r in rows if r["id"] in model.item_index]
+        if not known:
+            return model
+        popularity = model.artifacts.popularity.copy()
+        for index, delta in known:
+            popularity[index] += delta
+        return model.with_popularity(popularity)
 
     def _with_folded_items(self, base: Recommender) -> Recommender:
         rows = [

@@ -66,8 +66,7 @@ class Recommender:
         self.blend = blend.tocsr().astype(np.float32)
         self.embedding_weight = float(artifacts.weights.get(EMBEDDING, 0.0))
         self.embeddings = artifacts.item_embeddings.astype(np.float32)
-        popularity = artifacts.popularity.astype(np.float32)
-        self.prior = POPULARITY_EPSILON * popularity / max(float(popularity.max(initial=0.0)), 1.0)
+        self.prior = self._prior(artifacts.popularity)
         self.facts = artifacts.facts if artifacts.facts is not None else ItemFacts.empty(self.n_items)
 
     @property
@@ -136,13 +135,10 @@ class Recommender:
         The new items have no rows in the item–item graphs yet, so they are
         reached through the embedding term (and popularity zero).
         """
-        known = self.n_items
-        n = known + len(item_ids)
+        known, n = self.n_items, self.n_items + len(item_ids)
         blend = self.blend.copy()
         blend.resize((n, n))
-        clone = object.__new__(Recommender)
-        clone.artifacts = replace(
-            self.artifacts,
+        clone = self._clone(
             item_ids=[*self.artifacts.item_ids, *item_ids],
             item_embeddings=np.vstack([self.embeddings, np.asarray(vectors, dtype=np.float32)]),
             popularity=np.concatenate([self.artifacts.popularity, np.zeros(len(item_ids), np.float32)]),
@@ -150,11 +146,28 @@ class Recommender:
         )
         clone.item_index = {**self.item_index, **{i: known + k for k, i in enumerate(item_ids)}}
         clone.blend = blend.tocsr()
-        clone.embedding_weight = self.embedding_weight
-        clone.embeddings = clone.artifacts.item_embeddings
-        clone.prior = np.concatenate([self.prior, np.zeros(len(item_ids), np.float32)])
-        clone.facts = facts
         return clone
+
+    def with_popularity(self, popularity: np.ndarray) -> Recommender:
+        """A copy with other popularity counts (after users were erased)."""
+        return self._clone(popularity=np.asarray(popularity, dtype=np.float32))
+
+    def _clone(self, **changes: object) -> Recommender:
+        # Reuses the summed blend matrix: rebuilding it is the expensive part of __init__.
+        clone = object.__new__(Recommender)
+        clone.artifacts = replace(self.artifacts, **changes)  # type: ignore[arg-type]
+        clone.item_index = self.item_index
+        clone.blend = self.blend
+        clone.embedding_weight = self.embedding_weight
+        clone.embeddings = clone.artifacts.item_embeddings.astype(np.float32)
+        clone.prior = self._prior(clone.artifacts.popularity)
+        clone.facts = clone.artifacts.facts if clone.artifacts.facts is not None else self.facts
+        return clone
+
+    @staticmethod
+    def _prior(popularity: np.ndarray) -> np.ndarray:
+        popularity = np.maximum(popularity.astype(np.float32), 0.0)
+        return POPULARITY_EPSILON * popularity / max(float(popularity.max(initial=0.0)), 1.0)
 
     def _top(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
         k = min(k, row.size)

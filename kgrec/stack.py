@@ -52,6 +52,8 @@ def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[s
         "gthread",
         "--graceful-timeout",
         "20",
+        "--keep-alive",
+        "30",
         "--access-logfile",
         "-",
         "app:create_app()",

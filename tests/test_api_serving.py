@@ -355,14 +355,58 @@ def test_docs_page_and_its_assets_are_served(served: Served) -> None:
     assert requests.get(f"{served.api.url}/docs/static/swagger-ui-bundle.js", timeout=10).status_code == 200
 
 
+def test_erasing_a_user_removes_them_their_paths_and_their_share_of_popularity(served: Served) -> None:
+    victim = served.cypher(
+        "MATCH (u:User)-[r:INTERACTED]->() WHERE u.id <> 'pricing-bot' WITH u, count(r) AS n "
+        "WHERE n >= 5 RETURN u.id AS id, n ORDER BY id DESC LIMIT 1"
+    )[0]
+    user, interactions = victim["id"], victim["n"]
+    item = served.cypher(
+        "MATCH (:User {id: $u})-[:INTERACTED]->(i:Item)-[:MADE_BY]->(b:Brand) RETURN i.id AS id, b.id AS brand "
+        "ORDER BY id LIMIT 1",
+        u=user,
+    )[0]
+    other = served.cypher(
+        "MATCH (:User {id: $u})-[:INTERACTED]->(:Item)<-[:INTERACTED]-(v:User) WHERE v.id <> $u "
+        "RETURN v.id AS id ORDER BY id LIMIT 1",
+        u=user,
+    )[0]["id"]
+    stranger = f"nobody-{uuid.uuid4().hex}"
+
+    def cold_score() -> float:
+        body = recommend(served, stranger, k=100, brand=item["brand"])
+        return next(i["score"] for i in body["items"] if i["item_id"] == item["id"])
+
+    before = cold_score()
+    template = "/v1/users/{user_id}"
+    refused = served.call("DELETE", f"/v1/users/{user}", template)
+    assert refused.status_code == 401
+    assert served.cypher("MATCH (u:User {id: $u}) RETURN count(u) AS n", u=user)[0]["n"] == 1
+
+    erased = served.call("DELETE", f"/v1/users/{user}", template, headers={"Authorization": f"Bearer {KEY}"})
+    assert erased.status_code == 200, erased.text
+    body = erased.json()
+    assert body["erased"] and body["removed"]["user"] == 1
+    assert body["removed"]["interactions"] == interactions and body["removed"]["embeddings"] == 1
+    assert body["popularity_adjusted_items"] == interactions
+    assert served.cypher("MATCH (u:User {id: $u}) RETURN count(u) AS n", u=user)[0]["n"] == 0
+
+    time.sleep(1.2)  # serving processes look at the active version once a second
+    assert cold_score() < before  # the erased user's purchase no longer counts
+    for rec in recommend(served, other, k=20, explain="true")["items"]:
+        assert all(node["id"] != user for node in (rec["reason"] or {"nodes": []})["nodes"])
+    again = served.call("DELETE", f"/v1/users/{user}", template, headers={"Authorization": f"Bearer {KEY}"})
+    assert again.status_code == 404
+
+
 def test_z_openapi_document_is_valid_and_describes_every_response_seen(served: Served) -> None:
     """Runs last in this module: every response the other tests received must match the document."""
     document = requests.get(f"{served.api.url}/openapi.json", timeout=10).json()
     validate(document)
     assert len(served.seen) > 30
     checked = 0
-    for path, template, status, body in served.seen:
-        operation = document["paths"][template]["get"]
+    for method, path, template, status, body in served.seen:
+        operation = document["paths"][template][method]
         response = operation["responses"].get(str(status))
         assert response is not None, f"{path}: status {status} is not documented"
         schema = {

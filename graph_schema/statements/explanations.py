@@ -13,7 +13,7 @@ Paths:
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
 - ``interest``: user -INTERESTED_IN-> brand|category <-MADE_BY|IN_CATEGORY- target;
 - ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
-  (one witness per shared item, flagged bots excluded; support = how many users).
+  (the witness is the smallest other user id, flagged bots excluded; support = how many users).
 """
 
 from graph_schema.catalogue import read
@@ -52,25 +52,26 @@ _RECENT_HUBS = """
     MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
     WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT {limit}
     UNWIND $item_ids AS target_id
+    MATCH (i:Item {{id: target_id}})
 """
 
 EXPLANATION_PATHS = read(
     "explanation_paths",
     f"""
     {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i:Item {{id: target_id}})
+    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i)
     WHERE h <> i
     RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "out")}] AS rels, 1 AS support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i:Item {{id: target_id}})
+    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i)
     WHERE h <> i
     RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "in")}] AS rels, 1 AS support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)-[:MADE_BY]->(b:Brand)<-[:MADE_BY]-(i:Item {{id: target_id}})
+    MATCH (h)-[:MADE_BY]->(b:Brand)<-[:MADE_BY]-(i)
     WHERE h <> i
     RETURN target_id, 'same_brand' AS kind,
            [{_USER}, {_HUB}, {_node("Brand", "b", "b.name")}, {_TARGET}] AS nodes,
@@ -90,11 +91,10 @@ EXPLANATION_PATHS = read(
            1 AS support
     UNION ALL
     {_RECENT_HUBS.format(limit="10")}
-    MATCH (h)<-[r2:INTERACTED]-(v:User)-[r3:INTERACTED]->(i:Item {{id: target_id}})
-    WHERE v <> u AND h <> i AND coalesce(v.flagged_bot, false) = false
-    WITH target_id, u, r, h, i, collect({{v: v, r2: r2, r3: r3}}) AS witnesses
-    WITH target_id, u, r, h, i, witnesses[0] AS w, size(witnesses) AS support
-    WITH target_id, u, r, h, i, w.v AS v, w.r2 AS r2, w.r3 AS r3, support
+    MATCH (h)<-[:INTERACTED]-(other:User)-[:INTERACTED]->(i)
+    WHERE other <> u AND h <> i AND coalesce(other.flagged_bot, false) = false
+    WITH target_id, u, r, h, i, min(other.id) AS witness, count(other) AS support
+    MATCH (h)<-[r2:INTERACTED]-(v:User {{id: witness}})-[r3:INTERACTED]->(i)
     RETURN target_id, 'co_user' AS kind,
            [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,

@@ -75,7 +75,7 @@ ACTIVE_VERSION = read(
     MATCH (m:ModelVersion {active: true})
     RETURN m.id AS id, m.artifact AS artifact, m.created_at AS created_at,
            m.activated_at AS activated_at, m.metrics AS metrics, m.counts AS counts,
-           m.parameters AS parameters, m.folded_at AS folded_at
+           m.parameters AS parameters, m.folded_at AS folded_at, m.adjusted_at AS adjusted_at
     """,
 )
 
@@ -98,11 +98,11 @@ EMBEDDINGS_OF_VERSION = read(
     version="v1700000000000",
 )
 
-# Garbage collection in bounded batches: embeddings first, then the node.
+# Garbage collection in bounded batches: embeddings (and adjustments) first, then the node.
 DELETE_VERSION_EMBEDDINGS = write(
     "delete_model_version_embeddings",
     """
-    MATCH (:ModelVersion {id: $id, active: false})-[e:EMBEDDING]->()
+    MATCH (:ModelVersion {id: $id, active: false})-[e:EMBEDDING|POPULARITY_ADJUSTMENT]->()
     WITH e LIMIT $limit
     DELETE e
     RETURN count(*) AS deleted
@@ -115,7 +115,7 @@ DELETE_VERSION = write(
     "delete_model_version",
     """
     MATCH (m:ModelVersion {id: $id, active: false})
-    WHERE NOT (m)-[:EMBEDDING]->()
+    WHERE NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT]->()
     DELETE m
     RETURN count(*) AS deleted
     """,
@@ -167,4 +167,13 @@ ITEMS_WITHOUT_EMBEDDING = read(
     LIMIT $limit
     """,
     limit=1000,
+)
+
+POPULARITY_ADJUSTMENTS = read(
+    "popularity_adjustments",
+    """
+    MATCH (:ModelVersion {id: $version})-[a:POPULARITY_ADJUSTMENT]->(i:Item)
+    RETURN i.id AS id, a.delta AS delta
+    """,
+    version="v1700000000000",
 )

@@ -1,0 +1,168 @@
+"""Benchmark: API latency under open-loop load, per endpoint, over real HTTP.
+
+Serves a data set with gunicorn (2 workers x 4 threads, as `kgrec up`) on the
+embedded graph and offers each endpoint a fixed request rate for a while with
+:mod:`bench.loadgen` (latency counted from each request's scheduled send
+time), then reports p50/p95/p99 and the error rate per endpoint. It also
+reports the explanation coverage: the share of recommended items (k=20,
+explain=true) that carry at least one path.
+
+The work directory keeps the imported graph and the trained model between
+runs (first run: import and training, minutes).
+
+    .venv/bin/python -m bench.api [--dataset amazon-beauty|kgat-amazon-book] [--duration 30]
+        [--rates recommendations=300,similar=300,explanation=100] [--data-dir ../shared/data]
+
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from bench.common import percentile, serve_api
+from bench.loadgen import LoadResult, open_loop
+from graph_schema.statements import admin
+from graph_schema.statements.models import ACTIVE_VERSION
+from graph_schema.statements.training import TRAINING_USER_PAGE
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.gateway import GraphGateway
+from kgrec.importer import import_dataset
+from kgrec.model_store import ActiveModel
+from kgrec.runtime import graph_session
+from workers.training.job import run_training
+from workers.training.model import TrainConfig
+
+KEY = "bench-api-key"
+SAMPLE = 2_000
+DEFAULT_RATES = "recommendations=300,similar=300,explanation=100"
+
+
+def _parse_rates(text: str) -> dict[str, float]:
+    rates = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        rates[name.strip()] = float(value)
+    return rates
+
+
+def prepare(gateway: GraphGateway, settings: Settings, dataset: str, epochs: int) -> dict[str, Any]:
+    """Import the data set and train a model unless the work directory has them already."""
+    if not int(gateway.read(admin.ITEM_COUNT)[0]["count"]):
+        print(f"importing {dataset} ...", flush=True)
+        import_dataset(gateway, open_dataset(dataset, settings.shared_data_dir), settings)
+    if not gateway.read(ACTIVE_VERSION):
+        print(f"training a model ({epochs} epochs) ...", flush=True)
+        run_training(gateway, settings, TrainConfig(epochs=epochs), device="cpu", version=f"bench-{dataset}")
+    return {
+        "nodes": {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)},
+        "relationships": {r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)},
+    }
+
+
+def summarise(result: LoadResult) -> dict[str, Any]:
+    """Percentiles in milliseconds, error rate and achieved rate."""
+    ms = [x * 1000 for x in result.latencies]
+    return {
+        "offered_rps": result.offered_rate,
+        "achieved_rps": round(result.sent / result.duration_s, 1),
+        "requests": result.sent,
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "max_ms": round(max(ms), 2) if ms else None,
+        "error_rate": round(sum(result.errors.values()) / max(result.sent, 1), 5),
+        "errors": result.errors,
+    }
+
+
+def load(args: argparse.Namespace, settings: Settings, users: list[str], items: list[str]) -> dict[str, Any]:
+    """Serve the API, measure explanation coverage, then offer each endpoint its rate."""
+    report: dict[str, Any] = {"endpoints": {}}
+    with serve_api(settings.data_dir, KEY, args.port) as base:
+        session = requests.Session()
+        # Warm-up: both gunicorn workers load the model and the code paths.
+        for user in users[:200]:
+            session.get(f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20", timeout=30)
+        pairs: list[tuple[str, str]] = []
+        explained = total = 0
+        started = time.perf_counter()
+        for user in users[: args.coverage_users]:
+            body = session.get(
+                f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20&explain=true", timeout=30
+            ).json()
+            total += len(body["items"])
+            explained += sum(1 for item in body["items"] if item.get("reason"))
+            pairs.extend((user, item["item_id"]) for item in body["items"][:3])
+        report["explain_true_k20_mean_ms"] = round(
+            (time.perf_counter() - started) * 1000 / max(args.coverage_users, 1), 1
+        )
+        report["explanation_coverage"] = round(explained / max(total, 1), 4)
+        report["coverage_users"] = args.coverage_users
+        paths = {
+            "recommendations": [f"/v1/users/{quote(u, safe='')}/recommendations?k=20" for u in users],
+            "similar": [f"/v1/items/{quote(i, safe='')}/similar?k=20" for i in items],
+            "explanation": [
+                f"/v1/users/{quote(u, safe='')}/recommendations/{quote(i, safe='')}/explanation"
+                for u, i in pairs
+            ],
+        }
+        for name, rate in _parse_rates(args.rates).items():
+            print(f"{name}: {rate:g} req/s for {args.duration:g} s ...", flush=True)
+            report["endpoints"][name] = summarise(open_loop(base, paths[name], rate, args.duration))
+            print(f"  {json.dumps(report['endpoints'][name])}", flush=True)
+    return report
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Prepare the work directory, then load the API."""
+    rng = random.Random(args.seed)
+    settings = Settings(data_dir=(args.work_dir / args.dataset).resolve(), shared_data_dir=args.data_dir)
+    with graph_session(settings, apply_migrations=True) as gateway:
+        stats = prepare(gateway, settings, args.dataset, args.epochs)
+        model = ActiveModel(gateway, settings.data_dir).get()
+        assert model is not None
+        users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 200_000})]
+        users = rng.sample(users, min(SAMPLE, len(users)))
+        items = rng.sample(list(model.artifacts.item_ids), min(SAMPLE, model.n_items))
+        report = load(args, settings, users, items)
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        "load generator on the same machine",
+        "server": "gunicorn 2 workers x 4 threads (gthread), embedded FalkorDB",
+        "dataset": args.dataset,
+        "graph": stats,
+        "model_version": model.artifacts.version,
+        "duration_s_per_endpoint": args.duration,
+        **report,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="amazon-beauty", choices=["amazon-beauty", "kgat-amazon-book"])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--work-dir", type=Path, default=Path("var/bench-api"))
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per endpoint")
+    parser.add_argument("--rates", default=DEFAULT_RATES)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--coverage-users", type=int, default=300)
+    parser.add_argument("--port", type=int, default=18_000 + os.getpid() % 1000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()

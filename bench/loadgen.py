@@ -1,0 +1,145 @@
+"""An open-loop HTTP load generator (asyncio, keep-alive HTTP/1.1, GET only).
+
+Request ``n`` is *scheduled* at ``start + n / rate`` whatever happened to the
+earlier ones, and its latency runs from that scheduled time to the end of the
+response. A slow server therefore shows up as queueing delay in the figures
+instead of silently lowering the offered rate (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class LoadResult:
+    """Latencies (seconds) of the requests that succeeded, and what failed."""
+
+    offered_rate: float
+    duration_s: float
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> int:
+        """Requests sent."""
+        return len(self.latencies) + sum(self.errors.values())
+
+
+class _Pool:
+    """Idle keep-alive connections; a request takes one or opens a new one."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.idle:
+            return self.idle.pop()
+        return await asyncio.open_connection(self.host, self.port)
+
+    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.idle.append(connection)
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _request(pool: _Pool, path: str, timeout_s: float) -> int:
+    reused = bool(pool.idle)
+    try:
+        return await _exchange(pool, await pool.get(), path, timeout_s)
+    except (ConnectionResetError, asyncio.IncompleteReadError):
+        if not reused:
+            raise
+        # The server closed an idle keep-alive connection: retry once on a new one, as HTTP clients do.
+        return await _exchange(pool, await asyncio.open_connection(pool.host, pool.port), path, timeout_s)
+
+
+async def _exchange(
+    pool: _Pool, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, timeout_s: float
+) -> int:
+    reader, writer = connection
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {pool.host}\r\nAccept: */*\r\n\r\n".encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        keep_alive = True
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value.strip())
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                keep_alive = False
+        await asyncio.wait_for(reader.readexactly(length), timeout_s)
+    except BaseException:
+        writer.close()
+        raise
+    if keep_alive:
+        pool.put((reader, writer))
+    else:
+        writer.close()
+    return status
+
+
+async def _run(
+    base_url: str, paths: Sequence[str], rate: float, duration_s: float, timeout_s: float
+) -> LoadResult:
+    parts = urlsplit(base_url)
+    pool = _Pool(parts.hostname or "127.0.0.1", parts.port or 80)
+    result = LoadResult(offered_rate=rate, duration_s=duration_s)
+    total = int(rate * duration_s)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+
+    async def one(n: int) -> None:
+        scheduled = start + n / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            status = await _request(pool, paths[n % len(paths)], timeout_s)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            key = type(exc).__name__
+            result.errors[key] = result.errors.get(key, 0) + 1
+            return
+        if status != 200:
+            result.errors[str(status)] = result.errors.get(str(status), 0) + 1
+        else:
+            result.latencies.append(loop.time() - scheduled)
+
+    # Tasks are created as their time comes, so the client's own work stays small and even.
+    tasks = []
+    for n in range(total):
+        delay = start + n / rate - loop.time() - 0.002
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    pool.close()
+    return result
+
+
+def open_loop(
+    base_url: str, paths: Sequence[str], rate: float, duration_s: float, timeout_s: float = 10.0
+) -> LoadResult:
+    """Offer ``rate`` requests per second for ``duration_s``, cycling through ``paths``."""
+    # The generator's own garbage-collector pauses would show up as server latency.
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        result = asyncio.run(_run(base_url, paths, rate, duration_s, timeout_s))
+        result.duration_s = time.perf_counter() - started
+    finally:
+        gc.enable()
+    return result
