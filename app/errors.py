@@ -53,7 +53,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         error = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, error, exc.description or "")
+        response = error_response(exc.code or 500, error, exc.description or "")
+        # Keep the exception's own headers (Allow on a 405, for one), not its HTML body's.
+        for name, value in exc.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -34,5 +34,5 @@ def similar(item_id: str) -> Response:
         model_version=model.artifacts.version,
         k=k,
         filters=filters.as_dict(),
-        items=[{"item_id": i, "score": round(score, 6)} for i, score in ranked],
+        items=[{"item_id": i, "score": float(f"{score:.6g}")} for i, score in ranked],
     )

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
-from kgrec.events.validation import BEHAVIOURS, MAX_BATCH, MAX_ID_LENGTH
+from kgrec.events.validation import BEHAVIOURS, MAX_BATCH, MAX_CATEGORY_DEPTH, MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
 bp = Blueprint("openapi", __name__)
 
@@ -28,14 +28,22 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+# Ids are 1..256 characters without control characters (kgrec refuses those with a 400).
+_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}
+
+# Event ids: 1..256 characters, not only whitespace, no control characters.
+_EVENT_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "pattern": "^[^\\x00-\\x1f]*[^\\s\\x00-\\x1f][^\\x00-\\x1f]*$",
+}
+# An empty filter is no filter (as an HTML form sends it).
+_FILTER_ID = {"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+
+
 def _path_id(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-    }
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": _ID}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -45,12 +53,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _NUMBER = {"type": "number"}
 _FILTERS = [
-    _query("brand", {"type": "string", "maxLength": MAX_ID_LENGTH}, "only items of this brand (its id)"),
-    _query(
-        "category",
-        {"type": "string", "maxLength": MAX_ID_LENGTH},
-        "only items in this category or any of its subcategories (its id)",
-    ),
+    _query("brand", _FILTER_ID, "only items of this brand (its id)"),
+    _query("category", _FILTER_ID, "only items in this category or any of its subcategories (its id)"),
     _query("min_price", {"type": "number", "minimum": 0}, "only items with a known price of at least this"),
     _query("max_price", {"type": "number", "minimum": 0}, "only items with a known price of at most this"),
 ]
@@ -205,27 +209,39 @@ SCHEMAS: dict[str, Any] = {
     },
     "Event": {
         "type": "object",
+        "additionalProperties": False,
         "required": ["event_id", "user_id", "item_id", "type", "ts"],
         "properties": {
-            "event_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-            "user_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-            "item_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            "event_id": _EVENT_ID,
+            "user_id": _EVENT_ID,
+            "item_id": _EVENT_ID,
             "type": {"type": "string", "enum": list(BEHAVIOURS)},
             "ts": {
-                "oneOf": [{"type": "integer"}, {"type": "string"}],
-                "description": "epoch milliseconds or ISO-8601",
+                "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
+                "description": "epoch milliseconds or ISO-8601; not more than KGREC_MAX_CLOCK_SKEW_S ahead",
             },
             "value": {"type": "number", "nullable": True},
-            "session_id": _NULLABLE_STRING,
+            "session_id": {**_EVENT_ID, "nullable": True},
             "item": {
                 "type": "object",
+                "nullable": True,
+                "additionalProperties": False,
                 "properties": {
-                    "brand": {"type": "string"},
+                    "brand": {**_EVENT_ID, "nullable": True},
                     "category": {
-                        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+                        "nullable": True,
+                        "oneOf": [
+                            _EVENT_ID,
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_CATEGORY_DEPTH,
+                                "items": _EVENT_ID,
+                            },
+                        ],
                     },
-                    "title": {"type": "string"},
-                    "price": {"type": "number", "minimum": 0},
+                    "title": {"type": "string", "maxLength": MAX_TEXT_LENGTH, "nullable": True},
+                    "price": {"type": "number", "minimum": 0, "nullable": True},
                 },
             },
         },

@@ -54,7 +54,7 @@ def recommendations(user_id: str) -> Response:
         excluded = []
     allowed = model.facts.mask(filters.brand, filters.category, filters.min_price, filters.max_price)
     ranked = model.recommend([history], offset + k, [excluded], allowed)[0][offset:]
-    items = [{"item_id": item_id, "score": round(score, 6)} for item_id, score in ranked]
+    items = [{"item_id": item_id, "score": float(f"{score:.6g}")} for item_id, score in ranked]
     if explain:
         paths = explanation_paths(model, user_id, [i["item_id"] for i in items])
         for item in items:

