@@ -12,6 +12,7 @@ from app.items import bp as items_bp
 from app.jobs import bp as jobs_bp
 from app.metrics import install_metrics
 from app.openapi import bp as openapi_bp
+from app.raw_path import install_raw_path_routing
 from app.recommendations import bp as recommendations_bp
 from app.users import bp as users_bp
 from kgrec.config import Settings
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; one graph gateway per process, opened on first use."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    install_raw_path_routing(app)
     init_graph(app, settings or Settings.from_env())
     register_error_handlers(app)
     install_metrics(app)

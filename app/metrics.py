@@ -10,6 +10,7 @@ prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from flask import Blueprint, Flask, Response, g, request
@@ -37,8 +38,12 @@ LATENCY = Histogram(
 GRAPH_ERRORS = Counter("kgrec_graph_errors_total", "Requests that failed because the graph was unavailable")
 
 
+_CONVERTER = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
+
+
 def _endpoint() -> str:
-    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+    """The route as the OpenAPI document writes it: /v1/users/{user_id}/recommendations."""
+    return _CONVERTER.sub(r"{\1}", request.url_rule.rule) if request.url_rule is not None else "unmatched"
 
 
 def install_metrics(app: Flask) -> None:

@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from kgrec.config import Settings
+from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
+from tests.processes import ApiProcess
+from tests.subsets import amazon_beauty_subset
+from workers.training.job import run_training
+from workers.training.model import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("KGREC_SHARED_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -74,3 +80,37 @@ def broker_graph(
     env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": graph_name}
     yield env, Settings.from_env(env), gw
     gw.close()
+
+
+SMALL_API_KEY = "small-api-key"
+
+
+@pytest.fixture(scope="session")
+def small_api(
+    settings: Settings,
+    graph_server: EmbeddedServer | None,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiProcess]:
+    """gunicorn on its own graph: 100 Amazon Beauty users and a quickly trained model (shared, mutable)."""
+    if not settings.embedded:
+        pytest.skip("runs its own API on the embedded graph")
+    tmp = tmp_path_factory.mktemp("small-api")
+    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp / "beauty", users=100)
+    graph_name = f"small_{uuid.uuid4().hex[:8]}"
+    local = Settings(
+        data_dir=settings.data_dir, graph_name=graph_name, shared_data_dir=settings.shared_data_dir
+    )
+    with open_gateway(local, graph_name=graph_name) as gateway:
+        migrate(gateway)
+        import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)
+        run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="small")
+    api = ApiProcess(
+        {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": graph_name, "KGREC_API_KEYS": SMALL_API_KEY},
+        log=tmp / "api.log",
+    ).start()
+    api.graph_name = graph_name  # type: ignore[attr-defined]
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -347,7 +347,7 @@ def test_metrics_count_requests_per_endpoint_and_name_the_model(served: Served) 
     recommend(served, a_user(served), k=3)
     text = requests.get(f"{served.api.url}/metrics", timeout=10).text
     assert (
-        'kgrec_http_requests_total{endpoint="/v1/users/<user_id>/recommendations",method="GET",status="200"}'
+        'kgrec_http_requests_total{endpoint="/v1/users/{user_id}/recommendations",method="GET",status="200"}'
         in text
     )
     assert "kgrec_http_request_duration_seconds_bucket" in text

@@ -1,0 +1,46 @@
+"""Ids in URL paths may contain "/": route on the raw (still percent-encoded) path.
+
+A WSGI server decodes ``%2F`` into ``/`` before the application sees the path,
+so ``/v1/users/a%2Fb/recommendations`` would no longer match its route.
+Under gunicorn the raw request target is in ``RAW_URI``; routing on it keeps
+every encoded id inside its own path segment, and the view arguments are
+percent-decoded afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote
+
+from flask import Flask
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class RawPathMiddleware:
+    """Replace PATH_INFO with the raw path for the versioned API."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw:
+            path = raw.split("?", 1)[0]
+            if path.startswith("/v1/"):
+                environ["PATH_INFO"] = path
+        return self.app(environ, start_response)
+
+
+def install_raw_path_routing(app: Flask) -> None:
+    """Route on raw paths and percent-decode the ids the routes capture."""
+    app.wsgi_app = RawPathMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.url_map.merge_slashes = False
+
+    @app.url_value_preprocessor
+    def _decode_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+        if values:
+            for name, value in values.items():
+                if isinstance(value, str):
+                    values[name] = unquote(value)

@@ -1,0 +1,174 @@
+"""Hostile ids and parameters change nothing and read nothing beyond the intended result.
+
+Every endpoint and both importers get the corpus. Reads must leave the graph
+exactly as it was and answer as for any unknown id; writes must store the
+hostile string verbatim as an id and touch nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.events.bulk import import_events
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+from tests.conftest import SMALL_API_KEY
+from tests.processes import ApiProcess
+
+HOSTILE = [
+    "x' }) DETACH DELETE n //",
+    "x\\' }) MATCH (n) DETACH DELETE n //",
+    '"}) MATCH (n) SET n.id = "pwned" //',
+    "`User`) DETACH DELETE (n",
+    "$user_id",
+    "{id: $item_id}",
+    "\\u0027 OR 1=1 //",
+    "' UNION MATCH (n) RETURN n //",
+    "*/ MATCH (n) DELETE n /*",
+    "ünïcödé 😀 ‮rtl",
+]
+
+
+def fingerprint(gateway: GraphGateway) -> dict[str, int]:
+    """Node and relationship counts, and a checksum of every node id."""
+    nodes = gateway.run_query("MATCH (n) RETURN count(n) AS n", {})[0]["n"]
+    rels = gateway.run_query("MATCH ()-[r]->() RETURN count(r) AS n", {})[0]["n"]
+    ids = gateway.run_query("MATCH (n) WHERE n.id IS NOT NULL RETURN n.id AS id", {})
+    return {"nodes": nodes, "relationships": rels, "ids": hash(tuple(sorted(str(r["id"]) for r in ids)))}
+
+
+@pytest.fixture(scope="module")
+def target(small_api: ApiProcess, settings: Settings) -> tuple[ApiProcess, GraphGateway]:
+    graph_name = small_api.graph_name  # type: ignore[attr-defined]
+    gateway = open_gateway(settings.with_overrides(graph_name=graph_name), graph_name=graph_name)
+    return small_api, gateway
+
+
+def get(api: ApiProcess, path: str, **params: Any) -> requests.Response:
+    return requests.get(f"{api.url}{path}", params=params, timeout=30)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_read_endpoints_change_nothing_and_answer_as_for_an_unknown_id(
+    target: tuple[ApiProcess, GraphGateway], hostile: str
+) -> None:
+    api, gateway = target
+    before = fingerprint(gateway)
+    known_user = gateway.run_query(
+        "MATCH (u:User)-[:INTERACTED]->() RETURN u.id AS id ORDER BY id LIMIT 1", {}
+    )
+    known_item = gateway.run_query("MATCH (i:Item {listed: true}) RETURN i.id AS id ORDER BY id LIMIT 1", {})
+    user, item, h = known_user[0]["id"], known_item[0]["id"], quote(hostile, safe="")
+
+    cold = get(api, f"/v1/users/{h}/recommendations", k=5)
+    assert cold.status_code == 200 and cold.json()["cold_start"] is True and cold.json()["user_id"] == hostile
+    filtered = get(api, f"/v1/users/{quote(user, safe='')}/recommendations", brand=hostile, category=hostile)
+    assert filtered.status_code == 200 and filtered.json()["items"] == []
+    assert get(api, f"/v1/users/{h}/interests").json() == {"user_id": hostile, "brands": [], "categories": []}
+    assert get(api, f"/v1/items/{h}/similar").status_code == 404
+    missing = get(api, f"/v1/users/{quote(user, safe='')}/recommendations/{h}/explanation")
+    assert missing.status_code == 404 and missing.json()["field"] == "item_id"
+    stranger = get(api, f"/v1/users/{h}/recommendations/{quote(item, safe='')}/explanation")
+    assert stranger.status_code == 200 and stranger.json()["paths"] == []
+    assert get(api, f"/v1/jobs/{h}").json()["state"] == "PENDING"
+    erased = requests.delete(
+        f"{api.url}/v1/users/{h}", headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
+    )
+    assert erased.status_code == 404
+    assert fingerprint(gateway) == before
+
+
+def test_events_store_hostile_ids_verbatim_and_touch_nothing_else(
+    target: tuple[ApiProcess, GraphGateway],
+) -> None:
+    api, gateway = target
+    before = fingerprint(gateway)
+    now = int(time.time() * 1000)
+    events = [
+        {
+            "event_id": f"inj-{k}-{value}",
+            "user_id": f"u {value}",
+            "item_id": f"i {value}",
+            "type": "purchase",
+            "ts": now,
+            "item": {"brand": f"b {value}", "category": [f"c {value}"], "title": value},
+        }
+        for k, value in enumerate(HOSTILE)
+    ]
+    posted = requests.post(
+        f"{api.url}/v1/events", json=events, headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
+    )
+    assert posted.status_code == 200 and posted.json()["applied"] == len(HOSTILE)
+    after = fingerprint(gateway)
+    # per event: an Event, a User, an Item, a Brand and a Category node; INTERACTED, MADE_BY,
+    # IN_CATEGORY and two INTERESTED_IN relationships
+    assert after["nodes"] == before["nodes"] + 5 * len(HOSTILE)
+    assert after["relationships"] == before["relationships"] + 5 * len(HOSTILE)
+    for value in HOSTILE:
+        stored = gateway.run_query(
+            "MATCH (u:User {id: $u})-[:INTERACTED]->(i:Item {id: $i})-[:MADE_BY]->(b:Brand {id: $b}) "
+            "RETURN i.title AS title",
+            {"u": f"u {value}", "i": f"i {value}", "b": f"b {value}"},
+        )
+        assert stored == [{"title": value}]
+    # and reading them back through the API returns exactly those ids
+    user = quote(f"u {HOSTILE[0]}", safe="")
+    interests = requests.get(f"{api.url}/v1/users/{user}/interests", timeout=30).json()
+    assert [b["id"] for b in interests["brands"]] == [f"b {HOSTILE[0]}"]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def test_importers_store_hostile_ids_verbatim(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    _write_csv(
+        folder / "interactions.csv.gz",
+        ["user_id", "item_id", "seq_index"],
+        [[f"u {v}", f"i {v}", "0"] for v in HOSTILE],
+    )
+    _write_csv(
+        folder / "items.csv.gz",
+        ["item_id", "brand", "categories"],
+        [[f"i {v}", f"b {v}", f"c {v}"] for v in HOSTILE],
+    )
+    report = import_dataset(gateway, open_dataset(str(folder), settings.shared_data_dir), settings)
+    assert not report.problems
+    users = {r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id", {})}
+    assert users == {f"u {v}" for v in HOSTILE}
+    brands = {r["id"] for r in gateway.run_query("MATCH (:Item)-[:MADE_BY]->(b:Brand) RETURN b.id AS id", {})}
+    assert brands == {f"b {v}" for v in HOSTILE}
+
+    events_file = tmp_path / "events.csv"
+    with open(events_file, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["event_id", "user_id", "item_id", "type", "ts"])
+        writer.writerows(
+            [[f"e {v}", f"eu {v}", f"i {v}", "view", str(int(time.time()))] for v in HOSTILE]
+        )
+    before_items = gateway.run_query("MATCH (i:Item) RETURN count(i) AS n", {})[0]["n"]
+    result = import_events(gateway, events_file, "csv", settings)
+    assert result.applied == len(HOSTILE)
+    event_users = {
+        r["id"]
+        for r in gateway.run_query("MATCH (u:User) WHERE u.id STARTS WITH 'eu ' RETURN u.id AS id", {})
+    }
+    assert event_users == {f"eu {v}" for v in HOSTILE}
+    assert gateway.run_query("MATCH (i:Item) RETURN count(i) AS n", {})[0]["n"] == before_items
