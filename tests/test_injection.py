@@ -160,9 +160,7 @@ def test_importers_store_hostile_ids_verbatim(
     with open(events_file, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["event_id", "user_id", "item_id", "type", "ts"])
-        writer.writerows(
-            [[f"e {v}", f"eu {v}", f"i {v}", "view", str(int(time.time()))] for v in HOSTILE]
-        )
+        writer.writerows([[f"e {v}", f"eu {v}", f"i {v}", "view", str(int(time.time()))] for v in HOSTILE])
     before_items = gateway.run_query("MATCH (i:Item) RETURN count(i) AS n", {})[0]["n"]
     result = import_events(gateway, events_file, "csv", settings)
     assert result.applied == len(HOSTILE)

@@ -13,7 +13,7 @@ Paths:
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
 - ``interest``: user -INTERESTED_IN-> brand|category <-MADE_BY|IN_CATEGORY- target;
 - ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
-  (the witness is the smallest other user id, flagged bots excluded; support = how many users).
+  (one witness shown, flagged bots excluded; support = how many such users).
 """
 
 from graph_schema.catalogue import read
@@ -46,8 +46,9 @@ _HUB = _node("Item", "h", "h.title")
 _TARGET = _node("Item", "i", "i.title")
 
 # The user's side is bounded: the $hubs most recent interactions and strongest
-# interests (co-users: through the 10 most recent items), so a heavy user's
-# explanation costs about the same as a light one's.
+# interests, so a heavy user's explanation costs about the same as a light one's.
+# Co-users are found from the target's side (its users' items that are hubs):
+# a popular hub's thousands of users are never expanded.
 _RECENT_HUBS = """
     MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
     WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT {limit}
@@ -90,11 +91,17 @@ EXPLANATION_PATHS = read(
               direction: 'in', weight: null, weight_ts: null, verb: null}}] AS rels,
            1 AS support
     UNION ALL
-    {_RECENT_HUBS.format(limit="10")}
-    MATCH (h)<-[:INTERACTED]-(other:User)-[:INTERACTED]->(i)
-    WHERE other <> u AND h <> i AND coalesce(other.flagged_bot, false) = false
-    WITH target_id, u, r, h, i, min(other.id) AS witness, count(other) AS support
-    MATCH (h)<-[r2:INTERACTED]-(v:User {{id: witness}})-[r3:INTERACTED]->(i)
+    MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
+    WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT $hubs
+    WITH u, collect(h) AS hubs
+    UNWIND $item_ids AS target_id
+    MATCH (i:Item {{id: target_id}})<-[:INTERACTED]-(other:User)-[:INTERACTED]->(h:Item)
+    WHERE h IN hubs AND other <> u AND h <> i
+    WITH target_id, u, h, i, other
+    WHERE coalesce(other.flagged_bot, false) = false
+    WITH target_id, u, h, i, collect(other) AS others
+    WITH target_id, u, h, i, others[0] AS v, size(others) AS support
+    MATCH (u)-[r:INTERACTED]->(h)<-[r2:INTERACTED]-(v)-[r3:INTERACTED]->(i)
     RETURN target_id, 'co_user' AS kind,
            [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,

@@ -91,7 +91,10 @@ def _identifier(raw: Mapping[str, Any], field: str, required: bool = True) -> st
 def _number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Invalid(field, f"must be a number, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _Invalid(field, "is too large") from None
     if not math.isfinite(number):
         raise _Invalid(field, f"must be a finite number (got {value!r})")
     return number
