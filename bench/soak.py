@@ -104,19 +104,17 @@ async def _closed_loop(base: str, requests_: list[Request], seconds: float) -> i
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     settings = Settings(data_dir=(args.work_dir / "amazon-beauty").resolve(), shared_data_dir=args.data_dir)
-    with graph_session(settings, apply_migrations=True) as gateway:
-        prepare(gateway, settings, "amazon-beauty", 8)
-        users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 100_000})]
-        rng.shuffle(users)
-        history = gateway.read(INTERACTIONS_OF_USERS, {"ids": users[:2000]})
-    items = [r["item_id"] for r in history]
-    graph_pid = EmbeddedServer(settings.data_dir).running().pid  # type: ignore[union-attr]
     env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY}
     with (
-        graph_session(settings),
+        graph_session(settings, apply_migrations=True) as gateway,
         serve_api(settings.data_dir, KEY, args.port) as base,
         open(args.work_dir / "soak-worker.log", "wb") as worker_log,
     ):
+        prepare(gateway, settings, "amazon-beauty", 8)
+        users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 100_000})]
+        rng.shuffle(users)
+        items = [r["item_id"] for r in gateway.read(INTERACTIONS_OF_USERS, {"ids": users[:2000]})]
+        graph_pid = EmbeddedServer(settings.data_dir).running().pid  # type: ignore[union-attr]
         worker = subprocess.Popen(worker_argv(), env=env, stdout=worker_log, stderr=subprocess.STDOUT)
         try:
             session = requests.Session()

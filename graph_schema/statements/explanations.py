@@ -6,6 +6,11 @@ path's nodes (label, id, name) and relationships (type, direction, weight,
 weight_ts, verb), and a support count. ``direction`` is ``out`` when the
 relationship points from the node before it to the node after it.
 
+FalkorDB 4.16 crashes (SIGSEGV) when a multi-type relationship pattern between
+two already-bound nodes runs while another query writes, so the co-purchase
+branches expand from the user's items to the target instead (found by
+bench/soak.py; reproduced and checked under concurrent ingestion).
+
 Paths:
 
 - ``co_purchase``: user -INTERACTED-> item -ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER- target
@@ -53,25 +58,25 @@ _RECENT_HUBS = """
     MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
     WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT {limit}
     UNWIND $item_ids AS target_id
-    MATCH (i:Item {{id: target_id}})
 """
 
 EXPLANATION_PATHS = read(
     "explanation_paths",
     f"""
     {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i)
+    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i:Item {{id: target_id}})
     WHERE h <> i
     RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "out")}] AS rels, 1 AS support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i)
+    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i:Item {{id: target_id}})
     WHERE h <> i
     RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "in")}] AS rels, 1 AS support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
+    MATCH (i:Item {{id: target_id}})
     MATCH (h)-[:MADE_BY]->(b:Brand)<-[:MADE_BY]-(i)
     WHERE h <> i
     RETURN target_id, 'same_brand' AS kind,
