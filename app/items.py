@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from app.auth import read_access
 from app.errors import ApiError
-from app.params import ItemFilters, check_id, int_arg
+from app.params import ItemFilters, int_arg
 from app.serving import active_model
 
 bp = Blueprint("items", __name__)
@@ -21,7 +21,6 @@ def similar(item_id: str) -> Response:
     Items created after the last training are included once their embedding has
     been folded in from their text, brand and categories.
     """
-    check_id("item_id", item_id)
     k = int_arg("k", 20, 1, MAX_K)
     filters = ItemFilters.from_request()
     model = active_model()

@@ -10,7 +10,6 @@ from flask import Blueprint, Response, jsonify
 
 from app.auth import read_access
 from app.graph import settings
-from app.params import check_id
 
 bp = Blueprint("jobs", __name__)
 _client: Celery | None = None
@@ -33,7 +32,6 @@ def celery_client() -> Celery:
 @read_access
 def job_status(job_id: str) -> Response:
     """State (PENDING, STARTED, PROGRESS, SUCCESS, FAILURE), stage and percent of a job."""
-    check_id("job_id", job_id)
     result = AsyncResult(job_id, app=celery_client())
     body: dict[str, object] = {"id": job_id, "state": result.state}
     info = result.info

@@ -15,6 +15,8 @@ from urllib.parse import unquote
 
 from flask import Flask
 
+from app.params import check_id
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -34,13 +36,13 @@ class RawPathMiddleware:
 
 
 def install_raw_path_routing(app: Flask) -> None:
-    """Route on raw paths and percent-decode the ids the routes capture."""
+    """Route on raw paths; percent-decode and check (400) the ids the routes capture."""
     app.wsgi_app = RawPathMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     app.url_map.merge_slashes = False
 
     @app.url_value_preprocessor
     def _decode_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
-        if values:
-            for name, value in values.items():
-                if isinstance(value, str):
-                    values[name] = unquote(value)
+        # Every id in a path is decoded and checked here, once, before any view runs.
+        for name, value in (values or {}).items():
+            if isinstance(value, str):
+                values[name] = check_id(name, unquote(value))  # type: ignore[index]

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 from app.auth import read_access
 from app.errors import ApiError
 from app.graph import graph, settings
-from app.params import ItemFilters, bool_arg, check_id, choice_arg, int_arg
+from app.params import ItemFilters, bool_arg, choice_arg, int_arg
 from app.serving import active_model, now_ms, user_history
 from graph_schema.statements.explanations import EXPLANATION_PATHS
 from graph_schema.statements.serving import ITEM_EXISTS
@@ -38,7 +38,6 @@ def explanation_paths(model: Recommender, user_id: str, item_ids: list[str]) -> 
 @read_access
 def recommendations(user_id: str) -> Response:
     """Top-k items for a user: history folded in at request time; decayed popularity for a new user."""
-    check_id("user_id", user_id)
     k = int_arg("k", 20, 1, MAX_K)
     offset = int_arg("offset", 0, 0, MAX_OFFSET)
     exclude = choice_arg("exclude", "seen", EXCLUDE)
@@ -76,8 +75,6 @@ def recommendations(user_id: str) -> Response:
 @read_access
 def explanation(user_id: str, item_id: str) -> Response:
     """The best paths (at most 3 hops) from the user to the item through typed graph edges."""
-    check_id("user_id", user_id)
-    check_id("item_id", item_id)
     max_paths = int_arg("max_paths", 3, 1, MAX_PATHS)
     model = active_model()
     if item_id not in model.item_index and not graph().read(ITEM_EXISTS, {"item_id": item_id}):

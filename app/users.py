@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify
 from app.auth import read_access, write_access
 from app.errors import ApiError
 from app.graph import graph, settings
-from app.params import check_id, int_arg
+from app.params import int_arg
 from app.serving import now_ms
 from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.serving import USER_INTERESTS
@@ -21,7 +21,6 @@ MAX_DRIVERS = 10
 @read_access
 def interests(user_id: str) -> Response:
     """Top brands and top categories with decayed weights, and the items that drove each (one read)."""
-    check_id("user_id", user_id)
     limit = int_arg("k", 10, 1, MAX_INTERESTS)
     items = int_arg("items", 3, 0, MAX_DRIVERS)
     rows = graph().read(
@@ -59,7 +58,6 @@ def interests(user_id: str) -> Response:
 @write_access
 def erase_user(user_id: str) -> Response:
     """Erase a user: the node, every edge and embedding, and their share of popularity (one statement)."""
-    check_id("user_id", user_id)
     summary = graph().write(ERASE_USER, {"user_id": user_id, "now": int(now_ms())})
     if not summary.rows:
         raise ApiError(404, "not_found", f"no user with id {user_id!r}", field="user_id")

@@ -10,14 +10,12 @@ from pathlib import Path
 import pytest
 
 from kgrec.config import Settings
-from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import GraphGateway, open_gateway
-from kgrec.importer import import_dataset
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from tests.processes import ApiProcess
-from tests.subsets import amazon_beauty_subset
+from tests.subsets import beauty_graph
 from workers.training.job import run_training
 from workers.training.model import TrainConfig
 
@@ -96,15 +94,10 @@ def small_api(
     if not settings.embedded:
         pytest.skip("runs its own API on the embedded graph")
     tmp = tmp_path_factory.mktemp("small-api")
-    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp / "beauty", users=100)
-    graph_name = f"small_{uuid.uuid4().hex[:8]}"
-    local = Settings(
-        data_dir=settings.data_dir, graph_name=graph_name, shared_data_dir=settings.shared_data_dir
-    )
-    with open_gateway(local, graph_name=graph_name) as gateway:
-        migrate(gateway)
-        import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)
+    local, gateway = beauty_graph(settings, shared_data, tmp, users=100, prefix="small")
+    with gateway:
         run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="small")
+    graph_name = local.graph_name
     api = ApiProcess(
         {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": graph_name, "KGREC_API_KEYS": SMALL_API_KEY},
         log=tmp / "api.log",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import uuid
 from pathlib import Path
+
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+from kgrec.migrations import migrate
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -44,3 +51,18 @@ def amazon_beauty_subset(source: Path, target: Path, users: int) -> Path:
         [r for r in _rows(source / "kg_triples.csv.gz") if r["head"] in items],
     )
     return target
+
+
+def beauty_graph(
+    settings: Settings, shared_data: Path, folder: Path, users: int, prefix: str
+) -> tuple[Settings, GraphGateway]:
+    """A graph of its own on the session server, migrated and loaded with an Amazon Beauty subset."""
+    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", folder / "beauty", users=users)
+    graph_name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    local = Settings(
+        data_dir=settings.data_dir, graph_name=graph_name, shared_data_dir=settings.shared_data_dir
+    )
+    gateway = open_gateway(local, graph_name=graph_name)
+    migrate(gateway)
+    import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)
+    return local, gateway

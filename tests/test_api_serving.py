@@ -17,15 +17,12 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from kgrec.config import Settings
-from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import GraphGateway, open_gateway
-from kgrec.importer import import_dataset
-from kgrec.migrations import migrate
+from kgrec.gateway import GraphGateway
 from tests.cypher_lint import lint
 from tests.processes import ApiProcess
-from tests.subsets import amazon_beauty_subset
+from tests.subsets import beauty_graph
 from workers.training.job import run_training
 from workers.training.model import TrainConfig
 
@@ -72,14 +69,8 @@ def served(
     if not settings.embedded:
         pytest.skip("runs its own API on the embedded graph")
     tmp = tmp_path_factory.mktemp("serving")
-    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp / "beauty", users=300)
-    graph_name = f"serve_{uuid.uuid4().hex[:8]}"
-    local = Settings(
-        data_dir=settings.data_dir, graph_name=graph_name, shared_data_dir=settings.shared_data_dir
-    )
-    gateway = open_gateway(local, graph_name=graph_name)
-    migrate(gateway)
-    import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)
+    local, gateway = beauty_graph(settings, shared_data, tmp, users=300, prefix="serve")
+    graph_name = local.graph_name
     # Prices for some items, through the events path (the data set has none).
     priced = [
         r["id"]

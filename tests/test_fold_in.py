@@ -13,12 +13,10 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
-from kgrec.migrations import migrate
 from kgrec.stack import worker_argv
 from tests.processes import ApiProcess, background
-from tests.subsets import amazon_beauty_subset
+from tests.subsets import amazon_beauty_subset, beauty_graph
 from workers.celery_app import make_celery
 from workers.training.job import run_training
 from workers.training.model import TrainConfig
@@ -40,14 +38,8 @@ def test_a_sudden_purchase_in_a_new_category_shows_up_without_retraining(
 ) -> None:
     if not settings.embedded:
         pytest.skip("runs its own API on the embedded graph")
-    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=300)
-    graph_name = f"fold_{uuid.uuid4().hex[:8]}"
-    local = Settings(
-        data_dir=settings.data_dir, graph_name=graph_name, shared_data_dir=settings.shared_data_dir
-    )
-    gateway = open_gateway(local, graph_name=graph_name)
-    migrate(gateway)
-    import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)
+    local, gateway = beauty_graph(settings, shared_data, tmp_path, users=300, prefix="fold")
+    graph_name = local.graph_name
     version = run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="fold-in")["version"]
 
     # A user who never bought fragrance, and the catalogue's fragrance items.
