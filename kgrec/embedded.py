@@ -293,8 +293,8 @@ class EmbeddedServer:
                         return
                 except redis.BusyLoadingError:
                     pass  # replaying the AOF
-                except redis.ConnectionError:
-                    pass
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # not listening yet, or its main thread is busy loading the graph
                 time.sleep(0.05)
         finally:
             client.close()
