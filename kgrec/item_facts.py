@@ -75,14 +75,18 @@ class ItemFacts:
 
     def brand_mask(self, brand_id: str) -> np.ndarray:
         """Items made by ``brand_id``."""
+        index = self.brand_index.get(brand_id)
+        if index is None:  # never cached: unknown ids come from clients and would grow the cache
+            return np.zeros(self.n_items, dtype=bool)
         key = ("brand", brand_id)
         if key not in self._mask_cache:
-            index = self.brand_index.get(brand_id, -2)
             self._mask_cache[key] = self.item_brand == index
         return self._mask_cache[key]
 
     def category_mask(self, category_id: str) -> np.ndarray:
         """Items listed under ``category_id`` or any of its subcategories."""
+        if category_id not in self.category_index:  # never cached, as for brands
+            return np.zeros(self.n_items, dtype=bool)
         key = ("category", category_id)
         if key not in self._mask_cache:
             mask = np.zeros(self.n_items, dtype=bool)
