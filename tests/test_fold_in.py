@@ -155,13 +155,27 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
                 {"v": version, "i": new_item},
             )
             assert folded and folded[0]["at"] >= now and folded[0]["dim"] == 64
-            # It can be recommended, and the price and brand filters know it.
-            recommended = requests.get(
-                f"{api.url}/v1/users/shopper-1/recommendations",
-                params={"k": 100, "brand": brand, "exclude": "none", "min_price": 12, "max_price": 13},
-                timeout=30,
-            ).json()
-            assert [i["item_id"] for i in recommended["items"]] == [new_item]
+
+            # It can be recommended, and the price and brand filters know it. Each gunicorn worker
+            # re-reads the active version at most once a second, so the worker that answers this
+            # may not be the one that answered /similar yet: allow it a few seconds.
+            def filtered() -> list[str]:
+                response = requests.get(
+                    f"{api.url}/v1/users/shopper-1/recommendations",
+                    params={"k": 100, "brand": brand, "exclude": "none", "min_price": 12, "max_price": 13},
+                    timeout=30,
+                )
+                assert response.status_code == 200, response.text
+                return [i["item_id"] for i in response.json()["items"]]
+
+            deadline = time.monotonic() + 5
+            recommended = filtered()
+            while recommended != [new_item] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                recommended = filtered()
+            assert recommended == [new_item]
+            for _ in range(8):  # and every worker now agrees
+                assert filtered() == [new_item]
 
             # Items that reached the graph without the API (an import) are found by the sweep.
             events, errors = validate_batch(
