@@ -13,23 +13,37 @@ from app.params import ItemFilters, bool_arg, choice_arg, int_arg
 from app.serving import active_model, now_ms, user_history
 from graph_schema.statements.explanations import EXPLANATION_PATHS
 from graph_schema.statements.serving import ITEM_EXISTS
-from kgrec.explanations import PathScorer
+from kgrec.explanations import PathScorer, co_purchase_pairs
 from kgrec.recommender import Recommender
 
 bp = Blueprint("recommendations", __name__)
 MAX_K = 100
 MAX_OFFSET = 1_000
 MAX_PATHS = 10
-EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests that paths may start from
+EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests the graph searches from
 EXCLUDE = ("seen", "purchased", "none")
 
 
-def explanation_paths(model: Recommender, user_id: str, item_ids: list[str]) -> dict[str, list[dict]]:
-    """Scored paths (best first) from the user to each item: one graph read for all items."""
+def explanation_paths(
+    model: Recommender, user_id: str, item_ids: list[str], history_ids: list[str]
+) -> dict[str, list[dict]]:
+    """Scored paths (best first) from the user to each item: one graph read for all items.
+
+    ``history_ids`` (the user's recent items, from :func:`user_history`) are the
+    hubs whose co-purchase links the model proposes and the graph confirms.
+    """
     if not item_ids:
         return {}
+    forward, backward = co_purchase_pairs(model, history_ids, item_ids)
     rows = graph().read(
-        EXPLANATION_PATHS, {"user_id": user_id, "item_ids": item_ids, "hubs": EXPLANATION_HUBS}
+        EXPLANATION_PATHS,
+        {
+            "user_id": user_id,
+            "item_ids": item_ids,
+            "hubs": EXPLANATION_HUBS,
+            "forward": forward,
+            "backward": backward,
+        },
     )
     return PathScorer(model, now_ms(), settings().half_life_ms).paths(rows)
 
@@ -55,7 +69,7 @@ def recommendations(user_id: str) -> Response:
     ranked = model.recommend([history], offset + k, [excluded], allowed)[0][offset:]
     items = [{"item_id": item_id, "score": float(f"{score:.6g}")} for item_id, score in ranked]
     if explain:
-        paths = explanation_paths(model, user_id, [i["item_id"] for i in items])
+        paths = explanation_paths(model, user_id, [i["item_id"] for i in items], [r["item_id"] for r in rows])
         for item in items:
             best = paths.get(item["item_id"])
             item["reason"] = best[0] if best else None
@@ -79,7 +93,8 @@ def explanation(user_id: str, item_id: str) -> Response:
     model = active_model()
     if item_id not in model.item_index and not graph().read(ITEM_EXISTS, {"item_id": item_id}):
         raise ApiError(404, "not_found", f"no item with id {item_id!r}", field="item_id")
-    paths = explanation_paths(model, user_id, [item_id]).get(item_id, [])
+    _, rows = user_history(user_id)
+    paths = explanation_paths(model, user_id, [item_id], [r["item_id"] for r in rows]).get(item_id, [])
     return jsonify(
         user_id=user_id, item_id=item_id, model_version=model.artifacts.version, paths=paths[:max_paths]
     )

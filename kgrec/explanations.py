@@ -50,6 +50,35 @@ def _name(node: Mapping[str, Any]) -> str:
     return str(node["name"] or node["id"])
 
 
+def co_purchase_pairs(
+    model: Recommender, hub_ids: Sequence[str], target_ids: Sequence[str]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The (hub, target) pairs the model's co-purchase links join: hub → target, and target → hub.
+
+    Sparse-matrix lookups in place of a graph search; the graph then confirms
+    each pair (``EXPLANATION_PATHS``), so every path returned exists there.
+    """
+    index = model.item_index
+    hubs = [index[h] for h in dict.fromkeys(hub_ids) if h in index]
+    targets = [index[t] for t in dict.fromkeys(target_ids) if t in index]
+    if not hubs or not targets:
+        return [], []
+    links, ids = model.co_purchase_links, model.artifacts.item_ids
+    forward_block = links[hubs][:, targets].tocoo()
+    backward_block = links[targets][:, hubs].tocoo()
+    forward = [
+        {"hub": ids[hubs[h]], "target": ids[targets[t]]}
+        for h, t in zip(forward_block.row.tolist(), forward_block.col.tolist(), strict=True)
+        if hubs[h] != targets[t]
+    ]
+    backward = [
+        {"hub": ids[hubs[h]], "target": ids[targets[t]]}
+        for t, h in zip(backward_block.row.tolist(), backward_block.col.tolist(), strict=True)
+        if hubs[h] != targets[t]
+    ]
+    return forward, backward
+
+
 def sentence(
     kind: str, nodes: Sequence[Mapping[str, Any]], rels: Sequence[Mapping[str, Any]], support: int
 ) -> str:

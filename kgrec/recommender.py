@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
+from graph_schema.model import KNOWLEDGE_RELATIONS
 from kgrec.item_facts import ItemFacts
 
 POPULARITY_EPSILON = 1e-6
@@ -119,6 +121,24 @@ class Recommender:
                 index = [self.item_index[i] for i in items if i in self.item_index]
                 scores[row, index] = -np.inf
         return [self._top(row, k) for row in scores]
+
+    @cached_property
+    def co_purchase_links(self) -> sp.csr_matrix:
+        """Items → items linked by any co-purchase relation at training time (binary, directed).
+
+        Built once per loaded model from its ``<relation>_directed`` components;
+        items folded in after training have no links.
+        """
+        links = sp.csr_matrix((self.n_items, self.n_items), dtype=np.float32)
+        for relation in KNOWLEDGE_RELATIONS:
+            matrix = self.artifacts.components.get(f"{relation}_directed")
+            if matrix is not None:
+                matrix = sp.csr_matrix(matrix, dtype=np.float32)
+                matrix.resize((self.n_items, self.n_items))
+                links = links + matrix
+        links = links.tocsr()
+        links.data[:] = 1.0
+        return links
 
     def similar(self, item_id: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
         """The ``k`` items closest (cosine of embeddings) to ``item_id``, itself excluded."""

@@ -6,15 +6,21 @@ path's nodes (label, id, name) and relationships (type, direction, weight,
 weight_ts, verb), and a support count. ``direction`` is ``out`` when the
 relationship points from the node before it to the node after it.
 
-FalkorDB 4.16 crashes (SIGSEGV) when a multi-type relationship pattern between
-two already-bound nodes runs while another query writes, so the co-purchase
-branches expand from the user's items to the target instead (found by
-bench/soak.py; reproduced and checked under concurrent ingestion).
+Co-purchase paths are the costliest to search for (a user's recent items have
+thousands of co-purchase links between them), so the caller proposes them:
+``$forward`` and ``$backward`` hold the (hub, target) pairs that the served
+model's item–item graphs link (:func:`kgrec.explanations.co_purchase_pairs`),
+and the statement keeps those the graph confirms, with the user's edge to the
+hub. The other kinds are searched in the graph from the user's ``$hubs`` most
+recent items and strongest interests. The co-purchase branches still expand
+from the hub to the target: FalkorDB 4.16 crashed (SIGSEGV) on a multi-type
+pattern between two already-bound nodes under concurrent writes (bench/soak.py).
 
 Paths:
 
 - ``co_purchase``: user -INTERACTED-> item -ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER- target
-  (both directions);
+  (both directions; links added to the graph after the model was trained are
+  found once the next model has them);
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
 - ``interest``: user -INTERESTED_IN-> brand|category <-MADE_BY|IN_CATEGORY- target;
 - ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
@@ -63,16 +69,18 @@ _RECENT_HUBS = """
 EXPLANATION_PATHS = read(
     "explanation_paths",
     f"""
-    {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i:Item {{id: target_id}})
-    WHERE h <> i
-    RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
+    MATCH (u:User {{id: $user_id}})
+    UNWIND $forward AS pair
+    MATCH (u)-[r:INTERACTED]->(h:Item {{id: pair.hub}})
+    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i:Item {{id: pair.target}})
+    RETURN pair.target AS target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "out")}] AS rels, 1 AS support
     UNION ALL
-    {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i:Item {{id: target_id}})
-    WHERE h <> i
-    RETURN target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
+    MATCH (u:User {{id: $user_id}})
+    UNWIND $backward AS pair
+    MATCH (u)-[r:INTERACTED]->(h:Item {{id: pair.hub}})
+    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i:Item {{id: pair.target}})
+    RETURN pair.target AS target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "in")}] AS rels, 1 AS support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
@@ -115,4 +123,6 @@ EXPLANATION_PATHS = read(
     user_id="A1YJEY40YUW4SE",
     item_ids=["B004756YJA"],
     hubs=30,
+    forward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
+    backward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
 )
