@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from kgrec.explanations import co_purchase_pairs
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 
 
@@ -44,3 +45,30 @@ def test_years_old_history_is_not_lost_to_underflow() -> None:
 def test_unknown_user_gets_popularity() -> None:
     ranked = tiny_model().recommend([[]], k=2)[0]
     assert ranked[0][0] == "d"
+
+
+def test_co_purchase_pairs_follow_the_models_directed_links() -> None:
+    """Hub → target and target → hub pairs come from the ``<relation>_directed`` components only."""
+    # a -ALSO_BOUGHT-> b, c -BOUGHT_TOGETHER-> a; "links" (not a co-purchase relation) joins a and d
+    also_bought = sp.csr_matrix(([1.0], ([0], [1])), shape=(4, 4), dtype=np.float32)
+    together = sp.csr_matrix(([1.0], ([2], [0])), shape=(4, 4), dtype=np.float32)
+    base = tiny_model()
+    model = Recommender(
+        ModelArtifacts(
+            **{
+                **base.artifacts.__dict__,
+                "components": {
+                    "links": sp.csr_matrix(([1.0], ([0], [3])), shape=(4, 4), dtype=np.float32),
+                    "also_bought_directed": also_bought,
+                    "bought_together_directed": together,
+                },
+            }
+        )
+    )
+    forward, backward = co_purchase_pairs(model, ["a"], ["b", "c", "d", "a", "unknown"])
+    assert forward == [{"hub": "a", "target": "b"}]
+    assert backward == [{"hub": "a", "target": "c"}]
+    folded = model.with_items(
+        ["e"], np.ones((1, 2), dtype=np.float32), model.facts.extended([None], [[]], [None])
+    )
+    assert co_purchase_pairs(folded, ["a", "e"], ["e", "b"]) == ([{"hub": "a", "target": "b"}], [])
