@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import requests
 
-from bench.common import percentile, serve_api
+from bench.common import percentile, serve_api, server_histogram, server_side
 from bench.loadgen import LoadResult, open_loop
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION
@@ -47,6 +47,11 @@ from workers.training.model import TrainConfig
 KEY = "bench-api-key"
 SAMPLE = 2_000
 DEFAULT_RATES = "recommendations=300,similar=300,explanation=100"
+ROUTES = {  # the endpoint label of the API's own latency histogram
+    "recommendations": "/v1/users/{user_id}/recommendations",
+    "similar": "/v1/items/{item_id}/similar",
+    "explanation": "/v1/users/{user_id}/recommendations/{item_id}/explanation",
+}
 
 
 def _parse_rates(text: str) -> dict[str, float]:
@@ -112,7 +117,11 @@ def load(args: argparse.Namespace, settings: Settings, users: list[str], items: 
         }
         for name, rate in _parse_rates(args.rates).items():
             print(f"{name}: {rate:g} req/s for {args.duration:g} s ...", flush=True)
+            before = server_histogram(base).get(ROUTES[name], {})
             report["endpoints"][name] = summarise(open_loop(base, paths[name], rate, args.duration))
+            # includes the 2 s warm-up at the same rate
+            after = server_histogram(base).get(ROUTES[name], {})
+            report["endpoints"][name]["server_side"] = server_side(before, after)
             print(f"  {json.dumps(report['endpoints'][name])}", flush=True)
         # Coverage last, so its explain=true pages do not run into the latency measurements.
         explained = total = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -43,3 +44,34 @@ def serve_api(data_dir: Path, api_key: str, port: int) -> Iterator[str]:
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100), by linear interpolation; NaN for no values."""
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+_BUCKET = re.compile(
+    r'^kgrec_http_request_duration_seconds_bucket\{endpoint="([^"]+)",le="([^"]+)"\} ([0-9.e+]+)$'
+)
+
+
+def server_histogram(base_url: str) -> dict[str, dict[float, float]]:
+    """The API's own latency histogram (cumulative counts per bucket bound, seconds) per route."""
+    histogram: dict[str, dict[float, float]] = {}
+    for line in requests.get(f"{base_url}/metrics", timeout=30).text.splitlines():
+        match = _BUCKET.match(line)
+        if match:
+            route, bound, count = match.groups()
+            histogram.setdefault(route, {})[float(bound)] = float(count)
+    return histogram
+
+
+def server_side(before: dict[float, float], after: dict[float, float]) -> dict[str, float | int]:
+    """Requests the server itself answered between two scrapes, and how many took over 20 / 100 ms.
+
+    Read beside the load generator's figures, it tells queueing and stalls
+    inside the API (its handler time) from time spent before a request reached it.
+    """
+    delta = {bound: after.get(bound, 0.0) - before.get(bound, 0.0) for bound in after}
+    total = int(delta.get(float("inf"), 0.0))
+    return {
+        "requests": total,
+        "over_20ms": total - int(delta.get(0.02, 0.0)),
+        "over_100ms": total - int(delta.get(0.1, 0.0)),
+    }
