@@ -7,7 +7,7 @@ Durability: AOF with a configurable fsync policy (``always`` by default, so an
 acknowledged write survives kill -9 of the server). Replaying an AOF of bulk
 UNWIND statements is very slow, so callers rewrite it after bulk loads
 (:meth:`EmbeddedServer.rewrite_aof`) and the server rewrites it by itself once
-it grows past a small size.
+the log since the last rewrite reaches a quarter of the snapshot's size.
 
 Supervision: ``server.json`` records pid, port and the owning process. A server
 started *attached* dies with its owner (PR_SET_PDEATHSIG), and any start-up
@@ -225,7 +225,10 @@ class EmbeddedServer:
             "appendonly yes",
             f"appendfsync {self.fsync}",
             "aof-use-rdb-preamble yes",
-            "auto-aof-rewrite-percentage 100",
+            # Replaying logged statements is far slower than loading the snapshot (after a
+            # 5-minute soak: 82 MB of log took 37 s, the 98 MB snapshot 2.3 s), so rewrite
+            # early: a restart then replays at most about a quarter of the snapshot's size.
+            "auto-aof-rewrite-percentage 25",
             "auto-aof-rewrite-min-size 16mb",
             'save ""',
             "daemonize no",
