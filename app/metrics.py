@@ -4,7 +4,7 @@ Request counts and latency histograms per endpoint (the route template, so ids
 do not explode the label set), graph errors, and the active model version.
 Under gunicorn every worker is its own process, so the metrics use
 prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set
-(``kgrec serve`` sets it, see :mod:`kgrec.gunicorn_conf`).
+(``kgrec serve`` sets it, see :mod:`kgrec_cli.gunicorn_conf`).
 """
 
 from __future__ import annotations

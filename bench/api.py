@@ -42,7 +42,7 @@ from kgrec.importer import import_dataset
 from kgrec.model_store import ActiveModel
 from kgrec.runtime import graph_session
 from workers.training.job import run_training
-from workers.training.model import TrainConfig
+from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "bench-api-key"
 SAMPLE = 2_000

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from kgrec.stack import gunicorn_command
+from kgrec_cli.stack import gunicorn_command
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
 from kgrec.recommender import HistoryEntry
 from workers.training.job import run_training
-from workers.training.model import TrainConfig
+from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "freshness-key"
 POLL_S = 0.005

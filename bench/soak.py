@@ -34,7 +34,7 @@ from graph_schema.statements.training import INTERACTIONS_OF_USERS, TRAINING_USE
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.runtime import graph_session
-from kgrec.stack import worker_argv
+from kgrec_cli.stack import worker_argv
 
 CAPACITY_CLIENTS = 8
 CAPACITY_S = 15.0

@@ -35,7 +35,7 @@ from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
 from workers.training.baselines import train_lightgcn
 from workers.training.job import run_training
-from workers.training.model import TrainConfig, resolve_device, train_embeddings
+from workers.training.kg_lightgcn import TrainConfig, resolve_device, train_embeddings
 from workers.training.subgraph import TrainingGraph
 
 

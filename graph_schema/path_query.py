@@ -2,7 +2,7 @@
 
 This is text for people to paste, not a statement kgrec runs with parameters,
 so every id is written as a safely quoted string literal. The labels and
-relationship types come from the fixed allow-list in :mod:`graph_schema.model`;
+relationship types come from the fixed allow-list in :mod:`graph_schema.allow_list`;
 anything else is refused.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from graph_schema.model import Label, Rel
+from graph_schema.allow_list import Label, Rel
 
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 

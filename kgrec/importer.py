@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Rel
 from graph_schema.catalogue import Statement
-from graph_schema.model import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Rel
 from graph_schema.statements import dataset_import as q
 from kgrec.category_tree import infer_parents
 from kgrec.config import Settings

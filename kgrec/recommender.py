@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from graph_schema.model import KNOWLEDGE_RELATIONS
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from kgrec.item_facts import ItemFacts
 
 POPULARITY_EPSILON = 1e-6

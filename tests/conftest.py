@@ -17,7 +17,7 @@ from kgrec.migrations import migrate
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
 from workers.training.job import run_training
-from workers.training.model import TrainConfig
+from workers.training.kg_lightgcn import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("KGREC_SHARED_DATA_DIR", REPO.parent / "shared" / "data"))

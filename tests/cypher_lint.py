@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from graph_schema.model import PROPERTY_KEYS, Label, Rel
+from graph_schema.allow_list import PROPERTY_KEYS, Label, Rel
 
 REPO = Path(__file__).resolve().parent.parent
 LINT_DIR = REPO / "tools" / "cypher-lint"

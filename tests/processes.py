@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from kgrec.stack import gunicorn_command
+from kgrec_cli.stack import gunicorn_command
 
 
 def free_port() -> int:
@@ -89,7 +89,7 @@ class ApiProcess:
 def kgrec_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the kgrec CLI in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "kgrec.cli", *args],
+        [sys.executable, "-m", "kgrec_cli.main", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

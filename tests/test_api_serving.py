@@ -24,7 +24,7 @@ from tests.cypher_lint import lint
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
 from workers.training.job import run_training
-from workers.training.model import TrainConfig
+from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "serving-key"
 PRICED = 40  # items that get a price before training (Amazon Beauty has none)

@@ -136,7 +136,11 @@ def test_db_commands_manage_a_detached_server(data_dir: Path) -> None:
 
     def kgrec(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "kgrec.cli", *args], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "kgrec_cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     started = kgrec("db", "start")

@@ -14,7 +14,7 @@ from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import open_gateway
 from kgrec.migrations import migrate
-from kgrec.stack import worker_argv
+from kgrec_cli.stack import worker_argv
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess, background, kgrec_cli
 from workers.celery_app import make_celery

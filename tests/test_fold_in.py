@@ -14,12 +14,12 @@ from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.importer import import_dataset
-from kgrec.stack import worker_argv
+from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset, beauty_graph
 from workers.celery_app import make_celery
 from workers.training.job import run_training
-from workers.training.model import TrainConfig
+from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "fold-in-key"
 

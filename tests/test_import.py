@@ -211,7 +211,7 @@ def test_cli_import_reports_rejects_and_summary(
         "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "kgrec.cli", "import", str(messy_dataset), "--rejects", str(rejects)],
+        [sys.executable, "-m", "kgrec_cli.main", "import", str(messy_dataset), "--rejects", str(rejects)],
         env=env,
         capture_output=True,
         text=True,
@@ -225,7 +225,7 @@ def test_cli_import_reports_rejects_and_summary(
     assert len(rows) == 7
     assert {"file", "line", "reason"} == set(rows[0])
     missing = subprocess.run(
-        [sys.executable, "-m", "kgrec.cli", "import", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "kgrec_cli.main", "import", str(tmp_path / "nowhere")],
         env=env,
         capture_output=True,
         text=True,

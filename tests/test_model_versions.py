@@ -19,12 +19,12 @@ from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.model_store import ActiveModel, models_dir
 from kgrec.recommender import HistoryEntry
-from kgrec.stack import worker_argv
+from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
 from workers.celery_app import make_celery
 from workers.training.job import run_training
-from workers.training.model import TrainConfig
+from workers.training.kg_lightgcn import TrainConfig
 from workers.training.pipeline import train_model
 from workers.training.publish import write_back
 from workers.training.subgraph import pull

@@ -32,7 +32,7 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
         [
             sys.executable,
             "-m",
-            "kgrec.cli",
+            "kgrec_cli.main",
             "up",
             "--port",
             str(port),
@@ -84,7 +84,7 @@ def test_cypher_command_prints_json_rows(settings: object, graph_server: object)
         [
             sys.executable,
             "-m",
-            "kgrec.cli",
+            "kgrec_cli.main",
             "cypher",
             "RETURN $n + 1 AS n, $s AS s",
             "--param",
@@ -101,7 +101,7 @@ def test_cypher_command_prints_json_rows(settings: object, graph_server: object)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [{"n": 42, "s": "it's"}]
     broken = subprocess.run(
-        [sys.executable, "-m", "kgrec.cli", "cypher", "MATCH (n RETURN n"],
+        [sys.executable, "-m", "kgrec_cli.main", "cypher", "MATCH (n RETURN n"],
         env=env,
         capture_output=True,
         text=True,

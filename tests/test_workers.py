@@ -12,7 +12,7 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.maintenance import prune
-from kgrec.stack import beat_argv, worker_argv
+from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
 from workers.celery_app import make_celery
 

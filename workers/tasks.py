@@ -9,9 +9,9 @@ from celery import Task, shared_task
 from app.graph import graph, settings
 from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec.maintenance import prune
-from workers.training.item_fold_in import fold_in_items
+from workers.training.item_fold_in import embed_new_items
 from workers.training.job import run_training
-from workers.training.model import TrainConfig, resolve_device
+from workers.training.kg_lightgcn import TrainConfig, resolve_device
 
 
 @shared_task(name="workers.tasks.prune_graph", acks_late=True)
@@ -34,7 +34,7 @@ def fold_in_new_items(item_ids: list[str] | None = None) -> dict[str, Any]:
     gateway = graph()
     if item_ids is None:
         item_ids = [r["id"] for r in gateway.read(ITEMS_WITHOUT_EMBEDDING, {"limit": FOLD_IN_SWEEP_LIMIT})]
-    return fold_in_items(gateway, settings(), item_ids)
+    return embed_new_items(gateway, settings(), item_ids)
 
 
 @shared_task(bind=True, name="workers.tasks.train", acks_late=True, reject_on_worker_lost=True)

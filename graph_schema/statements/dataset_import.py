@@ -5,8 +5,8 @@ aggregates the data first, then MERGEs nodes and relationships and SETs their
 properties to the aggregated values, so a second run changes nothing.
 """
 
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement, write
-from graph_schema.model import KNOWLEDGE_RELATIONS, Label, Rel
 
 UPSERT_ITEMS = write(
     "upsert_items",
@@ -36,7 +36,7 @@ UPSERT_UNLISTED_ITEMS = write(
 
 
 def _named_node_upsert(label: Label) -> Statement:
-    # The label comes from the fixed allow-list in graph_schema.model.
+    # The label comes from the fixed allow-list in graph_schema.allow_list.
     return write(
         f"upsert_{label.value.lower()}s",
         f"""
@@ -51,7 +51,7 @@ def _named_node_upsert(label: Label) -> Statement:
 
 
 def _link_statement(source: Label, rel: Rel, target: Label, source_key: str, target_key: str) -> Statement:
-    # Labels and the relationship type come from the fixed allow-list in graph_schema.model.
+    # Labels and the relationship type come from the fixed allow-list in graph_schema.allow_list.
     return write(
         f"link_{source.value.lower()}_{rel.value.lower()}_{target.value.lower()}",
         f"""
@@ -130,7 +130,7 @@ _INTEREST_ROW = {
 
 
 def _interest_statement(target: Label) -> Statement:
-    # The target label comes from the fixed allow-list in graph_schema.model.
+    # The target label comes from the fixed allow-list in graph_schema.allow_list.
     return write(
         f"set_{target.value.lower()}_interests",
         f"""

@@ -14,8 +14,8 @@ at time ``t``. Merging new evidence moves the stamp to the later of the two
 times, so out-of-order events are decayed correctly.
 """
 
+from graph_schema.allow_list import BEHAVIOURS
 from graph_schema.catalogue import Statement, read, write
-from graph_schema.model import BEHAVIOURS
 
 SEEN_EVENTS = read(
     "seen_events",

@@ -6,8 +6,8 @@ active version never sees a half-written one. ``status`` is ``writing`` until
 everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
 """
 
+from graph_schema.allow_list import Label, Rel
 from graph_schema.catalogue import Statement, read, write
-from graph_schema.model import Label, Rel
 
 CREATE_VERSION = write(
     "create_model_version",
@@ -26,7 +26,7 @@ CREATE_VERSION = write(
 
 
 def _embedding_statement(label: Label) -> Statement:
-    # The label comes from the fixed allow-list in graph_schema.model.
+    # The label comes from the fixed allow-list in graph_schema.allow_list.
     return write(
         f"write_{label.value.lower()}_embeddings",
         f"""

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from graph_schema.model import ATTRIBUTE_RELATIONS, BEHAVIOURS, KNOWLEDGE_RELATIONS
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, BEHAVIOURS, KNOWLEDGE_RELATIONS
 from kgrec.datasets.records import (
     InteractionRecord,
     ItemRecord,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graph_schema.model import BEHAVIOURS
+from graph_schema.allow_list import BEHAVIOURS
 from kgrec.datasets.records import parse_timestamp_ms
 
 MAX_BATCH = 1_000

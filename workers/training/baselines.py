@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch_geometric.nn.models import LightGCN
 
-from workers.training.model import TrainConfig, seed_everything
+from workers.training.kg_lightgcn import TrainConfig, seed_everything
 from workers.training.subgraph import TrainingGraph
 
 

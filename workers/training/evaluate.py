@@ -37,8 +37,8 @@ from kgrec.migrations import migrate
 from kgrec.recommender import ModelArtifacts, Recommender
 from workers.training import baselines
 from workers.training import components as comp
+from workers.training.kg_lightgcn import TrainConfig
 from workers.training.metrics import ranking_metrics
-from workers.training.model import TrainConfig
 from workers.training.pipeline import (
     evaluate_recommender,
     hold_out_latest,

@@ -118,7 +118,7 @@ def basis_path(models_folder: Path, artifact: str) -> Path:
     return models_folder / artifact.replace(".npz", BASIS_SUFFIX)
 
 
-def fold_in_items(gateway: GraphGateway, settings: Settings, item_ids: Sequence[str]) -> dict[str, object]:
+def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequence[str]) -> dict[str, object]:
     """Embed ``item_ids`` that the active version cannot score and write them under that version.
 
     Idempotent (MERGE on the version's EMBEDDING relationship): a redelivered

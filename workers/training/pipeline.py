@@ -18,8 +18,8 @@ import numpy as np
 
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
 from workers.training import components as comp
+from workers.training.kg_lightgcn import TrainConfig, TrainedEmbeddings, train_embeddings
 from workers.training.metrics import ranking_metrics
-from workers.training.model import TrainConfig, TrainedEmbeddings, train_embeddings
 from workers.training.subgraph import TrainingGraph
 from workers.training.text import TextEmbeddingCache
 

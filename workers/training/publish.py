@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graph_schema.model import Label
+from graph_schema.allow_list import Label
 from graph_schema.statements.models import (
     ACTIVATE_VERSION,
     CREATE_VERSION,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graph_schema.model import KNOWLEDGE_RELATIONS
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.statements.training import (
     CATEGORY_NAMES,
     CATEGORY_TREE,

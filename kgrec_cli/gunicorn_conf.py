@@ -1,4 +1,4 @@
-"""gunicorn hooks for prometheus_client's multiprocess mode (``gunicorn -c python:kgrec.gunicorn_conf``)."""
+"""gunicorn hooks for prometheus_client's multiprocess mode (``-c python:kgrec_cli.gunicorn_conf``)."""
 
 from __future__ import annotations
 

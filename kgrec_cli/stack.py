@@ -39,7 +39,7 @@ def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[s
         "-m",
         "gunicorn",
         "--config",
-        "python:kgrec.gunicorn_conf",
+        "python:kgrec_cli.gunicorn_conf",
         "--env",
         f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}",
         "--bind",
@@ -116,7 +116,7 @@ def _stop(children: list[subprocess.Popen[bytes]], timeout_s: float = 25.0) -> N
 def _train_if_no_model(settings: Settings) -> None:
     from graph_schema.statements.models import ACTIVE_VERSION
     from workers.training.job import run_training
-    from workers.training.model import TrainConfig, resolve_device
+    from workers.training.kg_lightgcn import TrainConfig, resolve_device
 
     with open_gateway(settings) as gateway:
         if gateway.read(ACTIVE_VERSION):

@@ -22,7 +22,7 @@ from kgrec.embedded import EmbeddedServerError
 from kgrec.gateway import GraphQueryError, GraphUnavailable
 from kgrec.migrations import MigrationError, migrate
 from kgrec.runtime import embedded_server, graph_session
-from kgrec.stack import StackError, beat_argv, worker_argv
+from kgrec_cli.stack import StackError, beat_argv, worker_argv
 
 console = Console(stderr=True)
 # Failures a person can act on: printed as one line, never as a traceback.
@@ -327,7 +327,7 @@ def train_command(
         import time
 
         from workers.training.job import run_training
-        from workers.training.model import TrainConfig, resolve_device
+        from workers.training.kg_lightgcn import TrainConfig, resolve_device
 
         with (
             graph_session(settings, apply_migrations=True) as gateway,
@@ -396,7 +396,7 @@ def evaluate_command(
 ) -> None:
     """Full-ranking evaluation of the served model and the baselines, in a scratch graph."""
     from workers.training.evaluate import MODELS, evaluate
-    from workers.training.model import TrainConfig, resolve_device
+    from workers.training.kg_lightgcn import TrainConfig, resolve_device
 
     settings = _settings(ctx)
     ks = _ks(k_text)
@@ -433,7 +433,7 @@ def evaluate_command(
 @click.option("--threads", default=4, show_default=True, type=int)
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the API with gunicorn (the graph must be reachable)."""
-    from kgrec.stack import gunicorn_command
+    from kgrec_cli.stack import gunicorn_command
 
     command = gunicorn_command(host, port, workers, threads)
     os.execvp(command[0], command)
@@ -478,7 +478,7 @@ def up_command(
     ctx: click.Context, port: int, data_dir: Path | None, import_name: str | None, train_first: bool
 ) -> None:
     """Run the graph server, API, worker and beat in the foreground; Ctrl-C or SIGTERM stops everything."""
-    from kgrec.stack import run_stack
+    from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir)
     run_stack(settings, port, import_name, run_import, train_first)
