@@ -1,0 +1,61 @@
+"""Interest decay: the one definition of how a stored weight fades with time.
+
+A weight ``w`` stamped ``weight_ts`` is worth ``w · 2^(-(t - weight_ts) / half_life)``
+at time ``t`` (epoch milliseconds). Graph edges store ``(weight, weight_ts)`` and
+are decayed on read; adding an event decays the stored weight to the new stamp
+first. The Cypher statements in ``graph_schema/statements`` spell the same
+formula out (Cypher cannot call Python); ``tests/test_decay.py`` runs them on the
+graph and checks them against this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+DAY_MS = 86_400_000
+
+
+def half_life_ms(half_life_days: float) -> float:
+    """A half-life given in days, in milliseconds."""
+    return half_life_days * float(DAY_MS)
+
+
+def decay_factor(age_ms: float, half_life_ms: float) -> float:
+    """What one unit of weight is worth ``age_ms`` after it was stamped."""
+    return math.exp2(-age_ms / half_life_ms)
+
+
+def decayed(weight: float | None, weight_ts: int | None, at_ms: float, half_life_ms: float) -> float:
+    """A stored weight decayed to ``at_ms``; no weight is 0, no stamp counts as stamped at ``at_ms``."""
+    if weight is None:
+        return 0.0
+    stamp = weight_ts if weight_ts is not None else at_ms
+    return float(weight) * decay_factor(at_ms - stamp, half_life_ms)
+
+
+def decayed_array(weights: np.ndarray, stamps: np.ndarray, at_ms: float, half_life_ms: float) -> np.ndarray:
+    """:func:`decayed` over arrays (float64); NaN weights count as 0, NaN stamps as ``at_ms``."""
+    weights = np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0)
+    stamps = np.asarray(stamps, dtype=np.float64)
+    stamps = np.where(np.isnan(stamps), at_ms, stamps)
+    return weights * np.exp2(-(at_ms - stamps) / half_life_ms)
+
+
+def decayed_sum(
+    events: Iterable[tuple[float, int | None]], half_life_ms: float, now_ms: int
+) -> tuple[float, int]:
+    """Sum event weights decayed to the latest event time; returns ``(weight, weight_ts)``.
+
+    Events without a time count as happening at that reference time (or at
+    ``now_ms`` when no event has a time).
+    """
+    events = list(events)
+    times = [ts for _, ts in events if ts is not None]
+    reference = max(times) if times else now_ms
+    total = 0.0
+    for weight, ts in events:
+        total += weight * decay_factor(0 if ts is None else reference - ts, half_life_ms)
+    return total, reference

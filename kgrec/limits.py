@@ -1,0 +1,56 @@
+"""The id rules and every bound of kgrec's inputs, in one place.
+
+The request models (and so ``/openapi.json``), event validation, the dataset
+importers and the CLI all take their limits from here, so what the document
+promises is what every entry point enforces.
+
+Ids (users, items, brands, categories, sessions, events, jobs) are 1 to
+``MAX_ID_LENGTH`` characters, not only white space, with no control
+characters (U+0000 to U+001F and U+007F).
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_ID_LENGTH = 256
+# The same rule as a regular expression that JSON Schema (ECMA 262) and Python both read the same way.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# POST /v1/events and the bulk importers
+MAX_EVENTS_PER_BATCH = 1_000
+MAX_BODY_BYTES = 4 * 1024 * 1024  # 1,000 events with item details fit comfortably
+MAX_TEXT_LENGTH = 1_000  # item titles carried by events
+MAX_CATEGORY_DEPTH = 10  # categories in one path, general to specific
+MAX_PRICE = 1e12
+MAX_IMPORT_BATCH = 10_000
+
+# read endpoints
+MAX_K = 100
+MAX_OFFSET = 1_000
+MAX_PATHS = 10
+MAX_INTERESTS = 50
+MAX_INTEREST_DRIVERS = 10
+
+# CLI
+MAX_EVAL_K = 1_000
+MAX_EPOCHS = 500
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid id, or None when it is one."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if not value.strip():
+        return "must not be empty"
+    if len(value) > MAX_ID_LENGTH:
+        return f"must be at most {MAX_ID_LENGTH} characters (got {len(value)})"
+    if _CONTROL.search(value):
+        return "must not contain control characters"
+    return None
+
+
+def is_valid_id(value: object) -> bool:
+    """True when ``value`` follows the id rules."""
+    return id_problem(value) is None
