@@ -16,15 +16,13 @@ from app.raw_path import install_raw_path_routing
 from app.recommendations import bp as recommendations_bp
 from app.users import bp as users_bp
 from kgrec.config import Settings
-
-# 1,000 events with item details fit comfortably; anything bigger is refused with 413.
-MAX_BODY_BYTES = 4 * 1024 * 1024
+from kgrec.limits import MAX_BODY_BYTES
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; one graph gateway per process, opened on first use."""
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # a bigger body is refused with 413
     install_raw_path_routing(app)
     init_graph(app, settings or Settings.from_env())
     register_error_handlers(app)

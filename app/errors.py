@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from kgrec.errors import NoActiveModel, NotFound
 from kgrec.gateway import GraphUnavailable
 
 RETRY_AFTER_S = 5
@@ -41,6 +42,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.error, exc.detail, exc.field, **exc.extra)
+
+    @app.errorhandler(NoActiveModel)
+    def no_active_model(exc: NoActiveModel) -> Response:
+        return error_response(503, "no_model", exc.detail)
+
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> Response:
+        return error_response(404, "not_found", exc.detail, exc.field)
 
     @app.errorhandler(GraphUnavailable)
     def graph_unavailable(exc: GraphUnavailable) -> Response:

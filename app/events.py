@@ -4,25 +4,40 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from app.auth import write_access
 from app.body import json_body
+from app.endpoints import write_endpoint
 from app.errors import ApiError
-from app.fold_in import request_fold_in
-from app.graph import graph, settings
-from kgrec.events.ingest import ingest
-from kgrec.events.validation import MAX_BATCH, validate_batch
+from app.graph import serving
+from app.schemas import Error, EventBatch, IngestResult
+from kgrec.events.validation import validate_batch
+from kgrec.limits import MAX_BODY_BYTES
 
 bp = Blueprint("events", __name__)
 
 
-@bp.post("/v1/events")
-@write_access
+@write_endpoint(
+    bp,
+    "POST",
+    "/v1/events",
+    IngestResult,
+    "applied",
+    {
+        "HTTP_400": (Error, "not UTF-8, not JSON, NaN/Infinity or nested too deeply"),
+        "HTTP_413": (Error, f"the body is over {MAX_BODY_BYTES // (1024 * 1024)} MB"),
+        "HTTP_415": (Error, "not application/json"),
+        "HTTP_422": (Error, "invalid events, each in `errors`; nothing was written"),
+    },
+    body=EventBatch,
+)
 def post_events() -> Response:
-    """Apply a batch of up to 1,000 events; any invalid event rejects the whole batch (422)."""
+    """Ingest a batch of behaviour events atomically and idempotently.
+
+    Any invalid event rejects the whole batch (422, every problem as `{index, field, reason}`).
+    """
     document = json_body()
     raw_events = document.get("events") if isinstance(document, dict) else document
-    config = settings()
-    events, errors = validate_batch(raw_events, max_skew_s=config.max_clock_skew_s, max_batch=MAX_BATCH)
+    core = serving()
+    events, errors = validate_batch(raw_events, max_skew_s=core.settings.max_clock_skew_s)
     if errors:
         raise ApiError(
             422,
@@ -30,6 +45,4 @@ def post_events() -> Response:
             f"{len(errors)} problem(s) in the batch; nothing was written",
             errors=[e.as_dict() for e in errors],
         )
-    result = ingest(graph(), events, config)
-    request_fold_in(e.item_id for e in events)
-    return jsonify(result.as_dict())
+    return jsonify(core.ingest_events(events))

@@ -9,7 +9,6 @@ prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -23,6 +22,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from app.openapi import api, responses
 from graph_schema.statements.models import ACTIVE_VERSION
 from kgrec.gateway import GraphUnavailable
 
@@ -87,9 +87,12 @@ def _model_lines() -> str:
 
 
 @bp.get("/metrics")
+@api.validate(resp=responses(None, "Prometheus text format"))
 def metrics() -> Response:
     """All metrics of all worker processes, plus the active model version."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    from app.graph import settings
+
+    if settings().prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         text = generate_latest(registry)

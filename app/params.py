@@ -1,106 +1,57 @@
-"""Query-string parameters: parsed strictly, and refused with a 400 that names the parameter."""
+"""Query and path parameters: the 400 that names a bad one."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import Any
 
-from flask import request
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from app.errors import ApiError
-
-MAX_ID_LENGTH = 256
-MAX_PRICE = 1e12
-
-
-def _bad(name: str, detail: str) -> ApiError:
-    return ApiError(400, "bad_request", detail, field=name)
+from app.schemas import PATH_ID
+from kgrec.limits import id_problem
 
 
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """An integer in [low, high]."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
+def _shown(value: Any) -> str:
+    return repr(value[:40] if isinstance(value, str) else value)
+
+
+def _detail(name: str, error: ErrorDetails) -> str:
+    kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind.startswith("string_"):
+        return f"{name} {id_problem(value)}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{name} must be an integer, not {_shown(value)}"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"{name} must be a finite number, not {_shown(value)}"
+    if kind == "greater_than_equal":
+        return f"{name} must be at least {context['ge']:g}, not {_shown(value)}"
+    if kind == "less_than_equal":
+        return f"{name} must be at most {context['le']:g}, not {_shown(value)}"
+    if kind == "literal_error":
+        return f"{name} must be one of {context['expected']}, not {_shown(value)}"
+    if "field" in context:  # a rule over several parameters names the one to change
+        return error["msg"]
+    return f"{name} {error['msg']}, not {_shown(value)}"
+
+
+def _first_problem(errors: list[ErrorDetails]) -> tuple[str, ErrorDetails]:
+    # An optional value is a union of "" (absent) and the real type: explain the real type's complaint.
+    first = errors[0]
+    name = str(first["loc"][0]) if first["loc"] else str((first.get("ctx") or {}).get("field", "query"))
+    same = [e for e in errors if e["loc"][:1] == first["loc"][:1]]
+    return name, same[-1]
+
+
+def bad_parameter(exc: ValidationError) -> ApiError:
+    """The 400 for the first invalid query parameter, naming it in ``field`` and ``detail``."""
+    name, error = _first_problem(exc.errors(include_url=False))
+    return ApiError(400, "bad_request", _detail(name, error), field=name)
+
+
+def checked_path_id(name: str, value: str) -> str:
+    """A path id that follows the id rule, or a 400 naming the path parameter."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(name, f"{name} must be an integer, not {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise _bad(name, f"{name} must be between {low} and {high}, not {value}")
-    return value
-
-
-def float_arg(name: str, low: float = 0.0, high: float = MAX_PRICE) -> float | None:
-    """A finite number in [low, high], or None when absent."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _bad(name, f"{name} must be a number, not {raw[:40]!r}") from None
-    if not math.isfinite(value) or not low <= value <= high:
-        raise _bad(name, f"{name} must be a finite number between {low:g} and {high:g}, not {raw[:40]!r}")
-    return value
-
-
-def bool_arg(name: str, default: bool = False) -> bool:
-    """``true``/``false`` (also 1/0, yes/no)."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    lowered = raw.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise _bad(name, f"{name} must be true or false, not {raw[:40]!r}")
-
-
-def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices``."""
-    raw = request.args.get(name, default)
-    if raw not in choices:
-        raise _bad(name, f"{name} must be one of {', '.join(choices)}, not {raw[:40]!r}")
-    return raw
-
-
-def id_arg(name: str) -> str | None:
-    """An id-like string (1..256 characters), or None when absent or empty."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    check_id(name, raw)
-    return raw
-
-
-def check_id(name: str, value: str) -> str:
-    """Refuse ids that are too long or contain control characters."""
-    if len(value) > MAX_ID_LENGTH:
-        raise _bad(name, f"{name} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise _bad(name, f"{name} must not contain control characters")
-    return value
-
-
-@dataclass(frozen=True)
-class ItemFilters:
-    """The catalogue filters shared by recommendations and similar items."""
-
-    brand: str | None
-    category: str | None
-    min_price: float | None
-    max_price: float | None
-
-    @classmethod
-    def from_request(cls) -> ItemFilters:
-        """Read ``brand``, ``category``, ``min_price`` and ``max_price``."""
-        min_price, max_price = float_arg("min_price"), float_arg("max_price")
-        if min_price is not None and max_price is not None and min_price > max_price:
-            raise _bad("min_price", f"min_price ({min_price:g}) is above max_price ({max_price:g})")
-        return cls(id_arg("brand"), id_arg("category"), min_price, max_price)
-
-    def as_dict(self) -> dict[str, object]:
-        """The filters that were given."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return PATH_ID.validate_python(value)
+    except ValidationError:
+        raise ApiError(400, "bad_request", f"{name} {id_problem(value)}", field=name) from None

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from flask import Flask
 
-from app.params import check_id
+from app.params import checked_path_id
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -36,7 +36,7 @@ class RawPathMiddleware:
 
 
 def install_raw_path_routing(app: Flask) -> None:
-    """Route on raw paths; percent-decode and check (400) the ids the routes capture."""
+    """Route on raw paths; percent-decode and check (400) the ids the routes capture against the id rule."""
     app.wsgi_app = RawPathMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     app.url_map.merge_slashes = False
 
@@ -45,4 +45,4 @@ def install_raw_path_routing(app: Flask) -> None:
         # Every id in a path is decoded and checked here, once, before any view runs.
         for name, value in (values or {}).items():
             if isinstance(value, str):
-                values[name] = check_id(name, unquote(value))  # type: ignore[index]
+                values[name] = checked_path_id(name, unquote(value))  # type: ignore[index]

@@ -11,7 +11,7 @@ The work directory keeps the imported graph and the trained model between
 runs (first run: import and training, minutes).
 
     .venv/bin/python -m bench.api [--dataset amazon-beauty|kgat-amazon-book] [--duration 30]
-        [--rates recommendations=300,similar=300,explanation=100] [--data-dir ../shared/data]
+        [--rates recommendations=300,similar=300,explanation=100] [--datasets-dir ../shared/data]
 
 The last line is one JSON object.
 """
@@ -41,7 +41,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.model_store import ActiveModel
 from kgrec.runtime import graph_session
-from workers.training.job import run_training
+from workers.training.job import start_training
 from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "bench-api-key"
@@ -66,10 +66,10 @@ def prepare(gateway: GraphGateway, settings: Settings, dataset: str, epochs: int
     """Import the data set and train a model unless the work directory has them already."""
     if not int(gateway.read(admin.ITEM_COUNT)[0]["count"]):
         print(f"importing {dataset} ...", flush=True)
-        import_dataset(gateway, open_dataset(dataset, settings.shared_data_dir), settings)
+        import_dataset(gateway, open_dataset(dataset, settings.datasets_dir), settings)
     if not gateway.read(ACTIVE_VERSION):
         print(f"training a model ({epochs} epochs) ...", flush=True)
-        run_training(gateway, settings, TrainConfig(epochs=epochs), device="cpu", version=f"bench-{dataset}")
+        start_training(gateway, settings, TrainConfig(epochs=epochs), device="cpu")
     return {
         "nodes": {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)},
         "relationships": {r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)},
@@ -143,7 +143,7 @@ def load(args: argparse.Namespace, settings: Settings, users: list[str], items: 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Prepare the work directory, then load the API."""
     rng = random.Random(args.seed)
-    settings = Settings(data_dir=(args.work_dir / args.dataset).resolve(), shared_data_dir=args.data_dir)
+    settings = Settings(data_dir=(args.work_dir / args.dataset).resolve(), datasets_dir=args.datasets_dir)
     with graph_session(settings, apply_migrations=True) as gateway:
         stats = prepare(gateway, settings, args.dataset, args.epochs)
         model = ActiveModel(gateway, settings.data_dir).get()
@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="amazon-beauty", choices=["amazon-beauty", "kgat-amazon-book"])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", dest="datasets_dir", type=Path, default=Path("../shared/data")
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-api"))
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per endpoint")
     parser.add_argument("--rates", default=DEFAULT_RATES)

@@ -33,7 +33,7 @@ def serve_api(data_dir: Path, api_key: str, port: int) -> Iterator[str]:
             try:
                 if requests.get(f"{base}/healthz", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
                 time.sleep(0.1)
         yield base
     finally:

@@ -6,7 +6,7 @@ over HTTP, and polls ``GET /v1/users/{id}/recommendations`` until the list
 holds one of that item's five strongest neighbours that was not there before.
 Latency runs from sending the POST to receiving the first list that reflects it.
 
-    .venv/bin/python -m bench.freshness [--data-dir ../shared/data] [--trials 50]
+    .venv/bin/python -m bench.freshness [--datasets-dir ../shared/data] [--trials 50]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
 from kgrec.recommender import HistoryEntry
-from workers.training.job import run_training
+from workers.training.job import start_training
 from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "freshness-key"
@@ -42,18 +42,18 @@ POLL_S = 0.005
 TIMEOUT_S = 5.0
 
 
-def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
+def run(datasets_dir: Path, trials: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="kgrec-fresh-") as scratch:
-        settings = Settings(data_dir=Path(scratch), shared_data_dir=data_dir)
+        settings = Settings(data_dir=Path(scratch), datasets_dir=datasets_dir)
         server = EmbeddedServer(settings.data_dir)
         server.start()
         stack = contextlib.ExitStack()
         try:
             with open_gateway(settings) as gateway:
                 migrate(gateway)
-                import_dataset(gateway, open_dataset("amazon-beauty", data_dir), settings)
-                run_training(gateway, settings, TrainConfig(), device="cpu", version="fresh")
+                import_dataset(gateway, open_dataset("amazon-beauty", datasets_dir), settings)
+                start_training(gateway, settings, TrainConfig(), device="cpu")
                 model = ActiveModel(gateway, settings.data_dir).get()
                 assert model is not None
                 users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 50_000})]
@@ -111,11 +111,13 @@ def run(data_dir: Path, trials: int, seed: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", dest="datasets_dir", type=Path, default=Path("../shared/data")
+    )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    result = run(args.data_dir, args.trials, args.seed)
+    result = run(args.datasets_dir, args.trials, args.seed)
     print(
         f"freshness: p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms over {result['reflected']} "
         f"of {result['trials']} trials ({result['not_reflected_within_5s']} not reflected within 5 s)"

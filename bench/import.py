@@ -4,7 +4,7 @@ Starts a fresh embedded FalkorDB in a temporary data directory, imports the
 whole data set twice (the first run creates everything; the second, idempotent
 run re-MERGEs the same rows), and prints one JSON object as its last line.
 
-    .venv/bin/python -m bench.import [--data-dir ../shared/data] [--dataset amazon-beauty]
+    .venv/bin/python -m bench.import [--datasets-dir ../shared/data] [--dataset amazon-beauty]
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from kgrec.migrations import migrate
 BASELINE_ROWS = 5_000
 
 
-def run(dataset_name: str, data_dir: Path) -> dict[str, object]:
+def run(dataset_name: str, datasets_dir: Path) -> dict[str, object]:
     """Import once into an empty graph and once more (idempotent); time each phase."""
     with tempfile.TemporaryDirectory(prefix="kgrec-bench-") as scratch:
-        settings = Settings(data_dir=Path(scratch), shared_data_dir=data_dir)
+        settings = Settings(data_dir=Path(scratch), datasets_dir=datasets_dir)
         server = EmbeddedServer(settings.data_dir, settings.aof_fsync)
         server.start()
         try:
@@ -39,7 +39,7 @@ def run(dataset_name: str, data_dir: Path) -> dict[str, object]:
                 migrate(gateway)
                 now = int(time.time() * 1000)
                 started = time.perf_counter()
-                prepared = prepare(open_dataset(dataset_name, data_dir), settings, now)
+                prepared = prepare(open_dataset(dataset_name, datasets_dir), settings, now)
                 prepare_s = time.perf_counter() - started
 
                 started = time.perf_counter()
@@ -91,9 +91,11 @@ def run(dataset_name: str, data_dir: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", dest="datasets_dir", type=Path, default=Path("../shared/data")
+    )
     args = parser.parse_args()
-    result = run(args.dataset, args.data_dir)
+    result = run(args.dataset, args.datasets_dir)
     for key, value in result.items():
         if key != "rows_by_step":
             print(f"{key:>30}: {value}")

@@ -9,7 +9,7 @@ Data: MovieLens ml-latest-small's 100,836 real, timestamped ratings, as events.
 
 Prints a summary and, as its last line, one JSON object.
 
-    .venv/bin/python -m bench.ingest [--data-dir ../shared/data] [--clients 4]
+    .venv/bin/python -m bench.ingest [--datasets-dir ../shared/data] [--clients 4]
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ API_KEY = "bench-key"
 API_BATCH = 1_000
 
 
-def ratings(data_dir: Path) -> list[dict[str, str]]:
+def ratings(datasets_dir: Path) -> list[dict[str, str]]:
     """MovieLens ratings as rows of kgrec's CSV event layout."""
-    with open(data_dir / "movielens-ml-latest-small" / "ratings.csv", newline="") as handle:
+    with open(datasets_dir / "movielens-ml-latest-small" / "ratings.csv", newline="") as handle:
         return [
             {
                 "event_id": f"ml-{i}",
@@ -149,10 +149,12 @@ def bench_api(rows: list[dict[str, str]], scratch: Path, clients: int) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", dest="datasets_dir", type=Path, default=Path("../shared/data")
+    )
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
-    rows = ratings(args.data_dir)
+    rows = ratings(args.datasets_dir)
     with tempfile.TemporaryDirectory(prefix="kgrec-ingest-") as scratch:
         root = Path(scratch)
         always = bench_importer(rows, root, "always")

@@ -8,7 +8,7 @@ reports the error rate, p99 per endpoint and the RSS growth of the API
 (gunicorn master and workers), the Celery worker and the graph server,
 between the end of the warm-up and the end of the run.
 
-    .venv/bin/python -m bench.soak [--minutes 10] [--data-dir ../shared/data]
+    .venv/bin/python -m bench.soak [--minutes 10] [--datasets-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ async def _closed_loop(base: str, requests_: list[Request], seconds: float) -> i
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    settings = Settings(data_dir=(args.work_dir / "amazon-beauty").resolve(), shared_data_dir=args.data_dir)
+    settings = Settings(data_dir=(args.work_dir / "amazon-beauty").resolve(), datasets_dir=args.datasets_dir)
     env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY}
     with (
         graph_session(settings, apply_migrations=True) as gateway,
@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", dest="datasets_dir", type=Path, default=Path("../shared/data")
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-api"))
     parser.add_argument("--port", type=int, default=17_000 + os.getpid() % 1000)
     parser.add_argument("--seed", type=int, default=1)

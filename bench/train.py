@@ -8,7 +8,7 @@
 
 Prints a summary and, as its last line, one JSON object.
 
-    .venv/bin/python -m bench.train [--data-dir ../shared/data] [--device auto] [--epochs 1]
+    .venv/bin/python -m bench.train [--datasets-dir ../shared/data] [--device auto] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
+from kgrec.training_graph import TrainingGraph
 from workers.training.baselines import train_lightgcn
-from workers.training.job import run_training
+from workers.training.job import start_training
 from workers.training.kg_lightgcn import TrainConfig, resolve_device, train_embeddings
-from workers.training.subgraph import TrainingGraph
 
 
-def kgat_graph(data_dir: Path) -> TrainingGraph:
+def kgat_graph(datasets_dir: Path) -> TrainingGraph:
     """The KGAT amazon-book train split as a TrainingGraph (no knowledge edges: not in this copy)."""
-    dataset = KgatDataset(data_dir / "kgat-amazon-book")
+    dataset = KgatDataset(datasets_dir / "kgat-amazon-book")
     pairs = [(r.user_id, r.item_id) for r in dataset.split("train")]
     users = sorted({u for u, _ in pairs})
     items = sorted(set(dataset.item_ids.values()))
@@ -58,8 +58,8 @@ def kgat_graph(data_dir: Path) -> TrainingGraph:
     )
 
 
-def _epoch(model: str, data_dir: str, device: str, epochs: int, queue: Any) -> None:
-    graph = kgat_graph(Path(data_dir))
+def _epoch(model: str, datasets_dir: str, device: str, epochs: int, queue: Any) -> None:
+    graph = kgat_graph(Path(datasets_dir))
     config = TrainConfig(epochs=epochs, use_text=False)
     if model == "kgrec":
         seconds = train_embeddings(graph, config, device).seconds_per_epoch
@@ -69,29 +69,29 @@ def _epoch(model: str, data_dir: str, device: str, epochs: int, queue: Any) -> N
     queue.put({"seconds_per_epoch": round(float(np.mean(seconds)), 2), "peak_rss_mb": round(peak_mb)})
 
 
-def measure(model: str, data_dir: Path, device: str, epochs: int) -> dict[str, Any]:
+def measure(model: str, datasets_dir: Path, device: str, epochs: int) -> dict[str, Any]:
     """Run one model's epochs in a fresh process (so peak RSS is its own)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_epoch, args=(model, str(data_dir), device, epochs, queue))
+    process = context.Process(target=_epoch, args=(model, str(datasets_dir), device, epochs, queue))
     process.start()
     result = queue.get()
     process.join()
     return result
 
 
-def pipeline(data_dir: Path, device: str) -> dict[str, Any]:
+def pipeline(datasets_dir: Path, device: str) -> dict[str, Any]:
     """Pull, train, write back and switch on Amazon Beauty in a fresh embedded graph."""
     with tempfile.TemporaryDirectory(prefix="kgrec-train-") as scratch:
-        settings = Settings(data_dir=Path(scratch), shared_data_dir=data_dir)
+        settings = Settings(data_dir=Path(scratch), datasets_dir=datasets_dir)
         server = EmbeddedServer(settings.data_dir)
         server.start()
         try:
             with open_gateway(settings) as gateway:
                 migrate(gateway)
-                import_dataset(gateway, open_dataset("amazon-beauty", data_dir), settings)
+                import_dataset(gateway, open_dataset("amazon-beauty", datasets_dir), settings)
                 started = time.perf_counter()
-                summary = run_training(gateway, settings, TrainConfig(), device=device, version="bench")
+                summary = start_training(gateway, settings, TrainConfig(), device=device)
                 total = time.perf_counter() - started
         finally:
             server.stop()
@@ -101,14 +101,16 @@ def pipeline(data_dir: Path, device: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", dest="datasets_dir", type=Path, default=Path("../shared/data")
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--skip-pipeline", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    ours = measure("kgrec", args.data_dir, device, args.epochs)
-    stock = measure("lightgcn", args.data_dir, device, args.epochs)
+    ours = measure("kgrec", args.datasets_dir, device, args.epochs)
+    stock = measure("lightgcn", args.datasets_dir, device, args.epochs)
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "device": device,
@@ -121,7 +123,7 @@ def main() -> None:
     print(f"PyG LightGCN: {stock['seconds_per_epoch']} s/epoch, peak {stock['peak_rss_mb']} MB")
     print(f"ratio: {result['epoch_time_ratio']}x")
     if not args.skip_pipeline:
-        result["pipeline_amazon_beauty"] = pipeline(args.data_dir, device)
+        result["pipeline_amazon_beauty"] = pipeline(args.datasets_dir, device)
         print(f"full pipeline on Amazon Beauty: {result['pipeline_amazon_beauty']}")
     print(json.dumps(result))
 

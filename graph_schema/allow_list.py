@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from graph_schema.behaviours import BEHAVIOURS, COUNTER_PROPERTIES
+
+__all__ = ["ATTRIBUTE_RELATIONS", "BEHAVIOURS", "KNOWLEDGE_RELATIONS", "PROPERTY_KEYS", "Label", "Rel"]
+
 
 class Label(StrEnum):
     """Node labels."""
@@ -52,18 +56,6 @@ ATTRIBUTE_RELATIONS: dict[str, Rel] = {
     "belongs_to": Rel.IN_CATEGORY,
 }
 
-# Behaviours counted on INTERACTED edges; each has an `n_<behaviour>` counter property.
-BEHAVIOURS: tuple[str, ...] = (
-    "view",
-    "click",
-    "cart",
-    "remove_from_cart",
-    "fav",
-    "purchase",
-    "rating",
-    "review",
-)
-
 # Every property key any statement reads or writes.
 PROPERTY_KEYS: tuple[str, ...] = (
     # all nodes
@@ -91,7 +83,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "count",
     "rating",
     "rating_ts",
-    *(f"n_{b}" for b in BEHAVIOURS),
+    *COUNTER_PROPERTIES,  # one per behaviour, see graph_schema.behaviours
     # Migration / SchemaInfo
     "version",
     "scope",

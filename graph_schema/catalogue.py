@@ -3,6 +3,9 @@
 A :class:`Statement` carries its text, whether it reads or writes, and an
 example value for each parameter. The examples declare the parameters to the
 Neo4j lint and let the gateway refuse a call whose parameters do not match.
+The keys of the example rows are the row fields the lint accepts (``r.<key>``
+after ``UNWIND $rows AS r``), and the keys of a map a statement writes with
+``SET n += r.<key>`` must be allow-listed graph properties.
 """
 
 from __future__ import annotations

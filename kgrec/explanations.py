@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from graph_schema.path_query import path_cypher
+from kgrec.decay import decayed
 from kgrec.recommender import Recommender
 
 _CO_PURCHASE_PRIOR = {"BOUGHT_TOGETHER": 1.0, "ALSO_BOUGHT": 0.8, "ALSO_VIEWED": 0.5}
@@ -36,14 +37,6 @@ _CO_USER_PRIOR = 0.4
 _INTEREST_PRIOR = {"Brand": 0.4, "Category": 0.3}
 _EMBEDDING_WEIGHT = 0.25
 _REFERENCE_WEIGHT = 5.0  # one purchase today, with the default behaviour weights
-
-
-def _decayed(weight: float | None, weight_ts: int | None, now_ms: float, half_life_ms: float) -> float:
-    if weight is None:
-        return 0.0
-    return float(weight) * math.exp2(
-        -(now_ms - (weight_ts if weight_ts is not None else now_ms)) / half_life_ms
-    )
 
 
 def _name(node: Mapping[str, Any]) -> str:
@@ -145,7 +138,7 @@ class PathScorer:
         grouped: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             kind, nodes, rels, support = row["kind"], row["nodes"], row["rels"], int(row["support"])
-            first = _decayed(rels[0]["weight"], rels[0]["weight_ts"], self.now_ms, self.half_life_ms)
+            first = decayed(rels[0]["weight"], rels[0]["weight_ts"], self.now_ms, self.half_life_ms)
             relative = 1.0 - math.exp(-first / _REFERENCE_WEIGHT)
             cosine = (
                 self._cosine(str(nodes[1]["id"]), str(nodes[-1]["id"]))
@@ -166,7 +159,7 @@ class PathScorer:
                             "weight": None
                             if r["weight"] is None
                             else round(
-                                _decayed(r["weight"], r["weight_ts"], self.now_ms, self.half_life_ms), 6
+                                decayed(r["weight"], r["weight_ts"], self.now_ms, self.half_life_ms), 6
                             ),
                         }
                         for r in rels

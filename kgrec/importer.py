@@ -9,7 +9,6 @@ exactly as it was.
 from __future__ import annotations
 
 import html
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -22,7 +21,9 @@ from graph_schema.statements import dataset_import as q
 from kgrec.category_tree import infer_parents
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
+from kgrec.decay import decayed_sum
 from kgrec.gateway import GraphGateway
+from kgrec.interests import PairEvidence, interest_rows
 
 # (step name, rows in step) -> callback(rows just written)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -75,28 +76,6 @@ class ImportReport:
     def relationships_per_second(self) -> float:
         """Relationships written (merged) per second of loading."""
         return self.relationships / self.seconds if self.seconds else 0.0
-
-
-def decayed_sum(
-    events: Iterable[tuple[float, int | None]], half_life_ms: float, now_ms: int
-) -> tuple[float, int]:
-    """Sum event weights decayed to the latest event time; returns (weight, weight_ts).
-
-    Events without a time count as happening at that reference time (or at
-    ``now_ms`` when no event has a time).
-    """
-    events = list(events)
-    times = [ts for _, ts in events if ts is not None]
-    reference = max(times) if times else now_ms
-    total = 0.0
-    for weight, ts in events:
-        age = 0 if ts is None else reference - ts
-        total += weight * math.exp2(-age / half_life_ms)
-    return total, reference
-
-
-def _rescale(weight: float, weight_ts: int, reference: int, half_life_ms: float) -> float:
-    return weight * math.exp2(-(reference - weight_ts) / half_life_ms)
 
 
 def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport:
@@ -155,8 +134,7 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
     parents = infer_parents({i: c for i, c in item_cats.items() if c})
 
     interactions: list[dict[str, Any]] = []
-    brand_acc: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    category_acc: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    evidence: list[PairEvidence] = []
     for (user_id, item_id), agg in pairs.items():
         weight, weight_ts = decayed_sum(agg.events, settings.half_life_ms, now_ms)
         row = {
@@ -171,32 +149,11 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
             "weight_ts": weight_ts,
         }
         interactions.append(row)
-        if item_id in item_brand:
-            brand_acc[(user_id, item_brand[item_id])].append(row)
-        for category in item_cats.get(item_id, ()):
-            category_acc[(user_id, category)].append(row)
-
-    def interest_rows(acc: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        rows = []
-        for (user_id, target), members in acc.items():
-            reference = max(m["weight_ts"] for m in members)
-            firsts = [m["first_ts"] for m in members if m["first_ts"] is not None]
-            lasts = [m["last_ts"] for m in members if m["last_ts"] is not None]
-            rows.append(
-                {
-                    "user_id": user_id,
-                    "target_id": target,
-                    "weight": sum(
-                        _rescale(m["weight"], m["weight_ts"], reference, settings.half_life_ms)
-                        for m in members
-                    ),
-                    "weight_ts": reference,
-                    "count": sum(sum(m["counts"].values()) for m in members),
-                    "first_ts": min(firsts) if firsts else None,
-                    "last_ts": max(lasts) if lasts else None,
-                }
+        evidence.append(
+            PairEvidence(
+                user_id, item_id, weight, weight_ts, sum(agg.counts.values()), agg.first_ts, agg.last_ts
             )
-        return rows
+        )
 
     return PreparedImport(
         items=list(item_meta.values()),
@@ -211,8 +168,10 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
         knowledge={name: [{"head": h, "tail": t} for h, t in edges] for name, edges in knowledge.items()},
         users=list(dict.fromkeys(u for u, _ in pairs)),
         interactions=interactions,
-        brand_interests=interest_rows(brand_acc),
-        category_interests=interest_rows(category_acc),
+        brand_interests=interest_rows(
+            evidence, {i: [b] for i, b in item_brand.items()}, settings.half_life_ms
+        ),
+        category_interests=interest_rows(evidence, item_cats, settings.half_life_ms),
         problems=list(dataset.problems.rows),
     )
 

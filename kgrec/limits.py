@@ -39,13 +39,13 @@ MAX_EPOCHS = 500
 
 
 def id_problem(value: object) -> str | None:
-    """Why ``value`` is not a valid id, or None when it is one."""
+    """Why ``value`` is not a valid id, worded to follow the id's name ("user_id is empty"); None if valid."""
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
     if not value.strip():
-        return "must not be empty"
+        return "is empty"
     if len(value) > MAX_ID_LENGTH:
-        return f"must be at most {MAX_ID_LENGTH} characters (got {len(value)})"
+        return f"is longer than {MAX_ID_LENGTH} characters (got {len(value)})"
     if _CONTROL.search(value):
         return "must not contain control characters"
     return None

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from graph_schema.statements.admin import DELETE_NODES_BATCH
 from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
 from kgrec.config import Settings
+from kgrec.decay import DAY_MS
 from kgrec.gateway import GraphGateway
 
 PRUNE_BATCH = 10_000
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

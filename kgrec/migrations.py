@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS, RECORD_MIGRATION
+from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 
 _FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.cypher$")
 SHARED_SCOPE = "shared"
 
 
-def migrations_dir() -> Path:
-    """The migrations folder: KGREC_MIGRATIONS_DIR, or ``migrations/`` beside the package."""
-    override = os.environ.get("KGREC_MIGRATIONS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "migrations"
+def migrations_dir(settings: Settings | None = None) -> Path:
+    """The migrations folder of ``settings`` (default: read from the environment)."""
+    return (settings or Settings.from_env()).migrations_dir
 
 
 class MigrationError(RuntimeError):

@@ -1,9 +1,10 @@
 """Model artifacts on disk, and the active model of a process, refreshed when the version changes.
 
 An artifact (``<data_dir>/models/<version>.npz``) holds what the Recommender
-needs beyond the graph: item embeddings, the item–item blend matrices, weights,
-decay and popularity. It is written before its version can be activated, and
-never changes afterwards, so a process loads each version once.
+needs beyond the graph: item embeddings, the item–item blend matrices (one per
+model signal of :mod:`kgrec.signals`, under its name), weights, decay and
+popularity. It is written before its version can be activated, and never
+changes afterwards, so a process loads each version once.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from graph_schema.statements.models import ACTIVE_VERSION, FOLDED_ITEMS, POPULARITY_ADJUSTMENTS
+from kgrec.artifact_io import write_npz_atomically
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts
 from kgrec.recommender import ModelArtifacts, Recommender
+from kgrec.signals import check_weights, signal
 
 MODELS_DIR = "models"
+# 2: every signal has a weight. Version 1 artifacts (no "format") left some out, which scored as 0.0.
+ARTIFACT_FORMAT = 2
 
 
 def models_dir(data_dir: Path) -> Path:
@@ -35,8 +40,11 @@ def artifact_name(version: str) -> str:
 
 
 def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
-    """Write ``<version>.npz`` atomically; returns its file name."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``<version>.npz`` atomically; returns its file name.
+
+    Raises :class:`kgrec.signals.SignalError` for an unregistered signal or one without a weight.
+    """
+    check_weights(artifacts.components, artifacts.weights)
     arrays: dict[str, np.ndarray] = {
         "item_ids": np.array(artifacts.item_ids),
         "item_embeddings": artifacts.item_embeddings,
@@ -44,6 +52,7 @@ def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
         "meta": np.array(
             json.dumps(
                 {
+                    "format": ARTIFACT_FORMAT,
                     "version": artifacts.version,
                     "weights": artifacts.weights,
                     "recency_decay": artifacts.recency_decay,
@@ -61,9 +70,7 @@ def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
         arrays[f"{name}.indices"] = matrix.indices
         arrays[f"{name}.indptr"] = matrix.indptr
     name = artifact_name(artifacts.version)
-    tmp = folder / f".{name}.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(folder / name)
+    write_npz_atomically(folder / name, arrays)
     return name
 
 
@@ -73,18 +80,23 @@ def load_artifacts(path: Path) -> ModelArtifacts:
         meta = json.loads(str(stored["meta"]))
         item_ids = stored["item_ids"].tolist()
         n = len(item_ids)
+        for name in meta["components"]:
+            signal(name)  # an unregistered signal is an error, not a matrix nobody reads
         components = {
             name: sp.csr_matrix(
                 (stored[f"{name}.data"], stored[f"{name}.indices"], stored[f"{name}.indptr"]), shape=(n, n)
             )
             for name in meta["components"]
         }
+        weights = dict(meta["weights"])
+        if meta.get("format", 1) < 2:
+            weights = {**{name: 0.0 for name in components}, **weights}
         return ModelArtifacts(
             version=meta["version"],
             item_ids=item_ids,
             item_embeddings=stored["item_embeddings"],
             components=components,
-            weights=meta["weights"],
+            weights=weights,
             recency_decay=meta["recency_decay"],
             popularity=stored["popularity"],
             parameters=meta["parameters"],

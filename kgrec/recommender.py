@@ -6,8 +6,9 @@ by recency rank (``recency_decay ** rank``, rank 0 = most recent). An item's sco
 
     profile · S  +  w_emb · (profile · E) · Eᵀ  +  ε · popularity
 
-where ``S`` blends item–item graphs (co-occurrence, sequential transitions,
-also_bought / also_viewed / bought_together, same brand) and ``E`` holds the
+where ``S`` blends the item–item graphs of :mod:`kgrec.signals` (co-occurrence,
+sequential transitions, also_bought / also_viewed / bought_together, same brand),
+each with its weight (a signal without one is an error), and ``E`` holds the
 graph neural network's item embeddings (L2-normalised). Everything that
 depends only on the model version (``S``, ``E``) is built once per version.
 The API and ``kgrec evaluate`` both call :meth:`Recommender.recommend`.
@@ -22,11 +23,12 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from kgrec.item_facts import ItemFacts
+from kgrec.signals import EMBEDDING, check_weights, co_purchase_names
+
+__all__ = ["EMBEDDING", "HistoryEntry", "ModelArtifacts", "Recommender"]
 
 POPULARITY_EPSILON = 1e-6
-EMBEDDING = "embedding"
 
 
 @dataclass
@@ -36,8 +38,8 @@ class ModelArtifacts:
     version: str
     item_ids: list[str]
     item_embeddings: np.ndarray  # (n_items, dim), L2-normalised rows
-    components: dict[str, sp.csr_matrix]  # name -> (n_items, n_items), row-normalised
-    weights: dict[str, float]  # component name (or "embedding") -> blend weight
+    components: dict[str, sp.csr_matrix]  # signal name (kgrec.signals) -> (n_items, n_items) matrix
+    weights: dict[str, float]  # signal name (or "embedding") -> blend weight, one for every component
     recency_decay: float
     popularity: np.ndarray  # (n_items,) interaction counts, bots excluded
     parameters: dict[str, object] = field(default_factory=dict)
@@ -57,12 +59,14 @@ class Recommender:
     """Ranks all items for users, for one model version."""
 
     def __init__(self, artifacts: ModelArtifacts) -> None:
+        """Blend ``artifacts``' signals (:class:`kgrec.signals.SignalError` for one without a weight)."""
+        check_weights(artifacts.components, artifacts.weights)
         self.artifacts = artifacts
         self.item_index = {item_id: k for k, item_id in enumerate(artifacts.item_ids)}
         n = len(artifacts.item_ids)
         blend = sp.csr_matrix((n, n), dtype=np.float32)
         for name, matrix in artifacts.components.items():
-            weight = artifacts.weights.get(name, 0.0)
+            weight = artifacts.weights[name]
             if weight:
                 blend = blend + weight * matrix
         self.blend = blend.tocsr().astype(np.float32)
@@ -126,12 +130,12 @@ class Recommender:
     def co_purchase_links(self) -> sp.csr_matrix:
         """Items → items linked by any co-purchase relation at training time (binary, directed).
 
-        Built once per loaded model from its ``<relation>_directed`` components;
+        Built once per loaded model from its co-purchase signals (:func:`kgrec.signals.co_purchase_names`);
         items folded in after training have no links.
         """
         links = sp.csr_matrix((self.n_items, self.n_items), dtype=np.float32)
-        for relation in KNOWLEDGE_RELATIONS:
-            matrix = self.artifacts.components.get(f"{relation}_directed")
+        for name in co_purchase_names():
+            matrix = self.artifacts.components.get(name)
             if matrix is not None:
                 matrix = sp.csr_matrix(matrix, dtype=np.float32)
                 matrix.resize((self.n_items, self.n_items))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 
 from kgrec.config import Settings
@@ -13,7 +15,7 @@ from kgrec.migrations import migrate
 
 def embedded_server(settings: Settings) -> EmbeddedServer:
     """The embedded server that owns ``settings.data_dir``."""
-    return EmbeddedServer(settings.data_dir, settings.aof_fsync)
+    return EmbeddedServer(settings.data_dir, settings.aof_fsync, settings.graph_threads)
 
 
 @contextlib.contextmanager
@@ -38,3 +40,26 @@ def graph_session(settings: Settings, *, apply_migrations: bool = False) -> Iter
         gateway.close()
         if started_here:
             embedded_server(settings).stop()
+
+
+class ProcessGateway:
+    """One gateway per process, opened on first use.
+
+    Servers fork (gunicorn, Celery's prefork pool) after the object is built: a
+    gateway inherited from another process is left alone and a new one opened,
+    since two processes must never share one connection.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._gateway: GraphGateway | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> GraphGateway:
+        """This process's gateway."""
+        with self._lock:
+            if self._gateway is None or self._pid != os.getpid():
+                self._gateway = open_gateway(self.settings)
+                self._pid = os.getpid()
+            return self._gateway

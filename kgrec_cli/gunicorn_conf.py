@@ -15,9 +15,16 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 
+def _metrics_dir() -> Path | None:
+    # Imported here: kgrec.config loads numpy, which must come after the thread variables above.
+    from kgrec.config import Settings
+
+    return Settings.from_env().prometheus_multiproc_dir
+
+
 def on_starting(server: Any) -> None:
     """Start with an empty metrics directory: old worker files would count twice."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = _metrics_dir()
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -25,7 +32,7 @@ def on_starting(server: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _metrics_dir():
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)

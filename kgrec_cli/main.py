@@ -15,11 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from graph_schema.statements import admin
+from kgrec import job_queue
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.embedded import EmbeddedServerError
 from kgrec.gateway import GraphQueryError, GraphUnavailable
+from kgrec.limits import MAX_EPOCHS, MAX_EVAL_K, MAX_IMPORT_BATCH
 from kgrec.migrations import MigrationError, migrate
 from kgrec.runtime import embedded_server, graph_session
 from kgrec_cli.stack import StackError, beat_argv, worker_argv
@@ -52,6 +54,24 @@ class KgrecGroup(click.Group):
 
 def _settings(ctx: click.Context) -> Settings:
     return ctx.ensure_object(dict)["settings"]
+
+
+_FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+def datasets_dir_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--datasets-dir``, and ``--data-dir``: its hidden, deprecated former name."""
+    command = click.option("--data-dir", "legacy_data_dir", type=_FOLDER, default=None, hidden=True)(command)
+    return click.option(
+        "--datasets-dir",
+        type=_FOLDER,
+        default=None,
+        help="Folder holding the built-in data sets (default KGREC_DATASETS_DIR or ../shared/data).",
+    )(command)
+
+
+def _datasets_dir(settings: Settings, datasets_dir: Path | None, legacy_data_dir: Path | None) -> Path:
+    return datasets_dir or legacy_data_dir or settings.datasets_dir
 
 
 @click.group(cls=KgrecGroup)
@@ -184,11 +204,11 @@ def _write_rejects(path: Path, problems: list[Any]) -> None:
     write_csv_rows(path, ["file", "line", "reason"], ((p.file, p.line, p.reason) for p in problems))
 
 
-def run_import(settings: Settings, dataset_name: str, data_dir: Path, rejects: Path | None) -> None:
+def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, rejects: Path | None) -> None:
     """Import a data set with progress bars and print a summary (shared by `import` and `up`)."""
     from kgrec.importer import import_dataset
 
-    dataset = open_dataset(dataset_name, data_dir)
+    dataset = open_dataset(dataset_name, datasets_dir)
     with (
         graph_session(settings, apply_migrations=True) as gateway,
         Progress(
@@ -216,12 +236,7 @@ def run_import(settings: Settings, dataset_name: str, data_dir: Path, rejects: P
 
 @main.command("import")
 @click.argument("dataset")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding the built-in data sets (default ../shared/data).",
-)
+@datasets_dir_options
 @click.option(
     "--rejects",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -229,10 +244,16 @@ def run_import(settings: Settings, dataset_name: str, data_dir: Path, rejects: P
     help="Write every skipped row (file, line, reason) to this CSV.",
 )
 @click.pass_context
-def import_command(ctx: click.Context, dataset: str, data_dir: Path | None, rejects: Path | None) -> None:
+def import_command(
+    ctx: click.Context,
+    dataset: str,
+    datasets_dir: Path | None,
+    legacy_data_dir: Path | None,
+    rejects: Path | None,
+) -> None:
     """Import DATASET: amazon-beauty, movielens, kgat-amazon-book, or a folder in the kgrec layout."""
     settings = _settings(ctx)
-    run_import(settings, dataset, data_dir or settings.shared_data_dir, rejects)
+    run_import(settings, dataset, _datasets_dir(settings, datasets_dir, legacy_data_dir), rejects)
 
 
 @main.group()
@@ -250,7 +271,9 @@ def events() -> None:
     default=None,
     help="Where to write rejected rows (default: rejects-<file name>.csv).",
 )
-@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--batch-size", default=MAX_IMPORT_BATCH, show_default=True, type=click.IntRange(1, MAX_IMPORT_BATCH)
+)
 @click.pass_context
 def events_import(
     ctx: click.Context, file: Path, fmt: str, mappings: tuple[str, ...], rejects: Path | None, batch_size: int
@@ -304,15 +327,15 @@ def _ks(text: str) -> list[int]:
         raise click.BadParameter(
             f"{text!r} is not a comma-separated list of integers", param_hint="--k"
         ) from None
-    if not ks or ks[0] < 1 or ks[-1] > 1000:
-        raise click.BadParameter("each k must be between 1 and 1000", param_hint="--k")
+    if not ks or ks[0] < 1 or ks[-1] > MAX_EVAL_K:
+        raise click.BadParameter(f"each k must be between 1 and {MAX_EVAL_K}", param_hint="--k")
     return ks
 
 
 @main.command("train")
 @click.option("--sync", is_flag=True, help="Train in this process instead of enqueueing a job.")
 @click.option("--wait", is_flag=True, help="Enqueue, then follow the job until it ends.")
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, MAX_EPOCHS))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--variant", type=click.Choice(["full", "interactions"]), default="full", show_default=True)
@@ -324,10 +347,8 @@ def train_command(
     settings = _settings(ctx)
     options = {"epochs": epochs, "seed": seed, "device": device, "use_knowledge": variant == "full"}
     if sync:
-        import time
-
-        from workers.training.job import run_training
-        from workers.training.kg_lightgcn import TrainConfig, resolve_device
+        from workers.training.job import start_training
+        from workers.training.kg_lightgcn import TrainConfig
 
         with (
             graph_session(settings, apply_migrations=True) as gateway,
@@ -340,21 +361,17 @@ def train_command(
             ) as progress,
         ):
             task = progress.add_task("train", total=1.0, stage="starting")
-            summary = run_training(
+            summary = start_training(
                 gateway,
                 settings,
                 TrainConfig(epochs=epochs, seed=seed, use_knowledge=options["use_knowledge"]),
-                device=resolve_device(device),
-                version=f"v{int(time.time() * 1000)}",
+                device=device,
                 progress=lambda stage, fraction: progress.update(task, completed=fraction, stage=stage),
             )
         click.echo(json.dumps(summary, default=str))
         return
-    from workers.celery_app import make_celery
-
-    with graph_session(settings):
-        celery = make_celery(settings)
-        job = celery.send_task("workers.tasks.train", kwargs=options)
+    with graph_session(settings):  # in embedded mode, the graph server is also the broker
+        job = job_queue.job_client(settings).send_task(job_queue.TRAIN, kwargs=options)
         click.echo(f"training job {job.id} enqueued; follow it at GET /v1/jobs/{job.id}")
         if wait:
             click.echo(json.dumps(job.get(timeout=None), default=str))
@@ -362,12 +379,7 @@ def train_command(
 
 @main.command("evaluate")
 @click.option("--dataset", required=True, help="amazon-beauty, movielens, kgat-amazon-book, or a folder.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding the built-in data sets (default ../shared/data).",
-)
+@datasets_dir_options
 @click.option("--protocol", required=True, type=click.Choice(["leave-last-out", "given-split"]))
 @click.option("--k", "k_text", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
 @click.option(
@@ -377,7 +389,7 @@ def train_command(
     show_default=True,
     help="interactions: leave the item–item knowledge edges, brands and categories out.",
 )
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, MAX_EPOCHS))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: model -> metrics.")
@@ -385,7 +397,8 @@ def train_command(
 def evaluate_command(
     ctx: click.Context,
     dataset: str,
-    data_dir: Path | None,
+    datasets_dir: Path | None,
+    legacy_data_dir: Path | None,
     protocol: str,
     k_text: str,
     variant: str,
@@ -405,7 +418,7 @@ def evaluate_command(
         report = evaluate(
             settings,
             dataset,
-            data_dir or settings.shared_data_dir,
+            _datasets_dir(settings, datasets_dir, legacy_data_dir),
             protocol,
             ks,
             config,
@@ -467,6 +480,12 @@ def beat_command(ctx: click.Context) -> None:
     help="Where the embedded graph keeps its data (default KGREC_DATA_DIR or ./var).",
 )
 @click.option(
+    "--datasets-dir",
+    type=_FOLDER,
+    default=None,
+    help="Folder holding the data set --import reads (default KGREC_DATASETS_DIR or ../shared/data).",
+)
+@click.option(
     "--import",
     "import_name",
     default=None,
@@ -475,12 +494,17 @@ def beat_command(ctx: click.Context) -> None:
 @click.option("--train", "train_first", is_flag=True, help="Train a model first if none is active.")
 @click.pass_context
 def up_command(
-    ctx: click.Context, port: int, data_dir: Path | None, import_name: str | None, train_first: bool
+    ctx: click.Context,
+    port: int,
+    data_dir: Path | None,
+    datasets_dir: Path | None,
+    import_name: str | None,
+    train_first: bool,
 ) -> None:
     """Run the graph server, API, worker and beat in the foreground; Ctrl-C or SIGTERM stops everything."""
     from kgrec_cli.stack import run_stack
 
-    settings = _settings(ctx).with_overrides(data_dir=data_dir)
+    settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
     run_stack(settings, port, import_name, run_import, train_first)
 
 

@@ -115,19 +115,17 @@ def _stop(children: list[subprocess.Popen[bytes]], timeout_s: float = 25.0) -> N
 
 def _train_if_no_model(settings: Settings) -> None:
     from graph_schema.statements.models import ACTIVE_VERSION
-    from workers.training.job import run_training
-    from workers.training.kg_lightgcn import TrainConfig, resolve_device
+    from workers.training.job import start_training
+    from workers.training.kg_lightgcn import TrainConfig
 
     with open_gateway(settings) as gateway:
         if gateway.read(ACTIVE_VERSION):
             return
         print("no active model yet: training one (about 2 minutes on 2 cores) ...", flush=True)
-        summary = run_training(
+        summary = start_training(
             gateway,
             settings,
             TrainConfig(),
-            device=resolve_device("auto"),
-            version=f"v{int(time.time() * 1000)}",
             progress=lambda stage, fraction: print(f"  {stage:<12} {100 * fraction:5.1f}%", flush=True),
         )
         print(f"model {summary['version']} is active (validation {summary['validation']})", flush=True)
@@ -167,7 +165,7 @@ def run_stack(
                     flush=True,
                 )
             else:
-                run_import(settings, import_name, settings.shared_data_dir, None)
+                run_import(settings, import_name, settings.datasets_dir, None)
         if train_first:
             _train_if_no_model(settings)
         api_key = settings.api_keys[0] if settings.api_keys else _generated_api_key(settings.data_dir)

@@ -20,7 +20,11 @@ from workers.training.job import run_training
 from workers.training.kg_lightgcn import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("KGREC_SHARED_DATA_DIR", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("KGREC_DATASETS_DIR")
+    or os.environ.get("KGREC_SHARED_DATA_DIR")
+    or REPO.parent / "shared" / "data"
+)
 ON_NEO4J = bool(os.environ.get("NEO4J_URI"))
 
 embedded_only = pytest.mark.skipif(ON_NEO4J, reason="manages the embedded FalkorDB server")
@@ -30,7 +34,7 @@ embedded_only = pytest.mark.skipif(ON_NEO4J, reason="manages the embedded Falkor
 def shared_data() -> Path:
     """The real data sets (never copied into the repository)."""
     if not (SHARED_DATA / "amazon-beauty-kg").is_dir():
-        pytest.fail(f"real data not found at {SHARED_DATA}; set KGREC_SHARED_DATA_DIR")
+        pytest.fail(f"real data not found at {SHARED_DATA}; set KGREC_DATASETS_DIR")
     return SHARED_DATA
 
 
@@ -38,7 +42,7 @@ def shared_data() -> Path:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for the test session: Neo4j from the environment, else a fresh data dir."""
     base = Settings.from_env()
-    return base.with_overrides(data_dir=tmp_path_factory.mktemp("kgrec-data"), shared_data_dir=SHARED_DATA)
+    return base.with_overrides(data_dir=tmp_path_factory.mktemp("kgrec-data"), datasets_dir=SHARED_DATA)
 
 
 @pytest.fixture(scope="session")

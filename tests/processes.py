@@ -34,7 +34,7 @@ def wait_for(url: str, timeout_s: float = 60.0, status: int = 200) -> requests.R
             if response.status_code == status:
                 return response
             last = f"{response.status_code} {response.text[:200]}"
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.Timeout) as exc:  # not up yet, or busy starting
             last = str(exc)
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer {status} within {timeout_s}s: {last}")

@@ -59,10 +59,8 @@ def beauty_graph(
     """A graph of its own on the session server, migrated and loaded with an Amazon Beauty subset."""
     subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", folder / "beauty", users=users)
     graph_name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    local = Settings(
-        data_dir=settings.data_dir, graph_name=graph_name, shared_data_dir=settings.shared_data_dir
-    )
+    local = Settings(data_dir=settings.data_dir, graph_name=graph_name, datasets_dir=settings.datasets_dir)
     gateway = open_gateway(local, graph_name=graph_name)
     migrate(gateway)
-    import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)
+    import_dataset(gateway, open_dataset(str(subset), local.datasets_dir), local)
     return local, gateway

@@ -16,8 +16,9 @@ import redis
 
 from graph_schema.statements import admin, dataset_import
 from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer, _pid_alive
+from kgrec.embedded import EmbeddedServer, ServerInfo, _pid_alive
 from kgrec.gateway import open_gateway
+from kgrec.runtime import embedded_server
 from tests.conftest import embedded_only
 
 pytestmark = embedded_only
@@ -40,6 +41,28 @@ def _add_users(settings: Settings, ids: list[str]) -> None:
         gateway.write_batches(dataset_import.UPSERT_USERS, ids, param="ids", extra={"now": 1})
 
 
+def _operator_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment with none of the durability settings: kgrec's defaults, unless overridden."""
+    unset = {"KGREC_AOF_FSYNC", "KGREC_GRAPH_THREADS", "NEO4J_URI"}
+    return {
+        **{k: v for k, v in os.environ.items() if k not in unset},
+        "KGREC_DATA_DIR": str(data_dir),
+        **overrides,
+    }
+
+
+def _live_durability_settings(info: ServerInfo) -> tuple[str, int]:
+    """(appendfsync, graph query threads) as the running server reports them."""
+    client = info.client()
+    try:
+        fsync = client.config_get("appendfsync")["appendfsync"]
+        name, threads = client.execute_command("GRAPH.CONFIG", "GET", "THREAD_COUNT")
+    finally:
+        client.close()
+    assert name in ("THREAD_COUNT", b"THREAD_COUNT")
+    return fsync, int(threads)
+
+
 def _wait_gone(pid: int, timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -47,6 +70,40 @@ def _wait_gone(pid: int, timeout_s: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_server_kgrec_starts_fsyncs_every_write_and_runs_one_graph_thread(data_dir: Path) -> None:
+    """``kgrec db start`` with the default configuration, read back from the running server.
+
+    fsync always: an acknowledged write is on disk (tests/test_durability.py cuts the power to show
+    it). One graph query thread: the workaround for the FalkorDB 4.16.3 crash (README "Operations").
+    """
+    started = subprocess.run(
+        [sys.executable, "-m", "kgrec_cli.main", "db", "start"],
+        env=_operator_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    info = EmbeddedServer(data_dir).running()
+    assert info is not None
+    assert _live_durability_settings(info) == ("always", 1)
+
+
+def test_the_session_server_runs_the_default_durability_settings(graph_server: EmbeddedServer | None) -> None:
+    """The server the other tests share is configured as in production."""
+    assert graph_server is not None
+    info = graph_server.running()
+    assert info is not None
+    assert _live_durability_settings(info) == ("always", 1)
+
+
+def test_the_live_settings_follow_the_configuration(data_dir: Path) -> None:
+    """The checks above read the server itself: another configuration shows up there."""
+    settings = Settings.from_env(_operator_env(data_dir, KGREC_AOF_FSYNC="everysec", KGREC_GRAPH_THREADS="2"))
+    info = embedded_server(settings).start()
+    assert _live_durability_settings(info) == ("everysec", 2)
 
 
 def test_clean_restart_keeps_data(data_dir: Path) -> None:
@@ -63,6 +120,11 @@ def test_clean_restart_keeps_data(data_dir: Path) -> None:
 
 
 def test_kill_9_keeps_every_acknowledged_write(data_dir: Path) -> None:
+    """The AOF is replayed in full after kill -9, including the tail written after a rewrite.
+
+    This holds whatever the fsync policy (the kernel keeps what the server wrote); the power cut in
+    tests/test_durability.py is what tells fsync on from off.
+    """
     settings = Settings(data_dir=data_dir)
     server = EmbeddedServer(data_dir)
     server.start()

@@ -1,10 +1,12 @@
-"""Faults with real processes: the broker restarting under a worker, an unwritable data directory."""
+"""Faults with real processes: the broker restarting under a worker, an unwritable data directory, a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +15,14 @@ import requests
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import open_gateway
+from kgrec.job_queue import PRUNE_GRAPH
 from kgrec.migrations import migrate
 from kgrec_cli.stack import worker_argv
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess, background, kgrec_cli
 from workers.celery_app import make_celery
 
-PRUNE = "workers.tasks.prune_graph"
+PRUNE = PRUNE_GRAPH
 
 
 @embedded_only
@@ -61,17 +64,39 @@ def test_tasks_survive_a_broker_restart_and_the_worker_reconnects(tmp_path: Path
         server.stop()
 
 
+@contextlib.contextmanager
+def read_only_directory(path: Path) -> Iterator[Path]:
+    """A directory nothing can be written to: a read-only tmpfs for root, else one without write permission."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @embedded_only
-def test_a_read_only_data_directory_is_a_one_line_error_not_a_hang() -> None:
-    read_only = Path("/sys/kgrec-read-only-test")  # sysfs is mounted read-only, even for root
-    started = time.monotonic()
-    result = kgrec_cli("db", "start", env={"KGREC_DATA_DIR": str(read_only)}, timeout=60)
-    assert time.monotonic() - started < 30
+def test_a_read_only_data_directory_is_a_one_line_error_not_a_hang(tmp_path: Path) -> None:
+    """The CLI's timeout turns a hang into a failure; bench/faults.py measures how long the error takes."""
+    with read_only_directory(tmp_path / "read-only") as read_only:
+        data_dir = read_only / "var"
+        result = kgrec_cli("db", "start", env={"KGREC_DATA_DIR": str(data_dir)}, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kgrec: error:"), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert str(read_only) in lines[0] or "read-only" in lines[0].lower(), lines[0]
+    assert str(data_dir) in lines[0] or "read-only" in lines[0].lower(), lines[0]
 
 
 @embedded_only
@@ -109,11 +134,10 @@ def test_a_full_disk_gives_503s_not_a_hang_and_keeps_every_acknowledged_event(tm
                 }
                 for i in range(100)
             ]
-            started = time.monotonic()
+            # The timeout turns a hang into a failure; bench/faults.py measures the answers' latency.
             response = requests.post(
                 f"{api.url}/v1/events", json=events, headers={"Authorization": "Bearer k"}, timeout=60
             )
-            assert time.monotonic() - started < 30  # an answer, not a hang
             if response.status_code != 200:
                 refused = response
                 break

@@ -14,10 +14,10 @@ from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.importer import import_dataset
+from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset, beauty_graph
-from workers.celery_app import make_celery
 from workers.training.job import run_training
 from workers.training.kg_lightgcn import TrainConfig
 
@@ -100,7 +100,7 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
 ) -> None:
     env, local, gateway = broker_graph
     subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=300)
-    import_dataset(gateway, open_dataset(str(subset), local.shared_data_dir), local)  # type: ignore[arg-type]
+    import_dataset(gateway, open_dataset(str(subset), local.datasets_dir), local)  # type: ignore[arg-type]
     version = run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="items")["version"]  # type: ignore[arg-type]
     # A brand with several trained items, and the categories of one of them.
     chosen = gateway.run_query(  # type: ignore[attr-defined]
@@ -182,9 +182,9 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
             )
             assert not errors
             ingest(gateway, events, local)  # type: ignore[arg-type]
-            swept = make_celery(local).send_task("workers.tasks.fold_in_items").get(timeout=120)
+            swept = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
             assert swept["version"] == version and swept["folded"] >= 1
-            again = make_celery(local).send_task("workers.tasks.fold_in_items").get(timeout=120)
+            again = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
             assert again["folded"] == 0  # idempotent: nothing left to fold in
     finally:
         api.stop()

@@ -16,8 +16,9 @@ from graph_schema.statements import admin
 from kgrec.category_tree import infer_parents
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.decay import decayed_sum
 from kgrec.gateway import GraphGateway
-from kgrec.importer import decayed_sum, import_dataset
+from kgrec.importer import import_dataset
 from tests.subsets import amazon_beauty_subset
 
 DAY_MS = 86_400_000
@@ -51,7 +52,7 @@ def beauty_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
 def test_subset_import_counts_are_exact(
     gateway: GraphGateway, beauty_subset: Path, settings: Settings
 ) -> None:
-    report = import_dataset(gateway, open_dataset(str(beauty_subset), settings.shared_data_dir), settings)
+    report = import_dataset(gateway, open_dataset(str(beauty_subset), settings.datasets_dir), settings)
     nodes, rels = counts(gateway)
     assert nodes["User"] == 100
     assert int(gateway.read(admin.INTERACTED_ITEM_COUNT)[0]["count"]) == 1_100
@@ -72,12 +73,12 @@ def test_subset_import_counts_are_exact(
 def test_second_import_changes_nothing(
     gateway: GraphGateway, beauty_subset: Path, settings: Settings
 ) -> None:
-    dataset = open_dataset(str(beauty_subset), settings.shared_data_dir)
+    dataset = open_dataset(str(beauty_subset), settings.datasets_dir)
     first = import_dataset(gateway, dataset, settings, now_ms=1_700_000_000_000)
     before = (counts(gateway), fingerprint(gateway))
     second = import_dataset(
         gateway,
-        open_dataset(str(beauty_subset), settings.shared_data_dir),
+        open_dataset(str(beauty_subset), settings.datasets_dir),
         settings,
         now_ms=1_700_000_000_000,
     )
@@ -89,7 +90,7 @@ def test_second_import_changes_nothing(
 def test_interest_edges_follow_interactions(
     gateway: GraphGateway, beauty_subset: Path, settings: Settings
 ) -> None:
-    import_dataset(gateway, open_dataset(str(beauty_subset), settings.shared_data_dir), settings)
+    import_dataset(gateway, open_dataset(str(beauty_subset), settings.datasets_dir), settings)
     # Every brand interest is backed by an interaction with an item of that brand, and vice versa.
     rows = gateway.run_query(
         "MATCH (u:User)-[x:INTERESTED_IN]->(b:Brand) "
@@ -106,7 +107,7 @@ def test_interest_edges_follow_interactions(
 
 def test_full_amazon_beauty_import(gateway: GraphGateway, settings: Settings) -> None:
     """The whole real data set: the counts the README promises."""
-    report = import_dataset(gateway, open_dataset("amazon-beauty", settings.shared_data_dir), settings)
+    report = import_dataset(gateway, open_dataset("amazon-beauty", settings.datasets_dir), settings)
     nodes, rels = counts(gateway)
     assert nodes["User"] == 22_363
     assert int(gateway.read(admin.INTERACTED_ITEM_COUNT)[0]["count"]) == 12_101
@@ -168,7 +169,7 @@ def messy_dataset(tmp_path: Path) -> Path:
 def test_bad_rows_are_reported_and_the_rest_loads(
     gateway: GraphGateway, messy_dataset: Path, settings: Settings
 ) -> None:
-    report = import_dataset(gateway, open_dataset(str(messy_dataset), settings.shared_data_dir), settings)
+    report = import_dataset(gateway, open_dataset(str(messy_dataset), settings.datasets_dir), settings)
     found = {(Path(p.file).name, p.line): p.reason for p in report.problems}
     assert found == {
         ("interactions.csv", 4): "user_id is empty",

@@ -149,7 +149,7 @@ def test_importers_store_hostile_ids_verbatim(
         ["item_id", "brand", "categories"],
         [[f"i {v}", f"b {v}", f"c {v}"] for v in HOSTILE],
     )
-    report = import_dataset(gateway, open_dataset(str(folder), settings.shared_data_dir), settings)
+    report = import_dataset(gateway, open_dataset(str(folder), settings.datasets_dir), settings)
     assert not report.problems
     users = {r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id", {})}
     assert users == {f"u {v}" for v in HOSTILE}

@@ -17,13 +17,13 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
+from kgrec.job_queue import TRAIN, job_client
 from kgrec.model_store import ActiveModel, models_dir
 from kgrec.recommender import HistoryEntry
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
-from workers.celery_app import make_celery
-from workers.training.job import run_training
+from workers.training.job import run_training, version_name
 from workers.training.kg_lightgcn import TrainConfig
 from workers.training.pipeline import train_model
 from workers.training.publish import write_back
@@ -39,7 +39,7 @@ def small_beauty(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def loaded(gateway: GraphGateway, settings: Settings, small_beauty: Path, tmp_path: Path) -> Settings:
-    import_dataset(gateway, open_dataset(str(small_beauty), settings.shared_data_dir), settings)
+    import_dataset(gateway, open_dataset(str(small_beauty), settings.datasets_dir), settings)
     return replace(settings, data_dir=tmp_path)  # artifacts of this test only
 
 
@@ -123,7 +123,7 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture
 def worker_graph(broker_graph: tuple[dict[str, str], Settings, GraphGateway], small_beauty: Path) -> tuple:
     env, settings, gateway = broker_graph
-    import_dataset(gateway, open_dataset(str(small_beauty), settings.shared_data_dir), settings)
+    import_dataset(gateway, open_dataset(str(small_beauty), settings.datasets_dir), settings)
     env = {**env, "KGREC_EMBEDDING_BATCH": "20", "KGREC_API_KEYS": "k"}
     return env, Settings.from_env(env), gateway
 
@@ -137,8 +137,8 @@ def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
     api = ApiProcess({k: env[k] for k in ("KGREC_DATA_DIR", "KGREC_GRAPH", "KGREC_API_KEYS")}).start()
     try:
         with background(worker_argv(concurrency=1, pool="prefork"), env, worker_log) as worker:
-            celery = make_celery(settings)
-            job = celery.send_task("workers.tasks.train", kwargs={"epochs": 2, "device": "cpu"})
+            celery = job_client(settings)
+            job = celery.send_task(TRAIN, kwargs={"epochs": 2, "device": "cpu"})
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 info = AsyncResult(job.id, app=celery)
@@ -162,3 +162,11 @@ def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
         assert "WorkerLostError" in output or "exited with 'signal 9" in output
     finally:
         api.stop()
+
+
+def test_one_version_naming_scheme() -> None:
+    """A queued job names its version after the job (redelivery rewrites it); an in-process run by time."""
+    assert version_name("7f3c") == "job-7f3c"
+    before = int(time.time() * 1000)
+    name = version_name()
+    assert name.startswith("v") and before <= int(name[1:]) <= int(time.time() * 1000)

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from kgrec.explanations import co_purchase_pairs
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
+from kgrec.signals import COOCCURRENCE
 
 
 def tiny_model(decay: float = 0.5) -> Recommender:
@@ -19,8 +20,8 @@ def tiny_model(decay: float = 0.5) -> Recommender:
             version="tiny",
             item_ids=["a", "b", "c", "d"],
             item_embeddings=np.zeros((4, 2), dtype=np.float32),
-            components={"links": links},
-            weights={"links": 1.0},
+            components={COOCCURRENCE: links},
+            weights={COOCCURRENCE: 1.0},
             recency_decay=decay,
             popularity=np.array([1.0, 1.0, 1.0, 50.0], dtype=np.float32),
         )
@@ -48,8 +49,8 @@ def test_unknown_user_gets_popularity() -> None:
 
 
 def test_co_purchase_pairs_follow_the_models_directed_links() -> None:
-    """Hub → target and target → hub pairs come from the ``<relation>_directed`` components only."""
-    # a -ALSO_BOUGHT-> b, c -BOUGHT_TOGETHER-> a; "links" (not a co-purchase relation) joins a and d
+    """Hub → target and target → hub pairs come from the registry's co-purchase signals only."""
+    # a -ALSO_BOUGHT-> b, c -BOUGHT_TOGETHER-> a; co-occurrence (not a co-purchase signal) joins a and d
     also_bought = sp.csr_matrix(([1.0], ([0], [1])), shape=(4, 4), dtype=np.float32)
     together = sp.csr_matrix(([1.0], ([2], [0])), shape=(4, 4), dtype=np.float32)
     base = tiny_model()
@@ -58,10 +59,11 @@ def test_co_purchase_pairs_follow_the_models_directed_links() -> None:
             **{
                 **base.artifacts.__dict__,
                 "components": {
-                    "links": sp.csr_matrix(([1.0], ([0], [3])), shape=(4, 4), dtype=np.float32),
+                    COOCCURRENCE: sp.csr_matrix(([1.0], ([0], [3])), shape=(4, 4), dtype=np.float32),
                     "also_bought_directed": also_bought,
                     "bought_together_directed": together,
                 },
+                "weights": {COOCCURRENCE: 1.0, "also_bought_directed": 0.0, "bought_together_directed": 0.0},
             }
         )
     )

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, _pid_alive
+from kgrec.job_queue import job_client
+from kgrec_cli.main import main
 from tests.conftest import embedded_only
 from tests.processes import free_port, wait_for
 from tests.subsets import amazon_beauty_subset
-from workers.celery_app import make_celery
 
 
 @embedded_only
@@ -26,7 +28,7 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
     subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=20)
     data_dir = tmp_path / "var"
     port = free_port()
-    env = {**os.environ, "KGREC_SHARED_DATA_DIR": str(shared_data)}
+    env = dict(os.environ)
     env.pop("NEO4J_URI", None)
     up = subprocess.Popen(
         [
@@ -38,6 +40,8 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
             str(port),
             "--data-dir",
             str(data_dir),
+            "--datasets-dir",
+            str(shared_data),
             "--import",
             str(subset),
             "--train",
@@ -61,7 +65,7 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
         server = EmbeddedServer(data_dir).running()
         assert server is not None and server.owner_pid == up.pid
-        celery = make_celery(Settings(data_dir=data_dir))
+        celery = job_client(Settings(data_dir=data_dir))
         deadline = time.monotonic() + 60
         replies = []
         while not replies and time.monotonic() < deadline:
@@ -110,3 +114,17 @@ def test_cypher_command_prints_json_rows(settings: object, graph_server: object)
     assert broken.returncode == 1
     assert broken.stderr.startswith("kgrec: error:")
     assert "Traceback" not in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
+
+
+def test_datasets_dir_is_separate_from_the_graph_data_dir(tmp_path: Path) -> None:
+    """``--datasets-dir`` names the data sets' folder; on ``up``, ``--data-dir`` is the graph's folder."""
+    runner = CliRunner()
+    for command in ("import", "evaluate"):
+        shown = runner.invoke(main, [command, "--help"]).output
+        assert "--datasets-dir" in shown and "--data-dir" not in shown, shown  # the old name is hidden
+    shown = runner.invoke(main, ["up", "--help"]).output
+    assert "--datasets-dir" in shown and "--data-dir" in shown
+    # The former name still works on import: a folder without the data set is reported as such.
+    for option in ("--datasets-dir", "--data-dir"):
+        result = runner.invoke(main, ["import", "amazon-beauty", option, str(tmp_path / "nowhere")])
+        assert result.exit_code != 0 and "nowhere" in result.output, result.output

@@ -68,7 +68,7 @@ def test_small_real_training_run_beats_popularity_clearly(
     report = evaluate(
         settings,
         str(beauty_subset),
-        settings.shared_data_dir,
+        settings.datasets_dir,
         "leave-last-out",
         (10, 20),
         TrainConfig(epochs=3),
@@ -84,7 +84,7 @@ def test_small_real_training_run_beats_popularity_clearly(
 def test_training_is_reproducible_with_a_fixed_seed(
     gateway: GraphGateway, settings: Settings, beauty_subset: Path, tmp_path: Path
 ) -> None:
-    import_dataset(gateway, open_dataset(str(beauty_subset), settings.shared_data_dir), settings)
+    import_dataset(gateway, open_dataset(str(beauty_subset), settings.datasets_dir), settings)
     graph = pull(gateway, int(time.time() * 1000), settings.half_life_ms)
     config = TrainConfig(epochs=2, seed=11)
     first = train_model(graph, config, text_cache_dir=tmp_path)

@@ -11,10 +11,10 @@ from kgrec.config import Settings
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
+from kgrec.job_queue import PRUNE_GRAPH, job_client
 from kgrec.maintenance import prune
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
-from workers.celery_app import make_celery
 
 DAY = 86_400_000
 
@@ -55,8 +55,7 @@ def test_worker_runs_the_prune_task(worker_env: tuple, tmp_path: Path) -> None:
     env, settings, gateway = worker_env
     seed_faded_and_fresh(gateway, settings)
     with background(worker_argv(pool="solo"), env, tmp_path / "worker.log"):
-        celery = make_celery(settings)
-        result = celery.send_task("workers.tasks.prune_graph").get(timeout=120)
+        result = job_client(settings).send_task(PRUNE_GRAPH).get(timeout=120)
     assert result["edges"] >= 1
     assert remaining_items(gateway) == ["new"]
 

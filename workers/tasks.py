@@ -6,26 +6,26 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from app.graph import graph, settings
 from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
+from kgrec import job_queue
 from kgrec.maintenance import prune
+from workers.context import graph, settings
 from workers.training.item_fold_in import embed_new_items
-from workers.training.job import run_training
-from workers.training.kg_lightgcn import TrainConfig, resolve_device
+from workers.training.job import start_training
+from workers.training.kg_lightgcn import TrainConfig
+
+FOLD_IN_SWEEP_LIMIT = 1_000
 
 
-@shared_task(name="workers.tasks.prune_graph", acks_late=True)
+@shared_task(name=job_queue.PRUNE_GRAPH, acks_late=True)
 def prune_graph() -> dict[str, int]:
     """Prune faded interest edges and expired event ids (scheduled by beat)."""
     result = prune(graph(), settings())
     return {"edges": result.edges, "events": result.events}
 
 
-FOLD_IN_SWEEP_LIMIT = 1_000
-
-
-@shared_task(name="workers.tasks.fold_in_items", acks_late=True, reject_on_worker_lost=True)
-def fold_in_new_items(item_ids: list[str] | None = None) -> dict[str, Any]:
+@shared_task(name=job_queue.FOLD_IN_ITEMS, acks_late=True, reject_on_worker_lost=True)
+def fold_in_items(item_ids: list[str] | None = None) -> dict[str, Any]:
     """Give items created after training an embedding under the active version (idempotent).
 
     The API enqueues this with the new ids of an event batch; beat runs it with
@@ -37,25 +37,24 @@ def fold_in_new_items(item_ids: list[str] | None = None) -> dict[str, Any]:
     return embed_new_items(gateway, settings(), item_ids)
 
 
-@shared_task(bind=True, name="workers.tasks.train", acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, name=job_queue.TRAIN, acks_late=True, reject_on_worker_lost=True)
 def train(
     self: Task, epochs: int = 8, seed: int = 7, device: str = "auto", use_knowledge: bool = True
 ) -> dict[str, Any]:
     """Train and activate a new model version; progress is readable at GET /v1/jobs/{id}.
 
-    The version id is derived from the task id, so a redelivered task rewrites
-    the same version rather than adding one.
+    The version is named after the task id, so a redelivered task rewrites the
+    same version rather than adding one.
     """
 
     def progress(stage: str, fraction: float) -> None:
         self.update_state(state="PROGRESS", meta={"stage": stage, "percent": round(100 * fraction, 1)})
 
-    config = TrainConfig(epochs=epochs, seed=seed, use_knowledge=use_knowledge)
-    return run_training(
+    return start_training(
         graph(),
         settings(),
-        config,
-        device=resolve_device(device),
-        version=f"job-{self.request.id}",
+        TrainConfig(epochs=epochs, seed=seed, use_knowledge=use_knowledge),
+        device=device,
+        job_id=self.request.id,
         progress=progress,
     )

@@ -13,13 +13,24 @@ from kgrec.datasets.records import (
     find_file,
     open_text,
 )
+from kgrec.limits import id_problem
 
 
-def _id_map(path: Path) -> dict[str, str]:
-    """remap_id -> org_id from user_list.txt / item_list.txt."""
+def _id_map(path: Path, problems: Problems) -> dict[str, str]:
+    """remap_id -> org_id from user_list.txt / item_list.txt; an org_id that is no valid id is reported."""
+    ids: dict[str, str] = {}
     with open_text(path) as handle:
         next(handle, None)  # header
-        return {parts[1]: parts[0] for parts in (line.split() for line in handle) if len(parts) >= 2}
+        for line_number, line in enumerate(handle, start=2):
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            problem = id_problem(parts[0])
+            if problem is not None:
+                problems.add(path, line_number, f"org_id {problem}")
+                continue
+            ids[parts[1]] = parts[0]
+    return ids
 
 
 class KgatDataset:
@@ -31,8 +42,8 @@ class KgatDataset:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.problems = Problems()
-        self.users = _id_map(self._file("user_list.txt"))
-        self.item_ids = _id_map(self._file("item_list.txt"))
+        self.users = _id_map(self._file("user_list.txt"), self.problems)
+        self.item_ids = _id_map(self._file("item_list.txt"), self.problems)
 
     def _file(self, stem: str) -> Path:
         path = find_file(self.folder, stem)

@@ -5,44 +5,89 @@
 - ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price``, with
   categories ``|``-separated;
 - ``kg_triples.csv[.gz]`` (optional): ``head,relation,tail``.
+
+Ids follow kgrec's id rule (:func:`kgrec.limits.id_problem`); a row that breaks
+it, or any other rule, is skipped and reported with its line.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, BEHAVIOURS, KNOWLEDGE_RELATIONS
 from kgrec.datasets.records import (
+    BadRow,
     InteractionRecord,
     ItemRecord,
     Problems,
     TripleRecord,
+    check_ids,
     find_file,
     parse_timestamp_ms,
-    read_csv,
+    parsed_rows,
 )
 
-MAX_ID_LENGTH = 256
 KNOWN_RELATIONS = (*KNOWLEDGE_RELATIONS, *ATTRIBUTE_RELATIONS)
-
-
-def _id_problem(name: str, value: str) -> str | None:
-    if not value:
-        return f"{name} is empty"
-    if len(value) > MAX_ID_LENGTH:
-        return f"{name} is longer than {MAX_ID_LENGTH} characters"
-    return None
 
 
 def _optional_float(name: str, text: str) -> float | None:
     if not text.strip():
         return None
-    number = float(text)
+    try:
+        number = float(text)
+    except ValueError as exc:
+        raise BadRow(f"{name}: {exc}") from None
     if not math.isfinite(number):
-        raise ValueError(f"{name} {text!r} is not a finite number")
+        raise BadRow(f"{name}: {name} {text!r} is not a finite number")
     return number
+
+
+def _interaction(row: dict[str, str], default_type: str) -> InteractionRecord:
+    user_id, item_id = row["user_id"].strip(), row["item_id"].strip()
+    check_ids(("user_id", user_id), ("item_id", item_id))
+    kind = (row.get("type") or "").strip() or default_type
+    if kind not in BEHAVIOURS:
+        raise BadRow(f"type {kind!r} is not one of {', '.join(BEHAVIOURS)}")
+    try:
+        ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
+    except ValueError:
+        raise BadRow(f"ts {row['ts']!r} is neither ISO-8601 nor Unix seconds") from None
+    seq_text = (row.get("seq_index") or "").strip()
+    if seq_text and not seq_text.isdigit():
+        raise BadRow(f"seq_index {seq_text!r} is not a non-negative integer")
+    return InteractionRecord(
+        user_id=user_id,
+        item_id=item_id,
+        type=kind,
+        ts=ts,
+        seq=int(seq_text) if seq_text else None,
+        value=_optional_float("value", row.get("value") or ""),
+    )
+
+
+def _item(row: dict[str, str]) -> ItemRecord:
+    item_id = row["item_id"].strip()
+    brand = (row.get("brand") or "").strip() or None
+    categories = tuple(c.strip() for c in (row.get("categories") or "").split("|") if c.strip())
+    check_ids(("item_id", item_id), ("brand", brand), *(("categories", c) for c in categories))
+    return ItemRecord(
+        item_id=item_id,
+        brand=brand,
+        categories=categories,
+        title=(row.get("title") or "").strip() or None,
+        price=_optional_float("price", row.get("price") or ""),
+    )
+
+
+def _triple(row: dict[str, str]) -> TripleRecord:
+    head, relation, tail = row["head"].strip(), row["relation"].strip(), row["tail"].strip()
+    check_ids(("head", head), ("tail", tail))
+    if relation not in KNOWN_RELATIONS:
+        raise BadRow(f"relation {relation!r} is not one of {', '.join(KNOWN_RELATIONS)}")
+    return TripleRecord(head, relation, tail)
 
 
 class LayoutDataset:
@@ -60,78 +105,17 @@ class LayoutDataset:
         """Valid interaction rows; bad rows are recorded in ``self.problems``."""
         path = find_file(self.folder, "interactions.csv")
         assert path is not None
-        for line, row in read_csv(path, ("user_id", "item_id"), self.problems):
-            user_id, item_id = row["user_id"].strip(), row["item_id"].strip()
-            reason = _id_problem("user_id", user_id) or _id_problem("item_id", item_id)
-            if reason:
-                self.problems.add(path, line, reason)
-                continue
-            kind = (row.get("type") or "").strip() or self.default_type
-            if kind not in BEHAVIOURS:
-                self.problems.add(path, line, f"type {kind!r} is not one of {', '.join(BEHAVIOURS)}")
-                continue
-            try:
-                ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
-            except ValueError:
-                self.problems.add(path, line, f"ts {row['ts']!r} is neither ISO-8601 nor Unix seconds")
-                continue
-            seq_text = (row.get("seq_index") or "").strip()
-            if seq_text and not seq_text.isdigit():
-                self.problems.add(path, line, f"seq_index {seq_text!r} is not a non-negative integer")
-                continue
-            try:
-                value = _optional_float("value", row.get("value") or "")
-            except ValueError as exc:
-                self.problems.add(path, line, f"value: {exc}")
-                continue
-            yield InteractionRecord(
-                user_id=user_id,
-                item_id=item_id,
-                type=kind,
-                ts=ts,
-                seq=int(seq_text) if seq_text else None,
-                value=value,
-            )
+        parse = partial(_interaction, default_type=self.default_type)
+        yield from parsed_rows(path, ("user_id", "item_id"), self.problems, parse)
 
     def items(self) -> Iterator[ItemRecord]:
         """Catalogue rows from items.csv, if present."""
         path = find_file(self.folder, "items.csv")
-        if path is None:
-            return
-        for line, row in read_csv(path, ("item_id",), self.problems):
-            item_id = row["item_id"].strip()
-            reason = _id_problem("item_id", item_id)
-            if reason:
-                self.problems.add(path, line, reason)
-                continue
-            try:
-                price = _optional_float("price", row.get("price") or "")
-            except ValueError as exc:
-                self.problems.add(path, line, f"price: {exc}")
-                continue
-            categories = tuple(c.strip() for c in (row.get("categories") or "").split("|") if c.strip())
-            yield ItemRecord(
-                item_id=item_id,
-                brand=(row.get("brand") or "").strip() or None,
-                categories=categories,
-                title=(row.get("title") or "").strip() or None,
-                price=price,
-            )
+        if path is not None:
+            yield from parsed_rows(path, ("item_id",), self.problems, _item)
 
     def triples(self) -> Iterator[TripleRecord]:
         """Knowledge-graph triples from kg_triples.csv, if present."""
         path = find_file(self.folder, "kg_triples.csv")
-        if path is None:
-            return
-        for line, row in read_csv(path, ("head", "relation", "tail"), self.problems):
-            head, relation, tail = row["head"].strip(), row["relation"].strip(), row["tail"].strip()
-            reason = _id_problem("head", head) or _id_problem("tail", tail)
-            if reason:
-                self.problems.add(path, line, reason)
-                continue
-            if relation not in KNOWN_RELATIONS:
-                self.problems.add(
-                    path, line, f"relation {relation!r} is not one of {', '.join(KNOWN_RELATIONS)}"
-                )
-                continue
-            yield TripleRecord(head, relation, tail)
+        if path is not None:
+            yield from parsed_rows(path, ("head", "relation", "tail"), self.problems, _triple)

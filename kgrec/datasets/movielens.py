@@ -5,9 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from kgrec.datasets.records import InteractionRecord, ItemRecord, Problems, TripleRecord, read_csv
+from kgrec.datasets import records
+from kgrec.datasets.records import InteractionRecord, ItemRecord, Problems, TripleRecord
 
 NO_GENRE = "(no genres listed)"
+
+
+def _rating(row: dict[str, str]) -> InteractionRecord:
+    records.check_ids(("userId", row["userId"]), ("movieId", row["movieId"]))
+    try:
+        ts = int(row["timestamp"]) * 1000
+        value = float(row["rating"])
+    except ValueError:
+        raise records.BadRow("rating or timestamp is not a number") from None
+    return InteractionRecord(row["userId"], row["movieId"], "rating", ts=ts, value=value)
+
+
+def _movie(row: dict[str, str]) -> ItemRecord:
+    genres = tuple(g for g in row["genres"].split("|") if g and g != NO_GENRE)
+    records.check_ids(("movieId", row["movieId"]), *(("genres", g) for g in genres))
+    return ItemRecord(row["movieId"], title=row["title"], categories=genres)
 
 
 class MovieLensDataset:
@@ -24,21 +41,15 @@ class MovieLensDataset:
     def interactions(self) -> Iterator[InteractionRecord]:
         """One rating interaction per row of ratings.csv."""
         path = self.folder / "ratings.csv"
-        for line, row in read_csv(path, ("userId", "movieId", "rating", "timestamp"), self.problems):
-            try:
-                ts = int(row["timestamp"]) * 1000
-                value = float(row["rating"])
-            except ValueError:
-                self.problems.add(path, line, "rating or timestamp is not a number")
-                continue
-            yield InteractionRecord(row["userId"], row["movieId"], "rating", ts=ts, value=value)
+        yield from records.parsed_rows(
+            path, ("userId", "movieId", "rating", "timestamp"), self.problems, _rating
+        )
 
     def items(self) -> Iterator[ItemRecord]:
         """Movies with their titles and genres."""
-        path = self.folder / "movies.csv"
-        for _line, row in read_csv(path, ("movieId", "title", "genres"), self.problems):
-            genres = tuple(g for g in row["genres"].split("|") if g and g != NO_GENRE)
-            yield ItemRecord(row["movieId"], title=row["title"], categories=genres)
+        yield from records.parsed_rows(
+            self.folder / "movies.csv", ("movieId", "title", "genres"), self.problems, _movie
+        )
 
     def triples(self) -> Iterator[TripleRecord]:
         """MovieLens has no item–item knowledge graph."""

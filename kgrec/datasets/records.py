@@ -5,10 +5,15 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
+
+from kgrec.limits import id_problem
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,21 @@ class Problems:
         self.rows.append(RowProblem(str(file), line, reason))
 
 
+class BadRow(ValueError):
+    """A row a reader skips: the message is the reason it reports."""
+
+
+def check_ids(*columns: tuple[str, str | None]) -> None:
+    """Raise BadRow ("column reason") for the first ``(column, value)`` that breaks the id rule.
+
+    A None value is an optional column left empty.
+    """
+    for name, value in columns:
+        problem = None if value is None else id_problem(value)
+        if problem is not None:
+            raise BadRow(f"{name} {problem}")
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """Open a CSV/text file, transparently gunzipping ``*.gz``."""
     if path.suffix == ".gz":
@@ -106,6 +126,19 @@ def read_csv(
                 problems.add(path, line, f"expected {width} fields, found {len(fields)}")
                 continue
             yield line, dict(zip(header, fields, strict=True))
+
+
+def parsed_rows(
+    path: Path, required: tuple[str, ...], problems: Problems, parse: Callable[[dict[str, str]], T]
+) -> Iterator[T]:
+    """``parse(row)`` for each row of a headed CSV file; rows it refuses (BadRow) go to ``problems``."""
+    for line, row in read_csv(path, required, problems):
+        try:
+            record = parse(row)
+        except BadRow as exc:
+            problems.add(path, line, str(exc))
+            continue
+        yield record
 
 
 def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

@@ -24,9 +24,9 @@ from kgrec.events import formats
 from kgrec.events.ingest import commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
 from kgrec.gateway import GraphGateway
+from kgrec.limits import MAX_IMPORT_BATCH
 
 FORMATS = ("rees46", "taobao", "csv")
-DEFAULT_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def import_events(
     settings: Settings,
     *,
     mapping: Mapping[str, str] | None = None,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int = MAX_IMPORT_BATCH,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
     """Import an event file; ``on_progress(bytes_read, rows)`` is called after each batch."""

@@ -4,7 +4,8 @@
 2. Of the rest, apply only one of several events with the same content (exact
    duplicates under different ids), but record every id, so that a later retry
    of any of them is recognised.
-3. Aggregate per user, item and user–item pair.
+3. Aggregate per user, item and user–item pair (the statement aggregates the
+   pairs per interest target as :func:`kgrec.interests.interest_rows` does).
 4. Write everything with one statement that also creates an ``Event`` node per
    id. If another writer stored one of those ids in the meantime, the unique
    constraint rolls the whole statement back and we start again from 1.
@@ -13,15 +14,15 @@
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from graph_schema.statements.events import INGEST_EVENTS, SEEN_EVENTS
 from kgrec.config import Settings
+from kgrec.decay import decayed_sum
 from kgrec.events.validation import Event
 from kgrec.gateway import GraphConflict, GraphGateway
 
@@ -39,7 +40,7 @@ class IngestResult:
 
     def as_dict(self) -> dict[str, int]:
         """JSON form for the API response."""
-        return {"received": self.received, "applied": self.applied, "duplicates": self.duplicates}
+        return asdict(self)
 
 
 def _first_per_id(events: Sequence[Event]) -> list[Event]:
@@ -91,7 +92,7 @@ def build_params(
 
     pair_rows = []
     for (user_id, item_id), group in pairs.items():
-        ref = max(e.ts for e in group)
+        weight, ref = decayed_sum(((weights[e.type], e.ts) for e in group), half_life, now_ms)
         counts = Counter(f"n_{e.type}" for e in group)
         ratings = [e for e in group if e.type == "rating" and e.value is not None]
         latest_rating = max(ratings, key=lambda e: e.ts) if ratings else None
@@ -101,7 +102,7 @@ def build_params(
                 "item_id": item_id,
                 "counts": dict(counts),
                 "events": len(group),
-                "weight": sum(weights[e.type] * math.exp2(-(ref - e.ts) / half_life) for e in group),
+                "weight": weight,
                 "ref_ts": ref,
                 "first_ts": min(e.ts for e in group),
                 "rating": latest_rating.value if latest_rating else None,

@@ -1,49 +1,127 @@
-"""Validation of behaviour events, shared by ``POST /v1/events`` and ``kgrec events import``.
+"""Behaviour events: the contract, and its validation for ``POST /v1/events`` and ``kgrec events import``.
 
-A batch is validated as a whole: every problem is reported as
-``{index, field, reason}`` and a batch with any problem writes nothing.
+:class:`Event` (with :class:`ItemInfo`) is declared once with the types of
+:mod:`kgrec.field_types`; pydantic validates raw JSON-like objects into it, and
+the API's ``/openapi.json`` shows its JSON Schema. A batch is validated as a
+whole: every invalid event is reported once, as ``{index, field, reason}``, and
+a batch with any problem writes nothing.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from graph_schema.allow_list import BEHAVIOURS
 from kgrec.datasets.records import parse_timestamp_ms
+from kgrec.field_types import FiniteNumber, Id, Price, Title
+from kgrec.limits import MAX_CATEGORY_DEPTH, MAX_EVENTS_PER_BATCH, MAX_PRICE, MAX_TEXT_LENGTH, id_problem
 
-MAX_BATCH = 1_000
-MAX_ID_LENGTH = 256
-MAX_TEXT_LENGTH = 1_000
-MAX_CATEGORY_DEPTH = 10
-EVENT_FIELDS = frozenset({"event_id", "user_id", "item_id", "type", "ts", "value", "session_id", "item"})
-ITEM_FIELDS = frozenset({"brand", "category", "title", "price"})
+TIMESTAMP_RULE = "not before 1970 and not more than KGREC_MAX_CLOCK_SKEW_S ahead of the server's clock"
+
+
+@dataclass(frozen=True)
+class ValidationClock:
+    """The server time an event's ``ts`` is checked against (pydantic's validation context)."""
+
+    now_ms: int
+    max_skew_ms: float
+
+
+def _epoch_ms(value: Any, info: ValidationInfo) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON does not tell 181.0 from 181: both are the integer JSON Schema allows
+    if isinstance(value, bool):
+        raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
+    if isinstance(value, int):
+        ts = value
+    elif isinstance(value, str):
+        try:
+            ts = parse_timestamp_ms(value) if not value.strip().lstrip("-").isdigit() else int(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": repr(value)}
+            ) from None
+    else:
+        raise PydanticCustomError(
+            "timestamp", "must be epoch milliseconds (integer), not {kind}", {"kind": type(value).__name__}
+        )
+    if ts < 0:
+        raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": ts})
+    clock: ValidationClock = info.context
+    if ts > clock.now_ms + clock.max_skew_ms:
+        raise PydanticCustomError(
+            "timestamp",
+            "{ts} is in the future (more than {skew}s ahead of the server)",
+            {"ts": ts, "skew": f"{clock.max_skew_ms / 1000:.0f}"},
+        )
+    return ts
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+EpochMs = Annotated[int, Field(ge=0)]
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Timestamp = Annotated[
+    int,
+    PlainValidator(_epoch_ms, json_schema_input_type=EpochMs | IsoTime),
+    Field(description=f"epoch milliseconds or ISO-8601; {TIMESTAMP_RULE}"),
+]
+CategoryPath = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)]
+Categories = Annotated[
+    CategoryPath | None,
+    BeforeValidator(_one_or_many, json_schema_input_type=Id | CategoryPath | None),
+    AfterValidator(lambda path: tuple(path or ())),
+    Field(
+        alias="category",
+        description="a category id, or a path of ids from general to specific",
+        # The empty tuple stands for "none given"; as a JSON default it would break the schema.
+        json_schema_extra=lambda schema: schema.pop("default", None),
+    ),
+]
 
 
 @dataclass(frozen=True)
 class ItemInfo:
     """Catalogue facts an event may carry about its item."""
 
-    brand: str | None = None
-    categories: tuple[str, ...] = ()
-    title: str | None = None
-    price: float | None = None
+    __pydantic_config__ = ConfigDict(extra="forbid", populate_by_name=True)
+
+    brand: Id | None = None
+    categories: Categories = ()  # type: ignore[assignment]
+    title: Title | None = None
+    price: Price | None = None
 
 
 @dataclass(frozen=True)
 class Event:
     """One valid behaviour event (ts in epoch milliseconds)."""
 
-    event_id: str
-    user_id: str
-    item_id: str
-    type: str
-    ts: int
-    value: float | None = None
-    session_id: str | None = None
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    type: Literal[BEHAVIOURS]  # type: ignore[valid-type]
+    ts: Timestamp
+    value: FiniteNumber | None = None
+    session_id: Id | None = None
     item: ItemInfo | None = None
 
     def content_key(self) -> tuple[Any, ...]:
@@ -51,9 +129,15 @@ class Event:
         return (self.user_id, self.item_id, self.type, self.ts, self.value, self.session_id)
 
 
+EVENT = TypeAdapter(Event)
+EVENTS = TypeAdapter(list[Event])
+EVENT_FIELDS = tuple(Event.__dataclass_fields__)
+ITEM_FIELDS = ("brand", "category", "title", "price")
+
+
 @dataclass(frozen=True)
 class FieldError:
-    """One problem in a batch: which event, which field, why."""
+    """One problem in a batch: which event (-1: the batch itself), which field, why."""
 
     index: int
     field: str
@@ -64,121 +148,87 @@ class FieldError:
         return {"index": self.index, "field": self.field, "reason": self.reason}
 
 
-class _Invalid(Exception):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
+def _field(loc: tuple[int | str, ...]) -> str:
+    # Positions inside a category path name the path: "item.category".
+    names = [str(part) for part in loc if isinstance(part, str)]
+    return ".".join(names) if names else "event"
 
 
-def _identifier(raw: Mapping[str, Any], field: str, required: bool = True) -> str | None:
-    value = raw.get(field)
-    if value is None:
-        if required:
-            raise _Invalid(field, "is required")
-        return None
-    if not isinstance(value, str):
-        raise _Invalid(field, f"must be a string, not {type(value).__name__}")
-    if not value.strip():
-        raise _Invalid(field, "must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise _Invalid(field, f"must be at most {MAX_ID_LENGTH} characters (got {len(value)})")
-    if any(ord(ch) < 32 for ch in value):
-        raise _Invalid(field, "must not contain control characters")
-    return value
+def _type_name(value: Any) -> str:
+    return type(value).__name__
 
 
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(field, f"must be a number, not {type(value).__name__}")
+def _number_reason(value: Any, _field: str) -> str:
+    # pydantic reports an integer beyond float range as "not a valid number"
+    too_large = isinstance(value, int) and not isinstance(value, bool)
+    return "is too large" if too_large else f"must be a number, not {_type_name(value)}"
+
+
+# pydantic's error type -> why, in kgrec's words: fn(input, field) -> reason
+_REASONS: dict[str, Callable[[Any, str], str]] = {
+    "missing": lambda _value, _field: "is required",
+    "unexpected_keyword_argument": lambda _value, field: (
+        f"is not a known {'item' if field.startswith('item.') else 'event'} field"
+    ),
+    "dataclass_type": lambda value, _field: f"must be an object, not {_type_name(value)}",
+    "literal_error": lambda value, _field: f"{value!r} is not one of {', '.join(BEHAVIOURS)}",
+    "float_type": _number_reason,
+    "finite_number": lambda value, _field: f"must be a finite number (got {value!r})",
+    "greater_than_equal": lambda value, _field: f"must not be negative (got {value})",
+    "less_than_equal": lambda value, _field: f"must be at most {MAX_PRICE:g} (got {value})",
+    "too_short": lambda _value, _field: f"must list 1 to {MAX_CATEGORY_DEPTH} categories",
+    "too_long": lambda _value, _field: f"must list 1 to {MAX_CATEGORY_DEPTH} categories",
+    "list_type": lambda _value, _field: "must be a category id or a list of ids, general to specific",
+}
+
+
+def _reason(error: ErrorDetails, field: str) -> str:
+    kind, value = error["type"], error.get("input")
+    if field == "item.title" and kind != "unexpected_keyword_argument":
+        return f"must be a string of at most {MAX_TEXT_LENGTH} characters"
+    if kind.startswith("string_"):
+        return id_problem(value) or error["msg"]  # the id rule explains its own refusals
+    if kind in _REASONS:
+        return _REASONS[kind](value, field)
+    return error["msg"]  # the timestamp's own words, or pydantic's
+
+
+def _rank(location: tuple[int | str, ...]) -> tuple[int, int]:
+    # The first problem of an event, in the order a reader checks: unknown fields, then fields in order.
+    loc = [part for part in location if isinstance(part, str)]
+    top = EVENT_FIELDS.index(loc[0]) if loc and loc[0] in EVENT_FIELDS else -1
+    inner = ITEM_FIELDS.index(loc[1]) if len(loc) > 1 and loc[1] in ITEM_FIELDS else -1
+    return top, inner
+
+
+def _first_problems(exc: ValidationError) -> dict[int, FieldError]:
+    """The first problem of each invalid event, by the event's position."""
+    first: dict[int, tuple[tuple[int, int], FieldError]] = {}
+    for error in exc.errors(include_url=False):
+        index, *rest = error["loc"]
+        position, location = int(index), tuple(rest)
+        field = _field(location)
+        rank = _rank(location)
+        if position not in first or rank < first[position][0]:
+            first[position] = (rank, FieldError(position, field, _reason(error, field)))
+    return {position: problem for position, (_, problem) in first.items()}
+
+
+def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) -> list[Event | FieldError]:
+    """Validate events one by one: the Event, or the FieldError at the same position."""
+    clock = ValidationClock(now_ms, max_skew_s * 1000)
     try:
-        number = float(value)
-    except OverflowError:
-        raise _Invalid(field, "is too large") from None
-    if not math.isfinite(number):
-        raise _Invalid(field, f"must be a finite number (got {value!r})")
-    return number
-
-
-def _timestamp(value: Any, now_ms: int, max_skew_ms: float) -> int:
-    if value is None:
-        raise _Invalid("ts", "is required")
-    if isinstance(value, bool):
-        raise _Invalid("ts", "must be epoch milliseconds or an ISO-8601 string")
-    if isinstance(value, int):
-        ts = value
-    elif isinstance(value, str):
-        try:
-            ts = parse_timestamp_ms(value) if not value.strip().lstrip("-").isdigit() else int(value)
-        except ValueError:
-            raise _Invalid("ts", f"{value!r} is not epoch milliseconds or ISO-8601") from None
-    else:
-        raise _Invalid("ts", f"must be epoch milliseconds (integer), not {type(value).__name__}")
-    if ts < 0:
-        raise _Invalid("ts", f"{ts} is before 1970")
-    if ts > now_ms + max_skew_ms:
-        raise _Invalid(
-            "ts", f"{ts} is in the future (more than {max_skew_ms / 1000:.0f}s ahead of the server)"
-        )
-    return ts
-
-
-def _item_info(value: Any) -> ItemInfo | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise _Invalid("item", f"must be an object, not {type(value).__name__}")
-    unknown = sorted(set(value) - ITEM_FIELDS)
-    if unknown:
-        raise _Invalid(f"item.{unknown[0]}", "is not a known item field")
-    brand = _identifier(value, "brand", required=False) if "brand" in value else None
-    raw_category = value.get("category")
-    if raw_category is None:
-        categories: tuple[str, ...] = ()
-    elif isinstance(raw_category, str):
-        categories = (_identifier(value, "category"),)  # type: ignore[assignment]
-    elif isinstance(raw_category, list):
-        if not raw_category or len(raw_category) > MAX_CATEGORY_DEPTH:
-            raise _Invalid("item.category", f"must list 1 to {MAX_CATEGORY_DEPTH} categories")
-        categories = tuple(_identifier({"c": c}, "c") for c in raw_category)  # type: ignore[misc]
-    else:
-        raise _Invalid("item.category", "must be a category id or a list of ids, general to specific")
-    title = value.get("title")
-    if title is not None and (not isinstance(title, str) or len(title) > MAX_TEXT_LENGTH):
-        raise _Invalid("item.title", f"must be a string of at most {MAX_TEXT_LENGTH} characters")
-    price = value.get("price")
-    if price is not None:
-        price = _number(price, "item.price")
-        if price < 0:
-            raise _Invalid("item.price", f"must not be negative (got {price})")
-    return ItemInfo(brand=brand, categories=categories, title=title, price=price)
-
-
-def _event(raw: Any, now_ms: int, max_skew_ms: float) -> Event:
-    if not isinstance(raw, Mapping):
-        raise _Invalid("event", f"must be an object, not {type(raw).__name__}")
-    unknown = sorted(set(raw) - EVENT_FIELDS)
-    if unknown:
-        raise _Invalid(unknown[0], "is not a known event field")
-    event_id = _identifier(raw, "event_id")
-    user_id = _identifier(raw, "user_id")
-    item_id = _identifier(raw, "item_id")
-    kind = raw.get("type")
-    if kind not in BEHAVIOURS:
-        raise _Invalid("type", f"{kind!r} is not one of {', '.join(BEHAVIOURS)}")
-    ts = _timestamp(raw.get("ts"), now_ms, max_skew_ms)
-    value = None if raw.get("value") is None else _number(raw["value"], "value")
-    session_id = _identifier(raw, "session_id", required=False)
-    try:
-        item = _item_info(raw.get("item"))
-    except _Invalid as exc:
-        field = exc.field if exc.field.startswith("item") else f"item.{exc.field}"
-        raise _Invalid(field, exc.reason) from None
-    return Event(event_id, user_id, item_id, kind, ts, value, session_id, item)  # type: ignore[arg-type]
+        return list(EVENTS.validate_python(raw_events, context=clock))
+    except ValidationError as exc:
+        problems = _first_problems(exc)
+    return [
+        problems[index] if index in problems else EVENT.validate_python(raw, context=clock)
+        for index, raw in enumerate(raw_events)
+    ]
 
 
 def validate_batch(
-    raw_events: Any, *, max_skew_s: float, now_ms: int | None = None, max_batch: int = MAX_BATCH
+    raw_events: Any, *, max_skew_s: float, now_ms: int | None = None, max_batch: int = MAX_EVENTS_PER_BATCH
 ) -> tuple[list[Event], list[FieldError]]:
     """Validate a whole batch; returns the events and every error (events are only usable if no errors)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -193,14 +243,3 @@ def validate_batch(
         [c for c in checked if isinstance(c, Event)],
         [c for c in checked if isinstance(c, FieldError)],
     )
-
-
-def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) -> list[Event | FieldError]:
-    """Validate events one by one: the Event, or the FieldError at the same position."""
-    checked: list[Event | FieldError] = []
-    for index, raw in enumerate(raw_events):
-        try:
-            checked.append(_event(raw, now_ms, max_skew_s * 1000))
-        except _Invalid as exc:
-            checked.append(FieldError(index, exc.field, exc.reason))
-    return checked

@@ -30,7 +30,7 @@ def open_gateway(settings: Settings, graph_name: str | None = None) -> GraphGate
         )
     from kgrec.gateway.falkordb_adapter import FalkorDBGateway
 
-    server = EmbeddedServer(settings.data_dir, settings.aof_fsync)
+    server = EmbeddedServer(settings.data_dir, settings.aof_fsync, settings.graph_threads)
     return FalkorDBGateway(server, graph_name or settings.graph_name)
 
 

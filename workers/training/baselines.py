@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch_geometric.nn.models import LightGCN
 
+from kgrec.training_graph import TrainingGraph
 from workers.training.kg_lightgcn import TrainConfig, seed_everything
-from workers.training.subgraph import TrainingGraph
 
 
 def rank_dense(

@@ -17,7 +17,6 @@ items. Baselines are trained on the same pulled graph.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -32,11 +31,14 @@ from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.records import Problems
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset
+from kgrec.item_graphs import histories as item_histories
+from kgrec.item_graphs import popularity as item_popularity
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.recommender import ModelArtifacts, Recommender
+from kgrec.signals import COOCCURRENCE, signal
+from kgrec.training_graph import TrainingGraph
 from workers.training import baselines
-from workers.training import components as comp
 from workers.training.kg_lightgcn import TrainConfig
 from workers.training.metrics import ranking_metrics
 from workers.training.pipeline import (
@@ -46,7 +48,7 @@ from workers.training.pipeline import (
     tune,
     user_histories,
 )
-from workers.training.subgraph import TrainingGraph, pull
+from workers.training.subgraph import pull
 
 PROTOCOLS = ("leave-last-out", "given-split")
 MODELS = ("kgrec", "popularity", "itemknn", "itemknn_recency", "bprmf", "lightgcn")
@@ -123,7 +125,7 @@ def scratch_gateway(settings: Settings, dataset_name: str, protocol: str) -> Gra
     if settings.embedded:
         slug = "".join(c if c.isalnum() else "_" for c in f"eval_{dataset_name}_{protocol}")
         return open_gateway(settings, graph_name=slug[-60:])
-    return open_gateway(settings, graph_name=os.environ.get("KGREC_EVAL_DATABASE", "kgreceval"))
+    return open_gateway(settings, graph_name=settings.eval_database)
 
 
 @dataclass
@@ -146,7 +148,7 @@ def _dense_metrics(
     scores_for: Callable[[np.ndarray], np.ndarray],
     ks: Sequence[int],
 ) -> dict[str, float]:
-    histories = comp.histories(graph)
+    histories = item_histories(graph)
     ranked_all = baselines.rank_dense(
         lambda idx: scores_for(np.asarray(users)[idx]), [histories[u] for u in users], len(users), max(ks)
     )
@@ -193,7 +195,7 @@ def evaluate(
         )
     }
 
-    popularity = comp.popularity(graph)
+    popularity = item_popularity(graph)
     metrics["popularity"] = _dense_metrics(
         graph, users, targets, lambda idx: np.tile(popularity, (len(idx), 1)), ks
     )
@@ -201,8 +203,8 @@ def evaluate(
         version="itemknn",
         item_ids=graph.item_ids,
         item_embeddings=np.zeros((graph.n_items, 1), dtype=np.float32),
-        components={comp.COOCCURRENCE: comp.cooccurrence_cosine(graph)},
-        weights={comp.COOCCURRENCE: 1.0},
+        components={COOCCURRENCE: signal(COOCCURRENCE).build(graph)},
+        weights={COOCCURRENCE: 1.0},
         recency_decay=1.0,
         popularity=popularity,
     )
@@ -236,13 +238,13 @@ def evaluate(
 def _tuned_recency(graph: TrainingGraph, knn: ModelArtifacts, seed: int) -> float:
     """The recency decay for item-kNN, chosen on the same validation hold-out as kgrec."""
     fit, targets = hold_out_latest(graph)
-    fit_knn = replace(knn, components={comp.COOCCURRENCE: comp.cooccurrence_cosine(fit)})
+    fit_knn = replace(knn, components={COOCCURRENCE: signal(COOCCURRENCE).build(fit)})
     _weights, decay, _metrics = tune(
         fit_knn,
         user_histories(fit),
         targets,
         graph.item_ids,
         seed=seed,
-        candidates=[{comp.COOCCURRENCE: 1.0}],
+        candidates=[{COOCCURRENCE: 1.0}],
     )
     return decay

@@ -25,6 +25,7 @@ import numpy as np
 
 from graph_schema.statements.models import ACTIVE_VERSION, WRITE_FOLDED_ITEMS
 from graph_schema.statements.training import CATEGORY_NAMES, ITEM_FACTS
+from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
@@ -64,9 +65,7 @@ class FoldInBasis:
         }
         if self.text_vectors is not None:
             arrays["text_vectors"] = self.text_vectors.astype(np.float16)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        write_npz_atomically(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> FoldInBasis:
@@ -141,7 +140,9 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
     text_vectors = None
     if basis.text_vectors is not None:
         texts = [item_text(row["title"], row["brands"], row["categories"], names) for row in facts]
-        text_vectors = TextEmbeddingCache(Path(settings.data_dir) / "text-embeddings").embed(texts)
+        text_vectors = TextEmbeddingCache(
+            Path(settings.data_dir) / "text-embeddings", offline=settings.hf_hub_offline
+        ).embed(texts)
     vectors = basis.embed(text_vectors, brands, categories)
     rows = [
         {"id": row["item_id"], "vector": [round(float(x), 6) for x in vector]}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import LGConv
 
-from workers.training.subgraph import TrainingGraph
+from kgrec.training_graph import TrainingGraph
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 1. Hold out each user's most recent interaction (users with at least 3) for validation.
 2. Train KG-LightGCN on the rest (with item text features).
-3. Choose the blend weights and recency decay that maximise validation NDCG@10,
-   scoring through :class:`kgrec.recommender.Recommender` itself.
-4. Rebuild the item–item graphs on all interactions and package the artifacts.
+3. Choose the blend weights (around the defaults of :mod:`kgrec.signals`) and the
+   recency decay that maximise validation NDCG@10, scoring through
+   :class:`kgrec.recommender.Recommender` itself.
+4. Rebuild the signals' item–item graphs on all interactions and package the artifacts.
 """
 
 from __future__ import annotations
@@ -16,37 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
-from workers.training import components as comp
+from kgrec.item_graphs import popularity
+from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
+from kgrec.signals import build_signals, candidate_weights
+from kgrec.training_graph import TrainingGraph
 from workers.training.kg_lightgcn import TrainConfig, TrainedEmbeddings, train_embeddings
 from workers.training.metrics import ranking_metrics
-from workers.training.subgraph import TrainingGraph
 from workers.training.text import TextEmbeddingCache
 
 MIN_HISTORY_FOR_VALIDATION = 3
 MAX_TUNING_USERS = 5_000
 DECAYS = (0.5, 0.7, 1.0)
-_KNOWLEDGE_BLEND = {
-    comp.COOCCURRENCE: 1.0,
-    comp.TRANSITIONS: 2.0,
-    "also_bought": 1.0,
-    "also_viewed": 0.5,
-    "bought_together": 2.0,
-    "also_bought_directed": 0.5,
-    "also_viewed_directed": 0.5,
-    comp.SAME_BRAND: 0.1,
-}
-_INTERACTION_BLEND = {comp.COOCCURRENCE: 1.0, comp.TRANSITIONS: 2.0}
-
-
-def candidate_blends(use_knowledge: bool) -> list[dict[str, float]]:
-    """The blend weights tried on validation."""
-    base = _KNOWLEDGE_BLEND if use_knowledge else _INTERACTION_BLEND
-    return [
-        *({**base, EMBEDDING: e} for e in (0.0, 0.2, 0.5)),
-        {**base, comp.COOCCURRENCE: 0.5, EMBEDDING: 0.2},
-        {**base, comp.TRANSITIONS: 1.0, EMBEDDING: 0.2},
-    ]
 
 
 @dataclass
@@ -179,17 +160,17 @@ def train_model(
         version=version,
         item_ids=graph.item_ids,
         item_embeddings=item_vectors,
-        components=comp.build_components(fit_graph, config.use_knowledge),
+        components=build_signals(fit_graph, config.use_knowledge),
         weights={},
         recency_decay=1.0,
-        popularity=comp.popularity(fit_graph),
+        popularity=popularity(fit_graph),
     )
     weights, decay, validation = tune(
         fit_artifacts,
         user_histories(fit_graph),
         targets,
         graph.item_ids,
-        candidates=candidate_blends(config.use_knowledge),
+        candidates=candidate_weights(config.use_knowledge),
         seed=config.seed,
     )
     timings["tune_s"] = time.perf_counter() - started
@@ -199,10 +180,10 @@ def train_model(
         version=version,
         item_ids=graph.item_ids,
         item_embeddings=item_vectors,
-        components=comp.build_components(graph, config.use_knowledge),
+        components=build_signals(graph, config.use_knowledge),
         weights=weights,
         recency_decay=decay,
-        popularity=comp.popularity(graph),
+        popularity=popularity(graph),
         parameters={**config.__dict__, "device": device},
         facts=graph.facts,
     )

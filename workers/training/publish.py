@@ -10,7 +10,6 @@ redelivered job rewrite the same version instead of adding another.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,18 +26,14 @@ from graph_schema.statements.models import (
     MODEL_VERSIONS,
     WRITE_EMBEDDINGS,
 )
+from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
+from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import basis_path
 from workers.training.pipeline import TrainingResult
-from workers.training.subgraph import TrainingGraph
 
 GC_BATCH = 10_000
-
-
-def embedding_batch() -> int:
-    """Rows per embedding write (KGREC_EMBEDDING_BATCH, default 2,000)."""
-    return int(os.environ.get("KGREC_EMBEDDING_BATCH", "2000"))
 
 
 def _vector_rows(ids: list[str], vectors: np.ndarray) -> list[dict[str, object]]:
@@ -53,8 +48,12 @@ def write_back(
     *,
     before_activation: Callable[[], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    embedding_batch: int = Settings.embedding_batch,
 ) -> str:
-    """Store artifacts and embeddings under ``result.artifacts.version`` and activate it."""
+    """Store artifacts and embeddings under ``result.artifacts.version`` and activate it.
+
+    ``embedding_batch`` is the number of embedding rows per write (``Settings.embedding_batch``).
+    """
     version = result.artifacts.version
     artifact = save_artifacts(result.artifacts, models_folder)
     now = int(time.time() * 1000)
@@ -79,7 +78,7 @@ def write_back(
     total = sum(len(ids) for _, ids, _ in groups) or 1
     done = 0
     for label, ids, vectors in groups:
-        batch = embedding_batch()
+        batch = embedding_batch
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
             gateway.write(

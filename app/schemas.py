@@ -1,0 +1,277 @@
+"""The API contract: the request and response models every view declares, and ``/openapi.json`` shows.
+
+Query parameters are validated against these models (a bad value is a 400 naming
+the parameter); bounds come from :mod:`kgrec.limits` through :mod:`kgrec.field_types`.
+The event body is :class:`kgrec.events.validation.Event`, declared in the core
+because ``kgrec events import`` validates with it too. Response models only
+document: the tests check every response against them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, TypeAdapter, model_validator
+from pydantic_core import PydanticCustomError
+
+from kgrec import serving as core
+from kgrec.events.validation import Event
+from kgrec.field_types import Id, OptionalId, PriceFilter
+from kgrec.limits import (
+    MAX_EVENTS_PER_BATCH,
+    MAX_INTEREST_DRIVERS,
+    MAX_INTERESTS,
+    MAX_K,
+    MAX_OFFSET,
+    MAX_PATHS,
+)
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _query_bool(raw: Any) -> Any:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in _TRUE:
+        return True
+    if str(raw).lower() in _FALSE:
+        return False
+    raise PydanticCustomError("bool_parsing", "must be true or false")
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+
+
+class Query(BaseModel):
+    """Query parameters: unknown ones are ignored, defaults are checked like given values."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+
+# Every id a route captures (user_id, item_id, job_id) is checked against this before any view runs.
+PATH_ID = TypeAdapter(Id)
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+class ItemFilterQuery(Query):
+    """The catalogue filters of recommendations and similar items (empty: not filtered)."""
+
+    brand: OptionalId = Field("", description="only items of this brand (its id)")
+    category: OptionalId = Field(
+        "", description="only items in this category or any of its subcategories (its id)"
+    )
+    min_price: PriceFilter = Field(
+        "", description="only items with a known price of at least this; at most max_price"
+    )
+    max_price: PriceFilter = Field("", description="only items with a known price of at most this")
+
+    @model_validator(mode="after")
+    def _price_range(self) -> ItemFilterQuery:
+        low, high = self.min_price, self.max_price
+        if isinstance(low, float) and isinstance(high, float) and low > high:
+            raise PydanticCustomError(
+                "price_range",
+                "min_price ({low}) is above max_price ({high})",
+                {"field": "min_price", "low": f"{low:g}", "high": f"{high:g}"},
+            )
+        return self
+
+    def filters(self) -> core.ItemFilters:
+        """The filters for the serving core (an empty filter has become None)."""
+        return core.ItemFilters(self.brand, self.category, self.min_price, self.max_price)  # type: ignore[arg-type]
+
+
+ItemCount = Annotated[int, Field(ge=1, le=MAX_K, description="how many items")]
+
+
+class RecommendationsQuery(ItemFilterQuery):
+    k: ItemCount = 20
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET, description="how many ranked items to skip")] = 0
+    exclude: Literal[core.EXCLUSIONS] = Field(  # type: ignore[valid-type]
+        "seen", description="which of the user's items to leave out"
+    )
+    explain: QueryBool = Field(False, description="attach each item's best path")
+
+
+class SimilarQuery(ItemFilterQuery):
+    k: ItemCount = 20
+
+
+class ExplanationQuery(Query):
+    max_paths: Annotated[int, Field(ge=1, le=MAX_PATHS, description="how many paths, best first")] = 3
+
+
+class InterestsQuery(Query):
+    k: Annotated[int, Field(ge=1, le=MAX_INTERESTS, description="how many brands and categories each")] = 10
+    items: Annotated[
+        int, Field(ge=0, le=MAX_INTEREST_DRIVERS, description="how many driving items per interest")
+    ] = 3
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+EventList = Annotated[list[Event], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+
+class EventEnvelope(BaseModel):
+    """The batch as an object: other keys are ignored."""
+
+    events: EventList
+
+
+class EventBatch(RootModel[EventList | EventEnvelope]):
+    """A batch of events (see maxItems): a list, or an object with the list in ``events``."""
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+class FieldProblem(BaseModel):
+    index: int = Field(description="the event's position in the batch; -1: the batch itself")
+    field: str = Field(description='the field at fault, like "item.price"')
+    reason: str
+
+
+class Error(BaseModel):
+    """Every error: a code, a sentence, and the parameter or field at fault."""
+
+    error: str = Field(description="a short machine-readable code")
+    detail: str = Field(description="what went wrong, for people")
+    field: str | None = Field(None, description="the parameter or field at fault")
+    errors: list[FieldProblem] | None = Field(None, description="with 422: every invalid event")
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Readiness(Status):
+    engine: str
+    model_version: str
+
+
+class GraphStats(BaseModel):
+    nodes: dict[str, int] = Field(description="node counts per label")
+    relationships: dict[str, int] = Field(description="relationship counts per type")
+
+
+class PathNode(BaseModel):
+    label: Literal["User", "Item", "Brand", "Category"]
+    id: str
+    name: str
+
+
+class PathRelationship(BaseModel):
+    type: str
+    direction: Literal["out", "in"]
+    weight: float | None = Field(description="decayed to now")
+
+
+class Path(BaseModel):
+    """One explanation path from the user to an item, with the Cypher that finds it."""
+
+    kind: Literal["co_purchase", "same_brand", "interest", "co_user"]
+    score: float
+    sentence: str
+    nodes: Annotated[list[PathNode], Field(min_length=3, max_length=4)]
+    relationships: list[PathRelationship]
+    support: Annotated[int, Field(ge=1)]
+    cypher: str = Field(description="a Cypher query showing this path in Neo4j Browser")
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+    reason: Path | None = Field(None, description="with explain=true")
+
+
+class Filters(BaseModel):
+    """The filters that were given."""
+
+    brand: str | None = None
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    model_version: str
+    recommendation_id: str = Field(json_schema_extra={"format": "uuid"})
+    cold_start: bool = Field(description="true when the user has no history")
+    k: int
+    offset: int
+    filters: Filters
+    items: list[ScoredItem]
+
+
+class Explanation(BaseModel):
+    user_id: str
+    item_id: str
+    model_version: str
+    paths: list[Path] = Field(description="best first")
+
+
+class Similar(BaseModel):
+    item_id: str
+    model_version: str
+    k: int
+    filters: Filters
+    items: list[ScoredItem]
+
+
+class InterestDriver(BaseModel):
+    item_id: str
+    title: str | None
+    weight: float
+
+
+class Interest(BaseModel):
+    id: str
+    name: str
+    weight: float = Field(description="decayed to now")
+    events: int
+    last_ts: int | None
+    items: list[InterestDriver]
+
+
+class Interests(BaseModel):
+    user_id: str
+    brands: list[Interest]
+    categories: list[Interest]
+
+
+class Removed(BaseModel):
+    user: int
+    relationships: int
+    interactions: int
+    interests: int
+    embeddings: int
+
+
+class Erasure(BaseModel):
+    user_id: str
+    erased: bool
+    removed: Removed
+    popularity_adjusted_items: int
+
+
+class IngestResult(BaseModel):
+    received: int
+    applied: int
+    duplicates: int
+
+
+class OpenApiDocument(RootModel[dict[str, Any]]):
+    """An OpenAPI 3.1 document."""
+
+
+class Job(BaseModel):
+    id: str
+    state: str = Field(description="PENDING, STARTED, PROGRESS, SUCCESS or FAILURE")
+    stage: str | None = None
+    percent: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None

@@ -1,0 +1,21 @@
+"""Failures of the core that an adapter (the API, the CLI) reports in its own terms."""
+
+from __future__ import annotations
+
+
+class NoActiveModel(Exception):
+    """No model version is active yet: nothing can be ranked until the first training."""
+
+    def __init__(self, detail: str = "no model has been trained yet (run `kgrec train`)") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(Exception):
+    """The thing an id names does not exist; ``field`` names the argument that carried the id."""
+
+    def __init__(self, field: str, value: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.value = value
+        self.detail = detail

@@ -1,0 +1,28 @@
+"""kgrec's id rule and bounds (:mod:`kgrec.limits`) spelled as pydantic types.
+
+The request models of the API, the event contract and so ``/openapi.json``
+declare their fields with these types: a bound written here is enforced by
+validation and shown in the document, from the same constant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, Strict, StringConstraints
+
+from kgrec.limits import ID_PATTERN, MAX_ID_LENGTH, MAX_PRICE, MAX_TEXT_LENGTH
+
+# 1..MAX_ID_LENGTH characters, not only white space, no control characters (see kgrec.limits.id_problem).
+Id = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+
+# An HTML form sends an empty field for "no filter": "" reads as None.
+OptionalId = Annotated[Literal[""] | Id, AfterValidator(lambda value: value or None)]
+
+FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Price = Annotated[FiniteNumber, Field(ge=0, le=MAX_PRICE)]
+PriceFilter = Annotated[
+    Literal[""] | Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)],
+    AfterValidator(lambda value: None if value == "" else value),
+]
+Title = Annotated[str, Strict(), StringConstraints(max_length=MAX_TEXT_LENGTH)]

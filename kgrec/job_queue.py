@@ -1,0 +1,88 @@
+"""The job queue: task names, the Celery configuration, and one Celery client per process.
+
+The workers (``workers/``) implement the tasks under these names; the API and the
+CLI enqueue them and read their state through :func:`job_client`. Names keep
+their historical ``workers.tasks.*`` values so tasks already queued stay valid.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from kgrec.config import Settings
+from kgrec.runtime import embedded_server
+
+TRAIN = "workers.tasks.train"
+FOLD_IN_ITEMS = "workers.tasks.fold_in_items"
+PRUNE_GRAPH = "workers.tasks.prune_graph"
+
+_clients: dict[tuple[str | None, Path], Celery] = {}
+_lock = threading.Lock()
+
+
+def redis_urls(settings: Settings) -> tuple[str, str]:
+    """(broker URL, result backend URL) for these settings.
+
+    With REDIS_URL, the backend is database 2 of that server; in embedded mode
+    they are databases 1 and 2 of the embedded graph server's redis-server.
+    """
+    if settings.redis_url:
+        base = (
+            settings.redis_url.rsplit("/", 1)[0] if settings.redis_url.count("/") > 2 else settings.redis_url
+        )
+        return settings.redis_url, f"{base}/2"
+    info = embedded_server(settings).running()
+    if info is None:
+        raise RuntimeError("the embedded graph server (also the Celery broker) is not running")
+    return info.redis_url(1), info.redis_url(2)
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery settings of workers and clients: late acks, so a task lost with its worker is redelivered."""
+    broker, backend = redis_urls(settings)
+    return {
+        "broker_url": broker,
+        "result_backend": backend,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "result_extended": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "beat_schedule": {
+            "prune-faded-edges": {"task": PRUNE_GRAPH, "schedule": settings.prune_interval_s},
+            "fold-in-new-items": {"task": FOLD_IN_ITEMS, "schedule": settings.fold_in_interval_s},
+        },
+    }
+
+
+def job_client(settings: Settings) -> Celery:
+    """The process's Celery client for these settings' broker (built on first use, then reused)."""
+    key = (settings.redis_url, Path(settings.data_dir))
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = Celery("kgrec-client", set_as_current=False)
+            client.config_from_object(celery_config(settings))
+            _clients[key] = client
+        return client
+
+
+def job_status(client: Celery, job_id: str) -> dict[str, object]:
+    """State (PENDING, STARTED, PROGRESS, SUCCESS, FAILURE), and stage, percent, result or error of a job."""
+    result = AsyncResult(job_id, app=client)
+    body: dict[str, Any] = {"id": job_id, "state": result.state}
+    info = result.info
+    if result.state == "PROGRESS" and isinstance(info, dict):
+        body.update(stage=info.get("stage"), percent=info.get("percent"))
+    elif result.state == "SUCCESS":
+        body.update(percent=100.0, result=info)
+    elif result.state == "FAILURE":
+        body["error"] = str(info)
+    return body

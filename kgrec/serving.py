@@ -1,0 +1,312 @@
+"""What the API's endpoints do, without the web: the active model, a user's live history, and answers.
+
+:class:`Serving` is built from :class:`~kgrec.config.Settings` once per process and
+opens its graph gateway on first use. Each public method returns the JSON-ready
+answer of one endpoint, or raises :class:`~kgrec.errors.NoActiveModel` or
+:class:`~kgrec.errors.NotFound` for the adapter (Flask, the CLI, a test) to report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graph_schema.statements import admin
+from graph_schema.statements.explanations import EXPLANATION_PATHS
+from graph_schema.statements.models import ACTIVE_VERSION
+from graph_schema.statements.privacy import ERASE_USER
+from graph_schema.statements.serving import ITEM_EXISTS, USER_HISTORY, USER_INTERESTS
+from kgrec.config import Settings
+from kgrec.decay import decayed
+from kgrec.errors import NoActiveModel, NotFound
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import Event
+from kgrec.explanations import PathScorer, co_purchase_pairs
+from kgrec.gateway import GraphGateway
+from kgrec.job_queue import FOLD_IN_ITEMS, job_client
+from kgrec.model_store import ActiveModel
+from kgrec.recommender import HistoryEntry, Recommender
+from kgrec.runtime import ProcessGateway
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 200  # the user's most recent interactions folded in at request time
+EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests the graph searches from
+EXCLUSIONS = ("seen", "purchased", "none")  # which of the user's items recommendations leave out
+
+
+def now_ms() -> float:
+    """The current time in epoch milliseconds."""
+    return time.time() * 1000
+
+
+def _score(value: float) -> float:
+    # Six significant digits: enough to rank, short on the wire.
+    return float(f"{value:.6g}")
+
+
+@dataclass(frozen=True)
+class ItemFilters:
+    """The catalogue filters shared by recommendations and similar items (None: not filtered)."""
+
+    brand: str | None = None
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The filters that were given."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def mask(self, model: Recommender) -> np.ndarray | None:
+        """Which of the model's items pass (None: all of them)."""
+        return model.facts.mask(self.brand, self.category, self.min_price, self.max_price)
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """A user's latest interactions: decayed for the Recommender, and the rows they came from."""
+
+    entries: list[HistoryEntry]
+    rows: list[Mapping[str, Any]]
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The items, most recent first."""
+        return [r["item_id"] for r in self.rows]
+
+    def excluded(self, exclude: str) -> list[str]:
+        """The items to leave out of recommendations: ``seen``, ``purchased`` or ``none`` (see EXCLUSIONS)."""
+        if exclude == "seen":
+            return self.item_ids
+        if exclude == "purchased":
+            return [r["item_id"] for r in self.rows if r["purchases"]]
+        return []
+
+
+class Serving:
+    """The process's serving state: one graph gateway and the active model, both opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._gateway = ProcessGateway(settings)
+        self._lock = threading.Lock()
+        self._active: ActiveModel | None = None
+        self._active_gateway: GraphGateway | None = None
+
+    @property
+    def gateway(self) -> GraphGateway:
+        """This process's graph gateway."""
+        return self._gateway.get()
+
+    def active_model(self) -> Recommender:
+        """The active model (re-checked at most once a second); raises NoActiveModel before the first."""
+        gateway = self.gateway
+        with self._lock:
+            # A new gateway (after a fork) needs a holder that reads through it.
+            if self._active is None or self._active_gateway is not gateway:
+                self._active = ActiveModel(gateway, self.settings.data_dir)
+                self._active_gateway = gateway
+            holder = self._active
+        model = holder.get()
+        if model is None:
+            raise NoActiveModel()
+        return model
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def user_history(self, user_id: str) -> UserHistory:
+        """The user's latest interactions, decayed to now (one read)."""
+        at = now_ms()
+        rows = self.gateway.read(USER_HISTORY, {"user_id": user_id, "limit": HISTORY_LIMIT})
+        half_life = self.settings.half_life_ms
+        entries = [
+            HistoryEntry(
+                r["item_id"], decayed(r["weight"], r["weight_ts"], at, half_life), int(r["position"])
+            )
+            for r in rows
+        ]
+        return UserHistory(entries, rows)
+
+    def explanation_paths(
+        self, model: Recommender, user_id: str, item_ids: Sequence[str], hub_ids: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Scored paths (best first) from the user to each item: one graph read for all items.
+
+        ``hub_ids`` (the user's recent items, :attr:`UserHistory.item_ids`) are the
+        hubs whose co-purchase links the model proposes and the graph confirms.
+        """
+        if not item_ids:
+            return {}
+        forward, backward = co_purchase_pairs(model, hub_ids, item_ids)
+        rows = self.gateway.read(
+            EXPLANATION_PATHS,
+            {
+                "user_id": user_id,
+                "item_ids": list(item_ids),
+                "hubs": EXPLANATION_HUBS,
+                "forward": forward,
+                "backward": backward,
+            },
+        )
+        return PathScorer(model, now_ms(), self.settings.half_life_ms).paths(rows)
+
+    def recommendations(
+        self, user_id: str, *, k: int, offset: int, exclude: str, filters: ItemFilters, explain: bool
+    ) -> dict[str, Any]:
+        """Top-k items for a user: history folded in at request time; decayed popularity for a new user."""
+        model = self.active_model()
+        history = self.user_history(user_id)
+        ranked = model.recommend(
+            [history.entries], offset + k, [history.excluded(exclude)], filters.mask(model)
+        )
+        items: list[dict[str, Any]] = [
+            {"item_id": item_id, "score": _score(score)} for item_id, score in ranked[0][offset:]
+        ]
+        if explain:
+            paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history.item_ids)
+            for item in items:
+                best = paths.get(item["item_id"])
+                item["reason"] = best[0] if best else None
+        return {
+            "user_id": user_id,
+            "model_version": model.artifacts.version,
+            "recommendation_id": str(uuid.uuid4()),
+            "cold_start": not history.entries,
+            "k": k,
+            "offset": offset,
+            "filters": filters.as_dict(),
+            "items": items,
+        }
+
+    def explanation(self, user_id: str, item_id: str, *, max_paths: int) -> dict[str, Any]:
+        """The best paths (at most 3 hops) from the user to the item; NotFound for an unknown item."""
+        model = self.active_model()
+        if item_id not in model.item_index and not self.gateway.read(ITEM_EXISTS, {"item_id": item_id}):
+            raise NotFound("item_id", item_id, f"no item with id {item_id!r}")
+        history = self.user_history(user_id)
+        paths = self.explanation_paths(model, user_id, [item_id], history.item_ids).get(item_id, [])
+        return {
+            "user_id": user_id,
+            "item_id": item_id,
+            "model_version": model.artifacts.version,
+            "paths": paths[:max_paths],
+        }
+
+    def similar(self, item_id: str, *, k: int, filters: ItemFilters) -> dict[str, Any]:
+        """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it."""
+        model = self.active_model()
+        if item_id not in model.item_index:
+            raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
+        ranked = model.similar(item_id, k, filters.mask(model))
+        return {
+            "item_id": item_id,
+            "model_version": model.artifacts.version,
+            "k": k,
+            "filters": filters.as_dict(),
+            "items": [{"item_id": i, "score": _score(score)} for i, score in ranked],
+        }
+
+    def interests(self, user_id: str, *, limit: int, items: int) -> dict[str, Any]:
+        """Top brands and categories with decayed weights, and the items that drove each (one read)."""
+        rows = self.gateway.read(
+            USER_INTERESTS,
+            {
+                "user_id": user_id,
+                "now": int(now_ms()),
+                "half_life_ms": self.settings.half_life_ms,
+                "limit": limit,
+                "items": items,
+            },
+        )
+        grouped: dict[str, list[dict[str, Any]]] = {"Brand": [], "Category": []}
+        for row in rows:
+            grouped[row["kind"]].append(
+                {
+                    "id": row["id"],
+                    "name": row["name"],
+                    "weight": round(float(row["weight"] or 0.0), 6),
+                    "events": int(row["events"] or 0),
+                    "last_ts": row["last_ts"],
+                    "items": [
+                        {
+                            "item_id": d["id"],
+                            "title": d["title"],
+                            "weight": round(float(d["weight"] or 0.0), 6),
+                        }
+                        for d in row["drivers"]
+                        if d["id"] is not None
+                    ],
+                }
+            )
+        for entries in grouped.values():
+            entries.sort(key=lambda e: (-e["weight"], e["id"]))
+        return {"user_id": user_id, "brands": grouped["Brand"], "categories": grouped["Category"]}
+
+    def readiness(self) -> dict[str, Any]:
+        """The graph answers and a model is active (NoActiveModel otherwise; GraphUnavailable if down)."""
+        gateway = self.gateway
+        gateway.read(admin.PING)
+        active = gateway.read(ACTIVE_VERSION)
+        if not active:
+            raise NoActiveModel("the graph answers, but no model is active yet (run `kgrec train`)")
+        return {"status": "ready", "engine": gateway.engine, "model_version": active[0]["id"]}
+
+    def graph_stats(self) -> dict[str, Any]:
+        """Node counts per label and relationship counts per type."""
+        gateway = self.gateway
+        return {
+            "nodes": {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)},
+            "relationships": {r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)},
+        }
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Erase a user: node, edges, embeddings and their share of popularity; NotFound if unknown."""
+        summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "now": int(now_ms())})
+        if not summary.rows:
+            raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
+        row = summary.rows[0]
+        return {
+            "user_id": user_id,
+            "erased": True,
+            "removed": {
+                "user": summary.nodes_deleted,
+                "relationships": summary.relationships_deleted,
+                "interactions": int(row["interactions"]),
+                "interests": int(row["interests"]),
+                "embeddings": int(row["embeddings"]),
+            },
+            "popularity_adjusted_items": int(row["popularity_adjusted"]),
+        }
+
+    def ingest_events(self, events: Sequence[Event]) -> dict[str, int]:
+        """Apply a validated batch atomically, then ask for the fold-in of items the model cannot score."""
+        result = ingest(self.gateway, events, self.settings)
+        self.request_fold_in(e.item_id for e in events)
+        return result.as_dict()
+
+    def request_fold_in(self, item_ids: Iterable[str]) -> list[str]:
+        """Enqueue the fold-in of unknown items; returns them. Never fails the request that asked.
+
+        If the broker cannot take the task, beat's periodic sweep folds the items in later.
+        """
+        try:
+            model = self.active_model()
+        except NoActiveModel:
+            return []  # no model yet: the first training will include these items
+        unknown = sorted({i for i in item_ids if i not in model.item_index})
+        if unknown:
+            try:
+                job_client(self.settings).send_task(FOLD_IN_ITEMS, args=[unknown], retry=False)
+            except Exception as exc:  # the broker is down: the sweep will catch up
+                log.warning("could not enqueue the fold-in of %d items: %s", len(unknown), exc)
+        return unknown

@@ -1,0 +1,195 @@
+"""The registry of model signals drives training, the artifact and the Recommender."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS
+from kgrec import signals
+from kgrec.item_graphs import row_normalised
+from kgrec.model_store import load_artifacts, save_artifacts
+from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
+from kgrec.signals import (
+    SIGNALS,
+    Signal,
+    SignalError,
+    build_signals,
+    candidate_weights,
+    co_purchase_names,
+    default_weights,
+)
+from kgrec.training_graph import TrainingGraph
+
+# The blends training tried before the registry (workers/training/pipeline.py, _KNOWLEDGE_BLEND and
+# _INTERACTION_BLEND). bought_together_directed had no weight there and was dropped from the scores
+# silently; the registry gives it an explicit 0.0, which scores the same.
+_KNOWLEDGE = {
+    "cooccurrence": 1.0,
+    "transitions": 2.0,
+    "also_bought": 1.0,
+    "also_viewed": 0.5,
+    "bought_together": 2.0,
+    "also_bought_directed": 0.5,
+    "also_viewed_directed": 0.5,
+    "same_brand": 0.1,
+}
+_INTERACTIONS = {"cooccurrence": 1.0, "transitions": 2.0}
+TODAY = {
+    True: [
+        *({**_KNOWLEDGE, "embedding": e} for e in (0.0, 0.2, 0.5)),
+        {**_KNOWLEDGE, "cooccurrence": 0.5, "embedding": 0.2},
+        {**_KNOWLEDGE, "transitions": 1.0, "embedding": 0.2},
+    ],
+    False: [
+        *({**_INTERACTIONS, "embedding": e} for e in (0.0, 0.2, 0.5)),
+        {**_INTERACTIONS, "cooccurrence": 0.5, "embedding": 0.2},
+        {**_INTERACTIONS, "transitions": 1.0, "embedding": 0.2},
+    ],
+}
+# The components training built before, in the order the blend summed them.
+TODAY_COMPONENTS = [
+    "cooccurrence",
+    "transitions",
+    "also_bought",
+    "also_bought_directed",
+    "also_viewed",
+    "also_viewed_directed",
+    "bought_together",
+    "bought_together_directed",
+    "same_brand",
+]
+
+
+def small_graph() -> TrainingGraph:
+    """Three users, four items (a, b same brand), a few knowledge links."""
+    return TrainingGraph(
+        user_ids=["u0", "u1", "u2"],
+        item_ids=["a", "b", "c", "d"],
+        inter_user=np.array([0, 0, 1, 1, 2, 2]),
+        inter_item=np.array([0, 1, 1, 2, 2, 3]),
+        inter_weight=np.ones(6),
+        inter_order=np.array([1, 2, 1, 2, 1, 2]),
+        brand_ids=["acme"],
+        item_brand=np.array([0, 0, -1, -1]),
+        knowledge={
+            "also_bought": np.array([[0, 2]]),
+            "also_viewed": np.array([[1, 3]]),
+            "bought_together": np.array([[3, 0]]),
+        },
+    )
+
+
+@pytest.mark.parametrize("use_knowledge", [True, False])
+def test_candidate_blends_are_todays(use_knowledge: bool) -> None:
+    explicit_zero = {"bought_together_directed": 0.0} if use_knowledge else {}
+    assert candidate_weights(use_knowledge) == [{**c, **explicit_zero} for c in TODAY[use_knowledge]]
+    assert default_weights(use_knowledge) == {
+        **(_KNOWLEDGE if use_knowledge else _INTERACTIONS),
+        **explicit_zero,
+    }
+
+
+def test_the_registry_builds_todays_components_in_todays_order() -> None:
+    graph = small_graph()
+    assert list(build_signals(graph, use_knowledge=True)) == TODAY_COMPONENTS
+    assert list(build_signals(graph, use_knowledge=False)) == ["cooccurrence", "transitions"]
+    for name, matrix in build_signals(graph).items():
+        assert matrix.shape == (4, 4) and matrix.dtype == np.float32, name
+        assert abs(matrix - signals.signal(name).build(graph)).nnz == 0
+
+
+def test_every_knowledge_relation_has_its_signals_and_co_purchase_links() -> None:
+    for relation in KNOWLEDGE_RELATIONS:
+        assert not signals.signal(relation).directed and signals.signal(f"{relation}_directed").directed
+    assert set(co_purchase_names()) == {f"{r}_directed" for r in KNOWLEDGE_RELATIONS}
+    links = Recommender(artifacts(build_signals(small_graph()))).co_purchase_links
+    assert sorted(zip(*links.nonzero(), strict=True)) == [(0, 2), (1, 3), (3, 0)]
+
+
+def artifacts(
+    components: dict[str, sp.csr_matrix], weights: dict[str, float] | None = None
+) -> ModelArtifacts:
+    return ModelArtifacts(
+        version="v-test",
+        item_ids=["a", "b", "c", "d"],
+        item_embeddings=np.eye(4, 2, dtype=np.float32),
+        components=components,
+        weights={**{name: 1.0 for name in components}, EMBEDDING: 0.0} if weights is None else weights,
+        recency_decay=1.0,
+        popularity=np.ones(4, dtype=np.float32),
+    )
+
+
+def test_a_signal_without_a_weight_is_an_error_naming_it(tmp_path: Path) -> None:
+    components = build_signals(small_graph(), use_knowledge=False)
+    missing = artifacts(components, {"cooccurrence": 1.0})
+    with pytest.raises(SignalError, match="'transitions' has no blend weight"):
+        Recommender(missing)
+    with pytest.raises(SignalError, match="'transitions'"):
+        save_artifacts(missing, tmp_path)
+    with pytest.raises(SignalError, match="unknown model signal 'links'"):
+        Recommender(artifacts({"links": components["cooccurrence"]}))
+    # an explicit 0.0 is a weight: the signal is kept and scores nothing
+    zero = Recommender(artifacts(components, {"cooccurrence": 1.0, "transitions": 0.0}))
+    alone = Recommender(artifacts({"cooccurrence": components["cooccurrence"]}, {"cooccurrence": 1.0}))
+    history = [[HistoryEntry("b", 1.0, 1)]]
+    assert zero.recommend(history, 4) == alone.recommend(history, 4)
+
+
+def test_the_artifact_round_trips_every_signal(tmp_path: Path) -> None:
+    stored = artifacts(build_signals(small_graph()), {**default_weights(True), EMBEDDING: 0.2})
+    loaded = load_artifacts(tmp_path / save_artifacts(stored, tmp_path))
+    assert list(loaded.components) == TODAY_COMPONENTS
+    assert loaded.weights == stored.weights
+    for name, matrix in stored.components.items():
+        assert abs(loaded.components[name] - matrix).nnz == 0
+
+
+def test_an_artifact_from_before_the_registry_loads_with_its_dropped_signals_at_zero(tmp_path: Path) -> None:
+    """Version 1 artifacts had no weight for bought_together_directed: it scored 0.0, and still does."""
+    stored = artifacts(build_signals(small_graph()), {**_KNOWLEDGE, EMBEDDING: 0.2})
+    path = tmp_path / "old.npz"
+    with np.load(
+        tmp_path
+        / save_artifacts(
+            replace(stored, weights={**stored.weights, "bought_together_directed": 0.0}), tmp_path
+        )
+    ) as current:
+        arrays = dict(current)
+    meta = json.loads(str(arrays["meta"]))
+    del meta["format"]
+    meta["weights"] = stored.weights
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    assert load_artifacts(path).weights == {**stored.weights, "bought_together_directed": 0.0}
+
+
+def test_a_new_signal_is_one_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Register one more signal: training builds it, tuning weighs it, the artifact and the scores carry it."""
+
+    def same_user(graph: TrainingGraph) -> sp.csr_matrix:
+        ratings = sp.csr_matrix((np.ones(graph.inter_user.size), (graph.inter_user, graph.inter_item)))
+        return row_normalised(ratings.T @ ratings)
+
+    extra = Signal("same_user", same_user, 0.7, directed=False, alternatives=(0.3,))
+    monkeypatch.setattr(signals, "SIGNALS", (*SIGNALS, extra))
+    monkeypatch.setattr(signals, "SIGNALS_BY_NAME", {s.name: s for s in (*SIGNALS, extra)})
+    graph = small_graph()
+    components = build_signals(graph, use_knowledge=False)
+    assert list(components) == ["cooccurrence", "transitions", "same_user"]
+    candidates = candidate_weights(use_knowledge=False)
+    assert candidates[-1] == {**_INTERACTIONS, "same_user": 0.3, EMBEDDING: 0.2}
+    stored = artifacts(components, candidates[0])
+    loaded = load_artifacts(tmp_path / save_artifacts(stored, tmp_path))
+    assert loaded.weights["same_user"] == 0.7
+    without = Recommender(artifacts(components, {**candidates[0], "same_user": 0.0}))
+    history = [[HistoryEntry("a", 1.0, 1)]]
+    assert not np.allclose(
+        Recommender(loaded).score(without.profiles(history)), without.score(without.profiles(history))
+    )
