@@ -31,6 +31,7 @@ from kgrec.decay import decayed
 from kgrec.recommender import Recommender
 
 _CO_PURCHASE_PRIOR = {"BOUGHT_TOGETHER": 1.0, "ALSO_BOUGHT": 0.8, "ALSO_VIEWED": 0.5}
+_OTHER_RELATION_PRIOR = 0.5  # a knowledge relation added to the allow-list without its own prior
 _REVERSED = 0.8
 _SAME_BRAND_PRIOR = 0.5
 _CO_USER_PRIOR = 0.4
@@ -124,7 +125,7 @@ class PathScorer:
         self, kind: str, nodes: Sequence[Mapping[str, Any]], rels: Sequence[Mapping[str, Any]], support: int
     ) -> float:
         if kind == "co_purchase":
-            prior = _CO_PURCHASE_PRIOR[rels[1]["type"]]
+            prior = _CO_PURCHASE_PRIOR.get(rels[1]["type"], _OTHER_RELATION_PRIOR)
             return prior if rels[1]["direction"] == "out" else prior * _REVERSED
         if kind == "same_brand":
             return _SAME_BRAND_PRIOR

@@ -18,7 +18,7 @@ pattern between two already-bound nodes under concurrent writes (bench/soak.py).
 
 Paths:
 
-- ``co_purchase``: user -INTERACTED-> item -ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER- target
+- ``co_purchase``: user -INTERACTED-> item -(any knowledge relation, e.g. ALSO_BOUGHT)- target
   (both directions; links added to the graph after the model was trained are
   found once the next model has them);
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
@@ -27,6 +27,7 @@ Paths:
   (one witness shown, flagged bots excluded; support = how many such users).
 """
 
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.catalogue import read
 
 # How an INTERACTED edge reads in a sentence.
@@ -52,6 +53,9 @@ def _plain(rel_type: str, direction: str) -> str:
     return f"{{type: {rel_type}, direction: '{direction}', weight: null, weight_ts: null, verb: null}}"
 
 
+# The item–item knowledge relationship types a co-purchase path may take.
+_CO_PURCHASE_TYPES = "|".join(KNOWLEDGE_RELATIONS.values())
+
 _USER = _node("User", "u", "u.id")
 _HUB = _node("Item", "h", "h.title")
 _TARGET = _node("Item", "i", "i.title")
@@ -72,14 +76,14 @@ EXPLANATION_PATHS = read(
     MATCH (u:User {{id: $user_id}})
     UNWIND $forward AS pair
     MATCH (u)-[r:INTERACTED]->(h:Item {{id: pair.hub}})
-    MATCH (h)-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]->(i:Item {{id: pair.target}})
+    MATCH (h)-[k:{_CO_PURCHASE_TYPES}]->(i:Item {{id: pair.target}})
     RETURN pair.target AS target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "out")}] AS rels, 1 AS support
     UNION ALL
     MATCH (u:User {{id: $user_id}})
     UNWIND $backward AS pair
     MATCH (u)-[r:INTERACTED]->(h:Item {{id: pair.hub}})
-    MATCH (h)<-[k:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER]-(i:Item {{id: pair.target}})
+    MATCH (h)<-[k:{_CO_PURCHASE_TYPES}]-(i:Item {{id: pair.target}})
     RETURN pair.target AS target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "in")}] AS rels, 1 AS support
     UNION ALL

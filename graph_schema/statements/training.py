@@ -3,6 +3,7 @@
 Flagged bots are left out here, so neither training nor popularity sees them.
 """
 
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.catalogue import read
 
 TRAINING_USER_PAGE = read(
@@ -44,19 +45,23 @@ TRAINING_ITEM_PAGE = read(
 
 # Each pattern comprehension needs its own variable name: FalkorDB 4.16 returns
 # empty lists for later comprehensions that reuse one.
+# One list of linked items per knowledge relation of the allow-list, named after the relation.
+_KNOWLEDGE_LISTS = ",\n           ".join(
+    f"[(i)-[:{rel}]->(k{n}:Item) WHERE k{n}.listed = true | k{n}.id] AS {name}"
+    for n, (name, rel) in enumerate(KNOWLEDGE_RELATIONS.items())
+)
+
 ITEM_FACTS = read(
     "item_facts",
-    """
+    f"""
     UNWIND $ids AS item_id
-    MATCH (i:Item {id: item_id})
+    MATCH (i:Item {{id: item_id}})
     RETURN item_id,
            i.title AS title,
            i.price AS price,
            [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
            [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories,
-           [(i)-[:ALSO_BOUGHT]->(ab:Item) WHERE ab.listed = true | ab.id] AS also_bought,
-           [(i)-[:ALSO_VIEWED]->(av:Item) WHERE av.listed = true | av.id] AS also_viewed,
-           [(i)-[:BOUGHT_TOGETHER]->(bt:Item) WHERE bt.listed = true | bt.id] AS bought_together
+           {_KNOWLEDGE_LISTS}
     """,
     ids=["B004756YJA"],
 )
