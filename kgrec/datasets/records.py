@@ -1,4 +1,7 @@
-"""The records every dataset reader yields, and the problems it reports."""
+"""The records every dataset reader yields, and the problems it reports.
+
+Records are named tuples: a data set yields millions of them, and they are only read.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from kgrec.limits import id_problem
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ItemRecord:
+# The record types are field lists of one form (a duplicate finder pairs them); they share no logic.
+class ItemRecord(NamedTuple):
     """One catalogue item."""
 
     item_id: str
@@ -27,8 +30,7 @@ class ItemRecord:
     price: float | None = None
 
 
-@dataclass(frozen=True)
-class InteractionRecord:
+class InteractionRecord(NamedTuple):
     """One user–item event from a data set (ts in epoch ms, or None when unknown)."""
 
     user_id: str
@@ -39,8 +41,7 @@ class InteractionRecord:
     value: float | None = None
 
 
-@dataclass(frozen=True)
-class TripleRecord:
+class TripleRecord(NamedTuple):
     """One knowledge-graph triple ``head -relation-> tail``."""
 
     head: str

@@ -1,4 +1,8 @@
-"""Neo4j 5 adapter: the official driver, one Driver per process, managed transactions."""
+"""Neo4j 5 adapter: the official driver, one Driver per process, managed transactions.
+
+Adapter pair: this module and its twin import the same contract from
+:mod:`kgrec.gateway.base`, so their import blocks look alike.
+"""
 
 from __future__ import annotations
 
