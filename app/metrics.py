@@ -25,6 +25,7 @@ from prometheus_client import (
 from app.openapi import api, responses
 from graph_schema.statements.models import ACTIVE_VERSION
 from kgrec.gateway import GraphUnavailable
+from kgrec.supervision import restart_counts
 
 bp = Blueprint("metrics", __name__)
 
@@ -86,6 +87,18 @@ def _model_lines() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _restart_lines() -> str:
+    from app.graph import settings
+
+    lines = [
+        "# HELP kgrec_process_restarts_total Restarts of a process by its `kgrec up` supervisor.",
+        "# TYPE kgrec_process_restarts_total counter",
+    ]
+    for process, count in sorted(restart_counts(settings().data_dir).items()):
+        lines.append(f'kgrec_process_restarts_total{{process="{process}"}} {count}')
+    return "\n".join(lines) + "\n"
+
+
 @bp.get("/metrics")
 @api.validate(resp=responses(None, "Prometheus text format"))
 def metrics() -> Response:
@@ -100,4 +113,4 @@ def metrics() -> Response:
         from prometheus_client import REGISTRY
 
         text = generate_latest(REGISTRY)
-    return Response(text.decode() + _model_lines(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(text.decode() + _model_lines() + _restart_lines(), mimetype=CONTENT_TYPE_LATEST)

@@ -193,7 +193,10 @@ class EmbeddedServer:
         if info is None:
             return None
         if not (_pid_alive(info.pid) and _is_redis_server(info.pid)):
-            self.info_path.unlink(missing_ok=True)
+            # A live owner (``kgrec up``) restarts its server and rewrites the file; a client
+            # removing it then could delete the new server's record.
+            if info.owner_pid in (None, os.getpid()) or not _pid_alive(info.owner_pid):
+                self.info_path.unlink(missing_ok=True)
             return None
         if info.owner_pid is not None and not _pid_alive(info.owner_pid):
             self._shutdown(info)

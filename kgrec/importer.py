@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from kgrec.category_tree import infer_parents
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
 from kgrec.decay import decayed_sum
+from kgrec.events.ingest import MINUTE_MS
 from kgrec.gateway import GraphGateway
 from kgrec.interests import PairEvidence, interest_rows
 
@@ -54,6 +55,7 @@ class PreparedImport:
     item_categories: list[dict[str, Any]]
     knowledge: dict[str, list[dict[str, Any]]]
     users: list[str]
+    bots: list[str]
     interactions: list[dict[str, Any]]
     brand_interests: list[dict[str, Any]]
     category_interests: list[dict[str, Any]]
@@ -107,6 +109,7 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
             knowledge[triple.relation][(triple.head, triple.tail)] = None
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}
+    per_user_minute: Counter[tuple[str, int]] = Counter()
     for event in dataset.interactions():
         agg = pairs.get((event.user_id, event.item_id))
         if agg is None:
@@ -114,6 +117,7 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
         agg.counts[f"n_{event.type}"] += 1
         agg.events.append((weights[event.type], event.ts))
         if event.ts is not None:
+            per_user_minute[(event.user_id, event.ts // MINUTE_MS)] += 1
             agg.first_ts = event.ts if agg.first_ts is None else min(agg.first_ts, event.ts)
             agg.last_ts = event.ts if agg.last_ts is None else max(agg.last_ts, event.ts)
         if event.seq is not None:
@@ -167,6 +171,9 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
         ],
         knowledge={name: [{"head": h, "tail": t} for h, t in edges] for name, edges in knowledge.items()},
         users=list(dict.fromkeys(u for u, _ in pairs)),
+        bots=sorted({u for (u, _), n in per_user_minute.items() if n > settings.bot_events_per_minute})
+        if dataset.flags_bots
+        else [],
         interactions=interactions,
         brand_interests=interest_rows(
             evidence, {i: [b] for i, b in item_brand.items()}, settings.half_life_ms
@@ -220,6 +227,9 @@ def load(
             created += summary.relationships_created
         else:
             nodes += len(rows)
+    # a property of users written above, neither a node nor a relationship of its own
+    gateway.write_batches(q.FLAG_BOTS, prepared.bots, param="ids", batch_size=batch_size)
+    rows_by_step["bots"] = len(prepared.bots)
     return rows_by_step, nodes, relationships, created
 
 

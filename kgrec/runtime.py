@@ -63,3 +63,10 @@ class ProcessGateway:
                 self._gateway = open_gateway(self.settings)
                 self._pid = os.getpid()
             return self._gateway
+
+    def close(self) -> None:
+        """Close this process's gateway, if it opened one (the next :meth:`get` opens a new one)."""
+        with self._lock:
+            if self._gateway is not None and self._pid == os.getpid():
+                self._gateway.close()
+            self._gateway = None

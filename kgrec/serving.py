@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,10 @@ class Serving:
     def gateway(self) -> GraphGateway:
         """This process's graph gateway."""
         return self._gateway.get()
+
+    def close(self) -> None:
+        """Release the graph connection (for short-lived users such as the CLI)."""
+        self._gateway.close()
 
     def active_model(self) -> Recommender:
         """The active model (re-checked at most once a second); raises NoActiveModel before the first."""
@@ -292,7 +296,7 @@ class Serving:
         """Apply a validated batch atomically, then ask for the fold-in of items the model cannot score."""
         result = ingest(self.gateway, events, self.settings)
         self.request_fold_in(e.item_id for e in events)
-        return result.as_dict()
+        return asdict(result)
 
     def request_fold_in(self, item_ids: Iterable[str]) -> list[str]:
         """Enqueue the fold-in of unknown items; returns them. Never fails the request that asked.

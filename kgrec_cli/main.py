@@ -6,6 +6,8 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ from rich.table import Table
 from graph_schema.statements import admin
 from kgrec import job_queue
 from kgrec.config import Settings
-from kgrec.datasets import open_dataset
+from kgrec.datasets import BUILTIN, open_dataset
 from kgrec.datasets.records import write_csv_rows
+from kgrec.demo_shop import DEFAULT_END, ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServerError
 from kgrec.gateway import GraphQueryError, GraphUnavailable
 from kgrec.limits import MAX_EPOCHS, MAX_EVAL_K, MAX_IMPORT_BATCH
@@ -254,6 +257,78 @@ def import_command(
     """Import DATASET: amazon-beauty, movielens, kgat-amazon-book, or a folder in the kgrec layout."""
     settings = _settings(ctx)
     run_import(settings, dataset, _datasets_dir(settings, datasets_dir, legacy_data_dir), rejects)
+
+
+# --- synthetic data ---------------------------------------------------------------
+
+# What `kgrec up --import <built-in>` serves when that data set is not on this machine.
+DEMO_SHOP = ShopSpec(users=20_000, items=5_000, seed=7)
+DEMO_FOLDER = "demo-shop"
+
+
+def demo_fallback(dataset_name: str, datasets_dir: Path, data_dir: Path) -> Path | None:
+    """The demo shop's folder when ``dataset_name`` is a built-in data set missing here, else None."""
+    if dataset_name not in BUILTIN:
+        return None
+    try:
+        open_dataset(dataset_name, datasets_dir)
+    except FileNotFoundError:
+        return Path(data_dir) / DEMO_FOLDER
+    return None
+
+
+def run_import_or_demo(
+    settings: Settings, dataset_name: str, datasets_dir: Path, rejects: Path | None
+) -> None:
+    """`up`'s import: the named data set, or a generated demo shop when a built-in one is missing."""
+    folder = demo_fallback(dataset_name, datasets_dir, settings.data_dir)
+    if folder is None:
+        run_import(settings, dataset_name, datasets_dir, rejects)
+        return
+    if not (folder / "demo_shop.json").exists():
+        # ends today, so the interest half-life and pruning treat the demo's events as recent
+        generate_shop(replace(DEMO_SHOP, end=datetime.now(UTC).date()), folder)
+    manifest = json.loads((folder / "demo_shop.json").read_text(encoding="utf-8"))
+    console.print(
+        f"[bold]{dataset_name} is not in {datasets_dir}: serving a generated demo shop "
+        f"({DEMO_SHOP.users:,} users, {DEMO_SHOP.items:,} items, {manifest['events']:,} events, {folder}); "
+        f"for real data run `kgrec data fetch {dataset_name}` or `kgrec import <folder>`[/bold]",
+        soft_wrap=True,  # one line, however narrow the terminal
+    )
+    run_import(settings, str(folder), datasets_dir, rejects)
+
+
+@main.group()
+def demo() -> None:
+    """A synthetic shop to try kgrec without downloading anything."""
+
+
+@demo.command("generate")
+@click.option("--users", default=DEMO_SHOP.users, show_default=True, type=click.IntRange(1))
+@click.option("--items", default=DEMO_SHOP.items, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=DEMO_SHOP.seed, show_default=True, type=int)
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3_650), help="Days of traffic.")
+@click.option(
+    "--end",
+    "end_text",
+    default=DEFAULT_END.isoformat(),
+    show_default=True,
+    help="Day (YYYY-MM-DD, UTC) the traffic ends; `today` for the current day.",
+)
+@click.option("--out", type=_FOLDER, default=Path(DEMO_FOLDER), show_default=True)
+def demo_generate(users: int, items: int, seed: int, days: int, end_text: str, out: Path) -> None:
+    """Write a synthetic shop (events, catalogue, knowledge triples) in the kgrec layout to --out."""
+    try:
+        end = datetime.now(UTC).date() if end_text == "today" else date.fromisoformat(end_text)
+    except ValueError:
+        raise click.BadParameter(f"{end_text!r} is not YYYY-MM-DD or today", param_hint="--end") from None
+    summary = generate_shop(ShopSpec(users=users, items=items, seed=seed, days=days, end=end), out)
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in summary.counts.items())
+    click.echo(
+        f"wrote {summary.events:,} events ({kinds}), {summary.triples:,} triples and "
+        f"{len(summary.bots)} bot(s) to {out} in {summary.seconds:.2f}s "
+        f"({summary.events_per_second:,.0f} events/s); load it with `kgrec import {out}`"
+    )
 
 
 @main.group()
@@ -505,7 +580,7 @@ def up_command(
     from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
-    run_stack(settings, port, import_name, run_import, train_first)
+    run_stack(settings, port, import_name, run_import_or_demo, train_first)
 
 
 if __name__ == "__main__":

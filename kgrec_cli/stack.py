@@ -1,27 +1,23 @@
-"""``kgrec up``: the graph server and the API as one foreground process group."""
+"""``kgrec up``: the graph server, API, worker and beat as one supervised foreground process."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from graph_schema.statements import admin
 from kgrec.config import Settings
-from kgrec.embedded import die_with_parent
 from kgrec.gateway import open_gateway
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
+from kgrec_cli.supervisor import ChildProcess, GraphProcess, StackError, Supervisor
 
-
-class StackError(RuntimeError):
-    """A process of the stack died; everything was stopped."""
+__all__ = ["StackError", "beat_argv", "gunicorn_command", "run_stack", "worker_argv"]
 
 
 ImportRunner = Callable[[Settings, str, Path, Path | None], None]
@@ -86,9 +82,29 @@ def _generated_api_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _example_curls(port: int) -> str:
+def _example_ids(settings: Settings) -> tuple[str, str]:
+    """A user of the graph and the first item the active model recommends them (placeholders without one)."""
+    from graph_schema.statements.training import TRAINING_USER_PAGE
+    from kgrec.serving import ItemFilters, NoActiveModel, Serving
+
+    serving = Serving(settings)
+    try:
+        users = serving.gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 1})
+        if not users:
+            return "USER_ID", "ITEM_ID"
+        user = str(users[0]["id"])
+        page = serving.recommendations(
+            user, k=1, offset=0, exclude="seen", filters=ItemFilters(), explain=False
+        )
+        return user, (page["items"][0]["item_id"] if page["items"] else "ITEM_ID")
+    except NoActiveModel:
+        return "USER_ID", "ITEM_ID"
+    finally:
+        serving.close()
+
+
+def _example_curls(port: int, user: str, item: str) -> str:
     base = f"http://127.0.0.1:{port}"
-    user, item = "A1YJEY40YUW4SE", "B00EV93BC0"  # an Amazon Beauty user, and an item co-bought with theirs
     return "\n".join(
         [
             f"kgrec is up on {base} (API docs at {base}/docs; write key in KGREC_API_KEYS or the data dir's "
@@ -98,19 +114,6 @@ def _example_curls(port: int) -> str:
             f"  curl -s '{base}/v1/items/{item}/similar?k=5'",
         ]
     )
-
-
-def _stop(children: list[subprocess.Popen[bytes]], timeout_s: float = 25.0) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + timeout_s
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def _train_if_no_model(settings: Settings) -> None:
@@ -138,13 +141,17 @@ def run_stack(
     run_import: ImportRunner,
     train_first: bool = False,
 ) -> None:
-    """Start everything, block until Ctrl-C/SIGTERM or a child dies, then stop it all cleanly."""
+    """Start everything and supervise it until Ctrl-C/SIGTERM, then stop it all cleanly.
+
+    A process that dies is restarted (see :class:`Supervisor`); the stack stops with
+    :class:`StackError` only on what looks like a configuration error.
+    """
     settings = settings.with_overrides(data_dir=settings.data_dir.resolve())
-    server = embedded_server(settings) if settings.embedded else None
-    if server is not None:
-        info = server.start()
+    graph = GraphProcess(embedded_server(settings)) if settings.embedded else None
+    if graph is not None:
+        info = graph.launch()
         print(f"graph server: FalkorDB on 127.0.0.1:{info.port}, data in {info.data_dir}", flush=True)
-    children: list[subprocess.Popen[bytes]] = []
+    supervisor: Supervisor | None = None
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -174,16 +181,19 @@ def run_stack(
             "KGREC_DATA_DIR": str(settings.data_dir),
             "KGREC_API_KEYS": ",".join(settings.api_keys or (api_key,)),
         }
-        parent = os.getpid()
-        for argv in (gunicorn_command("127.0.0.1", port, 2, 4), worker_argv(), beat_argv(settings)):
-            children.append(subprocess.Popen(argv, env=env, preexec_fn=lambda: die_with_parent(parent)))
-        print(_example_curls(port), flush=True)
-        while not stopping:
-            if any(child.poll() is not None for child in children):
-                raise StackError("a kgrec process exited unexpectedly; stopping the stack")
-            time.sleep(0.2)
+        children = [
+            ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
+            ChildProcess("worker", worker_argv(), env),
+            ChildProcess("beat", beat_argv(settings), env),
+        ]
+        supervisor = Supervisor(settings.data_dir, graph, children, should_stop=lambda: stopping)
+        for child in children:
+            child.launch()
+        print(_example_curls(port, *_example_ids(settings)), flush=True)
+        supervisor.run()
     finally:
-        _stop(children)
-        if server is not None:
-            server.stop()
+        if supervisor is not None:
+            supervisor.stop_all()
+        elif graph is not None:
+            graph.stop()
         print("kgrec stopped", flush=True)

@@ -1,4 +1,4 @@
-"""Every catalogue statement passes Neo4j's own linter and runs on the configured engine."""
+"""Every catalogue statement passes Neo4j's own linter; every read runs on the configured engine."""
 
 from __future__ import annotations
 
@@ -61,14 +61,15 @@ def test_statement_uses_only_the_shared_subset(statement: Any) -> None:
     assert ";" not in statement.cypher
 
 
-@pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
-def test_statement_runs_on_the_graph(gateway: GraphGateway, statement: Any) -> None:
-    """Every statement executes with its declared example parameters on the real engine."""
-    if statement.mode == "read":
-        rows = gateway.read(statement, statement.params)
-        assert isinstance(rows, list)
-    else:
-        gateway.write(statement, statement.params)
+@pytest.mark.parametrize("statement", [s for s in STATEMENTS if s.mode == "read"], ids=lambda s: s.name)
+def test_read_statement_runs_on_the_graph(gateway: GraphGateway, statement: Any) -> None:
+    """Every read executes with its declared example parameters on the real engine.
+
+    Write statements are run on graphs where they touch rows, and their effects
+    checked, in ``tests/test_statement_effects.py``.
+    """
+    rows = gateway.read(statement, statement.params)
+    assert isinstance(rows, list)
 
 
 def test_gateway_refuses_wrong_parameters(gateway: GraphGateway) -> None:

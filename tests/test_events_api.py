@@ -1,10 +1,13 @@
-"""``POST /v1/events`` over real HTTP (gunicorn) against the real graph: validation, auth, durability."""
+"""``POST /v1/events`` over real HTTP (gunicorn) against the real graph: validation, auth, the batch cap,
+racing writers, durability."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,9 @@ import requests
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
+from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.limits import MAX_EVENTS_PER_BATCH
 from kgrec.migrations import migrate
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
@@ -114,6 +119,84 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
     assert gateway.run_query("MATCH (u:User {id: 'u-auth'}) RETURN count(u) AS n", {})[0]["n"] == 0
     assert post(process, batch).status_code == 200
     assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 200  # reads stay open
+
+
+def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_applied(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    process, gateway = api
+    assert MAX_EVENTS_PER_BATCH == 1_000  # the documented cap
+    batch = [event(f"cap-{i}", user_id="u-cap", item_id=f"cap-item-{i}") for i in range(1_001)]
+    # Every event is valid on its own, so only the batch's size can be refused.
+    assert validate_batch(batch[:1_000], max_skew_s=300)[1] == []
+    assert validate_batch(batch[1_000:], max_skew_s=300)[1] == []
+
+    refused = post(process, batch)
+    assert refused.status_code == 422, refused.text[:500]
+    assert refused.json()["errors"] == [
+        {"index": -1, "field": "events", "reason": "at most 1000 events per batch (got 1001)"}
+    ]
+    assert gateway.run_query("MATCH (u:User {id: 'u-cap'}) RETURN count(u) AS n", {})[0]["n"] == 0
+
+    accepted = post(process, batch[:1_000])
+    assert accepted.status_code == 200, accepted.text[:500]
+    assert accepted.json() == {"received": 1_000, "applied": 1_000, "duplicates": 0}
+    assert post(process, batch[1_000:]).json() == {"received": 1, "applied": 1, "duplicates": 0}
+
+
+def test_racing_clients_with_overlapping_event_ids_apply_each_event_once(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    """Eight clients post overlapping windows of ids at the same instant, round after round."""
+    process, gateway = api
+    clients, rounds, window, step = 8, 6, 40, 10
+    base = now_ms() - 60_000
+
+    def batch(round_no: int, client: int) -> list[dict[str, Any]]:
+        first = round_no * 1_000 + client * step
+        return [
+            event(
+                f"race-{k}",
+                user_id=f"u-race-{k % 50}",
+                item_id=f"race-item-{k}",
+                ts=base + k,
+                item={"brand": "RaceBrand"},
+            )
+            for k in range(first, first + window)
+        ]
+
+    start = threading.Barrier(clients, timeout=120)
+
+    def send(round_no: int, client: int) -> requests.Response:
+        body = batch(round_no, client)
+        start.wait()
+        return post(process, body)
+
+    responses: list[requests.Response] = []
+    with ThreadPoolExecutor(clients) as pool:
+        for round_no in range(rounds):
+            futures = [pool.submit(send, round_no, c) for c in range(clients)]
+            responses.extend(f.result() for f in futures)
+
+    assert [r.status_code for r in responses] == [200] * len(responses), [
+        r.text[:300] for r in responses if r.status_code != 200
+    ]
+    distinct = rounds * ((clients - 1) * step + window)
+    results = [r.json() for r in responses]
+    assert sum(r["applied"] for r in results) == distinct
+    assert sum(r["received"] for r in results) == sum(r["applied"] + r["duplicates"] for r in results)
+    stored = gateway.run_query("MATCH (e:Event) WHERE e.id STARTS WITH 'race-' RETURN count(e) AS n", {})
+    assert stored[0]["n"] == distinct
+    edges = gateway.run_query(
+        "MATCH (u:User)-[r:INTERACTED]->(i:Item) WHERE u.id STARTS WITH 'u-race-' "
+        "RETURN count(r) AS n, sum(r.n_view) AS views, max(r.n_view) AS most",
+        {},
+    )
+    assert edges == [{"n": distinct, "views": distinct, "most": 1}]
+    interests = gateway.run_query(
+        "MATCH (u:User)-[x:INTERESTED_IN]->(:Brand {id: 'RaceBrand'}) RETURN sum(x.count) AS events", {}
+    )
+    assert interests[0]["events"] == distinct
 
 
 HUGE_INT_EVENT = (

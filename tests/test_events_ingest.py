@@ -1,8 +1,12 @@
-"""Event ingestion through the gateway: idempotency, decay, out-of-order events, bots, interests."""
+"""Event ingestion through the gateway: idempotency, decay, out-of-order events, bots, interests,
+racing writers."""
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +14,7 @@ import pytest
 
 from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
 from kgrec.config import Settings
-from kgrec.events.ingest import ingest
+from kgrec.events.ingest import IngestResult, commit, ingest, prepare
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 
@@ -163,7 +167,54 @@ def test_bots_are_flagged_without_losing_counts(gateway: GraphGateway, settings:
     assert kept[0]["n"] == limit + 1
 
 
+def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(
+    gateway: GraphGateway, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writers that all prepared before any of them wrote: the constraint on Event ids makes all but
+    the first conflict, and each prepares again (the retry path of :func:`commit`)."""
+    writers, window, step = 4, 20, 5  # every window overlaps every other one
+    batches = [
+        events(
+            *[
+                ev(f"race-{k}", "view", T0 + k, user=f"u{k % 3}", item_id=f"item-{k}", item={"brand": "Acme"})
+                for k in range(w * step, w * step + window)
+            ]
+        )
+        for w in range(writers)
+    ]
+    prepared_all = threading.Barrier(writers, timeout=120)
+
+    def write(batch: list[Any]) -> IngestResult:
+        prepared = prepare(gateway, batch, settings, T0)
+        assert prepared.result.applied == window  # nothing stored yet when every writer looked
+        prepared_all.wait()
+        return commit(gateway, prepared, batch, settings, T0)
+
+    with caplog.at_level(logging.INFO, logger="kgrec.events.ingest"), ThreadPoolExecutor(writers) as pool:
+        results = list(pool.map(write, batches))
+
+    retries = [r for r in caplog.records if "conflicted" in r.getMessage()]
+    assert len(retries) >= writers - 1  # every writer but the first hit the constraint at least once
+    distinct = (writers - 1) * step + window
+    assert sum(r.applied for r in results) == distinct
+    assert [r.received for r in results] == [window] * writers
+    assert all(r.applied + r.duplicates == r.received for r in results)
+    counters = gateway.run_query(
+        "MATCH (:User)-[r:INTERACTED]->(:Item) RETURN count(r) AS n, sum(r.n_view) AS views, "
+        "max(r.n_view) AS most, sum(r.weight) AS weight",
+        {},
+    )
+    assert counters[0]["n"] == counters[0]["views"] == distinct and counters[0]["most"] == 1
+    assert math.isclose(counters[0]["weight"], distinct)  # one view each, weighed at its own time
+    brand = gateway.run_query(
+        "MATCH (:User)-[x:INTERESTED_IN]->(:Brand {id: 'Acme'}) RETURN sum(x.count) AS events", {}
+    )
+    assert brand[0]["events"] == distinct
+    assert gateway.run_query("MATCH (e:Event) RETURN count(e) AS n", {})[0]["n"] == distinct
+
+
 def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Settings) -> None:
+    received = T0 + 200 * DAY
     ingest(
         gateway,
         events(
@@ -172,16 +223,20 @@ def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Setti
             ev("new-view", "view", T0 + 200 * DAY, item_id="new"),
         ),
         settings,
+        now_ms=received,
     )
     now = T0 + 200 * DAY  # 200 days = 14+ half-lives: the old view is worth < 0.01
     pruned = gateway.write(
         PRUNE_FADED_EDGES,
         {"now": now, "half_life_ms": settings.half_life_ms, "threshold": 0.01, "limit": 1000},
     )
-    assert pruned.relationships_deleted >= 1
+    assert pruned.relationships_deleted == 1  # the old view; the old purchase is history
     left = gateway.run_query("MATCH (:User)-[:INTERACTED]->(i:Item) RETURN i.id AS id ORDER BY id", {})
     assert [r["id"] for r in left] == ["kept", "new"]
-    gateway.write(PRUNE_OLD_EVENTS, {"before": 10**15, "limit": 1000})
+    # Ids received exactly at the cut-off are kept; one millisecond later they go.
+    assert gateway.write(PRUNE_OLD_EVENTS, {"before": received, "limit": 1000}).nodes_deleted == 0
+    assert gateway.run_query("MATCH (e:Event) RETURN count(e) AS n", {})[0]["n"] == 3
+    assert gateway.write(PRUNE_OLD_EVENTS, {"before": received + 1, "limit": 1000}).nodes_deleted == 3
     assert gateway.run_query("MATCH (e:Event) RETURN count(e) AS n", {})[0]["n"] == 0
 
 

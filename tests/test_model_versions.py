@@ -23,7 +23,7 @@ from kgrec.recommender import HistoryEntry
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
-from workers.training.job import run_training, version_name
+from workers.training.job import run_training, start_training, version_name
 from workers.training.kg_lightgcn import TrainConfig
 from workers.training.pipeline import train_model
 from workers.training.publish import write_back
@@ -97,19 +97,39 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
 
 
 def test_old_versions_are_garbage_collected(gateway: GraphGateway, loaded: Settings) -> None:
-    for n in range(4):
-        run_training(gateway, loaded, QUICK, device="cpu", version=f"v-{n}", keep=2)
-    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-3", "v-2"]
-    assert active(gateway) == "v-3"
-    leftovers = gateway.run_query("MATCH (m:ModelVersion)-[e:EMBEDDING]->() RETURN DISTINCT m.id AS id", {})
-    assert {r["id"] for r in leftovers} == {"v-3", "v-2"}
-    # Each kept version has its artifact and its fold-in basis; the collected ones have neither.
-    assert sorted(p.name for p in models_dir(loaded.data_dir).glob("*.npz")) == [
-        "v-2.foldin.npz",
-        "v-2.npz",
-        "v-3.foldin.npz",
-        "v-3.npz",
+    # The default, as the train task and `kgrec train` use it: the active version and two before it.
+    removed = [
+        start_training(gateway, loaded, QUICK, device="cpu", job_id=str(n))["removed_versions"]
+        for n in range(4)
     ]
+    assert removed == [[], [], [], ["job-0"]]
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["job-3", "job-2", "job-1"]
+    assert active(gateway) == "job-3"
+    assert artifacts(gateway, loaded) == {"job-3", "job-2", "job-1"}
+
+    # A smaller keep collects more.
+    summary = run_training(gateway, loaded, QUICK, device="cpu", version="v-4", keep=2)
+    assert sorted(summary["removed_versions"]) == ["job-1", "job-2"]
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-4", "job-3"]
+    assert active(gateway) == "v-4"
+    assert artifacts(gateway, loaded) == {"v-4", "job-3"}
+    assert sorted(p.name for p in models_dir(loaded.data_dir).glob("*.npz")) == [
+        "job-3.foldin.npz",
+        "job-3.npz",
+        "v-4.foldin.npz",
+        "v-4.npz",
+    ]
+
+
+def artifacts(gateway: GraphGateway, settings: Settings) -> set[str]:
+    """Versions that still have embeddings in the graph; each must also have both its files."""
+    embedded = {
+        r["id"]
+        for r in gateway.run_query("MATCH (m:ModelVersion)-[e:EMBEDDING]->() RETURN DISTINCT m.id AS id", {})
+    }
+    files = {p.name for p in models_dir(settings.data_dir).glob("*.npz")}
+    assert files == {f"{v}{suffix}" for v in embedded for suffix in (".npz", ".foldin.npz")}
+    return embedded
 
 
 def _children(pid: int) -> list[int]:

@@ -1,9 +1,15 @@
-"""A real Celery worker and beat on the embedded Redis: the prune task runs and is scheduled."""
+"""Pruning: the function, and the task run by a real Celery worker and scheduled by beat on the embedded Redis.
+
+The graph is seeded on both sides of each threshold: interests (brand and category) that have faded and
+ones that are fresh, and Event ids received just before and exactly at the retention boundary.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,63 +18,134 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import PRUNE_GRAPH, job_client
-from kgrec.maintenance import prune
+from kgrec.maintenance import PruneResult, prune
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
 
 DAY = 86_400_000
+HOUR = 3_600_000
+RETENTION_DAYS = 30
+PINNED = {
+    "KGREC_EVENT_RETENTION_DAYS": "30",
+    "KGREC_PRUNE_WEIGHT_BELOW": "0.01",
+    "KGREC_HALF_LIFE_DAYS": "14",
+}
+
+# What a prune of the seeded graph must leave, and remove.
+KEPT_ITEMS = ["kept", "new", "newer"]  # "old": a view 300 days ago; "kept": a purchase (history) as old
+KEPT_INTERESTS = ["Beauty", "Eyes", "FreshBrand"]  # Beauty is fed by the fresh view too
+FADED_INTERESTS = ["BoughtBrand", "FadedBrand", "Lips", "Nails"]
+KEPT_EVENTS = ["at-boundary", "recent"]
+EXPIRED_EVENTS = ["bought", "faded"]
+PRUNED = PruneResult(edges=1 + len(FADED_INTERESTS), events=len(EXPIRED_EVENTS))
 
 
-def seed_faded_and_fresh(gateway: GraphGateway, settings: Settings) -> None:
-    now = int(time.time() * 1000)
-    raw = [
-        {"event_id": "faded", "user_id": "w-user", "item_id": "old", "type": "view", "ts": now - 300 * DAY},
-        {"event_id": "fresh", "user_id": "w-user", "item_id": "new", "type": "view", "ts": now},
-    ]
-    events, errors = validate_batch(raw, max_skew_s=300)
-    assert errors == []
-    ingest(gateway, events, settings)
-
-
-def remaining_items(gateway: GraphGateway) -> list[str]:
-    rows = gateway.run_query(
-        "MATCH (:User {id: 'w-user'})-[:INTERACTED]->(i) RETURN i.id AS id ORDER BY id", {}
+def pinned(settings: Settings) -> Settings:
+    """The thresholds the seed is built around, whatever the environment says."""
+    return replace(
+        settings, event_retention_days=RETENTION_DAYS, prune_weight_below=0.01, half_life_days=14.0
     )
-    return [r["id"] for r in rows]
 
 
-def test_prune_function(gateway: GraphGateway, settings: Settings) -> None:
-    seed_faded_and_fresh(gateway, settings)
-    result = prune(gateway, settings)
-    assert result.edges >= 1  # the faded view and its faded interests
-    assert remaining_items(gateway) == ["new"]
+def view(event_id: str, item_id: str, ts: int, kind: str = "view", **item: Any) -> dict[str, Any]:
+    raw = {"event_id": event_id, "user_id": "w-user", "item_id": item_id, "type": kind, "ts": ts}
+    return {**raw, "item": item} if item else raw
+
+
+def seed(gateway: GraphGateway, settings: Settings, now: int, margin_ms: int = 0) -> None:
+    """Faded and fresh interests; Event ids received ``margin_ms`` + 1 ms past retention, and
+    ``margin_ms`` inside it (0: exactly at the boundary), as seen at ``now``."""
+    boundary = now - RETENTION_DAYS * DAY
+
+    def receive(received_at: int, *raw: dict[str, Any]) -> None:
+        events, errors = validate_batch(list(raw), max_skew_s=300, now_ms=now)
+        assert errors == []
+        ingest(gateway, events, settings, now_ms=received_at)  # the Event nodes' received_at
+
+    old = now - 300 * DAY  # 21 half-lives: worth under a millionth
+    receive(
+        boundary - margin_ms - 1,
+        view("faded", "old", old, brand="FadedBrand", category=["Beauty", "Lips"]),
+        view("bought", "kept", old, kind="purchase", brand="BoughtBrand", category=["Beauty", "Nails"]),
+    )
+    receive(
+        boundary + margin_ms,
+        view("at-boundary", "new", now - 20 * DAY, brand="FreshBrand", category=["Beauty", "Eyes"]),
+    )
+    receive(now, view("recent", "newer", now))
+
+
+def state(gateway: GraphGateway) -> dict[str, list[str]]:
+    """The seeded user's items and interests, and the Event ids, sorted."""
+
+    def ids(query: str) -> list[str]:
+        return [r["id"] for r in gateway.run_query(query, {})]
+
+    return {
+        "items": ids("MATCH (:User {id: 'w-user'})-[:INTERACTED]->(i) RETURN i.id AS id ORDER BY id"),
+        "interests": ids("MATCH (:User {id: 'w-user'})-[:INTERESTED_IN]->(t) RETURN t.id AS id ORDER BY id"),
+        "events": ids("MATCH (e:Event) RETURN e.id AS id ORDER BY id"),
+    }
+
+
+SEEDED = {
+    "items": sorted(["old", *KEPT_ITEMS]),
+    "interests": sorted(KEPT_INTERESTS + FADED_INTERESTS),
+    "events": sorted(KEPT_EVENTS + EXPIRED_EVENTS),
+}
+AFTER_PRUNE = {"items": KEPT_ITEMS, "interests": KEPT_INTERESTS, "events": KEPT_EVENTS}
+
+
+def user_edges(gateway: GraphGateway) -> int:
+    return gateway.run_query("MATCH (:User)-[r]->() RETURN count(r) AS n", {})[0]["n"]
+
+
+def test_prune_removes_faded_interests_and_expired_ids_at_the_boundary(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    settings = pinned(settings)
+    now = 1_760_000_000_000
+    seed(gateway, settings, now)  # the two sides of retention are 1 ms apart
+    assert state(gateway) == SEEDED
+    edges_before = user_edges(gateway)
+    result = prune(gateway, settings, now_ms=now)
+    assert state(gateway) == AFTER_PRUNE
+    assert result == PRUNED
+    assert edges_before - user_edges(gateway) == result.edges
+    assert prune(gateway, settings, now_ms=now) == PruneResult(edges=0, events=0)  # nothing left to do
+    # one millisecond later, the id received exactly at the boundary has expired too
+    assert prune(gateway, settings, now_ms=now + 1) == PruneResult(edges=0, events=1)
+    assert state(gateway)["events"] == ["recent"]
 
 
 @pytest.fixture
 def worker_env(broker_graph: tuple[dict[str, str], Settings, GraphGateway]) -> tuple:
     env, _settings, gateway = broker_graph
-    env = {**env, "KGREC_PRUNE_INTERVAL_S": "1"}
+    env = {**env, **PINNED, "KGREC_PRUNE_INTERVAL_S": "1"}
     return env, Settings.from_env(env), gateway
 
 
 def test_worker_runs_the_prune_task(worker_env: tuple, tmp_path: Path) -> None:
     env, settings, gateway = worker_env
-    seed_faded_and_fresh(gateway, settings)
+    # The worker reads its own clock: the ids sit an hour either side of the boundary.
+    seed(gateway, settings, int(time.time() * 1000), margin_ms=HOUR)
+    assert state(gateway) == SEEDED
     with background(worker_argv(pool="solo"), env, tmp_path / "worker.log"):
         result = job_client(settings).send_task(PRUNE_GRAPH).get(timeout=120)
-    assert result["edges"] >= 1
-    assert remaining_items(gateway) == ["new"]
+    assert result == {"edges": PRUNED.edges, "events": PRUNED.events}
+    assert state(gateway) == AFTER_PRUNE
 
 
 def test_beat_schedules_pruning(worker_env: tuple, tmp_path: Path) -> None:
     env, settings, gateway = worker_env
-    seed_faded_and_fresh(gateway, settings)
+    seed(gateway, settings, int(time.time() * 1000), margin_ms=HOUR)
+    assert state(gateway) == SEEDED
     schedule = [*beat_argv(settings)[:-1], str(tmp_path / "schedule")]
     with (
         background(worker_argv(pool="solo"), env, tmp_path / "worker.log"),
         background(schedule, env, tmp_path / "beat.log"),
     ):
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and remaining_items(gateway) != ["new"]:
+        while time.monotonic() < deadline and state(gateway) != AFTER_PRUNE:
             time.sleep(0.5)
-        assert remaining_items(gateway) == ["new"], (tmp_path / "beat.log").read_text()[-2000:]
+        assert state(gateway) == AFTER_PRUNE, (tmp_path / "beat.log").read_text()[-2000:]

@@ -87,6 +87,17 @@ UPSERT_USERS = write(
     now=1700000000000,
 )
 
+# Users whose timed events exceed the bot limit in some minute (the live path flags them the same way).
+FLAG_BOTS = write(
+    "flag_bots",
+    """
+    UNWIND $ids AS user_id
+    MATCH (u:User {id: user_id})
+    SET u.flagged_bot = true
+    """,
+    ids=["A1YJEY40YUW4SE"],
+)
+
 # One row per (user, item) pair, already aggregated over the data set.
 SET_INTERACTIONS = write(
     "set_interactions",

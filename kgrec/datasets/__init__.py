@@ -23,6 +23,9 @@ class Dataset(Protocol):
 
     name: str
     problems: Problems
+    # True: users with more timed events in one minute than Settings.bot_events_per_minute are flagged
+    # as bots on import, as the live event path does.
+    flags_bots: bool
 
     def items(self) -> Iterator[ItemRecord]: ...
 

@@ -37,6 +37,7 @@ class KgatDataset:
     """Users and items keep their original Amazon ids; every pair is a ``purchase``."""
 
     name = "kgat-amazon-book"
+    flags_bots = False  # no timestamps
     SPLITS = ("train", "test")
 
     def __init__(self, folder: Path) -> None:

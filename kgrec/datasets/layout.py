@@ -93,6 +93,8 @@ def _triple(row: dict[str, str]) -> TripleRecord:
 class LayoutDataset:
     """Reads a folder in the kgrec dataset layout."""
 
+    flags_bots = True
+
     def __init__(self, folder: Path, name: str | None = None, default_type: str = "purchase") -> None:
         self.folder = Path(folder)
         self.name = name or self.folder.name

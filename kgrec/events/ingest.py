@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from graph_schema.statements.events import INGEST_EVENTS, SEEN_EVENTS
@@ -29,6 +30,8 @@ from kgrec.gateway import GraphConflict, GraphGateway
 MAX_CONFLICT_RETRIES = 5
 MINUTE_MS = 60_000
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -37,10 +40,6 @@ class IngestResult:
     received: int
     applied: int
     duplicates: int
-
-    def as_dict(self) -> dict[str, int]:
-        """JSON form for the API response."""
-        return asdict(self)
 
 
 def _first_per_id(events: Sequence[Event]) -> list[Event]:
@@ -145,12 +144,17 @@ def commit(
     gateway: GraphGateway, prepared: PreparedBatch, events: Sequence[Event], settings: Settings, now_ms: int
 ) -> IngestResult:
     """Write a prepared batch; if a concurrent writer took some of its ids first, prepare again."""
-    for _attempt in range(MAX_CONFLICT_RETRIES):
+    for attempt in range(MAX_CONFLICT_RETRIES):
         if prepared.params is None:
             return prepared.result
         try:
             gateway.write(INGEST_EVENTS, prepared.params)
         except GraphConflict:
+            log.info(
+                "write %d of %d conflicted: a concurrent writer stored some of the batch's event ids first",
+                attempt + 1,
+                MAX_CONFLICT_RETRIES,
+            )
             prepared = prepare(gateway, events, settings, now_ms)
             continue
         return prepared.result

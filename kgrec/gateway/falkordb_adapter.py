@@ -4,9 +4,6 @@ Every FalkorDB query is atomic and writes are serialized, so each catalogue
 write statement is one transaction. Connection details come from the embedded
 server's ``server.json`` and are re-read after a connection failure, so a
 restarted server (possibly on a new port) is picked up without a restart here.
-
-Adapter pair: this module and its twin import the same contract from
-:mod:`kgrec.gateway.base`, so their import blocks look alike.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""Neo4j 5 adapter: the official driver, one Driver per process, managed transactions.
-
-Adapter pair: this module and its twin import the same contract from
-:mod:`kgrec.gateway.base`, so their import blocks look alike.
-"""
+"""Neo4j 5 adapter: the official driver, one Driver per process, managed transactions."""
 
 from __future__ import annotations
 
@@ -21,16 +17,8 @@ from neo4j.exceptions import (
 from neo4j.graph import Node, Path, Relationship
 
 from graph_schema.catalogue import Statement
-from kgrec.gateway.base import (
-    GraphConflict,
-    GraphGateway,
-    GraphQueryError,
-    GraphUnavailable,
-    Row,
-    WriteSummary,
-    node_dict,
-    relationship_dict,
-)
+from kgrec.gateway import base
+from kgrec.gateway.base import GraphGateway, Row, WriteSummary, node_dict, relationship_dict
 
 
 def _plain(value: Any) -> Any:
@@ -70,11 +58,11 @@ class Neo4jGateway(GraphGateway):
         try:
             return action()
         except (ServiceUnavailable, SessionExpired, TransientError) as exc:
-            raise GraphUnavailable(f"Neo4j unavailable: {exc}") from exc
+            raise base.GraphUnavailable(f"Neo4j unavailable: {exc}") from exc
         except ConstraintError as exc:
-            raise GraphConflict(str(exc)) from exc
+            raise base.GraphConflict(str(exc)) from exc
         except Neo4jError as exc:
-            raise GraphQueryError(str(exc)) from exc
+            raise base.GraphQueryError(str(exc)) from exc
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         def work(tx: ManagedTransaction) -> list[Row]:

@@ -74,6 +74,11 @@ class SplitDataset:
         """Rows the base reader skipped."""
         return self.base.problems
 
+    @property
+    def flags_bots(self) -> bool:
+        """Whether the import flags bots, as for the base data set."""
+        return self.base.flags_bots
+
     def items(self) -> Iterator[ItemRecord]:
         """Catalogue rows of the base data set."""
         return self.base.items()

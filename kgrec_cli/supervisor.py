@@ -1,0 +1,257 @@
+"""What ``kgrec up`` does while it runs: restart a dead graph server, API, worker or beat.
+
+Each restart waits an exponential backoff (capped), is logged with the exit status,
+and is counted in the data dir's restart file, which the API's ``/metrics`` reads
+(:mod:`kgrec.supervision`). Retrying stops only on a configuration error: a process
+that dies within seconds of starting several times in a row, or a graph server that
+cannot write its data dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ServerInfo, die_with_parent
+from kgrec.supervision import SUPERVISED, write_restart_counts
+
+QUICK_EXIT_S = 10.0  # dying this soon after starting means it cannot run as configured...
+MAX_QUICK_EXITS = 5  # ...once it happens this many times in a row
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+STABLE_S = 60.0  # up this long, a process's next failure starts the backoff over
+POLL_S = 0.2
+STOP_TIMEOUT_S = 25.0
+
+
+class StackError(RuntimeError):
+    """The stack cannot run as configured; everything was stopped."""
+
+
+def exit_reason(returncode: int | None) -> str:
+    """How a process ended, in words: ``killed by SIGKILL``, ``exited with status 1``."""
+    if returncode is None:
+        return "ended (exit status unknown)"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class Supervised(Protocol):
+    """A process the supervisor starts and watches."""
+
+    name: str
+    started_at: float
+
+    def launch(self) -> object:
+        """Start it (raises if it cannot start)."""
+
+    def poll(self) -> str | None:
+        """None while it runs; once it has ended, how (see :func:`exit_reason`)."""
+
+    def stop(self) -> None:
+        """Stop it cleanly."""
+
+
+class ChildProcess:
+    """A command in its own process group (gunicorn or Celery and the processes they fork)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the command; it is SIGTERMed if ``kgrec up`` dies."""
+        parent = os.getpid()
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=lambda: die_with_parent(parent)
+        )
+        self.started_at = time.monotonic()
+        return self.process
+
+    def _kill_leftovers(self) -> None:
+        # A killed gunicorn master or Celery worker leaves its forked children behind, and
+        # they would keep the API port or the task queue; the group outlives its leader.
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def poll(self) -> str | None:
+        """None while it runs; otherwise how it ended (its process group is cleared)."""
+        if self.process is None:
+            return "never started"
+        returncode = self.process.poll()
+        if returncode is None:
+            return None
+        self._kill_leftovers()
+        return exit_reason(returncode)
+
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM); :meth:`wait` collects it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self, deadline: float) -> None:
+        """Wait for it until ``deadline`` (monotonic), then SIGKILL what is left of its group."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._kill_leftovers()
+
+    def stop(self) -> None:
+        """Stop it cleanly, within :data:`STOP_TIMEOUT_S`."""
+        self.terminate()
+        self.wait(time.monotonic() + STOP_TIMEOUT_S)
+
+
+class GraphProcess:
+    """The embedded graph server; ``kgrec up`` is its parent, so it reaps it and reads its exit status."""
+
+    name = "graph"
+
+    def __init__(self, server: EmbeddedServer) -> None:
+        self.server = server
+        self.info: ServerInfo | None = None
+        self.started_at = 0.0
+
+    def launch(self) -> ServerInfo:
+        """Start the server (on its previous port when it is free) and wait until it answers."""
+        self.info = self.server.start()
+        self.started_at = time.monotonic()
+        return self.info
+
+    def poll(self) -> str | None:
+        """None while it runs; otherwise how it ended."""
+        if self.info is None:
+            return "never started"
+        try:
+            pid, status = os.waitpid(self.info.pid, os.WNOHANG)
+        except ChildProcessError:  # not our child (it was already running), or reaped elsewhere
+            return None if self.server.running() is not None else exit_reason(None)
+        return None if pid == 0 else exit_reason(os.waitstatus_to_exitcode(status))
+
+    def stop(self) -> None:
+        """Shut the server down cleanly (fsyncs the AOF)."""
+        self.server.stop()
+
+
+@dataclass
+class _Restarts:
+    """Restart state of one process."""
+
+    attempt: int = 0  # consecutive restarts: sets the next backoff
+    quick_exits: int = 0  # consecutive deaths soon after starting
+    due_at: float | None = None  # when a pending restart is to be tried
+
+
+class Supervisor:
+    """Restarts what dies, in dependency order: the graph (also the broker) before its clients."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        graph: GraphProcess | None,
+        children: Sequence[ChildProcess],
+        should_stop: Callable[[], bool],
+        log: Callable[[str], None] = lambda line: print(line, flush=True),
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.graph = graph
+        self.children = list(children)
+        self.should_stop = should_stop
+        self.log = log
+        self.counts = dict.fromkeys(SUPERVISED, 0)
+        self._state: dict[str, _Restarts] = {}
+        write_restart_counts(self.data_dir, self.counts)
+
+    @property
+    def processes(self) -> list[Supervised]:
+        """Everything supervised, the graph first."""
+        return ([self.graph] if self.graph is not None else []) + list(self.children)
+
+    def run(self) -> None:
+        """Watch and restart until :attr:`should_stop` says so; raises :class:`StackError` when hopeless."""
+        while not self.should_stop():
+            self.check()
+            time.sleep(POLL_S)
+
+    def check(self) -> None:
+        """One round: notice deaths, start restarts that are due."""
+        graph_pending = False
+        for process in self.processes:
+            state = self._state.setdefault(process.name, _Restarts())
+            if state.due_at is None:
+                reason = process.poll()
+                if reason is not None:
+                    self._schedule(process, state, reason)
+            # Clients of a dead graph (also their broker) would only die again: the graph goes first.
+            blocked = graph_pending and process is not self.graph
+            if state.due_at is not None and time.monotonic() >= state.due_at and not blocked:
+                self._restart(process, state)
+            graph_pending = graph_pending or (process is self.graph and state.due_at is not None)
+
+    def _schedule(self, process: Supervised, state: _Restarts, reason: str) -> None:
+        uptime = time.monotonic() - process.started_at
+        state.quick_exits = state.quick_exits + 1 if uptime < QUICK_EXIT_S else 0
+        if state.quick_exits >= MAX_QUICK_EXITS:
+            raise StackError(
+                f"{process.name} {reason} {state.quick_exits} times in a row within {QUICK_EXIT_S:.0f}s "
+                "of starting; not restarting it (check its configuration and the log above)"
+            )
+        if uptime >= STABLE_S:
+            state.attempt = 0
+        delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2**state.attempt)
+        state.attempt += 1
+        state.due_at = time.monotonic() + delay
+        self.log(f"kgrec up: {process.name} {reason} after {uptime:.1f}s up; restarting it in {delay:.1f}s")
+
+    def _restart(self, process: Supervised, state: _Restarts) -> None:
+        old_port = self.graph.info.port if process is self.graph and self.graph.info else None
+        try:
+            process.launch()
+        except (EmbeddedServerError, OSError) as exc:
+            if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
+                raise StackError(f"cannot restart {process.name}: {exc}") from exc
+            state.due_at = None
+            process.started_at = time.monotonic()
+            self._schedule(process, state, f"failed to start ({exc})")
+            return
+        state.due_at = None
+        self.counts[process.name] = self.counts.get(process.name, 0) + 1
+        write_restart_counts(self.data_dir, self.counts)
+        self.log(f"kgrec up: {process.name} restarted (restart {self.counts[process.name]})")
+        if process is self.graph and self.graph.info is not None and self.graph.info.port != old_port:
+            # Workers and beat know the broker only by its URL, so they follow the new port by restarting.
+            self.log(
+                f"kgrec up: the graph server moved to port {self.graph.info.port}; restarting its clients"
+            )
+            for child in self.children:
+                child.stop()
+                child.launch()
+                self._state.setdefault(child.name, _Restarts()).due_at = None
+
+    def stop_all(self) -> None:
+        """Stop the children together (SIGTERM, then SIGKILL after a grace period), then the graph."""
+        for child in self.children:
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children:
+            child.wait(deadline)
+        if self.graph is not None:
+            self.graph.stop()

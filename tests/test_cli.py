@@ -1,0 +1,187 @@
+"""``kgrec train --sync`` and ``kgrec evaluate`` through the installed console script, as a person runs them.
+
+The serving graph holds the first 40 Amazon Beauty users (a few hundred
+interactions) and the model ``kgrec train --sync`` made from it; ``kgrec
+evaluate`` on the same folder must work in a scratch graph and leave the
+serving graph, its versions and the artifacts folder exactly as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graph_schema.statements import admin
+from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+from kgrec.maintenance import clear_graph
+from kgrec.migrations import migrate
+from kgrec.model_store import models_dir
+from tests.conftest import embedded_only
+from tests.subsets import amazon_beauty_subset
+
+pytestmark = embedded_only  # the CLI finds the session's graph by data directory and graph name
+
+KGREC = Path(sys.executable).parent / "kgrec"  # the console script `pip install` made
+SUMMARY_KEYS = {
+    "version",
+    "counts",
+    "validation",
+    "weights",
+    "recency_decay",
+    "timings",
+    "seconds_per_epoch",
+    "removed_versions",
+}
+EVALUATED_MODELS = {"kgrec", "popularity", "itemknn", "itemknn_recency", "bprmf", "lightgcn"}
+
+
+def kgrec(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``kgrec`` command."""
+    return subprocess.run(
+        [str(KGREC), *args],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_env(settings: Settings, graph_name: str) -> dict[str, str]:
+    """The environment that points the CLI at ``graph_name`` on the session's graph server."""
+    return {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": graph_name}
+
+
+@pytest.fixture(scope="module")
+def subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40 Amazon Beauty users in the kgrec layout (a folder named cli-beauty)."""
+    return amazon_beauty_subset(
+        shared_data / "amazon-beauty-kg", tmp_path_factory.mktemp("cli") / "cli-beauty", users=40
+    )
+
+
+@pytest.fixture(scope="module")
+def serving_graph(
+    settings: Settings, graph_server: EmbeddedServer | None, subset: Path
+) -> Iterator[tuple[dict[str, str], GraphGateway]]:
+    """A graph of its own holding the subset, and the CLI environment that serves it."""
+    graph_name = f"cli_{uuid.uuid4().hex[:10]}"
+    local = settings.with_overrides(graph_name=graph_name)
+    gateway = open_gateway(local)
+    migrate(gateway)
+    import_dataset(gateway, open_dataset(str(subset), local.datasets_dir), local)
+    try:
+        yield cli_env(settings, graph_name), gateway
+    finally:
+        clear_graph(gateway)
+        gateway.close()
+
+
+@pytest.fixture(scope="module")
+def trained(serving_graph: tuple[dict[str, str], GraphGateway]) -> subprocess.CompletedProcess[str]:
+    """``kgrec train --sync`` on the serving graph."""
+    env, _ = serving_graph
+    return kgrec("train", "--sync", "--epochs", "1", "--device", "cpu", env=env)
+
+
+def snapshot(gateway: GraphGateway, data_dir: Path) -> dict[str, Any]:
+    """What serving depends on: counts per label and type, the versions, the artifact files."""
+    return {
+        "nodes": {r["label"]: r["count"] for r in gateway.read(admin.NODE_COUNTS)},
+        "relationships": {r["type"]: r["count"] for r in gateway.read(admin.RELATIONSHIP_COUNTS)},
+        "active": gateway.read(ACTIVE_VERSION),
+        "versions": gateway.read(MODEL_VERSIONS),
+        "artifacts": sorted(p.name for p in models_dir(data_dir).iterdir()),
+    }
+
+
+def test_train_sync_prints_its_summary_and_activates_the_version(
+    trained: subprocess.CompletedProcess[str],
+    serving_graph: tuple[dict[str, str], GraphGateway],
+    settings: Settings,
+) -> None:
+    assert trained.returncode == 0, trained.stderr
+    assert "Traceback" not in trained.stderr
+    summary = json.loads(trained.stdout.strip().splitlines()[-1])
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["counts"]["users"] == 40
+    _, gateway = serving_graph
+    (active,) = gateway.read(ACTIVE_VERSION)
+    assert active["id"] == summary["version"]
+    assert (models_dir(settings.data_dir) / active["artifact"]).is_file()
+
+
+def test_evaluate_reports_every_model_and_leaves_the_serving_graph_untouched(
+    trained: subprocess.CompletedProcess[str],
+    serving_graph: tuple[dict[str, str], GraphGateway],
+    subset: Path,
+    settings: Settings,
+) -> None:
+    assert trained.returncode == 0, trained.stderr
+    env, gateway = serving_graph
+    before = snapshot(gateway, settings.data_dir)
+    assert before["nodes"]["ModelVersion"] == 1 and before["nodes"]["Item"] > 0 and before["active"]
+
+    done = kgrec(
+        "evaluate",
+        "--dataset",
+        str(subset),
+        "--protocol",
+        "leave-last-out",
+        "--k",
+        "5,10",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        env=env,
+    )
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report) == EVALUATED_MODELS
+    for name, metrics in report.items():
+        assert set(metrics) == {f"{m}@{k}" for m in ("recall", "ndcg", "hit") for k in (5, 10)}, name
+        assert all(0.0 <= value <= 1.0 for value in metrics.values()), name
+    assert snapshot(gateway, settings.data_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (
+            ("train", "--sync", "--epochs", "1", "--device", "cpu"),
+            "the graph holds no interactions to train on",
+        ),
+        (
+            ("evaluate", "--dataset", "no-such-dataset", "--protocol", "leave-last-out", "--device", "cpu"),
+            "'no-such-dataset' is neither a built-in data set",
+        ),
+    ],
+    ids=["train-on-an-empty-graph", "evaluate-a-missing-dataset"],
+)
+def test_a_failure_is_one_line_without_a_traceback(
+    settings: Settings, graph_server: EmbeddedServer | None, command: tuple[str, ...], reason: str
+) -> None:
+    graph_name = f"cli_empty_{uuid.uuid4().hex[:10]}"
+    failed = kgrec(*command, env=cli_env(settings, graph_name))
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("kgrec: error:")]
+    assert len(errors) == 1, failed.stderr
+    assert errors[0].startswith(f"kgrec: error: {reason}")
+    assert failed.stderr.rstrip().endswith(errors[0])  # the reason is the last thing printed
+    assert failed.stdout == ""

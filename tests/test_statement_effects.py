@@ -1,0 +1,708 @@
+"""Every write statement of the catalogue changes the graph as its name and docstring say.
+
+Each case builds a small graph by hand where the statement touches at least one
+row (an existing node to update, a pair to link, an edge to prune), runs the
+statement, and checks the nodes, relationships and properties it changed, and
+those it must leave alone. ``EFFECTS`` maps each write statement to its case;
+a write statement added to ``graph_schema.statements`` without one fails
+:func:`test_every_write_statement_has_an_effect_case`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from graph_schema.behaviours import COUNTER_PROPERTIES
+from graph_schema.catalogue import Statement, all_statements
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.maintenance import clear_graph
+from kgrec.migrations import migrate
+
+STATEMENTS = {s.name: s for s in all_statements()}
+NOW = 1_700_000_000_000  # the examples' "now"
+
+Case = Callable[[GraphGateway, Statement], None]
+EFFECTS: dict[str, Case] = {}
+
+
+def effect(*names: str) -> Callable[[Case], Case]:
+    """Register ``case`` as the effect test of the write statements ``names``."""
+
+    def register(case: Case) -> Case:
+        for name in names:
+            assert name not in EFFECTS, name
+            EFFECTS[name] = case
+        return case
+
+    return register
+
+
+def query(gw: GraphGateway, cypher: str, **params: Any) -> list[dict[str, Any]]:
+    """Run fixture-building or checking Cypher (not from the catalogue)."""
+    return gw.run_query(cypher, params)
+
+
+def node(gw: GraphGateway, label: str, node_id: str) -> dict[str, Any] | None:
+    """The properties of the one ``label`` node with ``node_id``, or None."""
+    rows = query(gw, f"MATCH (n:{label} {{id: $id}}) RETURN properties(n) AS p", id=node_id)
+    assert len(rows) <= 1
+    return rows[0]["p"] if rows else None
+
+
+def rels(gw: GraphGateway, pattern: str, **params: Any) -> list[dict[str, Any]]:
+    """The properties of every relationship ``r`` that ``pattern`` matches."""
+    return [row["p"] for row in query(gw, f"MATCH {pattern} RETURN properties(r) AS p", **params)]
+
+
+def count(gw: GraphGateway, pattern: str, **params: Any) -> int:
+    """How many matches ``pattern`` has."""
+    return int(query(gw, f"MATCH {pattern} RETURN count(*) AS n", **params)[0]["n"])
+
+
+# --- bulk import ----------------------------------------------------------------------------------
+
+
+@effect("upsert_items")
+def _upsert_items(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (:Item {id: 'B0001', created_at: 1, listed: false, title: 'Old', price: 3.0}),"
+        "       (:Item {id: 'B0003', created_at: 2, listed: false, title: 'Kept', price: 4.0})",
+    )
+    rows = [
+        *st.params["rows"],
+        {"id": "B0003", "title": None, "price": None},
+        {"id": "B0004", "title": "New"},
+    ]
+    gw.write(st, {**st.params, "rows": [{"price": None, **r} for r in rows]})
+    assert node(gw, "Item", "B0001") == {
+        "id": "B0001",
+        "created_at": 1,
+        "listed": True,
+        "title": "Lipstick",
+        "price": 9.5,
+    }
+    # A missing title or price keeps the stored one.
+    assert node(gw, "Item", "B0003") == {
+        "id": "B0003",
+        "created_at": 2,
+        "listed": True,
+        "title": "Kept",
+        "price": 4.0,
+    }
+    assert node(gw, "Item", "B0004") == {"id": "B0004", "created_at": NOW, "listed": True, "title": "New"}
+
+
+@effect("upsert_unlisted_items")
+def _upsert_unlisted_items(gw: GraphGateway, st: Statement) -> None:
+    query(gw, "CREATE (:Item {id: 'B0001', created_at: 1, listed: true})")
+    gw.write(st, {**st.params, "ids": ["B0001", "B0002"]})
+    assert node(gw, "Item", "B0001") == {"id": "B0001", "created_at": 1, "listed": True}  # untouched
+    assert node(gw, "Item", "B0002") == {"id": "B0002", "created_at": NOW, "listed": False}
+
+
+@effect("upsert_brands", "upsert_categorys")
+def _upsert_named_nodes(gw: GraphGateway, st: Statement) -> None:
+    label = {"upsert_brands": "Brand", "upsert_categorys": "Category"}[st.name]
+    query(gw, f"CREATE (:{label} {{id: 'L&#39;Oreal', name: 'old name', created_at: 1}})")
+    query(gw, "CREATE (:Item {id: 'Olay'})")  # same id, other label: not this statement's node
+    gw.write(st, {**st.params, "rows": [*st.params["rows"], {"id": "Olay", "name": "Olay"}]})
+    assert node(gw, label, "L&#39;Oreal") == {"id": "L&#39;Oreal", "name": "L'Oreal", "created_at": 1}
+    assert node(gw, label, "Olay") == {"id": "Olay", "name": "Olay", "created_at": NOW}
+    assert node(gw, "Item", "Olay") == {"id": "Olay"}
+
+
+# Each link statement by name: source label, relationship type, target label and the row keys.
+# Spelled out (not derived from the allow-list) so that a new link statement needs its own line.
+LINKS: dict[str, tuple[str, str, str, str, str]] = {
+    "link_item_made_by_brand": ("Item", "MADE_BY", "Brand", "item_id", "brand_id"),
+    "link_item_in_category_category": ("Item", "IN_CATEGORY", "Category", "item_id", "category_id"),
+    "link_category_subcategory_of_category": (
+        "Category",
+        "SUBCATEGORY_OF",
+        "Category",
+        "child_id",
+        "parent_id",
+    ),
+    "link_item_also_bought_item": ("Item", "ALSO_BOUGHT", "Item", "head", "tail"),
+    "link_item_also_viewed_item": ("Item", "ALSO_VIEWED", "Item", "head", "tail"),
+    "link_item_bought_together_item": ("Item", "BOUGHT_TOGETHER", "Item", "head", "tail"),
+}
+
+
+@effect(*LINKS)
+def _link(gw: GraphGateway, st: Statement) -> None:
+    source, rel, target, source_key, target_key = LINKS[st.name]
+    query(gw, f"CREATE (:{source} {{id: 'a'}}), (:{target} {{id: 'b'}}), (:User {{id: 'b'}})")
+    rows = [{source_key: "a", target_key: "b"}, {source_key: "a", target_key: "missing"}]
+    first = gw.write(st, {"rows": rows})
+    again = gw.write(st, {"rows": rows})  # idempotent: MERGE finds the link
+    assert (first.relationships_created, again.relationships_created) == (1, 0)
+    assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
+    assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
+    assert count(gw, "(n)") == 3  # no node created for 'missing'
+
+
+@effect("upsert_users")
+def _upsert_users(gw: GraphGateway, st: Statement) -> None:
+    (known,) = st.params["ids"]
+    query(gw, "CREATE (:User {id: $id, created_at: 1, flagged_bot: true})", id=known)
+    gw.write(st, {**st.params, "ids": [known, "new-user"]})
+    assert node(gw, "User", known) == {"id": known, "created_at": 1, "flagged_bot": True}
+    assert node(gw, "User", "new-user") == {"id": "new-user", "created_at": NOW, "flagged_bot": False}
+
+
+@effect("flag_bots")
+def _flag_bots(gw: GraphGateway, st: Statement) -> None:
+    (bot,) = st.params["ids"]
+    query(
+        gw,
+        "CREATE (:User {id: $bot, flagged_bot: false}), (:User {id: 'human', flagged_bot: false})",
+        bot=bot,
+    )
+    gw.write(st, {"ids": [bot, "missing"]})
+    assert node(gw, "User", bot) == {"id": bot, "flagged_bot": True}
+    assert node(gw, "User", "human") == {"id": "human", "flagged_bot": False}
+    assert node(gw, "User", "missing") is None  # flags known users only
+
+
+@effect("set_interactions")
+def _set_interactions(gw: GraphGateway, st: Statement) -> None:
+    (row,) = st.params["rows"]
+    query(
+        gw,
+        "CREATE (u:User {id: $u})-[:INTERACTED {weight: 1.0, weight_ts: 5, rating: 3.0}]->(:Item {id: $i})",
+        u=row["user_id"],
+        i=row["item_id"],
+    )
+    gw.write(st, st.params)
+    (edge,) = rels(
+        gw, "(:User {id: $u})-[r:INTERACTED]->(:Item {id: $i})", u=row["user_id"], i=row["item_id"]
+    )
+    # Set to the aggregated values (a null rating removes the stored one).
+    assert {
+        k: edge.get(k) for k in ("n_purchase", "weight", "weight_ts", "first_ts", "last_ts", "last_seq")
+    } == {
+        "n_purchase": 1,
+        "weight": 5.0,
+        "weight_ts": NOW,
+        "first_ts": NOW,
+        "last_ts": NOW,
+        "last_seq": 0,
+    }
+    assert edge.get("rating") is None
+
+
+@effect("set_brand_interests", "set_category_interests")
+def _set_interests(gw: GraphGateway, st: Statement) -> None:
+    label = {"set_brand_interests": "Brand", "set_category_interests": "Category"}[st.name]
+    other = "Category" if label == "Brand" else "Brand"
+    (row,) = st.params["rows"]
+    query(
+        gw,
+        f"CREATE (u:User {{id: $u}})-[:INTERESTED_IN {{weight: 1.0, weight_ts: 1, count: 9}}]->(:{label} {{id: $t}}),"
+        f"       (:{other} {{id: $t}})",
+        u=row["user_id"],
+        t=row["target_id"],
+    )
+    gw.write(st, st.params)
+    (edge,) = rels(gw, f"(:User)-[r:INTERESTED_IN]->(:{label} {{id: $t}})", t=row["target_id"])
+    assert edge == {"weight": 5.0, "weight_ts": NOW, "count": 1, "first_ts": NOW, "last_ts": NOW}
+    assert count(gw, f"(:User)-[:INTERESTED_IN]->(:{other})") == 0
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+@effect("ingest_events")
+def _ingest_events(gw: GraphGateway, st: Statement) -> None:
+    # Stored: u1 (119 events this minute, no bot flag yet) with a purchase of i1 and a view of i3,
+    # both stamped one half-life ago, and an interest in Acme (which makes i1 and i3); i1 is in Face,
+    # and Hair is under Face. The batch: u1 buys and views i1 again (i1 also goes into Beauty) and
+    # rates i3 (an event one half-life old); a new user u2 rates a new item i2 (HairCo, Hair).
+    minute = 28_333_333
+    then = NOW - int(st.params["half_life_ms"])
+    query(
+        gw,
+        """
+        CREATE (u1:User {id: 'u1', created_at: 1, rate_minute: $minute, rate_count: 119}),
+               (i1:Item {id: 'i1', created_at: 2, listed: false, title: 'Old title'}),
+               (i3:Item {id: 'i3', created_at: 2, listed: true, title: 'Third'}),
+               (acme:Brand {id: 'Acme', name: 'Acme Inc', created_at: 4}),
+               (face:Category {id: 'Face', name: 'Face care', created_at: 3}),
+               (hair:Category {id: 'Hair', name: 'Hair care', created_at: 5})
+        CREATE (i1)-[:MADE_BY]->(acme), (i3)-[:MADE_BY]->(acme), (i1)-[:IN_CATEGORY]->(face),
+               (hair)-[:SUBCATEGORY_OF]->(face),
+               (u1)-[:INTERACTED {weight: 5.0, weight_ts: $then, first_ts: 10, last_ts: $then,
+                                  n_purchase: 2, n_view: 2, rating: 3.0, rating_ts: $later}]->(i1),
+               (u1)-[:INTERACTED {weight: 1.0, weight_ts: $then, first_ts: 20, last_ts: $then,
+                                  n_view: 1, rating: 2.0, rating_ts: $now}]->(i3),
+               (u1)-[:INTERESTED_IN {weight: 2.0, weight_ts: $then, count: 3, first_ts: 10,
+                                     last_ts: $then}]->(acme)
+        """,
+        minute=minute,
+        then=then,
+        now=NOW,
+        later=NOW + 10,
+    )
+
+    def pair(user: str, item: str, counts: dict[str, int], weight: float, rating: float, ts: int) -> dict:
+        return {
+            "user_id": user,
+            "item_id": item,
+            "counts": counts,
+            "events": sum(counts.values()),
+            "weight": weight,
+            "ref_ts": ts,
+            "first_ts": ts - 5 if item == "i1" else ts,
+            "rating": rating,
+            "rating_ts": NOW,
+        }
+
+    params = {
+        **st.params,
+        "users": [
+            {"id": "u1", "minute": minute, "minute_count": 1, "burst": 1},
+            {"id": "u2", "minute": minute, "minute_count": 1, "burst": 120},
+        ],
+        "items": [
+            {"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty", "Face"]},
+            {"id": "i2", "title": "New", "price": 2.5, "brands": ["HairCo"], "categories": ["Hair"]},
+        ],
+        "category_links": [
+            {"child_id": "Face", "parent_id": "Beauty"},
+            {"child_id": "Hair", "parent_id": "Face"},
+        ],
+        "pairs": [
+            # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).
+            pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
+            pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
+            pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW),
+        ],
+    }
+    done = gw.write(st, params)
+    assert done.rows == [{"done": 5}]  # one row per interest edge
+    assert node(gw, "Event", "evt-1") == {"id": "evt-1", "received_at": NOW}
+    # 120 events in the minute, or in a burst, is the limit, not over it.
+    assert node(gw, "User", "u1") == {
+        "id": "u1",
+        "created_at": 1,
+        "flagged_bot": False,
+        "rate_minute": minute,
+        "rate_count": 120,
+    }
+    assert node(gw, "User", "u2") == {
+        "id": "u2",
+        "created_at": NOW,
+        "flagged_bot": False,
+        "rate_minute": minute,
+        "rate_count": 1,
+    }
+    assert node(gw, "Item", "i1") == {"id": "i1", "created_at": 2, "listed": True, "title": "Old title"}
+    assert node(gw, "Item", "i2") == {
+        "id": "i2",
+        "created_at": NOW,
+        "listed": True,
+        "title": "New",
+        "price": 2.5,
+    }
+    # Brands and categories are created once, named after their id; existing ones keep their names.
+    assert node(gw, "Brand", "Acme") == {"id": "Acme", "name": "Acme Inc", "created_at": 4}
+    assert node(gw, "Brand", "HairCo") == {"id": "HairCo", "name": "HairCo", "created_at": NOW}
+    assert node(gw, "Category", "Beauty") == {"id": "Beauty", "name": "Beauty", "created_at": NOW}
+    assert node(gw, "Category", "Hair") == {"id": "Hair", "name": "Hair care", "created_at": 5}
+    links = query(
+        gw, "MATCH (a)-[r:MADE_BY|IN_CATEGORY|SUBCATEGORY_OF]->(b) RETURN a.id AS a, type(r) AS r, b.id AS b"
+    )
+    assert sorted((row["a"], row["r"], row["b"]) for row in links) == [
+        ("Face", "SUBCATEGORY_OF", "Beauty"),
+        ("Hair", "SUBCATEGORY_OF", "Face"),
+        ("i1", "IN_CATEGORY", "Beauty"),
+        ("i1", "IN_CATEGORY", "Face"),
+        ("i1", "MADE_BY", "Acme"),
+        ("i2", "IN_CATEGORY", "Hair"),
+        ("i2", "MADE_BY", "HairCo"),
+        ("i3", "MADE_BY", "Acme"),
+    ]
+    zero = {c: 0 for c in COUNTER_PROPERTIES}  # every counter is set
+    interactions = {
+        (row["u"], row["i"]): row["p"]
+        for row in query(
+            gw, "MATCH (u:User)-[r:INTERACTED]->(i:Item) RETURN u.id AS u, i.id AS i, properties(r) AS p"
+        )
+    }
+    # A stored weight one half-life old counts half (5.0 -> 2.5) next to the batch's new weight;
+    # i3's stored view and the batch's rating are both one half-life old (1.0 + 4.0, stamped then).
+    assert interactions == {
+        ("u1", "i1"): {
+            "weight": 8.5,
+            "weight_ts": NOW,
+            "first_ts": 10,
+            "last_ts": NOW,
+            "rating": 3.0,
+            "rating_ts": NOW + 10,
+            **zero,
+            "n_purchase": 3,
+            "n_view": 3,
+        },
+        ("u1", "i3"): {
+            "weight": 5.0,
+            "weight_ts": then,
+            "first_ts": 20,
+            "last_ts": then,
+            "rating": 4.5,
+            "rating_ts": NOW,
+            **zero,
+            "n_view": 1,
+            "n_rating": 1,
+        },
+        ("u2", "i2"): {
+            "weight": 4.0,
+            "weight_ts": NOW,
+            "first_ts": NOW,
+            "last_ts": NOW,
+            "rating": 4.0,
+            "rating_ts": NOW,
+            **zero,
+            "n_rating": 1,
+        },
+    }
+    interests = {
+        (row["u"], row["t"]): row["p"]
+        for row in query(
+            gw, "MATCH (u:User)-[r:INTERESTED_IN]->(t) RETURN u.id AS u, t.id AS t, properties(r) AS p"
+        )
+    }
+    # Acme, stamped at the batch's latest event (now): the stored 2.0 is worth 1.0, i1's 6.0 counts
+    # in full and i3's 4.0 (one half-life old) 2.0; 3 stored events plus the batch's 2 + 1.
+    assert interests == {
+        ("u1", "Acme"): {"weight": 9.0, "weight_ts": NOW, "count": 6, "first_ts": 10, "last_ts": NOW},
+        ("u1", "Beauty"): {"weight": 6.0, "weight_ts": NOW, "count": 2, "first_ts": NOW - 5, "last_ts": NOW},
+        ("u1", "Face"): {"weight": 6.0, "weight_ts": NOW, "count": 2, "first_ts": NOW - 5, "last_ts": NOW},
+        ("u2", "Hair"): {"weight": 4.0, "weight_ts": NOW, "count": 1, "first_ts": NOW, "last_ts": NOW},
+        ("u2", "HairCo"): {"weight": 4.0, "weight_ts": NOW, "count": 1, "first_ts": NOW, "last_ts": NOW},
+    }
+
+
+@effect("prune_faded_edges")
+def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
+    # With the example threshold 0.01: 1.0 ten half-lives old is worth 1/1024 (faded),
+    # 0.02 one half-life old is worth exactly 0.01 (kept), 0.0198 is worth 0.0099 (faded).
+    half_life = int(st.params["half_life_ms"])
+    ten_half_lives_ago = NOW - 10 * half_life
+    one_half_life_ago = NOW - half_life
+    query(
+        gw,
+        """
+        CREATE (u:User {id: 'u'})
+        CREATE (u)-[:INTERACTED {weight: 1.0, weight_ts: $old, n_view: 3}]->(:Item {id: 'faded-view'})
+        CREATE (u)-[:INTERACTED {weight: 1.0, weight_ts: $old, n_purchase: 1}]->(:Item {id: 'faded-purchase'})
+        CREATE (u)-[:INTERACTED {weight: 1.0, weight_ts: $old, n_rating: 1}]->(:Item {id: 'faded-rating'})
+        CREATE (u)-[:INTERACTED {weight: 1.0, weight_ts: $now, n_view: 1}]->(:Item {id: 'fresh-view'})
+        CREATE (u)-[:INTERACTED {weight: 0.02, weight_ts: $half, n_view: 1}]->(:Item {id: 'at-threshold'})
+        CREATE (u)-[:INTERACTED {weight: 0.0198, weight_ts: $half, n_view: 1}]->(:Item {id: 'below-threshold'})
+        CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $old}]->(:Brand {id: 'faded-brand'})
+        CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now}]->(:Category {id: 'fresh-category'})
+        """,
+        old=ten_half_lives_ago,
+        now=NOW,
+        half=one_half_life_ago,
+    )
+    first = gw.write(st, {**st.params, "limit": 1})
+    rest = gw.write(st, st.params)
+    assert (first.rows, first.relationships_deleted) == ([{"pruned": 1}], 1)
+    assert (rest.rows, rest.relationships_deleted) == ([{"pruned": 2}], 2)
+    remaining = query(gw, "MATCH (:User {id: 'u'})-[]->(n) RETURN n.id AS id ORDER BY id")
+    assert [r["id"] for r in remaining] == [
+        "at-threshold",
+        "faded-purchase",
+        "faded-rating",
+        "fresh-category",
+        "fresh-view",
+    ]
+    assert count(gw, "(n)") == 9  # edges only: every node stays
+
+
+@effect("prune_old_events")
+def _prune_old_events(gw: GraphGateway, st: Statement) -> None:
+    before = st.params["before"]
+    query(
+        gw,
+        "CREATE (:Event {id: 'old', received_at: $a}), (:Event {id: 'boundary', received_at: $b}),"
+        "       (:Event {id: 'new', received_at: $c})",
+        a=before - 1,
+        b=before,
+        c=before + 1,
+    )
+    done = gw.write(st, st.params)
+    assert (done.rows, done.nodes_deleted) == ([{"pruned": 1}], 1)
+    assert [r["id"] for r in query(gw, "MATCH (e:Event) RETURN e.id AS id ORDER BY id")] == [
+        "boundary",
+        "new",
+    ]
+
+
+# --- migrations -----------------------------------------------------------------------------------
+
+
+@effect("record_migration")
+def _record_migration(gw: GraphGateway, st: Statement) -> None:
+    first = gw.write(st, st.params)
+    again = gw.write(st, {**st.params, "checksum": "sha256:changed", "applied_at": 1})
+    # Recorded once; a second call reports the stored checksum (so `migrate` can refuse a changed file).
+    assert first.rows == again.rows == [{"checksum": "sha256:0"}]
+    assert node(gw, "Migration", "0001/neo4j") == {
+        "id": "0001/neo4j",
+        "version": "0001",
+        "name": "constraints",
+        "scope": "neo4j",
+        "checksum": "sha256:0",
+        "applied_at": NOW,
+    }
+
+
+# --- model versions -------------------------------------------------------------------------------
+
+
+@effect("create_model_version")
+def _create_model_version(gw: GraphGateway, st: Statement) -> None:
+    gw.write(st, st.params)
+    created = {
+        "id": "v1700000000000",
+        "created_at": NOW,
+        "status": "writing",
+        "active": False,
+        "parameters": '{"dim": 64}',
+        "counts": '{"users": 1}',
+        "metrics": '{"ndcg@10": 0.07}',
+        "artifact": "models/v1700000000000.npz",
+    }
+    assert node(gw, "ModelVersion", "v1700000000000") == created
+    query(gw, "MATCH (m:ModelVersion) SET m.status = 'ready'")
+    gw.write(st, {**st.params, "now": 1, "metrics": "{}"})
+    # The payload is replaced; the creation stamp and status are not.
+    assert node(gw, "ModelVersion", "v1700000000000") == {**created, "status": "ready", "metrics": "{}"}
+
+
+EMBEDDED_LABELS = {
+    "write_user_embeddings": "User",
+    "write_item_embeddings": "Item",
+    "write_brand_embeddings": "Brand",
+    "write_category_embeddings": "Category",
+}
+
+
+@effect(*EMBEDDED_LABELS)
+def _write_embeddings(gw: GraphGateway, st: Statement) -> None:
+    label = EMBEDDED_LABELS[st.name]
+    decoy = "Brand" if label == "Item" else "Item"
+    query(
+        gw,
+        f"CREATE (:ModelVersion {{id: $v}}), (:ModelVersion {{id: 'v-other'}}), (:{label} {{id: 'x'}}),"
+        f"       (:{decoy} {{id: 'x'}})",
+        v=st.params["version"],
+    )
+    gw.write(st, st.params)
+    gw.write(
+        st, {**st.params, "rows": [{"id": "x", "vector": [0.3, 0.4]}, {"id": "missing", "vector": [1.0]}]}
+    )
+    pattern = f"(:ModelVersion {{id: $v}})-[r:EMBEDDING]->(:{label} {{id: 'x'}})"
+    (edge,) = rels(gw, pattern, v=st.params["version"])
+    assert edge["vector"] == pytest.approx([0.3, 0.4])  # replaced in place, one edge
+    assert count(gw, "()-[r:EMBEDDING]->()") == 1
+    assert count(gw, "(n)") == 4
+
+
+@effect("mark_model_version_ready")
+def _mark_ready(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: $id, status: 'writing'}), (:ModelVersion {id: 'v-other', status: 'writing'})",
+        id=st.params["id"],
+    )
+    done = gw.write(st, st.params)
+    assert done.rows == [{"id": st.params["id"]}]
+    assert node(gw, "ModelVersion", st.params["id"])["status"] == "ready"  # type: ignore[index]
+    assert node(gw, "ModelVersion", "v-other")["status"] == "writing"  # type: ignore[index]
+
+
+@effect("activate_model_version")
+def _activate(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: $id, status: 'ready', active: false}),"
+        "       (:ModelVersion {id: 'v-previous', status: 'ready', active: true, activated_at: 5}),"
+        "       (:ModelVersion {id: 'v-writing', status: 'writing', active: false})",
+        id=st.params["id"],
+    )
+    done = gw.write(st, st.params)
+    assert done.rows == [{"activated": 1}]
+
+    def state() -> dict[str, tuple[bool, int | None]]:
+        rows = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.active AS active, m.activated_at AS at")
+        return {r["id"]: (r["active"], r["at"]) for r in rows}
+
+    after = {st.params["id"]: (True, NOW), "v-previous": (False, 5), "v-writing": (False, None)}
+    assert state() == after
+    # A version still being written is never switched to: nothing changes.
+    refused = gw.write(st, {**st.params, "id": "v-writing"})
+    assert refused.rows == [{"activated": 0}]
+    assert state() == after
+
+
+@effect("delete_model_version_embeddings")
+def _delete_version_embeddings(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        """
+        CREATE (old:ModelVersion {id: $id, active: false}), (live:ModelVersion {id: 'v-live', active: true})
+        CREATE (a:Item {id: 'a'}), (b:Item {id: 'b'}), (c:Item {id: 'c'})
+        CREATE (old)-[:EMBEDDING {vector: [1.0]}]->(a), (old)-[:EMBEDDING {vector: [1.0]}]->(b),
+               (old)-[:EMBEDDING {vector: [1.0]}]->(c), (old)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(a),
+               (live)-[:EMBEDDING {vector: [1.0]}]->(a), (live)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(b)
+        """,
+        id=st.params["id"],
+    )
+    deleted = [gw.write(st, {**st.params, "limit": 3}).relationships_deleted for _ in range(3)]
+    assert deleted == [3, 1, 0]  # bounded batches, until none is left
+    assert count(gw, "(:ModelVersion {id: $id})-[]->()", id=st.params["id"]) == 0
+    assert count(gw, "(:ModelVersion {id: 'v-live'})-[]->()") == 2  # the active version keeps its own
+    assert gw.write(st, {"id": "v-live", "limit": 10}).relationships_deleted == 0
+    assert count(gw, "(n)") == 5
+
+
+@effect("delete_model_version")
+def _delete_version(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        """
+        CREATE (:ModelVersion {id: $id, active: false}),
+               (:ModelVersion {id: 'v-live', active: true}),
+               (:ModelVersion {id: 'v-unemptied', active: false})-[:EMBEDDING {vector: [1.0]}]->(:Item {id: 'a'})
+        """,
+        id=st.params["id"],
+    )
+    results = [gw.write(st, {"id": v}).rows for v in (st.params["id"], "v-live", "v-unemptied")]
+    assert results == [[{"deleted": 1}], [{"deleted": 0}], [{"deleted": 0}]]
+    remaining = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id ORDER BY id")
+    assert [r["id"] for r in remaining] == ["v-live", "v-unemptied"]
+
+
+@effect("write_folded_items")
+def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (m:ModelVersion {id: $v, active: true}), (:Item {id: 'y'}),"
+        "       (m)-[:EMBEDDING {vector: [9.0, 9.0]}]->(:Item {id: 'x'})",  # folded in before: replaced
+        v=st.params["version"],
+    )
+    rows = [*st.params["rows"], {"id": "missing", "vector": [1.0, 0.0]}]
+    done = gw.write(st, {**st.params, "rows": rows})
+    assert done.rows == [{"folded": 1}]
+    (edge,) = rels(gw, "(:ModelVersion {id: $v})-[r:EMBEDDING]->(:Item {id: 'x'})", v=st.params["version"])
+    assert edge["vector"] == pytest.approx([0.1, 0.2])
+    assert edge["folded_at"] == NOW
+    assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW  # type: ignore[index]
+    assert count(gw, "()-[r:EMBEDDING]->(:Item {id: 'y'})") == 0
+
+
+# --- privacy and maintenance ----------------------------------------------------------------------
+
+
+@effect("erase_user")
+def _erase_user(gw: GraphGateway, st: Statement) -> None:
+    # The active version (created at 1000) was trained on the interactions first seen up to 1000,
+    # not on the one first seen at 2000; an older version also holds an embedding of the user
+    # (who has no bot flag: not a bot). A flagged bot, and a user the version has no embedding
+    # of, were left out of the counts, so erasing them adjusts none.
+    query(
+        gw,
+        """
+        CREATE (m:ModelVersion {id: 'v', active: true, created_at: 1000}),
+               (old:ModelVersion {id: 'v-old', active: false, created_at: 500}),
+               (u:User {id: $uid}), (other:User {id: 'other'}),
+               (bot:User {id: 'bot', flagged_bot: true}), (unseen:User {id: 'unseen', flagged_bot: false}),
+               (adjusted:Item {id: 'adjusted'}), (trained:Item {id: 'trained'}), (later:Item {id: 'later'}),
+               (b:Brand {id: 'acme'})
+        CREATE (m)-[:EMBEDDING {vector: [1.0]}]->(u), (old)-[:EMBEDDING {vector: [1.0]}]->(u),
+               (u)-[:INTERACTED {first_ts: 900}]->(adjusted), (u)-[:INTERACTED {first_ts: 1000}]->(trained),
+               (u)-[:INTERACTED {first_ts: 2000}]->(later), (u)-[:INTERESTED_IN {weight: 1.0}]->(b),
+               (other)-[:INTERACTED {first_ts: 900}]->(trained),
+               (m)-[:POPULARITY_ADJUSTMENT {delta: -2}]->(adjusted),
+               (m)-[:EMBEDDING {vector: [1.0]}]->(bot), (bot)-[:INTERACTED {first_ts: 900}]->(trained),
+               (unseen)-[:INTERACTED {first_ts: 900}]->(trained)
+        """,
+        uid=st.params["user_id"],
+    )
+    done = gw.write(st, st.params)
+    assert done.rows == [{"interactions": 3, "interests": 1, "embeddings": 2, "popularity_adjusted": 2}]
+    assert (done.nodes_deleted, done.relationships_deleted) == (1, 6)
+    assert node(gw, "User", st.params["user_id"]) is None
+
+    def adjustments() -> dict[str, int]:
+        pattern = "(:ModelVersion {id: 'v'})-[a:POPULARITY_ADJUSTMENT]->(i)"
+        return {
+            r["id"]: r["delta"] for r in query(gw, f"MATCH {pattern} RETURN i.id AS id, a.delta AS delta")
+        }
+
+    assert adjustments() == {"adjusted": -3, "trained": -1}
+    assert node(gw, "ModelVersion", "v")["adjusted_at"] == NOW  # type: ignore[index]
+    assert count(gw, "(:User {id: 'other'})-[:INTERACTED]->(:Item {id: 'trained'})") == 1
+    bot = gw.write(st, {"user_id": "bot", "now": NOW + 1})
+    assert bot.rows == [{"interactions": 1, "interests": 0, "embeddings": 1, "popularity_adjusted": 0}]
+    unseen = gw.write(st, {"user_id": "unseen", "now": NOW + 2})
+    assert unseen.rows == [{"interactions": 1, "interests": 0, "embeddings": 0, "popularity_adjusted": 0}]
+    assert adjustments() == {"adjusted": -3, "trained": -1}
+    assert node(gw, "ModelVersion", "v")["adjusted_at"] == NOW  # type: ignore[index]
+    assert count(gw, "(n)") == 7  # items, brand, versions and the other user stay
+
+
+@effect("delete_nodes_batch")
+def _delete_nodes_batch(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw, "UNWIND range(1, 5) AS k CREATE (:Item {id: toString(k)})-[:MADE_BY]->(:Brand {id: toString(k)})"
+    )
+    first = gw.write(st, {"limit": 4})
+    rest = gw.write(st, st.params)
+    assert (first.nodes_deleted, rest.nodes_deleted) == (4, 6)
+    assert count(gw, "(n)") == 0
+    assert count(gw, "()-[r]->()") == 0
+
+
+# --- the cases ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_graph(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[GraphGateway]:
+    """One migrated graph for the module; each case empties it first."""
+    name = f"effects_{uuid.uuid4().hex[:10]}" if settings.embedded else None
+    gw = open_gateway(settings, graph_name=name)
+    clear_graph(gw)
+    migrate(gw)
+    yield gw
+    clear_graph(gw)
+    gw.close()
+
+
+@pytest.fixture
+def graph(shared_graph: GraphGateway) -> GraphGateway:
+    """The module's graph, empty."""
+    clear_graph(shared_graph)
+    return shared_graph
+
+
+def test_every_write_statement_has_an_effect_case() -> None:
+    writes = {name for name, s in STATEMENTS.items() if s.mode == "write"}
+    assert sorted(writes - set(EFFECTS)) == [], "write statements without an effect case"
+    assert sorted(set(EFFECTS) - writes) == [], "effect cases for statements that are gone"
+
+
+@pytest.mark.parametrize("name", sorted(EFFECTS))
+def test_write_statement_effect(graph: GraphGateway, name: str) -> None:
+    EFFECTS[name](graph, STATEMENTS[name])
