@@ -37,6 +37,22 @@ API_KEY = "faults-key"
 REFUSALS_TIMED = 20
 
 
+def padded_batch(batch: int, size: int = 100, padding: int = 900) -> list[dict[str, Any]]:
+    """``size`` valid view events with ``padding`` characters of title each: they fill a disk quickly."""
+    now = int(time.time() * 1000)
+    return [
+        {
+            "event_id": f"full-{batch}-{i}",
+            "user_id": f"u{i}",
+            "item_id": f"item-{batch}-{i}",
+            "type": "view",
+            "ts": now,
+            "item": {"title": "x" * padding},
+        }
+        for i in range(size)
+    ]
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str) -> Iterator[Path]:
     """A tmpfs mounted at ``path`` for the length of a block."""
@@ -79,19 +95,8 @@ def full_disk(root: Path) -> dict[str, Any]:
             with open_gateway(settings) as gateway:
                 migrate(gateway)
             with serve_api(settings.data_dir, API_KEY, 19_500 + os.getpid() % 400) as base:
-                padding = "x" * 900
                 for batch in range(2_000):
-                    events = [
-                        {
-                            "event_id": f"full-{batch}-{i}",
-                            "user_id": f"u{i}",
-                            "item_id": f"item-{batch}-{i}",
-                            "type": "view",
-                            "ts": int(time.time() * 1000),
-                            "item": {"title": padding},
-                        }
-                        for i in range(100)
-                    ]
+                    events = padded_batch(batch)
                     started = time.monotonic()
                     response = requests.post(
                         f"{base}/v1/events",

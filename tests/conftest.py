@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -57,16 +58,25 @@ def graph_server(settings: Settings) -> Iterator[EmbeddedServer | None]:
     server.stop()
 
 
-@pytest.fixture
-def gateway(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[GraphGateway]:
-    """A migrated, empty graph for one test: its own graph on FalkorDB, a wiped database on Neo4j."""
-    name = f"test_{uuid.uuid4().hex[:12]}" if settings.embedded else None
+@contextlib.contextmanager
+def migrated_graph(settings: Settings, prefix: str) -> Iterator[GraphGateway]:
+    """A migrated, empty graph: its own graph on FalkorDB, a wiped database on Neo4j; emptied afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}" if settings.embedded else None
     gw = open_gateway(settings, graph_name=name)
     clear_graph(gw)
     migrate(gw)
-    yield gw
-    clear_graph(gw)
-    gw.close()
+    try:
+        yield gw
+    finally:
+        clear_graph(gw)
+        gw.close()
+
+
+@pytest.fixture
+def gateway(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[GraphGateway]:
+    """A migrated, empty graph for one test."""
+    with migrated_graph(settings, "test") as gw:
+        yield gw
 
 
 @pytest.fixture

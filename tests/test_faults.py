@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.faults import padded_batch
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import open_gateway
@@ -121,19 +122,8 @@ def test_a_full_disk_gives_503s_not_a_hang_and_keeps_every_acknowledged_event(tm
         ).start()
         acknowledged: list[str] = []
         refused = None
-        padding = "x" * 900
         for batch in range(2_000):
-            events = [
-                {
-                    "event_id": f"full-{batch}-{i}",
-                    "user_id": f"u{i}",
-                    "item_id": f"item-{batch}-{i}",
-                    "type": "view",
-                    "ts": int(time.time() * 1000),
-                    "item": {"title": padding},
-                }
-                for i in range(100)
-            ]
+            events = padded_batch(batch)
             # The timeout turns a hang into a failure; bench/faults.py measures the answers' latency.
             response = requests.post(
                 f"{api.url}/v1/events", json=events, headers={"Authorization": "Bearer k"}, timeout=60

@@ -10,7 +10,6 @@ a write statement added to ``graph_schema.statements`` without one fails
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,9 +19,9 @@ from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, all_statements
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.gateway import GraphGateway
 from kgrec.maintenance import clear_graph
-from kgrec.migrations import migrate
+from tests.conftest import migrated_graph
 
 STATEMENTS = {s.name: s for s in all_statements()}
 NOW = 1_700_000_000_000  # the examples' "now"
@@ -681,13 +680,8 @@ def _delete_nodes_batch(gw: GraphGateway, st: Statement) -> None:
 @pytest.fixture(scope="module")
 def shared_graph(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[GraphGateway]:
     """One migrated graph for the module; each case empties it first."""
-    name = f"effects_{uuid.uuid4().hex[:10]}" if settings.embedded else None
-    gw = open_gateway(settings, graph_name=name)
-    clear_graph(gw)
-    migrate(gw)
-    yield gw
-    clear_graph(gw)
-    gw.close()
+    with migrated_graph(settings, "effects") as gw:
+        yield gw
 
 
 @pytest.fixture
