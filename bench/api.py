@@ -41,8 +41,8 @@ from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.model_store import ActiveModel
 from kgrec.runtime import graph_session
+from workers.training.config import TrainConfig
 from workers.training.job import start_training
-from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "bench-api-key"
 SAMPLE = 2_000

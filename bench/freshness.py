@@ -34,8 +34,8 @@ from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
 from kgrec.recommender import HistoryEntry
+from workers.training.config import TrainConfig
 from workers.training.job import start_training
-from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "freshness-key"
 POLL_S = 0.005

@@ -35,8 +35,9 @@ from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
 from kgrec.training_graph import TrainingGraph
 from workers.training.baselines import train_lightgcn
+from workers.training.config import TrainConfig
 from workers.training.job import start_training
-from workers.training.kg_lightgcn import TrainConfig, resolve_device, train_embeddings
+from workers.training.kg_lightgcn import resolve_device, train_embeddings
 
 
 def kgat_graph(datasets_dir: Path) -> TrainingGraph:

@@ -29,6 +29,14 @@ class TrainingGraph:
     category_ids: list[str] = field(default_factory=list)
     item_category_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     knowledge: dict[str, np.ndarray] = field(default_factory=dict)  # relation -> (n, 2) head, tail
+    # The open knowledge graph, every relation (the item–item ones above included, brands and
+    # categories not): nodes are items [0, n_items) then entities [n_items, n_items + n_entities).
+    entity_ids: list[str] = field(default_factory=list)
+    entity_kinds: list[str | None] = field(default_factory=list)  # parallel to entity_ids
+    relation_names: list[str] = field(default_factory=list)  # the exact names (relation property)
+    kg_triples: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
+    )  # head, rel, tail
     item_text: list[str] = field(default_factory=list)
     facts: ItemFacts | None = None  # brand, categories (with the tree) and price, for serving filters
 
@@ -42,6 +50,11 @@ class TrainingGraph:
         """Number of items."""
         return len(self.item_ids)
 
+    @property
+    def n_entities(self) -> int:
+        """Number of knowledge-graph entities that are not items (brands and categories excluded)."""
+        return len(self.entity_ids)
+
     def counts(self) -> dict[str, int]:
         """Sizes, recorded on the model version."""
         return {
@@ -50,5 +63,8 @@ class TrainingGraph:
             "interactions": int(self.inter_user.size),
             "brands": len(self.brand_ids),
             "categories": len(self.category_ids),
+            "entities": len(self.entity_ids),
+            "relations": len(self.relation_names),
+            "kg_triples": int(self.kg_triples.shape[0]),
             **{f"{rel}_edges": int(edges.shape[0]) for rel, edges in self.knowledge.items()},
         }

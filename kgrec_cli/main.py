@@ -422,8 +422,8 @@ def train_command(
     settings = _settings(ctx)
     options = {"epochs": epochs, "seed": seed, "device": device, "use_knowledge": variant == "full"}
     if sync:
+        from workers.training.config import TrainConfig
         from workers.training.job import start_training
-        from workers.training.kg_lightgcn import TrainConfig
 
         with (
             graph_session(settings, apply_migrations=True) as gateway,
@@ -483,8 +483,9 @@ def evaluate_command(
     as_json: bool,
 ) -> None:
     """Full-ranking evaluation of the served model and the baselines, in a scratch graph."""
+    from workers.training.config import TrainConfig
     from workers.training.evaluate import MODELS, evaluate
-    from workers.training.kg_lightgcn import TrainConfig, resolve_device
+    from workers.training.kg_lightgcn import resolve_device
 
     settings = _settings(ctx)
     ks = _ks(k_text)

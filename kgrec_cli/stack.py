@@ -118,8 +118,8 @@ def _example_curls(port: int, user: str, item: str) -> str:
 
 def _train_if_no_model(settings: Settings) -> None:
     from graph_schema.statements.models import ACTIVE_VERSION
+    from workers.training.config import TrainConfig
     from workers.training.job import start_training
-    from workers.training.kg_lightgcn import TrainConfig
 
     with open_gateway(settings) as gateway:
         if gateway.read(ACTIVE_VERSION):

@@ -17,8 +17,8 @@ from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
+from workers.training.config import TrainConfig
 from workers.training.job import run_training
-from workers.training.kg_lightgcn import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(

@@ -25,8 +25,8 @@ from tests.cypher_lint import lint
 from tests.openapi_check import undocumented
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
+from workers.training.config import TrainConfig
 from workers.training.job import run_training
-from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "serving-key"
 PRICED = 40  # items that get a price before training (Amazon Beauty has none)

@@ -18,8 +18,8 @@ from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset, beauty_graph
+from workers.training.config import TrainConfig
 from workers.training.job import run_training
-from workers.training.kg_lightgcn import TrainConfig
 
 KEY = "fold-in-key"
 

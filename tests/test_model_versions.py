@@ -23,8 +23,8 @@ from kgrec.recommender import HistoryEntry
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
+from workers.training.config import TrainConfig
 from workers.training.job import run_training, start_training, version_name
-from workers.training.kg_lightgcn import TrainConfig
 from workers.training.pipeline import train_model
 from workers.training.publish import write_back
 from workers.training.subgraph import pull

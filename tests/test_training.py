@@ -16,8 +16,8 @@ from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from tests.subsets import amazon_beauty_subset
+from workers.training.config import TrainConfig
 from workers.training.evaluate import evaluate
-from workers.training.kg_lightgcn import TrainConfig
 from workers.training.pipeline import train_model
 from workers.training.subgraph import pull
 from workers.training.text import TextEmbeddingCache

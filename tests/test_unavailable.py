@@ -16,8 +16,8 @@ from tests.conftest import embedded_only
 from tests.openapi_check import undocumented
 from tests.processes import ApiProcess, wait_for
 from tests.subsets import beauty_graph
+from workers.training.config import TrainConfig
 from workers.training.job import run_training
-from workers.training.kg_lightgcn import TrainConfig
 
 RECOMMENDATIONS = "/v1/users/{user_id}/recommendations"
 EXPLANATION = "/v1/users/{user_id}/recommendations/{item_id}/explanation"

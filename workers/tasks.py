@@ -10,9 +10,9 @@ from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec import job_queue
 from kgrec.maintenance import prune
 from workers.context import graph, settings
+from workers.training.config import TrainConfig
 from workers.training.item_fold_in import embed_new_items
 from workers.training.job import start_training
-from workers.training.kg_lightgcn import TrainConfig
 
 FOLD_IN_SWEEP_LIMIT = 1_000
 

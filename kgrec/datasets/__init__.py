@@ -9,7 +9,14 @@ from typing import Protocol
 from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.layout import LayoutDataset
 from kgrec.datasets.movielens import MovieLensDataset
-from kgrec.datasets.records import InteractionRecord, ItemRecord, Problems, RowProblem, TripleRecord
+from kgrec.datasets.records import (
+    EntityRecord,
+    InteractionRecord,
+    ItemRecord,
+    Problems,
+    RowProblem,
+    TripleRecord,
+)
 
 BUILTIN = {
     "amazon-beauty": "amazon-beauty-kg",
@@ -33,6 +40,10 @@ class Dataset(Protocol):
 
     def triples(self) -> Iterator[TripleRecord]: ...
 
+    def entities(self) -> Iterator[EntityRecord]:
+        """Kinds and names of knowledge-graph entities (``entities.csv``); empty when the data has none."""
+        ...
+
 
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
     """A built-in data set by name (read from ``data_dir``), or a folder in the kgrec layout."""
@@ -53,6 +64,7 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
 __all__ = [
     "BUILTIN",
     "Dataset",
+    "EntityRecord",
     "InteractionRecord",
     "ItemRecord",
     "RowProblem",

@@ -42,11 +42,26 @@ class InteractionRecord(NamedTuple):
 
 
 class TripleRecord(NamedTuple):
-    """One knowledge-graph triple ``head -relation-> tail``."""
+    """One knowledge-graph triple ``head -relation-> tail``.
+
+    ``user_id`` and ``ts`` say who stated it and when, for knowledge users give
+    (MovieLens tags): the evaluation split drops what a test user stated at or
+    after their held-out interaction. Catalogue knowledge leaves them None.
+    """
 
     head: str
     relation: str
     tail: str
+    user_id: str | None = None
+    ts: int | None = None
+
+
+class EntityRecord(NamedTuple):
+    """A knowledge-graph entity that is not an item: its id, kind (``artist``, ``genre``...) and name."""
+
+    entity_id: str
+    kind: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from torch import nn
 from torch_geometric.nn.models import LightGCN
 
 from kgrec.training_graph import TrainingGraph
-from workers.training.kg_lightgcn import TrainConfig, seed_everything
+from workers.training.config import TrainConfig
+from workers.training.kg_lightgcn import seed_everything
 
 
 def rank_dense(

@@ -39,7 +39,7 @@ from kgrec.recommender import ModelArtifacts, Recommender
 from kgrec.signals import COOCCURRENCE, signal
 from kgrec.training_graph import TrainingGraph
 from workers.training import baselines
-from workers.training.kg_lightgcn import TrainConfig
+from workers.training.config import TrainConfig
 from workers.training.metrics import ranking_metrics
 from workers.training.pipeline import (
     evaluate_recommender,

@@ -24,21 +24,7 @@ from torch import nn
 from torch_geometric.nn import LGConv
 
 from kgrec.training_graph import TrainingGraph
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (recorded on the model version)."""
-
-    dim: int = 64
-    layers: int = 3
-    epochs: int = 8
-    batch_size: int = 8192
-    lr: float = 0.005
-    l2: float = 1e-4
-    seed: int = 7
-    use_knowledge: bool = True
-    use_text: bool = True
+from workers.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from kgrec.item_graphs import popularity
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.signals import build_signals, candidate_weights
 from kgrec.training_graph import TrainingGraph
-from workers.training.kg_lightgcn import TrainConfig, TrainedEmbeddings, train_embeddings
+from workers.training.config import TrainConfig
+from workers.training.kg_lightgcn import TrainedEmbeddings, train_embeddings
 from workers.training.metrics import ranking_metrics
 from workers.training.text import TextEmbeddingCache
 

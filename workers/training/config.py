@@ -1,0 +1,48 @@
+"""What one training run is asked to do: hyper-parameters, and which signals it may use.
+
+``kgrec train --variant`` and ``kgrec evaluate --variant`` name a row of
+:data:`VARIANTS`; the ablation table in the README has one column per variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (recorded on the model version)."""
+
+    dim: int = 64
+    layers: int = 3
+    epochs: int = 8
+    batch_size: int = 8192
+    lr: float = 0.005
+    l2: float = 1e-4
+    seed: int = 7
+    use_knowledge: bool = True  # knowledge triples, brands and categories (graph model and signals)
+    use_text: bool = True  # item text embeddings
+    use_graph_model: bool = True  # the graph neural network's score in the blend
+    graph_model_only: bool = False  # the graph neural network's score alone, no other signal
+    use_recency: bool = True  # order-aware parts: recency-weighted profile, transitions
+
+
+# variant name -> what it changes from the full model
+VARIANTS: dict[str, dict[str, bool]] = {
+    "full": {},
+    "interactions": {"use_knowledge": False, "use_text": False},
+    "no-knowledge": {"use_knowledge": False},
+    "no-text": {"use_text": False},
+    "no-graph-model": {"use_graph_model": False},
+    "graph-model-only": {"graph_model_only": True},
+    "no-recency": {"use_recency": False},
+}
+
+
+def for_variant(config: TrainConfig, variant: str) -> TrainConfig:
+    """``config`` with the switches of ``variant`` (a key of :data:`VARIANTS`) applied."""
+    try:
+        changes = VARIANTS[variant]
+    except KeyError:
+        raise ValueError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}") from None
+    return replace(config, **changes)
