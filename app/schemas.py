@@ -18,6 +18,7 @@ from kgrec import serving as core
 from kgrec.events.validation import Event
 from kgrec.field_types import Id, OptionalId, PriceFilter
 from kgrec.limits import (
+    MAX_BATCH_ATTRIBUTE_RELATIONS,
     MAX_EVENTS_PER_BATCH,
     MAX_INTEREST_DRIVERS,
     MAX_INTERESTS,
@@ -112,7 +113,17 @@ class InterestsQuery(Query):
 
 # --- bodies ------------------------------------------------------------------------------------
 
-EventList = Annotated[list[Event], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+EventList = Annotated[
+    list[Event],
+    Field(
+        min_length=1,
+        max_length=MAX_EVENTS_PER_BATCH,
+        description=(
+            f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct relations in the items' attributes "
+            "of one batch"
+        ),
+    ),
+]
 
 
 class EventEnvelope(BaseModel):
@@ -130,7 +141,7 @@ class EventBatch(RootModel[EventList | EventEnvelope]):
 
 class FieldProblem(BaseModel):
     index: int = Field(description="the event's position in the batch; -1: the batch itself")
-    field: str = Field(description='the field at fault, like "item.price"')
+    field: str = Field(description='the field at fault, like "item.price" or "item.attributes.origin"')
     reason: str
 
 
@@ -158,13 +169,19 @@ class GraphStats(BaseModel):
 
 
 class PathNode(BaseModel):
-    label: Literal["User", "Item", "Brand", "Category"]
+    label: Literal["User", "Item", "Brand", "Category", "Entity"]
     id: str
     name: str
+    kind: str | None = Field(
+        None, description="an Entity node's kind (artist, genre, ...); only on Entity nodes"
+    )
 
 
 class PathRelationship(BaseModel):
     type: str
+    relation: str | None = Field(
+        None, description="a knowledge edge's exact relation name (only on knowledge edges)"
+    )
     direction: Literal["out", "in"]
     weight: float | None = Field(description="decayed to now")
 
@@ -172,7 +189,7 @@ class PathRelationship(BaseModel):
 class Path(BaseModel):
     """One explanation path from the user to an item, with the Cypher that finds it."""
 
-    kind: Literal["co_purchase", "same_brand", "interest", "co_user"]
+    kind: Literal["co_purchase", "related_item", "shared_attribute", "same_brand", "interest", "co_user"]
     score: float
     sentence: str
     nodes: Annotated[list[PathNode], Field(min_length=3, max_length=4)]

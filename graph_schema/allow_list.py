@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from graph_schema.behaviours import BEHAVIOURS, COUNTER_PROPERTIES
+from graph_schema.relation_names import RESERVED_TYPES
 
 __all__ = ["ATTRIBUTE_RELATIONS", "BEHAVIOURS", "KNOWLEDGE_RELATIONS", "PROPERTY_KEYS", "Label", "Rel"]
 
@@ -21,6 +22,7 @@ class Label(StrEnum):
     ITEM = "Item"
     BRAND = "Brand"
     CATEGORY = "Category"
+    ENTITY = "Entity"  # a knowledge-graph node that is not an item: {id, kind, name}
     EVENT = "Event"
     MODEL_VERSION = "ModelVersion"
     MIGRATION = "Migration"
@@ -28,7 +30,13 @@ class Label(StrEnum):
 
 
 class Rel(StrEnum):
-    """Relationship types."""
+    """Relationship types kgrec itself reads and writes.
+
+    Knowledge edges from the data (``kg_triples.csv``, event attributes) get one
+    type per relation, rendered by :func:`graph_schema.relation_names.relationship_type`
+    and carrying ``relation: <exact name>``; only the three built-in co-purchase
+    types below are listed here, because kgrec reads them by name.
+    """
 
     INTERACTED = "INTERACTED"  # (:User)-[:INTERACTED]->(:Item)
     INTERESTED_IN = "INTERESTED_IN"  # (:User)-[:INTERESTED_IN]->(:Brand|:Category)
@@ -56,6 +64,14 @@ ATTRIBUTE_RELATIONS: dict[str, Rel] = {
     "belongs_to": Rel.IN_CATEGORY,
 }
 
+# Data can never write one of kgrec's own types through a relation name: relationship_type()
+# prefixes KG_ to the reserved ones, which must therefore cover every type kgrec uses itself.
+_UNRESERVED = (
+    {rel.value for rel in Rel} - set(RESERVED_TYPES) - {rel.value for rel in KNOWLEDGE_RELATIONS.values()}
+)
+if _UNRESERVED:
+    raise RuntimeError(f"graph_schema.relation_names.RESERVED_TYPES misses {sorted(_UNRESERVED)}")
+
 # Every property key any statement reads or writes.
 PROPERTY_KEYS: tuple[str, ...] = (
     # all nodes
@@ -63,6 +79,10 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "name",
     "created_at",
     "updated_at",
+    # Entity
+    "kind",
+    # every knowledge edge: the exact relation name (kg_triples.csv, event attributes)
+    "relation",
     # Item
     "title",
     "price",

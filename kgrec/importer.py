@@ -4,6 +4,14 @@ The data set is first aggregated in memory (one row per node and per
 relationship, interactions summed per user–item pair with decayed weights),
 then written with MERGE + SET, so running the import twice leaves the graph
 exactly as it was.
+
+Knowledge triples of any relation are written as typed edges (see
+:mod:`graph_schema.statements.knowledge`). Each end of a triple is an item when
+the data set lists it (items.csv or interactions) or the graph already holds an
+Item node with its id (looked up in batches before writing), and an Entity
+otherwise; ``produced_by`` and ``belongs_to`` still make brands and categories,
+and the co-purchase relations still make item–item edges whose unknown ends
+become unlisted items.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Rel
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement
 from graph_schema.statements import dataset_import as q
+from graph_schema.statements.knowledge import KNOWN_ITEMS, UPSERT_ENTITIES, link_knowledge
 from kgrec.category_tree import infer_parents
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
@@ -53,7 +62,10 @@ class PreparedImport:
     categories: list[dict[str, Any]]
     category_parents: list[dict[str, Any]]
     item_categories: list[dict[str, Any]]
-    knowledge: dict[str, list[dict[str, Any]]]
+    knowledge: dict[str, list[dict[str, Any]]]  # co-purchase relation -> {head, relation, tail}
+    # every other relation: (head, relation, tail), each end resolved to an item or an entity in load()
+    open_triples: list[tuple[str, str, str]]
+    entities: dict[str, dict[str, Any]]  # entities.csv: id -> {id, kind, name}
     users: list[str]
     bots: list[str]
     interactions: list[dict[str, Any]]
@@ -99,14 +111,24 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
 
     # dicts as insertion-ordered sets: duplicates collapse, file order is kept
     knowledge: dict[str, dict[tuple[str, str], None]] = {name: {} for name in KNOWLEDGE_RELATIONS}
+    open_triples: dict[tuple[str, str, str], None] = {}
     for triple in dataset.triples():
         rel = ATTRIBUTE_RELATIONS.get(triple.relation)
         if rel is Rel.MADE_BY:
             item_brand.setdefault(triple.head, triple.tail)
         elif rel is Rel.IN_CATEGORY:
             add_categories(triple.head, [triple.tail])
-        else:
+        elif triple.relation in knowledge:
             knowledge[triple.relation][(triple.head, triple.tail)] = None
+        else:
+            open_triples[(triple.head, triple.relation, triple.tail)] = None
+
+    entities: dict[str, dict[str, Any]] = {}
+    # Loaders written before entities.csv existed have no entities(); they name no entities.
+    for entity in getattr(dataset, "entities", lambda: ())():
+        entities.setdefault(
+            entity.entity_id, {"id": entity.entity_id, "kind": entity.kind, "name": entity.name}
+        )
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
@@ -169,7 +191,12 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
         item_categories=[
             {"item_id": i, "category_id": c} for i, cats in sorted(item_cats.items()) for c in cats
         ],
-        knowledge={name: [{"head": h, "tail": t} for h, t in edges] for name, edges in knowledge.items()},
+        knowledge={
+            name: [{"head": h, "relation": name, "tail": t} for h, t in edges]
+            for name, edges in knowledge.items()
+        },
+        open_triples=list(open_triples),
+        entities=entities,
         users=list(dict.fromkeys(u for u, _ in pairs)),
         bots=sorted({u for (u, _), n in per_user_minute.items() if n > settings.bot_events_per_minute})
         if dataset.flags_bots
@@ -183,6 +210,63 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
     )
 
 
+@dataclass
+class KnowledgeRows:
+    """Entities and knowledge edges ready to write, with every triple end resolved."""
+
+    entities: list[dict[str, Any]]
+    # one (statement, rows {head, relation, tail}) per relationship type and pair of end labels
+    links: list[tuple[Statement, list[dict[str, Any]]]]
+
+
+def known_items(gateway: GraphGateway, ids: Iterable[str], batch_size: int = 10_000) -> set[str]:
+    """Which of ``ids`` are Item nodes in the graph (one UNWIND read per batch)."""
+    todo = sorted(set(ids))
+    found: set[str] = set()
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        found.update(row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": batch}))
+    return found
+
+
+def resolve_knowledge(
+    gateway: GraphGateway, prepared: PreparedImport, batch_size: int = 10_000
+) -> KnowledgeRows:
+    """Decide, for each triple end, item or entity, and group the edges by statement."""
+    local_items = {row["id"] for row in prepared.items} | set(prepared.unlisted_items)
+    ends = {end for head, _, tail in prepared.open_triples for end in (head, tail)}
+    ends.update(prepared.entities)
+    items = local_items | known_items(gateway, ends - local_items, batch_size)
+
+    statements: dict[str, Statement] = {}
+    links: dict[str, dict[tuple[str, str, str], None]] = defaultdict(dict)
+
+    def add(statement: Statement, head: str, relation: str, tail: str) -> None:
+        statements[statement.name] = statement
+        links[statement.name][(head, relation, tail)] = None
+
+    for name, rows in prepared.knowledge.items():
+        for row in rows:
+            add(link_knowledge(name, Label.ITEM, Label.ITEM), row["head"], name, row["tail"])
+    entity_ids: dict[str, None] = {}
+    for head, relation, tail in prepared.open_triples:
+        head_label = Label.ITEM if head in items else Label.ENTITY
+        tail_label = Label.ITEM if tail in items else Label.ENTITY
+        for end, label in ((head, head_label), (tail, tail_label)):
+            if label is Label.ENTITY:
+                entity_ids[end] = None
+        add(link_knowledge(relation, head_label, tail_label), head, relation, tail)
+    # entities.csv rows for ids that are items name nothing: items have their own titles
+    entity_ids.update((e, None) for e in prepared.entities if e not in items)
+    return KnowledgeRows(
+        entities=[prepared.entities.get(e, {"id": e, "kind": None, "name": None}) for e in entity_ids],
+        links=[
+            (statements[name], [{"head": h, "relation": r, "tail": t} for h, r, t in links[name]])
+            for name in sorted(links)
+        ],
+    )
+
+
 def load(
     gateway: GraphGateway,
     prepared: PreparedImport,
@@ -191,19 +275,21 @@ def load(
     batch_size: int = 10_000,
 ) -> tuple[dict[str, int], int, int, int]:
     """Write a prepared import; returns (rows per step, nodes, relationships, created)."""
+    knowledge = resolve_knowledge(gateway, prepared, batch_size)
     # (step, statement, rows, parameter name, needs $now, writes relationships)
     steps: list[tuple[str, Statement, list[Any], str, bool, bool]] = [
         ("items", q.UPSERT_ITEMS, prepared.items, "rows", True, False),
         ("unlisted items", q.UPSERT_UNLISTED_ITEMS, prepared.unlisted_items, "ids", True, False),
         ("brands", q.UPSERT_BRANDS, prepared.brands, "rows", True, False),
         ("categories", q.UPSERT_CATEGORIES, prepared.categories, "rows", True, False),
+        ("entities", UPSERT_ENTITIES, knowledge.entities, "rows", True, False),
         ("users", q.UPSERT_USERS, prepared.users, "ids", True, False),
         ("item → brand", q.LINK_ITEM_BRANDS, prepared.item_brands, "rows", False, True),
         ("category → parent", q.LINK_CATEGORY_PARENTS, prepared.category_parents, "rows", False, True),
         ("item → category", q.LINK_ITEM_CATEGORIES, prepared.item_categories, "rows", False, True),
         *(
-            (f"item {name} item", q.LINK_KNOWLEDGE_EDGES[name], rows, "rows", False, True)
-            for name, rows in prepared.knowledge.items()
+            (statement.name.removeprefix("link_knowledge_"), statement, rows, "rows", False, True)
+            for statement, rows in knowledge.links
         ),
         ("user → item", q.SET_INTERACTIONS, prepared.interactions, "rows", False, True),
         ("user → brand", q.SET_BRAND_INTERESTS, prepared.brand_interests, "rows", False, True),

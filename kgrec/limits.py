@@ -26,6 +26,16 @@ MAX_CATEGORY_DEPTH = 10  # categories in one path, general to specific
 MAX_PRICE = 1e12
 MAX_IMPORT_BATCH = 10_000
 
+# Knowledge-graph entities and item attributes (relation names follow graph_schema.relation_names)
+MAX_KIND_LENGTH = 64
+KIND_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # an entity's kind: brand, artist, genre, country...
+_KIND = re.compile(KIND_PATTERN)
+MAX_ATTRIBUTE_RELATIONS = 32  # relations in one event's item.attributes
+MAX_ATTRIBUTE_VALUES = 32  # values per relation there
+# Distinct attribute relations in one batch: the batch's write statement has one stage per
+# relationship type, so this bounds its size.
+MAX_BATCH_ATTRIBUTE_RELATIONS = 256
+
 # read endpoints
 MAX_K = 100
 MAX_OFFSET = 1_000
@@ -54,3 +64,12 @@ def id_problem(value: object) -> str | None:
 def is_valid_id(value: object) -> bool:
     """True when ``value`` follows the id rules."""
     return id_problem(value) is None
+
+
+def kind_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid entity kind (worded to follow "kind"); None if valid."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if not _KIND.match(value):
+        return f"{value[:80]!r} must be 1 to {MAX_KIND_LENGTH} characters of letters, digits, '_' and '-'"
+    return None

@@ -28,11 +28,12 @@ from kgrec.decay import decayed
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event
-from kgrec.explanations import PathScorer, co_purchase_pairs
+from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec.model_store import ActiveModel
 from kgrec.recommender import HistoryEntry, Recommender
+from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class Serving:
         self._lock = threading.Lock()
         self._active: ActiveModel | None = None
         self._active_gateway: GraphGateway | None = None
+        # Read now, so a bad template file stops start-up rather than failing requests.
+        self.sentences = load_sentences(settings.relation_sentences)
+        self.entity_counts = EntityCounts()
 
     @property
     def gateway(self) -> GraphGateway:
@@ -150,6 +154,7 @@ class Serving:
         if not item_ids:
             return {}
         forward, backward = co_purchase_pairs(model, hub_ids, item_ids)
+        known = self.entity_counts.known(model.artifacts.version)
         rows = self.gateway.read(
             EXPLANATION_PATHS,
             {
@@ -158,9 +163,13 @@ class Serving:
                 "hubs": EXPLANATION_HUBS,
                 "forward": forward,
                 "backward": backward,
+                "counted": [list(pair) for pair in known],
             },
         )
-        return PathScorer(model, now_ms(), self.settings.half_life_ms).paths(rows)
+        scorer = PathScorer(
+            model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
+        )
+        return scorer.paths(rows)
 
     def recommendations(
         self, user_id: str, *, k: int, offset: int, exclude: str, filters: ItemFilters, explain: bool

@@ -141,6 +141,11 @@ EXPLANATION_SHAPES = {
     (("User", "Brand", "Item"), (("INTERESTED_IN", _OUT), ("MADE_BY", _IN))),
     (("User", "Category", "Item"), (("INTERESTED_IN", _OUT), ("IN_CATEGORY", _IN))),
     (("User", "Item", "User", "Item"), (("INTERACTED", _OUT), ("INTERACTED", _IN), ("INTERACTED", _OUT))),
+    # related_item through a relation outside the co-purchase three, both directions
+    (("User", "Item", "Item"), (("INTERACTED", _OUT), ("SIMILAR_TO", _OUT))),
+    (("User", "Item", "Item"), (("INTERACTED", _OUT), ("SIMILAR_TO", _IN))),
+    # shared_attribute through an entity
+    (("User", "Item", "Entity", "Item"), (("INTERACTED", _OUT), ("RDF_TYPE", _OUT), ("RDF_TYPE", _IN))),
 }
 
 # A graph on which one user has a path of every shape to the item "target".
@@ -151,8 +156,13 @@ CREATE (u:User {id: 'me'}), (other:User {id: 'other'}),
        (u)-[:INTERACTED {weight: 1.0, weight_ts: 1, last_ts: 1, n_purchase: 1}]->(h),
        (other)-[:INTERACTED {weight: 1.0, weight_ts: 1, last_ts: 1, n_view: 1}]->(h),
        (other)-[:INTERACTED {weight: 1.0, weight_ts: 1, last_ts: 1, n_view: 1}]->(t),
-       (h)-[:ALSO_BOUGHT]->(t), (h)-[:ALSO_VIEWED]->(t), (h)-[:BOUGHT_TOGETHER]->(t),
-       (t)-[:ALSO_BOUGHT]->(h), (t)-[:ALSO_VIEWED]->(h), (t)-[:BOUGHT_TOGETHER]->(h),
+       (e:Entity {id: 'm.0jzc', kind: 'genre', name: 'Jazz'}),
+       (h)-[:ALSO_BOUGHT {relation: 'also_bought'}]->(t), (h)-[:ALSO_VIEWED {relation: 'also_viewed'}]->(t),
+       (h)-[:BOUGHT_TOGETHER {relation: 'bought_together'}]->(t),
+       (t)-[:ALSO_BOUGHT {relation: 'also_bought'}]->(h), (t)-[:ALSO_VIEWED {relation: 'also_viewed'}]->(h),
+       (t)-[:BOUGHT_TOGETHER {relation: 'bought_together'}]->(h),
+       (h)-[:SIMILAR_TO {relation: 'similar_to'}]->(t), (t)-[:SIMILAR_TO {relation: 'similar_to'}]->(h),
+       (h)-[:RDF_TYPE {relation: 'rdf:type'}]->(e), (t)-[:RDF_TYPE {relation: 'rdf:type'}]->(e),
        (h)-[:MADE_BY]->(b), (t)-[:MADE_BY]->(b), (t)-[:IN_CATEGORY]->(c),
        (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: 1}]->(b), (u)-[:INTERESTED_IN {weight: 0.5, weight_ts: 1}]->(c)
 """
@@ -170,7 +180,14 @@ def test_every_explanation_path_shape_renders_browser_cypher_that_passes_lint_an
     pair = {"hub": "hub", "target": "target"}
     rows = gateway.read(
         EXPLANATION_PATHS,
-        {"user_id": "me", "item_ids": ["target"], "hubs": 30, "forward": [pair], "backward": [pair]},
+        {
+            "user_id": "me",
+            "item_ids": ["target"],
+            "hubs": 30,
+            "forward": [pair],
+            "backward": [pair],
+            "counted": [],
+        },
     )
     by_shape = {_shape(r["nodes"], r["rels"]): path_cypher(r["nodes"], r["rels"]) for r in rows}
     assert set(by_shape) == EXPLANATION_SHAPES

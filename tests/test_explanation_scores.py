@@ -180,6 +180,23 @@ def test_every_path_to_an_item_scores_as_computed_by_hand(serving: Serving) -> N
     # The served weight of the user's edge is the decayed one: 5.0 one half-life ago.
     assert co_purchase[0]["relationships"][0]["weight"] == pytest.approx(2.5)
     assert next(p for p in answer["paths"] if p["kind"] == "co_user")["support"] == 2
+    # The bundled sentence templates (kgrec/relation_sentences.toml) for the built-in relations.
+    sentences = {
+        (p["kind"], p["relationships"][1]["type"]): p["sentence"]
+        for p in answer["paths"]
+        if p["kind"] in ("co_purchase", "same_brand")
+    }
+    assert sentences == {
+        (
+            "co_purchase",
+            "BOUGHT_TOGETHER",
+        ): "Target gloss is often bought together with Hub lipstick, which you bought.",
+        (
+            "co_purchase",
+            "ALSO_VIEWED",
+        ): "Customers who viewed Target gloss also viewed Hub lipstick, which you bought.",
+        ("same_brand", "MADE_BY"): "Target gloss is made by Acme, like Hub lipstick, which you bought.",
+    }
 
 
 def test_a_negative_cosine_adds_nothing(serving: Serving) -> None:

@@ -21,6 +21,8 @@ def test_discover_orders_shared_and_engine_files() -> None:
             "shared/0002_schema_info",
             f"{engine}/0003_events",
             f"{engine}/0004_model_versions",
+            f"{engine}/0005_entities",
+            "shared/0006_knowledge_relation",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from graph_schema.path_query import cypher_string, path_cypher
+from graph_schema.relation_names import RelationNameError, relationship_type
 from kgrec.gateway import GraphGateway
 from tests.cypher_lint import lint
+
+# Valid relation names a data set may bring, awkward ones included.
+RELATIONS = ["origin", "film.film.genre", "rdf:type", "http://schema.org/genre", "interacted", "2nd-edition"]
 
 HOSTILE = [
     "x' }) DETACH DELETE n //",
@@ -56,3 +60,60 @@ def test_hostile_ids_find_exactly_their_path_and_change_nothing(gateway: GraphGa
     assert gateway.run_query("MATCH (n) RETURN count(n) AS n", {})[0]["n"] == before
     diagnostics = lint([{"name": f"q{k}", "cypher": q, "params": {}} for k, q in enumerate(queries)])
     assert {name: d for name, d in diagnostics.items() if d} == {}
+
+
+def test_knowledge_edges_are_written_with_their_type_and_relation() -> None:
+    nodes = [{"label": "Item", "id": "a"}, {"label": "Entity", "id": "e"}]
+    query = path_cypher(
+        nodes, [{"type": "FILM_FILM_GENRE", "relation": "film.film.genre", "direction": "out"}]
+    )
+    assert query == (
+        "MATCH p = (n0:Item {id: 'a'})-[:FILM_FILM_GENRE {relation: 'film.film.genre'}]->"
+        "(n1:Entity {id: 'e'}) RETURN p"
+    )
+    # An edge without a relation (kgrec's own types, co-purchase edges from before) keeps the plain form.
+    plain = path_cypher(nodes[:1] * 2, [{"type": "ALSO_BOUGHT", "relation": None, "direction": "in"}])
+    assert plain == "MATCH p = (n0:Item {id: 'a'})<-[:ALSO_BOUGHT]-(n1:Item {id: 'a'}) RETURN p"
+
+
+def test_path_cypher_refuses_bad_relation_names_and_mismatched_types() -> None:
+    nodes = [{"label": "Item", "id": "a"}, {"label": "Entity", "id": "e"}]
+    for name in ["origin']->() DETACH DELETE n //", "a b", "", "x" * 129, "genre`"]:
+        with pytest.raises(RelationNameError):
+            path_cypher(nodes, [{"type": "ORIGIN", "relation": name, "direction": "out"}])
+    with pytest.raises(ValueError, match="ORIGIN"):
+        path_cypher(nodes, [{"type": "INTERACTED", "relation": "origin", "direction": "out"}])
+
+
+def test_relation_paths_find_exactly_their_edge(gateway: GraphGateway) -> None:
+    """Two relations of one type (and every awkward name) each find only their own edge."""
+    rows = [
+        {"item": f"item {k}", "entity": f"entity {k}", "relation": name}
+        for k, name in enumerate([*RELATIONS, "film_film_genre"])
+    ]
+    for row in rows:
+        rel_type = relationship_type(row["relation"])
+        gateway.run_query(
+            f"CREATE (:Item {{id: $item}})-[:{rel_type} {{relation: $relation}}]->(:Entity {{id: $entity}})",
+            row,
+        )
+    # film.film.genre and film_film_genre share a type; link the first item by the second name too.
+    gateway.run_query(
+        "MATCH (i:Item {id: 'item 1'}), (e:Entity {id: 'entity 1'}) "
+        "CREATE (i)-[:FILM_FILM_GENRE {relation: 'film_film_genre'}]->(e)",
+        {},
+    )
+    for row in rows:
+        nodes = [{"label": "Item", "id": row["item"]}, {"label": "Entity", "id": row["entity"]}]
+        rels = [{"type": relationship_type(row["relation"]), "relation": row["relation"], "direction": "out"}]
+        found = gateway.run_query(path_cypher(nodes, rels) + ", n0.id AS item", {})
+        assert [r["item"] for r in found] == [row["item"]], row
+    # The second relation on item 1's edge pair is found once, not as film.film.genre's.
+    both = gateway.run_query(
+        path_cypher(
+            [{"label": "Item", "id": "item 1"}, {"label": "Entity", "id": "entity 1"}],
+            [{"type": "FILM_FILM_GENRE", "relation": "film_film_genre", "direction": "out"}],
+        ),
+        {},
+    )
+    assert len(both) == 1

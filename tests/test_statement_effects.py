@@ -17,6 +17,7 @@ import pytest
 
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, all_statements
+from graph_schema.statements.events import INGEST_EVENTS_WITH_ATTRIBUTES
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import GraphGateway
@@ -129,9 +130,6 @@ LINKS: dict[str, tuple[str, str, str, str, str]] = {
         "child_id",
         "parent_id",
     ),
-    "link_item_also_bought_item": ("Item", "ALSO_BOUGHT", "Item", "head", "tail"),
-    "link_item_also_viewed_item": ("Item", "ALSO_VIEWED", "Item", "head", "tail"),
-    "link_item_bought_together_item": ("Item", "BOUGHT_TOGETHER", "Item", "head", "tail"),
 }
 
 
@@ -146,6 +144,70 @@ def _link(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
     assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
     assert count(gw, "(n)") == 3  # no node created for 'missing'
+
+
+# Each knowledge link statement rendered in the catalogue: relation, head label, type, tail label.
+KNOWLEDGE_LINKS: dict[str, tuple[str, str, str, str]] = {
+    "link_knowledge_item_film_film_genre_entity": ("film.film.genre", "Item", "FILM_FILM_GENRE", "Entity"),
+    "link_knowledge_entity_rdf_type_entity": ("rdf:type", "Entity", "RDF_TYPE", "Entity"),
+    "link_knowledge_entity_origin_item": ("origin", "Entity", "ORIGIN", "Item"),
+    "link_knowledge_item_similar_to_item": ("similar_to", "Item", "SIMILAR_TO", "Item"),
+    "link_knowledge_item_also_bought_item": ("also_bought", "Item", "ALSO_BOUGHT", "Item"),
+    "link_knowledge_item_also_viewed_item": ("also_viewed", "Item", "ALSO_VIEWED", "Item"),
+    "link_knowledge_item_bought_together_item": ("bought_together", "Item", "BOUGHT_TOGETHER", "Item"),
+}
+
+
+@effect(*KNOWLEDGE_LINKS)
+def _link_knowledge(gw: GraphGateway, st: Statement) -> None:
+    relation, head, rel_type, tail = KNOWLEDGE_LINKS[st.name]
+    other = "Entity" if tail == "Item" else "Item"
+    query(gw, f"CREATE (:{head} {{id: 'a'}}), (:{tail} {{id: 'b'}}), (:{other} {{id: 'b'}})")
+    # Another name with the same type (upper-cased) is another edge, told apart by its relation.
+    rows = [
+        {"head": "a", "relation": relation, "tail": "b"},
+        {"head": "a", "relation": relation.upper(), "tail": "b"},
+        {"head": "a", "relation": relation, "tail": "missing"},
+    ]
+    first = gw.write(st, {"rows": rows})
+    again = gw.write(st, {"rows": rows})  # idempotent: MERGE finds both edges
+    assert (first.relationships_created, again.relationships_created) == (2, 0)
+    edges = query(
+        gw,
+        f"MATCH (:{head} {{id: 'a'}})-[r]->(:{tail} {{id: 'b'}}) RETURN type(r) AS t, properties(r) AS p",
+    )
+    assert sorted((e["t"], e["p"]["relation"]) for e in edges) == sorted(
+        [(rel_type, relation), (rel_type, relation.upper())]
+    )
+    assert all(e["p"] == {"relation": e["p"]["relation"]} for e in edges)  # nothing else on the edge
+    # nothing to the other label's 'b', nothing backwards (listed, not counted: FalkorDB's count of
+    # ()-[r]->() counts two edges of one type between the same nodes once)
+    assert len(query(gw, "MATCH ()-[r]->() RETURN r.relation AS relation")) == 2
+    assert count(gw, "(n)") == 3  # no node created for 'missing'
+
+
+@effect("upsert_entities")
+def _upsert_entities(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (:Entity {id: 'm.0jzc', kind: 'style', name: 'Old', created_at: 1}),"
+        "       (:Entity {id: 'kept', kind: 'artist', name: 'Kept', created_at: 2}),"
+        "       (:Item {id: 'Q5'})",
+    )
+    rows = [
+        *st.params["rows"],
+        {"id": "kept", "kind": None, "name": None},
+        {"id": "Q5", "kind": "person", "name": None},
+    ]
+    first = gw.write(st, {**st.params, "rows": rows})
+    gw.write(st, {**st.params, "rows": rows})
+    assert first.nodes_created == 1
+    assert node(gw, "Entity", "m.0jzc") == {"id": "m.0jzc", "kind": "genre", "name": "Jazz", "created_at": 1}
+    # A missing kind or name keeps the stored one.
+    assert node(gw, "Entity", "kept") == {"id": "kept", "kind": "artist", "name": "Kept", "created_at": 2}
+    assert node(gw, "Entity", "Q5") == {"id": "Q5", "kind": "person", "created_at": NOW}
+    assert node(gw, "Item", "Q5") == {"id": "Q5"}  # same id, other label: not this statement's node
+    assert count(gw, "(n)") == 4
 
 
 @effect("upsert_users")
@@ -219,7 +281,7 @@ def _set_interests(gw: GraphGateway, st: Statement) -> None:
 # --- events ---------------------------------------------------------------------------------------
 
 
-@effect("ingest_events")
+@effect("ingest_events", INGEST_EVENTS_WITH_ATTRIBUTES.name)
 def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     # Stored: u1 (119 events this minute, no bot flag yet) with a purchase of i1 and a view of i3,
     # both stamped one half-life ago, and an interest in Acme (which makes i1 and i3); i1 is in Face,
@@ -285,8 +347,51 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW),
         ],
     }
+    with_attributes = st.name != "ingest_events"
+    if with_attributes:
+        # i1 already has the genre edge (MERGE keeps one); film_film_genre renders to the same type
+        # and is its own edge; i9 is a new, unlisted item; i2 (an item of the batch) stays listed.
+        query(
+            gw,
+            "MATCH (i1:Item {id: 'i1'}) CREATE (i1)-[:FILM_FILM_GENRE {relation: 'film.film.genre'}]->"
+            "(:Entity {id: 'm.0jzc', kind: 'genre', name: 'Jazz', created_at: 1})",
+        )
+        params |= {
+            "attribute_entities": ["Q5", "m.0jzc"],
+            "attribute_items": ["i2", "i9"],
+            "attributes_0": [
+                {"head": "i1", "relation": "film.film.genre", "tail": "m.0jzc"},
+                {"head": "i2", "relation": "film_film_genre", "tail": "m.0jzc"},
+            ],
+            "attributes_1": [{"head": "i2", "relation": "rdf:type", "tail": "Q5"}],
+            "attributes_2": [
+                {"head": "i1", "relation": "similar_to", "tail": "i2"},
+                {"head": "i2", "relation": "similar_to", "tail": "i9"},
+            ],
+        }
     done = gw.write(st, params)
     assert done.rows == [{"done": 5}]  # one row per interest edge
+    if with_attributes:
+        assert node(gw, "Entity", "m.0jzc") == {
+            "id": "m.0jzc",
+            "kind": "genre",
+            "name": "Jazz",
+            "created_at": 1,
+        }
+        assert node(gw, "Entity", "Q5") == {"id": "Q5", "created_at": NOW}
+        assert node(gw, "Item", "i9") == {"id": "i9", "created_at": NOW, "listed": False}
+        knowledge = query(
+            gw,
+            "MATCH (a)-[r]->(b) WHERE r.relation IS NOT NULL "
+            "RETURN a.id AS a, type(r) AS t, r.relation AS r, b.id AS b, labels(b) AS l",
+        )
+        assert sorted((k["a"], k["t"], k["r"], k["b"], k["l"][0]) for k in knowledge) == [
+            ("i1", "FILM_FILM_GENRE", "film.film.genre", "m.0jzc", "Entity"),
+            ("i1", "SIMILAR_TO", "similar_to", "i2", "Item"),
+            ("i2", "FILM_FILM_GENRE", "film_film_genre", "m.0jzc", "Entity"),
+            ("i2", "RDF_TYPE", "rdf:type", "Q5", "Entity"),
+            ("i2", "SIMILAR_TO", "similar_to", "i9", "Item"),
+        ]
     assert node(gw, "Event", "evt-1") == {"id": "evt-1", "received_at": NOW}
     # 120 events in the minute, or in a burst, is the limit, not over it.
     assert node(gw, "User", "u1") == {

@@ -3,10 +3,12 @@
 Each takes ``$rows`` (a batch of 1k–10k maps) and is idempotent: the importer
 aggregates the data first, then MERGEs nodes and relationships and SETs their
 properties to the aggregated values, so a second run changes nothing.
+Entities and knowledge edges are written by :mod:`graph_schema.statements.knowledge`.
 """
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement, write
+from graph_schema.statements.knowledge import link_knowledge
 
 UPSERT_ITEMS = write(
     "upsert_items",
@@ -71,9 +73,10 @@ LINK_ITEM_CATEGORIES = _link_statement(Label.ITEM, Rel.IN_CATEGORY, Label.CATEGO
 LINK_CATEGORY_PARENTS = _link_statement(
     Label.CATEGORY, Rel.SUBCATEGORY_OF, Label.CATEGORY, "child_id", "parent_id"
 )
+# Knowledge edges of every relation are rendered in graph_schema.statements.knowledge; these are
+# the built-in co-purchase ones (rows: head, relation, tail).
 LINK_KNOWLEDGE_EDGES = {
-    relation: _link_statement(Label.ITEM, rel, Label.ITEM, "head", "tail")
-    for relation, rel in KNOWLEDGE_RELATIONS.items()
+    relation: link_knowledge(relation, Label.ITEM, Label.ITEM) for relation in KNOWLEDGE_RELATIONS
 }
 
 UPSERT_USERS = write(

@@ -17,8 +17,14 @@ at time ``t``. Merging new evidence moves the stamp to the later of the two
 times, so out-of-order events are decayed correctly.
 """
 
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from graph_schema.allow_list import Label
 from graph_schema.behaviours import BEHAVIOUR_TABLE
 from graph_schema.catalogue import Statement, read, write
+from graph_schema.relation_names import relationship_type
 
 SEEN_EVENTS = read(
     "seen_events",
@@ -48,14 +54,12 @@ _PAIR_ROW = {
     "rating_ts": None,
 }
 
-INGEST_EVENTS: Statement = write(
-    "ingest_events",
-    f"""
+_BEFORE_PAIRS = """
     UNWIND $event_ids AS event_id
-    CREATE (:Event {{id: event_id, received_at: $now}})
+    CREATE (:Event {id: event_id, received_at: $now})
     WITH count(*) AS stage
     UNWIND $users AS ur
-    MERGE (u:User {{id: ur.id}})
+    MERGE (u:User {id: ur.id})
     ON CREATE SET u.created_at = $now, u.flagged_bot = false
     WITH u, ur,
          CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute THEN ur.minute_count
@@ -67,22 +71,25 @@ INGEST_EVENTS: Statement = write(
         u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit
     WITH count(*) AS stage
     UNWIND $items AS it
-    MERGE (i:Item {{id: it.id}})
+    MERGE (i:Item {id: it.id})
     ON CREATE SET i.created_at = $now
     SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
     FOREACH (brand_id IN it.brands |
-        MERGE (b:Brand {{id: brand_id}})
+        MERGE (b:Brand {id: brand_id})
         ON CREATE SET b.name = brand_id, b.created_at = $now
         MERGE (i)-[:MADE_BY]->(b))
     FOREACH (category_id IN it.categories |
-        MERGE (c:Category {{id: category_id}})
+        MERGE (c:Category {id: category_id})
         ON CREATE SET c.name = category_id, c.created_at = $now
         MERGE (i)-[:IN_CATEGORY]->(c))
     WITH count(*) AS stage
     UNWIND $category_links AS link
-    MATCH (child:Category {{id: link.child_id}})
-    MATCH (parent:Category {{id: link.parent_id}})
+    MATCH (child:Category {id: link.child_id})
+    MATCH (parent:Category {id: link.parent_id})
     MERGE (child)-[:SUBCATEGORY_OF]->(parent)
+"""
+
+_PAIRS_AND_INTERESTS = f"""
     WITH count(*) AS stage
     UNWIND $pairs AS p
     MATCH (u:User {{id: p.user_id}})
@@ -118,15 +125,98 @@ INGEST_EVENTS: Statement = write(
                           THEN first_seen ELSE x.first_ts END,
         x.last_ts = CASE WHEN x.last_ts IS NULL OR ref > x.last_ts THEN ref ELSE x.last_ts END
     RETURN count(*) AS done
-    """,
-    now=1700000000000,
-    half_life_ms=1209600000.0,
-    bot_limit=120,
-    event_ids=["evt-1"],
-    users=[{"id": "u1", "minute": 28333333, "minute_count": 1, "burst": 1}],
-    items=[{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],
-    category_links=[{"child_id": "Face", "parent_id": "Beauty"}],
-    pairs=[_PAIR_ROW],
+"""
+
+_INGEST_PARAMS: dict[str, Any] = {
+    "now": 1700000000000,
+    "half_life_ms": 1209600000.0,
+    "bot_limit": 120,
+    "event_ids": ["evt-1"],
+    "users": [{"id": "u1", "minute": 28333333, "minute_count": 1, "burst": 1}],
+    "items": [{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],
+    "category_links": [{"child_id": "Face", "parent_id": "Beauty"}],
+    "pairs": [_PAIR_ROW],
+}
+
+
+def _stages(*parts: str) -> str:
+    return "\n".join(part.strip("\n") for part in parts)
+
+
+INGEST_EVENTS: Statement = write(
+    "ingest_events", _stages(_BEFORE_PAIRS, _PAIRS_AND_INTERESTS), **_INGEST_PARAMS
+)
+
+# Item attributes (an event's item.attributes): the values that are not items become Entity
+# nodes, unknown values of the co-purchase relations unlisted items, and each (item, relation,
+# value) a typed knowledge edge. The edges need their relationship types in the text, so the
+# statement is rendered for the (type, value label) pairs a batch uses, with one stage and one
+# $attributes_<n> parameter per pair, and stays one atomic statement (FalkorDB has no
+# multi-statement transactions).
+_ATTRIBUTE_NODES = """
+    WITH count(*) AS stage
+    UNWIND $attribute_entities AS entity_id
+    MERGE (en:Entity {id: entity_id})
+    ON CREATE SET en.created_at = $now
+    WITH count(*) AS stage
+    UNWIND $attribute_items AS value_id
+    MERGE (vi:Item {id: value_id})
+    ON CREATE SET vi.created_at = $now, vi.listed = false
+"""
+
+
+@lru_cache(maxsize=1024)
+def _ingest_with_attributes(links: tuple[tuple[str, Label], ...]) -> Statement:
+    # Each type comes from relationship_type(), each label from the fixed allow-list.
+    stages = [
+        f"""
+    WITH count(*) AS stage
+    UNWIND $attributes_{n} AS a{n}
+    MATCH (h{n}:Item {{id: a{n}.head}})
+    MATCH (t{n}:{label.value} {{id: a{n}.tail}})
+    MERGE (h{n})-[:{rel_type} {{relation: a{n}.relation}}]->(t{n})
+"""
+        for n, (rel_type, label) in enumerate(links)
+    ]
+    name = "_".join(f"{rel_type}_{label.value}".lower() for rel_type, label in links)
+    example = [{"head": "i1", "relation": "film.film.genre", "tail": "m.0jzc"}]
+    return write(
+        f"ingest_events_with_{name}",
+        _stages(_BEFORE_PAIRS, _ATTRIBUTE_NODES, *stages, _PAIRS_AND_INTERESTS),
+        **_INGEST_PARAMS,
+        attribute_entities=["m.0jzc"],
+        attribute_items=["i2"],
+        **{f"attributes_{n}": example for n in range(len(links))},
+    )
+
+
+def ingest_events_statement(attribute_links: Iterable[tuple[str, Label]] = ()) -> Statement:
+    """The ingestion statement for a batch whose item attributes use ``attribute_links``.
+
+    ``attribute_links`` are (relation name, value label) pairs, value label Item or
+    Entity; none gives :data:`INGEST_EVENTS`. The rendered statement takes
+    ``$attribute_entities`` and ``$attribute_items`` (ids to MERGE) and, in the
+    order of :func:`attribute_link_keys`, one ``$attributes_<n>`` list of
+    ``{head, relation, tail}`` per key. Raises
+    :class:`~graph_schema.relation_names.RelationNameError` for a bad name.
+    """
+    keys = attribute_link_keys(attribute_links)
+    return _ingest_with_attributes(keys) if keys else INGEST_EVENTS
+
+
+def attribute_link_keys(attribute_links: Iterable[tuple[str, Label]]) -> tuple[tuple[str, Label], ...]:
+    """The sorted, distinct (relationship type, value label) pairs of ``attribute_links``."""
+    keys = set()
+    for relation, label in attribute_links:
+        if label not in (Label.ITEM, Label.ENTITY):
+            raise ValueError(f"attribute values are Item or Entity nodes, not {label}")
+        keys.add((relationship_type(relation), label))
+    return tuple(sorted(keys))
+
+
+# The rendered form the lint and the effect test check: hostile-but-valid names, both value labels.
+INGEST_EVENTS_WITH_ATTRIBUTES = ingest_events_statement(
+    [("film.film.genre", Label.ENTITY), ("rdf:type", Label.ENTITY), ("similar_to", Label.ITEM)]
 )
 
 # Faded interest edges, and faded user–item edges that hold none of the behaviours kept

@@ -2,9 +2,11 @@
 
 One statement finds every path kind for a batch of target items (no query per
 item). Each branch returns the same columns: the target, the path kind, the
-path's nodes (label, id, name) and relationships (type, direction, weight,
-weight_ts, verb), and a support count. ``direction`` is ``out`` when the
-relationship points from the node before it to the node after it.
+path's nodes (label, id, name; an entity also its kind and ``linked``, the
+number of items its relation links to it) and relationships (type, relation,
+direction, weight, weight_ts, verb), and a support count. ``direction`` is
+``out`` when the relationship points from the node before it to the node after
+it; ``relation`` is the knowledge edge's exact relation name (null elsewhere).
 
 Co-purchase paths are the costliest to search for (a user's recent items have
 thousands of co-purchase links between them), so the caller proposes them:
@@ -16,11 +18,30 @@ recent items and strongest interests. The co-purchase branches still expand
 from the hub to the target: FalkorDB 4.16 crashed (SIGSEGV) on a multi-type
 pattern between two already-bound nodes under concurrent writes (bench/soak.py).
 
+The open knowledge graph is read generically: any relationship with a
+``relation`` property is a knowledge edge, whatever its type, so no relation
+name is written here. Only outgoing edges of the user's items and of the
+targets are expanded: an item's incoming edges include every user's
+interaction, and an entity's include every item that has it (a genre may have
+thousands), so neither is ever walked to find a path. Shared attributes are
+joined on the entity in memory instead.
+
 Paths:
 
-- ``co_purchase``: user -INTERACTED-> item -(any knowledge relation, e.g. ALSO_BOUGHT)- target
+- ``co_purchase``: user -INTERACTED-> item -(ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER)- target
   (both directions; links added to the graph after the model was trained are
   found once the next model has them);
+- ``related_item``: user -INTERACTED-> item -(any other knowledge relation)- target
+  (both directions);
+- ``shared_attribute``: user -INTERACTED-> item -[k]-> entity <-[k2]- target with
+  k.relation = k2.relation (one witness item per target, entity and relation,
+  the user's most recent; support = how many of the user's items share it).
+  The entity's ``linked`` count is taken once per (entity, relation) that
+  joins, except for the pairs in ``$counted``, whose counts the caller
+  remembers (:class:`kgrec.explanations.EntityCounts`): counting walks every
+  item of the entity, which is what a popular genre must not cost on every
+  request. (A pattern comprehension anchored on null walks nothing on
+  FalkorDB, while one inside a CASE branch is evaluated regardless.)
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
 - ``interest``: user -INTERESTED_IN-> brand|category <-MADE_BY|IN_CATEGORY- target;
 - ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
@@ -44,21 +65,27 @@ def _node(label: str, var: str, name: str) -> str:
 
 def _interacted(var: str, direction: str) -> str:
     return (
-        f"{{type: 'INTERACTED', direction: '{direction}', weight: {var}.weight, "
+        f"{{type: 'INTERACTED', relation: null, direction: '{direction}', weight: {var}.weight, "
         f"weight_ts: {var}.weight_ts, verb: {_VERB.format(r=var)}}}"
     )
 
 
-def _plain(rel_type: str, direction: str) -> str:
-    return f"{{type: {rel_type}, direction: '{direction}', weight: null, weight_ts: null, verb: null}}"
+def _plain(rel_type: str, direction: str, relation: str = "null") -> str:
+    return (
+        f"{{type: {rel_type}, relation: {relation}, direction: '{direction}', "
+        "weight: null, weight_ts: null, verb: null}"
+    )
 
 
-# The item–item knowledge relationship types a co-purchase path may take.
+# The item–item knowledge relationship types a co-purchase path may take; a related-item
+# path takes any other.
 _CO_PURCHASE_TYPES = "|".join(KNOWLEDGE_RELATIONS.values())
+_CO_PURCHASE_LIST = "[" + ", ".join(f"'{rel.value}'" for rel in KNOWLEDGE_RELATIONS.values()) + "]"
 
 _USER = _node("User", "u", "u.id")
 _HUB = _node("Item", "h", "h.title")
 _TARGET = _node("Item", "i", "i.title")
+_ENTITY = "{label: 'Entity', id: e.id, name: coalesce(e.name, e.id), kind: e.kind, linked: linked}"
 
 # The user's side is bounded: the $hubs most recent interactions and strongest
 # interests, so a heavy user's explanation costs about the same as a light one's.
@@ -70,6 +97,13 @@ _RECENT_HUBS = """
     UNWIND $item_ids AS target_id
 """
 
+# The same bound, without the targets: the user's $hubs most recent items.
+# (Shared attributes carry lists, not maps, between clauses: the lint accepts only
+# graph properties as map keys. links: [entity, relation, type, hub, interaction, recency];
+# hits: [target, type, witness link, support]. The witness is the most recent hub.)
+_RECENT_HUBS_ONLY = """MATCH (u:User {id: $user_id})-[r:INTERACTED]->(h:Item)
+    WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT $hubs"""
+
 EXPLANATION_PATHS = read(
     "explanation_paths",
     f"""
@@ -78,14 +112,58 @@ EXPLANATION_PATHS = read(
     MATCH (u)-[r:INTERACTED]->(h:Item {{id: pair.hub}})
     MATCH (h)-[k:{_CO_PURCHASE_TYPES}]->(i:Item {{id: pair.target}})
     RETURN pair.target AS target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
-           [{_interacted("r", "out")}, {_plain("type(k)", "out")}] AS rels, 1 AS support
+           [{_interacted("r", "out")}, {_plain("type(k)", "out", "k.relation")}] AS rels, 1 AS support
     UNION ALL
     MATCH (u:User {{id: $user_id}})
     UNWIND $backward AS pair
     MATCH (u)-[r:INTERACTED]->(h:Item {{id: pair.hub}})
     MATCH (h)<-[k:{_CO_PURCHASE_TYPES}]-(i:Item {{id: pair.target}})
     RETURN pair.target AS target_id, 'co_purchase' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
-           [{_interacted("r", "out")}, {_plain("type(k)", "in")}] AS rels, 1 AS support
+           [{_interacted("r", "out")}, {_plain("type(k)", "in", "k.relation")}] AS rels, 1 AS support
+    UNION ALL
+    {_RECENT_HUBS_ONLY}
+    MATCH (h)-[k]->(i:Item)
+    WHERE k.relation IS NOT NULL AND NOT type(k) IN {_CO_PURCHASE_LIST} AND i.id IN $item_ids AND i <> h
+    RETURN i.id AS target_id, 'related_item' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("type(k)", "out", "k.relation")}] AS rels, 1 AS support
+    UNION ALL
+    {_RECENT_HUBS_ONLY}
+    WITH u, collect(h) AS hubs
+    UNWIND $item_ids AS target_id
+    MATCH (i:Item {{id: target_id}})-[k]->(h:Item)
+    WHERE k.relation IS NOT NULL AND NOT type(k) IN {_CO_PURCHASE_LIST} AND h IN hubs AND h <> i
+    MATCH (u)-[r:INTERACTED]->(h)
+    RETURN target_id, 'related_item' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("type(k)", "in", "k.relation")}] AS rels, 1 AS support
+    UNION ALL
+    {_RECENT_HUBS_ONLY}
+    MATCH (h)-[k]->(e:Entity)
+    WHERE k.relation IS NOT NULL
+    WITH collect([e, k.relation, type(k), h, r, coalesce(r.last_ts, r.last_seq, 0)]) AS links,
+         collect(DISTINCT e) AS entities
+    UNWIND $item_ids AS target_id
+    MATCH (i:Item {{id: target_id}})-[k2]->(e:Entity)
+    WHERE k2.relation IS NOT NULL AND e IN entities
+    WITH i, k2, e, [l IN links WHERE l[0] = e AND l[1] = k2.relation AND l[3] <> i] AS witnesses
+    WHERE size(witnesses) > 0
+    WITH e, k2.relation AS relation, i, k2, witnesses,
+         reduce(best = witnesses[0], c IN witnesses | CASE WHEN c[5] > best[5] THEN c ELSE best END)
+         AS witness
+    WITH e, relation, collect([i, type(k2), witness, size(witnesses)]) AS hits
+    WITH e, relation, hits, CASE WHEN [e.id, relation] IN $counted THEN null ELSE e END AS uncounted
+    WITH e, relation, hits,
+         CASE WHEN uncounted IS NULL THEN null
+              ELSE size([(uncounted)<-[y]-(o:Item) WHERE y.relation = relation | o.id]) END AS linked
+    UNWIND hits AS hit
+    WITH e, relation, linked, hit[0] AS i, hit[1] AS target_type, hit[2] AS witness, hit[3] AS support
+    WITH e, relation, linked, i, target_type, support,
+         witness[3] AS h, witness[4] AS r, witness[2] AS hub_type
+    MATCH (u:User {{id: $user_id}})
+    RETURN i.id AS target_id, 'shared_attribute' AS kind,
+           [{_USER}, {_HUB}, {_ENTITY}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("hub_type", "out", "relation")},
+            {_plain("target_type", "in", "relation")}] AS rels,
+           support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
     MATCH (i:Item {{id: target_id}})
@@ -103,9 +181,9 @@ EXPLANATION_PATHS = read(
     WHERE (i)-[:MADE_BY|IN_CATEGORY]->(t)
     RETURN target_id, 'interest' AS kind,
            [{_USER}, {{label: labels(t)[0], id: t.id, name: coalesce(t.name, t.id)}}, {_TARGET}] AS nodes,
-           [{{type: 'INTERESTED_IN', direction: 'out', weight: x.weight, weight_ts: x.weight_ts, verb: null}},
-            {{type: CASE WHEN labels(t)[0] = 'Brand' THEN 'MADE_BY' ELSE 'IN_CATEGORY' END,
-              direction: 'in', weight: null, weight_ts: null, verb: null}}] AS rels,
+           [{{type: 'INTERESTED_IN', relation: null, direction: 'out', weight: x.weight,
+              weight_ts: x.weight_ts, verb: null}},
+            {_plain("CASE WHEN labels(t)[0] = 'Brand' THEN 'MADE_BY' ELSE 'IN_CATEGORY' END", "in")}] AS rels,
            1 AS support
     UNION ALL
     MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
@@ -129,4 +207,5 @@ EXPLANATION_PATHS = read(
     hubs=30,
     forward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
     backward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
+    counted=[["m.0jzc", "film.film.genre"]],
 )

@@ -3,7 +3,6 @@
 Flagged bots are left out here, so neither training nor popularity sees them.
 """
 
-from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.catalogue import read
 
 TRAINING_USER_PAGE = read(
@@ -43,27 +42,56 @@ TRAINING_ITEM_PAGE = read(
     limit=5000,
 )
 
-# Each pattern comprehension needs its own variable name: FalkorDB 4.16 returns
-# empty lists for later comprehensions that reuse one.
-# One list of linked items per knowledge relation of the allow-list, named after the relation.
-_KNOWLEDGE_LISTS = ",\n           ".join(
-    f"[(i)-[:{rel}]->(k{n}:Item) WHERE k{n}.listed = true | k{n}.id] AS {name}"
-    for n, (name, rel) in enumerate(KNOWLEDGE_RELATIONS.items())
-)
-
 ITEM_FACTS = read(
     "item_facts",
-    f"""
+    """
     UNWIND $ids AS item_id
-    MATCH (i:Item {{id: item_id}})
+    MATCH (i:Item {id: item_id})
     RETURN item_id,
            i.title AS title,
            i.price AS price,
            [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
-           [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories,
-           {_KNOWLEDGE_LISTS}
+           [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories
     """,
     ids=["B004756YJA"],
+)
+
+TRAINING_ENTITY_PAGE = read(
+    "training_entity_page",
+    """
+    MATCH (e:Entity)
+    WHERE e.id > $after
+    RETURN e.id AS id, e.kind AS kind
+    ORDER BY id
+    LIMIT $limit
+    """,
+    after="",
+    limit=5000,
+)
+
+# Every knowledge edge out of a page of items, or of entities: generic, so no relation name is in
+# the text (the relation property names it). labels() tells an item tail from an entity tail;
+# unlisted items (co-purchase targets outside the catalogue, most of Amazon's edges) stay in the graph.
+KNOWLEDGE_OF_ITEMS = read(
+    "knowledge_of_items",
+    """
+    UNWIND $ids AS head_id
+    MATCH (:Item {id: head_id})-[k]->(t)
+    WHERE k.relation IS NOT NULL AND coalesce(t.listed, true) = true
+    RETURN head_id AS head, k.relation AS relation, t.id AS tail, labels(t) AS tail_labels
+    """,
+    ids=["B004756YJA"],
+)
+
+KNOWLEDGE_OF_ENTITIES = read(
+    "knowledge_of_entities",
+    """
+    UNWIND $ids AS head_id
+    MATCH (:Entity {id: head_id})-[k]->(t)
+    WHERE k.relation IS NOT NULL AND coalesce(t.listed, true) = true
+    RETURN head_id AS head, k.relation AS relation, t.id AS tail, labels(t) AS tail_labels
+    """,
+    ids=["m.0jzc"],
 )
 
 CATEGORY_NAMES = read(

@@ -1,4 +1,4 @@
-"""Data sets kgrec can import: the built-in public ones, or any folder in the kgrec layout."""
+"""Data sets kgrec can import: the built-in public ones, or a folder recognised by its files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kgrec.datasets.kgat import KgatDataset
+from kgrec.datasets.kgcn import KgcnDataset
 from kgrec.datasets.layout import LayoutDataset
 from kgrec.datasets.movielens import MovieLensDataset
 from kgrec.datasets.records import (
@@ -16,6 +17,7 @@ from kgrec.datasets.records import (
     Problems,
     RowProblem,
     TripleRecord,
+    find_file,
 )
 
 BUILTIN = {
@@ -45,12 +47,34 @@ class Dataset(Protocol):
         ...
 
 
+# How a folder's layout is recognised: the files it must hold (each plain or .gz), first match wins.
+LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("kgrec", ("interactions.csv",)),
+    ("KGAT/KGIN", ("train.txt", "test.txt")),
+    ("KGCN/RippleNet", ("ratings_final.txt",)),
+    ("MovieLens", ("ratings.csv", "movies.csv")),
+)
+
+
+def folder_layout(folder: Path) -> str | None:
+    """The name of the layout ``folder`` is in (:data:`LAYOUTS`), or None when it is in none."""
+    for layout, files in LAYOUTS:
+        if all(find_file(folder, stem) is not None for stem in files):
+            return layout
+    return None
+
+
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
-    """A built-in data set by name (read from ``data_dir``), or a folder in the kgrec layout."""
+    """A built-in data set by name (read from ``data_dir``), or a folder recognised by its files.
+
+    A folder with ``interactions.csv`` is in the kgrec layout, one with ``train.txt`` and
+    ``test.txt`` in the KGAT/KGIN layout, one with ``ratings_final.txt`` in the KGCN/RippleNet
+    layout, and one with MovieLens' ``ratings.csv`` and ``movies.csv`` is read as MovieLens.
+    """
     if name_or_path == "movielens":
         return MovieLensDataset(data_dir / BUILTIN["movielens"])
     if name_or_path == "kgat-amazon-book":
-        return KgatDataset(data_dir / BUILTIN["kgat-amazon-book"])
+        return KgatDataset(data_dir / BUILTIN["kgat-amazon-book"], name="kgat-amazon-book")
     if name_or_path == "amazon-beauty":
         return LayoutDataset(data_dir / BUILTIN["amazon-beauty"], name="amazon-beauty")
     folder = Path(name_or_path)
@@ -58,6 +82,16 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
         raise FileNotFoundError(
             f"{name_or_path!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a folder"
         )
+    layout = folder_layout(folder)
+    if layout == "KGAT/KGIN":
+        return KgatDataset(folder)
+    if layout == "KGCN/RippleNet":
+        return KgcnDataset(folder)
+    if layout == "MovieLens":
+        return MovieLensDataset(folder)
+    if layout is None:
+        expected = "; ".join(f"{' + '.join(files)} ({name})" for name, files in LAYOUTS)
+        raise FileNotFoundError(f"{folder}: no data set layout recognised; expected one of: {expected}")
     return LayoutDataset(folder)
 
 
@@ -67,7 +101,12 @@ __all__ = [
     "EntityRecord",
     "InteractionRecord",
     "ItemRecord",
+    "KgatDataset",
+    "KgcnDataset",
+    "LayoutDataset",
+    "MovieLensDataset",
     "RowProblem",
     "TripleRecord",
+    "folder_layout",
     "open_dataset",
 ]

@@ -4,7 +4,10 @@
   Unix seconds) or ``seq_index``, ``type`` and ``value``;
 - ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price``, with
   categories ``|``-separated;
-- ``kg_triples.csv[.gz]`` (optional): ``head,relation,tail``.
+- ``kg_triples.csv[.gz]`` (optional): ``head,relation,tail``, any relation name
+  that :func:`graph_schema.relation_names.relation_problem` accepts;
+- ``entities.csv[.gz]`` (optional): ``entity_id,kind,name``, the kind and name of
+  knowledge-graph entities (kind: :func:`kgrec.limits.kind_problem`).
 
 Ids follow kgrec's id rule (:func:`kgrec.limits.id_problem`); a row that breaks
 it, or any other rule, is skipped and reported with its line.
@@ -17,9 +20,11 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from graph_schema.allow_list import ATTRIBUTE_RELATIONS, BEHAVIOURS, KNOWLEDGE_RELATIONS
+from graph_schema.allow_list import BEHAVIOURS
+from graph_schema.relation_names import relation_problem
 from kgrec.datasets.records import (
     BadRow,
+    EntityRecord,
     InteractionRecord,
     ItemRecord,
     Problems,
@@ -29,8 +34,7 @@ from kgrec.datasets.records import (
     parse_timestamp_ms,
     parsed_rows,
 )
-
-KNOWN_RELATIONS = (*KNOWLEDGE_RELATIONS, *ATTRIBUTE_RELATIONS)
+from kgrec.limits import MAX_TEXT_LENGTH, kind_problem
 
 
 def _optional_float(name: str, text: str) -> float | None:
@@ -85,9 +89,23 @@ def _item(row: dict[str, str]) -> ItemRecord:
 def _triple(row: dict[str, str]) -> TripleRecord:
     head, relation, tail = row["head"].strip(), row["relation"].strip(), row["tail"].strip()
     check_ids(("head", head), ("tail", tail))
-    if relation not in KNOWN_RELATIONS:
-        raise BadRow(f"relation {relation!r} is not one of {', '.join(KNOWN_RELATIONS)}")
+    problem = relation_problem(relation)
+    if problem is not None:
+        raise BadRow(f"relation {problem}")
     return TripleRecord(head, relation, tail)
+
+
+def _entity(row: dict[str, str]) -> EntityRecord:
+    entity_id = row["entity_id"].strip()
+    kind = (row.get("kind") or "").strip() or None
+    name = (row.get("name") or "").strip() or None
+    check_ids(("entity_id", entity_id))
+    problem = None if kind is None else kind_problem(kind)
+    if problem is not None:
+        raise BadRow(f"kind {problem}")
+    if name is not None and len(name) > MAX_TEXT_LENGTH:
+        raise BadRow(f"name is longer than {MAX_TEXT_LENGTH} characters (got {len(name)})")
+    return EntityRecord(entity_id, kind, name)
 
 
 class LayoutDataset:
@@ -121,3 +139,9 @@ class LayoutDataset:
         path = find_file(self.folder, "kg_triples.csv")
         if path is not None:
             yield from parsed_rows(path, ("head", "relation", "tail"), self.problems, _triple)
+
+    def entities(self) -> Iterator[EntityRecord]:
+        """Entity kinds and names from entities.csv, if present."""
+        path = find_file(self.folder, "entities.csv")
+        if path is not None:
+            yield from parsed_rows(path, ("entity_id",), self.problems, _entity)

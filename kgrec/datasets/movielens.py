@@ -1,4 +1,12 @@
-"""MovieLens ml-latest-small (ratings.csv, movies.csv) as a kgrec data set."""
+"""MovieLens ml-latest-small (ratings.csv, movies.csv, tags.csv) as a kgrec data set.
+
+Genres stay categories. Each row of ``tags.csv`` becomes a ``has_tag`` triple from the
+movie to a tag entity ``tag:<tag>`` (the tag lower-cased, white space collapsed, so
+"Dark  Comedy" and "dark comedy" are one entity, kind ``tag``, named by its first
+spelling), and the triple keeps who tagged and when (``user_id``, ``ts``): a tag is
+knowledge a user gives, and the evaluation split drops what a test user stated at or
+after their held-out rating.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kgrec.datasets import records
-from kgrec.datasets.records import InteractionRecord, ItemRecord, Problems, TripleRecord
+from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, Problems, TripleRecord
 
 NO_GENRE = "(no genres listed)"
+TAG_RELATION = "has_tag"
+TAG_KIND = "tag"
+TAG_PREFIX = "tag:"
+
+
+def tag_entity_id(tag: str) -> str:
+    """The entity id of a tag: ``tag:`` + the tag lower-cased, runs of white space made one space."""
+    return TAG_PREFIX + " ".join(tag.split()).lower()
+
+
+def _tag(row: dict[str, str]) -> tuple[TripleRecord, str]:
+    """A tags.csv row as its ``has_tag`` triple (with who and when) and the tag's first spelling."""
+    user_id, movie_id, text = row["userId"].strip(), row["movieId"].strip(), " ".join(row["tag"].split())
+    if not text:
+        raise records.BadRow("tag is empty")
+    entity_id = tag_entity_id(text)
+    records.check_ids(("userId", user_id), ("movieId", movie_id), ("tag", entity_id))
+    try:
+        ts = int(row["timestamp"]) * 1000
+    except ValueError:
+        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number") from None
+    return TripleRecord(movie_id, TAG_RELATION, entity_id, user_id=user_id, ts=ts), text
 
 
 def _rating(row: dict[str, str]) -> InteractionRecord:
@@ -28,7 +58,7 @@ def _movie(row: dict[str, str]) -> ItemRecord:
 
 
 class MovieLensDataset:
-    """Ratings become ``rating`` interactions (value = stars); genres become categories."""
+    """Ratings become ``rating`` interactions (value = stars); genres categories; tags ``has_tag`` triples."""
 
     name = "movielens"
     # Many people enter their past ratings at sign-up, hundreds a minute: that is not a bot.
@@ -53,6 +83,20 @@ class MovieLensDataset:
             self.folder / "movies.csv", ("movieId", "title", "genres"), self.problems, _movie
         )
 
+    def _tags(self, problems: Problems) -> Iterator[tuple[TripleRecord, str]]:
+        path = self.folder / "tags.csv"
+        if path.exists():
+            yield from records.parsed_rows(path, ("userId", "movieId", "tag", "timestamp"), problems, _tag)
+
     def triples(self) -> Iterator[TripleRecord]:
-        """MovieLens has no item–item knowledge graph."""
-        return iter(())
+        """One ``has_tag`` triple per row of tags.csv (none without the file), with user_id and ts."""
+        for triple, _ in self._tags(self.problems):
+            yield triple
+
+    def entities(self) -> Iterator[EntityRecord]:
+        """Each tag once, kind ``tag``, named by the spelling it first had in tags.csv."""
+        seen: set[str] = set()
+        for triple, text in self._tags(Problems()):  # triples() reports the bad rows
+            if triple.tail not in seen:
+                seen.add(triple.tail)
+                yield EntityRecord(triple.tail, TAG_KIND, text)

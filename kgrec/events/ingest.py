@@ -9,6 +9,11 @@
 4. Write everything with one statement that also creates an ``Event`` node per
    id. If another writer stored one of those ids in the meantime, the unique
    constraint rolls the whole statement back and we start again from 1.
+
+Item attributes (``item.attributes``) are written by the same statement, rendered
+for the relation types the batch uses: each value is an item when the batch or
+the graph has an item with that id (one read for the whole batch), else an
+entity; the co-purchase relations always point at items, as in an import.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graph_schema.statements.events import INGEST_EVENTS, SEEN_EVENTS
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Label, Rel
+from graph_schema.catalogue import Statement
+from graph_schema.relation_names import relationship_type
+from graph_schema.statements.events import (
+    INGEST_EVENTS,
+    SEEN_EVENTS,
+    attribute_link_keys,
+    ingest_events_statement,
+)
+from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
 from kgrec.events.validation import Event
@@ -54,10 +68,60 @@ def _category_path(categories: Sequence[str]) -> list[dict[str, str]]:
     return [{"child_id": c, "parent_id": p} for p, c in itertools.pairwise(categories)]
 
 
+def attribute_values(events: Sequence[Event]) -> set[str]:
+    """Every value id the events' item attributes name."""
+    return {
+        value
+        for event in events
+        if event.item is not None and event.item.attributes
+        for values in event.item.attributes.values()
+        for value in values
+    }
+
+
+def attribute_params(events: Sequence[Event], known_items: set[str]) -> dict[str, Any]:
+    """The statement parameters of the events' item attributes (none when they have none).
+
+    ``known_items``: ids that are items (in the batch or the graph); other values are entities.
+    """
+    triples = [
+        (event.item_id, relation, value)
+        for event in events
+        if event.item is not None and event.item.attributes
+        for relation, values in event.item.attributes.items()
+        if relation not in ATTRIBUTE_RELATIONS  # brands and categories: build_params
+        for value in values
+    ]
+    # A co-purchase value becomes an item, so it is one for every relation (one label per id).
+    items = known_items | {value for _, relation, value in triples if relation in KNOWLEDGE_RELATIONS}
+    edges = {triple: Label.ITEM if triple[2] in items else Label.ENTITY for triple in triples}
+    if not edges:
+        return {}
+    keys = attribute_link_keys((relation, label) for (_, relation, _), label in edges.items())
+    rows: dict[tuple[str, Label], list[dict[str, str]]] = {key: [] for key in keys}
+    for (head, relation, tail), label in edges.items():
+        rows[(relationship_type(relation), label)].append({"head": head, "relation": relation, "tail": tail})
+    params: dict[str, Any] = {
+        "attribute_entities": sorted({t for (_, _, t), label in edges.items() if label is Label.ENTITY}),
+        # MERGE leaves an existing item as it is; a new one is created unlisted, as an import does
+        "attribute_items": sorted({t for (_, _, t), label in edges.items() if label is Label.ITEM}),
+        **{f"attributes_{n}": rows[key] for n, key in enumerate(keys)},
+    }
+    return params
+
+
 def build_params(
-    events: Sequence[Event], settings: Settings, now_ms: int, event_ids: Sequence[str] | None = None
+    events: Sequence[Event],
+    settings: Settings,
+    now_ms: int,
+    event_ids: Sequence[str] | None = None,
+    known_items: set[str] | None = None,
 ) -> dict[str, Any]:
-    """The parameters of INGEST_EVENTS for new events (``event_ids``: every id to record)."""
+    """The parameters of the ingestion statement for new events (``event_ids``: every id to record).
+
+    ``known_items``: attribute values that are Item nodes in the graph (the batch's own items
+    are added here); see :func:`statement_for`.
+    """
     half_life = settings.half_life_ms
     weights = settings.behaviour_weights
 
@@ -80,6 +144,13 @@ def build_params(
                 row["categories"] = list(info.categories)
                 for link in _category_path(info.categories):
                     links[(link["child_id"], link["parent_id"])] = link
+            # produced_by and belongs_to attributes name brands and categories, as kg_triples.csv does
+            for relation, values in (info.attributes or {}).items():
+                target = {Rel.MADE_BY: "brands", Rel.IN_CATEGORY: "categories"}.get(
+                    ATTRIBUTE_RELATIONS.get(relation)
+                )
+                if target is not None:
+                    row[target] = list(dict.fromkeys([*row[target], *values]))
         pairs[(event.user_id, event.item_id)].append(event)
 
     users = []
@@ -108,6 +179,7 @@ def build_params(
                 "rating_ts": latest_rating.ts if latest_rating else None,
             }
         )
+    attributes = attribute_params(events, set(known_items or ()) | set(items))
     return {
         "now": now_ms,
         "half_life_ms": half_life,
@@ -117,7 +189,20 @@ def build_params(
         "items": list(items.values()),
         "category_links": list(links.values()),
         "pairs": pair_rows,
+        **attributes,
     }
+
+
+def statement_for(params: dict[str, Any]) -> Statement:
+    """The ingestion statement that takes ``params`` (rendered for their attribute relations)."""
+    items = set(params.get("attribute_items", ()))
+    links = [
+        (row["relation"], Label.ITEM if row["tail"] in items else Label.ENTITY)
+        for name, rows in params.items()
+        if name.startswith("attributes_")
+        for row in rows
+    ]
+    return ingest_events_statement(links) if links else INGEST_EVENTS
 
 
 @dataclass(frozen=True)
@@ -136,7 +221,9 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     if not fresh:
         return PreparedBatch(None, IngestResult(len(events), 0, len(events)))
     applied = _first_per_content(fresh)
-    params = build_params(applied, settings, now_ms, [e.event_id for e in fresh])
+    values = attribute_values(applied)
+    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(values)})} if values else set()
+    params = build_params(applied, settings, now_ms, [e.event_id for e in fresh], known)
     return PreparedBatch(params, IngestResult(len(events), len(applied), len(events) - len(applied)))
 
 
@@ -148,7 +235,7 @@ def commit(
         if prepared.params is None:
             return prepared.result
         try:
-            gateway.write(INGEST_EVENTS, prepared.params)
+            gateway.write(statement_for(prepared.params), prepared.params)
         except GraphConflict:
             log.info(
                 "write %d of %d conflicted: a concurrent writer stored some of the batch's event ids first",

@@ -27,9 +27,19 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from graph_schema.allow_list import BEHAVIOURS
+from graph_schema.relation_names import RELATION_PATTERN, relation_problem
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.field_types import FiniteNumber, Id, Price, Title
-from kgrec.limits import MAX_CATEGORY_DEPTH, MAX_EVENTS_PER_BATCH, MAX_PRICE, MAX_TEXT_LENGTH, id_problem
+from kgrec.limits import (
+    MAX_ATTRIBUTE_RELATIONS,
+    MAX_ATTRIBUTE_VALUES,
+    MAX_BATCH_ATTRIBUTE_RELATIONS,
+    MAX_CATEGORY_DEPTH,
+    MAX_EVENTS_PER_BATCH,
+    MAX_PRICE,
+    MAX_TEXT_LENGTH,
+    id_problem,
+)
 
 TIMESTAMP_RULE = "not before 1970 and not more than KGREC_MAX_CLOCK_SKEW_S ahead of the server's clock"
 
@@ -97,6 +107,59 @@ Categories = Annotated[
 ]
 
 
+def _attribute_error(relation: str, reason: str) -> PydanticCustomError:
+    # The relation goes into the error's field (item.attributes.<relation>), see _first_problems.
+    return PydanticCustomError("item_attributes", "{reason}", {"reason": reason, "relation": relation[:140]})
+
+
+def _attributes(value: Any) -> dict[str, tuple[str, ...]] | None:
+    """Validate ``{relation: [value ids]}``: relation names by the one rule, values by the id rule."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _attribute_error("", f"must be an object of relation: [value ids], not {_type_name(value)}")
+    if len(value) > MAX_ATTRIBUTE_RELATIONS:
+        raise _attribute_error("", f"at most {MAX_ATTRIBUTE_RELATIONS} relations (got {len(value)})")
+    attributes: dict[str, tuple[str, ...]] = {}
+    for relation, values in value.items():
+        problem = relation_problem(relation)
+        if problem is not None:
+            raise _attribute_error(str(relation), f"relation {problem}")
+        if not isinstance(values, list):
+            raise _attribute_error(relation, f"must be a list of value ids, not {_type_name(values)}")
+        if not 1 <= len(values) <= MAX_ATTRIBUTE_VALUES:
+            raise _attribute_error(
+                relation, f"must list 1 to {MAX_ATTRIBUTE_VALUES} value ids (got {len(values)})"
+            )
+        for item in values:
+            problem = id_problem(item)
+            if problem is not None:
+                shown = repr(item[:80]) if isinstance(item, str) else repr(item)
+                raise _attribute_error(relation, f"value {shown} {problem}")
+        attributes[relation] = tuple(dict.fromkeys(values))
+    return attributes
+
+
+RelationName = Annotated[str, Field(pattern=RELATION_PATTERN)]
+AttributeValues = Annotated[list[Id], Field(min_length=1, max_length=MAX_ATTRIBUTE_VALUES)]
+AttributeMap = Annotated[
+    dict[RelationName, AttributeValues],
+    Field(max_length=MAX_ATTRIBUTE_RELATIONS, json_schema_extra={"additionalProperties": False}),
+]
+Attributes = Annotated[
+    dict[str, tuple[str, ...]] | None,
+    PlainValidator(_attributes, json_schema_input_type=AttributeMap | None),
+    Field(
+        description=(
+            "knowledge about the item, as {relation: [value ids]} (for example "
+            '{"material": ["cotton"], "origin": ["UK"]}): each value becomes a knowledge edge '
+            "item -relation-> value, to an item when one has that id, else to an entity "
+            "(produced_by values are brands, belongs_to values categories, as in kg_triples.csv)"
+        )
+    ),
+]
+
+
 @dataclass(frozen=True)
 class ItemInfo:
     """Catalogue facts an event may carry about its item."""
@@ -107,6 +170,7 @@ class ItemInfo:
     categories: Categories = ()  # type: ignore[assignment]
     title: Title | None = None
     price: Price | None = None
+    attributes: Attributes = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +196,7 @@ class Event:
 EVENT = TypeAdapter(Event)
 EVENTS = TypeAdapter(list[Event])
 EVENT_FIELDS = tuple(Event.__dataclass_fields__)
-ITEM_FIELDS = ("brand", "category", "title", "price")
+ITEM_FIELDS = ("brand", "category", "title", "price", "attributes")
 
 
 @dataclass(frozen=True)
@@ -208,6 +272,9 @@ def _first_problems(exc: ValidationError) -> dict[int, FieldError]:
         index, *rest = error["loc"]
         position, location = int(index), tuple(rest)
         field = _field(location)
+        relation = (error.get("ctx") or {}).get("relation") if error["type"] == "item_attributes" else None
+        if relation:
+            field = f"{field}.{relation}"
         rank = _rank(location)
         if position not in first or rank < first[position][0]:
             first[position] = (rank, FieldError(position, field, _reason(error, field)))
@@ -239,7 +306,9 @@ def validate_batch(
     if len(raw_events) > max_batch:
         return [], [FieldError(-1, "events", f"at most {max_batch} events per batch (got {len(raw_events)})")]
     checked = validate_each(raw_events, max_skew_s=max_skew_s, now_ms=now_ms)
-    return (
-        [c for c in checked if isinstance(c, Event)],
-        [c for c in checked if isinstance(c, FieldError)],
-    )
+    events = [c for c in checked if isinstance(c, Event)]
+    relations = {r for e in events if e.item is not None and e.item.attributes for r in e.item.attributes}
+    if len(relations) > MAX_BATCH_ATTRIBUTE_RELATIONS:
+        reason = f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct item attribute relations per batch"
+        return [], [FieldError(-1, "events", f"{reason} (got {len(relations)})")]
+    return events, [c for c in checked if isinstance(c, FieldError)]

@@ -3,20 +3,28 @@
 Users and items get dense indices (sorted by id, so a pull is deterministic).
 Interaction weights are decayed to ``now_ms``; the order of a user's history
 comes from ``last_ts`` when the data has times and ``last_seq`` otherwise.
+
+Knowledge edges are read generically (every edge with a ``relation``), out of
+each page of items and of entities, into ``kg_triples`` over one node space:
+items, then entities, both sorted by id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from graph_schema.allow_list import KNOWLEDGE_RELATIONS
+from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label
 from graph_schema.statements.training import (
     CATEGORY_NAMES,
     CATEGORY_TREE,
     INTERACTIONS_OF_USERS,
     ITEM_FACTS,
+    KNOWLEDGE_OF_ENTITIES,
+    KNOWLEDGE_OF_ITEMS,
+    TRAINING_ENTITY_PAGE,
     TRAINING_ITEM_PAGE,
     TRAINING_USER_PAGE,
 )
@@ -39,14 +47,64 @@ def item_text(
     )
 
 
-def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[str]], None]) -> None:
+def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[dict]], None]) -> None:
     after = ""
     while True:
-        ids = [row["id"] for row in gateway.read(statement, {"after": after, "limit": PAGE})]  # type: ignore[arg-type]
-        if not ids:
+        rows = gateway.read(statement, {"after": after, "limit": PAGE})  # type: ignore[arg-type]
+        if not rows:
             return
-        on_page(ids)
-        after = ids[-1]
+        on_page(rows)
+        after = rows[-1]["id"]
+
+
+@dataclass
+class OpenKnowledge:
+    """The open knowledge graph over the items and entities of a pull."""
+
+    entity_ids: list[str]
+    entity_kinds: list[str | None]
+    relation_names: list[str]
+    kg_triples: np.ndarray  # (n, 3): head node, relation index, tail node
+    knowledge: dict[str, np.ndarray]  # co-purchase relation -> (n, 2) head item, tail item
+
+
+def open_knowledge(
+    item_index: Mapping[str, int], entity_kinds: Mapping[str, str | None], edges: Sequence[Mapping]
+) -> OpenKnowledge:
+    """Index knowledge edges (rows of KNOWLEDGE_OF_ITEMS / _ENTITIES, with ``head_label`` added).
+
+    Edges with an end outside the pull (an unlisted item, a brand) are left out.
+    """
+    entity_ids = sorted(entity_kinds)
+    n_items = len(item_index)
+    node = {
+        Label.ITEM.value: item_index,
+        Label.ENTITY.value: {e: n_items + k for k, e in enumerate(entity_ids)},
+    }
+    kept: list[tuple[int, str, int]] = []
+    for edge in edges:
+        head = node[edge["head_label"]].get(edge["head"])
+        tail_label = next((x for x in edge["tail_labels"] if x in node), None)
+        tail = node[tail_label].get(edge["tail"]) if tail_label else None
+        if head is not None and tail is not None:
+            kept.append((head, edge["relation"], tail))
+    relation_names = sorted({relation for _, relation, _ in kept})
+    relation_index = {r: k for k, r in enumerate(relation_names)}
+    triples = np.array([(h, relation_index[r], t) for h, r, t in kept], dtype=np.int64).reshape(-1, 3)
+    # np.unique sorts the rows: the engine's edge order never reaches training
+    triples = np.unique(triples, axis=0) if triples.size else triples
+    item_item = triples[(triples[:, 0] < n_items) & (triples[:, 2] < n_items)]
+    knowledge = {
+        name: item_item[item_item[:, 1] == relation_index.get(name, -1)][:, [0, 2]]
+        for name in KNOWLEDGE_RELATIONS
+    }
+    return OpenKnowledge(
+        entity_ids=entity_ids,
+        entity_kinds=[entity_kinds[e] for e in entity_ids],
+        relation_names=relation_names,
+        kg_triples=triples,
+        knowledge=knowledge,
+    )
 
 
 def pull(
@@ -58,22 +116,36 @@ def pull(
     """Read users (minus flagged bots), their interactions, and the items' brands, categories and links."""
     rows: list[dict] = []
 
-    def users_page(ids: list[str]) -> None:
-        rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": ids}))
+    def users_page(page: list[dict]) -> None:
+        rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": [r["id"] for r in page]}))
         if progress:
             progress("interactions", len(rows))
 
     _pages(gateway, TRAINING_USER_PAGE, users_page)
 
     facts: dict[str, dict] = {}
+    edges: list[dict] = []
 
-    def items_page(ids: list[str]) -> None:
+    def items_page(page: list[dict]) -> None:
+        ids = [r["id"] for r in page]
         for row in gateway.read(ITEM_FACTS, {"ids": ids}):
             facts[row["item_id"]] = row
+        edges.extend({**e, "head_label": "Item"} for e in gateway.read(KNOWLEDGE_OF_ITEMS, {"ids": ids}))
         if progress:
             progress("items", len(facts))
 
     _pages(gateway, TRAINING_ITEM_PAGE, items_page)
+
+    entity_kinds: dict[str, str | None] = {}
+
+    def entities_page(page: list[dict]) -> None:
+        entity_kinds.update((r["id"], r["kind"]) for r in page)
+        ids = [r["id"] for r in page]
+        edges.extend({**e, "head_label": "Entity"} for e in gateway.read(KNOWLEDGE_OF_ENTITIES, {"ids": ids}))
+        if progress:
+            progress("entities", len(entity_kinds))
+
+    _pages(gateway, TRAINING_ENTITY_PAGE, entities_page)
 
     # The engine returns edges in its internal order, which changes after a reload:
     # sort so the same graph always yields the same arrays (and the same training run).
@@ -100,7 +172,6 @@ def pull(
     category_index = {c: k for k, c in enumerate(category_ids)}
     item_brand = np.full(len(item_ids), -1, dtype=np.int64)
     pairs: list[tuple[int, int]] = []
-    knowledge: dict[str, list[tuple[int, int]]] = {rel: [] for rel in KNOWLEDGE_RELATIONS}
     texts: list[str] = []
     for item_id in item_ids:
         k = item_index[item_id]
@@ -108,11 +179,10 @@ def pull(
         if fact["brands"]:
             item_brand[k] = brand_index[fact["brands"][0]]
         pairs.extend((k, category_index[c]) for c in fact["categories"])
-        for rel in KNOWLEDGE_RELATIONS:
-            knowledge[rel].extend((k, item_index[t]) for t in fact.get(rel, []) if t in item_index)
         texts.append(item_text(fact["title"], fact["brands"], fact["categories"], names))
     item_category_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     facts = _item_facts(gateway, item_ids, facts, brand_ids, item_brand, category_ids, item_category_pairs)
+    kg = open_knowledge(item_index, entity_kinds, edges)
     return TrainingGraph(
         user_ids=user_ids,
         item_ids=item_ids,
@@ -124,7 +194,11 @@ def pull(
         item_brand=item_brand,
         category_ids=category_ids,
         item_category_pairs=item_category_pairs,
-        knowledge={rel: np.array(e, dtype=np.int64).reshape(-1, 2) for rel, e in knowledge.items()},
+        knowledge=kg.knowledge,
+        entity_ids=kg.entity_ids,
+        entity_kinds=kg.entity_kinds,
+        relation_names=kg.relation_names,
+        kg_triples=kg.kg_triples,
         item_text=texts,
         facts=facts,
     )

@@ -1,0 +1,102 @@
+"""The open knowledge graph: entities, and knowledge edges of any relation.
+
+A knowledge edge ``head -relation-> tail`` joins two items, an item and an
+:class:`~graph_schema.allow_list.Label` ``Entity``, or two entities. Its
+relationship type is rendered from the relation name by
+:func:`graph_schema.relation_names.relationship_type` (the only way a name
+reaches Cypher text), and the edge carries the exact name as ``relation``, so
+two names that render to one type stay two edges. The rendered statements are
+cached per (type, head label, tail label); the examples below are rendered at
+import time so the catalogue lint checks the form every rendered statement takes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from graph_schema.allow_list import Label
+from graph_schema.catalogue import Statement, read, write
+from graph_schema.relation_names import relationship_type
+
+# The labels a knowledge edge may join (brands and categories have their own fixed types).
+KNOWLEDGE_LABELS = (Label.ITEM, Label.ENTITY)
+
+UPSERT_ENTITIES = write(
+    "upsert_entities",
+    """
+    UNWIND $rows AS r
+    MERGE (e:Entity {id: r.id})
+    ON CREATE SET e.created_at = $now
+    SET e.kind = coalesce(r.kind, e.kind), e.name = coalesce(r.name, e.name)
+    """,
+    rows=[{"id": "m.0jzc", "kind": "genre", "name": "Jazz"}],
+    now=1700000000000,
+)
+
+# Which of some ids are Item nodes already (the importer resolves triple ends in batches).
+KNOWN_ITEMS = read(
+    "known_items",
+    """
+    UNWIND $ids AS item_id
+    MATCH (i:Item {id: item_id})
+    RETURN i.id AS id
+    """,
+    ids=["B0001"],
+)
+
+
+@lru_cache(maxsize=4096)
+def _link(rel_type: str, head: Label, tail: Label) -> Statement:
+    # rel_type comes from relationship_type(); the labels from the fixed allow-list.
+    return write(
+        f"link_knowledge_{head.value.lower()}_{rel_type.lower()}_{tail.value.lower()}",
+        f"""
+        UNWIND $rows AS r
+        MATCH (a:{head.value} {{id: r.head}})
+        MATCH (b:{tail.value} {{id: r.tail}})
+        MERGE (a)-[k:{rel_type} {{relation: r.relation}}]->(b)
+        """,
+        rows=[{"head": "B0001", "relation": "film.film.genre", "tail": "m.0jzc"}],
+    )
+
+
+def link_knowledge(relation: str, head: Label, tail: Label) -> Statement:
+    """The statement that MERGEs ``relation`` edges from ``head`` nodes to ``tail`` nodes.
+
+    Its ``$rows`` are ``{head, relation, tail}`` maps; every row's ``relation``
+    must render to the same type as ``relation``. Raises
+    :class:`~graph_schema.relation_names.RelationNameError` for a name that breaks the rule.
+    """
+    if head not in KNOWLEDGE_LABELS or tail not in KNOWLEDGE_LABELS:
+        raise ValueError(f"knowledge edges join Item and Entity nodes, not {head} and {tail}")
+    return _link(relationship_type(relation), head, tail)
+
+
+# Rendered examples, hostile-but-valid names included: the lint checks them, with their types declared.
+EXAMPLE_RELATIONS: tuple[tuple[str, Label, Label], ...] = (
+    ("film.film.genre", Label.ITEM, Label.ENTITY),
+    ("rdf:type", Label.ENTITY, Label.ENTITY),
+    ("origin", Label.ENTITY, Label.ITEM),
+    ("similar_to", Label.ITEM, Label.ITEM),
+)
+EXAMPLE_LINKS: dict[str, Statement] = {
+    s.name: s for s in (link_knowledge(name, head, tail) for name, head, tail in EXAMPLE_RELATIONS)
+}
+
+# Every knowledge relation with its type and edge count, and the brand and category links
+# (typed by the allow-list, without a relation property) that produced_by/belongs_to write.
+RELATION_COUNTS = read(
+    "relation_counts",
+    """
+    MATCH ()-[k]->()
+    WHERE k.relation IS NOT NULL OR type(k) IN $attribute_types
+    RETURN k.relation AS relation, type(k) AS type, count(*) AS triples
+    ORDER BY type, relation
+    """,
+    attribute_types=["MADE_BY", "IN_CATEGORY"],
+)
+
+
+def example_relationship_types() -> list[str]:
+    """The relationship types the rendered examples use (declared to the lint)."""
+    return sorted({relationship_type(name) for name, _, _ in EXAMPLE_RELATIONS})

@@ -1,0 +1,527 @@
+"""The research-layout loaders (KGAT/KGIN, KGCN/RippleNet) and MovieLens tags, on fixtures written here.
+
+The fixtures (tests/fixtures/kgat_layout, tests/fixtures/kgcn_layout/{kg_final,kg_raw}) each
+hold a few users, items, entities and relations, hostile-but-valid lines (odd spacing,
+CRLF, ids Cypher would choke on, URIs with ``#`` and brackets, an entity org id equal to
+an item id, colliding relation names) and invalid lines, which must be reported with
+file, line and reason while the rest loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from graph_schema.relation_names import relation_problem, relationship_type
+from graph_schema.statements import admin
+from graph_schema.statements.knowledge import RELATION_COUNTS
+from kgrec.config import Settings
+from kgrec.datasets import (
+    KgatDataset,
+    KgcnDataset,
+    LayoutDataset,
+    MovieLensDataset,
+    open_dataset,
+)
+from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relation_names
+from kgrec.datasets.movielens import tag_entity_id
+from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
+from kgrec.demo_shop import ShopSpec, generate_shop
+from kgrec.gateway import GraphGateway
+from kgrec.importer import import_dataset
+from kgrec.limits import kind_problem
+from tools.to_kgat_layout import to_kgat_layout
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+KGAT = FIXTURES / "kgat_layout"
+KGCN_FINAL = FIXTURES / "kgcn_layout" / "kg_final"
+KGCN_RAW = FIXTURES / "kgcn_layout" / "kg_raw"
+
+# kgat_layout's ids
+A, ANA, ZOE = "A3RTKL9KB8KLID", "ana.lima@example.org", "zoë"
+I0, I1, I2, I3 = "0553092626", "0393316041", "038548254X", 'B00"<i>`x`'
+SUBJECTS, AUTHOR = "book.written_work.subjects", "book.written_work.author"
+VOCAB = "example.org/vocab_written-by_co-author"
+
+
+def problems_of(dataset: object) -> set[tuple[str, int, str]]:
+    return {(Path(p.file).name, p.line, p.reason) for p in dataset.problems.rows}  # type: ignore[attr-defined]
+
+
+# --- relation names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("http://rdf.freebase.com/ns/film.film.genre", "film.film.genre"),
+        ("http://www.w3.org/1999/02/22-rdf-syntax-ns#type", "rdf:type"),
+        ("http://www.w3.org/2000/01/rdf-schema#label", "rdfs:label"),
+        ("<http://schema.org/author>", "schema:author"),
+        ("film.film.genre", "film.film.genre"),
+        ("<http://example.org/vocab#written-by(co-author)>", VOCAB),
+        ("https://example.org/géné#x?y=1", "example.org/g_n_x_y_1"),
+        ("'})-[r]-() DETACH DELETE n //", "-_r_-_DETACH_DELETE_n_//"),
+        ("###", None),
+        ("<>", None),
+    ],
+)
+def test_relation_names_are_derived_from_uris_by_one_rule(raw: str, name: str | None) -> None:
+    derived = readable_relation(raw)
+    assert derived == name
+    if derived is not None:
+        assert relation_problem(derived) is None
+        relationship_type(derived)  # reaches Cypher text only through the one rule; raises if refused
+
+
+def test_a_long_uri_keeps_its_most_specific_end() -> None:
+    raw = "http://example.org/" + "a" * 200 + "/book.written_work.subjects"
+    derived = readable_relation(raw)
+    assert derived is not None and len(derived) <= 128 and relation_problem(derived) is None
+    assert derived.endswith("/book.written_work.subjects")
+
+
+def test_every_relation_gets_a_name_of_its_own() -> None:
+    names = unique_relation_names({0: "http://rdf.freebase.com/ns/a.b", 1: "a.b", 2: "%%", 3: "r2"})
+    assert names == {0: "a.b", 1: "a.b_r1", 2: "r2", 3: "r2_r3"}
+
+
+@pytest.mark.parametrize(
+    ("relation", "kind"),
+    [
+        ("film.film.genre", "genre"),
+        ("rdf:type", "type"),
+        ("type.object.type", "type"),
+        ("book.written_work.subjects_r5", "subjects"),
+        (VOCAB, "vocab_written-by_co-author"),
+        ("r7", None),
+        ("x." + "y" * 100, "y" * 64),
+    ],
+)
+def test_entity_kinds_come_from_the_relation_that_points_at_them(relation: str, kind: str | None) -> None:
+    assert relation_kind(relation) == kind
+    if kind is not None:
+        assert kind_problem(kind) is None
+
+
+# --- KGAT/KGIN layout --------------------------------------------------------------------------
+
+
+def test_kgat_layout_yields_the_listed_ids_and_reports_bad_lines() -> None:
+    dataset = KgatDataset(KGAT)
+    assert dataset.name == "kgat_layout"
+    assert list(dataset.items()) == [ItemRecord(i) for i in (I0, I1, I2, I3)]
+    train = [(r.user_id, r.item_id) for r in dataset.split("train")]
+    assert train == [(A, I0), (A, I1), (A, I2), (ANA, I1), (ANA, I3), (ZOE, I2), (ANA, I0)]
+    test = [(r.user_id, r.item_id) for r in dataset.split("test")]  # CRLF line ends
+    assert test == [(A, I3), (ANA, I2), (ZOE, I0), (ZOE, I3)]
+    assert all(r.type == "purchase" and r.ts is None for r in dataset.interactions())
+    assert list(dataset.triples()) == [
+        TripleRecord(I0, SUBJECTS, "m.05qjc"),
+        TripleRecord(I1, SUBJECTS, "m.05qjc"),
+        TripleRecord(I0, AUTHOR, "m.0b3xkl"),
+        TripleRecord(I2, AUTHOR, "m.0b3xkl"),
+        TripleRecord(I0, "type.object.type", "m.01xryvm"),
+        TripleRecord("m.05qjc", "rdf:type", "m.01xryvm"),  # entity to entity
+        TripleRecord(I3, VOCAB, "e:7"),  # org id 0393316041 is an item's id
+        TripleRecord("m.0b3xkl", f"{SUBJECTS}_r5", "e:8"),  # org id over 256 characters
+        TripleRecord("e:8", "r6", "e:9"),  # "###" names nothing; m.0b3xkl was taken
+        TripleRecord(I1, SUBJECTS, I0),  # item to item
+        TripleRecord(I0, SUBJECTS, "m.05qjc"),
+        TripleRecord(I2, AUTHOR, "m.0b3xkl"),
+        TripleRecord(I2, SUBJECTS, '"""Good Night'),  # a Freebase literal: the org id has a space
+        TripleRecord('"""Good Night', SUBJECTS, "e:11"),  # an empty org id
+    ]
+    assert list(dataset.entities()) == [
+        EntityRecord("m.05qjc", "subjects", "m.05qjc"),
+        EntityRecord("m.0b3xkl", "author", "m.0b3xkl"),
+        EntityRecord("m.01xryvm", "type", "m.01xryvm"),
+        EntityRecord("e:7", "vocab_written-by_co-author", "0393316041"),
+        EntityRecord("e:8", "subjects", None),
+        EntityRecord("e:9", None, "m.0b3xkl"),
+        EntityRecord('"""Good Night', "subjects", '"""Good Night'),
+        EntityRecord("e:11", "subjects", None),
+    ]
+    assert problems_of(dataset) == {
+        ("user_list.txt", 6, "expected org_id remap_id, found 1 field(s)"),
+        ("user_list.txt", 7, "user remap_id 'x' is not an integer"),
+        ("user_list.txt", 8, "user remap_id 1 is listed twice"),
+        ("train.txt", 7, "user '9' is not in user_list"),
+        ("train.txt", 8, "item 'x' is not an integer"),
+        ("train.txt", 9, "item '17' is not in item_list"),
+        ("kg_final.txt", 13, "expected 3 fields, found 2"),
+        ("kg_final.txt", 14, "relation 17 is not in relation_list"),
+        ("kg_final.txt", 15, "entity 42 is not in entity_list"),
+        ("kg_final.txt", 16, "'x' is not a non-negative integer"),
+    }
+
+
+def _gzip_all(source: Path, target: Path) -> None:
+    target.mkdir()
+    for path in source.iterdir():
+        with open(path, "rb") as raw, gzip.open(target / f"{path.name}.gz", "wb") as packed:
+            shutil.copyfileobj(raw, packed)
+
+
+def test_kgat_layout_reads_gzipped_files_the_same(tmp_path: Path) -> None:
+    _gzip_all(KGAT, tmp_path / "packed")
+    plain, packed = KgatDataset(KGAT), KgatDataset(tmp_path / "packed")
+    for read in ("items", "interactions", "triples", "entities"):
+        assert list(getattr(packed, read)()) == list(getattr(plain, read)()), read
+    assert problems_of(packed) == {(f"{f}.gz", line, reason) for f, line, reason in problems_of(plain)}
+
+
+def test_kgat_layout_without_id_lists_uses_the_remapped_ids(tmp_path: Path) -> None:
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    for name in ("train.txt", "test.txt", "kg_final.txt"):
+        shutil.copy(KGAT / name, folder / name)
+    dataset = KgatDataset(folder)
+    assert dataset.n_items() == 18  # 1 + the largest item in the splits (17, unlisted now)
+    assert ("9", "1") in {(r.user_id, r.item_id) for r in dataset.interactions()}
+    triples = list(dataset.triples())
+    assert triples[0] == TripleRecord("0", "r2", "4")  # entity 4 < 18 is an item here
+    assert TripleRecord("0", "r17", "4") in triples and TripleRecord("0", "r2", "e:42") in triples
+    assert all(e.kind is None and e.name is None for e in dataset.entities())
+
+
+def test_the_builtin_kgat_amazon_book_keeps_its_ids(shared_data: Path) -> None:
+    dataset = open_dataset("kgat-amazon-book", shared_data)
+    assert isinstance(dataset, KgatDataset) and dataset.name == "kgat-amazon-book"
+    train = list(dataset.split("train"))
+    assert len(train) == 652_514 and len(list(dataset.split("test"))) == 193_920
+    assert train[0] == InteractionRecord("A3RTKL9KB8KLID", "0553092626", "purchase")
+    items = list(dataset.items())
+    assert len(items) == 24_915 and items[2] == ItemRecord("038548254X")
+    assert list(dataset.triples()) == [] and list(dataset.entities()) == []  # no kg_final.txt there
+    assert dataset.problems.rows == []
+    assert dataset.relation_names()[3] == "rdf:type"
+    assert all(relation_problem(n) is None for n in dataset.relation_names().values())
+
+
+# --- KGCN/RippleNet layout ---------------------------------------------------------------------
+
+
+RATING_PROBLEMS = {
+    ("ratings_final.txt", 9, "label 5 is neither 0 nor 1"),
+    ("ratings_final.txt", 10, "'x' is not a non-negative integer"),
+    ("ratings_final.txt", 11, "expected 3 fields, found 2"),
+}
+
+
+@pytest.mark.parametrize("folder", [KGCN_FINAL, KGCN_RAW], ids=["kg_final", "kg_raw"])
+def test_kgcn_layout_keeps_positives_only(folder: Path) -> None:
+    dataset = KgcnDataset(folder)
+    assert [i.item_id for i in dataset.items()] == ["0", "1", "2", "3"]
+    assert all(r.type == "purchase" and r.ts is None for r in dataset.interactions())
+    pairs = [(r.user_id, r.item_id) for r in dataset.interactions()]
+    assert pairs == [("0", "0"), ("0", "2"), ("1", "1"), ("1", "3"), ("2", "3")]  # label 0 skipped
+    assert problems_of(dataset) == RATING_PROBLEMS
+
+
+def test_kgcn_raw_kg_names_relations_and_numbers_entities_as_kgcn_does() -> None:
+    dataset = KgcnDataset(KGCN_RAW)
+    triples = list(dataset.triples())
+    assert triples == [
+        TripleRecord("0", "music.artist.origin", "e:4"),
+        TripleRecord("1", "music.artist.origin", "e:4"),
+        TripleRecord("2", "music.artist.genre", "e:5"),
+        TripleRecord("0", "music.artist.genre", "e:5"),
+        TripleRecord("3", "film.actor.film", "e:6"),
+        TripleRecord("e:4", "location.location.containedby", "e:7"),
+        TripleRecord("1", "type.object.key", "1"),  # Satori id 1 is item 1
+        TripleRecord("2", "rdf:type", "e:8"),
+        TripleRecord("3", "music.artist.genre", "e:9"),  # 105 was numbered by the refused line before
+    ]
+    assert list(dataset.entities()) == [
+        EntityRecord("e:4", "origin", "100"),
+        EntityRecord("e:5", "genre", "101"),
+        EntityRecord("e:6", "film", "102"),
+        EntityRecord("e:7", "containedby", "103"),
+        EntityRecord("e:8", "type", "104"),
+        EntityRecord("e:9", "genre", "105"),
+    ]
+    assert problems_of(dataset) == {  # interactions() not read: no rating problems yet
+        ("kg.txt", 9, "expected 3 fields, found 2"),
+        ("kg.txt", 10, "relation '###' has no letter or digit to name it by"),
+    }
+
+
+def test_kgcn_kg_final_is_the_same_graph_with_numbered_relations() -> None:
+    raw, final = KgcnDataset(KGCN_RAW), KgcnDataset(KGCN_FINAL)
+    final_triples = list(final.triples())
+    assert TripleRecord("0", "r6", "e:9") in final_triples  # kg_final keeps what kg.txt could not name
+    # relation r<i> of kg_final is the i-th relation name of kg.txt, in order of appearance
+    names = list(dict.fromkeys(t.relation for t in raw.triples()))
+    names.insert(6, "###")
+    renamed = [t._replace(relation=names[int(t.relation[1:])]) for t in final_triples]
+    assert [t for t in renamed if t.relation != "###"] == list(raw.triples())
+    assert [e.entity_id for e in final.entities()] == [e.entity_id for e in raw.entities()]
+    assert all(e.kind is None and e.name is None for e in final.entities())
+    assert problems_of(final) == {
+        ("kg_final.txt", 11, "expected 3 fields, found 2"),
+        ("kg_final.txt", 12, "'x' is not a non-negative integer"),
+    }
+
+
+def test_kgcn_ratings_beyond_the_item_map_are_reported(tmp_path: Path) -> None:
+    shutil.copytree(KGCN_RAW, tmp_path / "raw")
+    with open(tmp_path / "raw" / "ratings_final.txt", "a") as handle:
+        handle.write("0\t4\t1\n")  # items are 0..3: index 4 is the first entity, e:4
+    dataset = KgcnDataset(tmp_path / "raw")
+    assert ("0", "4") not in {(r.user_id, r.item_id) for r in dataset.interactions()}
+    assert ("ratings_final.txt", 12, "item 4 is not in the item map") in problems_of(dataset)
+
+
+@pytest.mark.parametrize(
+    ("files", "first_relation"),
+    [
+        (
+            ("kg_raw/kg.txt", "kg_raw/item_index2entity_id.txt", "kg_final/kg_final.txt"),
+            "music.artist.origin",
+        ),
+        (("kg_raw/kg.txt", "kg_final/kg_final.txt"), "r0"),  # kg.txt cannot be read without its map
+        (("kg_raw/item_index2entity_id.txt", "kg_final/kg_final.txt"), "r0"),
+    ],
+    ids=["both-forms", "kg-txt-without-map", "map-without-kg-txt"],
+)
+def test_kgcn_reads_the_raw_form_when_it_can(
+    tmp_path: Path, files: tuple[str, ...], first_relation: str
+) -> None:
+    shutil.copy(KGCN_RAW / "ratings_final.txt", tmp_path / "ratings_final.txt")
+    for name in files:
+        shutil.copy(FIXTURES / "kgcn_layout" / name, tmp_path / Path(name).name)
+    dataset = KgcnDataset(tmp_path)
+    assert dataset.n_items() == 4
+    assert next(dataset.triples()) == TripleRecord("0", first_relation, "e:4")
+
+
+def test_kgcn_kg_txt_needs_its_item_map(tmp_path: Path) -> None:
+    folder = tmp_path / "half"
+    folder.mkdir()
+    for name in ("ratings_final.txt", "kg.txt"):
+        shutil.copy(KGCN_RAW / name, folder / name)
+    with pytest.raises(FileNotFoundError, match=r"item_index2entity_id\.txt"):
+        KgcnDataset(folder)
+
+
+# --- open_dataset ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("folder", "kind"),
+    [(KGAT, KgatDataset), (KGCN_FINAL, KgcnDataset), (KGCN_RAW, KgcnDataset)],
+    ids=["kgat", "kgcn-final", "kgcn-raw"],
+)
+def test_open_dataset_recognises_a_folder_by_its_files(folder: Path, kind: type) -> None:
+    dataset = open_dataset(str(folder), Path("/nonexistent"))
+    assert isinstance(dataset, kind) and dataset.name == folder.name
+
+
+def test_open_dataset_recognises_gzipped_and_kgrec_and_movielens_folders(tmp_path: Path) -> None:
+    _gzip_all(KGAT, tmp_path / "packed")
+    assert isinstance(open_dataset(str(tmp_path / "packed"), tmp_path), KgatDataset)
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "interactions.csv").write_text("user_id,item_id\nu1,i1\n")
+    (tmp_path / "shop" / "train.txt").write_text("0 0\n")  # the kgrec layout comes first
+    (tmp_path / "shop" / "test.txt").write_text("0 0\n")
+    assert isinstance(open_dataset(str(tmp_path / "shop"), tmp_path), LayoutDataset)
+    assert isinstance(open_dataset(str(movielens_folder(tmp_path / "ml")), tmp_path), MovieLensDataset)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"interactions\.csv.*train\.txt \+ test\.txt.*ratings_final"):
+        open_dataset(str(tmp_path / "empty"), tmp_path)
+
+
+# --- MovieLens tags ----------------------------------------------------------------------------
+
+
+def _write(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+def movielens_folder(folder: Path) -> Path:
+    """Two users, three movies, tags with odd spelling and spacing, and two bad tag rows."""
+    folder.mkdir()
+    _write(
+        folder / "ratings.csv",
+        [
+            ["userId", "movieId", "rating", "timestamp"],
+            ["1", "10", "4.0", "100"],
+            ["1", "20", "3.5", "200"],
+            ["2", "20", "5.0", "150"],
+            ["2", "30", "2.0", "300"],
+        ],
+    )
+    _write(
+        folder / "movies.csv",
+        [
+            ["movieId", "title", "genres"],
+            ["10", "A (1999)", "Comedy|Drama"],
+            ["20", "B (2001)", "Drama"],
+            ["30", "C (2003)", "(no genres listed)"],
+        ],
+    )
+    _write(
+        folder / "tags.csv",
+        [
+            ["userId", "movieId", "tag", "timestamp"],
+            ["1", "10", "Dark  Comedy", "110"],
+            ["2", "20", "dark comedy", "160"],
+            ["2", "30", "'})<script>", "310"],
+            ["1", "20", "   ", "210"],
+            ["2", "10", "slow", "soon"],
+            ["1", "30", "x" * 300, "220"],
+        ],
+    )
+    return folder
+
+
+def test_movielens_tags_become_tag_entities_with_who_and_when(tmp_path: Path) -> None:
+    dataset = MovieLensDataset(movielens_folder(tmp_path / "ml"))
+    assert list(dataset.triples()) == [
+        TripleRecord("10", "has_tag", "tag:dark comedy", user_id="1", ts=110_000),
+        TripleRecord("20", "has_tag", "tag:dark comedy", user_id="2", ts=160_000),
+        TripleRecord("30", "has_tag", "tag:'})<script>", user_id="2", ts=310_000),
+    ]
+    assert list(dataset.entities()) == [
+        EntityRecord("tag:dark comedy", "tag", "Dark Comedy"),
+        EntityRecord("tag:'})<script>", "tag", "'})<script>"),
+    ]
+    assert problems_of(dataset) == {
+        ("tags.csv", 5, "tag is empty"),
+        ("tags.csv", 6, "timestamp 'soon' is not a whole number"),
+        ("tags.csv", 7, "tag is longer than 256 characters (got 304)"),
+    }
+    assert tag_entity_id("  Will   Ferrell ") == "tag:will ferrell"
+
+
+def test_movielens_tags_of_the_real_data_all_carry_provenance(shared_data: Path) -> None:
+    dataset = open_dataset("movielens", shared_data)
+    triples = list(dataset.triples())
+    assert len(triples) == 3_683 and dataset.problems.rows == []
+    assert all(t.relation == "has_tag" and t.user_id and t.ts for t in triples)
+    assert {e.kind for e in dataset.entities()} == {"tag"}
+
+
+# --- end to end: the fixtures imported into the real embedded graph ----------------------------
+
+
+ATTRIBUTE_TYPES = {"attribute_types": ["MADE_BY", "IN_CATEGORY"]}
+
+
+def graph_counts(gateway: GraphGateway) -> tuple[dict[str, int], dict[str, int], dict[str, str | None]]:
+    """(nodes per label, knowledge edges per relation, entity id -> kind)."""
+    nodes = {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)}
+    relations = {
+        r["relation"]: int(r["triples"])
+        for r in gateway.read(RELATION_COUNTS, ATTRIBUTE_TYPES)
+        if r["relation"]
+    }
+    kinds = {
+        r["id"]: r["kind"]
+        for r in gateway.run_query("MATCH (e:Entity) RETURN e.id AS id, e.kind AS kind", {})
+    }
+    return nodes, relations, kinds
+
+
+def test_kgat_fixture_imports_items_entities_and_every_relation(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    report = import_dataset(gateway, open_dataset(str(KGAT), settings.datasets_dir), settings)
+    assert len(report.problems) == 10
+    nodes, relations, kinds = graph_counts(gateway)
+    assert nodes["Item"] == 4 and nodes["User"] == 3 and nodes["Entity"] == 8
+    assert relations == {
+        SUBJECTS: 5,
+        AUTHOR: 2,
+        "type.object.type": 1,
+        "rdf:type": 1,
+        VOCAB: 1,
+        f"{SUBJECTS}_r5": 1,
+        "r6": 1,
+    }
+    assert kinds == {
+        "m.05qjc": "subjects",
+        "m.0b3xkl": "author",
+        "m.01xryvm": "type",
+        "e:7": "vocab_written-by_co-author",
+        "e:8": "subjects",
+        "e:9": None,
+        '"""Good Night': "subjects",
+        "e:11": "subjects",
+    }
+    interactions = gateway.run_query("MATCH (:User)-[r:INTERACTED]->(:Item) RETURN count(r) AS n", {})
+    assert interactions[0]["n"] == 11  # distinct (user, item) pairs of train and test
+
+
+@pytest.mark.parametrize(
+    ("folder", "relations"),
+    [
+        (KGCN_RAW, {"music.artist.origin": 2, "music.artist.genre": 3, "film.actor.film": 1}),
+        (KGCN_FINAL, {"r0": 2, "r1": 3, "r2": 1, "r6": 1}),
+    ],
+    ids=["kg_raw", "kg_final"],
+)
+def test_kgcn_fixture_imports_items_entities_and_every_relation(
+    gateway: GraphGateway, settings: Settings, folder: Path, relations: dict[str, int]
+) -> None:
+    import_dataset(gateway, open_dataset(str(folder), settings.datasets_dir), settings)
+    nodes, found, kinds = graph_counts(gateway)
+    assert nodes["Item"] == 4 and nodes["User"] == 3 and nodes["Entity"] == 6
+    assert relations.items() <= found.items()
+    assert sum(found.values()) == (9 if folder == KGCN_RAW else 10)
+    assert set(kinds) == {f"e:{i}" for i in range(4, 10)}
+    if folder == KGCN_RAW:
+        assert kinds["e:4"] == "origin" and kinds["e:9"] == "genre"
+
+
+def test_movielens_tags_import_as_tag_entities(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    import_dataset(gateway, MovieLensDataset(movielens_folder(tmp_path / "ml")), settings)
+    nodes, relations, kinds = graph_counts(gateway)
+    assert relations == {"has_tag": 3}
+    assert kinds == {"tag:dark comedy": "tag", "tag:'})<script>": "tag"}
+    assert nodes["Category"] == 2  # genres stay categories
+
+
+# --- tools/to_kgat_layout.py: the project's own data in the research format --------------------
+
+
+def test_a_demo_shop_converts_to_the_kgat_layout_and_reads_back(tmp_path: Path) -> None:
+    generate_shop(ShopSpec(users=120, items=40, seed=3), tmp_path / "shop")
+    source = open_dataset(str(tmp_path / "shop"), tmp_path)
+    counts = to_kgat_layout(source, tmp_path / "kgat", test_fraction=0.2)
+    back = open_dataset(str(tmp_path / "kgat"), tmp_path)
+    assert isinstance(back, KgatDataset) and back.problems.rows == []
+
+    def field(value: str) -> str:
+        return "_".join(value.split())
+
+    times: dict[tuple[str, str], int] = {}
+    for event in source.interactions():
+        key = (event.user_id, event.item_id)
+        times[key] = min(times.get(key, event.ts or 0), event.ts or 0)
+    train = {(r.user_id, r.item_id) for r in back.split("train")}
+    test = {(r.user_id, r.item_id) for r in back.split("test")}
+    assert train | test == set(times) and not train & test
+    assert (len(train), len(test)) == (counts["train_pairs"], counts["test_pairs"])
+    last_train: dict[str, int] = {}
+    for user, item in train:
+        last_train[user] = max(last_train.get(user, 0), times[(user, item)])
+    # each user's test items come after their training items (a per-user temporal split)
+    assert all(times[(user, item)] >= last_train[user] for user, item in test)
+
+    expected = {(t.head, t.relation, field(t.tail)) for t in source.triples()}
+    for item in source.items():
+        expected |= {(item.item_id, "belongs_to", field(c)) for c in item.categories}
+        expected |= {(item.item_id, "produced_by", field(item.brand))} if item.brand else set()
+    assert {(t.head, t.relation, t.tail) for t in back.triples()} == expected
+    # brands and categories are not entities; any other attribute is, with the relation as its kind
+    kinds = {e.kind for e in back.entities()}
+    assert "produced_by" not in kinds and "belongs_to" not in kinds
