@@ -47,6 +47,7 @@ class Settings:
     half_life_days: float = 14.0
     behaviour_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BEHAVIOUR_WEIGHTS))
     datasets_dir: Path = Path("../shared/data")
+    datasets_mirror: Path | None = None  # copies `kgrec data fetch` uses before the network
     api_keys: tuple[str, ...] = ()
     read_requires_key: bool = False
     max_clock_skew_s: float = 300.0
@@ -102,6 +103,9 @@ class Settings:
             datasets_dir=Path(
                 env.get("KGREC_DATASETS_DIR") or env.get("KGREC_SHARED_DATA_DIR") or "../shared/data"
             ),
+            datasets_mirror=Path(mirror)
+            if (mirror := env.get("KGREC_DATASETS_MIRROR") or env.get("KGREC_SHARED_DATA_DIR"))
+            else None,
             api_keys=tuple(k.strip() for k in env.get("KGREC_API_KEYS", "").split(",") if k.strip()),
             read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", "")),
             max_clock_skew_s=float(env.get("KGREC_MAX_CLOCK_SKEW_S", "300")),
