@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from app.catalogue import bp as catalogue_bp
 from app.errors import register_error_handlers
 from app.events import bp as events_bp
 from app.graph import init_graph
@@ -14,6 +15,7 @@ from app.metrics import install_metrics
 from app.openapi import bp as openapi_bp
 from app.raw_path import install_raw_path_routing
 from app.recommendations import bp as recommendations_bp
+from app.rules import bp as rules_bp
 from app.users import bp as users_bp
 from kgrec.config import Settings
 from kgrec.limits import MAX_BODY_BYTES
@@ -32,6 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(recommendations_bp)
     app.register_blueprint(items_bp)
+    app.register_blueprint(catalogue_bp)
+    app.register_blueprint(rules_bp)
     app.register_blueprint(users_bp)
     app.register_blueprint(openapi_bp)
     return app

@@ -25,4 +25,5 @@ def similar(item_id: str, query: SimilarQuery) -> Response:
     Items created after the last training are included once their embedding has
     been folded in from their text, brand and categories.
     """
-    return jsonify(serving().similar(item_id, k=query.k, filters=query.filters()))
+    core = serving()
+    return jsonify(core.similar(item_id, k=query.k, filters=query.filters(), diversity=query.diversity()))

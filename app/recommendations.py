@@ -31,6 +31,7 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
             exclude=query.exclude,
             filters=query.filters(),
             explain=query.explain,
+            diversity=query.diversity(),
         )
     )
 

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    TypeAdapter,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from kgrec import serving as core
+from kgrec.catalogue import CatalogueItem, ItemFields
+from kgrec.diversity import Diversity
 from kgrec.events.validation import Event
 from kgrec.field_types import Id, OptionalId, PriceFilter
 from kgrec.limits import (
@@ -22,10 +33,12 @@ from kgrec.limits import (
     MAX_EVENTS_PER_BATCH,
     MAX_INTEREST_DRIVERS,
     MAX_INTERESTS,
+    MAX_ITEMS_PER_BATCH,
     MAX_K,
     MAX_OFFSET,
     MAX_PATHS,
 )
+from kgrec.rules import RuleBody
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -56,6 +69,12 @@ PATH_ID = TypeAdapter(Id)
 # --- queries -----------------------------------------------------------------------------------
 
 
+DiversityCap = Annotated[
+    Literal[""] | Annotated[int, Field(ge=1, le=MAX_K)],
+    AfterValidator(lambda value: None if value == "" else value),
+]
+
+
 class ItemFilterQuery(Query):
     """The catalogue filters of recommendations and similar items (empty: not filtered)."""
 
@@ -79,9 +98,20 @@ class ItemFilterQuery(Query):
             )
         return self
 
+    max_per_brand: DiversityCap = Field(
+        "", description="at most this many items of one brand on the page (a greedy reorder)"
+    )
+    max_per_category: DiversityCap = Field(
+        "", description="at most this many items of one (most specific) category on the page"
+    )
+
     def filters(self) -> core.ItemFilters:
         """The filters for the serving core (an empty filter has become None)."""
         return core.ItemFilters(self.brand, self.category, self.min_price, self.max_price)  # type: ignore[arg-type]
+
+    def diversity(self) -> Diversity:
+        """The diversity caps (none given: no reorder)."""
+        return Diversity(self.max_per_brand, self.max_per_category)  # type: ignore[arg-type]
 
 
 ItemCount = Annotated[int, Field(ge=1, le=MAX_K, description="how many items")]
@@ -134,6 +164,30 @@ class EventEnvelope(BaseModel):
 
 class EventBatch(RootModel[EventList | EventEnvelope]):
     """A batch of events (see maxItems): a list, or an object with the list in ``events``."""
+
+
+ItemList = Annotated[
+    list[CatalogueItem],
+    Field(
+        min_length=1,
+        max_length=MAX_ITEMS_PER_BATCH,
+        description=f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct relations in the items' attributes",
+    ),
+]
+
+
+class ItemEnvelope(BaseModel):
+    """The batch as an object: other keys are ignored."""
+
+    items: ItemList
+
+
+class ItemBatch(RootModel[ItemList | ItemEnvelope]):
+    """A batch of catalogue items (see maxItems): a list, or an object with the list in ``items``."""
+
+
+class ItemBody(RootModel[ItemFields]):
+    """One item's catalogue fields (the id is in the path)."""
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -202,6 +256,7 @@ class ScoredItem(BaseModel):
     item_id: str
     score: float
     reason: Path | None = Field(None, description="with explain=true")
+    rules: list[str] = Field([], description="the ids of the business rules that moved or pinned this item")
 
 
 class Filters(BaseModel):
@@ -211,6 +266,8 @@ class Filters(BaseModel):
     category: str | None = None
     min_price: float | None = None
     max_price: float | None = None
+    max_per_brand: int | None = None
+    max_per_category: int | None = None
 
 
 class Recommendations(BaseModel):
@@ -279,6 +336,69 @@ class IngestResult(BaseModel):
     received: int
     applied: int
     duplicates: int
+
+
+class CatalogueWrite(BaseModel):
+    received: int = Field(description="items in the request")
+    items: int = Field(description="distinct item ids written (the last entry of an id wins)")
+    revision: int = Field(description="the catalogue revision after the write")
+
+
+class Delisted(BaseModel):
+    item_id: str
+    delisted_at: int = Field(description="epoch ms; a second DELETE keeps the first time")
+    revision: int
+
+
+class CatalogueItemView(BaseModel):
+    """An item as the graph holds it."""
+
+    item_id: str
+    title: str | None
+    brand: str | None
+    brands: list[str] = Field(description="every brand the graph links (usually one)")
+    categories: list[str] = Field(description="general to specific")
+    price: float | None
+    currency: str | None
+    available: bool
+    stock: int | None
+    attributes: dict[str, list[str]] = Field(description="knowledge edges from the item, per relation")
+    listed: bool = Field(description="part of the catalogue (false: only a co-purchase target)")
+    listed_at: int | None
+    delisted_at: int | None
+    created_at: int | None
+    updated_at: int | None
+
+
+class RuleView(BaseModel):
+    """A stored rule, in the form it was posted, with its state now."""
+
+    id: str
+    action: Literal["block", "pin", "boost", "bury"]
+    target: dict[str, Any] | None = Field(None, description="block, boost, bury: what they apply to")
+    item: str | None = Field(None, description="pin: the pinned item")
+    position: int | None = None
+    factor: float | None = None
+    when: dict[str, str] | None = None
+    starts_at: int | None
+    ends_at: int | None
+    surface: Literal["recommendations", "similar", "both"]
+    created_at: int | None
+    active: bool = Field(description="it has started (starts_at is past or missing)")
+    expired: bool = Field(description="it has ended (ends_at is past)")
+
+
+class RuleList(BaseModel):
+    rules: list[RuleView]
+
+
+class RuleDeleted(BaseModel):
+    rule_id: str
+    deleted: bool
+
+
+class NewRule(RootModel[RuleBody]):
+    """A business rule (see the fields' descriptions for which fields each action takes)."""
 
 
 class OpenApiDocument(RootModel[dict[str, Any]]):

@@ -1,12 +1,15 @@
-"""Benchmark: one training epoch of KG-LightGCN vs PyG's stock LightGCN, and the full pipeline.
+"""Benchmark: training epochs of the graph model (KG-Seq) vs PyG's stock LightGCN, and the full pipeline.
 
 1. KGAT amazon-book train split (70,679 users, 24,915 items, 652,514
    interactions), dimension 64, 3 layers, batch 8,192, same device: seconds per
-   epoch and peak RSS of each model, each measured in its own process.
+   epoch and peak RSS of each model, each measured in its own process, and
+   their ratio (KG-Seq / LightGCN).
 2. The full pipeline on Amazon Beauty in an embedded graph: pull, train
-   (8 epochs) and tune, write-back and switch.
+   (early-stopped) and fit the blend, write-back and switch (``--skip-pipeline``
+   leaves it out).
 
-Prints a summary and, as its last line, one JSON object.
+Prints a summary and, as its last line, one JSON object; ``--save`` also writes
+it to ``bench/results/train-<name>.json``.
 
     .venv/bin/python -m bench.train [--datasets-dir ../shared/data] [--device auto] [--epochs 1]
 """
@@ -37,7 +40,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.baselines import train_lightgcn
 from workers.training.config import TrainConfig
 from workers.training.job import start_training
-from workers.training.kg_lightgcn import resolve_device, train_embeddings
+from workers.training.kg_model import resolve_device, train_kg_model
 
 
 def kgat_graph(datasets_dir: Path) -> TrainingGraph:
@@ -54,7 +57,7 @@ def kgat_graph(datasets_dir: Path) -> TrainingGraph:
         inter_user=np.array([user_index[u] for u, _ in pairs], dtype=np.int64),
         inter_item=np.array([item_index[i] for _, i in pairs], dtype=np.int64),
         inter_weight=np.ones(len(pairs)),
-        inter_order=np.zeros(len(pairs), dtype=np.int64),
+        inter_order=np.arange(len(pairs), dtype=np.int64),  # file order
         item_brand=np.full(len(items), -1, dtype=np.int64),
     )
 
@@ -63,7 +66,7 @@ def _epoch(model: str, datasets_dir: str, device: str, epochs: int, queue: Any) 
     graph = kgat_graph(Path(datasets_dir))
     config = TrainConfig(epochs=epochs, use_text=False)
     if model == "kgrec":
-        seconds = train_embeddings(graph, config, device).seconds_per_epoch
+        seconds = train_kg_model(graph, config, device, epochs=epochs).seconds_per_epoch
     else:
         seconds = train_lightgcn(graph, config)[2]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--save", metavar="NAME", help="also write bench/results/train-NAME.json")
     args = parser.parse_args()
     device = resolve_device(args.device)
     ours = measure("kgrec", args.datasets_dir, device, args.epochs)
@@ -116,17 +120,22 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "device": device,
         "data": "KGAT amazon-book train split: 70,679 users, 24,915 items, 652,514 interactions",
-        "kg_lightgcn": ours,
+        "epochs": args.epochs,
+        "kg_seq": ours,
         "pyg_lightgcn": stock,
         "epoch_time_ratio": round(ours["seconds_per_epoch"] / stock["seconds_per_epoch"], 2),
+        "peak_rss_ratio": round(ours["peak_rss_mb"] / stock["peak_rss_mb"], 2),
     }
-    print(f"KG-LightGCN: {ours['seconds_per_epoch']} s/epoch, peak {ours['peak_rss_mb']} MB")
+    print(f"KG-Seq: {ours['seconds_per_epoch']} s/epoch, peak {ours['peak_rss_mb']} MB")
     print(f"PyG LightGCN: {stock['seconds_per_epoch']} s/epoch, peak {stock['peak_rss_mb']} MB")
     print(f"ratio: {result['epoch_time_ratio']}x")
     if not args.skip_pipeline:
         result["pipeline_amazon_beauty"] = pipeline(args.datasets_dir, device)
         print(f"full pipeline on Amazon Beauty: {result['pipeline_amazon_beauty']}")
     print(json.dumps(result))
+    if args.save:
+        path = Path(__file__).parent / "results" / f"train-{args.save}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ class Label(StrEnum):
     MODEL_VERSION = "ModelVersion"
     MIGRATION = "Migration"
     SCHEMA_INFO = "SchemaInfo"
+    # {id: 'catalogue'} and {id: 'rules'}: counters bumped by every catalogue or rule write,
+    # polled by serving processes
+    REVISION = "Revision"
+    # a business rule (block, pin, boost, bury) applied by every serving process
+    RULE = "Rule"
 
 
 class Rel(StrEnum):
@@ -87,6 +92,24 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "title",
     "price",
     "listed",
+    # Item, from the catalogue API (revision: the catalogue revision that last changed it)
+    "currency",
+    "available",
+    "stock",
+    "listed_at",
+    "delisted_at",
+    "revision",
+    # Rule
+    "action",
+    "target_kind",
+    "target",
+    "position",
+    "factor",
+    "condition_kind",
+    "condition",
+    "starts_at",
+    "ends_at",
+    "surface",
     # User
     "flagged_bot",
     "rate_minute",

@@ -46,9 +46,24 @@ def cooccurrence_cosine(graph: TrainingGraph) -> sp.csr_matrix:
     return (sp.diags(norm) @ counts @ sp.diags(norm)).tocsr().astype(np.float32)
 
 
+# Seed of the tie-break between interactions with the same order key (same ts or seq).
+TIE_SEED = 7
+
+
+def history_order(graph: TrainingGraph, seed: int = TIE_SEED) -> np.ndarray:
+    """Interaction rows by user, then order key; equal keys in a random order fixed by ``seed``.
+
+    Same-time interactions have no order. Item-index order would be one that
+    order-aware signals could learn and exploit, so ties are shuffled instead,
+    reproducibly (the pull sorts rows, so the same graph gives the same order).
+    """
+    tie = np.random.default_rng(seed).permutation(graph.inter_user.size)
+    return np.lexsort((tie, graph.inter_order, graph.inter_user))
+
+
 def histories(graph: TrainingGraph) -> list[np.ndarray]:
-    """Each user's items, oldest first (ties broken by item index, deterministically)."""
-    order = np.lexsort((graph.inter_item, graph.inter_order, graph.inter_user))
+    """Each user's items, oldest first (same-time ties in a seeded random order: :func:`history_order`)."""
+    order = history_order(graph)
     users = graph.inter_user[order]
     items = graph.inter_item[order]
     bounds = np.searchsorted(users, np.arange(graph.n_users + 1))

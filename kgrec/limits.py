@@ -5,8 +5,10 @@ importers and the CLI all take their limits from here, so what the document
 promises is what every entry point enforces.
 
 Ids (users, items, brands, categories, sessions, events, jobs) are 1 to
-``MAX_ID_LENGTH`` characters, not only white space, with no control
-characters (U+0000 to U+001F and U+007F).
+``MAX_ID_LENGTH`` characters, with no control characters (U+0000 to U+001F and
+U+007F) and no white space at either end (FalkorDB 4.16 crashes when a
+uniquely-constrained ``id`` ends in white space, and " a" and "a" would read as
+one id to people anyway).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 
 MAX_ID_LENGTH = 256
 # The same rule as a regular expression that JSON Schema (ECMA 262) and Python both read the same way.
-ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # POST /v1/events and the bulk importers
@@ -35,6 +37,13 @@ MAX_ATTRIBUTE_VALUES = 32  # values per relation there
 # Distinct attribute relations in one batch: the batch's write statement has one stage per
 # relationship type, so this bounds its size.
 MAX_BATCH_ATTRIBUTE_RELATIONS = 256
+
+# The catalogue API (PUT/POST /v1/items), `kgrec items import` and business rules
+MAX_ITEMS_PER_BATCH = 1_000
+MAX_STOCK = 1_000_000_000
+CURRENCY_PATTERN = r"^[A-Z]{3}$"  # an ISO 4217 code: EUR, USD, GBP
+MAX_RULE_FACTOR = 1_000.0  # a boost's or bury's score multiplier
+CATALOGUE_CHECK_S = 0.5  # how often a serving process asks whether the catalogue changed
 
 # read endpoints
 MAX_K = 100
@@ -58,6 +67,8 @@ def id_problem(value: object) -> str | None:
         return f"is longer than {MAX_ID_LENGTH} characters (got {len(value)})"
     if _CONTROL.search(value):
         return "must not contain control characters"
+    if value != value.strip():
+        return "must not start or end with white space"
     return None
 
 

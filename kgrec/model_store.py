@@ -1,7 +1,8 @@
 """Model artifacts on disk, and the active model of a process, refreshed when the version changes.
 
 An artifact (``<data_dir>/models/<version>.npz``) holds what the Recommender
-needs beyond the graph: item embeddings, the item–item blend matrices (one per
+needs beyond the graph: item embeddings (and item context embeddings, when the
+model has them), the item–item blend matrices (one per
 model signal of :mod:`kgrec.signals`, under its name), weights, decay and
 popularity. It is written before its version can be activated, and never
 changes afterwards, so a process loads each version once.
@@ -63,6 +64,8 @@ def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
             )
         ),
     }
+    if artifacts.item_context_embeddings is not None:
+        arrays["item_context_embeddings"] = artifacts.item_context_embeddings
     if artifacts.facts is not None:
         arrays.update(artifacts.facts.arrays())
     for name, matrix in artifacts.components.items():
@@ -101,6 +104,9 @@ def load_artifacts(path: Path) -> ModelArtifacts:
             popularity=stored["popularity"],
             parameters=meta["parameters"],
             facts=ItemFacts.from_arrays(stored, n),
+            item_context_embeddings=stored["item_context_embeddings"]
+            if "item_context_embeddings" in stored.files
+            else None,
         )
 
 

@@ -4,13 +4,16 @@ A user is folded in at request time: their profile is their interacted items,
 weighted by decayed interaction weight (relative to their strongest item) and
 by recency rank (``recency_decay ** rank``, rank 0 = most recent). An item's score is
 
-    profile · S  +  w_emb · (profile · E) · Eᵀ  +  ε · popularity
+    profile · S  +  w_emb · (profile · E_ctx) · Eᵀ  +  ε · popularity
 
 where ``S`` blends the item–item graphs of :mod:`kgrec.signals` (co-occurrence,
 sequential transitions, also_bought / also_viewed / bought_together, same brand),
-each with its weight (a signal without one is an error), and ``E`` holds the
-graph neural network's item embeddings (L2-normalised). Everything that
-depends only on the model version (``S``, ``E``) is built once per version.
+each with its weight (a signal without one is an error; the weights are fitted
+on validation, :mod:`workers.training.blend_fit`), ``E`` holds the graph model's
+item (target) embeddings and ``E_ctx`` its context embeddings (``E`` itself
+when the model has none). Similar items and explanations use the cosine of
+``E``'s rows. Everything that depends only on the model version (``S``, ``E``)
+is built once per version.
 The API and ``kgrec evaluate`` both call :meth:`Recommender.recommend`.
 """
 
@@ -37,13 +40,15 @@ class ModelArtifacts:
 
     version: str
     item_ids: list[str]
-    item_embeddings: np.ndarray  # (n_items, dim), L2-normalised rows
+    item_embeddings: np.ndarray  # (n_items, dim) the graph model's item (target) embeddings
     components: dict[str, sp.csr_matrix]  # signal name (kgrec.signals) -> (n_items, n_items) matrix
     weights: dict[str, float]  # signal name (or "embedding") -> blend weight, one for every component
     recency_decay: float
     popularity: np.ndarray  # (n_items,) interaction counts, bots excluded
     parameters: dict[str, object] = field(default_factory=dict)
     facts: ItemFacts | None = None  # brand, categories and price per item, for the serving filters
+    # (n_items, dim) embeddings of items as context (in a profile); None: item_embeddings
+    item_context_embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Recommender:
                 blend = blend + weight * matrix
         self.blend = blend.tocsr().astype(np.float32)
         self.embedding_weight = float(artifacts.weights.get(EMBEDDING, 0.0))
-        self.embeddings = artifacts.item_embeddings.astype(np.float32)
+        self._set_embeddings(artifacts)
         self.prior = self._prior(artifacts.popularity)
         self.facts = artifacts.facts if artifacts.facts is not None else ItemFacts.empty(self.n_items)
 
@@ -105,7 +110,7 @@ class Recommender:
         """Dense (users × items) scores."""
         scores = np.asarray((profiles @ self.blend).todense(), dtype=np.float32)
         if self.embedding_weight:
-            scores += self.embedding_weight * ((profiles @ self.embeddings) @ self.embeddings.T)
+            scores += self.embedding_weight * ((profiles @ self.context) @ self.target.T)
         scores += self.prior
         return scores
 
@@ -162,9 +167,11 @@ class Recommender:
         known, n = self.n_items, self.n_items + len(item_ids)
         blend = self.blend.copy()
         blend.resize((n, n))
+        vectors = np.asarray(vectors, dtype=np.float32)
         clone = self._clone(
             item_ids=[*self.artifacts.item_ids, *item_ids],
-            item_embeddings=np.vstack([self.embeddings, np.asarray(vectors, dtype=np.float32)]),
+            item_embeddings=np.vstack([self.target, vectors]),
+            item_context_embeddings=np.vstack([self.context, vectors]),
             popularity=np.concatenate([self.artifacts.popularity, np.zeros(len(item_ids), np.float32)]),
             facts=facts,
         )
@@ -183,10 +190,17 @@ class Recommender:
         clone.item_index = self.item_index
         clone.blend = self.blend
         clone.embedding_weight = self.embedding_weight
-        clone.embeddings = clone.artifacts.item_embeddings.astype(np.float32)
+        clone._set_embeddings(clone.artifacts)
         clone.prior = self._prior(clone.artifacts.popularity)
         clone.facts = clone.artifacts.facts if clone.artifacts.facts is not None else self.facts
         return clone
+
+    def _set_embeddings(self, artifacts: ModelArtifacts) -> None:
+        self.target = np.asarray(artifacts.item_embeddings, dtype=np.float32)
+        context = artifacts.item_context_embeddings
+        self.context = self.target if context is None else np.asarray(context, dtype=np.float32)
+        norms = np.linalg.norm(self.target, axis=1, keepdims=True)
+        self.embeddings = self.target / np.maximum(norms, 1e-12)  # unit rows: cosine
 
     @staticmethod
     def _prior(popularity: np.ndarray) -> np.ndarray:

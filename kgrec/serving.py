@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,9 +22,12 @@ from graph_schema.statements import admin
 from graph_schema.statements.explanations import EXPLANATION_PATHS
 from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.privacy import ERASE_USER
+from graph_schema.statements.rules import USER_INTEREST_IDS
 from graph_schema.statements.serving import ITEM_EXISTS, USER_HISTORY, USER_INTERESTS
+from kgrec import catalogue, rules
 from kgrec.config import Settings
 from kgrec.decay import decayed
+from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event
@@ -40,7 +43,11 @@ log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 200  # the user's most recent interactions folded in at request time
 EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests the graph searches from
+PIN_INTERESTS = 10  # a pin's `interest` condition: among the user's strongest brands and categories
 EXCLUSIONS = ("seen", "purchased", "none")  # which of the user's items recommendations leave out
+
+
+NO_DIVERSITY = Diversity()
 
 
 def now_ms() -> float:
@@ -66,9 +73,14 @@ class ItemFilters:
         """The filters that were given."""
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
-    def mask(self, model: Recommender) -> np.ndarray | None:
-        """Which of the model's items pass (None: all of them)."""
-        return model.facts.mask(self.brand, self.category, self.min_price, self.max_price)
+    def mask(
+        self, model: Recommender, snapshot: catalogue.CatalogueSnapshot | None = None
+    ) -> np.ndarray | None:
+        """Which of the model's items pass (None: all of them), hiding what the catalogue hides."""
+        snapshot = snapshot if snapshot is not None else catalogue.CatalogueSnapshot()
+        return catalogue.allowed_items(
+            model, snapshot, now_ms(), self.brand, self.category, self.min_price, self.max_price
+        )
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,11 @@ class Serving:
         self._lock = threading.Lock()
         self._active: ActiveModel | None = None
         self._active_gateway: GraphGateway | None = None
+        self._catalogue: catalogue.CatalogueView | None = None
+        self._catalogue_gateway: GraphGateway | None = None
+        self._groups: tuple[Recommender, ItemGroups] | None = None
+        self._rules: rules.RulesView | None = None
+        self._rules_gateway: GraphGateway | None = None
         # Read now, so a bad template file stops start-up rather than failing requests.
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
@@ -127,6 +144,19 @@ class Serving:
         if model is None:
             raise NoActiveModel()
         return model
+
+    def catalogue_view(self) -> catalogue.CatalogueView:
+        """This process's view of the catalogue (hidden items, current prices)."""
+        gateway = self.gateway
+        with self._lock:
+            if self._catalogue is None or self._catalogue_gateway is not gateway:
+                self._catalogue = catalogue.CatalogueView(gateway)
+                self._catalogue_gateway = gateway
+            return self._catalogue
+
+    def allowed(self, model: Recommender, filters: ItemFilters) -> np.ndarray | None:
+        """The ``allowed`` mask for ``model``: the filters, with the catalogue's hidden items and prices."""
+        return filters.mask(model, self.catalogue_view().snapshot())
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -171,18 +201,103 @@ class Serving:
         )
         return scorer.paths(rows)
 
+    def groups(self, model: Recommender) -> ItemGroups:
+        """Each item's brand and most specific categories, for diversity (built once per model)."""
+        with self._lock:
+            cached = self._groups
+            if cached is None or cached[0] is not model:
+                cached = self._groups = (model, ItemGroups(model.facts))
+            return cached[1]
+
+    def rules_view(self) -> rules.RulesView:
+        """This process's business rules."""
+        gateway = self.gateway
+        with self._lock:
+            if self._rules is None or self._rules_gateway is not gateway:
+                self._rules = rules.RulesView(gateway)
+                self._rules_gateway = gateway
+            return self._rules
+
+    def user_interest_ids(self, user_id: str) -> set[str]:
+        """The ids of the user's strongest brands and categories (pin conditions)."""
+        params = {
+            "user_id": user_id,
+            "now": int(now_ms()),
+            "half_life_ms": self.settings.half_life_ms,
+            "limit": PIN_INTERESTS,
+        }
+        return {row["id"] for row in self.gateway.read(USER_INTEREST_IDS, params)}
+
+    def _page(
+        self,
+        model: Recommender,
+        rank: Callable[[int, np.ndarray | None], list[tuple[str, float]]],
+        *,
+        surface: str,
+        k: int,
+        offset: int,
+        filters: ItemFilters,
+        diversity: Diversity,
+        context: rules.RequestContext,
+        excluded: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """One page of a ranking: catalogue mask and blocks, boosts and buries, diversity, pins, paging.
+
+        ``rank(n, allowed)`` returns the top ``n``. A reordered ranking is always cut from the same
+        ``POOL`` top items, so its pages stay consistent.
+        """
+        at = now_ms()
+        compiled = self.rules_view().rules().compiled(model, surface, at)
+        allowed = self.allowed(model, filters)
+        if compiled.blocked is not None:
+            allowed = ~compiled.blocked if allowed is None else allowed & ~compiled.blocked
+        if not (diversity.active or compiled.reorders):
+            ranked = rank(offset + k, allowed)
+            touched: dict[str, list[str]] = {}
+        else:
+            ranked, touched = rules.apply_scores(rank(POOL, allowed), model.item_index, compiled)
+            if diversity.active:
+                upto = offset + k + len(compiled.pins)
+                ranked = diversify(ranked, model.item_index, self.groups(model), k, diversity, upto)
+            if compiled.pins:
+                ranked = rules.apply_pins(
+                    ranked, model.artifacts.item_ids, compiled, context, allowed, set(excluded), touched
+                )
+        page = ranked[offset : offset + k]
+        return [
+            {"item_id": item_id, "score": _score(score), "rules": touched.get(item_id, [])}
+            for item_id, score in page
+        ]
+
     def recommendations(
-        self, user_id: str, *, k: int, offset: int, exclude: str, filters: ItemFilters, explain: bool
+        self,
+        user_id: str,
+        *,
+        k: int,
+        offset: int,
+        exclude: str,
+        filters: ItemFilters,
+        explain: bool,
+        diversity: Diversity = NO_DIVERSITY,
     ) -> dict[str, Any]:
         """Top-k items for a user: history folded in at request time; decayed popularity for a new user."""
         model = self.active_model()
         history = self.user_history(user_id)
-        ranked = model.recommend(
-            [history.entries], offset + k, [history.excluded(exclude)], filters.mask(model)
+        excluded = [history.excluded(exclude)]
+        context = rules.RequestContext(
+            brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
-        items: list[dict[str, Any]] = [
-            {"item_id": item_id, "score": _score(score)} for item_id, score in ranked[0][offset:]
-        ]
+        items = self._page(
+            model,
+            lambda n, allowed: model.recommend([history.entries], n, excluded, allowed)[0],
+            surface="recommendations",
+            k=k,
+            offset=offset,
+            filters=filters,
+            diversity=diversity,
+            context=context,
+            excluded=excluded[0],
+        )
         if explain:
             paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history.item_ids)
             for item in items:
@@ -195,7 +310,7 @@ class Serving:
             "cold_start": not history.entries,
             "k": k,
             "offset": offset,
-            "filters": filters.as_dict(),
+            "filters": {**filters.as_dict(), **diversity.as_dict()},
             "items": items,
         }
 
@@ -213,18 +328,38 @@ class Serving:
             "paths": paths[:max_paths],
         }
 
-    def similar(self, item_id: str, *, k: int, filters: ItemFilters) -> dict[str, Any]:
+    def similar(
+        self, item_id: str, *, k: int, filters: ItemFilters, diversity: Diversity = NO_DIVERSITY
+    ) -> dict[str, Any]:
         """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it."""
         model = self.active_model()
         if item_id not in model.item_index:
             raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
-        ranked = model.similar(item_id, k, filters.mask(model))
+        facts, row = model.facts, model.item_index[item_id]
+        brand = int(facts.item_brand[row]) if row < facts.n_items else -1
+        pairs = facts.item_category_pairs
+        context = rules.RequestContext(
+            brand=filters.brand,
+            category=filters.category,
+            item_brands=(facts.brand_ids[brand],) if brand >= 0 else (),
+            item_categories=tuple(facts.category_ids[c] for c in pairs[pairs[:, 0] == row, 1].tolist()),
+        )
+        items = self._page(
+            model,
+            lambda n, allowed: model.similar(item_id, n, allowed),
+            surface="similar",
+            k=k,
+            offset=0,
+            filters=filters,
+            diversity=diversity,
+            context=context,
+        )
         return {
             "item_id": item_id,
             "model_version": model.artifacts.version,
             "k": k,
-            "filters": filters.as_dict(),
-            "items": [{"item_id": i, "score": _score(score)} for i, score in ranked],
+            "filters": {**filters.as_dict(), **diversity.as_dict()},
+            "items": items,
         }
 
     def interests(self, user_id: str, *, limit: int, items: int) -> dict[str, Any]:
@@ -263,6 +398,13 @@ class Serving:
             entries.sort(key=lambda e: (-e["weight"], e["id"]))
         return {"user_id": user_id, "brands": grouped["Brand"], "categories": grouped["Category"]}
 
+    def catalogue_item(self, item_id: str) -> dict[str, Any]:
+        """The item as the graph holds it; NotFound if there is none."""
+        item = catalogue.read_item(self.gateway, item_id)
+        if item is None:
+            raise NotFound("item_id", item_id, f"no item with id {item_id!r}")
+        return item
+
     def readiness(self) -> dict[str, Any]:
         """The graph answers and a model is active (NoActiveModel otherwise; GraphUnavailable if down)."""
         gateway = self.gateway
@@ -300,6 +442,39 @@ class Serving:
             },
             "popularity_adjusted_items": int(row["popularity_adjusted"]),
         }
+
+    def upsert_items(self, items: Sequence[catalogue.CatalogueItem]) -> dict[str, Any]:
+        """Upsert validated catalogue items atomically; new items are queued for fold-in."""
+        revision = catalogue.write_items(self.gateway, items, int(now_ms()))
+        self.catalogue_view().stale()
+        self.request_fold_in(i.item_id for i in items)
+        return {"received": len(items), "items": len({i.item_id for i in items}), "revision": revision}
+
+    def delist_item(self, item_id: str) -> dict[str, Any]:
+        """Delist an item (history kept); NotFound if the graph has no such item."""
+        row = catalogue.delist_item(self.gateway, item_id, int(now_ms()))
+        if row is None:
+            raise NotFound("item_id", item_id, f"no item with id {item_id!r}")
+        self.catalogue_view().stale()
+        return {"item_id": item_id, "delisted_at": row["delisted_at"], "revision": row["revision"]}
+
+    def save_rule(self, body: rules.RuleBody) -> dict[str, Any]:
+        """Create or replace a business rule; every process applies it within a second."""
+        rule = rules.save_rule(self.gateway, body, int(now_ms()))
+        self.rules_view().stale()
+        return rule.as_dict(now_ms())
+
+    def list_rules(self) -> dict[str, Any]:
+        """Every stored rule, with whether it has started and whether it has ended."""
+        at = now_ms()
+        return {"rules": [rule.as_dict(at) for rule in rules.load_rules(self.gateway)]}
+
+    def delete_rule(self, rule_id: str) -> dict[str, Any]:
+        """Delete a rule; NotFound if there is none."""
+        if not rules.delete_rule(self.gateway, rule_id, int(now_ms())):
+            raise NotFound("rule_id", rule_id, f"no rule with id {rule_id!r}")
+        self.rules_view().stale()
+        return {"rule_id": rule_id, "deleted": True}
 
     def ingest_events(self, events: Sequence[Event]) -> dict[str, int]:
         """Apply a validated batch atomically, then ask for the fold-in of items the model cannot score."""

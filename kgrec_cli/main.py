@@ -27,7 +27,11 @@ from kgrec.gateway import GraphQueryError, GraphUnavailable
 from kgrec.limits import MAX_EPOCHS, MAX_EVAL_K, MAX_IMPORT_BATCH
 from kgrec.migrations import MigrationError, migrate
 from kgrec.runtime import embedded_server, graph_session
+from kgrec_cli.data import data as data_group
+from kgrec_cli.items import items as items_group
+from kgrec_cli.kg import kg as kg_group
 from kgrec_cli.stack import StackError, beat_argv, worker_argv
+from workers.training.config import VARIANTS
 
 console = Console(stderr=True)
 # Failures a person can act on: printed as one line, never as a traceback.
@@ -410,7 +414,13 @@ def _ks(text: str) -> list[int]:
 @main.command("train")
 @click.option("--sync", is_flag=True, help="Train in this process instead of enqueueing a job.")
 @click.option("--wait", is_flag=True, help="Enqueue, then follow the job until it ends.")
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, MAX_EPOCHS))
+@click.option(
+    "--epochs",
+    default=40,
+    show_default=True,
+    type=click.IntRange(1, MAX_EPOCHS),
+    help="Epoch cap of the graph model (early stopping on validation NDCG@10).",
+)
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--variant", type=click.Choice(["full", "interactions"]), default="full", show_default=True)
@@ -459,15 +469,34 @@ def train_command(
 @click.option("--k", "k_text", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
 @click.option(
     "--variant",
-    type=click.Choice(["full", "interactions"]),
+    type=click.Choice(list(VARIANTS)),
     default="full",
     show_default=True,
-    help="interactions: leave the item–item knowledge edges, brands and categories out.",
+    help="Which signals kgrec may use; interactions imports interactions only (no metadata, no text).",
 )
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1, MAX_EPOCHS))
+@click.option(
+    "--baselines",
+    "baseline_set",
+    type=click.Choice(["default", "all"]),
+    default="default",
+    show_default=True,
+    help="all adds SASRec (slow on CPU).",
+)
+@click.option(
+    "--epochs",
+    default=40,
+    show_default=True,
+    type=click.IntRange(1, MAX_EPOCHS),
+    help="Epoch cap of the graph model (early stopping on validation NDCG@10).",
+)
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: model -> metrics.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: model -> metrics, confidence, paired, protocol.",
+)
 @click.pass_context
 def evaluate_command(
     ctx: click.Context,
@@ -477,19 +506,20 @@ def evaluate_command(
     protocol: str,
     k_text: str,
     variant: str,
+    baseline_set: str,
     epochs: int,
     seed: int,
     device: str,
     as_json: bool,
 ) -> None:
     """Full-ranking evaluation of the served model and the baselines, in a scratch graph."""
-    from workers.training.config import TrainConfig
-    from workers.training.evaluate import MODELS, evaluate
-    from workers.training.kg_lightgcn import resolve_device
+    from workers.training.config import TrainConfig, for_variant
+    from workers.training.evaluate import evaluate
+    from workers.training.kg_model import resolve_device
 
     settings = _settings(ctx)
     ks = _ks(k_text)
-    config = TrainConfig(epochs=epochs, seed=seed, use_knowledge=variant == "full")
+    config = for_variant(TrainConfig(epochs=epochs, seed=seed), variant)
     with graph_session(settings):
         report = evaluate(
             settings,
@@ -500,15 +530,31 @@ def evaluate_command(
             config,
             device=resolve_device(device),
             progress=lambda message: console.print(message),
+            baseline_set=baseline_set,
         )
     if as_json:
-        click.echo(json.dumps({name: report.metrics[name] for name in MODELS}))
+        click.echo(
+            json.dumps(
+                {
+                    **report.metrics,
+                    "confidence": report.confidence,
+                    "paired": report.paired,
+                    "protocol": {**report.protocol, "variant": variant},
+                },
+                default=str,
+            )
+        )
         return
-    table = Table("model", *(f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hit")))
-    for name in MODELS:
-        values = report.metrics[name]
-        table.add_row(name, *(f"{values[f'{m}@{k}']:.4f}" for k in ks for m in ("recall", "ndcg", "hit")))
+    columns = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]  # hit@k: in --json
+    table = Table("model", *columns, f"ndcg@{ks[0]} 95% CI", f"kgrec − model ndcg@{ks[0]} (p)")
+    key = f"ndcg@{ks[0]}"
+    for name, values in report.metrics.items():
+        low, high = report.confidence[name][key]
+        pair = report.paired.get(name, {}).get(key)
+        versus = f"{pair['diff']:+.4f} (p={pair['p']:.2g})" if pair else ""
+        table.add_row(name, *(f"{values[c]:.4f}" for c in columns), f"[{low:.4f}, {high:.4f}]", versus)
     Console().print(table)
+    click.echo(f"kgrec blend weights: {json.dumps(report.protocol['kgrec_weights'], default=str)}")
     click.echo(json.dumps(report.protocol, default=str))
 
 
@@ -582,6 +628,11 @@ def up_command(
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
     run_stack(settings, port, import_name, run_import_or_demo, train_first)
+
+
+main.add_command(kg_group)
+main.add_command(data_group)
+main.add_command(items_group)
 
 
 if __name__ == "__main__":

@@ -156,8 +156,9 @@ def send_parameter(
     else:
         query[probe.field] = probe.value
     path = template.format(**{k: quote(str(v), safe="") for k, v in path_values.items()})
+    body = {} if "requestBody" in operation else None
     return requests.request(
-        method.upper(), f"{contract.api.url}{path}", params=query, headers=AUTH, timeout=60
+        method.upper(), f"{contract.api.url}{path}", params=query, headers=AUTH, json=body, timeout=60
     )
 
 

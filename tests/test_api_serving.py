@@ -512,6 +512,25 @@ def exercise_every_operation(served: Served) -> list[tuple[str, str, int]]:
     served.call("DELETE", f"/v1/users/{probe}", erase, headers=auth)
     served.call("DELETE", f"/v1/users/{probe}", erase, headers=auth)
     served.call("DELETE", f"/v1/users/{blank}", erase, headers=auth)
+    catalogue, rules_path = "/v1/items/{item_id}", "/v1/rules/{rule_id}"
+    served.call(
+        "PUT", f"/v1/items/{probe}-item", catalogue, headers=auth, body={"title": "Probe", "stock": 2}
+    )
+    served.call("PUT", f"/v1/items/{probe}-item", catalogue, headers=auth, body={"stock": -1})
+    served.call("PUT", f"/v1/items/{probe}-item", catalogue, body={"title": "x"})
+    served.call(
+        "POST", "/v1/items", "/v1/items", headers=auth, body=[{"item_id": f"{probe}-item", "price": 3.0}]
+    )
+    served.get(f"/v1/items/{probe}-item", catalogue)
+    served.get("/v1/items/no-such-item", catalogue)
+    served.call("DELETE", f"/v1/items/{probe}-item", catalogue, headers=auth)
+    served.call("DELETE", "/v1/items/no-such-item", catalogue, headers=auth)
+    rule = {"id": probe, "action": "boost", "target": {"item": item}, "factor": 1.5, "surface": "similar"}
+    served.call("POST", "/v1/rules", "/v1/rules", headers=auth, body=rule)
+    served.call("POST", "/v1/rules", "/v1/rules", headers=auth, body={**rule, "factor": 0.5})
+    served.get("/v1/rules", "/v1/rules")
+    served.call("DELETE", f"/v1/rules/{probe}", rules_path, headers=auth)
+    served.call("DELETE", f"/v1/rules/{probe}", rules_path, headers=auth)
     return [(method, template, status) for method, _, template, status, _ in served.seen[first:]]
 
 
@@ -537,6 +556,13 @@ def test_z_openapi_document_is_valid_and_describes_every_response_seen(served: S
         ("get", "/v1/users/{user_id}/interests", 400),
         *(("post", "/v1/events", status) for status in (200, 400, 401, 415, 422)),
         *(("delete", "/v1/users/{user_id}", status) for status in (200, 400, 401, 404)),
+        *(("put", "/v1/items/{item_id}", s) for s in (200, 401, 422)),
+        ("post", "/v1/items", 200),
+        *(("get", "/v1/items/{item_id}", s) for s in (200, 404)),
+        *(("delete", "/v1/items/{item_id}", s) for s in (200, 404)),
+        *(("post", "/v1/rules", s) for s in (200, 422)),
+        ("get", "/v1/rules", 200),
+        *(("delete", "/v1/rules/{rule_id}", s) for s in (200, 404)),
     }
     documented = {(method, template) for template, ops in document["paths"].items() for method in ops}
     assert documented == {(method, template) for method, template, status in own if status == 200}

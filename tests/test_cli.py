@@ -45,7 +45,17 @@ SUMMARY_KEYS = {
     "seconds_per_epoch",
     "removed_versions",
 }
-EVALUATED_MODELS = {"kgrec", "popularity", "itemknn", "itemknn_recency", "bprmf", "lightgcn"}
+EVALUATED_MODELS = {
+    "kgrec",
+    "ease",
+    "lightgcn",
+    "bprmf",
+    "itemknn",
+    "itemknn_recency",
+    "markov",
+    "copurchase",
+    "popularity",
+}
 
 
 def kgrec(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -152,10 +162,21 @@ def test_evaluate_reports_every_model_and_leaves_the_serving_graph_untouched(
 
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report) == EVALUATED_MODELS
-    for name, metrics in report.items():
+    assert set(report) == EVALUATED_MODELS | {"confidence", "paired", "protocol"}
+    for name in EVALUATED_MODELS:
+        metrics = report[name]
         assert set(metrics) == {f"{m}@{k}" for m in ("recall", "ndcg", "hit") for k in (5, 10)}, name
         assert all(0.0 <= value <= 1.0 for value in metrics.values()), name
+        low, high = report["confidence"][name]["ndcg@10"]
+        assert low <= metrics["ndcg@10"] <= high, name
+    assert set(report["paired"]) == EVALUATED_MODELS - {"kgrec"}
+    assert all(0.0 <= report["paired"][name]["ndcg@10"]["p"] <= 1.0 for name in report["paired"])
+    protocol = report["protocol"]
+    assert set(protocol["kgrec_weights"]) and protocol["variant"] == "full"
+    for name in ("lightgcn", "bprmf"):
+        model = protocol["models"][name]
+        assert 1 <= model["best_epoch"] <= model["epochs_run"] <= model["epoch_cap"], name
+    assert protocol["models"]["ease"]["lambda"] > 0
     assert snapshot(gateway, settings.data_dir) == before
 
 

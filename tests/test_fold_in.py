@@ -154,7 +154,7 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
                 "RETURN e.folded_at AS at, size(e.vector) AS dim",
                 {"v": version, "i": new_item},
             )
-            assert folded and folded[0]["at"] >= now and folded[0]["dim"] == 64
+            assert folded and folded[0]["at"] >= now and folded[0]["dim"] == TrainConfig().dim
 
             # It can be recommended, and the price and brand filters know it. Each gunicorn worker
             # re-reads the active version at most once a second, so a worker may still be stale

@@ -4,9 +4,10 @@ No 5xx, no response off the schema, invalid input refused, and every request the
 document allows is accepted: positive-data acceptance is on, and a refusal of
 valid input may only be one the operation documents (401, 404, 503).
 
-Two rules no JSON Schema can state are written in the parameters' descriptions
-instead: ``min_price`` at most ``max_price``, and an event's ``ts`` not before 1970
-nor ahead of the server's clock (by more than the allowed skew). A generated
+Rules no JSON Schema can state are written in the parameters' descriptions
+instead: ``min_price`` at most ``max_price``, an event's ``ts`` not before 1970
+nor ahead of the server's clock (by more than the allowed skew), and an item's
+``listed_at`` / ``delisted_at`` not before 1970, and a rule's ``ends_at`` after its ``starts_at``. A generated
 request that breaks one of them must be refused with exactly that field named.
 
 The server runs on a small trained graph, so the read endpoints answer with
@@ -45,6 +46,17 @@ def _events(body: Any) -> list[Any]:
     return events if isinstance(events, list) else []
 
 
+def _items(case: schemathesis.Case) -> list[Any]:
+    """The catalogue items of a PUT or POST /v1/items body."""
+    body = case.body
+    if case.operation.path == "/v1/items/{item_id}" and case.method.upper() == "PUT":
+        return [body] if isinstance(body, dict) else []
+    if case.operation.path == "/v1/items":
+        items = body.get("items") if isinstance(body, dict) else body
+        return items if isinstance(items, list) else []
+    return []
+
+
 def _ts_ms(value: Any) -> int | None:
     if isinstance(value, str):
         try:
@@ -63,10 +75,24 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
     if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
         return 400, "min_price"
     latest = time.time() * 1000 + Settings.from_env().max_clock_skew_s * 1000
-    for event in _events(case.body):
+    for event in _events(case.body) if case.operation.path == "/v1/events" else []:
         ts = _ts_ms(event.get("ts")) if isinstance(event, dict) else None
         if ts is not None and not 0 <= ts <= latest:
             return 422, "ts"
+    # a rule ends after it starts
+    body = case.body if case.operation.path == "/v1/rules" and isinstance(case.body, dict) else {}
+    starts, ends = _ts_ms(body.get("starts_at")), _ts_ms(body.get("ends_at"))
+    for name, ts in (("starts_at", starts), ("ends_at", ends)):
+        if ts is not None and ts < 0:
+            return 422, name
+    if starts is not None and ends is not None and ends <= starts and starts >= 0:
+        return 422, "ends_at"
+    # a catalogue time (listed_at, delisted_at) may be in the future, but not before 1970
+    for item in _items(case):
+        for name in ("listed_at", "delisted_at"):
+            ts = _ts_ms(item.get(name)) if isinstance(item, dict) else None
+            if ts is not None and ts < 0:
+                return 422, name
     return None
 
 

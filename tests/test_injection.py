@@ -85,6 +85,15 @@ def test_read_endpoints_change_nothing_and_answer_as_for_an_unknown_id(
         f"{api.url}/v1/users/{h}", headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
     )
     assert erased.status_code == 404
+    assert get(api, f"/v1/items/{h}").status_code == 404
+    delisted = requests.delete(
+        f"{api.url}/v1/items/{h}", headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
+    )
+    assert delisted.status_code == 404 and delisted.json()["field"] == "item_id"
+    unruled = requests.delete(
+        f"{api.url}/v1/rules/{h}", headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
+    )
+    assert unruled.status_code == 404 and unruled.json()["field"] == "rule_id"
     assert fingerprint(gateway) == before
 
 
@@ -125,6 +134,111 @@ def test_events_store_hostile_ids_verbatim_and_touch_nothing_else(
     user = quote(f"u {HOSTILE[0]}", safe="")
     interests = requests.get(f"{api.url}/v1/users/{user}/interests", timeout=30).json()
     assert [b["id"] for b in interests["brands"]] == [f"b {HOSTILE[0]}"]
+
+
+@pytest.mark.parametrize("padded", ["a ", " a", "a\u00a0", "\u2003a"])
+def test_ids_with_white_space_at_either_end_are_refused_and_the_graph_stays_up(
+    target: tuple[ApiProcess, GraphGateway], padded: str
+) -> None:
+    """FalkorDB 4.16.3 crashes on MERGE of a uniquely-constrained id ending in white space: refuse them."""
+    api, gateway = target
+    before = fingerprint(gateway)
+    auth = {"Authorization": f"Bearer {SMALL_API_KEY}"}
+    now = int(time.time() * 1000)
+    event = {"event_id": "pad", "user_id": "u", "item_id": "i", "type": "view", "ts": now}
+    for field, body in (
+        ("user_id", {**event, "user_id": padded}),
+        ("item.brand", {**event, "item": {"brand": padded}}),
+        ("item.attributes.colour", {**event, "item": {"attributes": {"colour": [padded]}}}),
+    ):
+        response = requests.post(f"{api.url}/v1/events", json=[body], headers=auth, timeout=30)
+        assert response.status_code == 422, (field, response.text)
+        assert "white space" in response.text, response.text
+    response = requests.put(f"{api.url}/v1/items/ok-item", json={"brand": padded}, headers=auth, timeout=30)
+    assert response.status_code == 422, response.text
+    assert fingerprint(gateway) == before  # refused whole, and the server still answers
+
+
+def test_catalogue_stores_hostile_ids_verbatim_and_touches_nothing_else(
+    target: tuple[ApiProcess, GraphGateway],
+) -> None:
+    api, gateway = target
+    auth = {"Authorization": f"Bearer {SMALL_API_KEY}"}
+    before = fingerprint(gateway)
+    had_revision = gateway.run_query("MATCH (r:Revision) RETURN count(r) AS n", {})[0]["n"]
+    items = [
+        {
+            "item_id": f"cat {value}",
+            "title": value,
+            "brand": f"cb {value}",
+            "categories": [f"cc {value}"],
+            "attributes": {"material": [f"m {value}"]},
+        }
+        for value in HOSTILE
+    ]
+    posted = requests.post(f"{api.url}/v1/items", json=items, headers=auth, timeout=30)
+    assert posted.status_code == 200, posted.text
+    after = fingerprint(gateway)
+    # per item: Item, Brand, Category and Entity nodes; MADE_BY, IN_CATEGORY and MATERIAL edges
+    assert after["nodes"] == before["nodes"] + 4 * len(HOSTILE) + (0 if had_revision else 1)
+    assert after["relationships"] == before["relationships"] + 3 * len(HOSTILE)
+    for value in HOSTILE:
+        got = requests.get(f"{api.url}/v1/items/{quote(f'cat {value}', safe='')}", timeout=30).json()
+        assert (got["item_id"], got["title"], got["brand"], got["categories"]) == (
+            f"cat {value}",
+            value,
+            f"cb {value}",
+            [f"cc {value}"],
+        )
+        assert got["attributes"] == {"material": [f"m {value}"]}
+    # a hostile relation name is refused by the relation rule, naming it; nothing is written
+    refused = requests.put(
+        f"{api.url}/v1/items/{quote(f'cat {HOSTILE[0]}', safe='')}",
+        json={"attributes": {HOSTILE[0]: ["x"]}},
+        headers=auth,
+        timeout=30,
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == f"attributes.{HOSTILE[0]}"
+    assert fingerprint(gateway) == after
+
+
+def test_rules_store_hostile_ids_verbatim_and_touch_nothing_else(
+    target: tuple[ApiProcess, GraphGateway],
+) -> None:
+    api, gateway = target
+    auth = {"Authorization": f"Bearer {SMALL_API_KEY}"}
+    requests.post(
+        f"{api.url}/v1/rules",
+        json={"id": "warm-up", "action": "block", "target": {"item": "x"}},
+        headers=auth,
+        timeout=30,
+    )
+    assert requests.delete(f"{api.url}/v1/rules/warm-up", headers=auth, timeout=30).status_code == 200
+    before = fingerprint(gateway)  # the rules' Revision node exists from here on
+    for value in HOSTILE:
+        rule = {"id": value, "action": "pin", "item": value, "position": 2, "when": {"interest": value}}
+        posted = requests.post(f"{api.url}/v1/rules", json=rule, headers=auth, timeout=30)
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["id"] == value and posted.json()["when"] == {"interest": value}
+    # (other tests, the fuzzer among them, may have left rules of their own)
+    listed = requests.get(f"{api.url}/v1/rules", timeout=30).json()["rules"]
+    assert {r["id"]: r["item"] for r in listed if r["id"] in HOSTILE} == {v: v for v in HOSTILE}
+    stored = gateway.run_query(
+        "MATCH (r:Rule) WHERE r.id IN $ids RETURN r.id AS id, r.target AS target", {"ids": HOSTILE}
+    )
+    assert sorted((r["id"], r["target"]) for r in stored) == sorted((v, v) for v in HOSTILE)
+    after = fingerprint(gateway)
+    assert (after["nodes"], after["relationships"]) == (
+        before["nodes"] + len(HOSTILE),
+        before["relationships"],
+    )
+    user = gateway.run_query("MATCH (u:User)-[:INTERACTED]->() RETURN u.id AS id LIMIT 1", {})[0]["id"]
+    assert get(api, f"/v1/users/{quote(user, safe='')}/recommendations", k=5).status_code == 200
+    for value in HOSTILE:
+        deleted = requests.delete(f"{api.url}/v1/rules/{quote(value, safe='')}", headers=auth, timeout=30)
+        assert deleted.status_code == 200, deleted.text
+    assert fingerprint(gateway) == before
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

@@ -23,6 +23,7 @@ def test_discover_orders_shared_and_engine_files() -> None:
             f"{engine}/0004_model_versions",
             f"{engine}/0005_entities",
             "shared/0006_knowledge_relation",
+            f"{engine}/0007_catalogue",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 

@@ -20,15 +20,15 @@ from kgrec.signals import (
     Signal,
     SignalError,
     build_signals,
-    candidate_weights,
     co_purchase_names,
-    default_weights,
+    signals_for,
 )
 from kgrec.training_graph import TrainingGraph
+from workers.training.config import TrainConfig, for_variant
+from workers.training.pipeline import fit_features
 
-# The blends training tried before the registry (workers/training/pipeline.py, _KNOWLEDGE_BLEND and
-# _INTERACTION_BLEND). bought_together_directed had no weight there and was dropped from the scores
-# silently; the registry gives it an explicit 0.0, which scores the same.
+# The hand-set blend of the knowledge model before the weights were fitted on validation
+# (an artifact of that time stores these).
 _KNOWLEDGE = {
     "cooccurrence": 1.0,
     "transitions": 2.0,
@@ -38,19 +38,6 @@ _KNOWLEDGE = {
     "also_bought_directed": 0.5,
     "also_viewed_directed": 0.5,
     "same_brand": 0.1,
-}
-_INTERACTIONS = {"cooccurrence": 1.0, "transitions": 2.0}
-TODAY = {
-    True: [
-        *({**_KNOWLEDGE, "embedding": e} for e in (0.0, 0.2, 0.5)),
-        {**_KNOWLEDGE, "cooccurrence": 0.5, "embedding": 0.2},
-        {**_KNOWLEDGE, "transitions": 1.0, "embedding": 0.2},
-    ],
-    False: [
-        *({**_INTERACTIONS, "embedding": e} for e in (0.0, 0.2, 0.5)),
-        {**_INTERACTIONS, "cooccurrence": 0.5, "embedding": 0.2},
-        {**_INTERACTIONS, "transitions": 1.0, "embedding": 0.2},
-    ],
 }
 # The components training built before, in the order the blend summed them.
 TODAY_COMPONENTS = [
@@ -85,14 +72,16 @@ def small_graph() -> TrainingGraph:
     )
 
 
-@pytest.mark.parametrize("use_knowledge", [True, False])
-def test_candidate_blends_are_todays(use_knowledge: bool) -> None:
-    explicit_zero = {"bought_together_directed": 0.0} if use_knowledge else {}
-    assert candidate_weights(use_knowledge) == [{**c, **explicit_zero} for c in TODAY[use_knowledge]]
-    assert default_weights(use_knowledge) == {
-        **(_KNOWLEDGE if use_knowledge else _INTERACTIONS),
-        **explicit_zero,
-    }
+def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
+    assert not any("weight" in f or "alternative" in f for f in Signal.__dataclass_fields__)
+    assert not hasattr(signals, "default_weights") and not hasattr(signals, "candidate_weights")
+    names = [s.name for s in signals_for(use_knowledge=True)]
+    assert names == TODAY_COMPONENTS
+    assert [s.name for s in signals_for(True, use_order=False)] == [n for n in names if n != "transitions"]
+    config = TrainConfig()
+    assert fit_features(names, config) == [*names, EMBEDDING]
+    assert fit_features(names, for_variant(config, "no-graph-model")) == names
+    assert fit_features(names, for_variant(config, "graph-model-only")) == [EMBEDDING]
 
 
 def test_the_registry_builds_todays_components_in_todays_order() -> None:
@@ -143,7 +132,9 @@ def test_a_signal_without_a_weight_is_an_error_naming_it(tmp_path: Path) -> None
 
 
 def test_the_artifact_round_trips_every_signal(tmp_path: Path) -> None:
-    stored = artifacts(build_signals(small_graph()), {**default_weights(True), EMBEDDING: 0.2})
+    stored = artifacts(
+        build_signals(small_graph()), {**_KNOWLEDGE, "bought_together_directed": 0.0, EMBEDDING: 0.2}
+    )
     loaded = load_artifacts(tmp_path / save_artifacts(stored, tmp_path))
     assert list(loaded.components) == TODAY_COMPONENTS
     assert loaded.weights == stored.weights
@@ -171,24 +162,24 @@ def test_an_artifact_from_before_the_registry_loads_with_its_dropped_signals_at_
 
 
 def test_a_new_signal_is_one_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Register one more signal: training builds it, tuning weighs it, the artifact and the scores carry it."""
+    """Register one more signal: training builds it, the fit weighs it, the artifact and the scores carry it."""
 
     def same_user(graph: TrainingGraph) -> sp.csr_matrix:
         ratings = sp.csr_matrix((np.ones(graph.inter_user.size), (graph.inter_user, graph.inter_item)))
         return row_normalised(ratings.T @ ratings)
 
-    extra = Signal("same_user", same_user, 0.7, directed=False, alternatives=(0.3,))
+    extra = Signal("same_user", same_user, directed=False)
     monkeypatch.setattr(signals, "SIGNALS", (*SIGNALS, extra))
     monkeypatch.setattr(signals, "SIGNALS_BY_NAME", {s.name: s for s in (*SIGNALS, extra)})
     graph = small_graph()
     components = build_signals(graph, use_knowledge=False)
     assert list(components) == ["cooccurrence", "transitions", "same_user"]
-    candidates = candidate_weights(use_knowledge=False)
-    assert candidates[-1] == {**_INTERACTIONS, "same_user": 0.3, EMBEDDING: 0.2}
-    stored = artifacts(components, candidates[0])
+    assert "same_user" in fit_features(list(components), TrainConfig(use_knowledge=False))
+    weights = {"cooccurrence": 1.0, "transitions": 2.0, "same_user": 0.7, EMBEDDING: 0.2}
+    stored = artifacts(components, weights)
     loaded = load_artifacts(tmp_path / save_artifacts(stored, tmp_path))
     assert loaded.weights["same_user"] == 0.7
-    without = Recommender(artifacts(components, {**candidates[0], "same_user": 0.0}))
+    without = Recommender(artifacts(components, {**weights, "same_user": 0.0}))
     history = [[HistoryEntry("a", 1.0, 1)]]
     assert not np.allclose(
         Recommender(loaded).score(without.profiles(history)), without.score(without.profiles(history))

@@ -17,6 +17,7 @@ import pytest
 
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, all_statements
+from graph_schema.statements.catalogue import UPSERT_CATALOGUE_ITEMS_WITH_ATTRIBUTES
 from graph_schema.statements.events import INGEST_EVENTS_WITH_ATTRIBUTES
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -777,6 +778,138 @@ def _delete_nodes_batch(gw: GraphGateway, st: Statement) -> None:
     assert (first.nodes_deleted, rest.nodes_deleted) == (4, 6)
     assert count(gw, "(n)") == 0
     assert count(gw, "()-[r]->()") == 0
+
+
+# --- the catalogue API ----------------------------------------------------------------------------
+
+
+def _revision(gw: GraphGateway) -> int | None:
+    rows = query(gw, "MATCH (r:Revision {id: 'catalogue'}) RETURN r.revision AS v")
+    return rows[0]["v"] if rows else None
+
+
+@effect("upsert_catalogue_items", UPSERT_CATALOGUE_ITEMS_WITH_ATTRIBUTES.name)
+def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
+    # Stored: B0001 (made by Old, in Old cat, material wool and silk, also_bought B0009, stock 7,
+    # a history edge) and an untouched item B0005; the revision counter at 4.
+    query(
+        gw,
+        """
+        CREATE (i:Item {id: 'B0001', created_at: 1, listed: false, title: 'Old', stock: 7, price: 1.0}),
+               (:Item {id: 'B0005', created_at: 1, title: 'Other'}),
+               (o:Item {id: 'B0009', created_at: 1}),
+               (u:User {id: 'u1'}), (b:Brand {id: 'Old'}), (c:Category {id: 'Old cat'}),
+               (w:Entity {id: 'wool'}), (s:Entity {id: 'silk'}), (:Revision {id: 'catalogue', revision: 4})
+        CREATE (i)-[:MADE_BY]->(b), (i)-[:IN_CATEGORY]->(c), (u)-[:INTERACTED {weight: 1.0}]->(i),
+               (i)-[:MATERIAL {relation: 'material'}]->(w), (i)-[:MATERIAL {relation: 'material'}]->(s),
+               (i)-[:ALSO_BOUGHT {relation: 'also_bought'}]->(o)
+        """,
+    )
+    params = dict(st.params)
+    params["items"] = [
+        {**params["items"][0], "props": {**params["items"][0]["props"], "stock": None}},
+        {"id": "B0002", "props": {"title": "New"}, "brands": [], "categories": []},
+    ]
+    params["replaced_attributes"] = [{"id": "B0001", "relation": "material", "keep": ["silk"]}]
+    if st.name != "upsert_catalogue_items":
+        params["attribute_items"] = ["B0007"]
+        params["attributes_0"] = [{"head": "B0001", "relation": "film.film.genre", "tail": "cotton"}]
+        params["attributes_1"] = [{"head": "B0001", "relation": "similar_to", "tail": "B0007"}]
+    summary = gw.write(st, params)
+    assert summary.rows[0]["revision"] == 5 == _revision(gw)
+    item = node(gw, "Item", "B0001")
+    assert item is not None
+    assert {k: item.get(k) for k in ("title", "price", "currency", "available", "stock", "listed")} == {
+        "title": "Lipstick",
+        "price": 9.5,
+        "currency": "EUR",
+        "available": True,
+        "stock": None,  # a given null removes the property
+        "listed": True,
+    }
+    assert (item["revision"], item["created_at"], item["updated_at"]) == (5, 1, NOW)
+    new = node(gw, "Item", "B0002")
+    assert new is not None and (new["title"], new["listed_at"], new["revision"]) == ("New", NOW, 5)
+    assert node(gw, "Item", "B0005") == {"id": "B0005", "created_at": 1, "title": "Other"}
+    # the brand and categories are replaced; history and other relations stay
+    brands = query(gw, "MATCH (:Item {id: 'B0001'})-[:MADE_BY]->(b) RETURN b.id AS id")
+    assert [r["id"] for r in brands] == ["Acme"]
+    cats = query(gw, "MATCH (:Item {id: 'B0001'})-[:IN_CATEGORY]->(c) RETURN c.id AS id ORDER BY id")
+    assert [r["id"] for r in cats] == ["Beauty", "Lips"]
+    assert count(gw, "(:Category {id: 'Lips'})-[:SUBCATEGORY_OF]->(:Category {id: 'Beauty'})") == 1
+    assert count(gw, "(:User {id: 'u1'})-[:INTERACTED]->(:Item {id: 'B0001'})") == 1
+    assert count(gw, "(:Item {id: 'B0001'})-[:ALSO_BOUGHT]->(:Item {id: 'B0009'})") == 1
+    materials = query(gw, "MATCH (:Item {id: 'B0001'})-[k:MATERIAL]->(t) RETURN t.id AS id")
+    assert [r["id"] for r in materials] == ["silk"]  # wool was not kept
+    if st.name != "upsert_catalogue_items":
+        genre = query(
+            gw, "MATCH (:Item {id: 'B0001'})-[k:FILM_FILM_GENRE]->(t:Entity) RETURN k.relation AS r"
+        )
+        similar = query(gw, "MATCH (:Item {id: 'B0001'})-[k:SIMILAR_TO]->(t:Item) RETURN t.listed AS listed")
+        assert genre == [{"r": "film.film.genre"}] and similar == [{"listed": False}]
+    # the same write again changes nothing but the revision
+    again = gw.write(st, params)
+    assert again.rows[0]["revision"] == 6
+    assert count(gw, "(:Item {id: 'B0001'})-[]->()") == len(brands) + len(cats) + 2 + (
+        2 if st.name != "upsert_catalogue_items" else 0
+    )
+
+
+@effect("delist_item")
+def _delist_item(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (i:Item {id: 'B0001', created_at: 1, listed: true}), (u:User {id: 'u1'}),"
+        "       (:Item {id: 'B0002', created_at: 1}) CREATE (u)-[:INTERACTED {weight: 1.0}]->(i)",
+    )
+    first = gw.write(st, st.params)
+    assert first.rows == [{"id": "B0001", "delisted_at": NOW, "revision": 1}]
+    later = gw.write(st, {**st.params, "now": NOW + 5})
+    assert later.rows == [{"id": "B0001", "delisted_at": NOW, "revision": 2}]  # the first time stays
+    item = node(gw, "Item", "B0001")
+    assert item is not None and (item["listed"], item["revision"], item["updated_at"]) == (True, 2, NOW + 5)
+    assert count(gw, "(:User)-[:INTERACTED]->(:Item {id: 'B0001'})") == 1
+    assert node(gw, "Item", "B0002") == {"id": "B0002", "created_at": 1}
+    assert gw.write(st, {**st.params, "item_id": "missing"}).rows == []
+    assert _revision(gw) == 2 and node(gw, "Item", "missing") is None
+
+
+@effect("upsert_rule")
+def _upsert_rule(gw: GraphGateway, st: Statement) -> None:
+    query(gw, "CREATE (:Rule {id: 'other', action: 'block', target_kind: 'brand', target: 'X'})")
+    first = gw.write(st, st.params)
+    assert first.rows == [{"id": "r1", "created_at": NOW, "revision": 1}]
+    rule = node(gw, "Rule", "r1")
+    assert rule is not None
+    stored = {k: v for k, v in st.params["rule"].items() if v is not None}
+    assert rule == {**stored, "id": "r1", "created_at": NOW, "updated_at": NOW}
+    # the same id again replaces the rule (a null removes a property) and bumps the revision
+    changed = {**st.params["rule"], "action": "boost", "position": None, "factor": 2.0}
+    again = gw.write(st, {**st.params, "now": NOW + 1, "rule": changed})
+    assert again.rows == [{"id": "r1", "created_at": NOW, "revision": 2}]
+    rule = node(gw, "Rule", "r1")
+    assert rule is not None and (rule["action"], rule["factor"], "position" in rule) == ("boost", 2.0, False)
+    assert count(gw, "(:Rule)") == 2 and _revision_of(gw, "rules") == 2
+    assert node(gw, "Rule", "other") == {
+        "id": "other",
+        "action": "block",
+        "target_kind": "brand",
+        "target": "X",
+    }
+
+
+@effect("delete_rule")
+def _delete_rule(gw: GraphGateway, st: Statement) -> None:
+    query(gw, "CREATE (:Rule {id: 'r1', action: 'block'}), (:Rule {id: 'r2', action: 'block'})")
+    assert gw.write(st, st.params).rows == [{"revision": 1}]
+    assert node(gw, "Rule", "r1") is None and node(gw, "Rule", "r2") is not None
+    assert gw.write(st, st.params).rows == []  # gone: nothing to delete, no revision bump
+    assert _revision_of(gw, "rules") == 1
+
+
+def _revision_of(gw: GraphGateway, name: str) -> int | None:
+    rows = query(gw, "MATCH (r:Revision {id: $id}) RETURN r.revision AS v", id=name)
+    return rows[0]["v"] if rows else None
 
 
 # --- the cases ------------------------------------------------------------------------------------

@@ -15,11 +15,17 @@ class TrainConfig:
 
     dim: int = 64
     layers: int = 3
-    epochs: int = 8
+    # The graph model's epoch cap: it stops earlier when validation NDCG@10 has not improved
+    # for ``patience`` epochs, and keeps its best epoch (workers.training.kg_model).
+    epochs: int = 40
     batch_size: int = 8192
     lr: float = 0.005
     l2: float = 1e-4
     seed: int = 7
+    # The graph model's early-stopping patience, batch and step size
+    patience: int = 3
+    model_batch_size: int = 8192
+    model_lr: float = 0.03
     use_knowledge: bool = True  # knowledge triples, brands and categories (graph model and signals)
     use_text: bool = True  # item text embeddings
     use_graph_model: bool = True  # the graph neural network's score in the blend

@@ -8,7 +8,10 @@ embedding is the mean of up to three unit vectors:
 - **brand**: the model's embedding of the item's brand;
 - **categories**: the mean of the model's embeddings of its categories;
 
-then normalised like every served item embedding. The basis (trained items'
+then scaled to the median length of the trained items' embeddings (the graph
+model's embeddings are not unit vectors; their length carries how often an item
+is the next one). Brand and category vectors shorter than the item embeddings
+(the model's item rows carry an extra bias column) are padded with zeros. The basis (trained items'
 text vectors and embeddings, brand and category embeddings) is written next to
 the model artifact at training time as ``<version>.foldin.npz``; serving
 processes never load it.
@@ -47,7 +50,7 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class FoldInBasis:
     """What folding in needs from one model version."""
 
-    item_embeddings: np.ndarray  # (n_items, dim), unit rows, in the artifact's item order
+    item_embeddings: np.ndarray  # (n_items, dim) the model's item embeddings, in the artifact's item order
     text_vectors: np.ndarray | None  # (n_items, 384) or None when the model used no text
     brand_ids: list[str]
     brand_vectors: np.ndarray  # unit rows
@@ -90,26 +93,46 @@ class FoldInBasis:
     ) -> np.ndarray:
         """(n, dim) unit embeddings for new items; a row with nothing to go on stays zero."""
         n = len(brands)
-        total = np.zeros((n, self.item_embeddings.shape[1]), dtype=np.float32)
+        width = self.item_embeddings.shape[1]
+        brand_vectors = _padded(self.brand_vectors, width)
+        category_vectors = _padded(self.category_vectors, width)
+        total = np.zeros((n, width), dtype=np.float32)
         if text_vectors is not None and self.text_vectors is not None and self.text_vectors.size:
             similarity = text_vectors @ self.text_vectors.T  # (n, n_items)
             k = min(TEXT_NEIGHBOURS, similarity.shape[1])
             top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
             weights = np.maximum(np.take_along_axis(similarity, top, axis=1), 0.0)
             has_text = (np.linalg.norm(text_vectors, axis=1) > 0) & (weights.sum(axis=1) > 0)
-            mixed = np.einsum("nk,nkd->nd", weights, self.item_embeddings[top])
+            mixed = np.einsum(
+                "nk,nkd->nd",
+                weights,
+                unit_rows(self.item_embeddings[top].reshape(-1, width)).reshape((*top.shape, width)),
+            )
             total[has_text] += unit_rows(mixed[has_text])
         brand_index = {b: k for k, b in enumerate(self.brand_ids)}
         category_index = {c: k for k, c in enumerate(self.category_ids)}
         for row in range(n):
             known_brands = [brand_index[b] for b in brands[row] if b in brand_index]
             if known_brands:
-                total[row] += unit_rows(self.brand_vectors[known_brands].mean(axis=0, keepdims=True))[0]
+                total[row] += unit_rows(brand_vectors[known_brands].mean(axis=0, keepdims=True))[0]
             known_categories = [category_index[c] for c in categories[row] if c in category_index]
             if known_categories:
-                mean = self.category_vectors[known_categories].mean(axis=0, keepdims=True)
+                mean = category_vectors[known_categories].mean(axis=0, keepdims=True)
                 total[row] += unit_rows(mean)[0]
-        return unit_rows(total)
+        return unit_rows(total) * self.typical_norm()
+
+    def typical_norm(self) -> float:
+        """The median length of the trained items' embeddings (1.0 for unit embeddings)."""
+        if self.item_embeddings.size == 0:
+            return 1.0
+        return float(np.median(np.linalg.norm(self.item_embeddings, axis=1)))
+
+
+def _padded(vectors: np.ndarray, width: int) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] >= width:
+        return vectors
+    return np.pad(vectors, ((0, 0), (0, width - vectors.shape[1])))
 
 
 def basis_path(models_folder: Path, artifact: str) -> Path:

@@ -17,7 +17,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.model_store import artifact_name, models_dir
 from workers.training.config import TrainConfig
 from workers.training.item_fold_in import FoldInBasis, basis_path, unit_rows
-from workers.training.kg_lightgcn import resolve_device
+from workers.training.kg_model import resolve_device
 from workers.training.pipeline import train_model
 from workers.training.publish import collect_garbage, write_back
 from workers.training.subgraph import pull

@@ -1,10 +1,12 @@
 """Train a servable model from a pulled training graph.
 
 1. Hold out each user's most recent interaction (users with at least 3) for validation.
-2. Train KG-LightGCN on the rest (with item text features).
-3. Choose the blend weights (around the defaults of :mod:`kgrec.signals`) and the
-   recency decay that maximise validation NDCG@10, scoring through
-   :class:`kgrec.recommender.Recommender` itself.
+2. Train the graph model (:mod:`workers.training.kg_model`) on the rest (with item
+   text features), early-stopped on validation NDCG@10 of its own served score.
+3. Fit the blend on the same validation hold-out (:mod:`workers.training.blend_fit`):
+   the weight of every signal of :mod:`kgrec.signals` and of the graph model's score,
+   and the recency decay. The variants of :data:`workers.training.config.VARIANTS`
+   decide which features the fit may use.
 4. Rebuild the signals' item–item graphs on all interactions and package the artifacts.
 """
 
@@ -17,18 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from kgrec.item_graphs import popularity
+from kgrec.item_graphs import history_order, popularity
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import build_signals, candidate_weights
+from kgrec.signals import EMBEDDING, build_signals
 from kgrec.training_graph import TrainingGraph
+from workers.training.blend_fit import DECAYS, fit_blend
 from workers.training.config import TrainConfig
-from workers.training.kg_lightgcn import TrainedEmbeddings, train_embeddings
+from workers.training.kg_model import TrainedEmbeddings, train_kg_model
 from workers.training.metrics import ranking_metrics
 from workers.training.text import TextEmbeddingCache
 
 MIN_HISTORY_FOR_VALIDATION = 3
 MAX_TUNING_USERS = 5_000
-DECAYS = (0.5, 0.7, 1.0)
 
 
 @dataclass
@@ -56,7 +58,7 @@ def subset(graph: TrainingGraph, keep: np.ndarray) -> TrainingGraph:
 
 def hold_out_latest(graph: TrainingGraph) -> tuple[TrainingGraph, dict[int, int]]:
     """Remove each user's most recent interaction (if they have enough); returns (rest, user → item)."""
-    order = np.lexsort((graph.inter_item, graph.inter_order, graph.inter_user))
+    order = history_order(graph)
     users = graph.inter_user[order]
     last = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
     sizes = np.diff(np.r_[-1, last])
@@ -108,7 +110,9 @@ def tune(
     candidates: Sequence[dict[str, float]],
     seed: int,
 ) -> tuple[dict[str, float], float, dict[str, float]]:
-    """The (weights, decay) with the best validation NDCG@10, and its metrics."""
+    """The (weights, decay) among ``candidates`` × :data:`~workers.training.blend_fit.DECAYS` with the
+    best validation NDCG@10, and its metrics (for baselines with a fixed blend; kgrec's own blend
+    is fitted by :func:`~workers.training.blend_fit.fit_blend`)."""
     users = sorted(targets)
     if len(users) > MAX_TUNING_USERS:
         users = sorted(np.random.default_rng(seed).choice(users, MAX_TUNING_USERS, replace=False).tolist())
@@ -125,6 +129,13 @@ def tune(
     return best[1], best[2], best[3]
 
 
+def fit_features(components: Sequence[str], config: TrainConfig) -> list[str]:
+    """The features the blend fit may weigh under ``config``'s variant switches."""
+    if config.graph_model_only:
+        return [EMBEDDING]
+    return [*components, *([EMBEDDING] if config.use_graph_model else [])]
+
+
 def train_model(
     graph: TrainingGraph,
     config: TrainConfig,
@@ -134,7 +145,7 @@ def train_model(
     version: str = "",
     on_progress: Callable[[str, float], None] | None = None,
 ) -> TrainingResult:
-    """Train, tune and package a model from ``graph`` (see the module docstring)."""
+    """Train, fit the blend and package a model from ``graph`` (see the module docstring)."""
     timings: dict[str, float] = {}
     report = on_progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
@@ -146,47 +157,104 @@ def train_model(
 
     fit_graph, targets = hold_out_latest(graph)
     started = time.perf_counter()
-    embeddings = train_embeddings(
+    embeddings = train_kg_model(
         fit_graph,
         config,
         device,
         text,
+        validation=targets,
         on_epoch=lambda epoch, _loss: report("train", 0.1 + 0.6 * (epoch + 1) / config.epochs),
     )
     timings["train_s"] = time.perf_counter() - started
+    report("fit-blend", 0.7)
+    result = fit_and_package(graph, embeddings, config, device=device, version=version)
+    result.timings = {**timings, **result.timings}
+    result.text_vectors = text
+    report("done", 1.0)
+    return result
 
+
+def fit_and_package(
+    graph: TrainingGraph,
+    embeddings: TrainedEmbeddings,
+    config: TrainConfig,
+    *,
+    device: str = "cpu",
+    version: str = "",
+) -> TrainingResult:
+    """Fit the blend for ``config``'s variant on the validation hold-out and package the artifacts.
+
+    ``embeddings`` is the graph model trained on ``graph`` minus the hold-out
+    (:func:`hold_out_latest`); variants that train the same graph model share it.
+    """
+    fit_graph, targets = hold_out_latest(graph)
     started = time.perf_counter()
-    item_vectors = normalised(embeddings.items)
+    use_order = config.use_recency
+    fit_components = build_signals(fit_graph, config.use_knowledge, use_order)
     fit_artifacts = ModelArtifacts(
         version=version,
         item_ids=graph.item_ids,
-        item_embeddings=item_vectors,
-        components=build_signals(fit_graph, config.use_knowledge),
-        weights={},
+        item_embeddings=embeddings.items,
+        components=fit_components,
+        weights={name: 0.0 for name in fit_components},
         recency_decay=1.0,
         popularity=popularity(fit_graph),
+        item_context_embeddings=embeddings.item_context,
     )
-    weights, decay, validation = tune(
+    histories = user_histories(fit_graph)
+    fitted = fit_blend(
         fit_artifacts,
-        user_histories(fit_graph),
+        fit_features(list(fit_components), config),
+        histories,
         targets,
-        graph.item_ids,
-        candidates=candidate_weights(config.use_knowledge),
+        # the grid, and the decay the graph model learnt on the training interactions
+        decays=sorted({*DECAYS, round(embeddings.decay, 3)}) if use_order else (1.0,),
         seed=config.seed,
     )
-    timings["tune_s"] = time.perf_counter() - started
-    report("tune", 0.9)
+    weights = {**{name: 0.0 for name in fit_components}, EMBEDDING: 0.0, **fitted.weights}
+    validation = _validation_metrics(
+        replace(fit_artifacts, weights=weights, recency_decay=fitted.recency_decay),
+        histories,
+        targets,
+        graph.item_ids,
+        config.seed,
+    )
+    fit_seconds = time.perf_counter() - started
 
     artifacts = ModelArtifacts(
         version=version,
         item_ids=graph.item_ids,
-        item_embeddings=item_vectors,
-        components=build_signals(graph, config.use_knowledge),
+        item_embeddings=embeddings.items,
+        components=build_signals(graph, config.use_knowledge, use_order),
         weights=weights,
-        recency_decay=decay,
+        recency_decay=fitted.recency_decay,
         popularity=popularity(graph),
-        parameters={**config.__dict__, "device": device},
+        parameters={
+            **config.__dict__,
+            "device": device,
+            "model_best_epoch": embeddings.best_epoch,
+            "model_validation_ndcg": [round(x, 5) for x in embeddings.validation_ndcg],
+            "model_decay": round(embeddings.decay, 4),
+            "relation_weights": embeddings.relation_weights,
+            "single_feature_validation_ndcg": {k: round(v, 5) for k, v in fitted.single.items()},
+        },
         facts=graph.facts,
+        item_context_embeddings=embeddings.item_context,
     )
-    report("done", 1.0)
-    return TrainingResult(artifacts, embeddings, validation, graph.counts(), timings, text)
+    return TrainingResult(artifacts, embeddings, validation, graph.counts(), {"fit_blend_s": fit_seconds})
+
+
+def _validation_metrics(
+    artifacts: ModelArtifacts,
+    histories: Sequence[Sequence[HistoryEntry]],
+    targets: dict[int, int],
+    item_ids: Sequence[str],
+    seed: int,
+) -> dict[str, float]:
+    """The fitted blend's validation Recall/NDCG@10, through the Recommender (full ranking)."""
+    users = sorted(targets)
+    if len(users) > MAX_TUNING_USERS:
+        users = sorted(np.random.default_rng(seed).choice(users, MAX_TUNING_USERS, replace=False).tolist())
+    return evaluate_recommender(
+        Recommender(artifacts), [histories[u] for u in users], [{item_ids[targets[u]]} for u in users], (10,)
+    )

@@ -1,0 +1,474 @@
+"""The catalogue: item upserts and delisting, and what serving must hide or re-price at once.
+
+Writes (``PUT``/``POST /v1/items``, ``DELETE /v1/items/{id}``, ``kgrec items import``)
+validate a batch as a whole (every bad item reported as ``{index, field, reason}``,
+nothing written) and apply it in one statement that also bumps the catalogue
+revision (:mod:`graph_schema.statements.catalogue`). A field that is given is
+written (``null`` removes it); a field that is left out keeps its stored value.
+
+Serving processes hold a :class:`CatalogueView`: at most every
+``CATALOGUE_CHECK_S`` it reads the revision (one node), and when it moved, the
+items changed since (one indexed read). :func:`allowed_items` turns that into the
+``allowed`` mask of the Recommender: unavailable, delisted and not-yet-listed items
+are left out, and price filters use the catalogue's current prices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, Label
+from graph_schema.relation_names import relation_problem
+from graph_schema.statements.catalogue import (
+    CATALOGUE,
+    CATALOGUE_CHANGES,
+    CATALOGUE_ITEM,
+    CATALOGUE_REVISION,
+    DELIST_ITEM,
+    upsert_catalogue_statement,
+)
+from graph_schema.statements.knowledge import KNOWN_ITEMS
+from kgrec.datasets.records import parse_timestamp_ms
+from kgrec.events.ingest import attribute_params
+from kgrec.events.validation import Attributes, FieldError
+from kgrec.field_types import Id, Price, Title
+from kgrec.gateway import GraphGateway
+from kgrec.limits import (
+    CATALOGUE_CHECK_S,
+    CURRENCY_PATTERN,
+    MAX_BATCH_ATTRIBUTE_RELATIONS,
+    MAX_CATEGORY_DEPTH,
+    MAX_ITEMS_PER_BATCH,
+    MAX_STOCK,
+    id_problem,
+)
+
+CategoryIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON does not tell 3.0 from 3: both are the integer JSON Schema allows; a string is not one.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = type(value).__name__
+        raise PydanticCustomError("int_type", "must be an integer, not {kind}", {"kind": kind})
+    return value
+
+
+def _epoch_ms(value: Any) -> int:
+    value = _whole_number(value) if isinstance(value, (int, float)) else value
+    if isinstance(value, str):
+        try:
+            value = int(value) if value.strip().lstrip("-").isdigit() else parse_timestamp_ms(value)
+        except (ValueError, OverflowError):
+            raise PydanticCustomError(
+                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": repr(value[:40])}
+            ) from None
+    if not isinstance(value, int):
+        raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
+    if value < 0:
+        raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": value})
+    return value
+
+
+CategoryPath = Annotated[
+    Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)] | None,
+    BeforeValidator(_one_or_many, json_schema_input_type=Id | CategoryIds | None),
+    Field(description="a category id, or a path of ids from general to specific; replaces the stored ones"),
+]
+Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="an ISO 4217 code, like EUR")]
+Stock = Annotated[
+    int,
+    BeforeValidator(_whole_number, json_schema_input_type=Annotated[int, Field(ge=0, le=MAX_STOCK)]),
+    Field(ge=0, le=MAX_STOCK, description="units in stock"),
+]
+EpochMs = Annotated[int, Field(ge=0)]
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+CatalogueTime = Annotated[
+    int,
+    PlainValidator(_epoch_ms, json_schema_input_type=EpochMs | IsoTime),
+    Field(description="epoch milliseconds or ISO-8601, not before 1970 (may be in the future)"),
+]
+
+
+class ItemFields(BaseModel):
+    """An item's catalogue fields: a field given is written (null removes it), one left out is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title | None = None
+    brand: Id | None = Field(None, description="the brand's id; replaces the stored brand")
+    categories: CategoryPath = None
+    price: Price | None = None
+    currency: Currency | None = None
+    available: StrictBool | None = Field(None, description="false: never recommended until true again")
+    stock: Stock | None = None
+    attributes: Attributes = None
+    listed_at: CatalogueTime | None = Field(
+        None, description="before this time the item is never recommended"
+    )
+    delisted_at: CatalogueTime | None = Field(
+        None, description="from this time on the item is never recommended (DELETE sets it to now)"
+    )
+
+
+class CatalogueItem(ItemFields):
+    """One item of a batch: its id and its fields."""
+
+    item_id: Id
+
+
+ITEM_FIELDS = tuple(CatalogueItem.model_fields)
+_ITEMS = TypeAdapter(list[CatalogueItem])
+_PROPERTIES = ("title", "price", "currency", "available", "stock", "listed_at", "delisted_at")
+
+
+def _field(error: ErrorDetails, indexed: bool) -> str:
+    context = error.get("ctx") or {}
+    names = [str(part) for part in error["loc"][1 if indexed else 0 :] if isinstance(part, str)]
+    if not names and "field" in context:  # a rule over several fields names the one to change
+        return str(context["field"])
+    name = ".".join(names) if names else "item"
+    relation = context.get("relation") if error["type"] == "item_attributes" else None
+    return f"{name}.{relation}" if relation else name
+
+
+def field_reason(error: ErrorDetails, field: str) -> str:
+    """Why a field was refused, in kgrec's words (the id rule, the relation rule, ISO 4217)."""
+    kind, value = error["type"], error.get("input")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known item field"
+    if kind.startswith("string_") and kind != "string_pattern_mismatch":
+        return id_problem(value) or error["msg"]
+    if kind == "string_pattern_mismatch":
+        if field.endswith("currency"):
+            return id_problem(value) or f"{str(value)[:40]!r} is not an ISO 4217 code like EUR"
+        if field.endswith("relation"):
+            return f"relation {relation_problem(value)}"
+    return error["msg"]
+
+
+def error_problems(exc: ValidationError, *, indexed: bool) -> list[FieldError]:
+    """The first problem of each invalid object, as (index, field, reason).
+
+    ``indexed``: the objects were a list (the first part of each location is the index);
+    otherwise one object, reported as index 0.
+    """
+    first: dict[int, FieldError] = {}
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        index = (int(loc[0]) if loc and isinstance(loc[0], int) else -1) if indexed else 0
+        name = _field(error, indexed)
+        first.setdefault(index, FieldError(index, name, field_reason(error, name)))
+    return [first[i] for i in sorted(first)]
+
+
+def validate_items(
+    raw_items: Any, *, max_batch: int = MAX_ITEMS_PER_BATCH
+) -> tuple[list[CatalogueItem], list[FieldError]]:
+    """Validate a batch as a whole: the items, and each bad item's first problem (index, field, reason)."""
+    if not isinstance(raw_items, list):
+        return [], [FieldError(-1, "items", "must be a list of item objects")]
+    if not raw_items:
+        return [], [FieldError(-1, "items", "must contain at least one item")]
+    if len(raw_items) > max_batch:
+        return [], [FieldError(-1, "items", f"at most {max_batch} items per batch (got {len(raw_items)})")]
+    try:
+        items = _ITEMS.validate_python(raw_items)
+    except ValidationError as exc:
+        return [], error_problems(exc, indexed=True)
+    relations = {r for item in items for r in item.attributes or ()}
+    if len(relations) > MAX_BATCH_ATTRIBUTE_RELATIONS:
+        reason = f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct attribute relations per batch"
+        return [], [FieldError(-1, "items", f"{reason} (got {len(relations)})")]
+    return items, []
+
+
+def _category_links(path: Sequence[str]) -> list[dict[str, str]]:
+    return [{"child_id": c, "parent_id": p} for p, c in itertools.pairwise(path)]
+
+
+def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms: int) -> dict[str, Any]:
+    """The upsert statement's parameters (the last of several entries for one id wins)."""
+    latest = list({item.item_id: item for item in items}.values())
+    rows, links = [], {}
+    replaced_brands, replaced_categories, replaced_attributes = [], [], []
+    for item in latest:
+        given = item.model_fields_set
+        attributes = dict(item.attributes or {})
+        extra_brands = list(attributes.pop("produced_by", ()))
+        extra_categories = list(attributes.pop("belongs_to", ()))
+        brands = ([item.brand] if item.brand else []) if "brand" in given else []
+        categories = list(item.categories or ()) if "categories" in given else []
+        if "brand" in given:
+            replaced_brands.append({"id": item.item_id, "keep": brands + extra_brands})
+        if "categories" in given:
+            replaced_categories.append({"id": item.item_id, "keep": categories + extra_categories})
+        for link in _category_links(categories):
+            links[(link["child_id"], link["parent_id"])] = link
+        for relation, values in attributes.items():
+            replaced_attributes.append({"id": item.item_id, "relation": relation, "keep": list(values)})
+        rows.append(
+            {
+                "id": item.item_id,
+                "props": {name: getattr(item, name) for name in _PROPERTIES if name in given},
+                "brands": list(dict.fromkeys(brands + extra_brands)),
+                "categories": list(dict.fromkeys(categories + extra_categories)),
+            }
+        )
+    # attribute_params reads events' item_id and item.attributes: hand it the items in that shape.
+    shaped = [
+        SimpleNamespace(item_id=item.item_id, item=SimpleNamespace(attributes=item.attributes))
+        for item in latest
+        if item.attributes
+    ]
+    return {
+        "now": now_ms,
+        "items": rows,
+        "category_links": list(links.values()),
+        "replaced_brands": replaced_brands,
+        "replaced_categories": replaced_categories,
+        "replaced_attributes": replaced_attributes,
+        **attribute_params(shaped, known_items | {item.item_id for item in latest}),  # type: ignore[arg-type]
+    }
+
+
+def write_items(gateway: GraphGateway, items: Sequence[CatalogueItem], now_ms: int | None = None) -> int:
+    """Upsert validated items in one atomic write; returns the new catalogue revision."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    values = sorted(
+        {
+            value
+            for item in items
+            for relation, vals in (item.attributes or {}).items()
+            if relation not in ATTRIBUTE_RELATIONS
+            for value in vals
+        }
+    )
+    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": values})} if values else set()
+    params = upsert_params(items, known, now_ms)
+    entities = set(params.get("attribute_entities", ()))
+    link_keys = [
+        (row["relation"], Label.ENTITY if row["tail"] in entities else Label.ITEM)
+        for name, rows in params.items()
+        if name.startswith("attributes_")
+        for row in rows
+    ]
+    summary = gateway.write(upsert_catalogue_statement(link_keys), params)
+    return int(summary.rows[0]["revision"]) if summary.rows else 0
+
+
+def delist_item(gateway: GraphGateway, item_id: str, now_ms: int | None = None) -> dict[str, Any] | None:
+    """Delist an item (its node, edges and history stay); None if the graph has no such item."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    summary = gateway.write(DELIST_ITEM, {"item_id": item_id, "now": now_ms})
+    return dict(summary.rows[0]) if summary.rows else None
+
+
+def _category_path(categories: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The item's categories, general to specific (by their depth among the item's own categories)."""
+    parents = {c["id"]: set(c["parents"] or ()) for c in categories if c["id"] is not None}
+
+    def depth(category: str, seen: frozenset[str] = frozenset()) -> int:
+        above = [p for p in parents.get(category, ()) if p in parents and p not in seen]
+        return 1 + max((depth(p, seen | {category}) for p in above), default=0)
+
+    return sorted(parents, key=lambda c: (depth(c), c))
+
+
+def read_item(gateway: GraphGateway, item_id: str) -> dict[str, Any] | None:
+    """The item as the graph holds it, or None."""
+    rows = gateway.read(CATALOGUE_ITEM, {"item_id": item_id})
+    if not rows:
+        return None
+    row = rows[0]
+    attributes: dict[str, list[str]] = {}
+    for pair in row["attributes"]:
+        if pair["relation"] is not None:
+            attributes.setdefault(pair["relation"], []).append(pair["value"])
+    brands = sorted(b for b in row["brands"] if b is not None)
+    return {
+        "item_id": row["id"],
+        "title": row["title"],
+        "brand": brands[0] if brands else None,
+        "brands": brands,
+        "categories": _category_path(row["categories"]),
+        "price": row["price"],
+        "currency": row["currency"],
+        "available": row["available"] is not False,
+        "stock": row["stock"],
+        "attributes": {relation: sorted(values) for relation, values in sorted(attributes.items())},
+        "listed": bool(row["listed"]),
+        "listed_at": row["listed_at"],
+        "delisted_at": row["delisted_at"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+# --- what serving hides and re-prices -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """What the catalogue says about one changed item."""
+
+    price: float | None
+    available: bool | None
+    listed_at: int | None
+    delisted_at: int | None
+
+    def hidden_at(self, now_ms: float) -> bool:
+        """Unavailable, delisted by ``now_ms``, or not listed yet."""
+        if self.available is False:
+            return True
+        if self.delisted_at is not None and self.delisted_at <= now_ms:
+            return True
+        return self.listed_at is not None and self.listed_at > now_ms
+
+    def next_change(self, now_ms: float) -> float:
+        """When hidden_at next changes by the clock alone (inf: never)."""
+        times = [t for t in (self.listed_at, self.delisted_at) if t is not None and t > now_ms]
+        return float(min(times)) if times else math.inf
+
+
+@dataclass
+class CatalogueSnapshot:
+    """The catalogue changes as of one revision, with masks cached per model."""
+
+    revision: int = 0
+    items: dict[str, ItemState] = field(default_factory=dict)
+    _hidden: dict[int, tuple[Any, np.ndarray, float, float]] = field(default_factory=dict)
+    _prices: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
+
+    def hidden(self, model: Any, now_ms: float) -> np.ndarray:
+        """The model's item indices that must not be shown now."""
+        cached = self._hidden.get(id(model))
+        if cached is not None and cached[0] is model and cached[2] <= now_ms < cached[3]:
+            return cached[1]
+        index = model.item_index
+        hidden = [index[i] for i, s in self.items.items() if i in index and s.hidden_at(now_ms)]
+        until = min((s.next_change(now_ms) for i, s in self.items.items() if i in index), default=math.inf)
+        array = np.array(sorted(hidden), dtype=np.int64)
+        self._hidden = {id(model): (model, array, now_ms, until)}
+        return array
+
+    def prices(self, model: Any) -> np.ndarray:
+        """The model's item prices with the catalogue's current ones laid over (NaN: unknown)."""
+        cached = self._prices.get(id(model))
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        price = model.facts.item_price.astype(np.float64, copy=True)
+        index = model.item_index
+        for item_id, state in self.items.items():
+            if item_id in index:
+                price[index[item_id]] = np.nan if state.price is None else state.price
+        self._prices = {id(model): (model, price)}
+        return price
+
+
+def allowed_items(
+    model: Any,
+    snapshot: CatalogueSnapshot,
+    now_ms: float,
+    brand: str | None = None,
+    category: str | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+) -> np.ndarray | None:
+    """The Recommender's ``allowed`` mask: the filters (with current prices), minus hidden items."""
+    mask = model.facts.mask(brand, category)
+    if min_price is not None or max_price is not None:
+        price = snapshot.prices(model)
+        with np.errstate(invalid="ignore"):
+            low = price >= min_price if min_price is not None else ~np.isnan(price)
+            high = price <= max_price if max_price is not None else ~np.isnan(price)
+        mask = (low & high) if mask is None else (mask & low & high)
+    hidden = snapshot.hidden(model, now_ms)
+    if hidden.size:
+        mask = np.ones(model.facts.n_items, dtype=bool) if mask is None else mask.copy()
+        mask[hidden] = False
+    return mask
+
+
+class CatalogueView:
+    """A serving process's view of the catalogue: re-checked at most every ``check_every_s``."""
+
+    def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
+        self._gateway = gateway
+        self._check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._snapshot = CatalogueSnapshot()
+
+    def stale(self) -> None:
+        """Check on the next call (this process just wrote to the catalogue)."""
+        with self._lock:
+            self._checked_at = -math.inf
+
+    def snapshot(self) -> CatalogueSnapshot:
+        """The catalogue changes as of the latest revision seen."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at < self._check_every_s:
+                return self._snapshot
+            self._checked_at = now
+            rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
+            revision = int(rows[0]["revision"]) if rows else 0
+            current = self._snapshot
+            if revision == current.revision:
+                return current
+            # A lower revision means a new graph (cleared or restored): read everything again.
+            since, items = (current.revision, dict(current.items)) if revision > current.revision else (0, {})
+            for row in self._gateway.read(CATALOGUE_CHANGES, {"since": since}):
+                items[row["id"]] = ItemState(
+                    None if row["price"] is None else float(row["price"]),
+                    row["available"],
+                    row["listed_at"],
+                    row["delisted_at"],
+                )
+            self._snapshot = CatalogueSnapshot(revision, items)
+            return self._snapshot
+
+
+__all__ = [
+    "CatalogueItem",
+    "CatalogueSnapshot",
+    "CatalogueTime",
+    "CatalogueView",
+    "ItemFields",
+    "allowed_items",
+    "delist_item",
+    "error_problems",
+    "field_reason",
+    "read_item",
+    "validate_items",
+    "write_items",
+]

@@ -1,0 +1,105 @@
+"""Diversity: at most N items of one brand or one category on a page, by a greedy reorder.
+
+The ranked list is cut into pages of ``k`` from the top. Each page takes, in rank
+order, the best remaining items that keep every brand (and every category) at
+most ``max_per_brand`` (``max_per_category``) times on that page; if the remaining
+items cannot fill the page that way, the best skipped ones fill it. An item a page
+skipped stays at the front of the queue for the next page. The order depends only
+on the ranked list, ``k`` and the caps, so every page of one ranking is cut from
+the same order: no item is shown twice and none is lost between pages, as long as
+the ranked list is the same fixed-size pool for every page (:data:`POOL`).
+
+An item counts towards its brand and towards each of its most specific categories
+(those of its categories that are not the parent of another of them), so a root
+category such as "Beauty" does not count every item twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kgrec.limits import MAX_K, MAX_OFFSET
+
+POOL = MAX_OFFSET + MAX_K  # ranked items reordered when a page is diversified or ruled
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """The caps of one request (None: no cap)."""
+
+    max_per_brand: int | None = None
+    max_per_category: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any cap is set."""
+        return self.max_per_brand is not None or self.max_per_category is not None
+
+    def as_dict(self) -> dict[str, int]:
+        """The caps that were given."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class ItemGroups:
+    """Each of a model's items' brand and most specific categories (by item index), built once per model."""
+
+    def __init__(self, facts: Any) -> None:
+        self.brand = np.asarray(facts.item_brand)
+        parent_of: dict[int, set[int]] = {}
+        for child, parent in np.asarray(facts.category_parent_pairs).tolist():
+            parent_of.setdefault(child, set()).add(parent)
+        per_item: dict[int, set[int]] = {}
+        for item, category in np.asarray(facts.item_category_pairs).tolist():
+            per_item.setdefault(item, set()).add(category)
+        self.categories: dict[int, tuple[int, ...]] = {}
+        for item, categories in per_item.items():
+            above = {p for c in categories for p in parent_of.get(c, ())}
+            self.categories[item] = tuple(sorted(categories - above) or sorted(categories))
+
+
+def diversify(
+    ranked: Sequence[tuple[str, float]],
+    index: dict[str, int],
+    groups: ItemGroups,
+    k: int,
+    caps: Diversity,
+    upto: int,
+) -> list[tuple[str, float]]:
+    """The first ``upto`` items of ``ranked`` reordered page by page (pages of ``k``) under ``caps``."""
+    if not caps.active or not ranked:
+        return list(ranked[:upto])
+    queue = list(ranked)
+    ordered: list[tuple[str, float]] = []
+    while queue and len(ordered) < upto:
+        brands: Counter[int] = Counter()
+        categories: Counter[int] = Counter()
+        page: list[int] = []
+        for position, (item_id, _) in enumerate(queue):
+            if len(page) == k:
+                break
+            row = index.get(item_id)
+            brand = int(groups.brand[row]) if row is not None and row < groups.brand.size else -1
+            cats = groups.categories.get(row, ()) if row is not None else ()
+            if caps.max_per_brand is not None and brand >= 0 and brands[brand] >= caps.max_per_brand:
+                continue
+            if caps.max_per_category is not None and any(
+                categories[c] >= caps.max_per_category for c in cats
+            ):
+                continue
+            page.append(position)
+            if brand >= 0:
+                brands[brand] += 1
+            categories.update(cats)
+        if len(page) < k:  # not enough diverse items left: the best skipped ones fill the page
+            taken = set(page)
+            page += [p for p in range(len(queue)) if p not in taken][: k - len(page)]
+            page.sort()
+        chosen = set(page)
+        ordered += [queue[p] for p in page]
+        queue = [entry for p, entry in enumerate(queue) if p not in chosen]
+    return ordered

@@ -1,0 +1,464 @@
+"""Business rules: block, pin, boost and bury, stored in the graph and applied after scoring.
+
+A rule targets an item, a brand, a category (with its subcategories) or an
+attribute value (items with a knowledge edge ``relation`` to ``value``):
+
+- ``block``: the targets are never shown (they leave the ``allowed`` mask);
+- ``boost`` / ``bury``: the targets' scores are multiplied by ``factor`` (> 1 boosts,
+  < 1 buries; a negative score is divided instead, so both still move the right way);
+- ``pin``: the target item is put at ``position`` (1 is the top) of the whole ranking,
+  for requests matching ``when`` (the request's brand or category filter, for similar
+  items also the source item's brand or category, or one of the user's 10 strongest
+  interests), or for every request without ``when``.
+
+A rule applies between ``starts_at`` and ``ends_at`` (either may be missing) on its
+``surface``. Rules apply after scoring and before paging, to the top ``POOL`` items,
+so every page of one ranking is cut from the same order. Serving processes hold a
+:class:`RulesView`, re-checked like the catalogue (:mod:`kgrec.catalogue`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from graph_schema.relation_names import RELATION_PATTERN
+from graph_schema.statements.catalogue import CATALOGUE_REVISION
+from graph_schema.statements.rules import (
+    ALL_RULES,
+    ATTRIBUTE_ITEMS,
+    DELETE_RULE,
+    RULES,
+    UPSERT_RULE,
+)
+from kgrec.catalogue import CatalogueTime, field_reason
+from kgrec.diversity import POOL
+from kgrec.events.validation import FieldError
+from kgrec.field_types import Id
+from kgrec.gateway import GraphGateway
+from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
+
+ACTIONS = ("block", "pin", "boost", "bury")
+SURFACES = ("recommendations", "similar", "both")
+TARGETS = ("item", "brand", "category", "attribute")
+CONDITIONS = ("brand", "category", "interest")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttributeValue(_Strict):
+    """Items with a knowledge edge ``relation`` to ``value``."""
+
+    relation: Annotated[str, Field(pattern=RELATION_PATTERN)]
+    value: Id
+
+
+class ItemTarget(_Strict):
+    item: Id = Field(description="one item")
+
+
+class BrandTarget(_Strict):
+    brand: Id = Field(description="every item of this brand")
+
+
+class CategoryTarget(_Strict):
+    category: Id = Field(description="every item in this category or below it")
+
+
+class AttributeTarget(_Strict):
+    attribute: AttributeValue = Field(description="every item with this attribute value")
+
+
+Target = ItemTarget | BrandTarget | CategoryTarget | AttributeTarget
+
+
+class WhenBrand(_Strict):
+    brand: Id = Field(description="the request's brand filter (similar items: or the item's brand)")
+
+
+class WhenCategory(_Strict):
+    category: Id = Field(
+        description="the request's category filter (similar items: or one of the item's categories)"
+    )
+
+
+class WhenInterest(_Strict):
+    interest: Id = Field(description="a brand or category among the user's 10 strongest interests")
+
+
+Condition = WhenBrand | WhenCategory | WhenInterest
+
+
+class _RuleBase(_Strict):
+    id: Id | None = Field(
+        None, description="the rule's id (default: a new UUID); the same id replaces the rule"
+    )
+    starts_at: CatalogueTime | None = None
+    ends_at: CatalogueTime | None = Field(None, description="after starts_at")
+    surface: Literal[SURFACES] = "both"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _window(self) -> _RuleBase:
+        if self.starts_at is not None and self.ends_at is not None and self.ends_at <= self.starts_at:
+            raise _problem("ends_at", "must be after starts_at")
+        return self
+
+
+class BlockRule(_RuleBase):
+    """Never show the target's items."""
+
+    action: Literal["block"]
+    target: Target
+
+
+class BoostRule(_RuleBase):
+    """Multiply the target's items' scores by ``factor`` (above 1)."""
+
+    action: Literal["boost"]
+    target: Target
+    factor: Annotated[float, Field(gt=1, le=MAX_RULE_FACTOR, allow_inf_nan=False)]
+
+
+class BuryRule(_RuleBase):
+    """Multiply the target's items' scores by ``factor`` (below 1)."""
+
+    action: Literal["bury"]
+    target: Target
+    factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class PinRule(_RuleBase):
+    """Put one item at ``position`` (1 is the top) of the ranking, for requests matching ``when``."""
+
+    action: Literal["pin"]
+    item: Id
+    position: Annotated[int, Field(ge=1, le=POOL)]
+    when: Condition | None = Field(None, description="only for requests matching this (default: every one)")
+
+
+def _problem(field_name: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("rule", message, {"field": field_name})
+
+
+RuleBody = Annotated[BlockRule | BoostRule | BuryRule | PinRule, Field(discriminator="action")]
+_RULE = TypeAdapter(RuleBody)
+
+
+_MEMBERS = {"ItemTarget", "BrandTarget", "CategoryTarget", "AttributeTarget"} | {
+    "WhenBrand",
+    "WhenCategory",
+    "WhenInterest",
+}
+_ONE_OF = {
+    "target": "must be one object of {item}, {brand}, {category} or {attribute: {relation, value}}",
+    "when": "must be one object of {brand}, {category} or {interest}",
+}
+
+
+def _rule_problem(exc: ValidationError) -> FieldError:
+    """The rule's most telling problem: a union member's missing or unknown key names the union."""
+    ranked: list[tuple[int, FieldError]] = []
+    for error in exc.errors(include_url=False):
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            return FieldError(0, "action", f"must be one of {', '.join(ACTIONS)}")
+        loc = [str(part) for part in error["loc"]]
+        loc = loc[1:] if loc and loc[0] in ACTIONS else loc
+        in_member = any(part in _MEMBERS for part in loc)
+        loc = [part for part in loc if part not in _MEMBERS]
+        if in_member and error["type"] in ("missing", "extra_forbidden", "model_type") and loc[0] in _ONE_OF:
+            ranked.append((1, FieldError(0, loc[0], _ONE_OF[loc[0]])))
+            continue
+        name = ".".join(loc) or str((error.get("ctx") or {}).get("field", "rule"))
+        ranked.append((0, FieldError(0, name, field_reason(error, name))))
+    if not ranked:
+        return FieldError(0, "rule", "must be a rule object")
+    return min(ranked, key=lambda entry: entry[0])[1]
+
+
+def validate_rule(raw: Any) -> tuple[Any, list[FieldError]]:
+    """The rule, or its problem (index 0) with field and reason."""
+    try:
+        return _RULE.validate_python(raw), []
+    except ValidationError as exc:
+        return None, [_rule_problem(exc)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A stored rule."""
+
+    id: str
+    action: str
+    target_kind: str
+    target: str
+    relation: str | None
+    position: int | None
+    factor: float | None
+    condition_kind: str | None
+    condition: str | None
+    starts_at: int | None
+    ends_at: int | None
+    surface: str
+    created_at: int | None = None
+
+    def live(self, surface: str, now_ms: float) -> bool:
+        """Whether the rule applies on ``surface`` at ``now_ms``."""
+        if self.surface not in ("both", surface):
+            return False
+        if self.starts_at is not None and now_ms < self.starts_at:
+            return False
+        return self.ends_at is None or now_ms < self.ends_at
+
+    def next_change(self, now_ms: float) -> float:
+        """When ``live`` next changes by the clock (inf: never)."""
+        times = [t for t in (self.starts_at, self.ends_at) if t is not None and t > now_ms]
+        return float(min(times)) if times else math.inf
+
+    def as_dict(self, now_ms: float) -> dict[str, Any]:
+        """The API's form."""
+        body: dict[str, Any] = {"id": self.id, "action": self.action}
+        if self.action == "pin":
+            body["item"] = self.target
+        elif self.target_kind == "attribute":
+            body["target"] = {"attribute": {"relation": self.relation, "value": self.target}}
+        else:
+            body["target"] = {self.target_kind: self.target}
+        if self.position is not None:
+            body["position"] = self.position
+        if self.factor is not None:
+            body["factor"] = self.factor
+        if self.condition_kind is not None:
+            body["when"] = {self.condition_kind: self.condition}
+        body.update(
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            surface=self.surface,
+            created_at=self.created_at,
+            active=self.starts_at is None or self.starts_at <= now_ms,
+            expired=self.ends_at is not None and self.ends_at <= now_ms,
+        )
+        return body
+
+
+def stored_form(body: Any) -> tuple[str, dict[str, Any]]:
+    """The rule's id and its node properties."""
+    target = ItemTarget(item=body.item) if isinstance(body, PinRule) else body.target
+    kind = next(iter(target.model_fields_set))
+    value = getattr(target, kind)
+    when = body.when if isinstance(body, PinRule) else None
+    condition = next(iter(when.model_dump().items())) if when is not None else (None, None)
+    return body.id or str(uuid.uuid4()), {
+        "action": body.action,
+        "target_kind": kind,
+        "target": value.value if isinstance(value, AttributeValue) else value,
+        "relation": value.relation if isinstance(value, AttributeValue) else None,
+        "position": getattr(body, "position", None),
+        "factor": getattr(body, "factor", None),
+        "condition_kind": condition[0],
+        "condition": condition[1],
+        "starts_at": body.starts_at,
+        "ends_at": body.ends_at,
+        "surface": body.surface,
+    }
+
+
+def save_rule(gateway: GraphGateway, body: Any, now_ms: int) -> Rule:
+    """Create or replace a rule (one atomic write that bumps the rules' revision)."""
+    rule_id, props = stored_form(body)
+    row = gateway.write(UPSERT_RULE, {"id": rule_id, "now": now_ms, "rule": props}).rows[0]
+    return Rule(id=rule_id, created_at=row["created_at"], **props)
+
+
+def delete_rule(gateway: GraphGateway, rule_id: str, now_ms: int) -> bool:
+    """Delete a rule; False if there is none with that id."""
+    return bool(gateway.write(DELETE_RULE, {"id": rule_id, "now": now_ms}).rows)
+
+
+def load_rules(gateway: GraphGateway) -> list[Rule]:
+    """Every stored rule, by id."""
+    return [Rule(**row) for row in gateway.read(ALL_RULES)]
+
+
+# --- applying rules -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a pin's condition is matched against."""
+
+    brand: str | None = None
+    category: str | None = None
+    item_brands: tuple[str, ...] = ()
+    item_categories: tuple[str, ...] = ()
+    interests: Callable[[], set[str]] = field(default=lambda: set())
+
+    def matches(self, kind: str | None, value: str | None) -> bool:
+        """Whether a condition holds for this request (no condition: always)."""
+        if kind is None:
+            return True
+        if kind == "brand":
+            return value == self.brand or value in self.item_brands
+        if kind == "category":
+            return value == self.category or value in self.item_categories
+        return value in self.interests()
+
+
+@dataclass
+class Compiled:
+    """The live rules of one surface for one model, as arrays over its items."""
+
+    blocked: np.ndarray | None  # bool per item
+    factor: np.ndarray | None  # score multiplier per item
+    touched: dict[int, list[str]]  # item index -> ids of the boost/bury rules on it
+    pins: list[tuple[Rule, int]]  # (rule, item index), by position
+    until: float  # valid until this time (a rule starts or ends)
+
+    @property
+    def reorders(self) -> bool:
+        """Whether the ranking must be reordered (so cut from the fixed pool)."""
+        return self.factor is not None or bool(self.pins)
+
+
+@dataclass
+class RuleSet:
+    """Every rule at one revision, with the items their attribute targets name."""
+
+    revision: int = 0
+    rules: list[Rule] = field(default_factory=list)
+    attribute_items: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _compiled: dict[tuple[int, str], tuple[Any, Compiled]] = field(default_factory=dict)
+
+    def _targets(self, model: Any, rule: Rule) -> np.ndarray:
+        facts, index = model.facts, model.item_index
+        if rule.target_kind == "item":
+            return np.array([index[rule.target]] if rule.target in index else [], dtype=np.int64)
+        if rule.target_kind == "brand":
+            return np.flatnonzero(facts.brand_mask(rule.target))
+        if rule.target_kind == "category":
+            return np.flatnonzero(facts.category_mask(rule.target))
+        ids = self.attribute_items.get((rule.relation or "", rule.target), [])
+        return np.array([index[i] for i in ids if i in index], dtype=np.int64)
+
+    def compiled(self, model: Any, surface: str, now_ms: float) -> Compiled:
+        """The live rules for ``model`` on ``surface`` (cached until a rule starts or ends)."""
+        key = (id(model), surface)
+        cached = self._compiled.get(key)
+        if cached is not None and cached[0] is model and now_ms < cached[1].until:
+            return cached[1]
+        n = model.facts.n_items
+        live = [r for r in self.rules if r.live(surface, now_ms)]
+        until = min((r.next_change(now_ms) for r in self.rules), default=math.inf)
+        blocked = factor = None
+        touched: dict[int, list[str]] = {}
+        pins: list[tuple[Rule, int]] = []
+        for rule in live:
+            targets = self._targets(model, rule)
+            if rule.action == "block":
+                blocked = np.zeros(n, dtype=bool) if blocked is None else blocked
+                blocked[targets] = True
+            elif rule.action in ("boost", "bury"):
+                factor = np.ones(n, dtype=np.float64) if factor is None else factor
+                factor[targets] *= float(rule.factor or 1.0)
+                for target in targets.tolist():
+                    touched.setdefault(target, []).append(rule.id)
+            elif targets.size:
+                pins.append((rule, int(targets[0])))
+        pins.sort(key=lambda pin: (pin[0].position or 0, pin[0].id))
+        result = Compiled(blocked, factor, touched, pins, until)
+        self._compiled[key] = (model, result)
+        return result
+
+
+def apply_scores(
+    ranked: Sequence[tuple[str, float]], index: dict[str, int], compiled: Compiled
+) -> tuple[list[tuple[str, float]], dict[str, list[str]]]:
+    """Boosts and buries: rescored and re-sorted (stable), with the rule ids per touched item."""
+    touched: dict[str, list[str]] = {}
+    if compiled.factor is None:
+        return list(ranked), touched
+    rescored = []
+    for item_id, score in ranked:
+        row = index.get(item_id)
+        f = float(compiled.factor[row]) if row is not None and row < compiled.factor.size else 1.0
+        if f != 1.0:
+            score = score * f if score >= 0 else score / f
+            touched[item_id] = list(compiled.touched.get(row, []))  # type: ignore[arg-type]
+        rescored.append((item_id, score))
+    rescored.sort(key=lambda entry: -entry[1])
+    return rescored, touched
+
+
+def apply_pins(
+    ranked: list[tuple[str, float]],
+    item_ids: Sequence[str],
+    compiled: Compiled,
+    context: RequestContext,
+    allowed: np.ndarray | None,
+    excluded: set[str],
+    touched: dict[str, list[str]],
+) -> list[tuple[str, float]]:
+    """Pinned items moved (or brought) to their positions, for requests their condition matches."""
+    for rule, row in compiled.pins:
+        item_id = item_ids[row]
+        if (allowed is not None and not allowed[row]) or item_id in excluded:
+            continue
+        if not context.matches(rule.condition_kind, rule.condition):
+            continue
+        at = (rule.position or 1) - 1
+        present = [p for p, (i, _) in enumerate(ranked) if i == item_id]
+        score = ranked[present[0]][1] if present else None
+        if present:
+            ranked.pop(present[0])
+        if score is None:
+            score = ranked[min(at, len(ranked) - 1)][1] if ranked else 0.0
+        ranked.insert(min(at, len(ranked)), (item_id, score))
+        touched.setdefault(item_id, []).append(rule.id)
+    return ranked
+
+
+class RulesView:
+    """A serving process's rules: re-checked at most every ``check_every_s``."""
+
+    def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
+        self._gateway = gateway
+        self._check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._rules = RuleSet()
+
+    def stale(self) -> None:
+        """Check on the next call (this process just changed a rule)."""
+        with self._lock:
+            self._checked_at = -math.inf
+
+    def rules(self) -> RuleSet:
+        """The rules as of the latest revision seen."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at < self._check_every_s:
+                return self._rules
+            self._checked_at = now
+            rows = self._gateway.read(CATALOGUE_REVISION, {"id": RULES})
+            revision = int(rows[0]["revision"]) if rows else 0
+            if revision == self._rules.revision:
+                return self._rules
+            rules = load_rules(self._gateway)
+            pairs = sorted({(r.relation, r.target) for r in rules if r.target_kind == "attribute"})
+            attribute_items: dict[tuple[str, str], list[str]] = {}
+            if pairs:
+                params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
+                for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
+                    attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
+            self._rules = RuleSet(revision, rules, attribute_items)
+            return self._rules

@@ -1,0 +1,228 @@
+"""The evaluation's baselines on tiny data: EASE's closed form, validation-only choices, early
+stopping, SASRec learning order, and the markov / co-purchase scorers through the Recommender."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from kgrec.item_graphs import interaction_matrix
+from kgrec.recommender import Recommender
+from kgrec.training_graph import TrainingGraph
+from workers.training import baselines
+from workers.training.config import TrainConfig
+from workers.training.ease import ease_weights, fit_ease
+from workers.training.metrics import confidence, per_user_metrics
+from workers.training.pipeline import user_histories
+from workers.training.sasrec import SasRecConfig, train_sasrec
+from workers.training.validation import early_stopping, validation_set
+
+
+def graph_of(
+    sequences: list[list[int]], n_items: int, knowledge: dict[str, np.ndarray] | None = None
+) -> TrainingGraph:
+    """A training graph whose user u interacted with ``sequences[u]`` in that order."""
+    users = np.array([u for u, items in enumerate(sequences) for _ in items], dtype=np.int64)
+    items = np.array([i for seq in sequences for i in seq], dtype=np.int64)
+    order = np.array([k for seq in sequences for k in range(len(seq))], dtype=np.int64)
+    return TrainingGraph(
+        user_ids=[f"u{u:04d}" for u in range(len(sequences))],
+        item_ids=[f"i{i:04d}" for i in range(n_items)],
+        inter_user=users,
+        inter_item=items,
+        inter_weight=np.ones(items.size, dtype=np.float32),
+        inter_order=order,
+        knowledge=knowledge or {},
+    )
+
+
+# --- EASE ------------------------------------------------------------------------------------
+
+
+def test_ease_matches_the_closed_form_computed_by_hand() -> None:
+    rows = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float64)
+    lam = 2.0
+    gram = rows.T @ rows + lam * np.eye(4)
+    inverse = np.linalg.inv(gram)
+    expected = np.eye(4) - inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+
+    weights = ease_weights(sp.csr_matrix(rows), lam)
+
+    assert weights.dtype == np.float32
+    assert np.allclose(weights, expected, atol=1e-5)
+    assert np.all(np.diag(weights) == 0.0)
+
+
+def test_ease_inverts_a_larger_matrix_in_place_like_numpy() -> None:
+    rng = np.random.default_rng(3)
+    rows = (rng.random((300, 2_100)) < 0.02).astype(np.float32)  # above one LAPACK block of rows
+    lam = 5.0
+    inverse = np.linalg.inv(rows.T.astype(np.float64) @ rows + lam * np.eye(2_100))
+    expected = np.eye(2_100) - inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    assert np.allclose(ease_weights(sp.csr_matrix(rows), lam), expected, atol=1e-4)
+
+
+def test_ease_refuses_a_non_positive_lambda() -> None:
+    with pytest.raises(ValueError, match="λ must be positive, got 0"):
+        ease_weights(sp.csr_matrix(np.eye(3)), 0.0)
+
+
+def test_ease_lambda_is_the_validation_best_and_fitted_without_the_validation_items() -> None:
+    rng = np.random.default_rng(5)
+    sequences = [list(rng.choice(40, size=rng.integers(4, 9), replace=False)) for _ in range(150)]
+    graph = graph_of(sequences, 40)
+    validation = validation_set(graph, seed=1)
+    held_out = set(zip(validation.users.tolist(), validation.items.tolist(), strict=True))
+    remaining = set(
+        zip(validation.graph.inter_user.tolist(), validation.graph.inter_item.tolist(), strict=True)
+    )
+    assert held_out and not held_out & remaining
+
+    lambdas = (0.1, 1.0, 10.0, 100.0, 1_000.0)
+    fit = fit_ease(graph, validation, lambdas=lambdas)
+
+    # Recomputed here from the validation graph alone: the choice is the best of the walked grid.
+    fit_matrix = interaction_matrix(validation.graph)
+    by_hand = {}
+    for lam in fit.validation:
+        weights = ease_weights(fit_matrix, lam)
+        by_hand[lam] = validation.ndcg(lambda users, w=weights: fit_matrix[users] @ w)
+    assert by_hand == pytest.approx(fit.validation)
+    assert fit.lam == max(by_hand, key=by_hand.get)
+    # ...and the model returned is refitted on the whole training graph with that λ.
+    assert np.allclose(fit.weights, ease_weights(interaction_matrix(graph), fit.lam))
+
+
+# --- early stopping --------------------------------------------------------------------------
+
+
+def test_early_stopping_stops_after_patience_and_returns_the_best_epoch() -> None:
+    curve = [0.10, 0.20, 0.35, 0.30, 0.34, 0.33, 0.50, 0.60]  # validation after each epoch
+    state = {"epoch": 0}
+
+    def step() -> None:
+        state["epoch"] += 1
+
+    stop = early_stopping(
+        step, lambda: curve[state["epoch"] - 1], lambda: dict(state), max_epochs=8, every=1, patience=3
+    )
+
+    assert stop.best_epoch == 3 and stop.best_score == 0.35
+    assert stop.best == {"epoch": 3}  # the snapshot taken at the best epoch, not the last
+    assert stop.epochs_run == 6  # three evaluations without a new best, so 0.50 is never reached
+    assert [e for e, _ in stop.scores] == [1, 2, 3, 4, 5, 6]
+
+
+def test_early_stopping_evaluates_every_n_epochs_and_at_the_cap() -> None:
+    ran: list[int] = []
+    stop = early_stopping(
+        lambda: ran.append(1), lambda: float(len(ran)), lambda: len(ran), max_epochs=7, every=3, patience=2
+    )
+    assert [e for e, _ in stop.scores] == [3, 6, 7]
+    assert stop.best_epoch == 7 and stop.epochs_run == 7 and stop.best == 7
+
+
+def test_bprmf_early_stopping_reports_a_best_epoch_within_its_run() -> None:
+    rng = np.random.default_rng(2)
+    sequences = [list(rng.choice(30, size=6, replace=False)) for _ in range(60)]
+    graph = graph_of(sequences, 30)
+    fit = baselines.fit_early_stopped(
+        lambda g: baselines.BprMf(g, TrainConfig(dim=8, seed=3), "cpu", 64),
+        graph,
+        validation_set(graph, seed=3),
+        baselines.Stopping(every=2, patience=2, max_epochs=12),
+    )
+    assert 1 <= fit.stop.best_epoch <= fit.stop.epochs_run <= 12
+    assert fit.stop.best_score == max(score for _, score in fit.stop.scores)
+    assert fit.users.shape == (60, 8) and fit.items.shape == (30, 8)
+
+
+# --- SASRec ----------------------------------------------------------------------------------
+
+TOY = SasRecConfig(max_len=8, dim=32, dropout=0.1, lr=5e-3, batch_size=64, every=2, patience=3, max_epochs=30)
+
+
+def test_sasrec_learns_a_trivially_sequential_data_set() -> None:
+    # Every user walks items k, k+1, k+2... (mod 20): the next item is fully determined by order.
+    rng = np.random.default_rng(0)
+    walks = []
+    for _ in range(300):
+        start, length = int(rng.integers(20)), int(rng.integers(5, 9))
+        walks.append([(start + step) % 20 for step in range(length)])
+    validation = validation_set(graph_of(walks, 20), seed=0)
+
+    fit = train_sasrec(validation, TOY)
+
+    assert fit.stop.best_score > 0.8, fit.stop.scores
+    assert fit.stop.best_epoch <= fit.stop.epochs_run <= TOY.max_epochs
+    # A model that cannot read order scores far below that bar on the same hold-out.
+    counts = np.bincount(validation.graph.inter_item, minlength=20).astype(np.float32)
+    assert validation.ndcg(lambda users: np.tile(counts, (users.size, 1))) < 0.4
+    # The test ranking reads the whole sequence: after 3, 4, 5 comes 6.
+    assert int(np.argmax(fit.scores([np.array([3, 4, 5])])[0])) == 6
+
+
+# --- signals alone, through the Recommender --------------------------------------------------
+
+
+def _top(artifacts: baselines.ModelArtifacts, history_of: TrainingGraph, user: int) -> str:
+    (first, _), *_ = Recommender(artifacts).recommend(
+        [user_histories(history_of)[user]], 3, [[h.item_id for h in user_histories(history_of)[user]]]
+    )[0]
+    return first
+
+
+def test_markov_recommends_what_follows_the_latest_item() -> None:
+    # Many users go 0 -> 1 -> 2 -> 3 -> 4; item 9 is the most popular but never follows 2.
+    sequences = [[0, 1, 2, 3, 4] for _ in range(30)] + [[9, 5, 6] for _ in range(60)] + [[7, 8, 9, 6]]
+    sequences.append([5, 6, 2])  # the probe: latest item 2
+    graph = graph_of(sequences, 10)
+    artifacts, metrics = baselines.tuned_signal_model(graph, [baselines.MARKOV_SIGNAL], "markov", seed=1)
+    assert set(artifacts.components) == {"transitions"}
+    assert metrics["ndcg@10"] > 0
+    assert _top(artifacts, graph, len(sequences) - 1) == "i0003"
+
+
+def test_copurchase_uses_the_links_alone_and_knows_when_there_are_none() -> None:
+    links = {
+        "bought_together": np.array([[2, 3], [6, 7]], dtype=np.int64),
+        "also_bought": np.zeros((0, 2), np.int64),
+    }
+    sequences = [[0, 1, 2, 3] for _ in range(20)] + [[4, 5, 6]]
+    graph = graph_of(sequences, 8, knowledge=links)
+    assert baselines.has_copurchase(graph)
+    assert not baselines.has_copurchase(graph_of(sequences, 8))
+    names = baselines.copurchase_signals()
+    artifacts, metrics = baselines.tuned_signal_model(
+        graph, names, "copurchase", 1, baselines.copurchase_blends(names)
+    )
+    assert set(artifacts.components) == {"also_bought", "also_viewed", "bought_together"}
+    assert artifacts.weights["bought_together"] > 0  # validation (2 -> 3) chose the relation with links
+    assert metrics["ndcg@10"] > 0.9
+    # Nobody ever interacted with 7: only the link 6 - 7 puts it first, above the popular items.
+    assert _top(artifacts, graph, len(sequences) - 1) == "i0007"
+
+
+# --- confidence ------------------------------------------------------------------------------
+
+
+def test_per_user_metrics_and_a_paired_comparison() -> None:
+    ranked = [["a", "b"], ["c", "a"], ["b", "c"]]
+    per_user = per_user_metrics(ranked, [{"a"}, {"a"}, {"a"}], (1, 2))
+    assert per_user["ndcg@2"] == pytest.approx([1.0, 1 / np.log2(3), 0.0])
+    assert per_user["recall@1"].tolist() == [1.0, 0.0, 0.0]
+
+    rng = np.random.default_rng(0)
+    better = {"ndcg@10": (rng.random(400) < 0.3).astype(float)}
+    same = {"ndcg@10": better["ndcg@10"].copy()}
+    worse = {"ndcg@10": better["ndcg@10"] * (rng.random(400) < 0.5)}
+    intervals, paired = confidence(
+        {"kgrec": better, "same": same, "worse": worse}, ["ndcg@10"], reference="kgrec", seed=1
+    )
+    low, high = intervals["kgrec"]["ndcg@10"]
+    assert low < better["ndcg@10"].mean() < high
+    assert paired["same"]["ndcg@10"]["p"] == 1.0 and paired["same"]["ndcg@10"]["diff"] == 0.0
+    assert paired["worse"]["ndcg@10"]["p"] < 1e-6 and paired["worse"]["ndcg@10"]["ci"][0] > 0

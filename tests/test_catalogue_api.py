@@ -1,0 +1,313 @@
+"""The catalogue API over real HTTP on a real graph, served by gunicorn (2 workers x 4 threads):
+upserts (one and a batch, atomic, idempotent, 422 naming index/field/reason), the item as the graph
+holds it, delisting, and availability and price changes that every worker applies within a second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from kgrec.config import Settings
+from kgrec.gateway import GraphGateway
+from kgrec_cli.items import items as items_cli
+from tests.processes import ApiProcess
+from tests.subsets import beauty_graph
+from workers.training.config import TrainConfig
+from workers.training.job import run_training
+
+KEY = "catalogue-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PICKUP_S = 1.0  # every serving process applies a catalogue change within this
+
+
+@dataclass
+class Shop:
+    """A trained model on an Amazon Beauty subset, served by gunicorn, and its graph."""
+
+    api: ApiProcess
+    gateway: GraphGateway
+    settings: Settings
+
+    def url(self, path: str) -> str:
+        return f"{self.api.url}{path}"
+
+    def cypher(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        return self.gateway.run_query(query, params)
+
+    def put(self, item_id: str, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+        return requests.put(
+            self.url(f"/v1/items/{item_id}"),
+            json=body,
+            headers=AUTH if headers is None else headers,
+            timeout=30,
+        )
+
+    def get_item(self, item_id: str) -> requests.Response:
+        return requests.get(self.url(f"/v1/items/{item_id}"), timeout=30)
+
+    def recommend(self, user: str, **params: Any) -> list[dict[str, Any]]:
+        response = requests.get(self.url(f"/v1/users/{user}/recommendations"), params=params, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+    def similar(self, item: str, **params: Any) -> list[dict[str, Any]]:
+        response = requests.get(self.url(f"/v1/items/{item}/similar"), params=params, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+
+@pytest.fixture(scope="module")
+def shop(
+    settings: Settings, graph_server: object, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shop]:
+    if not settings.embedded:
+        pytest.skip("runs its own API on the embedded graph")
+    tmp = tmp_path_factory.mktemp("catalogue")
+    local, gateway = beauty_graph(settings, shared_data, tmp, users=100, prefix="catalogue")
+    run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="catalogue")
+    api = ApiProcess(
+        {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": local.graph_name, "KGREC_API_KEYS": KEY},
+        log=tmp / "api.log",
+    ).start()
+    try:
+        yield Shop(api, gateway, local)
+    finally:
+        api.stop()
+        gateway.close()
+
+
+def a_user(shop: Shop) -> str:
+    return shop.cypher(
+        "MATCH (u:User)-[r:INTERACTED]->() WITH u, count(r) AS n WHERE n >= 3 "
+        "RETURN u.id AS id ORDER BY id LIMIT 1"
+    )[0]["id"]
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return [i["item_id"] for i in items]
+
+
+def within(seconds: float, check: Callable[[], bool]) -> float:
+    """Seconds after which ``check()`` held on every request (both workers answer some), at most ``seconds``.
+
+    Requests go out back to back for ``seconds`` plus half a second; the answer is the time of the
+    last request on which it did not hold yet.
+    """
+    start = time.monotonic()
+    last_miss = 0.0
+    while (elapsed := time.monotonic() - start) < seconds + 0.5:
+        if not check():
+            last_miss = elapsed
+    assert last_miss < seconds, f"still not applied after {last_miss:.2f}s"
+    return last_miss
+
+
+def always(times: int, check: Callable[[], bool]) -> None:
+    """``check()`` holds on ``times`` requests in a row (both workers answer some of them)."""
+    for _ in range(times):
+        assert check()
+
+
+FULL = {
+    "title": "Rose lip balm",
+    "brand": "Acme Test",
+    "categories": ["Beauty", "Lips", "Balm"],
+    "price": 12.5,
+    "currency": "EUR",
+    "available": True,
+    "stock": 40,
+    "attributes": {"material": ["beeswax", "rose oil"], "origin": ["UK"]},
+    "listed_at": 1_700_000_000_000,
+}
+
+
+def test_put_then_get_returns_the_item_as_the_graph_holds_it(shop: Shop) -> None:
+    assert shop.put("cat-1", FULL, headers={}).status_code == 401
+    assert shop.get_item("cat-1").status_code == 404
+    first = shop.put("cat-1", FULL)
+    assert first.status_code == 200, first.text
+    got = shop.get_item("cat-1").json()
+    expected = {k: v for k, v in FULL.items() if k != "attributes"}
+    assert {k: got[k] for k in expected} == expected
+    assert got["attributes"] == {"material": ["beeswax", "rose oil"], "origin": ["UK"]}
+    assert got["delisted_at"] is None and got["listed"] is True
+    # knowledge triples in the open graph: typed edges with the exact relation name, to entities
+    edges = shop.cypher(
+        "MATCH (:Item {id: 'cat-1'})-[k]->(e:Entity) RETURN type(k) AS t, k.relation AS r, e.id AS v ORDER BY v"
+    )
+    assert edges == [
+        {"t": "ORIGIN", "r": "origin", "v": "UK"},
+        {"t": "MATERIAL", "r": "material", "v": "beeswax"},
+        {"t": "MATERIAL", "r": "material", "v": "rose oil"},
+    ]
+    # idempotent: the same call again leaves the graph as it was
+    shape = "MATCH (i:Item {id: 'cat-1'})-[k]-() RETURN count(k) AS n"
+    before = shop.cypher(shape)
+    assert shop.put("cat-1", FULL).status_code == 200
+    again = shop.get_item("cat-1").json()
+    assert {k: v for k, v in again.items() if k != "updated_at"} == {
+        k: v for k, v in got.items() if k != "updated_at"
+    }
+    assert shop.cypher(shape) == before
+    # a field left out is kept; one given replaces; null removes
+    partial = {"price": 9.0, "stock": None, "brand": "Other", "attributes": {"origin": ["FR"]}}
+    assert shop.put("cat-1", partial).status_code == 200
+    changed = shop.get_item("cat-1").json()
+    assert (changed["price"], changed["stock"], changed["brand"], changed["title"]) == (
+        9.0,
+        None,
+        "Other",
+        "Rose lip balm",
+    )
+    assert changed["attributes"] == {"material": ["beeswax", "rose oil"], "origin": ["FR"]}
+
+
+def test_a_batch_with_one_bad_item_writes_nothing_and_names_index_field_and_reason(shop: Shop) -> None:
+    batch = [
+        {"item_id": "batch-1", "title": "One", "price": 3.0},
+        {"item_id": "batch-2", "title": "Two", "price": -1},
+        {"item_id": "batch-3", "currency": "euro", "colour": "red"},
+        {"item_id": "batch-4", "attributes": {"made by": ["x"]}},
+    ]
+    response = requests.post(shop.url("/v1/items"), json=batch, headers=AUTH, timeout=30)
+    assert response.status_code == 422, response.text
+    errors = {(e["index"], e["field"]) for e in response.json()["errors"]}
+    assert errors == {(1, "price"), (2, "currency"), (3, "attributes.made by")}
+    reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
+    assert reasons[1] == "Input should be greater than or equal to 0"
+    assert reasons[2] == "'euro' is not an ISO 4217 code like EUR"
+    assert shop.cypher("MATCH (i:Item) WHERE i.id STARTS WITH 'batch-' RETURN count(i) AS n") == [{"n": 0}]
+    # the same batch without the bad items: one write, every item
+    good = [batch[0], {**batch[1], "price": 4.0}]
+    written = requests.post(shop.url("/v1/items"), json={"items": good}, headers=AUTH, timeout=30)
+    assert written.status_code == 200, written.text
+    assert written.json()["items"] == 2
+    assert shop.get_item("batch-2").json()["price"] == 4.0
+    too_many = [{"item_id": f"x{k}"} for k in range(1001)]
+    refused = requests.post(shop.url("/v1/items"), json=too_many, headers=AUTH, timeout=30)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["index"] == -1
+
+
+def test_an_unavailable_item_disappears_at_once_and_comes_back(shop: Shop) -> None:
+    user = a_user(shop)
+    top = ids(shop.recommend(user, k=10))
+    assert top
+    gone = top[0]
+    neighbour = ids(shop.similar(top[1], k=100))
+    assert shop.put(gone, {"available": False}).status_code == 200
+    within(PICKUP_S, lambda: gone not in ids(shop.recommend(user, k=10)))
+    always(10, lambda: gone not in ids(shop.similar(top[1], k=100)))
+    always(5, lambda: gone not in ids(shop.recommend("a-stranger", k=100)))  # cold start too
+    assert shop.get_item(gone).json()["available"] is False
+    assert shop.put(gone, {"available": True}).status_code == 200
+    within(PICKUP_S, lambda: gone in ids(shop.recommend(user, k=10)))
+    always(20, lambda: ids(shop.recommend(user, k=10)) == top)
+    assert gone in neighbour and ids(shop.similar(top[1], k=100)) == neighbour
+
+
+def test_delete_delists_keeps_history_and_a_put_relists(shop: Shop) -> None:
+    user = a_user(shop)
+    top = ids(shop.recommend(user, k=5))
+    item = top[0]
+    history = "MATCH (:User)-[r:INTERACTED]->(:Item {id: $id}) RETURN count(r) AS n"
+    before = shop.cypher(history, id=item)
+    assert requests.delete(shop.url(f"/v1/items/{item}"), timeout=30).status_code == 401
+    first = requests.delete(shop.url(f"/v1/items/{item}"), headers=AUTH, timeout=30)
+    assert first.status_code == 200, first.text
+    second = requests.delete(shop.url(f"/v1/items/{item}"), headers=AUTH, timeout=30).json()
+    assert second["delisted_at"] == first.json()["delisted_at"]  # idempotent
+    assert shop.get_item(item).json()["delisted_at"] == second["delisted_at"]
+    assert shop.cypher(history, id=item) == before
+    within(PICKUP_S, lambda: item not in ids(shop.recommend(user, k=5)))
+    always(10, lambda: item not in ids(shop.recommend(user, k=20)))
+    missing = requests.delete(shop.url("/v1/items/no-such-item"), headers=AUTH, timeout=30)
+    assert missing.status_code == 404 and missing.json()["field"] == "item_id"
+    assert shop.put(item, {"delisted_at": None}).status_code == 200
+    within(PICKUP_S, lambda: item in ids(shop.recommend(user, k=5)))
+
+
+def test_a_price_change_applies_to_price_filters_at_once(shop: Shop) -> None:
+    user = a_user(shop)
+    item = ids(shop.recommend(user, k=5))[0]
+    assert item not in ids(shop.recommend(user, k=100, min_price=5000))
+    assert shop.put(item, {"price": 5555.0}).status_code == 200
+    within(PICKUP_S, lambda: item in ids(shop.recommend(user, k=100, min_price=5000)))
+    always(10, lambda: ids(shop.recommend(user, k=100, min_price=5000, max_price=6000)) == [item])
+    assert shop.put(item, {"price": None}).status_code == 200
+    within(PICKUP_S, lambda: item not in ids(shop.recommend(user, k=100, min_price=5000)))
+
+
+def test_a_future_delisting_takes_effect_when_its_time_comes(shop: Shop) -> None:
+    user = a_user(shop)
+    item = ids(shop.recommend(user, k=5))[1]
+    soon = int(time.time() * 1000) + 1500
+    assert shop.put(item, {"delisted_at": soon}).status_code == 200
+    always(5, lambda: item in ids(shop.recommend(user, k=5)))
+    time.sleep(1.5)
+    always(10, lambda: item not in ids(shop.recommend(user, k=5)))
+    assert shop.put(item, {"delisted_at": None}).status_code == 200
+    within(PICKUP_S, lambda: item in ids(shop.recommend(user, k=5)))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"price": "cheap"}, "price"),
+        ({"available": "yes"}, "available"),
+        ({"stock": -3}, "stock"),
+        ({"categories": []}, "categories"),
+        ({"listed_at": "last tuesday"}, "listed_at"),
+        ({"brand": ""}, "brand"),
+        ({"attributes": {"origin": []}}, "attributes.origin"),
+        ({"item_id": "another"}, "item_id"),
+    ],
+)
+def test_put_refuses_bad_fields_naming_them(shop: Shop, body: dict[str, Any], field: str) -> None:
+    response = shop.put("cat-bad", body)
+    assert response.status_code == 422, response.text
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(0, field)]
+    assert shop.get_item("cat-bad").status_code == 404
+
+
+def test_items_import_from_csv_and_json_lines(shop: Shop, tmp_path: Path) -> None:
+    csv_file = tmp_path / "items.csv"
+    csv_file.write_text(
+        "item_id,title,brand,categories,price,currency,available,stock,attr:material\n"
+        "imp-1,Soap,Acme Test,Beauty|Bath,3.5,EUR,true,10,olive|lye\n"
+        "imp-2,Shampoo,,,,,no,,\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    result = runner.invoke(items_cli, ["import", str(csv_file)], obj={"settings": shop.settings})
+    assert result.exit_code == 0, result.output
+    one = shop.get_item("imp-1").json()
+    assert (one["title"], one["brand"], one["categories"], one["price"], one["stock"]) == (
+        "Soap",
+        "Acme Test",
+        ["Beauty", "Bath"],
+        3.5,
+        10,
+    )
+    assert one["attributes"] == {"material": ["lye", "olive"]}
+    assert shop.get_item("imp-2").json()["available"] is False
+    # again: the same graph
+    shape = "MATCH (i:Item)-[k]-() WHERE i.id STARTS WITH 'imp-' RETURN count(k) AS n"
+    before = shop.cypher(shape)
+    assert runner.invoke(items_cli, ["import", str(csv_file)], obj={"settings": shop.settings}).exit_code == 0
+    assert shop.cypher(shape) == before
+    # JSON Lines with one bad line: nothing is written, the line is named
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        '{"item_id": "imp-3", "title": "Cream"}\n{"item_id": "imp-4", "price": "free"}\n', encoding="utf-8"
+    )
+    bad = runner.invoke(items_cli, ["import", str(jsonl)], obj={"settings": shop.settings})
+    assert bad.exit_code == 1
+    assert "line 2: price:" in bad.output
+    assert shop.get_item("imp-3").status_code == 404

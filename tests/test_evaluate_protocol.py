@@ -1,0 +1,155 @@
+"""The evaluation protocol is fair: nothing of a test interaction reaches training, ties are
+broken at random with a fixed seed, user-stated knowledge after the test is held out, and the
+interactions variant imports interactions only."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kgrec.config import Settings
+from kgrec.datasets import InteractionRecord, ItemRecord, TripleRecord, open_dataset
+from kgrec.datasets.records import Problems
+from kgrec.item_graphs import cooccurrence_cosine, interaction_matrix, popularity, transitions
+from kgrec.training_graph import TrainingGraph
+from tests.subsets import amazon_beauty_subset
+from workers.training.evaluate import SplitDataset, leave_last_out, load_training_graph, split_dataset
+
+
+@pytest.fixture(scope="module")
+def beauty(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 80 users of Amazon Beauty, their items and those items' triples."""
+    return amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path_factory.mktemp("b80"), users=80)
+
+
+def _graph_from(train: list[InteractionRecord], like: TrainingGraph) -> TrainingGraph:
+    """What the training graph must be: ``train`` alone, on the pulled graph's indices."""
+    users = {u: k for k, u in enumerate(like.user_ids)}
+    items = {i: k for k, i in enumerate(like.item_ids)}
+    return TrainingGraph(
+        user_ids=like.user_ids,
+        item_ids=like.item_ids,
+        inter_user=np.array([users[r.user_id] for r in train], dtype=np.int64),
+        inter_item=np.array([items[r.item_id] for r in train], dtype=np.int64),
+        inter_weight=np.ones(len(train), dtype=np.float32),
+        inter_order=np.array([r.seq for r in train], dtype=np.int64),
+    )
+
+
+def test_no_test_interaction_nor_a_count_derived_from_one_reaches_the_training_graph(
+    settings: Settings, graph_server: object, beauty: Path
+) -> None:
+    split = split_dataset(open_dataset(str(beauty), settings.datasets_dir), "leave-last-out")
+    graph = load_training_graph(settings, split, "leave-last-out", lambda _m: None)
+
+    pulled = {
+        (graph.user_ids[u], graph.item_ids[i])
+        for u, i in zip(graph.inter_user, graph.inter_item, strict=True)
+    }
+    test_pairs = {(user, item) for user, items in split.test.items() for item in items}
+    assert len(split.test) == 80 and len(test_pairs) == 80
+    assert not pulled & test_pairs
+    assert pulled == {(r.user_id, r.item_id) for r in split.train}
+
+    # Every count the model and the baselines derive is the training part's, and nothing more.
+    expected = _graph_from(split.train, graph)
+    counts = Counter(r.item_id for r in split.train)
+    assert popularity(graph).tolist() == [counts.get(i, 0) for i in graph.item_ids]
+    assert (interaction_matrix(graph) != interaction_matrix(expected)).nnz == 0
+    assert abs(cooccurrence_cosine(graph) - cooccurrence_cosine(expected)).max() == 0
+    assert abs(transitions(graph) - transitions(expected)).max() == 0
+    # A test item nobody trained on is in the catalogue but has no interaction at all.
+    only_in_test = {i for _, i in test_pairs} - {r.item_id for r in split.train}
+    for item in only_in_test:
+        assert popularity(graph)[graph.item_ids.index(item)] == 0
+
+
+def test_the_interactions_variant_imports_interactions_only(
+    settings: Settings, graph_server: object, beauty: Path
+) -> None:
+    full = split_dataset(open_dataset(str(beauty), settings.datasets_dir), "leave-last-out")
+    assert any(item.brand or item.categories for item in full.items())  # the data has metadata
+    assert any(True for _ in full.triples())
+
+    split = split_dataset(open_dataset(str(beauty), settings.datasets_dir), "leave-last-out", True)
+    graph = load_training_graph(settings, split, "leave-last-out", lambda _m: None)
+
+    assert graph.inter_user.size == len(split.train)
+    assert graph.brand_ids == [] and graph.category_ids == []
+    assert (graph.item_brand < 0).all() and graph.item_category_pairs.size == 0
+    assert all(edges.size == 0 for edges in graph.knowledge.values())
+    assert graph.kg_triples.size == 0 and graph.entity_ids == []
+    assert all(text == "" for text in graph.item_text)  # nothing to embed: no brand or category text
+
+
+@dataclass
+class Tiny:
+    """A data set written inline."""
+
+    rows: list[InteractionRecord]
+    stated: list[TripleRecord] = field(default_factory=list)
+    name: str = "tiny"
+    problems: Problems = field(default_factory=Problems)
+    flags_bots: bool = False
+
+    def items(self) -> Iterator[ItemRecord]:
+        return iter([ItemRecord(i, brand="b") for i in sorted({r.item_id for r in self.rows})])
+
+    def interactions(self) -> Iterator[InteractionRecord]:
+        return iter(self.rows)
+
+    def triples(self) -> Iterator[TripleRecord]:
+        return iter(self.stated)
+
+
+def test_knowledge_a_test_user_stated_at_or_after_the_test_interaction_is_held_out() -> None:
+    rows = [
+        InteractionRecord("u1", "m1", "rating", ts=10),
+        InteractionRecord("u1", "m2", "rating", ts=100),  # u1's test interaction
+        InteractionRecord("u2", "m1", "rating", ts=5),  # u2 has one interaction: training only
+    ]
+    stated = [
+        TripleRecord("m1", "tagged", "funny", user_id="u1", ts=50),  # before: kept
+        TripleRecord("m2", "tagged", "dark", user_id="u1", ts=100),  # at: held out
+        TripleRecord("m2", "tagged", "long", user_id="u1", ts=150),  # after: held out
+        TripleRecord("m2", "tagged", "odd", user_id="u1", ts=None),  # unknown time: held out
+        TripleRecord("m2", "tagged", "great", user_id="u2", ts=900),  # not a test user: kept
+        TripleRecord("m1", "genre", "comedy"),  # catalogue knowledge: kept
+    ]
+    split = leave_last_out(Tiny(rows, stated))
+    assert split.test == {"u1": {"m2"}} and split.cutoff == {"u1": 100}
+    assert [t.tail for t in split.triples()] == ["funny", "great", "comedy"]
+
+
+def test_same_time_ties_are_broken_at_random_with_a_fixed_seed() -> None:
+    # Each user's last two interactions share a time, listed in item order (as MovieLens files are).
+    rows = [
+        record
+        for u in range(400)
+        for record in (
+            InteractionRecord(f"u{u}", "a", "view", ts=1),
+            InteractionRecord(f"u{u}", "b", "view", ts=2),
+            InteractionRecord(f"u{u}", "c", "view", ts=2),
+        )
+    ]
+    first = leave_last_out(Tiny(rows))
+    chosen = Counter(next(iter(items)) for items in first.test.values())
+    assert set(chosen) == {"b", "c"}  # never "a", and not always the later file row
+    assert 150 < chosen["b"] < 250
+    assert leave_last_out(Tiny(rows)).test == first.test  # reproducible
+    assert leave_last_out(Tiny(rows), seed=8).test != first.test  # and it is the seed that fixes it
+
+
+def test_seq_order_decides_without_ts_and_interactions_only_hides_metadata() -> None:
+    rows = [InteractionRecord("u", item, "view", seq=seq) for item, seq in (("x", 2), ("y", 0), ("z", 1))]
+    split = leave_last_out(Tiny(rows, [TripleRecord("x", "also_bought", "y")]))
+    assert split.test == {"u": {"x"}}
+    split.interactions_only = True
+    assert all(item == ItemRecord(item.item_id) for item in split.items())
+    assert list(split.triples()) == [] and list(split.entities()) == []
+    assert isinstance(split, SplitDataset)

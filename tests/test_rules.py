@@ -1,0 +1,183 @@
+"""Business rules and diversity over real HTTP on a real graph, served by gunicorn (2 workers):
+block, pin, boost, bury, time windows and surfaces, the `rules` each item lists, pages that stay
+consistent, and max_per_brand / max_per_category."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+
+from tests.test_catalogue_api import AUTH, Shop, a_user, ids, shop, within
+
+__all__ = ["shop"]  # the module's fixture, shared with the catalogue tests' definition
+
+PICKUP_S = 1.0
+
+
+def post_rule(shop: Shop, rule: dict[str, Any]) -> dict[str, Any]:
+    response = requests.post(shop.url("/v1/rules"), json=rule, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def delete_rule(shop: Shop, rule_id: str) -> None:
+    response = requests.delete(shop.url(f"/v1/rules/{rule_id}"), headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+
+
+def brand_of(shop: Shop, item_ids: list[str]) -> dict[str, str]:
+    rows = shop.cypher(
+        "UNWIND $ids AS id MATCH (i:Item {id: id})-[:MADE_BY]->(b:Brand) RETURN i.id AS item, b.id AS brand",
+        ids=item_ids,
+    )
+    return {r["item"]: r["brand"] for r in rows}
+
+
+@pytest.fixture(autouse=True)
+def no_rules_left(shop: Shop) -> Any:
+    """Each test starts and ends without rules (so they never leak into the next)."""
+    yield
+    for rule in requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]:
+        delete_rule(shop, rule["id"])
+    time.sleep(PICKUP_S)
+
+
+def test_a_block_rule_on_a_brand_removes_every_item_of_that_brand(shop: Shop) -> None:
+    user = a_user(shop)
+    page = ids(shop.recommend(user, k=20))
+    brands = brand_of(shop, page)
+    blocked = Counter(brands[i] for i in page if i in brands).most_common(1)[0][0]
+    rule = post_rule(shop, {"action": "block", "target": {"brand": blocked}})
+    assert rule["action"] == "block" and rule["target"] == {"brand": blocked} and rule["active"] is True
+
+    def no_blocked_brand() -> bool:
+        shown = ids(shop.recommend(user, k=100)) + ids(shop.similar(page[0], k=100))
+        return blocked not in brand_of(shop, shown).values()
+
+    within(PICKUP_S, no_blocked_brand)
+    delete_rule(shop, rule["id"])
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=20)) == page)
+
+
+def test_a_pin_is_at_its_position_on_page_one_and_not_again_on_page_two(shop: Shop) -> None:
+    user = a_user(shop)
+    ranking = ids(shop.recommend(user, k=40))
+    pinned = ranking[25]  # far down: the pin moves it up
+    rule = post_rule(shop, {"id": "pin-3", "action": "pin", "item": pinned, "position": 3})
+
+    def pinned_at_three() -> bool:
+        first = shop.recommend(user, k=10)
+        return ids(first)[2] == pinned and first[2]["rules"] == ["pin-3"]
+
+    within(PICKUP_S, pinned_at_three)
+    first, second = ids(shop.recommend(user, k=10)), ids(shop.recommend(user, k=10, offset=10))
+    assert pinned not in second and not set(first) & set(second)
+    # the others keep their order around it
+    assert first[:2] + first[3:] + second == [i for i in ranking if i != pinned][:19]
+    # a pin with a condition applies only to requests that match it
+    post_rule(
+        shop, {"id": "pin-3", "action": "pin", "item": pinned, "position": 3, "when": {"brand": "no-such"}}
+    )
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=10)) == ranking[:10])
+    assert rule["id"] == "pin-3"
+
+
+def test_boost_and_bury_move_items_the_expected_way(shop: Shop) -> None:
+    user = a_user(shop)
+    ranking = ids(shop.recommend(user, k=30))
+    low, high = ranking[20], ranking[0]
+    boost = post_rule(shop, {"action": "boost", "target": {"item": low}, "factor": 1000})
+    bury = post_rule(shop, {"action": "bury", "target": {"item": high}, "factor": 0.001})
+
+    def moved() -> bool:
+        items = shop.recommend(user, k=30)
+        order = ids(items)
+        return (
+            order.index(low) < 20
+            and (high not in order or order.index(high) > 0)
+            and items[order.index(low)]["rules"] == [boost["id"]]
+        )
+
+    within(PICKUP_S, moved)
+    items = shop.recommend(user, k=100)
+    bumped = [i for i in items if i["item_id"] == high]
+    assert not bumped or bumped[0]["rules"] == [bury["id"]]
+    untouched = [i for i in items if i["item_id"] not in (low, high)]
+    assert all(i["rules"] == [] for i in untouched)
+    # on the other surface only: a rule for similar items leaves recommendations alone
+    delete_rule(shop, boost["id"])
+    delete_rule(shop, bury["id"])
+    post_rule(shop, {"action": "boost", "target": {"item": low}, "factor": 1000, "surface": "similar"})
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=30)) == ranking)
+
+
+def test_an_expired_rule_does_nothing_and_a_future_one_not_yet(shop: Shop) -> None:
+    user = a_user(shop)
+    ranking = ids(shop.recommend(user, k=10))
+    now = int(time.time() * 1000)
+    expired = post_rule(
+        shop, {"action": "block", "target": {"item": ranking[0]}, "starts_at": 0, "ends_at": now - 1}
+    )
+    future = post_rule(
+        shop, {"action": "block", "target": {"item": ranking[1]}, "starts_at": now + 3_600_000}
+    )
+    listed = {r["id"]: r for r in requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]}
+    assert listed[expired["id"]]["expired"] is True and listed[future["id"]]["active"] is False
+    time.sleep(PICKUP_S)
+    for _ in range(10):
+        assert ids(shop.recommend(user, k=10)) == ranking
+
+
+def test_max_per_brand_and_category_reorder_pages_consistently(shop: Shop) -> None:
+    user = a_user(shop)
+    plain = ids(shop.recommend(user, k=100))
+    pages = [ids(shop.recommend(user, k=10, offset=o, max_per_brand=1)) for o in (0, 10, 20)]
+    flat = [i for page in pages for i in page]
+    assert len(flat) == len(set(flat)) == 30  # no item twice, none lost between pages
+    brands = brand_of(shop, flat)
+    for page in pages[:2]:
+        counts = Counter(brands[i] for i in page if i in brands)
+        assert max(counts.values()) == 1, counts
+    similar = shop.similar(plain[0], k=10, max_per_category=2)
+    assert len(similar) == 10
+    assert (
+        requests.get(shop.url(f"/v1/users/{user}/recommendations"), params={"max_per_brand": 0}).status_code
+        == 400
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"action": "pin", "target": {"brand": "x"}, "position": 1}, "item"),
+        ({"action": "pin", "item": "x"}, "position"),
+        ({"action": "boost", "target": {"item": "x"}, "factor": 0.5}, "factor"),
+        ({"action": "bury", "target": {"item": "x"}}, "factor"),
+        ({"action": "block"}, "target"),
+        ({"action": "block", "target": {"item": "x", "brand": "y"}}, "target"),
+        ({"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 3}, "ends_at"),
+        (
+            {"action": "block", "target": {"attribute": {"relation": "made by", "value": "x"}}},
+            "target.attribute.relation",
+        ),
+        ({"action": "pin", "item": "x", "position": 1, "when": {"brand": "x", "interest": "y"}}, "when"),
+        ({"action": "launch", "target": {"item": "x"}}, "action"),
+        ({"action": "block", "target": {"item": "x"}, "surface": "email"}, "surface"),
+    ],
+)
+def test_bad_rules_are_refused_naming_the_field(shop: Shop, rule: dict[str, Any], field: str) -> None:
+    response = requests.post(shop.url("/v1/rules"), json=rule, headers=AUTH, timeout=30)
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"] == []
+
+
+def test_rules_need_the_key_and_an_unknown_rule_is_404(shop: Shop) -> None:
+    rule = {"action": "block", "target": {"item": "x"}}
+    assert requests.post(shop.url("/v1/rules"), json=rule, timeout=30).status_code == 401
+    missing = requests.delete(shop.url("/v1/rules/no-such-rule"), headers=AUTH, timeout=30)
+    assert missing.status_code == 404 and missing.json()["field"] == "rule_id"

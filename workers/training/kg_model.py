@@ -1,0 +1,568 @@
+"""KG-Seq: relation-weighted graph propagation trained to predict each user's next item.
+
+**Graph.** One node per user, item, brand, category and knowledge-graph entity.
+Every edge type is a relation of its own, each direction separately:
+``interacted`` (user → item and back), ``produced_by`` (item → brand),
+``belongs_to`` (item → category), and every relation of the open knowledge graph
+(``TrainingGraph.kg_triples``, else the item–item ``knowledge`` edges). The joint
+adjacency is degree-normalised as in LightGCN and split by relation:
+
+    h⁽ˡ⁺¹⁾ = Σ_r softplus(α_{l,r}) · A_r h⁽ˡ⁾,        E = mean(h⁽⁰⁾ … h⁽ᴸ⁾)
+
+so each layer learns how much each relation carries (a diagonal R-GCN without
+per-relation matrices, which keeps an epoch within LightGCN's cost). Layer-0
+item rows are a free embedding plus the item's text embedding through a learnt
+projection; that projection is how items created after training get an
+embedding (:mod:`workers.training.item_fold_in`).
+
+**Objective.** Serving scores items as ``(profile · E_ctx) · E_itemᵀ`` where the
+profile weighs a user's items by relative weight × ``decay ** rank`` (rank 0 =
+most recent, :class:`kgrec.recommender.Recommender`). Training optimises exactly
+that score: for every interaction after a user's first, the context is the
+recency-weighted mean of the user's earlier items' context embeddings (the last
+:data:`CONTEXT_WINDOW` of them; the decay is learnt), and the target is the item
+itself under a softmax over all items (a shared sample of negatives on very large
+catalogues). ``E_item`` is the propagated embedding (``dim - 1`` wide) plus a bias
+column; ``E_ctx`` adds a free per-item offset (zero at start), so a transition
+a → b need not imply b → a, and a constant column that carries the bias. Every
+vector the model hands out is ``dim`` wide (other nodes: a zero last column).
+
+**Schedule.** Adam; after every epoch, NDCG@10 of the model's own score on the
+validation users; the best epoch's parameters are kept, training stops after
+``patience`` epochs without improvement or at the epoch cap
+(:class:`~workers.training.config.TrainConfig` ``epochs``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from kgrec.item_graphs import history_order
+from kgrec.training_graph import TrainingGraph
+from workers.training.config import TrainConfig
+
+LOG = logging.getLogger(__name__)
+
+CONTEXT_WINDOW = 50  # earlier items in a training context; decay^50 is negligible below decay 0.9
+FULL_SOFTMAX_MAX_ITEMS = 16_384  # larger catalogues: the chunk's targets plus a shared uniform sample
+SAMPLED_NEGATIVES = 4_096
+LOSS_CHUNK = 2_048  # rows of logits alive at once (memory), the batch's propagation is shared
+VALIDATION_USERS = 3_000
+
+
+# --- the typed graph --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Where each node type starts in the joint node index: users, items, brands, categories, entities."""
+
+    users: int
+    items: int
+    brands: int
+    categories: int
+    entities: int
+
+    @property
+    def item_offset(self) -> int:
+        """Index of the first item node."""
+        return self.users
+
+    @property
+    def brand_offset(self) -> int:
+        """Index of the first brand node."""
+        return self.users + self.items
+
+    @property
+    def category_offset(self) -> int:
+        """Index of the first category node."""
+        return self.brand_offset + self.brands
+
+    @property
+    def entity_offset(self) -> int:
+        """Index of the first knowledge-graph entity node."""
+        return self.category_offset + self.categories
+
+    @property
+    def total(self) -> int:
+        """Number of nodes."""
+        return self.entity_offset + self.entities
+
+
+@dataclass
+class TypedGraph:
+    """The joint graph's normalised adjacency, one sparse matrix per relation (and direction).
+
+    Relations come in pairs (forward, inverse), so each matrix's transpose is at hand:
+    the backward pass multiplies by it instead of transposing a sparse matrix every step,
+    which is faster and keeps CPU runs bit-for-bit repeatable.
+    """
+
+    layout: NodeLayout
+    relations: list[str]  # "interacted", "interacted^-1", "produced_by", …, one per matrix
+    matrices: list[torch.Tensor]  # sparse CSR (total × total), rows = receiving nodes
+
+    def to(self, device: str) -> TypedGraph:
+        """The same graph on ``device``."""
+        return TypedGraph(self.layout, self.relations, [m.to(device) for m in self.matrices])
+
+    def propagate(self, r: int, x: torch.Tensor) -> torch.Tensor:
+        """``matrices[r] @ x``, differentiable in ``x``."""
+        return _SparseProduct.apply(x, self.matrices[r], self.matrices[r ^ 1])
+
+
+class _SparseProduct(torch.autograd.Function):
+    """y = A x with a precomputed Aᵀ for the gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, matrix: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.transpose = transpose
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        return ctx.transpose @ grad, None, None
+
+
+def _relation_edges(graph: TrainingGraph, layout: NodeLayout, use_knowledge: bool) -> dict[str, tuple]:
+    """relation name -> (source nodes, target nodes) in the joint index, forward direction only."""
+    item = layout.item_offset
+    edges: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "interacted": (graph.inter_user.astype(np.int64), item + graph.inter_item.astype(np.int64))
+    }
+    if not use_knowledge:
+        return edges
+    has_brand = np.flatnonzero(graph.item_brand >= 0) if graph.item_brand.size else np.zeros(0, np.int64)
+    if has_brand.size:
+        edges["produced_by"] = (item + has_brand, layout.brand_offset + graph.item_brand[has_brand])
+    if graph.item_category_pairs.size:
+        pairs = graph.item_category_pairs
+        edges["belongs_to"] = (item + pairs[:, 0], layout.category_offset + pairs[:, 1])
+
+    def node(index: np.ndarray) -> np.ndarray:
+        # kg_triples nodes: items [0, n_items), then entities
+        return np.where(
+            index < graph.n_items, item + index, layout.entity_offset + (index - graph.n_items)
+        ).astype(np.int64)
+
+    for r, name in enumerate(graph.relation_names):
+        rows = graph.kg_triples[graph.kg_triples[:, 1] == r]
+        if rows.size:
+            edges[f"kg:{name}"] = (node(rows[:, 0]), node(rows[:, 2]))
+    for name, pairs in sorted(graph.knowledge.items()):
+        if name not in graph.relation_names and pairs.size:
+            edges[f"kg:{name}"] = (item + pairs[:, 0].astype(np.int64), item + pairs[:, 1].astype(np.int64))
+    return edges
+
+
+def _torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+            size=matrix.shape,
+            check_invariants=False,
+        )
+
+
+def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
+    """Every relation in both directions, normalised by the joint degree (D^-½ A D^-½)."""
+    layout = NodeLayout(
+        graph.n_users,
+        graph.n_items,
+        len(graph.brand_ids) if use_knowledge else 0,
+        len(graph.category_ids) if use_knowledge else 0,
+        graph.n_entities if use_knowledge else 0,
+    )
+    n = layout.total
+    directed: list[tuple[str, sp.csr_matrix]] = []
+    for name, (src, dst) in _relation_edges(graph, layout, use_knowledge).items():
+        ones = np.ones(src.size, dtype=np.float32)
+        # rows receive: the forward relation carries head → tail, the inverse tail → head
+        forward = sp.csr_matrix((ones, (dst, src)), shape=(n, n))
+        directed += [(name, forward), (f"{name}^-1", forward.T.tocsr())]
+    for _, matrix in directed:
+        matrix.data[:] = 1.0  # duplicate edges count once
+    degree = np.zeros(n, dtype=np.float64)
+    for _, matrix in directed:
+        degree += np.asarray(matrix.sum(axis=1)).ravel()
+    scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
+    relations = [name for name, _ in directed]
+    matrices = [_torch_csr((scale @ matrix @ scale).tocsr()) for _, matrix in directed]
+    return TypedGraph(layout, relations, matrices)
+
+
+# --- training examples --------------------------------------------------------------------------
+
+
+@dataclass
+class Sequences:
+    """One row per predicted interaction: its earlier items (most recent first) and the target.
+
+    Column ``k`` of a row is the item ``k`` steps before the target's predecessor (recency rank k).
+    """
+
+    context: np.ndarray  # (n, W) int32 item indices, -1 = none
+    relative: np.ndarray  # (n, W) weight relative to the strongest earlier item in the window
+    target: np.ndarray  # (n,) item index
+    user: np.ndarray  # (n,) user index
+
+
+def user_sequences(graph: TrainingGraph) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each user's (items, weights) oldest first (same-time ties in the seeded order of ``history_order``)."""
+    order = history_order(graph)
+    users = graph.inter_user[order]
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
+    result: list[tuple[np.ndarray, np.ndarray]] = [
+        (np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(graph.n_users)
+    ]
+    for a, b in itertools.pairwise(bounds):
+        rows = order[a:b]
+        result[int(users[a])] = (
+            graph.inter_item[rows].astype(np.int64),
+            graph.inter_weight[rows].astype(np.float32),
+        )
+    return result
+
+
+def next_item_examples(graph: TrainingGraph, window: int = CONTEXT_WINDOW) -> Sequences:
+    """Every (earlier items → next item) example of every user with at least two interactions."""
+    contexts, relatives, targets, users = [], [], [], []
+    for u, (items, weights) in enumerate(user_sequences(graph)):
+        n = items.size
+        if n < 2:
+            continue
+        positions = np.arange(1, n)
+        offsets = positions[:, None] - 1 - np.arange(window)[None, :]  # most recent first
+        valid = offsets >= 0
+        safe = np.where(valid, offsets, 0)
+        context = np.where(valid, items[safe], -1)
+        w = np.where(valid, np.maximum(weights[safe], 0.0), 0.0)
+        strongest = w.max(axis=1, keepdims=True)
+        relative = np.where(strongest > 0, w / np.maximum(strongest, 1e-30), valid.astype(np.float32))
+        contexts.append(context)
+        relatives.append(relative.astype(np.float32))
+        targets.append(items[positions])
+        users.append(np.full(positions.size, u, dtype=np.int64))
+    if not targets:
+        empty = np.zeros((0, window))
+        return Sequences(
+            empty.astype(np.int32), empty.astype(np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        )
+    context = np.concatenate(contexts)
+    return Sequences(
+        context.astype(np.int32), np.concatenate(relatives), np.concatenate(targets), np.concatenate(users)
+    )
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+class RelationalSequenceModel(nn.Module):
+    """Relation-weighted propagation; item target and context embeddings; a learnt recency decay."""
+
+    def __init__(
+        self, typed: TypedGraph, dim: int, layers: int, text_dim: int | None, decay: float | None = 0.7
+    ) -> None:
+        """``decay`` is the recency decay to start from, or None for none (every earlier item alike)."""
+        super().__init__()
+        self.layout = typed.layout
+        self.embedding = nn.Embedding(typed.layout.total, dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        self.text_projection = nn.Linear(text_dim, dim, bias=False) if text_dim else None
+        if self.text_projection is not None:
+            nn.init.normal_(self.text_projection.weight, std=0.01)
+        # softplus(0.5413) = 1: every relation starts as plain LightGCN propagation
+        self.relation_logits = nn.Parameter(torch.full((layers, len(typed.relations)), 0.5413))
+        n_items = typed.layout.items
+        self.context_offset = nn.Embedding(n_items, dim)
+        nn.init.zeros_(self.context_offset.weight)
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        self.decay_logit = (
+            nn.Parameter(torch.tensor(float(np.log(decay / (1 - decay))))) if decay is not None else None
+        )
+        self.layers = layers
+
+    def relation_weights(self) -> torch.Tensor:
+        """(layers, relations) non-negative weights of each relation in each layer."""
+        return nn.functional.softplus(self.relation_logits)
+
+    def decay(self) -> torch.Tensor:
+        """The learnt recency decay in (0, 1) (exactly 1 for a model without recency)."""
+        if self.decay_logit is None:
+            return self.item_bias.new_ones(())
+        return torch.sigmoid(self.decay_logit)
+
+    def initial(self, text: torch.Tensor | None) -> torch.Tensor:
+        """Layer-0 node features: free embeddings, plus projected text on item rows."""
+        x = self.embedding.weight
+        if self.text_projection is None or text is None:
+            return x
+        start, end = self.layout.item_offset, self.layout.brand_offset
+        return torch.cat([x[:start], x[start:end] + self.text_projection(text), x[end:]])
+
+    def forward(self, typed: TypedGraph, text: torch.Tensor | None) -> torch.Tensor:
+        """Final node embeddings: the mean over layers 0..L of relation-weighted propagation."""
+        x = self.initial(text)
+        out = x
+        weights = self.relation_weights()
+        for layer in range(self.layers):
+            x = sum(weights[layer, r] * typed.propagate(r, x) for r in range(len(typed.matrices)))
+            out = out + x
+        return out / (self.layers + 1)
+
+    def item_tables(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target, context) item embeddings, each with its extra column (bias / constant one)."""
+        items = nodes[self.layout.item_offset : self.layout.brand_offset]
+        target = torch.cat([items, self.item_bias[:, None]], dim=1)
+        ones = torch.ones(items.shape[0], 1, device=items.device)
+        context = torch.cat([items + self.context_offset.weight, ones], dim=1)
+        return target, context
+
+    def contexts(
+        self, context_table: torch.Tensor, items: torch.Tensor, relative: torch.Tensor
+    ) -> torch.Tensor:
+        """Recency-weighted mean of context embeddings (the served profile, scaled to sum one)."""
+        rank = torch.arange(items.shape[1], device=items.device, dtype=relative.dtype)
+        weight = relative * self.decay() ** rank * (items >= 0)
+        items = items.long()
+        weight = weight / weight.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.einsum("bw,bwd->bd", weight, nn.functional.embedding(items.clamp_min(0), context_table))
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedEmbeddings:
+    """What training produces: item tables for serving, other node embeddings, and the run's record."""
+
+    items: np.ndarray  # (n_items, dim) target embeddings (last column: bias)
+    item_context: np.ndarray  # (n_items, dim) context embeddings (last column: one)
+    users: np.ndarray
+    brands: np.ndarray
+    categories: np.ndarray
+    entities: np.ndarray
+    relation_weights: dict[str, list[float]]  # relation -> weight per layer
+    decay: float  # the learnt recency decay
+    seconds_per_epoch: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    validation_ndcg: list[float] = field(default_factory=list)  # per epoch, when validated
+    best_epoch: int = 0  # 1-based; the parameters kept
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` picks CUDA when a GPU is present, the CPU otherwise."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    """Make a run repeatable on CPU (and as far as cuDNN allows on GPU)."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(False)
+
+
+def validation_ndcg(
+    target_table: np.ndarray,
+    context_table: np.ndarray,
+    decay: float,
+    sequences: list[tuple[np.ndarray, np.ndarray]],
+    targets: dict[int, int],
+    users: np.ndarray,
+) -> float:
+    """NDCG@10 of the served score ``(profile · E_ctx) · E_itemᵀ`` for ``users``' held-out items."""
+    if users.size == 0:
+        return 0.0
+    total = 0.0
+    for start in range(0, users.size, 1024):
+        part = users[start : start + 1024]
+        profiles = np.zeros((part.size, context_table.shape[1]), dtype=np.float32)
+        for row, u in enumerate(part):
+            items, weights = sequences[u]
+            if items.size == 0:
+                continue
+            recent = items[::-1]
+            w = np.maximum(weights[::-1], 0.0)
+            strongest = w.max()
+            relative = w / strongest if strongest > 0 else np.ones_like(w)
+            profiles[row] = (relative * decay ** np.arange(items.size)) @ context_table[recent]
+        scores = profiles @ target_table.T
+        for row, u in enumerate(part):
+            scores[row, sequences[u][0]] = -np.inf
+            target = targets[int(u)]
+            rank = int((scores[row] > scores[row, target]).sum())
+            if rank < 10:
+                total += 1.0 / np.log2(rank + 2)
+    return total / users.size
+
+
+def train_kg_model(
+    graph: TrainingGraph,
+    config: TrainConfig,
+    device: str = "cpu",
+    text: np.ndarray | None = None,
+    validation: dict[int, int] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+    epochs: int | None = None,
+) -> TrainedEmbeddings:
+    """Train on ``graph``; with ``validation`` (user → held-out item), keep the best epoch.
+
+    ``epochs`` fixes the number of epochs (no early stopping); by default the cap is
+    ``config.epochs`` with ``config.patience`` epochs of patience.
+    """
+    seed_everything(config.seed)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    typed = build_typed_graph(graph, config.use_knowledge).to(device)
+    layout = typed.layout
+    text_tensor = (
+        torch.from_numpy(np.asarray(text, dtype=np.float32)).to(device)
+        if config.use_text and text is not None
+        else None
+    )
+    initial_decay = 0.7 if config.use_recency else None
+    model = RelationalSequenceModel(
+        typed,
+        config.dim - 1,  # + the bias column
+        config.layers,
+        text_tensor.shape[1] if text_tensor is not None else None,
+        decay=initial_decay,
+    ).to(device)
+    learn_decay = model.decay_logit is not None
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.model_lr)
+
+    examples = next_item_examples(graph)
+    context = torch.from_numpy(examples.context).to(device)
+    relative = torch.from_numpy(examples.relative).to(device)
+    target = torch.from_numpy(examples.target).to(device)
+    n_items = graph.n_items
+    sampled = n_items > FULL_SOFTMAX_MAX_ITEMS
+
+    sequences = user_sequences(graph)
+    check_users = np.zeros(0, dtype=np.int64)
+    if validation:
+        check_users = np.array(sorted(validation), dtype=np.int64)
+        if check_users.size > VALIDATION_USERS:
+            check_users = np.sort(
+                np.random.default_rng(config.seed).choice(check_users, VALIDATION_USERS, replace=False)
+            )
+    cap = epochs if epochs is not None else config.epochs
+    early_stopping = epochs is None and check_users.size > 0
+
+    result = TrainedEmbeddings(
+        items=np.zeros(0), item_context=np.zeros(0), users=np.zeros(0), brands=np.zeros(0),
+        categories=np.zeros(0), entities=np.zeros(0), relation_weights={}, decay=1.0,
+    )  # fmt: skip
+    best_score, best_state, since_best = -1.0, None, 0
+    for epoch in range(cap):
+        model.train()
+        started = time.perf_counter()
+        order = torch.randperm(target.numel(), generator=generator).to(device)
+        total = 0.0
+        for start in range(0, target.numel(), config.model_batch_size):
+            batch = order[start : start + config.model_batch_size]
+            nodes = model(typed, text_tensor)
+            target_table, context_table = model.item_tables(nodes)
+            # The chunks' gradients meet at the (detached) item tables, then flow through the
+            # propagation once per batch: logits of at most LOSS_CHUNK rows are alive at a time.
+            t_leaf = target_table.detach().requires_grad_()
+            c_leaf = context_table.detach().requires_grad_()
+            decay_grad = torch.zeros((), device=device)
+            batch_loss = 0.0
+            for chunk in batch.split(LOSS_CHUNK):
+                ctx = model.contexts(c_leaf, context[chunk], relative[chunk])
+                if sampled:
+                    negatives = torch.randint(0, n_items, (SAMPLED_NEGATIVES,), generator=generator).to(
+                        device
+                    )
+                    candidates = torch.cat([target[chunk], negatives])
+                    logits = ctx @ nn.functional.embedding(candidates, t_leaf).T
+                    labels = torch.arange(chunk.numel(), device=device)
+                else:
+                    logits = ctx @ t_leaf.T
+                    labels = target[chunk]
+                loss = nn.functional.cross_entropy(logits, labels, reduction="sum") / batch.numel()
+                inputs = [t_leaf, c_leaf] + ([model.decay_logit] if learn_decay else [])
+                grads = torch.autograd.grad(loss, inputs)
+                t_leaf.grad = grads[0] if t_leaf.grad is None else t_leaf.grad + grads[0]
+                c_leaf.grad = grads[1] if c_leaf.grad is None else c_leaf.grad + grads[1]
+                if learn_decay:
+                    decay_grad = decay_grad + grads[2]
+                batch_loss += float(loss.detach())
+            optimiser.zero_grad()
+            reg = config.l2 * model.embedding.weight.pow(2).sum() / max(graph.n_users, 1)
+            torch.autograd.backward(
+                [target_table, context_table, reg], [t_leaf.grad, c_leaf.grad, torch.ones_like(reg)]
+            )
+            if learn_decay:
+                model.decay_logit.grad = decay_grad
+            optimiser.step()
+            total += batch_loss * batch.numel()
+        result.seconds_per_epoch.append(time.perf_counter() - started)
+        result.losses.append(total / max(target.numel(), 1))
+        if on_epoch is not None:
+            on_epoch(epoch, result.losses[-1])
+        if not early_stopping:
+            continue
+        tables = _tables(model, typed, text_tensor)
+        score = validation_ndcg(
+            tables[0], tables[1], float(model.decay().detach()), sequences, validation, check_users
+        )
+        result.validation_ndcg.append(score)
+        LOG.info(
+            "epoch %d: loss %.4f, validation NDCG@10 %.4f, decay %.3f, %.0fs",
+            epoch + 1, result.losses[-1], score, float(model.decay().detach()), result.seconds_per_epoch[-1],
+        )  # fmt: skip
+        if score > best_score:
+            best_score, since_best, result.best_epoch = score, 0, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif not early_stopping:
+        result.best_epoch = cap
+    with torch.no_grad():
+        nodes = model(typed, text_tensor).cpu().numpy()
+    result.items, result.item_context = _tables(model, typed, text_tensor)
+    nodes = np.pad(nodes, ((0, 0), (0, 1)))  # the width of the item tables, bias column zero
+    result.users = nodes[: layout.users]
+    result.brands = nodes[layout.brand_offset : layout.category_offset]
+    result.categories = nodes[layout.category_offset : layout.entity_offset]
+    result.entities = nodes[layout.entity_offset :]
+    weights = model.relation_weights().detach().cpu().numpy()
+    result.relation_weights = {
+        name: weights[:, r].round(4).tolist() for r, name in enumerate(typed.relations)
+    }
+    result.decay = float(model.decay().detach())
+    if not config.use_knowledge:
+        result.brands = np.zeros((len(graph.brand_ids), config.dim), dtype=np.float32)
+        result.categories = np.zeros((len(graph.category_ids), config.dim), dtype=np.float32)
+    return result
+
+
+def _tables(
+    model: RelationalSequenceModel, typed: TypedGraph, text: torch.Tensor | None
+) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    with torch.no_grad():
+        target, context = model.item_tables(model(typed, text))
+    return target.cpu().numpy().astype(np.float32), context.cpu().numpy().astype(np.float32)
