@@ -411,28 +411,38 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
-@main.command("train")
-@click.option("--sync", is_flag=True, help="Train in this process instead of enqueueing a job.")
-@click.option("--wait", is_flag=True, help="Enqueue, then follow the job until it ends.")
-@click.option(
+# The graph model's epoch cap, shared by train and evaluate.
+epochs_option = click.option(
     "--epochs",
     default=40,
     show_default=True,
     type=click.IntRange(1, MAX_EPOCHS),
     help="Epoch cap of the graph model (early stopping on validation NDCG@10).",
 )
+
+
+@main.command("train")
+@click.option("--sync", is_flag=True, help="Train in this process instead of enqueueing a job.")
+@click.option("--wait", is_flag=True, help="Enqueue, then follow the job until it ends.")
+@epochs_option
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--variant", type=click.Choice(["full", "interactions"]), default="full", show_default=True)
+@click.option(
+    "--variant",
+    type=click.Choice(list(VARIANTS)),
+    default="full",
+    show_default=True,
+    help="Which signals the model may use (see the README's ablations).",
+)
 @click.pass_context
 def train_command(
     ctx: click.Context, sync: bool, wait: bool, epochs: int, seed: int, device: str, variant: str
 ) -> None:
     """Train a new model version from the graph and make it active."""
     settings = _settings(ctx)
-    options = {"epochs": epochs, "seed": seed, "device": device, "use_knowledge": variant == "full"}
+    options = {"epochs": epochs, "seed": seed, "device": device, "variant": variant}
     if sync:
-        from workers.training.config import TrainConfig
+        from workers.training.config import TrainConfig, for_variant
         from workers.training.job import start_training
 
         with (
@@ -449,7 +459,7 @@ def train_command(
             summary = start_training(
                 gateway,
                 settings,
-                TrainConfig(epochs=epochs, seed=seed, use_knowledge=options["use_knowledge"]),
+                for_variant(TrainConfig(epochs=epochs, seed=seed), variant),
                 device=device,
                 progress=lambda stage, fraction: progress.update(task, completed=fraction, stage=stage),
             )
@@ -463,7 +473,12 @@ def train_command(
 
 
 @main.command("evaluate")
-@click.option("--dataset", required=True, help="amazon-beauty, movielens, kgat-amazon-book, or a folder.")
+@click.option(
+    "--dataset",
+    required=True,
+    help="amazon-beauty, movielens, kgat-amazon-book, or a folder (kgrec, KGAT/KGIN, KGCN/RippleNet or "
+    "MovieLens layout, recognised by its files).",
+)
 @datasets_dir_options
 @click.option("--protocol", required=True, type=click.Choice(["leave-last-out", "given-split"]))
 @click.option("--k", "k_text", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
@@ -482,13 +497,7 @@ def train_command(
     show_default=True,
     help="all adds SASRec (slow on CPU).",
 )
-@click.option(
-    "--epochs",
-    default=40,
-    show_default=True,
-    type=click.IntRange(1, MAX_EPOCHS),
-    help="Epoch cap of the graph model (early stopping on validation NDCG@10).",
-)
+@epochs_option
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(

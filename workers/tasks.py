@@ -10,7 +10,7 @@ from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec import job_queue
 from kgrec.maintenance import prune
 from workers.context import graph, settings
-from workers.training.config import TrainConfig
+from workers.training.config import TrainConfig, for_variant
 from workers.training.item_fold_in import embed_new_items
 from workers.training.job import start_training
 
@@ -39,7 +39,12 @@ def fold_in_items(item_ids: list[str] | None = None) -> dict[str, Any]:
 
 @shared_task(bind=True, name=job_queue.TRAIN, acks_late=True, reject_on_worker_lost=True)
 def train(
-    self: Task, epochs: int = 8, seed: int = 7, device: str = "auto", use_knowledge: bool = True
+    self: Task,
+    epochs: int = TrainConfig.epochs,
+    seed: int = 7,
+    device: str = "auto",
+    variant: str = "full",
+    use_knowledge: bool = True,  # jobs queued before variants existed: False meant interactions only
 ) -> dict[str, Any]:
     """Train and activate a new model version; progress is readable at GET /v1/jobs/{id}.
 
@@ -53,7 +58,7 @@ def train(
     return start_training(
         graph(),
         settings(),
-        TrainConfig(epochs=epochs, seed=seed, use_knowledge=use_knowledge),
+        for_variant(TrainConfig(epochs=epochs, seed=seed), variant if use_knowledge else "interactions"),
         device=device,
         job_id=self.request.id,
         progress=progress,

@@ -22,6 +22,7 @@ from typing import Any
 from graph_schema.allow_list import Label
 from graph_schema.catalogue import Statement, read, write
 from graph_schema.statements.events import attribute_link_keys
+from graph_schema.statements.knowledge import ATTRIBUTE_NODES, ITEM_FACT_LINKS, attribute_link_stages
 
 CATALOGUE = "catalogue"  # the id of the catalogue's Revision node
 
@@ -32,24 +33,15 @@ _BUMP = """
     WITH rev.revision AS revision
 """
 
-_ITEMS = """
+_ITEMS = (
+    """
     UNWIND $items AS it
     MERGE (i:Item {id: it.id})
     ON CREATE SET i.created_at = $now, i.listed_at = $now
     SET i += it.props, i.listed = true, i.revision = revision, i.updated_at = $now
-    FOREACH (brand_id IN it.brands |
-        MERGE (b:Brand {id: brand_id})
-        ON CREATE SET b.name = brand_id, b.created_at = $now
-        MERGE (i)-[:MADE_BY]->(b))
-    FOREACH (category_id IN it.categories |
-        MERGE (c:Category {id: category_id})
-        ON CREATE SET c.name = category_id, c.created_at = $now
-        MERGE (i)-[:IN_CATEGORY]->(c))
-    WITH count(*) AS stage
-    UNWIND $category_links AS link
-    MATCH (child:Category {id: link.child_id})
-    MATCH (parent:Category {id: link.parent_id})
-    MERGE (child)-[:SUBCATEGORY_OF]->(parent)
+"""
+    + ITEM_FACT_LINKS
+    + """
     WITH count(*) AS stage
     UNWIND $replaced_brands AS rb
     MATCH (:Item {id: rb.id})-[old:MADE_BY]->(b:Brand)
@@ -66,17 +58,9 @@ _ITEMS = """
     WHERE old.relation = ra.relation AND NOT t.id IN ra.keep
     DELETE old
 """
+)
 
-_ATTRIBUTE_NODES = """
-    WITH count(*) AS stage
-    UNWIND $attribute_entities AS entity_id
-    MERGE (en:Entity {id: entity_id})
-    ON CREATE SET en.created_at = $now
-    WITH count(*) AS stage
-    UNWIND $attribute_items AS value_id
-    MERGE (vi:Item {id: value_id})
-    ON CREATE SET vi.created_at = $now, vi.listed = false
-"""
+_ATTRIBUTE_NODES = ATTRIBUTE_NODES
 
 _DONE = """
     WITH count(*) AS stage
@@ -121,17 +105,7 @@ UPSERT_CATALOGUE_ITEMS: Statement = write(
 @lru_cache(maxsize=1024)
 def _upsert_with_attributes(links: tuple[tuple[str, Label], ...]) -> Statement:
     # Each type comes from relationship_type() (through attribute_link_keys), each label from the allow-list.
-    stages = [
-        f"""
-    WITH count(*) AS stage
-    UNWIND $attributes_{n} AS a{n}
-    MATCH (h{n}:Item {{id: a{n}.head}})
-    MATCH (t{n}:{label.value} {{id: a{n}.tail}})
-    MERGE (h{n})-[:{rel_type} {{relation: a{n}.relation}}]->(t{n})
-"""
-        for n, (rel_type, label) in enumerate(links)
-    ]
-    name = "_".join(f"{rel_type}_{label.value}".lower() for rel_type, label in links)
+    stages, name = attribute_link_stages(links)
     example = [{"head": "B0001", "relation": "material", "tail": "cotton"}]
     return write(
         f"upsert_catalogue_items_with_{name}",

@@ -25,6 +25,7 @@ from graph_schema.allow_list import Label
 from graph_schema.behaviours import BEHAVIOUR_TABLE
 from graph_schema.catalogue import Statement, read, write
 from graph_schema.relation_names import relationship_type
+from graph_schema.statements.knowledge import ATTRIBUTE_NODES, ITEM_FACT_LINKS, attribute_link_stages
 
 SEEN_EVENTS = read(
     "seen_events",
@@ -54,7 +55,8 @@ _PAIR_ROW = {
     "rating_ts": None,
 }
 
-_BEFORE_PAIRS = """
+_BEFORE_PAIRS = (
+    """
     UNWIND $event_ids AS event_id
     CREATE (:Event {id: event_id, received_at: $now})
     WITH count(*) AS stage
@@ -74,20 +76,9 @@ _BEFORE_PAIRS = """
     MERGE (i:Item {id: it.id})
     ON CREATE SET i.created_at = $now
     SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
-    FOREACH (brand_id IN it.brands |
-        MERGE (b:Brand {id: brand_id})
-        ON CREATE SET b.name = brand_id, b.created_at = $now
-        MERGE (i)-[:MADE_BY]->(b))
-    FOREACH (category_id IN it.categories |
-        MERGE (c:Category {id: category_id})
-        ON CREATE SET c.name = category_id, c.created_at = $now
-        MERGE (i)-[:IN_CATEGORY]->(c))
-    WITH count(*) AS stage
-    UNWIND $category_links AS link
-    MATCH (child:Category {id: link.child_id})
-    MATCH (parent:Category {id: link.parent_id})
-    MERGE (child)-[:SUBCATEGORY_OF]->(parent)
 """
+    + ITEM_FACT_LINKS
+)
 
 _PAIRS_AND_INTERESTS = f"""
     WITH count(*) AS stage
@@ -153,32 +144,13 @@ INGEST_EVENTS: Statement = write(
 # statement is rendered for the (type, value label) pairs a batch uses, with one stage and one
 # $attributes_<n> parameter per pair, and stays one atomic statement (FalkorDB has no
 # multi-statement transactions).
-_ATTRIBUTE_NODES = """
-    WITH count(*) AS stage
-    UNWIND $attribute_entities AS entity_id
-    MERGE (en:Entity {id: entity_id})
-    ON CREATE SET en.created_at = $now
-    WITH count(*) AS stage
-    UNWIND $attribute_items AS value_id
-    MERGE (vi:Item {id: value_id})
-    ON CREATE SET vi.created_at = $now, vi.listed = false
-"""
+_ATTRIBUTE_NODES = ATTRIBUTE_NODES
 
 
 @lru_cache(maxsize=1024)
 def _ingest_with_attributes(links: tuple[tuple[str, Label], ...]) -> Statement:
     # Each type comes from relationship_type(), each label from the fixed allow-list.
-    stages = [
-        f"""
-    WITH count(*) AS stage
-    UNWIND $attributes_{n} AS a{n}
-    MATCH (h{n}:Item {{id: a{n}.head}})
-    MATCH (t{n}:{label.value} {{id: a{n}.tail}})
-    MERGE (h{n})-[:{rel_type} {{relation: a{n}.relation}}]->(t{n})
-"""
-        for n, (rel_type, label) in enumerate(links)
-    ]
-    name = "_".join(f"{rel_type}_{label.value}".lower() for rel_type, label in links)
+    stages, name = attribute_link_stages(links)
     example = [{"head": "i1", "relation": "film.film.genre", "tail": "m.0jzc"}]
     return write(
         f"ingest_events_with_{name}",

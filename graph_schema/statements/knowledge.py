@@ -100,3 +100,56 @@ RELATION_COUNTS = read(
 def example_relationship_types() -> list[str]:
     """The relationship types the rendered examples use (declared to the lint)."""
     return sorted({relationship_type(name) for name, _, _ in EXAMPLE_RELATIONS})
+
+
+# The attribute stages an atomic write (an event batch, a catalogue batch) appends: the values
+# that are not items become Entity nodes, unknown values unlisted items, and each (item,
+# relation, value) a typed knowledge edge, one stage and one $attributes_<n> parameter per
+# (type, value label) pair the batch uses.
+ATTRIBUTE_NODES = """
+    WITH count(*) AS stage
+    UNWIND $attribute_entities AS entity_id
+    MERGE (en:Entity {id: entity_id})
+    ON CREATE SET en.created_at = $now
+    WITH count(*) AS stage
+    UNWIND $attribute_items AS value_id
+    MERGE (vi:Item {id: value_id})
+    ON CREATE SET vi.created_at = $now, vi.listed = false
+"""
+
+
+def attribute_link_stages(links: tuple[tuple[str, Label], ...]) -> tuple[list[str], str]:
+    """The edge stages for ``links`` ((relationship type, value label) pairs), and a name for them.
+
+    Each type must come from :func:`relationship_type` and each label from the allow-list.
+    """
+    stages = [
+        f"""
+    WITH count(*) AS stage
+    UNWIND $attributes_{n} AS a{n}
+    MATCH (h{n}:Item {{id: a{n}.head}})
+    MATCH (t{n}:{label.value} {{id: a{n}.tail}})
+    MERGE (h{n})-[:{rel_type} {{relation: a{n}.relation}}]->(t{n})
+"""
+        for n, (rel_type, label) in enumerate(links)
+    ]
+    return stages, "_".join(f"{rel_type}_{label.value}".lower() for rel_type, label in links)
+
+
+# An item's brand and category links (``it`` the item row, ``i`` its node) and the category path
+# links of the batch: the same stage for events that carry item facts and for the catalogue API.
+ITEM_FACT_LINKS = """
+    FOREACH (brand_id IN it.brands |
+        MERGE (b:Brand {id: brand_id})
+        ON CREATE SET b.name = brand_id, b.created_at = $now
+        MERGE (i)-[:MADE_BY]->(b))
+    FOREACH (category_id IN it.categories |
+        MERGE (c:Category {id: category_id})
+        ON CREATE SET c.name = category_id, c.created_at = $now
+        MERGE (i)-[:IN_CATEGORY]->(c))
+    WITH count(*) AS stage
+    UNWIND $category_links AS link
+    MATCH (child:Category {id: link.child_id})
+    MATCH (parent:Category {id: link.parent_id})
+    MERGE (child)-[:SUBCATEGORY_OF]->(parent)
+"""
