@@ -17,7 +17,10 @@ import re
 
 MAX_ID_LENGTH = 256
 # The same rule as a regular expression that JSON Schema (ECMA 262) and Python both read the same way.
-ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+# White space is spelled out rather than written \s: regex engines disagree on what \s holds
+# (U+0085, U+FEFF), and this set is exactly what Python's str.strip() removes.
+_EDGE = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+ID_PATTERN = rf"^[^{_EDGE}](?:[^\x00-\x1f\x7f]*[^{_EDGE}])?$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # POST /v1/events and the bulk importers
