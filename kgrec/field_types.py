@@ -25,4 +25,5 @@ PriceFilter = Annotated[
     Literal[""] | Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)],
     AfterValidator(lambda value: None if value == "" else value),
 ]
-Title = Annotated[str, Strict(), StringConstraints(max_length=MAX_TEXT_LENGTH)]
+# No U+0000: FalkorDB reads a query and its parameters as one C string, so a NUL ends it early.
+Title = Annotated[str, Strict(), StringConstraints(max_length=MAX_TEXT_LENGTH, pattern=r"^[^\x00]*$")]

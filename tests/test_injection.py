@@ -156,6 +156,15 @@ def test_ids_with_white_space_at_either_end_are_refused_and_the_graph_stays_up(
         assert "white space" in response.text, response.text
     response = requests.put(f"{api.url}/v1/items/ok-item", json={"brand": padded}, headers=auth, timeout=30)
     assert response.status_code == 422, response.text
+    # FalkorDB reads the query and its parameters as one C string: a NUL in a text would cut it short
+    response = requests.post(
+        f"{api.url}/v1/events", json=[{**event, "item": {"title": "a\u0000b"}}], headers=auth, timeout=30
+    )
+    assert response.status_code == 422, response.text
+    response = requests.put(
+        f"{api.url}/v1/items/ok-item", json={"title": "a\u0000b"}, headers=auth, timeout=30
+    )
+    assert response.status_code == 422, response.text
     assert fingerprint(gateway) == before  # refused whole, and the server still answers
 
 
