@@ -18,6 +18,7 @@ from graph_schema.statements import admin
 from kgrec.category_tree import infer_parents
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
@@ -140,18 +141,11 @@ def test_full_amazon_beauty_import(gateway: GraphGateway, settings: Settings) ->
     assert {p.reason for p in report.problems} == {"tail is empty"}
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 @pytest.fixture
 def messy_dataset(tmp_path: Path) -> Path:
     folder = tmp_path / "messy"
     folder.mkdir()
-    write_csv(
+    write_csv_rows(
         folder / "interactions.csv",
         ["user_id", "item_id", "ts", "type", "value"],
         [
@@ -166,7 +160,7 @@ def messy_dataset(tmp_path: Path) -> Path:
     )
     with open(folder / "interactions.csv", "a") as handle:
         handle.write("u3,i1,1704067200\n")  # line 9: too few fields
-    write_csv(
+    write_csv_rows(
         folder / "items.csv",
         ["item_id", "brand", "categories", "title", "price"],
         [
@@ -175,7 +169,7 @@ def messy_dataset(tmp_path: Path) -> Path:
             ["i3", "Bolt", "Beauty|Skin Care", "Serum", ""],
         ],
     )
-    write_csv(
+    write_csv_rows(
         folder / "kg_triples.csv",
         ["head", "relation", "tail"],
         [["i1", "also_bought", "i3"], ["i1", "sounds like", "i2"], ["i3", "also_viewed", "x9"]],

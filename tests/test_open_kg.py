@@ -9,7 +9,6 @@ reads the edges back generically into ``kg_triples``.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import uuid
@@ -26,6 +25,7 @@ from graph_schema.statements.events import ingest_events_statement
 from graph_schema.statements.knowledge import link_knowledge
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.datasets.records import write_csv_rows
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, GraphQueryError, open_gateway
@@ -52,24 +52,17 @@ HOSTILE = [
 ]
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 @pytest.fixture
 def music(tmp_path: Path) -> Path:
     """A small shop with knowledge of every shape: item–entity, entity–entity, entity–item, item–item."""
     folder = tmp_path / "music"
     folder.mkdir()
-    write_csv(
+    write_csv_rows(
         folder / "interactions.csv",
         ["user_id", "item_id", "ts"],
         [["u1", "i1", "1704067200"], ["u1", "i2", "1704067300"], ["u2", "i3", "1704067400"]],
     )
-    write_csv(
+    write_csv_rows(
         folder / "items.csv",
         ["item_id", "brand", "categories", "title", "price"],
         [["i1", "", "", "Abbey Road", ""], ["i2", "", "", "Kind of Blue", ""]],
@@ -90,8 +83,8 @@ def music(tmp_path: Path) -> Path:
         ["i1", "ORIGIN", "UK"],  # same type, another name: its own edge
     ]
     hostile = [["i1", name, "UK"] for name in HOSTILE]
-    write_csv(folder / "kg_triples.csv", ["head", "relation", "tail"], valid + hostile)
-    write_csv(
+    write_csv_rows(folder / "kg_triples.csv", ["head", "relation", "tail"], valid + hostile)
+    write_csv_rows(
         folder / "entities.csv",
         ["entity_id", "kind", "name"],
         [
@@ -469,11 +462,13 @@ HOSTILE_IDS = [
 def test_hostile_ids_are_stored_verbatim_as_entities(
     gateway: GraphGateway, settings: Settings, tmp_path: Path
 ) -> None:
-    write_csv(tmp_path / "interactions.csv", ["user_id", "item_id"], [["u1", "i1"]])
-    write_csv(
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id"], [["u1", "i1"]])
+    write_csv_rows(
         tmp_path / "kg_triples.csv", ["head", "relation", "tail"], [["i1", "origin", v] for v in HOSTILE_IDS]
     )
-    write_csv(tmp_path / "entities.csv", ["entity_id", "kind", "name"], [[v, "x", v] for v in HOSTILE_IDS])
+    write_csv_rows(
+        tmp_path / "entities.csv", ["entity_id", "kind", "name"], [[v, "x", v] for v in HOSTILE_IDS]
+    )
     import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=NOW)
     events, problems = validate_batch(events_with({"material": HOSTILE_IDS}), max_skew_s=60)
     assert problems == []
