@@ -1,5 +1,12 @@
 # kgrec API / worker image. torch 2.13.0 from the package index brings its CUDA libraries,
 # so the same image serves the CPU services and the GPU worker profile.
+
+# The console's browser libraries, from npm at build time (never a CDN).
+FROM node:20-slim AS console-assets
+WORKDIR /assets
+COPY app/console/assets/package.json app/console/assets/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
 FROM python:3.11-slim
 
 RUN apt-get update \
@@ -12,6 +19,9 @@ COPY requirements.txt pyproject.toml README.md ./
 RUN pip install --no-cache-dir torch==2.13.0 \
  && pip install --no-cache-dir -r requirements.txt
 COPY app ./app
+COPY --from=console-assets /assets/node_modules/cytoscape/dist/cytoscape.min.js \
+     /assets/node_modules/uplot/dist/uPlot.iife.min.js \
+     /assets/node_modules/uplot/dist/uPlot.min.css ./app/console/static/vendor/
 COPY graph_schema ./graph_schema
 COPY kgrec ./kgrec
 COPY workers ./workers

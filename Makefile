@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 LINT_DIR := tools/cypher-lint
 STAMP := $(VENV)/.installed
+CONSOLE_ASSETS := app/console/assets
+CONSOLE_VENDOR := app/console/static/vendor
 
-.PHONY: run test install lint-deps lint compose-check clean
+.PHONY: run test install lint-deps console-assets browser-deps lint compose-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,27 @@ $(LINT_DIR)/node_modules/.package-lock.json: $(LINT_DIR)/package.json $(LINT_DIR
 
 lint-deps: $(LINT_DIR)/node_modules/.package-lock.json
 
-run: install
+# The console's browser libraries (cytoscape, uPlot), from npm at install time, never a CDN.
+$(CONSOLE_ASSETS)/node_modules/.package-lock.json: $(CONSOLE_ASSETS)/package.json $(CONSOLE_ASSETS)/package-lock.json
+	cd $(CONSOLE_ASSETS) && npm ci --no-audit --no-fund --loglevel=error
+
+$(CONSOLE_VENDOR)/.copied: $(CONSOLE_ASSETS)/node_modules/.package-lock.json
+	mkdir -p $(CONSOLE_VENDOR)
+	cp $(CONSOLE_ASSETS)/node_modules/cytoscape/dist/cytoscape.min.js \
+	   $(CONSOLE_ASSETS)/node_modules/uplot/dist/uPlot.iife.min.js \
+	   $(CONSOLE_ASSETS)/node_modules/uplot/dist/uPlot.min.css $(CONSOLE_VENDOR)/
+	touch $@
+
+console-assets: $(CONSOLE_VENDOR)/.copied
+
+# The console's browser tests drive Debian's chromium through its chromedriver; installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+run: install console-assets
 	HF_HUB_OFFLINE=1 $(BIN)/kgrec up --port 8000 --import amazon-beauty --train
 
 lint: install
@@ -34,8 +56,8 @@ lint: install
 compose-check:
 	tools/compose-config.sh
 
-test: install lint-deps lint compose-check
+test: install lint-deps console-assets browser-deps lint compose-check
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) $(LINT_DIR)/node_modules var
+	rm -rf $(VENV) $(LINT_DIR)/node_modules $(CONSOLE_ASSETS)/node_modules $(CONSOLE_VENDOR) var

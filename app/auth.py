@@ -23,7 +23,8 @@ def _presented_key() -> str | None:
     return token.strip()
 
 
-def _key_is_valid(presented: str) -> bool:
+def key_is_valid(presented: str) -> bool:
+    """Whether ``presented`` is one of the configured API keys (constant time)."""
     # Compare against every key so the time taken does not reveal which one matched.
     matched = False
     for key in settings().api_keys:
@@ -36,7 +37,7 @@ def check_api_key() -> None:
     presented = _presented_key()
     if presented is None:
         raise ApiError(401, "unauthorized", "an API key is required: Authorization: Bearer <key>")
-    if not _key_is_valid(presented):
+    if not key_is_valid(presented):
         current_app.logger.warning("request with an invalid API key refused")
         raise ApiError(401, "unauthorized", "the API key is not valid")
 

@@ -8,18 +8,34 @@ from app.body import json_body
 from app.endpoints import write_endpoint
 from app.errors import ApiError
 from app.graph import serving
-from app.schemas import Error, EventBatch, IngestResult
+from app.impression_schemas import AttributedIngestResult
+from app.impressions import impression_store
+from app.schemas import Error, EventBatch
+from kgrec.attribution import attribute
+from kgrec.errors import NoActiveModel
+from kgrec.events.ingest import EventsRefused
 from kgrec.events.validation import validate_batch
 from kgrec.limits import MAX_BODY_BYTES
+from kgrec.serving import Serving, now_ms
 
 bp = Blueprint("events", __name__)
+
+
+def model_price(core: Serving, item_id: str) -> float | None:
+    """The item's price as the active model knows it (a purchase's revenue when it has no value)."""
+    try:
+        model = core.active_model()
+    except NoActiveModel:
+        return None
+    row = model.item_index.get(item_id)
+    return float(model.facts.item_price[row]) if row is not None and row < model.facts.n_items else None
 
 
 @write_endpoint(
     bp,
     "POST",
     "/v1/events",
-    IngestResult,
+    AttributedIngestResult,
     "applied",
     {
         "HTTP_400": (Error, "not UTF-8, not JSON, NaN/Infinity or nested too deeply"),
@@ -33,6 +49,8 @@ def post_events() -> Response:
     """Ingest a batch of behaviour events atomically and idempotently.
 
     Any invalid event rejects the whole batch (422, every problem as `{index, field, reason}`).
+    Clicks, carts and purchases are then attributed to the impression they came from: the one their
+    `recommendation_id` names, else the user's latest impression of the item within the window.
     """
     document = json_body()
     raw_events = document.get("events") if isinstance(document, dict) else document
@@ -45,4 +63,21 @@ def post_events() -> Response:
             f"{len(errors)} problem(s) in the batch; nothing was written",
             errors=[e.as_dict() for e in errors],
         )
-    return jsonify(core.ingest_events(events))
+    try:
+        result = core.ingest_events(events)
+    except EventsRefused as refused:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{len(refused.errors)} problem(s) in the batch; nothing was written",
+            errors=[e.as_dict() for e in refused.errors],
+        ) from None
+    # After the commit, before the answer: an acknowledged batch is attributed (see kgrec/attribution.py).
+    attributed = attribute(
+        impression_store(),
+        events,
+        max_skew_ms=core.settings.max_clock_skew_s * 1000,
+        now_ms=int(now_ms()),
+        price_of=lambda item_id: model_price(core, item_id),
+    )
+    return jsonify({**result, "attributed": attributed.attributed})

@@ -1,4 +1,4 @@
-"""``GET /v1/items/{item_id}/similar``: nearest items by the active model's embeddings."""
+"""``GET /v1/items/{item_id}/similar``: nearest items by the model's embeddings, recorded as an impression."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from flask import Blueprint, Response, jsonify
 
 from app.endpoints import read_endpoint
 from app.graph import serving
-from app.schemas import Error, Similar, SimilarQuery
+from app.impression_schemas import RecordedSimilar, SimilarForUserQuery
+from app.impressions import recorded, served_version
+from app.schemas import Error
 
 bp = Blueprint("items", __name__)
 
@@ -14,16 +16,22 @@ bp = Blueprint("items", __name__)
 @read_endpoint(
     bp,
     "/v1/items/<item_id>/similar",
-    Similar,
+    RecordedSimilar,
     "similar items",
     {"HTTP_404": (Error, "the model knows no such item")},
     item_id="the item",
 )
-def similar(item_id: str, query: SimilarQuery) -> Response:
+def similar(item_id: str, query: SimilarForUserQuery) -> Response:
     """Items closest to this one by the model's embeddings (cosine), with the catalogue filters.
 
     Items created after the last training are included once their embedding has
-    been folded in from their text, brand and categories.
+    been folded in from their text, brand and categories. The answer is recorded as an
+    impression (with `user_id` when given) under its `recommendation_id`; with a `user_id`, a running
+    experiment's variant picks the model version.
     """
-    core = serving()
-    return jsonify(core.similar(item_id, k=query.k, filters=query.filters(), diversity=query.diversity()))
+    version, experiment = served_version(query.user_id)
+    answer = serving().similar(
+        item_id, k=query.k, filters=query.filters(), diversity=query.diversity(), model_version=version
+    )
+    answer = {**answer, "user_id": query.user_id, **experiment}
+    return jsonify(recorded(answer, surface="similar", user_id=query.user_id, item_id=item_id))

@@ -22,7 +22,7 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from swagger_ui_bundle import swagger_ui_path
 
 from app.params import bad_parameter
-from app.schemas import PATH_ID, Error, OpenApiDocument
+from app.schemas import NON_JSON_ANSWERS, PATH_ID, Error, OpenApiDocument
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -87,6 +87,12 @@ def _complete(operation: dict[str, Any]) -> None:
     for parameter in parameters:
         if parameter["in"] == "path":
             parameter["schema"] = PATH_ID.json_schema()
+    # spectree documents every answer as JSON; a few are not (a CSV export).
+    for answer in operation["responses"].values():
+        schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        media_type = NON_JSON_ANSWERS.get(schema.get("$ref", "").rsplit("/", 1)[-1])
+        if media_type:
+            answer["content"] = {media_type: {"schema": {"type": "string"}}}
     # spectree gives every operation a validation-error answer; one without input cannot be invalid.
     if not parameters and "requestBody" not in operation:
         operation["responses"].pop("400", None)

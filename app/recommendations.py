@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from app.endpoints import read_endpoint
+from app.experiment_schemas import ExperimentRecommendations
 from app.graph import serving
-from app.schemas import Error, Explanation, ExplanationQuery, Recommendations, RecommendationsQuery
+from app.impressions import recorded, served_version
+from app.schemas import Error, Explanation, ExplanationQuery, RecommendationsQuery
 
 bp = Blueprint("recommendations", __name__)
 
@@ -14,7 +16,7 @@ bp = Blueprint("recommendations", __name__)
 @read_endpoint(
     bp,
     "/v1/users/<user_id>/recommendations",
-    Recommendations,
+    ExperimentRecommendations,
     "ranked items",
     user_id="any user id; an unknown user gets decayed popularity",
 )
@@ -22,18 +24,21 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
     """Ranked items for a user, with the user's latest events folded in.
 
     An unknown user, or one with no history, gets decayed popularity (`cold_start: true`).
+    The answer is recorded as an impression under its `recommendation_id` (`GET /v1/impressions/{id}`).
+    While an experiment runs, the user's variant (sticky) picks the model version.
     """
-    return jsonify(
-        serving().recommendations(
-            user_id,
-            k=query.k,
-            offset=query.offset,
-            exclude=query.exclude,
-            filters=query.filters(),
-            explain=query.explain,
-            diversity=query.diversity(),
-        )
+    version, experiment = served_version(user_id)
+    answer = serving().recommendations(
+        user_id,
+        k=query.k,
+        offset=query.offset,
+        exclude=query.exclude,
+        filters=query.filters(),
+        explain=query.explain,
+        diversity=query.diversity(),
+        model_version=version,
     )
+    return jsonify(recorded({**answer, **experiment}, surface="recommendations", user_id=user_id))
 
 
 @read_endpoint(

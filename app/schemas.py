@@ -29,6 +29,7 @@ from kgrec.diversity import Diversity
 from kgrec.events.validation import Event
 from kgrec.field_types import Id, OptionalId, PriceFilter
 from kgrec.limits import (
+    MAX_AUDIENCE_PAGE,
     MAX_BATCH_ATTRIBUTE_RELATIONS,
     MAX_EVENTS_PER_BATCH,
     MAX_INTEREST_DRIVERS,
@@ -223,7 +224,7 @@ class GraphStats(BaseModel):
 
 
 class PathNode(BaseModel):
-    label: Literal["User", "Item", "Brand", "Category", "Entity"]
+    label: Literal["User", "Item", "Brand", "Category", "Entity", "Topic"]
     id: str
     name: str
     kind: str | None = Field(
@@ -279,6 +280,10 @@ class Recommendations(BaseModel):
     offset: int
     filters: Filters
     items: list[ScoredItem]
+    reason: str | None = Field(
+        default=None,
+        description="only for a cold start from topics: the user's searches, reviews or tags chose the items",
+    )
 
 
 class Explanation(BaseModel):
@@ -315,6 +320,10 @@ class Interests(BaseModel):
     user_id: str
     brands: list[Interest]
     categories: list[Interest]
+    topics: list[Interest] = Field(
+        default_factory=list,
+        description="topics of the user's searches, reviews and tags; items: the topic's most central items",
+    )
 
 
 class Removed(BaseModel):
@@ -399,6 +408,56 @@ class RuleDeleted(BaseModel):
 
 class NewRule(RootModel[RuleBody]):
     """A business rule (see the fields' descriptions for which fields each action takes)."""
+
+
+class AudienceConditions(BaseModel):
+    """Exactly one target (brand, category, topic or item) and optional thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brand: OptionalId = ""
+    category: OptionalId = ""
+    topic: OptionalId = ""
+    item: OptionalId = ""
+    min_weight: Annotated[float, Field(ge=0, le=1e9, description="decayed weight at least this")] = 0.0
+    active_within_days: Annotated[
+        int | None, Field(ge=1, le=3650, description="the user's latest event on the target is this recent")
+    ] = None
+
+
+class AudienceQuery(Query, AudienceConditions):
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    limit: Annotated[int, Field(ge=1, le=MAX_AUDIENCE_PAGE, description="users per page")] = 100
+    cursor: Annotated[str, Field(max_length=512, description="`next_cursor` of the previous page")] = ""
+
+
+class AudienceMember(BaseModel):
+    user_id: str
+    weight: float = Field(description="decayed interest weight in the target at `as_of`")
+    events: int = Field(description="events of the user on the target")
+    last_ts: int | None = Field(None, description="the user's latest event on the target (epoch ms)")
+
+
+class Audience(BaseModel):
+    brand: str | None = None
+    category: str | None = None
+    topic: str | None = None
+    item: str | None = None
+    min_weight: float
+    active_within_days: int | None
+    as_of: int = Field(description="the instant weights are decayed to (epoch ms); fixed across pages")
+    size: int = Field(description="users matching the conditions")
+    users: list[AudienceMember] = Field(description="strongest first; ties by user id")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class AudienceCsv(RootModel[str]):
+    """text/csv: a header `user_id,weight,events,last_ts`, then one line per user, strongest first."""
+
+
+# Answers that are not JSON: model name -> media type (the OpenAPI document says so).
+NON_JSON_ANSWERS = {"AudienceCsv": "text/csv"}
 
 
 class OpenApiDocument(RootModel[dict[str, Any]]):

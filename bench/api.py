@@ -7,11 +7,19 @@ time), then reports p50/p95/p99 and the error rate per endpoint. It also
 reports the explanation coverage: the share of recommended items (k=20,
 explain=true) that carry at least one path.
 
+The cost of recording impressions (every recommendations and similar-items
+response is stored before it is answered, see kgrec/impressions.py) is measured
+in the same run: after the endpoints above, recommendations are loaded again
+with recording off and on (``KGREC_RECORD_IMPRESSIONS``), alternating for
+``--impression-rounds`` rounds, each in a freshly started API, and the report
+gives p50/p99 of each side (pooled over the rounds) and the p99 overhead.
+
 The work directory keeps the imported graph and the trained model between
 runs (first run: import and training, minutes).
 
     .venv/bin/python -m bench.api [--dataset amazon-beauty|kgat-amazon-book] [--duration 30]
         [--rates recommendations=300,similar=300,explanation=100] [--datasets-dir ../shared/data]
+        [--impression-rounds 2] [--impression-rate 300]
 
 The last line is one JSON object.
 """
@@ -19,11 +27,13 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,12 +49,14 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
+from kgrec.impressions import ImpressionStore
 from kgrec.model_store import ActiveModel
-from kgrec.runtime import graph_session
+from kgrec.runtime import embedded_server, graph_session
 from workers.training.config import TrainConfig
 from workers.training.job import start_training
 
 KEY = "bench-api-key"
+RECORD_ENV = "KGREC_RECORD_IMPRESSIONS"
 SAMPLE = 2_000
 DEFAULT_RATES = "recommendations=300,similar=300,explanation=100"
 ROUTES = {  # the endpoint label of the API's own latency histogram
@@ -140,18 +152,112 @@ def load(args: argparse.Namespace, settings: Settings, users: list[str], items: 
     return report
 
 
+def _overhead(sides: dict[str, dict[str, Any]], side: str, figure: str) -> float | None:
+    """How much slower ``side`` was than recording off, in percent of ``figure``."""
+    if side not in sides:
+        return None
+    off, on = sides["off"][figure], sides[side][figure]
+    return round((on - off) / off * 100, 1) if off else None
+
+
+@contextlib.contextmanager
+def fsync_policy(settings: Settings, policy: str) -> Iterator[None]:
+    """The running embedded server's appendfsync for a while (CONFIG SET), then the configured one again."""
+    info = embedded_server(settings).running()
+    assert info is not None
+    client = info.client()
+    client.config_set("appendfsync", policy)
+    try:
+        yield
+    finally:
+        client.config_set("appendfsync", settings.aof_fsync)
+        client.close()
+
+
+@contextlib.contextmanager
+def recording(on: bool) -> Iterator[None]:
+    """Start APIs (which copy this environment) with impression recording on or off."""
+    before = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = "true" if on else "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = before
+
+
+def impression_overhead(args: argparse.Namespace, settings: Settings, users: list[str]) -> dict[str, Any]:
+    """Recommendations with recording off and on, alternating in fresh APIs; p99 pooled per side."""
+    paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=20" for u in users]
+    pooled: dict[str, LoadResult] = {}
+    rounds: list[dict[str, Any]] = []
+    sides_run = ("off", "on", "on_everysec") if args.impression_everysec else ("off", "on")
+    for round_no in range(args.impression_rounds):
+        for side in sides_run:
+            with (
+                recording(side != "off"),
+                fsync_policy(settings, "everysec" if side == "on_everysec" else settings.aof_fsync),
+                serve_api(settings.data_dir, KEY, args.port) as base,
+            ):
+                session = requests.Session()
+                for path in paths[:200]:  # warm-up, as in load()
+                    session.get(f"{base}{path}", timeout=30)
+                print(
+                    f"impressions {side}, round {round_no + 1}: {args.impression_rate:g} req/s ...",
+                    flush=True,
+                )
+                result = open_loop(base, paths, args.impression_rate, args.duration)
+            rounds.append({"round": round_no + 1, "recording": side, **summarise(result)})
+            print(f"  {json.dumps(rounds[-1])}", flush=True)
+            merged = pooled.setdefault(side, LoadResult(result.offered_rate, 0.0))
+            merged.latencies += result.latencies
+            merged.duration_s += result.duration_s
+            for error, count in result.errors.items():
+                merged.errors[error] = merged.errors.get(error, 0) + count
+    sides = {side: summarise(result) for side, result in pooled.items()}
+    for side in sides.values():
+        side.pop("slowest")
+    store = ImpressionStore(settings)
+    try:
+        kept = store.length()
+        memory = store.run(lambda client: client.memory_usage(store.stream, samples=0)) or 0
+    finally:
+        store.close()
+    return {
+        "server_appendfsync": settings.aof_fsync,
+        "endpoint": "recommendations?k=20",
+        "rate_rps": args.impression_rate,
+        "rounds": rounds,
+        "pooled": sides,
+        "p99_overhead_pct": _overhead(sides, "on", "p99_ms"),
+        "p50_overhead_pct": _overhead(sides, "on", "p50_ms"),
+        "p99_overhead_everysec_pct": _overhead(sides, "on_everysec", "p99_ms"),
+        "stream_entries": kept,
+        "stream_bytes_per_impression": round(memory / kept, 1) if kept else None,
+    }
+
+
+def model_and_users(gateway: GraphGateway, settings: Settings, rng: random.Random) -> tuple[Any, list[str]]:
+    """The active model and a seeded sample of up to ``SAMPLE`` users of the graph."""
+    model = ActiveModel(gateway, settings.data_dir).get()
+    assert model is not None
+    users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 200_000})]
+    return model, rng.sample(users, min(SAMPLE, len(users)))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Prepare the work directory, then load the API."""
     rng = random.Random(args.seed)
     settings = Settings(data_dir=(args.work_dir / args.dataset).resolve(), datasets_dir=args.datasets_dir)
     with graph_session(settings, apply_migrations=True) as gateway:
         stats = prepare(gateway, settings, args.dataset, args.epochs)
-        model = ActiveModel(gateway, settings.data_dir).get()
-        assert model is not None
-        users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 200_000})]
-        users = rng.sample(users, min(SAMPLE, len(users)))
+        model, users = model_and_users(gateway, settings, rng)
         items = rng.sample(list(model.artifacts.item_ids), min(SAMPLE, model.n_items))
         report = load(args, settings, users, items)
+        if args.impression_rounds:
+            report["impression_overhead"] = impression_overhead(args, settings, users)
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         "load generator on the same machine",
@@ -177,6 +283,15 @@ def main() -> None:
     parser.add_argument("--coverage-users", type=int, default=300)
     parser.add_argument("--port", type=int, default=18_000 + os.getpid() % 1000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--impression-rounds", type=int, default=2, help="off/on rounds of the recording overhead (0: skip)"
+    )
+    parser.add_argument("--impression-rate", type=float, default=300.0, help="req/s of those rounds")
+    parser.add_argument(
+        "--impression-everysec",
+        action="store_true",
+        help="a third side: recording with appendfsync everysec (what the per-write fsync costs)",
+    )
     args = parser.parse_args()
     print(json.dumps(run(args)))
 

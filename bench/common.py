@@ -1,14 +1,19 @@
-"""Shared by the benchmarks: a gunicorn API on a data directory, for the length of a block."""
+"""Shared by the benchmarks: a gunicorn API for the length of a block, percentiles, processes' memory."""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 import numpy as np
 import requests
@@ -75,3 +80,107 @@ def server_side(before: dict[float, float], after: dict[float, float]) -> dict[s
         "over_20ms": total - int(delta.get(0.02, 0.0)),
         "over_100ms": total - int(delta.get(0.1, 0.0)),
     }
+
+
+def _call_and_report(queue: Any, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        result = target(*args)
+    except BaseException:
+        queue.put(("error", traceback.format_exc()))
+        raise
+    queue.put(("ok", (result, _status_mb("self", "VmHWM"))))
+
+
+def in_fresh_process(target: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``target(*args)`` in a new (spawned) process; returns its result and that process's peak RSS in MB.
+
+    A fresh interpreter makes the peak its own: nothing this process loaded counts. The peak
+    is VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss`` across exec, so a spawned child's
+    would start at this (parent) process's size when it was forked.
+    ``target`` must be a module-level function, and its arguments and result picklable.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_call_and_report, args=(queue, target, args))
+    process.start()
+    try:
+        while True:
+            try:
+                status, payload = queue.get(timeout=1.0)
+                break
+            except Empty:
+                # Killed (out of memory, a signal) before it could answer: say so instead of waiting.
+                if not process.is_alive() and queue.empty():
+                    raise RuntimeError(
+                        f"{getattr(target, '__name__', target)}'s process exited with code "
+                        f"{process.exitcode} and no result"
+                    ) from None
+    finally:
+        process.join()
+    if status != "ok":
+        raise RuntimeError(f"{getattr(target, '__name__', target)} failed in its own process:\n{payload}")
+    return payload
+
+
+def _status_mb(pid: int | str, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no {field} for process {pid}")
+
+
+def rss_mb(pid: int) -> float:
+    """The resident set size of process ``pid`` now, in MB (Linux /proc)."""
+    return _status_mb(pid, "VmRSS")
+
+
+def _peaks_of(needle: bytes) -> dict[int, float]:
+    """VmHWM of the processes whose command line holds ``needle``, and of their children.
+
+    Children count too since a server may retitle its workers (gunicorn does when
+    setproctitle is installed).
+    """
+    matched: set[int] = set()
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "cmdline").read_bytes():
+                matched.add(int(proc.name))
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    peaks = {}
+    for pid in matched | {child for child, parent in parents.items() if parent in matched}:
+        try:
+            peaks[pid] = _status_mb(pid, "VmHWM")
+        except (OSError, ValueError):
+            continue
+    return peaks
+
+
+@contextlib.contextmanager
+def peak_rss_while(needle: str, every_s: float = 1.0) -> Iterator[dict[int, float]]:
+    """Within the block, the peak RSS (VmHWM, MB) of every process whose command line holds ``needle``.
+
+    Yields a dict (pid -> MB) filled in the background every ``every_s`` and once more at
+    the end of the block, for processes (an API's gunicorn workers, say) that the block
+    starts and stops itself.
+    """
+    peaks: dict[int, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            peaks.update(_peaks_of(needle.encode()))
+            if done.wait(every_s):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peaks
+    finally:
+        done.set()
+        sampler.join()

@@ -12,7 +12,6 @@ Latency runs from sending the POST to receiving the first list that reflects it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -33,7 +33,7 @@ from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
-from kgrec.recommender import HistoryEntry
+from kgrec.recommender import HistoryEntry, Recommender
 from workers.training.config import TrainConfig
 from workers.training.job import start_training
 
@@ -42,13 +42,72 @@ POLL_S = 0.005
 TIMEOUT_S = 5.0
 
 
+def measure(
+    base: str, model: Recommender, users: list[str], trials: int, rng: random.Random, tag: str
+) -> tuple[list[float], int]:
+    """Post ``trials`` purchases to the API at ``base`` and time each until it shows in a list.
+
+    Returns the latencies (seconds) of the trials that were reflected and how many
+    were not within 5 s. ``tag`` goes into the event ids: a rerun on the same
+    graph needs a new one, since the API drops events whose id it has seen.
+    """
+    session = requests.Session()
+    latencies: list[float] = []
+    failures = 0
+    for trial in range(trials):
+        user = rng.choice(users)
+        url = f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20"
+        before = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
+        while True:
+            item = rng.choice(model.artifacts.item_ids)
+            nearest = model.recommend([[HistoryEntry(item, 5.0, 1)]], 5, [[item]])[0]
+            neighbours = {i for i, _ in nearest} - before
+            if item not in before and neighbours:
+                break
+        event = {
+            "event_id": f"fresh-{tag}-{trial}",
+            "user_id": user,
+            "item_id": item,
+            "type": "purchase",
+            "ts": int(time.time() * 1000),
+        }
+        sent = time.perf_counter()
+        posted = session.post(
+            f"{base}/v1/events", json=[event], headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+        )
+        assert posted.status_code == 200, posted.text
+        while True:
+            items = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
+            elapsed = time.perf_counter() - sent
+            if items & neighbours:
+                latencies.append(elapsed)
+                break
+            if elapsed > TIMEOUT_S:
+                failures += 1
+                break
+            time.sleep(POLL_S)
+    return latencies, failures
+
+
+def summarise(latencies: list[float], failures: int) -> dict[str, Any]:
+    """Trial counts and latency percentiles in milliseconds."""
+    return {
+        "trials": len(latencies) + failures,
+        "reflected": len(latencies),
+        "not_reflected_within_5s": failures,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 95) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+    }
+
+
 def run(datasets_dir: Path, trials: int, seed: int) -> dict[str, Any]:
+    """Import Amazon Beauty into a fresh embedded graph, train once, then time ``trials`` fold-ins."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="kgrec-fresh-") as scratch:
         settings = Settings(data_dir=Path(scratch), datasets_dir=datasets_dir)
         server = EmbeddedServer(settings.data_dir)
         server.start()
-        stack = contextlib.ExitStack()
         try:
             with open_gateway(settings) as gateway:
                 migrate(gateway)
@@ -57,55 +116,14 @@ def run(datasets_dir: Path, trials: int, seed: int) -> dict[str, Any]:
                 model = ActiveModel(gateway, settings.data_dir).get()
                 assert model is not None
                 users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 50_000})]
-            base = stack.enter_context(serve_api(settings.data_dir, KEY, 19_000 + os.getpid() % 1000))
-            session = requests.Session()
-            latencies: list[float] = []
-            failures = 0
-            for trial in range(trials):
-                user = rng.choice(users)
-                url = f"{base}/v1/users/{user}/recommendations?k=20"
-                before = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
-                while True:
-                    item = rng.choice(model.artifacts.item_ids)
-                    neighbours = {
-                        i for i, _ in model.recommend([[HistoryEntry(item, 5.0, 1)]], 5, [[item]])[0]
-                    } - before
-                    if item not in before and neighbours:
-                        break
-                event = {
-                    "event_id": f"fresh-{seed}-{trial}",
-                    "user_id": user,
-                    "item_id": item,
-                    "type": "purchase",
-                    "ts": int(time.time() * 1000),
-                }
-                sent = time.perf_counter()
-                posted = session.post(
-                    f"{base}/v1/events", json=[event], headers={"Authorization": f"Bearer {KEY}"}, timeout=10
-                )
-                assert posted.status_code == 200, posted.text
-                while True:
-                    items = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
-                    elapsed = time.perf_counter() - sent
-                    if items & neighbours:
-                        latencies.append(elapsed)
-                        break
-                    if elapsed > TIMEOUT_S:
-                        failures += 1
-                        break
-                    time.sleep(POLL_S)
+            with serve_api(settings.data_dir, KEY, 19_000 + os.getpid() % 1000) as base:
+                latencies, failures = measure(base, model, users, trials, rng, str(seed))
         finally:
-            stack.close()
             server.stop()
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "data": "Amazon Beauty (22,363 users, 12,101 items, 198,502 interactions), model trained once",
-        "trials": trials,
-        "reflected": len(latencies),
-        "not_reflected_within_5s": failures,
-        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-        "p95_ms": round(percentile(latencies, 95) * 1000, 1),
-        "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        **summarise(latencies, failures),
     }
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import in_fresh_process
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.kgat import KgatDataset
@@ -62,26 +61,20 @@ def kgat_graph(datasets_dir: Path) -> TrainingGraph:
     )
 
 
-def _epoch(model: str, datasets_dir: str, device: str, epochs: int, queue: Any) -> None:
+def _epoch(model: str, datasets_dir: str, device: str, epochs: int) -> float:
     graph = kgat_graph(Path(datasets_dir))
     config = TrainConfig(epochs=epochs, use_text=False)
     if model == "kgrec":
         seconds = train_kg_model(graph, config, device, epochs=epochs).seconds_per_epoch
     else:
         seconds = train_lightgcn(graph, config)[2]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"seconds_per_epoch": round(float(np.mean(seconds)), 2), "peak_rss_mb": round(peak_mb)})
+    return float(np.mean(seconds))
 
 
 def measure(model: str, datasets_dir: Path, device: str, epochs: int) -> dict[str, Any]:
     """Run one model's epochs in a fresh process (so peak RSS is its own)."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_epoch, args=(model, str(datasets_dir), device, epochs, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    seconds, peak_mb = in_fresh_process(_epoch, model, str(datasets_dir), device, epochs)
+    return {"seconds_per_epoch": round(seconds, 2), "peak_rss_mb": round(peak_mb)}
 
 
 def pipeline(datasets_dir: Path, device: str) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class Label(StrEnum):
     REVISION = "Revision"
     # a business rule (block, pin, boost, bury) applied by every serving process
     RULE = "Rule"
+    TOPIC = "Topic"  # {id, name, keywords}: a topic mined from item text (stable id across versions)
+    TAG = "Tag"  # {id}: a user-given tag, normalised (lower case, single spaces)
+    # {id: 'retrain'}: when beat last asked for a scheduled retraining, and the job it queued
+    SCHEDULE = "Schedule"
 
 
 class Rel(StrEnum):
@@ -54,6 +58,9 @@ class Rel(StrEnum):
     EMBEDDING = "EMBEDDING"  # (:ModelVersion)-[:EMBEDDING {vector}]->(:User|:Item|:Brand|:Category)
     # (:ModelVersion)-[:POPULARITY_ADJUSTMENT {delta}]->(:Item): erased users' share of the version's counts
     POPULARITY_ADJUSTMENT = "POPULARITY_ADJUSTMENT"
+    ABOUT = "ABOUT"  # (:Item)-[:ABOUT {score, version}]->(:Topic)
+    TAGGED = "TAGGED"  # (:Item)-[:TAGGED {count}]->(:Tag)
+    HAS_TOPIC = "HAS_TOPIC"  # (:ModelVersion)-[:HAS_TOPIC {centroid, size}]->(:Topic)
 
 
 # Item–item knowledge relations, keyed by the relation name used in kg_triples.csv.
@@ -145,4 +152,18 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "folded_at",
     "delta",
     "adjusted_at",
+    # ModelVersion: the promotion gate's decision ('promoted' / 'kept'), why, its scores (JSON), when
+    "gate_decision",
+    "gate_reason",
+    "gate_metrics",
+    "gate_at",
+    # Schedule
+    "requested_at",
+    "job_id",
+    # Topic, ABOUT, HAS_TOPIC (topics mined from item text) and review text on INTERACTED
+    "keywords",
+    "score",
+    "centroid",
+    "size",
+    "review_text",
 )

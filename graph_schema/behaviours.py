@@ -42,3 +42,9 @@ BEHAVIOUR_TABLE: tuple[Behaviour, ...] = (
 BEHAVIOURS: tuple[str, ...] = tuple(b.name for b in BEHAVIOUR_TABLE)
 DEFAULT_BEHAVIOUR_WEIGHTS: dict[str, float] = {b.name: b.default_weight for b in BEHAVIOUR_TABLE}
 COUNTER_PROPERTIES: tuple[str, ...] = tuple(b.counter for b in BEHAVIOUR_TABLE)
+
+# Events about language rather than one user–item behaviour: a user's tag on an item
+# (an (:Item)-[:TAGGED]->(:Tag) count) and a search (no item). Their text is matched to
+# topics; the weight each adds to the user's topic interests (kgrec.topics) is given here.
+LANGUAGE_EVENT_WEIGHTS: dict[str, float] = {"tag": 2.0, "search": 3.0}
+EVENT_TYPES: tuple[str, ...] = (*BEHAVIOURS, *LANGUAGE_EVENT_WEIGHTS)

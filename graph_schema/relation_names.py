@@ -43,6 +43,7 @@ RESERVED_TYPES: frozenset[str] = frozenset(
         "POPULARITY_ADJUSTMENT",
         "ABOUT",
         "TAGGED",
+        "HAS_TOPIC",
     }
 )
 

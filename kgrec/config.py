@@ -67,6 +67,23 @@ class Settings:
     # A TOML file of explanation sentences per knowledge relation, read over the bundled
     # kgrec/relation_sentences.toml (README, "Explanations"); None: the bundled ones only.
     relation_sentences: Path | None = None
+    # Scheduled retraining (beat): every retrain_interval_s, or after retrain_after_events new events,
+    # whichever comes first (0 switches that trigger off); checked every retrain_check_interval_s.
+    retrain_interval_s: float = 86_400.0
+    retrain_after_events: int = 100_000
+    retrain_check_interval_s: float = 60.0
+    # The promotion gate: a retrained version becomes active only if its validation NDCG@10 is at
+    # least (1 - gate_tolerance) x the active version's, over at least gate_min_users fresh users.
+    gate_tolerance: float = 0.02
+    gate_min_users: int = 30
+    # Impressions (kgrec/impressions.py): every recommendations / similar-items response is recorded
+    # unless record_impressions is off; entries older than impression_retention_days, or beyond the
+    # newest impression_max_entries, are trimmed. Events attribute to a user's impression within
+    # attribution_window_hours when they name none.
+    record_impressions: bool = True
+    impression_retention_days: float = 7.0
+    impression_max_entries: int = 5_000_000
+    attribution_window_hours: float = 24.0
 
     @property
     def embedded(self) -> bool:
@@ -125,4 +142,13 @@ class Settings:
             relation_sentences=Path(env["KGREC_RELATION_SENTENCES"])
             if env.get("KGREC_RELATION_SENTENCES")
             else None,
+            retrain_interval_s=float(env.get("KGREC_RETRAIN_INTERVAL_S", "86400")),
+            retrain_after_events=int(env.get("KGREC_RETRAIN_AFTER_EVENTS", "100000")),
+            retrain_check_interval_s=float(env.get("KGREC_RETRAIN_CHECK_INTERVAL_S", "60")),
+            gate_tolerance=float(env.get("KGREC_GATE_TOLERANCE", "0.02")),
+            gate_min_users=int(env.get("KGREC_GATE_MIN_USERS", "30")),
+            record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true")),
+            impression_retention_days=float(env.get("KGREC_IMPRESSION_RETENTION_DAYS", "7")),
+            impression_max_entries=int(env.get("KGREC_IMPRESSION_MAX_ENTRIES", "5000000")),
+            attribution_window_hours=float(env.get("KGREC_ATTRIBUTION_WINDOW_HOURS", "24")),
         )

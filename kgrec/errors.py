@@ -11,11 +11,15 @@ class NoActiveModel(Exception):
         self.detail = detail
 
 
-class NotFound(Exception):
-    """The thing an id names does not exist; ``field`` names the argument that carried the id."""
+class ArgumentProblem(Exception):
+    """An argument the core cannot answer for; ``field`` names it and ``value`` is what it was."""
 
-    def __init__(self, field: str, value: str, detail: str) -> None:
+    def __init__(self, field: str, value: object, detail: str) -> None:
         super().__init__(detail)
         self.field = field
         self.value = value
         self.detail = detail
+
+
+class NotFound(ArgumentProblem):
+    """The thing an id names does not exist; ``field`` names the argument that carried the id."""

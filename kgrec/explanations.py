@@ -51,7 +51,7 @@ _REVERSED = 0.8
 _SAME_BRAND_PRIOR = 0.5
 _SHARED_ATTRIBUTE_PRIOR = 0.5  # × the entity's specificity
 _CO_USER_PRIOR = 0.4
-_INTEREST_PRIOR = {"Brand": 0.4, "Category": 0.3}
+_INTEREST_PRIOR = {"Brand": 0.4, "Category": 0.3, "Topic": 0.3}
 _EMBEDDING_WEIGHT = 0.25
 _REFERENCE_WEIGHT = 5.0  # one purchase today, with the default behaviour weights
 
@@ -132,6 +132,8 @@ def sentence(
             kind=nodes[2].get("kind") or ("brand" if kind == "same_brand" else None),
         )
     if kind == "interest":
+        if nodes[1]["label"] == "Topic":
+            return f"You searched or wrote about {_name(nodes[1])}, and {target} is about it too."
         what = "brand" if nodes[1]["label"] == "Brand" else "category"
         return f"You are interested in the {what} {_name(nodes[1])}, and {target} belongs to it."
     if kind == "co_user":
@@ -202,7 +204,8 @@ class PathScorer:
 
     def _specificity(self, label: str, node_id: str) -> float:
         facts = self.model.facts
-        if facts.n_items == 0:
+        # Topic memberships are not among the model's item facts: a topic counts as middling specific.
+        if facts.n_items == 0 or label == "Topic":
             return 0.5
         mask = facts.brand_mask(node_id) if label == "Brand" else facts.category_mask(node_id)
         return 1.0 - math.sqrt(float(mask.sum()) / facts.n_items)

@@ -20,6 +20,7 @@ from kgrec.runtime import embedded_server
 TRAIN = "workers.tasks.train"
 FOLD_IN_ITEMS = "workers.tasks.fold_in_items"
 PRUNE_GRAPH = "workers.tasks.prune_graph"
+RETRAIN_IF_DUE = "workers.tasks.retrain_if_due"  # sent by beat only (workers/celery_app.py)
 
 _clients: dict[tuple[str | None, Path], Celery] = {}
 _lock = threading.Lock()

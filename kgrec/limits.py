@@ -27,6 +27,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EVENTS_PER_BATCH = 1_000
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 1,000 events with item details fit comfortably
 MAX_TEXT_LENGTH = 1_000  # item titles carried by events
+MAX_REVIEW_LENGTH = 5_000  # a review event's text
+MAX_QUERY_LENGTH = 500  # a search event's query
+MAX_TAG_LENGTH = 100  # a tag event's tag
 MAX_CATEGORY_DEPTH = 10  # categories in one path, general to specific
 MAX_PRICE = 1e12
 MAX_IMPORT_BATCH = 10_000
@@ -53,6 +56,7 @@ MAX_K = 100
 MAX_OFFSET = 1_000
 MAX_PATHS = 10
 MAX_INTERESTS = 50
+MAX_AUDIENCE_PAGE = 1_000  # users in one page of GET /v1/audiences
 MAX_INTEREST_DRIVERS = 10
 
 # CLI

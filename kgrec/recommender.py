@@ -213,5 +213,8 @@ class Recommender:
             return []
         top = np.argpartition(-row, k - 1)[:k]
         top = top[np.argsort(-row[top], kind="stable")]
+        values = row[top]
+        finite = np.isfinite(values)
         ids = self.artifacts.item_ids
-        return [(ids[i], float(row[i])) for i in top if np.isfinite(row[i])]
+        # Whole-array conversions: element-wise numpy scalar access costs a millisecond per 1,000.
+        return list(zip([ids[i] for i in top[finite].tolist()], values[finite].tolist(), strict=True))

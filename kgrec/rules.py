@@ -329,6 +329,11 @@ class Compiled:
         """Whether the ranking must be reordered (so cut from the fixed pool)."""
         return self.factor is not None or bool(self.pins)
 
+    def rule_ids(self, row: int | None, pinned_by: list[str]) -> list[str]:
+        """The ids of the rules that moved one item: its boosts and buries, then its pins."""
+        scored = self.touched.get(row, []) if row is not None else []
+        return [*scored, *pinned_by] if pinned_by else list(scored)
+
 
 @dataclass
 class RuleSet:
@@ -382,21 +387,20 @@ class RuleSet:
 
 def apply_scores(
     ranked: Sequence[tuple[str, float]], index: dict[str, int], compiled: Compiled
-) -> tuple[list[tuple[str, float]], dict[str, list[str]]]:
-    """Boosts and buries: rescored and re-sorted (stable), with the rule ids per touched item."""
-    touched: dict[str, list[str]] = {}
-    if compiled.factor is None:
-        return list(ranked), touched
-    rescored = []
-    for item_id, score in ranked:
-        row = index.get(item_id)
-        f = float(compiled.factor[row]) if row is not None and row < compiled.factor.size else 1.0
-        if f != 1.0:
-            score = score * f if score >= 0 else score / f
-            touched[item_id] = list(compiled.touched.get(row, []))  # type: ignore[arg-type]
-        rescored.append((item_id, score))
-    rescored.sort(key=lambda entry: -entry[1])
-    return rescored, touched
+) -> list[tuple[str, float]]:
+    """Boosts and buries: rescored and re-sorted (stable); :meth:`Compiled.rule_ids` names the rules."""
+    if compiled.factor is None or not ranked:
+        return list(ranked)
+    ids, listed = zip(*ranked, strict=True)
+    scores = np.array(listed, dtype=np.float64)
+    rows = np.array([index.get(item_id, -1) for item_id in ids], dtype=np.int64)
+    known = (rows >= 0) & (rows < compiled.factor.size)
+    factors = np.ones(len(ids), dtype=np.float64)
+    factors[known] = compiled.factor[rows[known]]
+    # A negative score is divided, so a boost always moves an item up.
+    rescored = np.where(scores >= 0, scores * factors, scores / factors)
+    order = np.argsort(-rescored, kind="stable")
+    return [(ids[position], float(rescored[position])) for position in order.tolist()]
 
 
 def apply_pins(
@@ -406,25 +410,36 @@ def apply_pins(
     context: RequestContext,
     allowed: np.ndarray | None,
     excluded: set[str],
-    touched: dict[str, list[str]],
+    pinned_by: dict[str, list[str]],
 ) -> list[tuple[str, float]]:
-    """Pinned items moved (or brought) to their positions, for requests their condition matches."""
+    """Pinned items moved (or brought) to their positions, for requests their condition matches.
+
+    ``pinned_by`` receives the ids of the pins applied to each item.
+
+    Pins are placed in order of position (then rule id); an item pinned twice takes the later
+    pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
+    position whatever the others moved.
+    """
+    placed: dict[str, int] = {}  # item id -> 0-based position, in placing order
     for rule, row in compiled.pins:
         item_id = item_ids[row]
         if (allowed is not None and not allowed[row]) or item_id in excluded:
             continue
         if not context.matches(rule.condition_kind, rule.condition):
             continue
-        at = (rule.position or 1) - 1
-        present = [p for p, (i, _) in enumerate(ranked) if i == item_id]
-        score = ranked[present[0]][1] if present else None
-        if present:
-            ranked.pop(present[0])
+        placed.pop(item_id, None)
+        placed[item_id] = (rule.position or 1) - 1
+        pinned_by.setdefault(item_id, []).append(rule.id)
+    if not placed:
+        return ranked
+    own_scores = {item_id: score for item_id, score in ranked if item_id in placed}
+    rest = [entry for entry in ranked if entry[0] not in placed]
+    for item_id, at in placed.items():
+        score = own_scores.get(item_id)
         if score is None:
-            score = ranked[min(at, len(ranked) - 1)][1] if ranked else 0.0
-        ranked.insert(min(at, len(ranked)), (item_id, score))
-        touched.setdefault(item_id, []).append(rule.id)
-    return ranked
+            score = rest[min(at, len(rest) - 1)][1] if rest else 0.0
+        rest.insert(min(at, len(rest)), (item_id, score))
+    return rest
 
 
 class RulesView:

@@ -34,10 +34,11 @@ from kgrec.events.validation import Event
 from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client
-from kgrec.model_store import ActiveModel
+from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
+from kgrec.topics import cold_start_reason, search_topics, topic_detail, topic_history, user_topics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ HISTORY_LIMIT = 200  # the user's most recent interactions folded in at request 
 EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests the graph searches from
 PIN_INTERESTS = 10  # a pin's `interest` condition: among the user's strongest brands and categories
 EXCLUSIONS = ("seen", "purchased", "none")  # which of the user's items recommendations leave out
+MAX_SIDE_VERSIONS = 4  # versions besides the active one a process keeps loaded for experiments
 
 
 NO_DIVERSITY = Diversity()
@@ -118,6 +120,7 @@ class Serving:
         self._groups: tuple[Recommender, ItemGroups] | None = None
         self._rules: rules.RulesView | None = None
         self._rules_gateway: GraphGateway | None = None
+        self._versions: dict[str, Recommender] = {}  # experiment variants' versions (kgrec/experiments.py)
         # Read now, so a bad template file stops start-up rather than failing requests.
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
@@ -144,6 +147,27 @@ class Serving:
         if model is None:
             raise NoActiveModel()
         return model
+
+    def model(self, version: str | None = None) -> Recommender:
+        """The active model, or another ready version (an experiment's variant), loaded once per process.
+
+        At most ``MAX_SIDE_VERSIONS`` other versions stay loaded; items folded in after their
+        training are not added to them (the active version gets them).
+        """
+        active = self.active_model()
+        if version is None or version == active.artifacts.version:
+            return active
+        with self._lock:
+            loaded = self._versions.pop(version, None)
+            if loaded is None:
+                path = models_dir(self.settings.data_dir) / artifact_name(version)
+                if not path.is_file():
+                    raise NotFound("model_version", version, f"no artifact for model version {version!r}")
+                loaded = Recommender(load_artifacts(path))
+            self._versions[version] = loaded  # most recently used last
+            while len(self._versions) > MAX_SIDE_VERSIONS:
+                self._versions.pop(next(iter(self._versions)))
+        return loaded
 
     def catalogue_view(self) -> catalogue.CatalogueView:
         """This process's view of the catalogue (hidden items, current prices)."""
@@ -251,21 +275,26 @@ class Serving:
         allowed = self.allowed(model, filters)
         if compiled.blocked is not None:
             allowed = ~compiled.blocked if allowed is None else allowed & ~compiled.blocked
+        pinned_by: dict[str, list[str]] = {}
         if not (diversity.active or compiled.reorders):
             ranked = rank(offset + k, allowed)
-            touched: dict[str, list[str]] = {}
         else:
-            ranked, touched = rules.apply_scores(rank(POOL, allowed), model.item_index, compiled)
+            ranked = rules.apply_scores(rank(POOL, allowed), model.item_index, compiled)
             if diversity.active:
                 upto = offset + k + len(compiled.pins)
                 ranked = diversify(ranked, model.item_index, self.groups(model), k, diversity, upto)
             if compiled.pins:
                 ranked = rules.apply_pins(
-                    ranked, model.artifacts.item_ids, compiled, context, allowed, set(excluded), touched
+                    ranked, model.artifacts.item_ids, compiled, context, allowed, set(excluded), pinned_by
                 )
         page = ranked[offset : offset + k]
+        index = model.item_index
         return [
-            {"item_id": item_id, "score": _score(score), "rules": touched.get(item_id, [])}
+            {
+                "item_id": item_id,
+                "score": _score(score),
+                "rules": compiled.rule_ids(index.get(item_id), pinned_by.get(item_id, [])),
+            }
             for item_id, score in page
         ]
 
@@ -279,17 +308,21 @@ class Serving:
         filters: ItemFilters,
         explain: bool,
         diversity: Diversity = NO_DIVERSITY,
+        model_version: str | None = None,
     ) -> dict[str, Any]:
         """Top-k items for a user: history folded in at request time; decayed popularity for a new user."""
-        model = self.active_model()
+        model = self.model(model_version)
         history = self.user_history(user_id)
+        # Topic interests (searches, reviews, tags) join the profile as their topics' central items.
+        topics = user_topics(self.gateway, user_id, int(now_ms()), self.settings.half_life_ms)
+        profile = [*history.entries, *topic_history(topics, history.entries)]
         excluded = [history.excluded(exclude)]
         context = rules.RequestContext(
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
         items = self._page(
             model,
-            lambda n, allowed: model.recommend([history.entries], n, excluded, allowed)[0],
+            lambda n, allowed: model.recommend([profile], n, excluded, allowed)[0],
             surface="recommendations",
             k=k,
             offset=offset,
@@ -312,6 +345,7 @@ class Serving:
             "offset": offset,
             "filters": {**filters.as_dict(), **diversity.as_dict()},
             "items": items,
+            **({"reason": cold_start_reason(topics)} if topics and not history.entries else {}),
         }
 
     def explanation(self, user_id: str, item_id: str, *, max_paths: int) -> dict[str, Any]:
@@ -329,10 +363,16 @@ class Serving:
         }
 
     def similar(
-        self, item_id: str, *, k: int, filters: ItemFilters, diversity: Diversity = NO_DIVERSITY
+        self,
+        item_id: str,
+        *,
+        k: int,
+        filters: ItemFilters,
+        diversity: Diversity = NO_DIVERSITY,
+        model_version: str | None = None,
     ) -> dict[str, Any]:
         """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it."""
-        model = self.active_model()
+        model = self.model(model_version)
         if item_id not in model.item_index:
             raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
         facts, row = model.facts, model.item_index[item_id]
@@ -363,7 +403,8 @@ class Serving:
         }
 
     def interests(self, user_id: str, *, limit: int, items: int) -> dict[str, Any]:
-        """Top brands and categories with decayed weights, and the items that drove each (one read)."""
+        """Top brands and categories with decayed weights and the items that drove each (one read), and
+        the top topics with their most central items (one read)."""
         rows = self.gateway.read(
             USER_INTERESTS,
             {
@@ -396,7 +437,22 @@ class Serving:
             )
         for entries in grouped.values():
             entries.sort(key=lambda e: (-e["weight"], e["id"]))
-        return {"user_id": user_id, "brands": grouped["Brand"], "categories": grouped["Category"]}
+        at, half_life = int(now_ms()), self.settings.half_life_ms
+        topics = user_topics(self.gateway, user_id, at, half_life, topics=limit, items=items)
+        return {
+            "user_id": user_id,
+            "brands": grouped["Brand"],
+            "categories": grouped["Category"],
+            "topics": [t.as_interest() for t in topics],
+        }
+
+    def search_topics(self, text: str, *, limit: int) -> dict[str, Any]:
+        """The active version's topics closest in meaning to ``text``."""
+        return search_topics(self.gateway, text, limit, offline=self.settings.hf_hub_offline)
+
+    def topic(self, topic_id: str, *, items: int) -> dict[str, Any]:
+        """One topic with its most central items; NotFound if there is none."""
+        return topic_detail(self.gateway, topic_id, items)
 
     def catalogue_item(self, item_id: str) -> dict[str, Any]:
         """The item as the graph holds it; NotFound if there is none."""
@@ -479,7 +535,7 @@ class Serving:
     def ingest_events(self, events: Sequence[Event]) -> dict[str, int]:
         """Apply a validated batch atomically, then ask for the fold-in of items the model cannot score."""
         result = ingest(self.gateway, events, self.settings)
-        self.request_fold_in(e.item_id for e in events)
+        self.request_fold_in(e.item_id for e in events if e.item_id is not None)
         return asdict(result)
 
     def request_fold_in(self, item_ids: Iterable[str]) -> list[str]:

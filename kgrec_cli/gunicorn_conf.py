@@ -15,6 +15,11 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 
+# gunicorn's largest request line: a query of several percent-encoded ids (256 characters, up to
+# 12 bytes each encoded) needs it; a longer line is refused with 414 before any view runs.
+limit_request_line = 8190
+
+
 def _metrics_dir() -> Path | None:
     # Imported here: kgrec.config loads numpy, which must come after the thread variables above.
     from kgrec.config import Settings

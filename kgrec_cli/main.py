@@ -342,7 +342,9 @@ def events() -> None:
 
 @events.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", required=True, type=click.Choice(["rees46", "taobao", "csv"]))
+@click.option(
+    "--format", "fmt", required=True, type=click.Choice(["rees46", "taobao", "csv", "movielens-tags"])
+)
 @click.option("--map", "mappings", multiple=True, help="Rename a CSV column: column=field.")
 @click.option(
     "--rejects",
@@ -434,13 +436,18 @@ epochs_option = click.option(
     show_default=True,
     help="Which signals the model may use (see the README's ablations).",
 )
+@click.option(
+    "--gate",
+    is_flag=True,
+    help="Activate it only if it scores at least as well as the active version (the promotion gate).",
+)
 @click.pass_context
 def train_command(
-    ctx: click.Context, sync: bool, wait: bool, epochs: int, seed: int, device: str, variant: str
+    ctx: click.Context, sync: bool, wait: bool, epochs: int, seed: int, device: str, variant: str, gate: bool
 ) -> None:
-    """Train a new model version from the graph and make it active."""
+    """Train a new model version from the graph and make it active (with --gate: if it is as good)."""
     settings = _settings(ctx)
-    options = {"epochs": epochs, "seed": seed, "device": device, "variant": variant}
+    options = {"epochs": epochs, "seed": seed, "device": device, "variant": variant, "gate": gate}
     if sync:
         from workers.training.config import TrainConfig, for_variant
         from workers.training.job import start_training
@@ -462,6 +469,7 @@ def train_command(
                 for_variant(TrainConfig(epochs=epochs, seed=seed), variant),
                 device=device,
                 progress=lambda stage, fraction: progress.update(task, completed=fraction, stage=stage),
+                gate=gate,
             )
         click.echo(json.dumps(summary, default=str))
         return

@@ -97,6 +97,34 @@ def broker_graph(
 SMALL_API_KEY = "small-api-key"
 
 
+@contextlib.contextmanager
+def served_subset(
+    settings: Settings,
+    shared_data: Path,
+    tmp: Path,
+    *,
+    users: int,
+    prefix: str,
+    key: str,
+    versions: tuple[str, ...] = ("small",),
+) -> Iterator[ApiProcess]:
+    """gunicorn on a graph of its own: the first ``users`` Amazon Beauty users and one quickly trained
+    model per version (the last one active). The process carries ``graph_name``."""
+    local, gateway = beauty_graph(settings, shared_data, tmp, users=users, prefix=prefix)
+    with gateway:
+        for version in versions:
+            run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version=version)
+    api = ApiProcess(
+        {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": local.graph_name, "KGREC_API_KEYS": key},
+        log=tmp / "api.log",
+    ).start()
+    api.graph_name = local.graph_name  # type: ignore[attr-defined]
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
 @pytest.fixture(scope="session")
 def small_api(
     settings: Settings,
@@ -108,16 +136,5 @@ def small_api(
     if not settings.embedded:
         pytest.skip("runs its own API on the embedded graph")
     tmp = tmp_path_factory.mktemp("small-api")
-    local, gateway = beauty_graph(settings, shared_data, tmp, users=100, prefix="small")
-    with gateway:
-        run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="small")
-    graph_name = local.graph_name
-    api = ApiProcess(
-        {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": graph_name, "KGREC_API_KEYS": SMALL_API_KEY},
-        log=tmp / "api.log",
-    ).start()
-    api.graph_name = graph_name  # type: ignore[attr-defined]
-    try:
+    with served_subset(settings, shared_data, tmp, users=100, prefix="small", key=SMALL_API_KEY) as api:
         yield api
-    finally:
-        api.stop()

@@ -24,6 +24,7 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator
 
+from graph_schema.statements.audiences import AUDIENCE_TARGETS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.gateway import open_gateway
@@ -148,8 +149,19 @@ def send_parameter(
     contract: Contract, method: str, template: str, operation: dict[str, Any], probe: Probe
 ) -> requests.Response:
     """The operation with known ids in its path, and the probe's value in its place."""
-    path_values = {"user_id": contract.user, "item_id": contract.item, "job_id": "contract-job"}
+    path_values = {
+        "user_id": contract.user,
+        "item_id": contract.item,
+        "job_id": "contract-job",
+        "topic_id": "contract-topic",  # unknown: a documented 404 is past validation
+        "recommendation_id": "00000000-0000-8000-8000-000000000000",
+        "experiment_id": "contract-experiment",
+        "version": "contract-version",
+    }
     query: dict[str, Any] = {}
+    # An audience needs exactly one target: a known brand, unless the probe is a target itself.
+    if template == "/v1/audiences" and probe.field not in AUDIENCE_TARGETS:
+        query["brand"] = "contract-brand"
     located = {p["name"]: p["in"] for p in operation["parameters"]}
     if located[probe.field] == "path":
         path_values[probe.field] = probe.value
@@ -170,6 +182,9 @@ def test_every_parameter_bound_is_enforced_exactly(contract: Contract) -> None:
         if probe.beyond and located == "path" and probe.value == "":
             # An empty path segment never reaches a route: refused by routing.
             ok = response.status_code == 404
+        elif (template, probe.field) == ("/v1/audiences", "cursor"):
+            # Within its bounds a cursor is still only valid as the service issued it.
+            ok = refused(response, 400, "cursor")
         else:
             ok = refused(response, 400, probe.field) if probe.beyond else accepted(response, operation)
         if not ok:
@@ -192,6 +207,18 @@ def event(contract: Contract, **fields: Any) -> dict[str, Any]:
     }
 
 
+# Each language field belongs to one event type; a search has no item.
+LANGUAGE_TYPES = {"text": "review", "tag": "tag", "query": "search"}
+
+
+def language_event(raw: dict[str, Any], field: str) -> dict[str, Any]:
+    """``raw`` made the event type that carries ``field`` (unchanged for other fields)."""
+    if field not in LANGUAGE_TYPES:
+        return raw
+    typed = {**raw, "type": LANGUAGE_TYPES[field]}
+    return {k: v for k, v in typed.items() if not (k == "item_id" and typed["type"] == "search")}
+
+
 def body_probes(contract: Contract) -> Iterator[tuple[Probe, Any]]:
     """(probe, request body) for every bound of the event batch, the event and its item facts."""
     post = contract.document["paths"]["/v1/events"]["post"]
@@ -209,7 +236,7 @@ def body_probes(contract: Contract) -> Iterator[tuple[Probe, Any]]:
     event_schema = contract.resolve(events["items"])
     for name, schema in event_schema["properties"].items():
         for probe in probes(contract, name, schema):
-            yield probe, [event(contract, **{name: probe.value})]
+            yield probe, [language_event(event(contract, **{name: probe.value}), name)]
     item_schema = next(
         contract.resolve(s) for s in event_schema["properties"]["item"]["anyOf"] if "$ref" in s
     )

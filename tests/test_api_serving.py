@@ -495,6 +495,27 @@ def exercise_every_operation(served: Served) -> list[tuple[str, str, int]]:
     served.get(f"/v1/items/{item}/similar", similar, k=0)
     served.get(f"/v1/users/{user}/interests", interests)
     served.get(f"/v1/users/{user}/interests", interests, k=0)
+    brand = served.get(f"/v1/users/{user}/interests", interests).json()["brands"][0]["id"]
+    served.get("/v1/audiences", "/v1/audiences", brand=brand, limit=5)
+    served.get("/v1/audiences", "/v1/audiences")  # no target
+    impression = "/v1/impressions/{recommendation_id}"
+    shown = served.get(f"/v1/users/{user}/recommendations", recommendations, k=2).json()
+    served.get(f"/v1/impressions/{shown['recommendation_id']}", impression)
+    served.get(f"/v1/impressions/{uuid.uuid4()}", impression)
+    served.get("/v1/search", "/v1/search", q=user)
+    served.get("/v1/search", "/v1/search", q=user, limit=0)
+    timeline, neighbourhood = "/v1/users/{user_id}/timeline", "/v1/items/{item_id}/neighbourhood"
+    served.get(f"/v1/users/{user}/timeline", timeline)
+    served.get(f"/v1/users/{user}/timeline", timeline, limit=0)
+    served.get(f"/v1/items/{item}/neighbourhood", neighbourhood)
+    served.get("/v1/items/no-such-item/neighbourhood", neighbourhood)
+    served.get(f"/v1/items/{item}/neighbourhood", neighbourhood, limit=0)
+    served.get("/v1/queue", "/v1/queue")
+    topics = served.get("/v1/topics", "/v1/topics", q="lipstick").json()["topics"]
+    served.get("/v1/topics", "/v1/topics", limit=0)
+    served.get(f"/v1/topics/{quote(topics[0]['id'], safe='')}", "/v1/topics/{topic_id}")
+    served.get("/v1/topics/no-such-topic", "/v1/topics/{topic_id}")
+    served.get("/v1/models", "/v1/models")
 
     auth = {"Authorization": f"Bearer {KEY}"}
     probe = f"openapi-probe-{uuid.uuid4().hex[:8]}"  # a user of its own, erased at the end
@@ -529,6 +550,37 @@ def exercise_every_operation(served: Served) -> list[tuple[str, str, int]]:
     served.call("POST", "/v1/rules", "/v1/rules", headers=auth, body=rule)
     served.call("POST", "/v1/rules", "/v1/rules", headers=auth, body={**rule, "factor": 0.5})
     served.get("/v1/rules", "/v1/rules")
+    promote = "/v1/models/{version}/promote"
+    served.call("POST", f"/v1/models/{served.version}/promote", promote, headers=auth)
+    served.call("POST", "/v1/models/no-such-version/promote", promote, headers=auth)
+    # A queued training (200) would be run by a later test's worker on its own graph: the 200 answer
+    # is checked against the document in tests/test_promotion_gate.py, with a real worker.
+    served.call("POST", "/v1/models/train", "/v1/models/train", body={})
+    served.call("POST", "/v1/models/train", "/v1/models/train", headers=auth, body={"epochs": 0})
+    experiment = "/v1/experiments/{experiment_id}"
+    split = {
+        "name": "probe",
+        "variants": [
+            {"name": "a", "model_version": "active", "traffic": 0.5},
+            {"name": "b", "model_version": "active", "traffic": 0.5},
+        ],
+    }
+    created = served.call("POST", "/v1/experiments", "/v1/experiments", headers=auth, body=split).json()
+    served.get(f"/v1/experiments/{created['id']}", experiment)
+    served.get(f"/v1/experiments/{uuid.uuid4()}", experiment)
+    served.call(
+        "POST",
+        f"/v1/experiments/{created['id']}/promote",
+        f"{experiment}/promote",
+        headers=auth,
+        body={"variant": "a"},
+    )
+    served.call("POST", f"/v1/experiments/{created['id']}/stop", f"{experiment}/stop", headers=auth)
+    export = "/v1/audiences/export"
+    served.call("POST", export, export, headers=auth, body={"brand": brand})
+    served.call("POST", export, export, body={"brand": brand})
+    served.call("POST", export, export, headers=auth, body={"brand": brand, "category": brand})
+    served.call("POST", export, export, headers=auth, body={"brand": brand, "limit": 3})
     served.call("DELETE", f"/v1/rules/{probe}", rules_path, headers=auth)
     served.call("DELETE", f"/v1/rules/{probe}", rules_path, headers=auth)
     return [(method, template, status) for method, _, template, status, _ in served.seen[first:]]
@@ -563,9 +615,26 @@ def test_z_openapi_document_is_valid_and_describes_every_response_seen(served: S
         *(("post", "/v1/rules", s) for s in (200, 422)),
         ("get", "/v1/rules", 200),
         *(("delete", "/v1/rules/{rule_id}", s) for s in (200, 404)),
+        *(("get", "/v1/audiences", s) for s in (200, 400)),
+        *(("get", "/v1/impressions/{recommendation_id}", s) for s in (200, 404)),
+        *(("get", "/v1/search", s) for s in (200, 400)),
+        *(("get", "/v1/users/{user_id}/timeline", s) for s in (200, 400)),
+        *(("get", "/v1/items/{item_id}/neighbourhood", s) for s in (200, 400, 404)),
+        ("get", "/v1/queue", 200),
+        *(("get", "/v1/topics", s) for s in (200, 400)),
+        *(("get", "/v1/topics/{topic_id}", s) for s in (200, 404)),
+        ("get", "/v1/models", 200),
+        *(("post", "/v1/models/{version}/promote", s) for s in (200, 404)),
+        *(("post", "/v1/models/train", s) for s in (401, 422)),
+        ("post", "/v1/experiments", 200),
+        *(("get", "/v1/experiments/{experiment_id}", s) for s in (200, 404)),
+        ("post", "/v1/experiments/{experiment_id}/promote", 200),
+        ("post", "/v1/experiments/{experiment_id}/stop", 200),
+        *(("post", "/v1/audiences/export", s) for s in (200, 400, 401, 422)),
     }
     documented = {(method, template) for template, ops in document["paths"].items() for method in ops}
-    assert documented == {(method, template) for method, template, status in own if status == 200}
+    answered = {(method, template) for method, template, status in own if status == 200}
+    assert documented == answered | {("post", "/v1/models/train")}
     for method, path, template, status, body in served.seen:
         problems = undocumented(document, method, template, status, body)
         assert problems == [], f"{method} {path} ({status}): {problems[:3]}"

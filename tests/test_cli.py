@@ -42,6 +42,7 @@ SUMMARY_KEYS = {
     "weights",
     "recency_decay",
     "timings",
+    "gate",  # null without --gate
     "seconds_per_epoch",
     "removed_versions",
 }
@@ -126,6 +127,7 @@ def test_train_sync_prints_its_summary_and_activates_the_version(
     assert "Traceback" not in trained.stderr
     summary = json.loads(trained.stdout.strip().splitlines()[-1])
     assert set(summary) == SUMMARY_KEYS
+    assert summary["gate"] is None  # trained and activated without the promotion gate
     assert summary["counts"]["users"] == 40
     _, gateway = serving_graph
     (active,) = gateway.read(ACTIVE_VERSION)

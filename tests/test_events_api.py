@@ -81,9 +81,9 @@ def test_valid_batch_is_applied_and_resending_is_counted_as_duplicates(
     }
     first = post(process, batch)
     assert first.status_code == 200, first.text
-    assert first.json() == {"received": 2, "applied": 2, "duplicates": 0}
+    assert first.json() == {"received": 2, "applied": 2, "duplicates": 0, "attributed": 0}
     again = post(process, batch)
-    assert again.json() == {"received": 2, "applied": 0, "duplicates": 2}
+    assert again.json() == {"received": 2, "applied": 0, "duplicates": 2, "attributed": 0}
     rows = gateway.run_query(
         "MATCH (:User {id: 'u-api'})-[r:INTERACTED]->(:Item {id: 'lipstick'}) RETURN r", {}
     )
@@ -140,8 +140,13 @@ def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_appli
 
     accepted = post(process, batch[:1_000])
     assert accepted.status_code == 200, accepted.text[:500]
-    assert accepted.json() == {"received": 1_000, "applied": 1_000, "duplicates": 0}
-    assert post(process, batch[1_000:]).json() == {"received": 1, "applied": 1, "duplicates": 0}
+    assert accepted.json() == {"received": 1_000, "applied": 1_000, "duplicates": 0, "attributed": 0}
+    assert post(process, batch[1_000:]).json() == {
+        "received": 1,
+        "applied": 1,
+        "duplicates": 0,
+        "attributed": 0,
+    }
 
 
 def test_racing_clients_with_overlapping_event_ids_apply_each_event_once(

@@ -2,13 +2,14 @@
 
 No 5xx, no response off the schema, invalid input refused, and every request the
 document allows is accepted: positive-data acceptance is on, and a refusal of
-valid input may only be one the operation documents (401, 404, 503).
+valid input may only be one the operation documents (401, 404, 409, 503).
 
 Rules no JSON Schema can state are written in the parameters' descriptions
 instead: ``min_price`` at most ``max_price``, an event's ``ts`` not before 1970
 nor ahead of the server's clock (by more than the allowed skew), and an item's
 ``listed_at`` / ``delisted_at`` not before 1970, and a rule's ``ends_at`` after its ``starts_at``. A generated
-request that breaks one of them must be refused with exactly that field named.
+request that breaks one of them must be refused with exactly that field named; so must an audience without exactly one
+target or with a cursor the service did not return.
 
 The server runs on a small trained graph, so the read endpoints answer with
 real data; write endpoints are fuzzed with a valid key (so the fuzzer gets past
@@ -29,16 +30,24 @@ from app import create_app
 from app.openapi import openapi_document
 from kgrec.config import Settings
 from kgrec.datasets.records import parse_timestamp_ms
+from kgrec.events.validation import TEXT_LIMITS, FieldError, validate_each
 from tests.conftest import SMALL_API_KEY
 from tests.processes import ApiProcess
 
 EXAMPLES = 40  # per operation, so the suite stays bounded
-DOCUMENTED_REFUSALS = {"401", "404", "503"}  # of valid input, and only where the operation lists them
+REQUEST_LINE_LIMIT = 8190  # gunicorn's limit_request_line (kgrec_cli/gunicorn_conf.py)
+# of valid input, and only where the operation lists them (409: a state conflict, such as a second
+# running experiment)
+DOCUMENTED_REFUSALS = {"401", "404", "409", "503"}
 
 CONFIG = SchemathesisConfig.from_dict(
     {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", *sorted(DOCUMENTED_REFUSALS)]}}}
 )
 schema = schemathesis.openapi.from_dict(openapi_document(create_app(Settings.from_env())), config=CONFIG)
+# Every valid POST /v1/models/train queues a real training on the session's shared broker, which the next
+# test's worker would then run against its own graph; its validation and queueing are tested in
+# tests/test_models_api.py and tests/test_promotion_gate.py instead.
+schema = schema.exclude(path="/v1/models/train", method="POST")
 
 
 def _events(body: Any) -> list[Any]:
@@ -68,6 +77,21 @@ def _ts_ms(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _language_rule(events: list[Any]) -> tuple[int, str] | None:
+    """Which event types carry item_id, text, tag and query (prose in the schema; the rule itself is
+    kgrec.events.validation's); a tag on an item the batch does not act on may be unknown (0: 2xx or 422)."""
+    now = int(time.time() * 1000)
+    for event in events:
+        checked = validate_each([event], max_skew_s=Settings().max_clock_skew_s, now_ms=now)[0]
+        if isinstance(checked, FieldError) and checked.field in ("item_id", *TEXT_LIMITS):
+            return 422, checked.field
+    objects = [e for e in events if isinstance(e, dict)]
+    acted_on = {e.get("item_id") for e in objects if e.get("type") not in ("tag", "search")}
+    if any(e.get("type") == "tag" and e.get("item_id") not in acted_on for e in objects):
+        return 0, "item_id"
+    return None
+
+
 def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
     """(status, field) when a schema-valid request breaks one of the two rules in prose, else None."""
     query = case.query or {}
@@ -79,6 +103,9 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
         ts = _ts_ms(event.get("ts")) if isinstance(event, dict) else None
         if ts is not None and not 0 <= ts <= latest:
             return 422, "ts"
+    language = _language_rule(_events(case.body) if case.operation.path == "/v1/events" else [])
+    if language is not None:
+        return language
     # a rule ends after it starts
     body = case.body if case.operation.path == "/v1/rules" and isinstance(case.body, dict) else {}
     starts, ends = _ts_ms(body.get("starts_at")), _ts_ms(body.get("ends_at"))
@@ -87,6 +114,24 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
             return 422, name
     if starts is not None and ends is not None and ends <= starts and starts >= 0:
         return 422, "ends_at"
+    # an audience has exactly one target, and a cursor is one the service returned
+    if case.operation.path.startswith("/v1/audiences"):
+        conditions = query if case.operation.path == "/v1/audiences" else case.body
+        conditions = conditions if isinstance(conditions, dict) else {}
+        targets = [kind for kind in ("brand", "category", "topic", "item") if conditions.get(kind)]
+        if len(targets) != 1:
+            return 400, (targets or ["brand"])[0]
+        if conditions.get("cursor"):
+            return 400, "cursor"
+    # an experiment's variants: distinct names, shares adding up to 1, ready model versions (or "active")
+    if case.operation.path == "/v1/experiments" and isinstance(case.body, dict):
+        variants = [v for v in case.body.get("variants") or [] if isinstance(v, dict)]
+        names = [v.get("name") for v in variants]
+        if len(set(names)) != len(names) or abs(sum(v.get("traffic", 0) for v in variants) - 1) > 1e-6:
+            return 422, "variants"
+        for index, variant in enumerate(variants):
+            if variant.get("model_version") != "active":
+                return 422, f"variants.{index}.model_version"
     # a catalogue time (listed_at, delisted_at) may be in the future, but not before 1970
     for item in _items(case):
         for name in ("listed_at", "delisted_at"):
@@ -122,6 +167,11 @@ def test_no_5xx_every_response_matches_and_valid_input_is_accepted(
     case: schemathesis.Case, small_api: ApiProcess
 ) -> None:
     headers = {"Authorization": f"Bearer {SMALL_API_KEY}"}
+    url = requests.Request("GET", f"{small_api.url}{case.formatted_path}", params=case.query).prepare().url
+    if len(f"{case.method.upper()} {url.removeprefix(small_api.url)} HTTP/1.1") > REQUEST_LINE_LIMIT:
+        # Over gunicorn's request-line limit: refused before any view runs (README, "Serving").
+        assert case.call(base_url=small_api.url, headers=headers).status_code == 414
+        return
     rule = broken_rule(case) if case.meta is not None and case.meta.generation.mode.is_positive else None
     if rule is None:
         case.call_and_validate(
@@ -130,6 +180,9 @@ def test_no_5xx_every_response_matches_and_valid_input_is_accepted(
         return
     status, field = rule
     response: requests.Response = case.call(base_url=small_api.url, headers=headers)
+    if status == 0 and response.status_code < 300:
+        return  # the tagged item was known after all
+    status = status or 422
     body = response.json()
     named = [body.get("field")] + [e["field"] for e in body.get("errors", [])]
     assert response.status_code == status and field in named, response.text[:300]

@@ -72,9 +72,21 @@ def test_read_endpoints_change_nothing_and_answer_as_for_an_unknown_id(
 
     cold = get(api, f"/v1/users/{h}/recommendations", k=5)
     assert cold.status_code == 200 and cold.json()["cold_start"] is True and cold.json()["user_id"] == hostile
+    # the impression keeps the id verbatim; hostile ids as impression or experiment ids are unknown ones
+    assert get(api, f"/v1/impressions/{cold.json()['recommendation_id']}").json()["user_id"] == hostile
+    assert get(api, f"/v1/impressions/{h}").status_code == 404
+    assert get(api, f"/v1/experiments/{h}").status_code == 404
     filtered = get(api, f"/v1/users/{quote(user, safe='')}/recommendations", brand=hostile, category=hostile)
     assert filtered.status_code == 200 and filtered.json()["items"] == []
-    assert get(api, f"/v1/users/{h}/interests").json() == {"user_id": hostile, "brands": [], "categories": []}
+    assert get(api, f"/v1/users/{h}/interests").json() == {
+        "user_id": hostile,
+        "brands": [],
+        "categories": [],
+        "topics": [],
+    }
+    unknown_topic = get(api, f"/v1/topics/{h}")
+    assert unknown_topic.status_code == 404 and unknown_topic.json()["field"] == "topic_id"
+    assert get(api, "/v1/topics", q=hostile).status_code == 200
     assert get(api, f"/v1/items/{h}/similar").status_code == 404
     missing = get(api, f"/v1/users/{quote(user, safe='')}/recommendations/{h}/explanation")
     assert missing.status_code == 404 and missing.json()["field"] == "item_id"
@@ -94,6 +106,29 @@ def test_read_endpoints_change_nothing_and_answer_as_for_an_unknown_id(
         f"{api.url}/v1/rules/{h}", headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
     )
     assert unruled.status_code == 404 and unruled.json()["field"] == "rule_id"
+    unpromoted = requests.post(
+        f"{api.url}/v1/models/{h}/promote", headers={"Authorization": f"Bearer {SMALL_API_KEY}"}, timeout=30
+    )
+    assert unpromoted.status_code == 404 and unpromoted.json()["field"] == "version"
+    for kind in ("brand", "category", "topic", "item"):
+        audience = get(api, "/v1/audiences", **{kind: hostile})
+        assert audience.status_code == 200 and (audience.json()["size"], audience.json()["users"]) == (0, [])
+    exported = requests.post(
+        f"{api.url}/v1/audiences/export",
+        json={"brand": hostile},
+        headers={"Authorization": f"Bearer {SMALL_API_KEY}"},
+        timeout=30,
+    )
+    assert exported.status_code == 200 and exported.text == "user_id,weight,events,last_ts\n"
+    searched = get(api, "/v1/search", q=hostile)
+    # Searched as plain text: only nodes whose id or name holds the string itself (the other
+    # tests store hostile ids verbatim) are found, never the rest of the graph.
+    assert searched.status_code == 200 and searched.json()["query"] == hostile
+    found = searched.json()["results"]
+    assert all(hostile.lower() in f"{r['id']} {r['name']}".lower() for r in found), found
+    assert get(api, f"/v1/users/{h}/timeline").json() == {"user_id": hostile, "events": []}
+    hood = get(api, f"/v1/items/{h}/neighbourhood")
+    assert hood.status_code == 404 and hood.json()["field"] == "item_id"
     assert fingerprint(gateway) == before
 
 
@@ -134,6 +169,24 @@ def test_events_store_hostile_ids_verbatim_and_touch_nothing_else(
     user = quote(f"u {HOSTILE[0]}", safe="")
     interests = requests.get(f"{api.url}/v1/users/{user}/interests", timeout=30).json()
     assert [b["id"] for b in interests["brands"]] == [f"b {HOSTILE[0]}"]
+    # language: a hostile tag is stored as its normalised id (lower case, single spaces), a hostile
+    # query and review text are only embedded and matched
+    language = [
+        {"event_id": f"inj-tag-{k}", "user_id": f"u {value}", "item_id": f"i {value}", "type": "tag"}
+        | {"ts": now, "tag": value}
+        for k, value in enumerate(HOSTILE)
+    ] + [
+        {"event_id": f"inj-q-{k}", "user_id": f"u {value}", "type": "search", "ts": now, "query": value}
+        for k, value in enumerate(HOSTILE)
+    ]
+    auth = {"Authorization": f"Bearer {SMALL_API_KEY}"}
+    posted = requests.post(f"{api.url}/v1/events", json=language, headers=auth, timeout=60)
+    assert posted.status_code == 200 and posted.json()["applied"] == 2 * len(HOSTILE)
+    for value in HOSTILE:
+        tagged = gateway.run_query(
+            "MATCH (:Item {id: $i})-[r:TAGGED]->(t:Tag) RETURN t.id AS tag, r.count AS n", {"i": f"i {value}"}
+        )
+        assert tagged == [{"tag": " ".join(value.lower().split()), "n": 1}]
 
 
 @pytest.mark.parametrize("padded", ["a ", " a", "a\u00a0", "\u2003a"])

@@ -24,6 +24,8 @@ def test_discover_orders_shared_and_engine_files() -> None:
             f"{engine}/0005_entities",
             "shared/0006_knowledge_relation",
             f"{engine}/0007_catalogue",
+            f"{engine}/0009_topics",
+            f"{engine}/0011_schedule",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 

@@ -18,7 +18,10 @@ import pytest
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, all_statements
 from graph_schema.statements.catalogue import UPSERT_CATALOGUE_ITEMS_WITH_ATTRIBUTES
-from graph_schema.statements.events import INGEST_EVENTS_WITH_ATTRIBUTES
+from graph_schema.statements.events import (
+    INGEST_EVENTS_WITH_ATTRIBUTES,
+    INGEST_LANGUAGE_EVENTS_WITH_ATTRIBUTES,
+)
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import GraphGateway
@@ -282,7 +285,12 @@ def _set_interests(gw: GraphGateway, st: Statement) -> None:
 # --- events ---------------------------------------------------------------------------------------
 
 
-@effect("ingest_events", INGEST_EVENTS_WITH_ATTRIBUTES.name)
+@effect(
+    "ingest_events",
+    INGEST_EVENTS_WITH_ATTRIBUTES.name,
+    "ingest_language_events",
+    INGEST_LANGUAGE_EVENTS_WITH_ATTRIBUTES.name,
+)
 def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     # Stored: u1 (119 events this minute, no bot flag yet) with a purchase of i1 and a view of i3,
     # both stamped one half-life ago, and an interest in Acme (which makes i1 and i3); i1 is in Face,
@@ -306,7 +314,10 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                (u1)-[:INTERACTED {weight: 1.0, weight_ts: $then, first_ts: 20, last_ts: $then,
                                   n_view: 1, rating: 2.0, rating_ts: $now}]->(i3),
                (u1)-[:INTERESTED_IN {weight: 2.0, weight_ts: $then, count: 3, first_ts: 10,
-                                     last_ts: $then}]->(acme)
+                                     last_ts: $then}]->(acme),
+               (u1)-[:INTERESTED_IN {weight: 2.0, weight_ts: $then, count: 1, first_ts: 10,
+                                     last_ts: $then}]->(:Topic {id: 'topic-1', name: 'lip care'}),
+               (i3)-[:TAGGED {count: 2}]->(:Tag {id: 'matte', created_at: 1})
         """,
         minute=minute,
         then=then,
@@ -345,10 +356,23 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).
             pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
             pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
-            pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW),
+            pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
         ],
     }
-    with_attributes = st.name != "ingest_events"
+    language = "tags" in st.params  # the language stages: tags and topic interests from text
+    if language:
+        params |= {
+            # Tags: a new one (created) and one more of a stored one; an unknown topic is skipped.
+            "tags": [
+                {"item_id": "i1", "tag": "space opera", "count": 2},
+                {"item_id": "i3", "tag": "matte", "count": 1},
+            ],
+            "topic_interests": [
+                {"user_id": u, "topic_id": t, "weight": 3.0, "ref_ts": NOW, "events": n, "first_ts": NOW}
+                for u, t, n in (("u1", "topic-1", 2), ("u2", "topic-gone", 1))
+            ],
+        }
+    with_attributes = "_with_" in st.name
     if with_attributes:
         # i1 already has the genre edge (MERGE keeps one); film_film_genre renders to the same type
         # and is its own edge; i9 is a new, unlisted item; i2 (an item of the batch) stays listed.
@@ -371,7 +395,14 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             ],
         }
     done = gw.write(st, params)
-    assert done.rows == [{"done": 5}]  # one row per interest edge
+    # one row per topic interest written, or per brand and category interest without language
+    assert done.rows == [{"done": 1 if language else 5}]
+    tagged = query(
+        gw, "MATCH (i:Item)-[r:TAGGED]->(g:Tag) RETURN i.id AS i, g.id AS g, r.count AS n, g.created_at AS c"
+    )
+    assert sorted((t["i"], t["g"], t["n"], t["c"]) for t in tagged) == (
+        [("i1", "space opera", 2, NOW), ("i3", "matte", 3, 1)] if language else [("i3", "matte", 2, 1)]
+    )
     if with_attributes:
         assert node(gw, "Entity", "m.0jzc") == {
             "id": "m.0jzc",
@@ -474,6 +505,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             "last_ts": NOW,
             "rating": 4.0,
             "rating_ts": NOW,
+            "review_text": "Smells of pine",
             **zero,
             "n_rating": 1,
         },
@@ -492,7 +524,76 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         ("u1", "Face"): {"weight": 6.0, "weight_ts": NOW, "count": 2, "first_ts": NOW - 5, "last_ts": NOW},
         ("u2", "Hair"): {"weight": 4.0, "weight_ts": NOW, "count": 1, "first_ts": NOW, "last_ts": NOW},
         ("u2", "HairCo"): {"weight": 4.0, "weight_ts": NOW, "count": 1, "first_ts": NOW, "last_ts": NOW},
+        # the stored 2.0 one half-life old is worth 1.0, plus the batch's 3.0 (decayed like brands)
+        ("u1", "topic-1"): (
+            {"weight": 4.0, "weight_ts": NOW, "count": 3, "first_ts": 10, "last_ts": NOW}
+            if language
+            else {"weight": 2.0, "weight_ts": then, "count": 1, "first_ts": 10, "last_ts": then}
+        ),
     }
+
+
+@effect("write_topics")
+def _write_topics(gw: GraphGateway, st: Statement) -> None:
+    # topic-1 exists (from an older version, renamed now); topic-2 is new; v1 gets both.
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: 'v1'}), (:ModelVersion {id: 'v0'})-[:HAS_TOPIC {size: 9}]->"
+        "(:Topic {id: 'topic-1', name: 'old', keywords: ['old'], created_at: 1})",
+    )
+    rows = [
+        {"id": "topic-1", "name": "lip balm", "keywords": ["lip", "balm"], "centroid": [0.6, 0.8], "size": 3},
+        {"id": "topic-2", "name": "hair dye", "keywords": ["hair"], "centroid": [1.0, 0.0], "size": 2},
+    ]
+    assert gw.write(st, {**st.params, "rows": rows}).rows == [{"written": 2}]
+    assert node(gw, "Topic", "topic-1") == {
+        "id": "topic-1",
+        "name": "lip balm",
+        "keywords": ["lip", "balm"],
+        "created_at": 1,
+        "updated_at": NOW,
+    }
+    assert node(gw, "Topic", "topic-2")["created_at"] == NOW
+    links = query(
+        gw, "MATCH (m:ModelVersion)-[h:HAS_TOPIC]->(t:Topic) RETURN m.id AS m, t.id AS t, h.size AS n"
+    )
+    assert sorted((r["m"], r["t"], r["n"]) for r in links) == [
+        ("v0", "topic-1", 9),
+        ("v1", "topic-1", 3),
+        ("v1", "topic-2", 2),
+    ]
+
+
+@effect("write_about")
+def _write_about(gw: GraphGateway, st: Statement) -> None:
+    # i1 already points at topic-1 (older version): the edge is updated, not doubled; i9 is unknown.
+    query(
+        gw,
+        "CREATE (i1:Item {id: 'i1'})-[:ABOUT {score: 0.2, version: 'v0'}]->(:Topic {id: 'topic-1'}), "
+        "(:Item {id: 'i2'})",
+    )
+    rows = [*st.params["rows"], {"item_id": "i2", "topic_id": "topic-1", "score": 0.5}]
+    rows.append({"item_id": "i9", "topic_id": "topic-1", "score": 0.9})
+    assert gw.write(st, {**st.params, "rows": rows}).rows == [{"written": 2}]
+    about = query(gw, "MATCH (i:Item)-[a:ABOUT]->(t:Topic) RETURN i.id AS i, a.score AS s, a.version AS v")
+    assert sorted((r["i"], r["s"], r["v"]) for r in about) == [("i1", 0.71, "v1"), ("i2", 0.5, "v1")]
+    assert node(gw, "Item", "i9") is None
+
+
+@effect("delete_stale_about")
+def _delete_stale_about(gw: GraphGateway, st: Statement) -> None:
+    # Two edges of v1 go, v2's stays; limit 1 deletes one per call.
+    query(
+        gw,
+        "CREATE (t:Topic {id: 'topic-1'}), (:Item {id: 'i1'})-[:ABOUT {version: 'v1'}]->(t), "
+        "(:Item {id: 'i2'})-[:ABOUT {version: 'v1'}]->(t), (:Item {id: 'i3'})-[:ABOUT {version: 'v2'}]->(t)",
+    )
+    assert gw.write(st, {**st.params, "limit": 1}).rows == [{"deleted": 1}]
+    assert gw.write(st, st.params).rows == [{"deleted": 1}]
+    assert gw.write(st, st.params).rows == [{"deleted": 0}]
+    left = query(gw, "MATCH (i:Item)-[a:ABOUT]->(:Topic) RETURN i.id AS i")
+    assert [r["i"] for r in left] == ["i3"]
+    assert count(gw, "(:Topic)") == 1
 
 
 @effect("prune_faded_edges")
@@ -659,6 +760,52 @@ def _activate(gw: GraphGateway, st: Statement) -> None:
     refused = gw.write(st, {**st.params, "id": "v-writing"})
     assert refused.rows == [{"activated": 0}]
     assert state() == after
+
+
+@effect("record_gate_decision")
+def _record_gate_decision(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: $id, status: 'ready', active: false}),"
+        "       (:ModelVersion {id: 'v-live', status: 'ready', active: true})",
+        id=st.params["id"],
+    )
+    done = gw.write(st, st.params)
+    assert done.rows == [{"id": st.params["id"]}]
+    stored = node(gw, "ModelVersion", st.params["id"])
+    assert stored is not None
+    assert (stored["gate_decision"], stored["gate_reason"], stored["gate_metrics"], stored["gate_at"]) == (
+        "kept",
+        st.params["reason"],
+        st.params["metrics"],
+        NOW,
+    )
+    assert stored["active"] is False  # the decision never activates anything
+    assert node(gw, "ModelVersion", "v-live") == {"id": "v-live", "status": "ready", "active": True}
+
+
+@effect("claim_retrain")
+def _claim_retrain(gw: GraphGateway, st: Statement) -> None:
+    first = gw.write(st, st.params)  # no schedule yet: expected -1 claims it and creates the node
+    assert first.rows == [{"claimed": 1}]
+    assert node(gw, "Schedule", "retrain") == {
+        "id": "retrain",
+        "requested_at": NOW,
+        "job_id": st.params["job_id"],
+    }
+    # A second check that read the same state loses: nothing changes.
+    lost = gw.write(st, {**st.params, "now": NOW + 5, "job_id": "other"})
+    assert lost.rows == [{"claimed": 0}]
+    assert node(gw, "Schedule", "retrain") == {
+        "id": "retrain",
+        "requested_at": NOW,
+        "job_id": st.params["job_id"],
+    }
+    # One that read the current state claims the next retraining.
+    later = gw.write(st, {"expected": NOW, "now": NOW + 9, "job_id": "next"})
+    assert later.rows == [{"claimed": 1}]
+    assert node(gw, "Schedule", "retrain") == {"id": "retrain", "requested_at": NOW + 9, "job_id": "next"}
+    assert count(gw, "(s:Schedule)") == 1
 
 
 @effect("delete_model_version_embeddings")

@@ -12,8 +12,20 @@ from __future__ import annotations
 from celery import Celery
 
 from kgrec.config import Settings
-from kgrec.job_queue import celery_config
+from kgrec.job_queue import RETRAIN_IF_DUE, celery_config
 from workers import context
+
+
+def retrain_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """Beat's entry for the scheduled-retraining check (none when both triggers are off)."""
+    if settings.retrain_interval_s <= 0 and settings.retrain_after_events <= 0:
+        return {}
+    return {
+        "retrain-if-due": {
+            "task": RETRAIN_IF_DUE,
+            "schedule": settings.retrain_check_interval_s,
+        }
+    }
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -21,6 +33,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     context.configure(settings)
     celery = Celery("kgrec-worker")
-    celery.config_from_object({**celery_config(settings), "include": ["workers.tasks"]})
+    config = celery_config(settings)
+    config["beat_schedule"] = {**config["beat_schedule"], **retrain_schedule(settings)}  # type: ignore[dict-item]
+    celery.config_from_object({**config, "include": ["workers.tasks"]})
     celery.set_default()
     return celery

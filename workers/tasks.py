@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
+from celery.result import AsyncResult
 
 from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec import job_queue
 from kgrec.maintenance import prune
+from kgrec.retrain_schedule import check_and_claim
 from workers.context import graph, settings
 from workers.training.config import TrainConfig, for_variant
 from workers.training.item_fold_in import embed_new_items
@@ -45,11 +47,13 @@ def train(
     device: str = "auto",
     variant: str = "full",
     use_knowledge: bool = True,  # jobs queued before variants existed: False meant interactions only
+    gate: bool = False,
 ) -> dict[str, Any]:
     """Train and activate a new model version; progress is readable at GET /v1/jobs/{id}.
 
     The version is named after the task id, so a redelivered task rewrites the
-    same version rather than adding one.
+    same version rather than adding one. With ``gate`` it is activated only if the
+    promotion gate lets it through (the summary's ``gate`` says why).
     """
 
     def progress(stage: str, fraction: float) -> None:
@@ -62,4 +66,17 @@ def train(
         device=device,
         job_id=self.request.id,
         progress=progress,
+        gate=gate,
+    )
+
+
+@shared_task(name=job_queue.RETRAIN_IF_DUE, acks_late=True)
+def retrain_if_due() -> dict[str, object]:
+    """Queue a gated retraining when the schedule or the new-event count says so (beat runs this)."""
+
+    def enqueue(job_id: str) -> None:
+        train.apply_async(kwargs={"gate": True}, task_id=job_id)
+
+    return check_and_claim(
+        graph(), settings(), lambda job_id: AsyncResult(job_id, app=current_app).state, enqueue
     )

@@ -43,7 +43,7 @@ Paths:
   request. (A pattern comprehension anchored on null walks nothing on
   FalkorDB, while one inside a CASE branch is evaluated regardless.)
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
-- ``interest``: user -INTERESTED_IN-> brand|category <-MADE_BY|IN_CATEGORY- target;
+- ``interest``: user -INTERESTED_IN-> brand|category|topic <-MADE_BY|IN_CATEGORY|ABOUT- target;
 - ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
   (one witness shown, flagged bots excluded; support = how many such users).
 """
@@ -83,6 +83,10 @@ _CO_PURCHASE_TYPES = "|".join(KNOWLEDGE_RELATIONS.values())
 _CO_PURCHASE_LIST = "[" + ", ".join(f"'{rel.value}'" for rel in KNOWLEDGE_RELATIONS.values()) + "]"
 
 _USER = _node("User", "u", "u.id")
+# The target's edge to the interest: a brand makes it, a category holds it, a topic is what it is about.
+_INTEREST_LINK = (
+    "CASE labels(t)[0] WHEN 'Brand' THEN 'MADE_BY' WHEN 'Topic' THEN 'ABOUT' ELSE 'IN_CATEGORY' END"
+)
 _HUB = _node("Item", "h", "h.title")
 _TARGET = _node("Item", "i", "i.title")
 _ENTITY = "{label: 'Entity', id: e.id, name: coalesce(e.name, e.id), kind: e.kind, linked: linked}"
@@ -178,12 +182,12 @@ EXPLANATION_PATHS = read(
     WITH u, x, t ORDER BY x.weight DESC, t.id LIMIT $hubs
     UNWIND $item_ids AS target_id
     MATCH (i:Item {{id: target_id}})
-    WHERE (i)-[:MADE_BY|IN_CATEGORY]->(t)
+    WHERE (i)-[:MADE_BY|IN_CATEGORY|ABOUT]->(t)
     RETURN target_id, 'interest' AS kind,
            [{_USER}, {{label: labels(t)[0], id: t.id, name: coalesce(t.name, t.id)}}, {_TARGET}] AS nodes,
            [{{type: 'INTERESTED_IN', relation: null, direction: 'out', weight: x.weight,
               weight_ts: x.weight_ts, verb: null}},
-            {_plain("CASE WHEN labels(t)[0] = 'Brand' THEN 'MADE_BY' ELSE 'IN_CATEGORY' END", "in")}] AS rels,
+            {_plain(_INTEREST_LINK, "in")}] AS rels,
            1 AS support
     UNION ALL
     MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)

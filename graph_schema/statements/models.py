@@ -84,9 +84,27 @@ MODEL_VERSIONS = read(
     """
     MATCH (m:ModelVersion)
     RETURN m.id AS id, m.status AS status, m.active AS active, m.created_at AS created_at,
-           m.activated_at AS activated_at, m.artifact AS artifact
-    ORDER BY m.created_at DESC
+           m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
+           m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
+           m.gate_metrics AS gate_metrics, m.gate_at AS gate_at
+    ORDER BY m.created_at DESC, id
     """,
+)
+
+# The promotion gate's verdict on a newly trained version (it is activated separately, by
+# ACTIVATE_VERSION, only when the verdict is 'promoted').
+RECORD_GATE_DECISION = write(
+    "record_gate_decision",
+    """
+    MATCH (m:ModelVersion {id: $id})
+    SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics, m.gate_at = $now
+    RETURN m.id AS id
+    """,
+    id="v1700000000000",
+    decision="kept",
+    reason="validation NDCG@10 0.0510 is below 0.0686 (active 0.0700, tolerance 2%)",
+    metrics='{"candidate": {"ndcg@10": 0.051}, "active": {"ndcg@10": 0.07}}',
+    now=1700000000000,
 )
 
 EMBEDDINGS_OF_VERSION = read(

@@ -21,12 +21,12 @@ from typing import Any, BinaryIO
 from kgrec.config import Settings
 from kgrec.datasets.records import write_csv_rows
 from kgrec.events import formats
-from kgrec.events.ingest import commit, prepare
+from kgrec.events.ingest import EventsRefused, commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
 from kgrec.gateway import GraphGateway
 from kgrec.limits import MAX_IMPORT_BATCH
 
-FORMATS = ("rees46", "taobao", "csv")
+FORMATS = ("rees46", "taobao", "csv", "movielens-tags")
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,21 @@ def _open(path: Path) -> tuple[BinaryIO, io.TextIOWrapper]:
     return raw, io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
 
 
+def _expect_header(reader: Iterator[list[str]], columns: Sequence[str], what: str) -> None:
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header] != list(columns):
+        raise ValueError(f"not {what}: the header must be {','.join(columns)}")
+
+
 def _converter(fmt: str, reader: Iterator[list[str]], mapping: Mapping[str, str]) -> formats.Converter:
     if fmt == "rees46":
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != list(formats.REES46_COLUMNS):
-            raise ValueError(f"not a rees46 file: the header must be {','.join(formats.REES46_COLUMNS)}")
+        _expect_header(reader, formats.REES46_COLUMNS, "a rees46 file")
         return formats.rees46
     if fmt == "taobao":
         return formats.taobao
+    if fmt == "movielens-tags":
+        _expect_header(reader, formats.MOVIELENS_TAG_COLUMNS, "a MovieLens tags file")
+        return formats.movielens_tag
     header = next(reader, None)
     if header is None:
         raise ValueError("the CSV file is empty")
@@ -155,7 +162,16 @@ def _prepare_batch(
             events.append(result)
     if not events:
         return None
-    prepared = prepare(gateway, events, settings, now_ms)
+    try:
+        prepared = prepare(gateway, events, settings, now_ms)
+    except EventsRefused as refused:  # tags on unknown items: those rows are rejects, the rest goes in
+        event_lines = [line for line, result in zip(lines, checked, strict=True) if isinstance(result, Event)]
+        bad = {e.index for e in refused.errors}
+        summary.rejected.extend(Reject(event_lines[e.index], e.field, e.reason) for e in refused.errors)
+        events = [e for index, e in enumerate(events) if index not in bad]
+        if not events:
+            return None
+        prepared = prepare(gateway, events, settings, now_ms)
 
     def write() -> None:
         result = commit(gateway, prepared, events, settings, now_ms)

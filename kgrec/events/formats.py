@@ -6,8 +6,11 @@
 - ``taobao``: Tianchi UserBehavior, no header: ``user_id,item_id,category_id,behavior,timestamp``
   (Unix seconds; behaviours pv, cart, fav, buy).
 - ``csv``: a header naming kgrec's fields (``event_id,user_id,item_id,type,ts,value,session_id,
-  brand,category,title,price``; categories ``|``-separated, general to specific), renamed with
-  ``--map column=field``.
+  brand,category,title,price,text,tag,query``; categories ``|``-separated, general to specific),
+  renamed with ``--map column=field``; ``text`` (reviews), ``tag`` and ``query`` (searches, with an
+  empty ``item_id``) carry language.
+- ``movielens-tags``: MovieLens ``tags.csv`` (``userId,movieId,tag,timestamp``, Unix seconds), one
+  tag event per row.
 
 Rows without an event id get a deterministic one from the file format and the row's
 content, so importing the same file twice changes nothing.
@@ -52,7 +55,12 @@ CSV_FIELDS = (
     "category",
     "title",
     "price",
+    "text",
+    "tag",
+    "query",
 )
+LANGUAGE_FIELDS = ("text", "tag", "query")
+MOVIELENS_TAG_COLUMNS = ("userId", "movieId", "tag", "timestamp")
 
 
 def row_event_id(prefix: str, fields: Sequence[str]) -> str:
@@ -129,13 +137,31 @@ def taobao(fields: Sequence[str]) -> dict[str, Any]:
     return event
 
 
+def movielens_tag(fields: Sequence[str]) -> dict[str, Any]:
+    """One MovieLens ``tags.csv`` row as a tag event."""
+    _width(fields, len(MOVIELENS_TAG_COLUMNS))
+    user_id, movie_id, tag, timestamp = fields
+    if not timestamp.strip().isdigit():
+        raise RowError(f"timestamp {timestamp!r} is not Unix seconds")
+    return {
+        "event_id": row_event_id("movielens-tag", fields),
+        "user_id": user_id.strip(),
+        "item_id": movie_id.strip(),
+        "type": "tag",
+        "ts": int(timestamp.strip()) * 1000,
+        "tag": tag,
+    }
+
+
 def csv_converter(header: Sequence[str], mapping: Mapping[str, str]) -> Converter:
     """A converter for kgrec's own CSV layout, after renaming columns with ``mapping``."""
     unknown = sorted(set(mapping.values()) - set(CSV_FIELDS))
     if unknown:
         raise ValueError(f"--map targets {', '.join(unknown)} are not kgrec fields ({', '.join(CSV_FIELDS)})")
     columns = [mapping.get(h.strip(), h.strip()) for h in header]
-    missing = [f for f in ("user_id", "item_id", "type", "ts") if f not in columns]
+    missing = [f for f in ("user_id", "type", "ts") if f not in columns]
+    if "item_id" not in columns and "query" not in columns:
+        missing.append("item_id")
     if missing:
         raise ValueError(f"the CSV header lacks {', '.join(missing)} (use --map column=field)")
 
@@ -145,10 +171,12 @@ def csv_converter(header: Sequence[str], mapping: Mapping[str, str]) -> Converte
         event: dict[str, Any] = {
             "event_id": row.get("event_id") or row_event_id("csv", fields),
             "user_id": row["user_id"],
-            "item_id": row["item_id"],
             "type": row["type"],
             "ts": _timestamp(row["ts"]),
         }
+        if row.get("item_id"):  # a search has none
+            event["item_id"] = row["item_id"]
+        event.update({name: row[name] for name in LANGUAGE_FIELDS if row.get(name)})
         if row.get("value"):
             event["value"] = _number("value", row["value"])
         if row.get("session_id"):

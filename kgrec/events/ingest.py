@@ -10,6 +10,13 @@
    id. If another writer stored one of those ids in the meantime, the unique
    constraint rolls the whole statement back and we start again from 1.
 
+Language events ride in the same statement: a tag adds to ``(:Item)-[:TAGGED {count}]->(:Tag)``
+(a tag on an item neither the batch nor the graph has refuses the batch, :class:`EventsRefused`),
+a review keeps its text on the INTERACTED edge, and the text of reviews, tags and searches is
+embedded before the write, in one batch, and matched to the active version's topics
+(:mod:`kgrec.topics`): the user's topic interests are merged with the same decay as brand and
+category interests. A batch without text reads and embeds nothing more than before.
+
 Item attributes (``item.attributes``) are written by the same statement, rendered
 for the relation types the batch uses: each value is an item when the batch or
 the graph has an item with that id (one read for the whole batch), else an
@@ -26,11 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Label, Rel
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, BEHAVIOURS, KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement
 from graph_schema.relation_names import relationship_type
 from graph_schema.statements.events import (
-    INGEST_EVENTS,
     SEEN_EVENTS,
     attribute_link_keys,
     ingest_events_statement,
@@ -38,13 +44,32 @@ from graph_schema.statements.events import (
 from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
-from kgrec.events.validation import Event
+from kgrec.events.validation import Event, FieldError
 from kgrec.gateway import GraphConflict, GraphGateway
+from kgrec.topics import ACTIVE, topic_interest_rows
 
 MAX_CONFLICT_RETRIES = 5
 MINUTE_MS = 60_000
 
 log = logging.getLogger(__name__)
+
+
+class EventsRefused(ValueError):
+    """Events valid on their own that the graph refuses (a tag on an unknown item); nothing was written."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__(f"{len(errors)} event(s) refused")
+        self.errors = list(errors)
+
+
+def normalised_tag(tag: str) -> str:
+    """A tag's node id: lower case, white space collapsed to single spaces."""
+    return " ".join(tag.lower().split())
+
+
+def _on_items(event: Event) -> bool:
+    # A behaviour on an item: an INTERACTED pair (tags and searches are language only).
+    return event.type in BEHAVIOURS
 
 
 @dataclass(frozen=True)
@@ -116,11 +141,13 @@ def build_params(
     now_ms: int,
     event_ids: Sequence[str] | None = None,
     known_items: set[str] | None = None,
+    topic_interests: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The parameters of the ingestion statement for new events (``event_ids``: every id to record).
 
     ``known_items``: attribute values that are Item nodes in the graph (the batch's own items
-    are added here); see :func:`statement_for`.
+    are added here); see :func:`statement_for`. ``topic_interests``: the rows of
+    :func:`kgrec.topics.topic_interest_rows` for these events.
     """
     half_life = settings.half_life_ms
     weights = settings.behaviour_weights
@@ -129,8 +156,13 @@ def build_params(
     items: dict[str, dict[str, Any]] = {}
     links: dict[tuple[str, str], dict[str, str]] = {}
     pairs: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    tags: Counter[tuple[str, str]] = Counter()
     for event in events:
         per_user_minute[event.user_id][event.ts // MINUTE_MS] += 1
+        if event.type == "tag" and event.item_id is not None and event.tag is not None:
+            tags[(event.item_id, normalised_tag(event.tag))] += 1
+        if not _on_items(event) or event.item_id is None:
+            continue
         row = items.setdefault(
             event.item_id, {"id": event.item_id, "title": None, "price": None, "brands": [], "categories": []}
         )
@@ -166,6 +198,8 @@ def build_params(
         counts = Counter(f"n_{e.type}" for e in group)
         ratings = [e for e in group if e.type == "rating" and e.value is not None]
         latest_rating = max(ratings, key=lambda e: e.ts) if ratings else None
+        reviews = [e for e in group if e.text is not None and e.text.strip()]
+        latest_review = max(reviews, key=lambda e: e.ts) if reviews else None
         pair_rows.append(
             {
                 "user_id": user_id,
@@ -177,10 +211,11 @@ def build_params(
                 "first_ts": min(e.ts for e in group),
                 "rating": latest_rating.value if latest_rating else None,
                 "rating_ts": latest_rating.ts if latest_rating else None,
+                "review_text": latest_review.text if latest_review else None,
             }
         )
     attributes = attribute_params(events, set(known_items or ()) | set(items))
-    return {
+    params = {
         "now": now_ms,
         "half_life_ms": half_life,
         "bot_limit": settings.bot_events_per_minute,
@@ -191,10 +226,15 @@ def build_params(
         "pairs": pair_rows,
         **attributes,
     }
+    if tags or topic_interests:  # only then the statement has the language stages
+        params["tags"] = [{"item_id": i, "tag": t, "count": n} for (i, t), n in tags.items()]
+        params["topic_interests"] = list(topic_interests)
+    return params
 
 
 def statement_for(params: dict[str, Any]) -> Statement:
-    """The ingestion statement that takes ``params`` (rendered for their attribute relations)."""
+    """The ingestion statement that takes ``params`` (rendered for their attribute relations, with
+    the language stages when they carry tags or topic interests)."""
     items = set(params.get("attribute_items", ()))
     links = [
         (row["relation"], Label.ITEM if row["tail"] in items else Label.ENTITY)
@@ -202,7 +242,7 @@ def statement_for(params: dict[str, Any]) -> Statement:
         if name.startswith("attributes_")
         for row in rows
     ]
-    return ingest_events_statement(links) if links else INGEST_EVENTS
+    return ingest_events_statement(links, language="tags" in params)
 
 
 @dataclass(frozen=True)
@@ -221,10 +261,46 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     if not fresh:
         return PreparedBatch(None, IngestResult(len(events), 0, len(events)))
     applied = _first_per_content(fresh)
+    _refuse_unknown_tagged_items(gateway, events, applied)
     values = attribute_values(applied)
     known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(values)})} if values else set()
-    params = build_params(applied, settings, now_ms, [e.event_id for e in fresh], known)
+    topic_rows = _topic_rows(gateway, applied, settings)
+    params = build_params(applied, settings, now_ms, [e.event_id for e in fresh], known, topic_rows)
     return PreparedBatch(params, IngestResult(len(events), len(applied), len(events) - len(applied)))
+
+
+def _refuse_unknown_tagged_items(
+    gateway: GraphGateway, batch: Sequence[Event], applied: Sequence[Event]
+) -> None:
+    """Raise :class:`EventsRefused` for tags on items that neither the batch nor the graph has."""
+    tagged = {e.item_id for e in applied if e.type == "tag"}
+    if not tagged:
+        return
+    in_batch = {e.item_id for e in applied if _on_items(e)}
+    asked = sorted(i for i in tagged - in_batch if i is not None)
+    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": asked})} if asked else set()
+    unknown = tagged - in_batch - known
+    if unknown:
+        raise EventsRefused(
+            [
+                FieldError(index, "item_id", f"no item with id {event.item_id!r} to tag")
+                for index, event in enumerate(batch)
+                if event.type == "tag" and event.item_id in unknown
+            ]
+        )
+
+
+def _topic_rows(gateway: GraphGateway, events: Sequence[Event], settings: Settings) -> list[dict[str, Any]]:
+    """Topic interests from the events' text; no read and no embedding for a batch without text."""
+    if not any(e.language is not None for e in events):
+        return []
+    return topic_interest_rows(
+        events,
+        ACTIVE.get(gateway),
+        settings.behaviour_weights,
+        settings.half_life_ms,
+        offline=settings.hf_hub_offline,
+    )
 
 
 def commit(

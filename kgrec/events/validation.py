@@ -20,16 +20,19 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    Strict,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from graph_schema.allow_list import BEHAVIOURS
+from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.field_types import FiniteNumber, Id, Price, Title
+from kgrec.impression_ids import Position, RecommendationIdField
 from kgrec.limits import (
     MAX_ATTRIBUTE_RELATIONS,
     MAX_ATTRIBUTE_VALUES,
@@ -37,6 +40,9 @@ from kgrec.limits import (
     MAX_CATEGORY_DEPTH,
     MAX_EVENTS_PER_BATCH,
     MAX_PRICE,
+    MAX_QUERY_LENGTH,
+    MAX_REVIEW_LENGTH,
+    MAX_TAG_LENGTH,
     MAX_TEXT_LENGTH,
     id_problem,
 )
@@ -173,24 +179,65 @@ class ItemInfo:
     attributes: Attributes = None
 
 
-@dataclass(frozen=True)
+def _text_type(limit: int, description: str) -> Any:
+    # No U+0000: FalkorDB reads parameters as C strings (see kgrec.field_types.Title).
+    return Annotated[
+        str,
+        Strict(),
+        StringConstraints(max_length=limit, pattern=r"^[^\x00]*$"),
+        Field(description=f"{description}, at most {limit} characters"),
+    ]
+
+
+ReviewText = _text_type(MAX_REVIEW_LENGTH, "a review's text (type review only)")
+QueryText = _text_type(MAX_QUERY_LENGTH, "a search query (type search only, which has no item_id)")
+TagText = _text_type(MAX_TAG_LENGTH, "a tag the user gave the item (type tag only)")
+TEXT_LIMITS = {"text": MAX_REVIEW_LENGTH, "query": MAX_QUERY_LENGTH, "tag": MAX_TAG_LENGTH}
+# Which event type may (and, but for review, must) carry each language field.
+TEXT_FIELD_OF = {"review": "text", "search": "query", "tag": "tag"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Event:
-    """One valid behaviour event (ts in epoch milliseconds)."""
+    """One valid event (ts in epoch milliseconds): a behaviour on an item, a tag, or a search."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
     event_id: Id
     user_id: Id
-    item_id: Id
-    type: Literal[BEHAVIOURS]  # type: ignore[valid-type]
+    item_id: Id | None = None  # required, except for a search, which has none
+    type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     ts: Timestamp
     value: FiniteNumber | None = None
     session_id: Id | None = None
     item: ItemInfo | None = None
+    text: ReviewText | None = None
+    tag: TagText | None = None
+    query: QueryText | None = None
+    # Attribution to an impression (kgrec/attribution.py); neither is written to the graph.
+    recommendation_id: RecommendationIdField | None = None
+    position: Position | None = None
 
     def content_key(self) -> tuple[Any, ...]:
         """Everything but the event id: two events with the same key are exact duplicates."""
-        return (self.user_id, self.item_id, self.type, self.ts, self.value, self.session_id)
+        return (
+            self.user_id,
+            self.item_id,
+            self.type,
+            self.ts,
+            self.value,
+            self.session_id,
+            self.text,
+            self.tag,
+            self.query,
+        )
+
+    @property
+    def language(self) -> str | None:
+        """The event's text to match to topics (review text, tag or query), if any."""
+        field_name = TEXT_FIELD_OF.get(self.type)
+        value = getattr(self, field_name) if field_name else None
+        return value.strip() or None if value else None
 
 
 EVENT = TypeAdapter(Event)
@@ -235,7 +282,7 @@ _REASONS: dict[str, Callable[[Any, str], str]] = {
         f"is not a known {'item' if field.startswith('item.') else 'event'} field"
     ),
     "dataclass_type": lambda value, _field: f"must be an object, not {_type_name(value)}",
-    "literal_error": lambda value, _field: f"{value!r} is not one of {', '.join(BEHAVIOURS)}",
+    "literal_error": lambda value, _field: f"{value!r} is not one of {', '.join(EVENT_TYPES)}",
     "float_type": _number_reason,
     "finite_number": lambda value, _field: f"must be a finite number (got {value!r})",
     "greater_than_equal": lambda value, _field: f"must not be negative (got {value})",
@@ -250,6 +297,9 @@ def _reason(error: ErrorDetails, field: str) -> str:
     kind, value = error["type"], error.get("input")
     if field == "item.title" and kind != "unexpected_keyword_argument":
         return f"must be a string of at most {MAX_TEXT_LENGTH} characters"
+    if field in TEXT_LIMITS and kind != "unexpected_keyword_argument":
+        got = f"{len(value)} characters" if isinstance(value, str) else _type_name(value)
+        return f"must be a string of at most {TEXT_LIMITS[field]} characters without NUL (got {got})"
     if kind.startswith("string_"):
         return id_problem(value) or error["msg"]  # the id rule explains its own refusals
     if kind in _REASONS:
@@ -281,17 +331,37 @@ def _first_problems(exc: ValidationError) -> dict[int, FieldError]:
     return {position: problem for position, (_, problem) in first.items()}
 
 
+def _type_problem(index: int, event: Event) -> FieldError | None:
+    """What an event's type needs: an item but for a search, and its own language field only."""
+    if event.type == "search" and event.item_id is not None:
+        return FieldError(index, "item_id", "a search has no item")
+    if event.type != "search" and event.item_id is None:
+        return FieldError(index, "item_id", "is required")
+    for name in TEXT_LIMITS:
+        value = getattr(event, name)
+        if value is not None and TEXT_FIELD_OF.get(event.type) != name:
+            owner = next(t for t, f in TEXT_FIELD_OF.items() if f == name)
+            return FieldError(index, name, f"only a {owner} event carries {name} (this is a {event.type})")
+    own = TEXT_FIELD_OF.get(event.type)
+    if own is not None and event.type != "review" and getattr(event, own) is None:
+        return FieldError(index, own, f"is required for a {event.type} event")
+    if own is not None and getattr(event, own) is not None and event.language is None:
+        return FieldError(index, own, f"must not be empty (got {getattr(event, own)!r})")
+    return None
+
+
 def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) -> list[Event | FieldError]:
     """Validate events one by one: the Event, or the FieldError at the same position."""
     clock = ValidationClock(now_ms, max_skew_s * 1000)
     try:
-        return list(EVENTS.validate_python(raw_events, context=clock))
+        checked: list[Event | FieldError] = list(EVENTS.validate_python(raw_events, context=clock))
     except ValidationError as exc:
         problems = _first_problems(exc)
-    return [
-        problems[index] if index in problems else EVENT.validate_python(raw, context=clock)
-        for index, raw in enumerate(raw_events)
-    ]
+        checked = [
+            problems[index] if index in problems else EVENT.validate_python(raw, context=clock)
+            for index, raw in enumerate(raw_events)
+        ]
+    return [(_type_problem(index, c) or c) if isinstance(c, Event) else c for index, c in enumerate(checked)]
 
 
 def validate_batch(

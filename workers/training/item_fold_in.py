@@ -34,6 +34,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
 from workers.training.subgraph import item_text
 from workers.training.text import TextEmbeddingCache
+from workers.training.topics import about_new_items
 
 TEXT_NEIGHBOURS = 10
 BASIS_SUFFIX = ".foldin.npz"
@@ -166,6 +167,8 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
         text_vectors = TextEmbeddingCache(
             Path(settings.data_dir) / "text-embeddings", offline=settings.hf_hub_offline
         ).embed(texts)
+        # new items get their topics too, without a retrain
+        about_new_items(gateway, version, [row["item_id"] for row in facts], text_vectors)
     vectors = basis.embed(text_vectors, brands, categories)
     rows = [
         {"id": row["item_id"], "vector": [round(float(x), 6) for x in vector]}

@@ -1,8 +1,10 @@
-"""One training job: pull → train and tune → write back → switch → garbage-collect.
+"""One training job: pull → train and tune → write back → (gate →) switch → garbage-collect.
 
 Every training starts at :func:`start_training` (``kgrec train --sync``, the
 Celery ``train`` task, ``kgrec up --train``, the benchmarks), which names the
-version; :func:`run_training` does the work under a given name.
+version; :func:`run_training` does the work under a given name. With ``gate``
+the new version is activated only when the promotion gate
+(:mod:`workers.training.gate`) lets it through; otherwise it stays a candidate.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from typing import Any
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import artifact_name, models_dir
+from kgrec.promotion_gate import CandidateHook, GateDecision
+from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
+from workers.training.gate import gate_candidate
 from workers.training.item_fold_in import FoldInBasis, basis_path, unit_rows
 from workers.training.kg_model import resolve_device
-from workers.training.pipeline import train_model
-from workers.training.publish import collect_garbage, write_back
+from workers.training.pipeline import TrainingResult, train_model
+from workers.training.publish import activate, collect_garbage, record_gate_decision, write_back
 from workers.training.subgraph import pull
+from workers.training.topics import item_language, write_topics
 
 KEEP_VERSIONS = 3
 
@@ -46,11 +52,14 @@ def start_training(
     job_id: str | None = None,
     progress: Progress | None = None,
     keep: int = KEEP_VERSIONS,
+    gate: bool = False,
+    on_decision: CandidateHook | None = None,
 ) -> dict[str, Any]:
     """Train a new version named by :func:`version_name` and make it active; returns a summary.
 
     ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``job_id`` is the id of
-    the queued job this training runs for, if any.
+    the queued job this training runs for, if any. With ``gate``, it becomes active
+    only if the promotion gate promotes it (``on_decision``: see :func:`publish`).
     """
     return run_training(
         gateway,
@@ -60,6 +69,8 @@ def start_training(
         version=version_name(job_id),
         progress=progress,
         keep=keep,
+        gate=gate,
+        on_decision=on_decision,
     )
 
 
@@ -72,8 +83,11 @@ def run_training(
     version: str,
     progress: Progress | None = None,
     keep: int = KEEP_VERSIONS,
+    gate: bool = False,
+    on_decision: CandidateHook | None = None,
 ) -> dict[str, Any]:
-    """Train version ``version`` from the live graph and make it active; returns a summary.
+    """Train version ``version`` from the live graph and make it active (``gate``: if the gate
+    promotes it); returns a summary.
 
     Commands and tasks call :func:`start_training`, which names the version; tests
     call this directly to train under a fixed name.
@@ -95,30 +109,23 @@ def run_training(
         text_cache_dir=Path(settings.data_dir) / "text-embeddings",
         version=version,
         on_progress=lambda stage, fraction: report(stage, 0.05 + 0.75 * fraction),
+        language=item_language(gateway),
     )
     timings["train_and_tune_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    folder = models_dir(settings.data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    FoldInBasis(
-        item_embeddings=result.artifacts.item_embeddings,
-        text_vectors=result.text_vectors,
-        brand_ids=graph.brand_ids,
-        brand_vectors=unit_rows(result.embeddings.brands),
-        category_ids=graph.category_ids,
-        category_vectors=unit_rows(result.embeddings.categories),
-    ).save(basis_path(folder, artifact_name(version)))
-    write_back(
+    decision = publish(
         gateway,
-        result,
+        settings,
         graph,
-        folder,
-        on_progress=lambda f: report("write-back", 0.8 + 0.18 * f),
-        embedding_batch=settings.embedding_batch,
+        result,
+        config,
+        gate=gate,
+        on_decision=on_decision,
+        progress=lambda f: report("write-back", 0.8 + 0.18 * f),
     )
-    timings["write_back_s"] = time.perf_counter() - started
-    removed = collect_garbage(gateway, folder, keep)
+    timings["write_back_and_gate_s"] = time.perf_counter() - started
+    removed = collect_garbage(gateway, models_dir(settings.data_dir), keep)
     report("done", 1.0)
     return {
         "version": version,
@@ -129,4 +136,59 @@ def run_training(
         "timings": {**timings, **result.timings},
         "seconds_per_epoch": result.embeddings.seconds_per_epoch,
         "removed_versions": removed,
+        "gate": None if decision is None else {"decision": decision.decision, "reason": decision.reason},
     }
+
+
+def publish(
+    gateway: GraphGateway,
+    settings: Settings,
+    graph: TrainingGraph,
+    result: TrainingResult,
+    config: TrainConfig,
+    *,
+    gate: bool,
+    trained_on: TrainingGraph | None = None,
+    on_decision: CandidateHook | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> GateDecision | None:
+    """Write the trained version back; activate it at once, or (``gate``) only if the gate promotes it.
+
+    ``graph`` is the current graph (its hold-out is the gate's), ``trained_on`` the
+    graph the model learnt from (default ``graph``). ``on_decision(version, decision)``
+    is the experiment hook of :data:`kgrec.promotion_gate.CandidateHook`: when it
+    returns True it has taken the candidate and nothing is activated here.
+    """
+    learnt_from = trained_on or graph
+    version = result.artifacts.version
+    folder = models_dir(settings.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    FoldInBasis(
+        item_embeddings=result.artifacts.item_embeddings,
+        text_vectors=result.text_vectors,
+        brand_ids=learnt_from.brand_ids,
+        brand_vectors=unit_rows(result.embeddings.brands),
+        category_ids=learnt_from.category_ids,
+        category_vectors=unit_rows(result.embeddings.categories),
+    ).save(basis_path(folder, artifact_name(version)))
+    write_back(
+        gateway,
+        result,
+        learnt_from,
+        folder,
+        on_progress=progress,
+        embedding_batch=settings.embedding_batch,
+        activate_now=not gate,
+        # Topic ids are matched to the active version's, so they are written before any switch.
+        before_activation=lambda: write_topics(
+            gateway, version, learnt_from.item_ids, result.topics, batch=settings.embedding_batch
+        ),
+    )
+    if not gate:
+        return None
+    decision = gate_candidate(gateway, settings, graph, result, config, trained_on=learnt_from)
+    record_gate_decision(gateway, version, decision)
+    taken = on_decision(version, decision) if on_decision is not None else False
+    if decision.promoted and not taken:
+        activate(gateway, version)
+    return decision

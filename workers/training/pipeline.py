@@ -8,12 +8,14 @@
    and the recency decay. The variants of :data:`workers.training.config.VARIANTS`
    decide which features the fit may use.
 4. Rebuild the signals' item–item graphs on all interactions and package the artifacts.
+5. Mine topics from the items' text (:mod:`workers.training.topics`), when text is used;
+   the job writes them with the version.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from workers.training.config import TrainConfig
 from workers.training.kg_model import TrainedEmbeddings, train_kg_model
 from workers.training.metrics import ranking_metrics
 from workers.training.text import TextEmbeddingCache
+from workers.training.topics import TopicModel, compute_topics, topic_texts
 
 MIN_HISTORY_FOR_VALIDATION = 3
 MAX_TUNING_USERS = 5_000
@@ -43,6 +46,7 @@ class TrainingResult:
     counts: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
     text_vectors: np.ndarray | None = None  # (n_items, 384) item text embeddings, when text was used
+    topics: TopicModel | None = None  # topics mined from the items' text, when text was used
 
 
 def subset(graph: TrainingGraph, keep: np.ndarray) -> TrainingGraph:
@@ -144,8 +148,13 @@ def train_model(
     text_cache_dir: Path | None = None,
     version: str = "",
     on_progress: Callable[[str, float], None] | None = None,
+    language: Mapping[str, str] | None = None,
 ) -> TrainingResult:
-    """Train, fit the blend and package a model from ``graph`` (see the module docstring)."""
+    """Train, fit the blend and package a model from ``graph`` (see the module docstring).
+
+    ``language``: item id → user tags and review snippets
+    (:func:`workers.training.topics.item_language`), added to the items' topic text.
+    """
     timings: dict[str, float] = {}
     report = on_progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
@@ -170,6 +179,15 @@ def train_model(
     result = fit_and_package(graph, embeddings, config, device=device, version=version)
     result.timings = {**timings, **result.timings}
     result.text_vectors = text
+    if text is not None and text_cache_dir is not None:
+        started = time.perf_counter()
+        texts = topic_texts(graph, language)
+        vectors = (
+            text if texts == graph.item_text else TextEmbeddingCache(text_cache_dir, device).embed(texts)
+        )
+        result.topics = compute_topics(texts, vectors, config.seed)
+        result.artifacts.parameters["topics"] = result.topics.quality if result.topics else {"topics": 0.0}
+        result.timings["topics_s"] = time.perf_counter() - started
     report("done", 1.0)
     return result
 

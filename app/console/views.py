@@ -1,0 +1,262 @@
+"""The console's pages and its forms (sign in and out, train, promote, stop an experiment, export).
+
+Pages are server-rendered shells; their JavaScript reads the public JSON API
+(``/v1/...``) like any client. The forms check the session's CSRF token and the
+origin (:mod:`app.console.session`) and send the write to the API with the
+signed-in key (:mod:`app.console.forward`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+
+from app.auth import key_is_valid
+from app.console import session
+from app.console.forward import api_path, call_api, decoded, send
+from app.graph import settings
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+# Scripts only from this origin (no inline script, no CDN); cytoscape and uPlot set inline styles.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+PAGES = (
+    ("search", "Search"),
+    ("audiences", "Audiences"),
+    ("models", "Models"),
+    ("experiments", "Experiments"),
+    ("health", "Health"),
+)
+AUDIENCE_TARGETS = ("brand", "category", "topic", "item")
+API_PROXY = "/console/api/v1"
+
+
+@bp.after_request
+def _protect(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+    return session.save(response)
+
+
+@bp.errorhandler(session.Refused)
+def _refused(error: session.Refused) -> tuple[str, int]:
+    html = page("console/refused.html", "Refused", reason=error.reason)
+    # A refused (perhaps cross-site) post never replaces the session cookie: it cannot sign anyone out.
+    session.current().changed = False
+    return html, error.status
+
+
+def page(template: str, title: str, **context: Any) -> str:
+    """Render a console page with what every page needs (nav, sign-in state, CSRF token)."""
+    signed_in = session.signed_in_key() is not None
+    return render_template(
+        template,
+        title=title,
+        pages=PAGES,
+        signed_in=signed_in,
+        # Where reads need a key, a signed-in console reads through /console/api (it adds the key).
+        api_base=API_PROXY if signed_in and settings().read_requires_key else "/v1",
+        csrf_token=session.current().csrf,
+        notice=session.take_notice(),
+        read_requires_key=settings().read_requires_key,
+        **context,
+    )
+
+
+@bp.get("/")
+def home() -> Response:
+    """The console starts at search."""
+    return redirect(url_for("console.search"))
+
+
+@bp.get("/search")
+def search() -> str:
+    """Find users, items, brands, categories and entities."""
+    return page("console/search.html", "Search", query=request.args.get("q", ""))
+
+
+@bp.get("/users/<path:user_id>")
+def user(user_id: str) -> str:
+    """A user's interests, latest interactions and recommendations, with "why?"."""
+    return page("console/user.html", f"User {user_id}", user_id=user_id)
+
+
+@bp.get("/items/<path:item_id>")
+def item(item_id: str) -> str:
+    """An item's fields, neighbourhood, similar items and the rules that touch it."""
+    return page("console/item.html", f"Item {item_id}", item_id=item_id)
+
+
+def _audience_form() -> dict[str, str]:
+    """The audience conditions as the form sent them (GET for the page, POST for the export)."""
+    values = request.values
+    kind = values.get("kind", "brand")
+    return {
+        "kind": kind if kind in AUDIENCE_TARGETS else "brand",
+        "target": values.get("target", "").strip(),
+        "min_weight": values.get("min_weight", "").strip(),
+        "active_within_days": values.get("active_within_days", "").strip(),
+    }
+
+
+@bp.get("/audiences")
+def audiences() -> str:
+    """Users by their interest in a brand, category, topic or item; CSV export when signed in."""
+    return page("console/audiences.html", "Audiences", form=_audience_form(), targets=AUDIENCE_TARGETS)
+
+
+@bp.post("/audiences/export")
+def export_audience() -> Response:
+    """The whole audience as CSV, through ``POST /v1/audiences/export`` (it lists users: a key is needed)."""
+    session.check_post()
+    key = _signed_in_key()
+    form = _audience_form()
+    body: dict[str, Any] = {form["kind"]: form["target"]}
+    for name in ("min_weight", "active_within_days"):
+        if form[name]:
+            body[name] = form[name]
+    status, mimetype, data = send("POST", api_path("audiences", "export"), key, body)
+    if status == 200 and mimetype == "text/csv":
+        disposition = f'attachment; filename="audience-{form["kind"]}.csv"'
+        return Response(data, mimetype="text/csv", headers={"Content-Disposition": disposition})
+    session.set_notice(_outcome("Export", status, decoded(data)))
+    return redirect(url_for("console.audiences", **form))
+
+
+@bp.get("/models")
+def models() -> str:
+    """Model versions, promotion and training."""
+    return page("console/models.html", "Models", job_id=request.args.get("job", ""))
+
+
+@bp.get("/health")
+def health() -> str:
+    """Graph, model, request rates and latency."""
+    return page("console/health.html", "Health")
+
+
+@bp.get("/api/v1/<path:_rest>")
+def read_proxy(_rest: str) -> tuple[Response, int]:
+    """A GET of the API with the signed-in key, for servers whose reads need one (KGREC_READ_REQUIRES_KEY)."""
+    key = session.signed_in_key()
+    if key is None:
+        return jsonify(error="unauthorized", detail="sign in to the console to read through it"), 401
+    # gunicorn's raw request target keeps percent-encoded ids (a "/" inside an id) in one segment.
+    raw = (request.environ.get("RAW_URI") or request.path).split("?", 1)[0]
+    target = "/v1" + raw[len(API_PROXY) :]
+    query = request.query_string.decode()
+    status, payload = call_api("GET", f"{target}?{query}" if query else target, key)
+    return jsonify(payload), status
+
+
+@bp.get("/signin")
+def signin_form() -> str:
+    """The sign-in form."""
+    return page("console/signin.html", "Sign in", next_page=_safe_next(request.args.get("next")))
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a console path: never an open redirect.
+    if target and target.startswith("/console/") and not target.startswith("//"):
+        return target
+    return url_for("console.search")
+
+
+@bp.post("/signin")
+def signin() -> Response | tuple[str, int]:
+    """Check the key; on success the session remembers it (the key never reaches the page again)."""
+    session.check_post()
+    key = request.form.get("api_key", "").strip()
+    if not key or not key_is_valid(key):
+        back = _safe_next(request.form.get("next"))
+        return page("console/signin.html", "Sign in", next_page=back, failed=True), 401
+    session.sign_in(key)
+    session.set_notice("Signed in.")
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/signout")
+def signout() -> Response:
+    """Forget the key."""
+    session.check_post()
+    session.sign_out()
+    session.set_notice("Signed out.")
+    return redirect(url_for("console.search"))
+
+
+def _signed_in_key() -> str:
+    key = session.signed_in_key()
+    if key is None:
+        raise session.Refused(401, "refused: sign in with an API key to train, promote, stop or export")
+    return key
+
+
+def _outcome(action: str, status: int, payload: Any) -> str:
+    # No route at all (404 without a field, or 405): the endpoint does not exist on this server.
+    if status == 405 or (status == 404 and not (isinstance(payload, dict) and payload.get("field"))):
+        return f"{action}: not available (this server has no such endpoint yet)"
+    if status >= 400:
+        detail = payload.get("detail") if isinstance(payload, dict) else None
+        return f"{action} failed ({status}): {detail or 'no detail'}"
+    return f"{action}: done."
+
+
+def _post_to_api(action: str, path: str, body: Any = None) -> Any:
+    """A console form's write: checks, the API call with the signed-in key, a notice; the answer or None."""
+    session.check_post()
+    key = _signed_in_key()
+    status, payload = call_api("POST", path, key, body)
+    session.set_notice(_outcome(action, status, payload))
+    return payload if status < 400 else None
+
+
+@bp.post("/models/<path:version>/promote")
+def promote(version: str) -> Response:
+    """Make ``version`` the active model, through ``POST /v1/models/{version}/promote``."""
+    _post_to_api(f"Promote {version}", api_path("models", version, "promote"))
+    return redirect(url_for("console.models"))
+
+
+@bp.post("/models/train")
+def train() -> Response:
+    """Start a training job, through ``POST /v1/models/train``; the page then follows its progress."""
+    answer = _post_to_api("Train", api_path("models", "train"), body={})
+    job = answer.get("id") if isinstance(answer, dict) else None
+    return redirect(url_for("console.models", job=job) if job else url_for("console.models"))
+
+
+@bp.get("/experiments")
+def experiments() -> str:
+    """One experiment's results per variant, with intervals and p-values; stop and promote when signed in."""
+    return page("console/experiments.html", "Experiments", experiment_id=request.args.get("id", "").strip())
+
+
+@bp.post("/experiments/<path:experiment_id>/stop")
+def stop_experiment(experiment_id: str) -> Response:
+    """Stop the experiment, through ``POST /v1/experiments/{id}/stop``."""
+    _post_to_api(f"Stop {experiment_id}", api_path("experiments", experiment_id, "stop"))
+    return redirect(url_for("console.experiments", id=experiment_id))
+
+
+@bp.post("/experiments/<path:experiment_id>/promote")
+def promote_variant(experiment_id: str) -> Response:
+    """Make a variant's model active, through ``POST /v1/experiments/{id}/promote``."""
+    variant = request.form.get("variant", "")
+    path = api_path("experiments", experiment_id, "promote")
+    _post_to_api(f"Promote {variant or 'a variant'}", path, body={"variant": variant})
+    return redirect(url_for("console.experiments", id=experiment_id))

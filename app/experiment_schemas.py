@@ -1,0 +1,110 @@
+"""Request and response models of A/B experiments (in /openapi.json like app/schemas.py's)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import Recommendations
+from kgrec.field_types import Id
+
+MAX_VARIANTS = 10
+VariantName = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="1 to 64 of A-Z a-z 0-9 _ -")
+]
+ExperimentName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class NewVariant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: VariantName
+    model_version: Id = Field(description='a ready model version, or "active": whatever version is active')
+    traffic: Annotated[float, Field(gt=0, le=1, description="share of users; the shares add up to 1")]
+
+
+class NewExperiment(BaseModel):
+    """An experiment: the first variant is the control; users are assigned by hashing (experiment, user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ExperimentName
+    variants: Annotated[
+        list[NewVariant],
+        Field(
+            min_length=2,
+            max_length=MAX_VARIANTS,
+            description="distinct names, traffic adding up to 1; the first is the control",
+        ),
+    ]
+    unit: Literal["user"] = "user"
+
+
+class Promotion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    variant: VariantName = Field(description="the variant whose model version becomes active")
+
+
+class VariantView(BaseModel):
+    name: str
+    model_version: str
+    traffic: float
+
+
+class ExperimentView(BaseModel):
+    id: str
+    name: str
+    unit: Literal["user"]
+    variants: list[VariantView]
+    status: Literal["running", "stopped"]
+    created_at: int
+    stopped_at: int | None
+    promoted: dict[str, Any] | None = Field(
+        description="variant, model_version and activated_at, once promoted"
+    )
+
+
+class Estimate(BaseModel):
+    value: float
+    ci_low: float = Field(description="95% interval")
+    ci_high: float
+
+
+class Difference(BaseModel):
+    difference: float | None = Field(description="this variant minus the control")
+    ci_low: float | None = Field(description="95% interval")
+    ci_high: float | None
+    p_value: float | None = Field(description="two-sided")
+
+
+class VersusControl(BaseModel):
+    ctr: Difference
+    add_to_cart_rate: Difference
+    conversion: Difference
+    revenue_per_impression: Difference
+
+
+class VariantResults(VariantView):
+    users: int = Field(description="distinct users served (HyperLogLog estimate)")
+    impressions: int
+    clicks: int = Field(description="impressions with at least one attributed click")
+    carts: int
+    purchases: int
+    ctr: Estimate
+    add_to_cart_rate: Estimate
+    conversion: Estimate
+    revenue_per_impression: Estimate = Field(description="attributed purchases' value (else item price)")
+    vs_control: VersusControl | None = Field(None, description="every variant but the control")
+
+
+class ExperimentResults(ExperimentView):
+    control: str
+    tests: str = Field(description="the statistical tests used")
+    variants: list[VariantResults]  # type: ignore[assignment]
+
+
+class ExperimentRecommendations(Recommendations):
+    experiment: str | None = Field(None, description="the running experiment this user is in")
+    variant: str | None = Field(None, description="the user's variant (whose model_version served)")

@@ -1,0 +1,186 @@
+"""A/B experiments between model versions: create, read results, stop, promote."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ValidationError
+
+from app.body import json_body
+from app.catalogue import BODY_ERRORS
+from app.endpoints import read_endpoint, write_endpoint
+from app.errors import ApiError
+from app.experiment_schemas import ExperimentResults, ExperimentView, NewExperiment, Promotion
+from app.graph import graph, settings
+from app.impressions import impression_store, running_experiment
+from app.schemas import Error
+from kgrec.catalogue import error_problems
+from kgrec.errors import NotFound
+from kgrec.experiments import (
+    ACTIVE,
+    Experiment,
+    ExperimentConflict,
+    ExperimentStore,
+    Variant,
+    results,
+)
+from kgrec.model_versions import VersionNotReady, list_versions, promote
+from kgrec.serving import now_ms
+
+bp = Blueprint("experiments", __name__)
+Body = TypeVar("Body", bound=BaseModel)
+
+NOT_FOUND = {"HTTP_404": (Error, "no such experiment")}
+
+
+def _body(model: type[Body]) -> Body:
+    """The JSON body as ``model``; else 422 naming the first field at fault."""
+    try:
+        return model.model_validate(json_body())
+    except ValidationError as exc:
+        problem = error_problems(exc, indexed=False)[0]
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{problem.field}: {problem.reason}",
+            problem.field,
+            errors=[problem.as_dict()],
+        ) from None
+
+
+def _store() -> ExperimentStore:
+    return ExperimentStore(impression_store())
+
+
+def _experiment(experiment_id: str) -> Experiment:
+    found = _store().get(experiment_id)
+    if found is None:
+        raise NotFound("experiment_id", experiment_id, f"no experiment with id {experiment_id!r}")
+    return found
+
+
+def _checked_variants(body: NewExperiment) -> list[Variant]:
+    """Distinct names, shares adding up to 1, ready model versions (else 422 naming the field)."""
+    names = [v.name for v in body.variants]
+    if len(set(names)) != len(names):
+        raise ApiError(422, "validation_failed", f"variant names must be distinct: {names}", "variants")
+    total = sum(v.traffic for v in body.variants)
+    if abs(total - 1.0) > 1e-6:
+        raise ApiError(422, "validation_failed", f"traffic must add up to 1 (got {total:g})", "variants")
+    ready = {v["version"] for v in list_versions(graph(), settings().data_dir) if v["status"] != "writing"}
+    for index, variant in enumerate(body.variants):
+        if variant.model_version != ACTIVE and variant.model_version not in ready:
+            raise ApiError(
+                422,
+                "validation_failed",
+                f'no ready model version {variant.model_version!r} (or use "active")',
+                f"variants.{index}.model_version",
+            )
+    return [Variant(v.name, v.model_version, v.traffic) for v in body.variants]
+
+
+@write_endpoint(
+    bp,
+    "POST",
+    "/v1/experiments",
+    ExperimentView,
+    "running: every serving process assigns users within about a second",
+    {
+        **BODY_ERRORS,
+        "HTTP_409": (Error, "another experiment is running"),
+        "HTTP_422": (Error, "an invalid field (named in `field`)"),
+    },
+    body=NewExperiment,
+)
+def create_experiment() -> Response:
+    """Start an experiment between model versions; users are split by hashing (experiment, user).
+
+    The first variant is the control. A user's variant is sticky for the experiment's life, and
+    recommendations and similar items (with `user_id`) carry `experiment` and `variant`.
+    """
+    body = _body(NewExperiment)
+    variants = _checked_variants(body)
+    try:
+        experiment = _store().create(body.name, variants, body.unit, int(now_ms()))
+    except ExperimentConflict as exc:
+        raise ApiError(409, "conflict", exc.detail) from None
+    running_experiment().stale()
+    return jsonify(experiment.as_dict())
+
+
+@read_endpoint(
+    bp,
+    "/v1/experiments/<experiment_id>",
+    ExperimentResults,
+    "per variant: users, impressions, rates with 95% intervals, and the difference from the control",
+    NOT_FOUND,
+    experiment_id="the experiment's id",
+)
+def get_experiment(experiment_id: str) -> Response:
+    """Results so far: CTR, add-to-cart rate, conversion and revenue per impression per variant.
+
+    Rates are per impression (impressions with at least one attributed click, cart, purchase),
+    with Wilson 95% intervals; each variant's difference from the control has a 95% interval and
+    the p-value of a two-sided two-proportion z-test (revenue: Welch's t-test).
+    """
+    experiment = _experiment(experiment_id)
+    return jsonify(results(experiment, _store().counters(experiment)))
+
+
+@write_endpoint(
+    bp,
+    "POST",
+    "/v1/experiments/<experiment_id>/stop",
+    ExperimentView,
+    "stopped",
+    NOT_FOUND,
+    experiment_id="the experiment's id",
+)
+def stop_experiment(experiment_id: str) -> Response:
+    """Stop it: users get the active model again; results stay readable. Stopping twice is harmless."""
+    stopped = _store().stop(_experiment(experiment_id))
+    running_experiment().stale()
+    return jsonify(stopped.as_dict())
+
+
+@write_endpoint(
+    bp,
+    "POST",
+    "/v1/experiments/<experiment_id>/promote",
+    ExperimentView,
+    "the variant's model version is active (all processes within about a second); the experiment is stopped",
+    {
+        **BODY_ERRORS,
+        **NOT_FOUND,
+        "HTTP_409": (Error, "the variant's model version cannot be activated (still being written)"),
+        "HTTP_422": (Error, "no such variant (`field`: variant)"),
+    },
+    body=Promotion,
+    experiment_id="the experiment's id",
+)
+def promote_experiment(experiment_id: str) -> Response:
+    """Make a variant's model version the active one (one graph statement), and stop the experiment."""
+    experiment = _experiment(experiment_id)
+    name = _body(Promotion).variant
+    variant = experiment.variant(name)
+    if variant is None:
+        raise ApiError(
+            422, "validation_failed", f"experiment {experiment_id} has no variant {name!r}", "variant"
+        )
+    if variant.model_version == ACTIVE:
+        version = running_version = None
+    else:
+        try:
+            version = promote(graph(), settings().data_dir, variant.model_version)
+        except VersionNotReady as exc:
+            raise ApiError(409, "conflict", exc.detail, "variant") from None
+        running_version = version["version"]
+    promoted = {
+        "variant": name,
+        "model_version": running_version or variant.model_version,
+        "activated_at": version["activated_at"] if version else None,
+    }
+    stopped = _store().stop(experiment, promoted)
+    running_experiment().stale()
+    return jsonify(stopped.as_dict())

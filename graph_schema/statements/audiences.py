@@ -1,0 +1,94 @@
+"""Audiences: the users whose decayed interest in one brand, category, topic or item is strongest.
+
+Each read starts at the target node (found by its unique id) and walks its incoming
+interest edges, so its cost is the target's degree, never the size of the graph.
+Ranks are integers (micro-weights at a fixed ``$now``) so keyset paging compares
+exactly in both engines; ties are broken by user id.
+"""
+
+from __future__ import annotations
+
+from graph_schema.behaviours import COUNTER_PROPERTIES
+from graph_schema.catalogue import Statement, read
+
+# The kinds of target an audience can be built on: query parameter -> (label, relationship).
+AUDIENCE_TARGETS: dict[str, tuple[str, str]] = {
+    "brand": ("Brand", "INTERESTED_IN"),
+    "category": ("Category", "INTERESTED_IN"),
+    "topic": ("Topic", "INTERESTED_IN"),
+    "item": ("Item", "INTERACTED"),
+}
+RANK_SCALE = 1_000_000  # rank = floor(decayed weight * RANK_SCALE)
+
+# INTERESTED_IN edges count their events; INTERACTED edges count them per behaviour.
+_EVENTS = {
+    "INTERESTED_IN": "x.count",
+    "INTERACTED": " + ".join(f"coalesce(x.{counter}, 0)" for counter in COUNTER_PROPERTIES),
+}
+
+# The filters come after a WITH: written in the MATCH, a condition on `u` makes FalkorDB's planner
+# start from a scan of every User instead of the target (measured: 135 ms against 2 ms for 3,475 users).
+_MATCH = """
+    MATCH (t:{label} {{id: $target}})<-[x:{rel}]-(u:User)
+    WITH u, x
+    WHERE ($active_since IS NULL OR x.last_ts >= $active_since) AND coalesce(u.flagged_bot, false) = false
+    WITH u, x, x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
+    WITH u, x, weight, toInteger(floor(weight * {scale}.0)) AS rank
+    WHERE weight >= $min_weight
+"""
+
+_PAGE = """
+      AND ($after_rank IS NULL OR rank < $after_rank OR (rank = $after_rank AND u.id > $after_id))
+    RETURN u.id AS user_id, weight, rank, {events} AS events, x.last_ts AS last_ts
+    ORDER BY rank DESC, user_id
+    LIMIT $limit
+"""
+
+_SIZE = """
+    RETURN count(u) AS size
+"""
+
+_EXAMPLE = {
+    "target": "Maybelline",
+    "now": 1700000000000,
+    "half_life_ms": 1209600000.0,
+    "min_weight": 0.0,
+    "active_since": None,
+}
+
+
+def _render(kind: str, tail: str) -> str:
+    label, rel = AUDIENCE_TARGETS[kind]
+    return _MATCH.format(label=label, rel=rel, scale=RANK_SCALE) + tail.format(events=_EVENTS[rel])
+
+
+AUDIENCE_PAGE: dict[str, Statement] = {
+    kind: read(
+        f"audience_page_{kind}",
+        _render(kind, _PAGE),
+        **_EXAMPLE,
+        after_rank=None,
+        after_id=None,
+        limit=100,
+    )
+    for kind in AUDIENCE_TARGETS
+}
+
+AUDIENCE_SIZE: dict[str, Statement] = {
+    kind: read(f"audience_size_{kind}", _render(kind, _SIZE), **_EXAMPLE) for kind in AUDIENCE_TARGETS
+}
+
+# The targets with the most interested users (a full scan of the edges: for consoles and benchmarks).
+LARGEST_AUDIENCES: dict[str, Statement] = {
+    kind: read(
+        f"largest_audiences_{kind}",
+        f"""
+        MATCH (t:{label})<-[x:{rel}]-(:User)
+        RETURN t.id AS id, count(x) AS users
+        ORDER BY users DESC, id
+        LIMIT $limit
+        """,
+        limit=10,
+    )
+    for kind, (label, rel) in AUDIENCE_TARGETS.items()
+}

@@ -1,0 +1,101 @@
+"""Reads for browsing the graph (the console and any client): search, a user's timeline, a neighbourhood.
+
+Search looks at ids (exact or prefix) and at names and titles (case-insensitive
+substring). Names have no full-text index both engines share, so a name search
+scans the label; every branch stops at ``$limit`` rows.
+"""
+
+from graph_schema.behaviours import COUNTER_PROPERTIES
+from graph_schema.catalogue import read
+
+# Each searchable label, with the property that names its nodes.
+SEARCH_LABELS = {
+    "User": None,
+    "Item": "title",
+    "Brand": "name",
+    "Category": "name",
+    "Entity": "name",
+    "Topic": "name",
+}
+
+_SEARCH_BRANCH = """
+    MATCH (n:{label})
+    WHERE '{label}' IN $labels
+      AND (n.id STARTS WITH $query {name_match})
+    RETURN '{label}' AS label, n.id AS id, {name} AS name
+    LIMIT $limit
+"""
+
+
+def _search_branch(label: str, name_property: str | None) -> str:
+    # Labels and properties come from the fixed table above, never from a request.
+    if name_property is None:
+        return _SEARCH_BRANCH.format(label=label, name_match="", name="n.id")
+    return _SEARCH_BRANCH.format(
+        label=label,
+        name_match=f"OR toLower(n.{name_property}) CONTAINS $needle",
+        name=f"coalesce(n.{name_property}, n.id)",
+    )
+
+
+SEARCH = read(
+    "browse_search",
+    "UNION ALL".join(_search_branch(label, prop) for label, prop in SEARCH_LABELS.items()),
+    labels=["User", "Item"],
+    query="B0047",
+    needle="lipstick",
+    limit=20,
+)
+
+_COUNTERS = ", ".join(f"coalesce(r.{name}, 0) AS {name}" for name in COUNTER_PROPERTIES)
+
+# A user's latest interactions, one row per item, most recent first, with the item's brands and categories.
+USER_TIMELINE = read(
+    "browse_user_timeline",
+    f"""
+    MATCH (:User {{id: $user_id}})-[r:INTERACTED]->(i:Item)
+    WITH r, i, coalesce(r.last_ts, r.last_seq, 0) AS position
+    ORDER BY position DESC
+    LIMIT $limit
+    OPTIONAL MATCH (i)-[:MADE_BY]->(b:Brand)
+    WITH r, i, position, collect(DISTINCT b.id) AS brands
+    OPTIONAL MATCH (i)-[:IN_CATEGORY]->(c:Category)
+    WITH r, i, position, brands, collect(DISTINCT c.id) AS categories
+    RETURN i.id AS item_id, i.title AS title, r.first_ts AS first_ts, r.last_ts AS last_ts,
+           r.last_seq AS last_seq, r.weight AS weight, r.weight_ts AS weight_ts, brands, categories,
+           {_COUNTERS}
+    ORDER BY position DESC
+    """,
+    user_id="A1YJEY40YUW4SE",
+    limit=50,
+)
+
+# Up to $first neighbours of an item (either direction, any relationship but a model's; brands,
+# categories and entities first, then users, then items), then up to
+# $per_node neighbours of each of those that is not a user (a user's other items would be every
+# customer's basket). Model versions are never part of a neighbourhood.
+ITEM_NEIGHBOURHOOD = read(
+    "browse_item_neighbourhood",
+    """
+    MATCH (i:Item {id: $item_id})-[r1]-(a)
+    WHERE NOT a:ModelVersion
+    WITH i, r1, a
+    ORDER BY CASE WHEN a:Item THEN 2 WHEN a:User THEN 1 ELSE 0 END, a.id
+    LIMIT $first
+    OPTIONAL MATCH (a)-[r2]-(b)
+    WHERE NOT a:User AND NOT b:ModelVersion AND NOT b:User AND b <> i
+    WITH i, r1, a, r2, b
+    ORDER BY b.id
+    WITH i, r1, a,
+         collect(CASE WHEN b IS NULL THEN NULL ELSE {
+             label: labels(b)[0], id: b.id, name: coalesce(b.name, b.title, b.id),
+             type: type(r2), relation: r2.relation, outgoing: startNode(r2) = a
+         } END)[0..$per_node] AS second
+    RETURN labels(a)[0] AS label, a.id AS id, coalesce(a.name, a.title, a.id) AS name,
+           type(r1) AS type, r1.relation AS relation, startNode(r1) = i AS outgoing,
+           r1.weight AS weight, second
+    """,
+    item_id="B004756YJA",
+    first=40,
+    per_node=3,
+)

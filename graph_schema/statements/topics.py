@@ -1,0 +1,135 @@
+"""Topics mined from item text: their write-back after training, and the reads that use them.
+
+``(:Topic {id, name, keywords})`` nodes keep their id across model versions (see
+``workers.training.topics``); each version links its topics with
+``(:ModelVersion)-[:HAS_TOPIC {centroid, size}]->(:Topic)``, the centroid being the
+topic's mean sentence embedding, against which event text is matched.
+``(:Item)-[:ABOUT {score, version}]->(:Topic)`` carries the item's cosine to the
+centroid and the version that wrote it; a newer version's write-back removes
+the edges older versions left.
+"""
+
+from graph_schema.catalogue import read, write
+
+# The topics of the active version, with their centroids (event ingestion matches text to these).
+ACTIVE_TOPICS = read(
+    "active_topics",
+    """
+    MATCH (m:ModelVersion {active: true})-[h:HAS_TOPIC]->(t:Topic)
+    RETURN m.id AS version, t.id AS id, t.name AS name, h.centroid AS centroid
+    ORDER BY id
+    """,
+)
+
+# Every topic id ever written (new topics are numbered past them).
+ALL_TOPIC_IDS = read(
+    "all_topic_ids",
+    """
+    MATCH (t:Topic)
+    RETURN t.id AS id
+    """,
+)
+
+# Every tag with its items (training adds an item's tags to its text).
+ITEM_TAGS = read(
+    "item_tags",
+    """
+    MATCH (i:Item)-[g:TAGGED]->(t:Tag)
+    RETURN i.id AS item_id, t.id AS tag, g.count AS count
+    """,
+)
+
+# Review texts (the latest per user and item), for the items' text.
+ITEM_REVIEWS = read(
+    "item_reviews",
+    """
+    MATCH (:User)-[r:INTERACTED]->(i:Item)
+    WHERE r.review_text IS NOT NULL
+    RETURN i.id AS item_id, r.review_text AS text
+    """,
+)
+
+WRITE_TOPICS = write(
+    "write_topics",
+    """
+    UNWIND $rows AS r
+    MERGE (t:Topic {id: r.id})
+    ON CREATE SET t.created_at = $now
+    SET t.name = r.name, t.keywords = r.keywords, t.updated_at = $now
+    WITH t, r
+    MATCH (m:ModelVersion {id: $version})
+    MERGE (m)-[h:HAS_TOPIC]->(t)
+    SET h.centroid = r.centroid, h.size = r.size
+    RETURN count(*) AS written
+    """,
+    version="v1",
+    now=1700000000000,
+    rows=[
+        {"id": "topic-1", "name": "lip balm", "keywords": ["lip", "balm"], "centroid": [0.6, 0.8], "size": 3}
+    ],
+)
+
+WRITE_ABOUT = write(
+    "write_about",
+    """
+    UNWIND $rows AS r
+    MATCH (i:Item {id: r.item_id})
+    MATCH (t:Topic {id: r.topic_id})
+    MERGE (i)-[a:ABOUT]->(t)
+    SET a.score = r.score, a.version = $version
+    RETURN count(*) AS written
+    """,
+    version="v1",
+    rows=[{"item_id": "i1", "topic_id": "topic-1", "score": 0.71}],
+)
+
+# ABOUT edges an older version wrote, in bounded batches.
+DELETE_STALE_ABOUT = write(
+    "delete_stale_about",
+    """
+    MATCH (:Item)-[a:ABOUT]->(:Topic)
+    WHERE a.version <> $version
+    WITH a LIMIT $limit
+    DELETE a
+    RETURN count(*) AS deleted
+    """,
+    version="v2",
+    limit=10000,
+)
+
+# A user's strongest topic interests, decayed to now, each with its most central items.
+USER_TOPIC_ITEMS = read(
+    "user_topic_items",
+    """
+    MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(t:Topic)
+    WITH t, x.weight * 2 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight, x.last_ts AS last_ts,
+         x.count AS events
+    ORDER BY weight DESC LIMIT $topics
+    MATCH (i:Item)-[a:ABOUT]->(t)
+    WITH t, weight, last_ts, events, i, a ORDER BY a.score DESC
+    WITH t, weight, last_ts, events, collect({id: i.id, title: i.title, score: a.score}) AS items
+    RETURN t.id AS topic_id, t.name AS name, weight, last_ts, events, items[..$items] AS items
+    ORDER BY weight DESC, topic_id
+    """,
+    user_id="A1YJEY40YUW4SE",
+    now=1700000000000,
+    half_life_ms=1209600000.0,
+    topics=5,
+    items=10,
+)
+
+# One topic with its most central items and how many users are interested in it.
+TOPIC_DETAIL = read(
+    "topic_detail",
+    """
+    MATCH (t:Topic {id: $topic_id})
+    OPTIONAL MATCH (i:Item)-[a:ABOUT]->(t)
+    WITH t, i, a ORDER BY a.score DESC
+    WITH t, collect(CASE WHEN i IS NULL THEN NULL
+                         ELSE {id: i.id, title: i.title, score: a.score} END) AS items
+    OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(t)
+    RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items, count(u) AS users
+    """,
+    topic_id="topic-1",
+    items=10,
+)

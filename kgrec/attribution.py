@@ -1,0 +1,220 @@
+"""Attribution: which impression a click, add-to-cart or purchase came from.
+
+The rule (README, "Impressions and attribution"):
+
+1. Only ``click``, ``cart`` and ``purchase`` events are attributed, and only to an
+   impression that showed the event's item to the event's user (an impression
+   recorded without a user, such as anonymous similar items, takes the event's user).
+2. An event with a ``recommendation_id`` goes to that impression, if it is still
+   kept and it showed the item to that user.
+3. Otherwise (no id, or one that does not qualify) it goes to the user's latest
+   impression that showed the item and was recorded within the attribution window
+   before the event's ``ts`` (``KGREC_ATTRIBUTION_WINDOW_HOURS``, default 24; up to
+   ``KGREC_MAX_CLOCK_SKEW_S`` after it, for client clocks running behind).
+4. An event is attributed at most once: the first attribution of its event id
+   wins and later deliveries of the same id change nothing. Within one batch,
+   events that are exact duplicates (same content, different ids) count once,
+   as ingestion counts them.
+
+Storage, in the impression store's Redis (so it survives restarts with the same
+fsync as the impressions): ``SET kgrec:<graph>:attribution:<event id> <entry id> NX``
+claims the event; only when that claim succeeds, the event is added to the
+impression's hash ``kgrec:<graph>:attributed:<entry id>``. Both are one Lua
+script, so a crash leaves either both or neither, and both expire with the
+impression (retention).
+
+The API runs this after the event batch is committed and before it answers, so
+an acknowledged batch is attributed; a batch that was never acknowledged is
+resent by its client, is a duplicate for the graph, and is attributed then.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kgrec.events.validation import Event
+from kgrec.impression_ids import decode
+from kgrec.impressions import USER_RECENT, Impression, ImpressionStore
+
+ATTRIBUTED_TYPES = ("click", "cart", "purchase")
+NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by window
+
+# KEYS: claim, attributed hash, experiment variant counters | ''
+# ARGV: entry id, event id, event JSON, ttl (ms), event type, revenue
+# The impression's hash also flags its first click, cart and purchase and sums its revenue (fields
+# prefixed with \x01), so the experiment counts impressions with an outcome and each one's revenue.
+_CLAIM = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+local first = redis.call('HSETNX', KEYS[2], '\1' .. ARGV[5], '1')
+local revenue = tonumber(ARGV[6])
+local after = 0
+if revenue ~= 0 then
+  after = tonumber(redis.call('HINCRBYFLOAT', KEYS[2], '\1revenue', ARGV[6]))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if KEYS[3] ~= '' then
+  if first == 1 then
+    redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  end
+  if revenue ~= 0 then
+    local before = after - revenue
+    redis.call('HINCRBYFLOAT', KEYS[3], 'revenue', ARGV[6])
+    redis.call('HINCRBYFLOAT', KEYS[3], 'revenue_sq', string.format('%.17g', after * after - before * before))
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Match:
+    """An event and the impression it is attributed to."""
+
+    event: Event
+    impression: Impression
+    position: int
+    by: str  # "id" or "window"
+
+    def as_dict(self, at_ms: int) -> dict[str, Any]:
+        """The stored JSON form of the attributed event."""
+        return {
+            "event_id": self.event.event_id,
+            "type": self.event.type,
+            "user_id": self.event.user_id,
+            "item_id": self.event.item_id,
+            "ts": self.event.ts,
+            "value": self.event.value,
+            "position": self.position,
+            "by": self.by,
+            "attributed_at": at_ms,
+        }
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    """What one batch's attribution did."""
+
+    attributed: int  # events newly attributed by this call
+    already: int  # events that had been attributed before (a resent batch)
+
+
+def _match(event: Event, impression: Impression | None, by: str) -> Match | None:
+    """The match if ``impression`` showed the event's item to the event's user."""
+    if impression is None or impression.user_id not in (None, event.user_id):
+        return None
+    shown_at = impression.position_of(event.item_id or "")
+    return None if shown_at is None else Match(event, impression, event.position or shown_at, by)
+
+
+def attributable(events: Sequence[Event]) -> list[Event]:
+    """The events attribution looks at: clicks, carts and purchases, one per exact duplicate."""
+    kept = {e.content_key(): e for e in reversed(events) if e.type in ATTRIBUTED_TYPES and e.item_id}
+    return list(kept.values())[::-1]
+
+
+def match_events(store: ImpressionStore, events: Sequence[Event], *, max_skew_ms: float) -> list[Match]:
+    """Find each event's impression (at most five round trips for the whole batch)."""
+    candidates = attributable(events)
+    refs = {e.event_id: decode(e.recommendation_id) for e in candidates if e.recommendation_id}
+    named = store.entries(ref.entry_id for ref in refs.values() if ref is not None)
+    matches: list[Match] = []
+    pending: list[Event] = []
+    for event in candidates:
+        ref = refs.get(event.event_id)
+        impression = named.get(ref.entry_id) if ref is not None else None
+        if ref is not None and impression is not None and impression.ref.tag == ref.tag:
+            match = _match(event, impression, "id")
+            if match is not None:
+                matches.append(match)
+                continue
+        pending.append(event)
+    if not pending:
+        return matches
+    recent = store.recent_entry_ids(e.user_id for e in pending)
+    window = store.window_ms
+
+    def in_window(entry_id: str, event: Event) -> bool:
+        ms = int(entry_id.partition("-")[0])
+        return event.ts - window <= ms <= event.ts + max_skew_ms
+
+    # Most events come from one of the user's newest impressions: read those first, the rest if needed.
+    shown: dict[str, Impression] = {}
+    for depth in (NEWEST_FIRST, USER_RECENT):
+        needed = {
+            entry
+            for e in pending
+            for entry in recent.get(e.user_id, [])[:depth]
+            if entry not in shown and in_window(entry, e)
+        }
+        shown.update(store.entries(needed))
+        unmatched = []
+        for event in pending:
+            newest_first = (e for e in recent.get(event.user_id, [])[:depth] if in_window(e, event))
+            match = next(filter(None, (_match(event, shown.get(e), "window") for e in newest_first)), None)
+            if match is not None:
+                matches.append(match)
+            else:
+                unmatched.append(event)
+        pending = unmatched
+    return matches
+
+
+def revenue(match: Match, price_of: Callable[[str], float | None] | None) -> float:
+    """A purchase's revenue: its ``value`` when given, else the item's catalogue price if known."""
+    if match.event.type != "purchase":
+        return 0.0
+    if match.event.value is not None:
+        return float(match.event.value)
+    price = price_of(match.event.item_id or "") if price_of is not None else None
+    return float(price) if price is not None and math.isfinite(price) else 0.0
+
+
+def attribute(
+    store: ImpressionStore,
+    events: Sequence[Event],
+    *,
+    max_skew_ms: float,
+    now_ms: int,
+    price_of: Callable[[str], float | None] | None = None,
+) -> AttributionResult:
+    """Attribute a committed batch's clicks, carts and purchases; idempotent per event id."""
+    matches = match_events(store, events, max_skew_ms=max_skew_ms)
+    if not matches:
+        return AttributionResult(0, 0)
+    claim = store.client().register_script(_CLAIM)
+
+    def write(client: Any) -> list[int]:
+        pipe = client.pipeline(transaction=False)
+        for match in matches:
+            entry_id = match.impression.ref.entry_id
+            ttl = max(1, match.impression.created_at + store.retention_ms - now_ms)
+            shown = match.impression
+            counters = (
+                store.experiment_key(shown.experiment, shown.variant)
+                if shown.experiment and shown.variant
+                else ""
+            )
+            claim(
+                keys=[store.claim_key(match.event.event_id), store.attributed_key(entry_id), counters],
+                args=[
+                    entry_id,
+                    match.event.event_id,
+                    json.dumps(match.as_dict(now_ms)),
+                    ttl,
+                    match.event.type,
+                    repr(revenue(match, price_of)),
+                ],
+                client=pipe,
+            )
+        return pipe.execute()
+
+    claimed = store.run(write)
+    new = sum(int(c) for c in claimed)
+    return AttributionResult(new, len(matches) - new)

@@ -1,0 +1,149 @@
+"""Audiences for marketing: who is into a brand, category, topic or item right now.
+
+An audience is one target (exactly one of ``brand``, ``category``, ``topic``, ``item``)
+and optional thresholds. Users are ranked by their decayed interest weight in the
+target at one instant; a cursor carries that instant, so every page of one audience
+ranks the same way and new events arriving between pages neither repeat nor skip a
+user that was already ranked. Flagged bots are never part of an audience.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from graph_schema.statements.audiences import AUDIENCE_PAGE, AUDIENCE_SIZE, AUDIENCE_TARGETS
+from kgrec.config import Settings
+from kgrec.errors import ArgumentProblem
+from kgrec.gateway import GraphGateway
+
+DAY_MS = 86_400_000
+EXPORT_PAGE = 5_000
+CSV_COLUMNS = ("user_id", "weight", "events", "last_ts")
+
+
+class AudienceError(ArgumentProblem):
+    """An audience request that cannot be answered (no target, several, or a foreign cursor)."""
+
+
+@dataclass(frozen=True)
+class Audience:
+    """The conditions of one audience (the target kind is one of AUDIENCE_TARGETS)."""
+
+    kind: str
+    target: str
+    min_weight: float = 0.0
+    active_within_days: int | None = None
+
+    @classmethod
+    def from_conditions(
+        cls, conditions: dict[str, Any], min_weight: float = 0.0, active_within_days: int | None = None
+    ) -> Audience:
+        """Build from ``{brand|category|topic|item: id}``; exactly one target must be given."""
+        given = {kind: value for kind in AUDIENCE_TARGETS if (value := conditions.get(kind))}
+        if len(given) != 1:
+            named = ", ".join(AUDIENCE_TARGETS)
+            field = next(iter(given), "brand") if given else "brand"
+            value = ", ".join(sorted(given)) if given else None
+            raise AudienceError(field, value, f"give exactly one of {named} (got {len(given)})")
+        ((kind, target),) = given.items()
+        return cls(kind, target, float(min_weight), active_within_days)
+
+    def fingerprint(self) -> str:
+        """A short digest of the conditions, so a cursor cannot be replayed on another audience."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _encode_cursor(audience: Audience, now: int, rank: int, user_id: str) -> str:
+    raw = json.dumps({"a": audience.fingerprint(), "now": now, "rank": rank, "id": user_id})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(audience: Audience, cursor: str) -> tuple[int, int, str]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        state = (int(raw["now"]), int(raw["rank"]), str(raw["id"]))
+        fingerprint = raw["a"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise AudienceError("cursor", cursor, "not a cursor this service returned") from exc
+    if fingerprint != audience.fingerprint():
+        raise AudienceError("cursor", cursor, "the cursor belongs to an audience with other conditions")
+    return state
+
+
+def _parameters(audience: Audience, settings: Settings, now: int) -> dict[str, Any]:
+    days = audience.active_within_days
+    return {
+        "target": audience.target,
+        "now": now,
+        "half_life_ms": settings.half_life_ms,
+        "min_weight": audience.min_weight,
+        "active_since": now - days * DAY_MS if days is not None else None,
+    }
+
+
+def _page_rows(
+    gateway: GraphGateway,
+    audience: Audience,
+    parameters: dict[str, Any],
+    after: tuple[int, str] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    after_rank, after_id = after if after else (None, None)
+    return gateway.read(
+        AUDIENCE_PAGE[audience.kind],
+        {**parameters, "after_rank": after_rank, "after_id": after_id, "limit": limit},
+    )
+
+
+def _member(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user_id": row["user_id"],
+        "weight": round(float(row["weight"] or 0.0), 6),
+        "events": int(row["events"] or 0),
+        "last_ts": row["last_ts"],
+    }
+
+
+def audience_page(
+    gateway: GraphGateway, settings: Settings, audience: Audience, *, limit: int, cursor: str | None = None
+) -> dict[str, Any]:
+    """One page of the audience, strongest first, with its size and the cursor of the next page."""
+    if cursor:
+        now, rank, user_id = _decode_cursor(audience, cursor)
+        after: tuple[int, str] | None = (rank, user_id)
+    else:
+        now, after = int(time.time() * 1000), None
+    parameters = _parameters(audience, settings, now)
+    rows = _page_rows(gateway, audience, parameters, after, limit)
+    size = int(gateway.read(AUDIENCE_SIZE[audience.kind], parameters)[0]["size"])
+    last = rows[-1] if len(rows) == limit else None
+    return {
+        audience.kind: audience.target,
+        "min_weight": audience.min_weight,
+        "active_within_days": audience.active_within_days,
+        "as_of": now,
+        "size": size,
+        "users": [_member(row) for row in rows],
+        "next_cursor": _encode_cursor(audience, now, int(last["rank"]), last["user_id"]) if last else None,
+    }
+
+
+def iter_audience(
+    gateway: GraphGateway, settings: Settings, audience: Audience, page: int = EXPORT_PAGE
+) -> Iterator[dict[str, Any]]:
+    """Every member of the audience, strongest first, read in keyset pages of ``page`` users."""
+    parameters = _parameters(audience, settings, int(time.time() * 1000))
+    after: tuple[int, str] | None = None
+    while True:
+        rows = _page_rows(gateway, audience, parameters, after, page)
+        for row in rows:
+            yield _member(row)
+        if len(rows) < page:
+            return
+        after = (int(rows[-1]["rank"]), rows[-1]["user_id"])

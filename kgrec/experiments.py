@@ -1,0 +1,345 @@
+"""A/B experiments between model versions: definitions, sticky assignment, counters and results.
+
+Storage: next to the impressions they are measured on (:mod:`kgrec.impressions`, database 3
+of the embedded server or of REDIS_URL's server), so definitions and counters share the
+append-only file and its fsync:
+
+* ``kgrec:<graph>:experiments``: a hash, experiment id -> its definition (JSON);
+* ``kgrec:<graph>:experiment:running``: the id of the one running experiment;
+* ``kgrec:<graph>:experiment:<id>:<variant>``: counters (``impressions``; ``click``, ``cart``,
+  ``purchase``: impressions with at least one such attributed event; ``revenue`` and
+  ``revenue_sq``: the sum, and the sum of squares, of each impression's attributed purchase
+  value), kept exact because they are incremented in the same Lua script that records the
+  impression or claims the event (:mod:`kgrec.attribution`);
+* ``kgrec:<graph>:experiment:<id>:<variant>:users``: a HyperLogLog of the users served.
+
+Assignment: a user's variant is fixed by ``sha256(experiment id, user id)`` read as a number in
+[0, 1) against the variants' cumulative traffic shares, so it needs no stored state and stays the
+same for the experiment's life (variants cannot change once it has started).
+
+Results: rates (CTR, add-to-cart rate, conversion) are per impression with Wilson 95% intervals;
+each variant's difference from the control (the first variant) has a 95% interval and the
+two-sided p-value of a two-proportion z-test (pooled), revenue per impression Welch's t-test,
+both from scipy. The tests treat impressions as independent; a user's impressions are not, so
+with few users per variant read the p-values as optimistic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scipy import stats
+
+from kgrec.impressions import ImpressionStore
+
+OUTCOMES = ("click", "cart", "purchase")
+RATES = {"ctr": "click", "add_to_cart_rate": "cart", "conversion": "purchase"}
+ACTIVE = "active"  # a variant's model_version: whatever version is active when the request is served
+Z95 = 1.959963984540054
+
+
+class ExperimentConflict(Exception):
+    """The request conflicts with the experiments' state (one already running, already stopped)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm: a model version (or ``active``) and its share of the users."""
+
+    name: str
+    model_version: str
+    traffic: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment's definition and state."""
+
+    id: str
+    name: str
+    unit: str
+    variants: tuple[Variant, ...]
+    status: str  # running, stopped
+    created_at: int
+    stopped_at: int | None = None
+    promoted: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def variant_for(self, user_id: str) -> Variant:
+        """The user's variant: sticky, by hashing (experiment, user)."""
+        digest = hashlib.sha256(f"{self.id}\x00{user_id}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64
+        total = 0.0
+        for variant in self.variants:
+            total += variant.traffic
+            if point < total:
+                return variant
+        return self.variants[-1]  # rounding: shares sum to 1 within 1e-9
+
+    def variant(self, name: str) -> Variant | None:
+        """The variant of that name."""
+        return next((v for v in self.variants if v.name == name), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        body = asdict(self)
+        body.pop("extra")
+        body["variants"] = [asdict(v) for v in self.variants]
+        return body
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Experiment:
+        """Read a stored definition."""
+        data = json.loads(text)
+        data["variants"] = tuple(Variant(**v) for v in data["variants"])
+        return cls(**data)
+
+
+class ExperimentStore:
+    """Experiments of one graph, in the impression store's Redis."""
+
+    def __init__(self, impressions: ImpressionStore) -> None:
+        self.impressions = impressions
+        prefix = impressions.prefix
+        self.definitions = f"{prefix}:experiments"
+        self.running_key = f"{prefix}:experiment:running"
+
+    def counters_key(self, experiment_id: str, variant: str) -> str:
+        """The counter hash of one variant."""
+        return self.impressions.experiment_key(experiment_id, variant)
+
+    def users_key(self, experiment_id: str, variant: str) -> str:
+        """The HyperLogLog of one variant's users."""
+        return f"{self.counters_key(experiment_id, variant)}:users"
+
+    def create(
+        self, name: str, variants: Sequence[Variant], unit: str = "user", now_ms: int | None = None
+    ) -> Experiment:
+        """Start an experiment; ExperimentConflict if one is running."""
+        experiment = Experiment(
+            id=f"exp-{uuid.uuid4().hex[:12]}",
+            name=name,
+            unit=unit,
+            variants=tuple(variants),
+            status="running",
+            created_at=int(time.time() * 1000) if now_ms is None else now_ms,
+        )
+
+        def start(client: Any) -> bool:
+            if not client.set(self.running_key, experiment.id, nx=True):
+                return False
+            client.hset(self.definitions, experiment.id, json.dumps(experiment.as_dict()))
+            return True
+
+        if not self.impressions.run(start):
+            raise ExperimentConflict(f"experiment {self.running_id()} is running; stop it first")
+        return experiment
+
+    def running_id(self) -> str | None:
+        """The running experiment's id, if any."""
+        value = self.impressions.run(lambda client: client.get(self.running_key))
+        return value.decode() if isinstance(value, bytes) else value
+
+    def get(self, experiment_id: str) -> Experiment | None:
+        """An experiment by id."""
+        text = self.impressions.run(lambda client: client.hget(self.definitions, experiment_id))
+        return Experiment.from_json(text) if text else None
+
+    def running(self) -> Experiment | None:
+        """The running experiment, if any."""
+        running = self.running_id()
+        return self.get(running) if running else None
+
+    def stop(self, experiment: Experiment, promoted: dict[str, Any] | None = None) -> Experiment:
+        """Stop it (users go back to the active model); idempotent."""
+        if experiment.status == "stopped" and promoted is None:
+            return experiment
+        data = experiment.as_dict()
+        data.update(status="stopped", stopped_at=experiment.stopped_at or int(time.time() * 1000))
+        if promoted is not None:
+            data["promoted"] = promoted
+        stopped = Experiment.from_json(json.dumps(data))
+
+        def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(self.definitions, experiment.id, json.dumps(stopped.as_dict()))
+            pipe.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+                1,
+                self.running_key,
+                experiment.id,
+            )
+            pipe.execute()
+
+        self.impressions.run(write)
+        return stopped
+
+    def counters(self, experiment: Experiment) -> dict[str, dict[str, float]]:
+        """Each variant's raw counters and user count."""
+
+        def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for variant in experiment.variants:
+                pipe.hgetall(self.counters_key(experiment.id, variant.name))
+                pipe.pfcount(self.users_key(experiment.id, variant.name))
+            return pipe.execute()
+
+        replies = self.impressions.run(read)
+        result = {}
+        for index, variant in enumerate(experiment.variants):
+            raw, users = replies[2 * index], replies[2 * index + 1]
+            values = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in raw.items()}
+            result[variant.name] = {"users": float(users), **values}
+        return result
+
+
+def wilson(successes: float, n: float) -> tuple[float, float]:
+    """The Wilson score 95% interval of a proportion."""
+    if n <= 0:
+        return (0.0, 0.0)
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _difference(difference: float, se: float, p_value: float) -> dict[str, float | None]:
+    return {
+        "difference": difference,
+        "ci_low": difference - Z95 * se,
+        "ci_high": difference + Z95 * se,
+        "p_value": p_value,
+    }
+
+
+def two_proportions(x1: float, n1: float, x0: float, n0: float) -> dict[str, float | None]:
+    """Difference p1 - p0 with its 95% interval and the two-sided pooled z-test's p-value."""
+    if n1 <= 0 or n0 <= 0:
+        return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None}
+    p1, p0 = x1 / n1, x0 / n0
+    se = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+    pooled = (x1 + x0) / (n1 + n0)
+    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    p_value = 1.0 if se_pooled == 0 else float(2 * stats.norm.sf(abs(p1 - p0) / se_pooled))
+    return _difference(p1 - p0, se, p_value)
+
+
+def _mean_sd(total: float, total_sq: float, n: float) -> tuple[float, float]:
+    mean = total / n
+    variance = max(0.0, (total_sq - n * mean * mean) / (n - 1)) if n > 1 else 0.0
+    return mean, math.sqrt(variance)
+
+
+def revenue_difference(one: dict[str, float], control: dict[str, float]) -> dict[str, float | None]:
+    """Difference in revenue per impression, with a 95% interval and Welch's t-test p-value."""
+    n1, n0 = one.get("impressions", 0.0), control.get("impressions", 0.0)
+    if n1 < 2 or n0 < 2:
+        return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None}
+    m1, s1 = _mean_sd(one.get("revenue", 0.0), one.get("revenue_sq", 0.0), n1)
+    m0, s0 = _mean_sd(control.get("revenue", 0.0), control.get("revenue_sq", 0.0), n0)
+    se = math.sqrt(s1 * s1 / n1 + s0 * s0 / n0)
+    if se == 0:
+        p_value = 1.0
+    else:
+        p_value = float(stats.ttest_ind_from_stats(m1, s1, n1, m0, s0, n0, equal_var=False).pvalue)
+    return _difference(m1 - m0, se, p_value)
+
+
+def _metric(value: float, low: float, high: float) -> dict[str, float]:
+    return {"value": round(value, 6), "ci_low": round(low, 6), "ci_high": round(high, 6)}
+
+
+def _rounded(diff: dict[str, float | None]) -> dict[str, float | None]:
+    return {
+        k: (None if v is None else round(v, 6) if k != "p_value" else float(f"{v:.6g}"))
+        for k, v in diff.items()
+    }
+
+
+def results(experiment: Experiment, counters: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per variant: users, impressions, outcome counts, rates and revenue with 95% intervals; vs control."""
+    control = counters[experiment.variants[0].name]
+    variants = []
+    for variant in experiment.variants:
+        c = counters[variant.name]
+        n = c.get("impressions", 0.0)
+        body: dict[str, Any] = {
+            "name": variant.name,
+            "model_version": variant.model_version,
+            "traffic": variant.traffic,
+            "users": int(c.get("users", 0)),
+            "impressions": int(n),
+            **{f"{o}s": int(c.get(o, 0)) for o in OUTCOMES},
+        }
+        for rate, outcome in RATES.items():
+            x = c.get(outcome, 0.0)
+            body[rate] = _metric(x / n if n else 0.0, *wilson(x, n))
+        if n:
+            mean, sd = _mean_sd(c.get("revenue", 0.0), c.get("revenue_sq", 0.0), n)
+            body["revenue_per_impression"] = _metric(
+                mean, mean - Z95 * sd / math.sqrt(n), mean + Z95 * sd / math.sqrt(n)
+            )
+        else:
+            body["revenue_per_impression"] = _metric(0.0, 0.0, 0.0)
+        if variant is not experiment.variants[0]:
+            n0 = control.get("impressions", 0.0)
+            body["vs_control"] = {
+                **{
+                    rate: _rounded(two_proportions(c.get(outcome, 0.0), n, control.get(outcome, 0.0), n0))
+                    for rate, outcome in RATES.items()
+                },
+                "revenue_per_impression": _rounded(revenue_difference(c, control)),
+            }
+        variants.append(body)
+    return {
+        **experiment.as_dict(),
+        "control": experiment.variants[0].name,
+        "tests": "rates: two-sided two-proportion z-test (pooled), Wilson intervals; revenue: Welch's t-test",
+        "variants": variants,
+    }
+
+
+class RunningExperiment:
+    """A process's view of the running experiment, re-read at most every ``check_every_s``."""
+
+    def __init__(self, store: ExperimentStore, check_every_s: float = 1.0) -> None:
+        self.store = store
+        self.check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._experiment: Experiment | None = None
+
+    def get(self) -> Experiment | None:
+        """The running experiment, if any (at most ``check_every_s`` old)."""
+        with self._lock:
+            if time.monotonic() - self._checked_at < self.check_every_s:
+                return self._experiment
+        experiment = self.store.running()
+        with self._lock:
+            self._experiment, self._checked_at = experiment, time.monotonic()
+        return experiment
+
+    def stale(self) -> None:
+        """Re-read on next use (after this process changed the experiments)."""
+        with self._lock:
+            self._checked_at = -math.inf
+
+
+def assignment(running: RunningExperiment, user_id: str | None) -> tuple[Experiment, Variant] | None:
+    """The running experiment and the user's variant; None without a user or an experiment."""
+    if not user_id:
+        return None
+    experiment = running.get()
+    return (experiment, experiment.variant_for(user_id)) if experiment is not None else None

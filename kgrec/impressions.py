@@ -1,0 +1,350 @@
+"""Impressions: what each recommendations or similar-items response showed, kept in a Redis stream.
+
+Where they live. On the embedded stack, in logical database 3 of the embedded
+server's redis-server (the graph is in 0, Celery in 1 and 2): the same process,
+the same append-only file and the same ``appendfsync always``, so an impression
+is on disk before the response that carries its ``recommendation_id`` leaves the
+API. Under Neo4j, in database 3 of the Redis at ``REDIS_URL`` (the Celery
+broker): give that Redis ``appendonly yes`` and ``appendfsync always`` for the
+same guarantee. Keys are prefixed with the graph's name (the Neo4j database),
+so several graphs on one server keep apart.
+
+One response is one Lua script call (one round trip, one AOF entry, one fsync
+shared with every write in the same event-loop turn):
+
+* ``XADD kgrec:<graph>:impressions MINID ~ <now - retention> *`` the impression,
+  then ``XTRIM MAXLEN ~ <max entries>``: both trims drop whole stream nodes, so
+  they cost next to nothing; memory and disk stay bounded by the retention
+  setting and the entry cap.
+* for a known user, ``LPUSH`` the entry id on ``kgrec:<graph>:impressions:user:<user>``,
+  ``LTRIM`` it to the newest :data:`USER_RECENT` and let it expire after the
+  attribution window: the index that attribution by window reads.
+
+The ``recommendation_id`` is derived from the entry id the server assigned
+(:mod:`kgrec.impression_ids`), so a lookup by id is one ``XRANGE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, TypeVar
+
+import redis
+
+from kgrec import impression_ids
+from kgrec.config import Settings
+from kgrec.decay import DAY_MS
+from kgrec.gateway import GraphUnavailable
+from kgrec.impression_ids import StreamRef
+from kgrec.runtime import embedded_server
+
+IMPRESSIONS_DB = 3
+USER_RECENT = 100  # a user's newest impressions that attribution by window looks through
+HOUR_MS = 3_600_000
+_CANNOT_WRITE = ("MISCONF", "OOM", "READONLY", "NOREPLICAS")  # refusals that pass: 503, retry later
+SURFACES = ("recommendations", "similar")
+
+T = TypeVar("T")
+
+# KEYS: stream, user list | '', experiment variant counters | '', its users | ''
+# ARGV: min id, max entries, user list length, user list ttl (ms), user id, fields...
+_RECORD = """
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', unpack(ARGV, 6))
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+if KEYS[2] ~= '' then
+  redis.call('LPUSH', KEYS[2], id)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+if KEYS[3] ~= '' then
+  redis.call('HINCRBY', KEYS[3], 'impressions', 1)
+  redis.call('PFADD', KEYS[4], ARGV[5])
+end
+return id
+"""
+FLAG = "\x01"  # prefix of the attributed hash's own fields (outcome flags, revenue): no event id has it
+
+
+@dataclass(frozen=True)
+class ShownItem:
+    """One item of an impression."""
+
+    item_id: str
+    position: int  # rank in the whole ranking, 1 = the top
+    score: float
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One recorded response."""
+
+    ref: StreamRef
+    surface: str
+    user_id: str | None
+    source_item_id: str | None  # similar items: the item they are similar to
+    model_version: str
+    experiment: str | None
+    variant: str | None
+    filters: dict[str, Any]
+    offset: int
+    shown: list[list[Any]]  # [[item_id, score], ...] in rank order, as stored
+
+    @property
+    def created_at(self) -> int:
+        """When it was recorded (epoch ms, the graph server's clock)."""
+        return self.ref.ms
+
+    @cached_property
+    def recommendation_id(self) -> str:
+        """The id the response carried."""
+        return impression_ids.encode(self.ref)
+
+    @property
+    def items(self) -> tuple[ShownItem, ...]:
+        """The items with their positions (offset + rank, 1 = the top) and scores."""
+        return tuple(
+            ShownItem(item, self.offset + rank, score) for rank, (item, score) in enumerate(self.shown, 1)
+        )
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        positions: dict[str, int] = {}
+        for rank, (item, _score) in enumerate(self.shown, 1):
+            positions.setdefault(item, self.offset + rank)
+        return positions
+
+    def position_of(self, item_id: str) -> int | None:
+        """Where ``item_id`` was shown, or None if it was not."""
+        return self._positions.get(item_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (``GET /v1/impressions/{id}``, without its attributed events)."""
+        return {
+            "recommendation_id": self.recommendation_id,
+            "surface": self.surface,
+            "user_id": self.user_id,
+            "item_id": self.source_item_id,
+            "model_version": self.model_version,
+            "experiment": self.experiment,
+            "variant": self.variant,
+            "filters": self.filters,
+            "created_at": self.created_at,
+            "items": [{"item_id": s.item_id, "position": s.position, "score": s.score} for s in self.items],
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _impression(entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Impression:
+    row = {_text(k): _text(v) for k, v in fields.items()}
+    ref = StreamRef.from_entry(entry_id, int(row["t"], 16))
+    return Impression(
+        ref=ref,
+        surface=row["s"],
+        user_id=row["u"] or None,
+        source_item_id=row["q"] or None,
+        model_version=row["m"],
+        experiment=row["e"] or None,
+        variant=row["x"] or None,
+        filters=json.loads(row["f"]),
+        offset=int(row["o"]),
+        shown=json.loads(row["i"]),
+    )
+
+
+def impressions_redis_url(settings: Settings) -> str:
+    """The Redis that holds impressions: the embedded server's, or REDIS_URL's server; database 3."""
+    if settings.redis_url:
+        url = settings.redis_url
+        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+        return f"{base}/{IMPRESSIONS_DB}"
+    info = embedded_server(settings).running()
+    if info is None:
+        raise GraphUnavailable("the embedded graph server is not running")
+    return info.redis_url(IMPRESSIONS_DB)
+
+
+class ImpressionStore:
+    """One process's access to the impression stream (a client opened on first use, again after a fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        namespace = settings.graph_name if settings.embedded else settings.neo4j_database
+        self.prefix = f"kgrec:{namespace}"
+        self.stream = f"{self.prefix}:impressions"
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._pid = 0
+        self._record: Any = None
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def user_key(self, user_id: str) -> str:
+        """The list of a user's newest impression entry ids."""
+        return f"{self.prefix}:impressions:user:{user_id}"
+
+    def attributed_key(self, entry_id: str) -> str:
+        """The hash of events attributed to one impression (event id -> JSON)."""
+        return f"{self.prefix}:attributed:{entry_id}"
+
+    def experiment_key(self, experiment_id: str, variant: str) -> str:
+        """The counters of one experiment variant (see kgrec/experiments.py)."""
+        return f"{self.prefix}:experiment:{experiment_id}:{variant}"
+
+    def claim_key(self, event_id: str) -> str:
+        """The impression an event was attributed to (set once: at most one attribution per event)."""
+        return f"{self.prefix}:attribution:{event_id}"
+
+    @property
+    def retention_ms(self) -> int:
+        """How long impressions (and what was attributed to them) are kept."""
+        return int(self.settings.impression_retention_days * DAY_MS)
+
+    @property
+    def window_ms(self) -> int:
+        """The attribution window."""
+        return int(self.settings.attribution_window_hours * HOUR_MS)
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def client(self) -> redis.Redis:
+        """This process's client (the embedded server's address is re-read after a failure)."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = redis.Redis.from_url(
+                    impressions_redis_url(self.settings), socket_timeout=30, socket_connect_timeout=5
+                )
+                self._record = self._client.register_script(_RECORD)
+                self._pid = os.getpid()
+            return self._client
+
+    def run(self, action: Callable[[redis.Redis], T]) -> T:
+        """Run ``action`` with the client; a connection failure is GraphUnavailable (503, Retry-After)."""
+        client = self.client()
+        try:
+            return action(client)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            with self._lock:
+                if self._client is client:
+                    self._client = None
+            raise GraphUnavailable(f"impression store unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if any(code in str(exc) for code in _CANNOT_WRITE):  # a full disk, memory limit, replica
+                raise GraphUnavailable(f"impression store cannot write: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        """Drop this process's connections."""
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def record(
+        self,
+        *,
+        surface: str,
+        user_id: str | None,
+        items: Sequence[tuple[str, float]],
+        model_version: str,
+        filters: Mapping[str, Any],
+        offset: int = 0,
+        source_item_id: str | None = None,
+        experiment: str | None = None,
+        variant: str | None = None,
+        now_ms: int,
+    ) -> str:
+        """Record one response durably; returns its recommendation_id."""
+        tag = impression_ids.new_tag()
+        fields = {
+            "s": surface,
+            "u": user_id or "",
+            "q": source_item_id or "",
+            "m": model_version,
+            "e": experiment or "",
+            "x": variant or "",
+            "o": str(offset),
+            "f": json.dumps(dict(filters), separators=(",", ":")),
+            "i": json.dumps([[item_id, score] for item_id, score in items], separators=(",", ":")),
+            "t": format(tag, "x"),
+        }
+        counters = self.experiment_key(experiment, variant) if experiment and variant else ""
+        keys = [
+            self.stream,
+            self.user_key(user_id) if user_id else "",
+            counters,
+            counters and f"{counters}:users",
+        ]
+        args: list[Any] = [
+            max(0, now_ms - self.retention_ms),
+            self.settings.impression_max_entries,
+            USER_RECENT,
+            max(1, self.window_ms),
+            user_id or "",
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        entry_id = self.run(lambda client: self._record(keys=keys, args=args, client=client))
+        return impression_ids.encode(StreamRef.from_entry(_text(entry_id), tag))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def entries(self, entry_ids: Iterable[str]) -> dict[str, Impression]:
+        """The impressions still kept under these entry ids (one round trip)."""
+        wanted = list(dict.fromkeys(entry_ids))
+        if not wanted:
+            return {}
+
+        def fetch(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for entry_id in wanted:
+                pipe.xrange(self.stream, entry_id, entry_id, count=1)
+            return pipe.execute()
+
+        found: dict[str, Impression] = {}
+        for rows in self.run(fetch):
+            for entry_id, fields in rows:
+                impression = _impression(_text(entry_id), fields)
+                found[impression.ref.entry_id] = impression
+        return found
+
+    def get(self, recommendation_id: str) -> Impression | None:
+        """The impression with this id, if it is one of ours and still kept."""
+        ref = impression_ids.decode(recommendation_id)
+        if ref is None:
+            return None
+        impression = self.entries([ref.entry_id]).get(ref.entry_id)
+        return impression if impression is not None and impression.ref.tag == ref.tag else None
+
+    def recent_entry_ids(self, user_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Each user's newest impression entry ids, newest first (one round trip)."""
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return {}
+
+        def fetch(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for user_id in users:
+                pipe.lrange(self.user_key(user_id), 0, USER_RECENT - 1)
+            return pipe.execute()
+
+        return {user: [_text(e) for e in ids] for user, ids in zip(users, self.run(fetch), strict=True)}
+
+    def attributed(self, entry_id: str) -> list[dict[str, Any]]:
+        """The events attributed to an impression, oldest first."""
+        rows = self.run(lambda client: client.hgetall(self.attributed_key(entry_id)))
+        events = [json.loads(_text(row)) for name, row in rows.items() if not _text(name).startswith(FLAG)]
+        return sorted(events, key=lambda e: (e["attributed_at"], e["event_id"]))
+
+    def length(self) -> int:
+        """How many impressions are kept."""
+        return int(self.run(lambda client: client.xlen(self.stream)))

@@ -1,0 +1,104 @@
+"""Model versions as the operator sees them: status, metrics, gate decisions; and promotion.
+
+A version's status is derived from what the graph records, never stored twice:
+
+- ``writing``: its write-back has not finished (or crashed; garbage collection removes it);
+- ``active``: the one version serving;
+- ``retired``: was active once, no longer is (a rollback target);
+- ``candidate``: written, never active (the promotion gate kept it, or it awaits promotion).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from graph_schema.statements.models import ACTIVATE_VERSION, MODEL_VERSIONS
+from kgrec.errors import NotFound
+from kgrec.gateway import GraphGateway
+from kgrec.model_store import models_dir
+
+
+class VersionNotReady(Exception):
+    """The version's write-back has not finished; it cannot be activated."""
+
+    def __init__(self, version: str) -> None:
+        self.detail = f"model version {version} is still being written; it cannot be promoted"
+        super().__init__(self.detail)
+
+
+def status_of(row: dict[str, Any]) -> str:
+    """``writing``, ``active``, ``retired`` or ``candidate`` (see the module docstring)."""
+    if row["status"] != "ready":
+        return "writing"
+    if row["active"]:
+        return "active"
+    return "retired" if row["activated_at"] is not None else "candidate"
+
+
+def _json(text: str | None) -> dict[str, Any] | None:
+    return json.loads(text) if text else None
+
+
+def _artifact_bytes(folder: Path, artifact: str | None) -> int | None:
+    # The API may run where the artifacts are not (a separate host on Neo4j): then the size is unknown.
+    if not artifact:
+        return None
+    path = folder / artifact
+    return path.stat().st_size if path.is_file() else None
+
+
+def version_view(row: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """One version as ``GET /v1/models`` shows it."""
+    gate = None
+    if row["gate_decision"] is not None:
+        gate = {
+            "decision": row["gate_decision"],
+            "reason": row["gate_reason"],
+            "scores": _json(row["gate_metrics"]),
+            "decided_at": row["gate_at"],
+        }
+    return {
+        "version": row["id"],
+        "status": status_of(row),
+        "created_at": row["created_at"],
+        "activated_at": row["activated_at"],
+        "metrics": _json(row["metrics"]) or {},
+        "counts": _json(row["counts"]) or {},
+        "gate": gate,
+        "artifact": row["artifact"],
+        "artifact_bytes": _artifact_bytes(folder, row["artifact"]),
+    }
+
+
+def list_versions(gateway: GraphGateway, data_dir: Path) -> list[dict[str, Any]]:
+    """Every model version, newest first."""
+    folder = models_dir(data_dir)
+    return [version_view(row, folder) for row in gateway.read(MODEL_VERSIONS)]
+
+
+def get_version(gateway: GraphGateway, data_dir: Path, version: str) -> dict[str, Any]:
+    """One version's view; :class:`~kgrec.errors.NotFound` when there is none."""
+    for view in list_versions(gateway, data_dir):
+        if view["version"] == version:
+            return view
+    raise NotFound("version", version, f"no model version {version!r}")
+
+
+def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | None = None) -> dict[str, Any]:
+    """Make ``version`` the active one in one statement; returns its view.
+
+    Every serving process checks the active version each second
+    (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second.
+    """
+    before = get_version(gateway, data_dir, version)
+    if before["status"] == "writing":
+        raise VersionNotReady(version)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    done = gateway.write(ACTIVATE_VERSION, {"id": version, "now": now})
+    if not done.rows or done.rows[0]["activated"] != 1:
+        # deleted or rewritten between the read and the switch
+        raise VersionNotReady(version)
+    return get_version(gateway, data_dir, version)

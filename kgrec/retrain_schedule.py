@@ -1,0 +1,101 @@
+"""Scheduled retraining: is one due, and claiming it so that only one is queued.
+
+Beat runs the check every ``KGREC_RETRAIN_CHECK_INTERVAL_S``. A retraining is due
+``KGREC_RETRAIN_INTERVAL_S`` after the last one (the later of the last scheduled
+request and the newest model version), or as soon as ``KGREC_RETRAIN_AFTER_EVENTS``
+events were received since then, whichever comes first. Nothing is due before the
+first model exists (``kgrec train`` or ``kgrec up --train`` makes it), nor while the
+last scheduled job is still queued or running (for at most :data:`STALE_AFTER_MS`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from graph_schema.statements.schedule import CLAIM_RETRAIN, EVENTS_RECEIVED_SINCE, RETRAIN_STATE
+from kgrec.config import Settings
+from kgrec.gateway import GraphGateway
+
+# A scheduled job still PENDING/STARTED/PROGRESS this long after it was queued is taken as lost.
+STALE_AFTER_MS = 6 * 3_600_000
+UNFINISHED_STATES = frozenset({"PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"})
+
+
+@dataclass(frozen=True)
+class RetrainState:
+    """What the check reads from the graph (and the job queue)."""
+
+    requested_at: int | None  # the last scheduled request
+    job_id: str | None  # the job it queued
+    latest_version_at: int | None  # created_at of the newest model version
+    versions: int
+    events_since: int  # events received after since()
+    job_unfinished: bool  # the queued job is still waiting or running
+
+    def since(self) -> int:
+        """When the last retraining happened (request or version, the later), epoch ms."""
+        return max(self.requested_at or 0, self.latest_version_at or 0)
+
+
+def due_reason(state: RetrainState, settings: Settings, now_ms: int) -> str | None:
+    """Why a retraining is due now (``schedule`` or ``events``), or None."""
+    if state.versions == 0:
+        return None
+    if (
+        state.job_unfinished
+        and state.requested_at is not None
+        and now_ms - state.requested_at < STALE_AFTER_MS
+    ):
+        return None
+    if settings.retrain_after_events > 0 and state.events_since >= settings.retrain_after_events:
+        return "events"
+    if settings.retrain_interval_s > 0 and now_ms - state.since() >= settings.retrain_interval_s * 1000:
+        return "schedule"
+    return None
+
+
+def read_state(gateway: GraphGateway, job_state: Callable[[str], str]) -> RetrainState:
+    """The schedule's state; ``job_state(job id)`` is the queued job's Celery state."""
+    row = gateway.read(RETRAIN_STATE)[0]
+    since = max(row["requested_at"] or 0, row["latest_version_at"] or 0)
+    events = gateway.read(EVENTS_RECEIVED_SINCE, {"since": since})[0]["events"]
+    job_id = row["job_id"]
+    return RetrainState(
+        requested_at=row["requested_at"],
+        job_id=job_id,
+        latest_version_at=row["latest_version_at"],
+        versions=int(row["versions"]),
+        events_since=int(events),
+        job_unfinished=bool(job_id) and job_state(job_id) in UNFINISHED_STATES,
+    )
+
+
+def check_and_claim(
+    gateway: GraphGateway,
+    settings: Settings,
+    job_state: Callable[[str], str],
+    enqueue: Callable[[str], None],
+    now_ms: int | None = None,
+) -> dict[str, object]:
+    """Queue a gated retraining when one is due; returns what was decided.
+
+    The claim is a compare-and-set on the schedule's ``requested_at``: of two checks
+    that both find a retraining due, one claims it and queues the job, the other
+    does nothing. ``enqueue(job id)`` queues the training under that id.
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    state = read_state(gateway, job_state)
+    reason = due_reason(state, settings, now)
+    summary: dict[str, object] = {"due": reason, "events_since": state.events_since, "job_id": None}
+    if reason is None:
+        return summary
+    job_id = f"retrain-{uuid.uuid4()}"
+    expected = -1 if state.requested_at is None else state.requested_at
+    claimed = gateway.write(CLAIM_RETRAIN, {"expected": expected, "now": now, "job_id": job_id})
+    if not claimed.rows or claimed.rows[0]["claimed"] != 1:
+        return {**summary, "due": None}
+    enqueue(job_id)
+    return {**summary, "job_id": job_id}

@@ -1,0 +1,283 @@
+"""Topics at serving and ingestion time: matching text to the active version's topics, and the
+topic part of a user's served profile.
+
+- **Matching.** Review, tag and search text is embedded with the bundled sentence-transformer
+  (:mod:`kgrec.text_model`) and compared with the centroids of the active model version's
+  topics (``HAS_TOPIC.centroid``). The topics with cosine at least :data:`MATCH_MIN_COSINE`,
+  at most :data:`MAX_MATCHES`, share the event's weight in proportion to their cosine.
+- **Interests.** Each (user, topic) pair gets the sum of its shares, decayed to the latest
+  event's time by :func:`kgrec.interests.interest_rows` (the same aggregation as brand and
+  category interests), and the ingestion statement merges it into ``INTERESTED_IN``.
+- **Profile.** At request time a user's strongest topic interests bring each topic's most
+  central items into the served profile (:func:`topic_history`), the way history is folded
+  in, so a search changes the very next recommendations.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graph_schema.behaviours import LANGUAGE_EVENT_WEIGHTS
+from graph_schema.statements.models import ACTIVE_VERSION
+from graph_schema.statements.topics import ACTIVE_TOPICS, TOPIC_DETAIL, USER_TOPIC_ITEMS
+from kgrec.errors import NotFound
+from kgrec.interests import PairEvidence, interest_rows
+from kgrec.recommender import HistoryEntry
+from kgrec.text_model import DIMENSION, encode
+
+MATCH_MIN_COSINE = 0.35
+MAX_MATCHES = 3
+PROFILE_TOPICS = 5  # a user's strongest topics in the served profile
+PROFILE_ITEMS = 10  # the most central items of each
+TEXT_CACHE = 20_000  # recent texts' embeddings kept per process (tags and queries repeat)
+
+
+@dataclass(frozen=True)
+class TopicIndex:
+    """The topics of one model version: ids, names and unit-length centroids (rows)."""
+
+    version: str | None
+    ids: tuple[str, ...]
+    names: tuple[str, ...]
+    centroids: np.ndarray
+
+    @classmethod
+    def empty(cls, version: str | None = None) -> TopicIndex:
+        """No topics (no model yet, or a model trained without text)."""
+        return cls(version, (), (), np.zeros((0, DIMENSION), dtype=np.float32))
+
+    def match(self, vectors: np.ndarray) -> list[list[tuple[str, float]]]:
+        """For each text vector, its topics and their shares of the event (shares sum to 1; none: [])."""
+        if not self.ids or len(vectors) == 0:
+            return [[] for _ in range(len(vectors))]
+        cosines = np.asarray(vectors, dtype=np.float32) @ self.centroids.T
+        matches = []
+        for row in cosines:
+            best = [
+                int(j) for j in np.argsort(-row, kind="stable")[:MAX_MATCHES] if row[j] >= MATCH_MIN_COSINE
+            ]
+            total = float(sum(row[j] for j in best))
+            matches.append([(self.ids[j], float(row[j]) / total) for j in best])
+        return matches
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class ActiveTopics:
+    """The active version's topics, read again only when the active version changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._index = TopicIndex.empty()
+
+    def get(self, gateway: Any) -> TopicIndex:
+        """The topics of the version active now (one small read; the centroids when it changed)."""
+        active = gateway.read(ACTIVE_VERSION)
+        version = active[0]["id"] if active else None
+        with self._lock:
+            if version is not None and self._index.version == version:
+                return self._index
+        if version is None:
+            return TopicIndex.empty()
+        rows = [r for r in gateway.read(ACTIVE_TOPICS) if r["version"] == version and r["centroid"]]
+        if not rows:
+            return TopicIndex.empty(version)  # not cached: the topics may be written just after activation
+        index = TopicIndex(
+            version,
+            tuple(r["id"] for r in rows),
+            tuple(r["name"] or r["id"] for r in rows),
+            _unit_rows(np.asarray([r["centroid"] for r in rows], dtype=np.float32)),
+        )
+        with self._lock:
+            self._index = index
+        return index
+
+
+ACTIVE = ActiveTopics()
+
+
+class TextVectors:
+    """Embeds texts in one batch, each distinct text once, reusing the latest :data:`TEXT_CACHE` texts."""
+
+    def __init__(self, size: int = TEXT_CACHE) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def embed(self, texts: Sequence[str], device: str = "cpu", offline: bool = True) -> np.ndarray:
+        """(len(texts), 384) unit rows."""
+        with self._lock:
+            missing = sorted({t for t in texts if t not in self._cache})
+        fresh = dict(zip(missing, encode(missing, device, offline), strict=True)) if missing else {}
+        with self._lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+            for text, vector in fresh.items():
+                self._cache[text] = vector
+            for text in known:
+                self._cache.move_to_end(text)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        found = {**known, **fresh}
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, DIMENSION), dtype=np.float32)
+
+
+TEXTS = TextVectors()
+
+
+def language_weight(event_type: str, behaviour_weights: Mapping[str, float]) -> float:
+    """What one language event adds to topic interests: a review its behaviour weight."""
+    return LANGUAGE_EVENT_WEIGHTS.get(event_type, behaviour_weights.get(event_type, 0.0))
+
+
+def topic_interest_rows(
+    events: Sequence[Any],
+    index: TopicIndex,
+    behaviour_weights: Mapping[str, float],
+    half_life_ms: float,
+    *,
+    device: str = "cpu",
+    offline: bool = True,
+) -> list[dict[str, Any]]:
+    """The ``$topic_interests`` rows of the ingestion statement for ``events`` (validated Events).
+
+    Every event with text (:attr:`Event.language`) is embedded, in one batch, and matched
+    to ``index``; nothing is embedded when the index has no topics.
+    """
+    speaking = [e for e in events if e.language is not None]
+    if not speaking or not index.ids:
+        return []
+    matches = index.match(TEXTS.embed([e.language for e in speaking], device, offline))
+    evidence: list[PairEvidence] = []
+    targets: dict[str, list[str]] = {}
+    for event, found in zip(speaking, matches, strict=True):
+        weight = language_weight(event.type, behaviour_weights)
+        for topic_id, share in found:
+            key = f"{event.event_id}\x1f{topic_id}"  # one evidence per (event, topic)
+            targets[key] = [topic_id]
+            evidence.append(PairEvidence(event.user_id, key, weight * share, event.ts, 1, event.ts, event.ts))
+    return [
+        {
+            "user_id": row["user_id"],
+            "topic_id": row["target_id"],
+            "weight": row["weight"],
+            "ref_ts": row["weight_ts"],
+            "events": row["count"],
+            "first_ts": row["first_ts"],
+        }
+        for row in interest_rows(evidence, targets, half_life_ms)
+    ]
+
+
+@dataclass(frozen=True)
+class TopicInterest:
+    """One of a user's topics, decayed to the read time, with its most central items."""
+
+    topic_id: str
+    name: str
+    weight: float
+    last_ts: int | None
+    events: int
+    items: tuple[dict[str, Any], ...]  # {id, title, score}, most central first
+
+    def as_interest(self) -> dict[str, Any]:
+        """The JSON form ``GET /v1/users/{id}/interests`` lists next to brands and categories."""
+        return {
+            "id": self.topic_id,
+            "name": self.name,
+            "weight": round(self.weight, 6),
+            "events": self.events,
+            "last_ts": self.last_ts,
+            "items": [{"item_id": i["id"], "title": i["title"], "weight": i["score"]} for i in self.items],
+        }
+
+
+def user_topics(
+    gateway: Any,
+    user_id: str,
+    now_ms: int,
+    half_life_ms: float,
+    *,
+    topics: int = PROFILE_TOPICS,
+    items: int = PROFILE_ITEMS,
+) -> list[TopicInterest]:
+    """The user's strongest topic interests, each with its ``items`` most central items (one read)."""
+    rows = gateway.read(
+        USER_TOPIC_ITEMS,
+        {"user_id": user_id, "now": now_ms, "half_life_ms": half_life_ms, "topics": topics, "items": items},
+    )
+    return [
+        TopicInterest(
+            r["topic_id"],
+            r["name"] or r["topic_id"],
+            float(r["weight"] or 0.0),
+            r["last_ts"],
+            int(r["events"] or 0),
+            tuple(r["items"]),
+        )
+        for r in rows
+    ]
+
+
+def topic_history(interests: Sequence[TopicInterest], history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    """Profile entries for the topics: each topic's weight shared by its items, at the topic's time.
+
+    Items already in ``history`` are left out (the history says more about them).
+    """
+    seen = {h.item_id for h in history}
+    entries = []
+    for topic in interests:
+        items = [i["id"] for i in topic.items if i["id"] not in seen]
+        for item_id in items:
+            entries.append(HistoryEntry(item_id, topic.weight / len(items), int(topic.last_ts or 0)))
+            seen.add(item_id)
+    return entries
+
+
+def cold_start_reason(interests: Sequence[TopicInterest]) -> str:
+    """Why a user without history gets what they get: the topics of their searches, reviews and tags."""
+    names = ", ".join(f"'{t.name}'" for t in interests[:3])
+    return f"no history yet: recommended from the topics of the user's searches, reviews and tags ({names})"
+
+
+def search_topics(gateway: Any, text: str, limit: int, *, offline: bool = True) -> dict[str, Any]:
+    """The active version's topics by cosine of their centroid to ``text`` (best first)."""
+    index = ACTIVE.get(gateway)
+    if not text.strip() or not index.ids:
+        return {"q": text, "model_version": index.version, "topics": []}
+    cosines = index.centroids @ TEXTS.embed([text.strip()], offline=offline)[0]
+    best = np.argsort(-cosines, kind="stable")[:limit]
+    return {
+        "q": text,
+        "model_version": index.version,
+        "topics": [
+            {"id": index.ids[j], "name": index.names[j], "score": round(float(cosines[j]), 6)} for j in best
+        ],
+    }
+
+
+def topic_detail(gateway: Any, topic_id: str, items: int) -> dict[str, Any]:
+    """A topic's name, keywords, most central items and interested users; NotFound if there is none."""
+    rows = gateway.read(TOPIC_DETAIL, {"topic_id": topic_id, "items": items})
+    if not rows:
+        raise NotFound("topic_id", topic_id, f"no topic with id {topic_id!r}")
+    row = rows[0]
+    return {
+        "id": row["id"],
+        "name": row["name"] or row["id"],
+        "keywords": list(row["keywords"] or []),
+        "items": [
+            {"item_id": i["id"], "title": i["title"], "score": round(float(i["score"] or 0.0), 6)}
+            for i in row["items"]
+            if i is not None
+        ],
+        "interested_users": int(row["users"]),
+    }

@@ -1,0 +1,104 @@
+"""bench/scale.py's arithmetic and its resume rule (the measurements themselves live in bench/, untested)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from bench import scale
+from bench.common import in_fresh_process
+
+
+def test_growth_exponent_recovers_the_power_of_a_power_law() -> None:
+    sizes = [0.25e6, 1e6, 4e6]
+    assert scale.growth_exponent(sizes, [3.0 * s**1.0 for s in sizes]) == pytest.approx(1.0)
+    assert scale.growth_exponent(sizes, [7.0 * s**1.5 for s in sizes]) == pytest.approx(1.5)
+    assert scale.growth_exponent(sizes, [5.0, 5.0, 5.0]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_growth_exponent_is_a_least_squares_fit_on_log_log() -> None:
+    # log2 sizes 0, 1, 2 and log2 costs 0, 2, 2: the least-squares slope is 1
+    assert scale.growth_exponent([1, 2, 4], [1, 4, 4]) == pytest.approx(1.0)
+
+
+def test_growth_exponent_leaves_out_missing_points_and_needs_two_sizes() -> None:
+    assert scale.growth_exponent([1, 2, 4], [None, 2.0, 4.0]) == pytest.approx(1.0)
+    assert scale.growth_exponent([1, 2, 4], [0.0, float("nan"), 4.0]) is None
+    assert scale.growth_exponent([1, 1], [1.0, 2.0]) is None
+
+
+def test_extrapolation_follows_the_fitted_power_law() -> None:
+    sizes = [0.25e6, 1e6, 4e6]
+    costs = [2.0 * (s / 1e6) ** 1.2 for s in sizes]  # 2 s per million events, growing as size^1.2
+    assert scale.extrapolate(sizes, costs, 100e6) == pytest.approx(2.0 * 100**1.2)
+    assert scale.extrapolate([1e6], [2.0], 100e6) is None
+
+
+def test_memory_per_million_is_the_slope_without_the_fixed_part() -> None:
+    counts = [0.5e6, 1e6, 2e6]
+    megabytes = [300 + 120 * n / 1e6 for n in counts]  # 300 MB of code, 120 MB per million
+    assert scale.marginal_per_million(counts, megabytes) == pytest.approx(120.0)
+    assert scale.marginal_per_million([1e6], [400.0]) is None
+
+
+def _args(tmp_path: Path, **changes: object) -> argparse.Namespace:
+    options = {
+        "seed": 7,
+        "epochs": 1,
+        "device": "cpu",
+        "rates": "recommendations=10",
+        "duration": 1.0,
+        "coverage_users": 1,
+        "trials": 1,
+        "work_dir": tmp_path,
+        "resume": True,
+    }
+    return argparse.Namespace(**{**options, **changes})
+
+
+def test_resume_skips_finished_stages_and_reruns_from_the_first_changed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+
+    def fake(stage: str):  # stands in for a measurement: records that it ran
+        def run(_run: scale.SizeRun, _args: argparse.Namespace) -> dict[str, str]:
+            ran.append(stage)
+            return {"stage": stage}
+
+        return run
+
+    monkeypatch.setattr(scale, "STAGE_FUNCTIONS", {stage: fake(stage) for stage in scale.STAGES})
+
+    scale.run_size(0.01, _args(tmp_path, resume=False))
+    assert ran == list(scale.STAGES)
+
+    ran.clear()
+    scale.run_size(0.01, _args(tmp_path))
+    assert ran == []
+
+    ran.clear()
+    stages = scale.run_size(0.01, _args(tmp_path, duration=2.0))  # the api stage's option changed
+    assert ran == ["api", "freshness", "restart"]
+    assert stages["api"]["options"]["duration"] == 2.0
+
+    ran.clear()
+    scale.run_size(0.01, _args(tmp_path, duration=2.0, resume=False))  # without --resume: all again
+    assert ran == list(scale.STAGES)
+
+
+def _allocate(megabytes: int) -> int:
+    block = bytearray(megabytes * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page, so it is resident
+    return len(block)
+
+
+def test_a_fresh_process_reports_its_own_peak_not_its_parents() -> None:
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    size, peak_mb = in_fresh_process(_allocate, 100)
+    assert size == 100 * 2**20
+    # its own 100 MB and an interpreter, but not this process's 300 MB (ru_maxrss would include them)
+    assert 100 <= peak_mb < 250

@@ -1,0 +1,545 @@
+"""The operator console in a real browser: Debian's chromium through its chromedriver (Selenium).
+
+The console runs in a real gunicorn on its own graph (60 Amazon Beauty users, two
+quickly trained model versions). Each page's load time (from navigation to its
+first data on screen) is printed at the end of the module, and every page is
+saved as a screenshot, at 1280×800 and at phone width, under
+``$KGREC_TEST_ARTIFACTS/console`` (default: the system temp folder).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from tests.conftest import served_subset
+from tests.processes import ApiProcess, free_port
+
+KEY = "console-test-key"
+FIRST, SECOND = "console-a", "console-b"  # SECOND is trained last, so it starts active
+DESKTOP, PHONE = (1280, 800), (390, 844)
+WAIT_S = 20
+
+ARTIFACTS = Path(os.environ.get("KGREC_TEST_ARTIFACTS") or tempfile.gettempdir()) / "console"
+LOAD_TIMES: dict[str, float] = {}
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed: `make browser-deps` installs Debian's chromium and chromium-driver"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def console(
+    settings: Settings,
+    graph_server: EmbeddedServer | None,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiProcess]:
+    """gunicorn with the console on a graph of 60 Amazon Beauty users and two model versions."""
+    if not settings.embedded:
+        pytest.skip("runs its own API on the embedded graph")
+    tmp = tmp_path_factory.mktemp("console")
+    with served_subset(
+        settings, shared_data, tmp, users=60, prefix="console", key=KEY, versions=(FIRST, SECOND)
+    ) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def browser(request: pytest.FixtureRequest) -> Iterator[WebDriver]:
+    """Headless chromium at 1280×800 that keeps the pages' console messages."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = _binary("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(_binary("chromedriver")), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        report_load_times(request.config)
+
+
+def report_load_times(config: pytest.Config) -> None:
+    """Print the pages' load times past pytest's capture, and keep them next to the screenshots."""
+    if not LOAD_TIMES:
+        return
+    (ARTIFACTS / "load-times.json").write_text(json.dumps(LOAD_TIMES, indent=2, sort_keys=True))
+    lines = [f"console page load times (navigation to first data, chromium; screenshots in {ARTIFACTS}):"]
+    lines += [f"  {page:<24} {ms:7.0f} ms" for page, ms in sorted(LOAD_TIMES.items())]
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\n" + "\n".join(lines))
+
+
+@pytest.fixture(scope="module")
+def experiment(console: ApiProcess) -> str:
+    """A running experiment: the active model against the first version."""
+    created = requests.post(
+        f"{console.url}/v1/experiments",
+        json={
+            "name": "console test",
+            "variants": [
+                {"name": "control", "model_version": "active", "traffic": 0.5},
+                {"name": "first", "model_version": FIRST, "traffic": 0.5},
+            ],
+        },
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
+    if created.status_code == 404:
+        pytest.skip("this server has no experiments API")
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def wait(browser: WebDriver) -> WebDriverWait:
+    """A wait that looks again when the page replaced an element it was reading (a navigation)."""
+    return WebDriverWait(browser, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def ready(browser: WebDriver) -> None:
+    """Wait until the current page's data is on screen."""
+    wait(browser).until(lambda b: b.execute_script("return document.body.dataset.ready === 'true'"))
+
+
+def api_get(console: ApiProcess, path: str) -> Any:
+    response = requests.get(f"{console.url}{path}", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def a_user_with_reasons(console: ApiProcess) -> tuple[str, str]:
+    """A user and one of their recommended items that has an explanation path."""
+    users = api_get(console, "/v1/search?q=A&kind=user&limit=50")["results"]
+    for user in users:
+        recs = api_get(console, f"/v1/users/{quote(user['id'], safe='')}/recommendations?k=10&explain=true")
+        for item in recs["items"]:
+            if item["reason"] is not None:
+                return user["id"], item["item_id"]
+    raise AssertionError("no user of the subset has a recommendation with an explanation path")
+
+
+def open_page(browser: WebDriver, url: str, name: str | None = None) -> float:
+    """Navigate and wait until the page's data is on screen; returns (and records) the load time in ms."""
+    browser.get(url)
+    ready(browser)
+    ms = float(browser.execute_script("return window.kgrecReadyMs"))
+    if name:
+        LOAD_TIMES[name] = ms
+    return ms
+
+
+def screenshot(browser: WebDriver, name: str, element: str | None = None) -> Path:
+    """The whole page (its full height, as laid out now), or one element, as a PNG in the artifacts."""
+    options: dict[str, Any] = {"format": "png", "captureBeyondViewport": True}
+    if element is not None:
+        options["clip"] = browser.execute_script(
+            """const r = document.getElementById(arguments[0]).getBoundingClientRect();
+               return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height, scale: 1};""",
+            element,
+        )
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", options)
+    path = ARTIFACTS / f"{name}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def errors_logged(browser: WebDriver) -> list[str]:
+    """Severe console entries since the last call (JavaScript errors, failed loads)."""
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def sign_in(browser: WebDriver, console: ApiProcess, then: str = "/console/models") -> None:
+    browser.get(f"{console.url}/console/signin?next={then}")
+    browser.find_element(By.ID, "api_key").send_keys(KEY)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    # The sign-in page is itself "ready": wait for the page the post leads to, not for readiness.
+    wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, ".who .state").text == "Signed in")
+    ready(browser)
+
+
+def sign_out(browser: WebDriver) -> None:
+    buttons = browser.find_elements(By.CSS_SELECTOR, ".who button[type=submit]")
+    if buttons:
+        buttons[0].click()
+        wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, ".who .state").text == "Read-only")
+
+
+def active_version(console: ApiProcess) -> str:
+    return str(api_get(console, "/readyz")["model_version"])
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'(?:name="csrf_token" value|data-csrf)="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def signed_in_session(console: ApiProcess) -> tuple[requests.Session, str]:
+    """A requests session signed in through the form, and its CSRF token."""
+    session = requests.Session()
+    token = csrf_of(session.get(f"{console.url}/console/signin", timeout=30).text)
+    answer = session.post(
+        f"{console.url}/console/signin",
+        data={"csrf_token": token, "api_key": KEY, "next": "/console/models"},
+        headers={"Origin": console.url},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and "Signed in" in answer.text
+    return session, csrf_of(answer.text)
+
+
+def promote_is_served(console: ApiProcess) -> bool:
+    return "/v1/models/{version}/promote" in api_get(console, "/openapi.json")["paths"]
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+
+def test_search_finds_a_user_and_opens_their_page(browser: WebDriver, console: ApiProcess) -> None:
+    user_id, _ = a_user_with_reasons(console)
+    open_page(browser, f"{console.url}/console/search", "search (empty)")
+    browser.find_element(By.ID, "q").send_keys(user_id[:6])
+    browser.find_element(By.ID, "kind").send_keys("users")
+    browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
+    link = wait(browser).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, f'#search-results a[href="/console/users/{user_id}"]')
+    )[0]
+    screenshot(browser, "search")
+    link.click()
+    ready(browser)
+    assert browser.find_element(By.ID, "user-id").text == user_id
+    assert browser.find_elements(By.CSS_SELECTOR, "#recs tbody tr"), "the user's page lists no recommendation"
+    assert errors_logged(browser) == []
+
+
+def test_why_draws_the_explanation_paths(browser: WebDriver, console: ApiProcess) -> None:
+    user_id, item_id = a_user_with_reasons(console)
+    open_page(browser, f"{console.url}/console/users/{quote(user_id, safe='')}", "user")
+    browser.find_element(By.CSS_SELECTOR, f'button.why[data-item="{item_id}"]').click()
+    wait(browser).until(
+        lambda b: b.execute_script("return document.getElementById('why').dataset.item") == item_id
+    )
+    drawn = set(browser.execute_script("return window.kgrecGraphs['why-graph'].nodes().map((n) => n.id())"))
+    drawn_edges = browser.execute_script("return window.kgrecGraphs['why-graph'].edges().length")
+    explanation = api_get(
+        console, f"/v1/users/{quote(user_id, safe='')}/recommendations/{quote(item_id, safe='')}/explanation"
+    )
+    expected = {f"{node['label']}:{node['id']}" for path in explanation["paths"] for node in path["nodes"]}
+    assert expected and drawn == expected
+    assert drawn_edges >= max(len(path["relationships"]) for path in explanation["paths"])
+    cyphers = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#why-paths pre.cypher")]
+    assert cyphers == [path["cypher"] for path in explanation["paths"]]
+    assert browser.find_elements(By.XPATH, "//button[normalize-space()='Copy Browser Cypher']")
+    LOAD_TIMES["why? (click to drawn)"] = float(browser.execute_script("return window.kgrecLastGraphMs"))
+    screenshot(browser, "user-why")
+    screenshot(browser, "why", element="why")
+    assert errors_logged(browser) == []
+
+
+def test_item_page_draws_its_neighbourhood(browser: WebDriver, console: ApiProcess) -> None:
+    _, item_id = a_user_with_reasons(console)
+    open_page(browser, f"{console.url}/console/items/{quote(item_id, safe='')}", "item")
+    drawn = set(browser.execute_script("return window.kgrecGraphs['hood-graph'].nodes().map((n) => n.id())"))
+    item = api_get(console, f"/v1/items/{quote(item_id, safe='')}")
+    assert f"Item:{item_id}" in drawn
+    assert {f"Category:{c}" for c in item["categories"]} <= drawn
+    assert {f"Brand:{b}" for b in item["brands"]} <= drawn
+    assert browser.find_elements(By.CSS_SELECTOR, "#similar li a"), "no similar item listed"
+    screenshot(browser, "item")
+    assert errors_logged(browser) == []
+
+
+def test_sign_in_and_promote_a_model_version(browser: WebDriver, console: ApiProcess) -> None:
+    if not promote_is_served(console):
+        pytest.skip("this server has no POST /v1/models/{version}/promote")
+    before = active_version(console)
+    target = FIRST if before == SECOND else SECOND
+    open_page(browser, f"{console.url}/console/models")
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.promote"), "signed out, yet a promote button"
+    sign_in(browser, console)
+    try:
+        browser.find_element(By.CSS_SELECTOR, f'button.promote[data-version="{target}"]').click()
+        notice = wait(browser).until(
+            lambda b: [e.text for e in b.find_elements(By.CSS_SELECTOR, "p.notice") if "Promote" in e.text]
+        )
+        assert notice == [f"Promote {target}: done."]
+        ready(browser)
+        row = browser.find_element(By.CSS_SELECTOR, f'#versions tr[data-version="{target}"]')
+        assert "active" in row.find_element(By.CSS_SELECTOR, ".status").text
+        assert active_version(console) == target
+        screenshot(browser, "models-signed-in")
+        assert errors_logged(browser) == []
+    finally:
+        sign_out(browser)
+
+
+def test_signed_out_cannot_train_or_promote(browser: WebDriver, console: ApiProcess) -> None:
+    open_page(browser, f"{console.url}/console/models", "models")
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.promote")
+    assert not browser.find_elements(By.ID, "train-form")
+    assert browser.find_element(By.ID, "train-signed-out").is_displayed()
+    # The forms' endpoints refuse an anonymous session even with its valid CSRF token and origin.
+    session = requests.Session()
+    token = csrf_of(session.get(f"{console.url}/console/models", timeout=30).text)
+    before = active_version(console)
+    other = FIRST if before == SECOND else SECOND
+    for path in ("/console/models/train", f"/console/models/{other}/promote"):
+        answer = session.post(
+            f"{console.url}{path}", data={"csrf_token": token}, headers={"Origin": console.url}, timeout=30
+        )
+        assert answer.status_code == 401, (path, answer.status_code)
+        assert "sign in" in answer.text
+    assert active_version(console) == before
+
+
+def test_a_cross_site_form_post_is_refused(browser: WebDriver, console: ApiProcess) -> None:
+    if not promote_is_served(console):
+        pytest.skip("this server has no POST /v1/models/{version}/promote")
+    before = active_version(console)
+    other = FIRST if before == SECOND else SECOND
+    promote_url = f"{console.url}/console/models/{other}/promote"
+
+    # A signed-in session with its right token, sent from another origin, or without the token.
+    session, token = signed_in_session(console)
+    for data, origin in (({"csrf_token": token}, "http://evil.example"), ({}, console.url)):
+        answer = session.post(promote_url, data=data, headers={"Origin": origin}, timeout=30)
+        assert answer.status_code == 403, answer.status_code
+        assert "refused" in answer.text
+    assert active_version(console) == before
+
+    # In the browser: signed in at 127.0.0.1, a page on another site (localhost) posts the form itself.
+    attacker_page = (
+        f'<!DOCTYPE html><form id="f" method="post" action="{promote_url}">'
+        '<input name="csrf_token" value="guessed"></form>'
+        "<script>document.getElementById('f').submit()</script>"
+    ).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(attacker_page)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Attacker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sign_in(browser, console)
+    try:
+        browser.get(f"http://localhost:{server.server_address[1]}/")
+        reason = wait(browser).until(lambda b: b.find_elements(By.ID, "refused-reason"))[0]
+        assert "cross-site" in reason.text
+        assert active_version(console) == before
+        errors_logged(browser)  # the refused post's 403 is expected here
+    finally:
+        server.shutdown()
+        server.server_close()
+        browser.get(f"{console.url}/console/models")
+        sign_out(browser)
+
+
+def test_every_page_loads_without_javascript_errors_at_desktop_and_phone_width(
+    browser: WebDriver, console: ApiProcess, experiment: str
+) -> None:
+    user_id, item_id = a_user_with_reasons(console)
+    pages = {
+        "search": f"/console/search?q={quote(user_id[:4])}",
+        "user": f"/console/users/{quote(user_id, safe='')}",
+        "item": f"/console/items/{quote(item_id, safe='')}",
+        "models": "/console/models",
+        "audiences": "/console/audiences?kind=category&target=Beauty",
+        "experiments": f"/console/experiments?id={experiment}",
+        "health": "/console/health",
+        "signin": "/console/signin",
+    }
+    errors_logged(browser)
+    try:
+        for (width, height), suffix in ((DESKTOP, "desktop"), (PHONE, "phone")):
+            # A phone's viewport: headless chromium's window cannot be narrower than 500 px.
+            browser.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": suffix == "phone"},
+            )
+            for name, path in pages.items():
+                ms = open_page(browser, f"{console.url}{path}")
+                if suffix == "desktop":
+                    LOAD_TIMES.setdefault(name, ms)
+                state = browser.execute_script(
+                    """
+                    const origin = location.origin;
+                    return {
+                      foreign: performance.getEntriesByType('resource').map((e) => e.name)
+                                 .filter((u) => !u.startsWith(origin) && !u.startsWith('data:')),
+                      overflow: document.documentElement.scrollWidth - window.innerWidth,
+                      unlabelled: [...document.querySelectorAll('input:not([type=hidden]), select')]
+                                    .filter((e) => !e.labels.length && !e.getAttribute('aria-label')).map((e) => e.id),
+                      nameless: [...document.querySelectorAll('button, a')]
+                                  .filter((e) => !(e.textContent.trim() || e.getAttribute('aria-label'))).length,
+                    };
+                    """
+                )
+                assert state["foreign"] == [], f"{name} loaded from another origin: {state['foreign']}"
+                assert state["overflow"] <= 1, f"{name} scrolls sideways at {width}px"
+                assert state["unlabelled"] == [] and state["nameless"] == 0, (name, state)
+                assert errors_logged(browser) == [], f"{name} ({suffix}) logged an error"
+                screenshot(browser, f"{name}-{suffix}")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_signed_in_console_reads_through_its_proxy(console: ApiProcess) -> None:
+    """Where reads need a key, the pages read /console/api/v1/...: only when signed in, the same answers."""
+    path = "/v1/search?q=Lip&limit=5"
+    assert requests.get(f"{console.url}/console/api{path}", timeout=30).status_code == 401
+    session, _ = signed_in_session(console)
+    answer = session.get(f"{console.url}/console/api{path}", timeout=30)
+    assert answer.status_code == 200 and answer.json() == api_get(console, path)
+    unknown = session.get(f"{console.url}/console/api/v1/items/no%2Fsuch", timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "item_id"
+
+
+def test_an_audience_is_counted_listed_and_exported_only_when_signed_in(
+    browser: WebDriver, console: ApiProcess
+) -> None:
+    audience = api_get(console, "/v1/audiences?category=Beauty&limit=50")
+    assert audience["size"] > 0
+    open_page(browser, f"{console.url}/console/audiences?kind=category&target=Beauty", "audiences")
+    listed = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#members tbody th")]
+    assert listed == [member["user_id"] for member in audience["users"]]
+    assert f"{audience['size']} user(s) match" in browser.find_element(By.ID, "audience-status").text
+    assert not browser.find_elements(By.ID, "export-form")
+    screenshot(browser, "audiences")
+    assert errors_logged(browser) == []
+
+    form = {"kind": "category", "target": "Beauty"}
+    anonymous = requests.Session()
+    token = csrf_of(anonymous.get(f"{console.url}/console/models", timeout=30).text)
+    refused = anonymous.post(
+        f"{console.url}/console/audiences/export",
+        data={**form, "csrf_token": token},
+        headers={"Origin": console.url},
+        timeout=30,
+    )
+    assert refused.status_code == 401
+    session, token = signed_in_session(console)
+    exported = session.post(
+        f"{console.url}/console/audiences/export",
+        data={**form, "csrf_token": token},
+        headers={"Origin": console.url},
+        timeout=30,
+    )
+    assert exported.status_code == 200 and exported.headers["Content-Type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert lines[0] == "user_id,weight,events,last_ts" and len(lines) == 1 + audience["size"]
+
+
+def test_an_experiment_shows_its_variants_and_is_stopped_when_signed_in(
+    browser: WebDriver, console: ApiProcess, experiment: str
+) -> None:
+    results = api_get(console, f"/v1/experiments/{experiment}")
+    open_page(browser, f"{console.url}/console/experiments?id={experiment}", "experiments")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#variants tbody tr")
+    assert [row.get_attribute("data-variant") for row in rows] == [v["name"] for v in results["variants"]]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#intervals figure svg")) == 4
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Stop the experiment']")
+    sign_in(browser, console, then=f"/console/experiments?id={experiment}")
+    try:
+        if results["status"] == "running":
+            browser.find_element(By.XPATH, "//button[normalize-space()='Stop the experiment']").click()
+            notice = wait(browser).until(
+                lambda b: [e.text for e in b.find_elements(By.CSS_SELECTOR, "p.notice") if "Stop" in e.text]
+            )
+            assert notice == [f"Stop {experiment}: done."]
+            ready(browser)
+        assert api_get(console, f"/v1/experiments/{experiment}")["status"] == "stopped"
+        assert "stopped" in browser.find_element(By.ID, "experiment-status").text
+        screenshot(browser, "experiments-signed-in")
+        assert errors_logged(browser) == []
+    finally:
+        sign_out(browser)
+
+
+def test_a_user_with_timed_events_gets_a_90_day_chart_per_interest(
+    browser: WebDriver, console: ApiProcess
+) -> None:
+    user_id, _ = a_user_with_reasons(console)
+    items = [
+        e["item_id"] for e in api_get(console, f"/v1/users/{quote(user_id, safe='')}/timeline")["events"]
+    ]
+    now = int(time.time() * 1000)
+    events = [
+        {
+            "event_id": f"console-timed-{i}",
+            "user_id": "console-timed",
+            "item_id": item,
+            "type": "purchase",
+            "ts": now - (5 + 7 * i) * 86_400_000,
+        }
+        for i, item in enumerate(items[:5])
+    ]
+    posted = requests.post(
+        f"{console.url}/v1/events", json=events, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    )
+    assert posted.status_code == 200, posted.text
+    interests = api_get(console, "/v1/users/console-timed/interests")
+    strongest = sorted(interests["brands"] + interests["categories"], key=lambda t: -t["weight"])[:4]
+    open_page(browser, f"{console.url}/console/users/console-timed")
+    assert browser.find_elements(By.CSS_SELECTOR, "#activity-chart canvas"), "no chart drawn"
+    legend = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#activity-chart .u-legend .u-label")]
+    assert legend[1:] == ["all items", *[t["name"] for t in strongest]]
+    screenshot(browser, "user-timed")
+    assert errors_logged(browser) == []
+
+
+def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
+    browser: WebDriver, console: ApiProcess
+) -> None:
+    open_page(browser, f"{console.url}/console/health", "health")
+    ready_list = browser.find_element(By.ID, "ready").text
+    assert active_version(console) in ready_list and "ready" in ready_list
+    wait(browser).until(lambda b: "Broker" in b.find_element(By.ID, "queue").text)
+    assert api_get(console, "/v1/queue")["broker"] is True
+    assert "Broker\nup" in browser.find_element(By.ID, "queue").text
+    assert browser.find_element(By.ID, "counts").text == ""
+    browser.find_element(By.ID, "count").click()
+    stats = api_get(console, "/v1/graph/stats")
+    wait(browser).until(lambda b: "User nodes" in b.find_element(By.ID, "counts").text)
+    assert f"{stats['nodes']['User']:,}" in browser.find_element(By.ID, "counts").text
+    assert errors_logged(browser) == []

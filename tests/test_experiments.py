@@ -1,0 +1,161 @@
+"""A/B experiments between two model versions, over a real API, graph server and Redis.
+
+Two versions are trained on a small Amazon Beauty graph; an experiment splits users 50/50; a
+simulated client clicks (and buys) only what the treatment shows, and the results must show the
+treatment's higher CTR as significant; promoting it makes its version active.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from scipy import stats
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.experiments import Experiment, Variant, results, two_proportions, wilson
+from tests.conftest import SHARED_DATA, embedded_only, served_subset
+from tests.processes import ApiProcess
+
+KEY = "experiments-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+USERS = 160
+
+
+@pytest.fixture(scope="module")
+def two_versions(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """An API on a graph with two trained versions, "exp-a" active and "exp-b" a candidate."""
+    if not settings.embedded:
+        pytest.skip("runs its own API on the embedded graph")
+    tmp = tmp_path_factory.mktemp("experiments")
+    # trained last, "exp-a" is the active one
+    with served_subset(
+        settings, SHARED_DATA, tmp, users=60, prefix="exp", key=KEY, versions=("exp-b", "exp-a")
+    ) as api:
+        yield api
+
+
+def create(api: ApiProcess, body: dict[str, Any], auth: dict[str, str] = AUTH) -> requests.Response:
+    return requests.post(f"{api.url}/v1/experiments", json=body, headers=auth, timeout=30)
+
+
+SPLIT = {
+    "name": "b vs active",
+    "variants": [
+        {"name": "control", "model_version": "active", "traffic": 0.5},
+        {"name": "treatment", "model_version": "exp-b", "traffic": 0.5},
+    ],
+}
+
+
+@embedded_only
+def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_versions: ApiProcess) -> None:
+    api = two_versions
+    assert create(api, SPLIT, auth={}).status_code == 401
+    bad_share = {**SPLIT, "variants": [{**v, "traffic": 0.6} for v in SPLIT["variants"]]}
+    assert create(api, bad_share).json()["field"] == "variants"
+    unknown = {**SPLIT, "variants": [SPLIT["variants"][0], {**SPLIT["variants"][1], "model_version": "nope"}]}
+    refused = create(api, unknown)
+    assert refused.status_code == 422 and refused.json()["field"] == "variants.1.model_version"
+
+    started = create(api, SPLIT)
+    assert started.status_code == 200, started.text
+    experiment = started.json()
+    assert experiment["status"] == "running" and experiment["unit"] == "user"
+    assert create(api, SPLIT).status_code == 409  # one at a time
+    time.sleep(1.2)  # every process sees it within a second
+
+    served: dict[str, int] = {"control": 0, "treatment": 0}
+    clicked_treatment = 0
+    for n in range(USERS):
+        user = f"exp-user-{n}"
+        pages = [
+            requests.get(f"{api.url}/v1/users/{user}/recommendations", params={"k": 4}, timeout=30).json()
+            for _ in range(2)
+        ]
+        assert {p["experiment"] for p in pages} == {experiment["id"]}
+        assert pages[0]["variant"] == pages[1]["variant"]  # sticky
+        variant = pages[0]["variant"]
+        served[variant] += 2
+        assert pages[0]["model_version"] == ("exp-b" if variant == "treatment" else "exp-a")
+        recorded = requests.get(
+            f"{api.url}/v1/impressions/{pages[0]['recommendation_id']}", timeout=30
+        ).json()
+        assert (recorded["experiment"], recorded["variant"]) == (experiment["id"], variant)
+        if variant == "treatment":  # the planted preference: only the treatment's items appeal
+            item = pages[0]["items"][0]["item_id"]
+            events = [
+                {"event_id": f"c-{uuid.uuid4().hex}", "user_id": user, "item_id": item, "type": "click",
+                 "ts": int(time.time() * 1000), "recommendation_id": pages[0]["recommendation_id"]},
+                {"event_id": f"p-{uuid.uuid4().hex}", "user_id": user, "item_id": item, "type": "purchase",
+                 "ts": int(time.time() * 1000), "value": 20.0},
+            ]  # fmt: skip
+            answer = requests.post(f"{api.url}/v1/events", json=events, headers=AUTH, timeout=30).json()
+            assert answer["attributed"] == 2
+            clicked_treatment += 1
+    assert 0.35 < served["treatment"] / (2 * USERS) < 0.65
+
+    report = requests.get(f"{api.url}/v1/experiments/{experiment['id']}", timeout=30)
+    assert report.status_code == 200, report.text
+    control, treatment = report.json()["variants"]
+    assert control["impressions"] == served["control"] and treatment["impressions"] == served["treatment"]
+    assert treatment["users"] == pytest.approx(served["treatment"] / 2, abs=2)
+    assert (control["clicks"], treatment["clicks"]) == (0, clicked_treatment)
+    assert treatment["purchases"] == clicked_treatment
+    assert treatment["ctr"]["value"] == pytest.approx(clicked_treatment / served["treatment"], abs=1e-6)
+    assert treatment["ctr"]["ci_low"] > control["ctr"]["ci_high"]
+    assert treatment["vs_control"]["ctr"]["p_value"] < 0.05
+    assert treatment["revenue_per_impression"]["value"] == pytest.approx(
+        20.0 * clicked_treatment / served["treatment"], abs=1e-4
+    )
+    assert treatment["vs_control"]["revenue_per_impression"]["p_value"] < 0.05
+
+    promoted = requests.post(
+        f"{api.url}/v1/experiments/{experiment['id']}/promote",
+        json={"variant": "treatment"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["status"] == "stopped"
+    assert promoted.json()["promoted"]["model_version"] == "exp-b"
+    time.sleep(1.2)
+    after = requests.get(f"{api.url}/v1/users/exp-user-0/recommendations", params={"k": 2}, timeout=30).json()
+    assert after["model_version"] == "exp-b" and after["experiment"] is None
+    stopped = requests.post(f"{api.url}/v1/experiments/{experiment['id']}/stop", headers=AUTH, timeout=30)
+    assert stopped.status_code == 200 and stopped.json()["promoted"]["variant"] == "treatment"
+    missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
+    assert missing.status_code == 404
+
+
+def test_assignment_is_deterministic_and_follows_the_shares() -> None:
+    variants = (Variant("a", "active", 0.2), Variant("b", "v2", 0.8))
+    experiment = Experiment("exp-1", "x", "user", variants, "running", 0)
+    picks = [experiment.variant_for(f"user-{i}").name for i in range(5_000)]
+    assert picks == [experiment.variant_for(f"user-{i}").name for i in range(5_000)]
+    assert 0.18 < picks.count("a") / len(picks) < 0.22
+    other = Experiment("exp-2", "x", "user", variants, "running", 0)
+    assert picks != [other.variant_for(f"user-{i}").name for i in range(5_000)]  # re-drawn per experiment
+
+
+def test_intervals_and_tests_match_known_values() -> None:
+    low, high = wilson(10, 100)
+    assert (round(low, 4), round(high, 4)) == (0.0552, 0.1744)
+    diff = two_proportions(30, 200, 15, 200)
+    assert diff["difference"] == pytest.approx(0.075)
+    # the pooled z-test is the chi-squared test of the 2x2 table without continuity correction
+    table = [[30, 170], [15, 185]]
+    assert diff["p_value"] == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue)
+    assert diff["p_value"] == pytest.approx(0.01762, abs=1e-5)  # z = 2.374
+    experiment = Experiment(
+        "e", "x", "user", (Variant("a", "active", 0.5), Variant("b", "v", 0.5)), "running", 0
+    )
+    empty = results(experiment, {"a": {"users": 0}, "b": {"users": 0}})
+    assert empty["variants"][1]["vs_control"]["ctr"]["p_value"] is None

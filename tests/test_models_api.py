@@ -1,0 +1,65 @@
+"""The model-version API over real HTTP on the shared small API: contract, access, validation.
+
+(Promotion changing what serves, and the gate's decisions in the listing, are in
+tests/test_promotion_gate.py, on a graph of their own with three versions.)
+"""
+
+from __future__ import annotations
+
+import typing
+
+import requests
+
+from app.model_schemas import Variant
+from tests.conftest import SMALL_API_KEY
+from tests.openapi_check import undocumented
+from tests.processes import ApiProcess
+from workers.training.config import VARIANTS
+
+KEY = {"Authorization": f"Bearer {SMALL_API_KEY}"}
+
+
+def test_the_api_offers_every_training_variant() -> None:
+    assert list(typing.get_args(Variant)) == list(VARIANTS)
+
+
+def test_models_are_listed_as_documented(small_api: ApiProcess) -> None:
+    document = requests.get(f"{small_api.url}/openapi.json", timeout=30).json()
+    response = requests.get(f"{small_api.url}/v1/models", timeout=30)
+    assert response.status_code == 200
+    assert undocumented(document, "GET", "/v1/models", 200, response.json()) == []
+    (small,) = [v for v in response.json()["versions"] if v["version"] == "small"]
+    assert small["status"] == "active"
+    assert small["gate"] is None  # trained without the gate
+    assert small["artifact_bytes"] > 0
+    assert "validation_ndcg@10" in small["metrics"]
+    promote = document["paths"]["/v1/models/{version}/promote"]["post"]
+    assert promote["security"] == [{"apiKey": []}]
+    assert {"200", "401", "404", "409"} <= set(promote["responses"])
+    train = document["paths"]["/v1/models/train"]["post"]
+    assert "requestBody" in train and train["security"] == [{"apiKey": []}]
+
+
+def test_promote_needs_a_key_and_a_version_that_exists(small_api: ApiProcess) -> None:
+    document = requests.get(f"{small_api.url}/openapi.json", timeout=30).json()
+    assert requests.post(f"{small_api.url}/v1/models/small/promote", timeout=30).status_code == 401
+    missing = requests.post(f"{small_api.url}/v1/models/no-such/promote", headers=KEY, timeout=30)
+    assert (missing.status_code, missing.json()["field"]) == (404, "version")
+    assert undocumented(document, "POST", "/v1/models/{version}/promote", 404, missing.json()) == []
+    again = requests.post(f"{small_api.url}/v1/models/small/promote", headers=KEY, timeout=30)
+    assert again.status_code == 200  # promoting the active version keeps it active
+    assert undocumented(document, "POST", "/v1/models/{version}/promote", 200, again.json()) == []
+    assert again.json()["status"] == "active"
+
+
+def test_train_refuses_bad_fields_naming_them(small_api: ApiProcess) -> None:
+    url = f"{small_api.url}/v1/models/train"
+    assert requests.post(url, json={}, timeout=30).status_code == 401
+    for body, field in (({"variant": "best"}, "variant"), ({"epochs": 0}, "epochs"), ({"gate": "x"}, "gate")):
+        refused = requests.post(url, json=body, headers=KEY, timeout=30)
+        assert refused.status_code == 422, refused.text
+        assert field in refused.text
+    unknown = requests.post(url, json={"epoch": 3}, headers=KEY, timeout=30)
+    assert unknown.status_code == 422 and "epoch" in unknown.text
+    listed = requests.post(url, json=[{"epochs": 3}], headers=KEY, timeout=30)
+    assert (listed.status_code, listed.json()["field"]) == (422, "body")

@@ -1,0 +1,295 @@
+"""The promotion gate: its rule, and real trainings on Amazon Beauty users behind it.
+
+The graph: 150 real Amazon Beauty users, each user's latest interaction held back.
+Version ``v1`` is trained on the rest and activated (no version was active). The
+held-back interactions then arrive as events (newer than ``v1``): they are the
+gate's hold-out, which neither ``v1`` nor a candidate has seen. A candidate trained
+on the same graph with its interactions shuffled among users is kept as a
+candidate, with the reason on its node; one trained on the real graph is promoted.
+Then ``GET /v1/models`` and ``POST /v1/models/{version}/promote`` are exercised
+over real HTTP on that graph, and the promotion reaches serving.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway
+from kgrec.model_versions import list_versions
+from kgrec.promotion_gate import KEPT, PROMOTED, GateScores, decide
+from kgrec_cli.stack import worker_argv
+from tests.openapi_check import undocumented
+from tests.processes import ApiProcess, background
+from tests.subsets import beauty_graph
+from workers.training.config import TrainConfig
+from workers.training.job import publish, run_training
+from workers.training.pipeline import train_model
+from workers.training.subgraph import pull
+
+USERS = 150
+CONFIG = TrainConfig(epochs=1)
+API_KEY = "gate-test-key"
+
+
+def scores(candidate: float, active: float | None, users: int = 100, tolerance: float = 0.02) -> GateScores:
+    return GateScores(
+        candidate={"ndcg@10": candidate},
+        active=None if active is None else {"ndcg@10": active},
+        active_version=None if active is None else "v-active",
+        users=users,
+        tolerance=tolerance,
+        min_users=30,
+    )
+
+
+def test_gate_rule_at_the_tolerance_boundary() -> None:
+    assert decide(scores(0.098, 0.1)).decision == PROMOTED  # exactly (1 - 2%) of the active score
+    assert decide(scores(0.0979, 0.1)).decision == KEPT
+    assert decide(scores(0.2, 0.1)).decision == PROMOTED
+    kept = decide(scores(0.05, 0.1))
+    assert kept.reason.startswith("validation NDCG@10 0.0500 is below 0.0980 (active v-active: 0.1000")
+    assert decide(scores(0.0, None)).reason == "no version was active"
+    assert decide(scores(0.0, None)).promoted
+    too_few = decide(scores(0.5, 0.1, users=29))
+    assert (too_few.decision, too_few.reason) == (
+        KEPT,
+        "only 29 users have an interaction newer than the active version v-active (the gate needs 30)",
+    )
+    assert decide(scores(0.1, 0.1, tolerance=0.0)).promoted
+
+
+@dataclass
+class GatedGraph:
+    settings: Settings
+    gateway: GraphGateway
+    held_back: int
+    summaries: dict[str, dict]
+    built: dict[str, dict]  # every version as listed right after the three trainings
+
+
+def _hold_back_latest(gateway: GraphGateway) -> list[dict]:
+    """Delete each user's latest interaction (by the data's sequence); returns the (user, item) rows."""
+    rows = gateway.run_query(
+        """
+        MATCH (u:User)-[r:INTERACTED]->(i:Item)
+        WITH u, r, i ORDER BY r.last_seq DESC
+        WITH u, collect(r)[0] AS latest, collect(i.id)[0] AS item
+        DELETE latest
+        RETURN u.id AS user, item ORDER BY user
+        """,
+        {},
+    )
+    return rows
+
+
+def _arrive(gateway: GraphGateway, settings: Settings, rows: list[dict]) -> None:
+    """The held-back interactions arrive now, as purchase events."""
+    now = int(time.time() * 1000)
+    raw = [
+        {
+            "event_id": f"held-{k}",
+            "user_id": r["user"],
+            "item_id": r["item"],
+            "type": "purchase",
+            "ts": now,
+        }
+        for k, r in enumerate(rows)
+    ]
+    events, errors = validate_batch(raw, max_skew_s=300)
+    assert errors == []
+    ingest(gateway, events, settings)
+
+
+@pytest.fixture(scope="module")
+def gated(
+    settings: Settings,
+    graph_server: EmbeddedServer | None,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatedGraph]:
+    if not settings.embedded:
+        pytest.skip("builds its own graph on the embedded server")
+    local, gateway = beauty_graph(
+        settings, shared_data, tmp_path_factory.mktemp("gate"), users=USERS, prefix="gate"
+    )
+    summaries: dict[str, dict] = {}
+    with gateway:
+        held = _hold_back_latest(gateway)
+        summaries["v1"] = run_training(gateway, local, CONFIG, device="cpu", version="v1", gate=True)
+        time.sleep(0.05)  # the held-back events are newer than v1
+        _arrive(gateway, local, held)
+
+        # A deliberately worse candidate: the same graph with every interaction's item shuffled.
+        graph = pull(gateway, int(time.time() * 1000), local.half_life_ms)
+        rng = np.random.default_rng(3)
+        shuffled = replace(graph, inter_item=rng.permutation(graph.inter_item))
+        result = train_model(
+            shuffled,
+            CONFIG,
+            device="cpu",
+            text_cache_dir=local.data_dir / "text-embeddings",
+            version="shuffled",
+        )
+        decision = publish(gateway, local, graph, result, CONFIG, gate=True, trained_on=shuffled)
+        assert decision is not None
+        summaries["shuffled"] = {"gate": {"decision": decision.decision, "reason": decision.reason}}
+
+        summaries["good"] = run_training(gateway, local, CONFIG, device="cpu", version="good", gate=True)
+        built = {v["version"]: v for v in list_versions(gateway, local.data_dir)}
+        yield GatedGraph(local, gateway, len(held), summaries, built)
+
+
+def versions(gated: GatedGraph) -> dict[str, dict]:
+    """The versions as the three trainings left them (tests run in random order; some promote)."""
+    return gated.built
+
+
+def test_first_version_is_promoted_when_none_was_active(gated: GatedGraph) -> None:
+    v1 = versions(gated)["v1"]
+    assert v1["gate"]["decision"] == PROMOTED
+    assert v1["gate"]["reason"] == "no version was active"
+    assert v1["activated_at"] is not None
+
+
+def test_shuffled_candidate_is_kept_with_its_reason(gated: GatedGraph) -> None:
+    shuffled = versions(gated)["shuffled"]
+    gate = shuffled["gate"]
+    assert (shuffled["status"], gate["decision"]) == ("candidate", KEPT), gated.summaries
+    assert shuffled["activated_at"] is None
+    assert gate["reason"].startswith("validation NDCG@10 ")
+    assert " is below " in gate["reason"]
+    compared = gate["scores"]
+    assert compared["active_version"] == "v1"
+    # every held-back interaction is newer than v1: all users with enough history are compared
+    assert 30 <= compared["users"] <= gated.held_back
+    assert compared["candidate"]["ndcg@10"] < compared["active"]["ndcg@10"] * (1 - compared["tolerance"])
+
+
+def test_good_candidate_is_promoted_over_the_active_version(gated: GatedGraph) -> None:
+    listed = versions(gated)
+    good = listed["good"]
+    assert (good["status"], good["gate"]["decision"]) == ("active", PROMOTED), gated.summaries
+    compared = good["gate"]["scores"]
+    assert compared["active_version"] == "v1"
+    assert compared["candidate"]["ndcg@10"] >= compared["active"]["ndcg@10"] * (1 - compared["tolerance"])
+    assert listed["v1"]["status"] == "retired"
+    assert listed["shuffled"]["status"] == "candidate"
+    assert list(listed) == ["good", "shuffled", "v1"]  # newest first
+    assert gated.summaries["good"]["gate"]["decision"] == PROMOTED
+
+
+@pytest.fixture(scope="module")
+def gated_api(gated: GatedGraph, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    env = {
+        "KGREC_DATA_DIR": str(gated.settings.data_dir),
+        "KGREC_GRAPH": gated.settings.graph_name,
+        "KGREC_API_KEYS": API_KEY,
+    }
+    api = ApiProcess(env, log=tmp_path_factory.mktemp("gate-api") / "api.log").start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def served_version(api: ApiProcess, user: str) -> str:
+    response = requests.get(f"{api.url}/v1/users/{user}/recommendations", params={"k": 5}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["model_version"]
+
+
+def promote_over_http(api: ApiProcess, version: str) -> requests.Response:
+    return requests.post(
+        f"{api.url}/v1/models/{version}/promote", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    )
+
+
+def active_version(gated: GatedGraph) -> str:
+    (row,) = gated.gateway.run_query("MATCH (m:ModelVersion {active: true}) RETURN m.id AS id", {})
+    return row["id"]
+
+
+def test_models_listed_and_promoted_over_http(gated: GatedGraph, gated_api: ApiProcess) -> None:
+    document = requests.get(f"{gated_api.url}/openapi.json", timeout=30).json()
+    listed = requests.get(f"{gated_api.url}/v1/models", timeout=30)
+    assert listed.status_code == 200, listed.text
+    assert undocumented(document, "GET", "/v1/models", 200, listed.json()) == []
+    body = {v["version"]: v for v in listed.json()["versions"]}
+    for name in ("good", "shuffled", "v1"):
+        assert body[name]["gate"]["decision"] == gated.built[name]["gate"]["decision"]
+        assert body[name]["gate"]["reason"] == gated.built[name]["gate"]["reason"]
+    assert body["shuffled"]["status"] == "candidate" and " is below " in body["shuffled"]["gate"]["reason"]
+    assert body["shuffled"]["metrics"]["validation_ndcg@10"] >= 0
+    for v in body.values():
+        assert v["artifact_bytes"] == (gated.settings.data_dir / "models" / v["artifact"]).stat().st_size
+
+    user = gated.gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id LIMIT 1", {})[0]["id"]
+    before = active_version(gated)
+    assert served_version(gated_api, user) == before
+
+    assert requests.post(f"{gated_api.url}/v1/models/shuffled/promote", timeout=30).status_code == 401
+    missing = promote_over_http(gated_api, "nope")
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+
+    # The operator overrides the gate: the kept candidate becomes active, in one statement.
+    promoted = promote_over_http(gated_api, "shuffled")
+    assert promoted.status_code == 200, promoted.text
+    assert undocumented(document, "POST", "/v1/models/{version}/promote", 200, promoted.json()) == []
+    assert (promoted.json()["version"], promoted.json()["status"]) == ("shuffled", "active")
+    statuses = {v["version"]: v["status"] for v in list_versions(gated.gateway, gated.settings.data_dir)}
+    assert statuses["shuffled"] == "active" and statuses[before] == "retired"
+    assert [s for s in statuses.values() if s == "active"] == ["active"]
+    # Every serving process (gunicorn runs two) checks the active version at most a second apart.
+    time.sleep(1.1)
+    assert [served_version(gated_api, user) for _ in range(6)] == ["shuffled"] * 6
+
+    # Roll back to what was active: a retired version is promoted the same way.
+    assert promote_over_http(gated_api, before).json()["status"] == "active"
+    time.sleep(1.1)
+    assert [served_version(gated_api, user) for _ in range(6)] == [before] * 6
+    stored = gated.gateway.run_query("MATCH (m:ModelVersion {id: 'shuffled'}) RETURN m.gate_metrics AS g", {})
+    assert json.loads(stored[0]["g"])["metric"] == "ndcg@10"
+
+
+def test_train_endpoint_queues_a_gated_training_a_worker_runs(
+    gated: GatedGraph, gated_api: ApiProcess, tmp_path: Path
+) -> None:
+    env = {**gated_api.env, "OMP_NUM_THREADS": "1"}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with background(worker_argv(pool="solo"), env, tmp_path / "worker.log"):
+        queued = requests.post(
+            f"{gated_api.url}/v1/models/train", json={"epochs": 1}, headers=headers, timeout=30
+        )
+        assert queued.status_code == 200, queued.text
+        job_id = queued.json()["id"]
+        assert queued.json()["status_url"] == f"/v1/jobs/{job_id}"
+        deadline = time.monotonic() + 300
+        job: dict = {}
+        while time.monotonic() < deadline:
+            job = requests.get(f"{gated_api.url}/v1/jobs/{job_id}", timeout=30).json()
+            if job["state"] in ("SUCCESS", "FAILURE"):
+                break
+            time.sleep(1)
+    assert job["state"] == "SUCCESS", (job, (tmp_path / "worker.log").read_text()[-3000:])
+    version = f"job-{job_id}"
+    assert job["result"]["version"] == version
+    # "good" is active and every interaction is older than it: the gate cannot compare, so it keeps the new
+    # version as a candidate (with the held-back events newer than v1, "good" itself was compared and promoted).
+    assert job["result"]["gate"] == {
+        "decision": KEPT,
+        "reason": "only 0 users have an interaction newer than the active version good (the gate needs 30)",
+    }
+    listed = {v["version"]: v for v in list_versions(gated.gateway, gated.settings.data_dir)}
+    assert (listed[version]["status"], listed["good"]["status"]) == ("candidate", "active")

@@ -1,0 +1,288 @@
+"""Topics mined by the training pipeline from real item text (an Amazon Beauty subset, the bundled
+MiniLM): labels, stable ids across a retrain, and topic interests in the served profile."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.errors import NotFound
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway
+from kgrec.model_store import models_dir
+from kgrec.serving import ItemFilters, Serving
+from kgrec.text_model import encode
+from kgrec.topics import ACTIVE
+from tests.subsets import beauty_graph
+from workers.training.config import TrainConfig
+from workers.training.pipeline import TrainingResult, train_model
+from workers.training.publish import write_back
+from workers.training.subgraph import pull
+from workers.training.topics import (
+    STABLE_MIN_COSINE,
+    TopicModel,
+    about_new_items,
+    assign_ids,
+    class_tfidf,
+    compute_topics,
+    item_language,
+    write_topics,
+)
+
+
+def _train(gateway: GraphGateway, settings: Settings, version: str, seed: int) -> TrainingResult:
+    """What the training job does, with the topics written before the switch."""
+    graph = pull(gateway, int(time.time() * 1000), settings.half_life_ms)
+    config = TrainConfig(epochs=1, seed=seed)
+    result = train_model(
+        graph,
+        config,
+        text_cache_dir=Path(settings.data_dir) / "text-embeddings",
+        version=version,
+        language=item_language(gateway),
+    )
+    folder = models_dir(settings.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_back(
+        gateway,
+        result,
+        graph,
+        folder,
+        before_activation=lambda: write_topics(gateway, version, graph.item_ids, result.topics),
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(
+    settings: Settings,
+    graph_server: EmbeddedServer | None,
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Settings, GraphGateway, TrainingResult]]:
+    """60 Amazon Beauty users, trained once with topics (version t1)."""
+    local, gateway = beauty_graph(settings, shared_data, tmp_path_factory.mktemp("topics"), 60, "topics")
+    with gateway:
+        yield local, gateway, _train(gateway, local, "t1", seed=0)
+
+
+def test_training_mines_named_topics_and_links_items(trained: tuple[Settings, GraphGateway, Any]) -> None:
+    _, gateway, result = trained
+    topics = result.topics
+    assert topics is not None and topics.n_topics >= 2
+    assert all(name and keywords for name, keywords in zip(topics.names, topics.keywords, strict=True))
+    assert result.artifacts.parameters["topics"]["coverage"] > 0.5
+    rows = gateway.run_query(
+        "MATCH (:ModelVersion {id: 't1'})-[h:HAS_TOPIC]->(t:Topic) RETURN t.id AS id, t.name AS name, "
+        "t.keywords AS keywords, size(h.centroid) AS dim, h.size AS size",
+        {},
+    )
+    assert len(rows) == topics.n_topics
+    assert {r["dim"] for r in rows} == {384}
+    about = gateway.run_query(
+        "MATCH (i:Item)-[a:ABOUT]->(t:Topic) RETURN count(a) AS n, min(a.score) AS low", {}
+    )
+    assert about[0]["n"] == int((topics.item_topic >= 0).sum()) and about[0]["low"] >= 0.3
+    # every item ABOUT a topic is in the topic's cluster, and the topic's size counts them
+    sizes = gateway.run_query(
+        "MATCH (i:Item)-[:ABOUT]->(t:Topic) RETURN t.id AS id, count(i) AS n ORDER BY id", {}
+    )
+    assert {r["id"]: r["n"] for r in sizes} == {r["id"]: r["size"] for r in rows}
+
+
+def test_class_tfidf_labels_a_topic_by_its_own_words() -> None:
+    documents = ["red lipstick matte", "matte lipstick", "lipstick red gloss", "hair dye", "hair dye blonde"]
+    documents += ["blonde hair dye", "lipstick", "hair", "dye", "matte", "red", "blonde"]
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1])
+    keywords = class_tfidf(documents, labels, 2)
+    assert keywords[0][0] == "lipstick" and "hair" not in keywords[0]
+    assert set(keywords[1][:2]) == {"hair", "dye"}
+
+
+def test_assign_ids_keeps_close_topics_and_numbers_new_ones_past_all_old_ids() -> None:
+    rng = np.random.default_rng(0)
+    old = rng.normal(size=(3, 16)).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    moved = old[[2, 0]] + 0.05 * rng.normal(size=(2, 16)).astype(np.float32)  # reordered, a little moved
+    fresh = rng.normal(size=(1, 16)).astype(np.float32)
+    centroids = np.vstack([moved, fresh])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    model = TopicModel(["a", "b", "c"], [[], [], []], centroids, [1, 1, 1], np.zeros(0), np.zeros(0))
+    previous = [("topic-4", old[0]), ("topic-7", old[1]), ("topic-9", old[2])]
+    assert assign_ids(model, previous, ["topic-4", "topic-7", "topic-9", "topic-12"]) == [
+        "topic-9",
+        "topic-4",
+        "topic-13",
+    ]
+    # below the threshold nothing is kept
+    far = TopicModel(["a"], [[]], fresh / np.linalg.norm(fresh), [1], np.zeros(0), np.zeros(0))
+    assert float(far.centroids[0] @ old[0]) < STABLE_MIN_COSINE
+    assert assign_ids(far, previous[:1], ["topic-4"]) == ["topic-5"]
+
+
+def test_compute_topics_is_seeded_and_needs_enough_text() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    texts = [f"word{i % 3} common" for i in range(40)]
+    first, second = compute_topics(texts, vectors, seed=3), compute_topics(texts, vectors, seed=3)
+    assert first is not None and second is not None
+    assert np.array_equal(first.item_topic, second.item_topic)
+    assert compute_topics(texts[:3], vectors[:3]) is None
+
+
+def test_topic_ids_survive_a_retrain(trained: tuple[Settings, GraphGateway, TrainingResult]) -> None:
+    local, gateway, first = trained
+    assert first.topics is not None
+    before = dict(zip(first.topics.ids, first.topics.centroids, strict=True))
+    second = _train(gateway, local, "t2", seed=1)
+    assert second.topics is not None
+    kept = [i for i in second.topics.ids if i in before]
+    assert len(kept) >= second.topics.n_topics // 2  # a different seed, mostly the same topics
+    for topic_id, centroid in zip(second.topics.ids, second.topics.centroids, strict=True):
+        if topic_id in before:
+            assert float(centroid @ before[topic_id]) >= STABLE_MIN_COSINE
+    # ABOUT edges are the new version's only; t1 keeps its own HAS_TOPIC links
+    versions = gateway.run_query("MATCH (:Item)-[a:ABOUT]->(:Topic) RETURN DISTINCT a.version AS v", {})
+    assert versions == [{"v": "t2"}]
+    t1 = gateway.run_query("MATCH (:ModelVersion {id: 't1'})-[h:HAS_TOPIC]->() RETURN count(h) AS n", {})
+    assert t1 == [{"n": first.topics.n_topics}]
+
+
+def _search(gateway: GraphGateway, settings: Settings, user: str, query: str) -> None:
+    now = int(time.time() * 1000)
+    raw = [
+        {"event_id": f"s-{uuid.uuid4().hex}", "user_id": user, "type": "search", "ts": now, "query": query}
+    ]
+    events, errors = validate_batch(raw, max_skew_s=300, now_ms=now)
+    assert errors == []
+    ingest(gateway, events, settings)
+
+
+def _recommend(serving: Serving, user: str) -> dict[str, Any]:
+    return serving.recommendations(user, k=10, offset=0, exclude="seen", filters=ItemFilters(), explain=False)
+
+
+def test_a_search_changes_the_next_recommendations_and_drives_cold_start(
+    trained: tuple[Settings, GraphGateway, TrainingResult],
+) -> None:
+    local, gateway, _ = trained
+    active = ACTIVE.get(gateway)  # this version's topics (another test may have retrained)
+    sizes = gateway.run_query("MATCH (:Item)-[:ABOUT]->(t:Topic) RETURN t.name AS name, count(*) AS n", {})
+    query = max(sizes, key=lambda r: (r["n"], r["name"]))["name"]
+    best = active.names[active.ids.index(active.match(encode([query]))[0][0][0])]
+    serving = Serving(local)
+    try:
+        # a user with history: the next call after the search ranks differently
+        user = gateway.run_query(
+            "MATCH (u:User)-[:INTERACTED]->() RETURN u.id AS id ORDER BY id LIMIT 1", {}
+        )[0]["id"]
+        before = [i["item_id"] for i in _recommend(serving, user)["items"]]
+        _search(gateway, local, user, query)
+        after = [i["item_id"] for i in _recommend(serving, user)["items"]]
+        assert after != before
+        # a user whose only activity is one search: still a cold start, but not popularity
+        popular = _recommend(serving, "nobody")
+        assert popular["cold_start"] and "reason" not in popular
+        _search(gateway, local, "searcher", query)
+        cold = _recommend(serving, "searcher")
+        assert cold["cold_start"] is True and f"'{best}'" in cold["reason"]
+        interests = serving.interests("searcher", limit=5, items=2)
+        assert interests["brands"] == [] and interests["topics"][0]["name"] == best
+        assert interests["topics"][0]["events"] == 1 and len(interests["topics"][0]["items"]) == 2
+        assert [i["item_id"] for i in cold["items"]] != [i["item_id"] for i in popular["items"]]
+        # erasing the user removes their topic interests with them
+        serving.erase_user("searcher")
+        left = gateway.run_query(
+            "MATCH (:User {id: 'searcher'})-[x:INTERESTED_IN]->() RETURN count(x) AS n", {}
+        )
+        assert left == [{"n": 0}]
+        assert _recommend(serving, "searcher")["items"] == popular["items"]
+    finally:
+        serving.close()
+
+
+def test_a_search_explains_recommendations_by_its_topic_and_the_path_is_in_the_graph(
+    trained: tuple[Settings, GraphGateway, TrainingResult],
+) -> None:
+    local, gateway, _ = trained
+    sizes = gateway.run_query("MATCH (:Item)-[:ABOUT]->(t:Topic) RETURN t.name AS name, count(*) AS n", {})
+    query = max(sizes, key=lambda r: (r["n"], r["name"]))["name"]
+    serving = Serving(local)
+    try:
+        _search(gateway, local, "explained-searcher", query)
+        items = [i["item_id"] for i in _recommend(serving, "explained-searcher")["items"]]
+        topic_paths = [
+            path
+            for item in items
+            for path in serving.explanation("explained-searcher", item, max_paths=3)["paths"]
+            if path["kind"] == "interest" and path["nodes"][1]["label"] == "Topic"
+        ]
+        assert topic_paths, "no recommended item was explained by the searched topic"
+        for path in topic_paths:
+            assert [r["type"] for r in path["relationships"]] == ["INTERESTED_IN", "ABOUT"]
+            assert "is about it too" in path["sentence"]
+            assert gateway.run_query(path["cypher"], {}), path["cypher"]
+    finally:
+        serving.erase_user("explained-searcher")
+        serving.close()
+
+
+def test_new_items_get_their_topic_without_a_retrain(
+    trained: tuple[Settings, GraphGateway, TrainingResult],
+) -> None:
+    _, gateway, _ = trained
+    active = ACTIVE.get(gateway)
+    name = active.names[0]
+    gateway.run_query("CREATE (:Item {id: 'new-item', title: $t, listed: true})", {"t": name})
+    gateway.run_query("CREATE (:Item {id: 'blank-item', listed: true})", {})
+    vectors = np.vstack([encode([name]), np.zeros((1, 384), dtype=np.float32)])
+    assert about_new_items(gateway, "not-active", ["new-item", "blank-item"], vectors) == 0
+    assert about_new_items(gateway, active.version or "", ["new-item", "blank-item"], vectors) == 1
+    rows = gateway.run_query(
+        "MATCH (i:Item)-[a:ABOUT]->(t:Topic) WHERE i.id IN ['new-item', 'blank-item'] "
+        "RETURN i.id AS i, t.id AS t, a.version AS v, a.score AS s",
+        {},
+    )
+    best = active.ids[int(np.argmax(active.centroids @ vectors[0]))]
+    assert [(r["i"], r["t"], r["v"]) for r in rows] == [("new-item", best, active.version)]
+    assert rows[0]["s"] >= 0.3
+
+
+def test_topics_are_searched_by_meaning_and_shown_with_items_and_users(
+    trained: tuple[Settings, GraphGateway, TrainingResult],
+) -> None:
+    local, gateway, _ = trained
+    active = ACTIVE.get(gateway)
+    serving = Serving(local)
+    try:
+        text = active.names[-1]
+        found = serving.search_topics(text, limit=3)
+        cosines = active.centroids @ encode([text])[0]
+        assert found["model_version"] == active.version and len(found["topics"]) == min(3, len(active.ids))
+        assert found["topics"][0]["id"] == active.ids[int(np.argmax(cosines))]
+        scores = [t["score"] for t in found["topics"]]
+        assert scores == sorted(scores, reverse=True)
+        assert serving.search_topics("  ", limit=3)["topics"] == []
+        topic_id = found["topics"][0]["id"]
+        _search(gateway, local, "topic-fan", text)
+        detail = serving.topic(topic_id, items=4)
+        interested = gateway.run_query(
+            "MATCH (u:User)-[:INTERESTED_IN]->(:Topic {id: $t}) RETURN count(u) AS n", {"t": topic_id}
+        )[0]["n"]
+        assert detail["interested_users"] == interested >= 1
+        assert detail["keywords"] and 1 <= len(detail["items"]) <= 4
+        item_scores = [i["score"] for i in detail["items"]]
+        assert item_scores == sorted(item_scores, reverse=True)
+        with pytest.raises(NotFound):
+            serving.topic("topic-none", items=4)
+    finally:
+        serving.close()

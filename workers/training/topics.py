@@ -1,0 +1,331 @@
+"""Topics mined from item text: a small, seeded scikit-learn equivalent of BERTopic.
+
+1. **Text.** An item's topic text is its training text (title | brand | category path) plus
+   its tags (MovieLens ``has_tag`` entities, user tags from events) and review snippets.
+   It is embedded with the bundled all-MiniLM-L6-v2 (the on-disk text cache is shared
+   with training, so unchanged texts are not encoded again).
+2. **Clusters.** k-means (scikit-learn ``MiniBatchKMeans``, seeded) over the unit-length
+   embeddings, so clusters group by cosine; ``k = clamp(round(sqrt(n / 2)), 2, 100)`` for
+   ``n`` items with text. Centroids are renormalised. An item is ``ABOUT`` its nearest
+   topic when the cosine is at least :data:`ABOUT_MIN_COSINE`; topics with fewer than
+   :data:`MIN_TOPIC_SIZE` such items are dropped.
+3. **Labels.** Class-based TF-IDF as BERTopic computes it: the items of a topic form one
+   document, ``tf`` is a term's share of that document, ``idf = log(1 + A / f)`` with ``A``
+   the mean number of words per topic and ``f`` the term's frequency over all topics.
+   The top :data:`KEYWORDS` terms are the keywords, the top three the name.
+4. **Stable ids.** :func:`assign_ids` matches the new centroids with the active version's
+   by the Hungarian method on cosine; a pair with cosine at least :data:`STABLE_MIN_COSINE`
+   keeps the old id, every other topic gets the next unused ``topic-<n>``.
+5. **Quality.** Mean NPMI of each topic's top 10 keywords over the item texts (document
+   co-occurrence) and the share of items with a topic, recorded with the version.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.feature_extraction.text import CountVectorizer
+
+from graph_schema.statements.topics import (
+    ACTIVE_TOPICS,
+    ALL_TOPIC_IDS,
+    DELETE_STALE_ABOUT,
+    ITEM_REVIEWS,
+    ITEM_TAGS,
+    WRITE_ABOUT,
+    WRITE_TOPICS,
+)
+from kgrec.gateway import GraphGateway
+from kgrec.topics import ACTIVE
+from kgrec.training_graph import TrainingGraph
+
+ABOUT_MIN_COSINE = 0.3
+MIN_TOPIC_SIZE = 3
+MAX_TOPICS = 100
+KEYWORDS = 8
+NAME_WORDS = 3
+STABLE_MIN_COSINE = 0.8
+MIN_WORD_ITEMS = 5  # a keyword is in this many items' texts (2 below 1,000 items: n / 200)
+TOPIC_BATCH = 100  # topics per write (each carries a 384-float centroid)
+TAGS_PER_ITEM = 10
+REVIEWS_PER_ITEM = 3
+REVIEW_CHARS = 300
+TOKEN = r"(?u)\b[^\W\d_][^\W\d_]+\b"  # words of two letters or more, no digits
+TAG_KIND = "tag"
+ID_PATTERN = re.compile(r"^topic-(\d+)$")
+
+
+@dataclass
+class TopicModel:
+    """The topics of one training run (local indices; ids come from :func:`assign_ids`)."""
+
+    names: list[str]
+    keywords: list[list[str]]
+    centroids: np.ndarray  # (topics, 384), unit rows
+    sizes: list[int]
+    item_topic: np.ndarray  # (items,) topic index, -1: none
+    item_score: np.ndarray  # (items,) cosine to that topic's centroid
+    quality: dict[str, float] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+
+    @property
+    def n_topics(self) -> int:
+        """Number of topics."""
+        return len(self.names)
+
+
+def topic_count(n_items: int) -> int:
+    """How many clusters k-means looks for among ``n_items`` items with text."""
+    return int(min(MAX_TOPICS, max(2, round(math.sqrt(n_items / 2)))))
+
+
+def kg_tags(graph: TrainingGraph) -> dict[int, list[str]]:
+    """Each item's tag entities (kind ``tag``) from the knowledge graph, by item index."""
+    tags: dict[int, list[str]] = defaultdict(list)
+    n_items = graph.n_items
+    for head, _relation, tail in graph.kg_triples.tolist():
+        entity = tail - n_items
+        if head < n_items and 0 <= entity < graph.n_entities and graph.entity_kinds[entity] == TAG_KIND:
+            name = graph.entity_ids[entity].split(":", 1)[-1]
+            if len(tags[head]) < TAGS_PER_ITEM:
+                tags[head].append(name)
+    return tags
+
+
+def topic_texts(graph: TrainingGraph, language: Mapping[str, str] | None = None) -> list[str]:
+    """Every item's topic text: training text, knowledge-graph tags and ``language`` (tags, reviews)."""
+    tags = kg_tags(graph)
+    extra = language or {}
+    texts = []
+    for k, item_id in enumerate(graph.item_ids):
+        base = graph.item_text[k] if k < len(graph.item_text) else ""
+        parts = [base, ", ".join(tags.get(k, [])), extra.get(item_id, "")]
+        texts.append(" | ".join(p for p in parts if p))
+    return texts
+
+
+def item_language(gateway: GraphGateway) -> dict[str, str]:
+    """User tags (most used first) and the first review snippets of every item that has any (two reads)."""
+    tags: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for row in gateway.read(ITEM_TAGS):
+        tags[row["item_id"]].append((-int(row["count"] or 0), row["tag"]))
+    reviews: dict[str, list[str]] = defaultdict(list)
+    for row in gateway.read(ITEM_REVIEWS):
+        if len(reviews[row["item_id"]]) < REVIEWS_PER_ITEM:
+            reviews[row["item_id"]].append(str(row["text"])[:REVIEW_CHARS])
+    result = {}
+    for item_id in sorted(set(tags) | set(reviews)):
+        named = [t for _, t in sorted(tags.get(item_id, []))[:TAGS_PER_ITEM]]
+        result[item_id] = " | ".join(
+            p for p in (", ".join(named), " ".join(sorted(reviews.get(item_id, [])))) if p
+        )
+    return result
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def class_tfidf(documents: Sequence[str], labels: np.ndarray, n_topics: int) -> list[list[str]]:
+    """The top :data:`KEYWORDS` terms of each topic by class-based TF-IDF (BERTopic's formula)."""
+    joined = [" ".join(documents[i] for i in np.flatnonzero(labels == t)) for t in range(n_topics)]
+    # Words of at least MIN_WORD_ITEMS items: one film's cast or one product's code name is no label.
+    common = CountVectorizer(
+        stop_words="english",
+        token_pattern=TOKEN,
+        lowercase=True,
+        min_df=min(len(documents), max(2, min(MIN_WORD_ITEMS, len(documents) // 200))),
+    )
+    try:
+        common.fit(documents)
+    except ValueError:  # no words at all
+        return [[] for _ in range(n_topics)]
+    vectorizer = CountVectorizer(vocabulary=common.vocabulary_, token_pattern=TOKEN, lowercase=True)
+    counts = vectorizer.fit_transform(joined).astype(np.float64)
+    terms = vectorizer.get_feature_names_out()
+    words_per_class = np.asarray(counts.sum(axis=1)).ravel()
+    term_frequency = np.asarray(counts.sum(axis=0)).ravel()
+    idf = np.log1p(words_per_class.mean() / np.maximum(term_frequency, 1.0))
+    tf = counts.multiply(1.0 / np.maximum(words_per_class, 1.0)[:, None]).tocsr()
+    scores = tf.multiply(idf[None, :]).tocsr()
+    keywords = []
+    for t in range(n_topics):
+        row = scores.getrow(t).toarray().ravel()
+        top = [int(j) for j in np.argsort(-row, kind="stable")[:KEYWORDS] if row[j] > 0]
+        keywords.append([str(terms[j]) for j in top])
+    return keywords
+
+
+def npmi_coherence(documents: Sequence[str], keywords: Sequence[Sequence[str]], top: int = 10) -> float:
+    """Mean NPMI over the keyword pairs of each topic, by document co-occurrence in ``documents``."""
+    vocabulary = sorted({w for words in keywords for w in words[:top]})
+    if not vocabulary or not documents:
+        return float("nan")
+    vectorizer = CountVectorizer(vocabulary=vocabulary, token_pattern=TOKEN, lowercase=True, binary=True)
+    present = vectorizer.transform(documents).tocsc().astype(np.float64)
+    n = present.shape[0]
+    p_word = np.asarray(present.sum(axis=0)).ravel() / n
+    joint = (present.T @ present).toarray() / n
+    column = {w: j for j, w in enumerate(vocabulary)}
+    per_topic = []
+    for words in keywords:
+        cols = [column[w] for w in words[:top]]
+        values = []
+        for a in range(len(cols)):
+            for b in range(a + 1, len(cols)):
+                i, j = cols[a], cols[b]
+                p_ij = joint[i, j]
+                if p_ij <= 0 or p_word[i] <= 0 or p_word[j] <= 0:
+                    values.append(-1.0)
+                elif p_ij >= 1.0:
+                    values.append(1.0)
+                else:
+                    values.append(math.log(p_ij / (p_word[i] * p_word[j])) / -math.log(p_ij))
+        if values:
+            per_topic.append(float(np.mean(values)))
+    return float(np.mean(per_topic)) if per_topic else float("nan")
+
+
+def compute_topics(texts: Sequence[str], vectors: np.ndarray, seed: int = 0) -> TopicModel | None:
+    """Cluster items into topics and label them (None when fewer than two topics' worth of text)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    has_text = np.flatnonzero(np.linalg.norm(vectors, axis=1) > 0)
+    if has_text.size < 2 * MIN_TOPIC_SIZE:
+        return None
+    unit = _unit(vectors[has_text])
+    k = topic_count(has_text.size)
+    kmeans = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048, max_iter=100)
+    kmeans.fit(unit)
+    centroids = _unit(kmeans.cluster_centers_)
+    cosines = unit @ centroids.T
+    nearest = cosines.argmax(axis=1)
+    score = cosines[np.arange(len(unit)), nearest]
+    nearest = np.where(score >= ABOUT_MIN_COSINE, nearest, -1)
+    sizes = np.bincount(nearest[nearest >= 0], minlength=k)
+    kept = [t for t in range(k) if sizes[t] >= MIN_TOPIC_SIZE]
+    if len(kept) < 2:
+        return None
+    remap = np.full(k + 1, -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    local = remap[nearest]  # no topic (-1) reads the extra last slot, -1
+    item_topic = np.full(len(vectors), -1, dtype=np.int64)
+    item_score = np.zeros(len(vectors), dtype=np.float32)
+    item_topic[has_text] = local
+    item_score[has_text] = np.where(local >= 0, score, 0.0)
+    documents = [texts[i] for i in has_text]
+    keywords = class_tfidf(documents, local, len(kept))
+    names = [", ".join(words[:NAME_WORDS]) or f"topic {t}" for t, words in enumerate(keywords)]
+    model = TopicModel(
+        names=names,
+        keywords=keywords,
+        centroids=centroids[kept],
+        sizes=[int(sizes[t]) for t in kept],
+        item_topic=item_topic,
+        item_score=item_score,
+    )
+    model.quality = {
+        "topics": float(len(kept)),
+        "coverage": float((item_topic >= 0).sum() / max(len(vectors), 1)),
+        "npmi": round(npmi_coherence(list(texts), keywords), 4),
+    }
+    return model
+
+
+def assign_ids(
+    model: TopicModel, previous: Sequence[tuple[str, np.ndarray]], used: Sequence[str]
+) -> list[str]:
+    """Stable ids: the Hungarian match on cosine with ``previous`` (id, centroid) keeps ids of pairs
+    at or above :data:`STABLE_MIN_COSINE`; other topics get ``topic-<n>`` past every id in ``used``."""
+    ids: list[str | None] = [None] * model.n_topics
+    if previous:
+        old = _unit(np.stack([np.asarray(c, dtype=np.float32) for _, c in previous]))
+        cosine = model.centroids @ old.T
+        rows, cols = linear_sum_assignment(-cosine)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            if cosine[r, c] >= STABLE_MIN_COSINE:
+                ids[r] = previous[c][0]
+    numbers = [int(m.group(1)) for i in used if (m := ID_PATTERN.match(i))]
+    next_number = max(numbers, default=0) + 1
+    for t in range(model.n_topics):
+        if ids[t] is None:
+            ids[t] = f"topic-{next_number}"
+            next_number += 1
+    return [i for i in ids if i is not None]
+
+
+def write_topics(
+    gateway: GraphGateway,
+    version: str,
+    item_ids: Sequence[str],
+    model: TopicModel | None,
+    *,
+    batch: int = 2_000,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Give ``model``'s topics stable ids and write them under ``version`` (which must exist):
+    Topic nodes, HAS_TOPIC edges with centroids, ABOUT edges; then drop older versions' ABOUT edges.
+
+    Returns ``{topic index: id}`` as ``ids`` and the counts written.
+    """
+    if model is None:
+        return {"ids": [], "topics": 0, "about": 0}
+    previous = [(r["id"], np.asarray(r["centroid"])) for r in gateway.read(ACTIVE_TOPICS) if r["centroid"]]
+    used = [r["id"] for r in gateway.read(ALL_TOPIC_IDS)]
+    model.ids = assign_ids(model, previous, used)
+    now = int(time.time() * 1000)
+    rows = [
+        {
+            "id": model.ids[t],
+            "name": model.names[t],
+            "keywords": model.keywords[t],
+            "centroid": [round(float(x), 6) for x in model.centroids[t]],
+            "size": model.sizes[t],
+        }
+        for t in range(model.n_topics)
+    ]
+    for start in range(0, len(rows), TOPIC_BATCH):
+        gateway.write(
+            WRITE_TOPICS, {"version": version, "now": now, "rows": rows[start : start + TOPIC_BATCH]}
+        )
+    about = [
+        {"item_id": item_ids[i], "topic_id": model.ids[int(t)], "score": round(float(model.item_score[i]), 6)}
+        for i, t in enumerate(model.item_topic.tolist())
+        if t >= 0
+    ]
+    for start in range(0, len(about), batch):
+        gateway.write(WRITE_ABOUT, {"version": version, "rows": about[start : start + batch]})
+        if on_progress is not None:
+            on_progress(min(1.0, (start + batch) / max(len(about), 1)))
+    while gateway.write(DELETE_STALE_ABOUT, {"version": version, "limit": batch * 5}).relationships_deleted:
+        pass
+    return {"ids": list(model.ids), "topics": model.n_topics, "about": len(about)}
+
+
+def about_new_items(
+    gateway: GraphGateway, version: str, item_ids: Sequence[str], text_vectors: np.ndarray
+) -> int:
+    """Link items folded in after training to the active version's nearest topic (cosine ≥
+    :data:`ABOUT_MIN_COSINE`), as training links its items; returns how many got a topic."""
+    index = ACTIVE.get(gateway)
+    if index.version != version or not index.ids or len(item_ids) == 0:
+        return 0
+    cosines = _unit(np.asarray(text_vectors, dtype=np.float32)) @ index.centroids.T
+    nearest = cosines.argmax(axis=1)
+    rows = [
+        {"item_id": item_id, "topic_id": index.ids[int(t)], "score": round(float(cosines[k, t]), 6)}
+        for k, (item_id, t) in enumerate(zip(item_ids, nearest.tolist(), strict=True))
+        if np.any(text_vectors[k]) and cosines[k, t] >= ABOUT_MIN_COSINE
+    ]
+    if rows:
+        gateway.write(WRITE_ABOUT, {"version": version, "rows": rows})
+    return len(rows)
