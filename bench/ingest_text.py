@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from graph_schema.catalogue import write
+from graph_schema.statements.admin import RELATIONSHIP_COUNTS
 from graph_schema.statements.events import INGEST_EVENTS
+from graph_schema.statements.models import ACTIVATE_VERSION, CREATE_VERSION, MARK_VERSION_READY
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events import ingest as ingest_module
@@ -40,7 +42,7 @@ from kgrec.events.validation import Event, validate_each
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.migrations import migrate
 from kgrec.text_model import encode
-from workers.training.topics import compute_topics
+from workers.training.topics import compute_topics, write_topics
 
 BATCH = 1_000
 MOVIES_FOR_TOPICS = 1_500
@@ -131,6 +133,11 @@ def _fresh(root: Path) -> tuple[Settings, EmbeddedServer]:
     return settings, server
 
 
+def _interest_edges(gateway: GraphGateway) -> int:
+    counts = {r["type"]: int(r["count"]) for r in gateway.read(RELATIONSHIP_COUNTS)}
+    return counts.get("INTERESTED_IN", 0)
+
+
 def _topics(gateway: GraphGateway, folder: Path, ratings: list[Event]) -> dict[str, Any]:
     """An active version whose topics are mined from the most rated movies' title and genres."""
     counts: dict[str, int] = {}
@@ -142,21 +149,13 @@ def _topics(gateway: GraphGateway, folder: Path, ratings: list[Event]) -> dict[s
     started = time.perf_counter()
     model = compute_topics(texts, encode(texts), seed=0)
     assert model is not None
-    gateway.run_query(
-        "CREATE (:ModelVersion {id: 'bench', active: true, status: 'ready', created_at: 1})", {}
-    )
-    for t in range(model.n_topics):
-        gateway.run_query(
-            "MATCH (m:ModelVersion {id: 'bench'}) CREATE (m)-[:HAS_TOPIC {centroid: $c, size: $n}]->"
-            "(:Topic {id: $id, name: $name, keywords: $k})",
-            {
-                "id": f"topic-{t + 1}",
-                "name": model.names[t],
-                "k": model.keywords[t],
-                "c": [float(x) for x in model.centroids[t]],
-                "n": model.sizes[t],
-            },
-        )
+    # The topics go in as training writes them: a version, its topics, then the switch.
+    now = int(time.time() * 1000)
+    version = {"id": "bench", "now": now, "parameters": "{}", "counts": "{}", "metrics": "{}", "artifact": ""}
+    gateway.write(CREATE_VERSION, version)
+    gateway.write(MARK_VERSION_READY, {"id": "bench"})
+    write_topics(gateway, "bench", [m["movieId"] for m in movies], model)
+    gateway.write(ACTIVATE_VERSION, {"id": "bench", "now": now})
     return {"topics": model.n_topics, "movies": len(texts), "mine_s": round(time.perf_counter() - started, 1)}
 
 
@@ -193,10 +192,10 @@ def main() -> None:
                 result["topics"] = _topics(gateway, folder, ratings)
                 language = text_events(folder, {e.item_id for e in ratings if e.item_id})
                 encode(["warm up"])  # the model is loaded once per process, not per batch
+                before = _interest_edges(gateway)
                 seconds = _write_all(gateway, language, replace(settings))
-                interests = gateway.run_query(
-                    "MATCH (:User)-[x:INTERESTED_IN]->(:Topic) RETURN count(x) AS n", {}
-                )[0]["n"]
+                # Tags and searches write no brand or category interest: the new edges are topic interests.
+                interests = _interest_edges(gateway) - before
         finally:
             server.stop()
         result["text"] = {
