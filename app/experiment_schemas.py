@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import Recommendations
+from app.schemas import Query, Recommendations
 from kgrec.field_types import Id
 
 MAX_VARIANTS = 10
+MAX_LISTED = 100
 VariantName = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="1 to 64 of A-Z a-z 0-9 _ -")
 ]
@@ -97,6 +98,16 @@ class VariantResults(VariantView):
     conversion: Estimate
     revenue_per_impression: Estimate = Field(description="attributed purchases' value (else item price)")
     vs_control: VersusControl | None = Field(None, description="every variant but the control")
+
+
+class ExperimentListQuery(Query):
+    status: Literal["", "running", "stopped"] = Field("", description="only these (empty: every one)")
+    limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description="how many, newest first")] = 50
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentView] = Field(description="newest first")
+    running: str | None = Field(description="the running experiment's id, if any")
 
 
 class ExperimentResults(ExperimentView):

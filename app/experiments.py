@@ -11,7 +11,14 @@ from app.body import json_body
 from app.catalogue import BODY_ERRORS
 from app.endpoints import read_endpoint, write_endpoint
 from app.errors import ApiError
-from app.experiment_schemas import ExperimentResults, ExperimentView, NewExperiment, Promotion
+from app.experiment_schemas import (
+    ExperimentList,
+    ExperimentListQuery,
+    ExperimentResults,
+    ExperimentView,
+    NewExperiment,
+    Promotion,
+)
 from app.graph import graph, settings
 from app.impressions import impression_store, running_experiment
 from app.schemas import Error
@@ -107,6 +114,14 @@ def create_experiment() -> Response:
         raise ApiError(409, "conflict", exc.detail) from None
     running_experiment().stale()
     return jsonify(experiment.as_dict())
+
+
+@read_endpoint(bp, "/v1/experiments", ExperimentList, "experiments, newest first")
+def list_experiments(query: ExperimentListQuery) -> Response:
+    """Every experiment's definition and state (running or stopped), newest first; results are per id."""
+    store = _store()
+    found = store.list_experiments(query.status or None, query.limit)
+    return jsonify({"experiments": [x.as_dict() for x in found], "running": store.running_id()})
 
 
 @read_endpoint(

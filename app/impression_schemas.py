@@ -35,6 +35,7 @@ class ShownItem(BaseModel):
     item_id: str
     position: int = Field(description="rank in the whole ranking, 1 = the top")
     score: float
+    explore: str | None = Field(None, description="only on explored slots: the arm that chose the item")
 
 
 class AttributedEvent(BaseModel):

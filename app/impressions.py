@@ -67,6 +67,7 @@ def recorded(
         source_item_id=item_id,
         experiment=answer.get("experiment"),
         variant=answer.get("variant"),
+        explored={item["item_id"]: item["explore"] for item in answer["items"] if "explore" in item},
         now_ms=int(now_ms()),
     )
     return answer

@@ -244,7 +244,15 @@ class PathRelationship(BaseModel):
 class Path(BaseModel):
     """One explanation path from the user to an item, with the Cypher that finds it."""
 
-    kind: Literal["co_purchase", "related_item", "shared_attribute", "same_brand", "interest", "co_user"]
+    kind: Literal[
+        "co_purchase",
+        "related_item",
+        "shared_attribute",
+        "same_brand",
+        "interest",
+        "co_user",
+        "reviewed_topic",
+    ]
     score: float
     sentence: str
     nodes: Annotated[list[PathNode], Field(min_length=3, max_length=4)]
@@ -258,6 +266,11 @@ class ScoredItem(BaseModel):
     score: float
     reason: Path | None = Field(None, description="with explain=true")
     rules: list[str] = Field([], description="the ids of the business rules that moved or pinned this item")
+    explore: str | None = Field(
+        None,
+        description="only on a new user's explored slots: the bandit arm (`category:<id>` or `topic:<id>`) "
+        "that chose the item; `score` is then the arm's sampled click probability",
+    )
 
 
 class Filters(BaseModel):
@@ -332,6 +345,10 @@ class Removed(BaseModel):
     interactions: int
     interests: int
     embeddings: int
+    impressions: int = Field(
+        description="recommendations and similar-items answers recorded for the user, deleted with the "
+        "events attributed to them"
+    )
 
 
 class Erasure(BaseModel):

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from app.endpoints import read_endpoint, write_endpoint
 from app.graph import serving
+from app.impressions import impression_store
 from app.schemas import Erasure, Error, Interests, InterestsQuery
 
 bp = Blueprint("users", __name__)
@@ -27,5 +28,6 @@ def interests(user_id: str, query: InterestsQuery) -> Response:
     user_id="the user",
 )
 def erase_user(user_id: str) -> Response:
-    """Erase a user: node, edges, embeddings and their share of popularity (one statement)."""
-    return jsonify(serving().erase_user(user_id))
+    """Erase a user: node, edges, embeddings and their share of popularity (one statement), and
+    their recorded impressions with the events attributed to them. A second erasure is a 404."""
+    return jsonify(serving().erase_user(user_id, impression_store()))

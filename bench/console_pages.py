@@ -78,6 +78,7 @@ def main() -> None:
         "item": f"/console/items/{quote(item, safe='')}",
         "audiences": f"/console/audiences?kind=category&target={quote(category)}",
         "models": "/console/models",
+        "experiments": "/console/experiments",
         "health": "/console/health",
     }
     driver = browser()

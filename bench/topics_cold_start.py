@@ -10,6 +10,10 @@ made from their held-out movie's tags (those other users gave, at most five), an
   central movies (ABOUT score), the movies the served profile takes.
 - ``topics_popular``: the same slots filled with each topic's most rated movies (serving adds
   decayed popularity as its prior).
+- ``topics_query``: the matched topics' movies (all of them, one pool) ranked by the cosine of the
+  search's embedding to each movie's text embedding: the search itself, not only its topics, orders
+  the candidates the topics allow.
+- ``query_nearest``: every movie by that cosine, topics ignored (a reference for the above).
 Both topic rankings fall back to popularity for a search that matches no topic (as serving does)
 and fill unused slots with it.
 
@@ -120,11 +124,13 @@ def main() -> None:
         if others:
             users.append(user)
             queries.append(", ".join(others))
-    matches = topic_index.match(encode(queries))
     top_popular = [m for m, _ in popularity.most_common()]
-    hits = {"popularity": 0, "topics_central": 0, "topics_popular": 0}
+    query_vectors = encode(queries)
+    matches = topic_index.match(query_vectors)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    hits = {"popularity": 0, "topics_central": 0, "topics_popular": 0, "topics_query": 0, "query_nearest": 0}
     unmatched = 0
-    for user, found in zip(users, matches, strict=True):
+    for user, found, query in zip(users, matches, query_vectors, strict=True):
         seen = train_seen[user]
         shares = [(int(t), share) for t, share in found]
         unmatched += not shares
@@ -132,6 +138,12 @@ def main() -> None:
         hits["popularity"] += held_out[user] in popular_list
         hits["topics_central"] += held_out[user] in _topic_ranking(shares, central, seen, popular_list)
         hits["topics_popular"] += held_out[user] in _topic_ranking(shares, most_rated, seen, popular_list)
+        cosine = unit @ query
+        nearest = [m for m in np.argsort(-cosine, kind="stable")[: K + len(seen)].tolist() if m not in seen]
+        hits["query_nearest"] += held_out[user] in nearest[:K]
+        pool = [m for t, _ in shares for m in members[t] if m not in seen]
+        by_query = sorted(pool, key=lambda m: (-cosine[m], m))[:K]
+        hits["topics_query"] += held_out[user] in _topic_ranking([], [], seen, [*by_query, *popular_list])
     result: dict[str, Any] = {
         "what": "bench/topics_cold_start.py, MovieLens ml-latest-small, leave-last-out, one search per user",
         "test_users": len(users),

@@ -32,6 +32,13 @@ def _flag(text: str) -> bool:
     return text.lower() in ("1", "true", "yes")
 
 
+def _share(text: str) -> float:
+    share = float(text)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"KGREC_EXPLORE_SHARE must be between 0 and 1, not {text!r}")
+    return share
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything kgrec reads from its environment."""
@@ -76,6 +83,9 @@ class Settings:
     # least (1 - gate_tolerance) x the active version's, over at least gate_min_users fresh users.
     gate_tolerance: float = 0.02
     gate_min_users: int = 30
+    # A retrained version the gate would promote starts as an experiment variant against the active
+    # version instead of replacing it (kgrec/gate_experiments.py).
+    gate_experiment: bool = False
     # Impressions (kgrec/impressions.py): every recommendations / similar-items response is recorded
     # unless record_impressions is off; entries older than impression_retention_days, or beyond the
     # newest impression_max_entries, are trimmed. Events attribute to a user's impression within
@@ -84,6 +94,11 @@ class Settings:
     impression_retention_days: float = 7.0
     impression_max_entries: int = 5_000_000
     attribution_window_hours: float = 24.0
+    # Exploration (kgrec/exploration.py): a user with fewer than explore_max_events events gets
+    # explore_share of the first page's slots (at least one) from a Thompson-sampling bandit over
+    # categories and topics; a share of 0 switches it off.
+    explore_share: float = 0.2
+    explore_max_events: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -147,8 +162,11 @@ class Settings:
             retrain_check_interval_s=float(env.get("KGREC_RETRAIN_CHECK_INTERVAL_S", "60")),
             gate_tolerance=float(env.get("KGREC_GATE_TOLERANCE", "0.02")),
             gate_min_users=int(env.get("KGREC_GATE_MIN_USERS", "30")),
+            gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false")),
             record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true")),
             impression_retention_days=float(env.get("KGREC_IMPRESSION_RETENTION_DAYS", "7")),
             impression_max_entries=int(env.get("KGREC_IMPRESSION_MAX_ENTRIES", "5000000")),
             attribution_window_hours=float(env.get("KGREC_ATTRIBUTION_WINDOW_HOURS", "24")),
+            explore_share=_share(env.get("KGREC_EXPLORE_SHARE", "0.2")),
+            explore_max_events=int(env.get("KGREC_EXPLORE_MAX_EVENTS", "5")),
         )

@@ -17,13 +17,13 @@ category such as "Beauty" does not count every item twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kgrec.limits import MAX_K, MAX_OFFSET
+from kgrec.ranking import Ranking
 
 POOL = MAX_OFFSET + MAX_K  # ranked items reordered when a page is diversified or ruled
 
@@ -62,29 +62,23 @@ class ItemGroups:
             self.categories[item] = tuple(sorted(categories - above) or sorted(categories))
 
 
-def diversify(
-    ranked: Sequence[tuple[str, float]],
-    index: dict[str, int],
-    groups: ItemGroups,
-    k: int,
-    caps: Diversity,
-    upto: int,
-) -> list[tuple[str, float]]:
+def diversify(ranked: Ranking, groups: ItemGroups, k: int, caps: Diversity, upto: int) -> Ranking:
     """The first ``upto`` items of ``ranked`` reordered page by page (pages of ``k``) under ``caps``."""
-    if not caps.active or not ranked:
-        return list(ranked[:upto])
-    queue = list(ranked)
-    ordered: list[tuple[str, float]] = []
-    while queue and len(ordered) < upto:
+    if not caps.active or not len(ranked):
+        return ranked.cut(0, upto)
+    queue = ranked.rows.tolist()
+    ordered: list[int] = []  # positions in ``ranked``
+    positions = list(range(len(queue)))
+    while positions and len(ordered) < upto:
         brands: Counter[int] = Counter()
         categories: Counter[int] = Counter()
         page: list[int] = []
-        for position, (item_id, _) in enumerate(queue):
+        for position in positions:
             if len(page) == k:
                 break
-            row = index.get(item_id)
-            brand = int(groups.brand[row]) if row is not None and row < groups.brand.size else -1
-            cats = groups.categories.get(row, ()) if row is not None else ()
+            row = queue[position]
+            brand = int(groups.brand[row]) if row < groups.brand.size else -1
+            cats = groups.categories.get(row, ())
             if caps.max_per_brand is not None and brand >= 0 and brands[brand] >= caps.max_per_brand:
                 continue
             if caps.max_per_category is not None and any(
@@ -97,9 +91,10 @@ def diversify(
             categories.update(cats)
         if len(page) < k:  # not enough diverse items left: the best skipped ones fill the page
             taken = set(page)
-            page += [p for p in range(len(queue)) if p not in taken][: k - len(page)]
+            page += [p for p in positions if p not in taken][: k - len(page)]
             page.sort()
         chosen = set(page)
-        ordered += [queue[p] for p in page]
-        queue = [entry for p, entry in enumerate(queue) if p not in chosen]
-    return ordered
+        ordered += page
+        positions = [p for p in positions if p not in chosen]
+    order = np.array(ordered, dtype=np.int64)
+    return Ranking(ranked.rows[order], ranked.scores[order])

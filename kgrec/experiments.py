@@ -44,6 +44,14 @@ OUTCOMES = ("click", "cart", "purchase")
 RATES = {"ctr": "click", "add_to_cart_rate": "cart", "conversion": "purchase"}
 ACTIVE = "active"  # a variant's model_version: whatever version is active when the request is served
 Z95 = 1.959963984540054
+# KEYS: running id, definitions; ARGV: experiment id, definition JSON
+_START = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 class ExperimentConflict(Exception):
@@ -138,10 +146,12 @@ class ExperimentStore:
         )
 
         def start(client: Any) -> bool:
-            if not client.set(self.running_key, experiment.id, nx=True):
-                return False
-            client.hset(self.definitions, experiment.id, json.dumps(experiment.as_dict()))
-            return True
+            # One script: a crash between the claim and the definition would leave a running id
+            # with no definition, which nothing could stop.
+            claimed = client.eval(
+                _START, 2, self.running_key, self.definitions, experiment.id, json.dumps(experiment.as_dict())
+            )
+            return bool(claimed)
 
         if not self.impressions.run(start):
             raise ExperimentConflict(f"experiment {self.running_id()} is running; stop it first")
@@ -156,6 +166,14 @@ class ExperimentStore:
         """An experiment by id."""
         text = self.impressions.run(lambda client: client.hget(self.definitions, experiment_id))
         return Experiment.from_json(text) if text else None
+
+    def list_experiments(self, status: str | None = None, limit: int | None = None) -> list[Experiment]:
+        """Every experiment (or those with ``status``), newest first, at most ``limit``."""
+        stored = self.impressions.run(lambda client: client.hvals(self.definitions))
+        found = [Experiment.from_json(text) for text in stored]
+        found = [x for x in found if status is None or x.status == status]
+        found.sort(key=lambda x: (x.created_at, x.id), reverse=True)
+        return found if limit is None else found[:limit]
 
     def running(self) -> Experiment | None:
         """The running experiment, if any."""

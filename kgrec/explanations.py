@@ -15,12 +15,14 @@ evidence comes first:
   points from the target to the user's item; same brand 0.5; a shared
   attribute (both items link to one entity by the same relation)
   0.5 × specificity; co-users 0.4 × min(1, support / 3); an interest 0.4
-  (brand) or 0.3 (category) × specificity. Specificity = 1 − sqrt(share of
-  items under it): the share of the model's items in the brand or category,
-  or, for an entity, the items its relation links to it (counted by the graph
-  read; a popular entity's count is remembered, :class:`EntityCounts`) over
-  the model's items. So "Beauty", which holds every item, and a genre that
-  every film has, explain nothing;
+  (brand) or 0.3 (category or topic) × specificity; a reviewed item's topic
+  (``reviewed_topic``) 0.3 × the topic's specificity (0.5: topics are not among
+  the item facts). Specificity = 1 − sqrt(share of items under it): the
+  share of the model's items in the brand or category, or, for an entity,
+  the items its relation links to it (counted by the graph read; a popular
+  entity's count is remembered, :class:`EntityCounts`) over the model's items.
+  So "Beauty", which holds every item, and a genre that every film has,
+  explain nothing;
 - the cosine between the model's embeddings of the user's item and the target.
 
 Sentences come from :mod:`kgrec.relation_sentences`: one template per relation
@@ -52,6 +54,7 @@ _SAME_BRAND_PRIOR = 0.5
 _SHARED_ATTRIBUTE_PRIOR = 0.5  # × the entity's specificity
 _CO_USER_PRIOR = 0.4
 _INTEREST_PRIOR = {"Brand": 0.4, "Category": 0.3, "Topic": 0.3}
+_TOPIC_SPECIFICITY = 0.5
 _EMBEDDING_WEIGHT = 0.25
 _REFERENCE_WEIGHT = 5.0  # one purchase today, with the default behaviour weights
 
@@ -136,6 +139,10 @@ def sentence(
             return f"You searched or wrote about {_name(nodes[1])}, and {target} is about it too."
         what = "brand" if nodes[1]["label"] == "Brand" else "category"
         return f"You are interested in the {what} {_name(nodes[1])}, and {target} belongs to it."
+    if kind == "reviewed_topic":
+        return (
+            f"You reviewed {_name(nodes[1])}, which is about {_name(nodes[2])}, and {target} is about it too."
+        )
     if kind == "co_user":
         others = "customer" if support == 1 else "customers"
         return (
@@ -206,7 +213,7 @@ class PathScorer:
         facts = self.model.facts
         # Topic memberships are not among the model's item facts: a topic counts as middling specific.
         if facts.n_items == 0 or label == "Topic":
-            return 0.5
+            return _TOPIC_SPECIFICITY
         mask = facts.brand_mask(node_id) if label == "Brand" else facts.category_mask(node_id)
         return 1.0 - math.sqrt(float(mask.sum()) / facts.n_items)
 
@@ -245,6 +252,8 @@ class PathScorer:
             return _SHARED_ATTRIBUTE_PRIOR * self._entity_specificity(linked)
         if kind == "co_user":
             return _CO_USER_PRIOR * min(1.0, support / 3)
+        if kind == "reviewed_topic":
+            return _INTEREST_PRIOR["Topic"] * _TOPIC_SPECIFICITY
         label = nodes[1]["label"]
         return _INTEREST_PRIOR[label] * self._specificity(label, str(nodes[1]["id"]))
 

@@ -30,7 +30,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -93,6 +93,7 @@ class Impression:
     filters: dict[str, Any]
     offset: int
     shown: list[list[Any]]  # [[item_id, score], ...] in rank order, as stored
+    explored: dict[str, str] = field(default_factory=dict)  # item id -> bandit arm (kgrec/exploration.py)
 
     @property
     def created_at(self) -> int:
@@ -134,7 +135,11 @@ class Impression:
             "variant": self.variant,
             "filters": self.filters,
             "created_at": self.created_at,
-            "items": [{"item_id": s.item_id, "position": s.position, "score": s.score} for s in self.items],
+            "items": [
+                {"item_id": s.item_id, "position": s.position, "score": s.score}
+                | ({"explore": self.explored[s.item_id]} if s.item_id in self.explored else {})
+                for s in self.items
+            ],
         }
 
 
@@ -156,6 +161,7 @@ def _impression(entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Imp
         filters=json.loads(row["f"]),
         offset=int(row["o"]),
         shown=json.loads(row["i"]),
+        explored=json.loads(row["a"]) if "a" in row else {},
     )
 
 
@@ -261,9 +267,13 @@ class ImpressionStore:
         source_item_id: str | None = None,
         experiment: str | None = None,
         variant: str | None = None,
+        explored: Mapping[str, str] | None = None,
         now_ms: int,
     ) -> str:
-        """Record one response durably; returns its recommendation_id."""
+        """Record one response durably; returns its recommendation_id.
+
+        ``explored`` maps the items exploration chose to their bandit arms (kgrec/exploration.py).
+        """
         tag = impression_ids.new_tag()
         fields = {
             "s": surface,
@@ -277,6 +287,8 @@ class ImpressionStore:
             "i": json.dumps([[item_id, score] for item_id, score in items], separators=(",", ":")),
             "t": format(tag, "x"),
         }
+        if explored:
+            fields["a"] = json.dumps(dict(explored), separators=(",", ":"))
         counters = self.experiment_key(experiment, variant) if experiment and variant else ""
         keys = [
             self.stream,
@@ -348,3 +360,95 @@ class ImpressionStore:
     def length(self) -> int:
         """How many impressions are kept."""
         return int(self.run(lambda client: client.xlen(self.stream)))
+
+    # --- erasure (DELETE /v1/users/{id}) ------------------------------------------------------
+
+    # KEYS: stream; ARGV: user id, start id (inclusive; '(' + id: exclusive), entries to read.
+    # Returns the last entry id read ('' when none), the user's entry ids, and the entry ids
+    # without a user (anonymous similar items, whose attributed events may be the user's).
+    _SCAN_USER = """
+local rows = redis.call('XRANGE', KEYS[1], ARGV[2], '+', 'COUNT', tonumber(ARGV[3]))
+local mine, anonymous = {}, {}
+for _, row in ipairs(rows) do
+  local fields = row[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 'u' then
+      if fields[j + 1] == ARGV[1] then
+        mine[#mine + 1] = row[1]
+      elseif fields[j + 1] == '' then
+        anonymous[#anonymous + 1] = row[1]
+      end
+      break
+    end
+  end
+end
+local last = ''
+if #rows > 0 then last = rows[#rows][1] end
+return {last, mine, anonymous}
+"""
+
+    def erase_user(self, user_id: str, chunk: int = 500) -> int:
+        """Delete every kept impression of ``user_id``, the events attributed to them (with their
+        claims), the user's events attributed to anonymous impressions, and the user's index.
+
+        Idempotent (a second call deletes nothing and returns 0); returns how many impressions
+        were deleted. The stream has no index by user beyond the newest :data:`USER_RECENT`, so
+        this reads it in server-side scans of ``chunk`` entries (each a short Lua call that
+        returns only ids): its cost grows with the stream, which retention bounds. Experiment
+        counters are aggregates and stay; a variant's user count is a HyperLogLog, which keeps
+        no ids.
+        """
+        scan = self.client().register_script(self._SCAN_USER)
+        start, erased = "-", 0
+        while True:
+            args = [user_id, start, chunk]
+            last, mine, anonymous = self.run(
+                lambda client, args=args: scan(keys=[self.stream], args=args, client=client)
+            )
+            erased += self._erase_entries([_text(e) for e in mine])
+            self._erase_attributed_events(user_id, [_text(e) for e in anonymous])
+            if not last:
+                break
+            start = f"({_text(last)}"
+        self.run(lambda client: client.delete(self.user_key(user_id)))
+        return erased
+
+    def _erase_entries(self, entry_ids: list[str]) -> int:
+        """Delete impressions with their attributed events and those events' claims; how many were kept."""
+        if not entry_ids:
+            return 0
+
+        def erase(client: redis.Redis) -> int:
+            read = client.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                read.hkeys(self.attributed_key(entry_id))
+            events = [_text(e) for names in read.execute() for e in names if not _text(e).startswith(FLAG)]
+            write = client.pipeline(transaction=True)
+            write.xdel(self.stream, *entry_ids)
+            write.delete(*(self.attributed_key(e) for e in entry_ids), *(self.claim_key(e) for e in events))
+            return int(write.execute()[0])
+
+        return self.run(erase)
+
+    def _erase_attributed_events(self, user_id: str, entry_ids: list[str]) -> None:
+        """Remove ``user_id``'s events (and their claims) from anonymous impressions' attributions."""
+        if not entry_ids:
+            return
+
+        def erase(client: redis.Redis) -> None:
+            read = client.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                read.hgetall(self.attributed_key(entry_id))
+            write = client.pipeline(transaction=True)
+            for entry_id, rows in zip(entry_ids, read.execute(), strict=True):
+                events = [
+                    _text(name)
+                    for name, row in rows.items()
+                    if not _text(name).startswith(FLAG) and json.loads(_text(row)).get("user_id") == user_id
+                ]
+                if events:
+                    write.hdel(self.attributed_key(entry_id), *events)
+                    write.delete(*(self.claim_key(e) for e in events))
+            write.execute()
+
+        self.run(erase)

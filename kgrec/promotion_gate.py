@@ -50,11 +50,12 @@ class GateDecision:
         return {"metric": GATE_METRIC, **asdict(self.scores)}
 
 
-# A hook a deployment may pass to the training job: called with every decision the gate makes,
-# before any activation. Returning True means "the hook took the candidate" (for example, it
-# started it as an experiment variant beside the active version) and the job then leaves the
-# active version alone even when the gate would promote. See README, "Scheduled retraining".
-CandidateHook = Callable[[str, GateDecision], bool]
+# A hook the training job calls with every decision the gate makes, before it is recorded and
+# before any activation. Returning a sentence means "the hook took the candidate" (for example,
+# kgrec.gate_experiments started it as an experiment variant beside the active version): the
+# sentence is appended to the recorded reason and the job leaves the active version alone even
+# when the gate would promote. None: the usual path. See README, "Scheduled retraining".
+CandidateHook = Callable[[str, GateDecision], str | None]
 
 
 def decide(scores: GateScores) -> GateDecision:

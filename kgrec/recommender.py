@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kgrec.item_facts import ItemFacts
+from kgrec.ranking import Ranking, top_of
 from kgrec.signals import EMBEDDING, check_weights, co_purchase_names
 
 __all__ = ["EMBEDDING", "HistoryEntry", "ModelArtifacts", "Recommender"]
@@ -122,6 +123,16 @@ class Recommender:
         allowed: np.ndarray | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-``k`` (item id, score) per user over all items, minus ``exclude`` and outside ``allowed``."""
+        return [r.pairs(self.artifacts.item_ids) for r in self.rank(histories, k, exclude, allowed)]
+
+    def rank(
+        self,
+        histories: Sequence[Sequence[HistoryEntry]],
+        k: int,
+        exclude: Sequence[Sequence[str]] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[Ranking]:
+        """:meth:`recommend` as item rows and scores (what serving reorders before paging)."""
         scores = self.score(self.profiles(histories))
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
@@ -129,7 +140,7 @@ class Recommender:
             for row, items in enumerate(exclude):
                 index = [self.item_index[i] for i in items if i in self.item_index]
                 scores[row, index] = -np.inf
-        return [self._top(row, k) for row in scores]
+        return [top_of(row, k) for row in scores]
 
     @cached_property
     def co_purchase_links(self) -> sp.csr_matrix:
@@ -151,12 +162,16 @@ class Recommender:
 
     def similar(self, item_id: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
         """The ``k`` items closest (cosine of embeddings) to ``item_id``, itself excluded."""
+        return self.rank_similar(item_id, k, allowed).pairs(self.artifacts.item_ids)
+
+    def rank_similar(self, item_id: str, k: int, allowed: np.ndarray | None = None) -> Ranking:
+        """:meth:`similar` as item rows and scores."""
         index = self.item_index[item_id]
         scores = self.embeddings @ self.embeddings[index]
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
         scores[index] = -np.inf
-        return self._top(scores, k)
+        return top_of(scores, k)
 
     def with_items(self, item_ids: Sequence[str], vectors: np.ndarray, facts: ItemFacts) -> Recommender:
         """A copy that also scores ``item_ids`` (folded in after training) through their embeddings.
@@ -206,15 +221,3 @@ class Recommender:
     def _prior(popularity: np.ndarray) -> np.ndarray:
         popularity = np.maximum(popularity.astype(np.float32), 0.0)
         return POPULARITY_EPSILON * popularity / max(float(popularity.max(initial=0.0)), 1.0)
-
-    def _top(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
-        k = min(k, row.size)
-        if k <= 0:
-            return []
-        top = np.argpartition(-row, k - 1)[:k]
-        top = top[np.argsort(-row[top], kind="stable")]
-        values = row[top]
-        finite = np.isfinite(values)
-        ids = self.artifacts.item_ids
-        # Whole-array conversions: element-wise numpy scalar access costs a millisecond per 1,000.
-        return list(zip([ids[i] for i in top[finite].tolist()], values[finite].tolist(), strict=True))

@@ -23,7 +23,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -46,6 +46,7 @@ from kgrec.events.validation import FieldError
 from kgrec.field_types import Id
 from kgrec.gateway import GraphGateway
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
+from kgrec.ranking import Ranking
 
 ACTIONS = ("block", "pin", "boost", "bury")
 SURFACES = ("recommendations", "similar", "both")
@@ -329,9 +330,9 @@ class Compiled:
         """Whether the ranking must be reordered (so cut from the fixed pool)."""
         return self.factor is not None or bool(self.pins)
 
-    def rule_ids(self, row: int | None, pinned_by: list[str]) -> list[str]:
+    def rule_ids(self, row: int, pinned_by: list[str] | None = None) -> list[str]:
         """The ids of the rules that moved one item: its boosts and buries, then its pins."""
-        scored = self.touched.get(row, []) if row is not None else []
+        scored = self.touched.get(row, [])
         return [*scored, *pinned_by] if pinned_by else list(scored)
 
 
@@ -385,61 +386,68 @@ class RuleSet:
         return result
 
 
-def apply_scores(
-    ranked: Sequence[tuple[str, float]], index: dict[str, int], compiled: Compiled
-) -> list[tuple[str, float]]:
+def apply_scores(ranked: Ranking, compiled: Compiled) -> Ranking:
     """Boosts and buries: rescored and re-sorted (stable); :meth:`Compiled.rule_ids` names the rules."""
-    if compiled.factor is None or not ranked:
-        return list(ranked)
-    ids, listed = zip(*ranked, strict=True)
-    scores = np.array(listed, dtype=np.float64)
-    rows = np.array([index.get(item_id, -1) for item_id in ids], dtype=np.int64)
-    known = (rows >= 0) & (rows < compiled.factor.size)
-    factors = np.ones(len(ids), dtype=np.float64)
+    if compiled.factor is None or not len(ranked):
+        return ranked
+    rows, scores = ranked
+    factors = np.ones(rows.size, dtype=np.float64)
+    known = rows < compiled.factor.size  # items folded in after the rules were compiled have none
     factors[known] = compiled.factor[rows[known]]
     # A negative score is divided, so a boost always moves an item up.
     rescored = np.where(scores >= 0, scores * factors, scores / factors)
     order = np.argsort(-rescored, kind="stable")
-    return [(ids[position], float(rescored[position])) for position in order.tolist()]
+    return Ranking(rows[order], rescored[order])
 
 
 def apply_pins(
-    ranked: list[tuple[str, float]],
-    item_ids: Sequence[str],
+    ranked: Ranking,
     compiled: Compiled,
     context: RequestContext,
     allowed: np.ndarray | None,
-    excluded: set[str],
-    pinned_by: dict[str, list[str]],
-) -> list[tuple[str, float]]:
+    excluded: set[int],
+    pinned_by: dict[int, list[str]],
+) -> Ranking:
     """Pinned items moved (or brought) to their positions, for requests their condition matches.
 
-    ``pinned_by`` receives the ids of the pins applied to each item.
+    ``excluded`` holds item rows the request leaves out; ``pinned_by`` receives the ids of the
+    pins applied to each item row.
 
     Pins are placed in order of position (then rule id); an item pinned twice takes the later
     pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
     position whatever the others moved.
     """
-    placed: dict[str, int] = {}  # item id -> 0-based position, in placing order
+    placed: dict[int, int] = {}  # item row -> 0-based position, in placing order
     for rule, row in compiled.pins:
-        item_id = item_ids[row]
-        if (allowed is not None and not allowed[row]) or item_id in excluded:
+        if (allowed is not None and not allowed[row]) or row in excluded:
             continue
         if not context.matches(rule.condition_kind, rule.condition):
             continue
-        placed.pop(item_id, None)
-        placed[item_id] = (rule.position or 1) - 1
-        pinned_by.setdefault(item_id, []).append(rule.id)
+        placed.pop(row, None)
+        placed[row] = (rule.position or 1) - 1
+        pinned_by.setdefault(row, []).append(rule.id)
     if not placed:
         return ranked
-    own_scores = {item_id: score for item_id, score in ranked if item_id in placed}
-    rest = [entry for entry in ranked if entry[0] not in placed]
-    for item_id, at in placed.items():
-        score = own_scores.get(item_id)
+    rows, scores = ranked
+    targets = np.fromiter(placed, dtype=np.int64, count=len(placed))
+    member = np.zeros(int(max(rows.max(initial=-1), targets.max())) + 1, dtype=bool)
+    member[targets] = True
+    moved = member[rows]
+    own_scores = dict(zip(rows[moved].tolist(), scores[moved].tolist(), strict=True))
+    rest_rows, rest_scores = rows[~moved], scores[~moved]
+    # Pins only touch the top of the ranking: insert into that head and keep the tail as it is.
+    reach = max(placed.values()) + 1
+    head_rows, head_scores = rest_rows[:reach].tolist(), rest_scores[:reach].tolist()
+    for row, at in placed.items():
+        score = own_scores.get(row)
         if score is None:
-            score = rest[min(at, len(rest) - 1)][1] if rest else 0.0
-        rest.insert(min(at, len(rest)), (item_id, score))
-    return rest
+            score = head_scores[min(at, len(head_scores) - 1)] if head_scores else 0.0
+        head_rows.insert(min(at, len(head_rows)), row)
+        head_scores.insert(min(at, len(head_scores)), score)
+    return Ranking(
+        np.concatenate([np.array(head_rows, dtype=np.int64), rest_rows[reach:]]),
+        np.concatenate([np.array(head_scores, dtype=np.float64), rest_scores[reach:]]),
+    )
 
 
 class RulesView:

@@ -32,13 +32,24 @@ from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event
 from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs
+from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway
+from kgrec.impressions import ImpressionStore
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
+from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
-from kgrec.topics import cold_start_reason, search_topics, topic_detail, topic_history, user_topics
+from kgrec.topics import (
+    cold_start_reason,
+    search_topics,
+    topic_detail,
+    topic_history,
+    topic_interests,
+    user_topics,
+    user_topics_read,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +135,7 @@ class Serving:
         # Read now, so a bad template file stops start-up rather than failing requests.
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
+        self.exploration = Exploration(settings)
 
     @property
     def gateway(self) -> GraphGateway:
@@ -186,8 +198,12 @@ class Serving:
 
     def user_history(self, user_id: str) -> UserHistory:
         """The user's latest interactions, decayed to now (one read)."""
-        at = now_ms()
-        rows = self.gateway.read(USER_HISTORY, {"user_id": user_id, "limit": HISTORY_LIMIT})
+        return self._history(self.gateway.read(*self._history_read(user_id)), now_ms())
+
+    def _history_read(self, user_id: str) -> tuple[Any, dict[str, Any]]:
+        return USER_HISTORY, {"user_id": user_id, "limit": HISTORY_LIMIT}
+
+    def _history(self, rows: list[dict[str, Any]], at: float) -> UserHistory:
         half_life = self.settings.half_life_ms
         entries = [
             HistoryEntry(
@@ -255,7 +271,7 @@ class Serving:
     def _page(
         self,
         model: Recommender,
-        rank: Callable[[int, np.ndarray | None], list[tuple[str, float]]],
+        rank: Callable[[int, np.ndarray | None], Ranking],
         *,
         surface: str,
         k: int,
@@ -275,27 +291,23 @@ class Serving:
         allowed = self.allowed(model, filters)
         if compiled.blocked is not None:
             allowed = ~compiled.blocked if allowed is None else allowed & ~compiled.blocked
-        pinned_by: dict[str, list[str]] = {}
+        pinned_by: dict[int, list[str]] = {}
         if not (diversity.active or compiled.reorders):
             ranked = rank(offset + k, allowed)
         else:
-            ranked = rules.apply_scores(rank(POOL, allowed), model.item_index, compiled)
+            ranked = rules.apply_scores(rank(POOL, allowed), compiled)
             if diversity.active:
                 upto = offset + k + len(compiled.pins)
-                ranked = diversify(ranked, model.item_index, self.groups(model), k, diversity, upto)
+                ranked = diversify(ranked, self.groups(model), k, diversity, upto)
             if compiled.pins:
-                ranked = rules.apply_pins(
-                    ranked, model.artifacts.item_ids, compiled, context, allowed, set(excluded), pinned_by
-                )
-        page = ranked[offset : offset + k]
-        index = model.item_index
+                index = model.item_index
+                left_out = {index[i] for i in excluded if i in index}
+                ranked = rules.apply_pins(ranked, compiled, context, allowed, left_out, pinned_by)
+        page = ranked.cut(offset, offset + k)
+        ids = model.artifacts.item_ids
         return [
-            {
-                "item_id": item_id,
-                "score": _score(score),
-                "rules": compiled.rule_ids(index.get(item_id), pinned_by.get(item_id, [])),
-            }
-            for item_id, score in page
+            {"item_id": ids[row], "score": _score(score), "rules": compiled.rule_ids(row, pinned_by.get(row))}
+            for row, score in zip(page.rows.tolist(), page.scores.tolist(), strict=True)
         ]
 
     def recommendations(
@@ -312,17 +324,22 @@ class Serving:
     ) -> dict[str, Any]:
         """Top-k items for a user: history folded in at request time; decayed popularity for a new user."""
         model = self.model(model_version)
-        history = self.user_history(user_id)
+        at = now_ms()
+        history_rows, topic_rows = self.gateway.read_many(
+            [self._history_read(user_id), user_topics_read(user_id, int(at), self.settings.half_life_ms)]
+        )
+        history = self._history(history_rows, at)
         # Topic interests (searches, reviews, tags) join the profile as their topics' central items.
-        topics = user_topics(self.gateway, user_id, int(now_ms()), self.settings.half_life_ms)
+        topics = topic_interests(topic_rows)
         profile = [*history.entries, *topic_history(topics, history.entries)]
         excluded = [history.excluded(exclude)]
         context = rules.RequestContext(
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
+        explore = self.exploration.page(user_id, history.rows, offset, k)  # new users: kgrec/exploration.py
         items = self._page(
             model,
-            lambda n, allowed: model.recommend([profile], n, excluded, allowed)[0],
+            explore.watch(lambda n, allowed: model.rank([profile], n, excluded, allowed)[0]),
             surface="recommendations",
             k=k,
             offset=offset,
@@ -331,6 +348,7 @@ class Serving:
             context=context,
             excluded=excluded[0],
         )
+        items = explore.fill(model, items, self.gateway)
         if explain:
             paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history.item_ids)
             for item in items:
@@ -386,7 +404,7 @@ class Serving:
         )
         items = self._page(
             model,
-            lambda n, allowed: model.similar(item_id, n, allowed),
+            lambda n, allowed: model.rank_similar(item_id, n, allowed),
             surface="similar",
             k=k,
             offset=0,
@@ -480,23 +498,26 @@ class Serving:
 
     # --- writes ----------------------------------------------------------------------------------
 
-    def erase_user(self, user_id: str) -> dict[str, Any]:
-        """Erase a user: node, edges, embeddings and their share of popularity; NotFound if unknown."""
+    def erase_user(self, user_id: str, impressions: ImpressionStore | None = None) -> dict[str, Any]:
+        """Erase a user: node, edges, embeddings, their share of popularity and (given the store)
+        their impressions; NotFound if none of it was there (so a repeated erasure is a 404)."""
+        erased_impressions = impressions.erase_user(user_id) if impressions is not None else 0
         summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "now": int(now_ms())})
-        if not summary.rows:
+        if not summary.rows and not erased_impressions:
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
-        row = summary.rows[0]
+        row = summary.rows[0] if summary.rows else {}
         return {
             "user_id": user_id,
             "erased": True,
             "removed": {
                 "user": summary.nodes_deleted,
                 "relationships": summary.relationships_deleted,
-                "interactions": int(row["interactions"]),
-                "interests": int(row["interests"]),
-                "embeddings": int(row["embeddings"]),
+                "interactions": int(row.get("interactions", 0)),
+                "interests": int(row.get("interests", 0)),
+                "embeddings": int(row.get("embeddings", 0)),
+                "impressions": erased_impressions,
             },
-            "popularity_adjusted_items": int(row["popularity_adjusted"]),
+            "popularity_adjusted_items": int(row.get("popularity_adjusted", 0)),
         }
 
     def upsert_items(self, items: Sequence[catalogue.CatalogueItem]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from kgrec.item_graphs import cooccurrence_cosine, knowledge_links, same_brand, transitions
+from kgrec.topic_signal import TOPIC_INTERESTS, same_topic
 from kgrec.training_graph import TrainingGraph
 
 Builder = Callable[[TrainingGraph], sp.csr_matrix]
@@ -38,6 +39,9 @@ class Signal:
     co_purchase: bool = False
     # Reads the order of a user's interactions; left out of a model trained without recency.
     uses_order: bool = False
+    # Reads the topics training mined from item text (TrainingGraph.item_topic); built only when
+    # the graph has them, and left out of a model trained without topics (TrainConfig.use_topics).
+    uses_topics: bool = False
 
 
 class SignalError(ValueError):
@@ -68,6 +72,8 @@ SIGNALS: tuple[Signal, ...] = (
     # Also backs the explanations' co-purchase links.
     _knowledge("bought_together", directed=True),
     Signal("same_brand", same_brand, directed=False, uses_knowledge=True),
+    # The user's topic interests (kgrec.topic_signal), last so that the others' sums stay as they were.
+    Signal(TOPIC_INTERESTS, same_topic, directed=False, uses_topics=True),
 )
 
 SIGNALS_BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
@@ -86,18 +92,23 @@ def signal(name: str) -> Signal:
         raise SignalError(f"unknown model signal {name!r} (registered: {known})") from None
 
 
-def signals_for(use_knowledge: bool, use_order: bool = True) -> tuple[Signal, ...]:
-    """The signals of a model trained with or without catalogue knowledge (and interaction order)."""
+def signals_for(use_knowledge: bool, use_order: bool = True, use_topics: bool = True) -> tuple[Signal, ...]:
+    """The signals of a model trained with or without catalogue knowledge (interaction order, topics)."""
     return tuple(
-        s for s in SIGNALS if (use_knowledge or not s.uses_knowledge) and (use_order or not s.uses_order)
+        s
+        for s in SIGNALS
+        if (use_knowledge or not s.uses_knowledge)
+        and (use_order or not s.uses_order)
+        and (use_topics or not s.uses_topics)
     )
 
 
 def build_signals(
-    graph: TrainingGraph, use_knowledge: bool = True, use_order: bool = True
+    graph: TrainingGraph, use_knowledge: bool = True, use_order: bool = True, use_topics: bool = True
 ) -> dict[str, sp.csr_matrix]:
-    """Every signal's matrix for ``graph``, in registry order."""
-    return {s.name: s.build(graph) for s in signals_for(use_knowledge, use_order)}
+    """Every signal's matrix for ``graph``, in registry order (topic signals only if it has topics)."""
+    has_topics = use_topics and graph.item_topic is not None
+    return {s.name: s.build(graph) for s in signals_for(use_knowledge, use_order, has_topics)}
 
 
 def check_weights(names: Iterable[str], weights: Mapping[str, float]) -> None:

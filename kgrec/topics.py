@@ -200,20 +200,21 @@ class TopicInterest:
         }
 
 
-def user_topics(
-    gateway: Any,
+def user_topics_read(
     user_id: str,
     now_ms: int,
     half_life_ms: float,
     *,
     topics: int = PROFILE_TOPICS,
     items: int = PROFILE_ITEMS,
-) -> list[TopicInterest]:
-    """The user's strongest topic interests, each with its ``items`` most central items (one read)."""
-    rows = gateway.read(
-        USER_TOPIC_ITEMS,
-        {"user_id": user_id, "now": now_ms, "half_life_ms": half_life_ms, "topics": topics, "items": items},
-    )
+) -> tuple[Any, dict[str, Any]]:
+    """The statement and parameters of :func:`user_topics`' read (for a request's batched reads)."""
+    limits = {"topics": topics, "items": items}
+    return USER_TOPIC_ITEMS, {"user_id": user_id, "now": now_ms, "half_life_ms": half_life_ms, **limits}
+
+
+def topic_interests(rows: Sequence[Mapping[str, Any]]) -> list[TopicInterest]:
+    """The rows of :func:`user_topics_read` as topic interests, strongest first."""
     return [
         TopicInterest(
             r["topic_id"],
@@ -225,6 +226,20 @@ def user_topics(
         )
         for r in rows
     ]
+
+
+def user_topics(
+    gateway: Any,
+    user_id: str,
+    now_ms: int,
+    half_life_ms: float,
+    *,
+    topics: int = PROFILE_TOPICS,
+    items: int = PROFILE_ITEMS,
+) -> list[TopicInterest]:
+    """The user's strongest topic interests, each with its ``items`` most central items (one read)."""
+    read = user_topics_read(user_id, now_ms, half_life_ms, topics=topics, items=items)
+    return topic_interests(gateway.read(*read))
 
 
 def topic_history(interests: Sequence[TopicInterest], history: Sequence[HistoryEntry]) -> list[HistoryEntry]:

@@ -39,6 +39,10 @@ class TrainingGraph:
     )  # head, rel, tail
     item_text: list[str] = field(default_factory=list)
     facts: ItemFacts | None = None  # brand, categories (with the tree) and price, for serving filters
+    # Each item's topic (index, -1: none) and ABOUT score, set by training once topics are mined
+    # (kgrec.topic_signal.with_topics); None: no topics.
+    item_topic: np.ndarray | None = None
+    item_topic_score: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:

@@ -500,10 +500,15 @@ def train_command(
 @click.option(
     "--baselines",
     "baseline_set",
-    type=click.Choice(["default", "all"]),
+    type=click.Choice(["default", "all", "kgrec"]),
     default="default",
     show_default=True,
-    help="all adds SASRec (slow on CPU).",
+    help="all adds SASRec (slow on CPU); kgrec: no baseline.",
+)
+@click.option(
+    "--ablate-topics",
+    is_flag=True,
+    help="Also report kgrec_no_topics: kgrec's blend refitted without the topic-interest signal.",
 )
 @epochs_option
 @click.option("--seed", default=7, show_default=True, type=int)
@@ -524,6 +529,7 @@ def evaluate_command(
     k_text: str,
     variant: str,
     baseline_set: str,
+    ablate_topics: bool,
     epochs: int,
     seed: int,
     device: str,
@@ -548,6 +554,7 @@ def evaluate_command(
             device=resolve_device(device),
             progress=lambda message: console.print(message),
             baseline_set=baseline_set,
+            ablate_topics=ablate_topics,
         )
     if as_json:
         click.echo(
@@ -572,6 +579,9 @@ def evaluate_command(
         table.add_row(name, *(f"{values[c]:.4f}" for c in columns), f"[{low:.4f}, {high:.4f}]", versus)
     Console().print(table)
     click.echo(f"kgrec blend weights: {json.dumps(report.protocol['kgrec_weights'], default=str)}")
+    without_topics = report.protocol["models"].get("kgrec_no_topics")  # type: ignore[union-attr]
+    if without_topics:
+        click.echo(f"kgrec_no_topics blend weights: {json.dumps(without_topics['weights'], default=str)}")
     click.echo(json.dumps(report.protocol, default=str))
 
 

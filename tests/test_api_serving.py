@@ -568,6 +568,8 @@ def exercise_every_operation(served: Served) -> list[tuple[str, str, int]]:
     created = served.call("POST", "/v1/experiments", "/v1/experiments", headers=auth, body=split).json()
     served.get(f"/v1/experiments/{created['id']}", experiment)
     served.get(f"/v1/experiments/{uuid.uuid4()}", experiment)
+    served.get("/v1/experiments?status=running", "/v1/experiments")
+    served.get("/v1/experiments?limit=0", "/v1/experiments")
     served.call(
         "POST",
         f"/v1/experiments/{created['id']}/promote",
@@ -627,6 +629,7 @@ def test_z_openapi_document_is_valid_and_describes_every_response_seen(served: S
         *(("post", "/v1/models/{version}/promote", s) for s in (200, 404)),
         *(("post", "/v1/models/train", s) for s in (401, 422)),
         ("post", "/v1/experiments", 200),
+        *(("get", "/v1/experiments", s) for s in (200, 400)),
         *(("get", "/v1/experiments/{experiment_id}", s) for s in (200, 404)),
         ("post", "/v1/experiments/{experiment_id}/promote", 200),
         ("post", "/v1/experiments/{experiment_id}/stop", 200),

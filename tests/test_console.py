@@ -1,10 +1,11 @@
 """The operator console in a real browser: Debian's chromium through its chromedriver (Selenium).
 
-The console runs in a real gunicorn on its own graph (60 Amazon Beauty users, two
-quickly trained model versions). Each page's load time (from navigation to its
-first data on screen) is printed at the end of the module, and every page is
-saved as a screenshot, at 1280×800 and at phone width, under
-``$KGREC_TEST_ARTIFACTS/console`` (default: the system temp folder).
+The console is served by a real ``kgrec up`` (its own graph server, the API under
+gunicorn, a Celery worker and beat) on 60 Amazon Beauty users with two quickly
+trained model versions; the Models page's "train" runs on that worker. Each
+page's load time (from navigation to its first data on screen) is printed at the
+end of the module, and every page is saved as a screenshot, at 1280×800 and at
+phone width, under ``$KGREC_TEST_ARTIFACTS/console`` (default: the system temp folder).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
@@ -30,12 +31,11 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer
-from tests.conftest import served_subset
-from tests.processes import ApiProcess, free_port
+from tests.conftest import ON_NEO4J
+from tests.processes import free_port
+from tests.stack_process import UpProcess, kgrec_up_on_subset
 
 KEY = "console-test-key"
 FIRST, SECOND = "console-a", "console-b"  # SECOND is trained last, so it starts active
@@ -56,20 +56,13 @@ def _binary(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def console(
-    settings: Settings,
-    graph_server: EmbeddedServer | None,
-    shared_data: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ApiProcess]:
-    """gunicorn with the console on a graph of 60 Amazon Beauty users and two model versions."""
-    if not settings.embedded:
-        pytest.skip("runs its own API on the embedded graph")
+def console(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
+    """``kgrec up`` on 60 Amazon Beauty users, with two model versions."""
+    if ON_NEO4J:
+        pytest.skip("kgrec up runs its own embedded graph server")
     tmp = tmp_path_factory.mktemp("console")
-    with served_subset(
-        settings, shared_data, tmp, users=60, prefix="console", key=KEY, versions=(FIRST, SECOND)
-    ) as api:
-        yield api
+    with kgrec_up_on_subset(shared_data, tmp, users=60, key=KEY, versions=(FIRST, SECOND)) as up:
+        yield up
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +96,7 @@ def report_load_times(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def experiment(console: ApiProcess) -> str:
+def experiment(console: UpProcess) -> str:
     """A running experiment: the active model against the first version."""
     created = requests.post(
         f"{console.url}/v1/experiments",
@@ -120,7 +113,35 @@ def experiment(console: ApiProcess) -> str:
     if created.status_code == 404:
         pytest.skip("this server has no experiments API")
     assert created.status_code == 200, created.text
-    return str(created.json()["id"])
+    experiment_id = str(created.json()["id"])
+    time.sleep(1.2)  # every gunicorn worker re-reads the running experiment within a second
+    shop_in(console, experiment_id)
+    return experiment_id
+
+
+def shop_in(console: UpProcess, experiment_id: str) -> None:
+    """Impressions and attributed events for the experiment, through the API: up to 50 users get
+    recommendations (each in their variant); two in three of the "first" variant click their first
+    item, one in three of the control, and one in four buys it."""
+    users = [u["id"] for u in api_get(console, "/v1/search?q=A&kind=user&limit=50")["results"]]
+    now, events = int(time.time() * 1000), []
+    for n, user in enumerate(users):
+        page = api_get(console, f"/v1/users/{quote(user, safe='')}/recommendations?k=5")
+        if page.get("experiment") != experiment_id or not page["items"]:
+            continue
+        clicks = n % 3 != 0 if page["variant"] == "first" else n % 3 == 0
+        shown = {"user_id": user, "item_id": page["items"][0]["item_id"], "ts": now}
+        shown["recommendation_id"] = page["recommendation_id"]
+        if clicks:
+            events.append({**shown, "event_id": f"console-exp-{n}-click", "type": "click"})
+        if n % 4 == 0:
+            events.append(
+                {**shown, "event_id": f"console-exp-{n}-buy", "type": "purchase", "value": 5 + n % 7}
+            )
+    posted = requests.post(
+        f"{console.url}/v1/events", json=events, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    )
+    assert posted.status_code == 200, posted.text
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -136,13 +157,13 @@ def ready(browser: WebDriver) -> None:
     wait(browser).until(lambda b: b.execute_script("return document.body.dataset.ready === 'true'"))
 
 
-def api_get(console: ApiProcess, path: str) -> Any:
+def api_get(console: UpProcess, path: str) -> Any:
     response = requests.get(f"{console.url}{path}", timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def a_user_with_reasons(console: ApiProcess) -> tuple[str, str]:
+def a_user_with_reasons(console: UpProcess) -> tuple[str, str]:
     """A user and one of their recommended items that has an explanation path."""
     users = api_get(console, "/v1/search?q=A&kind=user&limit=50")["results"]
     for user in users:
@@ -183,12 +204,19 @@ def errors_logged(browser: WebDriver) -> list[str]:
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def sign_in(browser: WebDriver, console: ApiProcess, then: str = "/console/models") -> None:
+def sign_in_state(browser: WebDriver) -> str | None:
+    """The header's "Signed in" / "Read-only", read in the page (no element handle to go stale mid-navigation)."""
+    return browser.execute_script(
+        "const s = document.querySelector('.who .state'); return s ? s.textContent.trim() : null"
+    )
+
+
+def sign_in(browser: WebDriver, console: UpProcess, then: str = "/console/models") -> None:
     browser.get(f"{console.url}/console/signin?next={then}")
     browser.find_element(By.ID, "api_key").send_keys(KEY)
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     # The sign-in page is itself "ready": wait for the page the post leads to, not for readiness.
-    wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, ".who .state").text == "Signed in")
+    wait(browser).until(lambda b: sign_in_state(b) == "Signed in")
     ready(browser)
 
 
@@ -196,10 +224,10 @@ def sign_out(browser: WebDriver) -> None:
     buttons = browser.find_elements(By.CSS_SELECTOR, ".who button[type=submit]")
     if buttons:
         buttons[0].click()
-        wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, ".who .state").text == "Read-only")
+        wait(browser).until(lambda b: sign_in_state(b) == "Read-only")
 
 
-def active_version(console: ApiProcess) -> str:
+def active_version(console: UpProcess) -> str:
     return str(api_get(console, "/readyz")["model_version"])
 
 
@@ -209,7 +237,7 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def signed_in_session(console: ApiProcess) -> tuple[requests.Session, str]:
+def signed_in_session(console: UpProcess) -> tuple[requests.Session, str]:
     """A requests session signed in through the form, and its CSRF token."""
     session = requests.Session()
     token = csrf_of(session.get(f"{console.url}/console/signin", timeout=30).text)
@@ -223,14 +251,14 @@ def signed_in_session(console: ApiProcess) -> tuple[requests.Session, str]:
     return session, csrf_of(answer.text)
 
 
-def promote_is_served(console: ApiProcess) -> bool:
+def promote_is_served(console: UpProcess) -> bool:
     return "/v1/models/{version}/promote" in api_get(console, "/openapi.json")["paths"]
 
 
 # --- tests -----------------------------------------------------------------------------------------
 
 
-def test_search_finds_a_user_and_opens_their_page(browser: WebDriver, console: ApiProcess) -> None:
+def test_search_finds_a_user_and_opens_their_page(browser: WebDriver, console: UpProcess) -> None:
     user_id, _ = a_user_with_reasons(console)
     open_page(browser, f"{console.url}/console/search", "search (empty)")
     browser.find_element(By.ID, "q").send_keys(user_id[:6])
@@ -247,7 +275,7 @@ def test_search_finds_a_user_and_opens_their_page(browser: WebDriver, console: A
     assert errors_logged(browser) == []
 
 
-def test_why_draws_the_explanation_paths(browser: WebDriver, console: ApiProcess) -> None:
+def test_why_draws_the_explanation_paths(browser: WebDriver, console: UpProcess) -> None:
     user_id, item_id = a_user_with_reasons(console)
     open_page(browser, f"{console.url}/console/users/{quote(user_id, safe='')}", "user")
     browser.find_element(By.CSS_SELECTOR, f'button.why[data-item="{item_id}"]').click()
@@ -271,7 +299,7 @@ def test_why_draws_the_explanation_paths(browser: WebDriver, console: ApiProcess
     assert errors_logged(browser) == []
 
 
-def test_item_page_draws_its_neighbourhood(browser: WebDriver, console: ApiProcess) -> None:
+def test_item_page_draws_its_neighbourhood(browser: WebDriver, console: UpProcess) -> None:
     _, item_id = a_user_with_reasons(console)
     open_page(browser, f"{console.url}/console/items/{quote(item_id, safe='')}", "item")
     drawn = set(browser.execute_script("return window.kgrecGraphs['hood-graph'].nodes().map((n) => n.id())"))
@@ -284,7 +312,7 @@ def test_item_page_draws_its_neighbourhood(browser: WebDriver, console: ApiProce
     assert errors_logged(browser) == []
 
 
-def test_sign_in_and_promote_a_model_version(browser: WebDriver, console: ApiProcess) -> None:
+def test_sign_in_and_promote_a_model_version(browser: WebDriver, console: UpProcess) -> None:
     if not promote_is_served(console):
         pytest.skip("this server has no POST /v1/models/{version}/promote")
     before = active_version(console)
@@ -308,7 +336,58 @@ def test_sign_in_and_promote_a_model_version(browser: WebDriver, console: ApiPro
         sign_out(browser)
 
 
-def test_signed_out_cannot_train_or_promote(browser: WebDriver, console: ApiProcess) -> None:
+def watch_job(browser: WebDriver, timeout_s: float = 240.0) -> tuple[str, set[str]]:
+    """Read the Models page's job panel as it updates itself, until the job ends: its last state and every
+    state shown. Each new progress line it shows replaces the "models-training" screenshot."""
+    seen: set[str] = set()
+    shown = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        panel = browser.find_element(By.ID, "job")
+        state, text = panel.get_attribute("data-state") or "", panel.text
+        if state == "PROGRESS" and text != shown and browser.find_elements(By.CSS_SELECTOR, "#job progress"):
+            screenshot(browser, "models-training")
+            shown = text
+        seen.add(state)
+        if state in ("SUCCESS", "FAILURE", "REVOKED"):
+            return state, seen
+        time.sleep(0.1)
+    raise AssertionError(f"the job did not end within {timeout_s:.0f}s; the page showed {sorted(seen)}")
+
+
+def test_signed_in_training_runs_on_the_stacks_worker_with_live_progress(
+    browser: WebDriver, console: UpProcess
+) -> None:
+    before = {v["version"] for v in api_get(console, "/v1/models")["versions"]}
+    sign_in(browser, console)
+    try:
+        epochs = browser.find_element(By.ID, "epochs")
+        epochs.clear()
+        epochs.send_keys("1")
+        Select(browser.find_element(By.ID, "activate")).select_by_value("now")
+        browser.find_element(By.CSS_SELECTOR, "#train-form button[type=submit]").click()
+        wait(browser).until(lambda b: "job=" in b.current_url)
+        job_id = parse_qs(urlsplit(browser.current_url).query)["job"][0]
+        notices = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.notice")]
+        assert notices == [f"Train: queued as job {job_id}; a worker runs it, its progress shows below."]
+        state, seen = watch_job(browser)
+        job = api_get(console, f"/v1/jobs/{quote(job_id, safe='')}")
+        assert state == "SUCCESS", job
+        assert "PROGRESS" in seen, f"no progress shown while the job ran: {sorted(seen)}"
+        trained = job["result"]["version"]
+        assert trained not in before
+        assert trained in browser.find_element(By.ID, "job").text
+        row = wait(browser).until(
+            lambda b: b.find_elements(By.CSS_SELECTOR, f'#versions tr[data-version="{trained}"]')
+        )[0]
+        assert "active" in row.find_element(By.CSS_SELECTOR, ".status").text
+        assert active_version(console) == trained
+        assert errors_logged(browser) == []
+    finally:
+        sign_out(browser)
+
+
+def test_signed_out_cannot_train_or_promote(browser: WebDriver, console: UpProcess) -> None:
     open_page(browser, f"{console.url}/console/models", "models")
     assert not browser.find_elements(By.CSS_SELECTOR, "button.promote")
     assert not browser.find_elements(By.ID, "train-form")
@@ -327,7 +406,7 @@ def test_signed_out_cannot_train_or_promote(browser: WebDriver, console: ApiProc
     assert active_version(console) == before
 
 
-def test_a_cross_site_form_post_is_refused(browser: WebDriver, console: ApiProcess) -> None:
+def test_a_cross_site_form_post_is_refused(browser: WebDriver, console: UpProcess) -> None:
     if not promote_is_served(console):
         pytest.skip("this server has no POST /v1/models/{version}/promote")
     before = active_version(console)
@@ -376,7 +455,7 @@ def test_a_cross_site_form_post_is_refused(browser: WebDriver, console: ApiProce
 
 
 def test_every_page_loads_without_javascript_errors_at_desktop_and_phone_width(
-    browser: WebDriver, console: ApiProcess, experiment: str
+    browser: WebDriver, console: UpProcess, experiment: str
 ) -> None:
     user_id, item_id = a_user_with_reasons(console)
     pages = {
@@ -424,7 +503,7 @@ def test_every_page_loads_without_javascript_errors_at_desktop_and_phone_width(
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
-def test_a_signed_in_console_reads_through_its_proxy(console: ApiProcess) -> None:
+def test_a_signed_in_console_reads_through_its_proxy(console: UpProcess) -> None:
     """Where reads need a key, the pages read /console/api/v1/...: only when signed in, the same answers."""
     path = "/v1/search?q=Lip&limit=5"
     assert requests.get(f"{console.url}/console/api{path}", timeout=30).status_code == 401
@@ -436,7 +515,7 @@ def test_a_signed_in_console_reads_through_its_proxy(console: ApiProcess) -> Non
 
 
 def test_an_audience_is_counted_listed_and_exported_only_when_signed_in(
-    browser: WebDriver, console: ApiProcess
+    browser: WebDriver, console: UpProcess
 ) -> None:
     audience = api_get(console, "/v1/audiences?category=Beauty&limit=50")
     assert audience["size"] > 0
@@ -470,14 +549,35 @@ def test_an_audience_is_counted_listed_and_exported_only_when_signed_in(
     assert lines[0] == "user_id,weight,events,last_ts" and len(lines) == 1 + audience["size"]
 
 
-def test_an_experiment_shows_its_variants_and_is_stopped_when_signed_in(
-    browser: WebDriver, console: ApiProcess, experiment: str
+def test_an_experiment_is_listed_shows_its_variants_and_is_stopped_and_promoted_when_signed_in(
+    browser: WebDriver, console: UpProcess, experiment: str
 ) -> None:
     results = api_get(console, f"/v1/experiments/{experiment}")
-    open_page(browser, f"{console.url}/console/experiments?id={experiment}", "experiments")
+    listed = api_get(console, "/v1/experiments")
+    assert listed["running"] == experiment
+    view = listed["experiments"][0]
+    assert (view["id"], view["name"], view["status"]) == (experiment, results["name"], "running")
+    assert view["created_at"] == results["created_at"]
+    assert view["variants"] == [
+        {k: v[k] for k in ("name", "model_version", "traffic")} for v in results["variants"]
+    ]
+    open_page(browser, f"{console.url}/console/experiments", "experiments (list)")
+    row = browser.find_element(By.CSS_SELECTOR, f'#experiments tr[data-experiment="{experiment}"]')
+    assert row.find_element(By.CSS_SELECTOR, ".status").text == "running"
+    row.find_element(By.CSS_SELECTOR, "th a").click()
+    ready(browser)
+    LOAD_TIMES["experiments"] = float(browser.execute_script("return window.kgrecReadyMs"))
+    assert browser.find_element(By.CSS_SELECTOR, "#experiment-title code").text == experiment
     rows = browser.find_elements(By.CSS_SELECTOR, "#variants tbody tr")
     assert [row.get_attribute("data-variant") for row in rows] == [v["name"] for v in results["variants"]]
+    shown = [int(row.find_elements(By.TAG_NAME, "td")[3].text.replace(",", "")) for row in rows]
+    assert shown == [v["impressions"] for v in results["variants"]] and min(shown) > 0
     assert len(browser.find_elements(By.CSS_SELECTOR, "#intervals figure svg")) == 4
+    ctr = browser.find_element(By.CSS_SELECTOR, '#intervals figure[data-metric="ctr"] figcaption').text
+    assert (
+        "first vs control: p = " in ctr and results["variants"][1]["vs_control"]["ctr"]["p_value"] is not None
+    )
+    screenshot(browser, "experiments")
     assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Stop the experiment']")
     sign_in(browser, console, then=f"/console/experiments?id={experiment}")
     try:
@@ -490,14 +590,26 @@ def test_an_experiment_shows_its_variants_and_is_stopped_when_signed_in(
             ready(browser)
         assert api_get(console, f"/v1/experiments/{experiment}")["status"] == "stopped"
         assert "stopped" in browser.find_element(By.ID, "experiment-status").text
+        stopped = api_get(console, "/v1/experiments?status=stopped")["experiments"]
+        assert experiment in [x["id"] for x in stopped]
+        assert api_get(console, "/v1/experiments?status=running") == {"experiments": [], "running": None}
         screenshot(browser, "experiments-signed-in")
+        # Promote the "first" variant: its model version becomes the active one.
+        browser.find_element(By.XPATH, "//button[normalize-space()='Promote first']").click()
+        notice = wait(browser).until(
+            lambda b: [e.text for e in b.find_elements(By.CSS_SELECTOR, "p.notice") if "Promote" in e.text]
+        )
+        assert notice == ["Promote first: done."]
+        ready(browser)
+        assert active_version(console) == FIRST
+        assert "promoted first" in browser.find_element(By.ID, "experiment-status").text
         assert errors_logged(browser) == []
     finally:
         sign_out(browser)
 
 
 def test_a_user_with_timed_events_gets_a_90_day_chart_per_interest(
-    browser: WebDriver, console: ApiProcess
+    browser: WebDriver, console: UpProcess
 ) -> None:
     user_id, _ = a_user_with_reasons(console)
     items = [
@@ -529,7 +641,7 @@ def test_a_user_with_timed_events_gets_a_90_day_chart_per_interest(
 
 
 def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
-    browser: WebDriver, console: ApiProcess
+    browser: WebDriver, console: UpProcess
 ) -> None:
     open_page(browser, f"{console.url}/console/health", "health")
     ready_list = browser.find_element(By.ID, "ready").text
@@ -537,6 +649,8 @@ def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
     wait(browser).until(lambda b: "Broker" in b.find_element(By.ID, "queue").text)
     assert api_get(console, "/v1/queue")["broker"] is True
     assert "Broker\nup" in browser.find_element(By.ID, "queue").text
+    # kgrec up's Celery worker answers the page's ping (asked again every 5 s: a busy one can miss a ping).
+    wait(browser).until(lambda b: "celery@" in b.find_element(By.ID, "queue").text)
     assert browser.find_element(By.ID, "counts").text == ""
     browser.find_element(By.ID, "count").click()
     stats = api_get(console, "/v1/graph/stats")

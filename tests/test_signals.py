@@ -75,9 +75,13 @@ def small_graph() -> TrainingGraph:
 def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
     assert not any("weight" in f or "alternative" in f for f in Signal.__dataclass_fields__)
     assert not hasattr(signals, "default_weights") and not hasattr(signals, "candidate_weights")
-    names = [s.name for s in signals_for(use_knowledge=True)]
+    names = [s.name for s in signals_for(use_knowledge=True, use_topics=False)]
     assert names == TODAY_COMPONENTS
-    assert [s.name for s in signals_for(True, use_order=False)] == [n for n in names if n != "transitions"]
+    # the topic-interest signal comes last, so that the others' sums stay bit-identical
+    assert [s.name for s in signals_for(use_knowledge=True)] == [*names, "topic_interests"]
+    assert [s.name for s in signals_for(True, use_order=False, use_topics=False)] == [
+        n for n in names if n != "transitions"
+    ]
     config = TrainConfig()
     assert fit_features(names, config) == [*names, EMBEDDING]
     assert fit_features(names, for_variant(config, "no-graph-model")) == names

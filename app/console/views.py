@@ -234,10 +234,21 @@ def promote(version: str) -> Response:
 
 @bp.post("/models/train")
 def train() -> Response:
-    """Start a training job, through ``POST /v1/models/train``; the page then follows its progress."""
-    answer = _post_to_api("Train", api_path("models", "train"), body={})
+    """Start a training job, through ``POST /v1/models/train``; the page then follows its progress.
+
+    The form's epoch cap goes to the API as typed (it validates it and names the field when
+    it is wrong); "activate" is behind the promotion gate unless the form says "now".
+    """
+    body: dict[str, Any] = {"gate": request.form.get("activate", "gate") != "now"}
+    epochs = request.form.get("epochs", "").strip()
+    if epochs:
+        body["epochs"] = int(epochs) if epochs.isdecimal() else epochs
+    answer = _post_to_api("Train", api_path("models", "train"), body=body)
     job = answer.get("id") if isinstance(answer, dict) else None
-    return redirect(url_for("console.models", job=job) if job else url_for("console.models"))
+    if not job:
+        return redirect(url_for("console.models"))
+    session.set_notice(f"Train: queued as job {job}; a worker runs it, its progress shows below.")
+    return redirect(url_for("console.models", job=job))
 
 
 @bp.get("/experiments")

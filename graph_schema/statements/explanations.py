@@ -45,7 +45,11 @@ Paths:
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
 - ``interest``: user -INTERESTED_IN-> brand|category|topic <-MADE_BY|IN_CATEGORY|ABOUT- target;
 - ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
-  (one witness shown, flagged bots excluded; support = how many such users).
+  (one witness shown, flagged bots excluded; support = how many such users among the target's
+  ``CO_USER_CANDIDATES`` most recent users);
+- ``reviewed_topic``: user -INTERACTED (reviewed)-> item -ABOUT-> topic <-ABOUT- target, from the
+  user's $hubs most recent reviewed items (the topic's other items are never walked: the target's
+  own ABOUT edge is checked).
 """
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
@@ -100,6 +104,10 @@ _RECENT_HUBS = """
     WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT {limit}
     UNWIND $item_ids AS target_id
 """
+
+# A co-user path is looked for among the target's most recent users only: a popular item's
+# thousands of users, each walked to all their items, made one explanation cost tens of ms.
+CO_USER_CANDIDATES = 200
 
 # The same bound, without the targets: the user's $hubs most recent items.
 # (Shared attributes carry lists, not maps, between clauses: the lint accepts only
@@ -194,10 +202,15 @@ EXPLANATION_PATHS = read(
     WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT $hubs
     WITH u, collect(h) AS hubs
     UNWIND $item_ids AS target_id
-    MATCH (i:Item {{id: target_id}})<-[:INTERACTED]-(other:User)-[:INTERACTED]->(h:Item)
-    WHERE h IN hubs AND other <> u AND h <> i
-    WITH target_id, u, h, i, other
-    WHERE coalesce(other.flagged_bot, false) = false
+    MATCH (i:Item {{id: target_id}})
+    WITH target_id, u, hubs, i
+    MATCH (i)<-[ri:INTERACTED]-(other:User)
+    WHERE other <> u AND coalesce(other.flagged_bot, false) = false
+    WITH target_id, u, hubs, i, other ORDER BY coalesce(ri.last_ts, ri.last_seq, 0) DESC, other.id
+    WITH target_id, u, hubs, i, collect(other)[..{CO_USER_CANDIDATES}] AS candidates
+    UNWIND candidates AS other
+    MATCH (other)-[:INTERACTED]->(h)
+    WHERE h IN hubs AND h <> i
     WITH target_id, u, h, i, collect(other) AS others
     WITH target_id, u, h, i, others[0] AS v, size(others) AS support
     MATCH (u)-[r:INTERACTED]->(h)<-[r2:INTERACTED]-(v)-[r3:INTERACTED]->(i)
@@ -205,6 +218,18 @@ EXPLANATION_PATHS = read(
            [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,
            support
+    UNION ALL
+    MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
+    WHERE coalesce(r.n_review, 0) > 0
+    WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT $hubs
+    MATCH (h)-[:ABOUT]->(t:Topic)
+    UNWIND $item_ids AS target_id
+    MATCH (i:Item {{id: target_id}})
+    WHERE h <> i AND (i)-[:ABOUT]->(t)
+    RETURN target_id, 'reviewed_topic' AS kind,
+           [{_USER}, {_HUB}, {_node("Topic", "t", "t.name")}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("'ABOUT'", "out")}, {_plain("'ABOUT'", "in")}] AS rels,
+           1 AS support
     """,
     user_id="A1YJEY40YUW4SE",
     item_ids=["B004756YJA"],

@@ -1,14 +1,19 @@
 """Reads on the request path: one query per request, no N+1."""
 
+from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import read
+
+# Every behaviour's events on one INTERACTED edge ``r`` (exploration counts a new user's events).
+_EVENTS = " + ".join(f"coalesce(r.{counter}, 0)" for counter in COUNTER_PROPERTIES)
 
 # A user's most recent interactions (order: event time, else position in the data set).
 USER_HISTORY = read(
     "user_history",
-    """
-    MATCH (:User {id: $user_id})-[r:INTERACTED]->(i:Item)
+    f"""
+    MATCH (:User {{id: $user_id}})-[r:INTERACTED]->(i:Item)
     RETURN i.id AS item_id, r.weight AS weight, r.weight_ts AS weight_ts,
-           coalesce(r.last_ts, r.last_seq, 0) AS position, coalesce(r.n_purchase, 0) AS purchases
+           coalesce(r.last_ts, r.last_seq, 0) AS position, coalesce(r.n_purchase, 0) AS purchases,
+           {_EVENTS} AS events
     ORDER BY position DESC
     LIMIT $limit
     """,

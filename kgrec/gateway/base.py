@@ -7,7 +7,7 @@ catalogue and never learns which engine is underneath.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -90,6 +90,24 @@ class GraphGateway(ABC):
             raise ValueError(f"{statement.name} is a write statement")
         statement.check_params(params)
         return self._read(statement, params)
+
+    def read_many(self, reads: Sequence[tuple[Statement, Mapping[str, Any]]]) -> list[list[Row]]:
+        """Run several read statements in one round trip where the engine allows it; rows per read.
+
+        A request that needs two independent reads (a user's history and topic interests)
+        waits for the graph once instead of twice.
+        """
+        checked = []
+        for statement, params in reads:
+            params = dict(params)
+            if statement.mode != "read":
+                raise ValueError(f"{statement.name} is a write statement")
+            statement.check_params(params)
+            checked.append((statement, params))
+        return self._read_many(checked)
+
+    def _read_many(self, reads: list[tuple[Statement, dict[str, Any]]]) -> list[list[Row]]:
+        return [self._read(statement, params) for statement, params in reads]
 
     def write(self, statement: Statement, params: Mapping[str, Any] | None = None) -> WriteSummary:
         """Run a write statement atomically (one statement, one transaction)."""

@@ -20,6 +20,7 @@ from falkordb.edge import Edge
 from falkordb.graph import Graph
 from falkordb.node import Node
 from falkordb.path import Path as FalkorPath
+from falkordb.query_result import QueryResult
 
 from graph_schema.catalogue import Statement
 from kgrec.embedded import EmbeddedServer
@@ -113,6 +114,20 @@ class FalkorDBGateway(GraphGateway):
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         result = self._call(lambda g: g.ro_query(statement.cypher, dict(params)))
         return [] if result is None else _rows(result)
+
+    def _read_many(self, reads: list[tuple[Statement, dict[str, Any]]]) -> list[list[Row]]:
+        def pipelined(graph: Graph) -> list[Any]:
+            pipe = graph.client.connection.pipeline(transaction=False)
+            for statement, params in reads:
+                # What Graph.ro_query sends, queued on one connection and sent together.
+                query = graph._build_params_header(params) + statement.cypher
+                pipe.execute_command("GRAPH.RO_QUERY", graph.name, query, "--compact")
+            return [QueryResult(graph, response) for response in pipe.execute()]
+
+        results = self._call(pipelined)
+        if results is None:  # a graph with no data yet: each read answers for itself
+            return super()._read_many(reads)
+        return [_rows(result) for result in results]
 
     def _write(self, statement: Statement, params: Mapping[str, Any]) -> WriteSummary:
         result = self._call(lambda g: g.query(statement.cypher, dict(params)))

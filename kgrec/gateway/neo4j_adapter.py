@@ -74,6 +74,16 @@ class Neo4jGateway(GraphGateway):
 
         return self._guard(run)
 
+    def _read_many(self, reads: list[tuple[Statement, dict[str, Any]]]) -> list[list[Row]]:
+        def work(tx: ManagedTransaction) -> list[list[Row]]:
+            return [_records(tx.run(statement.cypher, params)) for statement, params in reads]
+
+        def run() -> list[list[Row]]:
+            with self._session() as session:
+                return session.execute_read(work)
+
+        return self._guard(run)
+
     def _write(self, statement: Statement, params: Mapping[str, Any]) -> WriteSummary:
         def work(tx: ManagedTransaction) -> WriteSummary:
             result = tx.run(statement.cypher, dict(params))

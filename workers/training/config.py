@@ -31,6 +31,7 @@ class TrainConfig:
     use_graph_model: bool = True  # the graph neural network's score in the blend
     graph_model_only: bool = False  # the graph neural network's score alone, no other signal
     use_recency: bool = True  # order-aware parts: recency-weighted profile, transitions
+    use_topics: bool = True  # the topic-interest signal (topics mined from item text; needs use_text)
 
 
 # variant name -> what it changes from the full model
@@ -42,6 +43,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "no-graph-model": {"use_graph_model": False},
     "graph-model-only": {"graph_model_only": True},
     "no-recency": {"use_recency": False},
+    "no-topics": {"use_topics": False},
 }
 
 

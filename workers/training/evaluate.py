@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +49,13 @@ from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.signals import COOCCURRENCE
+from kgrec.topic_signal import TOPIC_INTERESTS
 from kgrec.training_graph import TrainingGraph
 from workers.training import baselines
 from workers.training.config import TrainConfig
 from workers.training.ease import fit_ease
 from workers.training.metrics import confidence, means, per_user_metrics
-from workers.training.pipeline import train_model, user_histories
+from workers.training.pipeline import fit_and_package, train_model, user_histories
 from workers.training.subgraph import pull
 from workers.training.validation import validation_set
 
@@ -71,7 +72,11 @@ DEFAULT_MODELS = (
     "popularity",
 )
 ALL_MODELS = (*DEFAULT_MODELS, "sasrec")
-BASELINE_SETS = {"default": DEFAULT_MODELS, "all": ALL_MODELS}
+# "kgrec": the served model alone (and, when it has topics, its blend refitted without them)
+BASELINE_SETS = {"default": DEFAULT_MODELS, "all": ALL_MODELS, "kgrec": ("kgrec",)}
+# kgrec with its blend refitted without the topic-interest signal (same graph model): reported
+# next to kgrec, paired, when asked for (ablate_topics) and the trained model has topics.
+NO_TOPICS = "kgrec_no_topics"
 MODELS = DEFAULT_MODELS
 # Baselines that read catalogue metadata; every other one sees interactions only.
 METADATA_BASELINES = ("copurchase",)
@@ -281,8 +286,13 @@ def evaluate(
     device: str = "cpu",
     progress: Progress | None = None,
     baseline_set: str = "default",
+    ablate_topics: bool = False,
 ) -> EvaluationReport:
-    """Run the whole protocol and return metrics for kgrec and every baseline of ``baseline_set``."""
+    """Run the whole protocol and return metrics for kgrec and every baseline of ``baseline_set``.
+
+    ``ablate_topics``: also report :data:`NO_TOPICS` (kgrec's blend refitted on validation without
+    the topic-interest signal, the same graph model), when the trained model has that signal.
+    """
     say = progress or (lambda _message: None)
     if baseline_set not in BASELINE_SETS:
         raise ValueError(f"--baselines must be one of {', '.join(BASELINE_SETS)}, got {baseline_set!r}")
@@ -304,7 +314,21 @@ def evaluate(
     }
     details: dict[str, dict[str, object]] = {"kgrec": {"seconds": round(time.perf_counter() - started, 1)}}
     say(f"kgrec: ndcg@10 {per_user['kgrec'].get('ndcg@10', np.zeros(1)).mean():.4f}")
-    models = BASELINE_SETS[baseline_set]
+    models: tuple[str, ...] = BASELINE_SETS[baseline_set]
+    if ablate_topics and TOPIC_INTERESTS in result.artifacts.components:
+        begun = time.perf_counter()
+        without = fit_and_package(graph, result.embeddings, replace(config, use_topics=False), device=device)
+        per_user[NO_TOPICS] = _recommender_per_user(
+            Recommender(without.artifacts), test_histories, targets, ks
+        )
+        details[NO_TOPICS] = {
+            "weights": without.artifacts.weights,
+            "recency_decay": without.artifacts.recency_decay,
+            "validation_ndcg@10": without.validation.get("ndcg@10"),
+            "seconds": round(time.perf_counter() - begun, 1),
+        }
+        say(f"{NO_TOPICS}: ndcg@10 {per_user[NO_TOPICS]['ndcg@10'].mean():.4f} ({details[NO_TOPICS]})")
+        models = ("kgrec", NO_TOPICS, *models[1:])
     validation = validation_set(graph, config.seed)
 
     def timed(name: str, run: Callable[[], tuple[dict[str, np.ndarray], dict[str, object]]]) -> None:
@@ -392,7 +416,7 @@ def evaluate(
         "sasrec": sasrec,
     }
     for name in models:
-        if name != "kgrec":
+        if name not in ("kgrec", NO_TOPICS):
             timed(name, runs[name])
 
     names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
@@ -410,6 +434,7 @@ def evaluate(
             "metadata_baselines": list(METADATA_BASELINES),
             "validation_users": int(validation.users.size),
             "kgrec_weights": result.artifacts.weights,
+            "kgrec_topics": result.artifacts.parameters.get("topics"),
             "kgrec_recency_decay": result.artifacts.recency_decay,
             "kgrec_validation": result.validation,
             "models": details,

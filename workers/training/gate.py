@@ -35,6 +35,7 @@ from kgrec.model_store import ActiveModel
 from kgrec.promotion_gate import GateDecision, GateScores, decide
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.signals import build_signals
+from kgrec.topic_signal import with_topics
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
 from workers.training.pipeline import (
@@ -80,10 +81,12 @@ def candidate_recommender(
 ) -> Recommender:
     """The candidate as its blend was fitted: its signals and popularity without the hold-out."""
     fit, _ = hold_out_latest(trained_on)
+    if result.topics is not None and len(result.topics.item_topic) == fit.n_items:
+        fit = with_topics(fit, result.topics.item_topic, result.topics.item_score)
     return Recommender(
         replace(
             result.artifacts,
-            components=build_signals(fit, config.use_knowledge, config.use_recency),
+            components=build_signals(fit, config.use_knowledge, config.use_recency, config.use_topics),
             popularity=popularity(fit),
         )
     )

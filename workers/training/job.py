@@ -9,13 +9,16 @@ the new version is activated only when the promotion gate
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kgrec.config import Settings
-from kgrec.gateway import GraphGateway
+from kgrec.gate_experiments import candidate_experiment, running_versions
+from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.model_store import artifact_name, models_dir
 from kgrec.promotion_gate import CandidateHook, GateDecision
 from kgrec.training_graph import TrainingGraph
@@ -29,6 +32,7 @@ from workers.training.subgraph import pull
 from workers.training.topics import item_language, write_topics
 
 KEEP_VERSIONS = 3
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 
@@ -125,7 +129,9 @@ def run_training(
         progress=lambda f: report("write-back", 0.8 + 0.18 * f),
     )
     timings["write_back_and_gate_s"] = time.perf_counter() - started
-    removed = collect_garbage(gateway, models_dir(settings.data_dir), keep)
+    removed = collect_garbage(
+        gateway, models_dir(settings.data_dir), keep, protect=experiment_versions(settings)
+    )
     report("done", 1.0)
     return {
         "version": version,
@@ -138,6 +144,15 @@ def run_training(
         "removed_versions": removed,
         "gate": None if decision is None else {"decision": decision.decision, "reason": decision.reason},
     }
+
+
+def experiment_versions(settings: Settings) -> frozenset[str]:
+    """The versions the running experiment serves, which garbage collection must keep."""
+    try:
+        return frozenset(running_versions(settings))
+    except GraphUnavailable as exc:  # no Redis beside the graph: no experiment can be running
+        log.warning("could not read the running experiment (%s); collecting garbage without it", exc)
+        return frozenset()
 
 
 def publish(
@@ -157,7 +172,8 @@ def publish(
     ``graph`` is the current graph (its hold-out is the gate's), ``trained_on`` the
     graph the model learnt from (default ``graph``). ``on_decision(version, decision)``
     is the experiment hook of :data:`kgrec.promotion_gate.CandidateHook`: when it
-    returns True it has taken the candidate and nothing is activated here.
+    returns a sentence it has taken the candidate, the sentence joins the recorded
+    reason, and nothing is activated here.
     """
     learnt_from = trained_on or graph
     version = result.artifacts.version
@@ -187,8 +203,12 @@ def publish(
     if not gate:
         return None
     decision = gate_candidate(gateway, settings, graph, result, config, trained_on=learnt_from)
+    if on_decision is None and settings.gate_experiment:
+        on_decision = candidate_experiment(settings)
+    taken = on_decision(version, decision) if on_decision is not None else None
+    if taken:
+        decision = replace(decision, reason=f"{decision.reason}; {taken}")
     record_gate_decision(gateway, version, decision)
-    taken = on_decision(version, decision) if on_decision is not None else False
     if decision.promoted and not taken:
         activate(gateway, version)
     return decision

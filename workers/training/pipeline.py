@@ -7,9 +7,10 @@
    the weight of every signal of :mod:`kgrec.signals` and of the graph model's score,
    and the recency decay. The variants of :data:`workers.training.config.VARIANTS`
    decide which features the fit may use.
+   The topic-interest signal (:mod:`kgrec.topic_signal`) is one of them: topics are
+   mined from the items' text (:mod:`workers.training.topics`) before the fit, when
+   text is used, and the job writes them with the version.
 4. Rebuild the signals' item–item graphs on all interactions and package the artifacts.
-5. Mine topics from the items' text (:mod:`workers.training.topics`), when text is used;
-   the job writes them with the version.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from kgrec.item_graphs import history_order, popularity
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.signals import EMBEDDING, build_signals
+from kgrec.topic_signal import with_topics
 from kgrec.training_graph import TrainingGraph
 from workers.training.blend_fit import DECAYS, fit_blend
 from workers.training.config import TrainConfig
@@ -162,6 +164,18 @@ def train_model(
     if config.use_text and text_cache_dir is not None:
         text = TextEmbeddingCache(text_cache_dir, device).embed(graph.item_text)
     timings["text_s"] = time.perf_counter() - started
+    topics = None
+    if text is not None and text_cache_dir is not None:
+        started = time.perf_counter()
+        texts = topic_texts(graph, language)
+        vectors = (
+            text if texts == graph.item_text else TextEmbeddingCache(text_cache_dir, device).embed(texts)
+        )
+        topics = compute_topics(texts, vectors, config.seed)
+        if topics is not None:
+            # the topic-interest signal reads them (kgrec.topic_signal)
+            graph = with_topics(graph, topics.item_topic, topics.item_score)
+        timings["topics_s"] = time.perf_counter() - started
     report("text", 0.1)
 
     fit_graph, targets = hold_out_latest(graph)
@@ -180,14 +194,8 @@ def train_model(
     result.timings = {**timings, **result.timings}
     result.text_vectors = text
     if text is not None and text_cache_dir is not None:
-        started = time.perf_counter()
-        texts = topic_texts(graph, language)
-        vectors = (
-            text if texts == graph.item_text else TextEmbeddingCache(text_cache_dir, device).embed(texts)
-        )
-        result.topics = compute_topics(texts, vectors, config.seed)
-        result.artifacts.parameters["topics"] = result.topics.quality if result.topics else {"topics": 0.0}
-        result.timings["topics_s"] = time.perf_counter() - started
+        result.topics = topics
+        result.artifacts.parameters["topics"] = topics.quality if topics else {"topics": 0.0}
     report("done", 1.0)
     return result
 
@@ -208,7 +216,7 @@ def fit_and_package(
     fit_graph, targets = hold_out_latest(graph)
     started = time.perf_counter()
     use_order = config.use_recency
-    fit_components = build_signals(fit_graph, config.use_knowledge, use_order)
+    fit_components = build_signals(fit_graph, config.use_knowledge, use_order, config.use_topics)
     fit_artifacts = ModelArtifacts(
         version=version,
         item_ids=graph.item_ids,
@@ -243,7 +251,7 @@ def fit_and_package(
         version=version,
         item_ids=graph.item_ids,
         item_embeddings=embeddings.items,
-        components=build_signals(graph, config.use_knowledge, use_order),
+        components=build_signals(graph, config.use_knowledge, use_order, config.use_topics),
         weights=weights,
         recency_decay=fitted.recency_decay,
         popularity=popularity(graph),

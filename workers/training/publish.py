@@ -125,9 +125,12 @@ def record_gate_decision(gateway: GraphGateway, version: str, decision: GateDeci
     )
 
 
-def collect_garbage(gateway: GraphGateway, models_folder: Path, keep: int) -> list[str]:
-    """Keep the active version, the newest ``keep - 1`` previously active ones before it, and
-    the newest ``keep`` candidates the promotion gate kept.
+def collect_garbage(
+    gateway: GraphGateway, models_folder: Path, keep: int, protect: frozenset[str] = frozenset()
+) -> list[str]:
+    """Keep the active version, the newest ``keep - 1`` previously active ones before it, the
+    newest ``keep`` candidates the promotion gate kept, and the versions in ``protect`` (those
+    a running experiment serves).
 
     Older versions that were never activated nor gated are leftovers of crashed
     jobs and go too. Versions newer than the active one may still be being
@@ -146,6 +149,7 @@ def collect_garbage(gateway: GraphGateway, models_folder: Path, keep: int) -> li
     older = [v for v in versions if v["created_at"] < current["created_at"]]
     kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
     doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
+    doomed = [v for v in doomed if v["id"] not in protect]
     for version in doomed:
         while gateway.write(
             DELETE_VERSION_EMBEDDINGS, {"id": version["id"], "limit": GC_BATCH}

@@ -1,4 +1,4 @@
-// Experiments: GET /v1/experiments/{id}; per-variant rates with 95% intervals drawn as SVG; stop and promote forms.
+// Experiments: the list (GET /v1/experiments); one's results (GET /v1/experiments/{id}): per-variant rates with 95% intervals drawn as SVG; stop and promote forms.
 "use strict";
 
 (() => {
@@ -40,7 +40,9 @@
         svg("line", { x1: x(v[metric].ci_low), x2: x(v[metric].ci_high), y1: y, y2: y, stroke: "#4e79a7", "stroke-width": 6, "stroke-linecap": "round" }),
         svg("circle", { cx: x(v[metric].value), cy: y, r: 4, fill: "#1b1b1b" }));
     });
-    return K.el("figure", { class: "interval" }, K.el("figcaption", {}, title), chart);
+    const tests = variants.filter((v) => v.vs_control && v.vs_control[metric] && v.vs_control[metric].p_value !== null)
+      .map((v) => ` · ${v.name} vs control: p = ${K.number(v.vs_control[metric].p_value, 3)}`);
+    return K.el("figure", { class: "interval", "data-metric": metric }, K.el("figcaption", {}, title, K.el("span", { class: "muted small" }, tests)), chart);
   }
 
   function form(action, label, fields) {
@@ -72,6 +74,24 @@
       : signedIn ? null : K.el("p", { class: "muted" }, "Sign in to stop the experiment or promote a variant."));
   }
 
-  if (experimentId) load().then(K.ready);
-  else K.ready();
+  function variantsOf(x) {
+    return x.variants.map((v, i) => [i ? ", " : "", `${v.name} `, K.el("code", {}, v.model_version), ` ${K.number(100 * v.traffic, 1)}%`]);
+  }
+
+  async function list() {
+    const answer = await K.get("/experiments?limit=100");
+    const status = document.getElementById("list-status");
+    if (!answer.ok) return K.fill(status, K.problem(answer, "Experiments"));
+    const found = answer.body.experiments;
+    status.textContent = found.length ? `${found.length} experiment(s), newest first${answer.body.running ? `; ${answer.body.running} is running` : ""}.`
+      : "No experiment yet (POST /v1/experiments starts one).";
+    K.fill(document.querySelector("#experiments tbody"), found.map((x) => K.el("tr", { "data-experiment": x.id, class: x.id === experimentId ? "active" : null },
+      K.el("th", { scope: "row" }, K.el("a", { href: `/console/experiments?id=${K.enc(x.id)}`, "aria-current": x.id === experimentId ? "page" : null }, x.name),
+        K.el("span", { class: "muted small" }, ` ${x.id}`)),
+      K.el("td", {}, K.el("span", { class: `status ${x.status}` }, x.promoted ? `${x.status}, promoted ${x.promoted.variant}` : x.status)),
+      K.el("td", { class: "small" }, variantsOf(x)),
+      K.el("td", {}, K.when(x.created_at)))));
+  }
+
+  Promise.all([list(), experimentId ? load() : null]).then(K.ready);
 })();

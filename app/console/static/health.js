@@ -117,4 +117,6 @@
   Promise.all([readiness(), metrics()]).then(K.ready);
   queue();
   setInterval(metrics, SAMPLE_MS);
+  // A busy or restarting worker can miss one half-second ping: the queue panel asks again as often.
+  setInterval(queue, SAMPLE_MS);
 })();

@@ -48,6 +48,24 @@
     }));
   }
 
+  // Who would run a training: the workers that answer a ping (GET /v1/queue).
+  async function workers() {
+    const answer = await K.get("/queue");
+    const line = document.getElementById("workers");
+    if (!answer.ok) { K.fill(line, K.problem(answer, "Workers")); return; }
+    const names = answer.body.workers || [];
+    line.textContent = !answer.body.broker ? "Workers: the job queue's broker does not answer; nothing would run a training."
+      : names.length ? `Workers: ${names.length} up (${names.join(", ")}).`
+      : "Workers: none answered a ping within half a second (busy, or not running); a training waits in the queue until one takes it.";
+  }
+
+  function outcome(result) {
+    if (!result || !result.version) return null;
+    const gateNote = result.gate ? ` · gate: ${result.gate.decision}${result.gate.reason ? ` (${result.gate.reason})` : ""}` : "";
+    return K.el("p", { class: "small" }, "Trained ", K.el("code", {}, result.version), gateNote);
+  }
+
+  // A job's state, stage and percent, read again every second until it ends (GET /v1/jobs/{id}).
   async function follow(jobId) {
     const target = document.getElementById("job");
     for (;;) {
@@ -55,14 +73,18 @@
       if (!answer.ok) { K.fill(target, K.problem(answer, `Job ${jobId}`)); return; }
       const job = answer.body;
       const percent = job.percent === null || job.percent === undefined ? null : Math.round(job.percent);
+      target.dataset.state = job.state;
       K.fill(target, K.el("p", {}, `Job ${job.id}: ${job.state}${job.stage ? ` · ${job.stage}` : ""}${percent === null ? "" : ` · ${percent}%`}`),
         percent === null ? null : K.el("progress", { max: "100", value: String(percent), "aria-label": "training progress" }),
+        job.state === "SUCCESS" ? outcome(job.result) : null,
         job.error ? K.el("p", { class: "error" }, job.error) : null);
       if (["SUCCESS", "FAILURE", "REVOKED"].includes(job.state)) { if (job.state === "SUCCESS") versions(); return; }
-      await new Promise((resolve) => setTimeout(resolve, 2000));
+      await new Promise((resolve) => setTimeout(resolve, 1000));
     }
   }
 
   versions().then(K.ready);
+  workers();
+  setInterval(workers, 5000); // a worker busy training can miss one ping
   if (state.dataset.jobId) follow(state.dataset.jobId);
 })();

@@ -1,0 +1,317 @@
+"""Exploration for new users: a few slots of their first page from a Thompson-sampling bandit.
+
+The rule (README, "Exploration for new users"):
+
+- **Who.** A user with fewer than ``KGREC_EXPLORE_MAX_EVENTS`` events on items (default 5, every
+  behaviour counted, from the history read serving does anyway) asking for the first page
+  (``offset=0``).
+- **How many slots.** ``max(1, round(KGREC_EXPLORE_SHARE × k))`` of the ``k`` slots (default share
+  0.2: 2 of 10, 4 of 20, 1 of 1 to 7), spread evenly over the page (for ``k=10``: positions 5 and
+  10; for ``k=20``: 5, 10, 15, 20). Items a business rule pinned or boosted keep their slots; the
+  items an explored slot replaces are not shown on that page (later pages are unchanged).
+  ``KGREC_EXPLORE_SHARE=0`` switches exploration off: serving then does exactly what it did before.
+- **Arms.** Every most specific category (``category:<id>``) and every topic (``topic:<id>``) with
+  at least :data:`MIN_ARM_ITEMS` items the model knows. An arm offers its most popular items (the
+  model's popularity counts), skipping items outside the request's ``allowed`` mask (filters,
+  unavailable or hidden items, block rules: the very mask the ranking used), the user's history,
+  and the items already on the page, and preferring items no explored slot showed the user yet
+  (so an arm tried again shows its next item).
+- **Draw.** Each arm's click probability has a Beta(1 + clicks, 1 + shown − clicks) posterior;
+  one sample per arm, and the slots go to the arms with the highest samples (one item per arm),
+  each explored item's ``score`` being its arm's sample and its ``explore`` field the arm. The
+  sampler is seeded by (user, number of the user's recorded impressions), so one state always
+  gives the same page and every request after a new impression draws afresh.
+- **Learning.** Nothing is kept in a serving process. The impression records which arm each
+  explored item came from (field ``a`` of the stream entry, kgrec/impressions.py), and attribution
+  (kgrec/attribution.py) adds a user's click, cart or purchase of a shown item to the impression.
+  An explored item shown is one trial of its arm; it is a success when an event of the user was
+  attributed to that impression's item. A new user's state is read in one Lua call over the
+  user's newest impressions (at most ``USER_RECENT``, within the attribution window of the last
+  one): one round trip, only for new users, the same for every process as soon as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from graph_schema.statements.exploration import ITEM_TOPICS
+from kgrec.config import Settings
+from kgrec.diversity import ItemGroups
+from kgrec.gateway import GraphGateway, GraphUnavailable
+from kgrec.impressions import ImpressionStore
+from kgrec.recommender import Recommender
+
+log = logging.getLogger(__name__)
+
+MIN_ARM_ITEMS = 3  # an arm with fewer items is too small to learn anything from
+ARM_ITEMS = 100  # each arm's most popular items it offers
+TOPICS_RETRY_S = 60.0  # a version without topics yet (written after activation) is asked again this late
+ARM_CACHE = 5  # model versions whose arms a process keeps (the active one and experiment variants)
+
+R = TypeVar("R")
+
+# KEYS: the user's impression list. ARGV: the stream, the attributed hashes' key prefix.
+# Field ``a`` of an impression is its explored items' arms (ImpressionStore.record's ``explored``).
+# Returns how many impressions the list holds, then for each one with explored items the JSON
+# of its arms and the values of its attributed hash (events as JSON, and outcome flags).
+_STATE = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local out = {#ids}
+for _, id in ipairs(ids) do
+  local rows = redis.call('XRANGE', ARGV[1], id, id, 'COUNT', 1)
+  if #rows > 0 then
+    local fields = rows[1][2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'a' then
+        out[#out + 1] = fields[j + 1]
+        out[#out + 1] = redis.call('HVALS', ARGV[2] .. id)
+        break
+      end
+    end
+  end
+end
+return out
+"""
+
+
+def explored_slots(k: int, share: float) -> int:
+    """How many of ``k`` slots are explored: ``max(1, round(share × k))``, none when share is 0."""
+    return 0 if share <= 0 or k <= 0 else min(k, max(1, round(share * k)))
+
+
+def spread(free: Sequence[int], n: int) -> list[int]:
+    """``n`` of the ``free`` page positions, evenly spaced, the last one included."""
+    n = min(n, len(free))
+    return [free[(j + 1) * len(free) // n - 1] for j in range(n)]
+
+
+@dataclass(frozen=True)
+class Arms:
+    """One model version's arms: ids, and each arm's item rows, most popular first."""
+
+    ids: tuple[str, ...]
+    rows: tuple[np.ndarray, ...]
+    has_topics: bool
+    built_at: float
+
+    @classmethod
+    def build(cls, model: Recommender, item_topics: Iterable[tuple[str, str]]) -> Arms:
+        """Categories (each item's most specific ones) and topics, with their items by popularity."""
+        facts = model.facts
+        members: dict[str, list[int]] = {}
+        for row, categories in ItemGroups(facts).categories.items():
+            for category in categories:
+                members.setdefault(f"category:{facts.category_ids[category]}", []).append(row)
+        has_topics = False
+        for item_id, topic_id in item_topics:
+            row = model.item_index.get(item_id)
+            if row is not None:
+                members.setdefault(f"topic:{topic_id}", []).append(row)
+                has_topics = True
+        popularity = np.asarray(model.artifacts.popularity, dtype=np.float64)
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for arm in sorted(members):
+            items = np.unique(np.asarray(members[arm], dtype=np.int64))
+            items = items[items < popularity.size]
+            if items.size >= MIN_ARM_ITEMS:
+                ids.append(arm)
+                rows.append(items[np.argsort(-popularity[items], kind="stable")][:ARM_ITEMS])
+        return cls(tuple(ids), tuple(rows), has_topics, time.monotonic())
+
+
+@dataclass(frozen=True)
+class ArmState:
+    """What a user's impressions and their attributions say about each arm."""
+
+    impressions: int  # the user's kept impressions (the sampler's sequence number)
+    shown: dict[str, int]
+    clicked: dict[str, int]
+    items: frozenset[str] = frozenset()  # the items explored slots showed the user already
+
+
+def parse_state(reply: Sequence[Any]) -> ArmState:
+    """The :data:`_STATE` script's reply as counts per arm."""
+    shown: dict[str, int] = {}
+    clicked: dict[str, int] = {}
+    items: set[str] = set()
+    for arms_json, values in zip(reply[1::2], reply[2::2], strict=True):
+        arms: dict[str, str] = json.loads(arms_json)
+        engaged = set()
+        for value in values:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            if text.startswith("{"):  # an attributed event; the other values are outcome flags
+                engaged.add(json.loads(text).get("item_id"))
+        for item_id, arm in arms.items():
+            items.add(item_id)
+            shown[arm] = shown.get(arm, 0) + 1
+            if item_id in engaged:
+                clicked[arm] = clicked.get(arm, 0) + 1
+    return ArmState(int(reply[0]), shown, clicked, frozenset(items))
+
+
+def seed_of(user_id: str, sequence: int) -> int:
+    """The sampler's seed for this user at this point of their impressions."""
+    digest = hashlib.sha256(f"{user_id}\x1f{sequence}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def draw(arms: Arms, state: ArmState, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One Thompson draw: arm indices by sampled click probability (highest first), and the samples."""
+    clicks = np.array([state.clicked.get(a, 0) for a in arms.ids], dtype=np.float64)
+    shown = np.array([state.shown.get(a, 0) for a in arms.ids], dtype=np.float64)
+    samples = np.random.default_rng(seed).beta(1.0 + clicks, 1.0 + np.maximum(shown - clicks, 0.0))
+    return np.argsort(-samples, kind="stable"), samples
+
+
+class Exploration:
+    """A serving process's exploration: the arms of each model version, and the per-user state read."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ImpressionStore(settings)
+        self._lock = threading.Lock()
+        self._arms: dict[str, tuple[Recommender, Arms]] = {}
+        self._script: Any = None
+
+    def page(self, user_id: str, history_rows: Sequence[Mapping[str, Any]], offset: int, k: int) -> Page:
+        """The exploration of this request's page (:data:`NONE` when off, a later page, not a new user).
+
+        No I/O: ``history_rows`` are the rows of the history read serving made anyway.
+        """
+        slots = explored_slots(k, self.settings.explore_share)
+        if not slots or offset != 0:
+            return NONE
+        # An interaction without counters (data imported without event types) counts as one event.
+        events = sum(max(1, int(r.get("events") or 0)) for r in history_rows)
+        if events >= self.settings.explore_max_events:
+            return NONE
+        return ExploredPage(self, user_id, slots, frozenset(r["item_id"] for r in history_rows))
+
+    def arms(self, model: Recommender, gateway: GraphGateway) -> Arms:
+        """The arms of ``model`` (built once per model; one graph read for the topics)."""
+        version = model.artifacts.version
+        with self._lock:
+            cached = self._arms.get(version)
+        if cached is not None and cached[0] is model:
+            arms = cached[1]
+            if arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S:
+                return arms
+        rows = gateway.read(ITEM_TOPICS, {})
+        arms = Arms.build(model, ((r["item_id"], r["topic_id"]) for r in rows))
+        with self._lock:
+            self._arms.pop(version, None)
+            self._arms[version] = (model, arms)
+            while len(self._arms) > ARM_CACHE:
+                self._arms.pop(next(iter(self._arms)))
+        return arms
+
+    def state(self, user_id: str) -> ArmState:
+        """What the user's impressions and attributions say about each arm (one round trip)."""
+        store = self.store
+        client = store.client()
+        with self._lock:
+            if self._script is None:
+                self._script = client.register_script(_STATE)
+            script = self._script
+        keys = [store.user_key(user_id)]
+        args = [store.stream, store.attributed_key("")]
+        return parse_state(store.run(lambda c: script(keys=keys, args=args, client=c)))
+
+
+class Page:
+    """A page without exploration: the ranking and the items pass through unchanged."""
+
+    def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
+        """The ranking function serving pages with."""
+        return rank
+
+    def fill(
+        self, model: Recommender, items: list[dict[str, Any]], gateway: GraphGateway
+    ) -> list[dict[str, Any]]:
+        """The page's items."""
+        return items
+
+
+NONE = Page()
+
+
+class ExploredPage(Page):
+    """One new user's first page: sees the ranking's ``allowed`` mask, then fills the explored slots."""
+
+    def __init__(self, exploration: Exploration, user_id: str, slots: int, history: frozenset[str]) -> None:
+        self.exploration = exploration
+        self.user_id = user_id
+        self.slots = slots
+        self.history = history
+        self.allowed: np.ndarray | None = None
+
+    def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
+        """``rank`` that also keeps the mask it was given (filters, catalogue, block rules)."""
+
+        def watched(n: int, allowed: np.ndarray | None) -> R:
+            self.allowed = allowed
+            return rank(n, allowed)
+
+        return watched
+
+    def fill(
+        self, model: Recommender, items: list[dict[str, Any]], gateway: GraphGateway
+    ) -> list[dict[str, Any]]:
+        """``items`` with the explored slots filled (each marked ``explore: <arm>``)."""
+        free = [k for k, item in enumerate(items) if not item.get("rules")]
+        positions = spread(free, self.slots)
+        if not positions:
+            return items
+        arms = self.exploration.arms(model, gateway)
+        try:
+            state = self.exploration.state(self.user_id)
+        except GraphUnavailable as exc:  # the page still answers, without exploration
+            log.warning("exploration skipped: %s", exc)
+            return items
+        order, samples = draw(arms, state, seed_of(self.user_id, state.impressions))
+        taken = {item["item_id"] for item in items}
+        item_ids = model.artifacts.item_ids
+        filled = list(items)
+        chosen = iter(order.tolist())
+        for position in positions:
+            for arm in chosen:
+                row = self._pick(arms.rows[arm], item_ids, taken, state.items)
+                if row is not None:
+                    taken.add(item_ids[row])
+                    filled[position] = {
+                        "item_id": item_ids[row],
+                        "score": float(f"{samples[arm]:.6g}"),
+                        "rules": [],
+                        "explore": arms.ids[arm],
+                    }
+                    break
+        return filled
+
+    def _pick(
+        self, rows: np.ndarray, item_ids: Sequence[str], taken: set[str], shown: frozenset[str]
+    ) -> int | None:
+        """The arm's most popular item the page may show that no explored slot showed the user yet,
+        else its most popular one the page may show (an arm tried again shows its next item)."""
+        allowed = self.allowed
+        fallback = None
+        for row in rows.tolist():
+            item = item_ids[row]
+            if allowed is not None and (row >= allowed.size or not allowed[row]):
+                continue
+            if item in taken or item in self.history:
+                continue
+            if item not in shown:
+                return row
+            if fallback is None:
+                fallback = row
+        return fallback

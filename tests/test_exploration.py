@@ -1,0 +1,262 @@
+"""Exploration for new users: explored slots, their marks, the threshold, learning from attributed
+clicks, block rules and availability, and the switch.
+
+A demo shop on a graph of its own on the session's embedded server, a quickly trained model, a
+real gunicorn API (impressions recorded, events ingested and attributed) and, where a test needs
+draws that do not move on with each recorded impression, an in-process :class:`Serving` (which
+records nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from bench.exploration import leaves
+from kgrec.catalogue import CatalogueItem
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.demo_shop import ShopSpec, generate_shop
+from kgrec.embedded import EmbeddedServer
+from kgrec.exploration import ArmState, Exploration, draw, explored_slots, seed_of, spread
+from kgrec.gateway import open_gateway
+from kgrec.importer import import_dataset
+from kgrec.migrations import migrate
+from kgrec.rules import validate_rule
+from kgrec.serving import ItemFilters, Serving
+from tests.conftest import embedded_only
+from tests.processes import ApiProcess
+from workers.training.config import TrainConfig
+from workers.training.job import run_training
+
+pytestmark = embedded_only
+KEY = "explore-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_EVENTS = 5
+
+
+@dataclass
+class Shop:
+    settings: Settings  # the shop's graph, exploration at its defaults (share 0.2, 5 events)
+    api: ApiProcess
+    leaf_of: dict[str, str]  # item -> its leaf category
+
+
+@pytest.fixture(scope="module")
+def shop(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shop]:
+    """A 300-user, 150-item demo shop with a trained model, served by gunicorn."""
+    tmp = tmp_path_factory.mktemp("explore")
+    folder = tmp / "shop"
+    generate_shop(ShopSpec(users=300, items=150, seed=11), folder)
+    local = Settings(
+        data_dir=settings.data_dir,
+        graph_name=f"explore_{uuid.uuid4().hex[:8]}",
+        api_keys=(KEY,),
+        explore_share=0.2,
+        explore_max_events=MAX_EVENTS,
+    )
+    with open_gateway(local) as gateway:
+        migrate(gateway)
+        import_dataset(gateway, open_dataset(str(folder), local.datasets_dir), local)
+        run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="explore-v1")
+    leaf_of = leaves(folder)
+    api = ApiProcess(
+        {
+            "KGREC_DATA_DIR": str(local.data_dir),
+            "KGREC_GRAPH": local.graph_name,
+            "KGREC_API_KEYS": KEY,
+            "KGREC_EXPLORE_SHARE": "0.2",
+            "KGREC_EXPLORE_MAX_EVENTS": str(MAX_EVENTS),
+        },
+        log=tmp / "api.log",
+    ).start()
+    try:
+        yield Shop(local, api, leaf_of)
+    finally:
+        api.stop()
+
+
+def page(shop: Shop, user: str, **params: Any) -> dict[str, Any]:
+    """GET a user's recommendations (asserting 200)."""
+    response = requests.get(f"{shop.api.url}/v1/users/{user}/recommendations", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def explored(body: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(position, item, arm) of the answer's explored slots."""
+    return [(n, i["item_id"], i["explore"]) for n, i in enumerate(body["items"], 1) if "explore" in i]
+
+
+def post_events(shop: Shop, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """POST events (asserting 200)."""
+    response = requests.post(f"{shop.api.url}/v1/events", json=events, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def event(user: str, item: str, kind: str, recommendation_id: str | None = None) -> dict[str, Any]:
+    """One event of ``user`` now."""
+    return {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user,
+        "item_id": item,
+        "type": kind,
+        "ts": int(time.time() * 1000),
+        **({"recommendation_id": recommendation_id} if recommendation_id else {}),
+    }
+
+
+def recommend(serving: Serving, user: str, k: int = 10) -> dict[str, Any]:
+    """In-process recommendations (nothing recorded)."""
+    return serving.recommendations(user, k=k, offset=0, exclude="seen", filters=ItemFilters(), explain=False)
+
+
+def test_the_slot_share_and_its_spread() -> None:
+    assert [explored_slots(k, 0.2) for k in (1, 3, 7, 8, 10, 20, 100)] == [1, 1, 1, 2, 2, 4, 20]
+    assert explored_slots(10, 0.0) == 0 and explored_slots(10, 1.0) == 10
+    assert spread(list(range(10)), 2) == [4, 9] and spread(list(range(20)), 4) == [4, 9, 14, 19]
+    assert spread([0, 2, 3], 1) == [3] and spread([], 2) == []
+
+
+def test_a_new_user_gets_the_documented_explored_slots_marked_and_recorded(shop: Shop) -> None:
+    user = f"newcomer-{uuid.uuid4().hex[:8]}"
+    for k, positions in ((10, [5, 10]), (20, [5, 10, 15, 20]), (3, [3])):
+        body = page(shop, user, k=k)
+        assert body["cold_start"] is True and len(body["items"]) == k
+        slots = explored(body)
+        assert [p for p, _, _ in slots] == positions
+        assert all(arm.startswith(("category:", "topic:")) for _, _, arm in slots)
+        ids = [i["item_id"] for i in body["items"]]
+        assert len(set(ids)) == k  # an explored item is never a second copy of a ranked one
+        recorded = requests.get(f"{shop.api.url}/v1/impressions/{body['recommendation_id']}", timeout=30)
+        assert recorded.status_code == 200, recorded.text
+        assert [
+            (i["position"], i["item_id"], i["explore"]) for i in recorded.json()["items"] if "explore" in i
+        ] == (slots)
+    # later pages are not explored
+    assert explored(page(shop, user, k=10, offset=10)) == []
+    # a category arm offers items of its category
+    for _, item, arm in explored(page(shop, f"other-{uuid.uuid4().hex[:8]}", k=20)):
+        if arm.startswith("category:"):
+            assert shop.leaf_of[item] == arm.removeprefix("category:")
+
+
+def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
+    user = f"regular-{uuid.uuid4().hex[:8]}"
+    items = [i["item_id"] for i in page(shop, "warm-up", k=MAX_EVENTS)["items"]]
+    post_events(shop, [event(user, item, "view") for item in items[: MAX_EVENTS - 1]])
+    below = page(shop, user, k=10)
+    assert below["cold_start"] is False and len(explored(below)) == 2  # 4 events: still new
+    post_events(shop, [event(user, items[-1], "view")])
+    at = page(shop, user, k=10)
+    assert explored(at) == [] and all("explore" not in i for i in at["items"])
+
+
+def test_attributed_clicks_on_an_arm_raise_its_share(shop: Shop) -> None:
+    learner = f"learner-{uuid.uuid4().hex[:8]}"
+    exploration = Exploration(shop.settings)
+    serving = Serving(shop.settings)
+    try:
+        arms = exploration.arms(serving.model(), serving.gateway)
+    finally:
+        serving.close()
+
+    def share(state: ArmState, arm: str) -> float:
+        """How often ``arm`` wins one of the two explored slots of a 10-item page, over 1000 seeds."""
+        index = arms.ids.index(arm)
+        return float(np.mean([index in draw(arms, state, seed_of(learner, n))[0][:2] for n in range(1000)]))
+
+    body = page(shop, learner, k=10)
+    target = explored(body)[0][2]
+    shares = [share(exploration.state(learner), target)]  # shown once, not clicked (yet)
+    clicks = 0
+    for _ in range(30):
+        chosen = [item for _, item, arm in explored(body) if arm == target]
+        if chosen:
+            result = post_events(shop, [event(learner, chosen[0], "click", body["recommendation_id"])])
+            assert result["attributed"] == 1
+            clicks += 1
+            state = exploration.state(learner)
+            assert state.clicked.get(target) == clicks and sum(state.clicked.values()) == clicks
+            shares.append(share(state, target))
+            if clicks == MAX_EVENTS - 2:  # the learner stays a new user
+                break
+        # every served page follows the posterior: its arms come in the order of that state's draw
+        state = exploration.state(learner)
+        body = page(shop, learner, k=10)
+        order = [arms.ids[a] for a in draw(arms, state, seed_of(learner, state.impressions))[0]]
+        served = [arm for _, _, arm in explored(body)]
+        assert served == sorted(served, key=order.index) and order.index(served[0]) < 5
+    # Each attributed click raises the arm's share of the explored slots. (Whether the arm is drawn
+    # again within 30 pages depends on its items: those the learner's clicks bring into the
+    # ranked slots are not explored again.)
+    assert clicks >= 1 and len(shares) == clicks + 1
+    assert all(a < b for a, b in pairwise(shares)), shares
+    assert shares[0] < 0.04 and shares[1] > max(0.06, 3 * shares[0]), shares
+
+
+def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> None:
+    serving = Serving(shop.settings)
+    try:
+        user = f"cautious-{uuid.uuid4().hex[:8]}"
+        before = explored(recommend(serving, user, k=20))
+        assert explored(recommend(serving, user, k=20)) == before  # nothing recorded: the same draw
+        blocked_item, hidden_item = before[0][1], before[1][1]
+        blocked_leaf = shop.leaf_of[before[2][1]]
+        for target in ({"category": blocked_leaf}, {"item": blocked_item}):
+            rule, problems = validate_rule({"action": "block", "target": target})
+            assert not problems
+            serving.save_rule(rule)
+        serving.upsert_items([CatalogueItem(item_id=hidden_item, available=False)])
+        after = recommend(serving, user, k=20)
+        ids = {i["item_id"] for i in after["items"]}
+        assert not {blocked_item, hidden_item} & ids
+        assert all(shop.leaf_of[i] != blocked_leaf for i in ids)
+        assert len(explored(after)) == 4  # other arms, or the arms' next items, fill the slots
+    finally:
+        for rule in serving.list_rules()["rules"]:
+            serving.delete_rule(rule["id"])
+        serving.close()
+
+
+def test_share_zero_turns_exploration_off(shop: Shop) -> None:
+    user = f"plain-{uuid.uuid4().hex[:8]}"
+    on, off, nobody_new = (
+        Serving(shop.settings.with_overrides(**changes))
+        for changes in ({}, {"explore_share": 0.0}, {"explore_max_events": 0})
+    )
+    try:
+        explored_answer, plain, threshold_zero = (recommend(s, user) for s in (on, off, nobody_new))
+        positions = [p - 1 for p, _, _ in explored(explored_answer)]
+        assert len(positions) == 2 and all("explore" not in i for i in plain["items"])
+        # the two ways of switching it off give the same bytes
+        stable = {key: value for key, value in plain.items() if key != "recommendation_id"}
+        also = {key: value for key, value in threshold_zero.items() if key != "recommendation_id"}
+        assert json.dumps(stable) == json.dumps(also)
+        # and exploration only replaced its slots
+        for n, (a, b) in enumerate(zip(explored_answer["items"], plain["items"], strict=True)):
+            assert (a == b) is (n not in positions)
+    finally:
+        for s in (on, off, nobody_new):
+            s.close()
+
+
+def test_the_setting_is_read_and_checked() -> None:
+    env = {"KGREC_EXPLORE_SHARE": "0.25", "KGREC_EXPLORE_MAX_EVENTS": "8"}
+    read = Settings.from_env(env)
+    assert (read.explore_share, read.explore_max_events) == (0.25, 8)
+    assert Settings.from_env({}).explore_share == 0.2 and Settings.from_env({}).explore_max_events == 5
+    with pytest.raises(ValueError, match="KGREC_EXPLORE_SHARE"):
+        Settings.from_env({"KGREC_EXPLORE_SHARE": "1.5"})
