@@ -9,7 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 # The training variants of workers/training/config.py (VARIANTS); the app may not import workers,
 # so tests/test_models_api.py checks that the two lists agree.
 Variant = Literal[
-    "full", "interactions", "no-knowledge", "no-text", "no-graph-model", "graph-model-only", "no-recency"
+    "full",
+    "interactions",
+    "no-knowledge",
+    "no-text",
+    "no-graph-model",
+    "graph-model-only",
+    "no-recency",
+    "no-topics",
 ]
 VersionStatus = Literal["writing", "active", "retired", "candidate"]
 
