@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask import Blueprint, Response, jsonify
+from pydantic import Field
 
 from app.endpoints import read_endpoint
-from app.graph import serving
+from app.graph import serving, settings
+from app.impressions import impression_store
 from app.openapi import api, responses
 from app.schemas import Error, GraphStats, Readiness, Status
 
 bp = Blueprint("health", __name__)
+
+
+class ReadinessWithImpressions(Readiness):
+    impressions: Literal["ok", "off"] = Field(
+        description="the impression store answers (`off`: recording is switched off, not checked)"
+    )
 
 
 @bp.get("/healthz")
@@ -21,11 +31,18 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 @api.validate(
-    resp=responses(Readiness, "ready", HTTP_503=(Error, "the graph is unreachable or no model is active"))
+    resp=responses(
+        ReadinessWithImpressions,
+        "ready",
+        HTTP_503=(Error, "the graph or the impression store is unreachable, or no model is active"),
+    )
 )
 def readyz() -> Response:
-    """The graph is reachable and a model is active."""
-    return jsonify(serving().readiness())
+    """The graph is reachable, a model is active, and the impression store answers (when recording)."""
+    ready = serving().readiness()
+    if settings().record_impressions:
+        impression_store().ping()  # every answer is recorded: without the store, none can be served
+    return jsonify({**ready, "impressions": "ok" if settings().record_impressions else "off"})
 
 
 @read_endpoint(bp, "/v1/graph/stats", GraphStats, "counts")

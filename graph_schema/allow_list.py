@@ -157,6 +157,9 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "gate_reason",
     "gate_metrics",
     "gate_at",
+    # ModelVersion of an incremental update: its parent version, the newest interaction time it saw
+    "parent",
+    "data_until",
     # Schedule
     "requested_at",
     "job_id",
@@ -166,4 +169,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "centroid",
     "size",
     "review_text",
+    # User: the decayed sum of the user's text embeddings (searches, reviews, tags) and its stamp
+    "text_vector",
+    "text_vector_ts",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,28 @@ def _flag(text: str) -> bool:
     return text.lower() in ("1", "true", "yes")
 
 
+def _fsync_policy(env: dict[str, str], name: str, default: str) -> str:
+    policy = env.get(name, default)
+    if policy not in FSYNC_POLICIES:
+        raise ValueError(f"{name} must be one of {FSYNC_POLICIES}, not {policy!r}")
+    return policy
+
+
 def _share(text: str) -> float:
     share = float(text)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"KGREC_EXPLORE_SHARE must be between 0 and 1, not {text!r}")
     return share
+
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def queue_name(variable: str, value: str) -> str:
+    """A Celery queue name (letters, digits, ``_``, ``.``, ``-``), or a ValueError naming the variable."""
+    if not QUEUE_NAME.fullmatch(value):
+        raise ValueError(f"{variable} must be 1-64 letters, digits, '_', '.' or '-', not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,7 @@ class Settings:
     event_retention_days: float = 30.0
     prune_interval_s: float = 600.0
     fold_in_interval_s: float = 30.0
+    train_queue: str = "celery"  # the Celery queue training jobs go to (a GPU worker's, see README)
     graph_threads: int = 1
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
     embedding_batch: int = 2000
@@ -86,6 +105,15 @@ class Settings:
     # A retrained version the gate would promote starts as an experiment variant against the active
     # version instead of replacing it (kgrec/gate_experiments.py).
     gate_experiment: bool = False
+    # Incremental updates (workers/training/incremental.py): beat refreshes the touched rows of the
+    # active version instead of retraining while its drift (new interactions since the last full
+    # training / the interactions that training saw) is below incremental_drift_threshold; the
+    # touched seeds are split into incremental_partitions Celery tasks; incremental_damping is the
+    # ridge term of the embedding step (larger: smaller steps).
+    incremental_updates: bool = False
+    incremental_drift_threshold: float = 0.2
+    incremental_partitions: int = 2
+    incremental_damping: float = 100.0
     # Impressions (kgrec/impressions.py): every recommendations / similar-items response is recorded
     # unless record_impressions is off; entries older than impression_retention_days, or beyond the
     # newest impression_max_entries, are trimmed. Events attribute to a user's impression within
@@ -93,6 +121,9 @@ class Settings:
     record_impressions: bool = True
     impression_retention_days: float = 7.0
     impression_max_entries: int = 5_000_000
+    # The embedded impressions' redis-server's appendfsync (kgrec/embedded.py): "no" still writes each
+    # impression to the file before answering (kill -9 safe); only an OS crash may lose the last seconds.
+    impressions_fsync: str = "no"
     attribution_window_hours: float = 24.0
     # Exploration (kgrec/exploration.py): a user with fewer than explore_max_events events gets
     # explore_share of the first page's slots (at least one) from a Thompson-sampling bandit over
@@ -118,9 +149,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Build settings from environment variables (see README, "Configuration")."""
         env = dict(os.environ if env is None else env)
-        fsync = env.get("KGREC_AOF_FSYNC", "always")
-        if fsync not in FSYNC_POLICIES:
-            raise ValueError(f"KGREC_AOF_FSYNC must be one of {FSYNC_POLICIES}, not {fsync!r}")
+        fsync = _fsync_policy(env, "KGREC_AOF_FSYNC", "always")
         return cls(
             data_dir=Path(env.get("KGREC_DATA_DIR", "var")),
             graph_name=env.get("KGREC_GRAPH", "kgrec"),
@@ -146,6 +175,7 @@ class Settings:
             event_retention_days=float(env.get("KGREC_EVENT_RETENTION_DAYS", "30")),
             prune_interval_s=float(env.get("KGREC_PRUNE_INTERVAL_S", "600")),
             fold_in_interval_s=float(env.get("KGREC_FOLD_IN_INTERVAL_S", "30")),
+            train_queue=queue_name("KGREC_TRAIN_QUEUE", env.get("KGREC_TRAIN_QUEUE", "celery")),
             graph_threads=max(1, int(env.get("KGREC_GRAPH_THREADS", "1"))),
             migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
             embedding_batch=int(env.get("KGREC_EMBEDDING_BATCH", "2000")),
@@ -163,9 +193,14 @@ class Settings:
             gate_tolerance=float(env.get("KGREC_GATE_TOLERANCE", "0.02")),
             gate_min_users=int(env.get("KGREC_GATE_MIN_USERS", "30")),
             gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false")),
+            incremental_updates=_flag(env.get("KGREC_INCREMENTAL_UPDATES", "false")),
+            incremental_drift_threshold=float(env.get("KGREC_INCREMENTAL_DRIFT_THRESHOLD", "0.2")),
+            incremental_partitions=max(1, int(env.get("KGREC_INCREMENTAL_PARTITIONS", "2"))),
+            incremental_damping=float(env.get("KGREC_INCREMENTAL_DAMPING", "100")),
             record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true")),
             impression_retention_days=float(env.get("KGREC_IMPRESSION_RETENTION_DAYS", "7")),
             impression_max_entries=int(env.get("KGREC_IMPRESSION_MAX_ENTRIES", "5000000")),
+            impressions_fsync=_fsync_policy(env, "KGREC_IMPRESSIONS_AOF_FSYNC", "no"),
             attribution_window_hours=float(env.get("KGREC_ATTRIBUTION_WINDOW_HOURS", "24")),
             explore_share=_share(env.get("KGREC_EXPLORE_SHARE", "0.2")),
             explore_max_events=int(env.get("KGREC_EXPLORE_MAX_EVENTS", "5")),

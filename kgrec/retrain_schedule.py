@@ -10,11 +10,13 @@ last scheduled job is still queued or running (for at most :data:`STALE_AFTER_MS
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.schedule import CLAIM_RETRAIN, EVENTS_RECEIVED_SINCE, RETRAIN_STATE
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
@@ -99,3 +101,25 @@ def check_and_claim(
         return {**summary, "due": None}
     enqueue(job_id)
     return {**summary, "job_id": job_id}
+
+
+def update_kind(active_parameters: str | None, settings: Settings) -> str:
+    """``incremental`` or ``full``: what the next scheduled update of the active version should be.
+
+    Incremental while ``KGREC_INCREMENTAL_UPDATES`` is on and the active version's drift is below
+    ``KGREC_INCREMENTAL_DRIFT_THRESHOLD``. The drift, recorded by each incremental version in
+    ``parameters.incremental.drift``, is the number of interactions the incremental versions
+    refreshed since the last full training over the number that training saw (a fully trained
+    version has drift 0).
+    """
+    if not settings.incremental_updates:
+        return "full"
+    parameters = json.loads(active_parameters) if active_parameters else {}
+    drift = float((parameters.get("incremental") or {}).get("drift", 0.0))
+    return "incremental" if drift < settings.incremental_drift_threshold else "full"
+
+
+def next_update(gateway: GraphGateway, settings: Settings) -> str:
+    """:func:`update_kind` for the version active now (``full`` when none is)."""
+    rows = gateway.read(ACTIVE_VERSION)
+    return update_kind(rows[0]["parameters"], settings) if rows else "full"

@@ -52,6 +52,7 @@ ACTIONS = ("block", "pin", "boost", "bury")
 SURFACES = ("recommendations", "similar", "both")
 TARGETS = ("item", "brand", "category", "attribute")
 CONDITIONS = ("brand", "category", "interest")
+WARM_MS = 60_000  # a new rule set is compiled ahead for models served within this time
 
 
 class _Strict(BaseModel):
@@ -303,6 +304,8 @@ class RequestContext:
     item_brands: tuple[str, ...] = ()
     item_categories: tuple[str, ...] = ()
     interests: Callable[[], set[str]] = field(default=lambda: set())
+    # the user's interest ids, read on the first interest condition and then kept for the request
+    _interest_ids: list[set[str]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def matches(self, kind: str | None, value: str | None) -> bool:
         """Whether a condition holds for this request (no condition: always)."""
@@ -312,7 +315,9 @@ class RequestContext:
             return value == self.brand or value in self.item_brands
         if kind == "category":
             return value == self.category or value in self.item_categories
-        return value in self.interests()
+        if not self._interest_ids:
+            self._interest_ids.append(self.interests())
+        return value in self._interest_ids[0]
 
 
 @dataclass
@@ -344,6 +349,7 @@ class RuleSet:
     rules: list[Rule] = field(default_factory=list)
     attribute_items: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     _compiled: dict[tuple[int, str], tuple[Any, Compiled]] = field(default_factory=dict)
+    _used_ms: dict[tuple[int, str], float] = field(default_factory=dict)
 
     def _targets(self, model: Any, rule: Rule) -> np.ndarray:
         facts, index = model.facts, model.item_index
@@ -359,6 +365,7 @@ class RuleSet:
     def compiled(self, model: Any, surface: str, now_ms: float) -> Compiled:
         """The live rules for ``model`` on ``surface`` (cached until a rule starts or ends)."""
         key = (id(model), surface)
+        self._used_ms[key] = now_ms
         cached = self._compiled.get(key)
         if cached is not None and cached[0] is model and now_ms < cached[1].until:
             return cached[1]
@@ -384,6 +391,13 @@ class RuleSet:
         result = Compiled(blocked, factor, touched, pins, until)
         self._compiled[key] = (model, result)
         return result
+
+    def warm(self, previous: RuleSet, now_ms: float) -> None:
+        """Compile for the models and surfaces ``previous`` served in the last :data:`WARM_MS`."""
+        for key, (model, _) in list(previous._compiled.items()):
+            if now_ms - previous._used_ms.get(key, -math.inf) <= WARM_MS:
+                self.compiled(model, key[1], now_ms)
+                self._used_ms[key] = previous._used_ms[key]  # warming is not a use
 
 
 def apply_scores(ranked: Ranking, compiled: Compiled) -> Ranking:
@@ -451,37 +465,72 @@ def apply_pins(
 
 
 class RulesView:
-    """A serving process's rules: re-checked at most every ``check_every_s``."""
+    """A serving process's rules: the revision re-checked at most every ``check_every_s``.
+
+    A change found by that check is loaded and compiled in a background thread, for the models
+    and surfaces this process served lately, while requests keep the previous rules: so no
+    request waits for a thousand rules to compile. Only the first load, and a reload after this
+    process changed a rule (:meth:`stale`, so that its own next response shows the change), run
+    in the caller's thread.
+    """
 
     def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
         self._gateway = gateway
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one load at a time
         self._checked_at = -math.inf
+        self._loaded = False
+        self._refreshing = False
         self._rules = RuleSet()
 
     def stale(self) -> None:
-        """Check on the next call (this process just changed a rule)."""
-        with self._lock:
-            self._checked_at = -math.inf
+        """Reload now: this process just changed a rule."""
+        self._refresh()
 
     def rules(self) -> RuleSet:
-        """The rules as of the latest revision seen."""
+        """The rules as of the latest revision loaded."""
         with self._lock:
-            now = time.monotonic()
-            if now - self._checked_at < self._check_every_s:
+            if self._loaded:
+                now = time.monotonic()
+                if self._refreshing or now - self._checked_at < self._check_every_s:
+                    return self._rules
+                self._checked_at = now
+                self._refreshing = True
+                threading.Thread(target=self._refresh_quietly, name="kgrec-rules", daemon=True).start()
                 return self._rules
-            self._checked_at = now
+        self._refresh()
+        return self._rules
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self._refresh()
+        except Exception:  # the graph may be away: keep the rules we have, the next check tries again
+            with self._lock:
+                self._refreshing = False
+
+    def _refresh(self) -> None:
+        with self._load_lock:
             rows = self._gateway.read(CATALOGUE_REVISION, {"id": RULES})
             revision = int(rows[0]["revision"]) if rows else 0
-            if revision == self._rules.revision:
-                return self._rules
-            rules = load_rules(self._gateway)
-            pairs = sorted({(r.relation, r.target) for r in rules if r.target_kind == "attribute"})
-            attribute_items: dict[tuple[str, str], list[str]] = {}
-            if pairs:
-                params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
-                for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
-                    attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
-            self._rules = RuleSet(revision, rules, attribute_items)
-            return self._rules
+            current = self._rules
+            if not self._loaded or revision != current.revision:
+                fresh = self._load(revision)
+                fresh.warm(current, time.time() * 1000)
+            else:
+                fresh = current
+            with self._lock:
+                self._rules = fresh
+                self._loaded = True
+                self._refreshing = False
+                self._checked_at = time.monotonic()
+
+    def _load(self, revision: int) -> RuleSet:
+        rules = load_rules(self._gateway)
+        pairs = sorted({(r.relation, r.target) for r in rules if r.target_kind == "attribute"})
+        attribute_items: dict[tuple[str, str], list[str]] = {}
+        if pairs:
+            params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
+            for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
+                attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
+        return RuleSet(revision, rules, attribute_items)

@@ -15,7 +15,9 @@ from kgrec.migrations import migrate
 
 def embedded_server(settings: Settings) -> EmbeddedServer:
     """The embedded server that owns ``settings.data_dir``."""
-    return EmbeddedServer(settings.data_dir, settings.aof_fsync, settings.graph_threads)
+    return EmbeddedServer(
+        settings.data_dir, settings.aof_fsync, settings.graph_threads, settings.impressions_fsync
+    )
 
 
 @contextlib.contextmanager

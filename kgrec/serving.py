@@ -41,7 +41,10 @@ from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
+from kgrec.search_cold_start import SearchRanking, search_ranking, text_vector, text_vector_read
+from kgrec.topic_items import VersionTopicItems
 from kgrec.topics import (
+    TopicInterest,
     cold_start_reason,
     search_topics,
     topic_detail,
@@ -136,6 +139,7 @@ class Serving:
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
         self.exploration = Exploration(settings)
+        self.topic_items = VersionTopicItems(models_dir(settings.data_dir))  # kgrec/search_cold_start.py
 
     @property
     def gateway(self) -> GraphGateway:
@@ -333,13 +337,20 @@ class Serving:
         topics = topic_interests(topic_rows)
         profile = [*history.entries, *topic_history(topics, history.entries)]
         excluded = [history.excluded(exclude)]
+
+        def rank(n: int, allowed: np.ndarray | None) -> Ranking:
+            return model.rank([profile], n, excluded, allowed)[0]
+
+        searched = self.searching_newcomer(model, user_id, topics) if topics and not history.entries else None
+        if searched is not None:  # their topics' items by their searches (kgrec/search_cold_start.py)
+            rank = searched.rank(rank, [model.item_index[i] for i in excluded[0] if i in model.item_index])
         context = rules.RequestContext(
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
         explore = self.exploration.page(user_id, history.rows, offset, k)  # new users: kgrec/exploration.py
         items = self._page(
             model,
-            explore.watch(lambda n, allowed: model.rank([profile], n, excluded, allowed)[0]),
+            explore.watch(rank),
             surface="recommendations",
             k=k,
             offset=offset,
@@ -363,8 +374,25 @@ class Serving:
             "offset": offset,
             "filters": {**filters.as_dict(), **diversity.as_dict()},
             "items": items,
-            **({"reason": cold_start_reason(topics)} if topics and not history.entries else {}),
+            **(
+                {"reason": cold_start_reason(topics, searched is not None)}
+                if topics and not history.entries
+                else {}
+            ),
         }
+
+    def searching_newcomer(
+        self, model: Recommender, user_id: str, topics: Sequence[TopicInterest]
+    ) -> SearchRanking | None:
+        """For a user without history: their topics' items scored by their text vector (one read);
+        None when the version has no topic items or the user no text vector."""
+        items = self.topic_items.for_model(model.artifacts.version, model.artifacts.parameters)
+        if items is None:
+            return None
+        vector = text_vector(self.gateway.read(*text_vector_read(user_id)))
+        if vector is None:
+            return None
+        return search_ranking(model, items, vector, [t.topic_id for t in topics])
 
     def explanation(self, user_id: str, item_id: str, *, max_paths: int) -> dict[str, Any]:
         """The best paths (at most 3 hops) from the user to the item; NotFound for an unknown item."""

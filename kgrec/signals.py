@@ -18,11 +18,12 @@ from functools import partial
 import scipy.sparse as sp
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
-from kgrec.item_graphs import cooccurrence_cosine, knowledge_links, same_brand, transitions
+from kgrec.item_graphs import cooccurrence_cosine, knowledge_links, same_brand, successors, transitions
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic
 from kgrec.training_graph import TrainingGraph
 
 Builder = Callable[[TrainingGraph], sp.csr_matrix]
+LAST_ITEM_TRANSITIONS = "last_item_transitions"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Signal:
     # Reads the topics training mined from item text (TrainingGraph.item_topic); built only when
     # the graph has them, and left out of a model trained without topics (TrainConfig.use_topics).
     uses_topics: bool = False
+    # Scored from the user's most recent item alone (``last · S``, the rank-0 entry of the profile)
+    # instead of the whole recency-decayed profile: what the latest item leads to next.
+    last_item: bool = False
 
 
 class SignalError(ValueError):
@@ -74,6 +78,9 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("same_brand", same_brand, directed=False, uses_knowledge=True),
     # The user's topic interests (kgrec.topic_signal), last so that the others' sums stay as they were.
     Signal(TOPIC_INTERESTS, same_topic, directed=False, uses_topics=True),
+    # The transitions out of the user's latest item only, on top of the decayed profile's: lets
+    # the fit weigh the next step after the last item apart from the rest of the history.
+    Signal(LAST_ITEM_TRANSITIONS, successors, directed=True, uses_order=True, last_item=True),
 )
 
 SIGNALS_BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
@@ -120,6 +127,11 @@ def check_weights(names: Iterable[str], weights: Mapping[str, float]) -> None:
     unknown = [name for name in weights if name != EMBEDDING and name not in SIGNALS_BY_NAME]
     if unknown:
         signal(unknown[0])
+
+
+def last_item_names() -> frozenset[str]:
+    """The signals scored from a user's most recent item alone (:attr:`Signal.last_item`)."""
+    return frozenset(s.name for s in SIGNALS if s.last_item)
 
 
 def co_purchase_names() -> tuple[str, ...]:

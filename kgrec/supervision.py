@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 RESTARTS_FILE = "restarts.json"
-SUPERVISED = ("graph", "api", "worker", "beat")
+SUPERVISED = ("graph", "impressions", "api", "worker", "beat")
 
 
 def restarts_path(data_dir: Path) -> Path:

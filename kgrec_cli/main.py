@@ -18,7 +18,7 @@ from rich.table import Table
 
 from graph_schema.statements import admin
 from kgrec import job_queue
-from kgrec.config import Settings
+from kgrec.config import Settings, queue_name
 from kgrec.datasets import BUILTIN, open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.demo_shop import DEFAULT_END, ShopSpec, generate_shop
@@ -30,7 +30,7 @@ from kgrec.runtime import embedded_server, graph_session
 from kgrec_cli.data import data as data_group
 from kgrec_cli.items import items as items_group
 from kgrec_cli.kg import kg as kg_group
-from kgrec_cli.stack import StackError, beat_argv, worker_argv
+from kgrec_cli.stack import StackError, all_queues, beat_argv, worker_argv
 from workers.training.config import VARIANTS
 
 console = Console(stderr=True)
@@ -480,6 +480,42 @@ def train_command(
             click.echo(json.dumps(job.get(timeout=None), default=str))
 
 
+@main.command("update")
+@click.option("--sync", is_flag=True, help="Run the partitions one after another in this process.")
+@click.option("--wait", is_flag=True, help="Enqueue, then wait until the new version is published.")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Partitions of the touched seeds (default KGREC_INCREMENTAL_PARTITIONS).",
+)
+@click.option("--since", type=int, default=None, help="Epoch ms: refresh what changed after this time.")
+@click.pass_context
+def update_command(
+    ctx: click.Context, sync: bool, wait: bool, partitions: int | None, since: int | None
+) -> None:
+    """Incremental update: a child of the active version with the rows touched since it refreshed."""
+    settings = _settings(ctx)
+    if sync:
+        from workers.training.incremental import run_incremental
+        from workers.training.job import version_name
+
+        with graph_session(settings, apply_migrations=True) as gateway:
+            summary = run_incremental(gateway, settings, version_name(), partitions=partitions, since=since)
+        click.echo(json.dumps(summary, default=str))
+        return
+    with graph_session(settings):  # in embedded mode, the graph server is also the broker
+        client = job_queue.job_client(settings)
+        options = {"partitions": partitions, "since": since}
+        job = client.send_task(job_queue.INCREMENTAL_UPDATE, kwargs=options)
+        click.echo(f"incremental update {job.id} enqueued")
+        if wait:
+            planned = job.get(timeout=None)
+            if planned.get("merge_job"):
+                planned = client.AsyncResult(planned["merge_job"]).get(timeout=None)
+            click.echo(json.dumps(planned, default=str))
+
+
 @main.command("evaluate")
 @click.option(
     "--dataset",
@@ -500,10 +536,10 @@ def train_command(
 @click.option(
     "--baselines",
     "baseline_set",
-    type=click.Choice(["default", "all", "kgrec"]),
     default="default",
     show_default=True,
-    help="all adds SASRec (slow on CPU); kgrec: no baseline.",
+    help="default, all (adds SASRec, slow on CPU), kgrec (no baseline), or model keys separated by "
+    "commas (e.g. markov,ease,sasrec; kgrec is always run).",
 )
 @click.option(
     "--ablate-topics",
@@ -606,9 +642,21 @@ def serve_command(host: str, port: int, workers: int, threads: int) -> None:
 @click.option(
     "--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "solo", "threads"])
 )
-def worker_command(concurrency: int, pool: str) -> None:
+@click.option(
+    "--queues",
+    default=None,
+    help="Comma-separated queues to take tasks from (default: the default queue and the training queue).",
+)
+@click.pass_context
+def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str | None) -> None:
     """Run a Celery worker (training, fold-in, pruning)."""
-    command = worker_argv(concurrency, pool)
+    names = queues or all_queues(_settings(ctx))
+    for name in names.split(","):
+        try:
+            queue_name("--queues", name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--queues") from None
+    command = worker_argv(concurrency, pool, names)
     os.execvp(command[0], command)
 
 

@@ -1,4 +1,4 @@
-"""``kgrec up``: the graph server, API, worker and beat as one supervised foreground process."""
+"""``kgrec up``: the graph and impressions servers, API, worker and beat, supervised in the foreground."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kgrec.config import Settings
 from kgrec.gateway import open_gateway
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
-from kgrec_cli.supervisor import ChildProcess, GraphProcess, StackError, Supervisor
+from kgrec_cli.supervisor import ChildProcess, GraphProcess, ImpressionsProcess, StackError, Supervisor
 
 __all__ = ["StackError", "beat_argv", "gunicorn_command", "run_stack", "worker_argv"]
 
@@ -61,9 +61,15 @@ def _celery_argv(command: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", app, command, "--loglevel", "INFO", *options]
 
 
-def worker_argv(concurrency: int = 1, pool: str = "prefork") -> list[str]:
-    """The command line of a Celery worker for the kgrec tasks."""
-    return _celery_argv("worker", "--concurrency", str(concurrency), "--pool", pool)
+def worker_argv(concurrency: int = 1, pool: str = "prefork", queues: str | None = None) -> list[str]:
+    """The command line of a Celery worker for the kgrec tasks (``queues``: comma-separated, default all)."""
+    options = ["--concurrency", str(concurrency), "--pool", pool]
+    return _celery_argv("worker", *options, *(["--queues", queues] if queues else []))
+
+
+def all_queues(settings: Settings) -> str:
+    """Every queue kgrec sends tasks to: the default one and the training queue."""
+    return ",".join(sorted({"celery", settings.train_queue}))
 
 
 def beat_argv(settings: Settings) -> list[str]:
@@ -148,9 +154,16 @@ def run_stack(
     """
     settings = settings.with_overrides(data_dir=settings.data_dir.resolve())
     graph = GraphProcess(embedded_server(settings)) if settings.embedded else None
+    servers = [ImpressionsProcess(graph.server)] if graph is not None else []
     if graph is not None:
         info = graph.launch()
+        servers[0].launch()  # started with the graph server: this only records its process
         print(f"graph server: FalkorDB on 127.0.0.1:{info.port}, data in {info.data_dir}", flush=True)
+        print(
+            f"impressions server: redis on 127.0.0.1:{info.impressions_port} "
+            f"(appendfsync {settings.impressions_fsync})",
+            flush=True,
+        )
     supervisor: Supervisor | None = None
     stopping = False
 
@@ -183,10 +196,12 @@ def run_stack(
         }
         children = [
             ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
-            ChildProcess("worker", worker_argv(), env),
+            ChildProcess("worker", worker_argv(queues=all_queues(settings)), env),
             ChildProcess("beat", beat_argv(settings), env),
         ]
-        supervisor = Supervisor(settings.data_dir, graph, children, should_stop=lambda: stopping)
+        supervisor = Supervisor(
+            settings.data_dir, graph, children, should_stop=lambda: stopping, servers=servers
+        )
         for child in children:
             child.launch()
         print(_example_curls(port, *_example_ids(settings)), flush=True)

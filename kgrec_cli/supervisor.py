@@ -1,4 +1,4 @@
-"""What ``kgrec up`` does while it runs: restart a dead graph server, API, worker or beat.
+"""What ``kgrec up`` does while it runs: restart a dead graph server, impressions server, API, worker or beat.
 
 Each restart waits an exponential backoff (capped), is logged with the exit status,
 and is counted in the data dir's restart file, which the API's ``/metrics`` reads
@@ -140,15 +140,51 @@ class GraphProcess:
         """None while it runs; otherwise how it ended."""
         if self.info is None:
             return "never started"
-        try:
-            pid, status = os.waitpid(self.info.pid, os.WNOHANG)
-        except ChildProcessError:  # not our child (it was already running), or reaped elsewhere
-            return None if self.server.running() is not None else exit_reason(None)
-        return None if pid == 0 else exit_reason(os.waitstatus_to_exitcode(status))
+        return _child_exit(self.info.pid, lambda: self.server.running() is not None)
 
     def stop(self) -> None:
         """Shut the server down cleanly (fsyncs the AOF)."""
         self.server.stop()
+
+
+class ImpressionsProcess:
+    """The embedded impressions' redis-server beside the graph server (started with it, restarted alone)."""
+
+    name = "impressions"
+
+    def __init__(self, server: EmbeddedServer) -> None:
+        self.server = server
+        self.pid: int | None = None
+        self.started_at = 0.0
+
+    def launch(self) -> ServerInfo:
+        """Start it beside the running graph server (nothing to do if it runs) and wait until it answers."""
+        info = self.server.start_impressions()
+        record = self.server.impressions.running()
+        if record is None:
+            raise EmbeddedServerError("the impressions server did not stay up")
+        self.pid = record.pid
+        self.started_at = time.monotonic()
+        return info
+
+    def poll(self) -> str | None:
+        """None while it runs; otherwise how it ended."""
+        if self.pid is None:
+            return "never started"
+        return _child_exit(self.pid, lambda: self.server.impressions.running() is not None)
+
+    def stop(self) -> None:
+        """Shut it down cleanly (its AOF is flushed and fsynced)."""
+        self.server.impressions.stop()
+
+
+def _child_exit(pid: int, alive: Callable[[], bool]) -> str | None:
+    """None while our child ``pid`` runs; otherwise how it ended (``alive`` decides for one not ours)."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (it was already running), or reaped elsewhere
+        return None if alive() else exit_reason(None)
+    return None if reaped == 0 else exit_reason(os.waitstatus_to_exitcode(status))
 
 
 @dataclass
@@ -161,7 +197,11 @@ class _Restarts:
 
 
 class Supervisor:
-    """Restarts what dies, in dependency order: the graph (also the broker) before its clients."""
+    """Restarts what dies, in dependency order: the graph (also the broker) before its clients.
+
+    ``servers`` run beside the graph server and need it (the impressions server): they are
+    restarted after it, and their deaths do not hold up the other children.
+    """
 
     def __init__(
         self,
@@ -170,9 +210,11 @@ class Supervisor:
         children: Sequence[ChildProcess],
         should_stop: Callable[[], bool],
         log: Callable[[str], None] = lambda line: print(line, flush=True),
+        servers: Sequence[Supervised] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.graph = graph
+        self.servers = list(servers)
         self.children = list(children)
         self.should_stop = should_stop
         self.log = log
@@ -182,8 +224,8 @@ class Supervisor:
 
     @property
     def processes(self) -> list[Supervised]:
-        """Everything supervised, the graph first."""
-        return ([self.graph] if self.graph is not None else []) + list(self.children)
+        """Everything supervised, the graph first, then the servers beside it."""
+        return ([self.graph] if self.graph is not None else []) + self.servers + list(self.children)
 
     def run(self) -> None:
         """Watch and restart until :attr:`should_stop` says so; raises :class:`StackError` when hopeless."""
@@ -247,11 +289,13 @@ class Supervisor:
                 self._state.setdefault(child.name, _Restarts()).due_at = None
 
     def stop_all(self) -> None:
-        """Stop the children together (SIGTERM, then SIGKILL after a grace period), then the graph."""
+        """Stop the children together (SIGTERM, then SIGKILL after a grace period), then the servers."""
         for child in self.children:
             child.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for child in self.children:
             child.wait(deadline)
+        for server in self.servers:
+            server.stop()
         if self.graph is not None:
             self.graph.stop()

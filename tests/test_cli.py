@@ -208,3 +208,15 @@ def test_a_failure_is_one_line_without_a_traceback(
     assert errors[0].startswith(f"kgrec: error: {reason}")
     assert failed.stderr.rstrip().endswith(errors[0])  # the reason is the last thing printed
     assert failed.stdout == ""
+
+
+def test_worker_refuses_a_bad_queue_name_in_one_line(tmp_path: Path) -> None:
+    done = kgrec("worker", "--queues", "celery,no such queue", env={"KGREC_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--queues" in done.stderr and "'no such queue'" in done.stderr
+    bad_env = kgrec("worker", env={"KGREC_DATA_DIR": str(tmp_path), "KGREC_TRAIN_QUEUE": "a b"})
+    assert (
+        bad_env.returncode != 0
+        and "KGREC_TRAIN_QUEUE" in bad_env.stderr
+        and "Traceback" not in bad_env.stderr
+    )

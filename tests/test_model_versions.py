@@ -116,19 +116,21 @@ def test_old_versions_are_garbage_collected(gateway: GraphGateway, loaded: Setti
     assert sorted(p.name for p in models_dir(loaded.data_dir).glob("*.npz")) == [
         "job-3.foldin.npz",
         "job-3.npz",
+        "job-3.topics.npz",
         "v-4.foldin.npz",
         "v-4.npz",
+        "v-4.topics.npz",
     ]
 
 
 def artifacts(gateway: GraphGateway, settings: Settings) -> set[str]:
-    """Versions that still have embeddings in the graph; each must also have both its files."""
+    """Versions that still have embeddings in the graph; each must also have its three files."""
     embedded = {
         r["id"]
         for r in gateway.run_query("MATCH (m:ModelVersion)-[e:EMBEDDING]->() RETURN DISTINCT m.id AS id", {})
     }
     files = {p.name for p in models_dir(settings.data_dir).glob("*.npz")}
-    assert files == {f"{v}{suffix}" for v in embedded for suffix in (".npz", ".foldin.npz")}
+    assert files == {f"{v}{suffix}" for v in embedded for suffix in (".npz", ".foldin.npz", ".topics.npz")}
     return embedded
 
 

@@ -106,3 +106,20 @@ def test_pins_match_the_plain_rule_on_random_rankings() -> None:
             score = own.get(row, rest[min(at, len(rest) - 1)][1] if rest else 0.0)
             rest.insert(min(at, len(rest)), (row, score))
         assert list(zip(got.rows.tolist(), got.scores.tolist(), strict=True)) == rest
+
+
+def test_interest_conditions_read_the_users_interests_once_per_request() -> None:
+    reads: list[int] = []
+
+    def interests() -> set[str]:
+        reads.append(1)
+        return {"Acme"}
+
+    rules = compiled(
+        [pin(f"p{n}", ITEMS[n], n + 1, ("interest", "Acme" if n % 2 else "Other")) for n in range(1, 7)]
+    )
+    pinned_by: dict[int, list[str]] = {}
+    ranked = apply_pins(RANKED, rules, RequestContext(interests=interests), None, set(), pinned_by)
+    assert len(reads) == 1  # one graph read, however many pins have an interest condition
+    assert sorted(pinned_by) == [1, 3, 5]
+    assert order(ranked)[1] == "i1"

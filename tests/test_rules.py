@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import requests
 
+from kgrec.rules import RulesView
+from kgrec.serving import Serving
 from tests.test_catalogue_api import AUTH, Shop, a_user, ids, shop, within
 
 __all__ = ["shop"]  # the module's fixture, shared with the catalogue tests' definition
@@ -181,3 +183,32 @@ def test_rules_need_the_key_and_an_unknown_rule_is_404(shop: Shop) -> None:
     assert requests.post(shop.url("/v1/rules"), json=rule, timeout=30).status_code == 401
     missing = requests.delete(shop.url("/v1/rules/no-such-rule"), headers=AUTH, timeout=30)
     assert missing.status_code == 404 and missing.json()["field"] == "rule_id"
+
+
+def test_a_rule_change_is_compiled_off_the_request_path(shop: Shop) -> None:
+    """Another process's change is loaded in the background, already compiled for the model this
+    process serves: requests keep the previous rules meanwhile and never compile on their own."""
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        view = RulesView(serving.gateway, check_every_s=0.05)
+        before = view.rules()
+        before.compiled(model, "recommendations", time.time() * 1000)  # what this process serves
+        rule = post_rule(shop, {"action": "boost", "target": {"item": a_user_item(shop)}, "factor": 3})
+
+        def changed() -> bool:
+            return view.rules().revision != before.revision
+
+        within(PICKUP_S, changed)
+        after = view.rules()
+        assert [r.id for r in after.rules] == [rule["id"]]
+        key = (id(model), "recommendations")
+        assert key in after._compiled and after._compiled[key][0] is model  # warmed ahead
+        assert after._compiled[key][1].factor is not None
+        assert (id(model), "similar") not in after._compiled  # not served here: not compiled
+    finally:
+        serving.close()
+
+
+def a_user_item(shop: Shop) -> str:
+    return shop.cypher("MATCH (i:Item) RETURN i.id AS id ORDER BY id LIMIT 1")[0]["id"]

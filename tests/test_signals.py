@@ -76,11 +76,15 @@ def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
     assert not any("weight" in f or "alternative" in f for f in Signal.__dataclass_fields__)
     assert not hasattr(signals, "default_weights") and not hasattr(signals, "candidate_weights")
     names = [s.name for s in signals_for(use_knowledge=True, use_topics=False)]
-    assert names == TODAY_COMPONENTS
-    # the topic-interest signal comes last, so that the others' sums stay bit-identical
-    assert [s.name for s in signals_for(use_knowledge=True)] == [*names, "topic_interests"]
+    assert names == [*TODAY_COMPONENTS, "last_item_transitions"]
+    # the topic-interest and last-item signals come last, so that the others' sums stay bit-identical
+    assert [s.name for s in signals_for(use_knowledge=True)] == [
+        *TODAY_COMPONENTS,
+        "topic_interests",
+        "last_item_transitions",
+    ]
     assert [s.name for s in signals_for(True, use_order=False, use_topics=False)] == [
-        n for n in names if n != "transitions"
+        n for n in TODAY_COMPONENTS if n != "transitions"
     ]
     config = TrainConfig()
     assert fit_features(names, config) == [*names, EMBEDDING]
@@ -90,8 +94,12 @@ def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
 
 def test_the_registry_builds_todays_components_in_todays_order() -> None:
     graph = small_graph()
-    assert list(build_signals(graph, use_knowledge=True)) == TODAY_COMPONENTS
-    assert list(build_signals(graph, use_knowledge=False)) == ["cooccurrence", "transitions"]
+    assert list(build_signals(graph, use_knowledge=True)) == [*TODAY_COMPONENTS, "last_item_transitions"]
+    assert list(build_signals(graph, use_knowledge=False)) == [
+        "cooccurrence",
+        "transitions",
+        "last_item_transitions",
+    ]
     for name, matrix in build_signals(graph).items():
         assert matrix.shape == (4, 4) and matrix.dtype == np.float32, name
         assert abs(matrix - signals.signal(name).build(graph)).nnz == 0
@@ -119,6 +127,11 @@ def artifacts(
     )
 
 
+def todays_components() -> dict[str, sp.csr_matrix]:
+    """The components of :data:`TODAY_COMPONENTS` (what an artifact of that time stores)."""
+    return {k: v for k, v in build_signals(small_graph()).items() if k in TODAY_COMPONENTS}
+
+
 def test_a_signal_without_a_weight_is_an_error_naming_it(tmp_path: Path) -> None:
     components = build_signals(small_graph(), use_knowledge=False)
     missing = artifacts(components, {"cooccurrence": 1.0})
@@ -129,16 +142,16 @@ def test_a_signal_without_a_weight_is_an_error_naming_it(tmp_path: Path) -> None
     with pytest.raises(SignalError, match="unknown model signal 'links'"):
         Recommender(artifacts({"links": components["cooccurrence"]}))
     # an explicit 0.0 is a weight: the signal is kept and scores nothing
-    zero = Recommender(artifacts(components, {"cooccurrence": 1.0, "transitions": 0.0}))
+    zero = Recommender(
+        artifacts(components, {"cooccurrence": 1.0, "transitions": 0.0, "last_item_transitions": 0.0})
+    )
     alone = Recommender(artifacts({"cooccurrence": components["cooccurrence"]}, {"cooccurrence": 1.0}))
     history = [[HistoryEntry("b", 1.0, 1)]]
     assert zero.recommend(history, 4) == alone.recommend(history, 4)
 
 
 def test_the_artifact_round_trips_every_signal(tmp_path: Path) -> None:
-    stored = artifacts(
-        build_signals(small_graph()), {**_KNOWLEDGE, "bought_together_directed": 0.0, EMBEDDING: 0.2}
-    )
+    stored = artifacts(todays_components(), {**_KNOWLEDGE, "bought_together_directed": 0.0, EMBEDDING: 0.2})
     loaded = load_artifacts(tmp_path / save_artifacts(stored, tmp_path))
     assert list(loaded.components) == TODAY_COMPONENTS
     assert loaded.weights == stored.weights
@@ -148,7 +161,7 @@ def test_the_artifact_round_trips_every_signal(tmp_path: Path) -> None:
 
 def test_an_artifact_from_before_the_registry_loads_with_its_dropped_signals_at_zero(tmp_path: Path) -> None:
     """Version 1 artifacts had no weight for bought_together_directed: it scored 0.0, and still does."""
-    stored = artifacts(build_signals(small_graph()), {**_KNOWLEDGE, EMBEDDING: 0.2})
+    stored = artifacts(todays_components(), {**_KNOWLEDGE, EMBEDDING: 0.2})
     path = tmp_path / "old.npz"
     with np.load(
         tmp_path
@@ -177,9 +190,15 @@ def test_a_new_signal_is_one_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setattr(signals, "SIGNALS_BY_NAME", {s.name: s for s in (*SIGNALS, extra)})
     graph = small_graph()
     components = build_signals(graph, use_knowledge=False)
-    assert list(components) == ["cooccurrence", "transitions", "same_user"]
+    assert list(components) == ["cooccurrence", "transitions", "last_item_transitions", "same_user"]
     assert "same_user" in fit_features(list(components), TrainConfig(use_knowledge=False))
-    weights = {"cooccurrence": 1.0, "transitions": 2.0, "same_user": 0.7, EMBEDDING: 0.2}
+    weights = {
+        "cooccurrence": 1.0,
+        "transitions": 2.0,
+        "last_item_transitions": 0.0,
+        "same_user": 0.7,
+        EMBEDDING: 0.2,
+    }
     stored = artifacts(components, weights)
     loaded = load_artifacts(tmp_path / save_artifacts(stored, tmp_path))
     assert loaded.weights["same_user"] == 0.7

@@ -371,7 +371,15 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 {"user_id": u, "topic_id": t, "weight": 3.0, "ref_ts": NOW, "events": n, "first_ts": NOW}
                 for u, t, n in (("u1", "topic-1", 2), ("u2", "topic-gone", 1))
             ],
+            # Text vectors: u1's stored one is one half-life older (worth half); u2 has none yet;
+            # an unknown user is skipped.
+            "text_vectors": [
+                {"user_id": "u1", "ref_ts": NOW, "vector": [0.6, 0.8]},
+                {"user_id": "u2", "ref_ts": then, "vector": [0.0, 2.0]},
+                {"user_id": "nobody", "ref_ts": NOW, "vector": [1.0, 0.0]},
+            ],
         }
+        query(gw, "MATCH (u:User {id: 'u1'}) SET u.text_vector = [1.0, 0.0], u.text_vector_ts = $t", t=then)
     with_attributes = "_with_" in st.name
     if with_attributes:
         # i1 already has the genre edge (MERGE keeps one); film_film_genre renders to the same type
@@ -426,12 +434,21 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         ]
     assert node(gw, "Event", "evt-1") == {"id": "evt-1", "received_at": NOW}
     # 120 events in the minute, or in a burst, is the limit, not over it.
+    texts = (
+        (
+            {"text_vector": pytest.approx([1.1, 0.8]), "text_vector_ts": NOW},
+            {"text_vector": pytest.approx([0.0, 2.0]), "text_vector_ts": then},
+        )
+        if language
+        else ({}, {})
+    )
     assert node(gw, "User", "u1") == {
         "id": "u1",
         "created_at": 1,
         "flagged_bot": False,
         "rate_minute": minute,
         "rate_count": 120,
+        **texts[0],
     }
     assert node(gw, "User", "u2") == {
         "id": "u2",
@@ -439,7 +456,9 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         "flagged_bot": False,
         "rate_minute": minute,
         "rate_count": 1,
+        **texts[1],
     }
+    assert node(gw, "User", "nobody") is None
     assert node(gw, "Item", "i1") == {"id": "i1", "created_at": 2, "listed": True, "title": "Old title"}
     assert node(gw, "Item", "i2") == {
         "id": "i2",
@@ -862,6 +881,85 @@ def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
     assert edge["folded_at"] == NOW
     assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW  # type: ignore[index]
     assert count(gw, "()-[r:EMBEDDING]->(:Item {id: 'y'})") == 0
+
+
+# --- incremental versions (graph_schema/statements/incremental.py) ----------------------------------
+
+
+@effect("create_child_version")
+def _create_child_version(gw: GraphGateway, st: Statement) -> None:
+    query(gw, "CREATE (:ModelVersion {id: $p, status: 'ready', active: true})", p=st.params["parent"])
+    assert gw.write(st, st.params).rows == [{"id": st.params["id"]}]
+    child = node(gw, "ModelVersion", st.params["id"])
+    assert child is not None
+    assert (child["parent"], child["data_until"], child["status"], child["active"], child["created_at"]) == (
+        st.params["parent"],
+        st.params["data_until"],
+        "writing",
+        False,
+        NOW,
+    )
+    assert child["artifact"] == st.params["artifact"] and child["parameters"] == st.params["parameters"]
+    assert node(gw, "ModelVersion", st.params["parent"])["active"] is True  # type: ignore[index]
+    # no such parent: nothing is created
+    assert gw.write(st, {**st.params, "id": "orphan", "parent": "gone"}).rows == []
+    assert node(gw, "ModelVersion", "orphan") is None
+
+
+@effect("copy_user_embeddings", "copy_item_embeddings", "copy_brand_embeddings", "copy_category_embeddings")
+def _copy_embeddings(gw: GraphGateway, st: Statement) -> None:
+    label = st.name.split("_")[1].capitalize()
+    query(
+        gw,
+        f"CREATE (p:ModelVersion {{id: $p}}), (m:ModelVersion {{id: $c}}),"
+        f"       (p)-[:EMBEDDING {{vector: [1.0, 2.0], folded_at: 5}}]->(:{label} {{id: 'x'}}),"
+        f"       (p)-[:EMBEDDING {{vector: [3.0]}}]->(:{label} {{id: 'y'}})",
+        p=st.params["parent"],
+        c=st.params["id"],
+    )
+    assert gw.write(st, st.params).rows == [{"copied": 1}]
+    assert gw.write(st, st.params).rows == [{"copied": 1}]  # again: the same one relationship
+    (edge,) = rels(gw, f"(:ModelVersion {{id: $c}})-[r:EMBEDDING]->(:{label} {{id: 'x'}})", c=st.params["id"])
+    assert edge == {"vector": [1.0, 2.0], "folded_at": 5}
+    assert count(gw, f"(:ModelVersion {{id: $c}})-[:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"]) == 0
+    assert count(gw, "(:ModelVersion {id: $p})-[:EMBEDDING]->()", p=st.params["parent"]) == 2
+
+
+@effect("copy_version_topics")
+def _copy_version_topics(gw: GraphGateway, st: Statement) -> None:
+    topics = "(p)-[:HAS_TOPIC {centroid: [0.6, 0.8], size: 3}]->(:Topic {id: 'topic-1'}), (:Topic {id: 'other'})"
+    query(gw, f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c}}), {topics}", p=st.params["parent"], c=st.params["id"])
+    assert gw.write(st, st.params).rows == [{"copied": 1}]
+    (edge,) = rels(gw, "(:ModelVersion {id: $c})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})", c=st.params["id"])
+    assert edge == {"centroid": [0.6, 0.8], "size": 3}
+    assert count(gw, "(:ModelVersion)-[:HAS_TOPIC]->(:Topic {id: 'other'})") == 0
+
+
+@effect("activate_child_version")
+def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
+    parent, child = st.params["parent"], st.params["id"]
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: $c, status: 'ready', active: false, parent: $p}),"
+        "       (:ModelVersion {id: $p, status: 'ready', active: true, activated_at: 5}),"
+        "       (:ModelVersion {id: 'other-child', status: 'ready', active: false, parent: 'v-other'})",
+        c=child,
+        p=parent,
+    )
+    # another version's child is never switched to
+    assert gw.write(st, {**st.params, "id": "other-child"}).rows == [{"activated": 0}]
+
+    def state() -> dict[str, tuple[bool, int | None]]:
+        rows = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.active AS active, m.activated_at AS at")
+        return {r["id"]: (r["active"], r["at"]) for r in rows}
+
+    assert gw.write(st, st.params).rows == [{"activated": 1}]
+    after = {child: (True, NOW), parent: (False, 5), "other-child": (False, None)}
+    assert state() == after
+    # the parent is no longer active (a retraining replaced it): a second child is not switched to
+    query(gw, "CREATE (:ModelVersion {id: 'late', status: 'ready', active: false, parent: $p})", p=parent)
+    assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0}]
+    assert state() == {**after, "late": (False, None)}
 
 
 # --- privacy and maintenance ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``kgrec up`` supervises what it starts: kill -9 the graph server, the API master and the worker."""
+"""``kgrec up`` supervises what it starts: kill -9 the graph server, the impressions server, the API master
+and the worker."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ class EventPoster(threading.Thread):
 
 
 @embedded_only
-def test_up_restarts_a_killed_graph_api_and_worker(tmp_path: Path) -> None:
+def test_up_restarts_a_killed_graph_impressions_server_api_and_worker(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     port = free_port()
     env = {**os.environ, "KGREC_API_KEYS": KEY}
@@ -137,7 +138,7 @@ def test_up_restarts_a_killed_graph_api_and_worker(tmp_path: Path) -> None:
         wait_for(f"{base}/healthz", timeout_s=300)
         celery = job_client(Settings(data_dir=data_dir))
         eventually(lambda: worker_answers(celery), 120, "the Celery worker answers a ping")
-        assert restarts(base) == {"graph": 0, "api": 0, "worker": 0, "beat": 0}
+        assert restarts(base) == {"graph": 0, "impressions": 0, "api": 0, "worker": 0, "beat": 0}
 
         # The graph server: the API answers 503 + Retry-After, then 200 again by itself.
         poster.start()
@@ -153,6 +154,17 @@ def test_up_restarts_a_killed_graph_api_and_worker(tmp_path: Path) -> None:
         eventually(lambda: worker_answers(celery), 120, "the worker answers after the restart")
         poster.done.set()
         poster.join(60)
+
+        # The impressions server: restarted on its port, alone.
+        companion = EmbeddedServer(data_dir).impressions.running()
+        assert companion is not None and companion.owner_pid == up.pid
+        os.kill(companion.pid, signal.SIGKILL)
+        eventually(
+            lambda: restarts(base)["impressions"] == 1, 60, "the impressions restart shows in /metrics"
+        )
+        back = EmbeddedServer(data_dir).impressions.running()
+        assert back is not None and back.pid != companion.pid and back.port == companion.port
+        assert restarts(base)["graph"] == 1
 
         # The API master, and with it its workers.
         master = child_pid(up.pid, "gunicorn")
@@ -180,9 +192,11 @@ def test_up_restarts_a_killed_graph_api_and_worker(tmp_path: Path) -> None:
     output = log.read_text()
     assert up.returncode == 0, output
     assert "kgrec up: graph killed by SIGKILL" in output, output
+    assert "kgrec up: impressions killed by SIGKILL" in output, output
     assert "kgrec up: api killed by SIGKILL" in output and "kgrec up: worker killed by SIGKILL" in output
     assert "kgrec stopped" in output
     assert EmbeddedServer(data_dir).running() is None
+    assert EmbeddedServer(data_dir).impressions.running() is None
 
 
 def test_a_process_that_cannot_start_is_given_up_with_one_line(tmp_path: Path) -> None:

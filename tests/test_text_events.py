@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
@@ -177,6 +178,29 @@ def test_text_is_matched_to_the_active_topics_and_decays_like_other_interests(
     assert math.isclose(_topic_interest(gateway, "alice")["space"]["weight"], 4.0)
     assert ingest(gateway, valid(review), settings, now_ms=later).duplicates == 1  # idempotent
     assert math.isclose(_topic_interest(gateway, "alice")["space"]["weight"], 4.0)
+
+
+def test_a_users_text_vector_is_the_decayed_sum_of_their_texts_and_far_text_takes_the_nearest_topic(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    topics = {"lips": "vegan lip balm", "hair": "shampoo for curly hair"}
+    _topics(gateway, f"v-{uuid.uuid4().hex[:6]}", topics)
+    near, far = "organic lip balm for dry lips", "space opera films"
+    lips, space = encode([near, far])
+    cosines = encode(list(topics.values())) @ space
+    assert max(cosines) < MATCH_MIN_COSINE
+    ingest(gateway, valid(ev("s1", "search", query=near, ts=T0, user="dora")), settings, now_ms=T0)
+    later = T0 + 14 * DAY_MS  # one half-life
+    ingest(gateway, valid(ev("s2", "search", query=far, ts=later, user="dora")), settings, now_ms=later)
+    row = gateway.run_query(
+        "MATCH (u:User {id: 'dora'}) RETURN u.text_vector AS v, u.text_vector_ts AS ts", {}
+    )[0]
+    # a search weighs 3: the first one, a half-life old, is worth half of the second
+    assert row["ts"] == later
+    assert np.allclose(row["v"], 3 * 0.5 * lips + 3 * space, atol=1e-4)
+    # no topic reaches the bar for the far search: the nearest one takes it all the same
+    nearest = list(topics)[int(np.argmax(cosines))]
+    assert _topic_interest(gateway, "dora")[nearest]["count"] >= 1
 
 
 def test_a_new_active_version_is_picked_up(gateway: GraphGateway, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from kgrec.config import Settings
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
-from kgrec.job_queue import PRUNE_GRAPH, job_client
+from kgrec.job_queue import PRUNE_GRAPH, TRAIN, job_client
 from kgrec.maintenance import PruneResult, prune
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
@@ -149,3 +149,25 @@ def test_beat_schedules_pruning(worker_env: tuple, tmp_path: Path) -> None:
         while time.monotonic() < deadline and state(gateway) != AFTER_PRUNE:
             time.sleep(0.5)
         assert state(gateway) == AFTER_PRUNE, (tmp_path / "beat.log").read_text()[-2000:]
+
+
+def test_training_goes_to_its_own_queue_when_one_is_set(worker_env: tuple, tmp_path: Path) -> None:
+    """With KGREC_TRAIN_QUEUE, a worker on the default queue leaves training to the training queue's
+    workers (the compose file's GPU worker), and still runs everything else."""
+    env, _settings, _gateway = worker_env
+    env = {**env, "KGREC_TRAIN_QUEUE": "kgrec-train-test"}
+    settings = Settings.from_env(env)
+    client = job_client(settings)
+    with background(worker_argv(pool="solo", queues="celery"), env, tmp_path / "cpu-worker.log"):
+        client.send_task(PRUNE_GRAPH).get(timeout=120)  # the default queue's worker is up
+        job = client.send_task(TRAIN, kwargs={"epochs": 1, "device": "cpu"})
+        time.sleep(3)
+        assert job.state == "PENDING"  # nobody on the training queue yet
+        with background(
+            worker_argv(pool="solo", queues="kgrec-train-test"), env, tmp_path / "gpu-worker.log"
+        ):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and job.state == "PENDING":
+                time.sleep(0.2)
+        assert job.state != "PENDING"
+    assert "kgrec-train-test" in (tmp_path / "gpu-worker.log").read_text()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, current_app, shared_task
+from celery import Task, chord, current_app, shared_task
 from celery.result import AsyncResult
 
 from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec import job_queue
 from kgrec.maintenance import prune
-from kgrec.retrain_schedule import check_and_claim
+from kgrec.retrain_schedule import check_and_claim, next_update
 from workers.context import graph, settings
 from workers.training.config import TrainConfig, for_variant
+from workers.training.incremental import PartitionRows, UpdatePlan, finish_update, plan_update, run_partition
 from workers.training.item_fold_in import embed_new_items
-from workers.training.job import start_training
+from workers.training.job import start_training, version_name
 
 FOLD_IN_SWEEP_LIMIT = 1_000
 
@@ -75,8 +76,53 @@ def retrain_if_due() -> dict[str, object]:
     """Queue a gated retraining when the schedule or the new-event count says so (beat runs this)."""
 
     def enqueue(job_id: str) -> None:
-        train.apply_async(kwargs={"gate": True}, task_id=job_id)
+        # between full trainings, an incremental update while the drift is below the threshold
+        if next_update(graph(), settings()) == "incremental":
+            incremental_update.apply_async(task_id=job_id)
+        else:
+            train.apply_async(kwargs={"gate": True}, task_id=job_id)
 
     return check_and_claim(
         graph(), settings(), lambda job_id: AsyncResult(job_id, app=current_app).state, enqueue
     )
+
+
+@shared_task(bind=True, name=job_queue.INCREMENTAL_UPDATE, acks_late=True, reject_on_worker_lost=True)
+def incremental_update(self: Task, partitions: int | None = None, since: int | None = None) -> dict[str, Any]:
+    """Plan an incremental update of the active version and queue its partitions as a chord.
+
+    The chord's callback (:func:`incremental_merge`, task id ``<this id>-merge``) publishes the
+    child version ``job-<this id>`` once every partition has finished; if one fails, nothing is
+    written and the active version stays. With one worker process the partitions run one after
+    another, with several in parallel.
+    """
+    current = settings()
+    plan = plan_update(graph(), partitions or current.incremental_partitions, since)
+    if plan is None:
+        return {"version": None, "reason": "no active version, or nothing touched since it"}
+    data = plan.to_json()
+    merge_id = f"{self.request.id}-merge"
+    header = [incremental_partition.s(data, part) for part in range(plan.partitions)]
+    chord(header)(incremental_merge.s(data, version_name(self.request.id)).set(task_id=merge_id))
+    return {
+        "version": version_name(self.request.id),
+        "parent": plan.parent,
+        "merge_job": merge_id,
+        "partitions": plan.partitions,
+        "items": len(plan.items),
+        "users": len(plan.users),
+        "drift": plan.lineage["drift"],
+    }
+
+
+@shared_task(name=job_queue.INCREMENTAL_PARTITION, acks_late=True, reject_on_worker_lost=True)
+def incremental_partition(plan: dict[str, Any], part: int) -> str:
+    """Pull one partition's 2-hop subgraph and refresh its seeds' rows (returned encoded; writes nothing)."""
+    return run_partition(graph(), settings(), UpdatePlan.from_json(plan), part).encode()
+
+
+@shared_task(name=job_queue.INCREMENTAL_MERGE, acks_late=True, reject_on_worker_lost=True)
+def incremental_merge(parts: list[str], plan: dict[str, Any], version: str) -> dict[str, Any]:
+    """The chord's callback: merge the partitions' rows, write the child version and switch to it."""
+    rows = [PartitionRows.decode(text) for text in parts]
+    return finish_update(graph(), settings(), UpdatePlan.from_json(plan), rows, version)

@@ -7,7 +7,10 @@ statement: tag counts (``(:Item)-[:TAGGED {count}]->(:Tag)``) and the topic
 interests that review, tag and search text matched (``$topic_interests``,
 aggregated per (user, topic) by :mod:`kgrec.events.ingest`), merged into the
 INTERESTED_IN edges with the same decay as every interest. Topic interests come
-from language only: what a user did with items is already their history.
+from language only: what a user did with items is already their history. A third
+language stage keeps each user's text vector (``User.text_vector``, stamped
+``text_vector_ts``): the decayed sum of their texts' embeddings (``$text_vectors``,
+one row per user), merged with the same decay.
 
 The brand and category aggregation is :func:`kgrec.interests.interest_rows`
 (the importer calls it) spelled out in Cypher: done in Python it needs the items'
@@ -146,6 +149,22 @@ _TAGS = """
     SET r.count = coalesce(r.count, 0) + tg.count
 """
 
+# The user's text vector: the stored one and the batch's, both decayed to the later stamp, summed.
+_TEXT_VECTORS = """
+    WITH count(*) AS stage
+    UNWIND $text_vectors AS tv
+    MATCH (u:User {id: tv.user_id})
+    WITH u, tv, CASE WHEN u.text_vector_ts IS NULL OR tv.ref_ts > u.text_vector_ts
+                     THEN tv.ref_ts ELSE u.text_vector_ts END AS at
+    WITH u, tv, at, 2 ^ (-(at - tv.ref_ts) / $half_life_ms) AS fresh,
+         CASE WHEN u.text_vector IS NULL OR size(u.text_vector) <> size(tv.vector) THEN 0.0
+              ELSE 2 ^ (-(at - u.text_vector_ts) / $half_life_ms) END AS kept
+    SET u.text_vector = [k IN range(0, size(tv.vector) - 1) |
+                         tv.vector[k] * fresh
+                         + CASE WHEN kept > 0.0 THEN u.text_vector[k] * kept ELSE 0.0 END],
+        u.text_vector_ts = at
+"""
+
 # Topic interests from text, one row per (user, topic); a topic retired since the match is skipped.
 _TEXT_TOPICS = """
     WITH count(*) AS stage
@@ -160,7 +179,9 @@ _RETURN = """
 """
 # A batch without language gets the statement without its stages (no empty UNWINDs to pay for).
 _PAIRS_AND_INTERESTS = _stages(_PAIRS, _MERGE_INTEREST, _RETURN)
-_WITH_LANGUAGE = _stages(_PAIRS, _MERGE_INTEREST, _TAGS, _TEXT_TOPICS, _MERGE_INTEREST, _RETURN)
+_WITH_LANGUAGE = _stages(
+    _PAIRS, _MERGE_INTEREST, _TAGS, _TEXT_VECTORS, _TEXT_TOPICS, _MERGE_INTEREST, _RETURN
+)
 
 _INGEST_PARAMS: dict[str, Any] = {
     "now": 1700000000000,
@@ -184,6 +205,7 @@ _LANGUAGE_PARAMS: dict[str, Any] = {
             "first_ts": 1700000000000,
         }
     ],
+    "text_vectors": [{"user_id": "u1", "ref_ts": 1700000000000, "vector": [0.6, 0.8]}],
 }
 
 

@@ -133,3 +133,14 @@ TOPIC_DETAIL = read(
     topic_id="topic-1",
     items=10,
 )
+
+# A user's text vector (the decayed sum of their texts' embeddings, written by event ingestion):
+# read only for a user without history who has topic interests (a searching newcomer).
+USER_TEXT_VECTOR = read(
+    "user_text_vector",
+    """
+    MATCH (u:User {id: $user_id})
+    RETURN u.text_vector AS vector, u.text_vector_ts AS ts
+    """,
+    user_id="A1YJEY40YUW4SE",
+)

@@ -15,7 +15,9 @@ Language events ride in the same statement: a tag adds to ``(:Item)-[:TAGGED {co
 a review keeps its text on the INTERACTED edge, and the text of reviews, tags and searches is
 embedded before the write, in one batch, and matched to the active version's topics
 (:mod:`kgrec.topics`): the user's topic interests are merged with the same decay as brand and
-category interests. A batch without text reads and embeds nothing more than before.
+category interests; the same embeddings, summed per user with the interest decay, update the
+user's text vector (``User.text_vector``, what a newcomer's search ranks by,
+:mod:`kgrec.search_cold_start`). A batch without text reads and embeds nothing more than before.
 
 Item attributes (``item.attributes``) are written by the same statement, rendered
 for the relation types the batch uses: each value is an item when the batch or
@@ -46,7 +48,7 @@ from kgrec.config import Settings
 from kgrec.decay import decayed_sum
 from kgrec.events.validation import Event, FieldError
 from kgrec.gateway import GraphConflict, GraphGateway
-from kgrec.topics import ACTIVE, topic_interest_rows
+from kgrec.topics import ACTIVE, LanguageRows, language_rows
 
 MAX_CONFLICT_RETRIES = 5
 MINUTE_MS = 60_000
@@ -142,12 +144,13 @@ def build_params(
     event_ids: Sequence[str] | None = None,
     known_items: set[str] | None = None,
     topic_interests: Sequence[dict[str, Any]] = (),
+    text_vectors: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The parameters of the ingestion statement for new events (``event_ids``: every id to record).
 
     ``known_items``: attribute values that are Item nodes in the graph (the batch's own items
     are added here); see :func:`statement_for`. ``topic_interests``: the rows of
-    :func:`kgrec.topics.topic_interest_rows` for these events.
+    :func:`kgrec.topics.language_rows` for these events, ``text_vectors`` its user text vectors.
     """
     half_life = settings.half_life_ms
     weights = settings.behaviour_weights
@@ -226,9 +229,10 @@ def build_params(
         "pairs": pair_rows,
         **attributes,
     }
-    if tags or topic_interests:  # only then the statement has the language stages
+    if tags or topic_interests or text_vectors:  # only then the statement has the language stages
         params["tags"] = [{"item_id": i, "tag": t, "count": n} for (i, t), n in tags.items()]
         params["topic_interests"] = list(topic_interests)
+        params["text_vectors"] = list(text_vectors)
     return params
 
 
@@ -264,8 +268,10 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     _refuse_unknown_tagged_items(gateway, events, applied)
     values = attribute_values(applied)
     known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(values)})} if values else set()
-    topic_rows = _topic_rows(gateway, applied, settings)
-    params = build_params(applied, settings, now_ms, [e.event_id for e in fresh], known, topic_rows)
+    text = _language_rows(gateway, applied, settings)
+    params = build_params(
+        applied, settings, now_ms, [e.event_id for e in fresh], known, text.topic_interests, text.text_vectors
+    )
     return PreparedBatch(params, IngestResult(len(events), len(applied), len(events) - len(applied)))
 
 
@@ -290,11 +296,11 @@ def _refuse_unknown_tagged_items(
         )
 
 
-def _topic_rows(gateway: GraphGateway, events: Sequence[Event], settings: Settings) -> list[dict[str, Any]]:
-    """Topic interests from the events' text; no read and no embedding for a batch without text."""
+def _language_rows(gateway: GraphGateway, events: Sequence[Event], settings: Settings) -> LanguageRows:
+    """Topic interests and text vectors from the events' text; no read, no embedding without text."""
     if not any(e.language is not None for e in events):
-        return []
-    return topic_interest_rows(
+        return LanguageRows([], [])
+    return language_rows(
         events,
         ACTIVE.get(gateway),
         settings.behaviour_weights,

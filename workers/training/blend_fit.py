@@ -6,7 +6,7 @@ validation targets (each user's latest training interaction, held out):
 1. Sample up to :data:`MAX_FIT_USERS` validation users (fixed seed).
 2. For each recency decay of :data:`DECAYS`, build the users' served profiles
    and score every item with every eligible feature: each registered signal
-   (``profile · S``) and the graph model (``(profile · E_ctx) · Eᵀ``). Each
+   (``profile · S``; a last-item signal ``last · S``) and the graph model (``(profile · E_ctx) · Eᵀ``). Each
    user's candidates are the union of every feature's top :data:`CANDIDATES`
    unseen items; the per-feature scores of the candidates are kept, so a blend
    is scored without rebuilding anything (a validation item outside every
@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import EMBEDDING
+from kgrec.signals import EMBEDDING, last_item_names
 
 DECAYS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 1.0)
 GRID: tuple[float, ...] = tuple(float(10 ** (k / 4)) for k in range(-12, 9))  # 1e-3 … 1e2
@@ -61,7 +61,9 @@ class _Features:
     scale: np.ndarray  # (features,)
 
 
-def _dense(profiles: sp.csr_matrix, artifacts: ModelArtifacts, name: str) -> np.ndarray:
+def _dense(profiles: sp.csr_matrix, last: sp.csr_matrix, artifacts: ModelArtifacts, name: str) -> np.ndarray:
+    if name in last_item_names():
+        return np.asarray((last @ artifacts.components[name]).todense(), dtype=np.float32)
     if name == EMBEDDING:
         context = artifacts.item_context_embeddings
         context = artifacts.item_embeddings if context is None else context
@@ -80,6 +82,7 @@ def _features(
         replace(artifacts, weights={n: 0.0 for n in artifacts.components}, recency_decay=decay)
     )
     profiles = scorer.profiles(histories)
+    last = scorer.profiles(histories, last_only=True)
     seen = profiles.copy()
     seen.data[:] = 1.0
     seen_mask = np.asarray(seen.todense(), dtype=bool)
@@ -88,7 +91,7 @@ def _features(
     tops = []
     scale = np.ones(len(names), dtype=np.float32)
     for f, name in enumerate(names):
-        dense = _dense(profiles, artifacts, name)
+        dense = _dense(profiles, last, artifacts, name)
         dense[seen_mask] = -np.inf
         top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
         tops.append(top)
@@ -106,7 +109,7 @@ def _features(
     rows = np.arange(n_users)[:, None]
     scaled = np.empty((n_users, width, len(names)), dtype=np.float32)
     for f, name in enumerate(names):
-        dense = _dense(profiles, artifacts, name)
+        dense = _dense(profiles, last, artifacts, name)
         scaled[:, :, f] = np.where(valid, dense[rows, safe] / scale[f], 0.0)
     prior = np.where(valid, scorer.prior[safe], -np.inf).astype(np.float32)
     hit = (columns == targets[:, None]) & valid

@@ -32,6 +32,9 @@ class TrainConfig:
     graph_model_only: bool = False  # the graph neural network's score alone, no other signal
     use_recency: bool = True  # order-aware parts: recency-weighted profile, transitions
     use_topics: bool = True  # the topic-interest signal (topics mined from item text; needs use_text)
+    # Retrain the graph model on every training interaction (the validation hold-out included) for
+    # the epoch count early stopping chose, and serve that one (workers.training.pipeline)
+    refit_on_all: bool = True
 
 
 # variant name -> what it changes from the full model

@@ -86,6 +86,21 @@ SPLIT_TIE_SEED = 7
 Progress = Callable[[str], None]
 
 
+def models_of(baseline_set: str) -> tuple[str, ...]:
+    """The models ``--baselines`` names: a set of :data:`BASELINE_SETS`, or model keys separated by
+    commas (kgrec always first, e.g. ``markov,ease`` → kgrec, markov, ease)."""
+    if baseline_set in BASELINE_SETS:
+        return BASELINE_SETS[baseline_set]
+    keys = [key.strip() for key in baseline_set.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in ALL_MODELS]
+    if not keys or unknown:
+        raise ValueError(
+            f"--baselines must be one of {', '.join(BASELINE_SETS)} or model keys separated by commas "
+            f"({', '.join(ALL_MODELS)}), got {baseline_set!r}"
+        )
+    return ("kgrec", *dict.fromkeys(key for key in keys if key != "kgrec"))
+
+
 @dataclass
 class SplitDataset:
     """A data set with only its training interactions; the held-out ones are the targets.
@@ -294,8 +309,7 @@ def evaluate(
     the topic-interest signal, the same graph model), when the trained model has that signal.
     """
     say = progress or (lambda _message: None)
-    if baseline_set not in BASELINE_SETS:
-        raise ValueError(f"--baselines must be one of {', '.join(BASELINE_SETS)}, got {baseline_set!r}")
+    chosen_models = models_of(baseline_set)
     interactions_only = not config.use_knowledge and not config.use_text
     split = split_dataset(open_dataset(dataset_name, data_dir), protocol, interactions_only)
     say(f"{split.name}: {len(split.train):,} training interactions, {len(split.test):,} test users")
@@ -314,10 +328,16 @@ def evaluate(
     }
     details: dict[str, dict[str, object]] = {"kgrec": {"seconds": round(time.perf_counter() - started, 1)}}
     say(f"kgrec: ndcg@10 {per_user['kgrec'].get('ndcg@10', np.zeros(1)).mean():.4f}")
-    models: tuple[str, ...] = BASELINE_SETS[baseline_set]
+    models: tuple[str, ...] = chosen_models
     if ablate_topics and TOPIC_INTERESTS in result.artifacts.components:
         begun = time.perf_counter()
-        without = fit_and_package(graph, result.embeddings, replace(config, use_topics=False), device=device)
+        without = fit_and_package(
+            graph,
+            result.fit_embeddings or result.embeddings,
+            replace(config, use_topics=False),
+            device=device,
+            served=result.embeddings,
+        )
         per_user[NO_TOPICS] = _recommender_per_user(
             Recommender(without.artifacts), test_histories, targets, ks
         )
@@ -437,6 +457,14 @@ def evaluate(
             "kgrec_topics": result.artifacts.parameters.get("topics"),
             "kgrec_recency_decay": result.artifacts.recency_decay,
             "kgrec_validation": result.validation,
+            # each feature alone on validation, and what the graph model learnt (what each signal adds)
+            "kgrec_single_feature_validation_ndcg@10": result.artifacts.parameters.get(
+                "single_feature_validation_ndcg"
+            ),
+            "kgrec_model": {
+                key: result.artifacts.parameters.get(key)
+                for key in ("model_best_epoch", "model_validation_ndcg", "model_decay")
+            },
             "models": details,
             "confidence": "95% percentile bootstrap over test users (1,000 resamples, seeded); "
             "paired: kgrec − model per user, bootstrap interval and paired t-test p",

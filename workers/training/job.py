@@ -197,7 +197,12 @@ def publish(
         activate_now=not gate,
         # Topic ids are matched to the active version's, so they are written before any switch.
         before_activation=lambda: write_topics(
-            gateway, version, learnt_from.item_ids, result.topics, batch=settings.embedding_batch
+            gateway,
+            version,
+            learnt_from.item_ids,
+            result.topics,
+            batch=settings.embedding_batch,
+            folder=folder,
         ),
     )
     if not gate:

@@ -10,7 +10,9 @@
    The topic-interest signal (:mod:`kgrec.topic_signal`) is one of them: topics are
    mined from the items' text (:mod:`workers.training.topics`) before the fit, when
    text is used, and the job writes them with the version.
-4. Rebuild the signals' item–item graphs on all interactions and package the artifacts.
+4. Rebuild the signals' item–item graphs on all interactions, retrain the graph model on all
+   of them for the epoch count early stopping chose (``TrainConfig.refit_on_all``), and package
+   the artifacts: the served model, like the signals, has seen each user's latest interaction.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class TrainingResult:
     counts: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
     text_vectors: np.ndarray | None = None  # (n_items, 384) item text embeddings, when text was used
+    # The graph model the blend was fitted with (trained without the validation hold-out); the
+    # served one (``embeddings``) is retrained on every interaction when config.refit_on_all.
+    fit_embeddings: TrainedEmbeddings | None = None
     topics: TopicModel | None = None  # topics mined from the items' text, when text was used
 
 
@@ -189,8 +194,19 @@ def train_model(
         on_epoch=lambda epoch, _loss: report("train", 0.1 + 0.6 * (epoch + 1) / config.epochs),
     )
     timings["train_s"] = time.perf_counter() - started
+    served = embeddings
+    if config.refit_on_all and fit_graph.inter_user.size < graph.inter_user.size:
+        # The early-stopped model never saw the validation interactions (each user's latest): the
+        # served one is retrained on all of them for the chosen number of epochs, as the signals
+        # are rebuilt on all interactions below.
+        started = time.perf_counter()
+        report("refit", 0.65)
+        served = train_kg_model(graph, config, device, text, epochs=max(embeddings.best_epoch, 1))
+        served.validation_ndcg = embeddings.validation_ndcg
+        served.best_epoch = embeddings.best_epoch
+        timings["refit_s"] = time.perf_counter() - started
     report("fit-blend", 0.7)
-    result = fit_and_package(graph, embeddings, config, device=device, version=version)
+    result = fit_and_package(graph, embeddings, config, device=device, version=version, served=served)
     result.timings = {**timings, **result.timings}
     result.text_vectors = text
     if text is not None and text_cache_dir is not None:
@@ -207,12 +223,16 @@ def fit_and_package(
     *,
     device: str = "cpu",
     version: str = "",
+    served: TrainedEmbeddings | None = None,
 ) -> TrainingResult:
     """Fit the blend for ``config``'s variant on the validation hold-out and package the artifacts.
 
     ``embeddings`` is the graph model trained on ``graph`` minus the hold-out
     (:func:`hold_out_latest`); variants that train the same graph model share it.
+    ``served``: the graph model the artifacts carry (retrained on all of ``graph``); by default
+    ``embeddings`` itself.
     """
+    served = embeddings if served is None else served
     fit_graph, targets = hold_out_latest(graph)
     started = time.perf_counter()
     use_order = config.use_recency
@@ -250,7 +270,7 @@ def fit_and_package(
     artifacts = ModelArtifacts(
         version=version,
         item_ids=graph.item_ids,
-        item_embeddings=embeddings.items,
+        item_embeddings=served.items,
         components=build_signals(graph, config.use_knowledge, use_order, config.use_topics),
         weights=weights,
         recency_decay=fitted.recency_decay,
@@ -261,13 +281,21 @@ def fit_and_package(
             "model_best_epoch": embeddings.best_epoch,
             "model_validation_ndcg": [round(x, 5) for x in embeddings.validation_ndcg],
             "model_decay": round(embeddings.decay, 4),
-            "relation_weights": embeddings.relation_weights,
+            "model_refit_on_all": served is not embeddings,
+            "relation_weights": served.relation_weights,
             "single_feature_validation_ndcg": {k: round(v, 5) for k, v in fitted.single.items()},
         },
         facts=graph.facts,
-        item_context_embeddings=embeddings.item_context,
+        item_context_embeddings=served.item_context,
     )
-    return TrainingResult(artifacts, embeddings, validation, graph.counts(), {"fit_blend_s": fit_seconds})
+    return TrainingResult(
+        artifacts,
+        served,
+        validation,
+        graph.counts(),
+        {"fit_blend_s": fit_seconds},
+        fit_embeddings=embeddings,
+    )
 
 
 def _validation_metrics(

@@ -35,6 +35,7 @@ from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
 from kgrec.promotion_gate import GateDecision
+from kgrec.topic_items import topic_items_path
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import basis_path
 from workers.training.pipeline import TrainingResult
@@ -159,4 +160,5 @@ def collect_garbage(
         if version["artifact"]:
             (models_folder / version["artifact"]).unlink(missing_ok=True)
             basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
+        topic_items_path(models_folder, version["id"]).unlink(missing_ok=True)
     return [v["id"] for v in doomed]

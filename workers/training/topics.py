@@ -8,7 +8,11 @@
    embeddings, so clusters group by cosine; ``k = clamp(round(sqrt(n / 2)), 2, 100)`` for
    ``n`` items with text. Centroids are renormalised. An item is ``ABOUT`` its nearest
    topic when the cosine is at least :data:`ABOUT_MIN_COSINE`; topics with fewer than
-   :data:`MIN_TOPIC_SIZE` such items are dropped.
+   :data:`MIN_TOPIC_SIZE` such items are dropped. An item is also ``ABOUT`` its next nearest
+   kept topics, up to :data:`ABOUT_TOPICS` in all, when their cosine is at least
+   :data:`ABOUT_MIN_COSINE` too (each edge with its cosine as score): a film about a heist in
+   space belongs to both, and a search for either finds it. The clustering and the
+   topic-interest signal use the nearest topic only.
 3. **Labels.** Class-based TF-IDF as BERTopic computes it: the items of a topic form one
    document, ``tf`` is a term's share of that document, ``idf = log(1 + A / f)`` with ``A``
    the mean number of words per topic and ``f`` the term's frequency over all topics.
@@ -18,6 +22,9 @@
    keeps the old id, every other topic gets the next unused ``topic-<n>``.
 5. **Quality.** Mean NPMI of each topic's top 10 keywords over the item texts (document
    co-occurrence) and the share of items with a topic, recorded with the version.
+6. **Serving file.** :func:`write_topics` also writes ``<version>.topics.npz`` next to the
+   artifact (:mod:`kgrec.topic_items`): every item's topic-text embedding and memberships, so
+   serving can order a searching newcomer's topic items by the search itself.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,10 +53,12 @@ from graph_schema.statements.topics import (
     WRITE_TOPICS,
 )
 from kgrec.gateway import GraphGateway
+from kgrec.topic_items import TopicItems
 from kgrec.topics import ACTIVE
 from kgrec.training_graph import TrainingGraph
 
 ABOUT_MIN_COSINE = 0.3
+ABOUT_TOPICS = 3  # topics an item is ABOUT at most (its nearest, and the next ones above the bar)
 MIN_TOPIC_SIZE = 3
 MAX_TOPICS = 100
 KEYWORDS = 8
@@ -76,6 +86,10 @@ class TopicModel:
     item_score: np.ndarray  # (items,) cosine to that topic's centroid
     quality: dict[str, float] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
+    # (items, ABOUT_TOPICS) every topic an item is ABOUT (nearest first, -1: none) and its cosine
+    item_topics: np.ndarray = field(default_factory=lambda: np.zeros((0, ABOUT_TOPICS), dtype=np.int64))
+    item_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, ABOUT_TOPICS), dtype=np.float32))
+    vectors: np.ndarray | None = None  # (items, 384) the unit topic-text embeddings (zero: no text)
 
     @property
     def n_topics(self) -> int:
@@ -196,8 +210,29 @@ def npmi_coherence(documents: Sequence[str], keywords: Sequence[Sequence[str]], 
     return float(np.mean(per_topic)) if per_topic else float("nan")
 
 
-def compute_topics(texts: Sequence[str], vectors: np.ndarray, seed: int = 0) -> TopicModel | None:
-    """Cluster items into topics and label them (None when fewer than two topics' worth of text)."""
+def memberships(
+    cosines: np.ndarray, *, topics: int = ABOUT_TOPICS, min_cosine: float = ABOUT_MIN_COSINE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best ``topics`` columns with cosine ≥ ``min_cosine`` (best first; -1 and 0.0 pad)."""
+    n, k = cosines.shape
+    width = min(topics, k)
+    order = np.argsort(-cosines, axis=1, kind="stable")[:, :width]
+    scores = np.take_along_axis(cosines, order, axis=1)
+    keep = scores >= min_cosine
+    index = np.full((n, topics), -1, dtype=np.int64)
+    value = np.zeros((n, topics), dtype=np.float32)
+    index[:, :width] = np.where(keep, order, -1)
+    value[:, :width] = np.where(keep, scores, 0.0)
+    return index, value
+
+
+def compute_topics(
+    texts: Sequence[str], vectors: np.ndarray, seed: int = 0, *, about_topics: int = ABOUT_TOPICS
+) -> TopicModel | None:
+    """Cluster items into topics and label them (None when fewer than two topics' worth of text).
+
+    ``about_topics``: how many topics an item can be ABOUT (:data:`ABOUT_TOPICS`).
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
     has_text = np.flatnonzero(np.linalg.norm(vectors, axis=1) > 0)
     if has_text.size < 2 * MIN_TOPIC_SIZE:
@@ -225,17 +260,30 @@ def compute_topics(texts: Sequence[str], vectors: np.ndarray, seed: int = 0) -> 
     documents = [texts[i] for i in has_text]
     keywords = class_tfidf(documents, local, len(kept))
     names = [", ".join(words[:NAME_WORDS]) or f"topic {t}" for t, words in enumerate(keywords)]
+    # An item with a topic has its nearest topic among the kept ones first (it is its nearest of
+    # all); an item whose nearest topic was dropped, or too far, has none (as before).
+    index, value = memberships(cosines[:, kept], topics=max(1, about_topics))
+    item_topics = np.full((len(vectors), index.shape[1]), -1, dtype=np.int64)
+    item_scores = np.zeros((len(vectors), index.shape[1]), dtype=np.float32)
+    item_topics[has_text] = np.where(local[:, None] >= 0, index, -1)  # no topic: no other either
+    item_scores[has_text] = np.where(item_topics[has_text] >= 0, value, 0.0)
+    all_vectors = np.zeros((len(vectors), unit.shape[1]), dtype=np.float32)
+    all_vectors[has_text] = unit
     model = TopicModel(
         names=names,
         keywords=keywords,
         centroids=centroids[kept],
-        sizes=[int(sizes[t]) for t in kept],
+        sizes=np.bincount(item_topics[item_topics >= 0], minlength=len(kept)).astype(int).tolist(),
         item_topic=item_topic,
         item_score=item_score,
+        item_topics=item_topics,
+        item_scores=item_scores,
+        vectors=all_vectors,
     )
     model.quality = {
         "topics": float(len(kept)),
         "coverage": float((item_topic >= 0).sum() / max(len(vectors), 1)),
+        "memberships": round(float((item_topics >= 0).sum() / max((item_topic >= 0).sum(), 1)), 4),
         "npmi": round(npmi_coherence(list(texts), keywords), 4),
     }
     return model
@@ -271,9 +319,12 @@ def write_topics(
     *,
     batch: int = 2_000,
     on_progress: Callable[[float], None] | None = None,
+    folder: Path | None = None,
 ) -> dict[str, Any]:
     """Give ``model``'s topics stable ids and write them under ``version`` (which must exist):
     Topic nodes, HAS_TOPIC edges with centroids, ABOUT edges; then drop older versions' ABOUT edges.
+    With ``folder`` (the models folder) also the version's serving file, ``<version>.topics.npz``
+    (:class:`kgrec.topic_items.TopicItems`), before any edge.
 
     Returns ``{topic index: id}`` as ``ids`` and the counts written.
     """
@@ -282,6 +333,10 @@ def write_topics(
     previous = [(r["id"], np.asarray(r["centroid"])) for r in gateway.read(ACTIVE_TOPICS) if r["centroid"]]
     used = [r["id"] for r in gateway.read(ALL_TOPIC_IDS)]
     model.ids = assign_ids(model, previous, used)
+    if folder is not None and model.vectors is not None:
+        TopicItems(
+            version, list(item_ids), model.vectors, list(model.ids), model.item_topics, model.item_scores
+        ).save(folder)
     now = int(time.time() * 1000)
     rows = [
         {
@@ -298,9 +353,9 @@ def write_topics(
             WRITE_TOPICS, {"version": version, "now": now, "rows": rows[start : start + TOPIC_BATCH]}
         )
     about = [
-        {"item_id": item_ids[i], "topic_id": model.ids[int(t)], "score": round(float(model.item_score[i]), 6)}
-        for i, t in enumerate(model.item_topic.tolist())
-        if t >= 0
+        {"item_id": item_ids[i], "topic_id": model.ids[t], "score": round(float(model.item_scores[i, j]), 6)}
+        for i, j in zip(*np.nonzero(model.item_topics >= 0), strict=True)
+        for t in (int(model.item_topics[i, j]),)
     ]
     for start in range(0, len(about), batch):
         gateway.write(WRITE_ABOUT, {"version": version, "rows": about[start : start + batch]})
@@ -314,18 +369,20 @@ def write_topics(
 def about_new_items(
     gateway: GraphGateway, version: str, item_ids: Sequence[str], text_vectors: np.ndarray
 ) -> int:
-    """Link items folded in after training to the active version's nearest topic (cosine ≥
-    :data:`ABOUT_MIN_COSINE`), as training links its items; returns how many got a topic."""
+    """Link items folded in after training to the active version's nearest topics (cosine ≥
+    :data:`ABOUT_MIN_COSINE`, at most :data:`ABOUT_TOPICS`), as training links its items; returns
+    how many items got a topic."""
     index = ACTIVE.get(gateway)
     if index.version != version or not index.ids or len(item_ids) == 0:
         return 0
     cosines = _unit(np.asarray(text_vectors, dtype=np.float32)) @ index.centroids.T
-    nearest = cosines.argmax(axis=1)
+    topics, scores = memberships(cosines)
     rows = [
-        {"item_id": item_id, "topic_id": index.ids[int(t)], "score": round(float(cosines[k, t]), 6)}
-        for k, (item_id, t) in enumerate(zip(item_ids, nearest.tolist(), strict=True))
-        if np.any(text_vectors[k]) and cosines[k, t] >= ABOUT_MIN_COSINE
+        {"item_id": item_ids[k], "topic_id": index.ids[int(topics[k, j])], "score": round(float(s), 6)}
+        for k, j in zip(*np.nonzero(topics >= 0), strict=True)
+        for s in (scores[k, j],)
+        if np.any(text_vectors[k])
     ]
     if rows:
         gateway.write(WRITE_ABOUT, {"version": version, "rows": rows})
-    return len(rows)
+    return len({row["item_id"] for row in rows})

@@ -1,0 +1,119 @@
+"""A model version's topic items on disk: every item's topic-text embedding and its topics.
+
+Training writes ``<models>/<version>.topics.npz`` with the version's topics
+(:func:`workers.training.topics.write_topics`), before the version can be
+activated, and never changes it; serving loads it once per version, and only when
+a user without history but with language interests asks
+(:mod:`kgrec.search_cold_start`). It holds, in the artifact's item order:
+
+- ``vectors``: the unit all-MiniLM-L6-v2 embedding of each item's topic text (float16 on
+  disk; a zero row: the item had no text);
+- ``item_topics`` / ``item_scores``: the topics each item is ``ABOUT`` (indices into
+  ``topic_ids``, nearest first, -1 pads) and their cosines, as the graph's ABOUT edges.
+
+Items folded in after training are not in it (they are ranked after the file's items). An
+incremental version (``workers/training/incremental.py``) keeps its root's items and topics, so
+it reads its root's file (:meth:`VersionTopicItems.for_model`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgrec.artifact_io import write_npz_atomically
+
+SUFFIX = ".topics.npz"
+CACHED_VERSIONS = 3  # the active version and experiment variants
+
+
+def topic_items_path(folder: Path, version: str) -> Path:
+    """Where ``version``'s topic items live in the models folder."""
+    return Path(folder) / f"{version}{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class TopicItems:
+    """One version's item topic-text embeddings and ABOUT memberships."""
+
+    version: str
+    item_ids: list[str]
+    vectors: np.ndarray  # (n, 384) unit rows, zero: no text
+    topic_ids: list[str]
+    item_topics: np.ndarray  # (n, m) indices into topic_ids, -1: none
+    item_scores: np.ndarray  # (n, m) ABOUT scores
+
+    def save(self, folder: Path) -> Path:
+        """Write atomically to :func:`topic_items_path`; returns the path."""
+        path = topic_items_path(folder, self.version)
+        write_npz_atomically(
+            path,
+            {
+                "item_ids": np.array(self.item_ids, dtype=str),
+                "vectors": np.asarray(self.vectors, dtype=np.float16),
+                "topic_ids": np.array(self.topic_ids, dtype=str),
+                "item_topics": np.asarray(self.item_topics, dtype=np.int32),
+                "item_scores": np.asarray(self.item_scores, dtype=np.float32),
+            },
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: Path, version: str) -> TopicItems:
+        """Read a file written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(
+                version,
+                stored["item_ids"].tolist(),
+                stored["vectors"].astype(np.float32),
+                stored["topic_ids"].tolist(),
+                stored["item_topics"].astype(np.int64),
+                stored["item_scores"],
+            )
+
+    def members(self, topic_ids: Sequence[str]) -> np.ndarray:
+        """The rows (of this file) of the items ABOUT any of ``topic_ids``."""
+        wanted = [k for k, t in enumerate(self.topic_ids) if t in set(topic_ids)]
+        if not wanted:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.isin(self.item_topics, wanted).any(axis=1))
+
+
+class VersionTopicItems:
+    """Each version's :class:`TopicItems`, loaded on first use (None for a version without the file)."""
+
+    def __init__(self, folder: Path, size: int = CACHED_VERSIONS) -> None:
+        self._folder = Path(folder)
+        self._size = size
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, TopicItems] = OrderedDict()
+
+    def for_model(self, version: str, parameters: Mapping[str, Any]) -> TopicItems | None:
+        """The topic items of a model version, or of its root for an incremental version."""
+        found = self.get(version)
+        lineage = parameters.get("incremental")
+        if found is None and isinstance(lineage, Mapping) and isinstance(lineage.get("root"), str):
+            found = self.get(lineage["root"])
+        return found
+
+    def get(self, version: str) -> TopicItems | None:
+        """``version``'s topic items; None when training wrote none (an older version, no text)."""
+        with self._lock:
+            if version in self._loaded:
+                self._loaded.move_to_end(version)
+                return self._loaded[version]
+        path = topic_items_path(self._folder, version)
+        if not path.is_file():
+            return None  # not remembered: asked again next time (a stat)
+        items = TopicItems.load(path, version)
+        with self._lock:
+            self._loaded[version] = items
+            while len(self._loaded) > self._size:
+                self._loaded.popitem(last=False)
+        return items

@@ -1,0 +1,43 @@
+"""The production compose file scales out: `--scale worker=N` replicas that share the broker and the
+model artifacts, and a training queue that CPU workers take unless a GPU worker does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+
+
+def services() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def queues(service: dict[str, Any]) -> set[str]:
+    command = service["command"]
+    value = command[command.index("--queues") + 1]
+    default = re.fullmatch(r"\$\{[A-Z_]+:-([^}]*)\}", value)  # ${VAR:-default}: the default is used
+    return set((default.group(1) if default else value).split(","))
+
+
+def test_every_kgrec_service_shares_one_named_volume_at_the_data_dir() -> None:
+    spec = yaml.safe_load(COMPOSE.read_text())
+    kgrec = {name: s for name, s in spec["services"].items() if s.get("image") == "kgrec:latest"}
+    assert {"api", "worker", "beat", "gpu-worker"} <= set(kgrec)
+    for name, service in kgrec.items():
+        data_dir = service["environment"]["KGREC_DATA_DIR"]
+        volume = next(v for v in service["volumes"] if v.endswith(f":{data_dir}"))
+        assert volume.split(":")[0] in spec["volumes"], f"{name} mounts a host path, not the shared volume"
+
+
+def test_workers_can_be_scaled_and_someone_always_takes_training() -> None:
+    spec = services()
+    worker, gpu = spec["worker"], spec["gpu-worker"]
+    assert "container_name" not in worker and "ports" not in worker  # `--scale worker=N` needs both
+    train = worker["environment"]["KGREC_TRAIN_QUEUE"]
+    assert queues(worker) == {"celery", train}  # without a GPU worker, CPU workers train
+    assert queues(gpu) == {train}
+    assert gpu["environment"]["KGREC_TRAIN_QUEUE"] == spec["api"]["environment"]["KGREC_TRAIN_QUEUE"]

@@ -1,0 +1,18 @@
+"""``kgrec evaluate --baselines``: a named set, or model keys separated by commas."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.training.evaluate import ALL_MODELS, DEFAULT_MODELS, models_of
+
+
+def test_baselines_name_a_set_or_a_list_of_model_keys_with_kgrec_first() -> None:
+    assert models_of("default") == DEFAULT_MODELS
+    assert models_of("all") == ALL_MODELS
+    assert models_of("kgrec") == ("kgrec",)
+    assert models_of("markov, ease,sasrec") == ("kgrec", "markov", "ease", "sasrec")
+    assert models_of("ease,kgrec,ease") == ("kgrec", "ease")
+    for bad in ("", ",", "markov,nope", "everything"):
+        with pytest.raises(ValueError, match="--baselines"):
+            models_of(bad)

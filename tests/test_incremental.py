@@ -1,0 +1,280 @@
+"""Incremental updates: a child version with exactly the touched rows refreshed, partitioned over Celery.
+
+A small synthetic shop (300 users, 120 items, timestamps) is imported into a graph of its
+own and ``v1`` is trained on it (graph model capped at 2 epochs). New purchases by a few
+users then arrive as events, and:
+
+- the update makes a child of ``v1`` (``parent``) that is served, with new rows for the
+  touched items and users and every other row (embeddings, signal rows, user vectors)
+  bit-identical to ``v1``'s, and a touched user's recommendations change;
+- two partitions give the rows one partition gives;
+- the chord on a real worker with two processes publishes the child; a chord whose partition
+  fails publishes nothing and the active version stays;
+- the drift the children record decides between another update and a full retraining.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from celery import Celery, chord
+
+from graph_schema.statements.training import INTERACTIONS_OF_USERS
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.demo_shop import ShopSpec, generate_shop
+from kgrec.embedded import EmbeddedServer
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+from kgrec.job_queue import INCREMENTAL_MERGE, INCREMENTAL_PARTITION, INCREMENTAL_UPDATE, job_client
+from kgrec.maintenance import clear_graph
+from kgrec.migrations import migrate
+from kgrec.model_store import ActiveModel, load_artifacts, models_dir
+from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
+from kgrec.retrain_schedule import next_update, update_kind
+from kgrec_cli.stack import worker_argv
+from tests.processes import background, kgrec_cli
+from workers.training.config import TrainConfig
+from workers.training.incremental import merge, plan_update, run_incremental, run_partition
+from workers.training.job import run_training
+
+TOUCHED_USERS = 6
+
+
+@pytest.fixture(scope="module")
+def shop(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, str], Settings, GraphGateway]]:
+    """A graph of its own with the shop and ``v1`` active; the env a worker needs for it."""
+    if not settings.embedded:
+        pytest.skip("uses the embedded redis-server as the Celery broker")
+    folder = tmp_path_factory.mktemp("incremental-shop")
+    generate_shop(ShopSpec(users=300, items=120, seed=5), folder)
+    graph_name = f"inc_{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, "KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": graph_name}
+    local = Settings.from_env(env)
+    gateway = open_gateway(local, graph_name=graph_name)
+    migrate(gateway)
+    import_dataset(gateway, open_dataset(str(folder), local.datasets_dir), local)
+    run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="v1")
+    yield env, local, gateway
+    clear_graph(gateway)
+    gateway.close()
+
+
+def artifacts(settings: Settings, gateway: GraphGateway, version: str) -> ModelArtifacts:
+    (row,) = gateway.run_query("MATCH (m:ModelVersion {id: $v}) RETURN m.artifact AS a", {"v": version})
+    return load_artifacts(models_dir(settings.data_dir) / row["a"])
+
+
+def active(gateway: GraphGateway) -> str:
+    (row,) = gateway.run_query("MATCH (m:ModelVersion {active: true}) RETURN m.id AS id", {})
+    return row["id"]
+
+
+def buy(gateway: GraphGateway, settings: Settings, tag: str, model: ModelArtifacts) -> tuple[set, set]:
+    """Purchases now by TOUCHED_USERS users of items they never had; returns (users, items) touched."""
+    users = [r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id", {})]
+    chosen = users[5 : 5 + TOUCHED_USERS]
+    raw, touched_items = [], set()
+    now = int(time.time() * 1000)
+    for k, user in enumerate(chosen):
+        had = {r["item_id"] for r in gateway.read(INTERACTIONS_OF_USERS, {"ids": [user]})}
+        fresh = [i for i in model.item_ids if i not in had][k * 3 : k * 3 + 2]
+        for j, item in enumerate(fresh):
+            raw.append(
+                {
+                    "event_id": f"{tag}-{user}-{j}",
+                    "user_id": user,
+                    "item_id": item,
+                    "type": "purchase",
+                    "ts": now,
+                }
+            )
+            touched_items.add(item)
+    events, errors = validate_batch(raw, max_skew_s=300)
+    assert errors == []
+    ingest(gateway, events, settings)
+    return set(chosen), touched_items
+
+
+def history(gateway: GraphGateway, user: str) -> list[HistoryEntry]:
+    return [
+        HistoryEntry(r["item_id"], float(r["weight"] or 0.0), int(r["last_ts"] or 0))
+        for r in gateway.read(INTERACTIONS_OF_USERS, {"ids": [user]})
+    ]
+
+
+def rows_equal(a: object, b: object) -> bool:
+    return bool((a != b).nnz == 0) if hasattr(a, "nnz") else bool(np.array_equal(a, b))
+
+
+def test_update_refreshes_exactly_the_touched_rows_and_is_served(shop: tuple) -> None:
+    _env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    users, items = buy(gateway, settings, "a", parent)
+
+    plan = plan_update(gateway, partitions=2)
+    assert plan is not None and plan.parent == parent.version
+    assert (set(plan.users), set(plan.items)) == (users, items)
+    # two partitions give what one gives (each seed's rows read only the parent and its own neighbourhood)
+    one = merge(
+        parent,
+        replace(plan, partitions=1),
+        [run_partition(gateway, settings, replace(plan, partitions=1), 0)],
+        "x",
+    )
+    two = merge(parent, plan, [run_partition(gateway, settings, plan, k) for k in range(2)], "x")
+    np.testing.assert_allclose(one[0].item_embeddings, two[0].item_embeddings, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        one[0].item_context_embeddings, two[0].item_context_embeddings, rtol=1e-5, atol=1e-6
+    )
+    for name, matrix in one[0].components.items():
+        assert abs(matrix - two[0].components[name]).max() < 1e-6, name
+    assert set(one[1]) == set(two[1]) == users
+    for user in users:
+        np.testing.assert_allclose(one[1][user], two[1][user], rtol=1e-5, atol=1e-6)
+
+    summary = run_incremental(gateway, settings, "v2", partitions=2)
+    assert summary["activated"] is True and summary["parent"] == parent.version
+    (node,) = gateway.run_query(
+        "MATCH (m:ModelVersion {id: 'v2'}) RETURN m.parent AS parent, m.active AS active, m.status AS status",
+        {},
+    )
+    assert node == {"parent": parent.version, "active": True, "status": "ready"}
+
+    child = artifacts(settings, gateway, "v2")
+    index = {i: k for k, i in enumerate(parent.item_ids)}
+    touched = np.zeros(len(parent.item_ids), dtype=bool)
+    touched[[index[i] for i in items]] = True
+    # untouched rows: bit-identical; touched rows: new
+    assert np.array_equal(child.item_embeddings[~touched], parent.item_embeddings[~touched])
+    assert np.array_equal(child.item_context_embeddings[~touched], parent.item_context_embeddings[~touched])
+    assert not np.array_equal(child.item_embeddings[touched], parent.item_embeddings[touched])
+    refreshed = {"cooccurrence", "transitions", "successors"} & set(parent.components)
+    assert "cooccurrence" in refreshed
+    for name, matrix in parent.components.items():
+        assert rows_equal(child.components[name][~touched], matrix[~touched]), name
+        if name not in refreshed:
+            assert rows_equal(child.components[name], matrix), name
+    assert not rows_equal(
+        child.components["cooccurrence"][touched], parent.components["cooccurrence"][touched]
+    )
+    assert child.parameters["incremental"]["parent"] == parent.version
+    assert child.parameters["incremental"]["new_interactions"] == 2 * TOUCHED_USERS
+
+    # EMBEDDING rows: the touched users' and items' new, every other one copied as it was
+    def vectors(version: str) -> dict[str, list[float]]:
+        rows = gateway.run_query(
+            "MATCH (:ModelVersion {id: $v})-[e:EMBEDDING]->(n) RETURN n.id AS id, e.vector AS vector",
+            {"v": version},
+        )
+        return {r["id"]: r["vector"] for r in rows}
+
+    before, after = vectors(parent.version), vectors("v2")
+    assert set(after) == set(before)
+    changed = {i for i in after if after[i] != before[i]}
+    assert changed <= users | items and users <= changed
+    assert gateway.run_query(
+        "MATCH (:ModelVersion {id: 'v2'})-[h:HAS_TOPIC]->() RETURN count(h) AS n", {}
+    ) == gateway.run_query(
+        f"MATCH (:ModelVersion {{id: '{parent.version}'}})-[h:HAS_TOPIC]->() RETURN count(h) AS n", {}
+    )
+
+    # served: the active model is the child, and a touched user's recommendations change
+    served = ActiveModel(gateway, settings.data_dir, check_every_s=0.0).get()
+    assert served is not None and served.artifacts.version == "v2"
+    old = Recommender(parent)
+    differs = [
+        user
+        for user in sorted(users)
+        if old.recommend([history(gateway, user)], 20)[0] != served.recommend([history(gateway, user)], 20)[0]
+    ]
+    assert differs, "no touched user's recommendations changed"
+
+    # nothing new since v2: no update
+    assert plan_update(gateway, partitions=2) is None
+
+
+@contextlib.contextmanager
+def worker(env: dict[str, str], log: Path, processes: int) -> Iterator[Celery]:
+    """A real Celery worker with ``processes`` processes, and a client for its broker."""
+    with background(worker_argv(concurrency=processes), {**env, "OMP_NUM_THREADS": "1"}, log):
+        yield job_client(Settings.from_env(env))
+
+
+def test_chord_on_two_worker_processes_publishes_and_a_failed_partition_publishes_nothing(
+    shop: tuple, tmp_path: Path
+) -> None:
+    env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    users, _items = buy(gateway, settings, "b", parent)
+    log = tmp_path / "worker.log"
+    with worker(env, log, processes=2) as client:
+        # a partition that fails (its parent artifact cannot be read): the chord never publishes
+        plan = plan_update(gateway, partitions=2)
+        assert plan is not None
+        broken = {**plan.to_json(), "parent_artifact": "missing.npz"}
+        header = [
+            client.signature(INCREMENTAL_PARTITION, args=(plan.to_json(), 0)),
+            client.signature(INCREMENTAL_PARTITION, args=(broken, 1)),
+        ]
+        failed = chord(header, app=client)(
+            client.signature(INCREMENTAL_MERGE, args=(plan.to_json(), "job-broken"))
+        )
+        with pytest.raises(Exception):  # noqa: B017 - the chord's error is the partition's
+            failed.get(timeout=300, propagate=True)
+        assert active(gateway) == parent.version
+        assert gateway.run_query("MATCH (m:ModelVersion {id: 'job-broken'}) RETURN count(m) AS n", {}) == [
+            {"n": 0}
+        ]
+
+        job = client.send_task(INCREMENTAL_UPDATE, kwargs={"partitions": 2})
+        planned = job.get(timeout=300)
+        assert planned["partitions"] == 2 and planned["parent"] == parent.version
+        done = client.AsyncResult(planned["merge_job"]).get(timeout=300)
+    assert done["activated"] is True, log.read_text()[-3000:]
+    assert active(gateway) == done["version"] == f"job-{job.id}"
+    (node,) = gateway.run_query(
+        "MATCH (m:ModelVersion {id: $v}) RETURN m.parent AS parent", {"v": done["version"]}
+    )
+    assert node == {"parent": parent.version}
+    assert done["users"] == len(users)
+
+
+def test_drift_above_the_threshold_schedules_a_full_retraining(shop: tuple) -> None:
+    _env, settings, gateway = shop
+    assert update_kind(None, replace(settings, incremental_updates=True)) == "incremental"  # a full version
+    (row,) = gateway.run_query("MATCH (m:ModelVersion {active: true}) RETURN m.parameters AS p", {})
+    drift = json.loads(row["p"])["incremental"]["drift"]
+    assert drift > 0
+    on = replace(settings, incremental_updates=True)
+    assert next_update(gateway, replace(on, incremental_drift_threshold=drift * 2)) == "incremental"
+    assert next_update(gateway, replace(on, incremental_drift_threshold=drift)) == "full"
+    assert next_update(gateway, replace(on, incremental_drift_threshold=drift / 2)) == "full"
+    assert next_update(gateway, replace(on, incremental_updates=False)) == "full"
+
+
+def test_kgrec_update_sync_publishes_a_child_or_says_nothing_changed(shop: tuple) -> None:
+    env, settings, gateway = shop
+    parent = active(gateway)
+    nothing = kgrec_cli("update", "--sync", env=env)
+    assert nothing.returncode == 0, nothing.stderr
+    assert json.loads(nothing.stdout.splitlines()[-1])["version"] is None
+    buy(gateway, settings, "c", artifacts(settings, gateway, parent))
+    done = kgrec_cli("update", "--sync", "--partitions", "3", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["activated"] is True and summary["parent"] == parent
+    assert active(gateway) == summary["version"]
