@@ -91,7 +91,7 @@ from workers.training.kg_model import next_item_examples
 from workers.training.publish import collect_garbage
 
 # Signals whose row i depends only on the histories of item i's users: a 2-hop pull rebuilds them exactly.
-LOCAL_ROW_SIGNALS = ("transitions", "successors")
+LOCAL_ROW_SIGNALS = ("transitions", "last_item_transitions")
 COOCCURRENCE = "cooccurrence"
 SOFTMAX_CHUNK = 1_024  # examples whose logits over all items are alive at once
 
