@@ -921,14 +921,23 @@ def _copy_embeddings(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, st.params).rows == [{"copied": 1}]  # again: the same one relationship
     (edge,) = rels(gw, f"(:ModelVersion {{id: $c}})-[r:EMBEDDING]->(:{label} {{id: 'x'}})", c=st.params["id"])
     assert edge == {"vector": [1.0, 2.0], "folded_at": 5}
-    assert count(gw, f"(:ModelVersion {{id: $c}})-[:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"]) == 0
+    assert (
+        count(gw, f"(:ModelVersion {{id: $c}})-[:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"]) == 0
+    )
     assert count(gw, "(:ModelVersion {id: $p})-[:EMBEDDING]->()", p=st.params["parent"]) == 2
 
 
 @effect("copy_version_topics")
 def _copy_version_topics(gw: GraphGateway, st: Statement) -> None:
-    topics = "(p)-[:HAS_TOPIC {centroid: [0.6, 0.8], size: 3}]->(:Topic {id: 'topic-1'}), (:Topic {id: 'other'})"
-    query(gw, f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c}}), {topics}", p=st.params["parent"], c=st.params["id"])
+    topics = (
+        "(p)-[:HAS_TOPIC {centroid: [0.6, 0.8], size: 3}]->(:Topic {id: 'topic-1'}), (:Topic {id: 'other'})"
+    )
+    query(
+        gw,
+        f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c}}), {topics}",
+        p=st.params["parent"],
+        c=st.params["id"],
+    )
     assert gw.write(st, st.params).rows == [{"copied": 1}]
     (edge,) = rels(gw, "(:ModelVersion {id: $c})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})", c=st.params["id"])
     assert edge == {"centroid": [0.6, 0.8], "size": 3}
