@@ -50,6 +50,12 @@ class ModelVersionView(BaseModel):
     metrics: dict[str, Any] = Field(description="validation metrics recorded by training")
     counts: dict[str, Any] = Field(description="sizes of the graph it was trained on")
     gate: GateView | None = Field(description="the promotion gate's decision (gated trainings only)")
+    parent: str | None = Field(
+        description="the version an incremental update started from (null for a full training)"
+    )
+    data_until: int | None = Field(
+        description="epoch ms: the newest interaction an incremental update read (null for a full training)"
+    )
     artifact: str | None = Field(description="the artifact file under var/models/")
     artifact_bytes: int | None = Field(description="its size (null where the API cannot see the file)")
 

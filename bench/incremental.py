@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from bench.scale import shop_spec
+from graph_schema.statements.training import TRAINING_ITEM_PAGE, TRAINING_USER_PAGE
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import generate_shop
@@ -68,7 +69,7 @@ from workers.training.config import TrainConfig, for_variant
 from workers.training.incremental import UpdatePlan, merge, refresh_partition, run_incremental
 from workers.training.job import run_training
 from workers.training.pipeline import evaluate_recommender, subset, train_model
-from workers.training.subgraph import pull
+from workers.training.subgraph import all_ids, pull
 
 K = 20
 REPORTED = (1, 5, 10)
@@ -285,10 +286,8 @@ def quality(settings: Settings, name: str, args: argparse.Namespace) -> dict[str
 
 def purchases(gateway: GraphGateway, settings: Settings, n: int, seed: int) -> None:
     """``n`` purchases now by random users of random items (both from the graph)."""
-    users = [r["id"] for r in gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id", {})]
-    items = [
-        r["id"] for r in gateway.run_query("MATCH (i:Item {listed: true}) RETURN i.id AS id ORDER BY id", {})
-    ]
+    users = all_ids(gateway, TRAINING_USER_PAGE)
+    items = all_ids(gateway, TRAINING_ITEM_PAGE)
     rng = np.random.default_rng(seed)
     now = int(time.time() * 1000)
     raw = [

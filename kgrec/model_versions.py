@@ -68,6 +68,8 @@ def version_view(row: dict[str, Any], folder: Path) -> dict[str, Any]:
         "metrics": _json(row["metrics"]) or {},
         "counts": _json(row["counts"]) or {},
         "gate": gate,
+        "parent": row["parent"],
+        "data_until": row["data_until"],
         "artifact": row["artifact"],
         "artifact_bytes": _artifact_bytes(folder, row["artifact"]),
     }

@@ -108,7 +108,9 @@ def db_start(ctx: click.Context) -> None:
     settings = _settings(ctx)
     _require_embedded(settings)
     info = embedded_server(settings).start(detached=True)
-    click.echo(f"graph server running: pid {info.pid}, 127.0.0.1:{info.port}, data {info.data_dir}")
+    impressions = f" (impressions on 127.0.0.1:{info.impressions_port})" if info.impressions_port else ""
+    address = f"127.0.0.1:{info.port}{impressions}"
+    click.echo(f"graph server running: pid {info.pid}, {address}, data {info.data_dir}")
 
 
 @db.command("stop")

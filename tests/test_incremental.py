@@ -41,6 +41,7 @@ from kgrec.job_queue import INCREMENTAL_MERGE, INCREMENTAL_PARTITION, INCREMENTA
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel, load_artifacts, models_dir
+from kgrec.model_versions import list_versions
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.retrain_schedule import next_update, update_kind
 from kgrec_cli.stack import worker_argv
@@ -148,11 +149,9 @@ def test_update_refreshes_exactly_the_touched_rows_and_is_served(shop: tuple) ->
 
     summary = run_incremental(gateway, settings, "v2", partitions=2)
     assert summary["activated"] is True and summary["parent"] == parent.version
-    (node,) = gateway.run_query(
-        "MATCH (m:ModelVersion {id: 'v2'}) RETURN m.parent AS parent, m.active AS active, m.status AS status",
-        {},
-    )
-    assert node == {"parent": parent.version, "active": True, "status": "ready"}
+    (node,) = [v for v in list_versions(gateway, settings.data_dir) if v["version"] == "v2"]
+    assert (node["parent"], node["status"]) == (parent.version, "active")
+    assert node["data_until"] == plan.data_until
 
     child = artifacts(settings, gateway, "v2")
     index = {i: k for k, i in enumerate(parent.item_ids)}
@@ -162,7 +161,7 @@ def test_update_refreshes_exactly_the_touched_rows_and_is_served(shop: tuple) ->
     assert np.array_equal(child.item_embeddings[~touched], parent.item_embeddings[~touched])
     assert np.array_equal(child.item_context_embeddings[~touched], parent.item_context_embeddings[~touched])
     assert not np.array_equal(child.item_embeddings[touched], parent.item_embeddings[touched])
-    refreshed = {"cooccurrence", "transitions", "successors"} & set(parent.components)
+    refreshed = {"cooccurrence", "transitions", "last_item_transitions"} & set(parent.components)
     assert "cooccurrence" in refreshed
     for name, matrix in parent.components.items():
         assert rows_equal(child.components[name][~touched], matrix[~touched]), name

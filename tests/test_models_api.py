@@ -31,6 +31,7 @@ def test_models_are_listed_as_documented(small_api: ApiProcess) -> None:
     (small,) = [v for v in response.json()["versions"] if v["version"] == "small"]
     assert small["status"] == "active"
     assert small["gate"] is None  # trained without the gate
+    assert (small["parent"], small["data_until"]) == (None, None)  # a full training
     assert small["artifact_bytes"] > 0
     assert "validation_ndcg@10" in small["metrics"]
     promote = document["paths"]["/v1/models/{version}/promote"]["post"]

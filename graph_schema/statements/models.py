@@ -86,7 +86,8 @@ MODEL_VERSIONS = read(
     RETURN m.id AS id, m.status AS status, m.active AS active, m.created_at AS created_at,
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
-           m.gate_metrics AS gate_metrics, m.gate_at AS gate_at
+           m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.parent AS parent,
+           m.data_until AS data_until
     ORDER BY m.created_at DESC, id
     """,
 )

@@ -57,6 +57,13 @@ def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[dic
         after = rows[-1]["id"]
 
 
+def all_ids(gateway: GraphGateway, statement: object) -> list[str]:
+    """Every ``id`` a keyset-paged statement (such as ``TRAINING_USER_PAGE``) returns, in order."""
+    ids: list[str] = []
+    _pages(gateway, statement, lambda page: ids.extend(r["id"] for r in page))
+    return ids
+
+
 @dataclass
 class OpenKnowledge:
     """The open knowledge graph over the items and entities of a pull."""

@@ -38,7 +38,8 @@
       const version = v.version || v.id;
       const active = v.status === "active" || v.active === true;
       return K.el("tr", { "data-version": version, class: active ? "active" : null },
-        K.el("th", { scope: "row" }, K.el("code", {}, version)),
+        K.el("th", { scope: "row" }, K.el("code", {}, version),
+          v.parent ? K.el("div", { class: "small parent" }, "update of ", K.el("code", {}, v.parent)) : null),
         K.el("td", {}, K.el("span", { class: `status ${v.status || ""}` }, v.status || (active ? "active" : "–"))),
         K.el("td", {}, K.when(v.created_at)),
         K.el("td", { class: "small" }, metrics(v.metrics)),
