@@ -1,8 +1,8 @@
 """A searching newcomer: recommendations from their searches' topics, ordered by the searches.
 
 A user without history whose searches (or reviews, or tags) matched topics is
-still a cold start. Their page is ranked as follows (README, "Interests from
-language"):
+still a cold start. Their page is ranked as follows (README, "Topics", "A searching
+newcomer"):
 
 1. **Candidates.** The items ``ABOUT`` any of the user's strongest topic interests
    (:data:`kgrec.topics.PROFILE_TOPICS`; an item is ABOUT up to three topics, the
