@@ -46,6 +46,11 @@ class Signal:
     # Scored from the user's most recent item alone (``last · S``, the rank-0 entry of the profile)
     # instead of the whole recency-decayed profile: what the latest item leads to next.
     last_item: bool = False
+    # Kept in the blend only when the fit shows, on the validation users, that it helps: a paired
+    # one-sided test of the blend with it against the blend refitted without it
+    # (workers/training/blend_fit.py, EVIDENCE_P). Topic interests are mined from text and are
+    # meant to be off where they do not help (issue 11), not on for a gain within noise.
+    needs_evidence: bool = False
 
 
 class SignalError(ValueError):
@@ -77,7 +82,7 @@ SIGNALS: tuple[Signal, ...] = (
     _knowledge("bought_together", directed=True),
     Signal("same_brand", same_brand, directed=False, uses_knowledge=True),
     # The user's topic interests (kgrec.topic_signal), last so that the others' sums stay as they were.
-    Signal(TOPIC_INTERESTS, same_topic, directed=False, uses_topics=True),
+    Signal(TOPIC_INTERESTS, same_topic, directed=False, uses_topics=True, needs_evidence=True),
     # The transitions out of the user's latest item only, on top of the decayed profile's: lets
     # the fit weigh the next step after the last item apart from the rest of the history.
     Signal(LAST_ITEM_TRANSITIONS, successors, directed=True, uses_order=True, last_item=True),
@@ -132,6 +137,11 @@ def check_weights(names: Iterable[str], weights: Mapping[str, float]) -> None:
 def last_item_names() -> frozenset[str]:
     """The signals scored from a user's most recent item alone (:attr:`Signal.last_item`)."""
     return frozenset(s.name for s in SIGNALS if s.last_item)
+
+
+def evidence_names() -> frozenset[str]:
+    """The signals the fit keeps only on a significant validation gain (:attr:`Signal.needs_evidence`)."""
+    return frozenset(s.name for s in SIGNALS if s.needs_evidence)
 
 
 def co_purchase_names() -> tuple[str, ...]:

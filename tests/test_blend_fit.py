@@ -7,8 +7,9 @@ import scipy.sparse as sp
 
 from kgrec.item_graphs import cooccurrence_cosine
 from kgrec.recommender import EMBEDDING, ModelArtifacts
+from kgrec.signals import TOPIC_INTERESTS
 from kgrec.training_graph import TrainingGraph
-from workers.training.blend_fit import fit_blend
+from workers.training.blend_fit import EVIDENCE_P, fit_blend
 from workers.training.pipeline import hold_out_latest, user_histories
 
 N_USERS, N_ITEMS, LENGTH = 400, 60, 6
@@ -102,3 +103,28 @@ def test_the_fit_is_deterministic() -> None:
     first, _ = fit_with(base)
     second, _ = fit_with(base)
     assert first == second
+
+
+def noise(seed: int) -> sp.csr_matrix:
+    """A random item–item signal: it knows nothing about anyone's next item."""
+    rng = np.random.default_rng(seed)
+    return sp.random(N_ITEMS, N_ITEMS, density=0.05, random_state=rng, format="csr", dtype=np.float32)
+
+
+def test_a_signal_that_needs_evidence_is_dropped_for_a_gain_within_noise() -> None:
+    # The ascent alone takes this noise: under a name that needs no evidence it gets a weight ...
+    plain, _ = fit_with(lambda fit, v: {**base(fit, v), "same_brand": noise(0)})
+    assert plain.weights["same_brand"] > 0.0
+    # ... as topic interests it must beat the blend refitted without it, user by user, and does not.
+    gated, _ = fit_with(lambda fit, v: {**base(fit, v), TOPIC_INTERESTS: noise(0)})
+    clean, _ = fit_with(base)
+    assert gated.weights[TOPIC_INTERESTS] == 0.0
+    assert gated.evidence[TOPIC_INTERESTS] >= EVIDENCE_P
+    assert {k: v for k, v in gated.weights.items() if k != TOPIC_INTERESTS} == clean.weights
+    assert gated.ndcg == clean.ndcg
+
+
+def test_a_signal_that_needs_evidence_stays_when_it_helps() -> None:
+    useful, _ = fit_with(lambda fit, v: {**base(fit, v), TOPIC_INTERESTS: pointing(fit, v)})
+    assert useful.weights[TOPIC_INTERESTS] > 0.0
+    assert useful.evidence[TOPIC_INTERESTS] < EVIDENCE_P

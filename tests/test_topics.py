@@ -30,6 +30,7 @@ from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
 from kgrec.topics import ACTIVE
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import beauty_graph
+from workers.training.blend_fit import EVIDENCE_P
 from workers.training.config import TrainConfig, for_variant
 from workers.training.pipeline import TrainingResult, train_model
 from workers.training.publish import write_back
@@ -388,9 +389,15 @@ def test_training_fits_the_topic_signal_weight_on_validation(
     artifacts = result.artifacts
     assert result.topics is not None and TOPIC_INTERESTS in artifacts.components
     assert artifacts.components[TOPIC_INTERESTS].nnz > 0
-    # fitted like every other signal: a weight (0 = off), and its single-feature validation NDCG
-    assert artifacts.weights[TOPIC_INTERESTS] >= 0.0
+    # fitted like every other signal, and its single-feature validation NDCG recorded; a weight
+    # only with the paired test's evidence that it helps on validation (0 = off)
     assert TOPIC_INTERESTS in artifacts.parameters["single_feature_validation_ndcg"]
+    evidence = artifacts.parameters["signal_evidence_p"]
+    if artifacts.weights[TOPIC_INTERESTS] > 0.0:
+        assert evidence[TOPIC_INTERESTS] < EVIDENCE_P
+    else:
+        assert artifacts.weights[TOPIC_INTERESTS] == 0.0
+        assert evidence.get(TOPIC_INTERESTS, 1.0) >= EVIDENCE_P
     # the stored model blends it (a signal without a weight would be refused)
     Recommender(artifacts)
 

@@ -17,7 +17,12 @@ validation targets (each user's latest training interaction, held out):
    ``{0} ∪ GRID`` (a log grid, 10⁻³ … 10²) that helps most, keeping a change
    only when it improves NDCG@10; stop after a round without a change or
    :data:`MAX_ROUNDS`. A feature that helps nowhere keeps weight 0.
-5. Keep the decay whose fitted blend scores best (ties: the earlier decay).
+5. A signal that must earn its place (:attr:`kgrec.signals.Signal.needs_evidence`: topic
+   interests) and got a weight is tested: the blend is refitted at the same decay with that
+   signal held at 0, and the signal stays only if the blend with it beats the blend without it
+   user by user (one-sided paired t-test over the sampled validation users, p <
+   :data:`EVIDENCE_P`). Otherwise the refitted blend is the fit at that decay.
+6. Keep the decay whose fitted blend scores best (ties: the earlier decay).
 
 The fitted weights are the grid values divided by each feature's scale, so the
 :class:`~kgrec.recommender.Recommender` uses them as they are.
@@ -26,13 +31,14 @@ The fitted weights are the grid values divided by each feature's scale, so the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
+from scipy import stats
 
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import EMBEDDING, last_item_names
+from kgrec.signals import EMBEDDING, evidence_names, last_item_names
 
 DECAYS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 1.0)
 GRID: tuple[float, ...] = tuple(float(10 ** (k / 4)) for k in range(-12, 9))  # 1e-3 … 1e2
@@ -41,6 +47,7 @@ MAX_FIT_USERS = 4_000
 MAX_ROUNDS = 4
 MIN_GAIN = 1e-6
 CUTOFF = 10
+EVIDENCE_P = 0.05  # a signal that needs evidence stays only on a paired gain this significant
 
 
 @dataclass
@@ -51,6 +58,9 @@ class BlendFit:
     recency_decay: float
     ndcg: float  # validation NDCG@10 of the fit (over the sampled users, candidate lists)
     single: dict[str, float]  # each feature alone, at the chosen decay
+    # For each signal that needs evidence and got a weight at the chosen decay: the p-value of the
+    # paired test that kept (p < EVIDENCE_P) or dropped it.
+    evidence: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,26 +127,34 @@ def _features(
     return _Features(scaled, prior, target, scale)
 
 
-def _ndcg(features: _Features, grid_weights: np.ndarray) -> float:
-    """Validation NDCG@10 of the blend with ``grid_weights`` (on the common scale)."""
+def _gains(features: _Features, grid_weights: np.ndarray) -> np.ndarray:
+    """Each sampled user's validation NDCG@10 under the blend with ``grid_weights`` (common scale)."""
     blend = features.prior + features.scaled @ grid_weights.astype(np.float32)
-    has = features.target >= 0
-    rows = np.flatnonzero(has)
+    rows = np.flatnonzero(features.target >= 0)
     own = blend[rows, features.target[rows]]
     # Ties count against the target: a blend gains nothing from scores that do not separate.
     higher = (blend[rows] >= own[:, None]).sum(axis=1) - 1
-    gains = np.where(higher < CUTOFF, 1.0 / np.log2(higher + 2.0), 0.0)
-    return float(gains.sum() / max(features.target.size, 1))
+    gains = np.zeros(features.target.size, dtype=np.float64)
+    gains[rows] = np.where(higher < CUTOFF, 1.0 / np.log2(higher + 2.0), 0.0)
+    return gains
 
 
-def _ascend(features: _Features, names: Sequence[str], anchor: int) -> tuple[np.ndarray, float]:
+def _ndcg(features: _Features, grid_weights: np.ndarray) -> float:
+    """Validation NDCG@10 of the blend with ``grid_weights`` (on the common scale)."""
+    return float(_gains(features, grid_weights).sum() / max(features.target.size, 1))
+
+
+def _ascend(
+    features: _Features, names: Sequence[str], anchor: int, held: frozenset[int] = frozenset()
+) -> tuple[np.ndarray, float]:
+    """Coordinate ascent from ``anchor`` at weight 1; the features in ``held`` stay at 0."""
     weights = np.zeros(len(names), dtype=np.float64)
     weights[anchor] = 1.0
     best = _ndcg(features, weights)
     for _round in range(MAX_ROUNDS):
         changed = False
         for f in range(len(names)):
-            if f == anchor:
+            if f == anchor or f in held:
                 continue
             for value in (0.0, *GRID):
                 if value == weights[f]:
@@ -177,13 +195,47 @@ def fit_blend(
     for decay in decays:
         features = _features(artifacts, names, chosen, wanted, decay)
         single = {name: _ndcg(features, np.eye(len(names))[f]) for f, name in enumerate(names)}
-        anchor = int(np.argmax([single[n] for n in names]))
-        grid_weights, score = _ascend(features, names, anchor)
+        grid_weights, score, evidence = _fit_at_decay(features, names, single)
         if best is None or score > best.ndcg + MIN_GAIN:
             fitted = {
                 name: float(grid_weights[f] / features.scale[f]) if grid_weights[f] else 0.0
                 for f, name in enumerate(names)
             }
-            best = BlendFit(fitted, float(decay), score, single)
+            best = BlendFit(fitted, float(decay), score, single, evidence)
     assert best is not None
     return best
+
+
+def _fit_at_decay(
+    features: _Features, names: Sequence[str], single: dict[str, float]
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """The ascent's weights at one decay, each signal that needs evidence kept only on a paired gain."""
+    held: set[int] = set()
+    evidence: dict[str, float] = {}
+
+    def ascend() -> tuple[np.ndarray, float]:
+        free = [f for f in range(len(names)) if f not in held]
+        anchor = max(free, key=lambda f: single[names[f]])  # the first best, as np.argmax picks
+        return _ascend(features, names, anchor, frozenset(held))
+
+    weights, score = ascend()
+    for f, name in enumerate(names):
+        if name not in evidence_names() or not weights[f] or len(held) + 1 == len(names):
+            continue
+        held.add(f)
+        without, without_score = ascend()
+        p = _paired_p(_gains(features, weights), _gains(features, without))
+        evidence[name] = p
+        if p < EVIDENCE_P:
+            held.discard(f)
+        else:
+            weights, score = without, without_score
+    return weights, score, evidence
+
+
+def _paired_p(with_signal: np.ndarray, without: np.ndarray) -> float:
+    """One-sided paired t-test p-value that ``with_signal`` beats ``without`` (1.0 when no user differs)."""
+    if np.array_equal(with_signal, without):
+        return 1.0
+    p = float(stats.ttest_rel(with_signal, without, alternative="greater").pvalue)
+    return p if np.isfinite(p) else 1.0

@@ -461,6 +461,8 @@ def evaluate(
             "kgrec_single_feature_validation_ndcg@10": result.artifacts.parameters.get(
                 "single_feature_validation_ndcg"
             ),
+            # signals that must earn their place (topic interests): the paired test's p on validation
+            "kgrec_signal_evidence_p": result.artifacts.parameters.get("signal_evidence_p"),
             "kgrec_model": {
                 key: result.artifacts.parameters.get(key)
                 for key in ("model_best_epoch", "model_validation_ndcg", "model_decay")

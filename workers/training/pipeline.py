@@ -284,6 +284,8 @@ def fit_and_package(
             "model_refit_on_all": served is not embeddings,
             "relation_weights": served.relation_weights,
             "single_feature_validation_ndcg": {k: round(v, 5) for k, v in fitted.single.items()},
+            # the paired test's p for each signal that had to earn its place (kept when < 0.05)
+            "signal_evidence_p": {k: round(v, 6) for k, v in fitted.evidence.items()},
         },
         facts=graph.facts,
         item_context_embeddings=served.item_context,
