@@ -381,6 +381,7 @@ class CatalogueItemView(BaseModel):
 
     item_id: str
     title: str | None
+    description: str | None = Field(None, description="plain text, read for topics only")
     brand: str | None
     brands: list[str] = Field(description="every brand the graph links (usually one)")
     categories: list[str] = Field(description="general to specific")

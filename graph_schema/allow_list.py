@@ -99,6 +99,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "title",
     "price",
     "listed",
+    "description",  # plain text (catalogue API, items.csv), read for topics only
     # Item, from the catalogue API (revision: the catalogue revision that last changed it)
     "currency",
     "available",

@@ -51,13 +51,14 @@ from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import Attributes, FieldError
-from kgrec.field_types import Id, Price, Title
+from kgrec.field_types import Description, Id, Price, Title
 from kgrec.gateway import GraphGateway
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
     CURRENCY_PATTERN,
     MAX_BATCH_ATTRIBUTE_RELATIONS,
     MAX_CATEGORY_DEPTH,
+    MAX_DESCRIPTION_LENGTH,
     MAX_ITEMS_PER_BATCH,
     MAX_STOCK,
     id_problem,
@@ -122,6 +123,7 @@ class ItemFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Title | None = None
+    description: Description | None = None
     brand: Id | None = Field(None, description="the brand's id; replaces the stored brand")
     categories: CategoryPath = None
     price: Price | None = None
@@ -145,7 +147,7 @@ class CatalogueItem(ItemFields):
 
 ITEM_FIELDS = tuple(CatalogueItem.model_fields)
 _ITEMS = TypeAdapter(list[CatalogueItem])
-_PROPERTIES = ("title", "price", "currency", "available", "stock", "listed_at", "delisted_at")
+_PROPERTIES = ("title", "description", "price", "currency", "available", "stock", "listed_at", "delisted_at")
 
 
 def _field(error: ErrorDetails, indexed: bool) -> str:
@@ -165,6 +167,9 @@ def field_reason(error: ErrorDetails, field: str) -> str:
         return "is required"
     if kind == "extra_forbidden":
         return "is not a known item field"
+    if field == "description":
+        got = f"{len(value)} characters" if isinstance(value, str) else repr(value)[:40]
+        return f"must be a string of at most {MAX_DESCRIPTION_LENGTH} characters without NUL (got {got})"
     if kind.startswith("string_") and kind != "string_pattern_mismatch":
         return id_problem(value) or error["msg"]
     if kind == "string_pattern_mismatch":
@@ -317,6 +322,7 @@ def read_item(gateway: GraphGateway, item_id: str) -> dict[str, Any] | None:
     return {
         "item_id": row["id"],
         "title": row["title"],
+        "description": row["description"],
         "brand": brands[0] if brands else None,
         "brands": brands,
         "categories": _category_path(row["categories"]),

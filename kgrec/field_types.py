@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, Strict, StringConstraints
 
-from kgrec.limits import ID_PATTERN, MAX_ID_LENGTH, MAX_PRICE, MAX_TEXT_LENGTH
+from kgrec.limits import ID_PATTERN, MAX_DESCRIPTION_LENGTH, MAX_ID_LENGTH, MAX_PRICE, MAX_TEXT_LENGTH
 
 # 1..MAX_ID_LENGTH characters, not only white space, no control characters (see kgrec.limits.id_problem).
 Id = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
@@ -27,3 +27,9 @@ PriceFilter = Annotated[
 ]
 # No U+0000: FalkorDB reads a query and its parameters as one C string, so a NUL ends it early.
 Title = Annotated[str, Strict(), StringConstraints(max_length=MAX_TEXT_LENGTH, pattern=r"^[^\x00]*$")]
+Description = Annotated[
+    str,
+    Strict(),
+    StringConstraints(max_length=MAX_DESCRIPTION_LENGTH, pattern=r"^[^\x00]*$"),
+    Field(description=f"plain text, at most {MAX_DESCRIPTION_LENGTH} characters; read for topics only"),
+]

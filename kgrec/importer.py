@@ -92,6 +92,9 @@ class ImportReport:
         return self.relationships / self.seconds if self.seconds else 0.0
 
 
+_ITEM_FACTS = ("title", "description", "price")  # written by UPSERT_ITEMS (None: keep the stored value)
+
+
 def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport:
     """Read and aggregate the whole data set (no graph access)."""
     weights = settings.behaviour_weights
@@ -104,7 +107,12 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
         known.extend(c for c in categories if c not in known)
 
     for record in dataset.items():
-        item_meta[record.item_id] = {"id": record.item_id, "title": record.title, "price": record.price}
+        item_meta[record.item_id] = {
+            "id": record.item_id,
+            "title": record.title,
+            "description": record.description,
+            "price": record.price,
+        }
         if record.brand:
             item_brand[record.item_id] = record.brand
         add_categories(record.item_id, record.categories)
@@ -149,7 +157,7 @@ def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport
             if key >= agg.rating_key:
                 agg.rating, agg.rating_key = event.value, key
         if event.item_id not in item_meta:
-            item_meta[event.item_id] = {"id": event.item_id, "title": None, "price": None}
+            item_meta[event.item_id] = {"id": event.item_id, **dict.fromkeys(_ITEM_FACTS)}
 
     listed = set(item_meta)
     unlisted = list(

@@ -27,6 +27,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EVENTS_PER_BATCH = 1_000
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 1,000 events with item details fit comfortably
 MAX_TEXT_LENGTH = 1_000  # item titles carried by events
+MAX_DESCRIPTION_LENGTH = 2_000  # an item's description (catalogue API, items.csv)
 MAX_REVIEW_LENGTH = 5_000  # a review event's text
 MAX_QUERY_LENGTH = 500  # a search event's query
 MAX_TAG_LENGTH = 100  # a tag event's tag

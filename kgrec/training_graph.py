@@ -38,6 +38,8 @@ class TrainingGraph:
         default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
     )  # head, rel, tail
     item_text: list[str] = field(default_factory=list)
+    # Each item's description ("" when none): topic text only, never the training text above
+    item_description: list[str] = field(default_factory=list)
     facts: ItemFacts | None = None  # brand, categories (with the tree) and price, for serving filters
     # Each item's topic (index, -1: none) and ABOUT score, set by training once topics are mined
     # (kgrec.topic_signal.with_topics); None: no topics.

@@ -2,10 +2,10 @@
 
 - JSON Lines (``.jsonl``, ``.ndjson``, or ``--format jsonl``): one item object per line, the body of
   ``POST /v1/items`` item by item (``item_id`` plus any fields).
-- CSV (``.csv``, or ``--format csv``): a header naming fields: ``item_id,title,brand,categories,
-  price,currency,available,stock,listed_at,delisted_at``; ``categories`` ``|``-separated, general to
-  specific; an ``attributes`` column holds a JSON object, and a column ``attr:<relation>`` holds that
-  relation's ``|``-separated values. An empty cell leaves the field out (its stored value is kept).
+- CSV (``.csv``, or ``--format csv``): a header naming fields: ``item_id,title,description,brand,
+  categories,price,currency,available,stock,listed_at,delisted_at``; ``categories`` ``|``-separated,
+  general to specific; an ``attributes`` column holds a JSON object, and a column ``attr:<relation>``
+  holds that relation's ``|``-separated values. An empty cell leaves the field out (its stored value is kept).
 
 The whole file is validated first; any bad line is reported (line, field, reason) and nothing is
 written. Then it is written in batches of ``MAX_ITEMS_PER_BATCH``, each one atomic, so importing the

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
+from kgrec.limits import MAX_DESCRIPTION_LENGTH
 from kgrec_cli.items import items as items_cli
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
@@ -267,6 +268,8 @@ def test_a_future_delisting_takes_effect_when_its_time_comes(shop: Shop) -> None
         ({"brand": ""}, "brand"),
         ({"attributes": {"origin": []}}, "attributes.origin"),
         ({"item_id": "another"}, "item_id"),
+        ({"description": 5}, "description"),
+        ({"description": "x" * (MAX_DESCRIPTION_LENGTH + 1)}, "description"),
     ],
 )
 def test_put_refuses_bad_fields_naming_them(shop: Shop, body: dict[str, Any], field: str) -> None:
@@ -274,6 +277,28 @@ def test_put_refuses_bad_fields_naming_them(shop: Shop, body: dict[str, Any], fi
     assert response.status_code == 422, response.text
     assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(0, field)]
     assert shop.get_item("cat-bad").status_code == 404
+
+
+def test_a_description_is_written_kept_removed_and_checked(shop: Shop) -> None:
+    text = "A rich balm of beeswax and rose oil for dry, chapped lips."
+    assert shop.put("cat-desc", {"title": "Balm", "description": text}).status_code == 200
+    assert shop.get_item("cat-desc").json()["description"] == text
+    assert shop.put("cat-desc", {"price": 2.0}).status_code == 200  # left out: kept
+    assert shop.get_item("cat-desc").json()["description"] == text
+    assert shop.put("cat-desc", {"description": None}).status_code == 200  # null: removed
+    assert shop.get_item("cat-desc").json()["description"] is None
+    assert shop.cypher("MATCH (i:Item {id: 'cat-desc'}) RETURN i.description AS d") == [{"d": None}]
+    limit = f"must be a string of at most {MAX_DESCRIPTION_LENGTH} characters without NUL"
+    for bad, got in (
+        ("x" * (MAX_DESCRIPTION_LENGTH + 1), f"{MAX_DESCRIPTION_LENGTH + 1} characters"),
+        (7, "7"),
+    ):
+        refused = shop.put("cat-desc", {"description": bad, "title": "Changed"})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"] == [
+            {"index": 0, "field": "description", "reason": f"{limit} (got {got})"}
+        ]
+    assert shop.get_item("cat-desc").json()["title"] == "Balm"  # nothing written
 
 
 def test_items_import_from_csv_and_json_lines(shop: Shop, tmp_path: Path) -> None:

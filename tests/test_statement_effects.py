@@ -77,11 +77,12 @@ def _upsert_items(gw: GraphGateway, st: Statement) -> None:
     query(
         gw,
         "CREATE (:Item {id: 'B0001', created_at: 1, listed: false, title: 'Old', price: 3.0}),"
-        "       (:Item {id: 'B0003', created_at: 2, listed: false, title: 'Kept', price: 4.0})",
+        "       (:Item {id: 'B0003', created_at: 2, listed: false, title: 'Kept', price: 4.0,"
+        "               description: 'Kept text'})",
     )
     rows = [
         *st.params["rows"],
-        {"id": "B0003", "title": None, "price": None},
+        {"id": "B0003", "title": None, "price": None, "description": None},
         {"id": "B0004", "title": "New"},
     ]
     gw.write(st, {**st.params, "rows": [{"price": None, **r} for r in rows]})
@@ -90,15 +91,17 @@ def _upsert_items(gw: GraphGateway, st: Statement) -> None:
         "created_at": 1,
         "listed": True,
         "title": "Lipstick",
+        "description": "A matte red lipstick.",
         "price": 9.5,
     }
-    # A missing title or price keeps the stored one.
+    # A missing title, description or price keeps the stored one.
     assert node(gw, "Item", "B0003") == {
         "id": "B0003",
         "created_at": 2,
         "listed": True,
         "title": "Kept",
         "price": 4.0,
+        "description": "Kept text",
     }
     assert node(gw, "Item", "B0004") == {"id": "B0004", "created_at": NOW, "listed": True, "title": "New"}
 
@@ -1049,8 +1052,10 @@ def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
     query(
         gw,
         """
-        CREATE (i:Item {id: 'B0001', created_at: 1, listed: false, title: 'Old', stock: 7, price: 1.0}),
+        CREATE (i:Item {id: 'B0001', created_at: 1, listed: false, title: 'Old', stock: 7, price: 1.0,
+                        description: 'Old text'}),
                (:Item {id: 'B0005', created_at: 1, title: 'Other'}),
+               (:Item {id: 'B0006', created_at: 1, title: 'Six', description: 'Gone'}),
                (o:Item {id: 'B0009', created_at: 1}),
                (u:User {id: 'u1'}), (b:Brand {id: 'Old'}), (c:Category {id: 'Old cat'}),
                (w:Entity {id: 'wool'}), (s:Entity {id: 'silk'}), (:Revision {id: 'catalogue', revision: 4})
@@ -1063,6 +1068,7 @@ def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
     params["items"] = [
         {**params["items"][0], "props": {**params["items"][0]["props"], "stock": None}},
         {"id": "B0002", "props": {"title": "New"}, "brands": [], "categories": []},
+        {"id": "B0006", "props": {"description": None}, "brands": [], "categories": []},
     ]
     params["replaced_attributes"] = [{"id": "B0001", "relation": "material", "keep": ["silk"]}]
     if st.name != "upsert_catalogue_items":
@@ -1085,6 +1091,9 @@ def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
     new = node(gw, "Item", "B0002")
     assert new is not None and (new["title"], new["listed_at"], new["revision"]) == ("New", NOW, 5)
     assert node(gw, "Item", "B0005") == {"id": "B0005", "created_at": 1, "title": "Other"}
+    assert item["description"] == "A matte red lipstick with shea butter." and "description" not in new
+    six = node(gw, "Item", "B0006")  # a given null removes the description, a field left out is kept
+    assert six is not None and "description" not in six and six["title"] == "Six"
     # the brand and categories are replaced; history and other relations stay
     brands = query(gw, "MATCH (:Item {id: 'B0001'})-[:MADE_BY]->(b) RETURN b.id AS id")
     assert [r["id"] for r in brands] == ["Acme"]

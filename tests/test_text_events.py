@@ -245,6 +245,32 @@ def test_the_api_refuses_a_tag_on_an_unknown_item_with_422_and_takes_a_search(ap
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query"
 
 
+def test_deleting_a_user_over_http_removes_their_topic_interests(api: Any, settings: Settings) -> None:
+    graph_name = api.env["KGREC_GRAPH"]
+    gateway = open_gateway(settings, graph_name=graph_name if settings.embedded else None)
+    version = f"v-{uuid.uuid4().hex[:6]}"
+    lips, space = f"lips-{version}", f"space-{version}"
+    try:
+        _topics(gateway, version, {lips: "vegan lip balm", space: "space opera films"})
+        query = "organic lip balm for dry lips"
+        searches = [ev(f"e-{user}-{version}", "search", query=query, user=user) for user in ("erin", "frank")]
+        ingest(gateway, valid(*searches), settings, now_ms=T0)
+        assert set(_topic_interest(gateway, "erin")) == {lips} == set(_topic_interest(gateway, "frank"))
+        erased = requests.delete(
+            f"{api.url}/v1/users/erin", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        )
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["removed"]["user"] == 1 and erased.json()["removed"]["interests"] == 1
+        left = gateway.run_query(
+            "MATCH (u:User)-[x:INTERESTED_IN]->(t:Topic) RETURN u.id AS user, t.id AS topic", {}
+        )
+        # erin's interest is gone, frank's is kept, and so is the topic
+        assert [(r["user"], r["topic"]) for r in left] == [("frank", lips)]
+    finally:
+        gateway.run_query("MATCH (m:ModelVersion {id: $v}) SET m.active = false", {"v": version})
+        gateway.close()
+
+
 def test_events_import_maps_language_columns_and_movielens_tags(
     gateway: GraphGateway, settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:

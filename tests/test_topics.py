@@ -32,8 +32,9 @@ from kgrec.training_graph import TrainingGraph
 from tests.subsets import beauty_graph
 from workers.training.blend_fit import EVIDENCE_P
 from workers.training.config import TrainConfig, for_variant
+from workers.training.item_fold_in import embed_new_items
+from workers.training.job import publish
 from workers.training.pipeline import TrainingResult, train_model
-from workers.training.publish import write_back
 from workers.training.subgraph import pull
 from workers.training.topics import (
     STABLE_MIN_COSINE,
@@ -44,12 +45,11 @@ from workers.training.topics import (
     compute_topics,
     item_language,
     topic_texts,
-    write_topics,
 )
 
 
 def _train(gateway: GraphGateway, settings: Settings, version: str, seed: int) -> TrainingResult:
-    """What the training job does, with the topics written before the switch."""
+    """What the training job does (:func:`workers.training.job.run_training`), under a fixed seed."""
     graph = pull(gateway, int(time.time() * 1000), settings.half_life_ms)
     config = TrainConfig(epochs=1, seed=seed)
     result = train_model(
@@ -59,17 +59,8 @@ def _train(gateway: GraphGateway, settings: Settings, version: str, seed: int) -
         version=version,
         language=item_language(gateway),
     )
-    folder = models_dir(settings.data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_back(
-        gateway,
-        result,
-        graph,
-        folder,
-        before_activation=lambda: write_topics(
-            gateway, version, graph.item_ids, result.topics, folder=folder
-        ),
-    )
+    # as the training job publishes: fold-in basis and topics written, then the switch
+    publish(gateway, settings, graph, result, config, gate=False)
     return result
 
 
@@ -405,25 +396,29 @@ def test_training_fits_the_topic_signal_weight_on_validation(
 def test_new_items_get_their_topic_without_a_retrain(
     trained: tuple[Settings, GraphGateway, TrainingResult],
 ) -> None:
-    _, gateway, _ = trained
+    local, gateway, _ = trained
     active = ACTIVE.get(gateway)
     name = active.names[0]
     gateway.run_query("CREATE (:Item {id: 'new-item', title: $t, listed: true})", {"t": name})
     gateway.run_query("CREATE (:Item {id: 'blank-item', listed: true})", {})
-    vectors = np.vstack([encode([name]), np.zeros((1, 384), dtype=np.float32)])
-    assert about_new_items(gateway, "not-active", ["new-item", "blank-item"], vectors) == 0
-    assert about_new_items(gateway, active.version or "", ["new-item", "blank-item"], vectors) == 1
+    # what the fold-in task (workers.tasks.fold_in_items) runs for items created after training
+    folded = embed_new_items(gateway, local, ["new-item", "blank-item"])
+    assert folded == {"version": active.version, "folded": 1, "skipped": 1}
     rows = gateway.run_query(
         "MATCH (i:Item)-[a:ABOUT]->(t:Topic) WHERE i.id IN ['new-item', 'blank-item'] "
         "RETURN i.id AS i, t.id AS t, a.version AS v, a.score AS s",
         {},
     )
-    # its nearest topic first, and at most two more, all above the bar (as training links items)
+    # its nearest topic first, and at most two more, all above the bar (as training links items);
+    # an item without text gets none
+    assert rows, "the fold-in gave the new item no topic"
     rows.sort(key=lambda r: -r["s"])
-    best = active.ids[int(np.argmax(active.centroids @ vectors[0]))]
+    best = active.ids[int(np.argmax(active.centroids @ encode([name])[0]))]
     assert (rows[0]["i"], rows[0]["t"], rows[0]["v"]) == ("new-item", best, active.version)
     assert 1 <= len(rows) <= 3 and {r["i"] for r in rows} == {"new-item"}
     assert min(r["s"] for r in rows) >= 0.3
+    # only the active version's topics are given out
+    assert about_new_items(gateway, "not-active", ["new-item"], encode([name])) == 0
 
 
 def test_topics_are_searched_by_meaning_and_shown_with_items_and_users(

@@ -75,6 +75,7 @@ _UPSERT_PARAMS: dict[str, Any] = {
             "id": "B0001",
             "props": {
                 "title": "Lipstick",
+                "description": "A matte red lipstick with shea butter.",
                 "price": 9.5,
                 "currency": "EUR",
                 "available": True,
@@ -186,8 +187,9 @@ CATALOGUE_ITEM = read(
     WITH i, brands, collect({id: c.id, parents: parents}) AS categories
     OPTIONAL MATCH (i)-[k]->(t)
     WHERE k.relation IS NOT NULL
-    RETURN i.id AS id, i.title AS title, i.price AS price, i.currency AS currency,
-           i.available AS available, i.stock AS stock, i.listed AS listed, i.listed_at AS listed_at,
+    RETURN i.id AS id, i.title AS title, i.description AS description, i.price AS price,
+           i.currency AS currency, i.available AS available, i.stock AS stock, i.listed AS listed,
+           i.listed_at AS listed_at,
            i.delisted_at AS delisted_at, i.created_at AS created_at, i.updated_at AS updated_at,
            brands, categories, collect({relation: k.relation, value: t.id}) AS attributes
     """,

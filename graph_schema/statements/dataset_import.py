@@ -18,9 +18,10 @@ UPSERT_ITEMS = write(
     ON CREATE SET i.created_at = $now
     SET i.listed = true,
         i.title = coalesce(r.title, i.title),
+        i.description = coalesce(r.description, i.description),
         i.price = coalesce(r.price, i.price)
     """,
-    rows=[{"id": "B0001", "title": "Lipstick", "price": 9.5}],
+    rows=[{"id": "B0001", "title": "Lipstick", "description": "A matte red lipstick.", "price": 9.5}],
     now=1700000000000,
 )
 

@@ -49,6 +49,7 @@ ITEM_FACTS = read(
     MATCH (i:Item {id: item_id})
     RETURN item_id,
            i.title AS title,
+           i.description AS description,
            i.price AS price,
            [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
            [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories

@@ -2,7 +2,8 @@
 
 - ``interactions.csv[.gz]``: ``user_id,item_id`` plus optional ``ts`` (ISO-8601 or
   Unix seconds) or ``seq_index``, ``type`` and ``value``;
-- ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price``, with
+- ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price`` plus an optional
+  ``description`` (plain text, at most ``MAX_DESCRIPTION_LENGTH`` characters), with
   categories ``|``-separated;
 - ``kg_triples.csv[.gz]`` (optional): ``head,relation,tail``, any relation name
   that :func:`graph_schema.relation_names.relation_problem` accepts;
@@ -34,7 +35,7 @@ from kgrec.datasets.records import (
     parse_timestamp_ms,
     parsed_rows,
 )
-from kgrec.limits import MAX_TEXT_LENGTH, kind_problem
+from kgrec.limits import MAX_DESCRIPTION_LENGTH, MAX_TEXT_LENGTH, kind_problem
 
 
 def _optional_float(name: str, text: str) -> float | None:
@@ -77,12 +78,18 @@ def _item(row: dict[str, str]) -> ItemRecord:
     brand = (row.get("brand") or "").strip() or None
     categories = tuple(c.strip() for c in (row.get("categories") or "").split("|") if c.strip())
     check_ids(("item_id", item_id), ("brand", brand), *(("categories", c) for c in categories))
+    description = (row.get("description") or "").strip() or None
+    if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
+        raise BadRow(
+            f"description is longer than {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})"
+        )
     return ItemRecord(
         item_id=item_id,
         brand=brand,
         categories=categories,
         title=(row.get("title") or "").strip() or None,
         price=_optional_float("price", row.get("price") or ""),
+        description=description,
     )
 
 

@@ -28,6 +28,7 @@ class ItemRecord(NamedTuple):
     categories: tuple[str, ...] = ()
     title: str | None = None
     price: float | None = None
+    description: str | None = None  # plain text, for topics only
 
 
 class InteractionRecord(NamedTuple):

@@ -34,7 +34,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
 from workers.training.subgraph import item_text
 from workers.training.text import TextEmbeddingCache
-from workers.training.topics import about_new_items
+from workers.training.topics import about_new_items, with_description
 
 TEXT_NEIGHBOURS = 10
 BASIS_SUFFIX = ".foldin.npz"
@@ -164,11 +164,14 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
     text_vectors = None
     if basis.text_vectors is not None:
         texts = [item_text(row["title"], row["brands"], row["categories"], names) for row in facts]
-        text_vectors = TextEmbeddingCache(
+        cache = TextEmbeddingCache(
             Path(settings.data_dir) / "text-embeddings", offline=settings.hf_hub_offline
-        ).embed(texts)
-        # new items get their topics too, without a retrain
-        about_new_items(gateway, version, [row["item_id"] for row in facts], text_vectors)
+        )
+        text_vectors = cache.embed(texts)
+        # new items get their topics too, without a retrain, from their topic text (with the description)
+        topic_texts = [with_description(t, row["description"]) for t, row in zip(texts, facts, strict=True)]
+        topic_vectors = text_vectors if topic_texts == texts else cache.embed(topic_texts)
+        about_new_items(gateway, version, [row["item_id"] for row in facts], topic_vectors)
     vectors = basis.embed(text_vectors, brands, categories)
     rows = [
         {"id": row["item_id"], "vector": [round(float(x), 6) for x in vector]}

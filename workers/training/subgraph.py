@@ -180,6 +180,7 @@ def pull(
     item_brand = np.full(len(item_ids), -1, dtype=np.int64)
     pairs: list[tuple[int, int]] = []
     texts: list[str] = []
+    descriptions: list[str] = []
     for item_id in item_ids:
         k = item_index[item_id]
         fact = facts.get(item_id, {"title": None, "brands": [], "categories": []})
@@ -187,6 +188,7 @@ def pull(
             item_brand[k] = brand_index[fact["brands"][0]]
         pairs.extend((k, category_index[c]) for c in fact["categories"])
         texts.append(item_text(fact["title"], fact["brands"], fact["categories"], names))
+        descriptions.append(fact.get("description") or "")
     item_category_pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     facts = _item_facts(gateway, item_ids, facts, brand_ids, item_brand, category_ids, item_category_pairs)
     kg = open_knowledge(item_index, entity_kinds, edges)
@@ -207,6 +209,7 @@ def pull(
         relation_names=kg.relation_names,
         kg_triples=kg.kg_triples,
         item_text=texts,
+        item_description=descriptions,
         facts=facts,
     )
 

@@ -1,7 +1,9 @@
 """Topics mined from item text: a small, seeded scikit-learn equivalent of BERTopic.
 
 1. **Text.** An item's topic text is its training text (title | brand | category path) plus
-   its tags (MovieLens ``has_tag`` entities, user tags from events) and review snippets.
+   its tags (MovieLens ``has_tag`` entities, user tags from events), the start of its
+   description (:func:`description_snippet`) and review snippets. The description is read for
+   topics only: the training text, and so the graph model's text features, leave it out.
    It is embedded with the bundled all-MiniLM-L6-v2 (the on-disk text cache is shared
    with training, so unchanged texts are not encoded again).
 2. **Clusters.** k-means (scikit-learn ``MiniBatchKMeans``, seeded) over the unit-length
@@ -69,6 +71,9 @@ TOPIC_BATCH = 100  # topics per write (each carries a 384-float centroid)
 TAGS_PER_ITEM = 10
 REVIEWS_PER_ITEM = 3
 REVIEW_CHARS = 300
+# The description's first characters, cut at a word: with the rest, the topic text stays within the
+# 256 word pieces the text model reads, so a long description does not push out tags and reviews.
+DESCRIPTION_CHARS = 500
 TOKEN = r"(?u)\b[^\W\d_][^\W\d_]+\b"  # words of two letters or more, no digits
 TAG_KIND = "tag"
 ID_PATTERN = re.compile(r"^topic-(\d+)$")
@@ -115,14 +120,31 @@ def kg_tags(graph: TrainingGraph) -> dict[int, list[str]]:
     return tags
 
 
+def description_snippet(description: str | None) -> str:
+    """The first :data:`DESCRIPTION_CHARS` characters of ``description``, cut at a word boundary."""
+    text = " ".join((description or "").split())
+    if len(text) <= DESCRIPTION_CHARS:
+        return text
+    cut = text[: DESCRIPTION_CHARS + 1]
+    return cut[: cut.rfind(" ")] if " " in cut else text[:DESCRIPTION_CHARS]
+
+
+def with_description(text: str, description: str | None) -> str:
+    """A folded-in item's topic text: ``text`` (its training text) and its :func:`description_snippet`."""
+    return " | ".join(part for part in (text, description_snippet(description)) if part)
+
+
 def topic_texts(graph: TrainingGraph, language: Mapping[str, str] | None = None) -> list[str]:
-    """Every item's topic text: training text, knowledge-graph tags and ``language`` (tags, reviews)."""
+    """Every item's topic text: training text, knowledge-graph tags, description snippet and
+    ``language`` (tags, reviews)."""
     tags = kg_tags(graph)
     extra = language or {}
+    descriptions = graph.item_description
     texts = []
     for k, item_id in enumerate(graph.item_ids):
         base = graph.item_text[k] if k < len(graph.item_text) else ""
-        parts = [base, ", ".join(tags.get(k, [])), extra.get(item_id, "")]
+        description = description_snippet(descriptions[k] if k < len(descriptions) else None)
+        parts = [base, ", ".join(tags.get(k, [])), description, extra.get(item_id, "")]
         texts.append(" | ".join(p for p in parts if p))
     return texts
 
