@@ -86,13 +86,18 @@ class TopicItems:
 
 
 class VersionTopicItems:
-    """Each version's :class:`TopicItems`, loaded on first use (None for a version without the file)."""
+    """Each version's :class:`TopicItems`, loaded on first use (None for a version without the file).
+
+    A miss is remembered too: training writes the file before the version can be activated
+    and never afterwards, so a serving version without it never gets one, and its newcomers
+    should not pay a stat per request.
+    """
 
     def __init__(self, folder: Path, size: int = CACHED_VERSIONS) -> None:
         self._folder = Path(folder)
         self._size = size
         self._lock = threading.Lock()
-        self._loaded: OrderedDict[str, TopicItems] = OrderedDict()
+        self._loaded: OrderedDict[str, TopicItems | None] = OrderedDict()
 
     def for_model(self, version: str, parameters: Mapping[str, Any]) -> TopicItems | None:
         """The topic items of a model version, or of its root for an incremental version."""
@@ -109,9 +114,7 @@ class VersionTopicItems:
                 self._loaded.move_to_end(version)
                 return self._loaded[version]
         path = topic_items_path(self._folder, version)
-        if not path.is_file():
-            return None  # not remembered: asked again next time (a stat)
-        items = TopicItems.load(path, version)
+        items = TopicItems.load(path, version) if path.is_file() else None
         with self._lock:
             self._loaded[version] = items
             while len(self._loaded) > self._size:

@@ -108,6 +108,29 @@ def test_large_catalogues_train_on_sampled_negatives_reproducibly(monkeypatch: p
     assert np.all(np.isfinite(first.losses)) and first.losses[-1] < first.losses[0]
 
 
+def test_an_epoch_takes_a_bounded_number_of_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step propagates the whole graph: beyond the cap the batch grows, the steps do not."""
+    assert kg_model.epoch_batch_size(1_000, 256, max_steps=32) == 256
+    assert kg_model.epoch_batch_size(100_000, 256, max_steps=32) == 3_125
+    steps = 0
+    step = torch.optim.Adam.step
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal steps
+        steps += 1
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    examples = next_item_examples(toy()).target.size  # 300 users x 4 later items
+    train_kg_model(toy(), replace(CONFIG, epochs=2))
+    assert steps == 2 * -(-examples // CONFIG.model_batch_size)  # 5 steps of 256 per epoch
+    steps = 0
+    monkeypatch.setattr(kg_model, "MAX_STEPS_PER_EPOCH", 2)
+    capped = train_kg_model(toy(), replace(CONFIG, epochs=2))
+    assert steps == 2 * 2
+    assert np.all(np.isfinite(capped.losses))
+
+
 def test_the_informative_relation_outweighs_the_noise() -> None:
     trained = train_kg_model(toy(), replace(CONFIG, epochs=30, use_text=False))
     weights = trained.relation_weights

@@ -58,6 +58,10 @@ FULL_SOFTMAX_MAX_ITEMS = 16_384  # larger catalogues: the chunk's targets plus a
 SAMPLED_NEGATIVES = 4_096
 LOSS_CHUNK = 2_048  # rows of logits alive at once (memory), the batch's propagation is shared
 VALIDATION_USERS = 3_000
+# Every optimiser step propagates over the whole typed graph, so a step costs O(edges): with a
+# fixed batch an epoch would cost O(examples x edges), quadratic in the size of the shop. Beyond
+# this many steps per epoch the batch grows instead (the data sets of the README take at most 24).
+MAX_STEPS_PER_EPOCH = 32
 
 
 # --- the typed graph --------------------------------------------------------------------------
@@ -413,6 +417,11 @@ def validation_ndcg(
     return total / users.size
 
 
+def epoch_batch_size(examples: int, batch_size: int, max_steps: int = MAX_STEPS_PER_EPOCH) -> int:
+    """``batch_size``, or larger so that an epoch of ``examples`` takes at most ``max_steps`` steps."""
+    return max(batch_size, -(-examples // max_steps))
+
+
 def train_kg_model(
     graph: TrainingGraph,
     config: TrainConfig,
@@ -462,6 +471,7 @@ def train_kg_model(
             check_users = np.sort(
                 np.random.default_rng(config.seed).choice(check_users, VALIDATION_USERS, replace=False)
             )
+    batch_size = epoch_batch_size(target.numel(), config.model_batch_size, MAX_STEPS_PER_EPOCH)
     cap = epochs if epochs is not None else config.epochs
     early_stopping = epochs is None and check_users.size > 0
 
@@ -475,8 +485,8 @@ def train_kg_model(
         started = time.perf_counter()
         order = torch.randperm(target.numel(), generator=generator).to(device)
         total = 0.0
-        for start in range(0, target.numel(), config.model_batch_size):
-            batch = order[start : start + config.model_batch_size]
+        for start in range(0, target.numel(), batch_size):
+            batch = order[start : start + batch_size]
             nodes = model(typed, text_tensor)
             target_table, context_table = model.item_tables(nodes)
             # The chunks' gradients meet at the (detached) item tables, then flow through the
