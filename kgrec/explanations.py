@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS
+from graph_schema.catalogue import Statement
 from graph_schema.path_query import path_cypher
+from graph_schema.statements.explanations import EXPLANATION_CO_USERS, EXPLANATION_PATHS
 from kgrec.decay import decayed
 from kgrec.recommender import Recommender
 from kgrec.relation_sentences import RelationSentences, load_sentences
@@ -109,6 +111,37 @@ def co_purchase_pairs(
         if hubs[h] != targets[t]
     ]
     return forward, backward
+
+
+def path_reads(
+    user_id: str,
+    item_ids: Sequence[str],
+    *,
+    hubs: int,
+    forward: Sequence[Mapping[str, str]] = (),
+    backward: Sequence[Mapping[str, str]] = (),
+    counted: Sequence[Sequence[str]] = (),
+) -> list[tuple[Statement, dict[str, Any]]]:
+    """The reads that find every path kind from the user to the items (one round trip with ``read_many``).
+
+    ``EXPLANATION_PATHS`` for the whole batch, and ``EXPLANATION_CO_USERS`` once
+    per target: its scan of the target's users stops at a LIMIT, which a batch
+    cannot apply per item. ``forward``/``backward`` are :func:`co_purchase_pairs`;
+    ``counted`` the (entity, relation) pairs whose item counts are known.
+    """
+    batch = {
+        "user_id": user_id,
+        "item_ids": list(item_ids),
+        "hubs": hubs,
+        "forward": list(forward),
+        "backward": list(backward),
+        "counted": [list(pair) for pair in counted],
+    }
+    co_users = [
+        (EXPLANATION_CO_USERS, {"user_id": user_id, "item_id": item_id, "hubs": hubs})
+        for item_id in dict.fromkeys(item_ids)
+    ]
+    return [(EXPLANATION_PATHS, batch), *co_users]
 
 
 def sentence(

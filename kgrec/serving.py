@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from graph_schema.statements import admin
-from graph_schema.statements.explanations import EXPLANATION_PATHS
 from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.rules import USER_INTEREST_IDS
@@ -31,7 +30,7 @@ from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event
-from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs
+from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs, path_reads
 from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
@@ -229,17 +228,10 @@ class Serving:
             return {}
         forward, backward = co_purchase_pairs(model, hub_ids, item_ids)
         known = self.entity_counts.known(model.artifacts.version)
-        rows = self.gateway.read(
-            EXPLANATION_PATHS,
-            {
-                "user_id": user_id,
-                "item_ids": list(item_ids),
-                "hubs": EXPLANATION_HUBS,
-                "forward": forward,
-                "backward": backward,
-                "counted": [list(pair) for pair in known],
-            },
+        reads = path_reads(
+            user_id, item_ids, hubs=EXPLANATION_HUBS, forward=forward, backward=backward, counted=list(known)
         )
+        rows = [row for rows in self.gateway.read_many(reads) for row in rows]
         scorer = PathScorer(
             model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
         )

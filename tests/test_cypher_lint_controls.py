@@ -12,7 +12,7 @@ import pytest
 
 from graph_schema.allow_list import Label, Rel
 from graph_schema.path_query import path_cypher
-from graph_schema.statements.explanations import EXPLANATION_PATHS
+from kgrec.explanations import path_reads
 from kgrec.gateway import GraphGateway
 from tests.cypher_lint import lint
 
@@ -127,7 +127,7 @@ def test_the_lint_reports_the_mistake_as_an_error(
     assert control_results[f"good: {control}"] == []
 
 
-# Every shape EXPLANATION_PATHS returns (graph_schema/statements/explanations.py): node labels, and
+# Every shape the explanation reads return (graph_schema/statements/explanations.py): node labels, and
 # (type, direction) per relationship.
 _OUT, _IN = "out", "in"
 _KNOWLEDGE = ("ALSO_BOUGHT", "ALSO_VIEWED", "BOUGHT_TOGETHER")
@@ -175,20 +175,11 @@ def _shape(nodes: list[dict[str, Any]], rels: list[dict[str, Any]]) -> tuple[Any
 def test_every_explanation_path_shape_renders_browser_cypher_that_passes_lint_and_finds_it(
     gateway: GraphGateway,
 ) -> None:
-    """The shapes come from the explanation statement itself, on a graph where every kind exists."""
+    """The shapes come from the explanation statements themselves, on a graph where every kind exists."""
     gateway.run_query(_EVERY_PATH_KIND, {})
     pair = {"hub": "hub", "target": "target"}
-    rows = gateway.read(
-        EXPLANATION_PATHS,
-        {
-            "user_id": "me",
-            "item_ids": ["target"],
-            "hubs": 30,
-            "forward": [pair],
-            "backward": [pair],
-            "counted": [],
-        },
-    )
+    reads = path_reads("me", ["target"], hubs=30, forward=[pair], backward=[pair])
+    rows = [row for rows in gateway.read_many(reads) for row in rows]
     by_shape = {_shape(r["nodes"], r["rels"]): path_cypher(r["nodes"], r["rels"]) for r in rows}
     assert set(by_shape) == EXPLANATION_SHAPES
     for query in by_shape.values():

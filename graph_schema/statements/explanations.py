@@ -1,7 +1,12 @@
 """Explanation paths: typed meta-paths of at most 3 hops from a user to candidate items.
 
-One statement finds every path kind for a batch of target items (no query per
-item). Each branch returns the same columns: the target, the path kind, the
+``EXPLANATION_PATHS`` finds every path kind but ``co_user`` for a batch of
+target items in one statement; ``EXPLANATION_CO_USERS`` finds the co-user paths
+of one target, and the caller sends one per target in the same round trip
+(:func:`kgrec.explanations.path_reads`): its scan of the target's users must
+stop at a LIMIT, and no clause both engines accept limits per row of a batch
+(FalkorDB 4.16 has no ``CALL (x) {...}``; Neo4j 5 deprecates ``CALL { WITH x ... }``).
+Every branch returns the same columns: the target, the path kind, the
 path's nodes (label, id, name; an entity also its kind and ``linked``, the
 number of items its relation links to it) and relationships (type, relation,
 direction, weight, weight_ts, verb), and a support count. ``direction`` is
@@ -24,7 +29,10 @@ name is written here. Only outgoing edges of the user's items and of the
 targets are expanded: an item's incoming edges include every user's
 interaction, and an entity's include every item that has it (a genre may have
 thousands), so neither is ever walked to find a path. Shared attributes are
-joined on the entity in memory instead.
+joined on the entity in memory instead. A ``WITH`` between two MATCH clauses
+keeps FalkorDB's planner from joining them and starting from the wrong end
+(from the hubs' incoming edges, thousands of interactions each on the demo shop,
+to find the targets' related items).
 
 Paths:
 
@@ -42,11 +50,19 @@ Paths:
   item of the entity, which is what a popular genre must not cost on every
   request. (A pattern comprehension anchored on null walks nothing on
   FalkorDB, while one inside a CASE branch is evaluated regardless.)
-- ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target;
-- ``interest``: user -INTERESTED_IN-> brand|category|topic <-MADE_BY|IN_CATEGORY|ABOUT- target;
-- ``co_user``: user -INTERACTED-> item <-INTERACTED- other user -INTERACTED-> target
-  (one witness shown, flagged bots excluded; support = how many such users among the target's
-  ``CO_USER_CANDIDATES`` most recent users);
+- ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target (the brand's
+  other items are never walked: the target's brand is matched, then each hub's edge to it);
+- ``interest``: user -INTERESTED_IN-> brand|category|topic <-MADE_BY|IN_CATEGORY|ABOUT- target,
+  from the user's $hubs strongest interests (the target's few outgoing edges are walked, and
+  the multi-type pattern never joins two bound nodes);
+- ``co_user`` (``EXPLANATION_CO_USERS``): user -INTERACTED-> item <-INTERACTED- other user
+  -INTERACTED-> target, from the user's $hubs most recent items. Only the first
+  ``CO_USER_CANDIDATES`` users of the target the graph lists (flagged bots excluded) are
+  candidates: the scan stops there, so a target with thousands of users costs what one with
+  two hundred does (choosing its *most recent* users meant reading and sorting every one of
+  its edges: about 20 ms of the graph's time for an item 30% of the demo shop's users saw).
+  Support = how many candidates also have the item; the witness shown is the one whose edge
+  to the target is the most recent;
 - ``reviewed_topic``: user -INTERACTED (reviewed)-> item -ABOUT-> topic <-ABOUT- target, from the
   user's $hubs most recent reviewed items (the topic's other items are never walked: the target's
   own ABOUT edge is checked).
@@ -105,8 +121,9 @@ _RECENT_HUBS = """
     UNWIND $item_ids AS target_id
 """
 
-# A co-user path is looked for among the target's most recent users only: a popular item's
-# thousands of users, each walked to all their items, made one explanation cost tens of ms.
+# A co-user path is looked for among this many of the target's users only (the first the
+# graph lists): a popular item's thousands of users, each walked to all their items, made one
+# explanation cost tens of ms.
 CO_USER_CANDIDATES = 200
 
 # The same bound, without the targets: the user's $hubs most recent items.
@@ -144,6 +161,7 @@ EXPLANATION_PATHS = read(
     UNWIND $item_ids AS target_id
     MATCH (i:Item {{id: target_id}})-[k]->(h:Item)
     WHERE k.relation IS NOT NULL AND NOT type(k) IN {_CO_PURCHASE_LIST} AND h IN hubs AND h <> i
+    WITH target_id, u, i, k, h
     MATCH (u)-[r:INTERACTED]->(h)
     RETURN target_id, 'related_item' AS kind, [{_USER}, {_HUB}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("type(k)", "in", "k.relation")}] AS rels, 1 AS support
@@ -178,8 +196,9 @@ EXPLANATION_PATHS = read(
            support
     UNION ALL
     {_RECENT_HUBS.format(limit="$hubs")}
-    MATCH (i:Item {{id: target_id}})
-    MATCH (h)-[:MADE_BY]->(b:Brand)<-[:MADE_BY]-(i)
+    MATCH (i:Item {{id: target_id}})-[:MADE_BY]->(b:Brand)
+    WITH u, r, h, target_id, i, b
+    MATCH (h)-[:MADE_BY]->(b)
     WHERE h <> i
     RETURN target_id, 'same_brand' AS kind,
            [{_USER}, {_HUB}, {_node("Brand", "b", "b.name")}, {_TARGET}] AS nodes,
@@ -188,36 +207,18 @@ EXPLANATION_PATHS = read(
     UNION ALL
     MATCH (u:User {{id: $user_id}})-[x:INTERESTED_IN]->(t)
     WITH u, x, t ORDER BY x.weight DESC, t.id LIMIT $hubs
+    WITH u, collect(t) AS interests
     UNWIND $item_ids AS target_id
-    MATCH (i:Item {{id: target_id}})
-    WHERE (i)-[:MADE_BY|IN_CATEGORY|ABOUT]->(t)
+    MATCH (i:Item {{id: target_id}})-[:MADE_BY|IN_CATEGORY|ABOUT]->(t)
+    WHERE t IN interests
+    WITH target_id, u, i, t
+    MATCH (u)-[x:INTERESTED_IN]->(t)
     RETURN target_id, 'interest' AS kind,
            [{_USER}, {{label: labels(t)[0], id: t.id, name: coalesce(t.name, t.id)}}, {_TARGET}] AS nodes,
            [{{type: 'INTERESTED_IN', relation: null, direction: 'out', weight: x.weight,
               weight_ts: x.weight_ts, verb: null}},
             {_plain(_INTEREST_LINK, "in")}] AS rels,
            1 AS support
-    UNION ALL
-    MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
-    WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT $hubs
-    WITH u, collect(h) AS hubs
-    UNWIND $item_ids AS target_id
-    MATCH (i:Item {{id: target_id}})
-    WITH target_id, u, hubs, i
-    MATCH (i)<-[ri:INTERACTED]-(other:User)
-    WHERE other <> u AND coalesce(other.flagged_bot, false) = false
-    WITH target_id, u, hubs, i, other ORDER BY coalesce(ri.last_ts, ri.last_seq, 0) DESC, other.id
-    WITH target_id, u, hubs, i, collect(other)[..{CO_USER_CANDIDATES}] AS candidates
-    UNWIND candidates AS other
-    MATCH (other)-[:INTERACTED]->(h)
-    WHERE h IN hubs AND h <> i
-    WITH target_id, u, h, i, collect(other) AS others
-    WITH target_id, u, h, i, others[0] AS v, size(others) AS support
-    MATCH (u)-[r:INTERACTED]->(h)<-[r2:INTERACTED]-(v)-[r3:INTERACTED]->(i)
-    RETURN target_id, 'co_user' AS kind,
-           [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
-           [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,
-           support
     UNION ALL
     MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
     WHERE coalesce(r.n_review, 0) > 0
@@ -237,4 +238,35 @@ EXPLANATION_PATHS = read(
     forward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
     backward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
     counted=[["m.0jzc", "film.film.genre"]],
+)
+
+# One target per read (pipelined with EXPLANATION_PATHS, one round trip): only a LIMIT
+# stops a scan of the target's users early, and a LIMIT cannot apply per row of a batch
+# in the Cypher both engines accept (FalkorDB 4.16 has no CALL (x) {...}, Neo4j 5
+# deprecates CALL { WITH x ... }).
+EXPLANATION_CO_USERS = read(
+    "explanation_co_users",
+    f"""
+    MATCH (u:User {{id: $user_id}})-[r:INTERACTED]->(h:Item)
+    WITH u, r, h ORDER BY coalesce(r.last_ts, r.last_seq, 0) DESC, h.id LIMIT $hubs
+    WITH u, collect(h) AS hubs
+    MATCH (i:Item {{id: $item_id}})
+    WITH u, hubs, i
+    MATCH (i)<-[ri:INTERACTED]-(other:User)
+    WHERE other <> u AND coalesce(other.flagged_bot, false) = false
+    WITH u, hubs, i, other, coalesce(ri.last_ts, ri.last_seq, 0) AS recency LIMIT {CO_USER_CANDIDATES}
+    MATCH (other)-[:INTERACTED]->(h)
+    WHERE h IN hubs AND h <> i
+    WITH u, h, i, other ORDER BY recency DESC, other.id
+    WITH u, h, i, collect(other) AS others
+    WITH u, h, i, others[0] AS v, size(others) AS support
+    MATCH (u)-[r:INTERACTED]->(h)<-[r2:INTERACTED]-(v)-[r3:INTERACTED]->(i)
+    RETURN i.id AS target_id, 'co_user' AS kind,
+           [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,
+           support
+    """,
+    user_id="A1YJEY40YUW4SE",
+    item_id="B004756YJA",
+    hubs=30,
 )

@@ -1,0 +1,64 @@
+"""Co-user explanation paths: a bounded number of the target's users, bots left out, the latest witness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph_schema.statements.explanations import CO_USER_CANDIDATES
+from kgrec.explanations import path_reads
+from kgrec.gateway import GraphGateway
+
+_SEEN = "{weight: 1.0, weight_ts: 1, n_view: 1, last_ts: $ts}"
+
+# "me" viewed the hub. "popular" has more users than the search looks at (o<k> viewed it at k),
+# each of whom also viewed the hub; "niche" has three, whose views of it were at 5, 7 and 6.
+# A flagged bot saw all three items last of all.
+_GRAPH = (
+    f"""
+CREATE (me:User {{id: 'me'}}), (bot:User {{id: 'bot', flagged_bot: true}}),
+       (h:Item {{id: 'hub', title: 'Hub'}}), (p:Item {{id: 'popular', title: 'Popular'}}),
+       (n:Item {{id: 'niche', title: 'Niche'}}),
+       (me)-[:INTERACTED {_SEEN}]->(h), (bot)-[:INTERACTED {_SEEN}]->(h),
+       (bot)-[:INTERACTED {_SEEN}]->(p), (bot)-[:INTERACTED {_SEEN}]->(n)
+""",
+    f"""
+MATCH (h:Item {{id: 'hub'}}), (p:Item {{id: 'popular'}})
+UNWIND range(0, $users - 1) AS k
+CREATE (o:User {{id: 'o' + toString(k)}}), (o)-[:INTERACTED {_SEEN}]->(h),
+       (o)-[:INTERACTED {{weight: 1.0, weight_ts: 1, n_view: 1, last_ts: k}}]->(p)
+""",
+    """
+MATCH (n:Item {id: 'niche'})
+UNWIND [['o0', 5], ['o1', 7], ['o2', 6]] AS seen
+MATCH (o:User {id: seen[0]})
+CREATE (o)-[:INTERACTED {weight: 1.0, weight_ts: 1, n_view: 1, last_ts: seen[1]}]->(n)
+""",
+)
+
+
+def _co_user_rows(gateway: GraphGateway, targets: list[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = [row for rows in gateway.read_many(path_reads("me", targets, hubs=30)) for row in rows]
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["kind"] == "co_user":
+            found.setdefault(row["target_id"], []).append(row)
+    return found
+
+
+def test_co_users_are_counted_among_a_bounded_number_of_the_targets_users(gateway: GraphGateway) -> None:
+    for query in _GRAPH:
+        gateway.run_query(query, {"ts": 10_000, "users": CO_USER_CANDIDATES + 50})
+    found = _co_user_rows(gateway, ["popular", "niche"])
+
+    # The popular item: one path through the hub, counted among CO_USER_CANDIDATES users only.
+    [popular] = found["popular"]
+    assert [n["id"] for n in popular["nodes"]][:2] == ["me", "hub"]
+    assert popular["support"] == CO_USER_CANDIDATES
+    assert popular["nodes"][2]["id"] not in ("bot", "me")
+
+    # The other target of the same batch keeps its own search: all three, the latest view shown.
+    [niche] = found["niche"]
+    assert niche["support"] == 3
+    assert [n["id"] for n in niche["nodes"]] == ["me", "hub", "o1", "niche"]
+    assert [r["type"] for r in niche["rels"]] == ["INTERACTED"] * 3
+    assert [r["direction"] for r in niche["rels"]] == ["out", "in", "out"]
