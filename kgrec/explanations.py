@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS
-from graph_schema.catalogue import Statement
 from graph_schema.path_query import path_cypher
 from graph_schema.statements.explanations import EXPLANATION_CO_USERS, EXPLANATION_PATHS
 from kgrec.decay import decayed
+from kgrec.gateway import GraphGateway
 from kgrec.recommender import Recommender
 from kgrec.relation_sentences import RelationSentences, load_sentences
 
@@ -113,7 +113,8 @@ def co_purchase_pairs(
     return forward, backward
 
 
-def path_reads(
+def read_paths(
+    gateway: GraphGateway,
     user_id: str,
     item_ids: Sequence[str],
     *,
@@ -121,8 +122,8 @@ def path_reads(
     forward: Sequence[Mapping[str, str]] = (),
     backward: Sequence[Mapping[str, str]] = (),
     counted: Sequence[Sequence[str]] = (),
-) -> list[tuple[Statement, dict[str, Any]]]:
-    """The reads that find every path kind from the user to the items (one round trip with ``read_many``).
+) -> list[dict[str, Any]]:
+    """Every path row from the user to the items, of every kind, in one round trip (``read_many``).
 
     ``EXPLANATION_PATHS`` for the whole batch, and ``EXPLANATION_CO_USERS`` once
     per target: its scan of the target's users stops at a LIMIT, which a batch
@@ -141,7 +142,7 @@ def path_reads(
         (EXPLANATION_CO_USERS, {"user_id": user_id, "item_id": item_id, "hubs": hubs})
         for item_id in dict.fromkeys(item_ids)
     ]
-    return [(EXPLANATION_PATHS, batch), *co_users]
+    return [row for rows in gateway.read_many([(EXPLANATION_PATHS, batch), *co_users]) for row in rows]
 
 
 def sentence(

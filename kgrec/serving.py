@@ -30,7 +30,7 @@ from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event
-from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs, path_reads
+from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs, read_paths
 from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
@@ -219,7 +219,7 @@ class Serving:
     def explanation_paths(
         self, model: Recommender, user_id: str, item_ids: Sequence[str], hub_ids: Sequence[str]
     ) -> dict[str, list[dict[str, Any]]]:
-        """Scored paths (best first) from the user to each item: one graph read for all items.
+        """Scored paths (best first) from the user to each item: one round trip to the graph for all items.
 
         ``hub_ids`` (the user's recent items, :attr:`UserHistory.item_ids`) are the
         hubs whose co-purchase links the model proposes and the graph confirms.
@@ -228,10 +228,15 @@ class Serving:
             return {}
         forward, backward = co_purchase_pairs(model, hub_ids, item_ids)
         known = self.entity_counts.known(model.artifacts.version)
-        reads = path_reads(
-            user_id, item_ids, hubs=EXPLANATION_HUBS, forward=forward, backward=backward, counted=list(known)
+        rows = read_paths(
+            self.gateway,
+            user_id,
+            item_ids,
+            hubs=EXPLANATION_HUBS,
+            forward=forward,
+            backward=backward,
+            counted=list(known),
         )
-        rows = [row for rows in self.gateway.read_many(reads) for row in rows]
         scorer = PathScorer(
             model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
         )

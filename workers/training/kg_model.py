@@ -417,7 +417,7 @@ def validation_ndcg(
     return total / users.size
 
 
-def epoch_batch_size(examples: int, batch_size: int, max_steps: int = MAX_STEPS_PER_EPOCH) -> int:
+def epoch_batch_size(examples: int, batch_size: int, max_steps: int) -> int:
     """``batch_size``, or larger so that an epoch of ``examples`` takes at most ``max_steps`` steps."""
     return max(batch_size, -(-examples // max_steps))
 
