@@ -3,13 +3,13 @@
 Training mines topics from the items' text (:mod:`workers.training.topics`) and
 puts each item's topic and its cosine to the topic's centroid (the ABOUT score)
 on the :class:`~kgrec.training_graph.TrainingGraph`. The signal's item–item
-matrix links an item to every other item of its topic, weighted by how central
-that item is:
+matrix links an item to the other items among its topic's :data:`TOPIC_LINKS`
+most central ones, weighted by how central each is:
 
-    S[a, b] = about(b) / (Σ about(c) over a's topic + 1)   for b ≠ a in a's topic
+    S[a, b] = about(b) / (Σ about(c) over those items c ≠ a + 1)   for b ≠ a among them
 
 so ``profile · S`` is the user's interest in each topic (the profile's weight on
-the topic's items) spread over the topic's items, central items first. The
+the topic's items) spread over the topic's central items, most central first. The
 served profile also holds the central items of the topics the user's searches,
 reviews and tags point to (:func:`kgrec.topics.topic_history`), so language
 interests reach the score through this signal too. Its blend weight is fitted on
@@ -28,6 +28,9 @@ from kgrec.item_graphs import row_normalised
 from kgrec.training_graph import TrainingGraph
 
 TOPIC_INTERESTS = "topic_interests"
+# Links per item at most: a topic's most central items. Topics grow with the catalogue (their
+# number is capped), so linking every item of a topic would grow as items².
+TOPIC_LINKS = 200
 
 
 def with_topics(graph: TrainingGraph, item_topic: np.ndarray, item_score: np.ndarray) -> TrainingGraph:
@@ -42,7 +45,7 @@ def with_topics(graph: TrainingGraph, item_topic: np.ndarray, item_score: np.nda
 
 
 def same_topic(graph: TrainingGraph) -> sp.csr_matrix:
-    """Items → the other items of their topic, weighted by ABOUT score, row-normalised."""
+    """Items → their topic's most central other items, weighted by ABOUT score, row-normalised."""
     n = graph.n_items
     topic = graph.item_topic
     if topic is None or not (topic >= 0).any():
@@ -51,7 +54,10 @@ def same_topic(graph: TrainingGraph) -> sp.csr_matrix:
     has = np.flatnonzero(topic >= 0)
     n_topics = int(topic[has].max()) + 1
     membership = sp.csr_matrix((np.ones(has.size, dtype=np.float32), (has, topic[has])), shape=(n, n_topics))
-    centrality = sp.csr_matrix((score[has], (topic[has], has)), shape=(n_topics, n))
+    by_topic = has[np.lexsort((-score[has], topic[has]))]  # by topic, most central first
+    first = np.searchsorted(topic[by_topic], topic[by_topic])  # where each one's topic starts
+    central = by_topic[np.arange(by_topic.size) - first < TOPIC_LINKS]
+    centrality = sp.csr_matrix((score[central], (topic[central], central)), shape=(n_topics, n))
     linked = (membership @ centrality).tocsr()
     linked.setdiag(0)
     linked.eliminate_zeros()

@@ -128,3 +128,20 @@ def test_a_signal_that_needs_evidence_stays_when_it_helps() -> None:
     useful, _ = fit_with(lambda fit, v: {**base(fit, v), TOPIC_INTERESTS: pointing(fit, v)})
     assert useful.weights[TOPIC_INTERESTS] > 0.0
     assert useful.evidence[TOPIC_INTERESTS] < EVIDENCE_P
+
+
+def test_fitting_users_in_chunks_changes_nothing(monkeypatch) -> None:
+    """The fit scores its users in chunks bounded in bytes; a chunk of 7 users gives what one does."""
+    from workers.training import blend_fit
+
+    graph, _test = toy()
+    fit, validation = hold_out_latest(graph)
+    model = artifacts(fit, base(fit, validation))
+    names = [*model.components, EMBEDDING]
+    whole = fit_blend(model, names, user_histories(fit), validation, decays=(0.5, 1.0))
+    monkeypatch.setattr(blend_fit, "CHUNK_BYTES", 7 * 4 * N_ITEMS * len(names))
+    assert blend_fit.chunk_rows(N_ITEMS, len(names)) == 7
+    chunked = fit_blend(model, names, user_histories(fit), validation, decays=(0.5, 1.0))
+    assert chunked.weights == whole.weights
+    assert chunked.recency_decay == whole.recency_decay
+    assert chunked.ndcg == whole.ndcg

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kgrec import topic_signal
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.errors import NotFound
@@ -371,6 +372,20 @@ def test_the_topic_interest_signal_spreads_a_topic_over_its_items_by_centrality(
     assert TOPIC_INTERESTS not in build_signals(bare, use_knowledge=False)  # no topics mined
     off = for_variant(TrainConfig(), "no-topics")
     assert TOPIC_INTERESTS not in {s.name for s in signals_for(True, use_topics=off.use_topics)}
+
+
+def test_the_topic_interest_signal_links_only_a_topics_most_central_items(monkeypatch) -> None:
+    """Links per item stay bounded however large a topic grows (they would grow as items²)."""
+    monkeypatch.setattr(topic_signal, "TOPIC_LINKS", 2)
+    empty = np.zeros(0, dtype=np.int64)
+    bare = TrainingGraph(["u"], list("abcde"), empty, empty, np.zeros(0), empty)
+    # topic 0: a (0.2), b (0.9), d (0.5), e (0.7); topic 1: c alone
+    graph = with_topics(bare, np.array([0, 0, 1, 0, 0]), np.array([0.2, 0.9, 0.7, 0.5, 0.7]))
+    links = same_topic(graph).toarray()
+    assert set(np.flatnonzero(links[0])) == {1, 4}  # a: b and e, topic 0's two most central
+    assert set(np.flatnonzero(links[3])) == {1, 4}
+    assert set(np.flatnonzero(links[1])) == {4} and set(np.flatnonzero(links[4])) == {1}
+    assert links[2].sum() == 0
 
 
 def test_training_fits_the_topic_signal_weight_on_validation(

@@ -10,7 +10,8 @@ validation targets (each user's latest training interaction, held out):
    user's candidates are the union of every feature's top :data:`CANDIDATES`
    unseen items; the per-feature scores of the candidates are kept, so a blend
    is scored without rebuilding anything (a validation item outside every
-   feature's top list counts as a miss).
+   feature's top list counts as a miss). Users are scored in chunks, so that the
+   dense scores held at once stay under :data:`CHUNK_BYTES` at any catalogue size.
 3. Each feature is put on a common scale (the mean absolute score of its own top lists).
 4. Coordinate ascent on validation NDCG@10: start from the best single feature
    at weight 1; then, in rounds, give each other feature the weight from
@@ -48,6 +49,7 @@ MAX_ROUNDS = 4
 MIN_GAIN = 1e-6
 CUTOFF = 10
 EVIDENCE_P = 0.05  # a signal that needs evidence stays only on a paired gain this significant
+CHUNK_BYTES = 256 * 2**20  # the fit's dense scores (users × items × features) held at once
 
 
 @dataclass
@@ -81,6 +83,11 @@ def _dense(profiles: sp.csr_matrix, last: sp.csr_matrix, artifacts: ModelArtifac
     return np.asarray((profiles @ artifacts.components[name]).todense(), dtype=np.float32)
 
 
+def chunk_rows(n_items: int, n_features: int) -> int:
+    """How many users' dense score rows (a float32 row per item and feature) fit in :data:`CHUNK_BYTES`."""
+    return max(1, CHUNK_BYTES // (4 * max(n_items, 1) * max(n_features, 1)))
+
+
 def _features(
     artifacts: ModelArtifacts,
     names: Sequence[str],
@@ -93,38 +100,81 @@ def _features(
     )
     profiles = scorer.profiles(histories)
     last = scorer.profiles(histories, last_only=True)
-    seen = profiles.copy()
-    seen.data[:] = 1.0
-    seen_mask = np.asarray(seen.todense(), dtype=bool)
     n_users = len(histories)
     k = min(CANDIDATES, scorer.n_items)
+    # Users in chunks, so that the dense scores held at once stay within CHUNK_BYTES at any shop size;
+    # each feature's dense scores are computed once per chunk and serve both its top list and the
+    # candidates' scores.
+    step = chunk_rows(scorer.n_items, len(names))
+    total = np.zeros(len(names), dtype=np.float64)  # Σ |score| over each feature's own top lists
+    count = np.zeros(len(names), dtype=np.int64)
+    columns_parts: list[np.ndarray] = []
+    raw_parts: list[np.ndarray] = []
+    for start in range(0, n_users, step):
+        part = slice(start, min(start + step, n_users))
+        columns, raw = _chunk_candidates(profiles[part], last[part], artifacts, names, k, total, count)
+        columns_parts.append(columns)
+        raw_parts.append(raw)
+    scale = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    width = max(c.shape[1] for c in columns_parts)
+    columns = np.full((n_users, width), -1, dtype=np.int64)
+    scaled = np.zeros((n_users, width, len(names)), dtype=np.float32)
+    row = 0
+    for part_columns, part_raw in zip(columns_parts, raw_parts, strict=True):
+        rows, cols = part_columns.shape
+        columns[row : row + rows, :cols] = part_columns
+        scaled[row : row + rows, :cols] = part_raw / scale
+        row += rows
+    valid = columns >= 0
+    prior = np.where(valid, scorer.prior[np.where(valid, columns, 0)], -np.inf).astype(np.float32)
+    hit = (columns == targets[:, None]) & valid
+    target = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+    return _Features(scaled, prior, target, scale)
+
+
+def _chunk_candidates(
+    profiles: sp.csr_matrix,
+    last: sp.csr_matrix,
+    artifacts: ModelArtifacts,
+    names: Sequence[str],
+    k: int,
+    total: np.ndarray,
+    count: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of users: their candidate columns (-1 padded) and each feature's raw score of them.
+
+    Adds each feature's |score| over its own top lists to ``total`` and their number to ``count``
+    (its scale is their mean over every chunk: adding a feature never rescales another).
+    """
+    seen_rows = np.repeat(np.arange(profiles.shape[0]), np.diff(profiles.indptr))
+    seen_cols = profiles.indices
+    dense_scores = []
     tops = []
-    scale = np.ones(len(names), dtype=np.float32)
     for f, name in enumerate(names):
         dense = _dense(profiles, last, artifacts, name)
-        dense[seen_mask] = -np.inf
+        kept = dense[seen_rows, seen_cols]
+        dense[seen_rows, seen_cols] = -np.inf  # seen items are never candidates
         top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
-        tops.append(top)
-        # its own top lists only, so that adding a feature never rescales another
         values = np.abs(np.take_along_axis(dense, top, axis=1))
-        mean = float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else 0.0
-        scale[f] = mean if mean > 0 else 1.0
-    union = [np.unique(np.concatenate([top[u] for top in tops])) for u in range(n_users)]
+        finite = values[np.isfinite(values)]
+        total[f] += float(finite.sum(dtype=np.float64))
+        count[f] += finite.size
+        dense[seen_rows, seen_cols] = kept
+        dense_scores.append(dense)
+        tops.append(top)
+    union = [np.unique(np.concatenate([top[u] for top in tops])) for u in range(profiles.shape[0])]
     width = max(len(c) for c in union)
-    columns = np.full((n_users, width), -1, dtype=np.int64)
+    columns = np.full((len(union), width), -1, dtype=np.int64)
     for u, c in enumerate(union):
         columns[u, : len(c)] = c
     valid = columns >= 0
     safe = np.where(valid, columns, 0)
-    rows = np.arange(n_users)[:, None]
-    scaled = np.empty((n_users, width, len(names)), dtype=np.float32)
-    for f, name in enumerate(names):
-        dense = _dense(profiles, last, artifacts, name)
-        scaled[:, :, f] = np.where(valid, dense[rows, safe] / scale[f], 0.0)
-    prior = np.where(valid, scorer.prior[safe], -np.inf).astype(np.float32)
-    hit = (columns == targets[:, None]) & valid
-    target = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-    return _Features(scaled, prior, target, scale)
+    rows = np.arange(len(union))[:, None]
+    raw = np.zeros((len(union), width, len(names)), dtype=np.float32)
+    for f, dense in enumerate(dense_scores):
+        raw[:, :, f] = np.where(valid, dense[rows, safe], 0.0)
+    return columns, raw
 
 
 def _gains(features: _Features, grid_weights: np.ndarray) -> np.ndarray:

@@ -266,6 +266,8 @@ def fit_and_package(
         config.seed,
     )
     fit_seconds = time.perf_counter() - started
+    # One set of item–item graphs at a time: the fit's go before the served ones are built.
+    del fit_artifacts, fit_components, histories
 
     artifacts = ModelArtifacts(
         version=version,
