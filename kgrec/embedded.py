@@ -241,6 +241,10 @@ def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, 
         "aof-use-rdb-preamble yes",
         'save ""',
         "daemonize no",
+        # After a crash Redis tests the memory it had mapped, and FalkorDB maps far more than it
+        # uses: a crashed 16x demo graph grew to 24 GB resident in that test and took the OOM
+        # killer to the machine. A crash should end the process, so supervision restarts it.
+        "crash-memcheck-enabled no",
         f'logfile "{server_dir / LOG_FILE}"',
         *extra,
     ]

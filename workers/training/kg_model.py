@@ -104,38 +104,82 @@ class NodeLayout:
 
 
 @dataclass
-class TypedGraph:
-    """The joint graph's normalised adjacency, one sparse matrix per relation (and direction).
+class RelationBlock:
+    """One relation's normalised matrix, restricted to the nodes it reaches.
 
-    Relations come in pairs (forward, inverse), so each matrix's transpose is at hand:
-    the backward pass multiplies by it instead of transposing a sparse matrix every step,
-    which is faster and keeps CPU runs bit-for-bit repeatable.
+    A relation touches only some nodes (``produced_by`` reaches brands alone), so it is
+    multiplied on those rows and added into the layer's output there: a layer's dense
+    work grows with the nodes each relation reaches, not with relations × all nodes.
+    """
+
+    rows: torch.Tensor  # (m,) receiving nodes
+    matrix: torch.Tensor  # sparse CSR (m × total): those rows of the relation's matrix
+    sources: torch.Tensor  # (k,) sending nodes
+    transpose: torch.Tensor  # sparse CSR (k × m): the matrix's transpose, on those rows and columns
+
+    def to(self, device: str) -> RelationBlock:
+        """The same block on ``device``."""
+        return RelationBlock(
+            self.rows.to(device), self.matrix.to(device), self.sources.to(device), self.transpose.to(device)
+        )
+
+
+@dataclass
+class TypedGraph:
+    """The joint graph's normalised adjacency, one block per relation (and direction).
+
+    Each block carries its own transpose on the nodes it touches: the backward pass
+    multiplies by it instead of transposing a sparse matrix every step, which is faster
+    and keeps CPU runs bit-for-bit repeatable.
     """
 
     layout: NodeLayout
-    relations: list[str]  # "interacted", "interacted^-1", "produced_by", …, one per matrix
-    matrices: list[torch.Tensor]  # sparse CSR (total × total), rows = receiving nodes
+    relations: list[str]  # "interacted", "interacted^-1", "produced_by", …, one per block
+    blocks: list[RelationBlock]
 
     def to(self, device: str) -> TypedGraph:
         """The same graph on ``device``."""
-        return TypedGraph(self.layout, self.relations, [m.to(device) for m in self.matrices])
+        return TypedGraph(self.layout, self.relations, [b.to(device) for b in self.blocks])
 
-    def propagate(self, r: int, x: torch.Tensor) -> torch.Tensor:
-        """``matrices[r] @ x``, differentiable in ``x``."""
-        return _SparseProduct.apply(x, self.matrices[r], self.matrices[r ^ 1])
+    def propagate(self, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``Σ_r weights[r] · A_r x``, differentiable in ``weights`` and ``x``."""
+        return _WeightedPropagation.apply(x, weights, self.blocks)
 
 
-class _SparseProduct(torch.autograd.Function):
-    """y = A x with a precomputed Aᵀ for the gradient."""
+class _WeightedPropagation(torch.autograd.Function):
+    """y = Σ_r w_r A_r x, each relation on the rows it reaches, one output for the layer.
+
+    A per-relation ``w_r * (A_r @ x)`` on the full node table made relations × nodes of
+    dense temporaries per layer, forward and backward; on large shops that memory traffic,
+    not the sparse products, was most of an epoch.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, matrix: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.transpose = transpose
-        return matrix @ x
+    def forward(ctx, x: torch.Tensor, weights: torch.Tensor, blocks: list[RelationBlock]) -> torch.Tensor:  # type: ignore[override]
+        out = torch.zeros_like(x)
+        parts = []
+        for r, block in enumerate(blocks):
+            part = block.matrix @ x
+            out.index_add_(0, block.rows, weights[r] * part)
+            parts.append(part)
+        ctx.blocks = blocks
+        ctx.parts = parts
+        ctx.save_for_backward(weights)
+        return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        return ctx.transpose @ grad, None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
+        (weights,) = ctx.saved_tensors
+        grad_x = torch.zeros_like(grad) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weights) if ctx.needs_input_grad[1] else None
+        for r, block in enumerate(ctx.blocks):
+            received = grad.index_select(0, block.rows)
+            if grad_w is not None:
+                grad_w[r] = (received * ctx.parts[r]).sum()
+            if grad_x is not None:
+                grad_x.index_add_(0, block.sources, block.transpose @ (weights[r] * received))
+        ctx.parts = None
+        return grad_x, grad_w, None
 
 
 def _relation_edges(graph: TrainingGraph, layout: NodeLayout, use_knowledge: bool) -> dict[str, tuple]:
@@ -204,8 +248,26 @@ def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
         degree += np.asarray(matrix.sum(axis=1)).ravel()
     scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
     relations = [name for name, _ in directed]
-    matrices = [_torch_csr((scale @ matrix @ scale).tocsr()) for _, matrix in directed]
-    return TypedGraph(layout, relations, matrices)
+    return TypedGraph(layout, relations, [_block((scale @ matrix @ scale).tocsr()) for _, matrix in directed])
+
+
+def _block(matrix: sp.csr_matrix) -> RelationBlock:
+    """``matrix`` (total × total) on the rows it has entries in, with its transpose likewise."""
+    rows = np.flatnonzero(np.diff(matrix.indptr))
+    transpose = matrix.T.tocsr()
+    sources = np.flatnonzero(np.diff(transpose.indptr))
+    compact = np.full(matrix.shape[0], -1, dtype=np.int64)
+    compact[rows] = np.arange(rows.size)
+    restricted = transpose[sources]
+    restricted = sp.csr_matrix(
+        (restricted.data, compact[restricted.indices], restricted.indptr), shape=(sources.size, rows.size)
+    )
+    return RelationBlock(
+        torch.from_numpy(rows.astype(np.int64)),
+        _torch_csr(matrix[rows]),
+        torch.from_numpy(sources.astype(np.int64)),
+        _torch_csr(restricted),
+    )
 
 
 # --- training examples --------------------------------------------------------------------------
@@ -323,7 +385,7 @@ class RelationalSequenceModel(nn.Module):
         out = x
         weights = self.relation_weights()
         for layer in range(self.layers):
-            x = sum(weights[layer, r] * typed.propagate(r, x) for r in range(len(typed.matrices)))
+            x = typed.propagate(weights[layer], x)
             out = out + x
         return out / (self.layers + 1)
 
