@@ -90,4 +90,4 @@ def impression(recommendation_id: str) -> Response:
     found = store.get(recommendation_id)
     if found is None:
         raise NotFound("recommendation_id", recommendation_id, f"no impression with id {recommendation_id!r}")
-    return jsonify({**found.as_dict(), "attributed": store.attributed(found.ref.entry_id)})
+    return jsonify({**found.as_dict(), "attributed": store.attributed(found.entry_id)})

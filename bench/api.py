@@ -8,7 +8,8 @@ reports the explanation coverage: the share of recommended items (k=20,
 explain=true) that carry at least one path.
 
 The cost of recording impressions (every recommendations and similar-items
-response is stored before it is answered, see kgrec/impressions.py) is measured
+response is appended to the serving process's journal before it is answered and
+shipped to the stream by a thread, see kgrec/impressions.py) is measured
 in the same run: after the endpoints above, recommendations are loaded again
 with recording off and on (``KGREC_RECORD_IMPRESSIONS``), alternating for
 ``--impression-rounds`` rounds, each in a freshly started API, and the report
@@ -69,7 +70,7 @@ ROUTES = {  # the endpoint label of the API's own latency histogram
 
 def _parse_rates(text: str) -> dict[str, float]:
     rates = {}
-    for part in text.split(","):
+    for part in filter(None, text.split(",")):  # --rates '': only the impression rounds
         name, _, value = part.partition("=")
         rates[name.strip()] = float(value)
     return rates
@@ -224,6 +225,7 @@ def impression_overhead(args: argparse.Namespace, settings: Settings, users: lis
     try:
         kept = store.length()
         memory = store.run(lambda client: client.memory_usage(store.stream, samples=0)) or 0
+        id_key_bytes = store.run(lambda client: _mean_key_bytes(client, store.id_key("*")))
     finally:
         store.close()
     return {
@@ -238,7 +240,18 @@ def impression_overhead(args: argparse.Namespace, settings: Settings, users: lis
         "p99_overhead_always_pct": _overhead(sides, "on_always", "p99_ms"),
         "stream_entries": kept,
         "stream_bytes_per_impression": round(memory / kept, 1) if kept else None,
+        "id_key_bytes_per_impression": id_key_bytes,
     }
+
+
+def _mean_key_bytes(client: redis.Redis, pattern: str, sample: int = 500) -> float | None:
+    """The mean MEMORY USAGE of up to ``sample`` keys matching ``pattern``."""
+    sizes = []
+    for key in client.scan_iter(match=pattern, count=1_000):
+        sizes.append(client.memory_usage(key, samples=0) or 0)
+        if len(sizes) >= sample:
+            break
+    return round(sum(sizes) / len(sizes), 1) if sizes else None
 
 
 def model_and_users(gateway: GraphGateway, settings: Settings, rng: random.Random) -> tuple[Any, list[str]]:

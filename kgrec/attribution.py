@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgrec.events.validation import Event
-from kgrec.impression_ids import decode
 from kgrec.impressions import USER_RECENT, Impression, ImpressionStore
 
 ATTRIBUTED_TYPES = ("click", "cart", "purchase")
@@ -120,29 +119,35 @@ def attributable(events: Sequence[Event]) -> list[Event]:
 
 
 def match_events(store: ImpressionStore, events: Sequence[Event], *, max_skew_ms: float) -> list[Match]:
-    """Find each event's impression (at most five round trips for the whole batch)."""
+    """Find each event's impression (a handful of round trips for the whole batch).
+
+    Impressions recorded on this host a moment ago are shipped first (``store.settle()``).
+    """
     candidates = attributable(events)
-    refs = {e.event_id: decode(e.recommendation_id) for e in candidates if e.recommendation_id}
-    named = store.entries(ref.entry_id for ref in refs.values() if ref is not None)
+    if not candidates:
+        return []
+    store.settle()
+    named = store.by_ids(e.recommendation_id for e in candidates if e.recommendation_id)
     matches: list[Match] = []
     pending: list[Event] = []
     for event in candidates:
-        ref = refs.get(event.event_id)
-        impression = named.get(ref.entry_id) if ref is not None else None
-        if ref is not None and impression is not None and impression.ref.tag == ref.tag:
-            match = _match(event, impression, "id")
-            if match is not None:
-                matches.append(match)
-                continue
-        pending.append(event)
+        impression = named.get(event.recommendation_id) if event.recommendation_id else None
+        match = _match(event, impression, "id")
+        if match is not None:
+            matches.append(match)
+        else:
+            pending.append(event)
     if not pending:
         return matches
     recent = store.recent_entry_ids(e.user_id for e in pending)
     window = store.window_ms
 
-    def in_window(entry_id: str, event: Event) -> bool:
-        ms = int(entry_id.partition("-")[0])
-        return event.ts - window <= ms <= event.ts + max_skew_ms
+    def may_be_in_window(entry_id: str, event: Event) -> bool:
+        # An entry id is its shipping time, never before the impression was recorded.
+        return int(entry_id.partition("-")[0]) >= event.ts - window
+
+    def in_window(impression: Impression, event: Event) -> bool:
+        return event.ts - window <= impression.created_at <= event.ts + max_skew_ms
 
     # Most events come from one of the user's newest impressions: read those first, the rest if needed.
     shown: dict[str, Impression] = {}
@@ -151,13 +156,17 @@ def match_events(store: ImpressionStore, events: Sequence[Event], *, max_skew_ms
             entry
             for e in pending
             for entry in recent.get(e.user_id, [])[:depth]
-            if entry not in shown and in_window(entry, e)
+            if entry not in shown and may_be_in_window(entry, e)
         }
         shown.update(store.entries(needed))
         unmatched = []
         for event in pending:
-            newest_first = (e for e in recent.get(event.user_id, [])[:depth] if in_window(e, event))
-            match = next(filter(None, (_match(event, shown.get(e), "window") for e in newest_first)), None)
+            kept = (shown.get(e) for e in recent.get(event.user_id, [])[:depth])
+            # Newest first by when they were recorded (a dead process's journal is shipped late).
+            newest_first = sorted(
+                (i for i in kept if i is not None and in_window(i, event)), key=lambda i: -i.created_at
+            )
+            match = next(filter(None, (_match(event, i, "window") for i in newest_first)), None)
             if match is not None:
                 matches.append(match)
             else:
@@ -193,7 +202,7 @@ def attribute(
     def write(client: Any) -> list[int]:
         pipe = client.pipeline(transaction=False)
         for match in matches:
-            entry_id = match.impression.ref.entry_id
+            entry_id = match.impression.entry_id
             ttl = max(1, match.impression.created_at + store.retention_ms - now_ms)
             shown = match.impression
             counters = (

@@ -205,7 +205,8 @@ class ExperimentStore:
         return stopped
 
     def counters(self, experiment: Experiment) -> dict[str, dict[str, float]]:
-        """Each variant's raw counters and user count."""
+        """Each variant's raw counters and user count (impressions recorded on this host so far included)."""
+        self.impressions.settle()
 
         def read(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)

@@ -1,13 +1,14 @@
 """Recommendation ids, and the event fields that point back at an impression.
 
-A ``recommendation_id`` is an RFC 9562 version-8 UUID that carries the impression's
-place in the impression stream: the stream entry id ``<ms>-<seq>`` the server gave it,
-and 44 random bits (the *tag*, stored with the entry). Looking an impression up is
-then one ``XRANGE`` on the entry id, with no second index to write or trim; the tag
-makes ids unguessable from their neighbours and is checked on every lookup.
+A ``recommendation_id`` is an RFC 9562 version-7 UUID made by the serving process when it
+records the impression (kgrec/impressions.py): 48 bits of epoch milliseconds, then 74 random
+bits, so ids cannot be guessed from their neighbours. The stream keeps the id with the
+impression and ``kgrec:<graph>:impression:<id>`` names its entry.
 
-Layout (most significant bit first): 48 bits ms | 4 bits version (8) | 12 tag bits |
-2 bits variant (0b10) | 30 bits seq | 32 tag bits.
+Ids made by kgrec before the impression journal are version-8 UUIDs that encode the stream
+entry id ``<ms>-<seq>`` and 44 random bits (the *tag*, stored with the entry): 48 bits ms |
+4 bits version (8) | 12 tag bits | 2 bits variant (0b10) | 30 bits seq | 32 tag bits. They are
+still looked up by their entry, the tag checked, until they pass retention.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator
@@ -25,59 +25,40 @@ from kgrec.limits import MAX_K, MAX_OFFSET
 
 TAG_BITS = 44
 SEQ_BITS = 30
+RANDOM_BITS = 74
 MAX_POSITION = MAX_OFFSET + MAX_K  # the deepest rank a page can show (1 = the top)
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID = re.compile(UUID_PATTERN)
 UUID_FORMAT = {"format": "uuid"}
 
 
-@dataclass(frozen=True)
-class StreamRef:
-    """Where an impression lives: its stream entry id and its tag."""
-
-    ms: int
-    seq: int
-    tag: int
-
-    @property
-    def entry_id(self) -> str:
-        """The stream entry id, ``<ms>-<seq>``."""
-        return f"{self.ms}-{self.seq}"
-
-    @classmethod
-    def from_entry(cls, entry_id: str, tag: int) -> StreamRef:
-        """The reference of a stream entry id ``<ms>-<seq>`` with its tag."""
-        ms, _, seq = entry_id.partition("-")
-        return cls(int(ms), int(seq), tag)
-
-
-def new_tag() -> int:
-    """A fresh random tag."""
-    return secrets.randbits(TAG_BITS)
-
-
-def encode(ref: StreamRef) -> str:
-    """The recommendation id of a stream entry (its seq must fit in 30 bits, as any real one does)."""
-    if not (0 <= ref.ms < 1 << 48 and 0 <= ref.seq < 1 << SEQ_BITS and 0 <= ref.tag < 1 << TAG_BITS):
-        raise ValueError(f"cannot encode {ref}")
-    value = (
-        ref.ms << 80 | 8 << 76 | (ref.tag >> 32) << 64 | 0b10 << 62 | ref.seq << 32 | (ref.tag & 0xFFFFFFFF)
-    )
+def new_id(ms: int) -> str:
+    """A fresh recommendation id made at ``ms`` (epoch milliseconds)."""
+    rand = secrets.randbits(RANDOM_BITS)
+    low = rand & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | low
     return str(uuid.UUID(int=value))
 
 
-def decode(recommendation_id: str) -> StreamRef | None:
-    """The stream reference a recommendation id encodes; None if it is not one of ours."""
+def encode_legacy(ms: int, seq: int, tag: int) -> str:
+    """The id an older kgrec gave stream entry ``<ms>-<seq>`` with its tag."""
+    if not (0 <= ms < 1 << 48 and 0 <= seq < 1 << SEQ_BITS and 0 <= tag < 1 << TAG_BITS):
+        raise ValueError(f"cannot encode entry {ms}-{seq} with tag {tag}")
+    value = ms << 80 | 8 << 76 | (tag >> 32) << 64 | 0b10 << 62 | seq << 32 | (tag & 0xFFFFFFFF)
+    return str(uuid.UUID(int=value))
+
+
+def decode_legacy(recommendation_id: str) -> tuple[str, int] | None:
+    """The stream entry id and tag an older kgrec's id encodes; None if it is not one."""
     try:
         value = uuid.UUID(recommendation_id).int
     except (ValueError, TypeError, AttributeError):
         return None
     if (value >> 76) & 0xF != 8 or (value >> 62) & 0b11 != 0b10:
         return None
-    ms = value >> 80
     tag = ((value >> 64) & 0xFFF) << 32 | (value & 0xFFFFFFFF)
     seq = (value >> 32) & ((1 << SEQ_BITS) - 1)
-    return StreamRef(ms, seq, tag)
+    return f"{value >> 80}-{seq}", tag
 
 
 def _recommendation_id(value: Any) -> str:

@@ -1,29 +1,34 @@
 """Impressions: what each recommendations or similar-items response showed, kept in a Redis stream.
 
-Where they live. On the embedded stack, in a redis-server of their own beside the
-graph server (kgrec/embedded.py, :class:`~kgrec.embedded.ImpressionsServer`):
-``appendonly yes``, ``appendfsync no`` by default (``KGREC_IMPRESSIONS_AOF_FSYNC``).
-Redis writes the AOF buffer to the file before it sends the reply, so an impression
-is in the file (the page cache) before the response that carries its
-``recommendation_id`` leaves the API: kill -9 of the API or of either server loses
-none; an OS crash may lose the last seconds. Its fsyncs never hold up the graph
-server's main thread. With ``REDIS_URL`` set (Neo4j), in database 3 of that Redis
-(the Celery broker): give it ``appendonly yes`` for the same guarantee. Keys are
-prefixed with the graph's name (the Neo4j database), so several graphs on one
-server keep apart.
+Recording. A serving process appends each impression to its journal, a local file
+(kgrec/impression_journal.py), with one ``write(2)`` before the response leaves the API, and
+a thread of the process ships the journal to the stream. The append is in the page cache when
+the ``recommendation_id`` is answered, so kill -9 of the API or of either server loses none
+(the next process ships a dead one's journal); an OS crash may lose the last seconds, as with
+the server's ``appendfsync no``. No round trip is in the request path. Readers that must see
+every impression recorded so far on this host call :meth:`ImpressionStore.settle` first.
 
-One response is one Lua script call (one round trip, one AOF entry):
+Where the stream lives. On the embedded stack, in a redis-server of its own beside the graph
+server (kgrec/embedded.py, :class:`~kgrec.embedded.ImpressionsServer`): ``appendonly yes``,
+``appendfsync no`` by default (``KGREC_IMPRESSIONS_AOF_FSYNC``); its fsyncs never hold up the
+graph server's main thread. With ``REDIS_URL`` set (Neo4j), in database 3 of that Redis (the
+Celery broker): give it ``appendonly yes``. Keys are prefixed with the graph's name (the Neo4j
+database), so several graphs on one server keep apart.
 
-* ``XADD kgrec:<graph>:impressions MINID ~ <now - retention> *`` the impression,
-  then ``XTRIM MAXLEN ~ <max entries>``: both trims drop whole stream nodes, so
-  they cost next to nothing; memory and disk stay bounded by the retention
-  setting and the entry cap.
+Shipping one impression is one Lua script call (pipelined in batches), idempotent by its id:
+
+* ``kgrec:<graph>:impression:<recommendation_id>`` already kept: nothing to do. Otherwise
+  ``XADD kgrec:<graph>:impressions MINID ~ <now - retention> *`` the impression, then
+  ``XTRIM MAXLEN ~ <max entries>``: both trims drop whole stream nodes, so they cost next to
+  nothing; memory and disk stay bounded by the retention setting and the entry cap. The id
+  key, holding the entry id, expires with the impression: the lookup by id.
 * for a known user, ``LPUSH`` the entry id on ``kgrec:<graph>:impressions:user:<user>``,
-  ``LTRIM`` it to the newest :data:`USER_RECENT` and let it expire after the
-  attribution window: the index that attribution by window reads.
+  ``LTRIM`` it to the newest :data:`USER_RECENT` and let it expire after the attribution
+  window: the index that attribution by window reads.
 
-The ``recommendation_id`` is derived from the entry id the server assigned
-(:mod:`kgrec.impression_ids`), so a lookup by id is one ``XRANGE``.
+A ``recommendation_id`` is a version-7 UUID made by the serving process
+(:mod:`kgrec.impression_ids`); ids made by older kgrec versions, which encoded the entry id,
+are still found.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,7 +48,7 @@ from kgrec import impression_ids
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.gateway import GraphUnavailable
-from kgrec.impression_ids import StreamRef
+from kgrec.impression_journal import Journal
 from kgrec.runtime import embedded_server
 
 IMPRESSIONS_DB = 3
@@ -50,24 +56,44 @@ USER_RECENT = 100  # a user's newest impressions that attribution by window look
 HOUR_MS = 3_600_000
 _CANNOT_WRITE = ("MISCONF", "OOM", "READONLY", "NOREPLICAS")  # refusals that pass: 503, retry later
 SURFACES = ("recommendations", "similar")
+JOURNAL_DIR = "impression-journal"  # under the data directory, one folder per graph
 
 T = TypeVar("T")
 
-# KEYS: stream, user list | '', experiment variant counters | '', its users | ''
-# ARGV: min id, max entries, user list length, user list ttl (ms), user id, fields...
-_RECORD = """
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', unpack(ARGV, 6))
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
-if KEYS[2] ~= '' then
-  redis.call('LPUSH', KEYS[2], id)
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+# KEYS: id key, stream, user list | '', experiment variant counters | '', its users | ''
+# ARGV: id ttl (ms), min id, max entries, user list length, user list ttl (ms), user id, fields...
+_STORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
 end
+local id = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', unpack(ARGV, 7))
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3])
+redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
 if KEYS[3] ~= '' then
-  redis.call('HINCRBY', KEYS[3], 'impressions', 1)
-  redis.call('PFADD', KEYS[4], ARGV[5])
+  redis.call('LPUSH', KEYS[3], id)
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[5]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  end
 end
-return id
+if KEYS[4] ~= '' then
+  redis.call('HINCRBY', KEYS[4], 'impressions', 1)
+  redis.call('PFADD', KEYS[5], ARGV[6])
+end
+return 1
+"""
+# KEYS: id keys. ARGV: the stream. Returns per key the entry it names ({} when none is kept).
+_BY_ID = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local id = redis.call('GET', key)
+  if id then
+    out[i] = redis.call('XRANGE', ARGV[1], id, id, 'COUNT', 1)
+  else
+    out[i] = {}
+  end
+end
+return out
 """
 FLAG = "\x01"  # prefix of the attributed hash's own fields (outcome flags, revenue): no event id has it
 
@@ -85,7 +111,9 @@ class ShownItem:
 class Impression:
     """One recorded response."""
 
-    ref: StreamRef
+    entry_id: str  # its stream entry
+    recommendation_id: str  # the id the response carried
+    created_at: int  # when it was recorded (epoch ms, the serving process's clock)
     surface: str
     user_id: str | None
     source_item_id: str | None  # similar items: the item they are similar to
@@ -96,16 +124,6 @@ class Impression:
     offset: int
     shown: list[list[Any]]  # [[item_id, score], ...] in rank order, as stored
     explored: dict[str, str] = field(default_factory=dict)  # item id -> bandit arm (kgrec/exploration.py)
-
-    @property
-    def created_at(self) -> int:
-        """When it was recorded (epoch ms, the graph server's clock)."""
-        return self.ref.ms
-
-    @cached_property
-    def recommendation_id(self) -> str:
-        """The id the response carried."""
-        return impression_ids.encode(self.ref)
 
     @property
     def items(self) -> tuple[ShownItem, ...]:
@@ -151,9 +169,16 @@ def _text(value: bytes | str) -> str:
 
 def _impression(entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Impression:
     row = {_text(k): _text(v) for k, v in fields.items()}
-    ref = StreamRef.from_entry(entry_id, int(row["t"], 16))
+    if "r" in row:
+        recommendation_id, created_at = row["r"], int(row["c"])
+    else:  # recorded by an older kgrec: the id encodes the entry id and a tag
+        ms, _, seq = entry_id.partition("-")
+        recommendation_id = impression_ids.encode_legacy(int(ms), int(seq), int(row["t"], 16))
+        created_at = int(ms)
     return Impression(
-        ref=ref,
+        entry_id=entry_id,
+        recommendation_id=recommendation_id,
+        created_at=created_at,
         surface=row["s"],
         user_id=row["u"] or None,
         source_item_id=row["q"] or None,
@@ -189,12 +214,18 @@ class ImpressionStore:
         namespace = settings.graph_name if settings.embedded else settings.neo4j_database
         self.prefix = f"kgrec:{namespace}"
         self.stream = f"{self.prefix}:impressions"
+        self.journal = Journal(settings.data_dir / JOURNAL_DIR / namespace, self._ship)
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._pid = 0
-        self._record: Any = None
+        self._store: Any = None
+        self._by_id: Any = None
 
     # --- keys ---------------------------------------------------------------------------------
+
+    def id_key(self, recommendation_id: str) -> str:
+        """The entry id of the impression a recommendation id names."""
+        return f"{self.prefix}:impression:{recommendation_id}"
 
     def user_key(self, user_id: str) -> str:
         """The list of a user's newest impression entry ids."""
@@ -231,7 +262,8 @@ class ImpressionStore:
                 self._client = redis.Redis.from_url(
                     impressions_redis_url(self.settings), socket_timeout=30, socket_connect_timeout=5
                 )
-                self._record = self._client.register_script(_RECORD)
+                self._store = self._client.register_script(_STORE)
+                self._by_id = self._client.register_script(_BY_ID)
                 self._pid = os.getpid()
             return self._client
 
@@ -278,43 +310,78 @@ class ImpressionStore:
         explored: Mapping[str, str] | None = None,
         now_ms: int,
     ) -> str:
-        """Record one response durably; returns its recommendation_id.
+        """Record one response durably (an append to this process's journal); returns its recommendation_id.
 
         ``explored`` maps the items exploration chose to their bandit arms (kgrec/exploration.py).
+        A journal that cannot be written (a full disk) is GraphUnavailable: 503, nothing recorded.
         """
-        tag = impression_ids.new_tag()
-        fields = {
+        recommendation_id = impression_ids.new_id(now_ms)
+        record = {
+            "r": recommendation_id,
+            "c": now_ms,
             "s": surface,
             "u": user_id or "",
             "q": source_item_id or "",
             "m": model_version,
             "e": experiment or "",
             "x": variant or "",
-            "o": str(offset),
-            "f": json.dumps(dict(filters), separators=(",", ":")),
-            "i": json.dumps([[item_id, score] for item_id, score in items], separators=(",", ":")),
-            "t": format(tag, "x"),
+            "o": offset,
+            "f": dict(filters),
+            "i": [[item_id, score] for item_id, score in items],
         }
         if explored:
-            fields["a"] = json.dumps(dict(explored), separators=(",", ":"))
-        counters = self.experiment_key(experiment, variant) if experiment and variant else ""
-        keys = [
-            self.stream,
-            self.user_key(user_id) if user_id else "",
-            counters,
-            counters and f"{counters}:users",
-        ]
-        args: list[Any] = [
-            max(0, now_ms - self.retention_ms),
-            self.settings.impression_max_entries,
-            USER_RECENT,
-            max(1, self.window_ms),
-            user_id or "",
-        ]
-        for name, value in fields.items():
-            args += [name, value]
-        entry_id = self.run(lambda client: self._record(keys=keys, args=args, client=client))
-        return impression_ids.encode(StreamRef.from_entry(_text(entry_id), tag))
+            record["a"] = dict(explored)
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        try:
+            self.journal.append(line)
+        except OSError as exc:
+            raise GraphUnavailable(f"impression journal cannot write: {exc}") from exc
+        return recommendation_id
+
+    def _ship(self, lines: list[bytes]) -> None:
+        """Store journal lines in the stream (the journal's shipper; idempotent per impression)."""
+        now = int(time.time() * 1000)
+        calls = []
+        for line in lines:
+            record = json.loads(line)
+            ttl = record["c"] + self.retention_ms - now
+            if ttl <= 0:
+                continue  # past retention before it was shipped (a journal left by a crash long ago)
+            user, experiment, variant = record["u"], record["e"], record["x"]
+            counters = self.experiment_key(experiment, variant) if experiment and variant else ""
+            keys = [
+                self.id_key(record["r"]),
+                self.stream,
+                self.user_key(user) if user else "",
+                counters,
+                counters and f"{counters}:users",
+            ]
+            args: list[Any] = [
+                ttl,
+                max(0, now - self.retention_ms),
+                self.settings.impression_max_entries,
+                USER_RECENT,
+                max(1, record["c"] + self.window_ms - now),
+                user,
+            ]
+            for name, value in record.items():
+                text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+                args += [name, text]
+            calls.append((keys, args))
+        if not calls:
+            return
+
+        def store(client: redis.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                self._store(keys=keys, args=args, client=pipe)
+            pipe.execute()
+
+        self.run(store)
+
+    def settle(self) -> None:
+        """Wait until every impression recorded on this host so far is in the stream."""
+        self.journal.settle()
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -334,16 +401,35 @@ class ImpressionStore:
         for rows in self.run(fetch):
             for entry_id, fields in rows:
                 impression = _impression(_text(entry_id), fields)
-                found[impression.ref.entry_id] = impression
+                found[impression.entry_id] = impression
         return found
 
+    def by_ids(self, recommendation_ids: Iterable[str]) -> dict[str, Impression]:
+        """The impressions still kept under these recommendation ids (at most two round trips).
+
+        Call :meth:`settle` first to see impressions recorded a moment ago.
+        """
+        wanted = list(dict.fromkeys(recommendation_ids))
+        legacy = {rid: ref for rid in wanted if (ref := impression_ids.decode_legacy(rid)) is not None}
+        current = [rid for rid in wanted if rid not in legacy]
+        found: list[Impression] = []
+        if current:
+            keys = [self.id_key(rid) for rid in current]
+            replies = self.run(lambda client: self._by_id(keys=keys, args=[self.stream], client=client))
+            found += [  # a script's reply has the fields as one flat list
+                _impression(_text(e), dict(zip(flat[::2], flat[1::2], strict=True)))
+                for rows in replies
+                for e, flat in rows
+            ]
+        found += self.entries(entry_id for entry_id, _tag in legacy.values()).values()
+        return {i.recommendation_id: i for i in found if i.recommendation_id in wanted}
+
     def get(self, recommendation_id: str) -> Impression | None:
-        """The impression with this id, if it is one of ours and still kept."""
-        ref = impression_ids.decode(recommendation_id)
-        if ref is None:
-            return None
-        impression = self.entries([ref.entry_id]).get(ref.entry_id)
-        return impression if impression is not None and impression.ref.tag == ref.tag else None
+        """The impression with this id, if it is one of ours and still kept (recorded on this
+        host a moment ago included)."""
+        self.settle()
+        wanted = recommendation_id.lower()
+        return self.by_ids([wanted]).get(wanted)
 
     def recent_entry_ids(self, user_ids: Iterable[str]) -> dict[str, list[str]]:
         """Each user's newest impression entry ids, newest first (one round trip)."""
@@ -366,7 +452,8 @@ class ImpressionStore:
         return sorted(events, key=lambda e: (e["attributed_at"], e["event_id"]))
 
     def length(self) -> int:
-        """How many impressions are kept."""
+        """How many impressions are kept (recorded on this host so far included)."""
+        self.settle()
         return int(self.run(lambda client: client.xlen(self.stream)))
 
     # --- erasure (DELETE /v1/users/{id}) ------------------------------------------------------
@@ -406,6 +493,7 @@ return {last, mine, anonymous}
         counters are aggregates and stay; a variant's user count is a HyperLogLog, which keeps
         no ids.
         """
+        self.settle()
         scan = self.client().register_script(self._SCAN_USER)
         start, erased = "-", 0
         while True:

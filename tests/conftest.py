@@ -15,6 +15,7 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
+from kgrec.runtime import embedded_server
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
@@ -56,6 +57,18 @@ def graph_server(settings: Settings) -> Iterator[EmbeddedServer | None]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[EmbeddedServer, Settings]]:
+    """Graph and impressions servers of the test's own (to kill), with their settings."""
+    settings = Settings(data_dir=tmp_path / "var")
+    server = embedded_server(settings)
+    server.start()
+    try:
+        yield server, settings
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from kgrec import impression_ids
 from kgrec.attribution import AttributionResult, attribute
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -192,7 +191,9 @@ def test_attributions_survive_kill_9_of_the_server_and_are_not_counted_again(tmp
         store.close()
         # The API was killed before it answered, so the client resends: nothing new is attributed.
         assert attribute(store, click, max_skew_ms=0, now_ms=now_ms()) == AttributionResult(0, 1)
-        stored = store.attributed(impression_ids.decode(rid).entry_id)  # type: ignore[union-attr]
+        shown = store.get(rid)
+        assert shown is not None
+        stored = store.attributed(shown.entry_id)
         assert [(e["event_id"], e["position"], e["by"]) for e in stored] == [(click[0].event_id, 2, "id")]
     finally:
         server.stop()

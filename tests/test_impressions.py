@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -110,14 +109,14 @@ def test_similar_items_are_recorded_with_and_without_a_user(small_api: ApiProces
 
 def test_unknown_foreign_and_forged_ids_are_404(small_api: ApiProcess) -> None:
     body = get(small_api, f"/v1/users/{uuid.uuid4().hex}/recommendations", k=1).json()
-    ref = impression_ids.decode(body["recommendation_id"])
-    assert ref is not None
-    forged = impression_ids.encode(replace(ref, tag=ref.tag ^ 1))  # the right entry, the wrong tag
+    issued = body["recommendation_id"]
+    assert impression(small_api, issued)["recommendation_id"] == issued
+    ms = uuid.UUID(issued).int >> 80
     for unknown in (
         str(uuid.uuid4()),
-        forged,
+        impression_ids.new_id(ms),  # made at the same millisecond, never issued
+        impression_ids.encode_legacy(ms, 0, 1),  # an older kgrec's id for an entry of that time
         "not-a-uuid",
-        impression_ids.encode(replace(ref, seq=ref.seq + 999)),
     ):
         response = get(small_api, f"/v1/impressions/{quote(unknown, safe='')}")
         assert response.status_code == 404, (unknown, response.text)
@@ -282,9 +281,9 @@ def test_no_acknowledged_impression_or_click_is_lost_to_kill_9_of_the_api_and_th
     # Every acknowledged click is attributed to its impression, exactly once.
     assert len(clicks) > 20
     for recommendation_id, event_id in clicks:
-        ref = impression_ids.decode(recommendation_id)
-        assert ref is not None
-        assert [e["event_id"] for e in store.attributed(ref.entry_id)] == [event_id]
+        shown = store.get(recommendation_id)
+        assert shown is not None
+        assert [e["event_id"] for e in store.attributed(shown.entry_id)] == [event_id]
     store.close()
 
 

@@ -44,18 +44,6 @@ def record(store: ImpressionStore, user: str, items: list[str]) -> str:
     )
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Any:
-    """Graph and impressions servers of the test's own (to kill), with their settings."""
-    settings = Settings(data_dir=tmp_path / "var")
-    server = embedded_server(settings)
-    server.start()
-    try:
-        yield server, settings
-    finally:
-        server.stop()
-
-
 def test_impressions_go_to_their_own_server_without_the_graph_module_or_a_per_write_fsync(
     own_server: Any,
 ) -> None:
@@ -129,6 +117,7 @@ def test_impressions_an_older_kgrec_kept_in_the_graph_server_move_to_the_impress
     # An older kgrec recorded into database 3 of the graph server (REDIS_URL pointing there does the same).
     older = ImpressionStore(replace(settings, redis_url=info.redis_url(0)))
     ids = [record(older, f"u{n}", [f"i{n}", "shared"]) for n in range(30)]
+    older.settle()
     graph = info.client(db=3)
     assert graph.xlen(older.stream) == 30 and graph.pttl(older.user_key("u1")) > 0
     older.close()
@@ -152,7 +141,9 @@ def test_impressions_an_older_kgrec_kept_in_the_graph_server_move_to_the_impress
         store.close()
 
 
-def test_no_acknowledged_impression_is_lost_to_kill_9_of_the_impressions_server(own_server: Any) -> None:
+def test_no_acknowledged_impression_is_lost_to_kill_9_of_the_impressions_server_nor_refused(
+    own_server: Any,
+) -> None:
     server, settings = own_server
     store = ImpressionStore(settings)
     acknowledged: list[tuple[str, str, list[str]]] = []
@@ -195,7 +186,7 @@ def test_no_acknowledged_impression_is_lost_to_kill_9_of_the_impressions_server(
     server.kill_impressions()
     server.start()  # what its append-only file kept, and nothing else
     assert before > 50 and len(acknowledged) > before + 50, (before, len(acknowledged))
-    assert refused, "the clients never saw the server down"
+    assert refused == []  # recording is an append to the journal: it goes on while the server is down
     reader = ImpressionStore(settings)
     lost = []
     for recommendation_id, user, items in acknowledged:
@@ -237,6 +228,9 @@ def test_the_supervisor_restarts_a_killed_impressions_server(own_server: Any) ->
     )
     store = ImpressionStore(settings)
     kept = record(store, "u1", ["i1"])
+    # Shipped before the kill, so only the supervisor acts on the dead server here (this test
+    # supervises and records in one process, which `kgrec up` never does).
+    store.settle()
     first = server.impressions.running()
     assert first is not None and impressions.poll() is None
     os.kill(first.pid, signal.SIGKILL)
