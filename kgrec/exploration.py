@@ -27,7 +27,8 @@ The rule (README, "Exploration for new users"):
   An explored item shown is one trial of its arm; it is a success when an event of the user was
   attributed to that impression's item. A new user's state is read in one Lua call over the
   user's newest impressions (at most ``USER_RECENT``, within the attribution window of the last
-  one): one round trip, only for new users, the same for every process as soon as written.
+  one): one round trip, only for new users, the same for every process once shipped (about 0.1 s
+  after the response, kgrec/impression_journal.py).
 """
 
 from __future__ import annotations

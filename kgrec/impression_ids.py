@@ -13,8 +13,9 @@ still looked up by their entry, the tag checked, until they pass retention.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
+import threading
 import uuid
 from typing import Annotated, Any
 
@@ -26,15 +27,32 @@ from kgrec.limits import MAX_K, MAX_OFFSET
 TAG_BITS = 44
 SEQ_BITS = 30
 RANDOM_BITS = 74
+POOL_BYTES = 4096  # random bytes read at a time (about 400 ids)
 MAX_POSITION = MAX_OFFSET + MAX_K  # the deepest rank a page can show (1 = the top)
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID = re.compile(UUID_PATTERN)
 UUID_FORMAT = {"format": "uuid"}
 
 
+_random_pool = bytearray()
+_random_lock = threading.Lock()
+os.register_at_fork(after_in_child=_random_pool.clear)  # a child must never reuse its parent's bytes
+
+
+def _random_bits() -> int:
+    """74 random bits, from a pool refilled :data:`POOL_BYTES` at a time: ``os.urandom`` is a system
+    call, which releases the GIL in the request path (see kgrec/impression_journal.py)."""
+    with _random_lock:
+        if len(_random_pool) < 10:
+            _random_pool.extend(os.urandom(POOL_BYTES))
+        chunk = bytes(_random_pool[:10])
+        del _random_pool[:10]
+    return int.from_bytes(chunk, "big") >> (80 - RANDOM_BITS)
+
+
 def new_id(ms: int) -> str:
     """A fresh recommendation id made at ``ms`` (epoch milliseconds)."""
-    rand = secrets.randbits(RANDOM_BITS)
+    rand = _random_bits()
     low = rand & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | low
     return str(uuid.UUID(int=value))

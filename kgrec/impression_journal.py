@@ -1,17 +1,22 @@
-"""The impression journal: what a process showed, appended to a local file before it answers and
-shipped to the impression stream (kgrec/impressions.py) by a thread of its own.
+"""The impression journal: what a process showed, copied into a memory-mapped local file before it
+answers and shipped to the impression stream (kgrec/impressions.py) by a thread of its own.
 
 Why. Recording used to be one synchronous round trip to the impressions server per response. On
-a loaded machine that round trip's wake-up was the whole p99 overhead (README, "Recording
-impressions"). An append is one ``write(2)`` into the page cache: it costs microseconds, and it
-survives kill -9 of the process and of every server, as the server's AOF write did. Only an OS
-crash can lose the last seconds, as with ``appendfsync no``.
+a loaded machine that round trip was the whole p99 overhead (README, "Recording impressions").
+A journal append is a copy into a shared file mapping: the bytes are in the kernel's page cache
+at once, so they survive kill -9 of the process and of every server, as the server's AOF write
+did; only an OS crash can lose the last seconds, as with ``appendfsync no``. It is a mapping and
+not ``write(2)`` because a system call releases the GIL: under load another request thread then
+holds it for up to the 5 ms switch interval, and that wait was the p99 cost of recording.
 
 Files, in one directory per graph (``<data dir>/impression-journal/<graph>/``):
 
-* ``<pid>-<random>.jnl``: one line per impression, each appended by one ``write``. Its process
-  holds ``flock(LOCK_EX)`` on it for life. A journal nobody holds belongs to a process that died:
-  it is an *orphan*, and whoever finds one ships it and deletes it.
+* ``<pid>-<random>.jnl``: :data:`JOURNAL_BYTES` allocated up front (``posix_fallocate``: a full
+  disk fails when a journal is made, never in the middle of a copy), zero-filled, then one JSON
+  line per impression; the first zero byte ends what was written. Its process holds
+  ``flock(LOCK_EX)`` on it until it is shipped. A full journal is sealed and a fresh one started.
+  A journal nobody holds belongs to a process that died: it is an *orphan*, and whoever finds one
+  ships it and deletes it.
 * ``<same>.shipped``: how many bytes of the journal are in the stream (ASCII digits).
 
 A journal is created under ``.new``, locked, and only then renamed, so nobody can take a
@@ -19,11 +24,15 @@ journal for an orphan before its writer holds it. Shipping is idempotent (the st
 skips an impression whose id is kept already), so a crash between a batch and its offset
 ships that batch again, harmlessly.
 
+The shipper pauses :data:`SHIP_INTERVAL_S` after a wake-up, so impressions ship in batches: one
+round trip per batch (one per impression cost this process about nine times the CPU).
+
 Reading one's writes. A reader that must see every impression recorded so far on this host
 (attribution, ``GET /v1/impressions/{id}``, experiment results, erasure) calls :meth:`settle`
-first. It ships the orphans, and it waits until every live journal's offset reaches the size
-that journal had when the call began. Impressions recorded on another host (several API
-machines) are seen once that host has shipped them, normally within milliseconds.
+first. It ships its own journal, the orphans, and the unshipped tail of every other live
+journal itself (their shippers then find those impressions stored and skip them), so it never
+waits for another process. Impressions recorded on another host (several API machines) are seen
+once that host has shipped them, within :data:`SHIP_INTERVAL_S` and a round trip.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import atexit
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 import secrets
 import threading
@@ -46,14 +56,14 @@ log = logging.getLogger(__name__)
 SUFFIX = ".jnl"
 SHIPPED = ".shipped"
 NEW = ".new"
+JOURNAL_BYTES = 16 << 20  # one journal file (about 20,000 impressions of 20 items)
 BATCH = 500  # impressions per shipping round trip
-ROTATE_BYTES = 64 << 20  # a fully shipped journal this large is replaced by a fresh one
+READ_CHUNK = 1 << 16  # how much of another process's journal is read at a time
 ORPHAN_SCAN_S = 10.0  # how often the shipper looks for journals of processes that died
 RETRY_S = 0.5  # how long shipping waits after a failure (the impressions server is down)
-SETTLE_POLL_S = 0.002
-SETTLE_TIMEOUT_S = 5.0
-EXIT_FLUSH_S = 2.0  # how long a clean exit waits for its journal to be shipped
+SHIP_INTERVAL_S = 0.1  # the shipper's pause after a wake-up, so that impressions ship in batches
 ABANDONED_NEW_S = 60.0  # a .new file this old lost its creator
+NEWLINE = ord("\n")
 
 Ship = Callable[[list[bytes]], None]  # stores a batch of journal lines in the stream; raises on failure
 
@@ -62,7 +72,7 @@ _JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
 
 def _forget_after_fork() -> None:
     for journal in list(_JOURNALS):
-        journal._forget_parents_file()
+        journal._forget_parents_files()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -76,8 +86,21 @@ def _read_offset(path: Path) -> int:
         return 0
 
 
+def _written(fd: int, start: int) -> bytes:
+    """What a journal holds from ``start`` to its first zero byte (the end of what was written)."""
+    chunks: list[bytes] = []
+    while chunk := os.pread(fd, READ_CHUNK, start):
+        end = chunk.find(b"\0")
+        if end >= 0:
+            chunks.append(chunk[:end])
+            break
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks)
+
+
 def _lines(data: bytes) -> Iterator[bytes]:
-    """The complete lines of ``data`` (a trailing partial line was never acknowledged)."""
+    """The complete lines of ``data`` (a line still being copied has no newline yet)."""
     start = 0
     while (end := data.find(b"\n", start)) >= 0:
         yield data[start : end + 1]
@@ -102,24 +125,64 @@ def _ship_lines(ship: Ship, data: bytes, on_progress: Callable[[int], None]) -> 
 
 @dataclass
 class _OwnFile:
-    """The journal this process appends to."""
+    """A journal this process writes (or wrote: sealed, waiting to be shipped)."""
 
     path: Path
-    fd: int  # O_RDWR | O_APPEND, flock'd for the process's life
+    fd: int  # flock'd until the file is shipped and removed
     offset_fd: int
+    map: mmap.mmap
     size: int = 0  # bytes appended
     shipped: int = 0  # bytes in the stream
+
+    @classmethod
+    def create(cls, directory: Path) -> _OwnFile:
+        """A fresh journal, allocated, locked and mapped, under its final name."""
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        new = directory / f"{name}{NEW}"
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.posix_fallocate(fd, 0, JOURNAL_BYTES)
+            path = directory / f"{name}{SUFFIX}"
+            offset_fd = os.open(path.with_suffix(SHIPPED), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            own = cls(path, fd, offset_fd, mmap.mmap(fd, JOURNAL_BYTES))
+            own.save_offset(0)
+            os.rename(new, path)
+        except OSError:
+            new.unlink(missing_ok=True)
+            os.close(fd)
+            raise
+        return own
 
     @property
     def offset_path(self) -> Path:
         return self.path.with_suffix(SHIPPED)
 
+    def append(self, line: bytes) -> bool:
+        """Copy ``line`` in; False when it does not fit (the file is full)."""
+        end = self.size + len(line)
+        if end > len(self.map):
+            return False
+        # The newline last: a reader in another process takes a line only once it ends in one.
+        self.map[self.size : end - 1] = line[:-1]
+        self.map[end - 1] = NEWLINE
+        self.size = end
+        return True
+
     def save_offset(self, shipped: int) -> None:
         self.shipped = shipped
-        text = str(shipped).encode()
-        os.pwrite(self.offset_fd, text.ljust(20), 0)
+        os.pwrite(self.offset_fd, str(shipped).encode().ljust(20), 0)
+
+    def remove(self) -> None:
+        """Delete the shipped file (its offset first: a journal without one is shipped again from 0)."""
+        self.offset_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.close()
 
     def close(self) -> None:
+        with contextlib.suppress(ValueError, BufferError):
+            self.map.close()
         for fd in (self.fd, self.offset_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -131,11 +194,12 @@ class Journal:
     def __init__(self, directory: Path, ship: Ship) -> None:
         self.directory = directory
         self.ship = ship
-        self._lock = threading.Lock()  # appends, opening and rotating the own file
-        self._progress = threading.Condition()  # notified when the own file's offset moves
+        self._lock = threading.Lock()  # appends, and switching to a fresh file
+        self._ship_lock = threading.Lock()  # one shipment of the own files at a time
         self._wake = threading.Event()
-        self._own: _OwnFile | None = None
-        self._pid = 0  # the process that opened _own
+        self._own: _OwnFile | None = None  # the file appends go to
+        self._sealed: list[_OwnFile] = []  # full files not shipped yet
+        self._pid = 0  # the process that opened them
         self._shipper_pid = 0  # the process whose shipper thread runs
         self._failing = False
         _JOURNALS.add(self)
@@ -145,49 +209,37 @@ class Journal:
     def append(self, line: bytes) -> None:
         """Append one line (ending in a newline) to this process's journal; the shipper is woken.
 
-        Raises OSError when the file cannot take it (a full disk): nothing of it stays behind.
+        Raises OSError when no journal can be made for it (a full disk): nothing is written.
         """
         with self._lock:
             own = self._own_file()
-            try:
-                written = os.write(own.fd, line)
-                if written != len(line):
-                    raise OSError(f"short write to {own.path} ({written} of {len(line)} bytes)")
-            except OSError:
-                os.ftruncate(own.fd, own.size)  # no partial line for the shipper
-                raise
-            own.size += len(line)
+            if not own.append(line):
+                self._sealed.append(own)
+                self._own = None
+                if not self._own_file().append(line):
+                    raise OSError(f"an impression of {len(line)} bytes does not fit in a journal")
         self._wake.set()
 
     def _own_file(self) -> _OwnFile:
-        """This process's journal, created (and its shipper started) on first use."""
+        """The file appends go to, created (and the shipper started) on first use."""
         if self._own is not None and self._pid == os.getpid():
             return self._own
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{os.getpid()}-{secrets.token_hex(6)}"
-        new = self.directory / f"{name}{NEW}"
-        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = self.directory / f"{name}{SUFFIX}"
-        offset_fd = os.open(path.with_suffix(SHIPPED), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        own = _OwnFile(path, fd, offset_fd)
-        own.save_offset(0)
-        os.rename(new, path)
-        self._own, self._pid = own, os.getpid()
+        self._own, self._pid = _OwnFile.create(self.directory), os.getpid()
         if self._shipper_pid != self._pid:
             self._shipper_pid = self._pid
             threading.Thread(target=self._ship_forever, name="impression-shipper", daemon=True).start()
             atexit.register(self._flush_at_exit)
-        return own
+        return self._own
 
-    def _forget_parents_file(self) -> None:
-        """In a forked child: drop the parent's journal (the child's lock would keep it from being
-        found as an orphan once the parent dies); the child opens its own on first append."""
-        own, self._own = self._own, None
+    def _forget_parents_files(self) -> None:
+        """In a forked child: drop the parent's journals (the child's copies of their locks would
+        keep them from being found as orphans once the parent dies); the child makes its own."""
+        files = [*self._sealed, *([self._own] if self._own is not None else [])]
+        self._own, self._sealed = None, []
         self._lock = threading.Lock()
-        self._progress = threading.Condition()
+        self._ship_lock = threading.Lock()
         self._wake = threading.Event()
-        if own is not None:
+        for own in files:
             own.close()
 
     # --- the shipper ------------------------------------------------------------------------------
@@ -196,7 +248,8 @@ class Journal:
         pid = os.getpid()
         last_scan = 0.0
         while os.getpid() == pid:
-            self._wake.wait(ORPHAN_SCAN_S)
+            if self._wake.wait(ORPHAN_SCAN_S):
+                time.sleep(SHIP_INTERVAL_S)  # let a batch gather: each shipment costs a round trip
             self._wake.clear()
             try:
                 self._ship_own()
@@ -214,49 +267,39 @@ class Journal:
                 self._wake.set()
 
     def _ship_own(self) -> None:
-        """Ship what this process appended since the last round; rotate a large shipped file."""
-        with self._lock:
-            own, end = self._own, self._own.size if self._own is not None else 0
-        if own is None or own.shipped >= end:
-            return
-        start = own.shipped
-        data = os.pread(own.fd, end - start, start)
-
-        def progress(done: int) -> None:
-            own.save_offset(start + done)
-            with self._progress:
-                self._progress.notify_all()
-
-        _ship_lines(self.ship, data, progress)
-        if own.shipped >= ROTATE_BYTES:
-            self._rotate(own)
-
-    def _rotate(self, old: _OwnFile) -> None:
-        with self._lock:
-            if self._own is not old or old.shipped < old.size:
-                return
-            self._own = None
-            self._own_file()
-        old.offset_path.unlink(missing_ok=True)
-        old.path.unlink(missing_ok=True)
-        old.close()
+        """Ship what this process appended and has not shipped; remove sealed files once shipped."""
+        with self._ship_lock:
+            with self._lock:
+                if self._pid != os.getpid():
+                    return
+                files = [(own, own.size) for own in self._sealed]
+                if self._own is not None:
+                    files.append((self._own, self._own.size))
+            for own, end in files:
+                if own.shipped < end:
+                    start = own.shipped
+                    data = own.map[start:end]
+                    _ship_lines(
+                        self.ship, data, lambda done, own=own, start=start: own.save_offset(start + done)
+                    )
+                if own is not self._own and own.shipped >= own.size:
+                    with self._lock:
+                        self._sealed.remove(own)
+                    own.remove()
 
     def _flush_at_exit(self) -> None:
-        """On a clean exit: let the shipper finish (briefly) and remove the journal if it did."""
-        own = self._own
-        if own is None or self._pid != os.getpid():
-            return
-        self._wake.set()
-        with self._progress:
-            done = self._progress.wait_for(lambda: own.shipped >= own.size, EXIT_FLUSH_S)
-        if not done:
-            log.warning("impression journal %s: left for the next process to ship", own.path)
+        """On a clean exit: ship what is left and remove the journals (left for the next process
+        to ship if the impression store cannot take them now)."""
+        try:
+            self._ship_own()
+        except Exception as exc:  # left for the next process to ship
+            log.warning("impression journal %s: left for the next process to ship (%s)", self.directory, exc)
             return
         with self._lock:
+            own = self._own if self._pid == os.getpid() else None
             self._own = None
-        own.offset_path.unlink(missing_ok=True)
-        own.path.unlink(missing_ok=True)
-        own.close()
+        if own is not None:
+            own.remove()
 
     # --- orphans and settling ---------------------------------------------------------------------
 
@@ -266,75 +309,72 @@ class Journal:
         except FileNotFoundError:
             return []
 
-    def _ship_orphan(self, path: Path) -> bool:
-        """Ship and delete ``path`` if its process is gone; False if a live process holds it."""
+    def _own_paths(self) -> set[Path]:
+        with self._lock:
+            if self._pid != os.getpid():
+                return set()
+            return {own.path for own in [*self._sealed, *([self._own] if self._own is not None else [])]}
+
+    def _ship_other(self, path: Path) -> None:
+        """Ship another process's journal: all of it, then delete it, when that process is gone;
+        else what its shipper has not shipped yet (its offset stays: a second shipment is skipped)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return True
+            return  # shipped and removed since the listing
         try:
+            offset_path = path.with_suffix(SHIPPED)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
+            except BlockingIOError:  # alive
+                _ship_lines(self.ship, _written(fd, _read_offset(offset_path)), lambda done: None)
+                return
             if os.fstat(fd).st_nlink == 0:  # another process shipped and removed it meanwhile
-                return True
-            offset_path = path.with_suffix(SHIPPED)
+                return
             start = _read_offset(offset_path)
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, max(0, size - start), start)
+            data = _written(fd, start)
             _ship_lines(self.ship, data, lambda done: offset_path.write_bytes(str(start + done).encode()))
             offset_path.unlink(missing_ok=True)  # first: a journal without offset is shipped again from 0
             path.unlink(missing_ok=True)
-            log.info("impression journal %s: shipped %d bytes a process left", path, size - start)
-            return True
+            log.info("impression journal %s: shipped %d bytes a process left", path, len(data))
         finally:
             os.close(fd)
 
+    @staticmethod
+    def _orphan(path: Path) -> bool:
+        """Whether no live process holds ``path``."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
     def ship_orphans(self) -> None:
         """Ship the journals of processes that ended (and drop their abandoned ``.new`` files)."""
-        own = self._own.path if self._own is not None and self._pid == os.getpid() else None
+        own = self._own_paths()
         for path in self._journals():
-            if path != own:
-                self._ship_orphan(path)
-        for new in self._journals(NEW):  # its process died creating it: nothing in it was answered
+            if path not in own and self._orphan(path):
+                self._ship_other(path)
+        for new in self._journals(NEW):  # its process died making it: nothing in it was answered
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - new.stat().st_mtime > ABANDONED_NEW_S:
                     new.unlink()
 
-    def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
-        """Wait until every impression appended on this host before the call is in the stream.
+    def settle(self) -> None:
+        """Put every impression appended on this host before the call into the stream.
 
-        Ships orphans itself; waits for live processes' shippers. Returns False if some journal
-        had not caught up by ``timeout_s`` (its process is stuck): the caller goes on without it.
-        Raises what shipping an orphan raised (the impressions server is down).
+        Ships this process's journals, the orphans, and the unshipped tail of other live
+        processes' journals (which their shippers then find stored already). Never waits for
+        another process. Raises what shipping raised (the impression store is down).
         """
-        deadline = time.monotonic() + timeout_s
-        own = self._own if self._pid == os.getpid() else None
-        own_target = 0
-        if own is not None:
-            with self._lock:
-                own_target = own.size
-            self._wake.set()
-        others: list[tuple[Path, int]] = []
+        self._ship_own()
+        own = self._own_paths()
         for path in self._journals():
-            if own is None or path != own.path:
-                with contextlib.suppress(FileNotFoundError):  # shipped and removed since the listing
-                    others.append((path, path.stat().st_size))
-        for path, size in others:
-            if self._ship_orphan(path):
-                continue
-            while path.exists() and _read_offset(path.with_suffix(SHIPPED)) < size:
-                if time.monotonic() >= deadline:
-                    log.warning("impression journal %s: not shipped within %.1f s", path, timeout_s)
-                    return False
-                time.sleep(SETTLE_POLL_S)
-        if own is not None:
-            with self._progress:
-                caught_up = self._progress.wait_for(
-                    lambda: own.shipped >= own_target, max(0.0, deadline - time.monotonic())
-                )
-            if not caught_up:
-                log.warning("impression journal %s: not shipped within %.1f s", own.path, timeout_s)
-                return False
-        return True
+            if path not in own:
+                self._ship_other(path)

@@ -15,16 +15,18 @@ graph server's main thread. With ``REDIS_URL`` set (Neo4j), in database 3 of tha
 Celery broker): give it ``appendonly yes``. Keys are prefixed with the graph's name (the Neo4j
 database), so several graphs on one server keep apart.
 
-Shipping one impression is one Lua script call (pipelined in batches), idempotent by its id:
+Shipping a batch of impressions is one Lua script call, idempotent by their ids. Per impression:
 
 * ``kgrec:<graph>:impression:<recommendation_id>`` already kept: nothing to do. Otherwise
-  ``XADD kgrec:<graph>:impressions MINID ~ <now - retention> *`` the impression, then
-  ``XTRIM MAXLEN ~ <max entries>``: both trims drop whole stream nodes, so they cost next to
-  nothing; memory and disk stay bounded by the retention setting and the entry cap. The id
-  key, holding the entry id, expires with the impression: the lookup by id.
+  ``XADD kgrec:<graph>:impressions MINID ~ <now - retention> *`` the impression (the trim
+  drops whole stream nodes, so it costs next to nothing), and set that id key to the entry id,
+  expiring with the impression: the lookup by id.
 * for a known user, ``LPUSH`` the entry id on ``kgrec:<graph>:impressions:user:<user>``,
   ``LTRIM`` it to the newest :data:`USER_RECENT` and let it expire after the attribution
   window: the index that attribution by window reads.
+
+Then the oldest entries beyond the entry cap are deleted with their id keys, so memory and disk
+stay bounded by the retention setting and the cap.
 
 A ``recommendation_id`` is a version-7 UUID made by the serving process
 (:mod:`kgrec.impression_ids`); ids made by older kgrec versions, which encoded the entry id,
@@ -34,6 +36,7 @@ are still found.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -51,6 +54,8 @@ from kgrec.gateway import GraphUnavailable
 from kgrec.impression_journal import Journal
 from kgrec.runtime import embedded_server
 
+log = logging.getLogger(__name__)
+
 IMPRESSIONS_DB = 3
 USER_RECENT = 100  # a user's newest impressions that attribution by window looks through
 HOUR_MS = 3_600_000
@@ -60,27 +65,69 @@ JOURNAL_DIR = "impression-journal"  # under the data directory, one folder per g
 
 T = TypeVar("T")
 
-# KEYS: id key, stream, user list | '', experiment variant counters | '', its users | ''
-# ARGV: id ttl (ms), min id, max entries, user list length, user list ttl (ms), user id, fields...
+# One call per batch of journal lines (kgrec/impression_journal.py): one round trip, and the lines
+# are parsed here, not in the serving process, whose shipper thread would otherwise hold the GIL
+# for it. KEYS: the stream. ARGV: now (ms), retention (ms), max entries, user list length, window
+# (ms), the graph's key prefix, then the lines (JSON objects, as ImpressionStore.record writes them).
+# The entry keeps the line as ``j``, with ``r`` (id), ``u`` (user) and ``a`` (explored arms) beside
+# it for the scripts that scan entries. An id already kept is skipped: shipping is idempotent.
+# Then the oldest entries beyond the cap are deleted with their id keys (retention expires both).
+# Returns how many impressions were new.
 _STORE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-local id = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', unpack(ARGV, 7))
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3])
-redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
-if KEYS[3] ~= '' then
-  redis.call('LPUSH', KEYS[3], id)
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
-  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[5]) then
-    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+local now, retention, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+local prefix, min_id = ARGV[6], string.format('%d', math.max(0, now - retention))
+local stored = 0
+for i = 7, #ARGV do
+  local ok, rec = pcall(cjson.decode, ARGV[i])
+  local valid = ok and type(rec) == 'table' and type(rec.r) == 'string' and type(rec.c) == 'number'
+  valid = valid and type(rec.u) == 'string' and type(rec.e) == 'string' and type(rec.x) == 'string'
+  if valid then
+    local ttl = rec.c + retention - now
+    local id_key = prefix .. 'impression:' .. rec.r
+    if ttl > 0 and redis.call('EXISTS', id_key) == 0 then
+      local fields = {'r', rec.r, 'u', rec.u, 'j', ARGV[i]}
+      if type(rec.a) == 'table' then
+        fields[7], fields[8] = 'a', cjson.encode(rec.a)
+      end
+      local id = redis.call('XADD', KEYS[1], 'MINID', '~', min_id, '*', unpack(fields))
+      redis.call('SET', id_key, id, 'PX', string.format('%d', ttl))
+      if rec.u ~= '' then
+        local user_key = prefix .. 'impressions:user:' .. rec.u
+        local user_ttl = math.max(1, rec.c + window - now)
+        redis.call('LPUSH', user_key, id)
+        redis.call('LTRIM', user_key, 0, tonumber(ARGV[4]) - 1)
+        if redis.call('PTTL', user_key) < user_ttl then
+          redis.call('PEXPIRE', user_key, string.format('%d', user_ttl))
+        end
+      end
+      if rec.e ~= '' and rec.x ~= '' then
+        local counters = prefix .. 'experiment:' .. rec.e .. ':' .. rec.x
+        redis.call('HINCRBY', counters, 'impressions', 1)
+        redis.call('PFADD', counters .. ':users', rec.u)
+      end
+      stored = stored + 1
+    end
+  else
+    redis.log(redis.LOG_WARNING, 'kgrec: skipped an unreadable impression journal line')
   end
 end
-if KEYS[4] ~= '' then
-  redis.call('HINCRBY', KEYS[4], 'impressions', 1)
-  redis.call('PFADD', KEYS[5], ARGV[6])
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+if excess > 0 then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, 1000))
+  local ids = {}
+  for i, row in ipairs(oldest) do
+    ids[i] = row[1]
+    local fields = row[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'r' then
+        redis.call('DEL', prefix .. 'impression:' .. fields[j + 1])
+        break
+      end
+    end
+  end
+  redis.call('XDEL', KEYS[1], unpack(ids))
 end
-return 1
+return stored
 """
 # KEYS: id keys. ARGV: the stream. Returns per key the entry it names ({} when none is kept).
 _BY_ID = """
@@ -169,26 +216,30 @@ def _text(value: bytes | str) -> str:
 
 def _impression(entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Impression:
     row = {_text(k): _text(v) for k, v in fields.items()}
-    if "r" in row:
-        recommendation_id, created_at = row["r"], int(row["c"])
-    else:  # recorded by an older kgrec: the id encodes the entry id and a tag
+    if "j" in row:  # the journal line as recorded
+        line: dict[str, Any] = json.loads(row["j"])
+    else:  # recorded by an older kgrec: fields of their own, and an id that encodes the entry id and a tag
         ms, _, seq = entry_id.partition("-")
-        recommendation_id = impression_ids.encode_legacy(int(ms), int(seq), int(row["t"], 16))
-        created_at = int(ms)
+        line = {
+            **row,
+            "r": impression_ids.encode_legacy(int(ms), int(seq), int(row["t"], 16)),
+            "c": ms,
+            **{name: json.loads(row[name]) for name in ("f", "i", "a") if name in row},
+        }
     return Impression(
         entry_id=entry_id,
-        recommendation_id=recommendation_id,
-        created_at=created_at,
-        surface=row["s"],
-        user_id=row["u"] or None,
-        source_item_id=row["q"] or None,
-        model_version=row["m"],
-        experiment=row["e"] or None,
-        variant=row["x"] or None,
-        filters=json.loads(row["f"]),
-        offset=int(row["o"]),
-        shown=json.loads(row["i"]),
-        explored=json.loads(row["a"]) if "a" in row else {},
+        recommendation_id=line["r"],
+        created_at=int(line["c"]),
+        surface=line["s"],
+        user_id=line["u"] or None,
+        source_item_id=line["q"] or None,
+        model_version=line["m"],
+        experiment=line["e"] or None,
+        variant=line["x"] or None,
+        filters=line["f"],
+        offset=int(line["o"]),
+        shown=line["i"],
+        explored=line.get("a", {}),
     )
 
 
@@ -339,48 +390,21 @@ class ImpressionStore:
         return recommendation_id
 
     def _ship(self, lines: list[bytes]) -> None:
-        """Store journal lines in the stream (the journal's shipper; idempotent per impression)."""
-        now = int(time.time() * 1000)
-        calls = []
-        for line in lines:
-            record = json.loads(line)
-            ttl = record["c"] + self.retention_ms - now
-            if ttl <= 0:
-                continue  # past retention before it was shipped (a journal left by a crash long ago)
-            user, experiment, variant = record["u"], record["e"], record["x"]
-            counters = self.experiment_key(experiment, variant) if experiment and variant else ""
-            keys = [
-                self.id_key(record["r"]),
-                self.stream,
-                self.user_key(user) if user else "",
-                counters,
-                counters and f"{counters}:users",
-            ]
-            args: list[Any] = [
-                ttl,
-                max(0, now - self.retention_ms),
-                self.settings.impression_max_entries,
-                USER_RECENT,
-                max(1, record["c"] + self.window_ms - now),
-                user,
-            ]
-            for name, value in record.items():
-                text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-                args += [name, text]
-            calls.append((keys, args))
-        if not calls:
-            return
-
-        def store(client: redis.Redis) -> None:
-            pipe = client.pipeline(transaction=False)
-            for keys, args in calls:
-                self._store(keys=keys, args=args, client=pipe)
-            pipe.execute()
-
-        self.run(store)
+        """Store journal lines in the stream: one script call, which parses them (the journal's
+        shipper; idempotent)."""
+        args: list[Any] = [
+            int(time.time() * 1000),
+            self.retention_ms,
+            self.settings.impression_max_entries,
+            USER_RECENT,
+            self.window_ms,
+            f"{self.prefix}:",
+            *(line.rstrip(b"\n") for line in lines),
+        ]
+        self.run(lambda client: self._store(keys=[self.stream], args=args, client=client))
 
     def settle(self) -> None:
-        """Wait until every impression recorded on this host so far is in the stream."""
+        """Put every impression recorded on this host so far into the stream (see Journal.settle)."""
         self.journal.settle()
 
     # --- reads --------------------------------------------------------------------------------

@@ -392,10 +392,12 @@ def co_user_paths(paths: list[dict[str, Any]], hub: str) -> list[dict[str, Any]]
 
 def a_path_through_someone(served: Served, spare: set[str]) -> tuple[str, str, dict[str, Any]]:
     """(user, item, path): a co-user path from user to item (user -> hub <- witness -> item) whose witness,
-    not in ``spare``, is the only user besides ``user`` with both the hub and the item."""
+    not in ``spare`` and one the active model was trained on (not a user another test made), is the
+    only user besides ``user`` with both the hub and the item."""
     candidates = served.cypher(
         "MATCH (v:User)-[:INTERACTED]->(h:Item)<-[:INTERACTED]-(u:User) "
         "WHERE u <> v AND NOT u.id IN $spare AND NOT v.id IN $spare "
+        "MATCH (:ModelVersion {active: true})-[:EMBEDDING]->(v) "
         "MATCH (v)-[:INTERACTED]->(i:Item) WHERE i <> h AND NOT (u)-[:INTERACTED]->(i) "
         "MATCH (i)<-[:INTERACTED]-(w:User)-[:INTERACTED]->(h) WHERE w <> u "
         "WITH u, v, h, i, collect(DISTINCT w.id) AS witnesses WHERE size(witnesses) = 1 "

@@ -180,6 +180,7 @@ def test_attributed_clicks_on_an_arm_raise_its_share(shop: Shop) -> None:
 
     body = page(shop, learner, k=10)
     target = explored(body)[0][2]
+    exploration.store.settle()
     shares = [share(exploration.state(learner), target)]  # shown once, not clicked (yet)
     clicks = 0
     for _ in range(30):
@@ -188,12 +189,14 @@ def test_attributed_clicks_on_an_arm_raise_its_share(shop: Shop) -> None:
             result = post_events(shop, [event(learner, chosen[0], "click", body["recommendation_id"])])
             assert result["attributed"] == 1
             clicks += 1
+            exploration.store.settle()  # the pages' impressions, as the server reads them for the next page
             state = exploration.state(learner)
             assert state.clicked.get(target) == clicks and sum(state.clicked.values()) == clicks
             shares.append(share(state, target))
             if clicks == MAX_EVENTS - 2:  # the learner stays a new user
                 break
         # every served page follows the posterior: its arms come in the order of that state's draw
+        exploration.store.settle()
         state = exploration.state(learner)
         body = page(shop, learner, k=10)
         order = [arms.ids[a] for a in draw(arms, state, seed_of(learner, state.impressions))[0]]

@@ -18,11 +18,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kgrec import impression_ids
+import pytest
+
+from kgrec import impression_ids, impression_journal
 from kgrec.attribution import attribute
 from kgrec.config import Settings
 from kgrec.events.validation import validate_batch
-from kgrec.impression_journal import SHIPPED, SUFFIX
+from kgrec.impression_journal import JOURNAL_BYTES, SHIPPED, SUFFIX
 from kgrec.impressions import ImpressionStore
 from tests.conftest import embedded_only
 
@@ -46,6 +48,11 @@ time.sleep(600)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def written(path: Path) -> bytes:
+    """What a journal file holds before its first zero byte."""
+    return path.read_bytes().partition(b"\0")[0]
 
 
 def journals(store: ImpressionStore) -> list[Path]:
@@ -87,11 +94,12 @@ def test_recording_is_an_append_and_readers_see_it_at_once(settings: Settings, g
     ]
     assert len(set(ids)) == 50 and {uuid.UUID(rid).version for rid in ids} == {7}
     (path,) = journals(store)
-    assert len(path.read_bytes().splitlines()) == 50  # one line per impression, before any read
+    assert path.stat().st_size == JOURNAL_BYTES  # allocated up front, written up to the first zero byte
+    assert len(written(path).splitlines()) == 50  # one line per impression, before any read
     found = store.get(ids[-1])  # settles: everything recorded so far is shipped
     assert found is not None and found.filters == {"brand": "b"} and found.items[0].item_id == "i49"
     assert store.length() == 50
-    assert int(path.with_suffix(SHIPPED).read_bytes()) == path.stat().st_size
+    assert int(path.with_suffix(SHIPPED).read_bytes()) == len(written(path))
     assert store.get(ids[0].upper()) is not None  # ids are not case-sensitive
     store.close()
 
@@ -103,10 +111,14 @@ def test_a_killed_process_journal_is_shipped_by_the_next_once(
     store = ImpressionStore(settings)
     ids = killed_with_unshipped(settings, server, 30)
     (orphan,) = journals(store)
-    assert int(orphan.with_suffix(SHIPPED).read_bytes()) < orphan.stat().st_size  # not all shipped
+    assert int(orphan.with_suffix(SHIPPED).read_bytes()) < len(written(orphan))  # not all shipped
     # As if the process had died after a batch was stored but before its offset was saved: the
     # whole journal again, under another name, with no offset.
-    shutil.copy(orphan, orphan.with_name(f"copy-{orphan.name}"))
+    copy = orphan.with_name(f"copy-{orphan.name}")
+    shutil.copy(orphan, copy)
+    with copy.open("r+b") as damaged:  # and a damaged line after them, which must not hold up the rest
+        damaged.seek(len(written(orphan)))
+        damaged.write(b'{"r": "broken\n')
 
     # The acknowledged clicks' impressions are found by id and by window, and only once each.
     raw = [
@@ -141,4 +153,28 @@ def test_ids_of_older_versions_are_still_found(settings: Settings, graph_server:
     found = store.get(old_id)
     assert found is not None and found.recommendation_id == old_id and found.created_at == int(ms)
     assert store.get(impression_ids.encode_legacy(int(ms), int(seq), tag ^ 1)) is None  # a forged tag
+    store.close()
+
+
+def test_a_full_journal_is_sealed_and_removed_once_shipped(
+    settings: Settings, graph_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(impression_journal, "JOURNAL_BYTES", 4096)  # about a dozen impressions a file
+    store = ImpressionStore(settings.with_overrides(graph_name=f"jnl_{uuid.uuid4().hex[:8]}"))
+    items = [(f"item-{n}", 0.5) for n in range(5)]
+    ids = [
+        store.record(
+            surface="recommendations",
+            user_id="u1",
+            items=items,
+            model_version="m1",
+            filters={},
+            now_ms=now_ms(),
+        )
+        for _ in range(60)
+    ]
+    assert len(journals(store)) >= 4
+    store.settle()
+    assert len(journals(store)) == 1  # the sealed ones shipped and removed; the one appends go to stays
+    assert store.length() == 60 and set(store.by_ids(ids)) == set(ids)
     store.close()

@@ -160,8 +160,10 @@ def test_retention_and_the_entry_cap_bound_the_stream(
 
     capped = store_for(settings, impression_max_entries=100)
     ids = record_some(capped, 600, now)
-    assert capped.length() <= 200  # MAXLEN ~ 100: at most one node beyond the cap
+    assert capped.length() == 100  # the oldest beyond the cap are trimmed, with their id keys
     assert capped.get(ids[-1]) is not None and capped.get(ids[0]) is None
+    id_keys = capped.run(lambda client: list(client.scan_iter(match=capped.id_key("*"), count=1_000)))
+    assert len(id_keys) == 100
     # A user's index of recent impressions is bounded too.
     assert len(capped.recent_entry_ids(["u1"])["u1"]) == 100
     aged.close()

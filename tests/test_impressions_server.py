@@ -52,6 +52,7 @@ def test_impressions_go_to_their_own_server_without_the_graph_module_or_a_per_wr
     assert info is not None and info.impressions_port not in (None, info.port)
     store = ImpressionStore(settings)
     recommendation_id = record(store, "u1", ["i1", "i2"])
+    store.settle()  # shipped from this process's journal to the stream
     assert impressions_redis_url(settings) == info.impressions_url()
     impressions = redis.Redis.from_url(info.impressions_url())
     graph = info.client(db=3)
