@@ -62,7 +62,7 @@ READ_CHUNK = 1 << 16  # how much of another process's journal is read at a time
 ORPHAN_SCAN_S = 10.0  # how often the shipper looks for journals of processes that died
 RETRY_S = 0.5  # how long shipping waits after a failure (the impressions server is down)
 SHIP_INTERVAL_S = 0.1  # the shipper's pause after a wake-up, so that impressions ship in batches
-ABANDONED_NEW_S = 60.0  # a .new file this old lost its creator
+ABANDONED_NEW_S = 60.0  # a .new file, or an offset without its journal, this old lost its process
 NEWLINE = ord("\n")
 
 Ship = Callable[[list[bytes]], None]  # stores a batch of journal lines in the stream; raises on failure
@@ -78,12 +78,19 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _read_offset(path: Path) -> int:
-    """A journal's shipped offset (0 when its file is missing or unreadable)."""
+def _read_offset(path: Path) -> int | None:
+    """A journal's shipped offset (None when its file is missing, 0 when it is unreadable)."""
     try:
         return int(path.read_bytes().strip() or b"0")
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
+        return None
+    except ValueError:
         return 0
+
+
+def _write_offset(fd: int, shipped: int) -> None:
+    """Overwrite an offset file in place (never truncated: a reader never sees it empty)."""
+    os.pwrite(fd, str(shipped).encode().ljust(20), 0)
 
 
 def _written(fd: int, start: int) -> bytes:
@@ -140,17 +147,21 @@ class _OwnFile:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{os.getpid()}-{secrets.token_hex(6)}"
         new = directory / f"{name}{NEW}"
+        path = directory / f"{name}{SUFFIX}"
         fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        offset_fd = -1
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.posix_fallocate(fd, 0, JOURNAL_BYTES)
-            path = directory / f"{name}{SUFFIX}"
             offset_fd = os.open(path.with_suffix(SHIPPED), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            _write_offset(offset_fd, 0)
             own = cls(path, fd, offset_fd, mmap.mmap(fd, JOURNAL_BYTES))
-            own.save_offset(0)
             os.rename(new, path)
         except OSError:
             new.unlink(missing_ok=True)
+            if offset_fd >= 0:
+                path.with_suffix(SHIPPED).unlink(missing_ok=True)
+                os.close(offset_fd)
             os.close(fd)
             raise
         return own
@@ -172,12 +183,12 @@ class _OwnFile:
 
     def save_offset(self, shipped: int) -> None:
         self.shipped = shipped
-        os.pwrite(self.offset_fd, str(shipped).encode().ljust(20), 0)
+        _write_offset(self.offset_fd, shipped)
 
     def remove(self) -> None:
-        """Delete the shipped file (its offset first: a journal without one is shipped again from 0)."""
-        self.offset_path.unlink(missing_ok=True)
+        """Delete the shipped file, then its offset (a reader never finds the journal without one)."""
         self.path.unlink(missing_ok=True)
+        self.offset_path.unlink(missing_ok=True)
         self.close()
 
     def close(self) -> None:
@@ -198,6 +209,7 @@ class Journal:
         self._ship_lock = threading.Lock()  # one shipment of the own files at a time
         self._wake = threading.Event()
         self._own: _OwnFile | None = None  # the file appends go to
+        self._spare: _OwnFile | None = None  # the next one, made by the shipper before it is needed
         self._sealed: list[_OwnFile] = []  # full files not shipped yet
         self._pid = 0  # the process that opened them
         self._shipper_pid = 0  # the process whose shipper thread runs
@@ -215,7 +227,7 @@ class Journal:
             own = self._own_file()
             if not own.append(line):
                 self._sealed.append(own)
-                self._own = None
+                self._own, self._spare = self._spare, None
                 if not self._own_file().append(line):
                     raise OSError(f"an impression of {len(line)} bytes does not fit in a journal")
         self._wake.set()
@@ -234,8 +246,8 @@ class Journal:
     def _forget_parents_files(self) -> None:
         """In a forked child: drop the parent's journals (the child's copies of their locks would
         keep them from being found as orphans once the parent dies); the child makes its own."""
-        files = [*self._sealed, *([self._own] if self._own is not None else [])]
-        self._own, self._sealed = None, []
+        files = [*self._sealed, *(f for f in (self._own, self._spare) if f is not None)]
+        self._own, self._spare, self._sealed = None, None, []
         self._lock = threading.Lock()
         self._ship_lock = threading.Lock()
         self._wake = threading.Event()
@@ -253,6 +265,7 @@ class Journal:
             self._wake.clear()
             try:
                 self._ship_own()
+                self._prepare_spare()
                 if time.monotonic() - last_scan >= ORPHAN_SCAN_S:
                     self.ship_orphans()
                     last_scan = time.monotonic()
@@ -287,19 +300,32 @@ class Journal:
                         self._sealed.remove(own)
                     own.remove()
 
+    def _prepare_spare(self) -> None:
+        """Make the next file before the current one fills (its creation's system calls stay out of
+        the request path)."""
+        with self._lock:
+            own = self._own if self._pid == os.getpid() else None
+            needed = own is not None and self._spare is None and own.size > len(own.map) // 2
+        if needed:
+            spare = _OwnFile.create(self.directory)
+            with self._lock:
+                if self._spare is None and self._pid == os.getpid():
+                    self._spare, spare = spare, None
+            if spare is not None:
+                spare.remove()
+
     def _flush_at_exit(self) -> None:
-        """On a clean exit: ship what is left and remove the journals (left for the next process
-        to ship if the impression store cannot take them now)."""
+        """On a clean exit: seal the journals, ship them and remove them (left for the next
+        process to ship if the impression store cannot take them now)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            self._sealed += [f for f in (self._own, self._spare) if f is not None]
+            self._own = self._spare = None
         try:
             self._ship_own()
         except Exception as exc:  # left for the next process to ship
             log.warning("impression journal %s: left for the next process to ship (%s)", self.directory, exc)
-            return
-        with self._lock:
-            own = self._own if self._pid == os.getpid() else None
-            self._own = None
-        if own is not None:
-            own.remove()
 
     # --- orphans and settling ---------------------------------------------------------------------
 
@@ -313,7 +339,7 @@ class Journal:
         with self._lock:
             if self._pid != os.getpid():
                 return set()
-            return {own.path for own in [*self._sealed, *([self._own] if self._own is not None else [])]}
+            return {f.path for f in (*self._sealed, self._own, self._spare) if f is not None}
 
     def _ship_other(self, path: Path) -> None:
         """Ship another process's journal: all of it, then delete it, when that process is gone;
@@ -327,15 +353,21 @@ class Journal:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # alive
-                _ship_lines(self.ship, _written(fd, _read_offset(offset_path)), lambda done: None)
+                shipped = _read_offset(offset_path)
+                if shipped is not None:  # else its owner is removing it, shipped
+                    _ship_lines(self.ship, _written(fd, shipped), lambda done: None)
                 return
             if os.fstat(fd).st_nlink == 0:  # another process shipped and removed it meanwhile
                 return
-            start = _read_offset(offset_path)
+            start = _read_offset(offset_path) or 0  # none: the offset was lost, ship it all again
             data = _written(fd, start)
-            _ship_lines(self.ship, data, lambda done: offset_path.write_bytes(str(start + done).encode()))
-            offset_path.unlink(missing_ok=True)  # first: a journal without offset is shipped again from 0
+            offset_fd = os.open(offset_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                _ship_lines(self.ship, data, lambda done: _write_offset(offset_fd, start + done))
+            finally:
+                os.close(offset_fd)
             path.unlink(missing_ok=True)
+            offset_path.unlink(missing_ok=True)
             log.info("impression journal %s: shipped %d bytes a process left", path, len(data))
         finally:
             os.close(fd)
@@ -361,10 +393,13 @@ class Journal:
         for path in self._journals():
             if path not in own and self._orphan(path):
                 self._ship_other(path)
-        for new in self._journals(NEW):  # its process died making it: nothing in it was answered
+        # A process that died making a journal (nothing in it was answered), or removing one.
+        for stray in (*self._journals(NEW), *self._journals(SHIPPED)):
             with contextlib.suppress(FileNotFoundError):
-                if time.time() - new.stat().st_mtime > ABANDONED_NEW_S:
-                    new.unlink()
+                if stray.suffix == SHIPPED and stray.with_suffix(SUFFIX).exists():
+                    continue
+                if time.time() - stray.stat().st_mtime > ABANDONED_NEW_S:
+                    stray.unlink()
 
     def settle(self) -> None:
         """Put every impression appended on this host before the call into the stream.

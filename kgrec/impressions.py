@@ -1,8 +1,8 @@
 """Impressions: what each recommendations or similar-items response showed, kept in a Redis stream.
 
-Recording. A serving process appends each impression to its journal, a local file
-(kgrec/impression_journal.py), with one ``write(2)`` before the response leaves the API, and
-a thread of the process ships the journal to the stream. The append is in the page cache when
+Recording. A serving process appends each impression to its journal, a memory-mapped local
+file (kgrec/impression_journal.py), before the response leaves the API, and a thread of the
+process ships the journal to the stream. The append is in the page cache when
 the ``recommendation_id`` is answered, so kill -9 of the API or of either server loses none
 (the next process ships a dead one's journal); an OS crash may lose the last seconds, as with
 the server's ``appendfsync no``. No round trip is in the request path. Readers that must see
@@ -70,45 +70,56 @@ T = TypeVar("T")
 # for it. KEYS: the stream. ARGV: now (ms), retention (ms), max entries, user list length, window
 # (ms), the graph's key prefix, then the lines (JSON objects, as ImpressionStore.record writes them).
 # The entry keeps the line as ``j``, with ``r`` (id), ``u`` (user) and ``a`` (explored arms) beside
-# it for the scripts that scan entries. An id already kept is skipped: shipping is idempotent.
+# it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent.
 # Then the oldest entries beyond the cap are deleted with their id keys (retention expires both).
 # Returns how many impressions were new.
 _STORE = """
 local now, retention, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local prefix, min_id = ARGV[6], string.format('%d', math.max(0, now - retention))
+
+local function store(line)
+  local rec = cjson.decode(line)
+  local valid = type(rec) == 'table' and type(rec.r) == 'string' and type(rec.c) == 'number'
+  if not (valid and type(rec.u) == 'string' and type(rec.e) == 'string' and type(rec.x) == 'string') then
+    error('not an impression')
+  end
+  local ttl = rec.c + retention - now
+  local id_key = prefix .. 'impression:' .. rec.r
+  if ttl <= 0 or redis.call('EXISTS', id_key) == 1 then
+    return 0
+  end
+  local fields = {'r', rec.r, 'u', rec.u, 'j', line}
+  if type(rec.a) == 'table' then
+    fields[7], fields[8] = 'a', cjson.encode(rec.a)
+  end
+  local id = redis.call('XADD', KEYS[1], 'MINID', '~', min_id, '*', unpack(fields))
+  redis.call('SET', id_key, id, 'PX', string.format('%d', ttl))
+  if rec.u ~= '' then
+    local user_key = prefix .. 'impressions:user:' .. rec.u
+    local user_ttl = math.max(1, rec.c + window - now)
+    redis.call('LPUSH', user_key, id)
+    redis.call('LTRIM', user_key, 0, tonumber(ARGV[4]) - 1)
+    if redis.call('PTTL', user_key) < user_ttl then
+      redis.call('PEXPIRE', user_key, string.format('%d', user_ttl))
+    end
+  end
+  if rec.e ~= '' and rec.x ~= '' then
+    local counters = prefix .. 'experiment:' .. rec.e .. ':' .. rec.x
+    redis.call('HINCRBY', counters, 'impressions', 1)
+    redis.call('PFADD', counters .. ':users', rec.u)
+  end
+  return 1
+end
+
+-- A line that cannot be stored (damaged, or a key of another type in its way) is logged and
+-- skipped: it must not hold up the lines after it for ever.
 local stored = 0
 for i = 7, #ARGV do
-  local ok, rec = pcall(cjson.decode, ARGV[i])
-  local valid = ok and type(rec) == 'table' and type(rec.r) == 'string' and type(rec.c) == 'number'
-  valid = valid and type(rec.u) == 'string' and type(rec.e) == 'string' and type(rec.x) == 'string'
-  if valid then
-    local ttl = rec.c + retention - now
-    local id_key = prefix .. 'impression:' .. rec.r
-    if ttl > 0 and redis.call('EXISTS', id_key) == 0 then
-      local fields = {'r', rec.r, 'u', rec.u, 'j', ARGV[i]}
-      if type(rec.a) == 'table' then
-        fields[7], fields[8] = 'a', cjson.encode(rec.a)
-      end
-      local id = redis.call('XADD', KEYS[1], 'MINID', '~', min_id, '*', unpack(fields))
-      redis.call('SET', id_key, id, 'PX', string.format('%d', ttl))
-      if rec.u ~= '' then
-        local user_key = prefix .. 'impressions:user:' .. rec.u
-        local user_ttl = math.max(1, rec.c + window - now)
-        redis.call('LPUSH', user_key, id)
-        redis.call('LTRIM', user_key, 0, tonumber(ARGV[4]) - 1)
-        if redis.call('PTTL', user_key) < user_ttl then
-          redis.call('PEXPIRE', user_key, string.format('%d', user_ttl))
-        end
-      end
-      if rec.e ~= '' and rec.x ~= '' then
-        local counters = prefix .. 'experiment:' .. rec.e .. ':' .. rec.x
-        redis.call('HINCRBY', counters, 'impressions', 1)
-        redis.call('PFADD', counters .. ':users', rec.u)
-      end
-      stored = stored + 1
-    end
+  local ok, result = pcall(store, ARGV[i])
+  if ok then
+    stored = stored + result
   else
-    redis.log(redis.LOG_WARNING, 'kgrec: skipped an unreadable impression journal line')
+    redis.log(redis.LOG_WARNING, 'kgrec: skipped an impression journal line: ' .. tostring(result))
   end
 end
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])

@@ -50,6 +50,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def record_small(store: ImpressionStore, n: int) -> list[str]:
+    """Record ``n`` impressions of five items for one user (218 bytes a journal line)."""
+    items = [(f"item-{k}", 0.5) for k in range(5)]
+    return [
+        store.record(
+            surface="recommendations",
+            user_id="u1",
+            items=items,
+            model_version="m1",
+            filters={},
+            now_ms=now_ms(),
+        )
+        for _ in range(n)
+    ]
+
+
 def written(path: Path) -> bytes:
     """What a journal file holds before its first zero byte."""
     return path.read_bytes().partition(b"\0")[0]
@@ -159,22 +175,31 @@ def test_ids_of_older_versions_are_still_found(settings: Settings, graph_server:
 def test_a_full_journal_is_sealed_and_removed_once_shipped(
     settings: Settings, graph_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(impression_journal, "JOURNAL_BYTES", 4096)  # about a dozen impressions a file
+    monkeypatch.setattr(impression_journal, "JOURNAL_BYTES", 4096)  # 18 of these impressions a file
+    monkeypatch.setattr(impression_journal, "SHIP_INTERVAL_S", 60.0)  # only settle() ships here
     store = ImpressionStore(settings.with_overrides(graph_name=f"jnl_{uuid.uuid4().hex[:8]}"))
-    items = [(f"item-{n}", 0.5) for n in range(5)]
-    ids = [
-        store.record(
-            surface="recommendations",
-            user_id="u1",
-            items=items,
-            model_version="m1",
-            filters={},
-            now_ms=now_ms(),
-        )
-        for _ in range(60)
-    ]
-    assert len(journals(store)) >= 4
+    ids = record_small(store, 60)
+    assert len(journals(store)) == 4  # 60 lines of 218 bytes: three full files and the one being written
     store.settle()
     assert len(journals(store)) == 1  # the sealed ones shipped and removed; the one appends go to stays
     assert store.length() == 60 and set(store.by_ids(ids)) == set(ids)
+    store.close()
+
+
+def test_the_shipper_makes_the_next_journal_before_the_current_one_is_full(
+    settings: Settings, graph_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(impression_journal, "JOURNAL_BYTES", 4096)
+    monkeypatch.setattr(impression_journal, "SHIP_INTERVAL_S", 0.01)
+    store = ImpressionStore(settings.with_overrides(graph_name=f"jnl_{uuid.uuid4().hex[:8]}"))
+    ids = record_small(store, 12)  # past half of the first file
+    deadline = time.monotonic() + 10
+    while len(journals(store)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len([path for path in journals(store) if written(path)]) == 1
+    (spare,) = [path for path in journals(store) if not written(path)]  # made by the shipper
+    ids += record_small(store, 10)  # the first file fills: appends go on in the spare
+    store.settle()
+    assert store.length() == 22 and set(store.by_ids(ids)) == set(ids)
+    assert journals(store) == [spare] and written(spare)  # the full one shipped and removed
     store.close()
