@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -181,3 +182,26 @@ def test_early_stopping_keeps_the_best_validation_epoch() -> None:
 def test_device_auto_is_the_cpu_without_a_gpu() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto") == expected
+
+
+def test_a_sampled_softmax_corrects_for_how_often_an_item_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """logQ: a popular item, drawn as the chunk's targets more often, is not penalised for it;
+    another row's copy of a row's own target is not one of its negatives."""
+    monkeypatch.setattr(kg_model, "SAMPLED_NEGATIVES", 4)
+    n_items = 10
+    share = torch.full((n_items,), 0.02)
+    share[0] = 0.82  # item 0 is the target of most examples
+    targets = torch.tensor([0, 0, 3])
+    contexts = torch.zeros(3, 2)  # every raw logit 0: what is left is the correction
+    table = torch.randn(n_items, 2)
+    logits, labels = kg_model.sampled_logits(
+        contexts, table, targets, share, torch.Generator().manual_seed(1)
+    )
+    assert logits.shape == (3, 3 + 4) and labels.tolist() == [0, 1, 2]
+    popular = -math.log(3 * 0.82 + 4 / n_items)
+    rare = -math.log(3 * 0.02 + 4 / n_items)
+    assert logits[2, 0].item() == pytest.approx(popular) and logits[2, 2].item() == pytest.approx(rare)
+    # rows 0 and 1 share a target: each sees its own column, and not the other's
+    assert logits[0, 1].item() == -math.inf and logits[1, 0].item() == -math.inf
+    assert logits[0, 0].item() == pytest.approx(popular) and logits[1, 1].item() == pytest.approx(popular)
+    assert torch.isfinite(logits[2]).all()

@@ -21,11 +21,12 @@ most recent, :class:`kgrec.recommender.Recommender`). Training optimises exactly
 that score: for every interaction after a user's first, the context is the
 recency-weighted mean of the user's earlier items' context embeddings (the last
 :data:`CONTEXT_WINDOW` of them; the decay is learnt), and the target is the item
-itself under a softmax over all items (a shared sample of negatives on very large
-catalogues). ``E_item`` is the propagated embedding (``dim - 1`` wide) plus a bias
-column; ``E_ctx`` adds a free per-item offset (zero at start), so a transition
-a → b need not imply b → a, and a constant column that carries the bias. Every
-vector the model hands out is ``dim`` wide (other nodes: a zero last column).
+itself under a softmax over all items (over :data:`FULL_SOFTMAX_MAX_ITEMS` items, a
+sampled softmax with the logQ correction: :func:`sampled_logits`). ``E_item`` is the
+propagated embedding (``dim - 1`` wide) plus a bias column; ``E_ctx`` adds a free
+per-item offset (zero at start), so a transition a → b need not imply b → a, and a
+constant column that carries the bias. Every vector the model hands out is ``dim``
+wide (other nodes: a zero last column).
 
 **Schedule.** Adam; after every epoch, NDCG@10 of the model's own score on the
 validation users; the best epoch's parameters are kept, training stops after
@@ -54,9 +55,12 @@ from workers.training.config import TrainConfig
 LOG = logging.getLogger(__name__)
 
 CONTEXT_WINDOW = 50  # earlier items in a training context; decay^50 is negligible below decay 0.9
-FULL_SOFTMAX_MAX_ITEMS = 16_384  # larger catalogues: the chunk's targets plus a shared uniform sample
-SAMPLED_NEGATIVES = 4_096
 LOSS_CHUNK = 2_048  # rows of logits alive at once (memory), the batch's propagation is shared
+SAMPLED_NEGATIVES = 2_048
+# A sampled softmax scores each row against its chunk's targets plus the shared negatives, so it
+# costs a fixed LOSS_CHUNK + SAMPLED_NEGATIVES columns: larger catalogues use it, and an epoch
+# grows with the examples alone (a full softmax grows with examples x items).
+FULL_SOFTMAX_MAX_ITEMS = LOSS_CHUNK + SAMPLED_NEGATIVES
 VALIDATION_USERS = 3_000
 # Every optimiser step propagates over the whole typed graph, so a step costs O(edges): with a
 # fixed batch an epoch would cost O(examples x edges), quadratic in the size of the shop. Beyond
@@ -479,6 +483,32 @@ def validation_ndcg(
     return total / users.size
 
 
+def sampled_logits(
+    contexts: torch.Tensor,
+    target_table: torch.Tensor,
+    targets: torch.Tensor,
+    target_share: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a sampled softmax: each row against the chunk's targets and shared negatives.
+
+    The candidates are the chunk's own targets (drawn by popularity: ``target_share``, each
+    item's share of all examples) plus ``SAMPLED_NEGATIVES`` uniform draws. Every logit is
+    corrected by the log of how often its item is expected among the candidates (logQ), or
+    popular items would be pushed down for being drawn more often. A candidate that is the
+    row's own target in another column is not a negative, and is masked.
+    """
+    n_items = target_share.numel()
+    negatives = torch.randint(0, n_items, (SAMPLED_NEGATIVES,), generator=generator).to(targets.device)
+    candidates = torch.cat([targets, negatives])
+    expected = targets.numel() * target_share[candidates] + SAMPLED_NEGATIVES / n_items
+    logits = contexts @ nn.functional.embedding(candidates, target_table).T - torch.log(expected)
+    labels = torch.arange(targets.numel(), device=targets.device)
+    hits = candidates[None, :] == targets[:, None]
+    hits[labels, labels] = False
+    return logits.masked_fill(hits, float("-inf")), labels
+
+
 def epoch_batch_size(examples: int, batch_size: int, max_steps: int) -> int:
     """``batch_size``, or larger so that an epoch of ``examples`` takes at most ``max_steps`` steps."""
     return max(batch_size, -(-examples // max_steps))
@@ -524,6 +554,7 @@ def train_kg_model(
     target = torch.from_numpy(examples.target).to(device)
     n_items = graph.n_items
     sampled = n_items > FULL_SOFTMAX_MAX_ITEMS
+    target_share = torch.bincount(target, minlength=n_items).float() / max(target.numel(), 1)
 
     sequences = user_sequences(graph)
     check_users = np.zeros(0, dtype=np.int64)
@@ -560,12 +591,7 @@ def train_kg_model(
             for chunk in batch.split(LOSS_CHUNK):
                 ctx = model.contexts(c_leaf, context[chunk], relative[chunk])
                 if sampled:
-                    negatives = torch.randint(0, n_items, (SAMPLED_NEGATIVES,), generator=generator).to(
-                        device
-                    )
-                    candidates = torch.cat([target[chunk], negatives])
-                    logits = ctx @ nn.functional.embedding(candidates, t_leaf).T
-                    labels = torch.arange(chunk.numel(), device=device)
+                    logits, labels = sampled_logits(ctx, t_leaf, target[chunk], target_share, generator)
                 else:
                     logits = ctx @ t_leaf.T
                     labels = target[chunk]
