@@ -9,6 +9,7 @@ import pytest
 
 from bench import scale
 from bench.common import in_fresh_process
+from kgrec.embedded import IMPRESSIONS_DIR
 
 
 def test_growth_exponent_recovers_the_power_of_a_power_law() -> None:
@@ -102,3 +103,27 @@ def test_a_fresh_process_reports_its_own_peak_not_its_parents() -> None:
     assert size == 100 * 2**20
     # its own 100 MB and an interpreter, but not this process's 300 MB (ru_maxrss would include them)
     assert 100 <= peak_mb < 250
+
+
+def test_a_graph_server_that_does_not_come_back_is_recorded_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restart stage on a real embedded server whose files are broken while it is down."""
+    run = scale.SizeRun(0.01, tmp_path, scale.stage_options(0.01, _args(tmp_path)), resume=False)
+    server = run.server()
+    stop = server.stop
+
+    def stop_and_break() -> None:
+        stop()
+        for aof in server.dir.rglob("*.aof"):
+            if IMPRESSIONS_DIR not in aof.relative_to(server.dir).parts:  # the graph's own files
+                aof.write_bytes(b"not a command\r\n")
+
+    run.running_pid()
+    monkeypatch.setattr(server, "stop", stop_and_break)
+    try:
+        result = scale.stage_restart(run, _args(tmp_path))
+    finally:
+        stop()
+    assert "restart_s" not in result and "graph_after" not in result
+    assert "graph server" in result["failed"], result

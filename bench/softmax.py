@@ -1,0 +1,112 @@
+"""Benchmark: the graph model's full softmax against its sampled softmax, on validation users only.
+
+For each data set: the ``kgrec evaluate`` leave-last-out split (the test items are
+never read), imported into a scratch embedded graph and pulled back, then
+``train_kg_model`` exactly as training runs it (text embeddings, each user's latest
+training interaction held out for validation, epoch cap and patience from
+``TrainConfig``), once per variant:
+
+- ``full``: every row scored against every item (``FULL_SOFTMAX_MAX_ITEMS`` raised
+  above the catalogue);
+- ``sampled``: what training uses above ``FULL_SOFTMAX_MAX_ITEMS`` items
+  (:func:`workers.training.kg_model.sampled_logits`).
+
+Reports each variant's best validation NDCG@10, its epoch, and the mean seconds per
+epoch; prints a table and, as its last line, one JSON object (``--save`` also writes
+it to ``bench/results/softmax.json``). Run variants one at a time on an idle machine
+for the times to compare.
+
+    .venv/bin/python -m bench.softmax [--datasets amazon-beauty,movielens] [--datasets-dir ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.runtime import embedded_server
+from workers.training import kg_model
+from workers.training.config import TrainConfig
+from workers.training.evaluate import load_training_graph, split_dataset
+from workers.training.pipeline import hold_out_latest
+from workers.training.text import TextEmbeddingCache
+
+PROTOCOL = "leave-last-out"
+VARIANTS = ("full", "sampled")
+
+
+def run_dataset(name: str, datasets_dir: Path, work: Path) -> list[dict[str, Any]]:
+    """Both variants on one data set's validation users."""
+    settings = Settings(data_dir=work / "data", datasets_dir=datasets_dir)
+    server = embedded_server(settings)
+    server.start()
+    try:
+        split = split_dataset(open_dataset(name, datasets_dir), PROTOCOL)
+        graph = load_training_graph(settings, split, PROTOCOL, print)
+    finally:
+        server.stop()
+    text = TextEmbeddingCache(work / "text", "cpu").embed(graph.item_text)
+    fit, validation = hold_out_latest(graph)
+    sampled_limit = kg_model.FULL_SOFTMAX_MAX_ITEMS
+    rows = []
+    for variant in VARIANTS:
+        kg_model.FULL_SOFTMAX_MAX_ITEMS = graph.n_items if variant == "full" else sampled_limit
+        started = time.perf_counter()
+        trained = kg_model.train_kg_model(fit, TrainConfig(), "cpu", text, validation=validation)
+        rows.append(
+            {
+                "dataset": name,
+                "variant": variant,
+                "items": graph.n_items,
+                "validation_users": len(validation),
+                "best_ndcg_at_10": round(max(trained.validation_ndcg), 4),
+                "best_epoch": trained.best_epoch,
+                "ndcg_by_epoch": [round(x, 4) for x in trained.validation_ndcg],
+                "seconds_per_epoch": round(float(np.mean(trained.seconds_per_epoch)), 1),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        print(json.dumps(rows[-1]))
+    kg_model.FULL_SOFTMAX_MAX_ITEMS = sampled_limit
+    return rows
+
+
+def main() -> None:
+    """Parse the options, run every data set, print and save the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="amazon-beauty,movielens")
+    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--save", action="store_true", help="write bench/results/softmax.json")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="kgrec-softmax-") as tmp:
+        for name in args.datasets.split(","):
+            rows += run_dataset(name, args.datasets_dir.resolve(), Path(tmp) / name)
+    print(f"{'data set':<16}{'variant':<10}{'items':>8}{'best NDCG@10':>14}{'epoch':>7}{'s/epoch':>9}")
+    for row in rows:
+        print(
+            f"{row['dataset']:<16}{row['variant']:<10}{row['items']:>8}{row['best_ndcg_at_10']:>14.4f}"
+            f"{row['best_epoch']:>7}{row['seconds_per_epoch']:>9.1f}"
+        )
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+        "sampled": {"negatives": kg_model.SAMPLED_NEGATIVES, "above_items": kg_model.FULL_SOFTMAX_MAX_ITEMS},
+        "rows": rows,
+    }
+    if args.save:
+        Path("bench/results/softmax.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
