@@ -341,9 +341,10 @@ class Journal:
                 return set()
             return {f.path for f in (*self._sealed, self._own, self._spare) if f is not None}
 
-    def _ship_other(self, path: Path) -> None:
+    def _ship_other(self, path: Path, live_tail: bool = True) -> None:
         """Ship another process's journal: all of it, then delete it, when that process is gone;
-        else what its shipper has not shipped yet (its offset stays: a second shipment is skipped)."""
+        else (``live_tail``) what its shipper has not shipped yet (its offset stays: a second
+        shipment is skipped)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -353,6 +354,8 @@ class Journal:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # alive
+                if not live_tail:
+                    return
                 shipped = _read_offset(offset_path)
                 if shipped is not None:  # else its owner is removing it, shipped
                     _ship_lines(self.ship, _written(fd, shipped), lambda done: None)
@@ -372,27 +375,12 @@ class Journal:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _orphan(path: Path) -> bool:
-        """Whether no live process holds ``path``."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-        return True
-
     def ship_orphans(self) -> None:
         """Ship the journals of processes that ended (and drop their abandoned ``.new`` files)."""
         own = self._own_paths()
         for path in self._journals():
-            if path not in own and self._orphan(path):
-                self._ship_other(path)
+            if path not in own:
+                self._ship_other(path, live_tail=False)
         # A process that died making a journal (nothing in it was answered), or removing one.
         for stray in (*self._journals(NEW), *self._journals(SHIPPED)):
             with contextlib.suppress(FileNotFoundError):
