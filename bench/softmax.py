@@ -17,6 +17,7 @@ it to ``bench/results/softmax.json``). Run variants one at a time on an idle mac
 for the times to compare.
 
     .venv/bin/python -m bench.softmax [--datasets amazon-beauty,movielens] [--datasets-dir ../shared/data]
+        [--epochs 40] [--save]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ PROTOCOL = "leave-last-out"
 VARIANTS = ("full", "sampled")
 
 
-def run_dataset(name: str, datasets_dir: Path, work: Path) -> list[dict[str, Any]]:
+def run_dataset(name: str, datasets_dir: Path, work: Path, config: TrainConfig) -> list[dict[str, Any]]:
     """Both variants on one data set's validation users."""
     settings = Settings(data_dir=work / "data", datasets_dir=datasets_dir)
     server = embedded_server(settings)
@@ -62,7 +63,7 @@ def run_dataset(name: str, datasets_dir: Path, work: Path) -> list[dict[str, Any
     for variant in VARIANTS:
         kg_model.FULL_SOFTMAX_MAX_ITEMS = graph.n_items if variant == "full" else sampled_limit
         started = time.perf_counter()
-        trained = kg_model.train_kg_model(fit, TrainConfig(), "cpu", text, validation=validation)
+        trained = kg_model.train_kg_model(fit, config, "cpu", text, validation=validation)
         rows.append(
             {
                 "dataset": name,
@@ -86,12 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="amazon-beauty,movielens")
     parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epoch cap (patience 3)")
     parser.add_argument("--save", action="store_true", help="write bench/results/softmax.json")
     args = parser.parse_args()
+    config = TrainConfig(epochs=args.epochs)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kgrec-softmax-") as tmp:
         for name in args.datasets.split(","):
-            rows += run_dataset(name, args.datasets_dir.resolve(), Path(tmp) / name)
+            rows += run_dataset(name, args.datasets_dir.resolve(), Path(tmp) / name, config)
     print(f"{'data set':<16}{'variant':<10}{'items':>8}{'best NDCG@10':>14}{'epoch':>7}{'s/epoch':>9}")
     for row in rows:
         print(
