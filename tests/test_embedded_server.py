@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import redis
 from graph_schema.statements import admin, dataset_import
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, ServerInfo, _pid_alive
-from kgrec.gateway import open_gateway
+from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.runtime import embedded_server
 from tests.conftest import embedded_only
 
@@ -135,6 +136,60 @@ def test_kill_9_keeps_every_acknowledged_write(data_dir: Path) -> None:
     assert server.running() is None
     server.start()
     assert _user_count(settings) == 20_002
+
+
+def test_threads_sharing_a_gateway_see_only_graph_unavailable_through_kill_9(data_dir: Path) -> None:
+    """A crash under concurrent reads: every failed call is GraphUnavailable (503), nothing else.
+
+    The serving processes share one gateway among their threads. When one thread's call fails, the
+    next call reconnects; another thread still inside a call on the old connection must get the
+    same GraphUnavailable, not an error from a client closed under it (once a 500 in CI).
+    """
+    settings = Settings(data_dir=data_dir)
+    server = EmbeddedServer(data_dir)
+    server.start()
+    _add_users(settings, [f"u{i}" for i in range(2_000)])
+    gateway = open_gateway(settings)
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+    answered = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                gateway.read_many([(admin.NODE_COUNTS, {}), (admin.NODE_COUNTS, {})])
+                gateway.read(admin.NODE_COUNTS)
+                answered[0] += 1
+            except GraphUnavailable:
+                time.sleep(0.001)
+            except BaseException as exc:  # anything else is the defect
+                unexpected.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    admin_client = server.running().client()
+    try:
+        # Dropping every connection is the crash's effect on the clients, repeated far more often
+        # than restarts allow; then a real kill -9 and restart.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not unexpected:
+            admin_client.client_kill_filter(_type="normal", skipme=True)
+            time.sleep(0.005)
+        server.kill()
+        time.sleep(0.2)
+        server.start()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        gateway.close()
+        admin_client.close()
+    assert unexpected == [], [f"{type(e).__module__}.{type(e).__qualname__}: {e}" for e in unexpected[:3]]
+    assert answered[0] > 0
+    assert _user_count(settings) == 2_000
 
 
 def test_binds_loopback_and_requires_the_generated_password(data_dir: Path) -> None:

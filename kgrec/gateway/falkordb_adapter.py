@@ -89,20 +89,26 @@ class FalkorDBGateway(GraphGateway):
                 self._graph = self._client.select_graph(self._graph_name)
             return self._graph
 
-    def _reset(self) -> None:
+    def _forget(self, graph: Graph) -> None:
+        """Drop a failed connection so the next call reconnects (re-reading the server's address).
+
+        Not closed here: other threads may be in the middle of a call on the same client, and
+        closing its pool under them raises a TypeError inside redis-py instead of the
+        ConnectionError they will get by themselves; its sockets close when it is collected.
+        """
         with self._lock:
-            if self._client is not None:
-                with contextlib.suppress(redis.RedisError):
-                    self._client.close()
-            self._client = None
-            self._graph = None
+            if self._graph is graph:  # not one another thread has already reconnected
+                self._client = None
+                self._graph = None
 
     def _call(self, action: Callable[[Graph], Any]) -> Any:
-        graph = self._connected_graph()
+        graph: Graph | None = None
         try:
+            graph = self._connected_graph()  # connecting talks to the server (INFO) too
             return action(graph)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-            self._reset()
+            if graph is not None:
+                self._forget(graph)
             raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
         except redis.ResponseError as exc:
             if "empty key" in str(exc):  # reading a graph that has no data yet
@@ -179,4 +185,8 @@ class FalkorDBGateway(GraphGateway):
         self._server.rewrite_aof()
 
     def close(self) -> None:
-        self._reset()
+        with self._lock:
+            client, self._client, self._graph = self._client, None, None
+        if client is not None:
+            with contextlib.suppress(redis.RedisError):
+                client.close()
