@@ -17,6 +17,7 @@ Variant = Literal[
     "graph-model-only",
     "no-recency",
     "no-topics",
+    "no-ease",
 ]
 VersionStatus = Literal["writing", "active", "retired", "candidate"]
 

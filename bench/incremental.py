@@ -66,9 +66,10 @@ from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.training_graph import TrainingGraph
 from kgrec_cli.stack import worker_argv
 from workers.training.config import TrainConfig, for_variant
+from workers.training.holdout import subset
 from workers.training.incremental import UpdatePlan, merge, refresh_partition, run_incremental
 from workers.training.job import run_training
-from workers.training.pipeline import evaluate_recommender, subset, train_model
+from workers.training.pipeline import evaluate_recommender, train_model
 from workers.training.subgraph import all_ids, pull
 
 K = 20

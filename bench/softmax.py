@@ -39,7 +39,7 @@ from kgrec.runtime import embedded_server
 from workers.training import kg_model
 from workers.training.config import TrainConfig
 from workers.training.evaluate import load_training_graph, split_dataset
-from workers.training.pipeline import hold_out_latest
+from workers.training.holdout import hold_out_latest
 from workers.training.text import TextEmbeddingCache
 
 PROTOCOL = "leave-last-out"

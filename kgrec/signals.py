@@ -14,16 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import scipy.sparse as sp
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
+from kgrec.ease import ease_neighbours
 from kgrec.item_graphs import cooccurrence_cosine, knowledge_links, same_brand, successors, transitions
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic
 from kgrec.training_graph import TrainingGraph
 
-Builder = Callable[[TrainingGraph], sp.csr_matrix]
+# training graph (and, for a tuned signal, its parameter) -> (n_items, n_items) float32 CSR matrix
+Builder = Callable[..., sp.csr_matrix]
 LAST_ITEM_TRANSITIONS = "last_item_transitions"
+EASE = "ease"
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Signal:
     """One item–item graph of the served model."""
 
     name: str  # its key in the artifact and in the blend weights
-    build: Builder  # training graph -> (n_items, n_items) row-normalised float32 CSR matrix
+    build: Builder  # training graph -> (n_items, n_items) float32 CSR matrix
     directed: bool  # whether a link from a to b says nothing about b to a
     # Built from catalogue knowledge (relations, brands) rather than from interactions alone;
     # left out of a model trained without knowledge (TrainConfig.use_knowledge).
@@ -51,6 +55,9 @@ class Signal:
     # (workers/training/blend_fit.py, EVIDENCE_P). Topic interests are mined from text and are
     # meant to be off where they do not help (issue 11), not on for a gain within noise.
     needs_evidence: bool = False
+    # Built with a parameter chosen on the validation hold-out (``build(graph, parameter)``;
+    # workers/training/pipeline.py tunes it): built only where that parameter is given.
+    tuned: bool = False
 
 
 class SignalError(ValueError):
@@ -86,6 +93,9 @@ SIGNALS: tuple[Signal, ...] = (
     # The transitions out of the user's latest item only, on top of the decayed profile's: lets
     # the fit weigh the next step after the last item apart from the rest of the history.
     Signal(LAST_ITEM_TRANSITIONS, successors, directed=True, uses_order=True, last_item=True),
+    # EASE's item–item weights (kgrec/ease.py), bounded to the most popular items and the top
+    # weights of each row; λ is chosen on validation (workers/training/ease.py).
+    Signal(EASE, ease_neighbours, directed=True, tuned=True),
 )
 
 SIGNALS_BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
@@ -116,11 +126,29 @@ def signals_for(use_knowledge: bool, use_order: bool = True, use_topics: bool = 
 
 
 def build_signals(
-    graph: TrainingGraph, use_knowledge: bool = True, use_order: bool = True, use_topics: bool = True
+    graph: TrainingGraph,
+    use_knowledge: bool = True,
+    use_order: bool = True,
+    use_topics: bool = True,
+    tuned: Mapping[str, Any] | None = None,
+    prebuilt: Mapping[str, sp.csr_matrix] | None = None,
 ) -> dict[str, sp.csr_matrix]:
-    """Every signal's matrix for ``graph``, in registry order (topic signals only if it has topics)."""
+    """Every signal's matrix for ``graph``, in registry order (topic signals only if it has topics).
+
+    ``tuned``: the validation-chosen parameter of each tuned signal; one without it is left out.
+    ``prebuilt``: matrices already built for ``graph`` (a tuned signal's, from its tuning).
+    """
     has_topics = use_topics and graph.item_topic is not None
-    return {s.name: s.build(graph) for s in signals_for(use_knowledge, use_order, has_topics)}
+    tuned, prebuilt = tuned or {}, prebuilt or {}
+    matrices: dict[str, sp.csr_matrix] = {}
+    for s in signals_for(use_knowledge, use_order, has_topics):
+        if s.name in prebuilt:
+            matrices[s.name] = prebuilt[s.name]
+        elif not s.tuned:
+            matrices[s.name] = s.build(graph)
+        elif s.name in tuned:
+            matrices[s.name] = s.build(graph, tuned[s.name])
+    return matrices
 
 
 def check_weights(names: Iterable[str], weights: Mapping[str, float]) -> None:

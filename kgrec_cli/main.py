@@ -617,6 +617,7 @@ def evaluate_command(
         table.add_row(name, *(f"{values[c]:.4f}" for c in columns), f"[{low:.4f}, {high:.4f}]", versus)
     Console().print(table)
     click.echo(f"kgrec blend weights: {json.dumps(report.protocol['kgrec_weights'], default=str)}")
+    click.echo(f"kgrec tuned signals: {json.dumps(report.protocol['kgrec_tuned_signals'], default=str)}")
     without_topics = report.protocol["models"].get("kgrec_no_topics")  # type: ignore[union-attr]
     if without_topics:
         click.echo(f"kgrec_no_topics blend weights: {json.dumps(without_topics['weights'], default=str)}")

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from kgrec.ease import ease_neighbours, ease_weights, head_items
 from kgrec.item_graphs import interaction_matrix
 from kgrec.recommender import Recommender
 from kgrec.training_graph import TrainingGraph
 from workers.training import baselines
 from workers.training.config import TrainConfig
-from workers.training.ease import ease_weights, fit_ease
+from workers.training.ease import fit_ease, tune_ease_signal
 from workers.training.metrics import confidence, per_user_metrics
 from workers.training.pipeline import user_histories
 from workers.training.sasrec import SasRecConfig, train_sasrec
@@ -94,6 +95,50 @@ def test_ease_lambda_is_the_validation_best_and_fitted_without_the_validation_it
     assert fit.lam == max(by_hand, key=by_hand.get)
     # ...and the model returned is refitted on the whole training graph with that λ.
     assert np.allclose(fit.weights, ease_weights(interaction_matrix(graph), fit.lam))
+
+
+def test_the_ease_signal_keeps_each_head_items_top_weights_and_nothing_else() -> None:
+    rng = np.random.default_rng(8)
+    sequences = [list(rng.choice(30, size=rng.integers(3, 8), replace=False)) for _ in range(120)]
+    graph = graph_of(sequences, 30)
+    lam, max_items, top_k = 4.0, 20, 3
+    head = head_items(graph, max_items)
+    counts = np.bincount(graph.inter_item, minlength=30)
+    assert head.size == max_items and counts[head].min() >= np.delete(counts, head).max()
+
+    signal = ease_neighbours(graph, lam, max_items, top_k)
+
+    dense = ease_weights(interaction_matrix(graph)[:, head], lam)  # EASE on the head items alone
+    expected = np.zeros((30, 30), dtype=np.float32)
+    for row, item in enumerate(head):
+        best = np.argsort(-dense[row], kind="stable")[:top_k]
+        best = best[dense[row, best] > 0]
+        expected[item, head[best]] = dense[row, best]
+    assert signal.shape == (30, 30) and signal.dtype == np.float32
+    assert np.allclose(signal.toarray(), expected)
+    assert np.diff(signal.indptr).max() <= top_k
+    outside = np.setdiff1d(np.arange(30), head)
+    assert signal[outside].nnz == 0 and signal[:, outside].nnz == 0
+
+
+def test_the_ease_signal_lambda_is_chosen_on_validation_scoring_the_signal_as_served() -> None:
+    rng = np.random.default_rng(9)
+    sequences = [list(rng.choice(40, size=rng.integers(4, 9), replace=False)) for _ in range(150)]
+    graph = graph_of(sequences, 40)
+    validation = validation_set(graph, seed=1)
+    lambdas = (0.1, 1.0, 10.0, 100.0, 1_000.0)
+
+    fit = tune_ease_signal(validation, lambdas=lambdas, max_items=30, top_k=5)
+
+    fit_matrix = interaction_matrix(validation.graph)
+    by_hand = {}
+    for lam in fit.validation:
+        served = ease_neighbours(validation.graph, lam, 30, 5)
+        by_hand[lam] = validation.ndcg(lambda users, s=served: (fit_matrix[users] @ s).toarray())
+    assert by_hand == pytest.approx(fit.validation)
+    assert fit.lam == max(by_hand, key=by_hand.get)
+    # the blend is fitted with the signal of the validation graph (no validation item in it)
+    assert abs(fit.fit_matrix - ease_neighbours(validation.graph, fit.lam, 30, 5)).nnz == 0
 
 
 # --- early stopping --------------------------------------------------------------------------

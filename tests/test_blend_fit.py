@@ -10,7 +10,8 @@ from kgrec.recommender import EMBEDDING, ModelArtifacts
 from kgrec.signals import TOPIC_INTERESTS
 from kgrec.training_graph import TrainingGraph
 from workers.training.blend_fit import EVIDENCE_P, fit_blend
-from workers.training.pipeline import hold_out_latest, user_histories
+from workers.training.holdout import hold_out_latest
+from workers.training.pipeline import user_histories
 
 N_USERS, N_ITEMS, LENGTH = 400, 60, 6
 

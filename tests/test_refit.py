@@ -8,7 +8,8 @@ import numpy as np
 
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
-from workers.training.pipeline import hold_out_latest, train_model
+from workers.training.holdout import hold_out_latest
+from workers.training.pipeline import train_model
 
 N_USERS, N_ITEMS, LENGTH = 80, 24, 6
 

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from kgrec import signals
+from kgrec.ease import ease_neighbours
 from kgrec.item_graphs import row_normalised
 from kgrec.model_store import load_artifacts, save_artifacts
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
@@ -76,15 +77,17 @@ def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
     assert not any("weight" in f or "alternative" in f for f in Signal.__dataclass_fields__)
     assert not hasattr(signals, "default_weights") and not hasattr(signals, "candidate_weights")
     names = [s.name for s in signals_for(use_knowledge=True, use_topics=False)]
-    assert names == [*TODAY_COMPONENTS, "last_item_transitions"]
-    # the topic-interest and last-item signals come last, so that the others' sums stay bit-identical
+    assert names == [*TODAY_COMPONENTS, "last_item_transitions", "ease"]
+    # later signals come last, so that the others' sums stay bit-identical
     assert [s.name for s in signals_for(use_knowledge=True)] == [
         *TODAY_COMPONENTS,
         "topic_interests",
         "last_item_transitions",
+        "ease",
     ]
     assert [s.name for s in signals_for(True, use_order=False, use_topics=False)] == [
-        n for n in TODAY_COMPONENTS if n != "transitions"
+        *(n for n in TODAY_COMPONENTS if n != "transitions"),
+        "ease",
     ]
     config = TrainConfig()
     assert fit_features(names, config) == [*names, EMBEDDING]
@@ -103,6 +106,16 @@ def test_the_registry_builds_todays_components_in_todays_order() -> None:
     for name, matrix in build_signals(graph).items():
         assert matrix.shape == (4, 4) and matrix.dtype == np.float32, name
         assert abs(matrix - signals.signal(name).build(graph)).nnz == 0
+
+
+def test_a_tuned_signal_is_built_only_with_its_validation_chosen_parameter() -> None:
+    graph = small_graph()
+    assert "ease" not in build_signals(graph)  # no λ, no signal: never a silent default
+    built = build_signals(graph, tuned={"ease": 3.0})
+    assert list(built)[-1] == "ease"
+    assert abs(built["ease"] - ease_neighbours(graph, 3.0)).nnz == 0
+    given = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    assert build_signals(graph, tuned={"ease": 3.0}, prebuilt={"ease": given})["ease"] is given
 
 
 def test_every_knowledge_relation_has_its_signals_and_co_purchase_links() -> None:

@@ -34,8 +34,9 @@ from kgrec.recommender import ModelArtifacts
 from kgrec.signals import SIGNALS_BY_NAME, signal
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
+from workers.training.holdout import hold_out_latest
 from workers.training.kg_model import seed_everything
-from workers.training.pipeline import hold_out_latest, tune, user_histories
+from workers.training.pipeline import tune, user_histories
 from workers.training.validation import EarlyStop, ValidationSet, early_stopping
 
 

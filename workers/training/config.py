@@ -32,6 +32,7 @@ class TrainConfig:
     graph_model_only: bool = False  # the graph neural network's score alone, no other signal
     use_recency: bool = True  # order-aware parts: recency-weighted profile, transitions
     use_topics: bool = True  # the topic-interest signal (topics mined from item text; needs use_text)
+    use_ease: bool = True  # the EASE signal (kgrec/ease.py; its λ tuned on validation)
     # Retrain the graph model on every training interaction (the validation hold-out included) for
     # the epoch count early stopping chose, and serve that one (workers.training.pipeline)
     refit_on_all: bool = True
@@ -47,6 +48,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "graph-model-only": {"graph_model_only": True},
     "no-recency": {"use_recency": False},
     "no-topics": {"use_topics": False},
+    "no-ease": {"use_ease": False},
 }
 
 

@@ -463,6 +463,11 @@ def evaluate(
             ),
             # signals that must earn their place (topic interests): the paired test's p on validation
             "kgrec_signal_evidence_p": result.artifacts.parameters.get("signal_evidence_p"),
+            # tuned signals' parameters (EASE's λ) and the validation NDCG@10 of each one tried
+            "kgrec_tuned_signals": result.artifacts.parameters.get("tuned_signals"),
+            "kgrec_tuned_signal_validation_ndcg@10": result.artifacts.parameters.get(
+                "tuned_signal_validation_ndcg"
+            ),
             "kgrec_model": {
                 key: result.artifacts.parameters.get(key)
                 for key in ("model_best_epoch", "model_validation_ndcg", "model_decay")

@@ -1,12 +1,12 @@
 """Score a newly trained version next to the active one, on the current validation hold-out.
 
-The hold-out is training's own (:func:`~workers.training.pipeline.hold_out_latest`:
+The hold-out is training's own (:func:`~workers.training.holdout.hold_out_latest`:
 each user's latest interaction, users with at least 3), restricted to users whose
 held-out interaction is newer than the active version (its order key, the event
 time in ms, is after the version's ``created_at``): the active version's item–item
 signals were built on every interaction it saw, so an older target would be
 scored by a model that has seen it. At most
-:data:`~workers.training.pipeline.MAX_TUNING_USERS` users are drawn with the seed.
+:data:`~workers.training.holdout.MAX_TUNING_USERS` users are drawn with the seed.
 
 Both are ranked through the serving :class:`~kgrec.recommender.Recommender`, over
 all items minus each user's remaining history, by
@@ -38,13 +38,8 @@ from kgrec.signals import build_signals
 from kgrec.topic_signal import with_topics
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
-from workers.training.pipeline import (
-    MAX_TUNING_USERS,
-    TrainingResult,
-    evaluate_recommender,
-    hold_out_latest,
-    user_histories,
-)
+from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest
+from workers.training.pipeline import TrainingResult, evaluate_recommender, user_histories
 
 GATE_KS = (10,)
 
@@ -86,7 +81,14 @@ def candidate_recommender(
     return Recommender(
         replace(
             result.artifacts,
-            components=build_signals(fit, config.use_knowledge, config.use_recency, config.use_topics),
+            components=build_signals(
+                fit,
+                config.use_knowledge,
+                config.use_recency,
+                config.use_topics,
+                result.artifacts.parameters.get("tuned_signals"),
+                prebuilt=result.tuned_fit,
+            ),
             popularity=popularity(fit),
         )
     )

@@ -23,21 +23,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
-from kgrec.item_graphs import history_order, popularity
+from kgrec.item_graphs import popularity
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import EMBEDDING, build_signals
+from kgrec.signals import EASE, EMBEDDING, build_signals
 from kgrec.topic_signal import with_topics
 from kgrec.training_graph import TrainingGraph
 from workers.training.blend_fit import DECAYS, fit_blend
 from workers.training.config import TrainConfig
+from workers.training.ease import tune_ease_signal
+from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest
 from workers.training.kg_model import TrainedEmbeddings, train_kg_model
 from workers.training.metrics import ranking_metrics
 from workers.training.text import TextEmbeddingCache
 from workers.training.topics import TopicModel, compute_topics, topic_texts
-
-MIN_HISTORY_FOR_VALIDATION = 3
-MAX_TUNING_USERS = 5_000
+from workers.training.validation import validation_set
 
 
 @dataclass
@@ -54,30 +55,8 @@ class TrainingResult:
     # served one (``embeddings``) is retrained on every interaction when config.refit_on_all.
     fit_embeddings: TrainedEmbeddings | None = None
     topics: TopicModel | None = None  # topics mined from the items' text, when text was used
-
-
-def subset(graph: TrainingGraph, keep: np.ndarray) -> TrainingGraph:
-    """The same graph with only the interactions where ``keep`` is true."""
-    return replace(
-        graph,
-        inter_user=graph.inter_user[keep],
-        inter_item=graph.inter_item[keep],
-        inter_weight=graph.inter_weight[keep],
-        inter_order=graph.inter_order[keep],
-    )
-
-
-def hold_out_latest(graph: TrainingGraph) -> tuple[TrainingGraph, dict[int, int]]:
-    """Remove each user's most recent interaction (if they have enough); returns (rest, user → item)."""
-    order = history_order(graph)
-    users = graph.inter_user[order]
-    last = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
-    sizes = np.diff(np.r_[-1, last])
-    chosen = order[last[sizes >= MIN_HISTORY_FOR_VALIDATION]]
-    keep = np.ones(graph.inter_user.size, dtype=bool)
-    keep[chosen] = False
-    targets = {int(graph.inter_user[i]): int(graph.inter_item[i]) for i in chosen}
-    return subset(graph, keep), targets
+    # Each tuned signal's matrix on the hold-out's graph: what the blend was fitted with.
+    tuned_fit: dict[str, sp.csr_matrix] = field(default_factory=dict)
 
 
 def user_histories(graph: TrainingGraph) -> list[list[HistoryEntry]]:
@@ -236,7 +215,10 @@ def fit_and_package(
     fit_graph, targets = hold_out_latest(graph)
     started = time.perf_counter()
     use_order = config.use_recency
-    fit_components = build_signals(fit_graph, config.use_knowledge, use_order, config.use_topics)
+    tuned, tuned_fit, tuning = tune_signals(graph, config)
+    fit_components = build_signals(
+        fit_graph, config.use_knowledge, use_order, config.use_topics, tuned, prebuilt=tuned_fit
+    )
     fit_artifacts = ModelArtifacts(
         version=version,
         item_ids=graph.item_ids,
@@ -273,7 +255,7 @@ def fit_and_package(
         version=version,
         item_ids=graph.item_ids,
         item_embeddings=served.items,
-        components=build_signals(graph, config.use_knowledge, use_order, config.use_topics),
+        components=build_signals(graph, config.use_knowledge, use_order, config.use_topics, tuned),
         weights=weights,
         recency_decay=fitted.recency_decay,
         popularity=popularity(graph),
@@ -288,6 +270,9 @@ def fit_and_package(
             "single_feature_validation_ndcg": {k: round(v, 5) for k, v in fitted.single.items()},
             # the paired test's p for each signal that had to earn its place (kept when < 0.05)
             "signal_evidence_p": {k: round(v, 6) for k, v in fitted.evidence.items()},
+            # each tuned signal's parameter (EASE's λ), and its validation NDCG@10 for every one tried
+            "tuned_signals": tuned,
+            "tuned_signal_validation_ndcg": tuning,
         },
         facts=graph.facts,
         item_context_embeddings=served.item_context,
@@ -299,6 +284,25 @@ def fit_and_package(
         graph.counts(),
         {"fit_blend_s": fit_seconds},
         fit_embeddings=embeddings,
+        tuned_fit=tuned_fit,
+    )
+
+
+def tune_signals(
+    graph: TrainingGraph, config: TrainConfig
+) -> tuple[dict[str, float], dict[str, sp.csr_matrix], dict[str, dict[str, float]]]:
+    """Choose each tuned signal's parameter on the validation hold-out of ``graph``.
+
+    Returns (signal -> parameter, signal -> its matrix on the hold-out's graph, signal -> the
+    validation NDCG@10 of each parameter tried). A model without the blend's signals tunes none.
+    """
+    if config.graph_model_only or not config.use_ease:
+        return {}, {}, {}
+    fit = tune_ease_signal(validation_set(graph, config.seed))
+    return (
+        {EASE: fit.lam},
+        {EASE: fit.fit_matrix},
+        {EASE: {str(k): round(v, 5) for k, v in fit.validation.items()}},
     )
 
 

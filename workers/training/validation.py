@@ -1,9 +1,9 @@
 """The validation hold-out the baselines tune on: the same one kgrec tunes on, and early stopping.
 
-:func:`workers.training.pipeline.hold_out_latest` removes each user's latest
+:func:`workers.training.holdout.hold_out_latest` removes each user's latest
 training interaction (users with at least 3); baselines are fitted on the rest
 and scored on those held-out items, over at most
-:data:`~workers.training.pipeline.MAX_TUNING_USERS` users drawn with the run's
+:data:`~workers.training.holdout.MAX_TUNING_USERS` users drawn with the run's
 seed, exactly as kgrec's blend is tuned. The test items are never in the graph
 this sees.
 """
@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from kgrec.item_graphs import interaction_matrix
 from kgrec.training_graph import TrainingGraph
-from workers.training.pipeline import MAX_TUNING_USERS, hold_out_latest
+from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest
 
 T = TypeVar("T")
 VALIDATION_K = 10
