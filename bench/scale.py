@@ -91,6 +91,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "train_s_per_epoch": ("s", "one epoch of the graph model"),
     "train_pull_s": ("s", "training: reading the graph"),
     "train_text_s": ("s", "training: item text embeddings"),
+    "train_tune_signals_s": ("s", "training: the EASE signal's λ on validation"),
     "train_blend_s": ("s", "training: fitting the blend on validation"),
     "train_write_back_s": ("s", "training: embeddings written back, version switched"),
     "train_peak_rss_mb": ("MB", "training process (worker), peak RSS"),
@@ -490,6 +491,7 @@ def figures(stages: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "train_s_per_epoch": train["seconds_per_epoch"],
         "train_pull_s": train["timings"].get("pull_s"),
         "train_text_s": train["timings"].get("text_s"),
+        "train_tune_signals_s": train["timings"].get("tune_signals_s"),  # EASE's λ walk
         "train_blend_s": train["timings"].get("fit_blend_s"),
         "train_write_back_s": train["timings"].get("write_back_and_gate_s"),
         "train_peak_rss_mb": train["peak_rss_mb"],

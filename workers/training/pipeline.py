@@ -9,7 +9,8 @@
    decide which features the fit may use.
    The topic-interest signal (:mod:`kgrec.topic_signal`) is one of them: topics are
    mined from the items' text (:mod:`workers.training.topics`) before the fit, when
-   text is used, and the job writes them with the version.
+   text is used, and the job writes them with the version. A tuned signal (EASE) has its
+   parameter chosen on the same hold-out first (:func:`tune_signals`).
 4. Rebuild the signals' item–item graphs on all interactions, retrain the graph model on all
    of them for the epoch count early stopping chose (``TrainConfig.refit_on_all``), and package
    the artifacts: the served model, like the signals, has seen each user's latest interaction.
@@ -216,6 +217,7 @@ def fit_and_package(
     started = time.perf_counter()
     use_order = config.use_recency
     tuned, tuned_fit, tuning = tune_signals(graph, config)
+    tune_seconds = time.perf_counter() - started
     fit_components = build_signals(
         fit_graph, config.use_knowledge, use_order, config.use_topics, tuned, prebuilt=tuned_fit
     )
@@ -282,7 +284,7 @@ def fit_and_package(
         served,
         validation,
         graph.counts(),
-        {"fit_blend_s": fit_seconds},
+        {"tune_signals_s": tune_seconds, "fit_blend_s": fit_seconds - tune_seconds},
         fit_embeddings=embeddings,
         tuned_fit=tuned_fit,
     )
