@@ -126,7 +126,10 @@ def served_subset(
     local, gateway = beauty_graph(settings, shared_data, tmp, users=users, prefix=prefix)
     with gateway:
         for version in versions:
-            run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version=version)
+            # Tests that are not about the blend train without the ease signal: its λ walk inverts
+            # an items × items matrix per λ (items³), minutes per suite; tests/test_training.py,
+            # test_promotion_gate.py and test_topics.py train with it.
+            run_training(gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version=version)
     api = ApiProcess(
         {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": local.graph_name, "KGREC_API_KEYS": key},
         log=tmp / "api.log",

@@ -31,7 +31,7 @@ TASTES = 12
 ITEMS_PER_TASTE = 8
 TRAIN_USERS = 240
 BOUGHT = 5
-CONFIG = TrainConfig(epochs=1)
+CONFIG = TrainConfig(epochs=1, use_ease=False)
 
 
 def item_id(taste: int, n: int) -> str:

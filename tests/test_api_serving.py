@@ -111,7 +111,9 @@ def served(
     )
     assert not errors
     ingest(gateway, events, local)
-    version = run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="serving")["version"]
+    version = run_training(
+        gateway, local, TrainConfig(epochs=2, use_ease=False), device="cpu", version="serving"
+    )["version"]
     api = ApiProcess(
         {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": graph_name, "KGREC_API_KEYS": KEY},
         log=tmp / "api.log",

@@ -72,7 +72,7 @@ def shop(
         pytest.skip("runs its own API on the embedded graph")
     tmp = tmp_path_factory.mktemp("catalogue")
     local, gateway = beauty_graph(settings, shared_data, tmp, users=100, prefix="catalogue")
-    run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="catalogue")
+    run_training(gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version="catalogue")
     api = ApiProcess(
         {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": local.graph_name, "KGREC_API_KEYS": KEY},
         log=tmp / "api.log",

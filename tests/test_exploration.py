@@ -69,7 +69,9 @@ def shop(
     with open_gateway(local) as gateway:
         migrate(gateway)
         import_dataset(gateway, open_dataset(str(folder), local.datasets_dir), local)
-        run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="explore-v1")
+        run_training(
+            gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version="explore-v1"
+        )
     leaf_of = leaves(folder)
     api = ApiProcess(
         {

@@ -40,7 +40,9 @@ def test_a_sudden_purchase_in_a_new_category_shows_up_without_retraining(
         pytest.skip("runs its own API on the embedded graph")
     local, gateway = beauty_graph(settings, shared_data, tmp_path, users=300, prefix="fold")
     graph_name = local.graph_name
-    version = run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="fold-in")["version"]
+    version = run_training(
+        gateway, local, TrainConfig(epochs=2, use_ease=False), device="cpu", version="fold-in"
+    )["version"]
 
     # A user who never bought fragrance, and the catalogue's fragrance items.
     fragrance = [
@@ -101,7 +103,9 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
     env, local, gateway = broker_graph
     subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=300)
     import_dataset(gateway, open_dataset(str(subset), local.datasets_dir), local)  # type: ignore[arg-type]
-    version = run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="items")["version"]  # type: ignore[arg-type]
+    version = run_training(
+        gateway, local, TrainConfig(epochs=2, use_ease=False), device="cpu", version="items"
+    )["version"]  # type: ignore[arg-type]
     # A brand with several trained items, and the categories of one of them.
     chosen = gateway.run_query(  # type: ignore[attr-defined]
         "MATCH (i:Item {listed: true})-[:MADE_BY]->(b:Brand) WITH b, collect(i.id) AS items "

@@ -188,7 +188,7 @@ def own_stack(tmp_path: Path) -> Any:
     server.start()
     local, gateway = beauty_graph(settings, SHARED_DATA, tmp_path, users=60, prefix="kill")
     with gateway:
-        run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="kill")
+        run_training(gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version="kill")
     env = {"KGREC_DATA_DIR": str(local.data_dir), "KGREC_GRAPH": local.graph_name, "KGREC_API_KEYS": KILL_KEY}
     api = ApiProcess(env, log=tmp_path / "api.log").start()
     try:

@@ -68,7 +68,7 @@ def shop(
     gateway = open_gateway(local, graph_name=graph_name)
     migrate(gateway)
     import_dataset(gateway, open_dataset(str(folder), local.datasets_dir), local)
-    run_training(gateway, local, TrainConfig(epochs=2), device="cpu", version="v1")
+    run_training(gateway, local, TrainConfig(epochs=2, use_ease=False), device="cpu", version="v1")
     yield env, local, gateway
     clear_graph(gateway)
     gateway.close()

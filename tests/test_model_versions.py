@@ -29,7 +29,7 @@ from workers.training.pipeline import train_model
 from workers.training.publish import write_back
 from workers.training.subgraph import pull
 
-QUICK = TrainConfig(epochs=2)
+QUICK = TrainConfig(epochs=2, use_ease=False)
 
 
 @pytest.fixture(scope="module")

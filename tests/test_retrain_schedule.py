@@ -124,7 +124,7 @@ def test_beat_and_worker_retrain_after_n_events(
     env, settings, gateway = broker_graph
     subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=60)
     import_dataset(gateway, open_dataset(str(subset), settings.datasets_dir), settings)
-    run_training(gateway, settings, TrainConfig(epochs=1), device="cpu", version="v-first")
+    run_training(gateway, settings, TrainConfig(epochs=1, use_ease=False), device="cpu", version="v-first")
     env = {
         **env,
         "KGREC_RETRAIN_AFTER_EVENTS": "5",

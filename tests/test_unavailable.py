@@ -70,7 +70,9 @@ def test_reads_answer_503_without_a_model_and_while_the_graph_is_down(
             assert get(api, document, template, user, item).status_code == 200, template
 
         with gateway:
-            run_training(gateway, local, TrainConfig(epochs=1), device="cpu", version="down-test")
+            run_training(
+                gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version="down-test"
+            )
         assert wait_for(f"{api.url}/readyz").json()["model_version"] == "down-test"
         for template in MODEL_READS + GRAPH_READS:
             assert get(api, document, template, user, item).status_code == 200, template
