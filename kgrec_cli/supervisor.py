@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ServerInfo, die_with_parent
+from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ServerInfo, tied_to_parent
 from kgrec.supervision import SUPERVISED, write_restart_counts
 
 QUICK_EXIT_S = 10.0  # dying this soon after starting means it cannot run as configured...
@@ -74,10 +74,7 @@ class ChildProcess:
 
     def launch(self) -> subprocess.Popen[bytes]:
         """Start the command; it is SIGTERMed if ``kgrec up`` dies."""
-        parent = os.getpid()
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, start_new_session=True, preexec_fn=lambda: die_with_parent(parent)
-        )
+        self.process = subprocess.Popen(tied_to_parent(self.argv), env=self.env, start_new_session=True)
         self.started_at = time.monotonic()
         return self.process
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kgrec.config import Settings
-from kgrec.embedded import die_with_parent
+from kgrec.embedded import tied_to_parent
 from kgrec.runtime import graph_session
 from tests.processes import free_port, wait_for
 from tests.subsets import amazon_beauty_subset
@@ -44,15 +44,13 @@ class UpProcess:
         """``kgrec up --import <import_path>``; returns once the API answers ``/healthz``."""
         argv = [sys.executable, "-m", "kgrec_cli.main", "up", "--port", str(self.port)]
         argv += ["--data-dir", str(self.settings.data_dir), "--import", str(import_path)]
-        parent = os.getpid()
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(
-                argv,
+                tied_to_parent(argv),
                 env=self.env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=lambda: die_with_parent(parent),
                 cwd=Path(__file__).resolve().parent.parent,
             )
         wait_for(f"{self.url}/healthz", timeout_s=timeout_s)
