@@ -50,6 +50,7 @@ MIN_GAIN = 1e-6
 CUTOFF = 10
 EVIDENCE_P = 0.05  # a signal that needs evidence stays only on a paired gain this significant
 CHUNK_BYTES = 256 * 2**20  # the fit's dense scores (users × items × features) held at once
+_TRIAL_ELEMENTS = 32 * 2**20  # blend scores (trials × users × candidates) the ascent holds at once
 
 
 @dataclass
@@ -194,6 +195,33 @@ def _ndcg(features: _Features, grid_weights: np.ndarray) -> float:
     return float(_gains(features, grid_weights).sum() / max(features.target.size, 1))
 
 
+def _ndcg_varying(features: _Features, weights: np.ndarray, f: int, values: Sequence[float]) -> np.ndarray:
+    """Validation NDCG@10 of the blend ``weights`` with feature ``f``'s weight set to each of ``values``.
+
+    The same scores as :func:`_ndcg` of each trial, without re-weighing the other features per
+    trial: their part of the blend is computed once, and the trials are scored together.
+    """
+    others = weights.astype(np.float32)
+    others[f] = 0.0
+    rows = np.flatnonzero(features.target >= 0)
+    base = (features.prior + features.scaled @ others)[rows]
+    column = features.scaled[rows, :, f]
+    at_target = (np.arange(rows.size), features.target[rows])
+    own_base, own_column = base[at_target], column[at_target]
+    scores = np.zeros(len(values), dtype=np.float64)
+    per_value = max(base.size, 1)
+    step = max(1, _TRIAL_ELEMENTS // per_value)
+    for start in range(0, len(values), step):
+        trial = np.asarray(values[start : start + step], dtype=np.float32)[:, None]
+        own = own_base[None, :] + trial * own_column[None, :]  # (trials, users)
+        blend = base[None] + trial[:, :, None] * column[None]  # (trials, users, candidates)
+        # Ties count against the target, as in _gains.
+        higher = (blend >= own[:, :, None]).sum(axis=2) - 1
+        gains = np.where(higher < CUTOFF, 1.0 / np.log2(higher + 2.0), 0.0)
+        scores[start : start + len(trial)] = gains.sum(axis=1) / max(features.target.size, 1)
+    return scores
+
+
 def _ascend(
     features: _Features, names: Sequence[str], anchor: int, held: frozenset[int] = frozenset()
 ) -> tuple[np.ndarray, float]:
@@ -206,14 +234,13 @@ def _ascend(
         for f in range(len(names)):
             if f == anchor or f in held:
                 continue
-            for value in (0.0, *GRID):
-                if value == weights[f]:
-                    continue
-                trial = weights.copy()
-                trial[f] = value
-                score = _ndcg(features, trial)
+            values = [value for value in (0.0, *GRID) if value != weights[f]]
+            # Tried in grid order, each kept only if it beats the best so far.
+            for value, score in zip(values, _ndcg_varying(features, weights, f, values), strict=True):
                 if score > best + MIN_GAIN:
-                    best, weights, changed = score, trial, True
+                    best, changed = float(score), True
+                    weights = weights.copy()
+                    weights[f] = value
         if not changed:
             break
     return weights, best
