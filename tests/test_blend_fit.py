@@ -9,7 +9,8 @@ from kgrec.item_graphs import cooccurrence_cosine
 from kgrec.recommender import EMBEDDING, ModelArtifacts
 from kgrec.signals import TOPIC_INTERESTS
 from kgrec.training_graph import TrainingGraph
-from workers.training.blend_fit import EVIDENCE_P, fit_blend
+from workers.training import blend_fit
+from workers.training.blend_fit import EVIDENCE_P, GRID, _Features, _ndcg, _ndcg_varying, fit_blend
 from workers.training.holdout import hold_out_latest
 from workers.training.pipeline import user_histories
 
@@ -146,3 +147,27 @@ def test_fitting_users_in_chunks_changes_nothing(monkeypatch) -> None:
     assert chunked.weights == whole.weights
     assert chunked.recency_decay == whole.recency_decay
     assert chunked.ndcg == whole.ndcg
+
+
+def test_the_ascent_scores_every_trial_as_the_blend_itself_does(monkeypatch) -> None:
+    """The ascent scores all grid values of one feature at once: each must equal that blend's NDCG@10."""
+    rng = np.random.default_rng(5)
+    users, width, n_features = 300, 40, 4
+    scaled = rng.gamma(0.5, 1.0, (users, width, n_features)) * (rng.random((users, width, n_features)) < 0.5)
+    scaled[:, 30:] = 0.0  # past each user's list
+    prior = np.where(np.arange(width) < 30, rng.random((users, width)) * 1e-3, -np.inf)
+    target = np.where(rng.random(users) < 0.8, rng.integers(0, 30, users), -1)
+    features = _Features(
+        scaled.astype(np.float32), prior.astype(np.float32), target, np.ones(n_features, np.float32)
+    )
+    weights = np.array([1.0, 0.3, 0.0, 2.0])
+    values = [0.0, *GRID]
+    for f in range(n_features):
+        expected = []
+        for value in values:
+            trial = weights.copy()
+            trial[f] = value
+            expected.append(_ndcg(features, trial))
+        monkeypatch.setattr(blend_fit, "_TRIAL_ELEMENTS", 7 * users * width)  # several chunks of trials
+        assert np.allclose(_ndcg_varying(features, weights, f, values), expected, rtol=0, atol=1e-12)
+        monkeypatch.undo()
