@@ -155,8 +155,10 @@ def test_the_ascent_scores_every_trial_as_the_blend_itself_does(monkeypatch) -> 
     users, width, n_features = 300, 40, 4
     scaled = rng.gamma(0.5, 1.0, (users, width, n_features)) * (rng.random((users, width, n_features)) < 0.5)
     scaled[:, 30:] = 0.0  # past each user's list
-    prior = np.where(np.arange(width) < 30, rng.random((users, width)) * 1e-3, -np.inf)
-    target = np.where(rng.random(users) < 0.8, rng.integers(0, 30, users), -1)
+    prior = np.where(np.arange(width) < 30, 0.0, -np.inf)
+    target = np.where(rng.random(users) < 0.8, rng.integers(1, 30, users), -1)
+    tied = np.flatnonzero(target > 0)[::2]
+    scaled[tied, 0] = scaled[tied, target[tied]]  # a candidate that ties with the target: it counts against
     features = _Features(
         scaled.astype(np.float32), prior.astype(np.float32), target, np.ones(n_features, np.float32)
     )
