@@ -124,11 +124,7 @@ def _reap(pid: int) -> None:
 
 
 def _is_redis_server(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"redis-server" in f.read()
-    except OSError:
-        return False
+    return any("redis-server" in part for part in _cmdline(pid))
 
 
 def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:

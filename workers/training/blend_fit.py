@@ -186,8 +186,13 @@ def _gains(features: _Features, grid_weights: np.ndarray) -> np.ndarray:
     # Ties count against the target: a blend gains nothing from scores that do not separate.
     higher = (blend[rows] >= own[:, None]).sum(axis=1) - 1
     gains = np.zeros(features.target.size, dtype=np.float64)
-    gains[rows] = np.where(higher < CUTOFF, 1.0 / np.log2(higher + 2.0), 0.0)
+    gains[rows] = _gain_at(higher)
     return gains
+
+
+def _gain_at(higher: np.ndarray) -> np.ndarray:
+    """NDCG@10's gain of a target that ``higher`` candidates outrank (ties count against it)."""
+    return np.where(higher < CUTOFF, 1.0 / np.log2(higher + 2.0), 0.0)
 
 
 def _ndcg(features: _Features, grid_weights: np.ndarray) -> float:
@@ -215,10 +220,8 @@ def _ndcg_varying(features: _Features, weights: np.ndarray, f: int, values: Sequ
         trial = np.asarray(values[start : start + step], dtype=np.float32)[:, None]
         own = own_base[None, :] + trial * own_column[None, :]  # (trials, users)
         blend = base[None] + trial[:, :, None] * column[None]  # (trials, users, candidates)
-        # Ties count against the target, as in _gains.
         higher = (blend >= own[:, :, None]).sum(axis=2) - 1
-        gains = np.where(higher < CUTOFF, 1.0 / np.log2(higher + 2.0), 0.0)
-        scores[start : start + len(trial)] = gains.sum(axis=1) / max(features.target.size, 1)
+        scores[start : start + len(trial)] = _gain_at(higher).sum(axis=1) / max(features.target.size, 1)
     return scores
 
 
@@ -239,7 +242,6 @@ def _ascend(
             for value, score in zip(values, _ndcg_varying(features, weights, f, values), strict=True):
                 if score > best + MIN_GAIN:
                     best, changed = float(score), True
-                    weights = weights.copy()
                     weights[f] = value
         if not changed:
             break
