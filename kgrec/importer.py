@@ -16,10 +16,12 @@ become unlisted items.
 
 from __future__ import annotations
 
+import gc
 import html
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +97,30 @@ class ImportReport:
 _ITEM_FACTS = ("title", "description", "price")  # written by UPSERT_ITEMS (None: keep the stored value)
 
 
+@contextmanager
+def cycle_collection_paused() -> Iterator[None]:
+    """Pause Python's cycle collector for a block that builds large, acyclic structures.
+
+    Aggregating a data set allocates millions of small objects that all stay alive, and each
+    full pass of the collector walks every one of them: 40% of :func:`prepare` on the 1 M-event
+    synthetic shop. Reference counting still frees what the block drops.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport:
     """Read and aggregate the whole data set (no graph access)."""
+    with cycle_collection_paused():
+        return _aggregate(dataset, settings, now_ms)
+
+
+def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport:
     weights = settings.behaviour_weights
     item_meta: dict[str, dict[str, Any]] = {}
     item_brand: dict[str, str] = {}

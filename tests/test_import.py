@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import math
 import os
@@ -21,7 +22,7 @@ from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
 from kgrec.gateway import GraphGateway
-from kgrec.importer import import_dataset
+from kgrec.importer import cycle_collection_paused, import_dataset
 from tests.subsets import amazon_beauty_subset
 
 DAY_MS = 86_400_000
@@ -273,3 +274,21 @@ def test_category_tree_from_unordered_sets() -> None:
         "Hair Care": "Beauty",
         "Makeup": "Beauty",
     }
+
+
+def test_the_aggregation_pauses_the_cycle_collector_and_restores_its_state() -> None:
+    assert gc.isenabled()
+    with cycle_collection_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    # an error inside still restores it, and a caller that had it off keeps it off
+    with pytest.raises(RuntimeError), cycle_collection_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cycle_collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
