@@ -17,12 +17,13 @@ import pytest
 from graph_schema.allow_list import BEHAVIOURS
 from graph_schema.statements import admin
 from kgrec.category_tree import infer_parents
+from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
 from kgrec.gateway import GraphGateway
-from kgrec.importer import cycle_collection_paused, import_dataset
+from kgrec.importer import import_dataset
 from tests.subsets import amazon_beauty_subset
 
 DAY_MS = 86_400_000

@@ -28,6 +28,7 @@ from graph_schema.statements.training import (
     TRAINING_ITEM_PAGE,
     TRAINING_USER_PAGE,
 )
+from kgrec.collector import cycle_collection_paused
 from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts
@@ -121,6 +122,16 @@ def pull(
     progress: Callable[[str, int], None] | None = None,
 ) -> TrainingGraph:
     """Read users (minus flagged bots), their interactions, and the items' brands, categories and links."""
+    with cycle_collection_paused():
+        return _pull(gateway, now_ms, half_life_ms, progress)
+
+
+def _pull(
+    gateway: GraphGateway,
+    now_ms: int,
+    half_life_ms: float,
+    progress: Callable[[str, int], None] | None,
+) -> TrainingGraph:
     rows: list[dict] = []
 
     def users_page(page: list[dict]) -> None:
