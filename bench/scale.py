@@ -109,7 +109,18 @@ FIGURES: dict[str, tuple[str, str]] = {
 # (y axis, figures, slope of the dotted reference line): costs against linear growth,
 # latencies against staying flat
 PLOT_PANELS: tuple[tuple[str, tuple[str, ...], float], ...] = (
-    ("time (s)", ("import_s", "train_s", "train_s_per_epoch", "train_blend_s", "restart_start_s"), 1.0),
+    (
+        "time (s)",
+        (
+            "import_s",
+            "train_s",
+            "train_s_per_epoch",
+            "train_tune_signals_s",
+            "train_blend_s",
+            "restart_start_s",
+        ),
+        1.0,
+    ),
     (
         "memory and disk (MB)",
         ("graph_rss_after_train_mb", "train_peak_rss_mb", "api_process_peak_rss_mb", "graph_disk_mb"),
@@ -525,6 +536,15 @@ def summarise(sizes: list[dict[str, Any]], target: float) -> dict[str, Any]:
             else None,
         }
 
+    # The import writes one row per node and relationship, and the shop's rows grow faster than its
+    # events (more brands per user, more co-view links); the import's cost per row written says
+    # whether the writing itself scales.
+    written = [s["stages"]["import"]["nodes"] + s["stages"]["import"]["relationships"] for s in sizes]
+    import_by_rows = {
+        "rows_written": written,
+        "rows_written_exponent_against_events": _round(growth_exponent(events, written), 3),
+        "import_s_exponent_against_rows_written": _round(growth_exponent(written, series["import_s"]), 3),
+    }
     goals: dict[str, Any] = {}
     for name in ("import_s", "train_s"):
         b = exponents[name]
@@ -537,6 +557,7 @@ def summarise(sizes: list[dict[str, Any]], target: float) -> dict[str, Any]:
         goals[f"{name}_within_{GOAL_MAX_P99_RATIO:g}x"] = within
     return {
         "exponents": {name: _round(b, 3) for name, b in exponents.items()},
+        "import_by_rows_written": import_by_rows,
         "extrapolated": {
             "events": target,
             "note": "the fitted power law far outside the measured sizes: an estimate, not a measurement",
@@ -606,6 +627,7 @@ def print_table(sizes: list[dict[str, Any]], summary: dict[str, Any]) -> None:
             + f"{'-' if b is None else format(b, '.2f'):>8}"
             + cell(summary["extrapolated"]["figures"][name], 18)
         )
+    print(f"import against rows written: {json.dumps(summary['import_by_rows_written'])}")
     print(f"memory per million: {json.dumps(summary['memory_per_million'])}")
     print(f"goals: {json.dumps(summary['goals'])}")
 
