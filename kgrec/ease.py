@@ -118,11 +118,18 @@ def top_k_rows(weights: np.ndarray, top_k: int) -> sp.csr_matrix:
 
 
 def ease_neighbours(
-    graph: TrainingGraph, lam: float, max_items: int = SIGNAL_MAX_ITEMS, top_k: int = SIGNAL_TOP_K
+    graph: TrainingGraph,
+    lam: float,
+    max_items: int = SIGNAL_MAX_ITEMS,
+    top_k: int = SIGNAL_TOP_K,
+    device: str = "cpu",
 ) -> sp.csr_matrix:
-    """The served EASE signal: (n_items × n_items) CSR, each head item's ``top_k`` positive weights."""
+    """The served EASE signal: (n_items × n_items) CSR, each head item's ``top_k`` positive weights.
+
+    ``device``: where the inversion runs (``cuda``/``cuda:N`` on a GPU worker); the result is on the CPU.
+    """
     head = head_items(graph, max_items)
-    weights = ease_weights(interaction_matrix(graph)[:, head], lam)
+    weights = ease_weights(interaction_matrix(graph)[:, head], lam, device)
     local = top_k_rows(weights, top_k).tocoo()
     del weights
     return sp.csr_matrix(

@@ -132,11 +132,13 @@ def build_signals(
     use_topics: bool = True,
     tuned: Mapping[str, Any] | None = None,
     prebuilt: Mapping[str, sp.csr_matrix] | None = None,
+    device: str = "cpu",
 ) -> dict[str, sp.csr_matrix]:
     """Every signal's matrix for ``graph``, in registry order (topic signals only if it has topics).
 
     ``tuned``: the validation-chosen parameter of each tuned signal; one without it is left out.
     ``prebuilt``: matrices already built for ``graph`` (a tuned signal's, from its tuning).
+    ``device``: where a tuned signal's fit runs (EASE's inversion; ``cuda`` on a GPU worker).
     """
     has_topics = use_topics and graph.item_topic is not None
     tuned, prebuilt = tuned or {}, prebuilt or {}
@@ -147,7 +149,7 @@ def build_signals(
         elif not s.tuned:
             matrices[s.name] = s.build(graph)
         elif s.name in tuned:
-            matrices[s.name] = s.build(graph, tuned[s.name])
+            matrices[s.name] = s.build(graph, tuned[s.name], device=device)
     return matrices
 
 

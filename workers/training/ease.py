@@ -92,11 +92,12 @@ def tune_ease_signal(
     lambdas: Sequence[float] = LAMBDAS,
     max_items: int = SIGNAL_MAX_ITEMS,
     top_k: int = SIGNAL_TOP_K,
+    device: str = "cpu",
 ) -> EaseSignalFit:
     """Choose the ``ease`` signal's λ on ``validation``, scoring the signal as it is served."""
     fit_matrix = interaction_matrix(validation.graph)
     best_lam, best, scores = walk_lambdas(
-        lambda lam: ease_neighbours(validation.graph, lam, max_items, top_k),
+        lambda lam: ease_neighbours(validation.graph, lam, max_items, top_k, device),
         lambda signal: validation.ndcg(lambda users: (fit_matrix[users] @ signal).toarray()),
         lambdas,
     )

@@ -216,7 +216,7 @@ def fit_and_package(
     fit_graph, targets = hold_out_latest(graph)
     started = time.perf_counter()
     use_order = config.use_recency
-    tuned, tuned_fit, tuning = tune_signals(graph, config)
+    tuned, tuned_fit, tuning = tune_signals(graph, config, device)
     tune_seconds = time.perf_counter() - started
     fit_components = build_signals(
         fit_graph, config.use_knowledge, use_order, config.use_topics, tuned, prebuilt=tuned_fit
@@ -257,7 +257,9 @@ def fit_and_package(
         version=version,
         item_ids=graph.item_ids,
         item_embeddings=served.items,
-        components=build_signals(graph, config.use_knowledge, use_order, config.use_topics, tuned),
+        components=build_signals(
+            graph, config.use_knowledge, use_order, config.use_topics, tuned, device=device
+        ),
         weights=weights,
         recency_decay=fitted.recency_decay,
         popularity=popularity(graph),
@@ -291,7 +293,7 @@ def fit_and_package(
 
 
 def tune_signals(
-    graph: TrainingGraph, config: TrainConfig
+    graph: TrainingGraph, config: TrainConfig, device: str = "cpu"
 ) -> tuple[dict[str, float], dict[str, sp.csr_matrix], dict[str, dict[str, float]]]:
     """Choose each tuned signal's parameter on the validation hold-out of ``graph``.
 
@@ -300,7 +302,7 @@ def tune_signals(
     """
     if config.graph_model_only or not config.use_ease:
         return {}, {}, {}
-    fit = tune_ease_signal(validation_set(graph, config.seed))
+    fit = tune_ease_signal(validation_set(graph, config.seed), device=device)
     return (
         {EASE: fit.lam},
         {EASE: fit.fit_matrix},
