@@ -277,7 +277,7 @@ def test_category_tree_from_unordered_sets() -> None:
     }
 
 
-def test_the_aggregation_pauses_the_cycle_collector_and_restores_its_state() -> None:
+def test_the_cycle_collector_pause_restores_the_collectors_state() -> None:
     assert gc.isenabled()
     with cycle_collection_paused():
         assert not gc.isenabled()
