@@ -3,6 +3,8 @@ stopping, SASRec learning order, and the markov / co-purchase scorers through th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -17,7 +19,7 @@ from workers.training.ease import fit_ease, tune_ease_signal
 from workers.training.metrics import confidence, per_user_metrics
 from workers.training.pipeline import user_histories
 from workers.training.sasrec import SasRecConfig, train_sasrec
-from workers.training.validation import early_stopping, validation_set
+from workers.training.validation import ValidationSet, early_stopping, validation_set
 
 
 def graph_of(
@@ -121,6 +123,18 @@ def test_the_ease_signal_keeps_each_head_items_top_weights_and_nothing_else() ->
     assert signal[outside].nnz == 0 and signal[:, outside].nnz == 0
 
 
+def signal_ndcg_by_lambda(
+    validation: ValidationSet, lambdas: Iterable[float], max_items: int, top_k: int
+) -> dict[float, float]:
+    """Each λ's validation NDCG@10 of the ``ease`` signal over ``max_items`` head items, by hand."""
+    fit_matrix = interaction_matrix(validation.graph)
+    scores = {}
+    for lam in lambdas:
+        signal = ease_neighbours(validation.graph, lam, max_items, top_k)
+        scores[lam] = validation.ndcg(lambda users, s=signal: (fit_matrix[users] @ s).toarray())
+    return scores
+
+
 def test_the_ease_signal_lambda_is_chosen_on_validation_scoring_the_signal_as_served() -> None:
     rng = np.random.default_rng(9)
     sequences = [list(rng.choice(40, size=rng.integers(4, 9), replace=False)) for _ in range(150)]
@@ -130,15 +144,33 @@ def test_the_ease_signal_lambda_is_chosen_on_validation_scoring_the_signal_as_se
 
     fit = tune_ease_signal(validation, lambdas=lambdas, max_items=30, top_k=5)
 
-    fit_matrix = interaction_matrix(validation.graph)
-    by_hand = {}
-    for lam in fit.validation:
-        served = ease_neighbours(validation.graph, lam, 30, 5)
-        by_hand[lam] = validation.ndcg(lambda users, s=served: (fit_matrix[users] @ s).toarray())
+    by_hand = signal_ndcg_by_lambda(validation, fit.validation, max_items=30, top_k=5)
     assert by_hand == pytest.approx(fit.validation)
     assert fit.lam == max(by_hand, key=by_hand.get)
     # the blend is fitted with the signal of the validation graph (no validation item in it)
     assert abs(fit.fit_matrix - ease_neighbours(validation.graph, fit.lam, 30, 5)).nnz == 0
+
+
+def test_the_ease_signal_walk_is_bounded_to_the_head_and_the_blend_gets_the_served_signal() -> None:
+    rng = np.random.default_rng(4)
+    # skewed popularity, so the 12-item head differs from the 30 items the signal covers
+    popular = np.arange(1.0, 41.0) ** -0.8
+    sequences = [
+        list(rng.choice(40, size=rng.integers(4, 9), replace=False, p=popular / popular.sum()))
+        for _ in range(150)
+    ]
+    validation = validation_set(graph_of(sequences, 40), seed=1)
+    lambdas = (0.1, 1.0, 10.0, 100.0, 1_000.0)
+
+    fit = tune_ease_signal(validation, lambdas=lambdas, max_items=30, top_k=5, walk_max_items=12)
+
+    on_the_head = signal_ndcg_by_lambda(validation, fit.validation, max_items=12, top_k=5)
+    assert on_the_head == pytest.approx(fit.validation)
+    assert fit.lam == max(on_the_head, key=on_the_head.get)
+    # the blend still gets the signal as served: all 30 head items at the chosen λ
+    served = ease_neighbours(validation.graph, fit.lam, 30, 5)
+    assert abs(fit.fit_matrix - served).nnz == 0
+    assert len(np.unique(served.nonzero()[0])) > 12
 
 
 # --- early stopping --------------------------------------------------------------------------
