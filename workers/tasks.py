@@ -27,6 +27,12 @@ def prune_graph() -> dict[str, int]:
     return {"edges": result.edges, "events": result.events}
 
 
+@shared_task(name=job_queue.GUARD_SNAPSHOTS, acks_late=True)
+def guard_snapshots() -> dict[str, int]:
+    """Hold off the graph's snapshots while it could not load one back (scheduled by beat)."""
+    return graph().guard_snapshots()
+
+
 @shared_task(name=job_queue.FOLD_IN_ITEMS, acks_late=True, reject_on_worker_lost=True)
 def fold_in_items(item_ids: list[str] | None = None) -> dict[str, Any]:
     """Give items created after training an embedding under the active version (idempotent).

@@ -1,5 +1,6 @@
 """Statements for health checks, status and counts."""
 
+from graph_schema.allow_list import Label
 from graph_schema.catalogue import read, write
 
 PING = read("ping", "RETURN 1 AS ok")
@@ -12,6 +13,15 @@ NODE_COUNTS = read(
     RETURN label, count(*) AS count
     ORDER BY label
     """,
+)
+
+# Nodes per allow-listed label, each a label count (no scan of the whole graph): cheap enough
+# for the periodic snapshot guard (kgrec.embedded.unloadable_labels).
+LABEL_COUNTS = read(
+    "label_counts",
+    "\nUNION ALL\n".join(
+        f"MATCH (n:{label}) RETURN '{label}' AS label, count(n) AS count" for label in Label
+    ),
 )
 
 RELATIONSHIP_COUNTS = read(

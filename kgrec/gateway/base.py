@@ -83,6 +83,14 @@ class GraphGateway(ABC):
     def after_bulk_load(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Let the engine compact its logs after a bulk load (a no-op unless it needs one)."""
 
+    def guard_snapshots(self) -> dict[str, int]:
+        """Hold off the engine's snapshots while it could not read one back; the labels at fault.
+
+        Only the embedded FalkorDB needs this (:data:`kgrec.embedded.UNLOADABLE_LABEL_COUNTS`);
+        other engines have nothing to hold and return ``{}``.
+        """
+        return {}
+
     def read(self, statement: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run a read statement and return its rows as dicts."""
         params = dict(params or {})

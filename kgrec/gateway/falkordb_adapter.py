@@ -9,6 +9,7 @@ restarted server (possibly on a new port) is picked up without a restart here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,8 @@ from falkordb.path import Path as FalkorPath
 from falkordb.query_result import QueryResult
 
 from graph_schema.catalogue import Statement
-from kgrec.embedded import EmbeddedServer
+from graph_schema.statements import admin
+from kgrec.embedded import EmbeddedServer, unloadable_labels
 from kgrec.gateway.base import (
     GraphConflict,
     GraphGateway,
@@ -34,6 +36,8 @@ from kgrec.gateway.base import (
     node_dict,
     relationship_dict,
 )
+
+_log = logging.getLogger(__name__)
 
 # Errors that mean "schema object already there": migrations treat them as done.
 _ALREADY_DONE = ("already indexed", "already exists")
@@ -181,8 +185,24 @@ class FalkorDBGateway(GraphGateway):
         return [] if result is None else _rows(result)
 
     def after_bulk_load(self) -> None:
-        """Rewrite the AOF: replaying the un-rewritten log of a bulk load takes minutes."""
-        self._server.rewrite_aof()
+        """Rewrite the AOF: replaying the un-rewritten log of a bulk load takes minutes.
+
+        Not while the snapshot guard holds snapshots off: the rewrite writes one.
+        """
+        if not self.guard_snapshots():
+            self._server.rewrite_aof()
+
+    def guard_snapshots(self) -> dict[str, int]:
+        counts = {row["label"]: int(row["count"]) for row in self.read(admin.LABEL_COUNTS)}
+        unloadable = unloadable_labels(counts)
+        self._server.hold_snapshots(bool(unloadable))
+        if unloadable:
+            _log.warning(
+                "graph snapshots held off: FalkorDB 4.16.3 cannot load a snapshot taken while %s "
+                "(README, Operations); the graph stays on disk as its statement log",
+                ", ".join(f"{label} holds {count:,} nodes" for label, count in sorted(unloadable.items())),
+            )
+        return unloadable
 
     def close(self) -> None:
         with self._lock:
