@@ -19,7 +19,6 @@ from kgrec.embedded import (
 )
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.job_queue import GUARD_SNAPSHOTS, job_client
-from kgrec.runtime import embedded_server
 from kgrec_cli.stack import worker_argv
 from tests.conftest import embedded_only
 from tests.processes import background
@@ -57,19 +56,10 @@ def _restart(server: EmbeddedServer) -> None:
     server.start()
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> tuple[EmbeddedServer, Settings]:
-    settings = Settings(data_dir=tmp_path / "var")
-    server = embedded_server(settings)
-    server.start()
-    yield server, settings
-    server.stop()
-
-
 def test_a_label_at_an_unloadable_count_holds_snapshots_off_and_the_graph_still_loads_back(
-    stack: tuple[EmbeddedServer, Settings],
+    own_server: tuple[EmbeddedServer, Settings],
 ) -> None:
-    server, settings = stack
+    server, settings = own_server
     with open_gateway(settings) as gateway:
         _add_tags(gateway, 1, UNLOADABLE)
         before, _ = _rewrites_and_percentage(server)
@@ -91,9 +81,9 @@ def test_a_label_at_an_unloadable_count_holds_snapshots_off_and_the_graph_still_
 
 
 def test_without_the_guard_the_engine_cannot_load_the_snapshot_and_start_says_why(
-    stack: tuple[EmbeddedServer, Settings],
+    own_server: tuple[EmbeddedServer, Settings],
 ) -> None:
-    server, settings = stack
+    server, settings = own_server
     with open_gateway(settings) as gateway:
         _add_tags(gateway, 1, UNLOADABLE)
     server.rewrite_aof()  # what the automatic rewrite would do without the guard
