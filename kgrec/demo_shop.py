@@ -1,7 +1,7 @@
 """A realistic synthetic shop in kgrec's data set layout, generated with numpy alone.
 
 ``generate_shop(ShopSpec(users=20_000, items=5_000, seed=7), folder)`` writes
-``interactions.csv``, ``items.csv``, ``kg_triples.csv`` and ``demo_shop.json``
+``interactions.csv``, ``items.csv``, ``kg_triples.csv``, ``entities.csv`` and ``demo_shop.json``
 (the parameters, the counts and the bot ids). Every step is vectorised (no
 Python loop per event): a 1 M-event shop is generated and written at 1.0-1.4 M
 events/s on two shared cores, and the same spec always writes byte-identical files.
@@ -29,6 +29,12 @@ approximations, not fitted to any one data set):
   weekend carries about 20 % more traffic per day than mid-week.
 - **Drift.** Each user moves from a first to a second favourite category over
   their active span; 10 % of the views wander to any category.
+- **Taste.** Each user has one favourite colour (shade, material or flavour) per
+  department, and half of the views that follow the user's category go to an
+  item of that attribute (popularity-weighted within it). This is a modelling
+  assumption, not a published figure: shoppers' attribute preferences are what
+  makes attribute knowledge useful to a recommender, and the evaluation on this
+  shop (README, "A KG-format fixture of our own") measures whether it is.
 - **Bots.** About one user in 5,000 (at least one) is a crawler with hundreds of
   views per minute, above ``Settings.bot_events_per_minute`` (120).
 - **Catalogue.** A two-level category tree (6 departments, 24 leaves), brands
@@ -36,8 +42,10 @@ approximations, not fitted to any one data set):
   (brand, adjective, colour or material, product noun), log-normal prices with a
   median per leaf. Brands and leaves are knowledge triples (``produced_by``,
   ``belongs_to``); ``also_bought``, ``bought_together`` and ``also_viewed`` come
-  from the generated co-occurrences. Colour and material are in the title only:
-  the importer has no relation for them yet.
+  from the generated co-occurrences. The title's attributes are triples too: its
+  colour, shade, material or flavour (the relation named per department in
+  :data:`ATTRIBUTE_RELATION`) and its adjective (``feature``), with the
+  attribute entities' kinds in ``entities.csv``.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ MEAN_VIEWS_PER_SESSION = 4.5
 MEAN_SESSIONS_PER_USER = 3.0
 P_WANDER = 0.10
 USERS_PER_BOT = 5_000
+P_TASTE = 0.5  # share of on-category views that go to the user's favourite attribute
+FEATURE = "feature"  # the relation from an item to the adjective of its title
 KNOWLEDGE_PER_ITEM = 10  # co-occurrence links kept per item and relation
 DEFAULT_END = date(2026, 1, 1)
 
@@ -133,6 +143,15 @@ DEPARTMENTS: dict[str, tuple[list[str], list[str], dict[str, tuple[float, list[s
         },
     ),
 }
+# department -> the relation from an item to the attribute of its title (the first word list above)
+ATTRIBUTE_RELATION = {
+    "Beauty": "shade",
+    "Electronics": "colour",
+    "Home & Kitchen": "material",
+    "Fashion": "colour",
+    "Sports": "colour",
+    "Grocery": "flavour",
+}
 _SYLLABLES = np.array(
     ["lu", "mo", "ra", "ve", "ki", "no", "sa", "ta", "zen", "or", "el", "vi", "ka", "mi", "do", "fi"]
 )
@@ -176,6 +195,14 @@ class _Catalogue:
     leaf_department: list[str]
     brand_names: list[str]
     titles: np.ndarray
+    attribute: np.ndarray  # index into the department's attribute list, per item
+    feature: np.ndarray  # index into the department's adjective list, per item
+
+    @property
+    def leaf_dept(self) -> np.ndarray:
+        """The department index of each leaf."""
+        names = list(DEPARTMENTS)
+        return np.array([names.index(d) for d in self.leaf_department])
 
 
 def _brand_names(rng: np.random.Generator, n: int) -> list[str]:
@@ -225,12 +252,16 @@ def _catalogue(rng: np.random.Generator, n_items: int) -> _Catalogue:
     price = np.maximum(np.floor(price) + 0.99, 0.99)
 
     titles = np.empty(n_items, dtype=object)
+    attribute = np.zeros(n_items, dtype=np.int64)
+    feature = np.zeros(n_items, dtype=np.int64)
     for li, (dept, leaf_name) in enumerate(leaves):
         colours, adjectives, subs = DEPARTMENTS[dept]
         nouns = subs[leaf_name][1]
         mine = np.flatnonzero(leaf == li)
-        adjective = np.array(adjectives)[rng.integers(0, len(adjectives), mine.size)]
-        colour = np.array(colours)[rng.integers(0, len(colours), mine.size)]
+        feature[mine] = rng.integers(0, len(adjectives), mine.size)
+        attribute[mine] = rng.integers(0, len(colours), mine.size)
+        adjective = np.array(adjectives)[feature[mine]]
+        colour = np.array(colours)[attribute[mine]]
         noun = np.array(nouns)[rng.integers(0, len(nouns), mine.size)]
         brand_part = np.array(brand_names, dtype=object)[brand[mine]]
         titles[mine] = (
@@ -242,7 +273,9 @@ def _catalogue(rng: np.random.Generator, n_items: int) -> _Catalogue:
             + " "
             + (noun.astype(object))
         )
-    return _Catalogue(leaf, brand, price, weight, leaf_names, leaf_department, brand_names, titles)
+    return _Catalogue(
+        leaf, brand, price, weight, leaf_names, leaf_department, brand_names, titles, attribute, feature
+    )
 
 
 def _segment_positions(lengths: np.ndarray) -> np.ndarray:
@@ -265,18 +298,22 @@ def _weekly_days(
     return day
 
 
-def _sample_items(rng: np.random.Generator, cat: _Catalogue, leaves: np.ndarray) -> np.ndarray:
-    """One item per entry of ``leaves``, in proportion to popularity within that leaf."""
-    order = np.lexsort((np.arange(cat.leaf.size), cat.leaf))
-    w = cat.weight[order]
-    leaf_sorted = cat.leaf[order]
-    totals = np.bincount(leaf_sorted, weights=w, minlength=len(cat.leaf_names))
-    within = np.cumsum(w) - np.repeat(
-        np.cumsum(totals) - totals, np.bincount(leaf_sorted, minlength=totals.size)
-    )
-    # each leaf's cumulative weights scaled to (leaf, leaf + 1]: one searchsorted serves them all
-    scaled = leaf_sorted + within / totals[leaf_sorted]
-    pick = np.searchsorted(scaled, leaves + rng.random(leaves.size), side="left")
+def _sample_items(
+    rng: np.random.Generator, item_group: np.ndarray, weight: np.ndarray, n_groups: int, groups: np.ndarray
+) -> np.ndarray:
+    """One item per entry of ``groups``, in proportion to ``weight`` within that group (none empty).
+
+    ``item_group`` is each item's group in ``[0, n_groups)``: a leaf, or a (leaf, attribute) pair.
+    """
+    order = np.lexsort((np.arange(item_group.size), item_group))
+    w = weight[order]
+    group_sorted = item_group[order]
+    totals = np.bincount(group_sorted, weights=w, minlength=n_groups)
+    sizes = np.bincount(group_sorted, minlength=n_groups)
+    within = np.cumsum(w) - np.repeat(np.cumsum(totals) - totals, sizes)
+    # each group's cumulative weights scaled to (group, group + 1]: one searchsorted serves them all
+    scaled = group_sorted + within / totals[group_sorted]
+    pick = np.searchsorted(scaled, groups + rng.random(groups.size), side="left")
     return order[np.minimum(pick, order.size - 1)]
 
 
@@ -312,7 +349,25 @@ def _events(rng: np.random.Generator, spec: ShopSpec, cat: _Catalogue) -> dict[s
     v_leaf = s_leaf[v_session]
     wander = rng.random(v_session.size) < P_WANDER
     v_leaf[wander] = rng.choice(n_leaves, size=int(wander.sum()), p=leaf_p)
-    v_item = _sample_items(rng, cat, v_leaf)
+    # taste: a share of the on-category views go to the user's favourite attribute of the department.
+    # Groups [0, n_leaves) are the leaves; then one group per (leaf, attribute): an item is in two,
+    # so one draw serves both kinds of view.
+    n_attributes = max(len(colours) for colours, _, _ in DEPARTMENTS.values())
+    taste = rng.integers(0, n_attributes, (u, len(DEPARTMENTS)))
+    attribute_group = n_leaves + cat.leaf * n_attributes + cat.attribute
+    n_groups = n_leaves * (1 + n_attributes)
+    stocked = np.bincount(attribute_group, minlength=n_groups) > 0
+    v_user = s_user[v_session]
+    wanted = n_leaves + v_leaf * n_attributes + taste[v_user, cat.leaf_dept[v_leaf]]
+    tasteful = ~wander & (rng.random(v_session.size) < P_TASTE) & stocked[wanted]
+    picked = _sample_items(
+        rng,
+        np.concatenate([cat.leaf, attribute_group]),
+        np.concatenate([cat.weight, cat.weight]),
+        n_groups,
+        np.where(tasteful, wanted, v_leaf),
+    )
+    v_item = picked % cat.leaf.size
     gaps = rng.exponential(35.0, v_session.size).astype(np.int64) + 2
     position = _segment_positions(n_views)
     gaps[position == 0] = 0
@@ -345,7 +400,6 @@ def _events(rng: np.random.Generator, spec: ShopSpec, cat: _Catalogue) -> dict[s
     )
     b_item = rng.integers(0, cat.leaf.size, b_user.size)
 
-    v_user = s_user[v_session]
     parts = [
         (v_user, v_item, v_ts, VIEW),
         (v_user[c_idx], v_item[c_idx], c_ts, CART),
@@ -470,12 +524,35 @@ def _write_catalogue(folder: Path, cat: _Catalogue, item_ids: np.ndarray) -> Non
         )
 
 
+def _attribute_entities(cat: _Catalogue) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str, str]]]:
+    """Each item's attribute and feature entity ids, and every entity as (entity_id, kind, name).
+
+    An entity id is ``relation:word`` ("colour:Black"), so that a word in two roles (Grocery's
+    flavour "Organic", Fashion's feature "Organic") names two entities; its kind is the relation.
+    """
+    departments = cat.leaf_department
+    leaf_attribute = [[f"{ATTRIBUTE_RELATION[d]}:{w}" for w in DEPARTMENTS[d][0]] for d in departments]
+    leaf_feature = [[f"{FEATURE}:{w}" for w in DEPARTMENTS[d][1]] for d in departments]
+    attribute = np.array(leaf_attribute, dtype=object)[cat.leaf, cat.attribute]
+    feature = np.array(leaf_feature, dtype=object)[cat.leaf, cat.feature]
+    entities = dict.fromkeys(eid for row in leaf_attribute + leaf_feature for eid in row)
+    return attribute, feature, [(eid, *eid.split(":", 1)) for eid in entities]
+
+
 def _write_triples(folder: Path, cat: _Catalogue, item_ids: np.ndarray, links: dict[str, np.ndarray]) -> int:
     brand = np.array(cat.brand_names, dtype=object)[cat.brand]
     leaf = np.array(cat.leaf_names, dtype=object)[cat.leaf]
+    attribute, feature, entities = _attribute_entities(cat)
     lines = ["head,relation,tail"]
     lines += (item_ids + ",produced_by," + brand).tolist()
     lines += (item_ids + ",belongs_to," + leaf).tolist()  # no vocabulary word holds a comma
+    attribute_relation = np.array([ATTRIBUTE_RELATION[d] for d in cat.leaf_department], dtype=object)
+    lines += (item_ids + "," + attribute_relation[cat.leaf] + "," + attribute).tolist()
+    lines += (item_ids + f",{FEATURE}," + feature).tolist()
+    with (folder / "entities.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["entity_id", "kind", "name"])
+        writer.writerows(entities)
     for relation, pairs in links.items():
         lines += (item_ids[pairs[:, 0]] + f",{relation}," + item_ids[pairs[:, 1]]).tolist()
     (folder / "kg_triples.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")

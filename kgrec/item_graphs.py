@@ -120,3 +120,70 @@ def same_brand(graph: TrainingGraph) -> sp.csr_matrix:
     shared.setdiag(0)
     shared.eliminate_zeros()
     return row_normalised(shared)
+
+
+# An entity linked to more items than this is left out of shared_entities: it tells items apart
+# little (its IDF is low) and would make the product dense (its items² pairs).
+SHARED_ENTITY_MAX_ITEMS = 1_000
+SHARED_ENTITY_TOP_K = 100  # neighbours kept per item
+_SHARED_ENTITY_BLOCK = 1_024  # items per block of the product, which bounds its memory
+
+
+def item_entity_incidence(graph: TrainingGraph) -> sp.csr_matrix:
+    """Binary items × (entities, then categories): every knowledge entity an item links to.
+
+    Entities come from the open knowledge graph's triples in either direction (item → entity and
+    entity → item); item–item triples (co-purchase links) and brands (``same_brand``) are not here.
+    """
+    n = graph.n_items
+    triples = graph.kg_triples
+    head, tail = triples[:, 0], triples[:, 2]
+    forward = (head < n) & (tail >= n)
+    backward = (tail < n) & (head >= n)
+    items = np.concatenate([head[forward], tail[backward], graph.item_category_pairs[:, 0]])
+    columns = np.concatenate(
+        [tail[forward] - n, head[backward] - n, graph.item_category_pairs[:, 1] + graph.n_entities]
+    )
+    incidence = sp.csr_matrix(
+        (np.ones(items.size, dtype=np.float32), (items, columns)),
+        shape=(n, graph.n_entities + len(graph.category_ids)),
+    )
+    incidence.data[:] = 1.0  # an item listed twice with one entity still shares it once
+    return incidence
+
+
+def top_k_per_row(matrix: sp.csr_matrix, top_k: int) -> sp.csr_matrix:
+    """Each row's ``top_k`` largest entries of a CSR matrix (ties: lower column first)."""
+    coo = matrix.tocoo()
+    order = np.lexsort((coo.col, -coo.data, coo.row))
+    row = coo.row[order]
+    starts = np.searchsorted(row, row, side="left")
+    keep = order[np.arange(row.size) - starts < top_k]
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=matrix.shape)
+
+
+def shared_entities(
+    graph: TrainingGraph, max_items: int = SHARED_ENTITY_MAX_ITEMS, top_k: int = SHARED_ENTITY_TOP_K
+) -> sp.csr_matrix:
+    """Items that share knowledge entities or categories: IDF-weighted cosine, top-k, row-normalised.
+
+    Any relation counts (an item's colour, material, artist, tag, genre or category), so a shop's
+    own attributes reach the blend without a signal of their own; entities shared by few items
+    weigh more (IDF ``log(n_items / degree)``), and the entities of more than ``max_items`` items
+    are left out.
+    """
+    incidence = item_entity_incidence(graph)
+    degree = np.asarray(incidence.sum(axis=0)).ravel()
+    useful = (degree >= 2) & (degree <= max_items)
+    idf = np.where(useful, np.log(graph.n_items / np.maximum(degree, 1.0)), 0.0).astype(np.float32)
+    weighted = (incidence @ sp.diags(idf)).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    unit = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted).tocsr().astype(np.float32)
+    blocks = []
+    for start in range(0, graph.n_items, _SHARED_ENTITY_BLOCK):
+        block = (unit[start : start + _SHARED_ENTITY_BLOCK] @ unit.T).tocsr()
+        block.setdiag(0.0, k=start)  # the block's rows are items start.., so the self-pairs are offset
+        block.eliminate_zeros()
+        blocks.append(top_k_per_row(block, top_k))
+    shared = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, graph.n_items))
+    return row_normalised(shared)

@@ -20,7 +20,14 @@ import scipy.sparse as sp
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from kgrec.ease import ease_neighbours
-from kgrec.item_graphs import cooccurrence_cosine, knowledge_links, same_brand, successors, transitions
+from kgrec.item_graphs import (
+    cooccurrence_cosine,
+    knowledge_links,
+    same_brand,
+    shared_entities,
+    successors,
+    transitions,
+)
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic
 from kgrec.training_graph import TrainingGraph
 
@@ -28,6 +35,7 @@ from kgrec.training_graph import TrainingGraph
 Builder = Callable[..., sp.csr_matrix]
 LAST_ITEM_TRANSITIONS = "last_item_transitions"
 EASE = "ease"
+SHARED_ENTITIES = "shared_entities"
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ SIGNALS: tuple[Signal, ...] = (
     # EASE's item–item weights (kgrec/ease.py), bounded to the most popular items and the top
     # weights of each row; λ is chosen on validation (workers/training/ease.py).
     Signal(EASE, ease_neighbours, directed=True, tuned=True),
+    # Items sharing knowledge entities or categories (any relation: colour, artist, tag, genre),
+    # IDF-weighted; kept only with evidence, since many data sets' entities say little about taste.
+    Signal(SHARED_ENTITIES, shared_entities, directed=False, uses_knowledge=True, needs_evidence=True),
 )
 
 SIGNALS_BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}

@@ -14,12 +14,12 @@ import pytest
 from graph_schema.statements import admin
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
-from kgrec.demo_shop import DEPARTMENTS, ShopSpec, generate_shop
+from kgrec.demo_shop import ATTRIBUTE_RELATION, DEPARTMENTS, FEATURE, ShopSpec, generate_shop
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec_cli.main import DEMO_FOLDER, demo_fallback
 
-FILES = ("interactions.csv", "items.csv", "kg_triples.csv", "demo_shop.json")
+FILES = ("interactions.csv", "items.csv", "kg_triples.csv", "entities.csv", "demo_shop.json")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -106,6 +106,65 @@ def test_titles_read_as_brand_attributes_and_product(shop: Path) -> None:
     assert nouns
 
 
+def item_attributes(shop: Path) -> dict[str, dict[str, str]]:
+    """item -> relation -> entity id, for the title attributes (colour, shade, material, flavour, feature)."""
+    relations = {*ATTRIBUTE_RELATION.values(), FEATURE}
+    attributes: dict[str, dict[str, str]] = defaultdict(dict)
+    for row in read_rows(shop / "kg_triples.csv"):
+        if row["relation"] in relations:
+            attributes[row["head"]][row["relation"]] = row["tail"]
+    return attributes
+
+
+def test_the_titles_attributes_are_knowledge_triples_with_kinds(shop: Path) -> None:
+    attributes = item_attributes(shop)
+    entities = {row["entity_id"]: row for row in read_rows(shop / "entities.csv")}
+    for item in read_rows(shop / "items.csv"):
+        department = item["categories"].split("|")[0]
+        relation = ATTRIBUTE_RELATION[department]
+        assert set(attributes[item["item_id"]]) == {relation, FEATURE}, item
+        for entity_id in attributes[item["item_id"]].values():
+            kind, name = entity_id.split(":", 1)
+            assert entities[entity_id] == {"entity_id": entity_id, "kind": kind, "name": name}
+            assert f" {name} " in f" {item['title']} ", (item, entity_id)
+
+
+def test_users_favour_one_attribute_per_department(shop: Path, human_events: list[dict[str, str]]) -> None:
+    """How often two distinct items a user viewed in one department share the attribute, against a control.
+
+    The control gives every item the attribute of another item of the same leaf (a permutation
+    within the leaf), which keeps popularity and categories but breaks any taste.
+    """
+    items = read_rows(shop / "items.csv")
+    leaf = {row["item_id"]: row["categories"] for row in items}
+    attributes = {
+        item: ids[next(r for r in ids if r != FEATURE)] for item, ids in item_attributes(shop).items()
+    }
+    rng = np.random.default_rng(0)
+    shuffled: dict[str, str] = {}
+    for category in set(leaf.values()):
+        members = [row["item_id"] for row in items if row["categories"] == category]
+        for item, other in zip(members, rng.permutation(members), strict=True):
+            shuffled[item] = attributes[str(other)]
+
+    seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in human_events:
+        if row["type"] == "view":
+            seen[(row["user_id"], leaf[row["item_id"]].split("|")[0])].add(row["item_id"])
+
+    def same_attribute_rate(attribute_of: dict[str, str]) -> float:
+        same = pairs = 0
+        for viewed in seen.values():
+            counts = Counter(attribute_of[item] for item in viewed)
+            same += sum(c * (c - 1) for c in counts.values())
+            pairs += len(viewed) * (len(viewed) - 1)
+        return same / pairs
+
+    tasteful, control = same_attribute_rate(attributes), same_attribute_rate(shuffled)
+    # measured: 0.263 against 0.161 here
+    assert tasteful > 1.3 * control
+
+
 def test_bots_view_hundreds_of_items_a_minute(shop: Path) -> None:
     manifest = json.loads((shop / "demo_shop.json").read_text())
     per_minute = Counter(
@@ -131,6 +190,7 @@ def test_the_shop_imports_cleanly_with_bots_flagged(
     assert nodes["User"] == len(users)
     assert nodes["Item"] == 200
     assert nodes["Brand"] == len({item["brand"] for item in items})
+    assert nodes["Entity"] == len({e for ids in item_attributes(tmp_path).values() for e in ids.values()})
     assert rels["MADE_BY"] == 200
     assert rels["ALSO_BOUGHT"] > 0 and rels["BOUGHT_TOGETHER"] > 0 and rels["ALSO_VIEWED"] > 0
     assert rels["SUBCATEGORY_OF"] == nodes["Category"] - len(

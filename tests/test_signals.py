@@ -77,17 +77,19 @@ def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
     assert not any("weight" in f or "alternative" in f for f in Signal.__dataclass_fields__)
     assert not hasattr(signals, "default_weights") and not hasattr(signals, "candidate_weights")
     names = [s.name for s in signals_for(use_knowledge=True, use_topics=False)]
-    assert names == [*TODAY_COMPONENTS, "last_item_transitions", "ease"]
+    assert names == [*TODAY_COMPONENTS, "last_item_transitions", "ease", "shared_entities"]
     # later signals come last, so that the others' sums stay bit-identical
     assert [s.name for s in signals_for(use_knowledge=True)] == [
         *TODAY_COMPONENTS,
         "topic_interests",
         "last_item_transitions",
         "ease",
+        "shared_entities",
     ]
     assert [s.name for s in signals_for(True, use_order=False, use_topics=False)] == [
         *(n for n in TODAY_COMPONENTS if n != "transitions"),
         "ease",
+        "shared_entities",
     ]
     config = TrainConfig()
     assert fit_features(names, config) == [*names, EMBEDDING]
@@ -97,7 +99,11 @@ def test_the_registry_sets_no_weights_and_each_variant_its_features() -> None:
 
 def test_the_registry_builds_todays_components_in_todays_order() -> None:
     graph = small_graph()
-    assert list(build_signals(graph, use_knowledge=True)) == [*TODAY_COMPONENTS, "last_item_transitions"]
+    assert list(build_signals(graph, use_knowledge=True)) == [
+        *TODAY_COMPONENTS,
+        "last_item_transitions",
+        "shared_entities",
+    ]
     assert list(build_signals(graph, use_knowledge=False)) == [
         "cooccurrence",
         "transitions",
@@ -112,7 +118,7 @@ def test_a_tuned_signal_is_built_only_with_its_validation_chosen_parameter() -> 
     graph = small_graph()
     assert "ease" not in build_signals(graph)  # no λ, no signal: never a silent default
     built = build_signals(graph, tuned={"ease": 3.0})
-    assert list(built)[-1] == "ease"
+    assert list(built)[-2:] == ["ease", "shared_entities"]
     assert abs(built["ease"] - ease_neighbours(graph, 3.0)).nnz == 0
     given = sp.csr_matrix(np.eye(4, dtype=np.float32))
     assert build_signals(graph, tuned={"ease": 3.0}, prebuilt={"ease": given})["ease"] is given

@@ -3,8 +3,9 @@
     .venv/bin/python tools/to_kgat_layout.py SOURCE TARGET [--test-fraction 0.2]
 
 SOURCE is anything :func:`kgrec.datasets.open_dataset` opens: a kgrec-layout folder
-such as the demo shop from ``kgrec demo generate`` (whose brands, categories and
-co-purchase links are knowledge triples), a built-in name, or another research folder.
+such as the demo shop from ``kgrec demo generate`` (whose brands, categories, title
+attributes and co-purchase links are knowledge triples), a built-in name, or another
+research folder.
 TARGET receives ``train.txt``, ``test.txt``, ``kg_final.txt`` and the four
 ``*_list.txt`` id maps, which :class:`kgrec.datasets.kgat.KgatDataset` reads back, so
 the project has a knowledge-graph data set of its own in the research format.
