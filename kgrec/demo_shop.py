@@ -4,7 +4,9 @@
 ``interactions.csv``, ``items.csv``, ``kg_triples.csv``, ``entities.csv`` and ``demo_shop.json``
 (the parameters, the counts and the bot ids). Every step is vectorised (no
 Python loop per event): a 1 M-event shop is generated and written at 1.0-1.4 M
-events/s on two shared cores, and the same spec always writes byte-identical files.
+events/s on the two shared cores of November 2026's VM (0.72-0.82 M/s on a slower one in
+December, where the generator before the attribute taste did 0.72-0.86 M/s), and the same
+spec always writes byte-identical files.
 
 What it imitates (published figures, rounded; the generator's are
 approximations, not fitted to any one data set):
