@@ -3,10 +3,9 @@
 ``generate_shop(ShopSpec(users=20_000, items=5_000, seed=7), folder)`` writes
 ``interactions.csv``, ``items.csv``, ``kg_triples.csv``, ``entities.csv`` and ``demo_shop.json``
 (the parameters, the counts and the bot ids). Every step is vectorised (no
-Python loop per event): a 1 M-event shop is generated and written at 1.0-1.4 M
-events/s on the two shared cores of November 2026's VM (0.72-0.82 M/s on a slower one in
-December, where the generator before the attribute taste did 0.72-0.86 M/s), and the same
-spec always writes byte-identical files.
+Python loop per event): a 1 M-event shop is generated and written at a median of 1.36 M
+events/s on two shared cores (``bench.demo_generate``), and the same spec always writes
+byte-identical files.
 
 What it imitates (published figures, rounded; the generator's are
 approximations, not fitted to any one data set):
