@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from kgrec.config import Settings
+from kgrec.errors import NoActiveModel
 from kgrec.gateway import GraphGateway
 from kgrec.serving import Serving
 
@@ -29,3 +30,16 @@ def graph() -> GraphGateway:
 def settings() -> Settings:
     """The settings of the current app."""
     return serving().settings
+
+
+def warm_model(app: Flask) -> None:
+    """Load the active model now, so that this process's first request does not wait for it.
+
+    Best effort: with no model yet, or the graph away, the first request loads it instead.
+    """
+    try:
+        app.extensions[_EXTENSION].active_model()
+    except NoActiveModel:
+        pass  # nothing trained yet
+    except Exception as exc:  # any failure only defers the load to the first request
+        app.logger.warning("kgrec: active model not loaded at start (%s); the first request loads it", exc)

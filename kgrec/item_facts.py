@@ -61,6 +61,18 @@ class ItemFacts:
             children.setdefault(parent, []).append(child)
         return children
 
+    @cached_property
+    def _categories_by_item(self) -> tuple[np.ndarray, np.ndarray]:
+        pairs = self.item_category_pairs
+        order = np.argsort(pairs[:, 0], kind="stable")
+        return pairs[order, 0], pairs[order, 1]
+
+    def categories_of(self, row: int) -> list[int]:
+        """The category indices item ``row`` is listed under (a binary search, not a scan of every pair)."""
+        items, categories = self._categories_by_item
+        start, stop = np.searchsorted(items, [row, row + 1])
+        return categories[start:stop].tolist()
+
     def subtree(self, category_id: str) -> list[int]:
         """The category and every category below it (indices); empty for an unknown id."""
         start = self.category_index.get(category_id)

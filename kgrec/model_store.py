@@ -147,6 +147,11 @@ class ActiveModel:
                     self._overlay_stamp = stamp
             return self._recommender
 
+    def held_version(self) -> str | None:
+        """The version loaded so far, without asking the graph (None before the first load)."""
+        with self._lock:
+            return None if self._recommender is None else self._recommender.artifacts.version
+
     def _with_adjusted_popularity(self, model: Recommender) -> Recommender:
         rows = self._gateway.read(POPULARITY_ADJUSTMENTS, {"version": model.artifacts.version})
         known = [(model.item_index[r["id"]], r["delta"]) for r in rows if r["id"] in model.item_index]

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kgrec.item_facts import ItemFacts
+from kgrec.nearest_items import NearestItems
 from kgrec.ranking import Ranking, top_of
 from kgrec.signals import EMBEDDING, check_weights, co_purchase_names, last_item_names
 
@@ -185,12 +186,7 @@ class Recommender:
 
     def rank_similar(self, item_id: str, k: int, allowed: np.ndarray | None = None) -> Ranking:
         """:meth:`similar` as item rows and scores."""
-        index = self.item_index[item_id]
-        scores = self.embeddings @ self.embeddings[index]
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
-        scores[index] = -np.inf
-        return top_of(scores, k)
+        return self.nearest.rank(self.item_index[item_id], k, allowed)
 
     def with_items(self, item_ids: Sequence[str], vectors: np.ndarray, facts: ItemFacts) -> Recommender:
         """A copy that also scores ``item_ids`` (folded in after training) through their embeddings.
@@ -241,6 +237,7 @@ class Recommender:
         self.context = self.target if context is None else np.asarray(context, dtype=np.float32)
         norms = np.linalg.norm(self.target, axis=1, keepdims=True)
         self.embeddings = self.target / np.maximum(norms, 1e-12)  # unit rows: cosine
+        self.nearest = NearestItems(self.embeddings)
 
     @staticmethod
     def _prior(popularity: np.ndarray) -> np.ndarray:

@@ -163,6 +163,12 @@ class Serving:
             raise NoActiveModel()
         return model
 
+    def held_model_version(self) -> str | None:
+        """The active model's version as this process loaded it (no graph read); None before any load."""
+        with self._lock:
+            holder = self._active
+        return None if holder is None else holder.held_version()
+
     def model(self, version: str | None = None) -> Recommender:
         """The active model, or another ready version (an experiment's variant), loaded once per process.
 
@@ -420,12 +426,11 @@ class Serving:
             raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
         facts, row = model.facts, model.item_index[item_id]
         brand = int(facts.item_brand[row]) if row < facts.n_items else -1
-        pairs = facts.item_category_pairs
         context = rules.RequestContext(
             brand=filters.brand,
             category=filters.category,
             item_brands=(facts.brand_ids[brand],) if brand >= 0 else (),
-            item_categories=tuple(facts.category_ids[c] for c in pairs[pairs[:, 0] == row, 1].tolist()),
+            item_categories=tuple(facts.category_ids[c] for c in facts.categories_of(row)),
         )
         items = self._page(
             model,

@@ -44,10 +44,16 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Move everything loaded so far (modules, the app) out of the garbage collector's sight.
+    """Load the active model, then move everything loaded so far out of the garbage collector's sight.
 
-    A full collection otherwise walks these hundreds of thousands of long-lived
-    objects while a request waits: the p99 of a 2 ms endpoint was about 100 ms.
+    A worker that loaded the model on its first request kept every request that
+    reached it meanwhile waiting (2.5 s for bench.scale's 16x model: a p99 of tens
+    of ms became hundreds). A full collection otherwise walks these hundreds of
+    thousands of long-lived objects while a request waits: the p99 of a 2 ms
+    endpoint was about 100 ms.
     """
+    from app.graph import warm_model
+
+    warm_model(worker.wsgi)
     gc.collect()
     gc.freeze()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +16,8 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
+from app import create_app
+from app.graph import warm_model
 from kgrec.config import Settings
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
@@ -39,6 +41,7 @@ class Served:
     api: ApiProcess
     gateway: GraphGateway
     version: str
+    settings: Settings  # the served graph's and data directory's
     # (method, path, template, status, body) of every response, for the OpenAPI check
     seen: list[tuple[str, str, str, int, Any]] = field(default_factory=list)
 
@@ -119,7 +122,7 @@ def served(
         log=tmp / "api.log",
     ).start()
     try:
-        yield Served(api, gateway, version)
+        yield Served(api, gateway, version, local)
     finally:
         api.stop()
         gateway.close()
@@ -362,6 +365,18 @@ def test_metrics_count_requests_per_endpoint_and_name_the_model(served: Served) 
     )
     assert "kgrec_http_request_duration_seconds_bucket" in text
     assert f'kgrec_model_info{{version="{served.version}"}} 1' in text
+
+
+def test_a_worker_loads_the_active_model_before_its_first_request(served: Served) -> None:
+    """gunicorn's post_worker_init calls warm_model: no request waits for a model load."""
+    app = create_app(served.settings)
+    assert app.extensions["kgrec"].held_model_version() is None
+    warm_model(app)
+    assert app.extensions["kgrec"].held_model_version() == served.version
+    # No model yet (another graph): nothing to load, and no error.
+    empty = create_app(replace(served.settings, graph_name=f"{served.settings.graph_name}-none"))
+    warm_model(empty)
+    assert empty.extensions["kgrec"].held_model_version() is None
 
 
 def test_docs_page_and_its_assets_are_served(served: Served) -> None:
