@@ -107,28 +107,35 @@ def summarise(result: LoadResult) -> dict[str, Any]:
     }
 
 
+def endpoint_paths(
+    base: str, session: requests.Session, users: list[str], items: list[str], explained_users: int
+) -> dict[str, list[str]]:
+    """Warm the API at ``base`` up, then the request paths of each endpoint in ``ROUTES``.
+
+    Explanations are asked for items the first ``explained_users`` users are recommended.
+    """
+    # Warm-up: both gunicorn workers load the model and the code paths.
+    for user in users[:200]:
+        session.get(f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20", timeout=30)
+    pairs: list[tuple[str, str]] = []
+    for user in users[:explained_users]:
+        body = session.get(f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=3", timeout=30).json()
+        pairs.extend((user, item["item_id"]) for item in body["items"])
+    return {
+        "recommendations": [f"/v1/users/{quote(u, safe='')}/recommendations?k=20" for u in users],
+        "similar": [f"/v1/items/{quote(i, safe='')}/similar?k=20" for i in items],
+        "explanation": [
+            f"/v1/users/{quote(u, safe='')}/recommendations/{quote(i, safe='')}/explanation" for u, i in pairs
+        ],
+    }
+
+
 def load(args: argparse.Namespace, settings: Settings, users: list[str], items: list[str]) -> dict[str, Any]:
     """Serve the API, offer each endpoint its rate, then measure explanation coverage."""
     report: dict[str, Any] = {"endpoints": {}}
     with serve_api(settings.data_dir, KEY, args.port) as base:
         session = requests.Session()
-        # Warm-up: both gunicorn workers load the model and the code paths.
-        for user in users[:200]:
-            session.get(f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20", timeout=30)
-        pairs: list[tuple[str, str]] = []
-        for user in users[: args.coverage_users]:
-            body = session.get(
-                f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=3", timeout=30
-            ).json()
-            pairs.extend((user, item["item_id"]) for item in body["items"])
-        paths = {
-            "recommendations": [f"/v1/users/{quote(u, safe='')}/recommendations?k=20" for u in users],
-            "similar": [f"/v1/items/{quote(i, safe='')}/similar?k=20" for i in items],
-            "explanation": [
-                f"/v1/users/{quote(u, safe='')}/recommendations/{quote(i, safe='')}/explanation"
-                for u, i in pairs
-            ],
-        }
+        paths = endpoint_paths(base, session, users, items, args.coverage_users)
         for name, rate in _parse_rates(args.rates).items():
             print(f"{name}: {rate:g} req/s for {args.duration:g} s ...", flush=True)
             before = server_histogram(base).get(ROUTES[name], {})

@@ -1,7 +1,8 @@
 """Benchmark: how fast a new event shows up in a user's recommendations (fold-in freshness).
 
 On a fresh embedded stack with Amazon Beauty imported and a model trained,
-each trial picks a user and an item they never touched, posts a purchase of it
+each trial picks a user and an item they never touched (read from the graph, so a
+rerun on the same graph buys new items too), posts a purchase of it
 over HTTP, and polls ``GET /v1/users/{id}/recommendations`` until the list
 holds one of that item's five strongest neighbours that was not there before.
 Latency runs from sending the POST to receiving the first list that reflects it.
@@ -18,6 +19,7 @@ import platform
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +27,7 @@ from urllib.parse import quote
 import requests
 
 from bench.common import percentile, serve_api
+from graph_schema.statements.serving import USER_HISTORY
 from graph_schema.statements.training import TRAINING_USER_PAGE
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -38,18 +41,38 @@ from workers.training.config import TrainConfig
 from workers.training.job import start_training
 
 KEY = "freshness-key"
+TOUCHED_LIMIT = 10_000
 POLL_S = 0.005
 TIMEOUT_S = 5.0
 
 
+def touched_items(settings: Settings) -> Callable[[str], set[str]]:
+    """A user's items in the graph now: a trial must buy something new to them, also when a
+    rerun on the same graph draws the same users as a run before it."""
+
+    def touched(user_id: str) -> set[str]:
+        with open_gateway(settings) as gateway:
+            rows = gateway.read(USER_HISTORY, {"user_id": user_id, "limit": TOUCHED_LIMIT})
+        return {r["item_id"] for r in rows}
+
+    return touched
+
+
 def measure(
-    base: str, model: Recommender, users: list[str], trials: int, rng: random.Random, tag: str
+    base: str,
+    model: Recommender,
+    users: list[str],
+    trials: int,
+    rng: random.Random,
+    tag: str,
+    touched: Callable[[str], set[str]],
 ) -> tuple[list[float], int]:
     """Post ``trials`` purchases to the API at ``base`` and time each until it shows in a list.
 
     Returns the latencies (seconds) of the trials that were reflected and how many
     were not within 5 s. ``tag`` goes into the event ids: a rerun on the same
     graph needs a new one, since the API drops events whose id it has seen.
+    ``touched(user)`` gives the items a user has already (:func:`touched_items`).
     """
     session = requests.Session()
     latencies: list[float] = []
@@ -58,11 +81,12 @@ def measure(
         user = rng.choice(users)
         url = f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20"
         before = {r["item_id"] for r in session.get(url, timeout=10).json()["items"]}
+        had = touched(user)
         while True:
             item = rng.choice(model.artifacts.item_ids)
             nearest = model.recommend([[HistoryEntry(item, 5.0, 1)]], 5, [[item]])[0]
-            neighbours = {i for i, _ in nearest} - before
-            if item not in before and neighbours:
+            neighbours = {i for i, _ in nearest} - before - had
+            if item not in before and item not in had and neighbours:
                 break
         event = {
             "event_id": f"fresh-{tag}-{trial}",
@@ -117,7 +141,8 @@ def run(datasets_dir: Path, trials: int, seed: int) -> dict[str, Any]:
                 assert model is not None
                 users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 50_000})]
             with serve_api(settings.data_dir, KEY, 19_000 + os.getpid() % 1000) as base:
-                latencies, failures = measure(base, model, users, trials, rng, str(seed))
+                touched = touched_items(settings)
+                latencies, failures = measure(base, model, users, trials, rng, str(seed), touched)
         finally:
             server.stop()
     return {

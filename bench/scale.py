@@ -18,6 +18,12 @@ the factor) it runs these stages, each in order, in its own work directory
 6. restart: clean stop of the graph server, start, and the time until it
    answers with every node back (``NODE_COUNTS`` as before the stop).
 
+Then, with ``--serving-rounds`` above 0, it serves the smallest and the largest
+size side by side and offers each endpoint to them in alternating turns
+(``bench.interleaved``): the p99 ratio of that phase is one run's, so the
+machine's drift between the sizes' own api stages (minutes or hours apart)
+does not enter it, and the serving goal is checked on it as well.
+
 Then it fits the growth exponent b of every figure (cost ∝ events^b, least
 squares on log-log) and extends the fit to ``--extrapolate-to`` events (100 M:
 an estimate for planning, far outside what was measured), gives the graph
@@ -33,7 +39,8 @@ it, each size starts from an empty directory.
 
     .venv/bin/python -m bench.scale [--sizes 1,4,16] [--epochs 3] [--device cpu]
         [--duration 30] [--rates recommendations=300,similar=300,explanation=100]
-        [--trials 50] [--resume] [--work-dir var/bench-scale] [--results bench/results/scale]
+        [--trials 50] [--serving-rounds 3] [--resume] [--work-dir var/bench-scale]
+        [--results bench/results/scale]
 
 A smoke run (about 6 minutes on the shared 2-core VM):
 
@@ -395,8 +402,9 @@ def stage_freshness(run: SizeRun, args: argparse.Namespace) -> dict[str, Any]:
     # event ids must be new to the graph, or the API drops them as duplicates
     tag = f"scale-{int(time.time())}"
     with serve_api(run.settings.data_dir, freshness.KEY, args.port) as base:
+        touched = freshness.touched_items(run.settings)
         latencies, failures = freshness.measure(
-            base, model, users, args.trials, random.Random(args.seed), tag
+            base, model, users, args.trials, random.Random(args.seed), tag, touched
         )
     return freshness.summarise(latencies, failures)
 
@@ -482,6 +490,46 @@ def run_size(factor: float, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         run.server().stop()
     return run.stages
+
+
+def serve_interleaved(smallest: float, largest: float, args: argparse.Namespace) -> dict[str, Any]:
+    """The smallest and the largest size served side by side, load alternating (bench.interleaved)."""
+    from bench import interleaved
+    from bench.api import _parse_rates
+
+    runs = [
+        SizeRun(f, args.work_dir / f"x{f:g}", stage_options(f, args), resume=True)
+        for f in (smallest, largest)
+    ]
+    print(f"serving: x{smallest:g} and x{largest:g} interleaved, {args.serving_rounds} rounds", flush=True)
+    try:
+        sides = []
+        for run in runs:
+            _, users, items = _targets(run, args.seed)
+            sides.append(interleaved.Side(f"x{run.factor:g}", run.settings.data_dir, users, items))
+        return interleaved.measure(
+            (sides[0], sides[1]),
+            _parse_rates(args.rates),
+            args.duration,
+            args.serving_rounds,
+            args.port,
+            args.coverage_users,
+        )
+    finally:
+        for run in runs:
+            run.server().stop()
+
+
+def interleaved_goals(report: dict[str, Any]) -> dict[str, Any]:
+    """The p99 goal on the interleaved figures: pooled p99, largest over smallest."""
+    goals: dict[str, Any] = {}
+    for name, endpoint in report["endpoints"].items():
+        ratio = endpoint["p99_ratio"]
+        goals[f"{name}_p99_interleaved_largest_over_smallest"] = ratio
+        goals[f"{name}_p99_interleaved_within_{GOAL_MAX_P99_RATIO:g}x"] = (
+            None if ratio is None else ratio <= GOAL_MAX_P99_RATIO
+        )
+    return goals
 
 
 # --- the report -------------------------------------------------------------------
@@ -649,6 +697,12 @@ def main() -> None:
     parser.add_argument("--rates", default="recommendations=300,similar=300,explanation=100")
     parser.add_argument("--coverage-users", type=int, default=100)
     parser.add_argument("--trials", type=int, default=50, help="fold-in freshness trials")
+    parser.add_argument(
+        "--serving-rounds",
+        type=int,
+        default=3,
+        help="rounds of serving the smallest and largest size side by side, load alternating (0: skip)",
+    )
     parser.add_argument("--port", type=int, default=17_000 + os.getpid() % 1000)
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-scale"))
     parser.add_argument(
@@ -679,6 +733,9 @@ def main() -> None:
             }
         )
     summary = summarise(sizes, args.extrapolate_to)
+    if args.serving_rounds and len(factors) > 1:
+        summary["serving_interleaved"] = serve_interleaved(factors[0], factors[-1], args)
+        summary["goals"].update(interleaved_goals(summary["serving_interleaved"]))
     defaults = Settings()
     print_table(sizes, summary)
     plot(sizes, summary["exponents"], args.results.with_suffix(".png"))
@@ -696,6 +753,7 @@ def main() -> None:
             "rates": args.rates,
             "duration_s": args.duration,
             "freshness_trials": args.trials,
+            "serving_rounds": args.serving_rounds,
         },
         "figures": {name: {"unit": unit, "what": what} for name, (unit, what) in FIGURES.items()},
         **summary,

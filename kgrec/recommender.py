@@ -28,6 +28,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from kgrec.bounded_top import bounded_top
 from kgrec.item_facts import ItemFacts
 from kgrec.nearest_items import NearestItems
 from kgrec.ranking import Ranking, top_of
@@ -124,11 +125,19 @@ class Recommender:
     def score(self, profiles: sp.csr_matrix, last: sp.csr_matrix | None = None) -> np.ndarray:
         """Dense (users × items) scores; ``last`` (``profiles(..., last_only=True)``) is needed when
         a last-item signal has a weight (:attr:`last_blend`)."""
-        scores = np.asarray((profiles @ self.blend).todense(), dtype=np.float32)
+        return self._dense_scores(profiles, self.graph_scores(profiles, last))
+
+    def graph_scores(self, profiles: sp.csr_matrix, last: sp.csr_matrix | None = None) -> sp.csr_matrix:
+        """The item–item graphs' part of :meth:`score`, sparse: items the profiles reach."""
+        scores = profiles @ self.blend
         if self.last_blend is not None:
             if last is None:
                 raise ValueError("this model weighs a last-item signal: score() needs the last-item profiles")
-            scores += np.asarray((last @ self.last_blend).todense(), dtype=np.float32)
+            scores = scores + last @ self.last_blend
+        return scores.tocsr()
+
+    def _dense_scores(self, profiles: sp.csr_matrix, graph: sp.csr_matrix) -> np.ndarray:
+        scores = np.asarray(graph.todense(), dtype=np.float32)
         if self.embedding_weight:
             scores += self.embedding_weight * ((profiles @ self.context) @ self.target.T)
         scores += self.prior
@@ -151,9 +160,26 @@ class Recommender:
         exclude: Sequence[Sequence[str]] | None = None,
         allowed: np.ndarray | None = None,
     ) -> list[Ranking]:
-        """:meth:`recommend` as item rows and scores (what serving reorders before paging)."""
+        """:meth:`recommend` as item rows and scores (what serving reorders before paging).
+
+        One user (a served request) is ranked by :func:`kgrec.bounded_top.bounded_top` when its
+        bound holds, which returns the same items without reading every embedding.
+        """
+        profiles = self.profiles(histories)
         last = self.profiles(histories, last_only=True) if self.last_blend is not None else None
-        scores = self.score(self.profiles(histories), last)
+        graph = self.graph_scores(profiles, last)
+        if len(histories) == 1:
+            excluded = None
+            if exclude is not None:
+                index = self.item_index
+                excluded = np.fromiter((index[i] for i in exclude[0] if i in index), np.int64)
+            query = np.asarray(profiles @ self.context, dtype=np.float32).ravel()
+            bounded = bounded_top(
+                graph, query, self.embedding_weight, self.target, self.norms, self.prior, k, allowed, excluded
+            )
+            if bounded is not None:
+                return [bounded]
+        scores = self._dense_scores(profiles, graph)
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
         if exclude is not None:
@@ -235,8 +261,8 @@ class Recommender:
         self.target = np.asarray(artifacts.item_embeddings, dtype=np.float32)
         context = artifacts.item_context_embeddings
         self.context = self.target if context is None else np.asarray(context, dtype=np.float32)
-        norms = np.linalg.norm(self.target, axis=1, keepdims=True)
-        self.embeddings = self.target / np.maximum(norms, 1e-12)  # unit rows: cosine
+        self.norms = np.linalg.norm(self.target, axis=1)
+        self.embeddings = self.target / np.maximum(self.norms[:, None], 1e-12)  # unit rows: cosine
         self.nearest = NearestItems(self.embeddings)
 
     @staticmethod
