@@ -33,12 +33,13 @@ def settings() -> Settings:
 
 
 def warm_model(app: Flask) -> None:
-    """Load the active model now, so that this process's first request does not wait for it.
+    """Load the active model and its per-version state now (:meth:`Serving.warm`), so that this
+    process's first requests do not wait for them.
 
     Best effort: with no model yet, or the graph away, the first request loads it instead.
     """
     try:
-        app.extensions[_EXTENSION].active_model()
+        app.extensions[_EXTENSION].warm()
     except NoActiveModel:
         pass  # nothing trained yet
     except Exception as exc:  # any failure only defers the load to the first request

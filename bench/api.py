@@ -35,6 +35,7 @@ import platform
 import random
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -60,6 +61,7 @@ from workers.training.job import start_training
 KEY = "bench-api-key"
 RECORD_ENV = "KGREC_RECORD_IMPRESSIONS"
 SAMPLE = 2_000
+WARM_CONNECTIONS = 4
 DEFAULT_RATES = "recommendations=300,similar=300,explanation=100"
 ROUTES = {  # the endpoint label of the API's own latency histogram
     "recommendations": "/v1/users/{user_id}/recommendations",
@@ -112,22 +114,45 @@ def endpoint_paths(
 ) -> dict[str, list[str]]:
     """Warm the API at ``base`` up, then the request paths of each endpoint in ``ROUTES``.
 
-    Explanations are asked for items the first ``explained_users`` users are recommended.
+    Explanations are asked for items the first ``explained_users`` users are recommended. The
+    warm-up explains the items of as many other users, so the counts of popular entities that a
+    serving process remembers per model version (kgrec/explanations.py) are there, as they are
+    in a process that has served for a while, without the measured pairs themselves being warm.
     """
-    # Warm-up: both gunicorn workers load the model and the code paths.
-    for user in users[:200]:
-        session.get(f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=20", timeout=30)
-    pairs: list[tuple[str, str]] = []
-    for user in users[:explained_users]:
-        body = session.get(f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=3", timeout=30).json()
-        pairs.extend((user, item["item_id"]) for item in body["items"])
+    warm(base, [f"/v1/users/{quote(user, safe='')}/recommendations?k=20" for user in users[:200]])
+
+    def explained(chosen: list[str]) -> list[tuple[str, str]]:
+        pairs: list[tuple[str, str]] = []
+        for user in chosen:
+            url = f"{base}/v1/users/{quote(user, safe='')}/recommendations?k=3"
+            pairs.extend((user, item["item_id"]) for item in session.get(url, timeout=30).json()["items"])
+        return pairs
+
+    others = explained(users[explained_users : 2 * explained_users])
+    warm(base, [_explanation_path(user, item) for user, item in others])
+    pairs = explained(users[:explained_users])
     return {
         "recommendations": [f"/v1/users/{quote(u, safe='')}/recommendations?k=20" for u in users],
         "similar": [f"/v1/items/{quote(i, safe='')}/similar?k=20" for i in items],
-        "explanation": [
-            f"/v1/users/{quote(u, safe='')}/recommendations/{quote(i, safe='')}/explanation" for u, i in pairs
-        ],
+        "explanation": [_explanation_path(u, i) for u, i in pairs],
     }
+
+
+def warm(base: str, paths: list[str]) -> None:
+    """Request ``paths`` once over several connections, so that both gunicorn workers get some
+    (one keep-alive connection reaches one worker): code paths, per-version state, entity counts."""
+
+    def one_connection(n: int) -> None:
+        session = requests.Session()
+        for path in paths[n::WARM_CONNECTIONS]:
+            session.get(f"{base}{path}", timeout=60)
+
+    with ThreadPoolExecutor(WARM_CONNECTIONS) as pool:
+        list(pool.map(one_connection, range(WARM_CONNECTIONS)))
+
+
+def _explanation_path(user: str, item: str) -> str:
+    return f"/v1/users/{quote(user, safe='')}/recommendations/{quote(item, safe='')}/explanation"
 
 
 def load(args: argparse.Namespace, settings: Settings, users: list[str], items: list[str]) -> dict[str, Any]:

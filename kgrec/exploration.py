@@ -181,7 +181,8 @@ class Exploration:
         self.settings = settings
         self.store = ImpressionStore(settings)
         self._lock = threading.Lock()
-        self._arms: dict[str, tuple[Recommender, Arms]] = {}
+        self._build_lock = threading.Lock()  # one build of arms at a time (see arms())
+        self._arms: dict[str, Arms] = {}  # model version -> its arms
         self._script: Any = None
 
     def page(self, user_id: str, history_rows: Sequence[Mapping[str, Any]], offset: int, k: int) -> Page:
@@ -199,22 +200,41 @@ class Exploration:
         return ExploredPage(self, user_id, slots, frozenset(r["item_id"] for r in history_rows))
 
     def arms(self, model: Recommender, gateway: GraphGateway) -> Arms:
-        """The arms of ``model`` (built once per model; one graph read for the topics)."""
-        version = model.artifacts.version
-        with self._lock:
-            cached = self._arms.get(version)
-        if cached is not None and cached[0] is model:
-            arms = cached[1]
-            if arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S:
+        """The arms of ``model``'s version (built once per version; one graph read for the topics).
+
+        One thread builds while the others that need them wait: on a 64,160-item catalogue a build
+        takes about 3 s of CPU (2 s of it reading 192,480 item–topic rows), and four threads that
+        missed at once made a 10 s stall.
+        """
+        arms = self._cached_arms(model)
+        if arms is not None:
+            return arms
+        with self._build_lock:
+            arms = self._cached_arms(model)
+            if arms is not None:
                 return arms
-        rows = gateway.read(ITEM_TOPICS, {})
-        arms = Arms.build(model, ((r["item_id"], r["topic_id"]) for r in rows))
-        with self._lock:
-            self._arms.pop(version, None)
-            self._arms[version] = (model, arms)
-            while len(self._arms) > ARM_CACHE:
-                self._arms.pop(next(iter(self._arms)))
+            rows = gateway.read(ITEM_TOPICS, {})
+            arms = Arms.build(model, ((r["item_id"], r["topic_id"]) for r in rows))
+            with self._lock:
+                self._arms.pop(model.artifacts.version, None)
+                self._arms[model.artifacts.version] = arms
+                while len(self._arms) > ARM_CACHE:
+                    self._arms.pop(next(iter(self._arms)))
         return arms
+
+    def built_versions(self) -> list[str]:
+        """The model versions whose arms this process holds, least recently built first."""
+        with self._lock:
+            return list(self._arms)
+
+    def _cached_arms(self, model: Recommender) -> Arms | None:
+        # Keyed by version, not by model object: a fold-in's copy of the model appends its new
+        # items, so the version's item rows, and its arms, stay valid.
+        with self._lock:
+            arms = self._arms.get(model.artifacts.version)
+        if arms is not None and (arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S):
+            return arms
+        return None
 
     def state(self, user_id: str) -> ArmState:
         """What the user's impressions and attributions say about each arm (one round trip)."""

@@ -152,10 +152,14 @@ def item_entity_incidence(graph: TrainingGraph) -> sp.csr_matrix:
     return incidence
 
 
-def top_k_per_row(matrix: sp.csr_matrix, top_k: int) -> sp.csr_matrix:
-    """Each row's ``top_k`` largest entries of a CSR matrix (ties: lower column first)."""
+def top_k_per_row(matrix: sp.csr_matrix, top_k: int, preference: np.ndarray | None = None) -> sp.csr_matrix:
+    """Each row's ``top_k`` largest entries of a CSR matrix.
+
+    Ties go to the column with the larger ``preference`` (per column), then to the lower column.
+    """
     coo = matrix.tocoo()
-    order = np.lexsort((coo.col, -coo.data, coo.row))
+    prefer = np.zeros(coo.col.size) if preference is None else -np.asarray(preference)[coo.col]
+    order = np.lexsort((coo.col, prefer, -coo.data, coo.row))
     row = coo.row[order]
     starts = np.searchsorted(row, row, side="left")
     keep = order[np.arange(row.size) - starts < top_k]
@@ -170,9 +174,11 @@ def shared_entities(
     Any relation counts (an item's colour, material, artist, tag, genre or category), so a shop's
     own attributes reach the blend without a signal of their own; entities shared by few items
     weigh more (IDF ``log(n_items / degree)``), and the entities of more than ``max_items`` items
-    are left out.
+    are left out. Items with the same entities tie; the ``top_k`` kept are then the most
+    interacted-with (a genre's neighbours are its popular items, not its lowest ids).
     """
     incidence = item_entity_incidence(graph)
+    interactions = popularity(graph)
     degree = np.asarray(incidence.sum(axis=0)).ravel()
     useful = (degree >= 2) & (degree <= max_items)
     idf = np.where(useful, np.log(graph.n_items / np.maximum(degree, 1.0)), 0.0).astype(np.float32)
@@ -184,6 +190,6 @@ def shared_entities(
         block = (unit[start : start + _SHARED_ENTITY_BLOCK] @ unit.T).tocsr()
         block.setdiag(0.0, k=start)  # the block's rows are items start.., so the self-pairs are offset
         block.eliminate_zeros()
-        blocks.append(top_k_per_row(block, top_k))
+        blocks.append(top_k_per_row(block, top_k, interactions))
     shared = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, graph.n_items))
     return row_normalised(shared)

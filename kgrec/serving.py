@@ -163,6 +163,19 @@ class Serving:
             raise NoActiveModel()
         return model
 
+    def warm(self) -> Recommender:
+        """Load the active model and build what its first requests would otherwise build.
+
+        That is the diversity groups and, with exploration on, the exploration arms: on a
+        64,160-item catalogue about 0.4 s and 3 s of CPU, which a request would wait for.
+        Raises NoActiveModel before the first model.
+        """
+        model = self.active_model()
+        self.groups(model)
+        if self.settings.explore_share > 0:
+            self.exploration.arms(model, self.gateway)
+        return model
+
     def held_model_version(self) -> str | None:
         """The active model's version as this process loaded it (no graph read); None before any load."""
         with self._lock:

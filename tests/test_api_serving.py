@@ -373,6 +373,8 @@ def test_a_worker_loads_the_active_model_before_its_first_request(served: Served
     assert app.extensions["kgrec"].held_model_version() is None
     warm_model(app)
     assert app.extensions["kgrec"].held_model_version() == served.version
+    # and the version's exploration arms, which a new user's first page would otherwise build
+    assert app.extensions["kgrec"].exploration.built_versions() == [served.version]
     # No model yet (another graph): nothing to load, and no error.
     empty = create_app(replace(served.settings, graph_name=f"{served.settings.graph_name}-none"))
     warm_model(empty)

@@ -10,9 +10,11 @@ records nothing).
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 import requests
 
 from bench.exploration import leaves
+from graph_schema.statements.exploration import ITEM_TOPICS
 from kgrec.catalogue import CatalogueItem
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -265,3 +268,37 @@ def test_the_setting_is_read_and_checked() -> None:
     assert Settings.from_env({}).explore_share == 0.2 and Settings.from_env({}).explore_max_events == 5
     with pytest.raises(ValueError, match="KGREC_EXPLORE_SHARE"):
         Settings.from_env({"KGREC_EXPLORE_SHARE": "1.5"})
+
+
+class CountingGateway:
+    """The real gateway, counting the item–topic reads that building arms makes."""
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+        self.topic_reads = 0
+        self.lock = threading.Lock()
+
+    def read(self, statement: Any, params: Any) -> Any:
+        if statement is ITEM_TOPICS:
+            with self.lock:
+                self.topic_reads += 1
+            time.sleep(0.2)  # a slow read: every thread arrives while the first one is building
+        return self.gateway.read(statement, params)
+
+
+def test_threads_that_miss_the_arms_together_build_them_once(shop: Shop) -> None:
+    exploration = Exploration(shop.settings)
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        gateway = CountingGateway(serving.gateway)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            built = list(pool.map(lambda _: exploration.arms(model, gateway), range(4)))
+        assert gateway.topic_reads == 1
+        assert all(arms is built[0] for arms in built) and built[0].ids
+        # a fold-in's copy of the model (same version, one more item) keeps the version's arms
+        folded = model.with_items(["folded-in"], np.zeros((1, model.target.shape[1])), model.facts)
+        assert exploration.arms(folded, gateway) is built[0] and gateway.topic_reads == 1
+        assert exploration.built_versions() == [model.artifacts.version]
+    finally:
+        serving.close()

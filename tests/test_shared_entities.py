@@ -96,3 +96,28 @@ def test_top_k_per_row_keeps_the_largest_and_breaks_ties_by_column() -> None:
     tied = top_k_per_row(sp.csr_matrix(np.array([[0.2, 0.2, 0.2]], dtype=np.float32)), 2).toarray()
     np.testing.assert_allclose(tied, [[0.2, 0.2, 0]])
     assert shared_entities(graph(), top_k=1).getnnz(axis=1).max() == 1
+
+
+def test_tied_neighbours_are_the_most_interacted_with() -> None:
+    """x, y and z share one genre and nothing else: for x, y and z tie; the busier one is kept."""
+    tied = sp.csr_matrix(np.array([[0.0, 0.2, 0.2, 0.2]], dtype=np.float32))
+    kept = top_k_per_row(tied, 2, preference=np.array([0, 1, 9, 5])).toarray()
+    np.testing.assert_allclose(kept, [[0, 0, 0.2, 0.2]])
+
+    def shop(busy: int) -> TrainingGraph:
+        noir = 5
+        return TrainingGraph(
+            user_ids=["u0", "u1", "u2"],
+            item_ids=["x", "y", "z", "p", "q"],
+            inter_user=np.array([0, 1, 2]),
+            inter_item=np.array([busy, busy, 3]),
+            inter_weight=np.ones(3),
+            inter_order=np.arange(3),
+            entity_ids=["genre:Noir"],
+            entity_kinds=["genre"],
+            relation_names=["genre"],
+            kg_triples=np.array([[0, 0, noir], [1, 0, noir], [2, 0, noir]]),
+        )
+
+    assert shared_entities(shop(busy=2), top_k=1)[0].nonzero()[1].tolist() == [2]
+    assert shared_entities(shop(busy=1), top_k=1)[0].nonzero()[1].tolist() == [1]
