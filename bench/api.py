@@ -44,7 +44,7 @@ import redis
 import requests
 
 from bench.common import percentile, serve_api, server_histogram, server_side
-from bench.loadgen import LoadResult, open_loop
+from bench.loadgen import LoadResult, open_loop, pooled
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.training import TRAINING_USER_PAGE
@@ -225,7 +225,7 @@ def recording(on: bool) -> Iterator[None]:
 def impression_overhead(args: argparse.Namespace, settings: Settings, users: list[str]) -> dict[str, Any]:
     """Recommendations with recording off and on, alternating in fresh APIs; p99 pooled per side."""
     paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=20" for u in users]
-    pooled: dict[str, LoadResult] = {}
+    runs: dict[str, list[LoadResult]] = {}
     rounds: list[dict[str, Any]] = []
     sides_run = ("off", "on", "on_always") if args.impression_always else ("off", "on")
     for round_no in range(args.impression_rounds):
@@ -245,12 +245,8 @@ def impression_overhead(args: argparse.Namespace, settings: Settings, users: lis
                 result = open_loop(base, paths, args.impression_rate, args.duration)
             rounds.append({"round": round_no + 1, "recording": side, **summarise(result)})
             print(f"  {json.dumps(rounds[-1])}", flush=True)
-            merged = pooled.setdefault(side, LoadResult(result.offered_rate, 0.0))
-            merged.latencies += result.latencies
-            merged.duration_s += result.duration_s
-            for error, count in result.errors.items():
-                merged.errors[error] = merged.errors.get(error, 0) + count
-    sides = {side: summarise(result) for side, result in pooled.items()}
+            runs.setdefault(side, []).append(result)
+    sides = {side: summarise(pooled(results)) for side, results in runs.items()}
     for side in sides.values():
         side.pop("slowest")
     store = ImpressionStore(settings)

@@ -21,7 +21,7 @@ import requests
 
 from bench.api import KEY, ROUTES, endpoint_paths, summarise
 from bench.common import serve_api
-from bench.loadgen import LoadResult, open_loop
+from bench.loadgen import LoadResult, open_loop, pooled
 
 
 @dataclass(frozen=True)
@@ -32,16 +32,6 @@ class Side:
     data_dir: Path
     users: list[str]
     items: list[str]
-
-
-def _pool(results: list[LoadResult]) -> LoadResult:
-    pooled = LoadResult(results[0].offered_rate, 0.0)
-    for result in results:
-        pooled.latencies += result.latencies
-        pooled.duration_s += result.duration_s
-        for error, count in result.errors.items():
-            pooled.errors[error] = pooled.errors.get(error, 0) + count
-    return pooled
 
 
 def measure(
@@ -82,11 +72,11 @@ def measure(
                 entry[name] = {"p99_ms": p99, "ratio": None if ratio is None else round(ratio, 2)}
                 print(f"  round {round_no + 1} {name}: {p99}", flush=True)
             per_round.append(entry)
-    pooled: dict[str, Any] = {}
+    endpoints: dict[str, Any] = {}
     for name in rates:
         summaries = {}
         for side in sides:
-            summary = summarise(_pool(runs[side.label][name]))
+            summary = summarise(pooled(runs[side.label][name]))
             summary.pop("slowest")
             summaries[side.label] = summary
         ratio = (
@@ -95,7 +85,7 @@ def measure(
             else None
         )
         rounds_ratios = [r[name]["ratio"] for r in per_round if r[name]["ratio"] is not None]
-        pooled[name] = {
+        endpoints[name] = {
             **summaries,
             "p99_ratio": None if ratio is None else round(ratio, 2),
             "round_ratios": rounds_ratios,
@@ -105,6 +95,6 @@ def measure(
         "rates": rates,
         "duration_s_per_turn": duration,
         "rounds": rounds,
-        "endpoints": pooled,
+        "endpoints": endpoints,
         "per_round": per_round,
     }

@@ -44,6 +44,17 @@ class LoadResult:
         return len(self.latencies) + sum(self.errors.values())
 
 
+def pooled(results: Sequence[LoadResult]) -> LoadResult:
+    """Several runs at one rate as one: their latencies, durations and errors together."""
+    total = LoadResult(results[0].offered_rate, 0.0)
+    for result in results:
+        total.latencies += result.latencies
+        total.duration_s += result.duration_s
+        for error, count in result.errors.items():
+            total.errors[error] = total.errors.get(error, 0) + count
+    return total
+
+
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 

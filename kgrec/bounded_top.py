@@ -41,6 +41,7 @@ def bounded_top(
     target: np.ndarray,
     norms: np.ndarray,
     prior: np.ndarray,
+    maxima: tuple[float, float],
     k: int,
     allowed: np.ndarray | None = None,
     excluded: np.ndarray | None = None,
@@ -49,6 +50,7 @@ def bounded_top(
 
     ``graph``: the (1 × items) sparse graph scores; ``query``: the user's (dim,) context vector;
     ``target``/``norms``: item embeddings and their norms; ``prior``: per-item popularity prior;
+    ``maxima``: ``(norms.max(), prior.max())``, fixed per model, so the caller keeps them;
     ``allowed``: boolean mask of servable items; ``excluded``: item rows never to return.
     """
     graph = graph.tocsr()
@@ -75,7 +77,7 @@ def bounded_top(
         exact = lower
     top = np.argpartition(-exact, k - 1)[:k]
     top = top[np.lexsort((rows[top], -exact[top]))]
-    unreached = reach * float(norms.max(initial=0.0)) + float(prior.max(initial=0.0))
+    unreached = reach * maxima[0] + maxima[1]
     kth = float(exact[top[-1]])
     if kth <= unreached + MARGIN * max(abs(kth), abs(unreached)):
         return None

@@ -175,7 +175,16 @@ class Recommender:
                 excluded = np.fromiter((index[i] for i in exclude[0] if i in index), np.int64)
             query = np.asarray(profiles @ self.context, dtype=np.float32).ravel()
             bounded = bounded_top(
-                graph, query, self.embedding_weight, self.target, self.norms, self.prior, k, allowed, excluded
+                graph,
+                query,
+                self.embedding_weight,
+                self.target,
+                self.norms,
+                self.prior,
+                self.maxima,
+                k,
+                allowed,
+                excluded,
             )
             if bounded is not None:
                 return [bounded]
@@ -187,6 +196,11 @@ class Recommender:
                 index = [self.item_index[i] for i in items if i in self.item_index]
                 scores[row, index] = -np.inf
         return [top_of(row, k) for row in scores]
+
+    @cached_property
+    def maxima(self) -> tuple[float, float]:
+        """The largest embedding norm and prior, for :func:`kgrec.bounded_top.bounded_top`."""
+        return float(self.norms.max(initial=0.0)), float(self.prior.max(initial=0.0))
 
     @cached_property
     def co_purchase_links(self) -> sp.csr_matrix:

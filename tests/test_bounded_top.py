@@ -70,6 +70,7 @@ def bounded(recommender: Recommender, entries: list[HistoryEntry], k: int, allow
         recommender.target,
         recommender.norms,
         recommender.prior,
+        recommender.maxima,
         k,
         allowed,
         np.array([recommender.item_index[h.item_id] for h in entries]),
