@@ -44,7 +44,7 @@ from graph_schema.path_query import path_cypher
 from graph_schema.statements.explanations import EXPLANATION_CO_USERS, EXPLANATION_PATHS
 from kgrec.decay import decayed
 from kgrec.gateway import GraphGateway
-from kgrec.recommender import Recommender
+from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import RelationSentences, load_sentences
 
 log = logging.getLogger(__name__)
@@ -122,13 +122,15 @@ def read_paths(
     forward: Sequence[Mapping[str, str]] = (),
     backward: Sequence[Mapping[str, str]] = (),
     counted: Sequence[Sequence[str]] = (),
+    co_user_targets: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every path row from the user to the items, of every kind, in one round trip (``read_many``).
 
     ``EXPLANATION_PATHS`` for the whole batch, and ``EXPLANATION_CO_USERS`` once
-    per target: its scan of the target's users stops at a LIMIT, which a batch
-    cannot apply per item. ``forward``/``backward`` are :func:`co_purchase_pairs`;
-    ``counted`` the (entity, relation) pairs whose item counts are known.
+    per target of ``co_user_targets`` (default: every item): its scan of the
+    target's users stops at a LIMIT, which a batch cannot apply per item.
+    ``forward``/``backward`` are :func:`co_purchase_pairs`; ``counted`` the
+    (entity, relation) pairs whose item counts are known.
     """
     batch = {
         "user_id": user_id,
@@ -138,11 +140,69 @@ def read_paths(
         "backward": list(backward),
         "counted": [list(pair) for pair in counted],
     }
-    co_users = [
+    targets = item_ids if co_user_targets is None else co_user_targets
+    reads = [(EXPLANATION_PATHS, batch), *_co_user_reads(user_id, targets, hubs)]
+    return [row for rows in gateway.read_many(reads) for row in rows]
+
+
+def read_co_user_paths(
+    gateway: GraphGateway, user_id: str, item_ids: Sequence[str], *, hubs: int
+) -> list[dict[str, Any]]:
+    """The co-user path rows from the user to each item, in one round trip."""
+    reads = _co_user_reads(user_id, item_ids, hubs)
+    return [row for rows in gateway.read_many(reads) for row in rows] if reads else []
+
+
+def _co_user_reads(user_id: str, item_ids: Sequence[str], hubs: int) -> list[tuple[Any, dict[str, Any]]]:
+    return [
         (EXPLANATION_CO_USERS, {"user_id": user_id, "item_id": item_id, "hubs": hubs})
         for item_id in dict.fromkeys(item_ids)
     ]
-    return [row for rows in gateway.read_many([(EXPLANATION_PATHS, batch), *co_users]) for row in rows]
+
+
+def co_user_bounds(
+    model: Recommender, hubs: Sequence[HistoryEntry], target_ids: Sequence[str], *, complete: bool
+) -> dict[str, float]:
+    """The most a co-user path to each target can score, from the user's hubs alone.
+
+    A co-user path through hub ``h`` scores ``0.4 × min(1, support / 3) × strength(h)
+    + 0.25 × max(0, cos(h, target))``; with the support term at its most, 1, the
+    best of ``hubs`` bounds every such path. ``hubs`` must hold every item the
+    graph read may use as a hub (its ``$hubs`` most recent), with weights decayed
+    to a time no later than the scoring's: decay only lowers them. When that is
+    not sure (``complete`` false: the history was cut where the hubs' recency ties),
+    the bound is the largest any path can score.
+    """
+    ceiling = _CO_USER_PRIOR + _EMBEDDING_WEIGHT
+    if not complete:
+        return dict.fromkeys(target_ids, ceiling)
+    if not hubs:
+        return dict.fromkeys(target_ids, 0.0)
+    index = model.item_index
+    strength = _CO_USER_PRIOR * (
+        1.0 - np.exp(-np.array([h.weight for h in hubs], dtype=np.float64) / _REFERENCE_WEIGHT)
+    )
+    hub_rows = np.array([index.get(h.item_id, -1) for h in hubs])
+    hub_ids = np.array([h.item_id for h in hubs], dtype=object)
+    known = hub_rows >= 0
+    bounds: dict[str, float] = {}
+    for target in dict.fromkeys(target_ids):
+        cosine = np.zeros(len(hubs))
+        if target in index and known.any():
+            cosine[known] = model.embeddings[hub_rows[known]] @ model.embeddings[index[target]]
+        scores = strength + _EMBEDDING_WEIGHT * np.maximum(cosine, 0.0)
+        scores[hub_ids == target] = 0.0  # no path runs from the target to itself
+        bounds[target] = float(scores.max())
+    return bounds
+
+
+def co_users_can_rank(paths: Sequence[Mapping[str, Any]], bound: float, places: int) -> bool:
+    """Whether a co-user path scoring at most ``bound`` could reach the first ``places`` of ``paths``.
+
+    ``paths`` are the other kinds' paths to one target, best first (served scores
+    are rounded to 6 places, hence the margin).
+    """
+    return len(paths) < places or paths[places - 1]["score"] <= bound + 1e-6
 
 
 def sentence(
@@ -319,13 +379,15 @@ class PathScorer:
             "cypher": path_cypher(nodes, rels),
         }
 
-    def paths(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        """Every path, best first, grouped by target item id.
+    def paths(
+        self, rows: Sequence[Mapping[str, Any]], into: dict[str, list[dict[str, Any]]] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every path, best first, grouped by target item id (added to ``into``'s paths when given).
 
         A row the graph returns but no Browser query can describe (a label or
         relation outside the model, written around the importer) is left out.
         """
-        grouped: dict[str, list[dict[str, Any]]] = {}
+        grouped: dict[str, list[dict[str, Any]]] = {} if into is None else into
         for row in rows:
             try:
                 path = self._path(row)

@@ -30,7 +30,15 @@ from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event
-from kgrec.explanations import EntityCounts, PathScorer, co_purchase_pairs, read_paths
+from kgrec.explanations import (
+    EntityCounts,
+    PathScorer,
+    co_purchase_pairs,
+    co_user_bounds,
+    co_users_can_rank,
+    read_co_user_paths,
+    read_paths,
+)
 from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
@@ -109,6 +117,17 @@ class UserHistory:
     def item_ids(self) -> list[str]:
         """The items, most recent first."""
         return [r["item_id"] for r in self.rows]
+
+    def holds_hubs(self, hubs: int) -> bool:
+        """Whether these rows surely hold the user's ``hubs`` most recent items, whatever order ties take.
+
+        They do unless the read was cut (``HISTORY_LIMIT`` rows) inside a run of equal
+        recency that reaches back to the ``hubs``-th row.
+        """
+        rows = self.rows
+        if len(rows) < HISTORY_LIMIT or len(rows) <= hubs:
+            return True
+        return rows[hubs - 1]["position"] != rows[-1]["position"]
 
     def excluded(self, exclude: str) -> list[str]:
         """The items to leave out of recommendations: ``seen``, ``purchased`` or ``none`` (see EXCLUSIONS)."""
@@ -236,16 +255,20 @@ class Serving:
         return UserHistory(entries, rows)
 
     def explanation_paths(
-        self, model: Recommender, user_id: str, item_ids: Sequence[str], hub_ids: Sequence[str]
+        self, model: Recommender, user_id: str, item_ids: Sequence[str], history: UserHistory, places: int
     ) -> dict[str, list[dict[str, Any]]]:
-        """Scored paths (best first) from the user to each item: one round trip to the graph for all items.
+        """Scored paths (best first) from the user to each item; the first ``places`` of each are exact.
 
-        ``hub_ids`` (the user's recent items, :attr:`UserHistory.item_ids`) are the
-        hubs whose co-purchase links the model proposes and the graph confirms.
+        One round trip reads every path kind but co-users for all items; the
+        user's recent items (``history``) are the hubs whose co-purchase links
+        the model proposes and the graph confirms. Co-user paths, the costliest
+        read (one statement per item), are read in a second round trip only for
+        the items where one could reach the first ``places``
+        (:func:`kgrec.explanations.co_user_bounds`).
         """
         if not item_ids:
             return {}
-        forward, backward = co_purchase_pairs(model, hub_ids, item_ids)
+        forward, backward = co_purchase_pairs(model, history.item_ids, item_ids)
         known = self.entity_counts.known(model.artifacts.version)
         rows = read_paths(
             self.gateway,
@@ -255,11 +278,19 @@ class Serving:
             forward=forward,
             backward=backward,
             counted=list(known),
+            co_user_targets=(),
         )
         scorer = PathScorer(
             model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
         )
-        return scorer.paths(rows)
+        paths = scorer.paths(rows)
+        bounds = co_user_bounds(
+            model, history.entries, item_ids, complete=history.holds_hubs(EXPLANATION_HUBS)
+        )
+        wanted = [i for i in bounds if co_users_can_rank(paths.get(i, []), bounds[i], places)]
+        if wanted:
+            scorer.paths(read_co_user_paths(self.gateway, user_id, wanted, hubs=EXPLANATION_HUBS), into=paths)
+        return paths
 
     def groups(self, model: Recommender) -> ItemGroups:
         """Each item's brand and most specific categories, for diversity (built once per model)."""
@@ -377,7 +408,7 @@ class Serving:
         )
         items = explore.fill(model, items, self.gateway)
         if explain:
-            paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history.item_ids)
+            paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history, places=1)
             for item in items:
                 best = paths.get(item["item_id"])
                 item["reason"] = best[0] if best else None
@@ -416,7 +447,7 @@ class Serving:
         if item_id not in model.item_index and not self.gateway.read(ITEM_EXISTS, {"item_id": item_id}):
             raise NotFound("item_id", item_id, f"no item with id {item_id!r}")
         history = self.user_history(user_id)
-        paths = self.explanation_paths(model, user_id, [item_id], history.item_ids).get(item_id, [])
+        paths = self.explanation_paths(model, user_id, [item_id], history, max_paths).get(item_id, [])
         return {
             "user_id": user_id,
             "item_id": item_id,

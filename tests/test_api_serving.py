@@ -285,6 +285,27 @@ def test_every_explanation_path_exists_in_the_graph_and_passes_neo4j_lint(served
     assert {name: d for name, d in diagnostics.items() if d} == {}
 
 
+def test_the_first_paths_are_the_same_whether_or_not_co_users_are_read(served: Served) -> None:
+    # max_paths=MAX_PATHS reads co-users for every item; fewer places skip the read where no co-user
+    # path could reach them (kgrec.explanations.co_user_bounds): the places shown must not change.
+    user = a_user(served, min_items=6)
+    compared = co_user_seen = 0
+    for item in ids(recommend(served, user, k=12)):
+        full = [(p["cypher"], p["kind"]) for p in explanation_paths(served, user, item)]
+        co_user_seen += any(kind == "co_user" for _, kind in full)
+        for places in (1, 3):
+            response = served.get(
+                f"/v1/users/{user}/recommendations/{item}/explanation", EXPLANATION, max_paths=places
+            )
+            assert response.status_code == 200, response.text
+            assert [(p["cypher"], p["kind"]) for p in response.json()["paths"]] == full[:places], (
+                item,
+                places,
+            )
+            compared += 1
+    assert compared == 24 and co_user_seen > 0
+
+
 def test_explanation_of_an_unknown_item_is_404_and_a_stranger_gets_no_paths(served: Served) -> None:
     template = "/v1/users/{user_id}/recommendations/{item_id}/explanation"
     missing = served.get(f"/v1/users/{a_user(served)}/recommendations/no-such-item/explanation", template)

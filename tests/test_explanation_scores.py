@@ -34,15 +34,17 @@ import pytest
 import scipy.sparse as sp
 
 import kgrec.serving
+from graph_schema.statements.explanations import EXPLANATION_CO_USERS
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
+from kgrec.explanations import co_user_bounds
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.item_facts import ItemFacts
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.model_store import models_dir, save_artifacts
 from kgrec.recommender import ModelArtifacts
-from kgrec.serving import ItemFilters, Serving
+from kgrec.serving import HISTORY_LIMIT, ItemFilters, Serving, UserHistory
 
 NOW = 1_700_000_000_000
 
@@ -219,3 +221,53 @@ def test_recommendations_give_the_best_path_as_the_reason(serving: Serving) -> N
         pytest.approx(SAME_BRAND_T2, abs=1e-6),
     )
     assert reasons["o"] is None  # no path from u reaches o
+
+
+def _co_user_reads(serving: Serving, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the targets of every co-user statement the serving core sends to the graph."""
+    gateway = serving.gateway
+    sent: list[str] = []
+    real = gateway.read_many
+
+    def read_many(reads):  # type: ignore[no-untyped-def]
+        sent.extend(params["item_id"] for statement, params in reads if statement is EXPLANATION_CO_USERS)
+        return real(reads)
+
+    monkeypatch.setattr(gateway, "read_many", read_many)
+    return sent
+
+
+def test_co_users_are_read_only_where_a_co_user_path_could_rank(
+    serving: Serving, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = serving.explanation("u", "t", max_paths=10)["paths"]
+    sent = _co_user_reads(serving, monkeypatch)
+
+    # The best co-user path t could have (support 3 or more) scores 0.4 × strength + 0.15 = 0.307388:
+    # below the best path (0.543469), level with the third (also viewed, 0.307388).
+    bound = co_user_bounds(serving.active_model(), serving.user_history("u").entries, ["t"], complete=True)
+    assert bound["t"] == pytest.approx(0.4 * HUB_STRENGTH + EMBEDDING_TERM_T, abs=1e-6)
+    assert bound["t"] >= CO_USER_T
+
+    for places, reads in ((1, []), (2, []), (3, ["t"]), (4, ["t"])):
+        sent.clear()
+        assert serving.explanation("u", "t", max_paths=places)["paths"] == full[:places], places
+        assert sent == reads, places
+    # A recommended item's reason is its best path. t's (0.543469) and t2's (same brand, 0.196735)
+    # beat any co-user path to them (0.307388; 0.157388 for t2, whose cosine counts as 0); o has no
+    # other path, so a co-user path could be its reason.
+    sent.clear()
+    serving.recommendations("u", k=3, offset=0, exclude="seen", filters=ItemFilters(), explain=True)
+    assert sent == ["o"]
+
+
+def test_a_history_cut_inside_a_tie_cannot_bound_co_users(serving: Serving) -> None:
+    def history(positions: list[int]) -> UserHistory:
+        return UserHistory([], [{"item_id": f"i{k}", "position": p} for k, p in enumerate(positions)])
+
+    assert history([5] * 10).holds_hubs(3)  # not cut: every item was read
+    assert history([9] * 3 + [5] * (HISTORY_LIMIT - 3)).holds_hubs(3)  # the third hub is newer than the cut
+    assert not history([9] * 2 + [5] * (HISTORY_LIMIT - 2)).holds_hubs(3)  # unread items may tie with it
+    model = serving.active_model()
+    assert co_user_bounds(model, [], ["t", "o"], complete=False) == {"t": 0.65, "o": 0.65}
+    assert co_user_bounds(model, [], ["t"], complete=True) == {"t": 0.0}
