@@ -351,17 +351,21 @@ class PathScorer:
         label = nodes[1]["label"]
         return _INTEREST_PRIOR[label] * self._specificity(label, str(nodes[1]["id"]))
 
-    def _path(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        kind, nodes, rels, support = row["kind"], row["nodes"], row["rels"], int(row["support"])
+    def _score(self, row: Mapping[str, Any]) -> float:
+        kind, nodes, rels = row["kind"], row["nodes"], row["rels"]
         first = decayed(rels[0]["weight"], rels[0]["weight_ts"], self.now_ms, self.half_life_ms)
         relative = 1.0 - math.exp(-first / _REFERENCE_WEIGHT)
         cosine = (
             self._cosine(str(nodes[1]["id"]), str(nodes[-1]["id"])) if nodes[1]["label"] == "Item" else 0.0
         )
-        score = self._prior(kind, nodes, rels, support) * relative + _EMBEDDING_WEIGHT * max(cosine, 0.0)
+        prior = self._prior(kind, nodes, rels, int(row["support"]))
+        return round(prior * relative + _EMBEDDING_WEIGHT * max(cosine, 0.0), 6)
+
+    def _path(self, row: Mapping[str, Any], score: float) -> dict[str, Any]:
+        kind, nodes, rels, support = row["kind"], row["nodes"], row["rels"], int(row["support"])
         return {
             "kind": kind,
-            "score": round(score, 6),
+            "score": score,
             "sentence": sentence(kind, nodes, rels, support, self.sentences),
             "nodes": [_served_node(n) for n in nodes],
             "relationships": [
@@ -380,24 +384,45 @@ class PathScorer:
         }
 
     def paths(
-        self, rows: Sequence[Mapping[str, Any]], into: dict[str, list[dict[str, Any]]] | None = None
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        into: dict[str, list[dict[str, Any]]] | None = None,
+        places: int | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
-        """Every path, best first, grouped by target item id (added to ``into``'s paths when given).
+        """The paths, best first, grouped by target item id (merged into ``into``'s paths when given).
 
-        A row the graph returns but no Browser query can describe (a label or
-        relation outside the model, written around the importer) is left out.
+        With ``places``, only each target's first ``places`` paths are kept, and only
+        those (and any tied with the last) are described: a sentence and a Browser
+        query cost far more than a score, and a user's item often has dozens of
+        paths. Ties are ordered by the Browser query, so the kept paths are the
+        first ``places`` of the whole list. A row the graph returns but no
+        Browser query can describe (a label or relation outside the model,
+        written around the importer) is left out.
         """
         grouped: dict[str, list[dict[str, Any]]] = {} if into is None else into
+        scored: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
         for row in rows:
-            try:
-                path = self._path(row)
-            except ValueError as error:
-                log.warning("explanation path left out (%s): %s", row.get("kind"), error)
-                continue
-            grouped.setdefault(row["target_id"], []).append(path)
-        for paths in grouped.values():
+            scored.setdefault(row["target_id"], []).append((self._score(row), row))
+        for target, candidates in scored.items():
+            paths = grouped.setdefault(target, [])
+            candidates.sort(key=lambda c: -c[0])
+            for score, row in candidates:
+                if places is not None and score < _last_place(paths, places):
+                    break  # the rest score lower than the places already filled
+                try:
+                    paths.append(self._path(row, score))
+                except ValueError as error:
+                    log.warning("explanation path left out (%s): %s", row.get("kind"), error)
             paths.sort(key=lambda p: (-p["score"], p["cypher"]))
+            del paths[places if places is not None else len(paths) :]
         return grouped
+
+
+def _last_place(paths: Sequence[Mapping[str, Any]], places: int) -> float:
+    """The score of the ``places``-th best path (minus infinity while fewer are there)."""
+    if len(paths) < places:
+        return -math.inf
+    return sorted((p["score"] for p in paths), reverse=True)[places - 1]
 
 
 def _served_node(node: Mapping[str, Any]) -> dict[str, Any]:

@@ -257,7 +257,7 @@ class Serving:
     def explanation_paths(
         self, model: Recommender, user_id: str, item_ids: Sequence[str], history: UserHistory, places: int
     ) -> dict[str, list[dict[str, Any]]]:
-        """Scored paths (best first) from the user to each item; the first ``places`` of each are exact.
+        """The best ``places`` scored paths (best first) from the user to each item.
 
         One round trip reads every path kind but co-users for all items; the
         user's recent items (``history``) are the hubs whose co-purchase links
@@ -283,13 +283,14 @@ class Serving:
         scorer = PathScorer(
             model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
         )
-        paths = scorer.paths(rows)
+        paths = scorer.paths(rows, places=places)
         bounds = co_user_bounds(
             model, history.entries, item_ids, complete=history.holds_hubs(EXPLANATION_HUBS)
         )
         wanted = [i for i in bounds if co_users_can_rank(paths.get(i, []), bounds[i], places)]
         if wanted:
-            scorer.paths(read_co_user_paths(self.gateway, user_id, wanted, hubs=EXPLANATION_HUBS), into=paths)
+            co_users = read_co_user_paths(self.gateway, user_id, wanted, hubs=EXPLANATION_HUBS)
+            scorer.paths(co_users, into=paths, places=places)
         return paths
 
     def groups(self, model: Recommender) -> ItemGroups:

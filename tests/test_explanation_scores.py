@@ -37,13 +37,13 @@ import kgrec.serving
 from graph_schema.statements.explanations import EXPLANATION_CO_USERS
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.explanations import co_user_bounds
+from kgrec.explanations import PathScorer, co_user_bounds
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.item_facts import ItemFacts
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.model_store import models_dir, save_artifacts
-from kgrec.recommender import ModelArtifacts
+from kgrec.recommender import ModelArtifacts, Recommender
 from kgrec.serving import HISTORY_LIMIT, ItemFilters, Serving, UserHistory
 
 NOW = 1_700_000_000_000
@@ -271,3 +271,46 @@ def test_a_history_cut_inside_a_tie_cannot_bound_co_users(serving: Serving) -> N
     model = serving.active_model()
     assert co_user_bounds(model, [], ["t", "o"], complete=False) == {"t": 0.65, "o": 0.65}
     assert co_user_bounds(model, [], ["t"], complete=True) == {"t": 0.0}
+
+
+def _brand_row(brand: str, weight: float) -> dict[str, object]:
+    def rel(kind: str, direction: str, w: float | None = None) -> dict[str, object]:
+        return {
+            "type": kind,
+            "relation": None,
+            "direction": direction,
+            "weight": w,
+            "weight_ts": NOW,
+            "verb": None,
+        }
+
+    return {
+        "target_id": "t",
+        "kind": "same_brand",
+        "nodes": [
+            {"label": "User", "id": "u", "name": "u"},
+            {"label": "Item", "id": "h", "name": "Hub"},
+            {"label": "Brand", "id": brand, "name": brand},
+            {"label": "Item", "id": "t", "name": "Target"},
+        ],
+        "rels": [
+            {**rel("INTERACTED", "out", weight), "verb": "bought"},
+            rel("MADE_BY", "out"),
+            rel("MADE_BY", "in"),
+        ],
+        "support": 1,
+    }
+
+
+def test_only_the_places_asked_for_are_described_ties_included() -> None:
+    scorer = PathScorer(Recommender(_model("ties")), float(NOW), 1.0)
+    # b and c tie; a scores higher and d lower. Ties are ordered by the Browser query.
+    rows = [_brand_row("d", 1.0), _brand_row("c", 5.0), _brand_row("a", 9.0), _brand_row("b", 5.0)]
+    every = scorer.paths(rows)["t"]
+    assert [p["nodes"][2]["id"] for p in every] == ["a", "b", "c", "d"]
+    for places in (1, 2, 3, 4, 5):
+        for order in (rows, rows[::-1]):
+            assert scorer.paths(order, places=places)["t"] == every[:places], places
+    # A merge keeps the best of both, as one list would.
+    merged = scorer.paths(rows[2:], places=2)
+    assert scorer.paths(rows[:2], into=merged, places=2)["t"] == every[:2]
