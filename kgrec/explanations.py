@@ -122,13 +122,9 @@ def read_paths(
     forward: Sequence[Mapping[str, str]] = (),
     backward: Sequence[Mapping[str, str]] = (),
     counted: Sequence[Sequence[str]] = (),
-    co_user_targets: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every path row from the user to the items, of every kind, in one round trip (``read_many``).
+    """Every path row but co-users' from the user to the items: one statement for the batch.
 
-    ``EXPLANATION_PATHS`` for the whole batch, and ``EXPLANATION_CO_USERS`` once
-    per target of ``co_user_targets`` (default: every item): its scan of the
-    target's users stops at a LIMIT, which a batch cannot apply per item.
     ``forward``/``backward`` are :func:`co_purchase_pairs`; ``counted`` the
     (entity, relation) pairs whose item counts are known.
     """
@@ -140,24 +136,22 @@ def read_paths(
         "backward": list(backward),
         "counted": [list(pair) for pair in counted],
     }
-    targets = item_ids if co_user_targets is None else co_user_targets
-    reads = [(EXPLANATION_PATHS, batch), *_co_user_reads(user_id, targets, hubs)]
-    return [row for rows in gateway.read_many(reads) for row in rows]
+    return gateway.read(EXPLANATION_PATHS, batch)
 
 
 def read_co_user_paths(
     gateway: GraphGateway, user_id: str, item_ids: Sequence[str], *, hubs: int
 ) -> list[dict[str, Any]]:
-    """The co-user path rows from the user to each item, in one round trip."""
-    reads = _co_user_reads(user_id, item_ids, hubs)
-    return [row for rows in gateway.read_many(reads) for row in rows] if reads else []
+    """The co-user path rows from the user to each item, in one round trip (``read_many``).
 
-
-def _co_user_reads(user_id: str, item_ids: Sequence[str], hubs: int) -> list[tuple[Any, dict[str, Any]]]:
-    return [
+    ``EXPLANATION_CO_USERS`` once per item: its scan of the target's users stops
+    at a LIMIT, which a batch cannot apply per item.
+    """
+    reads = [
         (EXPLANATION_CO_USERS, {"user_id": user_id, "item_id": item_id, "hubs": hubs})
         for item_id in dict.fromkeys(item_ids)
     ]
+    return [row for rows in gateway.read_many(reads) for row in rows] if reads else []
 
 
 def co_user_bounds(

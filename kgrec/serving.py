@@ -278,7 +278,6 @@ class Serving:
             forward=forward,
             backward=backward,
             counted=list(known),
-            co_user_targets=(),
         )
         scorer = PathScorer(
             model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
@@ -453,7 +452,7 @@ class Serving:
             "user_id": user_id,
             "item_id": item_id,
             "model_version": model.artifacts.version,
-            "paths": paths[:max_paths],
+            "paths": paths,
         }
 
     def similar(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from graph_schema.statements.explanations import CO_USER_CANDIDATES
-from kgrec.explanations import read_paths
+from kgrec.explanations import read_co_user_paths
 from kgrec.gateway import GraphGateway
 
 _SEEN = "{weight: 1.0, weight_ts: 1, n_view: 1, last_ts: $ts}"
@@ -37,7 +37,7 @@ CREATE (o)-[:INTERACTED {weight: 1.0, weight_ts: 1, n_view: 1, last_ts: seen[1]}
 
 
 def _co_user_rows(gateway: GraphGateway, targets: list[str]) -> dict[str, list[dict[str, Any]]]:
-    rows = read_paths(gateway, "me", targets, hubs=30)
+    rows = read_co_user_paths(gateway, "me", targets, hubs=30)
     found: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row["kind"] == "co_user":

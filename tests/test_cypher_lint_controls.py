@@ -12,7 +12,7 @@ import pytest
 
 from graph_schema.allow_list import Label, Rel
 from graph_schema.path_query import path_cypher
-from kgrec.explanations import read_paths
+from kgrec.explanations import read_co_user_paths, read_paths
 from kgrec.gateway import GraphGateway
 from tests.cypher_lint import lint
 
@@ -179,6 +179,7 @@ def test_every_explanation_path_shape_renders_browser_cypher_that_passes_lint_an
     gateway.run_query(_EVERY_PATH_KIND, {})
     pair = {"hub": "hub", "target": "target"}
     rows = read_paths(gateway, "me", ["target"], hubs=30, forward=[pair], backward=[pair])
+    rows += read_co_user_paths(gateway, "me", ["target"], hubs=30)
     by_shape = {_shape(r["nodes"], r["rels"]): path_cypher(r["nodes"], r["rels"]) for r in rows}
     assert set(by_shape) == EXPLANATION_SHAPES
     for query in by_shape.values():

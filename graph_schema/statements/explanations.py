@@ -3,7 +3,7 @@
 ``EXPLANATION_PATHS`` finds every path kind but ``co_user`` for a batch of
 target items in one statement; ``EXPLANATION_CO_USERS`` finds the co-user paths
 of one target, and the caller sends one per target that needs it, pipelined
-(:func:`kgrec.explanations.read_paths`, :func:`kgrec.explanations.read_co_user_paths`):
+(:func:`kgrec.explanations.read_co_user_paths`):
 its scan of the target's users must stop at a LIMIT, and no clause both engines
 accept limits per row of a batch (FalkorDB 4.16 has no ``CALL (x) {...}``;
 Neo4j 5 deprecates ``CALL { WITH x ... }``).
