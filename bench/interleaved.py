@@ -8,6 +8,13 @@ size in turn for ``duration`` seconds, the order alternating between rounds
 (A B, B A, …), so drift on the machine falls on both sides alike. The latencies
 of each side are pooled over the rounds; the report gives the pooled p99 of
 each side, their ratio, and the ratio of every round.
+
+One stall of a few hundred milliseconds (the VM's, or a process's) sets the p99 of
+the turn it falls in, so a run's pooled ratio can swing several-fold on one turn.
+The per-round ratios are therefore summarised too: their geometric mean with a
+bootstrap 95% interval, and how many are within a given bound. Each turn records
+the share of the machine's CPU time the hypervisor stole during it (``/proc/stat``)
+and when its slowest requests were sent, so a stall can be told from a slow side.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import requests
 from bench.api import KEY, ROUTES, endpoint_paths, summarise
 from bench.common import serve_api
 from bench.loadgen import LoadResult, open_loop, pooled
+from bench.round_stats import cpu_ticks, ratio_summary, stolen_share
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,22 @@ def measure(
             for name, rate in rates.items():
                 if name not in ROUTES:
                     raise ValueError(f"rates: unknown endpoint {name!r} (one of {sorted(ROUTES)})")
-                p99 = {}
+                p99, steal, slowest = {}, {}, {}
                 for side in order:
+                    before = cpu_ticks()
                     result = open_loop(bases[side.label], paths[side.label][name], rate, duration)
+                    steal[side.label] = stolen_share(before, cpu_ticks())
                     runs[side.label][name].append(result)
-                    p99[side.label] = summarise(result)["p99_ms"]
+                    summary = summarise(result)
+                    p99[side.label] = summary["p99_ms"]
+                    slowest[side.label] = [s["at_s"] for s in summary["slowest"]]
                 ratio = p99[second.label] / p99[first.label] if p99[first.label] else None
-                entry[name] = {"p99_ms": p99, "ratio": None if ratio is None else round(ratio, 2)}
+                entry[name] = {
+                    "p99_ms": p99,
+                    "ratio": None if ratio is None else round(ratio, 2),
+                    "steal_share": steal,
+                    "slowest_sent_at_s": slowest,
+                }
                 print(f"  round {round_no + 1} {name}: {p99}", flush=True)
             per_round.append(entry)
     endpoints: dict[str, Any] = {}
@@ -89,6 +106,7 @@ def measure(
             **summaries,
             "p99_ratio": None if ratio is None else round(ratio, 2),
             "round_ratios": rounds_ratios,
+            "round_ratio_summary": ratio_summary(rounds_ratios),
         }
     return {
         "compared": f"{second.label} over {first.label}",

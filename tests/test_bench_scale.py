@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scale
+from bench import round_stats, scale
 from bench.common import in_fresh_process
 from kgrec.embedded import IMPRESSIONS_DIR
 
@@ -42,6 +42,43 @@ def test_memory_per_million_is_the_slope_without_the_fixed_part() -> None:
     megabytes = [300 + 120 * n / 1e6 for n in counts]  # 300 MB of code, 120 MB per million
     assert scale.marginal_per_million(counts, megabytes) == pytest.approx(120.0)
     assert scale.marginal_per_million([1e6], [400.0]) is None
+
+
+def test_round_ratios_are_summarised_by_their_geometric_mean_and_a_bootstrap_interval() -> None:
+    summary = round_stats.ratio_summary([0.5, 2.0, 1.0, 1.0])
+    assert summary["rounds"] == 4
+    assert summary["geometric_mean"] == pytest.approx(1.0)
+    low, high = summary["ci95"]
+    assert 0.5 <= low < 1.0 < high <= 2.0
+    assert summary["within_2x"] == 4
+    # one stalled round moves the mean by its fourth root, and only it is outside the bound
+    stalled = round_stats.ratio_summary([1.0, 1.0, 1.0, 16.0])
+    assert stalled["geometric_mean"] == pytest.approx(2.0)
+    assert stalled["within_2x"] == 3
+    assert round_stats.ratio_summary([])["geometric_mean"] is None
+
+
+def test_the_round_ratio_goal_holds_only_when_the_intervals_upper_end_does() -> None:
+    def report(ratios: list[float]) -> dict[str, object]:
+        return {
+            "endpoints": {
+                "similar": {"p99_ratio": 1.0, "round_ratio_summary": round_stats.ratio_summary(ratios)}
+            }
+        }
+
+    assert scale.interleaved_goals(report([1.0, 1.2, 0.9, 1.1]))[
+        "similar_p99_round_ratio_upper_ci95_within_2x"
+    ]
+    spread = scale.interleaved_goals(report([1.0, 0.5, 3.0, 6.0]))
+    assert spread["similar_p99_round_ratio_upper_ci95_within_2x"] is False
+    assert spread["similar_p99_interleaved_within_2x"] is True
+
+
+def test_stolen_share_is_the_steal_ticks_over_all_ticks() -> None:
+    assert round_stats.stolen_share((10, 1000), (30, 1200)) == pytest.approx(0.1)
+    assert round_stats.stolen_share((0, 0), (0, 0)) is None
+    stolen, total = round_stats.cpu_ticks()
+    assert 0 <= stolen <= total
 
 
 def _args(tmp_path: Path, **changes: object) -> argparse.Namespace:
