@@ -28,7 +28,7 @@ from kgrec.datasets import (
     open_dataset,
 )
 from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relation_names
-from kgrec.datasets.movielens import tag_entity_id
+from kgrec.datasets.movielens import release_year, tag_entity_id
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
 from kgrec.demo_shop import ShopSpec, generate_shop
 from kgrec.gateway import GraphGateway
@@ -384,11 +384,17 @@ def movielens_folder(folder: Path) -> Path:
 def test_movielens_tags_become_tag_entities_with_who_and_when(tmp_path: Path) -> None:
     dataset = MovieLensDataset(movielens_folder(tmp_path / "ml"))
     assert list(dataset.triples()) == [
+        TripleRecord("10", "released_in", "year:1999"),
+        TripleRecord("20", "released_in", "year:2001"),
+        TripleRecord("30", "released_in", "year:2003"),
         TripleRecord("10", "has_tag", "tag:dark comedy", user_id="1", ts=110_000),
         TripleRecord("20", "has_tag", "tag:dark comedy", user_id="2", ts=160_000),
         TripleRecord("30", "has_tag", "tag:'})<script>", user_id="2", ts=310_000),
     ]
     assert list(dataset.entities()) == [
+        EntityRecord("year:1999", "year", "1999"),
+        EntityRecord("year:2001", "year", "2001"),
+        EntityRecord("year:2003", "year", "2003"),
         EntityRecord("tag:dark comedy", "tag", "Dark Comedy"),
         EntityRecord("tag:'})<script>", "tag", "'})<script>"),
     ]
@@ -400,12 +406,33 @@ def test_movielens_tags_become_tag_entities_with_who_and_when(tmp_path: Path) ->
     assert tag_entity_id("  Will   Ferrell ") == "tag:will ferrell"
 
 
+@pytest.mark.parametrize(
+    ("title", "year"),
+    [
+        ("Toy Story (1995)", "1995"),
+        ("Babylon 5", None),
+        ("Paterson ", None),
+        ("Ready Player One (2018) ", "2018"),
+        ("Cosmos (1980) (TV)", None),
+        ("Death Note: Desu n√¥to (2006–2007)", None),
+        ("1984 (1956)", "1956"),
+    ],
+)
+def test_a_movie_release_year_is_the_four_digits_that_end_its_title(title: str, year: str | None) -> None:
+    assert release_year(title) == year
+
+
 def test_movielens_tags_of_the_real_data_all_carry_provenance(shared_data: Path) -> None:
     dataset = open_dataset("movielens", shared_data)
     triples = list(dataset.triples())
-    assert len(triples) == 3_683 and dataset.problems.rows == []
-    assert all(t.relation == "has_tag" and t.user_id and t.ts for t in triples)
-    assert {e.kind for e in dataset.entities()} == {"tag"}
+    tags = [t for t in triples if t.relation == "has_tag"]
+    years = [t for t in triples if t.relation == "released_in"]
+    assert len(tags) == 3_683 and dataset.problems.rows == []
+    assert all(t.user_id and t.ts for t in tags)
+    # 13 of the 9,742 titles end without a year (series, "Babylon 5"); catalogue knowledge has no who or when
+    assert len(years) == 9_729 == len(triples) - len(tags)
+    assert all(t.user_id is None and t.ts is None for t in years)
+    assert {e.kind for e in dataset.entities()} == {"tag", "year"}
 
 
 # --- end to end: the fixtures imported into the real embedded graph ----------------------------
@@ -485,8 +512,12 @@ def test_movielens_tags_import_as_tag_entities(
 ) -> None:
     import_dataset(gateway, MovieLensDataset(movielens_folder(tmp_path / "ml")), settings)
     nodes, relations, kinds = graph_counts(gateway)
-    assert relations == {"has_tag": 3}
-    assert kinds == {"tag:dark comedy": "tag", "tag:'})<script>": "tag"}
+    assert relations == {"has_tag": 3, "released_in": 3}
+    assert kinds == {
+        "tag:dark comedy": "tag",
+        "tag:'})<script>": "tag",
+        **{f"year:{y}": "year" for y in ("1999", "2001", "2003")},
+    }
     assert nodes["Category"] == 2  # genres stay categories
 
 

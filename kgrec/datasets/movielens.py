@@ -6,10 +6,17 @@ movie to a tag entity ``tag:<tag>`` (the tag lower-cased, white space collapsed,
 spelling), and the triple keeps who tagged and when (``user_id``, ``ts``): a tag is
 knowledge a user gives, and the evaluation split drops what a test user stated at or
 after their held-out rating.
+
+A movie's release year, the ``(1995)`` that ends its title, becomes a ``released_in``
+triple to a year entity ``year:1995`` (kind ``year``). It is catalogue knowledge (no
+user, no time). Movies released the same year are rated in the same years, so the
+year tells the graph model and the ``shared_entities`` signal which films belong to a
+user's current stretch of ratings.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +27,17 @@ NO_GENRE = "(no genres listed)"
 TAG_RELATION = "has_tag"
 TAG_KIND = "tag"
 TAG_PREFIX = "tag:"
+YEAR_RELATION = "released_in"
+YEAR_KIND = "year"
+YEAR_PREFIX = "year:"
+# The year in parentheses at the end of a title; "(2006-2007)" series and titles without one get none.
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+def release_year(title: str) -> str | None:
+    """The four-digit year that ends a MovieLens title in parentheses, or None."""
+    match = _TITLE_YEAR.search(title)
+    return match.group(1) if match else None
 
 
 def tag_entity_id(tag: str) -> str:
@@ -58,7 +76,8 @@ def _movie(row: dict[str, str]) -> ItemRecord:
 
 
 class MovieLensDataset:
-    """Ratings become ``rating`` interactions (value = stars); genres categories; tags ``has_tag`` triples."""
+    """Ratings become ``rating`` interactions (value = stars); genres categories; release years
+    ``released_in`` triples; tags ``has_tag`` triples."""
 
     name = "movielens"
     # Many people enter their past ratings at sign-up, hundreds a minute: that is not a bot.
@@ -88,14 +107,31 @@ class MovieLensDataset:
         if path.exists():
             yield from records.parsed_rows(path, ("userId", "movieId", "tag", "timestamp"), problems, _tag)
 
+    def _years(self) -> Iterator[tuple[str, str]]:
+        """(movieId, release year) of each movie whose title ends with one; items() reports bad rows."""
+        for item in records.parsed_rows(
+            self.folder / "movies.csv", ("movieId", "title", "genres"), Problems(), _movie
+        ):
+            year = release_year(item.title or "")
+            if year is not None:
+                yield item.item_id, year
+
     def triples(self) -> Iterator[TripleRecord]:
-        """One ``has_tag`` triple per row of tags.csv (none without the file), with user_id and ts."""
+        """A ``released_in`` triple per dated movie, then a ``has_tag`` triple per row of tags.csv
+        (none without the file), with user_id and ts."""
+        for movie_id, year in self._years():
+            yield TripleRecord(movie_id, YEAR_RELATION, YEAR_PREFIX + year)
         for triple, _ in self._tags(self.problems):
             yield triple
 
     def entities(self) -> Iterator[EntityRecord]:
-        """Each tag once, kind ``tag``, named by the spelling it first had in tags.csv."""
+        """Each release year once (kind ``year``), then each tag once (kind ``tag``), named by the
+        spelling it first had in tags.csv."""
         seen: set[str] = set()
+        for _, year in self._years():
+            if YEAR_PREFIX + year not in seen:
+                seen.add(YEAR_PREFIX + year)
+                yield EntityRecord(YEAR_PREFIX + year, YEAR_KIND, year)
         for triple, text in self._tags(Problems()):  # triples() reports the bad rows
             if triple.tail not in seen:
                 seen.add(triple.tail)
