@@ -15,6 +15,8 @@ The per-round ratios are therefore summarised too: their geometric mean with a
 bootstrap 95% interval, and how many are within a given bound. Each turn records
 the share of the machine's CPU time the hypervisor stole during it (``/proc/stat``)
 and when its slowest requests were sent, so a stall can be told from a slow side.
+p99 follows the stolen share closely on a shared VM, so the report also gives the size
+ratio at equal stolen CPU (a least-squares fit over the turns, bootstrap interval).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import requests
 from bench.api import KEY, ROUTES, endpoint_paths, summarise
 from bench.common import serve_api
 from bench.loadgen import LoadResult, open_loop, pooled
-from bench.round_stats import cpu_ticks, ratio_summary, stolen_share
+from bench.round_stats import cpu_ticks, ratio_summary, steal_adjusted_ratio, stolen_share
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,18 @@ def measure(
             else None
         )
         rounds_ratios = [r[name]["ratio"] for r in per_round if r[name]["ratio"] is not None]
+        turns = [
+            (side is second, r[name]["steal_share"][side.label], r[name]["p99_ms"][side.label])
+            for r in per_round
+            for side in sides
+            if r[name]["steal_share"][side.label] is not None
+        ]
         endpoints[name] = {
             **summaries,
             "p99_ratio": None if ratio is None else round(ratio, 2),
             "round_ratios": rounds_ratios,
             "round_ratio_summary": ratio_summary(rounds_ratios),
+            "steal_adjusted_ratio": steal_adjusted_ratio(turns),
         }
     return {
         "compared": f"{second.label} over {first.label}",

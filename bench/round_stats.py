@@ -46,3 +46,37 @@ def ratio_summary(ratios: list[float], bound: float = 2.0, seed: int = 0) -> dic
         "ci95": [round(math.exp(low), 3), round(math.exp(high), 3)],
         f"within_{bound:g}x": int((logs <= math.log(bound)).sum()),
     }
+
+
+def steal_adjusted_ratio(turns: list[tuple[bool, float, float]], seed: int = 0) -> dict[str, Any]:
+    """The second side's p99 over the first's at equal stolen CPU, with a bootstrap 95% interval.
+
+    ``turns``: one ``(second_side, stolen_share, p99_ms)`` per turn. Fits ``log p99 = a + b·second
+    + c·stolen`` by least squares, so ``exp(b)`` is the size ratio with the hypervisor's theft held
+    equal, and ``exp(100·c)`` what one percent of stolen CPU multiplies p99 by. The interval
+    resamples turns with replacement, each side's turns apart, so every resample has both sides.
+    """
+    rows = np.asarray(
+        [(1.0, float(second), stolen, math.log(p99)) for second, stolen, p99 in turns if p99 and p99 > 0]
+    )
+    empty = {"turns": int(rows.shape[0]), "ratio": None, "ci95": None, "per_stolen_percent": None}
+    if rows.shape[0] < 4 or len(set(rows[:, 1])) < 2 or np.ptp(rows[:, 2]) == 0:
+        return empty
+
+    def fit(sample: np.ndarray) -> np.ndarray:
+        return np.linalg.lstsq(sample[:, :3], sample[:, 3], rcond=None)[0]
+
+    coef = fit(rows)
+    rng = np.random.default_rng(seed)
+    sides = [np.flatnonzero(rows[:, 1] == value) for value in (0.0, 1.0)]
+    ratios = np.empty(BOOTSTRAP_SAMPLES)
+    for k in range(BOOTSTRAP_SAMPLES):
+        picked = np.concatenate([rng.choice(side, size=side.size) for side in sides])
+        ratios[k] = fit(rows[picked])[1]
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return {
+        "turns": int(rows.shape[0]),
+        "ratio": round(math.exp(coef[1]), 3),
+        "ci95": [round(math.exp(low), 3), round(math.exp(high), 3)],
+        "per_stolen_percent": round(math.exp(coef[2] / 100), 3),
+    }

@@ -510,7 +510,7 @@ def serve_interleaved(smallest: float, largest: float, args: argparse.Namespace)
         return interleaved.measure(
             (sides[0], sides[1]),
             _parse_rates(args.rates),
-            args.duration,
+            args.duration if args.serving_turn_s is None else args.serving_turn_s,
             args.serving_rounds,
             args.port,
             args.coverage_users,
@@ -536,6 +536,9 @@ def interleaved_goals(report: dict[str, Any]) -> dict[str, Any]:
         goals[f"{name}_p99_round_ratio_upper_ci95_within_{GOAL_MAX_P99_RATIO:g}x"] = (
             None if rounds["ci95"] is None else rounds["ci95"][1] <= GOAL_MAX_P99_RATIO
         )
+        adjusted = endpoint.get("steal_adjusted_ratio") or {}  # runs before it have none
+        goals[f"{name}_p99_steal_adjusted_ratio"] = adjusted.get("ratio")
+        goals[f"{name}_p99_steal_adjusted_ratio_ci95"] = adjusted.get("ci95")
     return goals
 
 
@@ -710,6 +713,13 @@ def main() -> None:
         default=3,
         help="rounds of serving the smallest and largest size side by side, load alternating (0: skip)",
     )
+    parser.add_argument(
+        "--serving-turn-s",
+        type=float,
+        default=None,
+        help="seconds of each side-by-side turn (default: --duration); shorter turns alternate the "
+        "sides more often, so a stall of the machine falls on both more evenly",
+    )
     parser.add_argument("--port", type=int, default=17_000 + os.getpid() % 1000)
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-scale"))
     parser.add_argument(
@@ -761,6 +771,7 @@ def main() -> None:
             "duration_s": args.duration,
             "freshness_trials": args.trials,
             "serving_rounds": args.serving_rounds,
+            "serving_turn_s": args.serving_turn_s or args.duration,
         },
         "figures": {name: {"unit": unit, "what": what} for name, (unit, what) in FIGURES.items()},
         **summary,

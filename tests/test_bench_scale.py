@@ -81,6 +81,26 @@ def test_stolen_share_is_the_steal_ticks_over_all_ticks() -> None:
     assert 0 <= stolen <= total
 
 
+def test_the_steal_adjusted_ratio_separates_size_from_stolen_cpu() -> None:
+    # p99 = 20 ms × 1.5 on the larger side × 1.2 per stolen percent; the larger side was
+    # stolen from less, so its raw p99 ratio (about 1.0) hides the size effect
+    steal = {False: [0.01, 0.03, 0.05, 0.04, 0.06], True: [0.0, 0.01, 0.02, 0.01, 0.03]}
+    turns = [
+        (second, share, 20.0 * (1.5 if second else 1.0) * 1.2 ** (100 * share))
+        for second, shares in steal.items()
+        for share in shares
+    ]
+    adjusted = round_stats.steal_adjusted_ratio(turns)
+    assert adjusted["turns"] == 10
+    assert adjusted["ratio"] == pytest.approx(1.5, abs=1e-3)
+    assert adjusted["per_stolen_percent"] == pytest.approx(1.2, abs=1e-3)
+    low, high = adjusted["ci95"]
+    assert low == pytest.approx(1.5, abs=1e-3) and high == pytest.approx(1.5, abs=1e-3)
+    # without a spread in stolen CPU, or with one side only, nothing can be separated
+    assert round_stats.steal_adjusted_ratio([(s, 0.01, 20.0) for s in (False, True) * 3])["ratio"] is None
+    assert round_stats.steal_adjusted_ratio([(False, x / 100, 20.0) for x in range(6)])["ratio"] is None
+
+
 def _args(tmp_path: Path, **changes: object) -> argparse.Namespace:
     options = {
         "seed": 7,
