@@ -39,13 +39,15 @@ it, each size starts from an empty directory.
 
     .venv/bin/python -m bench.scale [--sizes 1,4,16] [--epochs 3] [--device cpu]
         [--duration 30] [--rates recommendations=300,similar=300,explanation=100]
-        [--trials 50] [--serving-rounds 3] [--resume] [--work-dir var/bench-scale]
+        [--trials 50] [--serving-rounds 24] [--serving-turn-s 10] [--resume]
+        [--work-dir var/bench-scale]
         [--results bench/results/scale]
 
 A smoke run (about 6 minutes on the shared 2-core VM):
 
     .venv/bin/python -m bench.scale --sizes 0.05,0.1,0.2 --epochs 2 --duration 5 \
-        --rates recommendations=60,similar=60,explanation=20 --trials 10
+        --rates recommendations=60,similar=60,explanation=20 --trials 10 --serving-rounds 3 \
+        --serving-turn-s 5
 """
 
 from __future__ import annotations
@@ -510,7 +512,7 @@ def serve_interleaved(smallest: float, largest: float, args: argparse.Namespace)
         return interleaved.measure(
             (sides[0], sides[1]),
             _parse_rates(args.rates),
-            args.duration if args.serving_turn_s is None else args.serving_turn_s,
+            args.serving_turn_s,
             args.serving_rounds,
             args.port,
             args.coverage_users,
@@ -710,15 +712,15 @@ def main() -> None:
     parser.add_argument(
         "--serving-rounds",
         type=int,
-        default=3,
+        default=24,
         help="rounds of serving the smallest and largest size side by side, load alternating (0: skip)",
     )
     parser.add_argument(
         "--serving-turn-s",
         type=float,
-        default=None,
-        help="seconds of each side-by-side turn (default: --duration); shorter turns alternate the "
-        "sides more often, so a stall of the machine falls on both more evenly",
+        default=10.0,
+        help="seconds of each side-by-side turn (--duration is the per-size api stage's); short turns "
+        "alternate the sides often, so a noisy stretch of the machine falls on both",
     )
     parser.add_argument("--port", type=int, default=17_000 + os.getpid() % 1000)
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-scale"))
@@ -771,7 +773,7 @@ def main() -> None:
             "duration_s": args.duration,
             "freshness_trials": args.trials,
             "serving_rounds": args.serving_rounds,
-            "serving_turn_s": args.serving_turn_s or args.duration,
+            "serving_turn_s": args.serving_turn_s,
         },
         "figures": {name: {"unit": unit, "what": what} for name, (unit, what) in FIGURES.items()},
         **summary,
