@@ -96,11 +96,13 @@ class MovieLensDataset:
             path, ("userId", "movieId", "rating", "timestamp"), self.problems, _rating
         )
 
+    def _movies(self, problems: Problems) -> Iterator[ItemRecord]:
+        columns = ("movieId", "title", "genres")
+        yield from records.parsed_rows(self.folder / "movies.csv", columns, problems, _movie)
+
     def items(self) -> Iterator[ItemRecord]:
         """Movies with their titles and genres."""
-        yield from records.parsed_rows(
-            self.folder / "movies.csv", ("movieId", "title", "genres"), self.problems, _movie
-        )
+        yield from self._movies(self.problems)
 
     def _tags(self, problems: Problems) -> Iterator[tuple[TripleRecord, str]]:
         path = self.folder / "tags.csv"
@@ -109,9 +111,7 @@ class MovieLensDataset:
 
     def _years(self) -> Iterator[tuple[str, str]]:
         """(movieId, release year) of each movie whose title ends with one; items() reports bad rows."""
-        for item in records.parsed_rows(
-            self.folder / "movies.csv", ("movieId", "title", "genres"), Problems(), _movie
-        ):
+        for item in self._movies(Problems()):
             year = release_year(item.title or "")
             if year is not None:
                 yield item.item_id, year
