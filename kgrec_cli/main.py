@@ -557,6 +557,13 @@ def update_command(
     is_flag=True,
     help="Print one JSON object: model -> metrics, confidence, paired, protocol.",
 )
+@click.option(
+    "--per-user",
+    "per_user_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every model's per-user metrics to this .npz, to compare two runs user by user "
+    "(python -m bench.paired_runs A.npz B.npz).",
+)
 @click.pass_context
 def evaluate_command(
     ctx: click.Context,
@@ -572,6 +579,7 @@ def evaluate_command(
     seed: int,
     device: str,
     as_json: bool,
+    per_user_path: Path | None,
 ) -> None:
     """Full-ranking evaluation of the served model and the baselines, in a scratch graph."""
     from workers.training.config import TrainConfig, for_variant
@@ -594,6 +602,8 @@ def evaluate_command(
             baseline_set=baseline_set,
             ablate_topics=ablate_topics,
         )
+    if per_user_path is not None:
+        report.save_per_user(per_user_path)
     if as_json:
         click.echo(
             json.dumps(

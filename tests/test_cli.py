@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.paired_runs import load_run
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS
 from kgrec.config import Settings
@@ -140,6 +141,7 @@ def test_evaluate_reports_every_model_and_leaves_the_serving_graph_untouched(
     serving_graph: tuple[dict[str, str], GraphGateway],
     subset: Path,
     settings: Settings,
+    tmp_path: Path,
 ) -> None:
     assert trained.returncode == 0, trained.stderr
     env, gateway = serving_graph
@@ -159,11 +161,18 @@ def test_evaluate_reports_every_model_and_leaves_the_serving_graph_untouched(
         "--device",
         "cpu",
         "--json",
+        "--per-user",
+        str(tmp_path / "per-user.npz"),
         env=env,
     )
 
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    # The per-user file holds every model's per-user metrics, whose means are the reported ones.
+    for name in ("kgrec", "ease"):
+        users, items, per_user = load_run(tmp_path / "per-user.npz", name)
+        assert users.size == items.size == report["protocol"]["test_users"]
+        assert per_user["ndcg@10"].mean() == pytest.approx(report[name]["ndcg@10"])
     assert set(report) == EVALUATED_MODELS | {"confidence", "paired", "protocol"}
     for name in EVALUATED_MODELS:
         metrics = report[name]

@@ -1,6 +1,6 @@
 """The evaluation protocol is fair: nothing of a test interaction reaches training, ties are
 broken at random with a fixed seed, user-stated knowledge after the test is held out, and the
-interactions variant imports interactions only."""
+interactions variant imports interactions only, and the no-knowledge variant no knowledge."""
 
 from __future__ import annotations
 
@@ -87,6 +87,22 @@ def test_the_interactions_variant_imports_interactions_only(
     assert all(text == "" for text in graph.item_text)  # nothing to embed: no brand or category text
 
 
+def test_the_no_knowledge_variant_imports_item_text_without_knowledge(
+    settings: Settings, graph_server: object, beauty: Path
+) -> None:
+    split = split_dataset(open_dataset(str(beauty), settings.datasets_dir), "leave-last-out", knowledge=False)
+    assert not any(item.title for item in split.base.items())  # this copy of Beauty has no titles
+    graph = load_training_graph(settings, split, "leave-last-out", lambda _m: None)
+
+    assert graph.inter_user.size == len(split.train)
+    assert graph.brand_ids == [] and graph.category_ids == []
+    assert all(edges.size == 0 for edges in graph.knowledge.values())
+    assert graph.kg_triples.size == 0 and graph.entity_ids == []
+    # The text the graph model and the topics embed is the item's own (the title; here none), with no
+    # brand or category names in it (the full import's text is made of them).
+    assert all(text == "" for text in graph.item_text)
+
+
 @dataclass
 class Tiny:
     """A data set written inline."""
@@ -153,3 +169,22 @@ def test_seq_order_decides_without_ts_and_interactions_only_hides_metadata() -> 
     assert all(item == ItemRecord(item.item_id) for item in split.items())
     assert list(split.triples()) == [] and list(split.entities()) == []
     assert isinstance(split, SplitDataset)
+
+
+def test_without_knowledge_items_keep_their_own_text_and_no_triple_is_read() -> None:
+    rows = [InteractionRecord("u", item, "view", seq=seq) for item, seq in (("x", 0), ("y", 1))]
+
+    class Described(Tiny):
+        def items(self) -> Iterator[ItemRecord]:
+            return iter(
+                [
+                    ItemRecord(i, brand="b", categories=("c",), title=f"T{i}", price=2.0, description="d")
+                    for i in ("x", "y")
+                ]
+            )
+
+    split = leave_last_out(Described(rows, [TripleRecord("x", "genre", "comedy")]))
+    assert [t.tail for t in split.triples()] == ["comedy"]
+    split.knowledge = False
+    assert list(split.items()) == [ItemRecord(i, title=f"T{i}", description="d") for i in ("x", "y")]
+    assert list(split.triples()) == [] and list(split.entities()) == []

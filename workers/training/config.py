@@ -26,7 +26,10 @@ class TrainConfig:
     patience: int = 3
     model_batch_size: int = 8192
     model_lr: float = 0.03
-    use_knowledge: bool = True  # knowledge triples, brands and categories (graph model and signals)
+    # Knowledge triples, brands and categories (graph model and signals). `kgrec evaluate` imports a
+    # data set without them for a model without knowledge, so that their names do not reach the item
+    # text or the topics either (workers/training/evaluate.py: SplitDataset).
+    use_knowledge: bool = True
     use_text: bool = True  # item text embeddings
     use_graph_model: bool = True  # the graph neural network's score in the blend
     graph_model_only: bool = False  # the graph neural network's score alone, no other signal

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, EntityRecord, InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.kgat import KgatDataset
@@ -106,8 +107,10 @@ class SplitDataset:
     """A data set with only its training interactions; the held-out ones are the targets.
 
     ``cutoff`` is, per test user, the time of their (earliest) held-out interaction:
-    knowledge triples that user stated at or after it are held out too. With
-    ``interactions_only`` the import sees items by id alone, and no triples or entities.
+    knowledge triples that user stated at or after it are held out too. Without
+    ``knowledge`` the import sees items with their own text only (title, description),
+    with no brand, category, triple or entity; with ``interactions_only`` it sees items
+    by id alone.
     """
 
     base: Dataset
@@ -115,6 +118,7 @@ class SplitDataset:
     test: dict[str, set[str]]
     cutoff: dict[str, int | None] = field(default_factory=dict)
     interactions_only: bool = False
+    knowledge: bool = True
 
     @property
     def name(self) -> str:
@@ -132,10 +136,20 @@ class SplitDataset:
         return self.base.flags_bots
 
     def items(self) -> Iterator[ItemRecord]:
-        """Catalogue rows of the base data set (ids only when interactions-only)."""
+        """Catalogue rows of the base data set (ids only when interactions-only; without brand
+        and categories when without knowledge)."""
         if self.interactions_only:
             return (ItemRecord(item.item_id) for item in self.base.items())
+        if not self.knowledge:
+            return (
+                ItemRecord(item.item_id, title=item.title, description=item.description)
+                for item in self.base.items()
+            )
         return self.base.items()
+
+    @property
+    def _reads_knowledge(self) -> bool:
+        return self.knowledge and not self.interactions_only
 
     def interactions(self) -> Iterator[InteractionRecord]:
         """Training interactions only."""
@@ -143,13 +157,13 @@ class SplitDataset:
 
     def triples(self) -> Iterator[TripleRecord]:
         """Knowledge triples, minus what a test user stated at or after their held-out interaction."""
-        if self.interactions_only:
+        if not self._reads_knowledge:
             return iter(())
         return (t for t in self.base.triples() if not self._held_out(t))
 
     def entities(self) -> Iterator[EntityRecord]:
-        """Entities of the base data set (none when interactions-only)."""
-        if self.interactions_only:
+        """Entities of the base data set (none when interactions-only or without knowledge)."""
+        if not self._reads_knowledge:
             return iter(())
         reader = getattr(self.base, "entities", None)
         return reader() if reader is not None else iter(())
@@ -206,12 +220,15 @@ def given_split(dataset: Dataset) -> SplitDataset:
     return SplitDataset(dataset, list(dataset.split("train")), dict(test), cutoff)
 
 
-def split_dataset(dataset: Dataset, protocol: str, interactions_only: bool = False) -> SplitDataset:
-    """The split ``protocol`` makes of ``dataset``."""
+def split_dataset(
+    dataset: Dataset, protocol: str, interactions_only: bool = False, knowledge: bool = True
+) -> SplitDataset:
+    """The split ``protocol`` makes of ``dataset`` (what its import sees: :class:`SplitDataset`)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     split = leave_last_out(dataset) if protocol == "leave-last-out" else given_split(dataset)
     split.interactions_only = interactions_only
+    split.knowledge = knowledge
     return split
 
 
@@ -247,6 +264,26 @@ class EvaluationReport:
     per_user: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     confidence: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     paired: dict[str, dict[str, dict[str, float | list[float]]]] = field(default_factory=dict)
+    # The test users the per-user arrays are over, in their order, and each one's held-out items.
+    user_ids: list[str] = field(default_factory=list)
+    test_items: list[list[str]] = field(default_factory=list)
+
+    def save_per_user(self, path: Path) -> None:
+        """Write every model's per-user metrics, so that two runs can be compared user by user
+        (``bench/paired_runs.py``): one array per ``model.metric``, with the users and their test items."""
+        arrays = {
+            f"{model}.{name}": values
+            for model, metrics in self.per_user.items()
+            for name, values in metrics.items()
+        }
+        write_npz_atomically(
+            Path(path),
+            {
+                "user_ids": np.array(self.user_ids, dtype=str),
+                "test_items": np.array(["\t".join(sorted(items)) for items in self.test_items], dtype=str),
+                **arrays,
+            },
+        )
 
 
 def _targets(graph: TrainingGraph, test: dict[str, set[str]]) -> tuple[list[int], list[set[str]]]:
@@ -311,7 +348,9 @@ def evaluate(
     say = progress or (lambda _message: None)
     chosen_models = models_of(baseline_set)
     interactions_only = not config.use_knowledge and not config.use_text
-    split = split_dataset(open_dataset(dataset_name, data_dir), protocol, interactions_only)
+    split = split_dataset(
+        open_dataset(dataset_name, data_dir), protocol, interactions_only, knowledge=config.use_knowledge
+    )
     say(f"{split.name}: {len(split.train):,} training interactions, {len(split.test):,} test users")
     graph = load_training_graph(settings, split, protocol, say)
     say(f"pulled {graph.counts()}")
@@ -451,6 +490,7 @@ def evaluate(
             "items_ranked": graph.n_items,
             "training_interactions": int(graph.inter_user.size),
             "interactions_only": interactions_only,
+            "knowledge": config.use_knowledge,
             "metadata_baselines": list(METADATA_BASELINES),
             "validation_users": int(validation.users.size),
             "kgrec_weights": result.artifacts.weights,
@@ -480,4 +520,6 @@ def evaluate(
         per_user=ordered,
         confidence=intervals,
         paired=paired,
+        user_ids=[graph.user_ids[u] for u in users],
+        test_items=[sorted(t) for t in targets],
     )

@@ -1,0 +1,67 @@
+"""Two evaluation runs are compared user by user: what `kgrec evaluate --per-user` writes pairs up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.paired_runs import PairingError, load_run, main, paired_difference
+from workers.training.evaluate import EvaluationReport
+
+
+def _run(path: Path, hits: np.ndarray, users: list[str], items: list[list[str]]) -> Path:
+    report = EvaluationReport(
+        metrics={},
+        protocol={},
+        per_user={
+            "kgrec": {"recall@10": hits.astype(float), "ndcg@10": hits * 0.5},
+            "ease": {"recall@10": hits},
+        },
+        user_ids=users,
+        test_items=items,
+    )
+    report.save_per_user(path)
+    return path
+
+
+USERS = [f"u{k}" for k in range(400)]
+ITEMS = [[f"i{k % 7}"] for k in range(400)]
+
+
+def test_a_planted_gain_is_found_and_identical_runs_differ_by_nothing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.2).astype(float)
+    better = np.maximum(base, (rng.random(400) < 0.15).astype(float))  # hits 15% more users
+    a = _run(tmp_path / "a.npz", better, USERS, ITEMS)
+    # The same users in another order: the pairing is by user id, not by position.
+    order = rng.permutation(400)
+    b = _run(tmp_path / "b.npz", base[order], [USERS[k] for k in order], [ITEMS[k] for k in order])
+
+    result = paired_difference(load_run(a, "kgrec"), load_run(b, "kgrec"))
+    assert set(result) == {"recall@10", "ndcg@10"}
+    row = result["recall@10"]
+    assert row["a"] == pytest.approx(better.mean()) and row["b"] == pytest.approx(base.mean())
+    assert row["diff"] == pytest.approx(better.mean() - base.mean()) and row["diff"] > 0.05
+    assert row["ci"][0] > 0 and row["p"] < 1e-6
+
+    same = paired_difference(load_run(b, "kgrec"), load_run(b, "kgrec"))
+    assert same["recall@10"]["diff"] == 0.0 and same["recall@10"]["p"] == 1.0
+
+
+def test_runs_that_held_out_other_items_or_lack_the_model_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hits = np.zeros(400)
+    a = _run(tmp_path / "a.npz", hits, USERS, ITEMS)
+    moved = _run(tmp_path / "b.npz", hits, USERS, [["other"], *ITEMS[1:]])
+    with pytest.raises(PairingError, match="different test items for 1 users"):
+        paired_difference(load_run(a, "kgrec"), load_run(moved, "kgrec"))
+    fewer = _run(tmp_path / "c.npz", hits[:399], USERS[:399], ITEMS[:399])
+    with pytest.raises(PairingError, match="different test users"):
+        paired_difference(load_run(a, "kgrec"), load_run(fewer, "kgrec"))
+
+    assert main([str(a), str(a), "--model", "sasrec"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "no model 'sasrec'" in error and "ease, kgrec" in error
