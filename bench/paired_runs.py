@@ -9,8 +9,9 @@ users, who are the same in both. This pairs them::
     python -m bench.paired_runs /tmp/full.npz /tmp/nk.npz [--model kgrec] [--json]
 
 For each metric it prints A's mean, B's mean, A − B, its 95% bootstrap interval over users and the
-paired t-test p (``workers.training.metrics.confidence``). The runs must have held out the same
-test items for the same users; otherwise it stops with a one-line reason.
+paired t-test p (``workers.training.metrics.confidence``). A side may be several runs, comma-separated
+(the same variant at several seeds): each user's metric is then the mean over those runs. The runs
+must have held out the same test items for the same users; otherwise it stops with a one-line reason.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ import numpy as np
 
 from workers.training.metrics import confidence
 
+# One run of one model: (user ids, their test items joined, metric -> per-user values)
+Run = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
 
 class PairingError(ValueError):
     """The two runs cannot be paired (a model missing, or different test users or items)."""
 
 
-def load_run(path: Path, model: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def load_run(path: Path, model: str) -> Run:
     """(user ids, their test items, metric -> per-user values) of ``model`` in a ``--per-user`` file."""
     with np.load(path) as stored:
         prefix = f"{model}."
@@ -40,21 +44,40 @@ def load_run(path: Path, model: str) -> tuple[np.ndarray, np.ndarray, dict[str, 
         return stored["user_ids"], stored["test_items"], metrics
 
 
-def paired_difference(
-    a: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]],
-    b: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]],
-    seed: int = 7,
-) -> dict[str, dict[str, float | list[float]]]:
+def mean_of_runs(runs: list[Run]) -> Run:
+    """Several runs of one side as one: each user's metric is its mean over the runs."""
+    users, items, first = runs[0]
+    order = np.argsort(users)
+    sums = {name: values.astype(np.float64) for name, values in first.items()}
+    for other_users, other_items, metrics in runs[1:]:
+        _check_same_users(users, items, other_users, other_items)
+        position = np.empty_like(order)
+        position[order] = np.argsort(other_users)  # row of each of the first run's users in this run
+        for name in list(sums):
+            if name not in metrics:
+                del sums[name]
+                continue
+            sums[name] += metrics[name][position]
+    return users, items, {name: total / len(runs) for name, total in sums.items()}
+
+
+def _check_same_users(
+    users_a: np.ndarray, items_a: np.ndarray, users_b: np.ndarray, items_b: np.ndarray
+) -> None:
+    if users_a.size != users_b.size or set(users_a.tolist()) != set(users_b.tolist()):
+        raise PairingError(f"the runs have different test users ({users_a.size} and {users_b.size})")
+    differ = int((items_a[np.argsort(users_a)] != items_b[np.argsort(users_b)]).sum())
+    if differ:
+        raise PairingError(f"the runs held out different test items for {differ} users")
+
+
+def paired_difference(a: Run, b: Run, seed: int = 7) -> dict[str, dict[str, float | list[float]]]:
     """For each metric both runs have: A's and B's means, and A − B with its interval and p."""
     users_a, items_a, metrics_a = a
     users_b, items_b, metrics_b = b
-    if users_a.size != users_b.size or set(users_a.tolist()) != set(users_b.tolist()):
-        raise PairingError(f"the runs have different test users ({users_a.size} and {users_b.size})")
+    _check_same_users(users_a, items_a, users_b, items_b)
     order = np.argsort(users_a)
     other = np.argsort(users_b)
-    differ = int((items_a[order] != items_b[other]).sum())
-    if differ:
-        raise PairingError(f"the runs held out different test items for {differ} users")
     names = sorted(set(metrics_a) & set(metrics_b))
     if not names:
         raise PairingError("the runs have no metric in common")
@@ -77,13 +100,17 @@ def paired_difference(
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the paired comparison of two ``--per-user`` files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", type=Path, help="the first run's --per-user file (A)")
-    parser.add_argument("b", type=Path, help="the second run's --per-user file (B)")
+    parser.add_argument("a", help="the first run's --per-user file (A); several: comma-separated")
+    parser.add_argument("b", help="the second run's --per-user file (B); several: comma-separated")
     parser.add_argument("--model", default="kgrec", help="the model compared (default kgrec)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
-        result = paired_difference(load_run(args.a, args.model), load_run(args.b, args.model))
+        sides = [
+            mean_of_runs([load_run(Path(p), args.model) for p in side.split(",")])
+            for side in (args.a, args.b)
+        ]
+        result = paired_difference(*sides)
     except (OSError, KeyError, PairingError) as error:
         print(f"paired_runs: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.paired_runs import PairingError, load_run, main, paired_difference
+from bench.paired_runs import PairingError, load_run, main, mean_of_runs, paired_difference
 from workers.training.evaluate import EvaluationReport
 
 
@@ -65,3 +65,22 @@ def test_runs_that_held_out_other_items_or_lack_the_model_are_refused(
     assert main([str(a), str(a), "--model", "sasrec"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "no model 'sasrec'" in error and "ease, kgrec" in error
+
+
+def test_several_seeds_of_one_side_are_averaged_user_by_user(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    first = (rng.random(400) < 0.3).astype(float)
+    second = (rng.random(400) < 0.3).astype(float)
+    order = rng.permutation(400)
+    runs = [
+        load_run(_run(tmp_path / "s1.npz", first, USERS, ITEMS), "kgrec"),
+        load_run(
+            _run(tmp_path / "s2.npz", second[order], [USERS[k] for k in order], [ITEMS[k] for k in order]),
+            "kgrec",
+        ),
+    ]
+    users, _, metrics = mean_of_runs(runs)
+    assert users.tolist() == USERS
+    assert np.array_equal(metrics["recall@10"], (first + second) / 2)
+
+    assert main([f"{tmp_path / 's1.npz'},{tmp_path / 's2.npz'}", str(tmp_path / "s1.npz"), "--json"]) == 0
