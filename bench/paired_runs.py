@@ -25,7 +25,7 @@ import numpy as np
 
 from workers.training.metrics import confidence
 
-# One run of one model: (user ids, their test items joined, metric -> per-user values)
+# One run of one model: (user ids, each user's test items tab-joined, metric -> per-user values)
 Run = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 
@@ -41,22 +41,33 @@ def load_run(path: Path, model: str) -> Run:
         if not metrics:
             models = sorted({key.split(".")[0] for key in stored.files if "." in key})
             raise PairingError(f"{path}: no model {model!r} (it has {', '.join(models)})")
-        return stored["user_ids"], stored["test_items"], metrics
+        return stored["user_ids"], _joined_test_items(stored), metrics
+
+
+def _joined_test_items(stored: np.lib.npyio.NpzFile) -> np.ndarray:
+    """Each user's test items as one tab-joined string (files before 2026-12-04 stored them so)."""
+    if "test_item_counts" not in stored.files:
+        return stored["test_items"]
+    items = stored["test_items"].tolist()
+    counts = stored["test_item_counts"].tolist()
+    starts = np.cumsum([0, *counts[:-1]]).tolist()
+    return np.array(
+        ["\t".join(items[start : start + n]) for start, n in zip(starts, counts, strict=True)],
+        dtype=object,
+    )
 
 
 def mean_of_runs(runs: list[Run]) -> Run:
     """Several runs of one side as one: each user's metric is its mean over the runs."""
     users, items, first = runs[0]
     order = np.argsort(users)
-    sums = {name: values.astype(np.float64) for name, values in first.items()}
+    names = set(first).intersection(*(metrics for _, _, metrics in runs[1:]))
+    sums = {name: first[name].astype(np.float64) for name in names}
     for other_users, other_items, metrics in runs[1:]:
         _check_same_users(users, items, other_users, other_items)
         position = np.empty_like(order)
         position[order] = np.argsort(other_users)  # row of each of the first run's users in this run
-        for name in list(sums):
-            if name not in metrics:
-                del sums[name]
-                continue
+        for name in names:
             sums[name] += metrics[name][position]
     return users, items, {name: total / len(runs) for name, total in sums.items()}
 

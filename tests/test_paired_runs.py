@@ -27,7 +27,7 @@ def _run(path: Path, hits: np.ndarray, users: list[str], items: list[list[str]])
 
 
 USERS = [f"u{k}" for k in range(400)]
-ITEMS = [[f"i{k % 7}"] for k in range(400)]
+ITEMS = [[f"i{k % 7}", f"j{k % 5}"][: 1 + k % 2] for k in range(400)]  # one or two each
 
 
 def test_a_planted_gain_is_found_and_identical_runs_differ_by_nothing(tmp_path: Path) -> None:
@@ -58,6 +58,11 @@ def test_runs_that_held_out_other_items_or_lack_the_model_are_refused(
     moved = _run(tmp_path / "b.npz", hits, USERS, [["other"], *ITEMS[1:]])
     with pytest.raises(PairingError, match="different test items for 1 users"):
         paired_difference(load_run(a, "kgrec"), load_run(moved, "kgrec"))
+    # User 1's second item given to user 2: the same items in the same order, split differently.
+    shifted = [ITEMS[0], ITEMS[1][:1], [ITEMS[1][1], *ITEMS[2]], *ITEMS[3:]]
+    b = _run(tmp_path / "b.npz", hits, USERS, shifted)
+    with pytest.raises(PairingError, match="different test items for 2 users"):
+        paired_difference(load_run(a, "kgrec"), load_run(b, "kgrec"))
     fewer = _run(tmp_path / "c.npz", hits[:399], USERS[:399], ITEMS[:399])
     with pytest.raises(PairingError, match="different test users"):
         paired_difference(load_run(a, "kgrec"), load_run(fewer, "kgrec"))

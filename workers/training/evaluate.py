@@ -270,7 +270,12 @@ class EvaluationReport:
 
     def save_per_user(self, path: Path) -> None:
         """Write every model's per-user metrics, so that two runs can be compared user by user
-        (``bench/paired_runs.py``): one array per ``model.metric``, with the users and their test items."""
+        (``bench/paired_runs.py``): one array per ``model.metric``, with the users and their test items.
+
+        The test items are flat: each user's sorted ids in turn (``test_items``), and how many each
+        user has (``test_item_counts``). One string per user would be as wide as the longest user's
+        list, for every user (20 MB for 5,508 users of the KG fixture, where flat takes 0.2 MB).
+        """
         arrays = {
             f"{model}.{name}": values
             for model, metrics in self.per_user.items()
@@ -280,7 +285,10 @@ class EvaluationReport:
             Path(path),
             {
                 "user_ids": np.array(self.user_ids, dtype=str),
-                "test_items": np.array(["\t".join(sorted(items)) for items in self.test_items], dtype=str),
+                "test_items": np.array(
+                    [item for items in self.test_items for item in sorted(items)], dtype=str
+                ),
+                "test_item_counts": np.array([len(items) for items in self.test_items], dtype=np.int64),
                 **arrays,
             },
         )
