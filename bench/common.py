@@ -13,12 +13,15 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import requests
 
 from kgrec_cli.stack import gunicorn_command
+
+if TYPE_CHECKING:
+    from kgrec.training_graph import TrainingGraph
 
 
 @contextlib.contextmanager
@@ -44,6 +47,26 @@ def serve_api(data_dir: Path, api_key: str, port: int) -> Iterator[str]:
     finally:
         api.terminate()
         api.wait()
+
+
+def evaluation_training_graph(name: str, datasets_dir: Path, work: Path, protocol: str) -> TrainingGraph:
+    """The training part of ``kgrec evaluate``'s split of data set ``name``, imported into a scratch
+    embedded graph under ``work`` and pulled back: what training sees (the test items never)."""
+    # Imported here: the API benchmarks use this module and should not load the training stack.
+    from kgrec.config import Settings
+    from kgrec.datasets import open_dataset
+    from kgrec.runtime import embedded_server
+    from workers.training.evaluate import load_training_graph, split_dataset
+
+    settings = Settings(data_dir=work / "data", datasets_dir=datasets_dir)
+    server = embedded_server(settings)
+    server.start()
+    try:
+        return load_training_graph(
+            settings, split_dataset(open_dataset(name, datasets_dir), protocol), protocol, print
+        )
+    finally:
+        server.stop()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -33,12 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from kgrec.config import Settings
-from kgrec.datasets import open_dataset
-from kgrec.runtime import embedded_server
+from bench.common import evaluation_training_graph
 from workers.training import kg_model
 from workers.training.config import TrainConfig
-from workers.training.evaluate import load_training_graph, split_dataset
 from workers.training.holdout import hold_out_latest
 from workers.training.text import TextEmbeddingCache
 
@@ -48,14 +45,7 @@ VARIANTS = ("full", "sampled")
 
 def run_dataset(name: str, datasets_dir: Path, work: Path, config: TrainConfig) -> list[dict[str, Any]]:
     """Both variants on one data set's validation users."""
-    settings = Settings(data_dir=work / "data", datasets_dir=datasets_dir)
-    server = embedded_server(settings)
-    server.start()
-    try:
-        split = split_dataset(open_dataset(name, datasets_dir), PROTOCOL)
-        graph = load_training_graph(settings, split, PROTOCOL, print)
-    finally:
-        server.stop()
+    graph = evaluation_training_graph(name, datasets_dir, work, PROTOCOL)
     text = TextEmbeddingCache(work / "text", "cpu").embed(graph.item_text)
     fit, validation = hold_out_latest(graph)
     sampled_limit = kg_model.FULL_SOFTMAX_MAX_ITEMS

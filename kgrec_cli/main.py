@@ -436,7 +436,8 @@ epochs_option = click.option(
     type=click.Choice(list(VARIANTS)),
     default="full",
     show_default=True,
-    help="Which signals the model may use (see the README's ablations).",
+    help="Which signals the model may use (see the README's ablations). The shop's graph is read as it "
+    "is: with no-knowledge, brand and category names stay in the item text.",
 )
 @click.option(
     "--gate",
@@ -533,7 +534,8 @@ def update_command(
     type=click.Choice(list(VARIANTS)),
     default="full",
     show_default=True,
-    help="Which signals kgrec may use; interactions imports interactions only (no metadata, no text).",
+    help="Which signals kgrec may use. interactions imports interactions only (no metadata, no text); "
+    "no-knowledge imports items with their own text (title, description) and no brand, category or triple.",
 )
 @click.option(
     "--baselines",
