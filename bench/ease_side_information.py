@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.common import evaluation_training_graph
-from kgrec.ease import ease_weights
+from kgrec.ease import ease_weights, weights_from_gram
 from kgrec.item_graphs import interaction_matrix, item_entity_incidence
 from workers.training.ease import walk_lambdas
 from workers.training.validation import ValidationSet, validation_set
@@ -56,13 +56,7 @@ def side_information_weights(
 ) -> np.ndarray:
     """EASE's item weights fitted on ``matrix`` with the entity rows appended."""
     entities = entity_rows(incidence, alpha, weighting)
-    gram = (matrix.T @ matrix + entities.T @ entities).toarray()
-    gram = np.ascontiguousarray(gram, dtype=np.float32)
-    gram[np.diag_indices_from(gram)] += np.float32(lam)
-    weights = np.linalg.inv(gram)
-    weights /= -np.diagonal(weights)[None, :]
-    np.fill_diagonal(weights, 0.0)
-    return weights
+    return weights_from_gram(matrix.T @ matrix + entities.T @ entities, lam)
 
 
 def score(validation: ValidationSet, weights: np.ndarray) -> float:
