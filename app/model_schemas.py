@@ -15,6 +15,7 @@ Variant = Literal[
     "no-text",
     "no-graph-model",
     "graph-model-only",
+    "graph-model-only-no-knowledge",
     "no-recency",
     "no-topics",
     "no-ease",

@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "no-text": {"use_text": False},
     "no-graph-model": {"use_graph_model": False},
     "graph-model-only": {"graph_model_only": True},
+    # the graph model alone, trained without knowledge: what knowledge adds to the model itself
+    "graph-model-only-no-knowledge": {"graph_model_only": True, "use_knowledge": False},
     "no-recency": {"use_recency": False},
     "no-topics": {"use_topics": False},
     "no-ease": {"use_ease": False},
