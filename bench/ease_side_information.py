@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from bench.common import evaluation_training_graph
 from kgrec.ease import ease_weights, weights_from_gram
-from kgrec.item_graphs import interaction_matrix, item_entity_incidence
+from kgrec.item_graphs import item_entity_incidence
 from workers.training.ease import walk_lambdas
 from workers.training.validation import ValidationSet, validation_set
 
@@ -52,11 +52,11 @@ def entity_rows(incidence: sp.csr_matrix, alpha: float, weighting: str) -> sp.cs
 
 
 def side_information_weights(
-    matrix: sp.csr_matrix, incidence: sp.csr_matrix, lam: float, alpha: float, weighting: str
+    gram: sp.csr_matrix, incidence: sp.csr_matrix, lam: float, alpha: float, weighting: str
 ) -> np.ndarray:
-    """EASE's item weights fitted on ``matrix`` with the entity rows appended."""
+    """EASE's item weights from the interactions' Gram matrix ``XᵀX`` with the entity rows appended."""
     entities = entity_rows(incidence, alpha, weighting)
-    return weights_from_gram(matrix.T @ matrix + entities.T @ entities, lam)
+    return weights_from_gram(gram + entities.T @ entities, lam)
 
 
 def score(validation: ValidationSet, weights: np.ndarray) -> float:
@@ -75,8 +75,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kgrec-ease-side-") as work:
         graph = evaluation_training_graph(args.dataset, args.datasets_dir, Path(work), PROTOCOL)
     validation = validation_set(graph, args.seed)
-    matrix = interaction_matrix(validation.graph)
-    matrix.data[:] = 1.0
+    matrix = validation.seen  # the binary users × items matrix of the hold-out's graph
+    gram = (matrix.T @ matrix).tocsr()
     incidence = item_entity_incidence(validation.graph)
     started = time.perf_counter()
     lam, _, walk = walk_lambdas(lambda lam: ease_weights(matrix, lam), lambda w: score(validation, w))
@@ -95,7 +95,7 @@ def main() -> None:
     for weighting in WEIGHTINGS:
         for alpha in (float(a) for a in args.alphas.split(",")):
             started = time.perf_counter()
-            weights = side_information_weights(matrix, incidence, lam, alpha, weighting)
+            weights = side_information_weights(gram, incidence, lam, alpha, weighting)
             rows.append(
                 {
                     "dataset": args.dataset,

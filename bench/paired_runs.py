@@ -45,9 +45,7 @@ def load_run(path: Path, model: str) -> Run:
 
 
 def _joined_test_items(stored: np.lib.npyio.NpzFile) -> np.ndarray:
-    """Each user's test items as one tab-joined string (files before 2026-12-04 stored them so)."""
-    if "test_item_counts" not in stored.files:
-        return stored["test_items"]
+    """Each user's test items as one tab-joined string."""
     items = stored["test_items"].tolist()
     counts = stored["test_item_counts"].tolist()
     starts = np.cumsum([0, *counts[:-1]]).tolist()

@@ -64,15 +64,11 @@ def ease_weights(matrix: sp.csr_matrix, lam: float, device: str = "cpu") -> np.n
     return weights_from_gram(binary.T @ binary, lam, device)
 
 
-def weights_from_gram(gram_matrix: sp.spmatrix | np.ndarray, lam: float, device: str = "cpu") -> np.ndarray:
-    """EASE's weights ``B`` from a Gram matrix ``XᵀX`` of any ``X`` (rows beyond users' included)."""
+def weights_from_gram(gram_matrix: sp.spmatrix, lam: float, device: str = "cpu") -> np.ndarray:
+    """EASE's weights ``B`` from a sparse Gram matrix ``XᵀX`` of any ``X`` (rows beyond users' included)."""
     if lam <= 0:
         raise ValueError(f"EASE λ must be positive, got {lam}")
-    # Inverted in place: a sparse Gram matrix is made dense once, a dense one is copied.
-    if sp.issparse(gram_matrix):
-        gram = np.ascontiguousarray(gram_matrix.toarray(), dtype=np.float32)
-    else:
-        gram = np.array(gram_matrix, dtype=np.float32, order="C")
+    gram = np.ascontiguousarray(gram_matrix.toarray(), dtype=np.float32)  # inverted in place
     gram[np.diag_indices_from(gram)] += np.float32(lam)
     if device.startswith("cuda"):
         import torch  # only where a GPU fits it: the API imports this module without torch
