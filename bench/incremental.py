@@ -63,6 +63,7 @@ from kgrec.job_queue import INCREMENTAL_UPDATE, job_client
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
+from kgrec.ties import interaction_ties
 from kgrec.training_graph import TrainingGraph
 from kgrec_cli.stack import worker_argv
 from workers.training.config import TrainConfig, for_variant
@@ -185,13 +186,15 @@ def incremental_step(
 def test_slice(graph: TrainingGraph, lo: int, hi: int) -> tuple[list[list[HistoryEntry]], list[set[str]]]:
     """Users with history up to ``lo`` and new items in (lo, hi]: (histories, targets)."""
     order = history_order(graph)
+    ties = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
     histories: dict[int, list[HistoryEntry]] = {}
     targets: dict[int, set[str]] = {}
     for r in order:
         u, key = int(graph.inter_user[r]), int(graph.inter_order[r])
         item = graph.item_ids[int(graph.inter_item[r])]
         if key <= lo:
-            histories.setdefault(u, []).append(HistoryEntry(item, float(graph.inter_weight[r]), key))
+            entry = HistoryEntry(item, float(graph.inter_weight[r]), key, int(ties[r]))
+            histories.setdefault(u, []).append(entry)
         elif key <= hi:
             targets.setdefault(u, set()).add(item)
     users = sorted(u for u in targets if u in histories)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from kgrec.ties import interaction_ties
 from kgrec.training_graph import TrainingGraph
 
 # reverse transitions count half: "bought b after a" says something, less, about a after b
@@ -46,23 +47,18 @@ def cooccurrence_cosine(graph: TrainingGraph) -> sp.csr_matrix:
     return (sp.diags(norm) @ counts @ sp.diags(norm)).tocsr().astype(np.float32)
 
 
-# Seed of the tie-break between interactions with the same order key (same ts or seq).
-TIE_SEED = 7
+def history_order(graph: TrainingGraph) -> np.ndarray:
+    """Interaction rows by user, then order key; equal keys by :mod:`kgrec.ties`' rule (larger = later).
 
-
-def history_order(graph: TrainingGraph, seed: int = TIE_SEED) -> np.ndarray:
-    """Interaction rows by user, then order key; equal keys in a random order fixed by ``seed``.
-
-    Same-time interactions have no order. Item-index order would be one that
-    order-aware signals could learn and exploit, so ties are shuffled instead,
-    reproducibly (the pull sorts rows, so the same graph gives the same order).
+    The served profile breaks ties with the same rule, so training and serving see
+    one history in one order.
     """
-    tie = np.random.default_rng(seed).permutation(graph.inter_user.size)
+    tie = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
     return np.lexsort((tie, graph.inter_order, graph.inter_user))
 
 
 def histories(graph: TrainingGraph) -> list[np.ndarray]:
-    """Each user's items, oldest first (same-time ties in a seeded random order: :func:`history_order`)."""
+    """Each user's items, oldest first (same-time ties as :func:`history_order` orders them)."""
     order = history_order(graph)
     users = graph.inter_user[order]
     items = graph.inter_item[order]

@@ -58,11 +58,16 @@ class ModelArtifacts:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One item in a user's history: its weight now and an order key (larger = more recent)."""
+    """One item in a user's history: its weight now and an order key (larger = more recent).
+
+    ``tie`` orders entries with the same ``order`` (larger = more recent): the user's
+    :func:`kgrec.ties.tie_keys`, the rule training's :func:`kgrec.item_graphs.history_order` uses.
+    """
 
     item_id: str
     weight: float
     order: int
+    tie: int = 0
 
 
 class Recommender:
@@ -109,7 +114,7 @@ class Recommender:
         decay = self.artifacts.recency_decay
         for row, history in enumerate(histories):
             known = [h for h in history if h.item_id in self.item_index]
-            known.sort(key=lambda h: h.order, reverse=True)
+            known.sort(key=lambda h: (h.order, h.tie), reverse=True)
             # Weights are relative to the user's strongest item: years-old data decayed
             # to now (2^-200 and smaller) would otherwise vanish in float32.
             strongest = max((h.weight for h in known), default=0.0)

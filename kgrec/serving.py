@@ -49,6 +49,7 @@ from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
 from kgrec.search_cold_start import SearchRanking, search_ranking, text_vector, text_vector_read
+from kgrec.ties import tie_keys
 from kgrec.topic_items import VersionTopicItems
 from kgrec.topics import (
     TopicInterest,
@@ -239,18 +240,19 @@ class Serving:
 
     def user_history(self, user_id: str) -> UserHistory:
         """The user's latest interactions, decayed to now (one read)."""
-        return self._history(self.gateway.read(*self._history_read(user_id)), now_ms())
+        return self._history(user_id, self.gateway.read(*self._history_read(user_id)), now_ms())
 
     def _history_read(self, user_id: str) -> tuple[Any, dict[str, Any]]:
         return USER_HISTORY, {"user_id": user_id, "limit": HISTORY_LIMIT}
 
-    def _history(self, rows: list[dict[str, Any]], at: float) -> UserHistory:
+    def _history(self, user_id: str, rows: list[dict[str, Any]], at: float) -> UserHistory:
         half_life = self.settings.half_life_ms
+        ties = tie_keys(user_id, [r["item_id"] for r in rows])
         entries = [
             HistoryEntry(
-                r["item_id"], decayed(r["weight"], r["weight_ts"], at, half_life), int(r["position"])
+                r["item_id"], decayed(r["weight"], r["weight_ts"], at, half_life), int(r["position"]), tie
             )
-            for r in rows
+            for r, tie in zip(rows, ties, strict=True)
         ]
         return UserHistory(entries, rows)
 
@@ -379,10 +381,10 @@ class Serving:
         history_rows, topic_rows = self.gateway.read_many(
             [self._history_read(user_id), user_topics_read(user_id, int(at), self.settings.half_life_ms)]
         )
-        history = self._history(history_rows, at)
+        history = self._history(user_id, history_rows, at)
         # Topic interests (searches, reviews, tags) join the profile as their topics' central items.
         topics = topic_interests(topic_rows)
-        profile = [*history.entries, *topic_history(topics, history.entries)]
+        profile = [*history.entries, *topic_history(user_id, topics, history.entries)]
         excluded = [history.excluded(exclude)]
 
         def rank(n: int, allowed: np.ndarray | None) -> Ranking:

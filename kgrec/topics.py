@@ -37,6 +37,7 @@ from kgrec.errors import NotFound
 from kgrec.interests import PairEvidence, interest_rows
 from kgrec.recommender import HistoryEntry
 from kgrec.text_model import DIMENSION, encode
+from kgrec.ties import tie_keys
 
 MATCH_MIN_COSINE = 0.25  # chosen on MovieLens validation users (bench/topics_cold_start.py)
 MAX_MATCHES = 3
@@ -296,17 +297,21 @@ def user_topics(
     return topic_interests(gateway.read(*read))
 
 
-def topic_history(interests: Sequence[TopicInterest], history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+def topic_history(
+    user_id: str, interests: Sequence[TopicInterest], history: Sequence[HistoryEntry]
+) -> list[HistoryEntry]:
     """Profile entries for the topics: each topic's weight shared by its items, at the topic's time.
 
-    Items already in ``history`` are left out (the history says more about them).
+    Items already in ``history`` are left out (the history says more about them). A topic's
+    items share its time; the user's tie keys order them, as they order any same-time items.
     """
     seen = {h.item_id for h in history}
     entries = []
     for topic in interests:
         items = [i["id"] for i in topic.items if i["id"] not in seen]
-        for item_id in items:
-            entries.append(HistoryEntry(item_id, topic.weight / len(items), int(topic.last_ts or 0)))
+        ties = tie_keys(user_id, items)
+        for item_id, tie in zip(items, ties, strict=True):
+            entries.append(HistoryEntry(item_id, topic.weight / len(items), int(topic.last_ts or 0), tie))
             seen.add(item_id)
     return entries
 

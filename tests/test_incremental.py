@@ -44,6 +44,7 @@ from kgrec.model_store import ActiveModel, load_artifacts, models_dir
 from kgrec.model_versions import list_versions
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.retrain_schedule import next_update, update_kind
+from kgrec.ties import tie_keys
 from kgrec_cli.stack import worker_argv
 from tests.processes import background, kgrec_cli
 from workers.training.config import TrainConfig
@@ -111,9 +112,11 @@ def buy(gateway: GraphGateway, settings: Settings, tag: str, model: ModelArtifac
 
 
 def history(gateway: GraphGateway, user: str) -> list[HistoryEntry]:
+    rows = gateway.read(INTERACTIONS_OF_USERS, {"ids": [user]})
+    ties = tie_keys(user, [r["item_id"] for r in rows])
     return [
-        HistoryEntry(r["item_id"], float(r["weight"] or 0.0), int(r["last_ts"] or 0))
-        for r in gateway.read(INTERACTIONS_OF_USERS, {"ids": [user]})
+        HistoryEntry(r["item_id"], float(r["weight"] or 0.0), int(r["last_ts"] or 0), tie)
+        for r, tie in zip(rows, ties, strict=True)
     ]
 
 

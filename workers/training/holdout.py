@@ -1,7 +1,7 @@
 """The validation hold-out every tuning step uses: each user's latest training interaction.
 
 Users with at least :data:`MIN_HISTORY_FOR_VALIDATION` interactions lose their most recent one
-(same-time ties in :func:`kgrec.item_graphs.history_order`'s seeded order); the graph model's
+(same-time ties as :func:`kgrec.item_graphs.history_order` orders them); the graph model's
 early stopping, the blend fit, the ``ease`` signal's λ and the baselines all tune on it, over at
 most :data:`MAX_TUNING_USERS` users. The test interactions are never in the graph it is cut from.
 """

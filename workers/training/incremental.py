@@ -80,7 +80,7 @@ from graph_schema.statements.training import INTERACTIONS_OF_USERS
 from kgrec.config import Settings
 from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
-from kgrec.item_graphs import TIE_SEED, history_order
+from kgrec.item_graphs import history_order
 from kgrec.model_store import artifact_name, load_artifacts, models_dir, save_artifacts
 from kgrec.recommender import ModelArtifacts
 from kgrec.signals import SIGNALS_BY_NAME
@@ -260,11 +260,9 @@ def local_graph(
     order = np.array(
         [r["last_ts"] if r["last_ts"] is not None else (r["last_seq"] or 0) for r in kept], dtype=np.int64
     )
-    # Same-time interactions: history_order breaks ties with a permutation of the pulled rows, which
-    # would differ between partitions; a fixed shuffle of the items breaks them the same way in all.
-    tie = np.random.default_rng(TIE_SEED).permutation(len(parent.item_ids))
+    # Same-time interactions: history_order breaks ties by (user, item) alone (kgrec.ties), so
+    # every partition, the full pull and serving order them alike.
     items = np.array([index[r["item_id"]] for r in kept], dtype=np.int64)
-    order = order * len(parent.item_ids) + tie[items]
     last_ts = np.array([-1 if r["last_ts"] is None else r["last_ts"] for r in kept], dtype=np.int64)
     graph = TrainingGraph(
         user_ids=user_ids,

@@ -291,7 +291,7 @@ class Sequences:
 
 
 def user_sequences(graph: TrainingGraph) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each user's (items, weights) oldest first (same-time ties in the seeded order of ``history_order``)."""
+    """Each user's (items, weights) oldest first (same-time ties as ``history_order`` orders them)."""
     order = history_order(graph)
     users = graph.inter_user[order]
     bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from kgrec.item_graphs import popularity
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.signals import EASE, EMBEDDING, build_signals
+from kgrec.ties import interaction_ties
 from kgrec.topic_signal import with_topics
 from kgrec.training_graph import TrainingGraph
 from workers.training.blend_fit import DECAYS, fit_blend
@@ -63,10 +64,11 @@ class TrainingResult:
 def user_histories(graph: TrainingGraph) -> list[list[HistoryEntry]]:
     """Every user's history as the Recommender takes it."""
     result: list[list[HistoryEntry]] = [[] for _ in range(graph.n_users)]
-    for u, i, w, o in zip(
-        graph.inter_user, graph.inter_item, graph.inter_weight, graph.inter_order, strict=True
+    ties = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
+    for u, i, w, o, t in zip(
+        graph.inter_user, graph.inter_item, graph.inter_weight, graph.inter_order, ties, strict=True
     ):
-        result[int(u)].append(HistoryEntry(graph.item_ids[int(i)], float(w), int(o)))
+        result[int(u)].append(HistoryEntry(graph.item_ids[int(i)], float(w), int(o), int(t)))
     return result
 
 
