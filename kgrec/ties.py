@@ -25,16 +25,16 @@ _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 
 
-def id_hashes(ids: Sequence[str]) -> np.ndarray:
+def _id_hashes(ids: Sequence[str]) -> np.ndarray:
     """CRC-32 of each id's UTF-8 bytes, as uint64 (stable across processes and machines)."""
     return np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), dtype=np.uint64, count=len(ids))
 
 
-def mixed(user_hashes: np.ndarray, item_hashes: np.ndarray, seed: int = TIE_SEED) -> np.ndarray:
-    """Tie keys (uint64) of (user, item) pairs from their :func:`id_hashes`, element-wise."""
-    x = (np.atleast_1d(user_hashes).astype(np.uint64) << np.uint64(32)) | np.atleast_1d(item_hashes).astype(
-        np.uint64
-    )
+def _mixed(user_hashes: np.ndarray, item_hashes: np.ndarray, seed: int = TIE_SEED) -> np.ndarray:
+    """Tie keys (uint64) of (user, item) pairs from their :func:`_id_hashes`, element-wise."""
+    users = np.atleast_1d(user_hashes).astype(np.uint64)
+    items = np.atleast_1d(item_hashes).astype(np.uint64)
+    x = (users << np.uint64(32)) | items
     x = x + np.uint64(((seed + 1) * _GOLDEN) % 2**64)  # arrays wrap silently; numpy scalars would warn
     x = (x ^ (x >> np.uint64(30))) * _MIX_1
     x = (x ^ (x >> np.uint64(27))) * _MIX_2
@@ -46,11 +46,11 @@ def tie_keys(user_id: str, item_ids: Sequence[str]) -> list[int]:
     if not item_ids:
         return []
     user = np.full(len(item_ids), zlib.crc32(user_id.encode("utf-8")), dtype=np.uint64)
-    return [int(k) for k in mixed(user, id_hashes(item_ids))]
+    return [int(k) for k in _mixed(user, _id_hashes(item_ids))]
 
 
 def interaction_ties(
     user_ids: Sequence[str], item_ids: Sequence[str], users: np.ndarray, items: np.ndarray
 ) -> np.ndarray:
     """Tie keys of interactions given as (user index, item index) arrays into the id lists."""
-    return mixed(id_hashes(user_ids)[users], id_hashes(item_ids)[items])
+    return _mixed(_id_hashes(user_ids)[users], _id_hashes(item_ids)[items])
