@@ -186,7 +186,7 @@ def incremental_step(
 def test_slice(graph: TrainingGraph, lo: int, hi: int) -> tuple[list[list[HistoryEntry]], list[set[str]]]:
     """Users with history up to ``lo`` and new items in (lo, hi]: (histories, targets)."""
     order = history_order(graph)
-    ties = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
+    ties = interaction_ties(graph)
     histories: dict[int, list[HistoryEntry]] = {}
     targets: dict[int, set[str]] = {}
     for r in order:

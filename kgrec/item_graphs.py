@@ -53,7 +53,7 @@ def history_order(graph: TrainingGraph) -> np.ndarray:
     The served profile breaks ties with the same rule, so training and serving see
     one history in one order.
     """
-    tie = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
+    tie = interaction_ties(graph)
     return np.lexsort((tie, graph.inter_order, graph.inter_user))
 
 

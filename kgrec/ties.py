@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kgrec.training_graph import TrainingGraph
+
 TIE_SEED = 7
 
 # splitmix64's finaliser (public-domain constants): a cheap, well-spread 64-bit mix.
@@ -30,12 +32,10 @@ def _id_hashes(ids: Sequence[str]) -> np.ndarray:
     return np.fromiter((zlib.crc32(i.encode("utf-8")) for i in ids), dtype=np.uint64, count=len(ids))
 
 
-def _mixed(user_hashes: np.ndarray, item_hashes: np.ndarray, seed: int = TIE_SEED) -> np.ndarray:
+def _mixed(user_hashes: np.ndarray, item_hashes: np.ndarray) -> np.ndarray:
     """Tie keys (uint64) of (user, item) pairs from their :func:`_id_hashes`, element-wise."""
-    users = np.atleast_1d(user_hashes).astype(np.uint64)
-    items = np.atleast_1d(item_hashes).astype(np.uint64)
-    x = (users << np.uint64(32)) | items
-    x = x + np.uint64(((seed + 1) * _GOLDEN) % 2**64)  # arrays wrap silently; numpy scalars would warn
+    x = (user_hashes << np.uint64(32)) | item_hashes
+    x = x + np.uint64(((TIE_SEED + 1) * _GOLDEN) % 2**64)  # arrays wrap silently; numpy scalars would warn
     x = (x ^ (x >> np.uint64(30))) * _MIX_1
     x = (x ^ (x >> np.uint64(27))) * _MIX_2
     return x ^ (x >> np.uint64(31))
@@ -49,8 +49,6 @@ def tie_keys(user_id: str, item_ids: Sequence[str]) -> list[int]:
     return [int(k) for k in _mixed(user, _id_hashes(item_ids))]
 
 
-def interaction_ties(
-    user_ids: Sequence[str], item_ids: Sequence[str], users: np.ndarray, items: np.ndarray
-) -> np.ndarray:
-    """Tie keys of interactions given as (user index, item index) arrays into the id lists."""
-    return _mixed(_id_hashes(user_ids)[users], _id_hashes(item_ids)[items])
+def interaction_ties(graph: TrainingGraph) -> np.ndarray:
+    """Tie keys of ``graph``'s interactions, one per row: what training orders ties by."""
+    return _mixed(_id_hashes(graph.user_ids)[graph.inter_user], _id_hashes(graph.item_ids)[graph.inter_item])

@@ -55,7 +55,7 @@ def ordered_items(graph: TrainingGraph) -> list[list[str]]:
 
 def test_serving_keys_equal_training_keys() -> None:
     graph = tied_graph(5)
-    trained = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
+    trained = interaction_ties(graph)
     for u, user_id in enumerate(graph.user_ids):
         mine = graph.inter_user == u
         assert tie_keys(user_id, [ITEMS[i] for i in graph.inter_item[mine]]) == [

@@ -64,7 +64,7 @@ class TrainingResult:
 def user_histories(graph: TrainingGraph) -> list[list[HistoryEntry]]:
     """Every user's history as the Recommender takes it."""
     result: list[list[HistoryEntry]] = [[] for _ in range(graph.n_users)]
-    ties = interaction_ties(graph.user_ids, graph.item_ids, graph.inter_user, graph.inter_item)
+    ties = interaction_ties(graph)
     for u, i, w, o, t in zip(
         graph.inter_user, graph.inter_item, graph.inter_weight, graph.inter_order, ties, strict=True
     ):
