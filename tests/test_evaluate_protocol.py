@@ -123,22 +123,24 @@ class Tiny:
         return iter(self.stated)
 
 
-def test_knowledge_a_test_user_stated_at_or_after_the_test_interaction_is_held_out() -> None:
+def test_knowledge_a_test_user_stated_from_their_validation_interaction_on_is_held_out() -> None:
     rows = [
-        InteractionRecord("u1", "m1", "rating", ts=10),
+        InteractionRecord("u1", "m0", "rating", ts=10),
+        InteractionRecord("u1", "m1", "rating", ts=60),  # u1's latest training (validation) interaction
         InteractionRecord("u1", "m2", "rating", ts=100),  # u1's test interaction
         InteractionRecord("u2", "m1", "rating", ts=5),  # u2 has one interaction: training only
     ]
     stated = [
-        TripleRecord("m1", "tagged", "funny", user_id="u1", ts=50),  # before: kept
-        TripleRecord("m2", "tagged", "dark", user_id="u1", ts=100),  # at: held out
-        TripleRecord("m2", "tagged", "long", user_id="u1", ts=150),  # after: held out
+        TripleRecord("m0", "tagged", "funny", user_id="u1", ts=50),  # before validation: kept
+        TripleRecord("m1", "tagged", "dark", user_id="u1", ts=60),  # the validation item, as rated: out
+        TripleRecord("m2", "tagged", "long", user_id="u1", ts=80),  # between validation and test: out
+        TripleRecord("m2", "tagged", "late", user_id="u1", ts=150),  # after the test: out
         TripleRecord("m2", "tagged", "odd", user_id="u1", ts=None),  # unknown time: held out
         TripleRecord("m2", "tagged", "great", user_id="u2", ts=900),  # not a test user: kept
         TripleRecord("m1", "genre", "comedy"),  # catalogue knowledge: kept
     ]
     split = leave_last_out(Tiny(rows, stated))
-    assert split.test == {"u1": {"m2"}} and split.cutoff == {"u1": 100}
+    assert split.test == {"u1": {"m2"}} and split.cutoff == {"u1": 60}
     assert [t.tail for t in split.triples()] == ["funny", "great", "comedy"]
 
 

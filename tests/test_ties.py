@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import open_gateway
+from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.item_graphs import history_order
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
-from kgrec.serving import Serving
+from kgrec.serving import HISTORY_LIMIT, Serving
 from kgrec.signals import COOCCURRENCE
 from kgrec.ties import interaction_ties, tie_keys
 from kgrec.training_graph import TrainingGraph
@@ -114,10 +117,23 @@ def test_entries_without_ties_keep_their_order() -> None:
     assert profile[0] == 1.0 and profile[1] == 0.5
 
 
-def test_the_served_history_of_a_real_graph_is_ordered_as_its_pull(
-    settings: Settings, graph_server: EmbeddedServer | None
-) -> None:
-    """Same-time purchases written through ingest: the served profile and the pulled graph agree."""
+@dataclass
+class ServedGraph:
+    """A scratch graph, its settings and a Serving core over it."""
+
+    settings: Settings
+    gateway: GraphGateway
+    core: Serving
+
+    def ingest(self, raw: list[dict], max_skew_s: int) -> None:
+        """Validate and ingest raw events (they must all be valid)."""
+        events, errors = validate_batch(raw, max_skew_s=max_skew_s)
+        assert errors == []
+        ingest(self.gateway, events, self.settings)
+
+
+@pytest.fixture
+def served(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[ServedGraph]:
     name = f"ties_{uuid.uuid4().hex[:10]}" if settings.embedded else None
     local = settings.with_overrides(graph_name=name)
     gw = open_gateway(local)
@@ -125,30 +141,56 @@ def test_the_served_history_of_a_real_graph_is_ordered_as_its_pull(
     migrate(gw)
     core = Serving(local)
     try:
-        now = int(time.time() * 1000)
-        raw = [
-            {
-                "event_id": f"e-{u}-{i}",
-                "user_id": f"user-{u}",
-                "item_id": item,
-                "type": "purchase",
-                "ts": now - 60_000 * (i // 4),
-            }
-            for u in range(8)
-            for i, item in enumerate(ITEMS)
-        ]
-        events, errors = validate_batch(raw, max_skew_s=300)
-        assert errors == []
-        ingest(gw, events, local)
-        graph = pull(gw, now, local.half_life_ms)
-        model = tiny_recommender()
-        by_pull = dict(zip(graph.user_ids, ordered_items(graph), strict=True))
-        for u in range(8):
-            entries = core.user_history(f"user-{u}").entries
-            served = model.profiles([entries]).toarray()[0]
-            newest_first = np.argsort(-served, kind="stable")
-            assert [ITEMS[k] for k in newest_first] == list(reversed(by_pull[f"user-{u}"]))
+        yield ServedGraph(local, gw, core)
     finally:
         core.gateway.close()
         clear_graph(gw)
         gw.close()
+
+
+def test_the_served_history_of_a_real_graph_is_ordered_as_its_pull(served: ServedGraph) -> None:
+    """Same-time purchases written through ingest: the served profile and the pulled graph agree."""
+    now = int(time.time() * 1000)
+    raw = [
+        {
+            "event_id": f"e-{u}-{i}",
+            "user_id": f"user-{u}",
+            "item_id": item,
+            "type": "purchase",
+            "ts": now - 60_000 * (i // 4),
+        }
+        for u in range(8)
+        for i, item in enumerate(ITEMS)
+    ]
+    served.ingest(raw, max_skew_s=300)
+    graph = pull(served.gateway, now, served.settings.half_life_ms)
+    model = tiny_recommender()
+    by_pull = dict(zip(graph.user_ids, ordered_items(graph), strict=True))
+    for u in range(8):
+        entries = served.core.user_history(f"user-{u}").entries
+        profile = model.profiles([entries]).toarray()[0]
+        newest_first = np.argsort(-profile, kind="stable")
+        assert [ITEMS[k] for k in newest_first] == list(reversed(by_pull[f"user-{u}"]))
+
+
+def test_a_history_cut_inside_a_tie_keeps_the_largest_ids(served: ServedGraph) -> None:
+    """The HISTORY_LIMIT read cut inside a run of same-time items keeps the same rows on any engine."""
+    now = int(time.time() * 1000)
+    newer = [f"new-{k:03d}" for k in range(HISTORY_LIMIT - 10)]  # one a millisecond
+    tied = [f"tie-{k:03d}" for k in range(30)]  # one older second: the cut keeps 10 of them
+    # Written in an order that is neither the ids' nor their reverse, so engine order cannot pass.
+    shuffled = [tied[k] for k in np.random.default_rng(3).permutation(len(tied))]
+    timed = [
+        *((item, now - 3_600_000) for item in shuffled),
+        *((item, now - 60_000 + k) for k, item in enumerate(newer)),
+    ]
+    served.ingest(
+        [
+            {"event_id": f"e-{item}", "user_id": "user-cut", "item_id": item, "type": "view", "ts": ts}
+            for item, ts in timed
+        ],
+        max_skew_s=7_200,
+    )
+    rows = served.core.user_history("user-cut").item_ids
+    assert rows[: len(newer)] == list(reversed(newer))
+    assert rows[len(newer) :] == sorted(tied, reverse=True)[:10]

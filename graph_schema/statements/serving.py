@@ -14,7 +14,7 @@ USER_HISTORY = read(
     RETURN i.id AS item_id, r.weight AS weight, r.weight_ts AS weight_ts,
            coalesce(r.last_ts, r.last_seq, 0) AS position, coalesce(r.n_purchase, 0) AS purchases,
            {_EVENTS} AS events
-    ORDER BY position DESC
+    ORDER BY position DESC, item_id DESC
     LIMIT $limit
     """,
     user_id="A1YJEY40YUW4SE",

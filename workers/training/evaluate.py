@@ -10,7 +10,9 @@ Protocol:
 - ``given-split``: the data set's own train/test split (KGAT amazon-book).
 
 Knowledge triples a test user stated themselves (``TripleRecord.user_id``/``ts``,
-MovieLens tags) at or after their held-out interaction are dropped with it. The
+MovieLens tags) at or after their latest training interaction are dropped: that is
+the interaction training holds out for validation, so neither the validation item
+nor the test item is reachable through the user's own later statements. The
 ``interactions`` variant imports interactions only: items without brand,
 categories, title or price, and no triples or entities, so no knowledge or text
 can reach the model.
@@ -106,7 +108,8 @@ def models_of(baseline_set: str) -> tuple[str, ...]:
 class SplitDataset:
     """A data set with only its training interactions; the held-out ones are the targets.
 
-    ``cutoff`` is, per test user, the time of their (earliest) held-out interaction:
+    ``cutoff`` is, per test user, the time of their latest training interaction (the
+    one training holds out for validation; never after their held-out ones):
     knowledge triples that user stated at or after it are held out too. Without
     ``knowledge`` the import sees items with their own text only (title, description),
     with no brand, category, triple or entity; with ``interactions_only`` it sees items
@@ -156,7 +159,7 @@ class SplitDataset:
         return iter(self.train)
 
     def triples(self) -> Iterator[TripleRecord]:
-        """Knowledge triples, minus what a test user stated at or after their held-out interaction."""
+        """Knowledge triples, minus what a test user stated at or after their latest training interaction."""
         if not self._reads_knowledge:
             return iter(())
         return (t for t in self.base.triples() if not self._held_out(t))
@@ -203,7 +206,7 @@ def leave_last_out(dataset: Dataset, seed: int = SPLIT_TIE_SEED) -> SplitDataset
         *history, (_, last) = records
         train.extend(r for _, r in history)
         test[user_id] = {last.item_id}
-        cutoff[user_id] = last.ts
+        cutoff[user_id] = history[-1][1].ts
     return SplitDataset(dataset, train, test, cutoff)
 
 
@@ -216,8 +219,19 @@ def given_split(dataset: Dataset) -> SplitDataset:
     for record in dataset.split("test"):
         test[record.user_id].add(record.item_id)
         times[record.user_id].append(record.ts)
-    cutoff = {u: (None if None in ts else min(ts)) for u, ts in times.items()}  # type: ignore[type-var]
-    return SplitDataset(dataset, list(dataset.split("train")), dict(test), cutoff)
+    train = list(dataset.split("train"))
+    latest: dict[str, int | None] = {}
+    for record in train:
+        if record.user_id in test:
+            known = latest.get(record.user_id, record.ts)
+            latest[record.user_id] = None if known is None or record.ts is None else max(known, record.ts)
+    cutoff = {u: _earliest([*ts, latest.get(u, ts[0])]) for u, ts in times.items()}
+    return SplitDataset(dataset, train, dict(test), cutoff)
+
+
+def _earliest(times: Sequence[int | None]) -> int | None:
+    """The earliest of ``times``, or None when any is unknown (nothing can be shown to precede it)."""
+    return None if None in times else min(t for t in times if t is not None)
 
 
 def split_dataset(
