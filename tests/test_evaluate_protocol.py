@@ -18,7 +18,13 @@ from kgrec.datasets.records import Problems
 from kgrec.item_graphs import cooccurrence_cosine, interaction_matrix, popularity, transitions
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import amazon_beauty_subset
-from workers.training.evaluate import SplitDataset, leave_last_out, load_training_graph, split_dataset
+from workers.training.evaluate import (
+    SplitDataset,
+    leave_last_out,
+    load_training_graph,
+    split_dataset,
+    stated_cutoff,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +148,14 @@ def test_knowledge_a_test_user_stated_from_their_validation_interaction_on_is_he
     split = leave_last_out(Tiny(rows, stated))
     assert split.test == {"u1": {"m2"}} and split.cutoff == {"u1": 60}
     assert [t.tail for t in split.triples()] == ["funny", "great", "comedy"]
+
+
+def test_the_stated_cutoff_is_the_latest_training_time_never_after_the_held_out_ones() -> None:
+    assert stated_cutoff([10, 60, 40], [100]) == 60
+    assert stated_cutoff([10, 120], [100, 300]) == 100  # a given split may interleave the two
+    assert stated_cutoff([], [100]) == 100
+    assert stated_cutoff([10, None], [100]) is None
+    assert stated_cutoff([10], [None]) is None
 
 
 def test_same_time_ties_are_broken_at_random_with_a_fixed_seed() -> None:

@@ -206,7 +206,7 @@ def leave_last_out(dataset: Dataset, seed: int = SPLIT_TIE_SEED) -> SplitDataset
         *history, (_, last) = records
         train.extend(r for _, r in history)
         test[user_id] = {last.item_id}
-        cutoff[user_id] = history[-1][1].ts
+        cutoff[user_id] = stated_cutoff([r.ts for _, r in history], [last.ts])
     return SplitDataset(dataset, train, test, cutoff)
 
 
@@ -220,18 +220,20 @@ def given_split(dataset: Dataset) -> SplitDataset:
         test[record.user_id].add(record.item_id)
         times[record.user_id].append(record.ts)
     train = list(dataset.split("train"))
-    latest: dict[str, int | None] = {}
+    trained: dict[str, list[int | None]] = defaultdict(list)
     for record in train:
-        if record.user_id in test:
-            known = latest.get(record.user_id, record.ts)
-            latest[record.user_id] = None if known is None or record.ts is None else max(known, record.ts)
-    cutoff = {u: _earliest([*ts, latest.get(u, ts[0])]) for u, ts in times.items()}
+        trained[record.user_id].append(record.ts)
+    cutoff = {u: stated_cutoff(trained.get(u, []), ts) for u, ts in times.items()}
     return SplitDataset(dataset, train, dict(test), cutoff)
 
 
-def _earliest(times: Sequence[int | None]) -> int | None:
-    """The earliest of ``times``, or None when any is unknown (nothing can be shown to precede it)."""
-    return None if None in times else min(t for t in times if t is not None)
+def stated_cutoff(training: Sequence[int | None], held_out: Sequence[int | None]) -> int | None:
+    """From when a test user's own statements are held out: their latest training time (the
+    validation interaction), never after their earliest held-out one; None when a time is unknown."""
+    if None in training or None in held_out:
+        return None
+    latest = [max(t for t in training if t is not None)] if training else []
+    return min([*latest, *(t for t in held_out if t is not None)])
 
 
 def split_dataset(
