@@ -260,7 +260,7 @@ def import_command(
     legacy_data_dir: Path | None,
     rejects: Path | None,
 ) -> None:
-    """Import DATASET: amazon-beauty, movielens, kgat-amazon-book, or a folder in the kgrec layout."""
+    """Import DATASET: a built-in data set (the names of kgrec data fetch) or a folder in a known layout."""
     settings = _settings(ctx)
     run_import(settings, dataset, _datasets_dir(settings, datasets_dir, legacy_data_dir), rejects)
 
@@ -523,8 +523,8 @@ def update_command(
 @click.option(
     "--dataset",
     required=True,
-    help="amazon-beauty, movielens, kgat-amazon-book, or a folder (kgrec, KGAT/KGIN, KGCN/RippleNet or "
-    "MovieLens layout, recognised by its files).",
+    help="amazon-beauty, movielens, kgat-amazon-book, movielens-100k-freebase, or a folder (kgrec, "
+    "KGAT/KGIN, KGCN/RippleNet, MovieLens or RecBole layout, recognised by its files).",
 )
 @datasets_dir_options
 @click.option("--protocol", required=True, type=click.Choice(["leave-last-out", "given-split"]))

@@ -191,6 +191,13 @@ def test_pinned_sources_cover_every_builtin_data_set() -> None:
     assert all(sources["movielens"].files.values())
     assert sources["amazon-beauty"].convert == "amazon2014"
     assert not any(s.sha256 for s in sources["amazon-beauty"].sources)
+    # Without a converter, the downloads install exactly the pinned files.
+    for spec in sources.values():
+        if not spec.convert:
+            assert {name for s in spec.sources for name in s.outputs} == set(spec.files), spec.name
+    # The Freebase graph comes out of a wheel on PyPI, pinned whole and file by file.
+    freebase = sources["movielens-100k-freebase"]
+    assert freebase.sources[0].sha256 and all(freebase.files.values())
 
 
 def test_pinned_digests_match_the_local_copies(shared_data: Path) -> None:

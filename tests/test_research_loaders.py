@@ -1,6 +1,7 @@
-"""The research-layout loaders (KGAT/KGIN, KGCN/RippleNet) and MovieLens tags, on fixtures written here.
+"""The research-layout loaders (KGAT/KGIN, KGCN/RippleNet, RecBole) and MovieLens tags, on fixtures written here.
 
-The fixtures (tests/fixtures/kgat_layout, tests/fixtures/kgcn_layout/{kg_final,kg_raw}) each
+The fixtures (tests/fixtures/kgat_layout, tests/fixtures/kgcn_layout/{kg_final,kg_raw},
+tests/fixtures/recbole_layout) each
 hold a few users, items, entities and relations, hostile-but-valid lines (odd spacing,
 CRLF, ids Cypher would choke on, URIs with ``#`` and brackets, an entity org id equal to
 an item id, colliding relation names) and invalid lines, which must be reported with
@@ -25,6 +26,8 @@ from kgrec.datasets import (
     KgcnDataset,
     LayoutDataset,
     MovieLensDataset,
+    RecboleDataset,
+    folder_layout,
     open_dataset,
 )
 from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relation_names
@@ -40,6 +43,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KGAT = FIXTURES / "kgat_layout"
 KGCN_FINAL = FIXTURES / "kgcn_layout" / "kg_final"
 KGCN_RAW = FIXTURES / "kgcn_layout" / "kg_raw"
+RECBOLE = FIXTURES / "recbole_layout"
 
 # kgat_layout's ids
 A, ANA, ZOE = "A3RTKL9KB8KLID", "ana.lima@example.org", "zoë"
@@ -314,8 +318,8 @@ def test_kgcn_kg_txt_needs_its_item_map(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("folder", "kind"),
-    [(KGAT, KgatDataset), (KGCN_FINAL, KgcnDataset), (KGCN_RAW, KgcnDataset)],
-    ids=["kgat", "kgcn-final", "kgcn-raw"],
+    [(KGAT, KgatDataset), (KGCN_FINAL, KgcnDataset), (KGCN_RAW, KgcnDataset), (RECBOLE, RecboleDataset)],
+    ids=["kgat", "kgcn-final", "kgcn-raw", "recbole"],
 )
 def test_open_dataset_recognises_a_folder_by_its_files(folder: Path, kind: type) -> None:
     dataset = open_dataset(str(folder), Path("/nonexistent"))
@@ -332,8 +336,96 @@ def test_open_dataset_recognises_gzipped_and_kgrec_and_movielens_folders(tmp_pat
     assert isinstance(open_dataset(str(tmp_path / "shop"), tmp_path), LayoutDataset)
     assert isinstance(open_dataset(str(movielens_folder(tmp_path / "ml")), tmp_path), MovieLensDataset)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"interactions\.csv.*train\.txt \+ test\.txt.*ratings_final"):
+    with pytest.raises(
+        FileNotFoundError, match=r"interactions\.csv.*train\.txt \+ test\.txt.*ratings_final.*\.inter"
+    ):
         open_dataset(str(tmp_path / "empty"), tmp_path)
+
+
+# --- RecBole atomic files ------------------------------------------------------------------------
+
+
+def test_recbole_interactions_are_ratings_with_their_times_and_bad_rows_are_reported() -> None:
+    dataset = RecboleDataset(RECBOLE)
+    assert list(dataset.interactions()) == [
+        InteractionRecord("u1", "i1", "rating", ts=881250949000, value=4.0),
+        InteractionRecord("u1", "i2", "rating", ts=881250950000, value=5.0),
+        InteractionRecord("u2", "i1", "rating", ts=881250951250, value=3.5),
+        InteractionRecord("u2", "i3", "purchase"),  # no rating, no time
+        InteractionRecord('ana"x', "i2", "rating", ts=881250952000, value=2.0),
+        InteractionRecord("u3", "i4", "rating", ts=881250999000, value=1.0),
+    ]
+    assert problems_of(dataset) == {
+        ("recbole_layout.inter", 7, "rating or timestamp is not a number"),
+        ("recbole_layout.inter", 8, "expected 4 fields, found 2"),
+    }
+
+
+def test_recbole_item_columns_take_their_roles_and_the_rest_become_knowledge() -> None:
+    dataset = RecboleDataset(RECBOLE)
+    items = list(dataset.items())
+    assert items[0] == ItemRecord(
+        "i1", categories=("Animation", "Children's", "Comedy"), title="Toy Story", price=9.5
+    )
+    assert items[2] == ItemRecord("i3", categories=("Crime", "Thriller"), title="Se7en")  # price "x": none
+    assert [i.item_id for i in items] == ["i1", "i2", "i3", "i4", "i5"]
+    triples = list(dataset.triples())
+    years = [t for t in triples if t.relation == "release_year"]
+    assert years == [
+        TripleRecord("i1", "release_year", "release_year:1995"),
+        TripleRecord("i2", "release_year", "release_year:1995"),
+        TripleRecord("i3", "release_year", "release_year:1995"),
+        TripleRecord("i4", "release_year", "release_year:1979"),
+    ]
+    # "box office" cannot be a relation name: reported once, on the one row that has a value
+    assert (
+        "recbole_layout.item",
+        2,
+        "column 'box office': " + str(relation_problem("box office")),
+    ) in problems_of(dataset)
+    assert ("recbole_layout.item", 7, "expected 6 fields, found 2") in problems_of(dataset)
+    assert len([p for p in dataset.problems.rows if p.line == 7 and p.file.endswith(".item")]) == 1
+
+
+def test_recbole_knowledge_graph_ends_become_items_through_the_link_file() -> None:
+    dataset = RecboleDataset(RECBOLE)
+    kg = [t for t in dataset.triples() if t.relation != "release_year"]
+    assert kg == [
+        TripleRecord("i1", "film.film.genre", "m.animation"),
+        TripleRecord("i2", "film.film.directed_by", "m.mann"),
+        TripleRecord("m.mann", "film.director.film", "i2"),  # an item as the tail
+        TripleRecord("i3", "film.film.genre", "m.crime"),  # the Freebase URI made a name
+        TripleRecord("i2", "film.film.genre", "m.crime"),
+        TripleRecord("i4", "film.film.sequel", "m.aliens"),  # not linked: an entity
+        TripleRecord("e:i2", "film.film.country", "m.usa"),  # names an item it is not linked to
+    ]
+    assert {
+        ("recbole_layout.link", 6, "entity_id 'm.toy' is linked twice"),
+        ("recbole_layout.kg", 8, "relation '###' has no letter or digit to name it by"),
+        ("recbole_layout.kg", 10, "expected 3 fields, found 2"),
+    } <= problems_of(dataset)
+    assert list(dataset.entities()) == [
+        EntityRecord("release_year:1995", "release_year", "1995"),
+        EntityRecord("release_year:1979", "release_year", "1979"),
+        EntityRecord("m.animation", "genre"),
+        EntityRecord("m.mann", "directed_by"),
+        EntityRecord("m.crime", "genre"),
+        EntityRecord("m.aliens", "sequel"),
+        EntityRecord("e:i2"),
+        EntityRecord("m.usa", "country"),
+    ]
+
+
+def test_recbole_files_are_found_by_the_folder_name_or_the_only_inter_file(tmp_path: Path) -> None:
+    _gzip_all(RECBOLE, tmp_path / "elsewhere")  # <name>.inter.gz in a folder of another name
+    dataset = open_dataset(str(tmp_path / "elsewhere"), tmp_path)
+    assert isinstance(dataset, RecboleDataset) and dataset.name == "recbole_layout"
+    assert len(list(dataset.triples())) == len(list(RecboleDataset(RECBOLE).triples()))
+    (tmp_path / "elsewhere" / "other.inter").write_text("user_id:token\titem_id:token\nu\ti\n")
+    assert folder_layout(tmp_path / "elsewhere") is None  # two data sets, neither named after the folder
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "ml.train.inter").write_text("user_id:token\titem_id:token\nu\ti\n")
+    assert folder_layout(tmp_path / "split") is None  # RecBole's pre-split files are not read
 
 
 # --- MovieLens tags ----------------------------------------------------------------------------
@@ -505,6 +597,23 @@ def test_kgcn_fixture_imports_items_entities_and_every_relation(
     assert set(kinds) == {f"e:{i}" for i in range(4, 10)}
     if folder == KGCN_RAW:
         assert kinds["e:4"] == "origin" and kinds["e:9"] == "genre"
+
+
+def test_recbole_fixture_imports_items_entities_and_every_relation(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    import_dataset(gateway, open_dataset(str(RECBOLE), settings.datasets_dir), settings)
+    nodes, relations, kinds = graph_counts(gateway)
+    assert nodes["Item"] == 5 and nodes["User"] == 4 and nodes["Category"] == 8
+    assert relations == {
+        "release_year": 4,
+        "film.film.genre": 3,
+        "film.film.directed_by": 1,
+        "film.director.film": 1,
+        "film.film.sequel": 1,
+        "film.film.country": 1,
+    }
+    assert kinds["m.mann"] == "directed_by" and kinds["release_year:1979"] == "release_year"
 
 
 def test_movielens_tags_import_as_tag_entities(

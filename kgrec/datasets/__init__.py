@@ -10,6 +10,7 @@ from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.kgcn import KgcnDataset
 from kgrec.datasets.layout import LayoutDataset
 from kgrec.datasets.movielens import MovieLensDataset
+from kgrec.datasets.recbole import RecboleDataset, atomic_name
 from kgrec.datasets.records import (
     EntityRecord,
     InteractionRecord,
@@ -24,6 +25,7 @@ BUILTIN = {
     "amazon-beauty": "amazon-beauty-kg",
     "movielens": "movielens-ml-latest-small",
     "kgat-amazon-book": "kgat-amazon-book",
+    "movielens-100k-freebase": "movielens-100k-freebase",
 }
 
 
@@ -54,6 +56,8 @@ LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("KGCN/RippleNet", ("ratings_final.txt",)),
     ("MovieLens", ("ratings.csv", "movies.csv")),
 )
+# RecBole's atomic files are named after the data set (<name>.inter), so no fixed file name finds them.
+RECBOLE = "RecBole atomic files"
 
 
 def folder_layout(folder: Path) -> str | None:
@@ -61,7 +65,7 @@ def folder_layout(folder: Path) -> str | None:
     for layout, files in LAYOUTS:
         if all(find_file(folder, stem) is not None for stem in files):
             return layout
-    return None
+    return RECBOLE if atomic_name(folder) is not None else None
 
 
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
@@ -75,6 +79,8 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
         return MovieLensDataset(data_dir / BUILTIN["movielens"])
     if name_or_path == "kgat-amazon-book":
         return KgatDataset(data_dir / BUILTIN["kgat-amazon-book"], name="kgat-amazon-book")
+    if name_or_path == "movielens-100k-freebase":
+        return RecboleDataset(data_dir / BUILTIN[name_or_path], name=name_or_path)
     if name_or_path == "amazon-beauty":
         return LayoutDataset(data_dir / BUILTIN["amazon-beauty"], name="amazon-beauty")
     folder = Path(name_or_path)
@@ -89,8 +95,11 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
         return KgcnDataset(folder)
     if layout == "MovieLens":
         return MovieLensDataset(folder)
+    if layout == RECBOLE:
+        return RecboleDataset(folder)
     if layout is None:
         expected = "; ".join(f"{' + '.join(files)} ({name})" for name, files in LAYOUTS)
+        expected += f"; <name>.inter ({RECBOLE})"
         raise FileNotFoundError(f"{folder}: no data set layout recognised; expected one of: {expected}")
     return LayoutDataset(folder)
 
@@ -105,6 +114,7 @@ __all__ = [
     "KgcnDataset",
     "LayoutDataset",
     "MovieLensDataset",
+    "RecboleDataset",
     "RowProblem",
     "TripleRecord",
     "folder_layout",
