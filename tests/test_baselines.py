@@ -219,7 +219,16 @@ def test_bprmf_early_stopping_reports_a_best_epoch_within_its_run() -> None:
 
 # --- SASRec ----------------------------------------------------------------------------------
 
-TOY = SasRecConfig(max_len=8, dim=32, dropout=0.1, lr=5e-3, batch_size=64, every=2, patience=3, max_epochs=30)
+# 300 users in batches of 64: 5 batches an epoch, so checks every 2 epochs and a cap of 30 epochs.
+TOY = SasRecConfig(max_len=8, dim=32, dropout=0.1, lr=5e-3, batch_size=64, check_steps=10, patience=3, max_steps=150)
+
+
+def test_sasrec_checks_every_so_many_steps_whatever_an_epoch_holds() -> None:
+    config = SasRecConfig()
+    assert config.schedule(175) == (2, 200)  # Amazon Beauty: as it was
+    assert config.schedule(8) == (44, 4_400)  # MovieLens-100k: 352 steps between checks
+    assert config.schedule(552) == (1, 64)  # KGAT amazon-book
+    assert TOY.schedule(5) == (2, 30)
 
 
 def test_sasrec_learns_a_trivially_sequential_data_set() -> None:
@@ -234,7 +243,7 @@ def test_sasrec_learns_a_trivially_sequential_data_set() -> None:
     fit = train_sasrec(validation, TOY)
 
     assert fit.stop.best_score > 0.8, fit.stop.scores
-    assert fit.stop.best_epoch <= fit.stop.epochs_run <= TOY.max_epochs
+    assert fit.stop.best_epoch <= fit.stop.epochs_run <= fit.max_epochs == 30
     # A model that cannot read order scores far below that bar on the same hold-out.
     counts = np.bincount(validation.graph.inter_item, minlength=20).astype(np.float32)
     assert validation.ndcg(lambda users: np.tile(counts, (users.size, 1))) < 0.4

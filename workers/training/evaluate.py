@@ -477,8 +477,8 @@ def evaluate(
         info = {
             "best_epoch": fit.stop.best_epoch,
             "epochs_run": fit.stop.epochs_run,
-            "epoch_cap": fit.config.max_epochs,
-            "every": fit.config.every,
+            "epoch_cap": fit.max_epochs,
+            "every": fit.every,
             "patience": fit.config.patience,
             "validation_ndcg@10": round(fit.stop.best_score, 5),
             "seconds_per_epoch": round(fit.seconds_per_epoch, 2),
