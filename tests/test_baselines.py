@@ -220,7 +220,9 @@ def test_bprmf_early_stopping_reports_a_best_epoch_within_its_run() -> None:
 # --- SASRec ----------------------------------------------------------------------------------
 
 # 300 users in batches of 64: 5 batches an epoch, so checks every 2 epochs and a cap of 30 epochs.
-TOY = SasRecConfig(max_len=8, dim=32, dropout=0.1, lr=5e-3, batch_size=64, check_steps=10, patience=3, max_steps=150)
+TOY = SasRecConfig(
+    max_len=8, dim=32, dropout=0.1, lr=5e-3, batch_size=64, check_steps=10, patience=3, max_steps=150
+)
 
 
 def test_sasrec_checks_every_so_many_steps_whatever_an_epoch_holds() -> None:

@@ -58,7 +58,7 @@ class SasRecConfig:
     seed: int = 7
 
     def schedule(self, batches_per_epoch: int) -> tuple[int, int]:
-        """``(every, max_epochs)``: epochs between checks and the epoch cap, for epochs of this many batches."""
+        """``(every, max_epochs)``: epochs between checks and the epoch cap, for epochs of so many batches."""
         per_epoch = max(batches_per_epoch, 1)
         every = -(-self.check_steps // per_epoch)
         return every, every * -(-self.max_steps // (every * per_epoch))
