@@ -31,6 +31,7 @@ pre-split ``<name>.train.inter`` files are not read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,16 +100,23 @@ def _first_column(row: dict[str, str], names: tuple[str, ...]) -> str | None:
 def _interaction(row: dict[str, str]) -> InteractionRecord:
     user_id, item_id = row["user_id"], row["item_id"]
     records.check_ids(("user_id", user_id), ("item_id", item_id))
-    ts = value = None
-    try:
-        if row.get("timestamp"):
-            ts = round(float(row["timestamp"]) * 1000)
-        if row.get("rating"):
-            value = float(row["rating"])
-    except ValueError:
-        raise records.BadRow("rating or timestamp is not a number") from None
+    ts, value = _number(row, "timestamp"), _number(row, "rating")
     kind = "rating" if value is not None else "purchase"
-    return InteractionRecord(user_id, item_id, kind, ts=ts, value=value)
+    return InteractionRecord(user_id, item_id, kind, ts=None if ts is None else round(ts * 1000), value=value)
+
+
+def _number(row: dict[str, str], column: str) -> float | None:
+    """The row's ``column`` as a number; None when it is absent or empty."""
+    text = row.get(column)
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise records.BadRow(f"{column} {text[:40]!r} is not a finite number")
+    return number
 
 
 class RecboleDataset:
@@ -124,15 +132,9 @@ class RecboleDataset:
             raise FileNotFoundError(f"{self.folder}: no <name>.inter file (RecBole atomic files)")
         self.name = name or stem
         self.problems = Problems()
-        self.paths = {s: self._file(stem + s) for s in SUFFIXES}
+        self.paths = {s: records.find_file(self.folder, stem + s) for s in SUFFIXES}
         self._links: dict[str, str] | None = None
         self._item_ids: set[str] | None = None
-
-    def _file(self, file_name: str) -> Path | None:
-        for candidate in (self.folder / file_name, self.folder / f"{file_name}.gz"):
-            if candidate.exists():
-                return candidate
-        return None
 
     def interactions(self) -> Iterator[InteractionRecord]:
         """One interaction per row of ``<name>.inter``, in file order."""
@@ -177,10 +179,7 @@ class RecboleDataset:
         categories = tuple(dict.fromkeys(row[category_column].split())) if category_column else ()
         brand = row.get("brand") or None
         records.check_ids(("brand", brand), *((category_column or "", c) for c in categories))
-        try:
-            price = float(row["price"]) if row.get("price") else None
-        except ValueError:
-            price = None
+        price = _number(row, "price")
         return ItemRecord(
             row["item_id"],
             brand=brand,
