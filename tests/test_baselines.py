@@ -220,8 +220,9 @@ def test_bprmf_early_stopping_reports_a_best_epoch_within_its_run() -> None:
 # --- SASRec ----------------------------------------------------------------------------------
 
 # 300 users in batches of 64: 5 batches an epoch, so checks every 2 epochs and a cap of 30 epochs.
+# Dropout 0.9 drowns the signal: the choice on validation must keep 0.1.
 TOY = SasRecConfig(
-    max_len=8, dim=32, dropout=0.1, lr=5e-3, batch_size=64, check_steps=10, patience=3, max_steps=150
+    max_len=8, dim=32, dropouts=(0.9, 0.1), lr=5e-3, batch_size=64, check_steps=10, patience=3, max_steps=150
 )
 
 
@@ -245,6 +246,8 @@ def test_sasrec_learns_a_trivially_sequential_data_set() -> None:
     fit = train_sasrec(validation, TOY)
 
     assert fit.stop.best_score > 0.8, fit.stop.scores
+    assert fit.config.dropout == 0.1 and set(fit.validation_by_dropout) == {0.1, 0.9}
+    assert fit.validation_by_dropout[0.1] == round(fit.stop.best_score, 5) > fit.validation_by_dropout[0.9]
     assert fit.stop.best_epoch <= fit.stop.epochs_run <= fit.max_epochs == 30
     # A model that cannot read order scores far below that bar on the same hold-out.
     counts = np.bincount(validation.graph.inter_item, minlength=20).astype(np.float32)

@@ -480,6 +480,8 @@ def evaluate(
             "epoch_cap": fit.max_epochs,
             "every": fit.every,
             "patience": fit.config.patience,
+            "dropout": fit.config.dropout,
+            "validation_ndcg@10_by_dropout": {str(d): v for d, v in fit.validation_by_dropout.items()},
             "validation_ndcg@10": round(fit.stop.best_score, 5),
             "seconds_per_epoch": round(fit.seconds_per_epoch, 2),
         }
