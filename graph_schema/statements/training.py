@@ -8,7 +8,7 @@ alone, and wrongly. Over ids that mix cases, digits and punctuation it returns r
 before ``$after`` and drops rows after it (FalkorDB issues #2239, #294). A pull then
 repeated a page for ever (MovieLens-100k's Freebase entities) or silently missed rows.
 The function call keeps the engine off the index, so the filter is evaluated on each
-row, as Neo4j does anyway; a page costs a label scan (0.2-0.4 s over 300,000 nodes).
+row, as Neo4j does anyway; a page costs a label scan (README, Operations).
 """
 
 from graph_schema.catalogue import read
