@@ -417,6 +417,13 @@ def test_recbole_knowledge_graph_ends_become_items_through_the_link_file() -> No
     ]
 
 
+def test_recbole_file_without_a_required_column_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "shop.inter").write_text("user_id:token\tproduct:token\nu\ti\n")
+    with pytest.raises(ValueError, match=r"shop\.inter: missing required column\(s\) item_id"):
+        list(RecboleDataset(tmp_path / "shop").interactions())
+
+
 def test_recbole_files_are_found_by_the_folder_name_or_the_only_inter_file(tmp_path: Path) -> None:
     _gzip_all(RECBOLE, tmp_path / "elsewhere")  # <name>.inter.gz in a folder of another name
     dataset = open_dataset(str(tmp_path / "elsewhere"), tmp_path)

@@ -65,8 +65,13 @@ def atomic_name(folder: Path) -> str | None:
     return whole[0] if len(whole) == 1 else None
 
 
-def _atomic_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[str, str], dict[str, str]]]:
-    """``(line, row, column types)`` per well-formed row of an atomic file; other rows reported."""
+def _atomic_rows(
+    path: Path, problems: Problems, required: tuple[str, ...]
+) -> Iterator[tuple[int, dict[str, str], dict[str, str]]]:
+    """``(line, row, column types)`` per well-formed row of an atomic file; other rows reported.
+
+    A header without every ``required`` column raises ValueError.
+    """
     with records.open_text(path) as handle:
         header = handle.readline().rstrip("\r\n")
         if not header:
@@ -76,6 +81,9 @@ def _atomic_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[str
             name, _, kind = field.strip().partition(":")
             names.append(name)
             types[name] = kind or "token"
+        missing = [c for c in required if c not in types]
+        if missing:
+            raise ValueError(f"{path}: missing required column(s) {', '.join(missing)}")
         for line_number, line in enumerate(handle, start=2):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -85,12 +93,6 @@ def _atomic_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[str
                 problems.add(path, line_number, f"expected {len(names)} fields, found {len(fields)}")
                 continue
             yield line_number, dict(zip(names, (f.strip() for f in fields), strict=True)), types
-
-
-def _required(path: Path, row: dict[str, str], columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in row]
-    if missing:
-        raise ValueError(f"{path}: missing required column(s) {', '.join(missing)}")
 
 
 def _first_column(row: dict[str, str], names: tuple[str, ...]) -> str | None:
@@ -140,8 +142,7 @@ class RecboleDataset:
         """One interaction per row of ``<name>.inter``, in file order."""
         path = self.paths[".inter"]
         assert path is not None
-        for line, row, _ in _atomic_rows(path, self.problems):
-            _required(path, row, ("user_id", "item_id"))
+        for line, row, _ in _atomic_rows(path, self.problems, ("user_id", "item_id")):
             try:
                 yield _interaction(row)
             except records.BadRow as exc:
@@ -151,8 +152,7 @@ class RecboleDataset:
         path = self.paths[".item"]
         if path is None:
             return
-        for line, row, types in _atomic_rows(path, problems):
-            _required(path, row, ("item_id",))
+        for line, row, types in _atomic_rows(path, problems, ("item_id",)):
             problem = id_problem(row["item_id"])
             if problem is not None:
                 problems.add(path, line, f"item_id {problem}")
@@ -195,7 +195,7 @@ class RecboleDataset:
             ids = {row["item_id"] for _, row, _ in self._item_rows(Problems())}
             inter = self.paths[".inter"]
             assert inter is not None
-            ids.update(row["item_id"] for _, row, _ in _atomic_rows(inter, Problems()) if "item_id" in row)
+            ids.update(row["item_id"] for _, row, _ in _atomic_rows(inter, Problems(), ("item_id",)))
             self._item_ids = ids
         return self._item_ids
 
@@ -205,8 +205,7 @@ class RecboleDataset:
             self._links = {}
             path = self.paths[".link"]
             if path is not None:
-                for line, row, _ in _atomic_rows(path, self.problems):
-                    _required(path, row, ("item_id", "entity_id"))
+                for line, row, _ in _atomic_rows(path, self.problems, ("item_id", "entity_id")):
                     if row["entity_id"] in self._links:
                         self.problems.add(path, line, f"entity_id {row['entity_id'][:40]!r} is linked twice")
                         continue
@@ -245,8 +244,7 @@ class RecboleDataset:
         path = self.paths[".kg"]
         if path is None:
             return
-        for line, row, _ in _atomic_rows(path, problems):
-            _required(path, row, ("head_id", "relation_id", "tail_id"))
+        for line, row, _ in _atomic_rows(path, problems, ("head_id", "relation_id", "tail_id")):
             relation = readable_relation(row["relation_id"])
             if relation is None:
                 reason = f"relation {row['relation_id'][:40]!r} has no letter or digit to name it by"
