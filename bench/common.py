@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import re
@@ -207,3 +208,11 @@ def peak_rss_while(needle: str, every_s: float = 1.0) -> Iterator[dict[int, floa
     finally:
         done.set()
         sampler.join()
+
+
+def print_and_save(result: dict[str, Any], kind: str, name: str | None) -> None:
+    """Print ``result`` as one JSON line; with ``name``, also write ``bench/results/<kind>-<name>.json``."""
+    print(json.dumps(result))
+    if name:
+        path = Path(__file__).parent / "results" / f"{kind}-{name}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")

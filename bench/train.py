@@ -17,7 +17,6 @@ it to ``bench/results/train-<name>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import in_fresh_process
+from bench.common import in_fresh_process, print_and_save
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.kgat import KgatDataset
@@ -67,7 +66,7 @@ def _epoch(model: str, datasets_dir: str, device: str, epochs: int) -> float:
     if model == "kgrec":
         seconds = train_kg_model(graph, config, device, epochs=epochs).seconds_per_epoch
     else:
-        seconds = train_lightgcn(graph, config)[2]
+        seconds = train_lightgcn(graph, config, device)[2]
     return float(np.mean(seconds))
 
 
@@ -125,10 +124,7 @@ def main() -> None:
     if not args.skip_pipeline:
         result["pipeline_amazon_beauty"] = pipeline(args.datasets_dir, device)
         print(f"full pipeline on Amazon Beauty: {result['pipeline_amazon_beauty']}")
-    print(json.dumps(result))
-    if args.save:
-        path = Path(__file__).parent / "results" / f"train-{args.save}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
+    print_and_save(result, "train", args.save)
 
 
 if __name__ == "__main__":

@@ -171,8 +171,9 @@ class ActiveModel:
         if not rows:
             return base
         facts = base.facts.extended(
-            [r["brands"][0] if r["brands"] else None for r in rows],
-            [r["categories"] for r in rows],
+            # the engine lists edges in its own order: the first brand in id order, as training takes
+            [min(r["brands"]) if r["brands"] else None for r in rows],
+            [sorted(r["categories"]) for r in rows],
             [r["price"] for r in rows],
         )
         vectors = np.array([r["vector"] for r in rows], dtype=np.float32)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graph_schema.statements.training import ITEM_FACTS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
@@ -50,6 +51,41 @@ def test_pull_leaves_flagged_bots_out(gateway: GraphGateway, settings: Settings)
     assert graph.user_ids == ["human"]
     assert graph.inter_user.size == 1
     assert set(graph.item_ids) == {f"i{i}" for i in range(5)}  # the items themselves stay
+
+
+def test_pull_does_not_depend_on_the_order_the_engine_keeps_edges_in(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """An item's brands and categories come back in the engine's internal order, which a reload
+    changes; the item text, the brand kept and the category pairs must not follow it."""
+    now = int(time.time() * 1000)
+    events, errors = validate_batch(
+        [{"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "purchase", "ts": now}], max_skew_s=300
+    )
+    assert errors == []
+    ingest(gateway, events, settings)
+    link = (
+        "MATCH (i:Item {id: 'i1'}) UNWIND $ids AS id "
+        "MERGE (c:Category {id: id}) SET c.name = 'name of ' + id MERGE (i)-[:IN_CATEGORY]->(c) "
+        "MERGE (b:Brand {id: 'brand ' + id}) MERGE (i)-[:MADE_BY]->(b)"
+    )
+    # the order follows the nodes' internal ids: new nodes (or reused ids) give another
+    unlink = "MATCH (n) WHERE n:Category OR n:Brand DETACH DELETE n"
+    pulls, engine_orders = [], []
+    for ids in (["c1", "c2", "c3"], ["c2", "c3", "c1"]):
+        gateway.run_query(unlink, {})
+        gateway.run_query(link, {"ids": ids})
+        engine_orders.append(gateway.read(ITEM_FACTS, {"ids": ["i1"]})[0]["categories"])
+        pulls.append(pull(gateway, now, settings.half_life_ms))
+    assert engine_orders[0] != engine_orders[1]  # the engine did keep another order
+    first, second = pulls
+    assert (
+        first.item_text
+        == second.item_text
+        == ["brand c1, brand c2, brand c3 | name of c1, name of c2, name of c3"]
+    )
+    assert first.brand_ids[first.item_brand[0]] == second.brand_ids[second.item_brand[0]] == "brand c1"
+    assert first.item_category_pairs.tolist() == second.item_category_pairs.tolist()
 
 
 def test_text_embeddings_are_offline_normalised_and_cached(tmp_path: Path) -> None:

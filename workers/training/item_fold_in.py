@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from graph_schema.statements.models import ACTIVE_VERSION, WRITE_FOLDED_ITEMS
-from graph_schema.statements.training import CATEGORY_NAMES, ITEM_FACTS
+from graph_schema.statements.training import CATEGORY_NAMES
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
-from workers.training.subgraph import item_text
+from workers.training.subgraph import item_text, read_item_facts
 from workers.training.text import TextEmbeddingCache
 from workers.training.topics import about_new_items, with_description
 
@@ -155,7 +155,7 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
     if not path.exists():
         raise FileNotFoundError(f"model version {version} has no fold-in basis at {path}")
     basis = FoldInBasis.load(path)
-    facts = gateway.read(ITEM_FACTS, {"ids": list(item_ids)})
+    facts = read_item_facts(gateway, item_ids)
     if not facts:
         return {"version": version, "folded": 0}
     names = {row["id"]: row["name"] for row in gateway.read(CATEGORY_NAMES)}

@@ -40,12 +40,26 @@ PAGE = 5_000
 def item_text(
     title: str | None, brands: Sequence[str], categories: Sequence[str], names: Mapping[str, str]
 ) -> str:
-    """The text an item is embedded from: title | brand | category path (category names)."""
+    """The text an item is embedded from: title | brands | category names, in the order given."""
     return " | ".join(
         part
-        for part in (title or "", ", ".join(brands), " > ".join(names.get(c, c) for c in categories))
+        for part in (title or "", ", ".join(brands), ", ".join(names.get(c, c) for c in categories))
         if part
     )
+
+
+def read_item_facts(gateway: GraphGateway, item_ids: Sequence[str]) -> list[dict]:
+    """ITEM_FACTS rows for ``item_ids``, each item's brands and categories in id order.
+
+    The engine lists an item's edges in its internal order, which changes when a graph is
+    reloaded and node ids are reused. Without the sort, the same catalogue gave other item
+    texts, other text embeddings and other figures, depending on the graph's history.
+    """
+    rows = gateway.read(ITEM_FACTS, {"ids": list(item_ids)})
+    for row in rows:
+        row["brands"] = sorted(row["brands"])
+        row["categories"] = sorted(row["categories"])
+    return rows
 
 
 def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[dict]], None]) -> None:
@@ -146,7 +160,7 @@ def _pull(
 
     def items_page(page: list[dict]) -> None:
         ids = [r["id"] for r in page]
-        for row in gateway.read(ITEM_FACTS, {"ids": ids}):
+        for row in read_item_facts(gateway, ids):
             facts[row["item_id"]] = row
         edges.extend({**e, "head_label": "Item"} for e in gateway.read(KNOWLEDGE_OF_ITEMS, {"ids": ids}))
         if progress:
@@ -235,7 +249,7 @@ def _item_facts(
     item_category_pairs: np.ndarray,
 ) -> ItemFacts:
     """The serving filters' view: the training graph's brands and categories, the whole tree, prices."""
-    tree = gateway.read(CATEGORY_TREE)
+    tree = sorted(gateway.read(CATEGORY_TREE), key=lambda r: (r["child"], r["parent"]))
     all_categories = list(category_ids)
     index = {c: k for k, c in enumerate(all_categories)}
     for row in tree:
