@@ -6,7 +6,7 @@ users, who are the same in both. This pairs them::
 
     kgrec evaluate --dataset movielens ... --variant full --per-user /tmp/full.npz
     kgrec evaluate --dataset movielens ... --variant no-knowledge --per-user /tmp/nk.npz
-    python -m bench.paired_runs /tmp/full.npz /tmp/nk.npz [--model kgrec] [--json]
+    python -m bench.paired_runs /tmp/full.npz /tmp/nk.npz [--model kgrec] [--model-b sasrec] [--json]
 
 For each metric it prints A's mean, B's mean, A − B, its 95% bootstrap interval over users and the
 paired t-test p (``workers.training.metrics.confidence``). A side may be several runs, comma-separated
@@ -112,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", help="the first run's --per-user file (A); several: comma-separated")
     parser.add_argument("b", help="the second run's --per-user file (B); several: comma-separated")
     parser.add_argument("--model", default="kgrec", help="the model compared (default kgrec)")
+    parser.add_argument(
+        "--model-b", help="B's model, when it is another (kgrec of one run against sasrec of another)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
         sides = [
-            mean_of_runs([load_run(Path(p), args.model) for p in side.split(",")])
-            for side in (args.a, args.b)
+            mean_of_runs([load_run(Path(p), model) for p in side.split(",")])
+            for side, model in ((args.a, args.model), (args.b, args.model_b or args.model))
         ]
         result = paired_difference(*sides)
     except (OSError, KeyError, PairingError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,16 @@ def test_several_seeds_of_one_side_are_averaged_user_by_user(tmp_path: Path) -> 
     assert np.array_equal(metrics["recall@10"], (first + second) / 2)
 
     assert main([f"{tmp_path / 's1.npz'},{tmp_path / 's2.npz'}", str(tmp_path / "s1.npz"), "--json"]) == 0
+
+
+def test_one_runs_model_against_another_runs_other_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(2)
+    ours = (rng.random(400) < 0.4).astype(float)
+    a = _run(tmp_path / "a.npz", ours, USERS, ITEMS)
+    b = _run(tmp_path / "b.npz", np.zeros(400), USERS, ITEMS)  # its ease hits nobody
+    assert main([str(a), str(b), "--model-b", "ease", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"recall@10"}  # the metric the two models share
+    assert result["recall@10"]["diff"] == pytest.approx(ours.mean()) and result["recall@10"]["b"] == 0.0
