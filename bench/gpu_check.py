@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bench.common import print_and_save
-from bench.train import kgat_graph
+from bench.train import KGAT_TRAIN_SPLIT, kgat_graph
 from workers.training.config import TrainConfig
 from workers.training.kg_model import resolve_device, train_kg_model
 
@@ -47,7 +47,7 @@ def check(datasets_dir: Path, device: str, epochs: int) -> dict[str, Any]:
         "device": device,
         "device_name": _device_name(device),
         "torch": torch.__version__,
-        "data": "KGAT amazon-book train split: 70,679 users, 24,915 items, 652,514 interactions",
+        "data": KGAT_TRAIN_SPLIT,
         "epochs": epochs,
         "seconds_per_epoch": [round(s, 2) for s in first.seconds_per_epoch + second.seconds_per_epoch],
         "losses_first_run": [round(x, 6) for x in first.losses],

@@ -40,6 +40,8 @@ from workers.training.config import TrainConfig
 from workers.training.job import start_training
 from workers.training.kg_model import resolve_device, train_kg_model
 
+KGAT_TRAIN_SPLIT = "KGAT amazon-book train split: 70,679 users, 24,915 items, 652,514 interactions"
+
 
 def kgat_graph(datasets_dir: Path) -> TrainingGraph:
     """The KGAT amazon-book train split as a TrainingGraph (no knowledge edges: not in this copy)."""
@@ -111,7 +113,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "device": device,
-        "data": "KGAT amazon-book train split: 70,679 users, 24,915 items, 652,514 interactions",
+        "data": KGAT_TRAIN_SPLIT,
         "epochs": args.epochs,
         "kg_seq": ours,
         "pyg_lightgcn": stock,

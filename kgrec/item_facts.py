@@ -15,6 +15,16 @@ from functools import cached_property
 import numpy as np
 
 
+def links_in_id_order(row: dict) -> dict:
+    """A graph row of an item's facts with its ``brands`` and ``categories`` lists in id order.
+
+    The engine lists an item's edges in its internal order, which changes when a graph is
+    reloaded and node ids are reused; training, fold-in and serving read these lists through
+    this one rule, so an item's text and its first brand do not depend on the graph's history.
+    """
+    return {**row, "brands": sorted(row["brands"]), "categories": sorted(row["categories"])}
+
+
 @dataclass
 class ItemFacts:
     """Brand, categories and price per item index, plus the category tree."""

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from graph_schema.statements.models import ACTIVE_VERSION, FOLDED_ITEMS, POPULARITY_ADJUSTMENTS
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.gateway import GraphGateway
-from kgrec.item_facts import ItemFacts
+from kgrec.item_facts import ItemFacts, links_in_id_order
 from kgrec.recommender import ModelArtifacts, Recommender
 from kgrec.signals import check_weights, signal
 
@@ -164,16 +164,15 @@ class ActiveModel:
 
     def _with_folded_items(self, base: Recommender) -> Recommender:
         rows = [
-            r
+            links_in_id_order(r)
             for r in self._gateway.read(FOLDED_ITEMS, {"version": base.artifacts.version})
             if r["id"] not in base.item_index
         ]
         if not rows:
             return base
         facts = base.facts.extended(
-            # the engine lists edges in its own order: the first brand in id order, as training takes
-            [min(r["brands"]) if r["brands"] else None for r in rows],
-            [sorted(r["categories"]) for r in rows],
+            [r["brands"][0] if r["brands"] else None for r in rows],
+            [r["categories"] for r in rows],
             [r["price"] for r in rows],
         )
         vectors = np.array([r["vector"] for r in rows], dtype=np.float32)

@@ -31,7 +31,7 @@ from graph_schema.statements.training import (
 from kgrec.collector import cycle_collection_paused
 from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
-from kgrec.item_facts import ItemFacts
+from kgrec.item_facts import ItemFacts, links_in_id_order
 from kgrec.training_graph import TrainingGraph
 
 PAGE = 5_000
@@ -49,17 +49,8 @@ def item_text(
 
 
 def read_item_facts(gateway: GraphGateway, item_ids: Sequence[str]) -> list[dict]:
-    """ITEM_FACTS rows for ``item_ids``, each item's brands and categories in id order.
-
-    The engine lists an item's edges in its internal order, which changes when a graph is
-    reloaded and node ids are reused. Without the sort, the same catalogue gave other item
-    texts, other text embeddings and other figures, depending on the graph's history.
-    """
-    rows = gateway.read(ITEM_FACTS, {"ids": list(item_ids)})
-    for row in rows:
-        row["brands"] = sorted(row["brands"])
-        row["categories"] = sorted(row["categories"])
-    return rows
+    """ITEM_FACTS rows for ``item_ids``, each item's brands and categories in id order."""
+    return [links_in_id_order(row) for row in gateway.read(ITEM_FACTS, {"ids": list(item_ids)})]
 
 
 def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[dict]], None]) -> None:
