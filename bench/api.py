@@ -47,7 +47,7 @@ from bench.common import percentile, serve_api, server_histogram, server_side
 from bench.loadgen import LoadResult, open_loop, pooled
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION
-from graph_schema.statements.training import TRAINING_USER_PAGE
+from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.gateway import GraphGateway
@@ -57,6 +57,7 @@ from kgrec.model_store import ActiveModel
 from kgrec.runtime import embedded_server, graph_session
 from workers.training.config import TrainConfig
 from workers.training.job import start_training
+from workers.training.subgraph import all_ids
 
 KEY = "bench-api-key"
 RECORD_ENV = "KGREC_RECORD_IMPRESSIONS"
@@ -286,7 +287,7 @@ def model_and_users(gateway: GraphGateway, settings: Settings, rng: random.Rando
     """The active model and a seeded sample of up to ``SAMPLE`` users of the graph."""
     model = ActiveModel(gateway, settings.data_dir).get()
     assert model is not None
-    users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 200_000})]
+    users = all_ids(gateway, TRAINING_USER_IDS)
     return model, rng.sample(users, min(SAMPLE, len(users)))
 
 

@@ -28,7 +28,7 @@ import requests
 
 from bench.common import percentile, serve_api
 from graph_schema.statements.serving import USER_HISTORY
-from graph_schema.statements.training import TRAINING_USER_PAGE
+from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
@@ -39,6 +39,7 @@ from kgrec.model_store import ActiveModel
 from kgrec.recommender import HistoryEntry, Recommender
 from workers.training.config import TrainConfig
 from workers.training.job import start_training
+from workers.training.subgraph import all_ids
 
 KEY = "freshness-key"
 TOUCHED_LIMIT = 10_000
@@ -139,7 +140,7 @@ def run(datasets_dir: Path, trials: int, seed: int) -> dict[str, Any]:
                 start_training(gateway, settings, TrainConfig(), device="cpu")
                 model = ActiveModel(gateway, settings.data_dir).get()
                 assert model is not None
-                users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 50_000})]
+                users = all_ids(gateway, TRAINING_USER_IDS)
             with serve_api(settings.data_dir, KEY, 19_000 + os.getpid() % 1000) as base:
                 touched = touched_items(settings)
                 latencies, failures = measure(base, model, users, trials, rng, str(seed), touched)

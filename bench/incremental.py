@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from bench.scale import shop_spec
-from graph_schema.statements.training import TRAINING_ITEM_PAGE, TRAINING_USER_PAGE
+from graph_schema.statements.training import TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import generate_shop
@@ -290,8 +290,8 @@ def quality(settings: Settings, name: str, args: argparse.Namespace) -> dict[str
 
 def purchases(gateway: GraphGateway, settings: Settings, n: int, seed: int) -> None:
     """``n`` purchases now by random users of random items (both from the graph)."""
-    users = all_ids(gateway, TRAINING_USER_PAGE)
-    items = all_ids(gateway, TRAINING_ITEM_PAGE)
+    users = all_ids(gateway, TRAINING_USER_IDS)
+    items = all_ids(gateway, TRAINING_ITEM_IDS)
     rng = np.random.default_rng(seed)
     now = int(time.time() * 1000)
     raw = [

@@ -69,7 +69,7 @@ import numpy as np
 
 from bench.common import in_fresh_process, peak_rss_while, rss_mb, serve_api
 from graph_schema.statements import admin
-from graph_schema.statements.training import TRAINING_USER_PAGE
+from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import ShopSpec, generate_shop
@@ -89,7 +89,6 @@ BASE_USERS = 16_000  # x1: about 15.4 events per user, so about 0.25 M events
 BASE_ITEMS = 4_010
 STAGES = ("generate", "import", "train", "api", "freshness", "restart")
 SAMPLE = 2_000  # users and items the load stages draw from
-PAGE = 50_000  # users read per statement
 GOAL_MAX_EXPONENT = 1.1  # import and training grow no worse than linearly
 GOAL_MAX_P99_RATIO = 2.0  # serving p99, largest size over smallest
 
@@ -365,6 +364,7 @@ def stage_train(run: SizeRun, args: argparse.Namespace) -> dict[str, Any]:
 def _targets(run: SizeRun, seed: int) -> tuple[Any, list[str], list[str]]:
     """The active model, and samples of users (bots left out) and items to send requests for."""
     from kgrec.model_store import ActiveModel
+    from workers.training.subgraph import all_ids
 
     rng = random.Random(seed)
     run.running_pid()
@@ -372,9 +372,7 @@ def _targets(run: SizeRun, seed: int) -> tuple[Any, list[str], list[str]]:
         model = ActiveModel(gateway, run.settings.data_dir).get()
         if model is None:
             raise RuntimeError(f"{run.work}: no active model (did the train stage run?)")
-        users: list[str] = []
-        while page := gateway.read(TRAINING_USER_PAGE, {"after": users[-1] if users else "", "limit": PAGE}):
-            users += [r["id"] for r in page]
+        users = all_ids(gateway, TRAINING_USER_IDS)
     items = list(model.artifacts.item_ids)
     return model, rng.sample(users, min(SAMPLE, len(users))), rng.sample(items, min(SAMPLE, len(items)))
 

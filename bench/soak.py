@@ -30,11 +30,12 @@ import requests
 from bench.api import KEY, prepare, summarise
 from bench.common import serve_api
 from bench.loadgen import Request, open_loop_mix
-from graph_schema.statements.training import INTERACTIONS_OF_USERS, TRAINING_USER_PAGE
+from graph_schema.statements.training import INTERACTIONS_OF_USERS, TRAINING_USER_IDS
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.runtime import graph_session
 from kgrec_cli.stack import worker_argv
+from workers.training.subgraph import all_ids
 
 CAPACITY_CLIENTS = 8
 CAPACITY_S = 15.0
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         open(args.work_dir / "soak-worker.log", "wb") as worker_log,
     ):
         prepare(gateway, settings, "amazon-beauty", 8)
-        users = [r["id"] for r in gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 100_000})]
+        users = all_ids(gateway, TRAINING_USER_IDS)
         rng.shuffle(users)
         items = [r["item_id"] for r in gateway.read(INTERACTIONS_OF_USERS, {"ids": users[:2000]})]
         graph_pid = EmbeddedServer(settings.data_dir).running().pid  # type: ignore[union-attr]

@@ -90,12 +90,12 @@ def _generated_api_key(data_dir: Path) -> str:
 
 def _example_ids(settings: Settings) -> tuple[str, str]:
     """A user of the graph and the first item the active model recommends them (placeholders without one)."""
-    from graph_schema.statements.training import TRAINING_USER_PAGE
+    from graph_schema.statements.training import FIRST_USERS
     from kgrec.serving import ItemFilters, NoActiveModel, Serving
 
     serving = Serving(settings)
     try:
-        users = serving.gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 1})
+        users = serving.gateway.read(FIRST_USERS, {"limit": 1})
         if not users:
             return "USER_ID", "ITEM_ID"
         user = str(users[0]["id"])

@@ -38,12 +38,12 @@ def get(api: ApiProcess, path: str, **params: Any) -> requests.Response:
 
 def small_user(api: ApiProcess) -> str:
     """A user of the small graph with history (the first of its users)."""
-    from graph_schema.statements.training import TRAINING_USER_PAGE
+    from graph_schema.statements.training import FIRST_USERS
     from kgrec.gateway import open_gateway
 
     local = Settings(data_dir=Path(api.env["KGREC_DATA_DIR"]), graph_name=api.graph_name)  # type: ignore[attr-defined]
     with open_gateway(local) as gateway:
-        return gateway.read(TRAINING_USER_PAGE, {"after": "", "limit": 1})[0]["id"]
+        return gateway.read(FIRST_USERS, {"limit": 1})[0]["id"]
 
 
 def impression(api: ApiProcess, recommendation_id: str) -> dict[str, Any]:

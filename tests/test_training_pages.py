@@ -1,19 +1,22 @@
-"""The training pull's keyset pages hold every id after their key, in order, whatever the ids look like.
+"""The training pull reads every id of a label once, whatever the ids look like, and pages them itself.
 
 FalkorDB answers ``x.id > $after`` on an indexed string property from the index alone, and
 wrongly for ids that mix cases, digits and punctuation (``graph_schema/statements/training.py``
-says how the page statements avoid it). These ids are such a mix, taken from real data sets
-(MovieLens-100k's Freebase MIDs and release years, Amazon ids, KGAT's entity names): with the
-plain filter, pages after ``release_year:unkonwn`` held it again and pages after ``Z`` were empty.
+says why the pull no longer filters on a key). These ids are such a mix, taken from real data
+sets (MovieLens-100k's Freebase MIDs and release years, Amazon ids, KGAT's entity names): with
+the keyset pages of before, pages after ``release_year:unkonwn`` held it again and pages after
+``Z`` were empty.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from graph_schema.statements.training import TRAINING_ENTITY_PAGE, TRAINING_ITEM_PAGE, TRAINING_USER_PAGE
+from graph_schema.statements.training import TRAINING_ENTITY_IDS, TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.gateway import GraphGateway
-from workers.training.subgraph import all_ids
+from workers.training import subgraph
+from workers.training.subgraph import all_ids, in_pages, pull
 
 IDS = [
     "1995", "Z", "a", "a1", "a10", "a2", "a.b", "a:b", "a_b", "ab", "b", "e:i2", "m.03_nv3", "m.0bnth9_",
@@ -21,27 +24,52 @@ IDS = [
 ]  # fmt: skip
 
 
-def _create(gateway: GraphGateway, label: str) -> None:
-    # `listed` makes them items the item page reads; users and entities ignore it
-    gateway.run_query(f"UNWIND $ids AS id CREATE (n:{label} {{id: id, listed: true}})", {"ids": IDS})
+def _create(gateway: GraphGateway, label: str, ids: list[str] = IDS) -> None:
+    # `listed` makes them items the item statement reads; users and entities ignore it
+    gateway.run_query(f"UNWIND $ids AS id CREATE (n:{label} {{id: id, listed: true}})", {"ids": ids})
 
 
 @pytest.mark.parametrize(
     ("statement", "label"),
-    [(TRAINING_USER_PAGE, "User"), (TRAINING_ITEM_PAGE, "Item"), (TRAINING_ENTITY_PAGE, "Entity")],
+    [(TRAINING_USER_IDS, "User"), (TRAINING_ITEM_IDS, "Item"), (TRAINING_ENTITY_IDS, "Entity")],
     ids=["users", "items", "entities"],
 )
-def test_each_page_holds_the_ids_after_its_key_in_order(
-    gateway: GraphGateway, statement: object, label: str
+def test_every_id_is_read_once_in_order(gateway: GraphGateway, statement: object, label: str) -> None:
+    # created in reverse, so the engine's own order is not already sorted
+    _create(gateway, label, IDS[::-1])
+    assert all_ids(gateway, statement) == sorted(IDS)  # type: ignore[arg-type]
+
+
+def test_bots_and_unlisted_items_are_left_out(gateway: GraphGateway) -> None:
+    _create(gateway, "User", ["u1", "u2", "u3"])
+    _create(gateway, "Item", ["i1", "i2"])
+    gateway.run_query("MATCH (u:User {id: 'u2'}) SET u.flagged_bot = true", {})
+    gateway.run_query("MATCH (i:Item {id: 'i1'}) SET i.listed = false", {})
+    assert all_ids(gateway, TRAINING_USER_IDS) == ["u1", "u3"]
+    assert all_ids(gateway, TRAINING_ITEM_IDS) == ["i2"]
+
+
+def test_in_pages_covers_every_value_once_in_order() -> None:
+    assert list(in_pages(list(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(in_pages([], 3)) == []
+
+
+def test_a_pull_over_many_pages_reads_every_user_and_item(
+    gateway: GraphGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _create(gateway, label)
-    for after in ["", *IDS]:
-        rows = gateway.read(statement, {"after": after, "limit": 5})  # type: ignore[arg-type]
-        assert [r["id"] for r in rows] == sorted(i for i in IDS if i > after)[:5], after
-
-
-def test_paging_through_reads_every_id_once(gateway: GraphGateway) -> None:
-    for label in ("User", "Item", "Entity"):
-        _create(gateway, label)
-    for statement in (TRAINING_USER_PAGE, TRAINING_ITEM_PAGE, TRAINING_ENTITY_PAGE):
-        assert all_ids(gateway, statement) == sorted(IDS)
+    users = [f"u{k:03d}" for k in range(23)]
+    items = [f"i{k:03d}" for k in range(11)]
+    gateway.run_query(
+        "UNWIND $users AS u UNWIND $items AS i WITH u, i WHERE (toInteger(substring(u, 1)) + "
+        "toInteger(substring(i, 1))) % 3 = 0 MERGE (a:User {id: u}) MERGE (b:Item {id: i, listed: true}) "
+        "CREATE (a)-[:INTERACTED {weight: 1.0, weight_ts: 0, last_ts: 0, last_seq: 0}]->(b)",
+        {"users": users, "items": items},
+    )
+    whole = pull(gateway, now_ms=0, half_life_ms=1e12)
+    monkeypatch.setattr(subgraph, "PAGE", 4)
+    paged = pull(gateway, now_ms=0, half_life_ms=1e12)
+    assert paged.user_ids == whole.user_ids == users
+    assert paged.item_ids == whole.item_ids == items
+    assert np.array_equal(paged.inter_user, whole.inter_user)
+    assert np.array_equal(paged.inter_item, whole.inter_item)
+    assert len(paged.inter_user) == sum((int(u[1:]) + int(i[1:])) % 3 == 0 for u in users for i in items)

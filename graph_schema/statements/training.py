@@ -1,29 +1,38 @@
-"""Reading the training subgraph in pages (keyset pagination on ``id``).
+"""Reading the training subgraph: every id of a label once, then its rows in pages of ids.
 
 Flagged bots are left out here, so neither training nor popularity sees them.
 
-The page filters compare ``toString(x.id) > $after``, not ``x.id > $after``: FalkorDB
-(4.16) answers a range on an indexed string property with a parameter from the index
-alone, and wrongly. Over ids that mix cases, digits and punctuation it returns rows at or
-before ``$after`` and drops rows after it (FalkorDB issues #2239, #294). A pull then
-repeated a page for ever (MovieLens-100k's Freebase entities) or silently missed rows.
-The function call keeps the engine off the index, so the filter is evaluated on each
-row, as Neo4j does anyway; a page costs a label scan (README, Operations).
+The id statements read a whole label in one scan and the worker sorts and pages the ids
+(``workers/training/subgraph.py``). Keyset pages (``WHERE x.id > $after ORDER BY x.id
+LIMIT n``) were tried and dropped. FalkorDB (4.16) answers a range on an indexed string
+property from the index alone, and wrongly: over ids that mix cases, digits and punctuation
+it returns rows at or before ``$after`` and drops rows after it (FalkorDB issues #2239,
+#294). Keeping the engine off the index (``toString(x.id) > $after``) made each page a label
+scan, so a label of N nodes cost N / page-size scans: quadratic (README, Operations).
 """
 
 from graph_schema.catalogue import read
 
-TRAINING_USER_PAGE = read(
-    "training_user_page",
+TRAINING_USER_IDS = read(
+    "training_user_ids",
     """
     MATCH (u:User)
-    WHERE toString(u.id) > $after AND coalesce(u.flagged_bot, false) = false
+    WHERE coalesce(u.flagged_bot, false) = false
+    RETURN u.id AS id
+    """,
+)
+
+# The first users by id, for examples and samples (`kgrec stack`'s example request, benches)
+FIRST_USERS = read(
+    "first_users",
+    """
+    MATCH (u:User)
+    WHERE coalesce(u.flagged_bot, false) = false
     RETURN u.id AS id
     ORDER BY id
     LIMIT $limit
     """,
-    after="",
-    limit=5000,
+    limit=1,
 )
 
 INTERACTIONS_OF_USERS = read(
@@ -37,17 +46,13 @@ INTERACTIONS_OF_USERS = read(
     ids=["A1YJEY40YUW4SE"],
 )
 
-TRAINING_ITEM_PAGE = read(
-    "training_item_page",
+TRAINING_ITEM_IDS = read(
+    "training_item_ids",
     """
     MATCH (i:Item)
-    WHERE toString(i.id) > $after AND i.listed = true
+    WHERE i.listed = true
     RETURN i.id AS id
-    ORDER BY id
-    LIMIT $limit
     """,
-    after="",
-    limit=5000,
 )
 
 ITEM_FACTS = read(
@@ -65,17 +70,12 @@ ITEM_FACTS = read(
     ids=["B004756YJA"],
 )
 
-TRAINING_ENTITY_PAGE = read(
-    "training_entity_page",
+TRAINING_ENTITY_IDS = read(
+    "training_entity_ids",
     """
     MATCH (e:Entity)
-    WHERE toString(e.id) > $after
     RETURN e.id AS id, e.kind AS kind
-    ORDER BY id
-    LIMIT $limit
     """,
-    after="",
-    limit=5000,
 )
 
 # Every knowledge edge out of a page of items, or of entities: generic, so no relation name is in

@@ -11,12 +11,14 @@ items, then entities, both sorted by id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label
+from graph_schema.catalogue import Statement
 from graph_schema.statements.training import (
     CATEGORY_NAMES,
     CATEGORY_TREE,
@@ -24,9 +26,9 @@ from graph_schema.statements.training import (
     ITEM_FACTS,
     KNOWLEDGE_OF_ENTITIES,
     KNOWLEDGE_OF_ITEMS,
-    TRAINING_ENTITY_PAGE,
-    TRAINING_ITEM_PAGE,
-    TRAINING_USER_PAGE,
+    TRAINING_ENTITY_IDS,
+    TRAINING_ITEM_IDS,
+    TRAINING_USER_IDS,
 )
 from kgrec.collector import cycle_collection_paused
 from kgrec.decay import decayed_array
@@ -34,7 +36,8 @@ from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts, links_in_id_order
 from kgrec.training_graph import TrainingGraph
 
-PAGE = 5_000
+PAGE = 5_000  # ids per UNWIND read
+T = TypeVar("T")
 
 
 def item_text(
@@ -53,21 +56,23 @@ def read_item_facts(gateway: GraphGateway, item_ids: Sequence[str]) -> list[dict
     return [links_in_id_order(row) for row in gateway.read(ITEM_FACTS, {"ids": list(item_ids)})]
 
 
-def _pages(gateway: GraphGateway, statement: object, on_page: Callable[[list[dict]], None]) -> None:
-    after = ""
-    while True:
-        rows = gateway.read(statement, {"after": after, "limit": PAGE})  # type: ignore[arg-type]
-        if not rows:
-            return
-        on_page(rows)
-        after = rows[-1]["id"]
+def all_rows(gateway: GraphGateway, statement: Statement) -> list[dict]:
+    """Every row of an id statement (such as ``TRAINING_USER_IDS``), sorted by ``id``.
+
+    One label scan; sorting here rather than in Cypher keeps the engine's order out of training.
+    """
+    return sorted(gateway.read(statement), key=lambda row: row["id"])
 
 
-def all_ids(gateway: GraphGateway, statement: object) -> list[str]:
-    """Every ``id`` a keyset-paged statement (such as ``TRAINING_USER_PAGE``) returns, in order."""
-    ids: list[str] = []
-    _pages(gateway, statement, lambda page: ids.extend(r["id"] for r in page))
-    return ids
+def all_ids(gateway: GraphGateway, statement: Statement) -> list[str]:
+    """Every ``id`` an id statement returns, sorted."""
+    return [row["id"] for row in all_rows(gateway, statement)]
+
+
+def in_pages(values: Sequence[T], size: int) -> Iterator[list[T]]:
+    """``values`` in consecutive lists of at most ``size``."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 @dataclass
@@ -138,37 +143,27 @@ def _pull(
     progress: Callable[[str, int], None] | None,
 ) -> TrainingGraph:
     rows: list[dict] = []
-
-    def users_page(page: list[dict]) -> None:
-        rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": [r["id"] for r in page]}))
+    for ids in in_pages(all_ids(gateway, TRAINING_USER_IDS), PAGE):
+        rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": ids}))
         if progress:
             progress("interactions", len(rows))
 
-    _pages(gateway, TRAINING_USER_PAGE, users_page)
-
     facts: dict[str, dict] = {}
     edges: list[dict] = []
-
-    def items_page(page: list[dict]) -> None:
-        ids = [r["id"] for r in page]
+    for ids in in_pages(all_ids(gateway, TRAINING_ITEM_IDS), PAGE):
         for row in read_item_facts(gateway, ids):
             facts[row["item_id"]] = row
         edges.extend({**e, "head_label": "Item"} for e in gateway.read(KNOWLEDGE_OF_ITEMS, {"ids": ids}))
         if progress:
             progress("items", len(facts))
 
-    _pages(gateway, TRAINING_ITEM_PAGE, items_page)
-
     entity_kinds: dict[str, str | None] = {}
-
-    def entities_page(page: list[dict]) -> None:
+    for page in in_pages(all_rows(gateway, TRAINING_ENTITY_IDS), PAGE):
         entity_kinds.update((r["id"], r["kind"]) for r in page)
         ids = [r["id"] for r in page]
         edges.extend({**e, "head_label": "Entity"} for e in gateway.read(KNOWLEDGE_OF_ENTITIES, {"ids": ids}))
         if progress:
             progress("entities", len(entity_kinds))
-
-    _pages(gateway, TRAINING_ENTITY_PAGE, entities_page)
 
     # The engine returns edges in its internal order, which changes after a reload:
     # sort so the same graph always yields the same arrays (and the same training run).
