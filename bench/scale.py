@@ -171,6 +171,12 @@ def growth_exponent(sizes: list[float], costs: list[float | None]) -> float | No
     return None if fit is None else fit[1]
 
 
+def rounded_exponent(sizes: list[float], costs: list[float | None]) -> float | None:
+    """:func:`growth_exponent` to two decimals, for reports."""
+    exponent = growth_exponent(sizes, costs)
+    return None if exponent is None else round(exponent, 2)
+
+
 def extrapolate(sizes: list[float], costs: list[float | None], size: float) -> float | None:
     """The fitted power law's cost at ``size``: far outside the measured sizes, an estimate only."""
     fit = power_fit(sizes, costs)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.scale import growth_exponent
+from bench.scale import rounded_exponent
 from graph_schema.statements.dataset_import import SET_INTERACTIONS, UPSERT_ITEMS, UPSERT_USERS
 from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
@@ -97,10 +97,6 @@ def measure(users: int, work: Path, seed: int) -> dict[str, Any]:
     return result
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,200000,400000", help="user counts, comma-separated")
@@ -116,8 +112,8 @@ def main() -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sizes": runs,
         "growth_exponent": {
-            "user_ids": _round(growth_exponent(counts, [r["user_ids_s"] for r in runs])),
-            "pull": _round(growth_exponent(counts, [r["pull_s"] for r in runs])),
+            "user_ids": rounded_exponent(counts, [r["user_ids_s"] for r in runs]),
+            "pull": rounded_exponent(counts, [r["pull_s"] for r in runs]),
         },
     }
     print(json.dumps(report["growth_exponent"]))

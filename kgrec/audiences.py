@@ -23,7 +23,11 @@ from kgrec.errors import ArgumentProblem
 from kgrec.gateway import GraphGateway
 
 DAY_MS = 86_400_000
-EXPORT_PAGE = 5_000
+EXPORT_PAGE = 5_000  # members an export reads per statement, at least
+# Ranks are computed, so no index starts a page at its cursor: every page walks the target's whole
+# list of edges. With a fixed page an export of A members would cost A² / EXPORT_PAGE edge reads;
+# beyond this many pages the page grows instead (bounded memory, linear time).
+EXPORT_MAX_PAGES = 20
 CSV_COLUMNS = ("user_id", "weight", "events", "last_ts")
 
 
@@ -134,11 +138,21 @@ def audience_page(
     }
 
 
+def export_page_size(size: int, smallest: int = EXPORT_PAGE, max_pages: int = EXPORT_MAX_PAGES) -> int:
+    """Members per page of an export of ``size``: ``smallest``, or more, so it takes ``max_pages`` at most."""
+    return max(smallest, -(-size // max_pages))
+
+
 def iter_audience(
-    gateway: GraphGateway, settings: Settings, audience: Audience, page: int = EXPORT_PAGE
+    gateway: GraphGateway, settings: Settings, audience: Audience, page: int | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Every member of the audience, strongest first, read in keyset pages of ``page`` users."""
+    """Every member of the audience, strongest first, read in keyset pages.
+
+    The page is ``page`` members, or by default :func:`export_page_size` of the audience's size.
+    """
     parameters = _parameters(audience, settings, int(time.time() * 1000))
+    if page is None:
+        page = export_page_size(int(gateway.read(AUDIENCE_SIZE[audience.kind], parameters)[0]["size"]))
     after: tuple[int, str] | None = None
     while True:
         rows = _page_rows(gateway, audience, parameters, after, page)
