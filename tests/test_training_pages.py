@@ -16,7 +16,7 @@ import pytest
 from graph_schema.statements.training import TRAINING_ENTITY_IDS, TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.gateway import GraphGateway
 from workers.training import subgraph
-from workers.training.subgraph import all_ids, in_pages, pull
+from workers.training.subgraph import all_ids, pull
 
 IDS = [
     "1995", "Z", "a", "a1", "a10", "a2", "a.b", "a:b", "a_b", "ab", "b", "e:i2", "m.03_nv3", "m.0bnth9_",
@@ -47,11 +47,6 @@ def test_bots_and_unlisted_items_are_left_out(gateway: GraphGateway) -> None:
     gateway.run_query("MATCH (i:Item {id: 'i1'}) SET i.listed = false", {})
     assert all_ids(gateway, TRAINING_USER_IDS) == ["u1", "u3"]
     assert all_ids(gateway, TRAINING_ITEM_IDS) == ["i2"]
-
-
-def test_in_pages_covers_every_value_once_in_order() -> None:
-    assert list(in_pages(list(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert list(in_pages([], 3)) == []
 
 
 def test_a_pull_over_many_pages_reads_every_user_and_item(

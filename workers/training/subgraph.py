@@ -11,9 +11,8 @@ items, then entities, both sorted by id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
@@ -32,12 +31,11 @@ from graph_schema.statements.training import (
 )
 from kgrec.collector import cycle_collection_paused
 from kgrec.decay import decayed_array
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphGateway, batched
 from kgrec.item_facts import ItemFacts, links_in_id_order
 from kgrec.training_graph import TrainingGraph
 
 PAGE = 5_000  # ids per UNWIND read
-T = TypeVar("T")
 
 
 def item_text(
@@ -67,12 +65,6 @@ def all_rows(gateway: GraphGateway, statement: Statement) -> list[dict]:
 def all_ids(gateway: GraphGateway, statement: Statement) -> list[str]:
     """Every ``id`` an id statement returns, sorted."""
     return [row["id"] for row in all_rows(gateway, statement)]
-
-
-def in_pages(values: Sequence[T], size: int) -> Iterator[list[T]]:
-    """``values`` in consecutive lists of at most ``size``."""
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
 
 
 @dataclass
@@ -143,14 +135,14 @@ def _pull(
     progress: Callable[[str, int], None] | None,
 ) -> TrainingGraph:
     rows: list[dict] = []
-    for ids in in_pages(all_ids(gateway, TRAINING_USER_IDS), PAGE):
+    for ids in batched(all_ids(gateway, TRAINING_USER_IDS), PAGE):
         rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": ids}))
         if progress:
             progress("interactions", len(rows))
 
     facts: dict[str, dict] = {}
     edges: list[dict] = []
-    for ids in in_pages(all_ids(gateway, TRAINING_ITEM_IDS), PAGE):
+    for ids in batched(all_ids(gateway, TRAINING_ITEM_IDS), PAGE):
         for row in read_item_facts(gateway, ids):
             facts[row["item_id"]] = row
         edges.extend({**e, "head_label": "Item"} for e in gateway.read(KNOWLEDGE_OF_ITEMS, {"ids": ids}))
@@ -158,7 +150,7 @@ def _pull(
             progress("items", len(facts))
 
     entity_kinds: dict[str, str | None] = {}
-    for page in in_pages(all_rows(gateway, TRAINING_ENTITY_IDS), PAGE):
+    for page in batched(all_rows(gateway, TRAINING_ENTITY_IDS), PAGE):
         entity_kinds.update((r["id"], r["kind"]) for r in page)
         ids = [r["id"] for r in page]
         edges.extend({**e, "head_label": "Entity"} for e in gateway.read(KNOWLEDGE_OF_ENTITIES, {"ids": ids}))
