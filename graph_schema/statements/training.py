@@ -17,12 +17,12 @@ TRAINING_USER_IDS = read(
     "training_user_ids",
     """
     MATCH (u:User)
-    WHERE coalesce(u.flagged_bot, false) = false
+    WHERE u.id IS NOT NULL AND coalesce(u.flagged_bot, false) = false
     RETURN u.id AS id
     """,
 )
 
-# The first users by id, for examples and samples (`kgrec stack`'s example request, benches)
+# The first users by id, for examples (`kgrec stack`'s example request)
 FIRST_USERS = read(
     "first_users",
     """
@@ -50,7 +50,7 @@ TRAINING_ITEM_IDS = read(
     "training_item_ids",
     """
     MATCH (i:Item)
-    WHERE i.listed = true
+    WHERE i.id IS NOT NULL AND i.listed = true
     RETURN i.id AS id
     """,
 )
@@ -74,6 +74,7 @@ TRAINING_ENTITY_IDS = read(
     "training_entity_ids",
     """
     MATCH (e:Entity)
+    WHERE e.id IS NOT NULL
     RETURN e.id AS id, e.kind AS kind
     """,
 )
