@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.scale import rounded_exponent
+from bench.scale import save_growth_report
 from graph_schema.statements.dataset_import import SET_BRAND_INTERESTS, UPSERT_BRANDS, UPSERT_USERS
 from kgrec.audiences import EXPORT_PAGE, Audience, export_page_size, iter_audience
 from kgrec.config import Settings
@@ -77,19 +76,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("bench/results/audience-export.json"))
     args = parser.parse_args()
     runs = [measure(int(n), args.work_dir / n) for n in args.sizes.split(",")]
-    counts = [float(r["users"]) for r in runs]
-    report = {
-        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
-        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sizes": runs,
-        "growth_exponent": {
-            name: rounded_exponent(counts, [r[f"{name}_s"] for r in runs])
-            for name in ("fixed_page", "growing_page")
-        },
-    }
-    print(json.dumps(report["growth_exponent"]))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(report, indent=2) + "\n")
+    costs = {name: f"{name}_s" for name in ("fixed_page", "growing_page")}
+    save_growth_report(runs, "users", costs, args.results)
 
 
 if __name__ == "__main__":

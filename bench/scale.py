@@ -171,10 +171,27 @@ def growth_exponent(sizes: list[float], costs: list[float | None]) -> float | No
     return None if fit is None else fit[1]
 
 
-def rounded_exponent(sizes: list[float], costs: list[float | None]) -> float | None:
-    """:func:`growth_exponent` to two decimals, for reports."""
-    exponent = growth_exponent(sizes, costs)
-    return None if exponent is None else round(exponent, 2)
+def save_growth_report(
+    runs: list[dict[str, Any]], size_key: str, cost_keys: dict[str, str], path: Path
+) -> None:
+    """Write a size sweep to ``path``: its runs, the machine, the time, and each cost's growth exponent.
+
+    ``cost_keys`` maps a reported name to the key of that cost in every run; the exponents are printed.
+    """
+    sizes = [float(run[size_key]) for run in runs]
+    exponents = {}
+    for name, key in cost_keys.items():
+        exponent = growth_exponent(sizes, [run[key] for run in runs])
+        exponents[name] = None if exponent is None else round(exponent, 2)
+    report = {
+        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sizes": runs,
+        "growth_exponent": exponents,
+    }
+    print(json.dumps(exponents))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def extrapolate(sizes: list[float], costs: list[float | None], size: float) -> float | None:

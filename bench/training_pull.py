@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import shutil
 import string
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.scale import rounded_exponent
+from bench.scale import save_growth_report
 from graph_schema.statements.dataset_import import SET_INTERACTIONS, UPSERT_ITEMS, UPSERT_USERS
 from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
@@ -106,19 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = [measure(n, args.work_dir / str(n), args.seed) for n in sizes]
-    counts = [float(r["users"]) for r in runs]
-    report = {
-        "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
-        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sizes": runs,
-        "growth_exponent": {
-            "user_ids": rounded_exponent(counts, [r["user_ids_s"] for r in runs]),
-            "pull": rounded_exponent(counts, [r["pull_s"] for r in runs]),
-        },
-    }
-    print(json.dumps(report["growth_exponent"]))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(report, indent=2) + "\n")
+    save_growth_report(runs, "users", {"user_ids": "user_ids_s", "pull": "pull_s"}, args.results)
 
 
 if __name__ == "__main__":
