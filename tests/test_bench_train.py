@@ -1,10 +1,11 @@
-"""bench/train.py and bench/gpu_check.py on a KGAT-layout fixture: both models on one device, runs repeatable."""
+"""bench/train.py, bench/gpu_check.py and bench/loss_passes.py on a KGAT-layout fixture: runs repeatable."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.gpu_check import check
+from bench.loss_passes import compare
 from bench.train import measure
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,3 +29,13 @@ def test_the_training_bench_times_both_models_in_their_own_process(tmp_path: Pat
     for model in ("kgrec", "lightgcn"):
         figures = measure(model, datasets_dir, "cpu", epochs=1)
         assert figures["seconds_per_epoch"] >= 0 and figures["peak_rss_mb"] > 100
+
+
+def test_the_loss_pass_bench_trains_both_settings_to_the_same_tables(tmp_path: Path) -> None:
+    result = compare(_datasets_dir(tmp_path), "cpu")
+    one, stacked = result["one_chunk_per_pass"], result["stacked_passes"]
+    assert (one["chunks_per_pass"], stacked["chunks_per_pass"]) == (1, 16)
+    assert one["operators_per_epoch"] > 0 and one["peak_rss_mb"] > 100
+    # the fixture's few examples fit one chunk, so both settings run the very same operators
+    assert stacked["operators_per_epoch"] == one["operators_per_epoch"]
+    assert result["item_tables_max_abs_difference"] == 0.0 and result["item_tables_max_abs_entry"] > 0

@@ -191,13 +191,14 @@ def test_a_sampled_softmax_corrects_for_how_often_an_item_is_drawn(monkeypatch: 
     n_items = 10
     share = torch.full((n_items,), 0.02)
     share[0] = 0.82  # item 0 is the target of most examples
-    targets = torch.tensor([0, 0, 3])
-    contexts = torch.zeros(3, 2)  # every raw logit 0: what is left is the correction
+    targets = torch.tensor([[0, 0, 3]])  # one chunk of three rows
+    contexts = torch.zeros(1, 3, 2)  # every raw logit 0: what is left is the correction
     table = torch.randn(n_items, 2)
     logits, labels = kg_model.sampled_logits(
         contexts, table, targets, share, torch.Generator().manual_seed(1)
     )
-    assert logits.shape == (3, 3 + 4) and labels.tolist() == [0, 1, 2]
+    assert logits.shape == (1, 3, 3 + 4) and labels.tolist() == [[0, 1, 2]]
+    logits = logits[0]
     popular = -math.log(3 * 0.82 + 4 / n_items)
     rare = -math.log(3 * 0.02 + 4 / n_items)
     assert logits[2, 0].item() == pytest.approx(popular) and logits[2, 2].item() == pytest.approx(rare)
@@ -205,3 +206,46 @@ def test_a_sampled_softmax_corrects_for_how_often_an_item_is_drawn(monkeypatch: 
     assert logits[0, 1].item() == -math.inf and logits[1, 0].item() == -math.inf
     assert logits[0, 0].item() == pytest.approx(popular) and logits[1, 1].item() == pytest.approx(popular)
     assert torch.isfinite(logits[2]).all()
+
+
+def test_a_padded_chunk_scores_its_own_rows_as_if_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacked with a full chunk, a short chunk's padding is neither a row nor a candidate."""
+    monkeypatch.setattr(kg_model, "LOSS_CHUNK", 3)
+    passes = kg_model.loss_passes(torch.arange(5), per_pass=2)
+    assert [p.tolist() for p in passes] == [[[0, 1, 2], [3, 4, -1]]]
+    assert [p.tolist() for p in kg_model.loss_passes(torch.arange(5), per_pass=1)] == [[[0, 1, 2]], [[3, 4]]]
+
+    monkeypatch.setattr(kg_model, "SAMPLED_NEGATIVES", 4)
+    n_items = 10
+    share = torch.full((n_items,), 0.1)
+    table = torch.randn(n_items, 2)
+    contexts = torch.randn(2, 3, 2)
+    stacked, labels = kg_model.sampled_logits(
+        contexts, table, torch.tensor([[1, 2, 3], [4, 5, -1]]), share, torch.Generator().manual_seed(2)
+    )
+    generator = torch.Generator().manual_seed(2)
+    first, _ = kg_model.sampled_logits(contexts[:1], table, torch.tensor([[1, 2, 3]]), share, generator)
+    short, short_labels = kg_model.sampled_logits(
+        contexts[1:, :2], table, torch.tensor([[4, 5]]), share, generator
+    )
+    assert labels.tolist() == [[0, 1, 2], [0, 1, -1]] and short_labels.tolist() == [[0, 1]]
+    assert torch.allclose(stacked[0], first[0])
+    # the short chunk: its two rows, its two targets and its own negatives; the padding column is off
+    assert torch.allclose(stacked[1, :2, [0, 1, 3, 4, 5, 6]], short[0])
+    assert torch.isinf(stacked[1, :, 2]).all()
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_stacked_loss_passes_train_the_same_model(monkeypatch: pytest.MonkeyPatch, sampled: bool) -> None:
+    """A GPU scores a step's chunks in one pass: the same model as one chunk at a time, to rounding."""
+    monkeypatch.setattr(kg_model, "LOSS_CHUNK", 100)  # 1,200 examples in batches of 256: 3 chunks a step
+    if sampled:
+        monkeypatch.setattr(kg_model, "FULL_SOFTMAX_MAX_ITEMS", 10)
+        monkeypatch.setattr(kg_model, "SAMPLED_NEGATIVES", 16)
+    one = train_kg_model(toy(), replace(CONFIG, epochs=2))
+    monkeypatch.setattr(kg_model, "chunks_per_pass", lambda device: 16)
+    stacked = train_kg_model(toy(), replace(CONFIG, epochs=2))
+    assert not np.array_equal(one.items, stacked.items)  # summed in another order
+    assert np.allclose(one.items, stacked.items, atol=1e-5)
+    assert np.allclose(one.item_context, stacked.item_context, atol=1e-5)
+    assert np.allclose(one.losses, stacked.losses, rtol=1e-6)

@@ -61,6 +61,11 @@ SAMPLED_NEGATIVES = 2_048
 # costs a fixed LOSS_CHUNK + SAMPLED_NEGATIVES columns: larger catalogues use it, and an epoch
 # grows with the examples alone (a full softmax grows with examples x items).
 FULL_SOFTMAX_MAX_ITEMS = LOSS_CHUNK + SAMPLED_NEGATIVES
+# Loss chunks scored together in one pass (stacked, :func:`loss_passes`). The same logits either
+# way, so the same model; on a GPU a pass's dozens of small kernels dominate an epoch, and scoring
+# a step's chunks together launches them once per step instead of once per chunk. The CPU keeps
+# one chunk per pass: its time is arithmetic, and stacked logits would raise peak memory.
+CUDA_CHUNKS_PER_PASS = 16
 VALIDATION_USERS = 3_000
 # Every optimiser step propagates over the whole typed graph, so a step costs O(edges): with a
 # fixed batch an epoch would cost O(examples x edges), quadratic in the size of the shop. Beyond
@@ -483,6 +488,27 @@ def validation_ndcg(
     return total / users.size
 
 
+def chunks_per_pass(device: str) -> int:
+    """How many loss chunks one pass scores together: 1 on the CPU, ``CUDA_CHUNKS_PER_PASS`` on a GPU."""
+    return CUDA_CHUNKS_PER_PASS if device.startswith("cuda") else 1
+
+
+def loss_passes(batch: torch.Tensor, per_pass: int) -> list[torch.Tensor]:
+    """The batch's ``LOSS_CHUNK``-row chunks, ``per_pass`` of them stacked as one (chunks, rows) pass.
+
+    A pass holding a short last chunk pads it with -1; a lone chunk is never padded.
+    """
+    chunks = list(batch.split(LOSS_CHUNK))
+    passes = []
+    for start in range(0, len(chunks), per_pass):
+        group = chunks[start : start + per_pass]
+        width = group[0].numel()
+        passes.append(
+            torch.stack([nn.functional.pad(chunk, (0, width - chunk.numel()), value=-1) for chunk in group])
+        )
+    return passes
+
+
 def sampled_logits(
     contexts: torch.Tensor,
     target_table: torch.Tensor,
@@ -490,23 +516,32 @@ def sampled_logits(
     target_share: torch.Tensor,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of a sampled softmax: each row against the chunk's targets and shared negatives.
+    """Logits and labels of a sampled softmax: each row against its chunk's targets and shared negatives.
 
-    The candidates are the chunk's own targets (drawn by popularity: ``target_share``, each
-    item's share of all examples) plus ``SAMPLED_NEGATIVES`` uniform draws. Every logit is
-    corrected by the log of how often its item is expected among the candidates (logQ), or
-    popular items would be pushed down for being drawn more often. A candidate that is the
-    row's own target in another column is not a negative, and is masked.
+    ``contexts`` is (chunks, rows, dim) and ``targets`` (chunks, rows), -1 where a short chunk
+    is padded. Each chunk's candidates are its own targets (drawn by popularity:
+    ``target_share``, each item's share of all examples) plus ``SAMPLED_NEGATIVES`` uniform
+    draws of its own. Every logit is corrected by the log of how often its item is expected
+    among the candidates (logQ), or popular items would be pushed down for being drawn more
+    often. A candidate that is the row's own target in another column is not a negative, and
+    is masked, as are padding columns; padding rows get label -1 (ignored).
     """
+    chunks, rows = targets.shape
     n_items = target_share.numel()
-    negatives = torch.randint(0, n_items, (SAMPLED_NEGATIVES,), generator=generator).to(targets.device)
-    candidates = torch.cat([targets, negatives])
-    expected = targets.numel() * target_share[candidates] + SAMPLED_NEGATIVES / n_items
-    logits = contexts @ nn.functional.embedding(candidates, target_table).T - torch.log(expected)
-    labels = torch.arange(targets.numel(), device=targets.device)
-    hits = candidates[None, :] == targets[:, None]
-    hits[labels, labels] = False
-    return logits.masked_fill(hits, float("-inf")), labels
+    # one draw for all chunks: the same numbers as one draw per chunk, in chunk order
+    negatives = torch.randint(0, n_items, (chunks * SAMPLED_NEGATIVES,), generator=generator)
+    negatives = negatives.to(targets.device).view(chunks, SAMPLED_NEGATIVES)
+    real = targets >= 0
+    candidates = torch.cat([targets.clamp_min(0), negatives], dim=1)
+    drawn = real.sum(dim=1, keepdim=True)
+    expected = drawn * target_share[candidates] + SAMPLED_NEGATIVES / n_items
+    logits = contexts @ nn.functional.embedding(candidates, target_table).transpose(1, 2)
+    logits = logits - torch.log(expected)[:, None, :]
+    diagonal = torch.arange(rows, device=targets.device)
+    hits = candidates[:, None, :] == targets[:, :, None]
+    hits[:, diagonal, diagonal] = False
+    hits[:, :, :rows] |= ~real[:, None, :]
+    return logits.masked_fill(hits, float("-inf")), diagonal.expand(chunks, rows).masked_fill(~real, -1)
 
 
 def epoch_batch_size(examples: int, batch_size: int, max_steps: int) -> int:
@@ -565,6 +600,7 @@ def train_kg_model(
                 np.random.default_rng(config.seed).choice(check_users, VALIDATION_USERS, replace=False)
             )
     batch_size = epoch_batch_size(target.numel(), config.model_batch_size, MAX_STEPS_PER_EPOCH)
+    per_pass = chunks_per_pass(device)
     cap = epochs if epochs is not None else config.epochs
     early_stopping = epochs is None and check_users.size > 0
 
@@ -583,19 +619,23 @@ def train_kg_model(
             nodes = model(typed, text_tensor)
             target_table, context_table = model.item_tables(nodes)
             # The chunks' gradients meet at the (detached) item tables, then flow through the
-            # propagation once per batch: logits of at most LOSS_CHUNK rows are alive at a time.
+            # propagation once per batch: only one pass of chunks holds logits at a time.
             t_leaf = target_table.detach().requires_grad_()
             c_leaf = context_table.detach().requires_grad_()
             decay_grad = torch.zeros((), device=device)
             batch_loss = 0.0
-            for chunk in batch.split(LOSS_CHUNK):
-                ctx = model.contexts(c_leaf, context[chunk], relative[chunk])
+            for rows in loss_passes(batch, per_pass):
+                real = rows >= 0
+                flat = rows.clamp_min(0).reshape(-1)
+                ctx = model.contexts(c_leaf, context[flat], relative[flat]).view(*rows.shape, -1)
+                labels = target[rows.clamp_min(0)].masked_fill(~real, -1)
                 if sampled:
-                    logits, labels = sampled_logits(ctx, t_leaf, target[chunk], target_share, generator)
+                    logits, labels = sampled_logits(ctx, t_leaf, labels, target_share, generator)
                 else:
                     logits = ctx @ t_leaf.T
-                    labels = target[chunk]
-                loss = nn.functional.cross_entropy(logits, labels, reduction="sum") / batch.numel()
+                logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+                loss = nn.functional.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+                loss = loss / batch.numel()
                 inputs = [t_leaf, c_leaf] + ([model.decay_logit] if learn_decay else [])
                 grads = torch.autograd.grad(loss, inputs)
                 t_leaf.grad = grads[0] if t_leaf.grad is None else t_leaf.grad + grads[0]
