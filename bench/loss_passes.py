@@ -5,12 +5,13 @@ An epoch of KG-Seq on a GPU is bound by the host launching small kernels (Perfor
 chunks of ``LOSS_CHUNK`` rows; stacking a step's chunks into one pass computes the same logits
 with one set of kernels per step instead of one per chunk (``CUDA_CHUNKS_PER_PASS``).
 
-This trains one epoch on the KGAT amazon-book train split (as ``bench/train.py``: no text,
-dimension 64, 3 layers, the sampled softmax) with one chunk per pass (the CPU's setting) and with
-``CUDA_CHUNKS_PER_PASS`` chunks per pass (a GPU's), each in a fresh process. It reports for each
-the seconds per epoch and the peak RSS, the operator calls dispatched per epoch (forward and
-backward, counted in one more epoch of their own; on a GPU each is about one kernel launch), and
-how far apart the two settings' item tables are.
+This trains on the KGAT amazon-book train split (as ``bench/train.py``: no text, dimension 64,
+3 layers, the sampled softmax) with one chunk per pass (the CPU's setting) and with
+``CUDA_CHUNKS_PER_PASS`` chunks per pass (a GPU's), each in fresh processes. It reports for each
+the second epoch's seconds, the peak RSS (and on a GPU the peak device memory), the operators
+dispatched per epoch (forward and backward, counted in an epoch of their own; views count too,
+and on a GPU most others are one kernel launch each), and how far apart the two settings' item
+tables are after two epochs.
 
     .venv/bin/python -m bench.loss_passes [--datasets-dir ../shared/data] [--device auto] [--save NAME]
 """
@@ -47,34 +48,44 @@ class _OperatorCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _epoch(datasets_dir: str, device: str, per_pass: int, tables: str, count: bool) -> dict[str, float]:
+def _train(
+    datasets_dir: str, device: str, per_pass: int, epochs: int, tables: str, count: bool
+) -> dict[str, Any]:
     graph = kgat_graph(Path(datasets_dir))
     kg_model.chunks_per_pass = lambda _device: per_pass
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     counter = _OperatorCount() if count else contextlib.nullcontext()
     with counter:
-        trained = kg_model.train_kg_model(graph, TrainConfig(epochs=1, use_text=False), device, epochs=1)
+        trained = kg_model.train_kg_model(graph, TrainConfig(use_text=False), device, epochs=epochs)
     if tables:
         np.save(tables, trained.items)
     examples = kg_model.next_item_examples(graph).target.size
     batch = kg_model.epoch_batch_size(examples, TrainConfig.model_batch_size, kg_model.MAX_STEPS_PER_EPOCH)
     return {
-        "seconds": trained.seconds_per_epoch[0],
+        "seconds_per_epoch": trained.seconds_per_epoch,
         "operators": counter.calls if count else 0,
-        "steps": -(-examples // batch),
+        "steps": epochs * -(-examples // batch),
+        "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
 
 
 def measure(datasets_dir: Path, device: str, per_pass: int, tables: Path) -> dict[str, Any]:
-    """One epoch with ``per_pass`` chunks per pass, timed in a fresh process (so peak RSS is its own),
-    then one more with its operators counted (the count's own cost would skew the time)."""
-    timed, peak_mb = in_fresh_process(_epoch, str(datasets_dir), device, per_pass, str(tables), False)
-    counted, _ = in_fresh_process(_epoch, str(datasets_dir), device, per_pass, "", True)
+    """``per_pass`` chunks per pass: two epochs timed in a fresh process (peak RSS its own; the
+    second epoch's time is reported, without the first's warm-up), then one epoch with its
+    operators counted in another (counting costs time of its own)."""
+    timed, peak_mb = in_fresh_process(_train, str(datasets_dir), device, per_pass, 2, str(tables), False)
+    counted, _ = in_fresh_process(_train, str(datasets_dir), device, per_pass, 1, "", True)
+    device_peak = timed["device_peak_mb"]
     return {
         "chunks_per_pass": per_pass,
-        "seconds_per_epoch": round(timed["seconds"], 2),
+        "seconds_per_epoch": round(timed["seconds_per_epoch"][1], 2),
+        "first_epoch_seconds": round(timed["seconds_per_epoch"][0], 2),
         "operators_per_epoch": counted["operators"],
         "operators_per_step": round(counted["operators"] / counted["steps"]),
         "peak_rss_mb": round(peak_mb),
+        "device_peak_mb": round(device_peak) if device_peak is not None else None,
     }
 
 
@@ -112,6 +123,7 @@ def main() -> None:
             f"{row['chunks_per_pass']:>2} chunk(s) per pass: {row['operators_per_epoch']:,} operators "
             f"per epoch ({row['operators_per_step']:,} per step), {row['seconds_per_epoch']} s, "
             f"peak {row['peak_rss_mb']} MB"
+            + (f", device peak {row['device_peak_mb']} MB" if row["device_peak_mb"] is not None else "")
         )
     print_and_save(result, "loss-passes", args.save)
 

@@ -55,7 +55,7 @@ from workers.training.config import TrainConfig
 LOG = logging.getLogger(__name__)
 
 CONTEXT_WINDOW = 50  # earlier items in a training context; decay^50 is negligible below decay 0.9
-LOSS_CHUNK = 2_048  # rows of logits alive at once (memory), the batch's propagation is shared
+LOSS_CHUNK = 2_048  # rows of logits per chunk (memory), the batch's propagation is shared
 SAMPLED_NEGATIVES = 2_048
 # A sampled softmax scores each row against its chunk's targets plus the shared negatives, so it
 # costs a fixed LOSS_CHUNK + SAMPLED_NEGATIVES columns: larger catalogues use it, and an epoch
@@ -63,8 +63,10 @@ SAMPLED_NEGATIVES = 2_048
 FULL_SOFTMAX_MAX_ITEMS = LOSS_CHUNK + SAMPLED_NEGATIVES
 # Loss chunks scored together in one pass (stacked, :func:`loss_passes`). The same logits either
 # way, so the same model; on a GPU a pass's dozens of small kernels dominate an epoch, and scoring
-# a step's chunks together launches them once per step instead of once per chunk. The CPU keeps
-# one chunk per pass: its time is arithmetic, and stacked logits would raise peak memory.
+# a step's chunks together launches them once per step instead of once per chunk. A pass of 16
+# sampled chunks holds about 3 GB of logits, their masks and gradients on the device (one chunk:
+# about 200 MB). The CPU keeps one chunk per pass: stacking there raised peak RSS by 1.3 GB and
+# was not faster (bench/loss_passes.py).
 CUDA_CHUNKS_PER_PASS = 16
 VALIDATION_USERS = 3_000
 # Every optimiser step propagates over the whole typed graph, so a step costs O(edges): with a
@@ -234,8 +236,10 @@ def _torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
         )
 
 
-def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
-    """Every relation in both directions, normalised by the joint degree (D^-½ A D^-½)."""
+def directed_relations(
+    graph: TrainingGraph, use_knowledge: bool
+) -> tuple[NodeLayout, list[tuple[str, sp.csr_matrix]]]:
+    """The joint node layout, and every relation in both directions as a 0/1 matrix (rows receive)."""
     layout = NodeLayout(
         graph.n_users,
         graph.n_items,
@@ -252,15 +256,23 @@ def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
         directed += [(name, forward), (f"{name}^-1", forward.T.tocsr())]
     for _, matrix in directed:
         matrix.data[:] = 1.0  # duplicate edges count once
-    degree = np.zeros(n, dtype=np.float64)
+    return layout, directed
+
+
+def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
+    """Every relation in both directions, normalised by the joint degree (D^-½ A D^-½)."""
+    layout, directed = directed_relations(graph, use_knowledge)
+    degree = np.zeros(layout.total, dtype=np.float64)
     for _, matrix in directed:
         degree += np.asarray(matrix.sum(axis=1)).ravel()
     scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
     relations = [name for name, _ in directed]
-    return TypedGraph(layout, relations, [_block((scale @ matrix @ scale).tocsr()) for _, matrix in directed])
+    return TypedGraph(
+        layout, relations, [relation_block((scale @ matrix @ scale).tocsr()) for _, matrix in directed]
+    )
 
 
-def _block(matrix: sp.csr_matrix) -> RelationBlock:
+def relation_block(matrix: sp.csr_matrix) -> RelationBlock:
     """``matrix`` (total × total) on the rows it has entries in, with its transpose likewise."""
     rows = np.flatnonzero(np.diff(matrix.indptr))
     transpose = matrix.T.tocsr()
@@ -625,10 +637,10 @@ def train_kg_model(
             decay_grad = torch.zeros((), device=device)
             batch_loss = 0.0
             for rows in loss_passes(batch, per_pass):
-                real = rows >= 0
-                flat = rows.clamp_min(0).reshape(-1)
-                ctx = model.contexts(c_leaf, context[flat], relative[flat]).view(*rows.shape, -1)
-                labels = target[rows.clamp_min(0)].masked_fill(~real, -1)
+                examples = rows.clamp_min(0)  # padding (-1) reads example 0; its label is -1, ignored
+                flat = examples.reshape(-1)
+                ctx = model.contexts(c_leaf, context[flat], relative[flat]).reshape(*rows.shape, -1)
+                labels = target[examples].masked_fill(rows < 0, -1)
                 if sampled:
                     logits, labels = sampled_logits(ctx, t_leaf, labels, target_share, generator)
                 else:

@@ -1,0 +1,147 @@
+"""Experiment, validation only: how the graph model normalises and starts its knowledge relations.
+
+The graph model normalises its joint adjacency by every relation's degree together and starts
+every relation at weight 1 (:func:`workers.training.kg_model.build_typed_graph`). On MovieLens
+knowledge does not beat no knowledge, so two alternatives were tried, where knowledge cannot
+change the interactions' own propagation at the start:
+
+- ``relation:W``: each relation (both directions) normalised by its own degrees, R-GCN style,
+  so ``interacted`` is exactly LightGCN's; knowledge relations start at weight ``W`` (at 1,
+  every relation starts as the code starts it);
+- ``joint:W``: today's joint normalisation, knowledge relations starting at weight ``W``
+  (``joint:1`` is the code as it is);
+- ``none``: no knowledge relations (the item text is the full import's, as in every mode).
+
+For each data set and seed it trains the graph model on the ``kgrec evaluate`` leave-last-out
+split with each user's latest training interaction held out (the test items are never read),
+and reports the best validation NDCG@10 of the model's own served score and its epoch.
+
+    .venv/bin/python -m bench.relation_normalisation --dataset movielens --datasets-dir ../shared/data
+        [--seeds 7,8,9] [--modes none,joint:1,relation:0.1,joint:0.1] [--save NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from bench.common import evaluation_training_graph, print_and_save
+from kgrec.training_graph import TrainingGraph
+from workers.training import kg_model
+from workers.training.config import TrainConfig
+from workers.training.holdout import hold_out_latest
+from workers.training.text import TextEmbeddingCache
+
+
+def per_relation_graph(graph: TrainingGraph, use_knowledge: bool) -> kg_model.TypedGraph:
+    """Each relation normalised by its own degrees (D_r^-½ A_r D_r^-½), both directions together."""
+    layout, directed = kg_model.directed_relations(graph, use_knowledge)
+    blocks = []
+    for (_, forward), (_, inverse) in zip(directed[::2], directed[1::2], strict=True):
+        degree = np.asarray(forward.sum(axis=1)).ravel() + np.asarray(inverse.sum(axis=1)).ravel()
+        scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
+        blocks += [kg_model.relation_block((scale @ m @ scale).tocsr()) for m in (forward, inverse)]
+    return kg_model.TypedGraph(layout, [name for name, _ in directed], blocks)
+
+
+@contextlib.contextmanager
+def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
+    """The config for ``mode`` ("none" or "NORM:WEIGHT"), with the graph model patched for it meanwhile.
+
+    ``joint:1`` is the code as it is; a knowledge weight of 1 leaves the starting weights alone.
+    """
+    if mode == "none":
+        yield TrainConfig(use_knowledge=False)
+        return
+    norm, weight = mode.split(":")
+    build, init = kg_model.build_typed_graph, kg_model.RelationalSequenceModel.__init__
+    logit = float(np.log(np.expm1(float(weight))))
+
+    def knowledge_starts_at_weight(
+        self: kg_model.RelationalSequenceModel,
+        typed: kg_model.TypedGraph,
+        dim: int,
+        layers: int,
+        text_dim: int | None,
+        decay: float | None = 0.7,
+    ) -> None:
+        init(self, typed, dim, layers, text_dim, decay)
+        with torch.no_grad():
+            for r, name in enumerate(typed.relations):
+                if not name.startswith("interacted"):
+                    self.relation_logits[:, r] = logit
+
+    if norm == "relation":
+        kg_model.build_typed_graph = per_relation_graph
+    if float(weight) != 1.0:
+        kg_model.RelationalSequenceModel.__init__ = knowledge_starts_at_weight
+    try:
+        yield TrainConfig(use_knowledge=True)
+    finally:
+        kg_model.build_typed_graph, kg_model.RelationalSequenceModel.__init__ = build, init
+
+
+def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> list[dict[str, Any]]:
+    """Every mode at every seed on one data set's validation hold-out."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kgrec-relnorm-") as tmp:
+        graph = evaluation_training_graph(name, datasets_dir.resolve(), Path(tmp) / name, "leave-last-out")
+        text = TextEmbeddingCache(Path(tmp) / "text", "cpu").embed(graph.item_text)
+        fit, validation = hold_out_latest(graph)
+        for seed in seeds:
+            for mode in modes:
+                started = time.perf_counter()
+                with graph_model_mode(mode) as config:
+                    config = replace(config, seed=seed)
+                    trained = kg_model.train_kg_model(fit, config, "cpu", text, validation=validation)
+                rows.append(
+                    {
+                        "dataset": name,
+                        "seed": seed,
+                        "mode": mode,
+                        "best_validation_ndcg_at_10": round(max(trained.validation_ndcg), 5),
+                        "best_epoch": trained.best_epoch,
+                        "seconds": round(time.perf_counter() - started, 1),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    """Parse the options, run, print the per-mode means and the rows."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--seeds", default="7,8,9")
+    parser.add_argument("--modes", default="none,joint:1,relation:0.1,joint:0.1")
+    parser.add_argument(
+        "--save", metavar="NAME", help="also write bench/results/relation-normalisation-NAME.json"
+    )
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    rows = run(args.dataset, args.datasets_dir, [int(s) for s in args.seeds.split(",")], modes)
+    means = {
+        mode: round(float(np.mean([r["best_validation_ndcg_at_10"] for r in rows if r["mode"] == mode])), 5)
+        for mode in modes
+    }
+    for mode, mean in means.items():
+        print(f"{mode:<14} mean best validation NDCG@10 {mean:.4f}")
+    print_and_save(
+        {"dataset": args.dataset, "means": means, "rows": rows}, "relation-normalisation", args.save
+    )
+
+
+if __name__ == "__main__":
+    main()
