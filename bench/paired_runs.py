@@ -12,6 +12,10 @@ For each metric it prints A's mean, B's mean, A − B, its 95% bootstrap interva
 paired t-test p (``workers.training.metrics.confidence``). A side may be several runs, comma-separated
 (the same variant at several seeds): each user's metric is then the mean over those runs. The runs
 must have held out the same test items for the same users; otherwise it stops with a one-line reason.
+
+``--by-popularity DATASET`` also splits the users by how popular their held-out item is: its
+interactions in the data set less the test's own (a user with several test items: their median),
+in the buckets ``--edges`` draws, and pairs each bucket on its own.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from kgrec.datasets import open_dataset
 from workers.training.metrics import confidence
 
 # One run of one model: (user ids, each user's test items tab-joined, metric -> per-user values)
@@ -106,6 +113,35 @@ def paired_difference(a: Run, b: Run, seed: int = 7) -> dict[str, dict[str, floa
     }
 
 
+def held_out_item_popularity(items: np.ndarray, interactions: Iterable[str]) -> np.ndarray:
+    """Each user's test item's interaction count (``interactions``: every record's item id), less
+    the test's own occurrences; the median over a user's test items when they have several."""
+    counts = Counter(interactions)
+    held = Counter(item for joined in items for item in joined.split("\t"))
+    return np.array(
+        [np.median([counts[i] - held[i] for i in joined.split("\t")]) for joined in items], dtype=np.float64
+    )
+
+
+def by_popularity(a: Run, b: Run, popularity: np.ndarray, edges: list[float]) -> list[dict[str, object]]:
+    """``paired_difference`` within each popularity bucket [edge, next edge) of A's users."""
+    users_a, items_a, metrics_a = a
+    position = {user: row for row, user in enumerate(b[0].tolist())}
+    rows_b = np.array([position[user] for user in users_a.tolist()])
+    users_b, items_b, metrics_b = b[0][rows_b], b[1][rows_b], {k: v[rows_b] for k, v in b[2].items()}
+    buckets = []
+    for low, high in zip([0.0, *edges], [*edges, np.inf], strict=True):
+        chosen = (popularity >= low) & (popularity < high)
+        if chosen.sum() < 2:
+            continue
+        part_a = (users_a[chosen], items_a[chosen], {k: v[chosen] for k, v in metrics_a.items()})
+        part_b = (users_b[chosen], items_b[chosen], {k: v[chosen] for k, v in metrics_b.items()})
+        bounds = [low, None if np.isinf(high) else high]  # None: no upper bound
+        metrics = paired_difference(part_a, part_b)
+        buckets.append({"popularity": bounds, "users": int(chosen.sum()), "metrics": metrics})
+    return buckets
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the paired comparison of two ``--per-user`` files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,25 +152,43 @@ def main(argv: list[str] | None = None) -> int:
         "--model-b", help="B's model, when it is another (kgrec of one run against sasrec of another)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--by-popularity", metavar="DATASET", help="also pair by test-item popularity")
+    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--edges", default="5,20,60", help="popularity bucket edges (default 5,20,60)")
     args = parser.parse_args(argv)
     try:
         sides = [
             mean_of_runs([load_run(Path(p), model) for p in side.split(",")])
             for side, model in ((args.a, args.model), (args.b, args.model_b or args.model))
         ]
-        result = paired_difference(*sides)
-    except (OSError, KeyError, PairingError) as error:
+        result: dict[str, object] = dict(paired_difference(*sides))
+        if args.by_popularity:
+            records = open_dataset(args.by_popularity, args.datasets_dir).interactions()
+            popularity = held_out_item_popularity(sides[0][1], (record.item_id for record in records))
+            edges = [float(edge) for edge in args.edges.split(",")]
+            result["by_popularity"] = by_popularity(*sides, popularity, edges)
+    except (OSError, KeyError, ValueError, PairingError) as error:
         print(f"paired_runs: {error}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
         return 0
+    buckets = result.pop("by_popularity", [])
+    _print_table(result)  # type: ignore[arg-type]
+    for bucket in buckets:  # type: ignore[attr-defined]
+        low, high = bucket["popularity"]
+        span = f"{low:g} or more" if high is None else f"{low:g} to under {high:g}"
+        print(f"\ntest items with {span} interactions: {bucket['users']} users")
+        _print_table(bucket["metrics"])
+    return 0
+
+
+def _print_table(result: dict[str, dict[str, float | list[float]]]) -> None:
     print(f"{'metric':<10} {'A':>8} {'B':>8} {'A - B':>8}  95% CI               p")
     for name, row in result.items():
         low, high = row["ci"]  # type: ignore[misc]
         means = f"{row['a']:8.4f} {row['b']:8.4f} {row['diff']:+8.4f}"
         print(f"{name:<10} {means}  [{low:+.4f}, {high:+.4f}]  {row['p']:.3g}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.paired_runs import PairingError, load_run, main, mean_of_runs, paired_difference
+from bench.paired_runs import (
+    PairingError,
+    by_popularity,
+    held_out_item_popularity,
+    load_run,
+    main,
+    mean_of_runs,
+    paired_difference,
+)
 from workers.training.evaluate import EvaluationReport
 
 
@@ -103,3 +111,27 @@ def test_one_runs_model_against_another_runs_other_model(
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"recall@10"}  # the metric the two models share
     assert result["recall@10"]["diff"] == pytest.approx(ours.mean()) and result["recall@10"]["b"] == 0.0
+
+
+def test_users_are_split_by_their_test_items_popularity(tmp_path: Path) -> None:
+    """A gain planted on the rare test items shows in their bucket alone, pairing by user id."""
+    items = [[f"rare{k % 40}"] if k < 200 else [f"popular{k % 4}"] for k in range(400)]
+    rng = np.random.default_rng(1)
+    base = (rng.random(400) < 0.2).astype(float)
+    better = base.copy()
+    better[:200] = np.maximum(base[:200], (rng.random(200) < 0.3).astype(float))
+    a = _run(tmp_path / "a.npz", better, USERS, items)
+    order = rng.permutation(400)
+    b = _run(tmp_path / "b.npz", base[order], [USERS[k] for k in order], [items[k] for k in order])
+    # every interaction in the data: each test row, and 100 more of each popular item
+    interactions = [i for joined in items for i in joined] + [f"popular{k}" for k in range(4)] * 100
+    run_a, run_b = load_run(a, "kgrec"), load_run(b, "kgrec")
+    popularity = held_out_item_popularity(run_a[1], interactions)
+    assert set(popularity[:200]) == {0.0} and set(popularity[200:]) == {100.0}
+
+    rare, popular = by_popularity(run_a, run_b, popularity, edges=[5.0])
+    assert (rare["popularity"], rare["users"]) == ([0.0, 5.0], 200)
+    assert (popular["popularity"], popular["users"]) == ([5.0, None], 200)
+    assert rare["metrics"]["recall@10"]["diff"] == pytest.approx(better[:200].mean() - base[:200].mean())
+    assert rare["metrics"]["recall@10"]["p"] < 1e-6
+    assert popular["metrics"]["recall@10"]["diff"] == 0.0
