@@ -7,25 +7,29 @@ users, who are the same in both. This pairs them::
     kgrec evaluate --dataset movielens ... --variant full --per-user /tmp/full.npz
     kgrec evaluate --dataset movielens ... --variant no-knowledge --per-user /tmp/nk.npz
     python -m bench.paired_runs /tmp/full.npz /tmp/nk.npz [--model kgrec] [--model-b sasrec] [--json]
+        [--by-popularity movielens [--datasets-dir ../shared/data] [--edges 5,20,60]]
 
 For each metric it prints A's mean, B's mean, A − B, its 95% bootstrap interval over users and the
 paired t-test p (``workers.training.metrics.confidence``). A side may be several runs, comma-separated
 (the same variant at several seeds): each user's metric is then the mean over those runs. The runs
 must have held out the same test items for the same users; otherwise it stops with a one-line reason.
 
-``--by-popularity DATASET`` also splits the users by how popular their held-out item is: its
-interactions in the data set less the test's own (a user with several test items: their median),
-in the buckets ``--edges`` draws, and pairs each bucket on its own.
+``--by-popularity DATASET [--datasets-dir D] [--edges 5,20,60]`` also splits the users by how
+popular their held-out item is, its training count (its interactions in the data set less every
+test user's holding it out; a user with several test items: their median), and pairs each bucket
+on its own. Many buckets are many comparisons: a single bucket's p-value is not evidence alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -114,32 +118,57 @@ def paired_difference(a: Run, b: Run, seed: int = 7) -> dict[str, dict[str, floa
 
 
 def held_out_item_popularity(items: np.ndarray, interactions: Iterable[str]) -> np.ndarray:
-    """Each user's test item's interaction count (``interactions``: every record's item id), less
-    the test's own occurrences; the median over a user's test items when they have several."""
+    """Each user's held-out item's training count: its interactions in the data set (``interactions``,
+    every record's item id) less every test user's holding it out; a user with several test items
+    gets their median. Refuses test items the data set has fewer times than they are held out."""
     counts = Counter(interactions)
     held = Counter(item for joined in items for item in joined.split("\t"))
+    missing = sorted(item for item, n in held.items() if counts[item] < n)
+    if missing:
+        raise PairingError(
+            f"{len(missing)} test items (e.g. {missing[0]!r}) occur in the data set fewer times than they "
+            "are held out: is it the runs' data set?"
+        )
     return np.array(
         [np.median([counts[i] - held[i] for i in joined.split("\t")]) for joined in items], dtype=np.float64
     )
 
 
-def by_popularity(a: Run, b: Run, popularity: np.ndarray, edges: list[float]) -> list[dict[str, object]]:
-    """``paired_difference`` within each popularity bucket [edge, next edge) of A's users."""
-    users_a, items_a, metrics_a = a
-    position = {user: row for row, user in enumerate(b[0].tolist())}
-    rows_b = np.array([position[user] for user in users_a.tolist()])
-    users_b, items_b, metrics_b = b[0][rows_b], b[1][rows_b], {k: v[rows_b] for k, v in b[2].items()}
-    buckets = []
+class Bucket(TypedDict):
+    """The users whose held-out item's popularity lies in [low, high) (high None: no bound)."""
+
+    popularity: list[float | None]
+    users: int
+    metrics: dict[str, dict[str, float | list[float]]] | None  # None: fewer than 2 users
+
+
+def _rows(run: Run, chosen: np.ndarray) -> Run:
+    users, items, metrics = run
+    return users[chosen], items[chosen], {name: values[chosen] for name, values in metrics.items()}
+
+
+def by_popularity(a: Run, b: Run, popularity: np.ndarray, edges: list[float]) -> list[Bucket]:
+    """``paired_difference`` within each popularity bucket [edge, next edge) of A's users
+    (``popularity``: one value per A user, in A's order)."""
+    buckets: list[Bucket] = []
     for low, high in zip([0.0, *edges], [*edges, np.inf], strict=True):
         chosen = (popularity >= low) & (popularity < high)
-        if chosen.sum() < 2:
-            continue
-        part_a = (users_a[chosen], items_a[chosen], {k: v[chosen] for k, v in metrics_a.items()})
-        part_b = (users_b[chosen], items_b[chosen], {k: v[chosen] for k, v in metrics_b.items()})
-        bounds = [low, None if np.isinf(high) else high]  # None: no upper bound
-        metrics = paired_difference(part_a, part_b)
-        buckets.append({"popularity": bounds, "users": int(chosen.sum()), "metrics": metrics})
+        in_b = np.isin(b[0], a[0][chosen])
+        metrics = paired_difference(_rows(a, chosen), _rows(b, in_b)) if chosen.sum() >= 2 else None
+        bound = None if np.isinf(high) else high
+        buckets.append(Bucket(popularity=[low, bound], users=int(chosen.sum()), metrics=metrics))
     return buckets
+
+
+def bucket_edges(text: str) -> list[float]:
+    """``--edges``: positive, strictly increasing numbers, comma-separated."""
+    try:
+        edges = [float(edge) for edge in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated numbers") from None
+    if edges[0] <= 0 or any(later <= earlier for earlier, later in itertools.pairwise(edges)):
+        raise argparse.ArgumentTypeError(f"{text!r}: the edges must be positive and increasing")
+    return edges
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,34 +181,44 @@ def main(argv: list[str] | None = None) -> int:
         "--model-b", help="B's model, when it is another (kgrec of one run against sasrec of another)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--by-popularity", metavar="DATASET", help="also pair by test-item popularity")
-    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--edges", default="5,20,60", help="popularity bucket edges (default 5,20,60)")
+    parser.add_argument(
+        "--by-popularity", metavar="DATASET", help="also pair within buckets of held-out item popularity"
+    )
+    parser.add_argument(
+        "--datasets-dir", "--data-dir", type=Path, default=Path("../shared/data"), help="where DATASET is"
+    )
+    parser.add_argument(
+        "--edges", type=bucket_edges, default=[5.0, 20.0, 60.0], help="bucket edges (default 5,20,60)"
+    )
     args = parser.parse_args(argv)
+    buckets: list[Bucket] = []
     try:
         sides = [
             mean_of_runs([load_run(Path(p), model) for p in side.split(",")])
             for side, model in ((args.a, args.model), (args.b, args.model_b or args.model))
         ]
-        result: dict[str, object] = dict(paired_difference(*sides))
+        result = paired_difference(*sides)
         if args.by_popularity:
             records = open_dataset(args.by_popularity, args.datasets_dir).interactions()
             popularity = held_out_item_popularity(sides[0][1], (record.item_id for record in records))
-            edges = [float(edge) for edge in args.edges.split(",")]
-            result["by_popularity"] = by_popularity(*sides, popularity, edges)
-    except (OSError, KeyError, ValueError, PairingError) as error:
+            buckets = by_popularity(*sides, popularity, args.edges)
+    except (OSError, KeyError, PairingError) as error:
         print(f"paired_runs: {error}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result))
+        # with buckets, also what they were drawn from
+        extra = {"a": args.a, "b": args.b, "dataset": args.by_popularity, "edges": args.edges}
+        print(json.dumps({**result, **extra, "by_popularity": buckets} if args.by_popularity else result))
         return 0
-    buckets = result.pop("by_popularity", [])
-    _print_table(result)  # type: ignore[arg-type]
-    for bucket in buckets:  # type: ignore[attr-defined]
+    _print_table(result)
+    for bucket in buckets:
         low, high = bucket["popularity"]
         span = f"{low:g} or more" if high is None else f"{low:g} to under {high:g}"
-        print(f"\ntest items with {span} interactions: {bucket['users']} users")
-        _print_table(bucket["metrics"])
+        print(f"\nheld-out items with {span} training interactions: {bucket['users']} users")
+        if bucket["metrics"] is None:
+            print("(too few users to pair)")
+        else:
+            _print_table(bucket["metrics"])
     return 0
 
 

@@ -116,6 +116,7 @@ def test_one_runs_model_against_another_runs_other_model(
 def test_users_are_split_by_their_test_items_popularity(tmp_path: Path) -> None:
     """A gain planted on the rare test items shows in their bucket alone, pairing by user id."""
     items = [[f"rare{k % 40}"] if k < 200 else [f"popular{k % 4}"] for k in range(400)]
+    items[399] = ["popular0", "popular1", "rare0"]  # several test items: their median counts
     rng = np.random.default_rng(1)
     base = (rng.random(400) < 0.2).astype(float)
     better = base.copy()
@@ -123,15 +124,53 @@ def test_users_are_split_by_their_test_items_popularity(tmp_path: Path) -> None:
     a = _run(tmp_path / "a.npz", better, USERS, items)
     order = rng.permutation(400)
     b = _run(tmp_path / "b.npz", base[order], [USERS[k] for k in order], [items[k] for k in order])
-    # every interaction in the data: each test row, and 100 more of each popular item
+    # every interaction in the data: each test row, 100 more of each popular item, 5 more of rare0
     interactions = [i for joined in items for i in joined] + [f"popular{k}" for k in range(4)] * 100
+    interactions += ["rare0"] * 5
     run_a, run_b = load_run(a, "kgrec"), load_run(b, "kgrec")
     popularity = held_out_item_popularity(run_a[1], interactions)
-    assert set(popularity[:200]) == {0.0} and set(popularity[200:]) == {100.0}
+    assert popularity[0] == 5.0 and set(popularity[1:200]) - {5.0} == {0.0}  # rare0: user 0, 40, ...
+    assert set(popularity[200:399]) == {100.0} and popularity[399] == 100.0
 
-    rare, popular = by_popularity(run_a, run_b, popularity, edges=[5.0])
-    assert (rare["popularity"], rare["users"]) == ([0.0, 5.0], 200)
-    assert (popular["popularity"], popular["users"]) == ([5.0, None], 200)
-    assert rare["metrics"]["recall@10"]["diff"] == pytest.approx(better[:200].mean() - base[:200].mean())
-    assert rare["metrics"]["recall@10"]["p"] < 1e-6
+    rare, edge, popular = by_popularity(run_a, run_b, popularity, edges=[5.0, 6.0])
+    assert (rare["popularity"], rare["users"]) == ([0.0, 5.0], 195)
+    assert (edge["popularity"], edge["users"]) == ([5.0, 6.0], 5)  # a value on an edge: the upper bucket
+    assert (popular["popularity"], popular["users"]) == ([6.0, None], 200)
+    assert rare["metrics"] is not None and popular["metrics"] is not None
+    rare_users = [k for k in range(200) if k % 40]
+    gain = better[rare_users].mean() - base[rare_users].mean()
+    assert rare["metrics"]["recall@10"]["diff"] == pytest.approx(gain) and gain > 0.05
+    assert rare["metrics"]["recall@10"]["p"] < 1e-4
     assert popular["metrics"]["recall@10"]["diff"] == 0.0
+
+    with pytest.raises(PairingError, match="fewer times than they are held out"):
+        held_out_item_popularity(run_a[1], interactions[:-500])  # another data set
+
+
+def test_the_popularity_split_runs_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    users = [f"{k}" for k in range(1, 41)]
+    items = [["10"] if k < 20 else ["20"] for k in range(40)]
+    ratings = [f"{u},{i[0]},4.0,{1000 + k}" for k, (u, i) in enumerate(zip(users, items, strict=True))]
+    ratings += [f"{u},20,3.0,{10 + k}" for k, u in enumerate(users)]  # item 20: 40 more ratings
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(ratings) + "\n")
+    (folder / "movies.csv").write_text("movieId,title,genres\n10,Ten (1990),Drama\n20,Twenty (1991),Comedy\n")
+    hits = (np.arange(40) % 3 == 0).astype(float)
+    a = _run(tmp_path / "a.npz", hits, users, items)
+    b = _run(tmp_path / "b.npz", np.zeros(40), users, items)
+
+    assert main([str(a), str(b), "--by-popularity", str(folder), "--edges", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["dataset"], result["edges"]) == (str(folder), [5.0])
+    rare, popular = result["by_popularity"]
+    assert (rare["users"], popular["users"], popular["popularity"]) == (20, 20, [5.0, None])
+    assert rare["metrics"]["recall@10"]["diff"] == pytest.approx(hits[:20].mean())
+
+    assert main([str(a), str(b), "--by-popularity", str(folder), "--edges", "5"]) == 0
+    assert "held-out items with 5 or more training interactions: 20 users" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(a), str(b), "--by-popularity", str(folder), "--edges", "20,5"])
+    assert "the edges must be positive and increasing" in capsys.readouterr().err
