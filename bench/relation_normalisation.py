@@ -48,6 +48,7 @@ def per_relation_graph(graph: TrainingGraph, use_knowledge: bool) -> kg_model.Ty
     """Each relation normalised by its own degrees (D_r^-½ A_r D_r^-½), both directions together."""
     layout, directed = kg_model.directed_relations(graph, use_knowledge)
     blocks = []
+    # directed_relations lists each relation's forward matrix, then its inverse
     for (_, forward), (_, inverse) in zip(directed[::2], directed[1::2], strict=True):
         degree = np.asarray(forward.sum(axis=1)).ravel() + np.asarray(inverse.sum(axis=1)).ravel()
         scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))

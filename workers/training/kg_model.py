@@ -239,7 +239,8 @@ def _torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
 def directed_relations(
     graph: TrainingGraph, use_knowledge: bool
 ) -> tuple[NodeLayout, list[tuple[str, sp.csr_matrix]]]:
-    """The joint node layout, and every relation in both directions as a 0/1 matrix (rows receive)."""
+    """The joint node layout, and every relation in both directions as a 0/1 matrix (rows receive):
+    each relation's forward matrix, then its inverse (``name^-1``)."""
     layout = NodeLayout(
         graph.n_users,
         graph.n_items,
