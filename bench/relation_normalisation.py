@@ -2,14 +2,16 @@
 
 The graph model normalises its joint adjacency by every relation's degree together and starts
 every relation at weight 1 (:func:`workers.training.kg_model.build_typed_graph`). On MovieLens
-knowledge does not beat no knowledge, so two alternatives were tried, where knowledge cannot
-change the interactions' own propagation at the start:
+knowledge does not beat no knowledge, so these alternatives were tried:
 
 - ``relation:W``: each relation (both directions) normalised by its own degrees, R-GCN style,
   so ``interacted`` is exactly LightGCN's; knowledge relations start at weight ``W`` (at 1,
   every relation starts as the code starts it);
 - ``joint:W``: today's joint normalisation, knowledge relations starting at weight ``W``
   (``joint:1`` is the code as it is);
+- ``damped:W``: today's joint normalisation, with what knowledge relations send into an item
+  scaled by ``1 / sqrt(1 + its interactions)`` (:func:`damped_matrices`), so knowledge speaks
+  where ratings are few; knowledge relations starting at weight ``W``;
 - ``none``: no knowledge relations (the item text is the full import's, as in every mode).
 
 For each data set and seed it trains the graph model on the ``kgrec evaluate`` leave-last-out
@@ -37,6 +39,7 @@ import scipy.sparse as sp
 import torch
 
 from bench.common import evaluation_training_graph, print_and_save
+from kgrec.item_graphs import popularity
 from kgrec.training_graph import TrainingGraph
 from workers.training import kg_model
 from workers.training.config import TrainConfig
@@ -54,6 +57,34 @@ def per_relation_graph(graph: TrainingGraph, use_knowledge: bool) -> kg_model.Ty
         scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
         blocks += [kg_model.relation_block((scale @ m @ scale).tocsr()) for m in (forward, inverse)]
     return kg_model.TypedGraph(layout, [name for name, _ in directed], blocks)
+
+
+def damped_matrices(
+    graph: TrainingGraph, use_knowledge: bool
+) -> tuple[kg_model.NodeLayout, list[tuple[str, sp.csr_matrix]]]:
+    """The joint normalisation (D^-½ A D^-½) of every directed relation, with the knowledge each
+    item receives damped by its interactions: the knowledge relations' item rows scaled by
+    ``1 / sqrt(1 + interactions)``."""
+    layout, directed = kg_model.directed_relations(graph, use_knowledge)
+    degree = np.zeros(layout.total, dtype=np.float64)
+    for _, matrix in directed:
+        degree += np.asarray(matrix.sum(axis=1)).ravel()
+    scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
+    received = np.ones(layout.total, dtype=np.float32)
+    received[layout.item_offset : layout.item_offset + layout.items] = 1.0 / np.sqrt(1.0 + popularity(graph))
+    damped = sp.diags(received) @ scale
+    return layout, [
+        (name, ((scale if name.startswith("interacted") else damped) @ matrix @ scale).tocsr())
+        for name, matrix in directed
+    ]
+
+
+def damped_graph(graph: TrainingGraph, use_knowledge: bool) -> kg_model.TypedGraph:
+    """:func:`damped_matrices` as the graph model's typed graph."""
+    layout, matrices = damped_matrices(graph, use_knowledge)
+    return kg_model.TypedGraph(
+        layout, [name for name, _ in matrices], [kg_model.relation_block(m) for _, m in matrices]
+    )
 
 
 @contextlib.contextmanager
@@ -85,6 +116,8 @@ def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
 
     if norm == "relation":
         kg_model.build_typed_graph = per_relation_graph
+    if norm == "damped":
+        kg_model.build_typed_graph = damped_graph
     if float(weight) != 1.0:
         kg_model.RelationalSequenceModel.__init__ = knowledge_starts_at_weight
     try:
