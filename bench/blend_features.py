@@ -5,7 +5,10 @@ knowledge) the graph model and the signals are trained on the ``kgrec evaluate``
 user's latest training interaction held out, and the validation users are split in two folds.
 Each blend is fitted on one fold (``fit_blend``, as training fits it) and scored on the other
 (full ranking through the Recommender), and the other way round: out-of-fold validation
-Recall@10/20 and NDCG@10/20 over every validation user. The blends:
+Recall@10/20 and NDCG@10/20 for every validation user. Each user's figures are averaged over the
+seeds, and the comparisons are paired over the users (:func:`comparisons`: each blend against the
+first, each variant against the first; a 95% bootstrap interval and the paired t-test p). The
+blends:
 
 - ``served``: the features training fits today;
 - ``-NAME``: the same without the registered signal NAME;
@@ -43,11 +46,13 @@ from workers.training import blend_fit
 from workers.training.config import TrainConfig
 from workers.training.holdout import hold_out_latest
 from workers.training.kg_model import train_kg_model
-from workers.training.pipeline import evaluate_recommender, fit_features, tune_signals, user_histories
+from workers.training.metrics import confidence, per_user_metrics
+from workers.training.pipeline import fit_features, tune_signals, user_histories
 from workers.training.text import TextEmbeddingCache
 
 EMBEDDING_TAIL = "embedding_tail"
 KS = (10, 20)
+METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 KEYS = ("recall@20", "ndcg@10")
 
 
@@ -99,11 +104,13 @@ def out_of_fold(
     targets: dict[int, int],
     decays: Sequence[float],
     seed: int,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Two-fold cross-fit of the blend on the validation users: metrics over all of them, each fold's fit."""
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Two-fold cross-fit of the blend on the validation users: each user's out-of-fold metrics
+    (metric -> values in ``sorted(targets)`` order) and each fold's fit."""
     users = np.random.default_rng(seed).permutation(sorted(targets))
     folds = [sorted(users[: users.size // 2].tolist()), sorted(users[users.size // 2 :].tolist())]
-    totals = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in KS}
+    position = {u: n for n, u in enumerate(sorted(targets))}
+    per_user = {key: np.zeros(len(targets)) for key in METRICS}
     fits = []
     for k in range(2):
         fit_users, score_users = folds[k], folds[1 - k]
@@ -117,15 +124,25 @@ def out_of_fold(
                 "fit_ndcg@10": round(fitted.ndcg, 5),
             }
         )
-        metrics = evaluate_recommender(
-            Recommender(served(artifacts, fitted.weights, fitted.recency_decay)),
-            [histories[u] for u in score_users],
-            [{artifacts.item_ids[targets[u]]} for u in score_users],
-            KS,
-        )
-        for key in totals:
-            totals[key] += metrics[key] * len(score_users)
-    return {key: round(value / len(targets), 5) for key, value in totals.items()}, fits
+        recommender = Recommender(served(artifacts, fitted.weights, fitted.recency_decay))
+        part = [histories[u] for u in score_users]
+        exclude = [[h.item_id for h in history] for history in part]
+        ranked = [[i for i, _ in row] for row in recommender.recommend(part, max(KS), exclude)]
+        scored = per_user_metrics(ranked, [{artifacts.item_ids[targets[u]]} for u in score_users], KS)
+        rows = [position[u] for u in score_users]
+        for key in METRICS:
+            per_user[key][rows] = scored[key]
+    return per_user, fits
+
+
+def paired(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict[str, Any]:
+    """``a − b`` (two ``"variant, blend"`` keys) over the validation users, each user's metrics
+    averaged over the seeds: the mean difference, its 95% bootstrap interval and the paired t-test p."""
+    _, result = confidence({a: per_user[a], b: per_user[b]}, METRICS, reference=a)
+    return {
+        metric: {"diff": round(v["diff"], 5), "ci": [round(x, 5) for x in v["ci"]], "p": round(v["p"], 4)}
+        for metric, v in result[b].items()
+    }
 
 
 def blend_features(names: Sequence[str], blend: str) -> list[str]:
@@ -142,9 +159,11 @@ def blend_features(names: Sequence[str], blend: str) -> list[str]:
 
 def run(
     name: str, datasets_dir: Path, seeds: list[int], variants: list[str], blends: list[str]
-) -> list[dict[str, Any]]:
-    """Every variant and blend at every seed on one data set's validation hold-out."""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """Every variant and blend at every seed on one data set's validation hold-out: a row each, and
+    each ``"variant, blend"``'s per-user out-of-fold metrics averaged over the seeds."""
     rows = []
+    per_user: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="kgrec-blend-features-") as tmp:
         graph = evaluation_training_graph(name, datasets_dir.resolve(), Path(tmp) / name, "leave-last-out")
         text = TextEmbeddingCache(Path(tmp) / "text", "cpu").embed(graph.item_text)
@@ -173,26 +192,37 @@ def run(
                 decays = sorted({*blend_fit.DECAYS, round(trained.decay, 3)})
                 for blend in blends:
                     with tail_feature():
-                        metrics, fits = out_of_fold(
+                        users, fits = out_of_fold(
                             artifacts, blend_features(names, blend), histories, targets, decays, seed
                         )
+                    key = f"{variant}, {blend}"
+                    summed = per_user.setdefault(key, {m: np.zeros(len(targets)) for m in METRICS})
+                    for metric in METRICS:
+                        summed[metric] += users[metric] / len(seeds)
                     rows.append(
                         {
                             "dataset": name,
                             "seed": seed,
                             "variant": variant,
                             "blend": blend,
-                            **metrics,
+                            **{m: round(float(users[m].mean()), 5) for m in METRICS},
                             "folds": fits,
                             "seconds": round(time.perf_counter() - started, 1),
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
-    return rows
+    return rows, per_user
+
+
+def comparisons(variants: Sequence[str], blends: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs compared: every other blend against the first, within each variant; then the first
+    variant against every other, at each blend."""
+    pairs = [(f"{v}, {b}", f"{v}, {blends[0]}") for v in variants for b in blends[1:]]
+    return pairs + [(f"{variants[0]}, {b}", f"{v}, {b}") for b in blends for v in variants[1:]]
 
 
 def main() -> None:
-    """Parse the options, run, print the means per variant and blend, and the rows."""
+    """Parse the options, run, print the means per variant and blend and the paired comparisons."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
@@ -202,15 +232,24 @@ def main() -> None:
     parser.add_argument("--save", metavar="NAME", help="also write bench/results/blend-features-NAME.json")
     args = parser.parse_args()
     variants, blends = args.variants.split(","), args.blends.split(",")
-    rows = run(args.dataset, args.datasets_dir, [int(s) for s in args.seeds.split(",")], variants, blends)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows, per_user = run(args.dataset, args.datasets_dir, seeds, variants, blends)
     means = {}
-    for variant in variants:
-        for blend in blends:
-            chosen = [r for r in rows if r["variant"] == variant and r["blend"] == blend]
-            key = f"{variant}, {blend}"
-            means[key] = {m: round(float(np.mean([r[m] for r in chosen])), 5) for m in KEYS}
-            print(f"{key:<40} R@20 {means[key]['recall@20']:.4f}  N@10 {means[key]['ndcg@10']:.4f}")
-    print_and_save({"dataset": args.dataset, "means": means, "rows": rows}, "blend-features", args.save)
+    for key, users in per_user.items():
+        means[key] = {m: round(float(users[m].mean()), 5) for m in METRICS}
+        print(f"{key:<40} R@20 {means[key]['recall@20']:.4f}  N@10 {means[key]['ndcg@10']:.4f}")
+    pairs = {}
+    for a, b in comparisons(variants, blends):
+        pairs[f"{a} − {b}"] = result = paired(per_user, a, b)
+        print(
+            f"{a} − {b}: "
+            + "; ".join(f"{m} {result[m]['diff']:+.4f} {result[m]['ci']} p={result[m]['p']}" for m in KEYS)
+        )
+    print_and_save(
+        {"dataset": args.dataset, "seeds": seeds, "means": means, "paired": pairs, "rows": rows},
+        "blend-features",
+        args.save,
+    )
 
 
 if __name__ == "__main__":

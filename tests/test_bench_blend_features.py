@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from bench.blend_features import EMBEDDING_TAIL, blend_features, damping, served, tail_feature
+from bench.blend_features import (
+    EMBEDDING_TAIL,
+    METRICS,
+    blend_features,
+    comparisons,
+    damping,
+    paired,
+    served,
+    tail_feature,
+)
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
 from kgrec.signals import COOCCURRENCE
 from workers.training import blend_fit
@@ -60,3 +69,23 @@ def test_blends_add_or_leave_out_one_feature() -> None:
     assert blend_features(names, "-ease") == [COOCCURRENCE, EMBEDDING]
     with pytest.raises(ValueError, match="'-transitions'"):
         blend_features(names, "-transitions")
+
+
+def test_each_blend_is_paired_with_the_first_and_each_variant_with_the_first() -> None:
+    assert comparisons(["knowledge", "no-knowledge"], ["served", "+popularity-damped"]) == [
+        ("knowledge, +popularity-damped", "knowledge, served"),
+        ("no-knowledge, +popularity-damped", "no-knowledge, served"),
+        ("knowledge, served", "no-knowledge, served"),
+        ("knowledge, +popularity-damped", "no-knowledge, +popularity-damped"),
+    ]
+    assert comparisons(["knowledge"], ["served"]) == []
+
+
+def test_a_paired_comparison_is_over_the_same_users() -> None:
+    rng = np.random.default_rng(0)
+    base = {metric: rng.random(300) for metric in METRICS}
+    better = {metric: values + 0.05 for metric, values in base.items()}
+    result = paired({"a": better, "b": base}, "a", "b")
+    for metric in METRICS:
+        assert result[metric]["diff"] == pytest.approx(0.05)
+        assert result[metric]["ci"][0] == pytest.approx(0.05) and result[metric]["p"] == 0.0
