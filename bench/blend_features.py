@@ -5,12 +5,15 @@ knowledge) the graph model and the signals are trained on the ``kgrec evaluate``
 user's latest training interaction held out, and the validation users are split in two folds.
 Each blend is fitted on one fold (``fit_blend``, as training fits it) and scored on the other
 (full ranking through the Recommender), and the other way round: out-of-fold validation
-Recall@10/20 and NDCG@10/20 for every validation user. Each user's figures are averaged over the
+Recall@10/20 and NDCG@10/20 for every validation user. Out of fold are the blend's weights and
+decay; the graph model's early stopping and EASE's λ are chosen on every validation user, as
+training chooses them, alike for every blend and variant. Each user's figures are averaged over the
 seeds, and the comparisons are paired over the users (:func:`comparisons`: each blend against the
 first, each variant against the first; a 95% bootstrap interval and the paired t-test p). The
 blends:
 
-- ``served``: the features training fits today;
+- ``served``: the features training fits today, less the topic-interest signal (no topics are
+  mined here: ``train_model`` mines them from item text, and the fit keeps them only on evidence);
 - ``-NAME``: the same without the registered signal NAME;
 - ``+popularity-damped``: one more feature, the graph model's score damped by the item's
   training popularity, ``(profile · E_ctx) · (g ⊙ E)ᵀ`` with ``g = 1 / sqrt(1 + popularity)``, so
@@ -41,7 +44,7 @@ import scipy.sparse as sp
 from bench.common import evaluation_training_graph, print_and_save
 from kgrec.item_graphs import popularity
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import build_signals
+from kgrec.signals import build_signals, signals_for
 from workers.training import blend_fit
 from workers.training.config import TrainConfig
 from workers.training.holdout import hold_out_latest
@@ -51,6 +54,7 @@ from workers.training.pipeline import fit_features, tune_signals, user_histories
 from workers.training.text import TextEmbeddingCache
 
 EMBEDDING_TAIL = "embedding_tail"
+VARIANTS = ("knowledge", "no-knowledge")
 KS = (10, 20)
 METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 KEYS = ("recall@20", "ndcg@10")
@@ -122,6 +126,8 @@ def out_of_fold(
                 "weights": {n: round(w, 6) for n, w in fitted.weights.items() if w},
                 "decay": fitted.recency_decay,
                 "fit_ndcg@10": round(fitted.ndcg, 5),
+                # the paired test's p for each signal that had to earn its place and got a weight
+                "evidence_p": {n: round(p, 4) for n, p in fitted.evidence.items()},
             }
         )
         recommender = Recommender(served(artifacts, fitted.weights, fitted.recency_decay))
@@ -147,14 +153,28 @@ def paired(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict[s
 
 def blend_features(names: Sequence[str], blend: str) -> list[str]:
     """The features of ``blend``: ``served`` (what training fits), ``+popularity-damped``
-    (and :data:`EMBEDDING_TAIL`) or ``-NAME`` (without the registered signal NAME)."""
+    (and :data:`EMBEDDING_TAIL`) or ``-NAME`` (without the feature NAME: a signal, or EMBEDDING)."""
     if blend == "served":
         return list(names)
     if blend == "+popularity-damped":
         return [*names, EMBEDDING_TAIL]
     if blend.startswith("-") and blend[1:] in names:
         return [n for n in names if n != blend[1:]]
-    raise ValueError(f"unknown blend {blend!r} (served, +popularity-damped or -SIGNAL of {list(names)})")
+    raise ValueError(f"unknown blend {blend!r} (served, +popularity-damped or -FEATURE of {list(names)})")
+
+
+def check_options(variants: Sequence[str], blends: Sequence[str]) -> None:
+    """Refuse, before anything trains, a variant other than knowledge / no-knowledge and a ``-NAME``
+    blend whose NAME no such variant can fit (a registered signal, or EMBEDDING)."""
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+        known = {s.name for s in signals_for(variant == "knowledge")} | {EMBEDDING}
+        for blend in blends:
+            if blend.startswith("-") and blend[1:] not in known:
+                raise ValueError(f"blend {blend!r}: variant {variant} has no feature {blend[1:]!r}")
+            if not blend.startswith("-") and blend not in ("served", "+popularity-damped"):
+                raise ValueError(f"unknown blend {blend!r} (served, +popularity-damped or -FEATURE)")
 
 
 def run(
@@ -171,12 +191,14 @@ def run(
         histories = user_histories(fit)
         counts = popularity(fit)
         for seed in seeds:
+            # EASE's λ is chosen on the interactions alone: once per seed serves every variant
+            tuned, tuned_fit, _ = tune_signals(graph, TrainConfig(seed=seed))
             for variant in variants:
                 started = time.perf_counter()
                 knowledge = variant == "knowledge"
                 config = TrainConfig(use_knowledge=knowledge, seed=seed)
                 trained = train_kg_model(fit, config, "cpu", text, validation=targets)
-                tuned, tuned_fit, _ = tune_signals(graph, config)
+                train_seconds = time.perf_counter() - started
                 components = build_signals(fit, knowledge, True, True, tuned, prebuilt=tuned_fit)
                 artifacts = ModelArtifacts(
                     version="",
@@ -191,6 +213,7 @@ def run(
                 names = fit_features(list(components), config)
                 decays = sorted({*blend_fit.DECAYS, round(trained.decay, 3)})
                 for blend in blends:
+                    started = time.perf_counter()
                     with tail_feature():
                         users, fits = out_of_fold(
                             artifacts, blend_features(names, blend), histories, targets, decays, seed
@@ -207,7 +230,10 @@ def run(
                             "blend": blend,
                             **{m: round(float(users[m].mean()), 5) for m in METRICS},
                             "folds": fits,
-                            "seconds": round(time.perf_counter() - started, 1),
+                            "train_s": round(train_seconds, 1),  # the graph model, shared by the blends
+                            "blend_s": round(
+                                time.perf_counter() - started, 1
+                            ),  # both folds' fits and scoring
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
@@ -232,6 +258,7 @@ def main() -> None:
     parser.add_argument("--save", metavar="NAME", help="also write bench/results/blend-features-NAME.json")
     args = parser.parse_args()
     variants, blends = args.variants.split(","), args.blends.split(",")
+    check_options(variants, blends)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows, per_user = run(args.dataset, args.datasets_dir, seeds, variants, blends)
     means = {}

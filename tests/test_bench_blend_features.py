@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import bench.blend_features as bench_module
 from bench.blend_features import (
     EMBEDDING_TAIL,
     METRICS,
     blend_features,
     comparisons,
     damping,
+    out_of_fold,
     paired,
     served,
     tail_feature,
@@ -81,7 +83,7 @@ def test_each_blend_is_paired_with_the_first_and_each_variant_with_the_first() -
     assert comparisons(["knowledge"], ["served"]) == []
 
 
-def test_a_paired_comparison_is_over_the_same_users() -> None:
+def test_a_paired_difference_is_the_reference_minus_the_other() -> None:
     rng = np.random.default_rng(0)
     base = {metric: rng.random(300) for metric in METRICS}
     better = {metric: values + 0.05 for metric, values in base.items()}
@@ -89,3 +91,44 @@ def test_a_paired_comparison_is_over_the_same_users() -> None:
     for metric in METRICS:
         assert result[metric]["diff"] == pytest.approx(0.05)
         assert result[metric]["ci"][0] == pytest.approx(0.05) and result[metric]["p"] == 0.0
+
+
+def test_out_of_fold_scores_each_user_by_the_other_folds_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even users' history item links to their target; odd users' targets sit below 80 more
+    popular items. Each user's out-of-fold Recall@20 lands at their own position, and every user
+    is scored once, by the fold they were not fitted on."""
+    n_items, n_users = 100, 20
+    targets = {u: 80 + u for u in range(n_users)}
+    links = sp.csr_matrix(
+        (np.ones(n_users // 2, dtype=np.float32), (np.arange(0, n_users, 2), np.arange(80, 80 + n_users, 2))),
+        shape=(n_items, n_items),
+    )
+    model = ModelArtifacts(
+        version="toy",
+        item_ids=[f"i{k}" for k in range(n_items)],
+        item_embeddings=np.zeros((n_items, 4), dtype=np.float32),
+        components={COOCCURRENCE: links},
+        weights={COOCCURRENCE: 0.0},
+        recency_decay=1.0,
+        popularity=np.r_[np.arange(80, 0, -1), np.zeros(20)].astype(np.float32),
+    )
+    histories = [[HistoryEntry(f"i{u}", 1.0, order=0)] for u in range(n_users)]
+    fitted: list[set[int]] = []
+    scored: list[set[int]] = []
+    fit_blend, recommender = blend_fit.fit_blend, bench_module.Recommender
+
+    def spy_fit(artifacts, names, all_histories, fold_targets, **kwargs):  # type: ignore[no-untyped-def]
+        fitted.append(set(fold_targets))
+        return fit_blend(artifacts, names, all_histories, fold_targets, **kwargs)
+
+    class SpyRecommender(recommender):  # type: ignore[misc,valid-type]
+        def recommend(self, part, k, exclude=None, allowed=None):  # type: ignore[no-untyped-def]
+            scored.append({int(history[0].item_id[1:]) for history in part})
+            return super().recommend(part, k, exclude, allowed)
+
+    monkeypatch.setattr(blend_fit, "fit_blend", spy_fit)
+    monkeypatch.setattr(bench_module, "Recommender", SpyRecommender)
+    per_user, fits = out_of_fold(model, [COOCCURRENCE], histories, targets, (1.0,), seed=5)
+    np.testing.assert_array_equal(per_user["recall@20"], np.arange(n_users) % 2 == 0)
+    assert len(fits) == 2 and fitted[0].isdisjoint(fitted[1]) and fitted[0] | fitted[1] == set(targets)
+    assert scored == [fitted[1], fitted[0]]
