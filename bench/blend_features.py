@@ -28,7 +28,6 @@ blends:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import tempfile
@@ -41,20 +40,19 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bench.common import evaluation_training_graph, print_and_save
+from bench.common import print_and_save, seeded_experiment_parser, validation_hold_out
 from kgrec.item_graphs import popularity
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
 from kgrec.signals import build_signals, signals_for
 from workers.training import blend_fit
 from workers.training.config import TrainConfig
-from workers.training.holdout import hold_out_latest
 from workers.training.kg_model import train_kg_model
 from workers.training.metrics import confidence, per_user_metrics
 from workers.training.pipeline import fit_features, tune_signals, user_histories
-from workers.training.text import TextEmbeddingCache
 
 EMBEDDING_TAIL = "embedding_tail"
 VARIANTS = ("knowledge", "no-knowledge")
+FIXED_BLENDS = ("served", "+popularity-damped")  # and "-NAME", one per feature
 KS = (10, 20)
 METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 KEYS = ("recall@20", "ndcg@10")
@@ -173,7 +171,7 @@ def check_options(variants: Sequence[str], blends: Sequence[str]) -> None:
         for blend in blends:
             if blend.startswith("-") and blend[1:] not in known:
                 raise ValueError(f"blend {blend!r}: variant {variant} has no feature {blend[1:]!r}")
-            if not blend.startswith("-") and blend not in ("served", "+popularity-damped"):
+            if not blend.startswith("-") and blend not in FIXED_BLENDS:
                 raise ValueError(f"unknown blend {blend!r} (served, +popularity-damped or -FEATURE)")
 
 
@@ -185,9 +183,7 @@ def run(
     rows = []
     per_user: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="kgrec-blend-features-") as tmp:
-        graph = evaluation_training_graph(name, datasets_dir.resolve(), Path(tmp) / name, "leave-last-out")
-        text = TextEmbeddingCache(Path(tmp) / "text", "cpu").embed(graph.item_text)
-        fit, targets = hold_out_latest(graph)
+        graph, text, fit, targets = validation_hold_out(name, datasets_dir, Path(tmp))
         histories = user_histories(fit)
         counts = popularity(fit)
         for seed in seeds:
@@ -249,17 +245,13 @@ def comparisons(variants: Sequence[str], blends: Sequence[str]) -> list[tuple[st
 
 def main() -> None:
     """Parse the options, run, print the means per variant and blend and the paired comparisons."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--seeds", default="7,8,9")
-    parser.add_argument("--variants", default="knowledge,no-knowledge")
-    parser.add_argument("--blends", default="served,+popularity-damped")
-    parser.add_argument("--save", metavar="NAME", help="also write bench/results/blend-features-NAME.json")
+    parser = seeded_experiment_parser(__doc__.splitlines()[0], "blend-features")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--blends", default=",".join(FIXED_BLENDS))
     args = parser.parse_args()
     variants, blends = args.variants.split(","), args.blends.split(",")
     check_options(variants, blends)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     rows, per_user = run(args.dataset, args.datasets_dir, seeds, variants, blends)
     means = {}
     for key, users in per_user.items():

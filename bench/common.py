@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import multiprocessing
@@ -68,6 +69,32 @@ def evaluation_training_graph(name: str, datasets_dir: Path, work: Path, protoco
         )
     finally:
         server.stop()
+
+
+def validation_hold_out(
+    name: str, datasets_dir: Path, work: Path
+) -> tuple[TrainingGraph, np.ndarray, TrainingGraph, dict[int, int]]:
+    """What the validation-only experiments train on: :func:`evaluation_training_graph` (leave-last-out),
+    its item text embedded (cached under ``work``), and its hold-out, (graph without each user's
+    latest interaction, user -> that item)."""
+    from workers.training.holdout import hold_out_latest
+    from workers.training.text import TextEmbeddingCache
+
+    graph = evaluation_training_graph(name, datasets_dir.resolve(), work / name, "leave-last-out")
+    text = TextEmbeddingCache(work / "text", "cpu").embed(graph.item_text)
+    fit, targets = hold_out_latest(graph)
+    return graph, text, fit, targets
+
+
+def seeded_experiment_parser(description: str, kind: str) -> argparse.ArgumentParser:
+    """The options every validation-only experiment takes: ``--dataset``, ``--datasets-dir``,
+    ``--seeds`` (comma-separated; parsed to a list) and ``--save NAME`` (bench/results/KIND-NAME.json)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--seeds", default=[7, 8, 9], type=lambda text: [int(s) for s in text.split(",")])
+    parser.add_argument("--save", metavar="NAME", help=f"also write bench/results/{kind}-NAME.json")
+    return parser
 
 
 def percentile(values: list[float], q: float) -> float:

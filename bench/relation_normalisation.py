@@ -25,7 +25,6 @@ and reports the best validation NDCG@10 of the model's own served score and its 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import tempfile
@@ -39,13 +38,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from bench.common import evaluation_training_graph, print_and_save
+from bench.common import print_and_save, seeded_experiment_parser, validation_hold_out
 from kgrec.item_graphs import popularity
 from kgrec.training_graph import TrainingGraph
 from workers.training import kg_model
 from workers.training.config import TrainConfig
-from workers.training.holdout import hold_out_latest
-from workers.training.text import TextEmbeddingCache
 
 
 def per_relation_graph(graph: TrainingGraph, use_knowledge: bool) -> kg_model.TypedGraph:
@@ -66,17 +63,13 @@ def damped_matrices(
     """The joint normalisation (D^-½ A D^-½) of every directed relation, with the knowledge each
     item receives damped by its interactions: the knowledge relations' item rows scaled by
     ``1 / sqrt(1 + interactions)``."""
-    layout, directed = kg_model.directed_relations(graph, use_knowledge)
-    degree = np.zeros(layout.total, dtype=np.float64)
-    for _, matrix in directed:
-        degree += np.asarray(matrix.sum(axis=1)).ravel()
-    scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
+    layout, normalised = kg_model.joint_normalised(graph, use_knowledge)
     received = np.ones(layout.total, dtype=np.float32)
     received[layout.item_offset : layout.item_offset + layout.items] = 1.0 / np.sqrt(1.0 + popularity(graph))
-    damped = sp.diags(received) @ scale
+    damp = sp.diags(received)
     return layout, [
-        (name, ((scale if name.startswith("interacted") else damped) @ matrix @ scale).tocsr())
-        for name, matrix in directed
+        (name, (damp @ matrix).tocsr() if kg_model.is_knowledge(name) else matrix)
+        for name, matrix in normalised
     ]
 
 
@@ -124,7 +117,7 @@ def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
         init(self, typed, dim, layers, text_dim, decay)
         with torch.no_grad():
             for r, name in enumerate(typed.relations):
-                if not name.startswith("interacted"):
+                if kg_model.is_knowledge(name):
                     self.relation_logits[:, r] = logit
 
     kg_model.build_typed_graph = NORMALISATIONS[norm] or build
@@ -140,9 +133,7 @@ def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> li
     """Every mode at every seed on one data set's validation hold-out."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="kgrec-relnorm-") as tmp:
-        graph = evaluation_training_graph(name, datasets_dir.resolve(), Path(tmp) / name, "leave-last-out")
-        text = TextEmbeddingCache(Path(tmp) / "text", "cpu").embed(graph.item_text)
-        fit, validation = hold_out_latest(graph)
+        _, text, fit, validation = validation_hold_out(name, datasets_dir, Path(tmp))
         for seed in seeds:
             for mode in modes:
                 started = time.perf_counter()
@@ -165,17 +156,11 @@ def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> li
 
 def main() -> None:
     """Parse the options, run, print the per-mode means and the rows."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--seeds", default="7,8,9")
+    parser = seeded_experiment_parser(__doc__.splitlines()[0], "relation-normalisation")
     parser.add_argument("--modes", default="none,joint:1,relation:0.1,joint:0.1")
-    parser.add_argument(
-        "--save", metavar="NAME", help="also write bench/results/relation-normalisation-NAME.json"
-    )
     args = parser.parse_args()
     modes = args.modes.split(",")
-    rows = run(args.dataset, args.datasets_dir, [int(s) for s in args.seeds.split(",")], modes)
+    rows = run(args.dataset, args.datasets_dir, args.seeds, modes)
     means = {
         mode: round(float(np.mean([r["best_validation_ndcg_at_10"] for r in rows if r["mode"] == mode])), 5)
         for mode in modes

@@ -33,21 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import evaluation_training_graph
+from bench.common import validation_hold_out
 from workers.training import kg_model
 from workers.training.config import TrainConfig
-from workers.training.holdout import hold_out_latest
-from workers.training.text import TextEmbeddingCache
 
-PROTOCOL = "leave-last-out"
 VARIANTS = ("full", "sampled")
 
 
 def run_dataset(name: str, datasets_dir: Path, work: Path, config: TrainConfig) -> list[dict[str, Any]]:
     """Both variants on one data set's validation users."""
-    graph = evaluation_training_graph(name, datasets_dir, work, PROTOCOL)
-    text = TextEmbeddingCache(work / "text", "cpu").embed(graph.item_text)
-    fit, validation = hold_out_latest(graph)
+    graph, text, fit, validation = validation_hold_out(name, datasets_dir, work)
     sampled_limit = kg_model.FULL_SOFTMAX_MAX_ITEMS
     rows = []
     for variant in VARIANTS:

@@ -54,6 +54,7 @@ from workers.training.config import TrainConfig
 
 LOG = logging.getLogger(__name__)
 
+INTERACTED = "interacted"  # the user → item relation of the typed graph (its inverse: "interacted^-1")
 CONTEXT_WINDOW = 50  # earlier items in a training context; decay^50 is negligible below decay 0.9
 LOSS_CHUNK = 2_048  # rows of logits per chunk (memory), the batch's propagation is shared
 SAMPLED_NEGATIVES = 2_048
@@ -197,7 +198,7 @@ def _relation_edges(graph: TrainingGraph, layout: NodeLayout, use_knowledge: boo
     """relation name -> (source nodes, target nodes) in the joint index, forward direction only."""
     item = layout.item_offset
     edges: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "interacted": (graph.inter_user.astype(np.int64), item + graph.inter_item.astype(np.int64))
+        INTERACTED: (graph.inter_user.astype(np.int64), item + graph.inter_item.astype(np.int64))
     }
     if not use_knowledge:
         return edges
@@ -260,17 +261,29 @@ def directed_relations(
     return layout, directed
 
 
-def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
-    """Every relation in both directions, normalised by the joint degree (D^-½ A D^-½)."""
+def joint_normalised(
+    graph: TrainingGraph, use_knowledge: bool
+) -> tuple[NodeLayout, list[tuple[str, sp.csr_matrix]]]:
+    """:func:`directed_relations`, each normalised by the joint degree of every relation (D^-½ A D^-½)."""
     layout, directed = directed_relations(graph, use_knowledge)
     degree = np.zeros(layout.total, dtype=np.float64)
     for _, matrix in directed:
         degree += np.asarray(matrix.sum(axis=1)).ravel()
     scale = sp.diags((1.0 / np.sqrt(np.maximum(degree, 1.0))).astype(np.float32))
-    relations = [name for name, _ in directed]
+    return layout, [(name, (scale @ matrix @ scale).tocsr()) for name, matrix in directed]
+
+
+def build_typed_graph(graph: TrainingGraph, use_knowledge: bool) -> TypedGraph:
+    """Every relation in both directions, normalised by the joint degree (D^-½ A D^-½)."""
+    layout, normalised = joint_normalised(graph, use_knowledge)
     return TypedGraph(
-        layout, relations, [relation_block((scale @ matrix @ scale).tocsr()) for _, matrix in directed]
+        layout, [name for name, _ in normalised], [relation_block(matrix) for _, matrix in normalised]
     )
+
+
+def is_knowledge(relation: str) -> bool:
+    """Whether a typed-graph relation (either direction) comes from knowledge, not interactions."""
+    return not relation.startswith(INTERACTED)
 
 
 def relation_block(matrix: sp.csr_matrix) -> RelationBlock:
