@@ -15,6 +15,11 @@ blends:
 - ``served``: the features training fits today, less the topic-interest signal (no topics are
   mined here: ``train_model`` mines them from item text, and the fit keeps them only on evidence);
 - ``-NAME``: the same without the registered signal NAME;
+- ``bagged``: the served features, each fold's weights at each decay the mean of :data:`BAGS` fits
+  on bootstrap resamples of its users (:func:`bagged_fit`); the single fit's in-fold NDCG@10 runs
+  0.006–0.023 above its out-of-fold figure, and its weights differ from fold to fold;
+- ``fit@K``: the served features, fitted on validation NDCG@K instead of NDCG@10 (``fit@20``,
+  ``fit@50``): more of the users' targets count, so the objective is less noisy;
 - ``+popularity-damped``: one more feature, the graph model's score damped by the item's
   training popularity, ``(profile · E_ctx) · (g ⊙ E)ᵀ`` with ``g = 1 / sqrt(1 + popularity)``, so
   that the fit can give the graph model ``w + w_tail · g(item)``. On MovieLens the knowledge
@@ -32,7 +37,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,8 @@ from workers.training.pipeline import fit_features, tune_signals, user_histories
 
 EMBEDDING_TAIL = "embedding_tail"
 VARIANTS = ("knowledge", "no-knowledge")
-FIXED_BLENDS = ("served", "+popularity-damped")  # and "-NAME", one per feature
+FIXED_BLENDS = ("served", "+popularity-damped", "bagged", "fit@20", "fit@50")  # and "-NAME"
+BAGS = 10  # the bootstrap fits that the ``bagged`` blend averages
 KS = (10, 20)
 METRICS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS)
 KEYS = ("recall@20", "ndcg@10")
@@ -80,6 +86,54 @@ def tail_feature() -> Iterator[None]:
         yield
     finally:
         blend_fit._dense = dense
+
+
+@contextlib.contextmanager
+def fit_procedure(blend: str) -> Iterator[None]:
+    """``fit_blend`` fits as ``blend`` says meanwhile: bagged (``bagged``), on NDCG@K (``fit@K``),
+    or as training does (any other blend)."""
+    patched: dict[str, Any] = {}
+    if blend == "bagged":
+        patched["_fit_at_decay"] = bagged_fit(blend_fit._fit_at_decay)
+    elif blend.startswith("fit@"):
+        patched["CUTOFF"] = int(blend[len("fit@") :])
+    saved = {name: getattr(blend_fit, name) for name in patched}
+    for name, value in patched.items():
+        setattr(blend_fit, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(blend_fit, name, value)
+
+
+def bagged_fit(fit_at_decay: Callable[..., Any]) -> Callable[..., Any]:
+    """``fit_at_decay`` bagged: the mean of :data:`BAGS` fits, each on a bootstrap resample of the
+    users (the same resamples at every decay). Each fit's weights are made to sum to 1 before they
+    are averaged (a blend ranks the same at any scale), and the mean is rescaled so that its largest
+    weight is 1, as the ascent's anchor; its score is over every user. A signal's evidence p is the
+    median over the fits that tested it."""
+
+    def bagged(
+        features: Any, names: Sequence[str], _single: dict[str, float]
+    ) -> tuple[np.ndarray, float, dict[str, float]]:
+        rng = np.random.default_rng(0)
+        n_users = features.target.size
+        total = np.zeros(len(names), dtype=np.float64)
+        tested: dict[str, list[float]] = {}
+        for _bag in range(BAGS):
+            rows = rng.integers(0, n_users, n_users)
+            scaled, prior, target = features.scaled[rows], features.prior[rows], features.target[rows]
+            sample = replace(features, scaled=scaled, prior=prior, target=target)
+            single = {name: blend_fit._ndcg(sample, np.eye(len(names))[f]) for f, name in enumerate(names)}
+            weights, _, evidence = fit_at_decay(sample, names, single)
+            total += weights / weights.sum()
+            for name, p in evidence.items():
+                tested.setdefault(name, []).append(p)
+        mean = total / total.max()
+        return mean, blend_fit._ndcg(features, mean), {n: float(np.median(ps)) for n, ps in tested.items()}
+
+    return bagged
 
 
 def served(artifacts: ModelArtifacts, weights: dict[str, float], decay: float) -> ModelArtifacts:
@@ -152,13 +206,13 @@ def paired(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict[s
 def blend_features(names: Sequence[str], blend: str) -> list[str]:
     """The features of ``blend``: ``served`` (what training fits), ``+popularity-damped``
     (and :data:`EMBEDDING_TAIL`) or ``-NAME`` (without the feature NAME: a signal, or EMBEDDING)."""
-    if blend == "served":
+    if blend in ("served", "bagged") or blend.startswith("fit@"):
         return list(names)
     if blend == "+popularity-damped":
         return [*names, EMBEDDING_TAIL]
     if blend.startswith("-") and blend[1:] in names:
         return [n for n in names if n != blend[1:]]
-    raise ValueError(f"unknown blend {blend!r} (served, +popularity-damped or -FEATURE of {list(names)})")
+    raise ValueError(f"unknown blend {blend!r} ({', '.join(FIXED_BLENDS)} or -FEATURE of {list(names)})")
 
 
 def check_options(variants: Sequence[str], blends: Sequence[str]) -> None:
@@ -172,7 +226,7 @@ def check_options(variants: Sequence[str], blends: Sequence[str]) -> None:
             if blend.startswith("-") and blend[1:] not in known:
                 raise ValueError(f"blend {blend!r}: variant {variant} has no feature {blend[1:]!r}")
             if not blend.startswith("-") and blend not in FIXED_BLENDS:
-                raise ValueError(f"unknown blend {blend!r} (served, +popularity-damped or -FEATURE)")
+                raise ValueError(f"unknown blend {blend!r} ({', '.join(FIXED_BLENDS)} or -FEATURE)")
 
 
 def run(
@@ -210,7 +264,7 @@ def run(
                 decays = sorted({*blend_fit.DECAYS, round(trained.decay, 3)})
                 for blend in blends:
                     started = time.perf_counter()
-                    with tail_feature():
+                    with tail_feature(), fit_procedure(blend):
                         users, fits = out_of_fold(
                             artifacts, blend_features(names, blend), histories, targets, decays, seed
                         )

@@ -132,3 +132,46 @@ def test_out_of_fold_scores_each_user_by_the_other_folds_fit(monkeypatch: pytest
     np.testing.assert_array_equal(per_user["recall@20"], np.arange(n_users) % 2 == 0)
     assert len(fits) == 2 and fitted[0].isdisjoint(fitted[1]) and fitted[0] | fitted[1] == set(targets)
     assert scored == [fitted[1], fitted[0]]
+
+
+def test_a_fit_procedure_patches_the_fit_only_while_it_runs() -> None:
+    """``fit@50`` counts a target behind 30 candidates; ``served`` and the end of the block do not."""
+    behind_30 = np.array([30])
+    assert blend_fit._gain_at(behind_30)[0] == 0.0
+    with bench_module.fit_procedure("served"):
+        assert blend_fit._gain_at(behind_30)[0] == 0.0
+    with bench_module.fit_procedure("fit@50"):
+        assert blend_fit._gain_at(behind_30)[0] == pytest.approx(1 / np.log2(32))
+    assert blend_fit._gain_at(behind_30)[0] == 0.0
+    fit_at_decay = blend_fit._fit_at_decay
+    with bench_module.fit_procedure("bagged"):
+        assert blend_fit._fit_at_decay is not fit_at_decay
+    assert blend_fit._fit_at_decay is fit_at_decay
+    assert blend_features(["ease"], "fit@50") == blend_features(["ease"], "bagged") == ["ease"]
+
+
+def test_a_bagged_fit_is_the_rescaled_mean_of_fits_on_bootstrap_resamples() -> None:
+    """Each resample's fit (here: weight 1 on feature 0, and on feature 1 the share of resampled
+    users whose target is candidate 0) is made to sum to 1; the mean is rescaled to a largest weight
+    of 1 and scored on every user."""
+    n_users = 50
+    rng = np.random.default_rng(1)
+    features = blend_fit._Features(
+        scaled=rng.random((n_users, 4, 2)).astype(np.float32),
+        prior=np.zeros((n_users, 4), dtype=np.float32),
+        target=np.arange(n_users) % 3 - 1,  # -1: not a candidate
+        scale=np.ones(2, dtype=np.float32),
+    )
+    resamples: list[np.ndarray] = []
+
+    def fit_at_decay(sample, names, single):  # type: ignore[no-untyped-def]
+        resamples.append(sample.target)
+        return np.array([1.0, float(np.mean(sample.target == 0))]), 0.0, {"topic_interests": 0.5}
+
+    weights, score, evidence = bench_module.bagged_fit(fit_at_decay)(features, ["a", "b"], {})
+    assert len(resamples) == bench_module.BAGS
+    assert all(sample.size == n_users and set(sample) <= set(features.target) for sample in resamples)
+    assert any(not np.array_equal(np.sort(sample), np.sort(features.target)) for sample in resamples)
+    mean = np.mean([[1.0, s] / (1.0 + s) for s in (np.mean(t == 0) for t in resamples)], axis=0)
+    np.testing.assert_allclose(weights, mean / mean.max())
+    assert score == blend_fit._ndcg(features, weights) and evidence == {"topic_interests": 0.5}
