@@ -258,3 +258,19 @@ def test_stacked_loss_passes_train_the_same_model(monkeypatch: pytest.MonkeyPatc
     assert np.abs(one.items - stacked.items).max() < 5e-5
     assert np.abs(one.item_context - stacked.item_context).max() < 5e-5
     assert np.allclose(one.losses, stacked.losses, rtol=1e-6, atol=0)
+
+
+def test_row_look_ups_match_embedding_values_and_gradient_bits() -> None:
+    """``rows_of`` (index_select, for the GPU's sake) changes nothing on the CPU: the same rows,
+    and the same gradient, bit for bit, with indices repeated many times over."""
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(500, 17, generator=generator, requires_grad=True)
+    index = torch.randint(0, 500, (64, 30), generator=generator)
+    upstream = torch.randn(64, 30, 17, generator=generator)
+    looked_up = kg_model.rows_of(table, index)
+    (looked_up * upstream).sum().backward()
+    ours, table.grad = table.grad, None
+    embedded = torch.nn.functional.embedding(index, table)
+    (embedded * upstream).sum().backward()
+    assert looked_up.shape == (64, 30, 17) and torch.equal(looked_up, embedded)
+    assert torch.equal(ours, table.grad)
