@@ -19,7 +19,7 @@ from bench.blend_features import (
     tail_feature,
 )
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import COOCCURRENCE
+from kgrec.signals import COOCCURRENCE, TOPIC_INTERESTS
 from workers.training import blend_fit
 
 N_ITEMS = 40
@@ -143,6 +143,16 @@ def test_a_fit_procedure_patches_the_fit_only_while_it_runs() -> None:
     with bench_module.fit_procedure("fit@50"):
         assert blend_fit._gain_at(behind_30)[0] == pytest.approx(1 / np.log2(32))
     assert blend_fit._gain_at(behind_30)[0] == 0.0
+    with pytest.raises(RuntimeError), bench_module.fit_procedure("fit@50"):
+        raise RuntimeError("a fit that fails")
+    assert blend_fit.CUTOFF == 10
+    # the ascent's trials score as the blend itself does at the patched cutoff
+    features = planted(second_helps=True)
+    with bench_module.fit_procedure("fit@50"):
+        trials = blend_fit._ndcg_varying(features, np.array([1.0, 0.0]), 1, [0.0, 0.5, 2.0])
+        alone = [blend_fit._ndcg(features, np.array([1.0, w])) for w in (0.0, 0.5, 2.0)]
+        np.testing.assert_allclose(trials, alone)
+    assert alone[0] > blend_fit._ndcg(features, np.array([1.0, 0.0]))  # NDCG@50 counts more targets
     fit_at_decay = blend_fit._fit_at_decay
     with bench_module.fit_procedure("bagged"):
         assert blend_fit._fit_at_decay is not fit_at_decay
@@ -150,10 +160,12 @@ def test_a_fit_procedure_patches_the_fit_only_while_it_runs() -> None:
     assert blend_features(["ease"], "fit@50") == blend_features(["ease"], "bagged") == ["ease"]
 
 
-def test_a_bagged_fit_is_the_rescaled_mean_of_fits_on_bootstrap_resamples() -> None:
-    """Each resample's fit (here: weight 1 on feature 0, and on feature 1 the share of resampled
-    users whose target is candidate 0) is made to sum to 1; the mean is rescaled to a largest weight
-    of 1 and scored on every user."""
+def test_bagged_weights_are_the_rescaled_mean_of_ascents_on_bootstrap_resamples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each resample's ascent (here: weight 1 on feature 0, and on feature 1 the share of resampled
+    users whose target is candidate 0) is made to sum to 1, and the mean is rescaled to a largest
+    weight of 1; the same resamples at every call."""
     n_users = 50
     rng = np.random.default_rng(1)
     features = blend_fit._Features(
@@ -164,14 +176,54 @@ def test_a_bagged_fit_is_the_rescaled_mean_of_fits_on_bootstrap_resamples() -> N
     )
     resamples: list[np.ndarray] = []
 
-    def fit_at_decay(sample, names, single):  # type: ignore[no-untyped-def]
+    def ascend(sample, names, anchor, held=frozenset()):  # type: ignore[no-untyped-def]
         resamples.append(sample.target)
-        return np.array([1.0, float(np.mean(sample.target == 0))]), 0.0, {"topic_interests": 0.5}
+        return np.array([1.0, float(np.mean(sample.target == 0))]), 0.0
 
-    weights, score, evidence = bench_module.bagged_fit(fit_at_decay)(features, ["a", "b"], {})
+    monkeypatch.setattr(blend_fit, "_ascend", ascend)
+    weights = bench_module.bagged_weights(features, ["a", "b"], frozenset())
     assert len(resamples) == bench_module.BAGS
     assert all(sample.size == n_users and set(sample) <= set(features.target) for sample in resamples)
     assert any(not np.array_equal(np.sort(sample), np.sort(features.target)) for sample in resamples)
     mean = np.mean([[1.0, s] / (1.0 + s) for s in (np.mean(t == 0) for t in resamples)], axis=0)
     np.testing.assert_allclose(weights, mean / mean.max())
-    assert score == blend_fit._ndcg(features, weights) and evidence == {"topic_interests": 0.5}
+    again = bench_module.bagged_weights(features, ["a", "b"], frozenset())
+    first, second = resamples[: bench_module.BAGS], resamples[bench_module.BAGS :]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    np.testing.assert_array_equal(weights, again)
+
+
+def planted(second_helps: bool) -> blend_fit._Features:
+    """300 users, 20 candidates: feature 0 lifts each user's target; feature 1 lifts it too, by
+    independent noise (``second_helps``), or is noise alone."""
+    n_users, width = 300, 20
+    rng = np.random.default_rng(4)
+    target = rng.integers(0, width, n_users)
+    hit = (np.arange(width)[None, :] == target[:, None]).astype(np.float32)
+    first = rng.random((n_users, width)) + 0.6 * hit
+    second = rng.random((n_users, width)) + (0.6 * hit if second_helps else 0.0)
+    return blend_fit._Features(
+        scaled=np.stack([first, second], axis=2).astype(np.float32),
+        prior=np.zeros((n_users, width), dtype=np.float32),
+        target=target,
+        scale=np.ones(2, dtype=np.float32),
+    )
+
+
+@pytest.mark.parametrize("second_helps", [True, False])
+def test_the_bagged_blend_keeps_a_signal_that_needs_evidence_only_on_a_paired_gain(
+    second_helps: bool,
+) -> None:
+    names = [COOCCURRENCE, TOPIC_INTERESTS]
+    features = planted(second_helps)
+    weights, score, evidence = bench_module.bagged_fit_at_decay(features, names, {})
+    assert score == blend_fit._ndcg(features, weights)
+    if second_helps:
+        assert weights[1] > 0.0 and evidence[TOPIC_INTERESTS] < blend_fit.EVIDENCE_P
+        np.testing.assert_array_equal(weights, bench_module.bagged_weights(features, names, frozenset()))
+    else:
+        # the resampled ascents gave the noise a weight; the paired test on the users themselves drops it
+        assert bench_module.bagged_weights(features, names, frozenset())[1] > 0.0
+        assert evidence[TOPIC_INTERESTS] >= blend_fit.EVIDENCE_P
+        np.testing.assert_array_equal(weights, bench_module.bagged_weights(features, names, frozenset({1})))
+        assert weights[1] == 0.0
