@@ -115,9 +115,9 @@ def bagged_weights(features: blend_fit._Features, names: Sequence[str], held: fr
     feature), each on a bootstrap resample of the users, with the features in ``held`` at 0.
 
     The resamples are drawn from :data:`BAG_SEED`, so every decay and every refit sees the same
-    ones. Each ascent's weights are made to sum to 1 before they are averaged (a blend ranks the
-    same at any scale), and the mean is rescaled so that its largest weight is 1, as the ascent's
-    anchor.
+    ones (and every experiment seed the same index patterns; its folds hold other users). Each
+    ascent's weights are made to sum to 1 before they are averaged (a blend ranks the same at any
+    scale), and the mean is rescaled so that its largest weight is 1, as the ascent's anchor.
     """
     rng = np.random.default_rng(BAG_SEED)
     n_users = features.target.size

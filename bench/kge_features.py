@@ -68,7 +68,7 @@ def transe_item_features(graph: TrainingGraph, seed: int) -> np.ndarray:
     compact = compact.reshape(-1, 2)
     _, relation = np.unique(triples[:, 1], return_inverse=True)
     torch.manual_seed(seed)
-    model = TransE(nodes.size, int(relation.max()) + 1, KGE_DIM)
+    model = TransE(nodes.size, int(relation.max()) + 1, KGE_DIM, margin=1.0, p_norm=1.0)
     head, tail = torch.from_numpy(compact[:, 0]), torch.from_numpy(compact[:, 1])
     loader = model.loader(head, torch.from_numpy(relation), tail, batch_size=KGE_BATCH, shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=KGE_LR)

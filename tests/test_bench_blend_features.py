@@ -19,7 +19,7 @@ from bench.blend_features import (
     tail_feature,
 )
 from kgrec.recommender import EMBEDDING, HistoryEntry, ModelArtifacts, Recommender
-from kgrec.signals import COOCCURRENCE, TOPIC_INTERESTS
+from kgrec.signals import COOCCURRENCE, SHARED_ENTITIES, TOPIC_INTERESTS
 from workers.training import blend_fit
 
 N_ITEMS = 40
@@ -193,20 +193,22 @@ def test_bagged_weights_are_the_rescaled_mean_of_ascents_on_bootstrap_resamples(
     np.testing.assert_array_equal(weights, again)
 
 
-def planted(second_helps: bool) -> blend_fit._Features:
+def planted(second_helps: bool, noise_features: int = 1) -> blend_fit._Features:
     """300 users, 20 candidates: feature 0 lifts each user's target; feature 1 lifts it too, by
-    independent noise (``second_helps``), or is noise alone."""
+    independent noise (``second_helps``), or is noise alone; ``noise_features`` - 1 more features
+    of noise alone follow."""
     n_users, width = 300, 20
     rng = np.random.default_rng(4)
     target = rng.integers(0, width, n_users)
     hit = (np.arange(width)[None, :] == target[:, None]).astype(np.float32)
     first = rng.random((n_users, width)) + 0.6 * hit
     second = rng.random((n_users, width)) + (0.6 * hit if second_helps else 0.0)
+    more = [rng.random((n_users, width)) for _ in range(noise_features - 1)]
     return blend_fit._Features(
-        scaled=np.stack([first, second], axis=2).astype(np.float32),
+        scaled=np.stack([first, second, *more], axis=2).astype(np.float32),
         prior=np.zeros((n_users, width), dtype=np.float32),
         target=target,
-        scale=np.ones(2, dtype=np.float32),
+        scale=np.ones(2 + len(more), dtype=np.float32),
     )
 
 
@@ -227,3 +229,15 @@ def test_the_bagged_blend_keeps_a_signal_that_needs_evidence_only_on_a_paired_ga
         assert evidence[TOPIC_INTERESTS] >= blend_fit.EVIDENCE_P
         np.testing.assert_array_equal(weights, bench_module.bagged_weights(features, names, frozenset({1})))
         assert weights[1] == 0.0
+
+
+def test_a_second_signal_that_needs_evidence_is_refitted_with_the_first_still_held() -> None:
+    """Two noise signals that must earn their place: each is dropped, and the second's refit keeps
+    the first at 0, as fit_blend's rule does."""
+    names = [COOCCURRENCE, TOPIC_INTERESTS, SHARED_ENTITIES]
+    features = planted(second_helps=False, noise_features=2)
+    weights, _, evidence = bench_module.bagged_fit_at_decay(features, names, {})
+    assert set(evidence) == {TOPIC_INTERESTS, SHARED_ENTITIES}
+    assert all(p >= blend_fit.EVIDENCE_P for p in evidence.values())
+    np.testing.assert_array_equal(weights, bench_module.bagged_weights(features, names, frozenset({1, 2})))
+    assert weights[1] == weights[2] == 0.0
