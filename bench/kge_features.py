@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ import numpy as np
 import torch
 from torch_geometric.nn.kge import TransE
 
-from bench.common import print_and_save, seeded_experiment_parser, validation_hold_out
-from bench.relation_normalisation import graph_model_mode
+from bench.common import seeded_experiment_parser, validation_hold_out
+from bench.relation_normalisation import report, trained_row
 from kgrec.training_graph import TrainingGraph
 from workers.training import kg_model
 
@@ -98,23 +97,12 @@ def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> li
                 kge = transe_item_features(fit, seed)
                 kge_seconds = time.perf_counter() - started
             for mode in modes:
-                started = time.perf_counter()
                 embedded = mode.endswith(KGE_SUFFIX)
                 features = np.hstack([text, kge]) if embedded else text
-                with graph_model_mode(mode.removesuffix(KGE_SUFFIX)) as config:
-                    config = replace(config, seed=seed)
-                    trained = kg_model.train_kg_model(fit, config, "cpu", features, validation=validation)
-                rows.append(
-                    {
-                        "dataset": name,
-                        "seed": seed,
-                        "mode": mode,
-                        "best_validation_ndcg_at_10": round(max(trained.validation_ndcg), 5),
-                        "best_epoch": trained.best_epoch,
-                        "seconds": round(time.perf_counter() - started, 1),
-                        "transe_s": round(kge_seconds, 1) if embedded else 0.0,
-                    }
+                row = trained_row(
+                    name, seed, mode, fit, features, validation, model_mode=mode.removesuffix(KGE_SUFFIX)
                 )
+                rows.append({**row, "transe_s": round(kge_seconds, 1) if embedded else 0.0})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -126,13 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = args.modes.split(",")
     rows = run(args.dataset, args.datasets_dir, args.seeds, modes)
-    means = {
-        mode: round(float(np.mean([r["best_validation_ndcg_at_10"] for r in rows if r["mode"] == mode])), 5)
-        for mode in modes
-    }
-    for mode, mean in means.items():
-        print(f"{mode:<16} mean best validation NDCG@10 {mean:.4f}")
-    print_and_save({"dataset": args.dataset, "means": means, "rows": rows}, "kge-features", args.save)
+    report(args.dataset, modes, rows, "kge-features", args.save)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,31 @@ def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
         kg_model.build_typed_graph, kg_model.RelationalSequenceModel.__init__ = build, init
 
 
+def trained_row(
+    name: str,
+    seed: int,
+    mode: str,
+    graph: TrainingGraph,
+    features: np.ndarray,
+    validation: dict[int, int],
+    model_mode: str | None = None,
+) -> dict[str, Any]:
+    """Train the graph model in ``model_mode`` (default: ``mode``) on ``graph`` with item
+    ``features``; the row reported for ``mode``: its best validation NDCG@10, epoch and seconds."""
+    started = time.perf_counter()
+    with graph_model_mode(model_mode or mode) as config:
+        config = replace(config, seed=seed)
+        trained = kg_model.train_kg_model(graph, config, "cpu", features, validation=validation)
+    return {
+        "dataset": name,
+        "seed": seed,
+        "mode": mode,
+        "best_validation_ndcg_at_10": round(max(trained.validation_ndcg), 5),
+        "best_epoch": trained.best_epoch,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> list[dict[str, Any]]:
     """Every mode at every seed on one data set's validation hold-out."""
     rows = []
@@ -136,22 +161,20 @@ def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> li
         _, text, fit, validation = validation_hold_out(name, datasets_dir, Path(tmp))
         for seed in seeds:
             for mode in modes:
-                started = time.perf_counter()
-                with graph_model_mode(mode) as config:
-                    config = replace(config, seed=seed)
-                    trained = kg_model.train_kg_model(fit, config, "cpu", text, validation=validation)
-                rows.append(
-                    {
-                        "dataset": name,
-                        "seed": seed,
-                        "mode": mode,
-                        "best_validation_ndcg_at_10": round(max(trained.validation_ndcg), 5),
-                        "best_epoch": trained.best_epoch,
-                        "seconds": round(time.perf_counter() - started, 1),
-                    }
-                )
+                rows.append(trained_row(name, seed, mode, fit, text, validation))
                 print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def report(dataset: str, modes: list[str], rows: list[dict[str, Any]], kind: str, save: str | None) -> None:
+    """Print each mode's mean best validation NDCG@10, then the JSON (saved as ``kind``-``save``)."""
+    means = {
+        mode: round(float(np.mean([r["best_validation_ndcg_at_10"] for r in rows if r["mode"] == mode])), 5)
+        for mode in modes
+    }
+    for mode, mean in means.items():
+        print(f"{mode:<16} mean best validation NDCG@10 {mean:.4f}")
+    print_and_save({"dataset": dataset, "means": means, "rows": rows}, kind, save)
 
 
 def main() -> None:
@@ -161,15 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = args.modes.split(",")
     rows = run(args.dataset, args.datasets_dir, args.seeds, modes)
-    means = {
-        mode: round(float(np.mean([r["best_validation_ndcg_at_10"] for r in rows if r["mode"] == mode])), 5)
-        for mode in modes
-    }
-    for mode, mean in means.items():
-        print(f"{mode:<14} mean best validation NDCG@10 {mean:.4f}")
-    print_and_save(
-        {"dataset": args.dataset, "means": means, "rows": rows}, "relation-normalisation", args.save
-    )
+    report(args.dataset, modes, rows, "relation-normalisation", args.save)
 
 
 if __name__ == "__main__":
