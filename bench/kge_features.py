@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch_geometric.nn.kge import TransE
 
-from bench.common import seeded_experiment_parser, validation_hold_out
-from bench.relation_normalisation import report, trained_row
+from bench.common import validation_hold_out
+from bench.relation_normalisation import modes_main, trained_row
 from kgrec.training_graph import TrainingGraph
 from workers.training import kg_model
 
@@ -109,12 +109,7 @@ def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> li
 
 def main() -> None:
     """Parse the options, run, print the per-mode means and the rows."""
-    parser = seeded_experiment_parser(__doc__.splitlines()[0], "kge-features")
-    parser.add_argument("--modes", default="none,joint:1,joint:1+transe,none+transe")
-    args = parser.parse_args()
-    modes = args.modes.split(",")
-    rows = run(args.dataset, args.datasets_dir, args.seeds, modes)
-    report(args.dataset, modes, rows, "kge-features", args.save)
+    modes_main(__doc__, "kge-features", "none,joint:1,joint:1+transe,none+transe", run)
 
 
 if __name__ == "__main__":

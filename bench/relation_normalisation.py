@@ -13,6 +13,10 @@ knowledge does not beat no knowledge, so these alternatives were tried:
   scaled by ``1 / sqrt(1 + its interactions)`` (:func:`damped_matrices`), so knowledge speaks
   where ratings are few; knowledge relations starting at weight ``W``. The joint degree still
   counts knowledge edges, so knowledge still dilutes what an item's ratings carry;
+- ``gated:W``: today's joint normalisation, and each knowledge node (brand, category, entity)
+  sends its message through a gate of its own, ``softplus(g_n)`` learnt with the model and
+  starting at 1 (:func:`gated_forward`), so the model can silence a genre, tag or year that
+  misleads and keep one that helps; knowledge relations starting at weight ``W``;
 - ``none``: no knowledge relations (the item text is the full import's, as in every mode).
 
 For each data set and seed it trains the graph model on the ``kgrec evaluate`` leave-last-out
@@ -20,7 +24,7 @@ split with each user's latest training interaction held out (the test items are 
 and reports the best validation NDCG@10 of the model's own served score and its epoch.
 
     .venv/bin/python -m bench.relation_normalisation --dataset movielens --datasets-dir ../shared/data
-        [--seeds 7,8,9] [--modes none,joint:1,relation:0.1,joint:0.1,damped:1] [--save NAME]
+        [--seeds 7,8,9] [--modes none,joint:1,relation:0.1,joint:0.1,damped:1,gated:1] [--save NAME]
 """
 
 from __future__ import annotations
@@ -81,11 +85,28 @@ def damped_graph(graph: TrainingGraph, use_knowledge: bool) -> kg_model.TypedGra
     )
 
 
+def gated_forward(
+    self: kg_model.RelationalSequenceModel, typed: kg_model.TypedGraph, text: torch.Tensor | None
+) -> torch.Tensor:
+    """The graph model's forward pass with every knowledge node's message scaled by its gate:
+    what a node sends at each layer is ``softplus(g_n) · x_n`` (users and items send as before)."""
+    x = self.initial(text)
+    out = x
+    weights = self.relation_weights()
+    start = self.layout.brand_offset
+    for layer in range(self.layers):
+        gate = torch.cat([x.new_ones(start), torch.nn.functional.softplus(self.knowledge_gate_logits)])
+        x = typed.propagate(weights[layer], x * gate[:, None])
+        out = out + x
+    return out / (self.layers + 1)
+
+
 # Each mode's typed graph (None: the code's own, kg_model.build_typed_graph).
 NORMALISATIONS: dict[str, Callable[[TrainingGraph, bool], kg_model.TypedGraph] | None] = {
     "joint": None,
     "relation": per_relation_graph,
     "damped": damped_graph,
+    "gated": None,
 }
 
 
@@ -103,8 +124,10 @@ def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
         raise ValueError(
             f"unknown mode {mode!r} (none, or NORM:WEIGHT with NORM one of {', '.join(NORMALISATIONS)})"
         )
-    build, init = kg_model.build_typed_graph, kg_model.RelationalSequenceModel.__init__
+    model = kg_model.RelationalSequenceModel
+    build, init, forward = kg_model.build_typed_graph, model.__init__, model.forward
     logit = float(np.log(np.expm1(float(weight))))
+    gated = norm == "gated"
 
     def knowledge_starts_at_weight(
         self: kg_model.RelationalSequenceModel,
@@ -119,14 +142,20 @@ def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
             for r, name in enumerate(typed.relations):
                 if kg_model.is_knowledge(name):
                     self.relation_logits[:, r] = logit
+        if gated:
+            knowledge_nodes = typed.layout.total - typed.layout.brand_offset
+            # softplus(0.5413) = 1: every gate starts open, as the code propagates
+            self.knowledge_gate_logits = torch.nn.Parameter(torch.full((knowledge_nodes,), 0.5413))
 
     kg_model.build_typed_graph = NORMALISATIONS[norm] or build
-    if float(weight) != 1.0:
-        kg_model.RelationalSequenceModel.__init__ = knowledge_starts_at_weight
+    if float(weight) != 1.0 or gated:
+        model.__init__ = knowledge_starts_at_weight
+    if gated:
+        model.forward = gated_forward
     try:
         yield TrainConfig(use_knowledge=True)
     finally:
-        kg_model.build_typed_graph, kg_model.RelationalSequenceModel.__init__ = build, init
+        kg_model.build_typed_graph, model.__init__, model.forward = build, init, forward
 
 
 def trained_row(
@@ -177,14 +206,23 @@ def report(dataset: str, modes: list[str], rows: list[dict[str, Any]], kind: str
     print_and_save({"dataset": dataset, "means": means, "rows": rows}, kind, save)
 
 
-def main() -> None:
-    """Parse the options, run, print the per-mode means and the rows."""
-    parser = seeded_experiment_parser(__doc__.splitlines()[0], "relation-normalisation")
-    parser.add_argument("--modes", default="none,joint:1,relation:0.1,joint:0.1")
+ModesRun = Callable[[str, Path, list[int], list[str]], list[dict[str, Any]]]
+
+
+def modes_main(doc: str, kind: str, default_modes: str, run_modes: ModesRun) -> None:
+    """A modes experiment's command line: parse the options, ``run_modes``, print the per-mode
+    means and the rows (saved as ``kind``-``--save``)."""
+    parser = seeded_experiment_parser(doc.splitlines()[0], kind)
+    parser.add_argument("--modes", default=default_modes)
     args = parser.parse_args()
     modes = args.modes.split(",")
-    rows = run(args.dataset, args.datasets_dir, args.seeds, modes)
-    report(args.dataset, modes, rows, "relation-normalisation", args.save)
+    rows = run_modes(args.dataset, args.datasets_dir, args.seeds, modes)
+    report(args.dataset, modes, rows, kind, args.save)
+
+
+def main() -> None:
+    """Parse the options, run, print the per-mode means and the rows."""
+    modes_main(__doc__, "relation-normalisation", "none,joint:1,relation:0.1,joint:0.1", run)
 
 
 if __name__ == "__main__":

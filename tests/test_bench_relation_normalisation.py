@@ -1,14 +1,19 @@
-"""bench/relation_normalisation.py's damped mode: knowledge reaches an item less the more it is rated."""
+"""bench/relation_normalisation.py's modes: the damped mode (knowledge reaches an item less the more it
+is rated) and the gated mode (each knowledge node's message through a learnt gate)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from bench.relation_normalisation import damped_graph, damped_matrices, graph_model_mode
 from kgrec.item_graphs import popularity
 from tests.test_kg_model import toy
 from workers.training import kg_model
+from workers.training.config import TrainConfig
 
 
 def test_damped_mode_scales_only_the_knowledge_items_receive() -> None:
@@ -40,3 +45,41 @@ def test_a_mode_patches_the_graph_model_only_meanwhile() -> None:
     with pytest.raises(ValueError, match="'dampd:1'"), graph_model_mode("dampd:1"):
         pass
     assert kg_model.build_typed_graph is code
+    model = kg_model.RelationalSequenceModel
+    init, forward = model.__init__, model.forward
+    with graph_model_mode("gated:1"):
+        assert model.__init__ is not init and model.forward is not forward
+    assert (model.__init__, model.forward, kg_model.build_typed_graph) == (init, forward, code)
+
+
+def test_gated_mode_starts_as_the_code_and_learns_a_gate_per_knowledge_node() -> None:
+    graph = toy()
+    typed = kg_model.build_typed_graph(graph, use_knowledge=True)
+    node = typed.layout.brand_offset  # the first knowledge node
+    torch.manual_seed(0)
+    plain = kg_model.RelationalSequenceModel(typed, 8, 1, None)
+    with torch.no_grad():
+        code = plain(typed, None)
+        plain.embedding.weight[node] = 0.0
+        silent = plain(typed, None)  # the node's (one-layer) message is zero
+    with graph_model_mode("gated:1"):
+        torch.manual_seed(0)
+        gated = kg_model.RelationalSequenceModel(typed, 8, 1, None)
+        knowledge_nodes = typed.layout.total - typed.layout.brand_offset
+        assert gated.knowledge_gate_logits.shape == (knowledge_nodes,) and knowledge_nodes >= 2
+        # every gate open at 1: the same embeddings as the code's model
+        opened = gated(typed, None)
+        torch.testing.assert_close(opened, code, rtol=1e-5, atol=1e-6)
+        # the gate reaches the loss, so training moves it
+        opened[typed.layout.item_offset].sum().backward()
+        assert gated.knowledge_gate_logits.grad[0].abs() > 0
+        # a closed gate: the node sends nothing
+        with torch.no_grad():
+            gated.knowledge_gate_logits[0] = -40.0
+            closed = gated(typed, None)
+        others = torch.arange(typed.layout.total) != node
+        torch.testing.assert_close(closed[others], silent[others], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(closed[others], code[others])  # the node did send something
+        config = replace(TrainConfig(use_knowledge=True, use_text=False), seed=3)
+        trained = kg_model.train_kg_model(graph, config, "cpu", epochs=2)
+    assert trained.items.shape[0] == graph.n_items and np.isfinite(trained.items).all()
