@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from graph_schema.behaviours import BEHAVIOURS, COUNTER_PROPERTIES
-from graph_schema.relation_names import RESERVED_TYPES
+from graph_schema.relation_names import OWNED_TYPES, RESERVED_TYPES
 
 __all__ = ["ATTRIBUTE_RELATIONS", "BEHAVIOURS", "KNOWLEDGE_RELATIONS", "PROPERTY_KEYS", "Label", "Rel"]
 
@@ -83,6 +83,8 @@ _UNRESERVED = (
 )
 if _UNRESERVED:
     raise RuntimeError(f"graph_schema.relation_names.RESERVED_TYPES misses {sorted(_UNRESERVED)}")
+if {rel.value: name for name, rel in KNOWLEDGE_RELATIONS.items()} != OWNED_TYPES:
+    raise RuntimeError("graph_schema.relation_names.OWNED_TYPES must be the co-purchase relations' types")
 
 # Every property key any statement reads or writes.
 PROPERTY_KEYS: tuple[str, ...] = (

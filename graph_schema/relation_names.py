@@ -13,12 +13,16 @@ text. It refuses anything that breaks the rule above, then:
 1. upper-cases the name;
 2. turns every run of characters other than ``A``–``Z`` and ``0``–``9`` into one ``_``;
 3. strips ``_`` from both ends;
-4. prefixes ``KG_`` when the result is empty, starts with a digit, or is one of
-   kgrec's own relationship types (``INTERACTED``, ``MADE_BY``, ...), so data
-   can never write an edge the service reads as something else.
+4. prefixes ``KG_`` when the result starts with a digit, is one of kgrec's own
+   relationship types (``INTERACTED``, ``MADE_BY``, ...), or is a co-purchase type
+   (``ALSO_BOUGHT``, ``ALSO_VIEWED``, ``BOUGHT_TOGETHER``) reached from any name
+   but that relation's own (``also_bought``, ...), so data can never write an edge
+   the service reads as something else; a result with no letter or digit left
+   becomes ``KG``.
 
-``also_bought`` becomes ``ALSO_BOUGHT``, ``film.film.genre`` becomes
-``FILM_FILM_GENRE``, ``interacted`` becomes ``KG_INTERACTED``.
+``also_bought`` becomes ``ALSO_BOUGHT``, ``also-bought`` becomes ``KG_ALSO_BOUGHT``,
+``film.film.genre`` becomes ``FILM_FILM_GENRE``, ``interacted`` becomes
+``KG_INTERACTED``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,15 @@ RESERVED_TYPES: frozenset[str] = frozenset(
 )
 
 
+# Types that exactly one relation name may produce: the built-in co-purchase relations, which
+# explanations read by type (graph_schema.allow_list.KNOWLEDGE_RELATIONS must agree).
+OWNED_TYPES: dict[str, str] = {
+    "ALSO_BOUGHT": "also_bought",
+    "ALSO_VIEWED": "also_viewed",
+    "BOUGHT_TOGETHER": "bought_together",
+}
+
+
 class RelationNameError(ValueError):
     """A relation name that breaks the rule; the message names the value and the rule."""
 
@@ -57,8 +70,9 @@ def relation_problem(name: object) -> str | None:
     if not isinstance(name, str):
         return f"must be a string, not {type(name).__name__}"
     if not _RELATION.match(name):
+        shown = repr(name) if len(name) <= 140 else f"{name[:140]!r}… ({len(name)} characters)"
         return (
-            f"{name[:140]!r} must be 1 to {MAX_RELATION_LENGTH} characters of letters, digits, "
+            f"{shown} must be 1 to {MAX_RELATION_LENGTH} characters of letters, digits, "
             "'.', '_', '-', '/' and ':'"
         )
     return None
@@ -74,6 +88,11 @@ def relationship_type(name: str) -> str:
     if problem is not None:
         raise RelationNameError(f"relation {problem}")
     rel_type = _NOT_TYPE_CHARACTER.sub("_", name.upper()).strip("_")
-    if not rel_type or rel_type[0].isdigit() or rel_type in RESERVED_TYPES:
+    if (
+        not rel_type
+        or rel_type[0].isdigit()
+        or rel_type in RESERVED_TYPES
+        or OWNED_TYPES.get(rel_type, name) != name
+    ):
         rel_type = f"KG_{rel_type}" if rel_type else "KG"
     return rel_type

@@ -129,7 +129,15 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
     for triple in dataset.triples():
         rel = ATTRIBUTE_RELATIONS.get(triple.relation)
         if rel is Rel.MADE_BY:
-            item_brand.setdefault(triple.head, triple.tail)
+            brand = item_brand.setdefault(triple.head, triple.tail)
+            if brand != triple.tail:
+                file, line = triple.source or ("kg_triples", 0)
+                dataset.problems.add(
+                    file,
+                    line,
+                    f"produced_by {triple.tail!r}: item {triple.head!r} already has brand {brand!r} "
+                    "(an item has one brand)",
+                )
         elif rel is Rel.IN_CATEGORY:
             add_categories(triple.head, [triple.tail])
         elif triple.relation in knowledge:
@@ -159,7 +167,7 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
         if event.seq is not None:
             agg.last_seq = event.seq if agg.last_seq is None else max(agg.last_seq, event.seq)
         if event.type == "rating" and event.value is not None:
-            key = (event.ts or -1, event.seq or -1)
+            key = (-1 if event.ts is None else event.ts, -1 if event.seq is None else event.seq)
             if key >= agg.rating_key:
                 agg.rating, agg.rating_key = event.value, key
         if event.item_id not in item_meta:
@@ -185,6 +193,8 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
             "last_ts": agg.last_ts,
             "last_seq": agg.last_seq,
             "rating": agg.rating,
+            # when the kept rating was given: a later rating event older than it does not replace it
+            "rating_ts": agg.rating_key[0] if agg.rating is not None and agg.rating_key[0] >= 0 else None,
             "weight": weight,
             "weight_ts": weight_ts,
         }

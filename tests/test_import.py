@@ -22,6 +22,8 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from tests.subsets import amazon_beauty_subset
@@ -174,7 +176,13 @@ def messy_dataset(tmp_path: Path) -> Path:
     write_csv_rows(
         folder / "kg_triples.csv",
         ["head", "relation", "tail"],
-        [["i1", "also_bought", "i3"], ["i1", "sounds like", "i2"], ["i3", "also_viewed", "x9"]],
+        [
+            ["i1", "also_bought", "i3"],
+            ["i1", "sounds like", "i2"],  # line 3: bad relation
+            ["i3", "also_viewed", "x9"],
+            ["i3", "produced_by", "Bolt"],  # the brand items.csv gives: nothing to report
+            ["i1", "produced_by", "Zed"],  # line 6: a second brand for i1
+        ],
     )
     return folder
 
@@ -194,7 +202,15 @@ def test_bad_rows_are_reported_and_the_rest_loads(
         ("kg_triples.csv", 3): (
             "relation 'sounds like' must be 1 to 128 characters of letters, digits, '.', '_', '-', '/' and ':'"
         ),
+        (
+            "kg_triples.csv",
+            6,
+        ): "produced_by 'Zed': item 'i1' already has brand 'Acme' (an item has one brand)",
     }
+    brands = gateway.run_query(
+        "MATCH (i:Item)-[:MADE_BY]->(b:Brand) RETURN i.id AS i, b.id AS b ORDER BY i", {}
+    )
+    assert brands == [{"i": "i1", "b": "Acme"}, {"i": "i3", "b": "Bolt"}]
     nodes, rels = counts(gateway)
     assert nodes["User"] == 2 and rels["INTERACTED"] == 3
     assert rels["ALSO_BOUGHT"] == 1 and rels["ALSO_VIEWED"] == 1
@@ -203,6 +219,14 @@ def test_bad_rows_are_reported_and_the_rest_loads(
     props = rating[0]["e"]["properties"]
     assert props["rating"] == 4.5 and props["n_rating"] == 1
     assert props["first_ts"] == props["last_ts"] == props["weight_ts"] == 1_704_067_200_000
+    assert props["rating_ts"] == 1_704_067_200_000  # when the rating was given
+    # so a rating event older than the imported one, arriving later, counts but does not replace it
+    late = {"event_id": "late", "user_id": "u2", "item_id": "i3", "type": "rating", "value": 1.0}
+    valid, errors = validate_batch([{**late, "ts": 1_704_067_200_000 - 86_400_000}], max_skew_s=300)
+    assert errors == []
+    ingest(gateway, valid, settings)
+    after = gateway.run_query("MATCH (:User {id: 'u2'})-[e:INTERACTED]->(:Item {id: 'i3'}) RETURN e", {})
+    assert after[0]["e"]["properties"]["rating"] == 4.5 and after[0]["e"]["properties"]["n_rating"] == 2
     # "Skin Care" covers "Face"; "Beauty" covers everything ("Makeup" came only with the rejected i2 row)
     parents = gateway.run_query(
         "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) RETURN c.id AS c, p.id AS p ORDER BY c", {}
@@ -232,11 +256,11 @@ def test_cli_import_reports_rejects_and_summary(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "7 row(s) skipped" in done.stderr
+    assert "8 row(s) skipped" in done.stderr
     assert "Traceback" not in done.stderr
     with open(rejects) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 7
+    assert len(rows) == 8
     assert {"file", "line", "reason"} == set(rows[0])
     missing = subprocess.run(
         [sys.executable, "-m", "kgrec_cli.main", "import", str(tmp_path / "nowhere")],

@@ -26,6 +26,7 @@ def test_discover_orders_shared_and_engine_files() -> None:
             f"{engine}/0007_catalogue",
             f"{engine}/0009_topics",
             f"{engine}/0011_schedule",
+            "shared/0012_co_purchase_types_owned",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 

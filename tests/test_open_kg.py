@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from graph_schema.allow_list import Label
-from graph_schema.relation_names import RelationNameError
+from graph_schema.relation_names import RelationNameError, relationship_type
 from graph_schema.statements.events import ingest_events_statement
 from graph_schema.statements.knowledge import link_knowledge
 from kgrec.config import Settings
@@ -426,15 +426,21 @@ def test_statements_are_cached_per_type() -> None:
         link_knowledge("origin", Label.BRAND, Label.ENTITY)
 
 
+def rerun_migration(gateway: GraphGateway, name: str, times: int = 1) -> None:
+    """Run migration ``name``'s statements again (the fixture applied every migration once)."""
+    (migration,) = [m for m in discover(gateway.engine) if m.name == name]
+    for _ in range(times):
+        for statement in migration.statements():
+            gateway.run_ddl(statement)
+
+
 def test_migration_names_existing_co_purchase_edges(gateway: GraphGateway) -> None:
     gateway.run_query(
         "CREATE (a:Item {id: 'a'})-[:ALSO_BOUGHT]->(b:Item {id: 'b'}), (a)-[:ALSO_VIEWED]->(b), "
         "(b)-[:BOUGHT_TOGETHER]->(a), (a)-[:ALSO_BOUGHT {relation: 'kept'}]->(b)",
         {},
     )
-    (migration,) = [m for m in discover(gateway.engine) if m.name == "knowledge_relation"]
-    for statement in migration.statements():  # applied once by the fixture already: idempotent
-        gateway.run_ddl(statement)
+    rerun_migration(gateway, "knowledge_relation")  # applied once by the fixture already: idempotent
     assert knowledge_edges(gateway) == sorted(
         [
             ("a", "Item", "ALSO_BOUGHT", "also_bought", "b", "Item"),
@@ -443,6 +449,55 @@ def test_migration_names_existing_co_purchase_edges(gateway: GraphGateway) -> No
             ("b", "Item", "BOUGHT_TOGETHER", "bought_together", "a", "Item"),
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "rel_type"),
+    [
+        ("film.film.genre", "FILM_FILM_GENRE"),
+        ("rdf:type", "RDF_TYPE"),
+        ("also_bought", "ALSO_BOUGHT"),
+        ("bought_together", "BOUGHT_TOGETHER"),
+        # a co-purchase type belongs to its own relation: explanations read it as co-purchase
+        ("also-bought", "KG_ALSO_BOUGHT"),
+        ("Also_Bought", "KG_ALSO_BOUGHT"),
+        ("also_viewed_", "KG_ALSO_VIEWED"),
+        ("BOUGHT-TOGETHER", "KG_BOUGHT_TOGETHER"),
+        ("interacted", "KG_INTERACTED"),
+        ("made_by", "KG_MADE_BY"),
+        ("9lives", "KG_9LIVES"),
+        ("...", "KG"),
+    ],
+)
+def test_the_relationship_type_rule(name: str, rel_type: str) -> None:
+    assert relationship_type(name) == rel_type
+
+
+def test_a_long_refused_name_is_shown_cut_and_says_so() -> None:
+    with pytest.raises(RelationNameError) as refused:
+        relationship_type("r" * 199 + " ")
+    assert f"relation {'r' * 140!r}… (200 characters) must be" in str(refused.value)
+
+
+def test_migration_moves_other_names_off_the_co_purchase_types(gateway: GraphGateway) -> None:
+    gateway.run_query(
+        "CREATE (a:Item {id: 'a'})-[:ALSO_BOUGHT {relation: 'also_bought'}]->(b:Item {id: 'b'}), "
+        "(a)-[:ALSO_BOUGHT {relation: 'also-bought', created_at: 7}]->(e:Entity {id: 'e'}), "
+        "(a)-[:ALSO_VIEWED {relation: 'Also_Viewed'}]->(b), "
+        "(b)-[:BOUGHT_TOGETHER {relation: 'bought_together'}]->(a)",
+        {},
+    )
+    rerun_migration(gateway, "co_purchase_types_owned", times=2)  # idempotent
+    assert knowledge_edges(gateway) == sorted(
+        [
+            ("a", "Item", "ALSO_BOUGHT", "also_bought", "b", "Item"),
+            ("a", "Item", "KG_ALSO_BOUGHT", "also-bought", "e", "Entity"),
+            ("a", "Item", "KG_ALSO_VIEWED", "Also_Viewed", "b", "Item"),
+            ("b", "Item", "BOUGHT_TOGETHER", "bought_together", "a", "Item"),
+        ]
+    )
+    moved = gateway.run_query("MATCH ()-[k:KG_ALSO_BOUGHT]->() RETURN k.created_at AS c", {})
+    assert moved == [{"c": 7}]  # its properties came along
 
 
 def test_entity_ids_are_unique(gateway: GraphGateway) -> None:

@@ -115,6 +115,7 @@ SET_INTERACTIONS = write(
         e.last_ts = r.last_ts,
         e.last_seq = r.last_seq,
         e.rating = r.rating,
+        e.rating_ts = r.rating_ts,
         e.weight = r.weight,
         e.weight_ts = r.weight_ts
     """,
@@ -127,6 +128,7 @@ SET_INTERACTIONS = write(
             "last_ts": 1700000000000,
             "last_seq": 0,
             "rating": None,
+            "rating_ts": None,
             "weight": 5.0,
             "weight_ts": 1700000000000,
         }

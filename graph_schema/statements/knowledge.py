@@ -78,6 +78,10 @@ EXAMPLE_RELATIONS: tuple[tuple[str, Label, Label], ...] = (
     ("rdf:type", Label.ENTITY, Label.ENTITY),
     ("origin", Label.ENTITY, Label.ITEM),
     ("similar_to", Label.ITEM, Label.ITEM),
+    # other names reaching a co-purchase type get the prefixed one (and migration 0012 moves old edges)
+    ("also-bought", Label.ITEM, Label.ENTITY),
+    ("Also_Viewed", Label.ITEM, Label.ITEM),
+    ("bought-together", Label.ITEM, Label.ITEM),
 )
 EXAMPLE_LINKS: dict[str, Statement] = {
     s.name: s for s in (link_knowledge(name, head, tail) for name, head, tail in EXAMPLE_RELATIONS)

@@ -32,6 +32,7 @@ from kgrec.datasets.records import (
     TripleRecord,
     check_ids,
     find_file,
+    located_rows,
     parse_timestamp_ms,
     parsed_rows,
 )
@@ -145,7 +146,8 @@ class LayoutDataset:
         """Knowledge-graph triples from kg_triples.csv, if present."""
         path = find_file(self.folder, "kg_triples.csv")
         if path is not None:
-            yield from parsed_rows(path, ("head", "relation", "tail"), self.problems, _triple)
+            for line, triple in located_rows(path, ("head", "relation", "tail"), self.problems, _triple):
+                yield triple._replace(source=(str(path), line))
 
     def entities(self) -> Iterator[EntityRecord]:
         """Entity kinds and names from entities.csv, if present."""

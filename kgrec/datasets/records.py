@@ -55,6 +55,8 @@ class TripleRecord(NamedTuple):
     tail: str
     user_id: str | None = None
     ts: int | None = None
+    # (file, line) the triple was read from, for a report that names its row; None where unknown
+    source: tuple[str, int] | None = None
 
 
 class EntityRecord(NamedTuple):
@@ -145,16 +147,25 @@ def read_csv(
             yield line, dict(zip(header, fields, strict=True))
 
 
-def parsed_rows(
+def located_rows(
     path: Path, required: tuple[str, ...], problems: Problems, parse: Callable[[dict[str, str]], T]
-) -> Iterator[T]:
-    """``parse(row)`` for each row of a headed CSV file; rows it refuses (BadRow) go to ``problems``."""
+) -> Iterator[tuple[int, T]]:
+    """``(line, parse(row))`` for each row of a headed CSV file; rows it refuses (BadRow) go to
+    ``problems``."""
     for line, row in read_csv(path, required, problems):
         try:
             record = parse(row)
         except BadRow as exc:
             problems.add(path, line, str(exc))
             continue
+        yield line, record
+
+
+def parsed_rows(
+    path: Path, required: tuple[str, ...], problems: Problems, parse: Callable[[dict[str, str]], T]
+) -> Iterator[T]:
+    """``parse(row)`` for each row of a headed CSV file; rows it refuses (BadRow) go to ``problems``."""
+    for _, record in located_rows(path, required, problems, parse):
         yield record
 
 
