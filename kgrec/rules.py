@@ -19,10 +19,13 @@ so every page of one ranking is cut from the same order. Serving processes hold 
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -47,6 +50,8 @@ from kgrec.field_types import Id
 from kgrec.gateway import GraphGateway
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
 from kgrec.ranking import Ranking
+
+LOG = logging.getLogger(__name__)
 
 ACTIONS = ("block", "pin", "boost", "bury")
 SURFACES = ("recommendations", "similar", "both")
@@ -465,13 +470,14 @@ def apply_pins(
 
 
 class RulesView:
-    """A serving process's rules: the revision re-checked at most every ``check_every_s``.
+    """A serving process's rules, kept current by a background poller.
 
-    A change found by that check is loaded and compiled in a background thread, for the models
-    and surfaces this process served lately, while requests keep the previous rules: so no
-    request waits for a thousand rules to compile. Only the first load, and a reload after this
-    process changed a rule (:meth:`stale`, so that its own next response shows the change), run
-    in the caller's thread.
+    The poller reads the rules' revision every ``check_every_s``; a change is loaded there and
+    compiled for the models and surfaces this process served lately, while requests keep the
+    previous rules. So no request waits for a thousand rules to compile, and a request after a
+    quiet spell already has every change older than ``check_every_s`` plus one load. Only the
+    first load, and a reload after this process changed a rule (:meth:`stale`, so that its own
+    next response shows the change), run in the caller's thread.
     """
 
     def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
@@ -479,10 +485,9 @@ class RulesView:
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load at a time
-        self._checked_at = -math.inf
         self._loaded = False
-        self._refreshing = False
         self._rules = RuleSet()
+        self._poller_pid: int | None = None  # the process whose poller runs (threads do not fork)
 
     def stale(self) -> None:
         """Reload now: this process just changed a rule."""
@@ -491,23 +496,27 @@ class RulesView:
     def rules(self) -> RuleSet:
         """The rules as of the latest revision loaded."""
         with self._lock:
-            if self._loaded:
-                now = time.monotonic()
-                if self._refreshing or now - self._checked_at < self._check_every_s:
-                    return self._rules
-                self._checked_at = now
-                self._refreshing = True
-                threading.Thread(target=self._refresh_quietly, name="kgrec-rules", daemon=True).start()
-                return self._rules
-        self._refresh()
+            loaded = self._loaded
+        if not loaded:
+            self._refresh()
+        self._start_polling()
         return self._rules
+
+    def _start_polling(self) -> None:
+        with self._lock:
+            if self._poller_pid == os.getpid():
+                return
+            self._poller_pid = os.getpid()
+        # The poller holds the view weakly: it ends when the view is gone.
+        threading.Thread(
+            target=_poll_rules, args=(weakref.ref(self), self._check_every_s), name="kgrec-rules", daemon=True
+        ).start()
 
     def _refresh_quietly(self) -> None:
         try:
             self._refresh()
-        except Exception:  # the graph may be away: keep the rules we have, the next check tries again
-            with self._lock:
-                self._refreshing = False
+        except Exception:  # the graph may be away: keep the rules we have, the next poll tries again
+            LOG.debug("rules: revision check failed", exc_info=True)
 
     def _refresh(self) -> None:
         with self._load_lock:
@@ -522,8 +531,6 @@ class RulesView:
             with self._lock:
                 self._rules = fresh
                 self._loaded = True
-                self._refreshing = False
-                self._checked_at = time.monotonic()
 
     def _load(self, revision: int) -> RuleSet:
         rules = load_rules(self._gateway)
@@ -534,3 +541,14 @@ class RulesView:
             for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
                 attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
         return RuleSet(revision, rules, attribute_items)
+
+
+def _poll_rules(view_ref: weakref.ref[RulesView], every_s: float) -> None:
+    """Re-check the rules' revision every ``every_s`` while the view lives."""
+    while True:
+        time.sleep(every_s)
+        view = view_ref()
+        if view is None:
+            return
+        view._refresh_quietly()
+        del view  # hold the view only while checking

@@ -210,5 +210,19 @@ def test_a_rule_change_is_compiled_off_the_request_path(shop: Shop) -> None:
         serving.close()
 
 
+def test_a_rule_change_reaches_the_first_request_after_a_quiet_spell(shop: Shop) -> None:
+    """No request in between: the poller, not a request, finds the change."""
+    serving = Serving(shop.settings)
+    try:
+        view = RulesView(serving.gateway, check_every_s=0.05)
+        before = view.rules()
+        rule = post_rule(shop, {"action": "block", "target": {"item": a_user_item(shop)}})
+        time.sleep(PICKUP_S)  # quiet: nothing asks this view for its rules
+        after = view.rules()  # the first request since the change
+        assert after.revision != before.revision and rule["id"] in [r.id for r in after.rules]
+    finally:
+        serving.close()
+
+
 def a_user_item(shop: Shop) -> str:
     return shop.cypher("MATCH (i:Item) RETURN i.id AS id ORDER BY id LIMIT 1")[0]["id"]
