@@ -51,7 +51,7 @@ from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import Attributes, FieldError
-from kgrec.field_types import Description, Id, Price, Title
+from kgrec.field_types import Description, Id, Price, Title, shown, string_reason
 from kgrec.gateway import GraphGateway
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
@@ -152,7 +152,10 @@ _PROPERTIES = ("title", "description", "price", "currency", "available", "stock"
 
 def _field(error: ErrorDetails, indexed: bool) -> str:
     context = error.get("ctx") or {}
-    names = [str(part) for part in error["loc"][1 if indexed else 0 :] if isinstance(part, str)]
+    # a union's member tags (``literal['']``, ``function-after[...]``) are not field names
+    names = [
+        part for part in error["loc"][1 if indexed else 0 :] if isinstance(part, str) and "[" not in part
+    ]
     if not names and "field" in context:  # a rule over several fields names the one to change
         return str(context["field"])
     name = ".".join(names) if names else "item"
@@ -161,23 +164,23 @@ def _field(error: ErrorDetails, indexed: bool) -> str:
 
 
 def field_reason(error: ErrorDetails, field: str) -> str:
-    """Why a field was refused, in kgrec's words (the id rule, the relation rule, ISO 4217)."""
+    """Why a field was refused, in kgrec's words and with the value (the id rule, the relation
+    rule, ISO 4217, the field's bound)."""
     kind, value = error["type"], error.get("input")
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return "is not a known item field"
+        return "is not a known field"
     if field == "description":
         got = f"{len(value)} characters" if isinstance(value, str) else repr(value)[:40]
         return f"must be a string of at most {MAX_DESCRIPTION_LENGTH} characters without NUL (got {got})"
-    if kind.startswith("string_") and kind != "string_pattern_mismatch":
-        return id_problem(value) or error["msg"]
-    if kind == "string_pattern_mismatch":
-        if field.endswith("currency"):
-            return id_problem(value) or f"{str(value)[:40]!r} is not an ISO 4217 code like EUR"
-        if field.endswith("relation"):
-            return f"relation {relation_problem(value)}"
-    return error["msg"]
+    if kind == "string_pattern_mismatch" and field.endswith("currency"):
+        return id_problem(value) or f"{str(value)[:40]!r} is not an ISO 4217 code like EUR"
+    if kind == "string_pattern_mismatch" and field.endswith("relation"):
+        return f"relation {relation_problem(value)}"
+    if kind.startswith("string_"):
+        return string_reason(error)
+    return f"{error['msg']} (got {shown(value)})"
 
 
 def error_problems(exc: ValidationError, *, indexed: bool) -> list[FieldError]:

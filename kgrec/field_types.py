@@ -10,8 +10,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, Strict, StringConstraints
+from pydantic_core import ErrorDetails
 
-from kgrec.limits import ID_PATTERN, MAX_DESCRIPTION_LENGTH, MAX_ID_LENGTH, MAX_PRICE, MAX_TEXT_LENGTH
+from kgrec.limits import (
+    ID_PATTERN,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_PRICE,
+    MAX_TEXT_LENGTH,
+    id_problem,
+)
+
+SHOWN_CHARACTERS = 60  # how much of a refused value an error message quotes
 
 # 1..MAX_ID_LENGTH characters, not only white space, no control characters (see kgrec.limits.id_problem).
 Id = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
@@ -33,3 +43,27 @@ Description = Annotated[
     StringConstraints(max_length=MAX_DESCRIPTION_LENGTH, pattern=r"^[^\x00]*$"),
     Field(description=f"plain text, at most {MAX_DESCRIPTION_LENGTH} characters; read for topics only"),
 ]
+
+
+def shown(value: object) -> str:
+    """A refused value as an error message quotes it: its repr, cut to :data:`SHOWN_CHARACTERS`."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}… ({len(text)} characters)"
+
+
+def string_reason(error: ErrorDetails) -> str:
+    """Why a string field of these types was refused (a ``string_*`` error), with the value: the id
+    rule's words for an id, the length bound the field has, or the NUL a text may not hold."""
+    kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if kind == "string_too_long":
+        return f"is longer than {context['max_length']} characters (got {len(value)})"
+    if kind == "string_too_short" or (
+        kind == "string_pattern_mismatch" and context.get("pattern") == ID_PATTERN
+    ):
+        problem = id_problem(value) or f"is shorter than {context.get('min_length', 1)} characters"
+        return problem if problem == "is empty" else f"{problem} (got {shown(value)})"
+    if kind == "string_pattern_mismatch" and "\x00" in value:
+        return f"must not contain NUL (U+0000) (got {shown(value)})"
+    return f"{error['msg']} (got {shown(value)})"

@@ -182,7 +182,7 @@ def test_a_batch_with_one_bad_item_writes_nothing_and_names_index_field_and_reas
     errors = {(e["index"], e["field"]) for e in response.json()["errors"]}
     assert errors == {(1, "price"), (2, "currency"), (3, "attributes.made by")}
     reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
-    assert reasons[1] == "Input should be greater than or equal to 0"
+    assert reasons[1] == "Input should be greater than or equal to 0 (got -1)"
     assert reasons[2] == "'euro' is not an ISO 4217 code like EUR"
     assert shop.cypher("MATCH (i:Item) WHERE i.id STARTS WITH 'batch-' RETURN count(i) AS n") == [{"n": 0}]
     # the same batch without the bad items: one write, every item

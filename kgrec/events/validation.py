@@ -31,7 +31,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
 from kgrec.datasets.records import parse_timestamp_ms
-from kgrec.field_types import FiniteNumber, Id, Price, Title
+from kgrec.field_types import FiniteNumber, Id, Price, Title, string_reason
 from kgrec.impression_ids import Position, RecommendationIdField
 from kgrec.limits import (
     MAX_ATTRIBUTE_RELATIONS,
@@ -43,7 +43,6 @@ from kgrec.limits import (
     MAX_QUERY_LENGTH,
     MAX_REVIEW_LENGTH,
     MAX_TAG_LENGTH,
-    MAX_TEXT_LENGTH,
     id_problem,
 )
 
@@ -295,13 +294,11 @@ _REASONS: dict[str, Callable[[Any, str], str]] = {
 
 def _reason(error: ErrorDetails, field: str) -> str:
     kind, value = error["type"], error.get("input")
-    if field == "item.title" and kind != "unexpected_keyword_argument":
-        return f"must be a string of at most {MAX_TEXT_LENGTH} characters"
     if field in TEXT_LIMITS and kind != "unexpected_keyword_argument":
         got = f"{len(value)} characters" if isinstance(value, str) else _type_name(value)
         return f"must be a string of at most {TEXT_LIMITS[field]} characters without NUL (got {got})"
     if kind.startswith("string_"):
-        return id_problem(value) or error["msg"]  # the id rule explains its own refusals
+        return string_reason(error)  # the id rule or the field's bound, with the value
     if kind in _REASONS:
         return _REASONS[kind](value, field)
     return error["msg"]  # the timestamp's own words, or pydantic's

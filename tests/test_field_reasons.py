@@ -1,0 +1,68 @@
+"""Refusals name the field's real bound and quote the value (kgrec/field_types.py's string_reason,
+the catalogue's and the event contract's field reasons)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.schemas import AudienceConditions
+from kgrec.catalogue import error_problems, validate_items
+from kgrec.events.validation import validate_batch
+from kgrec.field_types import shown
+from kgrec.limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+
+
+def item_reason(item: dict) -> tuple[str, str]:
+    _, errors = validate_items([{"item_id": "i1", **item}])
+    (error,) = errors
+    return error.field, error.reason
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "reason"),
+    [
+        # the title's own bound, not the id rule's 256
+        (
+            {"title": "y" * (MAX_TEXT_LENGTH + 1)},
+            "title",
+            f"is longer than {MAX_TEXT_LENGTH} characters (got 1001)",
+        ),
+        ({"title": "a\x00b"}, "title", "must not contain NUL (U+0000) (got 'a\\x00b')"),
+        ({"brand": " b"}, "brand", "must not start or end with white space (got ' b')"),
+        ({"brand": "a\nb"}, "brand", "must not contain control characters (got 'a\\nb')"),
+        ({"brand": ""}, "brand", "is empty"),
+        (
+            {"brand": "b" * (MAX_ID_LENGTH + 1)},
+            "brand",
+            f"is longer than {MAX_ID_LENGTH} characters (got 257)",
+        ),
+        ({"brand": 5}, "brand", "must be a string, not int"),
+        ({"price": -1}, "price", "Input should be greater than or equal to 0 (got -1)"),
+        ({"colour": "red"}, "colour", "is not a known field"),
+    ],
+)
+def test_a_catalogue_refusal_names_the_bound_and_the_value(item: dict, field: str, reason: str) -> None:
+    assert item_reason(item) == (field, reason)
+
+
+def test_an_event_title_with_nul_is_refused_for_the_nul() -> None:
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": 1_700_000_000_000}
+    _, errors = validate_batch(
+        [{**event, "item": {"title": "a\x00b"}}], max_skew_s=300, now_ms=1_700_000_000_000
+    )
+    assert [(e.field, e.reason) for e in errors] == [
+        ("item.title", "must not contain NUL (U+0000) (got 'a\\x00b')")
+    ]
+
+
+def test_a_union_member_tag_is_not_part_of_the_field_name() -> None:
+    with pytest.raises(ValidationError) as refused:
+        AudienceConditions.model_validate({"brand": 5})
+    fields = {problem.field for problem in error_problems(refused.value, indexed=False)}
+    assert fields == {"brand"}
+
+
+def test_a_long_value_is_quoted_cut() -> None:
+    assert shown("x" * 10) == repr("x" * 10)
+    assert shown("x" * 100) == f"{repr('x' * 100)[:60]}… (102 characters)"
