@@ -18,7 +18,7 @@ ExperimentName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[
 
 
 class NewVariant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: VariantName
     model_version: Id = Field(description='a ready model version, or "active": whatever version is active')
@@ -28,7 +28,7 @@ class NewVariant(BaseModel):
 class NewExperiment(BaseModel):
     """An experiment: the first variant is the control; users are assigned by hashing (experiment, user)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: ExperimentName
     variants: Annotated[
@@ -43,7 +43,7 @@ class NewExperiment(BaseModel):
 
 
 class Promotion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     variant: VariantName = Field(description="the variant whose model version becomes active")
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kgrec.field_types import WholeNumber
+
 # The training variants of workers/training/config.py (VARIANTS); the app may not import workers,
 # so tests/test_models_api.py checks that the two lists agree.
 Variant = Literal[
@@ -69,11 +71,11 @@ class ModelVersionList(BaseModel):
 class TrainRequest(BaseModel):
     """A training job; every field is optional (`{}` trains the full model behind the gate)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    epochs: int = Field(40, ge=1, le=1000, description="the graph model's epoch cap (it stops early)")
+    epochs: WholeNumber = Field(40, ge=1, le=1000, description="the graph model's epoch cap (it stops early)")
     variant: Variant = "full"
-    seed: int = Field(7, ge=0, le=2**31 - 1)
+    seed: WholeNumber = Field(7, ge=0, le=2**31 - 1)
     gate: bool = Field(
         True, description="activate only if the promotion gate lets it through (false: activate at once)"
     )

@@ -51,7 +51,7 @@ from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import Attributes, FieldError
-from kgrec.field_types import Description, Id, Price, Title, shown, string_reason
+from kgrec.field_types import WHOLE_NUMBER, Description, Id, Price, Title, shown, string_reason, whole_number
 from kgrec.gateway import GraphGateway
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
@@ -71,18 +71,8 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def _whole_number(value: Any) -> Any:
-    # JSON does not tell 3.0 from 3: both are the integer JSON Schema allows; a string is not one.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = type(value).__name__
-        raise PydanticCustomError("int_type", "must be an integer, not {kind}", {"kind": kind})
-    return value
-
-
 def _epoch_ms(value: Any) -> int:
-    value = _whole_number(value) if isinstance(value, (int, float)) else value
+    value = whole_number(value) if isinstance(value, (int, float)) else value
     if isinstance(value, str):
         try:
             value = int(value) if value.strip().lstrip("-").isdigit() else parse_timestamp_ms(value)
@@ -103,11 +93,7 @@ CategoryPath = Annotated[
     Field(description="a category id, or a path of ids from general to specific; replaces the stored ones"),
 ]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="an ISO 4217 code, like EUR")]
-Stock = Annotated[
-    int,
-    BeforeValidator(_whole_number, json_schema_input_type=Annotated[int, Field(ge=0, le=MAX_STOCK)]),
-    Field(ge=0, le=MAX_STOCK, description="units in stock"),
-]
+Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, description="units in stock"), WHOLE_NUMBER]
 EpochMs = Annotated[int, Field(ge=0)]
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 CatalogueTime = Annotated[
@@ -152,9 +138,10 @@ _PROPERTIES = ("title", "description", "price", "currency", "available", "stock"
 
 def _field(error: ErrorDetails, indexed: bool) -> str:
     context = error.get("ctx") or {}
-    # a union's member tags (``literal['']``, ``function-after[...]``) are not field names
+    # a list's positions are part of the name (``variants.0.traffic``); a union's member tags
+    # (``literal['']``, ``function-after[...]``) are not
     names = [
-        part for part in error["loc"][1 if indexed else 0 :] if isinstance(part, str) and "[" not in part
+        str(part) for part in error["loc"][1 if indexed else 0 :] if isinstance(part, int) or "[" not in part
     ]
     if not names and "field" in context:  # a rule over several fields names the one to change
         return str(context["field"])

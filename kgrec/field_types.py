@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, Strict, StringConstraints
-from pydantic_core import ErrorDetails
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from kgrec.limits import (
     ID_PATTERN,
@@ -30,6 +30,24 @@ Id = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_
 OptionalId = Annotated[Literal[""] | Id, AfterValidator(lambda value: value or None)]
 
 FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
+def whole_number(value: object) -> object:
+    """JSON Schema's integer: 3 or 3.0 (as 3), never "3" or true; raises a pydantic error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError(
+            "int_type", "must be an integer, not {kind}", {"kind": type(value).__name__}
+        )
+    if isinstance(value, float) and not value.is_integer():
+        raise PydanticCustomError("int_from_float", "must be a whole number (got {value})", {"value": value})
+    return int(value)
+
+
+# An integer in a JSON body: a whole number, as the OpenAPI document's ``integer`` allows, not text.
+# With bounds, put them first (``Annotated[int, Field(ge=1), WHOLE_NUMBER]``), or the document
+# shows them as unknown keys instead of ``minimum`` / ``maximum``.
+WHOLE_NUMBER = BeforeValidator(whole_number)
+WholeNumber = Annotated[int, WHOLE_NUMBER]
 Price = Annotated[FiniteNumber, Field(ge=0, le=MAX_PRICE)]
 PriceFilter = Annotated[
     Literal[""] | Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)],

@@ -46,7 +46,7 @@ from graph_schema.statements.rules import (
 from kgrec.catalogue import CatalogueTime, field_reason
 from kgrec.diversity import POOL
 from kgrec.events.validation import FieldError
-from kgrec.field_types import Id
+from kgrec.field_types import WHOLE_NUMBER, Id
 from kgrec.gateway import GraphGateway
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
 from kgrec.ranking import Ranking
@@ -61,7 +61,8 @@ WARM_MS = 60_000  # a new rule set is compiled ahead for models served within th
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON body's "2" is not the number 2 (as for events and the catalogue)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class AttributeValue(_Strict):
@@ -150,7 +151,7 @@ class PinRule(_RuleBase):
 
     action: Literal["pin"]
     item: Id
-    position: Annotated[int, Field(ge=1, le=POOL)]
+    position: Annotated[int, Field(ge=1, le=POOL), WHOLE_NUMBER]
     when: Condition | None = Field(None, description="only for requests matching this (default: every one)")
 
 

@@ -64,6 +64,9 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
     unknown = {**SPLIT, "variants": [SPLIT["variants"][0], {**SPLIT["variants"][1], "model_version": "nope"}]}
     refused = create(api, unknown)
     assert refused.status_code == 422 and refused.json()["field"] == "variants.1.model_version"
+    as_text = {**SPLIT, "variants": [{**v, "traffic": "0.5"} for v in SPLIT["variants"]]}
+    refused = create(api, as_text)  # a string is not a share
+    assert refused.status_code == 422 and refused.json()["field"] == "variants.0.traffic"
 
     started = create(api, SPLIT)
     assert started.status_code == 200, started.text

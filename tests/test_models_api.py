@@ -56,7 +56,15 @@ def test_promote_needs_a_key_and_a_version_that_exists(small_api: ApiProcess) ->
 def test_train_refuses_bad_fields_naming_them(small_api: ApiProcess) -> None:
     url = f"{small_api.url}/v1/models/train"
     assert requests.post(url, json={}, timeout=30).status_code == 401
-    for body, field in (({"variant": "best"}, "variant"), ({"epochs": 0}, "epochs"), ({"gate": "x"}, "gate")):
+    bad = (
+        ({"variant": "best"}, "variant"),
+        ({"epochs": 0}, "epochs"),
+        ({"gate": "x"}, "gate"),
+        ({"epochs": "40"}, "epochs"),  # a string is not a number
+        ({"gate": "yes"}, "gate"),
+        ({"seed": 7.5}, "seed"),
+    )
+    for body, field in bad:
         refused = requests.post(url, json=body, headers=KEY, timeout=30)
         assert refused.status_code == 422, refused.text
         assert field in refused.text

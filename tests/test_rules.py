@@ -169,6 +169,9 @@ def test_max_per_brand_and_category_reorder_pages_consistently(shop: Shop) -> No
         ({"action": "pin", "item": "x", "position": 1, "when": {"brand": "x", "interest": "y"}}, "when"),
         ({"action": "launch", "target": {"item": "x"}}, "action"),
         ({"action": "block", "target": {"item": "x"}, "surface": "email"}, "surface"),
+        # a JSON string is not a number, as for events and the catalogue
+        ({"action": "boost", "target": {"brand": "a"}, "factor": "2"}, "factor"),
+        ({"action": "pin", "item": "x", "position": "1"}, "position"),
     ],
 )
 def test_bad_rules_are_refused_naming_the_field(shop: Shop, rule: dict[str, Any], field: str) -> None:
