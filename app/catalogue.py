@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from app.body import json_body
 from app.endpoints import read_endpoint, write_endpoint
@@ -57,7 +57,8 @@ def put_item(item_id: str) -> Response:
 
     Idempotent. An unavailable or delisted item leaves recommendations and similar items at once.
     """
-    document = json_body()
+    # no body at all: a bare listed item (or the item as it is)
+    document = json_body() if request.content_length or request.headers.get("Transfer-Encoding") else {}
     if not isinstance(document, dict):
         raise _refuse([FieldError(-1, "item", "must be an object of item fields")])
     if "item_id" in document and document["item_id"] != item_id:

@@ -22,7 +22,7 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from swagger_ui_bundle import swagger_ui_path
 
 from app.params import bad_parameter
-from app.schemas import NON_JSON_ANSWERS, PATH_ID, Error, OpenApiDocument
+from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -93,6 +93,11 @@ def _complete(operation: dict[str, Any]) -> None:
         media_type = NON_JSON_ANSWERS.get(schema.get("$ref", "").rsplit("/", 1)[-1])
         if media_type:
             answer["content"] = {media_type: {"schema": {"type": "string"}}}
+    body = operation.get("requestBody")
+    if body:
+        schema = body.get("content", {}).get("application/json", {}).get("schema", {})
+        if schema.get("$ref", "").rsplit("/", 1)[-1] in OPTIONAL_BODIES:
+            body["required"] = False
     # spectree gives every operation a validation-error answer; one without input cannot be invalid.
     if not parameters and "requestBody" not in operation:
         operation["responses"].pop("400", None)

@@ -188,7 +188,7 @@ class ItemBatch(RootModel[ItemList | ItemEnvelope]):
 
 
 class ItemBody(RootModel[ItemFields]):
-    """One item's catalogue fields (the id is in the path)."""
+    """One item's catalogue fields (the id is in the path); no body at all makes a bare listed item."""
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -476,6 +476,8 @@ class AudienceCsv(RootModel[str]):
 
 # Answers that are not JSON: model name -> media type (the OpenAPI document says so).
 NON_JSON_ANSWERS = {"AudienceCsv": "text/csv"}
+# Request bodies an operation may go without (the OpenAPI document says so).
+OPTIONAL_BODIES = {"ItemBody"}
 
 
 class OpenApiDocument(RootModel[dict[str, Any]]):

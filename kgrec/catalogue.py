@@ -34,6 +34,7 @@ from pydantic import (
     StrictBool,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -116,13 +117,28 @@ class ItemFields(BaseModel):
     currency: Currency | None = None
     available: StrictBool | None = Field(None, description="false: never recommended until true again")
     stock: Stock | None = None
-    attributes: Attributes = None
+    attributes: Attributes = Field(
+        None, description="the values of each relation given replace that relation's values; not null"
+    )
     listed_at: CatalogueTime | None = Field(
         None, description="before this time the item is never recommended"
     )
     delisted_at: CatalogueTime | None = Field(
         None, description="from this time on the item is never recommended (DELETE sets it to now)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _attributes_are_not_removed_whole(cls, data: Any) -> Any:
+        # Attributes are replaced relation by relation; a null would read as "remove them all",
+        # which the catalogue does not do (events only ever add attributes).
+        if isinstance(data, dict) and "attributes" in data and data["attributes"] is None:
+            raise PydanticCustomError(
+                "attributes_null",
+                "must not be null: give each relation with its values, which replace that relation's values",
+                {"field": "attributes"},
+            )
+        return data
 
 
 class CatalogueItem(ItemFields):
@@ -222,9 +238,10 @@ def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms:
         extra_categories = list(attributes.pop("belongs_to", ()))
         brands = ([item.brand] if item.brand else []) if "brand" in given else []
         categories = list(item.categories or ()) if "categories" in given else []
-        if "brand" in given:
+        # produced_by / belongs_to attributes replace the brands / categories, as the fields do
+        if "brand" in given or extra_brands:
             replaced_brands.append({"id": item.item_id, "keep": brands + extra_brands})
-        if "categories" in given:
+        if "categories" in given or extra_categories:
             replaced_categories.append({"id": item.item_id, "keep": categories + extra_categories})
         for link in _category_links(categories):
             links[(link["child_id"], link["parent_id"])] = link

@@ -276,6 +276,7 @@ def test_a_future_delisting_takes_effect_when_its_time_comes(shop: Shop) -> None
         ({"listed_at": "last tuesday"}, "listed_at"),
         ({"brand": ""}, "brand"),
         ({"attributes": {"origin": []}}, "attributes.origin"),
+        ({"attributes": None}, "attributes"),  # replaced relation by relation, never removed whole
         ({"item_id": "another"}, "item_id"),
         ({"description": 5}, "description"),
         ({"description": "x" * (MAX_DESCRIPTION_LENGTH + 1)}, "description"),
@@ -286,6 +287,22 @@ def test_put_refuses_bad_fields_naming_them(shop: Shop, body: dict[str, Any], fi
     assert response.status_code == 422, response.text
     assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(0, field)]
     assert shop.get_item("cat-bad").status_code == 404
+
+
+def test_put_without_a_body_makes_a_bare_listed_item(shop: Shop) -> None:
+    bare = requests.put(shop.url("/v1/items/cat-bare"), headers=AUTH, timeout=30)
+    assert bare.status_code == 200, bare.text
+    got = shop.get_item("cat-bare").json()
+    assert got["listed"] is True and got["title"] is None and got["brand"] is None
+    assert requests.put(shop.url("/v1/items/cat-bare"), headers=AUTH, timeout=30).status_code == 200
+
+
+def test_produced_by_and_belongs_to_attributes_replace_the_brand_and_categories(shop: Shop) -> None:
+    assert shop.put("cat-pb", {"brand": "B1", "categories": ["Root", "Leaf"]}).status_code == 200
+    attributes = {"produced_by": ["B2"], "belongs_to": ["Other"]}
+    assert shop.put("cat-pb", {"attributes": attributes}).status_code == 200
+    got = shop.get_item("cat-pb").json()
+    assert (got["brand"], got["categories"]) == ("B2", ["Other"])
 
 
 def test_a_description_is_written_kept_removed_and_checked(shop: Shop) -> None:
