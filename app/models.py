@@ -63,8 +63,8 @@ def train_model() -> Response:
     result's `gate` says whether the new version was promoted, and why.
     """
     options = _train_request()
-    job = job_queue.job_client(settings()).send_task(job_queue.TRAIN, kwargs=options.model_dump())
-    return jsonify({"id": job.id, "state": "PENDING", "status_url": f"/v1/jobs/{job.id}"})
+    job_id = job_queue.enqueue(job_queue.job_client(settings()), job_queue.TRAIN, **options.model_dump())
+    return jsonify({"id": job_id, "state": "PENDING", "status_url": f"/v1/jobs/{job_id}"})
 
 
 def _train_request() -> TrainRequest:

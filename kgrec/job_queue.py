@@ -8,13 +8,15 @@ their historical ``workers.tasks.*`` values so tasks already queued stay valid.
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 from celery.result import AsyncResult
 
 from kgrec.config import Settings
+from kgrec.errors import NotFound
 from kgrec.runtime import embedded_server
 
 TRAIN = "workers.tasks.train"
@@ -86,9 +88,30 @@ def job_client(settings: Settings) -> Celery:
         return client
 
 
+def record_queued(app: Celery, job_id: str) -> None:
+    """Record ``job_id`` as a queued job in the result backend, before it is sent: Celery's own
+    PENDING also means "never heard of it", and :func:`job_status` must tell the two apart. (Sent
+    first, a fast worker's STARTED could be overwritten by this PENDING.)"""
+    app.backend.store_result(job_id, None, states.PENDING)
+
+
+def enqueue(client: Celery, task: str, **kwargs: Any) -> str:
+    """Queue ``task`` with ``kwargs`` as a job :func:`job_status` knows at once; returns its id."""
+    job_id = str(uuid.uuid4())
+    record_queued(client, job_id)
+    client.send_task(task, kwargs=kwargs, task_id=job_id)
+    return job_id
+
+
 def job_status(client: Celery, job_id: str) -> dict[str, object]:
-    """State (PENDING, STARTED, PROGRESS, SUCCESS, FAILURE), and stage, percent, result or error of a job."""
+    """State (PENDING, STARTED, PROGRESS, SUCCESS, FAILURE), and stage, percent, result or error of a job.
+
+    Raises :class:`~kgrec.errors.NotFound` for an id no job was queued under (or one whose record
+    expired with the backend's results).
+    """
     result = AsyncResult(job_id, app=client)
+    if result.state == states.PENDING and client.backend.get_task_meta(job_id).get("task_id") is None:
+        raise NotFound("job_id", job_id, f"no job {job_id!r}")
     body: dict[str, Any] = {"id": job_id, "state": result.state}
     info = result.info
     if result.state == "PROGRESS" and isinstance(info, dict):

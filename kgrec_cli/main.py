@@ -477,10 +477,11 @@ def train_command(
         click.echo(json.dumps(summary, default=str))
         return
     with graph_session(settings):  # in embedded mode, the graph server is also the broker
-        job = job_queue.job_client(settings).send_task(job_queue.TRAIN, kwargs=options)
-        click.echo(f"training job {job.id} enqueued; follow it at GET /v1/jobs/{job.id}")
+        client = job_queue.job_client(settings)
+        job_id = job_queue.enqueue(client, job_queue.TRAIN, **options)
+        click.echo(f"training job {job_id} enqueued; follow it at GET /v1/jobs/{job_id}")
         if wait:
-            click.echo(json.dumps(job.get(timeout=None), default=str))
+            click.echo(json.dumps(client.AsyncResult(job_id).get(timeout=None), default=str))
 
 
 @main.command("update")
@@ -510,10 +511,10 @@ def update_command(
     with graph_session(settings):  # in embedded mode, the graph server is also the broker
         client = job_queue.job_client(settings)
         options = {"partitions": partitions, "since": since}
-        job = client.send_task(job_queue.INCREMENTAL_UPDATE, kwargs=options)
-        click.echo(f"incremental update {job.id} enqueued")
+        job_id = job_queue.enqueue(client, job_queue.INCREMENTAL_UPDATE, **options)
+        click.echo(f"incremental update {job_id} enqueued")
         if wait:
-            planned = job.get(timeout=None)
+            planned = client.AsyncResult(job_id).get(timeout=None)
             if planned.get("merge_job"):
                 planned = client.AsyncResult(planned["merge_job"]).get(timeout=None)
             click.echo(json.dumps(planned, default=str))

@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 
 from app import create_app
 from app.graph import warm_model
+from kgrec import job_queue
 from kgrec.config import Settings
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
@@ -525,7 +526,10 @@ def exercise_every_operation(served: Served) -> list[tuple[str, str, int]]:
     served.get("/v1/graph/stats", "/v1/graph/stats")
     served.get("/openapi.json", "/openapi.json")
     served.get("/metrics", "/metrics")
-    served.get(f"/v1/jobs/{uuid.uuid4()}", "/v1/jobs/{job_id}")
+    served.get(f"/v1/jobs/{uuid.uuid4()}", "/v1/jobs/{job_id}")  # never queued: 404
+    queued = str(uuid.uuid4())
+    job_queue.record_queued(job_queue.job_client(served.settings), queued)  # as enqueue does; not sent
+    served.get(f"/v1/jobs/{queued}", "/v1/jobs/{job_id}")
     served.get(f"/v1/jobs/{blank}", "/v1/jobs/{job_id}")
     served.get(f"/v1/users/{user}/recommendations", recommendations, k=5, explain="true")
     served.get(f"/v1/users/{user}/recommendations", recommendations, k=0)
@@ -644,6 +648,7 @@ def test_z_openapi_document_is_valid_and_describes_every_response_seen(served: S
         ("get", "/openapi.json", 200),
         ("get", "/metrics", 200),
         ("get", "/v1/jobs/{job_id}", 200),
+        ("get", "/v1/jobs/{job_id}", 404),  # no job was queued under a random id
         ("get", "/v1/jobs/{job_id}", 400),
         *(("get", template, status) for template in read for status in (200, 400)),
         ("get", EXPLANATION, 404),

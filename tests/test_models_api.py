@@ -7,10 +7,13 @@ tests/test_promotion_gate.py, on a graph of their own with three versions.)
 from __future__ import annotations
 
 import typing
+import uuid
 
 import requests
 
 from app.model_schemas import Variant
+from kgrec import job_queue
+from kgrec.config import Settings
 from tests.conftest import SMALL_API_KEY
 from tests.openapi_check import undocumented
 from tests.processes import ApiProcess
@@ -72,3 +75,16 @@ def test_train_refuses_bad_fields_naming_them(small_api: ApiProcess) -> None:
     assert unknown.status_code == 422 and "epoch" in unknown.text
     listed = requests.post(url, json=[{"epochs": 3}], headers=KEY, timeout=30)
     assert (listed.status_code, listed.json()["field"]) == (422, "body")
+
+
+def test_a_queued_job_is_known_and_an_unknown_one_is_404(small_api: ApiProcess, settings: Settings) -> None:
+    """Celery says PENDING for any id; the API tells a queued job from one never queued."""
+    job_id = str(uuid.uuid4())
+    url = f"{small_api.url}/v1/jobs/{job_id}"
+    unknown = requests.get(url, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "job_id"
+    assert job_id in unknown.json()["detail"]
+    # what enqueue records before it sends the task (not sent here: no worker should run it)
+    job_queue.record_queued(job_queue.job_client(settings), job_id)
+    queued = requests.get(url, timeout=30)
+    assert queued.status_code == 200 and queued.json() == {"id": job_id, "state": "PENDING"}

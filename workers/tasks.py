@@ -82,6 +82,7 @@ def retrain_if_due() -> dict[str, object]:
     """Queue a gated retraining when the schedule or the new-event count says so (beat runs this)."""
 
     def enqueue(job_id: str) -> None:
+        job_queue.record_queued(current_app, job_id)  # GET /v1/jobs/{id} knows it while it waits
         # between full trainings, an incremental update while the drift is below the threshold
         if next_update(graph(), settings()) == "incremental":
             incremental_update.apply_async(task_id=job_id)
