@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from kgrec import data_fetch
 from kgrec.config import Settings
 from kgrec.data_fetch import LOCK_NAME, FetchError, FetchReport, default_mirror, fetch
 from kgrec.datasets import BUILTIN
+from kgrec_cli.failure import fail
 
 _FOLDER = click.Path(file_okay=False, path_type=Path)
 
@@ -128,8 +128,7 @@ def fetch_command(
                 retries=retries,
             )
     except (FetchError, OSError, ValueError) as exc:
-        click.echo(f"kgrec: error: {exc}", err=True)
-        sys.exit(1)
+        fail(exc)
     for file_name, digest in report.recorded.items():
         click.echo(
             f"recorded {file_name} sha256={digest} (pin it in {data_fetch.SOURCES_FILE.name} once verified)"

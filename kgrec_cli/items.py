@@ -26,6 +26,7 @@ from kgrec.catalogue import CatalogueItem, validate_items, write_items
 from kgrec.config import Settings
 from kgrec.limits import MAX_ITEMS_PER_BATCH
 from kgrec.runtime import graph_session
+from kgrec_cli.failure import fail
 
 _NUMBERS = {"price": float, "stock": int}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -137,7 +138,7 @@ def import_command(ctx: click.Context, file: Path, fmt: str | None) -> None:
     if problems:
         for problem in problems[:50]:
             click.echo(problem, err=True)
-        raise click.ClickException(f"{len(problems)} bad line(s) in {file}; nothing was written")
+        fail(f"{len(problems)} bad line(s) in {file}; nothing was written")
     written = 0
     with graph_session(settings) as gateway:
         for batch in batches:

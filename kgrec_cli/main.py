@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -28,6 +27,7 @@ from kgrec.limits import MAX_EPOCHS, MAX_EVAL_K, MAX_IMPORT_BATCH
 from kgrec.migrations import MigrationError, migrate
 from kgrec.runtime import embedded_server, graph_session
 from kgrec_cli.data import data as data_group
+from kgrec_cli.failure import fail
 from kgrec_cli.items import items as items_group
 from kgrec_cli.kg import kg as kg_group
 from kgrec_cli.stack import StackError, all_queues, beat_argv, worker_argv
@@ -55,8 +55,7 @@ class KgrecGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EXPECTED_ERRORS as exc:
-            click.echo(f"kgrec: error: {exc}", err=True)
-            sys.exit(1)
+            fail(exc)
 
 
 def _settings(ctx: click.Context) -> Settings:

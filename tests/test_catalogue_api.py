@@ -361,4 +361,6 @@ def test_items_import_from_csv_and_json_lines(shop: Shop, tmp_path: Path) -> Non
     bad = runner.invoke(items_cli, ["import", str(jsonl)], obj={"settings": shop.settings})
     assert bad.exit_code == 1
     assert "line 2: price:" in bad.output
+    # the bad lines, then the one failure line
+    assert bad.output.splitlines()[-1] == f"kgrec: error: 1 bad line(s) in {jsonl}; nothing was written"
     assert shop.get_item("imp-3").status_code == 404
