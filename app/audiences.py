@@ -23,7 +23,8 @@ bp = Blueprint("audiences", __name__)
 
 
 def _refuse(exc: AudienceError) -> ApiError:
-    return ApiError(400, "invalid_parameter", f"{exc.field}={exc.value!r}: {exc.detail}", field=exc.field)
+    named = exc.field if exc.value is None else f"{exc.field}={exc.value!r}"
+    return ApiError(400, "invalid_parameter", f"{named}: {exc.detail}", field=exc.field)
 
 
 def _audience(conditions: AudienceConditions) -> Audience:

@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from app.errors import ApiError
 from app.schemas import PATH_ID
+from kgrec.field_types import shown, string_reason
 from kgrec.limits import id_problem
-
-
-def _shown(value: Any) -> str:
-    return repr(value[:40] if isinstance(value, str) else value)
 
 
 def _detail(name: str, error: ErrorDetails) -> str:
     kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
     if kind.startswith("string_"):
-        return f"{name} {id_problem(value)}"
+        return f"{name} {string_reason(error)}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{name} must be an integer, not {_shown(value)}"
+        return f"{name} must be an integer, not {shown(value)}"
     if kind in ("float_parsing", "float_type", "finite_number"):
-        return f"{name} must be a finite number, not {_shown(value)}"
+        return f"{name} must be a finite number, not {shown(value)}"
     if kind == "greater_than_equal":
-        return f"{name} must be at least {context['ge']:g}, not {_shown(value)}"
+        return f"{name} must be at least {context['ge']:g}, not {shown(value)}"
     if kind == "less_than_equal":
-        return f"{name} must be at most {context['le']:g}, not {_shown(value)}"
+        return f"{name} must be at most {context['le']:g}, not {shown(value)}"
     if kind == "literal_error":
-        return f"{name} must be one of {context['expected']}, not {_shown(value)}"
+        return f"{name} must be one of {context['expected']}, not {shown(value)}"
     if "field" in context:  # a rule over several parameters names the one to change
         return error["msg"]
-    return f"{name} {error['msg']}, not {_shown(value)}"
+    return f"{name} {error['msg']}, not {shown(value)}"
 
 
 def _first_problem(errors: list[ErrorDetails]) -> tuple[str, ErrorDetails]:

@@ -437,7 +437,9 @@ class AudienceConditions(BaseModel):
     category: OptionalId = ""
     topic: OptionalId = ""
     item: OptionalId = ""
-    min_weight: Annotated[float, Field(ge=0, le=1e9, description="decayed weight at least this")] = 0.0
+    min_weight: Annotated[
+        float, Field(ge=0, le=1e9, allow_inf_nan=False, description="decayed weight at least this")
+    ] = 0.0
     active_within_days: Annotated[
         int | None, Field(ge=1, le=3650, description="the user's latest event on the target is this recent")
     ] = None

@@ -53,9 +53,9 @@ class Audience:
         given = {kind: value for kind in AUDIENCE_TARGETS if (value := conditions.get(kind))}
         if len(given) != 1:
             named = ", ".join(AUDIENCE_TARGETS)
-            field = next(iter(given), "brand") if given else "brand"
-            value = ", ".join(sorted(given)) if given else None
-            raise AudienceError(field, value, f"give exactly one of {named} (got {len(given)})")
+            field = next(iter(given), "brand")
+            got = f"{len(given)}: {', '.join(given)}" if given else "0"
+            raise AudienceError(field, given.get(field), f"give exactly one of {named} (got {got})")
         ((kind, target),) = given.items()
         return cls(kind, target, float(min_weight), active_within_days)
 

@@ -34,7 +34,6 @@ from pydantic import (
     StrictBool,
     TypeAdapter,
     ValidationError,
-    model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -51,7 +50,7 @@ from graph_schema.statements.catalogue import (
 from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
-from kgrec.events.validation import Attributes, FieldError
+from kgrec.events.validation import FieldError, ReplacingAttributes
 from kgrec.field_types import WHOLE_NUMBER, Description, Id, Price, Title, shown, string_reason, whole_number
 from kgrec.gateway import GraphGateway
 from kgrec.limits import (
@@ -117,8 +116,9 @@ class ItemFields(BaseModel):
     currency: Currency | None = None
     available: StrictBool | None = Field(None, description="false: never recommended until true again")
     stock: Stock | None = None
-    attributes: Attributes = Field(
-        None, description="the values of each relation given replace that relation's values; not null"
+    # left out: kept (the default); never null, so the document shows no null default
+    attributes: ReplacingAttributes = Field(
+        None, json_schema_extra=lambda schema: schema.pop("default", None)
     )
     listed_at: CatalogueTime | None = Field(
         None, description="before this time the item is never recommended"
@@ -126,19 +126,6 @@ class ItemFields(BaseModel):
     delisted_at: CatalogueTime | None = Field(
         None, description="from this time on the item is never recommended (DELETE sets it to now)"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _attributes_are_not_removed_whole(cls, data: Any) -> Any:
-        # Attributes are replaced relation by relation; a null would read as "remove them all",
-        # which the catalogue does not do (events only ever add attributes).
-        if isinstance(data, dict) and "attributes" in data and data["attributes"] is None:
-            raise PydanticCustomError(
-                "attributes_null",
-                "must not be null: give each relation with its values, which replace that relation's values",
-                {"field": "attributes"},
-            )
-        return data
 
 
 class CatalogueItem(ItemFields):
@@ -183,6 +170,8 @@ def field_reason(error: ErrorDetails, field: str) -> str:
         return f"relation {relation_problem(value)}"
     if kind.startswith("string_"):
         return string_reason(error)
+    if kind == "item_attributes":  # the attribute rules name the relation or value themselves
+        return error["msg"]
     return f"{error['msg']} (got {shown(value)})"
 
 

@@ -189,6 +189,7 @@ def test_export_streams_the_whole_audience_as_csv_in_ranking_order(graph: Graph)
         ({}, "brand"),
         ({"brand": "x", "category": "y"}, "brand"),
         ({"brand": "x", "min_weight": "-1"}, "min_weight"),
+        ({"brand": "x", "min_weight": "nan"}, "min_weight"),
         ({"brand": "x", "limit": "0"}, "limit"),
         ({"brand": "x", "active_within_days": "0"}, "active_within_days"),
         ({"brand": "x", "cursor": "not-a-cursor"}, "cursor"),
@@ -200,6 +201,21 @@ def test_bad_conditions_are_refused_naming_the_field(
     response = graph.get(**params)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({}, "brand: give exactly one of brand, category, topic, item (got 0)"),
+        (
+            {"brand": "x", "category": "y"},
+            "brand='x': give exactly one of brand, category, topic, item (got 2: brand, category)",
+        ),
+        ({"brand": "x", "min_weight": "nan"}, "min_weight must be a finite number, not 'nan'"),
+    ],
+)
+def test_a_refused_audience_says_what_was_given(graph: Graph, params: dict[str, str], detail: str) -> None:
+    assert graph.get(**params).json()["detail"] == detail
 
 
 def test_a_cursor_of_another_audience_is_refused(graph: Graph) -> None:

@@ -165,6 +165,24 @@ Attributes = Annotated[
 ]
 
 
+def _replacing_attributes(value: Any) -> dict[str, tuple[str, ...]] | None:
+    # The catalogue replaces attributes relation by relation; a null would read as "remove them
+    # all", which nothing does (events only ever add attributes).
+    if value is None:
+        raise _attribute_error(
+            "", "must not be null: give each relation with its values, which replace that relation's values"
+        )
+    return _attributes(value)
+
+
+# Attributes in a body that replaces them (the catalogue): an object, never null.
+ReplacingAttributes = Annotated[
+    dict[str, tuple[str, ...]] | None,
+    PlainValidator(_replacing_attributes, json_schema_input_type=AttributeMap),
+    Field(description="as an event's attributes; the values of each relation given replace that relation's"),
+]
+
+
 @dataclass(frozen=True)
 class ItemInfo:
     """Catalogue facts an event may carry about its item."""
