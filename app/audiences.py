@@ -18,12 +18,13 @@ from app.schemas import Audience as AudienceView
 from app.schemas import AudienceConditions, AudienceCsv, AudienceQuery, Error
 from kgrec.audiences import CSV_COLUMNS, Audience, AudienceError, audience_page, iter_audience
 from kgrec.catalogue import error_problems
+from kgrec.field_types import shown
 
 bp = Blueprint("audiences", __name__)
 
 
 def _refuse(exc: AudienceError) -> ApiError:
-    named = exc.field if exc.value is None else f"{exc.field}={exc.value!r}"
+    named = exc.field if exc.value is None else f"{exc.field}={shown(exc.value)}"
     return ApiError(400, "invalid_parameter", f"{named}: {exc.detail}", field=exc.field)
 
 

@@ -14,6 +14,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def has_body() -> bool:
+    """Whether the request carries a body at all (a length, or chunks): an optional body may be left out."""
+    return bool(request.content_length or request.headers.get("Transfer-Encoding"))
+
+
 def json_body() -> Any:
     """The request's JSON document, or a 400/415 ApiError that says what is wrong."""
     if not (request.mimetype or "").endswith("json"):

@@ -479,7 +479,7 @@ class AudienceCsv(RootModel[str]):
 # Answers that are not JSON: model name -> media type (the OpenAPI document says so).
 NON_JSON_ANSWERS = {"AudienceCsv": "text/csv"}
 # Request bodies an operation may go without (the OpenAPI document says so).
-OPTIONAL_BODIES = {"ItemBody"}
+OPTIONAL_BODIES = {"ItemBody", "TrainRequest"}
 
 
 class OpenApiDocument(RootModel[dict[str, Any]]):

@@ -78,7 +78,7 @@ def _epoch_ms(value: Any) -> int:
             value = int(value) if value.strip().lstrip("-").isdigit() else parse_timestamp_ms(value)
         except (ValueError, OverflowError):
             raise PydanticCustomError(
-                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": repr(value[:40])}
+                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
             ) from None
     if not isinstance(value, int):
         raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
@@ -142,9 +142,12 @@ _PROPERTIES = ("title", "description", "price", "currency", "available", "stock"
 def _field(error: ErrorDetails, indexed: bool) -> str:
     context = error.get("ctx") or {}
     # a list's positions are part of the name (``variants.0.traffic``); a union's member tags
-    # (``literal['']``, ``function-after[...]``) are not
+    # (``literal['']``, ``function-after[...]``) are not, but an unknown key is named as sent
+    tags = error["type"] != "extra_forbidden"
     names = [
-        str(part) for part in error["loc"][1 if indexed else 0 :] if isinstance(part, int) or "[" not in part
+        str(part)
+        for part in error["loc"][1 if indexed else 0 :]
+        if isinstance(part, int) or not (tags and "[" in part)
     ]
     if not names and "field" in context:  # a rule over several fields names the one to change
         return str(context["field"])
@@ -170,9 +173,12 @@ def field_reason(error: ErrorDetails, field: str) -> str:
         return f"relation {relation_problem(value)}"
     if kind.startswith("string_"):
         return string_reason(error)
-    if kind == "item_attributes":  # the attribute rules name the relation or value themselves
-        return error["msg"]
-    return f"{error['msg']} (got {shown(value)})"
+    message = error["msg"]
+    # the attribute rules and some bounds name the value themselves; a rule over several fields
+    # (``ctx.field``) has the whole object as its input
+    if kind in ("item_attributes", "timestamp") or "(got " in message or "field" in (error.get("ctx") or {}):
+        return message
+    return f"{message} (got {shown(value)})"
 
 
 def error_problems(exc: ValidationError, *, indexed: bool) -> list[FieldError]:
@@ -208,7 +214,23 @@ def validate_items(
     if len(relations) > MAX_BATCH_ATTRIBUTE_RELATIONS:
         reason = f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct attribute relations per batch"
         return [], [FieldError(-1, "items", f"{reason} (got {len(relations)})")]
-    return items, []
+    problems = [p for index, item in enumerate(items) if (p := _brand_problem(index, item)) is not None]
+    return ([], problems) if problems else (items, [])
+
+
+def _brand_problem(index: int, item: CatalogueItem) -> FieldError | None:
+    # An item has one brand, given once: by `brand` or by a produced_by attribute.
+    given = (item.attributes or {}).get("produced_by")
+    if given is None:
+        return None
+    field = "attributes.produced_by"
+    if "brand" in item.model_fields_set:
+        return FieldError(
+            index, field, "give the brand once: in brand or in attributes.produced_by, not both"
+        )
+    if len(given) > 1:
+        return FieldError(index, field, f"an item has one brand (got {len(given)}: {shown(list(given))})")
+    return None
 
 
 def _category_links(path: Sequence[str]) -> list[dict[str, str]]:

@@ -66,7 +66,10 @@ Description = Annotated[
 def shown(value: object) -> str:
     """A refused value as an error message quotes it: its repr, cut to :data:`SHOWN_CHARACTERS`."""
     text = repr(value)
-    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}… ({len(text)} characters)"
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:SHOWN_CHARACTERS]}… ({size} characters)"
 
 
 def string_reason(error: ErrorDetails) -> str:

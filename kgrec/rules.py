@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -58,6 +57,8 @@ SURFACES = ("recommendations", "similar", "both")
 TARGETS = ("item", "brand", "category", "attribute")
 CONDITIONS = ("brand", "category", "interest")
 WARM_MS = 60_000  # a new rule set is compiled ahead for models served within this time
+MIN_CHECK_S = 0.01  # the poller's shortest interval (0 would spin)
+FAILURE_LOG_S = 60.0  # a failing re-read is logged at most this often
 
 
 class _Strict(BaseModel):
@@ -482,13 +483,17 @@ class RulesView:
     """
 
     def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
+        """A view of ``gateway``'s rules. One per process and gateway: after a fork the serving
+        code makes a new one for the child's gateway (threads do not survive a fork)."""
         self._gateway = gateway
-        self._check_every_s = check_every_s
+        self._check_every_s = max(check_every_s, MIN_CHECK_S)
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load at a time
         self._loaded = False
         self._rules = RuleSet()
-        self._poller_pid: int | None = None  # the process whose poller runs (threads do not fork)
+        self._polling = False
+        self._closed = threading.Event()
+        self._failed_at = -math.inf  # when a failed check was last logged
 
     def stale(self) -> None:
         """Reload now: this process just changed a rule."""
@@ -503,21 +508,31 @@ class RulesView:
         self._start_polling()
         return self._rules
 
+    def close(self) -> None:
+        """Stop the poller (its gateway is being closed)."""
+        self._closed.set()
+
     def _start_polling(self) -> None:
         with self._lock:
-            if self._poller_pid == os.getpid():
+            if self._polling or self._closed.is_set():
                 return
-            self._poller_pid = os.getpid()
-        # The poller holds the view weakly: it ends when the view is gone.
+            self._polling = True
+        # The poller holds the view weakly: it ends when the view is gone, or at close().
         threading.Thread(
-            target=_poll_rules, args=(weakref.ref(self), self._check_every_s), name="kgrec-rules", daemon=True
+            target=_poll_rules,
+            args=(weakref.ref(self), self._closed, self._check_every_s),
+            name="kgrec-rules",
+            daemon=True,
         ).start()
 
     def _refresh_quietly(self) -> None:
         try:
             self._refresh()
         except Exception:  # the graph may be away: keep the rules we have, the next poll tries again
-            LOG.debug("rules: revision check failed", exc_info=True)
+            now = time.monotonic()
+            if now - self._failed_at >= FAILURE_LOG_S:
+                self._failed_at = now
+                LOG.warning("rules: could not re-read the rules; serving the ones loaded", exc_info=True)
 
     def _refresh(self) -> None:
         with self._load_lock:
@@ -544,10 +559,9 @@ class RulesView:
         return RuleSet(revision, rules, attribute_items)
 
 
-def _poll_rules(view_ref: weakref.ref[RulesView], every_s: float) -> None:
-    """Re-check the rules' revision every ``every_s`` while the view lives."""
-    while True:
-        time.sleep(every_s)
+def _poll_rules(view_ref: weakref.ref[RulesView], closed: threading.Event, every_s: float) -> None:
+    """Re-check the rules' revision every ``every_s`` while the view lives and is open."""
+    while not closed.wait(every_s):
         view = view_ref()
         if view is None:
             return

@@ -166,7 +166,12 @@ class Serving:
         return self._gateway.get()
 
     def close(self) -> None:
-        """Release the graph connection (for short-lived users such as the CLI)."""
+        """Release the graph connection (for short-lived users such as the CLI), and stop the rules'
+        poller, which would otherwise read through it again."""
+        with self._lock:
+            view, self._rules = self._rules, None
+        if view is not None:
+            view.close()
         self._gateway.close()
 
     def active_model(self) -> Recommender:

@@ -16,6 +16,7 @@ from kgrec.config import Settings
 from kgrec.events.validation import validate_batch
 from kgrec.field_types import shown
 from kgrec.limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from kgrec.rules import validate_rule
 
 
 def item_reason(item: dict) -> tuple[str, str]:
@@ -45,6 +46,19 @@ def item_reason(item: dict) -> tuple[str, str]:
         ({"brand": 5}, "brand", "must be a string, not int"),
         ({"price": -1}, "price", "Input should be greater than or equal to 0 (got -1)"),
         ({"colour": "red"}, "colour", "is not a known field"),
+        ({"stock": 3.5}, "stock", "must be a whole number (got 3.5)"),  # the value once
+        ({"listed_at": "nope"}, "listed_at", "'nope' is not epoch milliseconds or ISO-8601"),
+        # an item has one brand, given once
+        (
+            {"brand": "X", "attributes": {"produced_by": ["Y"]}},
+            "attributes.produced_by",
+            "give the brand once: in brand or in attributes.produced_by, not both",
+        ),
+        (
+            {"attributes": {"produced_by": ["Y", "Z"]}},
+            "attributes.produced_by",
+            "an item has one brand (got 2: ['Y', 'Z'])",
+        ),
     ],
 )
 def test_a_catalogue_refusal_names_the_bound_and_the_value(item: dict, field: str, reason: str) -> None:
@@ -70,7 +84,7 @@ def test_a_union_member_tag_is_not_part_of_the_field_name() -> None:
 
 def test_a_long_value_is_quoted_cut() -> None:
     assert shown("x" * 10) == repr("x" * 10)
-    assert shown("x" * 100) == f"{repr('x' * 100)[:60]}… (102 characters)"
+    assert shown("x" * 100) == f"{repr('x' * 100)[:60]}… (100 characters)"  # the value's length
 
 
 def test_the_openapi_document_states_bounds_as_json_schema(settings: Settings) -> None:
@@ -79,3 +93,8 @@ def test_the_openapi_document_states_bounds_as_json_schema(settings: Settings) -
     document = json.dumps(openapi_document(create_app(settings)))
     leaked = sorted({key for key in ("ge", "le", "gt", "lt") if f'"{key}":' in document})
     assert leaked == []
+
+
+def test_a_rule_over_two_fields_does_not_quote_the_whole_body() -> None:
+    _, problems = validate_rule({"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 3})
+    assert [(p.field, p.reason) for p in problems] == [("ends_at", "must be after starts_at")]

@@ -4,6 +4,7 @@ consistent, and max_per_brand / max_per_category."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -223,6 +224,10 @@ def test_a_rule_change_reaches_the_first_request_after_a_quiet_spell(shop: Shop)
         time.sleep(PICKUP_S)  # quiet: nothing asks this view for its rules
         after = view.rules()  # the first request since the change
         assert after.revision != before.revision and rule["id"] in [r.id for r in after.rules]
+        # closed, the poller stops (it would otherwise read through a closed gateway)
+        pollers = [t for t in threading.enumerate() if t.name == "kgrec-rules"]
+        view.close()
+        within(PICKUP_S, lambda: len([t for t in pollers if t.is_alive()]) < len(pollers))
     finally:
         serving.close()
 

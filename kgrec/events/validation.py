@@ -31,7 +31,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
 from kgrec.datasets.records import parse_timestamp_ms
-from kgrec.field_types import FiniteNumber, Id, Price, Title, string_reason
+from kgrec.field_types import FiniteNumber, Id, Price, Title, shown, string_reason
 from kgrec.impression_ids import Position, RecommendationIdField
 from kgrec.limits import (
     MAX_ATTRIBUTE_RELATIONS,
@@ -69,7 +69,7 @@ def _epoch_ms(value: Any, info: ValidationInfo) -> int:
             ts = parse_timestamp_ms(value) if not value.strip().lstrip("-").isdigit() else int(value)
         except ValueError:
             raise PydanticCustomError(
-                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": repr(value)}
+                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
             ) from None
     else:
         raise PydanticCustomError(
@@ -299,7 +299,7 @@ _REASONS: dict[str, Callable[[Any, str], str]] = {
         f"is not a known {'item' if field.startswith('item.') else 'event'} field"
     ),
     "dataclass_type": lambda value, _field: f"must be an object, not {_type_name(value)}",
-    "literal_error": lambda value, _field: f"{value!r} is not one of {', '.join(EVENT_TYPES)}",
+    "literal_error": lambda value, _field: f"{shown(value)} is not one of {', '.join(EVENT_TYPES)}",
     "float_type": _number_reason,
     "finite_number": lambda value, _field: f"must be a finite number (got {value!r})",
     "greater_than_equal": lambda value, _field: f"must not be negative (got {value})",
