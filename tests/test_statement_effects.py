@@ -162,6 +162,10 @@ KNOWLEDGE_LINKS: dict[str, tuple[str, str, str, str]] = {
     "link_knowledge_item_also_bought_item": ("also_bought", "Item", "ALSO_BOUGHT", "Item"),
     "link_knowledge_item_also_viewed_item": ("also_viewed", "Item", "ALSO_VIEWED", "Item"),
     "link_knowledge_item_bought_together_item": ("bought_together", "Item", "BOUGHT_TOGETHER", "Item"),
+    # another name reaching a co-purchase type gets the prefixed one
+    "link_knowledge_item_kg_also_bought_entity": ("also-bought", "Item", "KG_ALSO_BOUGHT", "Entity"),
+    "link_knowledge_item_kg_also_viewed_item": ("Also_Viewed", "Item", "KG_ALSO_VIEWED", "Item"),
+    "link_knowledge_item_kg_bought_together_item": ("bought-together", "Item", "KG_BOUGHT_TOGETHER", "Item"),
 }
 
 
