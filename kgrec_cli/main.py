@@ -97,7 +97,7 @@ def db() -> None:
 
 def _require_embedded(settings: Settings) -> None:
     if not settings.embedded:
-        raise click.UsageError("NEO4J_URI is set: kgrec does not manage an external Neo4j")
+        fail("NEO4J_URI is set: kgrec does not manage an external Neo4j")
 
 
 @db.command("start")

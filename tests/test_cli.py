@@ -229,3 +229,12 @@ def test_worker_refuses_a_bad_queue_name_in_one_line(tmp_path: Path) -> None:
         and "KGREC_TRAIN_QUEUE" in bad_env.stderr
         and "Traceback" not in bad_env.stderr
     )
+
+
+def test_db_commands_refuse_an_external_neo4j_in_one_line(tmp_path: Path) -> None:
+    env = {"KGREC_DATA_DIR": str(tmp_path), "NEO4J_URI": "bolt://127.0.0.1:1"}
+    done = kgrec("db", "start", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kgrec: error: NEO4J_URI is set: kgrec does not manage an external Neo4j"
+    )
