@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from app.body import has_body, json_body
+from app.body import json_body
 from app.endpoints import read_endpoint, write_endpoint
 from app.errors import ApiError
 from app.graph import serving
@@ -58,7 +58,7 @@ def put_item(item_id: str) -> Response:
     Idempotent. An unavailable or delisted item leaves recommendations and similar items at once.
     """
     # no body at all: a bare listed item (or the item as it is)
-    document = json_body() if has_body() else {}
+    document = json_body(optional=True)
     if not isinstance(document, dict):
         raise _refuse([FieldError(-1, "item", "must be an object of item fields")])
     if "item_id" in document and document["item_id"] != item_id:

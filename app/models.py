@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 
-from app.body import has_body, json_body
+from app.body import json_body
 from app.catalogue import BODY_ERRORS
 from app.endpoints import read_endpoint, write_endpoint
 from app.errors import ApiError
@@ -68,7 +68,7 @@ def train_model() -> Response:
 
 
 def _train_request() -> TrainRequest:
-    document: Any = json_body() if has_body() else {}
+    document: Any = json_body(optional=True)
     if not isinstance(document, dict):
         raise _refused("body", "must be a JSON object")
     try:

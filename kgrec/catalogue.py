@@ -34,6 +34,7 @@ from pydantic import (
     StrictBool,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -133,6 +134,20 @@ class CatalogueItem(ItemFields):
 
     item_id: Id
 
+    @model_validator(mode="after")
+    def _one_brand(self) -> CatalogueItem:
+        # An item has one brand, given once: by `brand` or by a produced_by attribute.
+        given = (self.attributes or {}).get("produced_by")
+        if given is None:
+            return self
+        if "brand" in self.model_fields_set:
+            reason = "give the brand once: in brand or in attributes.produced_by, not both"
+        elif len(given) > 1:
+            reason = f"an item has one brand (got {len(given)}: {shown(list(given))})"
+        else:
+            return self
+        raise PydanticCustomError("one_brand", reason, {"field": "attributes.produced_by"})
+
 
 ITEM_FIELDS = tuple(CatalogueItem.model_fields)
 _ITEMS = TypeAdapter(list[CatalogueItem])
@@ -173,6 +188,9 @@ def field_reason(error: ErrorDetails, field: str) -> str:
         return f"relation {relation_problem(value)}"
     if kind.startswith("string_"):
         return string_reason(error)
+    if kind in ("float_type", "int_type", "bool_type") and isinstance(value, str):
+        wanted = "a boolean" if kind == "bool_type" else "a number"
+        return f"must be {wanted}, not a string (got {shown(value)})"
     message = error["msg"]
     # the attribute rules and some bounds name the value themselves; a rule over several fields
     # (``ctx.field``) has the whole object as its input
@@ -214,23 +232,7 @@ def validate_items(
     if len(relations) > MAX_BATCH_ATTRIBUTE_RELATIONS:
         reason = f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct attribute relations per batch"
         return [], [FieldError(-1, "items", f"{reason} (got {len(relations)})")]
-    problems = [p for index, item in enumerate(items) if (p := _brand_problem(index, item)) is not None]
-    return ([], problems) if problems else (items, [])
-
-
-def _brand_problem(index: int, item: CatalogueItem) -> FieldError | None:
-    # An item has one brand, given once: by `brand` or by a produced_by attribute.
-    given = (item.attributes or {}).get("produced_by")
-    if given is None:
-        return None
-    field = "attributes.produced_by"
-    if "brand" in item.model_fields_set:
-        return FieldError(
-            index, field, "give the brand once: in brand or in attributes.produced_by, not both"
-        )
-    if len(given) > 1:
-        return FieldError(index, field, f"an item has one brand (got {len(given)}: {shown(list(given))})")
-    return None
+    return items, []
 
 
 def _category_links(path: Sequence[str]) -> list[dict[str, str]]:

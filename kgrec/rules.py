@@ -529,6 +529,8 @@ class RulesView:
         try:
             self._refresh()
         except Exception:  # the graph may be away: keep the rules we have, the next poll tries again
+            if self._closed.is_set():
+                return  # closed meanwhile: its gateway is gone on purpose
             now = time.monotonic()
             if now - self._failed_at >= FAILURE_LOG_S:
                 self._failed_at = now

@@ -9,6 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from app import create_app
+from app.body import json_body
+from app.errors import ApiError
 from app.openapi import openapi_document
 from app.schemas import AudienceConditions
 from kgrec.catalogue import error_problems, validate_items
@@ -98,3 +100,45 @@ def test_the_openapi_document_states_bounds_as_json_schema(settings: Settings) -
 def test_a_rule_over_two_fields_does_not_quote_the_whole_body() -> None:
     _, problems = validate_rule({"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 3})
     assert [(p.field, p.reason) for p in problems] == [("ends_at", "must be after starts_at")]
+
+
+def test_a_number_sent_as_a_string_is_named_so() -> None:
+    assert item_reason({"price": "2"}) == ("price", "must be a number, not a string (got '2')")
+
+
+def test_every_bad_item_is_reported_the_brand_rule_included() -> None:
+    _, errors = validate_items(
+        [{"item_id": "a", "price": -1}, {"item_id": "b", "brand": "X", "attributes": {"produced_by": ["Y"]}}]
+    )
+    assert [(e.index, e.field) for e in errors] == [(0, "price"), (1, "attributes.produced_by")]
+
+
+@pytest.mark.parametrize("ts", ["inf", "-inf", "1e400"])
+def test_an_overflowing_event_time_is_refused_not_raised(ts: str) -> None:
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": ts}
+    _, errors = validate_batch([event], max_skew_s=300, now_ms=1_700_000_000_000)
+    assert [e.field for e in errors] == ["ts"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "data"),
+    [({"Transfer-Encoding": "chunked"}, b""), ({"Content-Length": "0"}, b""), ({}, None)],
+    ids=["empty-chunked", "zero-length", "none"],
+)
+def test_an_optional_body_left_out_or_empty_reads_as_no_fields(
+    settings: Settings, headers: dict[str, str], data: bytes | None
+) -> None:
+    app = create_app(settings)
+    with app.test_request_context("/", method="PUT", headers=headers, data=data):
+        assert json_body(optional=True) == {}
+
+
+def test_a_very_long_integer_is_refused_in_kgrecs_words(settings: Settings) -> None:
+    body = b'{"n": ' + b"9" * 5000 + b"}"
+    app = create_app(settings)
+    with (
+        app.test_request_context("/", method="POST", data=body, content_type="application/json"),
+        pytest.raises(ApiError) as refused,
+    ):
+        json_body()
+    assert "a number of 5000 digits (at most 4300)" in str(refused.value.detail)

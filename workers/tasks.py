@@ -109,7 +109,8 @@ def incremental_update(self: Task, partitions: int | None = None, since: int | N
         return {"version": None, "reason": "no active version, or nothing touched since it"}
     data = plan.to_json()
     merge_id = f"{self.request.id}-merge"
-    job_queue.record_queued(current_app, merge_id)  # GET /v1/jobs/{id} knows it while the parts run
+    if current_app.backend.get_task_meta(merge_id).get("task_id") is None:  # not on a redelivery
+        job_queue.record_queued(current_app, merge_id)  # GET /v1/jobs/{id} knows it while the parts run
     header = [incremental_partition.s(data, part) for part in range(plan.partitions)]
     chord(header)(incremental_merge.s(data, version_name(self.request.id)).set(task_id=merge_id))
     return {

@@ -67,7 +67,7 @@ def _epoch_ms(value: Any, info: ValidationInfo) -> int:
     elif isinstance(value, str):
         try:
             ts = parse_timestamp_ms(value) if not value.strip().lstrip("-").isdigit() else int(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # "inf" and "1e400" overflow the rounding
             raise PydanticCustomError(
                 "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
             ) from None
