@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -148,8 +148,13 @@ def shop_in(console: UpProcess, experiment_id: str) -> None:
 
 
 def wait(browser: WebDriver) -> WebDriverWait:
-    """A wait that looks again when the page replaced an element it was reading (a navigation)."""
-    return WebDriverWait(browser, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+    """A wait that looks again when the page replaced an element it was reading (a navigation, a
+    re-render). Chromium reports some of those as a plain WebDriverException ("Node with given id
+    does not belong to the document"), not as a stale element; a condition that never holds still
+    ends in a timeout."""
+    return WebDriverWait(
+        browser, WAIT_S, ignored_exceptions=(StaleElementReferenceException, WebDriverException)
+    )
 
 
 def ready(browser: WebDriver) -> None:
