@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, states
-from celery.result import AsyncResult
 
 from kgrec.config import Settings
 from kgrec.errors import NotFound
@@ -109,15 +108,16 @@ def job_status(client: Celery, job_id: str) -> dict[str, object]:
     Raises :class:`~kgrec.errors.NotFound` for an id no job was queued under (or one whose record
     expired with the backend's results).
     """
-    result = AsyncResult(job_id, app=client)
-    if result.state == states.PENDING and client.backend.get_task_meta(job_id).get("task_id") is None:
+    # One read of the job's record: its state, its info, and whether it was ever queued.
+    meta = client.backend.get_task_meta(job_id)
+    if meta.get("task_id") is None:  # every stored record has one; an unknown id reads as bare PENDING
         raise NotFound("job_id", job_id, f"no job {job_id!r}")
-    body: dict[str, Any] = {"id": job_id, "state": result.state}
-    info = result.info
-    if result.state == "PROGRESS" and isinstance(info, dict):
+    state, info = meta["status"], meta.get("result")
+    body: dict[str, Any] = {"id": job_id, "state": state}
+    if state == "PROGRESS" and isinstance(info, dict):
         body.update(stage=info.get("stage"), percent=info.get("percent"))
-    elif result.state == "SUCCESS":
+    elif state == "SUCCESS":
         body.update(percent=100.0, result=info)
-    elif result.state == "FAILURE":
+    elif state == "FAILURE":
         body["error"] = str(info)
     return body
