@@ -52,7 +52,17 @@ from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
-from kgrec.field_types import WHOLE_NUMBER, Description, Id, Price, Title, shown, string_reason, whole_number
+from kgrec.field_types import (
+    WHOLE_NUMBER,
+    Description,
+    Id,
+    Price,
+    Title,
+    one_brand_problem,
+    shown,
+    string_reason,
+    whole_number,
+)
 from kgrec.gateway import GraphGateway
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
@@ -136,15 +146,10 @@ class CatalogueItem(ItemFields):
 
     @model_validator(mode="after")
     def _one_brand(self) -> CatalogueItem:
-        # An item has one brand, given once: by `brand` or by a produced_by attribute.
-        given = (self.attributes or {}).get("produced_by")
-        if given is None:
-            return self
-        if "brand" in self.model_fields_set:
-            reason = "give the brand once: in brand or in attributes.produced_by, not both"
-        elif len(given) > 1:
-            reason = f"an item has one brand (got {len(given)}: {shown(list(given))})"
-        else:
+        reason = one_brand_problem(
+            "brand" in self.model_fields_set, (self.attributes or {}).get("produced_by")
+        )
+        if reason is None:
             return self
         raise PydanticCustomError("one_brand", reason, {"field": "attributes.produced_by"})
 

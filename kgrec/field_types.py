@@ -72,6 +72,17 @@ def shown(value: object) -> str:
     return f"{text[:SHOWN_CHARACTERS]}… ({size} characters)"
 
 
+def one_brand_problem(brand_given: bool, produced_by: tuple[str, ...] | list[str] | None) -> str | None:
+    """Why an item's ``brand`` and ``produced_by`` attribute break "an item has one brand", or None."""
+    if produced_by is None:
+        return None
+    if brand_given:
+        return "give the brand once: in brand or in attributes.produced_by, not both"
+    if len(produced_by) > 1:
+        return f"an item has one brand (got {len(produced_by)}: {shown(list(produced_by))})"
+    return None
+
+
 def string_reason(error: ErrorDetails) -> str:
     """Why a string field of these types was refused (a ``string_*`` error), with the value: the id
     rule's words for an id, the length bound the field has, or the NUL a text may not hold."""

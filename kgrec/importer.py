@@ -20,7 +20,7 @@ import html
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Label, Rel
@@ -73,6 +73,8 @@ class PreparedImport:
     brand_interests: list[dict[str, Any]]
     category_interests: list[dict[str, Any]]
     problems: list[RowProblem]
+    # produced_by / belongs_to heads this data set does not list: (head -> first triple's place and text)
+    outside_heads: dict[str, tuple[str, int, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,8 +128,12 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
     # dicts as insertion-ordered sets: duplicates collapse, file order is kept
     knowledge: dict[str, dict[tuple[str, str], None]] = {name: {} for name in KNOWLEDGE_RELATIONS}
     open_triples: dict[tuple[str, str, str], None] = {}
+    attribute_heads: dict[str, tuple[str, int, str]] = {}
     for triple in dataset.triples():
         rel = ATTRIBUTE_RELATIONS.get(triple.relation)
+        if rel is not None and triple.head not in attribute_heads:
+            file, line = triple.source or ("kg_triples", 0)
+            attribute_heads[triple.head] = (file, line, f"{triple.relation} {triple.tail!r}")
         if rel is Rel.MADE_BY:
             brand = item_brand.setdefault(triple.head, triple.tail)
             if brand != triple.tail:
@@ -177,6 +183,7 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
     unlisted = list(
         dict.fromkeys(i for edges in knowledge.values() for edge in edges for i in edge if i not in listed)
     )
+    local = listed.union(unlisted)
     brand_ids = sorted(set(item_brand.values()))
     category_ids = sorted({c for cats in item_cats.values() for c in cats})
     parents = infer_parents({i: c for i, c in item_cats.items() if c})
@@ -231,6 +238,46 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
         ),
         category_interests=interest_rows(evidence, item_cats, settings.half_life_ms),
         problems=list(dataset.problems.rows),
+        outside_heads={h: place for h, place in attribute_heads.items() if h not in local},
+    )
+
+
+def drop_headless_attributes(
+    gateway: GraphGateway, prepared: PreparedImport, batch_size: int = 10_000
+) -> PreparedImport:
+    """Skip (and report) each ``produced_by`` / ``belongs_to`` triple whose head is no item.
+
+    A head the data set does not list may still be an Item the graph holds (from an
+    earlier import or the catalogue API); only heads found in neither are dropped,
+    so no brand or category is written without an item to hang it on.
+    """
+    if not prepared.outside_heads:
+        return prepared
+    missing = set(prepared.outside_heads) - known_items(gateway, prepared.outside_heads, batch_size)
+    if not missing:
+        return prepared
+    item_brands = [row for row in prepared.item_brands if row["item_id"] not in missing]
+    item_categories = [row for row in prepared.item_categories if row["item_id"] not in missing]
+    item_cats: dict[str, list[str]] = defaultdict(list)
+    for row in item_categories:
+        item_cats[row["item_id"]].append(row["category_id"])
+    brand_ids = {row["brand_id"] for row in item_brands}
+    category_ids = {c for cats in item_cats.values() for c in cats}
+    parents = infer_parents(item_cats)
+    problems = [
+        RowProblem(file, line, f"{triple}: {head!r} is no item of this data set or the graph")
+        for head, (file, line, triple) in sorted(prepared.outside_heads.items(), key=lambda kv: kv[1][:2])
+        if head in missing
+    ]
+    return replace(
+        prepared,
+        brands=[row for row in prepared.brands if row["id"] in brand_ids],
+        item_brands=item_brands,
+        categories=[row for row in prepared.categories if row["id"] in category_ids],
+        category_parents=[{"child_id": c, "parent_id": p} for c, p in sorted(parents.items())],
+        item_categories=item_categories,
+        problems=prepared.problems + problems,
+        outside_heads={},
     )
 
 
@@ -352,7 +399,7 @@ def import_dataset(
 ) -> ImportReport:
     """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    prepared = prepare(dataset, settings, now_ms)
+    prepared = drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()

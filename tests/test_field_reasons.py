@@ -77,6 +77,22 @@ def test_an_event_title_with_nul_is_refused_for_the_nul() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (
+            {"brand": "X", "attributes": {"produced_by": ["Y"]}},
+            "give the brand once: in brand or in attributes.produced_by, not both",
+        ),
+        ({"attributes": {"produced_by": ["Y", "Z"]}}, "an item has one brand (got 2: ['Y', 'Z'])"),
+    ],
+)
+def test_an_event_names_one_brand_as_the_catalogue_does(item: dict, reason: str) -> None:
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": 1_700_000_000_000}
+    _, errors = validate_batch([{**event, "item": item}], max_skew_s=300, now_ms=1_700_000_000_000)
+    assert [(e.field, e.reason) for e in errors] == [("item.attributes.produced_by", reason)]
+
+
 def test_a_union_member_tag_is_not_part_of_the_field_name() -> None:
     with pytest.raises(ValidationError) as refused:
         AudienceConditions.model_validate({"brand": 5})

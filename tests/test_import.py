@@ -182,6 +182,8 @@ def messy_dataset(tmp_path: Path) -> Path:
             ["i3", "also_viewed", "x9"],
             ["i3", "produced_by", "Bolt"],  # the brand items.csv gives: nothing to report
             ["i1", "produced_by", "Zed"],  # line 6: a second brand for i1
+            ["ghost", "produced_by", "Phantom"],  # line 7: no item 'ghost' anywhere
+            ["ghost", "belongs_to", "Nowhere"],  # reported once, with the head's first triple
         ],
     )
     return folder
@@ -206,7 +208,12 @@ def test_bad_rows_are_reported_and_the_rest_loads(
             "kg_triples.csv",
             6,
         ): "produced_by 'Zed': item 'i1' already has brand 'Acme' (an item has one brand)",
+        ("kg_triples.csv", 7): "produced_by 'Phantom': 'ghost' is no item of this data set or the graph",
     }
+    orphans = gateway.run_query(
+        "MATCH (n) WHERE n.id IN ['Phantom', 'Nowhere', 'ghost'] RETURN n.id AS id", {}
+    )
+    assert orphans == []
     brands = gateway.run_query(
         "MATCH (i:Item)-[:MADE_BY]->(b:Brand) RETURN i.id AS i, b.id AS b ORDER BY i", {}
     )
@@ -235,6 +242,17 @@ def test_bad_rows_are_reported_and_the_rest_loads(
         ("Face", "Skin Care"),
         ("Skin Care", "Beauty"),
     }
+    # a head this data set does not list but the graph holds is an item: its triple is written
+    later = messy_dataset.parent / "later"
+    later.mkdir()
+    write_csv_rows(
+        later / "interactions.csv", ["user_id", "item_id", "ts", "type"], [["u9", "i9", "1704067200", "view"]]
+    )
+    write_csv_rows(later / "kg_triples.csv", ["head", "relation", "tail"], [["i3", "belongs_to", "Extra"]])
+    report = import_dataset(gateway, open_dataset(str(later), settings.datasets_dir), settings)
+    assert report.problems == []
+    extra = gateway.run_query("MATCH (i:Item)-[:IN_CATEGORY]->(:Category {id: 'Extra'}) RETURN i.id AS i", {})
+    assert extra == [{"i": "i3"}]
 
 
 def test_cli_import_reports_rejects_and_summary(
@@ -256,11 +274,11 @@ def test_cli_import_reports_rejects_and_summary(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "8 row(s) skipped" in done.stderr
+    assert "9 row(s) skipped" in done.stderr
     assert "Traceback" not in done.stderr
     with open(rejects) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 8
+    assert len(rows) == 9
     assert {"file", "line", "reason"} == set(rows[0])
     missing = subprocess.run(
         [sys.executable, "-m", "kgrec_cli.main", "import", str(tmp_path / "nowhere")],

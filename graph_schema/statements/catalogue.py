@@ -39,6 +39,7 @@ _ITEMS = (
     MERGE (i:Item {id: it.id})
     ON CREATE SET i.created_at = $now, i.listed_at = $now
     SET i += it.props, i.listed = true, i.revision = revision, i.updated_at = $now
+    WITH it, i, it.brands AS brands
 """
     + ITEM_FACT_LINKS
     + """

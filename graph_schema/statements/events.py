@@ -71,6 +71,8 @@ _PAIR_ROW = {
     "review_text": None,
 }
 
+# An event names the brand of an item that has none (an item has one brand); only the
+# catalogue API replaces a brand.
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
@@ -92,6 +94,9 @@ _BEFORE_PAIRS = (
     MERGE (i:Item {id: it.id})
     ON CREATE SET i.created_at = $now
     SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
+    WITH it, i
+    OPTIONAL MATCH (i)-[:MADE_BY]->(held:Brand)
+    WITH it, i, CASE WHEN count(held) = 0 THEN it.brands ELSE [] END AS brands
 """
     + ITEM_FACT_LINKS
 )

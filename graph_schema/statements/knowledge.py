@@ -140,10 +140,11 @@ def attribute_link_stages(links: tuple[tuple[str, Label], ...]) -> tuple[list[st
     return stages, "_".join(f"{rel_type}_{label.value}".lower() for rel_type, label in links)
 
 
-# An item's brand and category links (``it`` the item row, ``i`` its node) and the category path
-# links of the batch: the same stage for events that carry item facts and for the catalogue API.
+# An item's brand and category links (``it`` the item row, ``i`` its node, ``brands`` the brand ids
+# to link) and the category path links of the batch: the same stage for events that carry item
+# facts and for the catalogue API, which differ only in which brands they link.
 ITEM_FACT_LINKS = """
-    FOREACH (brand_id IN it.brands |
+    FOREACH (brand_id IN brands |
         MERGE (b:Brand {id: brand_id})
         ON CREATE SET b.name = brand_id, b.created_at = $now
         MERGE (i)-[:MADE_BY]->(b))

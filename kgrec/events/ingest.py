@@ -173,7 +173,8 @@ def build_params(
             info = event.item
             row["title"] = info.title if info.title is not None else row["title"]
             row["price"] = info.price if info.price is not None else row["price"]
-            if info.brand:
+            # an item has one brand: the batch's first (the graph keeps one the item already has)
+            if info.brand and not row["brands"]:
                 row["brands"] = [info.brand]
             if info.categories:
                 row["categories"] = list(info.categories)
@@ -184,7 +185,9 @@ def build_params(
                 target = {Rel.MADE_BY: "brands", Rel.IN_CATEGORY: "categories"}.get(
                     ATTRIBUTE_RELATIONS.get(relation)
                 )
-                if target is not None:
+                if target == "brands":
+                    row[target] = row[target] or list(values)
+                elif target is not None:
                     row[target] = list(dict.fromkeys([*row[target], *values]))
         pairs[(event.user_id, event.item_id)].append(event)
 

@@ -31,7 +31,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
 from kgrec.datasets.records import parse_timestamp_ms
-from kgrec.field_types import FiniteNumber, Id, Price, Title, shown, string_reason
+from kgrec.field_types import FiniteNumber, Id, Price, Title, one_brand_problem, shown, string_reason
 from kgrec.impression_ids import Position, RecommendationIdField
 from kgrec.limits import (
     MAX_ATTRIBUTE_RELATIONS,
@@ -365,6 +365,15 @@ def _type_problem(index: int, event: Event) -> FieldError | None:
     return None
 
 
+def _item_problem(index: int, event: Event) -> FieldError | None:
+    """The item facts' own rule: one brand, given once (as the catalogue API has it)."""
+    if event.item is None:
+        return None
+    produced_by = (event.item.attributes or {}).get("produced_by")
+    reason = one_brand_problem(event.item.brand is not None, produced_by)
+    return FieldError(index, "item.attributes.produced_by", reason) if reason else None
+
+
 def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) -> list[Event | FieldError]:
     """Validate events one by one: the Event, or the FieldError at the same position."""
     clock = ValidationClock(now_ms, max_skew_s * 1000)
@@ -376,7 +385,10 @@ def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) 
             problems[index] if index in problems else EVENT.validate_python(raw, context=clock)
             for index, raw in enumerate(raw_events)
         ]
-    return [(_type_problem(index, c) or c) if isinstance(c, Event) else c for index, c in enumerate(checked)]
+    return [
+        (_type_problem(index, c) or _item_problem(index, c) or c) if isinstance(c, Event) else c
+        for index, c in enumerate(checked)
+    ]
 
 
 def validate_batch(
