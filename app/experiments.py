@@ -168,7 +168,11 @@ def stop_experiment(experiment_id: str) -> Response:
     {
         **BODY_ERRORS,
         **NOT_FOUND,
-        "HTTP_409": (Error, "the variant's model version cannot be activated (still being written)"),
+        "HTTP_409": (
+            Error,
+            "the experiment is not running (stopped or promoted before), or the variant's model version "
+            "cannot be activated (still being written)",
+        ),
         "HTTP_422": (Error, "no such variant (`field`: variant)"),
     },
     body=Promotion,
@@ -182,6 +186,17 @@ def promote_experiment(experiment_id: str) -> Response:
     if variant is None:
         raise ApiError(
             422, "validation_failed", f"experiment {experiment_id} has no variant {name!r}", "variant"
+        )
+    if experiment.status != "running":
+        # Its users already went back to the active model; activating a variant now would change
+        # what another experiment's control serves, and rewrite this one's record.
+        done = f"promoted {experiment.promoted['variant']!r}" if experiment.promoted else "stopped"
+        raise ApiError(
+            409,
+            "conflict",
+            f"experiment {experiment_id} is not running (it was {done}); "
+            "activate a model version with POST /v1/models/{version}/promote",
+            "experiment_id",
         )
     if variant.model_version == ACTIVE:
         version = running_version = None

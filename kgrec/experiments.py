@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import threading
 import time
@@ -38,7 +39,10 @@ from typing import Any
 
 from scipy import stats
 
+from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
+
+log = logging.getLogger(__name__)
 
 OUTCOMES = ("click", "cart", "purchase")
 RATES = {"ctr": "click", "add_to_cart_rate": "cart", "conversion": "purchase"}
@@ -341,13 +345,24 @@ class RunningExperiment:
         self._experiment: Experiment | None = None
 
     def get(self) -> Experiment | None:
-        """The running experiment, if any (at most ``check_every_s`` old)."""
+        """The running experiment, if any (at most ``check_every_s`` old).
+
+        One request re-reads it while the others answer with the known one; when the impression
+        store cannot be read (restarting, hung) the known one stays, so recommendations are
+        still answered (and journalled) meanwhile.
+        """
         with self._lock:
             if time.monotonic() - self._checked_at < self.check_every_s:
                 return self._experiment
-        experiment = self.store.running()
+            self._checked_at = time.monotonic()
+            known = self._experiment
+        try:
+            experiment = self.store.running()
+        except GraphUnavailable as exc:
+            log.warning("could not read the running experiment (%s); serving the one known", exc)
+            return known
         with self._lock:
-            self._experiment, self._checked_at = experiment, time.monotonic()
+            self._experiment = experiment
         return experiment
 
     def stale(self) -> None:

@@ -19,6 +19,7 @@ from graph_schema.statements.models import ACTIVATE_VERSION, MODEL_VERSIONS
 from kgrec.errors import NotFound
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
+from kgrec.topic_items import link_topic_items
 
 
 class VersionNotReady(Exception):
@@ -89,15 +90,27 @@ def get_version(gateway: GraphGateway, data_dir: Path, version: str) -> dict[str
     raise NotFound("version", version, f"no model version {version!r}")
 
 
+def lineage(views: dict[str, dict[str, Any]], version: str) -> list[str]:
+    """``version``, its parent, the parent's parent…, as far as the views know them."""
+    chain = [version]
+    while (parent := views.get(chain[-1], {}).get("parent")) and parent not in chain:
+        chain.append(parent)
+    return chain
+
+
 def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | None = None) -> dict[str, Any]:
     """Make ``version`` the active one in one statement; returns its view.
 
     Every serving process checks the active version each second
-    (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second.
+    (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second. Its
+    topics (names, ABOUT edges) are written to the graph just before the switch.
     """
-    before = get_version(gateway, data_dir, version)
-    if before["status"] == "writing":
+    views = {view["version"]: view for view in list_versions(gateway, data_dir)}
+    if version not in views:
+        raise NotFound("version", version, f"no model version {version!r}")
+    if views[version]["status"] == "writing":
         raise VersionNotReady(version)
+    link_topic_items(gateway, models_dir(data_dir), lineage(views, version))
     now = int(time.time() * 1000) if now_ms is None else now_ms
     done = gateway.write(ACTIVATE_VERSION, {"id": version, "now": now})
     if not done.rows or done.rows[0]["activated"] != 1:

@@ -19,15 +19,18 @@ it reads its root's file (:meth:`VersionTopicItems.for_model`).
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from graph_schema.statements.topics import DELETE_STALE_ABOUT, NAME_VERSION_TOPICS, WRITE_ABOUT
 from kgrec.artifact_io import write_npz_atomically
+from kgrec.gateway import GraphGateway
 
 SUFFIX = ".topics.npz"
 CACHED_VERSIONS = 3  # the active version and experiment variants
@@ -83,6 +86,60 @@ class TopicItems:
         if not wanted:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(np.isin(self.item_topics, wanted).any(axis=1))
+
+
+def about_rows(
+    item_ids: Sequence[str], topic_ids: Sequence[str], item_topics: np.ndarray, item_scores: np.ndarray
+) -> list[dict[str, Any]]:
+    """One ``{item_id, topic_id, score}`` row per membership (``item_topics`` ≥ 0)."""
+    return [
+        {"item_id": item_ids[i], "topic_id": topic_ids[int(item_topics[i, j])], "score": round(float(s), 6)}
+        for i, j in zip(*np.nonzero(np.asarray(item_topics) >= 0), strict=True)
+        for s in (item_scores[i, j],)
+    ]
+
+
+def write_about(
+    gateway: GraphGateway,
+    version: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keep: Sequence[str] = (),
+    batch: int = 2_000,
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
+    """Write ``rows`` as ``version``'s ABOUT edges, then delete every ABOUT edge that neither
+    ``version`` nor a version in ``keep`` wrote (in bounded batches)."""
+    for start in range(0, len(rows), batch):
+        gateway.write(WRITE_ABOUT, {"version": version, "rows": list(rows[start : start + batch])})
+        if on_progress is not None:
+            on_progress(min(1.0, (start + batch) / max(len(rows), 1)))
+    stale = {"keep": [version, *keep], "limit": batch * 5}
+    while gateway.write(DELETE_STALE_ABOUT, stale).relationships_deleted:
+        pass
+
+
+def link_topic_items(
+    gateway: GraphGateway, folder: Path, lineage: Sequence[str], *, batch: int = 2_000
+) -> bool:
+    """Make the graph's topics those of ``lineage[0]``, the version about to become active.
+
+    Its topic names and keywords go onto the shared Topic nodes, and the ABOUT edges become
+    those of its topic-items file: its own or, for an incremental version, the first of its
+    ancestors (``lineage[1:]``, parent first) that has one; ABOUT edges written for the version
+    itself (items folded in) stay. Returns False, changing nothing, when no such file exists
+    (a version trained before topic-items files, or without text).
+    """
+    found = next(
+        (TopicItems.load(path, v) for v in lineage if (path := topic_items_path(folder, v)).is_file()), None
+    )
+    if found is None:
+        return False
+    version = lineage[0]
+    gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
+    rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
+    write_about(gateway, found.version, rows, keep=[version], batch=batch)
+    return True
 
 
 class VersionTopicItems:

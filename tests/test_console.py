@@ -648,7 +648,13 @@ def test_a_user_with_timed_events_gets_a_90_day_chart_per_interest(
 def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
     browser: WebDriver, console: UpProcess
 ) -> None:
+    user = api_get(console, "/v1/search?q=A&kind=user&limit=1")["results"][0]["id"]
+    api_get(console, f"/v1/users/{quote(user, safe='')}/recommendations?k=3")
     open_page(browser, f"{console.url}/console/health", "health")
+    # an endpoint whose route has an id in braces is counted like the others
+    wait(browser).until(
+        lambda b: "/v1/users/{user_id}/recommendations" in b.find_element(By.ID, "endpoints").text
+    )
     ready_list = browser.find_element(By.ID, "ready").text
     assert active_version(console) in ready_list and "ready" in ready_list
     wait(browser).until(lambda b: "Broker" in b.find_element(By.ID, "queue").text)

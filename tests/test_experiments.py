@@ -7,6 +7,7 @@ treatment's higher CTR as significant; promoting it makes its version active.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,16 @@ from scipy import stats
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.experiments import Experiment, Variant, results, two_proportions, wilson
+from kgrec.experiments import (
+    Experiment,
+    ExperimentStore,
+    RunningExperiment,
+    Variant,
+    results,
+    two_proportions,
+    wilson,
+)
+from kgrec.impressions import ImpressionStore
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
 from tests.processes import ApiProcess
 
@@ -134,8 +144,47 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
     assert after["model_version"] == "exp-b" and after["experiment"] is None
     stopped = requests.post(f"{api.url}/v1/experiments/{experiment['id']}/stop", headers=AUTH, timeout=30)
     assert stopped.status_code == 200 and stopped.json()["promoted"]["variant"] == "treatment"
+    # a stopped experiment is not promoted again: its record and the active version stay
+    again = requests.post(
+        f"{api.url}/v1/experiments/{experiment['id']}/promote",
+        json={"variant": "control"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert again.status_code == 409 and "is not running (it was promoted 'treatment')" in again.text
+    assert again.json()["field"] == "experiment_id"
+    record = requests.get(f"{api.url}/v1/experiments/{experiment['id']}", timeout=30).json()
+    assert record["promoted"]["variant"] == "treatment"
     missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
     assert missing.status_code == 404
+
+
+def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be_read(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    # Recommendations ask for the running experiment; an impression store that is restarting must
+    # not turn them into 503s (they are journalled meanwhile), so the known experiment is served.
+    local = settings.with_overrides(graph_name=f"outage_{uuid.uuid4().hex[:8]}")
+    store = ImpressionStore(local)
+    experiments = ExperimentStore(store)
+    started = experiments.create("outage", (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5)))
+    try:
+        running = RunningExperiment(experiments)
+        assert running.get() == started
+        with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        unreachable = ImpressionStore(local.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0"))
+        running.store = ExperimentStore(unreachable)
+        running.stale()
+        assert running.get() == started
+        running.store = experiments
+        experiments.stop(started)
+        running.stale()
+        assert running.get() is None
+    finally:
+        experiments.stop(started)
+        store.close()
 
 
 def test_assignment_is_deterministic_and_follows_the_shares() -> None:

@@ -93,6 +93,23 @@ def test_an_event_names_one_brand_as_the_catalogue_does(item: dict, reason: str)
     assert [(e.field, e.reason) for e in errors] == [("item.attributes.produced_by", reason)]
 
 
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"type": "purchase", "value": 1e200}, "must be between -1e+12 and 1e+12 (got 1e+200)"),
+        ({"type": "rating", "value": -1e13}, "must be between -1e+12 and 1e+12 (got -1e+13)"),
+        (
+            {"type": "purchase", "value": -5},
+            "a purchase's value is its revenue: must not be negative (got -5)",
+        ),
+    ],
+)
+def test_an_event_value_is_bounded_and_revenue_is_not_negative(event: dict, reason: str) -> None:
+    base = {"event_id": "e1", "user_id": "u", "item_id": "i", "ts": 1_700_000_000_000}
+    _, errors = validate_batch([{**base, **event}], max_skew_s=300, now_ms=1_700_000_000_000)
+    assert [(e.field, e.reason) for e in errors] == [("value", reason)]
+
+
 def test_a_union_member_tag_is_not_part_of_the_field_name() -> None:
     with pytest.raises(ValidationError) as refused:
         AudienceConditions.model_validate({"brand": 5})

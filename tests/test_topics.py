@@ -21,6 +21,7 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
+from kgrec.model_versions import promote
 from kgrec.recommender import Recommender
 from kgrec.search_cold_start import POPULARITY_WEIGHT
 from kgrec.serving import ItemFilters, Serving
@@ -161,6 +162,42 @@ def test_topic_ids_survive_a_retrain(trained: tuple[Settings, GraphGateway, Trai
     assert versions == [{"v": "t2"}]
     t1 = gateway.run_query("MATCH (:ModelVersion {id: 't1'})-[h:HAS_TOPIC]->() RETURN count(h) AS n", {})
     assert t1 == [{"n": first.topics.n_topics}]
+    assert graph_topics(gateway) == version_topics(gateway, "t2")
+
+    # A candidate the gate keeps (here an experiment takes it) changes no served topic.
+    graph = pull(gateway, int(time.time() * 1000), local.half_life_ms)
+    config = TrainConfig(epochs=1, seed=2)
+    result = train_model(graph, config, text_cache_dir=Path(local.data_dir) / "text-embeddings", version="t3")
+    publish(gateway, local, graph, result, config, gate=True, on_decision=lambda _v, _d: "held for a test")
+    assert ACTIVE.get(gateway).version == "t2"
+    assert graph_topics(gateway) == version_topics(gateway, "t2")
+
+    # A rollback brings back the version's own topics, names and ABOUT edges; promoting back, the other's.
+    for version, own in (("t1", first), ("t2", second)):
+        promote(gateway, Path(local.data_dir), version)
+        assert graph_topics(gateway) == version_topics(gateway, version)
+        about = gateway.run_query(
+            "MATCH (i:Item)-[a:ABOUT]->(t:Topic) RETURN i.id AS i, t.id AS t, a.version AS v", {}
+        )
+        assert {r["v"] for r in about} == {version}
+        assert len(about) == int((own.topics.item_topics >= 0).sum())
+
+
+def graph_topics(gateway: GraphGateway) -> dict[str, tuple[str, list[str]]]:
+    """Each topic some item is ABOUT, with the name and keywords its node shows."""
+    rows = gateway.run_query(
+        "MATCH (:Item)-[:ABOUT]->(t:Topic) RETURN DISTINCT t.id AS id, t.name AS name, t.keywords AS k", {}
+    )
+    return {r["id"]: (r["name"], list(r["k"])) for r in rows}
+
+
+def version_topics(gateway: GraphGateway, version: str) -> dict[str, tuple[str, list[str]]]:
+    """A version's own topics, as its HAS_TOPIC edges keep them."""
+    rows = gateway.run_query(
+        "MATCH (:ModelVersion {id: $v})-[h:HAS_TOPIC]->(t:Topic) RETURN t.id AS id, h.name AS name, h.keywords AS k",
+        {"v": version},
+    )
+    return {r["id"]: (r["name"], list(r["k"])) for r in rows}
 
 
 def _search(gateway: GraphGateway, settings: Settings, user: str, query: str) -> None:

@@ -121,7 +121,7 @@ COPY_TOPICS = write(
     MATCH (p:ModelVersion {id: $parent})-[h:HAS_TOPIC]->(t:Topic)
     MATCH (m:ModelVersion {id: $id})
     MERGE (m)-[c:HAS_TOPIC]->(t)
-    SET c.centroid = h.centroid, c.size = h.size
+    SET c.centroid = h.centroid, c.size = h.size, c.name = h.name, c.keywords = h.keywords
     RETURN count(c) AS copied
     """,
     parent="v1700000000000",

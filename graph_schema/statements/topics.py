@@ -5,8 +5,11 @@
 ``(:ModelVersion)-[:HAS_TOPIC {centroid, size}]->(:Topic)``, the centroid being the
 topic's mean sentence embedding, against which event text is matched.
 ``(:Item)-[:ABOUT {score, version}]->(:Topic)`` carries the item's cosine to the
-centroid and the version that wrote it; a newer version's write-back removes
-the edges older versions left.
+centroid and the version that wrote it. The ABOUT edges, and each Topic's ``name`` and
+``keywords``, are the **active** version's: a version's own are kept on its HAS_TOPIC
+edges and its topic-items file, and are written to the shared nodes when it becomes
+active (:func:`kgrec.topic_items.link_topic_items`), so a candidate the gate keeps
+changes nothing served, and a rollback brings its topics back.
 """
 
 from graph_schema.catalogue import read, write
@@ -54,12 +57,11 @@ WRITE_TOPICS = write(
     """
     UNWIND $rows AS r
     MERGE (t:Topic {id: r.id})
-    ON CREATE SET t.created_at = $now
-    SET t.name = r.name, t.keywords = r.keywords, t.updated_at = $now
+    ON CREATE SET t.created_at = $now, t.name = r.name, t.keywords = r.keywords, t.updated_at = $now
     WITH t, r
     MATCH (m:ModelVersion {id: $version})
     MERGE (m)-[h:HAS_TOPIC]->(t)
-    SET h.centroid = r.centroid, h.size = r.size
+    SET h.centroid = r.centroid, h.size = r.size, h.name = r.name, h.keywords = r.keywords
     RETURN count(*) AS written
     """,
     version="v1",
@@ -83,25 +85,41 @@ WRITE_ABOUT = write(
     rows=[{"item_id": "i1", "topic_id": "topic-1", "score": 0.71}],
 )
 
-# ABOUT edges an older version wrote, in bounded batches.
+# ABOUT edges no version in $keep wrote (another version's), in bounded batches.
 DELETE_STALE_ABOUT = write(
     "delete_stale_about",
     """
     MATCH (:Item)-[a:ABOUT]->(:Topic)
-    WHERE a.version <> $version
+    WHERE NOT a.version IN $keep
     WITH a LIMIT $limit
     DELETE a
     RETURN count(*) AS deleted
     """,
-    version="v2",
+    keep=["v2"],
     limit=10000,
 )
 
-# A user's strongest topic interests, decayed to now, each with its most central items.
+# The version's own topic names and keywords onto the shared Topic nodes (a version written
+# before HAS_TOPIC kept them leaves the nodes as they are).
+NAME_VERSION_TOPICS = write(
+    "name_version_topics",
+    """
+    MATCH (:ModelVersion {id: $version})-[h:HAS_TOPIC]->(t:Topic)
+    SET t.name = coalesce(h.name, t.name), t.keywords = coalesce(h.keywords, t.keywords),
+        t.updated_at = $now
+    RETURN count(t) AS named
+    """,
+    version="v2",
+    now=1700000000000,
+)
+
+# A user's strongest topic interests, decayed to now, each with its most central items. A topic
+# no item is ABOUT (one the serving version does not have) is passed over, not counted in $topics.
 USER_TOPIC_ITEMS = read(
     "user_topic_items",
     """
     MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(t:Topic)
+    WHERE (t)<-[:ABOUT]-(:Item)
     WITH t, x.weight * 2 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight, x.last_ts AS last_ts,
          x.count AS events
     ORDER BY weight DESC LIMIT $topics

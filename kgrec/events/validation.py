@@ -214,6 +214,10 @@ TEXT_LIMITS = {"text": MAX_REVIEW_LENGTH, "query": MAX_QUERY_LENGTH, "tag": MAX_
 TEXT_FIELD_OF = {"review": "text", "search": "query", "tag": "tag"}
 
 
+# A rating, or a purchase's revenue: bounded, so that sums and sums of squares stay finite.
+EventValue = Annotated[FiniteNumber, Field(ge=-MAX_PRICE, le=MAX_PRICE)]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """One valid event (ts in epoch milliseconds): a behaviour on an item, a tag, or a search."""
@@ -225,7 +229,7 @@ class Event:
     item_id: Id | None = None  # required, except for a search, which has none
     type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     ts: Timestamp
-    value: FiniteNumber | None = None
+    value: EventValue | None = None
     session_id: Id | None = None
     item: ItemInfo | None = None
     text: ReviewText | None = None
@@ -312,6 +316,8 @@ _REASONS: dict[str, Callable[[Any, str], str]] = {
 
 def _reason(error: ErrorDetails, field: str) -> str:
     kind, value = error["type"], error.get("input")
+    if field == "value" and kind in ("greater_than_equal", "less_than_equal"):
+        return f"must be between {-MAX_PRICE:g} and {MAX_PRICE:g} (got {value:g})"
     if field in TEXT_LIMITS and kind != "unexpected_keyword_argument":
         got = f"{len(value)} characters" if isinstance(value, str) else _type_name(value)
         return f"must be a string of at most {TEXT_LIMITS[field]} characters without NUL (got {got})"
@@ -357,6 +363,10 @@ def _type_problem(index: int, event: Event) -> FieldError | None:
         if value is not None and TEXT_FIELD_OF.get(event.type) != name:
             owner = next(t for t, f in TEXT_FIELD_OF.items() if f == name)
             return FieldError(index, name, f"only a {owner} event carries {name} (this is a {event.type})")
+    if event.type == "purchase" and event.value is not None and event.value < 0:
+        return FieldError(
+            index, "value", f"a purchase's value is its revenue: must not be negative (got {event.value:g})"
+        )
     own = TEXT_FIELD_OF.get(event.type)
     if own is not None and event.type != "review" and getattr(event, own) is None:
         return FieldError(index, own, f"is required for a {event.type} event")

@@ -86,9 +86,8 @@ from kgrec.recommender import ModelArtifacts
 from kgrec.signals import SIGNALS_BY_NAME
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
-from workers.training.job import KEEP_VERSIONS, experiment_versions
+from workers.training.job import KEEP_VERSIONS, collect_unused_versions
 from workers.training.kg_model import next_item_examples
-from workers.training.publish import collect_garbage
 
 # Signals whose row i depends only on the histories of item i's users: a 2-hop pull rebuilds them exactly.
 LOCAL_ROW_SIGNALS = ("transitions", "last_item_transitions")
@@ -601,9 +600,7 @@ def finish_update(
     timings["publish_s"] = time.perf_counter() - started - timings["merge_s"]
     removed = []
     if activated:
-        removed = collect_garbage(
-            gateway, models_dir(settings.data_dir), KEEP_VERSIONS, protect=experiment_versions(settings)
-        )
+        removed = collect_unused_versions(gateway, settings, KEEP_VERSIONS)
     return {
         "timings": {name: round(value, 3) for name, value in timings.items()},
         "version": version,

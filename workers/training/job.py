@@ -21,6 +21,7 @@ from kgrec.gate_experiments import candidate_experiment, running_versions
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.model_store import artifact_name, models_dir
 from kgrec.promotion_gate import CandidateHook, GateDecision
+from kgrec.topic_items import link_topic_items
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
 from workers.training.gate import gate_candidate
@@ -129,9 +130,7 @@ def run_training(
         progress=lambda f: report("write-back", 0.8 + 0.18 * f),
     )
     timings["write_back_and_gate_s"] = time.perf_counter() - started
-    removed = collect_garbage(
-        gateway, models_dir(settings.data_dir), keep, protect=experiment_versions(settings)
-    )
+    removed = collect_unused_versions(gateway, settings, keep)
     report("done", 1.0)
     return {
         "version": version,
@@ -146,13 +145,18 @@ def run_training(
     }
 
 
-def experiment_versions(settings: Settings) -> frozenset[str]:
-    """The versions the running experiment serves, which garbage collection must keep."""
+def collect_unused_versions(gateway: GraphGateway, settings: Settings, keep: int) -> list[str]:
+    """Garbage-collect old versions, never the running experiment's; returns the removed ids.
+
+    When the running experiment cannot be read (its store restarting or unreachable), nothing
+    is collected this time: a version it serves might otherwise go. The next training collects.
+    """
     try:
-        return frozenset(running_versions(settings))
-    except GraphUnavailable as exc:  # no Redis beside the graph: no experiment can be running
-        log.warning("could not read the running experiment (%s); collecting garbage without it", exc)
-        return frozenset()
+        protect = frozenset(running_versions(settings))
+    except GraphUnavailable as exc:
+        log.warning("could not read the running experiment (%s); no version collected this time", exc)
+        return []
+    return collect_garbage(gateway, models_dir(settings.data_dir), keep, protect=protect)
 
 
 def publish(
@@ -203,6 +207,7 @@ def publish(
             result.topics,
             batch=settings.embedding_batch,
             folder=folder,
+            link=not gate,
         ),
     )
     if not gate:
@@ -215,5 +220,6 @@ def publish(
         decision = replace(decision, reason=f"{decision.reason}; {taken}")
     record_gate_decision(gateway, version, decision)
     if decision.promoted and not taken:
+        link_topic_items(gateway, folder, [version], batch=settings.embedding_batch)
         activate(gateway, version)
     return decision

@@ -48,14 +48,14 @@ from sklearn.feature_extraction.text import CountVectorizer
 from graph_schema.statements.topics import (
     ACTIVE_TOPICS,
     ALL_TOPIC_IDS,
-    DELETE_STALE_ABOUT,
     ITEM_REVIEWS,
     ITEM_TAGS,
+    NAME_VERSION_TOPICS,
     WRITE_ABOUT,
     WRITE_TOPICS,
 )
 from kgrec.gateway import GraphGateway
-from kgrec.topic_items import TopicItems
+from kgrec.topic_items import TopicItems, about_rows, write_about
 from kgrec.topics import ACTIVE
 from kgrec.training_graph import TrainingGraph
 
@@ -342,9 +342,14 @@ def write_topics(
     batch: int = 2_000,
     on_progress: Callable[[float], None] | None = None,
     folder: Path | None = None,
+    link: bool = True,
 ) -> dict[str, Any]:
     """Give ``model``'s topics stable ids and write them under ``version`` (which must exist):
-    Topic nodes, HAS_TOPIC edges with centroids, ABOUT edges; then drop older versions' ABOUT edges.
+    Topic nodes (named when new), HAS_TOPIC edges with centroids, names and keywords; with
+    ``link`` (the version is about to become active) also the topics' names and the ABOUT
+    edges, dropping every other version's ABOUT edges. A version the gate may keep as a
+    candidate is written with ``link`` false and linked when it is activated
+    (:func:`kgrec.topic_items.link_topic_items`).
     With ``folder`` (the models folder) also the version's serving file, ``<version>.topics.npz``
     (:class:`kgrec.topic_items.TopicItems`), before any edge.
 
@@ -374,17 +379,10 @@ def write_topics(
         gateway.write(
             WRITE_TOPICS, {"version": version, "now": now, "rows": rows[start : start + TOPIC_BATCH]}
         )
-    about = [
-        {"item_id": item_ids[i], "topic_id": model.ids[t], "score": round(float(model.item_scores[i, j]), 6)}
-        for i, j in zip(*np.nonzero(model.item_topics >= 0), strict=True)
-        for t in (int(model.item_topics[i, j]),)
-    ]
-    for start in range(0, len(about), batch):
-        gateway.write(WRITE_ABOUT, {"version": version, "rows": about[start : start + batch]})
-        if on_progress is not None:
-            on_progress(min(1.0, (start + batch) / max(len(about), 1)))
-    while gateway.write(DELETE_STALE_ABOUT, {"version": version, "limit": batch * 5}).relationships_deleted:
-        pass
+    about = about_rows(item_ids, model.ids, model.item_topics, model.item_scores)
+    if link:
+        gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": now})
+        write_about(gateway, version, about, batch=batch, on_progress=on_progress)
     return {"ids": list(model.ids), "topics": model.n_topics, "about": len(about)}
 
 

@@ -46,6 +46,9 @@
   }
 
   // Prometheus text: name{labels} value. Only the request counter and the latency histogram are read.
+  // A label value may hold braces (the endpoint "/v1/users/{user_id}/..."): the labels are quoted
+  // strings and what lies between them, up to the closing brace outside every quote.
+  const SAMPLE = /^(\w+)\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\}\s+([0-9.eE+-]+|NaN|[+-]Inf)$/;
   function parse(text) {
     const endpoints = new Map();
     let total = 0;
@@ -54,7 +57,7 @@
       return endpoints.get(name);
     };
     for (const line of text.split("\n")) {
-      const match = /^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$/.exec(line);
+      const match = SAMPLE.exec(line);
       if (!match) continue;
       const [, metric, rawLabels, rawValue] = match;
       const labels = Object.fromEntries([...rawLabels.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
