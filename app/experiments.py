@@ -170,8 +170,8 @@ def stop_experiment(experiment_id: str) -> Response:
         **NOT_FOUND,
         "HTTP_409": (
             Error,
-            "the experiment is not running (stopped or promoted before), or the variant's model version "
-            "cannot be activated (still being written)",
+            "the experiment was promoted before, or it is stopped while another runs, or the variant's "
+            "model version cannot be activated (still being written, or its artifact file is missing)",
         ),
         "HTTP_422": (Error, "no such variant (`field`: variant)"),
     },
@@ -187,15 +187,23 @@ def promote_experiment(experiment_id: str) -> Response:
         raise ApiError(
             422, "validation_failed", f"experiment {experiment_id} has no variant {name!r}", "variant"
         )
-    if experiment.status != "running":
-        # Its users already went back to the active model; activating a variant now would change
-        # what another experiment's control serves, and rewrite this one's record.
-        done = f"promoted {experiment.promoted['variant']!r}" if experiment.promoted else "stopped"
+    # A stopped experiment may still be promoted (stop, read the results, promote the winner), but
+    # once only, and not while another experiment runs: its `active` control would change under it.
+    if experiment.promoted:
         raise ApiError(
             409,
             "conflict",
-            f"experiment {experiment_id} is not running (it was {done}); "
-            "activate a model version with POST /v1/models/{version}/promote",
+            f"experiment {experiment_id} was already promoted ({experiment.promoted['variant']!r}); "
+            "activate another model version with POST /v1/models/{version}/promote",
+            "experiment_id",
+        )
+    running = _store().running_id()
+    if running not in (None, experiment_id):
+        raise ApiError(
+            409,
+            "conflict",
+            f"experiment {experiment_id} is stopped and experiment {running} is running: promoting now "
+            "would change the model that experiment's 'active' variants serve",
             "experiment_id",
         )
     if variant.model_version == ACTIVE:

@@ -35,7 +35,7 @@ def get_models() -> Response:
     "now active; every serving process serves it within about a second",
     {
         "HTTP_404": (Error, "no such version"),
-        "HTTP_409": (Error, "the version is still being written"),
+        "HTTP_409": (Error, "the version is still being written, or its artifact file is missing"),
     },
     version="the model version",
 )

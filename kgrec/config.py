@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -29,8 +30,40 @@ def _parse_weights(text: str) -> dict[str, float]:
     return weights
 
 
-def _flag(text: str) -> bool:
-    return text.lower() in ("1", "true", "yes")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _flag(text: str, name: str = "a flag") -> bool:
+    # A typo ("ture") must not silently turn a safety setting off.
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{name} must be true or false (1/0, yes/no, on/off), not {text!r}")
+    return value in _TRUE
+
+
+def _number(
+    env: dict[str, str],
+    name: str,
+    default: str,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    above: bool = False,
+    whole: bool = False,
+) -> Any:
+    """A numeric variable, refused in one line naming it when it is not a number in its range."""
+    raw = env.get(name, default)
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = math.nan
+    too_low = value <= low if above else value < low
+    if not math.isfinite(value) or too_low or value > high:
+        kind = "a whole number" if whole else "a number"
+        bound = f"above {low:g}" if above else f"at least {low:g}"
+        limit = bound if math.isinf(high) else f"{bound} and at most {high:g}"
+        raise ValueError(f"{name} must be {kind} {limit}, not {raw!r}")
+    return value
 
 
 def _fsync_policy(env: dict[str, str], name: str, default: str) -> str:
@@ -38,13 +71,6 @@ def _fsync_policy(env: dict[str, str], name: str, default: str) -> str:
     if policy not in FSYNC_POLICIES:
         raise ValueError(f"{name} must be one of {FSYNC_POLICIES}, not {policy!r}")
     return policy
-
-
-def _share(text: str) -> float:
-    share = float(text)
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"KGREC_EXPLORE_SHARE must be between 0 and 1, not {text!r}")
-    return share
 
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -159,7 +185,7 @@ class Settings:
             neo4j_database=env.get("NEO4J_DATABASE", "neo4j"),
             redis_url=env.get("REDIS_URL") or None,
             aof_fsync=fsync,
-            half_life_days=float(env.get("KGREC_HALF_LIFE_DAYS", "14")),
+            half_life_days=_number(env, "KGREC_HALF_LIFE_DAYS", "14", above=True),
             behaviour_weights=_parse_weights(env.get("KGREC_BEHAVIOUR_WEIGHTS", "")),
             datasets_dir=Path(
                 env.get("KGREC_DATASETS_DIR") or env.get("KGREC_SHARED_DATA_DIR") or "../shared/data"
@@ -168,40 +194,42 @@ class Settings:
             if (mirror := env.get("KGREC_DATASETS_MIRROR") or env.get("KGREC_SHARED_DATA_DIR"))
             else None,
             api_keys=tuple(k.strip() for k in env.get("KGREC_API_KEYS", "").split(",") if k.strip()),
-            read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", "")),
-            max_clock_skew_s=float(env.get("KGREC_MAX_CLOCK_SKEW_S", "300")),
-            bot_events_per_minute=int(env.get("KGREC_BOT_EVENTS_PER_MINUTE", "120")),
-            prune_weight_below=float(env.get("KGREC_PRUNE_WEIGHT_BELOW", "0.01")),
-            event_retention_days=float(env.get("KGREC_EVENT_RETENTION_DAYS", "30")),
-            prune_interval_s=float(env.get("KGREC_PRUNE_INTERVAL_S", "600")),
-            fold_in_interval_s=float(env.get("KGREC_FOLD_IN_INTERVAL_S", "30")),
+            read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", ""), "KGREC_READ_REQUIRES_KEY"),
+            max_clock_skew_s=_number(env, "KGREC_MAX_CLOCK_SKEW_S", "300"),
+            bot_events_per_minute=_number(env, "KGREC_BOT_EVENTS_PER_MINUTE", "120", low=1, whole=True),
+            prune_weight_below=_number(env, "KGREC_PRUNE_WEIGHT_BELOW", "0.01"),
+            event_retention_days=_number(env, "KGREC_EVENT_RETENTION_DAYS", "30", above=True),
+            prune_interval_s=_number(env, "KGREC_PRUNE_INTERVAL_S", "600", above=True),
+            fold_in_interval_s=_number(env, "KGREC_FOLD_IN_INTERVAL_S", "30", above=True),
             train_queue=queue_name("KGREC_TRAIN_QUEUE", env.get("KGREC_TRAIN_QUEUE", "celery")),
-            graph_threads=max(1, int(env.get("KGREC_GRAPH_THREADS", "1"))),
+            graph_threads=_number(env, "KGREC_GRAPH_THREADS", "1", low=1, whole=True),
             migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
-            embedding_batch=int(env.get("KGREC_EMBEDDING_BATCH", "2000")),
+            embedding_batch=_number(env, "KGREC_EMBEDDING_BATCH", "2000", low=1, whole=True),
             eval_database=env.get("KGREC_EVAL_DATABASE", "kgreceval"),
             prometheus_multiproc_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"])
             if env.get("PROMETHEUS_MULTIPROC_DIR")
             else None,
-            hf_hub_offline=_flag(env.get("HF_HUB_OFFLINE", "1")),
+            hf_hub_offline=_flag(env.get("HF_HUB_OFFLINE", "1"), "HF_HUB_OFFLINE"),
             relation_sentences=Path(env["KGREC_RELATION_SENTENCES"])
             if env.get("KGREC_RELATION_SENTENCES")
             else None,
-            retrain_interval_s=float(env.get("KGREC_RETRAIN_INTERVAL_S", "86400")),
-            retrain_after_events=int(env.get("KGREC_RETRAIN_AFTER_EVENTS", "100000")),
-            retrain_check_interval_s=float(env.get("KGREC_RETRAIN_CHECK_INTERVAL_S", "60")),
-            gate_tolerance=float(env.get("KGREC_GATE_TOLERANCE", "0.02")),
-            gate_min_users=int(env.get("KGREC_GATE_MIN_USERS", "30")),
-            gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false")),
-            incremental_updates=_flag(env.get("KGREC_INCREMENTAL_UPDATES", "false")),
-            incremental_drift_threshold=float(env.get("KGREC_INCREMENTAL_DRIFT_THRESHOLD", "0.2")),
-            incremental_partitions=max(1, int(env.get("KGREC_INCREMENTAL_PARTITIONS", "2"))),
-            incremental_damping=float(env.get("KGREC_INCREMENTAL_DAMPING", "100")),
-            record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true")),
-            impression_retention_days=float(env.get("KGREC_IMPRESSION_RETENTION_DAYS", "7")),
-            impression_max_entries=int(env.get("KGREC_IMPRESSION_MAX_ENTRIES", "5000000")),
+            retrain_interval_s=_number(env, "KGREC_RETRAIN_INTERVAL_S", "86400"),
+            retrain_after_events=_number(env, "KGREC_RETRAIN_AFTER_EVENTS", "100000", whole=True),
+            retrain_check_interval_s=_number(env, "KGREC_RETRAIN_CHECK_INTERVAL_S", "60", above=True),
+            gate_tolerance=_number(env, "KGREC_GATE_TOLERANCE", "0.02", high=1),
+            gate_min_users=_number(env, "KGREC_GATE_MIN_USERS", "30", low=1, whole=True),
+            gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false"), "KGREC_GATE_EXPERIMENT"),
+            incremental_updates=_flag(
+                env.get("KGREC_INCREMENTAL_UPDATES", "false"), "KGREC_INCREMENTAL_UPDATES"
+            ),
+            incremental_drift_threshold=_number(env, "KGREC_INCREMENTAL_DRIFT_THRESHOLD", "0.2"),
+            incremental_partitions=_number(env, "KGREC_INCREMENTAL_PARTITIONS", "2", low=1, whole=True),
+            incremental_damping=_number(env, "KGREC_INCREMENTAL_DAMPING", "100", above=True),
+            record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true"), "KGREC_RECORD_IMPRESSIONS"),
+            impression_retention_days=_number(env, "KGREC_IMPRESSION_RETENTION_DAYS", "7", above=True),
+            impression_max_entries=_number(env, "KGREC_IMPRESSION_MAX_ENTRIES", "5000000", low=1, whole=True),
             impressions_fsync=_fsync_policy(env, "KGREC_IMPRESSIONS_AOF_FSYNC", "no"),
-            attribution_window_hours=float(env.get("KGREC_ATTRIBUTION_WINDOW_HOURS", "24")),
-            explore_share=_share(env.get("KGREC_EXPLORE_SHARE", "0.2")),
-            explore_max_events=int(env.get("KGREC_EXPLORE_MAX_EVENTS", "5")),
+            attribution_window_hours=_number(env, "KGREC_ATTRIBUTION_WINDOW_HOURS", "24"),
+            explore_share=_number(env, "KGREC_EXPLORE_SHARE", "0.2", high=1),
+            explore_max_events=_number(env, "KGREC_EXPLORE_MAX_EVENTS", "5", whole=True),
         )

@@ -233,9 +233,10 @@ def sentence(
         )
     if kind == "co_user":
         others = "customer" if support == 1 else "customers"
+        # the target first: "added to the cart" cannot stand before its object
         return (
-            f"{support} other {others} who also {rels[1]['verb']} {_name(nodes[1])} "
-            f"(which you {rels[0]['verb']}) {rels[2]['verb']} {target}."
+            f"{target} was {rels[2]['verb']} by {support} other {others} who also {rels[1]['verb']} "
+            f"{_name(nodes[1])}, which you {rels[0]['verb']}."
         )
     raise ValueError(f"unknown path kind {kind!r}")
 

@@ -268,6 +268,12 @@ def impressions_redis_url(settings: Settings) -> str:
     return info.impressions_url() or info.redis_url(IMPRESSIONS_DB)
 
 
+def has_impression_store(settings: Settings) -> bool:
+    """Whether this deployment has an impression store at all (REDIS_URL, or the embedded one
+    running for the data directory); without one no experiment can be running."""
+    return bool(settings.redis_url) or embedded_server(settings).running() is not None
+
+
 class ImpressionStore:
     """One process's access to the impression stream (a client opened on first use, again after a fork)."""
 

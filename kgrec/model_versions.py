@@ -23,10 +23,10 @@ from kgrec.topic_items import link_topic_items
 
 
 class VersionNotReady(Exception):
-    """The version's write-back has not finished; it cannot be activated."""
+    """The version cannot be activated: its write-back has not finished, or its artifact is missing."""
 
-    def __init__(self, version: str) -> None:
-        self.detail = f"model version {version} is still being written; it cannot be promoted"
+    def __init__(self, version: str, why: str = "is still being written") -> None:
+        self.detail = f"model version {version} {why}; it cannot be promoted"
         super().__init__(self.detail)
 
 
@@ -110,6 +110,11 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
         raise NotFound("version", version, f"no model version {version!r}")
     if views[version]["status"] == "writing":
         raise VersionNotReady(version)
+    if views[version]["artifact"] and views[version]["artifact_bytes"] is None:
+        # serving would fail on every request: the file is gone (collected) or on another host
+        raise VersionNotReady(
+            version, f"has no artifact file {views[version]['artifact']} in the models folder"
+        )
     link_topic_items(gateway, models_dir(data_dir), lineage(views, version))
     now = int(time.time() * 1000) if now_ms is None else now_ms
     done = gateway.write(ACTIVATE_VERSION, {"id": version, "now": now})

@@ -169,6 +169,10 @@ def load_sentences(path: Path | None = None) -> RelationSentences:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise SentenceTemplateError(f"{path}: cannot read: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise SentenceTemplateError(
+                f"{path}: not UTF-8 (byte {error.object[error.start]:#04x} at offset {error.start})"
+            ) from None
         _merge(str(path), _read(str(path), text), merged)
     missing = {"fallback_item_entity", "fallback_item_item"} - set(merged)
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from graph_schema.statements.explanations import CO_USER_CANDIDATES
-from kgrec.explanations import read_co_user_paths
+from kgrec.explanations import read_co_user_paths, sentence
 from kgrec.gateway import GraphGateway
 
 _SEEN = "{weight: 1.0, weight_ts: 1, n_view: 1, last_ts: $ts}"
@@ -62,3 +62,16 @@ def test_co_users_are_counted_among_a_bounded_number_of_the_targets_users(gatewa
     assert [n["id"] for n in niche["nodes"]] == ["me", "hub", "o1", "niche"]
     assert [r["type"] for r in niche["rels"]] == ["INTERACTED"] * 3
     assert [r["direction"] for r in niche["rels"]] == ["out", "in", "out"]
+
+
+def test_a_co_user_sentence_reads_for_every_verb() -> None:
+    nodes = [
+        {"id": n, "name": name} for n, name in (("u", None), ("h", "Earbuds"), ("o", None), ("t", "Soundbar"))
+    ]
+    rels = [{"verb": "viewed"}, {"verb": "bought"}, {"verb": "added to the cart"}]
+    assert sentence("co_user", nodes, rels, 10) == (
+        "Soundbar was added to the cart by 10 other customers who also bought Earbuds, which you viewed."
+    )
+    assert sentence("co_user", nodes, [*rels[:2], {"verb": "saved"}], 1).startswith(
+        "Soundbar was saved by 1 other customer who"
+    )

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from graph_schema.statements import admin, dataset_import
+from graph_schema.statements import admin, dataset_import, models
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, ServerInfo, _pid_alive
 from kgrec.gateway import GraphUnavailable, open_gateway
+from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
 from tests.conftest import embedded_only
 
@@ -118,6 +119,31 @@ def test_clean_restart_keeps_data(data_dir: Path) -> None:
     second = server.start()
     assert second.pid != first.pid
     assert _user_count(settings) == 100
+
+
+def test_garbage_collection_finds_inactive_versions_after_a_reload_from_a_rewritten_log(
+    data_dir: Path,
+) -> None:
+    """FalkorDB's index on ModelVersion.active finds no `false` after such a reload; the collection
+    statements filter on the value instead, so they still delete what they are asked to."""
+    settings = Settings(data_dir=data_dir)
+    server = EmbeddedServer(data_dir)
+    server.start()
+    with open_gateway(settings) as gateway:
+        migrate(gateway)  # the index on ModelVersion.active among the rest
+        gateway.run_query(
+            "UNWIND range(1, 4) AS k CREATE (:ModelVersion {id: 'v' + toString(k), active: k = 4})", {}
+        )
+    server.rewrite_aof()
+    server.kill()
+    server.start()
+    with open_gateway(settings) as gateway:
+        assert gateway.run_query("MATCH (m:ModelVersion {active: false}) RETURN count(m) AS n", {}) == [
+            {"n": 0}
+        ]
+        deleted = [gateway.write(models.DELETE_VERSION, {"id": v}).nodes_deleted for v in ("v1", "v2", "v4")]
+        left = gateway.run_query("MATCH (m:ModelVersion) RETURN m.id AS id ORDER BY id", {})
+    assert deleted == [1, 1, 0] and left == [{"id": "v3"}, {"id": "v4"}]
 
 
 def test_kill_9_keeps_every_acknowledged_write(data_dir: Path) -> None:

@@ -151,10 +151,24 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
         headers=AUTH,
         timeout=30,
     )
-    assert again.status_code == 409 and "is not running (it was promoted 'treatment')" in again.text
+    assert again.status_code == 409 and "was already promoted ('treatment')" in again.text
     assert again.json()["field"] == "experiment_id"
     record = requests.get(f"{api.url}/v1/experiments/{experiment['id']}", timeout=30).json()
     assert record["promoted"]["variant"] == "treatment"
+    # a stopped, unpromoted experiment is not promoted while another one runs
+    earlier = create(api, SPLIT).json()["id"]
+    assert requests.post(f"{api.url}/v1/experiments/{earlier}/stop", headers=AUTH, timeout=30).ok
+    later = create(api, SPLIT).json()["id"]
+    try:
+        blocked = requests.post(
+            f"{api.url}/v1/experiments/{earlier}/promote",
+            json={"variant": "control"},
+            headers=AUTH,
+            timeout=30,
+        )
+        assert blocked.status_code == 409 and f"experiment {later} is running" in blocked.text
+    finally:
+        requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30)
     missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
     assert missing.status_code == 404
 

@@ -18,7 +18,8 @@ from kgrec.datasets import open_dataset
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
-from kgrec.model_store import ActiveModel, models_dir
+from kgrec.model_store import ActiveModel, artifact_name, models_dir
+from kgrec.model_versions import VersionNotReady, promote
 from kgrec.recommender import HistoryEntry
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
@@ -94,6 +95,15 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
     assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
     assert serving.get().artifacts.version == "v-new"
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
+
+
+def test_a_version_without_its_artifact_file_is_not_promoted(gateway: GraphGateway, loaded: Settings) -> None:
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-gone")
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-here")
+    (models_dir(loaded.data_dir) / artifact_name("v-gone")).unlink()
+    with pytest.raises(VersionNotReady, match=r"v-gone has no artifact file v-gone\.npz"):
+        promote(gateway, loaded.data_dir, "v-gone")
+    assert active(gateway) == "v-here"
 
 
 def test_old_versions_are_garbage_collected(gateway: GraphGateway, loaded: Settings) -> None:

@@ -237,7 +237,7 @@ def test_related_items_through_any_item_item_relation_both_ways(
     assert similar["score"] == pytest.approx(0.5 * _strength(similar), abs=2e-6)
     sequel = _through(_paths(core, "a5"), "related_item", "sequel_of")
     assert sequel["relationships"][1]["direction"] == "in"
-    assert sequel["sentence"] == "Artist E's sequel of: Artist A, which you bought."
+    assert sequel["sentence"] == 'Artist E is linked to Artist A ("sequel of"), which you bought.'
     assert sequel["score"] == pytest.approx(0.5 * 0.8 * _strength(sequel), abs=2e-6)
 
 
@@ -364,6 +364,10 @@ def test_a_bad_template_file_stops_the_service_at_start(settings: Settings, tmp_
         Serving(settings.with_overrides(relation_sentences=path))
     with pytest.raises(SentenceTemplateError, match="cannot read"):
         load_sentences(tmp_path / "missing.toml")
+    utf16 = tmp_path / "utf16.toml"
+    utf16.write_bytes('[item_entity]\norigin = "x"'.encode("utf-16"))
+    with pytest.raises(SentenceTemplateError, match=r"utf16.toml: not UTF-8 \(byte 0xff at offset 0\)"):
+        load_sentences(utf16)
 
 
 def test_the_setting_names_the_file(tmp_path: Path) -> None:

@@ -118,10 +118,14 @@ EMBEDDINGS_OF_VERSION = read(
 )
 
 # Garbage collection in bounded batches: embeddings (and adjustments) first, then the node.
+# `active <> true`, not `{active: false}`: FalkorDB 4.16's index on ModelVersion.active finds no
+# `false` once the graph was loaded from a rewritten log (seen after a kill -9), while a filter
+# on the value still reads it.
 DELETE_VERSION_EMBEDDINGS = write(
     "delete_model_version_embeddings",
     """
-    MATCH (:ModelVersion {id: $id, active: false})-[e:EMBEDDING|POPULARITY_ADJUSTMENT]->()
+    MATCH (m:ModelVersion {id: $id})-[e:EMBEDDING|POPULARITY_ADJUSTMENT]->()
+    WHERE m.active <> true
     WITH e LIMIT $limit
     DELETE e
     RETURN count(*) AS deleted
@@ -133,8 +137,8 @@ DELETE_VERSION_EMBEDDINGS = write(
 DELETE_VERSION = write(
     "delete_model_version",
     """
-    MATCH (m:ModelVersion {id: $id, active: false})
-    WHERE NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT]->()
+    MATCH (m:ModelVersion {id: $id})
+    WHERE m.active <> true AND NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT]->()
     DELETE m
     RETURN count(*) AS deleted
     """,

@@ -19,6 +19,7 @@ from typing import Any
 from kgrec.config import Settings
 from kgrec.gate_experiments import candidate_experiment, running_versions
 from kgrec.gateway import GraphGateway, GraphUnavailable
+from kgrec.impressions import has_impression_store
 from kgrec.model_store import artifact_name, models_dir
 from kgrec.promotion_gate import CandidateHook, GateDecision
 from kgrec.topic_items import link_topic_items
@@ -154,8 +155,10 @@ def collect_unused_versions(gateway: GraphGateway, settings: Settings, keep: int
     try:
         protect = frozenset(running_versions(settings))
     except GraphUnavailable as exc:
-        log.warning("could not read the running experiment (%s); no version collected this time", exc)
-        return []
+        if has_impression_store(settings):
+            log.warning("could not read the running experiment (%s); no version collected this time", exc)
+            return []
+        protect = frozenset()  # no impression store at all (Neo4j without REDIS_URL): no experiment
     return collect_garbage(gateway, models_dir(settings.data_dir), keep, protect=protect)
 
 

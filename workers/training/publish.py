@@ -14,6 +14,7 @@ gate promotes it (:func:`activate`); a kept version stays a ``candidate``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import basis_path
 from workers.training.pipeline import TrainingResult
 
+log = logging.getLogger(__name__)
 GC_BATCH = 10_000
 
 
@@ -151,14 +153,19 @@ def collect_garbage(
     kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
     doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
     doomed = [v for v in doomed if v["id"] not in protect]
+    removed = []
     for version in doomed:
         while gateway.write(
             DELETE_VERSION_EMBEDDINGS, {"id": version["id"], "limit": GC_BATCH}
         ).relationships_deleted:
             pass
-        gateway.write(DELETE_VERSION, {"id": version["id"]})
+        if not gateway.write(DELETE_VERSION, {"id": version["id"]}).nodes_deleted:
+            # the node stays listed (activated meanwhile, or not deleted): so do its files
+            log.warning("model version %s was not deleted; its files are kept", version["id"])
+            continue
         if version["artifact"]:
             (models_folder / version["artifact"]).unlink(missing_ok=True)
             basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
         topic_items_path(models_folder, version["id"]).unlink(missing_ok=True)
-    return [v["id"] for v in doomed]
+        removed.append(version["id"])
+    return removed
