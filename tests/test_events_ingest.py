@@ -144,6 +144,15 @@ def test_exact_duplicates_inside_a_batch_are_dropped(gateway: GraphGateway, sett
     # x2 was recorded too: retrying it alone later is still a duplicate
     retry = ingest(gateway, events(ev("x2", "view", T0)), settings)
     assert (retry.applied, retry.duplicates) == (0, 1)
+    # a copy that carries item facts is not an exact duplicate: its facts are written
+    facts = ingest(
+        gateway,
+        events(ev("y1", "view", T0, item_id="new"), ev("y2", "view", T0, item_id="new", item=LIPSTICK)),
+        settings,
+    )
+    assert (facts.applied, facts.duplicates) == (2, 0)
+    title = gateway.run_query("MATCH (i:Item {id: 'new'}) RETURN i.title AS t", {})
+    assert title == [{"t": "Red lipstick"}]
 
 
 def test_ratings_keep_the_latest_value(gateway: GraphGateway, settings: Settings) -> None:

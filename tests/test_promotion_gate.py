@@ -34,6 +34,7 @@ from tests.openapi_check import undocumented
 from tests.processes import ApiProcess, background
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
+from workers.training.gate import candidate_recommender
 from workers.training.job import publish, run_training
 from workers.training.pipeline import train_model
 from workers.training.subgraph import pull
@@ -188,6 +189,18 @@ def test_good_candidate_is_promoted_over_the_active_version(gated: GatedGraph) -
     assert listed["shuffled"]["status"] == "candidate"
     assert list(listed) == ["good", "shuffled", "v1"]  # newest first
     assert gated.summaries["good"]["gate"]["decision"] == PROMOTED
+
+
+def test_the_candidate_is_scored_with_embeddings_that_never_saw_the_hold_out(gated: GatedGraph) -> None:
+    # The served embeddings are refitted on every interaction, the gate's targets too.
+    graph = pull(gated.gateway, int(time.time() * 1000), gated.settings.half_life_ms)
+    result = train_model(
+        graph, CONFIG, device="cpu", text_cache_dir=gated.settings.data_dir / "text-embeddings"
+    )
+    assert CONFIG.refit_on_all and result.fit_embeddings is not None
+    assert not np.array_equal(result.artifacts.item_embeddings, result.fit_embeddings.items)
+    candidate = candidate_recommender(result, graph, CONFIG)
+    assert np.array_equal(candidate.artifacts.item_embeddings, result.fit_embeddings.items)
 
 
 @pytest.fixture(scope="module")

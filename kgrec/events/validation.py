@@ -240,7 +240,20 @@ class Event:
     position: Position | None = None
 
     def content_key(self) -> tuple[Any, ...]:
-        """Everything but the event id: two events with the same key are exact duplicates."""
+        """Everything but the event id and the attribution fields: two events with the same key
+        are exact duplicates (item facts count: a copy that carries them is not one)."""
+        item = self.item
+        facts = (
+            None
+            if item is None
+            else (
+                item.brand,
+                tuple(item.categories),
+                item.title,
+                item.price,
+                tuple(sorted((k, tuple(v)) for k, v in (item.attributes or {}).items())),
+            )
+        )
         return (
             self.user_id,
             self.item_id,
@@ -251,6 +264,7 @@ class Event:
             self.text,
             self.tag,
             self.query,
+            facts,
         )
 
     @property

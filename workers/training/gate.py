@@ -74,13 +74,17 @@ def holdout(
 def candidate_recommender(
     result: TrainingResult, trained_on: TrainingGraph, config: TrainConfig
 ) -> Recommender:
-    """The candidate as its blend was fitted: its signals and popularity without the hold-out."""
+    """The candidate as its blend was fitted: its signals, popularity and graph-model embeddings
+    without the hold-out (the served embeddings were refitted on every interaction, targets too)."""
     fit, _ = hold_out_latest(trained_on)
     if result.topics is not None and len(result.topics.item_topic) == fit.n_items:
         fit = with_topics(fit, result.topics.item_topic, result.topics.item_score)
+    unseen = result.fit_embeddings or result.embeddings
     return Recommender(
         replace(
             result.artifacts,
+            item_embeddings=unseen.items,
+            item_context_embeddings=unseen.item_context,
             components=build_signals(
                 fit,
                 config.use_knowledge,
