@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgrec.field_types import WholeNumber
+from kgrec.limits import MAX_EPOCHS
 
 # The training variants of workers/training/config.py (VARIANTS); the app may not import workers,
 # so tests/test_models_api.py checks that the two lists agree.
@@ -73,7 +74,9 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    epochs: WholeNumber = Field(40, ge=1, le=1000, description="the graph model's epoch cap (it stops early)")
+    epochs: WholeNumber = Field(
+        40, ge=1, le=MAX_EPOCHS, description="the graph model's epoch cap (it stops early)"
+    )
     variant: Variant = "full"
     seed: WholeNumber = Field(7, ge=0, le=2**31 - 1)
     gate: bool = Field(

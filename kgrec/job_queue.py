@@ -16,6 +16,7 @@ from celery import Celery, states
 
 from kgrec.config import Settings
 from kgrec.errors import NotFound
+from kgrec.gateway import GraphUnavailable
 from kgrec.runtime import embedded_server
 
 TRAIN = "workers.tasks.train"
@@ -46,9 +47,12 @@ def redis_urls(settings: Settings) -> tuple[str, str]:
             settings.redis_url.rsplit("/", 1)[0] if settings.redis_url.count("/") > 2 else settings.redis_url
         )
         return settings.redis_url, f"{base}/2"
+    if not settings.embedded:
+        # an embedded server that happens to run for the data directory is another deployment
+        raise GraphUnavailable("NEO4J_URI is set but REDIS_URL is not: set REDIS_URL to the Celery broker")
     info = embedded_server(settings).running()
     if info is None:
-        raise RuntimeError("the embedded graph server (also the Celery broker) is not running")
+        raise GraphUnavailable("the embedded graph server (also the Celery broker) is not running")
     return info.redis_url(1), info.redis_url(2)
 
 

@@ -31,7 +31,7 @@ from kgrec_cli.failure import fail
 from kgrec_cli.items import items as items_group
 from kgrec_cli.kg import kg as kg_group
 from kgrec_cli.stack import StackError, all_queues, beat_argv, worker_argv
-from workers.training.config import VARIANTS
+from workers.training.config import VARIANTS, check_device
 
 console = Console(stderr=True)
 # Failures a person can act on: printed as one line, never as a traceback.
@@ -56,6 +56,13 @@ class KgrecGroup(click.Group):
             return super().invoke(ctx)
         except EXPECTED_ERRORS as exc:
             fail(exc)
+
+
+def _device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_device(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N") from None
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -208,12 +215,24 @@ def _progress_factory(progress: Progress) -> Callable[[str, int], Callable[[int]
     return start
 
 
+def check_rejects_path(path: Path | None) -> None:
+    """Refuse a rejects file that could not be written, before anything is imported."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        fail(f"--rejects {path}: the folder {folder} does not exist (nothing was imported)")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"--rejects {path}: cannot write there (nothing was imported)")
+
+
 def _write_rejects(path: Path, problems: list[Any]) -> None:
     write_csv_rows(path, ["file", "line", "reason"], ((p.file, p.line, p.reason) for p in problems))
 
 
 def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, rejects: Path | None) -> None:
     """Import a data set with progress bars and print a summary (shared by `import` and `up`)."""
+    check_rejects_path(rejects)
     from kgrec.importer import import_dataset
 
     dataset = open_dataset(dataset_name, datasets_dir)
@@ -371,6 +390,7 @@ def events_import(
         mapping[column] = target
     settings = _settings(ctx)
     rejects = rejects or Path(f"rejects-{file.name.split('.')[0]}.csv")
+    check_rejects_path(rejects)
     with (
         graph_session(settings, apply_migrations=True) as gateway,
         Progress(
@@ -429,7 +449,9 @@ epochs_option = click.option(
 @click.option("--wait", is_flag=True, help="Enqueue, then follow the job until it ends.")
 @epochs_option
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N."
+)
 @click.option(
     "--variant",
     type=click.Choice(list(VARIANTS)),
@@ -480,7 +502,15 @@ def train_command(
         job_id = job_queue.enqueue(client, job_queue.TRAIN, **options)
         click.echo(f"training job {job_id} enqueued; follow it at GET /v1/jobs/{job_id}")
         if wait:
-            click.echo(json.dumps(client.AsyncResult(job_id).get(timeout=None), default=str))
+            click.echo(json.dumps(_outcome(client, job_id), default=str))
+
+
+def _outcome(client: Any, job_id: str) -> Any:
+    """Wait for a job's result; a job that failed is one line naming it and its reason."""
+    try:
+        return client.AsyncResult(job_id).get(timeout=None)
+    except Exception as exc:  # whatever the task raised, re-raised here by Celery
+        fail(f"job {job_id} failed: {type(exc).__name__}: {exc}")
 
 
 @main.command("update")
@@ -513,9 +543,9 @@ def update_command(
         job_id = job_queue.enqueue(client, job_queue.INCREMENTAL_UPDATE, **options)
         click.echo(f"incremental update {job_id} enqueued")
         if wait:
-            planned = client.AsyncResult(job_id).get(timeout=None)
+            planned = _outcome(client, job_id)
             if planned.get("merge_job"):
-                planned = client.AsyncResult(planned["merge_job"]).get(timeout=None)
+                planned = _outcome(client, planned["merge_job"])
             click.echo(json.dumps(planned, default=str))
 
 
@@ -552,7 +582,9 @@ def update_command(
 )
 @epochs_option
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N."
+)
 @click.option(
     "--json",
     "as_json",

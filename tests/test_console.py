@@ -33,6 +33,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from kgrec.browse import SEARCH_KINDS
 from tests.conftest import ON_NEO4J
 from tests.processes import free_port
 from tests.stack_process import UpProcess, kgrec_up_on_subset
@@ -278,6 +279,22 @@ def test_search_finds_a_user_and_opens_their_page(browser: WebDriver, console: U
     assert browser.find_element(By.ID, "user-id").text == user_id
     assert browser.find_elements(By.CSS_SELECTOR, "#recs tbody tr"), "the user's page lists no recommendation"
     assert errors_logged(browser) == []
+
+
+def test_search_offers_every_kind_the_api_searches_and_shows_its_refusal(
+    browser: WebDriver, console: UpProcess
+) -> None:
+    open_page(browser, f"{console.url}/console/search", "search (empty)")
+    offered = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#kind option")]
+    assert offered == ["", *SEARCH_KINDS]
+    # a kind the page does not offer is sent as given: the API's refusal shows, not an "any" search
+    browser.get(f"{console.url}/console/search?q=x&kind=bogus")
+    wait(browser).until(lambda b: "Not searched:" in b.find_element(By.ID, "search-status").text)
+    assert "kind" in browser.find_element(By.ID, "search-status").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#search-results li")
+    # the refused request is the only failure the browser logged (read here, so no later test sees it)
+    logged = errors_logged(browser)
+    assert len(logged) == 1 and "/v1/search" in logged[0] and "400" in logged[0], logged
 
 
 def test_why_draws_the_explanation_paths(browser: WebDriver, console: UpProcess) -> None:

@@ -136,3 +136,19 @@ def test_cli_writes_the_reject_file(settings: Settings, graph_server: object, tm
     assert wrong.returncode == 1
     assert wrong.stderr.strip().splitlines()[-1].startswith("kgrec: error: not a rees46 file")
     assert "Traceback" not in wrong.stderr
+    # a rejects file that could not be written is refused before anything is imported
+    nowhere = rejects.parent / "missing" / "r.csv"
+    refused = kgrec_cli(
+        "events",
+        "import",
+        str(FIXTURES / "taobao_sample.csv"),
+        "--format",
+        "taobao",
+        "--rejects",
+        str(nowhere),
+        env=env,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"kgrec: error: --rejects {nowhere}: the folder {nowhere.parent} does not exist (nothing was imported)"
+    )

@@ -16,6 +16,7 @@ from app.auth import key_is_valid
 from app.console import session
 from app.console.forward import api_path, call_api, decoded, send
 from app.graph import settings
+from kgrec.browse import SEARCH_KINDS
 
 bp = Blueprint(
     "console",
@@ -84,10 +85,16 @@ def home() -> Response:
     return redirect(url_for("console.search"))
 
 
+# The search page's kinds (every kind the API searches), as the drop-down names them.
+_KIND_NAMES = [
+    (kind, {"category": "categories", "entity": "entities"}.get(kind, f"{kind}s")) for kind in SEARCH_KINDS
+]
+
+
 @bp.get("/search")
 def search() -> str:
     """Find users, items, brands, categories and entities."""
-    return page("console/search.html", "Search", query=request.args.get("q", ""))
+    return page("console/search.html", "Search", query=request.args.get("q", ""), kinds=_KIND_NAMES)
 
 
 @bp.get("/users/<path:user_id>")

@@ -6,7 +6,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
+
+# What `--device` takes: `auto` (CUDA when a GPU is present), `cpu`, `cuda` or `cuda:N`.
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device `--device` takes; a ValueError naming it otherwise."""
+    if not DEVICE_NAME.fullmatch(name):
+        raise ValueError(f"--device {name!r}: must be auto, cpu, cuda or cuda:N")
+    return name
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from torch import nn
 
 from kgrec.item_graphs import history_order
 from kgrec.training_graph import TrainingGraph
-from workers.training.config import TrainConfig
+from workers.training.config import TrainConfig, check_device
 
 LOG = logging.getLogger(__name__)
 
@@ -476,6 +476,7 @@ class TrainedEmbeddings:
 
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when a GPU is present, the CPU otherwise."""
+    check_device(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

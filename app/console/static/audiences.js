@@ -16,7 +16,21 @@
     return qs;
   }
 
+  let loading = false;
+
   async function load() {
+    if (loading) return;  // a second click before the page came back would fetch it twice
+    loading = true;
+    more.disabled = true;
+    try {
+      await loadPage();
+    } finally {
+      loading = false;
+      more.disabled = false;
+    }
+  }
+
+  async function loadPage() {
     const answer = await K.get(`/audiences?${query()}`);
     if (!answer.ok) {
       K.fill(status, K.problem(answer, "The audience"));

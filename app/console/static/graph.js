@@ -3,7 +3,7 @@
 
 const KGraph = (() => {
   // Colour-blind-safe hues (Tableau 10), dark labels on a white halo for contrast.
-  const COLOURS = { User: "#4e79a7", Item: "#f28e2b", Brand: "#59a14f", Category: "#b07aa1", Entity: "#9c755f" };
+  const COLOURS = { User: "#4e79a7", Item: "#f28e2b", Brand: "#59a14f", Category: "#b07aa1", Entity: "#9c755f", Topic: "#e15759" };
   const drawn = {};
   window.kgrecGraphs = drawn;
 

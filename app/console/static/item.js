@@ -64,7 +64,7 @@
       name: "concentric", concentric: (n) => 3 - (depth.get(n.id()) ?? 2), levelWidth: () => 1, minNodeSpacing: 24, padding: 16, animate: false,
     }, relationships.length <= 30);
     K.fill("hood-meta", `${nodes.length} nodes, ${relationships.length} relationships.`);
-    const ORDER = ["Brand", "Category", "Entity", "User", "Item"];
+    const ORDER = ["Brand", "Category", "Entity", "Topic", "User", "Item"];
     const other = (r) => (r.source === centre ? r.target : r.source);
     const rank = (r) => ORDER.indexOf(other(r).split(":")[0]);
     const direct = relationships.filter((r) => r.source === centre || r.target === centre).sort((a, b) => rank(a) - rank(b));

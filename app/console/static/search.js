@@ -8,7 +8,10 @@
   const status = document.getElementById("search-status");
   const list = document.getElementById("search-results");
   const params = new URLSearchParams(location.search);
-  kind.value = params.get("kind") || "";
+  // A kind the list lacks is still sent as given, so the API's refusal shows instead of "any".
+  const asked = params.get("kind") || "";
+  kind.value = asked;
+  const kindOf = () => (kind.value || (kind.selectedIndex < 0 ? asked : ""));
 
   function hit(result) {
     let target;
@@ -40,10 +43,10 @@
     const query = input.value.trim();
     const url = new URL(location.href);
     url.searchParams.set("q", query);
-    if (kind.value) url.searchParams.set("kind", kind.value); else url.searchParams.delete("kind");
+    if (kindOf()) url.searchParams.set("kind", kindOf()); else url.searchParams.delete("kind");
     history.replaceState(null, "", url);
-    run(query, kind.value);
+    run(query, kindOf());
   });
 
-  run(input.value.trim(), kind.value);
+  run(input.value.trim(), kindOf());
 })();

@@ -154,7 +154,9 @@
       return;
     }
     const recs = answer.body;
-    K.fill("recs-meta", `Model ${recs.model_version}${recs.cold_start ? " · cold start: popular items" : ""}`);
+    // A cold start says why when it is not plain popularity (a searching newcomer's page).
+    const cold = recs.cold_start ? ` · cold start: ${recs.reason || "popular items"}` : "";
+    K.fill("recs-meta", `Model ${recs.model_version}${cold}`);
     K.fill(body, recs.items.map((item, i) => K.el("tr", {},
       K.el("td", {}, String(i + 1)),
       K.el("td", {}, K.itemLink(item.item_id)),
