@@ -238,11 +238,13 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _difference(difference: float, se: float, p_value: float) -> dict[str, float | None]:
+def _difference(
+    difference: float, se: float, p_value: float, quantile: float = Z95
+) -> dict[str, float | None]:
     return {
         "difference": difference,
-        "ci_low": difference - Z95 * se,
-        "ci_high": difference + Z95 * se,
+        "ci_low": difference - quantile * se,
+        "ci_high": difference + quantile * se,
         "p_value": p_value,
     }
 
@@ -272,12 +274,15 @@ def revenue_difference(one: dict[str, float], control: dict[str, float]) -> dict
         return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None}
     m1, s1 = _mean_sd(one.get("revenue", 0.0), one.get("revenue_sq", 0.0), n1)
     m0, s0 = _mean_sd(control.get("revenue", 0.0), control.get("revenue_sq", 0.0), n0)
-    se = math.sqrt(s1 * s1 / n1 + s0 * s0 / n0)
+    v1, v0 = s1 * s1 / n1, s0 * s0 / n0
+    se = math.sqrt(v1 + v0)
     if se == 0:
-        p_value = 1.0
-    else:
-        p_value = float(stats.ttest_ind_from_stats(m1, s1, n1, m0, s0, n0, equal_var=False).pvalue)
-    return _difference(m1 - m0, se, p_value)
+        return _difference(m1 - m0, se, 1.0)
+    p_value = float(stats.ttest_ind_from_stats(m1, s1, n1, m0, s0, n0, equal_var=False).pvalue)
+    # the interval from the same Welch t as the p-value (Welch–Satterthwaite degrees of freedom),
+    # so the two agree on whether 0 is excluded
+    dof = (v1 + v0) ** 2 / (v1 * v1 / (n1 - 1) + v0 * v0 / (n0 - 1))
+    return _difference(m1 - m0, se, p_value, float(stats.t.ppf(0.975, dof)))
 
 
 def _metric(value: float, low: float, high: float) -> dict[str, float]:

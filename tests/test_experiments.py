@@ -25,6 +25,7 @@ from kgrec.experiments import (
     RunningExperiment,
     Variant,
     results,
+    revenue_difference,
     two_proportions,
     wilson,
 )
@@ -225,3 +226,18 @@ def test_intervals_and_tests_match_known_values() -> None:
     )
     empty = results(experiment, {"a": {"users": 0}, "b": {"users": 0}})
     assert empty["variants"][1]["vs_control"]["ctr"]["p_value"] is None
+
+
+def test_the_revenue_interval_and_its_p_value_agree() -> None:
+    # Welch's t for both: with few impressions a normal-quantile interval would exclude 0 at p = 0.067
+    treatment, control = [20.0, 25.0, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]
+
+    def counters(values: list[float]) -> dict[str, float]:
+        return {"impressions": len(values), "revenue": sum(values), "revenue_sq": sum(v * v for v in values)}
+
+    diff = revenue_difference(counters(treatment), counters(control))
+    welch = stats.ttest_ind(treatment, control, equal_var=False)
+    low, high = welch.confidence_interval(0.95)
+    assert diff["p_value"] == pytest.approx(welch.pvalue) and diff["p_value"] > 0.05
+    assert (diff["ci_low"], diff["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert diff["ci_low"] < 0 < diff["ci_high"]
