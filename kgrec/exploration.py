@@ -19,8 +19,9 @@ The rule (README, "Exploration for new users"):
 - **Draw.** Each arm's click probability has a Beta(1 + clicks, 1 + shown − clicks) posterior;
   one sample per arm, and the slots go to the arms with the highest samples (one item per arm),
   each explored item's ``score`` being its arm's sample and its ``explore`` field the arm. The
-  sampler is seeded by (user, number of the user's recorded impressions), so one state always
-  gives the same page and every request after a new impression draws afresh.
+  sampler is seeded by (user, number of the user's recorded impressions, the newest one's id), so
+  one state always gives the same page and every request after a new impression draws afresh
+  (the id too, since the count stops at the trimmed list's length).
 - **Learning.** Nothing is kept in a serving process. The impression records which arm each
   explored item came from (field ``a`` of the stream entry, kgrec/impressions.py), and attribution
   (kgrec/attribution.py) adds a user's click, cart or purchase of a shown item to the impression.
@@ -62,11 +63,12 @@ R = TypeVar("R")
 
 # KEYS: the user's impression list. ARGV: the stream, the attributed hashes' key prefix.
 # Field ``a`` of an impression is its explored items' arms (ImpressionStore.record's ``explored``).
-# Returns how many impressions the list holds, then for each one with explored items the JSON
-# of its arms and the values of its attributed hash (events as JSON, and outcome flags).
+# Returns how many impressions the list holds and the newest one's id, then for each one with
+# explored items the JSON of its arms and the values of its attributed hash (events as JSON, and
+# outcome flags).
 _STATE = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-local out = {#ids}
+local out = {#ids, ids[1] or ''}
 for _, id in ipairs(ids) do
   local rows = redis.call('XRANGE', ARGV[1], id, id, 'COUNT', 1)
   if #rows > 0 then
@@ -138,6 +140,7 @@ class ArmState:
     shown: dict[str, int]
     clicked: dict[str, int]
     items: frozenset[str] = frozenset()  # the items explored slots showed the user already
+    newest: str = ""  # the id of the user's newest impression ("" before the first)
 
 
 def parse_state(reply: Sequence[Any]) -> ArmState:
@@ -145,7 +148,7 @@ def parse_state(reply: Sequence[Any]) -> ArmState:
     shown: dict[str, int] = {}
     clicked: dict[str, int] = {}
     items: set[str] = set()
-    for arms_json, values in zip(reply[1::2], reply[2::2], strict=True):
+    for arms_json, values in zip(reply[2::2], reply[3::2], strict=True):
         arms: dict[str, str] = json.loads(arms_json)
         engaged = set()
         for value in values:
@@ -157,12 +160,14 @@ def parse_state(reply: Sequence[Any]) -> ArmState:
             shown[arm] = shown.get(arm, 0) + 1
             if item_id in engaged:
                 clicked[arm] = clicked.get(arm, 0) + 1
-    return ArmState(int(reply[0]), shown, clicked, frozenset(items))
+    newest = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    return ArmState(int(reply[0]), shown, clicked, frozenset(items), newest)
 
 
-def seed_of(user_id: str, sequence: int) -> int:
-    """The sampler's seed for this user at this point of their impressions."""
-    digest = hashlib.sha256(f"{user_id}\x1f{sequence}".encode()).digest()
+def seed_of(user_id: str, sequence: int, newest: str = "") -> int:
+    """The sampler's seed for this user at this point of their impressions (their number, and the
+    newest one's id: the number stops growing once the list is trimmed, the id never repeats)."""
+    digest = hashlib.sha256(f"{user_id}\x1f{sequence}\x1f{newest}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
@@ -299,7 +304,7 @@ class ExploredPage(Page):
         except GraphUnavailable as exc:  # the page still answers, without exploration
             log.warning("exploration skipped: %s", exc)
             return items
-        order, samples = draw(arms, state, seed_of(self.user_id, state.impressions))
+        order, samples = draw(arms, state, seed_of(self.user_id, state.impressions, state.newest))
         taken = {item["item_id"] for item in items}
         item_ids = model.artifacts.item_ids
         filled = list(items)

@@ -33,6 +33,7 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.exploration import ArmState, Exploration, draw, explored_slots, seed_of, spread
 from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
+from kgrec.impressions import USER_RECENT
 from kgrec.migrations import migrate
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
@@ -204,7 +205,7 @@ def test_attributed_clicks_on_an_arm_raise_its_share(shop: Shop) -> None:
         exploration.store.settle()
         state = exploration.state(learner)
         body = page(shop, learner, k=10)
-        order = [arms.ids[a] for a in draw(arms, state, seed_of(learner, state.impressions))[0]]
+        order = [arms.ids[a] for a in draw(arms, state, seed_of(learner, state.impressions, state.newest))[0]]
         served = [arm for _, _, arm in explored(body)]
         assert served == sorted(served, key=order.index) and order.index(served[0]) < 5
     # Each attributed click raises the arm's share of the explored slots. (Whether the arm is drawn
@@ -213,6 +214,29 @@ def test_attributed_clicks_on_an_arm_raise_its_share(shop: Shop) -> None:
     assert clicks >= 1 and len(shares) == clicks + 1
     assert all(a < b for a, b in pairwise(shares)), shares
     assert shares[0] < 0.04 and shares[1] > max(0.06, 3 * shares[0]), shares
+
+
+def test_the_draw_moves_on_after_the_kept_impressions_are_full(shop: Shop) -> None:
+    # The count of kept impressions stops at USER_RECENT; the newest id still changes the seed.
+    browser = f"browser-{uuid.uuid4().hex[:8]}"
+    exploration = Exploration(shop.settings)
+    store = exploration.store
+    seeds = []
+    for n in range(USER_RECENT + 2):
+        store.record(
+            surface="recommendations",
+            user_id=browser,
+            items=[("x", 1.0)],
+            model_version="m",
+            filters={},
+            now_ms=int(time.time() * 1000),
+        )
+        if n >= USER_RECENT:
+            store.settle()
+            state = exploration.state(browser)
+            assert state.impressions == USER_RECENT
+            seeds.append(seed_of(browser, state.impressions, state.newest))
+    assert seeds[0] != seeds[1]
 
 
 def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> None:
