@@ -60,7 +60,7 @@ class Rel(StrEnum):
     POPULARITY_ADJUSTMENT = "POPULARITY_ADJUSTMENT"
     ABOUT = "ABOUT"  # (:Item)-[:ABOUT {score, version}]->(:Topic)
     TAGGED = "TAGGED"  # (:Item)-[:TAGGED {count}]->(:Tag)
-    HAS_TOPIC = "HAS_TOPIC"  # (:ModelVersion)-[:HAS_TOPIC {centroid, size}]->(:Topic)
+    HAS_TOPIC = "HAS_TOPIC"  # (:ModelVersion)-[:HAS_TOPIC {centroid, size, name, keywords}]->(:Topic)
 
 
 # Item–item knowledge relations, keyed by the relation name used in kg_triples.csv.

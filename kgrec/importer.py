@@ -73,8 +73,8 @@ class PreparedImport:
     brand_interests: list[dict[str, Any]]
     category_interests: list[dict[str, Any]]
     problems: list[RowProblem]
-    # produced_by / belongs_to heads this data set does not list: (head -> first triple's place and text)
-    outside_heads: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    # produced_by / belongs_to heads this data set does not list: head -> each triple's place and text
+    outside_heads: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,12 +128,12 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
     # dicts as insertion-ordered sets: duplicates collapse, file order is kept
     knowledge: dict[str, dict[tuple[str, str], None]] = {name: {} for name in KNOWLEDGE_RELATIONS}
     open_triples: dict[tuple[str, str, str], None] = {}
-    attribute_heads: dict[str, tuple[str, int, str]] = {}
+    attribute_heads: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
     for triple in dataset.triples():
         rel = ATTRIBUTE_RELATIONS.get(triple.relation)
-        if rel is not None and triple.head not in attribute_heads:
+        if rel is not None:
             file, line = triple.source or ("kg_triples", 0)
-            attribute_heads[triple.head] = (file, line, f"{triple.relation} {triple.tail!r}")
+            attribute_heads[triple.head].append((file, line, f"{triple.relation} {triple.tail!r}"))
         if rel is Rel.MADE_BY:
             brand = item_brand.setdefault(triple.head, triple.tail)
             if brand != triple.tail:
@@ -258,23 +258,27 @@ def drop_headless_attributes(
         return prepared
     item_brands = [row for row in prepared.item_brands if row["item_id"] not in missing]
     item_categories = [row for row in prepared.item_categories if row["item_id"] not in missing]
-    item_cats: dict[str, list[str]] = defaultdict(list)
-    for row in item_categories:
-        item_cats[row["item_id"]].append(row["category_id"])
     brand_ids = {row["brand_id"] for row in item_brands}
-    category_ids = {c for cats in item_cats.values() for c in cats}
-    parents = infer_parents(item_cats)
-    problems = [
-        RowProblem(file, line, f"{triple}: {head!r} is no item of this data set or the graph")
-        for head, (file, line, triple) in sorted(prepared.outside_heads.items(), key=lambda kv: kv[1][:2])
-        if head in missing
-    ]
+    category_ids = {row["category_id"] for row in item_categories}
+    problems = sorted(
+        (
+            RowProblem(file, line, f"{triple}: {head!r} is no item of this data set or the graph")
+            for head in missing
+            for file, line, triple in prepared.outside_heads[head]
+        ),
+        key=lambda problem: (problem.file, problem.line),
+    )
     return replace(
         prepared,
         brands=[row for row in prepared.brands if row["id"] in brand_ids],
         item_brands=item_brands,
         categories=[row for row in prepared.categories if row["id"] in category_ids],
-        category_parents=[{"child_id": c, "parent_id": p} for c, p in sorted(parents.items())],
+        # the tree inferred with them, less the links of categories no item is in any more
+        category_parents=[
+            row
+            for row in prepared.category_parents
+            if row["child_id"] in category_ids and row["parent_id"] in category_ids
+        ],
         item_categories=item_categories,
         problems=prepared.problems + problems,
         outside_heads={},

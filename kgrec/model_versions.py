@@ -90,12 +90,21 @@ def get_version(gateway: GraphGateway, data_dir: Path, version: str) -> dict[str
     raise NotFound("version", version, f"no model version {version!r}")
 
 
-def lineage(views: dict[str, dict[str, Any]], version: str) -> list[str]:
-    """``version``, its parent, the parent's parent…, as far as the views know them."""
+def root_of(row: dict[str, Any]) -> str | None:
+    """The fully trained version an incremental version (a MODEL_VERSIONS row) descends from."""
+    lineage = (_json(row.get("parameters")) or {}).get("incremental")
+    root = lineage.get("root") if isinstance(lineage, dict) else None
+    return root if isinstance(root, str) else None
+
+
+def lineage(rows: dict[str, dict[str, Any]], version: str) -> list[str]:
+    """``version``, its parent, the parent's parent… as far as the rows know them, then its root
+    (recorded on the version, so it is found when versions between were collected)."""
     chain = [version]
-    while (parent := views.get(chain[-1], {}).get("parent")) and parent not in chain:
+    while (parent := rows.get(chain[-1], {}).get("parent")) and parent not in chain:
         chain.append(parent)
-    return chain
+    root = root_of(rows.get(version, {}))
+    return chain if root is None or root in chain else [*chain, root]
 
 
 def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | None = None) -> dict[str, Any]:
@@ -105,7 +114,9 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
     (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second. Its
     topics (names, ABOUT edges) are written to the graph just before the switch.
     """
-    views = {view["version"]: view for view in list_versions(gateway, data_dir)}
+    folder = models_dir(data_dir)
+    rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
+    views = {name: version_view(row, folder) for name, row in rows.items()}
     if version not in views:
         raise NotFound("version", version, f"no model version {version!r}")
     if views[version]["status"] == "writing":
@@ -115,10 +126,13 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
         raise VersionNotReady(
             version, f"has no artifact file {views[version]['artifact']} in the models folder"
         )
-    link_topic_items(gateway, models_dir(data_dir), lineage(views, version))
+    link_topic_items(gateway, folder, lineage(rows, version))
     now = int(time.time() * 1000) if now_ms is None else now_ms
     done = gateway.write(ACTIVATE_VERSION, {"id": version, "now": now})
     if not done.rows or done.rows[0]["activated"] != 1:
-        # deleted or rewritten between the read and the switch
+        # deleted or rewritten between the read and the switch: the active version's topics back
+        active = next((name for name, view in views.items() if view["status"] == "active"), None)
+        if active is not None:
+            link_topic_items(gateway, folder, lineage(rows, active))
         raise VersionNotReady(version)
     return get_version(gateway, data_dir, version)

@@ -127,18 +127,19 @@ def link_topic_items(
     Its topic names and keywords go onto the shared Topic nodes, and the ABOUT edges become
     those of its topic-items file: its own or, for an incremental version, the first of its
     ancestors (``lineage[1:]``, parent first) that has one; ABOUT edges written for the version
-    itself (items folded in) stay. Returns False, changing nothing, when no such file exists
+    itself or an ancestor nearer than the file's (items folded in) stay. ``lineage`` ends with the
+    root of an incremental version. Returns False, changing nothing, when no such file exists
     (a version trained before topic-items files, or without text).
     """
-    found = next(
-        (TopicItems.load(path, v) for v in lineage if (path := topic_items_path(folder, v)).is_file()), None
-    )
-    if found is None:
+    at = next((k for k, v in enumerate(lineage) if topic_items_path(folder, v).is_file()), None)
+    if at is None:
         return False
+    found = TopicItems.load(topic_items_path(folder, lineage[at]), lineage[at])
     version = lineage[0]
     gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
     rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
-    write_about(gateway, found.version, rows, keep=[version], batch=batch)
+    # edges folded in under the version or an ancestor between it and the file's version stay
+    write_about(gateway, found.version, rows, keep=lineage[:at], batch=batch)
     return True
 
 

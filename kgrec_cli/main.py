@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -45,6 +46,8 @@ EXPECTED_ERRORS = (
     ValueError,
     OSError,
     StackError,
+    redis.ConnectionError,  # the broker, while following a job
+    redis.TimeoutError,
 )
 
 
@@ -506,11 +509,13 @@ def train_command(
 
 
 def _outcome(client: Any, job_id: str) -> Any:
-    """Wait for a job's result; a job that failed is one line naming it and its reason."""
-    try:
-        return client.AsyncResult(job_id).get(timeout=None)
-    except Exception as exc:  # whatever the task raised, re-raised here by Celery
-        fail(f"job {job_id} failed: {type(exc).__name__}: {exc}")
+    """Wait for a job's result; a job that failed is one line naming it and its reason (a broker
+    that cannot be reached is an error of its own, not the job's)."""
+    result = client.AsyncResult(job_id)
+    value = result.get(timeout=None, propagate=False)
+    if result.failed():
+        fail(f"job {job_id} failed: {type(value).__name__}: {value}")
+    return value
 
 
 @main.command("update")

@@ -183,7 +183,7 @@ def messy_dataset(tmp_path: Path) -> Path:
             ["i3", "produced_by", "Bolt"],  # the brand items.csv gives: nothing to report
             ["i1", "produced_by", "Zed"],  # line 6: a second brand for i1
             ["ghost", "produced_by", "Phantom"],  # line 7: no item 'ghost' anywhere
-            ["ghost", "belongs_to", "Nowhere"],  # reported once, with the head's first triple
+            ["ghost", "belongs_to", "Nowhere"],  # line 8: so is this one
         ],
     )
     return folder
@@ -209,6 +209,7 @@ def test_bad_rows_are_reported_and_the_rest_loads(
             6,
         ): "produced_by 'Zed': item 'i1' already has brand 'Acme' (an item has one brand)",
         ("kg_triples.csv", 7): "produced_by 'Phantom': 'ghost' is no item of this data set or the graph",
+        ("kg_triples.csv", 8): "belongs_to 'Nowhere': 'ghost' is no item of this data set or the graph",
     }
     orphans = gateway.run_query(
         "MATCH (n) WHERE n.id IN ['Phantom', 'Nowhere', 'ghost'] RETURN n.id AS id", {}
@@ -274,11 +275,11 @@ def test_cli_import_reports_rejects_and_summary(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "9 row(s) skipped" in done.stderr
+    assert "10 row(s) skipped" in done.stderr
     assert "Traceback" not in done.stderr
     with open(rejects) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 9
+    assert len(rows) == 10
     assert {"file", "line", "reason"} == set(rows[0])
     missing = subprocess.run(
         [sys.executable, "-m", "kgrec_cli.main", "import", str(tmp_path / "nowhere")],

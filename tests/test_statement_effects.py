@@ -572,22 +572,51 @@ def _write_topics(gw: GraphGateway, st: Statement) -> None:
         {"id": "topic-2", "name": "hair dye", "keywords": ["hair"], "centroid": [1.0, 0.0], "size": 2},
     ]
     assert gw.write(st, {**st.params, "rows": rows}).rows == [{"written": 2}]
+    # the shared node keeps the active version's name (NAME_VERSION_TOPICS renames it on activation)
     assert node(gw, "Topic", "topic-1") == {
         "id": "topic-1",
-        "name": "lip balm",
-        "keywords": ["lip", "balm"],
+        "name": "old",
+        "keywords": ["old"],
         "created_at": 1,
+    }
+    assert node(gw, "Topic", "topic-2") == {
+        "id": "topic-2",
+        "name": "hair dye",
+        "keywords": ["hair"],
+        "created_at": NOW,
         "updated_at": NOW,
     }
-    assert node(gw, "Topic", "topic-2")["created_at"] == NOW
     links = query(
-        gw, "MATCH (m:ModelVersion)-[h:HAS_TOPIC]->(t:Topic) RETURN m.id AS m, t.id AS t, h.size AS n"
+        gw,
+        "MATCH (m:ModelVersion)-[h:HAS_TOPIC]->(t:Topic) RETURN m.id AS m, t.id AS t, h.size AS n, h.name AS name",
     )
-    assert sorted((r["m"], r["t"], r["n"]) for r in links) == [
-        ("v0", "topic-1", 9),
-        ("v1", "topic-1", 3),
-        ("v1", "topic-2", 2),
+    assert sorted((r["m"], r["t"], r["n"], r["name"]) for r in links) == [
+        ("v0", "topic-1", 9, None),
+        ("v1", "topic-1", 3, "lip balm"),
+        ("v1", "topic-2", 2, "hair dye"),
     ]
+
+
+@effect("name_version_topics")
+def _name_version_topics(gw: GraphGateway, st: Statement) -> None:
+    # v2's own names go onto the shared nodes; a link written before names were kept leaves the node.
+    query(
+        gw,
+        "CREATE (m:ModelVersion {id: $v}), (o:ModelVersion {id: 'v1'}), "
+        "(a:Topic {id: 'topic-1', name: 'old', keywords: ['old']}), (b:Topic {id: 'topic-2', name: 'kept'}), "
+        "(c:Topic {id: 'topic-3', name: 'other'}), "
+        "(m)-[:HAS_TOPIC {name: 'lip balm', keywords: ['lip', 'balm']}]->(a), (m)-[:HAS_TOPIC {size: 1}]->(b), "
+        "(o)-[:HAS_TOPIC {name: 'not v2'}]->(c)",
+        v=st.params["version"],
+    )
+    assert gw.write(st, st.params).rows == [{"named": 2}]
+    named = query(gw, "MATCH (t:Topic) RETURN t.id AS id, t.name AS name, t.keywords AS k ORDER BY id")
+    assert [(r["id"], r["name"], r["k"]) for r in named] == [
+        ("topic-1", "lip balm", ["lip", "balm"]),
+        ("topic-2", "kept", None),
+        ("topic-3", "other", None),
+    ]
+    assert gw.write(st, {**st.params, "version": "missing"}).rows == [{"named": 0}]
 
 
 @effect("write_about")
@@ -844,15 +873,16 @@ def _delete_version_embeddings(gw: GraphGateway, st: Statement) -> None:
         CREATE (old)-[:EMBEDDING {vector: [1.0]}]->(a), (old)-[:EMBEDDING {vector: [1.0]}]->(b),
                (old)-[:EMBEDDING {vector: [1.0]}]->(c), (old)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(a),
                (live)-[:EMBEDDING {vector: [1.0]}]->(a), (live)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(b)
+        CREATE (t:Topic {id: 'topic-1'}), (old)-[:HAS_TOPIC {size: 3}]->(t), (live)-[:HAS_TOPIC {size: 3}]->(t)
         """,
         id=st.params["id"],
     )
     deleted = [gw.write(st, {**st.params, "limit": 3}).relationships_deleted for _ in range(3)]
-    assert deleted == [3, 1, 0]  # bounded batches, until none is left
+    assert deleted == [3, 2, 0]  # bounded batches, until none is left (topic links too: Neo4j needs it)
     assert count(gw, "(:ModelVersion {id: $id})-[]->()", id=st.params["id"]) == 0
-    assert count(gw, "(:ModelVersion {id: 'v-live'})-[]->()") == 2  # the active version keeps its own
+    assert count(gw, "(:ModelVersion {id: 'v-live'})-[]->()") == 3  # the active version keeps its own
     assert gw.write(st, {"id": "v-live", "limit": 10}).relationships_deleted == 0
-    assert count(gw, "(n)") == 5
+    assert count(gw, "(n)") == 6
 
 
 @effect("delete_model_version")

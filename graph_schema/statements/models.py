@@ -87,7 +87,7 @@ MODEL_VERSIONS = read(
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
            m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.parent AS parent,
-           m.data_until AS data_until
+           m.data_until AS data_until, m.parameters AS parameters
     ORDER BY m.created_at DESC, id
     """,
 )
@@ -117,14 +117,15 @@ EMBEDDINGS_OF_VERSION = read(
     version="v1700000000000",
 )
 
-# Garbage collection in bounded batches: embeddings (and adjustments) first, then the node.
+# Garbage collection in bounded batches: embeddings (adjustments, topic links) first, then the node
+# (Neo4j deletes no node that still has relationships).
 # `active <> true`, not `{active: false}`: FalkorDB 4.16's index on ModelVersion.active finds no
 # `false` once the graph was loaded from a rewritten log (seen after a kill -9), while a filter
 # on the value still reads it.
 DELETE_VERSION_EMBEDDINGS = write(
     "delete_model_version_embeddings",
     """
-    MATCH (m:ModelVersion {id: $id})-[e:EMBEDDING|POPULARITY_ADJUSTMENT]->()
+    MATCH (m:ModelVersion {id: $id})-[e:EMBEDDING|POPULARITY_ADJUSTMENT|HAS_TOPIC]->()
     WHERE m.active <> true
     WITH e LIMIT $limit
     DELETE e
@@ -138,7 +139,7 @@ DELETE_VERSION = write(
     "delete_model_version",
     """
     MATCH (m:ModelVersion {id: $id})
-    WHERE m.active <> true AND NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT]->()
+    WHERE m.active <> true AND NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT|HAS_TOPIC]->()
     DELETE m
     RETURN count(*) AS deleted
     """,

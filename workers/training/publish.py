@@ -35,6 +35,7 @@ from graph_schema.statements.models import (
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
+from kgrec.model_versions import root_of
 from kgrec.promotion_gate import GateDecision
 from kgrec.topic_items import topic_items_path
 from kgrec.training_graph import TrainingGraph
@@ -153,6 +154,9 @@ def collect_garbage(
     kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
     doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
     doomed = [v for v in doomed if v["id"] not in protect]
+    # an incremental version serves its root's topic items: a collected root's file stays while
+    # a version that stays descends from it
+    roots = {root_of(v) for v in versions if v not in doomed}
     removed = []
     for version in doomed:
         while gateway.write(
@@ -166,6 +170,7 @@ def collect_garbage(
         if version["artifact"]:
             (models_folder / version["artifact"]).unlink(missing_ok=True)
             basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
-        topic_items_path(models_folder, version["id"]).unlink(missing_ok=True)
+        if version["id"] not in roots:
+            topic_items_path(models_folder, version["id"]).unlink(missing_ok=True)
         removed.append(version["id"])
     return removed
