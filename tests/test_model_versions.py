@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
 from kgrec.model_store import ActiveModel, artifact_name, models_dir
-from kgrec.model_versions import VersionNotReady, promote
+from kgrec.model_versions import VersionNotReady, lineage, promote, root_of
 from kgrec.recommender import HistoryEntry
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
@@ -202,3 +203,12 @@ def test_one_version_naming_scheme() -> None:
     before = int(time.time() * 1000)
     name = version_name()
     assert name.startswith("v") and before <= int(name[1:]) <= int(time.time() * 1000)
+
+
+def test_an_incremental_versions_lineage_reaches_its_recorded_root() -> None:
+    # c1 was collected: the parent chain stops there, and the root recorded on c3 is still named
+    root = json.dumps({"incremental": {"root": "r", "parent": "c2"}})
+    rows = {"c3": {"parent": "c2", "parameters": root}, "c2": {"parent": "c1", "parameters": root}}
+    assert lineage(rows, "c3") == ["c3", "c2", "c1", "r"]
+    assert root_of(rows["c3"]) == "r" and root_of({"parameters": None}) is None
+    assert lineage({"r": {"parent": None, "parameters": "{}"}}, "r") == ["r"]
