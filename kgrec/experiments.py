@@ -348,26 +348,32 @@ class RunningExperiment:
         self._lock = threading.Lock()
         self._checked_at = -math.inf
         self._experiment: Experiment | None = None
+        self._read = False  # whether a read ever succeeded
 
     def get(self) -> Experiment | None:
         """The running experiment, if any (at most ``check_every_s`` old).
 
         One request re-reads it while the others answer with the known one; when the impression
         store cannot be read (restarting, hung) the known one stays, so recommendations are
-        still answered (and journalled) meanwhile.
+        still answered (and journalled) meanwhile. A process that never read it has nothing to
+        go on: it raises GraphUnavailable (a 503), rather than serve every user the active model
+        as if no experiment ran.
         """
         with self._lock:
             if time.monotonic() - self._checked_at < self.check_every_s:
                 return self._experiment
-            self._checked_at = time.monotonic()
+            read_before = self._read
+            self._checked_at = time.monotonic() if read_before else -math.inf
             known = self._experiment
         try:
             experiment = self.store.running()
         except GraphUnavailable as exc:
+            if not read_before:
+                raise
             log.warning("could not read the running experiment (%s); serving the one known", exc)
             return known
         with self._lock:
-            self._experiment = experiment
+            self._experiment, self._read, self._checked_at = experiment, True, time.monotonic()
         return experiment
 
     def stale(self) -> None:

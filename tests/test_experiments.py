@@ -29,6 +29,7 @@ from kgrec.experiments import (
     two_proportions,
     wilson,
 )
+from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
 from tests.processes import ApiProcess
@@ -193,6 +194,9 @@ def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be
         running.store = ExperimentStore(unreachable)
         running.stale()
         assert running.get() == started
+        # a process that never read it cannot tell: a 503, not every user served as if none ran
+        with pytest.raises(GraphUnavailable):
+            RunningExperiment(ExperimentStore(unreachable)).get()
         running.store = experiments
         experiments.stop(started)
         running.stale()
