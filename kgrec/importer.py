@@ -260,11 +260,13 @@ def drop_headless_attributes(
     item_categories = [row for row in prepared.item_categories if row["item_id"] not in missing]
     brand_ids = {row["brand_id"] for row in item_brands}
     category_ids = {row["category_id"] for row in item_categories}
+    reported = {(problem.file, problem.line) for problem in prepared.problems}
     problems = sorted(
         (
             RowProblem(file, line, f"{triple}: {head!r} is no item of this data set or the graph")
             for head in missing
             for file, line, triple in prepared.outside_heads[head]
+            if (file, line) not in reported  # a row is reported once, for its first reason
         ),
         key=lambda problem: (problem.file, problem.line),
     )

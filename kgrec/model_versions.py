@@ -131,8 +131,10 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
     done = gateway.write(ACTIVATE_VERSION, {"id": version, "now": now})
     if not done.rows or done.rows[0]["activated"] != 1:
         # deleted or rewritten between the read and the switch: the active version's topics back
-        active = next((name for name, view in views.items() if view["status"] == "active"), None)
+        # (as far as its file holds them)
+        now_rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
+        active = next((name for name, row in now_rows.items() if row["active"]), None)
         if active is not None:
-            link_topic_items(gateway, folder, lineage(rows, active))
+            link_topic_items(gateway, folder, lineage(now_rows, active))
         raise VersionNotReady(version)
     return get_version(gateway, data_dir, version)

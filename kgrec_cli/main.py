@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import redis
+from celery import states
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -513,8 +514,8 @@ def _outcome(client: Any, job_id: str) -> Any:
     that cannot be reached is an error of its own, not the job's)."""
     result = client.AsyncResult(job_id)
     value = result.get(timeout=None, propagate=False)
-    if result.failed():
-        fail(f"job {job_id} failed: {type(value).__name__}: {value}")
+    if result.state in states.PROPAGATE_STATES or isinstance(value, BaseException):  # failed or revoked
+        fail(f"job {job_id} {result.state.lower()}: {type(value).__name__}: {value}")
     return value
 
 

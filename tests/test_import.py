@@ -184,6 +184,7 @@ def messy_dataset(tmp_path: Path) -> Path:
             ["i1", "produced_by", "Zed"],  # line 6: a second brand for i1
             ["ghost", "produced_by", "Phantom"],  # line 7: no item 'ghost' anywhere
             ["ghost", "belongs_to", "Nowhere"],  # line 8: so is this one
+            ["ghost", "produced_by", "Other"],  # line 9: reported once, for its first reason
         ],
     )
     return folder
@@ -194,6 +195,7 @@ def test_bad_rows_are_reported_and_the_rest_loads(
 ) -> None:
     report = import_dataset(gateway, open_dataset(str(messy_dataset), settings.datasets_dir), settings)
     found = {(Path(p.file).name, p.line): p.reason for p in report.problems}
+    assert len(found) == len(report.problems)  # no row twice
     assert found == {
         ("interactions.csv", 4): "user_id is empty",
         ("interactions.csv", 5): "ts 'yesterday' is neither ISO-8601 nor Unix seconds",
@@ -210,6 +212,10 @@ def test_bad_rows_are_reported_and_the_rest_loads(
         ): "produced_by 'Zed': item 'i1' already has brand 'Acme' (an item has one brand)",
         ("kg_triples.csv", 7): "produced_by 'Phantom': 'ghost' is no item of this data set or the graph",
         ("kg_triples.csv", 8): "belongs_to 'Nowhere': 'ghost' is no item of this data set or the graph",
+        (
+            "kg_triples.csv",
+            9,
+        ): "produced_by 'Other': item 'ghost' already has brand 'Phantom' (an item has one brand)",
     }
     orphans = gateway.run_query(
         "MATCH (n) WHERE n.id IN ['Phantom', 'Nowhere', 'ghost'] RETURN n.id AS id", {}
@@ -275,11 +281,11 @@ def test_cli_import_reports_rejects_and_summary(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "10 row(s) skipped" in done.stderr
+    assert "11 row(s) skipped" in done.stderr
     assert "Traceback" not in done.stderr
     with open(rejects) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 10
+    assert len(rows) == 11
     assert {"file", "line", "reason"} == set(rows[0])
     missing = subprocess.run(
         [sys.executable, "-m", "kgrec_cli.main", "import", str(tmp_path / "nowhere")],

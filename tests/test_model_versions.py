@@ -22,13 +22,14 @@ from kgrec.job_queue import TRAIN, job_client
 from kgrec.model_store import ActiveModel, artifact_name, models_dir
 from kgrec.model_versions import VersionNotReady, lineage, promote, root_of
 from kgrec.recommender import HistoryEntry
+from kgrec.topic_items import topic_items_path
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
 from workers.training.config import TrainConfig
 from workers.training.job import run_training, start_training, version_name
 from workers.training.pipeline import train_model
-from workers.training.publish import write_back
+from workers.training.publish import remove_unused_topic_items, write_back
 from workers.training.subgraph import pull
 
 QUICK = TrainConfig(epochs=2, use_ease=False)
@@ -212,3 +213,15 @@ def test_an_incremental_versions_lineage_reaches_its_recorded_root() -> None:
     assert lineage(rows, "c3") == ["c3", "c2", "c1", "r"]
     assert root_of(rows["c3"]) == "r" and root_of({"parameters": None}) is None
     assert lineage({"r": {"parent": None, "parameters": "{}"}}, "r") == ["r"]
+
+
+def test_topic_items_files_go_when_no_listed_version_uses_them(tmp_path: Path) -> None:
+    child = {"id": "c2", "parameters": json.dumps({"incremental": {"root": "r"}})}
+    hour_ago = time.time() - 3700
+    for name in ("r", "c2", "gone", "fresh"):
+        path = topic_items_path(tmp_path, name)
+        path.write_bytes(b"")
+        if name != "fresh":
+            os.utime(path, (hour_ago, hour_ago))
+    assert remove_unused_topic_items(tmp_path, [child]) == ["gone"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c2.topics.npz", "fresh.topics.npz", "r.topics.npz"]

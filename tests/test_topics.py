@@ -471,6 +471,14 @@ def test_new_items_get_their_topic_without_a_retrain(
     assert min(r["s"] for r in rows) >= 0.3
     # only the active version's topics are given out
     assert about_new_items(gateway, "not-active", ["new-item"], encode([name])) == 0
+    # under an incremental version the edges carry its root, whose topics they are
+    gateway.run_query("CREATE (:Item {id: 'child-item', title: $t, listed: true})", {"t": name})
+    assert about_new_items(gateway, active.version, ["child-item"], encode([name]), topics_of="the-root") == 1
+    tagged = gateway.run_query(
+        "MATCH (:Item {id: 'child-item'})-[a:ABOUT]->() RETURN DISTINCT a.version AS v", {}
+    )
+    assert tagged == [{"v": "the-root"}]
+    gateway.run_query("MATCH (i:Item {id: 'child-item'}) DETACH DELETE i", {})
 
 
 def test_topics_are_searched_by_meaning_and_shown_with_items_and_users(

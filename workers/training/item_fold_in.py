@@ -32,6 +32,7 @@ from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
+from kgrec.model_versions import root_of
 from workers.training.subgraph import item_text, read_item_facts
 from workers.training.text import TextEmbeddingCache
 from workers.training.topics import about_new_items, with_description
@@ -171,7 +172,8 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
         # new items get their topics too, without a retrain, from their topic text (with the description)
         topic_texts = [with_description(t, row["description"]) for t, row in zip(texts, facts, strict=True)]
         topic_vectors = text_vectors if topic_texts == texts else cache.embed(topic_texts)
-        about_new_items(gateway, version, [row["item_id"] for row in facts], topic_vectors)
+        folded = [row["item_id"] for row in facts]
+        about_new_items(gateway, version, folded, topic_vectors, topics_of=root_of(active[0]) or version)
     vectors = basis.embed(text_vectors, brands, categories)
     rows = [
         {"id": row["item_id"], "vector": [round(float(x), 6) for x in vector]}

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
 from kgrec.model_versions import root_of
 from kgrec.promotion_gate import GateDecision
-from kgrec.topic_items import topic_items_path
+from kgrec.topic_items import SUFFIX as TOPIC_ITEMS_SUFFIX
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import basis_path
 from workers.training.pipeline import TrainingResult
@@ -154,9 +155,6 @@ def collect_garbage(
     kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
     doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
     doomed = [v for v in doomed if v["id"] not in protect]
-    # an incremental version serves its root's topic items: a collected root's file stays while
-    # a version that stays descends from it
-    roots = {root_of(v) for v in versions if v not in doomed}
     removed = []
     for version in doomed:
         while gateway.write(
@@ -170,7 +168,29 @@ def collect_garbage(
         if version["artifact"]:
             (models_folder / version["artifact"]).unlink(missing_ok=True)
             basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
-        if version["id"] not in roots:
-            topic_items_path(models_folder, version["id"]).unlink(missing_ok=True)
         removed.append(version["id"])
+    remove_unused_topic_items(models_folder, [v for v in versions if v["id"] not in removed], removed)
     return removed
+
+
+def remove_unused_topic_items(
+    models_folder: Path,
+    versions: list[dict[str, Any]],
+    removed: Sequence[str] = (),
+) -> list[str]:
+    """Delete the topic-items files no listed version uses; returns their versions.
+
+    A version uses its own file and, when incremental, its root's (which outlives the root's
+    node while a descendant stays). The files of the versions just ``removed`` go at once; any
+    other unused file only when older than an hour, since it may belong to a version written
+    after ``versions`` was read.
+    """
+    used = {v["id"] for v in versions} | {root for v in versions if (root := root_of(v))}
+    cutoff = time.time() - 3600
+    unused = []
+    for path in models_folder.glob(f"*{TOPIC_ITEMS_SUFFIX}"):
+        version = path.name.removesuffix(TOPIC_ITEMS_SUFFIX)
+        if version not in used and (version in removed or path.stat().st_mtime < cutoff):
+            path.unlink(missing_ok=True)
+            unused.append(version)
+    return unused

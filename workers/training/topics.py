@@ -387,11 +387,16 @@ def write_topics(
 
 
 def about_new_items(
-    gateway: GraphGateway, version: str, item_ids: Sequence[str], text_vectors: np.ndarray
+    gateway: GraphGateway,
+    version: str,
+    item_ids: Sequence[str],
+    text_vectors: np.ndarray,
+    topics_of: str | None = None,
 ) -> int:
     """Link items folded in after training to the active version's nearest topics (cosine ≥
     :data:`ABOUT_MIN_COSINE`, at most :data:`ABOUT_TOPICS`), as training links its items; returns
-    how many items got a topic."""
+    how many items got a topic. The edges carry ``topics_of``, the version whose topics they are
+    (an incremental version's root; default ``version``), as training's edges do."""
     index = ACTIVE.get(gateway)
     if index.version != version or not index.ids or len(item_ids) == 0:
         return 0
@@ -404,5 +409,5 @@ def about_new_items(
         if np.any(text_vectors[k])
     ]
     if rows:
-        gateway.write(WRITE_ABOUT, {"version": version, "rows": rows})
+        gateway.write(WRITE_ABOUT, {"version": topics_of or version, "rows": rows})
     return len({row["item_id"] for row in rows})
