@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TypeVar
 
 from flask import Blueprint, Response, jsonify
@@ -206,19 +207,22 @@ def promote_experiment(experiment_id: str) -> Response:
             "would change the model that experiment's 'active' variants serve",
             "experiment_id",
         )
-    if variant.model_version == ACTIVE:
-        version = running_version = None
-    else:
+    # Claimed first, in one script: of two promotions at once (a double click), one goes on.
+    store = _store()
+    promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
+    claimed = store.claim_promotion(experiment, promoted)
+    running_experiment().stale()
+    if claimed is None:
+        raise ApiError(
+            409, "conflict", f"experiment {experiment_id} is being or was promoted already", "experiment_id"
+        )
+    if variant.model_version != ACTIVE:
         try:
             version = promote(graph(), settings().data_dir, variant.model_version)
         except VersionNotReady as exc:
+            store.restore(experiment)
             raise ApiError(409, "conflict", exc.detail, "variant") from None
-        running_version = version["version"]
-    promoted = {
-        "variant": name,
-        "model_version": running_version or variant.model_version,
-        "activated_at": version["activated_at"] if version else None,
-    }
-    stopped = _store().stop(experiment, promoted)
-    running_experiment().stale()
-    return jsonify(stopped.as_dict())
+        promoted.update(model_version=version["version"], activated_at=version["activated_at"])
+        claimed = replace(claimed, promoted=promoted)
+        store.record(claimed)
+    return jsonify(claimed.as_dict())

@@ -58,6 +58,26 @@ return 1
 """
 
 
+# KEYS: the running id, the definitions hash. ARGV: the experiment id, its stopped definition.
+# Stops an experiment (recording its promotion, if the definition has one) unless a promotion was
+# recorded first: of two promotions at once, or a stop racing a promotion, the promotion stays.
+_STOP_UNLESS_PROMOTED = """
+local stored = redis.call('HGET', KEYS[2], ARGV[1])
+if not stored then
+  return 0
+end
+local promoted = cjson.decode(stored)['promoted']
+if promoted ~= nil and promoted ~= cjson.null then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+
 class ExperimentConflict(Exception):
     """The request conflicts with the experiments' state (one already running, already stopped)."""
 
@@ -184,29 +204,51 @@ class ExperimentStore:
         running = self.running_id()
         return self.get(running) if running else None
 
-    def stop(self, experiment: Experiment, promoted: dict[str, Any] | None = None) -> Experiment:
-        """Stop it (users go back to the active model); idempotent."""
-        if experiment.status == "stopped" and promoted is None:
+    def stop(self, experiment: Experiment) -> Experiment:
+        """Stop it (users go back to the active model); idempotent. A promotion recorded meanwhile
+        stays: the experiment as stored is returned."""
+        if experiment.status == "stopped":
             return experiment
         data = experiment.as_dict()
-        data.update(status="stopped", stopped_at=experiment.stopped_at or int(time.time() * 1000))
-        if promoted is not None:
-            data["promoted"] = promoted
+        data.update(status="stopped", stopped_at=int(time.time() * 1000))
         stopped = Experiment.from_json(json.dumps(data))
+        if self._stop_unless_promoted(stopped):
+            return stopped
+        return self.get(experiment.id) or stopped
+
+    def _stop_unless_promoted(self, stopped: Experiment) -> bool:
+        text = json.dumps(stopped.as_dict())
+        done = self.impressions.run(
+            lambda client: client.eval(
+                _STOP_UNLESS_PROMOTED, 2, self.running_key, self.definitions, stopped.id, text
+            )
+        )
+        return int(done) == 1
+
+    def claim_promotion(self, experiment: Experiment, promoted: dict[str, Any]) -> Experiment | None:
+        """Stop ``experiment`` recording ``promoted``, in one script and only if it was never
+        promoted; None when another promotion came first."""
+        data = experiment.as_dict()
+        stopped_at = experiment.stopped_at or int(time.time() * 1000)
+        data.update(status="stopped", stopped_at=stopped_at, promoted=promoted)
+        claimed = Experiment.from_json(json.dumps(data))
+        return claimed if self._stop_unless_promoted(claimed) else None
+
+    def record(self, experiment: Experiment) -> None:
+        """Write ``experiment``'s definition as it is now (after a claim, by its owner)."""
+        text = json.dumps(experiment.as_dict())
+        self.impressions.run(lambda client: client.hset(self.definitions, experiment.id, text))
+
+    def restore(self, experiment: Experiment) -> None:
+        """Put back a definition read before a claim that could not be carried out (running again
+        if it was running and no other experiment started meanwhile)."""
 
         def write(client: Any) -> None:
-            pipe = client.pipeline(transaction=True)
-            pipe.hset(self.definitions, experiment.id, json.dumps(stopped.as_dict()))
-            pipe.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-                1,
-                self.running_key,
-                experiment.id,
-            )
-            pipe.execute()
+            client.hset(self.definitions, experiment.id, json.dumps(experiment.as_dict()))
+            if experiment.status == "running":
+                client.set(self.running_key, experiment.id, nx=True)
 
         self.impressions.run(write)
-        return stopped
 
     def counters(self, experiment: Experiment) -> dict[str, dict[str, float]]:
         """Each variant's raw counters and user count (impressions recorded on this host so far included)."""

@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -169,6 +170,25 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
             timeout=30,
         )
         assert blocked.status_code == 409 and f"experiment {later} is running" in blocked.text
+        # two promotions at once (a double click, two operators): one goes on, the other is refused
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(
+                    lambda name: requests.post(
+                        f"{api.url}/v1/experiments/{later}/promote",
+                        json={"variant": name},
+                        headers=AUTH,
+                        timeout=30,
+                    ),
+                    ["control", "control"],
+                )
+            )
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        record = requests.get(f"{api.url}/v1/experiments/{later}", timeout=30).json()
+        assert record["status"] == "stopped" and record["promoted"]["variant"] == "control"
+        # a stop after the promotion keeps its record
+        kept = requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30).json()
+        assert kept["promoted"]["variant"] == "control"
     finally:
         requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30)
     missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
