@@ -1,4 +1,7 @@
-# kgrec: two commands. `make run` serves the API on 127.0.0.1:8000; `make test` runs the whole suite.
+# kgrec: two commands. `make run` serves the API on 127.0.0.1:8000 (`make run PORT=8001` elsewhere);
+# `make test` runs the whole suite.
+
+PORT ?= 8000
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -46,7 +49,7 @@ browser-deps:
 	fi
 
 run: install console-assets
-	HF_HUB_OFFLINE=1 $(BIN)/kgrec up --port 8000 --import amazon-beauty --train
+	HF_HUB_OFFLINE=1 $(BIN)/kgrec up --port $(PORT) --import amazon-beauty --train
 
 lint: install
 	$(BIN)/ruff check .

@@ -113,4 +113,5 @@ def metrics() -> Response:
         from prometheus_client import REGISTRY
 
         text = generate_latest(REGISTRY)
-    return Response(text.decode() + _model_lines() + _restart_lines(), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: CONTENT_TYPE_LATEST carries its charset, which mimetype would repeat
+    return Response(text.decode() + _model_lines() + _restart_lines(), content_type=CONTENT_TYPE_LATEST)

@@ -35,6 +35,13 @@ def on_starting(server: Any) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
 
 
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory: its files describe workers that are gone."""
+    folder = _metrics_dir()
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges."""
     if _metrics_dir():

@@ -130,7 +130,7 @@ def _train_if_no_model(settings: Settings) -> None:
     with open_gateway(settings) as gateway:
         if gateway.read(ACTIVE_VERSION):
             return
-        print("no active model yet: training one (about 2 minutes on 2 cores) ...", flush=True)
+        print("no active model yet: training one (a few minutes on 2 cores) ...", flush=True)
         summary = start_training(
             gateway,
             settings,
@@ -181,7 +181,7 @@ def run_stack(
             if items:
                 print(
                     f"the graph already holds {items:,} items; skipping the import "
-                    f"(run `kgrec import {import_name}` to reload)",
+                    f"(`kgrec import {import_name}` loads it into this graph, where the data set is present)",
                     flush=True,
                 )
             else:

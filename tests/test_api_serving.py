@@ -380,7 +380,9 @@ def test_invalid_parameters_are_400_naming_the_parameter(served: Served, params:
 
 def test_metrics_count_requests_per_endpoint_and_name_the_model(served: Served) -> None:
     recommend(served, a_user(served), k=3)
-    text = requests.get(f"{served.api.url}/metrics", timeout=10).text
+    response = requests.get(f"{served.api.url}/metrics", timeout=10)
+    assert response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
+    text = response.text
     assert (
         'kgrec_http_requests_total{endpoint="/v1/users/{user_id}/recommendations",method="GET",status="200"}'
         in text

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
     assert EmbeddedServer(data_dir).running() is None
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=2)
+    # the API's metrics folder (one per port) goes with it
+    assert not (Path(tempfile.gettempdir()) / f"kgrec-metrics-{port}").exists()
 
 
 def test_cypher_command_prints_json_rows(settings: object, graph_server: object) -> None:
