@@ -1,7 +1,7 @@
 # kgrec: two commands. `make run` serves the API on 127.0.0.1:8000 (`make run PORT=8001` elsewhere);
 # `make test` runs the whole suite.
 
-PORT ?= 8000
+PORT := 8000
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

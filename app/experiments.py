@@ -190,39 +190,39 @@ def promote_experiment(experiment_id: str) -> Response:
         )
     # A stopped experiment may still be promoted (stop, read the results, promote the winner), but
     # once only, and not while another experiment runs: its `active` control would change under it.
-    if experiment.promoted:
+    # The checks are made again by the claim, in one script, so that of two promotions at once (a
+    # double click) one goes on, and no experiment starts while the version is being activated.
+    store = _store()
+    promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
+    claimed, claim = (experiment, 0) if experiment.promoted else store.claim_promotion(experiment, promoted)
+    if claim == 0:
+        done = store.get(experiment_id) or experiment
+        first = f" ({done.promoted['variant']!r})" if done.promoted else ""
         raise ApiError(
             409,
             "conflict",
-            f"experiment {experiment_id} was already promoted ({experiment.promoted['variant']!r}); "
+            f"experiment {experiment_id} was already promoted{first}; "
             "activate another model version with POST /v1/models/{version}/promote",
             "experiment_id",
         )
-    running = _store().running_id()
-    if running not in (None, experiment_id):
+    if claim < 0:
         raise ApiError(
             409,
             "conflict",
-            f"experiment {experiment_id} is stopped and experiment {running} is running: promoting now "
-            "would change the model that experiment's 'active' variants serve",
+            f"experiment {experiment_id} is stopped and experiment {store.running_id()} is running: "
+            "promoting now would change the model that experiment's 'active' variants serve",
             "experiment_id",
         )
-    # Claimed first, in one script: of two promotions at once (a double click), one goes on.
-    store = _store()
-    promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
-    claimed = store.claim_promotion(experiment, promoted)
-    running_experiment().stale()
-    if claimed is None:
-        raise ApiError(
-            409, "conflict", f"experiment {experiment_id} is being or was promoted already", "experiment_id"
-        )
-    if variant.model_version != ACTIVE:
-        try:
+    try:
+        if variant.model_version != ACTIVE:
             version = promote(graph(), settings().data_dir, variant.model_version)
-        except VersionNotReady as exc:
-            store.restore(experiment)
+            promoted.update(model_version=version["version"], activated_at=version["activated_at"])
+            claimed = replace(claimed, promoted=promoted)
+    except BaseException as exc:
+        store.undo_promotion(claimed, experiment)  # as it was: running again, or stopped
+        if isinstance(exc, VersionNotReady):
             raise ApiError(409, "conflict", exc.detail, "variant") from None
-        promoted.update(model_version=version["version"], activated_at=version["activated_at"])
-        claimed = replace(claimed, promoted=promoted)
-        store.record(claimed)
+        raise
+    store.finish_promotion(claimed)
+    running_experiment().stale()
     return jsonify(claimed.as_dict())

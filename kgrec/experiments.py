@@ -58,10 +58,9 @@ return 1
 """
 
 
-# KEYS: the running id, the definitions hash. ARGV: the experiment id, its stopped definition.
-# Stops an experiment (recording its promotion, if the definition has one) unless a promotion was
-# recorded first: of two promotions at once, or a stop racing a promotion, the promotion stays.
-_STOP_UNLESS_PROMOTED = """
+# KEYS of the scripts below: the running id, the definitions hash. ARGV[1]: the experiment id.
+# Whether the stored definition records a promotion (a JSON null decodes to cjson.null).
+_PROMOTED = """
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if not stored then
   return 0
@@ -70,9 +69,35 @@ local promoted = cjson.decode(stored)['promoted']
 if promoted ~= nil and promoted ~= cjson.null then
   return 0
 end
+"""
+_RELEASE = """
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+# ARGV[2]: the stopped definition. Stops the experiment unless a promotion was recorded first (a
+# stop racing a promotion leaves the promotion's record).
+_STOP_UNLESS_PROMOTED = _PROMOTED + _RELEASE
+# ARGV[2]: the claimed definition (stopped, promoted). Records the claim unless a promotion was
+# recorded first (0) or another experiment runs (-1); the running id stays until the claim is
+# finished or undone, so no experiment can start while the version is being activated.
+_CLAIM_PROMOTION = (
+    _PROMOTED
+    + """
+local running = redis.call('GET', KEYS[1])
+if running and running ~= ARGV[1] then
+  return -1
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
+# ARGV[2]: the claimed definition, ARGV[3]: the one before the claim; put back while the claim stands.
+_UNDO_CLAIM = """
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 end
 return 1
 """
@@ -217,38 +242,31 @@ class ExperimentStore:
         return self.get(experiment.id) or stopped
 
     def _stop_unless_promoted(self, stopped: Experiment) -> bool:
-        text = json.dumps(stopped.as_dict())
-        done = self.impressions.run(
-            lambda client: client.eval(
-                _STOP_UNLESS_PROMOTED, 2, self.running_key, self.definitions, stopped.id, text
-            )
-        )
-        return int(done) == 1
+        return self._script(_STOP_UNLESS_PROMOTED, stopped.id, json.dumps(stopped.as_dict())) == 1
 
-    def claim_promotion(self, experiment: Experiment, promoted: dict[str, Any]) -> Experiment | None:
-        """Stop ``experiment`` recording ``promoted``, in one script and only if it was never
-        promoted; None when another promotion came first."""
+    def claim_promotion(self, experiment: Experiment, promoted: dict[str, Any]) -> tuple[Experiment, int]:
+        """Claim the promotion of ``experiment`` in one script: its definition as claimed (stopped,
+        ``promoted``) and 1, or 0 when a promotion was recorded first, or -1 when another
+        experiment runs. :meth:`finish_promotion` or :meth:`undo_promotion` ends a claim."""
         data = experiment.as_dict()
         stopped_at = experiment.stopped_at or int(time.time() * 1000)
         data.update(status="stopped", stopped_at=stopped_at, promoted=promoted)
         claimed = Experiment.from_json(json.dumps(data))
-        return claimed if self._stop_unless_promoted(claimed) else None
+        return claimed, self._script(_CLAIM_PROMOTION, claimed.id, json.dumps(claimed.as_dict()))
 
-    def record(self, experiment: Experiment) -> None:
-        """Write ``experiment``'s definition as it is now (after a claim, by its owner)."""
-        text = json.dumps(experiment.as_dict())
-        self.impressions.run(lambda client: client.hset(self.definitions, experiment.id, text))
+    def finish_promotion(self, claimed: Experiment) -> None:
+        """Record the claimed promotion as carried out; the experiment no longer runs."""
+        self._script(_RELEASE, claimed.id, json.dumps(claimed.as_dict()))
 
-    def restore(self, experiment: Experiment) -> None:
-        """Put back a definition read before a claim that could not be carried out (running again
-        if it was running and no other experiment started meanwhile)."""
+    def undo_promotion(self, claimed: Experiment, before: Experiment) -> None:
+        """Put ``before`` back, while the claim (as first recorded) still stands."""
+        self._script(_UNDO_CLAIM, before.id, json.dumps(claimed.as_dict()), json.dumps(before.as_dict()))
 
-        def write(client: Any) -> None:
-            client.hset(self.definitions, experiment.id, json.dumps(experiment.as_dict()))
-            if experiment.status == "running":
-                client.set(self.running_key, experiment.id, nx=True)
-
-        self.impressions.run(write)
+    def _script(self, script: str, *args: str) -> int:
+        reply = self.impressions.run(
+            lambda client: client.eval(script, 2, self.running_key, self.definitions, *args)
+        )
+        return int(reply)
 
     def counters(self, experiment: Experiment) -> dict[str, dict[str, float]]:
         """Each variant's raw counters and user count (impressions recorded on this host so far included)."""

@@ -27,19 +27,29 @@ def _metrics_dir() -> Path | None:
     return Settings.from_env().prometheus_multiproc_dir
 
 
+_OWNER = ".owner"  # the pid of the gunicorn master that made the metrics directory
+
+
 def on_starting(server: Any) -> None:
     """Start with an empty metrics directory: old worker files would count twice."""
     folder = _metrics_dir()
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / _OWNER).write_text(str(os.getpid()))
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics directory: its files describe workers that are gone."""
+    """Remove the metrics directory, unless a newer gunicorn on the port made it its own (this
+    master's workers can take 20 s to stop after its socket closed)."""
     folder = _metrics_dir()
     if folder:
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            owner = (Path(folder) / _OWNER).read_text()
+        except OSError:
+            return
+        if owner == str(os.getpid()):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:

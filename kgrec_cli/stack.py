@@ -181,7 +181,7 @@ def run_stack(
             if items:
                 print(
                     f"the graph already holds {items:,} items; skipping the import "
-                    f"(`kgrec import {import_name}` loads it into this graph, where the data set is present)",
+                    "(the graph is served as it is)",
                     flush=True,
                 )
             else:

@@ -226,6 +226,35 @@ def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be
         store.close()
 
 
+def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    local = settings.with_overrides(graph_name=f"claim_{uuid.uuid4().hex[:8]}")
+    store = ImpressionStore(local)
+    experiments = ExperimentStore(store)
+    variants = (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5))
+    started = experiments.create("claimed", variants)
+    try:
+        claimed, claim = experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"})
+        assert claim == 1 and claimed.status == "stopped"
+        assert experiments.running_id() == started.id  # nothing can start while the version is activated
+        assert experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})[1] == 0
+        assert experiments.stop(started).promoted == {"variant": "b", "model_version": "v-x"}
+        experiments.undo_promotion(claimed, started)  # the version could not be activated
+        assert experiments.get(started.id) == started and experiments.running_id() == started.id
+        claimed, claim = experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})
+        experiments.finish_promotion(claimed)
+        assert experiments.running_id() is None and experiments.get(started.id) == claimed
+        # an unpromoted, stopped experiment is not claimed while another runs
+        earlier = experiments.stop(experiments.create("earlier", variants))
+        later = experiments.create("later", variants)
+        assert experiments.claim_promotion(earlier, {"variant": "a", "model_version": "active"})[1] == -1
+        assert experiments.get(earlier.id) == earlier
+        experiments.stop(later)
+    finally:
+        store.close()
+
+
 def test_assignment_is_deterministic_and_follows_the_shares() -> None:
     variants = (Variant("a", "active", 0.2), Variant("b", "v2", 0.8))
     experiment = Experiment("exp-1", "x", "user", variants, "running", 0)
