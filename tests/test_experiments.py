@@ -195,22 +195,32 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
     assert missing.status_code == 404
 
 
+TWO_ARMS = (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5))
+
+
+@pytest.fixture
+def experiments(settings: Settings, graph_server: EmbeddedServer | None) -> Iterator[ExperimentStore]:
+    """The experiments of a graph of this test's own, in the real impression store."""
+    store = ImpressionStore(settings.with_overrides(graph_name=f"exp_{uuid.uuid4().hex[:8]}"))
+    try:
+        yield ExperimentStore(store)
+    finally:
+        store.close()
+
+
 def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be_read(
-    settings: Settings, graph_server: EmbeddedServer | None
+    experiments: ExperimentStore, settings: Settings
 ) -> None:
     # Recommendations ask for the running experiment; an impression store that is restarting must
     # not turn them into 503s (they are journalled meanwhile), so the known experiment is served.
-    local = settings.with_overrides(graph_name=f"outage_{uuid.uuid4().hex[:8]}")
-    store = ImpressionStore(local)
-    experiments = ExperimentStore(store)
-    started = experiments.create("outage", (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5)))
+    started = experiments.create("outage", TWO_ARMS)
     try:
         running = RunningExperiment(experiments)
         assert running.get() == started
         with socket.socket() as probe:  # a port nothing listens on once the probe is closed
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        unreachable = ImpressionStore(local.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0"))
+        unreachable = ImpressionStore(settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0"))
         running.store = ExperimentStore(unreachable)
         running.stale()
         assert running.get() == started
@@ -223,16 +233,12 @@ def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be
         assert running.get() is None
     finally:
         experiments.stop(started)
-        store.close()
 
 
 def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
-    settings: Settings, graph_server: EmbeddedServer | None
+    experiments: ExperimentStore,
 ) -> None:
-    local = settings.with_overrides(graph_name=f"claim_{uuid.uuid4().hex[:8]}")
-    store = ImpressionStore(local)
-    experiments = ExperimentStore(store)
-    variants = (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5))
+    variants = TWO_ARMS
     started = experiments.create("claimed", variants)
     try:
         claimed, claim = experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"})
@@ -247,12 +253,12 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
         assert experiments.running_id() is None and experiments.get(started.id) == claimed
         # an unpromoted, stopped experiment is not claimed while another runs
         earlier = experiments.stop(experiments.create("earlier", variants))
-        later = experiments.create("later", variants)
+        experiments.create("later", variants)  # running
         assert experiments.claim_promotion(earlier, {"variant": "a", "model_version": "active"})[1] == -1
         assert experiments.get(earlier.id) == earlier
-        experiments.stop(later)
     finally:
-        store.close()
+        if (left := experiments.running()) is not None:
+            experiments.stop(left)
 
 
 def test_assignment_is_deterministic_and_follows_the_shares() -> None:
