@@ -59,7 +59,10 @@ class ModelVersionView(BaseModel):
         description="the version an incremental update started from (null for a full training)"
     )
     data_until: int | None = Field(
-        description="epoch ms: the newest interaction an incremental update read (null for a full training)"
+        description=(
+            "epoch ms: the newest interaction an incremental update read; for a full training, when "
+            "its graph was pulled (null for one trained before this was recorded)"
+        )
     )
     artifact: str | None = Field(description="the artifact file under var/models/")
     artifact_bytes: int | None = Field(description="its size (null where the API cannot see the file)")

@@ -45,6 +45,9 @@ class TrainingGraph:
     # (kgrec.topic_signal.with_topics); None: no topics.
     item_topic: np.ndarray | None = None
     item_topic_score: np.ndarray | None = None
+    # When the graph was pulled (epoch ms; None: not pulled from a graph): a trained version's
+    # data_until, from which the first incremental update after it reads what changed.
+    pulled_at: int | None = None
 
     @property
     def n_users(self) -> int:

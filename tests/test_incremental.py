@@ -132,6 +132,12 @@ def test_update_refreshes_exactly_the_touched_rows_and_is_served(shop: tuple) ->
     plan = plan_update(gateway, partitions=2)
     assert plan is not None and plan.parent == parent.version
     assert (set(plan.users), set(plan.items)) == (users, items)
+    # it reads what changed since the parent's data_until: for a full training, when its graph was
+    # pulled, before its write-back, so what arrived while it trained is read too
+    (row,) = gateway.run_query(
+        "MATCH (m:ModelVersion {id: $v}) RETURN m.data_until AS d, m.created_at AS c", {"v": parent.version}
+    )
+    assert plan.since == row["d"] and row["d"] < row["c"]
     # two partitions give what one gives (each seed's rows read only the parent and its own neighbourhood)
     one = merge(
         parent,

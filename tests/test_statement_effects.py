@@ -743,6 +743,7 @@ def _create_model_version(gw: GraphGateway, st: Statement) -> None:
         "counts": '{"users": 1}',
         "metrics": '{"ndcg@10": 0.07}',
         "artifact": "models/v1700000000000.npz",
+        "data_until": 1699999990000,
     }
     assert node(gw, "ModelVersion", "v1700000000000") == created
     query(gw, "MATCH (m:ModelVersion) SET m.status = 'ready'")

@@ -14,10 +14,12 @@ CREATE_VERSION = write(
     """
     MERGE (m:ModelVersion {id: $id})
     ON CREATE SET m.created_at = $now, m.status = 'writing', m.active = false
-    SET m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact
+    SET m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact,
+        m.data_until = $data_until
     """,
     id="v1700000000000",
     now=1700000000000,
+    data_until=1699999990000,
     parameters='{"dim": 64}',
     counts='{"users": 1}',
     metrics='{"ndcg@10": 0.07}',

@@ -135,7 +135,8 @@ def _json(text: str | None) -> dict[str, Any]:
 def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None) -> UpdatePlan | None:
     """The update of the active version; None when there is no active version or nothing was touched.
 
-    ``since`` (epoch ms) overrides the parent's ``data_until`` (default: its ``created_at``).
+    ``since`` (epoch ms) overrides the parent's ``data_until`` (a full training's pull time, or
+    what an update read; its ``created_at`` for a version that did not record it).
     """
     rows = gateway.read(INCREMENTAL_PARENT)
     if not rows:

@@ -79,6 +79,8 @@ def write_back(
             "counts": json.dumps(result.counts),
             "metrics": json.dumps({f"validation_{k}": v for k, v in result.validation.items()}),
             "artifact": artifact,
+            # the first incremental update after this version reads what changed since the pull
+            "data_until": graph.pulled_at,
         },
     )
     embeddings = result.embeddings

@@ -214,6 +214,7 @@ def _pull(
         item_text=texts,
         item_description=descriptions,
         facts=facts,
+        pulled_at=now_ms,
     )
 
 
