@@ -194,7 +194,7 @@ def promote_experiment(experiment_id: str) -> Response:
     # double click) one goes on, and no experiment starts while the version is being activated.
     store = _store()
     promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
-    claimed, claim = (experiment, 0) if experiment.promoted else store.claim_promotion(experiment, promoted)
+    claimed, claim = store.claim_promotion(experiment, promoted)
     if claim == 0:
         done = store.get(experiment_id) or experiment
         first = f" ({done.promoted['variant']!r})" if done.promoted else ""
