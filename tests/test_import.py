@@ -190,6 +190,24 @@ def messy_dataset(tmp_path: Path) -> Path:
     return folder
 
 
+def test_a_later_import_replaces_the_brand_of_an_item(
+    gateway: GraphGateway, tmp_path: Path, settings: Settings
+) -> None:
+    def shop(name: str, brand: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        write_csv_rows(
+            folder / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i1", "1704067200"]]
+        )
+        write_csv_rows(folder / "items.csv", ["item_id", "brand", "title"], [["i1", brand, "Face cream"]])
+        return folder
+
+    for name, brand in (("first", "Acme"), ("rebranded", "Bolt"), ("again", "Bolt")):
+        import_dataset(gateway, open_dataset(str(shop(name, brand)), settings.datasets_dir), settings)
+    brands = gateway.run_query("MATCH (:Item {id: 'i1'})-[:MADE_BY]->(b:Brand) RETURN b.id AS b", {})
+    assert brands == [{"b": "Bolt"}]  # one brand, the latest import's
+
+
 def test_bad_rows_are_reported_and_the_rest_loads(
     gateway: GraphGateway, messy_dataset: Path, settings: Settings
 ) -> None:

@@ -128,7 +128,6 @@ def _upsert_named_nodes(gw: GraphGateway, st: Statement) -> None:
 # Each link statement by name: source label, relationship type, target label and the row keys.
 # Spelled out (not derived from the allow-list) so that a new link statement needs its own line.
 LINKS: dict[str, tuple[str, str, str, str, str]] = {
-    "link_item_made_by_brand": ("Item", "MADE_BY", "Brand", "item_id", "brand_id"),
     "link_item_in_category_category": ("Item", "IN_CATEGORY", "Category", "item_id", "category_id"),
     "link_category_subcategory_of_category": (
         "Category",
@@ -151,6 +150,24 @@ def _link(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
     assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
     assert count(gw, "(n)") == 3  # no node created for 'missing'
+
+
+@effect("link_item_made_by_brand")
+def _link_item_brand(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw, "CREATE (:Item {id: 'a'})-[:MADE_BY]->(:Brand {id: 'old'}), (:Brand {id: 'b'}), (:User {id: 'b'})"
+    )
+    query(gw, "CREATE (:Item {id: 'c'})-[:IN_CATEGORY]->(:Category {id: 'cat'})")
+    rows = [{"item_id": "a", "brand_id": "b"}, {"item_id": "a", "brand_id": "missing"}]
+    first = gw.write(st, {"rows": rows})
+    again = gw.write(st, {"rows": rows})  # idempotent: MERGE finds the link
+    assert (first.relationships_created, again.relationships_created) == (1, 0)
+    # the brand replaces the earlier one (an item has one brand); the Brand node stays
+    assert [r["id"] for r in query(gw, "MATCH (:Item {id: 'a'})-[:MADE_BY]->(b) RETURN b.id AS id")] == ["b"]
+    assert count(gw, "(:Brand {id: 'old'})") == 1
+    assert count(gw, "(:Item {id: 'c'})-[:IN_CATEGORY]->()") == 1  # other links untouched
+    assert count(gw, "()-[r]->()") == 2  # nothing to the User 'b', nothing backwards
+    assert count(gw, "(n)") == 6  # no node created for 'missing'
 
 
 # Each knowledge link statement rendered in the catalogue: relation, head label, type, tail label.

@@ -69,7 +69,22 @@ def _link_statement(source: Label, rel: Rel, target: Label, source_key: str, tar
 
 UPSERT_BRANDS = _named_node_upsert(Label.BRAND)
 UPSERT_CATEGORIES = _named_node_upsert(Label.CATEGORY)
-LINK_ITEM_BRANDS = _link_statement(Label.ITEM, Rel.MADE_BY, Label.BRAND, "item_id", "brand_id")
+# An item has one brand: the brand an import gives replaces the one an earlier import (or an event)
+# linked, as the catalogue API's does, instead of adding a second.
+LINK_ITEM_BRANDS = write(
+    "link_item_made_by_brand",
+    """
+    UNWIND $rows AS r
+    MATCH (a:Item {id: r.item_id})
+    MATCH (b:Brand {id: r.brand_id})
+    OPTIONAL MATCH (a)-[old:MADE_BY]->(other:Brand)
+    WHERE other.id <> r.brand_id
+    WITH a, b, collect(old) AS olds
+    FOREACH (o IN olds | DELETE o)
+    MERGE (a)-[:MADE_BY]->(b)
+    """,
+    rows=[{"item_id": "B0001", "brand_id": "Olay"}],
+)
 LINK_ITEM_CATEGORIES = _link_statement(Label.ITEM, Rel.IN_CATEGORY, Label.CATEGORY, "item_id", "category_id")
 LINK_CATEGORY_PARENTS = _link_statement(
     Label.CATEGORY, Rel.SUBCATEGORY_OF, Label.CATEGORY, "child_id", "parent_id"
