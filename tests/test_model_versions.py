@@ -29,7 +29,12 @@ from tests.subsets import amazon_beauty_subset
 from workers.training.config import TrainConfig
 from workers.training.job import run_training, start_training, version_name
 from workers.training.pipeline import train_model
-from workers.training.publish import remove_unused_topic_items, write_back
+from workers.training.publish import (
+    UNSETTLED_GRACE_MS,
+    collect_garbage,
+    remove_unused_topic_items,
+    write_back,
+)
 from workers.training.subgraph import pull
 
 QUICK = TrainConfig(epochs=2, use_ease=False)
@@ -91,12 +96,41 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
         write_back(gateway, result, graph, models_dir(loaded.data_dir), before_activation=crash)
     assert active(gateway) == "v-old"
     assert serving.get().artifacts.version == "v-old"
-    # the next successful job activates its version and collects the crashed leftover
+    # The next successful job activates its version. The unsettled one (neither activated nor
+    # gated) stays while its job might still be writing or gating it, and goes once it is old.
     summary = run_training(gateway, loaded, QUICK, device="cpu", version="v-new", keep=1)
-    assert sorted(summary["removed_versions"]) == ["v-crashed", "v-old"]
-    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
+    assert summary["removed_versions"] == ["v-old"]
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new", "v-crashed"]
     assert serving.get().artifacts.version == "v-new"
+    gateway.run_query(
+        "MATCH (m:ModelVersion {id: 'v-crashed'}) SET m.created_at = m.created_at - $age",
+        {"age": UNSETTLED_GRACE_MS},
+    )
+    assert collect_garbage(gateway, models_dir(loaded.data_dir), keep=1) == ["v-crashed"]
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
+
+
+def test_a_redelivered_job_leaves_the_version_it_published(gateway: GraphGateway, loaded: Settings) -> None:
+    first = start_training(gateway, loaded, QUICK, device="cpu", job_id="again")
+    artifact = models_dir(loaded.data_dir) / artifact_name("job-again")
+    written = artifact.stat().st_mtime_ns
+    vectors = gateway.run_query(
+        "MATCH (:ModelVersion {id: 'job-again'})-[e:EMBEDDING]->(n) RETURN n.id AS id, e.vector AS v ORDER BY id",
+        {},
+    )
+    # the broker redelivers the job (its worker was lost before the ack): nothing is rewritten
+    again = start_training(gateway, loaded, replace(QUICK, seed=8), device="cpu", job_id="again")
+    assert first["version"] == again["version"] == "job-again"
+    assert again == {"version": "job-again", "already_published": True, "active": True, "gate": None}
+    assert artifact.stat().st_mtime_ns == written
+    assert (
+        gateway.run_query(
+            "MATCH (:ModelVersion {id: 'job-again'})-[e:EMBEDDING]->(n) RETURN n.id AS id, e.vector AS v ORDER BY id",
+            {},
+        )
+        == vectors
+    )
 
 
 def test_a_version_without_its_artifact_file_is_not_promoted(gateway: GraphGateway, loaded: Settings) -> None:

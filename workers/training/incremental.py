@@ -88,6 +88,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
 from workers.training.job import KEEP_VERSIONS, collect_unused_versions
 from workers.training.kg_model import next_item_examples
+from workers.training.publish import already_published
 
 # Signals whose row i depends only on the histories of item i's users: a 2-hop pull rebuilds them exactly.
 LOCAL_ROW_SIGNALS = ("transitions", "last_item_transitions")
@@ -590,6 +591,9 @@ def finish_update(
     gateway: GraphGateway, settings: Settings, plan: UpdatePlan, parts: Sequence[PartitionRows], version: str
 ) -> dict[str, Any]:
     """Merge the partitions' rows, publish the child and switch to it (the chord's callback)."""
+    published = already_published(gateway, version)
+    if published is not None:
+        return published
     started = time.perf_counter()
     parent = load_parent(settings, plan)
     adjustments = {

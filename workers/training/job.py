@@ -29,7 +29,13 @@ from workers.training.gate import gate_candidate
 from workers.training.item_fold_in import FoldInBasis, basis_path, unit_rows
 from workers.training.kg_model import resolve_device
 from workers.training.pipeline import TrainingResult, train_model
-from workers.training.publish import activate, collect_garbage, record_gate_decision, write_back
+from workers.training.publish import (
+    activate,
+    already_published,
+    collect_garbage,
+    record_gate_decision,
+    write_back,
+)
 from workers.training.subgraph import pull
 from workers.training.topics import item_language, write_topics
 
@@ -98,6 +104,9 @@ def run_training(
     Commands and tasks call :func:`start_training`, which names the version; tests
     call this directly to train under a fixed name.
     """
+    published = already_published(gateway, version)
+    if published is not None:
+        return published
     report = progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}
     started = time.perf_counter()

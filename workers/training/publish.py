@@ -45,6 +45,9 @@ from workers.training.pipeline import TrainingResult
 
 log = logging.getLogger(__name__)
 GC_BATCH = 10_000
+# A version neither activated nor gated is being written or gated by its job, or its job crashed:
+# it is collected only once this old (a write-back and gate take minutes, not hours).
+UNSETTLED_GRACE_MS = 2 * 3600 * 1000
 
 
 def _vector_rows(ids: list[str], vectors: np.ndarray) -> list[dict[str, object]]:
@@ -140,9 +143,11 @@ def collect_garbage(
     a running experiment serves).
 
     Older versions that were never activated nor gated are leftovers of crashed
-    jobs and go too. Versions newer than the active one may still be being
-    written by another job, so they are left alone (unless they are surplus
-    gated candidates).
+    jobs and go too, once :data:`UNSETTLED_GRACE_MS` old: until then their job may
+    still be writing or gating them (a job that started before the one that
+    activated a newer version). Versions newer than the active one may still be
+    being written by another job, so they are left alone (unless they are
+    surplus gated candidates).
     """
     versions = gateway.read(MODEL_VERSIONS)  # newest first
     current = next((v for v in versions if v["active"]), None)
@@ -156,7 +161,10 @@ def collect_garbage(
     older = [v for v in versions if v["created_at"] < current["created_at"]]
     kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
     doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
-    doomed = [v for v in doomed if v["id"] not in protect]
+    unsettled_until = int(time.time() * 1000) - UNSETTLED_GRACE_MS
+    doomed = [
+        v for v in doomed if v["id"] not in protect and (settled(v) or v["created_at"] < unsettled_until)
+    ]
     removed = []
     for version in doomed:
         while gateway.write(
@@ -173,6 +181,27 @@ def collect_garbage(
         removed.append(version["id"])
     remove_unused_topic_items(models_folder, [v for v in versions if v["id"] not in removed], removed)
     return removed
+
+
+def settled(version: dict[str, Any]) -> bool:
+    """Whether the job that wrote ``version`` (a row of MODEL_VERSIONS) finished with it: it was
+    activated, or the promotion gate decided on it."""
+    return version["activated_at"] is not None or version["gate_decision"] is not None
+
+
+def already_published(gateway: GraphGateway, version: str) -> dict[str, Any] | None:
+    """A summary of ``version`` when an earlier run of its job published it, else None.
+
+    A queued job names its version after itself, so a redelivered job (its worker lost after
+    the version was published, before the broker heard so) finds it here and returns this
+    instead of rewriting a version that may be serving. A version its job left unsettled
+    is written again.
+    """
+    row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+    if row is None or row["status"] != "ready" or not settled(row):
+        return None
+    gate = row["gate_decision"] and {"decision": row["gate_decision"], "reason": row["gate_reason"]}
+    return {"version": version, "already_published": True, "active": bool(row["active"]), "gate": gate}
 
 
 def remove_unused_topic_items(
