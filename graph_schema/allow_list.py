@@ -90,6 +90,9 @@ if {rel.value: name for name, rel in KNOWLEDGE_RELATIONS.items()} != OWNED_TYPES
 PROPERTY_KEYS: tuple[str, ...] = (
     # all nodes
     "id",
+    # set and cleared within one statement, before it reads what a concurrent statement may
+    # change: Neo4j reads committed data without a lock, and this write takes the node's lock first
+    "write_lock",
     "name",
     "created_at",
     "updated_at",

@@ -21,6 +21,7 @@ from graph_schema.statements.audiences import AUDIENCE_PAGE, AUDIENCE_SIZE, AUDI
 from kgrec.config import Settings
 from kgrec.errors import ArgumentProblem
 from kgrec.gateway import GraphGateway
+from kgrec.limits import MAX_EPOCH_MS
 
 DAY_MS = 86_400_000
 EXPORT_PAGE = 5_000  # members an export reads per statement, at least
@@ -78,6 +79,8 @@ def _decode_cursor(audience: Audience, cursor: str) -> tuple[int, int, str]:
         raise AudienceError("cursor", cursor, "not a cursor this service returned") from exc
     if fingerprint != audience.fingerprint():
         raise AudienceError("cursor", cursor, "the cursor belongs to an audience with other conditions")
+    if not 0 <= state[0] <= MAX_EPOCH_MS or not -(2**63) <= state[1] < 2**63:
+        raise AudienceError("cursor", cursor, "not a cursor this service returned")
     return state
 
 

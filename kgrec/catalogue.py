@@ -70,6 +70,7 @@ from kgrec.limits import (
     MAX_BATCH_ATTRIBUTE_RELATIONS,
     MAX_CATEGORY_DEPTH,
     MAX_DESCRIPTION_LENGTH,
+    MAX_EPOCH_MS,
     MAX_ITEMS_PER_BATCH,
     MAX_STOCK,
     id_problem,
@@ -95,6 +96,8 @@ def _epoch_ms(value: Any) -> int:
         raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
     if value < 0:
         raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": value})
+    if value > MAX_EPOCH_MS:
+        raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": value})
     return value
 
 
@@ -105,12 +108,12 @@ CategoryPath = Annotated[
 ]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="an ISO 4217 code, like EUR")]
 Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, description="units in stock"), WHOLE_NUMBER]
-EpochMs = Annotated[int, Field(ge=0)]
+EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 CatalogueTime = Annotated[
     int,
     PlainValidator(_epoch_ms, json_schema_input_type=EpochMs | IsoTime),
-    Field(description="epoch milliseconds or ISO-8601, not before 1970 (may be in the future)"),
+    Field(description="epoch milliseconds or ISO-8601, from 1970 to 9999 (may be in the future)"),
 ]
 
 

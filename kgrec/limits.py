@@ -48,6 +48,9 @@ MAX_BATCH_ATTRIBUTE_RELATIONS = 256
 # The catalogue API (PUT/POST /v1/items), `kgrec items import` and business rules
 MAX_ITEMS_PER_BATCH = 1_000
 MAX_STOCK = 1_000_000_000
+# the end of 9999 in epoch ms: a catalogue or rule time beyond it is refused (Neo4j's driver cannot
+# send an integer of 2**63 or more, and FalkorDB would store a clipped one)
+MAX_EPOCH_MS = 253_402_300_799_999
 CURRENCY_PATTERN = r"^[A-Z]{3}$"  # an ISO 4217 code: EUR, USD, GBP
 MAX_RULE_FACTOR = 1_000.0  # a boost's or bury's score multiplier
 CATALOGUE_CHECK_S = 0.5  # how often a serving process asks whether the catalogue changed

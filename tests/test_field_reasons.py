@@ -50,6 +50,9 @@ def item_reason(item: dict) -> tuple[str, str]:
         ({"colour": "red"}, "colour", "is not a known field"),
         ({"stock": 3.5}, "stock", "must be a whole number (got 3.5)"),  # the value once
         ({"listed_at": "nope"}, "listed_at", "'nope' is not epoch milliseconds or ISO-8601"),
+        # an integer Neo4j's driver could not send (2**63 and more)
+        ({"delisted_at": 10**19}, "delisted_at", "10000000000000000000 is after 9999"),
+        ({"listed_at": 1e19}, "listed_at", "10000000000000000000 is after 9999"),
         # an item has one brand, given once
         (
             {"brand": "X", "attributes": {"produced_by": ["Y"]}},

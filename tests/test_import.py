@@ -190,6 +190,15 @@ def messy_dataset(tmp_path: Path) -> Path:
     return folder
 
 
+def test_a_data_set_folder_is_found_by_its_name_in_the_data_sets_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "sets" / "my-shop"
+    folder.mkdir(parents=True)
+    write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i1", "1704067200"]])
+    assert open_dataset("my-shop", tmp_path / "sets").name == open_dataset(str(folder), tmp_path).name
+    with pytest.raises(FileNotFoundError, match=f"nor a folder, here or in {tmp_path}"):
+        open_dataset("my-shop", tmp_path)
+
+
 def test_a_later_import_replaces_the_brand_of_an_item(
     gateway: GraphGateway, tmp_path: Path, settings: Settings
 ) -> None:

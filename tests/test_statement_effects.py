@@ -1024,6 +1024,7 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     query(gw, "CREATE (:ModelVersion {id: 'late', status: 'ready', active: false, parent: $p})", p=parent)
     assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0}]
     assert state() == {**after, "late": (False, None)}
+    assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the lock is cleared
 
 
 # --- privacy and maintenance ----------------------------------------------------------------------

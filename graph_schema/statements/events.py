@@ -72,7 +72,9 @@ _PAIR_ROW = {
 }
 
 # An event names the brand of an item that has none (an item has one brand); only the
-# catalogue API replaces a brand.
+# catalogue API replaces a brand. Each user's write lock is taken before its counters are read,
+# so on Neo4j two batches for one user run one after the other (its edges too) and neither
+# loses the other's counts.
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
@@ -81,11 +83,13 @@ _BEFORE_PAIRS = (
     UNWIND $users AS ur
     MERGE (u:User {id: ur.id})
     ON CREATE SET u.created_at = $now, u.flagged_bot = false
+    SET u.write_lock = true
     WITH u, ur,
          CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute THEN ur.minute_count
               WHEN ur.minute = u.rate_minute THEN u.rate_count + ur.minute_count
               ELSE u.rate_count END AS in_minute
-    SET u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
+    SET u.write_lock = null,
+        u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
                              THEN ur.minute ELSE u.rate_minute END,
         u.rate_count = in_minute,
         u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit

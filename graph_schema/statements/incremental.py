@@ -128,16 +128,22 @@ COPY_TOPICS = write(
     id="job-2",
 )
 
-# The child's switch: one statement, and only while its parent is still the active version.
+# The child's switch: one statement, and only while its parent is still the active version. The
+# parent's write lock comes before reading `active`, so on Neo4j a full version's switch committing
+# meanwhile is seen (ACTIVATE_VERSION writes every version, the parent too). No WHERE follows the
+# lock: FalkorDB 4.16 then keeps the lock property when the filter drops the row.
 ACTIVATE_CHILD_VERSION = write(
     "activate_child_version",
     """
     MATCH (target:ModelVersion {id: $id, status: 'ready', parent: $parent})
-    MATCH (:ModelVersion {id: $parent, active: true})
+    MATCH (p:ModelVersion {id: $parent})
+    SET p.write_lock = true
+    WITH target, p.active = true AS parent_active
     MATCH (m:ModelVersion)
-    SET m.active = (m.id = $id),
-        m.activated_at = CASE WHEN m.id = $id THEN $now ELSE m.activated_at END
-    RETURN count(DISTINCT target) AS activated
+    SET m.write_lock = null,
+        m.active = CASE WHEN parent_active THEN m.id = $id ELSE m.active END,
+        m.activated_at = CASE WHEN parent_active AND m.id = $id THEN $now ELSE m.activated_at END
+    RETURN count(DISTINCT CASE WHEN parent_active THEN target END) AS activated
     """,
     id="job-2",
     parent="v1700000000000",

@@ -28,14 +28,18 @@ EVENTS_RECEIVED_SINCE = read(
     since=1700000000000,
 )
 
+# The write lock comes first: Neo4j reads committed data without locking, so two checks could
+# both read the old requested_at and both claim.
 CLAIM_RETRAIN = write(
     "claim_retrain",
     """
     MERGE (s:Schedule {id: 'retrain'})
-    WITH s
-    WHERE coalesce(s.requested_at, -1) = $expected
-    SET s.requested_at = $now, s.job_id = $job_id
-    RETURN count(s) AS claimed
+    SET s.write_lock = true
+    WITH s, coalesce(s.requested_at, -1) = $expected AS free
+    SET s.write_lock = null,
+        s.requested_at = CASE WHEN free THEN $now ELSE s.requested_at END,
+        s.job_id = CASE WHEN free THEN $job_id ELSE s.job_id END
+    RETURN CASE WHEN free THEN 1 ELSE 0 END AS claimed
     """,
     expected=-1,
     now=1700000000000,

@@ -69,7 +69,8 @@ def folder_layout(folder: Path) -> str | None:
 
 
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
-    """A built-in data set by name (read from ``data_dir``), or a folder recognised by its files.
+    """A built-in data set by name (read from ``data_dir``), or a folder recognised by its files
+    (a path, or the name of a folder in ``data_dir``).
 
     A folder with ``interactions.csv`` is in the kgrec layout, one with ``train.txt`` and
     ``test.txt`` in the KGAT/KGIN layout, one with ``ratings_final.txt`` in the KGCN/RippleNet
@@ -84,9 +85,12 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
     if name_or_path == "amazon-beauty":
         return LayoutDataset(data_dir / BUILTIN["amazon-beauty"], name="amazon-beauty")
     folder = Path(name_or_path)
+    if not folder.is_dir() and (data_dir / name_or_path).is_dir():
+        folder = data_dir / name_or_path  # a data set folder by its name in the data sets folder
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"{name_or_path!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a folder"
+            f"{name_or_path!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a folder, "
+            f"here or in {data_dir}"
         )
     layout = folder_layout(folder)
     if layout == "KGAT/KGIN":

@@ -50,9 +50,12 @@ class Neo4jGateway(GraphGateway):
     def __init__(self, uri: str, user: str, password: str, database: str) -> None:
         self._driver = GraphDatabase.driver(uri, auth=(user, password))
         self._database = database
+        # Every session of this process shares the bookmarks, so on a cluster a read follows the
+        # writes before it (a revision counter and the items it stamped, a migration just applied).
+        self._bookmarks = GraphDatabase.bookmark_manager()
 
     def _session(self) -> neo4j.Session:
-        return self._driver.session(database=self._database)
+        return self._driver.session(database=self._database, bookmark_manager=self._bookmarks)
 
     def _guard(self, action: Any) -> Any:
         try:
@@ -63,6 +66,8 @@ class Neo4jGateway(GraphGateway):
             raise base.GraphConflict(str(exc)) from exc
         except Neo4jError as exc:
             raise base.GraphQueryError(str(exc)) from exc
+        except OverflowError as exc:  # the driver packs no integer outside 64 bits
+            raise base.GraphQueryError(f"a parameter cannot be sent to Neo4j: {exc}") from exc
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         def work(tx: ManagedTransaction) -> list[Row]:
