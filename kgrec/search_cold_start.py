@@ -60,6 +60,10 @@ class SearchRanking:
     rows: np.ndarray  # int64 model rows
     scores: np.ndarray  # float64, 1 + cosine + popularity term
 
+    def shown(self, page_rows: Sequence[int]) -> bool:
+        """Whether any of ``page_rows`` (model rows of a page) is one of the candidates."""
+        return bool(np.isin(np.asarray(page_rows, dtype=np.int64), self.rows).any())
+
     def rank(self, fallback: Rank, excluded: Sequence[int] = ()) -> Rank:
         """A ranking function: the candidates best first, then ``fallback``'s other items below them."""
 

@@ -339,6 +339,21 @@ def test_a_searching_newcomer_gets_the_searched_topics_items_closest_to_the_sear
         assert {r["id"] for r in interested} == set(topic_ids)
         scores = [i["score"] for i in answer["items"]]
         assert scores == sorted(scores, reverse=True)
+        # a brand none of the searched topics' items has: the page holds no candidate, so its reason
+        # does not claim the search ordered it
+        others = gateway.run_query(
+            "MATCH (i:Item)-[:MADE_BY]->(b:Brand) WITH b, collect(i.id) AS ids "
+            "WHERE none(x IN ids WHERE x IN $topical) RETURN b.id AS id, size(ids) AS n ORDER BY n DESC, id",
+            {"topical": [r["id"] for r in topical]},
+        )
+        filtered = serving.recommendations(
+            user, k=10, offset=0, exclude="seen", filters=ItemFilters(brand=others[0]["id"]), explain=False
+        )
+        assert filtered["items"] and not set(i["item_id"] for i in filtered["items"]) & {
+            r["id"] for r in topical
+        }
+        assert filtered["reason"].startswith("no history yet: recommended from the topics")
+        assert "closest to what they searched first" not in filtered["reason"]
     finally:
         serving.erase_user(user)
         serving.close()
