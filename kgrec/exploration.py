@@ -8,7 +8,8 @@ The rule (README, "Exploration for new users"):
 - **How many slots.** ``max(1, round(KGREC_EXPLORE_SHARE × k))`` of the ``k`` slots (default share
   0.2: 2 of 10, 4 of 20, 1 of 1 to 7), spread evenly over the page (for ``k=10``: positions 5 and
   10; for ``k=20``: 5, 10, 15, 20). Items a business rule pinned or boosted keep their slots; the
-  items an explored slot replaces are not shown on that page (later pages are unchanged).
+  items an explored slot replaces are not shown on that page; the user's later pages leave out
+  the items explored slots showed them, so paging on shows no item twice.
   ``KGREC_EXPLORE_SHARE=0`` switches exploration off: serving then does exactly what it did before.
 - **Arms.** Every most specific category (``category:<id>``) and every topic (``topic:<id>``) with
   at least :data:`MIN_ARM_ITEMS` items the model knows. An arm offers its most popular items (the
@@ -190,18 +191,24 @@ class Exploration:
         self._arms: dict[str, Arms] = {}  # model version -> its arms
         self._script: Any = None
 
-    def page(self, user_id: str, history_rows: Sequence[Mapping[str, Any]], offset: int, k: int) -> Page:
-        """The exploration of this request's page (:data:`NONE` when off, a later page, not a new user).
+    def page(
+        self, model: Recommender, user_id: str, history_rows: Sequence[Mapping[str, Any]], offset: int, k: int
+    ) -> Page:
+        """The exploration of this request's page (:data:`NONE` when off or not a new user).
 
-        No I/O: ``history_rows`` are the rows of the history read serving made anyway.
+        No I/O here: ``history_rows`` are the rows of the history read serving made anyway. A new
+        user's later page (``offset`` > 0) reads their state when ranked, to leave out what
+        explored slots showed them.
         """
         slots = explored_slots(k, self.settings.explore_share)
-        if not slots or offset != 0:
+        if not slots:
             return NONE
         # An interaction without counters (data imported without event types) counts as one event.
         events = sum(max(1, int(r.get("events") or 0)) for r in history_rows)
         if events >= self.settings.explore_max_events:
             return NONE
+        if offset != 0:
+            return LaterPage(self, model, user_id)
         return ExploredPage(self, user_id, slots, frozenset(r["item_id"] for r in history_rows))
 
     def arms(self, model: Recommender, gateway: GraphGateway) -> Arms:
@@ -269,6 +276,35 @@ class Page:
 
 
 NONE = Page()
+
+
+class LaterPage(Page):
+    """A new user's later page: ranked without the items explored slots showed them (on their first
+    page, where they replaced ranked items), so paging on shows no item twice."""
+
+    def __init__(self, exploration: Exploration, model: Recommender, user_id: str) -> None:
+        self.exploration = exploration
+        self.model = model
+        self.user_id = user_id
+
+    def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
+        """``rank`` with the explored items taken out of its ``allowed`` mask."""
+
+        def watched(n: int, allowed: np.ndarray | None) -> R:
+            try:
+                shown = self.exploration.state(self.user_id).items
+            except GraphUnavailable as exc:  # the page still answers
+                log.warning("explored items not left out of a later page: %s", exc)
+                return rank(n, allowed)
+            index = self.model.item_index
+            rows = [index[i] for i in shown if i in index]
+            if not rows:
+                return rank(n, allowed)
+            mask = np.ones(self.model.facts.n_items, dtype=bool) if allowed is None else allowed.copy()
+            mask[[r for r in rows if r < mask.size]] = False
+            return rank(n, mask)
+
+        return watched
 
 
 class ExploredPage(Page):

@@ -401,7 +401,8 @@ class Serving:
         context = rules.RequestContext(
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
-        explore = self.exploration.page(user_id, history.rows, offset, k)  # new users: kgrec/exploration.py
+        # new users: explored slots on their first page (kgrec/exploration.py)
+        explore = self.exploration.page(model, user_id, history.rows, offset, k)
         items = self._page(
             model,
             explore.watch(rank),

@@ -159,6 +159,23 @@ def test_a_new_user_gets_the_documented_explored_slots_marked_and_recorded(shop:
             assert shop.leaf_of[item] == arm.removeprefix("category:")
 
 
+def test_a_new_user_paging_on_sees_no_item_twice(shop: Shop) -> None:
+    user = f"pager-{uuid.uuid4().hex[:8]}"
+    first = page(shop, user, k=10)
+    assert len(explored(first)) == 2
+    # once the first page's impression is stored (its explored items with it), later pages leave them out
+    recorded = requests.get(f"{shop.api.url}/v1/impressions/{first['recommendation_id']}", timeout=30)
+    assert recorded.status_code == 200, recorded.text
+    shown = [i["item_id"] for i in first["items"]]
+    for offset in (10, 20, 30):
+        later = page(shop, user, k=10, offset=offset)
+        assert explored(later) == []
+        ids = [i["item_id"] for i in later["items"]]
+        assert not set(ids) & set(shown), offset
+        shown += ids
+    assert len(shown) == len(set(shown)) == 40
+
+
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
     user = f"regular-{uuid.uuid4().hex[:8]}"
     items = [i["item_id"] for i in page(shop, "warm-up", k=MAX_EVENTS)["items"]]
