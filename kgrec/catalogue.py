@@ -19,7 +19,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Annotated, Any
@@ -394,38 +394,103 @@ class ItemState:
 
 
 @dataclass
+class _ModelState:
+    """The catalogue's changes laid over one model's items: one array per field, by item row."""
+
+    model: Any
+    price: np.ndarray  # float64, NaN: unknown
+    available: np.ndarray  # bool
+    listed_at: np.ndarray  # float64, NaN: none
+    delisted_at: np.ndarray  # float64, NaN: none
+
+    @classmethod
+    def of(cls, model: Any, items: Mapping[str, ItemState]) -> _ModelState:
+        """Built from every changed item."""
+        n = model.facts.n_items
+        state = cls(
+            model,
+            model.facts.item_price.astype(np.float64, copy=True),
+            np.ones(n, dtype=bool),
+            np.full(n, np.nan),
+            np.full(n, np.nan),
+        )
+        state.apply(items, items.keys())
+        return state
+
+    def derived(self, items: Mapping[str, ItemState], changed: Sequence[str]) -> _ModelState:
+        """A copy with the items ``changed`` since this state re-read from ``items``."""
+        copies = (self.price, self.available, self.listed_at, self.delisted_at)
+        state = _ModelState(self.model, *(array.copy() for array in copies))
+        state.apply(items, changed)
+        return state
+
+    def apply(self, items: Mapping[str, ItemState], ids: Iterable[str]) -> None:
+        index = self.model.item_index
+        for item_id in ids:
+            row = index.get(item_id)
+            if row is None or row >= self.price.size:
+                continue
+            item = items[item_id]
+            self.price[row] = np.nan if item.price is None else item.price
+            self.available[row] = item.available is not False
+            self.listed_at[row] = np.nan if item.listed_at is None else item.listed_at
+            self.delisted_at[row] = np.nan if item.delisted_at is None else item.delisted_at
+
+
+MODEL_STATES = 4  # models whose arrays a snapshot keeps (the active one and experiment variants)
+
+
+@dataclass
 class CatalogueSnapshot:
-    """The catalogue changes as of one revision, with masks cached per model."""
+    """The catalogue changes as of one revision, laid over each model's items.
+
+    A snapshot made from the one before (``previous``, and the ids ``changed`` since) derives
+    each model's arrays from that one's by re-reading only the changed items, so a write costs
+    the next request the items it changed, not every item the catalogue API ever changed.
+    """
 
     revision: int = 0
     items: dict[str, ItemState] = field(default_factory=dict)
+    changed: tuple[str, ...] = ()
+    previous: CatalogueSnapshot | None = None
+    _states: dict[int, _ModelState] = field(default_factory=dict)
     _hidden: dict[int, tuple[Any, np.ndarray, float, float]] = field(default_factory=dict)
-    _prices: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
+
+    def _state(self, model: Any) -> _ModelState:
+        state = self._states.get(id(model))
+        if state is not None and state.model is model:
+            return state
+        before = self.previous._states.get(id(model)) if self.previous is not None else None
+        if before is not None and before.model is model:
+            state = before.derived(self.items, self.changed)
+        else:
+            state = _ModelState.of(model, self.items)
+        states = {k: v for k, v in self._states.items() if v.model is not model}
+        states[id(model)] = state
+        while len(states) > MODEL_STATES:
+            states.pop(next(iter(states)))
+        self._states = states
+        return state
 
     def hidden(self, model: Any, now_ms: float) -> np.ndarray:
         """The model's item indices that must not be shown now."""
         cached = self._hidden.get(id(model))
         if cached is not None and cached[0] is model and cached[2] <= now_ms < cached[3]:
             return cached[1]
-        index = model.item_index
-        hidden = [index[i] for i, s in self.items.items() if i in index and s.hidden_at(now_ms)]
-        until = min((s.next_change(now_ms) for i, s in self.items.items() if i in index), default=math.inf)
-        array = np.array(sorted(hidden), dtype=np.int64)
+        state = self._state(model)
+        with np.errstate(invalid="ignore"):
+            hidden = ~state.available | (state.delisted_at <= now_ms) | (state.listed_at > now_ms)
+            later = np.concatenate(
+                [state.listed_at[state.listed_at > now_ms], state.delisted_at[state.delisted_at > now_ms]]
+            )
+        array = np.flatnonzero(hidden).astype(np.int64)
+        until = float(later.min()) if later.size else math.inf
         self._hidden = {id(model): (model, array, now_ms, until)}
         return array
 
     def prices(self, model: Any) -> np.ndarray:
         """The model's item prices with the catalogue's current ones laid over (NaN: unknown)."""
-        cached = self._prices.get(id(model))
-        if cached is not None and cached[0] is model:
-            return cached[1]
-        price = model.facts.item_price.astype(np.float64, copy=True)
-        index = model.item_index
-        for item_id, state in self.items.items():
-            if item_id in index:
-                price[index[item_id]] = np.nan if state.price is None else state.price
-        self._prices = {id(model): (model, price)}
-        return price
+        return self._state(model).price
 
 
 def allowed_items(
@@ -481,14 +546,20 @@ class CatalogueView:
                 return current
             # A lower revision means a new graph (cleared or restored): read everything again.
             since, items = (current.revision, dict(current.items)) if revision > current.revision else (0, {})
+            changed = []
             for row in self._gateway.read(CATALOGUE_CHANGES, {"since": since}):
+                changed.append(row["id"])
                 items[row["id"]] = ItemState(
                     None if row["price"] is None else float(row["price"]),
                     row["available"],
                     row["listed_at"],
                     row["delisted_at"],
                 )
-            self._snapshot = CatalogueSnapshot(revision, items)
+            if since == 0:
+                self._snapshot = CatalogueSnapshot(revision, items)
+            else:
+                current.previous = None  # a snapshot derives from the one before it, no further
+                self._snapshot = CatalogueSnapshot(revision, items, tuple(changed), current)
             return self._snapshot
 
 
