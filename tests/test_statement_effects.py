@@ -1040,7 +1040,7 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
         gw,
         """
         CREATE (m:ModelVersion {id: 'v', active: true, created_at: 1000}),
-               (old:ModelVersion {id: 'v-old', active: false, created_at: 500}),
+               (old:ModelVersion {id: 'v-old', active: false, created_at: 3000, data_until: 950}),
                (u:User {id: $uid}), (other:User {id: 'other'}),
                (bot:User {id: 'bot', flagged_bot: true}), (unseen:User {id: 'unseen', flagged_bot: false}),
                (adjusted:Item {id: 'adjusted'}), (trained:Item {id: 'trained'}), (later:Item {id: 'later'}),
@@ -1060,14 +1060,17 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     assert (done.nodes_deleted, done.relationships_deleted) == (1, 6)
     assert node(gw, "User", st.params["user_id"]) is None
 
-    def adjustments() -> dict[str, int]:
-        pattern = "(:ModelVersion {id: 'v'})-[a:POPULARITY_ADJUSTMENT]->(i)"
-        return {
-            r["id"]: r["delta"] for r in query(gw, f"MATCH {pattern} RETURN i.id AS id, a.delta AS delta")
-        }
+    def adjustments(version: str = "v") -> dict[str, int]:
+        pattern = "(:ModelVersion {id: $v})-[a:POPULARITY_ADJUSTMENT]->(i)"
+        rows = query(gw, f"MATCH {pattern} RETURN i.id AS id, a.delta AS delta", v=version)
+        return {r["id"]: r["delta"] for r in rows}
 
     assert adjustments() == {"adjusted": -3, "trained": -1}
     assert node(gw, "ModelVersion", "v")["adjusted_at"] == NOW  # type: ignore[index]
+    # every version trained on the user loses their share (a rollback serves it), each as its data
+    # was read: 'v-old' pulled its graph at 950, before 'trained' (1000), though written at 3000
+    assert adjustments("v-old") == {"adjusted": -1}
+    assert node(gw, "ModelVersion", "v-old")["adjusted_at"] == NOW  # type: ignore[index]
     assert count(gw, "(:User {id: 'other'})-[:INTERACTED]->(:Item {id: 'trained'})") == 1
     bot = gw.write(st, {"user_id": "bot", "now": NOW + 1})
     assert bot.rows == [{"interactions": 1, "interests": 0, "embeddings": 1, "popularity_adjusted": 0}]

@@ -1,12 +1,14 @@
 """Erasing a user (privacy): one atomic statement.
 
 It removes the user node with every relationship (interactions, interests,
-model embeddings) and subtracts the user's interactions from the active model
-version's popularity counts through ``POPULARITY_ADJUSTMENT`` relationships,
-which keep no trace of who was erased. Only interactions the version was
-trained on count (the user has an embedding in it; the interaction is not
-newer than the version). Explanation paths are read from the graph, so no path
-runs through the user afterwards.
+model embeddings) and subtracts the user's interactions from the popularity
+counts of every model version trained on them (the user has an embedding in it)
+through ``POPULARITY_ADJUSTMENT`` relationships, which keep no trace of who was
+erased, so a version promoted later (a rollback, a kept candidate) serves
+without them too. Only interactions a version read count: not newer than its
+``data_until`` (when its graph was pulled; ``created_at`` for versions that did
+not record it). Explanation paths are read from the graph, so no path runs
+through the user afterwards.
 """
 
 from graph_schema.catalogue import write
@@ -15,26 +17,27 @@ ERASE_USER = write(
     "erase_user",
     """
     MATCH (u:User {id: $user_id})
-    OPTIONAL MATCH (m:ModelVersion {active: true})
-    WITH u, m,
-         CASE WHEN m IS NOT NULL AND size([(m)-[:EMBEDDING]->(u) | 1]) > 0
-                   AND coalesce(u.flagged_bot, false) = false
-              THEN m.created_at ELSE -1 END AS trained_until
     OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)
-    WITH u, m, count(r) AS interactions,
-         collect(CASE WHEN coalesce(r.first_ts, 0) <= trained_until THEN i.id END) AS counted
+    WITH u, count(r) AS interactions, collect({id: i.id, first_ts: coalesce(r.first_ts, 0)}) AS seen
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
-    WITH u, m, interactions, counted, count(x) AS interests
-    OPTIONAL MATCH (:ModelVersion)-[e:EMBEDDING]->(u)
-    WITH u, m, interactions, counted, interests, count(e) AS embeddings
+    WITH u, interactions, seen, count(x) AS interests
+    OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
+    WITH u, interactions, seen, interests, count(e) AS embeddings,
+         CASE WHEN coalesce(u.flagged_bot, false) THEN [] ELSE collect(v) END AS trained
+    UNWIND CASE WHEN size(trained) = 0 THEN [null] ELSE trained END AS m
+    WITH u, interactions, interests, embeddings, m,
+         [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
+                      AND s.first_ts <= coalesce(m.data_until, m.created_at) | s.id] AS counted
     FOREACH (item_id IN counted |
         MERGE (it:Item {id: item_id})
         MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)
         ON CREATE SET a.delta = 0
         SET a.delta = a.delta - 1)
     FOREACH (version IN CASE WHEN size(counted) > 0 THEN [m] ELSE [] END | SET version.adjusted_at = $now)
+    WITH u, interactions, interests, embeddings,
+         max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
     DETACH DELETE u
-    RETURN interactions, interests, embeddings, size(counted) AS popularity_adjusted
+    RETURN interactions, interests, embeddings, adjusted AS popularity_adjusted
     """,
     user_id="A1YJEY40YUW4SE",
     now=1700000000000,
