@@ -15,7 +15,6 @@ are left out, and price filters use the catalogue's current prices.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,6 +49,7 @@ from graph_schema.statements.catalogue import (
     upsert_catalogue_statement,
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
+from kgrec.category_tree import cycle_problems, distinct_path, path_links
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
@@ -104,7 +105,11 @@ def _epoch_ms(value: Any) -> int:
 CategoryPath = Annotated[
     Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)] | None,
     BeforeValidator(_one_or_many, json_schema_input_type=Id | CategoryIds | None),
-    Field(description="a category id, or a path of ids from general to specific; replaces the stored ones"),
+    AfterValidator(distinct_path),
+    Field(
+        description="a category id, or a path of distinct ids from general to specific; replaces the "
+        "stored ones"
+    ),
 ]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="an ISO 4217 code, like EUR")]
 Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, description="units in stock"), WHOLE_NUMBER]
@@ -243,8 +248,22 @@ def validate_items(
     return items, []
 
 
+class ItemsRefused(ValueError):
+    """Items valid on their own that the graph refuses (a category path that would loop); nothing written."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__(f"{len(errors)} item(s) refused")
+        self.errors = list(errors)
+
+
+def category_loops(gateway: GraphGateway, items: Sequence[CatalogueItem]) -> list[FieldError]:
+    """The items whose category path would close a loop with the stored tree or an earlier item's path."""
+    paths = [(index, item.categories) for index, item in enumerate(items) if item.categories]
+    return [FieldError(index, "categories", reason) for index, reason in cycle_problems(gateway, paths)]
+
+
 def _category_links(path: Sequence[str]) -> list[dict[str, str]]:
-    return [{"child_id": c, "parent_id": p} for p, c in itertools.pairwise(path)]
+    return [{"child_id": c, "parent_id": p} for c, p in path_links(path)]
 
 
 def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms: int) -> dict[str, Any]:
@@ -294,8 +313,14 @@ def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms:
 
 
 def write_items(gateway: GraphGateway, items: Sequence[CatalogueItem], now_ms: int | None = None) -> int:
-    """Upsert validated items in one atomic write; returns the new catalogue revision."""
+    """Upsert validated items in one atomic write; returns the new catalogue revision.
+
+    Raises :class:`ItemsRefused` (nothing written) for a category path that would close a loop.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    loops = category_loops(gateway, items)
+    if loops:
+        raise ItemsRefused(loops)
     values = sorted(
         {
             value
@@ -498,7 +523,9 @@ __all__ = [
     "CatalogueTime",
     "CatalogueView",
     "ItemFields",
+    "ItemsRefused",
     "allowed_items",
+    "category_loops",
     "delist_item",
     "error_problems",
     "field_reason",

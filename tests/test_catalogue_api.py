@@ -364,3 +364,39 @@ def test_items_import_from_csv_and_json_lines(shop: Shop, tmp_path: Path) -> Non
     # the bad lines, then the one failure line
     assert bad.output.splitlines()[-1] == f"kgrec: error: 1 bad line(s) in {jsonl}; nothing was written"
     assert shop.get_item("imp-3").status_code == 404
+
+
+def test_a_category_path_that_repeats_an_id_or_loops_the_tree_is_refused(shop: Shop, tmp_path: Path) -> None:
+    assert shop.put("cyc0", {"title": "x", "categories": ["CyBeauty", "CyMakeup"]}).status_code == 200
+    tree = "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) WHERE c.id STARTS WITH 'Cy' RETURN c.id AS c, p.id AS p"
+    stored = shop.cypher(tree)
+    assert stored == [{"c": "CyMakeup", "p": "CyBeauty"}]
+    for path, fragment in (
+        (["CyMakeup", "CyBeauty"], "loop"),
+        (["CyBeauty", "CyBeauty"], "'CyBeauty' twice"),
+        (["CyA", "CyB", "CyA"], "'CyA' twice"),
+    ):
+        refused = shop.put("cyc1", {"title": "x", "categories": path})
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["errors"]
+        assert (error["index"], error["field"]) == (0, "categories")
+        assert fragment in error["reason"] and repr(path) in error["reason"]
+    batch = [
+        {"item_id": "cyc2", "categories": ["CyP", "CyQ"]},
+        {"item_id": "cyc3", "categories": ["CyQ", "CyP"]},
+    ]
+    refused = requests.post(shop.url("/v1/items"), json=batch, headers=AUTH, timeout=30)
+    assert refused.status_code == 422, refused.text
+    assert [(e["index"], e["field"]) for e in refused.json()["errors"]] == [(1, "categories")]
+    assert shop.cypher(tree) == stored  # nothing written
+    assert shop.get_item("cyc1").status_code == 404 and shop.get_item("cyc2").status_code == 404
+    # kgrec items import: the whole file is checked before anything is written
+    jsonl = tmp_path / "loop.jsonl"
+    jsonl.write_text(
+        '{"item_id": "cyc4", "categories": ["CyX", "CyY"]}\n{"item_id": "cyc5", "categories": ["CyY", "CyX"]}\n',
+        encoding="utf-8",
+    )
+    bad = CliRunner().invoke(items_cli, ["import", str(jsonl)], obj={"settings": shop.settings})
+    assert bad.exit_code == 1, bad.output
+    assert "line 2: categories:" in bad.output and "loop" in bad.output
+    assert shop.cypher(tree) == stored and shop.get_item("cyc4").status_code == 404
