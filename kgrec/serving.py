@@ -492,6 +492,7 @@ class Serving:
             filters=filters,
             diversity=diversity,
             context=context,
+            excluded=(item_id,),  # never similar to itself, even when a pin names it
         )
         return {
             "item_id": item_id,
