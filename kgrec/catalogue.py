@@ -266,40 +266,67 @@ def _category_links(path: Sequence[str]) -> list[dict[str, str]]:
     return [{"child_id": c, "parent_id": p} for c, p in path_links(path)]
 
 
-def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms: int) -> dict[str, Any]:
-    """The upsert statement's parameters (the last of several entries for one id wins)."""
-    latest = list({item.item_id: item for item in items}.values())
-    rows, links = [], {}
-    replaced_brands, replaced_categories, replaced_attributes = [], [], []
-    for item in latest:
+@dataclass
+class _Merged:
+    """One id's entries of a batch merged in order: what writing them one after the other leaves."""
+
+    props: dict[str, Any] = field(default_factory=dict)
+    brands: list[str] | None = None  # None: the stored brand stays
+    categories: list[str] | None = None  # None: the stored categories stay
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # relation -> replacing values
+
+    def add(self, item: CatalogueItem) -> None:
+        """Lay a later entry over: the fields it gives replace, those it leaves out stay."""
         given = item.model_fields_set
         attributes = dict(item.attributes or {})
         extra_brands = list(attributes.pop("produced_by", ()))
         extra_categories = list(attributes.pop("belongs_to", ()))
-        brands = ([item.brand] if item.brand else []) if "brand" in given else []
-        categories = list(item.categories or ()) if "categories" in given else []
+        self.props.update({name: getattr(item, name) for name in _PROPERTIES if name in given})
         # produced_by / belongs_to attributes replace the brands / categories, as the fields do
         if "brand" in given or extra_brands:
-            replaced_brands.append({"id": item.item_id, "keep": brands + extra_brands})
+            self.brands = ([item.brand] if "brand" in given and item.brand else []) + extra_brands
         if "categories" in given or extra_categories:
-            replaced_categories.append({"id": item.item_id, "keep": categories + extra_categories})
-        for link in _category_links(categories):
-            links[(link["child_id"], link["parent_id"])] = link
-        for relation, values in attributes.items():
-            replaced_attributes.append({"id": item.item_id, "relation": relation, "keep": list(values)})
+            categories = list(item.categories or ()) if "categories" in given else []
+            self.categories = categories + extra_categories
+        self.attributes.update(attributes)
+
+
+def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms: int) -> dict[str, Any]:
+    """The upsert statement's parameters.
+
+    Several entries for one id are merged in order (a later entry's given fields replace the
+    earlier's, fields it leaves out keep theirs), so a batch writes what sending its entries one
+    after the other would, wherever a file's batches are cut; every entry's category path is linked.
+    """
+    merged: dict[str, _Merged] = {}
+    links: dict[tuple[str, str], dict[str, str]] = {}
+    for item in items:
+        merged.setdefault(item.item_id, _Merged()).add(item)
+        if "categories" in item.model_fields_set:
+            for link in _category_links(item.categories or ()):
+                links[(link["child_id"], link["parent_id"])] = link
+    rows = []
+    replaced_brands, replaced_categories, replaced_attributes = [], [], []
+    for item_id, state in merged.items():
+        if state.brands is not None:
+            replaced_brands.append({"id": item_id, "keep": state.brands})
+        if state.categories is not None:
+            replaced_categories.append({"id": item_id, "keep": state.categories})
+        for relation, values in state.attributes.items():
+            replaced_attributes.append({"id": item_id, "relation": relation, "keep": list(values)})
         rows.append(
             {
-                "id": item.item_id,
-                "props": {name: getattr(item, name) for name in _PROPERTIES if name in given},
-                "brands": list(dict.fromkeys(brands + extra_brands)),
-                "categories": list(dict.fromkeys(categories + extra_categories)),
+                "id": item_id,
+                "props": state.props,
+                "brands": list(dict.fromkeys(state.brands or ())),
+                "categories": list(dict.fromkeys(state.categories or ())),
             }
         )
     # attribute_params reads events' item_id and item.attributes: hand it the items in that shape.
     shaped = [
-        SimpleNamespace(item_id=item.item_id, item=SimpleNamespace(attributes=item.attributes))
-        for item in latest
-        if item.attributes
+        SimpleNamespace(item_id=item_id, item=SimpleNamespace(attributes=state.attributes))
+        for item_id, state in merged.items()
+        if state.attributes
     ]
     return {
         "now": now_ms,
@@ -308,7 +335,7 @@ def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms:
         "replaced_brands": replaced_brands,
         "replaced_categories": replaced_categories,
         "replaced_attributes": replaced_attributes,
-        **attribute_params(shaped, known_items | {item.item_id for item in latest}),  # type: ignore[arg-type]
+        **attribute_params(shaped, known_items | set(merged)),  # type: ignore[arg-type]
     }
 
 
