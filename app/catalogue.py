@@ -11,7 +11,7 @@ from app.endpoints import read_endpoint, write_endpoint
 from app.errors import ApiError
 from app.graph import serving
 from app.schemas import CatalogueItemView, CatalogueWrite, Delisted, Error, ItemBatch, ItemBody
-from kgrec.catalogue import validate_items
+from kgrec.catalogue import ItemsRefused, validate_items
 from kgrec.events.validation import FieldError
 from kgrec.limits import MAX_BODY_BYTES
 
@@ -39,7 +39,10 @@ def _write(raw_items: Any) -> Response:
     items, errors = validate_items(raw_items)
     if errors:
         raise _refuse(errors)
-    return jsonify(core.upsert_items(items))
+    try:
+        return jsonify(core.upsert_items(items))
+    except ItemsRefused as refused:
+        raise _refuse(refused.errors) from None
 
 
 @write_endpoint(

@@ -15,7 +15,6 @@ are left out, and price filters use the catalogue's current prices.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,6 +49,7 @@ from graph_schema.statements.catalogue import (
     upsert_catalogue_statement,
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
+from kgrec.category_tree import cycle_problems, distinct_path, path_links
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
@@ -104,7 +105,11 @@ def _epoch_ms(value: Any) -> int:
 CategoryPath = Annotated[
     Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)] | None,
     BeforeValidator(_one_or_many, json_schema_input_type=Id | CategoryIds | None),
-    Field(description="a category id, or a path of ids from general to specific; replaces the stored ones"),
+    AfterValidator(distinct_path),
+    Field(
+        description="a category id, or a path of distinct ids from general to specific; replaces the "
+        "stored ones"
+    ),
 ]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="an ISO 4217 code, like EUR")]
 Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, description="units in stock"), WHOLE_NUMBER]
@@ -243,44 +248,85 @@ def validate_items(
     return items, []
 
 
+class ItemsRefused(ValueError):
+    """Items valid on their own that the graph refuses (a category path that would loop); nothing written."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__(f"{len(errors)} item(s) refused")
+        self.errors = list(errors)
+
+
+def category_loops(gateway: GraphGateway, items: Sequence[CatalogueItem]) -> list[FieldError]:
+    """The items whose category path would close a loop with the stored tree or an earlier item's path."""
+    paths = [(index, item.categories) for index, item in enumerate(items) if item.categories]
+    return [FieldError(index, "categories", reason) for index, reason in cycle_problems(gateway, paths)]
+
+
 def _category_links(path: Sequence[str]) -> list[dict[str, str]]:
-    return [{"child_id": c, "parent_id": p} for p, c in itertools.pairwise(path)]
+    return [{"child_id": c, "parent_id": p} for c, p in path_links(path)]
 
 
-def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms: int) -> dict[str, Any]:
-    """The upsert statement's parameters (the last of several entries for one id wins)."""
-    latest = list({item.item_id: item for item in items}.values())
-    rows, links = [], {}
-    replaced_brands, replaced_categories, replaced_attributes = [], [], []
-    for item in latest:
+@dataclass
+class _Merged:
+    """One id's entries of a batch merged in order: what writing them one after the other leaves."""
+
+    props: dict[str, Any] = field(default_factory=dict)
+    brands: list[str] | None = None  # None: the stored brand stays
+    categories: list[str] | None = None  # None: the stored categories stay
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # relation -> replacing values
+
+    def add(self, item: CatalogueItem) -> None:
+        """Lay a later entry over: the fields it gives replace, those it leaves out stay."""
         given = item.model_fields_set
         attributes = dict(item.attributes or {})
         extra_brands = list(attributes.pop("produced_by", ()))
         extra_categories = list(attributes.pop("belongs_to", ()))
-        brands = ([item.brand] if item.brand else []) if "brand" in given else []
-        categories = list(item.categories or ()) if "categories" in given else []
+        self.props.update({name: getattr(item, name) for name in _PROPERTIES if name in given})
         # produced_by / belongs_to attributes replace the brands / categories, as the fields do
         if "brand" in given or extra_brands:
-            replaced_brands.append({"id": item.item_id, "keep": brands + extra_brands})
+            self.brands = ([item.brand] if "brand" in given and item.brand else []) + extra_brands
         if "categories" in given or extra_categories:
-            replaced_categories.append({"id": item.item_id, "keep": categories + extra_categories})
-        for link in _category_links(categories):
-            links[(link["child_id"], link["parent_id"])] = link
-        for relation, values in attributes.items():
-            replaced_attributes.append({"id": item.item_id, "relation": relation, "keep": list(values)})
+            categories = list(item.categories or ()) if "categories" in given else []
+            self.categories = categories + extra_categories
+        self.attributes.update(attributes)
+
+
+def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms: int) -> dict[str, Any]:
+    """The upsert statement's parameters.
+
+    Several entries for one id are merged in order (a later entry's given fields replace the
+    earlier's, fields it leaves out keep theirs), so a batch writes what sending its entries one
+    after the other would, wherever a file's batches are cut; every entry's category path is linked.
+    """
+    merged: dict[str, _Merged] = {}
+    links: dict[tuple[str, str], dict[str, str]] = {}
+    for item in items:
+        merged.setdefault(item.item_id, _Merged()).add(item)
+        if "categories" in item.model_fields_set:
+            for link in _category_links(item.categories or ()):
+                links[(link["child_id"], link["parent_id"])] = link
+    rows = []
+    replaced_brands, replaced_categories, replaced_attributes = [], [], []
+    for item_id, state in merged.items():
+        if state.brands is not None:
+            replaced_brands.append({"id": item_id, "keep": state.brands})
+        if state.categories is not None:
+            replaced_categories.append({"id": item_id, "keep": state.categories})
+        for relation, values in state.attributes.items():
+            replaced_attributes.append({"id": item_id, "relation": relation, "keep": list(values)})
         rows.append(
             {
-                "id": item.item_id,
-                "props": {name: getattr(item, name) for name in _PROPERTIES if name in given},
-                "brands": list(dict.fromkeys(brands + extra_brands)),
-                "categories": list(dict.fromkeys(categories + extra_categories)),
+                "id": item_id,
+                "props": state.props,
+                "brands": list(dict.fromkeys(state.brands or ())),
+                "categories": list(dict.fromkeys(state.categories or ())),
             }
         )
     # attribute_params reads events' item_id and item.attributes: hand it the items in that shape.
     shaped = [
-        SimpleNamespace(item_id=item.item_id, item=SimpleNamespace(attributes=item.attributes))
-        for item in latest
-        if item.attributes
+        SimpleNamespace(item_id=item_id, item=SimpleNamespace(attributes=state.attributes))
+        for item_id, state in merged.items()
+        if state.attributes
     ]
     return {
         "now": now_ms,
@@ -289,13 +335,19 @@ def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms:
         "replaced_brands": replaced_brands,
         "replaced_categories": replaced_categories,
         "replaced_attributes": replaced_attributes,
-        **attribute_params(shaped, known_items | {item.item_id for item in latest}),  # type: ignore[arg-type]
+        **attribute_params(shaped, known_items | set(merged)),  # type: ignore[arg-type]
     }
 
 
 def write_items(gateway: GraphGateway, items: Sequence[CatalogueItem], now_ms: int | None = None) -> int:
-    """Upsert validated items in one atomic write; returns the new catalogue revision."""
+    """Upsert validated items in one atomic write; returns the new catalogue revision.
+
+    Raises :class:`ItemsRefused` (nothing written) for a category path that would close a loop.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    loops = category_loops(gateway, items)
+    if loops:
+        raise ItemsRefused(loops)
     values = sorted(
         {
             value
@@ -569,7 +621,9 @@ __all__ = [
     "CatalogueTime",
     "CatalogueView",
     "ItemFields",
+    "ItemsRefused",
     "allowed_items",
+    "category_loops",
     "delist_item",
     "error_problems",
     "field_reason",

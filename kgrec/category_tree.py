@@ -1,4 +1,6 @@
-"""Infer a category hierarchy from which items carry which categories.
+"""The category tree: inferred for imports, checked before paths are written, walked safely.
+
+Inference: a hierarchy from which items carry which categories.
 
 Real catalogues (Amazon's among them) list an item's categories as an
 unordered set that merges several paths, so kgrec does not trust the order.
@@ -10,9 +12,18 @@ so the result is deterministic and acyclic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic_core import PydanticCustomError
+
+from graph_schema.statements.catalogue import CATEGORY_LINKS_ABOVE
+
+if TYPE_CHECKING:
+    from kgrec.gateway import GraphGateway
 
 
 def infer_parents(item_categories: Mapping[str, Iterable[str]], coverage: float = 0.9) -> dict[str, str]:
@@ -47,3 +58,126 @@ def infer_parents(item_categories: Mapping[str, Iterable[str]], coverage: float 
             best = min(options, key=lambda p: (size[p], -shared[child, p], -rank[p]))
             parents[names[child]] = names[best]
     return parents
+
+
+# --- the stored tree: paths checked before they are written, links walked safely -------------------
+
+
+def repeated_category(path: Sequence[str]) -> str | None:
+    """The first id a category path lists twice (a path with one makes a loop), or None."""
+    seen: set[str] = set()
+    for category in path:
+        if category in seen:
+            return category
+        seen.add(category)
+    return None
+
+
+def path_links(path: Sequence[str]) -> list[tuple[str, str]]:
+    """A general→specific path's (child, parent) links."""
+    return [(child, parent) for parent, child in itertools.pairwise(path)]
+
+
+def cycle_problems(
+    gateway: GraphGateway, paths: Sequence[tuple[int, Sequence[str]]]
+) -> list[tuple[int, str]]:
+    """The paths whose links would close a loop in the category tree, as (index, reason).
+
+    One read: the links stored above every id of the paths. The paths are then added in
+    order, each checked against the stored links and the links of the paths before it
+    (a refused path's links are not added), so two paths of one batch that reverse each
+    other are caught as well as a path that reverses the stored tree.
+    """
+    ids = sorted({c for _, path in paths for c in path})
+    if not any(len(path) > 1 for _, path in paths):
+        return []
+    parents: dict[str, set[str]] = defaultdict(set)
+    for row in gateway.read(CATEGORY_LINKS_ABOVE, {"ids": ids}):
+        parents[row["child"]].add(row["parent"])
+
+    def above(start: str) -> set[str]:
+        seen, frontier = {start}, [start]
+        while frontier:
+            frontier = [p for c in frontier for p in parents.get(c, ()) if p not in seen]
+            seen.update(frontier)
+        return seen
+
+    problems: list[tuple[int, str]] = []
+    for index, path in paths:
+        links = path_links(path)
+        closing = next(((c, p) for c, p in links if p not in parents[c] and c in above(p)), None)
+        if closing is not None:
+            child, parent = closing
+            problems.append(
+                (
+                    index,
+                    f"would put {child!r} under {parent!r}, which is already below it (a loop in the "
+                    f"category tree; got {list(path)!r})",
+                )
+            )
+            continue
+        for child, parent in links:
+            parents[child].add(parent)
+    return problems
+
+
+def acyclic_links(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (child, parent) links minus self-loops and every link on a loop.
+
+    A graph written before paths were checked may hold a loop (``A→B`` and ``B→A``); walking
+    it would make each category of the loop contain the others and all that is below them.
+    The links of a loop are left out (each of its categories is then a root of its own), so
+    a walk ends and reaches only what is really below a category. Strongly connected
+    components by Tarjan's algorithm, without recursion.
+    """
+    links = sorted({(int(c), int(p)) for c, p in pairs})
+    up: dict[int, list[int]] = defaultdict(list)
+    for child, parent in links:
+        up[child].append(parent)
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    component: dict[int, int] = {}
+    stack: list[int] = []
+    on_stack: set[int] = set()
+    for root in sorted({n for link in links for n in link}):
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, position = work.pop()
+            if position == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            nexts = up.get(node, [])
+            if position < len(nexts):
+                work.append((node, position + 1))
+                nxt = nexts[position]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = node
+                    if member == node:
+                        break
+            if work:
+                parent_node = work[-1][0]
+                low[parent_node] = min(low[parent_node], low[node])
+    return [(c, p) for c, p in links if c != p and component[c] != component[p]]
+
+
+def distinct_path(path: Sequence[str] | None) -> Sequence[str] | None:
+    """A category path's validator: refuse one that lists an id twice (its links would loop)."""
+    repeated = None if path is None else repeated_category(path)
+    if repeated is not None:
+        raise PydanticCustomError(
+            "category_path",
+            "lists {id} twice: a path goes from general to specific without repeats (got {path})",
+            {"id": repr(repeated), "path": repr(list(path or ()))[:200]},
+        )
+    return path

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kgrec.category_tree import acyclic_links
 from kgrec.limits import MAX_K, MAX_OFFSET
 from kgrec.ranking import Ranking
 
@@ -51,7 +52,7 @@ class ItemGroups:
     def __init__(self, facts: Any) -> None:
         self.brand = np.asarray(facts.item_brand)
         parent_of: dict[int, set[int]] = {}
-        for child, parent in np.asarray(facts.category_parent_pairs).tolist():
+        for child, parent in acyclic_links(np.asarray(facts.category_parent_pairs).tolist()):
             parent_of.setdefault(child, set()).add(parent)
         per_item: dict[int, set[int]] = {}
         for item, category in np.asarray(facts.item_category_pairs).tolist():

@@ -27,7 +27,7 @@ from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, La
 from graph_schema.catalogue import Statement
 from graph_schema.statements import dataset_import as q
 from graph_schema.statements.knowledge import KNOWN_ITEMS, UPSERT_ENTITIES, link_knowledge
-from kgrec.category_tree import infer_parents
+from kgrec.category_tree import cycle_problems, infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
@@ -287,6 +287,28 @@ def drop_headless_attributes(
     )
 
 
+def drop_looping_links(gateway: GraphGateway, prepared: PreparedImport) -> PreparedImport:
+    """Skip (and report) each inferred category link that would close a loop with the stored tree.
+
+    The inferred tree has no loop of its own; an earlier import, the catalogue API or events
+    may have stored the reverse of one of its links (one read, as for the API's paths).
+    """
+    links = prepared.category_parents
+    paths = [(k, (row["parent_id"], row["child_id"])) for k, row in enumerate(links)]
+    looping = dict(cycle_problems(gateway, paths))
+    if not looping:
+        return prepared
+    problems = [
+        RowProblem("items.csv", 0, f"the inferred category link {reason}; the link is skipped")
+        for k, reason in sorted(looping.items())
+    ]
+    return replace(
+        prepared,
+        category_parents=[row for k, row in enumerate(links) if k not in looping],
+        problems=prepared.problems + problems,
+    )
+
+
 @dataclass
 class KnowledgeRows:
     """Entities and knowledge edges ready to write, with every triple end resolved."""
@@ -405,7 +427,9 @@ def import_dataset(
 ) -> ImportReport:
     """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    prepared = drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
+    prepared = drop_looping_links(
+        gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
+    )
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()

@@ -14,6 +14,8 @@ from functools import cached_property
 
 import numpy as np
 
+from kgrec.category_tree import acyclic_links
+
 
 def links_in_id_order(row: dict) -> dict:
     """A graph row of an item's facts with its ``brands`` and ``categories`` lists in id order.
@@ -66,8 +68,9 @@ class ItemFacts:
 
     @cached_property
     def _children(self) -> dict[int, list[int]]:
+        # a loop stored before paths were checked is left out: a category never contains its parents
         children: dict[int, list[int]] = {}
-        for child, parent in self.category_parent_pairs.tolist():
+        for child, parent in acyclic_links(self.category_parent_pairs.tolist()):
             children.setdefault(parent, []).append(child)
         return children
 

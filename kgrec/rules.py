@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from graph_schema.relation_names import RELATION_PATTERN
-from graph_schema.statements.catalogue import CATALOGUE_REVISION
+from graph_schema.statements.catalogue import CATALOGUE, CATALOGUE_REVISION
 from graph_schema.statements.rules import (
     ALL_RULES,
     ATTRIBUTE_ITEMS,
@@ -59,6 +59,9 @@ CONDITIONS = ("brand", "category", "interest")
 WARM_MS = 60_000  # a new rule set is compiled ahead for models served within this time
 MIN_CHECK_S = 0.01  # the poller's shortest interval (0 would spin)
 FAILURE_LOG_S = 60.0  # a failing re-read is logged at most this often
+# Attribute targets are re-resolved when the catalogue revision moves (catalogue writes bump it);
+# events and imports add attribute edges without bumping it, so also at most this long after them.
+ATTRIBUTE_RECHECK_S = 30.0
 
 
 class _Strict(BaseModel):
@@ -494,10 +497,17 @@ class RulesView:
         self._polling = False
         self._closed = threading.Event()
         self._failed_at = -math.inf  # when a failed check was last logged
+        self._catalogue_revision = -1  # the catalogue revision the attribute targets were resolved at
+        self._resolved_at = -math.inf  # when they were (monotonic)
 
     def stale(self) -> None:
         """Reload now: this process just changed a rule."""
         self._refresh()
+
+    def attributes_changed(self) -> None:
+        """Re-resolve attribute targets at the next poll: this process just wrote attribute edges
+        that bump no revision (events)."""
+        self._resolved_at = -math.inf
 
     def rules(self) -> RuleSet:
         """The rules as of the latest revision loaded."""
@@ -545,20 +555,45 @@ class RulesView:
                 fresh = self._load(revision)
                 fresh.warm(current, time.time() * 1000)
             else:
-                fresh = current
+                fresh = self._reresolved(current)
             with self._lock:
                 self._rules = fresh
                 self._loaded = True
 
     def _load(self, revision: int) -> RuleSet:
         rules = load_rules(self._gateway)
-        pairs = sorted({(r.relation, r.target) for r in rules if r.target_kind == "attribute"})
+        return RuleSet(revision, rules, self._attribute_items(rules))
+
+    def _attribute_items(self, rules: list[Rule]) -> dict[tuple[str, str], list[str]]:
+        """The items each attribute target names now (one read; none without attribute rules)."""
+        pairs = sorted({(r.relation or "", r.target) for r in rules if r.target_kind == "attribute"})
         attribute_items: dict[tuple[str, str], list[str]] = {}
-        if pairs:
-            params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
-            for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
-                attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
-        return RuleSet(revision, rules, attribute_items)
+        if not pairs:
+            return attribute_items
+        # the revision first: a catalogue write after it moves it again, and the next poll re-reads
+        rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
+        self._catalogue_revision = int(rows[0]["revision"]) if rows else 0
+        self._resolved_at = time.monotonic()
+        params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
+        for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
+            attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
+        return {key: sorted(ids) for key, ids in attribute_items.items()}
+
+    def _reresolved(self, current: RuleSet) -> RuleSet:
+        """``current``, or its rules with their attribute targets read again when the catalogue
+        revision moved (or :data:`ATTRIBUTE_RECHECK_S` passed); one node read when nothing did."""
+        if not any(r.target_kind == "attribute" for r in current.rules):
+            return current
+        if time.monotonic() - self._resolved_at < ATTRIBUTE_RECHECK_S:
+            rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
+            if (int(rows[0]["revision"]) if rows else 0) == self._catalogue_revision:
+                return current
+        attribute_items = self._attribute_items(current.rules)
+        if attribute_items == current.attribute_items:
+            return current
+        fresh = RuleSet(current.revision, current.rules, attribute_items)
+        fresh.warm(current, time.time() * 1000)
+        return fresh
 
 
 def _poll_rules(view_ref: weakref.ref[RulesView], closed: threading.Event, every_s: float) -> None:

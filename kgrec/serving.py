@@ -494,6 +494,7 @@ class Serving:
             filters=filters,
             diversity=diversity,
             context=context,
+            excluded=(item_id,),  # never similar to itself, even when a pin names it
         )
         return {
             "item_id": item_id,
@@ -607,6 +608,8 @@ class Serving:
         """Upsert validated catalogue items atomically; new items are queued for fold-in."""
         revision = catalogue.write_items(self.gateway, items, int(now_ms()))
         self.catalogue_view().stale()
+        if any(item.attributes for item in items):
+            self.rules_view().stale()  # attribute targets: this process's next answer has them
         self.request_fold_in(i.item_id for i in items)
         return {"received": len(items), "items": len({i.item_id for i in items}), "revision": revision}
 
@@ -639,6 +642,8 @@ class Serving:
     def ingest_events(self, events: Sequence[Event]) -> dict[str, int]:
         """Apply a validated batch atomically, then ask for the fold-in of items the model cannot score."""
         result = ingest(self.gateway, events, self.settings)
+        if any(e.item is not None and e.item.attributes for e in events):
+            self.rules_view().attributes_changed()  # events bump no revision: re-resolve at the next poll
         self.request_fold_in(e.item_id for e in events if e.item_id is not None)
         return asdict(result)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from kgrec.catalogue import CatalogueItem, validate_items, write_items
+from kgrec.catalogue import CatalogueItem, category_loops, validate_items, write_items
 from kgrec.config import Settings
 from kgrec.limits import MAX_ITEMS_PER_BATCH
 from kgrec.runtime import graph_session
@@ -89,9 +89,10 @@ def read_items(path: Path, fmt: str | None = None) -> Iterator[tuple[int, dict[s
             yield number, value if isinstance(value, dict) else LineError("must be a JSON object")
 
 
-def validate_file(path: Path, fmt: str | None) -> tuple[list[list[CatalogueItem]], list[str]]:
-    """The file's items in batches, and every problem as ``line N: field: reason``."""
+def validate_file(path: Path, fmt: str | None) -> tuple[list[list[CatalogueItem]], list[str], list[int]]:
+    """The file's items in batches, every problem as ``line N: field: reason``, and each item's line."""
     batches: list[list[CatalogueItem]] = []
+    lines: list[int] = []
     problems: list[str] = []
     pending: list[tuple[int, dict[str, Any]]] = []
 
@@ -102,6 +103,7 @@ def validate_file(path: Path, fmt: str | None) -> tuple[list[list[CatalogueItem]
             problems.append(f"line {line}: {error.field}: {error.reason}")
         if items:
             batches.append(items)
+            lines.extend(number for number, _ in pending)
         pending.clear()
 
     for number, item in read_items(path, fmt):
@@ -113,7 +115,7 @@ def validate_file(path: Path, fmt: str | None) -> tuple[list[list[CatalogueItem]
             flush()
     if pending:
         flush()
-    return batches, problems
+    return batches, problems, lines
 
 
 @click.group("items")
@@ -134,13 +136,19 @@ def items() -> None:
 def import_command(ctx: click.Context, file: Path, fmt: str | None) -> None:
     """Upsert the items of FILE (CSV or JSON Lines); a file with any bad line writes nothing."""
     settings: Settings = ctx.ensure_object(dict)["settings"]
-    batches, problems = validate_file(file, fmt)
+    batches, problems, lines = validate_file(file, fmt)
     if problems:
         for problem in problems[:50]:
             click.echo(problem, err=True)
         fail(f"{len(problems)} bad line(s) in {file}; nothing was written")
     written = 0
     with graph_session(settings) as gateway:
+        # the whole file's category paths against the stored tree and each other, before any write
+        loops = category_loops(gateway, [item for batch in batches for item in batch])
+        if loops:
+            for loop in loops[:50]:
+                click.echo(f"line {lines[loop.index]}: {loop.field}: {loop.reason}", err=True)
+            fail(f"{len(loops)} bad line(s) in {file}; nothing was written")
         for batch in batches:
             write_items(gateway, batch)
             written += len(batch)

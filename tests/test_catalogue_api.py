@@ -4,6 +4,7 @@ holds it, delisting, and availability and price changes that every worker applie
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -364,3 +365,78 @@ def test_items_import_from_csv_and_json_lines(shop: Shop, tmp_path: Path) -> Non
     # the bad lines, then the one failure line
     assert bad.output.splitlines()[-1] == f"kgrec: error: 1 bad line(s) in {jsonl}; nothing was written"
     assert shop.get_item("imp-3").status_code == 404
+
+
+def test_a_category_path_that_repeats_an_id_or_loops_the_tree_is_refused(shop: Shop, tmp_path: Path) -> None:
+    assert shop.put("cyc0", {"title": "x", "categories": ["CyBeauty", "CyMakeup"]}).status_code == 200
+    tree = "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) WHERE c.id STARTS WITH 'Cy' RETURN c.id AS c, p.id AS p"
+    stored = shop.cypher(tree)
+    assert stored == [{"c": "CyMakeup", "p": "CyBeauty"}]
+    for path, fragment in (
+        (["CyMakeup", "CyBeauty"], "loop"),
+        (["CyBeauty", "CyBeauty"], "'CyBeauty' twice"),
+        (["CyA", "CyB", "CyA"], "'CyA' twice"),
+    ):
+        refused = shop.put("cyc1", {"title": "x", "categories": path})
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["errors"]
+        assert (error["index"], error["field"]) == (0, "categories")
+        assert fragment in error["reason"] and repr(path) in error["reason"]
+    batch = [
+        {"item_id": "cyc2", "categories": ["CyP", "CyQ"]},
+        {"item_id": "cyc3", "categories": ["CyQ", "CyP"]},
+    ]
+    refused = requests.post(shop.url("/v1/items"), json=batch, headers=AUTH, timeout=30)
+    assert refused.status_code == 422, refused.text
+    assert [(e["index"], e["field"]) for e in refused.json()["errors"]] == [(1, "categories")]
+    assert shop.cypher(tree) == stored  # nothing written
+    assert shop.get_item("cyc1").status_code == 404 and shop.get_item("cyc2").status_code == 404
+    # kgrec items import: the whole file is checked before anything is written
+    jsonl = tmp_path / "loop.jsonl"
+    jsonl.write_text(
+        '{"item_id": "cyc4", "categories": ["CyX", "CyY"]}\n{"item_id": "cyc5", "categories": ["CyY", "CyX"]}\n',
+        encoding="utf-8",
+    )
+    bad = CliRunner().invoke(items_cli, ["import", str(jsonl)], obj={"settings": shop.settings})
+    assert bad.exit_code == 1, bad.output
+    assert "line 2: categories:" in bad.output and "loop" in bad.output
+    assert shop.cypher(tree) == stored and shop.get_item("cyc4").status_code == 404
+
+
+def _as_stored(shop: Shop, item_id: str) -> dict[str, Any]:
+    got = shop.get_item(item_id).json()
+    return {k: v for k, v in got.items() if k not in ("item_id", "created_at", "updated_at", "listed_at")}
+
+
+def test_entries_of_one_id_in_a_batch_merge_as_if_sent_one_after_the_other(
+    shop: Shop, tmp_path: Path
+) -> None:
+    first = {"title": "First title", "price": 5, "brand": "DupB1", "categories": ["DupA", "DupB"]}
+    first["attributes"] = {"material": ["dup-m1"], "origin": ["dup-o1"]}
+    second = {"available": False, "attributes": {"belongs_to": ["DupC"], "material": ["dup-m2"]}}
+    batch = [{"item_id": "dup1", **first}, {"item_id": "dup1", **second}]
+    written = requests.post(shop.url("/v1/items"), json=batch, headers=AUTH, timeout=30)
+    assert written.status_code == 200, written.text
+    assert (written.json()["items"], written.json()["received"]) == (1, 2)
+    for body in (first, second):  # the same entries, one request each
+        assert shop.put("dup2", body).status_code == 200
+    merged = _as_stored(shop, "dup1")
+    assert (merged["title"], merged["price"], merged["available"], merged["brand"]) == (
+        "First title",
+        5,
+        False,
+        "DupB1",
+    )
+    assert merged["categories"] == ["DupC"]  # belongs_to replaced the path, as it does alone
+    assert merged["attributes"] == {"material": ["dup-m2"], "origin": ["dup-o1"]}
+    assert merged == _as_stored(shop, "dup2")
+    # kgrec items import: the same within a batch of 1,000 lines as across two
+    lines = [{"item_id": f"dup-fill-{n}"} for n in range(997)]
+    lines += [{"item_id": "dup3", **first}, {"item_id": "dup3", **second}]  # lines 998, 999: one batch
+    lines += [{"item_id": "dup4", **first}, {"item_id": "dup4", **second}]  # lines 1000 | 1001
+    jsonl = tmp_path / "dups.jsonl"
+    jsonl.write_text("".join(f"{json.dumps(line)}\n" for line in lines), encoding="utf-8")
+    result = CliRunner().invoke(items_cli, ["import", str(jsonl)], obj={"settings": shop.settings})
+    assert result.exit_code == 0, result.output
+    assert "in 2 batch(es)" in result.output
+    assert _as_stored(shop, "dup3") == merged == _as_stored(shop, "dup4")

@@ -234,3 +234,28 @@ def test_a_rule_change_reaches_the_first_request_after_a_quiet_spell(shop: Shop)
 
 def a_user_item(shop: Shop) -> str:
     return shop.cypher("MATCH (i:Item) RETURN i.id AS id ORDER BY id LIMIT 1")[0]["id"]
+
+
+def test_a_pin_on_an_item_never_puts_it_among_its_own_similar_items(shop: Shop) -> None:
+    user = a_user(shop)
+    item = ids(shop.recommend(user, k=5))[0]
+    others = ids(shop.similar(item, k=3))
+    post_rule(shop, {"id": "pin-self", "action": "pin", "item": item, "position": 1})
+    # the pin has reached every worker once it holds on recommendations
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=5))[0] == item)
+    for _ in range(6):
+        similar = shop.similar(item, k=3)
+        assert item not in ids(similar) and ids(similar) == others
+        assert all("pin-self" not in i["rules"] for i in similar)
+
+
+def test_an_attribute_rule_follows_later_attribute_changes_within_a_second(shop: Shop) -> None:
+    user = a_user(shop)
+    item = ids(shop.recommend(user, k=5))[0]
+    target = {"attribute": {"relation": "shade", "value": "shade:AmberTest"}}
+    post_rule(shop, {"id": "block-amber", "action": "block", "target": target})
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=5))[0] == item)  # no item has the shade yet
+    assert shop.put(item, {"attributes": {"shade": ["shade:AmberTest"]}}).status_code == 200
+    within(PICKUP_S, lambda: item not in ids(shop.recommend(user, k=20)))
+    assert shop.put(item, {"attributes": {"shade": ["shade:Other"]}}).status_code == 200
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=5))[0] == item)

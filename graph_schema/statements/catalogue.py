@@ -175,6 +175,18 @@ CATALOGUE_CHANGES = read(
     since=0,
 )
 
+# The stored category links above the given ids (the ids' own links included), read before a
+# category path is written to refuse one that would close a loop (kgrec.category_tree.cycle_problems).
+CATEGORY_LINKS_ABOVE = read(
+    "category_links_above",
+    """
+    UNWIND $ids AS id
+    MATCH (:Category {id: id})-[:SUBCATEGORY_OF*0..]->(c:Category)-[:SUBCATEGORY_OF]->(p:Category)
+    RETURN DISTINCT c.id AS child, p.id AS parent
+    """,
+    ids=["Makeup", "Beauty"],
+)
+
 # One item as the graph holds it: its fields, brands, categories (with their parents), attributes.
 CATALOGUE_ITEM = read(
     "catalogue_item",

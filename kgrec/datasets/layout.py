@@ -23,6 +23,7 @@ from pathlib import Path
 
 from graph_schema.allow_list import BEHAVIOURS
 from graph_schema.relation_names import relation_problem
+from kgrec.category_tree import repeated_category
 from kgrec.datasets.records import (
     BadRow,
     EntityRecord,
@@ -79,6 +80,12 @@ def _item(row: dict[str, str]) -> ItemRecord:
     brand = (row.get("brand") or "").strip() or None
     categories = tuple(c.strip() for c in (row.get("categories") or "").split("|") if c.strip())
     check_ids(("item_id", item_id), ("brand", brand), *(("categories", c) for c in categories))
+    repeated = repeated_category(categories)
+    if repeated is not None:
+        raise BadRow(
+            f"categories lists {repeated!r} twice: a path goes from general to specific without repeats "
+            f"(got {row.get('categories')!r})"
+        )
     description = (row.get("description") or "").strip() or None
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         raise BadRow(

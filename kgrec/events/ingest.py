@@ -27,7 +27,6 @@ entity; the co-purchase relations always point at items, as in an import.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -44,6 +43,7 @@ from graph_schema.statements.events import (
     ingest_events_statement,
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
+from kgrec.category_tree import cycle_problems, path_links
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
 from kgrec.events.validation import Event, FieldError
@@ -92,7 +92,7 @@ def _first_per_content(events: Sequence[Event]) -> list[Event]:
 
 
 def _category_path(categories: Sequence[str]) -> list[dict[str, str]]:
-    return [{"child_id": c, "parent_id": p} for p, c in itertools.pairwise(categories)]
+    return [{"child_id": c, "parent_id": p} for c, p in path_links(categories)]
 
 
 def attribute_values(events: Sequence[Event]) -> set[str]:
@@ -269,6 +269,7 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
         return PreparedBatch(None, IngestResult(len(events), 0, len(events)))
     applied = _first_per_content(fresh)
     _refuse_unknown_tagged_items(gateway, events, applied)
+    _refuse_category_loops(gateway, events)
     values = attribute_values(applied)
     known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(values)})} if values else set()
     text = _language_rows(gateway, applied, settings)
@@ -297,6 +298,18 @@ def _refuse_unknown_tagged_items(
                 if event.type == "tag" and event.item_id in unknown
             ]
         )
+
+
+def _refuse_category_loops(gateway: GraphGateway, batch: Sequence[Event]) -> None:
+    """Raise :class:`EventsRefused` for item category paths that would close a loop in the tree."""
+    paths = [
+        (index, event.item.categories)
+        for index, event in enumerate(batch)
+        if event.item is not None and len(event.item.categories) > 1
+    ]
+    problems = cycle_problems(gateway, paths)
+    if problems:
+        raise EventsRefused([FieldError(index, "item.category", reason) for index, reason in problems])
 
 
 def _language_rows(gateway: GraphGateway, events: Sequence[Event], settings: Settings) -> LanguageRows:

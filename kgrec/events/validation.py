@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
+from kgrec.category_tree import distinct_path
 from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.field_types import FiniteNumber, Id, Price, Title, one_brand_problem, shown, string_reason
 from kgrec.impression_ids import Position, RecommendationIdField
@@ -102,10 +103,10 @@ CategoryPath = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_D
 Categories = Annotated[
     CategoryPath | None,
     BeforeValidator(_one_or_many, json_schema_input_type=Id | CategoryPath | None),
-    AfterValidator(lambda path: tuple(path or ())),
+    AfterValidator(lambda path: tuple(distinct_path(path) or ())),
     Field(
         alias="category",
-        description="a category id, or a path of ids from general to specific",
+        description="a category id, or a path of distinct ids from general to specific",
         # The empty tuple stands for "none given"; as a JSON default it would break the schema.
         json_schema_extra=lambda schema: schema.pop("default", None),
     ),

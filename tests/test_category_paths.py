@@ -1,0 +1,155 @@
+"""Category paths never loop the tree: a path that repeats an id or reverses stored links is refused
+(events, imports; the catalogue API's own cases are in test_catalogue_api.py), and the code that walks
+the tree stays right on a graph that holds a loop from before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgrec.catalogue import CatalogueItem, ItemsRefused, write_items
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.datasets.records import write_csv_rows
+from kgrec.diversity import ItemGroups
+from kgrec.events.ingest import EventsRefused, ingest
+from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway
+from kgrec.importer import import_dataset
+from kgrec.item_facts import ItemFacts
+
+T0 = 1_760_000_000_000
+
+
+def links(gateway: GraphGateway) -> set[tuple[str, str]]:
+    rows = gateway.run_query(
+        "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) RETURN c.id AS c, p.id AS p", {}
+    )
+    return {(r["c"], r["p"]) for r in rows}
+
+
+def event(event_id: str, item_id: str, category: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "user_id": "u1",
+        "item_id": item_id,
+        "type": "view",
+        "ts": T0,
+        "item": {"category": category},
+    }
+
+
+def test_an_event_path_that_repeats_an_id_is_refused_naming_field_and_value() -> None:
+    for path in (["Beauty", "Beauty"], ["A", "B", "A"]):
+        _, errors = validate_batch([event("e1", "i1", path)], max_skew_s=300, now_ms=T0)
+        assert [(e.index, e.field) for e in errors] == [(0, "item.category")]
+        assert repr(path) in errors[0].reason and "twice" in errors[0].reason
+
+
+def test_event_paths_that_would_loop_the_tree_are_refused_and_nothing_is_written(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    def valid(*raw: dict[str, Any]) -> list[Any]:
+        checked, errors = validate_batch(list(raw), max_skew_s=300, now_ms=T0)
+        assert errors == []
+        return checked
+
+    ingest(gateway, valid(event("e1", "i1", ["Beauty", "Makeup", "Lips"])), settings, now_ms=T0)
+    stored = links(gateway)
+    for batch, index in (
+        ([event("e2", "i2", ["Lips", "Beauty"])], 0),  # reverses two stored links
+        (
+            [
+                event("e3", "i3", ["Hair"]),
+                event("e4", "i4", ["Makeup", "Lips"]),
+                event("e5", "i5", ["X", "Y"]),
+            ],
+            None,
+        ),
+        ([event("e6", "i6", ["P", "Q"]), event("e7", "i7", ["Q", "P"])], 1),  # within the batch
+    ):
+        if index is None:  # no loop: written
+            ingest(gateway, valid(*batch), settings, now_ms=T0)
+            stored = links(gateway)
+            continue
+        try:
+            ingest(gateway, valid(*batch), settings, now_ms=T0)
+        except EventsRefused as refused:
+            assert [(e.index, e.field) for e in refused.errors] == [(index, "item.category")]
+            assert "loop" in refused.errors[0].reason
+        else:
+            raise AssertionError("a looping path was written")
+        assert links(gateway) == stored
+    assert ("Y", "X") in stored and ("Beauty", "Lips") not in stored
+
+
+def test_catalogue_paths_are_checked_against_stored_links_and_each_other(gateway: GraphGateway) -> None:
+    write_items(gateway, [CatalogueItem(item_id="a1", categories=["Beauty", "Makeup"])])
+    for batch, index in (
+        ([{"item_id": "a2", "categories": ["Makeup", "Beauty"]}], 0),
+        ([{"item_id": "a3", "categories": ["S", "T"]}, {"item_id": "a4", "categories": ["T", "S"]}], 1),
+    ):
+        try:
+            write_items(gateway, [CatalogueItem(**item) for item in batch])
+        except ItemsRefused as refused:
+            assert [(e.index, e.field) for e in refused.errors] == [(index, "categories")]
+        else:
+            raise AssertionError("a looping path was written")
+    assert links(gateway) == {("Makeup", "Beauty")}
+
+
+def test_an_import_refuses_a_repeating_path_and_skips_a_link_that_would_loop(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    stored = CatalogueItem(item_id="s0", categories=["Makeup", "Beauty"])  # Beauty below Makeup
+    write_items(gateway, [stored])
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    seen = [["u1", item, "1704067200"] for item in ("s1", "s2", "s3")]
+    write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "ts"], seen)
+    write_csv_rows(
+        folder / "items.csv",
+        ["item_id", "categories", "title"],
+        [
+            ["s1", "Beauty|Makeup", "Lipstick"],  # infers Makeup below Beauty: the reverse of the stored
+            ["s2", "Beauty", "Soap"],
+            ["s3", "Hair|Hair", "Comb"],  # line 4: repeats an id
+        ],
+    )
+    report = import_dataset(gateway, open_dataset(str(folder), settings.datasets_dir), settings)
+    found = {(Path(p.file).name, p.line): p.reason for p in report.problems}
+    assert "'Hair' twice" in found[("items.csv", 4)] and "'Hair|Hair'" in found[("items.csv", 4)]
+    assert "loop" in found[("items.csv", 0)]
+    assert links(gateway) == {("Beauty", "Makeup")}
+    # the bad row is skipped: s3 comes from its interaction alone
+    assert gateway.run_query("MATCH (i:Item {id: 's3'}) RETURN i.title AS t", {}) == [{"t": None}]
+    assert gateway.run_query("MATCH (:Item {id: 's3'})-[:IN_CATEGORY]->(c) RETURN c.id AS c", {}) == []
+
+
+def _facts(
+    category_ids: list[str], item_categories: list[tuple[int, int]], tree: list[tuple[int, int]]
+) -> ItemFacts:
+    n_items = 1 + max(i for i, _ in item_categories)
+    return ItemFacts(
+        brand_ids=[],
+        item_brand=np.full(n_items, -1, dtype=np.int64),
+        category_ids=category_ids,
+        item_category_pairs=np.array(item_categories, dtype=np.int64),
+        category_parent_pairs=np.array(tree, dtype=np.int64).reshape(-1, 2),
+        item_price=np.full(n_items, np.nan, dtype=np.float32),
+    )
+
+
+def test_walking_a_tree_with_a_stored_loop_ends_and_keeps_categories_apart() -> None:
+    # Beauty(0) > Makeup(1) > Lips(2), Beauty > Hair(3), plus the loop Beauty under Makeup and a self-loop
+    names = ["Beauty", "Makeup", "Lips", "Hair"]
+    items = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 3), (2, 3), (3, 1)]
+    facts = _facts(names, items, [(1, 0), (2, 1), (3, 0), (0, 1), (3, 3)])
+    makeup = np.flatnonzero(facts.category_mask("Makeup")).tolist()
+    assert makeup == [0, 3]  # items listed under Makeup or Lips, not the Hair items of Beauty
+    assert np.flatnonzero(facts.category_mask("Hair")).tolist() == [1, 2]
+    assert np.flatnonzero(facts.category_mask("Lips")).tolist() == [0]
+    groups = ItemGroups(facts)
+    assert groups.categories[1] == (3,)  # most specific of Beauty and Hair: Hair, its self-loop ignored
