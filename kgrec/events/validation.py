@@ -399,7 +399,8 @@ def _item_problem(index: int, event: Event) -> FieldError | None:
 
 
 def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) -> list[Event | FieldError]:
-    """Validate events one by one: the Event, or the FieldError at the same position."""
+    """Validate events one by one: the Event, or the FieldError at the same position (an id the
+    batch repeats with other content is a FieldError at the repeat)."""
     clock = ValidationClock(now_ms, max_skew_s * 1000)
     try:
         checked: list[Event | FieldError] = list(EVENTS.validate_python(raw_events, context=clock))
@@ -409,10 +410,31 @@ def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) 
             problems[index] if index in problems else EVENT.validate_python(raw, context=clock)
             for index, raw in enumerate(raw_events)
         ]
-    return [
+    checked = [
         (_type_problem(index, c) or _item_problem(index, c) or c) if isinstance(c, Event) else c
         for index, c in enumerate(checked)
     ]
+    return _repeated_ids(checked)
+
+
+def _repeated_ids(checked: list[Event | FieldError]) -> list[Event | FieldError]:
+    """Refuse an event id repeated in the batch with other content than its first valid event.
+
+    An exact repeat (the same :meth:`Event.content_key`) stays: ingestion counts it as a duplicate.
+    """
+    first: dict[str, tuple[int, tuple[Any, ...]]] = {}
+    for index, event in enumerate(checked):
+        if not isinstance(event, Event):
+            continue
+        seen = first.setdefault(event.event_id, (index, event.content_key()))
+        if seen[0] != index and seen[1] != event.content_key():
+            checked[index] = FieldError(
+                index,
+                "event_id",
+                f"{shown(event.event_id)} is repeated with other content than event {seen[0]} of the batch "
+                "(an id names one event; resending it must send the same content)",
+            )
+    return checked
 
 
 def validate_batch(
