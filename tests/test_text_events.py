@@ -83,6 +83,27 @@ def test_each_new_event_type_is_validated_with_its_field_and_value_named() -> No
     ]
 
 
+def test_item_facts_and_values_are_refused_where_no_event_of_the_type_keeps_them() -> None:
+    facts = {"brand": "Acme", "title": "Red lipstick"}
+    found = problems(
+        ev("s1", "search", query="red lipstick", item=facts),
+        ev("s2", "search", query="red lipstick", value=5),
+        ev("t1", "tag", item_id="lipstick", tag="red", item=facts),
+        ev("t2", "tag", item_id="lipstick", tag="red", value=2.5),
+        ev("r1", "review", item_id="lipstick", text="Lovely", value=4),
+        ev("ok1", "review", item_id="lipstick", text="Lovely", item=facts),
+        ev("ok2", "rating", item_id="lipstick", value=4),
+    )
+    no_facts = "carries no item facts: send them with a behaviour on the item or through the catalogue API"
+    assert found == [
+        (0, "item", f"a search event {no_facts}"),
+        (1, "value", "a search event carries no value (got 5): a value is a rating's or a purchase's"),
+        (2, "item", f"a tag event {no_facts}"),
+        (3, "value", "a tag event carries no value (got 2.5): a value is a rating's or a purchase's"),
+        (4, "value", "a review event carries no value (got 4): a value is a rating's or a purchase's"),
+    ]
+
+
 def test_tags_are_counted_per_item_normalised_and_idempotent(
     gateway: GraphGateway, settings: Settings
 ) -> None:

@@ -214,8 +214,20 @@ TEXT_LIMITS = {"text": MAX_REVIEW_LENGTH, "query": MAX_QUERY_LENGTH, "tag": MAX_
 TEXT_FIELD_OF = {"review": "text", "search": "query", "tag": "tag"}
 
 
+# Language events are about no item (a search) or only name one (a tag): item facts ride on
+# behaviours. A value is a rating or a revenue: language events and reviews have none.
+WITHOUT_ITEM_FACTS = ("search", "tag")
+WITHOUT_VALUE = ("search", "tag", "review")
+
 # A rating, or a purchase's revenue: bounded, so that sums and sums of squares stay finite.
-EventValue = Annotated[FiniteNumber, Field(ge=-MAX_PRICE, le=MAX_PRICE)]
+EventValue = Annotated[
+    FiniteNumber,
+    Field(
+        ge=-MAX_PRICE,
+        le=MAX_PRICE,
+        description=f"a rating, or a purchase's revenue; not on {', '.join(WITHOUT_VALUE)} events",
+    ),
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +243,10 @@ class Event:
     ts: Timestamp
     value: EventValue | None = None
     session_id: Id | None = None
-    item: ItemInfo | None = None
+    item: Annotated[
+        ItemInfo | None,
+        Field(description=f"catalogue facts about item_id; not on {' or '.join(WITHOUT_ITEM_FACTS)} events"),
+    ] = None
     text: ReviewText | None = None
     tag: TagText | None = None
     query: QueryText | None = None
@@ -367,7 +382,8 @@ def _first_problems(exc: ValidationError) -> dict[int, FieldError]:
 
 
 def _type_problem(index: int, event: Event) -> FieldError | None:
-    """What an event's type needs: an item but for a search, and its own language field only."""
+    """What an event's type needs: an item but for a search, its own language field only, item
+    facts only on behaviours and a value only where one is kept (:data:`WITHOUT_VALUE`)."""
     if event.type == "search" and event.item_id is not None:
         return FieldError(index, "item_id", "a search has no item")
     if event.type != "search" and event.item_id is None:
@@ -377,6 +393,19 @@ def _type_problem(index: int, event: Event) -> FieldError | None:
         if value is not None and TEXT_FIELD_OF.get(event.type) != name:
             owner = next(t for t, f in TEXT_FIELD_OF.items() if f == name)
             return FieldError(index, name, f"only a {owner} event carries {name} (this is a {event.type})")
+    misplaced = {
+        "item": (
+            event.type in WITHOUT_ITEM_FACTS and event.item is not None,
+            "carries no item facts: send them with a behaviour on the item or through the catalogue API",
+        ),
+        "value": (
+            event.type in WITHOUT_VALUE and event.value is not None,
+            f"carries no value (got {event.value or 0:g}): a value is a rating's or a purchase's",
+        ),
+    }
+    for name, (refused, why) in misplaced.items():
+        if refused:
+            return FieldError(index, name, f"a {event.type} event {why}")
     if event.type == "purchase" and event.value is not None and event.value < 0:
         return FieldError(
             index, "value", f"a purchase's value is its revenue: must not be negative (got {event.value:g})"
