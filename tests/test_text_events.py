@@ -296,14 +296,14 @@ def test_events_import_maps_language_columns_and_movielens_tags(
     gateway: GraphGateway, settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
     language = tmp_path / "language.csv"
-    seconds = T0 // 1000  # the CSV layout's times are Unix seconds or ISO-8601
+    # the CSV layout's times are the API's: epoch milliseconds or ISO-8601
     language.write_text(
         "user_id,item_id,type,ts,text,tag,query\n"
-        f"u1,m1,view,{seconds},,,\n"
-        f"u1,m1,review,{seconds},Great heist film,,\n"
-        f"u1,m1,tag,{seconds},,Heist,\n"
-        f"u2,,search,{seconds},,,heist movies\n"
-        f"u2,,search,{seconds},,,\n"
+        f"u1,m1,view,{T0},,,\n"
+        f"u1,m1,review,{T0},Great heist film,,\n"
+        f"u1,m1,tag,{T0},,Heist,\n"
+        f"u2,,search,{T0},,,heist movies\n"
+        f"u2,,search,{T0},,,\n"
     )
     summary = import_events(gateway, language, "csv", settings)
     assert summary.applied == 4

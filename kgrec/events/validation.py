@@ -30,7 +30,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
-from kgrec.datasets.records import parse_timestamp_ms
+from kgrec import field_types
 from kgrec.field_types import FiniteNumber, Id, Price, Title, one_brand_problem, shown, string_reason
 from kgrec.impression_ids import Position, RecommendationIdField
 from kgrec.limits import (
@@ -57,26 +57,7 @@ class ValidationClock:
     max_skew_ms: float
 
 
-def _epoch_ms(value: Any, info: ValidationInfo) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON does not tell 181.0 from 181: both are the integer JSON Schema allows
-    if isinstance(value, bool):
-        raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
-    if isinstance(value, int):
-        ts = value
-    elif isinstance(value, str):
-        try:
-            ts = parse_timestamp_ms(value) if not value.strip().lstrip("-").isdigit() else int(value)
-        except (ValueError, OverflowError):  # "inf" and "1e400" overflow the rounding
-            raise PydanticCustomError(
-                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
-            ) from None
-    else:
-        raise PydanticCustomError(
-            "timestamp", "must be epoch milliseconds (integer), not {kind}", {"kind": type(value).__name__}
-        )
-    if ts < 0:
-        raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": ts})
+def _not_ahead(ts: int, info: ValidationInfo) -> int:
     clock: ValidationClock = info.context
     if ts > clock.now_ms + clock.max_skew_ms:
         raise PydanticCustomError(
@@ -91,12 +72,10 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-EpochMs = Annotated[int, Field(ge=0)]
-IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Timestamp = Annotated[
-    int,
-    PlainValidator(_epoch_ms, json_schema_input_type=EpochMs | IsoTime),
-    Field(description=f"epoch milliseconds or ISO-8601; {TIMESTAMP_RULE}"),
+    field_types.api_time(latest=None),  # the API's one reading of a time; the clock bounds it
+    AfterValidator(_not_ahead),
+    Field(description=f"{field_types.TIME_FORMS}; {TIMESTAMP_RULE}"),
 ]
 CategoryPath = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)]
 Categories = Annotated[
