@@ -157,6 +157,13 @@ def string_reason(error: ErrorDetails) -> str:
     kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
+    surrogates = [(i, c) for i, c in enumerate(value) if 0xD800 <= ord(c) <= 0xDFFF][:1]
+    if kind == "string_unicode" and surrogates:  # a lone surrogate ("\ud83d" in JSON) is no character
+        ((at, surrogate),) = surrogates
+        return (
+            f"is not valid Unicode: a lone surrogate U+{ord(surrogate):04X} at character {at} "
+            f"(got {shown(value)})"
+        )
     if kind == "string_too_long":
         return f"is longer than {context['max_length']} characters (got {len(value)})"
     if kind == "string_too_short" or (

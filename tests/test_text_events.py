@@ -17,7 +17,7 @@ from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.bulk import import_events
-from kgrec.events.ingest import EventsRefused, ingest
+from kgrec.events.ingest import EventsRefused, ingest, normalised_tag
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.limits import MAX_QUERY_LENGTH, MAX_REVIEW_LENGTH
@@ -81,6 +81,28 @@ def test_each_new_event_type_is_validated_with_its_field_and_value_named() -> No
             f"must be a string of at most {MAX_QUERY_LENGTH} characters without NUL (got 3 characters)",
         ),
     ]
+
+
+def test_text_of_invisible_characters_is_blank_and_a_lone_surrogate_is_named() -> None:
+    found = problems(
+        ev("s1", "search", query="\u200b"),  # zero-width space: str.strip keeps it
+        ev("t1", "tag", item_id="lipstick", tag="\u2060\ufeff\u00a0"),
+        ev("r1", "review", item_id="lipstick", text="\u200b\u2028\x7f"),
+        ev("s2", "search", query="shoes \ud83d"),  # a lone surrogate, as JSON's "\ud83d" gives it
+        ev("t2", "tag", item_id="lipstick", tag="\ud83d"),
+        ev("ok", "search", query="\u200bshoes\u200b"),
+    )
+    assert found == [
+        (0, "query", "must not be empty (got '\\u200b')"),
+        (1, "tag", "must not be empty (got '\\u2060\\ufeff\\xa0')"),
+        (2, "text", "must not be empty (got '\\u200b\\u2028\\x7f')"),
+        (3, "query", "is not valid Unicode: a lone surrogate U+D83D at character 6 (got 'shoes \\ud83d')"),
+        (4, "tag", "is not valid Unicode: a lone surrogate U+D83D at character 0 (got '\\ud83d')"),
+    ]
+    # what is embedded, and a tag's node id, leave the invisible characters out
+    (search,) = valid(ev("ok", "search", query="\u200bshoes\u200b"))
+    assert search.language == "shoes"
+    assert normalised_tag("\u200bSpace\u00a0\u200b Opera\ufeff") == "space opera"
 
 
 def test_item_facts_and_values_are_refused_where_no_event_of_the_type_keeps_them() -> None:

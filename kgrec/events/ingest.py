@@ -47,7 +47,7 @@ from graph_schema.statements.events import (
 from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
-from kgrec.events.validation import Event, FieldError
+from kgrec.events.validation import Event, FieldError, visible_words
 from kgrec.gateway import GraphConflict, GraphGateway
 from kgrec.topics import ACTIVE, LanguageRows, language_rows
 
@@ -66,8 +66,9 @@ class EventsRefused(ValueError):
 
 
 def normalised_tag(tag: str) -> str:
-    """A tag's node id: lower case, white space collapsed to single spaces."""
-    return " ".join(tag.lower().split())
+    """A tag's node id: lower case, words split at any invisible characters (white space, zero-width
+    spaces, controls: :func:`kgrec.events.validation.visible_words`) joined by single spaces."""
+    return " ".join(visible_words(tag.lower()))
 
 
 def _on_items(event: Event) -> bool:

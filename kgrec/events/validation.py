@@ -10,6 +10,7 @@ a batch with any problem writes nothing.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -198,6 +199,37 @@ TEXT_FIELD_OF = {"review": "text", "search": "query", "tag": "tag"}
 WITHOUT_ITEM_FACTS = ("search", "tag")
 WITHOUT_VALUE = ("search", "tag", "review")
 
+# Characters that show nothing: format (zero-width space, joiners, BOM...), space separators, controls,
+# line and paragraph separators. A text of only these is blank; str.strip keeps the format ones.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Cc", "Zl", "Zp"})
+
+
+def _invisible(character: str) -> bool:
+    return character.isspace() or unicodedata.category(character) in INVISIBLE_CATEGORIES
+
+
+def visible_text(text: str) -> str:
+    """``text`` without the invisible characters it starts or ends with ("" when it has nothing else)."""
+    start, end = 0, len(text)
+    while start < end and _invisible(text[start]):
+        start += 1
+    while end > start and _invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def visible_words(text: str) -> list[str]:
+    """The words of ``text``: split at invisible characters (a joiner inside an emoji stays)."""
+    words, word = [], []
+    for character in [*text, " "]:
+        if _invisible(character) and unicodedata.category(character) != "Cf":
+            words.append(visible_text("".join(word)))
+            word = []
+        else:
+            word.append(character)
+    return [w for w in words if w]
+
+
 # A rating, or a purchase's revenue: bounded, so that sums and sums of squares stay finite.
 EventValue = Annotated[
     FiniteNumber,
@@ -266,7 +298,7 @@ class Event:
         """The event's text to match to topics (review text, tag or query), if any."""
         field_name = TEXT_FIELD_OF.get(self.type)
         value = getattr(self, field_name) if field_name else None
-        return value.strip() or None if value else None
+        return visible_text(value) or None if value else None
 
 
 EVENT = TypeAdapter(Event)
@@ -326,7 +358,7 @@ def _reason(error: ErrorDetails, field: str) -> str:
     kind, value = error["type"], error.get("input")
     if field == "value" and kind in ("greater_than_equal", "less_than_equal"):
         return f"must be between {-MAX_PRICE:g} and {MAX_PRICE:g} (got {value:g})"
-    if field in TEXT_LIMITS and kind != "unexpected_keyword_argument":
+    if field in TEXT_LIMITS and kind in ("string_type", "string_too_long", "string_pattern_mismatch"):
         got = f"{len(value)} characters" if isinstance(value, str) else _type_name(value)
         return f"must be a string of at most {TEXT_LIMITS[field]} characters without NUL (got {got})"
     if kind.startswith("string_"):
