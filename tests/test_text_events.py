@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.limits import MAX_QUERY_LENGTH, MAX_REVIEW_LENGTH
 from kgrec.migrations import migrate
 from kgrec.text_model import encode
-from kgrec.topics import ACTIVE, MATCH_MIN_COSINE
+from kgrec.topics import ACTIVE, MATCH_MIN_COSINE, search_topics
 from tests.processes import ApiProcess
 
 T0 = 1_760_000_000_000
@@ -248,6 +249,23 @@ def test_a_users_text_vector_is_the_decayed_sum_of_their_texts_and_far_text_take
     assert _topic_interest(gateway, "dora")[nearest]["count"] >= 1
 
 
+def test_text_without_a_word_the_model_reads_gets_no_topic_and_no_text_vector(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    _topics(gateway, f"v-{uuid.uuid4().hex[:6]}", {"lips": "vegan lip balm", "space": "space opera films"})
+    unread = ["ワイヤレスイヤホン", "🎧🎧🎧", "???", "a" * MAX_QUERY_LENGTH]  # [UNK] or punctuation only
+    searches = [ev(f"u{n}", "search", query=q, user="gina") for n, q in enumerate(unread)]
+    result = ingest(gateway, valid(*searches), settings, now_ms=T0)
+    assert (result.applied, result.duplicates) == (4, 0)  # recorded and acknowledged as before
+    assert _topic_interest(gateway, "gina") == {}
+    vector = gateway.run_query("MATCH (u:User {id: 'gina'}) RETURN u.text_vector AS v", {})
+    assert vector == [{"v": None}]
+    assert [search_topics(gateway, q, 3)["topics"] for q in unread] == [[]] * 4
+    # a text with one word the model reads keeps the nearest-topic rule
+    ingest(gateway, valid(ev("u9", "search", query="??? balm", user="gina")), settings, now_ms=T0)
+    assert set(_topic_interest(gateway, "gina")) == {"lips"}
+
+
 def test_a_new_active_version_is_picked_up(gateway: GraphGateway, settings: Settings) -> None:
     _topics(gateway, "v-old", {"lips": "vegan lip balm"})
     assert ACTIVE.get(gateway).ids == ("lips",)
@@ -353,9 +371,11 @@ def test_events_import_maps_language_columns_and_movielens_tags(
 
 def test_the_api_workers_load_the_text_model_at_start(api: Any) -> None:
     """Each gunicorn worker loads MiniLM in post_worker_init, not on its first text event."""
-    workers = 2  # tests.processes.ApiProcess
-    log = Path(api.log).read_text()
-    assert log.count("kgrec: text model loaded in") == workers, log[-2000:]
+    workers = 2  # tests.processes.ApiProcess; the second may still be loading when the first answers
+    deadline = time.monotonic() + 120
+    while (log := Path(api.log).read_text()).count("kgrec: text model loaded in") < workers:
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.5)
 
 
 def test_threads_asking_for_the_text_model_at_once_share_one_load() -> None:
