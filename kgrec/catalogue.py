@@ -30,7 +30,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     StrictBool,
     TypeAdapter,
     ValidationError,
@@ -50,19 +49,19 @@ from graph_schema.statements.catalogue import (
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.category_tree import cycle_problems, distinct_path, path_links
-from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
 from kgrec.field_types import (
+    TIME_FORMS,
     WHOLE_NUMBER,
     Description,
     Id,
     Price,
     Title,
+    api_time,
     one_brand_problem,
     shown,
     string_reason,
-    whole_number,
 )
 from kgrec.gateway import GraphGateway
 from kgrec.limits import (
@@ -71,7 +70,6 @@ from kgrec.limits import (
     MAX_BATCH_ATTRIBUTE_RELATIONS,
     MAX_CATEGORY_DEPTH,
     MAX_DESCRIPTION_LENGTH,
-    MAX_EPOCH_MS,
     MAX_ITEMS_PER_BATCH,
     MAX_STOCK,
     id_problem,
@@ -82,24 +80,6 @@ CategoryIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DE
 
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
-
-
-def _epoch_ms(value: Any) -> int:
-    value = whole_number(value) if isinstance(value, (int, float)) else value
-    if isinstance(value, str):
-        try:
-            value = int(value) if value.strip().lstrip("-").isdigit() else parse_timestamp_ms(value)
-        except (ValueError, OverflowError):
-            raise PydanticCustomError(
-                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
-            ) from None
-    if not isinstance(value, int):
-        raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
-    if value < 0:
-        raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": value})
-    if value > MAX_EPOCH_MS:
-        raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": value})
-    return value
 
 
 CategoryPath = Annotated[
@@ -113,12 +93,9 @@ CategoryPath = Annotated[
 ]
 Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="an ISO 4217 code, like EUR")]
 Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, description="units in stock"), WHOLE_NUMBER]
-EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]
-IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 CatalogueTime = Annotated[
-    int,
-    PlainValidator(_epoch_ms, json_schema_input_type=EpochMs | IsoTime),
-    Field(description="epoch milliseconds or ISO-8601, from 1970 to 9999 (may be in the future)"),
+    api_time(),
+    Field(description=f"{TIME_FORMS}, from 1970 to 9999 (may be in the future)"),
 ]
 
 

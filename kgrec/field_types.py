@@ -7,14 +7,18 @@ validation and shown in the document, from the same constant.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, Strict, StringConstraints
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from kgrec.limits import (
     ID_PATTERN,
     MAX_DESCRIPTION_LENGTH,
+    MAX_EPOCH_MS,
     MAX_ID_LENGTH,
     MAX_PRICE,
     MAX_TEXT_LENGTH,
@@ -63,6 +67,70 @@ Description = Annotated[
 ]
 
 
+TIME_FORMS = (
+    "epoch milliseconds (a whole number, or a string of one; never seconds) or an ISO-8601 string "
+    "(UTC without an offset)"
+)
+# A number as text: digits, an optional sign, fraction and exponent (ASCII only: no "1_000", no "١٢").
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(value: object) -> int:
+    """A time in an API body as epoch milliseconds: the one reading of ``ts`` (events) and of the
+    catalogue's and rules' times; raises a pydantic ``timestamp`` error naming the value otherwise.
+
+    A number (or a string of one: ``"1700000000000"``, ``"+1.7e12"``) is epoch milliseconds and
+    must be whole; any other string must be ISO-8601 (UTC when it has no offset). A number is
+    never read as seconds (the data set files' ``ts`` is, :func:`kgrec.datasets.records.parse_timestamp_ms`).
+    From 1970 to 9999.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PydanticCustomError(
+            "timestamp",
+            "must be epoch milliseconds or an ISO-8601 string, not {kind}",
+            {"kind": type(value).__name__},
+        )
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or _NUMBER_TEXT.fullmatch(text):
+        number = Decimal(text) if text is not None else Decimal(value)  # exact: no float rounding
+        if not number.is_finite() or number != number.to_integral_value():
+            raise PydanticCustomError(
+                "timestamp",
+                "{value} is not a whole number of epoch milliseconds",
+                {"value": shown(value) if text is not None else value},
+            )
+        shown_ts = int(number) if text is None else shown(value)
+        if number < 0:
+            raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": shown_ts})
+        if number > MAX_EPOCH_MS:  # compared before int(): "1e999999999" must not become an integer
+            raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": shown_ts})
+        return int(number)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise PydanticCustomError(
+            "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
+        ) from None
+    ms = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH
+    ts = ms // timedelta(milliseconds=1)
+    if ts < 0:
+        raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": shown(value)})
+    if ts > MAX_EPOCH_MS:
+        raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": shown(value)})
+    return ts
+
+
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+def api_time(latest: int | None = MAX_EPOCH_MS) -> Any:
+    """A time in a body, validated by :func:`epoch_ms`; /openapi.json shows what a client may send,
+    up to ``latest`` (None: a bound the schema cannot state, such as the clock's)."""
+    epoch = Annotated[int, Field(ge=0, le=latest)]
+    return Annotated[int, PlainValidator(epoch_ms, json_schema_input_type=epoch | IsoTime)]
+
+
 def shown(value: object) -> str:
     """A refused value as an error message quotes it: its repr, cut to :data:`SHOWN_CHARACTERS`."""
     text = repr(value)
@@ -89,6 +157,13 @@ def string_reason(error: ErrorDetails) -> str:
     kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
+    surrogates = [(i, c) for i, c in enumerate(value) if 0xD800 <= ord(c) <= 0xDFFF][:1]
+    if kind == "string_unicode" and surrogates:  # a lone surrogate ("\ud83d" in JSON) is no character
+        ((at, surrogate),) = surrogates
+        return (
+            f"is not valid Unicode: a lone surrogate U+{ord(surrogate):04X} at character {at} "
+            f"(got {shown(value)})"
+        )
     if kind == "string_too_long":
         return f"is longer than {context['max_length']} characters (got {len(value)})"
     if kind == "string_too_short" or (

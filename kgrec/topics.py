@@ -7,7 +7,10 @@ topic part of a user's served profile.
   at most :data:`MAX_MATCHES`, share the event's weight in proportion to their cosine. When
   none reaches it, the nearest topic takes the event (short texts, such as a few tags, sit
   far from every centroid, and a text with no topic would leave a searching newcomer with
-  nothing but popularity).
+  nothing but popularity). A text in which the model reads no word
+  (:func:`kgrec.text_model.has_meaning`: only unknown tokens, punctuation or symbols, such as
+  Japanese or emoji for this English model) embeds as the zero vector: no topic, nothing added
+  to the text vector; its event is recorded as any other.
 - **Interests.** Each (user, topic) pair gets the sum of its shares, decayed to the latest
   event's time by :func:`kgrec.interests.interest_rows` (the same aggregation as brand and
   category interests), and the ingestion statement merges it into ``INTERESTED_IN``.
@@ -36,7 +39,7 @@ from graph_schema.statements.topics import ACTIVE_TOPICS, TOPIC_DETAIL, USER_TOP
 from kgrec.errors import NotFound
 from kgrec.interests import PairEvidence, interest_rows
 from kgrec.recommender import HistoryEntry
-from kgrec.text_model import DIMENSION, encode
+from kgrec.text_model import DIMENSION, encode, has_meaning
 from kgrec.ties import tie_keys
 
 MATCH_MIN_COSINE = 0.25  # chosen on MovieLens validation users (bench/topics_cold_start.py)
@@ -66,7 +69,7 @@ class TopicIndex:
         """For each text vector, its topics and their shares of the event (shares sum to 1).
 
         The topics at ``min_cosine`` or above (at most :data:`MAX_MATCHES`), else the nearest one;
-        [] only for a zero vector or an index without topics.
+        [] only for a zero vector (a text without meaning for the model) or an index without topics.
         """
         if not self.ids or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
@@ -129,10 +132,16 @@ class TextVectors:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed(self, texts: Sequence[str], device: str = "cpu", offline: bool = True) -> np.ndarray:
-        """(len(texts), 384) unit rows."""
+        """(len(texts), 384): unit rows, and zero rows for texts without meaning for the model
+        (:func:`kgrec.text_model.has_meaning`), which so match no topic and add nothing to a
+        user's text vector."""
         with self._lock:
             missing = sorted({t for t in texts if t not in self._cache})
-        fresh = dict(zip(missing, encode(missing, device, offline), strict=True)) if missing else {}
+        fresh = {}
+        if missing:
+            vectors = encode(missing, device, offline)
+            vectors[~np.asarray(has_meaning(missing, device, offline))] = 0.0
+            fresh = dict(zip(missing, vectors, strict=True))
         with self._lock:
             known = {t: self._cache[t] for t in texts if t in self._cache}
             for text, vector in fresh.items():
@@ -329,7 +338,10 @@ def search_topics(gateway: Any, text: str, limit: int, *, offline: bool = True) 
     index = ACTIVE.get(gateway)
     if not text.strip() or not index.ids:
         return {"q": text, "model_version": index.version, "topics": []}
-    cosines = index.centroids @ TEXTS.embed([text.strip()], offline=offline)[0]
+    vector = TEXTS.embed([text.strip()], offline=offline)[0]
+    if not np.any(vector):  # no word the model reads: no topic is nearer than another
+        return {"q": text, "model_version": index.version, "topics": []}
+    cosines = index.centroids @ vector
     best = np.argsort(-cosines, kind="stable")[:limit]
     return {
         "q": text,

@@ -61,7 +61,8 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Load the active model, then move everything loaded so far out of the garbage collector's sight.
+    """Load the active model and the text model, then move everything loaded so far out of the
+    garbage collector's sight.
 
     A worker that loaded the model on its first request kept every request that
     reached it meanwhile waiting (2.5 s for bench.scale's 16x model: a p99 of tens
@@ -69,8 +70,11 @@ def post_worker_init(worker: Any) -> None:
     thousands of long-lived objects while a request waits: the p99 of a 2 ms
     endpoint was about 100 ms.
     """
-    from app.graph import warm_model
+    from app.graph import warm_model, warm_text_model
 
     warm_model(worker.wsgi)
+    seconds = warm_text_model(worker.wsgi)  # the first review, tag or search would wait 4-6 s for it
+    if seconds is not None:
+        worker.log.info("kgrec: text model loaded in %.1f s", seconds)
     gc.collect()
     gc.freeze()

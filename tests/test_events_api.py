@@ -316,3 +316,22 @@ def test_reads_can_be_made_to_require_a_key(
         assert requests.get(f"{process.url}/healthz", timeout=10).status_code == 200
     finally:
         process.stop()
+
+
+def test_an_id_repeated_with_other_content_is_refused_and_an_exact_repeat_is_a_duplicate(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    process, gateway = api
+    ts = now_ms()
+    first = event("dup-1", user_id="u-dup", item_id="p001", ts=ts)
+    other = event("dup-1", user_id="u-dup", item_id="p002", type="purchase", ts=ts)
+    refused = post(process, [first, event("dup-2", user_id="u-dup", ts=ts), other])
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert (error["index"], error["field"]) == (2, "event_id")
+    assert "'dup-1'" in error["reason"] and "other content than event 0" in error["reason"]
+    assert gateway.run_query("MATCH (u:User {id: 'u-dup'}) RETURN count(u) AS n", {})[0]["n"] == 0
+    # the same event twice (its attribution aside) is one event and a duplicate
+    again = post(process, [first, {**first, "position": 3}])
+    assert again.status_code == 200, again.text
+    assert again.json() == {"received": 2, "applied": 1, "duplicates": 1, "attributed": 0}

@@ -78,8 +78,10 @@ def test_csv_with_column_mapping(gateway: GraphGateway, settings: Settings, tmp_
         writer = csv.writer(handle)
         writer.writerow(["customer", "sku", "action", "when", "stars", "maker", "category"])
         writer.writerow(["c1", "s1", "rating", "2024-05-01T10:00:00Z", "4", "Acme", "Beauty|Skin Care"])
-        writer.writerow(["c1", "s2", "view", "1714557600", "", "", ""])
+        # kgrec's field names mean what they mean in the API: ts is epoch milliseconds
+        writer.writerow(["c1", "s2", "view", "1714557600000", "", "", ""])
         writer.writerow(["c2", "s1", "purchase", "not-a-time", "", "", ""])
+        writer.writerow(["c2", "s1", "purchase", "1714557600.5", "", "", ""])  # not whole milliseconds
     summary = import_events(
         gateway,
         path,
@@ -94,8 +96,13 @@ def test_csv_with_column_mapping(gateway: GraphGateway, settings: Settings, tmp_
             "maker": "brand",
         },
     )
-    assert (summary.applied, len(summary.rejected)) == (2, 1)
-    assert summary.rejected[0].line == 4
+    assert (summary.applied, len(summary.rejected)) == (2, 2)
+    assert [(r.line, r.field) for r in summary.rejected] == [(4, "ts"), (5, "ts")]
+    assert summary.rejected[1].reason == "'1714557600.5' is not a whole number of epoch milliseconds"
+    view = gateway.run_query(
+        "MATCH (:User {id: 'c1'})-[r:INTERACTED]->(:Item {id: 's2'}) RETURN r.first_ts AS t", {}
+    )
+    assert view == [{"t": 1_714_557_600_000}]
     rating = gateway.run_query(
         "MATCH (:User {id: 'c1'})-[r:INTERACTED]->(:Item {id: 's1'})-[:IN_CATEGORY]->(c:Category) "
         "RETURN r.rating AS rating, collect(c.id) AS categories",

@@ -4,6 +4,9 @@ and matched to the active version's topics (real graph, real sentence-transforme
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +20,13 @@ from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.bulk import import_events
-from kgrec.events.ingest import EventsRefused, ingest
+from kgrec.events.ingest import EventsRefused, ingest, normalised_tag
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.limits import MAX_QUERY_LENGTH, MAX_REVIEW_LENGTH
 from kgrec.migrations import migrate
 from kgrec.text_model import encode
-from kgrec.topics import ACTIVE, MATCH_MIN_COSINE
+from kgrec.topics import ACTIVE, MATCH_MIN_COSINE, search_topics
 from tests.processes import ApiProcess
 
 T0 = 1_760_000_000_000
@@ -80,6 +83,49 @@ def test_each_new_event_type_is_validated_with_its_field_and_value_named() -> No
             "query",
             f"must be a string of at most {MAX_QUERY_LENGTH} characters without NUL (got 3 characters)",
         ),
+    ]
+
+
+def test_text_of_invisible_characters_is_blank_and_a_lone_surrogate_is_named() -> None:
+    found = problems(
+        ev("s1", "search", query="\u200b"),  # zero-width space: str.strip keeps it
+        ev("t1", "tag", item_id="lipstick", tag="\u2060\ufeff\u00a0"),
+        ev("r1", "review", item_id="lipstick", text="\u200b\u2028\x7f"),
+        ev("s2", "search", query="shoes \ud83d"),  # a lone surrogate, as JSON's "\ud83d" gives it
+        ev("t2", "tag", item_id="lipstick", tag="\ud83d"),
+        ev("ok", "search", query="\u200bshoes\u200b"),
+    )
+    assert found == [
+        (0, "query", "must not be empty (got '\\u200b')"),
+        (1, "tag", "must not be empty (got '\\u2060\\ufeff\\xa0')"),
+        (2, "text", "must not be empty (got '\\u200b\\u2028\\x7f')"),
+        (3, "query", "is not valid Unicode: a lone surrogate U+D83D at character 6 (got 'shoes \\ud83d')"),
+        (4, "tag", "is not valid Unicode: a lone surrogate U+D83D at character 0 (got '\\ud83d')"),
+    ]
+    # what is embedded, and a tag's node id, leave the invisible characters out
+    (search,) = valid(ev("ok", "search", query="\u200bshoes\u200b"))
+    assert search.language == "shoes"
+    assert normalised_tag("\u200bSpace\u00a0\u200b Opera\ufeff") == "space opera"
+
+
+def test_item_facts_and_values_are_refused_where_no_event_of_the_type_keeps_them() -> None:
+    facts = {"brand": "Acme", "title": "Red lipstick"}
+    found = problems(
+        ev("s1", "search", query="red lipstick", item=facts),
+        ev("s2", "search", query="red lipstick", value=5),
+        ev("t1", "tag", item_id="lipstick", tag="red", item=facts),
+        ev("t2", "tag", item_id="lipstick", tag="red", value=2.5),
+        ev("r1", "review", item_id="lipstick", text="Lovely", value=4),
+        ev("ok1", "review", item_id="lipstick", text="Lovely", item=facts),
+        ev("ok2", "rating", item_id="lipstick", value=4),
+    )
+    no_facts = "carries no item facts: send them with a behaviour on the item or through the catalogue API"
+    assert found == [
+        (0, "item", f"a search event {no_facts}"),
+        (1, "value", "a search event carries no value (got 5): a value is a rating's or a purchase's"),
+        (2, "item", f"a tag event {no_facts}"),
+        (3, "value", "a tag event carries no value (got 2.5): a value is a rating's or a purchase's"),
+        (4, "value", "a review event carries no value (got 4): a value is a rating's or a purchase's"),
     ]
 
 
@@ -203,6 +249,23 @@ def test_a_users_text_vector_is_the_decayed_sum_of_their_texts_and_far_text_take
     assert _topic_interest(gateway, "dora")[nearest]["count"] >= 1
 
 
+def test_text_without_a_word_the_model_reads_gets_no_topic_and_no_text_vector(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    _topics(gateway, f"v-{uuid.uuid4().hex[:6]}", {"lips": "vegan lip balm", "space": "space opera films"})
+    unread = ["ワイヤレスイヤホン", "🎧🎧🎧", "???", "a" * MAX_QUERY_LENGTH]  # [UNK] or punctuation only
+    searches = [ev(f"u{n}", "search", query=q, user="gina") for n, q in enumerate(unread)]
+    result = ingest(gateway, valid(*searches), settings, now_ms=T0)
+    assert (result.applied, result.duplicates) == (4, 0)  # recorded and acknowledged as before
+    assert _topic_interest(gateway, "gina") == {}
+    vector = gateway.run_query("MATCH (u:User {id: 'gina'}) RETURN u.text_vector AS v", {})
+    assert vector == [{"v": None}]
+    assert [search_topics(gateway, q, 3)["topics"] for q in unread] == [[]] * 4
+    # a text with one word the model reads keeps the nearest-topic rule
+    ingest(gateway, valid(ev("u9", "search", query="??? balm", user="gina")), settings, now_ms=T0)
+    assert set(_topic_interest(gateway, "gina")) == {"lips"}
+
+
 def test_a_new_active_version_is_picked_up(gateway: GraphGateway, settings: Settings) -> None:
     _topics(gateway, "v-old", {"lips": "vegan lip balm"})
     assert ACTIVE.get(gateway).ids == ("lips",)
@@ -275,14 +338,14 @@ def test_events_import_maps_language_columns_and_movielens_tags(
     gateway: GraphGateway, settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
     language = tmp_path / "language.csv"
-    seconds = T0 // 1000  # the CSV layout's times are Unix seconds or ISO-8601
+    # the CSV layout's times are the API's: epoch milliseconds or ISO-8601
     language.write_text(
         "user_id,item_id,type,ts,text,tag,query\n"
-        f"u1,m1,view,{seconds},,,\n"
-        f"u1,m1,review,{seconds},Great heist film,,\n"
-        f"u1,m1,tag,{seconds},,Heist,\n"
-        f"u2,,search,{seconds},,,heist movies\n"
-        f"u2,,search,{seconds},,,\n"
+        f"u1,m1,view,{T0},,,\n"
+        f"u1,m1,review,{T0},Great heist film,,\n"
+        f"u1,m1,tag,{T0},,Heist,\n"
+        f"u2,,search,{T0},,,heist movies\n"
+        f"u2,,search,{T0},,,\n"
     )
     summary = import_events(gateway, language, "csv", settings)
     assert summary.applied == 4
@@ -304,3 +367,37 @@ def test_events_import_maps_language_columns_and_movielens_tags(
     assert {r.field for r in imported.rejected} == {"item_id"}
     again = import_events(gateway, tags, "movielens-tags", settings)
     assert again.applied == 0 and again.duplicates == on_known  # deterministic ids: nothing changes
+
+
+def test_the_api_workers_load_the_text_model_at_start(api: Any) -> None:
+    """Each gunicorn worker loads MiniLM in post_worker_init, not on its first text event."""
+    workers = 2  # tests.processes.ApiProcess; the second may still be loading when the first answers
+    deadline = time.monotonic() + 120
+    while (log := Path(api.log).read_text()).count("kgrec: text model loaded in") < workers:
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.5)
+
+
+def test_threads_asking_for_the_text_model_at_once_share_one_load() -> None:
+    """The first text events of several request threads load one model, not one each."""
+    code = (
+        "import threading\n"
+        "from kgrec.text_model import text_model\n"
+        "start, models = threading.Barrier(3), []\n"
+        "def ask():\n"
+        "    start.wait()\n"
+        "    models.append(text_model())\n"
+        "threads = [threading.Thread(target=ask) for _ in range(3)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(len({id(m) for m in models}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "1"

@@ -8,7 +8,8 @@
 - ``csv``: a header naming kgrec's fields (``event_id,user_id,item_id,type,ts,value,session_id,
   brand,category,title,price,text,tag,query``; categories ``|``-separated, general to specific),
   renamed with ``--map column=field``; ``text`` (reviews), ``tag`` and ``query`` (searches, with an
-  empty ``item_id``) carry language.
+  empty ``item_id``) carry language. ``ts`` is read as the API reads it
+  (:func:`kgrec.field_types.epoch_ms`): epoch milliseconds or ISO-8601, never Unix seconds.
 - ``movielens-tags``: MovieLens ``tags.csv`` (``userId,movieId,tag,timestamp``, Unix seconds), one
   tag event per row.
 
@@ -172,7 +173,7 @@ def csv_converter(header: Sequence[str], mapping: Mapping[str, str]) -> Converte
             "event_id": row.get("event_id") or row_event_id("csv", fields),
             "user_id": row["user_id"],
             "type": row["type"],
-            "ts": _timestamp(row["ts"]),
+            "ts": row["ts"],  # validated as the API's ts: epoch milliseconds or ISO-8601
         }
         if row.get("item_id"):  # a search has none
             event["item_id"] = row["item_id"]

@@ -1,6 +1,7 @@
 """Write a validated batch of events into the interest graph, atomically and idempotently.
 
-1. Drop events whose ids the graph has already seen, and repeated ids in the batch.
+1. Drop events whose ids the graph has already seen, and exact repeats of an id in the batch
+   (validation refuses an id repeated with other content, :func:`kgrec.events.validation.validate_each`).
 2. Of the rest, apply only one of several events with the same content (exact
    duplicates under different ids), but record every id, so that a later retry
    of any of them is recognised.
@@ -46,7 +47,7 @@ from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.category_tree import cycle_problems, path_links
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
-from kgrec.events.validation import Event, FieldError
+from kgrec.events.validation import Event, FieldError, visible_words
 from kgrec.gateway import GraphConflict, GraphGateway
 from kgrec.topics import ACTIVE, LanguageRows, language_rows
 
@@ -65,8 +66,9 @@ class EventsRefused(ValueError):
 
 
 def normalised_tag(tag: str) -> str:
-    """A tag's node id: lower case, white space collapsed to single spaces."""
-    return " ".join(tag.lower().split())
+    """A tag's node id: lower case, words split at any invisible characters (white space, zero-width
+    spaces, controls: :func:`kgrec.events.validation.visible_words`) joined by single spaces."""
+    return " ".join(visible_words(tag.lower()))
 
 
 def _on_items(event: Event) -> bool:

@@ -10,6 +10,7 @@ a batch with any problem writes nothing.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -30,8 +31,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from graph_schema.behaviours import EVENT_TYPES
 from graph_schema.relation_names import RELATION_PATTERN, relation_problem
+from kgrec import field_types
 from kgrec.category_tree import distinct_path
-from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.field_types import FiniteNumber, Id, Price, Title, one_brand_problem, shown, string_reason
 from kgrec.impression_ids import Position, RecommendationIdField
 from kgrec.limits import (
@@ -58,26 +59,7 @@ class ValidationClock:
     max_skew_ms: float
 
 
-def _epoch_ms(value: Any, info: ValidationInfo) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON does not tell 181.0 from 181: both are the integer JSON Schema allows
-    if isinstance(value, bool):
-        raise PydanticCustomError("timestamp", "must be epoch milliseconds or an ISO-8601 string")
-    if isinstance(value, int):
-        ts = value
-    elif isinstance(value, str):
-        try:
-            ts = parse_timestamp_ms(value) if not value.strip().lstrip("-").isdigit() else int(value)
-        except (ValueError, OverflowError):  # "inf" and "1e400" overflow the rounding
-            raise PydanticCustomError(
-                "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
-            ) from None
-    else:
-        raise PydanticCustomError(
-            "timestamp", "must be epoch milliseconds (integer), not {kind}", {"kind": type(value).__name__}
-        )
-    if ts < 0:
-        raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": ts})
+def _not_ahead(ts: int, info: ValidationInfo) -> int:
     clock: ValidationClock = info.context
     if ts > clock.now_ms + clock.max_skew_ms:
         raise PydanticCustomError(
@@ -92,12 +74,10 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-EpochMs = Annotated[int, Field(ge=0)]
-IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Timestamp = Annotated[
-    int,
-    PlainValidator(_epoch_ms, json_schema_input_type=EpochMs | IsoTime),
-    Field(description=f"epoch milliseconds or ISO-8601; {TIMESTAMP_RULE}"),
+    field_types.api_time(latest=None),  # the API's one reading of a time; the clock bounds it
+    AfterValidator(_not_ahead),
+    Field(description=f"{field_types.TIME_FORMS}; {TIMESTAMP_RULE}"),
 ]
 CategoryPath = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)]
 Categories = Annotated[
@@ -215,8 +195,51 @@ TEXT_LIMITS = {"text": MAX_REVIEW_LENGTH, "query": MAX_QUERY_LENGTH, "tag": MAX_
 TEXT_FIELD_OF = {"review": "text", "search": "query", "tag": "tag"}
 
 
+# Language events are about no item (a search) or only name one (a tag): item facts ride on
+# behaviours. A value is a rating or a revenue: language events and reviews have none.
+WITHOUT_ITEM_FACTS = ("search", "tag")
+WITHOUT_VALUE = ("search", "tag", "review")
+
+# Characters that show nothing: format (zero-width space, joiners, BOM...), space separators, controls,
+# line and paragraph separators. A text of only these is blank; str.strip keeps the format ones.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Cc", "Zl", "Zp"})
+
+
+def _invisible(character: str) -> bool:
+    return character.isspace() or unicodedata.category(character) in INVISIBLE_CATEGORIES
+
+
+def visible_text(text: str) -> str:
+    """``text`` without the invisible characters it starts or ends with ("" when it has nothing else)."""
+    start, end = 0, len(text)
+    while start < end and _invisible(text[start]):
+        start += 1
+    while end > start and _invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def visible_words(text: str) -> list[str]:
+    """The words of ``text``: split at invisible characters (a joiner inside an emoji stays)."""
+    words, word = [], []
+    for character in [*text, " "]:
+        if _invisible(character) and unicodedata.category(character) != "Cf":
+            words.append(visible_text("".join(word)))
+            word = []
+        else:
+            word.append(character)
+    return [w for w in words if w]
+
+
 # A rating, or a purchase's revenue: bounded, so that sums and sums of squares stay finite.
-EventValue = Annotated[FiniteNumber, Field(ge=-MAX_PRICE, le=MAX_PRICE)]
+EventValue = Annotated[
+    FiniteNumber,
+    Field(
+        ge=-MAX_PRICE,
+        le=MAX_PRICE,
+        description=f"a rating, or a purchase's revenue; not on {', '.join(WITHOUT_VALUE)} events",
+    ),
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,7 +255,10 @@ class Event:
     ts: Timestamp
     value: EventValue | None = None
     session_id: Id | None = None
-    item: ItemInfo | None = None
+    item: Annotated[
+        ItemInfo | None,
+        Field(description=f"catalogue facts about item_id; not on {' or '.join(WITHOUT_ITEM_FACTS)} events"),
+    ] = None
     text: ReviewText | None = None
     tag: TagText | None = None
     query: QueryText | None = None
@@ -273,7 +299,7 @@ class Event:
         """The event's text to match to topics (review text, tag or query), if any."""
         field_name = TEXT_FIELD_OF.get(self.type)
         value = getattr(self, field_name) if field_name else None
-        return value.strip() or None if value else None
+        return visible_text(value) or None if value else None
 
 
 EVENT = TypeAdapter(Event)
@@ -333,7 +359,7 @@ def _reason(error: ErrorDetails, field: str) -> str:
     kind, value = error["type"], error.get("input")
     if field == "value" and kind in ("greater_than_equal", "less_than_equal"):
         return f"must be between {-MAX_PRICE:g} and {MAX_PRICE:g} (got {value:g})"
-    if field in TEXT_LIMITS and kind != "unexpected_keyword_argument":
+    if field in TEXT_LIMITS and kind in ("string_type", "string_too_long", "string_pattern_mismatch"):
         got = f"{len(value)} characters" if isinstance(value, str) else _type_name(value)
         return f"must be a string of at most {TEXT_LIMITS[field]} characters without NUL (got {got})"
     if kind.startswith("string_"):
@@ -368,7 +394,8 @@ def _first_problems(exc: ValidationError) -> dict[int, FieldError]:
 
 
 def _type_problem(index: int, event: Event) -> FieldError | None:
-    """What an event's type needs: an item but for a search, and its own language field only."""
+    """What an event's type needs: an item but for a search, its own language field only, item
+    facts only on behaviours and a value only where one is kept (:data:`WITHOUT_VALUE`)."""
     if event.type == "search" and event.item_id is not None:
         return FieldError(index, "item_id", "a search has no item")
     if event.type != "search" and event.item_id is None:
@@ -378,6 +405,19 @@ def _type_problem(index: int, event: Event) -> FieldError | None:
         if value is not None and TEXT_FIELD_OF.get(event.type) != name:
             owner = next(t for t, f in TEXT_FIELD_OF.items() if f == name)
             return FieldError(index, name, f"only a {owner} event carries {name} (this is a {event.type})")
+    misplaced = {
+        "item": (
+            event.type in WITHOUT_ITEM_FACTS and event.item is not None,
+            "carries no item facts: send them with a behaviour on the item or through the catalogue API",
+        ),
+        "value": (
+            event.type in WITHOUT_VALUE and event.value is not None,
+            f"carries no value (got {event.value or 0:g}): a value is a rating's or a purchase's",
+        ),
+    }
+    for name, (refused, why) in misplaced.items():
+        if refused:
+            return FieldError(index, name, f"a {event.type} event {why}")
     if event.type == "purchase" and event.value is not None and event.value < 0:
         return FieldError(
             index, "value", f"a purchase's value is its revenue: must not be negative (got {event.value:g})"
@@ -400,7 +440,8 @@ def _item_problem(index: int, event: Event) -> FieldError | None:
 
 
 def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) -> list[Event | FieldError]:
-    """Validate events one by one: the Event, or the FieldError at the same position."""
+    """Validate events one by one: the Event, or the FieldError at the same position (an id the
+    batch repeats with other content is a FieldError at the repeat)."""
     clock = ValidationClock(now_ms, max_skew_s * 1000)
     try:
         checked: list[Event | FieldError] = list(EVENTS.validate_python(raw_events, context=clock))
@@ -410,10 +451,31 @@ def validate_each(raw_events: Sequence[Any], *, max_skew_s: float, now_ms: int) 
             problems[index] if index in problems else EVENT.validate_python(raw, context=clock)
             for index, raw in enumerate(raw_events)
         ]
-    return [
+    checked = [
         (_type_problem(index, c) or _item_problem(index, c) or c) if isinstance(c, Event) else c
         for index, c in enumerate(checked)
     ]
+    return _repeated_ids(checked)
+
+
+def _repeated_ids(checked: list[Event | FieldError]) -> list[Event | FieldError]:
+    """Refuse an event id repeated in the batch with other content than its first valid event.
+
+    An exact repeat (the same :meth:`Event.content_key`) stays: ingestion counts it as a duplicate.
+    """
+    first: dict[str, tuple[int, tuple[Any, ...]]] = {}
+    for index, event in enumerate(checked):
+        if not isinstance(event, Event):
+            continue
+        seen = first.setdefault(event.event_id, (index, event.content_key()))
+        if seen[0] != index and seen[1] != event.content_key():
+            checked[index] = FieldError(
+                index,
+                "event_id",
+                f"{shown(event.event_id)} is repeated with other content than event {seen[0]} of the batch "
+                "(an id names one event; resending it must send the same content)",
+            )
+    return checked
 
 
 def validate_batch(
