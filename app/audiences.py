@@ -54,12 +54,25 @@ def audience(query: AudienceQuery) -> Response:
     return jsonify(page)
 
 
+# A cell a spreadsheet would read as a formula (OWASP, "CSV injection"): quoted with a leading '.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` as an export cell: empty for None, a text that opens like a formula behind a '."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv_lines(members: Iterator[dict]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for member in members:
-        writer.writerow(["" if member[column] is None else member[column] for column in CSV_COLUMNS])
+        writer.writerow([csv_cell(member[column]) for column in CSV_COLUMNS])
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)

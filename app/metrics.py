@@ -39,6 +39,7 @@ LATENCY = Histogram(
 GRAPH_ERRORS = Counter("kgrec_graph_errors_total", "Requests that failed because the graph was unavailable")
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CONVERTER = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
 
 
@@ -60,7 +61,8 @@ def install_metrics(app: Flask) -> None:
         endpoint = _endpoint()
         if started is not None:
             LATENCY.labels(endpoint).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+        method = request.method if request.method in KNOWN_METHODS else "other"  # any client can invent one
+        REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
         if response.status_code == 503 and response.headers.get("Retry-After"):
             GRAPH_ERRORS.inc()
         return response

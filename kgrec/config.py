@@ -33,6 +33,17 @@ def _parse_weights(text: str) -> dict[str, float]:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
+def _api_keys(text: str) -> tuple[str, ...]:
+    # HTTP headers reach the app as Latin-1 (WSGI), so a key with other characters could never
+    # match what a client sends: refused at start-up rather than answering 401 forever.
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    for key in keys:
+        if not key.isascii() or not key.isprintable():
+            # the key is a secret: the message does not repeat it
+            raise ValueError("KGREC_API_KEYS must hold printable ASCII keys only (one has other characters)")
+    return keys
+
+
 def _flag(text: str, name: str = "a flag") -> bool:
     # A typo ("ture") must not silently turn a safety setting off.
     value = text.strip().lower()
@@ -193,7 +204,7 @@ class Settings:
             datasets_mirror=Path(mirror)
             if (mirror := env.get("KGREC_DATASETS_MIRROR") or env.get("KGREC_SHARED_DATA_DIR"))
             else None,
-            api_keys=tuple(k.strip() for k in env.get("KGREC_API_KEYS", "").split(",") if k.strip()),
+            api_keys=_api_keys(env.get("KGREC_API_KEYS", "")),
             read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", ""), "KGREC_READ_REQUIRES_KEY"),
             max_clock_skew_s=_number(env, "KGREC_MAX_CLOCK_SKEW_S", "300"),
             bot_events_per_minute=_number(env, "KGREC_BOT_EVENTS_PER_MINUTE", "120", low=1, whole=True),

@@ -389,6 +389,12 @@ def test_metrics_count_requests_per_endpoint_and_name_the_model(served: Served) 
     )
     assert "kgrec_http_request_duration_seconds_bucket" in text
     assert f'kgrec_model_info{{version="{served.version}"}} 1' in text
+    # a method any client can make up counts as "other": no series per invented method
+    for invented in ("FOO", "BARX1"):
+        requests.request(invented, f"{served.api.url}/v1/users/{a_user(served)}/recommendations", timeout=10)
+    text = requests.get(f"{served.api.url}/metrics", timeout=10).text
+    assert 'method="FOO"' not in text and 'method="BARX1"' not in text
+    assert 'kgrec_http_requests_total{endpoint="unmatched",method="other",status="405"}' in text
 
 
 def test_a_worker_loads_the_active_model_before_its_first_request(served: Served) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from app.audiences import csv_cell
 from kgrec.audiences import EXPORT_MAX_PAGES, EXPORT_PAGE, Audience, export_page_size, iter_audience
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
@@ -183,6 +184,13 @@ def test_export_streams_the_whole_audience_as_csv_in_ranking_order(graph: Graph)
     assert list(rows[0]) == ["user_id", "weight", "events", "last_ts"]
     _, members = walk(graph, 1000, brand=brand)
     assert [r["user_id"] for r in rows] == [m["user_id"] for m in members]
+
+
+def test_an_export_cell_that_opens_like_a_formula_is_quoted() -> None:
+    # OWASP "CSV injection": a spreadsheet would run these
+    for text in ("=cmd|' /C calc'!A0", '=HYPERLINK("http://evil","x")', "+1+2", "-2+3", "@SUM(1)", "\tx"):
+        assert csv_cell(text) == "'" + text
+    assert [csv_cell(v) for v in ("u0001", "a=b", 2.5, -1, None)] == ["u0001", "a=b", 2.5, -1, ""]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,8 @@ from kgrec.config import Settings
         ("KGREC_EXPLORE_MAX_EVENTS", "x", "must be a whole number at least 0, not 'x'"),
         ("KGREC_GATE_MIN_USERS", "2.5", "must be a whole number at least 1, not '2.5'"),
         ("KGREC_GATE_EXPERIMENT", "ture", "must be true or false (1/0, yes/no, on/off), not 'ture'"),
+        # a key is a secret, so not repeated; headers reach the app as Latin-1, so "clé" never matches
+        ("KGREC_API_KEYS", "fine,clé", "must hold printable ASCII keys only (one has other characters)"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
