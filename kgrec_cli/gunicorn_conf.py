@@ -19,6 +19,11 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # 12 bytes each encoded) needs it; a longer line is refused with 414 before any view runs.
 limit_request_line = 8190
 
+# gunicorn 27's control socket defaults to one path per OS user (~/.gunicorn/gunicorn.ctl), so two
+# kgrec APIs on one host (two shops, the test suite's servers) would take it from each other; kgrec
+# never uses it.
+control_socket_disable = True
+
 
 def _metrics_dir() -> Path | None:
     # Imported here: kgrec.config loads numpy, which must come after the thread variables above.
