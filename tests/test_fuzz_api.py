@@ -24,13 +24,14 @@ from typing import Any
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from pydantic_core import PydanticCustomError
 from schemathesis.config import SchemathesisConfig
 
 from app import create_app
 from app.openapi import openapi_document
 from kgrec.config import Settings
-from kgrec.datasets.records import parse_timestamp_ms
 from kgrec.events.validation import TEXT_LIMITS, FieldError, validate_each
+from kgrec.field_types import epoch_ms
 from tests.conftest import SMALL_API_KEY
 from tests.processes import ApiProcess
 
@@ -67,23 +68,25 @@ def _items(case: schemathesis.Case) -> list[Any]:
 
 
 def _ts_ms(value: Any) -> int | None:
-    if isinstance(value, str):
-        try:
-            return parse_timestamp_ms(value)
-        except (ValueError, OverflowError):
-            return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value if isinstance(value, int) else None
+    """A time as the API reads it (kgrec.field_types.epoch_ms); -1 for one it refuses (before 1970,
+    after 9999, not whole), None for no time given."""
+    if value is None:
+        return None
+    try:
+        return epoch_ms(value)
+    except PydanticCustomError:
+        return -1
 
 
 def _language_rule(events: list[Any]) -> tuple[int, str] | None:
     """Which event types carry item_id, text, tag and query (prose in the schema; the rule itself is
     kgrec.events.validation's); a tag on an item the batch does not act on may be unknown (0: 2xx or 422)."""
     now = int(time.time() * 1000)
-    for event in events:
-        checked = validate_each([event], max_skew_s=Settings().max_clock_skew_s, now_ms=now)[0]
-        if isinstance(checked, FieldError) and checked.field in ("item_id", *TEXT_LIMITS):
+    # the prose rules: which fields each type takes, text that is not blank, a category path of
+    # distinct ids, an id repeated in the batch only with the same content
+    prose = ("item_id", "item", "value", "event_id", "item.category", *TEXT_LIMITS)
+    for checked in validate_each(list(events), max_skew_s=Settings().max_clock_skew_s, now_ms=now):
+        if isinstance(checked, FieldError) and checked.field in prose:
             return 422, checked.field
     objects = [e for e in events if isinstance(e, dict)]
     acted_on = {e.get("item_id") for e in objects if e.get("type") not in ("tag", "search")}
@@ -132,12 +135,16 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
         for index, variant in enumerate(variants):
             if variant.get("model_version") != "active":
                 return 422, f"variants.{index}.model_version"
-    # a catalogue time (listed_at, delisted_at) may be in the future, but not before 1970
+    # a catalogue time (listed_at, delisted_at) may be in the future, but not before 1970; a
+    # category path lists distinct ids
     for item in _items(case):
         for name in ("listed_at", "delisted_at"):
             ts = _ts_ms(item.get(name)) if isinstance(item, dict) else None
             if ts is not None and ts < 0:
                 return 422, name
+        path = item.get("categories") if isinstance(item, dict) else None
+        if isinstance(path, list) and len(set(map(str, path))) != len(path):
+            return 422, "categories"
     return None
 
 
