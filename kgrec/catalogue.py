@@ -147,12 +147,13 @@ _PROPERTIES = ("title", "description", "price", "currency", "available", "stock"
 def _field(error: ErrorDetails, indexed: bool) -> str:
     context = error.get("ctx") or {}
     # a list's positions are part of the name (``variants.0.traffic``); a union's member tags
-    # (``literal['']``, ``function-after[...]``) are not, but an unknown key is named as sent
+    # (``literal['']``, ``function-after[...]``, ``constrained-str``) are not, but an unknown key
+    # is named as sent
     tags = error["type"] != "extra_forbidden"
     names = [
         str(part)
         for part in error["loc"][1 if indexed else 0 :]
-        if isinstance(part, int) or not (tags and "[" in part)
+        if isinstance(part, int) or not (tags and ("[" in part or part.startswith("constrained-")))
     ]
     if not names and "field" in context:  # a rule over several fields names the one to change
         return str(context["field"])
@@ -196,7 +197,10 @@ def error_problems(exc: ValidationError, *, indexed: bool) -> list[FieldError]:
     otherwise one object, reported as index 0.
     """
     first: dict[int, FieldError] = {}
-    for error in exc.errors(include_url=False):
+    # A union's literal alternative (OptionalId's "") is the least telling reason: the id rule
+    # says what is wrong with " x", "Input should be ''" does not.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] == "literal_error")
+    for error in errors:
         loc = error["loc"]
         index = (int(loc[0]) if loc and isinstance(loc[0], int) else -1) if indexed else 0
         name = _field(error, indexed)

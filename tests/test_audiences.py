@@ -245,6 +245,19 @@ def test_a_cursor_of_another_audience_is_refused(graph: Graph) -> None:
     assert [e["field"] for e in response.json()["errors"]] == ["limit"]
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"brand": " x"}, "must not start or end with white space (got ' x')"),
+        ({"brand": 1}, "must be a string, not int"),
+    ],
+)
+def test_an_export_refusal_gives_the_id_rule(graph: Graph, body: dict, reason: str) -> None:
+    response = requests.post(f"{graph.api.url}/v1/audiences/export", json=body, headers=AUTH, timeout=30)
+    assert response.status_code == 422, response.text
+    assert [(e["field"], e["reason"]) for e in response.json()["errors"]] == [("brand", reason)]
+
+
 def test_an_export_takes_at_most_its_page_cap_and_never_pages_below_the_smallest() -> None:
     assert export_page_size(0) == EXPORT_PAGE
     assert export_page_size(EXPORT_PAGE * EXPORT_MAX_PAGES) == EXPORT_PAGE
