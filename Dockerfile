@@ -26,7 +26,11 @@ COPY graph_schema ./graph_schema
 COPY kgrec ./kgrec
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install --no-cache-dir --no-deps -e .
+COPY kgrec_cli ./kgrec_cli
+# every package pyproject.toml lists is copied above (tests/test_compose.py checks it); the CLI
+# must start in the image
+RUN pip install --no-cache-dir --no-deps -e . \
+ && kgrec --help >/dev/null
 
 ENV HF_HUB_OFFLINE=1 KGREC_DATA_DIR=/var/lib/kgrec
 EXPOSE 8000

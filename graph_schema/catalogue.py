@@ -68,6 +68,21 @@ def write(name: str, cypher: str, /, **params: Any) -> Statement:
     return Statement(name=name, cypher=cypher.strip(), mode="write", params=params)
 
 
+def known_ids(name: str, label: str, example: str) -> Statement:
+    """A read of which of ``$ids`` are ``label`` nodes (one statement for a batch of ids).
+
+    ``label`` must come from the allow-list (``graph_schema.allow_list.Label``)."""
+    return read(
+        name,
+        f"""
+        UNWIND $ids AS id
+        MATCH (n:{label} {{id: id}})
+        RETURN n.id AS id
+        """,
+        ids=[example],
+    )
+
+
 def all_statements() -> list[Statement]:
     """Every statement in ``graph_schema.statements``, found by walking its modules."""
     from graph_schema import statements as package

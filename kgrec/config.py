@@ -135,6 +135,9 @@ class Settings:
     retrain_interval_s: float = 86_400.0
     retrain_after_events: int = 100_000
     retrain_check_interval_s: float = 60.0
+    # How long the Redis broker waits before it hands an unacknowledged task to another worker (the
+    # first one's whole process lost): longer than any training, or a long one runs twice.
+    job_visibility_timeout_s: float = 21_600.0
     # The promotion gate: a retrained version becomes active only if its validation NDCG@10 is at
     # least (1 - gate_tolerance) x the active version's, over at least gate_min_users fresh users.
     gate_tolerance: float = 0.02
@@ -227,6 +230,7 @@ class Settings:
             retrain_interval_s=_number(env, "KGREC_RETRAIN_INTERVAL_S", "86400"),
             retrain_after_events=_number(env, "KGREC_RETRAIN_AFTER_EVENTS", "100000", whole=True),
             retrain_check_interval_s=_number(env, "KGREC_RETRAIN_CHECK_INTERVAL_S", "60", above=True),
+            job_visibility_timeout_s=_number(env, "KGREC_JOB_VISIBILITY_TIMEOUT_S", "21600", above=True),
             gate_tolerance=_number(env, "KGREC_GATE_TOLERANCE", "0.02", high=1),
             gate_min_users=_number(env, "KGREC_GATE_MIN_USERS", "30", low=1, whole=True),
             gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false"), "KGREC_GATE_EXPERIMENT"),

@@ -68,7 +68,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_track_started": True,
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": {"visibility_timeout": settings.job_visibility_timeout_s},
         # Training may go to a queue of its own, so that only GPU workers take it.
         "task_routes": {TRAIN: {"queue": settings.train_queue}},
         "beat_schedule": {

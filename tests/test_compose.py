@@ -4,6 +4,7 @@ model artifacts, and a training queue that CPU workers take unless a GPU worker 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,25 @@ def test_workers_can_be_scaled_and_someone_always_takes_training() -> None:
     assert queues(worker) == {"celery", train}  # without a GPU worker, CPU workers train
     assert queues(gpu) == {train}
     assert gpu["environment"]["KGREC_TRAIN_QUEUE"] == spec["api"]["environment"]["KGREC_TRAIN_QUEUE"]
+
+
+def test_the_image_holds_every_package_the_cli_needs() -> None:
+    """A package pyproject.toml installs but the Dockerfile does not copy is missing in the image:
+    without kgrec_cli, no service of the compose file could start."""
+    root = COMPOSE.parent
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {pattern.rstrip("*") for pattern in include["include"]}
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", (root / "Dockerfile").read_text(), flags=re.M))
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+    assert "migrations" in copied
+
+
+def test_migrations_run_before_anything_writes_and_writes_have_a_key() -> None:
+    spec = services()
+    assert spec["migrate"]["command"] == ["kgrec", "migrate"]
+    for name in ("api", "worker", "gpu-worker"):
+        assert spec[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
+    assert spec["migrate"]["depends_on"]["neo4j"] == {"condition": "service_healthy"}
+    for name, service in spec.items():
+        if service.get("image") == "kgrec:latest":
+            assert "KGREC_API_KEYS" in service["environment"], name

@@ -9,11 +9,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from celery.result import AsyncResult
 
-from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS
+from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS, POPULARITY_ADJUSTMENTS
+from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.gateway import GraphGateway
@@ -131,6 +133,25 @@ def test_a_redelivered_job_leaves_the_version_it_published(gateway: GraphGateway
         )
         == vectors
     )
+
+
+def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_publishes(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
+    result = train_model(graph, QUICK, version="v-during")
+    # the user with the most interactions is erased after the pull, before the write-back
+    user_row = int(np.bincount(graph.inter_user).argmax())
+    user = graph.user_ids[user_row]
+    items = sorted(graph.item_ids[i] for i in graph.inter_item[graph.inter_user == user_row])
+    gateway.write(ERASE_USER, {"user_id": user, "now": int(time.time() * 1000)})
+    write_back(gateway, result, graph, models_dir(loaded.data_dir))
+    adjustments = gateway.read(POPULARITY_ADJUSTMENTS, {"version": "v-during"})
+    assert sorted(r["id"] for r in adjustments) == items and {r["delta"] for r in adjustments} == {-1}
+    served = ActiveModel(gateway, loaded.data_dir).get()
+    assert served is not None and served.artifacts.version == "v-during"
+    expected = np.bincount(graph.inter_item[graph.inter_user != user_row], minlength=graph.n_items)
+    np.testing.assert_array_equal(served.artifacts.popularity, expected)
 
 
 def test_a_version_without_its_artifact_file_is_not_promoted(gateway: GraphGateway, loaded: Settings) -> None:

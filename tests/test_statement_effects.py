@@ -763,10 +763,21 @@ def _create_model_version(gw: GraphGateway, st: Statement) -> None:
         "data_until": 1699999990000,
     }
     assert node(gw, "ModelVersion", "v1700000000000") == created
-    query(gw, "MATCH (m:ModelVersion) SET m.status = 'ready'")
+    # A first run finished writing, and an erasure took a user's share off it; another version
+    # has adjustments of its own.
+    query(
+        gw,
+        "MATCH (m:ModelVersion) SET m.status = 'ready' "
+        "CREATE (m)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(:Item {id: 'i1'}), "
+        "(:ModelVersion {id: 'other'})-[:POPULARITY_ADJUSTMENT {delta: -2}]->(:Item {id: 'i2'})",
+    )
     gw.write(st, {**st.params, "now": 1, "metrics": "{}"})
-    # The payload is replaced; the creation stamp and status are not.
-    assert node(gw, "ModelVersion", "v1700000000000") == {**created, "status": "ready", "metrics": "{}"}
+    # Written again (a redelivered job): the payload is replaced, the creation stamp is not; it is
+    # `writing` again, without the first run's adjustments (its artifact is replaced too).
+    assert node(gw, "ModelVersion", "v1700000000000") == {**created, "metrics": "{}"}
+    assert count(gw, "(:ModelVersion {id: 'v1700000000000'})-[:POPULARITY_ADJUSTMENT]->()") == 0
+    assert count(gw, "(:ModelVersion {id: 'other'})-[:POPULARITY_ADJUSTMENT {delta: -2}]->()") == 1
+    assert count(gw, "(:Item)") == 2
 
 
 EMBEDDED_LABELS = {
@@ -805,10 +816,38 @@ def _mark_ready(gw: GraphGateway, st: Statement) -> None:
         "CREATE (:ModelVersion {id: $id, status: 'writing'}), (:ModelVersion {id: 'v-other', status: 'writing'})",
         id=st.params["id"],
     )
-    done = gw.write(st, st.params)
+    query(
+        gw,
+        "MATCH (m:ModelVersion {id: $id}) CREATE (m)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(:Item {id: 'B0002'})",
+        id=st.params["id"],
+    )
+    erased = [{"item_id": "B0001", "count": 2}, {"item_id": "B0002", "count": 1}]
+    done = gw.write(st, {**st.params, "erased": erased})
     assert done.rows == [{"id": st.params["id"]}]
-    assert node(gw, "ModelVersion", st.params["id"])["status"] == "ready"  # type: ignore[index]
+    assert node(gw, "ModelVersion", st.params["id"]) == {
+        "id": st.params["id"],
+        "status": "ready",
+        "adjusted_at": NOW,
+    }
     assert node(gw, "ModelVersion", "v-other")["status"] == "writing"  # type: ignore[index]
+
+    def deltas() -> dict[str, int]:
+        rows = query(
+            gw,
+            "MATCH (:ModelVersion {id: $id})-[a:POPULARITY_ADJUSTMENT]->(i) RETURN i.id AS id, a.delta AS d",
+            id=st.params["id"],
+        )
+        return {r["id"]: r["d"] for r in rows}
+
+    # the erased users' share is taken off, added to an erasure's adjustment made meanwhile
+    assert deltas() == {"B0001": -2, "B0002": -2}
+    # once ready, marking it again (a redelivered job that found it ready) takes nothing off twice
+    again = gw.write(st, {**st.params, "erased": erased, "now": NOW + 5})
+    assert again.rows == [{"id": st.params["id"]}] and deltas() == {"B0001": -2, "B0002": -2}
+    assert node(gw, "ModelVersion", st.params["id"])["adjusted_at"] == NOW  # type: ignore[index]
+    # nothing erased: no adjustment, no stamp
+    gw.write(st, {**st.params, "id": "v-other", "erased": []})
+    assert node(gw, "ModelVersion", "v-other") == {"id": "v-other", "status": "ready"}
 
 
 @effect("activate_model_version")

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NEO4J_PASSWORD="${NEO4J_PASSWORD:-compose-config-check}"
+export KGREC_API_KEYS="${KGREC_API_KEYS:-compose-config-check}"
 if docker compose version >/dev/null 2>&1; then
   exec docker compose -f docker-compose.yml config --quiet
 fi

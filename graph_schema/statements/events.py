@@ -33,19 +33,11 @@ from typing import Any
 
 from graph_schema.allow_list import Label
 from graph_schema.behaviours import BEHAVIOUR_TABLE
-from graph_schema.catalogue import Statement, read, write
+from graph_schema.catalogue import Statement, known_ids, write
 from graph_schema.relation_names import relationship_type
 from graph_schema.statements.knowledge import ATTRIBUTE_NODES, ITEM_FACT_LINKS, attribute_link_stages
 
-SEEN_EVENTS = read(
-    "seen_events",
-    """
-    UNWIND $ids AS event_id
-    MATCH (e:Event {id: event_id})
-    RETURN e.id AS id
-    """,
-    ids=["evt-1"],
-)
+SEEN_EVENTS = known_ids("seen_events", Label.EVENT.value, "evt-1")
 
 
 def _stages(*parts: str) -> str:

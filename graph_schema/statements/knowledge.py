@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from graph_schema.allow_list import Label
-from graph_schema.catalogue import Statement, read, write
+from graph_schema.catalogue import Statement, known_ids, read, write
 from graph_schema.relation_names import relationship_type
 
 # The labels a knowledge edge may join (brands and categories have their own fixed types).
@@ -34,15 +34,7 @@ UPSERT_ENTITIES = write(
 )
 
 # Which of some ids are Item nodes already (the importer resolves triple ends in batches).
-KNOWN_ITEMS = read(
-    "known_items",
-    """
-    UNWIND $ids AS item_id
-    MATCH (i:Item {id: item_id})
-    RETURN i.id AS id
-    """,
-    ids=["B0001"],
-)
+KNOWN_ITEMS = known_ids("known_items", Label.ITEM.value, "B0001")
 
 
 @lru_cache(maxsize=4096)

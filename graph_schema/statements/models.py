@@ -7,15 +7,21 @@ everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
 """
 
 from graph_schema.allow_list import Label, Rel
-from graph_schema.catalogue import Statement, read, write
+from graph_schema.catalogue import Statement, known_ids, read, write
 
+# A job writing its version again (redelivered before it settled) starts it afresh: `writing`,
+# without the popularity adjustments of the first run, whose artifact it replaces (the new one is
+# counted from a new pull, and its own write-back adjusts for users erased since).
 CREATE_VERSION = write(
     "create_model_version",
     """
     MERGE (m:ModelVersion {id: $id})
-    ON CREATE SET m.created_at = $now, m.status = 'writing', m.active = false
-    SET m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact,
-        m.data_until = $data_until
+    ON CREATE SET m.created_at = $now, m.active = false
+    SET m.status = 'writing', m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics,
+        m.artifact = $artifact, m.data_until = $data_until
+    WITH m
+    OPTIONAL MATCH (m)-[a:POPULARITY_ADJUSTMENT]->(:Item)
+    DELETE a
     """,
     id="v1700000000000",
     now=1700000000000,
@@ -47,15 +53,29 @@ WRITE_EMBEDDINGS = {
     label: _embedding_statement(label) for label in (Label.USER, Label.ITEM, Label.BRAND, Label.CATEGORY)
 }
 
+# The end of a write-back: `ready`, with the share of the users erased while it was written taken
+# off the version's popularity counts (`erased`: item id and count), once (only while `writing`).
 MARK_VERSION_READY = write(
     "mark_model_version_ready",
     """
     MATCH (m:ModelVersion {id: $id})
-    SET m.status = 'ready'
+    WITH m, CASE WHEN m.status = 'writing' THEN $erased ELSE [] END AS erased
+    FOREACH (r IN erased |
+        MERGE (it:Item {id: r.item_id})
+        MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)
+        ON CREATE SET a.delta = 0
+        SET a.delta = a.delta - r.count)
+    SET m.status = 'ready',
+        m.adjusted_at = CASE WHEN size(erased) > 0 THEN $now ELSE m.adjusted_at END
     RETURN m.id AS id
     """,
     id="v1700000000000",
+    erased=[{"item_id": "B0001", "count": 1}],
+    now=1700000000000,
 )
+
+# Which of ``ids`` are users of the graph (a write-back's batch that matched fewer: some were erased).
+PRESENT_USERS = known_ids("present_users", Label.USER.value, "A1YJEY40YUW4SE")
 
 # The switch: one small statement, only for a version whose write-back finished.
 ACTIVATE_VERSION = write(

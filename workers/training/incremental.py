@@ -556,7 +556,7 @@ def publish_child(
                 statement, {"parent": plan.parent, "id": version, "ids": ids[start : start + batch]}
             )
     gateway.write(COPY_TOPICS, {"parent": plan.parent, "id": version})
-    gateway.write(MARK_VERSION_READY, {"id": version})
+    gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": int(time.time() * 1000)})
     done = gateway.write(
         ACTIVATE_CHILD_VERSION, {"id": version, "parent": plan.parent, "now": int(time.time() * 1000)}
     )

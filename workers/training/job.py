@@ -30,6 +30,7 @@ from workers.training.item_fold_in import FoldInBasis, basis_path, unit_rows
 from workers.training.kg_model import resolve_device
 from workers.training.pipeline import TrainingResult, train_model
 from workers.training.publish import (
+    VersionPublished,
     activate,
     already_published,
     collect_garbage,
@@ -129,16 +130,19 @@ def run_training(
     timings["train_and_tune_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    decision = publish(
-        gateway,
-        settings,
-        graph,
-        result,
-        config,
-        gate=gate,
-        on_decision=on_decision,
-        progress=lambda f: report("write-back", 0.8 + 0.18 * f),
-    )
+    try:
+        decision = publish(
+            gateway,
+            settings,
+            graph,
+            result,
+            config,
+            gate=gate,
+            on_decision=on_decision,
+            progress=lambda f: report("write-back", 0.8 + 0.18 * f),
+        )
+    except VersionPublished:
+        return already_published(gateway, version) or {"version": version, "already_published": True}
     timings["write_back_and_gate_s"] = time.perf_counter() - started
     removed = collect_unused_versions(gateway, settings, keep)
     report("done", 1.0)

@@ -30,6 +30,7 @@ from graph_schema.statements.models import (
     DELETE_VERSION_EMBEDDINGS,
     MARK_VERSION_READY,
     MODEL_VERSIONS,
+    PRESENT_USERS,
     RECORD_GATE_DECISION,
     WRITE_EMBEDDINGS,
 )
@@ -54,6 +55,10 @@ def _vector_rows(ids: list[str], vectors: np.ndarray) -> list[dict[str, object]]
     return [{"id": i, "vector": [round(float(x), 6) for x in v]} for i, v in zip(ids, vectors, strict=True)]
 
 
+class VersionPublished(Exception):
+    """The version a job is about to write was published by another delivery of the same job."""
+
+
 def write_back(
     gateway: GraphGateway,
     result: TrainingResult,
@@ -71,6 +76,9 @@ def write_back(
     with ``activate_now`` false the version is left ``ready`` and inactive (for the gate).
     """
     version = result.artifacts.version
+    if already_published(gateway, version) is not None:
+        # another delivery of this job (the broker's visibility timeout ran out) published it meanwhile
+        raise VersionPublished(version)
     artifact = save_artifacts(result.artifacts, models_folder)
     now = int(time.time() * 1000)
     gateway.write(
@@ -95,23 +103,42 @@ def write_back(
     ]
     total = sum(len(ids) for _, ids, _ in groups) or 1
     done = 0
+    erased: list[str] = []
     for label, ids, vectors in groups:
         batch = embedding_batch
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
-            gateway.write(
+            written = gateway.write(
                 WRITE_EMBEDDINGS[label],
                 {"version": version, "rows": _vector_rows(chunk, vectors[start : start + len(chunk)])},
             )
+            if label is Label.USER and written.properties_set < len(chunk):
+                present = {r["id"] for r in gateway.read(PRESENT_USERS, {"ids": list(chunk)})}
+                erased += [u for u in chunk if u not in present]
             done += len(chunk)
             if on_progress is not None:
                 on_progress(done / total)
-    gateway.write(MARK_VERSION_READY, {"id": version})
+    gateway.write(
+        MARK_VERSION_READY,
+        {"id": version, "erased": erased_share(graph, erased), "now": int(time.time() * 1000)},
+    )
     if before_activation is not None:
         before_activation()
     if activate_now:
         activate(gateway, version)
     return version
+
+
+def erased_share(graph: TrainingGraph, erased: Sequence[str]) -> list[dict[str, Any]]:
+    """What the users ``erased`` since ``graph`` was pulled added to its popularity counts: one
+    ``{item_id, count}`` per item (a user erased before their embedding was written has no
+    EMBEDDING edge for the erasure to find, so the write-back takes their share off itself)."""
+    if not erased:
+        return []
+    index = {user_id: row for row, user_id in enumerate(graph.user_ids)}
+    rows = np.asarray([index[u] for u in erased if u in index], dtype=np.int64)
+    counts = np.bincount(graph.inter_item[np.isin(graph.inter_user, rows)], minlength=graph.n_items)
+    return [{"item_id": graph.item_ids[i], "count": int(counts[i])} for i in np.flatnonzero(counts)]
 
 
 def activate(gateway: GraphGateway, version: str) -> None:
