@@ -385,6 +385,10 @@ class CatalogueItemView(BaseModel):
     brand: str | None
     brands: list[str] = Field(description="every brand the graph links (usually one)")
     categories: list[str] = Field(description="general to specific")
+    categories_above: list[str] = Field(
+        description="every category above those in the stored tree (a category filter or rule on one "
+        "reaches the item; links on a loop left out), by id"
+    )
     price: float | None
     currency: str | None
     available: bool

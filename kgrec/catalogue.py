@@ -48,7 +48,7 @@ from graph_schema.statements.catalogue import (
     upsert_catalogue_statement,
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
-from kgrec.category_tree import cycle_problems, distinct_path, path_links
+from kgrec.category_tree import categories_above, cycle_problems, distinct_path, path_links
 from kgrec.events.ingest import attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
 from kgrec.field_types import (
@@ -380,13 +380,15 @@ def read_item(gateway: GraphGateway, item_id: str) -> dict[str, Any] | None:
         if pair["relation"] is not None:
             attributes.setdefault(pair["relation"], []).append(pair["value"])
     brands = sorted(b for b in row["brands"] if b is not None)
+    categories = _category_path(row["categories"])
     return {
         "item_id": row["id"],
         "title": row["title"],
         "description": row["description"],
         "brand": brands[0] if brands else None,
         "brands": brands,
-        "categories": _category_path(row["categories"]),
+        "categories": categories,
+        "categories_above": categories_above(gateway, categories),
         "price": row["price"],
         "currency": row["currency"],
         "available": row["available"] is not False,

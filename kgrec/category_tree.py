@@ -78,6 +78,16 @@ def path_links(path: Sequence[str]) -> list[tuple[str, str]]:
     return [(child, parent) for parent, child in itertools.pairwise(path)]
 
 
+def _above(parents: Mapping[str, Iterable[str]], starts: Iterable[str]) -> set[str]:
+    """``starts`` and every category above them through ``parents`` (child -> its parents)."""
+    seen = set(starts)
+    frontier = list(seen)
+    while frontier:
+        frontier = [p for c in frontier for p in parents.get(c, ()) if p not in seen]
+        seen.update(frontier)
+    return seen
+
+
 def cycle_problems(
     gateway: GraphGateway, paths: Sequence[tuple[int, Sequence[str]]]
 ) -> list[tuple[int, str]]:
@@ -95,17 +105,10 @@ def cycle_problems(
     for row in gateway.read(CATEGORY_LINKS_ABOVE, {"ids": ids}):
         parents[row["child"]].add(row["parent"])
 
-    def above(start: str) -> set[str]:
-        seen, frontier = {start}, [start]
-        while frontier:
-            frontier = [p for c in frontier for p in parents.get(c, ()) if p not in seen]
-            seen.update(frontier)
-        return seen
-
     problems: list[tuple[int, str]] = []
     for index, path in paths:
         links = path_links(path)
-        closing = next(((c, p) for c, p in links if p not in parents[c] and c in above(p)), None)
+        closing = next(((c, p) for c, p in links if p not in parents[c] and c in _above(parents, [p])), None)
         if closing is not None:
             child, parent = closing
             problems.append(
@@ -169,6 +172,24 @@ def acyclic_links(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
                 parent_node = work[-1][0]
                 low[parent_node] = min(low[parent_node], low[node])
     return [(c, p) for c, p in links if c != p and component[c] != component[p]]
+
+
+def categories_above(gateway: GraphGateway, categories: Sequence[str]) -> list[str]:
+    """Every category above ``categories`` in the stored tree, by id (``categories`` left out).
+
+    One read of the links above them; the links on a loop are left out as serving's walk leaves
+    them out (:func:`acyclic_links`), so a category filter or rule on exactly these categories
+    (or on ``categories``) reaches an item listed under ``categories``.
+    """
+    if not categories:
+        return []
+    rows = gateway.read(CATEGORY_LINKS_ABOVE, {"ids": sorted(set(categories))})
+    ids = sorted({row[end] for row in rows for end in ("child", "parent")})
+    number = {category: k for k, category in enumerate(ids)}
+    parents: dict[str, list[str]] = defaultdict(list)
+    for child, parent in acyclic_links((number[row["child"]], number[row["parent"]]) for row in rows):
+        parents[ids[child]].append(ids[parent])
+    return sorted(_above(parents, categories) - set(categories))
 
 
 def distinct_path(path: Sequence[str] | None) -> Sequence[str] | None:

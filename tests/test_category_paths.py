@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from kgrec.catalogue import CatalogueItem, ItemsRefused, write_items
+from kgrec.catalogue import CatalogueItem, ItemsRefused, read_item, write_items
+from kgrec.category_tree import categories_above
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
@@ -153,3 +154,32 @@ def test_walking_a_tree_with_a_stored_loop_ends_and_keeps_categories_apart() -> 
     assert np.flatnonzero(facts.category_mask("Lips")).tolist() == [0]
     groups = ItemGroups(facts)
     assert groups.categories[1] == (3,)  # most specific of Beauty and Hair: Hair, its self-loop ignored
+
+
+def test_the_categories_above_an_item_are_those_whose_filter_and_rules_reach_it_a_stored_loop_left_out(
+    gateway: GraphGateway,
+) -> None:
+    # the tree of the test above, stored: Beauty > Makeup > Lips, Beauty > Hair, plus Beauty under
+    # Makeup (a loop from before paths were checked) and Hair under itself
+    names = ["Beauty", "Makeup", "Lips", "Hair"]
+    write_items(
+        gateway,
+        [
+            CatalogueItem(item_id="w1", categories=["Beauty", "Makeup", "Lips"]),
+            CatalogueItem(item_id="w2", categories=["Beauty", "Hair"]),
+            CatalogueItem(item_id="w3", categories=["Lips"]),  # stored only under the leaf
+        ],
+    )
+    gateway.run_query(
+        "MATCH (b:Category {id: 'Beauty'}), (m:Category {id: 'Makeup'}), (h:Category {id: 'Hair'}) "
+        "CREATE (b)-[:SUBCATEGORY_OF]->(m), (h)-[:SUBCATEGORY_OF]->(h)",
+        {},
+    )
+    facts = _facts(names, [(0, 0)], [(1, 0), (2, 1), (3, 0), (0, 1), (3, 3)])
+    for k, name in enumerate(names):
+        reaching = {other for other in names if k in facts.subtree(other)}  # serving's walk
+        assert {name, *categories_above(gateway, [name])} == reaching, name
+    assert categories_above(gateway, ["Lips"]) == ["Makeup"]  # not Beauty: the loop's links are out
+    assert categories_above(gateway, ["Makeup", "Lips"]) == [] and categories_above(gateway, []) == []
+    item = read_item(gateway, "w3")
+    assert item is not None and (item["categories"], item["categories_above"]) == (["Lips"], ["Makeup"])

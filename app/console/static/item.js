@@ -9,17 +9,19 @@
     return [K.el("dt", {}, name), K.el("dd", {}, value === null || value === undefined || value === "" ? "–" : value)];
   }
 
+  // Whether serving applies the rule to the item (kgrec/rules.py). A pin moves only the item it pins:
+  // its `when` says on which requests, not which items. Block, boost and bury reach their target's
+  // items: the item; the items of a brand (serving knows one brand per item, the first in id order,
+  // the API's `brand`); a category and every category below it (so the item's own categories and
+  // those above them); or the items with an attribute value.
   function touches(rule, item) {
+    if (rule.action === "pin") return rule.item === item.item_id;
     const target = rule.target || {};
-    if (rule.item === item.item_id || target.item === item.item_id) return true;
-    if (target.brand && item.brands.includes(target.brand)) return true;
-    if (target.category && item.categories.includes(target.category)) return true;
-    if (target.attribute) {
-      const values = item.attributes[target.attribute.relation] || [];
-      if (values.includes(target.attribute.value)) return true;
-    }
-    const when = rule.when || {};
-    return Boolean((when.brand && item.brands.includes(when.brand)) || (when.category && item.categories.includes(when.category)));
+    if (target.item !== undefined) return target.item === item.item_id;
+    if (target.brand !== undefined) return target.brand === item.brand;
+    if (target.category !== undefined) return item.categories.includes(target.category) || item.categories_above.includes(target.category);
+    if (target.attribute) return (item.attributes[target.attribute.relation] || []).includes(target.attribute.value);
+    return false;
   }
 
   async function fields() {
@@ -50,7 +52,7 @@
     K.fill("rules", mine.length ? mine.map((r) => K.el("li", {},
       K.el("strong", {}, r.action), ` ${r.id}`, r.factor ? ` ×${r.factor}` : "", r.position ? ` at position ${r.position}` : "",
       r.active && !r.expired ? "" : K.el("span", { class: "muted" }, r.expired ? " (ended)" : " (not started)")))
-      : K.el("li", { class: "muted" }, "No rule targets this item, its brand, categories or attributes."));
+      : K.el("li", { class: "muted" }, "No rule applies to this item, its brand, categories (or those above them) or attributes."));
   }
 
   async function neighbourhood() {
