@@ -101,6 +101,8 @@ class ItemFacts:
     @cached_property
     def _categories_by_item(self) -> tuple[np.ndarray, np.ndarray]:
         pairs = self.item_category_pairs
+        if np.all(pairs[1:, 0] >= pairs[:-1, 0]):  # already by item (as replaced() leaves them)
+            return pairs[:, 0], pairs[:, 1]
         order = np.argsort(pairs[:, 0], kind="stable")
         return pairs[order, 0], pairs[order, 1]
 
@@ -239,19 +241,21 @@ class ItemFacts:
         for row, (brand, item_categories) in items.items():
             item_brand[row] = -1 if brand is None else brand_index(brand)
             new_pairs += [(row, category_index(c)) for c in dict.fromkeys(item_categories)]
-        pairs = self.item_category_pairs
+        # by item, so the new facts' categories_of needs no sort: the kept pairs, the new ones inserted
+        by_item, by_category = self._categories_by_item
+        pairs = np.stack([by_item, by_category], axis=1).astype(self.item_category_pairs.dtype, copy=False)
         if items:
             drop = np.zeros(self.n_items, dtype=bool)
             drop[np.fromiter(items, dtype=np.int64, count=len(items))] = True
             pairs = pairs[~drop[pairs[:, 0]]]
+        added = np.array(sorted(new_pairs), dtype=pairs.dtype).reshape(-1, 2)
+        pairs = np.insert(pairs, np.searchsorted(pairs[:, 0], added[:, 0], side="right"), added, axis=0)
         new_links = [(category_index(child), category_index(parent)) for child, parent in links]
         return ItemFacts(
             brand_ids=brand_ids,
             item_brand=item_brand,
             category_ids=category_ids,
-            item_category_pairs=np.concatenate(
-                [pairs, np.array(new_pairs, dtype=pairs.dtype).reshape(-1, 2)]
-            ),
+            item_category_pairs=pairs,
             category_parent_pairs=np.concatenate(
                 [
                     self.category_parent_pairs,
