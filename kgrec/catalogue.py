@@ -64,6 +64,7 @@ from kgrec.field_types import (
     string_reason,
 )
 from kgrec.gateway import GraphGateway
+from kgrec.item_facts import ItemFacts
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
     CURRENCY_PATTERN,
@@ -407,12 +408,20 @@ def read_item(gateway: GraphGateway, item_id: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class ItemState:
-    """What the catalogue says about one changed item."""
+    """What the catalogue says about one changed item.
+
+    ``categories`` None: its brand and categories were not read (the model's stay); otherwise
+    ``brand`` (the first of its brands by id, as training keeps it) and ``categories`` replace
+    the model's, and ``category_links`` are the stored links from its categories to their parents.
+    """
 
     price: float | None
     available: bool | None
     listed_at: int | None
     delisted_at: int | None
+    brand: str | None = None
+    categories: tuple[str, ...] | None = None
+    category_links: tuple[tuple[str, str], ...] = ()
 
     def hidden_at(self, now_ms: float) -> bool:
         """Unavailable, delisted by ``now_ms``, or not listed yet."""
@@ -428,26 +437,62 @@ class ItemState:
         return float(min(times)) if times else math.inf
 
 
+def _link_ids(facts: ItemFacts) -> frozenset[tuple[str, str]]:
+    ids = facts.category_ids
+    return frozenset((ids[c], ids[p]) for c, p in facts.category_parent_pairs.tolist())
+
+
+def _laid_facts(
+    facts: ItemFacts,
+    link_ids: frozenset[tuple[str, str]],
+    model: Any,
+    items: Mapping[str, ItemState],
+    ids: Iterable[str],
+    links: Iterable[tuple[str, str]],
+) -> tuple[ItemFacts, frozenset[tuple[str, str]]]:
+    """``facts`` with the brand and categories of the items ``ids`` as ``items`` has them, and the
+    category ``links`` they lack; the very same object when that changes nothing."""
+    index = model.item_index
+    replaced: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+    for item_id in ids:
+        row = index.get(item_id)
+        item = items[item_id]
+        if row is None or row >= facts.n_items or item.categories is None:
+            continue
+        if item.brand != facts.brand_of(row) or set(item.categories) != facts.category_ids_of(row):
+            replaced[row] = (item.brand, item.categories)
+    new_links = [link for link in dict.fromkeys(links) if link not in link_ids and link[0] != link[1]]
+    if not replaced and not new_links:
+        return facts, link_ids
+    return facts.replaced(replaced, new_links), link_ids | frozenset(new_links)
+
+
 @dataclass
 class _ModelState:
-    """The catalogue's changes laid over one model's items: one array per field, by item row."""
+    """The catalogue's changes laid over one model's items: one array per field, by item row, and
+    the model's facts with the changed brands and categories."""
 
     model: Any
     price: np.ndarray  # float64, NaN: unknown
     available: np.ndarray  # bool
     listed_at: np.ndarray  # float64, NaN: none
     delisted_at: np.ndarray  # float64, NaN: none
+    facts: ItemFacts
+    link_ids: frozenset[tuple[str, str]]  # the facts' category links, by id
 
     @classmethod
-    def of(cls, model: Any, items: Mapping[str, ItemState]) -> _ModelState:
-        """Built from every changed item."""
+    def of(cls, model: Any, items: Mapping[str, ItemState], links: Iterable[tuple[str, str]]) -> _ModelState:
+        """Built from every changed item and every category link the catalogue API wrote."""
         n = model.facts.n_items
+        facts, link_ids = _laid_facts(model.facts, _link_ids(model.facts), model, items, items, links)
         state = cls(
             model,
             model.facts.item_price.astype(np.float64, copy=True),
             np.ones(n, dtype=bool),
             np.full(n, np.nan),
             np.full(n, np.nan),
+            facts,
+            link_ids,
         )
         state.apply(items, items.keys())
         return state
@@ -455,7 +500,9 @@ class _ModelState:
     def derived(self, items: Mapping[str, ItemState], changed: Sequence[str]) -> _ModelState:
         """A copy with the items ``changed`` since this state re-read from ``items``."""
         copies = (self.price, self.available, self.listed_at, self.delisted_at)
-        state = _ModelState(self.model, *(array.copy() for array in copies))
+        links = [link for item_id in changed for link in items[item_id].category_links]
+        facts, link_ids = _laid_facts(self.facts, self.link_ids, self.model, items, changed, links)
+        state = _ModelState(self.model, *(array.copy() for array in copies), facts, link_ids)
         state.apply(items, changed)
         return state
 
@@ -480,14 +527,16 @@ class CatalogueSnapshot:
     """The catalogue changes as of one revision, laid over each model's items.
 
     A snapshot made from the one before (``previous``, and the ids ``changed`` since) derives
-    each model's arrays from that one's by re-reading only the changed items, so a write costs
-    the next request the items it changed, not every item the catalogue API ever changed.
+    each model's arrays and facts from that one's by re-reading only the changed items, so a
+    write costs the next request the items it changed, not every item the catalogue API ever
+    changed. ``links``: every category link (child id, parent id) read with a changed item.
     """
 
     revision: int = 0
     items: dict[str, ItemState] = field(default_factory=dict)
     changed: tuple[str, ...] = ()
     previous: CatalogueSnapshot | None = None
+    links: frozenset[tuple[str, str]] = frozenset()
     _states: dict[int, _ModelState] = field(default_factory=dict)
     _hidden: dict[int, tuple[Any, np.ndarray, float, float]] = field(default_factory=dict)
 
@@ -499,13 +548,19 @@ class CatalogueSnapshot:
         if before is not None and before.model is model:
             state = before.derived(self.items, self.changed)
         else:
-            state = _ModelState.of(model, self.items)
+            state = _ModelState.of(model, self.items, self.links)
         states = {k: v for k, v in self._states.items() if v.model is not model}
         states[id(model)] = state
         while len(states) > MODEL_STATES:
             states.pop(next(iter(states)))
         self._states = states
         return state
+
+    def facts(self, model: Any) -> ItemFacts:
+        """The model's brand, categories and category tree with the catalogue API's changes laid
+        over: what every filter, rule, diversity cap and pin condition reads. The same object
+        until a write changes a brand, a category or the tree (caches may key on it)."""
+        return self._state(model).facts
 
     def hidden(self, model: Any, now_ms: float) -> np.ndarray:
         """The model's item indices that must not be shown now."""
@@ -537,8 +592,9 @@ def allowed_items(
     min_price: float | None = None,
     max_price: float | None = None,
 ) -> np.ndarray | None:
-    """The Recommender's ``allowed`` mask: the filters (with current prices), minus hidden items."""
-    mask = model.facts.mask(brand, category)
+    """The Recommender's ``allowed`` mask: the filters (with current brands, categories and
+    prices), minus hidden items."""
+    mask = snapshot.facts(model).mask(brand, category)
     if min_price is not None or max_price is not None:
         price = snapshot.prices(model)
         with np.errstate(invalid="ignore"):
@@ -582,20 +638,32 @@ class CatalogueView:
             # A lower revision means a new graph (cleared or restored): read everything again.
             since, items = (current.revision, dict(current.items)) if revision > current.revision else (0, {})
             changed = []
+            links = set(current.links) if since else set()
             for row in self._gateway.read(CATALOGUE_CHANGES, {"since": since}):
                 changed.append(row["id"])
-                items[row["id"]] = ItemState(
-                    None if row["price"] is None else float(row["price"]),
-                    row["available"],
-                    row["listed_at"],
-                    row["delisted_at"],
-                )
+                items[row["id"]] = state = change_state(row)
+                links.update(state.category_links)
             if since == 0:
-                self._snapshot = CatalogueSnapshot(revision, items)
+                self._snapshot = CatalogueSnapshot(revision, items, links=frozenset(links))
             else:
                 current.previous = None  # a snapshot derives from the one before it, no further
-                self._snapshot = CatalogueSnapshot(revision, items, tuple(changed), current)
+                self._snapshot = CatalogueSnapshot(revision, items, tuple(changed), current, frozenset(links))
             return self._snapshot
+
+
+def change_state(row: Mapping[str, Any]) -> ItemState:
+    """An item as :data:`CATALOGUE_CHANGES` reads it."""
+    categories = [c for c in row["categories"] if c["id"] is not None]
+    brands = sorted(b for b in row["brands"] if b is not None)
+    return ItemState(
+        None if row["price"] is None else float(row["price"]),
+        row["available"],
+        row["listed_at"],
+        row["delisted_at"],
+        brands[0] if brands else None,
+        tuple(sorted({c["id"] for c in categories})),
+        tuple(sorted({(c["id"], p) for c in categories for p in c["parents"] or () if p is not None})),
+    )
 
 
 __all__ = [

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from kgrec.category_tree import acyclic_links
 from kgrec.limits import MAX_K, MAX_OFFSET
 from kgrec.ranking import Ranking
 
@@ -47,20 +46,34 @@ class Diversity:
 
 
 class ItemGroups:
-    """Each of a model's items' brand and most specific categories (by item index), built once per model."""
+    """Each item's brand and most specific categories (by item index) under one set of facts.
+
+    Built at no cost: an item's most specific categories are worked out the first time a page
+    asks for them (a binary search in the facts' pairs) and kept, so the facts serving lays the
+    catalogue's changes over (:meth:`kgrec.catalogue.CatalogueSnapshot.facts`) get groups of their
+    own without a pass over every item.
+    """
 
     def __init__(self, facts: Any) -> None:
+        self.facts = facts
         self.brand = np.asarray(facts.item_brand)
-        parent_of: dict[int, set[int]] = {}
-        for child, parent in acyclic_links(np.asarray(facts.category_parent_pairs).tolist()):
-            parent_of.setdefault(child, set()).add(parent)
-        per_item: dict[int, set[int]] = {}
-        for item, category in np.asarray(facts.item_category_pairs).tolist():
-            per_item.setdefault(item, set()).add(category)
-        self.categories: dict[int, tuple[int, ...]] = {}
-        for item, categories in per_item.items():
-            above = {p for c in categories for p in parent_of.get(c, ())}
-            self.categories[item] = tuple(sorted(categories - above) or sorted(categories))
+        self._categories: dict[int, tuple[int, ...]] = {}
+
+    def categories_of(self, row: int) -> tuple[int, ...]:
+        """Item ``row``'s most specific categories (indices; empty for none)."""
+        cached = self._categories.get(row)
+        if cached is None:
+            categories = set(self.facts.categories_of(row)) if row < self.facts.n_items else set()
+            parents = self.facts.parents
+            above = {p for c in categories for p in parents.get(c, ())}
+            cached = self._categories[row] = tuple(sorted(categories - above) or sorted(categories))
+        return cached
+
+    @property
+    def categories(self) -> dict[int, tuple[int, ...]]:
+        """Every item with a category → its most specific categories (a pass over every item)."""
+        rows = np.unique(np.asarray(self.facts.item_category_pairs)[:, 0]).tolist()
+        return {row: self.categories_of(row) for row in rows}
 
 
 def diversify(ranked: Ranking, groups: ItemGroups, k: int, caps: Diversity, upto: int) -> Ranking:
@@ -79,7 +92,7 @@ def diversify(ranked: Ranking, groups: ItemGroups, k: int, caps: Diversity, upto
                 break
             row = queue[position]
             brand = int(groups.brand[row]) if row < groups.brand.size else -1
-            cats = groups.categories.get(row, ())
+            cats = groups.categories_of(row)
             if caps.max_per_brand is not None and brand >= 0 and brands[brand] >= caps.max_per_brand:
                 continue
             if caps.max_per_category is not None and any(

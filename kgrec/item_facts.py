@@ -3,12 +3,14 @@
 Pulled from the graph with the training subgraph and stored in the model
 artifact, so a serving process answers ``brand=`` / ``category=`` /
 ``min_price=`` / ``max_price=`` from numpy masks without a graph read. Items
-folded in after training bring their own facts (:meth:`ItemFacts.extended`).
+folded in after training bring their own facts (:meth:`ItemFacts.extended`), and the
+catalogue API's brand and category changes are laid over them per request
+(:meth:`ItemFacts.replaced`, :meth:`kgrec.catalogue.CatalogueSnapshot.facts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -25,6 +27,20 @@ def links_in_id_order(row: dict) -> dict:
     this one rule, so an item's text and its first brand do not depend on the graph's history.
     """
     return {**row, "brands": sorted(row["brands"]), "categories": sorted(row["categories"])}
+
+
+class _Appending:
+    """An id's index in ``ids``, appending an id that ``index`` (the ids' index so far) lacks."""
+
+    def __init__(self, ids: list[str], index: Mapping[str, int]) -> None:
+        self.ids, self.index, self.added = ids, index, dict[str, int]()
+
+    def __call__(self, id_: str) -> int:
+        found = self.index.get(id_, self.added.get(id_))
+        if found is None:
+            found = self.added[id_] = len(self.ids)
+            self.ids.append(id_)
+        return found
 
 
 @dataclass
@@ -75,8 +91,18 @@ class ItemFacts:
         return children
 
     @cached_property
+    def parents(self) -> dict[int, set[int]]:
+        """Category index → its parents' indices (a stored loop left out, as for :meth:`subtree`)."""
+        parents: dict[int, set[int]] = {}
+        for child, parent in acyclic_links(self.category_parent_pairs.tolist()):
+            parents.setdefault(child, set()).add(parent)
+        return parents
+
+    @cached_property
     def _categories_by_item(self) -> tuple[np.ndarray, np.ndarray]:
         pairs = self.item_category_pairs
+        if np.all(pairs[1:, 0] >= pairs[:-1, 0]):  # already by item (as replaced() leaves them)
+            return pairs[:, 0], pairs[:, 1]
         order = np.argsort(pairs[:, 0], kind="stable")
         return pairs[order, 0], pairs[order, 1]
 
@@ -184,6 +210,61 @@ class ItemFacts:
             ),
             category_parent_pairs=self.category_parent_pairs,
             item_price=np.concatenate([self.item_price, new_price]),
+        )
+
+    def brand_of(self, row: int) -> str | None:
+        """Item ``row``'s brand id (None: none, or a row these facts do not describe)."""
+        brand = int(self.item_brand[row]) if 0 <= row < self.n_items else -1
+        return self.brand_ids[brand] if brand >= 0 else None
+
+    def category_ids_of(self, row: int) -> frozenset[str]:
+        """The ids of the categories item ``row`` is listed under."""
+        return frozenset(self.category_ids[c] for c in self.categories_of(row))
+
+    def replaced(
+        self,
+        items: Mapping[int, tuple[str | None, Sequence[str]]],
+        links: Iterable[tuple[str, str]] = (),
+    ) -> ItemFacts:
+        """These facts with the brand and categories of the rows in ``items`` (row → (brand id or
+        None, category ids)) replaced and the category links ``links`` ((child id, parent id), not
+        already held) added; brand and category ids these facts lack are appended to their lists.
+
+        Costs a copy of the per-item arrays, never a Python pass over every item.
+        """
+        brand_ids, category_ids = list(self.brand_ids), list(self.category_ids)
+        brand_index = _Appending(brand_ids, self.brand_index)
+        category_index = _Appending(category_ids, self.category_index)
+
+        item_brand = self.item_brand.copy()
+        new_pairs: list[tuple[int, int]] = []
+        for row, (brand, item_categories) in items.items():
+            item_brand[row] = -1 if brand is None else brand_index(brand)
+            new_pairs += [(row, category_index(c)) for c in dict.fromkeys(item_categories)]
+        # by item, so the new facts' categories_of needs no sort: the kept pairs, the new ones inserted
+        by_item, by_category = self._categories_by_item
+        pairs = np.stack([by_item, by_category], axis=1).astype(self.item_category_pairs.dtype, copy=False)
+        if items:
+            drop = np.zeros(self.n_items, dtype=bool)
+            drop[np.fromiter(items, dtype=np.int64, count=len(items))] = True
+            pairs = pairs[~drop[pairs[:, 0]]]
+        added = np.array(sorted(new_pairs), dtype=pairs.dtype).reshape(-1, 2)
+        pairs = np.insert(pairs, np.searchsorted(pairs[:, 0], added[:, 0], side="right"), added, axis=0)
+        new_links = [(category_index(child), category_index(parent)) for child, parent in links]
+        return ItemFacts(
+            brand_ids=brand_ids,
+            item_brand=item_brand,
+            category_ids=category_ids,
+            item_category_pairs=pairs,
+            category_parent_pairs=np.concatenate(
+                [
+                    self.category_parent_pairs,
+                    np.array(new_links, dtype=self.category_parent_pairs.dtype).reshape(-1, 2),
+                ]
+            )
+            if new_links
+            else self.category_parent_pairs,
+            item_price=self.item_price,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:

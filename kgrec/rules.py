@@ -358,11 +358,11 @@ class RuleSet:
     revision: int = 0
     rules: list[Rule] = field(default_factory=list)
     attribute_items: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    _compiled: dict[tuple[int, str], tuple[Any, Compiled]] = field(default_factory=dict)
+    _compiled: dict[tuple[int, str], tuple[Any, Any, Compiled]] = field(default_factory=dict)
     _used_ms: dict[tuple[int, str], float] = field(default_factory=dict)
 
-    def _targets(self, model: Any, rule: Rule) -> np.ndarray:
-        facts, index = model.facts, model.item_index
+    def _targets(self, model: Any, facts: Any, rule: Rule) -> np.ndarray:
+        index = model.item_index
         if rule.target_kind == "item":
             return np.array([index[rule.target]] if rule.target in index else [], dtype=np.int64)
         if rule.target_kind == "brand":
@@ -372,21 +372,25 @@ class RuleSet:
         ids = self.attribute_items.get((rule.relation or "", rule.target), [])
         return np.array([index[i] for i in ids if i in index], dtype=np.int64)
 
-    def compiled(self, model: Any, surface: str, now_ms: float) -> Compiled:
-        """The live rules for ``model`` on ``surface`` (cached until a rule starts or ends)."""
+    def compiled(self, model: Any, surface: str, now_ms: float, facts: Any = None) -> Compiled:
+        """The live rules for ``model`` on ``surface``, brand and category targets resolved by
+        ``facts`` (default the model's; serving passes the catalogue's,
+        :meth:`kgrec.catalogue.CatalogueSnapshot.facts`). Cached until a rule starts or ends or
+        other facts are given: one identity check when nothing changed."""
+        facts = model.facts if facts is None else facts
         key = (id(model), surface)
         self._used_ms[key] = now_ms
         cached = self._compiled.get(key)
-        if cached is not None and cached[0] is model and now_ms < cached[1].until:
-            return cached[1]
-        n = model.facts.n_items
+        if cached is not None and cached[0] is model and cached[1] is facts and now_ms < cached[2].until:
+            return cached[2]
+        n = facts.n_items
         live = [r for r in self.rules if r.live(surface, now_ms)]
         until = min((r.next_change(now_ms) for r in self.rules), default=math.inf)
         blocked = factor = None
         touched: dict[int, list[str]] = {}
         pins: list[tuple[Rule, int]] = []
         for rule in live:
-            targets = self._targets(model, rule)
+            targets = self._targets(model, facts, rule)
             if rule.action == "block":
                 blocked = np.zeros(n, dtype=bool) if blocked is None else blocked
                 blocked[targets] = True
@@ -399,14 +403,14 @@ class RuleSet:
                 pins.append((rule, int(targets[0])))
         pins.sort(key=lambda pin: (pin[0].position or 0, pin[0].id))
         result = Compiled(blocked, factor, touched, pins, until)
-        self._compiled[key] = (model, result)
+        self._compiled[key] = (model, facts, result)
         return result
 
     def warm(self, previous: RuleSet, now_ms: float) -> None:
         """Compile for the models and surfaces ``previous`` served in the last :data:`WARM_MS`."""
-        for key, (model, _) in list(previous._compiled.items()):
+        for key, (model, facts, _) in list(previous._compiled.items()):
             if now_ms - previous._used_ms.get(key, -math.inf) <= WARM_MS:
-                self.compiled(model, key[1], now_ms)
+                self.compiled(model, key[1], now_ms, facts)
                 self._used_ms[key] = previous._used_ms[key]  # warming is not a use
 
 

@@ -42,6 +42,7 @@ from kgrec.explanations import (
 from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
+from kgrec.item_facts import ItemFacts
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
 from kgrec.ranking import Ranking
@@ -150,7 +151,7 @@ class Serving:
         self._active_gateway: GraphGateway | None = None
         self._catalogue: catalogue.CatalogueView | None = None
         self._catalogue_gateway: GraphGateway | None = None
-        self._groups: tuple[Recommender, ItemGroups] | None = None
+        self._groups: dict[int, ItemGroups] = {}  # by id of the facts they group (kept alive by them)
         self._rules: rules.RulesView | None = None
         self._rules_gateway: GraphGateway | None = None
         self._versions: dict[str, Recommender] = {}  # experiment variants' versions (kgrec/experiments.py)
@@ -191,12 +192,12 @@ class Serving:
     def warm(self) -> Recommender:
         """Load the active model and build what its first requests would otherwise build.
 
-        That is the diversity groups and, with exploration on, the exploration arms: on a
-        64,160-item catalogue about 0.4 s and 3 s of CPU, which a request would wait for.
+        That is the catalogue's facts for it and, with exploration on, the exploration arms: on a
+        64,160-item catalogue the arms take about 3 s of CPU, which a request would wait for.
         Raises NoActiveModel before the first model.
         """
         model = self.active_model()
-        self.groups(model)
+        self.catalogue_view().snapshot().facts(model)
         if self.settings.explore_share > 0:
             self.exploration.arms(model, self.gateway)
         return model
@@ -237,9 +238,17 @@ class Serving:
                 self._catalogue_gateway = gateway
             return self._catalogue
 
-    def allowed(self, model: Recommender, filters: ItemFilters) -> np.ndarray | None:
-        """The ``allowed`` mask for ``model``: the filters, with the catalogue's hidden items and prices."""
-        return filters.mask(model, self.catalogue_view().snapshot())
+    def catalogue(self) -> catalogue.CatalogueSnapshot:
+        """The catalogue as this process last saw it; a request takes it once and reads the facts
+        (brands, categories, tree), prices and hidden items of every model from it."""
+        return self.catalogue_view().snapshot()
+
+    def allowed(
+        self, model: Recommender, filters: ItemFilters, snapshot: catalogue.CatalogueSnapshot | None = None
+    ) -> np.ndarray | None:
+        """The ``allowed`` mask for ``model``: the filters, with the catalogue's hidden items, brands,
+        categories and prices."""
+        return filters.mask(model, self.catalogue() if snapshot is None else snapshot)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -299,13 +308,18 @@ class Serving:
             scorer.paths(co_users, into=paths, places=places)
         return paths
 
-    def groups(self, model: Recommender) -> ItemGroups:
-        """Each item's brand and most specific categories, for diversity (built once per model)."""
+    def groups(self, facts: ItemFacts) -> ItemGroups:
+        """Each item's brand and most specific categories under ``facts``, for diversity (one per
+        facts object: its items' groups are worked out as pages ask for them)."""
         with self._lock:
-            cached = self._groups
-            if cached is None or cached[0] is not model:
-                cached = self._groups = (model, ItemGroups(model.facts))
-            return cached[1]
+            cached = self._groups.get(id(facts))
+            if cached is None or cached.facts is not facts:
+                cached = ItemGroups(facts)
+                self._groups = {k: g for k, g in self._groups.items() if g.facts is not facts}
+                self._groups[id(facts)] = cached
+                while len(self._groups) > MAX_SIDE_VERSIONS + 1:
+                    self._groups.pop(next(iter(self._groups)))
+            return cached
 
     def rules_view(self) -> rules.RulesView:
         """This process's business rules."""
@@ -338,15 +352,19 @@ class Serving:
         diversity: Diversity,
         context: rules.RequestContext,
         excluded: Sequence[str] = (),
+        snapshot: catalogue.CatalogueSnapshot | None = None,
     ) -> list[dict[str, Any]]:
         """One page of a ranking: catalogue mask and blocks, boosts and buries, diversity, pins, paging.
 
         ``rank(n, allowed)`` returns the top ``n``. A reordered ranking is always cut from the same
-        ``POOL`` top items, so its pages stay consistent.
+        ``POOL`` top items, so its pages stay consistent. Filters, rules and diversity read the
+        brands and categories of one catalogue ``snapshot`` (default: the latest).
         """
         at = now_ms()
-        compiled = self.rules_view().rules().compiled(model, surface, at)
-        allowed = self.allowed(model, filters)
+        snapshot = self.catalogue() if snapshot is None else snapshot
+        facts = snapshot.facts(model)
+        compiled = self.rules_view().rules().compiled(model, surface, at, facts)
+        allowed = self.allowed(model, filters, snapshot)
         if compiled.blocked is not None:
             allowed = ~compiled.blocked if allowed is None else allowed & ~compiled.blocked
         pinned_by: dict[int, list[str]] = {}
@@ -356,7 +374,7 @@ class Serving:
             ranked = rules.apply_scores(rank(POOL, allowed), compiled)
             if diversity.active:
                 upto = offset + k + len(compiled.pins)
-                ranked = diversify(ranked, self.groups(model), k, diversity, upto)
+                ranked = diversify(ranked, self.groups(facts), k, diversity, upto)
             if compiled.pins:
                 index = model.item_index
                 left_out = {index[i] for i in excluded if i in index}
@@ -477,13 +495,14 @@ class Serving:
         model = self.model(model_version)
         if item_id not in model.item_index:
             raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
-        facts, row = model.facts, model.item_index[item_id]
-        brand = int(facts.item_brand[row]) if row < facts.n_items else -1
+        snapshot = self.catalogue()
+        facts, row = snapshot.facts(model), model.item_index[item_id]
+        brand = facts.brand_of(row)
         context = rules.RequestContext(
             brand=filters.brand,
             category=filters.category,
-            item_brands=(facts.brand_ids[brand],) if brand >= 0 else (),
-            item_categories=tuple(facts.category_ids[c] for c in facts.categories_of(row)),
+            item_brands=(brand,) if brand is not None else (),
+            item_categories=tuple(sorted(facts.category_ids_of(row))),
         )
         items = self._page(
             model,
@@ -495,6 +514,7 @@ class Serving:
             diversity=diversity,
             context=context,
             excluded=(item_id,),  # never similar to itself, even when a pin names it
+            snapshot=snapshot,
         )
         return {
             "item_id": item_id,

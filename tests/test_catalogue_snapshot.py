@@ -57,3 +57,108 @@ def test_a_derived_snapshot_hides_and_prices_as_a_fresh_one() -> None:
             np.testing.assert_array_equal(snapshot.prices(served), prices)
             np.testing.assert_array_equal(fresh.prices(served), prices)
     assert len(items) > 20
+
+
+BRANDS = ["Acme", "Tami", "Zed"]
+CATEGORIES = ["Beauty", "Makeup", "Lips", "Hair", "Skin"]
+TREE = [("Makeup", "Beauty"), ("Lips", "Makeup"), ("Hair", "Beauty")]  # Skin: a root
+
+
+def trained_facts(n: int) -> ItemFacts:
+    """A model's facts: item k of brand k % 3 (none for every seventh), in one or two categories."""
+    index = {c: k for k, c in enumerate(CATEGORIES)}
+    pairs = [(k, k % 5) for k in range(n)] + [(k, 0) for k in range(0, n, 4)]
+    return ItemFacts(
+        brand_ids=list(BRANDS),
+        item_brand=np.array([-1 if k % 7 == 0 else k % 3 for k in range(n)], dtype=np.int64),
+        category_ids=list(CATEGORIES),
+        item_category_pairs=np.array(pairs, dtype=np.int64),
+        category_parent_pairs=np.array([(index[c], index[p]) for c, p in TREE], dtype=np.int64),
+        item_price=np.zeros(n, dtype=np.float32),
+    )
+
+
+def facts_by_id(facts: ItemFacts) -> tuple[list[str | None], list[frozenset[str]], set[tuple[str, str]]]:
+    """Facts as ids: each row's brand and categories, and the tree's links (index orders aside)."""
+    ids = facts.category_ids
+    links = {(ids[c], ids[p]) for c, p in facts.category_parent_pairs.tolist()}
+    rows = range(facts.n_items)
+    return [facts.brand_of(r) for r in rows], [facts.category_ids_of(r) for r in rows], links
+
+
+def below(category: str, links: set[tuple[str, str]]) -> set[str]:
+    found, frontier = {category}, {category}
+    while frontier:
+        frontier = {c for c, p in links if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_a_derived_snapshot_lays_brands_and_categories_over_as_a_fresh_one() -> None:
+    """Random writes of brands, categories and category paths (new ids among them): the facts a
+    derived snapshot lays over each model equal those built from every changed item, and what the
+    graph then holds; a write that changes no brand or category keeps the very same facts."""
+    rng = random.Random(11)
+    n = 40
+    model = Items(trained_facts(n), {f"i{k}": k for k in range(n)})
+    other = Items(trained_facts(n), {f"i{k}": n - 1 - k for k in range(n)})  # another version's rows
+    graph_links = set(TREE)  # what the graph's tree holds (the catalogue API only adds links)
+    truth: dict[str, dict[str, tuple[str | None, frozenset[str]]]] = {"model": {}, "other": {}}
+    for served, name in ((model, "model"), (other, "other")):
+        for item_id, row in served.item_index.items():
+            truth[name][item_id] = (served.facts.brand_of(row), served.facts.category_ids_of(row))
+    items: dict[str, ItemState] = {}
+    read_links: set[tuple[str, str]] = set()
+    snapshot = CatalogueSnapshot()
+    kept = 0
+    for revision in range(1, 60):
+        changed = [f"i{rng.randrange(n + 5)}" for _ in range(rng.randrange(1, 4))]
+        facts_only_prices = rng.random() < 0.3 and all(item_id in items for item_id in changed)
+        for item_id in changed:
+            if facts_only_prices and item_id in items:  # a price change: brand and categories as read
+                items[item_id] = ItemState(rng.random(), True, None, None, *_facts_of(items[item_id]))
+                continue
+            brand = rng.choice([None, *BRANDS, "New1", "New2"])
+            path = rng.sample([*CATEGORIES, "N1", "N2", "N3"], rng.randrange(0, 4))
+            graph_links.update(
+                (child, parent)
+                for child, parent in zip(path[1:], path, strict=False)
+                if parent not in below(child, graph_links)  # the API refuses a path that loops
+            )
+            state_links = tuple(sorted((c, p) for c, p in graph_links if c in path))
+            items[item_id] = ItemState(1.0, True, None, None, brand, tuple(sorted(path)), state_links)
+            for name in truth:
+                truth[name][item_id] = (brand, frozenset(path))
+        for item_id in changed:
+            read_links.update(items[item_id].category_links)
+        snapshot.previous = None
+        before = snapshot
+        snapshot = CatalogueSnapshot(revision, dict(items), tuple(changed), before, frozenset(read_links))
+        fresh = CatalogueSnapshot(revision, dict(items), links=frozenset(read_links))
+        for served in rng.sample([model, other], rng.randrange(1, 3)):
+            derived, built = snapshot.facts(served), fresh.facts(served)
+            assert facts_by_id(derived) == facts_by_id(built)
+            name = "model" if served is model else "other"
+            by_row = {row: truth[name][item_id] for item_id, row in served.item_index.items()}
+            assert facts_by_id(derived)[:2] == (
+                [by_row[r][0] for r in range(n)],
+                [by_row[r][1] for r in range(n)],
+            )
+            links = facts_by_id(derived)[2]
+            assert links == graph_links & (set(TREE) | read_links)
+            for brand in [*BRANDS, "New1", "New2"]:
+                expected = [r for r in range(n) if by_row[r][0] == brand]
+                assert np.flatnonzero(derived.brand_mask(brand)).tolist() == expected
+            for category in [*CATEGORIES, "N1", "N2", "N3"]:
+                under = below(category, links)
+                expected = [r for r in range(n) if by_row[r][1] & under]
+                assert np.flatnonzero(derived.category_mask(category)).tolist() == expected
+                assert np.flatnonzero(built.category_mask(category)).tolist() == expected
+            if facts_only_prices and id(served) in {id(s.model) for s in before._states.values()}:
+                assert derived is before.facts(served)  # nothing to lay over anew: same object
+                kept += 1
+    assert kept > 0
+
+
+def _facts_of(state: ItemState) -> tuple[str | None, tuple[str, ...] | None, tuple[tuple[str, str], ...]]:
+    return state.brand, state.categories, state.category_links

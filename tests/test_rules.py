@@ -208,7 +208,7 @@ def test_a_rule_change_is_compiled_off_the_request_path(shop: Shop) -> None:
         assert [r.id for r in after.rules] == [rule["id"]]
         key = (id(model), "recommendations")
         assert key in after._compiled and after._compiled[key][0] is model  # warmed ahead
-        assert after._compiled[key][1].factor is not None
+        assert after._compiled[key][2].factor is not None
         assert (id(model), "similar") not in after._compiled  # not served here: not compiled
     finally:
         serving.close()

@@ -163,14 +163,30 @@ CATALOGUE_REVISION = read(
     id=CATALOGUE,
 )
 
-# Items the catalogue API changed after revision $since (Item.revision is indexed).
+# An item's (i) brands and categories, each category with its parents' ids.
+_BRANDS_AND_CATEGORIES = """
+    OPTIONAL MATCH (i)-[:MADE_BY]->(b:Brand)
+    WITH i, collect(b.id) AS brands
+    OPTIONAL MATCH (i)-[:IN_CATEGORY]->(c:Category)
+    OPTIONAL MATCH (c)-[:SUBCATEGORY_OF]->(p:Category)
+    WITH i, brands, c, collect(p.id) AS parents
+    WITH i, brands, collect({id: c.id, parents: parents}) AS categories
+"""
+
+# Items the catalogue API changed after revision $since (Item.revision is indexed), with their
+# brands and categories (each with its parents: the links a category path wrote), which serving
+# lays over the model's facts (kgrec.catalogue.CatalogueSnapshot.facts).
 CATALOGUE_CHANGES = read(
     "catalogue_changes",
     """
     MATCH (i:Item)
     WHERE i.revision > $since
+    """
+    + _BRANDS_AND_CATEGORIES
+    + """
     RETURN i.id AS id, i.price AS price, i.available AS available,
-           i.listed_at AS listed_at, i.delisted_at AS delisted_at, i.revision AS revision
+           i.listed_at AS listed_at, i.delisted_at AS delisted_at, i.revision AS revision,
+           brands, categories
     """,
     since=0,
 )
@@ -192,12 +208,9 @@ CATALOGUE_ITEM = read(
     "catalogue_item",
     """
     MATCH (i:Item {id: $item_id})
-    OPTIONAL MATCH (i)-[:MADE_BY]->(b:Brand)
-    WITH i, collect(b.id) AS brands
-    OPTIONAL MATCH (i)-[:IN_CATEGORY]->(c:Category)
-    OPTIONAL MATCH (c)-[:SUBCATEGORY_OF]->(p:Category)
-    WITH i, brands, c, collect(p.id) AS parents
-    WITH i, brands, collect({id: c.id, parents: parents}) AS categories
+    """
+    + _BRANDS_AND_CATEGORIES
+    + """
     OPTIONAL MATCH (i)-[k]->(t)
     WHERE k.relation IS NOT NULL
     RETURN i.id AS id, i.title AS title, i.description AS description, i.price AS price,
