@@ -21,7 +21,11 @@
    The top :data:`KEYWORDS` terms are the keywords, the top three the name.
 4. **Stable ids.** :func:`assign_ids` matches the new centroids with the active version's
    by the Hungarian method on cosine; a pair with cosine at least :data:`STABLE_MIN_COSINE`
-   keeps the old id, every other topic gets the next unused ``topic-<n>``.
+   keeps the old id, every other topic gets the next unused ``topic-<n>``. The match is one to
+   one, so when topics merge, an old topic that kept no id but whose nearest new topic is that
+   close is *absorbed* by it (:func:`absorbed_ids`, recorded on the new topic's ``HAS_TOPIC``
+   edge as ``absorbs``): users' interests in it are served as interests in the absorbing topic
+   while the version is active (``USER_TOPIC_ITEMS``).
 5. **Quality.** Mean NPMI of each topic's top 10 keywords over the item texts (document
    co-occurrence) and the share of items with a topic, recorded with the version.
 6. **Serving file.** :func:`write_topics` also writes ``<version>.topics.npz`` next to the
@@ -333,6 +337,38 @@ def assign_ids(
     return [i for i in ids if i is not None]
 
 
+def absorbed_ids(
+    model: TopicModel,
+    previous: Sequence[tuple[str, np.ndarray]],
+    previous_absorbs: Mapping[str, Sequence[str]] | None = None,
+) -> list[list[str]]:
+    """For each of ``model``'s topics (ids set by :func:`assign_ids`), the retired topics it absorbs.
+
+    An old topic (``previous``: the active version's id and centroid) whose id no new topic kept
+    is absorbed by its nearest new topic when their cosine is at least :data:`STABLE_MIN_COSINE`
+    (its content survives there, merged with another's); one further from every new topic is
+    dropped. What an old topic absorbed (``previous_absorbs``) passes on with it: to the new
+    topic that keeps its id, or to the one that absorbs it. So every retired topic is absorbed by
+    at most one topic of a version, and never by one whose version still has it.
+    """
+    absorbs: list[list[str]] = [[] for _ in range(model.n_topics)]
+    if not previous or model.n_topics == 0:
+        return absorbs
+    inherited = previous_absorbs or {}
+    kept = {topic_id: t for t, topic_id in enumerate(model.ids)}
+    old = _unit(np.stack([np.asarray(c, dtype=np.float32) for _, c in previous]))
+    cosine = model.centroids @ old.T  # (new, old)
+    for c, (old_id, _) in enumerate(previous):
+        if old_id in kept:
+            absorbs[kept[old_id]].extend(inherited.get(old_id, ()))
+            continue
+        best = int(np.argmax(cosine[:, c]))
+        if cosine[best, c] >= STABLE_MIN_COSINE:
+            absorbs[best].extend([old_id, *inherited.get(old_id, ())])
+    own = set(model.ids)
+    return [sorted(set(a) - own) for a in absorbs]
+
+
 def write_topics(
     gateway: GraphGateway,
     version: str,
@@ -357,9 +393,11 @@ def write_topics(
     """
     if model is None:
         return {"ids": [], "topics": 0, "about": 0}
-    previous = [(r["id"], np.asarray(r["centroid"])) for r in gateway.read(ACTIVE_TOPICS) if r["centroid"]]
+    active = [r for r in gateway.read(ACTIVE_TOPICS) if r["centroid"]]
+    previous = [(r["id"], np.asarray(r["centroid"])) for r in active]
     used = [r["id"] for r in gateway.read(ALL_TOPIC_IDS)]
     model.ids = assign_ids(model, previous, used)
+    absorbs = absorbed_ids(model, previous, {r["id"]: r["absorbs"] or [] for r in active})
     if folder is not None and model.vectors is not None:
         TopicItems(
             version, list(item_ids), model.vectors, list(model.ids), model.item_topics, model.item_scores
@@ -372,6 +410,7 @@ def write_topics(
             "keywords": model.keywords[t],
             "centroid": [round(float(x), 6) for x in model.centroids[t]],
             "size": model.sizes[t],
+            "absorbs": absorbs[t] or None,
         }
         for t in range(model.n_topics)
     ]
