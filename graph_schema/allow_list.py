@@ -180,4 +180,6 @@ PROPERTY_KEYS: tuple[str, ...] = (
     # User: the decayed sum of the user's text embeddings (searches, reviews, tags) and its stamp
     "text_vector",
     "text_vector_ts",
+    # Item folded in after training: its topic-text embedding (to link it to a version activated later)
+    "topic_vector",
 )

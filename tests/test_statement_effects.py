@@ -664,6 +664,18 @@ def _write_about(gw: GraphGateway, st: Statement) -> None:
     assert node(gw, "Item", "i9") is None
 
 
+@effect("write_item_topic_vectors")
+def _write_item_topic_vectors(gw: GraphGateway, st: Statement) -> None:
+    # i1 gets its vector (a redelivered fold-in writes the same again); i9 is unknown: no node made.
+    query(gw, "CREATE (:Item {id: 'i1', title: 'balm'}), (:Item {id: 'i2'})")
+    rows = [*st.params["rows"], {"item_id": "i9", "vector": [1.0, 0.0]}]
+    for _ in range(2):
+        assert gw.write(st, {"rows": rows}).rows == [{"written": 1}]
+    assert node(gw, "Item", "i1") == {"id": "i1", "title": "balm", "topic_vector": [0.6, 0.8]}
+    assert node(gw, "Item", "i2") == {"id": "i2"}
+    assert node(gw, "Item", "i9") is None
+
+
 @effect("delete_stale_about")
 def _delete_stale_about(gw: GraphGateway, st: Statement) -> None:
     # Two edges of v1 go, v2's stays; limit 1 deletes one per call.

@@ -612,12 +612,17 @@ def _hand_version(gateway: GraphGateway, data_dir: Path, version: str, centroids
     return model
 
 
+def _lipsticks(data_dir: Path) -> tuple[str, np.ndarray]:
+    """A run id for version ids (ACTIVE caches topics by version id, across graphs) and the
+    MiniLM vectors of the four hand-made topics; the models folder made."""
+    models_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    return uuid.uuid4().hex[:8], encode([_LIPS, _GLOSS, _HAIR, _SUN])
+
+
 def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_old_topics(
     settings: Settings, gateway: GraphGateway, tmp_path: Path
 ) -> None:
-    run = uuid.uuid4().hex[:8]  # ACTIVE caches topics by version id, across graphs
-    lips, gloss, hair, sun = encode([_LIPS, _GLOSS, _HAIR, _SUN])
-    models_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+    run, (lips, gloss, hair, sun) = _lipsticks(tmp_path)
     first = _hand_version(gateway, tmp_path, f"m1-{run}", np.stack([lips, gloss, hair]))
     # the user's searches, matched to m1's topics by the real ingestion: both lipstick topics
     _search(gateway, settings, "glossy", _GLOSS)
@@ -689,3 +694,40 @@ def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_
     )
     assert passed == [{"a": [retired_id]}]
     assert merged_view() == expected
+
+
+def test_a_rollback_links_items_folded_in_under_another_version_to_its_own_topics(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path
+) -> None:
+    run, (lips, gloss, hair, sun) = _lipsticks(tmp_path)
+    first = _hand_version(gateway, tmp_path, f"f1-{run}", np.stack([lips, gloss, hair]))
+    second = _hand_version(gateway, tmp_path, f"f2-{run}", np.stack([lips + 0.9 * gloss, hair, sun]))
+    # an item created after f2 was trained, folded in under it (what embed_new_items runs for topics)
+    gateway.run_query("CREATE (:Item {id: 'late', title: $t, listed: true})", {"t": _GLOSS})
+    vector = encode([_GLOSS])
+    assert about_new_items(gateway, f"f2-{run}", ["late"], vector) == 1
+
+    def about() -> list[tuple[str, str, float]]:
+        rows = gateway.run_query(
+            "MATCH (:Item {id: 'late'})-[a:ABOUT]->(t:Topic) RETURN t.id AS t, a.version AS v, a.score AS s",
+            {},
+        )
+        return sorted((r["t"], r["v"], round(r["s"], 4)) for r in rows)
+
+    def expected(model: TopicModel, version: str) -> list[tuple[str, str, float]]:
+        cosines = model.centroids @ (vector[0] / np.linalg.norm(vector[0]))
+        return sorted(
+            (model.ids[t], version, round(float(cosines[t]), 4))
+            for t in np.argsort(-cosines)[:3]
+            if cosines[t] >= 0.3
+        )
+
+    assert about() == expected(second, f"f2-{run}")
+    # the rollback links it to f1's own nearest topics, as fold-in would have; twice changes nothing
+    for _ in range(2):
+        promote(gateway, tmp_path, f"f1-{run}")
+        assert about() == expected(first, f"f1-{run}")
+    assert {t for t, _, _ in about()} == {first.ids[0], first.ids[1]}  # both lipstick topics, not hair
+    # and promoting the newer version again gives it its topics back
+    promote(gateway, tmp_path, f"f2-{run}")
+    assert about() == expected(second, f"f2-{run}")

@@ -96,6 +96,40 @@ WRITE_ABOUT = write(
     rows=[{"item_id": "i1", "topic_id": "topic-1", "score": 0.71}],
 )
 
+# The topic-text vectors of items folded in (about_new_items), kept for a version activated later.
+WRITE_ITEM_TOPIC_VECTORS = write(
+    "write_item_topic_vectors",
+    """
+    UNWIND $rows AS r
+    MATCH (i:Item {id: r.item_id})
+    SET i.topic_vector = r.vector
+    RETURN count(i) AS written
+    """,
+    rows=[{"item_id": "i1", "vector": [0.6, 0.8]}],
+)
+
+# Items folded in (a topic-text vector kept) that are ABOUT no topic: those folded in under another
+# version, after a version's own ABOUT edges were written (kgrec.topic_items.link_topic_items).
+UNLINKED_FOLDED_ITEMS = read(
+    "unlinked_folded_items",
+    """
+    MATCH (i:Item)
+    WHERE i.topic_vector IS NOT NULL AND NOT (i)-[:ABOUT]->(:Topic)
+    RETURN i.id AS id, i.topic_vector AS vector
+    """,
+)
+
+# One version's topics with their centroids (active or not).
+VERSION_TOPICS = read(
+    "version_topics",
+    """
+    MATCH (:ModelVersion {id: $version})-[h:HAS_TOPIC]->(t:Topic)
+    RETURN t.id AS id, h.centroid AS centroid
+    ORDER BY id
+    """,
+    version="v1",
+)
+
 # ABOUT edges no version in $keep wrote (another version's), in bounded batches.
 DELETE_STALE_ABOUT = write(
     "delete_stale_about",

@@ -56,15 +56,22 @@ from graph_schema.statements.topics import (
     ITEM_TAGS,
     NAME_VERSION_TOPICS,
     WRITE_ABOUT,
+    WRITE_ITEM_TOPIC_VECTORS,
     WRITE_TOPICS,
 )
 from kgrec.gateway import GraphGateway
-from kgrec.topic_items import TopicItems, about_rows, write_about
+from kgrec.topic_items import (
+    ABOUT_MIN_COSINE,
+    ABOUT_TOPICS,
+    TopicItems,
+    about_rows,
+    link_folded_items,
+    memberships,
+    write_about,
+)
 from kgrec.topics import ACTIVE
 from kgrec.training_graph import TrainingGraph
 
-ABOUT_MIN_COSINE = 0.3
-ABOUT_TOPICS = 3  # topics an item is ABOUT at most (its nearest, and the next ones above the bar)
 MIN_TOPIC_SIZE = 3
 MAX_TOPICS = 100
 KEYWORDS = 8
@@ -234,22 +241,6 @@ def npmi_coherence(documents: Sequence[str], keywords: Sequence[Sequence[str]], 
         if values:
             per_topic.append(float(np.mean(values)))
     return float(np.mean(per_topic)) if per_topic else float("nan")
-
-
-def memberships(
-    cosines: np.ndarray, *, topics: int = ABOUT_TOPICS, min_cosine: float = ABOUT_MIN_COSINE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's best ``topics`` columns with cosine ≥ ``min_cosine`` (best first; -1 and 0.0 pad)."""
-    n, k = cosines.shape
-    width = min(topics, k)
-    order = np.argsort(-cosines, axis=1, kind="stable")[:, :width]
-    scores = np.take_along_axis(cosines, order, axis=1)
-    keep = scores >= min_cosine
-    index = np.full((n, topics), -1, dtype=np.int64)
-    value = np.zeros((n, topics), dtype=np.float32)
-    index[:, :width] = np.where(keep, order, -1)
-    value[:, :width] = np.where(keep, scores, 0.0)
-    return index, value
 
 
 def compute_topics(
@@ -422,6 +413,7 @@ def write_topics(
     if link:
         gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": now})
         write_about(gateway, version, about, batch=batch, on_progress=on_progress)
+        link_folded_items(gateway, version, version, item_ids, batch=batch)  # folded in since the pull
     return {"ids": list(model.ids), "topics": model.n_topics, "about": len(about)}
 
 
@@ -435,7 +427,9 @@ def about_new_items(
     """Link items folded in after training to the active version's nearest topics (cosine ≥
     :data:`ABOUT_MIN_COSINE`, at most :data:`ABOUT_TOPICS`), as training links its items; returns
     how many items got a topic. The edges carry ``topics_of``, the version whose topics they are
-    (an incremental version's root; default ``version``), as training's edges do."""
+    (an incremental version's root; default ``version``), as training's edges do. Each item's
+    topic-text vector is kept on it (``Item.topic_vector``): a version that becomes active later
+    (a rollback) links the item to its own topics the same way (:func:`link_topic_items`)."""
     index = ACTIVE.get(gateway)
     if index.version != version or not index.ids or len(item_ids) == 0:
         return 0
@@ -447,6 +441,13 @@ def about_new_items(
         for s in (scores[k, j],)
         if np.any(text_vectors[k])
     ]
+    vectors = [
+        {"item_id": item_ids[k], "vector": [round(float(x), 6) for x in text_vectors[k]]}
+        for k in range(len(item_ids))
+        if np.any(text_vectors[k])
+    ]
+    if vectors:  # kept, so that another version becoming active links them too (link_topic_items)
+        gateway.write(WRITE_ITEM_TOPIC_VECTORS, {"rows": vectors})
     if rows:
         gateway.write(WRITE_ABOUT, {"version": topics_of or version, "rows": rows})
     return len({row["item_id"] for row in rows})
