@@ -60,7 +60,8 @@ class Rel(StrEnum):
     POPULARITY_ADJUSTMENT = "POPULARITY_ADJUSTMENT"
     ABOUT = "ABOUT"  # (:Item)-[:ABOUT {score, version}]->(:Topic)
     TAGGED = "TAGGED"  # (:Item)-[:TAGGED {count}]->(:Tag)
-    HAS_TOPIC = "HAS_TOPIC"  # (:ModelVersion)-[:HAS_TOPIC {centroid, size, name, keywords}]->(:Topic)
+    # (:ModelVersion)-[:HAS_TOPIC {centroid, size, name, keywords, absorbs}]->(:Topic)
+    HAS_TOPIC = "HAS_TOPIC"
 
 
 # Item–item knowledge relations, keyed by the relation name used in kg_triples.csv.
@@ -174,8 +175,11 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "score",
     "centroid",
     "size",
+    "absorbs",  # HAS_TOPIC: the retired topics this version's topic absorbed (workers.training.topics)
     "review_text",
     # User: the decayed sum of the user's text embeddings (searches, reviews, tags) and its stamp
     "text_vector",
     "text_vector_ts",
+    # Item folded in after training: its topic-text embedding (to link it to a version activated later)
+    "topic_vector",
 )

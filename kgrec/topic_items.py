@@ -28,11 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from graph_schema.statements.topics import DELETE_STALE_ABOUT, NAME_VERSION_TOPICS, WRITE_ABOUT
+from graph_schema.statements.topics import (
+    DELETE_STALE_ABOUT,
+    NAME_VERSION_TOPICS,
+    UNLINKED_FOLDED_ITEMS,
+    VERSION_TOPICS,
+    WRITE_ABOUT,
+)
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.gateway import GraphGateway
 
 SUFFIX = ".topics.npz"
+ABOUT_MIN_COSINE = 0.3
+ABOUT_TOPICS = 3  # topics an item is ABOUT at most (its nearest, and the next ones above the bar)
 CACHED_VERSIONS = 3  # the active version and experiment variants
 
 
@@ -88,6 +96,22 @@ class TopicItems:
         return np.flatnonzero(np.isin(self.item_topics, wanted).any(axis=1))
 
 
+def memberships(
+    cosines: np.ndarray, *, topics: int = ABOUT_TOPICS, min_cosine: float = ABOUT_MIN_COSINE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best ``topics`` columns with cosine ≥ ``min_cosine`` (best first; -1 and 0.0 pad)."""
+    n, k = cosines.shape
+    width = min(topics, k)
+    order = np.argsort(-cosines, axis=1, kind="stable")[:, :width]
+    scores = np.take_along_axis(cosines, order, axis=1)
+    keep = scores >= min_cosine
+    index = np.full((n, topics), -1, dtype=np.int64)
+    value = np.zeros((n, topics), dtype=np.float32)
+    index[:, :width] = np.where(keep, order, -1)
+    value[:, :width] = np.where(keep, scores, 0.0)
+    return index, value
+
+
 def about_rows(
     item_ids: Sequence[str], topic_ids: Sequence[str], item_topics: np.ndarray, item_scores: np.ndarray
 ) -> list[dict[str, Any]]:
@@ -128,7 +152,9 @@ def link_topic_items(
     those of its topic-items file: its own or, for an incremental version, the first of its
     ancestors (``lineage[1:]``, parent first) that has one; ABOUT edges written for the version
     itself or an ancestor nearer than the file's (items folded in) stay. ``lineage`` ends with the
-    root of an incremental version. Returns False, changing nothing, when no such file exists
+    root of an incremental version. Items folded in under another version, which the file does
+    not hold, are linked to the version's nearest topics from their kept topic-text vectors
+    (:func:`folded_about_rows`). Returns False, changing nothing, when no such file exists
     (a version trained before topic-items files, or without text).
     """
     at = next((k for k, v in enumerate(lineage) if topic_items_path(folder, v).is_file()), None)
@@ -140,7 +166,36 @@ def link_topic_items(
     rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
     # edges folded in under the version or an ancestor between it and the file's version stay
     write_about(gateway, found.version, rows, keep=lineage[:at], batch=batch)
+    link_folded_items(gateway, version, found.version, found.item_ids, batch=batch)
     return True
+
+
+def link_folded_items(
+    gateway: GraphGateway, version: str, topics_of: str, trained: Sequence[str], *, batch: int = 2_000
+) -> int:
+    """Write :func:`folded_about_rows` as ABOUT edges of ``topics_of`` (the version whose topics
+    they are: ``version`` or its root); returns how many edges."""
+    rows = folded_about_rows(gateway, version, set(trained))
+    for start in range(0, len(rows), batch):
+        gateway.write(WRITE_ABOUT, {"version": topics_of, "rows": rows[start : start + batch]})
+    return len(rows)
+
+
+def folded_about_rows(gateway: GraphGateway, version: str, trained: set[str]) -> list[dict[str, Any]]:
+    """ABOUT rows for items folded in under another version: every item with a topic-text vector
+    (``Item.topic_vector``, kept at fold-in), not in ``trained`` (the topic-items file) and ABOUT
+    no topic now, linked to ``version``'s nearest topics as fold-in links them (cosine ≥
+    :data:`ABOUT_MIN_COSINE`, at most :data:`ABOUT_TOPICS`)."""
+    topics = [r for r in gateway.read(VERSION_TOPICS, {"version": version}) if r["centroid"]]
+    items = [r for r in gateway.read(UNLINKED_FOLDED_ITEMS) if r["id"] not in trained and r["vector"]]
+    if not topics or not items:
+        return []
+    centroids = np.asarray([r["centroid"] for r in topics], dtype=np.float32)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    vectors = np.asarray([r["vector"] for r in items], dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    index, scores = memberships(vectors @ centroids.T)
+    return about_rows([r["id"] for r in items], [r["id"] for r in topics], index, scores)
 
 
 class VersionTopicItems:

@@ -584,10 +584,12 @@ def _write_topics(gw: GraphGateway, st: Statement) -> None:
         "CREATE (:ModelVersion {id: 'v1'}), (:ModelVersion {id: 'v0'})-[:HAS_TOPIC {size: 9}]->"
         "(:Topic {id: 'topic-1', name: 'old', keywords: ['old'], created_at: 1})",
     )
+    # topic-1 absorbs topic-7 (retired at this retrain, its interests now count for topic-1)
     rows = [
         {"id": "topic-1", "name": "lip balm", "keywords": ["lip", "balm"], "centroid": [0.6, 0.8], "size": 3},
         {"id": "topic-2", "name": "hair dye", "keywords": ["hair"], "centroid": [1.0, 0.0], "size": 2},
     ]
+    rows[0]["absorbs"] = ["topic-7"]
     assert gw.write(st, {**st.params, "rows": rows}).rows == [{"written": 2}]
     # the shared node keeps the active version's name (NAME_VERSION_TOPICS renames it on activation)
     assert node(gw, "Topic", "topic-1") == {
@@ -605,13 +607,23 @@ def _write_topics(gw: GraphGateway, st: Statement) -> None:
     }
     links = query(
         gw,
-        "MATCH (m:ModelVersion)-[h:HAS_TOPIC]->(t:Topic) RETURN m.id AS m, t.id AS t, h.size AS n, h.name AS name",
+        "MATCH (m:ModelVersion)-[h:HAS_TOPIC]->(t:Topic) "
+        "RETURN m.id AS m, t.id AS t, h.size AS n, h.name AS name, h.absorbs AS absorbs",
     )
-    assert sorted((r["m"], r["t"], r["n"], r["name"]) for r in links) == [
-        ("v0", "topic-1", 9, None),
-        ("v1", "topic-1", 3, "lip balm"),
-        ("v1", "topic-2", 2, "hair dye"),
+    assert sorted((r["m"], r["t"], r["n"], r["name"], r["absorbs"]) for r in links) == [
+        ("v0", "topic-1", 9, None, None),
+        ("v1", "topic-1", 3, "lip balm", ["topic-7"]),
+        ("v1", "topic-2", 2, "hair dye", None),
     ]
+    # written again (a retried write-back) without the absorption: the edge is rewritten, not doubled
+    assert gw.write(st, {**st.params, "rows": [*rows[1:], {**rows[0], "absorbs": None}]}).rows == [
+        {"written": 2}
+    ]
+    assert count(gw, "(:ModelVersion {id: 'v1'})-[:HAS_TOPIC]->()") == 2
+    assert (
+        rels(gw, "(:ModelVersion {id: 'v1'})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})")[0].get("absorbs")
+        is None
+    )
 
 
 @effect("name_version_topics")
@@ -649,6 +661,18 @@ def _write_about(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, {**st.params, "rows": rows}).rows == [{"written": 2}]
     about = query(gw, "MATCH (i:Item)-[a:ABOUT]->(t:Topic) RETURN i.id AS i, a.score AS s, a.version AS v")
     assert sorted((r["i"], r["s"], r["v"]) for r in about) == [("i1", 0.71, "v1"), ("i2", 0.5, "v1")]
+    assert node(gw, "Item", "i9") is None
+
+
+@effect("write_item_topic_vectors")
+def _write_item_topic_vectors(gw: GraphGateway, st: Statement) -> None:
+    # i1 gets its vector (a redelivered fold-in writes the same again); i9 is unknown: no node made.
+    query(gw, "CREATE (:Item {id: 'i1', title: 'balm'}), (:Item {id: 'i2'})")
+    rows = [*st.params["rows"], {"item_id": "i9", "vector": [1.0, 0.0]}]
+    for _ in range(2):
+        assert gw.write(st, {"rows": rows}).rows == [{"written": 1}]
+    assert node(gw, "Item", "i1") == {"id": "i1", "title": "balm", "topic_vector": [0.6, 0.8]}
+    assert node(gw, "Item", "i2") == {"id": "i2"}
     assert node(gw, "Item", "i9") is None
 
 
@@ -1024,7 +1048,8 @@ def _copy_embeddings(gw: GraphGateway, st: Statement) -> None:
 @effect("copy_version_topics")
 def _copy_version_topics(gw: GraphGateway, st: Statement) -> None:
     topics = (
-        "(p)-[:HAS_TOPIC {centroid: [0.6, 0.8], size: 3}]->(:Topic {id: 'topic-1'}), (:Topic {id: 'other'})"
+        "(p)-[:HAS_TOPIC {centroid: [0.6, 0.8], size: 3, absorbs: ['topic-7']}]->(:Topic {id: 'topic-1'}), "
+        "(:Topic {id: 'other'})"
     )
     query(
         gw,
@@ -1034,7 +1059,7 @@ def _copy_version_topics(gw: GraphGateway, st: Statement) -> None:
     )
     assert gw.write(st, st.params).rows == [{"copied": 1}]
     (edge,) = rels(gw, "(:ModelVersion {id: $c})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})", c=st.params["id"])
-    assert edge == {"centroid": [0.6, 0.8], "size": 3}
+    assert edge == {"centroid": [0.6, 0.8], "size": 3, "absorbs": ["topic-7"]}
     assert count(gw, "(:ModelVersion)-[:HAS_TOPIC]->(:Topic {id: 'other'})") == 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
 from kgrec import topic_signal
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -29,7 +30,7 @@ from kgrec.signals import build_signals, signals_for
 from kgrec.text_model import encode
 from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
-from kgrec.topics import ACTIVE
+from kgrec.topics import ACTIVE, user_topics
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import beauty_graph
 from workers.training.blend_fit import EVIDENCE_P
@@ -42,11 +43,13 @@ from workers.training.topics import (
     STABLE_MIN_COSINE,
     TopicModel,
     about_new_items,
+    absorbed_ids,
     assign_ids,
     class_tfidf,
     compute_topics,
     item_language,
     topic_texts,
+    write_topics,
 )
 
 
@@ -525,3 +528,206 @@ def test_topics_are_searched_by_meaning_and_shown_with_items_and_users(
             serving.topic("topic-none", items=4)
     finally:
         serving.close()
+
+
+def test_absorbed_ids_hand_retired_topics_to_their_nearest_close_topic_and_pass_absorptions_on() -> None:
+    rng = np.random.default_rng(2)
+    old = rng.normal(size=(4, 16)).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    old[1] = old[0] + 0.3 * old[1]  # topic-2 lies close to topic-1: a retrain merges them
+    old[1] /= np.linalg.norm(old[1])
+    merged = old[0] + old[1]
+    centroids = np.vstack(
+        [merged / np.linalg.norm(merged), old[2], rng.normal(size=(1, 16)).astype(np.float32)]
+    )
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    model = TopicModel(["a", "b", "c"], [[], [], []], centroids, [1, 1, 1], np.zeros(0), np.zeros(0))
+    previous = [(f"topic-{k + 1}", old[k]) for k in range(4)]
+    model.ids = assign_ids(model, previous, [i for i, _ in previous])
+    assert model.ids[1] == "topic-3" and model.ids[2] == "topic-5"
+    kept, retired = ("topic-1", "topic-2") if model.ids[0] == "topic-1" else ("topic-2", "topic-1")
+    assert float(centroids[0] @ old[int(retired[-1]) - 1]) >= STABLE_MIN_COSINE
+    # the retired twin goes to the merged topic with what it had absorbed, and so does what the kept
+    # one had; topic-4 is far from every new topic: dropped, with what it had absorbed
+    inherited = {kept: ["topic-0"], retired: ["topic-9"], "topic-3": ["topic-8"], "topic-4": ["topic-7"]}
+    assert absorbed_ids(model, previous, inherited) == [
+        sorted(["topic-0", retired, "topic-9"]),
+        ["topic-8"],
+        [],
+    ]
+    assert absorbed_ids(model, [], {}) == [[], [], []]
+
+
+_LIPS, _GLOSS, _HAIR, _SUN = (
+    "red matte lipstick",
+    "pink glossy lipstick",
+    "shampoo for dry damaged hair",
+    "sunscreen lotion spf 50",
+)
+
+
+def _hand_model(centroids: np.ndarray) -> TopicModel:
+    """Topics with these centroids, three items on each (their text vector the centroid itself)."""
+    centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+    n = len(centroids)
+    item_topic = np.repeat(np.arange(n), 3)
+    item_topics = np.full((3 * n, 3), -1, dtype=np.int64)
+    item_topics[:, 0] = item_topic
+    item_scores = np.zeros((3 * n, 3), dtype=np.float32)
+    item_scores[:, 0] = 1.0
+    names = [f"topic {t}" for t in range(n)]
+    return TopicModel(
+        names,
+        [[name] for name in names],
+        centroids.astype(np.float32),
+        [3] * n,
+        item_topic,
+        np.ones(3 * n, dtype=np.float32),
+        item_topics=item_topics,
+        item_scores=item_scores,
+        vectors=np.repeat(centroids, 3, axis=0).astype(np.float32),
+    )
+
+
+def _hand_version(gateway: GraphGateway, data_dir: Path, version: str, centroids: np.ndarray) -> TopicModel:
+    """A version written by the real statements with hand-made topics (MiniLM centroids), then promoted."""
+    model = _hand_model(centroids)
+    items = [f"{version}-item-{k}" for k in range(len(model.item_topic))]
+    gateway.run_query("UNWIND $ids AS id CREATE (:Item {id: id, title: id, listed: true})", {"ids": items})
+    gateway.write(
+        CREATE_VERSION,
+        {
+            "id": version,
+            "now": int(time.time() * 1000),
+            "data_until": 0,
+            "parameters": "{}",
+            "counts": "{}",
+            "metrics": "{}",
+            "artifact": None,
+        },
+    )
+    gateway.write(MARK_VERSION_READY, {"id": version})
+    write_topics(gateway, version, items, model, folder=models_dir(data_dir), link=False)
+    promote(gateway, data_dir, version)
+    return model
+
+
+def _lipsticks(data_dir: Path) -> tuple[str, np.ndarray]:
+    """A run id for version ids (ACTIVE caches topics by version id, across graphs) and the
+    MiniLM vectors of the four hand-made topics; the models folder made."""
+    models_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    return uuid.uuid4().hex[:8], encode([_LIPS, _GLOSS, _HAIR, _SUN])
+
+
+def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_old_topics(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path
+) -> None:
+    run, (lips, gloss, hair, sun) = _lipsticks(tmp_path)
+    first = _hand_version(gateway, tmp_path, f"m1-{run}", np.stack([lips, gloss, hair]))
+    # the user's searches, matched to m1's topics by the real ingestion: both lipstick topics
+    _search(gateway, settings, "glossy", _GLOSS)
+    _search(gateway, settings, "glossy", _HAIR)
+    now, half = int(time.time() * 1000) + 3_600_000, settings.half_life_ms
+    under_first = user_topics(gateway, "glossy", now, half)
+    edges = {
+        r["t"]: r
+        for r in gateway.run_query(
+            "MATCH (:User {id: 'glossy'})-[x:INTERESTED_IN]->(t:Topic) RETURN t.id AS t, x.weight AS w, "
+            "x.weight_ts AS ts, x.count AS n, x.last_ts AS last",
+            {},
+        )
+    }
+    lips_id, gloss_id, hair_id = first.ids
+    assert {lips_id, gloss_id, hair_id} <= set(edges)
+    assert {t.topic_id for t in under_first} == {lips_id, gloss_id, hair_id}
+
+    # a retrain merges the two lipstick topics (a growing catalogue, a new sunscreen topic)
+    merged = lips + 0.9 * gloss
+    second = _hand_version(gateway, tmp_path, f"m2-{run}", np.stack([merged, hair, sun]))
+    # the merged topic keeps one lipstick topic's id (which one is the Hungarian match's choice); the
+    # other lipstick topic is retired, its users' interests with it unless it is absorbed
+    kept_id = second.ids[0]
+    (retired_id,) = {lips_id, gloss_id} - {kept_id}
+    assert kept_id in (lips_id, gloss_id) and second.ids[1] == hair_id and second.ids[2] not in first.ids
+    absorbs = gateway.run_query(
+        "MATCH (:ModelVersion {id: $v})-[h:HAS_TOPIC]->(t:Topic) RETURN t.id AS t, h.absorbs AS a",
+        {"v": f"m2-{run}"},
+    )
+    assert {r["t"]: r["a"] for r in absorbs} == {kept_id: [retired_id], hair_id: None, second.ids[2]: None}
+
+    def weight(topic_id: str) -> float:
+        e = edges[topic_id]
+        return e["w"] * 2 ** (-(now - e["ts"]) / half)
+
+    def merged_view() -> dict[str, tuple[float, int, Any]]:
+        return {
+            t.topic_id: (round(t.weight, 9), t.events, t.last_ts)
+            for t in user_topics(gateway, "glossy", now, half)
+        }
+
+    expected = {
+        kept_id: (
+            round(weight(lips_id) + weight(gloss_id), 9),
+            edges[lips_id]["n"] + edges[gloss_id]["n"],
+            max(edges[lips_id]["last"], edges[gloss_id]["last"]),
+        ),
+        hair_id: (round(weight(hair_id), 9), edges[hair_id]["n"], edges[hair_id]["last"]),
+    }
+    assert merged_view() == expected
+    # served with the absorbing topic's own items
+    (top,) = [t for t in user_topics(gateway, "glossy", now, half) if t.topic_id == kept_id]
+    assert {i["id"] for i in top.items} == {f"m2-{run}-item-{k}" for k in range(3)}
+
+    # a rollback serves the older version's own topics and the interests in them, as before
+    promote(gateway, tmp_path, f"m1-{run}")
+    assert user_topics(gateway, "glossy", now, half) == under_first
+    # activating a version again (twice) doubles nothing
+    promote(gateway, tmp_path, f"m2-{run}")
+    promote(gateway, tmp_path, f"m2-{run}")
+    assert merged_view() == expected
+    # the next retrain keeps the merged topic: what it absorbed passes on with it
+    third = _hand_version(gateway, tmp_path, f"m3-{run}", np.stack([merged, hair, sun]))
+    assert third.ids == second.ids
+    passed = gateway.run_query(
+        "MATCH (:ModelVersion {id: $v})-[h:HAS_TOPIC]->(:Topic {id: $t}) RETURN h.absorbs AS a",
+        {"v": f"m3-{run}", "t": kept_id},
+    )
+    assert passed == [{"a": [retired_id]}]
+    assert merged_view() == expected
+
+
+def test_a_rollback_links_items_folded_in_under_another_version_to_its_own_topics(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path
+) -> None:
+    run, (lips, gloss, hair, sun) = _lipsticks(tmp_path)
+    first = _hand_version(gateway, tmp_path, f"f1-{run}", np.stack([lips, gloss, hair]))
+    second = _hand_version(gateway, tmp_path, f"f2-{run}", np.stack([lips + 0.9 * gloss, hair, sun]))
+    # an item created after f2 was trained, folded in under it (what embed_new_items runs for topics)
+    gateway.run_query("CREATE (:Item {id: 'late', title: $t, listed: true})", {"t": _GLOSS})
+    vector = encode([_GLOSS])
+    assert about_new_items(gateway, f"f2-{run}", ["late"], vector) == 1
+
+    def about() -> list[tuple[str, str, float]]:
+        rows = gateway.run_query(
+            "MATCH (:Item {id: 'late'})-[a:ABOUT]->(t:Topic) RETURN t.id AS t, a.version AS v, a.score AS s",
+            {},
+        )
+        return sorted((r["t"], r["v"], round(r["s"], 4)) for r in rows)
+
+    def expected(model: TopicModel, version: str) -> list[tuple[str, str, float]]:
+        cosines = model.centroids @ (vector[0] / np.linalg.norm(vector[0]))
+        return sorted(
+            (model.ids[t], version, round(float(cosines[t]), 4))
+            for t in np.argsort(-cosines)[:3]
+            if cosines[t] >= 0.3
+        )
+
+    assert about() == expected(second, f"f2-{run}")
+    # the rollback links it to f1's own nearest topics, as fold-in would have; twice changes nothing
+    for _ in range(2):
+        promote(gateway, tmp_path, f"f1-{run}")
+        assert about() == expected(first, f"f1-{run}")
+    assert {t for t, _, _ in about()} == {first.ids[0], first.ids[1]}  # both lipstick topics, not hair
+    # and promoting the newer version again gives it its topics back
+    promote(gateway, tmp_path, f"f2-{run}")
+    assert about() == expected(second, f"f2-{run}")

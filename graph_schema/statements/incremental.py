@@ -121,7 +121,8 @@ COPY_TOPICS = write(
     MATCH (p:ModelVersion {id: $parent})-[h:HAS_TOPIC]->(t:Topic)
     MATCH (m:ModelVersion {id: $id})
     MERGE (m)-[c:HAS_TOPIC]->(t)
-    SET c.centroid = h.centroid, c.size = h.size, c.name = h.name, c.keywords = h.keywords
+    SET c.centroid = h.centroid, c.size = h.size, c.name = h.name, c.keywords = h.keywords,
+        c.absorbs = h.absorbs
     RETURN count(c) AS copied
     """,
     parent="v1700000000000",

@@ -9,17 +9,20 @@ centroid and the version that wrote it. The ABOUT edges, and each Topic's ``name
 ``keywords``, are the **active** version's: a version's own are kept on its HAS_TOPIC
 edges and its topic-items file, and are written to the shared nodes when it becomes
 active (:func:`kgrec.topic_items.link_topic_items`), so a candidate the gate keeps
-changes nothing served, and a rollback brings its topics back.
+changes nothing served, and a rollback brings its topics back. ``HAS_TOPIC.absorbs`` lists
+the retired topics a version's topic absorbed (merged into it at a retrain): users' interests
+in those count as interest in it while the version is active (``USER_TOPIC_ITEMS``).
 """
 
 from graph_schema.catalogue import read, write
 
-# The topics of the active version, with their centroids (event ingestion matches text to these).
+# The topics of the active version, with their centroids (event ingestion matches text to these)
+# and the retired topics each absorbs (training passes them on to the next version's topics).
 ACTIVE_TOPICS = read(
     "active_topics",
     """
     MATCH (m:ModelVersion {active: true})-[h:HAS_TOPIC]->(t:Topic)
-    RETURN m.id AS version, t.id AS id, t.name AS name, h.centroid AS centroid
+    RETURN m.id AS version, t.id AS id, t.name AS name, h.centroid AS centroid, h.absorbs AS absorbs
     ORDER BY id
     """,
 )
@@ -61,13 +64,21 @@ WRITE_TOPICS = write(
     WITH t, r
     MATCH (m:ModelVersion {id: $version})
     MERGE (m)-[h:HAS_TOPIC]->(t)
-    SET h.centroid = r.centroid, h.size = r.size, h.name = r.name, h.keywords = r.keywords
+    SET h.centroid = r.centroid, h.size = r.size, h.name = r.name, h.keywords = r.keywords,
+        h.absorbs = r.absorbs
     RETURN count(*) AS written
     """,
     version="v1",
     now=1700000000000,
     rows=[
-        {"id": "topic-1", "name": "lip balm", "keywords": ["lip", "balm"], "centroid": [0.6, 0.8], "size": 3}
+        {
+            "id": "topic-1",
+            "name": "lip balm",
+            "keywords": ["lip", "balm"],
+            "centroid": [0.6, 0.8],
+            "size": 3,
+            "absorbs": ["topic-7"],
+        }
     ],
 )
 
@@ -83,6 +94,40 @@ WRITE_ABOUT = write(
     """,
     version="v1",
     rows=[{"item_id": "i1", "topic_id": "topic-1", "score": 0.71}],
+)
+
+# The topic-text vectors of items folded in (about_new_items), kept for a version activated later.
+WRITE_ITEM_TOPIC_VECTORS = write(
+    "write_item_topic_vectors",
+    """
+    UNWIND $rows AS r
+    MATCH (i:Item {id: r.item_id})
+    SET i.topic_vector = r.vector
+    RETURN count(i) AS written
+    """,
+    rows=[{"item_id": "i1", "vector": [0.6, 0.8]}],
+)
+
+# Items folded in (a topic-text vector kept) that are ABOUT no topic: those folded in under another
+# version, after a version's own ABOUT edges were written (kgrec.topic_items.link_topic_items).
+UNLINKED_FOLDED_ITEMS = read(
+    "unlinked_folded_items",
+    """
+    MATCH (i:Item)
+    WHERE i.topic_vector IS NOT NULL AND NOT (i)-[:ABOUT]->(:Topic)
+    RETURN i.id AS id, i.topic_vector AS vector
+    """,
+)
+
+# One version's topics with their centroids (active or not).
+VERSION_TOPICS = read(
+    "version_topics",
+    """
+    MATCH (:ModelVersion {id: $version})-[h:HAS_TOPIC]->(t:Topic)
+    RETURN t.id AS id, h.centroid AS centroid
+    ORDER BY id
+    """,
+    version="v1",
 )
 
 # ABOUT edges no version in $keep wrote (another version's), in bounded batches.
@@ -113,15 +158,23 @@ NAME_VERSION_TOPICS = write(
     now=1700000000000,
 )
 
-# A user's strongest topic interests, decayed to now, each with its most central items. A topic
-# no item is ABOUT (one the serving version does not have) is passed over, not counted in $topics.
+# A user's strongest topic interests, decayed to now, each with its most central items. An interest
+# in a topic no item is ABOUT (one the active version does not have) counts as interest in the
+# active version's topic that absorbs it (HAS_TOPIC.absorbs: it merged into that one at a retrain):
+# decayed weights and events summed, the latest time kept. One that no active topic absorbs is
+# passed over, not counted in $topics. (The ABOUT checks are on matched nodes: FalkorDB 4.16 fails,
+# "Type mismatch: expected Null but was Pointer", on a pattern over the coalesce of a node.)
 USER_TOPIC_ITEMS = read(
     "user_topic_items",
     """
-    MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(t:Topic)
-    WHERE (t)<-[:ABOUT]-(:Item)
-    WITH t, x.weight * 2 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight, x.last_ts AS last_ts,
+    MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(s:Topic)
+    WITH s, x.weight * 2 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight, x.last_ts AS last_ts,
          x.count AS events
+    OPTIONAL MATCH (:ModelVersion {active: true})-[h:HAS_TOPIC]->(b:Topic)
+    WHERE s.id IN h.absorbs AND (b)<-[:ABOUT]-(:Item) AND NOT (s)<-[:ABOUT]-(:Item)
+    WITH s, b, weight, last_ts, events
+    WHERE b IS NOT NULL OR (s)<-[:ABOUT]-(:Item)
+    WITH coalesce(b, s) AS t, sum(weight) AS weight, max(last_ts) AS last_ts, sum(events) AS events
     ORDER BY weight DESC LIMIT $topics
     MATCH (i:Item)-[a:ABOUT]->(t)
     WITH t, weight, last_ts, events, i, a ORDER BY a.score DESC

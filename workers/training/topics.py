@@ -21,7 +21,11 @@
    The top :data:`KEYWORDS` terms are the keywords, the top three the name.
 4. **Stable ids.** :func:`assign_ids` matches the new centroids with the active version's
    by the Hungarian method on cosine; a pair with cosine at least :data:`STABLE_MIN_COSINE`
-   keeps the old id, every other topic gets the next unused ``topic-<n>``.
+   keeps the old id, every other topic gets the next unused ``topic-<n>``. The match is one to
+   one, so when topics merge, an old topic that kept no id but whose nearest new topic is that
+   close is *absorbed* by it (:func:`absorbed_ids`, recorded on the new topic's ``HAS_TOPIC``
+   edge as ``absorbs``): users' interests in it are served as interests in the absorbing topic
+   while the version is active (``USER_TOPIC_ITEMS``).
 5. **Quality.** Mean NPMI of each topic's top 10 keywords over the item texts (document
    co-occurrence) and the share of items with a topic, recorded with the version.
 6. **Serving file.** :func:`write_topics` also writes ``<version>.topics.npz`` next to the
@@ -52,15 +56,22 @@ from graph_schema.statements.topics import (
     ITEM_TAGS,
     NAME_VERSION_TOPICS,
     WRITE_ABOUT,
+    WRITE_ITEM_TOPIC_VECTORS,
     WRITE_TOPICS,
 )
 from kgrec.gateway import GraphGateway
-from kgrec.topic_items import TopicItems, about_rows, write_about
+from kgrec.topic_items import (
+    ABOUT_MIN_COSINE,
+    ABOUT_TOPICS,
+    TopicItems,
+    about_rows,
+    link_folded_items,
+    memberships,
+    write_about,
+)
 from kgrec.topics import ACTIVE
 from kgrec.training_graph import TrainingGraph
 
-ABOUT_MIN_COSINE = 0.3
-ABOUT_TOPICS = 3  # topics an item is ABOUT at most (its nearest, and the next ones above the bar)
 MIN_TOPIC_SIZE = 3
 MAX_TOPICS = 100
 KEYWORDS = 8
@@ -232,22 +243,6 @@ def npmi_coherence(documents: Sequence[str], keywords: Sequence[Sequence[str]], 
     return float(np.mean(per_topic)) if per_topic else float("nan")
 
 
-def memberships(
-    cosines: np.ndarray, *, topics: int = ABOUT_TOPICS, min_cosine: float = ABOUT_MIN_COSINE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's best ``topics`` columns with cosine ≥ ``min_cosine`` (best first; -1 and 0.0 pad)."""
-    n, k = cosines.shape
-    width = min(topics, k)
-    order = np.argsort(-cosines, axis=1, kind="stable")[:, :width]
-    scores = np.take_along_axis(cosines, order, axis=1)
-    keep = scores >= min_cosine
-    index = np.full((n, topics), -1, dtype=np.int64)
-    value = np.zeros((n, topics), dtype=np.float32)
-    index[:, :width] = np.where(keep, order, -1)
-    value[:, :width] = np.where(keep, scores, 0.0)
-    return index, value
-
-
 def compute_topics(
     texts: Sequence[str], vectors: np.ndarray, seed: int = 0, *, about_topics: int = ABOUT_TOPICS
 ) -> TopicModel | None:
@@ -333,6 +328,38 @@ def assign_ids(
     return [i for i in ids if i is not None]
 
 
+def absorbed_ids(
+    model: TopicModel,
+    previous: Sequence[tuple[str, np.ndarray]],
+    previous_absorbs: Mapping[str, Sequence[str]] | None = None,
+) -> list[list[str]]:
+    """For each of ``model``'s topics (ids set by :func:`assign_ids`), the retired topics it absorbs.
+
+    An old topic (``previous``: the active version's id and centroid) whose id no new topic kept
+    is absorbed by its nearest new topic when their cosine is at least :data:`STABLE_MIN_COSINE`
+    (its content survives there, merged with another's); one further from every new topic is
+    dropped. What an old topic absorbed (``previous_absorbs``) passes on with it: to the new
+    topic that keeps its id, or to the one that absorbs it. So every retired topic is absorbed by
+    at most one topic of a version, and never by one whose version still has it.
+    """
+    absorbs: list[list[str]] = [[] for _ in range(model.n_topics)]
+    if not previous or model.n_topics == 0:
+        return absorbs
+    inherited = previous_absorbs or {}
+    kept = {topic_id: t for t, topic_id in enumerate(model.ids)}
+    old = _unit(np.stack([np.asarray(c, dtype=np.float32) for _, c in previous]))
+    cosine = model.centroids @ old.T  # (new, old)
+    for c, (old_id, _) in enumerate(previous):
+        if old_id in kept:
+            absorbs[kept[old_id]].extend(inherited.get(old_id, ()))
+            continue
+        best = int(np.argmax(cosine[:, c]))
+        if cosine[best, c] >= STABLE_MIN_COSINE:
+            absorbs[best].extend([old_id, *inherited.get(old_id, ())])
+    own = set(model.ids)
+    return [sorted(set(a) - own) for a in absorbs]
+
+
 def write_topics(
     gateway: GraphGateway,
     version: str,
@@ -357,9 +384,11 @@ def write_topics(
     """
     if model is None:
         return {"ids": [], "topics": 0, "about": 0}
-    previous = [(r["id"], np.asarray(r["centroid"])) for r in gateway.read(ACTIVE_TOPICS) if r["centroid"]]
+    active = [r for r in gateway.read(ACTIVE_TOPICS) if r["centroid"]]
+    previous = [(r["id"], np.asarray(r["centroid"])) for r in active]
     used = [r["id"] for r in gateway.read(ALL_TOPIC_IDS)]
     model.ids = assign_ids(model, previous, used)
+    absorbs = absorbed_ids(model, previous, {r["id"]: r["absorbs"] or [] for r in active})
     if folder is not None and model.vectors is not None:
         TopicItems(
             version, list(item_ids), model.vectors, list(model.ids), model.item_topics, model.item_scores
@@ -372,6 +401,7 @@ def write_topics(
             "keywords": model.keywords[t],
             "centroid": [round(float(x), 6) for x in model.centroids[t]],
             "size": model.sizes[t],
+            "absorbs": absorbs[t] or None,
         }
         for t in range(model.n_topics)
     ]
@@ -383,6 +413,7 @@ def write_topics(
     if link:
         gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": now})
         write_about(gateway, version, about, batch=batch, on_progress=on_progress)
+        link_folded_items(gateway, version, version, item_ids, batch=batch)  # folded in since the pull
     return {"ids": list(model.ids), "topics": model.n_topics, "about": len(about)}
 
 
@@ -396,7 +427,9 @@ def about_new_items(
     """Link items folded in after training to the active version's nearest topics (cosine ≥
     :data:`ABOUT_MIN_COSINE`, at most :data:`ABOUT_TOPICS`), as training links its items; returns
     how many items got a topic. The edges carry ``topics_of``, the version whose topics they are
-    (an incremental version's root; default ``version``), as training's edges do."""
+    (an incremental version's root; default ``version``), as training's edges do. Each item's
+    topic-text vector is kept on it (``Item.topic_vector``): a version that becomes active later
+    (a rollback) links the item to its own topics the same way (:func:`link_topic_items`)."""
     index = ACTIVE.get(gateway)
     if index.version != version or not index.ids or len(item_ids) == 0:
         return 0
@@ -408,6 +441,13 @@ def about_new_items(
         for s in (scores[k, j],)
         if np.any(text_vectors[k])
     ]
+    vectors = [
+        {"item_id": item_ids[k], "vector": [round(float(x), 6) for x in text_vectors[k]]}
+        for k in range(len(item_ids))
+        if np.any(text_vectors[k])
+    ]
+    if vectors:  # kept, so that another version becoming active links them too (link_topic_items)
+        gateway.write(WRITE_ITEM_TOPIC_VECTORS, {"rows": vectors})
     if rows:
         gateway.write(WRITE_ABOUT, {"version": topics_of or version, "rows": rows})
     return len({row["item_id"] for row in rows})
