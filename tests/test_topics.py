@@ -606,7 +606,7 @@ def _hand_version(gateway: GraphGateway, data_dir: Path, version: str, centroids
             "artifact": None,
         },
     )
-    gateway.write(MARK_VERSION_READY, {"id": version})
+    gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": int(time.time() * 1000)})
     write_topics(gateway, version, items, model, folder=models_dir(data_dir), link=False)
     promote(gateway, data_dir, version)
     return model
