@@ -24,6 +24,12 @@ limit_request_line = 8190
 # never uses it.
 control_socket_disable = True
 
+# A worker must report in within this many seconds, post_worker_init included: loading a large
+# model and the text model on a busy host takes longer than gunicorn's default 30 s, and a worker
+# killed for it would be started again and killed again. (gthread workers report from their main
+# loop, so a slow request never counts against it.)
+timeout = 180
+
 
 def _metrics_dir() -> Path | None:
     # Imported here: kgrec.config loads numpy, which must come after the thread variables above.

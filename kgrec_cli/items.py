@@ -36,7 +36,9 @@ class LineError(ValueError):
     """A line that cannot become an item object."""
 
 
-def _csv_item(row: dict[str, str]) -> dict[str, Any]:
+def _csv_item(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get(None):  # DictReader's key for the cells beyond the header's columns
+        raise LineError(f"{len(row[None])} more cell(s) than the header has columns: {row[None]!r}")
     item: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
     for column, raw in row.items():
@@ -69,9 +71,15 @@ def _csv_item(row: dict[str, str]) -> dict[str, Any]:
 def read_items(path: Path, fmt: str | None = None) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
     """(line number, item object or LineError) for each item of a CSV or JSON Lines file."""
     kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    with path.open(encoding="utf-8", newline="") as handle:
+    # utf-8-sig: a byte-order mark, as spreadsheet programs write one, is not part of the first column
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         if kind == "csv":
             reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                yield 1, LineError(f"the header names {', '.join(map(repr, twice))} more than once")
+                return
             for row in reader:
                 try:
                     yield reader.line_num, _csv_item(row)

@@ -19,6 +19,7 @@ from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.limits import MAX_DESCRIPTION_LENGTH
 from kgrec_cli.items import items as items_cli
+from kgrec_cli.items import read_items
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
@@ -440,3 +441,19 @@ def test_entries_of_one_id_in_a_batch_merge_as_if_sent_one_after_the_other(
     assert result.exit_code == 0, result.output
     assert "in 2 batch(es)" in result.output
     assert _as_stored(shop, "dup3") == merged == _as_stored(shop, "dup4")
+
+
+def test_an_items_csv_from_a_spreadsheet_is_read_as_written(tmp_path: Path) -> None:
+    # a byte-order mark before the header is no part of the first column's name
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffitem_id,title\nb1,Face cream\n".encode())
+    assert [(n, i) for n, i in read_items(bom)] == [(2, {"item_id": "b1", "title": "Face cream"})]
+    # a column named twice, or a row longer than the header, is refused rather than cut silently
+    twice = tmp_path / "twice.csv"
+    twice.write_text("item_id,title,title\nb2,A,B\n", encoding="utf-8")
+    [(line, error)] = list(read_items(twice))
+    assert line == 1 and "the header names 'title' more than once" in str(error)
+    longer = tmp_path / "longer.csv"
+    longer.write_text("item_id,title\nb3,A,stray\n", encoding="utf-8")
+    [(line, error)] = list(read_items(longer))
+    assert line == 2 and "1 more cell(s) than the header has columns: ['stray']" in str(error)

@@ -34,7 +34,7 @@ import pytest
 import scipy.sparse as sp
 
 import kgrec.serving
-from graph_schema.statements.explanations import EXPLANATION_CO_USERS
+from graph_schema.statements.explanations import EXPLANATION_CO_USERS, VERB
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.explanations import PathScorer, co_user_bounds
@@ -314,3 +314,26 @@ def test_only_the_places_asked_for_are_described_ties_included() -> None:
     # A merge keeps the best of both, as one list would.
     merged = scorer.paths(rows[2:], places=2)
     assert scorer.paths(rows[:2], into=merged, places=2)["t"] == every[:2]
+
+
+@pytest.mark.parametrize(
+    ("counters", "verb"),
+    [
+        ({"n_purchase": 1, "n_view": 3}, "bought"),
+        ({"n_rating": 1, "n_review": 1}, "rated"),
+        ({"n_review": 1}, "reviewed"),
+        ({"n_cart": 1, "n_click": 2}, "added to the cart"),
+        ({"n_fav": 1}, "saved"),
+        ({"n_click": 1, "n_view": 1}, "clicked"),
+        ({"n_view": 2}, "viewed"),
+        ({}, "viewed"),  # imported data without event types
+    ],
+)
+def test_a_path_says_the_strongest_thing_the_user_did(
+    gateway: GraphGateway, counters: dict, verb: str
+) -> None:
+    # the paths' own expression, evaluated by the graph engine on an edge's counters
+    rows = gateway.run_query(
+        f"WITH $counters AS r RETURN {VERB.format(r='r')} AS verb", {"counters": counters}
+    )
+    assert rows == [{"verb": verb}]

@@ -79,10 +79,13 @@ from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.catalogue import read
 
 # How an INTERACTED edge reads in a sentence.
-_VERB = """CASE WHEN coalesce({r}.n_purchase, 0) > 0 THEN 'bought'
-                WHEN coalesce({r}.n_rating, 0) + coalesce({r}.n_review, 0) > 0 THEN 'rated'
+# The strongest thing the user did with the item, as the sentences say it ("which you {verb}").
+VERB = """CASE WHEN coalesce({r}.n_purchase, 0) > 0 THEN 'bought'
+                WHEN coalesce({r}.n_rating, 0) > 0 THEN 'rated'
+                WHEN coalesce({r}.n_review, 0) > 0 THEN 'reviewed'
                 WHEN coalesce({r}.n_cart, 0) > 0 THEN 'added to the cart'
                 WHEN coalesce({r}.n_fav, 0) > 0 THEN 'saved'
+                WHEN coalesce({r}.n_click, 0) > 0 THEN 'clicked'
                 ELSE 'viewed' END"""
 
 
@@ -93,7 +96,7 @@ def _node(label: str, var: str, name: str) -> str:
 def _interacted(var: str, direction: str) -> str:
     return (
         f"{{type: 'INTERACTED', relation: null, direction: '{direction}', weight: {var}.weight, "
-        f"weight_ts: {var}.weight_ts, verb: {_VERB.format(r=var)}}}"
+        f"weight_ts: {var}.weight_ts, verb: {VERB.format(r=var)}}}"
     )
 
 
