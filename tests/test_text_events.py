@@ -106,6 +106,12 @@ def test_text_of_invisible_characters_is_blank_and_a_lone_surrogate_is_named() -
     (search,) = valid(ev("ok", "search", query="\u200bshoes\u200b"))
     assert search.language == "shoes"
     assert normalised_tag("\u200bSpace\u00a0\u200b Opera\ufeff") == "space opera"
+    # inside a word too: a zero-width space or a direction override splits it (a tag that looks
+    # like another is the other), a joiner or a flag's tag characters do not
+    assert normalised_tag("Lip\u200bBalm") == normalised_tag("lip balm") == "lip balm"
+    assert normalised_tag("ünïcödé 😀 \u202ertl") == "ünïcödé 😀 rtl"
+    family, scotland = "👨\u200d👩\u200d👧", "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    assert normalised_tag(f"{family} {scotland}") == f"{family} {scotland}"
 
 
 def test_item_facts_and_values_are_refused_where_no_event_of_the_type_keeps_them() -> None:

@@ -209,21 +209,28 @@ def _invisible(character: str) -> bool:
     return character.isspace() or unicodedata.category(character) in INVISIBLE_CATEGORIES
 
 
+def _joins(character: str) -> bool:
+    # the format characters that belong inside a word: joiners (emoji sequences, Indic scripts)
+    # and the tag characters of subdivision flags
+    return character in "\u200c\u200d" or "\U000e0020" <= character <= "\U000e007f"
+
+
 def visible_text(text: str) -> str:
     """``text`` without the invisible characters it starts or ends with ("" when it has nothing else)."""
     start, end = 0, len(text)
     while start < end and _invisible(text[start]):
         start += 1
-    while end > start and _invisible(text[end - 1]):
-        end -= 1
+    while end > start and _invisible(text[end - 1]) and not _joins(text[end - 1]):
+        end -= 1  # a flag ends in tag characters (and its cancel tag): they stay
     return text[start:end]
 
 
 def visible_words(text: str) -> list[str]:
-    """The words of ``text``: split at invisible characters (a joiner inside an emoji stays)."""
+    """The words of ``text``: split at invisible characters (white space, controls, zero-width
+    spaces, direction marks); joiners and a flag's tag characters stay inside their word."""
     words, word = [], []
     for character in [*text, " "]:
-        if _invisible(character) and unicodedata.category(character) != "Cf":
+        if _invisible(character) and not _joins(character):
             words.append(visible_text("".join(word)))
             word = []
         else:
