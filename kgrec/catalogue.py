@@ -422,6 +422,7 @@ class ItemState:
     brand: str | None = None
     categories: tuple[str, ...] | None = None
     category_links: tuple[tuple[str, str], ...] = ()
+    updated_at: int | None = None  # when the catalogue API last wrote the item (epoch ms)
 
     def hidden_at(self, now_ms: float) -> bool:
         """Unavailable, delisted by ``now_ms``, or not listed yet."""
@@ -454,10 +455,15 @@ def _laid_facts(
     category ``links`` they lack; the very same object when that changes nothing."""
     index = model.item_index
     replaced: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+    # A model trained on a graph pulled after the item's last catalogue write learnt its brand and
+    # categories from the graph, events and imports since then included: the model's are the fresher.
+    trained_after = (getattr(getattr(model, "artifacts", None), "parameters", None) or {}).get("data_until")
     for item_id in ids:
         row = index.get(item_id)
         item = items[item_id]
         if row is None or row >= facts.n_items or item.categories is None:
+            continue
+        if trained_after is not None and item.updated_at is not None and item.updated_at <= trained_after:
             continue
         if item.brand != facts.brand_of(row) or set(item.categories) != facts.category_ids_of(row):
             replaced[row] = (item.brand, item.categories)
@@ -663,6 +669,7 @@ def change_state(row: Mapping[str, Any]) -> ItemState:
         brands[0] if brands else None,
         tuple(sorted({c["id"] for c in categories})),
         tuple(sorted({(c["id"], p) for c in categories for p in c["parents"] or () if p is not None})),
+        row["updated_at"],
     )
 
 

@@ -162,3 +162,33 @@ def test_a_derived_snapshot_lays_brands_and_categories_over_as_a_fresh_one() -> 
 
 def _facts_of(state: ItemState) -> tuple[str | None, tuple[str, ...] | None, tuple[tuple[str, str], ...]]:
     return state.brand, state.categories, state.category_links
+
+
+@dataclass
+class Trained:
+    """A model's parameters: when its graph was pulled."""
+
+    parameters: dict
+
+
+@dataclass
+class TrainedItems(Items):
+    """A model that knows when its graph was pulled."""
+
+    artifacts: Trained
+
+
+def test_a_model_trained_after_a_catalogue_write_keeps_the_brand_and_categories_it_learnt() -> None:
+    # i0 was written by the catalogue API at NOW, then an event added a category (no revision
+    # moves for events): a model pulled after both learnt the graph's, and the stale state read
+    # at NOW must not be laid over it; a write after the pull is.
+    facts = trained_facts(4)
+    pulled = NOW + 1_000
+    fresh_model = TrainedItems(facts, {f"i{k}": k for k in range(4)}, Trained({"data_until": pulled}))
+    old_model = Items(facts, {f"i{k}": k for k in range(4)})  # trained before models recorded it
+    stale = ItemState(1.0, True, None, None, "Zed", ("Skin",), (), NOW)
+    later = ItemState(1.0, True, None, None, "Zed", ("Skin",), (), pulled + 1)
+    assert CatalogueSnapshot(1, {"i0": stale}).facts(fresh_model) is facts
+    for model, state in ((fresh_model, later), (old_model, stale)):
+        laid = CatalogueSnapshot(1, {"i0": state}).facts(model)
+        assert laid.brand_of(0) == "Zed" and laid.category_ids_of(0) == frozenset({"Skin"})

@@ -186,7 +186,7 @@ CATALOGUE_CHANGES = read(
     + """
     RETURN i.id AS id, i.price AS price, i.available AS available,
            i.listed_at AS listed_at, i.delisted_at AS delisted_at, i.revision AS revision,
-           brands, categories
+           i.updated_at AS updated_at, brands, categories
     """,
     since=0,
 )

@@ -268,6 +268,8 @@ def fit_and_package(
         parameters={
             **config.__dict__,
             "device": device,
+            # when its graph was pulled: serving lays over only catalogue changes made after it
+            "data_until": graph.pulled_at,
             "model_best_epoch": embeddings.best_epoch,
             "model_validation_ndcg": [round(x, 5) for x in embeddings.validation_ndcg],
             "model_decay": round(embeddings.decay, 4),
