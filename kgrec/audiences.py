@@ -75,7 +75,7 @@ def _decode_cursor(audience: Audience, cursor: str) -> tuple[int, int, str]:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         state = (int(raw["now"]), int(raw["rank"]), str(raw["id"]))
         fingerprint = raw["a"]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:  # OverflowError: int(Infinity)
         raise AudienceError("cursor", cursor, "not a cursor this service returned") from exc
     if fingerprint != audience.fingerprint():
         raise AudienceError("cursor", cursor, "the cursor belongs to an audience with other conditions")

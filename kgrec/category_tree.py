@@ -94,9 +94,10 @@ def cycle_problems(
     """The paths whose links would close a loop in the category tree, as (index, reason).
 
     One read: the links stored above every id of the paths. The paths are then added in
-    order, each checked against the stored links and the links of the paths before it
-    (a refused path's links are not added), so two paths of one batch that reverse each
-    other are caught as well as a path that reverses the stored tree.
+    order, link by link, each link checked against the stored links, the links of the paths
+    before it and the path's own earlier links (a refused path's links are not added), so a
+    loop that takes several links of a path is caught, as are two paths of one batch that
+    reverse each other and a path that reverses the stored tree.
     """
     ids = sorted({c for _, path in paths for c in path})
     if not any(len(path) > 1 for _, path in paths):
@@ -107,20 +108,23 @@ def cycle_problems(
 
     problems: list[tuple[int, str]] = []
     for index, path in paths:
-        links = path_links(path)
-        closing = next(((c, p) for c, p in links if p not in parents[c] and c in _above(parents, [p])), None)
-        if closing is not None:
-            child, parent = closing
-            problems.append(
-                (
-                    index,
-                    f"would put {child!r} under {parent!r}, which is already below it (a loop in the "
-                    f"category tree; got {list(path)!r})",
+        added: list[tuple[str, str]] = []  # this path's links so far: a loop may need several
+        for child, parent in path_links(path):
+            if parent in parents[child]:
+                continue
+            if child in _above(parents, [parent]):
+                problems.append(
+                    (
+                        index,
+                        f"would put {child!r} under {parent!r}, which is already below it (a loop in the "
+                        f"category tree; got {list(path)!r})",
+                    )
                 )
-            )
-            continue
-        for child, parent in links:
+                for c, p in added:  # a refused path adds nothing
+                    parents[c].discard(p)
+                break
             parents[child].add(parent)
+            added.append((child, parent))
     return problems
 
 

@@ -91,6 +91,10 @@ def test_catalogue_paths_are_checked_against_stored_links_and_each_other(gateway
     for batch, index in (
         ([{"item_id": "a2", "categories": ["Makeup", "Beauty"]}], 0),
         ([{"item_id": "a3", "categories": ["S", "T"]}, {"item_id": "a4", "categories": ["T", "S"]}], 1),
+        # loops that take several links of one path: Beauty is above Makeup, so Makeup > Lips > Beauty
+        # would close Beauty > Makeup > Lips > Beauty; and P > Q, then Q > R > P within one batch
+        ([{"item_id": "a5", "categories": ["Makeup", "Lips", "Beauty"]}], 0),
+        ([{"item_id": "a6", "categories": ["P", "Q"]}, {"item_id": "a7", "categories": ["Q", "R", "P"]}], 1),
     ):
         try:
             write_items(gateway, [CatalogueItem(**item) for item in batch])

@@ -159,3 +159,23 @@ def test_cli_writes_the_reject_file(settings: Settings, graph_server: object, tm
     assert refused.stderr.strip() == (
         f"kgrec: error: --rejects {nowhere}: the folder {nowhere.parent} does not exist (nothing was imported)"
     )
+
+
+def test_a_batch_with_a_tag_on_an_unknown_item_and_a_looping_path_rejects_both_rows(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    # two refusals of one batch, found one after the other: both rows go to the rejects, the
+    # rest is written (the second refusal escaped and stopped the import before)
+    path = tmp_path / "two.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "item_id", "type", "ts", "category", "tag"])
+        writer.writerow(["u1", "t1", "view", "1714557600000", "Beauty|Makeup", ""])
+        writer.writerow(["u1", "ghost", "tag", "1714557600000", "", "nice"])  # no item 'ghost'
+        writer.writerow(["u2", "t2", "view", "1714557600000", "Makeup|Beauty", ""])  # reverses line 2's
+        writer.writerow(["u2", "t3", "view", "1714557600000", "Hair", ""])
+    summary = import_events(gateway, path, "csv", settings)
+    assert sorted((r.line, r.field) for r in summary.rejected) == [(3, "item_id"), (4, "item.category")]
+    assert summary.applied == 2
+    links = gateway.run_query("MATCH (c:Category)-[:SUBCATEGORY_OF]->(p) RETURN c.id AS c, p.id AS p", {})
+    assert links == [{"c": "Makeup", "p": "Beauty"}]

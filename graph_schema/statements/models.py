@@ -7,7 +7,7 @@ everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
 """
 
 from graph_schema.allow_list import Label, Rel
-from graph_schema.catalogue import Statement, known_ids, read, write
+from graph_schema.catalogue import Statement, read, write
 
 # A job writing its version again (redelivered before it settled) starts it afresh: `writing`,
 # without the popularity adjustments of the first run, whose artifact it replaces (the new one is
@@ -43,6 +43,7 @@ def _embedding_statement(label: Label) -> Statement:
         MATCH (n:{label.value} {{id: r.id}})
         MERGE (m)-[e:{Rel.EMBEDDING.value}]->(n)
         SET e.vector = r.vector
+        RETURN collect(n.id) AS written
         """,
         version="v1700000000000",
         rows=[{"id": "x", "vector": [0.1, 0.2]}],
@@ -74,8 +75,6 @@ MARK_VERSION_READY = write(
     now=1700000000000,
 )
 
-# Which of ``ids`` are users of the graph (a write-back's batch that matched fewer: some were erased).
-PRESENT_USERS = known_ids("present_users", Label.USER.value, "A1YJEY40YUW4SE")
 
 # The switch: one small statement, only for a version whose write-back finished.
 ACTIVATE_VERSION = write(

@@ -162,16 +162,18 @@ def _prepare_batch(
             events.append(result)
     if not events:
         return None
-    try:
-        prepared = prepare(gateway, events, settings, now_ms)
-    except EventsRefused as refused:  # tags on unknown items: those rows are rejects, the rest goes in
-        event_lines = [line for line, result in zip(lines, checked, strict=True) if isinstance(result, Event)]
-        bad = {e.index for e in refused.errors}
-        summary.rejected.extend(Reject(event_lines[e.index], e.field, e.reason) for e in refused.errors)
-        events = [e for index, e in enumerate(events) if index not in bad]
-        if not events:
-            return None
-        prepared = prepare(gateway, events, settings, now_ms)
+    event_lines = [line for line, result in zip(lines, checked, strict=True) if isinstance(result, Event)]
+    while True:  # each refusal (tags on unknown items, then paths that would loop) drops its rows
+        try:
+            prepared = prepare(gateway, events, settings, now_ms)
+            break
+        except EventsRefused as refused:  # those rows are rejects, the rest goes in
+            bad = {e.index for e in refused.errors}
+            summary.rejected.extend(Reject(event_lines[e.index], e.field, e.reason) for e in refused.errors)
+            events = [e for index, e in enumerate(events) if index not in bad]
+            event_lines = [line for index, line in enumerate(event_lines) if index not in bad]
+            if not events:
+                return None
 
     def write() -> None:
         result = commit(gateway, prepared, events, settings, now_ms)

@@ -30,7 +30,6 @@ from graph_schema.statements.models import (
     DELETE_VERSION_EMBEDDINGS,
     MARK_VERSION_READY,
     MODEL_VERSIONS,
-    PRESENT_USERS,
     RECORD_GATE_DECISION,
     WRITE_EMBEDDINGS,
 )
@@ -112,8 +111,8 @@ def write_back(
                 WRITE_EMBEDDINGS[label],
                 {"version": version, "rows": _vector_rows(chunk, vectors[start : start + len(chunk)])},
             )
-            if label is Label.USER and written.properties_set < len(chunk):
-                present = {r["id"] for r in gateway.read(PRESENT_USERS, {"ids": list(chunk)})}
+            if label is Label.USER:  # a user erased since the pull matched nothing: no embedding
+                present = set(written.rows[0]["written"]) if written.rows else set()
                 erased += [u for u in chunk if u not in present]
             done += len(chunk)
             if on_progress is not None:
