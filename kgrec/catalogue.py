@@ -550,7 +550,8 @@ class CatalogueSnapshot:
         state = self._states.get(id(model))
         if state is not None and state.model is model:
             return state
-        before = self.previous._states.get(id(model)) if self.previous is not None else None
+        previous = self.previous  # read once: another thread may drop it meanwhile (CatalogueView)
+        before = previous._states.get(id(model)) if previous is not None else None
         if before is not None and before.model is model:
             state = before.derived(self.items, self.changed)
         else:
