@@ -23,7 +23,7 @@ validation split of MovieLens (``bench/topics_cold_start.py``), never on its tes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +60,10 @@ class SearchRanking:
     rows: np.ndarray  # int64 model rows
     scores: np.ndarray  # float64, 1 + cosine + popularity term
 
-    def shown(self, page_rows: Sequence[int]) -> bool:
-        """Whether any of ``page_rows`` (model rows of a page) is one of the candidates."""
-        return bool(np.isin(np.asarray(page_rows, dtype=np.int64), self.rows).any())
+    def shown(self, model: Recommender, items: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether any of a page's ``items`` is one of the candidates."""
+        rows = [model.item_index[i["item_id"]] for i in items if i["item_id"] in model.item_index]
+        return bool(np.isin(np.asarray(rows, dtype=np.int64), self.rows).any())
 
     def rank(self, fallback: Rank, excluded: Sequence[int] = ()) -> Rank:
         """A ranking function: the candidates best first, then ``fallback``'s other items below them."""

@@ -433,7 +433,6 @@ class Serving:
             excluded=excluded[0],
         )
         items = explore.fill(model, items, self.gateway)
-        page_rows = [model.item_index[i["item_id"]] for i in items if i["item_id"] in model.item_index]
         if explain:
             paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history, places=1)
             for item in items:
@@ -449,7 +448,7 @@ class Serving:
             "filters": {**filters.as_dict(), **diversity.as_dict()},
             "items": items,
             **(
-                {"reason": cold_start_reason(topics, searched is not None and searched.shown(page_rows))}
+                {"reason": cold_start_reason(topics, searched is not None and searched.shown(model, items))}
                 if topics and not history.entries
                 else {}
             ),
