@@ -21,7 +21,9 @@ import json
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -34,10 +36,11 @@ NOW = 1_700_000_000_000
 
 @dataclass
 class Items:
-    """What a snapshot needs of a model: its item rows and the facts it learnt."""
+    """What a snapshot needs of a model: its item rows, the facts it learnt and its parameters."""
 
     facts: ItemFacts
     item_index: dict[str, int]
+    artifacts: Any = field(default_factory=lambda: SimpleNamespace(parameters={}))
 
 
 def first_call_ms(snapshot: CatalogueSnapshot, model: Items) -> float:

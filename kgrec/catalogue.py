@@ -457,7 +457,7 @@ def _laid_facts(
     replaced: dict[int, tuple[str | None, tuple[str, ...]]] = {}
     # A model trained on a graph pulled after the item's last catalogue write learnt its brand and
     # categories from the graph, events and imports since then included: the model's are the fresher.
-    trained_after = (getattr(getattr(model, "artifacts", None), "parameters", None) or {}).get("data_until")
+    trained_after = model.artifacts.parameters.get("data_until")
     for item_id in ids:
         row = index.get(item_id)
         item = items[item_id]

@@ -4,7 +4,7 @@ hides and prices exactly as one built from every changed item."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,11 +15,20 @@ NOW = 1_700_000_000_000
 
 
 @dataclass
+class Trained:
+    """A model's parameters: when its graph was pulled (none for models trained before that was
+    recorded)."""
+
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass
 class Items:
-    """What a snapshot needs of a model: its item rows and the prices it learnt."""
+    """What a snapshot needs of a model: its item rows, the prices it learnt and its parameters."""
 
     facts: ItemFacts
     item_index: dict[str, int]
+    artifacts: Trained = field(default_factory=Trained)
 
 
 def some_state(rng: random.Random) -> ItemState:
@@ -164,27 +173,13 @@ def _facts_of(state: ItemState) -> tuple[str | None, tuple[str, ...] | None, tup
     return state.brand, state.categories, state.category_links
 
 
-@dataclass
-class Trained:
-    """A model's parameters: when its graph was pulled."""
-
-    parameters: dict
-
-
-@dataclass
-class TrainedItems(Items):
-    """A model that knows when its graph was pulled."""
-
-    artifacts: Trained
-
-
 def test_a_model_trained_after_a_catalogue_write_keeps_the_brand_and_categories_it_learnt() -> None:
     # i0 was written by the catalogue API at NOW, then an event added a category (no revision
     # moves for events): a model pulled after both learnt the graph's, and the stale state read
     # at NOW must not be laid over it; a write after the pull is.
     facts = trained_facts(4)
     pulled = NOW + 1_000
-    fresh_model = TrainedItems(facts, {f"i{k}": k for k in range(4)}, Trained({"data_until": pulled}))
+    fresh_model = Items(facts, {f"i{k}": k for k in range(4)}, Trained({"data_until": pulled}))
     old_model = Items(facts, {f"i{k}": k for k in range(4)})  # trained before models recorded it
     stale = ItemState(1.0, True, None, None, "Zed", ("Skin",), (), NOW)
     later = ItemState(1.0, True, None, None, "Zed", ("Skin",), (), pulled + 1)
