@@ -1,7 +1,8 @@
-"""Brand and category changes through the catalogue API reach serving at once, over real HTTP on a
-real graph (gunicorn, 2 workers): brand and category filters, block rules on a brand or category,
-max_per_brand / max_per_category and pin conditions follow the catalogue, not the model version
-(the process that took the write on its next answer, the other worker within a second)."""
+"""Brand and category changes through the catalogue API (and the facts events carry) reach serving
+at once, over real HTTP on a real graph (gunicorn, 2 workers): brand and category filters, block
+rules on a brand or category, max_per_brand / max_per_category and pin conditions follow the
+catalogue, not the model version (the process that took the write on its next answer, the other
+worker within a second)."""
 
 from __future__ import annotations
 
@@ -124,6 +125,48 @@ def test_a_new_category_path_moves_an_item_between_filters_rules_and_diversity_a
     within(PICKUP_S, lambda: not_shown(shop, user, anchor, first, second))
     assert shop.put(first, {"categories": old_path[-1:]}).status_code == 200  # its most specific
     within(PICKUP_S, lambda: first in ids(shop.similar(anchor, k=100)))
+
+
+def catalogue_revision(shop: Shop) -> int:
+    rows = shop.cypher("MATCH (r:Revision {id: 'catalogue'}) RETURN r.revision AS revision")
+    return int(rows[0]["revision"]) if rows else 0
+
+
+def test_an_event_that_gives_an_item_a_category_or_a_price_reaches_serving_at_once(shop: Shop) -> None:
+    user = a_user(shop)
+    anchor = ids(shop.recommend(user, k=3))[2]
+    item = ids(shop.similar(anchor, k=20))[3]
+    price = shop.get_item(item).json().get("price")
+    new_price = 4321.5 if price != 4321.5 else 4321.25
+
+    def send(event_id: str) -> None:
+        event = {
+            "event_id": event_id,
+            "user_id": "facts-by-event",
+            "item_id": item,
+            "type": "view",
+            "ts": int(time.time() * 1000),
+            "item": {"categories": ["Events-Test"], "price": new_price},
+        }
+        response = requests.post(shop.url("/v1/events"), json={"events": [event]}, headers=AUTH, timeout=30)
+        assert response.status_code == 200, response.text
+
+    before = catalogue_revision(shop)
+    send(f"facts-{time.time_ns()}")
+    moved = catalogue_revision(shop)
+    assert moved == before + 1
+    within(
+        PICKUP_S,
+        lambda: (
+            ids(shop.similar(anchor, k=100, category="Events-Test")) == [item]
+            and ids(shop.similar(anchor, k=100, min_price=4321)) == [item]
+        ),
+    )
+    # the same facts again change nothing: the revision stays (event batches do not all bump it)
+    send(f"facts-{time.time_ns()}")
+    assert catalogue_revision(shop) == moved
+    assert shop.put(item, {"price": price}).status_code == 200  # as it was, for the other tests
+    within(PICKUP_S, lambda: item not in ids(shop.similar(anchor, k=100, min_price=4321)))
 
 
 def test_the_process_that_took_the_write_answers_with_it_at_once(shop: Shop) -> None:

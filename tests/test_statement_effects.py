@@ -319,7 +319,8 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     # Stored: u1 (119 events this minute, no bot flag yet) with a purchase of i1 and a view of i3,
     # both stamped one half-life ago, and an interest in Acme (which makes i1 and i3); i1 is in Face,
     # and Hair is under Face. The batch: u1 buys and views i1 again (i1 also goes into Beauty) and
-    # rates i3 (an event one half-life old); a new user u2 rates a new item i2 (HairCo, Hair).
+    # rates i3 (an event one half-life old; i3 gets a price); a new user u2 rates a new item i2
+    # (HairCo, Hair). i4's facts come again unchanged. The catalogue is at revision 4.
     minute = 28_333_333
     then = NOW - int(st.params["half_life_ms"])
     query(
@@ -328,10 +329,13 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         CREATE (u1:User {id: 'u1', created_at: 1, rate_minute: $minute, rate_count: 119}),
                (i1:Item {id: 'i1', created_at: 2, listed: false, title: 'Old title'}),
                (i3:Item {id: 'i3', created_at: 2, listed: true, title: 'Third'}),
+               (i4:Item {id: 'i4', created_at: 2, listed: true, price: 3.0, revision: 2, updated_at: 9}),
+               (:Revision {id: 'catalogue', revision: 4, created_at: 1, updated_at: 9}),
                (acme:Brand {id: 'Acme', name: 'Acme Inc', created_at: 4}),
                (face:Category {id: 'Face', name: 'Face care', created_at: 3}),
                (hair:Category {id: 'Hair', name: 'Hair care', created_at: 5})
         CREATE (i1)-[:MADE_BY]->(acme), (i3)-[:MADE_BY]->(acme), (i1)-[:IN_CATEGORY]->(face),
+               (i4)-[:MADE_BY]->(acme), (i4)-[:IN_CATEGORY]->(face),
                (hair)-[:SUBCATEGORY_OF]->(face),
                (u1)-[:INTERACTED {weight: 5.0, weight_ts: $then, first_ts: 10, last_ts: $then,
                                   n_purchase: 2, n_view: 2, rating: 3.0, rating_ts: $later}]->(i1),
@@ -371,6 +375,9 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         "items": [
             {"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty", "Face"]},
             {"id": "i2", "title": "New", "price": 2.5, "brands": ["HairCo"], "categories": ["Hair"]},
+            {"id": "i3", "title": None, "price": 1.5, "brands": [], "categories": []},
+            # another brand is ignored (the item has one), the price and category are the stored ones
+            {"id": "i4", "title": None, "price": 3.0, "brands": ["Zed"], "categories": ["Face"]},
         ],
         "category_links": [
             {"child_id": "Face", "parent_id": "Beauty"},
@@ -483,13 +490,44 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         **texts[1],
     }
     assert node(gw, "User", "nobody") is None
-    assert node(gw, "Item", "i1") == {"id": "i1", "created_at": 2, "listed": True, "title": "Old title"}
+    # The items whose price, brand or categories changed are stamped with one new revision.
+    stamped = {"revision": 5, "updated_at": NOW}
+    assert node(gw, "Item", "i1") == {
+        "id": "i1",
+        "created_at": 2,
+        "listed": True,
+        "title": "Old title",
+        **stamped,
+    }
     assert node(gw, "Item", "i2") == {
         "id": "i2",
         "created_at": NOW,
         "listed": True,
         "title": "New",
         "price": 2.5,
+        **stamped,
+    }
+    assert node(gw, "Item", "i3") == {
+        "id": "i3",
+        "created_at": 2,
+        "listed": True,
+        "title": "Third",
+        "price": 1.5,
+        **stamped,
+    }
+    assert node(gw, "Item", "i4") == {
+        "id": "i4",
+        "created_at": 2,
+        "listed": True,
+        "price": 3.0,
+        "revision": 2,
+        "updated_at": 9,
+    }
+    assert node(gw, "Revision", "catalogue") == {
+        "id": "catalogue",
+        "revision": 5,
+        "created_at": 1,
+        "updated_at": NOW,
     }
     # Brands and categories are created once, named after their id; existing ones keep their names.
     assert node(gw, "Brand", "Acme") == {"id": "Acme", "name": "Acme Inc", "created_at": 4}
@@ -508,6 +546,8 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         ("i2", "IN_CATEGORY", "Hair"),
         ("i2", "MADE_BY", "HairCo"),
         ("i3", "MADE_BY", "Acme"),
+        ("i4", "IN_CATEGORY", "Face"),
+        ("i4", "MADE_BY", "Acme"),
     ]
     zero = {c: 0 for c in COUNTER_PROPERTIES}  # every counter is set
     interactions = {

@@ -35,7 +35,12 @@ from graph_schema.allow_list import Label
 from graph_schema.behaviours import BEHAVIOUR_TABLE
 from graph_schema.catalogue import Statement, known_ids, write
 from graph_schema.relation_names import relationship_type
-from graph_schema.statements.knowledge import ATTRIBUTE_NODES, ITEM_FACT_LINKS, attribute_link_stages
+from graph_schema.statements.knowledge import (
+    ATTRIBUTE_NODES,
+    CATEGORY_PATH_LINKS,
+    ITEM_FACTS,
+    attribute_link_stages,
+)
 
 SEEN_EVENTS = known_ids("seen_events", Label.EVENT.value, "evt-1")
 
@@ -66,7 +71,10 @@ _PAIR_ROW = {
 # An event names the brand of an item that has none (an item has one brand); only the
 # catalogue API replaces a brand. Each user's write lock is taken before its counters are read,
 # so on Neo4j two batches for one user run one after the other (its edges too) and neither
-# loses the other's counts.
+# loses the other's counts. An item whose price, brand or categories the batch changes is
+# stamped with a new catalogue revision, as a catalogue write is, so serving lays the change
+# over its model within a second (kgrec.catalogue); a batch that changes none leaves the
+# revision alone, so event batches do not all queue on its node.
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
@@ -89,12 +97,31 @@ _BEFORE_PAIRS = (
     UNWIND $items AS it
     MERGE (i:Item {id: it.id})
     ON CREATE SET i.created_at = $now
-    SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
-    WITH it, i
+    WITH it, i, i.price AS held_price
     OPTIONAL MATCH (i)-[:MADE_BY]->(held:Brand)
-    WITH it, i, CASE WHEN count(held) = 0 THEN it.brands ELSE [] END AS brands
+    WITH it, i, held_price, count(held) AS held_brands
+    OPTIONAL MATCH (i)-[:IN_CATEGORY]->(hc:Category)
+    WITH it, i, held_price, held_brands, collect(hc.id) AS held_categories
+    SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
+    WITH it, i, CASE WHEN held_brands = 0 THEN it.brands ELSE [] END AS brands,
+         (held_brands = 0 AND size(it.brands) > 0)
+         OR any(category_id IN it.categories WHERE NOT category_id IN held_categories)
+         OR (it.price IS NOT NULL AND (held_price IS NULL OR it.price <> held_price)) AS changed
 """
-    + ITEM_FACT_LINKS
+    + ITEM_FACTS
+    + """
+    WITH collect(CASE WHEN changed THEN i END) AS changed_items
+    FOREACH (bump IN CASE WHEN size(changed_items) > 0 THEN [1] ELSE [] END |
+        MERGE (rev:Revision {id: 'catalogue'})
+        ON CREATE SET rev.revision = 0, rev.created_at = $now
+        SET rev.revision = rev.revision + 1, rev.updated_at = $now)
+    WITH changed_items
+    OPTIONAL MATCH (rev:Revision {id: 'catalogue'})
+    FOREACH (changed_item IN changed_items |
+        SET changed_item.revision = rev.revision, changed_item.updated_at = $now)
+    WITH count(*) AS stage
+"""
+    + CATEGORY_PATH_LINKS
 )
 
 _PAIRS = f"""

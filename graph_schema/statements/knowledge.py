@@ -133,9 +133,10 @@ def attribute_link_stages(links: tuple[tuple[str, Label], ...]) -> tuple[list[st
 
 
 # An item's brand and category links (``it`` the item row, ``i`` its node, ``brands`` the brand ids
-# to link) and the category path links of the batch: the same stage for events that carry item
-# facts and for the catalogue API, which differ only in which brands they link.
-ITEM_FACT_LINKS = """
+# to link), then the category path links of the batch: the same stages for events that carry item
+# facts and for the catalogue API, which differ only in which brands they link and in what they
+# carry between the two stages (ITEM_FACT_LINKS: nothing).
+ITEM_FACTS = """
     FOREACH (brand_id IN brands |
         MERGE (b:Brand {id: brand_id})
         ON CREATE SET b.name = brand_id, b.created_at = $now
@@ -144,9 +145,11 @@ ITEM_FACT_LINKS = """
         MERGE (c:Category {id: category_id})
         ON CREATE SET c.name = category_id, c.created_at = $now
         MERGE (i)-[:IN_CATEGORY]->(c))
-    WITH count(*) AS stage
+"""
+CATEGORY_PATH_LINKS = """
     UNWIND $category_links AS link
     MATCH (child:Category {id: link.child_id})
     MATCH (parent:Category {id: link.parent_id})
     MERGE (child)-[:SUBCATEGORY_OF]->(parent)
 """
+ITEM_FACT_LINKS = ITEM_FACTS + "    WITH count(*) AS stage\n" + CATEGORY_PATH_LINKS.lstrip("\n")
