@@ -15,6 +15,7 @@ import pytest
 
 from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
 from kgrec import topic_signal
+from kgrec.audiences import Audience, audience_page
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.errors import NotFound
@@ -30,7 +31,7 @@ from kgrec.signals import build_signals, signals_for
 from kgrec.text_model import encode
 from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
-from kgrec.topics import ACTIVE, user_topics
+from kgrec.topics import ACTIVE, topic_detail, user_topics
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import beauty_graph
 from workers.training.blend_fit import EVIDENCE_P
@@ -674,6 +675,20 @@ def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_
         hair_id: (round(weight(hair_id), 9), edges[hair_id]["n"], edges[hair_id]["last"]),
     }
     assert merged_view() == expected
+    # GET /v1/topics/{id} and the topic's audience count the retired topic's users as the absorbing
+    # topic's (each user once, their two edges one interest); a user of the retired topic only too
+    gateway.run_query(
+        "MATCH (t:Topic {id: $t}) MERGE (u:User {id: 'retired-only'}) "
+        "CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
+        {"t": retired_id, "now": now},
+    )
+    assert topic_detail(gateway, kept_id, 3)["interested_users"] == 2
+    assert topic_detail(gateway, retired_id, 3)["interested_users"] == 2  # its own, as before
+    page = audience_page(gateway, settings, Audience("topic", kept_id), limit=10)
+    members = {m["user_id"]: m for m in page["users"]}
+    assert page["size"] == 2 and set(members) == {"glossy", "retired-only"}
+    assert members["glossy"]["events"] == expected[kept_id][1]
+    assert members["glossy"]["last_ts"] == expected[kept_id][2]
     # served with the absorbing topic's own items
     (top,) = [t for t in user_topics(gateway, "glossy", now, half) if t.topic_id == kept_id]
     assert {i["id"] for i in top.items} == {f"m2-{run}-item-{k}" for k in range(3)}
@@ -681,10 +696,12 @@ def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_
     # a rollback serves the older version's own topics and the interests in them, as before
     promote(gateway, tmp_path, f"m1-{run}")
     assert user_topics(gateway, "glossy", now, half) == under_first
+    assert topic_detail(gateway, kept_id, 3)["interested_users"] == 1  # its own users only again
     # activating a version again (twice) doubles nothing
     promote(gateway, tmp_path, f"m2-{run}")
     promote(gateway, tmp_path, f"m2-{run}")
     assert merged_view() == expected
+    assert topic_detail(gateway, kept_id, 3)["interested_users"] == 2
     # the next retrain keeps the merged topic: what it absorbed passes on with it
     third = _hand_version(gateway, tmp_path, f"m3-{run}", np.stack([merged, hair, sun]))
     assert third.ids == second.ids

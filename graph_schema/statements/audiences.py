@@ -32,14 +32,38 @@ _MATCH = """
     MATCH (t:{label} {{id: $target}})<-[x:{rel}]-(u:User)
     WITH u, x
     WHERE ($active_since IS NULL OR x.last_ts >= $active_since) AND coalesce(u.flagged_bot, false) = false
-    WITH u, x, x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
-    WITH u, x, weight, toInteger(floor(weight * {scale}.0)) AS rank
+    WITH u, x.last_ts AS last_ts, {events} AS events,
+         x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
+"""
+
+# A topic's audience also holds the users of the retired topics it absorbs while its version is
+# active (HAS_TOPIC.absorbs, as USER_TOPIC_ITEMS reads a user's interests): a user's edges to the
+# topic and to what it absorbs are one interest, their decayed weights and events summed and the
+# latest time kept. A retired topic is one no item is ABOUT (a rollback makes it active again).
+_TOPIC_MATCH = """
+    MATCH (t:Topic {{id: $target}})
+    OPTIONAL MATCH (:ModelVersion {{active: true}})-[h:HAS_TOPIC]->(t)
+    WITH t, coalesce(h.absorbs, []) AS absorbed
+    OPTIONAL MATCH (s:Topic)
+    WHERE s.id IN absorbed AND NOT (s)<-[:ABOUT]-(:Item)
+    WITH t, collect(s) AS retired
+    UNWIND [t] + retired AS counted
+    MATCH (counted)<-[x:INTERESTED_IN]-(u:User)
+    WITH u, x
+    WHERE coalesce(u.flagged_bot, false) = false
+    WITH u, max(x.last_ts) AS last_ts, sum(x.count) AS events,
+         sum(x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms)) AS weight
+    WHERE $active_since IS NULL OR last_ts >= $active_since
+"""
+
+_RANK = """
+    WITH u, last_ts, events, weight, toInteger(floor(weight * {scale}.0)) AS rank
     WHERE weight >= $min_weight
 """
 
 _PAGE = """
       AND ($after_rank IS NULL OR rank < $after_rank OR (rank = $after_rank AND u.id > $after_id))
-    RETURN u.id AS user_id, weight, rank, {events} AS events, x.last_ts AS last_ts
+    RETURN u.id AS user_id, weight, rank, events, last_ts
     ORDER BY rank DESC, user_id
     LIMIT $limit
 """
@@ -59,7 +83,8 @@ _EXAMPLE = {
 
 def _render(kind: str, tail: str) -> str:
     label, rel = AUDIENCE_TARGETS[kind]
-    return _MATCH.format(label=label, rel=rel, scale=RANK_SCALE) + tail.format(events=_EVENTS[rel])
+    match = _TOPIC_MATCH if kind == "topic" else _MATCH
+    return (match + _RANK).format(label=label, rel=rel, events=_EVENTS[rel], scale=RANK_SCALE) + tail
 
 
 AUDIENCE_PAGE: dict[str, Statement] = {

@@ -189,7 +189,9 @@ USER_TOPIC_ITEMS = read(
     items=10,
 )
 
-# One topic with its most central items and how many users are interested in it.
+# One topic with its most central items and how many users are interested in it: while its
+# version is active, the users of the retired topics it absorbs count too (each user once), as
+# USER_TOPIC_ITEMS and the topic audiences read them.
 TOPIC_DETAIL = read(
     "topic_detail",
     """
@@ -198,8 +200,15 @@ TOPIC_DETAIL = read(
     WITH t, i, a ORDER BY a.score DESC
     WITH t, collect(CASE WHEN i IS NULL THEN NULL
                          ELSE {id: i.id, title: i.title, score: a.score} END) AS items
-    OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(t)
-    RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items, count(u) AS users
+    OPTIONAL MATCH (:ModelVersion {active: true})-[h:HAS_TOPIC]->(t)
+    WITH t, items, coalesce(h.absorbs, []) AS absorbed
+    OPTIONAL MATCH (s:Topic)
+    WHERE s.id IN absorbed AND NOT (s)<-[:ABOUT]-(:Item)
+    WITH t, items, collect(s) AS retired
+    UNWIND [t] + retired AS counted
+    OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(counted)
+    RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items,
+           count(DISTINCT u) AS users
     """,
     topic_id="topic-1",
     items=10,
