@@ -150,6 +150,13 @@ def _link(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
     assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
     assert count(gw, "(n)") == 3  # no node created for 'missing'
+    if rel == "SUBCATEGORY_OF":
+        # a link that would close a loop (b under a, a under itself) is not written
+        query(gw, "CREATE (:Category {id: 'c'})")
+        loops = [{source_key: "b", target_key: "a"}, {source_key: "a", target_key: "a"}]
+        closing = gw.write(st, {"rows": [*loops, {source_key: "c", target_key: "a"}]})
+        assert closing.relationships_created == 1
+        assert count(gw, "(:Category)-[:SUBCATEGORY_OF]->(:Category {id: 'a'})") == 1  # c's only
 
 
 @effect("link_item_made_by_brand")
@@ -382,6 +389,8 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         "category_links": [
             {"child_id": "Face", "parent_id": "Beauty"},
             {"child_id": "Hair", "parent_id": "Face"},
+            # would close a loop with the stored Hair -> Face (a concurrent writer's path): not written
+            {"child_id": "Face", "parent_id": "Hair"},
         ],
         "pairs": [
             # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).

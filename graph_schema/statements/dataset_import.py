@@ -86,8 +86,18 @@ LINK_ITEM_BRANDS = write(
     rows=[{"item_id": "B0001", "brand_id": "Olay"}],
 )
 LINK_ITEM_CATEGORIES = _link_statement(Label.ITEM, Rel.IN_CATEGORY, Label.CATEGORY, "item_id", "category_id")
-LINK_CATEGORY_PARENTS = _link_statement(
-    Label.CATEGORY, Rel.SUBCATEGORY_OF, Label.CATEGORY, "child_id", "parent_id"
+# A link that would close a loop is not written (the importer refuses such files first; this
+# holds against a concurrent writer, as the catalogue's path links do).
+LINK_CATEGORY_PARENTS = write(
+    "link_category_subcategory_of_category",
+    """
+    UNWIND $rows AS r
+    MATCH (a:Category {id: r.child_id})
+    MATCH (b:Category {id: r.parent_id})
+    WHERE NOT (b)-[:SUBCATEGORY_OF*0..]->(a)
+    MERGE (a)-[:SUBCATEGORY_OF]->(b)
+    """,
+    rows=[{"child_id": "Lips", "parent_id": "Makeup"}],
 )
 # Knowledge edges of every relation are rendered in graph_schema.statements.knowledge; these are
 # the built-in co-purchase ones (rows: head, relation, tail).

@@ -146,10 +146,15 @@ ITEM_FACTS = """
         ON CREATE SET c.name = category_id, c.created_at = $now
         MERGE (i)-[:IN_CATEGORY]->(c))
 """
+# A link that would close a loop is not written. Writers refuse such paths before they write
+# (kgrec.category_tree); this keeps the stored tree free of loops when two writers' paths close
+# one together, each check having read the tree without the other's link. (FalkorDB does not show
+# a statement the links its own earlier rows wrote; the writers' check covers a batch's own.)
 CATEGORY_PATH_LINKS = """
     UNWIND $category_links AS link
     MATCH (child:Category {id: link.child_id})
     MATCH (parent:Category {id: link.parent_id})
+    WHERE NOT (parent)-[:SUBCATEGORY_OF*0..]->(child)
     MERGE (child)-[:SUBCATEGORY_OF]->(parent)
 """
 ITEM_FACT_LINKS = ITEM_FACTS + "    WITH count(*) AS stage\n" + CATEGORY_PATH_LINKS.lstrip("\n")
