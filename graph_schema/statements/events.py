@@ -74,7 +74,9 @@ _PAIR_ROW = {
 # loses the other's counts. An item whose price, brand or categories the batch changes is
 # stamped with a new catalogue revision, as a catalogue write is, so serving lays the change
 # over its model within a second (kgrec.catalogue); a batch that changes none leaves the
-# revision alone, so event batches do not all queue on its node.
+# revision alone, so event batches do not all queue on its node. The items are read first and
+# written after the revision is bumped: on Neo4j both this and a catalogue write then lock the
+# revision before the items, so the two never wait on each other's locks in opposite orders.
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
@@ -102,23 +104,25 @@ _BEFORE_PAIRS = (
     WITH it, i, held_price, count(held) AS held_brands
     OPTIONAL MATCH (i)-[:IN_CATEGORY]->(hc:Category)
     WITH it, i, held_price, held_brands, collect(hc.id) AS held_categories
-    SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price)
-    WITH it, i, CASE WHEN held_brands = 0 THEN it.brands ELSE [] END AS brands,
-         (held_brands = 0 AND size(it.brands) > 0)
-         OR any(category_id IN it.categories WHERE NOT category_id IN held_categories)
-         OR (it.price IS NOT NULL AND (held_price IS NULL OR it.price <> held_price)) AS changed
-"""
-    + ITEM_FACTS
-    + """
-    WITH collect(CASE WHEN changed THEN i END) AS changed_items
-    FOREACH (bump IN CASE WHEN size(changed_items) > 0 THEN [1] ELSE [] END |
+    WITH collect(it) AS its, collect(i) AS nodes,
+         collect(CASE WHEN held_brands = 0 THEN it.brands ELSE [] END) AS new_brands,
+         collect((held_brands = 0 AND size(it.brands) > 0)
+                 OR any(category_id IN it.categories WHERE NOT category_id IN held_categories)
+                 OR (it.price IS NOT NULL AND (held_price IS NULL OR it.price <> held_price))) AS changes
+    FOREACH (bump IN CASE WHEN true IN changes THEN [1] ELSE [] END |
         MERGE (rev:Revision {id: 'catalogue'})
         ON CREATE SET rev.revision = 0, rev.created_at = $now
         SET rev.revision = rev.revision + 1, rev.updated_at = $now)
-    WITH changed_items
+    WITH its, nodes, new_brands, changes
     OPTIONAL MATCH (rev:Revision {id: 'catalogue'})
-    FOREACH (changed_item IN changed_items |
-        SET changed_item.revision = rev.revision, changed_item.updated_at = $now)
+    UNWIND range(0, size(its) - 1) AS k
+    WITH its[k] AS it, nodes[k] AS i, new_brands[k] AS brands, changes[k] AS changed, rev
+    SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price),
+        i.revision = CASE WHEN changed THEN rev.revision ELSE i.revision END,
+        i.updated_at = CASE WHEN changed THEN $now ELSE i.updated_at END
+"""
+    + ITEM_FACTS
+    + """
     WITH count(*) AS stage
 """
     + CATEGORY_PATH_LINKS
