@@ -129,7 +129,6 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "rate_minute",
     "rate_count",
     # Event (idempotency keys)
-    "ts",
     "received_at",
     # interaction and interest edges
     "weight",
