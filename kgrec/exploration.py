@@ -48,7 +48,7 @@ import numpy as np
 
 from graph_schema.statements.exploration import ITEM_TOPICS
 from kgrec.config import Settings
-from kgrec.diversity import ItemGroups
+from kgrec.diversity import CapCounter, Diversity, ItemGroups
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ImpressionStore
 from kgrec.recommender import Recommender
@@ -192,7 +192,13 @@ class Exploration:
         self._script: Any = None
 
     def page(
-        self, model: Recommender, user_id: str, history_rows: Sequence[Mapping[str, Any]], offset: int, k: int
+        self,
+        model: Recommender,
+        user_id: str,
+        history_rows: Sequence[Mapping[str, Any]],
+        offset: int,
+        k: int,
+        diversity: Diversity,
     ) -> Page:
         """The exploration of this request's page (:data:`NONE` when off or not a new user).
 
@@ -209,7 +215,8 @@ class Exploration:
             return NONE
         if offset != 0:
             return LaterPage(self, model, user_id)
-        return ExploredPage(self, user_id, slots, frozenset(r["item_id"] for r in history_rows))
+        history = frozenset(r["item_id"] for r in history_rows)
+        return ExploredPage(self, user_id, slots, history, diversity)
 
     def arms(self, model: Recommender, gateway: GraphGateway) -> Arms:
         """The arms of ``model``'s version (built once per version; one graph read for the topics).
@@ -269,9 +276,13 @@ class Page:
         return rank
 
     def fill(
-        self, model: Recommender, items: list[dict[str, Any]], gateway: GraphGateway
+        self,
+        model: Recommender,
+        items: list[dict[str, Any]],
+        gateway: GraphGateway,
+        groups: ItemGroups | None = None,
     ) -> list[dict[str, Any]]:
-        """The page's items."""
+        """The page's items (``groups``: the brands and categories the page's caps count)."""
         return items
 
 
@@ -310,11 +321,19 @@ class LaterPage(Page):
 class ExploredPage(Page):
     """One new user's first page: sees the ranking's ``allowed`` mask, then fills the explored slots."""
 
-    def __init__(self, exploration: Exploration, user_id: str, slots: int, history: frozenset[str]) -> None:
+    def __init__(
+        self,
+        exploration: Exploration,
+        user_id: str,
+        slots: int,
+        history: frozenset[str],
+        diversity: Diversity,
+    ) -> None:
         self.exploration = exploration
         self.user_id = user_id
         self.slots = slots
         self.history = history
+        self.diversity = diversity
         self.allowed: np.ndarray | None = None
 
     def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
@@ -327,9 +346,18 @@ class ExploredPage(Page):
         return watched
 
     def fill(
-        self, model: Recommender, items: list[dict[str, Any]], gateway: GraphGateway
+        self,
+        model: Recommender,
+        items: list[dict[str, Any]],
+        gateway: GraphGateway,
+        groups: ItemGroups | None = None,
     ) -> list[dict[str, Any]]:
-        """``items`` with the explored slots filled (each marked ``explore: <arm>``)."""
+        """``items`` with the explored slots filled (each marked ``explore: <arm>``).
+
+        With diversity caps (and the page's ``groups``), an explored item keeps every brand and
+        category within its cap; a slot no arm can fill that way keeps its ranked item, unless
+        that one breaks a cap too (then the page cannot hold it, and the slot is explored).
+        """
         free = [k for k, item in enumerate(items) if not item.get("rules")]
         positions = spread(free, self.slots)
         if not positions:
@@ -343,24 +371,62 @@ class ExploredPage(Page):
         order, samples = draw(arms, state, seed_of(self.user_id, state.impressions, state.newest))
         taken = {item["item_id"] for item in items}
         item_ids = model.artifacts.item_ids
+        index = model.item_index
+        counter = CapCounter(groups, self.diversity) if groups is not None and self.diversity.active else None
+        if counter is not None:
+            replaced = set(positions)
+            for n, item in enumerate(items):
+                if n not in replaced and item["item_id"] in index:
+                    counter.add(index[item["item_id"]])
         filled = list(items)
-        chosen = iter(order.tolist())
+        left = order.tolist()  # the arms in draw order, each one showing at most one item
         for position in positions:
-            for arm in chosen:
-                row = self._pick(arms.rows[arm], item_ids, taken, state.items)
-                if row is not None:
-                    taken.add(item_ids[row])
-                    filled[position] = {
-                        "item_id": item_ids[row],
-                        "score": float(f"{samples[arm]:.6g}"),
-                        "rules": [],
-                        "explore": arms.ids[arm],
-                    }
-                    break
+            picked = self._choose(arms, left, item_ids, taken, state.items, counter)
+            if picked is None and counter is not None:
+                ranked = index.get(items[position]["item_id"])
+                if ranked is not None and counter.fits(ranked):
+                    counter.add(ranked)
+                    continue
+                picked = self._choose(arms, left, item_ids, taken, state.items, None)
+            if picked is None:
+                continue
+            arm, row = picked
+            taken.add(item_ids[row])
+            if counter is not None:
+                counter.add(row)
+            filled[position] = {
+                "item_id": item_ids[row],
+                "score": float(f"{samples[arm]:.6g}"),
+                "rules": [],
+                "explore": arms.ids[arm],
+            }
         return filled
 
+    def _choose(
+        self,
+        arms: Arms,
+        left: list[int],
+        item_ids: Sequence[str],
+        taken: set[str],
+        shown: frozenset[str],
+        counter: CapCounter | None,
+    ) -> tuple[int, int] | None:
+        """The first arm of ``left`` with an item the page may show, and that item's row; the arm
+        leaves ``left``."""
+        for n, arm in enumerate(left):
+            row = self._pick(arms.rows[arm], item_ids, taken, shown, counter)
+            if row is not None:
+                del left[n]
+                return arm, row
+        return None
+
     def _pick(
-        self, rows: np.ndarray, item_ids: Sequence[str], taken: set[str], shown: frozenset[str]
+        self,
+        rows: np.ndarray,
+        item_ids: Sequence[str],
+        taken: set[str],
+        shown: frozenset[str],
+        counter: CapCounter | None = None,
     ) -> int | None:
         """The arm's most popular item the page may show that no explored slot showed the user yet,
         else its most popular one the page may show (an arm tried again shows its next item)."""
@@ -371,6 +437,8 @@ class ExploredPage(Page):
             if allowed is not None and (row >= allowed.size or not allowed[row]):
                 continue
             if item in taken or item in self.history:
+                continue
+            if counter is not None and not counter.fits(row):
                 continue
             if item not in shown:
                 return row

@@ -420,7 +420,8 @@ class Serving:
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
         # new users: explored slots on their first page (kgrec/exploration.py)
-        explore = self.exploration.page(model, user_id, history.rows, offset, k)
+        explore = self.exploration.page(model, user_id, history.rows, offset, k, diversity)
+        snapshot = self.catalogue()
         items = self._page(
             model,
             explore.watch(rank),
@@ -431,8 +432,10 @@ class Serving:
             diversity=diversity,
             context=context,
             excluded=excluded[0],
+            snapshot=snapshot,
         )
-        items = explore.fill(model, items, self.gateway)
+        groups = self.groups(snapshot.facts(model)) if diversity.active else None
+        items = explore.fill(model, items, self.gateway, groups)
         if explain:
             paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history, places=1)
             for item in items:

@@ -9,10 +9,12 @@ records nothing).
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ class Shop:
     settings: Settings  # the shop's graph, exploration at its defaults (share 0.2, 5 events)
     api: ApiProcess
     leaf_of: dict[str, str]  # item -> its leaf category
+    brand_of: dict[str, str]  # item -> its brand
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,8 @@ def shop(
             gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version="explore-v1"
         )
     leaf_of = leaves(folder)
+    with open(folder / "items.csv", newline="") as handle:
+        brand_of = {row["item_id"]: row["brand"] for row in csv.DictReader(handle)}
     api = ApiProcess(
         {
             "KGREC_DATA_DIR": str(local.data_dir),
@@ -88,7 +93,7 @@ def shop(
         log=tmp / "api.log",
     ).start()
     try:
-        yield Shop(local, api, leaf_of)
+        yield Shop(local, api, leaf_of, brand_of)
     finally:
         api.stop()
 
@@ -174,6 +179,16 @@ def test_a_new_user_paging_on_sees_no_item_twice(shop: Shop) -> None:
         assert not set(ids) & set(shown), offset
         shown += ids
     assert len(shown) == len(set(shown)) == 40
+
+
+def test_explored_slots_keep_the_diversity_caps(shop: Shop) -> None:
+    # An explored item of a brand (category) the page already holds broke the cap.
+    for n in range(6):
+        for cap, group_of in (("max_per_brand", shop.brand_of), ("max_per_category", shop.leaf_of)):
+            body = page(shop, f"diverse-{n}-{uuid.uuid4().hex[:8]}", k=10, **{cap: 1})
+            assert len(explored(body)) == 2 and len(body["items"]) == 10
+            groups = Counter(group_of[i["item_id"]] for i in body["items"])
+            assert max(groups.values()) == 1, (cap, groups, body["items"])
 
 
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
