@@ -9,7 +9,8 @@ The rule (README, "Exploration for new users"):
   0.2: 2 of 10, 4 of 20, 1 of 1 to 7), spread evenly over the page (for ``k=10``: positions 5 and
   10; for ``k=20``: 5, 10, 15, 20). Items a business rule pinned or boosted keep their slots; the
   items an explored slot replaces are not shown on that page; the user's later pages leave out
-  the items explored slots showed them, so paging on shows no item twice.
+  the items explored slots showed them, so paging on shows no item twice (a later page settles
+  the host's impression journals first: it may come a moment after the first page).
   ``KGREC_EXPLORE_SHARE=0`` switches exploration off: serving then does exactly what it did before.
 - **Arms.** Every most specific category (``category:<id>``) and every topic (``topic:<id>``) with
   at least :data:`MIN_ARM_ITEMS` items the model knows. An arm offers its most popular items (the
@@ -303,6 +304,9 @@ class LaterPage(Page):
 
         def watched(n: int, allowed: np.ndarray | None) -> R:
             try:
+                # The first page may have been answered a moment ago, by this worker or another
+                # one of the host: its impression must be in the stream before the state is read.
+                self.exploration.store.settle()
                 shown = self.exploration.state(self.user_id).items
             except GraphUnavailable as exc:  # the page still answers
                 log.warning("explored items not left out of a later page: %s", exc)

@@ -191,6 +191,17 @@ def test_explored_slots_keep_the_diversity_caps(shop: Shop) -> None:
             assert max(groups.values()) == 1, (cap, groups, body["items"])
 
 
+def test_a_new_user_paging_at_once_sees_no_item_twice(shop: Shop) -> None:
+    # An infinite scroll asks for the next pages before the first page's impression is shipped.
+    for n in range(3):
+        user = f"scroller-{n}-{uuid.uuid4().hex[:8]}"
+        shown = [
+            i["item_id"] for offset in (0, 20, 40) for i in page(shop, user, k=20, offset=offset)["items"]
+        ]
+        assert len(shown) == 60
+        assert len(set(shown)) == 60, [i for i in set(shown) if shown.count(i) > 1]
+
+
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
     user = f"regular-{uuid.uuid4().hex[:8]}"
     items = [i["item_id"] for i in page(shop, "warm-up", k=MAX_EVENTS)["items"]]
