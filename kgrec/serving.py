@@ -420,14 +420,15 @@ class Serving:
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
         # new users: explored slots on their first page (kgrec/exploration.py)
-        explore = self.exploration.page(model, user_id, history.rows, offset, k, diversity)
+        answer_filters = {**filters.as_dict(), **diversity.as_dict()}
+        explore = self.exploration.page(model, user_id, history.rows, offset, k, diversity, answer_filters)
         snapshot = self.catalogue()
         items = self._page(
             model,
             explore.watch(rank),
             surface="recommendations",
             k=k,
-            offset=offset,
+            offset=explore.cut_at(offset),
             filters=filters,
             diversity=diversity,
             context=context,
@@ -448,7 +449,7 @@ class Serving:
             "cold_start": not history.entries,
             "k": k,
             "offset": offset,
-            "filters": {**filters.as_dict(), **diversity.as_dict()},
+            "filters": answer_filters,
             "items": items,
             **(
                 {"reason": cold_start_reason(topics, searched is not None and searched.shown(model, items))}

@@ -202,6 +202,37 @@ def test_a_new_user_paging_at_once_sees_no_item_twice(shop: Shop) -> None:
         assert len(set(shown)) == 60, [i for i in set(shown) if shown.count(i) > 1]
 
 
+@pytest.mark.parametrize("caps", [{}, {"max_per_brand": 100}], ids=["plain", "with-caps"])
+def test_the_ranked_items_explored_slots_displaced_come_on_the_next_page(
+    shop: Shop, caps: dict[str, int]
+) -> None:
+    off = Serving(shop.settings.with_overrides(explore_share=0.0))
+    try:
+        reference = [  # what a new user's pages show without exploration
+            i["item_id"]
+            for offset in (0, 100)
+            for i in off.recommendations(
+                "nobody-new", k=100, offset=offset, exclude="seen", filters=ItemFilters(), explain=False
+            )["items"]
+        ]
+    finally:
+        off.close()
+    user = f"completist-{uuid.uuid4().hex[:8]}"
+    first = page(shop, user, k=20, **caps)  # caps that bind nothing: the later pages find this page by them
+    shown = [i["item_id"] for i in first["items"]]
+    displaced = [i for i in reference[:20] if i not in shown]
+    assert len(displaced) == 4
+    second = page(shop, user, k=20, offset=20, **caps)["items"]
+    # they lead the next page: they rank above the rest (items of one score come in any order)
+    assert set(displaced) <= {i["item_id"] for i in second}
+    assert [i["score"] for i in second] == sorted((i["score"] for i in second), reverse=True)
+    shown += [i["item_id"] for i in second]
+    for offset in range(40, len(reference) + 20, 20):
+        shown += [i["item_id"] for i in page(shop, user, k=20, offset=offset, **caps)["items"]]
+    assert len(shown) == len(set(shown))
+    assert set(reference) <= set(shown), [i for i in reference if i not in shown]
+
+
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
     user = f"regular-{uuid.uuid4().hex[:8]}"
     items = [i["item_id"] for i in page(shop, "warm-up", k=MAX_EVENTS)["items"]]
