@@ -76,6 +76,37 @@ class ItemGroups:
         return {row: self.categories_of(row) for row in rows}
 
 
+class CapCounter:
+    """The brands and most specific categories one page holds so far, against a request's caps."""
+
+    def __init__(self, groups: ItemGroups, caps: Diversity) -> None:
+        self.groups = groups
+        self.caps = caps
+        self.brands: Counter[int] = Counter()
+        self.categories: Counter[int] = Counter()
+
+    def _brand(self, row: int) -> int:
+        brand = self.groups.brand
+        return int(brand[row]) if row < brand.size else -1
+
+    def fits(self, row: int) -> bool:
+        """Whether item ``row`` can join the page without taking a brand or category over its cap."""
+        caps = self.caps
+        brand = self._brand(row)
+        if caps.max_per_brand is not None and brand >= 0 and self.brands[brand] >= caps.max_per_brand:
+            return False
+        return caps.max_per_category is None or all(
+            self.categories[c] < caps.max_per_category for c in self.groups.categories_of(row)
+        )
+
+    def add(self, row: int) -> None:
+        """Count item ``row`` as on the page."""
+        brand = self._brand(row)
+        if brand >= 0:
+            self.brands[brand] += 1
+        self.categories.update(self.groups.categories_of(row))
+
+
 def diversify(ranked: Ranking, groups: ItemGroups, k: int, caps: Diversity, upto: int) -> Ranking:
     """The first ``upto`` items of ``ranked`` reordered page by page (pages of ``k``) under ``caps``."""
     if not caps.active or not len(ranked):
@@ -84,25 +115,15 @@ def diversify(ranked: Ranking, groups: ItemGroups, k: int, caps: Diversity, upto
     ordered: list[int] = []  # positions in ``ranked``
     positions = list(range(len(queue)))
     while positions and len(ordered) < upto:
-        brands: Counter[int] = Counter()
-        categories: Counter[int] = Counter()
+        counter = CapCounter(groups, caps)
         page: list[int] = []
         for position in positions:
             if len(page) == k:
                 break
             row = queue[position]
-            brand = int(groups.brand[row]) if row < groups.brand.size else -1
-            cats = groups.categories_of(row)
-            if caps.max_per_brand is not None and brand >= 0 and brands[brand] >= caps.max_per_brand:
-                continue
-            if caps.max_per_category is not None and any(
-                categories[c] >= caps.max_per_category for c in cats
-            ):
-                continue
-            page.append(position)
-            if brand >= 0:
-                brands[brand] += 1
-            categories.update(cats)
+            if counter.fits(row):
+                page.append(position)
+                counter.add(row)
         if len(page) < k:  # not enough diverse items left: the best skipped ones fill the page
             taken = set(page)
             page += [p for p in positions if p not in taken][: k - len(page)]

@@ -8,15 +8,18 @@ The rule (README, "Exploration for new users"):
 - **How many slots.** ``max(1, round(KGREC_EXPLORE_SHARE × k))`` of the ``k`` slots (default share
   0.2: 2 of 10, 4 of 20, 1 of 1 to 7), spread evenly over the page (for ``k=10``: positions 5 and
   10; for ``k=20``: 5, 10, 15, 20). Items a business rule pinned or boosted keep their slots; the
-  items an explored slot replaces are not shown on that page; the user's later pages leave out
-  the items explored slots showed them, so paging on shows no item twice.
+  items an explored slot replaces are not shown on that page but lead the next one: the user's
+  later pages are cut from the ranking without what their first page (same filters) and any
+  explored slot showed them, at ``offset`` less the first page's length, so paging on shows no
+  item twice and skips none (a later page settles the host's impression journals first: it may
+  come a moment after the first page).
   ``KGREC_EXPLORE_SHARE=0`` switches exploration off: serving then does exactly what it did before.
 - **Arms.** Every most specific category (``category:<id>``) and every topic (``topic:<id>``) with
   at least :data:`MIN_ARM_ITEMS` items the model knows. An arm offers its most popular items (the
   model's popularity counts), skipping items outside the request's ``allowed`` mask (filters,
   unavailable or hidden items, block rules: the very mask the ranking used), the user's history,
   and the items already on the page, and preferring items no explored slot showed the user yet
-  (so an arm tried again shows its next item).
+  (so an arm tried again shows its next item); with diversity caps, also items over a cap.
 - **Draw.** Each arm's click probability has a Beta(1 + clicks, 1 + shown − clicks) posterior;
   one sample per arm, and the slots go to the arms with the highest samples (one item per arm),
   each explored item's ``score`` being its arm's sample and its ``explore`` field the arm. The
@@ -48,7 +51,7 @@ import numpy as np
 
 from graph_schema.statements.exploration import ITEM_TOPICS
 from kgrec.config import Settings
-from kgrec.diversity import ItemGroups
+from kgrec.diversity import CapCounter, Diversity, ItemGroups
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ImpressionStore
 from kgrec.recommender import Recommender
@@ -62,23 +65,44 @@ ARM_CACHE = 5  # model versions whose arms a process keeps (the active one and e
 
 R = TypeVar("R")
 
-# KEYS: the user's impression list. ARGV: the stream, the attributed hashes' key prefix.
-# Field ``a`` of an impression is its explored items' arms (ImpressionStore.record's ``explored``).
-# Returns how many impressions the list holds and the newest one's id, then for each one with
-# explored items the JSON of its arms and the values of its attributed hash (events as JSON, and
-# outcome flags).
+# KEYS: the user's impression list. ARGV: the stream, the attributed hashes' key prefix, and the
+# filters (JSON) of a later page asking for its first page ('' for none).
+# Field ``a`` of an impression is its explored items' arms (ImpressionStore.record's ``explored``),
+# so an impression with it is a first page. Returns how many impressions the list holds, the newest
+# one's id and the journal line of the newest one with explored items and these very filters (''
+# when none is wanted or found), then for each one with explored items the JSON of its arms and
+# the values of its attributed hash (events as JSON, and outcome flags).
 _STATE = """
+local function same(a, b)
+  if type(a) ~= 'table' then return false end
+  for key, value in pairs(a) do
+    if b[key] ~= value then return false end
+  end
+  for key in pairs(b) do
+    if a[key] == nil then return false end
+  end
+  return true
+end
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-local out = {#ids, ids[1] or ''}
+local wanted = nil
+if ARGV[3] ~= '' then wanted = cjson.decode(ARGV[3]) end
+local out = {#ids, ids[1] or '', ''}
 for _, id in ipairs(ids) do
   local rows = redis.call('XRANGE', ARGV[1], id, id, 'COUNT', 1)
   if #rows > 0 then
-    local fields = rows[1][2]
+    local fields, arms, line = rows[1][2], nil, nil
     for j = 1, #fields, 2 do
       if fields[j] == 'a' then
-        out[#out + 1] = fields[j + 1]
-        out[#out + 1] = redis.call('HVALS', ARGV[2] .. id)
-        break
+        arms = fields[j + 1]
+      elseif fields[j] == 'j' then
+        line = fields[j + 1]
+      end
+    end
+    if arms then
+      out[#out + 1] = arms
+      out[#out + 1] = redis.call('HVALS', ARGV[2] .. id)
+      if wanted and out[3] == '' and line and same(cjson.decode(line).f, wanted) then
+        out[3] = line
       end
     end
   end
@@ -142,6 +166,7 @@ class ArmState:
     clicked: dict[str, int]
     items: frozenset[str] = frozenset()  # the items explored slots showed the user already
     newest: str = ""  # the id of the user's newest impression ("" before the first)
+    first_page: tuple[str, ...] = ()  # what the newest explored first page with the asked filters showed
 
 
 def parse_state(reply: Sequence[Any]) -> ArmState:
@@ -149,7 +174,7 @@ def parse_state(reply: Sequence[Any]) -> ArmState:
     shown: dict[str, int] = {}
     clicked: dict[str, int] = {}
     items: set[str] = set()
-    for arms_json, values in zip(reply[2::2], reply[3::2], strict=True):
+    for arms_json, values in zip(reply[3::2], reply[4::2], strict=True):
         arms: dict[str, str] = json.loads(arms_json)
         engaged = set()
         for value in values:
@@ -162,7 +187,8 @@ def parse_state(reply: Sequence[Any]) -> ArmState:
             if item_id in engaged:
                 clicked[arm] = clicked.get(arm, 0) + 1
     newest = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-    return ArmState(int(reply[0]), shown, clicked, frozenset(items), newest)
+    first_page = tuple(item_id for item_id, _score in json.loads(reply[2])["i"]) if reply[2] else ()
+    return ArmState(int(reply[0]), shown, clicked, frozenset(items), newest, first_page)
 
 
 def seed_of(user_id: str, sequence: int, newest: str = "") -> int:
@@ -192,13 +218,21 @@ class Exploration:
         self._script: Any = None
 
     def page(
-        self, model: Recommender, user_id: str, history_rows: Sequence[Mapping[str, Any]], offset: int, k: int
+        self,
+        model: Recommender,
+        user_id: str,
+        history_rows: Sequence[Mapping[str, Any]],
+        offset: int,
+        k: int,
+        diversity: Diversity,
+        filters: Mapping[str, Any],
     ) -> Page:
         """The exploration of this request's page (:data:`NONE` when off or not a new user).
 
         No I/O here: ``history_rows`` are the rows of the history read serving made anyway. A new
-        user's later page (``offset`` > 0) reads their state when ranked, to leave out what
-        explored slots showed them.
+        user's later page (``offset`` > 0) reads their state when cut (:meth:`Page.cut_at`), to
+        leave out what their first page with the same ``filters`` (the answer's filters and caps)
+        and explored slots showed them.
         """
         slots = explored_slots(k, self.settings.explore_share)
         if not slots:
@@ -208,8 +242,9 @@ class Exploration:
         if events >= self.settings.explore_max_events:
             return NONE
         if offset != 0:
-            return LaterPage(self, model, user_id)
-        return ExploredPage(self, user_id, slots, frozenset(r["item_id"] for r in history_rows))
+            return LaterPage(self, model, user_id, filters)
+        history = frozenset(r["item_id"] for r in history_rows)
+        return ExploredPage(self, user_id, slots, history, diversity)
 
     def arms(self, model: Recommender, gateway: GraphGateway) -> Arms:
         """The arms of ``model``'s version (built once per version; one graph read for the topics).
@@ -248,8 +283,9 @@ class Exploration:
             return arms
         return None
 
-    def state(self, user_id: str) -> ArmState:
-        """What the user's impressions and attributions say about each arm (one round trip)."""
+    def state(self, user_id: str, filters: Mapping[str, Any] | None = None) -> ArmState:
+        """What the user's impressions and attributions say about each arm (one round trip); with a
+        later page's ``filters``, also what the user's newest explored first page with them showed."""
         store = self.store
         client = store.client()
         with self._lock:
@@ -257,21 +293,29 @@ class Exploration:
                 self._script = client.register_script(_STATE)
             script = self._script
         keys = [store.user_key(user_id)]
-        args = [store.stream, store.attributed_key("")]
+        args = [store.stream, store.attributed_key(""), "" if filters is None else json.dumps(filters)]
         return parse_state(store.run(lambda c: script(keys=keys, args=args, client=c)))
 
 
 class Page:
     """A page without exploration: the ranking and the items pass through unchanged."""
 
+    def cut_at(self, offset: int) -> int:
+        """Where in its ranking the page asked for at ``offset`` starts."""
+        return offset
+
     def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
         """The ranking function serving pages with."""
         return rank
 
     def fill(
-        self, model: Recommender, items: list[dict[str, Any]], gateway: GraphGateway
+        self,
+        model: Recommender,
+        items: list[dict[str, Any]],
+        gateway: GraphGateway,
+        groups: ItemGroups | None = None,
     ) -> list[dict[str, Any]]:
-        """The page's items."""
+        """The page's items (``groups``: the brands and categories the page's caps count)."""
         return items
 
 
@@ -279,25 +323,46 @@ NONE = Page()
 
 
 class LaterPage(Page):
-    """A new user's later page: ranked without the items explored slots showed them (on their first
-    page, where they replaced ranked items), so paging on shows no item twice."""
+    """A new user's later page, cut from the ranking without what their first page showed (with the
+    same filters) and without anything explored slots showed them, at ``offset`` less the first
+    page's length. So the ranked items explored slots displaced lead the second page, and paging
+    on shows no item twice."""
 
-    def __init__(self, exploration: Exploration, model: Recommender, user_id: str) -> None:
+    def __init__(
+        self, exploration: Exploration, model: Recommender, user_id: str, filters: Mapping[str, Any]
+    ) -> None:
         self.exploration = exploration
         self.model = model
         self.user_id = user_id
+        self.filters = filters
+        self._shown: tuple[list[int], int] | None = None
 
-    def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
-        """``rank`` with the explored items taken out of its ``allowed`` mask."""
-
-        def watched(n: int, allowed: np.ndarray | None) -> R:
+    def _left_out(self) -> tuple[list[int], int]:
+        """The rows of the items to leave out, and how many items the first page showed (read once)."""
+        if self._shown is None:
             try:
-                shown = self.exploration.state(self.user_id).items
+                # The first page may have been answered a moment ago, by this worker or another
+                # one of the host: its impression must be in the stream before the state is read.
+                self.exploration.store.settle()
+                state = self.exploration.state(self.user_id, self.filters)
             except GraphUnavailable as exc:  # the page still answers
                 log.warning("explored items not left out of a later page: %s", exc)
-                return rank(n, allowed)
-            index = self.model.item_index
-            rows = [index[i] for i in shown if i in index]
+                self._shown = ([], 0)
+            else:
+                index = self.model.item_index
+                rows = [index[i] for i in state.items.union(state.first_page) if i in index]
+                self._shown = (rows, len(state.first_page))
+        return self._shown
+
+    def cut_at(self, offset: int) -> int:
+        """``offset`` less the first page's length (the first page's items are not ranked)."""
+        return max(0, offset - self._left_out()[1])
+
+    def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
+        """``rank`` with the first page's and the explored items taken out of its ``allowed`` mask."""
+
+        def watched(n: int, allowed: np.ndarray | None) -> R:
+            rows = self._left_out()[0]
             if not rows:
                 return rank(n, allowed)
             mask = np.ones(self.model.facts.n_items, dtype=bool) if allowed is None else allowed.copy()
@@ -310,11 +375,19 @@ class LaterPage(Page):
 class ExploredPage(Page):
     """One new user's first page: sees the ranking's ``allowed`` mask, then fills the explored slots."""
 
-    def __init__(self, exploration: Exploration, user_id: str, slots: int, history: frozenset[str]) -> None:
+    def __init__(
+        self,
+        exploration: Exploration,
+        user_id: str,
+        slots: int,
+        history: frozenset[str],
+        diversity: Diversity,
+    ) -> None:
         self.exploration = exploration
         self.user_id = user_id
         self.slots = slots
         self.history = history
+        self.diversity = diversity
         self.allowed: np.ndarray | None = None
 
     def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
@@ -327,9 +400,18 @@ class ExploredPage(Page):
         return watched
 
     def fill(
-        self, model: Recommender, items: list[dict[str, Any]], gateway: GraphGateway
+        self,
+        model: Recommender,
+        items: list[dict[str, Any]],
+        gateway: GraphGateway,
+        groups: ItemGroups | None = None,
     ) -> list[dict[str, Any]]:
-        """``items`` with the explored slots filled (each marked ``explore: <arm>``)."""
+        """``items`` with the explored slots filled (each marked ``explore: <arm>``).
+
+        With diversity caps (and the page's ``groups``), an explored item keeps every brand and
+        category within its cap; a slot no arm can fill that way keeps its ranked item, unless
+        that one breaks a cap too (then the page cannot hold it, and the slot is explored).
+        """
         free = [k for k, item in enumerate(items) if not item.get("rules")]
         positions = spread(free, self.slots)
         if not positions:
@@ -343,24 +425,62 @@ class ExploredPage(Page):
         order, samples = draw(arms, state, seed_of(self.user_id, state.impressions, state.newest))
         taken = {item["item_id"] for item in items}
         item_ids = model.artifacts.item_ids
+        index = model.item_index
+        counter = CapCounter(groups, self.diversity) if groups is not None and self.diversity.active else None
+        if counter is not None:
+            replaced = set(positions)
+            for n, item in enumerate(items):
+                if n not in replaced and item["item_id"] in index:
+                    counter.add(index[item["item_id"]])
         filled = list(items)
-        chosen = iter(order.tolist())
+        left = order.tolist()  # the arms in draw order, each one showing at most one item
         for position in positions:
-            for arm in chosen:
-                row = self._pick(arms.rows[arm], item_ids, taken, state.items)
-                if row is not None:
-                    taken.add(item_ids[row])
-                    filled[position] = {
-                        "item_id": item_ids[row],
-                        "score": float(f"{samples[arm]:.6g}"),
-                        "rules": [],
-                        "explore": arms.ids[arm],
-                    }
-                    break
+            picked = self._choose(arms, left, item_ids, taken, state.items, counter)
+            if picked is None and counter is not None:
+                ranked = index.get(items[position]["item_id"])
+                if ranked is not None and counter.fits(ranked):
+                    counter.add(ranked)
+                    continue
+                picked = self._choose(arms, left, item_ids, taken, state.items, None)
+            if picked is None:
+                continue
+            arm, row = picked
+            taken.add(item_ids[row])
+            if counter is not None:
+                counter.add(row)
+            filled[position] = {
+                "item_id": item_ids[row],
+                "score": float(f"{samples[arm]:.6g}"),
+                "rules": [],
+                "explore": arms.ids[arm],
+            }
         return filled
 
+    def _choose(
+        self,
+        arms: Arms,
+        left: list[int],
+        item_ids: Sequence[str],
+        taken: set[str],
+        shown: frozenset[str],
+        counter: CapCounter | None,
+    ) -> tuple[int, int] | None:
+        """The first arm of ``left`` with an item the page may show, and that item's row; the arm
+        leaves ``left``."""
+        for n, arm in enumerate(left):
+            row = self._pick(arms.rows[arm], item_ids, taken, shown, counter)
+            if row is not None:
+                del left[n]
+                return arm, row
+        return None
+
     def _pick(
-        self, rows: np.ndarray, item_ids: Sequence[str], taken: set[str], shown: frozenset[str]
+        self,
+        rows: np.ndarray,
+        item_ids: Sequence[str],
+        taken: set[str],
+        shown: frozenset[str],
+        counter: CapCounter | None = None,
     ) -> int | None:
         """The arm's most popular item the page may show that no explored slot showed the user yet,
         else its most popular one the page may show (an arm tried again shows its next item)."""
@@ -371,6 +491,8 @@ class ExploredPage(Page):
             if allowed is not None and (row >= allowed.size or not allowed[row]):
                 continue
             if item in taken or item in self.history:
+                continue
+            if counter is not None and not counter.fits(row):
                 continue
             if item not in shown:
                 return row

@@ -420,19 +420,23 @@ class Serving:
             brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
         )
         # new users: explored slots on their first page (kgrec/exploration.py)
-        explore = self.exploration.page(model, user_id, history.rows, offset, k)
+        answer_filters = {**filters.as_dict(), **diversity.as_dict()}
+        explore = self.exploration.page(model, user_id, history.rows, offset, k, diversity, answer_filters)
+        snapshot = self.catalogue()
         items = self._page(
             model,
             explore.watch(rank),
             surface="recommendations",
             k=k,
-            offset=offset,
+            offset=explore.cut_at(offset),
             filters=filters,
             diversity=diversity,
             context=context,
             excluded=excluded[0],
+            snapshot=snapshot,
         )
-        items = explore.fill(model, items, self.gateway)
+        groups = self.groups(snapshot.facts(model)) if diversity.active else None
+        items = explore.fill(model, items, self.gateway, groups)
         if explain:
             paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history, places=1)
             for item in items:
@@ -445,7 +449,7 @@ class Serving:
             "cold_start": not history.entries,
             "k": k,
             "offset": offset,
-            "filters": {**filters.as_dict(), **diversity.as_dict()},
+            "filters": answer_filters,
             "items": items,
             **(
                 {"reason": cold_start_reason(topics, searched is not None and searched.shown(model, items))}

@@ -9,10 +9,12 @@ records nothing).
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ class Shop:
     settings: Settings  # the shop's graph, exploration at its defaults (share 0.2, 5 events)
     api: ApiProcess
     leaf_of: dict[str, str]  # item -> its leaf category
+    brand_of: dict[str, str]  # item -> its brand
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,8 @@ def shop(
             gateway, local, TrainConfig(epochs=1, use_ease=False), device="cpu", version="explore-v1"
         )
     leaf_of = leaves(folder)
+    with open(folder / "items.csv", newline="") as handle:
+        brand_of = {row["item_id"]: row["brand"] for row in csv.DictReader(handle)}
     api = ApiProcess(
         {
             "KGREC_DATA_DIR": str(local.data_dir),
@@ -88,7 +93,7 @@ def shop(
         log=tmp / "api.log",
     ).start()
     try:
-        yield Shop(local, api, leaf_of)
+        yield Shop(local, api, leaf_of, brand_of)
     finally:
         api.stop()
 
@@ -174,6 +179,58 @@ def test_a_new_user_paging_on_sees_no_item_twice(shop: Shop) -> None:
         assert not set(ids) & set(shown), offset
         shown += ids
     assert len(shown) == len(set(shown)) == 40
+
+
+def test_explored_slots_keep_the_diversity_caps(shop: Shop) -> None:
+    # An explored item of a brand (category) the page already holds broke the cap.
+    for n in range(6):
+        for cap, group_of in (("max_per_brand", shop.brand_of), ("max_per_category", shop.leaf_of)):
+            body = page(shop, f"diverse-{n}-{uuid.uuid4().hex[:8]}", k=10, **{cap: 1})
+            assert len(explored(body)) == 2 and len(body["items"]) == 10
+            groups = Counter(group_of[i["item_id"]] for i in body["items"])
+            assert max(groups.values()) == 1, (cap, groups, body["items"])
+
+
+def test_a_new_user_paging_at_once_sees_no_item_twice(shop: Shop) -> None:
+    # An infinite scroll asks for the next pages before the first page's impression is shipped.
+    for n in range(3):
+        user = f"scroller-{n}-{uuid.uuid4().hex[:8]}"
+        shown = [
+            i["item_id"] for offset in (0, 20, 40) for i in page(shop, user, k=20, offset=offset)["items"]
+        ]
+        assert len(shown) == 60
+        assert len(set(shown)) == 60, [i for i in set(shown) if shown.count(i) > 1]
+
+
+@pytest.mark.parametrize("caps", [{}, {"max_per_brand": 100}], ids=["plain", "with-caps"])
+def test_the_ranked_items_explored_slots_displaced_come_on_the_next_page(
+    shop: Shop, caps: dict[str, int]
+) -> None:
+    off = Serving(shop.settings.with_overrides(explore_share=0.0))
+    try:
+        reference = [  # what a new user's pages show without exploration
+            i["item_id"]
+            for offset in (0, 100)
+            for i in off.recommendations(
+                "nobody-new", k=100, offset=offset, exclude="seen", filters=ItemFilters(), explain=False
+            )["items"]
+        ]
+    finally:
+        off.close()
+    user = f"completist-{uuid.uuid4().hex[:8]}"
+    first = page(shop, user, k=20, **caps)  # caps that bind nothing: the later pages find this page by them
+    shown = [i["item_id"] for i in first["items"]]
+    displaced = [i for i in reference[:20] if i not in shown]
+    assert len(displaced) == 4
+    second = page(shop, user, k=20, offset=20, **caps)["items"]
+    # they lead the next page: they rank above the rest (items of one score come in any order)
+    assert set(displaced) <= {i["item_id"] for i in second}
+    assert [i["score"] for i in second] == sorted((i["score"] for i in second), reverse=True)
+    shown += [i["item_id"] for i in second]
+    for offset in range(40, len(reference) + 20, 20):
+        shown += [i["item_id"] for i in page(shop, user, k=20, offset=offset, **caps)["items"]]
+    assert len(shown) == len(set(shown))
+    assert set(reference) <= set(shown), [i for i in reference if i not in shown]
 
 
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
