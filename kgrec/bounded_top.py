@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from kgrec.ranking import Ranking
+from kgrec.ranking import Ranking, best_k
 
 # Float32 sums in a different order differ in the last bits: the bounds keep this
 # relative margin so that rounding never decides a proof.
@@ -75,8 +75,7 @@ def bounded_top(
         exact = lower + np.float32(weight) * (target[rows] @ query)
     else:
         exact = lower
-    top = np.argpartition(-exact, k - 1)[:k]
-    top = top[np.lexsort((rows[top], -exact[top]))]
+    top = best_k(exact, k, rows)
     unreached = reach * maxima[0] + maxima[1]
     kth = float(exact[top[-1]])
     if kth <= unreached + MARGIN * max(abs(kth), abs(unreached)):

@@ -33,13 +33,28 @@ class Ranking(NamedTuple):
         return list(zip([item_ids[r] for r in self.rows.tolist()], self.scores.tolist(), strict=True))
 
 
-def top_of(scores: np.ndarray, k: int) -> Ranking:
-    """The ``k`` best finite entries of one score row, best first (ties keep row order)."""
-    k = min(k, scores.size)
+def best_k(values: np.ndarray, k: int, keys: np.ndarray | None = None) -> np.ndarray:
+    """The positions of the ``k`` largest ``values``, largest first; equal values in ascending
+    ``keys`` order (default: position), so which of several equal values make the cut, and their
+    order, never depend on how the partition fell (nor on what else a mask removed)."""
+    k = min(k, values.size)
     if k <= 0:
-        return Ranking(NO_ROWS, np.zeros(0, dtype=np.float64))
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top], kind="stable")]
+        return NO_ROWS
+    top = np.argpartition(-values, k - 1)[:k]
+    kth = values[top].min()
+    if np.isfinite(kth):  # below that only non-finite values, which callers drop
+        above = top[values[top] > kth]  # every value above the k-th is in the partition's top
+        at = np.flatnonzero(values == kth)
+        if at.size > k - above.size:  # more equal values than places: the lowest keys take them
+            if keys is not None:
+                at = at[np.argsort(keys[at], kind="stable")]
+            top = np.concatenate([above, at[: k - above.size]])
+    return top[np.lexsort((top if keys is None else keys[top], -values[top]))]
+
+
+def top_of(scores: np.ndarray, k: int) -> Ranking:
+    """The ``k`` best finite entries of one score row, best first (ties in row order)."""
+    top = best_k(scores, k)
     values = scores[top]
     finite = np.isfinite(values)
     return Ranking(top[finite].astype(np.int64, copy=False), values[finite].astype(np.float64))
