@@ -105,7 +105,7 @@ def relation_kind(relation: str) -> str | None:
     the stand-in names ``r<remap_id>``, which say nothing about what they point at; the
     ``_r<remap_id>`` that :func:`unique_relation_names` appends is left out.
     """
-    if _STAND_IN.match(relation):
+    if _STAND_IN.fullmatch(relation):
         return None
     match = _LAST_SEGMENT.search(_SUFFIX.sub("", relation))
     return match.group(0).lower()[-MAX_KIND_LENGTH:] if match else None
@@ -157,7 +157,7 @@ class EntityKinds:
 
 def parse_index(token: str) -> int | None:
     """A remapped id: a non-negative ASCII integer (``007`` is 7); None for anything else."""
-    return int(token) if _INTEGER.match(token) else None
+    return int(token) if _INTEGER.fullmatch(token) else None
 
 
 def read_id_list(
