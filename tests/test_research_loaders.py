@@ -674,3 +674,23 @@ def test_a_demo_shop_converts_to_the_kgat_layout_and_reads_back(tmp_path: Path) 
     # brands and categories are not entities; any other attribute is, with the relation as its kind
     kinds = {e.kind for e in back.entities()}
     assert "produced_by" not in kinds and "belongs_to" not in kinds
+
+
+def test_one_stray_large_id_creates_no_phantom_items(tmp_path: Path) -> None:
+    """Without an item list or map, items are the indexes that occur, not ``range(1 + largest)``."""
+    kgat = tmp_path / "kgat"
+    kgat.mkdir()
+    (kgat / "train.txt").write_text("0 0 1\n1 99999999999\n")
+    (kgat / "test.txt").write_text("0 1\n")
+    (kgat / "kg_final.txt").write_text("0 0 5\n5 1 100000000000\n")
+    dataset = KgatDataset(kgat)
+    assert dataset.n_items() == 100_000_000_000
+    assert [i.item_id for i in dataset.items()] == ["0", "1", "5", "99999999999"]
+    assert list(dataset.triples())[1] == TripleRecord("5", "r1", "e:100000000000")
+    kgcn = tmp_path / "kgcn"
+    kgcn.mkdir()
+    (kgcn / "ratings_final.txt").write_text("0\t0\t1\n0\t1\t1\n1\t99999999999\t1\n")
+    (kgcn / "kg_final.txt").write_text("1 0 7\n7 0 100000000000\n")
+    dataset_kgcn = KgcnDataset(kgcn)
+    assert [i.item_id for i in dataset_kgcn.items()] == ["0", "1", "7", "99999999999"]
+    assert list(dataset_kgcn.triples())[1] == TripleRecord("7", "r0", "e:100000000000")

@@ -238,6 +238,7 @@ class KgatDataset:
         self.users = self._org_ids("user_list.txt", "user")
         self.item_ids = self._org_ids("item_list.txt", "item")
         self._n_items: int | None = None
+        self._seen_items: set[int] | None = None
         self._entities: dict[int, str] | None = None
         self._entity_names: dict[str, str] = {}
         self._relations: dict[int, str] | None = None
@@ -294,28 +295,44 @@ class KgatDataset:
         for name in self.SPLITS:
             yield from self.split(name)
 
+    def _split_items(self) -> set[int]:
+        """Every item index the splits name (read once; without an item list these are the items)."""
+        if self._seen_items is None:
+            self._seen_items = set()
+            for name in self.SPLITS:
+                with open_text(self._file(f"{name}.txt")) as handle:
+                    for line in handle:
+                        for token in line.split()[1:]:
+                            remap = parse_index(token)
+                            if remap is not None:
+                                self._seen_items.add(remap)
+        return self._seen_items
+
     def n_items(self) -> int:
         """Items are entities ``0 .. n_items-1``: the item list's size, else 1 + the largest split item."""
         if self._n_items is None:
             if self.item_ids is not None:
                 self._n_items = self._listed_items
             else:
-                largest = -1
-                for name in self.SPLITS:
-                    with open_text(self._file(f"{name}.txt")) as handle:
-                        for line in handle:
-                            for token in line.split()[1:]:
-                                remap = parse_index(token)
-                                if remap is not None:
-                                    largest = max(largest, remap)
-                self._n_items = largest + 1
+                self._n_items = max(self._split_items(), default=-1) + 1
         return self._n_items
 
     def items(self) -> Iterator[ItemRecord]:
-        """Every item of the item list (no titles or brands in this layout), else ``0 .. n_items-1``."""
+        """Every item of the item list (no titles or brands in this layout), else every item index
+        the splits or ``kg_final.txt`` name, in index order.
+
+        Only indexes that occur become items: one stray large id in a split moves the item/entity
+        boundary, but creates no item for each index below it.
+        """
         if self.item_ids is not None:
             return (ItemRecord(item_id) for item_id in self.item_ids.values())
-        return (ItemRecord(str(remap)) for remap in range(self.n_items()))
+        seen = set(self._split_items())
+        n_items = self.n_items()
+        path = find_file(self.folder, "kg_final.txt")
+        if path is not None:
+            for _, (h, _, t) in integer_lines(path, 3, Problems()):
+                seen.update(index for index in (h, t) if index < n_items)
+        return (ItemRecord(str(remap)) for remap in sorted(seen))
 
     def relation_names(self) -> dict[int, str]:
         """remap_id -> relation name, from ``relation_list.txt`` (empty without one: names are ``r<id>``)."""
