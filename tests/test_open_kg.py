@@ -23,6 +23,7 @@ from graph_schema.allow_list import Label
 from graph_schema.relation_names import RelationNameError, relationship_type
 from graph_schema.statements.events import ingest_events_statement
 from graph_schema.statements.knowledge import link_knowledge
+from kgrec.catalogue import validate_items, write_items
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
@@ -551,3 +552,52 @@ def test_hostile_ids_are_stored_verbatim_as_entities(
         "Item": 1,
         "User": 1,
     }
+
+
+def test_an_id_that_becomes_an_item_absorbs_its_entity_on_import(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """One id names one node: an Entity made from a triple end turns into the Item when a later
+    import lists that id, so importing the triples again adds no second edge."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    write_csv_rows(first / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i000", "1704067200"]])
+    write_csv_rows(first / "kg_triples.csv", ["head", "relation", "tail"], [["i000", "ALSO_BOUGHT", "i002"]])
+    write_csv_rows(second / "interactions.csv", ["user_id", "item_id", "ts"], [["u2", "i002", "1704067300"]])
+    write_csv_rows(
+        second / "items.csv",
+        ["item_id", "brand", "categories", "title", "price"],
+        [["i002", "", "", "Two", ""]],
+    )
+    import_music(gateway, first, settings)
+    assert ("i000", "Item", "KG_ALSO_BOUGHT", "ALSO_BOUGHT", "i002", "Entity") in knowledge_edges(gateway)
+    import_music(gateway, second, settings)
+    import_music(gateway, first, settings)
+    assert gateway.run_query("MATCH (n {id: 'i002'}) RETURN labels(n) AS l, n.title AS t", {}) == [
+        {"l": ["Item"], "t": "Two"}
+    ]
+    assert knowledge_edges(gateway) == [("i000", "Item", "KG_ALSO_BOUGHT", "ALSO_BOUGHT", "i002", "Item")]
+
+
+def test_an_id_that_becomes_an_item_absorbs_its_entity_through_the_api(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """An event attribute makes an Entity of an unknown value; the catalogue then writes an item with
+    that id; the same attribute again links the one Item, once."""
+    attribute = events_with({"similar_to": ["ev_item2"]})
+    ingest(gateway, validate_batch(attribute, max_skew_s=60)[0], settings)
+    assert ("i1", "Item", "SIMILAR_TO", "similar_to", "ev_item2", "Entity") in knowledge_edges(gateway)
+    items, problems = validate_items([{"item_id": "ev_item2", "title": "Two"}])
+    assert problems == []
+    write_items(gateway, items)
+    ingest(gateway, validate_batch(events_with({"similar_to": ["ev_item2"]}), max_skew_s=60)[0], settings)
+    assert gateway.run_query("MATCH (n {id: 'ev_item2'}) RETURN labels(n) AS l, n.listed AS listed", {}) == [
+        {"l": ["Item"], "listed": True}
+    ]
+    assert knowledge_edges(gateway) == [("i1", "Item", "SIMILAR_TO", "similar_to", "ev_item2", "Item")]
+    # and an event on an item whose id is an Entity turns that Entity into the item
+    ingest(gateway, validate_batch(events_with({"origin": ["UK"]}), max_skew_s=60)[0], settings)
+    ingest(gateway, validate_batch([{**events_with(None)[0], "item_id": "UK"}], max_skew_s=60)[0], settings)
+    assert gateway.run_query("MATCH (n {id: 'UK'}) RETURN labels(n) AS l", {}) == [{"l": ["Item"]}]
+    assert ("i1", "Item", "ORIGIN", "origin", "UK", "Item") in knowledge_edges(gateway)

@@ -8,11 +8,14 @@ Entities and knowledge edges are written by :mod:`graph_schema.statements.knowle
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement, write
-from graph_schema.statements.knowledge import link_knowledge
+from graph_schema.statements.knowledge import absorb_entities, link_knowledge
 
+# Both item upserts first turn an Entity with an item's id into that Item (absorb_entities).
 UPSERT_ITEMS = write(
     "upsert_items",
-    """
+    absorb_entities("[row IN $rows | row.id]")
+    + """
+    WITH count(*) AS stage
     UNWIND $rows AS r
     MERGE (i:Item {id: r.id})
     ON CREATE SET i.created_at = $now
@@ -28,7 +31,9 @@ UPSERT_ITEMS = write(
 # Co-purchase targets outside the catalogue: Item nodes with listed = false.
 UPSERT_UNLISTED_ITEMS = write(
     "upsert_unlisted_items",
-    """
+    absorb_entities("$ids")
+    + """
+    WITH count(*) AS stage
     UNWIND $ids AS item_id
     MERGE (i:Item {id: item_id})
     ON CREATE SET i.created_at = $now, i.listed = false
