@@ -425,14 +425,23 @@ def import_dataset(
     progress: ProgressFactory | None = None,
     now_ms: int | None = None,
 ) -> ImportReport:
-    """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`."""
+    """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`.
+
+    The graph records the import (``(:Revision {id: 'import'})``: data set, ``started_at``,
+    ``finished_at``), finished only once every step is written and the AOF rewritten; see
+    :func:`import_state`.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     prepared = drop_looping_links(
         gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
     )
+    gateway.write(q.START_IMPORT, {"dataset": dataset.name, "now": now_ms})
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()
+    # last: a process killed before this leaves the record unfinished, and `kgrec up --import`
+    # runs the import again (rewriting the AOF too) rather than serving a partial graph
+    gateway.write(q.FINISH_IMPORT, {"started": now_ms, "now": int(time.time() * 1000)})
     return ImportReport(
         dataset=dataset.name,
         nodes=nodes,
@@ -442,3 +451,27 @@ def import_dataset(
         rows_by_step=rows_by_step,
         problems=prepared.problems,
     )
+
+
+@dataclass(frozen=True)
+class ImportState:
+    """The graph's record of its last bulk import."""
+
+    dataset: str
+    started_at: int
+    finished_at: int | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether every step was written (False: the importing process died part way)."""
+        return self.finished_at is not None
+
+
+def import_state(gateway: GraphGateway) -> ImportState | None:
+    """The last import the graph records, or None when it records none (never imported, or
+    imported before kgrec kept the record)."""
+    rows = gateway.read(q.IMPORT_STATE)
+    if not rows:
+        return None
+    row = rows[0]
+    return ImportState(str(row["dataset"]), int(row["started_at"]), row["finished_at"])

@@ -22,10 +22,14 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
+from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import GraphGateway
-from kgrec.importer import import_dataset
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset, import_state
+from kgrec_cli.stack import import_decision
+from tests.conftest import embedded_only
+from tests.processes import kgrec_cli
 from tests.subsets import amazon_beauty_subset
 
 DAY_MS = 86_400_000
@@ -369,3 +373,81 @@ def test_the_cycle_collector_pause_restores_the_collectors_state() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# Imports a data set and kills its own process (kill -9) as the import reaches the step named in
+# argv[3]: everything before that step is written, nothing after.
+KILLED_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+
+settings = Settings(data_dir=Path(sys.argv[1]))
+
+def progress(step, total):
+    if step == sys.argv[3]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return lambda n: None
+
+with open_gateway(settings) as gateway:
+    import_dataset(gateway, open_dataset(sys.argv[2], settings.datasets_dir), settings, progress)
+"""
+
+
+def _aof_rewrites(server: EmbeddedServer) -> int:
+    info = server.running()
+    assert info is not None
+    client = info.client()
+    try:
+        return int(client.info("persistence")["aof_rewrites"])
+    finally:
+        client.close()
+
+
+@embedded_only
+def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
+    own_server: tuple[EmbeddedServer, Settings], tmp_path: Path
+) -> None:
+    server, settings = own_server
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    rows = [
+        [f"u{u}", f"i{(u * 7 + k) % 40}", str(1_704_067_200 + 60 * k)] for u in range(30) for k in range(5)
+    ]
+    write_csv_rows(shop / "interactions.csv", ["user_id", "item_id", "ts"], rows)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IMPORT, str(settings.data_dir), str(shop), "user → item"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr
+    with open_gateway(settings) as gateway:
+        items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
+        state = import_state(gateway)
+        assert items == 40 and gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n", {}) == [
+            {"n": 0}
+        ]
+    assert state is not None and state.dataset == "shop" and not state.finished
+    # `kgrec up --import` runs it again; plain `kgrec up` serves the partial graph and says how to finish it
+    run_it, said = import_decision(items, state, str(shop))
+    assert run_it and said is not None and "the import of shop started" in said and "did not finish" in said
+    served, why = import_decision(items, state, None)
+    assert not served and why is not None and why.startswith(said.split(" did not finish")[0])
+    assert why.endswith(
+        "did not finish: the partial graph is served as it is (kgrec up --import shop finishes it)"
+    )
+    rewrites = _aof_rewrites(server)
+    done = kgrec_cli("import", str(shop), env={"KGREC_DATA_DIR": str(settings.data_dir)})
+    assert done.returncode == 0, done.stderr
+    assert _aof_rewrites(server) == rewrites + 1  # the long log of the killed import is compacted
+    with open_gateway(settings) as gateway:
+        state = import_state(gateway)
+        interacted = gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n", {})
+    assert state is not None and state.finished and interacted == [{"n": len({(r[0], r[1]) for r in rows})}]
+    run_it, said = import_decision(40, state, str(shop))
+    assert not run_it and said is not None and "already holds 40 items; skipping" in said
+    assert import_decision(0, None, str(shop)) == (True, None)
