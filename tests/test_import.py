@@ -27,6 +27,7 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset, import_state
+from kgrec.limits import MAX_EPOCH_MS
 from kgrec_cli.stack import import_decision
 from tests.conftest import embedded_only
 from tests.processes import kgrec_cli
@@ -451,3 +452,21 @@ def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
     run_it, said = import_decision(40, state, str(shop))
     assert not run_it and said is not None and "already holds 40 items; skipping" in said
     assert import_decision(0, None, str(shop)) == (True, None)
+
+
+def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """``inf`` aborted the import with an OverflowError; ``1e300`` was stored clipped to 2**63 - 1."""
+    rows = [["u1", "i1", "inf"], ["u1", "i2", "1e300"], ["u1", "i3", "-5"], ["u1", "i4", "nan"]]
+    rows += [["u1", "i5", "1700000000"], ["u1", "i6", "253402300799.999"]]
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "ts"], rows)
+    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    assert [(p.line, p.reason) for p in report.problems] == [
+        (2, "ts 'inf' is not a finite number of seconds"),
+        (3, "ts '1e300' is after 9999"),
+        (4, "ts '-5' is before 1970"),
+        (5, "ts 'nan' is not a finite number of seconds"),
+    ]
+    stored = gateway.run_query("MATCH (:User)-[r:INTERACTED]->(i:Item) RETURN i.id AS i, r.last_ts AS ts", {})
+    assert sorted((r["i"], r["ts"]) for r in stored) == [("i5", 1_700_000_000_000), ("i6", MAX_EPOCH_MS)]

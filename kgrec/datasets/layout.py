@@ -60,8 +60,8 @@ def _interaction(row: dict[str, str], default_type: str) -> InteractionRecord:
         raise BadRow(f"type {kind!r} is not one of {', '.join(BEHAVIOURS)}")
     try:
         ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
-    except ValueError:
-        raise BadRow(f"ts {row['ts']!r} is neither ISO-8601 nor Unix seconds") from None
+    except ValueError as exc:
+        raise BadRow(f"ts {exc}") from None
     seq_text = (row.get("seq_index") or "").strip()
     if seq_text and not seq_text.isdigit():
         raise BadRow(f"seq_index {seq_text!r} is not a non-negative integer")

@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from kgrec.limits import id_problem
+from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
 
@@ -178,13 +179,32 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
 
 
 def parse_timestamp_ms(text: str) -> int:
-    """Parse Unix seconds (int or float) or an ISO-8601 time into epoch milliseconds."""
-    text = text.strip()
+    """Parse Unix seconds (int or float) or an ISO-8601 time (UTC without an offset) into epoch
+    milliseconds, from 1970 to 9999 as the API's times (:data:`kgrec.limits.MAX_EPOCH_MS`).
+
+    Raises ValueError whose message quotes the value and says why (``'inf' is not a finite
+    number of seconds``, ``'1e300' is after 9999``), to follow the column's name.
+    """
+    stripped = text.strip()
     try:
-        return round(float(text) * 1000)
+        seconds: float | None = float(stripped)
     except ValueError:
-        pass
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{text!r} is not a finite number of seconds")
+        ms = seconds * 1000
+    else:
+        try:
+            moment = datetime.fromisoformat(stripped.replace("Z", "+00:00").replace(" UTC", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{text!r} is neither ISO-8601 nor Unix seconds") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ms = moment.timestamp() * 1000
+    # compared as a float, before round(): 1e300 seconds must not become a clipped integer
+    if ms < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    if ms > MAX_EPOCH_MS:
+        raise ValueError(f"{text!r} is after 9999")
+    return round(ms) if seconds is not None else int(ms)
