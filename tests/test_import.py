@@ -7,6 +7,7 @@ import gc
 import gzip
 import math
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -470,3 +471,31 @@ def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
     ]
     stored = gateway.run_query("MATCH (:User)-[r:INTERACTED]->(i:Item) RETURN i.id AS i, r.last_ts AS ts", {})
     assert sorted((r["i"], r["ts"]) for r in stored) == [("i5", 1_700_000_000_000), ("i6", MAX_EPOCH_MS)]
+
+
+def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """A truncated .gz printed only "Aborted!"; a byte that is not UTF-8, a reason with no file or line."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    truncated, undecodable = tmp_path / "truncated", tmp_path / "undecodable"
+    truncated.mkdir()
+    undecodable.mkdir()
+    rows = "".join(f"u{n},i{n % 50},{1_704_067_200 + n}\n" for n in range(20_000))
+    packed = gzip.compress(f"user_id,item_id,ts\n{rows}".encode())
+    (truncated / "interactions.csv.gz").write_bytes(packed[: len(packed) // 2])
+    (undecodable / "interactions.csv").write_bytes(b"user_id,item_id\nu1,i1\nu2,i\xff2\n")
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
+    for folder, reason in (
+        (
+            truncated,
+            r"truncated/interactions\.csv\.gz: cannot read past line \d+: it ends early \(truncated\)",
+        ),
+        (undecodable, r"undecodable/interactions\.csv line 3: not UTF-8 \(byte 0xff at column 5\)"),
+    ):
+        done = kgrec_cli("import", str(folder), env=env)
+        assert done.returncode == 1
+        (last,) = [line for line in done.stderr.splitlines() if line.startswith("kgrec: error:")]
+        assert re.search(reason, last), done.stderr
+        assert "Traceback" not in done.stderr and "Aborted" not in done.stderr

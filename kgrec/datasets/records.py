@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,11 +107,74 @@ def check_ids(*columns: tuple[str, str | None]) -> None:
             raise BadRow(f"{name} {problem}")
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a CSV/text file, transparently gunzipping ``*.gz``."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+class UnreadableFile(ValueError):
+    """A data file that cannot be read as UTF-8 text (or gzip): the message names the file and,
+    where it is known, the line."""
+
+
+class TextFile:
+    """A data file opened for reading as UTF-8 text, gunzipped when it is ``*.gz``.
+
+    Read it by iterating (or ``readline``); a byte that is not UTF-8, a truncated or corrupt
+    gzip stream raises :class:`UnreadableFile` naming the file, and the line for a bad byte,
+    instead of a bare ``UnicodeDecodeError`` or ``EOFError``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        self._text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        self._lines = 0  # lines handed out so far
+
+    def __enter__(self) -> TextFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._text.close()
+
+    def __iter__(self) -> TextFile:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readline(self) -> str:
+        """The next line with its line end; "" at the end of the file."""
+        try:
+            line = self._text.readline()
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(self._undecodable(exc)) from None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            reason = "it ends early (truncated)" if isinstance(exc, EOFError) else f"not valid gzip ({exc})"
+            raise UnreadableFile(f"{self.path}: cannot read past line {self._lines}: {reason}") from None
+        if line:
+            self._lines += 1
+        return line
+
+    def _undecodable(self, exc: UnicodeDecodeError) -> str:
+        """Where the first byte that is not UTF-8 is: the decoder reads in blocks, so read the raw
+        lines again to find its line."""
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        with opener(self.path, "rb") as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    byte = line[bad.start : bad.start + 1].hex()
+                    return f"{self.path} line {number}: not UTF-8 (byte 0x{byte} at column {bad.start + 1})"
+        return f"{self.path}: not UTF-8 ({exc.reason})"
+
+
+def open_text(path: Path) -> TextFile:
+    """Open a CSV/text file, transparently gunzipping ``*.gz`` (see :class:`TextFile`)."""
+    return TextFile(path)
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
