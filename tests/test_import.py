@@ -499,3 +499,22 @@ def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
         (last,) = [line for line in done.stderr.splitlines() if line.startswith("kgrec: error:")]
         assert re.search(reason, last), done.stderr
         assert "Traceback" not in done.stderr and "Aborted" not in done.stderr
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """kg_triples.csv saved with a BOM was refused as "missing required column(s) head"."""
+    (tmp_path / "interactions.csv").write_text(
+        "\ufeffuser_id,item_id,ts\nu1,i1,1704067200\n", encoding="utf-8"
+    )
+    (tmp_path / "kg_triples.csv").write_text("\ufeffhead,relation,tail\ni1,origin,UK\n", encoding="utf-8")
+    packed = tmp_path / "entities.csv.gz"
+    packed.write_bytes(gzip.compress("\ufeffentity_id,kind,name\nUK,country,United Kingdom\n".encode()))
+    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    assert report.problems == []
+    rows = gateway.run_query(
+        "MATCH (:User {id: 'u1'})-[:INTERACTED]->(:Item {id: 'i1'})-[:ORIGIN]->(e:Entity) RETURN e.name AS n",
+        {},
+    )
+    assert rows == [{"n": "United Kingdom"}]

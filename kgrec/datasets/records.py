@@ -123,7 +123,8 @@ class TextFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-        self._text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        # utf-8-sig: a byte order mark (as Excel writes) is not part of the first header name
+        self._text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         self._lines = 0  # lines handed out so far
 
     def __enter__(self) -> TextFile:
