@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import random
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,36 @@ def test_a_long_uri_keeps_its_most_specific_end() -> None:
 def test_every_relation_gets_a_name_of_its_own() -> None:
     names = unique_relation_names({0: "http://rdf.freebase.com/ns/a.b", 1: "a.b", 2: "%%", 3: "r2"})
     assert names == {0: "a.b", 1: "a.b_r1", 2: "r2", 3: "r2_r3"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # the suffix given to relation 2 is relation 1's own name: it was stored twice as a_r2
+        ({0: "a", 1: "a_r2", 2: "a"}, {0: "a", 1: "a_r2", 2: "a_r2_r2"}),
+        ({0: "a", 1: "a", 2: "a_r1"}, {0: "a", 1: "a_r1_r2", 2: "a_r1"}),  # a listed name stays its own
+        (
+            {0: "a", 1: "a_r1", 2: "a_r1_r2", 3: "a", 4: "a"},
+            {0: "a", 1: "a_r1", 2: "a_r1_r2", 3: "a_r3", 4: "a_r4"},
+        ),
+    ],
+)
+def test_relation_names_are_unique_even_when_a_suffix_is_listed(
+    raw: dict[int, str], expected: dict[int, str]
+) -> None:
+    assert unique_relation_names(raw) == expected
+
+
+def test_relation_names_are_unique_for_any_list() -> None:
+    pieces = ["a", "_r1", "_r2", "_r3", "%", "r1", "r2", "x" * 126]
+    rng = random.Random(5)
+    for _ in range(2_000):
+        raw = {remap: "".join(rng.choices(pieces, k=rng.randint(1, 3))) for remap in rng.sample(range(9), 6)}
+        names = unique_relation_names(raw)
+        assert set(names) == set(raw)
+        assert len(set(names.values())) == len(names), raw
+        assert all(relation_problem(name) is None for name in names.values()), raw
+    assert relation_kind("film.film.genre_r2_r2") == "genre"  # appended suffixes say nothing of the kind
 
 
 @pytest.mark.parametrize(

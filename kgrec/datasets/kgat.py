@@ -60,7 +60,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NOT_RELATION_CHARACTER = re.compile(r"[^A-Za-z0-9._/:-]+")
 _INTEGER = re.compile(r"^[0-9]+$")
 _STAND_IN = re.compile(r"^r[0-9]+$")
-_SUFFIX = re.compile(r"_r[0-9]+$")  # what unique_relation_names appends to a name taken twice
+_SUFFIX = re.compile(r"(?:_r[0-9]+)+$")  # what unique_relation_names appends to a name taken twice
 _LAST_FIELD = re.compile(r"^(.*?)\s*(\S+)$", re.DOTALL)  # (everything before, last field)
 _LAST_SEGMENT = re.compile(r"[A-Za-z0-9_-]+$")
 
@@ -112,18 +112,27 @@ def relation_kind(relation: str) -> str | None:
 
 
 def unique_relation_names(raw_names: dict[int, str]) -> dict[int, str]:
-    """remap_id -> relation name for every listed relation, each name used once.
+    """remap_id -> relation name for every listed relation, each name used once, whatever the input.
 
-    A raw name :func:`readable_relation` cannot turn into a name becomes ``r<remap_id>``;
-    a name another relation already took gets ``_r<remap_id>`` appended.
+    A raw name :func:`readable_relation` cannot turn into a name becomes ``r<remap_id>``.
+    The first relation (by remap id) with a name keeps it; a later one with the same name gets
+    ``_r<remap_id>`` appended, then ``_r<remap_id>_r2``, ``_r<remap_id>_r3``... until the name is
+    one no relation has (as its own name or given before): ``a``, ``a_r2``, ``a`` gives ``a``,
+    ``a_r2``, ``a_r2_r2``.
     """
+    bases = {remap: readable_relation(raw) or f"r{remap}" for remap, raw in sorted(raw_names.items())}
+    owner: dict[str, int] = {}
+    for remap, base in bases.items():
+        owner.setdefault(base, remap)
+    taken = set(owner)  # reserved up front, so a listed name is never handed to another relation
     names: dict[int, str] = {}
-    taken: set[str] = set()
-    for remap, raw in sorted(raw_names.items()):
-        name = readable_relation(raw) or f"r{remap}"
-        if name in taken:
-            suffix = f"_r{remap}"
-            name = name[: MAX_RELATION_LENGTH - len(suffix)] + suffix
+    for remap, base in bases.items():
+        name = base
+        attempt = 1
+        while owner[base] != remap and name in taken:
+            suffix = f"_r{remap}" if attempt == 1 else f"_r{remap}_r{attempt}"
+            name = base[: MAX_RELATION_LENGTH - len(suffix)] + suffix
+            attempt += 1
         taken.add(name)
         names[remap] = name
     return names
