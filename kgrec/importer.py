@@ -31,6 +31,7 @@ from kgrec.category_tree import cycle_problems, infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
+from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.events.ingest import MINUTE_MS
 from kgrec.gateway import GraphGateway
@@ -154,9 +155,7 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
     entities: dict[str, dict[str, Any]] = {}
     # Loaders written before entities.csv existed have no entities(); they name no entities.
     for entity in getattr(dataset, "entities", lambda: ())():
-        entities.setdefault(
-            entity.entity_id, {"id": entity.entity_id, "kind": entity.kind, "name": entity.name}
-        )
+        merge_entity(entities, entity, dataset.problems)
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
@@ -240,6 +239,33 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
         problems=list(dataset.problems.rows),
         outside_heads={h: place for h, place in attribute_heads.items() if h not in local},
     )
+
+
+def merge_entity(entities: dict[str, dict[str, Any]], entity: EntityRecord, problems: Problems) -> None:
+    """Add ``entity`` to ``entities`` (id -> {id, kind, name}), merged with an earlier row of its id.
+
+    An empty kind or name leaves the earlier value alone, and fills an earlier empty one. A row
+    giving another non-empty kind or name than an earlier row is a conflict: it is skipped as a
+    whole and reported, and the earlier values stay.
+    """
+    stored = entities.get(entity.entity_id)
+    if stored is None:
+        entities[entity.entity_id] = {"id": entity.entity_id, "kind": entity.kind, "name": entity.name}
+        return
+    given = {"kind": entity.kind, "name": entity.name}
+    conflicts = [
+        f"{column} {value!r} (an earlier row gives {stored[column]!r})"
+        for column, value in given.items()
+        if value is not None and stored[column] is not None and value != stored[column]
+    ]
+    if conflicts:
+        file, line = entity.source or ("entities", 0)
+        reason = f"entity {entity.entity_id!r}: {' and '.join(conflicts)}; the earlier row is kept"
+        problems.add(file, line, reason)
+        return
+    for column, value in given.items():
+        if value is not None:
+            stored[column] = value
 
 
 def drop_headless_attributes(

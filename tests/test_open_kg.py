@@ -605,3 +605,28 @@ def test_an_id_that_becomes_an_item_absorbs_its_entity_through_the_api(
     ingest(gateway, validate_batch([{**events_with(None)[0], "item_id": "UK"}], max_skew_s=60)[0], settings)
     assert gateway.run_query("MATCH (n {id: 'UK'}) RETURN labels(n) AS l", {}) == [{"l": ["Item"]}]
     assert ("i1", "Item", "ORIGIN", "origin", "UK", "Item") in knowledge_edges(gateway)
+
+
+def test_rows_of_one_entity_are_merged_and_a_conflict_is_reported(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The first entities.csv row won silently: ``g1,,`` then ``g1,genre,Jazz`` left g1 bare."""
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id"], [["u1", "i1"]])
+    rows = ["g1,,", "g1,genre,Jazz", "g2,genre,", "g2,,Rock", "g2,mood,Calm"]
+    (tmp_path / "entities.csv").write_text("\n".join(["entity_id,kind,name", *rows]) + "\n")
+    report = import_music(gateway, tmp_path, settings)
+    assert [(Path(p.file).name, p.line, p.reason) for p in report.problems] == [
+        (
+            "entities.csv",
+            6,
+            "entity 'g2': kind 'mood' (an earlier row gives 'genre') and name 'Calm' (an earlier row gives "
+            "'Rock'); the earlier row is kept",
+        )
+    ]
+    rows = gateway.run_query(
+        "MATCH (e:Entity) RETURN e.id AS id, e.kind AS kind, e.name AS name ORDER BY id", {}
+    )
+    assert rows == [
+        {"id": "g1", "kind": "genre", "name": "Jazz"},
+        {"id": "g2", "kind": "genre", "name": "Rock"},
+    ]

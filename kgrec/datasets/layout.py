@@ -160,4 +160,5 @@ class LayoutDataset:
         """Entity kinds and names from entities.csv, if present."""
         path = find_file(self.folder, "entities.csv")
         if path is not None:
-            yield from parsed_rows(path, ("entity_id",), self.problems, _entity)
+            for line, entity in located_rows(path, ("entity_id",), self.problems, _entity):
+                yield entity._replace(source=(str(path), line))

@@ -67,6 +67,8 @@ class EntityRecord(NamedTuple):
     entity_id: str
     kind: str | None = None
     name: str | None = None
+    # (file, line) the entity was read from, for a report that names its row; None where unknown
+    source: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
