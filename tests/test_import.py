@@ -518,3 +518,22 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column_name(
         {},
     )
     assert rows == [{"n": "United Kingdom"}]
+
+
+def test_each_skipped_row_is_printed_on_one_line_as_it_is(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """Off a terminal the list of skipped rows was wrapped at 80 columns (and read as Rich markup)."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    kind = "[bold]" + "n" * 90
+    write_csv_rows(
+        tmp_path / "interactions.csv",
+        ["user_id", "item_id", "type"],
+        [["u1", "i1", "view"], ["u1", "i2", kind]],
+    )
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
+    done = kgrec_cli("import", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    expected = f"  {tmp_path / 'interactions.csv'}:3: type {kind!r} is not one of {', '.join(BEHAVIOURS)}"
+    assert expected in done.stderr.splitlines(), done.stderr
