@@ -28,7 +28,7 @@ class Label(StrEnum):
     MIGRATION = "Migration"
     SCHEMA_INFO = "SchemaInfo"
     # {id: 'catalogue'} and {id: 'rules'}: counters bumped by every catalogue or rule write,
-    # polled by serving processes
+    # polled by serving processes; {id: 'import'}: the last bulk import's data set, start and end
     REVISION = "Revision"
     # a business rule (block, pin, boost, bury) applied by every serving process
     RULE = "Rule"
@@ -168,6 +168,10 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "data_until",
     # Schedule
     "requested_at",
+    # Revision {id: 'import'}: the data set of the last bulk import, when it started and finished
+    "dataset",
+    "started_at",
+    "finished_at",
     "job_id",
     # Topic, ABOUT, HAS_TOPIC (topics mined from item text) and review text on INTERACTED
     "keywords",

@@ -69,7 +69,7 @@ def relation_problem(name: object) -> str | None:
     """Why ``name`` is not a valid relation name (worded to follow "relation"); None if valid."""
     if not isinstance(name, str):
         return f"must be a string, not {type(name).__name__}"
-    if not _RELATION.match(name):
+    if not _RELATION.fullmatch(name):  # match() would let a final newline through `$`
         shown = repr(name) if len(name) <= 140 else f"{name[:140]!r}… ({len(name)} characters)"
         return (
             f"{shown} must be 1 to {MAX_RELATION_LENGTH} characters of letters, digits, "

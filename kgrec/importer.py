@@ -31,6 +31,7 @@ from kgrec.category_tree import cycle_problems, infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
+from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.events.ingest import MINUTE_MS
 from kgrec.gateway import GraphGateway
@@ -154,9 +155,7 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
     entities: dict[str, dict[str, Any]] = {}
     # Loaders written before entities.csv existed have no entities(); they name no entities.
     for entity in getattr(dataset, "entities", lambda: ())():
-        entities.setdefault(
-            entity.entity_id, {"id": entity.entity_id, "kind": entity.kind, "name": entity.name}
-        )
+        merge_entity(entities, entity, dataset.problems)
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
@@ -240,6 +239,33 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
         problems=list(dataset.problems.rows),
         outside_heads={h: place for h, place in attribute_heads.items() if h not in local},
     )
+
+
+def merge_entity(entities: dict[str, dict[str, Any]], entity: EntityRecord, problems: Problems) -> None:
+    """Add ``entity`` to ``entities`` (id -> {id, kind, name}), merged with an earlier row of its id.
+
+    An empty kind or name leaves the earlier value alone, and fills an earlier empty one. A row
+    giving another non-empty kind or name than an earlier row is a conflict: it is skipped as a
+    whole and reported, and the earlier values stay.
+    """
+    stored = entities.get(entity.entity_id)
+    if stored is None:
+        entities[entity.entity_id] = {"id": entity.entity_id, "kind": entity.kind, "name": entity.name}
+        return
+    given = {"kind": entity.kind, "name": entity.name}
+    conflicts = [
+        f"{column} {value!r} (an earlier row gives {stored[column]!r})"
+        for column, value in given.items()
+        if value is not None and stored[column] is not None and value != stored[column]
+    ]
+    if conflicts:
+        file, line = entity.source or ("entities", 0)
+        reason = f"entity {entity.entity_id!r}: {' and '.join(conflicts)}; the earlier row is kept"
+        problems.add(file, line, reason)
+        return
+    for column, value in given.items():
+        if value is not None:
+            stored[column] = value
 
 
 def drop_headless_attributes(
@@ -425,14 +451,23 @@ def import_dataset(
     progress: ProgressFactory | None = None,
     now_ms: int | None = None,
 ) -> ImportReport:
-    """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`."""
+    """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`.
+
+    The graph records the import (``(:Revision {id: 'import'})``: data set, ``started_at``,
+    ``finished_at``), finished only once every step is written and the AOF rewritten; see
+    :func:`import_state`.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     prepared = drop_looping_links(
         gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
     )
+    gateway.write(q.START_IMPORT, {"dataset": dataset.name, "now": now_ms})
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()
+    # last: a process killed before this leaves the record unfinished, and `kgrec up --import`
+    # runs the import again (rewriting the AOF too) rather than serving a partial graph
+    gateway.write(q.FINISH_IMPORT, {"started": now_ms, "now": int(time.time() * 1000)})
     return ImportReport(
         dataset=dataset.name,
         nodes=nodes,
@@ -442,3 +477,27 @@ def import_dataset(
         rows_by_step=rows_by_step,
         problems=prepared.problems,
     )
+
+
+@dataclass(frozen=True)
+class ImportState:
+    """The graph's record of its last bulk import."""
+
+    dataset: str
+    started_at: int
+    finished_at: int | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether every step was written (False: the importing process died part way)."""
+        return self.finished_at is not None
+
+
+def import_state(gateway: GraphGateway) -> ImportState | None:
+    """The last import the graph records, or None when it records none (never imported, or
+    imported before kgrec kept the record)."""
+    rows = gateway.read(q.IMPORT_STATE)
+    if not rows:
+        return None
+    row = rows[0]
+    return ImportState(str(row["dataset"]), int(row["started_at"]), row["finished_at"])

@@ -90,7 +90,7 @@ def decode_legacy(recommendation_id: str) -> tuple[str, int] | None:
 
 
 def _recommendation_id(value: Any) -> str:
-    if not isinstance(value, str) or not _UUID.match(value):
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
         shown = repr(value[:80]) if isinstance(value, str) else type(value).__name__
         reason = "must be the recommendation_id of a response (a UUID), not {shown}"
         raise PydanticCustomError("recommendation_id", reason, {"shown": shown})

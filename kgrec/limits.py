@@ -92,6 +92,6 @@ def kind_problem(value: object) -> str | None:
     """Why ``value`` is not a valid entity kind (worded to follow "kind"); None if valid."""
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
-    if not _KIND.match(value):
+    if not _KIND.fullmatch(value):
         return f"{value[:80]!r} must be 1 to {MAX_KIND_LENGTH} characters of letters, digits, '_' and '-'"
     return None

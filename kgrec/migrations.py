@@ -55,7 +55,7 @@ def discover(engine: str, root: Path | None = None) -> list[Migration]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.cypher")):
-            match = _FILE_RE.match(path.name)
+            match = _FILE_RE.fullmatch(path.name)
             if match is None:
                 raise MigrationError(f"{path}: name must look like 0001_some_name.cypher")
             found.append(

@@ -49,6 +49,7 @@ EXPECTED_ERRORS = (
     StackError,
     redis.ConnectionError,  # the broker, while following a job
     redis.TimeoutError,
+    EOFError,  # a truncated gzip file read outside kgrec.datasets (click would print only "Aborted!")
 )
 
 
@@ -259,10 +260,12 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
     if report.problems:
         console.print(f"[yellow]{len(report.problems)} row(s) skipped[/yellow]:")
         for problem in report.problems[:10]:
-            console.print(f"  {problem}")
+            # one line per row however long (Rich wraps at 80 columns off a terminal), and the
+            # data's own text is never read as Rich markup
+            console.print(f"  {problem}", soft_wrap=True, markup=False, highlight=False)
         if rejects is not None:
             _write_rejects(rejects, report.problems)
-            console.print(f"  all skipped rows: {rejects}")
+            console.print(f"  all skipped rows: {rejects}", soft_wrap=True, markup=False, highlight=False)
 
 
 @main.command("import")

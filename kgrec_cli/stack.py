@@ -8,7 +8,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graph_schema.statements import admin
 from kgrec.config import Settings
@@ -17,7 +19,10 @@ from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
 from kgrec_cli.supervisor import ChildProcess, GraphProcess, ImpressionsProcess, StackError, Supervisor
 
-__all__ = ["StackError", "beat_argv", "gunicorn_command", "run_stack", "worker_argv"]
+if TYPE_CHECKING:
+    from kgrec.importer import ImportState
+
+__all__ = ["StackError", "beat_argv", "gunicorn_command", "import_decision", "run_stack", "worker_argv"]
 
 
 ImportRunner = Callable[[Settings, str, Path, Path | None], None]
@@ -140,6 +145,35 @@ def _train_if_no_model(settings: Settings) -> None:
         print(f"model {summary['version']} is active (validation {summary['validation']})", flush=True)
 
 
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def import_decision(
+    items: int, state: ImportState | None, import_name: str | None
+) -> tuple[bool, str | None]:
+    """Whether ``kgrec up`` runs the import ``import_name``, and what it says about the graph.
+
+    An empty graph is imported. A graph whose last import did not finish (its process was
+    killed part way) is imported again: every step is idempotent, so the import completes, and
+    it rewrites the AOF the killed one left long. Any other graph with items is served as it is.
+    """
+    unfinished = state is not None and not state.finished
+    if unfinished:
+        assert state is not None
+        what = f"the import of {state.dataset} started {_when(state.started_at)} did not finish"
+        if import_name:
+            return True, f"{what}: importing {import_name} again"
+        return False, (
+            f"{what}: the partial graph is served as it is (kgrec up --import {state.dataset} finishes it)"
+        )
+    if import_name and items:
+        return False, (
+            f"the graph already holds {items:,} items; skipping the import (the graph is served as it is)"
+        )
+    return bool(import_name), None
+
+
 def run_stack(
     settings: Settings,
     port: int,
@@ -173,19 +207,18 @@ def run_stack(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    from kgrec.importer import import_state
+
     try:
         with open_gateway(settings) as gateway:
             migrate(gateway)
             items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
-        if import_name:
-            if items:
-                print(
-                    f"the graph already holds {items:,} items; skipping the import "
-                    "(the graph is served as it is)",
-                    flush=True,
-                )
-            else:
-                run_import(settings, import_name, settings.datasets_dir, None)
+            state = import_state(gateway)
+        run_it, message = import_decision(items, state, import_name)
+        if message:
+            print(message, flush=True)
+        if run_it and import_name:
+            run_import(settings, import_name, settings.datasets_dir, None)
         if train_first:
             _train_if_no_model(settings)
         api_key = settings.api_keys[0] if settings.api_keys else _generated_api_key(settings.data_dir)

@@ -4,20 +4,24 @@ the catalogue's and the event contract's field reasons)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app import create_app
 from app.body import json_body
 from app.errors import ApiError
 from app.openapi import openapi_document
 from app.schemas import AudienceConditions
+from graph_schema.relation_names import RelationNameError, relation_problem, relationship_type
 from kgrec.catalogue import error_problems, validate_items
 from kgrec.config import Settings
 from kgrec.events.validation import validate_batch
 from kgrec.field_types import shown
-from kgrec.limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from kgrec.impression_ids import RecommendationIdField
+from kgrec.limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH, kind_problem
+from kgrec.relation_sentences import SentenceTemplateError, load_sentences
 from kgrec.rules import validate_rule
 
 
@@ -223,3 +227,24 @@ def test_a_time_that_is_not_whole_milliseconds_is_refused_naming_the_value() -> 
         _, errors = validate_batch([event], max_skew_s=300, now_ms=1_800_000_000_000)
         assert [(e.field, e.reason) for e in errors] == [("ts", reason)]
         assert item_reason({"listed_at": raw}) == ("listed_at", reason)
+
+
+def test_a_name_ending_in_a_newline_is_refused_everywhere(tmp_path: Path) -> None:
+    """``$`` matches before a final newline, so each rule must match the whole value."""
+    assert relation_problem("origin\n") is not None
+    with pytest.raises(RelationNameError, match=r"'origin\\n'"):
+        relationship_type("origin\n")
+    assert kind_problem("genre\n") is not None
+    with pytest.raises(ValidationError):
+        TypeAdapter(RecommendationIdField).validate_python("12345678-1234-1234-1234-123456789012\n")
+    field, reason = item_reason({"attributes": {"origin\n": ["x"]}})
+    assert field.startswith("attributes") and "'origin\\n' must be 1 to 128 characters" in reason
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": 1_700_000_000_000}
+    _, errors = validate_batch(
+        [{**event, "item": {"attributes": {"origin\n": ["x"]}}}], max_skew_s=300, now_ms=1_700_000_000_000
+    )
+    assert [e.field for e in errors] and "'origin\\n' must be 1 to 128" in errors[0].reason
+    path = tmp_path / "sent.toml"
+    path.write_text('[item_entity]\n"origin\\n" = "{target} {entity}"\n', encoding="utf-8")
+    with pytest.raises(SentenceTemplateError, match="origin"):
+        load_sentences(path)

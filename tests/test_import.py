@@ -7,6 +7,7 @@ import gc
 import gzip
 import math
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -22,10 +23,15 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
+from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import GraphGateway
-from kgrec.importer import import_dataset
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset, import_state
+from kgrec.limits import MAX_EPOCH_MS
+from kgrec_cli.stack import import_decision
+from tests.conftest import embedded_only
+from tests.processes import kgrec_cli
 from tests.subsets import amazon_beauty_subset
 
 DAY_MS = 86_400_000
@@ -369,3 +375,165 @@ def test_the_cycle_collector_pause_restores_the_collectors_state() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# Imports a data set and kills its own process (kill -9) as the import reaches the step named in
+# argv[3]: everything before that step is written, nothing after.
+KILLED_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+from kgrec.config import Settings
+from kgrec.datasets import open_dataset
+from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.importer import import_dataset
+
+settings = Settings(data_dir=Path(sys.argv[1]))
+
+def progress(step, total):
+    if step == sys.argv[3]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return lambda n: None
+
+with open_gateway(settings) as gateway:
+    import_dataset(gateway, open_dataset(sys.argv[2], settings.datasets_dir), settings, progress)
+"""
+
+
+def _aof_rewrites(server: EmbeddedServer) -> int:
+    info = server.running()
+    assert info is not None
+    client = info.client()
+    try:
+        return int(client.info("persistence")["aof_rewrites"])
+    finally:
+        client.close()
+
+
+@embedded_only
+def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
+    own_server: tuple[EmbeddedServer, Settings], tmp_path: Path
+) -> None:
+    server, settings = own_server
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    rows = [
+        [f"u{u}", f"i{(u * 7 + k) % 40}", str(1_704_067_200 + 60 * k)] for u in range(30) for k in range(5)
+    ]
+    write_csv_rows(shop / "interactions.csv", ["user_id", "item_id", "ts"], rows)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IMPORT, str(settings.data_dir), str(shop), "user → item"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr
+    with open_gateway(settings) as gateway:
+        items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
+        state = import_state(gateway)
+        assert items == 40 and gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n", {}) == [
+            {"n": 0}
+        ]
+    assert state is not None and state.dataset == "shop" and not state.finished
+    # `kgrec up --import` runs it again; plain `kgrec up` serves the partial graph and says how to finish it
+    run_it, said = import_decision(items, state, str(shop))
+    assert run_it and said is not None and "the import of shop started" in said and "did not finish" in said
+    served, why = import_decision(items, state, None)
+    assert not served and why is not None and why.startswith(said.split(" did not finish")[0])
+    assert why.endswith(
+        "did not finish: the partial graph is served as it is (kgrec up --import shop finishes it)"
+    )
+    rewrites = _aof_rewrites(server)
+    done = kgrec_cli("import", str(shop), env={"KGREC_DATA_DIR": str(settings.data_dir)})
+    assert done.returncode == 0, done.stderr
+    assert _aof_rewrites(server) == rewrites + 1  # the long log of the killed import is compacted
+    with open_gateway(settings) as gateway:
+        state = import_state(gateway)
+        interacted = gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n", {})
+    assert state is not None and state.finished and interacted == [{"n": len({(r[0], r[1]) for r in rows})}]
+    run_it, said = import_decision(40, state, str(shop))
+    assert not run_it and said is not None and "already holds 40 items; skipping" in said
+    assert import_decision(0, None, str(shop)) == (True, None)
+
+
+def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """``inf`` aborted the import with an OverflowError; ``1e300`` was stored clipped to 2**63 - 1."""
+    rows = [["u1", "i1", "inf"], ["u1", "i2", "1e300"], ["u1", "i3", "-5"], ["u1", "i4", "nan"]]
+    rows += [["u1", "i5", "1700000000"], ["u1", "i6", "253402300799.999"]]
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "ts"], rows)
+    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    assert [(p.line, p.reason) for p in report.problems] == [
+        (2, "ts 'inf' is not a finite number of seconds"),
+        (3, "ts '1e300' is after 9999"),
+        (4, "ts '-5' is before 1970"),
+        (5, "ts 'nan' is not a finite number of seconds"),
+    ]
+    stored = gateway.run_query("MATCH (:User)-[r:INTERACTED]->(i:Item) RETURN i.id AS i, r.last_ts AS ts", {})
+    assert sorted((r["i"], r["ts"]) for r in stored) == [("i5", 1_700_000_000_000), ("i6", MAX_EPOCH_MS)]
+
+
+def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """A truncated .gz printed only "Aborted!"; a byte that is not UTF-8, a reason with no file or line."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    truncated, undecodable = tmp_path / "truncated", tmp_path / "undecodable"
+    truncated.mkdir()
+    undecodable.mkdir()
+    rows = "".join(f"u{n},i{n % 50},{1_704_067_200 + n}\n" for n in range(20_000))
+    packed = gzip.compress(f"user_id,item_id,ts\n{rows}".encode())
+    (truncated / "interactions.csv.gz").write_bytes(packed[: len(packed) // 2])
+    (undecodable / "interactions.csv").write_bytes(b"user_id,item_id\nu1,i1\nu2,i\xff2\n")
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
+    for folder, reason in (
+        (
+            truncated,
+            r"truncated/interactions\.csv\.gz: cannot read past line \d+: it ends early \(truncated\)",
+        ),
+        (undecodable, r"undecodable/interactions\.csv line 3: not UTF-8 \(byte 0xff at column 5\)"),
+    ):
+        done = kgrec_cli("import", str(folder), env=env)
+        assert done.returncode == 1
+        (last,) = [line for line in done.stderr.splitlines() if line.startswith("kgrec: error:")]
+        assert re.search(reason, last), done.stderr
+        assert "Traceback" not in done.stderr and "Aborted" not in done.stderr
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """kg_triples.csv saved with a BOM was refused as "missing required column(s) head"."""
+    (tmp_path / "interactions.csv").write_text(
+        "\ufeffuser_id,item_id,ts\nu1,i1,1704067200\n", encoding="utf-8"
+    )
+    (tmp_path / "kg_triples.csv").write_text("\ufeffhead,relation,tail\ni1,origin,UK\n", encoding="utf-8")
+    packed = tmp_path / "entities.csv.gz"
+    packed.write_bytes(gzip.compress("\ufeffentity_id,kind,name\nUK,country,United Kingdom\n".encode()))
+    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    assert report.problems == []
+    rows = gateway.run_query(
+        "MATCH (:User {id: 'u1'})-[:INTERACTED]->(:Item {id: 'i1'})-[:ORIGIN]->(e:Entity) RETURN e.name AS n",
+        {},
+    )
+    assert rows == [{"n": "United Kingdom"}]
+
+
+def test_each_skipped_row_is_printed_on_one_line_as_it_is(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """Off a terminal the list of skipped rows was wrapped at 80 columns (and read as Rich markup)."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    kind = "[bold]" + "n" * 90
+    write_csv_rows(
+        tmp_path / "interactions.csv",
+        ["user_id", "item_id", "type"],
+        [["u1", "i1", "view"], ["u1", "i2", kind]],
+    )
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
+    done = kgrec_cli("import", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    expected = f"  {tmp_path / 'interactions.csv'}:3: type {kind!r} is not one of {', '.join(BEHAVIOURS)}"
+    assert expected in done.stderr.splitlines(), done.stderr

@@ -23,6 +23,7 @@ from graph_schema.allow_list import Label
 from graph_schema.relation_names import RelationNameError, relationship_type
 from graph_schema.statements.events import ingest_events_statement
 from graph_schema.statements.knowledge import link_knowledge
+from kgrec.catalogue import validate_items, write_items
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
@@ -126,8 +127,11 @@ def knowledge_edges(gw: GraphGateway) -> list[tuple[str, ...]]:
 
 
 def graph_dump(gw: GraphGateway) -> tuple[list[Any], list[Any]]:
-    """Every node (labels, properties) and relationship (ends, type, properties), sorted."""
+    """Every node (labels, properties) and relationship (ends, type, properties), sorted; the import's
+    record without the wall-clock time it finished."""
     nodes = gw.run_query("MATCH (n) RETURN labels(n) AS l, properties(n) AS p", {})
+    for row in nodes:
+        row["p"].pop("finished_at", None)
     rels = gw.run_query(
         "MATCH (a)-[r]->(b) RETURN a.id AS a, labels(a) AS al, type(r) AS t, properties(r) AS p, "
         "b.id AS b, labels(b) AS bl",
@@ -549,5 +553,80 @@ def test_hostile_ids_are_stored_verbatim_as_entities(
         "Entity": len(HOSTILE_IDS),
         "Event": 1,
         "Item": 1,
+        "Revision": 1,  # the import's record
         "User": 1,
     }
+
+
+def test_an_id_that_becomes_an_item_absorbs_its_entity_on_import(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """One id names one node: an Entity made from a triple end turns into the Item when a later
+    import lists that id, so importing the triples again adds no second edge."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    write_csv_rows(first / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i000", "1704067200"]])
+    write_csv_rows(first / "kg_triples.csv", ["head", "relation", "tail"], [["i000", "ALSO_BOUGHT", "i002"]])
+    write_csv_rows(second / "interactions.csv", ["user_id", "item_id", "ts"], [["u2", "i002", "1704067300"]])
+    write_csv_rows(
+        second / "items.csv",
+        ["item_id", "brand", "categories", "title", "price"],
+        [["i002", "", "", "Two", ""]],
+    )
+    import_music(gateway, first, settings)
+    assert ("i000", "Item", "KG_ALSO_BOUGHT", "ALSO_BOUGHT", "i002", "Entity") in knowledge_edges(gateway)
+    import_music(gateway, second, settings)
+    import_music(gateway, first, settings)
+    assert gateway.run_query("MATCH (n {id: 'i002'}) RETURN labels(n) AS l, n.title AS t", {}) == [
+        {"l": ["Item"], "t": "Two"}
+    ]
+    assert knowledge_edges(gateway) == [("i000", "Item", "KG_ALSO_BOUGHT", "ALSO_BOUGHT", "i002", "Item")]
+
+
+def test_an_id_that_becomes_an_item_absorbs_its_entity_through_the_api(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """An event attribute makes an Entity of an unknown value; the catalogue then writes an item with
+    that id; the same attribute again links the one Item, once."""
+    attribute = events_with({"similar_to": ["ev_item2"]})
+    ingest(gateway, validate_batch(attribute, max_skew_s=60)[0], settings)
+    assert ("i1", "Item", "SIMILAR_TO", "similar_to", "ev_item2", "Entity") in knowledge_edges(gateway)
+    items, problems = validate_items([{"item_id": "ev_item2", "title": "Two"}])
+    assert problems == []
+    write_items(gateway, items)
+    ingest(gateway, validate_batch(events_with({"similar_to": ["ev_item2"]}), max_skew_s=60)[0], settings)
+    assert gateway.run_query("MATCH (n {id: 'ev_item2'}) RETURN labels(n) AS l, n.listed AS listed", {}) == [
+        {"l": ["Item"], "listed": True}
+    ]
+    assert knowledge_edges(gateway) == [("i1", "Item", "SIMILAR_TO", "similar_to", "ev_item2", "Item")]
+    # and an event on an item whose id is an Entity turns that Entity into the item
+    ingest(gateway, validate_batch(events_with({"origin": ["UK"]}), max_skew_s=60)[0], settings)
+    ingest(gateway, validate_batch([{**events_with(None)[0], "item_id": "UK"}], max_skew_s=60)[0], settings)
+    assert gateway.run_query("MATCH (n {id: 'UK'}) RETURN labels(n) AS l", {}) == [{"l": ["Item"]}]
+    assert ("i1", "Item", "ORIGIN", "origin", "UK", "Item") in knowledge_edges(gateway)
+
+
+def test_rows_of_one_entity_are_merged_and_a_conflict_is_reported(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The first entities.csv row won silently: ``g1,,`` then ``g1,genre,Jazz`` left g1 bare."""
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id"], [["u1", "i1"]])
+    rows = ["g1,,", "g1,genre,Jazz", "g2,genre,", "g2,,Rock", "g2,mood,Calm"]
+    (tmp_path / "entities.csv").write_text("\n".join(["entity_id,kind,name", *rows]) + "\n")
+    report = import_music(gateway, tmp_path, settings)
+    assert [(Path(p.file).name, p.line, p.reason) for p in report.problems] == [
+        (
+            "entities.csv",
+            6,
+            "entity 'g2': kind 'mood' (an earlier row gives 'genre') and name 'Calm' (an earlier row gives "
+            "'Rock'); the earlier row is kept",
+        )
+    ]
+    rows = gateway.run_query(
+        "MATCH (e:Entity) RETURN e.id AS id, e.kind AS kind, e.name AS name ORDER BY id", {}
+    )
+    assert rows == [
+        {"id": "g1", "kind": "genre", "name": "Jazz"},
+        {"id": "g2", "kind": "genre", "name": "Rock"},
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import random
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,36 @@ def test_a_long_uri_keeps_its_most_specific_end() -> None:
 def test_every_relation_gets_a_name_of_its_own() -> None:
     names = unique_relation_names({0: "http://rdf.freebase.com/ns/a.b", 1: "a.b", 2: "%%", 3: "r2"})
     assert names == {0: "a.b", 1: "a.b_r1", 2: "r2", 3: "r2_r3"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # the suffix given to relation 2 is relation 1's own name: it was stored twice as a_r2
+        ({0: "a", 1: "a_r2", 2: "a"}, {0: "a", 1: "a_r2", 2: "a_r2_r2"}),
+        ({0: "a", 1: "a", 2: "a_r1"}, {0: "a", 1: "a_r1_r2", 2: "a_r1"}),  # a listed name stays its own
+        (
+            {0: "a", 1: "a_r1", 2: "a_r1_r2", 3: "a", 4: "a"},
+            {0: "a", 1: "a_r1", 2: "a_r1_r2", 3: "a_r3", 4: "a_r4"},
+        ),
+    ],
+)
+def test_relation_names_are_unique_even_when_a_suffix_is_listed(
+    raw: dict[int, str], expected: dict[int, str]
+) -> None:
+    assert unique_relation_names(raw) == expected
+
+
+def test_relation_names_are_unique_for_any_list() -> None:
+    pieces = ["a", "_r1", "_r2", "_r3", "%", "r1", "r2", "x" * 126]
+    rng = random.Random(5)
+    for _ in range(2_000):
+        raw = {remap: "".join(rng.choices(pieces, k=rng.randint(1, 3))) for remap in rng.sample(range(9), 6)}
+        names = unique_relation_names(raw)
+        assert set(names) == set(raw)
+        assert len(set(names.values())) == len(names), raw
+        assert all(relation_problem(name) is None for name in names.values()), raw
+    assert relation_kind("film.film.genre_r2_r2") == "genre"  # appended suffixes say nothing of the kind
 
 
 @pytest.mark.parametrize(
@@ -674,3 +705,23 @@ def test_a_demo_shop_converts_to_the_kgat_layout_and_reads_back(tmp_path: Path) 
     # brands and categories are not entities; any other attribute is, with the relation as its kind
     kinds = {e.kind for e in back.entities()}
     assert "produced_by" not in kinds and "belongs_to" not in kinds
+
+
+def test_one_stray_large_id_creates_no_phantom_items(tmp_path: Path) -> None:
+    """Without an item list or map, items are the indexes that occur, not ``range(1 + largest)``."""
+    kgat = tmp_path / "kgat"
+    kgat.mkdir()
+    (kgat / "train.txt").write_text("0 0 1\n1 99999999999\n")
+    (kgat / "test.txt").write_text("0 1\n")
+    (kgat / "kg_final.txt").write_text("0 0 5\n5 1 100000000000\n")
+    dataset = KgatDataset(kgat)
+    assert dataset.n_items() == 100_000_000_000
+    assert [i.item_id for i in dataset.items()] == ["0", "1", "5", "99999999999"]
+    assert list(dataset.triples())[1] == TripleRecord("5", "r1", "e:100000000000")
+    kgcn = tmp_path / "kgcn"
+    kgcn.mkdir()
+    (kgcn / "ratings_final.txt").write_text("0\t0\t1\n0\t1\t1\n1\t99999999999\t1\n")
+    (kgcn / "kg_final.txt").write_text("1 0 7\n7 0 100000000000\n")
+    dataset_kgcn = KgcnDataset(kgcn)
+    assert [i.item_id for i in dataset_kgcn.items()] == ["0", "1", "7", "99999999999"]
+    assert list(dataset_kgcn.triples())[1] == TripleRecord("7", "r0", "e:100000000000")

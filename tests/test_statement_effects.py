@@ -24,7 +24,7 @@ from graph_schema.statements.events import (
 )
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphGateway, GraphQueryError
 from kgrec.maintenance import clear_graph
 from tests.conftest import migrated_graph
 
@@ -104,6 +104,66 @@ def _upsert_items(gw: GraphGateway, st: Statement) -> None:
         "description": "Kept text",
     }
     assert node(gw, "Item", "B0004") == {"id": "B0004", "created_at": NOW, "listed": True, "title": "New"}
+    _items_absorb_entities(gw, st)
+
+
+def _entity_becomes_item(gw: GraphGateway, st: Statement, params: dict[str, Any], entity_id: str) -> None:
+    """One id names one node: ``st`` turns the Entity ``entity_id`` (linked both ways) into the Item
+    its ``params`` write, edges and all, and leaves an Entity alone whose id an Item holds already."""
+    query(
+        gw,
+        "CREATE (e:Entity {id: $id, kind: 'genre', name: 'Was entity', created_at: 1}),"
+        "       (h:Item {id: 'head'}), (t:Entity {id: 'tail'})"
+        " CREATE (h)-[:SIMILAR_TO {relation: 'similar_to', created_at: 3}]->(e),"
+        "        (e)-[:RDF_TYPE {relation: 'rdf:type'}]->(t)",
+        id=entity_id,
+    )
+    gw.write(st, params)
+    gw.write(st, params)  # idempotent
+    assert node(gw, "Entity", entity_id) is None
+    item = node(gw, "Item", entity_id)
+    assert item is not None and item["created_at"] == 1 and "kind" not in item and "name" not in item
+    edges = query(
+        gw,
+        "MATCH (a)-[r]->(b) WHERE r.relation IS NOT NULL AND $id IN [a.id, b.id] "
+        "RETURN labels(a)[0] + ':' + a.id AS a, type(r) AS t, properties(r) AS p, labels(b)[0] + ':' + b.id AS b",
+        id=entity_id,
+    )
+    assert sorted(
+        (e["a"], e["t"], e["b"]) for e in edges if e["a"] in ("Item:head", f"Item:{entity_id}")
+    ) == [
+        ("Item:head", "SIMILAR_TO", f"Item:{entity_id}"),
+        (f"Item:{entity_id}", "RDF_TYPE", "Entity:tail"),
+    ]
+    assert {"relation": "similar_to", "created_at": 3} in [e["p"] for e in edges]
+    with pytest.raises(GraphQueryError):  # the unique constraint holds the relabelled node too
+        query(gw, "CREATE (:Item {id: $id})", id=entity_id)
+
+
+def _items_absorb_entities(gw: GraphGateway, st: Statement) -> None:
+    """The id-to-node rule every item upsert follows (run on an emptied graph after its other effects)."""
+    clear_graph(gw)
+
+    def params(item_id: str) -> dict[str, Any]:
+        if st.name == "upsert_items":
+            return {**st.params, "rows": [{"id": item_id, "title": "X", "description": None, "price": None}]}
+        if st.name == "upsert_unlisted_items":
+            return {**st.params, "ids": [item_id]}
+        empty = {
+            "category_links": [],
+            "replaced_brands": [],
+            "replaced_categories": [],
+            "replaced_attributes": [],
+        }
+        item = {"id": item_id, "props": {}, "brands": [], "categories": []}
+        return {**st.params, **empty, "items": [item]}
+
+    _entity_becomes_item(gw, st, params("x"), "x")
+    assert node(gw, "Item", "x")["listed"] is (st.name != "upsert_unlisted_items")  # type: ignore[index]
+    # an Entity whose id an Item holds already is left alone (nothing to relabel it into)
+    query(gw, "CREATE (:Entity {id: 'both'}), (:Item {id: 'both'})")
+    gw.write(st, params("both"))
+    assert count(gw, "(:Entity {id: 'both'})") == 1 and count(gw, "(:Item {id: 'both'})") == 1
 
 
 @effect("upsert_unlisted_items")
@@ -112,6 +172,7 @@ def _upsert_unlisted_items(gw: GraphGateway, st: Statement) -> None:
     gw.write(st, {**st.params, "ids": ["B0001", "B0002"]})
     assert node(gw, "Item", "B0001") == {"id": "B0001", "created_at": 1, "listed": True}  # untouched
     assert node(gw, "Item", "B0002") == {"id": "B0002", "created_at": NOW, "listed": False}
+    _items_absorb_entities(gw, st)
 
 
 @effect("upsert_brands", "upsert_categorys")
@@ -236,13 +297,38 @@ def _upsert_entities(gw: GraphGateway, st: Statement) -> None:
     ]
     first = gw.write(st, {**st.params, "rows": rows})
     gw.write(st, {**st.params, "rows": rows})
-    assert first.nodes_created == 1
+    assert first.nodes_created == 0
     assert node(gw, "Entity", "m.0jzc") == {"id": "m.0jzc", "kind": "genre", "name": "Jazz", "created_at": 1}
     # A missing kind or name keeps the stored one.
     assert node(gw, "Entity", "kept") == {"id": "kept", "kind": "artist", "name": "Kept", "created_at": 2}
-    assert node(gw, "Entity", "Q5") == {"id": "Q5", "kind": "person", "created_at": NOW}
-    assert node(gw, "Item", "Q5") == {"id": "Q5"}  # same id, other label: not this statement's node
-    assert count(gw, "(n)") == 4
+    # One id names one node: Q5 is an Item, so no Entity is written for it.
+    assert node(gw, "Entity", "Q5") is None
+    assert node(gw, "Item", "Q5") == {"id": "Q5"}
+    assert count(gw, "(n)") == 3
+    again = gw.write(st, {**st.params, "rows": [{"id": "new", "kind": None, "name": "New"}]})
+    assert again.nodes_created == 1 and node(gw, "Entity", "new") == {
+        "id": "new",
+        "name": "New",
+        "created_at": NOW,
+    }
+
+
+@effect("start_import", "finish_import")
+def _import_record(gw: GraphGateway, st: Statement) -> None:
+    query(gw, "CREATE (:Revision {id: 'catalogue', revision: 3})")
+    start = STATEMENTS["start_import"]
+    gw.write(start, start.params)
+    record = {"id": "import", "created_at": NOW, "dataset": "amazon-beauty-kg", "started_at": NOW}
+    assert node(gw, "Revision", "import") == record
+    finish = STATEMENTS["finish_import"]
+    assert gw.write(finish, {"started": NOW + 1, "now": NOW + 9}).rows == []  # another import's start
+    assert gw.write(finish, finish.params).rows == [{"finished_at": NOW + 60_000}]
+    assert node(gw, "Revision", "import") == {**record, "finished_at": NOW + 60_000}
+    # a new start owns the record: unfinished again, with its own data set and start
+    gw.write(start, {"dataset": "shop", "now": NOW + 5})
+    assert node(gw, "Revision", "import") == {**record, "dataset": "shop", "started_at": NOW + 5}
+    assert node(gw, "Revision", "catalogue") == {"id": "catalogue", "revision": 3}
+    assert count(gw, "(n)") == 2
 
 
 @effect("upsert_users")
@@ -623,6 +709,32 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             else {"weight": 2.0, "weight_ts": then, "count": 1, "first_ts": 10, "last_ts": then}
         ),
     }
+    _events_absorb_entities(gw, st)
+
+
+def _events_absorb_entities(gw: GraphGateway, st: Statement) -> None:
+    """One id, one node, in an event batch (on an emptied graph): an Entity with a batch item's id
+    becomes that Item; with attributes, an Entity with an unlisted value's id becomes that unlisted
+    Item, and a value sent as an entity that an Item holds by write time links to the Item."""
+    clear_graph(gw)
+    item = {"id": "x", "title": None, "price": None, "brands": [], "categories": []}
+    params = {**st.params, "items": [item], "pairs": [], "category_links": [], "event_ids": []}
+    if "_with_" not in st.name:
+        _entity_becomes_item(gw, st, params, "x")
+        assert node(gw, "Item", "x")["listed"] is True  # type: ignore[index]
+        return
+    query(gw, "CREATE (:Item {id: 'x'}), (:Item {id: 'late'})")
+    params |= {
+        "attribute_entities": ["late"],  # read as no item; a concurrent writer made it one since
+        "attribute_items": ["v"],
+        "attributes_0": [{"head": "x", "relation": "film.film.genre", "tail": "late"}],
+        "attributes_1": [],
+        "attributes_2": [{"head": "x", "relation": "similar_to", "tail": "v"}],
+    }
+    _entity_becomes_item(gw, st, params, "v")
+    assert node(gw, "Item", "v")["listed"] is False  # type: ignore[index]
+    assert node(gw, "Entity", "late") is None
+    assert count(gw, "(:Item {id: 'x'})-[:FILM_FILM_GENRE]->(:Item {id: 'late'})") == 1
 
 
 @effect("write_topics")
@@ -1285,6 +1397,7 @@ def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, "(:Item {id: 'B0001'})-[]->()") == len(brands) + len(cats) + 2 + (
         2 if st.name != "upsert_catalogue_items" else 0
     )
+    _items_absorb_entities(gw, st)
 
 
 @effect("delist_item")

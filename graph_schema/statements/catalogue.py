@@ -22,16 +22,27 @@ from typing import Any
 from graph_schema.allow_list import Label
 from graph_schema.catalogue import Statement, read, write
 from graph_schema.statements.events import attribute_link_keys
-from graph_schema.statements.knowledge import ATTRIBUTE_NODES, ITEM_FACT_LINKS, attribute_link_stages
+from graph_schema.statements.knowledge import (
+    ATTRIBUTE_NODES,
+    ITEM_FACT_LINKS,
+    absorb_entities,
+    attribute_link_stages,
+)
 
 CATALOGUE = "catalogue"  # the id of the catalogue's Revision node
 
-_BUMP = """
+# An Entity with a batch item's id becomes that Item first (absorb_entities), before the revision
+# is locked, as event ingestion does.
+_BUMP = (
+    absorb_entities("[item IN $items | item.id]")
+    + """
+    WITH count(*) AS stage
     MERGE (rev:Revision {id: 'catalogue'})
     ON CREATE SET rev.revision = 0, rev.created_at = $now
     SET rev.revision = rev.revision + 1, rev.updated_at = $now
     WITH rev.revision AS revision
 """
+)
 
 _ITEMS = (
     """

@@ -7,12 +7,15 @@ Entities and knowledge edges are written by :mod:`graph_schema.statements.knowle
 """
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
-from graph_schema.catalogue import Statement, write
-from graph_schema.statements.knowledge import link_knowledge
+from graph_schema.catalogue import Statement, read, write
+from graph_schema.statements.knowledge import absorb_entities, link_knowledge
 
+# Both item upserts first turn an Entity with an item's id into that Item (absorb_entities).
 UPSERT_ITEMS = write(
     "upsert_items",
-    """
+    absorb_entities("[row IN $rows | row.id]")
+    + """
+    WITH count(*) AS stage
     UNWIND $rows AS r
     MERGE (i:Item {id: r.id})
     ON CREATE SET i.created_at = $now
@@ -28,7 +31,9 @@ UPSERT_ITEMS = write(
 # Co-purchase targets outside the catalogue: Item nodes with listed = false.
 UPSERT_UNLISTED_ITEMS = write(
     "upsert_unlisted_items",
-    """
+    absorb_entities("$ids")
+    + """
+    WITH count(*) AS stage
     UNWIND $ids AS item_id
     MERGE (i:Item {id: item_id})
     ON CREATE SET i.created_at = $now, i.listed = false
@@ -189,3 +194,37 @@ def _interest_statement(target: Label) -> Statement:
 
 SET_BRAND_INTERESTS = _interest_statement(Label.BRAND)
 SET_CATEGORY_INTERESTS = _interest_statement(Label.CATEGORY)
+
+# The import's own record, (:Revision {id: 'import'}): the data set an import started with and
+# when, and when it finished (null until then). An import writes in many batches, so a process
+# killed part way leaves a partial graph; `kgrec up --import` reads this to run an unfinished one
+# again (every step is idempotent) instead of serving the partial graph.
+START_IMPORT = write(
+    "start_import",
+    """
+    MERGE (r:Revision {id: 'import'})
+    ON CREATE SET r.created_at = $now
+    SET r.dataset = $dataset, r.started_at = $now, r.finished_at = null
+    """,
+    dataset="amazon-beauty-kg",
+    now=1700000000000,
+)
+# Only the import that started at $started finishes the record (a later start owns it).
+FINISH_IMPORT = write(
+    "finish_import",
+    """
+    MATCH (r:Revision {id: 'import'})
+    WHERE r.started_at = $started
+    SET r.finished_at = $now
+    RETURN r.finished_at AS finished_at
+    """,
+    started=1700000000000,
+    now=1700000060000,
+)
+IMPORT_STATE = read(
+    "import_state",
+    """
+    MATCH (r:Revision {id: 'import'})
+    RETURN r.dataset AS dataset, r.started_at AS started_at, r.finished_at AS finished_at
+    """,
+)

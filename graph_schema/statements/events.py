@@ -39,6 +39,7 @@ from graph_schema.statements.knowledge import (
     ATTRIBUTE_NODES,
     CATEGORY_PATH_LINKS,
     ITEM_FACTS,
+    absorb_entities,
     attribute_link_stages,
 )
 
@@ -77,6 +78,7 @@ _PAIR_ROW = {
 # revision alone, so event batches do not all queue on its node. The items are read first and
 # written after the revision is bumped: on Neo4j both this and a catalogue write then lock the
 # revision before the items, so the two never wait on each other's locks in opposite orders.
+# An Entity with a batch item's id becomes that Item first (absorb_entities: one id, one node).
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
@@ -95,6 +97,10 @@ _BEFORE_PAIRS = (
                              THEN ur.minute ELSE u.rate_minute END,
         u.rate_count = in_minute,
         u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit
+    WITH count(*) AS stage
+"""
+    + absorb_entities("[item IN $items | item.id]")
+    + """
     WITH count(*) AS stage
     UNWIND $items AS it
     MERGE (i:Item {id: it.id})

@@ -21,10 +21,34 @@ from graph_schema.relation_names import relationship_type
 # The labels a knowledge edge may join (brands and categories have their own fixed types).
 KNOWLEDGE_LABELS = (Label.ITEM, Label.ENTITY)
 
+
+def absorb_entities(ids: str) -> str:
+    """The stage that turns each Entity with an id of the Cypher list ``ids`` into an unlisted Item.
+
+    One id names one node: a write that makes an id an Item runs this stage first, so the
+    Item's own MERGE then finds the former Entity, its edges all kept (its ``kind`` and
+    ``name`` go; ``listed`` is false until the write lists it). An id some Item holds already
+    is left alone. Relabelling keeps edges of any type, which Cypher could not move without
+    naming each type. ``ids`` is fixed text of the statement (a parameter or a list
+    comprehension over one), never data.
+    """
+    return f"""
+    UNWIND {ids} AS absorbed_id
+    MATCH (ae:Entity {{id: absorbed_id}})
+    OPTIONAL MATCH (held:Item {{id: absorbed_id}})
+    WITH ae, held WHERE held IS NULL
+    REMOVE ae:Entity, ae.kind, ae.name
+    SET ae:Item, ae.listed = false
+"""
+
+
+# An entity row whose id is an Item writes nothing: one id names one node (absorb_entities).
 UPSERT_ENTITIES = write(
     "upsert_entities",
     """
     UNWIND $rows AS r
+    OPTIONAL MATCH (held:Item {id: r.id})
+    WITH r, held WHERE held IS NULL
     MERGE (e:Entity {id: r.id})
     ON CREATE SET e.created_at = $now
     SET e.kind = coalesce(r.kind, e.kind), e.name = coalesce(r.name, e.name)
@@ -101,17 +125,38 @@ def example_relationship_types() -> list[str]:
 # The attribute stages an atomic write (an event batch, a catalogue batch) appends: the values
 # that are not items become Entity nodes, unknown values unlisted items, and each (item,
 # relation, value) a typed knowledge edge, one stage and one $attributes_<n> parameter per
-# (type, value label) pair the batch uses.
-ATTRIBUTE_NODES = """
+# (type, value label) pair the batch uses. One id names one node: a value that is an Item at write
+# time (a concurrent writer's, read as unknown) gets no Entity, and its edges go to the Item.
+ATTRIBUTE_NODES = (
+    """
     WITH count(*) AS stage
     UNWIND $attribute_entities AS entity_id
+    OPTIONAL MATCH (held:Item {id: entity_id})
+    WITH entity_id, held WHERE held IS NULL
     MERGE (en:Entity {id: entity_id})
     ON CREATE SET en.created_at = $now
+    WITH count(*) AS stage
+"""
+    + absorb_entities("$attribute_items")
+    + """
     WITH count(*) AS stage
     UNWIND $attribute_items AS value_id
     MERGE (vi:Item {id: value_id})
     ON CREATE SET vi.created_at = $now, vi.listed = false
 """
+)
+
+
+def _value_end(n: int, label: Label) -> str:
+    """Bind ``t<n>`` to the value's node: an Entity value resolves to the Item with its id when one
+    holds it at write time (one id, one node), else to the Entity."""
+    if label is Label.ITEM:
+        return f"MATCH (t{n}:Item {{id: a{n}.tail}})"
+    return (
+        f"OPTIONAL MATCH (ti{n}:Item {{id: a{n}.tail}})\n"
+        f"    OPTIONAL MATCH (te{n}:Entity {{id: a{n}.tail}})\n"
+        f"    WITH a{n}, h{n}, coalesce(ti{n}, te{n}) AS t{n} WHERE t{n} IS NOT NULL"
+    )
 
 
 def attribute_link_stages(links: tuple[tuple[str, Label], ...]) -> tuple[list[str], str]:
@@ -124,7 +169,7 @@ def attribute_link_stages(links: tuple[tuple[str, Label], ...]) -> tuple[list[st
     WITH count(*) AS stage
     UNWIND $attributes_{n} AS a{n}
     MATCH (h{n}:Item {{id: a{n}.head}})
-    MATCH (t{n}:{label.value} {{id: a{n}.tail}})
+    {_value_end(n, label)}
     MERGE (h{n})-[:{rel_type} {{relation: a{n}.relation}}]->(t{n})
 """
         for n, (rel_type, label) in enumerate(links)

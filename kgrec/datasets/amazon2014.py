@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgrec.datasets.records import open_text
 from kgrec.limits import MAX_TEXT_LENGTH, id_problem
 
 RELATED = ("also_bought", "also_viewed", "bought_together")
@@ -77,8 +78,7 @@ def parse_loose_json(line: str, path: Path, number: int) -> dict[str, Any]:
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` for each non-blank line of a (gzipped) McAuley file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 yield number, parse_loose_json(line, path, number)

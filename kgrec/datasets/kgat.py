@@ -60,7 +60,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NOT_RELATION_CHARACTER = re.compile(r"[^A-Za-z0-9._/:-]+")
 _INTEGER = re.compile(r"^[0-9]+$")
 _STAND_IN = re.compile(r"^r[0-9]+$")
-_SUFFIX = re.compile(r"_r[0-9]+$")  # what unique_relation_names appends to a name taken twice
+_SUFFIX = re.compile(r"(?:_r[0-9]+)+$")  # what unique_relation_names appends to a name taken twice
 _LAST_FIELD = re.compile(r"^(.*?)\s*(\S+)$", re.DOTALL)  # (everything before, last field)
 _LAST_SEGMENT = re.compile(r"[A-Za-z0-9_-]+$")
 
@@ -105,25 +105,34 @@ def relation_kind(relation: str) -> str | None:
     the stand-in names ``r<remap_id>``, which say nothing about what they point at; the
     ``_r<remap_id>`` that :func:`unique_relation_names` appends is left out.
     """
-    if _STAND_IN.match(relation):
+    if _STAND_IN.fullmatch(relation):
         return None
     match = _LAST_SEGMENT.search(_SUFFIX.sub("", relation))
     return match.group(0).lower()[-MAX_KIND_LENGTH:] if match else None
 
 
 def unique_relation_names(raw_names: dict[int, str]) -> dict[int, str]:
-    """remap_id -> relation name for every listed relation, each name used once.
+    """remap_id -> relation name for every listed relation, each name used once, whatever the input.
 
-    A raw name :func:`readable_relation` cannot turn into a name becomes ``r<remap_id>``;
-    a name another relation already took gets ``_r<remap_id>`` appended.
+    A raw name :func:`readable_relation` cannot turn into a name becomes ``r<remap_id>``.
+    The first relation (by remap id) with a name keeps it; a later one with the same name gets
+    ``_r<remap_id>`` appended, then ``_r<remap_id>_r2``, ``_r<remap_id>_r3``... until the name is
+    one no relation has (as its own name or given before): ``a``, ``a_r2``, ``a`` gives ``a``,
+    ``a_r2``, ``a_r2_r2``.
     """
+    bases = {remap: readable_relation(raw) or f"r{remap}" for remap, raw in sorted(raw_names.items())}
+    owner: dict[str, int] = {}
+    for remap, base in bases.items():
+        owner.setdefault(base, remap)
+    taken = set(owner)  # reserved up front, so a listed name is never handed to another relation
     names: dict[int, str] = {}
-    taken: set[str] = set()
-    for remap, raw in sorted(raw_names.items()):
-        name = readable_relation(raw) or f"r{remap}"
-        if name in taken:
-            suffix = f"_r{remap}"
-            name = name[: MAX_RELATION_LENGTH - len(suffix)] + suffix
+    for remap, base in bases.items():
+        name = base
+        attempt = 1
+        while owner[base] != remap and name in taken:
+            suffix = f"_r{remap}" if attempt == 1 else f"_r{remap}_r{attempt}"
+            name = base[: MAX_RELATION_LENGTH - len(suffix)] + suffix
+            attempt += 1
         taken.add(name)
         names[remap] = name
     return names
@@ -157,7 +166,7 @@ class EntityKinds:
 
 def parse_index(token: str) -> int | None:
     """A remapped id: a non-negative ASCII integer (``007`` is 7); None for anything else."""
-    return int(token) if _INTEGER.match(token) else None
+    return int(token) if _INTEGER.fullmatch(token) else None
 
 
 def read_id_list(
@@ -238,6 +247,7 @@ class KgatDataset:
         self.users = self._org_ids("user_list.txt", "user")
         self.item_ids = self._org_ids("item_list.txt", "item")
         self._n_items: int | None = None
+        self._seen_items: set[int] | None = None
         self._entities: dict[int, str] | None = None
         self._entity_names: dict[str, str] = {}
         self._relations: dict[int, str] | None = None
@@ -294,28 +304,44 @@ class KgatDataset:
         for name in self.SPLITS:
             yield from self.split(name)
 
+    def _split_items(self) -> set[int]:
+        """Every item index the splits name (read once; without an item list these are the items)."""
+        if self._seen_items is None:
+            self._seen_items = set()
+            for name in self.SPLITS:
+                with open_text(self._file(f"{name}.txt")) as handle:
+                    for line in handle:
+                        for token in line.split()[1:]:
+                            remap = parse_index(token)
+                            if remap is not None:
+                                self._seen_items.add(remap)
+        return self._seen_items
+
     def n_items(self) -> int:
         """Items are entities ``0 .. n_items-1``: the item list's size, else 1 + the largest split item."""
         if self._n_items is None:
             if self.item_ids is not None:
                 self._n_items = self._listed_items
             else:
-                largest = -1
-                for name in self.SPLITS:
-                    with open_text(self._file(f"{name}.txt")) as handle:
-                        for line in handle:
-                            for token in line.split()[1:]:
-                                remap = parse_index(token)
-                                if remap is not None:
-                                    largest = max(largest, remap)
-                self._n_items = largest + 1
+                self._n_items = max(self._split_items(), default=-1) + 1
         return self._n_items
 
     def items(self) -> Iterator[ItemRecord]:
-        """Every item of the item list (no titles or brands in this layout), else ``0 .. n_items-1``."""
+        """Every item of the item list (no titles or brands in this layout), else every item index
+        the splits or ``kg_final.txt`` name, in index order.
+
+        Only indexes that occur become items: one stray large id in a split moves the item/entity
+        boundary, but creates no item for each index below it.
+        """
         if self.item_ids is not None:
             return (ItemRecord(item_id) for item_id in self.item_ids.values())
-        return (ItemRecord(str(remap)) for remap in range(self.n_items()))
+        seen = set(self._split_items())
+        n_items = self.n_items()
+        path = find_file(self.folder, "kg_final.txt")
+        if path is not None:
+            for _, (h, _, t) in integer_lines(path, 3, Problems()):
+                seen.update(index for index in (h, t) if index < n_items)
+        return (ItemRecord(str(remap)) for remap in sorted(seen))
 
     def relation_names(self) -> dict[int, str]:
         """remap_id -> relation name, from ``relation_list.txt`` (empty without one: names are ``r<id>``)."""

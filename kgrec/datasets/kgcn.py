@@ -83,6 +83,7 @@ class KgcnDataset:
         self._satori_items: dict[str, int] | None = None
         self._map_size = 0
         self._n_items: int | None = None
+        self._rated: set[int] | None = None
 
     def _ratings(self, problems: Problems) -> Iterator[tuple[int, int, int, int]]:
         """``(line, user, item, label)`` of each valid ratings_final line, in file order."""
@@ -128,6 +129,12 @@ class KgcnDataset:
                         self._map_size += 1
         return self._satori_items
 
+    def _rated_items(self) -> set[int]:
+        """Every item index ``ratings_final.txt`` names, positive or negative (read once)."""
+        if self._rated is None:
+            self._rated = {item for _, _, item, _ in self._ratings(Problems())}
+        return self._rated
+
     def n_items(self) -> int:
         """Items are entities ``0 .. n_items-1``: the item map's size, else 1 + the largest rated item."""
         if self._n_items is None:
@@ -135,12 +142,23 @@ class KgcnDataset:
             if self.item_map is not None:
                 self._n_items = self._map_size
             else:
-                self._n_items = 1 + max((item for _, _, item, _ in self._ratings(Problems())), default=-1)
+                self._n_items = 1 + max(self._rated_items(), default=-1)
         return self._n_items
 
     def items(self) -> Iterator[ItemRecord]:
-        """Items ``0 .. n_items-1`` (no titles or brands in this layout)."""
-        return (ItemRecord(str(index)) for index in range(self.n_items()))
+        """Items ``0 .. n_items-1`` with an item map (one per line), else every item index the ratings or
+        ``kg_final.txt`` name, in index order (no titles or brands in this layout).
+
+        Without a map only indexes that occur become items: one stray large id in the ratings moves
+        the item/entity boundary, but creates no item for each index below it.
+        """
+        if self.item_map is not None:
+            return (ItemRecord(str(index)) for index in range(self.n_items()))
+        seen = set(self._rated_items())
+        n_items = self.n_items()
+        for _, h, t, _, _, _ in self._kg_rows(Problems()):
+            seen.update(index for index in (h, t) if index < n_items)
+        return (ItemRecord(str(index)) for index in sorted(seen))
 
     def _raw_rows(self, problems: Problems) -> Iterator[_Row]:
         """Rows of ``kg.txt``, entities numbered as KGCN's ``convert_kg`` numbers them."""

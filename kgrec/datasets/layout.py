@@ -60,8 +60,8 @@ def _interaction(row: dict[str, str], default_type: str) -> InteractionRecord:
         raise BadRow(f"type {kind!r} is not one of {', '.join(BEHAVIOURS)}")
     try:
         ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
-    except ValueError:
-        raise BadRow(f"ts {row['ts']!r} is neither ISO-8601 nor Unix seconds") from None
+    except ValueError as exc:
+        raise BadRow(f"ts {exc}") from None
     seq_text = (row.get("seq_index") or "").strip()
     if seq_text and not seq_text.isdigit():
         raise BadRow(f"seq_index {seq_text!r} is not a non-negative integer")
@@ -160,4 +160,5 @@ class LayoutDataset:
         """Entity kinds and names from entities.csv, if present."""
         path = find_file(self.folder, "entities.csv")
         if path is not None:
-            yield from parsed_rows(path, ("entity_id",), self.problems, _entity)
+            for line, entity in located_rows(path, ("entity_id",), self.problems, _entity):
+                yield entity._replace(source=(str(path), line))

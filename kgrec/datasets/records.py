@@ -8,13 +8,15 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from kgrec.limits import id_problem
+from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
 
@@ -65,6 +67,8 @@ class EntityRecord(NamedTuple):
     entity_id: str
     kind: str | None = None
     name: str | None = None
+    # (file, line) the entity was read from, for a report that names its row; None where unknown
+    source: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,75 @@ def check_ids(*columns: tuple[str, str | None]) -> None:
             raise BadRow(f"{name} {problem}")
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a CSV/text file, transparently gunzipping ``*.gz``."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+class UnreadableFile(ValueError):
+    """A data file that cannot be read as UTF-8 text (or gzip): the message names the file and,
+    where it is known, the line."""
+
+
+class TextFile:
+    """A data file opened for reading as UTF-8 text, gunzipped when it is ``*.gz``.
+
+    Read it by iterating (or ``readline``); a byte that is not UTF-8, a truncated or corrupt
+    gzip stream raises :class:`UnreadableFile` naming the file, and the line for a bad byte,
+    instead of a bare ``UnicodeDecodeError`` or ``EOFError``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        # utf-8-sig: a byte order mark (as Excel writes) is not part of the first header name
+        self._text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        self._lines = 0  # lines handed out so far
+
+    def __enter__(self) -> TextFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._text.close()
+
+    def __iter__(self) -> TextFile:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readline(self) -> str:
+        """The next line with its line end; "" at the end of the file."""
+        try:
+            line = self._text.readline()
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(self._undecodable(exc)) from None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            reason = "it ends early (truncated)" if isinstance(exc, EOFError) else f"not valid gzip ({exc})"
+            raise UnreadableFile(f"{self.path}: cannot read past line {self._lines}: {reason}") from None
+        if line:
+            self._lines += 1
+        return line
+
+    def _undecodable(self, exc: UnicodeDecodeError) -> str:
+        """Where the first byte that is not UTF-8 is: the decoder reads in blocks, so read the raw
+        lines again to find its line."""
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        with opener(self.path, "rb") as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    byte = line[bad.start : bad.start + 1].hex()
+                    return f"{self.path} line {number}: not UTF-8 (byte 0x{byte} at column {bad.start + 1})"
+        return f"{self.path}: not UTF-8 ({exc.reason})"
+
+
+def open_text(path: Path) -> TextFile:
+    """Open a CSV/text file, transparently gunzipping ``*.gz`` (see :class:`TextFile`)."""
+    return TextFile(path)
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
@@ -178,13 +246,32 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
 
 
 def parse_timestamp_ms(text: str) -> int:
-    """Parse Unix seconds (int or float) or an ISO-8601 time into epoch milliseconds."""
-    text = text.strip()
+    """Parse Unix seconds (int or float) or an ISO-8601 time (UTC without an offset) into epoch
+    milliseconds, from 1970 to 9999 as the API's times (:data:`kgrec.limits.MAX_EPOCH_MS`).
+
+    Raises ValueError whose message quotes the value and says why (``'inf' is not a finite
+    number of seconds``, ``'1e300' is after 9999``), to follow the column's name.
+    """
+    stripped = text.strip()
     try:
-        return round(float(text) * 1000)
+        seconds: float | None = float(stripped)
     except ValueError:
-        pass
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{text!r} is not a finite number of seconds")
+        ms = seconds * 1000
+    else:
+        try:
+            moment = datetime.fromisoformat(stripped.replace("Z", "+00:00").replace(" UTC", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{text!r} is neither ISO-8601 nor Unix seconds") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ms = moment.timestamp() * 1000
+    # compared as a float, before round(): 1e300 seconds must not become a clipped integer
+    if ms < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    if ms > MAX_EPOCH_MS:
+        raise ValueError(f"{text!r} is after 9999")
+    return round(ms) if seconds is not None else int(ms)

@@ -82,8 +82,8 @@ def _number(name: str, text: str) -> float | None:
 def _timestamp(text: str) -> int:
     try:
         return parse_timestamp_ms(text)
-    except ValueError:
-        raise RowError(f"time {text!r} is neither ISO-8601 nor Unix seconds") from None
+    except ValueError as exc:
+        raise RowError(f"time {exc}") from None
 
 
 def _width(fields: Sequence[str], expected: int) -> None:

@@ -319,7 +319,7 @@ def assign_ids(
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             if cosine[r, c] >= STABLE_MIN_COSINE:
                 ids[r] = previous[c][0]
-    numbers = [int(m.group(1)) for i in used if (m := ID_PATTERN.match(i))]
+    numbers = [int(m.group(1)) for i in used if (m := ID_PATTERN.fullmatch(i))]
     next_number = max(numbers, default=0) + 1
     for t in range(model.n_topics):
         if ids[t] is None:
