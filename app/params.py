@@ -8,7 +8,6 @@ from pydantic_core import ErrorDetails
 from app.errors import ApiError
 from app.schemas import PATH_ID
 from kgrec.field_types import shown, string_reason
-from kgrec.limits import id_problem
 
 
 def _detail(name: str, error: ErrorDetails) -> str:
@@ -45,8 +44,9 @@ def bad_parameter(exc: ValidationError) -> ApiError:
 
 
 def checked_path_id(name: str, value: str) -> str:
-    """A path id that follows the id rule, or a 400 naming the path parameter."""
+    """A path id that follows the id rule, or a 400 naming the path parameter and showing the value."""
     try:
         return PATH_ID.validate_python(value)
-    except ValidationError:
-        raise ApiError(400, "bad_request", f"{name} {id_problem(value)}", field=name) from None
+    except ValidationError as exc:
+        reason = string_reason(exc.errors(include_url=False)[0])
+        raise ApiError(400, "bad_request", f"{name} {reason}", field=name) from None
