@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import requests
 
 from tests.processes import ApiProcess
 
@@ -179,3 +180,16 @@ def test_an_id_error_shows_the_id_in_a_path_as_in_a_query(
     small_api: ApiProcess, target: str, field: str, detail: str
 ) -> None:
     assert refusal(get(small_api, target)) == (400, field, detail)
+
+
+def test_what_gunicorn_refuses_before_the_app_is_json_too(small_api: ApiProcess) -> None:
+    """A request line over gunicorn's limit_request_line, or a header over its field size, never
+    reaches the app; gunicorn's answer used to be an HTML page."""
+    line = requests.get(f"{small_api.url}{RECOMMENDATIONS}", params={"brand": "b" * 9_000}, timeout=30)
+    header = requests.get(f"{small_api.url}{RECOMMENDATIONS}", headers={"X-Big": "h" * 9_000}, timeout=30)
+    for answer, status, error in (
+        (line, 414, "uri_too_long"),
+        (header, 431, "request_header_fields_too_large"),
+    ):
+        assert answer.status_code == status and answer.headers["Content-Type"] == "application/json"
+        assert answer.json()["error"] == error and answer.json()["detail"], answer.text
