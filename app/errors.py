@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.gateway import GraphUnavailable
+from kgrec.impressions import ImpressionsUnavailable
 
 RETRY_AFTER_S = 5
 
@@ -37,7 +38,7 @@ def error_response(status: int, error: str, detail: str, field: str | None = Non
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Map API errors, graph outages (503 + Retry-After) and every HTTP error to JSON."""
+    """Map API errors, graph and impression-store outages (503 + Retry-After) and every HTTP error to JSON."""
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
@@ -51,13 +52,20 @@ def register_error_handlers(app: Flask) -> None:
     def not_found(exc: NotFound) -> Response:
         return error_response(404, "not_found", exc.detail, exc.field)
 
-    @app.errorhandler(GraphUnavailable)
-    def graph_unavailable(exc: GraphUnavailable) -> Response:
-        response = error_response(
-            503, "graph_unavailable", "the graph database is unavailable; nothing was written, retry later"
-        )
+    def retry_later(error: str, detail: str) -> Response:
+        response = error_response(503, error, detail)
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
+
+    @app.errorhandler(GraphUnavailable)
+    def graph_unavailable(exc: GraphUnavailable) -> Response:
+        return retry_later(
+            "graph_unavailable", "the graph database is unavailable; nothing was written, retry later"
+        )
+
+    @app.errorhandler(ImpressionsUnavailable)
+    def impressions_unavailable(exc: ImpressionsUnavailable) -> Response:
+        return retry_later("impressions_unavailable", "the impression store is unavailable; retry later")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

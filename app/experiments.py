@@ -20,7 +20,7 @@ from app.experiment_schemas import (
     NewExperiment,
     Promotion,
 )
-from app.graph import graph, settings
+from app.graph import graph, serving, settings
 from app.impressions import impression_store, running_experiment
 from app.schemas import Error
 from kgrec.catalogue import error_problems
@@ -33,7 +33,7 @@ from kgrec.experiments import (
     Variant,
     results,
 )
-from kgrec.model_versions import VersionNotReady, list_versions, promote
+from kgrec.model_versions import VersionNotReady, list_versions
 from kgrec.serving import now_ms
 
 bp = Blueprint("experiments", __name__)
@@ -215,7 +215,7 @@ def promote_experiment(experiment_id: str) -> Response:
         )
     try:
         if variant.model_version != ACTIVE:
-            version = promote(graph(), settings().data_dir, variant.model_version)
+            version = serving().promote(variant.model_version)
             promoted.update(model_version=version["version"], activated_at=version["activated_at"])
             claimed = replace(claimed, promoted=promoted)
     except BaseException as exc:

@@ -34,14 +34,21 @@ def healthz() -> Response:
     resp=responses(
         ReadinessWithImpressions,
         "ready",
-        HTTP_503=(Error, "the graph or the impression store is unreachable, or no model is active"),
+        HTTP_503=(
+            Error,
+            "the graph (`graph_unavailable`) or the impression store (`impressions_unavailable`) is "
+            "unreachable, or no model is active (`no_model`)",
+        ),
     )
 )
 def readyz() -> Response:
     """The graph is reachable, a model is active, and the impression store answers (when recording)."""
     ready = serving().readiness()
     if settings().record_impressions:
-        impression_store().ping()  # every answer is recorded: without the store, none can be served
+        # Not ready while the store is down, although recommendations are still journalled: impression
+        # lookups, attribution and experiment results fail, and a process that never read the running
+        # experiment cannot serve a user. The 503 says which store (impressions_unavailable).
+        impression_store().ping()
     return jsonify({**ready, "impressions": "ok" if settings().record_impressions else "off"})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from app.endpoints import read_endpoint
 from app.graph import settings
@@ -53,8 +53,12 @@ def served_version(user_id: str | None) -> tuple[str | None, dict[str, str | Non
 def recorded(
     answer: dict[str, Any], *, surface: str, user_id: str | None, item_id: str | None = None
 ) -> dict[str, Any]:
-    """Record a recommendations or similar-items answer (unless recording is off) and stamp its id."""
-    if not settings().record_impressions:
+    """Record a recommendations or similar-items answer and stamp its id.
+
+    Nothing is recorded while recording is off, nor for a HEAD: its answer is never shown, and a
+    recorded one would count as an exposure and move the user's exploration seed.
+    """
+    if not settings().record_impressions or request.method == "HEAD":
         answer.setdefault("recommendation_id", str(uuid.uuid4()))  # as before recording: never stored
         return answer
     answer["recommendation_id"] = impression_store().record(

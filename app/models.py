@@ -11,12 +11,12 @@ from app.body import json_body
 from app.catalogue import BODY_ERRORS
 from app.endpoints import read_endpoint, write_endpoint
 from app.errors import ApiError
-from app.graph import graph, settings
+from app.graph import graph, serving, settings
 from app.model_schemas import ModelVersionList, ModelVersionView, TrainJob, TrainRequest
 from app.schemas import Error
 from kgrec import job_queue
 from kgrec.catalogue import error_problems
-from kgrec.model_versions import VersionNotReady, list_versions, promote
+from kgrec.model_versions import VersionNotReady, list_versions
 
 bp = Blueprint("models", __name__)
 
@@ -32,7 +32,7 @@ def get_models() -> Response:
     "POST",
     "/v1/models/<version>/promote",
     ModelVersionView,
-    "now active; every serving process serves it within about a second",
+    "now active; this process serves it from its next request, every other within about a second",
     {
         "HTTP_404": (Error, "no such version"),
         "HTTP_409": (Error, "the version is still being written, or its artifact file is missing"),
@@ -42,7 +42,7 @@ def get_models() -> Response:
 def promote_model(version: str) -> Response:
     """Make this version the active one, in one statement (a candidate, or a retired one to roll back)."""
     try:
-        return jsonify(promote(graph(), settings().data_dir, version))
+        return jsonify(serving().promote(version))
     except VersionNotReady as exc:
         raise ApiError(409, "conflict", exc.detail, "version") from None
 

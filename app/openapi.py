@@ -21,7 +21,7 @@ from spectree.plugins.base import Context
 from spectree.plugins.flask_plugin import FlaskPlugin
 from swagger_ui_bundle import swagger_ui_path
 
-from app.params import bad_parameter
+from app.params import bad_parameter, query_values
 from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
@@ -42,8 +42,7 @@ class _FlaskPlugin(FlaskPlugin):
     def request_validation(
         self, request: Any, query: Any, json: Any, form: Any, headers: Any, cookies: Any
     ) -> None:
-        # A repeated parameter counts once, with its first value (no kgrec parameter is a list).
-        parsed = self.model_adapter.validate_obj(query, request.args.to_dict()) if query else None
+        parsed = self.model_adapter.validate_obj(query, query_values(request.query_string)) if query else None
         request.context = Context(parsed, None, None, None, None)
 
     def validate_response(self, resp: Any, resp_model: Any, skip_validation: bool, force: bool) -> Any:

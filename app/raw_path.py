@@ -4,24 +4,24 @@ A WSGI server decodes ``%2F`` into ``/`` before the application sees the path,
 so ``/v1/users/a%2Fb/recommendations`` would no longer match its route.
 Under gunicorn the raw request target is in ``RAW_URI``; routing on it keeps
 every encoded id inside its own path segment, and the view arguments are
-percent-decoded afterwards.
+percent-decoded afterwards, as UTF-8 and strictly (:func:`app.params.percent_decoded`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
 
 from flask import Flask
 
-from app.params import checked_path_id
+from app.params import checked_path_id, percent_decoded
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class RawPathMiddleware:
-    """Replace PATH_INFO with the raw path for the versioned API."""
+    """Replace PATH_INFO with the raw path for the versioned API and the console's pages (whose
+    ids would otherwise be percent-decoded twice: by the server, then by the app)."""
 
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
@@ -30,7 +30,7 @@ class RawPathMiddleware:
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
         if raw:
             path = raw.split("?", 1)[0]
-            if path.startswith("/v1/"):
+            if path.startswith(("/v1/", "/console/")):
                 environ["PATH_INFO"] = path
         return self.app(environ, start_response)
 
@@ -45,4 +45,4 @@ def install_raw_path_routing(app: Flask) -> None:
         # Every id in a path is decoded and checked here, once, before any view runs.
         for name, value in (values or {}).items():
             if isinstance(value, str):
-                values[name] = checked_path_id(name, unquote(value))  # type: ignore[index]
+                values[name] = checked_path_id(name, percent_decoded(value, name))  # type: ignore[index]

@@ -9,12 +9,13 @@ document: the tests check every response against them.
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -27,7 +28,7 @@ from kgrec import serving as core
 from kgrec.catalogue import CatalogueItem, ItemFields
 from kgrec.diversity import Diversity
 from kgrec.events.validation import Event
-from kgrec.field_types import Id, OptionalId, PriceFilter
+from kgrec.field_types import Id, OptionalId, PriceFilter, shown
 from kgrec.limits import (
     MAX_AUDIENCE_PAGE,
     MAX_BATCH_ATTRIBUTE_RELATIONS,
@@ -41,26 +42,56 @@ from kgrec.limits import (
 )
 from kgrec.rules import RuleBody
 
-_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+# A query value is text, read with the grammar JSON gives the parameter's documented type, so
+# each value has one spelling: "05", " 5", "1_0", "inf" and "TRUE" are refused, not read as 5,
+# 10, infinity and true.
+_GRAMMARS = {
+    "integer": (
+        re.compile(r"-?(0|[1-9][0-9]*)", re.ASCII),
+        "an integer as JSON writes it (like 20 or -1: no leading zero, '+', space or '_')",
+    ),
+    "number": (
+        re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", re.ASCII),
+        "a number as JSON writes it (like 9.99 or 1e3: no '+', space, '_', inf or nan)",
+    ),
+    "boolean": (re.compile(r"true|false"), "true or false"),
+}
 
 
-def _query_bool(raw: Any) -> Any:
-    if isinstance(raw, bool):
-        return raw
-    if str(raw).lower() in _TRUE:
-        return True
-    if str(raw).lower() in _FALSE:
-        return False
-    raise PydanticCustomError("bool_parsing", "must be true or false")
-
-
-QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+@functools.cache
+def _typed_parameters(model: type[BaseModel]) -> dict[str, tuple[str, bool]]:
+    """Each integer, number or boolean parameter of ``model``: its JSON type, and whether "" (not
+    given, as an HTML form sends it) is one of its values."""
+    typed = {}
+    for name, schema in model.model_json_schema()["properties"].items():
+        branches = schema.get("anyOf", [schema])
+        kinds = [b["type"] for b in branches if b.get("type") in _GRAMMARS]
+        if kinds:
+            typed[name] = (kinds[0], any(b.get("const") == "" for b in branches))
+    return typed
 
 
 class Query(BaseModel):
-    """Query parameters: unknown ones are ignored, defaults are checked like given values."""
+    """Query parameters: only the model's own (another is a 400 naming it), each value in the
+    JSON grammar of its type; defaults are checked like given values."""
 
-    model_config = ConfigDict(extra="ignore", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_grammar(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, (kind, empty_allowed) in _typed_parameters(cls).items():
+            raw = data.get(name)
+            pattern, wanted = _GRAMMARS[kind]
+            if isinstance(raw, str) and not (raw == "" and empty_allowed) and not pattern.fullmatch(raw):
+                raise PydanticCustomError(
+                    "query_grammar",
+                    "{field} must be {wanted}, not {value}",
+                    {"field": name, "wanted": wanted, "value": shown(raw)},
+                )
+        return data
 
 
 # Every id a route captures (user_id, item_id, job_id) is checked against this before any view runs.
@@ -124,7 +155,7 @@ class RecommendationsQuery(ItemFilterQuery):
     exclude: Literal[core.EXCLUSIONS] = Field(  # type: ignore[valid-type]
         "seen", description="which of the user's items to leave out"
     )
-    explain: QueryBool = Field(False, description="attach each item's best path")
+    explain: bool = Field(False, description="attach each item's best path (`true` or `false`)")
 
 
 class SimilarQuery(ItemFilterQuery):
@@ -450,8 +481,6 @@ class AudienceConditions(BaseModel):
 
 
 class AudienceQuery(Query, AudienceConditions):
-    model_config = ConfigDict(extra="ignore", validate_default=True)
-
     limit: Annotated[int, Field(ge=1, le=MAX_AUDIENCE_PAGE, description="users per page")] = 100
     cursor: Annotated[str, Field(max_length=512, description="`next_cursor` of the previous page")] = ""
 

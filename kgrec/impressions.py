@@ -65,6 +65,14 @@ JOURNAL_DIR = "impression-journal"  # under the data directory, one folder per g
 
 T = TypeVar("T")
 
+
+class ImpressionsUnavailable(GraphUnavailable):
+    """The impression store cannot be reached or written right now (a 503 that names it, not the graph).
+
+    A GraphUnavailable, so every caller that waits out an outage waits out this one too.
+    """
+
+
 # One call per batch of journal lines (kgrec/impression_journal.py): one round trip, and the lines
 # are parsed here, not in the serving process, whose shipper thread would otherwise hold the GIL
 # for it. KEYS: the stream. ARGV: now (ms), retention (ms), max entries, user list length, window
@@ -336,7 +344,7 @@ class ImpressionStore:
             return self._client
 
     def run(self, action: Callable[[redis.Redis], T]) -> T:
-        """Run ``action`` with the client; a connection failure is GraphUnavailable (503, Retry-After)."""
+        """Run ``action`` with the client; a connection failure is ImpressionsUnavailable (503, retry)."""
         client = self.client()
         try:
             return action(client)
@@ -344,14 +352,14 @@ class ImpressionStore:
             with self._lock:
                 if self._client is client:
                     self._client = None
-            raise GraphUnavailable(f"impression store unavailable: {exc}") from exc
+            raise ImpressionsUnavailable(f"impression store unavailable: {exc}") from exc
         except redis.ResponseError as exc:
             if any(code in str(exc) for code in _CANNOT_WRITE):  # a full disk, memory limit, replica
-                raise GraphUnavailable(f"impression store cannot write: {exc}") from exc
+                raise ImpressionsUnavailable(f"impression store cannot write: {exc}") from exc
             raise
 
     def ping(self) -> None:
-        """Check that the impression store answers (GraphUnavailable if not)."""
+        """Check that the impression store answers (ImpressionsUnavailable if not)."""
         self.run(lambda client: client.ping())
 
     def close(self) -> None:
@@ -381,7 +389,7 @@ class ImpressionStore:
         """Record one response durably (an append to this process's journal); returns its recommendation_id.
 
         ``explored`` maps the items exploration chose to their bandit arms (kgrec/exploration.py).
-        A journal that cannot be written (a full disk) is GraphUnavailable: 503, nothing recorded.
+        A journal that cannot be written (a full disk) is ImpressionsUnavailable: 503, nothing recorded.
         """
         recommendation_id = impression_ids.new_id(now_ms)
         record = {
@@ -403,7 +411,7 @@ class ImpressionStore:
         try:
             self.journal.append(line)
         except OSError as exc:
-            raise GraphUnavailable(f"impression journal cannot write: {exc}") from exc
+            raise ImpressionsUnavailable(f"impression journal cannot write: {exc}") from exc
         return recommendation_id
 
     def _ship(self, lines: list[bytes]) -> None:

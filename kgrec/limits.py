@@ -72,8 +72,10 @@ def id_problem(value: object) -> str | None:
     """Why ``value`` is not a valid id, worded to follow the id's name ("user_id is empty"); None if valid."""
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
-    if not value.strip():
+    if not value:
         return "is empty"
+    if not value.strip():
+        return "is blank: white space only"
     if len(value) > MAX_ID_LENGTH:
         return f"is longer than {MAX_ID_LENGTH} characters (got {len(value)})"
     if _CONTROL.search(value):

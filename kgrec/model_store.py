@@ -11,6 +11,7 @@ changes afterwards, so a process loads each version once.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -122,7 +123,7 @@ class ActiveModel:
         self._folder = models_dir(data_dir)
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
-        self._checked_at = 0.0
+        self._checked_at = -math.inf
         self._base: Recommender | None = None
         self._overlay_stamp: tuple[object, object] | None = None
         self._recommender: Recommender | None = None
@@ -146,6 +147,11 @@ class ActiveModel:
                     self._recommender = self._with_adjusted_popularity(self._with_folded_items(self._base))
                     self._overlay_stamp = stamp
             return self._recommender
+
+    def stale(self) -> None:
+        """Ask the graph on the next call (this process just changed the active version)."""
+        with self._lock:
+            self._checked_at = -math.inf
 
     def held_version(self) -> str | None:
         """The version loaded so far, without asking the graph (None before the first load)."""

@@ -111,7 +111,8 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
     """Make ``version`` the active one in one statement; returns its view.
 
     Every serving process checks the active version each second
-    (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second. Its
+    (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second (the one
+    that promotes through :meth:`kgrec.serving.Serving.promote`, from its next request). Its
     topics (names, ABOUT edges) are written to the graph just before the switch.
     """
     folder = models_dir(data_dir)

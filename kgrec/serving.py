@@ -23,7 +23,7 @@ from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.rules import USER_INTEREST_IDS
 from graph_schema.statements.serving import ITEM_EXISTS, USER_HISTORY, USER_INTERESTS
-from kgrec import catalogue, rules
+from kgrec import catalogue, model_versions, rules
 from kgrec.config import Settings
 from kgrec.decay import decayed
 from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
@@ -188,6 +188,16 @@ class Serving:
         if model is None:
             raise NoActiveModel()
         return model
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Make ``version`` the active one (:func:`kgrec.model_versions.promote`); this process serves
+        it from its next request, the others within about a second."""
+        view = model_versions.promote(self.gateway, self.settings.data_dir, version)
+        with self._lock:
+            holder = self._active
+        if holder is not None:
+            holder.stale()
+        return view
 
     def warm(self) -> Recommender:
         """Load the active model and build what its first requests would otherwise build.

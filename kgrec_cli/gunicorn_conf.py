@@ -1,12 +1,16 @@
-"""gunicorn hooks for prometheus_client's multiprocess mode (``-c python:kgrec_cli.gunicorn_conf``)."""
+"""gunicorn's settings and hooks for kgrec (``-c python:kgrec_cli.gunicorn_conf``): prometheus_client's
+multiprocess mode, the model loaded before the first request, and JSON for gunicorn's own refusals."""
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+import gunicorn.util
 
 # One BLAS thread per request thread: the per-request matrix products are tiny, and
 # OpenBLAS's own thread pool, multiplied by gunicorn's workers x threads on 2 cores,
@@ -16,8 +20,25 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 
 # gunicorn's largest request line: a query of several percent-encoded ids (256 characters, up to
-# 12 bytes each encoded) needs it; a longer line is refused with 414 before any view runs.
+# 12 bytes each encoded) needs it; a longer line is refused with 414 before any view runs. (0, the
+# only larger setting, means no limit at all: a client could make a worker buffer any amount.)
 limit_request_line = 8190
+
+
+def json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Write a request gunicorn refuses before the app sees it (414, 431, a malformed request line)
+    as the app answers its errors: JSON ``{error, detail}``."""
+    body = json.dumps({"error": reason.lower().replace(" ", "_"), "detail": mesg or reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no setting for the body of its own refusals (an HTML page); its workers call
+# util.write_error for every one, so that function is replaced in the master, before it forks them.
+gunicorn.util.write_error = json_error
 
 # gunicorn 27's control socket defaults to one path per OS user (~/.gunicorn/gunicorn.ctl), so two
 # kgrec APIs on one host (two shops, the test suite's servers) would take it from each other; kgrec

@@ -221,7 +221,11 @@ def test_bad_conditions_are_refused_naming_the_field(
             {"brand": "x", "category": "y"},
             "brand='x': give exactly one of brand, category, topic, item (got 2: brand, category)",
         ),
-        ({"brand": "x", "min_weight": "nan"}, "min_weight must be a finite number, not 'nan'"),
+        (
+            {"brand": "x", "min_weight": "nan"},
+            "min_weight must be a number as JSON writes it (like 9.99 or 1e3: no '+', space, '_', inf or "
+            "nan), not 'nan'",
+        ),
     ],
 )
 def test_a_refused_audience_says_what_was_given(graph: Graph, params: dict[str, str], detail: str) -> None:

@@ -20,7 +20,7 @@ from kgrec import impression_ids
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.impressions import ImpressionStore
-from tests.conftest import SHARED_DATA, embedded_only
+from tests.conftest import SHARED_DATA, SMALL_API_KEY, embedded_only
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
@@ -29,6 +29,7 @@ from workers.training.job import run_training
 pytestmark = embedded_only
 KILL_KEY = "kill-key"
 KILL_AUTH = {"Authorization": f"Bearer {KILL_KEY}"}
+SMALL_AUTH = {"Authorization": f"Bearer {SMALL_API_KEY}"}
 
 
 def get(api: ApiProcess, path: str, **params: Any) -> requests.Response:
@@ -87,6 +88,21 @@ def test_cold_start_answers_are_recorded_too(small_api: ApiProcess) -> None:
     recorded = impression(small_api, body["recommendation_id"])
     assert recorded["user_id"] == stranger
     assert [i["item_id"] for i in recorded["items"]] == [i["item_id"] for i in body["items"]]
+
+
+def test_a_head_request_records_no_impression(small_api: ApiProcess) -> None:
+    stranger = f"head-{uuid.uuid4().hex}"
+    item = get(small_api, f"/v1/users/{stranger}/recommendations", k=1).json()["items"][0]["item_id"]
+    for path, params in (
+        (f"/v1/users/{stranger}/recommendations", {"k": 3}),
+        (f"/v1/items/{quote(item, safe='')}/similar", {"k": 3, "user_id": stranger}),
+    ):
+        head = requests.head(f"{small_api.url}{path}", params=params, timeout=30)
+        assert head.status_code == 200 and head.content == b"", head.text
+    # Only the one GET was recorded for the user.
+    erased = requests.delete(f"{small_api.url}/v1/users/{stranger}", headers=SMALL_AUTH, timeout=30)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["removed"]["impressions"] == 1
 
 
 def test_similar_items_are_recorded_with_and_without_a_user(small_api: ApiProcess) -> None:

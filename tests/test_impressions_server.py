@@ -269,6 +269,9 @@ def test_readiness_reports_the_impression_store(small_api: ApiProcess, graph_ser
     try:
         down = requests.get(f"{small_api.url}/readyz", timeout=30)
         assert down.status_code == 503 and int(down.headers["Retry-After"]) > 0, down.text
+        # The store that is down is named: the graph still answers.
+        assert down.json()["error"] == "impressions_unavailable", down.text
+        assert "impression store" in down.json()["detail"]
     finally:
         graph_server.start()
     assert wait_for(f"{small_api.url}/readyz").json()["impressions"] == "ok"

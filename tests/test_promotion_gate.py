@@ -13,6 +13,7 @@ over real HTTP on that graph, and the promotion reaches serving.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -21,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from werkzeug.serving import make_server
 
+from app import create_app
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
-from kgrec.model_versions import list_versions
+from kgrec.model_versions import list_versions, promote
 from kgrec.promotion_gate import KEPT, PROMOTED, GateScores, decide
 from kgrec_cli.stack import worker_argv
 from tests.openapi_check import undocumented
@@ -274,6 +277,39 @@ def test_models_listed_and_promoted_over_http(gated: GatedGraph, gated_api: ApiP
     assert [served_version(gated_api, user) for _ in range(6)] == [before] * 6
     stored = gated.gateway.run_query("MATCH (m:ModelVersion {id: 'shuffled'}) RETURN m.gate_metrics AS g", {})
     assert json.loads(stored[0]["g"])["metric"] == "ndcg@10"
+
+
+def test_the_process_that_promotes_serves_the_version_from_its_next_request(gated: GatedGraph) -> None:
+    """Other processes notice a promotion within a second; the one that made it must not lag behind it.
+
+    One process (the app behind werkzeug's HTTP server), so the request after the promotion
+    reaches the process that took it.
+    """
+    app = create_app(replace(gated.settings, api_keys=(API_KEY,)))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    user = gated.gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id LIMIT 1", {})[0]["id"]
+    before = active_version(gated)
+    other = "shuffled" if before != "shuffled" else "good"
+    try:
+        assert (
+            requests.get(f"{url}/v1/users/{user}/recommendations", timeout=30).json()["model_version"]
+            == before
+        )
+        for version in (other, before):  # promote, then roll back
+            promoted = requests.post(
+                f"{url}/v1/models/{version}/promote",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                timeout=30,
+            )
+            assert promoted.status_code == 200, promoted.text
+            served = requests.get(f"{url}/v1/users/{user}/recommendations", timeout=30).json()
+            assert served["model_version"] == version
+    finally:
+        server.shutdown()
+        app.extensions["kgrec"].close()
+        promote(gated.gateway, gated.settings.data_dir, before)
 
 
 def test_train_endpoint_queues_a_gated_training_a_worker_runs(
