@@ -59,6 +59,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(GraphUnavailable)
     def graph_unavailable(exc: GraphUnavailable) -> Response:
+        # Counted here, not from the 503: an impression-store outage is another error. Imported
+        # here because app.metrics imports the views, which import this module.
+        from app.metrics import GRAPH_ERRORS
+
+        GRAPH_ERRORS.inc()
         return retry_later(
             "graph_unavailable", "the graph database is unavailable; nothing was written, retry later"
         )

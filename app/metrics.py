@@ -63,8 +63,6 @@ def install_metrics(app: Flask) -> None:
             LATENCY.labels(endpoint).observe(time.perf_counter() - started)
         method = request.method if request.method in KNOWN_METHODS else "other"  # any client can invent one
         REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
-        if response.status_code == 503 and response.headers.get("Retry-After"):
-            GRAPH_ERRORS.inc()
         return response
 
     app.register_blueprint(bp)

@@ -27,6 +27,29 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
+def parsed_device(parser: argparse.ArgumentParser, name: str) -> str:
+    """``--device`` resolved (``auto``: CUDA when present), or the parser's one-line error for a
+    device this machine lacks, before any work starts."""
+    from workers.training.kg_model import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def register_version(gateway: Any, version: str, artifact: str = "") -> int:
+    """Write a hand-made model version into the graph as training's write-back leaves one: created,
+    then ready (not active). Returns the time it used (epoch ms)."""
+    from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
+
+    now = int(time.time() * 1000)
+    fields = {"parameters": "{}", "counts": "{}", "metrics": "{}", "artifact": artifact}
+    gateway.write(CREATE_VERSION, {"id": version, "now": now, "data_until": now, **fields})
+    gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": now})
+    return now
+
+
 def serve_api(data_dir: Path, api_key: str, port: int) -> Iterator[str]:
     """Run ``kgrec``'s API (gunicorn 2 workers x 4 threads); yields its base URL once it answers."""
     env = {**os.environ, "KGREC_DATA_DIR": str(data_dir), "KGREC_API_KEYS": api_key}

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import print_and_save
+from bench.common import parsed_device, print_and_save
 from bench.train import KGAT_TRAIN_SPLIT, kgat_graph
 from workers.training.config import TrainConfig
-from workers.training.kg_model import resolve_device, train_kg_model
+from workers.training.kg_model import train_kg_model
 
 
 def _device_name(device: str) -> str:
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--save", metavar="NAME", help="also write bench/results/gpu-check-NAME.json")
     args = parser.parse_args()
-    result = check(args.datasets_dir, resolve_device(args.device), args.epochs)
+    result = check(args.datasets_dir, parsed_device(parser, args.device), args.epochs)
     print_and_save(result, "gpu-check", args.save)
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import parsed_device
 from bench.scale import shop_spec
 from graph_schema.statements.training import TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.config import Settings
@@ -382,6 +383,9 @@ def main() -> None:
     parser.add_argument("--work-dir", default="var/bench-incremental")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    args.device = parsed_device(parser, args.device)
+    if args.slices < max(REPORTED) + 1:  # update k absorbs slice k, and the last is held out
+        parser.error(f"--slices must be at least {max(REPORTED) + 1} (updates {REPORTED} are reported)")
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env().with_overrides(data_dir=Path(args.work_dir) / "data")
     server = EmbeddedServer(settings.data_dir, settings.aof_fsync)

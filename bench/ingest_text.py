@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import register_version
 from graph_schema.catalogue import write
 from graph_schema.statements.admin import RELATIONSHIP_COUNTS
 from graph_schema.statements.events import INGEST_EVENTS
-from graph_schema.statements.models import ACTIVATE_VERSION, CREATE_VERSION, MARK_VERSION_READY
+from graph_schema.statements.models import ACTIVATE_VERSION
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events import ingest as ingest_module
@@ -150,10 +151,7 @@ def _topics(gateway: GraphGateway, folder: Path, ratings: list[Event]) -> dict[s
     model = compute_topics(texts, encode(texts), seed=0)
     assert model is not None
     # The topics go in as training writes them: a version, its topics, then the switch.
-    now = int(time.time() * 1000)
-    version = {"id": "bench", "now": now, "parameters": "{}", "counts": "{}", "metrics": "{}", "artifact": ""}
-    gateway.write(CREATE_VERSION, version)
-    gateway.write(MARK_VERSION_READY, {"id": "bench"})
+    now = register_version(gateway, "bench")
     write_topics(gateway, "bench", [m["movieId"] for m in movies], model)
     gateway.write(ACTIVATE_VERSION, {"id": "bench", "now": now})
     return {"topics": model.n_topics, "movies": len(texts), "mine_s": round(time.perf_counter() - started, 1)}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bench.common import in_fresh_process, print_and_save
+from bench.common import in_fresh_process, parsed_device, print_and_save
 from bench.train import KGAT_TRAIN_SPLIT, kgat_graph
 from workers.training import kg_model
 from workers.training.config import TrainConfig
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--save", metavar="NAME", help="also write bench/results/loss-passes-NAME.json")
     args = parser.parse_args()
-    result = compare(args.datasets_dir, kg_model.resolve_device(args.device))
+    result = compare(args.datasets_dir, parsed_device(parser, args.device))
     one, stacked = result["one_chunk_per_pass"], result["stacked_passes"]
     for row in (one, stacked):
         print(

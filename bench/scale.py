@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import in_fresh_process, peak_rss_while, rss_mb, serve_api
+from bench.common import in_fresh_process, parsed_device, peak_rss_while, rss_mb, serve_api
 from graph_schema.statements import admin
 from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
@@ -755,6 +755,7 @@ def main() -> None:
         "--extrapolate-to", type=float, default=100e6, help="events to extrapolate each figure to"
     )
     args = parser.parse_args()
+    args.device = parsed_device(parser, args.device)
     factors = sorted(float(x) for x in args.sizes.split(","))
 
     sizes: list[dict[str, Any]] = []

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
+from bench.common import register_version
 from kgrec import catalogue
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -228,19 +228,7 @@ def _served(
             folder = models_dir(settings.data_dir)
             folder.mkdir(parents=True, exist_ok=True)
             artifact = save_artifacts(_popularity_model(movie_ids, popularity, version).artifacts, folder)
-            now = int(time.time() * 1000)
-            gateway.write(
-                CREATE_VERSION,
-                {
-                    "id": version,
-                    "now": now,
-                    "parameters": "{}",
-                    "counts": "{}",
-                    "metrics": "{}",
-                    "artifact": artifact,
-                },
-            )
-            gateway.write(MARK_VERSION_READY, {"id": version})
+            now = register_version(gateway, version, artifact)
             topics = compute_topics(texts, vectors, seed=0)
             assert topics is not None
             write_topics(gateway, version, movie_ids, topics, folder=folder)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import in_fresh_process, print_and_save
+from bench.common import in_fresh_process, parsed_device, print_and_save
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.datasets.kgat import KgatDataset
@@ -38,7 +38,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.baselines import train_lightgcn
 from workers.training.config import TrainConfig
 from workers.training.job import start_training
-from workers.training.kg_model import resolve_device, train_kg_model
+from workers.training.kg_model import train_kg_model
 
 KGAT_TRAIN_SPLIT = "KGAT amazon-book train split: 70,679 users, 24,915 items, 652,514 interactions"
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--save", metavar="NAME", help="also write bench/results/train-NAME.json")
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = parsed_device(parser, args.device)
     ours = measure("kgrec", args.datasets_dir, device, args.epochs)
     stock = measure("lightgcn", args.datasets_dir, device, args.epochs)
     result: dict[str, Any] = {

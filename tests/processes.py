@@ -111,3 +111,11 @@ def background(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subp
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def graph_errors_total(api: ApiProcess) -> float:
+    """``kgrec_graph_errors_total`` as the API's ``/metrics`` reports it."""
+    text = requests.get(f"{api.url}/metrics", timeout=30).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("kgrec_graph_errors_total")
+    )

@@ -27,7 +27,7 @@ from kgrec.runtime import embedded_server
 from kgrec.supervision import restart_counts
 from kgrec_cli.supervisor import GraphProcess, ImpressionsProcess, Supervisor
 from tests.conftest import embedded_only
-from tests.processes import ApiProcess, wait_for
+from tests.processes import ApiProcess, graph_errors_total, wait_for
 
 pytestmark = embedded_only
 
@@ -265,13 +265,15 @@ def test_the_supervisor_restarts_a_killed_impressions_server(own_server: Any) ->
 def test_readiness_reports_the_impression_store(small_api: ApiProcess, graph_server: EmbeddedServer) -> None:
     ready = requests.get(f"{small_api.url}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["impressions"] == "ok", ready.text
+    graph_errors = graph_errors_total(small_api)
     graph_server.kill_impressions()
     try:
         down = requests.get(f"{small_api.url}/readyz", timeout=30)
         assert down.status_code == 503 and int(down.headers["Retry-After"]) > 0, down.text
-        # The store that is down is named: the graph still answers.
+        # The store that is down is named: the graph still answers, and no graph error is counted.
         assert down.json()["error"] == "impressions_unavailable", down.text
         assert "impression store" in down.json()["detail"]
+        assert graph_errors_total(small_api) == graph_errors
     finally:
         graph_server.start()
     assert wait_for(f"{small_api.url}/readyz").json()["impressions"] == "ok"

@@ -14,7 +14,7 @@ from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from tests.conftest import embedded_only
 from tests.openapi_check import undocumented
-from tests.processes import ApiProcess, wait_for
+from tests.processes import ApiProcess, graph_errors_total, wait_for
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
 from workers.training.job import run_training
@@ -78,6 +78,7 @@ def test_reads_answer_503_without_a_model_and_while_the_graph_is_down(
             assert get(api, document, template, user, item).status_code == 200, template
 
         # The graph server dies: a loaded model does not hide it.
+        graph_errors = graph_errors_total(api)
         server.kill()
         ready = requests.get(f"{api.url}/readyz", timeout=30)
         assert refused(ready, "graph_unavailable") and int(ready.headers["Retry-After"]) > 0
@@ -96,6 +97,7 @@ def test_reads_answer_503_without_a_model_and_while_the_graph_is_down(
         assert refused(similar, "graph_unavailable") and int(similar.headers["Retry-After"]) > 0
         stranger = get(api, document, RECOMMENDATIONS, f"nobody-{uuid.uuid4().hex}", item)
         assert refused(stranger, "graph_unavailable")  # not popularity from the loaded model
+        assert graph_errors_total(api) >= graph_errors + len([RECOMMENDATIONS, EXPLANATION, *GRAPH_READS]) + 3
         assert requests.get(f"{api.url}/healthz", timeout=30).status_code == 200  # the process is alive
 
         # Back up: the API reconnects by itself.
