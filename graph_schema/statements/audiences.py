@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, read
+from graph_schema.statements.topics import counted_topics
 
 # The kinds of target an audience can be built on: query parameter -> (label, relationship).
 AUDIENCE_TARGETS: dict[str, tuple[str, str]] = {
@@ -40,14 +41,12 @@ _MATCH = """
 # active (HAS_TOPIC.absorbs, as USER_TOPIC_ITEMS reads a user's interests): a user's edges to the
 # topic and to what it absorbs are one interest, their decayed weights and events summed and the
 # latest time kept. A retired topic is one no item is ABOUT (a rollback makes it active again).
-_TOPIC_MATCH = """
-    MATCH (t:Topic {{id: $target}})
-    OPTIONAL MATCH (:ModelVersion {{active: true}})-[h:HAS_TOPIC]->(t)
-    WITH t, coalesce(h.absorbs, []) AS absorbed
-    OPTIONAL MATCH (s:Topic)
-    WHERE s.id IN absorbed AND NOT (s)<-[:ABOUT]-(:Item)
-    WITH t, collect(s) AS retired
-    UNWIND [t] + retired AS counted
+_TOPIC_MATCH = (
+    """
+    MATCH (t:Topic {id: $target})
+"""
+    + counted_topics()
+    + """
     MATCH (counted)<-[x:INTERESTED_IN]-(u:User)
     WITH u, x
     WHERE coalesce(u.flagged_bot, false) = false
@@ -55,6 +54,7 @@ _TOPIC_MATCH = """
          sum(x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms)) AS weight
     WHERE $active_since IS NULL OR last_ts >= $active_since
 """
+)
 
 _RANK = """
     WITH u, last_ts, events, weight, toInteger(floor(weight * {scale}.0)) AS rank
@@ -83,8 +83,8 @@ _EXAMPLE = {
 
 def _render(kind: str, tail: str) -> str:
     label, rel = AUDIENCE_TARGETS[kind]
-    match = _TOPIC_MATCH if kind == "topic" else _MATCH
-    return (match + _RANK).format(label=label, rel=rel, events=_EVENTS[rel], scale=RANK_SCALE) + tail
+    match = _TOPIC_MATCH if kind == "topic" else _MATCH.format(label=label, rel=rel, events=_EVENTS[rel])
+    return match + _RANK.format(scale=RANK_SCALE) + tail
 
 
 AUDIENCE_PAGE: dict[str, Statement] = {

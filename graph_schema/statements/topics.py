@@ -189,6 +189,23 @@ USER_TOPIC_ITEMS = read(
     items=10,
 )
 
+
+def counted_topics(carried: str = "") -> str:
+    """The stage that turns one topic ``t`` into the topics whose users count as its users, one row
+    each as ``counted``: ``t`` itself and, while ``t``'s version is active, the retired topics it
+    absorbs (HAS_TOPIC.absorbs; retired: no item is ABOUT them). ``carried``: the variables (fixed
+    statement text) the rows keep besides ``t``."""
+    keep = f"t, {carried}" if carried else "t"
+    return f"""
+    OPTIONAL MATCH (:ModelVersion {{active: true}})-[h:HAS_TOPIC]->(t)
+    WITH {keep}, coalesce(h.absorbs, []) AS absorbed
+    OPTIONAL MATCH (s:Topic)
+    WHERE s.id IN absorbed AND NOT (s)<-[:ABOUT]-(:Item)
+    WITH {keep}, collect(s) AS retired
+    UNWIND [t] + retired AS counted
+"""
+
+
 # One topic with its most central items and how many users are interested in it: while its
 # version is active, the users of the retired topics it absorbs count too (each user once), as
 # USER_TOPIC_ITEMS and the topic audiences read them.
@@ -200,12 +217,9 @@ TOPIC_DETAIL = read(
     WITH t, i, a ORDER BY a.score DESC
     WITH t, collect(CASE WHEN i IS NULL THEN NULL
                          ELSE {id: i.id, title: i.title, score: a.score} END) AS items
-    OPTIONAL MATCH (:ModelVersion {active: true})-[h:HAS_TOPIC]->(t)
-    WITH t, items, coalesce(h.absorbs, []) AS absorbed
-    OPTIONAL MATCH (s:Topic)
-    WHERE s.id IN absorbed AND NOT (s)<-[:ABOUT]-(:Item)
-    WITH t, items, collect(s) AS retired
-    UNWIND [t] + retired AS counted
+"""
+    + counted_topics("items")
+    + """
     OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(counted)
     RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items,
            count(DISTINCT u) AS users
