@@ -1,10 +1,13 @@
 """The README documents the public contract whole: its "Graph model" section every label,
 relationship type and property key a statement may use (so a user in Neo4j Browser finds each one
-explained), and its endpoint tables every operation of the OpenAPI document, and no other."""
+explained), its endpoint tables every operation of the OpenAPI document, and no other, and its
+module map every module, so a newcomer finds each one."""
 
 from __future__ import annotations
 
+import ast
 import re
+import subprocess
 from pathlib import Path
 
 from app import create_app
@@ -44,3 +47,39 @@ def test_the_endpoint_tables_name_every_operation_of_the_openapi_document(tmp_pa
     named = {_operation(m, p) for m, p in re.findall(r"`(GET|POST|PUT|DELETE|PATCH) (/[^ `?]*)", text)}
     assert sorted(served - named) == []
     assert sorted(named - served - NOT_IN_OPENAPI) == []
+
+
+MAPPED_PACKAGES = ("kgrec_cli", "app", "workers", "kgrec", "graph_schema", "bench")
+
+
+def _modules_with_a_docstring() -> set[str]:
+    root = README.parent
+    tracked = subprocess.run(
+        ["git", "ls-files", *MAPPED_PACKAGES], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        path
+        for path in tracked
+        if path.endswith(".py") and ast.get_docstring(ast.parse((root / path).read_text(encoding="utf-8")))
+    }
+
+
+def _mapped_modules() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n### Module map\n")
+    section = text[start : text.index("\n## ", start)]
+    mapped, package = [], None
+    for line in section.splitlines():
+        if heading := re.fullmatch(r"\*\*`([\w/]+)/`\*\*", line):
+            package = heading.group(1)
+        elif row := re.match(r"\| `([\w.]+\.py)` \|", line):
+            mapped.append(f"{package}/{row.group(1)}")
+    return mapped
+
+
+def test_the_module_map_names_every_module_once() -> None:
+    mapped = _mapped_modules()
+    assert sorted(m for m in set(mapped) if mapped.count(m) > 1) == []
+    modules = _modules_with_a_docstring()
+    assert sorted(modules - set(mapped)) == []
+    assert sorted(set(mapped) - modules) == []
