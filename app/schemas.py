@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from kgrec import erasure
 from kgrec import serving as core
 from kgrec.catalogue import CatalogueItem, ItemFields
 from kgrec.diversity import Diversity
@@ -380,6 +381,11 @@ class Removed(BaseModel):
         description="recommendations and similar-items answers recorded for the user, deleted with the "
         "events attributed to them"
     )
+    journal_lines: int = Field(
+        description="the user's lines blanked in the impression journals of the host that answered (other "
+        "hosts blank theirs within 10 s)"
+    )
+    update_plans: int = Field(description="incremental-update plans in flight that named the user, withdrawn")
 
 
 class Erasure(BaseModel):
@@ -387,6 +393,13 @@ class Erasure(BaseModel):
     erased: bool
     removed: Removed
     popularity_adjusted_items: int
+    logs: dict[str, Literal[erasure.LOG_STATUSES]] = Field(  # type: ignore[valid-type]
+        description="per server (`graph`, `impressions`), what became of its append-only file: `rewritten` "
+        "(a rewrite started after the erasure is on disk, the old files deleted), `running` (started after "
+        "it, not finished within the wait; the server finishes it), `held` (not rewritten: the snapshot "
+        "guard holds rewrites off), `no_aof` (the server keeps none: Neo4j), `refused` (the server refuses "
+        "BGREWRITEAOF), `failed` (see the server's log)"
+    )
 
 
 class IngestResult(BaseModel):

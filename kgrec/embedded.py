@@ -296,22 +296,47 @@ def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, 
     return path
 
 
-def _rewrite_aof_and_wait(client: redis.Redis, timeout_s: float, log: Path) -> None:
-    """BGREWRITEAOF and wait until it is done (the rewritten file is fsynced); raises if it fails."""
-    started = time.monotonic()
-    try:
-        client.bgrewriteaof()
-    except redis.ResponseError as exc:  # one already in progress: wait for it
-        if "in progress" not in str(exc):
-            raise
-    while time.monotonic() - started < timeout_s:
-        persistence = client.info("persistence")
-        if not persistence["aof_rewrite_in_progress"] and not persistence["aof_rewrite_scheduled"]:
-            if persistence.get("aof_last_bgrewrite_status") != "ok":
-                raise EmbeddedServerError(f"AOF rewrite failed; see {log}")
-            return
-        time.sleep(0.05)
-    raise EmbeddedServerError(f"AOF rewrite did not finish within {timeout_s:.0f}s")
+class AofRewriteRunning(EmbeddedServerError):
+    """A rewrite that began after the call started but had not finished when the wait ended
+    (the server finishes it by itself unless it fails)."""
+
+
+def rewrite_aof_now(client: redis.Redis, timeout_s: float, log: Path | None = None) -> bool:
+    """Rewrite the AOF from the data as it is now, and wait until that rewrite is on disk.
+
+    A rewrite already running may have forked before the caller's last write, so it does not
+    count: this waits for one *started* after the call began (``aof_rewrites`` counts starts),
+    starting it when none is running. Concurrent callers share that next rewrite, so at most one
+    runs and one more is owed at any time. The rewritten base file is fsynced and the files it
+    replaces are deleted. False when the server keeps no AOF (nothing to rewrite); raises
+    :class:`AofRewriteRunning` when the rewrite did not finish within ``timeout_s`` and
+    :class:`EmbeddedServerError` when it failed.
+    """
+    deadline = time.monotonic() + timeout_s
+    state = client.info("persistence")
+    if not state.get("aof_enabled", 1):
+        return False
+    before = int(state["aof_rewrites"])
+    where = f"; see {log}" if log is not None else ""
+    while True:
+        running = int(state["aof_rewrite_in_progress"])
+        started = int(state["aof_rewrites"])
+        if started - running > before:  # one started after the call began has finished
+            if state.get("aof_last_bgrewrite_status") != "ok":
+                raise EmbeddedServerError(f"AOF rewrite failed{where}")
+            return True
+        if started == before and not running and not state["aof_rewrite_scheduled"]:
+            try:
+                client.bgrewriteaof()
+            except redis.ResponseError as exc:  # another caller's began meanwhile: it counts
+                if "in progress" not in str(exc):
+                    raise
+        if time.monotonic() > deadline:
+            if started > before or state["aof_rewrite_scheduled"]:
+                raise AofRewriteRunning(f"AOF rewrite did not finish within {timeout_s:.0f}s")
+            raise EmbeddedServerError(f"AOF rewrite did not start within {timeout_s:.0f}s{where}")
+        time.sleep(0.02)
+        state = client.info("persistence")
 
 
 def _sigkill(pid: int) -> None:
@@ -469,7 +494,7 @@ class ImpressionsServer(_ServerFolder):
                         source.migrate(graph.host, port, fresh, 0, 60_000, auth=graph.password)
                     moved += len(fresh)
             if moved:
-                _rewrite_aof_and_wait(target, STOP_TIMEOUT_S, self.log_path)
+                rewrite_aof_now(target, STOP_TIMEOUT_S, self.log_path)
             return moved
         except (redis.RedisError, EmbeddedServerError):
             return moved
@@ -655,7 +680,7 @@ class EmbeddedServer(_ServerFolder):
         started = time.monotonic()
         client = info.client(socket_timeout=30)
         try:
-            _rewrite_aof_and_wait(client, timeout_s, self.log_path)
+            rewrite_aof_now(client, timeout_s, self.log_path)
         finally:
             client.close()
         return time.monotonic() - started

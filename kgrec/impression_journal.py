@@ -27,6 +27,13 @@ ships that batch again, harmlessly.
 The shipper pauses :data:`SHIP_INTERVAL_S` after a wake-up, so impressions ship in batches: one
 round trip per batch (one per impression cost this process about nine times the CPU).
 
+Erasure. Erasing a user blanks their lines (spaces up to the newline, so no offset moves and
+shipping skips them) in every journal of the erasing host at once, and records the erasure (a
+hash of the user id and its time) in the impression store: the stream script then drops the
+user's lines recorded before it, whichever host ships them, and every process's shipper looks
+for new erasures every :data:`ORPHAN_SCAN_S` and blanks those users' lines in its own journals
+(:func:`scrub_file`).
+
 Reading one's writes. A reader that must see every impression recorded so far on this host
 (attribution, ``GET /v1/impressions/{id}``, experiment results, erasure) calls :meth:`settle`
 first. It ships its own journal, the orphans, and the unshipped tail of every other live
@@ -40,9 +47,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import mmap
 import os
+import re
 import secrets
 import threading
 import time
@@ -64,8 +74,13 @@ RETRY_S = 0.5  # how long shipping waits after a failure (the impressions server
 SHIP_INTERVAL_S = 0.1  # the shipper's pause after a wake-up, so that impressions ship in batches
 ABANDONED_NEW_S = 60.0  # a .new file, or an offset without its journal, this old lost its process
 NEWLINE = ord("\n")
+ERASURE_SKEW_MS = 60_000  # an erasure recorded this much later than its time is still seen
 
 Ship = Callable[[list[bytes]], None]  # stores a batch of journal lines in the stream; raises on failure
+# The erasures (user hash -> erasure time, epoch ms) recorded at or after a time: see Journal.
+Erasures = Callable[[int], dict[str, int]]
+# The start of a line ImpressionStore.record writes: its recording time and its user (JSON).
+_LINE_HEAD = re.compile(rb'^\{"r":"[^"]*","c":(\d+),"s":"[^"]*","u":("(?:[^"\\]|\\.)*")', re.MULTILINE)
 
 _JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
 
@@ -115,19 +130,55 @@ def _lines(data: bytes) -> Iterator[bytes]:
 
 
 def _ship_lines(ship: Ship, data: bytes, on_progress: Callable[[int], None]) -> None:
-    """Ship ``data``'s complete lines in batches, reporting the bytes done after each batch."""
+    """Ship ``data``'s complete lines in batches (not the lines an erasure blanked), reporting the
+    bytes done after each batch."""
     batch: list[bytes] = []
     done = pending = 0
     for line in _lines(data):
-        batch.append(line)
         pending += len(line)
+        if line.isspace():
+            continue
+        batch.append(line)
         if len(batch) >= BATCH:
             ship(batch)
             done, pending, batch = done + pending, 0, []
             on_progress(done)
     if batch:
         ship(batch)
+    if pending:
         on_progress(done + pending)
+
+
+def user_hash(user_id: str) -> str:
+    """How an erasure names a user in the impression store (the stream script's ``redis.sha1hex``)."""
+    return hashlib.sha1(user_id.encode()).hexdigest()
+
+
+def scrub_file(path: Path, erased: dict[str, int]) -> int:
+    """Blank, in the journal at ``path``, every complete line of an erased user recorded at or
+    before their erasure (``erased``: user hash -> erasure time); returns how many.
+
+    Only those lines' bytes change, each with one write: the lines around them, the offsets and
+    a line still being appended stay as they are.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0  # shipped and removed since the listing
+    try:
+        data = _written(fd, 0)
+        blanked = 0
+        for match in _LINE_HEAD.finditer(data):
+            end = data.find(b"\n", match.end())
+            if end < 0:
+                break  # being appended
+            erased_at = erased.get(user_hash(json.loads(match.group(2))))
+            if erased_at is not None and int(match.group(1)) <= erased_at:
+                os.pwrite(fd, b" " * (end - match.start()), match.start())
+                blanked += 1
+        return blanked
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -202,9 +253,12 @@ class _OwnFile:
 class Journal:
     """One directory of impression journals: this process's own, and the orphans it ships."""
 
-    def __init__(self, directory: Path, ship: Ship) -> None:
+    def __init__(self, directory: Path, ship: Ship, erasures: Erasures | None = None) -> None:
         self.directory = directory
         self.ship = ship
+        self.erasures = erasures
+        self._erasures_since = int(time.time() * 1000)  # this process's lines are all newer
+        self._erasures_seen: set[str] = set()
         self._lock = threading.Lock()  # appends, and switching to a fresh file
         self._ship_lock = threading.Lock()  # one shipment of the own files at a time
         self._wake = threading.Event()
@@ -268,6 +322,7 @@ class Journal:
                 self._prepare_spare()
                 if time.monotonic() - last_scan >= ORPHAN_SCAN_S:
                     self.ship_orphans()
+                    self._scrub_own()
                     last_scan = time.monotonic()
                 if self._failing:
                     log.warning("impression journal %s: shipping again", self.directory)
@@ -388,6 +443,25 @@ class Journal:
                     continue
                 if time.time() - stray.stat().st_mtime > ABANDONED_NEW_S:
                     stray.unlink()
+
+    def scrub(self, erased: dict[str, int]) -> int:
+        """Blank the erased users' lines (user hash -> erasure time) in every journal of this host;
+        returns how many lines were blanked."""
+        return sum(scrub_file(path, erased) for path in self._journals())
+
+    def _scrub_own(self) -> None:
+        """Blank, in this process's journals, the lines of users erased (on any host) since it last
+        looked."""
+        if self.erasures is None:
+            return
+        found = self.erasures(self._erasures_since - ERASURE_SKEW_MS)
+        fresh = {user: at for user, at in found.items() if user not in self._erasures_seen}
+        self._erasures_seen = set(found)
+        if fresh:
+            self._erasures_since = max(self._erasures_since, *fresh.values())
+            with self._ship_lock:
+                for path in self._own_paths():
+                    scrub_file(path, fresh)
 
     def settle(self) -> None:
         """Put every impression appended on this host before the call into the stream.

@@ -43,15 +43,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 
-from kgrec import impression_ids
+from kgrec import erasure, impression_ids
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.gateway import GraphUnavailable
-from kgrec.impression_journal import Journal
+from kgrec.impression_journal import Journal, user_hash
 from kgrec.runtime import embedded_server
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ JOURNAL_DIR = "impression-journal"  # under the data directory, one folder per g
 T = TypeVar("T")
 
 
+class ErasedImpressions(NamedTuple):
+    """What :meth:`ImpressionStore.erase_user` removed."""
+
+    impressions: int  # kept impressions of the user
+    journal_lines: int  # their lines blanked in this host's journals
+
+
 class ImpressionsUnavailable(GraphUnavailable):
     """The impression store cannot be reached or written right now (a 503 that names it, not the graph).
 
@@ -75,10 +82,12 @@ class ImpressionsUnavailable(GraphUnavailable):
 
 # One call per batch of journal lines (kgrec/impression_journal.py): one round trip, and the lines
 # are parsed here, not in the serving process, whose shipper thread would otherwise hold the GIL
-# for it. KEYS: the stream. ARGV: now (ms), retention (ms), max entries, user list length, window
-# (ms), the graph's key prefix, then the lines (JSON objects, as ImpressionStore.record writes them).
+# for it. KEYS: the stream, the erasures. ARGV: now (ms), retention (ms), max entries, user list
+# length, window (ms), the graph's key prefix, then the lines (JSON objects, as
+# ImpressionStore.record writes them).
 # The entry keeps the line as ``j``, with ``r`` (id), ``u`` (user) and ``a`` (explored arms) beside
-# it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent.
+# it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent. So is
+# a line of a user erased after it was recorded (a hash of the user id, scored by the erasure's time).
 # Then the oldest entries beyond the cap are deleted with their id keys (retention expires both).
 # Returns how many impressions were new.
 _STORE = """
@@ -95,6 +104,12 @@ local function store(line)
   local id_key = prefix .. 'impression:' .. rec.r
   if ttl <= 0 or redis.call('EXISTS', id_key) == 1 then
     return 0
+  end
+  if rec.u ~= '' then
+    local erased = redis.call('ZSCORE', KEYS[2], redis.sha1hex(rec.u))
+    if erased and rec.c <= tonumber(erased) then
+      return 0
+    end
   end
   local fields = {'r', rec.r, 'u', rec.u, 'j', line}
   if type(rec.a) == 'table' then
@@ -290,7 +305,8 @@ class ImpressionStore:
         namespace = settings.graph_name if settings.embedded else settings.neo4j_database
         self.prefix = f"kgrec:{namespace}"
         self.stream = f"{self.prefix}:impressions"
-        self.journal = Journal(settings.data_dir / JOURNAL_DIR / namespace, self._ship)
+        self.erasures = f"{self.prefix}:erased"  # user hash -> erasure time (ms), kept for retention
+        self.journal = Journal(settings.data_dir / JOURNAL_DIR / namespace, self._ship, self._erasures_since)
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._pid = 0
@@ -426,7 +442,13 @@ class ImpressionStore:
             f"{self.prefix}:",
             *(line.rstrip(b"\n") for line in lines),
         ]
-        self.run(lambda client: self._store(keys=[self.stream], args=args, client=client))
+        self.run(lambda client: self._store(keys=[self.stream, self.erasures], args=args, client=client))
+
+    def _erasures_since(self, since_ms: int) -> dict[str, int]:
+        """The erasures (user hash -> time) recorded at or after ``since_ms`` (a journal's shipper
+        blanks those users' lines)."""
+        rows = self.run(lambda client: client.zrangebyscore(self.erasures, since_ms, "+inf", withscores=True))
+        return {_text(user): int(at) for user, at in rows}
 
     def settle(self) -> None:
         """Put every impression recorded on this host so far into the stream (see Journal.settle)."""
@@ -531,18 +553,33 @@ if #rows > 0 then last = rows[#rows][1] end
 return {last, mine, anonymous}
 """
 
-    def erase_user(self, user_id: str, chunk: int = 500) -> int:
+    def erase_user(self, user_id: str, now_ms: int, chunk: int = 500) -> ErasedImpressions:
         """Delete every kept impression of ``user_id``, the events attributed to them (with their
-        claims), the user's events attributed to anonymous impressions, and the user's index.
+        claims), the user's events attributed to anonymous impressions, and the user's index; and
+        their lines in this host's impression journals.
 
-        Idempotent (a second call deletes nothing and returns 0); returns how many impressions
-        were deleted. The stream has no index by user beyond the newest :data:`USER_RECENT`, so
-        this reads it in server-side scans of ``chunk`` entries (each a short Lua call that
-        returns only ids): its cost grows with the stream, which retention bounds. Experiment
-        counters are aggregates and stay; a variant's user count is a HyperLogLog, which keeps
-        no ids.
+        Idempotent (a second call deletes nothing). The stream has no index by user beyond the
+        newest :data:`USER_RECENT`, so this reads it in server-side scans of ``chunk`` entries
+        (each a short Lua call that returns only ids): its cost grows with the stream, which
+        retention bounds. Experiment counters are aggregates and stay; a variant's user count is
+        a HyperLogLog, which keeps no ids.
+
+        The erasure is recorded before the stream is read (the hash of the id at ``now_ms``, kept
+        for the retention): from then on no host stores a line of the user recorded before it, and
+        every process blanks such lines in its journals within
+        :data:`~kgrec.impression_journal.ORPHAN_SCAN_S`.
         """
-        self.settle()
+        mark = user_hash(user_id)
+
+        def record(client: redis.Redis) -> None:
+            pipe = client.pipeline(transaction=True)
+            pipe.zadd(self.erasures, {mark: now_ms})
+            pipe.zremrangebyscore(self.erasures, "-inf", f"({now_ms - self.retention_ms}")
+            pipe.pexpire(self.erasures, self.retention_ms)
+            pipe.execute()
+
+        self.settle()  # this host's lines into the stream first, where they are counted and deleted
+        self.run(record)
         scan = self.client().register_script(self._SCAN_USER)
         start, erased = "-", 0
         while True:
@@ -556,7 +593,13 @@ return {last, mine, anonymous}
                 break
             start = f"({_text(last)}"
         self.run(lambda client: client.delete(self.user_key(user_id)))
-        return erased
+        return ErasedImpressions(erased, self.journal.scrub({mark: now_ms}))
+
+    def rewrite_log(self) -> str:
+        """Rewrite the store's append-only file after an erasure (:func:`kgrec.erasure.rewrite_log`):
+        the impressions server's, or under REDIS_URL that Redis's, which holds the broker and the
+        job results too."""
+        return self.run(erasure.rewrite_log)
 
     def _erase_entries(self, entry_ids: list[str]) -> int:
         """Delete impressions with their attributed events and those events' claims; how many were kept."""

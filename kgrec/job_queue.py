@@ -7,8 +7,10 @@ their historical ``workers.tasks.*`` values so tasks already queued stay valid.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,13 @@ RETRAIN_IF_DUE = "workers.tasks.retrain_if_due"  # sent by beat only (workers/ce
 INCREMENTAL_UPDATE = "workers.tasks.incremental_update"
 INCREMENTAL_PARTITION = "workers.tasks.incremental_partition"
 INCREMENTAL_MERGE = "workers.tasks.incremental_merge"
+
+# An update's plan names the users it refreshes. It travels to the partitions and the merge as the
+# name of a key in the result backend, not in the tasks' arguments: the backend keeps a task's
+# arguments and result for a day (``result_extended``), and an erasure must be able to find and
+# withdraw a plan that names the erased user (:func:`withdraw_plans`). The merge deletes it.
+PLAN_KEY = "kgrec:incremental-plan:"  # + the update's task id
+PLANS = "kgrec:incremental-plans"  # the set of the plan keys written (some may have expired)
 
 _clients: dict[tuple[str | None, Path, str], Celery] = {}
 _lock = threading.Lock()
@@ -125,3 +134,47 @@ def job_status(client: Celery, job_id: str) -> dict[str, object]:
     elif state == "FAILURE":
         body["error"] = str(info)
     return body
+
+
+class PlanWithdrawn(RuntimeError):
+    """An incremental update's plan is gone: an erasure withdrew it, or it expired."""
+
+
+def store_plan(app: Celery, update_id: str, plan: Mapping[str, Any]) -> str:
+    """Keep an update's plan in the result backend (for as long as results are); returns its key."""
+    key = f"{PLAN_KEY}{update_id}"
+    client = app.backend.client
+    pipe = client.pipeline(transaction=True)
+    pipe.set(key, json.dumps(plan), ex=int(app.backend.expires or 86_400))
+    pipe.sadd(PLANS, key)
+    pipe.execute()
+    return key
+
+
+def load_plan(app: Celery, key: str) -> dict[str, Any]:
+    """The plan :func:`store_plan` kept under ``key``; :class:`PlanWithdrawn` when it is gone."""
+    text = app.backend.client.get(key)
+    if text is None:
+        raise PlanWithdrawn(f"the plan {key} is gone: an erasure withdrew it, or it expired")
+    return json.loads(text)
+
+
+def drop_plan(app: Celery, key: str) -> None:
+    """Delete a plan once its update is published."""
+    pipe = app.backend.client.pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.srem(PLANS, key)
+    pipe.execute()
+
+
+def withdraw_plans(app: Celery, user_id: str) -> int:
+    """Delete the plans that name ``user_id`` (their updates then fail and publish nothing; the
+    next update plans again without the user); returns how many were withdrawn."""
+    client = app.backend.client
+    withdrawn = 0
+    for key in client.smembers(PLANS):
+        text = client.get(key)
+        if text is None or user_id in json.loads(text)["users"]:
+            withdrawn += text is not None
+            drop_plan(app, key.decode() if isinstance(key, bytes) else key)
+    return withdrawn

@@ -41,9 +41,9 @@ from kgrec.explanations import (
 )
 from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway
-from kgrec.impressions import ImpressionStore
+from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
-from kgrec.job_queue import FOLD_IN_ITEMS, job_client
+from kgrec.job_queue import FOLD_IN_ITEMS, job_client, withdraw_plans
 from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
 from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
@@ -616,12 +616,19 @@ class Serving:
     # --- writes ----------------------------------------------------------------------------------
 
     def erase_user(self, user_id: str, impressions: ImpressionStore | None = None) -> dict[str, Any]:
-        """Erase a user: node, edges, embeddings, their share of popularity and (given the store)
-        their impressions; NotFound if none of it was there (so a repeated erasure is a 404)."""
-        erased_impressions = impressions.erase_user(user_id) if impressions is not None else 0
-        summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "now": int(now_ms())})
-        if not summary.rows and not erased_impressions:
+        """Erase a user: node, edges, embeddings, their share of popularity, (given the store) their
+        impressions and this host's journal lines of them, and the incremental-update plans that
+        name them; then rewrite the servers' append-only files, so that none keeps the deleted
+        data. NotFound if none of it was there (so a repeated erasure is a 404)."""
+        now = int(now_ms())
+        erased = impressions.erase_user(user_id, now) if impressions is not None else ErasedImpressions(0, 0)
+        summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "now": now})
+        if not summary.rows and not erased.impressions:
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
+        plans = withdraw_plans(job_client(self.settings), user_id) if self._has_job_queue() else 0
+        logs = {"graph": self.gateway.rewrite_log()}
+        if impressions is not None:
+            logs["impressions"] = impressions.rewrite_log()
         row = summary.rows[0] if summary.rows else {}
         return {
             "user_id": user_id,
@@ -632,10 +639,17 @@ class Serving:
                 "interactions": int(row.get("interactions", 0)),
                 "interests": int(row.get("interests", 0)),
                 "embeddings": int(row.get("embeddings", 0)),
-                "impressions": erased_impressions,
+                "impressions": erased.impressions,
+                "journal_lines": erased.journal_lines,
+                "update_plans": plans,
             },
             "popularity_adjusted_items": int(row.get("popularity_adjusted", 0)),
+            "logs": logs,
         }
+
+    def _has_job_queue(self) -> bool:
+        """Whether a Celery broker is configured (REDIS_URL, or the embedded server's)."""
+        return bool(self.settings.redis_url) or self.settings.embedded
 
     def upsert_items(self, items: Sequence[catalogue.CatalogueItem]) -> dict[str, Any]:
         """Upsert validated catalogue items atomically; new items are queued for fold-in."""

@@ -70,7 +70,7 @@ def test_erasure_deletes_every_impression_of_the_user_and_their_attributed_event
     click(store, "bystander-on-anonymous", "bystander", "item-40", anonymous[1])
 
     entry_ids = {rid: shown.entry_id for rid, shown in store.by_ids([gone[0], anonymous[1]]).items()}
-    assert store.erase_user("victim", chunk=64) == len(gone)  # several scans of the stream
+    assert store.erase_user("victim", now, chunk=64).impressions == len(gone)  # several scans of the stream
     assert "victim" not in users_in_stream(store)
     assert all(store.get(rid) is None for rid in gone)
     assert all(store.get(rid) is not None for rid in kept + anonymous)
@@ -85,7 +85,7 @@ def test_erasure_deletes_every_impression_of_the_user_and_their_attributed_event
     )
     assert claims == [0, 0, 1, 1]
     # Idempotent: nothing more to delete, and the bystander keeps everything.
-    assert store.erase_user("victim") == 0
+    assert store.erase_user("victim", now).impressions == 0
     assert users_in_stream(store).count("bystander") == len(kept)
     store.close()
 

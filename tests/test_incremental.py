@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from celery import Celery, chord
 
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
@@ -37,7 +38,15 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset
-from kgrec.job_queue import INCREMENTAL_MERGE, INCREMENTAL_PARTITION, INCREMENTAL_UPDATE, job_client
+from kgrec.job_queue import (
+    INCREMENTAL_MERGE,
+    INCREMENTAL_PARTITION,
+    INCREMENTAL_UPDATE,
+    PLAN_KEY,
+    PLANS,
+    PlanWithdrawn,
+    job_client,
+)
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel, load_artifacts, models_dir
@@ -215,6 +224,20 @@ def test_update_refreshes_exactly_the_touched_rows_and_is_served(shop: tuple) ->
     assert plan_update(gateway, partitions=2) is None
 
 
+def stored_bytes(client: redis.Redis, key: bytes) -> bytes:
+    """Everything a key of the result backend holds, as bytes (strings, lists, sets, hashes)."""
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key) or b""
+    if kind == b"list":
+        return b"".join(client.lrange(key, 0, -1))
+    if kind == b"set":
+        return b"".join(client.smembers(key))
+    if kind == b"hash":
+        return b"".join(k + v for k, v in client.hgetall(key).items())
+    return b""
+
+
 @contextlib.contextmanager
 def worker(env: dict[str, str], log: Path, processes: int) -> Iterator[Celery]:
     """A real Celery worker with ``processes`` processes, and a client for its broker."""
@@ -248,10 +271,21 @@ def test_chord_on_two_worker_processes_publishes_and_a_failed_partition_publishe
             {"n": 0}
         ]
 
+        results = client.backend.client
+        before = set(results.keys("*"))
         job = client.send_task(INCREMENTAL_UPDATE, kwargs={"partitions": 2})
         planned = job.get(timeout=300)
         assert planned["partitions"] == 2 and planned["parent"] == parent.version
         done = client.AsyncResult(planned["merge_job"]).get(timeout=300)
+        # The update's records (kept a day) name none of the users it refreshed, and its plan is gone.
+        records = {key: stored_bytes(results, key) for key in set(results.keys("*")) - before}
+        assert records and not [
+            key for key, value in records.items() if any(u.encode() in value for u in users)
+        ]
+        assert not results.smembers(PLANS)
+        # a partition whose plan an erasure withdrew fails, and publishes nothing
+        with pytest.raises(PlanWithdrawn):
+            client.send_task(INCREMENTAL_PARTITION, args=(f"{PLAN_KEY}gone", 0)).get(timeout=60)
     assert done["activated"] is True, log.read_text()[-3000:]
     assert active(gateway) == done["version"] == f"job-{job.id}"
     (node,) = gateway.run_query(

@@ -107,12 +107,12 @@ def incremental_update(self: Task, partitions: int | None = None, since: int | N
     plan = plan_update(graph(), partitions or current.incremental_partitions, since)
     if plan is None:
         return {"version": None, "reason": "no active version, or nothing touched since it"}
-    data = plan.to_json()
+    key = job_queue.store_plan(current_app, self.request.id, plan.to_json())
     merge_id = f"{self.request.id}-merge"
     if current_app.backend.get_task_meta(merge_id).get("task_id") is None:  # not on a redelivery
         job_queue.record_queued(current_app, merge_id)  # GET /v1/jobs/{id} knows it while the parts run
-    header = [incremental_partition.s(data, part) for part in range(plan.partitions)]
-    chord(header)(incremental_merge.s(data, version_name(self.request.id)).set(task_id=merge_id))
+    header = [incremental_partition.s(key, part) for part in range(plan.partitions)]
+    chord(header)(incremental_merge.s(key, version_name(self.request.id)).set(task_id=merge_id))
     return {
         "version": version_name(self.request.id),
         "parent": plan.parent,
@@ -124,14 +124,25 @@ def incremental_update(self: Task, partitions: int | None = None, since: int | N
     }
 
 
+def _plan(plan: str | dict[str, Any]) -> UpdatePlan:
+    """The plan a partition or merge task names (a dict: a task queued by a kgrec before plan keys)."""
+    return UpdatePlan.from_json(plan if isinstance(plan, dict) else job_queue.load_plan(current_app, plan))
+
+
 @shared_task(name=job_queue.INCREMENTAL_PARTITION, acks_late=True, reject_on_worker_lost=True)
-def incremental_partition(plan: dict[str, Any], part: int) -> str:
-    """Pull one partition's 2-hop subgraph and refresh its seeds' rows (returned encoded; writes nothing)."""
-    return run_partition(graph(), settings(), UpdatePlan.from_json(plan), part).encode()
+def incremental_partition(plan: str | dict[str, Any], part: int) -> str:
+    """Pull one partition's 2-hop subgraph and refresh its seeds' rows (returned encoded, without
+    the users' ids, which the merge takes from the plan; writes nothing)."""
+    return run_partition(graph(), settings(), _plan(plan), part).encode()
 
 
 @shared_task(name=job_queue.INCREMENTAL_MERGE, acks_late=True, reject_on_worker_lost=True)
-def incremental_merge(parts: list[str], plan: dict[str, Any], version: str) -> dict[str, Any]:
-    """The chord's callback: merge the partitions' rows, write the child version and switch to it."""
-    rows = [PartitionRows.decode(text) for text in parts]
-    return finish_update(graph(), settings(), UpdatePlan.from_json(plan), rows, version)
+def incremental_merge(parts: list[str], plan: str | dict[str, Any], version: str) -> dict[str, Any]:
+    """The chord's callback: merge the partitions' rows, write the child version and switch to it;
+    then delete the plan."""
+    update = _plan(plan)
+    rows = [PartitionRows.decode(text, update.seeds(part)[1]) for part, text in enumerate(parts)]
+    result = finish_update(graph(), settings(), update, rows, version)
+    if isinstance(plan, str):
+        job_queue.drop_plan(current_app, plan)
+    return result

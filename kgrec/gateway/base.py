@@ -13,6 +13,7 @@ from itertools import islice
 from typing import Any
 
 from graph_schema.catalogue import Statement
+from kgrec import erasure
 
 Row = dict[str, Any]
 DEFAULT_BATCH_SIZE = 5_000
@@ -82,6 +83,11 @@ class GraphGateway(ABC):
 
     def after_bulk_load(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Let the engine compact its logs after a bulk load (a no-op unless it needs one)."""
+
+    def rewrite_log(self) -> str:
+        """Rewrite the engine's append-only file from the graph as it is now (after an erasure);
+        one of :data:`kgrec.erasure.LOG_STATUSES`. Engines without one (Neo4j) answer ``no_aof``."""
+        return erasure.NO_AOF
 
     def guard_snapshots(self) -> dict[str, int]:
         """Hold off the engine's snapshots while it could not read one back; the labels at fault.

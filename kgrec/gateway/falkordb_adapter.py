@@ -25,6 +25,7 @@ from falkordb.query_result import QueryResult
 
 from graph_schema.catalogue import Statement
 from graph_schema.statements import admin
+from kgrec import erasure
 from kgrec.embedded import EmbeddedServer, unloadable_labels
 from kgrec.gateway.base import (
     GraphConflict,
@@ -191,6 +192,22 @@ class FalkorDBGateway(GraphGateway):
         """
         if not self.guard_snapshots():
             self._server.rewrite_aof()
+
+    def rewrite_log(self) -> str:
+        """Rewrite the AOF (graph, broker and job results) and wait; ``held`` while the snapshot
+        guard holds rewrites off, as the rewrite writes a snapshot."""
+        if self.guard_snapshots():
+            return erasure.HELD
+        info = self._server.running()
+        if info is None:
+            raise GraphUnavailable("the embedded graph server is not running")
+        client = info.client(socket_timeout=30)
+        try:
+            return erasure.rewrite_log(client, self._server.log_path)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
+        finally:
+            client.close()
 
     def guard_snapshots(self) -> dict[str, int]:
         counts = {row["label"]: int(row["count"]) for row in self.read(admin.LABEL_COUNTS)}

@@ -202,12 +202,13 @@ class PartitionRows:
     user_vectors: np.ndarray  # (m, dim)
 
     def encode(self) -> str:
-        """One base64 ``.npz`` string (a Celery result)."""
+        """One base64 ``.npz`` string (a Celery result, kept a day): without the user ids, which
+        are the plan's seeds of the partition (:meth:`UpdatePlan.seeds`), so that a kept result
+        names no user once the plan is gone."""
         arrays: dict[str, np.ndarray] = {
             "item_ids": np.array(self.item_ids, dtype=str),
             "target": self.target,
             "context": self.context,
-            "user_ids": np.array(self.user_ids, dtype=str),
             "user_vectors": self.user_vectors,
             "signals": np.array(list(self.signal_rows), dtype=str),
         }
@@ -219,8 +220,8 @@ class PartitionRows:
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     @classmethod
-    def decode(cls, text: str) -> PartitionRows:
-        """The rows :meth:`encode` wrote."""
+    def decode(cls, text: str, user_ids: Sequence[str]) -> PartitionRows:
+        """The rows :meth:`encode` wrote, for the partition whose seed users are ``user_ids``."""
         with np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False) as stored:
             signals = {
                 name: sp.csr_matrix(
@@ -234,7 +235,7 @@ class PartitionRows:
                 target=stored["target"],
                 context=stored["context"],
                 signal_rows=signals,
-                user_ids=stored["user_ids"].tolist(),
+                user_ids=list(user_ids),
                 user_vectors=stored["user_vectors"],
             )
 

@@ -1,0 +1,49 @@
+"""What an erasure does after deleting: take the deleted data out of the servers' append-only files.
+
+Redis (the graph server, the impressions server, the broker's Redis under Neo4j) appends every
+write to its AOF, so a deleted user's writes stay in the file until it is next rewritten from
+the data as it is. The erasure therefore rewrites it and waits (README, "Operations: faults,
+privacy and security"). The answer says, per server, what happened (:data:`LOG_STATUSES`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+
+from kgrec.embedded import AofRewriteRunning, EmbeddedServerError, rewrite_aof_now
+
+log = logging.getLogger(__name__)
+
+# How long an erasure waits for its rewrites (a rewrite of Amazon Beauty's graph takes about 0.4 s).
+REWRITE_WAIT_S = 30.0
+
+REWRITTEN = "rewritten"  # a rewrite started after the erasure is on disk; the old files are deleted
+RUNNING = "running"  # started after the erasure, not finished within the wait: the server finishes it
+HELD = "held"  # not rewritten: the snapshot guard holds rewrites off (a label at an unloadable count)
+NO_AOF = "no_aof"  # the server keeps no append-only file (Neo4j, or a Redis without appendonly)
+REFUSED = "refused"  # the server refuses BGREWRITEAOF (a managed Redis that renamed the command)
+FAILED = "failed"  # the rewrite failed (see the server's log); the deleted data stays in the log
+LOG_STATUSES = (REWRITTEN, RUNNING, HELD, NO_AOF, REFUSED, FAILED)
+
+
+def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: float = REWRITE_WAIT_S) -> str:
+    """Rewrite ``client``'s server's AOF from its data as it is now; one of :data:`LOG_STATUSES`.
+
+    Concurrent erasures share one rewrite (:func:`kgrec.embedded.rewrite_aof_now`). A connection
+    failure propagates: the erasure is then a 503, and repeating it rewrites again.
+    """
+    try:
+        return REWRITTEN if rewrite_aof_now(client, wait_s, server_log) else NO_AOF
+    except AofRewriteRunning:
+        return RUNNING
+    except redis.ResponseError as exc:
+        if "unknown command" in str(exc) or "NOPERM" in str(exc):
+            return REFUSED
+        log.warning("erasure: AOF rewrite failed: %s", exc)
+        return FAILED
+    except EmbeddedServerError as exc:
+        log.warning("erasure: %s", exc)
+        return FAILED
