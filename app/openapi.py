@@ -2,8 +2,9 @@
 
 Each view declares its query model and its responses (:mod:`app.schemas`), most
 through :mod:`app.endpoints`. spectree validates the query against the model (a
-failure is a 400 naming the parameter, :func:`app.params.bad_parameter`) and
-builds the OpenAPI 3.1 document from the same declarations. Swagger UI's files
+failure is a 400 naming the parameter, :func:`app.params.bad_parameter`; a view
+that declares none takes no query parameter at all) and builds the OpenAPI 3.1
+document from the same declarations. Swagger UI's files
 come from the swagger-ui-bundle package, so the docs page works without internet
 access.
 """
@@ -22,7 +23,7 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from swagger_ui_bundle import swagger_ui_path
 
 from app.params import bad_parameter, query_values
-from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument
+from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument, Query
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -42,8 +43,9 @@ class _FlaskPlugin(FlaskPlugin):
     def request_validation(
         self, request: Any, query: Any, json: Any, form: Any, headers: Any, cookies: Any
     ) -> None:
-        parsed = self.model_adapter.validate_obj(query, query_values(request.query_string)) if query else None
-        request.context = Context(parsed, None, None, None, None)
+        # An operation that lists no query parameters takes none: the bare model refuses each one.
+        parsed = self.model_adapter.validate_obj(query or Query, query_values(request.query_string))
+        request.context = Context(parsed if query else None, None, None, None, None)
 
     def validate_response(self, resp: Any, resp_model: Any, skip_validation: bool, force: bool) -> Any:
         return current_app.make_response(resp), None
@@ -72,6 +74,9 @@ api = SpecTree(
 )
 
 
+NO_QUERY_PARAMETERS = "a query parameter (this operation takes none; named in `field`)"
+
+
 def responses(
     ok: type[BaseModel] | None, description: str, **errors: tuple[type[BaseModel], str]
 ) -> Responses:
@@ -97,9 +102,12 @@ def _complete(operation: dict[str, Any]) -> None:
         schema = body.get("content", {}).get("application/json", {}).get("schema", {})
         if schema.get("$ref", "").rsplit("/", 1)[-1] in OPTIONAL_BODIES:
             body["required"] = False
-    # spectree gives every operation a validation-error answer; one without input cannot be invalid.
-    if not parameters and "requestBody" not in operation:
-        operation["responses"].pop("400", None)
+    # Every operation refuses a query parameter it does not list, so every one documents a 400;
+    # spectree's own description of it says nothing.
+    refusal = operation["responses"]["400"]
+    if not any(parameter["in"] == "query" for parameter in parameters):
+        described = "" if refusal["description"] == "Bad Request" else f"{refusal['description']}; "
+        refusal["description"] = f"{described}{NO_QUERY_PARAMETERS}"
 
 
 def openapi_document(app: Flask | None = None) -> dict[str, Any]:

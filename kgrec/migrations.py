@@ -1,13 +1,26 @@
-"""``kgrec migrate``: apply versioned Cypher files and record each one in the graph."""
+"""``kgrec migrate``: apply versioned Cypher files and record each one in the graph.
+
+A migration that Cypher cannot write as fixed text (moving edges of whatever types a graph holds
+takes one rendered statement per type) has a step in :data:`STEPS`, run before its file's
+statements. Steps are idempotent and batched like the files' statements, so a migration cut off
+part way simply runs again.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from graph_schema.statements.knowledge import (
+    DELETE_MERGED_TWINS,
+    TWIN_EDGE_TYPES,
+    TWIN_ENTITIES,
+    move_twin_edges,
+)
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS, RECORD_MIGRATION
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
@@ -84,10 +97,42 @@ def pending(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
     return [m for m in available if m.id not in applied]
 
 
+def merge_twin_entities(gateway: GraphGateway, *, twins: int = 1000, edges: int = 10_000) -> int:
+    """Merge each Entity that has an Item's id into that Item; returns how many were merged.
+
+    Graphs written before "one id, one node" (README) may hold both. The Entity's edges move onto
+    the Item (an edge the Item has already, by direction, type, ``relation`` and other end, is kept
+    once), then the Entity is deleted: ``twins`` Entities at a time, ``edges`` edges per statement.
+    """
+    merged = 0
+    while ids := [row["id"] for row in gateway.read(TWIN_ENTITIES, {"limit": twins})]:
+        moving = True
+        while moving:  # a moved edge may still end at a twin of the batch (a loop, Entity to Entity)
+            moving = False
+            for row in gateway.read(TWIN_EDGE_TYPES, {"ids": ids}):
+                statement = move_twin_edges(row["type"], outgoing=row["outgoing"])
+                while gateway.write(statement, {"ids": ids, "limit": edges}).rows[0]["moved"]:
+                    moving = True
+        deleted = gateway.write(DELETE_MERGED_TWINS, {"ids": ids}).rows[0]["deleted"]
+        if not deleted:
+            raise MigrationError(f"the entities {', '.join(ids[:5])} kept edges that could not be moved")
+        merged += deleted
+    return merged
+
+
+# Keyed by migration id; each runs before the statements of its file.
+STEPS: dict[str, Callable[[GraphGateway], object]] = {
+    f"{SHARED_SCOPE}/0013_twin_entities_merged": merge_twin_entities,
+}
+
+
 def migrate(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
     """Apply every pending migration in order; returns the ones applied (idempotent)."""
     todo = pending(gateway, root)
     for migration in todo:
+        step = STEPS.get(migration.id)
+        if step is not None:
+            step(gateway)
         for statement in migration.statements():
             gateway.run_ddl(statement)
         gateway.write(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -159,6 +160,30 @@ def test_cli_writes_the_reject_file(settings: Settings, graph_server: object, tm
     assert refused.stderr.strip() == (
         f"kgrec: error: --rejects {nowhere}: the folder {nowhere.parent} does not exist (nothing was imported)"
     )
+
+
+def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """The importer read files its own way: a truncated .gz was a bare EOFError with no file, a byte
+    that is not UTF-8 a reject. It reads through the data sets' reader, as ``kgrec import`` does."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses its own embedded graph")
+    rows = "".join(f"u{n},i{n % 50},c1,pv,{1_704_067_200 + n}\n" for n in range(20_000))
+    packed = gzip.compress(rows.encode())
+    truncated, undecodable = tmp_path / "truncated.csv.gz", tmp_path / "undecodable.csv"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    undecodable.write_bytes(b"u1,i1,c1,pv,1704067200\nu2,i\xff2,c1,pv,1704067201\n")
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"ev_{uuid.uuid4().hex[:8]}"}
+    for path, reason in (
+        (truncated, r"truncated\.csv\.gz: cannot read past line \d+: it ends early \(truncated\)$"),
+        (undecodable, r"undecodable\.csv line 2: not UTF-8 \(byte 0xff at column 5\)$"),
+    ):
+        done = kgrec_cli("events", "import", str(path), "--format", "taobao", env=env)
+        assert done.returncode == 1, done.stderr
+        (last,) = [line for line in done.stderr.splitlines() if line.startswith("kgrec: error:")]
+        assert re.search(reason, last) and str(path) in last, done.stderr
+        assert "Traceback" not in done.stderr and "Aborted" not in done.stderr
 
 
 def test_a_batch_with_a_tag_on_an_unknown_item_and_a_looping_path_rejects_both_rows(

@@ -9,7 +9,15 @@ import pytest
 
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS
 from kgrec.gateway import GraphGateway, GraphQueryError
-from kgrec.migrations import MigrationError, discover, migrate, migrations_dir, pending
+from kgrec.migrations import (
+    STEPS,
+    MigrationError,
+    discover,
+    merge_twin_entities,
+    migrate,
+    migrations_dir,
+    pending,
+)
 from tests.conftest import ON_NEO4J
 
 
@@ -27,6 +35,7 @@ def test_discover_orders_shared_and_engine_files() -> None:
             f"{engine}/0009_topics",
             f"{engine}/0011_schedule",
             "shared/0012_co_purchase_types_owned",
+            "shared/0013_twin_entities_merged",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 
@@ -72,3 +81,67 @@ def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "shared" / "add-things.cypher").write_text("RETURN 1;")
     with pytest.raises(MigrationError, match="0001_some_name"):
         discover("neo4j" if ON_NEO4J else "falkordb", tmp_path)
+
+
+def test_every_step_has_its_migration_file() -> None:
+    for engine in ("falkordb", "neo4j"):
+        assert set(STEPS) <= {m.id for m in discover(engine)}
+
+
+def _edges(gateway: GraphGateway) -> list[tuple[str, str, str, dict[str, object]]]:
+    rows = gateway.run_query(
+        "MATCH (a)-[r]->(b) RETURN labels(a)[0] + ':' + a.id AS a, type(r) AS t,"
+        " labels(b)[0] + ':' + b.id AS b, properties(r) AS p",
+        {},
+    )
+    return sorted((r["a"], r["t"], r["b"], r["p"]) for r in rows)
+
+
+def test_an_entity_with_an_items_id_is_merged_into_the_item(gateway: GraphGateway) -> None:
+    """A graph written before "one id, one node" kept both nodes; migration 0013 leaves the Item,
+    with the Entity's edges (each once), whatever their types and directions."""
+    gateway.run_query(
+        "CREATE (e:Entity {id: 'twin', kind: 'genre'}), (i:Item {id: 'twin', title: 'Twin'}),"
+        "       (f:Entity {id: 'twin2'}), (:Item {id: 'twin2'}),"
+        "       (g:Entity {id: 'genre'}), (h:Item {id: 'head'}), (u:User {id: 'u1'})"
+        " CREATE (e)-[:FILM_FILM_GENRE {relation: 'film.film.genre'}]->(g),"
+        "        (i)-[:FILM_FILM_GENRE {relation: 'film.film.genre'}]->(g),"
+        "        (h)-[:SIMILAR_TO {relation: 'similar_to'}]->(e),"
+        "        (e)-[:RDF_TYPE {relation: 'rdf:type'}]->(e),"
+        "        (e)-[:ORIGIN {relation: 'origin'}]->(f),"
+        "        (f)-[:ORIGIN {relation: 'origin'}]->(i),"
+        "        (u)-[:INTERACTED {weight: 1.0}]->(i)",
+        {},
+    )
+    gateway.run_query("MATCH (m:Migration {id: 'shared/0013_twin_entities_merged'}) DELETE m", {})
+    assert [m.id for m in migrate(gateway)] == ["shared/0013_twin_entities_merged"]
+    labelled = gateway.run_query("MATCH (n) WHERE n.id IN ['twin', 'twin2'] RETURN labels(n)[0] AS l", {})
+    assert sorted(r["l"] for r in labelled) == ["Item", "Item"]
+    item = gateway.run_query("MATCH (i:Item {id: 'twin'}) RETURN properties(i) AS p", {})[0]["p"]
+    assert item == {"id": "twin", "title": "Twin"}
+    assert _edges(gateway) == [
+        ("Item:head", "SIMILAR_TO", "Item:twin", {"relation": "similar_to"}),
+        ("Item:twin", "FILM_FILM_GENRE", "Entity:genre", {"relation": "film.film.genre"}),
+        ("Item:twin", "ORIGIN", "Item:twin2", {"relation": "origin"}),
+        ("Item:twin", "RDF_TYPE", "Item:twin", {"relation": "rdf:type"}),
+        ("Item:twin2", "ORIGIN", "Item:twin", {"relation": "origin"}),
+        ("User:u1", "INTERACTED", "Item:twin", {"weight": 1.0}),
+    ]
+    # Idempotent: nothing is left to merge.
+    assert merge_twin_entities(gateway, twins=1, edges=1) == 0
+    assert _edges(gateway)[-1] == ("User:u1", "INTERACTED", "Item:twin", {"weight": 1.0})
+
+
+def test_twins_are_merged_in_batches(gateway: GraphGateway) -> None:
+    gateway.run_query(
+        "UNWIND range(1, 5) AS n CREATE (e:Entity {id: 't' + toString(n)}), (:Item {id: 't' + toString(n)})"
+        " WITH e UNWIND range(1, 3) AS m MERGE (x:Entity {id: 'v' + toString(m)})"
+        " CREATE (e)-[:RDF_TYPE {relation: 'rdf:type'}]->(x)",
+        {},
+    )
+    assert merge_twin_entities(gateway, twins=2, edges=2) == 5
+    assert gateway.run_query("MATCH (e:Entity) RETURN e.id AS id ORDER BY id", {}) == [
+        {"id": f"v{m}"} for m in (1, 2, 3)
+    ]
+    moved = gateway.run_query("MATCH (:Item)-[r:RDF_TYPE]->(:Entity) RETURN r.relation AS r", {})
+    assert len(moved) == 15

@@ -193,3 +193,58 @@ def test_what_gunicorn_refuses_before_the_app_is_json_too(small_api: ApiProcess)
     ):
         assert answer.status_code == status and answer.headers["Content-Type"] == "application/json"
         assert answer.json()["error"] == error and answer.json()["detail"], answer.text
+
+
+NO_QUERY_PARAMETERS = [
+    "/v1/models",
+    "/v1/rules",
+    "/v1/queue",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+]
+
+
+@pytest.mark.parametrize("path", NO_QUERY_PARAMETERS)
+def test_an_operation_that_lists_no_query_parameters_takes_none(small_api: ApiProcess, path: str) -> None:
+    """These used to ignore their query string: a misspelt parameter answered as if it were not there."""
+    assert refusal(get(small_api, f"{path}?limit=5")) == (
+        400,
+        "limit",
+        "limit is not a parameter of this endpoint (got '5')",
+    )
+    assert refusal(get(small_api, f"{path}?x=%FF"))[:2] == (400, "x")
+    # HEAD runs the GET operation: refused the same way (an answer without a body).
+    connection = http.client.HTTPConnection("127.0.0.1", small_api.port, timeout=30)
+    try:
+        connection.request("HEAD", f"{path}?limit=5")
+        assert connection.getresponse().status == 400
+    finally:
+        connection.close()
+
+
+def test_every_operation_documents_its_refusal_of_query_parameters(small_api: ApiProcess) -> None:
+    document = json.loads(get(small_api, "/openapi.json").text)
+    undocumented = [
+        f"{method} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "400" not in operation["responses"]
+    ]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/docs?x=1",
+        "/docs/static/swagger-ui.css?v=2",
+        "/console/static/console.js?v=2",
+        "/console/models?job=j1",
+    ],
+)
+def test_pages_and_files_outside_the_api_take_a_query_string(small_api: ApiProcess, target: str) -> None:
+    """Only the operations of /openapi.json read the query string strictly; a page or a file may
+    be fetched with a cache-busting parameter."""
+    assert get(small_api, target).status_code == 200

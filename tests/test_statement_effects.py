@@ -313,6 +313,65 @@ def _upsert_entities(gw: GraphGateway, st: Statement) -> None:
     }
 
 
+@effect("move_twin_edges_out_rdf_type", "move_twin_edges_in_rdf_type")
+def _move_twin_edges(gw: GraphGateway, st: Statement) -> None:
+    outgoing = st.name.startswith("move_twin_edges_out")
+
+    def edge(a: str, b: str, props: str = "", *, forward: bool = outgoing, var: str = "r") -> str:
+        """``a`` to ``b`` in the statement's direction (``forward``), an RDF_TYPE edge."""
+        rel = f"[{var}:RDF_TYPE {props}]"
+        return f"({a})-{rel}->({b})" if forward else f"({a})<-{rel}-({b})"
+
+    # The twin m.0jzc (an Entity and an Item) has three edges in the statement's direction: one the
+    # Item has already (kept once, gaining only what it lacks), a new one, and one of another
+    # relation name to the same end. Its edge of the other direction, and another twin, stay put.
+    query(
+        gw,
+        "CREATE (e:Entity {id: 'm.0jzc'}), (i:Item {id: 'm.0jzc'}), (g:Entity {id: 'genre'}),"
+        "       (o:Item {id: 'other'}), (x:Entity {id: 'x'}), (:Item {id: 'x'})"
+        f" CREATE {edge('e', 'g', '{relation: $r, since: 1, extra: 1}', var='')},"
+        f"        {edge('i', 'g', '{relation: $r, since: 2}', var='')},"
+        f"        {edge('e', 'o', '{relation: $r}', var='')},"
+        f"        {edge('e', 'g', '{relation: $other}', var='')},"
+        f"        {edge('x', 'o', '{relation: $r}', var='')},"
+        f"        {edge('e', 'o', '{relation: $r}', forward=not outgoing, var='')}",
+        r="rdf:type",
+        other="RDF_TYPE",
+    )
+    batches = [gw.write(st, {"ids": ["m.0jzc"], "limit": 2}).rows for _ in range(3)]
+    assert batches == [[{"moved": 2}], [{"moved": 1}], [{"moved": 0}]]  # two, the last, nothing left
+    moved = query(
+        gw,
+        f"MATCH {edge('i:Item {id: $id}', 'b')} RETURN b.id AS b, properties(r) AS p",
+        id="m.0jzc",
+    )
+    assert sorted((m["b"], m["p"]["relation"], m["p"]) for m in moved) == [
+        ("genre", "RDF_TYPE", {"relation": "RDF_TYPE"}),
+        ("genre", "rdf:type", {"relation": "rdf:type", "since": 2, "extra": 1}),
+        ("other", "rdf:type", {"relation": "rdf:type"}),
+    ]
+    assert count(gw, edge("e:Entity {id: 'm.0jzc'}", "")) == 0
+    assert count(gw, edge("e:Entity {id: 'm.0jzc'}", "", forward=not outgoing)) == 1
+    assert count(gw, edge("x:Entity {id: 'x'}", "")) == 1
+    assert count(gw, "(n)") == 6  # nothing created, nothing deleted
+
+
+@effect("delete_merged_twins")
+def _delete_merged_twins(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (:Entity {id: 'm.0jzc'}), (:Item {id: 'm.0jzc'}), (:Entity {id: 'alone'}),"
+        "       (linked:Entity {id: 'linked'}), (:Item {id: 'linked'})"
+        " CREATE (linked)-[:RDF_TYPE {relation: 'rdf:type'}]->(:Entity {id: 'kind'})",
+    )
+    ids = ["m.0jzc", "alone", "linked", "missing"]
+    assert gw.write(st, {"ids": ids}).rows == [{"deleted": 1}]
+    # An Entity without an Item twin, or one that still has edges, is kept.
+    assert node(gw, "Entity", "m.0jzc") is None and node(gw, "Item", "m.0jzc") == {"id": "m.0jzc"}
+    assert node(gw, "Entity", "alone") is not None and node(gw, "Entity", "linked") is not None
+    assert gw.write(st, {"ids": ids}).rows == [{"deleted": 0}]
+
+
 @effect("start_import", "finish_import")
 def _import_record(gw: GraphGateway, st: Statement) -> None:
     query(gw, "CREATE (:Revision {id: 'catalogue', revision: 3})")

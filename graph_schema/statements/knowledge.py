@@ -12,6 +12,7 @@ import time so the catalogue lint checks the form every rendered statement takes
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from graph_schema.allow_list import Label
@@ -40,6 +41,89 @@ def absorb_entities(ids: str) -> str:
     REMOVE ae:Entity, ae.kind, ae.name
     SET ae:Item, ae.listed = false
 """
+
+
+# --- twins: an Entity and an Item with one id, from graphs written before absorb_entities -----------
+# Migration 0013 (kgrec.migrations.merge_twin_entities) merges each such Entity into its Item: it
+# moves the Entity's edges, one rendered statement per type and direction (Cypher names a type in
+# the text, and the types are the data's), then deletes the Entity once it has none left.
+
+TWIN_ENTITIES = read(
+    "twin_entities",
+    """
+    MATCH (e:Entity)
+    MATCH (:Item {id: e.id})
+    RETURN e.id AS id
+    LIMIT $limit
+    """,
+    limit=1000,
+)
+
+# The types of the edges of some twin Entities, and whether each leaves the Entity or enters it
+# (a loop on an Entity does both).
+TWIN_EDGE_TYPES = read(
+    "twin_edge_types",
+    """
+    UNWIND $ids AS twin_id
+    MATCH (e:Entity {id: twin_id})-[k]-()
+    RETURN DISTINCT type(k) AS type, startNode(k) = e AS outgoing
+    """,
+    ids=["m.0jzc"],
+)
+
+_TYPE = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+@lru_cache(maxsize=1024)
+def _move_twin_edges(rel_type: str, outgoing: bool) -> Statement:
+    start, end = ("-", "->") if outgoing else ("<-", "-")
+    return write(
+        f"move_twin_edges_{'out' if outgoing else 'in'}_{rel_type.lower()}",
+        f"""
+        UNWIND $ids AS twin_id
+        MATCH (:Entity {{id: twin_id}}){start}[k:{rel_type}]{end}(other)
+        WITH twin_id, k, other LIMIT $limit
+        MATCH (i:Item {{id: twin_id}})
+        MERGE (i){start}[n:{rel_type} {{relation: k.relation}}]{end}(other)
+        WITH k, n, properties(n) AS held
+        SET n += properties(k)
+        SET n += held
+        DELETE k
+        RETURN count(*) AS moved
+        """,
+        ids=["m.0jzc"],
+        limit=10_000,
+    )
+
+
+def move_twin_edges(rel_type: str, *, outgoing: bool) -> Statement:
+    """The statement that moves up to ``$limit`` ``rel_type`` edges of the twin Entities ``$ids`` onto
+    their Items, leaving (``outgoing``) or entering them, and returns how many it moved.
+
+    An edge the Item has already (same direction, type, ``relation`` and other end) is kept, not
+    doubled: it takes the moved edge's other properties where it has none of its own. ``rel_type``
+    is read from the graph: anything but upper-case letters, digits and ``_`` (the types
+    :func:`~graph_schema.relation_names.relationship_type` gives) is refused with a ValueError.
+    """
+    if not _TYPE.fullmatch(rel_type):
+        raise ValueError(f"relationship type {rel_type!r} is not one kgrec writes (A-Z, 0-9 and _)")
+    return _move_twin_edges(rel_type, outgoing)
+
+
+DELETE_MERGED_TWINS = write(
+    "delete_merged_twins",
+    """
+    UNWIND $ids AS twin_id
+    MATCH (e:Entity {id: twin_id})
+    MATCH (:Item {id: twin_id})
+    OPTIONAL MATCH (e)-[left]-()
+    WITH e, count(left) AS edges
+    WHERE edges = 0
+    DELETE e
+    RETURN count(*) AS deleted
+    """,
+    ids=["m.0jzc"],
+)
 
 
 # An entity row whose id is an Item writes nothing: one id names one node (absorb_entities).
@@ -101,6 +185,11 @@ EXAMPLE_RELATIONS: tuple[tuple[str, Label, Label], ...] = (
 )
 EXAMPLE_LINKS: dict[str, Statement] = {
     s.name: s for s in (link_knowledge(name, head, tail) for name, head, tail in EXAMPLE_RELATIONS)
+}
+
+# Rendered twin moves (both directions of an example type) for the lint and the effect tests.
+EXAMPLE_TWIN_MOVES: dict[str, Statement] = {
+    s.name: s for s in (move_twin_edges("RDF_TYPE", outgoing=outgoing) for outgoing in (True, False))
 }
 
 # Every knowledge relation with its type and edge count, and the brand and category links

@@ -124,9 +124,10 @@ class TextFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        self._raw = open(path, "rb")  # noqa: SIM115 - closed by close()
+        stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if path.suffix == ".gz" else self._raw
         # utf-8-sig: a byte order mark (as Excel writes) is not part of the first header name
-        self._text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
         self._lines = 0  # lines handed out so far
 
     def __enter__(self) -> TextFile:
@@ -138,6 +139,12 @@ class TextFile:
     def close(self) -> None:
         """Close the file."""
         self._text.close()
+        self._raw.close()  # a GzipFile leaves the file it was given open
+
+    @property
+    def bytes_read(self) -> int:
+        """How far reading has come in the file as stored (compressed, for a ``.gz``), for progress."""
+        return self._raw.tell()
 
     def __iter__(self) -> TextFile:
         return self

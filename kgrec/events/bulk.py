@@ -9,17 +9,15 @@ everything else is applied.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from kgrec.config import Settings
-from kgrec.datasets.records import write_csv_rows
+from kgrec.datasets.records import open_text, write_csv_rows
 from kgrec.events import formats
 from kgrec.events.ingest import EventsRefused, commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
@@ -52,13 +50,6 @@ class ImportSummary:
     def events_per_second(self) -> float:
         """Rows processed per second."""
         return self.rows / self.seconds if self.seconds else 0.0
-
-
-def _open(path: Path) -> tuple[BinaryIO, io.TextIOWrapper]:
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw  # type: ignore[assignment]
-    # Undecodable bytes become U+FFFD so that one bad row is rejected, not the rest of the file.
-    return raw, io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
 
 
 def _expect_header(reader: Iterator[list[str]], columns: Sequence[str], what: str) -> None:
@@ -97,7 +88,7 @@ def import_events(
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     summary = ImportSummary()
     started = time.perf_counter()
-    raw, text = _open(path)
+    text = open_text(path)  # a truncated .gz or a byte that is not UTF-8 stops it, naming file and line
     # One writer thread: while the graph applies batch N, this thread reads,
     # validates and aggregates batch N+1. Batches commute (decayed sums, counters,
     # min/max times); an id that appears in both is caught by the Event
@@ -105,7 +96,7 @@ def import_events(
     # previous write before handing over the next keeps memory bounded.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgrec-import")
     pending: Future[None] | None = None
-    with raw, text, writer:
+    with text, writer:
         reader = csv.reader(text)
         convert = _converter(fmt, reader, mapping or {})
         lines: list[int] = []
@@ -119,7 +110,7 @@ def import_events(
             pending = writer.submit(write) if write is not None else None
             batch, lines = [], []
             if on_progress is not None:
-                on_progress(raw.tell(), summary.rows)
+                on_progress(text.bytes_read, summary.rows)
 
         for fields in reader:
             line = reader.line_num
@@ -127,8 +118,6 @@ def import_events(
                 continue
             summary.rows += 1
             try:
-                if any("\ufffd" in f for f in fields):
-                    raise formats.RowError("the row is not valid UTF-8")
                 batch.append(convert(fields))
                 lines.append(line)
             except formats.RowError as exc:
