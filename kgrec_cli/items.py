@@ -24,6 +24,7 @@ import click
 
 from kgrec.catalogue import CatalogueItem, category_loops, validate_items, write_items
 from kgrec.config import Settings
+from kgrec.datasets.records import open_text
 from kgrec.limits import MAX_ITEMS_PER_BATCH
 from kgrec.runtime import graph_session
 from kgrec_cli.failure import fail
@@ -70,9 +71,11 @@ def _csv_item(row: dict[str, Any]) -> dict[str, Any]:
 
 def read_items(path: Path, fmt: str | None = None) -> Iterator[tuple[int, dict[str, Any] | LineError]]:
     """(line number, item object or LineError) for each item of a CSV or JSON Lines file."""
-    kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    # utf-8-sig: a byte-order mark, as spreadsheet programs write one, is not part of the first column
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    name = path.name.lower().removesuffix(".gz")
+    kind = fmt or ("csv" if name.endswith(".csv") else "jsonl")
+    # the data sets' reader: gunzips *.gz, drops a byte-order mark, and names the file and line of a
+    # byte that is not UTF-8 or of a truncated gzip stream
+    with open_text(path) as handle:
         if kind == "csv":
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]

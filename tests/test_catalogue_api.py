@@ -4,6 +4,7 @@ holds it, delisting, and availability and price changes that every worker applie
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.limits import MAX_DESCRIPTION_LENGTH
 from kgrec_cli.items import items as items_cli
 from kgrec_cli.items import read_items
+from kgrec_cli.main import main as kgrec_main
 from tests.processes import ApiProcess
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
@@ -366,6 +368,26 @@ def test_items_import_from_csv_and_json_lines(shop: Shop, tmp_path: Path) -> Non
     # the bad lines, then the one failure line
     assert bad.output.splitlines()[-1] == f"kgrec: error: 1 bad line(s) in {jsonl}; nothing was written"
     assert shop.get_item("imp-3").status_code == 404
+
+
+def test_items_import_reads_gzip_and_names_the_file_and_line_of_an_unreadable_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kgrec items import` reads through the data sets' reader: gzip, and one line for a bad file."""
+    good = tmp_path / "items.csv.gz"
+    good.write_bytes(gzip.compress(b"item_id,title\ngz-1,Soap\n"))
+    assert [item for _, item in read_items(good)] == [{"item_id": "gz-1", "title": "Soap"}]
+    bad_byte = tmp_path / "latin1.csv"
+    bad_byte.write_bytes(b"item_id,title\nok-1,Soap\nok-2,Cr\xe8me\n")
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(b'{"item_id": "cut-1"}\n' * 2000)[:-40])
+    monkeypatch.setenv("KGREC_DATA_DIR", str(tmp_path / "data"))  # refused before any graph is opened
+    runner = CliRunner()
+    for path, reason in ((bad_byte, "line 3: not UTF-8"), (truncated, "it ends early")):
+        result = runner.invoke(kgrec_main, ["items", "import", str(path)])
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"kgrec: error: {path}") and reason in line, line
 
 
 def test_a_category_path_that_repeats_an_id_or_loops_the_tree_is_refused(shop: Shop, tmp_path: Path) -> None:
