@@ -85,11 +85,6 @@ def id_problem(value: object) -> str | None:
     return None
 
 
-def is_valid_id(value: object) -> bool:
-    """True when ``value`` follows the id rules."""
-    return id_problem(value) is None
-
-
 def kind_problem(value: object) -> str | None:
     """Why ``value`` is not a valid entity kind (worded to follow "kind"); None if valid."""
     if not isinstance(value, str):

@@ -250,14 +250,6 @@ class StockLightGcn:
         return final[: self.graph.n_users], final[self.graph.n_users :]
 
 
-def train_bprmf(graph: TrainingGraph, config: TrainConfig, epochs: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """BPR-MF for a fixed number of epochs; returns (user, item) factors."""
-    trainer = BprMf(graph, config)
-    for _ in range(epochs):
-        trainer.epoch()
-    return trainer.embeddings()
-
-
 def train_lightgcn(
     graph: TrainingGraph, config: TrainConfig, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
