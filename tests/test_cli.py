@@ -202,8 +202,13 @@ def test_evaluate_reports_every_model_and_leaves_the_serving_graph_untouched(
             ("evaluate", "--dataset", "no-such-dataset", "--protocol", "leave-last-out", "--device", "cpu"),
             "'no-such-dataset' is neither a built-in data set",
         ),
+        (
+            ("import", "movielens", "--datasets-dir", "/nonexistent-datasets"),
+            "the built-in data set 'movielens' is not in /nonexistent-datasets (no folder "
+            "movielens-ml-latest-small); get it with: kgrec data fetch movielens",
+        ),
     ],
-    ids=["train-on-an-empty-graph", "evaluate-a-missing-dataset"],
+    ids=["train-on-an-empty-graph", "evaluate-a-missing-dataset", "import-a-built-in-not-fetched"],
 )
 def test_a_failure_is_one_line_without_a_traceback(
     settings: Settings, graph_server: EmbeddedServer | None, command: tuple[str, ...], reason: str

@@ -34,6 +34,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from kgrec.browse import SEARCH_KINDS
+from kgrec.limits import MAX_EPOCHS
 from tests.conftest import ON_NEO4J
 from tests.processes import free_port
 from tests.stack_process import UpProcess, kgrec_up_on_subset
@@ -434,6 +435,7 @@ def test_signed_in_training_runs_on_the_stacks_worker_with_live_progress(
     sign_in(browser, console)
     try:
         epochs = browser.find_element(By.ID, "epochs")
+        assert epochs.get_attribute("max") == str(MAX_EPOCHS)  # the form offers what the API accepts
         epochs.clear()
         epochs.send_keys("1")
         Select(browser.find_element(By.ID, "activate")).select_by_value("now")

@@ -298,3 +298,18 @@ def test_db_commands_manage_a_detached_server(data_dir: Path) -> None:
     assert "stopped" in stopped.stdout
     assert _wait_gone(status["pid"])
     assert json.loads(kgrec("db", "status", "--json").stdout)["running"] is False
+
+
+def test_a_data_dir_with_quotes_and_backslashes_in_its_path_works(tmp_path: Path) -> None:
+    data_dir = tmp_path / 'shop "a" \\ b'
+    settings = Settings(data_dir=data_dir)
+    server = EmbeddedServer(data_dir)
+    try:
+        server.start()
+        _add_users(settings, ["u1", "u2"])
+        assert server.stop() is True
+        server.start()
+        assert _user_count(settings) == 2  # read back from the AOF in that folder
+        assert list(data_dir.rglob("*.aof"))
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ from app.console import session
 from app.console.forward import api_path, call_api, decoded, send
 from app.graph import settings
 from kgrec.browse import SEARCH_KINDS
+from kgrec.limits import MAX_EPOCHS
 
 bp = Blueprint(
     "console",
@@ -148,7 +149,7 @@ def export_audience() -> Response:
 @bp.get("/models")
 def models() -> str:
     """Model versions, promotion and training."""
-    return page("console/models.html", "Models", job_id=request.args.get("job", ""))
+    return page("console/models.html", "Models", job_id=request.args.get("job", ""), max_epochs=MAX_EPOCHS)
 
 
 @bp.get("/health")

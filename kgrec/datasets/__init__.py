@@ -76,6 +76,11 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
     ``test.txt`` in the KGAT/KGIN layout, one with ``ratings_final.txt`` in the KGCN/RippleNet
     layout, and one with MovieLens' ``ratings.csv`` and ``movies.csv`` is read as MovieLens.
     """
+    if name_or_path in BUILTIN and not (data_dir / BUILTIN[name_or_path]).is_dir():
+        raise FileNotFoundError(
+            f"the built-in data set {name_or_path!r} is not in {data_dir} (no folder "
+            f"{BUILTIN[name_or_path]}); get it with: kgrec data fetch {name_or_path}"
+        )
     if name_or_path == "movielens":
         return MovieLensDataset(data_dir / BUILTIN["movielens"])
     if name_or_path == "kgat-amazon-book":
