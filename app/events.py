@@ -11,12 +11,12 @@ from app.graph import serving
 from app.impression_schemas import AttributedIngestResult
 from app.impressions import impression_store
 from app.schemas import Error, EventBatch
-from kgrec.attribution import attribute
+from kgrec.attribution import AttributionResult, claim_attribution, find_attribution
 from kgrec.errors import NoActiveModel
 from kgrec.events.ingest import EventsRefused
 from kgrec.events.validation import validate_batch
 from kgrec.limits import MAX_BODY_BYTES
-from kgrec.serving import Serving, now_ms
+from kgrec.serving import Serving, after_commit, now_ms
 
 bp = Blueprint("events", __name__)
 
@@ -63,6 +63,15 @@ def post_events() -> Response:
             f"{len(errors)} problem(s) in the batch; nothing was written",
             errors=[e.as_dict() for e in errors],
         )
+    store = impression_store()
+    # Before the commit, so that an impression store or graph that cannot answer leaves nothing
+    # written: the impressions the clicks, carts and purchases came from, and their revenue.
+    found = find_attribution(
+        store,
+        events,
+        max_skew_ms=core.settings.max_clock_skew_s * 1000,
+        price_of=lambda item_id: model_price(core, item_id),
+    )
     try:
         result = core.ingest_events(events)
     except EventsRefused as refused:
@@ -72,12 +81,11 @@ def post_events() -> Response:
             f"{len(refused.errors)} problem(s) in the batch; nothing was written",
             errors=[e.as_dict() for e in refused.errors],
         ) from None
-    # After the commit, before the answer: an acknowledged batch is attributed (see kgrec/attribution.py).
-    attributed = attribute(
-        impression_store(),
-        events,
-        max_skew_ms=core.settings.max_clock_skew_s * 1000,
-        now_ms=int(now_ms()),
-        price_of=lambda item_id: model_price(core, item_id),
+    # After the commit, before the answer: an acknowledged batch is attributed (see kgrec/attribution.py);
+    # a claim that fails now cannot undo the commit, so it is logged and counted, not answered.
+    attributed = after_commit(
+        "attribution",
+        lambda: claim_attribution(store, found, now_ms=int(now_ms())),
+        AttributionResult(0, 0),
     )
     return jsonify({**result, "attributed": attributed.attributed})

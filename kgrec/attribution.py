@@ -23,9 +23,14 @@ impression's hash ``kgrec:<graph>:attributed:<entry id>``. Both are one Lua
 script, so a crash leaves either both or neither, and both expire with the
 impression (retention).
 
-The API runs this after the event batch is committed and before it answers, so
-an acknowledged batch is attributed; a batch that was never acknowledged is
-resent by its client, is a duplicate for the graph, and is attributed then.
+The API finds the impressions (:func:`find_attribution`, reads of the impression store, and
+the revenue from the model's prices) *before* it commits the event batch, so that an
+impression store or graph that cannot answer is a 503 with nothing written; it claims them
+(:func:`claim_attribution`) after the commit and before it answers, so an acknowledged batch
+is attributed. A batch that was never acknowledged is resent by its client, is a duplicate for
+the graph, and is attributed then. A claim that fails after the commit (the impression store
+died in between) cannot undo the commit: the batch is acknowledged, and the failure logged and
+counted (``kgrec_post_commit_failures_total{step="attribution"}``).
 """
 
 from __future__ import annotations
@@ -185,6 +190,26 @@ def revenue(match: Match, price_of: Callable[[str], float | None] | None) -> flo
     return float(price) if price is not None and math.isfinite(price) else 0.0
 
 
+@dataclass(frozen=True)
+class FoundAttribution:
+    """A batch's matches, each with its revenue: what :func:`claim_attribution` writes."""
+
+    matches: list[Match]
+    revenues: list[float]
+
+
+def find_attribution(
+    store: ImpressionStore,
+    events: Sequence[Event],
+    *,
+    max_skew_ms: float,
+    price_of: Callable[[str], float | None] | None = None,
+) -> FoundAttribution:
+    """Each click, cart and purchase's impression and revenue; only reads (done before the commit)."""
+    matches = match_events(store, events, max_skew_ms=max_skew_ms)
+    return FoundAttribution(matches, [revenue(match, price_of) for match in matches])
+
+
 def attribute(
     store: ImpressionStore,
     events: Sequence[Event],
@@ -194,14 +219,20 @@ def attribute(
     price_of: Callable[[str], float | None] | None = None,
 ) -> AttributionResult:
     """Attribute a committed batch's clicks, carts and purchases; idempotent per event id."""
-    matches = match_events(store, events, max_skew_ms=max_skew_ms)
+    found = find_attribution(store, events, max_skew_ms=max_skew_ms, price_of=price_of)
+    return claim_attribution(store, found, now_ms=now_ms)
+
+
+def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms: int) -> AttributionResult:
+    """Claim each found match for its impression (one pipeline); idempotent per event id."""
+    matches = found.matches
     if not matches:
         return AttributionResult(0, 0)
     claim = store.client().register_script(_CLAIM)
 
     def write(client: Any) -> list[int]:
         pipe = client.pipeline(transaction=False)
-        for match in matches:
+        for match, earned in zip(matches, found.revenues, strict=True):
             entry_id = match.impression.entry_id
             ttl = max(1, match.impression.created_at + store.retention_ms - now_ms)
             shown = match.impression
@@ -218,7 +249,7 @@ def attribute(
                     json.dumps(match.as_dict(now_ms)),
                     ttl,
                     match.event.type,
-                    repr(revenue(match, price_of)),
+                    repr(earned),
                 ],
                 client=pipe,
             )

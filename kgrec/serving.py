@@ -14,9 +14,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from prometheus_client import Counter
 
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION
@@ -73,6 +74,28 @@ MAX_SIDE_VERSIONS = 4  # versions besides the active one a process keeps loaded 
 
 
 NO_DIVERSITY = Diversity()
+
+POST_COMMIT_FAILURES = Counter(
+    "kgrec_post_commit_failures_total",
+    "Best-effort steps after a committed write that failed (the write stands and was answered as such)",
+    ["step"],
+)
+T = TypeVar("T")
+
+
+def after_commit(step: str, work: Callable[[], T], otherwise: T) -> T:
+    """Run ``work``, a best-effort step after a write committed: if it fails, log one line, count it in
+    ``kgrec_post_commit_failures_total{step}`` and return ``otherwise``. An error here must not turn
+    the committed write into an error answer: a client told "nothing was written" would send it
+    again, and one that makes new ids would count it twice."""
+    try:
+        return work()
+    except Exception as exc:  # any failure: the write is committed whatever went wrong here
+        POST_COMMIT_FAILURES.labels(step).inc()
+        log.warning(
+            "after a committed write, %s failed (the write stands): %s: %s", step, type(exc).__name__, exc
+        )
+        return otherwise
 
 
 def now_ms() -> float:
@@ -656,7 +679,8 @@ class Serving:
         revision = catalogue.write_items(self.gateway, items, int(now_ms()))
         self.catalogue_view().stale()
         if any(item.attributes for item in items):
-            self.rules_view().stale()  # attribute targets: this process's next answer has them
+            # attribute targets: this process's next answer has them (else the poller's, within a second)
+            after_commit("rules_reload", self.rules_view().stale, None)
         self.request_fold_in(i.item_id for i in items)
         return {"received": len(items), "items": len({i.item_id for i in items}), "revision": revision}
 
@@ -671,7 +695,7 @@ class Serving:
     def save_rule(self, body: rules.RuleBody) -> dict[str, Any]:
         """Create or replace a business rule; every process applies it within a second."""
         rule = rules.save_rule(self.gateway, body, int(now_ms()))
-        self.rules_view().stale()
+        after_commit("rules_reload", self.rules_view().stale, None)
         return rule.as_dict(now_ms())
 
     def list_rules(self) -> dict[str, Any]:
@@ -683,7 +707,7 @@ class Serving:
         """Delete a rule; NotFound if there is none."""
         if not rules.delete_rule(self.gateway, rule_id, int(now_ms())):
             raise NotFound("rule_id", rule_id, f"no rule with id {rule_id!r}")
-        self.rules_view().stale()
+        after_commit("rules_reload", self.rules_view().stale, None)
         return {"rule_id": rule_id, "deleted": True}
 
     def ingest_events(self, events: Sequence[Event]) -> dict[str, int]:
@@ -695,18 +719,20 @@ class Serving:
         return asdict(result)
 
     def request_fold_in(self, item_ids: Iterable[str]) -> list[str]:
-        """Enqueue the fold-in of unknown items; returns them. Never fails the request that asked.
+        """Enqueue the fold-in of unknown items; returns them. Never fails the write that asked.
 
-        If the broker cannot take the task, beat's periodic sweep folds the items in later.
+        It follows a committed write, so it is best-effort (:func:`after_commit`): if the active
+        model cannot be read or the broker cannot take the task, beat's periodic sweep folds the
+        items in later.
         """
+        return after_commit("fold_in", lambda: self._enqueue_fold_in(set(item_ids)), [])
+
+    def _enqueue_fold_in(self, item_ids: set[str]) -> list[str]:
         try:
             model = self.active_model()
         except NoActiveModel:
             return []  # no model yet: the first training will include these items
-        unknown = sorted({i for i in item_ids if i not in model.item_index})
+        unknown = sorted(i for i in item_ids if i not in model.item_index)
         if unknown:
-            try:
-                job_client(self.settings).send_task(FOLD_IN_ITEMS, args=[unknown], retry=False)
-            except Exception as exc:  # the broker is down: the sweep will catch up
-                log.warning("could not enqueue the fold-in of %d items: %s", len(unknown), exc)
+            job_client(self.settings).send_task(FOLD_IN_ITEMS, args=[unknown], retry=False)
         return unknown

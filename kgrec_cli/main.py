@@ -543,7 +543,14 @@ def update_command(
         from workers.training.job import version_name
 
         with graph_session(settings, apply_migrations=True) as gateway:
-            summary = run_incremental(gateway, settings, version_name(), partitions=partitions, since=since)
+            try:
+                summary = run_incremental(
+                    gateway, settings, version_name(), partitions=partitions, since=since
+                )
+            except EXPECTED_ERRORS:
+                raise
+            except Exception as exc:  # one line, as --wait gives for a failed job
+                fail(f"incremental update failed: {type(exc).__name__}: {exc}")
         click.echo(json.dumps(summary, default=str))
         return
     with graph_session(settings):  # in embedded mode, the graph server is also the broker

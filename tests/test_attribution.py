@@ -21,7 +21,7 @@ from kgrec.events.validation import Event, validate_batch
 from kgrec.impression_ids import MAX_POSITION
 from kgrec.impressions import ImpressionStore
 from tests.conftest import SMALL_API_KEY, embedded_only
-from tests.processes import ApiProcess
+from tests.processes import ApiProcess, wait_for
 
 pytestmark = embedded_only
 AUTH = {"Authorization": f"Bearer {SMALL_API_KEY}"}
@@ -102,6 +102,30 @@ def test_without_an_id_the_users_latest_impression_of_the_item_wins(small_api: A
     cart = event(user, other_page["items"][1]["item_id"], "cart", position=7)
     assert post(small_api, [cart]).json()["attributed"] == 1
     assert [e["position"] for e in attributed(small_api, other_page["recommendation_id"])] == [7]
+
+
+def test_a_purchase_while_the_impression_store_is_down_is_a_503_and_nothing_is_written(
+    small_api: ApiProcess, graph_server: EmbeddedServer
+) -> None:
+    user = fresh_user()
+    page = shown(small_api, user, k=5)
+    purchase = event(
+        user, page["items"][0]["item_id"], "purchase", recommendation_id=page["recommendation_id"]
+    )
+    graph_server.kill_impressions()
+    try:
+        down = post(small_api, [purchase])
+        assert down.status_code == 503 and down.json()["error"] == "impressions_unavailable", down.text
+    finally:
+        graph_server.start()
+    wait_for(f"{small_api.url}/readyz")
+    # The 503 was true: nothing was written, so the resend is applied, not a duplicate, and attributed.
+    # (A connection the kill broke may fail once more, with nothing written either.)
+    for _ in range(3):
+        again = post(small_api, [purchase])
+        if again.status_code != 503:
+            break
+    assert again.json() == {"received": 1, "applied": 1, "duplicates": 0, "attributed": 1}, again.text
 
 
 def test_what_is_not_attributed(small_api: ApiProcess) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
@@ -186,9 +187,27 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
             )
             assert not errors
             ingest(gateway, events, local)  # type: ignore[arg-type]
+            # An item an event made with no title, brand or category: folded in from its buyer's history.
+            buyer = gateway.run_query(  # type: ignore[attr-defined]
+                "MATCH (u:User)-[:INTERACTED]->(:Item)<-[:EMBEDDING]-(:ModelVersion {id: $v}) "
+                "RETURN u.id AS id ORDER BY id LIMIT 1",
+                {"v": version},
+            )[0]["id"]
+            bare = {"event_id": "bare-1", "user_id": buyer, "item_id": f"{new_item}-bare", "type": "purchase"}
+            events, errors = validate_batch([{**bare, "ts": now}], max_skew_s=300)
+            assert not errors
+            ingest(gateway, events, local)  # type: ignore[arg-type]
             swept = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
-            assert swept["version"] == version and swept["folded"] >= 1
+            assert swept["version"] == version and swept["folded"] >= 2 and swept["skipped"] == 0, swept
+            # idempotent, and nothing is left for the next sweep to try again
+            assert gateway.read(ITEMS_WITHOUT_EMBEDDING, {"limit": 10}) == []  # type: ignore[attr-defined]
             again = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
-            assert again["folded"] == 0  # idempotent: nothing left to fold in
+            assert again["folded"] == 0
+            similar = requests.get(f"{api.url}/v1/items/{new_item}-bare/similar?k=5", timeout=30)
+            deadline = time.monotonic() + 10
+            while similar.status_code == 404 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                similar = requests.get(f"{api.url}/v1/items/{new_item}-bare/similar?k=5", timeout=30)
+            assert similar.status_code == 200, similar.text
     finally:
         api.stop()

@@ -84,9 +84,13 @@ def shop(
     gateway.close()
 
 
-def artifacts(settings: Settings, gateway: GraphGateway, version: str) -> ModelArtifacts:
+def artifact_path(settings: Settings, gateway: GraphGateway, version: str) -> Path:
     (row,) = gateway.run_query("MATCH (m:ModelVersion {id: $v}) RETURN m.artifact AS a", {"v": version})
-    return load_artifacts(models_dir(settings.data_dir) / row["a"])
+    return models_dir(settings.data_dir) / row["a"]
+
+
+def artifacts(settings: Settings, gateway: GraphGateway, version: str) -> ModelArtifacts:
+    return load_artifacts(artifact_path(settings, gateway, version))
 
 
 def active(gateway: GraphGateway) -> str:
@@ -320,3 +324,53 @@ def test_kgrec_update_sync_publishes_a_child_or_says_nothing_changed(shop: tuple
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["activated"] is True and summary["parent"] == parent
     assert active(gateway) == summary["version"]
+
+
+def test_an_update_with_only_new_users_on_new_items_publishes_nothing_and_a_failure_is_one_line(
+    shop: tuple,
+) -> None:
+    env, settings, gateway = shop
+    parent = active(gateway)
+    now = int(time.time() * 1000)
+    raw = [
+        {
+            "event_id": "new-1",
+            "user_id": "newbie3",
+            "item_id": "another-new-item",
+            "type": "purchase",
+            "ts": now,
+        }
+    ]
+    events, errors = validate_batch(raw, max_skew_s=300)
+    assert errors == []
+    ingest(gateway, events, settings)
+    # nothing the parent knows was touched: no row to refresh, so no child, and the result says why
+    done = kgrec_cli("update", "--sync", "--partitions", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["version"] is None and summary["parent"] == parent
+    assert summary["reason"].startswith("nothing to train on") and summary["new_interactions"] == 1
+    assert active(gateway) == parent
+
+    # with a known user's purchase beside it, the child has new rows, and none for the new user
+    buy(gateway, settings, "d", artifacts(settings, gateway, parent))
+    summary = run_incremental(gateway, settings, "v-mixed", partitions=2)
+    assert summary["activated"] is True and summary["users"] == TOUCHED_USERS + 1
+    assert gateway.run_query(
+        "MATCH (:ModelVersion {id: 'v-mixed'})-[e:EMBEDDING]->(:User {id: 'newbie3'}) RETURN count(e) AS n",
+        {},
+    ) == [{"n": 0}]
+
+    # an update that fails is one line naming why, not a traceback
+    path = artifact_path(settings, gateway, "v-mixed")
+    kept = path.read_bytes()
+    buy(gateway, settings, "e", artifacts(settings, gateway, "v-mixed"))
+    try:
+        path.write_bytes(kept[: len(kept) // 2])  # a truncated artifact
+        failed = kgrec_cli("update", "--sync", env=env)
+    finally:
+        path.write_bytes(kept)
+    assert failed.returncode == 1
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert failed.stderr.startswith("kgrec: error: "), failed.stderr
+    assert active(gateway) == "v-mixed"

@@ -133,7 +133,8 @@ def _plan(plan: str | dict[str, Any]) -> UpdatePlan:
 def incremental_partition(plan: str | dict[str, Any], part: int) -> str:
     """Pull one partition's 2-hop subgraph and refresh its seeds' rows (returned encoded, without
     the users' ids, which the merge takes from the plan; writes nothing)."""
-    return run_partition(graph(), settings(), _plan(plan), part).encode()
+    update = _plan(plan)
+    return run_partition(graph(), settings(), update, part).encode(update.seeds(part)[1])
 
 
 @shared_task(name=job_queue.INCREMENTAL_MERGE, acks_late=True, reject_on_worker_lost=True)

@@ -198,18 +198,20 @@ class PartitionRows:
     target: np.ndarray  # (n, dim) new item (target) embedding rows
     context: np.ndarray  # (n, dim) new item context embedding rows
     signal_rows: dict[str, sp.csr_matrix]  # signal name -> (n, n_items) new rows
-    user_ids: list[str]
+    user_ids: list[str]  # the partition's seed users with a vector (those with a history the parent knows)
     user_vectors: np.ndarray  # (m, dim)
 
-    def encode(self) -> str:
+    def encode(self, seed_users: Sequence[str]) -> str:
         """One base64 ``.npz`` string (a Celery result, kept a day): without the user ids, which
-        are the plan's seeds of the partition (:meth:`UpdatePlan.seeds`), so that a kept result
-        names no user once the plan is gone."""
+        are the plan's seeds of the partition (``seed_users``, :meth:`UpdatePlan.seeds`), only each
+        vector's position among them, so that a kept result names no user once the plan is gone."""
+        position = {user: k for k, user in enumerate(seed_users)}
         arrays: dict[str, np.ndarray] = {
             "item_ids": np.array(self.item_ids, dtype=str),
             "target": self.target,
             "context": self.context,
             "user_vectors": self.user_vectors,
+            "user_rows": np.array([position[u] for u in self.user_ids], dtype=np.int64),
             "signals": np.array(list(self.signal_rows), dtype=str),
         }
         for name, rows in self.signal_rows.items():
@@ -220,8 +222,8 @@ class PartitionRows:
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     @classmethod
-    def decode(cls, text: str, user_ids: Sequence[str]) -> PartitionRows:
-        """The rows :meth:`encode` wrote, for the partition whose seed users are ``user_ids``."""
+    def decode(cls, text: str, seed_users: Sequence[str]) -> PartitionRows:
+        """The rows :meth:`encode` wrote, for the partition whose seed users are ``seed_users``."""
         with np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False) as stored:
             signals = {
                 name: sp.csr_matrix(
@@ -235,7 +237,10 @@ class PartitionRows:
                 target=stored["target"],
                 context=stored["context"],
                 signal_rows=signals,
-                user_ids=list(user_ids),
+                # a result encoded before user_rows: a vector for every seed user
+                user_ids=[seed_users[k] for k in stored["user_rows"]]
+                if "user_rows" in stored.files
+                else list(seed_users),
                 user_vectors=stored["user_vectors"],
             )
 
@@ -310,9 +315,11 @@ def embedding_step(
         parent.item_context_embeddings if parent.item_context_embeddings is not None else target, np.float64
     )
     delta = np.zeros((rows.size, target.shape[1]))
+    if rows.size == 0 or graph.inter_user.size == 0:
+        return delta
     examples = next_item_examples(graph)
     new = _example_is_new(graph, last_ts, since)
-    if rows.size == 0 or not new.any():
+    if not new.any():
         return delta
     decay = float(parent.parameters.get("model_decay", parent.recency_decay) or 1.0)
     ctx = _profiles(context, examples.context[new], examples.relative[new].astype(np.float64), decay)
@@ -337,6 +344,8 @@ def signal_rows(
 ) -> dict:
     """The parent's interaction signals' rows ``rows``, rebuilt from the pulled subgraph."""
     result: dict[str, sp.csr_matrix] = {}
+    if rows.size == 0:
+        return result
     if COOCCURRENCE in parent.components:
         users_items = sp.csr_matrix(
             (np.ones(graph.inter_user.size, np.float32), (graph.inter_user, graph.inter_item)),
@@ -356,8 +365,12 @@ def signal_rows(
     return result
 
 
-def user_vectors(parent: ModelArtifacts, graph: TrainingGraph, users: Sequence[str]) -> np.ndarray:
-    """Each user's served profile over the parent's context embeddings (bias column zero, as in training)."""
+def user_vectors(
+    parent: ModelArtifacts, graph: TrainingGraph, users: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """The served profile over the parent's context embeddings (bias column zero, as in training) of
+    each of ``users`` with a history of items the parent knows, and those users' ids: a user without
+    one has nothing for a vector to be made of (serving folds it in from its history)."""
     context = np.asarray(
         parent.item_context_embeddings
         if parent.item_context_embeddings is not None
@@ -366,12 +379,11 @@ def user_vectors(parent: ModelArtifacts, graph: TrainingGraph, users: Sequence[s
     )
     decay = parent.recency_decay
     index = {u: k for k, u in enumerate(graph.user_ids)}
+    kept = [user for user in users if user in index]
     order = history_order(graph)
-    result = np.zeros((len(users), context.shape[1]), dtype=np.float32)
-    for row, user in enumerate(users):
-        k = index.get(user)
-        if k is None:
-            continue
+    result = np.zeros((len(kept), context.shape[1]), dtype=np.float32)
+    for row, user in enumerate(kept):
+        k = index[user]
         mine = order[graph.inter_user[order] == k][::-1]  # most recent first
         weights = np.maximum(graph.inter_weight[mine], 0.0)
         strongest = weights.max(initial=0.0)
@@ -379,7 +391,7 @@ def user_vectors(parent: ModelArtifacts, graph: TrainingGraph, users: Sequence[s
         w = relative * decay ** np.arange(mine.size)
         result[row] = (w @ context[graph.inter_item[mine]]) / max(w.sum(), 1e-12)
     result[:, -1] = 0.0
-    return result
+    return kept, result
 
 
 def refresh_partition(
@@ -408,13 +420,14 @@ def refresh_partition(
     else:
         context = np.asarray(context_table, dtype=np.float32)[item_rows].copy()
         context[:, :-1] += delta[:, :-1].astype(np.float32)  # the shared part; the bias stays on the target
+    user_ids, vectors = user_vectors(parent, graph, users)
     return PartitionRows(
         item_ids=known,
         target=target,
         context=context,
         signal_rows=signal_rows(parent, graph, item_rows, popularity),
-        user_ids=list(users),
-        user_vectors=user_vectors(parent, graph, users),
+        user_ids=user_ids,
+        user_vectors=vectors,
     )
 
 
@@ -595,6 +608,8 @@ def finish_update(
     published = already_published(gateway, version)
     if published is not None:
         return published
+    if not any(part.item_ids or part.user_ids for part in parts):
+        return nothing_to_train(plan)
     started = time.perf_counter()
     parent = load_parent(settings, plan)
     adjustments = {
@@ -617,6 +632,22 @@ def finish_update(
         "new_interactions": plan.new_interactions,
         "drift": plan.lineage["drift"],
         "removed_versions": removed,
+    }
+
+
+def nothing_to_train(plan: UpdatePlan) -> dict[str, Any]:
+    """The result of an update whose touched interactions give no row to refresh: every one is on an
+    item the parent has never seen, by a user with no history of items it knows. Its child would be
+    the parent bit for bit, so none is published."""
+    return {
+        "version": None,
+        "parent": plan.parent,
+        "reason": f"nothing to train on: the {plan.new_interactions} interactions since {plan.since} are "
+        f"all on items {plan.parent} has never seen, by users it knows no items of (new items are left "
+        "to fold-in; new users need no row)",
+        "items": len(plan.items),
+        "users": len(plan.users),
+        "new_interactions": plan.new_interactions,
     }
 
 
@@ -643,5 +674,9 @@ def run_incremental(
             on_partition(part, time.perf_counter() - began)
     partitions_s = time.perf_counter() - started - planned
     summary = finish_update(gateway, settings, plan, parts, version)
-    timings = {"plan_s": round(planned, 3), "partitions_s": round(partitions_s, 3), **summary["timings"]}
+    timings = {
+        "plan_s": round(planned, 3),
+        "partitions_s": round(partitions_s, 3),
+        **summary.get("timings", {}),
+    }
     return {**summary, "timings": timings, "seconds": round(time.perf_counter() - started, 3)}

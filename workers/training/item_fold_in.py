@@ -10,8 +10,13 @@ embedding is the mean of up to three unit vectors:
 
 then scaled to the median length of the trained items' embeddings (the graph
 model's embeddings are not unit vectors; their length carries how often an item
-is the next one). Brand and category vectors shorter than the item embeddings
-(the model's item rows carry an extra bias column) are padded with zeros. The basis (trained items'
+is the next one). An item with none of the three (an item created by an event
+with no title, brand or category) is folded in from its interactions instead:
+the mean served profile of the users who interacted with it, over the items the
+version knows (:func:`interaction_vectors`), scaled alike; the served score of a
+user for it is then their profile against those users' profiles. Brand and
+category vectors shorter than the item embeddings (the model's item rows carry
+an extra bias column) are padded with zeros. The basis (trained items'
 text vectors and embeddings, brand and category embeddings) is written next to
 the model artifact at training time as ``<version>.foldin.npz``; serving
 processes never load it.
@@ -31,7 +36,7 @@ from graph_schema.statements.training import CATEGORY_NAMES
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
-from kgrec.model_store import models_dir
+from kgrec.model_store import load_artifacts, models_dir
 from kgrec.model_versions import root_of
 from workers.training.subgraph import item_text, read_item_facts
 from workers.training.text import TextEmbeddingCache
@@ -142,9 +147,37 @@ def basis_path(models_folder: Path, artifact: str) -> Path:
     return models_folder / artifact.replace(".npz", BASIS_SUFFIX)
 
 
+def interaction_vectors(
+    gateway: GraphGateway, settings: Settings, artifact: str, item_ids: Sequence[str]
+) -> np.ndarray:
+    """(n, dim) unit vectors of ``item_ids`` from their interactions: each the mean served profile
+    (as an incremental update makes a user's vector) of the users who interacted with it, over the
+    items the version ``artifact`` knows; zero for an item none of whose users has such a history."""
+    # incremental imports this module (the fold-in basis): import it here, not at the top
+    from workers.training.incremental import local_graph, pull_partition, user_vectors
+
+    model = load_artifacts(models_dir(settings.data_dir) / artifact)
+    rows = pull_partition(gateway, item_ids, [])
+    graph, _last_ts = local_graph(model, rows, int(time.time() * 1000), settings.half_life_ms)
+    users, vectors = user_vectors(model, graph, graph.user_ids)
+    row_of = {user: k for k, user in enumerate(users)}
+    wanted = set(item_ids)
+    users_of: dict[str, list[int]] = {}
+    for r in rows:
+        if r["item_id"] in wanted and r["user_id"] in row_of:
+            users_of.setdefault(r["item_id"], []).append(row_of[r["user_id"]])
+    result = np.zeros((len(item_ids), vectors.shape[1]), dtype=np.float32)
+    for k, item_id in enumerate(item_ids):
+        if users_of.get(item_id):
+            result[k] = vectors[users_of[item_id]].mean(axis=0)
+    return unit_rows(result)
+
+
 def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequence[str]) -> dict[str, object]:
     """Embed ``item_ids`` that the active version cannot score and write them under that version.
 
+    ``skipped`` counts items with nothing to go on: no text, brand or category the version knows,
+    and no user with a history of items it knows.
     Idempotent (MERGE on the version's EMBEDDING relationship): a redelivered
     task writes the same vectors again.
     """
@@ -175,6 +208,10 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
         folded = [row["item_id"] for row in facts]
         about_new_items(gateway, version, folded, topic_vectors, topics_of=root_of(active[0]) or version)
     vectors = basis.embed(text_vectors, brands, categories)
+    bare = [k for k in range(len(facts)) if not np.any(vectors[k])]
+    if bare:  # nothing in their facts to go on: their interactions
+        found = interaction_vectors(gateway, settings, artifact, [facts[k]["item_id"] for k in bare])
+        vectors[bare] = found * basis.typical_norm()
     rows = [
         {"id": row["item_id"], "vector": [round(float(x), 6) for x in vector]}
         for row, vector in zip(facts, vectors, strict=True)

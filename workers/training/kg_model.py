@@ -325,10 +325,12 @@ def user_sequences(graph: TrainingGraph) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each user's (items, weights) oldest first (same-time ties as ``history_order`` orders them)."""
     order = history_order(graph)
     users = graph.inter_user[order]
-    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
     result: list[tuple[np.ndarray, np.ndarray]] = [
         (np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(graph.n_users)
     ]
+    if order.size == 0:
+        return result
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
     for a, b in itertools.pairwise(bounds):
         rows = order[a:b]
         result[int(users[a])] = (
