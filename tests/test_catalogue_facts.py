@@ -7,10 +7,12 @@ worker within a second)."""
 from __future__ import annotations
 
 import csv
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
@@ -250,3 +252,48 @@ def test_a_bulk_import_reaches_serving_at_once(shop: Shop, tmp_path: Path) -> No
     assert shop.put(priced, {"price": price}).status_code == 200  # as it was, for the other tests
     within(PICKUP_S, lambda: priced not in ids(shop.similar(anchor, k=100, min_price=7654)))
 
+
+def interest_score(shop: Shop, user: str, item: str, category: str) -> float | None:
+    """The score of the path user -INTERESTED_IN-> category <-IN_CATEGORY- item, if it is among the
+    item's best paths for the user."""
+    response = requests.get(
+        shop.url(f"/v1/users/{user}/recommendations/{item}/explanation"), params={"max_paths": 10}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    for path in response.json()["paths"]:
+        if path["kind"] == "interest" and path["nodes"][1]["id"] == category:
+            return float(path["score"])
+    return None
+
+
+def test_explanations_weigh_a_category_by_its_current_items(shop: Shop) -> None:
+    """A category path's rarity weight counts the items the catalogue has under the category now:
+    events that list more items under it lower the weight within a second."""
+    user = a_user(shop)
+    rows = shop.cypher(
+        "MATCH (:User {id: $user})-[:INTERESTED_IN]->(c:Category)<-[:IN_CATEGORY]-(i:Item) "
+        "WITH c, collect(i.id) AS items RETURN c.id AS category, items ORDER BY size(items), category",
+        user=user,
+    )
+    category, item, before = next(
+        (row["category"], i, score)
+        for row in rows
+        for i in sorted(row["items"])[:3]
+        if (score := interest_score(shop, user, i, row["category"])) is not None
+    )
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        facts = serving.catalogue().facts(model)
+        under = facts.category_mask(category)
+        outside = [
+            model.artifacts.item_ids[row] for row in np.flatnonzero(~under)[: facts.n_items // 4].tolist()
+        ]
+        share_before, share_after = under.sum() / facts.n_items, (under.sum() + len(outside)) / facts.n_items
+    finally:
+        serving.close()
+    expected = before * (1 - math.sqrt(share_after)) / (1 - math.sqrt(share_before))
+    post_fact_events(
+        shop, [(f"rarity-{time.time_ns()}-{n}", i) for n, i in enumerate(outside)], {"categories": [category]}
+    )
+    within(PICKUP_S, lambda: abs((interest_score(shop, user, item, category) or 0.0) - expected) < 1e-4)
