@@ -5,9 +5,9 @@ relationship, interactions summed per user–item pair with decayed weights),
 then written with MERGE + SET, so running the import twice leaves the graph
 exactly as it was.
 
-The batches that change an item's price, brand or categories (or the category
-tree above it) stamp the items a model version knows with a new catalogue
-revision, as a catalogue write does, so serving lays the change over its model
+The batches that change an item's price, brand or categories stamp the items a
+model version knows with a new catalogue revision, as a catalogue write does (a
+new category link: an item under it), so serving lays the change over its model
 within a second (:mod:`graph_schema.statements.dataset_import`); a batch that
 changes nothing moves no revision.
 

@@ -289,9 +289,9 @@ def _link(gw: GraphGateway, st: Statement) -> None:
 
 
 def _new_link_stamps_an_item_under_it(gw: GraphGateway, st: Statement) -> None:
-    """A new category link stamps one item a model knows under its child (the least id): serving
-    reads the link with that item's categories; a link already held, or one with no such item
-    under it, stamps nothing."""
+    """On a graph with a model version, a new category link stamps one item under its child (the
+    least id): serving reads the link with that item's categories; a link already held stamps
+    nothing (without a model version nothing is stamped: _link)."""
     clear_graph(gw)
     query(
         gw,
@@ -302,7 +302,7 @@ def _new_link_stamps_an_item_under_it(gw: GraphGateway, st: Statement) -> None:
     )
     links = [("c", "p"), ("c", "q"), ("o", "p"), ("h", "p")]
     rows = [{"child_id": c, "parent_id": p} for c, p in links]
-    _stamps(gw, st, rows, known=["k1", "k2", "kh"], stamped=["k1"])
+    _stamps(gw, st, rows, known=["k1", "k2", "kh"], stamped=["k1", "u"])
     assert count(gw, "(:Category)-[:SUBCATEGORY_OF]->(:Category)") == 4
 
 
