@@ -41,6 +41,9 @@ INCREMENTAL_MERGE = "workers.tasks.incremental_merge"
 PLAN_KEY = "kgrec:incremental-plan:"  # + the update's task id
 PLANS = "kgrec:incremental-plans"  # the set of the plan keys written (some may have expired)
 
+# Where beat's fold-in sweep goes on from: the last id of its last full page ("" from the start).
+SWEEP_AFTER = "kgrec:fold-in-sweep-after"
+
 _clients: dict[tuple[str | None, Path, str], Celery] = {}
 _lock = threading.Lock()
 
@@ -178,3 +181,14 @@ def withdraw_plans(app: Celery, user_id: str) -> int:
             withdrawn += text is not None
             drop_plan(app, key.decode() if isinstance(key, bytes) else key)
     return withdrawn
+
+
+def sweep_after(app: Celery) -> str:
+    """The id the next fold-in sweep starts after ("" from the first item)."""
+    value = app.backend.client.get(SWEEP_AFTER)
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def set_sweep_after(app: Celery, item_id: str) -> None:
+    """Where the next fold-in sweep starts: after ``item_id``, or from the first item ("")."""
+    app.backend.client.set(SWEEP_AFTER, item_id)

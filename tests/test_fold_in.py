@@ -200,7 +200,7 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
             swept = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
             assert swept["version"] == version and swept["folded"] >= 2 and swept["skipped"] == 0, swept
             # idempotent, and nothing is left for the next sweep to try again
-            assert gateway.read(ITEMS_WITHOUT_EMBEDDING, {"limit": 10}) == []  # type: ignore[attr-defined]
+            assert gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": "", "limit": 10}) == []  # type: ignore[attr-defined]
             again = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
             assert again["folded"] == 0
             similar = requests.get(f"{api.url}/v1/items/{new_item}-bare/similar?k=5", timeout=30)
@@ -209,5 +209,30 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
                 time.sleep(0.2)
                 similar = requests.get(f"{api.url}/v1/items/{new_item}-bare/similar?k=5", timeout=30)
             assert similar.status_code == 200, similar.text
+
+            # Items the sweep cannot fold in (no facts, and a buyer with no known history) sort
+            # first; a sweep goes on after them, so they never hold back an item it can fold in.
+            strays = [
+                {
+                    "event_id": f"stray-{n}",
+                    "user_id": f"stranger-{n}",
+                    "item_id": f"!stray-{n}",
+                    "type": "view",
+                }
+                for n in (1, 2)
+            ]
+            late = {**event, "event_id": "launch-late", "item_id": f"{new_item}-late", "user_id": "shopper-3"}
+            events, errors = validate_batch([{**e, "ts": now} for e in [*strays, late]], max_skew_s=300)
+            assert not errors
+            ingest(gateway, events, local)  # type: ignore[arg-type]
+            sweeps = [
+                job_client(local).send_task(FOLD_IN_ITEMS, kwargs={"limit": 1}).get(timeout=120)
+                for _ in range(3)
+            ]
+            assert [(s["folded"], s["skipped"]) for s in sweeps] == [(0, 1), (0, 1), (1, 0)], sweeps
+            assert [r["id"] for r in gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": "", "limit": 10})] == [  # type: ignore[attr-defined]
+                "!stray-1",
+                "!stray-2",
+            ]
     finally:
         api.stop()

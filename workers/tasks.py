@@ -34,15 +34,20 @@ def guard_snapshots() -> dict[str, int]:
 
 
 @shared_task(name=job_queue.FOLD_IN_ITEMS, acks_late=True, reject_on_worker_lost=True)
-def fold_in_items(item_ids: list[str] | None = None) -> dict[str, Any]:
+def fold_in_items(item_ids: list[str] | None = None, limit: int = FOLD_IN_SWEEP_LIMIT) -> dict[str, Any]:
     """Give items created after training an embedding under the active version (idempotent).
 
     The API enqueues this with the new ids of an event batch; beat runs it with
-    no ids as a sweep, which catches whatever an enqueue missed.
+    no ids as a sweep, which catches whatever an enqueue missed. A sweep takes
+    ``limit`` items in id order after where the last one stopped, and starts again
+    from the first after a short page, so items it cannot fold in never hold back the rest.
     """
     gateway = graph()
     if item_ids is None:
-        item_ids = [r["id"] for r in gateway.read(ITEMS_WITHOUT_EMBEDDING, {"limit": FOLD_IN_SWEEP_LIMIT})]
+        after = job_queue.sweep_after(current_app)
+        rows = gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": after, "limit": limit})
+        item_ids = [r["id"] for r in rows]
+        job_queue.set_sweep_after(current_app, item_ids[-1] if len(item_ids) == limit else "")
     return embed_new_items(gateway, settings(), item_ids)
 
 

@@ -201,16 +201,19 @@ FOLDED_ITEMS = read(
 )
 
 # Listed items the active version cannot score yet (the periodic fold-in sweep).
+# A page of the sweep: ids after $after, so that items the sweep cannot fold in (no facts, no user
+# with a known history) are stepped over rather than returned first by every sweep.
 ITEMS_WITHOUT_EMBEDDING = read(
     "items_without_embedding",
     """
     MATCH (m:ModelVersion {active: true})
     MATCH (i:Item {listed: true})
-    WHERE NOT (m)-[:EMBEDDING]->(i)
+    WHERE i.id > $after AND NOT (m)-[:EMBEDDING]->(i)
     RETURN i.id AS id
     ORDER BY id
     LIMIT $limit
     """,
+    after="",
     limit=1000,
 )
 
