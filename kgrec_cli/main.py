@@ -20,7 +20,7 @@ from rich.table import Table
 from graph_schema.statements import admin
 from kgrec import job_queue
 from kgrec.config import Settings, queue_name
-from kgrec.datasets import BUILTIN, open_dataset
+from kgrec.datasets import BUILTIN, import_source, open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.demo_shop import DEFAULT_END, ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServerError
@@ -241,6 +241,7 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
     from kgrec.importer import import_dataset
 
     dataset = open_dataset(dataset_name, datasets_dir)
+    source = import_source(dataset_name, datasets_dir)
     with (
         graph_session(settings, apply_migrations=True) as gateway,
         Progress(
@@ -252,7 +253,7 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
         ) as progress,
     ):
         console.print(f"reading {dataset.name} ...")
-        report = import_dataset(gateway, dataset, settings, _progress_factory(progress))
+        report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
     console.print(
         f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
         f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"
