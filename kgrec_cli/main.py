@@ -720,13 +720,15 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
 @main.command("beat")
 @click.pass_context
 def beat_command(ctx: click.Context) -> None:
-    """Run the Celery beat scheduler (periodic pruning)."""
+    """Run the Celery beat scheduler: pruning, scheduled retraining, the fold-in sweep, the snapshot guard."""
     command = beat_argv(_settings(ctx))
     os.execvp(command[0], command)
 
 
 @main.command("up")
-@click.option("--port", default=8000, show_default=True, type=int, help="API port on 127.0.0.1.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="API port on 127.0.0.1."
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -755,7 +757,8 @@ def up_command(
     import_name: str | None,
     train_first: bool,
 ) -> None:
-    """Run the graph server, API, worker and beat in the foreground; Ctrl-C or SIGTERM stops everything."""
+    """Run the graph server, impressions server, API, worker and beat in the foreground (one per data dir);
+    Ctrl-C or SIGTERM stops everything, an import or a training included."""
     from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
