@@ -714,7 +714,7 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--queues") from None
     command = worker_argv(concurrency, pool, names)
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, {**os.environ, **job_queue.WORKER_SHUTDOWN_ENV})
 
 
 @main.command("beat")

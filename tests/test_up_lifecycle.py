@@ -3,6 +3,7 @@ training, a second ``kgrec up`` on the same data dir, a taken API port. Real pro
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -212,3 +213,64 @@ def test_a_taken_api_port_is_refused_in_one_line_before_anything_starts(tmp_path
     assert f"API port {port} on 127.0.0.1 is not free" in line, line
     assert leftovers(data_dir) == []  # no graph server was started
 
+
+def job_state(base: str, job_id: str) -> str:
+    return str(requests.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()["state"])
+
+
+@embedded_only
+def test_a_training_running_when_up_stops_goes_back_on_the_queue_and_runs_at_the_next_start(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=1500)
+    data_dir = tmp_path / "var"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    up = start_up(data_dir, port, log, "--import", str(subset))
+    try:
+        wait_for(f"{base}/healthz", timeout_s=300)
+        key = (data_dir / "api_key").read_text().strip()
+        queued = requests.post(
+            f"{base}/v1/models/train",
+            json={"gate": False},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert queued.status_code == 200, queued.text
+        job_id = queued.json()["id"]
+    except BaseException:
+        os.killpg(up.pid, signal.SIGKILL)
+        raise
+    # the worker's soft shutdown (10 s), not the training, sets the pace
+    stop_once(
+        up,
+        log,
+        lambda: job_state(base, job_id) == "PROGRESS",
+        "the training runs",
+        signal.SIGTERM,
+        within_s=60,
+    )
+    assert_nothing_left(data_dir)
+    # The job's message is back on its queue, not held as unacknowledged for the visibility timeout (6 h).
+    server = EmbeddedServer(data_dir)
+    broker = server.start().client(db=1)
+    try:
+        assert broker.hlen("unacked") == 0, broker.hgetall("unacked")
+        assert broker.llen("celery") == 1
+    finally:
+        broker.close()
+        server.stop()
+    # The next start runs it again, under the same version name, to the end.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    again = start_up(data_dir, port, tmp_path / "again.log")
+    try:
+        wait_for(f"{base}/healthz", timeout_s=300)
+        eventually(lambda: job_state(base, job_id) == "SUCCESS", 600, "the redelivered training finishes")
+        active = requests.get(f"{base}/v1/models", timeout=10).json()
+        assert job_id in json.dumps(active), active
+    finally:
+        again.send_signal(signal.SIGTERM)
+        stopped_within(again, 120)
+    assert again.returncode == 0, (tmp_path / "again.log").read_text()
