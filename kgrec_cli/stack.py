@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from graph_schema.statements import admin
 from kgrec.config import Settings
+from kgrec.datasets import import_source
 from kgrec.gateway import open_gateway
 from kgrec.job_queue import WORKER_SHUTDOWN_ENV
 from kgrec.migrations import migrate
@@ -341,7 +342,8 @@ def run_stack(
             if message:
                 print(message, flush=True)
             if run_it and import_name:
-                doing = f"importing {import_name} (unfinished: kgrec up --import {import_name} completes it)"
+                resume = _resume_import(settings, import_name)
+                doing = f"importing {import_name} (unfinished: {resume} completes it)"
                 run_import(settings, import_name, settings.datasets_dir, None)
             if train_first:
                 doing = "training (no model version was written)"
@@ -367,6 +369,7 @@ def run_stack(
             stop.settle()  # the supervisor reads stop.requested, set by a signal before this too
             supervisor.run()
         except StopRequested as stopped:
+            stop.settle()  # first: the repeat must not raise again while this is handled
             print(f"kgrec up: {stopped} while {doing}; stopping", flush=True)
         finally:
             stop.settle()
@@ -375,6 +378,14 @@ def run_stack(
             elif graph is not None:
                 graph.stop()
             print("kgrec stopped", flush=True)
+
+
+def _resume_import(settings: Settings, import_name: str) -> str:
+    """The command that completes an import stopped part way (a folder by its absolute path)."""
+    try:
+        return f"kgrec up --import {import_source(import_name, settings.datasets_dir)}"
+    except FileNotFoundError:  # the import itself says so
+        return f"kgrec up --import {import_name}"
 
 
 def _import_plan(settings: Settings, import_name: str | None) -> tuple[bool, str | None]:
