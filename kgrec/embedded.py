@@ -36,6 +36,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -72,6 +73,7 @@ AUTO_REWRITE_PERCENTAGE = 25
 UNLOADABLE_LABEL_COUNTS = frozenset({63_999, 64_000})
 _UNLOADABLE_SNAPSHOT_MARK = "RdbLoadLabelMatrices"
 STOP_TIMEOUT_S = 60.0
+_REDIS_LOG_LINE = re.compile(r"^\d+:[A-Z] \d")  # "pid:role date time.ms level message"
 # Run in a fresh interpreter between fork and the command's exec, never as a preexec_fn: a
 # forked copy of a threaded process may hold locks no thread will release (Python's documented
 # preexec_fn hazard), and the command it was to become would then never start.
@@ -381,6 +383,24 @@ class _ServerFolder:
     def log_path(self) -> Path:
         """redis-server's log file."""
         return self.dir / LOG_FILE
+
+    def last_warnings(self, lines: int = 2) -> str | None:
+        """The last ``lines`` warning-level (``#``) lines of the current run's log, without their
+        prefixes: why a server that exited did (``Error writing to the AOF file: No space left on
+        device``). Start-up warnings count only when the run never got to serve; None when there is none.
+        """
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        run = text[text.rfind("Redis is starting") + 1 :]
+        serving = run.rfind("Ready to accept connections")
+        found = [
+            line.split(" # ", 1)[1].strip()
+            for line in run[max(serving, 0) :].splitlines()
+            if " # " in line and _REDIS_LOG_LINE.match(line)
+        ]
+        return " | ".join(found[-lines:]) or None
 
     def _state(self, pid: int, owner_pid: int | None) -> str:
         """``running``, ``gone`` (its stale record is removed) or ``orphan`` (its owner died)."""

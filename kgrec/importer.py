@@ -458,18 +458,20 @@ def import_dataset(
     settings: Settings,
     progress: ProgressFactory | None = None,
     now_ms: int | None = None,
+    source: str | None = None,
 ) -> ImportReport:
     """Aggregate ``dataset`` and write it to the graph; returns an :class:`ImportReport`.
 
     The graph records the import (``(:Revision {id: 'import'})``: data set, ``started_at``,
     ``finished_at``), finished only once every step is written and the AOF rewritten; see
-    :func:`import_state`.
+    :func:`import_state`. ``source`` is what the record names (default the data set's name;
+    commands pass :func:`kgrec.datasets.import_source`, which ``kgrec up --import`` accepts).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     prepared = drop_looping_links(
         gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
     )
-    gateway.write(q.START_IMPORT, {"dataset": dataset.name, "now": now_ms})
+    gateway.write(q.START_IMPORT, {"dataset": source or dataset.name, "now": now_ms})
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()

@@ -68,6 +68,12 @@ def redis_urls(settings: Settings) -> tuple[str, str]:
     return info.redis_url(1), info.redis_url(2)
 
 
+WORKER_SOFT_SHUTDOWN_S = 10.0  # well within kgrec up's 25 s grace before SIGKILL
+# In a worker's environment: SIGTERM starts Celery's cold shutdown (see WORKER_SOFT_SHUTDOWN_S)
+# instead of the warm one, which waits for a training to finish however long it takes.
+WORKER_SHUTDOWN_ENV = {"REMAP_SIGTERM": "SIGQUIT"}
+
+
 def celery_config(settings: Settings) -> dict[str, object]:
     """Celery settings of workers and clients: late acks, so a task lost with its worker is redelivered."""
     broker, backend = redis_urls(settings)
@@ -81,6 +87,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "result_extended": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": settings.job_visibility_timeout_s},
+        # A cold shutdown (SIGQUIT, and SIGTERM under `kgrec up`/`kgrec worker`: WORKER_SHUTDOWN_ENV)
+        # lets running tasks finish for this long, then cancels the rest; their unacknowledged
+        # messages go back on the queue, and the next worker runs them again (a training rewrites
+        # the version its job names). Without it they would wait out the visibility timeout.
+        "worker_soft_shutdown_timeout": WORKER_SOFT_SHUTDOWN_S,
         # Training may go to a queue of its own, so that only GPU workers take it.
         "task_routes": {TRAIN: {"queue": settings.train_queue}},
         "beat_schedule": {

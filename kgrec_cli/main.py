@@ -20,7 +20,7 @@ from rich.table import Table
 from graph_schema.statements import admin
 from kgrec import job_queue
 from kgrec.config import Settings, queue_name
-from kgrec.datasets import BUILTIN, open_dataset
+from kgrec.datasets import BUILTIN, import_source, open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.demo_shop import DEFAULT_END, ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServerError
@@ -241,6 +241,7 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
     from kgrec.importer import import_dataset
 
     dataset = open_dataset(dataset_name, datasets_dir)
+    source = import_source(dataset_name, datasets_dir)
     with (
         graph_session(settings, apply_migrations=True) as gateway,
         Progress(
@@ -252,7 +253,7 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
         ) as progress,
     ):
         console.print(f"reading {dataset.name} ...")
-        report = import_dataset(gateway, dataset, settings, _progress_factory(progress))
+        report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
     console.print(
         f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
         f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"
@@ -720,19 +721,21 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--queues") from None
     command = worker_argv(concurrency, pool, names)
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, {**os.environ, **job_queue.WORKER_SHUTDOWN_ENV})
 
 
 @main.command("beat")
 @click.pass_context
 def beat_command(ctx: click.Context) -> None:
-    """Run the Celery beat scheduler (periodic pruning)."""
+    """Run the Celery beat scheduler: pruning, scheduled retraining, the fold-in sweep, the snapshot guard."""
     command = beat_argv(_settings(ctx))
     os.execvp(command[0], command)
 
 
 @main.command("up")
-@click.option("--port", default=8000, show_default=True, type=int, help="API port on 127.0.0.1.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="API port on 127.0.0.1."
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -761,7 +764,8 @@ def up_command(
     import_name: str | None,
     train_first: bool,
 ) -> None:
-    """Run the graph server, API, worker and beat in the foreground; Ctrl-C or SIGTERM stops everything."""
+    """Run the graph server, impressions server, API, worker and beat in the foreground (one per data dir);
+    Ctrl-C or SIGTERM stops everything, an import or a training included."""
     from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from graph_schema.statements import admin
 from kgrec.config import Settings
+from kgrec.datasets import import_source
 from kgrec.gateway import open_gateway
+from kgrec.job_queue import WORKER_SHUTDOWN_ENV
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
-from kgrec_cli.supervisor import ChildProcess, GraphProcess, ImpressionsProcess, StackError, Supervisor
+from kgrec_cli.supervisor import (
+    POLL_S,
+    ChildProcess,
+    GraphProcess,
+    ImpressionsProcess,
+    StackError,
+    Supervisor,
+)
 
 if TYPE_CHECKING:
     from kgrec.importer import ImportState
@@ -26,6 +41,68 @@ __all__ = ["StackError", "beat_argv", "gunicorn_command", "import_decision", "ru
 
 
 ImportRunner = Callable[[Settings, str, Path, Path | None], None]
+LOCK_FILE = "up.lock"  # in the data dir: held (flock) by the one kgrec up that runs on it
+HEALTH_POLL_TIMEOUT_S = 2.0
+
+
+class StopRequested(BaseException):
+    """Ctrl-C or SIGTERM while ``kgrec up`` was still starting (importing, training, waiting for the API).
+
+    A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` on the way swallows it.
+    """
+
+
+class _StopSignal:
+    """``kgrec up``'s handler of SIGINT and SIGTERM.
+
+    While the stack starts, the signal raises :class:`StopRequested` in the main thread, so an
+    import or a training stops at once; while a step must not be cut short (:attr:`deferred`: a
+    model's write-back) it waits for its end; once :meth:`settle` is called (the supervisor runs,
+    or the stack is stopping) it only sets :attr:`requested`, which the supervisor reads.
+    """
+
+    REPEAT_S = 0.5
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.deferred = False
+        self.settled = False
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM (and SIGALRM, which repeats the stop until it is caught)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGALRM, self._interrupt)
+        default_hook = sys.unraisablehook
+
+        def quiet_when_repeated(unraisable: sys.UnraisableHookArgs) -> None:
+            # A stop that lands in a __del__ cannot leave it; the repeat raises it again elsewhere.
+            if not isinstance(unraisable.exc_value, StopRequested):
+                default_hook(unraisable)
+
+        sys.unraisablehook = quiet_when_repeated
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        first = self.requested is None
+        self.requested = signal.Signals(signum).name
+        if first and not self.settled:
+            # Raised again every REPEAT_S until it is caught: code the signal happens to interrupt
+            # (a __del__, a deferred step) would otherwise swallow or postpone the only one.
+            signal.setitimer(signal.ITIMER_REAL, self.REPEAT_S, self.REPEAT_S)
+            self._interrupt(signum, frame)
+
+    def _interrupt(self, _signum: int, _frame: object) -> None:
+        if self.requested is not None and not (self.deferred or self.settled):
+            raise StopRequested(self.requested)
+
+    def raise_if_requested(self) -> None:
+        """Raise :class:`StopRequested` for a signal that came while the stop was deferred."""
+        self._interrupt(0, None)
+
+    def settle(self) -> None:
+        """From now on a signal only sets :attr:`requested` (a second Ctrl-C never cuts a shutdown short)."""
+        self.settled = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[str]:
@@ -127,21 +204,27 @@ def _example_curls(port: int, user: str, item: str) -> str:
     )
 
 
-def _train_if_no_model(settings: Settings) -> None:
+def _train_if_no_model(settings: Settings, stop: _StopSignal) -> None:
+    """Train and activate a model when none is active.
+
+    Ctrl-C/SIGTERM stops the pull and the training at once (nothing is written before the
+    write-back); once the write-back has begun it finishes, so no half-written version is left
+    (``stop.deferred`` is then set, for the caller to clear).
+    """
     from graph_schema.statements.models import ACTIVE_VERSION
     from workers.training.config import TrainConfig
     from workers.training.job import start_training
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "write-back":
+            stop.deferred = True
+        print(f"  {stage:<12} {100 * fraction:5.1f}%", flush=True)
 
     with open_gateway(settings) as gateway:
         if gateway.read(ACTIVE_VERSION):
             return
         print("no active model yet: training one (a few minutes on 2 cores) ...", flush=True)
-        summary = start_training(
-            gateway,
-            settings,
-            TrainConfig(),
-            progress=lambda stage, fraction: print(f"  {stage:<12} {100 * fraction:5.1f}%", flush=True),
-        )
+        summary = start_training(gateway, settings, TrainConfig(), progress=progress)
         print(f"model {summary['version']} is active (validation {summary['validation']})", flush=True)
 
 
@@ -174,6 +257,53 @@ def import_decision(
     return bool(import_name), None
 
 
+@contextlib.contextmanager
+def _stack_lock(data_dir: Path, port: int) -> Iterator[None]:
+    """Hold the data dir's lock for this ``kgrec up``; refuse at once when another holds it.
+
+    ``flock`` goes with its process, so the lock of a ``kgrec up`` killed with SIGKILL is free again.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "pid unknown"
+            raise StackError(
+                f"kgrec up is already running on data dir {data_dir} ({holder}); "
+                "stop it first, or give this one another --data-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, API port {port}")
+        handle.flush()
+        yield
+
+
+def check_port_free(port: int) -> None:
+    """Raise :class:`StackError` naming ``port`` when the API could not bind it on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as gunicorn binds: connections of an earlier server in TIME_WAIT do not count as taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise StackError(
+                f"API port {port} on 127.0.0.1 is not free ({exc.strerror}); stop what holds it or use --port"
+            ) from None
+
+
+def _api_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=HEALTH_POLL_TIMEOUT_S):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+
+
 def run_stack(
     settings: Settings,
     port: int,
@@ -183,65 +313,102 @@ def run_stack(
 ) -> None:
     """Start everything and supervise it until Ctrl-C/SIGTERM, then stop it all cleanly.
 
-    A process that dies is restarted (see :class:`Supervisor`); the stack stops with
-    :class:`StackError` only on what looks like a configuration error.
+    One ``kgrec up`` per data dir (a second is refused at once), and the API port must be free.
+    Ctrl-C or SIGTERM stops it at any point, the import and the training included: an import
+    stopped part way stays unfinished, and ``kgrec up --import`` completes it. A process that dies
+    is restarted (see :class:`Supervisor`); the stack stops with :class:`StackError` only on what
+    looks like a configuration error.
     """
     settings = settings.with_overrides(data_dir=settings.data_dir.resolve())
-    graph = GraphProcess(embedded_server(settings)) if settings.embedded else None
-    servers = [ImpressionsProcess(graph.server)] if graph is not None else []
-    if graph is not None:
-        info = graph.launch()
-        servers[0].launch()  # started with the graph server: this only records its process
-        print(f"graph server: FalkorDB on 127.0.0.1:{info.port}, data in {info.data_dir}", flush=True)
-        print(
-            f"impressions server: redis on 127.0.0.1:{info.impressions_port} "
-            f"(appendfsync {settings.impressions_fsync})",
-            flush=True,
-        )
-    supervisor: Supervisor | None = None
-    stopping = False
+    stop = _StopSignal()
+    with _stack_lock(settings.data_dir, port):
+        check_port_free(port)
+        stop.install()
+        graph = GraphProcess(embedded_server(settings)) if settings.embedded else None
+        supervisor: Supervisor | None = None
+        doing = "starting"
+        try:
+            servers = [ImpressionsProcess(graph.server)] if graph is not None else []
+            if graph is not None:
+                info = graph.launch()
+                servers[0].launch()  # started with the graph server: this only records its process
+                print(f"graph server: FalkorDB on 127.0.0.1:{info.port}, data in {info.data_dir}", flush=True)
+                print(
+                    f"impressions server: redis on 127.0.0.1:{info.impressions_port} "
+                    f"(appendfsync {settings.impressions_fsync})",
+                    flush=True,
+                )
+            run_it, message = _import_plan(settings, import_name)
+            if message:
+                print(message, flush=True)
+            if run_it and import_name:
+                resume = _resume_import(settings, import_name)
+                doing = f"importing {import_name} (unfinished: {resume} completes it)"
+                run_import(settings, import_name, settings.datasets_dir, None)
+            if train_first:
+                doing = "training (no model version was written)"
+                _train_if_no_model(settings, stop)
+                doing = "training (its write-back had begun: the model it trained is active)"
+                stop.deferred = False
+                stop.raise_if_requested()
+            doing = "starting the API, worker and beat"
+            children = _children(settings, port)
+            supervisor = Supervisor(
+                settings.data_dir,
+                graph,
+                children,
+                should_stop=lambda: stop.requested is not None,
+                servers=servers,
+            )
+            for child in children:
+                child.launch()
+            while not _api_answers(port):
+                supervisor.check()
+                time.sleep(POLL_S)
+            print(_example_curls(port, *_example_ids(settings)), flush=True)
+            stop.settle()  # the supervisor reads stop.requested, set by a signal before this too
+            supervisor.run()
+        except StopRequested as stopped:
+            stop.settle()  # first: the repeat must not raise again while this is handled
+            print(f"kgrec up: {stopped} while {doing}; stopping", flush=True)
+        finally:
+            stop.settle()
+            if supervisor is not None:
+                supervisor.stop_all()
+            elif graph is not None:
+                graph.stop()
+            print("kgrec stopped", flush=True)
 
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+def _resume_import(settings: Settings, import_name: str) -> str:
+    """The command that completes an import stopped part way (a folder by its absolute path)."""
+    try:
+        return f"kgrec up --import {import_source(import_name, settings.datasets_dir)}"
+    except FileNotFoundError:  # the import itself says so
+        return f"kgrec up --import {import_name}"
+
+
+def _import_plan(settings: Settings, import_name: str | None) -> tuple[bool, str | None]:
+    """Migrate the graph, then :func:`import_decision` on what it holds."""
     from kgrec.importer import import_state
 
-    try:
-        with open_gateway(settings) as gateway:
-            migrate(gateway)
-            items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
-            state = import_state(gateway)
-        run_it, message = import_decision(items, state, import_name)
-        if message:
-            print(message, flush=True)
-        if run_it and import_name:
-            run_import(settings, import_name, settings.datasets_dir, None)
-        if train_first:
-            _train_if_no_model(settings)
-        api_key = settings.api_keys[0] if settings.api_keys else _generated_api_key(settings.data_dir)
-        env = {
-            **os.environ,
-            "KGREC_DATA_DIR": str(settings.data_dir),
-            "KGREC_API_KEYS": ",".join(settings.api_keys or (api_key,)),
-        }
-        children = [
-            ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
-            ChildProcess("worker", worker_argv(queues=all_queues(settings)), env),
-            ChildProcess("beat", beat_argv(settings), env),
-        ]
-        supervisor = Supervisor(
-            settings.data_dir, graph, children, should_stop=lambda: stopping, servers=servers
-        )
-        for child in children:
-            child.launch()
-        print(_example_curls(port, *_example_ids(settings)), flush=True)
-        supervisor.run()
-    finally:
-        if supervisor is not None:
-            supervisor.stop_all()
-        elif graph is not None:
-            graph.stop()
-        print("kgrec stopped", flush=True)
+    with open_gateway(settings) as gateway:
+        migrate(gateway)
+        items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
+        state = import_state(gateway)
+    return import_decision(items, state, import_name)
+
+
+def _children(settings: Settings, port: int) -> list[ChildProcess]:
+    """The API, the worker and beat, with the data dir and the API keys in their environment."""
+    api_key = settings.api_keys[0] if settings.api_keys else _generated_api_key(settings.data_dir)
+    env = {
+        **os.environ,
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_API_KEYS": ",".join(settings.api_keys or (api_key,)),
+    }
+    return [
+        ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
+        ChildProcess("worker", worker_argv(queues=all_queues(settings)), {**env, **WORKER_SHUTDOWN_ENV}),
+        ChildProcess("beat", beat_argv(settings), env),
+    ]

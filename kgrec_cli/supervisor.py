@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ServerInfo, tied_to_parent
+from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ImpressionsServer, ServerInfo, tied_to_parent
 from kgrec.supervision import SUPERVISED, write_restart_counts
 
 QUICK_EXIT_S = 10.0  # dying this soon after starting means it cannot run as configured...
@@ -134,10 +134,10 @@ class GraphProcess:
         return self.info
 
     def poll(self) -> str | None:
-        """None while it runs; otherwise how it ended."""
+        """None while it runs; otherwise how it ended, and why if its log says (see :func:`_with_log`)."""
         if self.info is None:
             return "never started"
-        return _child_exit(self.info.pid, lambda: self.server.running() is not None)
+        return _with_log(_child_exit(self.info.pid, lambda: self.server.running() is not None), self.server)
 
     def stop(self) -> None:
         """Shut the server down cleanly (fsyncs the AOF)."""
@@ -165,14 +165,23 @@ class ImpressionsProcess:
         return info
 
     def poll(self) -> str | None:
-        """None while it runs; otherwise how it ended."""
+        """None while it runs; otherwise how it ended, and why if its log says (see :func:`_with_log`)."""
         if self.pid is None:
             return "never started"
-        return _child_exit(self.pid, lambda: self.server.impressions.running() is not None)
+        ended = _child_exit(self.pid, lambda: self.server.impressions.running() is not None)
+        return _with_log(ended, self.server.impressions)
 
     def stop(self) -> None:
         """Shut it down cleanly (its AOF is flushed and fsynced)."""
         self.server.impressions.stop()
+
+
+def _with_log(ended: str | None, server: EmbeddedServer | ImpressionsServer) -> str | None:
+    """``ended`` with the last warnings of the server's log (a full disk, a crash): its reason is there."""
+    if ended is None:
+        return None
+    said = server.last_warnings()
+    return f"{ended} ({server.log_path}: {said})" if said else ended
 
 
 def _child_exit(pid: int, alive: Callable[[], bool]) -> str | None:

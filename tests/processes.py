@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
 from kgrec_cli.stack import gunicorn_command
@@ -119,3 +120,19 @@ def graph_errors_total(api: ApiProcess) -> float:
     return sum(
         float(line.split()[-1]) for line in text.splitlines() if line.startswith("kgrec_graph_errors_total")
     )
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted with ``options`` on ``path`` (created) for the block; the test skips where
+    it cannot be mounted (not root)."""
+    path.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -24,6 +24,21 @@ FOREIGN_ENV = ("NEO4J_URI", "KGREC_GRAPH", "KGREC_DATA_DIR", "KGREC_READ_REQUIRE
 STOP_WAIT_S = 120.0
 
 
+def up_argv(data_dir: Path, port: int, *options: str) -> list[str]:
+    """The command line of ``kgrec up`` on ``data_dir`` with its API on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "kgrec_cli.main",
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        *options,
+    ]
+
+
 class UpProcess:
     """A ``kgrec up`` in the foreground of its own session; SIGTERM stops everything it started."""
 
@@ -42,8 +57,7 @@ class UpProcess:
 
     def start(self, import_path: Path, timeout_s: float = 300.0) -> UpProcess:
         """``kgrec up --import <import_path>``; returns once the API answers ``/healthz``."""
-        argv = [sys.executable, "-m", "kgrec_cli.main", "up", "--port", str(self.port)]
-        argv += ["--data-dir", str(self.settings.data_dir), "--import", str(import_path)]
+        argv = up_argv(self.settings.data_dir, self.port, "--import", str(import_path))
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(
                 tied_to_parent(argv),

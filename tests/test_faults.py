@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
 from bench.faults import padded_batch
@@ -20,7 +19,7 @@ from kgrec.job_queue import PRUNE_GRAPH
 from kgrec.migrations import migrate
 from kgrec_cli.stack import worker_argv
 from tests.conftest import embedded_only
-from tests.processes import ApiProcess, background, kgrec_cli
+from tests.processes import ApiProcess, background, kgrec_cli, tmpfs
 from workers.celery_app import make_celery
 
 PRUNE = PRUNE_GRAPH
@@ -76,15 +75,8 @@ def read_only_directory(path: Path) -> Iterator[Path]:
         finally:
             path.chmod(0o755)
         return
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(path, "ro,size=1m"):
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @embedded_only
@@ -103,13 +95,11 @@ def test_a_read_only_data_directory_is_a_one_line_error_not_a_hang(tmp_path: Pat
 @embedded_only
 def test_a_full_disk_gives_503s_not_a_hang_and_keeps_every_acknowledged_event(tmp_path: Path) -> None:
     """The data directory on a 24 MB tmpfs: ingest until the disk is full."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    with tmpfs(tmp_path / "small-disk", "size=24m") as mount_point:
+        _fill_the_disk_and_recover(mount_point, tmp_path)
+
+
+def _fill_the_disk_and_recover(mount_point: Path, tmp_path: Path) -> None:
     settings = Settings(data_dir=mount_point / "var")
     server = EmbeddedServer(settings.data_dir)
     api = None
@@ -149,4 +139,3 @@ def test_a_full_disk_gives_503s_not_a_hang_and_keeps_every_acknowledged_event(tm
         if api is not None:
             api.stop()
         server.kill()
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)

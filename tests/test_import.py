@@ -383,7 +383,7 @@ KILLED_IMPORT = """
 import os, signal, sys
 from pathlib import Path
 from kgrec.config import Settings
-from kgrec.datasets import open_dataset
+from kgrec.datasets import import_source, open_dataset
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset
 
@@ -395,7 +395,9 @@ def progress(step, total):
     return lambda n: None
 
 with open_gateway(settings) as gateway:
-    import_dataset(gateway, open_dataset(sys.argv[2], settings.datasets_dir), settings, progress)
+    dataset = open_dataset(sys.argv[2], settings.datasets_dir)
+    # as `kgrec import` and `kgrec up --import` record it
+    import_dataset(gateway, dataset, settings, progress, source=import_source(sys.argv[2], settings.datasets_dir))
 """
 
 
@@ -433,23 +435,30 @@ def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
         assert items == 40 and gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n", {}) == [
             {"n": 0}
         ]
-    assert state is not None and state.dataset == "shop" and not state.finished
+    # the folder's full path, so that the hint below works from any directory
+    assert state is not None and state.dataset == str(shop.resolve()) and not state.finished
     # `kgrec up --import` runs it again; plain `kgrec up` serves the partial graph and says how to finish it
     run_it, said = import_decision(items, state, str(shop))
-    assert run_it and said is not None and "the import of shop started" in said and "did not finish" in said
+    assert (
+        run_it and said is not None and f"the import of {shop} started" in said and "did not finish" in said
+    )
     served, why = import_decision(items, state, None)
     assert not served and why is not None and why.startswith(said.split(" did not finish")[0])
     assert why.endswith(
-        "did not finish: the partial graph is served as it is (kgrec up --import shop finishes it)"
+        f"did not finish: the partial graph is served as it is (kgrec up --import {shop} finishes it)"
     )
     rewrites = _aof_rewrites(server)
-    done = kgrec_cli("import", str(shop), env={"KGREC_DATA_DIR": str(settings.data_dir)})
+    # by the folder's name in the data sets folder, from elsewhere: the record still has its full path
+    done = kgrec_cli(
+        "import", "shop", env={"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_DATASETS_DIR": str(tmp_path)}
+    )
     assert done.returncode == 0, done.stderr
     assert _aof_rewrites(server) == rewrites + 1  # the long log of the killed import is compacted
     with open_gateway(settings) as gateway:
         state = import_state(gateway)
         interacted = gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n", {})
     assert state is not None and state.finished and interacted == [{"n": len({(r[0], r[1]) for r in rows})}]
+    assert state.dataset == str(shop.resolve())
     run_it, said = import_decision(40, state, str(shop))
     assert not run_it and said is not None and "already holds 40 items; skipping" in said
     assert import_decision(0, None, str(shop)) == (True, None)

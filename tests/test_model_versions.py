@@ -231,7 +231,12 @@ def test_worker_killed_mid_write_back_is_redelivered_and_old_model_serves(
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 info = AsyncResult(job.id, app=celery)
-                if info.state == "PROGRESS" and info.info.get("stage") == "write-back":
+                # past 80 %: the write-back has written its first rows (it reports 80 % before any)
+                if (
+                    info.state == "PROGRESS"
+                    and info.info.get("stage") == "write-back"
+                    and info.info["percent"] > 80
+                ):
                     break
                 time.sleep(0.02)
             else:

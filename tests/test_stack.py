@@ -21,6 +21,7 @@ from kgrec.job_queue import job_client
 from kgrec_cli.main import main
 from tests.conftest import embedded_only
 from tests.processes import free_port, wait_for
+from tests.stack_process import up_argv
 from tests.subsets import amazon_beauty_subset
 
 
@@ -32,21 +33,7 @@ def test_up_serves_the_api_and_stops_cleanly_on_sigterm(tmp_path: Path, shared_d
     env = dict(os.environ)
     env.pop("NEO4J_URI", None)
     up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kgrec_cli.main",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--datasets-dir",
-            str(shared_data),
-            "--import",
-            str(subset),
-            "--train",
-        ],
+        up_argv(data_dir, port, "--datasets-dir", str(shared_data), "--import", str(subset), "--train"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@ and the worker."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -26,9 +27,9 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import open_gateway
 from kgrec.job_queue import job_client
 from kgrec.supervision import restart_counts
-from kgrec_cli.supervisor import MAX_QUICK_EXITS, ChildProcess, StackError, Supervisor
+from kgrec_cli.supervisor import MAX_QUICK_EXITS, ChildProcess, GraphProcess, StackError, Supervisor
 from tests.conftest import embedded_only
-from tests.processes import free_port, wait_for
+from tests.processes import free_port, tmpfs, wait_for
 
 KEY = "test-key-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -250,3 +251,33 @@ def test_a_graph_server_that_cannot_write_its_data_dir_stops_the_stack_at_once(t
     with pytest.raises(StackError, match=r"^cannot restart graph: .*Permission denied"):
         supervisor.run()
     assert len(lines) == 1 and lines[0].startswith("kgrec up: graph killed by SIGSEGV"), lines
+
+
+@embedded_only
+def test_a_server_that_exits_on_a_full_disk_is_logged_with_the_reason_from_its_log(tmp_path: Path) -> None:
+    """The graph server on a small tmpfs exits when its AOF cannot be written: the exit line says why."""
+    with tmpfs(tmp_path / "small-disk", "size=8m") as disk:
+        _exit_on_a_full_disk(disk, tmp_path)
+
+
+def _exit_on_a_full_disk(disk: Path, tmp_path: Path) -> None:
+    graph = GraphProcess(EmbeddedServer(disk / "var"))
+    lines: list[str] = []
+    supervisor = Supervisor(tmp_path, graph, [], should_stop=lambda: False, log=lines.append)
+    try:
+        info = graph.launch()
+        # fill the disk, as ingestion would (unbuffered: nothing is left to flush at close)
+        with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * (1 << 20))
+        client = info.client(socket_timeout=5)
+        with contextlib.suppress(redis.RedisError):
+            client.set("one-more", "x" * 100_000)  # appendfsync always: the write hits the full disk
+        client.close()
+        eventually(lambda: supervisor.check() or lines, 30, "the graph server's exit is noticed")
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("kgrec up: graph "), lines[0]
+        assert f"{graph.server.log_path}: " in lines[0], lines[0]
+        assert "Error writing to the AOF file: No space left on device" in lines[0], lines[0]
+    finally:
+        graph.server.kill()

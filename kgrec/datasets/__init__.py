@@ -68,6 +68,25 @@ def folder_layout(folder: Path) -> str | None:
     return RECBOLE if atomic_name(folder) is not None else None
 
 
+def _folder(name_or_path: str, data_dir: Path) -> Path:
+    """The folder a data set that is not built in names: a path, or a folder's name in ``data_dir``."""
+    folder = Path(name_or_path)
+    if not folder.is_dir() and (data_dir / name_or_path).is_dir():
+        folder = data_dir / name_or_path  # a data set folder by its name in the data sets folder
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a folder, "
+            f"here or in {data_dir}"
+        )
+    return folder
+
+
+def import_source(name_or_path: str, data_dir: Path) -> str:
+    """How the graph's import record names a data set: a built-in one by its name, a folder by its
+    absolute path (so that ``kgrec up --import`` with it finds the folder from any directory)."""
+    return name_or_path if name_or_path in BUILTIN else str(_folder(name_or_path, data_dir).resolve())
+
+
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
     """A built-in data set by name (read from ``data_dir``), or a folder recognised by its files
     (a path, or the name of a folder in ``data_dir``).
@@ -89,14 +108,7 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
         return RecboleDataset(data_dir / BUILTIN[name_or_path], name=name_or_path)
     if name_or_path == "amazon-beauty":
         return LayoutDataset(data_dir / BUILTIN["amazon-beauty"], name="amazon-beauty")
-    folder = Path(name_or_path)
-    if not folder.is_dir() and (data_dir / name_or_path).is_dir():
-        folder = data_dir / name_or_path  # a data set folder by its name in the data sets folder
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"{name_or_path!r} is neither a built-in data set ({', '.join(BUILTIN)}) nor a folder, "
-            f"here or in {data_dir}"
-        )
+    folder = _folder(name_or_path, data_dir)
     layout = folder_layout(folder)
     if layout == "KGAT/KGIN":
         return KgatDataset(folder)
@@ -127,5 +139,6 @@ __all__ = [
     "RowProblem",
     "TripleRecord",
     "folder_layout",
+    "import_source",
     "open_dataset",
 ]

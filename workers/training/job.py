@@ -130,6 +130,7 @@ def run_training(
     timings["train_and_tune_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    report("write-back", 0.8)  # before the first write: a caller may stop between steps up to here
     try:
         decision = publish(
             gateway,
