@@ -70,7 +70,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ImpressionsUnavailable)
     def impressions_unavailable(exc: ImpressionsUnavailable) -> Response:
-        return retry_later("impressions_unavailable", "the impression store is unavailable; retry later")
+        return retry_later("impressions_unavailable", exc.answer)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

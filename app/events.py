@@ -11,12 +11,12 @@ from app.graph import serving
 from app.impression_schemas import AttributedIngestResult
 from app.impressions import impression_store
 from app.schemas import Error, EventBatch
-from kgrec.attribution import AttributionResult, claim_attribution, find_attribution
+from kgrec.attribution import claim_attribution, find_attribution
 from kgrec.errors import NoActiveModel
 from kgrec.events.ingest import EventsRefused
 from kgrec.events.validation import validate_batch
 from kgrec.limits import MAX_BODY_BYTES
-from kgrec.serving import Serving, after_commit, now_ms
+from kgrec.serving import Serving, now_ms
 
 bp = Blueprint("events", __name__)
 
@@ -81,11 +81,8 @@ def post_events() -> Response:
             f"{len(refused.errors)} problem(s) in the batch; nothing was written",
             errors=[e.as_dict() for e in refused.errors],
         ) from None
-    # After the commit, before the answer: an acknowledged batch is attributed (see kgrec/attribution.py);
-    # a claim that fails now cannot undo the commit, so it is logged and counted, not answered.
-    attributed = after_commit(
-        "attribution",
-        lambda: claim_attribution(store, found, now_ms=int(now_ms())),
-        AttributionResult(0, 0),
-    )
+    # After the commit, before the answer: an acknowledged batch is attributed (kgrec/attribution.py).
+    # Claims that cannot be written are a 503 that says the events were written: the client's resend
+    # is a duplicate for the graph, and is attributed then.
+    attributed = claim_attribution(store, found, now_ms=int(now_ms()))
     return jsonify({**result, "attributed": attributed.attributed})

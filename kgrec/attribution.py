@@ -29,8 +29,8 @@ impression store or graph that cannot answer is a 503 with nothing written; it c
 (:func:`claim_attribution`) after the commit and before it answers, so an acknowledged batch
 is attributed. A batch that was never acknowledged is resent by its client, is a duplicate for
 the graph, and is attributed then. A claim that fails after the commit (the impression store
-died in between) cannot undo the commit: the batch is acknowledged, and the failure logged and
-counted (``kgrec_post_commit_failures_total{step="attribution"}``).
+died in between) is therefore not acknowledged either: a 503 (:class:`AttributionUnclaimed`)
+that says the events were written and asks for the same batch again, which attributes it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgrec.events.validation import Event
-from kgrec.impressions import USER_RECENT, Impression, ImpressionStore
+from kgrec.impressions import USER_RECENT, Impression, ImpressionStore, ImpressionsUnavailable
 
 ATTRIBUTED_TYPES = ("click", "cart", "purchase")
 NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by window
@@ -190,6 +190,16 @@ def revenue(match: Match, price_of: Callable[[str], float | None] | None) -> flo
     return float(price) if price is not None and math.isfinite(price) else 0.0
 
 
+class AttributionUnclaimed(ImpressionsUnavailable):
+    """A committed batch whose attribution could not be claimed: the impression store went away
+    between the reads and the claims. Not an acknowledgement, so the client sends the batch again."""
+
+    answer = (
+        "the events were written, but the impression store went away before they were attributed: "
+        "send the same batch again (the same event ids), which attributes them and counts nothing twice"
+    )
+
+
 @dataclass(frozen=True)
 class FoundAttribution:
     """A batch's matches, each with its revenue: what :func:`claim_attribution` writes."""
@@ -224,7 +234,8 @@ def attribute(
 
 
 def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms: int) -> AttributionResult:
-    """Claim each found match for its impression (one pipeline); idempotent per event id."""
+    """Claim each found match for its impression (one pipeline); idempotent per event id.
+    :class:`AttributionUnclaimed` when the impression store cannot take the claims."""
     matches = found.matches
     if not matches:
         return AttributionResult(0, 0)
@@ -255,6 +266,9 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
             )
         return pipe.execute()
 
-    claimed = store.run(write)
+    try:
+        claimed = store.run(write)
+    except ImpressionsUnavailable as exc:
+        raise AttributionUnclaimed(str(exc)) from exc
     new = sum(int(c) for c in claimed)
     return AttributionResult(new, len(matches) - new)

@@ -79,6 +79,8 @@ class ImpressionsUnavailable(GraphUnavailable):
     A GraphUnavailable, so every caller that waits out an outage waits out this one too.
     """
 
+    answer = "the impression store is unavailable; retry later"  # the 503's detail
+
 
 # One call per batch of journal lines (kgrec/impression_journal.py): one round trip, and the lines
 # are parsed here, not in the serving process, whose shipper thread would otherwise hold the GIL

@@ -374,3 +374,6 @@ def test_an_update_with_only_new_users_on_new_items_publishes_nothing_and_a_fail
     assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
     assert failed.stderr.startswith("kgrec: error: "), failed.stderr
     assert active(gateway) == "v-mixed"
+    # the failed update's purchases are taken by the next one, so that the module's other tests
+    # (in any order) see only their own
+    assert run_incremental(gateway, settings, "v-after-failure", partitions=2)["activated"] is True
