@@ -36,6 +36,7 @@ from kgrec.exploration import ArmState, Exploration, draw, explored_slots, seed_
 from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.impressions import USER_RECENT
+from kgrec.limits import MAX_K
 from kgrec.migrations import migrate
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
@@ -315,11 +316,13 @@ def test_the_draw_moves_on_after_the_kept_impressions_are_full(shop: Shop) -> No
 
 def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> None:
     serving = Serving(shop.settings)
+    changed: list[str] = []
     try:
         user = f"cautious-{uuid.uuid4().hex[:8]}"
         before = explored(recommend(serving, user, k=20))
         assert explored(recommend(serving, user, k=20)) == before  # nothing recorded: the same draw
         blocked_item, hidden_item = before[0][1], before[1][1]
+        changed = [blocked_item, hidden_item, before[2][1]]  # put back, and waited for, at the end
         blocked_leaf = shop.leaf_of[before[2][1]]
         for target in ({"category": blocked_leaf}, {"item": blocked_item}):
             rule, problems = validate_rule({"action": "block", "target": target})
@@ -332,9 +335,38 @@ def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> No
         assert all(shop.leaf_of[i] != blocked_leaf for i in ids)
         assert len(explored(after)) == 4  # other arms, or the arms' next items, fill the slots
     finally:
-        for rule in serving.list_rules()["rules"]:
-            serving.delete_rule(rule["id"])
-        serving.close()
+        try:
+            for rule in serving.list_rules()["rules"]:
+                serving.delete_rule(rule["id"])
+            if changed:
+                serving.upsert_items([CatalogueItem(item_id=changed[1], available=True)])
+                api_sees_what(serving, shop, changed)
+        finally:
+            serving.close()
+
+
+def api_sees_what(serving: Serving, shop: Shop, items: list[str]) -> None:
+    """Wait until the API process serves ``items`` as ``serving`` does (available, blocked or not).
+
+    A serving process picks up a change of the rules or the catalogue within about a second; a
+    test paging through the API right after another test changed them would otherwise get pages
+    cut from two states. Each item's whole leaf category is asked for, as the items similar to an
+    item of another leaf.
+    """
+    leaves = {shop.leaf_of[i] for i in items}
+    probe = next(i for i in serving.model().artifacts.item_ids if shop.leaf_of[i] not in leaves)
+    deadline = time.monotonic() + 30
+    for leaf in sorted(leaves):
+        wanted = serving.similar(probe, k=MAX_K, filters=ItemFilters(category=leaf))["items"]
+        while True:
+            answer = requests.get(
+                f"{shop.api.url}/v1/items/{probe}/similar", params={"k": MAX_K, "category": leaf}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            if [i["item_id"] for i in answer.json()["items"]] == [i["item_id"] for i in wanted]:
+                break
+            assert time.monotonic() < deadline, f"the API did not pick up the changes of {leaf} in time"
+            time.sleep(0.1)
 
 
 def test_share_zero_turns_exploration_off(shop: Shop) -> None:
