@@ -40,6 +40,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -62,6 +63,8 @@ HOUR_MS = 3_600_000
 _CANNOT_WRITE = ("MISCONF", "OOM", "READONLY", "NOREPLICAS")  # refusals that pass: 503, retry later
 SURFACES = ("recommendations", "similar")
 JOURNAL_DIR = "impression-journal"  # under the data directory, one folder per graph
+COPY_TTL_MS = 600_000  # a stream copy (ImpressionStore.compact) not added to for this long is dropped
+COPY_ATTEMPTS = 3  # copies of the stream a compaction makes before it gives up (see compact)
 
 T = TypeVar("T")
 
@@ -308,6 +311,7 @@ class ImpressionStore:
         self.prefix = f"kgrec:{namespace}"
         self.stream = f"{self.prefix}:impressions"
         self.erasures = f"{self.prefix}:erased"  # user hash -> erasure time (ms), kept for retention
+        self.copies = f"{self.stream}:copies"  # the copies of the stream being made (compact)
         self.journal = Journal(settings.data_dir / JOURNAL_DIR / namespace, self._ship, self._erasures_since)
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
@@ -555,6 +559,80 @@ if #rows > 0 then last = rows[#rows][1] end
 return {last, mine, anonymous}
 """
 
+    # Deleting a stream entry (XDEL) only flags it: its bytes stay in its node, and in every
+    # snapshot and AOF rewrite of the stream, until every entry of the node is deleted. So an
+    # erasure rebuilds the stream (compact): it copies the kept entries, in scans, to a new key
+    # with the same ids, then puts the copy in the stream's place. Entries deleted meanwhile are
+    # deleted from the copies too (_DELETE: every copy in progress is listed in ``copies``);
+    # entries shipped meanwhile come after the last one copied; the oldest trimmed meanwhile are
+    # trimmed from the copy at the end.
+
+    # KEYS: stream, copies. ARGV: entry ids. Deletes them from the stream and from every copy in
+    # progress (forgetting copies that are gone); returns how many the stream had.
+    _DELETE = """
+local deleted = redis.call('XDEL', KEYS[1], unpack(ARGV))
+for _, copy in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', copy) == 1 then
+    redis.call('XDEL', copy, unpack(ARGV))
+  else
+    redis.call('SREM', KEYS[2], copy)
+  end
+end
+return deleted
+"""
+
+    # KEYS: stream, copy, copies. ARGV: start id ('-', or '(' + the last id copied), entries to
+    # copy, the copy's ttl (ms). Returns the last id copied ('' when none) and how many; false
+    # when the copy expired since the last call.
+    _COPY = """
+if ARGV[1] ~= '-' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return false
+end
+local rows = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+for _, row in ipairs(rows) do
+  redis.call('XADD', KEYS[2], row[1], unpack(row[2]))
+end
+if #rows == 0 then
+  return {'', 0}
+end
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {rows[#rows][1], #rows}
+"""
+
+    # KEYS: stream, copy, copies. ARGV: start id of what is left to copy. Copies the rest, trims
+    # from the copy what the stream's trimming took off since, and puts the copy in the stream's
+    # place with the stream's ids (last, deleted, count added). Returns 1, or 0 when the copy
+    # expired or does not hold exactly the stream's entries (it is dropped: copy again).
+    _SWAP = """
+redis.call('SREM', KEYS[3], KEYS[2])
+if ARGV[1] ~= '-' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #first == 0 then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+for _, row in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
+  redis.call('XADD', KEYS[2], row[1], unpack(row[2]))
+end
+redis.call('XTRIM', KEYS[2], 'MINID', first[1][1])
+if redis.call('XLEN', KEYS[2]) ~= redis.call('XLEN', KEYS[1]) then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+local info, meta = redis.call('XINFO', 'STREAM', KEYS[1]), {}
+for i = 1, #info, 2 do
+  meta[info[i]] = info[i + 1]
+end
+redis.call('XSETID', KEYS[2], meta['last-generated-id'], 'ENTRIESADDED', meta['entries-added'],
+  'MAXDELETEDID', meta['max-deleted-entry-id'])
+redis.call('RENAME', KEYS[2], KEYS[1])
+redis.call('PERSIST', KEYS[1])
+return 1
+"""
+
     def erase_user(self, user_id: str, now_ms: int, chunk: int = 500) -> ErasedImpressions:
         """Delete every kept impression of ``user_id``, the events attributed to them (with their
         claims), the user's events attributed to anonymous impressions, and the user's index; and
@@ -595,7 +673,41 @@ return {last, mine, anonymous}
                 break
             start = f"({_text(last)}"
         self.run(lambda client: client.delete(self.user_key(user_id)))
+        if erased:
+            self.compact(chunk)
         return ErasedImpressions(erased, self.journal.scrub({mark: now_ms}))
+
+    def compact(self, chunk: int = 500) -> bool:
+        """Rebuild the stream without the bytes of its deleted entries (which ``XDEL`` leaves in
+        their node); the entries, their ids and the stream's own ids stay as they are.
+
+        Copies the stream in server-side scans of ``chunk`` entries (one short Lua call each), so
+        it costs a scan of the stream and a copy of what it keeps, and memory for the copy while
+        it is made. A copy spoiled meanwhile (it expired, or did not match) is made again, up to
+        :data:`COPY_ATTEMPTS` copies; False when none matched (the next compaction takes the
+        deleted bytes out).
+        """
+        for _attempt in range(COPY_ATTEMPTS):
+            if self._copy_and_swap(chunk):
+                return True
+            log.warning("impressions: a copy of %s was spoiled while it was made; copying again", self.stream)
+        return False
+
+    def _copy_and_swap(self, chunk: int) -> bool:
+        """Copy the stream and put the copy in its place (:attr:`_COPY`, :attr:`_SWAP`); False when
+        the copy was spoiled."""
+        client = self.client()
+        copy, swap = client.register_script(self._COPY), client.register_script(self._SWAP)
+        keys = [self.stream, f"{self.stream}:copy:{uuid.uuid4().hex}", self.copies]
+        start, copied = "-", chunk
+        while copied >= chunk:  # a short scan: the rest is copied with the swap
+            args = [start, chunk, COPY_TTL_MS]
+            reply = self.run(lambda client, args=args: copy(keys=keys, args=args, client=client))
+            if reply is None:
+                return False
+            last, copied = _text(reply[0]), int(reply[1])
+            start = f"({last}" if last else start
+        return bool(self.run(lambda client: swap(keys=keys, args=[start], client=client)))
 
     def rewrite_log(self) -> str:
         """Rewrite the store's append-only file after an erasure (:func:`kgrec.erasure.rewrite_log`):
@@ -607,6 +719,7 @@ return {last, mine, anonymous}
         """Delete impressions with their attributed events and those events' claims; how many were kept."""
         if not entry_ids:
             return 0
+        delete = self.client().register_script(self._DELETE)
 
         def erase(client: redis.Redis) -> int:
             read = client.pipeline(transaction=False)
@@ -614,7 +727,7 @@ return {last, mine, anonymous}
                 read.hkeys(self.attributed_key(entry_id))
             events = [_text(e) for names in read.execute() for e in names if not _text(e).startswith(FLAG)]
             write = client.pipeline(transaction=True)
-            write.xdel(self.stream, *entry_ids)
+            delete(keys=[self.stream, self.copies], args=entry_ids, client=write)
             write.delete(*(self.attributed_key(e) for e in entry_ids), *(self.claim_key(e) for e in events))
             return int(write.execute()[0])
 
