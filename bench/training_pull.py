@@ -52,7 +52,7 @@ def measure(users: int, work: Path, seed: int) -> dict[str, Any]:
     rng.shuffle(user_ids)  # created in no particular order
     settings = Settings(data_dir=work)
     with graph_session(settings, apply_migrations=True) as gateway:
-        gateway.write(UPSERT_ITEMS, {"rows": [{"id": f"item{k}"} for k in range(ITEMS)], "now": 0})
+        gateway.write(UPSERT_ITEMS, {"rows": [{"id": f"item{k}"} for k in range(ITEMS)], "now": 0, "at": 0})
         t0 = time.perf_counter()
         for start in range(0, users, BATCH):
             batch = user_ids[start : start + BATCH]

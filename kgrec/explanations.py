@@ -18,7 +18,8 @@ evidence comes first:
   (brand) or 0.3 (category or topic) × specificity; a reviewed item's topic
   (``reviewed_topic``) 0.3 × the topic's specificity (0.5: topics are not among
   the item facts). Specificity = 1 − sqrt(share of items under it): the
-  share of the model's items in the brand or category, or, for an entity,
+  share of the model's items in the brand or category (as the catalogue's current
+  item facts for the model have them), or, for an entity,
   the items its relation links to it (counted by the graph read; a popular
   entity's count is remembered, :class:`EntityCounts`) over the model's items.
   So "Beauty", which holds every item, and a genre that every film has,
@@ -44,6 +45,7 @@ from graph_schema.path_query import path_cypher
 from graph_schema.statements.explanations import EXPLANATION_CO_USERS, EXPLANATION_PATHS
 from kgrec.decay import decayed
 from kgrec.gateway import GraphGateway
+from kgrec.item_facts import ItemFacts
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import RelationSentences, load_sentences
 
@@ -289,9 +291,14 @@ class PathScorer:
         sentences: RelationSentences | None = None,
         counts: EntityCounts | None = None,
         known: Mapping[tuple[str, str], int] | None = None,
+        facts: ItemFacts | None = None,
     ) -> None:
-        """``counts`` remembers the entity counts the read returns; ``known`` holds those it skipped."""
+        """``counts`` remembers the entity counts the read returns; ``known`` holds those it skipped;
+        ``facts`` are the item facts brand and category specificity is counted in: the catalogue's
+        current ones for ``model`` (:meth:`kgrec.catalogue.CatalogueSnapshot.facts`), by default
+        the model's own."""
         self.model = model
+        self.facts = model.facts if facts is None else facts
         self.now_ms = now_ms
         self.half_life_ms = half_life_ms
         self.sentences = sentences or default_sentences()
@@ -299,7 +306,7 @@ class PathScorer:
         self.known = known or {}
 
     def _specificity(self, label: str, node_id: str) -> float:
-        facts = self.model.facts
+        facts = self.facts
         # Topic memberships are not among the model's item facts: a topic counts as middling specific.
         if facts.n_items == 0 or label == "Topic":
             return _TOPIC_SPECIFICITY

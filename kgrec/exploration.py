@@ -14,7 +14,8 @@ The rule (README, "Exploration for new users"):
   item twice and skips none (a later page settles the host's impression journals first: it may
   come a moment after the first page).
   ``KGREC_EXPLORE_SHARE=0`` switches exploration off: serving then does exactly what it did before.
-- **Arms.** Every most specific category (``category:<id>``) and every topic (``topic:<id>``) with
+- **Arms.** Every most specific category (``category:<id>``, as the catalogue's current item
+  facts for the model have the items' categories) and every topic (``topic:<id>``) with
   at least :data:`MIN_ARM_ITEMS` items the model knows. An arm offers its most popular items (the
   model's popularity counts), skipping items outside the request's ``allowed`` mask (filters,
   unavailable or hidden items, block rules: the very mask the ranking used), the user's history,
@@ -44,7 +45,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,6 +55,7 @@ from kgrec.config import Settings
 from kgrec.diversity import CapCounter, Diversity, ItemGroups
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ImpressionStore
+from kgrec.item_facts import ItemFacts
 from kgrec.recommender import Recommender
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ TOPICS_RETRY_S = 60.0  # a version without topics yet (written after activation)
 ARM_CACHE = 5  # model versions whose arms a process keeps (the active one and experiment variants)
 
 R = TypeVar("R")
+V = TypeVar("V")
 
 # KEYS: the user's impression list. ARGV: the stream, the attributed hashes' key prefix, and the
 # filters (JSON) of a later page asking for its first page ('' for none).
@@ -123,38 +126,61 @@ def spread(free: Sequence[int], n: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Arms:
-    """One model version's arms: ids, and each arm's item rows, most popular first."""
+class TopicMembers:
+    """One model version's topic arms: each topic's item rows (one graph read, kept while the
+    catalogue changes), and when they were read."""
 
-    ids: tuple[str, ...]
-    rows: tuple[np.ndarray, ...]
-    has_topics: bool
-    built_at: float
+    members: dict[str, np.ndarray]  # arm -> its item rows, each once, in order
+    read_at: float
 
     @classmethod
-    def build(cls, model: Recommender, item_topics: Iterable[tuple[str, str]]) -> Arms:
-        """Categories (each item's most specific ones) and topics, with their items by popularity."""
-        facts = model.facts
+    def read(cls, model: Recommender, item_topics: Iterable[tuple[str, str]]) -> TopicMembers:
+        """The members of each ``topic:<id>`` arm among ``model``'s items."""
         members: dict[str, list[int]] = {}
-        for row, categories in ItemGroups(facts).categories.items():
-            for category in categories:
-                members.setdefault(f"category:{facts.category_ids[category]}", []).append(row)
-        has_topics = False
         for item_id, topic_id in item_topics:
             row = model.item_index.get(item_id)
             if row is not None:
                 members.setdefault(f"topic:{topic_id}", []).append(row)
-                has_topics = True
+        arrays = {arm: np.unique(np.asarray(rows, dtype=np.int64)) for arm, rows in members.items()}
+        return cls(arrays, time.monotonic())
+
+
+@dataclass(frozen=True)
+class Arms:
+    """One model version's arms under one set of item facts: ids, and each arm's item rows, most
+    popular first."""
+
+    ids: tuple[str, ...]
+    rows: tuple[np.ndarray, ...]
+    has_topics: bool
+    built_at: float  # when the topics were read
+    facts: ItemFacts | None = field(default=None, compare=False, repr=False)  # the categories' facts
+
+    @classmethod
+    def build(cls, model: Recommender, topics: TopicMembers, facts: ItemFacts | None = None) -> Arms:
+        """Categories (each item's most specific ones under ``facts``, by default the model's own)
+        and topics, with their items by popularity."""
+        facts = model.facts if facts is None else facts
+        members = dict(topics.members)
+        pairs = ItemGroups(facts).specific_pairs()  # by item, then category: each pair once
+        if pairs.size:
+            order = np.argsort(pairs[:, 1], kind="stable")
+            rows, categories = pairs[order, 0], pairs[order, 1]
+            starts = np.flatnonzero(np.concatenate([[True], categories[1:] != categories[:-1]]))
+            for category, members_rows in zip(
+                categories[starts].tolist(), np.split(rows, starts[1:]), strict=True
+            ):
+                members[f"category:{facts.category_ids[category]}"] = members_rows
         popularity = np.asarray(model.artifacts.popularity, dtype=np.float64)
         ids: list[str] = []
-        rows: list[np.ndarray] = []
+        arm_rows: list[np.ndarray] = []
         for arm in sorted(members):
-            items = np.unique(np.asarray(members[arm], dtype=np.int64))
+            items = members[arm]  # each row once, in order
             items = items[items < popularity.size]
             if items.size >= MIN_ARM_ITEMS:
                 ids.append(arm)
-                rows.append(items[np.argsort(-popularity[items], kind="stable")][:ARM_ITEMS])
-        return cls(tuple(ids), tuple(rows), has_topics, time.monotonic())
+                arm_rows.append(items[np.argsort(-popularity[items], kind="stable")][:ARM_ITEMS])
+        return cls(tuple(ids), tuple(arm_rows), bool(topics.members), topics.read_at, facts)
 
 
 @dataclass(frozen=True)
@@ -214,7 +240,8 @@ class Exploration:
         self.store = ImpressionStore(settings)
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()  # one build of arms at a time (see arms())
-        self._arms: dict[str, Arms] = {}  # model version -> its arms
+        self._arms: dict[str, Arms] = {}  # model version -> its arms (under the latest facts asked for)
+        self._topics: dict[str, TopicMembers] = {}  # model version -> its topic arms' members
         self._script: Any = None
 
     def page(
@@ -246,27 +273,35 @@ class Exploration:
         history = frozenset(r["item_id"] for r in history_rows)
         return ExploredPage(self, user_id, slots, history, diversity)
 
-    def arms(self, model: Recommender, gateway: GraphGateway) -> Arms:
-        """The arms of ``model``'s version (built once per version; one graph read for the topics).
+    def arms(self, model: Recommender, gateway: GraphGateway, facts: ItemFacts | None = None) -> Arms:
+        """The arms of ``model``'s version under ``facts``: the catalogue's current item facts for
+        the model (:meth:`kgrec.catalogue.CatalogueSnapshot.facts`; by default the model's own).
 
-        One thread builds while the others that need them wait: on a 64,160-item catalogue a build
-        takes about 3 s of CPU (2 s of it reading 192,480 item–topic rows), and four threads that
+        Built once per version and facts object, which stays the same until a catalogue write
+        changes a brand, a category or the tree; the topics are read once per version (one graph
+        read), the categories rebuilt from the facts in array operations (about 35 ms on a
+        64,160-item catalogue). One thread builds while the others that need them wait: on that
+        catalogue reading the 192,480 item–topic rows takes about 2 s, and four threads that
         missed at once made a 10 s stall.
         """
-        arms = self._cached_arms(model)
+        facts = model.facts if facts is None else facts
+        arms = self._cached_arms(model, facts)
         if arms is not None:
             return arms
         with self._build_lock:
-            arms = self._cached_arms(model)
+            arms = self._cached_arms(model, facts)
             if arms is not None:
                 return arms
-            rows = gateway.read(ITEM_TOPICS, {})
-            arms = Arms.build(model, ((r["item_id"], r["topic_id"]) for r in rows))
+            version = model.artifacts.version
             with self._lock:
-                self._arms.pop(model.artifacts.version, None)
-                self._arms[model.artifacts.version] = arms
-                while len(self._arms) > ARM_CACHE:
-                    self._arms.pop(next(iter(self._arms)))
+                topics = self._topics.get(version)
+            if topics is None or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S):
+                rows = gateway.read(ITEM_TOPICS, {})
+                topics = TopicMembers.read(model, ((r["item_id"], r["topic_id"]) for r in rows))
+            arms = Arms.build(model, topics, facts)
+            with self._lock:
+                _remember(self._topics, version, topics)
+                _remember(self._arms, version, arms)
         return arms
 
     def built_versions(self) -> list[str]:
@@ -274,12 +309,15 @@ class Exploration:
         with self._lock:
             return list(self._arms)
 
-    def _cached_arms(self, model: Recommender) -> Arms | None:
+    def _cached_arms(self, model: Recommender, facts: ItemFacts) -> Arms | None:
         # Keyed by version, not by model object: a fold-in's copy of the model appends its new
-        # items, so the version's item rows, and its arms, stay valid.
+        # items, so the version's item rows, and its topic arms, stay valid; the category arms are
+        # those of the facts they were built from.
         with self._lock:
             arms = self._arms.get(model.artifacts.version)
-        if arms is not None and (arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S):
+        if arms is None or arms.facts is not facts:
+            return None
+        if arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S:
             return arms
         return None
 
@@ -295,6 +333,14 @@ class Exploration:
         keys = [store.user_key(user_id)]
         args = [store.stream, store.attributed_key(""), "" if filters is None else json.dumps(filters)]
         return parse_state(store.run(lambda c: script(keys=keys, args=args, client=c)))
+
+
+def _remember(cache: dict[str, V], version: str, value: V) -> None:
+    """Keep ``value`` as ``version``'s, most recent last, and at most ``ARM_CACHE`` versions."""
+    cache.pop(version, None)
+    cache[version] = value
+    while len(cache) > ARM_CACHE:
+        cache.pop(next(iter(cache)))
 
 
 class Page:
@@ -314,8 +360,10 @@ class Page:
         items: list[dict[str, Any]],
         gateway: GraphGateway,
         groups: ItemGroups | None = None,
+        facts: ItemFacts | None = None,
     ) -> list[dict[str, Any]]:
-        """The page's items (``groups``: the brands and categories the page's caps count)."""
+        """The page's items (``groups``: the brands and categories the page's caps count; ``facts``:
+        the catalogue's current item facts for ``model``, by default the model's own)."""
         return items
 
 
@@ -405,8 +453,10 @@ class ExploredPage(Page):
         items: list[dict[str, Any]],
         gateway: GraphGateway,
         groups: ItemGroups | None = None,
+        facts: ItemFacts | None = None,
     ) -> list[dict[str, Any]]:
-        """``items`` with the explored slots filled (each marked ``explore: <arm>``).
+        """``items`` with the explored slots filled (each marked ``explore: <arm>``), the arms'
+        categories as ``facts`` (the catalogue's current ones for ``model``) have them.
 
         With diversity caps (and the page's ``groups``), an explored item keeps every brand and
         category within its cap; a slot no arm can fill that way keeps its ranked item, unless
@@ -416,7 +466,7 @@ class ExploredPage(Page):
         positions = spread(free, self.slots)
         if not positions:
             return items
-        arms = self.exploration.arms(model, gateway)
+        arms = self.exploration.arms(model, gateway, facts)
         try:
             state = self.exploration.state(self.user_id)
         except GraphUnavailable as exc:  # the page still answers, without exploration

@@ -230,9 +230,9 @@ class Serving:
         Raises NoActiveModel before the first model.
         """
         model = self.active_model()
-        self.catalogue_view().snapshot().facts(model)
+        facts = self.catalogue_view().snapshot().facts(model)
         if self.settings.explore_share > 0:
-            self.exploration.arms(model, self.gateway)
+            self.exploration.arms(model, self.gateway, facts)
         return model
 
     def held_model_version(self) -> str | None:
@@ -304,9 +304,17 @@ class Serving:
         return UserHistory(entries, rows)
 
     def explanation_paths(
-        self, model: Recommender, user_id: str, item_ids: Sequence[str], history: UserHistory, places: int
+        self,
+        model: Recommender,
+        user_id: str,
+        item_ids: Sequence[str],
+        history: UserHistory,
+        places: int,
+        facts: ItemFacts | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
-        """The best ``places`` scored paths (best first) from the user to each item.
+        """The best ``places`` scored paths (best first) from the user to each item; brand and
+        category paths weighted by their rarity in ``facts`` (the request's catalogue facts for
+        ``model``; by default the latest).
 
         One round trip reads every path kind but co-users for all items; the
         user's recent items (``history``) are the hubs whose co-purchase links
@@ -329,7 +337,13 @@ class Serving:
             counted=list(known),
         )
         scorer = PathScorer(
-            model, now_ms(), self.settings.half_life_ms, self.sentences, self.entity_counts, known
+            model,
+            now_ms(),
+            self.settings.half_life_ms,
+            self.sentences,
+            self.entity_counts,
+            known,
+            self.catalogue().facts(model) if facts is None else facts,
         )
         paths = scorer.paths(rows, places=places)
         bounds = co_user_bounds(
@@ -468,10 +482,13 @@ class Serving:
             excluded=excluded[0],
             snapshot=snapshot,
         )
-        groups = self.groups(snapshot.facts(model)) if diversity.active else None
-        items = explore.fill(model, items, self.gateway, groups)
+        facts = snapshot.facts(model)
+        groups = self.groups(facts) if diversity.active else None
+        items = explore.fill(model, items, self.gateway, groups, facts)
         if explain:
-            paths = self.explanation_paths(model, user_id, [i["item_id"] for i in items], history, places=1)
+            paths = self.explanation_paths(
+                model, user_id, [i["item_id"] for i in items], history, places=1, facts=facts
+            )
             for item in items:
                 best = paths.get(item["item_id"])
                 item["reason"] = best[0] if best else None

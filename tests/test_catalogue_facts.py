@@ -6,13 +6,19 @@ worker within a second)."""
 
 from __future__ import annotations
 
+import csv
+import math
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
 from kgrec.catalogue import validate_items
+from kgrec.datasets import open_dataset
+from kgrec.importer import import_dataset
 from kgrec.serving import ItemFilters, Serving
 from tests.test_catalogue_api import AUTH, Shop, a_user, ids, shop, within
 
@@ -127,6 +133,24 @@ def test_a_new_category_path_moves_an_item_between_filters_rules_and_diversity_a
     within(PICKUP_S, lambda: first in ids(shop.similar(anchor, k=100)))
 
 
+def post_fact_events(shop: Shop, events: list[tuple[str, str]], facts: dict[str, Any]) -> None:
+    """POST a view of each (event id, item) now, by one user, each carrying the item ``facts``."""
+    now = int(time.time() * 1000)
+    body = [
+        {
+            "event_id": event_id,
+            "user_id": "facts-by-event",
+            "item_id": item,
+            "type": "view",
+            "ts": now,
+            "item": facts,
+        }
+        for event_id, item in events
+    ]
+    response = requests.post(shop.url("/v1/events"), json={"events": body}, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+
+
 def catalogue_revision(shop: Shop) -> int:
     rows = shop.cypher("MATCH (r:Revision {id: 'catalogue'}) RETURN r.revision AS revision")
     return int(rows[0]["revision"]) if rows else 0
@@ -140,16 +164,7 @@ def test_an_event_that_gives_an_item_a_category_or_a_price_reaches_serving_at_on
     new_price = 4321.5 if price != 4321.5 else 4321.25
 
     def send(event_id: str) -> None:
-        event = {
-            "event_id": event_id,
-            "user_id": "facts-by-event",
-            "item_id": item,
-            "type": "view",
-            "ts": int(time.time() * 1000),
-            "item": {"categories": ["Events-Test"], "price": new_price},
-        }
-        response = requests.post(shop.url("/v1/events"), json={"events": [event]}, headers=AUTH, timeout=30)
-        assert response.status_code == 200, response.text
+        post_fact_events(shop, [(event_id, item)], {"categories": ["Events-Test"], "price": new_price})
 
     before = catalogue_revision(shop)
     send(f"facts-{time.time_ns()}")
@@ -185,3 +200,100 @@ def test_the_process_that_took_the_write_answers_with_it_at_once(shop: Shop) -> 
             assert [i["item_id"] for i in shown] == [item]
     finally:
         serving.close()
+
+
+def import_items(shop: Shop, folder: Path, rows: list[dict[str, str]]) -> None:
+    """``kgrec import`` of a data set of these items.csv rows (and no interactions) into the shop's graph."""
+    folder.mkdir(exist_ok=True)
+    with open(folder / "items.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["item_id", "brand", "categories", "title", "price"])
+        writer.writeheader()
+        writer.writerows({"brand": "", "categories": "", "title": "", "price": "", **row} for row in rows)
+    (folder / "interactions.csv").write_text("user_id,item_id\n", encoding="utf-8")
+    import_dataset(shop.gateway, open_dataset(str(folder), folder.parent), shop.settings)
+
+
+def test_a_bulk_import_reaches_serving_at_once(shop: Shop, tmp_path: Path) -> None:
+    user = a_user(shop)
+    anchor = ids(shop.recommend(user, k=4))[3]
+    near = ids(shop.similar(anchor, k=20))
+    branded, priced, placed, both, under = near[4], near[5], near[6], near[7], near[8]
+    price = shop.get_item(priced).json().get("price")
+    # two categories an item has, not yet linked (belongs_to writes no path), and a second item
+    # under the one that becomes the child
+    parent, child = "Import-Parent-Test", "Import-Child-Test"
+    assert shop.put(both, {"attributes": {"belongs_to": [parent, child]}}).status_code == 200
+    assert shop.put(under, {"categories": child}).status_code == 200
+    within(PICKUP_S, lambda: ids(shop.similar(anchor, k=100, category=parent)) == [both])
+    rows = [
+        {"item_id": branded, "brand": "Import-Brand-Test"},
+        {"item_id": priced, "price": "7654.5"},
+        {"item_id": placed, "categories": "Import-Category-Test"},
+        # the import infers child -> parent from this item's two categories (equal sizes: the first
+        # one listed is the parent)
+        {"item_id": both, "categories": f"{parent}|{child}"},
+    ]
+    before = catalogue_revision(shop)
+    import_items(shop, tmp_path / "shop-update", rows)
+    moved = catalogue_revision(shop)
+    assert moved > before
+    within(
+        PICKUP_S,
+        lambda: (
+            ids(shop.similar(anchor, k=100, brand="Import-Brand-Test")) == [branded]
+            and ids(shop.similar(anchor, k=100, min_price=7654)) == [priced]
+            and ids(shop.similar(anchor, k=100, category="Import-Category-Test")) == [placed]
+            and sorted(ids(shop.similar(anchor, k=100, category=parent))) == sorted([both, under])
+        ),
+    )
+    # the same import again changes nothing: the revision stays
+    import_items(shop, tmp_path / "shop-update", rows)
+    assert catalogue_revision(shop) == moved
+    assert shop.put(priced, {"price": price}).status_code == 200  # as it was, for the other tests
+    within(PICKUP_S, lambda: priced not in ids(shop.similar(anchor, k=100, min_price=7654)))
+
+
+def interest_score(shop: Shop, user: str, item: str, category: str) -> float | None:
+    """The score of the path user -INTERESTED_IN-> category <-IN_CATEGORY- item, if it is among the
+    item's best paths for the user."""
+    response = requests.get(
+        shop.url(f"/v1/users/{user}/recommendations/{item}/explanation"), params={"max_paths": 10}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    for path in response.json()["paths"]:
+        if path["kind"] == "interest" and path["nodes"][1]["id"] == category:
+            return float(path["score"])
+    return None
+
+
+def test_explanations_weigh_a_category_by_its_current_items(shop: Shop) -> None:
+    """A category path's rarity weight counts the items the catalogue has under the category now:
+    events that list more items under it lower the weight within a second."""
+    user = a_user(shop)
+    rows = shop.cypher(
+        "MATCH (:User {id: $user})-[:INTERESTED_IN]->(c:Category)<-[:IN_CATEGORY]-(i:Item) "
+        "WITH c, collect(i.id) AS items RETURN c.id AS category, items ORDER BY size(items), category",
+        user=user,
+    )
+    category, item, before = next(
+        (row["category"], i, score)
+        for row in rows
+        for i in sorted(row["items"])[:3]
+        if (score := interest_score(shop, user, i, row["category"])) is not None
+    )
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        facts = serving.catalogue().facts(model)
+        under = facts.category_mask(category)
+        outside = [
+            model.artifacts.item_ids[row] for row in np.flatnonzero(~under)[: facts.n_items // 4].tolist()
+        ]
+        share_before, share_after = under.sum() / facts.n_items, (under.sum() + len(outside)) / facts.n_items
+    finally:
+        serving.close()
+    expected = before * (1 - math.sqrt(share_after)) / (1 - math.sqrt(share_before))
+    post_fact_events(
+        shop, [(f"rarity-{time.time_ns()}-{n}", i) for n, i in enumerate(outside)], {"categories": [category]}
+    )
+    within(PICKUP_S, lambda: abs((interest_score(shop, user, item, category) or 0.0) - expected) < 1e-4)

@@ -158,6 +158,8 @@ def test_walking_a_tree_with_a_stored_loop_ends_and_keeps_categories_apart() -> 
     assert np.flatnonzero(facts.category_mask("Lips")).tolist() == [0]
     groups = ItemGroups(facts)
     assert groups.categories[1] == (3,)  # most specific of Beauty and Hair: Hair, its self-loop ignored
+    # every item at once (the exploration arms) as item by item (the diversity caps)
+    assert groups.categories == {row: ItemGroups(facts).categories_of(row) for row in range(4)}
 
 
 def test_the_categories_above_an_item_are_those_whose_filter_and_rules_reach_it_a_stored_loop_left_out(

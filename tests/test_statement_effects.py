@@ -104,7 +104,62 @@ def _upsert_items(gw: GraphGateway, st: Statement) -> None:
         "description": "Kept text",
     }
     assert node(gw, "Item", "B0004") == {"id": "B0004", "created_at": NOW, "listed": True, "title": "New"}
+    # no model knows these items: nothing stamped, no catalogue revision
+    assert node(gw, "Revision", "catalogue") is None
+    clear_graph(gw)
+    query(
+        gw,
+        "CREATE (:Item {id: 'k', price: 3.0}), (:Item {id: 's', price: 4.0}), (:Item {id: 'u', price: 5.0})",
+    )
+    _stamps(
+        gw,
+        st,
+        [{"id": "k", "price": 6.0}, {"id": "s", "price": 4.0}, {"id": "u", "price": 7.0}, {"id": "n"}],
+        known=["k", "s"],
+        stamped=["k"],
+    )
+    assert [node(gw, "Item", i)["price"] for i in "ksu"] == [6.0, 4.0, 7.0]  # type: ignore[index]
+    clear_graph(gw)
     _items_absorb_entities(gw, st)
+
+
+def catalogue_revision(gw: GraphGateway) -> int | None:
+    """The catalogue revision (None: the graph has none yet)."""
+    rows = query(gw, "MATCH (r:Revision {id: 'catalogue'}) RETURN r.revision AS v")
+    return rows[0]["v"] if rows else None
+
+
+def _stamps(
+    gw: GraphGateway, st: Statement, rows: list[dict[str, Any]], known: list[str], stamped: list[str]
+) -> None:
+    """An import statement that writes item facts stamps the items in ``stamped`` (of the items a
+    model knows, ``known``: each gets an EMBEDDING from a ModelVersion) with one new catalogue
+    revision and its batch's time ``$at``, and no other item; written again, it changes nothing
+    and bumps nothing."""
+    query(
+        gw,
+        "CREATE (:Revision {id: 'catalogue', revision: 4, created_at: 1, updated_at: 2}), "
+        "(m:ModelVersion {id: 'v1'}) WITH m UNWIND $ids AS id MATCH (i:Item {id: id}) "
+        "CREATE (m)-[:EMBEDDING]->(i)",
+        ids=known,
+    )
+    before = {r["id"]: r["p"] for r in query(gw, "MATCH (i:Item) RETURN i.id AS id, properties(i) AS p")}
+    params = {**st.params, "rows": rows}
+    gw.write(st, {**params, "at": NOW + 5})
+    assert node(gw, "Revision", "catalogue") == {
+        "id": "catalogue",
+        "revision": 5,
+        "created_at": 1,
+        "updated_at": NOW + 5,
+    }
+    after = {r["id"]: r["p"] for r in query(gw, "MATCH (i:Item) RETURN i.id AS id, properties(i) AS p")}
+    for item_id, props in after.items():
+        stamp = (props.get("revision"), props.get("updated_at"))
+        assert stamp == ((5, NOW + 5) if item_id in stamped else (None, None)), item_id
+    gw.write(st, {**params, "at": NOW + 9})  # nothing changes: no bump, no stamp
+    assert catalogue_revision(gw) == 5
+    again = {r["id"]: r["p"] for r in query(gw, "MATCH (i:Item) RETURN i.id AS id, properties(i) AS p")}
+    assert again == after and set(before) <= set(after)
 
 
 def _entity_becomes_item(gw: GraphGateway, st: Statement, params: dict[str, Any], entity_id: str) -> None:
@@ -205,19 +260,50 @@ def _link(gw: GraphGateway, st: Statement) -> None:
     source, rel, target, source_key, target_key = LINKS[st.name]
     query(gw, f"CREATE (:{source} {{id: 'a'}}), (:{target} {{id: 'b'}}), (:User {{id: 'b'}})")
     rows = [{source_key: "a", target_key: "b"}, {source_key: "a", target_key: "missing"}]
-    first = gw.write(st, {"rows": rows})
-    again = gw.write(st, {"rows": rows})  # idempotent: MERGE finds the link
+    first = gw.write(st, {**st.params, "rows": rows})
+    again = gw.write(st, {**st.params, "rows": rows})  # idempotent: MERGE finds the link
     assert (first.relationships_created, again.relationships_created) == (1, 0)
     assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
     assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
-    assert count(gw, "(n)") == 3  # no node created for 'missing'
+    assert count(gw, "(n)") == 3  # no node created for 'missing', no revision: no model knows an item
     if rel == "SUBCATEGORY_OF":
         # a link that would close a loop (b under a, a under itself) is not written
         query(gw, "CREATE (:Category {id: 'c'})")
         loops = [{source_key: "b", target_key: "a"}, {source_key: "a", target_key: "a"}]
-        closing = gw.write(st, {"rows": [*loops, {source_key: "c", target_key: "a"}]})
+        closing = gw.write(st, {**st.params, "rows": [*loops, {source_key: "c", target_key: "a"}]})
         assert closing.relationships_created == 1
         assert count(gw, "(:Category)-[:SUBCATEGORY_OF]->(:Category {id: 'a'})") == 1  # c's only
+        _new_link_stamps_an_item_under_it(gw, st)
+    else:
+        # a category an item a model knows did not have yet stamps it
+        clear_graph(gw)
+        query(
+            gw,
+            "CREATE (k:Item {id: 'k'})-[:IN_CATEGORY]->(c:Category {id: 'c'}), (:Category {id: 'd'}), "
+            "(s:Item {id: 's'})-[:IN_CATEGORY]->(c), (:Item {id: 'u'})",
+        )
+        pairs = [("k", "c"), ("k", "d"), ("s", "c"), ("u", "d")]
+        rows = [{"item_id": i, "category_id": c} for i, c in pairs]
+        _stamps(gw, st, rows, known=["k", "s"], stamped=["k"])
+        assert count(gw, "(:Item)-[:IN_CATEGORY]->()") == 4
+
+
+def _new_link_stamps_an_item_under_it(gw: GraphGateway, st: Statement) -> None:
+    """On a graph with a model version, a new category link stamps one item under its child (the
+    least id): serving reads the link with that item's categories; a link already held stamps
+    nothing (without a model version nothing is stamped: _link)."""
+    clear_graph(gw)
+    query(
+        gw,
+        "CREATE (c:Category {id: 'c'}), (p:Category {id: 'p'}), (q:Category {id: 'q'}), "
+        "(o:Category {id: 'o'}), (h:Category {id: 'h'}), (h)-[:SUBCATEGORY_OF]->(p), "
+        "(:Item {id: 'k2'})-[:IN_CATEGORY]->(c), (:Item {id: 'k1'})-[:IN_CATEGORY]->(c), "
+        "(:Item {id: 'u'})-[:IN_CATEGORY]->(o), (:Item {id: 'kh'})-[:IN_CATEGORY]->(h)",
+    )
+    links = [("c", "p"), ("c", "q"), ("o", "p"), ("h", "p")]
+    rows = [{"child_id": c, "parent_id": p} for c, p in links]
+    _stamps(gw, st, rows, known=["k1", "k2", "kh"], stamped=["k1", "u"])
+    assert count(gw, "(:Category)-[:SUBCATEGORY_OF]->(:Category)") == 4
 
 
 @effect("link_item_made_by_brand")
@@ -227,8 +313,8 @@ def _link_item_brand(gw: GraphGateway, st: Statement) -> None:
     )
     query(gw, "CREATE (:Item {id: 'c'})-[:IN_CATEGORY]->(:Category {id: 'cat'})")
     rows = [{"item_id": "a", "brand_id": "b"}, {"item_id": "a", "brand_id": "missing"}]
-    first = gw.write(st, {"rows": rows})
-    again = gw.write(st, {"rows": rows})  # idempotent: MERGE finds the link
+    first = gw.write(st, {**st.params, "rows": rows})
+    again = gw.write(st, {**st.params, "rows": rows})  # idempotent: MERGE finds the link
     assert (first.relationships_created, again.relationships_created) == (1, 0)
     # the brand replaces the earlier one (an item has one brand); the Brand node stays
     assert [r["id"] for r in query(gw, "MATCH (:Item {id: 'a'})-[:MADE_BY]->(b) RETURN b.id AS id")] == ["b"]
@@ -236,6 +322,18 @@ def _link_item_brand(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, "(:Item {id: 'c'})-[:IN_CATEGORY]->()") == 1  # other links untouched
     assert count(gw, "()-[r]->()") == 2  # nothing to the User 'b', nothing backwards
     assert count(gw, "(n)") == 6  # no node created for 'missing'
+    # a new brand of an item a model knows stamps it; the brand it has, or an unknown item, does not
+    clear_graph(gw)
+    query(
+        gw,
+        "CREATE (:Item {id: 'k'})-[:MADE_BY]->(:Brand {id: 'old'}), (s:Item {id: 's'})-[:MADE_BY]->(b:Brand {id: 'b'}), "
+        "(:Item {id: 'n'})-[:MADE_BY]->(b), (n2:Item {id: 'n2'}), (u:Item {id: 'u'})",
+    )
+    pairs = [("k", "b"), ("s", "b"), ("n2", "b"), ("u", "b")]
+    _stamps(
+        gw, st, [{"item_id": i, "brand_id": b} for i, b in pairs], known=["k", "s", "n2"], stamped=["k", "n2"]
+    )
+    assert count(gw, "(:Item)-[:MADE_BY]->(:Brand {id: 'b'})") == 5
 
 
 # Each knowledge link statement rendered in the catalogue: relation, head label, type, tail label.

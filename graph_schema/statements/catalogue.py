@@ -27,6 +27,7 @@ from graph_schema.statements.knowledge import (
     ITEM_FACT_LINKS,
     absorb_entities,
     attribute_link_stages,
+    bump_catalogue,
 )
 
 CATALOGUE = "catalogue"  # the id of the catalogue's Revision node
@@ -37,9 +38,9 @@ _BUMP = (
     absorb_entities("[item IN $items | item.id]")
     + """
     WITH count(*) AS stage
-    MERGE (rev:Revision {id: 'catalogue'})
-    ON CREATE SET rev.revision = 0, rev.created_at = $now
-    SET rev.revision = rev.revision + 1, rev.updated_at = $now
+"""
+    + bump_catalogue()
+    + """
     WITH rev.revision AS revision
 """
 )
@@ -152,9 +153,9 @@ DELIST_ITEM = write(
     "delist_item",
     """
     MATCH (i:Item {id: $item_id})
-    MERGE (rev:Revision {id: 'catalogue'})
-    ON CREATE SET rev.revision = 0, rev.created_at = $now
-    SET rev.revision = rev.revision + 1, rev.updated_at = $now
+"""
+    + bump_catalogue()
+    + """
     WITH i, rev
     SET i.delisted_at = CASE WHEN i.delisted_at IS NULL OR i.delisted_at > $now
                              THEN $now ELSE i.delisted_at END,

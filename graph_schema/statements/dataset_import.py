@@ -8,7 +8,24 @@ Entities and knowledge edges are written by :mod:`graph_schema.statements.knowle
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement, read, write
-from graph_schema.statements.knowledge import absorb_entities, link_knowledge
+from graph_schema.statements.knowledge import (
+    absorb_entities,
+    bump_catalogue_if,
+    link_knowledge,
+    stamp_changed,
+)
+
+# An item a model version knows (an EMBEDDING from one, trained or folded in) whose facts an import
+# changes (price, brand, categories) is stamped with a new catalogue revision, as a catalogue write
+# stamps it, so serving lays the change over its model within a second (kgrec.catalogue); so is an
+# item under the child of a new category link (LINK_CATEGORY_PARENTS). Items no model knows are not
+# stamped: a model reads their facts from the graph when it learns them (training, or fold-in), so
+# a first import stamps nothing. A batch that changes nothing to stamp leaves the revision alone;
+# one that does reads its items, bumps the revision, then writes them (on Neo4j, the revision is
+# locked before the items, as by a catalogue write or an event batch). Rows whose write would
+# change nothing (a link the item holds already) are dropped before that. $at: when the batch is
+# written (the stamp's time, against a model's data_until); $now: when the import started
+# (created_at).
 
 # Both item upserts first turn an Entity with an item's id into that Item (absorb_entities).
 UPSERT_ITEMS = write(
@@ -19,13 +36,23 @@ UPSERT_ITEMS = write(
     UNWIND $rows AS r
     MERGE (i:Item {id: r.id})
     ON CREATE SET i.created_at = $now
+    WITH r, i, r.price IS NOT NULL AND (i.price IS NULL OR r.price <> i.price) AS repriced
+    OPTIONAL MATCH (i)<-[known:EMBEDDING]-(:ModelVersion)
+    WHERE repriced
+    WITH r, i, repriced, count(known) AS models
+    WITH collect(r) AS rs, collect(i) AS nodes, collect(repriced AND models > 0) AS changes
+"""
+    + bump_catalogue_if("changes", {"rs": "r", "nodes": "i", "changes": "changed"}, at="$at")
+    + f"""
     SET i.listed = true,
         i.title = coalesce(r.title, i.title),
         i.description = coalesce(r.description, i.description),
-        i.price = coalesce(r.price, i.price)
+        i.price = coalesce(r.price, i.price),
+        {stamp_changed("i", "changed", at="$at")}
     """,
     rows=[{"id": "B0001", "title": "Lipstick", "description": "A matte red lipstick.", "price": 9.5}],
     now=1700000000000,
+    at=1700000000000,
 )
 
 # Co-purchase targets outside the catalogue: Item nodes with listed = false.
@@ -58,52 +85,93 @@ def _named_node_upsert(label: Label) -> Statement:
     )
 
 
-def _link_statement(source: Label, rel: Rel, target: Label, source_key: str, target_key: str) -> Statement:
-    # Labels and the relationship type come from the fixed allow-list in graph_schema.allow_list.
+UPSERT_BRANDS = _named_node_upsert(Label.BRAND)
+UPSERT_CATEGORIES = _named_node_upsert(Label.CATEGORY)
+
+
+def _item_fact_link(rel: Rel, target: Label, key: str, *, replacing: bool) -> Statement:
+    """An import's links from items to their brand or categories (rows: ``item_id`` and ``key``),
+    stamping each item a model knows that the link changes. ``replacing``: the link replaces the
+    item's other links of the type (an item has one brand)."""
+    # The labels and the relationship type come from the fixed allow-list in graph_schema.allow_list.
+    others = (
+        f"""OPTIONAL MATCH (a)-[old:{rel.value}]->(other:{target.value})
+    WHERE other.id <> r.{key}
+    WITH a, b, collect(old) AS olds"""
+        if replacing
+        else "WITH a, b, [] AS olds"
+    )
     return write(
-        f"link_{source.value.lower()}_{rel.value.lower()}_{target.value.lower()}",
+        f"link_item_{rel.value.lower()}_{target.value.lower()}",
         f"""
-        UNWIND $rows AS r
-        MATCH (a:{source.value} {{id: r.{source_key}}})
-        MATCH (b:{target.value} {{id: r.{target_key}}})
-        MERGE (a)-[:{rel.value}]->(b)
-        """,
-        rows=[{source_key: "B0001", target_key: "B0002"}],
+    UNWIND $rows AS r
+    MATCH (a:Item {{id: r.item_id}})
+    MATCH (b:{target.value} {{id: r.{key}}})
+    {others}
+    OPTIONAL MATCH (a)-[held:{rel.value}]->(b)
+    WITH a, b, olds, held
+    WHERE held IS NULL OR size(olds) > 0
+    OPTIONAL MATCH (a)<-[known:EMBEDDING]-(:ModelVersion)
+    WITH a, b, olds, count(known) AS models
+    WITH collect(a) AS items, collect(b) AS targets, collect(olds) AS replaced, collect(models > 0) AS changes
+"""
+        + bump_catalogue_if(
+            "changes", {"items": "a", "targets": "b", "replaced": "olds", "changes": "changed"}, at="$at"
+        )
+        + f"""
+    FOREACH (o IN olds | DELETE o)
+    MERGE (a)-[:{rel.value}]->(b)
+    SET {stamp_changed("a", "changed", at="$at")}
+    """,
+        rows=[{"item_id": "B0001", key: "Olay" if replacing else "Lips"}],
+        at=1700000000000,
     )
 
 
-UPSERT_BRANDS = _named_node_upsert(Label.BRAND)
-UPSERT_CATEGORIES = _named_node_upsert(Label.CATEGORY)
 # An item has one brand: the brand an import gives replaces the one an earlier import (or an event)
 # linked, as the catalogue API's does, instead of adding a second.
-LINK_ITEM_BRANDS = write(
-    "link_item_made_by_brand",
-    """
-    UNWIND $rows AS r
-    MATCH (a:Item {id: r.item_id})
-    MATCH (b:Brand {id: r.brand_id})
-    OPTIONAL MATCH (a)-[old:MADE_BY]->(other:Brand)
-    WHERE other.id <> r.brand_id
-    WITH a, b, collect(old) AS olds
-    FOREACH (o IN olds | DELETE o)
-    MERGE (a)-[:MADE_BY]->(b)
-    """,
-    rows=[{"item_id": "B0001", "brand_id": "Olay"}],
-)
-LINK_ITEM_CATEGORIES = _link_statement(Label.ITEM, Rel.IN_CATEGORY, Label.CATEGORY, "item_id", "category_id")
+LINK_ITEM_BRANDS = _item_fact_link(Rel.MADE_BY, Label.BRAND, "brand_id", replacing=True)
+# Categories are added: a category an item did not have yet changes its facts.
+LINK_ITEM_CATEGORIES = _item_fact_link(Rel.IN_CATEGORY, Label.CATEGORY, "category_id", replacing=False)
 # A link that would close a loop is not written (the importer refuses such files first; this
-# holds against a concurrent writer, as the catalogue's path links do).
+# holds against a concurrent writer, as the catalogue's path links do). A new link changes the
+# tree above every item under its child: when the graph has a model version, one of those items
+# (the least id) is stamped, and serving reads the link with that item's categories and lays it
+# over the whole tree. (Any item carries the link, so none is checked for an EMBEDDING: looking
+# for one a model knows scanned the child's items with a pattern each, 1 s for Amazon Beauty's
+# 248 links against 20 ms.)
 LINK_CATEGORY_PARENTS = write(
     "link_category_subcategory_of_category",
     """
+    OPTIONAL MATCH (m:ModelVersion)
+    WITH count(m) > 0 AS served
     UNWIND $rows AS r
     MATCH (a:Category {id: r.child_id})
     MATCH (b:Category {id: r.parent_id})
     WHERE NOT (b)-[:SUBCATEGORY_OF*0..]->(a)
+    OPTIONAL MATCH (a)-[held:SUBCATEGORY_OF]->(b)
+    WITH served, a, b, held
+    WHERE held IS NULL
+    OPTIONAL MATCH (a)<-[:IN_CATEGORY]-(i:Item)
+    WITH served, a, b, min(i.id) AS least
+    WITH a, b, CASE WHEN served AND least IS NOT NULL THEN least ELSE '' END AS witness
+    WITH collect(a) AS children, collect(b) AS parents, collect(witness) AS witnesses
+"""
+    + bump_catalogue_if(
+        "[w IN witnesses | w <> '']", {"children": "a", "parents": "b", "witnesses": "witness"}, at="$at"
+    )
+    + """
     MERGE (a)-[:SUBCATEGORY_OF]->(b)
+    WITH witness, rev
+    WHERE witness <> ''
+    MATCH (i:Item {id: witness})
+    SET i.revision = rev.revision, i.updated_at = $at
     """,
     rows=[{"child_id": "Lips", "parent_id": "Makeup"}],
+    at=1700000000000,
 )
+# The statements that write item facts and stamp what they change: each takes $at, its batch's time.
+STAMPING = (UPSERT_ITEMS, LINK_ITEM_BRANDS, LINK_ITEM_CATEGORIES, LINK_CATEGORY_PARENTS)
 # Knowledge edges of every relation are rendered in graph_schema.statements.knowledge; these are
 # the built-in co-purchase ones (rows: head, relation, tail).
 LINK_KNOWLEDGE_EDGES = {

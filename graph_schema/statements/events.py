@@ -41,6 +41,8 @@ from graph_schema.statements.knowledge import (
     ITEM_FACTS,
     absorb_entities,
     attribute_link_stages,
+    bump_catalogue_if,
+    stamp_changed,
 )
 
 SEEN_EVENTS = known_ids("seen_events", Label.EVENT.value, "evt-1")
@@ -115,17 +117,11 @@ _BEFORE_PAIRS = (
          collect((held_brands = 0 AND size(it.brands) > 0)
                  OR any(category_id IN it.categories WHERE NOT category_id IN held_categories)
                  OR (it.price IS NOT NULL AND (held_price IS NULL OR it.price <> held_price))) AS changes
-    FOREACH (bump IN CASE WHEN true IN changes THEN [1] ELSE [] END |
-        MERGE (rev:Revision {id: 'catalogue'})
-        ON CREATE SET rev.revision = 0, rev.created_at = $now
-        SET rev.revision = rev.revision + 1, rev.updated_at = $now)
-    WITH its, nodes, new_brands, changes
-    OPTIONAL MATCH (rev:Revision {id: 'catalogue'})
-    UNWIND range(0, size(its) - 1) AS k
-    WITH its[k] AS it, nodes[k] AS i, new_brands[k] AS brands, changes[k] AS changed, rev
+"""
+    + bump_catalogue_if("changes", {"its": "it", "nodes": "i", "new_brands": "brands", "changes": "changed"})
+    + f"""
     SET i.listed = true, i.title = coalesce(it.title, i.title), i.price = coalesce(it.price, i.price),
-        i.revision = CASE WHEN changed THEN rev.revision ELSE i.revision END,
-        i.updated_at = CASE WHEN changed THEN $now ELSE i.updated_at END
+        {stamp_changed("i", "changed")}
 """
     + ITEM_FACTS
     + """

@@ -13,6 +13,7 @@ import time so the catalogue lint checks the form every rendered statement takes
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 
 from graph_schema.allow_list import Label
@@ -292,3 +293,46 @@ CATEGORY_PATH_LINKS = """
     MERGE (child)-[:SUBCATEGORY_OF]->(parent)
 """
 ITEM_FACT_LINKS = ITEM_FACTS + "    WITH count(*) AS stage\n" + CATEGORY_PATH_LINKS.lstrip("\n")
+
+
+def bump_catalogue(at: str = "$now") -> str:
+    """The stage that bumps the catalogue revision (``rev``, created at 0 the first time), at the
+    time ``at`` (fixed text: a parameter). Serving polls this node and re-reads the items stamped
+    with a later revision (:mod:`kgrec.catalogue`)."""
+    return f"""
+    MERGE (rev:Revision {{id: 'catalogue'}})
+    ON CREATE SET rev.revision = 0, rev.created_at = {at}
+    SET rev.revision = rev.revision + 1, rev.updated_at = {at}
+"""
+
+
+def bump_catalogue_if(changes: str, rows: Mapping[str, str], at: str = "$now") -> str:
+    """The stages that bump the catalogue revision once when the Cypher list ``changes`` holds a
+    true, then go on row by row again with ``rev`` (null when the graph never had one).
+
+    ``rows`` maps each list carried through the bump (one element per row, the first list setting
+    the count) to the name its element takes again. A batch whose item facts change nothing leaves
+    the revision alone, so batches do not all queue on its node. A writer reads its items first
+    and writes them after this, so on Neo4j it locks the revision before the items, as a
+    catalogue write does. ``changes``, the names and ``at`` are fixed text of the statement.
+    """
+    bump = "\n        ".join(line.strip() for line in bump_catalogue(at).strip().splitlines())
+    lists = ", ".join(rows)
+    elements = ", ".join(f"{name}[k] AS {element}" for name, element in rows.items())
+    return f"""
+    FOREACH (bump IN CASE WHEN true IN {changes} THEN [1] ELSE [] END |
+        {bump})
+    WITH {lists}
+    OPTIONAL MATCH (rev:Revision {{id: 'catalogue'}})
+    UNWIND range(0, size({next(iter(rows))}) - 1) AS k
+    WITH {elements}, rev
+"""
+
+
+def stamp_changed(node: str, changed: str, at: str = "$now") -> str:
+    """The SET items of a stage that stamps ``node`` with the revision ``rev`` and the time ``at``
+    when ``changed`` (a boolean expression), and leaves its stamp alone otherwise."""
+    return (
+        f"{node}.revision = CASE WHEN {changed} THEN rev.revision ELSE {node}.revision END,\n"
+        f"        {node}.updated_at = CASE WHEN {changed} THEN {at} ELSE {node}.updated_at END"
+    )

@@ -6,6 +6,7 @@ catalogue and never learns which engine is underneath.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,11 +141,17 @@ class GraphGateway(ABC):
         batch_size: int = DEFAULT_BATCH_SIZE,
         extra: Mapping[str, Any] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        clock: str | None = None,
     ) -> WriteSummary:
-        """Write ``rows`` in UNWIND batches of ``batch_size``; each batch is one atomic write."""
+        """Write ``rows`` in UNWIND batches of ``batch_size``; each batch is one atomic write.
+
+        ``clock``: a parameter set to each batch's own time (epoch ms), for a statement that stamps
+        what it changes with when it was written.
+        """
         total = WriteSummary()
         for chunk in batched(rows, batch_size):
-            total.add(self.write(statement, {param: chunk, **(extra or {})}))
+            timed = {clock: int(time.time() * 1000)} if clock else {}
+            total.add(self.write(statement, {param: chunk, **(extra or {}), **timed}))
             if on_batch is not None:
                 on_batch(len(chunk))
         return total
