@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -346,28 +346,48 @@ def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> No
             serving.close()
 
 
-def api_sees_what(serving: Serving, shop: Shop, items: list[str]) -> None:
-    """Wait until the API process serves ``items`` as ``serving`` does (available, blocked or not).
+def settled(check: Callable[[], bool], what: str, steady_s: float = 1.0, timeout_s: float = 30.0) -> None:
+    """Wait until ``check()`` (requests to the API) has held on every request for ``steady_s``.
 
-    A serving process picks up a change of the rules or the catalogue within about a second; a
-    test paging through the API right after another test changed them would otherwise get pages
-    cut from two states. Each item's whole leaf category is asked for, as the items similar to an
-    item of another leaf.
+    A serving process picks up a change of the rules or the catalogue within about a second, each
+    gunicorn worker on its own poll; a test paging through the API right after another test
+    changed them would otherwise get pages cut from two states. Holding for a second of requests
+    back to back means that both workers answered with the change.
     """
-    leaves = {shop.leaf_of[i] for i in items}
+    deadline = time.monotonic() + timeout_s
+    held_since = None
+    while (now := time.monotonic()) < deadline:
+        if not check():
+            held_since = None
+        elif held_since is None:
+            held_since = now
+        elif now - held_since >= steady_s:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the API did not settle within {timeout_s:.0f}s: {what}")
+
+
+def api_sees_what(serving: Serving, shop: Shop, items: list[str]) -> None:
+    """Wait until the API process serves ``items`` as ``serving`` does (available, blocked or not):
+    each item's whole leaf category, as the items similar to an item of another leaf."""
+    leaves = sorted({shop.leaf_of[i] for i in items})
     probe = next(i for i in serving.model().artifacts.item_ids if shop.leaf_of[i] not in leaves)
-    deadline = time.monotonic() + 30
-    for leaf in sorted(leaves):
-        wanted = serving.similar(probe, k=MAX_K, filters=ItemFilters(category=leaf))["items"]
-        while True:
+    wanted = [
+        [i["item_id"] for i in serving.similar(probe, k=MAX_K, filters=ItemFilters(category=leaf))["items"]]
+        for leaf in leaves
+    ]
+
+    def served() -> list[list[str]]:
+        answers = []
+        for leaf in leaves:
             answer = requests.get(
                 f"{shop.api.url}/v1/items/{probe}/similar", params={"k": MAX_K, "category": leaf}, timeout=30
             )
             assert answer.status_code == 200, answer.text
-            if [i["item_id"] for i in answer.json()["items"]] == [i["item_id"] for i in wanted]:
-                break
-            assert time.monotonic() < deadline, f"the API did not pick up the changes of {leaf} in time"
-            time.sleep(0.1)
+            answers.append([i["item_id"] for i in answer.json()["items"]])
+        return answers
+
+    settled(lambda: served() == wanted, f"the rules and catalogue of {leaves}")
 
 
 def test_share_zero_turns_exploration_off(shop: Shop) -> None:
@@ -477,3 +497,4 @@ def test_the_category_arms_follow_the_catalogue_at_once(shop: Shop) -> None:
         assert {arm for arm in arms if arm.startswith("category:")} == {"category:Arms-Test"}, arms
     finally:
         put_categories(paths)
+        settled(lambda: filtered() == [], "the moved items back in their categories")
