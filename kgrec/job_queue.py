@@ -72,6 +72,13 @@ WORKER_SOFT_SHUTDOWN_S = 10.0  # well within kgrec up's 25 s grace before SIGKIL
 # In a worker's environment: SIGTERM starts Celery's cold shutdown (see WORKER_SOFT_SHUTDOWN_S)
 # instead of the warm one, which waits for a training to finish however long it takes.
 WORKER_SHUTDOWN_ENV = {"REMAP_SIGTERM": "SIGQUIT"}
+# In the environment of the worker kgrec up starts: kgrec up's pid. Its death SIGTERMs the worker
+# (PR_SET_PDEATHSIG), but that cold shutdown can hang for good on the broker that died with it (the
+# embedded graph server): a heartbeat retrying its connection for ever, a blocking read of the pool's
+# pipe. So a worker whose parent is gone SIGKILLs itself and its pool WORKER_ORPHAN_EXIT_S later
+# (workers/celery_app.py): the soft shutdown's time, and a margin for cancelling tasks and the pool.
+WORKER_PARENT_ENV = "KGREC_WORKER_PARENT_PID"
+WORKER_ORPHAN_EXIT_S = WORKER_SOFT_SHUTDOWN_S + 5.0
 
 
 def celery_config(settings: Settings) -> dict[str, object]:

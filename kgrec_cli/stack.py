@@ -22,7 +22,7 @@ from graph_schema.statements import admin
 from kgrec.config import Settings
 from kgrec.datasets import import_source
 from kgrec.gateway import open_gateway
-from kgrec.job_queue import WORKER_SHUTDOWN_ENV
+from kgrec.job_queue import WORKER_PARENT_ENV, WORKER_SHUTDOWN_ENV
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
 from kgrec_cli.supervisor import (
@@ -409,6 +409,10 @@ def _children(settings: Settings, port: int) -> list[ChildProcess]:
     }
     return [
         ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
-        ChildProcess("worker", worker_argv(queues=all_queues(settings)), {**env, **WORKER_SHUTDOWN_ENV}),
+        ChildProcess(
+            "worker",
+            worker_argv(queues=all_queues(settings)),
+            {**env, **WORKER_SHUTDOWN_ENV, WORKER_PARENT_ENV: str(os.getpid())},  # the launcher: this process
+        ),
         ChildProcess("beat", beat_argv(settings), env),
     ]

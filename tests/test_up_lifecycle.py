@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from graph_schema.statements.models import ACTIVE_VERSION
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, _pid_alive
 from kgrec.importer import import_state
+from kgrec.job_queue import WORKER_ORPHAN_EXIT_S
 from kgrec.runtime import graph_session
 from tests.conftest import embedded_only
 from tests.processes import free_port, wait_for
@@ -27,6 +29,9 @@ from tests.subsets import amazon_beauty_subset
 # What would point the stack elsewhere than its own data dir and embedded graph.
 FOREIGN_ENV = ("NEO4J_URI", "KGREC_GRAPH", "KGREC_DATA_DIR")
 PROMPT_STOP_S = 30.0  # "seconds": far below the minutes an import or a training takes
+# After kill -9 of kgrec up, every process it started goes on SIGTERM (PR_SET_PDEATHSIG), the worker
+# at worst WORKER_ORPHAN_EXIT_S later by its own hand; the rest is room for a loaded 2-core VM.
+KILLED_STACK_GONE_S = WORKER_ORPHAN_EXIT_S + 75.0
 
 
 ENV = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
@@ -126,6 +131,18 @@ def assert_nothing_left(data_dir: Path) -> None:
     assert leftovers(data_dir) == []
 
 
+def kill_9(up: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """kill -9 ``up``: every process it started must go with it within :data:`KILLED_STACK_GONE_S`."""
+    os.kill(up.pid, signal.SIGKILL)
+    up.wait()
+    eventually(
+        lambda: leftovers(data_dir) == [],
+        KILLED_STACK_GONE_S,
+        "the processes of the killed kgrec up went with it",
+        lambda: f"left: {leftovers(data_dir)}",
+    )
+
+
 def unfinished_import(data_dir: Path) -> bool:
     server = EmbeddedServer(data_dir).running()
     if server is None:
@@ -187,16 +204,7 @@ def test_a_second_up_on_the_same_data_dir_is_refused_and_leaves_the_first_alone(
         assert EmbeddedServer(data_dir).running() == graph
         assert requests.get(f"http://127.0.0.1:{first_port}/healthz", timeout=10).status_code == 200
         # kill -9 leaves the lock file behind, but not its lock: the next start goes ahead.
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        # Each child notices its parent's death on its own poll; on a loaded 2-core VM that took
-        # over a minute once (CI), so the bound is generous and the message names what was left.
-        eventually(
-            lambda: leftovers(data_dir) == [],
-            180,
-            "the first stack's processes went with it",
-            lambda: f"left: {leftovers(data_dir)}",
-        )
+        kill_9(first, data_dir)
         again_port = free_port()
         again = start_up(data_dir, again_port, tmp_path / "again.log")
         try:
@@ -227,16 +235,14 @@ def job_state(base: str, job_id: str) -> str:
     return str(requests.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()["state"])
 
 
-@embedded_only
-def test_a_training_running_when_up_stops_goes_back_on_the_queue_and_runs_at_the_next_start(
-    tmp_path: Path, shared_data: Path
-) -> None:
+def start_training_job(tmp_path: Path, shared_data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``kgrec up`` on a 1,500-user Beauty subset with a training job queued: the process, its API's
+    base URL and the job's id (the whole group is SIGKILLed if any of it fails)."""
     subset = amazon_beauty_subset(shared_data / "amazon-beauty-kg", tmp_path / "beauty", users=1500)
     data_dir = tmp_path / "var"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "up.log"
-    up = start_up(data_dir, port, log, "--import", str(subset))
+    up = start_up(data_dir, port, tmp_path / "up.log", "--import", str(subset))
     try:
         wait_for(f"{base}/healthz", timeout_s=300)
         key = (data_dir / "api_key").read_text().strip()
@@ -247,10 +253,19 @@ def test_a_training_running_when_up_stops_goes_back_on_the_queue_and_runs_at_the
             timeout=30,
         )
         assert queued.status_code == 200, queued.text
-        job_id = queued.json()["id"]
+        return up, base, str(queued.json()["id"])
     except BaseException:
         os.killpg(up.pid, signal.SIGKILL)
         raise
+
+
+@embedded_only
+def test_a_training_running_when_up_stops_goes_back_on_the_queue_and_runs_at_the_next_start(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    data_dir = tmp_path / "var"
+    log = tmp_path / "up.log"
+    up, base, job_id = start_training_job(tmp_path, shared_data)
     # the worker's soft shutdown (10 s), not the training, sets the pace
     stop_once(
         up,
@@ -283,3 +298,61 @@ def test_a_training_running_when_up_stops_goes_back_on_the_queue_and_runs_at_the
         again.send_signal(signal.SIGTERM)
         stopped_within(again, 120)
     assert again.returncode == 0, (tmp_path / "again.log").read_text()
+
+
+@embedded_only
+def test_a_worker_training_when_up_is_killed_goes_with_it_within_seconds(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    data_dir = tmp_path / "var"
+    up, base, job_id = start_training_job(tmp_path, shared_data)
+    try:
+        eventually(lambda: job_state(base, job_id) == "PROGRESS", 300, "the training runs")
+    except BaseException:
+        os.killpg(up.pid, signal.SIGKILL)
+        raise
+    # Its broker (the graph server) goes too, and the worker's cold shutdown hung on it for good (a
+    # heartbeat retrying the connection) until the worker learned to end itself and its pool.
+    kill_9(up, data_dir)
+
+
+# A worker whose shutdown is stuck (it ignores SIGTERM) with a pool process, under a parent that
+# prints both pids. The worker leads its process group, as under kgrec up.
+STUCK_WORKER = """
+import os, signal, sys, time
+from workers.celery_app import exit_with_parent
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pool = os.fork()
+if pool == 0:
+    time.sleep(600)
+    os._exit(0)
+print(os.getpid(), pool, flush=True)
+exit_with_parent(int(sys.argv[1]), grace_s=float(sys.argv[2]))
+time.sleep(600)
+"""
+PARENT = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid()), sys.argv[2]], start_new_session=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_whose_parent_died_kills_itself_and_its_pool_after_the_grace_whatever_it_does() -> None:
+    grace_s = 2.0
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, STUCK_WORKER, str(grace_s)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert parent.stdout is not None
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_pid_alive(pid) for pid in pids), pids
+        time.sleep(grace_s + 1)  # no parent death, no kill
+        assert all(_pid_alive(pid) for pid in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    killed = time.monotonic()
+    eventually(lambda: not any(_pid_alive(pid) for pid in pids), 30, "the worker and its pool went")
+    assert time.monotonic() - killed >= grace_s - 0.5  # its shutdown had its time first
