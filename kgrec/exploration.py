@@ -155,6 +155,7 @@ class Arms:
     has_topics: bool
     built_at: float  # when the topics were read
     facts: ItemFacts | None = field(default=None, compare=False, repr=False)  # the categories' facts
+    popularity: np.ndarray | None = field(default=None, compare=False, repr=False)  # what orders them
 
     @classmethod
     def build(cls, model: Recommender, topics: TopicMembers, facts: ItemFacts | None = None) -> Arms:
@@ -180,7 +181,16 @@ class Arms:
             if items.size >= MIN_ARM_ITEMS:
                 ids.append(arm)
                 arm_rows.append(items[np.argsort(-popularity[items], kind="stable")][:ARM_ITEMS])
-        return cls(tuple(ids), tuple(arm_rows), bool(topics.members), topics.read_at, facts)
+        counts = model.artifacts.popularity
+        return cls(tuple(ids), tuple(arm_rows), bool(topics.members), topics.read_at, facts, counts)
+
+    def ordered_by(self, popularity: np.ndarray) -> bool:
+        """Whether the arms' items are in the order of ``popularity``: the counts they were built
+        from, or those with a fold-in's items appended (an erasure lowers them)."""
+        own = self.popularity
+        if own is popularity:
+            return True
+        return own is not None and popularity.size >= own.size and np.array_equal(own, popularity[: own.size])
 
 
 @dataclass(frozen=True)
@@ -312,10 +322,11 @@ class Exploration:
     def _cached_arms(self, model: Recommender, facts: ItemFacts) -> Arms | None:
         # Keyed by version, not by model object: a fold-in's copy of the model appends its new
         # items, so the version's item rows, and its topic arms, stay valid; the category arms are
-        # those of the facts they were built from.
+        # those of the facts they were built from, and every arm's order that of the popularity
+        # counts (an erasure's copy lowers them).
         with self._lock:
             arms = self._arms.get(model.artifacts.version)
-        if arms is None or arms.facts is not facts:
+        if arms is None or arms.facts is not facts or not arms.ordered_by(model.artifacts.popularity):
             return None
         if arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S:
             return arms

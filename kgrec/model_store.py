@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from graph_schema.statements.models import ACTIVE_VERSION, FOLDED_ITEMS, POPULARITY_ADJUSTMENTS
+from graph_schema.statements.models import (
+    ACTIVE_VERSION,
+    FOLDED_ITEMS,
+    POPULARITY_ADJUSTMENTS,
+    VERSION_ADJUSTED_AT,
+)
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts, links_in_id_order
@@ -159,14 +164,7 @@ class ActiveModel:
             return None if self._recommender is None else self._recommender.artifacts.version
 
     def _with_adjusted_popularity(self, model: Recommender) -> Recommender:
-        rows = self._gateway.read(POPULARITY_ADJUSTMENTS, {"version": model.artifacts.version})
-        known = [(model.item_index[r["id"]], r["delta"]) for r in rows if r["id"] in model.item_index]
-        if not known:
-            return model
-        popularity = model.artifacts.popularity.copy()
-        for index, delta in known:
-            popularity[index] += delta
-        return model.with_popularity(popularity)
+        return with_adjusted_popularity(self._gateway, model)
 
     def _with_folded_items(self, base: Recommender) -> Recommender:
         rows = [
@@ -183,3 +181,49 @@ class ActiveModel:
         )
         vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
         return base.with_items([r["id"] for r in rows], vectors, facts)
+
+
+def with_adjusted_popularity(gateway: GraphGateway, model: Recommender) -> Recommender:
+    """``model`` without the erased users' share of its popularity (one read; the same object when
+    no erasure touched its version)."""
+    rows = gateway.read(POPULARITY_ADJUSTMENTS, {"version": model.artifacts.version})
+    known = [(model.item_index[r["id"]], r["delta"]) for r in rows if r["id"] in model.item_index]
+    if not known:
+        return model
+    popularity = model.artifacts.popularity.copy()
+    for index, delta in known:
+        popularity[index] += delta
+    return model.with_popularity(popularity)
+
+
+class ReadyVersion:
+    """A ready version served besides the active one (an experiment's variant): its artifact, loaded
+    once, without the share of the users erased since its training.
+
+    Its ``adjusted_at`` is re-checked at most every ``check_every_s``, so an erasure reaches it in
+    every process as it reaches the active version. Items folded in are not added (the active
+    version gets them).
+    """
+
+    def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
+        self._base = Recommender(load_artifacts(path))
+        self._check_every_s = check_every_s
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._stamp: object = None
+        self._recommender = self._base
+        self._adjusted = False
+
+    def get(self, gateway: GraphGateway) -> Recommender:
+        """The version with the erasures applied, as of at most ``check_every_s`` ago."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at >= self._check_every_s:
+                self._checked_at = now
+                version = self._base.artifacts.version
+                rows = gateway.read(VERSION_ADJUSTED_AT, {"version": version})
+                stamp = rows[0]["adjusted_at"] if rows else None
+                if not self._adjusted or stamp != self._stamp:
+                    self._recommender = with_adjusted_popularity(gateway, self._base)
+                    self._stamp, self._adjusted = stamp, True
+            return self._recommender

@@ -45,7 +45,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client, withdraw_plans
-from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
+from kgrec.model_store import ActiveModel, ReadyVersion, artifact_name, models_dir
 from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
@@ -177,7 +177,7 @@ class Serving:
         self._groups: dict[int, ItemGroups] = {}  # by id of the facts they group (kept alive by them)
         self._rules: rules.RulesView | None = None
         self._rules_gateway: GraphGateway | None = None
-        self._versions: dict[str, Recommender] = {}  # experiment variants' versions (kgrec/experiments.py)
+        self._versions: dict[str, ReadyVersion] = {}  # experiment variants' versions (kgrec/experiments.py)
         # Read now, so a bad template file stops start-up rather than failing requests.
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
@@ -245,7 +245,8 @@ class Serving:
         """The active model, or another ready version (an experiment's variant), loaded once per process.
 
         At most ``MAX_SIDE_VERSIONS`` other versions stay loaded; items folded in after their
-        training are not added to them (the active version gets them).
+        training are not added to them (the active version gets them), erasures are, within about
+        a second (:class:`~kgrec.model_store.ReadyVersion`).
         """
         active = self.active_model()
         if version is None or version == active.artifacts.version:
@@ -256,11 +257,11 @@ class Serving:
                 path = models_dir(self.settings.data_dir) / artifact_name(version)
                 if not path.is_file():
                     raise NotFound("model_version", version, f"no artifact for model version {version!r}")
-                loaded = Recommender(load_artifacts(path))
+                loaded = ReadyVersion(path)
             self._versions[version] = loaded  # most recently used last
             while len(self._versions) > MAX_SIDE_VERSIONS:
                 self._versions.pop(next(iter(self._versions)))
-        return loaded
+        return loaded.get(self.gateway)
 
     def catalogue_view(self) -> catalogue.CatalogueView:
         """This process's view of the catalogue (hidden items, current prices)."""

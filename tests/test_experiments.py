@@ -7,11 +7,14 @@ treatment's higher CTR as significant; promoting it makes its version active.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import socket
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +41,23 @@ from tests.processes import ApiProcess
 KEY = "experiments-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 USERS = 160
+PICKUP_S = 1.0  # every serving process applies an erasure to the versions it serves within this
+
+
+def served_versions(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, prefix: str, users: int
+) -> Iterator[tuple[ApiProcess, Path]]:
+    """An API on a graph with two trained versions, "<prefix>-a" active and "<prefix>-b" a
+    candidate, and the folder of the Amazon Beauty subset they hold."""
+    if not settings.embedded:
+        pytest.skip("runs its own API on the embedded graph")
+    tmp = tmp_path_factory.mktemp(prefix)
+    # trained last, "<prefix>-a" is the active one
+    versions = (f"{prefix}-b", f"{prefix}-a")
+    with served_subset(
+        settings, SHARED_DATA, tmp, users=users, prefix=prefix, key=KEY, versions=versions
+    ) as api:
+        yield api, tmp / "beauty"
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +65,7 @@ def two_versions(
     settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:
     """An API on a graph with two trained versions, "exp-a" active and "exp-b" a candidate."""
-    if not settings.embedded:
-        pytest.skip("runs its own API on the embedded graph")
-    tmp = tmp_path_factory.mktemp("experiments")
-    # trained last, "exp-a" is the active one
-    with served_subset(
-        settings, SHARED_DATA, tmp, users=60, prefix="exp", key=KEY, versions=("exp-b", "exp-a")
-    ) as api:
+    for api, _ in served_versions(settings, tmp_path_factory, "exp", users=60):
         yield api
 
 
@@ -193,6 +207,52 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
         requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30)
     missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
     assert missing.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def erasure_versions(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ApiProcess, Path]]:
+    """An API with "expe-a" active and "expe-b" a candidate, and the Amazon Beauty subset they hold."""
+    yield from served_versions(settings, tmp_path_factory, "expe", users=40)
+
+
+def ranked(page: dict[str, Any]) -> list[tuple[str, float]]:
+    """The page's ranked items with their scores (explored slots left out)."""
+    return [(i["item_id"], i["score"]) for i in page["items"] if "explore" not in i]
+
+
+@embedded_only
+def test_a_variant_serves_its_version_without_the_users_erased_after_it_was_loaded(
+    erasure_versions: tuple[ApiProcess, Path],
+) -> None:
+    # An erasure takes the user's share out of every version trained on them, so that a version
+    # served later serves without them: a variant's version too, in every process, within a second.
+    api, subset = erasure_versions
+    control, treatment = SPLIT["variants"]
+    split = {"name": "erasure", "variants": [control, {**treatment, "model_version": "expe-b"}]}
+    assert create(api, split).status_code == 200
+
+    def page(user: str) -> dict[str, Any]:
+        return requests.get(f"{api.url}/v1/users/{user}/recommendations", params={"k": 10}, timeout=30).json()
+
+    newcomer = next(u for u in (f"expe-new-{n}" for n in range(64)) if page(u)["variant"] == "treatment")
+    for _ in range(8):  # both workers load the variant's version before the erasure
+        assert page(newcomer)["model_version"] == "expe-b"
+    top = ranked(page(newcomer))[0][0]
+    with gzip.open(subset / "interactions.csv.gz", "rt", newline="") as handle:
+        buyers = sorted({r["user_id"] for r in csv.DictReader(handle) if r["item_id"] == top})
+    for user in buyers:
+        assert requests.delete(f"{api.url}/v1/users/{user}", headers=AUTH, timeout=60).status_code == 200
+    time.sleep(PICKUP_S)
+    as_variant = [ranked(page(newcomer)) for _ in range(8)]
+    # the same version, served as the active one, reads the erasures' adjustments
+    promoted = requests.post(f"{api.url}/v1/models/expe-b/promote", headers=AUTH, timeout=30)
+    assert promoted.status_code == 200, promoted.text
+    time.sleep(PICKUP_S)
+    as_active = ranked(page(newcomer))
+    assert all(ranked(page(newcomer)) == as_active for _ in range(4))
+    assert all(r == as_active for r in as_variant), (as_variant, as_active)
 
 
 TWO_ARMS = (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5))

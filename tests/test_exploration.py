@@ -466,6 +466,30 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         serving.close()
 
 
+def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop) -> None:
+    # An erasure lowers the version's popularity counts (the active model is served with them
+    # within a second, the facts unchanged): the arms' most popular items must follow.
+    exploration = Exploration(shop.settings)
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        arms = exploration.arms(model, serving.gateway)
+        popularity = model.artifacts.popularity
+        arm = next(a for a, rows in enumerate(arms.rows) if rows.size > 1 and popularity[rows[1]] > 0)
+        first = int(arms.rows[arm][0])
+        lowered = popularity.copy()
+        lowered[first] = 0  # every user of the arm's most popular item erased
+        erased = model.with_popularity(lowered)
+        assert erased.facts is model.facts
+        rows = exploration.arms(erased, serving.gateway).rows[arm]
+        assert int(rows[0]) != first
+        # a fold-in's copy (its counts extended, not changed) keeps them
+        folded = erased.with_items(["folded-in"], np.zeros((1, model.target.shape[1])), model.facts)
+        assert exploration.arms(folded, serving.gateway) is exploration.arms(erased, serving.gateway)
+    finally:
+        serving.close()
+
+
 def test_the_category_arms_follow_the_catalogue_at_once(shop: Shop) -> None:
     """Items the catalogue API moves to another category are offered by that category's arm on new
     users' first pages within a second, and no longer by their old categories' arms."""

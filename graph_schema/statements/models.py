@@ -217,6 +217,16 @@ ITEMS_WITHOUT_EMBEDDING = read(
     limit=1000,
 )
 
+# A version served besides the active one (an experiment's variant): when an erasure last adjusted it.
+VERSION_ADJUSTED_AT = read(
+    "model_version_adjusted_at",
+    """
+    MATCH (m:ModelVersion {id: $version})
+    RETURN m.adjusted_at AS adjusted_at
+    """,
+    version="v1700000000000",
+)
+
 POPULARITY_ADJUSTMENTS = read(
     "popularity_adjustments",
     """
