@@ -161,15 +161,23 @@ class PlanWithdrawn(RuntimeError):
     """An incremental update's plan is gone: an erasure withdrew it, or it expired."""
 
 
-def store_plan(app: Celery, update_id: str, plan: Mapping[str, Any]) -> str:
-    """Keep an update's plan in the result backend (for as long as results are); returns its key."""
+def store_plan(app: Celery, update_id: str, plan: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Keep an update's plan in the result backend (for as long as results are); returns its key
+    and the plan kept under it.
+
+    A plan already kept for ``update_id`` stays, and is the one returned: a
+    redelivered update (its worker lost after queuing the chord) must not replace the plan its
+    first chord's partitions may already have encoded their rows for, since the merge maps their
+    user vectors to the plan's seed users by position.
+    """
     key = f"{PLAN_KEY}{update_id}"
     client = app.backend.client
     pipe = client.pipeline(transaction=True)
-    pipe.set(key, json.dumps(plan), ex=int(app.backend.expires or 86_400))
+    pipe.set(key, json.dumps(plan), ex=int(app.backend.expires or 86_400), nx=True)
     pipe.sadd(PLANS, key)
-    pipe.execute()
-    return key
+    pipe.get(key)
+    kept = pipe.execute()[-1]
+    return key, json.loads(kept)
 
 
 def load_plan(app: Celery, key: str) -> dict[str, Any]:

@@ -45,7 +45,10 @@ from kgrec.job_queue import (
     PLAN_KEY,
     PLANS,
     PlanWithdrawn,
+    drop_plan,
     job_client,
+    load_plan,
+    store_plan,
 )
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
@@ -57,7 +60,14 @@ from kgrec.ties import tie_keys
 from kgrec_cli.stack import worker_argv
 from tests.processes import background, kgrec_cli
 from workers.training.config import TrainConfig
-from workers.training.incremental import merge, plan_update, run_incremental, run_partition
+from workers.training.incremental import (
+    PartitionRows,
+    UpdatePlan,
+    merge,
+    plan_update,
+    run_incremental,
+    run_partition,
+)
 from workers.training.job import run_training
 
 TOUCHED_USERS = 6
@@ -377,3 +387,46 @@ def test_an_update_with_only_new_users_on_new_items_publishes_nothing_and_a_fail
     # the failed update's purchases are taken by the next one, so that the module's other tests
     # (in any order) see only their own
     assert run_incremental(gateway, settings, "v-after-failure", partitions=2)["activated"] is True
+
+
+def test_a_redelivered_update_keeps_the_plan_its_first_partitions_were_given(shop: tuple) -> None:
+    """A worker lost after queuing the chord redelivers ``incremental_update`` (acks_late) while
+    the first chord's partitions run; its plan must not replace the one they encoded their rows for
+    (the merge maps each user vector to the plan's seed users by position)."""
+    env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    buy(gateway, settings, "redelivered", parent)
+    first = plan_update(gateway, partitions=2)
+    assert first is not None
+    client = job_client(Settings.from_env(env))
+    update_id = f"redelivered-{uuid.uuid4().hex[:8]}"
+    key, _kept = store_plan(client, update_id, first.to_json())
+    try:
+        encoded = run_partition(gateway, settings, first, 0).encode(first.seeds(0)[1])
+        # an event by a user who sorts before every touched one arrives before the redelivery plans
+        (user,) = gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id LIMIT 1", {})
+        events, errors = validate_batch(
+            [
+                {
+                    "event_id": f"{update_id}-late",
+                    "user_id": user["id"],
+                    "item_id": parent.item_ids[0],
+                    "type": "purchase",
+                    "ts": int(time.time() * 1000),
+                }
+            ],
+            max_skew_s=300,
+        )
+        assert errors == []
+        ingest(gateway, events, settings)
+        second = plan_update(gateway, partitions=2)
+        assert second is not None and second.seeds(0)[1] != first.seeds(0)[1]
+        again, kept_json = store_plan(client, update_id, second.to_json())  # the redelivery
+        kept = UpdatePlan.from_json(kept_json)
+        assert again == key and kept == first == UpdatePlan.from_json(load_plan(client, key))
+        expected = PartitionRows.decode(encoded, first.seeds(0)[1]).user_ids
+        assert PartitionRows.decode(encoded, kept.seeds(0)[1]).user_ids == expected
+    finally:
+        drop_plan(client, key)
+    # this test's purchases are taken here, so that the module's other tests see only their own
+    assert run_incremental(gateway, settings, "v-after-redelivery", partitions=2)["activated"] is True

@@ -112,7 +112,8 @@ def incremental_update(self: Task, partitions: int | None = None, since: int | N
     plan = plan_update(graph(), partitions or current.incremental_partitions, since)
     if plan is None:
         return {"version": None, "reason": "no active version, or nothing touched since it"}
-    key = job_queue.store_plan(current_app, self.request.id, plan.to_json())
+    key, kept = job_queue.store_plan(current_app, self.request.id, plan.to_json())
+    plan = UpdatePlan.from_json(kept)  # on a redelivery, the plan its first delivery's chord runs on
     merge_id = f"{self.request.id}-merge"
     if current_app.backend.get_task_meta(merge_id).get("task_id") is None:  # not on a redelivery
         job_queue.record_queued(current_app, merge_id)  # GET /v1/jobs/{id} knows it while the parts run
