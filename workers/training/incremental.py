@@ -56,7 +56,7 @@ import base64
 import io
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -86,7 +86,7 @@ from kgrec.recommender import ModelArtifacts
 from kgrec.signals import SIGNALS_BY_NAME
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
-from workers.training.job import KEEP_VERSIONS, collect_unused_versions
+from workers.training.job import KEEP_VERSIONS, Progress, collect_unused_versions
 from workers.training.kg_model import next_item_examples
 from workers.training.publish import already_published
 
@@ -658,22 +658,28 @@ def run_incremental(
     *,
     partitions: int | None = None,
     since: int | None = None,
-    on_partition: Callable[[int, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The whole update in this process, partitions one after another (``kgrec update --sync``)."""
+    """The whole update in this process, partitions one after another (``kgrec update --sync``).
+
+    ``progress(stage, fraction)`` is called as each stage starts (plan, each partition, publish).
+    """
+    report = progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
+    report("plan", 0.0)
     plan = plan_update(gateway, partitions or settings.incremental_partitions, since)
     if plan is None:
         return {"version": None, "reason": "no active version, or nothing touched since it"}
     planned = time.perf_counter() - started
     parts = []
     for part in range(plan.partitions):
-        began = time.perf_counter()
+        # the partitions are nearly all of an update's time (README, "Incremental updates")
+        report(f"partition {part + 1}/{plan.partitions}", 0.05 + 0.9 * part / plan.partitions)
         parts.append(run_partition(gateway, settings, plan, part))
-        if on_partition is not None:
-            on_partition(part, time.perf_counter() - began)
     partitions_s = time.perf_counter() - started - planned
+    report("publish", 0.95)
     summary = finish_update(gateway, settings, plan, parts, version)
+    report("done", 1.0)
     timings = {
         "plan_s": round(planned, 3),
         "partitions_s": round(partitions_s, 3),
