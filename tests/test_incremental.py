@@ -29,6 +29,8 @@ import pytest
 import redis
 from celery import Celery, chord
 
+from graph_schema.statements.incremental import ITEM_INTERACTION_COUNTS
+from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -63,6 +65,7 @@ from workers.training.config import TrainConfig
 from workers.training.incremental import (
     PartitionRows,
     UpdatePlan,
+    finish_update,
     merge,
     plan_update,
     run_incremental,
@@ -433,3 +436,27 @@ def test_a_redelivered_update_keeps_the_plan_its_first_partitions_were_given(sho
         drop_plan(client, key)
     # this test's purchases are taken here, so that the module's other tests see only their own
     assert run_incremental(gateway, settings, "v-after-redelivery", partitions=2)["activated"] is True
+
+
+def test_a_user_erased_while_an_update_runs_is_not_counted_by_its_child(shop: tuple) -> None:
+    _env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    touched_users, touched_items = buy(gateway, settings, "erased-meanwhile", parent)
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    # a user of a touched item, not touched itself (so no plan names it), erased before the merge
+    item = sorted(touched_items)[0]
+    (user,) = gateway.run_query(
+        "MATCH (u:User)-[:INTERACTED]->(:Item {id: $item}) "
+        "WHERE coalesce(u.flagged_bot, false) = false AND NOT u.id IN $touched "
+        "RETURN u.id AS id ORDER BY id LIMIT 1",
+        {"item": item, "touched": sorted(touched_users)},
+    )
+    gateway.write(ERASE_USER, {"user_id": user["id"], "now": int(time.time() * 1000)})
+    summary = finish_update(gateway, settings, plan, parts, "v-erased-meanwhile")
+    assert summary["activated"] is True
+    (count,) = gateway.read(ITEM_INTERACTION_COUNTS, {"ids": [item], "until": plan.data_until})
+    served = ActiveModel(gateway, settings.data_dir).get()
+    assert served is not None and served.artifacts.version == "v-erased-meanwhile"
+    assert served.artifacts.popularity[served.item_index[item]] == count["interactions"]

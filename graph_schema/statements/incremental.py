@@ -46,16 +46,19 @@ USERS_OF_ITEMS = read(
     ids=["B004756YJA"],
 )
 
-# Interactions per item (bots left out): the model's popularity count, as training counts it.
+# Interactions per item (bots left out): the model's popularity count, as training counts it. Only
+# those first seen by $until (the child's data_until): an erasure takes off a version's counts the
+# interactions it could have read by then (ERASE_USER), no others.
 ITEM_INTERACTION_COUNTS = read(
     "item_interaction_counts",
     """
     UNWIND $ids AS item_id
-    MATCH (:Item {id: item_id})<-[:INTERACTED]-(u:User)
-    WITH item_id, u WHERE coalesce(u.flagged_bot, false) = false
+    MATCH (:Item {id: item_id})<-[r:INTERACTED]-(u:User)
+    WITH item_id, r, u WHERE coalesce(u.flagged_bot, false) = false AND coalesce(r.first_ts, 0) <= $until
     RETURN item_id AS id, count(u) AS interactions
     """,
     ids=["B004756YJA"],
+    until=1700000000000,
 )
 
 CREATE_CHILD_VERSION = write(

@@ -150,7 +150,7 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
     if not touched:
         return None
     items = sorted({r["item_id"] for r in touched})
-    counts = {r["id"]: int(r["interactions"]) for r in gateway.read(ITEM_INTERACTION_COUNTS, {"ids": items})}
+    data_until = int(max(r["last_ts"] for r in touched))
     before = parameters.get("incremental") or {}
     root_interactions = int(
         before.get("root_interactions") or _json(parent["counts"]).get("interactions") or 1
@@ -160,10 +160,10 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
         parent=parent["id"],
         parent_artifact=parent["artifact"],
         since=int(since),
-        data_until=int(max(r["last_ts"] for r in touched)),
+        data_until=data_until,
         items=items,
         users=sorted({r["user_id"] for r in touched}),
-        item_interactions={i: counts.get(i, 0) for i in items},
+        item_interactions=item_interactions(gateway, items, data_until),
         new_interactions=len(touched),
         partitions=max(1, int(partitions)),
         parent_counts=parent["counts"] or "{}",
@@ -175,6 +175,13 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
             "drift": round(since_root / max(root_interactions, 1), 6),
         },
     )
+
+
+def item_interactions(gateway: GraphGateway, items: Sequence[str], until: int) -> dict[str, int]:
+    """The interaction counts of ``items`` now (bots left out), of interactions first seen by ``until``."""
+    rows = gateway.read(ITEM_INTERACTION_COUNTS, {"ids": list(items), "until": until})
+    counts = {r["id"]: int(r["interactions"]) for r in rows}
+    return {i: counts.get(i, 0) for i in items}
 
 
 # --- 2. pull and refresh one partition --------------------------------------------------------------
@@ -612,6 +619,9 @@ def finish_update(
         return nothing_to_train(plan)
     started = time.perf_counter()
     parent = load_parent(settings, plan)
+    # Counted again now, not at planning: a user erased while the partitions ran has no EMBEDDING
+    # edge on the child for the erasure to adjust it through, so the child must not count them.
+    plan = replace(plan, item_interactions=item_interactions(gateway, plan.items, plan.data_until))
     adjustments = {
         r["id"]: r["delta"] for r in gateway.read(POPULARITY_ADJUSTMENTS, {"version": plan.parent})
     }
