@@ -128,6 +128,23 @@ def record_queued(app: Celery, job_id: str) -> None:
     app.backend.store_result(job_id, None, states.PENDING)
 
 
+def merge_job_id(update_id: str) -> str:
+    """The task id of the merge (the chord's callback) of the incremental update ``update_id``."""
+    return f"{update_id}-merge"
+
+
+def scheduled_job_state(app: Celery, job_id: str) -> str:
+    """The Celery state of the job the schedule queued under ``job_id``. An incremental update's
+    task ends once it has queued its partitions and merge, so its state is the merge's from then
+    on: the update runs until the merge ends (a full training, or an update that queued no merge,
+    is its task's state)."""
+    state = app.backend.get_task_meta(job_id)["status"]
+    if state != states.SUCCESS:
+        return state
+    merge = app.backend.get_task_meta(merge_job_id(job_id))
+    return merge["status"] if merge.get("task_id") is not None else state
+
+
 def enqueue(client: Celery, task: str, **kwargs: Any) -> str:
     """Queue ``task`` with ``kwargs`` as a job :func:`job_status` knows at once; returns its id."""
     job_id = str(uuid.uuid4())
