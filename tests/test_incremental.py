@@ -72,6 +72,7 @@ from workers.training.incremental import (
     run_partition,
 )
 from workers.training.job import run_training
+from workers.training.publish import activate
 
 TOUCHED_USERS = 6
 
@@ -438,15 +439,8 @@ def test_a_redelivered_update_keeps_the_plan_its_first_partitions_were_given(sho
     assert run_incremental(gateway, settings, "v-after-redelivery", partitions=2)["activated"] is True
 
 
-def test_a_user_erased_while_an_update_runs_is_not_counted_by_its_child(shop: tuple) -> None:
-    _env, settings, gateway = shop
-    parent = artifacts(settings, gateway, active(gateway))
-    touched_users, touched_items = buy(gateway, settings, "erased-meanwhile", parent)
-    plan = plan_update(gateway, partitions=1)
-    assert plan is not None
-    parts = [run_partition(gateway, settings, plan, 0)]
-    # a user of a touched item, not touched itself (so no plan names it), erased before the merge
-    item = sorted(touched_items)[0]
+def erase_a_user_of(gateway: GraphGateway, item: str, touched_users: set[str]) -> None:
+    """Erase a user of ``item`` who is not touched (so no update's plan names them)."""
     (user,) = gateway.run_query(
         "MATCH (u:User)-[:INTERACTED]->(:Item {id: $item}) "
         "WHERE coalesce(u.flagged_bot, false) = false AND NOT u.id IN $touched "
@@ -454,9 +448,48 @@ def test_a_user_erased_while_an_update_runs_is_not_counted_by_its_child(shop: tu
         {"item": item, "touched": sorted(touched_users)},
     )
     gateway.write(ERASE_USER, {"user_id": user["id"], "now": int(time.time() * 1000)})
-    summary = finish_update(gateway, settings, plan, parts, "v-erased-meanwhile")
-    assert summary["activated"] is True
-    (count,) = gateway.read(ITEM_INTERACTION_COUNTS, {"ids": [item], "until": plan.data_until})
+
+
+def assert_serves_the_count(
+    gateway: GraphGateway, settings: Settings, version: str, item: str, until: int
+) -> None:
+    """``version`` is active and serves ``item``'s popularity as its users now count it."""
+    (count,) = gateway.read(ITEM_INTERACTION_COUNTS, {"ids": [item], "until": until})
     served = ActiveModel(gateway, settings.data_dir).get()
-    assert served is not None and served.artifacts.version == "v-erased-meanwhile"
+    assert served is not None and served.artifacts.version == version
     assert served.artifacts.popularity[served.item_index[item]] == count["interactions"]
+
+
+def test_a_user_erased_while_an_update_runs_is_not_counted_by_its_child(shop: tuple) -> None:
+    _env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    touched_users, touched_items = buy(gateway, settings, "erased-meanwhile", parent)
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    item = sorted(touched_items)[0]
+    erase_a_user_of(gateway, item, touched_users)  # after planning, before the merge
+    assert finish_update(gateway, settings, plan, parts, "v-erased-meanwhile")["activated"] is True
+    assert_serves_the_count(gateway, settings, "v-erased-meanwhile", item, plan.data_until)
+
+
+def test_a_rerun_merge_drops_the_adjustments_of_the_child_it_rewrites(shop: tuple) -> None:
+    """A merge killed after the child's EMBEDDING copy and run again: a user erased in between
+    adjusted the half-written child, and the rewritten child counts without them already."""
+    _env, settings, gateway = shop
+    other = active(gateway)
+    buy(gateway, settings, "before-rerun", artifacts(settings, gateway, other))
+    parent = run_incremental(gateway, settings, "v-before-rerun", partitions=1)["version"]
+    touched_users, touched_items = buy(gateway, settings, "rerun", artifacts(settings, gateway, parent))
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    # the first run: its child written, not switched to (the parent was not active then, as if it
+    # had been killed before the switch)
+    activate(gateway, other)
+    assert finish_update(gateway, settings, plan, parts, "v-rerun")["activated"] is False
+    item = sorted(touched_items)[0]
+    erase_a_user_of(gateway, item, touched_users)
+    activate(gateway, parent)
+    assert finish_update(gateway, settings, plan, parts, "v-rerun")["activated"] is True
+    assert_serves_the_count(gateway, settings, "v-rerun", item, plan.data_until)

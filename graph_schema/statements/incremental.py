@@ -61,15 +61,21 @@ ITEM_INTERACTION_COUNTS = read(
     until=1700000000000,
 )
 
+# A merge run again (killed before the switch) starts its child afresh, as CREATE_VERSION does:
+# `writing`, without the popularity adjustments erasures made to the first run's half-written
+# child, whose artifact it replaces (the new one is counted from reads made after them).
 CREATE_CHILD_VERSION = write(
     "create_child_version",
     """
     MATCH (p:ModelVersion {id: $parent})
     MERGE (m:ModelVersion {id: $id})
-    ON CREATE SET m.created_at = $now, m.status = 'writing', m.active = false
-    SET m.parent = p.id, m.data_until = $data_until, m.parameters = $parameters, m.counts = $counts,
-        m.metrics = $metrics, m.artifact = $artifact
-    RETURN m.id AS id
+    ON CREATE SET m.created_at = $now, m.active = false
+    SET m.status = 'writing', m.parent = p.id, m.data_until = $data_until, m.parameters = $parameters,
+        m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact
+    WITH m
+    OPTIONAL MATCH (m)-[a:POPULARITY_ADJUSTMENT]->(:Item)
+    DELETE a
+    RETURN DISTINCT m.id AS id
     """,
     artifact="job-2.npz",
     parameters='{"incremental": {"depth": 1}}',
