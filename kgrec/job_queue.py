@@ -128,6 +128,23 @@ def record_queued(app: Celery, job_id: str) -> None:
     app.backend.store_result(job_id, None, states.PENDING)
 
 
+def merge_job_id(update_id: str) -> str:
+    """The task id of the merge (the chord's callback) of the incremental update ``update_id``."""
+    return f"{update_id}-merge"
+
+
+def scheduled_job_state(app: Celery, job_id: str) -> str:
+    """The Celery state of the job the schedule queued under ``job_id``. An incremental update's
+    task ends once it has queued its partitions and merge, so its state is the merge's from then
+    on: the update runs until the merge ends (a full training, or an update that queued no merge,
+    is its task's state)."""
+    state = app.backend.get_task_meta(job_id)["status"]
+    if state != states.SUCCESS:
+        return state
+    merge = app.backend.get_task_meta(merge_job_id(job_id))
+    return merge["status"] if merge.get("task_id") is not None else state
+
+
 def enqueue(client: Celery, task: str, **kwargs: Any) -> str:
     """Queue ``task`` with ``kwargs`` as a job :func:`job_status` knows at once; returns its id."""
     job_id = str(uuid.uuid4())
@@ -161,15 +178,23 @@ class PlanWithdrawn(RuntimeError):
     """An incremental update's plan is gone: an erasure withdrew it, or it expired."""
 
 
-def store_plan(app: Celery, update_id: str, plan: Mapping[str, Any]) -> str:
-    """Keep an update's plan in the result backend (for as long as results are); returns its key."""
+def store_plan(app: Celery, update_id: str, plan: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Keep an update's plan in the result backend (for as long as results are); returns its key
+    and the plan kept under it.
+
+    A plan already kept for ``update_id`` stays, and is the one returned: a
+    redelivered update (its worker lost after queuing the chord) must not replace the plan its
+    first chord's partitions may already have encoded their rows for, since the merge maps their
+    user vectors to the plan's seed users by position.
+    """
     key = f"{PLAN_KEY}{update_id}"
     client = app.backend.client
     pipe = client.pipeline(transaction=True)
-    pipe.set(key, json.dumps(plan), ex=int(app.backend.expires or 86_400))
+    pipe.set(key, json.dumps(plan), ex=int(app.backend.expires or 86_400), nx=True)
     pipe.sadd(PLANS, key)
-    pipe.execute()
-    return key
+    pipe.get(key)
+    kept = pipe.execute()[-1]
+    return key, json.loads(kept)
 
 
 def load_plan(app: Celery, key: str) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -484,23 +485,13 @@ def train_command(
         from workers.training.config import TrainConfig, for_variant
         from workers.training.job import start_training
 
-        with (
-            graph_session(settings, apply_migrations=True) as gateway,
-            Progress(
-                TextColumn("{task.fields[stage]:<12}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>5.1f}%"),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress,
-        ):
-            task = progress.add_task("train", total=1.0, stage="starting")
+        with graph_session(settings, apply_migrations=True) as gateway, _stages() as progress:
             summary = start_training(
                 gateway,
                 settings,
                 for_variant(TrainConfig(epochs=epochs, seed=seed), variant),
                 device=device,
-                progress=lambda stage, fraction: progress.update(task, completed=fraction, stage=stage),
+                progress=progress,
                 gate=gate,
             )
         click.echo(json.dumps(summary, default=str))
@@ -511,6 +502,20 @@ def train_command(
         click.echo(f"training job {job_id} enqueued; follow it at GET /v1/jobs/{job_id}")
         if wait:
             click.echo(json.dumps(_outcome(client, job_id), default=str))
+
+
+@contextlib.contextmanager
+def _stages() -> Iterator[Callable[[str, float], None]]:
+    """A progress bar of named stages on stderr; yields ``progress(stage, fraction)`` to move it."""
+    with Progress(
+        TextColumn("{task.fields[stage]:<16}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("stages", total=1.0, stage="starting")
+        yield lambda stage, fraction: bar.update(task, completed=fraction, stage=stage)
 
 
 def _outcome(client: Any, job_id: str) -> Any:
@@ -545,9 +550,15 @@ def update_command(
 
         with graph_session(settings, apply_migrations=True) as gateway:
             try:
-                summary = run_incremental(
-                    gateway, settings, version_name(), partitions=partitions, since=since
-                )
+                with _stages() as progress:
+                    summary = run_incremental(
+                        gateway,
+                        settings,
+                        version_name(),
+                        partitions=partitions,
+                        since=since,
+                        progress=progress,
+                    )
             except EXPECTED_ERRORS:
                 raise
             except Exception as exc:  # one line, as --wait gives for a failed job

@@ -232,7 +232,7 @@ def test_incremental_plans_live_in_a_key_an_erasure_withdraws(
 ) -> None:
     client = job_queue.job_client(settings)
     update = uuid.uuid4().hex
-    key = job_queue.store_plan(client, update, {"users": ["plan-a", "plan-b"], "items": []})
+    key, _plan = job_queue.store_plan(client, update, {"users": ["plan-a", "plan-b"], "items": []})
     try:
         assert job_queue.load_plan(client, key)["users"] == ["plan-a", "plan-b"]
         assert job_queue.withdraw_plans(client, "plan-c") == 0

@@ -29,6 +29,8 @@ import pytest
 import redis
 from celery import Celery, chord
 
+from graph_schema.statements.incremental import ITEM_INTERACTION_COUNTS
+from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -45,7 +47,10 @@ from kgrec.job_queue import (
     PLAN_KEY,
     PLANS,
     PlanWithdrawn,
+    drop_plan,
     job_client,
+    load_plan,
+    store_plan,
 )
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
@@ -57,8 +62,17 @@ from kgrec.ties import tie_keys
 from kgrec_cli.stack import worker_argv
 from tests.processes import background, kgrec_cli
 from workers.training.config import TrainConfig
-from workers.training.incremental import merge, plan_update, run_incremental, run_partition
+from workers.training.incremental import (
+    PartitionRows,
+    UpdatePlan,
+    finish_update,
+    merge,
+    plan_update,
+    run_incremental,
+    run_partition,
+)
 from workers.training.job import run_training
+from workers.training.publish import activate
 
 TOUCHED_USERS = 6
 
@@ -324,6 +338,9 @@ def test_kgrec_update_sync_publishes_a_child_or_says_nothing_changed(shop: tuple
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["activated"] is True and summary["parent"] == parent
     assert active(gateway) == summary["version"]
+    # its stages show as a progress bar on stderr (on a terminal as they run; elsewhere the last)
+    (bar,) = done.stderr.strip().splitlines()
+    assert bar.startswith("done") and "100.0%" in bar, done.stderr
 
 
 def test_an_update_with_only_new_users_on_new_items_publishes_nothing_and_a_failure_is_one_line(
@@ -370,10 +387,109 @@ def test_an_update_with_only_new_users_on_new_items_publishes_nothing_and_a_fail
         failed = kgrec_cli("update", "--sync", env=env)
     finally:
         path.write_bytes(kept)
-    assert failed.returncode == 1
-    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
-    assert failed.stderr.startswith("kgrec: error: "), failed.stderr
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("kgrec: error: ")]
+    assert len(errors) == 1 and failed.stderr.rstrip().endswith(errors[0]), failed.stderr
     assert active(gateway) == "v-mixed"
     # the failed update's purchases are taken by the next one, so that the module's other tests
     # (in any order) see only their own
     assert run_incremental(gateway, settings, "v-after-failure", partitions=2)["activated"] is True
+
+
+def test_a_redelivered_update_keeps_the_plan_its_first_partitions_were_given(shop: tuple) -> None:
+    """A worker lost after queuing the chord redelivers ``incremental_update`` (acks_late) while
+    the first chord's partitions run; its plan must not replace the one they encoded their rows for
+    (the merge maps each user vector to the plan's seed users by position)."""
+    env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    buy(gateway, settings, "redelivered", parent)
+    first = plan_update(gateway, partitions=2)
+    assert first is not None
+    client = job_client(Settings.from_env(env))
+    update_id = f"redelivered-{uuid.uuid4().hex[:8]}"
+    key, _kept = store_plan(client, update_id, first.to_json())
+    try:
+        encoded = run_partition(gateway, settings, first, 0).encode(first.seeds(0)[1])
+        # an event by a user who sorts before every touched one arrives before the redelivery plans
+        (user,) = gateway.run_query("MATCH (u:User) RETURN u.id AS id ORDER BY id LIMIT 1", {})
+        events, errors = validate_batch(
+            [
+                {
+                    "event_id": f"{update_id}-late",
+                    "user_id": user["id"],
+                    "item_id": parent.item_ids[0],
+                    "type": "purchase",
+                    "ts": int(time.time() * 1000),
+                }
+            ],
+            max_skew_s=300,
+        )
+        assert errors == []
+        ingest(gateway, events, settings)
+        second = plan_update(gateway, partitions=2)
+        assert second is not None and second.seeds(0)[1] != first.seeds(0)[1]
+        again, kept_json = store_plan(client, update_id, second.to_json())  # the redelivery
+        kept = UpdatePlan.from_json(kept_json)
+        assert again == key and kept == first == UpdatePlan.from_json(load_plan(client, key))
+        expected = PartitionRows.decode(encoded, first.seeds(0)[1]).user_ids
+        assert PartitionRows.decode(encoded, kept.seeds(0)[1]).user_ids == expected
+    finally:
+        drop_plan(client, key)
+    # this test's purchases are taken here, so that the module's other tests see only their own
+    assert run_incremental(gateway, settings, "v-after-redelivery", partitions=2)["activated"] is True
+
+
+def erase_a_user_of(gateway: GraphGateway, item: str, touched_users: set[str]) -> None:
+    """Erase a user of ``item`` who is not touched (so no update's plan names them)."""
+    (user,) = gateway.run_query(
+        "MATCH (u:User)-[:INTERACTED]->(:Item {id: $item}) "
+        "WHERE coalesce(u.flagged_bot, false) = false AND NOT u.id IN $touched "
+        "RETURN u.id AS id ORDER BY id LIMIT 1",
+        {"item": item, "touched": sorted(touched_users)},
+    )
+    gateway.write(ERASE_USER, {"user_id": user["id"], "now": int(time.time() * 1000)})
+
+
+def assert_serves_the_count(
+    gateway: GraphGateway, settings: Settings, version: str, item: str, until: int
+) -> None:
+    """``version`` is active and serves ``item``'s popularity as its users now count it."""
+    (count,) = gateway.read(ITEM_INTERACTION_COUNTS, {"ids": [item], "until": until})
+    served = ActiveModel(gateway, settings.data_dir).get()
+    assert served is not None and served.artifacts.version == version
+    assert served.artifacts.popularity[served.item_index[item]] == count["interactions"]
+
+
+def test_a_user_erased_while_an_update_runs_is_not_counted_by_its_child(shop: tuple) -> None:
+    _env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    touched_users, touched_items = buy(gateway, settings, "erased-meanwhile", parent)
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    item = sorted(touched_items)[0]
+    erase_a_user_of(gateway, item, touched_users)  # after planning, before the merge
+    assert finish_update(gateway, settings, plan, parts, "v-erased-meanwhile")["activated"] is True
+    assert_serves_the_count(gateway, settings, "v-erased-meanwhile", item, plan.data_until)
+
+
+def test_a_rerun_merge_drops_the_adjustments_of_the_child_it_rewrites(shop: tuple) -> None:
+    """A merge killed after the child's EMBEDDING copy and run again: a user erased in between
+    adjusted the half-written child, and the rewritten child counts without them already."""
+    _env, settings, gateway = shop
+    other = active(gateway)
+    buy(gateway, settings, "before-rerun", artifacts(settings, gateway, other))
+    parent = run_incremental(gateway, settings, "v-before-rerun", partitions=1)["version"]
+    touched_users, touched_items = buy(gateway, settings, "rerun", artifacts(settings, gateway, parent))
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    # the first run: its child written, not switched to (the parent was not active then, as if it
+    # had been killed before the switch)
+    activate(gateway, other)
+    assert finish_update(gateway, settings, plan, parts, "v-rerun")["activated"] is False
+    item = sorted(touched_items)[0]
+    erase_a_user_of(gateway, item, touched_users)
+    activate(gateway, parent)
+    assert finish_update(gateway, settings, plan, parts, "v-rerun")["activated"] is True
+    assert_serves_the_count(gateway, settings, "v-rerun", item, plan.data_until)

@@ -10,16 +10,20 @@ gate's decision on it, and the schedule records the job.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
+from celery import states
+
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
-from kgrec.job_queue import RETRAIN_IF_DUE
+from kgrec.job_queue import RETRAIN_IF_DUE, job_client, merge_job_id, record_queued, scheduled_job_state
 from kgrec.retrain_schedule import STALE_AFTER_MS, RetrainState, check_and_claim, due_reason
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
@@ -162,3 +166,25 @@ def test_beat_and_worker_retrain_after_n_events(
     assert found[0]["reason"].startswith("only ")
     active = gateway.run_query("MATCH (m:ModelVersion {active: true}) RETURN m.id AS id", {})
     assert active == [{"id": "v-first"}]
+
+
+def test_a_scheduled_incremental_update_runs_until_its_merge_ends(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    """The update task ends once it has queued its chord; the update, and so the schedule's job,
+    only when the merge does: before, beat could queue another update of the same parent while
+    the first one's partitions ran (two children, one of them never switched to)."""
+    client = job_client(settings)
+    update, training = f"retrain-{uuid.uuid4()}", f"retrain-{uuid.uuid4()}"
+    merge = merge_job_id(update)
+    client.backend.store_result(update, {"version": f"job-{update}", "merge_job": merge}, states.SUCCESS)
+    record_queued(client, merge)
+    assert scheduled_job_state(client, update) == states.PENDING
+    client.backend.store_result(merge, None, "STARTED")
+    assert scheduled_job_state(client, update) == "STARTED"
+    client.backend.store_result(merge, {"version": f"job-{update}"}, states.SUCCESS)
+    assert scheduled_job_state(client, update) == states.SUCCESS
+    # a full training, or an update that found nothing to do, has no merge
+    client.backend.store_result(training, {"version": f"job-{training}"}, states.SUCCESS)
+    assert scheduled_job_state(client, training) == states.SUCCESS
+    assert scheduled_job_state(client, f"retrain-{uuid.uuid4()}") == states.PENDING

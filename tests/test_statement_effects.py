@@ -1337,6 +1337,22 @@ def _create_child_version(gw: GraphGateway, st: Statement) -> None:
     )
     assert child["artifact"] == st.params["artifact"] and child["parameters"] == st.params["parameters"]
     assert node(gw, "ModelVersion", st.params["parent"])["active"] is True  # type: ignore[index]
+    # written again (its merge run again): `writing` afresh, its own adjustments gone, not the parent's
+    query(
+        gw,
+        "MATCH (m:ModelVersion {id: $c}), (p:ModelVersion {id: $p}) SET m.status = 'ready' "
+        "CREATE (m)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(:Item {id: 'adjusted'}), "
+        "       (p)-[:POPULARITY_ADJUSTMENT {delta: -2}]->(:Item {id: 'adjusted-parent'})",
+        c=st.params["id"],
+        p=st.params["parent"],
+    )
+    assert gw.write(st, {**st.params, "now": NOW + 1}).rows == [{"id": st.params["id"]}]
+    child = node(gw, "ModelVersion", st.params["id"])
+    assert child is not None and (child["status"], child["created_at"]) == ("writing", NOW)
+    deltas = query(
+        gw, "MATCH (m:ModelVersion)-[a:POPULARITY_ADJUSTMENT]->() RETURN m.id AS id, a.delta AS delta"
+    )
+    assert deltas == [{"id": st.params["parent"], "delta": -2}]
     # no such parent: nothing is created
     assert gw.write(st, {**st.params, "id": "orphan", "parent": "gone"}).rows == []
     assert node(gw, "ModelVersion", "orphan") is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, chord, current_app, shared_task
-from celery.result import AsyncResult
 
 from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec import job_queue
@@ -95,7 +94,7 @@ def retrain_if_due() -> dict[str, object]:
             train.apply_async(kwargs={"gate": True}, task_id=job_id)
 
     return check_and_claim(
-        graph(), settings(), lambda job_id: AsyncResult(job_id, app=current_app).state, enqueue
+        graph(), settings(), lambda job_id: job_queue.scheduled_job_state(current_app, job_id), enqueue
     )
 
 
@@ -112,8 +111,9 @@ def incremental_update(self: Task, partitions: int | None = None, since: int | N
     plan = plan_update(graph(), partitions or current.incremental_partitions, since)
     if plan is None:
         return {"version": None, "reason": "no active version, or nothing touched since it"}
-    key = job_queue.store_plan(current_app, self.request.id, plan.to_json())
-    merge_id = f"{self.request.id}-merge"
+    key, kept = job_queue.store_plan(current_app, self.request.id, plan.to_json())
+    plan = UpdatePlan.from_json(kept)  # on a redelivery, the plan its first delivery's chord runs on
+    merge_id = job_queue.merge_job_id(self.request.id)
     if current_app.backend.get_task_meta(merge_id).get("task_id") is None:  # not on a redelivery
         job_queue.record_queued(current_app, merge_id)  # GET /v1/jobs/{id} knows it while the parts run
     header = [incremental_partition.s(key, part) for part in range(plan.partitions)]

@@ -46,27 +46,36 @@ USERS_OF_ITEMS = read(
     ids=["B004756YJA"],
 )
 
-# Interactions per item (bots left out): the model's popularity count, as training counts it.
+# Interactions per item (bots left out): the model's popularity count, as training counts it. Only
+# those first seen by $until (the child's data_until): an erasure takes off a version's counts the
+# interactions it could have read by then (ERASE_USER), no others.
 ITEM_INTERACTION_COUNTS = read(
     "item_interaction_counts",
     """
     UNWIND $ids AS item_id
-    MATCH (:Item {id: item_id})<-[:INTERACTED]-(u:User)
-    WITH item_id, u WHERE coalesce(u.flagged_bot, false) = false
+    MATCH (:Item {id: item_id})<-[r:INTERACTED]-(u:User)
+    WITH item_id, r, u WHERE coalesce(u.flagged_bot, false) = false AND coalesce(r.first_ts, 0) <= $until
     RETURN item_id AS id, count(u) AS interactions
     """,
     ids=["B004756YJA"],
+    until=1700000000000,
 )
 
+# A merge run again (killed before the switch) starts its child afresh, as CREATE_VERSION does:
+# `writing`, without the popularity adjustments erasures made to the first run's half-written
+# child, whose artifact it replaces (the new one is counted from reads made after them).
 CREATE_CHILD_VERSION = write(
     "create_child_version",
     """
     MATCH (p:ModelVersion {id: $parent})
     MERGE (m:ModelVersion {id: $id})
-    ON CREATE SET m.created_at = $now, m.status = 'writing', m.active = false
-    SET m.parent = p.id, m.data_until = $data_until, m.parameters = $parameters, m.counts = $counts,
-        m.metrics = $metrics, m.artifact = $artifact
-    RETURN m.id AS id
+    ON CREATE SET m.created_at = $now, m.active = false
+    SET m.status = 'writing', m.parent = p.id, m.data_until = $data_until, m.parameters = $parameters,
+        m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact
+    WITH m
+    OPTIONAL MATCH (m)-[a:POPULARITY_ADJUSTMENT]->(:Item)
+    DELETE a
+    RETURN DISTINCT m.id AS id
     """,
     artifact="job-2.npz",
     parameters='{"incremental": {"depth": 1}}',

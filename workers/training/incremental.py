@@ -56,7 +56,7 @@ import base64
 import io
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -86,7 +86,7 @@ from kgrec.recommender import ModelArtifacts
 from kgrec.signals import SIGNALS_BY_NAME
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
-from workers.training.job import KEEP_VERSIONS, collect_unused_versions
+from workers.training.job import KEEP_VERSIONS, Progress, collect_unused_versions
 from workers.training.kg_model import next_item_examples
 from workers.training.publish import already_published
 
@@ -150,7 +150,7 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
     if not touched:
         return None
     items = sorted({r["item_id"] for r in touched})
-    counts = {r["id"]: int(r["interactions"]) for r in gateway.read(ITEM_INTERACTION_COUNTS, {"ids": items})}
+    data_until = int(max(r["last_ts"] for r in touched))
     before = parameters.get("incremental") or {}
     root_interactions = int(
         before.get("root_interactions") or _json(parent["counts"]).get("interactions") or 1
@@ -160,10 +160,10 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
         parent=parent["id"],
         parent_artifact=parent["artifact"],
         since=int(since),
-        data_until=int(max(r["last_ts"] for r in touched)),
+        data_until=data_until,
         items=items,
         users=sorted({r["user_id"] for r in touched}),
-        item_interactions={i: counts.get(i, 0) for i in items},
+        item_interactions=item_interactions(gateway, items, data_until),
         new_interactions=len(touched),
         partitions=max(1, int(partitions)),
         parent_counts=parent["counts"] or "{}",
@@ -175,6 +175,13 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
             "drift": round(since_root / max(root_interactions, 1), 6),
         },
     )
+
+
+def item_interactions(gateway: GraphGateway, items: Sequence[str], until: int) -> dict[str, int]:
+    """The interaction counts of ``items`` now (bots left out), of interactions first seen by ``until``."""
+    rows = gateway.read(ITEM_INTERACTION_COUNTS, {"ids": list(items), "until": until})
+    counts = {r["id"]: int(r["interactions"]) for r in rows}
+    return {i: counts.get(i, 0) for i in items}
 
 
 # --- 2. pull and refresh one partition --------------------------------------------------------------
@@ -612,6 +619,9 @@ def finish_update(
         return nothing_to_train(plan)
     started = time.perf_counter()
     parent = load_parent(settings, plan)
+    # Counted again now, not at planning: a user erased while the partitions ran has no EMBEDDING
+    # edge on the child for the erasure to adjust it through, so the child must not count them.
+    plan = replace(plan, item_interactions=item_interactions(gateway, plan.items, plan.data_until))
     adjustments = {
         r["id"]: r["delta"] for r in gateway.read(POPULARITY_ADJUSTMENTS, {"version": plan.parent})
     }
@@ -658,22 +668,28 @@ def run_incremental(
     *,
     partitions: int | None = None,
     since: int | None = None,
-    on_partition: Callable[[int, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The whole update in this process, partitions one after another (``kgrec update --sync``)."""
+    """The whole update in this process, partitions one after another (``kgrec update --sync``).
+
+    ``progress(stage, fraction)`` is called as each stage starts (plan, each partition, publish).
+    """
+    report = progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
+    report("plan", 0.0)
     plan = plan_update(gateway, partitions or settings.incremental_partitions, since)
     if plan is None:
         return {"version": None, "reason": "no active version, or nothing touched since it"}
     planned = time.perf_counter() - started
     parts = []
     for part in range(plan.partitions):
-        began = time.perf_counter()
+        # the partitions are nearly all of an update's time (README, "Incremental updates")
+        report(f"partition {part + 1}/{plan.partitions}", 0.05 + 0.9 * part / plan.partitions)
         parts.append(run_partition(gateway, settings, plan, part))
-        if on_partition is not None:
-            on_partition(part, time.perf_counter() - began)
     partitions_s = time.perf_counter() - started - planned
+    report("publish", 0.95)
     summary = finish_update(gateway, settings, plan, parts, version)
+    report("done", 1.0)
     timings = {
         "plan_s": round(planned, 3),
         "partitions_s": round(partitions_s, 3),
