@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from graph_schema.allow_list import Label
+from graph_schema.statements.catalogue import CATALOGUE, CATALOGUE_CHANGES, CATALOGUE_REVISION
+from graph_schema.statements.models import CREATE_VERSION, WRITE_EMBEDDINGS
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.gateway import GraphGateway
@@ -31,17 +34,26 @@ from kgrec.importer import PreparedImport, load, prepare
 from kgrec.runtime import graph_session
 
 EMBEDDING_BATCH = 5_000
+BENCH_VERSION = "bench"
 
 
 def give_embeddings(gateway: GraphGateway, item_ids: list[str]) -> None:
     """Every item known to a model version, as a training's write-back leaves the graph."""
-    gateway.run_query("MERGE (:ModelVersion {id: 'bench'})", {})
+    gateway.write(
+        CREATE_VERSION,
+        {
+            "id": BENCH_VERSION,
+            "now": 0,
+            "data_until": 0,
+            "parameters": "{}",
+            "counts": "{}",
+            "metrics": "{}",
+            "artifact": "",
+        },
+    )
     for start in range(0, len(item_ids), EMBEDDING_BATCH):
-        gateway.run_query(
-            "MATCH (m:ModelVersion {id: 'bench'}) UNWIND $ids AS id MATCH (i:Item {id: id}) "
-            "MERGE (m)-[e:EMBEDDING]->(i) SET e.vector = [0.0]",
-            {"ids": item_ids[start : start + EMBEDDING_BATCH]},
-        )
+        rows = [{"id": item_id, "vector": [0.0]} for item_id in item_ids[start : start + EMBEDDING_BATCH]]
+        gateway.write(WRITE_EMBEDDINGS[Label.ITEM], {"version": BENCH_VERSION, "rows": rows})
 
 
 def changed(prepared: PreparedImport, share: float) -> PreparedImport:
@@ -90,9 +102,10 @@ def timed_load(gateway: GraphGateway, prepared: PreparedImport, now: int) -> tup
 
 
 def catalogue_state(gateway: GraphGateway) -> dict[str, int]:
-    rows = gateway.run_query("MATCH (r:Revision {id: 'catalogue'}) RETURN r.revision AS v", {})
-    stamped = gateway.run_query("MATCH (i:Item) WHERE i.revision IS NOT NULL RETURN count(i) AS n", {})
-    return {"revision": int(rows[0]["v"]) if rows else 0, "stamped_items": int(stamped[0]["n"])}
+    """The catalogue revision, and how many items carry one (every item changed since revision 0)."""
+    rows = gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
+    stamped = gateway.read(CATALOGUE_CHANGES, {"since": 0})
+    return {"revision": int(rows[0]["revision"]) if rows else 0, "stamped_items": len(stamped)}
 
 
 def run(dataset_name: str, datasets_dir: Path, share: float) -> dict[str, Any]:
