@@ -74,6 +74,8 @@ class ErasedImpressions(NamedTuple):
 
     impressions: int  # kept impressions of the user
     journal_lines: int  # their lines blanked in this host's journals
+    # whether the stream was rebuilt without deleted bytes; None when none was owed
+    compacted: bool | None = None
 
 
 class ImpressionsUnavailable(GraphUnavailable):
@@ -312,6 +314,7 @@ class ImpressionStore:
         self.stream = f"{self.prefix}:impressions"
         self.erasures = f"{self.prefix}:erased"  # user hash -> erasure time (ms), kept for retention
         self.copies = f"{self.stream}:copies"  # the copies of the stream being made (compact)
+        self.compaction_owed = f"{self.stream}:compaction-owed"  # set by a deletion, unset by a rebuild
         self.journal = Journal(settings.data_dir / JOURNAL_DIR / namespace, self._ship, self._erasures_since)
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
@@ -567,10 +570,15 @@ return {last, mine, anonymous}
     # entries shipped meanwhile come after the last one copied; the oldest trimmed meanwhile are
     # trimmed from the copy at the end.
 
-    # KEYS: stream, copies. ARGV: entry ids. Deletes them from the stream and from every copy in
-    # progress (forgetting copies that are gone); returns how many the stream had.
+    # KEYS: stream, copies, compaction owed. ARGV: entry ids. Deletes them from the stream and from
+    # every copy in progress (forgetting copies that are gone), and marks a rebuild owed until one
+    # is done (an erasure cut off before its rebuild leaves the mark to the next); returns how many
+    # the stream had.
     _DELETE = """
 local deleted = redis.call('XDEL', KEYS[1], unpack(ARGV))
+if deleted > 0 then
+  redis.call('SET', KEYS[3], '1')
+end
 for _, copy in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('EXISTS', copy) == 1 then
     redis.call('XDEL', copy, unpack(ARGV))
@@ -600,10 +608,11 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {rows[#rows][1], #rows}
 """
 
-    # KEYS: stream, copy, copies. ARGV: start id of what is left to copy. Copies the rest, trims
-    # from the copy what the stream's trimming took off since, and puts the copy in the stream's
-    # place with the stream's ids (last, deleted, count added). Returns 1, or 0 when the copy
-    # expired or does not hold exactly the stream's entries (it is dropped: copy again).
+    # KEYS: stream, copy, copies, compaction owed. ARGV: start id of what is left to copy. Copies
+    # the rest, trims from the copy what the stream's trimming took off since, and puts the copy in
+    # the stream's place with the stream's ids (last, deleted, count added); no rebuild is owed
+    # then (every deletion so far reached the copy). Returns 1, or 0 when the copy expired or does
+    # not hold exactly the stream's entries (it is dropped: copy again).
     _SWAP = """
 redis.call('SREM', KEYS[3], KEYS[2])
 if ARGV[1] ~= '-' and redis.call('EXISTS', KEYS[2]) == 0 then
@@ -611,7 +620,7 @@ if ARGV[1] ~= '-' and redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if #first == 0 then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[4])
   return 1
 end
 for _, row in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
@@ -630,6 +639,7 @@ redis.call('XSETID', KEYS[2], meta['last-generated-id'], 'ENTRIESADDED', meta['e
   'MAXDELETEDID', meta['max-deleted-entry-id'])
 redis.call('RENAME', KEYS[2], KEYS[1])
 redis.call('PERSIST', KEYS[1])
+redis.call('DEL', KEYS[4])
 return 1
 """
 
@@ -673,9 +683,10 @@ return 1
                 break
             start = f"({_text(last)}"
         self.run(lambda client: client.delete(self.user_key(user_id)))
-        if erased:
-            self.compact(chunk)
-        return ErasedImpressions(erased, self.journal.scrub({mark: now_ms}))
+        compacted = None
+        if erased or self.run(lambda client: client.exists(self.compaction_owed)):
+            compacted = self.compact(chunk)
+        return ErasedImpressions(erased, self.journal.scrub({mark: now_ms}), compacted)
 
     def compact(self, chunk: int = 500) -> bool:
         """Rebuild the stream without the bytes of its deleted entries (which ``XDEL`` leaves in
@@ -684,8 +695,8 @@ return 1
         Copies the stream in server-side scans of ``chunk`` entries (one short Lua call each), so
         it costs a scan of the stream and a copy of what it keeps, and memory for the copy while
         it is made. A copy spoiled meanwhile (it expired, or did not match) is made again, up to
-        :data:`COPY_ATTEMPTS` copies; False when none matched (the next compaction takes the
-        deleted bytes out).
+        :data:`COPY_ATTEMPTS` copies; False when none matched: the rebuild stays owed
+        (``compaction_owed``), and the next erasure makes it, whether or not it deletes anything.
         """
         for _attempt in range(COPY_ATTEMPTS):
             if self._copy_and_swap(chunk):
@@ -698,7 +709,7 @@ return 1
         the copy was spoiled."""
         client = self.client()
         copy, swap = client.register_script(self._COPY), client.register_script(self._SWAP)
-        keys = [self.stream, f"{self.stream}:copy:{uuid.uuid4().hex}", self.copies]
+        keys = [self.stream, f"{self.stream}:copy:{uuid.uuid4().hex}", self.copies, self.compaction_owed]
         start, copied = "-", chunk
         while copied >= chunk:  # a short scan: the rest is copied with the swap
             args = [start, chunk, COPY_TTL_MS]
@@ -727,7 +738,7 @@ return 1
                 read.hkeys(self.attributed_key(entry_id))
             events = [_text(e) for names in read.execute() for e in names if not _text(e).startswith(FLAG)]
             write = client.pipeline(transaction=True)
-            delete(keys=[self.stream, self.copies], args=entry_ids, client=write)
+            delete(keys=[self.stream, self.copies, self.compaction_owed], args=entry_ids, client=write)
             write.delete(*(self.attributed_key(e) for e in entry_ids), *(self.claim_key(e) for e in events))
             return int(write.execute()[0])
 

@@ -24,7 +24,7 @@ from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.rules import USER_INTEREST_IDS
 from graph_schema.statements.serving import ITEM_EXISTS, USER_HISTORY, USER_INTERESTS
-from kgrec import catalogue, model_versions, rules
+from kgrec import catalogue, erasure, model_versions, rules
 from kgrec.config import Settings
 from kgrec.decay import decayed
 from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
@@ -665,11 +665,15 @@ class Serving:
         erased = impressions.erase_user(user_id, now) if impressions is not None else ErasedImpressions(0, 0)
         summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "now": now})
         if not summary.rows and not erased.impressions:
+            if impressions is not None and erased.compacted:  # a rebuild an earlier erasure owed
+                impressions.rewrite_log()
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
         plans = withdraw_plans(job_client(self.settings), user_id) if self._has_job_queue() else 0
         logs = {"graph": self.gateway.rewrite_log()}
         if impressions is not None:
             logs["impressions"] = impressions.rewrite_log()
+            if erased.compacted is False:  # the stream, so the rewrite too, still holds deleted bytes
+                logs["impressions"] = erasure.FAILED
         row = summary.rows[0] if summary.rows else {}
         return {
             "user_id": user_id,

@@ -151,6 +151,32 @@ def test_an_erasure_leaves_no_bytes_of_the_user_in_the_impression_stream(
     store.close()
 
 
+def test_a_rebuild_an_erasure_did_not_make_is_made_by_the_next_one(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    """An erasure cut off between deleting a user's impressions and rebuilding the stream (the
+    impressions server restarting: a 503) left their bytes for good: its repeat deleted nothing,
+    so it rebuilt nothing. The deletion marks a rebuild owed, and the next erasure makes it."""
+    store = ImpressionStore(settings.with_overrides(graph_name=f"owed_{uuid.uuid4().hex[:8]}"))
+    user = f"cut-off-{uuid.uuid4().hex[:8]}"
+    now = int(time.time() * 1000)
+    for _ in range(20):
+        for who in ("before", user, "after"):
+            show(store, who, now)
+    store.settle()
+    client = store.client()
+    mine = [e.decode() for e, f in client.xrange(store.stream) if f[b"u"] == user.encode()]
+    with uncompressed(graph_server):
+        assert store._erase_entries(mine) == 20  # what the erasure did before it was cut off
+        assert user.encode() in client.dump(store.stream) and client.exists(store.compaction_owed)
+        again = store.erase_user(user, now)  # its repeat: nothing left to delete
+        assert (again.impressions, again.compacted) == (0, True)
+        assert user.encode() not in client.dump(store.stream)
+    assert not client.exists(store.compaction_owed)
+    assert store.erase_user("nobody", now).compacted is None  # none owed: no rebuild
+    store.close()
+
+
 def test_a_copy_of_the_stream_takes_what_is_deleted_trimmed_and_shipped_while_it_is_made(
     settings: Settings, graph_server: EmbeddedServer | None
 ) -> None:
@@ -165,7 +191,7 @@ def test_a_copy_of_the_stream_takes_what_is_deleted_trimmed_and_shipped_while_it
     store.settle()
     client = store.client()
     copy, swap = client.register_script(store._COPY), client.register_script(store._SWAP)
-    keys = [store.stream, f"{store.stream}:copy:test", store.copies]
+    keys = [store.stream, f"{store.stream}:copy:test", store.copies, store.compaction_owed]
     last, copied = copy(keys=keys, args=["-", 30, 60_000])
     assert int(copied) == 30
 
