@@ -125,17 +125,24 @@ def show(store: ImpressionStore, user: str, now: int) -> str:
     )
 
 
+def among_others(settings: Settings, name: str, rounds: int) -> tuple[ImpressionStore, str, int]:
+    """A store of its own whose stream holds ``rounds`` impressions of a new user, each between
+    two other users' (so they share stream nodes); the store, the user and the time."""
+    store = ImpressionStore(settings.with_overrides(graph_name=f"{name}_{uuid.uuid4().hex[:8]}"))
+    user = f"{name}-{uuid.uuid4().hex[:8]}"
+    now = int(time.time() * 1000)
+    for _ in range(rounds):
+        for who in ("before", user, "after"):
+            show(store, who, now)
+    store.settle()
+    return store, user, now
+
+
 def test_an_erasure_leaves_no_bytes_of_the_user_in_the_impression_stream(
     settings: Settings, graph_server: EmbeddedServer | None
 ) -> None:
     """XDEL only flags an entry: its bytes stayed in the stream's node, and so in the AOF's base."""
-    store = ImpressionStore(settings.with_overrides(graph_name=f"compact_{uuid.uuid4().hex[:8]}"))
-    user = f"in-a-node-{uuid.uuid4().hex[:8]}"
-    now = int(time.time() * 1000)
-    for _ in range(30):
-        for who in ("before", user, "after"):
-            show(store, who, now)
-    store.settle()
+    store, user, now = among_others(settings, "compact", 30)
     client = store.client()
     entries, ids = client.xrange(store.stream), client.xinfo_stream(store.stream)
     with uncompressed(graph_server):
@@ -157,13 +164,7 @@ def test_a_rebuild_an_erasure_did_not_make_is_made_by_the_next_one(
     """An erasure cut off between deleting a user's impressions and rebuilding the stream (the
     impressions server restarting: a 503) left their bytes for good: its repeat deleted nothing,
     so it rebuilt nothing. The deletion marks a rebuild owed, and the next erasure makes it."""
-    store = ImpressionStore(settings.with_overrides(graph_name=f"owed_{uuid.uuid4().hex[:8]}"))
-    user = f"cut-off-{uuid.uuid4().hex[:8]}"
-    now = int(time.time() * 1000)
-    for _ in range(20):
-        for who in ("before", user, "after"):
-            show(store, who, now)
-    store.settle()
+    store, user, now = among_others(settings, "owed", 20)
     client = store.client()
     mine = [e.decode() for e, f in client.xrange(store.stream) if f[b"u"] == user.encode()]
     with uncompressed(graph_server):
