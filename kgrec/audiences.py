@@ -19,6 +19,7 @@ from typing import Any
 
 from graph_schema.statements.audiences import AUDIENCE_PAGE, AUDIENCE_SIZE, AUDIENCE_TARGETS
 from kgrec.config import Settings
+from kgrec.decay import shown_weight
 from kgrec.errors import ArgumentProblem
 from kgrec.gateway import GraphGateway
 from kgrec.limits import MAX_EPOCH_MS
@@ -118,7 +119,7 @@ def _size(gateway: GraphGateway, audience: Audience, parameters: dict[str, Any])
 def _member(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "user_id": row["user_id"],
-        "weight": round(float(row["weight"] or 0.0), 6),
+        "weight": shown_weight(row["weight"]),
         "events": int(row["events"] or 0),
         "last_ts": row["last_ts"],
     }

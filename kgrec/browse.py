@@ -13,7 +13,7 @@ from typing import Any
 from graph_schema.behaviours import BEHAVIOURS
 from graph_schema.statements.browse import ITEM_NEIGHBOURHOOD, SEARCH, SEARCH_LABELS, USER_TIMELINE
 from graph_schema.statements.serving import ITEM_EXISTS
-from kgrec.decay import decayed
+from kgrec.decay import decayed, shown_weight
 from kgrec.errors import NotFound
 from kgrec.gateway import GraphGateway
 
@@ -56,7 +56,7 @@ def user_timeline(gateway: GraphGateway, user_id: str, limit: int, half_life_ms:
             "first_ts": r["first_ts"],
             "last_ts": r["last_ts"],
             "last_seq": r["last_seq"],
-            "weight": round(decayed(r["weight"], r["weight_ts"], now, half_life_ms), 6),
+            "weight": shown_weight(decayed(r["weight"], r["weight_ts"], now, half_life_ms)),
             "brands": sorted(r["brands"]),
             "categories": sorted(r["categories"]),
             "counts": {name: int(r[f"n_{name}"]) for name in BEHAVIOURS if r[f"n_{name}"]},
@@ -78,7 +78,7 @@ def _edge(source: str, target: str, outgoing: bool, row: dict[str, Any]) -> dict
         "target": end,
         "type": row["type"],
         "relation": row.get("relation"),
-        "weight": None if weight is None else round(float(weight), 6),
+        "weight": None if weight is None else shown_weight(weight),
     }
 
 

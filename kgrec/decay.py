@@ -36,6 +36,15 @@ def decayed(weight: float | None, weight_ts: int | None, at_ms: float, half_life
     return float(weight) * decay_factor(at_ms - stamp, half_life_ms)
 
 
+def shown_weight(weight: float | None) -> float:
+    """A weight as an answer shows it: six decimals, six significant digits below 1, no weight as 0.
+    Decayed weights span many orders of magnitude (an interest of a year ago at a 14-day
+    half-life is about 1e-8), so six decimals alone would show every old interest as 0 and hide
+    the order they are listed in."""
+    value = float(weight or 0.0)
+    return round(value, 6) if abs(value) >= 1.0 else float(f"{value:.6g}")
+
+
 def decayed_array(weights: np.ndarray, stamps: np.ndarray, at_ms: float, half_life_ms: float) -> np.ndarray:
     """:func:`decayed` over arrays (float64); NaN weights count as 0, NaN stamps as ``at_ms``."""
     weights = np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0)

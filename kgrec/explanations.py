@@ -43,7 +43,7 @@ import numpy as np
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS
 from graph_schema.path_query import path_cypher
 from graph_schema.statements.explanations import EXPLANATION_CO_USERS, EXPLANATION_PATHS
-from kgrec.decay import decayed
+from kgrec.decay import decayed, shown_weight
 from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts
 from kgrec.recommender import HistoryEntry, Recommender
@@ -377,7 +377,7 @@ class PathScorer:
                     "direction": r["direction"],
                     "weight": None
                     if r["weight"] is None
-                    else round(decayed(r["weight"], r["weight_ts"], self.now_ms, self.half_life_ms), 6),
+                    else shown_weight(decayed(r["weight"], r["weight_ts"], self.now_ms, self.half_life_ms)),
                 }
                 for r in rels
             ],

@@ -26,7 +26,7 @@ from graph_schema.statements.rules import USER_INTEREST_IDS
 from graph_schema.statements.serving import ITEM_EXISTS, USER_HISTORY, USER_INTERESTS
 from kgrec import catalogue, erasure, model_versions, rules
 from kgrec.config import Settings
-from kgrec.decay import decayed
+from kgrec.decay import decayed, shown_weight
 from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.events.ingest import ingest
@@ -597,14 +597,14 @@ class Serving:
                 {
                     "id": row["id"],
                     "name": row["name"],
-                    "weight": round(float(row["weight"] or 0.0), 6),
+                    "weight": shown_weight(row["weight"]),
                     "events": int(row["events"] or 0),
                     "last_ts": row["last_ts"],
                     "items": [
                         {
                             "item_id": d["id"],
                             "title": d["title"],
-                            "weight": round(float(d["weight"] or 0.0), 6),
+                            "weight": shown_weight(d["weight"]),
                         }
                         for d in row["drivers"]
                         if d["id"] is not None

@@ -36,6 +36,7 @@ import numpy as np
 from graph_schema.behaviours import LANGUAGE_EVENT_WEIGHTS
 from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.topics import ACTIVE_TOPICS, TOPIC_DETAIL, USER_TOPIC_ITEMS
+from kgrec.decay import shown_weight
 from kgrec.errors import NotFound
 from kgrec.interests import PairEvidence, interest_rows
 from kgrec.recommender import HistoryEntry
@@ -257,7 +258,7 @@ class TopicInterest:
         return {
             "id": self.topic_id,
             "name": self.name,
-            "weight": round(self.weight, 6),
+            "weight": shown_weight(self.weight),
             "events": self.events,
             "last_ts": self.last_ts,
             "items": [{"item_id": i["id"], "title": i["title"], "weight": i["score"]} for i in self.items],

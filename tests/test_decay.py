@@ -9,8 +9,10 @@ against the one definition.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import uuid
 from typing import Any
 
 import pytest
@@ -19,11 +21,14 @@ from graph_schema.behaviours import DEFAULT_BEHAVIOUR_WEIGHTS
 from graph_schema.statements.events import PRUNE_FADED_EDGES
 from graph_schema.statements.serving import USER_INTERESTS
 from kgrec.config import Settings
-from kgrec.decay import DAY_MS, decay_factor, decayed, decayed_array, decayed_sum, merged
+from kgrec.decay import DAY_MS, decay_factor, decayed, decayed_array, decayed_sum, merged, shown_weight
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.interests import PairEvidence, interest_rows
+from kgrec.maintenance import clear_graph
+from kgrec.migrations import migrate
+from kgrec.serving import Serving
 
 T0 = 1_760_000_000_000
 REL = 1e-9
@@ -210,3 +215,25 @@ def test_interests_read_decays_as_kgrec_decay_does(gateway: GraphGateway, settin
             item = items[("alice", driver["id"])]
             expected = decayed(item["weight"], item["weight_ts"], now, settings.half_life_ms)
             assert math.isclose(driver["weight"], expected, rel_tol=REL)
+
+
+def test_an_old_interest_is_shown_with_its_weight_not_as_zero(settings: Settings, graph_server: Any) -> None:
+    """Answers rounded weights to six decimals, so every interest a few months old (here about a
+    year at a 14-day half-life: 1e-9) was shown as 0, listed in an order its weights did not show."""
+    name = f"oldinterest_{uuid.uuid4().hex[:10]}" if settings.embedded else None
+    local = settings.with_overrides(graph_name=name)
+    with contextlib.closing(open_gateway(local)) as gw:
+        clear_graph(gw)
+        migrate(gw)
+        _ingest(gw, local, _random_events(random.Random(7), 30))
+        with contextlib.closing(Serving(local)) as serving:
+            answer = serving.interests("alice", limit=10, items=3)
+    shown = [
+        (i["weight"], [d["weight"] for d in i["items"]]) for i in answer["brands"] + answer["categories"]
+    ]
+    assert shown
+    for weight, drivers in shown:
+        assert 0 < weight < 1e-6 and all(0 < w < 1e-6 for w in drivers)
+    assert answer["brands"][0]["weight"] >= answer["brands"][-1]["weight"]
+    assert shown_weight(1 / 3) == 0.333333 and shown_weight(1 / 3 * 1e-9) == 3.33333e-10
+    assert shown_weight(1234.5678901) == 1234.56789 and shown_weight(None) == 0.0
