@@ -248,13 +248,16 @@ COUNT_CACHE_SIZE = 2_000  # (entity, relation) pairs one process remembers (sent
 
 
 class EntityCounts:
-    """How many items each popular (entity, relation) links, remembered per model version.
+    """How many items each popular (entity, relation) links, remembered per active model version.
 
     Counting an entity's items walks every one of them, so the explanation read
     counts only the pairs it is not given (``$counted``). Counts under
     ``minimum`` are not remembered (they are cheap), the memory holds at most
     ``size`` pairs, and all are forgotten when the active model version changes:
-    a remembered count is at most one model version old.
+    a remembered count is at most one model version old. The key is the
+    *active* version, whichever version serves the request: a count is the
+    graph's, not a model's, so an experiment's variants share one memory
+    instead of emptying it each time the served version alternates.
     """
 
     def __init__(self, minimum: int = COUNT_CACHE_MIN, size: int = COUNT_CACHE_SIZE) -> None:
@@ -265,7 +268,7 @@ class EntityCounts:
         self._counts: dict[tuple[str, str], int] = {}
 
     def known(self, version: str) -> dict[tuple[str, str], int]:
-        """A snapshot of the counts remembered for ``version`` (forgetting another version's)."""
+        """A snapshot of the counts remembered under active ``version`` (forgetting another's)."""
         with self._lock:
             if version != self._version:
                 self._version, self._counts = version, {}
@@ -292,11 +295,12 @@ class PathScorer:
         counts: EntityCounts | None = None,
         known: Mapping[tuple[str, str], int] | None = None,
         facts: ItemFacts | None = None,
+        active_version: str | None = None,
     ) -> None:
-        """``counts`` remembers the entity counts the read returns; ``known`` holds those it skipped;
-        ``facts`` are the item facts brand and category specificity is counted in: the catalogue's
-        current ones for ``model`` (:meth:`kgrec.catalogue.CatalogueSnapshot.facts`), by default
-        the model's own."""
+        """``counts`` remembers the entity counts the read returns, under ``active_version`` (by
+        default ``model``'s); ``known`` holds those it skipped; ``facts`` are the item facts brand
+        and category specificity is counted in: the catalogue's current ones for ``model``
+        (:meth:`kgrec.catalogue.CatalogueSnapshot.facts`), by default the model's own."""
         self.model = model
         self.facts = model.facts if facts is None else facts
         self.now_ms = now_ms
@@ -304,6 +308,7 @@ class PathScorer:
         self.sentences = sentences or default_sentences()
         self.counts = counts
         self.known = known or {}
+        self.active_version = active_version or model.artifacts.version
 
     def _specificity(self, label: str, node_id: str) -> float:
         facts = self.facts
@@ -319,7 +324,7 @@ class PathScorer:
         if linked is None:
             return self.known.get((str(entity["id"]), relation))
         if self.counts is not None:
-            self.counts.remember(self.model.artifacts.version, str(entity["id"]), relation, int(linked))
+            self.counts.remember(self.active_version, str(entity["id"]), relation, int(linked))
         return int(linked)
 
     def _entity_specificity(self, linked: int | None) -> float:

@@ -327,7 +327,8 @@ class Serving:
         if not item_ids:
             return {}
         forward, backward = co_purchase_pairs(model, history.item_ids, item_ids)
-        known = self.entity_counts.known(model.artifacts.version)
+        active_version = self.held_model_version() or model.artifacts.version
+        known = self.entity_counts.known(active_version)
         rows = read_paths(
             self.gateway,
             user_id,
@@ -345,6 +346,7 @@ class Serving:
             self.entity_counts,
             known,
             self.catalogue().facts(model) if facts is None else facts,
+            active_version,
         )
         paths = scorer.paths(rows, places=places)
         bounds = co_user_bounds(

@@ -37,7 +37,7 @@ from kgrec.importer import import_dataset
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
 from kgrec.model_store import models_dir, save_artifacts
-from kgrec.recommender import ModelArtifacts
+from kgrec.recommender import ModelArtifacts, Recommender
 from kgrec.relation_sentences import SentenceTemplateError, load_sentences, relation_label
 from kgrec.serving import ItemFilters, Serving
 from tests.cypher_lint import lint
@@ -267,6 +267,10 @@ def test_a_popular_entitys_count_is_remembered_and_not_walked_again(
     known = core.entity_counts.known(version)
     # m.pop (2,002 items) is remembered; uk (3 items) is cheap to count and is not.
     assert known.get(("m.pop", "film.film.genre")) == 2002 and ("uk", "origin") not in known
+    # An experiment's variant served in between keeps them (they were forgotten at each switch).
+    variant = Recommender(_model("a-variant", core.active_model().artifacts.item_ids))
+    core.explanation_paths(variant, "fan", ["a2"], core.user_history("fan"), places=50)
+    assert core.entity_counts.known(version) == known
     again = _through(_paths(core, "a2"), "shared_attribute", "film.film.genre")
     assert again["score"] == pytest.approx(first["score"], abs=2e-6)
     # The read skips the pairs it is given: no count for m.pop, a fresh one for uk.
