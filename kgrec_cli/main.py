@@ -701,9 +701,9 @@ def evaluate_command(
 
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=4, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1))
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the API with gunicorn (the graph must be reachable)."""
     from kgrec_cli.stack import gunicorn_command
@@ -713,7 +713,7 @@ def serve_command(host: str, port: int, workers: int, threads: int) -> None:
 
 
 @main.command("worker")
-@click.option("--concurrency", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
 @click.option(
     "--pool", default="prefork", show_default=True, type=click.Choice(["prefork", "solo", "threads"])
 )

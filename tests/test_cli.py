@@ -236,6 +236,26 @@ def test_worker_refuses_a_bad_queue_name_in_one_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("serve", "--workers", "0"),
+        ("serve", "--threads", "-1"),
+        ("serve", "--port", "0"),
+        ("serve", "--port", "70000"),
+        ("worker", "--concurrency", "0"),
+    ],
+    ids=["no-workers", "negative-threads", "port-0", "port-too-high", "no-worker-processes"],
+)
+def test_serve_and_worker_refuse_counts_and_ports_out_of_range(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """They were taken as they were: gunicorn or Celery then failed, or port 0 bound a random port."""
+    done = kgrec(*command, env={"KGREC_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert command[1] in done.stderr and command[2] in done.stderr
+
+
 def test_db_commands_refuse_an_external_neo4j_in_one_line(tmp_path: Path) -> None:
     env = {"KGREC_DATA_DIR": str(tmp_path), "NEO4J_URI": "bolt://127.0.0.1:1"}
     done = kgrec("db", "start", env=env)
