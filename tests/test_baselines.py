@@ -173,6 +173,23 @@ def test_the_ease_signal_walk_is_bounded_to_the_head_and_the_blend_gets_the_serv
     assert len(np.unique(served.nonzero()[0])) > 12
 
 
+def test_validation_ties_count_against_the_held_out_item() -> None:
+    # Every user's held-out item ties with other items; a tie must never rank it first.
+    sequences = [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]
+    validation = validation_set(graph_of(sequences, 30), seed=1)
+    assert validation.users.size == 4
+
+    assert validation.ndcg(lambda users: np.zeros((users.size, 30))) == 0.0
+
+    def tied_with_one(users: np.ndarray) -> np.ndarray:
+        scores = np.zeros((users.size, 30))
+        scores[np.arange(users.size), validation.items[np.searchsorted(validation.users, users)]] = 1.0
+        scores[:, 29] = 1.0  # never anyone's held-out item
+        return scores
+
+    assert validation.ndcg(tied_with_one) == pytest.approx(1 / np.log2(3))
+
+
 # --- early stopping --------------------------------------------------------------------------
 
 
