@@ -59,6 +59,7 @@ from workers.training.config import TrainConfig
 from workers.training.ease import fit_ease
 from workers.training.metrics import confidence, means, per_user_metrics
 from workers.training.pipeline import fit_and_package, train_model, user_histories
+from workers.training.sasrec import SasRecConfig
 from workers.training.subgraph import pull
 from workers.training.validation import validation_set
 
@@ -102,6 +103,12 @@ def models_of(baseline_set: str) -> tuple[str, ...]:
             f"({', '.join(ALL_MODELS)}), got {baseline_set!r}"
         )
     return ("kgrec", *dict.fromkeys(key for key in keys if key != "kgrec"))
+
+
+def sasrec_config(config: TrainConfig) -> SasRecConfig:
+    """SASRec's settings in a run of ``config``: the published ones, seeded with the run's seed
+    (``--seed``), as every other model is."""
+    return SasRecConfig(seed=config.seed)
 
 
 @dataclass
@@ -472,7 +479,7 @@ def evaluate(
     def sasrec() -> tuple[dict[str, np.ndarray], dict[str, object]]:
         from workers.training.sasrec import train_sasrec
 
-        fit = train_sasrec(validation, device=device)
+        fit = train_sasrec(validation, sasrec_config(config), device=device)
         sequences = item_histories(graph)
         info = {
             "best_epoch": fit.stop.best_epoch,
@@ -481,6 +488,7 @@ def evaluate(
             "every": fit.every,
             "patience": fit.config.patience,
             "dropout": fit.config.dropout,
+            "seed": fit.config.seed,
             "validation_ndcg@10_by_dropout": {str(d): v for d, v in fit.validation_by_dropout.items()},
             "validation_ndcg@10": round(fit.stop.best_score, 5),
             "seconds_per_epoch": round(fit.seconds_per_epoch, 2),
