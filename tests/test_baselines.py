@@ -173,6 +173,32 @@ def test_the_ease_signal_walk_is_bounded_to_the_head_and_the_blend_gets_the_serv
     assert len(np.unique(served.nonzero()[0])) > 12
 
 
+def test_dense_ranking_never_lists_a_seen_item_even_with_fewer_items_than_k() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.7, 0.3], [0.5, 0.4, 0.3, 0.2, 0.1]], dtype=np.float32)
+    seen = [np.array([1, 3]), np.array([0, 1, 2, 3])]
+    ranked = baselines.rank_dense(lambda users: scores[users], seen, 2, k=20)
+    assert [row.tolist() for row in ranked] == [[2, 4, 0], [4]]  # as the Recommender ranks them
+    per_user = per_user_metrics([[f"i{i}" for i in row] for row in ranked], [{"i3"}, {"i4"}], (20,))
+    assert per_user["recall@20"].tolist() == [0.0, 1.0]
+
+
+def test_validation_ties_count_against_the_held_out_item() -> None:
+    # Every user's held-out item ties with other items; a tie must never rank it first.
+    sequences = [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]
+    validation = validation_set(graph_of(sequences, 30), seed=1)
+    assert validation.users.size == 4
+
+    assert validation.ndcg(lambda users: np.zeros((users.size, 30))) == 0.0
+
+    def tied_with_one(users: np.ndarray) -> np.ndarray:
+        scores = np.zeros((users.size, 30))
+        scores[np.arange(users.size), validation.items[np.searchsorted(validation.users, users)]] = 1.0
+        scores[:, 29] = 1.0  # never anyone's held-out item
+        return scores
+
+    assert validation.ndcg(tied_with_one) == pytest.approx(1 / np.log2(3))
+
+
 # --- early stopping --------------------------------------------------------------------------
 
 

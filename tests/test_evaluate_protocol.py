@@ -4,6 +4,7 @@ interactions variant imports interactions only, and the no-knowledge variant no 
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from kgrec.datasets.records import Problems
 from kgrec.item_graphs import cooccurrence_cosine, interaction_matrix, popularity, transitions
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import amazon_beauty_subset
+from workers.training import evaluate as evaluate_module
 from workers.training.evaluate import (
     SplitDataset,
     leave_last_out,
@@ -107,6 +109,41 @@ def test_the_no_knowledge_variant_imports_item_text_without_knowledge(
     # The text the graph model and the topics embed is the item's own (the title; here none), with no
     # brand or category names in it (the full import's text is made of them).
     assert all(text == "" for text in graph.item_text)
+
+
+def test_two_evaluations_of_one_data_set_never_load_each_others_scratch_graph(
+    settings: Settings, graph_server: object, beauty: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two runs of one data set and protocol (two variants) use one scratch graph. Run A starts run B
+    # between its clear and its import, and waits until B could have imported and A imported in turn.
+    interactions = split_dataset(open_dataset(str(beauty), settings.datasets_dir), "leave-last-out", True)
+    full = split_dataset(open_dataset(str(beauty), settings.datasets_dir), "leave-last-out")
+    real_import = evaluate_module.import_dataset
+    b_imported, a_imported = threading.Event(), threading.Event()
+    pulled: dict[str, TrainingGraph] = {}
+    b = threading.Thread(
+        target=lambda: pulled.setdefault("b", load_training_graph(settings, full, "leave-last-out", print))
+    )
+
+    def importing(gateway: object, split: SplitDataset, settings_: Settings) -> object:
+        if split is interactions:
+            b.start()
+            b_imported.wait(timeout=5)  # only without the lock can B import meanwhile
+        result = real_import(gateway, split, settings_)
+        if split is full:
+            b_imported.set()
+            a_imported.wait(timeout=5)
+        else:
+            a_imported.set()
+        return result
+
+    monkeypatch.setattr(evaluate_module, "import_dataset", importing)
+    a = load_training_graph(settings, interactions, "leave-last-out", print)
+    b.join()
+
+    assert a.inter_user.size == len(interactions.train)
+    assert a.brand_ids == [] and a.kg_triples.size == 0  # none of B's metadata
+    assert pulled["b"].inter_user.size == len(full.train) and pulled["b"].brand_ids
 
 
 @dataclass

@@ -17,6 +17,8 @@ from workers.training.kg_model import (
     next_item_examples,
     resolve_device,
     train_kg_model,
+    user_sequences,
+    validation_ndcg,
 )
 
 N_ITEMS = 40
@@ -177,6 +179,24 @@ def test_early_stopping_keeps_the_best_validation_epoch() -> None:
     trained = train_kg_model(graph, replace(CONFIG, epochs=6, patience=2), validation=validation)
     assert 1 <= trained.best_epoch <= len(trained.validation_ndcg) <= 6
     assert trained.validation_ndcg[trained.best_epoch - 1] == max(trained.validation_ndcg)
+
+
+def test_the_validation_score_counts_ties_against_the_held_out_item() -> None:
+    graph = toy()
+    users = np.arange(0, 300, 3)
+    targets = {int(u): N_ITEMS - 1 for u in users}
+    sequences = user_sequences(graph)
+    flat = np.ones((N_ITEMS, 4), dtype=np.float32)  # every item scores the same for everyone
+    assert validation_ndcg(flat, flat, 0.7, sequences, targets, users) == 0.0
+    # the held-out item tied with one other item at the top: second place
+    context = np.ones((N_ITEMS, 4), dtype=np.float32)
+    target = np.zeros((N_ITEMS, 4), dtype=np.float32)
+    target[:, 0] = 1.0
+    target[[N_ITEMS - 1, N_ITEMS - 2], 1] = 5.0
+    kept = users[[N_ITEMS - 2 not in sequences[u][0] and N_ITEMS - 1 not in sequences[u][0] for u in users]]
+    assert kept.size > 10
+    score = validation_ndcg(target, context, 0.7, sequences, targets, kept)
+    assert score == pytest.approx(1 / np.log2(3))
 
 
 def test_device_auto_is_the_cpu_without_a_gpu() -> None:

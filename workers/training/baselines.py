@@ -64,16 +64,25 @@ def rank_dense(
     k: int,
     batch: int = 2_048,
 ) -> list[np.ndarray]:
-    """Top-k item indices per user from a function (user index array) -> dense scores."""
+    """Top-k item indices per user from a function (user index array) -> dense scores.
+
+    A user's ``seen`` items are never ranked, as in :meth:`kgrec.recommender.Recommender.rank`:
+    a user with fewer than ``k`` other items gets just those.
+    """
     ranked: list[np.ndarray] = []
     for start in range(0, n_users, batch):
         users = np.arange(start, min(start + batch, n_users))
         scores = np.array(scores_for(users), dtype=np.float32, copy=True)
         for row, user in enumerate(users):
             scores[row, seen[user]] = -np.inf
+        k = min(k, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        ranked.extend(np.take_along_axis(top, order, axis=1))
+        values = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        finite = np.isfinite(np.take_along_axis(values, order, axis=1))
+        ranked.extend(
+            row[keep] for row, keep in zip(np.take_along_axis(top, order, axis=1), finite, strict=True)
+        )
     return ranked
 
 

@@ -30,9 +30,11 @@ bootstrap interval and a paired test against kgrec (:mod:`workers.training.metri
 
 from __future__ import annotations
 
+import fcntl
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,6 +61,7 @@ from workers.training.config import TrainConfig
 from workers.training.ease import fit_ease
 from workers.training.metrics import confidence, means, per_user_metrics
 from workers.training.pipeline import fit_and_package, train_model, user_histories
+from workers.training.sasrec import SasRecConfig
 from workers.training.subgraph import pull
 from workers.training.validation import validation_set
 
@@ -102,6 +105,12 @@ def models_of(baseline_set: str) -> tuple[str, ...]:
             f"({', '.join(ALL_MODELS)}), got {baseline_set!r}"
         )
     return ("kgrec", *dict.fromkeys(key for key in keys if key != "kgrec"))
+
+
+def sasrec_config(config: TrainConfig) -> SasRecConfig:
+    """SASRec's settings in a run of ``config``: the published ones, seeded with the run's seed
+    (``--seed``), as every other model is."""
+    return SasRecConfig(seed=config.seed)
 
 
 @dataclass
@@ -248,19 +257,48 @@ def split_dataset(
     return split
 
 
-def scratch_gateway(settings: Settings, dataset_name: str, protocol: str) -> GraphGateway:
-    """A gateway to the evaluation's own graph, never the serving one."""
+def scratch_graph_name(settings: Settings, dataset_name: str, protocol: str) -> str:
+    """The evaluation's own graph (embedded), or database (``KGREC_EVAL_DATABASE``), never the serving one."""
     if settings.embedded:
         slug = "".join(c if c.isalnum() else "_" for c in f"eval_{dataset_name}_{protocol}")
-        return open_gateway(settings, graph_name=slug[-60:])
-    return open_gateway(settings, graph_name=settings.eval_database)
+        return slug[-60:]
+    return settings.eval_database
+
+
+def scratch_gateway(settings: Settings, dataset_name: str, protocol: str) -> GraphGateway:
+    """A gateway to the evaluation's own graph, never the serving one."""
+    return open_gateway(settings, graph_name=scratch_graph_name(settings, dataset_name, protocol))
+
+
+@contextmanager
+def scratch_graph_held(settings: Settings, name: str, say: Progress) -> Iterator[None]:
+    """Hold the scratch graph ``name`` alone (a lock file in the data directory).
+
+    Every evaluation of one data set and protocol (another variant, another seed) loads the same
+    scratch graph: without the lock, a second run's clear and import would land in the first
+    run's graph between its import and its pull, and each would train on a mix of both. A second
+    run waits here until the first has pulled its graph.
+    """
+    folder = Path(settings.data_dir) / "eval-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another evaluation to pull from the scratch graph {name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_training_graph(
     settings: Settings, split: SplitDataset, protocol: str, say: Progress
 ) -> TrainingGraph:
     """Import ``split``'s training part into the scratch graph, pull it back, and empty the graph."""
-    with scratch_gateway(settings, split.name, protocol) as gateway:
+    name = scratch_graph_name(settings, split.name, protocol)
+    with scratch_graph_held(settings, name, say), scratch_gateway(settings, split.name, protocol) as gateway:
         clear_graph(gateway)
         migrate(gateway)
         started = time.perf_counter()
@@ -472,7 +510,7 @@ def evaluate(
     def sasrec() -> tuple[dict[str, np.ndarray], dict[str, object]]:
         from workers.training.sasrec import train_sasrec
 
-        fit = train_sasrec(validation, device=device)
+        fit = train_sasrec(validation, sasrec_config(config), device=device)
         sequences = item_histories(graph)
         info = {
             "best_epoch": fit.stop.best_epoch,
@@ -481,6 +519,7 @@ def evaluate(
             "every": fit.every,
             "patience": fit.config.patience,
             "dropout": fit.config.dropout,
+            "seed": fit.config.seed,
             "validation_ndcg@10_by_dropout": {str(d): v for d, v in fit.validation_by_dropout.items()},
             "validation_ndcg@10": round(fit.stop.best_score, 5),
             "seconds_per_epoch": round(fit.seconds_per_epoch, 2),

@@ -51,6 +51,7 @@ from torch import nn
 from kgrec.item_graphs import history_order
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig, check_device
+from workers.training.validation import pessimistic_ranks
 
 LOG = logging.getLogger(__name__)
 
@@ -501,7 +502,8 @@ def validation_ndcg(
     targets: dict[int, int],
     users: np.ndarray,
 ) -> float:
-    """NDCG@10 of the served score ``(profile · E_ctx) · E_itemᵀ`` for ``users``' held-out items."""
+    """NDCG@10 of the served score ``(profile · E_ctx) · E_itemᵀ`` for ``users``' held-out items
+    (ties count against the target: :func:`workers.training.validation.pessimistic_ranks`)."""
     if users.size == 0:
         return 0.0
     total = 0.0
@@ -520,10 +522,8 @@ def validation_ndcg(
         scores = profiles @ target_table.T
         for row, u in enumerate(part):
             scores[row, sequences[u][0]] = -np.inf
-            target = targets[int(u)]
-            rank = int((scores[row] > scores[row, target]).sum())
-            if rank < 10:
-                total += 1.0 / np.log2(rank + 2)
+        rank = pessimistic_ranks(scores, np.array([targets[int(u)] for u in part], dtype=np.int64))
+        total += float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).sum())
     return total / users.size
 
 

@@ -42,7 +42,7 @@ class ValidationSet:
         """Mean NDCG@k of the held-out items, ranking all items minus each user's remaining ones.
 
         ``scores_for(user indices)`` gives dense (users × items) scores. A target's
-        rank counts the items that score strictly higher.
+        rank counts every other item that scores as high or higher (:func:`pessimistic_ranks`).
         """
         total = 0.0
         for start in range(0, self.users.size, _BATCH):
@@ -50,10 +50,22 @@ class ValidationSet:
             scores = np.array(scores_for(users), dtype=np.float32, copy=True)
             rows, cols = self.seen[users].nonzero()
             scores[rows, cols] = -np.inf
-            target = scores[np.arange(users.size), self.items[start : start + _BATCH]]
-            rank = (scores > target[:, None]).sum(axis=1)
+            rank = pessimistic_ranks(scores, self.items[start : start + _BATCH])
             total += float(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0).sum())
         return total / max(self.users.size, 1)
+
+
+def pessimistic_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each row's target rank (0 = first): the other items scoring as high or higher.
+
+    Ties count against the target, as in the blend fit: a model that scores many items equally
+    (a sparse signal's zeros, or all of them) gains nothing from the scores it does not separate.
+    A target the ranking excludes (``-inf``) gets a rank past any cut-off.
+    """
+    rows = np.arange(scores.shape[0])
+    target = scores[rows, targets]
+    rank = (scores >= target[:, None]).sum(axis=1) - 1
+    return np.where(np.isfinite(target), rank, scores.shape[1])
 
 
 def validation_set(graph: TrainingGraph, seed: int, max_users: int = MAX_TUNING_USERS) -> ValidationSet:
