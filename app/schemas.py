@@ -31,6 +31,7 @@ from kgrec.diversity import Diversity
 from kgrec.events.validation import Event
 from kgrec.field_types import Id, OptionalId, PriceFilter, shown
 from kgrec.limits import (
+    MAX_AUDIENCE_CURSOR,
     MAX_AUDIENCE_PAGE,
     MAX_BATCH_ATTRIBUTE_RELATIONS,
     MAX_EVENTS_PER_BATCH,
@@ -495,7 +496,9 @@ class AudienceConditions(BaseModel):
 
 class AudienceQuery(Query, AudienceConditions):
     limit: Annotated[int, Field(ge=1, le=MAX_AUDIENCE_PAGE, description="users per page")] = 100
-    cursor: Annotated[str, Field(max_length=512, description="`next_cursor` of the previous page")] = ""
+    cursor: Annotated[
+        str, Field(max_length=MAX_AUDIENCE_CURSOR, description="`next_cursor` of the previous page")
+    ] = ""
 
 
 class AudienceMember(BaseModel):

@@ -67,13 +67,20 @@ class Audience:
 
 
 def _encode_cursor(audience: Audience, now: int, rank: int, user_id: str) -> str:
-    raw = json.dumps({"a": audience.fingerprint(), "now": now, "rank": rank, "id": user_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    # Compact UTF-8 (not \u escapes): a 256-character id of quotes or CJK still fits the query's bound
+    # (MAX_AUDIENCE_CURSOR); surrogatepass keeps a lone surrogate a JSON body may put in an id.
+    raw = json.dumps(
+        {"a": audience.fingerprint(), "now": now, "rank": rank, "id": user_id},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return base64.urlsafe_b64encode(raw.encode("utf-8", "surrogatepass")).decode().rstrip("=")
 
 
 def _decode_cursor(audience: Audience, cursor: str) -> tuple[int, int, str]:
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8", "surrogatepass")
+        raw = json.loads(text)
         state = (int(raw["now"]), int(raw["rank"]), str(raw["id"]))
         fingerprint = raw["a"]
     except (ValueError, TypeError, KeyError, OverflowError) as exc:  # OverflowError: int(Infinity)

@@ -250,6 +250,23 @@ def test_a_cursor_of_another_audience_is_refused(graph: Graph) -> None:
     assert [e["field"] for e in response.json()["errors"]] == ["limit"]
 
 
+def test_a_walk_passes_users_whose_ids_are_long_quotes_or_outside_ascii(graph: Graph) -> None:
+    """The cursor carries the last user's id: one of 256 quotes, CJK or astral characters still makes
+    a cursor the query takes (it was refused as longer than 512 characters, ending the walk)."""
+    item = "aud-long-ids-item"
+    users = ['"' * 256, "\u4e00" * 256, "\U0001d518" * 256, "\\" * 256, "aud-plain"]
+    now = int(time.time() * 1000)
+    events = [
+        {"event_id": f"aud-long-{n}", "user_id": user, "item_id": item, "type": "purchase", "ts": now - n}
+        for n, user in enumerate(users)
+    ]
+    response = requests.post(f"{graph.api.url}/v1/events", json=events, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    pages, members = walk(graph, 1, item=item)
+    assert sorted(m["user_id"] for m in members) == sorted(users)
+    assert len(pages) == len(users) + 1  # a full last page has a cursor to an empty one
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
