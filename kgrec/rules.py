@@ -435,11 +435,14 @@ def apply_pins(
     allowed: np.ndarray | None,
     excluded: set[int],
     pinned_by: dict[int, list[str]],
+    shown_before: int = 0,
 ) -> Ranking:
     """Pinned items moved (or brought) to their positions, for requests their condition matches.
 
     ``excluded`` holds item rows the request leaves out; ``pinned_by`` receives the ids of the
-    pins applied to each item row.
+    pins applied to each item row. ``shown_before`` items were shown ahead of ``ranked`` (a new
+    user's first page, left out of a later page's ranking): a pin's position counts them, and a
+    pin within them goes to the top.
 
     Pins are placed in order of position (then rule id); an item pinned twice takes the later
     pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
@@ -452,7 +455,7 @@ def apply_pins(
         if not context.matches(rule.condition_kind, rule.condition):
             continue
         placed.pop(row, None)
-        placed[row] = (rule.position or 1) - 1
+        placed[row] = max((rule.position or 1) - 1 - shown_before, 0)
         pinned_by.setdefault(row, []).append(rule.id)
     if not placed:
         return ranked

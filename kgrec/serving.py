@@ -403,12 +403,15 @@ class Serving:
         context: rules.RequestContext,
         excluded: Sequence[str] = (),
         snapshot: catalogue.CatalogueSnapshot | None = None,
+        shown_before: int = 0,
     ) -> list[dict[str, Any]]:
         """One page of a ranking: catalogue mask and blocks, boosts and buries, diversity, pins, paging.
 
         ``rank(n, allowed)`` returns the top ``n``. A reordered ranking is always cut from the same
         ``POOL`` top items, so its pages stay consistent. Filters, rules and diversity read the
         brands and categories of one catalogue ``snapshot`` (default: the latest).
+        ``shown_before`` items come before this ranking's first (a new user's first page, which a
+        later page's ranking leaves out), so a pin's position counts them.
         """
         at = now_ms()
         snapshot = self.catalogue() if snapshot is None else snapshot
@@ -428,7 +431,9 @@ class Serving:
             if compiled.pins:
                 index = model.item_index
                 left_out = {index[i] for i in excluded if i in index}
-                ranked = rules.apply_pins(ranked, compiled, context, allowed, left_out, pinned_by)
+                ranked = rules.apply_pins(
+                    ranked, compiled, context, allowed, left_out, pinned_by, shown_before
+                )
         page = ranked.cut(offset, offset + k)
         ids = model.artifacts.item_ids
         return [
@@ -473,12 +478,14 @@ class Serving:
         answer_filters = {**filters.as_dict(), **diversity.as_dict()}
         explore = self.exploration.page(model, user_id, history.rows, offset, k, diversity, answer_filters)
         snapshot = self.catalogue()
+        cut = explore.cut_at(offset)
         items = self._page(
             model,
             explore.watch(rank),
             surface="recommendations",
             k=k,
-            offset=explore.cut_at(offset),
+            offset=cut,
+            shown_before=offset - cut,
             filters=filters,
             diversity=diversity,
             context=context,

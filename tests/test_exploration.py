@@ -235,6 +235,31 @@ def test_the_ranked_items_explored_slots_displaced_come_on_the_next_page(
     assert set(reference) <= set(shown), [i for i in reference if i not in shown]
 
 
+def test_a_pin_keeps_its_position_on_a_new_users_later_page(shop: Shop) -> None:
+    """A later page is cut from the ranking without the first page, at offset less its length: a pin's
+    position counts the first page too (a pin at 15 showed at 25)."""
+    items = page(shop, f"probe-{uuid.uuid4().hex[:8]}", k=50)["items"]
+    pinned = next(i["item_id"] for i in reversed(items) if "explore" not in i)  # far down
+    headers = AUTH
+    rule = {"id": "pin-15-new", "action": "pin", "item": pinned, "position": 15}
+    response = requests.post(f"{shop.api.url}/v1/rules", json=rule, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    try:
+        within(
+            PICKUP_S, lambda: page(shop, f"w-{uuid.uuid4().hex[:8]}", k=20)["items"][14]["item_id"] == pinned
+        )
+        for n in range(3):
+            user = f"pinned-pager-{n}-{uuid.uuid4().hex[:8]}"
+            first = page(shop, user, k=10)["items"]
+            second = page(shop, user, k=10, offset=10)["items"]
+            shown = [i["item_id"] for i in first + second]
+            assert len(set(shown)) == 20
+            assert shown.index(pinned) == 14 and second[4]["rules"] == ["pin-15-new"], shown
+    finally:
+        requests.delete(f"{shop.api.url}/v1/rules/pin-15-new", headers=headers, timeout=30)
+        time.sleep(PICKUP_S)
+
+
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
     user = f"regular-{uuid.uuid4().hex[:8]}"
     items = [i["item_id"] for i in page(shop, "warm-up", k=MAX_EVENTS)["items"]]
