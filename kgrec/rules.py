@@ -45,7 +45,7 @@ from graph_schema.statements.rules import (
 from kgrec.catalogue import CatalogueTime, field_reason
 from kgrec.diversity import POOL
 from kgrec.events.validation import FieldError
-from kgrec.field_types import WHOLE_NUMBER, Id
+from kgrec.field_types import WHOLE_NUMBER, Id, shown
 from kgrec.gateway import GraphGateway
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
 from kgrec.ranking import Ranking
@@ -179,17 +179,23 @@ _ONE_OF = {
 
 
 def _rule_problem(exc: ValidationError) -> FieldError:
-    """The rule's most telling problem: a union member's missing or unknown key names the union."""
+    """The rule's most telling problem: a union member's missing or unknown key names the union.
+    The value refused is shown, as every refusal shows it."""
     ranked: list[tuple[int, FieldError]] = []
     for error in exc.errors(include_url=False):
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            return FieldError(0, "action", f"must be one of {', '.join(ACTIONS)}")
+            given = error["input"].get("action") if isinstance(error["input"], dict) else None
+            got = f" (got {shown(given)})" if error["type"] == "union_tag_invalid" else ""
+            return FieldError(0, "action", f"must be one of {', '.join(ACTIONS)}{got}")
         loc = [str(part) for part in error["loc"]]
         loc = loc[1:] if loc and loc[0] in ACTIONS else loc
         in_member = any(part in _MEMBERS for part in loc)
         loc = [part for part in loc if part not in _MEMBERS]
         if in_member and error["type"] in ("missing", "extra_forbidden", "model_type") and loc[0] in _ONE_OF:
-            ranked.append((1, FieldError(0, loc[0], _ONE_OF[loc[0]])))
+            # a missing key's or a wrong type's input is the whole target (when); an extra key's its value
+            whole = error["type"] != "extra_forbidden"
+            got = f" (got {shown(error['input'])})" if whole else ""
+            ranked.append((1 if whole else 2, FieldError(0, loc[0], _ONE_OF[loc[0]] + got)))
             continue
         name = ".".join(loc) or str((error.get("ctx") or {}).get("field", "rule"))
         ranked.append((0, FieldError(0, name, field_reason(error, name))))

@@ -182,6 +182,30 @@ def test_bad_rules_are_refused_naming_the_field(shop: Shop, rule: dict[str, Any]
     assert requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"] == []
 
 
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        (
+            {"action": "launch", "target": {"item": "x"}},
+            "must be one of block, pin, boost, bury (got 'launch')",
+        ),
+        (
+            {"action": "block", "target": {"topic": "x"}},
+            "must be one object of {item}, {brand}, {category} or {attribute: {relation, value}} "
+            "(got {'topic': 'x'})",
+        ),
+        (
+            {"action": "pin", "item": "x", "position": 1, "when": {"topic": "y"}},
+            "must be one object of {brand}, {category} or {interest} (got {'topic': 'y'})",
+        ),
+    ],
+)
+def test_a_refused_rule_shows_the_value_it_refused(shop: Shop, rule: dict[str, Any], reason: str) -> None:
+    response = requests.post(shop.url("/v1/rules"), json=rule, headers=AUTH, timeout=30)
+    assert response.status_code == 422, response.text
+    assert [e["reason"] for e in response.json()["errors"]] == [reason]
+
+
 def test_rules_need_the_key_and_an_unknown_rule_is_404(shop: Shop) -> None:
     rule = {"action": "block", "target": {"item": "x"}}
     assert requests.post(shop.url("/v1/rules"), json=rule, timeout=30).status_code == 401
