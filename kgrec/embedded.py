@@ -733,6 +733,10 @@ class EmbeddedServer(_ServerFolder):
     def kill(self) -> None:
         """SIGKILL the impressions' server and the graph server (used by durability tests)."""
         self.impressions.kill()
+        self.kill_graph()
+
+    def kill_graph(self) -> None:
+        """SIGKILL the graph server only; its impressions' server keeps running (availability tests)."""
         info = self._read_info()
         if info is not None:
             _sigkill(info.pid)

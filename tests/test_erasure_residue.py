@@ -38,6 +38,16 @@ def holding(folders: list[Path], needle: bytes) -> list[Path]:
     ]
 
 
+def around(paths: list[Path], needle: bytes, width: int = 160) -> list[str]:
+    """For a failure's message: what surrounds ``needle`` in each of ``paths`` (which key holds it)."""
+    shown = []
+    for path in paths:
+        data = path.read_bytes()
+        at = data.find(needle)
+        shown.append(f"{path.name}: {data[max(at - width, 0) : at + len(needle) + width]!r}")
+    return shown
+
+
 def eventually_none(folders: list[Path], needle: bytes, within_s: float = 2.0) -> list[Path]:
     """The files still holding ``needle`` once ``within_s`` passed (the server deletes the files a
     rewrite replaced from a background thread, a moment after the rewrite is done)."""
@@ -99,7 +109,8 @@ def test_erasure_over_http_leaves_the_user_in_no_aof_and_no_journal_of_the_host(
     with uncompressed(graph_server):
         erased = requests.delete(f"{small_api.url}/v1/users/{quote(user)}", headers=AUTH, timeout=60)
         assert erased.status_code == 200, erased.text
-        assert eventually_none(logs, needle) == []
+        left = eventually_none(logs, needle)
+        assert left == [], (erased.text, around(left, needle))
     assert holding(journals, needle) == []
     body = erased.json()
     assert body["logs"] == {"graph": "rewritten", "impressions": "rewritten"}
