@@ -650,9 +650,11 @@ class EmbeddedServer(_ServerFolder):
         with self._lock():
             existing = self.running()
             if existing is not None:
-                client = existing.client(socket_timeout=30)
+                client = existing.client(socket_timeout=10, retry=Retry(NoBackoff(), 0))
                 try:
                     forget_queries(client)  # one an older kgrec started logs them
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # not answering now: its callers get GraphUnavailable, the next start retries
                 finally:
                     client.close()
                 return self._with_impressions(existing)

@@ -164,6 +164,19 @@ def test_the_server_keeps_no_query_log_with_ids_in_it(data_dir: Path) -> None:
     assert client.execute_command("GRAPH.QUERY", "g", "MATCH (u:User) RETURN u.id")[1] == [[b"kept-user"]]
 
 
+def test_start_finds_a_running_server_that_does_not_answer_as_before(data_dir: Path) -> None:
+    """Turning the query log off is tried at each start; a server that does not answer (stopped,
+    swapping) is still found running, as before, and its callers get GraphUnavailable."""
+    server = EmbeddedServer(data_dir)
+    info = server.start()
+    os.kill(info.pid, signal.SIGSTOP)
+    try:
+        assert server.start() == info
+    finally:
+        os.kill(info.pid, signal.SIGCONT)
+    assert info.client().ping()
+
+
 def test_clean_restart_keeps_data(data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir)
     server = EmbeddedServer(data_dir)
