@@ -352,8 +352,8 @@ def rewrite_aof_now(client: redis.Redis, timeout_s: float, log: Path | None = No
         state = client.info("persistence")
 
 
-def forget_queries(client: redis.Redis) -> int:
-    """Turn FalkorDB's query log off and delete what it kept; returns how many logs were deleted.
+def forget_queries(client: redis.Redis) -> None:
+    """Turn FalkorDB's query log off and delete what it kept.
 
     The log (``CMD_INFO``, on unless the server was started with it off) keeps each graph's last
     1,000 queries with their parameters in a stream ``telemetry{<graph>}``: user ids, review and
@@ -365,7 +365,6 @@ def forget_queries(client: redis.Redis) -> int:
     logs = list(client.scan_iter(match=QUERY_LOG_KEYS, count=1000, _type="stream"))
     for start in range(0, len(logs), MOVE_BATCH):
         client.delete(*logs[start : start + MOVE_BATCH])
-    return len(logs)
 
 
 def _sigkill(pid: int) -> None:
@@ -650,13 +649,7 @@ class EmbeddedServer(_ServerFolder):
         with self._lock():
             existing = self.running()
             if existing is not None:
-                client = existing.client(socket_timeout=10, retry=Retry(NoBackoff(), 0))
-                try:
-                    forget_queries(client)  # one an older kgrec started logs them
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass  # not answering now: its callers get GraphUnavailable, the next start retries
-                finally:
-                    client.close()
+                self._forget_queries(existing)  # one an older kgrec started logs them
                 return self._with_impressions(existing)
             port = _free_port(self._last_port(), wait_s=PORT_REUSE_WAIT_S)
             password = self._password()
@@ -682,13 +675,9 @@ class EmbeddedServer(_ServerFolder):
                 if companion is None:
                     companion = self.impressions.start(owner, avoid_port=port)
                 info = replace(info, impressions_port=companion.port)
-                waiting = info.client(socket_timeout=5)
-                _wait_answers(waiting, process, timeout_s, "graph server", self.log_path)
-                client = info.client(socket_timeout=30)
-                try:
-                    forget_queries(client)  # what an older kgrec's server logged is in its snapshot
-                finally:
-                    client.close()
+                client = info.client(socket_timeout=5)
+                _wait_answers(client, process, timeout_s, "graph server", self.log_path)
+                self._forget_queries(info)  # what an older kgrec's server logged is in its snapshot
                 self.impressions.move_legacy(info, companion.port)
             except BaseException:
                 with contextlib.suppress(ProcessLookupError):
@@ -696,6 +685,18 @@ class EmbeddedServer(_ServerFolder):
                 raise
             self._write_info(info)
             return info
+
+    @staticmethod
+    def _forget_queries(info: ServerInfo) -> None:
+        """:func:`forget_queries` on ``info``'s server, never failing the start: one that does not
+        answer within 10 s (one try) is used as before, and the next start tries again."""
+        client = info.client(socket_timeout=10, retry=Retry(NoBackoff(), 0))
+        try:
+            forget_queries(client)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # not answering now: its callers get GraphUnavailable
+        finally:
+            client.close()
 
     def _with_impressions(self, info: ServerInfo) -> ServerInfo:
         """``info``, its impressions' server started first if it is not running (lock held)."""

@@ -17,7 +17,7 @@ import redis
 
 from graph_schema.statements import admin, dataset_import, models
 from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer, ServerInfo, _pid_alive, rewrite_aof_now
+from kgrec.embedded import QUERY_LOG_KEYS, EmbeddedServer, ServerInfo, _pid_alive, rewrite_aof_now
 from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
@@ -109,7 +109,7 @@ def test_the_live_settings_follow_the_configuration(data_dir: Path) -> None:
 
 
 def _query_logs(client: redis.Redis) -> list[bytes]:
-    return list(client.scan_iter(match="telemetry{*}", _type="stream"))
+    return list(client.scan_iter(match=QUERY_LOG_KEYS, _type="stream"))
 
 
 def _logged_a_query(client: redis.Redis, needle: str) -> None:
