@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from kgrec.errors import NoActiveModel, NotFound
-from kgrec.gateway import GraphUnavailable
+from kgrec.gateway import GraphTimeout, GraphUnavailable
 from kgrec.impressions import ImpressionsUnavailable
 
 RETRY_AFTER_S = 5
@@ -64,6 +64,12 @@ def register_error_handlers(app: Flask) -> None:
         from app.metrics import GRAPH_ERRORS
 
         GRAPH_ERRORS.inc()
+        if isinstance(exc, GraphTimeout):  # the server may still apply a write it did not confirm
+            return retry_later(
+                "graph_unavailable",
+                f"{exc}; a write may still be applied, and sending the same request again is safe; "
+                "retry later",
+            )
         return retry_later(
             "graph_unavailable", "the graph database is unavailable; nothing was written, retry later"
         )

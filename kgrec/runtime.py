@@ -52,8 +52,9 @@ class ProcessGateway:
     since two processes must never share one connection.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, timeout_s: float | None = None) -> None:
         self.settings = settings
+        self.timeout_s = timeout_s  # per graph call (see open_gateway); None: the engine's batch default
         self._gateway: GraphGateway | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -62,7 +63,7 @@ class ProcessGateway:
         """This process's gateway."""
         with self._lock:
             if self._gateway is None or self._pid != os.getpid():
-                self._gateway = open_gateway(self.settings)
+                self._gateway = open_gateway(self.settings, timeout_s=self.timeout_s)
                 self._pid = os.getpid()
             return self._gateway
 

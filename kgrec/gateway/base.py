@@ -24,6 +24,11 @@ class GraphUnavailable(RuntimeError):
     """The graph server cannot be reached right now (callers answer 503 / retry)."""
 
 
+class GraphTimeout(GraphUnavailable):
+    """The graph server did not answer a call in time. Unlike a refused connection, a write may
+    still be applied once the server goes on; every write is idempotent, so resending it is safe."""
+
+
 class GraphQueryError(RuntimeError):
     """The graph server refused a statement."""
 

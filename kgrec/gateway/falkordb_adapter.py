@@ -31,6 +31,7 @@ from kgrec.gateway.base import (
     GraphConflict,
     GraphGateway,
     GraphQueryError,
+    GraphTimeout,
     GraphUnavailable,
     Row,
     WriteSummary,
@@ -39,6 +40,10 @@ from kgrec.gateway.base import (
 )
 
 _log = logging.getLogger(__name__)
+
+# How long a call may wait for the server unless the gateway is opened with less (serving is):
+# a batch of 10,000 rows behind other writers on a busy host takes seconds, never minutes.
+BATCH_TIMEOUT_S = 300.0
 
 # Errors that mean "schema object already there": migrations treat them as done.
 _ALREADY_DONE = ("already indexed", "already exists")
@@ -71,9 +76,10 @@ class FalkorDBGateway(GraphGateway):
 
     engine = "falkordb"
 
-    def __init__(self, server: EmbeddedServer, graph_name: str) -> None:
+    def __init__(self, server: EmbeddedServer, graph_name: str, timeout_s: float | None = None) -> None:
         self._server = server
         self._graph_name = graph_name
+        self._timeout_s = BATCH_TIMEOUT_S if timeout_s is None else timeout_s
         self._lock = threading.Lock()
         self._client: FalkorDB | None = None
         self._graph: Graph | None = None
@@ -88,8 +94,8 @@ class FalkorDBGateway(GraphGateway):
                     host=info.host,
                     port=info.port,
                     password=info.password,
-                    socket_timeout=300,
-                    socket_connect_timeout=5,
+                    socket_timeout=self._timeout_s,
+                    socket_connect_timeout=min(5.0, self._timeout_s),
                 )
                 self._graph = self._client.select_graph(self._graph_name)
             return self._graph
@@ -111,7 +117,11 @@ class FalkorDBGateway(GraphGateway):
         try:
             graph = self._connected_graph()  # connecting talks to the server (INFO) too
             return action(graph)
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        except redis.TimeoutError as exc:
+            if graph is not None:
+                self._forget(graph)  # its connection may still receive the late answer
+            raise GraphTimeout(f"the graph server did not answer within {self._timeout_s:g} s") from exc
+        except (redis.ConnectionError, redis.BusyLoadingError) as exc:
             if graph is not None:
                 self._forget(graph)
             raise GraphUnavailable(f"graph server unavailable: {exc}") from exc

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import neo4j
-from neo4j import GraphDatabase, ManagedTransaction
+from neo4j import GraphDatabase, ManagedTransaction, unit_of_work
 from neo4j.exceptions import (
     ConstraintError,
     Neo4jError,
@@ -42,14 +42,39 @@ def _records(result: neo4j.Result) -> list[Row]:
     return [{k: _plain(v) for k, v in record.items()} for record in result]
 
 
+def _translated(exc: Exception, timeout_s: float | None) -> Exception:
+    """The gateway's error for a driver error."""
+    if "TransactionTimedOut" in (getattr(exc, "code", None) or ""):  # a Client- or TransientError, by version
+        within = "its own limit" if timeout_s is None else f"{timeout_s:g} s"
+        return base.GraphTimeout(f"the graph server did not finish within {within}")
+    if isinstance(exc, (ServiceUnavailable, SessionExpired, TransientError)):
+        return base.GraphUnavailable(f"Neo4j unavailable: {exc}")
+    if isinstance(exc, ConstraintError):
+        return base.GraphConflict(str(exc))
+    if isinstance(exc, OverflowError):  # the driver packs no integer outside 64 bits
+        return base.GraphQueryError(f"a parameter cannot be sent to Neo4j: {exc}")
+    return base.GraphQueryError(str(exc))
+
+
 class Neo4jGateway(GraphGateway):
     """Gateway over one Neo4j 5 database."""
 
     engine = "neo4j"
 
-    def __init__(self, uri: str, user: str, password: str, database: str) -> None:
-        self._driver = GraphDatabase.driver(uri, auth=(user, password))
+    def __init__(
+        self, uri: str, user: str, password: str, database: str, timeout_s: float | None = None
+    ) -> None:
+        # With a bound (serving): half of it to get a connection (connecting included) and half for a
+        # managed transaction's retries to start in, so a server that does not answer is reported in
+        # about the bound; the server times each transaction out at the bound. Without one, the
+        # driver's defaults (60 s to get a connection, retries for 30 s) and the server's own limit.
+        bounded: dict[str, float] = {}
+        if timeout_s is not None:
+            half = timeout_s / 2
+            bounded = {"connection_acquisition_timeout": half, "max_transaction_retry_time": half}
+        self._driver = GraphDatabase.driver(uri, auth=(user, password), **bounded)
         self._database = database
+        self._timeout_s = timeout_s
         # Every session of this process shares the bookmarks, so on a cluster a read follows the
         # writes before it (a revision counter and the items it stamped, a migration just applied).
         self._bookmarks = GraphDatabase.bookmark_manager()
@@ -57,17 +82,15 @@ class Neo4jGateway(GraphGateway):
     def _session(self) -> neo4j.Session:
         return self._driver.session(database=self._database, bookmark_manager=self._bookmarks)
 
+    def _bounded(self, work: Any) -> Any:
+        """The transaction function ``work``, with this gateway's timeout for the server to enforce."""
+        return work if self._timeout_s is None else unit_of_work(timeout=self._timeout_s)(work)
+
     def _guard(self, action: Any) -> Any:
         try:
             return action()
-        except (ServiceUnavailable, SessionExpired, TransientError) as exc:
-            raise base.GraphUnavailable(f"Neo4j unavailable: {exc}") from exc
-        except ConstraintError as exc:
-            raise base.GraphConflict(str(exc)) from exc
-        except Neo4jError as exc:
-            raise base.GraphQueryError(str(exc)) from exc
-        except OverflowError as exc:  # the driver packs no integer outside 64 bits
-            raise base.GraphQueryError(f"a parameter cannot be sent to Neo4j: {exc}") from exc
+        except (Neo4jError, ServiceUnavailable, SessionExpired, OverflowError) as exc:
+            raise _translated(exc, self._timeout_s) from exc
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         def work(tx: ManagedTransaction) -> list[Row]:
@@ -75,7 +98,7 @@ class Neo4jGateway(GraphGateway):
 
         def run() -> list[Row]:
             with self._session() as session:
-                return session.execute_read(work)
+                return session.execute_read(self._bounded(work))
 
         return self._guard(run)
 
@@ -85,7 +108,7 @@ class Neo4jGateway(GraphGateway):
 
         def run() -> list[list[Row]]:
             with self._session() as session:
-                return session.execute_read(work)
+                return session.execute_read(self._bounded(work))
 
         return self._guard(run)
 
@@ -105,7 +128,7 @@ class Neo4jGateway(GraphGateway):
 
         def run() -> WriteSummary:
             with self._session() as session:
-                return session.execute_write(work)
+                return session.execute_write(self._bounded(work))
 
         return self._guard(run)
 
