@@ -37,7 +37,7 @@ def read_endpoint(
     """A GET view: open unless reads need a key; ``ok``, ``errors`` documented; ``ids`` describe path ids."""
 
     def declare(view: View) -> View:
-        answers = responses(ok, description, **READ_ERRORS, **(errors or {}))
+        answers = responses(ok, description, **{**READ_ERRORS, **(errors or {})})
         documented = api.validate(resp=answers, path_parameter_descriptions=ids or None)(view)
         return bp.get(rule)(read_access(documented))
 
@@ -59,7 +59,7 @@ def write_endpoint(
     def declare(view: View) -> View:
         documented = api.validate(
             json=body,
-            resp=responses(ok, description, **errors, **WRITE_ERRORS),
+            resp=responses(ok, description, **{**WRITE_ERRORS, **errors}),
             security={"apiKey": []},
             validation_error_status=422 if body else 400,
             path_parameter_descriptions=ids or None,

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from kgrec.errors import NoActiveModel, NotFound
 from kgrec.gateway import GraphTimeout, GraphUnavailable
 from kgrec.impressions import ImpressionsUnavailable
+from kgrec.job_queue import JobQueueUnavailable
 
 RETRY_AFTER_S = 5
 
@@ -73,6 +74,10 @@ def register_error_handlers(app: Flask) -> None:
         return retry_later(
             "graph_unavailable", "the graph database is unavailable; nothing was written, retry later"
         )
+
+    @app.errorhandler(JobQueueUnavailable)
+    def queue_unavailable(exc: JobQueueUnavailable) -> Response:
+        return retry_later("queue_unavailable", f"{exc}; retry later")
 
     @app.errorhandler(ImpressionsUnavailable)
     def impressions_unavailable(exc: ImpressionsUnavailable) -> Response:

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from app.endpoints import read_endpoint
 from app.graph import settings
-from app.schemas import Error, Job
+from app.schemas import QUEUE_DOWN, Error, Job
 from kgrec import job_queue
 
 bp = Blueprint("jobs", __name__)
@@ -17,7 +17,10 @@ bp = Blueprint("jobs", __name__)
     "/v1/jobs/<job_id>",
     Job,
     "the job",
-    {"HTTP_404": (Error, "no job was queued under this id (or its record expired)")},
+    {
+        "HTTP_404": (Error, "no job was queued under this id (or its record expired)"),
+        "HTTP_503": (Error, QUEUE_DOWN),
+    },
     job_id="the job id `kgrec train` printed",
 )
 def job_status(job_id: str) -> Response:

@@ -13,7 +13,7 @@ from app.endpoints import read_endpoint, write_endpoint
 from app.errors import ApiError
 from app.graph import graph, serving, settings
 from app.model_schemas import ModelVersionList, ModelVersionView, TrainJob, TrainRequest
-from app.schemas import Error
+from app.schemas import QUEUE_DOWN, Error
 from kgrec import job_queue
 from kgrec.catalogue import error_problems
 from kgrec.model_versions import VersionNotReady, list_versions
@@ -53,7 +53,11 @@ def promote_model(version: str) -> Response:
     "/v1/models/train",
     TrainJob,
     "queued",
-    {**BODY_ERRORS, "HTTP_422": (Error, "an invalid field (named in `field`)")},
+    {
+        **BODY_ERRORS,
+        "HTTP_422": (Error, "an invalid field (named in `field`)"),
+        "HTTP_503": (Error, QUEUE_DOWN),
+    },
     body=TrainRequest,
 )
 def train_model() -> Response:

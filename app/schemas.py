@@ -233,6 +233,13 @@ class FieldProblem(BaseModel):
     reason: str
 
 
+# The 503 of an endpoint that uses the job queue (embedded, its broker is the graph server).
+QUEUE_DOWN = (
+    "the graph server is not running (`graph_unavailable`), or the job queue's broker or result store "
+    "does not answer (`queue_unavailable`); with Retry-After"
+)
+
+
 class Error(BaseModel):
     """Every error: a code, a sentence, and the parameter or field at fault."""
 

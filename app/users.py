@@ -24,7 +24,15 @@ def interests(user_id: str, query: InterestsQuery) -> Response:
     "/v1/users/<user_id>",
     Erasure,
     "what was removed",
-    {"HTTP_400": (Error, "an invalid id"), "HTTP_404": (Error, "no such user")},
+    {
+        "HTTP_400": (Error, "an invalid id"),
+        "HTTP_404": (Error, "no such user"),
+        "HTTP_503": (
+            Error,
+            "the graph, the impression store or the job queue is unavailable (`graph_unavailable`, "
+            "`impressions_unavailable`, `queue_unavailable`; Retry-After)",
+        ),
+    },
     user_id="the user",
 )
 def erase_user(user_id: str) -> Response:

@@ -120,11 +120,12 @@ class Settings:
     fold_in_interval_s: float = 30.0
     train_queue: str = "celery"  # the Celery queue training jobs go to (a GPU worker's, see README)
     graph_threads: int = 1
-    # How long a serving process (the API) waits for one graph call before it answers 503
-    # graph_unavailable: under the 60 s that proxies commonly allow a request, so a client gets
-    # kgrec's 503 with Retry-After rather than a proxy's 504, and a hung graph server does not hold
-    # every request thread for minutes. Workers and commands wait longer (their batches are larger).
-    serving_graph_timeout_s: float = 30.0
+    # How long a serving process (the API) waits for one answer from the graph or the job queue
+    # (its broker and result backend) before it answers 503: under the 60 s that proxies commonly
+    # allow a request, so a client gets kgrec's 503 with Retry-After rather than a proxy's 504, and a
+    # stalled server does not hold every request thread for minutes. Workers wait longer on the
+    # graph (their batches are larger).
+    serving_timeout_s: float = 30.0
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
     embedding_batch: int = 2000
     eval_database: str = "kgreceval"
@@ -222,7 +223,7 @@ class Settings:
             fold_in_interval_s=_number(env, "KGREC_FOLD_IN_INTERVAL_S", "30", above=True),
             train_queue=queue_name("KGREC_TRAIN_QUEUE", env.get("KGREC_TRAIN_QUEUE", "celery")),
             graph_threads=_number(env, "KGREC_GRAPH_THREADS", "1", low=1, whole=True),
-            serving_graph_timeout_s=_number(env, "KGREC_SERVING_GRAPH_TIMEOUT_S", "30", above=True),
+            serving_timeout_s=_number(env, "KGREC_SERVING_TIMEOUT_S", "30", above=True),
             migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
             embedding_batch=_number(env, "KGREC_EMBEDDING_BATCH", "2000", low=1, whole=True),
             eval_database=env.get("KGREC_EVAL_DATABASE", "kgreceval"),

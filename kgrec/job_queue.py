@@ -7,14 +7,17 @@ their historical ``workers.tasks.*`` values so tasks already queued stay valid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery, states
+from kombu.exceptions import OperationalError
 
 from kgrec.config import Settings
 from kgrec.errors import NotFound
@@ -44,8 +47,23 @@ PLANS = "kgrec:incremental-plans"  # the set of the plan keys written (some may 
 # Where beat's fold-in sweep goes on from: the last id of its last full page ("" from the start).
 SWEEP_AFTER = "kgrec:fold-in-sweep-after"
 
-_clients: dict[tuple[str | None, Path, str], Celery] = {}
+_clients: dict[tuple[str | None, Path, str, float], Celery] = {}
 _lock = threading.Lock()
+
+
+class JobQueueUnavailable(RuntimeError):
+    """The job queue's broker or result backend refused the connection or did not answer in time
+    (callers answer 503 / retry)."""
+
+
+@contextlib.contextmanager
+def _answered() -> Iterator[None]:
+    """Raise :class:`JobQueueUnavailable` for a broker or backend that does not answer (kombu wraps
+    the publisher's connection errors; Celery's Redis backend raises redis-py's own)."""
+    try:
+        yield
+    except (OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:
+        raise JobQueueUnavailable(f"the job queue did not answer: {exc}") from exc
 
 
 def redis_urls(settings: Settings) -> tuple[str, str]:
@@ -109,14 +127,41 @@ def celery_config(settings: Settings) -> dict[str, object]:
     }
 
 
+_ONE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+def client_config(settings: Settings) -> dict[str, object]:
+    """:func:`celery_config` for a client (the API, the CLI), whose every wait on the broker and the
+    result backend is bounded by ``serving_timeout_s``: without it, a stalled server (alive, not
+    answering) held a request for 120 s (the backend's socket timeout) or for good (the broker's)."""
+    config = celery_config(settings)
+    bound = settings.serving_timeout_s
+    transport = {
+        **config["broker_transport_options"],
+        "socket_timeout": bound,
+        "socket_connect_timeout": bound,
+    }  # type: ignore[dict-item]
+    return {
+        **config,
+        "broker_connection_timeout": bound,
+        "broker_transport_options": transport,
+        "redis_socket_timeout": bound,
+        "redis_socket_connect_timeout": bound,
+        # One more try on a dropped connection, not three (publishing) or twenty (the backend's
+        # subscription to a sent task's result): each may wait the whole bound.
+        "task_publish_retry_policy": _ONE_RETRY,
+        "result_backend_transport_options": {"retry_policy": _ONE_RETRY},
+    }
+
+
 def job_client(settings: Settings) -> Celery:
     """The process's Celery client for these settings' broker (built on first use, then reused)."""
-    key = (settings.redis_url, Path(settings.data_dir), settings.train_queue)
+    key = (settings.redis_url, Path(settings.data_dir), settings.train_queue, settings.serving_timeout_s)
     with _lock:
         client = _clients.get(key)
         if client is None:
             client = Celery("kgrec-client", set_as_current=False)
-            client.config_from_object(celery_config(settings))
+            client.config_from_object(client_config(settings))
             _clients[key] = client
         return client
 
@@ -148,8 +193,9 @@ def scheduled_job_state(app: Celery, job_id: str) -> str:
 def enqueue(client: Celery, task: str, **kwargs: Any) -> str:
     """Queue ``task`` with ``kwargs`` as a job :func:`job_status` knows at once; returns its id."""
     job_id = str(uuid.uuid4())
-    record_queued(client, job_id)
-    client.send_task(task, kwargs=kwargs, task_id=job_id)
+    with _answered():
+        record_queued(client, job_id)
+        client.send_task(task, kwargs=kwargs, task_id=job_id)
     return job_id
 
 
@@ -160,7 +206,8 @@ def job_status(client: Celery, job_id: str) -> dict[str, object]:
     expired with the backend's results).
     """
     # One read of the job's record: its state, its info, and whether it was ever queued.
-    meta = client.backend.get_task_meta(job_id)
+    with _answered():
+        meta = client.backend.get_task_meta(job_id)
     if meta.get("task_id") is None:  # every stored record has one; an unknown id reads as bare PENDING
         raise NotFound("job_id", job_id, f"no job {job_id!r}")
     state, info = meta["status"], meta.get("result")
@@ -218,11 +265,12 @@ def withdraw_plans(app: Celery, user_id: str) -> int:
     next update plans again without the user); returns how many were withdrawn."""
     client = app.backend.client
     withdrawn = 0
-    for key in client.smembers(PLANS):
-        text = client.get(key)
-        if text is None or user_id in json.loads(text)["users"]:
-            withdrawn += text is not None
-            drop_plan(app, key.decode() if isinstance(key, bytes) else key)
+    with _answered():
+        for key in client.smembers(PLANS):
+            text = client.get(key)
+            if text is None or user_id in json.loads(text)["users"]:
+                withdrawn += text is not None
+                drop_plan(app, key.decode() if isinstance(key, bytes) else key)
     return withdrawn
 
 

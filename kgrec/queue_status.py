@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from kombu.exceptions import OperationalError
 
 from kgrec.config import Settings
@@ -18,7 +19,7 @@ def queue_status(settings: Settings) -> dict[str, Any]:
     try:
         with client.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
-    except (OperationalError, OSError):
+        replies = client.control.inspect(timeout=PING_TIMEOUT_S).ping() or {}
+    except (OperationalError, OSError, redis.RedisError):  # the ping's publish, too: a broker that stalls
         return {"broker": False, "workers": []}
-    replies = client.control.inspect(timeout=PING_TIMEOUT_S).ping() or {}
     return {"broker": True, "workers": sorted(replies)}

@@ -168,7 +168,7 @@ class Serving:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._gateway = ProcessGateway(settings, timeout_s=settings.serving_graph_timeout_s)
+        self._gateway = ProcessGateway(settings, timeout_s=settings.serving_timeout_s)
         self._lock = threading.Lock()
         self._active: ActiveModel | None = None
         self._active_gateway: GraphGateway | None = None

@@ -1,0 +1,119 @@
+"""A graph server that is alive but does not answer (SIGSTOP: a stalled host, a swapping server),
+under a real gunicorn API. Embedded, the graph server is also the job queue's broker and result
+store, so the graph's reads and writes, and the job endpoints, all meet the stall."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import open_gateway
+from kgrec.migrations import migrate
+from tests.conftest import embedded_only
+from tests.processes import ApiProcess
+
+KEY = "test-key-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BOUND_S = 3
+
+
+def timed(call: Callable[[], requests.Response]) -> tuple[requests.Response, float]:
+    started = time.monotonic()
+    answer = call()
+    return answer, time.monotonic() - started
+
+
+@embedded_only
+def test_a_stalled_graph_server_is_answered_503_within_the_bound(tmp_path: Path) -> None:
+    """Each request is answered within KGREC_SERVING_TIMEOUT_S (a few times it at most), not after
+    the clients' own waits (300 s on the graph, 120 s on the result store, none on the broker); a
+    write the API gave up on may still land once the server goes on, and sending it again is safe."""
+    settings = Settings(data_dir=tmp_path / "var")
+    server = EmbeddedServer(settings.data_dir)
+    info = server.start()
+    with open_gateway(settings) as gateway:
+        migrate(gateway)
+    env = {
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_API_KEYS": KEY,
+        "KGREC_SERVING_TIMEOUT_S": str(BOUND_S),
+    }
+    api = ApiProcess(env, log=tmp_path / "gunicorn.log").start()
+    event = {
+        "event_id": "while-stalled",
+        "user_id": "u-stall",
+        "item_id": "p-stall",
+        "type": "view",
+        "ts": int(time.time() * 1000),
+    }
+
+    def post_event() -> requests.Response:
+        return requests.post(f"{api.url}/v1/events", json=[event], headers=AUTH, timeout=60)
+
+    def train() -> requests.Response:
+        return requests.post(f"{api.url}/v1/models/train", headers=AUTH, timeout=60)
+
+    def get(path: str) -> Callable[[], requests.Response]:
+        return lambda: requests.get(f"{api.url}{path}", headers=AUTH, timeout=60)
+
+    try:
+        assert get("/readyz")().json()["error"] == "no_model"  # the graph answers
+        queued = train()
+        assert queued.status_code == 200, queued.text  # no worker: it stays queued
+        job = f"/v1/jobs/{queued.json()['id']}"
+        assert get(job)().json()["state"] == "PENDING"
+
+        os.kill(info.pid, signal.SIGSTOP)
+        try:
+            # Twice each: the second call reconnects to the same stopped server.
+            answers = {
+                f"{name} {attempt}": timed(call)
+                for attempt in (1, 2)
+                for name, call in [
+                    ("readyz", get("/readyz")),
+                    ("event", post_event),
+                    ("job", get(job)),
+                    ("train", train),
+                    ("queue", get("/v1/queue")),
+                ]
+            }
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        for name, (answer, waited) in answers.items():
+            assert waited < 10 * BOUND_S, f"{name}: {waited:.1f} s"  # before: 120 s, 300 s, or never
+            if name.startswith("queue"):
+                assert answer.status_code == 200 and answer.json() == {"broker": False, "workers": []}
+                continue
+            error = "queue_unavailable" if name.startswith(("job", "train")) else "graph_unavailable"
+            assert answer.status_code == 503 and answer.json()["error"] == error, f"{name}: {answer.text}"
+            assert int(answer.headers["Retry-After"]) > 0
+        detail = answers["event 1"][0].json()["detail"]
+        assert (
+            f"did not answer within {BOUND_S} s" in detail
+            and "sending the same request again is safe" in detail
+        )
+
+        # The server goes on: the job is readable again, and the event resent is in the graph once,
+        # whether or not the one the API gave up on landed.
+        assert get(job)().json()["state"] == "PENDING"
+        resent = post_event()
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["applied"] + resent.json()["duplicates"] == 1
+        with open_gateway(settings) as gateway:
+            views = gateway.run_query(
+                "MATCH (:User {id: 'u-stall'})-[r:INTERACTED]->(:Item {id: 'p-stall'}) RETURN r.n_view AS n",
+                {},
+            )
+        assert [row["n"] for row in views] == [1]
+    finally:
+        os.kill(info.pid, signal.SIGCONT)
+        api.stop()
+        server.stop()
