@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery, states
@@ -136,15 +136,11 @@ def client_config(settings: Settings) -> dict[str, object]:
     answering) held a request for 120 s (the backend's socket timeout) or for good (the broker's)."""
     config = celery_config(settings)
     bound = settings.serving_timeout_s
-    transport = {
-        **config["broker_transport_options"],
-        "socket_timeout": bound,
-        "socket_connect_timeout": bound,
-    }  # type: ignore[dict-item]
+    transport = cast("dict[str, object]", config["broker_transport_options"])
     return {
         **config,
         "broker_connection_timeout": bound,
-        "broker_transport_options": transport,
+        "broker_transport_options": {**transport, "socket_timeout": bound, "socket_connect_timeout": bound},
         "redis_socket_timeout": bound,
         "redis_socket_connect_timeout": bound,
         # One more try on a dropped connection, not three (publishing) or twenty (the backend's

@@ -48,6 +48,7 @@ EXPECTED_ERRORS = (
     ValueError,
     OSError,
     StackError,
+    job_queue.JobQueueUnavailable,  # the broker or result store, queueing a job or reading its state
     redis.ConnectionError,  # the broker, while following a job
     redis.TimeoutError,
     EOFError,  # a truncated gzip file read outside kgrec.datasets (click would print only "Aborted!")
