@@ -1,10 +1,11 @@
 """What ``kgrec up`` does while it runs: restart a dead graph server, impressions server, API, worker or beat.
 
-Each restart waits an exponential backoff (capped), is logged with the exit status,
-and is counted in the data dir's restart file, which the API's ``/metrics`` reads
-(:mod:`kgrec.supervision`). Retrying stops only on a configuration error: a process
-that dies within seconds of starting several times in a row, or a graph server that
-cannot write its data dir.
+A graph server that is alive but answers nothing (a deadlock, a stopped process) for
+:data:`HUNG_AFTER_S` is killed and restarted like a dead one. Each restart waits an exponential
+backoff (capped), is logged with the exit status, and is counted in the data dir's restart file,
+which the API's ``/metrics`` reads (:mod:`kgrec.supervision`). Retrying stops only on a
+configuration error: a process that dies within seconds of starting several times in a row, or a
+graph server that cannot write its data dir.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ImpressionsServer, ServerInfo, tied_to_parent
 from kgrec.supervision import SUPERVISED, write_restart_counts
@@ -29,6 +35,11 @@ MAX_BACKOFF_S = 30.0
 STABLE_S = 60.0  # up this long, a process's next failure starts the backoff over
 POLL_S = 0.2
 STOP_TIMEOUT_S = 25.0
+# The graph server is pinged this often, each ping waiting as long; one that has answered nothing
+# (not even "loading") for HUNG_AFTER_S is hung, not busy: FalkorDB's slowest legitimate stalls (a
+# large write holding its lock, an fsync) last seconds.
+PROBE_EVERY_S = 5.0
+HUNG_AFTER_S = 60.0
 
 
 class StackError(RuntimeError):
@@ -117,30 +128,115 @@ class ChildProcess:
         self.wait(time.monotonic() + STOP_TIMEOUT_S)
 
 
+class AnswerWatch:
+    """Pings a server from a daemon thread, so that the supervisor's round never waits on it, and
+    tells how long the server has gone without answering."""
+
+    def __init__(self, client: Callable[[], redis.Redis | None], every_s: float) -> None:
+        self._client = client  # a new client of the server as it runs now (None: none runs)
+        self._every_s = every_s
+        self._answered_at = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self) -> None:
+        """Count from now (a server just started), pinging from the thread (started once)."""
+        self._answered_at = time.monotonic()
+        self._stopped.clear()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="kgrec-answer-watch", daemon=True)
+            self._thread.start()
+
+    def silent_for(self) -> float:
+        """Seconds since the server last answered (or since :meth:`watch`)."""
+        return time.monotonic() - self._answered_at
+
+    def stop(self) -> None:
+        """Stop pinging (the thread ends within one interval)."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every_s):
+            if self._answers():
+                self._answered_at = time.monotonic()
+
+    def _answers(self) -> bool:
+        client = self._client()
+        if client is None:
+            return True  # not running: the supervisor's poll reports how it ended
+        try:
+            client.ping()
+        except redis.BusyLoadingError:  # an answer: it is reading its data back
+            return True
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+        except redis.RedisError:  # any other answer is one too
+            return True
+        finally:
+            client.close()
+        return True
+
+
 class GraphProcess:
     """The embedded graph server; ``kgrec up`` is its parent, so it reaps it and reads its exit status."""
 
     name = "graph"
 
-    def __init__(self, server: EmbeddedServer) -> None:
+    def __init__(
+        self, server: EmbeddedServer, hung_after_s: float = HUNG_AFTER_S, probe_every_s: float = PROBE_EVERY_S
+    ) -> None:
         self.server = server
         self.info: ServerInfo | None = None
         self.started_at = 0.0
+        self.hung_after_s = hung_after_s
+        self.answers = AnswerWatch(self._probe_client, probe_every_s)
+        self._probe_timeout_s = probe_every_s
 
     def launch(self) -> ServerInfo:
         """Start the server (on its previous port when it is free) and wait until it answers."""
         self.info = self.server.start()
         self.started_at = time.monotonic()
+        self.answers.watch()
         return self.info
 
     def poll(self) -> str | None:
-        """None while it runs; otherwise how it ended, and why if its log says (see :func:`_with_log`)."""
+        """None while it runs; otherwise how it ended, and why if its log says (see :func:`_with_log`).
+
+        A server that has answered nothing for :attr:`hung_after_s` is killed here (SIGKILL: it
+        may be stopped, or deadlocked past SIGTERM), and reported as ended; its writes were fsynced
+        as they were acknowledged, so the restart loses none.
+        """
         if self.info is None:
             return "never started"
-        return _with_log(_child_exit(self.info.pid, lambda: self.server.running() is not None), self.server)
+        ended = _with_log(_child_exit(self.info.pid, lambda: self.server.running() is not None), self.server)
+        silent = self.answers.silent_for()
+        if ended is not None or silent < self.hung_after_s:
+            return ended
+        self._kill(self.info.pid)
+        return f"answered nothing for {silent:.0f}s and was killed"
+
+    def _kill(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)  # reap our child, so that its pid cannot be mistaken for a live one
+        except ChildProcessError:  # not our child (it was already running): give it a moment to go
+            deadline = time.monotonic() + 10
+            while self.server.running() is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def _probe_client(self) -> redis.Redis | None:
+        info = self.info
+        if info is None:
+            return None
+        timeout = self._probe_timeout_s
+        return info.client(
+            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
 
     def stop(self) -> None:
         """Shut the server down cleanly (fsyncs the AOF)."""
+        self.answers.stop()
         self.server.stop()
 
 

@@ -281,3 +281,42 @@ def _exit_on_a_full_disk(disk: Path, tmp_path: Path) -> None:
         assert "Error writing to the AOF file: No space left on device" in lines[0], lines[0]
     finally:
         graph.server.kill()
+
+
+@embedded_only
+def test_a_graph_server_that_answers_nothing_is_killed_and_restarted_with_its_data(tmp_path: Path) -> None:
+    """A graph server stopped with SIGSTOP (as a deadlocked one: alive, answering nothing) is killed
+    once it has been silent for the bound, restarted, and has every acknowledged write; a busy
+    one that still answers is left alone."""
+    graph = GraphProcess(EmbeddedServer(tmp_path / "var"), hung_after_s=6, probe_every_s=1)
+    lines: list[str] = []
+    supervisor = Supervisor(tmp_path, graph, [], should_stop=lambda: False, log=lines.append)
+    try:
+        first = graph.launch()
+        client = first.client(socket_timeout=5)
+        client.set("acknowledged", "yes")  # appendfsync always: on disk before the answer
+        client.close()
+        for _ in range(40):  # 8 s of rounds, past the bound, while it answers: nothing happens
+            supervisor.check()
+            time.sleep(0.2)
+        assert lines == []
+
+        os.kill(first.pid, signal.SIGSTOP)
+        eventually(
+            lambda: supervisor.check() or len(lines) >= 2, 60, "the silent server is killed and restarted"
+        )
+        assert re.fullmatch(r"kgrec up: graph answered nothing for \d+s and was killed after .*", lines[0]), (
+            lines
+        )
+        assert lines[1] == "kgrec up: graph restarted (restart 1)", lines
+        assert graph.info is not None and graph.info.pid != first.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(first.pid, 0)
+            raise AssertionError(f"the stopped server (pid {first.pid}) is still there")
+        client = graph.info.client(socket_timeout=5)
+        assert client.get("acknowledged") == b"yes"
+        client.close()
+        assert restart_counts(tmp_path)["graph"] == 1
+    finally:
+        graph.answers.stop()
+        graph.server.kill()
