@@ -120,11 +120,11 @@ class Settings:
     fold_in_interval_s: float = 30.0
     train_queue: str = "celery"  # the Celery queue training jobs go to (a GPU worker's, see README)
     graph_threads: int = 1
-    # How long a serving process (the API) waits for one answer from the graph or the job queue
-    # (its broker and result backend) before it answers 503: under the 60 s that proxies commonly
-    # allow a request, so a client gets kgrec's 503 with Retry-After rather than a proxy's 504, and a
-    # stalled server does not hold every request thread for minutes. Workers wait longer on the
-    # graph (their batches are larger).
+    # How long a serving process (the API) waits for one answer from the graph, the job queue (its
+    # broker and result backend) or the impression store before it answers 503: under the 60 s
+    # that proxies commonly allow a request, so a client gets kgrec's 503 with Retry-After rather
+    # than a proxy's 504, and a stalled server does not hold every request thread for minutes.
+    # Workers wait longer on the graph (their batches are larger).
     serving_timeout_s: float = 30.0
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
     embedding_batch: int = 2000

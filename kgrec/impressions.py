@@ -360,8 +360,11 @@ class ImpressionStore:
         """This process's client (the embedded server's address is re-read after a failure)."""
         with self._lock:
             if self._client is None or self._pid != os.getpid():
+                bound = self.settings.serving_timeout_s  # every call is small: one batch, one script
                 self._client = redis.Redis.from_url(
-                    impressions_redis_url(self.settings), socket_timeout=30, socket_connect_timeout=5
+                    impressions_redis_url(self.settings),
+                    socket_timeout=bound,
+                    socket_connect_timeout=min(5, bound),
                 )
                 self._store = self._client.register_script(_STORE)
                 self._by_id = self._client.register_script(_BY_ID)

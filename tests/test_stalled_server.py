@@ -1,6 +1,7 @@
 """A graph server that is alive but does not answer (SIGSTOP: a stalled host, a swapping server),
 under a real gunicorn API. Embedded, the graph server is also the job queue's broker and result
-store, so the graph's reads and writes, and the job endpoints, all meet the stall."""
+store, so the graph's reads and writes, and the job endpoints, all meet the stall; then the
+impression store stalls."""
 
 from __future__ import annotations
 
@@ -113,6 +114,20 @@ def test_a_stalled_graph_server_is_answered_503_within_the_bound(tmp_path: Path)
                 {},
             )
         assert [row["n"] for row in views] == [1]
+
+        # The impression store stalls: reading an impression is a 503 that names it, within the bound.
+        impressions = server.impressions.running()
+        assert impressions is not None
+        os.kill(impressions.pid, signal.SIGSTOP)
+        try:
+            looked_up, waited = timed(get(f"/v1/impressions/{uuid.uuid4().hex}"))
+        finally:
+            os.kill(impressions.pid, signal.SIGCONT)
+        assert looked_up.status_code == 503 and looked_up.json()["error"] == "impressions_unavailable", (
+            looked_up.text
+        )
+        assert waited < 5 * BOUND_S, f"{waited:.1f} s"  # before: 30 s whatever the bound
+        assert get(f"/v1/impressions/{uuid.uuid4().hex}")().status_code == 404  # it answers again
     finally:
         os.kill(info.pid, signal.SIGCONT)
         api.stop()
