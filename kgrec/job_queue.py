@@ -56,14 +56,26 @@ class JobQueueUnavailable(RuntimeError):
     (callers answer 503 / retry)."""
 
 
+_QUEUE_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError)
+
+
 @contextlib.contextmanager
-def _answered() -> Iterator[None]:
+def answered(client: Celery) -> Iterator[None]:
     """Raise :class:`JobQueueUnavailable` for a broker or backend that does not answer (kombu wraps
     the publisher's connection errors; Celery's Redis backend raises redis-py's own)."""
     try:
         yield
-    except (OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:
+    except _QUEUE_ERRORS as exc:
         raise JobQueueUnavailable(f"the job queue did not answer: {exc}") from exc
+    except RuntimeError as exc:
+        # Celery gives up reconnecting a sent task's result subscription with a RuntimeError whose
+        # cause is the connection error, and asks for the app to be rebuilt: the next call does.
+        if not isinstance(exc.__cause__, _QUEUE_ERRORS):
+            raise
+        with _lock:
+            for key in [key for key, known in _clients.items() if known is client]:
+                del _clients[key]
+        raise JobQueueUnavailable(f"the job queue did not answer: {exc.__cause__}") from exc
 
 
 def redis_urls(settings: Settings) -> tuple[str, str]:
@@ -189,7 +201,7 @@ def scheduled_job_state(app: Celery, job_id: str) -> str:
 def enqueue(client: Celery, task: str, **kwargs: Any) -> str:
     """Queue ``task`` with ``kwargs`` as a job :func:`job_status` knows at once; returns its id."""
     job_id = str(uuid.uuid4())
-    with _answered():
+    with answered(client):
         record_queued(client, job_id)
         client.send_task(task, kwargs=kwargs, task_id=job_id)
     return job_id
@@ -202,7 +214,7 @@ def job_status(client: Celery, job_id: str) -> dict[str, object]:
     expired with the backend's results).
     """
     # One read of the job's record: its state, its info, and whether it was ever queued.
-    with _answered():
+    with answered(client):
         meta = client.backend.get_task_meta(job_id)
     if meta.get("task_id") is None:  # every stored record has one; an unknown id reads as bare PENDING
         raise NotFound("job_id", job_id, f"no job {job_id!r}")
@@ -261,7 +273,7 @@ def withdraw_plans(app: Celery, user_id: str) -> int:
     next update plans again without the user); returns how many were withdrawn."""
     client = app.backend.client
     withdrawn = 0
-    with _answered():
+    with answered(app):
         for key in client.smembers(PLANS):
             text = client.get(key)
             if text is None or user_id in json.loads(text)["users"]:

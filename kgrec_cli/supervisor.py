@@ -135,21 +135,28 @@ class AnswerWatch:
     def __init__(self, client: Callable[[], redis.Redis | None], every_s: float) -> None:
         self._client = client  # a new client of the server as it runs now (None: none runs)
         self._every_s = every_s
-        self._answered_at = time.monotonic()
+        self._answered_at = time.monotonic()  # when the last ping that got an answer was sent
+        self._unanswered_at: float | None = None  # when the last ping was sent, if it got none
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
     def watch(self) -> None:
         """Count from now (a server just started), pinging from the thread (started once)."""
-        self._answered_at = time.monotonic()
+        self._answered_at, self._unanswered_at = time.monotonic(), None
         self._stopped.clear()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="kgrec-answer-watch", daemon=True)
             self._thread.start()
 
     def silent_for(self) -> float:
-        """Seconds since the server last answered (or since :meth:`watch`)."""
-        return time.monotonic() - self._answered_at
+        """How long before the latest ping the server last answered; 0 when that ping got an answer.
+
+        Measured between pings sent, not up to now: after ``kgrec up`` itself was paused (Ctrl-Z,
+        a suspended laptop or VM), no ping has failed yet, so a healthy server is not taken for a
+        hung one.
+        """
+        unanswered = self._unanswered_at
+        return 0.0 if unanswered is None else max(0.0, unanswered - self._answered_at)
 
     def stop(self) -> None:
         """Stop pinging (the thread ends within one interval)."""
@@ -157,24 +164,32 @@ class AnswerWatch:
 
     def _run(self) -> None:
         while not self._stopped.wait(self._every_s):
-            if self._answers():
-                self._answered_at = time.monotonic()
+            sent = time.monotonic()
+            try:
+                silent = self._silent()
+            except Exception:  # a ping that cannot be sent says nothing about the server
+                silent = False
+            if silent:
+                self._unanswered_at = sent
+            else:
+                self._answered_at, self._unanswered_at = sent, None
 
-    def _answers(self) -> bool:
+    def _silent(self) -> bool:
+        """True when a ping got no answer in time. Any reply counts as one, an error included
+        ("loading", "max number of clients reached"); a refused connection is a death, which the
+        supervisor's poll reports."""
         client = self._client()
         if client is None:
-            return True  # not running: the supervisor's poll reports how it ended
+            return False  # not running: the supervisor's poll reports how it ended
         try:
             client.ping()
-        except redis.BusyLoadingError:  # an answer: it is reading its data back
+        except redis.TimeoutError:
             return True
-        except (redis.ConnectionError, redis.TimeoutError):
+        except redis.RedisError:
             return False
-        except redis.RedisError:  # any other answer is one too
-            return True
         finally:
             client.close()
-        return True
+        return False
 
 
 class GraphProcess:
@@ -218,12 +233,17 @@ class GraphProcess:
     def _kill(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        try:
-            os.waitpid(pid, 0)  # reap our child, so that its pid cannot be mistaken for a live one
-        except ChildProcessError:  # not our child (it was already running): give it a moment to go
-            deadline = time.monotonic() + 10
-            while self.server.running() is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
+        # Reap our child, so that its pid cannot be mistaken for a live one; not for ever: one in
+        # uninterruptible sleep (a hung disk) dies only when its system call returns.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    return
+            except ChildProcessError:  # not our child (it was already running)
+                if self.server.running() is None:
+                    return
+            time.sleep(0.05)
 
     def _probe_client(self) -> redis.Redis | None:
         info = self.info

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from neo4j.exceptions import Neo4jError
+from neo4j.exceptions import ConnectionAcquisitionTimeoutError, IncompleteCommit, Neo4jError
 
 from graph_schema.statements.admin import LABEL_COUNTS
 from kgrec.gateway.base import GraphQueryError, GraphTimeout, GraphUnavailable
@@ -81,5 +81,24 @@ def test_a_transaction_the_server_timed_out_is_a_timeout() -> None:
 
         with pytest.raises(GraphTimeout, match=r"did not finish within 2\.5 s"):
             gateway._guard(timed_out)
+    finally:
+        gateway.close()
+
+
+def test_a_pool_without_a_free_connection_is_unavailable_and_a_lost_commit_may_have_landed() -> None:
+    gateway = Neo4jGateway("neo4j://127.0.0.1:9", "neo4j", "secret", "neo4j", timeout_s=2)
+    try:
+
+        def no_connection() -> None:
+            raise ConnectionAcquisitionTimeoutError("failed to obtain a connection from the pool within 1.0s")
+
+        def lost_commit() -> None:
+            raise IncompleteCommit("Connection failure during commit")
+
+        with pytest.raises(GraphUnavailable, match="Neo4j unavailable") as refused:
+            gateway._guard(no_connection)
+        assert not isinstance(refused.value, GraphTimeout)  # nothing was sent: "nothing was written"
+        with pytest.raises(GraphTimeout, match="answer to a commit was lost"):
+            gateway._guard(lost_commit)
     finally:
         gateway.close()

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway import open_gateway
+from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, answered, job_client
 from kgrec.migrations import migrate
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
@@ -132,3 +135,21 @@ def test_a_stalled_graph_server_is_answered_503_within_the_bound(tmp_path: Path)
         os.kill(info.pid, signal.SIGCONT)
         api.stop()
         server.stop()
+
+
+def test_celery_giving_up_on_a_result_subscription_is_the_queues_503_and_the_client_is_rebuilt() -> None:
+    """Sending a task subscribes to its result first; on a result store that does not answer,
+    Celery gives up with a RuntimeError and asks for the app to be rebuilt. That is the queue's
+    503 (not a 500), and the next call gets a new client."""
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        settings = Settings(redis_url=f"redis://127.0.0.1:{listener.getsockname()[1]}/0", serving_timeout_s=1)
+        client = job_client(settings)
+        with pytest.raises(JobQueueUnavailable, match="did not answer") as refused, answered(client):
+            client.send_task(FOLD_IN_ITEMS, args=[["an-item"]], retry=False)
+        assert isinstance(refused.value.__cause__, RuntimeError), refused.value.__cause__
+        assert job_client(settings) is not client
+        with pytest.raises(RuntimeError, match="not the queue's"), answered(job_client(settings)):
+            raise RuntimeError("not the queue's")
+    finally:
+        listener.close()

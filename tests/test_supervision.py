@@ -286,8 +286,9 @@ def _exit_on_a_full_disk(disk: Path, tmp_path: Path) -> None:
 @embedded_only
 def test_a_graph_server_that_answers_nothing_is_killed_and_restarted_with_its_data(tmp_path: Path) -> None:
     """A graph server stopped with SIGSTOP (as a deadlocked one: alive, answering nothing) is killed
-    once it has been silent for the bound, restarted, and has every acknowledged write; a busy
-    one that still answers is left alone."""
+    once a ping sent the bound after its last answer gets none, restarted, and has every
+    acknowledged write; one that still answers is left alone, and so is one after a pause of the
+    supervisor itself."""
     graph = GraphProcess(EmbeddedServer(tmp_path / "var"), hung_after_s=6, probe_every_s=1)
     lines: list[str] = []
     supervisor = Supervisor(tmp_path, graph, [], should_stop=lambda: False, log=lines.append)
@@ -299,6 +300,11 @@ def test_a_graph_server_that_answers_nothing_is_killed_and_restarted_with_its_da
         for _ in range(40):  # 8 s of rounds, past the bound, while it answers: nothing happens
             supervisor.check()
             time.sleep(0.2)
+        assert lines == []
+        # kgrec up itself paused past the bound (Ctrl-Z, a suspended laptop): its last answer is
+        # long ago, but no ping has gone unanswered since, so nothing happens either.
+        graph.answers._answered_at -= 100
+        supervisor.check()
         assert lines == []
 
         os.kill(first.pid, signal.SIGSTOP)

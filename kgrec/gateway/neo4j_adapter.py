@@ -8,7 +8,9 @@ from typing import Any
 import neo4j
 from neo4j import GraphDatabase, ManagedTransaction, unit_of_work
 from neo4j.exceptions import (
+    ConnectionPoolError,
     ConstraintError,
+    IncompleteCommit,
     Neo4jError,
     ServiceUnavailable,
     SessionExpired,
@@ -47,7 +49,9 @@ def _translated(exc: Exception, timeout_s: float | None) -> Exception:
     if "TransactionTimedOut" in (getattr(exc, "code", None) or ""):  # a Client- or TransientError, by version
         within = "its own limit" if timeout_s is None else f"{timeout_s:g} s"
         return base.GraphTimeout(f"the graph server did not finish within {within}")
-    if isinstance(exc, (ServiceUnavailable, SessionExpired, TransientError)):
+    if isinstance(exc, IncompleteCommit):  # the connection went during the commit, which may have landed
+        return base.GraphTimeout(f"the graph server's answer to a commit was lost: {exc}")
+    if isinstance(exc, (ServiceUnavailable, SessionExpired, TransientError, ConnectionPoolError)):
         return base.GraphUnavailable(f"Neo4j unavailable: {exc}")
     if isinstance(exc, ConstraintError):
         return base.GraphConflict(str(exc))
@@ -89,7 +93,7 @@ class Neo4jGateway(GraphGateway):
     def _guard(self, action: Any) -> Any:
         try:
             return action()
-        except (Neo4jError, ServiceUnavailable, SessionExpired, OverflowError) as exc:
+        except (Neo4jError, ServiceUnavailable, SessionExpired, ConnectionPoolError, OverflowError) as exc:
             raise _translated(exc, self._timeout_s) from exc
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
