@@ -119,6 +119,13 @@ class ServerInfo:
         """A plain Redis client for administrative commands."""
         return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
 
+    def one_try_client(self, timeout_s: float) -> redis.Redis:
+        """A client whose every call is one try of at most ``timeout_s``, connecting included:
+        redis-py's default retries with backoff would wait minutes on a server that does not answer."""
+        return self.client(
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        )
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -690,7 +697,7 @@ class EmbeddedServer(_ServerFolder):
     def _forget_queries(info: ServerInfo) -> None:
         """:func:`forget_queries` on ``info``'s server, never failing the start: one that does not
         answer within 10 s (one try) is used as before, and the next start tries again."""
-        client = info.client(socket_timeout=10, retry=Retry(NoBackoff(), 0))
+        client = info.one_try_client(10)
         try:
             forget_queries(client)
         except (redis.ConnectionError, redis.TimeoutError):

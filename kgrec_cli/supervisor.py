@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Protocol
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from kgrec.embedded import EmbeddedServer, EmbeddedServerError, ImpressionsServer, ServerInfo, tied_to_parent
 from kgrec.supervision import SUPERVISED, write_restart_counts
@@ -249,10 +247,7 @@ class GraphProcess:
         info = self.info
         if info is None:
             return None
-        timeout = self._probe_timeout_s
-        return info.client(
-            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        return info.one_try_client(self._probe_timeout_s)
 
     def stop(self) -> None:
         """Shut the server down cleanly (fsyncs the AOF)."""

@@ -117,13 +117,11 @@ class FalkorDBGateway(GraphGateway):
         try:
             graph = self._connected_graph()  # connecting talks to the server (INFO) too
             return action(graph)
-        except redis.TimeoutError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # BusyLoadingError is a ConnectionError
             if graph is not None:
-                self._forget(graph)  # its connection may still receive the late answer
-            raise GraphTimeout(f"the graph server did not answer within {self._timeout_s:g} s") from exc
-        except (redis.ConnectionError, redis.BusyLoadingError) as exc:
-            if graph is not None:
-                self._forget(graph)
+                self._forget(graph)  # a timed-out connection may still receive the late answer
+            if isinstance(exc, redis.TimeoutError):
+                raise GraphTimeout(f"the graph server did not answer within {self._timeout_s:g} s") from exc
             raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
         except redis.ResponseError as exc:
             if "empty key" in str(exc):  # reading a graph that has no data yet
