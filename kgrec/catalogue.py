@@ -16,7 +16,6 @@ are left out, and price filters use the catalogue's current prices.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +74,7 @@ from kgrec.limits import (
     MAX_STOCK,
     id_problem,
 )
+from kgrec.single_flight import SingleFlight
 
 CategoryIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_CATEGORY_DEPTH)]
 
@@ -621,41 +621,46 @@ class CatalogueView:
     def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
         self._gateway = gateway
         self._check_every_s = check_every_s
-        self._lock = threading.Lock()
-        self._checked_at = -math.inf
-        self._snapshot = CatalogueSnapshot()
+        self._refresh = SingleFlight()
+        self._checked_at = -math.inf  # -inf: stale (this process wrote to the catalogue)
+        self._snapshot: CatalogueSnapshot | None = None  # None until the first read
 
     def stale(self) -> None:
         """Check on the next call (this process just wrote to the catalogue)."""
-        with self._lock:
-            self._checked_at = -math.inf
+        self._checked_at = -math.inf
 
     def snapshot(self) -> CatalogueSnapshot:
-        """The catalogue changes as of the latest revision seen."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked_at < self._check_every_s:
-                return self._snapshot
-            self._checked_at = now
-            rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
-            revision = int(rows[0]["revision"]) if rows else 0
-            current = self._snapshot
-            if revision == current.revision:
-                return current
-            # A lower revision means a new graph (cleared or restored): read everything again.
-            since, items = (current.revision, dict(current.items)) if revision > current.revision else (0, {})
-            changed = []
-            links = set(current.links) if since else set()
-            for row in self._gateway.read(CATALOGUE_CHANGES, {"since": since}):
-                changed.append(row["id"])
-                items[row["id"]] = state = change_state(row)
-                links.update(state.category_links)
-            if since == 0:
-                self._snapshot = CatalogueSnapshot(revision, items, links=frozenset(links))
-            else:
-                current.previous = None  # a snapshot derives from the one before it, no further
-                self._snapshot = CatalogueSnapshot(revision, items, tuple(changed), current, frozenset(links))
-            return self._snapshot
+        """The catalogue changes as of the latest revision seen (or the snapshot held, while another
+        thread checks: :mod:`kgrec.single_flight`)."""
+        return self._refresh.fresh(
+            self._checked, self._snapshot, self._checked_at, self._check_every_s, self._gateway.timeout_s
+        )
+
+    def _checked(self) -> CatalogueSnapshot:
+        now = time.monotonic()
+        if self._snapshot is not None and now - self._checked_at < self._check_every_s:
+            return self._snapshot  # checked by the refresh this thread waited for
+        self._checked_at = now
+        rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
+        revision = int(rows[0]["revision"]) if rows else 0
+        current = self._snapshot or CatalogueSnapshot()
+        if revision == current.revision:
+            self._snapshot = current
+            return current
+        # A lower revision means a new graph (cleared or restored): read everything again.
+        since, items = (current.revision, dict(current.items)) if revision > current.revision else (0, {})
+        changed = []
+        links = set(current.links) if since else set()
+        for row in self._gateway.read(CATALOGUE_CHANGES, {"since": since}):
+            changed.append(row["id"])
+            items[row["id"]] = state = change_state(row)
+            links.update(state.category_links)
+        if since == 0:
+            self._snapshot = CatalogueSnapshot(revision, items, links=frozenset(links))
+        else:
+            current.previous = None  # a snapshot derives from the one before it, no further
+            self._snapshot = CatalogueSnapshot(revision, items, tuple(changed), current, frozenset(links))
+        return self._snapshot
 
 
 def change_state(row: Mapping[str, Any]) -> ItemState:

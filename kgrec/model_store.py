@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.item_facts import ItemFacts, links_in_id_order
 from kgrec.recommender import ModelArtifacts, Recommender
 from kgrec.signals import check_weights, signal
+from kgrec.single_flight import SingleFlight
 
 MODELS_DIR = "models"
 # 2: every signal has a weight. Version 1 artifacts (no "format") left some out, which scored as 0.0.
@@ -127,41 +127,49 @@ class ActiveModel:
         self._gateway = gateway
         self._folder = models_dir(data_dir)
         self._check_every_s = check_every_s
-        self._lock = threading.Lock()
-        self._checked_at = -math.inf
+        self._refresh = SingleFlight()
+        self._checked_at = -math.inf  # -inf: stale (this process changed the active version)
         self._base: Recommender | None = None
         self._overlay_stamp: tuple[object, object] | None = None
         self._recommender: Recommender | None = None
 
     def get(self) -> Recommender | None:
-        """The Recommender of the active version (None before the first training)."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked_at >= self._check_every_s or self._recommender is None:
-                self._checked_at = now
-                rows = self._gateway.read(ACTIVE_VERSION)
-                if not rows:
-                    self._base = self._recommender = None
-                    return None
-                active = rows[0]
-                if self._base is None or self._base.artifacts.version != active["id"]:
-                    self._base = Recommender(load_artifacts(self._folder / active["artifact"]))
-                    self._recommender, self._overlay_stamp = self._base, None
-                stamp = (active["folded_at"], active["adjusted_at"])
-                if stamp != self._overlay_stamp:
-                    self._recommender = self._with_adjusted_popularity(self._with_folded_items(self._base))
-                    self._overlay_stamp = stamp
-            return self._recommender
+        """The Recommender of the active version (None before the first training).
+
+        While another thread checks the graph, the version held is served; a stalled graph server
+        so holds each request one bound (:mod:`kgrec.single_flight`).
+        """
+        return self._refresh.fresh(
+            self._checked, self._recommender, self._checked_at, self._check_every_s, self._gateway.timeout_s
+        )
+
+    def _checked(self) -> Recommender | None:
+        now = time.monotonic()
+        if now - self._checked_at < self._check_every_s and self._recommender is not None:
+            return self._recommender  # checked by the refresh this thread waited for
+        self._checked_at = now
+        rows = self._gateway.read(ACTIVE_VERSION)
+        if not rows:
+            self._base = self._recommender = None
+            return None
+        active = rows[0]
+        if self._base is None or self._base.artifacts.version != active["id"]:
+            self._base = Recommender(load_artifacts(self._folder / active["artifact"]))
+            self._recommender, self._overlay_stamp = self._base, None
+        stamp = (active["folded_at"], active["adjusted_at"])
+        if stamp != self._overlay_stamp:
+            self._recommender = self._with_adjusted_popularity(self._with_folded_items(self._base))
+            self._overlay_stamp = stamp
+        return self._recommender
 
     def stale(self) -> None:
         """Ask the graph on the next call (this process just changed the active version)."""
-        with self._lock:
-            self._checked_at = -math.inf
+        self._checked_at = -math.inf
 
     def held_version(self) -> str | None:
         """The version loaded so far, without asking the graph (None before the first load)."""
-        with self._lock:
-            return None if self._recommender is None else self._recommender.artifacts.version
+        held = self._recommender
+        return None if held is None else held.artifacts.version
 
     def _with_adjusted_popularity(self, model: Recommender) -> Recommender:
         return with_adjusted_popularity(self._gateway, model)
@@ -208,22 +216,31 @@ class ReadyVersion:
     def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
         self._base = Recommender(load_artifacts(path))
         self._check_every_s = check_every_s
-        self._lock = threading.Lock()
+        self._refresh = SingleFlight()
         self._checked_at = -math.inf
         self._stamp: object = None
-        self._recommender = self._base
-        self._adjusted = False
+        self._recommender: Recommender | None = None  # None until the erasures are applied once
 
     def get(self, gateway: GraphGateway) -> Recommender:
-        """The version with the erasures applied, as of at most ``check_every_s`` ago."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked_at >= self._check_every_s:
-                self._checked_at = now
-                version = self._base.artifacts.version
-                rows = gateway.read(VERSION_ADJUSTED_AT, {"version": version})
-                stamp = rows[0]["adjusted_at"] if rows else None
-                if not self._adjusted or stamp != self._stamp:
-                    self._recommender = with_adjusted_popularity(gateway, self._base)
-                    self._stamp, self._adjusted = stamp, True
+        """The version with the erasures applied, as of at most ``check_every_s`` ago (or the one
+        held, while another thread checks)."""
+        return self._refresh.fresh(
+            lambda: self._checked(gateway),
+            self._recommender,
+            self._checked_at,
+            self._check_every_s,
+            gateway.timeout_s,
+        )
+
+    def _checked(self, gateway: GraphGateway) -> Recommender:
+        now = time.monotonic()
+        if now - self._checked_at < self._check_every_s and self._recommender is not None:
             return self._recommender
+        self._checked_at = now
+        version = self._base.artifacts.version
+        rows = gateway.read(VERSION_ADJUSTED_AT, {"version": version})
+        stamp = rows[0]["adjusted_at"] if rows else None
+        if self._recommender is None or stamp != self._stamp:
+            self._recommender = with_adjusted_popularity(gateway, self._base)
+            self._stamp = stamp
+        return self._recommender

@@ -79,26 +79,35 @@ class FalkorDBGateway(GraphGateway):
     def __init__(self, server: EmbeddedServer, graph_name: str, timeout_s: float | None = None) -> None:
         self._server = server
         self._graph_name = graph_name
-        self._timeout_s = BATCH_TIMEOUT_S if timeout_s is None else timeout_s
+        self.timeout_s = BATCH_TIMEOUT_S if timeout_s is None else timeout_s
         self._lock = threading.Lock()
         self._client: FalkorDB | None = None
         self._graph: Graph | None = None
 
     def _connected_graph(self) -> Graph:
+        graph = self._graph
+        if graph is not None:
+            return graph
+        info = self._server.running()
+        if info is None:
+            raise GraphUnavailable("the embedded graph server is not running")
+        # Connecting asks the server (INFO), so not under the lock: on a stalled server each caller
+        # then waits for its own connection only, not for every one queued before it.
+        client = FalkorDB(
+            host=info.host,
+            port=info.port,
+            password=info.password,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=min(5.0, self.timeout_s),
+        )
         with self._lock:
             if self._graph is None:
-                info = self._server.running()
-                if info is None:
-                    raise GraphUnavailable("the embedded graph server is not running")
-                self._client = FalkorDB(
-                    host=info.host,
-                    port=info.port,
-                    password=info.password,
-                    socket_timeout=self._timeout_s,
-                    socket_connect_timeout=min(5.0, self._timeout_s),
-                )
-                self._graph = self._client.select_graph(self._graph_name)
-            return self._graph
+                self._client, self._graph = client, client.select_graph(self._graph_name)
+                return self._graph
+            graph = self._graph  # another thread connected meanwhile: use its client
+        with contextlib.suppress(redis.RedisError):
+            client.close()
+        return graph
 
     def _forget(self, graph: Graph) -> None:
         """Drop a failed connection so the next call reconnects (re-reading the server's address).
@@ -121,7 +130,7 @@ class FalkorDBGateway(GraphGateway):
             if graph is not None:
                 self._forget(graph)  # a timed-out connection may still receive the late answer
             if isinstance(exc, redis.TimeoutError):
-                raise GraphTimeout(f"the graph server did not answer within {self._timeout_s:g} s") from exc
+                raise GraphTimeout(f"the graph server did not answer within {self.timeout_s:g} s") from exc
             raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
         except redis.ResponseError as exc:
             if "empty key" in str(exc):  # reading a graph that has no data yet

@@ -78,7 +78,7 @@ class Neo4jGateway(GraphGateway):
             bounded = {"connection_acquisition_timeout": half, "max_transaction_retry_time": half}
         self._driver = GraphDatabase.driver(uri, auth=(user, password), **bounded)
         self._database = database
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         # Every session of this process shares the bookmarks, so on a cluster a read follows the
         # writes before it (a revision counter and the items it stamped, a migration just applied).
         self._bookmarks = GraphDatabase.bookmark_manager()
@@ -88,13 +88,13 @@ class Neo4jGateway(GraphGateway):
 
     def _bounded(self, work: Any) -> Any:
         """The transaction function ``work``, with this gateway's timeout for the server to enforce."""
-        return work if self._timeout_s is None else unit_of_work(timeout=self._timeout_s)(work)
+        return work if self.timeout_s is None else unit_of_work(timeout=self.timeout_s)(work)
 
     def _guard(self, action: Any) -> Any:
         try:
             return action()
         except (Neo4jError, ServiceUnavailable, SessionExpired, ConnectionPoolError, OverflowError) as exc:
-            raise _translated(exc, self._timeout_s) from exc
+            raise _translated(exc, self.timeout_s) from exc
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         def work(tx: ManagedTransaction) -> list[Row]:
