@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -33,10 +34,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from app.errors import RETRY_AFTER_S
 from kgrec.browse import SEARCH_KINDS
+from kgrec.config import Settings
+from kgrec.embedded import EmbeddedServer
+from kgrec.gateway import open_gateway
 from kgrec.limits import MAX_EPOCHS
-from tests.conftest import ON_NEO4J
-from tests.processes import free_port
+from kgrec.migrations import migrate
+from tests.conftest import ON_NEO4J, embedded_only
+from tests.processes import ApiProcess, free_port
 from tests.stack_process import UpProcess, kgrec_up_on_subset
 
 KEY = "console-test-key"
@@ -459,6 +465,80 @@ def test_signed_in_training_runs_on_the_stacks_worker_with_live_progress(
         assert errors_logged(browser) == []
     finally:
         sign_out(browser)
+
+
+def job_panel(browser: WebDriver) -> dict[str, str]:
+    """The Models page's job panel as shown (read in the page): its text, and its retry line if any."""
+    return browser.execute_script(
+        """const retry = document.getElementById('job-retry');
+           return {text: document.getElementById('job').innerText.trim(),
+                   retry: retry ? retry.textContent : ''};"""
+    )
+
+
+@embedded_only
+def test_the_job_view_keeps_following_while_the_service_is_away_and_stops_on_an_unknown_job(
+    browser: WebDriver, own_server: tuple[EmbeddedServer, Settings], tmp_path: Path
+) -> None:
+    """A graph server stalled (SIGSTOP: the job endpoint answers 503 queue_unavailable with
+    Retry-After), then the API stopped and started again (no answer at all): the page keeps the
+    job's last state on screen with a line saying when it reads again, and goes on by itself once
+    the job answers. An unknown job (404) ends the following with a message, as before."""
+    server, settings = own_server
+    info = server.running()
+    assert info is not None
+    with open_gateway(settings) as gateway:
+        migrate(gateway)
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY, "KGREC_SERVING_TIMEOUT_S": "2"}
+    api = ApiProcess(env, log=tmp_path / "gunicorn.log")
+    try:
+        api.start()
+        queued = requests.post(
+            f"{api.url}/v1/models/train", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        )
+        assert queued.status_code == 200, queued.text  # no worker: it stays PENDING
+        job_id = queued.json()["id"]
+        pending = f"Job {job_id}: PENDING"
+        open_page(browser, f"{api.url}/console/models?job={quote(job_id, safe='')}")
+        browser.execute_script("window.kgrecSamePage = true")  # gone if the page were reloaded
+        wait(browser).until(lambda b: job_panel(b)["text"] == pending)
+        errors_logged(browser)
+
+        os.kill(info.pid, signal.SIGSTOP)
+        try:
+            panel = wait(browser).until(lambda b: job_panel(b)["text"] != pending and job_panel(b))
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        # the last state stays, with a line that says why and when: after the server's Retry-After
+        assert "queue_unavailable" in panel["retry"] and f"next try in {RETRY_AFTER_S} s" in panel["retry"], (
+            panel
+        )
+        assert panel["text"].startswith(pending), panel
+        assert not browser.find_elements(By.CSS_SELECTOR, "#job .error, #job [role=alert]")
+        screenshot(browser, "models-job-retry")
+        wait(browser).until(lambda b: job_panel(b)["text"] == pending)
+
+        api.stop()  # gunicorn restarting: the fetch gets no answer
+        panel = wait(browser).until(lambda b: job_panel(b)["text"] != pending and job_panel(b))
+        assert "no answer from the server" in panel["retry"] and panel["text"].startswith(pending), panel
+        api = ApiProcess(env, port=api.port, log=tmp_path / "gunicorn.log")
+        api.start()
+        WebDriverWait(browser, 60).until(lambda b: job_panel(b)["text"] == pending)  # backoff: 1, 2, 4, … s
+        assert browser.execute_script("return window.kgrecSamePage")
+        # only the failed reads themselves were logged: no JavaScript error
+        for entry in errors_logged(browser):
+            assert "Failed to load resource" in entry and re.search(r"/v1/(jobs|queue)", entry), entry
+
+        browser.get(f"{api.url}/console/models?job=no-such-job")
+        stopped = "Job no-such-job: not available (no job 'no-such-job')."
+        wait(browser).until(lambda b: job_panel(b)["text"] == stopped)
+        time.sleep(2.5)  # and it reads no more
+        reads = "return performance.getEntriesByType('resource').filter((e) => e.name.includes('/v1/jobs/')).length"
+        assert browser.execute_script(reads) == 1
+        unknown = "/v1/jobs/no-such-job - Failed to load resource: the server responded with a status of 404"
+        assert [e for e in errors_logged(browser) if unknown not in e] == []
+    finally:
+        api.stop()
 
 
 def test_signed_out_cannot_train_or_promote(browser: WebDriver, console: UpProcess) -> None:

@@ -6,16 +6,23 @@ const K = (() => {
   const api = body.dataset.api || "/v1";
   let pending = 0;
 
-  /** GET an API path; resolves to {status, ok, body} and never throws (a network error is status 0). */
+  /** A Retry-After header in seconds (delay-seconds or an HTTP date), or null when absent or unreadable. */
+  function retryAfter(value) {
+    if (!value) return null;
+    const seconds = /^\s*\d+\s*$/.test(value) ? Number(value) : (Date.parse(value) - Date.now()) / 1000;
+    return Number.isFinite(seconds) ? Math.max(0, seconds) : null;
+  }
+
+  /** GET an API path; resolves to {status, ok, body, retryAfter} and never throws (a network error is status 0). */
   async function get(path) {
     pending += 1;
     try {
       const response = await fetch(api + path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
       let data = null;
       try { data = await response.json(); } catch (_) { data = null; }
-      return { status: response.status, ok: response.ok, body: data };
+      return { status: response.status, ok: response.ok, body: data, retryAfter: retryAfter(response.headers.get("Retry-After")) };
     } catch (error) {
-      return { status: 0, ok: false, body: { detail: String(error) } };
+      return { status: 0, ok: false, body: { detail: String(error) }, retryAfter: null };
     } finally {
       pending -= 1;
     }

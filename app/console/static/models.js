@@ -66,21 +66,50 @@
     return K.el("p", { class: "small" }, "Trained ", K.el("code", {}, result.version), gateNote);
   }
 
+  // Answers that say the service is away for now (the graph or job queue stalled or restarting: 503
+  // with Retry-After; no answer at all while gunicorn restarts; a proxy's 502/504 meanwhile).
+  const TRANSIENT = [0, 502, 503, 504];
+  const RETRY_CAP_S = 30;
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Seconds before the next read after `failures` transient answers in a row: the server's
+  // Retry-After, at least a doubling backoff (1, 2, 4, … s), at most RETRY_CAP_S.
+  function retryDelay(answer, failures) {
+    const backoff = 2 ** Math.min(failures - 1, 5);
+    return Math.min(RETRY_CAP_S, Math.max(backoff, Math.ceil(answer.retryAfter || 0)));
+  }
+
   // A job's state, stage and percent, read again every second until it ends (GET /v1/jobs/{id}).
+  // While the service is away, the last state stays on screen under a line saying when it reads again.
   async function follow(jobId) {
     const target = document.getElementById("job");
+    let shown = [];
+    let failures = 0;
     for (;;) {
       const answer = await K.get(`/jobs/${K.enc(jobId)}`);
+      if (!answer.ok && TRANSIENT.includes(answer.status)) {
+        failures += 1;
+        const delay = retryDelay(answer, failures);
+        const why = answer.status === 0 ? "no answer from the server"
+          : answer.body && answer.body.error ? answer.body.error : `status ${answer.status}`;
+        const at = new Date(Date.now() + delay * 1000).toISOString().slice(11, 19);
+        K.fill(target, shown, K.el("p", { id: "job-retry", class: "small muted" },
+          `The service is unavailable for now (${why}); still following job ${jobId}: next try in ${delay} s (${at} UTC).`));
+        await pause(delay * 1000);
+        continue;
+      }
       if (!answer.ok) { K.fill(target, K.problem(answer, `Job ${jobId}`)); return; }
+      failures = 0;
       const job = answer.body;
       const percent = job.percent === null || job.percent === undefined ? null : Math.round(job.percent);
       target.dataset.state = job.state;
-      K.fill(target, K.el("p", {}, `Job ${job.id}: ${job.state}${job.stage ? ` · ${job.stage}` : ""}${percent === null ? "" : ` · ${percent}%`}`),
+      shown = [K.el("p", {}, `Job ${job.id}: ${job.state}${job.stage ? ` · ${job.stage}` : ""}${percent === null ? "" : ` · ${percent}%`}`),
         percent === null ? null : K.el("progress", { max: "100", value: String(percent), "aria-label": "training progress" }),
         job.state === "SUCCESS" ? outcome(job.result) : null,
-        job.error ? K.el("p", { class: "error" }, job.error) : null);
+        job.error ? K.el("p", { class: "error" }, job.error) : null];
+      K.fill(target, shown);
       if (["SUCCESS", "FAILURE", "REVOKED"].includes(job.state)) { if (job.state === "SUCCESS") versions(); return; }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await pause(1000);
     }
   }
 
