@@ -11,7 +11,7 @@ the log since the last rewrite reaches a quarter of the snapshot's size.
 
 Snapshots FalkorDB cannot read back: FalkorDB 4.16.3 writes a snapshot that
 crashes every later start when a label holds one of :data:`UNLOADABLE_LABEL_COUNTS`
-nodes (README, Operations). While one does, :meth:`EmbeddedServer.hold_snapshots`
+nodes (README, Operations). While one does, :func:`hold_snapshots`
 turns the automatic rewrite off, so the graph stays on disk as its statement log;
 the gateway's snapshot guard decides (``guard_snapshots``).
 
@@ -357,6 +357,15 @@ def rewrite_aof_now(client: redis.Redis, timeout_s: float, log: Path | None = No
             raise EmbeddedServerError(f"AOF rewrite did not start within {timeout_s:.0f}s{where}")
         time.sleep(0.02)
         state = client.info("persistence")
+
+
+def hold_snapshots(client: redis.Redis, hold: bool) -> None:
+    """Turn ``client``'s server's automatic AOF rewrite (which writes a snapshot) off while ``hold``,
+    back on after.
+
+    A restarted server starts with it on; the snapshot guard sets it again within its period.
+    """
+    client.config_set("auto-aof-rewrite-percentage", 0 if hold else AUTO_REWRITE_PERCENTAGE)
 
 
 def forget_queries(client: redis.Redis) -> None:
@@ -755,20 +764,6 @@ class EmbeddedServer(_ServerFolder):
         finally:
             client.close()
         return time.monotonic() - started
-
-    def hold_snapshots(self, hold: bool) -> None:
-        """Turn the automatic AOF rewrite (which writes a snapshot) off while ``hold``, back on after.
-
-        A restarted server starts with it on; the snapshot guard sets it again within its period.
-        """
-        info = self.running()
-        if info is None:
-            raise EmbeddedServerError("graph server is not running")
-        client = info.client(socket_timeout=30)
-        try:
-            client.config_set("auto-aof-rewrite-percentage", 0 if hold else AUTO_REWRITE_PERCENTAGE)
-        finally:
-            client.close()
 
     def kill(self) -> None:
         """SIGKILL the impressions' server and the graph server (used by durability tests)."""

@@ -33,7 +33,9 @@ def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: flo
     """Rewrite ``client``'s server's AOF from its data as it is now; one of :data:`LOG_STATUSES`.
 
     Concurrent erasures share one rewrite (:func:`kgrec.embedded.rewrite_aof_now`). A connection
-    failure propagates: the erasure is then a 503, and repeating it rewrites again.
+    failure or a timeout (each of ``client``'s calls; the wait for the rewrite is ``wait_s``)
+    propagates: the erasure, its deletion done, is then a 503, and the log may keep the deleted
+    data until the server's next rewrite (README, "Operations: faults", Privacy).
     """
     try:
         return REWRITTEN if rewrite_aof_now(client, wait_s, server_log) else NO_AOF

@@ -17,6 +17,8 @@ from typing import Any, cast
 
 import redis
 from celery import Celery, states
+from celery.app.amqp import AMQP
+from kombu import Producer, pools
 from kombu.exceptions import OperationalError
 
 from kgrec.config import Settings
@@ -162,13 +164,43 @@ def client_config(settings: Settings) -> dict[str, object]:
     }
 
 
+# A publish that asks kombu to retry without a policy retries for ever, reconnecting each time:
+# Celery's control and inspect commands (kombu's pidbox: the ping of ``GET /v1/queue``) publish so.
+# On a broker that stalled after the connection check, that held the request for good.
+_ONE_TRY = {"max_retries": 0}
+
+
+class _BoundedProducer(Producer):
+    """kombu's producer, but a publish asked to retry with no policy is tried once (:data:`_ONE_TRY`);
+    the policy a caller gives (``task_publish_retry_policy``) is kept."""
+
+    def publish(self, body: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("retry") and not kwargs.get("retry_policy"):
+            kwargs["retry_policy"] = _ONE_TRY
+        return super().publish(body, *args, **kwargs)
+
+
+class _ClientAMQP(AMQP):
+    """Celery's messaging for a client: its producers, those of the control commands included, are
+    :class:`_BoundedProducer` (a pool like Celery's own, over kombu's pool of broker connections)."""
+
+    @property
+    def producer_pool(self) -> pools.ProducerPool:
+        if self._producer_pool is None:
+            connections = pools.connections[self.app.connection_for_write()]
+            self._producer_pool = pools.ProducerPool(
+                connections, limit=self.app.pool.limit, Producer=_BoundedProducer
+            )
+        return self._producer_pool
+
+
 def job_client(settings: Settings) -> Celery:
     """The process's Celery client for these settings' broker (built on first use, then reused)."""
     key = (settings.redis_url, Path(settings.data_dir), settings.train_queue, settings.serving_timeout_s)
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = Celery("kgrec-client", set_as_current=False)
+            client = Celery("kgrec-client", set_as_current=False, amqp=_ClientAMQP)
             client.config_from_object(client_config(settings))
             _clients[key] = client
         return client

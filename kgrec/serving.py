@@ -41,7 +41,7 @@ from kgrec.explanations import (
     read_paths,
 )
 from kgrec.exploration import Exploration
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphGateway, GraphUnavailable, GraphUnfinished
 from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client, withdraw_plans
@@ -678,7 +678,14 @@ class Serving:
                 impressions.rewrite_log()
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
         plans = withdraw_plans(job_client(self.settings), user_id) if self._has_job_queue() else 0
-        logs = {"graph": self.gateway.rewrite_log()}
+        try:
+            logs = {"graph": self.gateway.rewrite_log()}
+        except GraphUnavailable as exc:  # the user is deleted: not the 503's "nothing was written"
+            raise GraphUnfinished(
+                f"the user is erased, but rewriting the graph server's append-only file failed ({exc}): "
+                "the file may keep the deleted data until the server's next rewrite; sending the "
+                "erasure again answers 404 and rewrites nothing"
+            ) from exc
         if impressions is not None:
             logs["impressions"] = impressions.rewrite_log()
             if erased.compacted is False:  # the stream, so the rewrite too, still holds deleted bytes

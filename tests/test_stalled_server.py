@@ -1,17 +1,21 @@
 """A graph server that is alive but does not answer (SIGSTOP: a stalled host, a swapping server),
 under a real gunicorn API. Embedded, the graph server is also the job queue's broker and result
 store, so the graph's reads and writes, and the job endpoints, all meet the stall; then the
-impression store stalls."""
+impression store stalls. Then the server stalls at a chosen point of a request: between the
+queue's connection check and its ping, and during an erasure's log rewrite."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ import requests
 from graph_schema.statements import admin
 from kgrec.catalogue import CatalogueView
 from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer
+from kgrec.embedded import EmbeddedServer, ServerInfo
 from kgrec.gateway import open_gateway
 from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, answered, job_client
 from kgrec.migrations import migrate
@@ -226,3 +230,132 @@ def test_celery_giving_up_on_a_result_subscription_is_the_queues_503_and_the_cli
             raise RuntimeError("not the queue's")
     finally:
         listener.close()
+
+
+class StopBefore:
+    """A TCP relay in front of the graph server that, once told a command, stops the server
+    (SIGSTOP) just before it relays that command's first sending: the server stalls at exactly
+    that point of a request, whichever connection it comes on."""
+
+    def __init__(self, info: ServerInfo) -> None:
+        self._info = info
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._command: bytes | None = None
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop_before(self, command: str) -> None:
+        """Stop the server before the next sending of ``command`` (its name, e.g. ``PUBLISH``)."""
+        self.stopped.clear()
+        self._command = f"${len(command)}\r\n{command}\r\n".encode()  # the name as RESP sends it
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            far = socket.create_connection((self._info.host, self._info.port))
+            self._sockets += [near, far]
+            threading.Thread(target=self._pump, args=(near, far, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, to_server: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if to_server and self._command is not None:
+                    with self._lock:
+                        if self._command is not None and self._command in data:
+                            os.kill(self._info.pid, signal.SIGSTOP)
+                            self._command = None
+                            self.stopped.set()
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+@contextlib.contextmanager
+def api_behind_relay(tmp_path: Path) -> Iterator[tuple[ApiProcess, StopBefore, ServerInfo]]:
+    """A migrated embedded server, a :class:`StopBefore` relay in front of it that every client
+    uses (its record names the relay's port), and an API at :data:`BOUND_S`."""
+    settings = Settings(data_dir=tmp_path / "var")
+    server = EmbeddedServer(settings.data_dir)
+    info = server.start()
+    with open_gateway(settings) as gateway:
+        migrate(gateway)
+    relay = StopBefore(info)
+    server.info_path.write_text(json.dumps(dataclasses.asdict(dataclasses.replace(info, port=relay.port))))
+    env = {
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_API_KEYS": KEY,
+        "KGREC_SERVING_TIMEOUT_S": str(BOUND_S),
+    }
+    api = ApiProcess(env, log=tmp_path / "gunicorn.log")
+    try:
+        yield api.start(), relay, info
+    finally:
+        os.kill(info.pid, signal.SIGCONT)
+        api.stop()
+        server.info_path.write_text(json.dumps(dataclasses.asdict(info)))
+        relay.close()
+        server.stop()
+
+
+@embedded_only
+def test_a_broker_that_stalls_after_the_queues_connection_check_is_answered_within_the_bound(
+    tmp_path: Path,
+) -> None:
+    """``GET /v1/queue`` checks the connection, then publishes its ping to the workers. kombu
+    retried that publish without limit, reconnecting each time, so a broker that stalled between
+    the two held the request for good; now it is one try, and the answer is ``broker: false``."""
+    with api_behind_relay(tmp_path) as (api, relay, info):
+        queue = f"{api.url}/v1/queue"
+        assert requests.get(queue, headers=AUTH, timeout=60).json() == {"broker": True, "workers": []}
+        relay.stop_before("PUBLISH")  # the ping's: the check (PING) has answered by then
+        answer, waited = timed(lambda: requests.get(queue, headers=AUTH, timeout=60))
+        assert relay.stopped.is_set()
+        os.kill(info.pid, signal.SIGCONT)
+        assert waited < 10 * BOUND_S, f"{waited:.1f} s"  # before: never
+        assert answer.status_code == 200 and answer.json() == {"broker": False, "workers": []}
+        assert requests.get(queue, headers=AUTH, timeout=60).json()["broker"] is True
+
+
+@embedded_only
+def test_an_erasure_whose_log_rewrite_stalls_is_answered_503_within_the_bound(tmp_path: Path) -> None:
+    """After deleting, an erasure rewrites the graph server's log: with clients that waited 30 s
+    and retried ten times, a server that stalled there held ``DELETE /v1/users/{id}`` for minutes
+    (and the snapshot guard's setting ended in a 500). Now each call waits the serving bound, and
+    the 503 says the user is erased, which a repeat confirms with a 404."""
+    with api_behind_relay(tmp_path) as (api, relay, info):
+
+        def erase(user: str) -> requests.Response:
+            return requests.delete(f"{api.url}/v1/users/{user}", headers=AUTH, timeout=60)
+
+        # The snapshot guard's setting, then the rewrite itself (its first INFO has answered).
+        for user, command in [("u-guard", "CONFIG"), ("u-rewrite", "BGREWRITEAOF")]:
+            event = {"event_id": f"e-{user}", "user_id": user, "item_id": "p-1", "type": "view"}
+            posted = requests.post(
+                f"{api.url}/v1/events",
+                json=[{**event, "ts": int(time.time() * 1000)}],
+                headers=AUTH,
+                timeout=60,
+            )
+            assert posted.status_code == 200, posted.text
+            relay.stop_before(command)
+            answer, waited = timed(lambda user=user: erase(user))
+            assert relay.stopped.is_set(), command
+            os.kill(info.pid, signal.SIGCONT)
+            assert waited < 10 * BOUND_S, f"{command}: {waited:.1f} s"  # before: minutes
+            assert answer.status_code == 503, f"{command}: {answer.text}"
+            assert answer.json()["error"] == "graph_unavailable" and int(answer.headers["Retry-After"]) > 0
+            detail = answer.json()["detail"]
+            assert detail.startswith("the user is erased, but rewriting") and "answers 404" in detail, detail
+            assert erase(user).status_code == 404  # the deletion was done

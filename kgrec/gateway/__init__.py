@@ -10,6 +10,7 @@ from kgrec.gateway.base import (
     GraphQueryError,
     GraphTimeout,
     GraphUnavailable,
+    GraphUnfinished,
     WriteSummary,
     batched,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "GraphQueryError",
     "GraphTimeout",
     "GraphUnavailable",
+    "GraphUnfinished",
     "WriteSummary",
     "batched",
     "open_gateway",

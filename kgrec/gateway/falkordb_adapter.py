@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from falkordb import FalkorDB
@@ -26,7 +26,7 @@ from falkordb.query_result import QueryResult
 from graph_schema.catalogue import Statement
 from graph_schema.statements import admin
 from kgrec import erasure
-from kgrec.embedded import EmbeddedServer, unloadable_labels
+from kgrec.embedded import EmbeddedServer, hold_snapshots, unloadable_labels
 from kgrec.gateway.base import (
     GraphConflict,
     GraphGateway,
@@ -40,6 +40,8 @@ from kgrec.gateway.base import (
 )
 
 _log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long a call may wait for the server unless the gateway is opened with less (serving is):
 # a batch of 10,000 rows behind other writers on a busy host takes seconds, never minutes.
@@ -129,15 +131,34 @@ class FalkorDBGateway(GraphGateway):
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # BusyLoadingError is a ConnectionError
             if graph is not None:
                 self._forget(graph)  # a timed-out connection may still receive the late answer
-            if isinstance(exc, redis.TimeoutError):
-                raise GraphTimeout(f"the graph server did not answer within {self.timeout_s:g} s") from exc
-            raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
+            raise self._unanswered(exc) from exc
         except redis.ResponseError as exc:
             if "empty key" in str(exc):  # reading a graph that has no data yet
                 return None
             if "unique constraint violation" in str(exc):
                 raise GraphConflict(str(exc)) from exc
             raise GraphQueryError(str(exc)) from exc
+
+    def _unanswered(self, exc: redis.ConnectionError | redis.TimeoutError) -> GraphUnavailable:
+        if isinstance(exc, redis.TimeoutError):
+            return GraphTimeout(f"the graph server did not answer within {self.timeout_s:g} s")
+        return GraphUnavailable(f"graph server unavailable: {exc}")
+
+    def _admin(self, action: Callable[[redis.Redis], T]) -> T:
+        """Run ``action`` on a plain client of the server (for commands the graph client has none
+        for: the log rewrite, the snapshot guard's setting), each call one try of the gateway's
+        bound, as its queries are: the serving bound in the API, where redis-py's own retries of a
+        30 s wait held an erasure for minutes on a server that stalled."""
+        info = self._server.running()
+        if info is None:
+            raise GraphUnavailable("the embedded graph server is not running")
+        client = info.one_try_client(self.timeout_s)
+        try:
+            return action(client)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise self._unanswered(exc) from exc
+        finally:
+            client.close()
 
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
         result = self._call(lambda g: g.ro_query(statement.cypher, dict(params)))
@@ -215,21 +236,12 @@ class FalkorDBGateway(GraphGateway):
         guard holds rewrites off, as the rewrite writes a snapshot."""
         if self.guard_snapshots():
             return erasure.HELD
-        info = self._server.running()
-        if info is None:
-            raise GraphUnavailable("the embedded graph server is not running")
-        client = info.client(socket_timeout=30)
-        try:
-            return erasure.rewrite_log(client, self._server.log_path)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise GraphUnavailable(f"graph server unavailable: {exc}") from exc
-        finally:
-            client.close()
+        return self._admin(lambda client: erasure.rewrite_log(client, self._server.log_path))
 
     def guard_snapshots(self) -> dict[str, int]:
         counts = {row["label"]: int(row["count"]) for row in self.read(admin.LABEL_COUNTS)}
         unloadable = unloadable_labels(counts)
-        self._server.hold_snapshots(bool(unloadable))
+        self._admin(lambda client: hold_snapshots(client, bool(unloadable)))
         if unloadable:
             _log.warning(
                 "graph snapshots held off: FalkorDB 4.16.3 cannot load a snapshot taken while %s "
