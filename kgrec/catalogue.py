@@ -620,32 +620,24 @@ class CatalogueView:
 
     def __init__(self, gateway: GraphGateway, check_every_s: float = CATALOGUE_CHECK_S) -> None:
         self._gateway = gateway
-        self._check_every_s = check_every_s
-        self._refresh = SingleFlight()
-        self._checked_at = -math.inf  # -inf: stale (this process wrote to the catalogue)
-        self._snapshot: CatalogueSnapshot | None = None  # None until the first read
+        self._view: SingleFlight[CatalogueSnapshot] = SingleFlight(check_every_s)
 
     def stale(self) -> None:
         """Check on the next call (this process just wrote to the catalogue)."""
-        self._checked_at = -math.inf
+        self._view.stale()
 
     def snapshot(self) -> CatalogueSnapshot:
         """The catalogue changes as of the latest revision seen (or the snapshot held, while another
         thread checks: :mod:`kgrec.single_flight`)."""
-        return self._refresh.fresh(
-            self._checked, self._snapshot, self._checked_at, self._check_every_s, self._gateway.timeout_s
-        )
+        snapshot = self._view.get(self._load)
+        assert snapshot is not None  # the load always answers a snapshot
+        return snapshot
 
-    def _checked(self) -> CatalogueSnapshot:
-        now = time.monotonic()
-        if self._snapshot is not None and now - self._checked_at < self._check_every_s:
-            return self._snapshot  # checked by the refresh this thread waited for
-        self._checked_at = now
+    def _load(self, held: CatalogueSnapshot | None) -> CatalogueSnapshot:
         rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
         revision = int(rows[0]["revision"]) if rows else 0
-        current = self._snapshot or CatalogueSnapshot()
+        current = held if held is not None else CatalogueSnapshot()
         if revision == current.revision:
-            self._snapshot = current
             return current
         # A lower revision means a new graph (cleared or restored): read everything again.
         since, items = (current.revision, dict(current.items)) if revision > current.revision else (0, {})
@@ -656,11 +648,9 @@ class CatalogueView:
             items[row["id"]] = state = change_state(row)
             links.update(state.category_links)
         if since == 0:
-            self._snapshot = CatalogueSnapshot(revision, items, links=frozenset(links))
-        else:
-            current.previous = None  # a snapshot derives from the one before it, no further
-            self._snapshot = CatalogueSnapshot(revision, items, tuple(changed), current, frozenset(links))
-        return self._snapshot
+            return CatalogueSnapshot(revision, items, links=frozenset(links))
+        current.previous = None  # a snapshot derives from the one before it, no further
+        return CatalogueSnapshot(revision, items, tuple(changed), current, frozenset(links))
 
 
 def change_state(row: Mapping[str, Any]) -> ItemState:

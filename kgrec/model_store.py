@@ -11,8 +11,6 @@ changes afterwards, so a process loads each version once.
 from __future__ import annotations
 
 import json
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -126,49 +124,42 @@ class ActiveModel:
     def __init__(self, gateway: GraphGateway, data_dir: Path, check_every_s: float = 1.0) -> None:
         self._gateway = gateway
         self._folder = models_dir(data_dir)
-        self._check_every_s = check_every_s
-        self._refresh = SingleFlight()
-        self._checked_at = -math.inf  # -inf: stale (this process changed the active version)
+        self._view: SingleFlight[Recommender] = SingleFlight(check_every_s)
+        # What the view's model was built from; written by the one thread that loads.
         self._base: Recommender | None = None
         self._overlay_stamp: tuple[object, object] | None = None
-        self._recommender: Recommender | None = None
 
     def get(self) -> Recommender | None:
         """The Recommender of the active version (None before the first training).
 
-        While another thread checks the graph, the version held is served; a stalled graph server
+        While another thread checks the graph, the model held is served; a stalled graph server
         so holds each request one bound (:mod:`kgrec.single_flight`).
         """
-        return self._refresh.fresh(
-            self._checked, self._recommender, self._checked_at, self._check_every_s, self._gateway.timeout_s
-        )
+        return self._view.get(self._load)
 
-    def _checked(self) -> Recommender | None:
-        now = time.monotonic()
-        if now - self._checked_at < self._check_every_s and self._recommender is not None:
-            return self._recommender  # checked by the refresh this thread waited for
-        self._checked_at = now
+    def _load(self, held: Recommender | None) -> Recommender | None:
         rows = self._gateway.read(ACTIVE_VERSION)
         if not rows:
-            self._base = self._recommender = None
+            self._base = self._overlay_stamp = None
             return None
         active = rows[0]
-        if self._base is None or self._base.artifacts.version != active["id"]:
-            self._base = Recommender(load_artifacts(self._folder / active["artifact"]))
-            self._recommender, self._overlay_stamp = self._base, None
-        stamp = (active["folded_at"], active["adjusted_at"])
-        if stamp != self._overlay_stamp:
-            self._recommender = self._with_adjusted_popularity(self._with_folded_items(self._base))
-            self._overlay_stamp = stamp
-        return self._recommender
+        base, stamp = self._base, (active["folded_at"], active["adjusted_at"])
+        if base is None or base.artifacts.version != active["id"]:
+            base = Recommender(load_artifacts(self._folder / active["artifact"]))
+        elif held is not None and stamp == self._overlay_stamp:
+            return held
+        # Served only once complete: the folded items and the erasures' popularity both applied.
+        model = self._with_adjusted_popularity(self._with_folded_items(base))
+        self._base, self._overlay_stamp = base, stamp
+        return model
 
     def stale(self) -> None:
         """Ask the graph on the next call (this process just changed the active version)."""
-        self._checked_at = -math.inf
+        self._view.stale()
 
     def held_version(self) -> str | None:
         """The version loaded so far, without asking the graph (None before the first load)."""
-        held = self._recommender
+        held = self._view.held()
         return None if held is None else held.artifacts.version
 
     def _with_adjusted_popularity(self, model: Recommender) -> Recommender:
@@ -215,32 +206,21 @@ class ReadyVersion:
 
     def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
         self._base = Recommender(load_artifacts(path))
-        self._check_every_s = check_every_s
-        self._refresh = SingleFlight()
-        self._checked_at = -math.inf
-        self._stamp: object = None
-        self._recommender: Recommender | None = None  # None until the erasures are applied once
+        self._view: SingleFlight[Recommender] = SingleFlight(check_every_s)
+        self._stamp: object = None  # the adjusted_at the view's model was built at
 
     def get(self, gateway: GraphGateway) -> Recommender:
         """The version with the erasures applied, as of at most ``check_every_s`` ago (or the one
         held, while another thread checks)."""
-        return self._refresh.fresh(
-            lambda: self._checked(gateway),
-            self._recommender,
-            self._checked_at,
-            self._check_every_s,
-            gateway.timeout_s,
-        )
+        model = self._view.get(lambda held: self._load(gateway, held))
+        assert model is not None  # the load always answers a model
+        return model
 
-    def _checked(self, gateway: GraphGateway) -> Recommender:
-        now = time.monotonic()
-        if now - self._checked_at < self._check_every_s and self._recommender is not None:
-            return self._recommender
-        self._checked_at = now
-        version = self._base.artifacts.version
-        rows = gateway.read(VERSION_ADJUSTED_AT, {"version": version})
+    def _load(self, gateway: GraphGateway, held: Recommender | None) -> Recommender:
+        rows = gateway.read(VERSION_ADJUSTED_AT, {"version": self._base.artifacts.version})
         stamp = rows[0]["adjusted_at"] if rows else None
-        if self._recommender is None or stamp != self._stamp:
-            self._recommender = with_adjusted_popularity(gateway, self._base)
-            self._stamp = stamp
-        return self._recommender
+        if held is not None and stamp == self._stamp:
+            return held
+        model = with_adjusted_popularity(gateway, self._base)
+        self._stamp = stamp
+        return model

@@ -1,11 +1,12 @@
 """One refresh at a time of a serving process's cached view of the graph (the active model, the
-catalogue, an experiment's model version), with a bounded wait for the others.
+catalogue, an experiment's model version), while the other threads go on with the value held.
 
 Without it, a view refreshed under a lock turns a stalled graph server into a queue: each request
 waits for the failed reads of all the requests before it, then makes its own. With it, while one
-thread refreshes, the others go on with the value held, or, when there is none (the first load,
-or the view was marked stale by this process's own write), wait for that refresh, at most the
-gateway's bound, and share its failure instead of repeating it.
+thread refreshes, the others go on with the value held; when there is none (the first load, or
+the view was marked stale by this process's own write, which its next answer must show) they
+wait for that refresh and share its failure instead of repeating it. Every graph call of a
+refresh is bounded by the gateway, so that wait is too.
 """
 
 from __future__ import annotations
@@ -14,59 +15,72 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-from kgrec.gateway.base import GraphTimeout, GraphUnavailable
+from kgrec.gateway.base import GraphUnavailable
 
 T = TypeVar("T")
 
 
-class SingleFlight:
-    """Runs a view's refresh in one thread at a time."""
+class SingleFlight(Generic[T]):
+    """A value read from the graph again at most every ``every_s``, by one thread at a time.
 
-    def __init__(self) -> None:
+    None is never held: a view whose load answers None (no model trained yet) asks again on
+    every call.
+    """
+
+    def __init__(self, every_s: float) -> None:
+        self._every_s = every_s
         self._lock = threading.Lock()
+        # (value, when the load that made it began, the stale marks it had seen): one tuple, so a
+        # reader always gets a value with its own check time.
+        self._state: tuple[T | None, float, int] = (None, -math.inf, 0)
+        self._marks = 0  # stale() calls so far
         self._rounds = 0  # refreshes finished, so a waiter knows whether one ended while it waited
-        self._failure: GraphUnavailable | None = None  # how the latest one ended, when it failed
+        self._failure: GraphUnavailable | None = None  # how the latest one ended, when the graph failed it
 
-    def fresh(
-        self,
-        refresh: Callable[[], T],
-        held: T | None,
-        checked_at: float,
-        every_s: float,
-        wait_s: float | None,
-    ) -> T:
-        """``held`` while its check (``checked_at``, monotonic; -inf: marked stale) is under
-        ``every_s`` old, else :meth:`run`, which serves it meanwhile only when not marked stale:
-        this process's own write must show in its next answer."""
-        if held is not None and time.monotonic() - checked_at < every_s:
-            return held
-        return self.run(refresh, None if checked_at == -math.inf else held, wait_s)
+    def held(self) -> T | None:
+        """The value held, without asking the graph (None before the first load)."""
+        return self._state[0]
 
-    def run(self, refresh: Callable[[], T], held: T | None, wait_s: float | None) -> T:
-        """``refresh()`` in this thread, unless another thread is running it: then ``held`` when it
-        is not None, else that refresh's outcome (its failure re-raised, or this thread's own
-        refresh after its success, which finds the view fresh), waited for at most ``wait_s``
-        seconds (None: without a limit). ``refresh`` checks for itself whether it is due."""
+    def stale(self) -> None:
+        """Make the next call wait for a load that begins after this one (this process just wrote)."""
+        self._marks += 1
+
+    def get(self, load: Callable[[T | None], T | None]) -> T | None:
+        """The value, loaded by ``load(previous value)`` when it is ``every_s`` old or marked
+        stale; while another thread loads it, the value held, unless marked stale since (then
+        that load's outcome: its graph failure re-raised, or a fresh check by this thread)."""
+        value, checked_at, marks = self._state
+        current = marks == self._marks
+        if value is not None and current and time.monotonic() - checked_at < self._every_s:
+            return value
         if not self._lock.acquire(blocking=False):
-            if held is not None:
-                return held
+            if value is not None and current:
+                return value
             rounds = self._rounds
-            if not self._lock.acquire(timeout=-1 if wait_s is None else wait_s):
-                raise GraphTimeout(f"the graph server did not answer an earlier read within {wait_s:g} s")
+            self._lock.acquire()
             failure = self._failure
             if failure is not None and self._rounds != rounds:
                 self._lock.release()
                 raise type(failure)(*failure.args) from failure
         try:
-            value = refresh()
-        except GraphUnavailable as exc:
-            self._failure = exc
-            raise
-        else:
+            value, checked_at, marks = self._state
+            if value is not None and marks == self._marks and time.monotonic() - checked_at < self._every_s:
+                return value  # loaded by the refresh this thread waited for
+            marks, began = self._marks, time.monotonic()
+            try:
+                fresh = load(value)
+            except GraphUnavailable as exc:
+                self._failure = exc
+                self._state = (value, began, marks)  # the value held is served a while longer
+                raise
+            except BaseException:
+                self._failure = None  # not the graph's: each waiter tries for itself
+                raise
             self._failure = None
-            return value
+            self._state = (fresh, began, marks)
+            return fresh
         finally:
             self._rounds += 1
             self._lock.release()

@@ -1,0 +1,126 @@
+"""The contract of a serving view's refresh (kgrec/single_flight.py), with loads that the test
+holds and releases, so each interleaving happens for certain. Against a stalled graph server, in
+the views that use it: tests/test_stalled_server.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from kgrec.gateway import GraphTimeout
+from kgrec.single_flight import SingleFlight
+
+
+class HeldLoad:
+    """A load that answers ``answers`` in turn, each only once the test releases it."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.started = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+        self.calls = 0
+
+    def __call__(self, held: object) -> object:
+        self.calls += 1
+        self.started.release()
+        assert self.release.acquire(timeout=10)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def started(pool: ThreadPoolExecutor, view: SingleFlight[object], load: HeldLoad) -> Future[object]:
+    """A get() whose load has begun."""
+    future = pool.submit(view.get, load)
+    assert load.started.acquire(timeout=10)
+    return future
+
+
+def waiting(pool: ThreadPoolExecutor, call: Callable[[], object]) -> Future[object]:
+    """``call`` in another thread, given time to reach the lock."""
+    future = pool.submit(call)
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.3)
+    return future
+
+
+def test_while_one_thread_loads_the_others_are_served_the_value_held() -> None:
+    view: SingleFlight[object] = SingleFlight(every_s=0)
+    first = HeldLoad("v1", "v2")
+    first.release.release()
+    assert view.get(first) == "v1"
+    with ThreadPoolExecutor(2) as pool:
+        loading = started(pool, view, first)
+        assert view.get(first) == "v1"  # at once: no second load, no wait
+        first.release.release()
+        assert loading.result(timeout=10) == "v2"
+    assert first.calls == 2 and view.held() == "v2"
+
+
+def test_after_a_stale_mark_the_next_answer_comes_from_a_load_begun_after_it() -> None:
+    """This process's own write (a promote, a catalogue change) marks the view stale: its next
+    answer must show the write, even while a load that began before the write is under way."""
+    view: SingleFlight[object] = SingleFlight(every_s=60)
+    load = HeldLoad("old", "begun-before-the-write", "after-the-write")
+    load.release.release()
+    assert view.get(load) == "old"
+    view.stale()
+    with ThreadPoolExecutor(2) as pool:
+        before = started(pool, view, load)
+        view.stale()  # the write lands while that load is under way
+        after = waiting(pool, lambda: view.get(load))  # not "old", nor the load begun before
+        load.release.release()
+        assert before.result(timeout=10) == "begun-before-the-write"
+        assert load.started.acquire(timeout=10)
+        load.release.release()
+        assert after.result(timeout=10) == "after-the-write"
+    assert view.get(load) == "after-the-write"  # fresh for 60 s: no more loads
+    assert load.calls == 3
+
+
+def test_threads_with_nothing_held_share_a_graph_failure_instead_of_repeating_it() -> None:
+    view: SingleFlight[object] = SingleFlight(every_s=1)
+    load = HeldLoad(GraphTimeout("the graph server did not answer within 3 s"), "v1")
+    with ThreadPoolExecutor(3) as pool:
+        first = started(pool, view, load)
+        waiters = [waiting(pool, lambda: view.get(load)) for _ in range(2)]
+        load.release.release()
+        for future in [first, *waiters]:
+            with pytest.raises(GraphTimeout, match="within 3 s"):
+                future.result(timeout=10)
+    assert load.calls == 1
+    load.release.release()
+    assert view.get(load) == "v1"  # the next call loads again
+
+
+def test_a_failure_that_is_not_the_graphs_is_not_shared() -> None:
+    """A waiter re-raises only a graph failure (a 503); after any other (a missing artifact) it
+    loads for itself, rather than answer with an earlier round's failure."""
+    view: SingleFlight[object] = SingleFlight(every_s=1)
+    load = HeldLoad(GraphTimeout("earlier"), FileNotFoundError("no artifact"), "v1")
+    load.release.release()
+    with pytest.raises(GraphTimeout):
+        view.get(load)
+    with ThreadPoolExecutor(2) as pool:
+        first = started(pool, view, load)
+        waiter = waiting(pool, lambda: view.get(load))
+        load.release.release()
+        with pytest.raises(FileNotFoundError):
+            first.result(timeout=10)
+        assert load.started.acquire(timeout=10)
+        load.release.release()
+        assert waiter.result(timeout=10) == "v1"
+
+
+def test_nothing_is_held_when_the_load_answers_none() -> None:
+    """No model trained yet: every call asks the graph again."""
+    view: SingleFlight[object] = SingleFlight(every_s=60)
+    load = HeldLoad(None, None, "v1")
+    for _ in range(3):
+        load.release.release()
+    assert view.get(load) is None and view.get(load) is None and view.held() is None
+    assert view.get(load) == "v1" and load.calls == 3
