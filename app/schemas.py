@@ -414,6 +414,10 @@ class IngestResult(BaseModel):
     received: int
     applied: int
     duplicates: int
+    erased: int = Field(
+        description="events left out because their user was erased at or after their `ts` (not recorded: "
+        "sent again, they are left out again)"
+    )
 
 
 class CatalogueWrite(BaseModel):

@@ -36,6 +36,8 @@ class Label(StrEnum):
     TAG = "Tag"  # {id}: a user-given tag, normalised (lower case, single spaces)
     # {id: 'retrain'}: when beat last asked for a scheduled retraining, and the job it queued
     SCHEDULE = "Schedule"
+    # {id, erased_at}: an erased user's tombstone; id is the SHA-1 of the user id, never the id
+    ERASURE = "Erasure"
 
 
 class Rel(StrEnum):
@@ -130,6 +132,8 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "rate_count",
     # Event (idempotency keys)
     "received_at",
+    # Erasure (an erased user's tombstone)
+    "erased_at",
     # interaction and interest edges
     "weight",
     "weight_ts",

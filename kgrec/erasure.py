@@ -8,12 +8,20 @@ privacy and security"). The answer says, per server, what happened (:data:`LOG_S
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import redis
 
 from kgrec.embedded import AofRewriteRunning, EmbeddedServerError, rewrite_aof_now
+
+
+def user_hash(user_id: str) -> str:
+    """How an erasure names a user where it leaves a trace: the graph's tombstone
+    (``(:Erasure {id})``) and the impression store (its stream script's ``redis.sha1hex``)."""
+    return hashlib.sha1(user_id.encode()).hexdigest()
+
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,12 +33,14 @@ from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, La
 from graph_schema.catalogue import Statement
 from graph_schema.statements import dataset_import as q
 from graph_schema.statements.knowledge import KNOWN_ITEMS, UPSERT_ENTITIES, link_knowledge
+from graph_schema.statements.privacy import ALL_ERASURES
 from kgrec.category_tree import cycle_problems, infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
 from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
+from kgrec.erasure import user_hash
 from kgrec.events.ingest import MINUTE_MS
 from kgrec.gateway import GraphGateway
 from kgrec.interests import PairEvidence, interest_rows
@@ -105,13 +107,21 @@ class ImportReport:
 _ITEM_FACTS = ("title", "description", "price")  # written by UPSERT_ITEMS (None: keep the stored value)
 
 
-def prepare(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport:
-    """Read and aggregate the whole data set (no graph access)."""
+def prepare(
+    dataset: Dataset, settings: Settings, now_ms: int, erasures: Mapping[str, int] | None = None
+) -> PreparedImport:
+    """Read and aggregate the whole data set (no graph access).
+
+    ``erasures``: erased users' tombstones (:func:`kgrec.erasure.user_hash` → erasure time, ms);
+    their interactions dated at or before it, or not dated, are left out.
+    """
     with cycle_collection_paused():
-        return _aggregate(dataset, settings, now_ms)
+        return _aggregate(dataset, settings, now_ms, erasures or {})
 
 
-def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImport:
+def _aggregate(
+    dataset: Dataset, settings: Settings, now_ms: int, erasures: Mapping[str, int]
+) -> PreparedImport:
     weights = settings.behaviour_weights
     item_meta: dict[str, dict[str, Any]] = {}
     item_brand: dict[str, str] = {}
@@ -165,7 +175,16 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
+    erased_at: dict[str, int | None] = {}  # per user id of the data set: its erasure's time, if erased
+    left_out: Counter[str] = Counter()
     for event in dataset.interactions():
+        if erasures:
+            if event.user_id not in erased_at:
+                erased_at[event.user_id] = erasures.get(user_hash(event.user_id))
+            erased = erased_at[event.user_id]
+            if erased is not None and (event.ts is None or event.ts <= erased):
+                left_out[event.user_id] += 1
+                continue
         agg = pairs.get((event.user_id, event.item_id))
         if agg is None:
             agg = pairs[(event.user_id, event.item_id)] = _PairAggregate()
@@ -184,6 +203,13 @@ def _aggregate(dataset: Dataset, settings: Settings, now_ms: int) -> PreparedImp
         if event.item_id not in item_meta:
             item_meta[event.item_id] = {"id": event.item_id, **dict.fromkeys(_ITEM_FACTS)}
 
+    if left_out:
+        dataset.problems.add(
+            "interactions",
+            0,
+            f"erased users' interactions left out: {left_out.total():,} (of {len(left_out):,} users), "
+            "dated at or before each user's erasure (kgrec keeps a tombstone of each erased user)",
+        )
     listed = set(item_meta)
     unlisted = list(
         dict.fromkeys(i for edges in knowledge.values() for edge in edges for i in edge if i not in listed)
@@ -468,8 +494,9 @@ def import_dataset(
     commands pass :func:`kgrec.datasets.import_source`, which ``kgrec up --import`` accepts).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    erasures = {row["id"]: int(row["erased_at"]) for row in gateway.read(ALL_ERASURES)}
     prepared = drop_looping_links(
-        gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms))
+        gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms, erasures))
     )
     gateway.write(q.START_IMPORT, {"dataset": source or dataset.name, "now": now_ms})
     started = time.perf_counter()

@@ -47,7 +47,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import mmap
@@ -60,6 +59,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from kgrec.erasure import user_hash
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +148,6 @@ def _ship_lines(ship: Ship, data: bytes, on_progress: Callable[[int], None]) -> 
         ship(batch)
     if pending:
         on_progress(done + pending)
-
-
-def user_hash(user_id: str) -> str:
-    """How an erasure names a user in the impression store (the stream script's ``redis.sha1hex``)."""
-    return hashlib.sha1(user_id.encode()).hexdigest()
 
 
 def scrub_file(path: Path, erased: dict[str, int]) -> int:

@@ -51,8 +51,9 @@ import redis
 from kgrec import erasure, impression_ids
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS
+from kgrec.erasure import user_hash
 from kgrec.gateway import GraphUnavailable
-from kgrec.impression_journal import Journal, user_hash
+from kgrec.impression_journal import Journal
 from kgrec.runtime import embedded_server
 
 log = logging.getLogger(__name__)

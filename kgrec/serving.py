@@ -672,7 +672,9 @@ class Serving:
         data. NotFound if none of it was there (so a repeated erasure is a 404)."""
         now = int(now_ms())
         erased = impressions.erase_user(user_id, now) if impressions is not None else ErasedImpressions(0, 0)
-        summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "now": now})
+        summary = self.gateway.write(
+            ERASE_USER, {"user_id": user_id, "erasure_id": erasure.user_hash(user_id), "now": now}
+        )
         if not summary.rows and not erased.impressions:
             if impressions is not None and erased.compacted:  # a rebuild an earlier erasure owed
                 impressions.rewrite_log()

@@ -426,6 +426,7 @@ def events_import(
         f"{summary.rows:,} rows in {summary.seconds:.1f}s ({summary.events_per_second:,.0f}/s): "
         f"{summary.applied:,} applied, {summary.duplicates:,} duplicates, {len(summary.rejected):,} rejected"
         + (f" (see {rejects})" if summary.rejected else "")
+        + (f", {summary.erased:,} of erased users left out" if summary.erased else "")
     )
 
 

@@ -78,7 +78,7 @@ def test_an_event_naming_its_impression_is_attributed_to_it_once(small_api: ApiP
     assert first.status_code == 200, first.text
     assert first.json()["attributed"] == 1
     again = post(small_api, [click])  # the same event resent: a duplicate everywhere
-    assert again.json() == {"received": 1, "applied": 0, "duplicates": 1, "attributed": 0}
+    assert again.json() == {"received": 1, "applied": 0, "duplicates": 1, "erased": 0, "attributed": 0}
     [stored] = attributed(small_api, page["recommendation_id"])
     assert stored["event_id"] == click["event_id"] and stored["by"] == "id"
     assert stored["position"] == 3 and stored["type"] == "click" and stored["item_id"] == item
@@ -125,7 +125,9 @@ def test_a_purchase_while_the_impression_store_is_down_is_a_503_and_nothing_is_w
         again = post(small_api, [purchase])
         if again.status_code != 503:
             break
-    assert again.json() == {"received": 1, "applied": 1, "duplicates": 0, "attributed": 1}, again.text
+    assert again.json() == {"received": 1, "applied": 1, "duplicates": 0, "erased": 0, "attributed": 1}, (
+        again.text
+    )
 
 
 def test_what_is_not_attributed(small_api: ApiProcess) -> None:

@@ -81,9 +81,9 @@ def test_valid_batch_is_applied_and_resending_is_counted_as_duplicates(
     }
     first = post(process, batch)
     assert first.status_code == 200, first.text
-    assert first.json() == {"received": 2, "applied": 2, "duplicates": 0, "attributed": 0}
+    assert first.json() == {"received": 2, "applied": 2, "duplicates": 0, "erased": 0, "attributed": 0}
     again = post(process, batch)
-    assert again.json() == {"received": 2, "applied": 0, "duplicates": 2, "attributed": 0}
+    assert again.json() == {"received": 2, "applied": 0, "duplicates": 2, "erased": 0, "attributed": 0}
     rows = gateway.run_query(
         "MATCH (:User {id: 'u-api'})-[r:INTERACTED]->(:Item {id: 'lipstick'}) RETURN r", {}
     )
@@ -140,11 +140,18 @@ def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_appli
 
     accepted = post(process, batch[:1_000])
     assert accepted.status_code == 200, accepted.text[:500]
-    assert accepted.json() == {"received": 1_000, "applied": 1_000, "duplicates": 0, "attributed": 0}
+    assert accepted.json() == {
+        "received": 1_000,
+        "applied": 1_000,
+        "duplicates": 0,
+        "erased": 0,
+        "attributed": 0,
+    }
     assert post(process, batch[1_000:]).json() == {
         "received": 1,
         "applied": 1,
         "duplicates": 0,
+        "erased": 0,
         "attributed": 0,
     }
 
@@ -334,4 +341,45 @@ def test_an_id_repeated_with_other_content_is_refused_and_an_exact_repeat_is_a_d
     # the same event twice (its attribution aside) is one event and a duplicate
     again = post(process, [first, {**first, "position": 3}])
     assert again.status_code == 200, again.text
-    assert again.json() == {"received": 2, "applied": 1, "duplicates": 1, "attributed": 0}
+    assert again.json() == {"received": 2, "applied": 1, "duplicates": 1, "erased": 0, "attributed": 0}
+
+
+def test_late_events_of_an_erased_user_do_not_bring_the_user_back(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    """An event dated before a user's erasure that arrives after it (an app's offline queue, a log
+    sent again) is left out and counted as ``erased``, sent again too; what the user does after the
+    erasure is a new history. The graph keeps the SHA-1 of the id, never the id."""
+    process, gateway = api
+    user = f"erased-{uuid.uuid4().hex[:8]}"
+    before = now_ms() - 60_000
+    assert post(process, [event(f"{user}-0", user_id=user, ts=before - 1)]).json()["applied"] == 1
+    erased = requests.delete(f"{process.url}/v1/users/{user}", headers=AUTH, timeout=60)
+    assert erased.status_code == 200, erased.text
+
+    def interactions() -> list[int]:
+        rows = gateway.run_query(
+            "MATCH (:User {id: $u})-[r:INTERACTED]->(:Item) RETURN r.n_view AS n", {"u": user}
+        )
+        return [row["n"] for row in rows]
+
+    late = [
+        event(f"{user}-1", user_id=user, ts=before),
+        event(f"{user}-bob", user_id=f"{user}-bob", ts=before),
+    ]
+    # bob's event is applied once; the erased user's is left out each time (not recorded, so not a duplicate)
+    for applied, duplicates in ((1, 0), (0, 1)):
+        answer = post(process, late)
+        assert answer.json() == {
+            "received": 2,
+            "applied": applied,
+            "duplicates": duplicates,
+            "erased": 1,
+            "attributed": 0,
+        }
+    assert gateway.run_query("MATCH (u:User {id: $u}) RETURN u.id AS id", {"u": user}) == []
+    assert gateway.run_query("MATCH (g:Erasure) WHERE g.id = $u RETURN g.id AS id", {"u": user}) == []
+
+    after = post(process, [event(f"{user}-2", user_id=user, ts=now_ms())])
+    assert after.json()["applied"] == 1 and after.json()["erased"] == 0
+    assert interactions() == [1]  # the new history only

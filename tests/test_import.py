@@ -17,6 +17,7 @@ import pytest
 
 from graph_schema.allow_list import BEHAVIOURS
 from graph_schema.statements import admin
+from graph_schema.statements.privacy import ERASE_USER
 from kgrec.category_tree import infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
@@ -24,6 +25,7 @@ from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
 from kgrec.embedded import EmbeddedServer
+from kgrec.erasure import user_hash
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
@@ -221,6 +223,29 @@ def test_a_later_import_replaces_the_brand_of_an_item(
         import_dataset(gateway, open_dataset(str(shop(name, brand)), settings.datasets_dir), settings)
     brands = gateway.run_query("MATCH (:Item {id: 'i1'})-[:MADE_BY]->(b:Brand) RETURN b.id AS b", {})
     assert brands == [{"b": "Bolt"}]  # one brand, the latest import's
+
+
+def test_an_import_again_leaves_out_what_an_erased_user_did_before_the_erasure(
+    gateway: GraphGateway, tmp_path: Path, settings: Settings
+) -> None:
+    """A data set imported again (a shop's nightly export of its orders) does not bring an erased
+    user back: their interactions dated at or before the erasure are left out, and reported; a
+    later one is a new history."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    rows = [["gone", "i1", "1704067200"], ["gone", "i2", "1704067300"], ["kept", "i1", "1704067200"]]
+    write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "ts"], rows)
+    import_dataset(gateway, open_dataset(str(folder), settings.datasets_dir), settings)
+    erased_at = 1704067250_000  # between the two interactions of "gone"
+    gateway.write(ERASE_USER, {"user_id": "gone", "erasure_id": user_hash("gone"), "now": erased_at})
+
+    report = import_dataset(gateway, open_dataset(str(folder), settings.datasets_dir), settings)
+    pairs = gateway.run_query("MATCH (u:User)-[:INTERACTED]->(i:Item) RETURN u.id AS u, i.id AS i", {})
+    assert sorted((r["u"], r["i"]) for r in pairs) == [("gone", "i2"), ("kept", "i1")]
+    assert [p.reason for p in report.problems] == [
+        "erased users' interactions left out: 1 (of 1 users), dated at or before each user's erasure "
+        "(kgrec keeps a tombstone of each erased user)"
+    ]
 
 
 def test_bad_rows_are_reported_and_the_rest_loads(

@@ -36,6 +36,7 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServer
+from kgrec.erasure import user_hash
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
@@ -447,7 +448,10 @@ def erase_a_user_of(gateway: GraphGateway, item: str, touched_users: set[str]) -
         "RETURN u.id AS id ORDER BY id LIMIT 1",
         {"item": item, "touched": sorted(touched_users)},
     )
-    gateway.write(ERASE_USER, {"user_id": user["id"], "now": int(time.time() * 1000)})
+    gateway.write(
+        ERASE_USER,
+        {"user_id": user["id"], "erasure_id": user_hash(user["id"]), "now": int(time.time() * 1000)},
+    )
 
 
 def assert_serves_the_count(

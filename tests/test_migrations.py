@@ -36,6 +36,7 @@ def test_discover_orders_shared_and_engine_files() -> None:
             f"{engine}/0011_schedule",
             "shared/0012_co_purchase_types_owned",
             "shared/0013_twin_entities_merged",
+            f"{engine}/0014_erasures",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 

@@ -18,6 +18,7 @@ from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS, POPUL
 from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.erasure import user_hash
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
@@ -144,7 +145,9 @@ def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_pu
     user_row = int(np.bincount(graph.inter_user).argmax())
     user = graph.user_ids[user_row]
     items = sorted(graph.item_ids[i] for i in graph.inter_item[graph.inter_user == user_row])
-    gateway.write(ERASE_USER, {"user_id": user, "now": int(time.time() * 1000)})
+    gateway.write(
+        ERASE_USER, {"user_id": user, "erasure_id": user_hash(user), "now": int(time.time() * 1000)}
+    )
     write_back(gateway, result, graph, models_dir(loaded.data_dir))
     adjustments = gateway.read(POPULARITY_ADJUSTMENTS, {"version": "v-during"})
     assert sorted(r["id"] for r in adjustments) == items and {r["delta"] for r in adjustments} == {-1}

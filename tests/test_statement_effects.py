@@ -618,9 +618,34 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
 
     params = {
         **st.params,
+        # u1 was erased before this batch's events and came back (written); u3 was erased at its
+        # event's time, by an erasure that committed after the ingester read the tombstones (not
+        # written, nor anything of it).
         "users": [
-            {"id": "u1", "minute": minute, "minute_count": 1, "burst": 1},
-            {"id": "u2", "minute": minute, "minute_count": 1, "burst": 120},
+            {
+                "id": "u1",
+                "erasure_id": "e-u1",
+                "first_ts": then,
+                "minute": minute,
+                "minute_count": 1,
+                "burst": 1,
+            },
+            {
+                "id": "u2",
+                "erasure_id": "e-u2",
+                "first_ts": NOW,
+                "minute": minute,
+                "minute_count": 1,
+                "burst": 120,
+            },
+            {
+                "id": "u3",
+                "erasure_id": "e-u3",
+                "first_ts": NOW,
+                "minute": minute,
+                "minute_count": 1,
+                "burst": 1,
+            },
         ],
         "items": [
             {"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty", "Face"]},
@@ -640,8 +665,15 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
             pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
             pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
+            pair("u3", "i2", {"n_rating": 1}, 4.0, 1.0, NOW),
         ],
     }
+    query(
+        gw,
+        "CREATE (:Erasure {id: 'e-u1', erased_at: $t}), (:Erasure {id: 'e-u3', erased_at: $now})",
+        t=then - 1,
+        now=NOW,
+    )
     language = "tags" in st.params  # the language stages: tags and topic interests from text
     if language:
         params |= {
@@ -742,6 +774,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         **texts[1],
     }
     assert node(gw, "User", "nobody") is None
+    assert node(gw, "User", "u3") is None and count(gw, "(:Item {id: 'i2'})<-[:INTERACTED]-()") == 1
     # The items whose price, brand or categories changed are stamped with one new revision.
     stamped = {"revision": 5, "updated_at": NOW}
     assert node(gw, "Item", "i1") == {
@@ -1457,6 +1490,9 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     assert done.rows == [{"interactions": 3, "interests": 1, "embeddings": 2, "popularity_adjusted": 2}]
     assert (done.nodes_deleted, done.relationships_deleted) == (1, 6)
     assert node(gw, "User", st.params["user_id"]) is None
+    # the tombstone: the hash the caller gives, never the id
+    assert node(gw, "Erasure", st.params["erasure_id"]) == {"id": st.params["erasure_id"], "erased_at": NOW}
+    assert count(gw, "(g:Erasure {id: $uid})", uid=st.params["user_id"]) == 0
 
     def adjustments(version: str = "v") -> dict[str, int]:
         pattern = "(:ModelVersion {id: $v})-[a:POPULARITY_ADJUSTMENT]->(i)"
@@ -1470,13 +1506,19 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     assert adjustments("v-old") == {"adjusted": -1}
     assert node(gw, "ModelVersion", "v-old")["adjusted_at"] == NOW  # type: ignore[index]
     assert count(gw, "(:User {id: 'other'})-[:INTERACTED]->(:Item {id: 'trained'})") == 1
-    bot = gw.write(st, {"user_id": "bot", "now": NOW + 1})
+    bot = gw.write(st, {"user_id": "bot", "erasure_id": "e-bot", "now": NOW + 1})
     assert bot.rows == [{"interactions": 1, "interests": 0, "embeddings": 1, "popularity_adjusted": 0}]
-    unseen = gw.write(st, {"user_id": "unseen", "now": NOW + 2})
+    unseen = gw.write(st, {"user_id": "unseen", "erasure_id": "e-unseen", "now": NOW + 2})
     assert unseen.rows == [{"interactions": 1, "interests": 0, "embeddings": 0, "popularity_adjusted": 0}]
     assert adjustments() == {"adjusted": -3, "trained": -1}
     assert node(gw, "ModelVersion", "v")["adjusted_at"] == NOW  # type: ignore[index]
-    assert count(gw, "(n)") == 7  # items, brand, versions and the other user stay
+    # The user came back and is erased again: the tombstone keeps the later time, never an earlier one.
+    query(gw, "CREATE (:User {id: $uid})", uid=st.params["user_id"])
+    gw.write(st, {**st.params, "now": NOW + 3})
+    query(gw, "CREATE (:User {id: $uid})", uid=st.params["user_id"])
+    gw.write(st, {**st.params, "now": NOW - 3})
+    assert node(gw, "Erasure", st.params["erasure_id"])["erased_at"] == NOW + 3  # type: ignore[index]
+    assert count(gw, "(n)") == 7 + 3  # items, brand, versions, the other user and 3 tombstones stay
 
 
 @effect("delete_nodes_batch")

@@ -81,12 +81,18 @@ _PAIR_ROW = {
 # written after the revision is bumped: on Neo4j both this and a catalogue write then lock the
 # revision before the items, so the two never wait on each other's locks in opposite orders.
 # An Entity with a batch item's id becomes that Item first (absorb_entities: one id, one node).
+# A user erased at or after their earliest event in the batch is not written (nor, as every later
+# stage MATCHes the user, anything of theirs): the ingester leaves out events older than a
+# tombstone it reads first, and this catches an erasure that commits between that read and here.
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
     CREATE (:Event {id: event_id, received_at: $now})
     WITH count(*) AS stage
     UNWIND $users AS ur
+    OPTIONAL MATCH (gone:Erasure {id: ur.erasure_id})
+    WITH ur, gone
+    WHERE gone IS NULL OR gone.erased_at < ur.first_ts
     MERGE (u:User {id: ur.id})
     ON CREATE SET u.created_at = $now, u.flagged_bot = false
     SET u.write_lock = true
@@ -222,7 +228,16 @@ _INGEST_PARAMS: dict[str, Any] = {
     "half_life_ms": 1209600000.0,
     "bot_limit": 120,
     "event_ids": ["evt-1"],
-    "users": [{"id": "u1", "minute": 28333333, "minute_count": 1, "burst": 1}],
+    "users": [
+        {
+            "id": "u1",
+            "erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00",
+            "first_ts": 1700000000000,
+            "minute": 28333333,
+            "minute_count": 1,
+            "burst": 1,
+        }
+    ],
     "items": [{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],
     "category_links": [{"child_id": "Face", "parent_id": "Beauty"}],
     "pairs": [_PAIR_ROW],

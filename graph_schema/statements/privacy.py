@@ -9,9 +9,14 @@ without them too. Only interactions a version read count: not newer than its
 ``data_until`` (when its graph was pulled; ``created_at`` for versions that did
 not record it). Explanation paths are read from the graph, so no path runs
 through the user afterwards.
+
+It leaves a tombstone, ``(:Erasure {id, erased_at})``: the SHA-1 of the user id (not the id) and
+the erasure's time. Events and imports then leave out what the user did up to that time, so an
+event that arrives late, or a data set imported again, does not bring the user back; what they
+do after it is a new history.
 """
 
-from graph_schema.catalogue import write
+from graph_schema.catalogue import read, write
 
 ERASE_USER = write(
     "erase_user",
@@ -37,8 +42,32 @@ ERASE_USER = write(
     WITH u, interactions, interests, embeddings,
          max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
     DETACH DELETE u
+    MERGE (gone:Erasure {id: $erasure_id})
+    SET gone.erased_at = CASE WHEN gone.erased_at IS NULL OR gone.erased_at < $now
+                              THEN $now ELSE gone.erased_at END
     RETURN interactions, interests, embeddings, adjusted AS popularity_adjusted
     """,
     user_id="A1YJEY40YUW4SE",
+    erasure_id="ed2de8978be42d652f56fd8d3f78a4363448bf9e",
     now=1700000000000,
+)
+
+# The tombstones of the users named by $ids (their erasure ids, kgrec.erasure.user_hash).
+ERASURES = read(
+    "erasures",
+    """
+    UNWIND $ids AS erasure_id
+    MATCH (gone:Erasure {id: erasure_id})
+    RETURN gone.id AS id, gone.erased_at AS erased_at
+    """,
+    ids=["ed2de8978be42d652f56fd8d3f78a4363448bf9e"],
+)
+
+# Every tombstone (a bulk import reads them once; one per erased user).
+ALL_ERASURES = read(
+    "all_erasures",
+    """
+    MATCH (gone:Erasure)
+    RETURN gone.id AS id, gone.erased_at AS erased_at
+    """,
 )

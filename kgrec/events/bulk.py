@@ -43,6 +43,7 @@ class ImportSummary:
     rows: int = 0
     applied: int = 0
     duplicates: int = 0
+    erased: int = 0  # events of users erased after them (kgrec.events.ingest.prepare)
     rejected: list[Reject] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -168,6 +169,7 @@ def _prepare_batch(
         result = commit(gateway, prepared, events, settings, now_ms)
         summary.applied += result.applied
         summary.duplicates += result.duplicates
+        summary.erased += result.erased
 
     return write
 

@@ -44,9 +44,11 @@ from graph_schema.statements.events import (
     ingest_events_statement,
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
+from graph_schema.statements.privacy import ERASURES
 from kgrec.category_tree import cycle_problems, path_links
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
+from kgrec.erasure import user_hash
 from kgrec.events.validation import Event, FieldError, visible_words
 from kgrec.gateway import GraphConflict, GraphGateway
 from kgrec.topics import ACTIVE, LanguageRows, language_rows
@@ -78,11 +80,13 @@ def _on_items(event: Event) -> bool:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """How many events of a batch were applied and how many were duplicates."""
+    """How many events of a batch were applied, how many were duplicates, and how many were left
+    out as their user was erased after them."""
 
     received: int
     applied: int
     duplicates: int
+    erased: int = 0
 
 
 def _first_per_id(events: Sequence[Event]) -> list[Event]:
@@ -162,8 +166,10 @@ def build_params(
     links: dict[tuple[str, str], dict[str, str]] = {}
     pairs: dict[tuple[str, str], list[Event]] = defaultdict(list)
     tags: Counter[tuple[str, str]] = Counter()
+    first_ts: dict[str, int] = {}
     for event in events:
         per_user_minute[event.user_id][event.ts // MINUTE_MS] += 1
+        first_ts[event.user_id] = min(event.ts, first_ts.get(event.user_id, event.ts))
         if event.type == "tag" and event.item_id is not None and event.tag is not None:
             tags[(event.item_id, normalised_tag(event.tag))] += 1
         if not _on_items(event) or event.item_id is None:
@@ -197,7 +203,14 @@ def build_params(
     for user_id, minutes in per_user_minute.items():
         latest = max(minutes)
         users.append(
-            {"id": user_id, "minute": latest, "minute_count": minutes[latest], "burst": max(minutes.values())}
+            {
+                "id": user_id,
+                "erasure_id": user_hash(user_id),
+                "first_ts": first_ts[user_id],
+                "minute": latest,
+                "minute_count": minutes[latest],
+                "burst": max(minutes.values()),
+            }
         )
 
     pair_rows = []
@@ -263,12 +276,24 @@ class PreparedBatch:
 
 
 def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int) -> PreparedBatch:
-    """Drop duplicates (in the batch and already in the graph) and aggregate the rest."""
+    """Drop duplicates (in the batch and already in the graph) and the events of erased users
+    dated at or before their erasure, and aggregate the rest."""
     unique_ids = _first_per_id(events)
-    seen = {row["id"] for row in gateway.read(SEEN_EVENTS, {"ids": [e.event_id for e in unique_ids]})}
-    fresh = [e for e in unique_ids if e.event_id not in seen]
+    users = {e.user_id: user_hash(e.user_id) for e in unique_ids}
+    seen_rows, erasure_rows = gateway.read_many(
+        [
+            (SEEN_EVENTS, {"ids": [e.event_id for e in unique_ids]}),
+            (ERASURES, {"ids": sorted(set(users.values()))}),
+        ]
+    )
+    seen = {row["id"] for row in seen_rows}
+    erased_at = {row["id"]: row["erased_at"] for row in erasure_rows}
+    new = [e for e in unique_ids if e.event_id not in seen]
+    # Not written and their ids not recorded: sent again, such an event is erased again.
+    fresh = [e for e in new if e.ts > erased_at.get(users[e.user_id], -1)]
+    erased = len(new) - len(fresh)
     if not fresh:
-        return PreparedBatch(None, IngestResult(len(events), 0, len(events)))
+        return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased))
     applied = _first_per_content(fresh)
     _refuse_unknown_tagged_items(gateway, events, applied)
     _refuse_category_loops(gateway, events)
@@ -278,7 +303,8 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     params = build_params(
         applied, settings, now_ms, [e.event_id for e in fresh], known, text.topic_interests, text.text_vectors
     )
-    return PreparedBatch(params, IngestResult(len(events), len(applied), len(events) - len(applied)))
+    result = IngestResult(len(events), len(applied), len(events) - len(applied) - erased, erased)
+    return PreparedBatch(params, result)
 
 
 def _refuse_unknown_tagged_items(
