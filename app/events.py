@@ -84,5 +84,6 @@ def post_events() -> Response:
     # After the commit, before the answer: an acknowledged batch is attributed (kgrec/attribution.py).
     # Claims that cannot be written are a 503 that says the events were written: the client's resend
     # is a duplicate for the graph, and is attributed then.
-    attributed = claim_attribution(store, found, now_ms=int(now_ms()))
-    return jsonify({**result, "attributed": attributed.attributed})
+    # Not the events the graph left out (their user was erased after them): no trace of them is kept.
+    attributed = claim_attribution(store, found.without(result.erased_ids), now_ms=int(now_ms()))
+    return jsonify({**result.counts(), "attributed": attributed.attributed})

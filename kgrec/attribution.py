@@ -207,6 +207,17 @@ class FoundAttribution:
     matches: list[Match]
     revenues: list[float]
 
+    def without(self, event_ids: frozenset[str]) -> FoundAttribution:
+        """These matches but those of ``event_ids`` (events the graph left out: their user was erased)."""
+        if not event_ids:
+            return self
+        kept = [
+            (m, r)
+            for m, r in zip(self.matches, self.revenues, strict=True)
+            if m.event.event_id not in event_ids
+        ]
+        return FoundAttribution([m for m, _ in kept], [r for _, r in kept])
+
 
 def find_attribution(
     store: ImpressionStore,

@@ -84,6 +84,8 @@ class PreparedImport:
     problems: list[RowProblem]
     # produced_by / belongs_to heads this data set does not list: head -> each triple's place and text
     outside_heads: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
+    # interactions of erased users dated at or before their erasure (or undated), left out
+    erased_interactions: int = 0
 
 
 @dataclass
@@ -97,6 +99,7 @@ class ImportReport:
     seconds: float
     rows_by_step: dict[str, int]
     problems: list[RowProblem]
+    erased_interactions: int = 0  # of erased users, dated at or before their erasure: left out
 
     @property
     def relationships_per_second(self) -> float:
@@ -176,14 +179,14 @@ def _aggregate(
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
     erased_at: dict[str, int | None] = {}  # per user id of the data set: its erasure's time, if erased
-    left_out: Counter[str] = Counter()
+    left_out = 0
     for event in dataset.interactions():
         if erasures:
             if event.user_id not in erased_at:
                 erased_at[event.user_id] = erasures.get(user_hash(event.user_id))
             erased = erased_at[event.user_id]
             if erased is not None and (event.ts is None or event.ts <= erased):
-                left_out[event.user_id] += 1
+                left_out += 1
                 continue
         agg = pairs.get((event.user_id, event.item_id))
         if agg is None:
@@ -203,13 +206,6 @@ def _aggregate(
         if event.item_id not in item_meta:
             item_meta[event.item_id] = {"id": event.item_id, **dict.fromkeys(_ITEM_FACTS)}
 
-    if left_out:
-        dataset.problems.add(
-            "interactions",
-            0,
-            f"erased users' interactions left out: {left_out.total():,} (of {len(left_out):,} users), "
-            "dated at or before each user's erasure (kgrec keeps a tombstone of each erased user)",
-        )
     listed = set(item_meta)
     unlisted = list(
         dict.fromkeys(i for edges in knowledge.values() for edge in edges for i in edge if i not in listed)
@@ -270,6 +266,7 @@ def _aggregate(
         category_interests=interest_rows(evidence, item_cats, settings.half_life_ms),
         problems=list(dataset.problems.rows),
         outside_heads={h: place for h, place in attribute_heads.items() if h not in local},
+        erased_interactions=left_out,
     )
 
 
@@ -513,6 +510,7 @@ def import_dataset(
         seconds=time.perf_counter() - started,
         rows_by_step=rows_by_step,
         problems=prepared.problems,
+        erased_interactions=prepared.erased_interactions,
     )
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,7 +29,7 @@ from kgrec.config import Settings
 from kgrec.decay import decayed, shown_weight
 from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
 from kgrec.errors import NoActiveModel, NotFound
-from kgrec.events.ingest import ingest
+from kgrec.events.ingest import IngestResult, ingest
 from kgrec.events.validation import Event
 from kgrec.explanations import (
     EntityCounts,
@@ -750,13 +750,15 @@ class Serving:
         after_commit("rules_reload", self.rules_view().stale, None)
         return {"rule_id": rule_id, "deleted": True}
 
-    def ingest_events(self, events: Sequence[Event]) -> dict[str, int]:
+    def ingest_events(self, events: Sequence[Event]) -> IngestResult:
         """Apply a validated batch atomically, then ask for the fold-in of items the model cannot score."""
         result = ingest(self.gateway, events, self.settings)
         if any(e.item is not None and e.item.attributes for e in events):
             self.rules_view().attributes_changed()  # events bump no revision: re-resolve at the next poll
-        self.request_fold_in(e.item_id for e in events if e.item_id is not None)
-        return asdict(result)
+        self.request_fold_in(
+            e.item_id for e in events if e.item_id is not None and e.event_id not in result.erased_ids
+        )
+        return result
 
     def request_fold_in(self, item_ids: Iterable[str]) -> list[str]:
         """Enqueue the fold-in of unknown items; returns them. Never fails the write that asked.

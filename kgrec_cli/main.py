@@ -260,6 +260,11 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
         f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
         f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"
     )
+    if report.erased_interactions:
+        console.print(
+            f"left out {report.erased_interactions:,} interactions of erased users, dated at or before "
+            "their erasure (Operations, Privacy)"
+        )
     if report.problems:
         console.print(f"[yellow]{len(report.problems)} row(s) skipped[/yellow]:")
         for problem in report.problems[:10]:

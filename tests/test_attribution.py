@@ -166,6 +166,24 @@ def test_anonymous_similar_items_take_the_user_of_the_event_that_names_them(smal
     assert (stored["user_id"], stored["position"], stored["by"]) == (user, 2, "id")
 
 
+def test_a_late_click_of_an_erased_user_is_not_attributed(small_api: ApiProcess) -> None:
+    """A click made before the user's erasure that arrives after it (an app's offline queue), on
+    an anonymous impression, which the erasure could not know was theirs: the graph leaves it out,
+    and so does attribution, which would store the user's id and count the click again."""
+    user = fresh_user()
+    source = shown(small_api, user, k=1)["items"][0]["item_id"]
+    page = requests.get(
+        f"{small_api.url}/v1/items/{quote(source, safe='')}/similar", params={"k": 3}, timeout=30
+    ).json()
+    click = event(user, page["items"][0]["item_id"], recommendation_id=page["recommendation_id"])
+    assert post(small_api, [event(user, source, "view")]).json()["applied"] == 1
+    erased = requests.delete(f"{small_api.url}/v1/users/{quote(user, safe='')}", headers=AUTH, timeout=60)
+    assert erased.status_code == 200, erased.text
+    late = post(small_api, [click])
+    assert late.json() == {"received": 1, "applied": 0, "duplicates": 0, "erased": 1, "attributed": 0}
+    assert attributed(small_api, page["recommendation_id"]) == []
+
+
 def test_exact_duplicates_in_one_batch_count_once(small_api: ApiProcess) -> None:
     user = fresh_user()
     page = shown(small_api, user, k=2)

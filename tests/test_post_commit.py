@@ -77,6 +77,6 @@ def test_an_event_batch_whose_fold_in_request_fails_is_answered_as_applied(unloa
     )
     assert errors == []
     before = failures("fold_in")
-    assert core.ingest_events(events)["applied"] == 1
+    assert core.ingest_events(events).applied == 1
     assert gateway.run_query("MATCH (e:Event {id: 'pc-1'}) RETURN count(e) AS n", {}) == [{"n": 1}]
     assert failures("fold_in") == before + 1

@@ -606,6 +606,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     def pair(user: str, item: str, counts: dict[str, int], weight: float, rating: float, ts: int) -> dict:
         return {
             "user_id": user,
+            "erasure_id": f"e-{user}",
             "item_id": item,
             "counts": counts,
             "events": sum(counts.values()),
@@ -618,14 +619,15 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
 
     params = {
         **st.params,
-        # u1 was erased before this batch's events and came back (written); u3 was erased at its
-        # event's time, by an erasure that committed after the ingester read the tombstones (not
-        # written, nor anything of it).
+        # Tombstones that committed after the ingester read them: u1 was erased before this batch's
+        # events and came back (written); u3 at its event's time (not created, nor anything of it
+        # written); u4, recreated meanwhile by a later batch, before its newest event here but after
+        # the pair's (the user row passes, the pair, text vector and topic interest do not).
         "users": [
             {
                 "id": "u1",
                 "erasure_id": "e-u1",
-                "first_ts": then,
+                "last_ts": NOW,
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
@@ -633,7 +635,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             {
                 "id": "u2",
                 "erasure_id": "e-u2",
-                "first_ts": NOW,
+                "last_ts": NOW,
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 120,
@@ -641,7 +643,15 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             {
                 "id": "u3",
                 "erasure_id": "e-u3",
-                "first_ts": NOW,
+                "last_ts": NOW,
+                "minute": minute,
+                "minute_count": 1,
+                "burst": 1,
+            },
+            {
+                "id": "u4",
+                "erasure_id": "e-u4",
+                "last_ts": NOW,
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
@@ -666,11 +676,13 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
             pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
             pair("u3", "i2", {"n_rating": 1}, 4.0, 1.0, NOW),
+            pair("u4", "i3", {"n_rating": 1}, 4.0, 1.0, then),
         ],
     }
     query(
         gw,
-        "CREATE (:Erasure {id: 'e-u1', erased_at: $t}), (:Erasure {id: 'e-u3', erased_at: $now})",
+        "CREATE (:Erasure {id: 'e-u1', erased_at: $t}), (:Erasure {id: 'e-u3', erased_at: $now}),"
+        "       (:Erasure {id: 'e-u4', erased_at: $t + 1}), (:User {id: 'u4', created_at: 7})",
         t=then - 1,
         now=NOW,
     )
@@ -682,16 +694,41 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 {"item_id": "i1", "tag": "space opera", "count": 2},
                 {"item_id": "i3", "tag": "matte", "count": 1},
             ],
+            # u4's (erased after its text) are skipped.
             "topic_interests": [
-                {"user_id": u, "topic_id": t, "weight": 3.0, "ref_ts": NOW, "events": n, "first_ts": NOW}
-                for u, t, n in (("u1", "topic-1", 2), ("u2", "topic-gone", 1))
+                {"user_id": u, "topic_id": t, "weight": 3.0, "ref_ts": NOW, "events": n, "first_ts": ts}
+                | {"erasure_id": f"e-{u}"}
+                for u, t, n, ts in (
+                    ("u1", "topic-1", 2, NOW),
+                    ("u2", "topic-gone", 1, NOW),
+                    ("u4", "topic-1", 1, then),
+                )
             ],
             # Text vectors: u1's stored one is one half-life older (worth half); u2 has none yet;
-            # an unknown user is skipped.
+            # an unknown user is skipped, and so is u4's.
             "text_vectors": [
-                {"user_id": "u1", "ref_ts": NOW, "vector": [0.6, 0.8]},
-                {"user_id": "u2", "ref_ts": then, "vector": [0.0, 2.0]},
-                {"user_id": "nobody", "ref_ts": NOW, "vector": [1.0, 0.0]},
+                {
+                    "user_id": "u4",
+                    "erasure_id": "e-u4",
+                    "first_ts": then,
+                    "ref_ts": then,
+                    "vector": [1.0, 0.0],
+                },
+                {"user_id": "u1", "erasure_id": "e-u1", "first_ts": NOW, "ref_ts": NOW, "vector": [0.6, 0.8]},
+                {
+                    "user_id": "u2",
+                    "erasure_id": "e-u2",
+                    "first_ts": then,
+                    "ref_ts": then,
+                    "vector": [0.0, 2.0],
+                },
+                {
+                    "user_id": "nobody",
+                    "erasure_id": "e-nobody",
+                    "first_ts": NOW,
+                    "ref_ts": NOW,
+                    "vector": [1.0, 0.0],
+                },
             ],
         }
         query(gw, "MATCH (u:User {id: 'u1'}) SET u.text_vector = [1.0, 0.0], u.text_vector_ts = $t", t=then)
@@ -775,6 +812,15 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     }
     assert node(gw, "User", "nobody") is None
     assert node(gw, "User", "u3") is None and count(gw, "(:Item {id: 'i2'})<-[:INTERACTED]-()") == 1
+    # u4's user row passes (a newer event), but nothing dated before its erasure is written
+    assert node(gw, "User", "u4") == {
+        "id": "u4",
+        "created_at": 7,
+        "flagged_bot": False,
+        "rate_minute": minute,
+        "rate_count": 1,
+    }
+    assert count(gw, "(:User {id: 'u4'})-[]->()") == 0
     # The items whose price, brand or categories changed are stamped with one new revision.
     stamped = {"revision": 5, "updated_at": NOW}
     assert node(gw, "Item", "i1") == {
@@ -1518,7 +1564,11 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     query(gw, "CREATE (:User {id: $uid})", uid=st.params["user_id"])
     gw.write(st, {**st.params, "now": NOW - 3})
     assert node(gw, "Erasure", st.params["erasure_id"])["erased_at"] == NOW + 3  # type: ignore[index]
-    assert count(gw, "(n)") == 7 + 3  # items, brand, versions, the other user and 3 tombstones stay
+    # A user the graph has not seen yet (their first events on their way): nothing to delete, and
+    # no row (the API's 404), but the tombstone is left.
+    assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
+    assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}
+    assert count(gw, "(n)") == 7 + 4  # items, brand, versions, the other user and 4 tombstones stay
 
 
 @effect("delete_nodes_batch")

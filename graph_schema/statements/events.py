@@ -60,6 +60,7 @@ _COUNTERS = ",\n        ".join(
 
 _PAIR_ROW = {
     "user_id": "u1",
+    "erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00",
     "item_id": "i1",
     "counts": {"n_purchase": 1},
     "events": 1,
@@ -71,6 +72,17 @@ _PAIR_ROW = {
     "review_text": None,
 }
 
+
+def _unless_erased(row: str, since: str) -> str:
+    """Keep the ``row``s (each with the user's ``erasure_id``) unless their user's tombstone is at or
+    after ``since``: an erasure that committed after the ingester read the tombstones."""
+    return f"""
+    OPTIONAL MATCH (gone:Erasure {{id: {row}.erasure_id}})
+    WITH {row}, gone
+    WHERE gone IS NULL OR gone.erased_at < {since}
+"""
+
+
 # An event names the brand of an item that has none (an item has one brand); only the
 # catalogue API replaces a brand. Each user's write lock is taken before its counters are read,
 # so on Neo4j two batches for one user run one after the other (its edges too) and neither
@@ -81,18 +93,19 @@ _PAIR_ROW = {
 # written after the revision is bumped: on Neo4j both this and a catalogue write then lock the
 # revision before the items, so the two never wait on each other's locks in opposite orders.
 # An Entity with a batch item's id becomes that Item first (absorb_entities: one id, one node).
-# A user erased at or after their earliest event in the batch is not written (nor, as every later
-# stage MATCHes the user, anything of theirs): the ingester leaves out events older than a
-# tombstone it reads first, and this catches an erasure that commits between that read and here.
+# The ingester leaves out the events older than their user's tombstone, which it reads first; an
+# erasure that commits between that read and this write is caught here, row by row: a user is not
+# created unless some of their events are newer than it, nor a pair, text vector or topic interest
+# of theirs written unless all of its events are (_unless_erased).
 _BEFORE_PAIRS = (
     """
     UNWIND $event_ids AS event_id
     CREATE (:Event {id: event_id, received_at: $now})
     WITH count(*) AS stage
     UNWIND $users AS ur
-    OPTIONAL MATCH (gone:Erasure {id: ur.erasure_id})
-    WITH ur, gone
-    WHERE gone IS NULL OR gone.erased_at < ur.first_ts
+"""
+    + _unless_erased("ur", "ur.last_ts")
+    + """
     MERGE (u:User {id: ur.id})
     ON CREATE SET u.created_at = $now, u.flagged_bot = false
     SET u.write_lock = true
@@ -139,6 +152,7 @@ _BEFORE_PAIRS = (
 _PAIRS = f"""
     WITH count(*) AS stage
     UNWIND $pairs AS p
+    {_unless_erased("p", "p.first_ts")}
     MATCH (u:User {{id: p.user_id}})
     MATCH (i:Item {{id: p.item_id}})
     MERGE (u)-[r:INTERACTED]->(i)
@@ -190,9 +204,13 @@ _TAGS = """
 """
 
 # The user's text vector: the stored one and the batch's, both decayed to the later stamp, summed.
-_TEXT_VECTORS = """
+_TEXT_VECTORS = (
+    """
     WITH count(*) AS stage
     UNWIND $text_vectors AS tv
+"""
+    + _unless_erased("tv", "tv.first_ts")
+    + """
     MATCH (u:User {id: tv.user_id})
     WITH u, tv, CASE WHEN u.text_vector_ts IS NULL OR tv.ref_ts > u.text_vector_ts
                      THEN tv.ref_ts ELSE u.text_vector_ts END AS at
@@ -204,15 +222,21 @@ _TEXT_VECTORS = """
                          + CASE WHEN kept > 0.0 THEN u.text_vector[k] * kept ELSE 0.0 END],
         u.text_vector_ts = at
 """
+)
 
 # Topic interests from text, one row per (user, topic); a topic retired since the match is skipped.
-_TEXT_TOPICS = """
+_TEXT_TOPICS = (
+    """
     WITH count(*) AS stage
     UNWIND $topic_interests AS ti
+"""
+    + _unless_erased("ti", "ti.first_ts")
+    + """
     MATCH (u:User {id: ti.user_id})
     MATCH (t:Topic {id: ti.topic_id})
     WITH u, t, ti.ref_ts AS ref, ti.weight AS added, ti.events AS events, ti.first_ts AS first_seen
 """
+)
 
 _RETURN = """
     RETURN count(*) AS done
@@ -232,7 +256,7 @@ _INGEST_PARAMS: dict[str, Any] = {
         {
             "id": "u1",
             "erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00",
-            "first_ts": 1700000000000,
+            "last_ts": 1700000000000,
             "minute": 28333333,
             "minute_count": 1,
             "burst": 1,
@@ -247,6 +271,7 @@ _LANGUAGE_PARAMS: dict[str, Any] = {
     "topic_interests": [
         {
             "user_id": "u1",
+            "erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00",
             "topic_id": "topic-1",
             "weight": 3.0,
             "ref_ts": 1700000000000,
@@ -254,7 +279,15 @@ _LANGUAGE_PARAMS: dict[str, Any] = {
             "first_ts": 1700000000000,
         }
     ],
-    "text_vectors": [{"user_id": "u1", "ref_ts": 1700000000000, "vector": [0.6, 0.8]}],
+    "text_vectors": [
+        {
+            "user_id": "u1",
+            "erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00",
+            "first_ts": 1700000000000,
+            "ref_ts": 1700000000000,
+            "vector": [0.6, 0.8],
+        }
+    ],
 }
 
 

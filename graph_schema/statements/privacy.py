@@ -11,7 +11,8 @@ not record it). Explanation paths are read from the graph, so no path runs
 through the user afterwards.
 
 It leaves a tombstone, ``(:Erasure {id, erased_at})``: the SHA-1 of the user id (not the id) and
-the erasure's time. Events and imports then leave out what the user did up to that time, so an
+the erasure's time, also when the graph has no such user yet (their first events may still be on
+their way). Events and imports then leave out what the user did up to that time, so an
 event that arrives late, or a data set imported again, does not bring the user back; what they
 do after it is a new history.
 """
@@ -21,6 +22,10 @@ from graph_schema.catalogue import read, write
 ERASE_USER = write(
     "erase_user",
     """
+    MERGE (gone:Erasure {id: $erasure_id})
+    SET gone.erased_at = CASE WHEN gone.erased_at IS NULL OR gone.erased_at < $now
+                              THEN $now ELSE gone.erased_at END
+    WITH count(*) AS stage
     MATCH (u:User {id: $user_id})
     OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)
     WITH u, count(r) AS interactions, collect({id: i.id, first_ts: coalesce(r.first_ts, 0)}) AS seen
@@ -42,9 +47,6 @@ ERASE_USER = write(
     WITH u, interactions, interests, embeddings,
          max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
     DETACH DELETE u
-    MERGE (gone:Erasure {id: $erasure_id})
-    SET gone.erased_at = CASE WHEN gone.erased_at IS NULL OR gone.erased_at < $now
-                              THEN $now ELSE gone.erased_at END
     RETURN interactions, interests, embeddings, adjusted AS popularity_adjusted
     """,
     user_id="A1YJEY40YUW4SE",

@@ -87,6 +87,16 @@ class IngestResult:
     applied: int
     duplicates: int
     erased: int = 0
+    erased_ids: frozenset[str] = frozenset()  # the ids of those: nothing may act on them
+
+    def counts(self) -> dict[str, int]:
+        """The answer's counts: received, applied, duplicates, erased."""
+        return {
+            "received": self.received,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "erased": self.erased,
+        }
 
 
 def _first_per_id(events: Sequence[Event]) -> list[Event]:
@@ -166,10 +176,11 @@ def build_params(
     links: dict[tuple[str, str], dict[str, str]] = {}
     pairs: dict[tuple[str, str], list[Event]] = defaultdict(list)
     tags: Counter[tuple[str, str]] = Counter()
-    first_ts: dict[str, int] = {}
+    span: dict[str, tuple[int, int]] = {}  # per user: the batch's first and last event time
     for event in events:
         per_user_minute[event.user_id][event.ts // MINUTE_MS] += 1
-        first_ts[event.user_id] = min(event.ts, first_ts.get(event.user_id, event.ts))
+        first, last = span.get(event.user_id, (event.ts, event.ts))
+        span[event.user_id] = (min(first, event.ts), max(last, event.ts))
         if event.type == "tag" and event.item_id is not None and event.tag is not None:
             tags[(event.item_id, normalised_tag(event.tag))] += 1
         if not _on_items(event) or event.item_id is None:
@@ -199,14 +210,16 @@ def build_params(
                     row[target] = list(dict.fromkeys([*row[target], *values]))
         pairs[(event.user_id, event.item_id)].append(event)
 
+    # Each row that writes a user's data names their tombstone, for the statement to check again.
+    erasure_ids = {user_id: user_hash(user_id) for user_id in span}
     users = []
     for user_id, minutes in per_user_minute.items():
         latest = max(minutes)
         users.append(
             {
                 "id": user_id,
-                "erasure_id": user_hash(user_id),
-                "first_ts": first_ts[user_id],
+                "erasure_id": erasure_ids[user_id],
+                "last_ts": span[user_id][1],
                 "minute": latest,
                 "minute_count": minutes[latest],
                 "burst": max(minutes.values()),
@@ -224,6 +237,7 @@ def build_params(
         pair_rows.append(
             {
                 "user_id": user_id,
+                "erasure_id": erasure_ids[user_id],
                 "item_id": item_id,
                 "counts": dict(counts),
                 "events": len(group),
@@ -249,8 +263,13 @@ def build_params(
     }
     if tags or topic_interests or text_vectors:  # only then the statement has the language stages
         params["tags"] = [{"item_id": i, "tag": t, "count": n} for (i, t), n in tags.items()]
-        params["topic_interests"] = list(topic_interests)
-        params["text_vectors"] = list(text_vectors)
+        params["topic_interests"] = [
+            {**row, "erasure_id": erasure_ids[row["user_id"]]} for row in topic_interests
+        ]
+        params["text_vectors"] = [
+            {**row, "erasure_id": erasure_ids[row["user_id"]], "first_ts": span[row["user_id"]][0]}
+            for row in text_vectors
+        ]
     return params
 
 
@@ -291,9 +310,10 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     new = [e for e in unique_ids if e.event_id not in seen]
     # Not written and their ids not recorded: sent again, such an event is erased again.
     fresh = [e for e in new if e.ts > erased_at.get(users[e.user_id], -1)]
+    erased_ids = frozenset(e.event_id for e in new) - {e.event_id for e in fresh}
     erased = len(new) - len(fresh)
     if not fresh:
-        return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased))
+        return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased, erased_ids))
     applied = _first_per_content(fresh)
     _refuse_unknown_tagged_items(gateway, events, applied)
     _refuse_category_loops(gateway, events)
@@ -303,7 +323,7 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     params = build_params(
         applied, settings, now_ms, [e.event_id for e in fresh], known, text.topic_interests, text.text_vectors
     )
-    result = IngestResult(len(events), len(applied), len(events) - len(applied) - erased, erased)
+    result = IngestResult(len(events), len(applied), len(events) - len(applied) - erased, erased, erased_ids)
     return PreparedBatch(params, result)
 
 
