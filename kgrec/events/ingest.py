@@ -32,7 +32,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, BEHAVIOURS, KNOWLEDGE_RELATIONS, Label, Rel
@@ -91,12 +91,7 @@ class IngestResult:
 
     def counts(self) -> dict[str, int]:
         """The answer's counts: received, applied, duplicates, erased."""
-        return {
-            "received": self.received,
-            "applied": self.applied,
-            "duplicates": self.duplicates,
-            "erased": self.erased,
-        }
+        return {name: value for name, value in asdict(self).items() if name != "erased_ids"}
 
 
 def _first_per_id(events: Sequence[Event]) -> list[Event]:
