@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from kgrec.errors import NoActiveModel, NotFound
-from kgrec.gateway import GraphTimeout, GraphUnavailable, GraphUnfinished
+from kgrec.gateway import GraphTimeout, GraphUnavailable
 from kgrec.impressions import ImpressionsUnavailable
 from kgrec.job_queue import JobQueueUnavailable
 
@@ -65,8 +65,6 @@ def register_error_handlers(app: Flask) -> None:
         from app.metrics import GRAPH_ERRORS
 
         GRAPH_ERRORS.inc()
-        if isinstance(exc, GraphUnfinished):  # it says what was done
-            return retry_later("graph_unavailable", str(exc))
         if isinstance(exc, GraphTimeout):  # the server may still apply a write it did not confirm
             return retry_later(
                 "graph_unavailable",

@@ -406,7 +406,8 @@ class Erasure(BaseModel):
         "(a rewrite started after the erasure is on disk, the old files deleted), `running` (started after "
         "it, not finished within the wait; the server finishes it), `held` (not rewritten: the snapshot "
         "guard holds rewrites off), `no_aof` (the server keeps none: Neo4j), `refused` (the server refuses "
-        "BGREWRITEAOF), `failed` (see the server's log)"
+        "BGREWRITEAOF), `failed` (see the server's log), `unavailable` (the server failed or did not answer "
+        "the rewrite; the user is erased, the log holds the deleted data until the server's next rewrite)"
     )
 
 

@@ -34,7 +34,8 @@ HELD = "held"  # not rewritten: the snapshot guard holds rewrites off (a label a
 NO_AOF = "no_aof"  # the server keeps no append-only file (Neo4j, or a Redis without appendonly)
 REFUSED = "refused"  # the server refuses BGREWRITEAOF (a managed Redis that renamed the command)
 FAILED = "failed"  # the rewrite failed (see the server's log); the deleted data stays in the log
-LOG_STATUSES = (REWRITTEN, RUNNING, HELD, NO_AOF, REFUSED, FAILED)
+UNAVAILABLE = "unavailable"  # the server failed or did not answer; the deleted data stays in the log
+LOG_STATUSES = (REWRITTEN, RUNNING, HELD, NO_AOF, REFUSED, FAILED, UNAVAILABLE)
 
 
 def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: float = REWRITE_WAIT_S) -> str:

@@ -41,7 +41,7 @@ from kgrec.explanations import (
     read_paths,
 )
 from kgrec.exploration import Exploration
-from kgrec.gateway import GraphGateway, GraphUnavailable, GraphUnfinished
+from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client, withdraw_plans
@@ -161,6 +161,17 @@ class UserHistory:
         if exclude == "purchased":
             return [r["item_id"] for r in self.rows if r["purchases"]]
         return []
+
+
+def _log_rewritten(server: str, rewrite: Callable[[], str]) -> str:
+    """An erasure's log rewrite on ``server``: its status, ``unavailable`` when the server fails or
+    does not answer. The user is erased by then, so that is no 503 ("nothing was written", and a
+    resend would be a 404): the answer says the log still holds the deleted data."""
+    try:
+        return rewrite()
+    except GraphUnavailable as exc:  # the impression store's failures are GraphUnavailable too
+        log.warning("erasure: the %s server's log was not rewritten: %s", server, exc)
+        return erasure.UNAVAILABLE
 
 
 class Serving:
@@ -680,16 +691,9 @@ class Serving:
                 impressions.rewrite_log()
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
         plans = withdraw_plans(job_client(self.settings), user_id) if self._has_job_queue() else 0
-        try:
-            logs = {"graph": self.gateway.rewrite_log()}
-        except GraphUnavailable as exc:  # the user is deleted: not the 503's "nothing was written"
-            raise GraphUnfinished(
-                f"the user is erased, but rewriting the graph server's append-only file failed ({exc}): "
-                "the file may keep the deleted data until the server's next rewrite; sending the "
-                "erasure again answers 404 and rewrites nothing"
-            ) from exc
+        logs = {"graph": _log_rewritten("graph", self.gateway.rewrite_log)}
         if impressions is not None:
-            logs["impressions"] = impressions.rewrite_log()
+            logs["impressions"] = _log_rewritten("impressions", impressions.rewrite_log)
             if erased.compacted is False:  # the stream, so the rewrite too, still holds deleted bytes
                 logs["impressions"] = erasure.FAILED
         row = summary.rows[0] if summary.rows else {}

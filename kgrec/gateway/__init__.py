@@ -10,7 +10,6 @@ from kgrec.gateway.base import (
     GraphQueryError,
     GraphTimeout,
     GraphUnavailable,
-    GraphUnfinished,
     WriteSummary,
     batched,
 )
@@ -47,7 +46,6 @@ __all__ = [
     "GraphQueryError",
     "GraphTimeout",
     "GraphUnavailable",
-    "GraphUnfinished",
     "WriteSummary",
     "batched",
     "open_gateway",

@@ -29,11 +29,6 @@ class GraphTimeout(GraphUnavailable):
     still be applied once the server goes on; every write is idempotent, so resending it is safe."""
 
 
-class GraphUnfinished(GraphUnavailable):
-    """A request's writes are done, but the graph server failed a later step of it (an erasure's log
-    rewrite): its 503 says what was done and what was not (the text), never "nothing was written"."""
-
-
 class GraphQueryError(RuntimeError):
     """The graph server refused a statement."""
 
