@@ -16,13 +16,6 @@ import redis
 
 from kgrec.embedded import AofRewriteRunning, EmbeddedServerError, rewrite_aof_now
 
-
-def user_hash(user_id: str) -> str:
-    """How an erasure names a user where it leaves a trace: the graph's tombstone
-    (``(:Erasure {id})``) and the impression store (its stream script's ``redis.sha1hex``)."""
-    return hashlib.sha1(user_id.encode()).hexdigest()
-
-
 log = logging.getLogger(__name__)
 
 # How long an erasure waits for its rewrites (a rewrite of Amazon Beauty's graph takes about 0.4 s).
@@ -38,13 +31,21 @@ UNAVAILABLE = "unavailable"  # the server failed or did not answer; the deleted 
 LOG_STATUSES = (REWRITTEN, RUNNING, HELD, NO_AOF, REFUSED, FAILED, UNAVAILABLE)
 
 
+def user_hash(user_id: str) -> str:
+    """How an erasure names a user where it leaves a trace: the graph's tombstone
+    (``(:Erasure {id})``) and the impression store (its stream script's ``redis.sha1hex``)."""
+    return hashlib.sha1(user_id.encode()).hexdigest()
+
+
 def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: float = REWRITE_WAIT_S) -> str:
     """Rewrite ``client``'s server's AOF from its data as it is now; one of :data:`LOG_STATUSES`.
 
     Concurrent erasures share one rewrite (:func:`kgrec.embedded.rewrite_aof_now`). A connection
     failure or a timeout (each of ``client``'s calls; the wait for the rewrite is ``wait_s``)
-    propagates: the erasure, its deletion done, is then a 503, and the log may keep the deleted
-    data until the server's next rewrite (README, "Operations: faults", Privacy).
+    propagates (the gateway and the impression store raise it as GraphUnavailable); the erasure,
+    its deletion done, then answers that server's log ``unavailable`` in its 200
+    (:func:`kgrec.serving._log_rewritten`), and the log may keep the deleted data until the
+    server's next rewrite (README, "Operations: faults", Privacy).
     """
     try:
         return REWRITTEN if rewrite_aof_now(client, wait_s, server_log) else NO_AOF

@@ -679,8 +679,10 @@ class Serving:
     def erase_user(self, user_id: str, impressions: ImpressionStore | None = None) -> dict[str, Any]:
         """Erase a user: node, edges, embeddings, their share of popularity, (given the store) their
         impressions and this host's journal lines of them, and the incremental-update plans that
-        name them; then rewrite the servers' append-only files, so that none keeps the deleted
-        data. NotFound if none of it was there (so a repeated erasure is a 404)."""
+        name them; leave a tombstone (``(:Erasure)``: events and imports dated up to now do not
+        bring the user back), also when the answer is NotFound; then rewrite the servers'
+        append-only files, so that none keeps the deleted data. NotFound if none of it was there
+        (so a repeated erasure is a 404)."""
         now = int(now_ms())
         erased = impressions.erase_user(user_id, now) if impressions is not None else ErasedImpressions(0, 0)
         summary = self.gateway.write(

@@ -263,7 +263,7 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
     if report.erased_interactions:
         console.print(
             f"left out {report.erased_interactions:,} interactions of erased users, dated at or before "
-            "their erasure (Operations, Privacy)"
+            "their erasure, or undated (Operations, Privacy)"
         )
     if report.problems:
         console.print(f"[yellow]{len(report.problems)} row(s) skipped[/yellow]:")
@@ -429,9 +429,10 @@ def events_import(
     write_rejects(rejects, summary.rejected)
     console.print(
         f"{summary.rows:,} rows in {summary.seconds:.1f}s ({summary.events_per_second:,.0f}/s): "
-        f"{summary.applied:,} applied, {summary.duplicates:,} duplicates, {len(summary.rejected):,} rejected"
+        f"{summary.applied:,} applied, {summary.duplicates:,} duplicates, "
+        + (f"{summary.erased:,} of erased users left out, " if summary.erased else "")
+        + f"{len(summary.rejected):,} rejected"
         + (f" (see {rejects})" if summary.rejected else "")
-        + (f", {summary.erased:,} of erased users left out" if summary.erased else "")
     )
 
 

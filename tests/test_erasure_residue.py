@@ -274,7 +274,7 @@ def test_an_erasure_on_one_host_reaches_the_journals_of_another(
     assert there.by_ids([kept]).keys() == {kept}
 
     # a line of the user recorded before the erasure, shipped after it, is dropped; one recorded
-    # after it is kept (there is no tombstone)
+    # after it is kept (as the graph keeps an event dated after the erasure: a new history)
     late = show(there, user, now - 10)
     after = show(there, user, now + 10)
     there.settle()

@@ -3,7 +3,7 @@
 Rows are converted (see :mod:`kgrec.events.formats`), validated exactly like
 ``POST /v1/events`` and written with the same atomic, idempotent statement, in
 batches. Bad rows go to a reject file with their line number and reason;
-everything else is applied.
+everything else is applied, but events of users erased after them (``erased``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Write a validated batch of events into the interest graph, atomically and idempotently.
 
 1. Drop events whose ids the graph has already seen, and exact repeats of an id in the batch
-   (validation refuses an id repeated with other content, :func:`kgrec.events.validation.validate_each`).
+   (validation refuses an id repeated with other content, :func:`kgrec.events.validation.validate_each`),
+   and events dated at or before their user's erasure (the ``(:Erasure)`` tombstone; counted as
+   ``erased``, their ids not recorded).
 2. Of the rest, apply only one of several events with the same content (exact
    duplicates under different ids), but record every id, so that a later retry
    of any of them is recognised.

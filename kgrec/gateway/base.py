@@ -68,7 +68,6 @@ class GraphGateway(ABC):
     """Run catalogue statements against one graph."""
 
     engine: str = ""
-    timeout_s: float | None = None  # the longest one call waits for the server; None: the engine's own
 
     @abstractmethod
     def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[Row]: ...
