@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from kgrec.training_graph import TrainingGraph
 
 
-@contextlib.contextmanager
 def parsed_device(parser: argparse.ArgumentParser, name: str) -> str:
     """``--device`` resolved (``auto``: CUDA when present), or the parser's one-line error for a
     device this machine lacks, before any work starts."""
@@ -50,6 +49,7 @@ def register_version(gateway: Any, version: str, artifact: str = "") -> int:
     return now
 
 
+@contextlib.contextmanager
 def serve_api(data_dir: Path, api_key: str, port: int) -> Iterator[str]:
     """Run ``kgrec``'s API (gunicorn 2 workers x 4 threads); yields its base URL once it answers."""
     env = {**os.environ, "KGREC_DATA_DIR": str(data_dir), "KGREC_API_KEYS": api_key}
