@@ -26,7 +26,7 @@ from falkordb.query_result import QueryResult
 from graph_schema.catalogue import Statement
 from graph_schema.statements import admin
 from kgrec import erasure
-from kgrec.embedded import EmbeddedServer, hold_snapshots, unloadable_labels
+from kgrec.embedded import EmbeddedServer, ServerInfo, hold_snapshots, unloadable_labels
 from kgrec.gateway.base import (
     GraphConflict,
     GraphGateway,
@@ -90,9 +90,7 @@ class FalkorDBGateway(GraphGateway):
         graph = self._graph
         if graph is not None:
             return graph
-        info = self._server.running()
-        if info is None:
-            raise GraphUnavailable("the embedded graph server is not running")
+        info = self._running_server()
         # Connecting asks the server (INFO), so not under the lock: on a stalled server each caller
         # then waits for its own connection only, not for every one queued before it.
         client = FalkorDB(
@@ -110,6 +108,12 @@ class FalkorDBGateway(GraphGateway):
         with contextlib.suppress(redis.RedisError):
             client.close()
         return graph
+
+    def _running_server(self) -> ServerInfo:
+        info = self._server.running()
+        if info is None:
+            raise GraphUnavailable("the embedded graph server is not running")
+        return info
 
     def _forget(self, graph: Graph) -> None:
         """Drop a failed connection so the next call reconnects (re-reading the server's address).
@@ -149,10 +153,7 @@ class FalkorDBGateway(GraphGateway):
         for: the log rewrite, the snapshot guard's setting), each call one try of the gateway's
         bound, as its queries are: the serving bound in the API, where redis-py's own retries of a
         30 s wait held an erasure for minutes on a server that stalled."""
-        info = self._server.running()
-        if info is None:
-            raise GraphUnavailable("the embedded graph server is not running")
-        client = info.one_try_client(self.timeout_s)
+        client = self._running_server().one_try_client(self.timeout_s)
         try:
             return action(client)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
