@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +58,7 @@ from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.recommender import Recommender
+from kgrec.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +251,8 @@ class Exploration:
         self.settings = settings
         self.store = ImpressionStore(settings)
         self._lock = threading.Lock()
-        self._build_lock = threading.Lock()  # one build of arms at a time (see arms())
-        self._arms: dict[str, Arms] = {}  # model version -> its arms (under the latest facts asked for)
+        # model version -> its arms (under the latest facts asked for), built by one thread at a time
+        self._flights: dict[str, SingleFlight[Arms]] = {}
         self._topics: dict[str, TopicMembers] = {}  # model version -> its topic arms' members
         self._script: Any = None
 
@@ -290,47 +292,45 @@ class Exploration:
         Built once per version and facts object, which stays the same until a catalogue write
         changes a brand, a category or the tree; the topics are read once per version (one graph
         read), the categories rebuilt from the facts in array operations (about 35 ms on a
-        64,160-item catalogue). One thread builds while the others that need them wait: on that
-        catalogue reading the 192,480 item–topic rows takes about 2 s, and four threads that
-        missed at once made a 10 s stall.
+        64,160-item catalogue). One thread builds a version's arms while the others that need
+        them wait for that build and share its graph failure (:mod:`kgrec.single_flight`): on
+        that catalogue reading the 192,480 item–topic rows takes about 2 s, and four threads that
+        missed at once made a 10 s stall; on a stalled server each waited one bound more than the
+        thread before it.
         """
         facts = model.facts if facts is None else facts
-        arms = self._cached_arms(model, facts)
-        if arms is not None:
-            return arms
-        with self._build_lock:
-            arms = self._cached_arms(model, facts)
-            if arms is not None:
-                return arms
-            version = model.artifacts.version
-            with self._lock:
-                topics = self._topics.get(version)
-            if topics is None or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S):
-                rows = gateway.read(ITEM_TOPICS, {})
-                topics = TopicMembers.read(model, ((r["item_id"], r["topic_id"]) for r in rows))
-            arms = Arms.build(model, topics, facts)
-            with self._lock:
-                _remember(self._topics, version, topics)
-                _remember(self._arms, version, arms)
+        version = model.artifacts.version
+        with self._lock:
+            flight = self._flights.get(version)
+            if flight is None:
+                flight = SingleFlight(math.inf)
+                _remember(self._flights, version, flight)
+        arms = flight.get(
+            lambda _held: self._build(model, gateway, facts, flight),
+            lambda held: _usable(held, model, facts),
+        )
+        assert arms is not None  # a build returns arms or raises
         return arms
 
     def built_versions(self) -> list[str]:
         """The model versions whose arms this process holds, least recently built first."""
         with self._lock:
-            return list(self._arms)
+            return [version for version, flight in self._flights.items() if flight.held() is not None]
 
-    def _cached_arms(self, model: Recommender, facts: ItemFacts) -> Arms | None:
-        # Keyed by version, not by model object: a fold-in's copy of the model appends its new
-        # items, so the version's item rows, and its topic arms, stay valid; the category arms are
-        # those of the facts they were built from, and every arm's order that of the popularity
-        # counts (an erasure's copy lowers them).
+    def _build(
+        self, model: Recommender, gateway: GraphGateway, facts: ItemFacts, flight: SingleFlight[Arms]
+    ) -> Arms:
+        version = model.artifacts.version
         with self._lock:
-            arms = self._arms.get(model.artifacts.version)
-        if arms is None or arms.facts is not facts or not arms.ordered_by(model.artifacts.popularity):
-            return None
-        if arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S:
-            return arms
-        return None
+            topics = self._topics.get(version)
+        if topics is None or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S):
+            rows = gateway.read(ITEM_TOPICS, {})
+            topics = TopicMembers.read(model, ((r["item_id"], r["topic_id"]) for r in rows))
+        arms = Arms.build(model, topics, facts)
+        with self._lock:
+            _remember(self._topics, version, topics)
+            _remember(self._flights, version, flight)
+        return arms
 
     def state(self, user_id: str, filters: Mapping[str, Any] | None = None) -> ArmState:
         """What the user's impressions and attributions say about each arm (one round trip); with a
@@ -344,6 +344,17 @@ class Exploration:
         keys = [store.user_key(user_id)]
         args = [store.stream, store.attributed_key(""), "" if filters is None else json.dumps(filters)]
         return parse_state(store.run(lambda c: script(keys=keys, args=args, client=c)))
+
+
+def _usable(arms: Arms, model: Recommender, facts: ItemFacts) -> bool:
+    # Held by version, not by model object: a fold-in's copy of the model appends its new items,
+    # so the version's item rows, and its topic arms, stay valid; the category arms are those of
+    # the facts they were built from, and every arm's order that of the popularity counts (an
+    # erasure's copy lowers them). Arms built before the version's topics were written are
+    # rebuilt after TOPICS_RETRY_S.
+    if arms.facts is not facts or not arms.ordered_by(model.artifacts.popularity):
+        return False
+    return arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S
 
 
 def _remember(cache: dict[str, V], version: str, value: V) -> None:

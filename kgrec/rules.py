@@ -49,6 +49,7 @@ from kgrec.field_types import WHOLE_NUMBER, Id, shown
 from kgrec.gateway import GraphGateway
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
 from kgrec.ranking import Ranking
+from kgrec.single_flight import SingleFlight
 
 LOG = logging.getLogger(__name__)
 
@@ -504,9 +505,9 @@ class RulesView:
         self._gateway = gateway
         self._check_every_s = max(check_every_s, MIN_CHECK_S)
         self._lock = threading.Lock()
-        self._load_lock = threading.Lock()  # one load at a time
-        self._loaded = False
-        self._rules = RuleSet()
+        # One load at a time; a request that finds no rules held (or that follows its own change)
+        # waits for that load and shares its graph failure, instead of making its own after it.
+        self._view: SingleFlight[RuleSet] = SingleFlight(math.inf)
         self._polling = False
         self._closed = threading.Event()
         self._failed_at = -math.inf  # when a failed check was last logged
@@ -524,12 +525,12 @@ class RulesView:
 
     def rules(self) -> RuleSet:
         """The rules as of the latest revision loaded."""
-        with self._lock:
-            loaded = self._loaded
-        if not loaded:
-            self._refresh()
+        rules = self._view.held()
+        if rules is None:
+            rules = self._view.get(self._next)
+        assert rules is not None  # a load returns rules or raises
         self._start_polling()
-        return self._rules
+        return rules
 
     def close(self) -> None:
         """Stop the poller (its gateway is being closed)."""
@@ -560,18 +561,20 @@ class RulesView:
                 LOG.warning("rules: could not re-read the rules; serving the ones loaded", exc_info=True)
 
     def _refresh(self) -> None:
-        with self._load_lock:
-            rows = self._gateway.read(CATALOGUE_REVISION, {"id": RULES})
-            revision = int(rows[0]["revision"]) if rows else 0
-            current = self._rules
-            if not self._loaded or revision != current.revision:
-                fresh = self._load(revision)
+        self._view.stale()
+        self._view.get(self._next)
+
+    def _next(self, current: RuleSet | None) -> RuleSet:
+        """The rules after ``current`` (None before the first load): loaded anew when their
+        revision moved, else ``current`` with its attribute targets re-resolved if they need it."""
+        rows = self._gateway.read(CATALOGUE_REVISION, {"id": RULES})
+        revision = int(rows[0]["revision"]) if rows else 0
+        if current is None or revision != current.revision:
+            fresh = self._load(revision)
+            if current is not None:
                 fresh.warm(current, time.time() * 1000)
-            else:
-                fresh = self._reresolved(current)
-            with self._lock:
-                self._rules = fresh
-                self._loaded = True
+            return fresh
+        return self._reresolved(current)
 
     def _load(self, revision: int) -> RuleSet:
         rules = load_rules(self._gateway)

@@ -1,5 +1,6 @@
 """One refresh at a time of a serving process's cached view of the graph (the active model, the
-catalogue, an experiment's model version), while the other threads go on with the value held.
+catalogue, an experiment's model version, the rules, a version's exploration arms), while the
+other threads go on with the value held.
 
 Without it, a view refreshed under a lock turns a stalled graph server into a queue: each request
 waits for the failed reads of all the requests before it, then makes its own. With it, while one
@@ -47,12 +48,18 @@ class SingleFlight(Generic[T]):
         """Make the next call wait for a load that begins after this one (this process just wrote)."""
         self._marks += 1
 
-    def get(self, load: Callable[[T | None], T | None]) -> T | None:
+    def get(
+        self, load: Callable[[T | None], T | None], usable: Callable[[T], bool] | None = None
+    ) -> T | None:
         """The value, loaded by ``load(previous value)`` when it is ``every_s`` old or marked
         stale; while another thread loads it, the value held, unless marked stale since (then
-        that load's outcome: its graph failure re-raised, or a fresh check by this thread)."""
+        that load's outcome: its graph failure re-raised, or a fresh check by this thread).
+
+        ``usable``: whether a held value serves this caller at all (a cache valid for some inputs
+        only, e.g. one catalogue's facts); one that does not is waited for like a stale one.
+        """
         value, checked_at, marks = self._state
-        current = marks == self._marks
+        current = marks == self._marks and (value is None or usable is None or usable(value))
         if value is not None and current and time.monotonic() - checked_at < self._every_s:
             return value
         if not self._lock.acquire(blocking=False):
@@ -66,7 +73,12 @@ class SingleFlight(Generic[T]):
                 raise type(failure)(*failure.args) from failure
         try:
             value, checked_at, marks = self._state
-            if value is not None and marks == self._marks and time.monotonic() - checked_at < self._every_s:
+            if (
+                value is not None
+                and marks == self._marks
+                and (usable is None or usable(value))
+                and time.monotonic() - checked_at < self._every_s
+            ):
                 return value  # loaded by the refresh this thread waited for
             marks, began = self._marks, time.monotonic()
             try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ import pytest
 import requests
 
 from bench.exploration import leaves
+from graph_schema.statements import admin
 from graph_schema.statements.exploration import ITEM_TOPICS
 from kgrec.catalogue import CatalogueItem
 from kgrec.config import Settings
@@ -43,6 +47,7 @@ from kgrec.serving import ItemFilters, Serving
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
 from tests.test_catalogue_api import PICKUP_S, within
+from tests.threads import together
 from workers.training.config import TrainConfig
 from workers.training.job import run_training
 
@@ -489,6 +494,47 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         assert exploration.arms(model, gateway, moved) is other
     finally:
         serving.close()
+
+
+class TopicsFrom:
+    """The real gateway, whose item–topic reads go to another real server's (one to stall)."""
+
+    def __init__(self, gateway: Any, topics_gateway: Any) -> None:
+        self.gateway, self.topics_gateway = gateway, topics_gateway
+
+    def read(self, statement: Any, params: Any) -> Any:
+        return (self.topics_gateway if statement is ITEM_TOPICS else self.gateway).read(statement, params)
+
+
+def test_threads_building_arms_on_a_stalled_server_each_wait_one_bound(shop: Shop, tmp_path: Path) -> None:
+    """Four threads that need a version's arms while the graph server stalls share the one build's
+    failure. Before, they built one after another under a lock: the fourth waited four bounds."""
+    bound_s = 2.0
+    server = EmbeddedServer(tmp_path / "var")
+    info = server.start()
+    stalled = open_gateway(Settings(data_dir=tmp_path / "var"), timeout_s=bound_s)
+    exploration = Exploration(shop.settings)
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        gateway = TopicsFrom(serving.gateway, stalled)
+        stalled.read(admin.PING)  # connected before the stall
+        os.kill(info.pid, signal.SIGSTOP)
+        try:
+            ended = together(lambda: exploration.arms(model, gateway))
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        assert {outcome for outcome, _ in ended} == {"GraphTimeout"}, ended
+        assert max(waited for _, waited in ended) < 2 * bound_s, ended  # before: 2, 4, 6 and 8 s
+        assert exploration.built_versions() == []
+        # the server goes on: the next request builds them
+        assert exploration.arms(model, gateway).ids and exploration.built_versions() == [
+            model.artifacts.version
+        ]
+    finally:
+        serving.close()
+        stalled.close()
+        server.stop()
 
 
 def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop) -> None:

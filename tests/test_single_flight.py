@@ -124,3 +124,22 @@ def test_nothing_is_held_when_the_load_answers_none() -> None:
         load.release.release()
     assert view.get(load) is None and view.get(load) is None and view.held() is None
     assert view.get(load) == "v1" and load.calls == 3
+
+
+def test_a_held_value_that_does_not_serve_the_caller_is_waited_for_like_a_stale_one() -> None:
+    # A cache valid for some inputs only (a version's arms, for one catalogue's facts): a caller
+    # whose inputs the held value does not fit never gets it, and waits for the load under way.
+    view: SingleFlight[object] = SingleFlight(every_s=float("inf"))
+    load = HeldLoad("for-a", "for-b")
+    load.release.release()
+    assert view.get(load, lambda v: v == "for-a") == "for-a"
+    assert view.get(load, lambda v: v == "for-a") == "for-a" and load.calls == 1  # held: no load
+    assert load.started.acquire(timeout=1)  # the first load's start
+    with ThreadPoolExecutor(2) as pool:
+        loading = pool.submit(view.get, load, lambda v: v == "for-b")  # a load for b, under way
+        assert load.started.acquire(timeout=10)
+        # b's caller does not get the held "for-a", and the load it waits for fits it: no second load
+        waiter = waiting(pool, lambda: view.get(HeldLoad(), lambda v: v == "for-b"))
+        load.release.release()
+        assert loading.result(timeout=10) == "for-b" and waiter.result(timeout=10) == "for-b"
+    assert load.calls == 2

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -30,8 +29,10 @@ from kgrec.gateway import open_gateway
 from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, answered, job_client
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
+from kgrec.rules import RulesView
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
+from tests.threads import together
 
 KEY = "test-key-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -146,37 +147,12 @@ def test_a_stalled_graph_server_is_answered_503_within_the_bound(tmp_path: Path)
         server.stop()
 
 
-def together(call: Callable[[], Any], threads: int = 4) -> list[tuple[str, float]]:
-    """``call`` in ``threads`` threads started at once: how each ended (its exception's class name,
-    or ``ok``) and how long it took."""
-    start = threading.Barrier(threads)
-    ended: list[tuple[str, float]] = []
-
-    def one() -> None:
-        start.wait()
-        began = time.monotonic()
-        try:
-            call()
-            outcome = "ok"
-        except Exception as exc:
-            outcome = type(exc).__name__
-        ended.append((outcome, time.monotonic() - began))
-
-    workers = [threading.Thread(target=one) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert len(ended) == threads
-    return ended
-
-
 @embedded_only
 def test_requests_that_meet_a_stall_together_each_wait_one_bound(tmp_path: Path) -> None:
     """A serving process's threads that meet a stalled server at once are each refused within about
     the bound, not one bound later for every thread before them: the catalogue view and the active
     model are refreshed by one thread while the others go on with what is held (or share the
-    refresh's failure), and reconnecting to the server is not done under a lock. Before, the fourth
+    refresh's failure), the rules' first load is made by one thread, and reconnecting to the server is not done under a lock. Before, the fourth
     of four threads waited four bounds in each case."""
     settings = Settings(data_dir=tmp_path / "var")
     server = EmbeddedServer(settings.data_dir)
@@ -185,6 +161,7 @@ def test_requests_that_meet_a_stall_together_each_wait_one_bound(tmp_path: Path)
         migrate(gateway)
     gateway = open_gateway(settings, timeout_s=BOUND_S)
     catalogue, model = CatalogueView(gateway), ActiveModel(gateway, settings.data_dir)
+    rules = RulesView(gateway)  # not read yet: its first load is due
     held = catalogue.snapshot()
     assert model.get() is None  # no model trained: nothing is held
     time.sleep(1)  # both are due a check
@@ -198,6 +175,7 @@ def test_requests_that_meet_a_stall_together_each_wait_one_bound(tmp_path: Path)
         outcomes = {
             "catalogue": together(request_with_catalogue),
             "model": together(model.get),
+            "rules": together(rules.rules),
             "reconnect": together(lambda: gateway.read(admin.PING)),
         }
     finally:
@@ -209,7 +187,9 @@ def test_requests_that_meet_a_stall_together_each_wait_one_bound(tmp_path: Path)
         # The server goes on: both views answer again.
         time.sleep(1)
         assert catalogue.snapshot().revision == held.revision and model.get() is None
+        assert rules.rules().rules == []
     finally:
+        rules.close()
         gateway.close()
         server.stop()
 
