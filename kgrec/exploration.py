@@ -303,8 +303,9 @@ class Exploration:
         with self._lock:
             flight = self._flights.get(version)
             if flight is None:
-                flight = SingleFlight(math.inf)
-                _remember(self._flights, version, flight)
+                # kept at once, so that the threads asking together share it, but counted among
+                # the ARM_CACHE versions only once built (_build): one that fails evicts no other
+                flight = self._flights[version] = SingleFlight(math.inf)
         arms = flight.get(
             lambda _held: self._build(model, gateway, facts, flight),
             lambda held: _usable(held, model, facts),

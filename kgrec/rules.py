@@ -515,8 +515,9 @@ class RulesView:
         self._resolved_at = -math.inf  # when they were (monotonic)
 
     def stale(self) -> None:
-        """Reload now: this process just changed a rule."""
-        self._refresh()
+        """Reload now: this process just changed a rule (its next answer must show it)."""
+        self._view.stale()
+        self._view.get(self._next)
 
     def attributes_changed(self) -> None:
         """Re-resolve attribute targets at the next poll: this process just wrote attribute edges
@@ -561,8 +562,7 @@ class RulesView:
                 LOG.warning("rules: could not re-read the rules; serving the ones loaded", exc_info=True)
 
     def _refresh(self) -> None:
-        self._view.stale()
-        self._view.get(self._next)
+        self._view.refresh(self._next)
 
     def _next(self, current: RuleSet | None) -> RuleSet:
         """The rules after ``current`` (None before the first load): loaded anew when their

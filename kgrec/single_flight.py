@@ -48,6 +48,11 @@ class SingleFlight(Generic[T]):
         """Make the next call wait for a load that begins after this one (this process just wrote)."""
         self._marks += 1
 
+    def refresh(self, load: Callable[[T | None], T | None]) -> T | None:
+        """Load now, after any load under way, whatever is held (a poller that looks for changes);
+        unlike :meth:`stale`, the other threads go on with the value held meanwhile."""
+        return self.get(load, lambda _held: False)
+
     def get(
         self, load: Callable[[T | None], T | None], usable: Callable[[T], bool] | None = None
     ) -> T | None:
@@ -72,10 +77,10 @@ class SingleFlight(Generic[T]):
                 self._lock.release()
                 raise type(failure)(*failure.args) from failure
         try:
-            value, checked_at, marks = self._state
+            value, checked_at, held_marks = self._state
             if (
                 value is not None
-                and marks == self._marks
+                and held_marks == self._marks
                 and (usable is None or usable(value))
                 and time.monotonic() - checked_at < self._every_s
             ):
@@ -84,8 +89,12 @@ class SingleFlight(Generic[T]):
             try:
                 fresh = load(value)
             except GraphUnavailable as exc:
-                self._failure = exc
-                self._state = (value, began, marks)  # the value held is served a while longer
+                # Shared without its traceback, whose frames would keep the load's inputs (a
+                # model, say) alive for as long as the failure is held.
+                self._failure = type(exc)(*exc.args)
+                # The value held is served a while longer, but a stale mark stays unanswered:
+                # the next call after it still loads.
+                self._state = (value, began, held_marks)
                 raise
             except BaseException:
                 self._failure = None  # not the graph's: each waiter tries for itself

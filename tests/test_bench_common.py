@@ -5,7 +5,6 @@ the benches' tests call the measuring functions, not ``main``)."""
 from __future__ import annotations
 
 import argparse
-import os
 
 import pytest
 import requests
@@ -14,6 +13,7 @@ import torch
 from bench.common import parsed_device, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
+from tests.processes import free_port
 
 
 def test_parsed_device_is_the_device_name() -> None:
@@ -34,7 +34,7 @@ def test_serve_api_yields_the_url_of_an_answering_api_and_stops_it(
     own_server: tuple[EmbeddedServer, Settings],
 ) -> None:
     _, settings = own_server
-    with serve_api(settings.data_dir, "bench-key", 18_500 + os.getpid() % 400) as base:
+    with serve_api(settings.data_dir, "bench-key", free_port()) as base:
         assert requests.get(f"{base}/healthz", timeout=10).ok
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=2)

@@ -143,3 +143,34 @@ def test_a_held_value_that_does_not_serve_the_caller_is_waited_for_like_a_stale_
         load.release.release()
         assert loading.result(timeout=10) == "for-b" and waiter.result(timeout=10) == "for-b"
     assert load.calls == 2
+
+
+def test_a_waiter_that_the_load_under_way_does_not_serve_loads_for_itself() -> None:
+    view: SingleFlight[object] = SingleFlight(every_s=float("inf"))
+    load = HeldLoad("for-b")
+    with ThreadPoolExecutor(2) as pool:
+        loading = pool.submit(view.get, load, lambda v: v == "for-b")
+        assert load.started.acquire(timeout=10)
+        own = HeldLoad("for-c")
+        own.release.release()
+        waiter = waiting(pool, lambda: view.get(own, lambda v: v == "for-c"))
+        load.release.release()
+        assert loading.result(timeout=10) == "for-b" and waiter.result(timeout=10) == "for-c"
+    assert (load.calls, own.calls) == (1, 1)
+
+
+def test_a_failed_refresh_leaves_a_stale_mark_to_be_answered() -> None:
+    # A process that wrote marks its view stale; a poller's refresh that then fails must not count
+    # as the load after the mark, or the writer's next answer would be the value before its write.
+    view: SingleFlight[object] = SingleFlight(every_s=float("inf"))
+    assert view.get(lambda _held: "before") == "before"
+    view.stale()
+
+    def failing(_held: object) -> object:
+        raise GraphTimeout("the graph server did not answer")
+
+    with pytest.raises(GraphTimeout):
+        view.refresh(failing)
+    assert view.get(lambda _held: "after") == "after"
+    assert view.refresh(lambda held: f"{held}, polled") == "after, polled"
+    assert view.get(lambda _held: "unasked") == "after, polled"  # nothing marked: held
