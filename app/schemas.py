@@ -393,7 +393,11 @@ class Removed(BaseModel):
         description="the user's lines blanked in the impression journals of the host that answered (other "
         "hosts blank theirs within 10 s)"
     )
-    update_plans: int = Field(description="incremental-update plans in flight that named the user, withdrawn")
+    update_plans: int | None = Field(
+        description="incremental-update plans in flight that named the user, withdrawn; null when the job "
+        "queue did not answer (those updates then write no vector for the user, and the plans expire "
+        "within a day)"
+    )
 
 
 class Erasure(BaseModel):

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
+from graph_schema.statements.privacy import ERASURES
 from kgrec.embedded import AofRewriteRunning, EmbeddedServerError, rewrite_aof_now
+
+if TYPE_CHECKING:  # the gateways use this module
+    from kgrec.gateway.base import GraphGateway
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,18 @@ def user_hash(user_id: str) -> str:
     """How an erasure names a user where it leaves a trace: the graph's tombstone
     (``(:Erasure {id})``) and the impression store (its stream script's ``redis.sha1hex``)."""
     return hashlib.sha1(user_id.encode()).hexdigest()
+
+
+def erased_since(gateway: GraphGateway, user_ids: Iterable[str], since_ms: int) -> set[str]:
+    """The users among ``user_ids`` erased at or after ``since_ms`` (epoch ms): what was read
+    about them before then must not be written back (one read per 10,000 users)."""
+    by_hash = {user_hash(user_id): user_id for user_id in user_ids}
+    hashes = sorted(by_hash)
+    erased = set()
+    for start in range(0, len(hashes), 10_000):
+        rows = gateway.read(ERASURES, {"ids": hashes[start : start + 10_000]})
+        erased.update(by_hash[r["id"]] for r in rows if int(r["erased_at"]) >= since_ms)
+    return erased
 
 
 def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: float = REWRITE_WAIT_S) -> str:

@@ -44,7 +44,7 @@ from kgrec.exploration import Exploration
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
-from kgrec.job_queue import FOLD_IN_ITEMS, job_client, withdraw_plans
+from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, job_client, withdraw_plans
 from kgrec.model_store import ActiveModel, ReadyVersion, artifact_name, models_dir
 from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
@@ -692,7 +692,7 @@ class Serving:
             if impressions is not None and erased.compacted:  # a rebuild an earlier erasure owed
                 impressions.rewrite_log()
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
-        plans = withdraw_plans(job_client(self.settings), user_id) if self._has_job_queue() else 0
+        plans = self._withdrawn_plans(user_id)
         logs = {"graph": _log_rewritten("graph", self.gateway.rewrite_log)}
         if impressions is not None:
             logs["impressions"] = _log_rewritten("impressions", impressions.rewrite_log)
@@ -715,6 +715,20 @@ class Serving:
             "popularity_adjusted_items": int(row.get("popularity_adjusted", 0)),
             "logs": logs,
         }
+
+    def _withdrawn_plans(self, user_id: str) -> int | None:
+        """How many incremental-update plans naming the user the erasure withdrew; None when the
+        job queue did not answer. The user is erased by then, so that is no 503 (a resend would be
+        a 404): an update planned before the erasure writes no vector for them anyway
+        (``workers.training.incremental.finish_update`` reads the tombstones), and the plan, a
+        list of ids, expires with the result store's day."""
+        if not self._has_job_queue():
+            return 0
+        try:
+            return withdraw_plans(job_client(self.settings), user_id)
+        except JobQueueUnavailable as exc:
+            log.warning("erasure: the update plans naming the user were not withdrawn: %s", exc)
+            return None
 
     def _has_job_queue(self) -> bool:
         """Whether a Celery broker is configured (REDIS_URL, or the embedded server's)."""

@@ -15,14 +15,16 @@ from urllib.parse import quote
 import redis
 import requests
 
-from kgrec import job_queue
+from kgrec import erasure, job_queue
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, rewrite_aof_now
+from kgrec.gateway import GraphGateway
 from kgrec.impression_journal import ORPHAN_SCAN_S
 from kgrec.impressions import JOURNAL_DIR, ImpressionStore
+from kgrec.serving import Serving
 from tests.conftest import SMALL_API_KEY, embedded_only
 from tests.planted import event
-from tests.processes import ApiProcess
+from tests.processes import ApiProcess, free_port
 
 pytestmark = embedded_only
 AUTH = {"Authorization": f"Bearer {SMALL_API_KEY}"}
@@ -302,3 +304,24 @@ def test_incremental_plans_live_in_a_key_an_erasure_withdraws(
         assert key.encode() not in client.backend.client.smembers(job_queue.PLANS)
     finally:
         job_queue.drop_plan(client, key)
+
+
+def test_an_erasure_whose_job_queue_does_not_answer_says_its_plans_were_not_withdrawn(
+    broker_graph: tuple[dict[str, str], Settings, GraphGateway],
+) -> None:
+    """After the deletion the erasure withdraws the update plans naming the user. A job queue that
+    does not answer there was a 503 ("nothing was written"), though the user was gone and a resend
+    could only be a 404; the answer is now the erasure's, with ``update_plans`` null (an update
+    planned before writes no vector for the user: tests/test_incremental.py)."""
+    _env, settings, gateway = broker_graph
+    user = f"queue-down-{uuid.uuid4().hex}"
+    gateway.run_query("MERGE (:User {id: $id})", {"id": user})
+    serving = Serving(settings.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        answer = serving.erase_user(user)
+    finally:
+        serving.close()
+    assert answer["erased"] is True and answer["removed"]["user"] == 1
+    assert answer["removed"]["update_plans"] is None
+    assert answer["logs"]["graph"] != erasure.UNAVAILABLE  # the steps after it were taken
+    assert gateway.run_query("MATCH (u:User {id: $id}) RETURN u.id AS id", {"id": user}) == []

@@ -477,6 +477,35 @@ def test_a_user_erased_while_an_update_runs_is_not_counted_by_its_child(shop: tu
     assert_serves_the_count(gateway, settings, "v-erased-meanwhile", item, plan.data_until)
 
 
+def test_a_planned_user_erased_and_made_again_before_the_merge_gets_no_vector(shop: tuple) -> None:
+    """An erasure whose job queue did not answer withdraws no plan: the update then runs with the
+    user's id. Their history is deleted, but an event after the erasure makes the user again (a
+    new history), and the partition's vector, read before, must not be written onto that user."""
+    _env, settings, gateway = shop
+    parent = artifacts(settings, gateway, active(gateway))
+    touched_users, _items = buy(gateway, settings, "erased-planned", parent)
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None and plan.planned_at > 0
+    parts = [run_partition(gateway, settings, plan, 0)]
+    user = sorted(touched_users)[0]
+    assert user in parts[0].user_ids
+    now = int(time.time() * 1000)
+    gateway.write(ERASE_USER, {"user_id": user, "erasure_id": user_hash(user), "now": now})
+    later = {"event_id": f"after-erasure-{user}", "user_id": user, "item_id": parent.item_ids[0]}
+    events, errors = validate_batch([{**later, "type": "view", "ts": now + 1}], max_skew_s=300)
+    assert errors == []
+    ingest(gateway, events, settings)
+    assert finish_update(gateway, settings, plan, parts, "v-erased-planned")["activated"] is True
+    vectors = gateway.run_query(
+        "MATCH (:ModelVersion {id: $version})-[e:EMBEDDING]->(u:User) WHERE u.id IN $users RETURN u.id AS id",
+        {"version": "v-erased-planned", "users": sorted(touched_users)},
+    )
+    assert {r["id"] for r in vectors} == touched_users - {user}  # the others' vectors are written
+    # the view after the erasure is taken here, so that the module's other tests see only their own
+    assert run_incremental(gateway, settings, "v-after-erased-planned", partitions=1)["activated"] is True
+    time.sleep(0.01)  # the next test's events are newer than this update's data
+
+
 def test_a_rerun_merge_drops_the_adjustments_of_the_child_it_rewrites(shop: tuple) -> None:
     """A merge killed after the child's EMBEDDING copy and run again: a user erased in between
     adjusted the half-written child, and the rewritten child counts without them already."""

@@ -77,6 +77,7 @@ from graph_schema.statements.incremental import (
 )
 from graph_schema.statements.models import MARK_VERSION_READY, POPULARITY_ADJUSTMENTS, WRITE_EMBEDDINGS
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
+from kgrec import erasure
 from kgrec.config import Settings
 from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
@@ -114,6 +115,7 @@ class UpdatePlan:
     partitions: int
     parent_counts: str  # the parent's counts (JSON), kept on the child
     lineage: dict[str, Any]  # root, depth, root_interactions, new_interactions since the root, drift
+    planned_at: int = 0  # wall clock (epoch ms); 0: a plan of a kgrec before this field
 
     def seeds(self, part: int) -> tuple[list[str], list[str]]:
         """(items, users) of partition ``part``: every P-th seed of the sorted lists."""
@@ -167,6 +169,7 @@ def plan_update(gateway: GraphGateway, partitions: int, since: int | None = None
         new_interactions=len(touched),
         partitions=max(1, int(partitions)),
         parent_counts=parent["counts"] or "{}",
+        planned_at=int(time.time() * 1000),
         lineage={
             "root": before.get("root", parent["id"]),
             "depth": int(before.get("depth", 0)) + 1,
@@ -626,6 +629,11 @@ def finish_update(
         r["id"]: r["delta"] for r in gateway.read(POPULARITY_ADJUSTMENTS, {"version": plan.parent})
     }
     artifacts, users = merge(parent, plan, parts, version, adjustments)
+    # A user erased since planning (an erasure whose job queue did not answer withdraws no plan)
+    # gets no vector: the partitions may have read their history before it was deleted, and
+    # events after the erasure may have made the user again, as a new history.
+    for user_id in erasure.erased_since(gateway, users, plan.planned_at):
+        del users[user_id]
     timings = {"merge_s": time.perf_counter() - started}
     activated = publish_child(gateway, settings, plan, artifacts, users)
     timings["publish_s"] = time.perf_counter() - started - timings["merge_s"]
