@@ -1,16 +1,20 @@
 """bench/common.py's helpers as the benches call them: ``parsed_device`` gives a device name and
 ``serve_api`` is a context manager around a real gunicorn (both broke once, unnoticed, because
-the benches' tests call the measuring functions, not ``main``)."""
+the benches' tests call the measuring functions, not ``main``); and benches' ``main`` run from their
+command line at the smallest inputs their options allow, or refusing the ones they cannot run."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 
 import pytest
 import requests
 import torch
 
+from bench import catalogue_snapshot
 from bench.common import parsed_device, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -38,3 +42,34 @@ def test_serve_api_yields_the_url_of_an_answering_api_and_stops_it(
         assert requests.get(f"{base}/healthz", timeout=10).ok
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=2)
+
+
+SMALL_CATALOGUE = ["--items", "200", "--changed", "20", "--brands", "10", "--categories", "30"]
+
+
+def test_the_catalogue_snapshot_bench_runs_from_its_command_line_with_two_repeats(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench.catalogue_snapshot", *SMALL_CATALOGUE, "--repeat", "2"])
+    catalogue_snapshot.main()
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (result["items"], result["changed_items"]) == (200, 20)
+    assert result["rebuilt_ms_median"] > 0 and result["ratio"] > 0  # both kinds of write were timed
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--repeat", "1"), ("--changed", "0"), ("--changed", "201"), ("--categories", "20")]
+)
+def test_the_catalogue_snapshot_bench_refuses_what_it_cannot_run_naming_the_option(
+    option: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --repeat 1 times no price write (no median), --changed 0 or above --items has no changed
+    # items to write, and 20 categories are all roots, with no leaf to put an item in
+    argv = [*SMALL_CATALOGUE, "--repeat", "2"]
+    argv[argv.index(option) + 1] = value
+    monkeypatch.setattr(sys, "argv", ["bench.catalogue_snapshot", *argv])
+    with pytest.raises(SystemExit) as exited:
+        catalogue_snapshot.main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert option in error and f"not {value}" in error
