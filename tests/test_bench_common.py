@@ -9,12 +9,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import requests
 import torch
 
-from bench import catalogue_snapshot
+from bench import catalogue_snapshot, softmax
 from bench.common import parsed_device, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -73,3 +74,20 @@ def test_the_catalogue_snapshot_bench_refuses_what_it_cannot_run_naming_the_opti
     assert exited.value.code == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert option in error and f"not {value}" in error
+
+
+@pytest.mark.parametrize("names", ["movielens,movielns", "movielns,movielens"])
+def test_the_softmax_bench_refuses_a_data_set_it_cannot_find_before_training_any(
+    names: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # movielns was found missing only once movielens had trained both variants
+    folder = tmp_path / "movielens-ml-latest-small"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    argv = ["bench.softmax", "--datasets", names, "--datasets-dir", str(tmp_path), "--epochs", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        softmax.main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("bench.softmax: error: --datasets:") and "'movielns'" in error
