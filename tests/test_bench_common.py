@@ -15,7 +15,7 @@ import pytest
 import requests
 import torch
 
-from bench import catalogue_snapshot, softmax
+from bench import api, catalogue_snapshot, softmax
 from bench.common import parsed_device, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -91,3 +91,28 @@ def test_the_softmax_bench_refuses_a_data_set_it_cannot_find_before_training_any
     assert exited.value.code == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("bench.softmax: error: --datasets:") and "'movielns'" in error
+
+
+def test_the_api_bench_refuses_rates_it_cannot_offer_before_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an unknown endpoint failed only after the import, the training and the warm-up
+    argv = [
+        "bench.api",
+        "--work-dir",
+        str(tmp_path),
+        "--datasets-dir",
+        str(tmp_path),
+        "--rates",
+        "similar=9,recs=9",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        api.main()
+    assert exited.value.code == 2 and "'recs=9'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    assert api._parse_rates("recommendations=300,explanation=0.5") == {
+        "recommendations": 300,
+        "explanation": 0.5,
+    }
+    assert api._parse_rates("") == {}  # --rates '': only the impression rounds
