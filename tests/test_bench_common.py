@@ -15,7 +15,7 @@ import pytest
 import requests
 import torch
 
-from bench import api, catalogue_snapshot, softmax
+from bench import api, audience_export, catalogue_snapshot, import_steps, softmax
 from bench.common import parsed_device, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -116,3 +116,20 @@ def test_the_api_bench_refuses_rates_it_cannot_offer_before_importing(
         "explanation": 0.5,
     }
     assert api._parse_rates("") == {}  # --rates '': only the impression rounds
+
+
+@pytest.mark.parametrize(("module", "sizes"), [(audience_export, "100,x"), (import_steps, "0.01,x")])
+def test_a_size_that_is_not_a_number_is_refused_before_the_first_size_runs(
+    module: object,
+    sizes: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # it was read only after every size before it had run (import_steps: the 1x and 4x imports)
+    argv = ["bench", "--sizes", sizes, "--work-dir", str(tmp_path), "--results", str(tmp_path / "r.json")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        module.main()  # type: ignore[attr-defined]
+    assert exited.value.code == 2 and "--sizes" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
