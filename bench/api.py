@@ -72,11 +72,28 @@ ROUTES = {  # the endpoint label of the API's own latency histogram
 
 
 def _parse_rates(text: str) -> dict[str, float]:
+    """``--rates`` (``ENDPOINT=REQ_PER_S,...``), or a ValueError naming the part that is not one of
+    :data:`ROUTES` at a rate above 0."""
     rates = {}
     for part in filter(None, text.split(",")):  # --rates '': only the impression rounds
         name, _, value = part.partition("=")
-        rates[name.strip()] = float(value)
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float("nan")
+        if name.strip() not in ROUTES or not rate > 0:
+            raise ValueError(f"{part!r} is not ENDPOINT=REQ_PER_S with ENDPOINT one of {', '.join(ROUTES)}")
+        rates[name.strip()] = rate
     return rates
+
+
+def checked_rates(parser: argparse.ArgumentParser, text: str) -> str:
+    """``--rates`` as given, or the parser's one-line error before any import or training."""
+    try:
+        _parse_rates(text)
+    except ValueError as exc:
+        parser.error(f"--rates: {exc}")
+    return text
 
 
 def prepare(gateway: GraphGateway, settings: Settings, dataset: str, epochs: int) -> dict[str, Any]:
@@ -337,6 +354,7 @@ def main() -> None:
         help="a third side: the impressions server with appendfsync always (what a per-write fsync costs)",
     )
     args = parser.parse_args()
+    checked_rates(parser, args.rates)
     print(json.dumps(run(args)))
 
 

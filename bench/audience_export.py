@@ -71,11 +71,16 @@ def measure(users: int, work: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,200000,400000", help="audience sizes")
+    parser.add_argument(
+        "--sizes",
+        default="100000,200000,400000",
+        type=lambda text: [int(n) for n in text.split(",")],  # every one read before the first runs
+        help="audience sizes",
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-audience-export"))
     parser.add_argument("--results", type=Path, default=Path("bench/results/audience-export.json"))
     args = parser.parse_args()
-    runs = [measure(int(n), args.work_dir / n) for n in args.sizes.split(",")]
+    runs = [measure(n, args.work_dir / str(n)) for n in args.sizes]
     costs = {name: f"{name}_s" for name in ("fixed_page", "growing_page")}
     save_growth_report(runs, "users", costs, args.results)
 

@@ -32,6 +32,7 @@ from kgrec.diversity import POOL, ItemGroups
 from kgrec.item_facts import ItemFacts
 
 NOW = 1_700_000_000_000
+ROOTS = 20  # top-level categories; every item has a leaf below one of them
 
 
 @dataclass
@@ -53,7 +54,7 @@ def first_call_ms(snapshot: CatalogueSnapshot, model: Items) -> float:
 
 def synthetic_facts(rng: np.random.Generator, n: int, n_brands: int, n_categories: int) -> ItemFacts:
     """Items in one leaf and its root each (about 2 pairs an item, as in Amazon Beauty)."""
-    roots = 20
+    roots = ROOTS
     parents = [(c, c % roots) for c in range(roots, n_categories)]
     leaf = rng.integers(roots, n_categories, size=n)
     pairs = np.concatenate([np.stack([np.arange(n), leaf], 1), np.stack([np.arange(n), leaf % roots], 1)])
@@ -84,6 +85,12 @@ def main() -> None:
     parser.add_argument("--categories", type=int, default=800)
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
+    if args.repeat < 2:  # the runs alternate a price write and a brand and category write
+        parser.error(f"--repeat must be at least 2 (one write of each kind), not {args.repeat}")
+    if not 0 < args.changed <= args.items:
+        parser.error(f"--changed must be between 1 and --items ({args.items}), not {args.changed}")
+    if args.categories <= ROOTS:
+        parser.error(f"--categories must be above the {ROOTS} roots, not {args.categories}")
     rng = np.random.default_rng(7)
     facts = synthetic_facts(rng, args.items, args.brands, args.categories)
     model = Items(facts, {f"i{n}": n for n in range(args.items)})

@@ -68,7 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="movielens")
     parser.add_argument("--datasets-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--alphas", default="0.3,1,3", help="entity row scales tried (comma-separated)")
+    parser.add_argument(
+        "--alphas",
+        default=[0.3, 1.0, 3.0],
+        type=lambda text: [float(a) for a in text.split(",")],  # refused here, not after the λ walk
+        help="entity row scales tried (comma-separated)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
@@ -93,7 +98,7 @@ def main() -> None:
     ]
     print(json.dumps(rows[-1]), flush=True)
     for weighting in WEIGHTINGS:
-        for alpha in (float(a) for a in args.alphas.split(",")):
+        for alpha in args.alphas:
             started = time.perf_counter()
             weights = side_information_weights(gram, incidence, lam, alpha, weighting)
             rows.append(

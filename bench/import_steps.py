@@ -93,14 +93,18 @@ def report(runs: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,4,16")
+    parser.add_argument(
+        "--sizes",
+        default="1,4,16",
+        type=lambda text: [float(s) for s in text.split(",")],  # every one read before the first runs
+    )
     parser.add_argument("--order", choices=("file", "sorted"), default="file")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work-dir", type=Path, default=Path("var/bench-import-steps"))
     parser.add_argument("--results", type=Path, default=Path("bench/results/import-steps.json"))
     args = parser.parse_args()
     runs = []
-    for factor in (float(s) for s in args.sizes.split(",")):
+    for factor in args.sizes:
         runs.append(measure(factor, args.work_dir / f"x{factor:g}", args.order, args.seed))
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "steps"}), flush=True)
     report(runs)

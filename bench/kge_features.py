@@ -109,7 +109,7 @@ def run(name: str, datasets_dir: Path, seeds: list[int], modes: list[str]) -> li
 
 def main() -> None:
     """Parse the options, run, print the per-mode means and the rows."""
-    modes_main(__doc__, "kge-features", "none,joint:1,joint:1+transe,none+transe", run)
+    modes_main(__doc__, "kge-features", "none,joint:1,joint:1+transe,none+transe", run, KGE_SUFFIX)
 
 
 if __name__ == "__main__":

@@ -110,23 +110,38 @@ NORMALISATIONS: dict[str, Callable[[TrainingGraph, bool], kg_model.TypedGraph] |
 }
 
 
+def mode_parts(mode: str) -> tuple[str, float] | None:
+    """``mode``'s normalisation and starting knowledge weight (None for ``none``), or a ValueError
+    naming it: a command line is checked with this before any data is read."""
+    if mode == "none":
+        return None
+    norm, _, weight = mode.partition(":")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = float("nan")
+    if norm not in NORMALISATIONS or not value > 0:  # the starting logit is log(expm1(W))
+        raise ValueError(
+            f"unknown mode {mode!r} (none, or NORM:WEIGHT with NORM one of {', '.join(NORMALISATIONS)} "
+            "and WEIGHT above 0)"
+        )
+    return norm, value
+
+
 @contextlib.contextmanager
 def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
     """The config for ``mode`` ("none" or "NORM:WEIGHT"), with the graph model patched for it meanwhile.
 
     ``joint:1`` is the code as it is; a knowledge weight of 1 leaves the starting weights alone.
     """
-    if mode == "none":
+    parts = mode_parts(mode)
+    if parts is None:
         yield TrainConfig(use_knowledge=False)
         return
-    norm, weight = mode.split(":")
-    if norm not in NORMALISATIONS:
-        raise ValueError(
-            f"unknown mode {mode!r} (none, or NORM:WEIGHT with NORM one of {', '.join(NORMALISATIONS)})"
-        )
+    norm, weight = parts
     model = kg_model.RelationalSequenceModel
     build, init, forward = kg_model.build_typed_graph, model.__init__, model.forward
-    logit = float(np.log(np.expm1(float(weight))))
+    logit = float(np.log(np.expm1(weight)))
     gated = norm == "gated"
 
     def knowledge_starts_at_weight(
@@ -148,7 +163,7 @@ def graph_model_mode(mode: str) -> Iterator[TrainConfig]:
             self.knowledge_gate_logits = torch.nn.Parameter(torch.full((knowledge_nodes,), 0.5413))
 
     kg_model.build_typed_graph = NORMALISATIONS[norm] or build
-    if float(weight) != 1.0 or gated:
+    if weight != 1.0 or gated:
         model.__init__ = knowledge_starts_at_weight
     if gated:
         model.forward = gated_forward
@@ -209,13 +224,19 @@ def report(dataset: str, modes: list[str], rows: list[dict[str, Any]], kind: str
 ModesRun = Callable[[str, Path, list[int], list[str]], list[dict[str, Any]]]
 
 
-def modes_main(doc: str, kind: str, default_modes: str, run_modes: ModesRun) -> None:
+def modes_main(doc: str, kind: str, default_modes: str, run_modes: ModesRun, suffix: str = "") -> None:
     """A modes experiment's command line: parse the options, ``run_modes``, print the per-mode
-    means and the rows (saved as ``kind``-``--save``)."""
+    means and the rows (saved as ``kind``-``--save``). A mode is a graph-model mode
+    (:func:`mode_parts`), optionally followed by ``suffix``; any other is refused before any work."""
     parser = seeded_experiment_parser(doc.splitlines()[0], kind)
     parser.add_argument("--modes", default=default_modes)
     args = parser.parse_args()
     modes = args.modes.split(",")
+    for mode in modes:
+        try:
+            mode_parts(mode.removesuffix(suffix) if suffix else mode)
+        except ValueError as exc:
+            parser.error(f"--modes: {exc}{f', optionally followed by {suffix}' if suffix else ''}")
     rows = run_modes(args.dataset, args.datasets_dir, args.seeds, modes)
     report(args.dataset, modes, rows, kind, args.save)
 

@@ -756,6 +756,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.device = parsed_device(parser, args.device)
+    from bench.api import checked_rates
+
+    checked_rates(parser, args.rates)
     factors = sorted(float(x) for x in args.sizes.split(","))
 
     sizes: list[dict[str, Any]] = []

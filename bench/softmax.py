@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from bench.common import validation_hold_out
+from kgrec.datasets import open_dataset
 from workers.training import kg_model
 from workers.training.config import TrainConfig
 
@@ -75,11 +76,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epoch cap (patience 3)")
     parser.add_argument("--save", action="store_true", help="write bench/results/softmax.json")
     args = parser.parse_args()
+    names, datasets_dir = args.datasets.split(","), args.datasets_dir.resolve()
+    for name in names:  # every one found before the first trains (an hour on the CPU)
+        try:
+            open_dataset(name, datasets_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            parser.error(f"--datasets: {exc}")
     config = TrainConfig(epochs=args.epochs)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kgrec-softmax-") as tmp:
-        for name in args.datasets.split(","):
-            rows += run_dataset(name, args.datasets_dir.resolve(), Path(tmp) / name, config)
+        for name in names:
+            rows += run_dataset(name, datasets_dir, Path(tmp) / name, config)
     print(f"{'data set':<16}{'variant':<10}{'items':>8}{'best NDCG@10':>14}{'epoch':>7}{'s/epoch':>9}")
     for row in rows:
         print(

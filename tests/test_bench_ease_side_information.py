@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
+from bench import ease_side_information
 from bench.ease_side_information import side_information_weights
 from kgrec.ease import ease_weights
 
@@ -30,3 +35,17 @@ def test_a_shared_entity_links_items_no_user_holds_together() -> None:
     # Scaled by 1/√(its items), an entity of two items pulls them together less than flat rows do.
     by_size = side_information_weights(GRAM, INCIDENCE, 2.0, 1.0, "inverse-sqrt-size")
     assert 0 < by_size[2, 3] < linked[2, 3]
+
+
+def test_alphas_that_are_not_numbers_are_refused_before_any_data_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # they were read only after the import and the λ walk (minutes), between the fits
+    argv = ["bench", "--dataset", "movielens", "--datasets-dir", str(tmp_path), "--alphas", "0.3,x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        ease_side_information.main()
+    assert exited.value.code == 2 and "--alphas" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], "0.3,1"])
+    with pytest.raises(FileNotFoundError, match="movielens"):  # the data set, read after the options
+        ease_side_information.main()

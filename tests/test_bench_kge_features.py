@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 import bench.kge_features as kge
 from kgrec.training_graph import TrainingGraph
+from tests.test_bench_relation_normalisation import run_main
 
 
 def shop() -> TrainingGraph:
@@ -50,3 +54,13 @@ def test_items_with_knowledge_get_unit_features_and_the_others_none() -> None:
     np.testing.assert_allclose(np.linalg.norm(features[[0, 1, 3, 4]], axis=1), 1.0, rtol=1e-5)
     assert not features[[2, 5]].any()
     np.testing.assert_array_equal(features, kge.transe_item_features(shop(), seed=3))
+
+
+def test_a_mode_is_a_graph_model_mode_with_or_without_transe_checked_before_any_data_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:  # used to fail after TransE had trained, at its turn
+        run_main(kge, "joint:1+transe,bogus+transe", tmp_path, monkeypatch)
+    assert exited.value.code == 2 and "'bogus'" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="movielens"):  # the data set, read after the options
+        run_main(kge, "none,joint:1,joint:1+transe,none+transe", tmp_path, monkeypatch)

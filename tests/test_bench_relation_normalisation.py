@@ -3,13 +3,16 @@ is rated) and the gated mode (each knowledge node's message through a learnt gat
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
+from bench import relation_normalisation
 from bench.relation_normalisation import damped_graph, damped_matrices, graph_model_mode
 from kgrec.item_graphs import popularity
 from tests.test_kg_model import toy
@@ -95,3 +98,35 @@ def test_gated_mode_starts_as_the_code_and_learns_a_gate_per_knowledge_node() ->
         config = replace(TrainConfig(use_knowledge=True, use_text=False), seed=3)
         trained = kg_model.train_kg_model(graph, config, "cpu", epochs=2)
     assert trained.items.shape[0] == graph.n_items and np.isfinite(trained.items).all()
+
+
+def run_main(module: object, modes: str, empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``module``'s main on MovieLens in an empty data sets folder: reading the data set fails."""
+    argv = ["bench", "--dataset", "movielens", "--datasets-dir", str(empty), "--modes", modes]
+    monkeypatch.setattr(sys, "argv", argv)
+    module.main()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("modes", ["none,joint", "none,relaton:0.1", "joint:0", "damped:x"])
+def test_a_mode_it_cannot_run_is_refused_before_any_data_is_read(
+    modes: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it used to be refused (or fail unpacking) only at its turn: after the import, the text
+    # embedding and every earlier mode's training
+    with pytest.raises(SystemExit) as exited:
+        run_main(relation_normalisation, modes, tmp_path, monkeypatch)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "--modes" in error and repr(modes.split(",")[-1]) in error
+
+
+def test_every_mode_it_can_run_gets_past_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(FileNotFoundError, match="movielens"):  # the data set, read after the options
+        run_main(
+            relation_normalisation,
+            "none,joint:1,relation:0.1,joint:0.1,damped:1,gated:1",
+            tmp_path,
+            monkeypatch,
+        )

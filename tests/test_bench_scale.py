@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,18 @@ def test_a_graph_server_that_does_not_come_back_is_recorded_not_raised(
         stop()
     assert "restart_s" not in result and "graph_after" not in result
     assert "graph server" in result["failed"], result
+
+
+@pytest.mark.parametrize("rates", ["recomendations=60", "similar=x", "explanation=0"])
+def test_rates_it_cannot_offer_are_refused_before_any_size_is_generated(
+    rates: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # they were read only at the first size's api stage, after generating, importing and training it
+    argv = ["bench.scale", "--sizes", "0.01", "--work-dir", str(tmp_path), "--rates", rates]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        scale.main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "--rates" in error and repr(rates) in error
+    assert not any(tmp_path.iterdir())  # nothing generated
