@@ -606,7 +606,6 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     def pair(user: str, item: str, counts: dict[str, int], weight: float, rating: float, ts: int) -> dict:
         return {
             "user_id": user,
-            "erasure_id": f"e-{user}",
             "item_id": item,
             "counts": counts,
             "events": sum(counts.values()),
@@ -617,6 +616,14 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             "rating_ts": NOW,
         }
 
+    pairs = [
+        # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).
+        pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
+        pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
+        pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
+        pair("u3", "i2", {"n_rating": 1}, 4.0, 1.0, NOW),
+        pair("u4", "i3", {"n_rating": 1}, 4.0, 1.0, then),
+    ]
     params = {
         **st.params,
         # Tombstones that committed after the ingester read them: u1 was erased before this batch's
@@ -670,13 +677,10 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             # would close a loop with the stored Hair -> Face (a concurrent writer's path): not written
             {"child_id": "Face", "parent_id": "Hair"},
         ],
-        "pairs": [
-            # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).
-            pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
-            pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
-            pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
-            pair("u3", "i2", {"n_rating": 1}, 4.0, 1.0, NOW),
-            pair("u4", "i3", {"n_rating": 1}, 4.0, 1.0, then),
+        # Grouped by user, as the ingester sends them: the tombstone is read once per user.
+        "user_pairs": [
+            {"erasure_id": f"e-{user}", "pairs": [p for p in pairs if p["user_id"] == user]}
+            for user in ("u1", "u2", "u3", "u4")
         ],
     }
     query(
@@ -954,7 +958,7 @@ def _events_absorb_entities(gw: GraphGateway, st: Statement) -> None:
     Item, and a value sent as an entity that an Item holds by write time links to the Item."""
     clear_graph(gw)
     item = {"id": "x", "title": None, "price": None, "brands": [], "categories": []}
-    params = {**st.params, "items": [item], "pairs": [], "category_links": [], "event_ids": []}
+    params = {**st.params, "items": [item], "user_pairs": [], "category_links": [], "event_ids": []}
     if "_with_" not in st.name:
         _entity_becomes_item(gw, st, params, "x")
         assert node(gw, "Item", "x")["listed"] is True  # type: ignore[index]

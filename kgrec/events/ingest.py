@@ -223,7 +223,7 @@ def build_params(
             }
         )
 
-    pair_rows = []
+    user_pairs: dict[str, list[dict[str, Any]]] = defaultdict(list)  # user -> their pair rows
     for (user_id, item_id), group in pairs.items():
         weight, ref = decayed_sum(((weights[e.type], e.ts) for e in group), half_life, now_ms)
         counts = Counter(f"n_{e.type}" for e in group)
@@ -231,10 +231,9 @@ def build_params(
         latest_rating = max(ratings, key=lambda e: e.ts) if ratings else None
         reviews = [e for e in group if e.text is not None and e.text.strip()]
         latest_review = max(reviews, key=lambda e: e.ts) if reviews else None
-        pair_rows.append(
+        user_pairs[user_id].append(
             {
                 "user_id": user_id,
-                "erasure_id": erasure_ids[user_id],
                 "item_id": item_id,
                 "counts": dict(counts),
                 "events": len(group),
@@ -255,7 +254,7 @@ def build_params(
         "users": users,
         "items": list(items.values()),
         "category_links": list(links.values()),
-        "pairs": pair_rows,
+        "user_pairs": [{"erasure_id": erasure_ids[u], "pairs": rows} for u, rows in user_pairs.items()],
         **attributes,
     }
     if tags or topic_interests or text_vectors:  # only then the statement has the language stages
