@@ -29,8 +29,9 @@ def interests(user_id: str, query: InterestsQuery) -> Response:
         "HTTP_404": (Error, "no such user"),
         "HTTP_503": (
             Error,
-            "the graph, the impression store or the job queue is unavailable (`graph_unavailable`, "
-            "`impressions_unavailable`, `queue_unavailable`; Retry-After)",
+            "the graph or the impression store is unavailable before the deletion (`graph_unavailable`, "
+            "`impressions_unavailable`; Retry-After); a job queue that does not answer is "
+            "`removed.update_plans: null` in the 200",
         ),
     },
     user_id="the user",

@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import redis
 
-from graph_schema.statements.privacy import ERASURES
 from kgrec.embedded import AofRewriteRunning, EmbeddedServerError, rewrite_aof_now
-
-if TYPE_CHECKING:  # the gateways use this module
-    from kgrec.gateway.base import GraphGateway
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +37,17 @@ def user_hash(user_id: str) -> str:
     return hashlib.sha1(user_id.encode()).hexdigest()
 
 
-def erased_since(gateway: GraphGateway, user_ids: Iterable[str], since_ms: int) -> set[str]:
-    """The users among ``user_ids`` erased at or after ``since_ms`` (epoch ms): what was read
-    about them before then must not be written back (one read per 10,000 users)."""
-    by_hash = {user_hash(user_id): user_id for user_id in user_ids}
-    hashes = sorted(by_hash)
-    erased = set()
-    for start in range(0, len(hashes), 10_000):
-        rows = gateway.read(ERASURES, {"ids": hashes[start : start + 10_000]})
-        erased.update(by_hash[r["id"]] for r in rows if int(r["erased_at"]) >= since_ms)
-    return erased
+# An erasure's time (its tombstone's erased_at) is taken when the request starts, before its
+# impression step, and hosts' clocks differ a little; data read up to this long after it may
+# still predate the deletion.
+ERASURE_TIME_MARGIN_MS = 300_000
+
+
+def read_before(read_at_ms: int) -> int:
+    """The ``$since`` of a write of vectors computed from data read at ``read_at_ms`` (epoch ms):
+    a user erased at or after it gets none (``WRITE_EMBEDDINGS``); a few too many cost a user
+    their vector until the next training or update, never an erased history its way back."""
+    return read_at_ms - ERASURE_TIME_MARGIN_MS
 
 
 def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: float = REWRITE_WAIT_S) -> str:

@@ -148,7 +148,11 @@ def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_pu
     gateway.write(
         ERASE_USER, {"user_id": user, "erasure_id": user_hash(user), "now": int(time.time() * 1000)}
     )
+    # an event after the erasure made the user again: the vector of the erased history is not theirs
+    gateway.run_query("MERGE (:User {id: $id})", {"id": user})
     write_back(gateway, result, graph, models_dir(loaded.data_dir))
+    embedded = "MATCH (:ModelVersion {id: 'v-during'})-[:EMBEDDING]->(u:User {id: $id}) RETURN u.id AS id"
+    assert gateway.run_query(embedded, {"id": user}) == []
     adjustments = gateway.read(POPULARITY_ADJUSTMENTS, {"version": "v-during"})
     assert sorted(r["id"] for r in adjustments) == items and {r["delta"] for r in adjustments} == {-1}
     served = ActiveModel(gateway, loaded.data_dir).get()

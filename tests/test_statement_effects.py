@@ -1232,6 +1232,21 @@ def _write_embeddings(gw: GraphGateway, st: Statement) -> None:
     assert edge["vector"] == pytest.approx([0.3, 0.4])  # replaced in place, one edge
     assert count(gw, "()-[r:EMBEDDING]->()") == 1
     assert count(gw, "(n)") == 4
+    if label == "User":
+        # A user erased at or after $since (the vectors' data was read then) gets none, even when
+        # a user node of that id was made again since; one erased before it gets theirs.
+        since = st.params["since"]
+        query(
+            gw,
+            "CREATE (:User {id: 'again'}), (:Erasure {id: 'e-again', erased_at: $since}),"
+            "       (:User {id: 'back'}), (:Erasure {id: 'e-back', erased_at: $since - 1})",
+            since=since,
+        )
+        rows = [{"id": u, "erasure_id": f"e-{u}", "vector": [1.0, 0.0]} for u in ("again", "back")]
+        written = gw.write(st, {**st.params, "rows": rows})
+        assert written.rows[0]["written"] == ["back"]
+        assert count(gw, "()-[r:EMBEDDING]->(:User {id: 'again'})") == 0
+        assert count(gw, "()-[r:EMBEDDING]->(:User {id: 'back'})") == 1
 
 
 @effect("mark_model_version_ready")

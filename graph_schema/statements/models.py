@@ -34,19 +34,31 @@ CREATE_VERSION = write(
 
 
 def _embedding_statement(label: Label) -> Statement:
-    # The label comes from the fixed allow-list in graph_schema.allow_list.
+    # The label comes from the fixed allow-list in graph_schema.allow_list. A user's vector was
+    # computed from data read at $since (a training's pull, an update's planning): a user erased
+    # at or after it gets none, not even a user node that events after the erasure made again
+    # (rows carry the user's erasure id, kgrec.erasure.user_hash); checked in the write itself, so
+    # that no erasure commits between the check and the write.
+    guard, example = "", {}
+    if label is Label.USER:
+        guard = """
+        OPTIONAL MATCH (gone:Erasure {id: r.erasure_id})
+        WITH m, r, gone
+        WHERE gone IS NULL OR gone.erased_at < $since
+        """
+        example = {"since": 1700000000000, "rows": [{"id": "x", "erasure_id": "e-x", "vector": [0.1, 0.2]}]}
     return write(
         f"write_{label.value.lower()}_embeddings",
         f"""
         UNWIND $rows AS r
         MATCH (m:ModelVersion {{id: $version}})
+        {guard}
         MATCH (n:{label.value} {{id: r.id}})
         MERGE (m)-[e:{Rel.EMBEDDING.value}]->(n)
         SET e.vector = r.vector
         RETURN collect(n.id) AS written
         """,
-        version="v1700000000000",
-        rows=[{"id": "x", "vector": [0.1, 0.2]}],
+        **({"version": "v1700000000000", "rows": [{"id": "x", "vector": [0.1, 0.2]}]} | example),
     )
 
 

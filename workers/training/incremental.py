@@ -77,7 +77,6 @@ from graph_schema.statements.incremental import (
 )
 from graph_schema.statements.models import MARK_VERSION_READY, POPULARITY_ADJUSTMENTS, WRITE_EMBEDDINGS
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
-from kgrec import erasure
 from kgrec.config import Settings
 from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
@@ -89,7 +88,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
 from workers.training.job import KEEP_VERSIONS, Progress, collect_unused_versions
 from workers.training.kg_model import next_item_examples
-from workers.training.publish import already_published
+from workers.training.publish import already_published, embedding_params
 
 # Signals whose row i depends only on the histories of item i's users: a 2-hop pull rebuilds them exactly.
 LOCAL_ROW_SIGNALS = ("transitions", "last_item_transitions")
@@ -519,10 +518,6 @@ def merge(
     return artifacts, users
 
 
-def _vector_rows(ids: Iterable[str], vectors: Iterable[np.ndarray]) -> list[dict[str, object]]:
-    return [{"id": i, "vector": [round(float(x), 6) for x in v]} for i, v in zip(ids, vectors, strict=True)]
-
-
 def publish_child(
     gateway: GraphGateway,
     settings: Settings,
@@ -563,10 +558,13 @@ def publish_child(
         for start in range(0, len(ids), batch):
             gateway.write(
                 WRITE_EMBEDDINGS[label],
-                {
-                    "version": version,
-                    "rows": _vector_rows(ids[start : start + batch], vectors[start : start + batch]),
-                },
+                embedding_params(
+                    label,
+                    version,
+                    ids[start : start + batch],
+                    vectors[start : start + batch],
+                    plan.planned_at,
+                ),
             )
     for label, statement in COPY_EMBEDDINGS.items():
         fresh = set(written[label][0]) if label in written else set()
@@ -628,12 +626,10 @@ def finish_update(
     adjustments = {
         r["id"]: r["delta"] for r in gateway.read(POPULARITY_ADJUSTMENTS, {"version": plan.parent})
     }
-    artifacts, users = merge(parent, plan, parts, version, adjustments)
     # A user erased since planning (an erasure whose job queue did not answer withdraws no plan)
-    # gets no vector: the partitions may have read their history before it was deleted, and
-    # events after the erasure may have made the user again, as a new history.
-    for user_id in erasure.erased_since(gateway, users, plan.planned_at):
-        del users[user_id]
+    # gets no vector (WRITE_EMBEDDINGS checks the tombstones): the partitions may have read their
+    # history before it was deleted, and events after the erasure may have made the user again.
+    artifacts, users = merge(parent, plan, parts, version, adjustments)
     timings = {"merge_s": time.perf_counter() - started}
     activated = publish_child(gateway, settings, plan, artifacts, users)
     timings["publish_s"] = time.perf_counter() - started - timings["merge_s"]

@@ -33,6 +33,7 @@ from graph_schema.statements.models import (
     RECORD_GATE_DECISION,
     WRITE_EMBEDDINGS,
 )
+from kgrec import erasure
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
@@ -50,8 +51,19 @@ GC_BATCH = 10_000
 UNSETTLED_GRACE_MS = 2 * 3600 * 1000
 
 
-def _vector_rows(ids: list[str], vectors: np.ndarray) -> list[dict[str, object]]:
-    return [{"id": i, "vector": [round(float(x), 6) for x in v]} for i, v in zip(ids, vectors, strict=True)]
+def embedding_params(
+    label: Label, version: str, ids: Sequence[str], vectors: Sequence[np.ndarray], read_at_ms: int
+) -> dict[str, Any]:
+    """The parameters of ``WRITE_EMBEDDINGS[label]`` for vectors computed from data read at
+    ``read_at_ms``: a user's rows carry their erasure id, and a user erased since gets none."""
+    rows: list[dict[str, Any]] = [
+        {"id": i, "vector": [round(float(x), 6) for x in v]} for i, v in zip(ids, vectors, strict=True)
+    ]
+    if label is not Label.USER:
+        return {"version": version, "rows": rows}
+    for row in rows:
+        row["erasure_id"] = erasure.user_hash(row["id"])
+    return {"version": version, "rows": rows, "since": erasure.read_before(read_at_ms)}
 
 
 class VersionPublished(Exception):
@@ -109,9 +121,11 @@ def write_back(
             chunk = ids[start : start + batch]
             written = gateway.write(
                 WRITE_EMBEDDINGS[label],
-                {"version": version, "rows": _vector_rows(chunk, vectors[start : start + len(chunk)])},
+                embedding_params(
+                    label, version, chunk, vectors[start : start + len(chunk)], graph.pulled_at or now
+                ),
             )
-            if label is Label.USER:  # a user erased since the pull matched nothing: no embedding
+            if label is Label.USER:  # a user erased since the pull got no embedding
                 present = set(written.rows[0]["written"]) if written.rows else set()
                 erased += [u for u in chunk if u not in present]
             done += len(chunk)
