@@ -43,7 +43,7 @@ from urllib.parse import quote
 import redis
 import requests
 
-from bench.common import percentile, serve_api, server_histogram, server_side
+from bench.common import percentile, positive_number, serve_api, server_histogram, server_side
 from bench.loadgen import LoadResult, open_loop, pooled
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION
@@ -77,11 +77,8 @@ def _parse_rates(text: str) -> dict[str, float]:
     rates = {}
     for part in filter(None, text.split(",")):  # --rates '': only the impression rounds
         name, _, value = part.partition("=")
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = float("nan")
-        if name.strip() not in ROUTES or not rate > 0:
+        rate = positive_number(value)
+        if name.strip() not in ROUTES or rate is None:
             raise ValueError(f"{part!r} is not ENDPOINT=REQ_PER_S with ENDPOINT one of {', '.join(ROUTES)}")
         rates[name.strip()] = rate
     return rates

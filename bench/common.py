@@ -37,6 +37,16 @@ def parsed_device(parser: argparse.ArgumentParser, name: str) -> str:
         parser.error(str(exc))
 
 
+def positive_number(text: str) -> float | None:
+    """``text`` as a number above 0, or None (not a number, 0 or less, NaN): the check of a
+    command line's rates and weights, made before any work."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def register_version(gateway: Any, version: str, artifact: str = "") -> int:
     """Write a hand-made model version into the graph as training's write-back leaves one: created,
     then ready (not active). Returns the time it used (epoch ms)."""

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from bench.common import print_and_save, seeded_experiment_parser, validation_hold_out
+from bench.common import positive_number, print_and_save, seeded_experiment_parser, validation_hold_out
 from kgrec.item_graphs import popularity
 from kgrec.training_graph import TrainingGraph
 from workers.training import kg_model
@@ -116,11 +116,8 @@ def mode_parts(mode: str) -> tuple[str, float] | None:
     if mode == "none":
         return None
     norm, _, weight = mode.partition(":")
-    try:
-        value = float(weight)
-    except ValueError:
-        value = float("nan")
-    if norm not in NORMALISATIONS or not value > 0:  # the starting logit is log(expm1(W))
+    value = positive_number(weight)
+    if norm not in NORMALISATIONS or value is None:  # the starting logit is log(expm1(W))
         raise ValueError(
             f"unknown mode {mode!r} (none, or NORM:WEIGHT with NORM one of {', '.join(NORMALISATIONS)} "
             "and WEIGHT above 0)"

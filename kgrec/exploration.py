@@ -305,6 +305,7 @@ class Exploration:
             if flight is None:
                 # kept at once, so that the threads asking together share it, but counted among
                 # the ARM_CACHE versions only once built (_build): one that fails evicts no other
+                _forget_unbuilt(self._flights, keep=ARM_CACHE - 1)
                 flight = self._flights[version] = SingleFlight(math.inf)
         arms = flight.get(
             lambda _held: self._build(model, gateway, facts, flight),
@@ -356,6 +357,14 @@ def _usable(arms: Arms, model: Recommender, facts: ItemFacts) -> bool:
     if arms.facts is not facts or not arms.ordered_by(model.artifacts.popularity):
         return False
     return arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S
+
+
+def _forget_unbuilt(flights: dict[str, SingleFlight[Arms]], keep: int) -> None:
+    """Keep at most ``keep`` of the versions whose arms were never built (each holds its last
+    failure), the latest: a thread still waiting on a forgotten flight gets its answer all the same."""
+    unbuilt = [version for version, flight in flights.items() if flight.held() is None]
+    for version in unbuilt[: max(0, len(unbuilt) - keep)]:
+        del flights[version]
 
 
 def _remember(cache: dict[str, V], version: str, value: V) -> None:

@@ -15,7 +15,7 @@ import requests
 import torch
 
 from bench import api, audience_export, catalogue_snapshot, import_steps, softmax
-from bench.common import parsed_device, serve_api
+from bench.common import parsed_device, positive_number, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from tests.processes import free_port
@@ -25,6 +25,14 @@ def test_parsed_device_is_the_device_name() -> None:
     parser = argparse.ArgumentParser()
     assert parsed_device(parser, "cpu") == "cpu"
     assert parsed_device(parser, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0.5", 0.5), ("300", 300.0), ("0", None), ("-1", None), ("nan", None), ("x", None), ("", None)],
+)
+def test_positive_number_takes_only_numbers_above_zero(text: str, value: float | None) -> None:
+    assert positive_number(text) == value
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

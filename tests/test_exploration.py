@@ -10,6 +10,7 @@ records nothing).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -36,12 +37,13 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServer
-from kgrec.exploration import ArmState, Exploration, draw, explored_slots, seed_of, spread
-from kgrec.gateway import open_gateway
+from kgrec.exploration import ARM_CACHE, ArmState, Exploration, draw, explored_slots, seed_of, spread
+from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.importer import import_dataset
 from kgrec.impressions import USER_RECENT
 from kgrec.limits import MAX_K
 from kgrec.migrations import migrate
+from kgrec.recommender import Recommender
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
 from tests.conftest import embedded_only
@@ -535,6 +537,38 @@ def test_threads_building_arms_on_a_stalled_server_each_wait_one_bound(shop: Sho
         serving.close()
         stalled.close()
         server.stop()
+
+
+def test_versions_whose_arms_never_build_are_not_all_kept(shop: Shop, tmp_path: Path) -> None:
+    """A version whose arms fail keeps its flight (and failure) until built; before, nothing but a
+    successful build trimmed them, so a process whose graph failed kept one per version it met."""
+    server = EmbeddedServer(tmp_path / "var")
+    server.start()
+    down = open_gateway(Settings(data_dir=tmp_path / "var"), timeout_s=1.0)
+    server.stop()
+    exploration = Exploration(shop.settings)
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        gateway = TopicsFrom(serving.gateway, down)
+        versions = [
+            Recommender(dataclasses.replace(model.artifacts, version=f"v{k}")) for k in range(ARM_CACHE + 3)
+        ]
+        for version in versions:
+            with pytest.raises(GraphUnavailable):
+                exploration.arms(version, gateway)
+        assert len(exploration._flights) == ARM_CACHE
+        assert list(exploration._flights)[-1] == versions[-1].artifacts.version
+        # a built version is not forgotten for an unbuilt one
+        assert exploration.arms(model, serving.gateway).ids
+        for version in versions:
+            with pytest.raises(GraphUnavailable):
+                exploration.arms(version, gateway)
+        assert exploration.built_versions() == [model.artifacts.version]
+        assert len(exploration._flights) == ARM_CACHE + 1  # the built one and ARM_CACHE that failed
+    finally:
+        serving.close()
+        down.close()
 
 
 def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop) -> None:

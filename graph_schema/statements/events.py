@@ -72,14 +72,26 @@ _PAIR_ROW = {
 }
 
 
+def _tombstone(row: str) -> str:
+    """Bind ``gone`` to the tombstone of ``row``'s user (``row.erasure_id``), null if none."""
+    return f"    OPTIONAL MATCH (gone:Erasure {{id: {row}.erasure_id}})\n"
+
+
+def _not_erased_since(since: str) -> str:
+    """The condition on ``gone`` (:func:`_tombstone`): no tombstone at or after ``since``, that is
+    no erasure that committed after the ingester read the tombstones."""
+    return f"gone IS NULL OR gone.erased_at < {since}"
+
+
 def _unless_erased(row: str, since: str) -> str:
     """Keep the ``row``s (each with the user's ``erasure_id``) unless their user's tombstone is at or
-    after ``since``: an erasure that committed after the ingester read the tombstones."""
-    return f"""
-    OPTIONAL MATCH (gone:Erasure {{id: {row}.erasure_id}})
-    WITH {row}, gone
-    WHERE gone IS NULL OR gone.erased_at < {since}
+    after ``since``."""
+    return (
+        _tombstone(row)
+        + f"""    WITH {row}, gone
+    WHERE {_not_erased_since(since)}
 """
+    )
 
 
 # An event names the brand of an item that has none (an item has one brand); only the
@@ -150,14 +162,16 @@ _BEFORE_PAIRS = (
 
 # The pairs come grouped by user ($user_pairs: {erasure_id, pairs}), so that the tombstone is
 # looked up once per user, not once per pair (a batch of one user's 1,000 ratings: one lookup).
-_PAIRS = f"""
+_PAIRS = (
+    """
     WITH count(*) AS stage
     UNWIND $user_pairs AS up
-    OPTIONAL MATCH (gone:Erasure {{id: up.erasure_id}})
-    WITH up, gone
+"""
+    + _tombstone("up")
+    + f"""    WITH up, gone
     UNWIND up.pairs AS p
     WITH p, gone
-    WHERE gone IS NULL OR gone.erased_at < p.first_ts
+    WHERE {_not_erased_since("p.first_ts")}
     MATCH (u:User {{id: p.user_id}})
     MATCH (i:Item {{id: p.item_id}})
     MERGE (u)-[r:INTERACTED]->(i)
@@ -182,6 +196,7 @@ _PAIRS = f"""
          reduce(n = 0, q IN ps | n + q.events) AS events,
          reduce(lo = ref, q IN ps | CASE WHEN q.first_ts < lo THEN q.first_ts ELSE lo END) AS first_seen
 """
+)
 
 # Adds (added, stamped ref; events; first_seen) to the interest edge u → t, both decayed to the later stamp.
 _MERGE_INTEREST = """

@@ -626,11 +626,11 @@ def finish_update(
     adjustments = {
         r["id"]: r["delta"] for r in gateway.read(POPULARITY_ADJUSTMENTS, {"version": plan.parent})
     }
+    artifacts, users = merge(parent, plan, parts, version, adjustments)
+    timings = {"merge_s": time.perf_counter() - started}
     # A user erased since planning (an erasure whose job queue did not answer withdraws no plan)
     # gets no vector (WRITE_EMBEDDINGS checks the tombstones): the partitions may have read their
     # history before it was deleted, and events after the erasure may have made the user again.
-    artifacts, users = merge(parent, plan, parts, version, adjustments)
-    timings = {"merge_s": time.perf_counter() - started}
     activated = publish_child(gateway, settings, plan, artifacts, users)
     timings["publish_s"] = time.perf_counter() - started - timings["merge_s"]
     removed = []
