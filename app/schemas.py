@@ -478,6 +478,10 @@ class RuleView(BaseModel):
     created_at: int | None
     active: bool = Field(description="it has started (starts_at is past or missing)")
     expired: bool = Field(description="it has ended (ends_at is past)")
+    target_items: int | None = Field(
+        description="how many items of the active model its target names now (0: a misspelt or not yet "
+        "listed brand, category, item or attribute value); null before the first model"
+    )
 
 
 class RuleList(BaseModel):

@@ -304,6 +304,25 @@ def delete_rule(gateway: GraphGateway, rule_id: str, now_ms: int) -> bool:
     return bool(gateway.write(DELETE_RULE, {"id": rule_id, "now": now_ms}).rows)
 
 
+def read_attribute_items(gateway: GraphGateway, rules: list[Rule]) -> dict[tuple[str, str], list[str]]:
+    """The items each attribute target of ``rules`` names now: one read, none without attribute rules."""
+    pairs = sorted({(r.relation or "", r.target) for r in rules if r.target_kind == "attribute"})
+    attribute_items: dict[tuple[str, str], list[str]] = {}
+    if not pairs:
+        return attribute_items
+    params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
+    for row in gateway.read(ATTRIBUTE_ITEMS, params):
+        attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
+    return {key: sorted(ids) for key, ids in attribute_items.items()}
+
+
+def target_items(gateway: GraphGateway, rules: list[Rule], model: Any, facts: Any) -> dict[str, int]:
+    """How many of ``model``'s items each rule's target names under ``facts``: the items serving
+    applies it to now. A rule on a misspelt brand, category or attribute value names none."""
+    rule_set = RuleSet(0, rules, read_attribute_items(gateway, rules))
+    return {rule.id: len(rule_set.targets(model, facts, rule)) for rule in rules}
+
+
 def load_rules(gateway: GraphGateway) -> list[Rule]:
     """Every stored rule, by id."""
     return [Rule(**row) for row in gateway.read(ALL_RULES)]
@@ -368,7 +387,8 @@ class RuleSet:
     _compiled: dict[tuple[int, str], tuple[Any, Any, Compiled]] = field(default_factory=dict)
     _used_ms: dict[tuple[int, str], float] = field(default_factory=dict)
 
-    def _targets(self, model: Any, facts: Any, rule: Rule) -> np.ndarray:
+    def targets(self, model: Any, facts: Any, rule: Rule) -> np.ndarray:
+        """The rows of ``model``'s items that ``rule``'s target names under ``facts``."""
         index = model.item_index
         if rule.target_kind == "item":
             return np.array([index[rule.target]] if rule.target in index else [], dtype=np.int64)
@@ -397,7 +417,7 @@ class RuleSet:
         touched: dict[int, list[str]] = {}
         pins: list[tuple[Rule, int]] = []
         for rule in live:
-            targets = self._targets(model, facts, rule)
+            targets = self.targets(model, facts, rule)
             if rule.action == "block":
                 blocked = np.zeros(n, dtype=bool) if blocked is None else blocked
                 blocked[targets] = True
@@ -581,19 +601,13 @@ class RulesView:
         return RuleSet(revision, rules, self._attribute_items(rules))
 
     def _attribute_items(self, rules: list[Rule]) -> dict[tuple[str, str], list[str]]:
-        """The items each attribute target names now (one read; none without attribute rules)."""
-        pairs = sorted({(r.relation or "", r.target) for r in rules if r.target_kind == "attribute"})
-        attribute_items: dict[tuple[str, str], list[str]] = {}
-        if not pairs:
-            return attribute_items
-        # the revision first: a catalogue write after it moves it again, and the next poll re-reads
-        rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
-        self._catalogue_revision = int(rows[0]["revision"]) if rows else 0
-        self._resolved_at = time.monotonic()
-        params = {"pairs": [{"relation": rel, "value": value} for rel, value in pairs]}
-        for row in self._gateway.read(ATTRIBUTE_ITEMS, params):
-            attribute_items.setdefault((row["relation"], row["value"]), []).append(row["item_id"])
-        return {key: sorted(ids) for key, ids in attribute_items.items()}
+        """The items each attribute target names now, and the catalogue revision they were read at."""
+        if any(r.target_kind == "attribute" for r in rules):
+            # the revision first: a catalogue write after it moves it again, and the next poll re-reads
+            rows = self._gateway.read(CATALOGUE_REVISION, {"id": CATALOGUE})
+            self._catalogue_revision = int(rows[0]["revision"]) if rows else 0
+            self._resolved_at = time.monotonic()
+        return read_attribute_items(self._gateway, rules)
 
     def _reresolved(self, current: RuleSet) -> RuleSet:
         """``current``, or its rules with their attribute targets read again when the catalogue

@@ -756,12 +756,25 @@ class Serving:
         """Create or replace a business rule; every process applies it within a second."""
         rule = rules.save_rule(self.gateway, body, int(now_ms()))
         after_commit("rules_reload", self.rules_view().stale, None)
-        return rule.as_dict(now_ms())
+        counts = after_commit("rule_target_items", lambda: self._target_items([rule]), None)
+        return {**rule.as_dict(now_ms()), "target_items": None if counts is None else counts[rule.id]}
 
     def list_rules(self) -> dict[str, Any]:
-        """Every stored rule, with whether it has started and whether it has ended."""
+        """Every stored rule, with whether it has started, whether it has ended and how many items
+        its target names now."""
         at = now_ms()
-        return {"rules": [rule.as_dict(at) for rule in rules.load_rules(self.gateway)]}
+        stored = rules.load_rules(self.gateway)
+        counts = self._target_items(stored) or {}
+        return {"rules": [{**rule.as_dict(at), "target_items": counts.get(rule.id)} for rule in stored]}
+
+    def _target_items(self, stored: list[rules.Rule]) -> dict[str, int] | None:
+        """How many items of the active model each rule's target names under the catalogue now;
+        None before the first model."""
+        try:
+            model = self.active_model()
+        except NoActiveModel:
+            return None
+        return rules.target_items(self.gateway, stored, model, self.catalogue().facts(model))
 
     def delete_rule(self, rule_id: str) -> dict[str, Any]:
         """Delete a rule; NotFound if there is none."""

@@ -66,6 +66,34 @@ def test_a_block_rule_on_a_brand_removes_every_item_of_that_brand(shop: Shop) ->
     within(PICKUP_S, lambda: ids(shop.recommend(user, k=20)) == page)
 
 
+def test_a_rule_says_how_many_items_its_target_names_so_a_misspelt_one_shows(shop: Shop) -> None:
+    user = a_user(shop)
+    page = ids(shop.recommend(user, k=20))
+    brand = sorted(set(brand_of(shop, page).values()))[0]
+    of_brand = shop.cypher("MATCH (i:Item)-[:MADE_BY]->(:Brand {id: $b}) RETURN count(i) AS n", b=brand)[0][
+        "n"
+    ]
+    assert of_brand > 0
+    posted = [
+        post_rule(shop, {"id": "brand", "action": "bury", "factor": 0.5, "target": {"brand": brand}}),
+        post_rule(shop, {"id": "typo", "action": "block", "target": {"brand": brand + "-typo"}}),
+        post_rule(shop, {"id": "pin", "action": "pin", "item": page[3], "position": 1}),
+        post_rule(shop, {"id": "gone", "action": "pin", "item": "no-such-item", "position": 1}),
+        post_rule(
+            shop,
+            {"id": "shade", "action": "block", "target": {"attribute": {"relation": "shade", "value": "x"}}},
+        ),
+    ]
+    expected = {"brand": of_brand, "typo": 0, "pin": 1, "gone": 0, "shade": 0}
+    assert {rule["id"]: rule["target_items"] for rule in posted} == expected
+    listed = requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]
+    assert {rule["id"]: rule["target_items"] for rule in listed} == expected
+    assert shop.put(page[0], {"attributes": {"shade": ["x"]}}).status_code == 200
+    listed = requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]
+    assert {rule["id"]: rule["target_items"] for rule in listed}["shade"] == 1
+    assert shop.put(page[0], {"attributes": {"shade": ["shade:Other"]}}).status_code == 200
+
+
 def test_a_pin_is_at_its_position_on_page_one_and_not_again_on_page_two(shop: Shop) -> None:
     user = a_user(shop)
     ranking = ids(shop.recommend(user, k=40))
