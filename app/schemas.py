@@ -480,7 +480,8 @@ class RuleView(BaseModel):
     expired: bool = Field(description="it has ended (ends_at is past)")
     target_items: int | None = Field(
         description="how many items of the active model its target names now (0: a misspelt or not yet "
-        "listed brand, category, item or attribute value); null before the first model"
+        "listed brand, category, item or attribute value); null before the first model, or when it "
+        "could not be counted"
     )
 
 

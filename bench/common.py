@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -38,13 +39,13 @@ def parsed_device(parser: argparse.ArgumentParser, name: str) -> str:
 
 
 def positive_number(text: str) -> float | None:
-    """``text`` as a number above 0, or None (not a number, 0 or less, NaN): the check of a
-    command line's rates and weights, made before any work."""
+    """``text`` as a finite number above 0, or None (not a number, 0 or less, NaN, infinite): the
+    check of a command line's rates and weights, made before any work."""
     try:
         value = float(text)
     except ValueError:
         return None
-    return value if value > 0 else None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def register_version(gateway: Any, version: str, artifact: str = "") -> int:

@@ -331,7 +331,7 @@ class Exploration:
         arms = Arms.build(model, topics, facts)
         with self._lock:
             _remember(self._topics, version, topics)
-            _remember(self._flights, version, flight)
+            _remember_built(self._flights, version, flight)
         return arms
 
     def state(self, user_id: str, filters: Mapping[str, Any] | None = None) -> ArmState:
@@ -361,10 +361,23 @@ def _usable(arms: Arms, model: Recommender, facts: ItemFacts) -> bool:
 
 def _forget_unbuilt(flights: dict[str, SingleFlight[Arms]], keep: int) -> None:
     """Keep at most ``keep`` of the versions whose arms were never built (each holds its last
-    failure), the latest: a thread still waiting on a forgotten flight gets its answer all the same."""
-    unbuilt = [version for version, flight in flights.items() if flight.held() is None]
+    failure), the latest; never one whose build is under way, which a later thread must share."""
+    unbuilt = [
+        version for version, flight in flights.items() if flight.held() is None and not flight.loading()
+    ]
     for version in unbuilt[: max(0, len(unbuilt) - keep)]:
         del flights[version]
+
+
+def _remember_built(flights: dict[str, SingleFlight[Arms]], version: str, flight: SingleFlight[Arms]) -> None:
+    """Keep ``flight``, whose arms were just built, as ``version``'s, most recent last, and at most
+    ``ARM_CACHE`` built versions: the versions that failed are bounded apart (:func:`_forget_unbuilt`),
+    so they push no built one out."""
+    flights.pop(version, None)
+    flights[version] = flight
+    built = [v for v, f in flights.items() if f is flight or f.held() is not None]
+    for old in built[: max(0, len(built) - ARM_CACHE)]:
+        del flights[old]
 
 
 def _remember(cache: dict[str, V], version: str, value: V) -> None:

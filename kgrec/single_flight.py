@@ -44,6 +44,10 @@ class SingleFlight(Generic[T]):
         """The value held, without asking the graph (None before the first load)."""
         return self._state[0]
 
+    def loading(self) -> bool:
+        """Whether a load is under way (its threads hold this flight, whoever else forgets it)."""
+        return self._lock.locked()
+
     def stale(self) -> None:
         """Make the next call wait for a load that begins after this one (this process just wrote)."""
         self._marks += 1

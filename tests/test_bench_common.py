@@ -29,7 +29,17 @@ def test_parsed_device_is_the_device_name() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("0.5", 0.5), ("300", 300.0), ("0", None), ("-1", None), ("nan", None), ("x", None), ("", None)],
+    [
+        ("0.5", 0.5),
+        ("300", 300.0),
+        ("0", None),
+        ("-1", None),
+        ("nan", None),
+        ("inf", None),
+        ("1e400", None),
+        ("x", None),
+        ("", None),
+    ],
 )
 def test_positive_number_takes_only_numbers_above_zero(text: str, value: float | None) -> None:
     assert positive_number(text) == value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import signal
 import threading
@@ -37,7 +38,16 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServer
-from kgrec.exploration import ARM_CACHE, ArmState, Exploration, draw, explored_slots, seed_of, spread
+from kgrec.exploration import (
+    ARM_CACHE,
+    ArmState,
+    Exploration,
+    _forget_unbuilt,
+    draw,
+    explored_slots,
+    seed_of,
+    spread,
+)
 from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.importer import import_dataset
 from kgrec.impressions import USER_RECENT
@@ -46,6 +56,7 @@ from kgrec.migrations import migrate
 from kgrec.recommender import Recommender
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
+from kgrec.single_flight import SingleFlight
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
 from tests.test_catalogue_api import PICKUP_S, within
@@ -566,9 +577,40 @@ def test_versions_whose_arms_never_build_are_not_all_kept(shop: Shop, tmp_path: 
                 exploration.arms(version, gateway)
         assert exploration.built_versions() == [model.artifacts.version]
         assert len(exploration._flights) == ARM_CACHE + 1  # the built one and ARM_CACHE that failed
+        # nor when another version builds: before, the trim to ARM_CACHE counted the failed ones
+        other = Recommender(dataclasses.replace(model.artifacts, version="built-later"))
+        assert exploration.arms(other, serving.gateway).ids
+        assert exploration.built_versions() == [model.artifacts.version, "built-later"]
     finally:
         serving.close()
         down.close()
+
+
+def test_a_build_under_way_is_not_forgotten_for_later_versions() -> None:
+    """A version whose build is under way keeps its flight, so a thread asking meanwhile waits for
+    that build rather than starting a second one."""
+    flights: dict[str, SingleFlight[Any]] = {}
+    begun, finish = threading.Event(), threading.Event()
+
+    def slow_build(_held: Any) -> str:
+        begun.set()
+        finish.wait(30)
+        return "arms"
+
+    building = flights["building"] = SingleFlight(math.inf)
+    builder = threading.Thread(target=building.get, args=(slow_build,))
+    builder.start()
+    assert begun.wait(30)
+    try:
+        for k in range(ARM_CACHE + 2):
+            _forget_unbuilt(flights, keep=ARM_CACHE - 1)
+            flights[f"failed-{k}"] = SingleFlight(math.inf)
+        assert flights.get("building") is building
+        assert len(flights) == ARM_CACHE + 1
+    finally:
+        finish.set()
+        builder.join(30)
+    assert building.held() == "arms"
 
 
 def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop) -> None:
