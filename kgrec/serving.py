@@ -690,7 +690,7 @@ class Serving:
         )
         if not summary.rows and not erased.impressions:
             if impressions is not None and erased.compacted:  # a rebuild an earlier erasure owed
-                impressions.rewrite_log()
+                _log_rewritten("impressions", impressions.rewrite_log)  # failing, still the 404
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
         plans = self._withdrawn_plans(user_id)
         logs = {"graph": _log_rewritten("graph", self.gateway.rewrite_log)}
@@ -718,15 +718,16 @@ class Serving:
 
     def _withdrawn_plans(self, user_id: str) -> int | None:
         """How many incremental-update plans naming the user the erasure withdrew; None when the
-        job queue did not answer. The user is erased by then, so that is no 503 (a resend would be
-        a 404): an update planned before the erasure writes no vector for them anyway
-        (``workers.training.incremental.finish_update`` reads the tombstones), and the plan, a
-        list of ids, expires with the result store's day."""
+        job queue did not answer, or the embedded graph server (its broker) was not running when
+        the process's job-queue client was first built. The user is erased by then, so that is no
+        503 (a resend would be a 404): an update planned before the erasure writes no vector for
+        them anyway (``workers.training.incremental.finish_update`` reads the tombstones), and the
+        plan, a list of ids, expires with the result store's day."""
         if not self._has_job_queue():
             return 0
         try:
             return withdraw_plans(job_client(self.settings), user_id)
-        except JobQueueUnavailable as exc:
+        except (JobQueueUnavailable, GraphUnavailable) as exc:  # job_client's: no embedded broker
             log.warning("erasure: the update plans naming the user were not withdrawn: %s", exc)
             return None
 

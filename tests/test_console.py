@@ -11,6 +11,7 @@ phone width, under ``$KGREC_TEST_ARTIFACTS/console`` (default: the system temp f
 from __future__ import annotations
 
 import base64
+import email.utils
 import http.server
 import json
 import os
@@ -37,7 +38,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from app.errors import RETRY_AFTER_S
 from kgrec.browse import SEARCH_KINDS
 from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer
+from kgrec.embedded import EmbeddedServer, ServerInfo
 from kgrec.gateway import open_gateway
 from kgrec.limits import MAX_EPOCHS
 from kgrec.migrations import migrate
@@ -476,6 +477,34 @@ def job_panel(browser: WebDriver) -> dict[str, str]:
     )
 
 
+def migrated_api_env(
+    own_server: tuple[EmbeddedServer, Settings], bound: str
+) -> tuple[ServerInfo, dict[str, str]]:
+    """The test's own graph server, migrated, and the environment of an API on it whose calls to
+    the server wait ``bound`` seconds."""
+    server, settings = own_server
+    info = server.running()
+    assert info is not None
+    with open_gateway(settings) as gateway:
+        migrate(gateway)
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY, "KGREC_SERVING_TIMEOUT_S": bound}
+    return info, env
+
+
+def follow_a_pending_job(browser: WebDriver, api: str, site: str) -> str:
+    """Queue a training on the API at ``api`` (no worker: it stays PENDING), open the Models page
+    that follows it at ``site`` (the API, or a proxy in front of it), and wait until it shows the
+    job; the line it shows then."""
+    queued = requests.post(f"{api}/v1/models/train", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    assert queued.status_code == 200, queued.text
+    job_id = queued.json()["id"]
+    pending = f"Job {job_id}: PENDING"
+    open_page(browser, f"{site}/console/models?job={quote(job_id, safe='')}")
+    browser.execute_script("window.kgrecSamePage = true")  # gone if the page were reloaded
+    wait(browser).until(lambda b: job_panel(b)["text"] == pending)
+    return pending
+
+
 @embedded_only
 def test_the_job_view_keeps_following_while_the_service_is_away_and_stops_on_an_unknown_job(
     browser: WebDriver, own_server: tuple[EmbeddedServer, Settings], tmp_path: Path
@@ -484,24 +513,11 @@ def test_the_job_view_keeps_following_while_the_service_is_away_and_stops_on_an_
     Retry-After), then the API stopped and started again (no answer at all): the page keeps the
     job's last state on screen with a line saying when it reads again, and goes on by itself once
     the job answers. An unknown job (404) ends the following with a message, as before."""
-    server, settings = own_server
-    info = server.running()
-    assert info is not None
-    with open_gateway(settings) as gateway:
-        migrate(gateway)
-    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": KEY, "KGREC_SERVING_TIMEOUT_S": "2"}
+    info, env = migrated_api_env(own_server, "2")
     api = ApiProcess(env, log=tmp_path / "gunicorn.log")
     try:
         api.start()
-        queued = requests.post(
-            f"{api.url}/v1/models/train", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-        )
-        assert queued.status_code == 200, queued.text  # no worker: it stays PENDING
-        job_id = queued.json()["id"]
-        pending = f"Job {job_id}: PENDING"
-        open_page(browser, f"{api.url}/console/models?job={quote(job_id, safe='')}")
-        browser.execute_script("window.kgrecSamePage = true")  # gone if the page were reloaded
-        wait(browser).until(lambda b: job_panel(b)["text"] == pending)
+        pending = follow_a_pending_job(browser, api.url, api.url)
         errors_logged(browser)
 
         os.kill(info.pid, signal.SIGSTOP)
@@ -542,6 +558,115 @@ def test_the_job_view_keeps_following_while_the_service_is_away_and_stops_on_an_
         # logged in the next test's browser log.
         browser.get("about:blank")
         errors_logged(browser)
+        api.stop()
+
+
+class Proxy:
+    """A reverse proxy in front of the API, as a deployment puts one (GETs only, which is all a
+    page that follows a job sends): 502 when the API does not take the connection, 504 when it
+    does not answer within ``timeout_s``, and, while in maintenance, 503 with Retry-After as an
+    HTTP date, with bodies that are not the API's JSON."""
+
+    def __init__(self, upstream: str, timeout_s: float) -> None:
+        self.upstream, self.timeout_s = upstream, timeout_s
+        self.maintenance_until: float | None = None  # epoch seconds
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, headers, body = proxy.answer(self.path, self.headers.get("Accept"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str, accept: str | None) -> tuple[int, dict[str, str], bytes]:
+        html = {"Content-Type": "text/html"}
+        if self.maintenance_until is not None:
+            until = email.utils.formatdate(self.maintenance_until, usegmt=True)
+            return 503, {**html, "Retry-After": until}, b"<h1>Down for maintenance</h1>"
+        try:
+            got = requests.get(
+                self.upstream + path,
+                headers={"Accept": accept or "*/*"},
+                timeout=self.timeout_s,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return 504, html, b"<h1>504 Gateway Time-out</h1>"
+        except requests.ConnectionError:
+            return 502, html, b"<h1>502 Bad Gateway</h1>"
+        kept = {k: v for k, v in got.headers.items() if k.lower() in ("content-type", "retry-after")}
+        return got.status_code, kept, got.content
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@embedded_only
+def test_the_job_view_keeps_following_through_a_proxys_502_504_and_dated_retry_after(
+    browser: WebDriver, own_server: tuple[EmbeddedServer, Settings], tmp_path: Path
+) -> None:
+    """The Models page read through a reverse proxy: the API stopped (the proxy's 502), the API
+    slower than the proxy's wait (a stalled graph server: its 504), the proxy in maintenance (503
+    with Retry-After as an HTTP date, not seconds). Each time the page keeps the job's last state
+    with a line saying why and when it reads again (after the date, for the last), and goes on by
+    itself once the job answers."""
+    info, env = migrated_api_env(own_server, "3")
+    api = ApiProcess(env, log=tmp_path / "gunicorn.log")
+    proxy: Proxy | None = None
+    try:
+        api.start()
+        proxy = Proxy(api.url, timeout_s=1.0)
+        pending = follow_a_pending_job(browser, api.url, proxy.url)
+
+        def away(status: int) -> dict[str, str]:
+            """The panel once it says the job's read met ``status``, each read meanwhile retried."""
+            shows = f"(status {status})"
+            panel = WebDriverWait(browser, 60).until(
+                lambda b: shows in job_panel(b)["retry"] and job_panel(b)
+            )
+            assert panel["text"].startswith(pending), panel
+            assert not browser.find_elements(By.CSS_SELECTOR, "#job .error, #job [role=alert]")
+            return panel
+
+        api.stop()  # the proxy cannot connect: 502 (504 while gunicorn stops)
+        away(502)
+        api = ApiProcess(env, port=api.port, log=tmp_path / "gunicorn.log")
+        api.start()
+        WebDriverWait(browser, 60).until(lambda b: job_panel(b)["text"] == pending)  # backoff: 1, 2, 4, … s
+
+        os.kill(info.pid, signal.SIGSTOP)  # the API waits 3 s for the graph server, the proxy 1 s: 504
+        try:
+            away(504)
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        WebDriverWait(browser, 60).until(lambda b: job_panel(b)["text"] == pending)
+
+        proxy.maintenance_until = time.time() + 9  # an HTTP date has whole seconds: 8 or 9 s from now
+        panel = away(503)
+        proxy.maintenance_until = None
+        assert re.search(r"next try in [89] s", panel["retry"]), panel  # not the backoff's 1 s
+        WebDriverWait(browser, 60).until(lambda b: job_panel(b)["text"] == pending)
+        assert browser.execute_script("return window.kgrecSamePage")
+        # only the failed reads themselves were logged: no JavaScript error
+        for entry in errors_logged(browser):
+            assert "Failed to load resource" in entry and re.search(r"/v1/(jobs|queue)", entry), entry
+    finally:
+        browser.get("about:blank")  # off its pages before its API stops (see the test above)
+        errors_logged(browser)
+        if proxy is not None:
+            proxy.close()
         api.stop()
 
 

@@ -2,7 +2,8 @@
 under a real gunicorn API. Embedded, the graph server is also the job queue's broker and result
 store, so the graph's reads and writes, and the job endpoints, all meet the stall; then the
 impression store stalls. Then the server stalls at a chosen point of a request: between the
-queue's connection check and its ping, and during an erasure's log rewrite."""
+queue's connection check and its ping, and during an erasure's log rewrite; the graph server
+dies right after an erasure's deletion; the impressions server stalls in a 404 erasure's rewrite."""
 
 from __future__ import annotations
 
@@ -22,16 +23,21 @@ import pytest
 import requests
 
 from graph_schema.statements import admin
+from kgrec import erasure
 from kgrec.catalogue import CatalogueView
 from kgrec.config import Settings
-from kgrec.embedded import EmbeddedServer, ServerInfo
+from kgrec.embedded import EmbeddedServer, ServerInfo, _sigkill
+from kgrec.errors import NotFound
 from kgrec.gateway import open_gateway
+from kgrec.impressions import ImpressionStore
 from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, answered, job_client
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
 from kgrec.rules import RulesView
+from kgrec.serving import Serving
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
+from tests.test_erasure_residue import show
 from tests.threads import together
 
 KEY = "test-key-" + uuid.uuid4().hex
@@ -213,24 +219,33 @@ def test_celery_giving_up_on_a_result_subscription_is_the_queues_503_and_the_cli
 
 
 class StopBefore:
-    """A TCP relay in front of the graph server that, once told a command, stops the server
-    (SIGSTOP) just before it relays that command's first sending: the server stalls at exactly
-    that point of a request, whichever connection it comes on."""
+    """A TCP relay in front of a redis-server (the graph server, or the impressions' given their
+    pid and port) that, once told a command, stops the server (SIGSTOP) just before it relays that
+    command's first sending: the server stalls at exactly that point of a request, whichever
+    connection it comes on. Or, told some bytes, it kills the server (SIGKILL) once it has the
+    answer to the first sending that holds them, and then relays that answer: the server is gone
+    by the time its client learns that the write was made."""
 
     def __init__(self, info: ServerInfo) -> None:
         self._info = info
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._command: bytes | None = None
+        self._kill_after: bytes | None = None
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self.stopped = threading.Event()
+        self.killed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def stop_before(self, command: str) -> None:
         """Stop the server before the next sending of ``command`` (its name, e.g. ``PUBLISH``)."""
         self.stopped.clear()
         self._command = f"${len(command)}\r\n{command}\r\n".encode()  # the name as RESP sends it
+
+    def kill_after_answer_to(self, needle: str) -> None:
+        """Kill the server once it has answered the next sending that holds ``needle``."""
+        self._kill_after = needle.encode()
 
     def _accept(self) -> None:
         while True:
@@ -240,18 +255,27 @@ class StopBefore:
                 return
             far = socket.create_connection((self._info.host, self._info.port))
             self._sockets += [near, far]
-            threading.Thread(target=self._pump, args=(near, far, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(far, near, False), daemon=True).start()
+            asked = threading.Event()  # this connection sent the bytes to kill after
+            threading.Thread(target=self._pump, args=(near, far, True, asked), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, near, False, asked), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, to_server: bool) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, to_server: bool, asked: threading.Event
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if to_server and self._command is not None:
+                if to_server:
                     with self._lock:
                         if self._command is not None and self._command in data:
                             os.kill(self._info.pid, signal.SIGSTOP)
                             self._command = None
                             self.stopped.set()
+                        if self._kill_after is not None and self._kill_after in data:
+                            self._kill_after = None
+                            asked.set()
+                elif asked.is_set():  # the answer (one small reply) is read: the server dies first
+                    _sigkill(self._info.pid)
+                    self.killed.set()
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
@@ -263,30 +287,41 @@ class StopBefore:
 
 
 @contextlib.contextmanager
-def api_behind_relay(tmp_path: Path) -> Iterator[tuple[ApiProcess, StopBefore, ServerInfo]]:
-    """A migrated embedded server, a :class:`StopBefore` relay in front of it that every client
-    uses (its record names the relay's port), and an API at :data:`BOUND_S`."""
-    settings = Settings(data_dir=tmp_path / "var")
+def server_behind_relay(tmp_path: Path) -> Iterator[tuple[Settings, EmbeddedServer, StopBefore, ServerInfo]]:
+    """A migrated embedded server and a :class:`StopBefore` relay in front of it that every client
+    uses (its record names the relay's port); settings at :data:`BOUND_S`."""
+    settings = Settings(data_dir=tmp_path / "var", serving_timeout_s=BOUND_S)
     server = EmbeddedServer(settings.data_dir)
     info = server.start()
     with open_gateway(settings) as gateway:
         migrate(gateway)
     relay = StopBefore(info)
     server.info_path.write_text(json.dumps(dataclasses.asdict(dataclasses.replace(info, port=relay.port))))
-    env = {
-        "KGREC_DATA_DIR": str(settings.data_dir),
-        "KGREC_API_KEYS": KEY,
-        "KGREC_SERVING_TIMEOUT_S": str(BOUND_S),
-    }
-    api = ApiProcess(env, log=tmp_path / "gunicorn.log")
     try:
-        yield api.start(), relay, info
+        yield settings, server, relay, info
     finally:
-        os.kill(info.pid, signal.SIGCONT)
-        api.stop()
+        if not relay.killed.is_set():
+            os.kill(info.pid, signal.SIGCONT)
         server.info_path.write_text(json.dumps(dataclasses.asdict(info)))
         relay.close()
         server.stop()
+
+
+@contextlib.contextmanager
+def api_behind_relay(tmp_path: Path) -> Iterator[tuple[ApiProcess, StopBefore, ServerInfo]]:
+    """:func:`server_behind_relay`, and an API at :data:`BOUND_S`."""
+    with server_behind_relay(tmp_path) as (settings, _server, relay, info):
+        env = {
+            "KGREC_DATA_DIR": str(settings.data_dir),
+            "KGREC_API_KEYS": KEY,
+            "KGREC_SERVING_TIMEOUT_S": str(BOUND_S),
+        }
+        api = ApiProcess(env, log=tmp_path / "gunicorn.log")
+        try:
+            yield api.start(), relay, info
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+            api.stop()
 
 
 @embedded_only
@@ -339,3 +374,66 @@ def test_an_erasure_whose_log_rewrite_stalls_is_answered_within_the_bound(tmp_pa
             assert answer.json()["erased"] is True and answer.json()["logs"]["graph"] == "unavailable"
             assert answer.json()["logs"].get("impressions", "rewritten") == "rewritten", answer.text
             assert erase(user).status_code == 404  # the deletion was done
+
+
+@embedded_only
+def test_an_erasure_whose_graph_server_dies_after_the_deletion_answers_that_it_was_done(
+    tmp_path: Path,
+) -> None:
+    """After deleting, the erasure withdraws the user's update plans through the process's job
+    queue client. Built then for the first time, that client looks up the embedded server, its
+    broker: one that had died right after the deletion was a GraphUnavailable, a 503 ("nothing
+    was written") that a resend could only meet with a 404. Now it is the erasure's 200, with
+    ``update_plans`` null and the graph's log ``unavailable``."""
+    with server_behind_relay(tmp_path) as (settings, _server, relay, _info):
+        user = f"dies-{uuid.uuid4().hex}"
+        with open_gateway(settings) as gateway:
+            gateway.run_query("MERGE (:User {id: $id})", {"id": user})
+        serving, store = Serving(settings), ImpressionStore(settings)
+        try:
+            relay.kill_after_answer_to(user)  # the deletion's statement is the first to name them
+            answer = serving.erase_user(user, store)
+        finally:
+            serving.close()
+            store.close()
+        assert relay.killed.is_set()
+    assert answer["erased"] is True and answer["removed"]["user"] == 1
+    assert answer["removed"]["update_plans"] is None
+    assert answer["logs"] == {"graph": erasure.UNAVAILABLE, "impressions": erasure.REWRITTEN}
+
+
+@embedded_only
+def test_an_erasure_of_no_one_whose_owed_rebuild_meets_a_stalled_log_rewrite_is_still_a_404(
+    tmp_path: Path,
+) -> None:
+    """An erasure that finds nothing to delete still makes the stream's rebuild an earlier one owed
+    (tests/test_erasure_residue.py), then rewrites the impression store's log. An impressions
+    server that stalled there turned the 404 into a 503 (the tombstone written, the rebuild made);
+    now the rewrite is given up within the bound, logged, and the answer is the 404."""
+    with server_behind_relay(tmp_path) as (settings, server, _relay, info):
+        impressions = server.impressions.running()
+        assert impressions is not None
+        relay = StopBefore(dataclasses.replace(info, pid=impressions.pid, port=impressions.port))
+        relayed = f"redis://:{info.password}@{info.host}:{relay.port}/0"
+        store = ImpressionStore(settings.with_overrides(redis_url=relayed))
+        serving = Serving(settings)
+        user = f"owed-{uuid.uuid4().hex}"
+        try:
+            show(store, user, int(time.time() * 1000))
+            store.settle()
+            client = store.client()
+            mine = [e.decode() for e, f in client.xrange(store.stream) if f[b"u"] == user.encode()]
+            assert store._erase_entries(mine) == 1  # an erasure cut off before its rebuild
+            assert client.exists(store.compaction_owed)
+            relay.stop_before("BGREWRITEAOF")
+            with pytest.raises(NotFound):
+                serving.erase_user(user, store)
+            assert relay.stopped.is_set()
+        finally:
+            os.kill(impressions.pid, signal.SIGCONT)
+            serving.close()
+            store.close()
+            relay.close()
+        assert not client.exists(store.compaction_owed)  # the rebuild was made
+        assert user.encode() not in client.dump(store.stream)
+        client.close()
