@@ -65,7 +65,7 @@ def rewrite_log(client: redis.Redis, server_log: Path | None = None, wait_s: flo
     except AofRewriteRunning:
         return RUNNING
     except redis.ResponseError as exc:
-        if "unknown command" in str(exc) or "NOPERM" in str(exc):
+        if "unknown command" in str(exc) or isinstance(exc, redis.exceptions.NoPermissionError):
             return REFUSED
         log.warning("erasure: AOF rewrite failed: %s", exc)
         return FAILED

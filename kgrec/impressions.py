@@ -55,13 +55,13 @@ from kgrec.erasure import user_hash
 from kgrec.gateway import GraphUnavailable
 from kgrec.impression_journal import Journal
 from kgrec.runtime import embedded_server
+from kgrec.server_refusals import cannot_write_now
 
 log = logging.getLogger(__name__)
 
 IMPRESSIONS_DB = 3
 USER_RECENT = 100  # a user's newest impressions that attribution by window looks through
 HOUR_MS = 3_600_000
-_CANNOT_WRITE = ("MISCONF", "OOM", "READONLY", "NOREPLICAS")  # refusals that pass: 503, retry later
 SURFACES = ("recommendations", "similar")
 JOURNAL_DIR = "impression-journal"  # under the data directory, one folder per graph
 COPY_TTL_MS = 600_000  # a stream copy (ImpressionStore.compact) not added to for this long is dropped
@@ -383,8 +383,8 @@ class ImpressionStore:
                     self._client = None
             raise ImpressionsUnavailable(f"impression store unavailable: {exc}") from exc
         except redis.ResponseError as exc:
-            if any(code in str(exc) for code in _CANNOT_WRITE):  # a full disk, memory limit, replica
-                raise ImpressionsUnavailable(f"impression store cannot write: {exc}") from exc
+            if cannot_write_now(exc):
+                raise ImpressionsUnavailable(f"impression store cannot write now: {exc}") from exc
             raise
 
     def ping(self) -> None:

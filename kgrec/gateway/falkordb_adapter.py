@@ -38,6 +38,7 @@ from kgrec.gateway.base import (
     node_dict,
     relationship_dict,
 )
+from kgrec.server_refusals import cannot_write_now
 
 _log = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ class FalkorDBGateway(GraphGateway):
                 return None
             if "unique constraint violation" in str(exc):
                 raise GraphConflict(str(exc)) from exc
+            if cannot_write_now(exc):
+                raise GraphUnavailable(f"the graph server cannot write now: {exc}") from exc
             raise GraphQueryError(str(exc)) from exc
 
     def _unanswered(self, exc: redis.ConnectionError | redis.TimeoutError) -> GraphUnavailable:
