@@ -25,6 +25,7 @@ from kgrec.config import Settings
 from kgrec.errors import NotFound
 from kgrec.gateway import GraphUnavailable
 from kgrec.runtime import embedded_server
+from kgrec.server_refusals import cannot_write_now
 
 TRAIN = "workers.tasks.train"
 FOLD_IN_ITEMS = "workers.tasks.fold_in_items"
@@ -64,11 +65,16 @@ _QUEUE_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError)
 @contextlib.contextmanager
 def answered(client: Celery) -> Iterator[None]:
     """Raise :class:`JobQueueUnavailable` for a broker or backend that does not answer (kombu wraps
-    the publisher's connection errors; Celery's Redis backend raises redis-py's own)."""
+    the publisher's connection errors; Celery's Redis backend raises redis-py's own), or that
+    answers but will not write for now (:mod:`kgrec.server_refusals`)."""
     try:
         yield
     except _QUEUE_ERRORS as exc:
         raise JobQueueUnavailable(f"the job queue did not answer: {exc}") from exc
+    except redis.ResponseError as exc:
+        if not cannot_write_now(exc):
+            raise
+        raise JobQueueUnavailable(f"the job queue cannot write now: {exc}") from exc
     except RuntimeError as exc:
         # Celery gives up reconnecting a sent task's result subscription with a RuntimeError whose
         # cause is the connection error, and asks for the app to be rebuilt: the next call does.

@@ -1,15 +1,14 @@
-"""Servers that answer but refuse to write for a while: the embedded graph server and the impression
-store at their memory limit (`maxmemory`; a full disk, MISCONF, and a read-only replica are the
-same kind of refusal, :mod:`kgrec.server_refusals`). Under a real gunicorn API each is a 503 with
-Retry-After that wrote nothing, and the same request is applied once the server writes again.
-Before, the graph's refusal was a failed query and the impression store's an unknown error:
-both a 500."""
+"""Servers that answer but refuse to write for a while: the embedded graph server (also the job
+queue's broker and result store) and the impression store at their memory limit (`maxmemory`; a
+full disk, MISCONF, and a read-only replica are the same kind of refusal,
+:mod:`kgrec.server_refusals`). Under a real gunicorn API each is a 503 with Retry-After that wrote
+nothing, and the same request is applied once the server writes again. Before, each was a 500."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -58,6 +57,19 @@ def at_memory_limit(info: ServerInfo, port: int, limited: bool) -> None:
         client.close()
 
 
+def refused_at_memory_limit(
+    info: ServerInfo, port: int, error: str, send: Callable[[], requests.Response]
+) -> None:
+    """``send`` while the server on ``port`` is at its memory limit: a 503 ``error`` with Retry-After."""
+    at_memory_limit(info, port, True)
+    try:
+        refused = send()
+    finally:
+        at_memory_limit(info, port, False)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == error and refused.headers["Retry-After"]
+
+
 def event(event_id: str, user_id: str) -> dict[str, object]:
     return {
         "event_id": event_id,
@@ -78,16 +90,14 @@ def test_events_meet_a_graph_server_at_its_memory_limit(
     stack: tuple[ApiProcess, ServerInfo, Settings],
 ) -> None:
     api, info, settings = stack
-    at_memory_limit(info, info.port, True)
-    try:
-        refused = requests.post(
+    refused_at_memory_limit(
+        info,
+        info.port,
+        "graph_unavailable",
+        lambda: requests.post(
             f"{api.url}/v1/events", json=[event("e-oom", "u-oom")], headers=AUTH, timeout=60
-        )
-    finally:
-        at_memory_limit(info, info.port, False)
-    assert refused.status_code == 503, refused.text
-    assert refused.json()["error"] == "graph_unavailable"
-    assert refused.headers["Retry-After"]
+        ),
+    )
     assert users(settings, "u-oom") == 0  # nothing written
     again = requests.post(f"{api.url}/v1/events", json=[event("e-oom", "u-oom")], headers=AUTH, timeout=60)
     assert again.status_code == 200, again.text
@@ -102,13 +112,12 @@ def test_an_erasure_meets_an_impression_store_at_its_memory_limit(
         f"{api.url}/v1/events", json=[event("e-erase", "u-erase")], headers=AUTH, timeout=60
     )
     assert posted.status_code == 200, posted.text
-    at_memory_limit(info, info.impressions_port, True)
-    try:
-        refused = requests.delete(f"{api.url}/v1/users/u-erase", headers=AUTH, timeout=60)
-    finally:
-        at_memory_limit(info, info.impressions_port, False)
-    assert refused.status_code == 503, refused.text
-    assert refused.json()["error"] == "impressions_unavailable" and refused.headers["Retry-After"]
+    refused_at_memory_limit(
+        info,
+        info.impressions_port,
+        "impressions_unavailable",
+        lambda: requests.delete(f"{api.url}/v1/users/u-erase", headers=AUTH, timeout=60),
+    )
     assert users(settings, "u-erase") == 1  # the user is still there: the resend erases them
     erased = requests.delete(f"{api.url}/v1/users/u-erase", headers=AUTH, timeout=60)
     assert erased.status_code == 200, erased.text
@@ -133,3 +142,16 @@ def test_a_log_rewrite_the_server_does_not_permit_is_reported_refused(
         limited.close()
         owner.acl_deluser("no-rewrite")
         owner.close()
+
+
+def test_a_job_meets_a_broker_at_its_memory_limit(stack: tuple[ApiProcess, ServerInfo, Settings]) -> None:
+    """Embedded, the graph server is also the Celery broker and result store."""
+    api, info, _settings = stack
+    refused_at_memory_limit(
+        info,
+        info.port,
+        "queue_unavailable",
+        lambda: requests.post(f"{api.url}/v1/models/train", headers=AUTH, timeout=60),
+    )
+    queued = requests.post(f"{api.url}/v1/models/train", headers=AUTH, timeout=60)
+    assert queued.status_code == 200, queued.text
