@@ -58,6 +58,9 @@ SURFACES = ("recommendations", "similar", "both")
 TARGETS = ("item", "brand", "category", "attribute")
 CONDITIONS = ("brand", "category", "interest")
 WARM_MS = 60_000  # a new rule set is compiled ahead for models served within this time
+# compiled (version, surface) pairs a rule set keeps: two surfaces of the active version and of
+# the 4 experiment variants a serving process keeps loaded (kgrec.serving.MAX_SIDE_VERSIONS)
+COMPILED_KEYS = 2 * (1 + 4)
 MIN_CHECK_S = 0.01  # the poller's shortest interval (0 would spin)
 FAILURE_LOG_S = 60.0  # a failing re-read is logged at most this often
 # Attribute targets are re-resolved when the catalogue revision moves (catalogue writes bump it);
@@ -384,8 +387,11 @@ class RuleSet:
     revision: int = 0
     rules: list[Rule] = field(default_factory=list)
     attribute_items: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    _compiled: dict[tuple[int, str], tuple[Any, Any, Compiled]] = field(default_factory=dict)
-    _used_ms: dict[tuple[int, str], float] = field(default_factory=dict)
+    # (model version, surface) -> the model object and facts compiled for, and the result: one
+    # entry per version, so the copy a fold-in or an erasure makes replaces its version's entry
+    # and no superseded model is kept alive while the rules do not change
+    _compiled: dict[tuple[str, str], tuple[Any, Any, Compiled]] = field(default_factory=dict)
+    _used_ms: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def targets(self, model: Any, facts: Any, rule: Rule) -> np.ndarray:
         """The rows of ``model``'s items that ``rule``'s target names under ``facts``."""
@@ -405,7 +411,7 @@ class RuleSet:
         :meth:`kgrec.catalogue.CatalogueSnapshot.facts`). Cached until a rule starts or ends or
         other facts are given: one identity check when nothing changed."""
         facts = model.facts if facts is None else facts
-        key = (id(model), surface)
+        key = (model.artifacts.version, surface)
         self._used_ms[key] = now_ms
         cached = self._compiled.get(key)
         if cached is not None and cached[0] is model and cached[1] is facts and now_ms < cached[2].until:
@@ -431,7 +437,15 @@ class RuleSet:
         pins.sort(key=lambda pin: (pin[0].position or 0, pin[0].id))
         result = Compiled(blocked, factor, touched, pins, until)
         self._compiled[key] = (model, facts, result)
+        self._forget_least_used()
         return result
+
+    def _forget_least_used(self) -> None:
+        """Keep the :data:`COMPILED_KEYS` (version, surface) pairs used last."""
+        while len(self._used_ms) > COMPILED_KEYS:
+            oldest = min(list(self._used_ms.items()), key=lambda used: used[1])[0]
+            self._used_ms.pop(oldest, None)
+            self._compiled.pop(oldest, None)
 
     def warm(self, previous: RuleSet, now_ms: float) -> None:
         """Compile for the models and surfaces ``previous`` served in the last :data:`WARM_MS`."""

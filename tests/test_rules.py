@@ -4,15 +4,19 @@ consistent, and max_per_brand / max_per_category."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import Any
 
 import pytest
 import requests
 
-from kgrec.rules import RulesView
+from kgrec.recommender import Recommender
+from kgrec.rules import COMPILED_KEYS, RuleSet, RulesView
 from kgrec.serving import Serving
 from tests.test_catalogue_api import AUTH, Shop, a_user, ids, shop, within
 
@@ -258,7 +262,7 @@ def test_a_rule_change_is_compiled_off_the_request_path(shop: Shop) -> None:
         within(PICKUP_S, changed)
         after = view.rules()
         assert [r.id for r in after.rules] == [rule["id"]]
-        key = (id(model), "recommendations")
+        key = (model.artifacts.version, "recommendations")
         assert key in after._compiled and after._compiled[key][0] is model  # warmed ahead
         assert after._compiled[key][2].factor is not None
         assert (id(model), "similar") not in after._compiled  # not served here: not compiled
@@ -280,6 +284,31 @@ def test_a_rule_change_reaches_the_first_request_after_a_quiet_spell(shop: Shop)
         pollers = [t for t in threading.enumerate() if t.name == "kgrec-rules"]
         view.close()
         within(PICKUP_S, lambda: len([t for t in pollers if t.is_alive()]) < len(pollers))
+    finally:
+        serving.close()
+
+
+def test_compiled_rules_keep_no_superseded_model_alive(shop: Shop) -> None:
+    """Each fold-in or erasure copies the served model; the compiled rules, kept until a rule
+    changes, were keyed by the model object, so a shop whose rules never changed kept every copy
+    (embeddings and all) alive. One entry per version now, and at most COMPILED_KEYS."""
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        rule_set = RuleSet()  # no rules: serving compiles for every request all the same
+        now = time.time() * 1000
+        copies = [model.with_popularity(model.artifacts.popularity * 0.5) for _ in range(3)]
+        first = weakref.ref(copies[0])
+        for copy in copies:
+            rule_set.compiled(copy, "recommendations", now, copy.facts)
+        del copies, copy
+        gc.collect()
+        assert first() is None and len(rule_set._compiled) == 1
+        for k in range(COMPILED_KEYS + 3):
+            other = Recommender(dataclasses.replace(model.artifacts, version=f"other-{k}"))
+            rule_set.compiled(other, "similar", now + k + 1, other.facts)
+        assert len(rule_set._compiled) == len(rule_set._used_ms) == COMPILED_KEYS
+        assert ("other-0", "similar") not in rule_set._compiled  # the least recently used went first
     finally:
         serving.close()
 
