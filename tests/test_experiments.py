@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import gzip
 import socket
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +37,8 @@ from kgrec.experiments import (
 )
 from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
+from kgrec.model_store import load_artifacts
+from kgrec.serving import Serving
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
 from tests.processes import ApiProcess
 
@@ -253,6 +257,56 @@ def test_a_variant_serves_its_version_without_the_users_erased_after_it_was_load
     as_active = ranked(page(newcomer))
     assert all(ranked(page(newcomer)) == as_active for _ in range(4))
     assert all(r == as_active for r in as_variant), (as_variant, as_active)
+
+
+@embedded_only
+def test_loading_a_variants_version_leaves_the_other_requests_free(
+    erasure_versions: tuple[ApiProcess, Path], settings: Settings
+) -> None:
+    # The first request for a variant's version reads its artifact (seconds on a large model).
+    # Every request of the process takes the serving lock (the active model, the catalogue):
+    # loaded under it, the load stalled them all, control users included.
+    api, _ = erasure_versions
+    local = settings.with_overrides(data_dir=Path(api.env["KGREC_DATA_DIR"]), graph_name=api.graph_name)  # type: ignore[attr-defined]
+    serving = Serving(local)
+    seen: dict[str, Any] = {"loads": 0}
+
+    def others() -> None:
+        seen["active"] = serving.active_model().artifacts.version
+        serving.catalogue_view()
+        seen["held"] = serving.held_model_version()
+
+    def while_loading(frame: Any, event: str, _arg: Any) -> None:
+        if event != "call" or frame.f_code is not load_artifacts.__code__:
+            return
+        seen["loads"] += 1
+        seen["lock_held"] = serving._lock.locked()
+        request = seen["request"] = threading.Thread(target=others, daemon=True)
+        request.start()
+        request.join(timeout=20)  # before: blocked until this load ended
+        seen["answered"] = not request.is_alive()
+
+    try:
+        active = serving.active_model().artifacts.version
+        side = next(v for v in ("expe-a", "expe-b") if v != active)
+        sys.setprofile(while_loading)
+        try:
+            variant = serving.model(side)
+        finally:
+            sys.setprofile(None)
+        seen["request"].join(timeout=60)
+        assert variant.artifacts.version == side
+        assert seen["loads"] == 1 and not seen["lock_held"] and seen["answered"], seen
+        assert seen["active"] == seen["held"] == active
+        # loaded once: the next request for it reads no artifact
+        sys.setprofile(while_loading)
+        try:
+            assert serving.model(side).artifacts.version == side
+        finally:
+            sys.setprofile(None)
+        assert seen["loads"] == 1
+    finally:
+        serving.close()
 
 
 TWO_ARMS = (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5))
