@@ -349,6 +349,49 @@ def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be
         experiments.stop(started)
 
 
+class HeldExperiments(ExperimentStore):
+    """The real experiment store, whose reads of the running experiment, once ``held`` is set,
+    wait for ``release`` before answering what they read (a read under way while this process
+    writes)."""
+
+    def __init__(self, impressions: ImpressionStore) -> None:
+        super().__init__(impressions)
+        self.held, self.reading, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def running(self) -> Experiment | None:
+        found = super().running()
+        if self.held.is_set():
+            self.reading.set()
+            assert self.release.wait(timeout=60)
+        return found
+
+
+def test_a_stop_is_served_by_the_next_answer_whatever_read_was_under_way(
+    experiments: ExperimentStore,
+) -> None:
+    # A request began reading the running experiment before this process stopped it; that read
+    # ends after the stop and finds it running. Before, it was kept as fresh for a second, undoing
+    # the stop's stale(): this process served the stopped experiment after answering the stop.
+    held = HeldExperiments(experiments.impressions)
+    started = held.create("undone", TWO_ARMS)
+    try:
+        running = RunningExperiment(held, check_every_s=60.0)
+        assert running.get() == started  # a first read, so the later one runs while one is known
+        running.stale()  # the next request reads again
+        held.held.set()
+        with ThreadPoolExecutor(1) as pool:
+            under_way = pool.submit(running.get)
+            assert held.reading.wait(timeout=60)
+            held.held.clear()
+            held.stop(started)
+            running.stale()
+            held.release.set()
+            assert under_way.result(timeout=60) == started  # what it read, before the stop
+        assert running.get() is None
+    finally:
+        experiments.stop(started)
+
+
 def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
     experiments: ExperimentStore,
 ) -> None:
