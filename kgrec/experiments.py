@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from scipy import stats
 
 from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
+from kgrec.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -399,47 +399,46 @@ def results(experiment: Experiment, counters: dict[str, dict[str, float]]) -> di
     }
 
 
+@dataclass(frozen=True)
+class _Read:
+    """What a read of the running experiment found (held even when none runs, unlike a bare None)."""
+
+    experiment: Experiment | None
+
+
 class RunningExperiment:
     """A process's view of the running experiment, re-read at most every ``check_every_s``."""
 
     def __init__(self, store: ExperimentStore, check_every_s: float = 1.0) -> None:
         self.store = store
         self.check_every_s = check_every_s
-        self._lock = threading.Lock()
-        self._checked_at = -math.inf
-        self._experiment: Experiment | None = None
-        self._read = False  # whether a read ever succeeded
+        self._view: SingleFlight[_Read] = SingleFlight(check_every_s)
 
     def get(self) -> Experiment | None:
-        """The running experiment, if any (at most ``check_every_s`` old).
+        """The running experiment, if any (read at most ``check_every_s`` ago).
 
         One request re-reads it while the others answer with the known one; when the impression
         store cannot be read (restarting, hung) the known one stays, so recommendations are
         still answered (and journalled) meanwhile. A process that never read it has nothing to
         go on: it raises GraphUnavailable (a 503), rather than serve every user the active model
-        as if no experiment ran.
+        as if no experiment ran. After :meth:`stale`, the answer is that of a read begun after it
+        (or, if that read fails, the known one).
         """
-        with self._lock:
-            if time.monotonic() - self._checked_at < self.check_every_s:
-                return self._experiment
-            read_before = self._read
-            self._checked_at = time.monotonic() if read_before else -math.inf
-            known = self._experiment
         try:
-            experiment = self.store.running()
+            read = self._view.get(lambda _held: _Read(self.store.running()))
         except GraphUnavailable as exc:
-            if not read_before:
+            known = self._view.held()
+            if known is None:
                 raise
             log.warning("could not read the running experiment (%s); serving the one known", exc)
-            return known
-        with self._lock:
-            self._experiment, self._read, self._checked_at = experiment, True, time.monotonic()
-        return experiment
+            return known.experiment
+        assert read is not None  # a load answers a _Read or raises
+        return read.experiment
 
     def stale(self) -> None:
-        """Re-read on next use (after this process changed the experiments)."""
-        with self._lock:
-            self._checked_at = -math.inf
+        """Make the next use wait for a read begun after this call (this process changed the
+        experiments, and its next answer must show it, whatever read was under way)."""
+        self._view.stale()
 
 
 def assignment(running: RunningExperiment, user_id: str | None) -> tuple[Experiment, Variant] | None:

@@ -9,6 +9,7 @@ answer of one endpoint, or raises :class:`~kgrec.errors.NoActiveModel` or
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -51,6 +52,7 @@ from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
 from kgrec.search_cold_start import SearchRanking, search_ranking, text_vector, text_vector_read
+from kgrec.single_flight import SingleFlight
 from kgrec.ties import tie_keys
 from kgrec.topic_items import VersionTopicItems
 from kgrec.topics import (
@@ -163,6 +165,14 @@ class UserHistory:
         return []
 
 
+def _forget_side_versions(versions: dict[str, SingleFlight[ReadyVersion]], keep: int) -> None:
+    """Keep at most ``keep`` side versions, the most recently used (the last one always); never one
+    whose load is under way, which a thread asking later must share rather than load again."""
+    idle = [version for version, flight in list(versions.items())[:-1] if not flight.loading()]
+    for version in idle[: max(0, len(versions) - keep)]:
+        del versions[version]
+
+
 def _log_rewritten(server: str, rewrite: Callable[[], str]) -> str:
     """An erasure's log rewrite on ``server``: its status, ``unavailable`` when the server fails or
     does not answer. The user is erased by then, so that is no 503 ("nothing was written", and a
@@ -188,7 +198,8 @@ class Serving:
         self._groups: dict[int, ItemGroups] = {}  # by id of the facts they group (kept alive by them)
         self._rules: rules.RulesView | None = None
         self._rules_gateway: GraphGateway | None = None
-        self._versions: dict[str, ReadyVersion] = {}  # experiment variants' versions (kgrec/experiments.py)
+        # experiment variants' versions (kgrec/experiments.py), each loaded by one thread
+        self._versions: dict[str, SingleFlight[ReadyVersion]] = {}
         # Read now, so a bad template file stops start-up rather than failing requests.
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
@@ -262,16 +273,20 @@ class Serving:
         active = self.active_model()
         if version is None or version == active.artifacts.version:
             return active
+        path = models_dir(self.settings.data_dir) / artifact_name(version)
         with self._lock:
-            loaded = self._versions.pop(version, None)
-            if loaded is None:
-                path = models_dir(self.settings.data_dir) / artifact_name(version)
-                if not path.is_file():
-                    raise NotFound("model_version", version, f"no artifact for model version {version!r}")
-                loaded = ReadyVersion(path)
-            self._versions[version] = loaded  # most recently used last
-            while len(self._versions) > MAX_SIDE_VERSIONS:
-                self._versions.pop(next(iter(self._versions)))
+            flight = self._versions.get(version)
+        if (flight is None or flight.held() is None) and not path.is_file():
+            raise NotFound("model_version", version, f"no artifact for model version {version!r}")
+        with self._lock:
+            # kept at once (most recently used last), so that the threads asking together share it
+            flight = self._versions.pop(version, None) or SingleFlight(math.inf)
+            self._versions[version] = flight
+            _forget_side_versions(self._versions, keep=MAX_SIDE_VERSIONS)
+        # Loaded outside the process's lock, which every request takes (the active model, the
+        # catalogue, the rules): reading a large artifact takes seconds.
+        loaded = flight.get(lambda _held: ReadyVersion(path))
+        assert loaded is not None  # a load answers a version or raises
         return loaded.get(self.gateway)
 
     def catalogue_view(self) -> catalogue.CatalogueView:

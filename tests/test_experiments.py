@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import gzip
 import socket
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +37,8 @@ from kgrec.experiments import (
 )
 from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
+from kgrec.model_store import load_artifacts
+from kgrec.serving import Serving
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
 from tests.processes import ApiProcess
 
@@ -255,6 +259,56 @@ def test_a_variant_serves_its_version_without_the_users_erased_after_it_was_load
     assert all(r == as_active for r in as_variant), (as_variant, as_active)
 
 
+@embedded_only
+def test_loading_a_variants_version_leaves_the_other_requests_free(
+    erasure_versions: tuple[ApiProcess, Path], settings: Settings
+) -> None:
+    # The first request for a variant's version reads its artifact (seconds on a large model).
+    # Every request of the process takes the serving lock (the active model, the catalogue):
+    # loaded under it, the load stalled them all, control users included.
+    api, _ = erasure_versions
+    local = settings.with_overrides(data_dir=Path(api.env["KGREC_DATA_DIR"]), graph_name=api.graph_name)  # type: ignore[attr-defined]
+    serving = Serving(local)
+    seen: dict[str, Any] = {"loads": 0}
+
+    def others() -> None:
+        seen["active"] = serving.active_model().artifacts.version
+        serving.catalogue_view()
+        seen["held"] = serving.held_model_version()
+
+    def while_loading(frame: Any, event: str, _arg: Any) -> None:
+        if event != "call" or frame.f_code is not load_artifacts.__code__:
+            return
+        seen["loads"] += 1
+        seen["lock_held"] = serving._lock.locked()
+        request = seen["request"] = threading.Thread(target=others, daemon=True)
+        request.start()
+        request.join(timeout=20)  # before: blocked until this load ended
+        seen["answered"] = not request.is_alive()
+
+    try:
+        active = serving.active_model().artifacts.version
+        side = next(v for v in ("expe-a", "expe-b") if v != active)
+        sys.setprofile(while_loading)
+        try:
+            variant = serving.model(side)
+        finally:
+            sys.setprofile(None)
+        seen["request"].join(timeout=60)
+        assert variant.artifacts.version == side
+        assert seen["loads"] == 1 and not seen["lock_held"] and seen["answered"], seen
+        assert seen["active"] == seen["held"] == active
+        # loaded once: the next request for it reads no artifact
+        sys.setprofile(while_loading)
+        try:
+            assert serving.model(side).artifacts.version == side
+        finally:
+            sys.setprofile(None)
+        assert seen["loads"] == 1
+    finally:
+        serving.close()
+
+
 TWO_ARMS = (Variant("a", "active", 0.5), Variant("b", "v-x", 0.5))
 
 
@@ -290,6 +344,49 @@ def test_the_running_experiment_stays_known_while_the_impression_store_cannot_be
         running.store = experiments
         experiments.stop(started)
         running.stale()
+        assert running.get() is None
+    finally:
+        experiments.stop(started)
+
+
+class HeldExperiments(ExperimentStore):
+    """The real experiment store, whose reads of the running experiment, once ``held`` is set,
+    wait for ``release`` before answering what they read (a read under way while this process
+    writes)."""
+
+    def __init__(self, impressions: ImpressionStore) -> None:
+        super().__init__(impressions)
+        self.held, self.reading, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def running(self) -> Experiment | None:
+        found = super().running()
+        if self.held.is_set():
+            self.reading.set()
+            assert self.release.wait(timeout=60)
+        return found
+
+
+def test_a_stop_is_served_by_the_next_answer_whatever_read_was_under_way(
+    experiments: ExperimentStore,
+) -> None:
+    # A request began reading the running experiment before this process stopped it; that read
+    # ends after the stop and finds it running. Before, it was kept as fresh for a second, undoing
+    # the stop's stale(): this process served the stopped experiment after answering the stop.
+    held = HeldExperiments(experiments.impressions)
+    started = held.create("undone", TWO_ARMS)
+    try:
+        running = RunningExperiment(held, check_every_s=60.0)
+        assert running.get() == started  # a first read, so the later one runs while one is known
+        running.stale()  # the next request reads again
+        held.held.set()
+        with ThreadPoolExecutor(1) as pool:
+            under_way = pool.submit(running.get)
+            assert held.reading.wait(timeout=60)
+            held.held.clear()
+            held.stop(started)
+            running.stale()
+            held.release.set()
+            assert under_way.result(timeout=60) == started  # what it read, before the stop
         assert running.get() is None
     finally:
         experiments.stop(started)
