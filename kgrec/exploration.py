@@ -15,12 +15,14 @@ The rule (README, "Exploration for new users"):
   come a moment after the first page).
   ``KGREC_EXPLORE_SHARE=0`` switches exploration off: serving then does exactly what it did before.
 - **Arms.** Every most specific category (``category:<id>``, as the catalogue's current item
-  facts for the model have the items' categories) and every topic (``topic:<id>``) with
-  at least :data:`MIN_ARM_ITEMS` items the model knows. An arm offers its most popular items (the
-  model's popularity counts), skipping items outside the request's ``allowed`` mask (filters,
-  unavailable or hidden items, block rules: the very mask the ranking used), the user's history,
-  and the items already on the page, and preferring items no explored slot showed the user yet
-  (so an arm tried again shows its next item); with diversity caps, also items over a cap.
+  facts for the model have the items' categories) and every topic (``topic:<id>``: the model
+  version's own, from its topic-items file, and for items folded in since, their ABOUT edges of
+  that version, :class:`TopicMembers`) with at least :data:`MIN_ARM_ITEMS` items the model knows.
+  An arm offers its most popular items (the model's popularity counts), skipping items outside
+  the request's ``allowed`` mask (filters, unavailable or hidden items, block rules: the very mask
+  the ranking used), the user's history, and the items already on the page, and preferring items
+  no explored slot showed the user yet (so an arm tried again shows its next item); with
+  diversity caps, also items over a cap.
 - **Draw.** Each arm's click probability has a Beta(1 + clicks, 1 + shown − clicks) posterior;
   one sample per arm, and the slots go to the arms with the highest samples (one item per arm),
   each explored item's ``score`` being its arm's sample and its ``explore`` field the arm. The
@@ -46,7 +48,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -57,14 +60,17 @@ from kgrec.diversity import CapCounter, Diversity, ItemGroups
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ImpressionStore
 from kgrec.item_facts import ItemFacts
+from kgrec.model_store import models_dir
 from kgrec.recommender import Recommender
 from kgrec.single_flight import SingleFlight
+from kgrec.topic_items import TopicItems, root_version, topic_items_path
 
 log = logging.getLogger(__name__)
 
 MIN_ARM_ITEMS = 3  # an arm with fewer items is too small to learn anything from
 ARM_ITEMS = 100  # each arm's most popular items it offers
 TOPICS_RETRY_S = 60.0  # a version without topics yet (written after activation) is asked again this late
+TOPIC_READ_BATCH = 2_000  # items whose topics one graph read asks for
 ARM_CACHE = 5  # model versions whose arms a process keeps (the active one and experiment variants)
 
 R = TypeVar("R")
@@ -129,22 +135,80 @@ def spread(free: Sequence[int], n: int) -> list[int]:
 
 @dataclass(frozen=True)
 class TopicMembers:
-    """One model version's topic arms: each topic's item rows (one graph read, kept while the
-    catalogue changes), and when they were read."""
+    """One model version's topic arms over the model's first ``items`` items: each topic's item rows,
+    and when they were read.
+
+    The items of the version's topic-items file (its own, or its root's for an incremental version:
+    :mod:`kgrec.topic_items`) are its topics' members as that file has them; the file never
+    changes, so it is read once per version. The other items (folded in after training) are their
+    ABOUT edges of the version whose topics they are (``topics_of``: the file's version), read
+    again whenever the model's item count moves. So two processes serving one model hold the same
+    arms, whichever version's ABOUT edges the graph held when each first asked (a variant's
+    candidate leaves the active version's edges in place until it is promoted).
+    """
 
     members: dict[str, np.ndarray]  # arm -> its item rows, each once, in order
     read_at: float
+    items: int = 0  # the model's items they cover (a fold-in's copy of the model appends items)
+    topics_of: str = ""  # the version whose topics they are (the file's, or else the root's or own)
+    own: dict[str, np.ndarray] = field(default_factory=dict)  # the file's members
+    in_file: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # by item row
 
     @classmethod
-    def read(cls, model: Recommender, item_topics: Iterable[tuple[str, str]]) -> TopicMembers:
-        """The members of each ``topic:<id>`` arm among ``model``'s items."""
-        members: dict[str, list[int]] = {}
-        for item_id, topic_id in item_topics:
-            row = model.item_index.get(item_id)
-            if row is not None:
-                members.setdefault(f"topic:{topic_id}", []).append(row)
-        arrays = {arm: np.unique(np.asarray(rows, dtype=np.int64)) for arm, rows in members.items()}
-        return cls(arrays, time.monotonic())
+    def of_file(cls, model: Recommender, folder: Path) -> TopicMembers:
+        """The members the version's topic-items file gives ``model``'s items (none without a file)."""
+        version = model.artifacts.version
+        root = root_version(model.artifacts.parameters)
+        n = len(model.artifacts.item_ids)
+        found = next(
+            (
+                TopicItems.load(topic_items_path(folder, v), v, vectors=False)
+                for v in (version, root)
+                if v is not None and topic_items_path(folder, v).is_file()
+            ),
+            None,
+        )
+        if found is None:
+            return cls({}, time.monotonic(), 0, root or version, {}, np.zeros(n, dtype=bool))
+        rows = np.array([model.item_index.get(i, -1) for i in found.item_ids], dtype=np.int64)
+        known = rows >= 0
+        in_file = np.zeros(n, dtype=bool)
+        in_file[rows[known]] = True
+        items, slots = np.nonzero((found.item_topics >= 0) & known[:, None])
+        pairs = zip(rows[items].tolist(), found.item_topics[items, slots].tolist(), strict=True)
+        own = _grouped((row, found.topic_ids[t]) for row, t in pairs)
+        return cls(own, time.monotonic(), 0, found.version, own, in_file)
+
+    def read(self, model: Recommender, gateway: GraphGateway) -> TopicMembers:
+        """These members with those of ``model``'s items outside the file (one graph read per
+        :data:`TOPIC_READ_BATCH` of them; none when there are none)."""
+        item_ids = model.artifacts.item_ids
+        in_file = np.zeros(len(item_ids), dtype=bool)
+        in_file[: self.in_file.size] = self.in_file[: len(item_ids)]
+        outside = [item_ids[row] for row in np.flatnonzero(~in_file).tolist()]
+        pairs: list[tuple[int, str]] = []
+        for start in range(0, len(outside), TOPIC_READ_BATCH):
+            params = {"ids": outside[start : start + TOPIC_READ_BATCH], "version": self.topics_of}
+            for r in gateway.read(ITEM_TOPICS, params):
+                row = model.item_index.get(r["item_id"])
+                if row is not None:
+                    pairs.append((row, r["topic_id"]))
+        members = _grouped(pairs, self.own)
+        return replace(self, members=members, read_at=time.monotonic(), items=len(item_ids))
+
+
+def _grouped(
+    pairs: Iterable[tuple[int, str]], add_to: Mapping[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Each ``topic:<id>`` arm's rows of (row, topic id) ``pairs``, with ``add_to``'s, each once, in order."""
+    members: dict[str, list[int]] = {}
+    for row, topic_id in pairs:
+        members.setdefault(f"topic:{topic_id}", []).append(row)
+    merged = dict(add_to or {})
+    for arm, rows in members.items():
+        found = np.asarray(rows, dtype=np.int64)
+        merged[arm] = np.unique(found if arm not in merged else np.concatenate([merged[arm], found]))
+    return merged
 
 
 @dataclass(frozen=True)
@@ -156,6 +220,7 @@ class Arms:
     rows: tuple[np.ndarray, ...]
     has_topics: bool
     built_at: float  # when the topics were read
+    items: int  # the model's items the topics cover
     facts: ItemFacts | None = field(default=None, compare=False, repr=False)  # the categories' facts
     popularity: np.ndarray | None = field(default=None, compare=False, repr=False)  # what orders them
 
@@ -184,7 +249,9 @@ class Arms:
                 ids.append(arm)
                 arm_rows.append(items[np.argsort(-popularity[items], kind="stable")][:ARM_ITEMS])
         counts = model.artifacts.popularity
-        return cls(tuple(ids), tuple(arm_rows), bool(topics.members), topics.read_at, facts, counts)
+        return cls(
+            tuple(ids), tuple(arm_rows), bool(topics.members), topics.read_at, topics.items, facts, counts
+        )
 
     def ordered_by(self, popularity: np.ndarray) -> bool:
         """Whether the arms' items are in the order of ``popularity``: the counts they were built
@@ -254,6 +321,7 @@ class Exploration:
         # model version -> its arms (under the latest facts asked for), built by one thread at a time
         self._flights: dict[str, SingleFlight[Arms]] = {}
         self._topics: dict[str, TopicMembers] = {}  # model version -> its topic arms' members
+        self._models = models_dir(settings.data_dir)  # where the versions' topic-items files are
         self._script: Any = None
 
     def page(
@@ -290,11 +358,13 @@ class Exploration:
         the model (:meth:`kgrec.catalogue.CatalogueSnapshot.facts`; by default the model's own).
 
         Built once per version and facts object, which stays the same until a catalogue write
-        changes a brand, a category or the tree; the topics are read once per version (one graph
-        read), the categories rebuilt from the facts in array operations (about 35 ms on a
-        64,160-item catalogue). One thread builds a version's arms while the others that need
-        them wait for that build and share its graph failure (:mod:`kgrec.single_flight`): on
-        that catalogue reading the 192,480 item–topic rows takes about 2 s, and four threads that
+        changes a brand, a category or the tree, and again when a fold-in added items; the topics
+        are read once per version from its topic-items file, and the topics of items outside it
+        (folded in) from the graph whenever the model's items change (:class:`TopicMembers`), the
+        categories rebuilt from the facts in array operations (about 35 ms on a 64,160-item
+        catalogue). One thread builds a version's arms while the others that need them wait for
+        that build and share its graph failure (:mod:`kgrec.single_flight`): on that catalogue
+        reading all 192,480 item–topic rows from the graph took about 2 s, and four threads that
         missed at once made a 10 s stall; on a stalled server each waited one bound more than the
         thread before it.
         """
@@ -325,9 +395,12 @@ class Exploration:
         version = model.artifacts.version
         with self._lock:
             topics = self._topics.get(version)
-        if topics is None or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S):
-            rows = gateway.read(ITEM_TOPICS, {})
-            topics = TopicMembers.read(model, ((r["item_id"], r["topic_id"]) for r in rows))
+        if topics is None:
+            topics = TopicMembers.of_file(model, self._models)
+        if topics.items != len(model.artifacts.item_ids) or (
+            not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S
+        ):
+            topics = topics.read(model, gateway)
         arms = Arms.build(model, topics, facts)
         with self._lock:
             _remember(self._topics, version, topics)
@@ -349,12 +422,14 @@ class Exploration:
 
 
 def _usable(arms: Arms, model: Recommender, facts: ItemFacts) -> bool:
-    # Held by version, not by model object: a fold-in's copy of the model appends its new items,
-    # so the version's item rows, and its topic arms, stay valid; the category arms are those of
-    # the facts they were built from, and every arm's order that of the popularity counts (an
-    # erasure's copy lowers them). Arms built before the version's topics were written are
-    # rebuilt after TOPICS_RETRY_S.
-    if arms.facts is not facts or not arms.ordered_by(model.artifacts.popularity):
+    # Held by version, not by model object: the category arms are those of the facts they were
+    # built from, the topic arms those of the items they were read for (a fold-in's copy of the
+    # model appends items, whose topics are read then), and every arm's order that of the
+    # popularity counts (an erasure's copy lowers them). Arms built before the version's topics
+    # were written are rebuilt after TOPICS_RETRY_S.
+    if arms.facts is not facts or arms.items != len(model.artifacts.item_ids):
+        return False
+    if not arms.ordered_by(model.artifacts.popularity):
         return False
     return arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S
 

@@ -4,7 +4,8 @@ Training writes ``<models>/<version>.topics.npz`` with the version's topics
 (:func:`workers.training.topics.write_topics`), before the version can be
 activated, and never changes it; serving loads it once per version, and only when
 a user without history but with language interests asks
-(:mod:`kgrec.search_cold_start`). It holds, in the artifact's item order:
+(:mod:`kgrec.search_cold_start`), and its memberships alone (no vectors) for the exploration
+arms' topics (:class:`kgrec.exploration.TopicMembers`). It holds, in the artifact's item order:
 
 - ``vectors``: the unit all-MiniLM-L6-v2 embedding of each item's topic text (float16 on
   disk; a zero row: the item had no text);
@@ -76,13 +77,15 @@ class TopicItems:
         return path
 
     @classmethod
-    def load(cls, path: Path, version: str) -> TopicItems:
-        """Read a file written by :meth:`save`."""
+    def load(cls, path: Path, version: str, *, vectors: bool = True) -> TopicItems:
+        """Read a file written by :meth:`save`; without ``vectors``, the memberships only (``vectors``
+        then has no columns: the exploration arms need no embedding)."""
         with np.load(path, allow_pickle=False) as stored:
+            ids = stored["item_ids"].tolist()
             return cls(
                 version,
-                stored["item_ids"].tolist(),
-                stored["vectors"].astype(np.float32),
+                ids,
+                stored["vectors"].astype(np.float32) if vectors else np.zeros((len(ids), 0), np.float32),
                 stored["topic_ids"].tolist(),
                 stored["item_topics"].astype(np.int64),
                 stored["item_scores"],
@@ -198,6 +201,14 @@ def folded_about_rows(gateway: GraphGateway, version: str, trained: set[str]) ->
     return about_rows([r["id"] for r in items], [r["id"] for r in topics], index, scores)
 
 
+def root_version(parameters: Mapping[str, Any]) -> str | None:
+    """The root of an incremental version (its artifact's ``parameters``), whose topics it keeps;
+    None for a fully trained version."""
+    lineage = parameters.get("incremental")
+    root = lineage.get("root") if isinstance(lineage, Mapping) else None
+    return root if isinstance(root, str) else None
+
+
 class VersionTopicItems:
     """Each version's :class:`TopicItems`, loaded on first use (None for a version without the file).
 
@@ -215,9 +226,9 @@ class VersionTopicItems:
     def for_model(self, version: str, parameters: Mapping[str, Any]) -> TopicItems | None:
         """The topic items of a model version, or of its root for an incremental version."""
         found = self.get(version)
-        lineage = parameters.get("incremental")
-        if found is None and isinstance(lineage, Mapping) and isinstance(lineage.get("root"), str):
-            found = self.get(lineage["root"])
+        root = root_version(parameters)
+        if found is None and root is not None:
+            found = self.get(root)
         return found
 
     def get(self, version: str) -> TopicItems | None:

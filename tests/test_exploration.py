@@ -53,15 +53,19 @@ from kgrec.importer import import_dataset
 from kgrec.impressions import USER_RECENT
 from kgrec.limits import MAX_K
 from kgrec.migrations import migrate
+from kgrec.model_store import models_dir
 from kgrec.recommender import Recommender
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
 from kgrec.single_flight import SingleFlight
+from kgrec.topic_items import TopicItems, topic_items_path
+from kgrec.topics import ACTIVE
 from tests.conftest import embedded_only
 from tests.processes import ApiProcess
 from tests.test_catalogue_api import PICKUP_S, within
 from tests.threads import together
 from workers.training.config import TrainConfig
+from workers.training.item_fold_in import embed_new_items
 from workers.training.job import run_training
 
 pytestmark = embedded_only
@@ -480,31 +484,39 @@ class CountingGateway:
         return self.gateway.read(statement, params)
 
 
+def folded_copy(model: Recommender, item_id: str = "folded-in") -> Recommender:
+    """``model`` as a fold-in serves it: one more item (no topic), appended."""
+    return model.with_items([item_id], np.zeros((1, model.target.shape[1])), model.facts)
+
+
 def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> None:
     exploration = Exploration(shop.settings)
     serving = Serving(shop.settings)
     try:
         model = serving.model()
         gateway = CountingGateway(serving.gateway)
+        # the version's own topics come from its topic-items file: no graph read
+        trained = exploration.arms(model, gateway)
+        assert gateway.topic_reads == 0 and any(arm.startswith("topic:") for arm in trained.ids)
+        # a fold-in's copy of the model (same version, one more item): the arms built again, the
+        # new item's topics read from the graph once, by one of the threads asking together
+        folded = folded_copy(model)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            built = list(pool.map(lambda _: exploration.arms(model, gateway), range(4)))
+            built = list(pool.map(lambda _: exploration.arms(folded, gateway), range(4)))
         assert gateway.topic_reads == 1
-        assert all(arms is built[0] for arms in built) and built[0].ids
-        # a fold-in's copy of the model (same version, one more item) keeps the version's arms
-        folded = model.with_items(["folded-in"], np.zeros((1, model.target.shape[1])), model.facts)
-        assert exploration.arms(folded, gateway) is built[0] and gateway.topic_reads == 1
+        assert all(arms is built[0] for arms in built) and built[0].ids == trained.ids
         assert exploration.built_versions() == [model.artifacts.version]
         # the same facts again: nothing rebuilt; other facts (a catalogue write that moved items):
         # the category arms anew, the topics kept
         arms = built[0]
-        assert exploration.arms(model, gateway, model.facts) is arms
+        assert exploration.arms(folded, gateway, folded.facts) is arms
         rows = sorted(model.item_index.values())[:3]
         moved = model.facts.replaced({row: (model.facts.brand_of(row), ("Elsewhere-Test",)) for row in rows})
-        other = exploration.arms(model, gateway, moved)
+        other = exploration.arms(folded, gateway, moved)
         assert other is not arms and gateway.topic_reads == 1
         assert sorted(other.rows[other.ids.index("category:Elsewhere-Test")].tolist()) == rows
         assert "category:Elsewhere-Test" not in arms.ids
-        assert exploration.arms(model, gateway, moved) is other
+        assert exploration.arms(folded, gateway, moved) is other
     finally:
         serving.close()
 
@@ -521,7 +533,8 @@ class TopicsFrom:
 
 def test_threads_building_arms_on_a_stalled_server_each_wait_one_bound(shop: Shop, tmp_path: Path) -> None:
     """Four threads that need a version's arms while the graph server stalls share the one build's
-    failure. Before, they built one after another under a lock: the fourth waited four bounds."""
+    failure. Before, they built one after another under a lock: the fourth waited four bounds.
+    (The model has an item folded in, whose topics are read from the graph.)"""
     bound_s = 2.0
     server = EmbeddedServer(tmp_path / "var")
     info = server.start()
@@ -529,7 +542,7 @@ def test_threads_building_arms_on_a_stalled_server_each_wait_one_bound(shop: Sho
     exploration = Exploration(shop.settings)
     serving = Serving(shop.settings)
     try:
-        model = serving.model()
+        model = folded_copy(serving.model())
         gateway = TopicsFrom(serving.gateway, stalled)
         stalled.read(admin.PING)  # connected before the stall
         os.kill(info.pid, signal.SIGSTOP)
@@ -630,9 +643,11 @@ def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop
         assert erased.facts is model.facts
         rows = exploration.arms(erased, serving.gateway).rows[arm]
         assert int(rows[0]) != first
-        # a fold-in's copy (its counts extended, not changed) keeps them
-        folded = erased.with_items(["folded-in"], np.zeros((1, model.target.shape[1])), model.facts)
-        assert exploration.arms(folded, serving.gateway) is exploration.arms(erased, serving.gateway)
+        # a fold-in's copy (its counts extended, not changed): the same arms, in that order
+        again = exploration.arms(folded_copy(erased), serving.gateway)
+        assert again.ids == arms.ids and [r.tolist() for r in again.rows] == [
+            r.tolist() for r in exploration.arms(erased, serving.gateway).rows
+        ]
     finally:
         serving.close()
 
@@ -669,3 +684,113 @@ def test_the_category_arms_follow_the_catalogue_at_once(shop: Shop) -> None:
     finally:
         put_categories(paths)
         settled(lambda: filtered() == [], "the moved items back in their categories")
+
+
+@dataclass
+class Variant:
+    settings: Settings  # a graph of its own: the active version moves
+    active: str  # trained and active
+    held: str  # trained with topics of its own, held by the gate (ABOUT edges still the active's)
+
+
+@pytest.fixture(scope="module")
+def variant(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Variant:
+    """A 150-user, 80-item demo shop with an active version and a candidate the gate held."""
+    folder = tmp_path_factory.mktemp("explore-variant") / "shop"
+    generate_shop(ShopSpec(users=150, items=80, seed=5), folder)
+    local = Settings(
+        data_dir=settings.data_dir, graph_name=f"explore_variant_{uuid.uuid4().hex[:8]}", explore_share=0.2
+    )
+    tag = uuid.uuid4().hex[:6]
+    active, held = f"explore-topics-{tag}-1", f"explore-topics-{tag}-2"
+    with open_gateway(local) as gateway:
+        migrate(gateway)
+        import_dataset(gateway, open_dataset(str(folder), local.datasets_dir), local)
+        run_training(
+            gateway, local, TrainConfig(epochs=1, use_ease=False, seed=0), device="cpu", version=active
+        )
+        run_training(
+            gateway,
+            local,
+            TrainConfig(epochs=1, use_ease=False, seed=3),
+            device="cpu",
+            version=held,
+            gate=True,
+            on_decision=lambda _version, _decision: "held for a test",
+        )
+    return Variant(local, active, held)
+
+
+def topic_arms(arms: Any, model: Recommender) -> dict[str, set[str]]:
+    """Each topic arm's items."""
+    ids = model.artifacts.item_ids
+    return {
+        a: {ids[r] for r in rows.tolist()}
+        for a, rows in zip(arms.ids, arms.rows, strict=True)
+        if a.startswith("topic:")
+    }
+
+
+def own_topics(settings: Settings, version: str) -> dict[str, set[str]]:
+    """The topic arms ``version``'s topic-items file gives (at least 3 items each)."""
+    found = TopicItems.load(topic_items_path(models_dir(settings.data_dir), version), version)
+    members: dict[str, set[str]] = {}
+    for k, j in zip(*np.nonzero(found.item_topics >= 0), strict=True):
+        members.setdefault(f"topic:{found.topic_ids[found.item_topics[k, j]]}", set()).add(found.item_ids[k])
+    return {arm: items for arm, items in members.items() if len(items) >= 3}
+
+
+def test_every_process_serves_a_versions_own_topic_arms_and_its_folded_items(variant: Variant) -> None:
+    """Two processes serving one model hold the same topic arms: the version's own (its topic-items
+    file) and, for items folded in later, their ABOUT edges. Before, a process read the graph's ABOUT
+    edges once per version: one that served a held variant kept the active version's memberships
+    for it after its promotion, while another read the variant's own, and items folded in later
+    joined no topic arm in either."""
+    local = variant.settings
+    assert own_topics(local, variant.held) != own_topics(local, variant.active)  # else nothing to tell apart
+    one = Serving(local)  # a process that serves the variant (an experiment's) before its promotion
+    two = Serving(local)  # a process that only meets it once promoted
+    try:
+        assert one.active_model().artifacts.version == variant.active
+        held = one.model(variant.held)
+        before = topic_arms(one.exploration.arms(held, one.gateway), held)
+        one.promote(variant.held)
+
+        def served(serving: Serving) -> dict[str, set[str]]:
+            model = serving.active_model()
+            assert model.artifacts.version == variant.held
+            facts = serving.catalogue().facts(model)
+            return topic_arms(serving.exploration.arms(model, serving.gateway, facts), model)
+
+        assert served(one) == served(two) == own_topics(local, variant.held)
+        assert before == served(one)  # the variant's own topics before its promotion too
+        # the same state gives the same page, whichever process answers
+        for n in range(3):
+            user = f"variant-newcomer-{n}"
+            first = recommend(one, user)["items"]
+            assert any("explore" in i for i in first) and recommend(two, user)["items"] == first
+
+        # an item folded in joins the topic arms its ABOUT edges name, in both processes
+        gateway = one.gateway
+        name = ACTIVE.get(gateway).names[0]
+        gateway.run_query("CREATE (:Item {id: 'variant-folded', title: $t, listed: true})", {"t": name})
+        assert embed_new_items(gateway, local, ["variant-folded"])["folded"] == 1
+        edges = gateway.run_query(
+            "MATCH (:Item {id: 'variant-folded'})-[a:ABOUT]->(t:Topic) RETURN t.id AS t, a.version AS v", {}
+        )
+        assert edges and {r["v"] for r in edges} == {variant.held}
+        about = {f"topic:{r['t']}" for r in edges}
+        deadline = time.monotonic() + 30
+        while "variant-folded" not in one.active_model().item_index or (
+            "variant-folded" not in two.active_model().item_index
+        ):
+            assert time.monotonic() < deadline, "the fold-in never reached the serving processes"
+            time.sleep(0.2)
+        for serving in (one, two):
+            assert {arm for arm, items in served(serving).items() if "variant-folded" in items} == about
+        assert served(one) == served(two)
+    finally:
+        one.close()
+        two.close()

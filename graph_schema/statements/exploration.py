@@ -2,11 +2,16 @@
 
 from graph_schema.catalogue import read
 
-# Every item's topic (the active version's ABOUT edges): the items of each topic arm.
+# The topics of $ids (a model's items its version's topic-items file does not hold: folded in after
+# training), as the ABOUT edges of $version (the version whose topics they are) have them.
 ITEM_TOPICS = read(
     "item_topics",
     """
-    MATCH (i:Item)-[:ABOUT]->(t:Topic)
+    UNWIND $ids AS item_id
+    MATCH (i:Item {id: item_id})-[a:ABOUT]->(t:Topic)
+    WHERE a.version = $version
     RETURN i.id AS item_id, t.id AS topic_id
     """,
+    ids=["i1"],
+    version="v1700000000000",
 )
