@@ -315,8 +315,8 @@ class PathScorer:
         # Topic memberships are not among the model's item facts: a topic counts as middling specific.
         if facts.n_items == 0 or label == "Topic":
             return _TOPIC_SPECIFICITY
-        mask = facts.brand_mask(node_id) if label == "Brand" else facts.category_mask(node_id)
-        return 1.0 - math.sqrt(float(mask.sum()) / facts.n_items)
+        rows = facts.brand_rows(node_id) if label == "Brand" else facts.category_rows(node_id)
+        return 1.0 - math.sqrt(len(rows) / facts.n_items)
 
     def _linked(self, entity: Mapping[str, Any], relation: str) -> int | None:
         """How many items ``relation`` links to the entity: from the read, else remembered."""

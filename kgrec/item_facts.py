@@ -10,7 +10,7 @@ catalogue API's brand and category changes are laid over them per request
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -53,7 +53,9 @@ class ItemFacts:
     item_category_pairs: np.ndarray  # (m, 2) item index, category index
     category_parent_pairs: np.ndarray  # (p, 2) child category index, parent category index
     item_price: np.ndarray  # (n_items,) float32, NaN where unknown
-    _mask_cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    # ("brand" | "category", id) -> the rows of its items: proportional to the items, where a mask
+    # per brand asked for made brands × items bytes (a client walking ?brand= filled it)
+    _row_cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def empty(cls, n_items: int) -> ItemFacts:
@@ -124,27 +126,43 @@ class ItemFacts:
             seen.update(frontier)
         return sorted(seen)
 
-    def brand_mask(self, brand_id: str) -> np.ndarray:
-        """Items made by ``brand_id``."""
+    def brand_rows(self, brand_id: str) -> np.ndarray:
+        """The rows of the items made by ``brand_id``, ascending (read-only; empty for an unknown id)."""
         index = self.brand_index.get(brand_id)
         if index is None:  # never cached: unknown ids come from clients and would grow the cache
-            return np.zeros(self.n_items, dtype=bool)
-        key = ("brand", brand_id)
-        if key not in self._mask_cache:
-            self._mask_cache[key] = self.item_brand == index
-        return self._mask_cache[key]
+            return np.zeros(0, dtype=np.int64)
+        return self._rows(("brand", brand_id), lambda: np.flatnonzero(self.item_brand == index))
+
+    def category_rows(self, category_id: str) -> np.ndarray:
+        """The rows of the items listed under ``category_id`` or any of its subcategories, ascending."""
+        if category_id not in self.category_index:  # never cached, as for brands
+            return np.zeros(0, dtype=np.int64)
+        pairs = self.item_category_pairs
+        return self._rows(
+            ("category", category_id),
+            lambda: np.unique(pairs[np.isin(pairs[:, 1], self.subtree(category_id)), 0]),
+        )
+
+    def _rows(self, key: tuple[str, str], find: Callable[[], np.ndarray]) -> np.ndarray:
+        rows = self._row_cache.get(key)
+        if rows is None:
+            rows = np.asarray(find(), dtype=np.int64)
+            rows.flags.writeable = False
+            self._row_cache[key] = rows
+        return rows
+
+    def brand_mask(self, brand_id: str) -> np.ndarray:
+        """Items made by ``brand_id`` (a new array)."""
+        return self._mask_of(self.brand_rows(brand_id))
 
     def category_mask(self, category_id: str) -> np.ndarray:
-        """Items listed under ``category_id`` or any of its subcategories."""
-        if category_id not in self.category_index:  # never cached, as for brands
-            return np.zeros(self.n_items, dtype=bool)
-        key = ("category", category_id)
-        if key not in self._mask_cache:
-            mask = np.zeros(self.n_items, dtype=bool)
-            pairs = self.item_category_pairs
-            mask[pairs[np.isin(pairs[:, 1], self.subtree(category_id)), 0]] = True
-            self._mask_cache[key] = mask
-        return self._mask_cache[key]
+        """Items listed under ``category_id`` or any of its subcategories (a new array)."""
+        return self._mask_of(self.category_rows(category_id))
+
+    def _mask_of(self, rows: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.n_items, dtype=bool)
+        mask[rows] = True
+        return mask
 
     def mask(
         self,
@@ -170,7 +188,7 @@ class ItemFacts:
             masks.append(low & high)
         if not masks:
             return None
-        result = masks[0].copy()
+        result = masks[0]  # each a new array
         for extra in masks[1:]:
             result &= extra
         return result

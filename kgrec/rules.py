@@ -399,9 +399,9 @@ class RuleSet:
         if rule.target_kind == "item":
             return np.array([index[rule.target]] if rule.target in index else [], dtype=np.int64)
         if rule.target_kind == "brand":
-            return np.flatnonzero(facts.brand_mask(rule.target))
+            return facts.brand_rows(rule.target)
         if rule.target_kind == "category":
-            return np.flatnonzero(facts.category_mask(rule.target))
+            return facts.category_rows(rule.target)
         ids = self.attribute_items.get((rule.relation or "", rule.target), [])
         return np.array([index[i] for i in ids if i in index], dtype=np.int64)
 

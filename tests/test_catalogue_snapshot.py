@@ -187,3 +187,28 @@ def test_a_model_trained_after_a_catalogue_write_keeps_the_brand_and_categories_
     for model, state in ((fresh_model, later), (old_model, stale)):
         laid = CatalogueSnapshot(1, {"i0": state}).facts(model)
         assert laid.brand_of(0) == "Zed" and laid.category_ids_of(0) == frozenset({"Skin"})
+
+
+def test_brand_and_category_filters_keep_rows_not_a_mask_per_id() -> None:
+    """A client walking ``?brand=`` over every brand made the facts keep one catalogue-long mask per
+    brand (brands × items bytes); the rows kept now add up to the items, and each mask is new."""
+    n, brands = 5_000, 500
+    facts = ItemFacts(
+        brand_ids=[f"b{k}" for k in range(brands)],
+        item_brand=np.arange(n, dtype=np.int64) % brands,
+        category_ids=list(CATEGORIES),
+        item_category_pairs=trained_facts(n).item_category_pairs,
+        category_parent_pairs=trained_facts(n).category_parent_pairs,
+        item_price=np.zeros(n, dtype=np.float32),
+    )
+    for k in range(brands):
+        mask = facts.brand_mask(f"b{k}")
+        assert np.flatnonzero(mask).tolist() == list(range(k, n, brands))
+        mask[:] = True  # a caller's change reaches no other caller
+        assert facts.brand_mask(f"b{k}").sum() == n // brands
+    makeup = facts.category_mask("Makeup")  # Makeup and Lips below it
+    assert np.flatnonzero(makeup).tolist() == [k for k in range(n) if k % 5 in (1, 2)]
+    assert facts.category_rows("Makeup").tolist() == np.flatnonzero(makeup).tolist()
+    kept = sum(rows.nbytes for rows in facts._row_cache.values())
+    assert kept <= 8 * (n + len(facts.item_category_pairs))  # before: 500 × 5,000 bytes for the brands
+    assert not facts.brand_mask("no-such-brand").any() and ("brand", "no-such-brand") not in facts._row_cache
