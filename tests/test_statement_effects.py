@@ -1285,6 +1285,10 @@ def _mark_ready(gw: GraphGateway, st: Statement) -> None:
     again = gw.write(st, {**st.params, "erased": erased, "now": NOW + 5})
     assert again.rows == [{"id": st.params["id"]}] and deltas() == {"B0001": -2, "B0002": -2}
     assert node(gw, "ModelVersion", st.params["id"])["adjusted_at"] == NOW  # type: ignore[index]
+    # the training's own adjustment in the millisecond of an erasure's: the stamp still moves
+    query(gw, "CREATE (:ModelVersion {id: 'v-same-ms', status: 'writing', adjusted_at: $now})", now=NOW)
+    gw.write(st, {**st.params, "id": "v-same-ms", "erased": erased})
+    assert node(gw, "ModelVersion", "v-same-ms")["adjusted_at"] == NOW + 1  # type: ignore[index]
     # nothing erased: no adjustment, no stamp
     gw.write(st, {**st.params, "id": "v-other", "erased": []})
     assert node(gw, "ModelVersion", "v-other") == {"id": "v-other", "status": "ready"}
@@ -1415,6 +1419,11 @@ def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
     assert edge["folded_at"] == NOW
     assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW  # type: ignore[index]
     assert count(gw, "()-[r:EMBEDDING]->(:Item {id: 'y'})") == 0
+    # a second fold-in in the same millisecond still moves the stamp serving processes compare
+    gw.write(st, {**st.params, "rows": [{"id": "y", "vector": [0.3, 0.4]}]})
+    assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW + 1  # type: ignore[index]
+    gw.write(st, {**st.params, "now": NOW + 10})  # a later one: its own time
+    assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW + 10  # type: ignore[index]
 
 
 # --- incremental versions (graph_schema/statements/incremental.py) ----------------------------------
@@ -1577,6 +1586,18 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     assert unseen.rows == [{"interactions": 1, "interests": 0, "embeddings": 0, "popularity_adjusted": 0}]
     assert adjustments() == {"adjusted": -3, "trained": -1}
     assert node(gw, "ModelVersion", "v")["adjusted_at"] == NOW  # type: ignore[index]
+    # another erasure that adjusts the version in the same millisecond (another API worker's)
+    # still moves the stamp serving processes compare
+    query(
+        gw,
+        "MATCH (m:ModelVersion {id: 'v'}) CREATE (m)-[:EMBEDDING {vector: [1.0]}]->(:User {id: 'same-ms'})",
+    )
+    query(
+        gw,
+        "MATCH (u:User {id: 'same-ms'}), (i:Item {id: 'trained'}) CREATE (u)-[:INTERACTED {first_ts: 900}]->(i)",
+    )
+    gw.write(st, {"user_id": "same-ms", "erasure_id": "e-same-ms", "now": NOW})
+    assert adjustments()["trained"] == -2 and node(gw, "ModelVersion", "v")["adjusted_at"] == NOW + 1  # type: ignore[index]
     # The user came back and is erased again: the tombstone keeps the later time, never an earlier one.
     query(gw, "CREATE (:User {id: $uid})", uid=st.params["user_id"])
     gw.write(st, {**st.params, "now": NOW + 3})
@@ -1587,7 +1608,7 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}
-    assert count(gw, "(n)") == 7 + 4  # items, brand, versions, the other user and 4 tombstones stay
+    assert count(gw, "(n)") == 7 + 5  # items, brand, versions, the other user and 5 tombstones stay
 
 
 @effect("delete_nodes_batch")

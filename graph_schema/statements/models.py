@@ -9,6 +9,14 @@ everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
 from graph_schema.allow_list import Label, Rel
 from graph_schema.catalogue import Statement, read, write
 
+
+def moved_stamp(stamp: str, at: str = "$now") -> str:
+    """``stamp`` moved to ``at``, or one past its value when that is ``at`` or later: serving
+    processes reload when the stamp's value changes, and two writes in one millisecond (two
+    fold-ins, erasures on two API workers) each move it."""
+    return f"CASE WHEN {stamp} >= {at} THEN {stamp} + 1 ELSE {at} END"
+
+
 # A job writing its version again (redelivered before it settled) starts it afresh: `writing`,
 # without the popularity adjustments of the first run, whose artifact it replaces (the new one is
 # counted from a new pull, and its own write-back adjusts for users erased since).
@@ -70,7 +78,8 @@ WRITE_EMBEDDINGS = {
 # off the version's popularity counts (`erased`: item id and count), once (only while `writing`).
 MARK_VERSION_READY = write(
     "mark_model_version_ready",
-    """
+    (
+        """
     MATCH (m:ModelVersion {id: $id})
     WITH m, CASE WHEN m.status = 'writing' THEN $erased ELSE [] END AS erased
     FOREACH (r IN erased |
@@ -79,9 +88,12 @@ MARK_VERSION_READY = write(
         ON CREATE SET a.delta = 0
         SET a.delta = a.delta - r.count)
     SET m.status = 'ready',
-        m.adjusted_at = CASE WHEN size(erased) > 0 THEN $now ELSE m.adjusted_at END
+        m.adjusted_at = CASE WHEN size(erased) > 0 THEN """
+        + moved_stamp("m.adjusted_at")
+        + """ ELSE m.adjusted_at END
     RETURN m.id AS id
-    """,
+    """
+    ),
     id="v1700000000000",
     erased=[{"item_id": "B0001", "count": 1}],
     now=1700000000000,
@@ -184,14 +196,14 @@ DELETE_VERSION = write(
 # tells serving processes to reload the folded items.
 WRITE_FOLDED_ITEMS = write(
     "write_folded_items",
-    """
-    MATCH (m:ModelVersion {id: $version})
+    f"""
+    MATCH (m:ModelVersion {{id: $version}})
     UNWIND $rows AS r
-    MATCH (i:Item {id: r.id})
+    MATCH (i:Item {{id: r.id}})
     MERGE (m)-[e:EMBEDDING]->(i)
     SET e.vector = r.vector, e.folded_at = $now
     WITH m, count(*) AS folded
-    SET m.folded_at = $now
+    SET m.folded_at = {moved_stamp("m.folded_at")}
     RETURN folded
     """,
     version="v1700000000000",

@@ -18,17 +18,18 @@ do after it is a new history.
 """
 
 from graph_schema.catalogue import read, write
+from graph_schema.statements.models import moved_stamp
 
 ERASE_USER = write(
     "erase_user",
-    """
-    MERGE (gone:Erasure {id: $erasure_id})
+    f"""
+    MERGE (gone:Erasure {{id: $erasure_id}})
     SET gone.erased_at = CASE WHEN gone.erased_at IS NULL OR gone.erased_at < $now
                               THEN $now ELSE gone.erased_at END
     WITH count(*) AS stage
-    MATCH (u:User {id: $user_id})
+    MATCH (u:User {{id: $user_id}})
     OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)
-    WITH u, count(r) AS interactions, collect({id: i.id, first_ts: coalesce(r.first_ts, 0)}) AS seen
+    WITH u, count(r) AS interactions, collect({{id: i.id, first_ts: coalesce(r.first_ts, 0)}}) AS seen
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
     WITH u, interactions, seen, count(x) AS interests
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
@@ -39,11 +40,12 @@ ERASE_USER = write(
          [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
                       AND s.first_ts <= coalesce(m.data_until, m.created_at) | s.id] AS counted
     FOREACH (item_id IN counted |
-        MERGE (it:Item {id: item_id})
+        MERGE (it:Item {{id: item_id}})
         MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)
         ON CREATE SET a.delta = 0
         SET a.delta = a.delta - 1)
-    FOREACH (version IN CASE WHEN size(counted) > 0 THEN [m] ELSE [] END | SET version.adjusted_at = $now)
+    FOREACH (version IN CASE WHEN size(counted) > 0 THEN [m] ELSE [] END |
+        SET version.adjusted_at = {moved_stamp("version.adjusted_at")})
     WITH u, interactions, interests, embeddings,
          max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
     DETACH DELETE u
