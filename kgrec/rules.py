@@ -392,6 +392,8 @@ class RuleSet:
     # and no superseded model is kept alive while the rules do not change
     _compiled: dict[tuple[str, str], tuple[Any, Any, Compiled]] = field(default_factory=dict)
     _used_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    # the two dicts change together (request threads compile while the poller warms the next set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def targets(self, model: Any, facts: Any, rule: Rule) -> np.ndarray:
         """The rows of ``model``'s items that ``rule``'s target names under ``facts``."""
@@ -412,8 +414,9 @@ class RuleSet:
         other facts are given: one identity check when nothing changed."""
         facts = model.facts if facts is None else facts
         key = (model.artifacts.version, surface)
-        self._used_ms[key] = now_ms
-        cached = self._compiled.get(key)
+        with self._lock:
+            self._used_ms[key] = now_ms
+            cached = self._compiled.get(key)
         if cached is not None and cached[0] is model and cached[1] is facts and now_ms < cached[2].until:
             return cached[2]
         n = facts.n_items
@@ -436,23 +439,25 @@ class RuleSet:
                 pins.append((rule, int(targets[0])))
         pins.sort(key=lambda pin: (pin[0].position or 0, pin[0].id))
         result = Compiled(blocked, factor, touched, pins, until)
-        self._compiled[key] = (model, facts, result)
-        self._forget_least_used()
+        with self._lock:
+            self._used_ms.setdefault(key, now_ms)  # forgotten by another thread meanwhile
+            self._compiled[key] = (model, facts, result)
+            while len(self._used_ms) > COMPILED_KEYS:  # keep the pairs used last
+                oldest = min(self._used_ms.items(), key=lambda used: used[1])[0]
+                del self._used_ms[oldest]
+                self._compiled.pop(oldest, None)
         return result
-
-    def _forget_least_used(self) -> None:
-        """Keep the :data:`COMPILED_KEYS` (version, surface) pairs used last."""
-        while len(self._used_ms) > COMPILED_KEYS:
-            oldest = min(list(self._used_ms.items()), key=lambda used: used[1])[0]
-            self._used_ms.pop(oldest, None)
-            self._compiled.pop(oldest, None)
 
     def warm(self, previous: RuleSet, now_ms: float) -> None:
         """Compile for the models and surfaces ``previous`` served in the last :data:`WARM_MS`."""
-        for key, (model, facts, _) in list(previous._compiled.items()):
-            if now_ms - previous._used_ms.get(key, -math.inf) <= WARM_MS:
+        with previous._lock:
+            served = [(key, held, previous._used_ms.get(key)) for key, held in previous._compiled.items()]
+        for key, (model, facts, _), used_ms in served:
+            if used_ms is not None and now_ms - used_ms <= WARM_MS:
                 self.compiled(model, key[1], now_ms, facts)
-                self._used_ms[key] = previous._used_ms[key]  # warming is not a use
+                with self._lock:
+                    if key in self._used_ms:
+                        self._used_ms[key] = used_ms  # warming is not a use
 
 
 def apply_scores(ranked: Ranking, compiled: Compiled) -> Ranking:

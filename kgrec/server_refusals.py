@@ -12,6 +12,11 @@ _CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 _CODES = ("MISCONF", "NOREPLICAS")  # left at the start of a plain ResponseError's text
 
 
+_IN_PIPELINE = " of pipeline caused error: "  # redis-py's prefix to a pipelined command's error
+
+
 def cannot_write_now(exc: redis.ResponseError) -> bool:
     """Whether ``exc`` is a refusal that passes (retry later), not one of the command itself."""
-    return isinstance(exc, _CLASSES) or str(exc).startswith(_CODES)
+    text = str(exc)
+    _, pipelined, error = text.partition(_IN_PIPELINE)
+    return isinstance(exc, _CLASSES) or (error if pipelined else text).startswith(_CODES)

@@ -780,23 +780,23 @@ class Serving:
         its target names now."""
         at = now_ms()
         stored = rules.load_rules(self.gateway)
-        counts = self._target_items(stored) or {}
+        try:
+            counts = self._target_items(stored) or {}
+        except Exception as exc:  # a count is extra information: it fails no listing
+            log.warning(
+                "rules: could not count the items their targets name: %s: %s", type(exc).__name__, exc
+            )
+            counts = {}
         return {"rules": [{**rule.as_dict(at), "target_items": counts.get(rule.id)} for rule in stored]}
 
     def _target_items(self, stored: list[rules.Rule]) -> dict[str, int] | None:
         """How many items of the active model each rule's target names under the catalogue now;
-        None before the first model or when they cannot be counted (the model, the catalogue or
-        the attribute read failed): the rules are answered all the same."""
+        None before the first model."""
         try:
             model = self.active_model()
-            return rules.target_items(self.gateway, stored, model, self.catalogue().facts(model))
         except NoActiveModel:
             return None
-        except Exception as exc:  # a count is extra information: it fails no write and no listing
-            log.warning(
-                "rules: could not count the items their targets name: %s: %s", type(exc).__name__, exc
-            )
-            return None
+        return rules.target_items(self.gateway, stored, model, self.catalogue().facts(model))
 
     def delete_rule(self, rule_id: str) -> dict[str, Any]:
         """Delete a rule; NotFound if there is none."""

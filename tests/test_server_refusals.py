@@ -48,24 +48,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiProcess
         server.stop()
 
 
-def at_memory_limit(info: ServerInfo, port: int, limited: bool) -> None:
-    """Set the server on ``port`` at a memory limit it is above (every write refused), or lift it."""
+# How a server is made to refuse every write, and how it is let write again: its memory limit
+# (redis-py raises OutOfMemoryError) and a replica count it cannot have (NOREPLICAS, a plain
+# ResponseError whose code redis-py moves behind its own words when the command was pipelined).
+REFUSALS = {
+    "maxmemory": ("maxmemory", "1", "0"),
+    "noreplicas": ("min-replicas-to-write", "1", "0"),
+}
+
+
+def refusing(info: ServerInfo, port: int, refusal: str, on: bool) -> None:
+    """Make the server on ``port`` refuse every write as ``refusal`` says, or let it write again."""
+    setting, refuse, allow = REFUSALS[refusal]
     client = redis.Redis(host=info.host, port=port, password=info.password)
     try:
-        client.config_set("maxmemory", "1" if limited else "0")
+        client.config_set(setting, refuse if on else allow)
     finally:
         client.close()
 
 
-def refused_at_memory_limit(
-    info: ServerInfo, port: int, error: str, send: Callable[[], requests.Response]
+def refused_while(
+    info: ServerInfo, port: int, refusal: str, error: str, send: Callable[[], requests.Response]
 ) -> None:
-    """``send`` while the server on ``port`` is at its memory limit: a 503 ``error`` with Retry-After."""
-    at_memory_limit(info, port, True)
+    """``send`` while the server on ``port`` refuses writes: a 503 ``error`` with Retry-After."""
+    refusing(info, port, refusal, True)
     try:
         refused = send()
     finally:
-        at_memory_limit(info, port, False)
+        refusing(info, port, refusal, False)
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == error and refused.headers["Retry-After"]
 
@@ -86,43 +96,54 @@ def users(settings: Settings, user_id: str) -> int:
         return len(gateway.read(USER_HISTORY, {"user_id": user_id, "limit": 10}))
 
 
-def test_events_meet_a_graph_server_at_its_memory_limit(
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_events_meet_a_graph_server_that_refuses_writes(
+    refusal: str,
     stack: tuple[ApiProcess, ServerInfo, Settings],
 ) -> None:
     api, info, settings = stack
-    refused_at_memory_limit(
+    refused_while(
         info,
         info.port,
+        refusal,
         "graph_unavailable",
         lambda: requests.post(
-            f"{api.url}/v1/events", json=[event("e-oom", "u-oom")], headers=AUTH, timeout=60
+            f"{api.url}/v1/events", json=[event(f"e-{refusal}", f"u-{refusal}")], headers=AUTH, timeout=60
         ),
     )
-    assert users(settings, "u-oom") == 0  # nothing written
-    again = requests.post(f"{api.url}/v1/events", json=[event("e-oom", "u-oom")], headers=AUTH, timeout=60)
+    assert users(settings, f"u-{refusal}") == 0  # nothing written
+    again = requests.post(
+        f"{api.url}/v1/events", json=[event(f"e-{refusal}", f"u-{refusal}")], headers=AUTH, timeout=60
+    )
     assert again.status_code == 200, again.text
-    assert users(settings, "u-oom") == 1
+    assert users(settings, f"u-{refusal}") == 1
 
 
-def test_an_erasure_meets_an_impression_store_at_its_memory_limit(
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_an_erasure_meets_an_impression_store_that_refuses_writes(
+    refusal: str,
     stack: tuple[ApiProcess, ServerInfo, Settings],
 ) -> None:
     api, info, settings = stack
     posted = requests.post(
-        f"{api.url}/v1/events", json=[event("e-erase", "u-erase")], headers=AUTH, timeout=60
+        f"{api.url}/v1/events",
+        json=[event(f"e-erase-{refusal}", f"u-erase-{refusal}")],
+        headers=AUTH,
+        timeout=60,
     )
     assert posted.status_code == 200, posted.text
-    refused_at_memory_limit(
+    refused_while(
         info,
         info.impressions_port,
+        refusal,
         "impressions_unavailable",
-        lambda: requests.delete(f"{api.url}/v1/users/u-erase", headers=AUTH, timeout=60),
+        lambda: requests.delete(f"{api.url}/v1/users/u-erase-{refusal}", headers=AUTH, timeout=60),
     )
-    assert users(settings, "u-erase") == 1  # the user is still there: the resend erases them
-    erased = requests.delete(f"{api.url}/v1/users/u-erase", headers=AUTH, timeout=60)
+    assert users(settings, f"u-erase-{refusal}") == 1  # the user is still there: the resend erases them
+    erased = requests.delete(f"{api.url}/v1/users/u-erase-{refusal}", headers=AUTH, timeout=60)
     assert erased.status_code == 200, erased.text
     assert erased.json()["logs"]["graph"] == erasure.REWRITTEN
-    assert users(settings, "u-erase") == 0
+    assert users(settings, f"u-erase-{refusal}") == 0
 
 
 def test_a_log_rewrite_the_server_does_not_permit_is_reported_refused(
@@ -144,12 +165,16 @@ def test_a_log_rewrite_the_server_does_not_permit_is_reported_refused(
         owner.close()
 
 
-def test_a_job_meets_a_broker_at_its_memory_limit(stack: tuple[ApiProcess, ServerInfo, Settings]) -> None:
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_a_job_meets_a_broker_that_refuses_writes(
+    refusal: str, stack: tuple[ApiProcess, ServerInfo, Settings]
+) -> None:
     """Embedded, the graph server is also the Celery broker and result store."""
     api, info, _settings = stack
-    refused_at_memory_limit(
+    refused_while(
         info,
         info.port,
+        refusal,
         "queue_unavailable",
         lambda: requests.post(f"{api.url}/v1/models/train", headers=AUTH, timeout=60),
     )
