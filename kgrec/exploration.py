@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from graph_schema.statements.exploration import ITEM_TOPICS
+from graph_schema.statements.exploration import ITEM_TOPICS, VERSION_ITEM_TOPICS
 from kgrec.config import Settings
 from kgrec.diversity import CapCounter, Diversity, ItemGroups
 from kgrec.gateway import GraphGateway, GraphUnavailable
@@ -180,19 +180,28 @@ class TopicMembers:
         return cls(own, time.monotonic(), 0, found.version, own, in_file)
 
     def read(self, model: Recommender, gateway: GraphGateway) -> TopicMembers:
-        """These members with those of ``model``'s items outside the file (one graph read per
-        :data:`TOPIC_READ_BATCH` of them; none when there are none)."""
+        """These members with those of ``model``'s items outside the file: one graph read per
+        :data:`TOPIC_READ_BATCH` of them (the items folded in), none when there are none, and one
+        read of the version's edges when there is no file."""
         item_ids = model.artifacts.item_ids
         in_file = np.zeros(len(item_ids), dtype=bool)
         in_file[: self.in_file.size] = self.in_file[: len(item_ids)]
         outside = [item_ids[row] for row in np.flatnonzero(~in_file).tolist()]
-        pairs: list[tuple[int, str]] = []
-        for start in range(0, len(outside), TOPIC_READ_BATCH):
-            params = {"ids": outside[start : start + TOPIC_READ_BATCH], "version": self.topics_of}
-            for r in gateway.read(ITEM_TOPICS, params):
-                row = model.item_index.get(r["item_id"])
-                if row is not None:
-                    pairs.append((row, r["topic_id"]))
+        if not self.own:
+            rows = gateway.read(VERSION_ITEM_TOPICS, {"version": self.topics_of})
+        else:
+            rows = [
+                r
+                for start in range(0, len(outside), TOPIC_READ_BATCH)
+                for r in gateway.read(
+                    ITEM_TOPICS, {"ids": outside[start : start + TOPIC_READ_BATCH], "version": self.topics_of}
+                )
+            ]
+        pairs = [
+            (row, r["topic_id"])
+            for r in rows
+            if (row := model.item_index.get(r["item_id"])) is not None and not in_file[row]
+        ]
         members = _grouped(pairs, self.own)
         return replace(self, members=members, read_at=time.monotonic(), items=len(item_ids))
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -173,6 +174,18 @@ def _forget_side_versions(versions: dict[str, SingleFlight[ReadyVersion]], keep:
         del versions[version]
 
 
+def _no_artifact(version: str) -> NotFound:
+    return NotFound("model_version", version, f"no artifact for model version {version!r}")
+
+
+def _ready_version(version: str, path: Path) -> ReadyVersion:
+    """``version`` loaded from ``path``; NotFound when its artifact is gone (collected meanwhile)."""
+    try:
+        return ReadyVersion(path)
+    except FileNotFoundError:
+        raise _no_artifact(version) from None
+
+
 def _log_rewritten(server: str, rewrite: Callable[[], str]) -> str:
     """An erasure's log rewrite on ``server``: its status, ``unavailable`` when the server fails or
     does not answer. The user is erased by then, so that is no 503 ("nothing was written", and a
@@ -277,7 +290,7 @@ class Serving:
         with self._lock:
             flight = self._versions.get(version)
         if (flight is None or flight.held() is None) and not path.is_file():
-            raise NotFound("model_version", version, f"no artifact for model version {version!r}")
+            raise _no_artifact(version)
         with self._lock:
             # kept at once (most recently used last), so that the threads asking together share it
             flight = self._versions.pop(version, None) or SingleFlight(math.inf)
@@ -285,7 +298,7 @@ class Serving:
             _forget_side_versions(self._versions, keep=MAX_SIDE_VERSIONS)
         # Loaded outside the process's lock, which every request takes (the active model, the
         # catalogue, the rules): reading a large artifact takes seconds.
-        loaded = flight.get(lambda _held: ReadyVersion(path))
+        loaded = flight.get(lambda _held: _ready_version(version, path))
         assert loaded is not None  # a load answers a version or raises
         return loaded.get(self.gateway)
 

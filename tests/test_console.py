@@ -656,7 +656,7 @@ def test_the_job_view_keeps_following_through_a_proxys_502_504_and_dated_retry_a
         proxy.maintenance_until = time.time() + 9  # an HTTP date has whole seconds: 8 or 9 s from now
         panel = away(503)
         proxy.maintenance_until = None
-        assert re.search(r"next try in [89] s", panel["retry"]), panel  # not the backoff's 1 s
+        assert re.search(r"next try in [7-9] s", panel["retry"]), panel  # not the backoff's 1 s
         WebDriverWait(browser, 60).until(lambda b: job_panel(b)["text"] == pending)
         assert browser.execute_script("return window.kgrecSamePage")
         # only the failed reads themselves were logged: no JavaScript error

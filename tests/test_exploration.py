@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 import requests
 
+import kgrec.exploration as exploration_module
 from bench.exploration import leaves
 from graph_schema.statements import admin
-from graph_schema.statements.exploration import ITEM_TOPICS
+from graph_schema.statements.exploration import ITEM_TOPICS, VERSION_ITEM_TOPICS
 from kgrec.catalogue import CatalogueItem
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -42,6 +43,7 @@ from kgrec.exploration import (
     ARM_CACHE,
     ArmState,
     Exploration,
+    TopicMembers,
     _forget_unbuilt,
     draw,
     explored_slots,
@@ -477,7 +479,7 @@ class CountingGateway:
         self.lock = threading.Lock()
 
     def read(self, statement: Any, params: Any) -> Any:
-        if statement is ITEM_TOPICS:
+        if statement in (ITEM_TOPICS, VERSION_ITEM_TOPICS):
             with self.lock:
                 self.topic_reads += 1
             time.sleep(0.2)  # a slow read: every thread arrives while the first one is building
@@ -521,6 +523,29 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         serving.close()
 
 
+def test_a_version_without_a_topic_items_file_reads_its_edges_at_once(
+    shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its topics are its ABOUT edges, read in one statement; before, one read per batch of its
+    items (64,000 items: 32 reads on a newcomer's request, again every minute without topics)."""
+    monkeypatch.setattr(exploration_module, "TOPIC_READ_BATCH", 10)  # so that batches would be many
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        gateway = CountingGateway(serving.gateway)
+        from_file = TopicMembers.of_file(model, models_dir(shop.settings.data_dir))
+        no_file = TopicMembers.of_file(model, tmp_path)  # a folder without the version's file
+        assert from_file.members and not no_file.members and model.n_items > 10
+        from_edges = no_file.read(model, gateway)
+        assert gateway.topic_reads == 1
+        by_arm = [
+            {arm: sorted(rows.tolist()) for arm, rows in t.members.items()} for t in (from_edges, from_file)
+        ]
+        assert by_arm[0] == by_arm[1]  # linking wrote the file's rows
+    finally:
+        serving.close()
+
+
 class TopicsFrom:
     """The real gateway, whose item–topic reads go to another real server's (one to stall)."""
 
@@ -528,7 +553,8 @@ class TopicsFrom:
         self.gateway, self.topics_gateway = gateway, topics_gateway
 
     def read(self, statement: Any, params: Any) -> Any:
-        return (self.topics_gateway if statement is ITEM_TOPICS else self.gateway).read(statement, params)
+        topics = statement in (ITEM_TOPICS, VERSION_ITEM_TOPICS)
+        return (self.topics_gateway if topics else self.gateway).read(statement, params)
 
 
 def test_threads_building_arms_on_a_stalled_server_each_wait_one_bound(shop: Shop, tmp_path: Path) -> None:

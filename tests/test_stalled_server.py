@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from graph_schema.statements import admin
@@ -29,7 +30,7 @@ from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, ServerInfo, _sigkill
 from kgrec.errors import NotFound
 from kgrec.gateway import open_gateway
-from kgrec.impressions import ImpressionStore
+from kgrec.impressions import ImpressionStore, impressions_redis_url
 from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, answered, job_client
 from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel
@@ -434,6 +435,14 @@ def test_an_erasure_of_no_one_whose_owed_rebuild_meets_a_stalled_log_rewrite_is_
             serving.close()
             store.close()
             relay.close()
-        assert not client.exists(store.compaction_owed)  # the rebuild was made
-        assert user.encode() not in client.dump(store.stream)
         client.close()
+        direct = redis.Redis.from_url(
+            impressions_redis_url(settings.with_overrides(redis_url=relayed)).replace(
+                f":{relay.port}/", f":{impressions.port}/"
+            )
+        )  # the store's own database, not through the relay, which is closed
+        try:
+            assert not direct.exists(store.compaction_owed)  # the rebuild was made
+            assert user.encode() not in direct.dump(store.stream)
+        finally:
+            direct.close()

@@ -15,3 +15,15 @@ ITEM_TOPICS = read(
     ids=["i1"],
     version="v1700000000000",
 )
+
+# Every item's topics in a version (a version without a topic-items file: one read, not one per
+# batch of its items).
+VERSION_ITEM_TOPICS = read(
+    "version_item_topics",
+    """
+    MATCH (i:Item)-[a:ABOUT]->(t:Topic)
+    WHERE a.version = $version
+    RETURN i.id AS item_id, t.id AS topic_id
+    """,
+    version="v1700000000000",
+)
