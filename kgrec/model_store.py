@@ -128,6 +128,9 @@ class ActiveModel:
         # What the view's model was built from; written by the one thread that loads.
         self._base: Recommender | None = None
         self._overlay_stamp: tuple[object, object] | None = None
+        # the base with its folded items, and the folded_at it was read at: an erasure moves only
+        # adjusted_at, and then only the popularity is laid over it again
+        self._folded: tuple[Recommender, object] | None = None
 
     def get(self) -> Recommender | None:
         """The Recommender of the active version (None before the first training).
@@ -140,7 +143,7 @@ class ActiveModel:
     def _load(self, held: Recommender | None) -> Recommender | None:
         rows = self._gateway.read(ACTIVE_VERSION)
         if not rows:
-            self._base = self._overlay_stamp = None
+            self._base = self._overlay_stamp = self._folded = None
             return None
         active = rows[0]
         base, stamp = self._base, (active["folded_at"], active["adjusted_at"])
@@ -148,9 +151,12 @@ class ActiveModel:
             base = Recommender(load_artifacts(self._folder / active["artifact"]))
         elif held is not None and stamp == self._overlay_stamp:
             return held
+        folded = self._folded
+        if folded is None or folded[0].artifacts.version != base.artifacts.version or folded[1] != stamp[0]:
+            folded = (self._with_folded_items(base), stamp[0])
         # Served only once complete: the folded items and the erasures' popularity both applied.
-        model = self._with_adjusted_popularity(self._with_folded_items(base))
-        self._base, self._overlay_stamp = base, stamp
+        model = self._with_adjusted_popularity(folded[0])
+        self._base, self._overlay_stamp, self._folded = base, stamp, folded
         return model
 
     def stale(self) -> None:

@@ -257,6 +257,14 @@ class Recommender:
         clone.item_index = {**self.item_index, **{i: known + k for k, i in enumerate(item_ids)}}
         clone.blend = blend.tocsr()
         clone.last_blend = None if last_blend is None else last_blend.tocsr()
+        links = self.__dict__.get("co_purchase_links")
+        if links is not None:  # the new items have none: the same rows, empty ones appended
+            indptr = np.concatenate(
+                [links.indptr, np.full(len(item_ids), links.indptr[-1], links.indptr.dtype)]
+            )
+            clone.__dict__["co_purchase_links"] = sp.csr_matrix(
+                (links.data, links.indices, indptr), shape=(n, n)
+            )
         return clone
 
     def with_popularity(self, popularity: np.ndarray) -> Recommender:
@@ -274,6 +282,8 @@ class Recommender:
         clone._set_embeddings(clone.artifacts)
         clone.prior = self._prior(clone.artifacts.popularity)
         clone.facts = clone.artifacts.facts if clone.artifacts.facts is not None else self.facts
+        if "co_purchase_links" in self.__dict__:  # training-time links: no copy changes them
+            clone.__dict__["co_purchase_links"] = self.__dict__["co_purchase_links"]
         return clone
 
     def _set_embeddings(self, artifacts: ModelArtifacts) -> None:

@@ -8,13 +8,20 @@ import signal
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
 from celery.result import AsyncResult
 
-from graph_schema.statements.models import ACTIVE_VERSION, MODEL_VERSIONS, POPULARITY_ADJUSTMENTS
+from graph_schema.statements.models import (
+    ACTIVE_VERSION,
+    FOLDED_ITEMS,
+    MODEL_VERSIONS,
+    POPULARITY_ADJUSTMENTS,
+    WRITE_FOLDED_ITEMS,
+)
 from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
@@ -159,6 +166,55 @@ def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_pu
     assert served is not None and served.artifacts.version == "v-during"
     expected = np.bincount(graph.inter_item[graph.inter_user != user_row], minlength=graph.n_items)
     np.testing.assert_array_equal(served.artifacts.popularity, expected)
+
+
+class FoldedReads:
+    """The real gateway, counting the reads of the folded-in items."""
+
+    def __init__(self, gateway: GraphGateway) -> None:
+        self.gateway, self.folded_reads = gateway, 0
+
+    def read(self, statement: Any, params: Any = None) -> Any:
+        self.folded_reads += statement is FOLDED_ITEMS
+        return self.gateway.read(statement, params)
+
+
+def test_an_erasure_lays_the_popularity_over_the_folded_items_held(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    """An erasure moves only the version's adjusted_at: the items folded in are not read again (a
+    read of every folded item and a rebuild of the model, in every process, per erasure)."""
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-folded")
+    gateway.run_query("CREATE (:Item {id: 'folded-new', listed: true})", {})
+    now = int(time.time() * 1000)
+    vector = [0.1] * QUICK.dim
+    gateway.write(
+        WRITE_FOLDED_ITEMS,
+        {"version": "v-folded", "rows": [{"id": "folded-new", "vector": vector}], "now": now},
+    )
+    counting = FoldedReads(gateway)
+    serving = ActiveModel(counting, loaded.data_dir, check_every_s=0)  # type: ignore[arg-type]
+    before = serving.get()
+    assert before is not None and "folded-new" in before.item_index and counting.folded_reads == 1
+    trained = before.artifacts.item_ids[0]
+    user = gateway.run_query(
+        "MATCH (u:User)-[:INTERACTED]->(:Item {id: $item}) RETURN u.id AS id LIMIT 1", {"item": trained}
+    )[0]["id"]
+    gateway.write(ERASE_USER, {"user_id": user, "erasure_id": user_hash(user), "now": now + 1})
+    after = serving.get()
+    assert after is not None and after is not before and counting.folded_reads == 1
+    assert "folded-new" in after.item_index
+    row = after.item_index[trained]
+    assert after.artifacts.popularity[row] == before.artifacts.popularity[row] - 1
+    # a later fold-in moves folded_at: read again
+    gateway.run_query("CREATE (:Item {id: 'folded-later', listed: true})", {})
+    gateway.write(
+        WRITE_FOLDED_ITEMS,
+        {"version": "v-folded", "rows": [{"id": "folded-later", "vector": vector}], "now": now + 2},
+    )
+    latest = serving.get()
+    assert latest is not None and "folded-later" in latest.item_index and counting.folded_reads == 2
+    assert latest.artifacts.popularity[row] == after.artifacts.popularity[row]  # the erasure still applied
 
 
 def test_a_version_without_its_artifact_file_is_not_promoted(gateway: GraphGateway, loaded: Settings) -> None:

@@ -128,8 +128,23 @@ def test_every_knowledge_relation_has_its_signals_and_co_purchase_links() -> Non
     for relation in KNOWLEDGE_RELATIONS:
         assert not signals.signal(relation).directed and signals.signal(f"{relation}_directed").directed
     assert set(co_purchase_names()) == {f"{r}_directed" for r in KNOWLEDGE_RELATIONS}
-    links = Recommender(artifacts(build_signals(small_graph()))).co_purchase_links
+    model = Recommender(artifacts(build_signals(small_graph())))
+    links = model.co_purchase_links
     assert sorted(zip(*links.nonzero(), strict=True)) == [(0, 2), (1, 3), (3, 0)]
+    # kept by the copies an erasure and a fold-in make, not summed again on a request (the items
+    # folded in have no links)
+    assert model.with_popularity(np.zeros(4, dtype=np.float32)).__dict__["co_purchase_links"] is links
+    folded = model.with_items(
+        ["e"], np.ones((1, 2), dtype=np.float32), model.facts.extended([None], [[]], [None])
+    )
+    carried = folded.__dict__["co_purchase_links"]
+    assert carried.shape == (5, 5) and sorted(zip(*carried.nonzero(), strict=True)) == [
+        (0, 2),
+        (1, 3),
+        (3, 0),
+    ]
+    del folded.__dict__["co_purchase_links"]
+    assert abs(folded.co_purchase_links - carried).nnz == 0  # what summing again gives
 
 
 def artifacts(
