@@ -6,6 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -19,7 +20,9 @@ from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset, beauty_graph
+from workers.training import item_fold_in
 from workers.training.config import TrainConfig
+from workers.training.item_fold_in import BASIS_SUFFIX, FoldInBasis, loaded_basis
 from workers.training.job import run_training
 
 KEY = "fold-in-key"
@@ -236,3 +239,30 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
             ]
     finally:
         api.stop()
+
+
+def test_a_worker_reads_each_fold_in_basis_once(tmp_path: Path) -> None:
+    """Each fold-in task read its version's basis from disk (the trained items' text vectors:
+    about 0.1 GB at 64,000 items); a worker process now keeps the last BASES_KEPT it read."""
+    rng = np.random.default_rng(0)
+
+    def written(name: str) -> Path:
+        path = tmp_path / f"{name}{BASIS_SUFFIX}"
+        FoldInBasis(
+            item_embeddings=rng.normal(size=(50, 8)).astype(np.float32),
+            text_vectors=rng.normal(size=(50, 384)).astype(np.float32),
+            brand_ids=["acme"],
+            brand_vectors=np.ones((1, 8), dtype=np.float32),
+            category_ids=["lips"],
+            category_vectors=np.ones((1, 8), dtype=np.float32),
+        ).save(path)
+        return path
+
+    first, second, third = (written(f"v-basis-{k}-{uuid.uuid4().hex}") for k in range(3))
+    basis = loaded_basis(first)
+    assert loaded_basis(first) is basis
+    assert basis.typical_norm() == pytest.approx(np.median(np.linalg.norm(basis.item_embeddings, axis=1)))
+    assert loaded_basis(second) is not basis and loaded_basis(first) is basis  # both kept
+    loaded_basis(third)  # the least recently used, the second, goes
+    assert loaded_basis(first) is basis
+    assert [p for p in (first, second, third) if p in item_fold_in._bases] == [first, third]
