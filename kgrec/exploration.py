@@ -181,13 +181,17 @@ class TopicMembers:
 
     def read(self, model: Recommender, gateway: GraphGateway) -> TopicMembers:
         """These members with those of ``model``'s items outside the file: one graph read per
-        :data:`TOPIC_READ_BATCH` of them (the items folded in), none when there are none, and one
-        read of the version's edges when there is no file."""
+        :data:`TOPIC_READ_BATCH` of them (the items folded in; once they were read, only the items
+        appended since), none when there are none, and one read of the version's edges when there
+        is no file."""
         item_ids = model.artifacts.item_ids
+        # a fold-in's copy of the model appends items: those before were read (while any topic was)
+        start = self.items if self.members and self.items <= len(item_ids) else 0
         in_file = np.zeros(len(item_ids), dtype=bool)
         in_file[: self.in_file.size] = self.in_file[: len(item_ids)]
+        in_file[:start] = True
         outside = [item_ids[row] for row in np.flatnonzero(~in_file).tolist()]
-        if not self.own:
+        if not self.own and not start:
             rows = gateway.read(VERSION_ITEM_TOPICS, {"version": self.topics_of})
         else:
             rows = [
@@ -202,7 +206,7 @@ class TopicMembers:
             for r in rows
             if (row := model.item_index.get(r["item_id"])) is not None and not in_file[row]
         ]
-        members = _grouped(pairs, self.own)
+        members = _grouped(pairs, self.members if start else self.own)
         return replace(self, members=members, read_at=time.monotonic(), items=len(item_ids))
 
 

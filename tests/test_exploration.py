@@ -476,12 +476,14 @@ class CountingGateway:
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
         self.topic_reads = 0
+        self.asked: list[list[str] | None] = []  # the item ids each read asked for (None: all)
         self.lock = threading.Lock()
 
     def read(self, statement: Any, params: Any) -> Any:
         if statement in (ITEM_TOPICS, VERSION_ITEM_TOPICS):
             with self.lock:
                 self.topic_reads += 1
+                self.asked.append(params.get("ids"))
             time.sleep(0.2)  # a slow read: every thread arrives while the first one is building
         return self.gateway.read(statement, params)
 
@@ -519,6 +521,10 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         assert sorted(other.rows[other.ids.index("category:Elsewhere-Test")].tolist()) == rows
         assert "category:Elsewhere-Test" not in arms.ids
         assert exploration.arms(folded, gateway, moved) is other
+        # the next fold-in: only the item it appended is read, not every item folded in before
+        again = folded_copy(folded, "folded-again")
+        assert exploration.arms(again, gateway, again.facts).ids == trained.ids
+        assert gateway.asked == [["folded-in"], ["folded-again"]]
     finally:
         serving.close()
 
