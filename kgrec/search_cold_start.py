@@ -23,6 +23,7 @@ validation split of MovieLens (``bench/topics_cold_start.py``), never on its tes
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,22 @@ class SearchRanking:
         return ranked
 
 
+# model -> (the topic items last used with it, each of their rows' model row, -1 for none)
+_ROWS: weakref.WeakKeyDictionary[Recommender, tuple[TopicItems, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def model_rows_of(model: Recommender, items: TopicItems) -> np.ndarray:
+    """Each row of ``items``' model row (-1 where the model does not know the item): built once per
+    model and topic items, not per request (a topic of 100,000 items took 20-30 ms a search)."""
+    held = _ROWS.get(model)
+    if held is not None and held[0] is items:
+        return held[1]
+    index = model.item_index
+    rows = np.fromiter((index.get(i, -1) for i in items.item_ids), dtype=np.int64, count=len(items.item_ids))
+    _ROWS[model] = (items, rows)
+    return rows
+
+
 def search_ranking(
     model: Recommender,
     items: TopicItems,
@@ -100,8 +117,7 @@ def search_ranking(
 ) -> SearchRanking | None:
     """The candidates of ``topic_ids`` that ``model`` knows, scored by ``vector`` (None: no candidate)."""
     members = items.members(topic_ids)
-    index = model.item_index
-    model_rows = np.asarray([index.get(items.item_ids[r], -1) for r in members.tolist()], dtype=np.int64)
+    model_rows = model_rows_of(model, items)[members]
     known = model_rows >= 0
     members, model_rows = members[known], model_rows[known]
     if not members.size:
