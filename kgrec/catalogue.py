@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Annotated, Any
 
@@ -528,6 +528,22 @@ class _ModelState:
 MODEL_STATES = 4  # models whose arrays a snapshot keeps (the active one and experiment variants)
 
 
+def _same_items(held: Any, model: Any) -> bool:
+    """Whether ``model`` is ``held`` or a copy of it with the same items and facts (the copy an
+    erasure makes, with other popularity counts), whose catalogue state is the same."""
+    return held is model or (held.item_index is model.item_index and held.facts is model.facts)
+
+
+def _held_for(states: Mapping[int, _ModelState], model: Any) -> _ModelState | None:
+    """The state ``states`` hold for ``model`` or a copy of it with the same items: an erasure's
+    copy of the served model then lays nothing over again (a Python pass over every item the
+    catalogue API changed: 1.3 s at 1M items)."""
+    state = states.get(id(model))
+    if state is not None and state.model is model:
+        return state
+    return next((held for held in list(states.values()) if _same_items(held.model, model)), None)
+
+
 @dataclass
 class CatalogueSnapshot:
     """The catalogue changes as of one revision, laid over each model's items.
@@ -550,13 +566,16 @@ class CatalogueSnapshot:
         state = self._states.get(id(model))
         if state is not None and state.model is model:
             return state
+        twin = _held_for(self._states, model)
         previous = self.previous  # read once: another thread may drop it meanwhile (CatalogueView)
-        before = previous._states.get(id(model)) if previous is not None else None
-        if before is not None and before.model is model:
-            state = before.derived(self.items, self.changed)
+        before = _held_for(previous._states, model) if previous is not None else None
+        if twin is not None:
+            state = replace(twin, model=model)
+        elif before is not None:
+            state = replace(before.derived(self.items, self.changed), model=model)
         else:
             state = _ModelState.of(model, self.items, self.links)
-        states = {k: v for k, v in self._states.items() if v.model is not model}
+        states = {k: v for k, v in self._states.items() if not _same_items(v.model, model)}
         states[id(model)] = state
         while len(states) > MODEL_STATES:
             states.pop(next(iter(states)))
