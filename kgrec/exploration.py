@@ -153,6 +153,7 @@ class TopicMembers:
     topics_of: str = ""  # the version whose topics they are (the file's, or else the root's or own)
     own: dict[str, np.ndarray] = field(default_factory=dict)  # the file's members
     in_file: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # by item row
+    item_ids: Sequence[str] = ()  # those items' ids, as the model had them when they were read
 
     @classmethod
     def of_file(cls, model: Recommender, folder: Path) -> TopicMembers:
@@ -186,7 +187,7 @@ class TopicMembers:
         is no file."""
         item_ids = model.artifacts.item_ids
         # a fold-in's copy of the model appends items: those before were read (while any topic was)
-        start = self.items if self.members and self.items <= len(item_ids) else 0
+        start = self.items if self.members and self.covers(item_ids) else 0
         in_file = np.zeros(len(item_ids), dtype=bool)
         in_file[: self.in_file.size] = self.in_file[: len(item_ids)]
         in_file[:start] = True
@@ -207,7 +208,18 @@ class TopicMembers:
             if (row := model.item_index.get(r["item_id"])) is not None and not in_file[row]
         ]
         members = _grouped(pairs, self.members if start else self.own)
-        return replace(self, members=members, read_at=time.monotonic(), items=len(item_ids))
+        return replace(
+            self, members=members, read_at=time.monotonic(), items=len(item_ids), item_ids=item_ids
+        )
+
+    def covers(self, item_ids: Sequence[str]) -> bool:
+        """Whether ``item_ids`` begin with the items read before, in their rows: a fold-in appends,
+        but an item folded in again moves to the end of the folded items (their order is the time
+        of their latest fold-in), and then every folded row must be read again."""
+        n = self.items
+        return n <= len(item_ids) and (
+            item_ids is self.item_ids or list(item_ids[:n]) == list(self.item_ids[:n])
+        )
 
 
 def _grouped(
@@ -236,6 +248,8 @@ class Arms:
     items: int  # the model's items the topics cover
     facts: ItemFacts | None = field(default=None, compare=False, repr=False)  # the categories' facts
     popularity: np.ndarray | None = field(default=None, compare=False, repr=False)  # what orders them
+    # the model's item ids they were built for (the list object: a fold-in's copy has a new one)
+    item_ids: Sequence[str] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def build(cls, model: Recommender, topics: TopicMembers, facts: ItemFacts | None = None) -> Arms:
@@ -263,7 +277,14 @@ class Arms:
                 arm_rows.append(items[np.argsort(-popularity[items], kind="stable")][:ARM_ITEMS])
         counts = model.artifacts.popularity
         return cls(
-            tuple(ids), tuple(arm_rows), bool(topics.members), topics.read_at, topics.items, facts, counts
+            tuple(ids),
+            tuple(arm_rows),
+            bool(topics.members),
+            topics.read_at,
+            topics.items,
+            facts,
+            counts,
+            model.artifacts.item_ids,
         )
 
     def ordered_by(self, popularity: np.ndarray) -> bool:
@@ -410,8 +431,11 @@ class Exploration:
             topics = self._topics.get(version)
         if topics is None:
             topics = TopicMembers.of_file(model, self._models)
-        if topics.items != len(model.artifacts.item_ids) or (
-            not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S
+        item_ids = model.artifacts.item_ids
+        if (
+            topics.items != len(item_ids)
+            or not topics.covers(item_ids)
+            or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S)
         ):
             topics = topics.read(model, gateway)
         arms = Arms.build(model, topics, facts)
@@ -436,11 +460,12 @@ class Exploration:
 
 def _usable(arms: Arms, model: Recommender, facts: ItemFacts) -> bool:
     # Held by version, not by model object: the category arms are those of the facts they were
-    # built from, the topic arms those of the items they were read for (a fold-in's copy of the
-    # model appends items, whose topics are read then), and every arm's order that of the
-    # popularity counts (an erasure's copy lowers them). Arms built before the version's topics
-    # were written are rebuilt after TOPICS_RETRY_S.
-    if arms.facts is not facts or arms.items != len(model.artifacts.item_ids):
+    # built from, the topic arms those of the items they were built for (a fold-in's copy of the
+    # model has other items, appended, or moved when folded in again: TopicMembers.covers; an
+    # erasure's copy shares the list), and every arm's order that of the popularity counts (an
+    # erasure's copy lowers them). Arms built before the version's topics were written are
+    # rebuilt after TOPICS_RETRY_S.
+    if arms.facts is not facts or arms.item_ids is not model.artifacts.item_ids:
         return False
     if not arms.ordered_by(model.artifacts.popularity):
         return False

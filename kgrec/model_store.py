@@ -148,7 +148,7 @@ class ActiveModel:
         active = rows[0]
         base, stamp = self._base, (active["folded_at"], active["adjusted_at"])
         if base is None or base.artifacts.version != active["id"]:
-            base = Recommender(load_artifacts(self._folder / active["artifact"]))
+            base = served_base(self._folder / active["artifact"])
         elif held is not None and stamp == self._overlay_stamp:
             return held
         folded = self._folded
@@ -188,6 +188,15 @@ class ActiveModel:
         return base.with_items([r["id"] for r in rows], vectors, facts)
 
 
+def served_base(path: Path) -> Recommender:
+    """The version at ``path`` as serving holds it, the copies its fold-ins and erasures make
+    sharing what cannot change: the co-purchase links are summed here once, not again on the
+    first explained request after each copy (a copy keeps those of the model it copies)."""
+    model = Recommender(load_artifacts(path))
+    _ = model.co_purchase_links
+    return model
+
+
 def with_adjusted_popularity(gateway: GraphGateway, model: Recommender) -> Recommender:
     """``model`` without the erased users' share of its popularity (one read; the same object when
     no erasure touched its version)."""
@@ -211,7 +220,7 @@ class ReadyVersion:
     """
 
     def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
-        self._base = Recommender(load_artifacts(path))
+        self._base = served_base(path)
         self._view: SingleFlight[Recommender] = SingleFlight(check_every_s)
         self._stamp: object = None  # the adjusted_at the view's model was built at
 

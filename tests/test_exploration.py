@@ -525,6 +525,10 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         again = folded_copy(folded, "folded-again")
         assert exploration.arms(again, gateway, again.facts).ids == trained.ids
         assert gateway.asked == [["folded-in"], ["folded-again"]]
+        # "folded-in" folded in again: it moves to the end, so every folded row is read again
+        refolded = folded_copy(folded_copy(model, "folded-again"), "folded-in")
+        assert exploration.arms(refolded, gateway, refolded.facts).ids == trained.ids
+        assert gateway.asked[-1] == ["folded-again", "folded-in"]
     finally:
         serving.close()
 

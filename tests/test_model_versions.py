@@ -204,6 +204,13 @@ def test_an_erasure_lays_the_popularity_over_the_folded_items_held(
     after = serving.get()
     assert after is not None and after is not before and counting.folded_reads == 1
     assert "folded-new" in after.item_index
+    # the co-purchase links, summed once when the version was loaded, go with every copy
+    links = after.__dict__.get("co_purchase_links")
+    assert (
+        links is not None
+        and links is before.__dict__["co_purchase_links"]
+        and links.shape[0] == after.n_items
+    )
     row = after.item_index[trained]
     assert after.artifacts.popularity[row] == before.artifacts.popularity[row] - 1
     # a later fold-in moves folded_at: read again
@@ -214,6 +221,7 @@ def test_an_erasure_lays_the_popularity_over_the_folded_items_held(
     )
     latest = serving.get()
     assert latest is not None and "folded-later" in latest.item_index and counting.folded_reads == 2
+    assert latest.__dict__["co_purchase_links"].shape[0] == latest.n_items
     assert latest.artifacts.popularity[row] == after.artifacts.popularity[row]  # the erasure still applied
 
 
