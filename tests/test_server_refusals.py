@@ -57,6 +57,12 @@ REFUSALS = {
 }
 
 
+@pytest.fixture(params=list(REFUSALS))
+def refusal(request: pytest.FixtureRequest) -> str:
+    """Each way a server is made to refuse writes, in turn."""
+    return str(request.param)
+
+
 def refusing(info: ServerInfo, port: int, refusal: str, on: bool) -> None:
     """Make the server on ``port`` refuse every write as ``refusal`` says, or let it write again."""
     setting, refuse, allow = REFUSALS[refusal]
@@ -96,10 +102,8 @@ def users(settings: Settings, user_id: str) -> int:
         return len(gateway.read(USER_HISTORY, {"user_id": user_id, "limit": 10}))
 
 
-@pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_events_meet_a_graph_server_that_refuses_writes(
-    refusal: str,
-    stack: tuple[ApiProcess, ServerInfo, Settings],
+    refusal: str, stack: tuple[ApiProcess, ServerInfo, Settings]
 ) -> None:
     api, info, settings = stack
     refused_while(
@@ -119,10 +123,8 @@ def test_events_meet_a_graph_server_that_refuses_writes(
     assert users(settings, f"u-{refusal}") == 1
 
 
-@pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_an_erasure_meets_an_impression_store_that_refuses_writes(
-    refusal: str,
-    stack: tuple[ApiProcess, ServerInfo, Settings],
+    refusal: str, stack: tuple[ApiProcess, ServerInfo, Settings]
 ) -> None:
     api, info, settings = stack
     posted = requests.post(
@@ -165,7 +167,6 @@ def test_a_log_rewrite_the_server_does_not_permit_is_reported_refused(
         owner.close()
 
 
-@pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_a_job_meets_a_broker_that_refuses_writes(
     refusal: str, stack: tuple[ApiProcess, ServerInfo, Settings]
 ) -> None:
