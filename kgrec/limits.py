@@ -22,6 +22,7 @@ MAX_ID_LENGTH = 256
 _EDGE = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 ID_PATTERN = rf"^[^{_EDGE}](?:[^\x00-\x1f\x7f]*[^{_EDGE}])?$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # POST /v1/events and the bulk importers
 MAX_EVENTS_PER_BATCH = 1_000
@@ -83,6 +84,8 @@ def id_problem(value: object) -> str | None:
         return f"is longer than {MAX_ID_LENGTH} characters (got {len(value)})"
     if _CONTROL.search(value):
         return "must not contain control characters"
+    if found := _SURROGATE.search(value):  # "\ud83d" in JSON: no character, and no UTF-8 for the graph
+        return f"is not valid Unicode: a lone surrogate U+{ord(found[0]):04X} at character {found.start()}"
     if value != value.strip():
         return "must not start or end with white space"
     return None

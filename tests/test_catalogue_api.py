@@ -280,6 +280,8 @@ def test_a_future_delisting_takes_effect_when_its_time_comes(shop: Shop) -> None
         ({"listed_at": "last tuesday"}, "listed_at"),
         ({"brand": ""}, "brand"),
         ({"attributes": {"origin": []}}, "attributes.origin"),
+        ({"attributes": {"origin": ["UK\ud83d"]}}, "attributes.origin"),  # a lone surrogate
+        ({"attributes": {"origin\ud83d": ["UK"]}}, "attributes.origin\\ud83d"),
         ({"attributes": None}, "attributes"),  # replaced relation by relation, never removed whole
         ({"item_id": "another"}, "item_id"),
         ({"description": 5}, "description"),

@@ -101,6 +101,34 @@ def test_an_event_names_one_brand_as_the_catalogue_does(item: dict, reason: str)
 
 
 @pytest.mark.parametrize(
+    ("attributes", "field", "reason"),
+    [
+        (
+            {"colour": ["red\ud800"]},
+            "item.attributes.colour",
+            "value 'red\\ud800' is not valid Unicode: a lone surrogate U+D800 at character 3",
+        ),
+        (
+            {"col\udc00": ["red"]},
+            "item.attributes.col\\udc00",
+            "relation 'col\\udc00' must be 1 to 128 characters of letters, digits, '.', '_', '-', '/' and ':'",
+        ),
+    ],
+)
+def test_a_lone_surrogate_in_an_attribute_is_refused_naming_it(
+    attributes: dict, field: str, reason: str
+) -> None:
+    # JSON's "\ud800" gives Python a lone surrogate, which has no UTF-8 for the graph server
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": 1_700_000_000_000}
+    _, errors = validate_batch(
+        [{**event, "item": {"attributes": attributes}}], max_skew_s=300, now_ms=1_700_000_000_000
+    )
+    assert [(e.field, e.reason) for e in errors] == [(field, reason)]
+    _, item_errors = validate_items([{"item_id": "i1", "attributes": attributes}])
+    assert [(e.field, e.reason) for e in item_errors] == [(field.removeprefix("item."), reason)]
+
+
+@pytest.mark.parametrize(
     ("event", "reason"),
     [
         ({"type": "purchase", "value": 1e200}, "must be between -1e+12 and 1e+12 (got 1e+200)"),

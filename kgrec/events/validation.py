@@ -94,8 +94,10 @@ Categories = Annotated[
 
 
 def _attribute_error(relation: str, reason: str) -> PydanticCustomError:
-    # The relation goes into the error's field (item.attributes.<relation>), see _first_problems.
-    return PydanticCustomError("item_attributes", "{reason}", {"reason": reason, "relation": relation[:140]})
+    # The relation goes into the error's field (item.attributes.<relation>), see _first_problems;
+    # a lone surrogate is written as its escape, since pydantic cannot report a context it cannot encode.
+    shown = relation[:140].encode("utf-8", "backslashreplace").decode("utf-8")
+    return PydanticCustomError("item_attributes", "{reason}", {"reason": reason, "relation": shown})
 
 
 def _attributes(value: Any) -> dict[str, tuple[str, ...]] | None:
