@@ -19,11 +19,12 @@ so every page of one ranking is cut from the same order. Serving processes hold 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,7 +119,11 @@ Condition = WhenBrand | WhenCategory | WhenInterest
 
 class _RuleBase(_Strict):
     id: Id | None = Field(
-        None, description="the rule's id (default: a new UUID); the same id replaces the rule"
+        None,
+        description=(
+            "the rule's id; the same id replaces the rule. Default: `rule-` and a hash of the rule, "
+            "so the same rule sent again (a retry) replaces itself instead of adding a second"
+        ),
     )
     starts_at: CatalogueTime | None = None
     ends_at: CatalogueTime | None = Field(None, description="after starts_at")
@@ -280,7 +285,7 @@ def stored_form(body: Any) -> tuple[str, dict[str, Any]]:
     value = getattr(target, kind)
     when = body.when if isinstance(body, PinRule) else None
     condition = next(iter(when.model_dump().items())) if when is not None else (None, None)
-    return body.id or str(uuid.uuid4()), {
+    props = {
         "action": body.action,
         "target_kind": kind,
         "target": value.value if isinstance(value, AttributeValue) else value,
@@ -293,6 +298,15 @@ def stored_form(body: Any) -> tuple[str, dict[str, Any]]:
         "ends_at": body.ends_at,
         "surface": body.surface,
     }
+    return body.id or content_id(props), props
+
+
+def content_id(props: dict[str, Any]) -> str:
+    """The id of a rule sent without one: ``rule-`` and a hash of its stored properties, so that
+    resending it after a timeout whose first attempt committed replaces it rather than storing a
+    second rule (two ×1,000 boosts would multiply to ×1,000,000)."""
+    canonical = json.dumps(props, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "rule-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:24]
 
 
 def save_rule(gateway: GraphGateway, body: Any, now_ms: int) -> Rule:

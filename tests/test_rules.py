@@ -98,6 +98,18 @@ def test_a_rule_says_how_many_items_its_target_names_so_a_misspelt_one_shows(sho
     assert shop.put(page[0], {"attributes": {"shade": ["shade:Other"]}}).status_code == 200
 
 
+def test_a_rule_sent_again_without_an_id_replaces_itself_instead_of_adding_a_second(shop: Shop) -> None:
+    # a client that resends after a timeout whose first attempt committed: two ×1,000 boosts
+    # would multiply to ×1,000,000
+    boost = {"action": "boost", "factor": 1000, "target": {"brand": "B-retry"}}
+    first, again = post_rule(shop, boost), post_rule(shop, boost)
+    assert first["id"] == again["id"] and first["created_at"] == again["created_at"]
+    other = post_rule(shop, {**boost, "factor": 999})
+    listed = requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]
+    assert sorted(rule["id"] for rule in listed) == sorted({first["id"], other["id"]})
+    assert other["id"] != first["id"]
+
+
 def test_a_pin_is_at_its_position_on_page_one_and_not_again_on_page_two(shop: Shop) -> None:
     user = a_user(shop)
     ranking = ids(shop.recommend(user, k=40))
