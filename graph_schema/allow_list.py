@@ -36,7 +36,7 @@ class Label(StrEnum):
     TAG = "Tag"  # {id}: a user-given tag, normalised (lower case, single spaces)
     # {id: 'retrain'}: when beat last asked for a scheduled retraining, and the job it queued
     SCHEDULE = "Schedule"
-    # {id, erased_at}: an erased user's tombstone; id is the SHA-1 of the user id, never the id
+    # {id, erased_at, cleanup_owed}: an erased user's tombstone; id is the SHA-1 of the user id
     ERASURE = "Erasure"
 
 
@@ -134,6 +134,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "received_at",
     # Erasure (an erased user's tombstone)
     "erased_at",
+    "cleanup_owed",
     # interaction and interest edges
     "weight",
     "weight_ts",

@@ -29,6 +29,7 @@ REFUSED = "refused"  # the server refuses BGREWRITEAOF (a managed Redis that ren
 FAILED = "failed"  # the rewrite failed (see the server's log); the deleted data stays in the log
 UNAVAILABLE = "unavailable"  # the server failed or did not answer; the deleted data stays in the log
 LOG_STATUSES = (REWRITTEN, RUNNING, HELD, NO_AOF, REFUSED, FAILED, UNAVAILABLE)
+LOG_DONE = (REWRITTEN, RUNNING, NO_AOF)  # no rewrite is owed after these
 
 
 def user_hash(user_id: str) -> str:

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 
 from graph_schema.statements import admin
 from graph_schema.statements.models import ACTIVE_VERSION
-from graph_schema.statements.privacy import ERASE_USER
+from graph_schema.statements.privacy import ERASE_USER, ERASURE_CLEANED_UP, ERASURE_CLEANUP_OWED
 from graph_schema.statements.rules import USER_INTEREST_IDS
 from graph_schema.statements.serving import ITEM_EXISTS, USER_HISTORY, USER_INTERESTS
 from kgrec import catalogue, erasure, model_versions, rules
@@ -713,15 +713,17 @@ class Serving:
         (so a repeated erasure is a 404)."""
         now = int(now_ms())
         erased = impressions.erase_user(user_id, now) if impressions is not None else ErasedImpressions(0, 0)
-        summary = self.gateway.write(
-            ERASE_USER, {"user_id": user_id, "erasure_id": erasure.user_hash(user_id), "now": now}
-        )
+        erasure_id = erasure.user_hash(user_id)
+        summary = self.gateway.write(ERASE_USER, {"user_id": user_id, "erasure_id": erasure_id, "now": now})
         if not summary.rows and not erased.impressions:
             if impressions is not None and erased.compacted:  # a rebuild an earlier erasure owed
                 _log_rewritten("impressions", impressions.rewrite_log)  # failing, still the 404
+            owed = self.gateway.read(ERASURE_CLEANUP_OWED, {"erasure_id": erasure_id})
+            if owed:  # the erasure that deleted the user never answered (timed out, or died)
+                self._clean_up_erasure(user_id, erasure_id, owed[0]["owed"])  # failing, still the 404
             raise NotFound("user_id", user_id, f"no user with id {user_id!r}")
-        plans = self._withdrawn_plans(user_id)
-        logs = {"graph": _log_rewritten("graph", self.gateway.rewrite_log)}
+        plans, graph_log = self._clean_up_erasure(user_id, erasure_id, now if summary.rows else None)
+        logs = {"graph": graph_log}
         if impressions is not None:
             logs["impressions"] = _log_rewritten("impressions", impressions.rewrite_log)
             if erased.compacted is False:  # the stream, so the rewrite too, still holds deleted bytes
@@ -743,6 +745,20 @@ class Serving:
             "popularity_adjusted_items": int(row.get("popularity_adjusted", 0)),
             "logs": logs,
         }
+
+    def _clean_up_erasure(self, user_id: str, erasure_id: str, owed: int | None) -> tuple[int | None, str]:
+        """What an erasure does after its statement: withdraw the update plans naming the user and
+        rewrite the graph server's log; then, when both are done, clear the tombstone's
+        ``cleanup_owed`` (``owed``: the value the erasure set, None when it deleted no user), so that
+        a resend of an erasure that never answered does them. The plans withdrawn and the log's status."""
+        plans = self._withdrawn_plans(user_id)
+        graph_log = _log_rewritten("graph", self.gateway.rewrite_log)
+        if owed is not None and plans is not None and graph_log in erasure.LOG_DONE:
+            try:
+                self.gateway.write(ERASURE_CLEANED_UP, {"erasure_id": erasure_id, "owed": owed})
+            except GraphUnavailable as exc:  # the user is erased: a resend does the cleanup again
+                log.warning("erasure: the tombstone's cleanup mark was not cleared: %s", exc)
+        return plans, graph_log
 
     def _withdrawn_plans(self, user_id: str) -> int | None:
         """How many incremental-update plans naming the user the erasure withdrew; None when the

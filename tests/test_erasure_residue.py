@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 import redis
 import requests
 
+from graph_schema.statements.privacy import ERASURE_CLEANUP_OWED
 from kgrec import erasure, job_queue
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, rewrite_aof_now
+from kgrec.errors import NotFound
 from kgrec.gateway import GraphGateway
 from kgrec.impression_journal import ORPHAN_SCAN_S
 from kgrec.impressions import JOURNAL_DIR, ImpressionStore
@@ -325,3 +328,35 @@ def test_an_erasure_whose_job_queue_does_not_answer_says_its_plans_were_not_with
     assert answer["removed"]["update_plans"] is None
     assert answer["logs"]["graph"] != erasure.UNAVAILABLE  # the steps after it were taken
     assert gateway.run_query("MATCH (u:User {id: $id}) RETURN u.id AS id", {"id": user}) == []
+
+
+def test_a_resend_of_an_erasure_that_never_finished_does_what_it_owed(
+    broker_graph: tuple[dict[str, str], Settings, GraphGateway],
+) -> None:
+    """An erasure whose statement committed but whose cleanup did not run (its answer timed out,
+    the process died, the job queue did not answer) left the user's update plans, and the graph
+    server's log, holding them: its resend found no user, a 404 that did nothing more. The
+    tombstone now marks the cleanup owed until it is done, and the resend does it."""
+    _env, settings, gateway = broker_graph
+    user = f"owed-{uuid.uuid4().hex}"
+    gateway.run_query("MERGE (:User {id: $id})", {"id": user})
+    client = job_queue.job_client(settings)
+    key, _plan = job_queue.store_plan(client, uuid.uuid4().hex, {"users": [user], "items": []})
+    owed = {"erasure_id": erasure.user_hash(user)}
+    cut_off = Serving(settings.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    serving = Serving(settings)
+    try:
+        assert cut_off.erase_user(user)["removed"]["update_plans"] is None  # the queue did not answer
+        assert gateway.read(ERASURE_CLEANUP_OWED, owed) != []
+        assert job_queue.load_plan(client, key)["users"] == [user]
+        with pytest.raises(NotFound):
+            serving.erase_user(user)  # the resend: no user, but the cleanup it owed is done
+        with pytest.raises(job_queue.PlanWithdrawn):
+            job_queue.load_plan(client, key)
+        assert gateway.read(ERASURE_CLEANUP_OWED, owed) == []
+        with pytest.raises(NotFound):
+            serving.erase_user(user)
+    finally:
+        cut_off.close()
+        serving.close()
+        job_queue.drop_plan(client, key)

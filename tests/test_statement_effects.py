@@ -1565,7 +1565,9 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     assert (done.nodes_deleted, done.relationships_deleted) == (1, 6)
     assert node(gw, "User", st.params["user_id"]) is None
     # the tombstone: the hash the caller gives, never the id
-    assert node(gw, "Erasure", st.params["erasure_id"]) == {"id": st.params["erasure_id"], "erased_at": NOW}
+    # ... marked with the erasure's time until its caller has rewritten the log (ERASURE_CLEANED_UP)
+    tombstone = {"id": st.params["erasure_id"], "erased_at": NOW, "cleanup_owed": NOW}
+    assert node(gw, "Erasure", st.params["erasure_id"]) == tombstone
     assert count(gw, "(g:Erasure {id: $uid})", uid=st.params["user_id"]) == 0
 
     def adjustments(version: str = "v") -> dict[str, int]:
@@ -1607,8 +1609,23 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # A user the graph has not seen yet (their first events on their way): nothing to delete, and
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
-    assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}
+    assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
     assert count(gw, "(n)") == 7 + 5  # items, brand, versions, the other user and 5 tombstones stay
+
+
+@effect("erasure_cleaned_up")
+def _erasure_cleaned_up(gw: GraphGateway, st: Statement) -> None:
+    query(gw, "CREATE (:Erasure {id: $id, erased_at: 7, cleanup_owed: 7})", id=st.params["erasure_id"])
+    # an earlier erasure's cleanup does not clear the mark a later erasure of the user set
+    assert gw.write(st, {**st.params, "owed": 5}).rows == [{"cleared": 0}]
+    assert node(gw, "Erasure", st.params["erasure_id"]) == {
+        "id": st.params["erasure_id"],
+        "erased_at": 7,
+        "cleanup_owed": 7,
+    }
+    assert gw.write(st, {**st.params, "owed": 7}).rows == [{"cleared": 1}]
+    assert node(gw, "Erasure", st.params["erasure_id"]) == {"id": st.params["erasure_id"], "erased_at": 7}
+    assert gw.write(st, {**st.params, "owed": 7}).rows == [{"cleared": 0}]  # a resend: nothing
 
 
 @effect("delete_nodes_batch")

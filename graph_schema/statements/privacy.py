@@ -10,11 +10,13 @@ without them too. Only interactions a version read count: not newer than its
 not record it). Explanation paths are read from the graph, so no path runs
 through the user afterwards.
 
-It leaves a tombstone, ``(:Erasure {id, erased_at})``: the SHA-1 of the user id (not the id) and
+It leaves a tombstone, ``(:Erasure {id, erased_at, cleanup_owed})``: the SHA-1 of the user id (not the id) and
 the erasure's time, also when the graph has no such user yet (their first events may still be on
 their way). Events and imports then leave out what the user did up to that time, so an
 event that arrives late, or a data set imported again, does not bring the user back; what they
-do after it is a new history.
+do after it is a new history. ``cleanup_owed`` (the erasure's time) marks what the caller still
+has to do outside this statement (rewrite the append-only file, withdraw update plans) until it
+is done, so a resend that finds no user still does it.
 """
 
 from graph_schema.catalogue import read, write
@@ -49,11 +51,39 @@ ERASE_USER = write(
     WITH u, interactions, interests, embeddings,
          max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
     DETACH DELETE u
+    WITH interactions, interests, embeddings, adjusted
+    MATCH (gone:Erasure {{id: $erasure_id}})
+    SET gone.cleanup_owed = $now
     RETURN interactions, interests, embeddings, adjusted AS popularity_adjusted
     """,
     user_id="A1YJEY40YUW4SE",
     erasure_id="ed2de8978be42d652f56fd8d3f78a4363448bf9e",
     now=1700000000000,
+)
+
+# The cleanup an erasure that deleted the user still owes (the append-only file's rewrite, the
+# withdrawal of update plans naming them): the time of that erasure, if its answer never came.
+ERASURE_CLEANUP_OWED = read(
+    "erasure_cleanup_owed",
+    """
+    MATCH (gone:Erasure {id: $erasure_id})
+    WHERE gone.cleanup_owed IS NOT NULL
+    RETURN gone.cleanup_owed AS owed
+    """,
+    erasure_id="ed2de8978be42d652f56fd8d3f78a4363448bf9e",
+)
+
+# That cleanup done: cleared only if no later erasure of the user owes its own since.
+ERASURE_CLEANED_UP = write(
+    "erasure_cleaned_up",
+    """
+    MATCH (gone:Erasure {id: $erasure_id})
+    WHERE gone.cleanup_owed = $owed
+    SET gone.cleanup_owed = null
+    RETURN count(gone) AS cleared
+    """,
+    erasure_id="ed2de8978be42d652f56fd8d3f78a4363448bf9e",
+    owed=1700000000000,
 )
 
 # The tombstones of the users named by $ids (their erasure ids, kgrec.erasure.user_hash).
