@@ -537,7 +537,9 @@ class Audience(BaseModel):
     min_weight: float
     active_within_days: int | None
     as_of: int = Field(description="the instant weights are decayed to (epoch ms); fixed across pages")
-    size: int = Field(description="users matching the conditions")
+    size: int = Field(
+        description="users matching the conditions, counted for the first page; later pages repeat that count"
+    )
     users: list[AudienceMember] = Field(description="strongest first; ties by user id")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 

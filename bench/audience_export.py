@@ -14,14 +14,12 @@ in the same order.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.scale import save_growth_report
+from bench.scale import paired_result, size_sweep
 from graph_schema.statements.dataset_import import SET_BRAND_INTERESTS, UPSERT_BRANDS, UPSERT_USERS
 from kgrec.audiences import EXPORT_PAGE, Audience, export_page_size, iter_audience
 from kgrec.config import Settings
@@ -58,31 +56,18 @@ def measure(users: int, work: Path) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     assert len(set(orders["fixed_page"])) == users, "the fixed-page export lost or repeated members"
     assert orders["growing_page"] == orders["fixed_page"], "the two exports disagree"
-    result = {
-        "users": users,
-        "growing_page_members": export_page_size(users),
-        "fixed_page_s": round(timings["fixed_page"], 3),
-        "growing_page_s": round(timings["growing_page"], 3),
-        "ratio": round(timings["fixed_page"] / timings["growing_page"], 2),
-    }
-    print(json.dumps(result), flush=True)
-    return result
+    fields = {"users": users, "growing_page_members": export_page_size(users)}
+    return paired_result(fields, timings, "fixed_page", "growing_page")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--sizes",
-        default="100000,200000,400000",
-        type=lambda text: [int(n) for n in text.split(",")],  # every one read before the first runs
-        help="audience sizes",
+    size_sweep(
+        __doc__,
+        measure,
+        ("fixed_page", "growing_page"),
+        "100000,200000,400000",
+        "bench/results/audience-export.json",
     )
-    parser.add_argument("--work-dir", type=Path, default=Path("var/bench-audience-export"))
-    parser.add_argument("--results", type=Path, default=Path("bench/results/audience-export.json"))
-    args = parser.parse_args()
-    runs = [measure(n, args.work_dir / str(n)) for n in args.sizes]
-    costs = {name: f"{name}_s" for name in ("fixed_page", "growing_page")}
-    save_growth_report(runs, "users", costs, args.results)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ import platform
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,6 +193,43 @@ def save_growth_report(
     print(json.dumps(exponents))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def paired_result(
+    fields: dict[str, Any], timings: dict[str, float], before: str, after: str
+) -> dict[str, Any]:
+    """One size of a same-run comparison: ``fields``, the two timings (``<name>_s``) and the ratio
+    before / after, printed as one JSON line."""
+    result = {
+        **fields,
+        f"{before}_s": round(timings[before], 3),
+        f"{after}_s": round(timings[after], 3),
+        "ratio": round(timings[before] / timings[after], 2),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def size_sweep(
+    doc: str,
+    measure: Callable[[int, Path], dict[str, Any]],
+    costs: tuple[str, ...],
+    sizes: str,
+    results: str,
+    size_key: str = "users",
+) -> None:
+    """A size sweep's ``main``: ``--sizes`` (integers, default ``sizes``, every one read before the
+    first runs), ``--work-dir`` and ``--results`` (default ``results``); ``measure(size, work-dir /
+    size)`` for each size, then :func:`save_growth_report` of the costs, each a run's ``<cost>_s``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default=sizes, type=lambda text: [int(n) for n in text.split(",")], help=size_key
+    )
+    parser.add_argument("--work-dir", type=Path, default=Path("var") / f"bench-{Path(results).stem}")
+    parser.add_argument("--results", type=Path, default=Path(results))
+    args = parser.parse_args()
+    runs = [measure(n, args.work_dir / str(n)) for n in args.sizes]
+    save_growth_report(runs, size_key, {name: f"{name}_s" for name in costs}, args.results)
 
 
 def extrapolate(sizes: list[float], costs: list[float | None], size: float) -> float | None:

@@ -66,30 +66,33 @@ class Audience:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _encode_cursor(audience: Audience, now: int, rank: int, user_id: str) -> str:
+def _encode_cursor(audience: Audience, now: int, rank: int, user_id: str, size: int) -> str:
     # Compact UTF-8 (not \u escapes): a 256-character id of quotes or CJK still fits the query's bound
     # (MAX_AUDIENCE_CURSOR); surrogatepass keeps a lone surrogate a JSON body may put in an id.
     raw = json.dumps(
-        {"a": audience.fingerprint(), "now": now, "rank": rank, "id": user_id},
+        {"a": audience.fingerprint(), "now": now, "rank": rank, "id": user_id, "size": size},
         ensure_ascii=False,
         separators=(",", ":"),
     )
     return base64.urlsafe_b64encode(raw.encode("utf-8", "surrogatepass")).decode().rstrip("=")
 
 
-def _decode_cursor(audience: Audience, cursor: str) -> tuple[int, int, str]:
+def _decode_cursor(audience: Audience, cursor: str) -> tuple[int, int, str, int | None]:
+    """``(now, rank, user id, size)``; size None in a cursor from before cursors kept it."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8", "surrogatepass")
         raw = json.loads(text)
         state = (int(raw["now"]), int(raw["rank"]), str(raw["id"]))
+        size = None if raw.get("size") is None else int(raw["size"])
         fingerprint = raw["a"]
     except (ValueError, TypeError, KeyError, OverflowError) as exc:  # OverflowError: int(Infinity)
         raise AudienceError("cursor", cursor, "not a cursor this service returned") from exc
     if fingerprint != audience.fingerprint():
         raise AudienceError("cursor", cursor, "the cursor belongs to an audience with other conditions")
-    if not 0 <= state[0] <= MAX_EPOCH_MS or not -(2**63) <= state[1] < 2**63:
+    in_range = 0 <= state[0] <= MAX_EPOCH_MS and -(2**63) <= state[1] < 2**63
+    if not in_range or (size is not None and not 0 <= size < 2**63):
         raise AudienceError("cursor", cursor, "not a cursor this service returned")
-    return state
+    return (*state, size)
 
 
 def _parameters(audience: Audience, settings: Settings, now: int) -> dict[str, Any]:
@@ -135,16 +138,23 @@ def _member(row: dict[str, Any]) -> dict[str, Any]:
 def audience_page(
     gateway: GraphGateway, settings: Settings, audience: Audience, *, limit: int, cursor: str | None = None
 ) -> dict[str, Any]:
-    """One page of the audience, strongest first, with its size and the cursor of the next page."""
+    """One page of the audience, strongest first, with its size and the cursor of the next page.
+
+    The size is counted for the first page only (no ``cursor``): the cursor carries it on, so a
+    later page reads the target's edges once, not twice, and answers the first page's count.
+    """
+    size: int | None = None
     if cursor:
-        now, rank, user_id = _decode_cursor(audience, cursor)
+        now, rank, user_id, size = _decode_cursor(audience, cursor)
         after: tuple[int, str] | None = (rank, user_id)
     else:
         now, after = int(time.time() * 1000), None
     parameters = _parameters(audience, settings, now)
     rows = _page_rows(gateway, audience, parameters, after, limit)
-    size = _size(gateway, audience, parameters)
+    if size is None:
+        size = _size(gateway, audience, parameters)
     last = rows[-1] if len(rows) == limit else None
+    following = _encode_cursor(audience, now, int(last["rank"]), last["user_id"], size) if last else None
     return {
         audience.kind: audience.target,
         "min_weight": audience.min_weight,
@@ -152,7 +162,7 @@ def audience_page(
         "as_of": now,
         "size": size,
         "users": [_member(row) for row in rows],
-        "next_cursor": _encode_cursor(audience, now, int(last["rank"]), last["user_id"]) if last else None,
+        "next_cursor": following,
     }
 
 

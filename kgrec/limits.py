@@ -63,7 +63,7 @@ MAX_PATHS = 10
 MAX_INTERESTS = 50
 MAX_AUDIENCE_PAGE = 1_000  # users in one page of GET /v1/audiences
 # An audience cursor: base64 of compact UTF-8 JSON with the last user's id (at most 4 bytes a
-# character, or 2 for an escaped quote or backslash) and about 90 bytes of the rest.
+# character, or 2 for an escaped quote or backslash) and at most 109 bytes of the rest.
 MAX_AUDIENCE_CURSOR = 4 * -(-(4 * MAX_ID_LENGTH + 128) // 3)
 MAX_INTEREST_DRIVERS = 10
 

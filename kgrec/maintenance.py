@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from graph_schema.statements.admin import DELETE_NODES_BATCH
-from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
+from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS, PRUNE_USER_IDS
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.gateway import GraphGateway
 
 PRUNE_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class PruneBatch:
+    """What one prune statement may take on: the edges of ``users`` users, ``limit`` deletions."""
+
+    users: int = 1_000
+    limit: int = PRUNE_BATCH
 
 
 @dataclass(frozen=True)
@@ -22,31 +31,36 @@ class PruneResult:
     events: int
 
 
-def prune(gateway: GraphGateway, settings: Settings, now_ms: int | None = None) -> PruneResult:
+def user_batches(gateway: GraphGateway, users: int) -> Iterator[list[str]]:
+    """Every user id once, in consecutive batches of at most ``users`` (read in one statement)."""
+    ids = [row["id"] for row in gateway.read(PRUNE_USER_IDS, {})]
+    for start in range(0, len(ids), users):
+        yield ids[start : start + users]
+
+
+def prune(
+    gateway: GraphGateway, settings: Settings, now_ms: int | None = None, batch: PruneBatch = PruneBatch()
+) -> PruneResult:
     """Delete edges whose decayed weight fell below the threshold, and Event ids past retention.
 
-    Works in bounded batches, each one atomic, so it never holds the graph for long.
+    Works in bounded batches, each one atomic, so it never holds the graph for long: a
+    statement reads the edges of at most ``batch.users`` users and deletes at most
+    ``batch.limit`` edges (a batch that reaches the limit runs again for its users).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     edges = events = 0
-    while True:
-        summary = gateway.write(
-            PRUNE_FADED_EDGES,
-            {
-                "now": now_ms,
-                "half_life_ms": settings.half_life_ms,
-                "threshold": settings.prune_weight_below,
-                "limit": PRUNE_BATCH,
-            },
-        )
-        edges += summary.relationships_deleted
-        if summary.relationships_deleted < PRUNE_BATCH:
-            break
+    decay = {"now": now_ms, "half_life_ms": settings.half_life_ms, "threshold": settings.prune_weight_below}
+    for ids in user_batches(gateway, batch.users):
+        while True:
+            summary = gateway.write(PRUNE_FADED_EDGES, {**decay, "ids": ids, "limit": batch.limit})
+            edges += summary.relationships_deleted
+            if summary.relationships_deleted < batch.limit:
+                break
     before = now_ms - int(settings.event_retention_days * DAY_MS)
     while True:
-        summary = gateway.write(PRUNE_OLD_EVENTS, {"before": before, "limit": PRUNE_BATCH})
+        summary = gateway.write(PRUNE_OLD_EVENTS, {"before": before, "limit": batch.limit})
         events += summary.nodes_deleted
-        if summary.nodes_deleted < PRUNE_BATCH:
+        if summary.nodes_deleted < batch.limit:
             break
     return PruneResult(edges=edges, events=events)
 

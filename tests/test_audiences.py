@@ -239,8 +239,9 @@ def test_a_cursor_of_another_audience_is_refused(graph: Graph) -> None:
     assert response.status_code == 400 and response.json()["field"] == "cursor"
     # a cursor made by hand for this audience, with a time no graph engine can take (2**63 or more)
     forged = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    for now in (10**20, float("inf")):  # json.dumps writes Infinity, which json.loads reads back
-        made = base64.urlsafe_b64encode(json.dumps({**forged, "now": now}).encode()).decode()
+    # ... or with a size no count gives
+    for bad in ({"now": 10**20}, {"now": float("inf")}, {"size": -1}, {"size": 2**63}):
+        made = base64.urlsafe_b64encode(json.dumps({**forged, **bad}).encode()).decode()
         response = graph.get(brand=brand, limit=2, cursor=made)
         assert response.status_code == 400 and response.json()["field"] == "cursor"
     response = requests.post(
@@ -265,6 +266,35 @@ def test_a_walk_passes_users_whose_ids_are_long_quotes_or_outside_ascii(graph: G
     pages, members = walk(graph, 1, item=item)
     assert sorted(m["user_id"] for m in members) == sorted(users)
     assert len(pages) == len(users) + 1  # a full last page has a cursor to an empty one
+
+
+def test_a_later_page_answers_the_size_the_first_page_counted(graph: Graph) -> None:
+    """Only the first page counts the audience; its cursor carries the count on, so a user who joins
+    during the walk changes neither the walk's size nor costs a later page a second read."""
+    item = "aud-size-item"
+    now = int(time.time() * 1000)
+
+    def buy(*users: str) -> None:
+        events = [
+            {"event_id": f"aud-size-{user}", "user_id": user, "item_id": item, "type": "purchase", "ts": now}
+            for user in users
+        ]
+        response = requests.post(f"{graph.api.url}/v1/events", json=events, headers=AUTH, timeout=30)
+        assert response.status_code == 200, response.text
+
+    buy("aud-size-a", "aud-size-b", "aud-size-c")
+    first = graph.get(item=item, limit=2).json()
+    assert first["size"] == 3
+    buy("aud-size-d")
+    assert graph.get(item=item, limit=2, cursor=first["next_cursor"]).json()["size"] == 3  # a recount: 4
+    assert graph.get(item=item, limit=2).json()["size"] == 4  # a new walk counts afresh
+    # a cursor from before cursors carried the size still works, and its page counts
+    state = json.loads(
+        base64.urlsafe_b64decode(first["next_cursor"] + "=" * (-len(first["next_cursor"]) % 4))
+    )
+    del state["size"]
+    older = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+    assert graph.get(item=item, limit=2, cursor=older).json()["size"] == 4
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 import requests
 import torch
 
-from bench import api, audience_export, catalogue_snapshot, import_steps, softmax
+from bench import api, audience_export, catalogue_snapshot, import_steps, prune, softmax
 from bench.common import parsed_device, positive_number, serve_api
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
@@ -136,7 +136,9 @@ def test_the_api_bench_refuses_rates_it_cannot_offer_before_importing(
     assert api._parse_rates("") == {}  # --rates '': only the impression rounds
 
 
-@pytest.mark.parametrize(("module", "sizes"), [(audience_export, "100,x"), (import_steps, "0.01,x")])
+@pytest.mark.parametrize(
+    ("module", "sizes"), [(audience_export, "100,x"), (prune, "100,x"), (import_steps, "0.01,x")]
+)
 def test_a_size_that_is_not_a_number_is_refused_before_the_first_size_runs(
     module: object,
     sizes: str,

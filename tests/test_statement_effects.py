@@ -1112,13 +1112,16 @@ def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
         CREATE (u)-[:INTERACTED {weight: 0.0198, weight_ts: $half, n_view: 1}]->(:Item {id: 'below-threshold'})
         CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $old}]->(:Brand {id: 'faded-brand'})
         CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now}]->(:Category {id: 'fresh-category'})
+        CREATE (:User {id: 'not-in-batch'})-[:INTERACTED {weight: 1.0, weight_ts: $old, n_view: 3}]->
+               (:Item {id: 'faded-of-another'})
         """,
         old=ten_half_lives_ago,
         now=NOW,
         half=one_half_life_ago,
     )
-    first = gw.write(st, {**st.params, "limit": 1})
-    rest = gw.write(st, st.params)
+    # Only the users in $ids: 'not-in-batch' keeps its faded view.
+    first = gw.write(st, {**st.params, "ids": ["u"], "limit": 1})
+    rest = gw.write(st, {**st.params, "ids": ["u", "no-such-user"]})
     assert (first.rows, first.relationships_deleted) == ([{"pruned": 1}], 1)
     assert (rest.rows, rest.relationships_deleted) == ([{"pruned": 2}], 2)
     remaining = query(gw, "MATCH (:User {id: 'u'})-[]->(n) RETURN n.id AS id ORDER BY id")
@@ -1129,7 +1132,8 @@ def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
         "fresh-category",
         "fresh-view",
     ]
-    assert count(gw, "(n)") == 9  # edges only: every node stays
+    assert count(gw, "(:User {id: 'not-in-batch'})-[:INTERACTED]->(:Item {id: 'faded-of-another'})") == 1
+    assert count(gw, "(n)") == 11  # edges only: every node stays
 
 
 @effect("prune_old_events")

@@ -6,19 +6,23 @@ ones that are fresh, and Event ids received just before and exactly at the reten
 
 from __future__ import annotations
 
+import random
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from graph_schema.behaviours import BEHAVIOUR_TABLE
 from kgrec.config import Settings
+from kgrec.decay import decayed
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import PRUNE_GRAPH, TRAIN, job_client
-from kgrec.maintenance import PruneResult, prune
+from kgrec.maintenance import PruneBatch, PruneResult, prune, user_batches
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
 
@@ -116,6 +120,81 @@ def test_prune_removes_faded_interests_and_expired_ids_at_the_boundary(
     # one millisecond later, the id received exactly at the boundary has expired too
     assert prune(gateway, settings, now_ms=now + 1) == PruneResult(edges=0, events=1)
     assert state(gateway)["events"] == ["recent"]
+
+
+# Ids whose orders by case, digits and punctuation differ, so batches split them anywhere.
+MANY_USERS = [f"{('u', 'U', 'u-', '_', 'ü')[n % 5]}{n}" for n in range(37)]
+HISTORY = [b.counter for b in BEHAVIOUR_TABLE if b.kept_when_faded]
+
+
+def seed_many_users(gateway: GraphGateway, now: int, half_life_ms: float) -> None:
+    """Each user 0 to 9 item edges (a quarter with history) and 0 to 3 brand interests, 0 to 14
+    half-lives old: about half of them faded at ``now``."""
+    rng = random.Random(11)
+    items, interests = [], []
+    for user in MANY_USERS:
+        for n in range(rng.randrange(10)):
+            history = {rng.choice(HISTORY): 1} if rng.random() < 0.25 else {}
+            ts = now - int(rng.uniform(0, 14) * half_life_ms)
+            items.append({"user": user, "target": f"i{n}", "ts": ts, "counts": {"n_view": 1, **history}})
+        for n in range(rng.randrange(4)):
+            interests.append(
+                {"user": user, "target": f"b{n}", "ts": now - int(rng.uniform(0, 14) * half_life_ms)}
+            )
+    gateway.run_query(
+        "UNWIND $rows AS row MERGE (u:User {id: row.user}) MERGE (i:Item {id: row.target}) "
+        "CREATE (u)-[r:INTERACTED]->(i) SET r += row.counts, r.weight = 1.0, r.weight_ts = row.ts",
+        {"rows": items},
+    )
+    gateway.run_query(
+        "UNWIND $rows AS row MERGE (u:User {id: row.user}) MERGE (b:Brand {id: row.target}) "
+        "CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: row.ts}]->(b)",
+        {"rows": interests},
+    )
+    gateway.run_query("UNWIND $ids AS id MERGE (:User {id: id})", {"ids": MANY_USERS})  # users with no edge
+
+
+def user_edge_list(gateway: GraphGateway) -> list[dict[str, Any]]:
+    counters = ", ".join(f"r.{c} AS {c}" for c in HISTORY)
+    return gateway.run_query(
+        f"MATCH (u:User)-[r:INTERACTED|INTERESTED_IN]->(t) RETURN u.id AS user, type(r) AS type, "
+        f"t.id AS target, r.weight AS weight, r.weight_ts AS weight_ts, {counters}",
+        {},
+    )
+
+
+def test_user_batches_give_every_user_once(gateway: GraphGateway) -> None:
+    gateway.run_query("UNWIND $ids AS id MERGE (:User {id: id})", {"ids": MANY_USERS})
+    batches = list(user_batches(gateway, 4))
+    assert [len(b) for b in batches] == [4] * 9 + [1]
+    assert sorted(user for batch in batches for user in batch) == sorted(MANY_USERS)
+
+
+def test_a_prune_in_many_batches_deletes_exactly_the_faded_edges_without_history(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    settings = pinned(settings)
+    now = 1_760_000_000_000
+    seed_many_users(gateway, now, settings.half_life_ms)
+    before = user_edge_list(gateway)
+
+    def key(edge: dict[str, Any]) -> tuple[str, str, str]:
+        return edge["user"], edge["type"], edge["target"]
+
+    faded = {
+        key(e)
+        for e in before
+        if decayed(e["weight"], e["weight_ts"], now, settings.half_life_ms) < settings.prune_weight_below
+        and not any(e[c] for c in HISTORY)
+    }
+    per_user = Counter(user for user, _, _ in faded)
+    assert len(before) > 2 * len(faded) > 0 and max(per_user.values()) > 3  # some batch runs again
+    # 4 users and at most 3 deletions a statement: ten batches, some of them run twice
+    result = prune(gateway, settings, now, PruneBatch(users=4, limit=3))
+    assert sorted(key(e) for e in user_edge_list(gateway)) == sorted(
+        key(e) for e in before if key(e) not in faded
+    )
+    assert result == PruneResult(edges=len(faded), events=0)
 
 
 @pytest.fixture

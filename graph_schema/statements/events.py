@@ -33,7 +33,7 @@ from typing import Any
 
 from graph_schema.allow_list import Label
 from graph_schema.behaviours import BEHAVIOUR_TABLE
-from graph_schema.catalogue import Statement, known_ids, write
+from graph_schema.catalogue import Statement, known_ids, read, write
 from graph_schema.relation_names import relationship_type
 from graph_schema.statements.knowledge import (
     ATTRIBUTE_NODES,
@@ -380,19 +380,35 @@ _EXAMPLE_LINKS = [("film.film.genre", Label.ENTITY), ("rdf:type", Label.ENTITY),
 INGEST_EVENTS_WITH_ATTRIBUTES = ingest_events_statement(_EXAMPLE_LINKS)
 INGEST_LANGUAGE_EVENTS_WITH_ATTRIBUTES = ingest_events_statement(_EXAMPLE_LINKS, language=True)
 
+# Every user id, for the prune to walk in batches (kgrec.maintenance.prune). Paged in Python,
+# not by keyset in Cypher: FalkorDB answers a range on an indexed string id wrongly, and a
+# page kept off the index is a label scan (see graph_schema/statements/training.py).
+PRUNE_USER_IDS = read(
+    "prune_user_ids",
+    """
+    MATCH (u:User)
+    WHERE u.id IS NOT NULL
+    RETURN u.id AS id
+    """,
+)
+
 # Faded interest edges, and faded user–item edges that hold none of the behaviours kept
-# as history (purchases and ratings: exclusion and training need them).
+# as history (purchases and ratings: exclusion and training need them), of the users $ids
+# only: a batch reads just its users' edges, so a prune reads each edge once, instead of
+# every batch rescanning from the start all the edges it keeps.
 _NO_HISTORY = " AND ".join(f"coalesce(r.{b.counter}, 0) = 0" for b in BEHAVIOUR_TABLE if b.kept_when_faded)
 PRUNE_FADED_EDGES = write(
     "prune_faded_edges",
     f"""
-    MATCH (:User)-[r:INTERACTED|INTERESTED_IN]->()
+    UNWIND $ids AS user_id
+    MATCH (:User {{id: user_id}})-[r:INTERACTED|INTERESTED_IN]->()
     WHERE r.weight * 2 ^ (-($now - r.weight_ts) / $half_life_ms) < $threshold
       AND {_NO_HISTORY}
     WITH r LIMIT $limit
     DELETE r
     RETURN count(*) AS pruned
     """,
+    ids=["u"],
     now=1700000000000,
     half_life_ms=1209600000.0,
     threshold=0.01,
