@@ -7,7 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from graph_schema.statements.admin import DELETE_NODES_BATCH
-from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS, PRUNE_USER_IDS
+from graph_schema.statements.events import (
+    PRUNE_FADED_EDGES,
+    PRUNE_FADED_EDGES_OF_USERS,
+    PRUNE_OLD_EVENTS,
+    PRUNE_USER_IDS,
+)
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.gateway import GraphGateway
@@ -43,19 +48,24 @@ def prune(
 ) -> PruneResult:
     """Delete edges whose decayed weight fell below the threshold, and Event ids past retention.
 
-    Works in bounded batches, each one atomic, so it never holds the graph for long: a
-    statement reads the edges of at most ``batch.users`` users and deletes at most
-    ``batch.limit`` edges (a batch that reaches the limit runs again for its users).
+    Works in bounded batches, each one atomic, so it never holds the graph for long: first one
+    pass over every edge, deleting at most ``batch.limit``; if that many had faded, the rest user
+    batch by user batch, a statement reading the edges of at most ``batch.users`` users (a batch
+    that reaches the limit runs again for its users), so that no edge is read more than twice.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    edges = events = 0
     decay = {"now": now_ms, "half_life_ms": settings.half_life_ms, "threshold": settings.prune_weight_below}
-    for ids in user_batches(gateway, batch.users):
-        while True:
-            summary = gateway.write(PRUNE_FADED_EDGES, {**decay, "ids": ids, "limit": batch.limit})
-            edges += summary.relationships_deleted
-            if summary.relationships_deleted < batch.limit:
-                break
+    edges = gateway.write(PRUNE_FADED_EDGES, {**decay, "limit": batch.limit}).relationships_deleted
+    if edges >= batch.limit:
+        for ids in user_batches(gateway, batch.users):
+            while True:
+                summary = gateway.write(
+                    PRUNE_FADED_EDGES_OF_USERS, {**decay, "ids": ids, "limit": batch.limit}
+                )
+                edges += summary.relationships_deleted
+                if summary.relationships_deleted < batch.limit:
+                    break
+    events = 0
     before = now_ms - int(settings.event_retention_days * DAY_MS)
     while True:
         summary = gateway.write(PRUNE_OLD_EVENTS, {"before": before, "limit": batch.limit})

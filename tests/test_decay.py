@@ -190,13 +190,7 @@ def test_pruning_removes_exactly_the_edges_kgrec_decay_says_have_faded(
     assert 0 < len(expected) < len(before)
     gateway.write(
         PRUNE_FADED_EDGES,
-        {
-            "ids": [f"u{d}" for d in range(0, 111, 5)],
-            "now": T0,
-            "half_life_ms": settings.half_life_ms,
-            "threshold": threshold,
-            "limit": 10_000,
-        },
+        {"now": T0, "half_life_ms": settings.half_life_ms, "threshold": threshold, "limit": 10_000},
     )
     after = {**_edges(gateway, "INTERACTED"), **_edges(gateway, "INTERESTED_IN")}
     assert set(after) == expected

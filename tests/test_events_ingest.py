@@ -237,13 +237,7 @@ def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Setti
     now = T0 + 200 * DAY  # 200 days = 14+ half-lives: the old view is worth < 0.01
     pruned = gateway.write(
         PRUNE_FADED_EDGES,
-        {
-            "ids": ["alice"],
-            "now": now,
-            "half_life_ms": settings.half_life_ms,
-            "threshold": 0.01,
-            "limit": 1000,
-        },
+        {"now": now, "half_life_ms": settings.half_life_ms, "threshold": 0.01, "limit": 1000},
     )
     assert pruned.relationships_deleted == 1  # the old view; the old purchase is history
     left = gateway.run_query("MATCH (:User)-[:INTERACTED]->(i:Item) RETURN i.id AS id ORDER BY id", {})

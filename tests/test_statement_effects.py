@@ -1093,13 +1093,10 @@ def _delete_stale_about(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, "(:Topic)") == 1
 
 
-@effect("prune_faded_edges")
-def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
+def _seed_faded_edges(gw: GraphGateway, st: Statement) -> None:
     # With the example threshold 0.01: 1.0 ten half-lives old is worth 1/1024 (faded),
     # 0.02 one half-life old is worth exactly 0.01 (kept), 0.0198 is worth 0.0099 (faded).
     half_life = int(st.params["half_life_ms"])
-    ten_half_lives_ago = NOW - 10 * half_life
-    one_half_life_ago = NOW - half_life
     query(
         gw,
         """
@@ -1115,16 +1112,16 @@ def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
         CREATE (:User {id: 'not-in-batch'})-[:INTERACTED {weight: 1.0, weight_ts: $old, n_view: 3}]->
                (:Item {id: 'faded-of-another'})
         """,
-        old=ten_half_lives_ago,
+        old=NOW - 10 * half_life,
         now=NOW,
-        half=one_half_life_ago,
+        half=NOW - half_life,
     )
-    # Only the users in $ids: 'not-in-batch' keeps its faded view.
-    first = gw.write(st, {**st.params, "ids": ["u"], "limit": 1})
-    rest = gw.write(st, {**st.params, "ids": ["u", "no-such-user"]})
-    assert (first.rows, first.relationships_deleted) == ([{"pruned": 1}], 1)
-    assert (rest.rows, rest.relationships_deleted) == ([{"pruned": 2}], 2)
+
+
+def _faded_edges_left(gw: GraphGateway) -> tuple[list[str], int]:
+    """What user 'u' keeps (every edge with history or weight, none faded), and 'not-in-batch''s faded view."""
     remaining = query(gw, "MATCH (:User {id: 'u'})-[]->(n) RETURN n.id AS id ORDER BY id")
+    assert count(gw, "(n)") == 11  # edges only: every node stays
     assert [r["id"] for r in remaining] == [
         "at-threshold",
         "faded-purchase",
@@ -1132,8 +1129,30 @@ def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
         "fresh-category",
         "fresh-view",
     ]
-    assert count(gw, "(:User {id: 'not-in-batch'})-[:INTERACTED]->(:Item {id: 'faded-of-another'})") == 1
-    assert count(gw, "(n)") == 11  # edges only: every node stays
+    return [r["id"] for r in remaining], count(
+        gw, "(:User {id: 'not-in-batch'})-[:INTERACTED]->(:Item {id: 'faded-of-another'})"
+    )
+
+
+@effect("prune_faded_edges")
+def _prune_faded_edges(gw: GraphGateway, st: Statement) -> None:
+    _seed_faded_edges(gw, st)
+    first = gw.write(st, {**st.params, "limit": 1})
+    rest = gw.write(st, st.params)
+    assert (first.rows, first.relationships_deleted) == ([{"pruned": 1}], 1)
+    assert (rest.rows, rest.relationships_deleted) == ([{"pruned": 3}], 3)  # every user's
+    assert _faded_edges_left(gw)[1] == 0
+
+
+@effect("prune_faded_edges_of_users")
+def _prune_faded_edges_of_users(gw: GraphGateway, st: Statement) -> None:
+    _seed_faded_edges(gw, st)
+    # Only the users in $ids: 'not-in-batch' keeps its faded view.
+    first = gw.write(st, {**st.params, "ids": ["u"], "limit": 1})
+    rest = gw.write(st, {**st.params, "ids": ["u", "no-such-user"]})
+    assert (first.rows, first.relationships_deleted) == ([{"pruned": 1}], 1)
+    assert (rest.rows, rest.relationships_deleted) == ([{"pruned": 2}], 2)
+    assert _faded_edges_left(gw)[1] == 1
 
 
 @effect("prune_old_events")

@@ -393,26 +393,38 @@ PRUNE_USER_IDS = read(
 )
 
 # Faded interest edges, and faded user–item edges that hold none of the behaviours kept
-# as history (purchases and ratings: exclusion and training need them), of the users $ids
-# only: a batch reads just its users' edges, so a prune reads each edge once, instead of
-# every batch rescanning from the start all the edges it keeps.
+# as history (purchases and ratings: exclusion and training need them).
 _NO_HISTORY = " AND ".join(f"coalesce(r.{b.counter}, 0) = 0" for b in BEHAVIOUR_TABLE if b.kept_when_faded)
+_FADED = f"r.weight * 2 ^ (-($now - r.weight_ts) / $half_life_ms) < $threshold AND {_NO_HISTORY}"
+_DECAY = {"now": 1700000000000, "half_life_ms": 1209600000.0, "threshold": 0.01, "limit": 10000}
+
+# Over every user: one pass when fewer than $limit have faded (a prune's usual case).
 PRUNE_FADED_EDGES = write(
     "prune_faded_edges",
     f"""
+    MATCH (:User)-[r:INTERACTED|INTERESTED_IN]->()
+    WHERE {_FADED}
+    WITH r LIMIT $limit
+    DELETE r
+    RETURN count(*) AS pruned
+    """,
+    **_DECAY,
+)
+
+# Over the users $ids only: when more have faded, each statement of the global one would walk
+# again, from the first user, every edge it keeps; a batch reads just its users' edges.
+PRUNE_FADED_EDGES_OF_USERS = write(
+    "prune_faded_edges_of_users",
+    f"""
     UNWIND $ids AS user_id
     MATCH (:User {{id: user_id}})-[r:INTERACTED|INTERESTED_IN]->()
-    WHERE r.weight * 2 ^ (-($now - r.weight_ts) / $half_life_ms) < $threshold
-      AND {_NO_HISTORY}
+    WHERE {_FADED}
     WITH r LIMIT $limit
     DELETE r
     RETURN count(*) AS pruned
     """,
     ids=["u"],
-    now=1700000000000,
-    half_life_ms=1209600000.0,
-    threshold=0.01,
-    limit=10000,
+    **_DECAY,
 )
 
 # Idempotency keys older than the retention window.
