@@ -69,20 +69,33 @@ def _experiment(experiment_id: str) -> Experiment:
 
 
 def _checked_variants(body: NewExperiment) -> list[Variant]:
-    """Distinct names, shares adding up to 1, ready model versions (else 422 naming the field)."""
+    """Distinct names, shares adding up to 1, ready model versions (else 422 naming the field), each
+    with its artifact file (else 409 naming the field, as promoting the version would be)."""
     names = [v.name for v in body.variants]
     if len(set(names)) != len(names):
         raise ApiError(422, "validation_failed", f"variant names must be distinct: {names}", "variants")
     total = sum(v.traffic for v in body.variants)
     if abs(total - 1.0) > 1e-6:
         raise ApiError(422, "validation_failed", f"traffic must add up to 1 (got {total:g})", "variants")
-    ready = {v["version"] for v in list_versions(graph(), settings().data_dir) if v["status"] != "writing"}
+    ready = {v["version"]: v for v in list_versions(graph(), settings().data_dir) if v["status"] != "writing"}
     for index, variant in enumerate(body.variants):
-        if variant.model_version != ACTIVE and variant.model_version not in ready:
+        if variant.model_version == ACTIVE:
+            continue
+        view = ready.get(variant.model_version)
+        if view is None:
             raise ApiError(
                 422,
                 "validation_failed",
                 f'no ready model version {variant.model_version!r} (or use "active")',
+                f"variants.{index}.model_version",
+            )
+        if view["artifact"] and view["artifact_bytes"] is None:
+            # as POST /v1/models/{version}/promote refuses it: every request of the variant would fail
+            raise ApiError(
+                409,
+                "conflict",
+                f"model version {variant.model_version} has no artifact file {view['artifact']} in the "
+                "models folder; it cannot be served",
                 f"variants.{index}.model_version",
             )
     return [Variant(v.name, v.model_version, v.traffic) for v in body.variants]
@@ -96,7 +109,10 @@ def _checked_variants(body: NewExperiment) -> list[Variant]:
     "running: every serving process assigns users within about a second",
     {
         **BODY_ERRORS,
-        "HTTP_409": (Error, "another experiment is running"),
+        "HTTP_409": (
+            Error,
+            "another experiment is running, or a variant's model version has no artifact file",
+        ),
         "HTTP_422": (Error, "an invalid field (named in `field`)"),
     },
     body=NewExperiment,

@@ -37,7 +37,7 @@ from kgrec.experiments import (
 )
 from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
-from kgrec.model_store import load_artifacts
+from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.serving import Serving
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
 from tests.processes import ApiProcess
@@ -211,6 +211,29 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
         requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30)
     missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
     assert missing.status_code == 404
+
+
+@embedded_only
+def test_an_experiment_is_not_started_on_a_version_whose_artifact_file_is_missing(
+    two_versions: ApiProcess,
+) -> None:
+    # Only the version's status was checked: the experiment started, and every request of the
+    # variant's users failed, where POST /v1/models/{version}/promote refuses such a version.
+    api = two_versions
+    artifact = models_dir(Path(api.env["KGREC_DATA_DIR"])) / artifact_name("exp-b")
+    aside = artifact.with_name(f"{artifact.name}.aside")
+    artifact.rename(aside)
+    try:
+        refused = create(api, SPLIT)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["field"] == "variants.1.model_version"
+        assert f"no artifact file {artifact.name}" in refused.json()["detail"]
+        promote = requests.post(f"{api.url}/v1/models/exp-b/promote", headers=AUTH, timeout=30)
+        assert promote.status_code == 409 and f"no artifact file {artifact.name}" in promote.text
+        listed = requests.get(f"{api.url}/v1/experiments", timeout=30).json()
+        assert listed["running"] is None
+    finally:
+        aside.rename(artifact)
 
 
 @pytest.fixture(scope="module")
