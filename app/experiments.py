@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ValidationError
@@ -170,8 +170,23 @@ def get_experiment(experiment_id: str) -> Response:
     experiment_id="the experiment's id",
 )
 def stop_experiment(experiment_id: str) -> Response:
-    """Stop it: users get the active model again; results stay readable. Stopping twice is harmless."""
-    stopped = _store().stop(_experiment(experiment_id))
+    """Stop it: users get the active model again; results stay readable. Stopping twice is harmless.
+
+    A promotion that was claimed and never finished (the process promoting it died) is carried
+    out instead, as a second promotion of that variant would; if its version cannot be activated,
+    the experiment is stopped unpromoted.
+    """
+    store = _store()
+    experiment = _experiment(experiment_id)
+    if experiment.promoted and store.unfinished_promotion(experiment_id):
+        claimed, claim = store.claim_promotion(experiment, experiment.promoted)
+        if claim == 2:
+            before = store.before_claim(claimed)
+            try:
+                return jsonify(_carry_out(store, claimed, before, resumed=True).as_dict())
+            except ApiError:
+                experiment = store.get(experiment_id) or before  # put back: stop it as usual
+    stopped = store.stop(experiment)
     running_experiment().stale()
     return jsonify(stopped.as_dict())
 
@@ -206,8 +221,9 @@ def promote_experiment(experiment_id: str) -> Response:
         )
     # A stopped experiment may still be promoted (stop, read the results, promote the winner), but
     # once only, and not while another experiment runs: its `active` control would change under it.
-    # The checks are made again by the claim, in one script, so that of two promotions at once (a
-    # double click) one goes on, and no experiment starts while the version is being activated.
+    # The checks are made again by the claim, in one script, so that of two promotions of different
+    # variants at once one goes on, and no experiment starts while the version is being activated.
+    # A claim of this variant left unfinished (its process died) is carried out now.
     store = _store()
     promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
     claimed, claim = store.claim_promotion(experiment, promoted)
@@ -229,16 +245,40 @@ def promote_experiment(experiment_id: str) -> Response:
             "promoting now would change the model that experiment's 'active' variants serve",
             "experiment_id",
         )
+    if claim == 2:
+        return jsonify(_carry_out(store, claimed, store.before_claim(claimed), resumed=True).as_dict())
+    return jsonify(_carry_out(store, claimed, experiment).as_dict())
+
+
+def _carry_out(
+    store: ExperimentStore, claimed: Experiment, before: Experiment, resumed: bool = False
+) -> Experiment:
+    """Activate the claimed promotion's version and record the promotion as finished (the
+    experiment no longer runs); returns the record. When the version cannot be activated, the
+    experiment is put back as ``before`` and the answer is 409.
+
+    ``resumed``: the claim was made by a request that did not finish it; a version active already
+    (it got as far as the activation) is recorded as it is, not activated again.
+    """
+    assert claimed.promoted is not None  # a claim records the promotion
+    promoted = dict(claimed.promoted)
     try:
-        if variant.model_version != ACTIVE:
-            version = serving().promote(variant.model_version)
+        if promoted["model_version"] != ACTIVE:
+            version = _active_view(promoted["model_version"]) if resumed else None
+            version = version or serving().promote(promoted["model_version"])
             promoted.update(model_version=version["version"], activated_at=version["activated_at"])
-            claimed = replace(claimed, promoted=promoted)
     except BaseException as exc:
-        store.undo_promotion(claimed, experiment)  # as it was: running again, or stopped
+        store.undo_promotion(claimed, before)  # as it was: running again, or stopped
         if isinstance(exc, VersionNotReady):
             raise ApiError(409, "conflict", exc.detail, "variant") from None
         raise
-    store.finish_promotion(claimed)
+    done = replace(claimed, promoted=promoted)
+    store.finish_promotion(done)
     running_experiment().stale()
-    return jsonify(claimed.as_dict())
+    return done
+
+
+def _active_view(version: str) -> dict[str, Any] | None:
+    """The version's view when it is the active one."""
+    view = next((v for v in list_versions(graph(), settings().data_dir) if v["version"] == version), None)
+    return view if view is not None and view["status"] == "active" else None
