@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ValidationError
@@ -69,20 +69,33 @@ def _experiment(experiment_id: str) -> Experiment:
 
 
 def _checked_variants(body: NewExperiment) -> list[Variant]:
-    """Distinct names, shares adding up to 1, ready model versions (else 422 naming the field)."""
+    """Distinct names, shares adding up to 1, ready model versions (else 422 naming the field), each
+    with its artifact file (else 409 naming the field, as promoting the version would be)."""
     names = [v.name for v in body.variants]
     if len(set(names)) != len(names):
         raise ApiError(422, "validation_failed", f"variant names must be distinct: {names}", "variants")
     total = sum(v.traffic for v in body.variants)
     if abs(total - 1.0) > 1e-6:
         raise ApiError(422, "validation_failed", f"traffic must add up to 1 (got {total:g})", "variants")
-    ready = {v["version"] for v in list_versions(graph(), settings().data_dir) if v["status"] != "writing"}
+    ready = {v["version"]: v for v in list_versions(graph(), settings().data_dir) if v["status"] != "writing"}
     for index, variant in enumerate(body.variants):
-        if variant.model_version != ACTIVE and variant.model_version not in ready:
+        if variant.model_version == ACTIVE:
+            continue
+        view = ready.get(variant.model_version)
+        if view is None:
             raise ApiError(
                 422,
                 "validation_failed",
                 f'no ready model version {variant.model_version!r} (or use "active")',
+                f"variants.{index}.model_version",
+            )
+        if view["artifact"] and view["artifact_bytes"] is None:
+            # as POST /v1/models/{version}/promote refuses it: every request of the variant would fail
+            raise ApiError(
+                409,
+                "conflict",
+                f"model version {variant.model_version} has no artifact file {view['artifact']} in the "
+                "models folder; it cannot be served",
                 f"variants.{index}.model_version",
             )
     return [Variant(v.name, v.model_version, v.traffic) for v in body.variants]
@@ -96,7 +109,10 @@ def _checked_variants(body: NewExperiment) -> list[Variant]:
     "running: every serving process assigns users within about a second",
     {
         **BODY_ERRORS,
-        "HTTP_409": (Error, "another experiment is running"),
+        "HTTP_409": (
+            Error,
+            "another experiment is running, or a variant's model version has no artifact file",
+        ),
         "HTTP_422": (Error, "an invalid field (named in `field`)"),
     },
     body=NewExperiment,
@@ -154,8 +170,23 @@ def get_experiment(experiment_id: str) -> Response:
     experiment_id="the experiment's id",
 )
 def stop_experiment(experiment_id: str) -> Response:
-    """Stop it: users get the active model again; results stay readable. Stopping twice is harmless."""
-    stopped = _store().stop(_experiment(experiment_id))
+    """Stop it: users get the active model again; results stay readable. Stopping twice is harmless.
+
+    A promotion that was claimed and never finished (the process promoting it died) is carried
+    out instead, as a second promotion of that variant would; if its version cannot be activated,
+    the experiment is stopped unpromoted.
+    """
+    store = _store()
+    experiment = _experiment(experiment_id)
+    if experiment.promoted and store.unfinished_promotion(experiment_id):
+        claimed, claim = store.claim_promotion(experiment, experiment.promoted)
+        if claim == 2:
+            before = store.before_claim(claimed)
+            try:
+                return jsonify(_carry_out(store, claimed, before, resumed=True).as_dict())
+            except ApiError:
+                experiment = store.get(experiment_id) or before  # put back: stop it as usual
+    stopped = store.stop(experiment)
     running_experiment().stale()
     return jsonify(stopped.as_dict())
 
@@ -190,8 +221,9 @@ def promote_experiment(experiment_id: str) -> Response:
         )
     # A stopped experiment may still be promoted (stop, read the results, promote the winner), but
     # once only, and not while another experiment runs: its `active` control would change under it.
-    # The checks are made again by the claim, in one script, so that of two promotions at once (a
-    # double click) one goes on, and no experiment starts while the version is being activated.
+    # The checks are made again by the claim, in one script, so that of two promotions of different
+    # variants at once one goes on, and no experiment starts while the version is being activated.
+    # A claim of this variant left unfinished (its process died) is carried out now.
     store = _store()
     promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
     claimed, claim = store.claim_promotion(experiment, promoted)
@@ -213,16 +245,40 @@ def promote_experiment(experiment_id: str) -> Response:
             "promoting now would change the model that experiment's 'active' variants serve",
             "experiment_id",
         )
+    if claim == 2:
+        return jsonify(_carry_out(store, claimed, store.before_claim(claimed), resumed=True).as_dict())
+    return jsonify(_carry_out(store, claimed, experiment).as_dict())
+
+
+def _carry_out(
+    store: ExperimentStore, claimed: Experiment, before: Experiment, resumed: bool = False
+) -> Experiment:
+    """Activate the claimed promotion's version and record the promotion as finished (the
+    experiment no longer runs); returns the record. When the version cannot be activated, the
+    experiment is put back as ``before`` and the answer is 409.
+
+    ``resumed``: the claim was made by a request that did not finish it; a version active already
+    (it got as far as the activation) is recorded as it is, not activated again.
+    """
+    assert claimed.promoted is not None  # a claim records the promotion
+    promoted = dict(claimed.promoted)
     try:
-        if variant.model_version != ACTIVE:
-            version = serving().promote(variant.model_version)
+        if promoted["model_version"] != ACTIVE:
+            version = _active_view(promoted["model_version"]) if resumed else None
+            version = version or serving().promote(promoted["model_version"])
             promoted.update(model_version=version["version"], activated_at=version["activated_at"])
-            claimed = replace(claimed, promoted=promoted)
     except BaseException as exc:
-        store.undo_promotion(claimed, experiment)  # as it was: running again, or stopped
+        store.undo_promotion(claimed, before)  # as it was: running again, or stopped
         if isinstance(exc, VersionNotReady):
             raise ApiError(409, "conflict", exc.detail, "variant") from None
         raise
-    store.finish_promotion(claimed)
+    done = replace(claimed, promoted=promoted)
+    store.finish_promotion(done)
     running_experiment().stale()
-    return jsonify(claimed.as_dict())
+    return done
+
+
+def _active_view(version: str) -> dict[str, Any] | None:
+    """The version's view when it is the active one."""
+    view = next((v for v in list_versions(graph(), settings().data_dir) if v["version"] == version), None)
+    return view if view is not None and view["status"] == "active" else None

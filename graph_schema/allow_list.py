@@ -163,11 +163,13 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "folded_at",
     "delta",
     "adjusted_at",
-    # ModelVersion: the promotion gate's decision ('promoted' / 'kept'), why, its scores (JSON), when
+    # ModelVersion: the promotion gate's decision ('promoted' / 'kept'), why, its scores (JSON), when,
+    # and whether a hook took the promoted candidate instead (an experiment variant: not activated)
     "gate_decision",
     "gate_reason",
     "gate_metrics",
     "gate_at",
+    "gate_taken",
     # ModelVersion of an incremental update: its parent version, the newest interaction time it saw
     "parent",
     "data_until",

@@ -6,6 +6,9 @@ append-only file and its fsync:
 
 * ``kgrec:<graph>:experiments``: a hash, experiment id -> its definition (JSON);
 * ``kgrec:<graph>:experiment:running``: the id of the one running experiment;
+* ``kgrec:<graph>:experiment:promoting``: a set, the ids of the experiments whose promotion is
+  claimed and neither finished nor undone (its process may have died: a promotion of the same
+  variant, or a stop, carries it out);
 * ``kgrec:<graph>:experiment:<id>:<variant>``: counters (``impressions``; ``click``, ``cart``,
   ``purchase``: impressions with at least one such attributed event; ``revenue`` and
   ``revenue_sq``: the sum, and the sum of squares, of each impression's attributed purchase
@@ -33,7 +36,7 @@ import math
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from scipy import stats
@@ -58,20 +61,28 @@ return 1
 """
 
 
-# KEYS of the scripts below: the running id, the definitions hash. ARGV[1]: the experiment id.
-# Whether the stored definition records a promotion (a JSON null decodes to cjson.null).
-_PROMOTED = """
+# KEYS of the scripts below: the running id, the definitions hash, the set of the experiments whose
+# promotion is claimed and unfinished. ARGV[1]: the experiment id.
+# Whether the stored definition records a promotion (a JSON null decodes to cjson.null); 0 without one.
+_READ_PROMOTED = """
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
 if not stored then
   return 0
 end
 local promoted = cjson.decode(stored)['promoted']
-if promoted ~= nil and promoted ~= cjson.null then
+local recorded = promoted ~= nil and promoted ~= cjson.null
+"""
+_PROMOTED = (
+    _READ_PROMOTED
+    + """
+if recorded then
   return 0
 end
 """
+)
 _RELEASE = """
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
@@ -80,17 +91,27 @@ return 1
 # ARGV[2]: the stopped definition. Stops the experiment unless a promotion was recorded first (a
 # stop racing a promotion leaves the promotion's record).
 _STOP_UNLESS_PROMOTED = _PROMOTED + _RELEASE
-# ARGV[2]: the claimed definition (stopped, promoted). Records the claim unless a promotion was
-# recorded first (0) or another experiment runs (-1); the running id stays until the claim is
-# finished or undone, so no experiment can start while the version is being activated.
+# ARGV[2]: the claimed definition (stopped, promoted), ARGV[3]: the variant's name. Records the
+# claim unless a promotion was recorded first (0) or another experiment runs (-1); the running id
+# stays until the claim is finished or undone, so no experiment can start while the version is
+# being activated. A claim of the same variant that was never finished nor undone is taken over
+# (2): its process may have died between the claim and the finish.
 _CLAIM_PROMOTION = (
-    _PROMOTED
+    _READ_PROMOTED
     + """
 local running = redis.call('GET', KEYS[1])
-if running and running ~= ARGV[1] then
+local other = running and running ~= ARGV[1]
+if recorded then
+  if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 or promoted['variant'] ~= ARGV[3] then
+    return 0
+  end
+  return other and -1 or 2
+end
+if other then
   return -1
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 """
 )
@@ -99,6 +120,7 @@ _UNDO_CLAIM = """
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 end
+redis.call('SREM', KEYS[3], ARGV[1])
 return 1
 """
 
@@ -172,6 +194,7 @@ class ExperimentStore:
         prefix = impressions.prefix
         self.definitions = f"{prefix}:experiments"
         self.running_key = f"{prefix}:experiment:running"
+        self.promoting_key = f"{prefix}:experiment:promoting"
 
     def counters_key(self, experiment_id: str, variant: str) -> str:
         """The counter hash of one variant."""
@@ -247,12 +270,34 @@ class ExperimentStore:
     def claim_promotion(self, experiment: Experiment, promoted: dict[str, Any]) -> tuple[Experiment, int]:
         """Claim the promotion of ``experiment`` in one script: its definition as claimed (stopped,
         ``promoted``) and 1, or 0 when a promotion was recorded first, or -1 when another
-        experiment runs. :meth:`finish_promotion` or :meth:`undo_promotion` ends a claim."""
+        experiment runs. :meth:`finish_promotion` or :meth:`undo_promotion` ends a claim.
+
+        A claim of the same variant that is still unfinished (its process died before it
+        finished or undid it, or it is under way) is taken over: its definition as claimed then,
+        and 2; the caller carries it out as if it had claimed it."""
         data = experiment.as_dict()
         stopped_at = experiment.stopped_at or int(time.time() * 1000)
         data.update(status="stopped", stopped_at=stopped_at, promoted=promoted)
         claimed = Experiment.from_json(json.dumps(data))
-        return claimed, self._script(_CLAIM_PROMOTION, claimed.id, json.dumps(claimed.as_dict()))
+        claim = self._script(_CLAIM_PROMOTION, claimed.id, json.dumps(claimed.as_dict()), promoted["variant"])
+        if claim == 2:
+            return self.get(experiment.id) or claimed, claim
+        return claimed, claim
+
+    def unfinished_promotion(self, experiment_id: str) -> bool:
+        """Whether a promotion of the experiment was claimed and neither finished nor undone."""
+        return bool(self.impressions.run(lambda client: client.sismember(self.promoting_key, experiment_id)))
+
+    def before_claim(self, claimed: Experiment) -> Experiment:
+        """The definition a claimed, unfinished promotion replaced: running while the running id is
+        still the experiment's (a claim keeps it), else stopped when it was."""
+        running = self.running_id() == claimed.id
+        return replace(
+            claimed,
+            promoted=None,
+            status="running" if running else "stopped",
+            stopped_at=None if running else claimed.stopped_at,
+        )
 
     def finish_promotion(self, claimed: Experiment) -> None:
         """Record the claimed promotion as carried out; the experiment no longer runs."""
@@ -264,7 +309,9 @@ class ExperimentStore:
 
     def _script(self, script: str, *args: str) -> int:
         reply = self.impressions.run(
-            lambda client: client.eval(script, 2, self.running_key, self.definitions, *args)
+            lambda client: client.eval(
+                script, 3, self.running_key, self.definitions, self.promoting_key, *args
+            )
         )
         return int(reply)
 

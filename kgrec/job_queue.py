@@ -224,12 +224,21 @@ def merge_job_id(update_id: str) -> str:
     return f"{update_id}-merge"
 
 
+# What :func:`scheduled_job_state` answers for an id no job was recorded under (Celery says PENDING).
+NEVER_QUEUED = "NEVER_QUEUED"
+
+
 def scheduled_job_state(app: Celery, job_id: str) -> str:
-    """The Celery state of the job the schedule queued under ``job_id``. An incremental update's
-    task ends once it has queued its partitions and merge, so its state is the merge's from then
-    on: the update runs until the merge ends (a full training, or an update that queued no merge,
-    is its task's state)."""
-    state = app.backend.get_task_meta(job_id)["status"]
+    """The Celery state of the job the schedule queued under ``job_id``, or :data:`NEVER_QUEUED`
+    when the result backend holds no record of it (:func:`record_queued` writes one before the
+    job is sent; Celery's bare PENDING would say "waiting" for a job that never was). An
+    incremental update's task ends once it has queued its partitions and merge, so its state is
+    the merge's from then on: the update runs until the merge ends (a full training, or an update
+    that queued no merge, is its task's state)."""
+    meta = app.backend.get_task_meta(job_id)
+    if meta.get("task_id") is None:
+        return NEVER_QUEUED
+    state = meta["status"]
     if state != states.SUCCESS:
         return state
     merge = app.backend.get_task_meta(merge_job_id(job_id))

@@ -5,7 +5,9 @@ Beat runs the check every ``KGREC_RETRAIN_CHECK_INTERVAL_S``. A retraining is du
 request and the newest model version), or as soon as ``KGREC_RETRAIN_AFTER_EVENTS``
 events were received since then, whichever comes first. Nothing is due before the
 first model exists (``kgrec train`` or ``kgrec up --train`` makes it), nor while the
-last scheduled job is still queued or running (for at most :data:`STALE_AFTER_MS`).
+last scheduled job is still queued or running (for at most :data:`STALE_AFTER_MS`), nor in the
+:data:`LOST_CLAIM_AFTER_MS` after a claim whose job the queue has no record of (its claimer may
+still be queueing it; after that it was lost).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.schedule import CLAIM_RETRAIN, EVENTS_RECEIVED_SINCE, RETRAIN_STATE
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
+from kgrec.job_queue import NEVER_QUEUED
 
 # A scheduled job still PENDING/STARTED/PROGRESS this long after it was queued is taken as lost.
 STALE_AFTER_MS = 6 * 3_600_000
 UNFINISHED_STATES = frozenset({"PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"})
+# A claimed job the queue has no record of this long after the claim was never queued: the check
+# that claimed it died before queueing it, or could not queue it (and could not put the claim back).
+LOST_CLAIM_AFTER_MS = 5 * 60_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,8 @@ class RetrainState:
     latest_version_at: int | None  # created_at of the newest model version
     versions: int
     events_since: int  # events received after since()
-    job_unfinished: bool  # the queued job is still waiting or running
+    job_unfinished: bool  # the queued job is still waiting or running (or not yet queued)
+    job_recorded: bool = True  # the job queue has a record of the job (it was queued)
 
     def since(self) -> int:
         """When the last retraining happened (request or version, the later), epoch ms."""
@@ -46,12 +53,10 @@ def due_reason(state: RetrainState, settings: Settings, now_ms: int) -> str | No
     """Why a retraining is due now (``schedule`` or ``events``), or None."""
     if state.versions == 0:
         return None
-    if (
-        state.job_unfinished
-        and state.requested_at is not None
-        and now_ms - state.requested_at < STALE_AFTER_MS
-    ):
-        return None
+    if state.job_unfinished and state.requested_at is not None:
+        lost_after = STALE_AFTER_MS if state.job_recorded else LOST_CLAIM_AFTER_MS
+        if now_ms - state.requested_at < lost_after:
+            return None
     if settings.retrain_after_events > 0 and state.events_since >= settings.retrain_after_events:
         return "events"
     if settings.retrain_interval_s > 0 and now_ms - state.since() >= settings.retrain_interval_s * 1000:
@@ -60,18 +65,21 @@ def due_reason(state: RetrainState, settings: Settings, now_ms: int) -> str | No
 
 
 def read_state(gateway: GraphGateway, job_state: Callable[[str], str]) -> RetrainState:
-    """The schedule's state; ``job_state(job id)`` is the queued job's Celery state."""
+    """The schedule's state; ``job_state(job id)`` is the queued job's Celery state, or
+    :data:`~kgrec.job_queue.NEVER_QUEUED` (:func:`~kgrec.job_queue.scheduled_job_state`)."""
     row = gateway.read(RETRAIN_STATE)[0]
     since = max(row["requested_at"] or 0, row["latest_version_at"] or 0)
     events = gateway.read(EVENTS_RECEIVED_SINCE, {"since": since})[0]["events"]
     job_id = row["job_id"]
+    job = job_state(job_id) if job_id else None
     return RetrainState(
         requested_at=row["requested_at"],
         job_id=job_id,
         latest_version_at=row["latest_version_at"],
         versions=int(row["versions"]),
         events_since=int(events),
-        job_unfinished=bool(job_id) and job_state(job_id) in UNFINISHED_STATES,
+        job_unfinished=job is not None and (job in UNFINISHED_STATES or job == NEVER_QUEUED),
+        job_recorded=job != NEVER_QUEUED,
     )
 
 
@@ -86,7 +94,9 @@ def check_and_claim(
 
     The claim is a compare-and-set on the schedule's ``requested_at``: of two checks
     that both find a retraining due, one claims it and queues the job, the other
-    does nothing. ``enqueue(job id)`` queues the training under that id.
+    does nothing. ``enqueue(job id)`` queues the training under that id; when it raises, the
+    claim is put back (as a compare-and-set on the claim's ``requested_at``), so the next check
+    queues the retraining rather than waiting for a job that was never queued.
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     state = read_state(gateway, job_state)
@@ -99,7 +109,12 @@ def check_and_claim(
     claimed = gateway.write(CLAIM_RETRAIN, {"expected": expected, "now": now, "job_id": job_id})
     if not claimed.rows or claimed.rows[0]["claimed"] != 1:
         return {**summary, "due": None}
-    enqueue(job_id)
+    try:
+        enqueue(job_id)
+    except Exception:
+        # The claim statement run backwards: from this claim to the state read before it.
+        gateway.write(CLAIM_RETRAIN, {"expected": now, "now": state.requested_at, "job_id": state.job_id})
+        raise
     return {**summary, "job_id": job_id}
 
 

@@ -37,7 +37,7 @@ from kgrec.experiments import (
 )
 from kgrec.gateway import GraphUnavailable
 from kgrec.impressions import ImpressionStore
-from kgrec.model_store import load_artifacts
+from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.serving import Serving
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
 from tests.processes import ApiProcess
@@ -188,7 +188,8 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
             timeout=30,
         )
         assert blocked.status_code == 409 and f"experiment {later} is running" in blocked.text
-        # two promotions at once (a double click, two operators): one goes on, the other is refused
+        # two promotions of different variants at once (two operators): one goes on, the other is
+        # refused (a second promotion of the same variant would carry out the first one's claim)
         with ThreadPoolExecutor(2) as pool:
             answers = list(
                 pool.map(
@@ -198,19 +199,114 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
                         headers=AUTH,
                         timeout=30,
                     ),
-                    ["control", "control"],
+                    ["control", "treatment"],
                 )
             )
         assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        (won,) = [a.json()["promoted"]["variant"] for a in answers if a.status_code == 200]
         record = requests.get(f"{api.url}/v1/experiments/{later}", timeout=30).json()
-        assert record["status"] == "stopped" and record["promoted"]["variant"] == "control"
+        assert record["status"] == "stopped" and record["promoted"]["variant"] == won
         # a stop after the promotion keeps its record
         kept = requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30).json()
-        assert kept["promoted"]["variant"] == "control"
+        assert kept["promoted"]["variant"] == won
     finally:
         requests.post(f"{api.url}/v1/experiments/{later}/stop", headers=AUTH, timeout=30)
     missing = requests.get(f"{api.url}/v1/experiments/no-such-experiment", timeout=30)
     assert missing.status_code == 404
+
+
+@embedded_only
+def test_an_experiment_is_not_started_on_a_version_whose_artifact_file_is_missing(
+    two_versions: ApiProcess,
+) -> None:
+    # Only the version's status was checked: the experiment started, and every request of the
+    # variant's users failed, where POST /v1/models/{version}/promote refuses such a version.
+    api = two_versions
+    artifact = models_dir(Path(api.env["KGREC_DATA_DIR"])) / artifact_name("exp-b")
+    aside = artifact.with_name(f"{artifact.name}.aside")
+    artifact.rename(aside)
+    try:
+        refused = create(api, SPLIT)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["field"] == "variants.1.model_version"
+        assert f"no artifact file {artifact.name}" in refused.json()["detail"]
+        promote = requests.post(f"{api.url}/v1/models/exp-b/promote", headers=AUTH, timeout=30)
+        assert promote.status_code == 409 and f"no artifact file {artifact.name}" in promote.text
+        listed = requests.get(f"{api.url}/v1/experiments", timeout=30).json()
+        assert listed["running"] is None
+    finally:
+        aside.rename(artifact)
+
+
+def active_and_other(api: ApiProcess) -> tuple[str, str]:
+    """The active version and the other one, of the two the module's API holds."""
+    versions = requests.get(f"{api.url}/v1/models", timeout=30).json()["versions"]
+    active = next(v["version"] for v in versions if v["status"] == "active")
+    return active, next(v["version"] for v in versions if v["version"] != active)
+
+
+@embedded_only
+def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_stop(
+    two_versions: ApiProcess, settings: Settings
+) -> None:
+    # The promotion claims the experiment (stopped, promoted) in one script, then activates the
+    # version, then finishes (the running id goes). A process that died between the claim and the
+    # finish left the experiment running for good: the stop saw "stopped" and did nothing, a second
+    # promotion was "already promoted", every new experiment a 409, and a version never activated.
+    api = two_versions
+    impressions = ImpressionStore(settings.with_overrides(graph_name=api.graph_name))  # type: ignore[attr-defined]
+    store = ExperimentStore(impressions)
+
+    def post(path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        return requests.post(f"{api.url}/v1/experiments/{path}", json=body, headers=AUTH, timeout=30)
+
+    def claimed_then_lost(other: str) -> str:
+        """An experiment whose promotion of "treatment" (``other``) was claimed by a process that died."""
+        body = {**SPLIT, "variants": [SPLIT["variants"][0], {**SPLIT["variants"][1], "model_version": other}]}
+        started = create(api, body)
+        assert started.status_code == 200, started.text
+        experiment = store.get(started.json()["id"])
+        assert experiment is not None
+        promoted = {"variant": "treatment", "model_version": other, "activated_at": None}
+        assert store.claim_promotion(experiment, promoted)[1] == 1
+        return experiment.id
+
+    try:
+        # Died before activating: the next promotion of that variant activates it and ends the experiment.
+        active, other = active_and_other(api)
+        lost = claimed_then_lost(other)
+        assert post(f"{lost}/promote", {"variant": "control"}).status_code == 409  # not another variant
+        done = post(f"{lost}/promote", {"variant": "treatment"})
+        assert done.status_code == 200, done.text
+        assert done.json()["promoted"]["model_version"] == other
+        assert done.json()["promoted"]["activated_at"] is not None
+        assert active_and_other(api) == (other, active)
+        assert store.running_id() is None
+        again = post(f"{lost}/promote", {"variant": "treatment"})  # finished: once only, as before
+        assert again.status_code == 409 and "already promoted" in again.text
+
+        # Died after activating: a stop finishes it, without activating the version again.
+        active, other = active_and_other(api)
+        lost = claimed_then_lost(other)
+        activated = requests.post(f"{api.url}/v1/models/{other}/promote", headers=AUTH, timeout=30)
+        assert activated.status_code == 200, activated.text
+        stopped = post(f"{lost}/stop")
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["status"] == "stopped"
+        assert stopped.json()["promoted"]["activated_at"] == activated.json()["activated_at"]
+        assert store.running_id() is None
+        time.sleep(1.2)  # every process sees it within a second
+        page = requests.get(f"{api.url}/v1/users/exp-user-0/recommendations", params={"k": 2}, timeout=30)
+        assert page.json()["experiment"] is None and page.json()["model_version"] == other
+        later = create(api, SPLIT)  # experiments can start again
+        assert later.status_code == 200, later.text
+    finally:
+        left = store.running()
+        if left is not None and left.promoted:  # a claim this test left
+            store.finish_promotion(left)
+        elif left is not None:
+            store.stop(left)
+        impressions.close()
 
 
 @pytest.fixture(scope="module")
@@ -403,11 +499,18 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
         assert experiments.running_id() == started.id  # nothing can start while the version is activated
         assert experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})[1] == 0
         assert experiments.stop(started).promoted == {"variant": "b", "model_version": "v-x"}
+        # the same variant's claim, never finished (its process died, or it is under way), is taken over
+        assert experiments.unfinished_promotion(started.id)
+        assert experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"}) == (claimed, 2)
+        assert experiments.before_claim(claimed) == started
         experiments.undo_promotion(claimed, started)  # the version could not be activated
         assert experiments.get(started.id) == started and experiments.running_id() == started.id
+        assert not experiments.unfinished_promotion(started.id)
         claimed, claim = experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})
         experiments.finish_promotion(claimed)
         assert experiments.running_id() is None and experiments.get(started.id) == claimed
+        assert not experiments.unfinished_promotion(started.id)
+        assert experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})[1] == 0
         # an unpromoted, stopped experiment is not claimed while another runs
         earlier = experiments.stop(experiments.create("earlier", variants))
         experiments.create("later", variants)  # running

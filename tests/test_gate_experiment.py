@@ -98,6 +98,9 @@ def test_a_promotable_candidate_starts_as_an_experiment_variant_instead_of_repla
     listed = {v["version"]: v for v in list_versions(gateway, settings.data_dir)}
     assert (listed["v1"]["status"], listed["v2"]["status"]) == ("active", "candidate")
     assert listed["v2"]["gate"]["reason"] == summary["gate"]["reason"]  # recorded on the version
+    # a redelivered job leaves the candidate the hook took a candidate (its promotion is the experiment's)
+    assert train_knowing(gateway, settings, "v2", gate=True)["active"] is False
+    assert {v["version"]: v["status"] for v in list_versions(gateway, settings.data_dir)}["v2"] == "candidate"
 
     # A redelivered job finds its experiment running: the same one, no conflict.
     scores = GateScores({"ndcg@10": 0.2}, {"ndcg@10": 0.1}, "v1", 100, 0.02, 30)

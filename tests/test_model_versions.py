@@ -31,6 +31,7 @@ from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
 from kgrec.model_store import ActiveModel, artifact_name, models_dir
 from kgrec.model_versions import VersionNotReady, lineage, promote, root_of
+from kgrec.promotion_gate import PROMOTED, GateDecision, GateScores
 from kgrec.recommender import HistoryEntry
 from kgrec.topic_items import topic_items_path
 from kgrec_cli.stack import worker_argv
@@ -42,10 +43,12 @@ from workers.training.pipeline import train_model
 from workers.training.publish import (
     UNSETTLED_GRACE_MS,
     collect_garbage,
+    record_gate_decision,
     remove_unused_topic_items,
     write_back,
 )
 from workers.training.subgraph import pull
+from workers.training.topics import write_topics
 
 QUICK = TrainConfig(epochs=2, use_ease=False)
 
@@ -119,6 +122,56 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
     assert collect_garbage(gateway, models_dir(loaded.data_dir), keep=1) == ["v-crashed"]
     assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
+
+
+def test_a_redelivered_job_activates_the_version_its_gate_promoted_before_the_job_died(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    # The gated job records the gate's decision, then activates. A job that died between the two
+    # left a version decided "promoted" and never active, and its redelivery took it as published.
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-before")
+    folder = models_dir(loaded.data_dir)
+    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
+    scores = GateScores({"ndcg@10": 0.2}, {"ndcg@10": 0.1}, "v-before", 100, 0.02, 30)
+
+    def gated_then_lost(job_id: str, taken: bool = False) -> str:
+        """The job's steps up to the recorded decision (with its topics, unlinked, as gated jobs write them)."""
+        version = version_name(job_id)
+        result = train_model(graph, QUICK, version=version)
+        write_back(
+            gateway,
+            result,
+            graph,
+            folder,
+            activate_now=False,
+            before_activation=lambda: write_topics(
+                gateway, version, graph.item_ids, result.topics, folder=folder, link=False
+            ),
+        )
+        record_gate_decision(gateway, version, GateDecision(PROMOTED, "better", scores), taken=taken)
+        return version  # the worker dies here
+
+    def redelivered(job_id: str) -> dict[str, Any]:
+        return start_training(gateway, loaded, QUICK, device="cpu", job_id=job_id, gate=True)
+
+    lost = gated_then_lost("lost")
+    assert active(gateway) == "v-before"
+    again = redelivered("lost")
+    assert again["already_published"] and again["active"] and again["gate"]["decision"] == PROMOTED
+    assert active(gateway) == lost
+    (row,) = [v for v in gateway.read(MODEL_VERSIONS) if v["id"] == lost]
+    assert redelivered("lost") == again  # once: its activation stays as it was
+    assert [v["activated_at"] for v in gateway.read(MODEL_VERSIONS) if v["id"] == lost] == [
+        row["activated_at"]
+    ]
+    # a candidate a hook took (an experiment variant) is left as it is
+    taken = gated_then_lost("taken", taken=True)
+    assert not redelivered("taken")["active"] and active(gateway) == lost
+    # and so is a promotion another activation overtook (a rollback, a newer version)
+    overtaken = gated_then_lost("overtaken")
+    promote(gateway, loaded.data_dir, "v-before")
+    assert not redelivered("overtaken")["active"] and active(gateway) == "v-before"
+    assert {taken, overtaken} <= {v["id"] for v in gateway.read(MODEL_VERSIONS)}
 
 
 def test_a_redelivered_job_leaves_the_version_it_published(gateway: GraphGateway, loaded: Settings) -> None:

@@ -9,13 +9,17 @@ gate's decision on it, and the schedule records the job.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+import redis
 from celery import states
 
+from graph_schema.statements.schedule import CLAIM_RETRAIN
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
@@ -23,8 +27,21 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
-from kgrec.job_queue import RETRAIN_IF_DUE, job_client, merge_job_id, record_queued, scheduled_job_state
-from kgrec.retrain_schedule import STALE_AFTER_MS, RetrainState, check_and_claim, due_reason
+from kgrec.job_queue import (
+    NEVER_QUEUED,
+    RETRAIN_IF_DUE,
+    job_client,
+    merge_job_id,
+    record_queued,
+    scheduled_job_state,
+)
+from kgrec.retrain_schedule import (
+    LOST_CLAIM_AFTER_MS,
+    STALE_AFTER_MS,
+    RetrainState,
+    check_and_claim,
+    due_reason,
+)
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
 from tests.subsets import amazon_beauty_subset
@@ -60,6 +77,10 @@ def test_due_after_the_interval_or_n_events_whichever_first() -> None:
     busy = state(requested_at=NOW - HOUR_MS, job_id="j", job_unfinished=True, events_since=500)
     assert due_reason(busy, SETTINGS, NOW) is None
     assert due_reason(busy, SETTINGS, NOW - HOUR_MS + STALE_AFTER_MS) == "events"
+    # a claimed job the queue has no record of is lost sooner: its claimer died before queueing it
+    unqueued = replace(busy, requested_at=NOW, job_recorded=False)
+    assert due_reason(unqueued, SETTINGS, NOW + LOST_CLAIM_AFTER_MS - 1) is None
+    assert due_reason(unqueued, SETTINGS, NOW + LOST_CLAIM_AFTER_MS) == "events"
     off = replace(SETTINGS, retrain_interval_s=0, retrain_after_events=0)
     assert due_reason(state(events_since=10**6), off, NOW + 10 * HOUR_MS) is None
 
@@ -187,4 +208,64 @@ def test_a_scheduled_incremental_update_runs_until_its_merge_ends(
     # a full training, or an update that found nothing to do, has no merge
     client.backend.store_result(training, {"version": f"job-{training}"}, states.SUCCESS)
     assert scheduled_job_state(client, training) == states.SUCCESS
-    assert scheduled_job_state(client, f"retrain-{uuid.uuid4()}") == states.PENDING
+    # an id nothing was queued under is no waiting job (Celery's own state for it is PENDING)
+    assert scheduled_job_state(client, f"retrain-{uuid.uuid4()}") == NEVER_QUEUED
+
+
+def schedule_row(gateway: GraphGateway) -> list[dict]:
+    return gateway.run_query(
+        "MATCH (s:Schedule {id: 'retrain'}) RETURN s.job_id AS job, s.requested_at AS at", {}
+    )
+
+
+def test_a_claim_whose_job_was_never_queued_does_not_block_retraining(
+    gateway: GraphGateway, settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    """A check that died after its claim committed, or whose queueing failed, left a job id no job
+    was queued under; the queue reads it as PENDING, so no retraining was due for 6 hours."""
+    local = replace(settings, retrain_interval_s=0, retrain_after_events=3)
+    client = job_client(local)
+    queued: list[str] = []
+
+    def enqueue(job_id: str) -> None:
+        record_queued(client, job_id)  # as the worker's enqueue does, before sending the task
+        queued.append(job_id)
+
+    def check(now: int, queue=enqueue) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        return check_and_claim(
+            gateway, local, lambda job: scheduled_job_state(client, job), queue, now_ms=now
+        )
+
+    now = int(time.time() * 1000)
+    gateway.run_query(
+        "CREATE (:ModelVersion {id: 'v-old', status: 'ready', active: true, created_at: $t})", {"t": now - 5}
+    )
+    ingest(gateway, events("lost", 3), local, now_ms=now + 1)
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = job_client(local.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0"))
+    # Queueing fails (its broker is down): the first claim is put back (no request yet).
+    with pytest.raises(redis.ConnectionError):
+        check(now, queue=lambda job_id: record_queued(down, job_id))
+    assert schedule_row(gateway) == [{"job": None, "at": None}]
+    # The check's first step, the claim, commits; its process dies before it queues the job.
+    lost = f"retrain-{uuid.uuid4()}"
+    claimed = gateway.write(CLAIM_RETRAIN, {"expected": -1, "now": now, "job_id": lost})
+    assert claimed.rows == [{"claimed": 1}]
+    # while its claimer may still be queueing it, nothing else is queued
+    assert check(now + LOST_CLAIM_AFTER_MS - 1)["job_id"] is None
+    again = check(now + LOST_CLAIM_AFTER_MS)
+    assert again["due"] == "events" and queued == [again["job_id"]]
+    # that one the queue knows: it is waited for, as before
+    assert check(now + LOST_CLAIM_AFTER_MS + HOUR_MS)["job_id"] is None
+
+    # Queueing fails again: the claim is put back, and the next check queues it.
+    ingest(gateway, events("failed", 3), local, now_ms=now + LOST_CLAIM_AFTER_MS + 1)
+    before = schedule_row(gateway)
+    with pytest.raises(redis.ConnectionError):
+        check(now + STALE_AFTER_MS + HOUR_MS, queue=lambda job_id: record_queued(down, job_id))
+    assert schedule_row(gateway) == before
+    retried = check(now + STALE_AFTER_MS + HOUR_MS + 1)
+    assert retried["due"] == "events" and queued == [again["job_id"], retried["job_id"]]
+    assert schedule_row(gateway) == [{"job": retried["job_id"], "at": now + STALE_AFTER_MS + HOUR_MS + 1}]

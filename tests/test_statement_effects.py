@@ -1353,11 +1353,13 @@ def _record_gate_decision(gw: GraphGateway, st: Statement) -> None:
     assert done.rows == [{"id": st.params["id"]}]
     stored = node(gw, "ModelVersion", st.params["id"])
     assert stored is not None
-    assert (stored["gate_decision"], stored["gate_reason"], stored["gate_metrics"], stored["gate_at"]) == (
+    recorded = ("gate_decision", "gate_reason", "gate_metrics", "gate_at", "gate_taken")
+    assert tuple(stored[key] for key in recorded) == (
         "kept",
         st.params["reason"],
         st.params["metrics"],
         NOW,
+        False,
     )
     assert stored["active"] is False  # the decision never activates anything
     assert node(gw, "ModelVersion", "v-live") == {"id": "v-live", "status": "ready", "active": True}

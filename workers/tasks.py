@@ -86,9 +86,11 @@ def retrain_if_due() -> dict[str, object]:
     """Queue a gated retraining when the schedule or the new-event count says so (beat runs this)."""
 
     def enqueue(job_id: str) -> None:
-        job_queue.record_queued(current_app, job_id)  # GET /v1/jobs/{id} knows it while it waits
         # between full trainings, an incremental update while the drift is below the threshold
-        if next_update(graph(), settings()) == "incremental":
+        # (read first: between the record and the send, only the broker can fail)
+        kind = next_update(graph(), settings())
+        job_queue.record_queued(current_app, job_id)  # GET /v1/jobs/{id} knows it while it waits
+        if kind == "incremental":
             incremental_update.apply_async(task_id=job_id)
         else:
             train.apply_async(kwargs={"gate": True}, task_id=job_id)

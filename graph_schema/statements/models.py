@@ -131,19 +131,20 @@ MODEL_VERSIONS = read(
     RETURN m.id AS id, m.status AS status, m.active AS active, m.created_at AS created_at,
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
-           m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.parent AS parent,
-           m.data_until AS data_until, m.parameters AS parameters
+           m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.gate_taken AS gate_taken,
+           m.parent AS parent, m.data_until AS data_until, m.parameters AS parameters
     ORDER BY m.created_at DESC, id
     """,
 )
 
 # The promotion gate's verdict on a newly trained version (it is activated separately, by
-# ACTIVATE_VERSION, only when the verdict is 'promoted').
+# ACTIVATE_VERSION, only when the verdict is 'promoted' and no hook took the candidate: `taken`).
 RECORD_GATE_DECISION = write(
     "record_gate_decision",
     """
     MATCH (m:ModelVersion {id: $id})
-    SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics, m.gate_at = $now
+    SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics, m.gate_at = $now,
+        m.gate_taken = $taken
     RETURN m.id AS id
     """,
     id="v1700000000000",
@@ -151,6 +152,7 @@ RECORD_GATE_DECISION = write(
     reason="validation NDCG@10 0.0510 is below 0.0686 (active 0.0700, tolerance 2%)",
     metrics='{"candidate": {"ndcg@10": 0.051}, "active": {"ndcg@10": 0.07}}',
     now=1700000000000,
+    taken=False,
 )
 
 EMBEDDINGS_OF_VERSION = read(

@@ -34,6 +34,7 @@ from workers.training.publish import (
     activate,
     already_published,
     collect_garbage,
+    promotion_unfinished,
     record_gate_decision,
     write_back,
 )
@@ -106,6 +107,11 @@ def run_training(
     call this directly to train under a fixed name.
     """
     published = already_published(gateway, version)
+    if published is not None and promotion_unfinished(gateway, version):
+        # an earlier delivery recorded the gate's "promoted" and died before the activation
+        log.warning("model version %s was promoted by the gate but never activated: activating it", version)
+        carry_out_promotion(gateway, settings, version)
+        published = already_published(gateway, version)
     if published is not None:
         return published
     report = progress or (lambda _stage, _fraction: None)
@@ -235,8 +241,13 @@ def publish(
     taken = on_decision(version, decision) if on_decision is not None else None
     if taken:
         decision = replace(decision, reason=f"{decision.reason}; {taken}")
-    record_gate_decision(gateway, version, decision)
+    record_gate_decision(gateway, version, decision, taken=bool(taken))
     if decision.promoted and not taken:
-        link_topic_items(gateway, folder, [version], batch=settings.embedding_batch)
-        activate(gateway, version)
+        carry_out_promotion(gateway, settings, version)
     return decision
+
+
+def carry_out_promotion(gateway: GraphGateway, settings: Settings, version: str) -> None:
+    """Activate ``version``, which the gate promoted: its topics' ABOUT edges, then the switch."""
+    link_topic_items(gateway, models_dir(settings.data_dir), [version], batch=settings.embedding_batch)
+    activate(gateway, version)

@@ -38,7 +38,7 @@ from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import save_artifacts
 from kgrec.model_versions import root_of
-from kgrec.promotion_gate import GateDecision
+from kgrec.promotion_gate import PROMOTED, GateDecision
 from kgrec.topic_items import SUFFIX as TOPIC_ITEMS_SUFFIX
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import basis_path
@@ -161,8 +161,11 @@ def activate(gateway: GraphGateway, version: str) -> None:
         raise RuntimeError(f"model version {version} could not be activated")
 
 
-def record_gate_decision(gateway: GraphGateway, version: str, decision: GateDecision) -> None:
-    """Store the promotion gate's decision, reason and scores on the version."""
+def record_gate_decision(
+    gateway: GraphGateway, version: str, decision: GateDecision, taken: bool = False
+) -> None:
+    """Store the promotion gate's decision, reason and scores on the version; ``taken``: a hook took
+    the candidate (:data:`kgrec.promotion_gate.CandidateHook`), so a promotion is not carried out."""
     gateway.write(
         RECORD_GATE_DECISION,
         {
@@ -171,8 +174,22 @@ def record_gate_decision(gateway: GraphGateway, version: str, decision: GateDeci
             "reason": decision.reason,
             "metrics": json.dumps(decision.metrics()),
             "now": int(time.time() * 1000),
+            "taken": taken,
         },
     )
+
+
+def promotion_unfinished(gateway: GraphGateway, version: str) -> bool:
+    """Whether the gate's recorded promotion of ``version`` was never carried out: its job died
+    between recording the decision and the activation. That is: decided ``promoted``, not taken
+    by a hook, never activated, and no version activated since the decision (which stands)."""
+    rows = gateway.read(MODEL_VERSIONS)
+    row = next((v for v in rows if v["id"] == version), None)
+    if row is None or row["status"] != "ready" or row["gate_decision"] != PROMOTED:
+        return False
+    if row["gate_taken"] or row["activated_at"] is not None:
+        return False
+    return not any(v["activated_at"] is not None and v["activated_at"] >= row["gate_at"] for v in rows)
 
 
 def collect_garbage(
@@ -234,8 +251,8 @@ def already_published(gateway: GraphGateway, version: str) -> dict[str, Any] | N
 
     A queued job names its version after itself, so a redelivered job (its worker lost after
     the version was published, before the broker heard so) finds it here and returns this
-    instead of rewriting a version that may be serving. A version its job left unsettled
-    is written again.
+    instead of rewriting a version that may be serving (it first carries out a promotion left
+    unfinished: :func:`promotion_unfinished`). A version its job left unsettled is written again.
     """
     row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
     if row is None or row["status"] != "ready" or not settled(row):
