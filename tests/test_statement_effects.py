@@ -1198,7 +1198,7 @@ def _record_migration(gw: GraphGateway, st: Statement) -> None:
 
 @effect("create_model_version")
 def _create_model_version(gw: GraphGateway, st: Statement) -> None:
-    gw.write(st, st.params)
+    assert gw.write(st, st.params).rows == [{"id": "v1700000000000"}]
     created = {
         "id": "v1700000000000",
         "created_at": NOW,
@@ -1226,6 +1226,17 @@ def _create_model_version(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, "(:ModelVersion {id: 'v1700000000000'})-[:POPULARITY_ADJUSTMENT]->()") == 0
     assert count(gw, "(:ModelVersion {id: 'other'})-[:POPULARITY_ADJUSTMENT {delta: -2}]->()") == 1
     assert count(gw, "(:Item)") == 2
+    # Settled meanwhile (activated, or decided on by the gate) by a delivery that ran beside this
+    # one: left as it is, and no row (the write-back stops before touching its artifact).
+    for settled in ("m.activated_at = 5", "m.gate_decision = 'kept'"):
+        query(gw, f"MATCH (m:ModelVersion {{id: 'v1700000000000'}}) SET m.status = 'ready', {settled}")
+        before = node(gw, "ModelVersion", "v1700000000000")
+        assert gw.write(st, {**st.params, "metrics": "{}"}).rows == []
+        assert node(gw, "ModelVersion", "v1700000000000") == before
+        query(
+            gw,
+            "MATCH (m:ModelVersion {id: 'v1700000000000'}) SET m.activated_at = null, m.gate_decision = null",
+        )
 
 
 EMBEDDED_LABELS = {

@@ -19,17 +19,21 @@ def moved_stamp(stamp: str, at: str = "$now") -> str:
 
 # A job writing its version again (redelivered before it settled) starts it afresh: `writing`,
 # without the popularity adjustments of the first run, whose artifact it replaces (the new one is
-# counted from a new pull, and its own write-back adjusts for users erased since).
+# counted from a new pull, and its own write-back adjusts for users erased since). A version that
+# settled (activated, or decided on by the gate) is left as it is, and no row comes back: another
+# delivery of the job, running at the same time, published it after this one checked.
 CREATE_VERSION = write(
     "create_model_version",
     """
     MERGE (m:ModelVersion {id: $id})
     ON CREATE SET m.created_at = $now, m.active = false
+    WITH m WHERE m.activated_at IS NULL AND m.gate_decision IS NULL
     SET m.status = 'writing', m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics,
         m.artifact = $artifact, m.data_until = $data_until
     WITH m
     OPTIONAL MATCH (m)-[a:POPULARITY_ADJUSTMENT]->(:Item)
     DELETE a
+    RETURN DISTINCT m.id AS id
     """,
     id="v1700000000000",
     now=1700000000000,

@@ -1,10 +1,11 @@
 """Write a trained model back to the graph under a new version, then switch to it atomically.
 
-Order matters: artifact file, version node (``writing``), embeddings in
+Order matters: version node (``writing``), artifact file, embeddings in
 batches, ``ready``, then the one-statement switch. A crash anywhere before the
 switch leaves the previous version active and serving; the half-written
 version is garbage-collected later. Using the job id as the version id makes a
-redelivered job rewrite the same version instead of adding another.
+redelivered job rewrite the same version instead of adding another, unless it
+settled meanwhile (the version node's write refuses it, before the artifact is touched).
 
 A gated job writes the version without the switch, records the promotion
 gate's decision on it (:func:`record_gate_decision`) and switches only when the
@@ -36,7 +37,7 @@ from graph_schema.statements.models import (
 from kgrec import erasure
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
-from kgrec.model_store import save_artifacts
+from kgrec.model_store import artifact_name, save_artifacts
 from kgrec.model_versions import root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision
 from kgrec.topic_items import SUFFIX as TOPIC_ITEMS_SUFFIX
@@ -90,9 +91,8 @@ def write_back(
     if already_published(gateway, version) is not None:
         # another delivery of this job (the broker's visibility timeout ran out) published it meanwhile
         raise VersionPublished(version)
-    artifact = save_artifacts(result.artifacts, models_folder)
     now = int(time.time() * 1000)
-    gateway.write(
+    claimed = gateway.write(
         CREATE_VERSION,
         {
             "id": version,
@@ -100,11 +100,14 @@ def write_back(
             "parameters": json.dumps(result.artifacts.parameters, default=str),
             "counts": json.dumps(result.counts),
             "metrics": json.dumps({f"validation_{k}": v for k, v in result.validation.items()}),
-            "artifact": artifact,
+            "artifact": artifact_name(version),
             # the first incremental update after this version reads what changed since the pull
             "data_until": graph.pulled_at,
         },
     )
+    if not claimed.rows:  # settled by a delivery that ran beside this one: its artifact stays
+        raise VersionPublished(version)
+    save_artifacts(result.artifacts, models_folder)
     embeddings = result.embeddings
     groups = [
         (Label.USER, graph.user_ids, embeddings.users),
