@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import signal
 import threading
@@ -44,7 +43,6 @@ from kgrec.exploration import (
     ArmState,
     Exploration,
     TopicMembers,
-    _forget_unbuilt,
     draw,
     explored_slots,
     seed_of,
@@ -59,7 +57,6 @@ from kgrec.model_store import models_dir
 from kgrec.recommender import Recommender
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
-from kgrec.single_flight import SingleFlight
 from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec.topics import ACTIVE
 from tests.conftest import embedded_only
@@ -617,15 +614,15 @@ def test_versions_whose_arms_never_build_are_not_all_kept(shop: Shop, tmp_path: 
         for version in versions:
             with pytest.raises(GraphUnavailable):
                 exploration.arms(version, gateway)
-        assert len(exploration._flights) == ARM_CACHE
-        assert list(exploration._flights)[-1] == versions[-1].artifacts.version
+        assert len(exploration._unbuilt) == ARM_CACHE
+        assert exploration._unbuilt.items()[-1][0] == versions[-1].artifacts.version
         # a built version is not forgotten for an unbuilt one
         assert exploration.arms(model, serving.gateway).ids
         for version in versions:
             with pytest.raises(GraphUnavailable):
                 exploration.arms(version, gateway)
         assert exploration.built_versions() == [model.artifacts.version]
-        assert len(exploration._flights) == ARM_CACHE + 1  # the built one and ARM_CACHE that failed
+        assert len(exploration._built) == 1 and len(exploration._unbuilt) == ARM_CACHE
         # nor when another version builds: before, the trim to ARM_CACHE counted the failed ones
         other = Recommender(dataclasses.replace(model.artifacts, version="built-later"))
         assert exploration.arms(other, serving.gateway).ids
@@ -633,33 +630,6 @@ def test_versions_whose_arms_never_build_are_not_all_kept(shop: Shop, tmp_path: 
     finally:
         serving.close()
         down.close()
-
-
-def test_a_build_under_way_is_not_forgotten_for_later_versions() -> None:
-    """A version whose build is under way keeps its flight, so a thread asking meanwhile waits for
-    that build rather than starting a second one."""
-    flights: dict[str, SingleFlight[Any]] = {}
-    begun, finish = threading.Event(), threading.Event()
-
-    def slow_build(_held: Any) -> str:
-        begun.set()
-        finish.wait(30)
-        return "arms"
-
-    building = flights["building"] = SingleFlight(math.inf)
-    builder = threading.Thread(target=building.get, args=(slow_build,))
-    builder.start()
-    assert begun.wait(30)
-    try:
-        for k in range(ARM_CACHE + 2):
-            _forget_unbuilt(flights, keep=ARM_CACHE - 1)
-            flights[f"failed-{k}"] = SingleFlight(math.inf)
-        assert flights.get("building") is building
-        assert len(flights) == ARM_CACHE + 1
-    finally:
-        finish.set()
-        builder.join(30)
-    assert building.held() == "arms"
 
 
 def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop) -> None:
