@@ -186,7 +186,7 @@ class TopicMembers:
         is no file."""
         item_ids = model.artifacts.item_ids
         # a fold-in's copy of the model appends items: those before were read (while any topic was)
-        start = self.items if self.members and self.covers(item_ids) else 0
+        start = self.items if self.members and self.covers(model) else 0
         in_file = np.zeros(len(item_ids), dtype=bool)
         in_file[: self.in_file.size] = self.in_file[: len(item_ids)]
         in_file[:start] = True
@@ -211,14 +211,18 @@ class TopicMembers:
             self, members=members, read_at=time.monotonic(), items=len(item_ids), item_ids=item_ids
         )
 
-    def covers(self, item_ids: Sequence[str]) -> bool:
-        """Whether ``item_ids`` begin with the items read before, in their rows: a fold-in appends,
-        but an item folded in again moves to the end of the folded items (their order is the time
-        of their latest fold-in), and then every folded row must be read again."""
-        n = self.items
-        return n <= len(item_ids) and (
-            item_ids is self.item_ids or list(item_ids[:n]) == list(self.item_ids[:n])
-        )
+    def covers(self, model: Recommender) -> bool:
+        """Whether ``model``'s items begin with the items read before, in their rows: a fold-in
+        appends, but an item folded in again moves to the end of the folded items (their order is
+        the time of their latest fold-in), and then every folded row must be read again. Only the
+        folded rows are compared: the version's trained items are in their rows in every copy."""
+        item_ids, n = model.artifacts.item_ids, self.items
+        if n > len(item_ids):
+            return False
+        if item_ids is self.item_ids:
+            return True
+        start = min(model.trained_items, n)
+        return list(item_ids[start:n]) == list(self.item_ids[start:n])
 
 
 def _grouped(
@@ -435,7 +439,7 @@ class Exploration:
         item_ids = model.artifacts.item_ids
         if (
             topics.items != len(item_ids)
-            or not topics.covers(item_ids)
+            or not topics.covers(model)
             or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S)
         ):
             topics = topics.read(model, gateway)

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -54,7 +54,7 @@ from kgrec.impressions import USER_RECENT
 from kgrec.limits import MAX_K
 from kgrec.migrations import migrate
 from kgrec.model_store import models_dir
-from kgrec.recommender import Recommender
+from kgrec.recommender import EMBEDDING, ModelArtifacts, Recommender
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
 from kgrec.topic_items import TopicItems, topic_items_path
@@ -528,6 +528,49 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         assert gateway.asked[-1] == ["folded-again", "folded-in"]
     finally:
         serving.close()
+
+
+class Sliced(list[str]):
+    """Item ids that record where each slice taken of them starts."""
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        super().__init__(item_ids)
+        self.starts: list[int] = []
+
+    def __getitem__(self, at: Any) -> Any:
+        if isinstance(at, slice):
+            self.starts.append(at.start or 0)
+        return super().__getitem__(at)
+
+
+def test_whether_topics_cover_a_fold_ins_copy_is_told_by_its_folded_rows() -> None:
+    """Each fold-in's copy of the model was compared with the items the topics were read for, id
+    by id, the trained ones too (a million string comparisons at each fold-in on a large
+    catalogue): only the folded rows are now, the trained ones being in their rows in every copy.
+    An item folded in again moves to the end: the folded rows differ, and are all read again."""
+    ids = ["a", "b", "c"]
+    trained = Recommender(
+        ModelArtifacts(
+            version="v-covers",
+            item_ids=ids,
+            item_embeddings=np.eye(3, 4, dtype=np.float32),
+            components={},
+            weights={EMBEDDING: 1.0},
+            recency_decay=0.0,
+            popularity=np.ones(3, dtype=np.float32),
+        )
+    )
+
+    def folded(*item_ids: str) -> Recommender:
+        return trained.with_items(list(item_ids), np.ones((len(item_ids), 4)), trained.facts)
+
+    held = folded("x", "y")
+    read = TopicMembers({"topic:t": np.array([0, 3])}, 0.0, items=5, item_ids=Sliced(held.artifacts.item_ids))
+    assert read.covers(held)
+    assert read.covers(folded("x", "y", "z"))  # appended
+    assert not read.covers(folded("y", "x"))  # "x" folded in again: moved to the end
+    assert not read.covers(folded("x"))  # fewer items
+    assert read.item_ids.starts and min(read.item_ids.starts) == trained.n_items
 
 
 def test_a_version_without_a_topic_items_file_reads_its_edges_at_once(
