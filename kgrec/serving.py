@@ -240,6 +240,9 @@ class Serving:
         model = holder.get()
         if model is None:
             raise NoActiveModel()
+        # A variant promoted is served by the active model now: its copy loaded beside it would stay
+        # in memory, unused, until four other versions pushed it out.
+        self._versions.pop(model.artifacts.version)
         return model
 
     def promote(self, version: str) -> dict[str, Any]:
