@@ -62,7 +62,7 @@ from kgrec.impressions import ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.model_store import models_dir
 from kgrec.recommender import Recommender
-from kgrec.single_flight import SingleFlight
+from kgrec.single_flight import RecentlyUsed, SingleFlight
 from kgrec.topic_items import TopicItems, root_version, topic_items_path
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ TOPIC_READ_BATCH = 2_000  # items whose topics one graph read asks for
 ARM_CACHE = 5  # model versions whose arms a process keeps (the active one and experiment variants)
 
 R = TypeVar("R")
-V = TypeVar("V")
 
 # KEYS: the user's impression list. ARGV: the stream, the attributed hashes' key prefix, and the
 # filters (JSON) of a later page asking for its first page ('' for none).
@@ -187,7 +186,7 @@ class TopicMembers:
         is no file."""
         item_ids = model.artifacts.item_ids
         # a fold-in's copy of the model appends items: those before were read (while any topic was)
-        start = self.items if self.members and self.covers(item_ids) else 0
+        start = self.items if self.members and self.covers(model) else 0
         in_file = np.zeros(len(item_ids), dtype=bool)
         in_file[: self.in_file.size] = self.in_file[: len(item_ids)]
         in_file[:start] = True
@@ -212,14 +211,18 @@ class TopicMembers:
             self, members=members, read_at=time.monotonic(), items=len(item_ids), item_ids=item_ids
         )
 
-    def covers(self, item_ids: Sequence[str]) -> bool:
-        """Whether ``item_ids`` begin with the items read before, in their rows: a fold-in appends,
-        but an item folded in again moves to the end of the folded items (their order is the time
-        of their latest fold-in), and then every folded row must be read again."""
-        n = self.items
-        return n <= len(item_ids) and (
-            item_ids is self.item_ids or list(item_ids[:n]) == list(self.item_ids[:n])
-        )
+    def covers(self, model: Recommender) -> bool:
+        """Whether ``model``'s items begin with the items read before, in their rows: a fold-in
+        appends, but an item folded in again moves to the end of the folded items (their order is
+        the time of their latest fold-in), and then every folded row must be read again. Only the
+        folded rows are compared: the version's trained items are in their rows in every copy."""
+        item_ids, n = model.artifacts.item_ids, self.items
+        if n > len(item_ids):
+            return False
+        if item_ids is self.item_ids:
+            return True
+        start = min(model.trained_items, n)
+        return list(item_ids[start:n]) == list(self.item_ids[start:n])
 
 
 def _grouped(
@@ -352,9 +355,14 @@ class Exploration:
         self.settings = settings
         self.store = ImpressionStore(settings)
         self._lock = threading.Lock()
-        # model version -> its arms (under the latest facts asked for), built by one thread at a time
-        self._flights: dict[str, SingleFlight[Arms]] = {}
-        self._topics: dict[str, TopicMembers] = {}  # model version -> its topic arms' members
+        # model version -> its arms (under the latest facts asked for), built by one thread at a
+        # time: the ARM_CACHE versions built last, and apart from them (so that a version whose
+        # build fails pushes no built one out) the latest ARM_CACHE never built, each holding its
+        # last failure
+        self._built: RecentlyUsed[str, SingleFlight[Arms]] = RecentlyUsed(ARM_CACHE, SingleFlight.loading)
+        self._unbuilt: RecentlyUsed[str, SingleFlight[Arms]] = RecentlyUsed(ARM_CACHE, SingleFlight.loading)
+        # model version -> its topic arms' members, for the ARM_CACHE versions read last
+        self._topics: RecentlyUsed[str, TopicMembers] = RecentlyUsed(ARM_CACHE)
         self._models = models_dir(settings.data_dir)  # where the versions' topic-items files are
         self._script: Any = None
 
@@ -405,12 +413,11 @@ class Exploration:
         facts = model.facts if facts is None else facts
         version = model.artifacts.version
         with self._lock:
-            flight = self._flights.get(version)
-            if flight is None:
-                # kept at once, so that the threads asking together share it, but counted among
-                # the ARM_CACHE versions only once built (_build): one that fails evicts no other
-                _forget_unbuilt(self._flights, keep=ARM_CACHE - 1)
-                flight = self._flights[version] = SingleFlight(math.inf)
+            # kept at once, so that the threads asking together share it; among the built ones
+            # once built (_build)
+            flight = self._built.peek(version) or self._unbuilt.setdefault(
+                version, lambda: SingleFlight(math.inf)
+            )
         arms = flight.get(
             lambda _held: self._build(model, gateway, facts, flight),
             lambda held: _usable(held, model, facts),
@@ -420,28 +427,27 @@ class Exploration:
 
     def built_versions(self) -> list[str]:
         """The model versions whose arms this process holds, least recently built first."""
-        with self._lock:
-            return [version for version, flight in self._flights.items() if flight.held() is not None]
+        return [version for version, flight in self._built.items() if flight.held() is not None]
 
     def _build(
         self, model: Recommender, gateway: GraphGateway, facts: ItemFacts, flight: SingleFlight[Arms]
     ) -> Arms:
         version = model.artifacts.version
-        with self._lock:
-            topics = self._topics.get(version)
+        topics = self._topics.peek(version)
         if topics is None:
             topics = TopicMembers.of_file(model, self._models)
         item_ids = model.artifacts.item_ids
         if (
             topics.items != len(item_ids)
-            or not topics.covers(item_ids)
+            or not topics.covers(model)
             or (not topics.members and time.monotonic() - topics.read_at >= TOPICS_RETRY_S)
         ):
             topics = topics.read(model, gateway)
         arms = Arms.build(model, topics, facts)
+        self._topics.put(version, topics)
         with self._lock:
-            _remember(self._topics, version, topics)
-            _remember_built(self._flights, version, flight)
+            self._unbuilt.pop(version)
+            self._built.put(version, flight)
         return arms
 
     def state(self, user_id: str, filters: Mapping[str, Any] | None = None) -> ArmState:
@@ -470,35 +476,6 @@ def _usable(arms: Arms, model: Recommender, facts: ItemFacts) -> bool:
     if not arms.ordered_by(model.artifacts.popularity):
         return False
     return arms.has_topics or time.monotonic() - arms.built_at < TOPICS_RETRY_S
-
-
-def _forget_unbuilt(flights: dict[str, SingleFlight[Arms]], keep: int) -> None:
-    """Keep at most ``keep`` of the versions whose arms were never built (each holds its last
-    failure), the latest; never one whose build is under way, which a later thread must share."""
-    unbuilt = [
-        version for version, flight in flights.items() if flight.held() is None and not flight.loading()
-    ]
-    for version in unbuilt[: max(0, len(unbuilt) - keep)]:
-        del flights[version]
-
-
-def _remember_built(flights: dict[str, SingleFlight[Arms]], version: str, flight: SingleFlight[Arms]) -> None:
-    """Keep ``flight``, whose arms were just built, as ``version``'s, most recent last, and at most
-    ``ARM_CACHE`` built versions: the versions that failed are bounded apart (:func:`_forget_unbuilt`),
-    so they push no built one out."""
-    flights.pop(version, None)
-    flights[version] = flight
-    built = [v for v, f in flights.items() if f is flight or f.held() is not None]
-    for old in built[: max(0, len(built) - ARM_CACHE)]:
-        del flights[old]
-
-
-def _remember(cache: dict[str, V], version: str, value: V) -> None:
-    """Keep ``value`` as ``version``'s, most recent last, and at most ``ARM_CACHE`` versions."""
-    cache.pop(version, None)
-    cache[version] = value
-    while len(cache) > ARM_CACHE:
-        cache.pop(next(iter(cache)))
 
 
 class Page:

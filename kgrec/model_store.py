@@ -11,6 +11,7 @@ changes afterwards, so a process loads each version once.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,17 @@ def load_artifacts(path: Path) -> ModelArtifacts:
         )
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What :class:`ActiveModel`'s model was built from: the version as loaded, that with its
+    folded items, and the version's stamps they were read at."""
+
+    base: Recommender
+    folded: Recommender
+    folded_at: object
+    adjusted_at: object
+
+
 class ActiveModel:
     """The active model version of this process; reloads only when the active version changes.
 
@@ -126,11 +138,7 @@ class ActiveModel:
         self._folder = models_dir(data_dir)
         self._view: SingleFlight[Recommender] = SingleFlight(check_every_s)
         # What the view's model was built from; written by the one thread that loads.
-        self._base: Recommender | None = None
-        self._overlay_stamp: tuple[object, object] | None = None
-        # the base with its folded items, and the folded_at it was read at: an erasure moves only
-        # adjusted_at, and then only the popularity is laid over it again
-        self._folded: tuple[Recommender, object] | None = None
+        self._built: _Built | None = None
 
     def get(self) -> Recommender | None:
         """The Recommender of the active version (None before the first training).
@@ -143,20 +151,22 @@ class ActiveModel:
     def _load(self, held: Recommender | None) -> Recommender | None:
         rows = self._gateway.read(ACTIVE_VERSION)
         if not rows:
-            self._base = self._overlay_stamp = self._folded = None
+            self._built = None
             return None
-        active = rows[0]
-        base, stamp = self._base, (active["folded_at"], active["adjusted_at"])
-        if base is None or base.artifacts.version != active["id"]:
+        active, built = rows[0], self._built
+        folded_at, adjusted_at = active["folded_at"], active["adjusted_at"]
+        if built is None or built.base.artifacts.version != active["id"]:
             base = served_base(self._folder / active["artifact"])
-        elif held is not None and stamp == self._overlay_stamp:
+            folded = self._with_folded_items(base)
+        elif held is not None and (folded_at, adjusted_at) == (built.folded_at, built.adjusted_at):
             return held
-        folded = self._folded
-        if folded is None or folded[0].artifacts.version != base.artifacts.version or folded[1] != stamp[0]:
-            folded = (self._with_folded_items(base), stamp[0])
+        else:
+            # an erasure moves only adjusted_at: then only the popularity is laid over again
+            base = built.base
+            folded = built.folded if folded_at == built.folded_at else self._with_folded_items(base)
         # Served only once complete: the folded items and the erasures' popularity both applied.
-        model = self._with_adjusted_popularity(folded[0])
-        self._base, self._overlay_stamp, self._folded = base, stamp, folded
+        model = self._with_adjusted_popularity(folded)
+        self._built = _Built(base, folded, folded_at, adjusted_at)
         return model
 
     def stale(self) -> None:

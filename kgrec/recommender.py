@@ -79,6 +79,7 @@ class Recommender:
         self.artifacts = artifacts
         self.item_index = {item_id: k for k, item_id in enumerate(artifacts.item_ids)}
         n = len(artifacts.item_ids)
+        self.trained_items = n  # the version's own items: rows no copy moves (fold-ins come after)
         last_only = last_item_names()
         blend = sp.csr_matrix((n, n), dtype=np.float32)
         last_blend = sp.csr_matrix((n, n), dtype=np.float32)
@@ -276,6 +277,7 @@ class Recommender:
         clone = object.__new__(Recommender)
         clone.artifacts = replace(self.artifacts, **changes)  # type: ignore[arg-type]
         clone.item_index = self.item_index
+        clone.trained_items = self.trained_items
         clone.blend = self.blend
         clone.last_blend = self.last_blend
         clone.embedding_weight = self.embedding_weight

@@ -50,7 +50,7 @@ from kgrec.field_types import WHOLE_NUMBER, Id, shown
 from kgrec.gateway import GraphGateway
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
 from kgrec.ranking import Ranking
-from kgrec.single_flight import SingleFlight
+from kgrec.single_flight import RecentlyUsed, SingleFlight
 
 LOG = logging.getLogger(__name__)
 
@@ -404,19 +404,29 @@ def _holds(rows: np.ndarray, row: int) -> bool:
 
 
 @dataclass
+class _Held:
+    """Rules compiled for one model object and facts, and when a request last asked for them."""
+
+    model: Any
+    facts: Any
+    result: Compiled
+    used_ms: float
+
+
+@dataclass
 class RuleSet:
     """Every rule at one revision, with the items their attribute targets name."""
 
     revision: int = 0
     rules: list[Rule] = field(default_factory=list)
     attribute_items: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    # (model version, surface) -> the model object and facts compiled for, and the result: one
-    # entry per version, so the copy a fold-in or an erasure makes replaces its version's entry
-    # and no superseded model is kept alive while the rules do not change
-    _compiled: dict[tuple[str, str], tuple[Any, Any, Compiled]] = field(default_factory=dict)
-    _used_ms: dict[tuple[str, str], float] = field(default_factory=dict)
-    # the two dicts change together (request threads compile while the poller warms the next set)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # (model version, surface) -> what was compiled for it: one entry per version, so the copy a
+    # fold-in or an erasure makes replaces its version's entry and no superseded model is kept
+    # alive while the rules do not change (request threads compile while the poller warms the
+    # next set)
+    _compiled: RecentlyUsed[tuple[str, str], _Held] = field(
+        default_factory=lambda: RecentlyUsed(COMPILED_KEYS), repr=False, compare=False
+    )
 
     def targets(self, model: Any, facts: Any, rule: Rule) -> np.ndarray:
         """The rows of ``model``'s items that ``rule``'s target names under ``facts``."""
@@ -437,11 +447,11 @@ class RuleSet:
         other facts are given: one identity check when nothing changed."""
         facts = model.facts if facts is None else facts
         key = (model.artifacts.version, surface)
-        with self._lock:
-            self._used_ms[key] = now_ms
-            cached = self._compiled.get(key)
-        if cached is not None and cached[0] is model and cached[1] is facts and now_ms < cached[2].until:
-            return cached[2]
+        held = self._compiled.get(key)
+        if held is not None:
+            held.used_ms = now_ms
+            if held.model is model and held.facts is facts and now_ms < held.result.until:
+                return held.result
         n = facts.n_items
         live = [r for r in self.rules if r.live(surface, now_ms)]
         until = min((r.next_change(now_ms) for r in self.rules), default=math.inf)
@@ -461,25 +471,17 @@ class RuleSet:
                 pins.append((rule, int(targets[0])))
         pins.sort(key=lambda pin: (pin[0].position or 0, pin[0].id))
         result = Compiled(blocked, factor, scored_by, pins, until)
-        with self._lock:
-            self._used_ms.setdefault(key, now_ms)  # forgotten by another thread meanwhile
-            self._compiled[key] = (model, facts, result)
-            while len(self._used_ms) > COMPILED_KEYS:  # keep the pairs used last
-                oldest = min(self._used_ms.items(), key=lambda used: used[1])[0]
-                del self._used_ms[oldest]
-                self._compiled.pop(oldest, None)
+        self._compiled.put(key, _Held(model, facts, result, now_ms))
         return result
 
     def warm(self, previous: RuleSet, now_ms: float) -> None:
         """Compile for the models and surfaces ``previous`` served in the last :data:`WARM_MS`."""
-        with previous._lock:
-            served = [(key, held, previous._used_ms.get(key)) for key, held in previous._compiled.items()]
-        for key, (model, facts, _), used_ms in served:
-            if used_ms is not None and now_ms - used_ms <= WARM_MS:
-                self.compiled(model, key[1], now_ms, facts)
-                with self._lock:
-                    if key in self._used_ms:
-                        self._used_ms[key] = used_ms  # warming is not a use
+        for key, served in previous._compiled.items():  # least recently used first, as it keeps them
+            if now_ms - served.used_ms <= WARM_MS:
+                self.compiled(served.model, key[1], now_ms, served.facts)
+                warmed = self._compiled.peek(key)
+                if warmed is not None:
+                    warmed.used_ms = served.used_ms  # warming is not a use
 
 
 def apply_scores(ranked: Ranking, compiled: Compiled) -> Ranking:

@@ -92,19 +92,22 @@ class SearchRanking:
         return ranked
 
 
-# model -> (the topic items last used with it, each of their rows' model row, -1 for none)
-_ROWS: weakref.WeakKeyDictionary[Recommender, tuple[TopicItems, np.ndarray]] = weakref.WeakKeyDictionary()
+# model -> (the topic items last used with it, each of their rows' model row, -1 for none); both
+# held weakly, so that the cache keeps neither a model nor the topic items of a version let go
+_ROWS: weakref.WeakKeyDictionary[Recommender, tuple[weakref.ref[TopicItems], np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def model_rows_of(model: Recommender, items: TopicItems) -> np.ndarray:
     """Each row of ``items``' model row (-1 where the model does not know the item): built once per
     model and topic items, not per request (a topic of 100,000 items took 20-30 ms a search)."""
     held = _ROWS.get(model)
-    if held is not None and held[0] is items:
+    if held is not None and held[0]() is items:
         return held[1]
     index = model.item_index
     rows = np.fromiter((index.get(i, -1) for i in items.item_ids), dtype=np.int64, count=len(items.item_ids))
-    _ROWS[model] = (items, rows)
+    _ROWS[model] = (weakref.ref(items), rows)
     return rows
 
 

@@ -53,7 +53,7 @@ from kgrec.recommender import HistoryEntry, Recommender
 from kgrec.relation_sentences import load_sentences
 from kgrec.runtime import ProcessGateway
 from kgrec.search_cold_start import SearchRanking, search_ranking, text_vector, text_vector_read
-from kgrec.single_flight import SingleFlight
+from kgrec.single_flight import RecentlyUsed, SingleFlight
 from kgrec.ties import tie_keys
 from kgrec.topic_items import VersionTopicItems
 from kgrec.topics import (
@@ -166,14 +166,6 @@ class UserHistory:
         return []
 
 
-def _forget_side_versions(versions: dict[str, SingleFlight[ReadyVersion]], keep: int) -> None:
-    """Keep at most ``keep`` side versions, the most recently used (the last one always); never one
-    whose load is under way, which a thread asking later must share rather than load again."""
-    idle = [version for version, flight in list(versions.items())[:-1] if not flight.loading()]
-    for version in idle[: max(0, len(versions) - keep)]:
-        del versions[version]
-
-
 def _no_artifact(version: str) -> NotFound:
     return NotFound("model_version", version, f"no artifact for model version {version!r}")
 
@@ -211,8 +203,11 @@ class Serving:
         self._groups: dict[int, ItemGroups] = {}  # by id of the facts they group (kept alive by them)
         self._rules: rules.RulesView | None = None
         self._rules_gateway: GraphGateway | None = None
-        # experiment variants' versions (kgrec/experiments.py), each loaded by one thread
-        self._versions: dict[str, SingleFlight[ReadyVersion]] = {}
+        # experiment variants' versions (kgrec/experiments.py), each loaded by one thread; the most
+        # recently used MAX_SIDE_VERSIONS, and any whose load is under way
+        self._versions: RecentlyUsed[str, SingleFlight[ReadyVersion]] = RecentlyUsed(
+            MAX_SIDE_VERSIONS, SingleFlight.loading
+        )
         # Read now, so a bad template file stops start-up rather than failing requests.
         self.sentences = load_sentences(settings.relation_sentences)
         self.entity_counts = EntityCounts()
@@ -245,6 +240,9 @@ class Serving:
         model = holder.get()
         if model is None:
             raise NoActiveModel()
+        # A variant promoted is served by the active model now: its copy loaded beside it would stay
+        # in memory, unused, until four other versions pushed it out.
+        self._versions.pop(model.artifacts.version)
         return model
 
     def promote(self, version: str) -> dict[str, Any]:
@@ -287,15 +285,11 @@ class Serving:
         if version is None or version == active.artifacts.version:
             return active
         path = models_dir(self.settings.data_dir) / artifact_name(version)
-        with self._lock:
-            flight = self._versions.get(version)
+        flight = self._versions.peek(version)
         if (flight is None or flight.held() is None) and not path.is_file():
             raise _no_artifact(version)
-        with self._lock:
-            # kept at once (most recently used last), so that the threads asking together share it
-            flight = self._versions.pop(version, None) or SingleFlight(math.inf)
-            self._versions[version] = flight
-            _forget_side_versions(self._versions, keep=MAX_SIDE_VERSIONS)
+        # kept at once, so that the threads asking together share it
+        flight = self._versions.setdefault(version, lambda: SingleFlight(math.inf))
         # Loaded outside the process's lock, which every request takes (the active model, the
         # catalogue, the rules): reading a large artifact takes seconds.
         loaded = flight.get(lambda _held: _ready_version(version, path))

@@ -8,6 +8,9 @@ thread refreshes, the others go on with the value held; when there is none (the 
 the view was marked stale by this process's own write, which its next answer must show) they
 wait for that refresh and share its failure instead of repeating it. Every graph call of a
 refresh is bounded by the gateway, so that wait is too.
+
+:class:`RecentlyUsed` bounds the caches of such flights (and of results compiled per model
+version) that a process keeps, without dropping a flight whose load is under way.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from kgrec.gateway.base import GraphUnavailable
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class SingleFlight(Generic[T]):
@@ -111,4 +117,71 @@ class SingleFlight(Generic[T]):
             self._lock.release()
 
 
-__all__ = ["SingleFlight"]
+class RecentlyUsed(Generic[K, V]):
+    """At most ``size`` values by key, the least recently used dropped first, for the caches of
+    flights and compiled results a serving process keeps per model version; safe across threads.
+
+    Never dropped: the entry just used, and one ``in_use`` says a thread still needs (a flight
+    whose load is under way, which a thread asking later must share rather than load again);
+    meanwhile the cache holds more than ``size``.
+    """
+
+    def __init__(self, size: int, in_use: Callable[[V], bool] = lambda _value: False) -> None:
+        self._size = size
+        self._in_use = in_use
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[K, V] = OrderedDict()  # least recently used first
+
+    def get(self, key: K) -> V | None:
+        """``key``'s value, now the most recently used (None when not held)."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def peek(self, key: K) -> V | None:
+        """``key``'s value, not counted as a use (None when not held)."""
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        """Hold ``value`` as ``key``'s, the most recently used."""
+        with self._lock:
+            self._entries[key] = value
+            self._use(key)
+
+    def setdefault(self, key: K, make: Callable[[], V]) -> V:
+        """``key``'s value, ``make()`` held as it when there is none; the most recently used."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                value = self._entries[key] = make()
+            self._use(key)
+            return value
+
+    def pop(self, key: K) -> V | None:
+        """Drop ``key``; its value (None when not held)."""
+        with self._lock:
+            return self._entries.pop(key, None)
+
+    def items(self) -> list[tuple[K, V]]:
+        """The entries, least recently used first."""
+        with self._lock:
+            return list(self._entries.items())
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _use(self, key: K) -> None:
+        self._entries.move_to_end(key)
+        idle = [old for old, value in list(self._entries.items())[:-1] if not self._in_use(value)]
+        for old in idle[: max(0, len(self._entries) - self._size)]:
+            del self._entries[old]
+
+
+__all__ = ["RecentlyUsed", "SingleFlight"]

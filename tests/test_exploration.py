@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -44,7 +43,6 @@ from kgrec.exploration import (
     ArmState,
     Exploration,
     TopicMembers,
-    _forget_unbuilt,
     draw,
     explored_slots,
     seed_of,
@@ -56,10 +54,9 @@ from kgrec.impressions import USER_RECENT
 from kgrec.limits import MAX_K
 from kgrec.migrations import migrate
 from kgrec.model_store import models_dir
-from kgrec.recommender import Recommender
+from kgrec.recommender import EMBEDDING, ModelArtifacts, Recommender
 from kgrec.rules import validate_rule
 from kgrec.serving import ItemFilters, Serving
-from kgrec.single_flight import SingleFlight
 from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec.topics import ACTIVE
 from tests.conftest import embedded_only
@@ -533,6 +530,49 @@ def test_arms_are_built_once_per_version_and_facts_by_one_thread(shop: Shop) -> 
         serving.close()
 
 
+class Sliced(list[str]):
+    """Item ids that record where each slice taken of them starts."""
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        super().__init__(item_ids)
+        self.starts: list[int] = []
+
+    def __getitem__(self, at: Any) -> Any:
+        if isinstance(at, slice):
+            self.starts.append(at.start or 0)
+        return super().__getitem__(at)
+
+
+def test_whether_topics_cover_a_fold_ins_copy_is_told_by_its_folded_rows() -> None:
+    """Each fold-in's copy of the model was compared with the items the topics were read for, id
+    by id, the trained ones too (a million string comparisons at each fold-in on a large
+    catalogue): only the folded rows are now, the trained ones being in their rows in every copy.
+    An item folded in again moves to the end: the folded rows differ, and are all read again."""
+    ids = ["a", "b", "c"]
+    trained = Recommender(
+        ModelArtifacts(
+            version="v-covers",
+            item_ids=ids,
+            item_embeddings=np.eye(3, 4, dtype=np.float32),
+            components={},
+            weights={EMBEDDING: 1.0},
+            recency_decay=0.0,
+            popularity=np.ones(3, dtype=np.float32),
+        )
+    )
+
+    def folded(*item_ids: str) -> Recommender:
+        return trained.with_items(list(item_ids), np.ones((len(item_ids), 4)), trained.facts)
+
+    held = folded("x", "y")
+    read = TopicMembers({"topic:t": np.array([0, 3])}, 0.0, items=5, item_ids=Sliced(held.artifacts.item_ids))
+    assert read.covers(held)
+    assert read.covers(folded("x", "y", "z"))  # appended
+    assert not read.covers(folded("y", "x"))  # "x" folded in again: moved to the end
+    assert not read.covers(folded("x"))  # fewer items
+    assert read.item_ids.starts and min(read.item_ids.starts) == trained.n_items
+
+
 def test_a_version_without_a_topic_items_file_reads_its_edges_at_once(
     shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -617,15 +657,15 @@ def test_versions_whose_arms_never_build_are_not_all_kept(shop: Shop, tmp_path: 
         for version in versions:
             with pytest.raises(GraphUnavailable):
                 exploration.arms(version, gateway)
-        assert len(exploration._flights) == ARM_CACHE
-        assert list(exploration._flights)[-1] == versions[-1].artifacts.version
+        assert len(exploration._unbuilt) == ARM_CACHE
+        assert exploration._unbuilt.items()[-1][0] == versions[-1].artifacts.version
         # a built version is not forgotten for an unbuilt one
         assert exploration.arms(model, serving.gateway).ids
         for version in versions:
             with pytest.raises(GraphUnavailable):
                 exploration.arms(version, gateway)
         assert exploration.built_versions() == [model.artifacts.version]
-        assert len(exploration._flights) == ARM_CACHE + 1  # the built one and ARM_CACHE that failed
+        assert len(exploration._built) == 1 and len(exploration._unbuilt) == ARM_CACHE
         # nor when another version builds: before, the trim to ARM_CACHE counted the failed ones
         other = Recommender(dataclasses.replace(model.artifacts, version="built-later"))
         assert exploration.arms(other, serving.gateway).ids
@@ -633,33 +673,6 @@ def test_versions_whose_arms_never_build_are_not_all_kept(shop: Shop, tmp_path: 
     finally:
         serving.close()
         down.close()
-
-
-def test_a_build_under_way_is_not_forgotten_for_later_versions() -> None:
-    """A version whose build is under way keeps its flight, so a thread asking meanwhile waits for
-    that build rather than starting a second one."""
-    flights: dict[str, SingleFlight[Any]] = {}
-    begun, finish = threading.Event(), threading.Event()
-
-    def slow_build(_held: Any) -> str:
-        begun.set()
-        finish.wait(30)
-        return "arms"
-
-    building = flights["building"] = SingleFlight(math.inf)
-    builder = threading.Thread(target=building.get, args=(slow_build,))
-    builder.start()
-    assert begun.wait(30)
-    try:
-        for k in range(ARM_CACHE + 2):
-            _forget_unbuilt(flights, keep=ARM_CACHE - 1)
-            flights[f"failed-{k}"] = SingleFlight(math.inf)
-        assert flights.get("building") is building
-        assert len(flights) == ARM_CACHE + 1
-    finally:
-        finish.set()
-        builder.join(30)
-    assert building.held() == "arms"
 
 
 def test_the_arms_order_their_items_by_the_popularity_an_erasure_left(shop: Shop) -> None:

@@ -12,9 +12,11 @@ over real HTTP on that graph, and the promotion reaches serving.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.model_versions import list_versions, promote
 from kgrec.promotion_gate import KEPT, PROMOTED, GateScores, decide
+from kgrec.serving import Serving
 from kgrec_cli.stack import worker_argv
 from tests.openapi_check import undocumented
 from tests.processes import ApiProcess, background
@@ -312,6 +315,26 @@ def test_the_process_that_promotes_serves_the_version_from_its_next_request(gate
     finally:
         server.shutdown()
         app.extensions["kgrec"].close()
+        promote(gated.gateway, gated.settings.data_dir, before)
+
+
+def test_a_promoted_variant_is_not_kept_loaded_beside_the_active_version(gated: GatedGraph) -> None:
+    """A process loads an experiment's variant beside the active version; once the variant is
+    promoted, the active model serves it, and the copy loaded beside it (a second model in memory)
+    stayed until four other versions pushed it out."""
+    serving = Serving(gated.settings)
+    before = active_version(gated)
+    try:
+        listed = list_versions(gated.gateway, gated.settings.data_dir)
+        other = next(v["version"] for v in listed if v["status"] == "retired")  # see the test above
+        side = weakref.ref(serving.model(other))
+        assert serving.model().artifacts.version == before
+        serving.promote(other)
+        assert serving.model(other) is serving.model() and serving.model().artifacts.version == other
+        gc.collect()
+        assert side() is None
+    finally:
+        serving.close()
         promote(gated.gateway, gated.settings.data_dir, before)
 
 

@@ -275,8 +275,9 @@ def test_a_rule_change_is_compiled_off_the_request_path(shop: Shop) -> None:
         after = view.rules()
         assert [r.id for r in after.rules] == [rule["id"]]
         key = (model.artifacts.version, "recommendations")
-        assert key in after._compiled and after._compiled[key][0] is model  # warmed ahead
-        assert after._compiled[key][2].factor is not None
+        warmed = after._compiled.peek(key)
+        assert warmed is not None and warmed.model is model  # warmed ahead
+        assert warmed.result.factor is not None
         assert (id(model), "similar") not in after._compiled  # not served here: not compiled
     finally:
         serving.close()
@@ -319,7 +320,7 @@ def test_compiled_rules_keep_no_superseded_model_alive(shop: Shop) -> None:
         for k in range(COMPILED_KEYS + 3):
             other = Recommender(dataclasses.replace(model.artifacts, version=f"other-{k}"))
             rule_set.compiled(other, "similar", now + k + 1, other.facts)
-        assert len(rule_set._compiled) == len(rule_set._used_ms) == COMPILED_KEYS
+        assert len(rule_set._compiled) == COMPILED_KEYS
         assert ("other-0", "similar") not in rule_set._compiled  # the least recently used went first
     finally:
         serving.close()

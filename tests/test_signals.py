@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -267,3 +269,9 @@ def test_a_searching_newcomers_candidates_map_topic_rows_to_model_rows_once_per_
         ["x"], np.ones((1, 2), dtype=np.float32), model.facts.extended([None], [[]], [None])
     )
     assert model_rows_of(folded, items).tolist() == [2, 4, 0]  # a fold-in's copy: mapped anew
+    # the mapping kept for a model does not keep its topic items alive (a version's, let go when
+    # the version leaves the cache of topic items, while the model may still serve)
+    held = weakref.ref(items)
+    del items, ranked
+    gc.collect()
+    assert held() is None

@@ -1,17 +1,20 @@
 """The contract of a serving view's refresh (kgrec/single_flight.py), with loads that the test
 holds and releases, so each interleaving happens for certain. Against a stalled graph server, in
-the views that use it: tests/test_stalled_server.py."""
+the views that use it: tests/test_stalled_server.py. Then the bounded cache of such flights
+(RecentlyUsed) that serving, exploration and the rules keep per model version."""
 
 from __future__ import annotations
 
+import random
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 from kgrec.gateway import GraphTimeout
-from kgrec.single_flight import SingleFlight
+from kgrec.single_flight import RecentlyUsed, SingleFlight
 
 
 class HeldLoad:
@@ -174,3 +177,81 @@ def test_a_failed_refresh_leaves_a_stale_mark_to_be_answered() -> None:
     assert view.get(lambda _held: "after") == "after"
     assert view.refresh(lambda held: f"{held}, polled") == "after, polled"
     assert view.get(lambda _held: "unasked") == "after, polled"  # nothing marked: held
+
+
+def test_the_least_recently_used_entry_goes_first() -> None:
+    cache: RecentlyUsed[str, int] = RecentlyUsed(3)
+    for n, key in enumerate("abc"):
+        cache.put(key, n)
+    assert cache.get("a") == 0  # a use: "b" is now the least recently used
+    cache.put("d", 3)
+    assert [key for key, _ in cache.items()] == ["c", "a", "d"]
+    assert cache.peek("c") == 2  # not a use: "c" goes next
+    assert cache.setdefault("e", lambda: 4) == 4 and cache.setdefault("a", lambda: -1) == 0
+    assert [key for key, _ in cache.items()] == ["d", "e", "a"]
+    cache.put("d", 5)  # a new value for a key held is a use too
+    assert cache.pop("e") == 4 and cache.pop("e") is None
+    assert [key for key, _ in cache.items()] == ["a", "d"] and "e" not in cache and len(cache) == 2
+
+
+def test_an_entry_in_use_is_never_dropped() -> None:
+    """A version whose load is under way keeps its flight, however long ago it was asked for, so a
+    thread asking meanwhile waits for that load rather than starting a second one; the entry just
+    used stays too, over the bound when every other entry is in use."""
+    cache: RecentlyUsed[str, SingleFlight[object]] = RecentlyUsed(2, SingleFlight.loading)
+    load = HeldLoad("arms")
+    building = cache.setdefault("building", lambda: SingleFlight(float("inf")))
+    with ThreadPoolExecutor(1) as pool:
+        future = started(pool, building, load)
+        for k in range(5):
+            cache.put(f"failed-{k}", SingleFlight(float("inf")))
+        assert cache.peek("building") is building
+        assert [key for key, _ in cache.items()] == ["building", "failed-4"]
+        load.release.release()
+        assert future.result(timeout=10) == "arms"
+    cache.put("next", SingleFlight(float("inf")))  # "building" is idle now: the least recently used
+    assert [key for key, _ in cache.items()] == ["failed-4", "next"]
+    busy: RecentlyUsed[str, int] = RecentlyUsed(1, lambda _value: True)
+    busy.put("a", 1)
+    busy.put("b", 2)
+    assert [key for key, _ in busy.items()] == ["a", "b"]
+
+
+@pytest.fixture
+def switching_often() -> Iterator[None]:
+    """Threads switched every microsecond, so that unguarded steps interleave."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("switching_often")
+def test_threads_using_the_cache_together_share_an_entry_and_keep_the_bound() -> None:
+    """Threads asking for one key together get one value (one flight, loaded once), and threads
+    that get, put and drop keys at once leave at most the bound held."""
+    cache: RecentlyUsed[int, object] = RecentlyUsed(4)
+    threads = 8
+    for key in range(200):
+        start = threading.Barrier(threads)
+
+        def ask(key: int = key, start: threading.Barrier = start) -> object:
+            start.wait()
+            return cache.setdefault(key, object)
+
+        with ThreadPoolExecutor(threads) as pool:
+            made = [pool.submit(ask) for _ in range(threads)]
+            assert len({id(future.result(timeout=10)) for future in made}) == 1, key
+
+    def churn(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(3_000):
+            key = rng.randrange(12)
+            [cache.get, cache.pop, lambda k: cache.put(k, k), lambda _k: cache.items()][rng.randrange(4)](key)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(churn, seed) for seed in range(threads)]:
+            future.result(timeout=60)
+    assert len(cache) <= 4 and len(cache.items()) == len(cache)
