@@ -27,6 +27,7 @@ from kgrec.catalogue import error_problems
 from kgrec.errors import NotFound
 from kgrec.experiments import (
     ACTIVE,
+    PROMOTION_LEASE_MS,
     Experiment,
     ExperimentConflict,
     ExperimentStore,
@@ -172,9 +173,10 @@ def get_experiment(experiment_id: str) -> Response:
 def stop_experiment(experiment_id: str) -> Response:
     """Stop it: users get the active model again; results stay readable. Stopping twice is harmless.
 
-    A promotion that was claimed and never finished (the process promoting it died) is carried
-    out instead, as a second promotion of that variant would; if its version cannot be activated,
-    the experiment is stopped unpromoted.
+    A promotion claimed and never finished (the process promoting it died; the claim is older than
+    ``PROMOTION_LEASE_MS``) is carried out instead, as a second promotion of that variant would; if
+    its version cannot be activated, or another was activated since the claim, the experiment is
+    stopped unpromoted.
     """
     store = _store()
     experiment = _experiment(experiment_id)
@@ -202,8 +204,10 @@ def stop_experiment(experiment_id: str) -> Response:
         **NOT_FOUND,
         "HTTP_409": (
             Error,
-            "the experiment was promoted before, or it is stopped while another runs, or the variant's "
-            "model version cannot be activated (still being written, or its artifact file is missing)",
+            "the experiment was promoted before, or is being promoted by another request, or it is "
+            "stopped while another runs, or the variant's model version cannot be activated (still "
+            "being written, or its artifact file is missing), or a resumed promotion found another "
+            "version activated since its claim",
         ),
         "HTTP_422": (Error, "no such variant (`field`: variant)"),
     },
@@ -237,6 +241,14 @@ def promote_experiment(experiment_id: str) -> Response:
             "activate another model version with POST /v1/models/{version}/promote",
             "experiment_id",
         )
+    if claim == -2:
+        raise ApiError(
+            409,
+            "conflict",
+            f"experiment {experiment_id} is being promoted ({name!r}) by another request; if that "
+            f"request died, promote it again after {PROMOTION_LEASE_MS // 1000} s",
+            "experiment_id",
+        )
     if claim < 0:
         raise ApiError(
             409,
@@ -258,13 +270,14 @@ def _carry_out(
     experiment is put back as ``before`` and the answer is 409.
 
     ``resumed``: the claim was made by a request that did not finish it; a version active already
-    (it got as far as the activation) is recorded as it is, not activated again.
+    (it got as far as the activation) is recorded as it is, not activated again, and a version
+    activated since the claim (by hand, or the gate) is not replaced: the answer is then a 409.
     """
     assert claimed.promoted is not None  # a claim records the promotion
     promoted = dict(claimed.promoted)
     try:
         if promoted["model_version"] != ACTIVE:
-            version = _active_view(promoted["model_version"]) if resumed else None
+            version = _resumed_view(promoted["model_version"], claimed) if resumed else None
             version = version or serving().promote(promoted["model_version"])
             promoted.update(model_version=version["version"], activated_at=version["activated_at"])
     except BaseException as exc:
@@ -278,7 +291,19 @@ def _carry_out(
     return done
 
 
-def _active_view(version: str) -> dict[str, Any] | None:
-    """The version's view when it is the active one."""
-    view = next((v for v in list_versions(graph(), settings().data_dir) if v["version"] == version), None)
-    return view if view is not None and view["status"] == "active" else None
+def _resumed_view(version: str, claimed: Experiment) -> dict[str, Any] | None:
+    """The view of ``version`` when the resumed promotion activated it already; None when it is
+    still to be activated. A 409 when another version was activated since the claim
+    (``claimed.stopped_at``, or the earlier stop's time, which errs on the side of not replacing)."""
+    active = next((v for v in list_versions(graph(), settings().data_dir) if v["status"] == "active"), None)
+    if active is None or active["version"] == version:
+        return active
+    if (active["activated_at"] or 0) >= (claimed.stopped_at or 0):
+        raise ApiError(
+            409,
+            "conflict",
+            f"model version {active['version']} was activated after this promotion was claimed and "
+            f"is kept; the experiment is put back unpromoted: promote it again to activate {version}",
+            "experiment_id",
+        )
+    return None

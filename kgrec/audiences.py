@@ -68,7 +68,8 @@ class Audience:
 
 def _encode_cursor(audience: Audience, now: int, rank: int, user_id: str, size: int) -> str:
     # Compact UTF-8 (not \u escapes): a 256-character id of quotes or CJK still fits the query's bound
-    # (MAX_AUDIENCE_CURSOR); surrogatepass keeps a lone surrogate a JSON body may put in an id.
+    # (MAX_AUDIENCE_CURSOR); surrogatepass keeps a lone surrogate in an id stored before the id rule
+    # refused them (2026-12-06).
     raw = json.dumps(
         {"a": audience.fingerprint(), "now": now, "rank": rank, "id": user_id, "size": size},
         ensure_ascii=False,

@@ -6,9 +6,9 @@ append-only file and its fsync:
 
 * ``kgrec:<graph>:experiments``: a hash, experiment id -> its definition (JSON);
 * ``kgrec:<graph>:experiment:running``: the id of the one running experiment;
-* ``kgrec:<graph>:experiment:promoting``: a set, the ids of the experiments whose promotion is
-  claimed and neither finished nor undone (its process may have died: a promotion of the same
-  variant, or a stop, carries it out);
+* ``kgrec:<graph>:experiment:promoting``: a sorted set, the ids of the experiments whose promotion
+  is claimed and neither finished nor undone, scored by the claim's time (its process may have
+  died: past :data:`PROMOTION_LEASE_MS`, a promotion of the same variant, or a stop, carries it out);
 * ``kgrec:<graph>:experiment:<id>:<variant>``: counters (``impressions``; ``click``, ``cart``,
   ``purchase``: impressions with at least one such attributed event; ``revenue`` and
   ``revenue_sq``: the sum, and the sum of squares, of each impression's attributed purchase
@@ -61,8 +61,8 @@ return 1
 """
 
 
-# KEYS of the scripts below: the running id, the definitions hash, the set of the experiments whose
-# promotion is claimed and unfinished. ARGV[1]: the experiment id.
+# KEYS of the scripts below: the running id, the definitions hash, the sorted set of the experiments
+# whose promotion is claimed and unfinished (by the claim's time). ARGV[1]: the experiment id.
 # Whether the stored definition records a promotion (a JSON null decodes to cjson.null); 0 without one.
 _READ_PROMOTED = """
 local stored = redis.call('HGET', KEYS[2], ARGV[1])
@@ -82,7 +82,7 @@ end
 )
 _RELEASE = """
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
@@ -91,27 +91,36 @@ return 1
 # ARGV[2]: the stopped definition. Stops the experiment unless a promotion was recorded first (a
 # stop racing a promotion leaves the promotion's record).
 _STOP_UNLESS_PROMOTED = _PROMOTED + _RELEASE
-# ARGV[2]: the claimed definition (stopped, promoted), ARGV[3]: the variant's name. Records the
-# claim unless a promotion was recorded first (0) or another experiment runs (-1); the running id
-# stays until the claim is finished or undone, so no experiment can start while the version is
-# being activated. A claim of the same variant that was never finished nor undone is taken over
-# (2): its process may have died between the claim and the finish.
+# ARGV[2]: the claimed definition (stopped, promoted), ARGV[3]: the variant's name, ARGV[4]: now
+# (ms), ARGV[5]: the lease (ms). Records the claim unless a promotion was recorded first (0) or
+# another experiment runs (-1); the running id stays until the claim is finished or undone, so no
+# experiment can start while the version is being activated. A claim of the same variant that was
+# never finished nor undone is taken over (2) once older than the lease: its process died between
+# the claim and the finish; a younger one is under way (-2).
 _CLAIM_PROMOTION = (
     _READ_PROMOTED
     + """
 local running = redis.call('GET', KEYS[1])
 local other = running and running ~= ARGV[1]
 if recorded then
-  if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 or promoted['variant'] ~= ARGV[3] then
+  local at = redis.call('ZSCORE', KEYS[3], ARGV[1])
+  if not at or promoted['variant'] ~= ARGV[3] then
     return 0
   end
-  return other and -1 or 2
+  if tonumber(at) > tonumber(ARGV[4]) - tonumber(ARGV[5]) then
+    return -2
+  end
+  if other then
+    return -1
+  end
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  return 2
 end
 if other then
   return -1
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 return 1
 """
 )
@@ -120,9 +129,14 @@ _UNDO_CLAIM = """
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 end
-redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
+
+
+# A promotion's claim older than this was made by a request that is gone: past gunicorn's 180-s
+# request timeout (kgrec_cli/gunicorn_conf.py), with room for a worker's graceful exit.
+PROMOTION_LEASE_MS = 300_000
 
 
 class ExperimentConflict(Exception):
@@ -272,21 +286,26 @@ class ExperimentStore:
         ``promoted``) and 1, or 0 when a promotion was recorded first, or -1 when another
         experiment runs. :meth:`finish_promotion` or :meth:`undo_promotion` ends a claim.
 
-        A claim of the same variant that is still unfinished (its process died before it
-        finished or undid it, or it is under way) is taken over: its definition as claimed then,
-        and 2; the caller carries it out as if it had claimed it."""
+        A claim of the same variant still unfinished after :data:`PROMOTION_LEASE_MS` (its process
+        died before it finished or undid it) is taken over: its definition as claimed then, and 2;
+        the caller carries it out as if it had claimed it. A younger one is under way: -2."""
+        now = int(time.time() * 1000)
         data = experiment.as_dict()
-        stopped_at = experiment.stopped_at or int(time.time() * 1000)
-        data.update(status="stopped", stopped_at=stopped_at, promoted=promoted)
+        data.update(status="stopped", stopped_at=experiment.stopped_at or now, promoted=promoted)
         claimed = Experiment.from_json(json.dumps(data))
-        claim = self._script(_CLAIM_PROMOTION, claimed.id, json.dumps(claimed.as_dict()), promoted["variant"])
+        definition = json.dumps(claimed.as_dict())
+        claim = self._script(
+            _CLAIM_PROMOTION, claimed.id, definition, promoted["variant"], now, PROMOTION_LEASE_MS
+        )
         if claim == 2:
             return self.get(experiment.id) or claimed, claim
         return claimed, claim
 
     def unfinished_promotion(self, experiment_id: str) -> bool:
         """Whether a promotion of the experiment was claimed and neither finished nor undone."""
-        return bool(self.impressions.run(lambda client: client.sismember(self.promoting_key, experiment_id)))
+        return (
+            self.impressions.run(lambda client: client.zscore(self.promoting_key, experiment_id)) is not None
+        )
 
     def before_claim(self, claimed: Experiment) -> Experiment:
         """The definition a claimed, unfinished promotion replaced: running while the running id is
@@ -307,7 +326,7 @@ class ExperimentStore:
         """Put ``before`` back, while the claim (as first recorded) still stands."""
         self._script(_UNDO_CLAIM, before.id, json.dumps(claimed.as_dict()), json.dumps(before.as_dict()))
 
-    def _script(self, script: str, *args: str) -> int:
+    def _script(self, script: str, *args: str | int) -> int:
         reply = self.impressions.run(
             lambda client: client.eval(
                 script, 3, self.running_key, self.definitions, self.promoting_key, *args

@@ -51,7 +51,8 @@ def prune(
     Works in bounded batches, each one atomic, so it never holds the graph for long: first one
     pass over every edge, deleting at most ``batch.limit``; if that many had faded, the rest user
     batch by user batch, a statement reading the edges of at most ``batch.users`` users (a batch
-    that reaches the limit runs again for its users), so that no edge is read more than twice.
+    that reaches the limit runs again for its users), so that a kept edge is read by the first pass
+    and by its batch's statements, not by one statement per 10,000 deletions over the whole graph.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     decay = {"now": now_ms, "half_life_ms": settings.half_life_ms, "threshold": settings.prune_weight_below}

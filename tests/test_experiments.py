@@ -26,6 +26,7 @@ from scipy import stats
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.experiments import (
+    PROMOTION_LEASE_MS,
     Experiment,
     ExperimentStore,
     RunningExperiment,
@@ -269,6 +270,12 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
         assert experiment is not None
         promoted = {"variant": "treatment", "model_version": other, "activated_at": None}
         assert store.claim_promotion(experiment, promoted)[1] == 1
+        # under way as far as anyone can tell: a double click's second request does not take it over
+        under_way = post(f"{experiment.id}/promote", {"variant": "treatment"})
+        assert under_way.status_code == 409 and "is being promoted" in under_way.text, under_way.text
+        # ... until the lease is over: the request that claimed it is gone
+        expired = int(time.time() * 1000) - PROMOTION_LEASE_MS - 1
+        impressions.run(lambda client: client.zadd(store.promoting_key, {experiment.id: expired}))
         return experiment.id
 
     try:
@@ -300,6 +307,19 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
         assert page.json()["experiment"] is None and page.json()["model_version"] == other
         later = create(api, SPLIT)  # experiments can start again
         assert later.status_code == 200, later.text
+        assert post(f"{later.json()['id']}/stop").status_code == 200
+
+        # Died before activating, and a version was activated by hand since (a rollback): the
+        # resumed promotion keeps it, and puts the experiment back unpromoted.
+        active, other = active_and_other(api)
+        lost = claimed_then_lost(other)
+        rolled_back = requests.post(f"{api.url}/v1/models/{active}/promote", headers=AUTH, timeout=30)
+        assert rolled_back.status_code == 200, rolled_back.text
+        kept = post(f"{lost}/promote", {"variant": "treatment"})
+        assert kept.status_code == 409 and "is kept" in kept.text, kept.text
+        assert active_and_other(api) == (active, other)
+        assert store.get(lost).promoted is None and store.running_id() == lost  # type: ignore[union-attr]
+        assert post(f"{lost}/stop").status_code == 200
     finally:
         left = store.running()
         if left is not None and left.promoted:  # a claim this test left
@@ -499,9 +519,16 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
         assert experiments.running_id() == started.id  # nothing can start while the version is activated
         assert experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})[1] == 0
         assert experiments.stop(started).promoted == {"variant": "b", "model_version": "v-x"}
-        # the same variant's claim, never finished (its process died, or it is under way), is taken over
+        # the same variant's claim, never finished: under way within the lease, then taken over
+        # (its process died), once: the take-over is a claim of its own
         assert experiments.unfinished_promotion(started.id)
+        assert experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"})[1] == -2
+        expired = int(time.time() * 1000) - PROMOTION_LEASE_MS - 1
+        experiments.impressions.run(
+            lambda client: client.zadd(experiments.promoting_key, {started.id: expired})
+        )
         assert experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"}) == (claimed, 2)
+        assert experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"})[1] == -2
         assert experiments.before_claim(claimed) == started
         experiments.undo_promotion(claimed, started)  # the version could not be activated
         assert experiments.get(started.id) == started and experiments.running_id() == started.id
