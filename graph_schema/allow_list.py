@@ -173,6 +173,9 @@ PROPERTY_KEYS: tuple[str, ...] = (
     # ModelVersion of an incremental update: its parent version, the newest interaction time it saw
     "parent",
     "data_until",
+    # ModelVersion: the version whose topic-items file the graph's ABOUT edges were all written from
+    # when this one was activated (kgrec.topic_items.link_topic_items)
+    "about_from",
     # Schedule
     "requested_at",
     # Revision {id: 'import'}: the data set of the last bulk import, when it started and finished

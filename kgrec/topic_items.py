@@ -30,7 +30,11 @@ from typing import Any
 import numpy as np
 
 from graph_schema.statements.topics import (
+    ABOUT_WRITTEN,
     DELETE_STALE_ABOUT,
+    DELETE_STALE_ITEM_ABOUT,
+    FORGET_ABOUT_WRITTEN,
+    MARK_ABOUT_WRITTEN,
     NAME_VERSION_TOPICS,
     UNLINKED_FOLDED_ITEMS,
     VERSION_TOPICS,
@@ -43,6 +47,9 @@ SUFFIX = ".topics.npz"
 ABOUT_MIN_COSINE = 0.3
 ABOUT_TOPICS = 3  # topics an item is ABOUT at most (its nearest, and the next ones above the bar)
 CACHED_VERSIONS = 3  # the active version and experiment variants
+# ABOUT rows per write: 10,000 was no faster (bench/promotion_topics.py), and a smaller write holds
+# the graph's write lock, which serving's reads wait behind, for less time
+ABOUT_BATCH = 2_000
 
 
 def topic_items_path(folder: Path, version: str) -> Path:
@@ -132,22 +139,36 @@ def write_about(
     rows: Sequence[Mapping[str, Any]],
     *,
     keep: Sequence[str] = (),
-    batch: int = 2_000,
+    batch: int = ABOUT_BATCH,
     on_progress: Callable[[float], None] | None = None,
+    linked: str | None = None,
 ) -> None:
-    """Write ``rows`` as ``version``'s ABOUT edges, then delete every ABOUT edge that neither
-    ``version`` nor a version in ``keep`` wrote (in bounded batches)."""
+    """Write ``rows`` as ``version``'s ABOUT edges, deleting every ABOUT edge that neither
+    ``version`` nor a version in ``keep`` wrote (the written items' with each batch, then the rest
+    in bounded batches), then mark ``linked`` (the version being activated; default ``version``)
+    as holding them all (``about_from``)."""
+    gateway.write(FORGET_ABOUT_WRITTEN, {"files": None})
     for start in range(0, len(rows), batch):
-        gateway.write(WRITE_ABOUT, {"version": version, "rows": list(rows[start : start + batch])})
+        chunk = list(rows[start : start + batch])
+        gateway.write(WRITE_ABOUT, {"version": version, "rows": chunk})
+        ids = sorted({row["item_id"] for row in chunk})
+        gateway.write(DELETE_STALE_ITEM_ABOUT, {"ids": ids, "keep": [version, *keep]})
         if on_progress is not None:
             on_progress(min(1.0, (start + batch) / max(len(rows), 1)))
-    stale = {"keep": [version, *keep], "limit": batch * 5}
-    while gateway.write(DELETE_STALE_ABOUT, stale).relationships_deleted:
-        pass
+    delete_stale_about(gateway, [version, *keep], batch)
+    gateway.write(MARK_ABOUT_WRITTEN, {"version": linked or version, "file": version})
+
+
+def delete_stale_about(gateway: GraphGateway, keep: Sequence[str], batch: int = ABOUT_BATCH) -> int:
+    """Delete every ABOUT edge no version in ``keep`` wrote, in bounded batches; returns how many."""
+    stale, deleted = {"keep": list(keep), "limit": batch * 5}, 0
+    while done := gateway.write(DELETE_STALE_ABOUT, stale).relationships_deleted:
+        deleted += done
+    return deleted
 
 
 def link_topic_items(
-    gateway: GraphGateway, folder: Path, lineage: Sequence[str], *, batch: int = 2_000
+    gateway: GraphGateway, folder: Path, lineage: Sequence[str], *, batch: int = ABOUT_BATCH
 ) -> bool:
     """Make the graph's topics those of ``lineage[0]``, the version about to become active.
 
@@ -159,22 +180,34 @@ def link_topic_items(
     not hold, are linked to the version's nearest topics from their kept topic-text vectors
     (:func:`folded_about_rows`). Returns False, changing nothing, when no such file exists
     (a version trained before topic-items files, or without text).
+
+    When the graph's edges were last all written from the same file (a re-promotion, an
+    incremental child of the active version, a rollback within one root) and no other version's
+    edge is there to delete, the file's edges are not written again: only deleting a stale edge
+    removes ABOUT edges, and fold-in only adds them, so they are all still there (with the score
+    a later fold-in of the same item gave, as for the items folded in).
     """
     at = next((k for k, v in enumerate(lineage) if topic_items_path(folder, v).is_file()), None)
     if at is None:
         return False
-    found = TopicItems.load(topic_items_path(folder, lineage[at]), lineage[at])
+    found = TopicItems.load(topic_items_path(folder, lineage[at]), lineage[at], vectors=False)
     version = lineage[0]
     gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
-    rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
     # edges folded in under the version or an ancestor between it and the file's version stay
-    write_about(gateway, found.version, rows, keep=lineage[:at], batch=batch)
+    keep = lineage[:at]
+    written = gateway.read(ABOUT_WRITTEN, {"file": found.version})[0]["marked"] > 0
+    # a deleted edge may have been one of the file's (a fold-in under another version relabels it)
+    if written and not delete_stale_about(gateway, [found.version, *keep], batch):
+        gateway.write(MARK_ABOUT_WRITTEN, {"version": version, "file": found.version})
+    else:
+        rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
+        write_about(gateway, found.version, rows, keep=keep, batch=batch, linked=version)
     link_folded_items(gateway, version, found.version, found.item_ids, batch=batch)
     return True
 
 
 def link_folded_items(
-    gateway: GraphGateway, version: str, topics_of: str, trained: Sequence[str], *, batch: int = 2_000
+    gateway: GraphGateway, version: str, topics_of: str, trained: Sequence[str], *, batch: int = ABOUT_BATCH
 ) -> int:
     """Write :func:`folded_about_rows` as ABOUT edges of ``topics_of`` (the version whose topics
     they are: ``version`` or its root); returns how many edges."""

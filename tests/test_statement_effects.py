@@ -1093,6 +1093,57 @@ def _delete_stale_about(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, "(:Topic)") == 1
 
 
+@effect("delete_stale_item_about")
+def _delete_stale_item_about(gw: GraphGateway, st: Statement) -> None:
+    # i1's edge of v1 goes, its edge of v2 stays; i2's edge of v1 stays (not in $ids); i9 is unknown.
+    query(
+        gw,
+        "CREATE (t:Topic {id: 'topic-1'}), (u:Topic {id: 'topic-2'}), (i1:Item {id: 'i1'}), "
+        "(i1)-[:ABOUT {version: 'v1'}]->(t), (i1)-[:ABOUT {version: 'v2'}]->(u), "
+        "(:Item {id: 'i2'})-[:ABOUT {version: 'v1'}]->(t)",
+    )
+    assert gw.write(st, {**st.params, "ids": ["i1", "i9"]}).rows == [{"deleted": 1}]
+    assert gw.write(st, st.params).rows == [{"deleted": 0}]
+    left = query(gw, "MATCH (i:Item)-[a:ABOUT]->(t:Topic) RETURN i.id AS i, t.id AS t, a.version AS v")
+    assert sorted((r["i"], r["t"], r["v"]) for r in left) == [
+        ("i1", "topic-2", "v2"),
+        ("i2", "topic-1", "v1"),
+    ]
+    assert count(gw, "(:Item)") == 2 and count(gw, "(:Topic)") == 2
+
+
+@effect("mark_about_written")
+def _mark_about_written(gw: GraphGateway, st: Statement) -> None:
+    # v2 is marked as holding v1's file's edges (again: the same); v1 keeps its own mark; no node made.
+    query(
+        gw, "CREATE (:ModelVersion {id: 'v2', active: false}), (:ModelVersion {id: 'v1', about_from: 'v0'})"
+    )
+    for _ in range(2):
+        assert gw.write(st, st.params).rows == [{"marked": 1}]
+    assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False, "about_from": "v1"}
+    assert node(gw, "ModelVersion", "v1") == {"id": "v1", "about_from": "v0"}
+    assert gw.write(st, {**st.params, "version": "missing"}).rows == [{"marked": 0}]
+    assert count(gw, "(:ModelVersion)") == 2
+
+
+@effect("forget_about_written")
+def _forget_about_written(gw: GraphGateway, st: Statement) -> None:
+    # The marks naming v1 go (v2's stays, and an unmarked version is untouched); null: every mark.
+    marked = [("a", "v1"), ("b", "v1"), ("c", "v2"), ("d", None)]
+    rows = [{"id": i, "f": f} for i, f in marked]
+    query(
+        gw,
+        "UNWIND $rows AS r CREATE (m:ModelVersion {id: r.id, active: false}) SET m.about_from = r.f",
+        rows=rows,
+    )
+    assert gw.write(st, st.params).rows == [{"forgotten": 2}]
+    marks = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.about_from AS f ORDER BY id")
+    assert [(r["id"], r["f"]) for r in marks] == [("a", None), ("b", None), ("c", "v2"), ("d", None)]
+    assert node(gw, "ModelVersion", "d") == {"id": "d", "active": False}
+    assert gw.write(st, {"files": None}).rows == [{"forgotten": 1}]
+    assert query(gw, "MATCH (m:ModelVersion) WHERE m.about_from IS NOT NULL RETURN m.id AS id") == []
+
+
 def _seed_faded_edges(gw: GraphGateway, st: Statement) -> None:
     # With the example threshold 0.01: 1.0 ten half-lives old is worth 1/1024 (faded),
     # 0.02 one half-life old is worth exactly 0.01 (kept), 0.0198 is worth 0.0099 (faded).

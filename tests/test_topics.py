@@ -3,6 +3,7 @@ MiniLM): labels, stable ids across a retrain, and topic interests in the served 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from graph_schema.statements.incremental import COPY_TOPICS, CREATE_CHILD_VERSION
 from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
 from kgrec import topic_signal
 from kgrec.audiences import Audience, audience_page
@@ -748,3 +750,82 @@ def test_a_rollback_links_items_folded_in_under_another_version_to_its_own_topic
     # and promoting the newer version again gives it its topics back
     promote(gateway, tmp_path, f"f2-{run}")
     assert about() == expected(second, f"f2-{run}")
+
+
+def _child_version(gateway: GraphGateway, parent: str, child: str) -> None:
+    """An incremental child of ``parent`` (its root), as an incremental update writes one: ready,
+    no topic-items file of its own, its parent's topics copied."""
+    now = int(time.time() * 1000)
+    gateway.write(
+        CREATE_CHILD_VERSION,
+        {
+            "parent": parent,
+            "id": child,
+            "now": now,
+            "data_until": now,
+            "parameters": json.dumps({"incremental": {"depth": 1, "root": parent}}),
+            "counts": "{}",
+            "metrics": "{}",
+            "artifact": None,
+        },
+    )
+    gateway.write(COPY_TOPICS, {"parent": parent, "id": child})
+    gateway.write(MARK_VERSION_READY, {"id": child, "erased": [], "now": now})
+
+
+def test_activating_a_version_whose_file_the_graph_holds_writes_no_about_edge(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path
+) -> None:
+    run, (lips, gloss, hair, sun) = _lipsticks(tmp_path)
+    root, child = f"p1-{run}", f"p1c-{run}"
+    first = _hand_version(gateway, tmp_path, root, np.stack([lips, gloss, hair]))
+    own = {(f"{root}-item-{k}", first.ids[k // 3], 1.0, root) for k in range(9)}  # its file's rows
+
+    def about(prefix: str) -> set[tuple[str, str, float, str]]:
+        rows = gateway.run_query(
+            "MATCH (i:Item)-[a:ABOUT]->(t:Topic) WHERE i.id STARTS WITH $p "
+            "RETURN i.id AS i, t.id AS t, a.score AS s, a.version AS v",
+            {"p": prefix},
+        )
+        return {(r["i"], r["t"], round(r["s"], 4), r["v"]) for r in rows}
+
+    def scribble() -> None:  # a score no write from the file gives: any rewrite of the edges resets it
+        gateway.run_query(
+            "MATCH (i:Item)-[a:ABOUT]->() WHERE i.id STARTS WITH $p SET a.score = -1.0", {"p": root}
+        )
+
+    scribbled = {(i, t, -1.0, v) for i, t, _, v in own}
+    assert about(f"{root}-") == own
+    scribble()
+    # its incremental child (same file), activating the root again, and a rollback to it write no edge
+    _child_version(gateway, root, child)
+    promote(gateway, tmp_path, child)
+    assert about(f"{root}-") == scribbled
+    promote(gateway, tmp_path, root)
+    promote(gateway, tmp_path, child)
+    assert about(f"{root}-") == scribbled
+    # an item folded in under the child (its root's topics) stays linked as fold-in linked it
+    gateway.run_query("CREATE (:Item {id: $id, title: $t, listed: true})", {"id": f"late-{run}", "t": _GLOSS})
+    assert about_new_items(gateway, child, [f"late-{run}"], encode([_GLOSS]), topics_of=root) == 1
+    folded = about(f"late-{run}")
+    assert {v for *_, v in folded} == {root} and {t for _, t, _, _ in folded} >= {first.ids[1]}
+    promote(gateway, tmp_path, root)
+    assert about(f"{root}-") == scribbled and about(f"late-{run}") == folded
+    # an edge of another version (a fold-in under the version before the switch) is deleted, and
+    # then the file's edges are all written again: one of them may have been the deleted one
+    gateway.run_query("MATCH (i:Item {id: $i})-[a:ABOUT]->() SET a.version = 'gone'", {"i": f"{root}-item-0"})
+    promote(gateway, tmp_path, child)
+    assert about(f"{root}-") == own and about(f"late-{run}") == folded
+    # another full version's edges, then the root's again: written from its file
+    _hand_version(gateway, tmp_path, f"p2-{run}", np.stack([lips + 0.9 * gloss, hair, sun]))
+    assert about(f"{root}-") == set()
+    scribble()
+    promote(gateway, tmp_path, root)
+    assert about(f"{root}-") == own and about(f"late-{run}") == folded
+    # training writing the version's file again (a redelivered job) forgets the mark: the next
+    # activation writes the new file's edges
+    again = _hand_model(np.stack([gloss, lips, hair]))
+    items = [f"{root}-item-{k}" for k in range(9)]
+    write_topics(gateway, root, items, again, folder=models_dir(tmp_path), link=False)
+    promote(gateway, tmp_path, root)
+    assert about(f"{root}-") >= {(i, again.ids[k // 3], 1.0, root) for k, i in enumerate(items)}

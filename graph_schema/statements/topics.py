@@ -130,6 +130,22 @@ VERSION_TOPICS = read(
     version="v1",
 )
 
+# The ABOUT edges of the items $ids that no version in $keep wrote: deleted beside each batch of a
+# version's edges, so that the bounded DELETE_STALE_ABOUT after them finds only the rest (its every
+# batch scans the edges from the start again, which grows with the square of the stale edges).
+DELETE_STALE_ITEM_ABOUT = write(
+    "delete_stale_item_about",
+    """
+    UNWIND $ids AS id
+    MATCH (:Item {id: id})-[a:ABOUT]->(:Topic)
+    WHERE NOT a.version IN $keep
+    DELETE a
+    RETURN count(*) AS deleted
+    """,
+    ids=["i1"],
+    keep=["v2"],
+)
+
 # ABOUT edges no version in $keep wrote (another version's), in bounded batches.
 DELETE_STALE_ABOUT = write(
     "delete_stale_about",
@@ -142,6 +158,44 @@ DELETE_STALE_ABOUT = write(
     """,
     keep=["v2"],
     limit=10000,
+)
+
+# Which topic-items file the graph's ABOUT edges were last all written from: ModelVersion.about_from,
+# set on the version being activated once every row of the file is written and every other
+# version's edge deleted (kgrec.topic_items.link_topic_items). Activating a version with that file
+# again (a re-promotion, an incremental child, a rollback within one root) then writes no edge.
+ABOUT_WRITTEN = read(
+    "about_written",
+    """
+    MATCH (m:ModelVersion)
+    WHERE m.about_from = $file
+    RETURN count(m) AS marked
+    """,
+    file="v1",
+)
+
+MARK_ABOUT_WRITTEN = write(
+    "mark_about_written",
+    """
+    MATCH (m:ModelVersion {id: $version})
+    SET m.about_from = $file
+    RETURN count(m) AS marked
+    """,
+    version="v2",
+    file="v1",
+)
+
+# The marks naming one of $files (a version's topic-items file written again), or every mark ($files
+# null: before ABOUT edges are written from a file, so that a write cut short leaves none).
+FORGET_ABOUT_WRITTEN = write(
+    "forget_about_written",
+    """
+    MATCH (m:ModelVersion)
+    WHERE m.about_from IS NOT NULL AND ($files IS NULL OR m.about_from IN $files)
+    REMOVE m.about_from
+    RETURN count(m) AS forgotten
+    """,
+    files=["v1"],
 )
 
 # The version's own topic names and keywords onto the shared Topic nodes (a version written

@@ -52,6 +52,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from graph_schema.statements.topics import (
     ACTIVE_TOPICS,
     ALL_TOPIC_IDS,
+    FORGET_ABOUT_WRITTEN,
     ITEM_REVIEWS,
     ITEM_TAGS,
     NAME_VERSION_TOPICS,
@@ -390,6 +391,8 @@ def write_topics(
     model.ids = assign_ids(model, previous, used)
     absorbs = absorbed_ids(model, previous, {r["id"]: r["absorbs"] or [] for r in active})
     if folder is not None and model.vectors is not None:
+        # a mark that the graph holds this version's edges would name the file this one replaces
+        gateway.write(FORGET_ABOUT_WRITTEN, {"files": [version]})
         TopicItems(
             version, list(item_ids), model.vectors, list(model.ids), model.item_topics, model.item_scores
         ).save(folder)
