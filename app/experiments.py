@@ -34,7 +34,7 @@ from kgrec.experiments import (
     Variant,
     results,
 )
-from kgrec.model_versions import VersionNotReady, list_versions
+from kgrec.model_versions import VersionNotReady, descends_from, list_versions
 from kgrec.serving import now_ms
 
 bp = Blueprint("experiments", __name__)
@@ -167,7 +167,7 @@ def get_experiment(experiment_id: str) -> Response:
     "/v1/experiments/<experiment_id>/stop",
     ExperimentView,
     "stopped",
-    NOT_FOUND,
+    {**NOT_FOUND, "HTTP_409": (Error, "the experiment is being promoted by another request")},
     experiment_id="the experiment's id",
 )
 def stop_experiment(experiment_id: str) -> Response:
@@ -180,12 +180,15 @@ def stop_experiment(experiment_id: str) -> Response:
     """
     store = _store()
     experiment = _experiment(experiment_id)
-    if experiment.promoted and store.unfinished_promotion(experiment_id):
+    claimed_at = store.claimed_at(experiment_id) if experiment.promoted else None
+    if experiment.promoted and claimed_at is not None:
         claimed, claim = store.claim_promotion(experiment, experiment.promoted)
+        if claim == -2:
+            raise _under_way(experiment_id, experiment.promoted["variant"])
         if claim == 2:
             before = store.before_claim(claimed)
             try:
-                return jsonify(_carry_out(store, claimed, before, resumed=True).as_dict())
+                return jsonify(_carry_out(store, claimed, before, resumed=claimed_at).as_dict())
             except ApiError:
                 experiment = store.get(experiment_id) or before  # put back: stop it as usual
     stopped = store.stop(experiment)
@@ -230,6 +233,7 @@ def promote_experiment(experiment_id: str) -> Response:
     # A claim of this variant left unfinished (its process died) is carried out now.
     store = _store()
     promoted = {"variant": name, "model_version": variant.model_version, "activated_at": None}
+    claimed_at = store.claimed_at(experiment_id)  # an unfinished claim's, before a take-over re-stamps it
     claimed, claim = store.claim_promotion(experiment, promoted)
     if claim == 0:
         done = store.get(experiment_id) or experiment
@@ -242,13 +246,7 @@ def promote_experiment(experiment_id: str) -> Response:
             "experiment_id",
         )
     if claim == -2:
-        raise ApiError(
-            409,
-            "conflict",
-            f"experiment {experiment_id} is being promoted ({name!r}) by another request; if that "
-            f"request died, promote it again after {PROMOTION_LEASE_MS // 1000} s",
-            "experiment_id",
-        )
+        raise _under_way(experiment_id, name)
     if claim < 0:
         raise ApiError(
             409,
@@ -258,26 +256,38 @@ def promote_experiment(experiment_id: str) -> Response:
             "experiment_id",
         )
     if claim == 2:
-        return jsonify(_carry_out(store, claimed, store.before_claim(claimed), resumed=True).as_dict())
+        before = store.before_claim(claimed)
+        return jsonify(_carry_out(store, claimed, before, resumed=claimed_at or 0).as_dict())
     return jsonify(_carry_out(store, claimed, experiment).as_dict())
 
 
+def _under_way(experiment_id: str, variant: str) -> ApiError:
+    return ApiError(
+        409,
+        "conflict",
+        f"experiment {experiment_id} is being promoted ({variant!r}) by another request; if that "
+        f"request died, send the promotion or the stop again after {PROMOTION_LEASE_MS // 60_000} minutes",
+        "experiment_id",
+    )
+
+
 def _carry_out(
-    store: ExperimentStore, claimed: Experiment, before: Experiment, resumed: bool = False
+    store: ExperimentStore, claimed: Experiment, before: Experiment, resumed: int | None = None
 ) -> Experiment:
     """Activate the claimed promotion's version and record the promotion as finished (the
     experiment no longer runs); returns the record. When the version cannot be activated, the
     experiment is put back as ``before`` and the answer is 409.
 
-    ``resumed``: the claim was made by a request that did not finish it; a version active already
-    (it got as far as the activation) is recorded as it is, not activated again, and a version
-    activated since the claim (by hand, or the gate) is not replaced: the answer is then a 409.
+    ``resumed``: when the claim was made (epoch ms) by a request that did not finish it; a version
+    active already, or an incremental descendant of it (it got as far as the activation), is
+    recorded as it is, not activated again, and another version activated since the claim (by
+    hand, or the gate) is not replaced: the answer is then a 409.
     """
     assert claimed.promoted is not None  # a claim records the promotion
     promoted = dict(claimed.promoted)
     try:
         if promoted["model_version"] != ACTIVE:
-            version = _resumed_view(promoted["model_version"], claimed) if resumed else None
+            version = None if resumed is None else _resumed_view(promoted["model_version"], resumed)
             version = version or serving().promote(promoted["model_version"])
             promoted.update(model_version=version["version"], activated_at=version["activated_at"])
     except BaseException as exc:
@@ -291,14 +301,17 @@ def _carry_out(
     return done
 
 
-def _resumed_view(version: str, claimed: Experiment) -> dict[str, Any] | None:
-    """The view of ``version`` when the resumed promotion activated it already; None when it is
-    still to be activated. A 409 when another version was activated since the claim
-    (``claimed.stopped_at``, or the earlier stop's time, which errs on the side of not replacing)."""
-    active = next((v for v in list_versions(graph(), settings().data_dir) if v["status"] == "active"), None)
-    if active is None or active["version"] == version:
+def _resumed_view(version: str, claimed_at: int) -> dict[str, Any] | None:
+    """The view of the active version when the resumed promotion activated ``version`` already (it
+    or an incremental descendant of it is active); None when it is still to be activated. A 409
+    when another version was activated since the claim (``claimed_at``, epoch ms)."""
+    views = list_versions(graph(), settings().data_dir)
+    active = next((v for v in views if v["status"] == "active"), None)
+    if active is None:
+        return None
+    if descends_from(graph(), active["version"], version):
         return active
-    if (active["activated_at"] or 0) >= (claimed.stopped_at or 0):
+    if (active["activated_at"] or 0) >= claimed_at:
         raise ApiError(
             409,
             "conflict",

@@ -176,6 +176,9 @@ PROPERTY_KEYS: tuple[str, ...] = (
     # ModelVersion: the version whose topic-items file the graph's ABOUT edges were all written from
     # when this one was activated (kgrec.topic_items.link_topic_items)
     "about_from",
+    # Revision {id: 'about'}: writers of ABOUT edges in flight, and until when they count as alive
+    "running",
+    "busy_until",
     # Schedule
     "requested_at",
     # Revision {id: 'import'}: the data set of the last bulk import, when it started and finished

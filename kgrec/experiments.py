@@ -134,9 +134,10 @@ return 1
 """
 
 
-# A promotion's claim older than this was made by a request that is gone: past gunicorn's 180-s
-# request timeout (kgrec_cli/gunicorn_conf.py), with room for a worker's graceful exit.
-PROMOTION_LEASE_MS = 300_000
+# A promotion's claim older than this was made by a request that is gone: far longer than a
+# promotion takes (its topic links, about 90 s at 1M items), since gunicorn's gthread workers put
+# no time limit on a request that is being served.
+PROMOTION_LEASE_MS = 1_800_000
 
 
 class ExperimentConflict(Exception):
@@ -303,9 +304,12 @@ class ExperimentStore:
 
     def unfinished_promotion(self, experiment_id: str) -> bool:
         """Whether a promotion of the experiment was claimed and neither finished nor undone."""
-        return (
-            self.impressions.run(lambda client: client.zscore(self.promoting_key, experiment_id)) is not None
-        )
+        return self.claimed_at(experiment_id) is not None
+
+    def claimed_at(self, experiment_id: str) -> int | None:
+        """When the experiment's unfinished promotion was claimed (epoch ms); None without one."""
+        score = self.impressions.run(lambda client: client.zscore(self.promoting_key, experiment_id))
+        return None if score is None else int(score)
 
     def before_claim(self, claimed: Experiment) -> Experiment:
         """The definition a claimed, unfinished promotion replaced: running while the running id is

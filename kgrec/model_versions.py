@@ -107,6 +107,12 @@ def lineage(rows: dict[str, dict[str, Any]], version: str) -> list[str]:
     return chain if root is None or root in chain else [*chain, root]
 
 
+def descends_from(gateway: GraphGateway, version: str, ancestor: str) -> bool:
+    """Whether ``version`` is ``ancestor`` or an incremental version made from it (:func:`lineage`)."""
+    rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
+    return ancestor in lineage(rows, version)
+
+
 def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | None = None) -> dict[str, Any]:
     """Make ``version`` the active one in one statement; returns its view.
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from graph_schema.statements.topics import (
     ABOUT_WRITTEN,
+    BEGIN_ABOUT_WRITE,
     DELETE_STALE_ABOUT,
     DELETE_STALE_ITEM_ABOUT,
     FORGET_ABOUT_WRITTEN,
@@ -50,6 +51,9 @@ CACHED_VERSIONS = 3  # the active version and experiment variants
 # ABOUT rows per write: 10,000 was no faster (bench/promotion_topics.py), and a smaller write holds
 # the graph's write lock, which serving's reads wait behind, for less time
 ABOUT_BATCH = 2_000
+# A writer of ABOUT edges still counted as running after this long has died (a full write of 1M
+# items takes about 90 s): the next writer runs alone again.
+ABOUT_WRITE_LEASE_MS = 1_800_000
 
 
 def topic_items_path(folder: Path, version: str) -> Path:
@@ -133,6 +137,33 @@ def about_rows(
     ]
 
 
+@dataclass(frozen=True)
+class AboutWrite:
+    """One writer of ABOUT edges (BEGIN_ABOUT_WRITE): its ticket, and whether it runs alone."""
+
+    ticket: int
+    alone: bool
+
+    @classmethod
+    def begin(cls, gateway: GraphGateway) -> AboutWrite:
+        """Start a writer; end it with :meth:`end`, also when the write fails."""
+        now = int(time.time() * 1000)
+        row = gateway.write(BEGIN_ABOUT_WRITE, {"now": now, "lease_ms": ABOUT_WRITE_LEASE_MS}).rows[0]
+        return cls(int(row["ticket"]), bool(row["alone"]))
+
+    def end(self, gateway: GraphGateway, version: str, file: str, complete: bool) -> bool:
+        """End the writer, marking ``version`` as holding every edge of ``file`` when the write was
+        ``complete``, ran alone and no writer started after it; whether it marked."""
+        params = {
+            "version": version,
+            "file": file,
+            "ticket": self.ticket,
+            "complete": complete and self.alone,
+        }
+        done = gateway.write(MARK_ABOUT_WRITTEN, params)
+        return bool(done.rows and done.rows[0]["marked"])
+
+
 def write_about(
     gateway: GraphGateway,
     version: str,
@@ -142,21 +173,28 @@ def write_about(
     batch: int = ABOUT_BATCH,
     on_progress: Callable[[float], None] | None = None,
     linked: str | None = None,
+    writer: AboutWrite | None = None,
 ) -> None:
     """Write ``rows`` as ``version``'s ABOUT edges, deleting every ABOUT edge that neither
     ``version`` nor a version in ``keep`` wrote (the written items' with each batch, then the rest
     in bounded batches), then mark ``linked`` (the version being activated; default ``version``)
-    as holding them all (``about_from``)."""
-    gateway.write(FORGET_ABOUT_WRITTEN, {"files": None})
-    for start in range(0, len(rows), batch):
-        chunk = list(rows[start : start + batch])
-        gateway.write(WRITE_ABOUT, {"version": version, "rows": chunk})
-        ids = sorted({row["item_id"] for row in chunk})
-        gateway.write(DELETE_STALE_ITEM_ABOUT, {"ids": ids, "keep": [version, *keep]})
-        if on_progress is not None:
-            on_progress(min(1.0, (start + batch) / max(len(rows), 1)))
-    delete_stale_about(gateway, [version, *keep], batch)
-    gateway.write(MARK_ABOUT_WRITTEN, {"version": linked or version, "file": version})
+    as holding them all (``about_from``) if no other writer ran meanwhile (``writer``: one begun
+    by the caller; else one is begun here)."""
+    writer = writer or AboutWrite.begin(gateway)
+    complete = False
+    try:
+        gateway.write(FORGET_ABOUT_WRITTEN, {"files": None})
+        for start in range(0, len(rows), batch):
+            chunk = list(rows[start : start + batch])
+            gateway.write(WRITE_ABOUT, {"version": version, "rows": chunk})
+            ids = sorted({row["item_id"] for row in chunk})
+            gateway.write(DELETE_STALE_ITEM_ABOUT, {"ids": ids, "keep": [version, *keep]})
+            if on_progress is not None:
+                on_progress(min(1.0, (start + batch) / max(len(rows), 1)))
+        delete_stale_about(gateway, [version, *keep], batch)
+        complete = True
+    finally:
+        writer.end(gateway, linked or version, version, complete)
 
 
 def delete_stale_about(gateway: GraphGateway, keep: Sequence[str], batch: int = ABOUT_BATCH) -> int:
@@ -195,13 +233,19 @@ def link_topic_items(
     gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
     # edges folded in under the version or an ancestor between it and the file's version stay
     keep = lineage[:at]
-    written = gateway.read(ABOUT_WRITTEN, {"file": found.version})[0]["marked"] > 0
-    # a deleted edge may have been one of the file's (a fold-in under another version relabels it)
-    if written and not delete_stale_about(gateway, [found.version, *keep], batch):
-        gateway.write(MARK_ABOUT_WRITTEN, {"version": version, "file": found.version})
+    writer = AboutWrite.begin(gateway)
+    try:
+        written = gateway.read(ABOUT_WRITTEN, {"file": found.version})[0]["marked"] > 0
+        # a deleted edge may have been one of the file's (a fold-in under another version relabels it)
+        skip = written and not delete_stale_about(gateway, [found.version, *keep], batch)
+    except BaseException:
+        writer.end(gateway, version, found.version, complete=False)
+        raise
+    if skip:
+        writer.end(gateway, version, found.version, complete=True)
     else:
         rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
-        write_about(gateway, found.version, rows, keep=keep, batch=batch, linked=version)
+        write_about(gateway, found.version, rows, keep=keep, batch=batch, linked=version, writer=writer)
     link_folded_items(gateway, version, found.version, found.item_ids, batch=batch)
     return True
 

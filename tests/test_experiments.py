@@ -273,6 +273,8 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
         # under way as far as anyone can tell: a double click's second request does not take it over
         under_way = post(f"{experiment.id}/promote", {"variant": "treatment"})
         assert under_way.status_code == 409 and "is being promoted" in under_way.text, under_way.text
+        stop = post(f"{experiment.id}/stop")  # nor a stop: it would answer "stopped" while it runs
+        assert stop.status_code == 409 and "is being promoted" in stop.text, stop.text
         # ... until the lease is over: the request that claimed it is gone
         expired = int(time.time() * 1000) - PROMOTION_LEASE_MS - 1
         impressions.run(lambda client: client.zadd(store.promoting_key, {experiment.id: expired}))

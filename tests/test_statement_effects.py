@@ -1112,17 +1112,40 @@ def _delete_stale_item_about(gw: GraphGateway, st: Statement) -> None:
     assert count(gw, "(:Item)") == 2 and count(gw, "(:Topic)") == 2
 
 
+@effect("begin_about_write")
+def _begin_about_write(gw: GraphGateway, st: Statement) -> None:
+    # The first writer runs alone; a second one beside it does not; once both ended, the next runs
+    # alone again; a writer that never ended (it died) stops counting once its lease ran out.
+    assert gw.write(st, st.params).rows == [{"ticket": 1, "alone": True}]
+    assert gw.write(st, st.params).rows == [{"ticket": 2, "alone": False}]
+    query(gw, "MATCH (r:Revision {id: 'about'}) SET r.running = 0")
+    assert gw.write(st, st.params).rows == [{"ticket": 3, "alone": True}]
+    later = {**st.params, "now": st.params["now"] + st.params["lease_ms"] + 1}
+    assert gw.write(st, later).rows == [{"ticket": 4, "alone": True}]
+    revision = node(gw, "Revision", "about")
+    assert revision is not None and (revision["running"], revision["revision"]) == (1, 4)
+    assert revision["busy_until"] == later["now"] + st.params["lease_ms"]
+
+
 @effect("mark_about_written")
 def _mark_about_written(gw: GraphGateway, st: Statement) -> None:
     # v2 is marked as holding v1's file's edges (again: the same); v1 keeps its own mark; no node made.
     query(
-        gw, "CREATE (:ModelVersion {id: 'v2', active: false}), (:ModelVersion {id: 'v1', about_from: 'v0'})"
+        gw,
+        "CREATE (:ModelVersion {id: 'v2', active: false}), (:ModelVersion {id: 'v1', about_from: 'v0'}), "
+        "(:Revision {id: 'about', revision: 1, running: 2, busy_until: 0})",
     )
     for _ in range(2):
-        assert gw.write(st, st.params).rows == [{"marked": 1}]
+        assert gw.write(st, st.params).rows == [{"marked": True}]
     assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False, "about_from": "v1"}
     assert node(gw, "ModelVersion", "v1") == {"id": "v1", "about_from": "v0"}
-    assert gw.write(st, {**st.params, "version": "missing"}).rows == [{"marked": 0}]
+    assert node(gw, "Revision", "about")["running"] == 0  # type: ignore[index]  # never below 0
+    # a writer after which another started, or that failed, marks nothing; nor a missing version
+    query(gw, "MATCH (m:ModelVersion {id: 'v2'}) REMOVE m.about_from")
+    assert gw.write(st, {**st.params, "ticket": 0}).rows == [{"marked": False}]
+    assert gw.write(st, {**st.params, "complete": False}).rows == [{"marked": False}]
+    assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False}
+    assert gw.write(st, {**st.params, "version": "missing"}).rows == []
     assert count(gw, "(:ModelVersion)") == 2
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from graph_schema.statements.incremental import COPY_TOPICS, CREATE_CHILD_VERSION
 from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
+from graph_schema.statements.topics import ABOUT_WRITTEN
 from kgrec import topic_signal
 from kgrec.audiences import Audience, audience_page
 from kgrec.config import Settings
@@ -31,7 +32,7 @@ from kgrec.search_cold_start import POPULARITY_WEIGHT
 from kgrec.serving import ItemFilters, Serving
 from kgrec.signals import build_signals, signals_for
 from kgrec.text_model import encode
-from kgrec.topic_items import TopicItems, topic_items_path
+from kgrec.topic_items import AboutWrite, TopicItems, topic_items_path
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
 from kgrec.topics import ACTIVE, topic_detail, user_topics
 from kgrec.training_graph import TrainingGraph
@@ -829,3 +830,16 @@ def test_activating_a_version_whose_file_the_graph_holds_writes_no_about_edge(
     write_topics(gateway, root, items, again, folder=models_dir(tmp_path), link=False)
     promote(gateway, tmp_path, root)
     assert about(f"{root}-") >= {(i, again.ids[k // 3], 1.0, root) for k, i in enumerate(items)}
+    # A full write with another writer beside it (another process's promotion, which deletes
+    # what it does not keep) marks nothing, so the next activation writes every edge again.
+    beside = AboutWrite.begin(gateway)
+    other = _hand_version(gateway, tmp_path, f"p3-{run}", np.stack([hair, sun, lips]))
+    assert gateway.read(ABOUT_WRITTEN, {"file": f"p3-{run}"}) == [{"marked": 0}]
+    assert not beside.end(gateway, f"p3-{run}", f"p3-{run}", complete=True)  # another began after it
+    gateway.run_query(
+        "MATCH (i:Item)-[a:ABOUT]->() WHERE i.id STARTS WITH $p SET a.score = -1.0", {"p": "p3-"}
+    )
+    promote(gateway, tmp_path, f"p3-{run}")
+    third = {(f"p3-{run}-item-{k}", other.ids[k // 3], 1.0, f"p3-{run}") for k in range(9)}
+    assert about(f"p3-{run}-") == third
+    assert gateway.read(ABOUT_WRITTEN, {"file": f"p3-{run}"}) == [{"marked": 1}]  # alone this time

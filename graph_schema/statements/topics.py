@@ -174,15 +174,40 @@ ABOUT_WRITTEN = read(
     file="v1",
 )
 
+# A writer of ABOUT edges starts: a ticket (the revision), and whether it runs alone (no other
+# writer in flight, or only ones whose lease ran out: they died). A writer that did not run alone,
+# or after which another started, marks nothing: the other's deletions may have taken its edges.
+BEGIN_ABOUT_WRITE = write(
+    "begin_about_write",
+    """
+    MERGE (r:Revision {id: 'about'})
+    ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0
+    WITH r, r.running = 0 OR r.busy_until < $now AS alone
+    SET r.running = CASE WHEN alone THEN 1 ELSE r.running + 1 END,
+        r.busy_until = $now + $lease_ms, r.revision = r.revision + 1, r.updated_at = $now
+    RETURN r.revision AS ticket, alone
+    """,
+    now=1700000000000,
+    lease_ms=1800000,
+)
+
+# The writer's end: ``$version`` marked as holding every edge of ``$file``, when it ran alone and
+# no writer started after it ($complete false: ended without a mark, as a failed write does).
 MARK_ABOUT_WRITTEN = write(
     "mark_about_written",
     """
+    MATCH (r:Revision {id: 'about'})
+    WITH r, $complete AND r.revision = $ticket AS marked
+    SET r.running = CASE WHEN r.running > 0 THEN r.running - 1 ELSE 0 END
+    WITH marked
     MATCH (m:ModelVersion {id: $version})
-    SET m.about_from = $file
-    RETURN count(m) AS marked
+    FOREACH (_ IN CASE WHEN marked THEN [1] ELSE [] END | SET m.about_from = $file)
+    RETURN marked
     """,
     version="v2",
     file="v1",
+    ticket=1,
+    complete=True,
 )
 
 # The marks naming one of $files (a version's topic-items file written again), or every mark ($files
