@@ -36,7 +36,7 @@ from kgrec.experiments import (
     two_proportions,
     wilson,
 )
-from kgrec.gateway import GraphUnavailable
+from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.impressions import ImpressionStore
 from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.serving import Serving
@@ -257,6 +257,7 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
     api = two_versions
     impressions = ImpressionStore(settings.with_overrides(graph_name=api.graph_name))  # type: ignore[attr-defined]
     store = ExperimentStore(impressions)
+    graph = open_gateway(settings, api.graph_name)  # type: ignore[attr-defined]
 
     def post(path: str, body: dict[str, Any] | None = None) -> requests.Response:
         return requests.post(f"{api.url}/v1/experiments/{path}", json=body, headers=AUTH, timeout=30)
@@ -275,9 +276,16 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
         assert under_way.status_code == 409 and "is being promoted" in under_way.text, under_way.text
         stop = post(f"{experiment.id}/stop")  # nor a stop: it would answer "stopped" while it runs
         assert stop.status_code == 409 and "is being promoted" in stop.text, stop.text
-        # ... until the lease is over: the request that claimed it is gone
-        expired = int(time.time() * 1000) - PROMOTION_LEASE_MS - 1
-        impressions.run(lambda client: client.zadd(store.promoting_key, {experiment.id: expired}))
+        # ... until the lease is over: the request that claimed it is gone. The lease passing is
+        # simulated by moving the claim's time, and every activation before it, back by the lease.
+        aged = PROMOTION_LEASE_MS + 1
+        claimed_at = store.claimed_at(experiment.id)
+        assert claimed_at is not None
+        impressions.run(lambda client: client.zadd(store.promoting_key, {experiment.id: claimed_at - aged}))
+        graph.run_query(
+            "MATCH (m:ModelVersion) WHERE m.activated_at IS NOT NULL SET m.activated_at = m.activated_at - $aged",
+            {"aged": aged},
+        )
         return experiment.id
 
     try:
@@ -329,6 +337,7 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
         elif left is not None:
             store.stop(left)
         impressions.close()
+        graph.close()
 
 
 @pytest.fixture(scope="module")
