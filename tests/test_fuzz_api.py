@@ -135,16 +135,17 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
         for index, variant in enumerate(variants):
             if variant.get("model_version") != "active":
                 return 422, f"variants.{index}.model_version"
-    # a catalogue time (listed_at, delisted_at) may be in the future, but not before 1970; a
-    # category path lists distinct ids
+    # a category path lists distinct ids; a catalogue time (listed_at, delisted_at) may be in the
+    # future, but not before 1970. In the order of the item's fields, as the server names an
+    # item's first problem (an item breaking both is refused naming categories)
     for item in _items(case):
+        path = item.get("categories") if isinstance(item, dict) else None
+        if isinstance(path, list) and len(set(map(str, path))) != len(path):
+            return 422, "categories"
         for name in ("listed_at", "delisted_at"):
             ts = _ts_ms(item.get(name)) if isinstance(item, dict) else None
             if ts is not None and ts < 0:
                 return 422, name
-        path = item.get("categories") if isinstance(item, dict) else None
-        if isinstance(path, list) and len(set(map(str, path))) != len(path):
-            return 422, "categories"
     return None
 
 
