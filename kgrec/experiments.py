@@ -302,12 +302,9 @@ class ExperimentStore:
             return self.get(experiment.id) or claimed, claim
         return claimed, claim
 
-    def unfinished_promotion(self, experiment_id: str) -> bool:
-        """Whether a promotion of the experiment was claimed and neither finished nor undone."""
-        return self.claimed_at(experiment_id) is not None
-
     def claimed_at(self, experiment_id: str) -> int | None:
-        """When the experiment's unfinished promotion was claimed (epoch ms); None without one."""
+        """When the experiment's promotion was claimed, while it is neither finished nor undone
+        (epoch ms); None without one."""
         score = self.impressions.run(lambda client: client.zscore(self.promoting_key, experiment_id))
         return None if score is None else int(score)
 

@@ -532,7 +532,7 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
         assert experiments.stop(started).promoted == {"variant": "b", "model_version": "v-x"}
         # the same variant's claim, never finished: under way within the lease, then taken over
         # (its process died), once: the take-over is a claim of its own
-        assert experiments.unfinished_promotion(started.id)
+        assert experiments.claimed_at(started.id) is not None
         assert experiments.claim_promotion(started, {"variant": "b", "model_version": "v-x"})[1] == -2
         expired = int(time.time() * 1000) - PROMOTION_LEASE_MS - 1
         experiments.impressions.run(
@@ -543,11 +543,11 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
         assert experiments.before_claim(claimed) == started
         experiments.undo_promotion(claimed, started)  # the version could not be activated
         assert experiments.get(started.id) == started and experiments.running_id() == started.id
-        assert not experiments.unfinished_promotion(started.id)
+        assert experiments.claimed_at(started.id) is None
         claimed, claim = experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})
         experiments.finish_promotion(claimed)
         assert experiments.running_id() is None and experiments.get(started.id) == claimed
-        assert not experiments.unfinished_promotion(started.id)
+        assert experiments.claimed_at(started.id) is None
         assert experiments.claim_promotion(started, {"variant": "a", "model_version": "active"})[1] == 0
         # an unpromoted, stopped experiment is not claimed while another runs
         earlier = experiments.stop(experiments.create("earlier", variants))
