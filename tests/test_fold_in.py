@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 import time
 import uuid
 from pathlib import Path
@@ -10,11 +12,11 @@ import numpy as np
 import pytest
 import requests
 
-from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
+from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import FOLD_IN_ITEMS, job_client
 from kgrec_cli.stack import worker_argv
@@ -22,7 +24,7 @@ from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset, beauty_graph
 from workers.training import item_fold_in
 from workers.training.config import TrainConfig
-from workers.training.item_fold_in import BASIS_SUFFIX, FoldInBasis, loaded_basis
+from workers.training.item_fold_in import BASIS_SUFFIX, FoldInBasis, loaded_basis, sweep_page
 from workers.training.job import run_training
 
 KEY = "fold-in-key"
@@ -203,7 +205,7 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
             swept = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
             assert swept["version"] == version and swept["folded"] >= 2 and swept["skipped"] == 0, swept
             # idempotent, and nothing is left for the next sweep to try again
-            assert gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": "", "limit": 10}) == []  # type: ignore[attr-defined]
+            assert sweep_page(gateway, "", 10) == []  # type: ignore[arg-type]
             again = job_client(local).send_task(FOLD_IN_ITEMS).get(timeout=120)
             assert again["folded"] == 0
             similar = requests.get(f"{api.url}/v1/items/{new_item}-bare/similar?k=5", timeout=30)
@@ -233,12 +235,28 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
                 for _ in range(3)
             ]
             assert [(s["folded"], s["skipped"]) for s in sweeps] == [(0, 1), (0, 1), (1, 0)], sweeps
-            assert [r["id"] for r in gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": "", "limit": 10})] == [  # type: ignore[attr-defined]
+            assert sweep_page(gateway, "", 10) == [  # type: ignore[arg-type]
                 "!stray-1",
                 "!stray-2",
             ]
     finally:
         api.stop()
+
+
+def test_the_sweep_pages_reach_every_item_whatever_its_id(gateway: GraphGateway) -> None:
+    """A page was a keyset range on Item.id, which FalkorDB answers from its index and, over ids
+    mixing cases, digits and punctuation, answers wrongly: 1,241 of these 3,000 were never swept."""
+    rng = random.Random(3)
+    alphabet = string.ascii_letters + string.digits + "-_."
+    ids = sorted({"".join(rng.choices(alphabet, k=rng.randint(3, 12))) for _ in range(3000)})
+    gateway.run_query("UNWIND $ids AS id CREATE (:Item {id: id, listed: true})", {"ids": ids})
+    gateway.run_query("CREATE (:ModelVersion {id: 'sweep', active: true})", {})
+    swept: list[str] = []
+    after = ""
+    while page := sweep_page(gateway, after, 500):
+        swept += page
+        after = page[-1]
+    assert swept == ids
 
 
 def test_a_worker_reads_each_fold_in_basis_once(tmp_path: Path) -> None:

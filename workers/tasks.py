@@ -6,14 +6,13 @@ from typing import Any
 
 from celery import Task, chord, current_app, shared_task
 
-from graph_schema.statements.models import ITEMS_WITHOUT_EMBEDDING
 from kgrec import job_queue
 from kgrec.maintenance import prune
 from kgrec.retrain_schedule import check_and_claim, next_update
 from workers.context import graph, settings
 from workers.training.config import TrainConfig, for_variant
 from workers.training.incremental import PartitionRows, UpdatePlan, finish_update, plan_update, run_partition
-from workers.training.item_fold_in import embed_new_items
+from workers.training.item_fold_in import embed_new_items, sweep_page
 from workers.training.job import start_training, version_name
 
 FOLD_IN_SWEEP_LIMIT = 1_000
@@ -44,8 +43,7 @@ def fold_in_items(item_ids: list[str] | None = None, limit: int = FOLD_IN_SWEEP_
     gateway = graph()
     if item_ids is None:
         after = job_queue.sweep_after(current_app)
-        rows = gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": after, "limit": limit})
-        item_ids = [r["id"] for r in rows]
+        item_ids = sweep_page(gateway, after, limit)
         job_queue.set_sweep_after(current_app, item_ids[-1] if len(item_ids) == limit else "")
     return embed_new_items(gateway, settings(), item_ids)
 

@@ -24,6 +24,7 @@ processes never load it.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graph_schema.statements.models import ACTIVE_VERSION, WRITE_FOLDED_ITEMS
+from graph_schema.statements.models import ACTIVE_VERSION, ITEMS_WITHOUT_EMBEDDING, WRITE_FOLDED_ITEMS
 from graph_schema.statements.training import CATEGORY_NAMES
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
@@ -197,6 +198,15 @@ def interaction_vectors(
         if users_of.get(item_id):
             result[k] = vectors[users_of[item_id]].mean(axis=0)
     return unit_rows(result)
+
+
+def sweep_page(gateway: GraphGateway, after: str, limit: int) -> list[str]:
+    """The next ``limit`` listed items, in id order after ``after``, that the active version has no
+    vector for: one page of the fold-in sweep. Items it cannot fold in (no facts, no buyer with a
+    known history) stay behind ``after`` once passed, so they never hold back the rest."""
+    ids = sorted(row["id"] for row in gateway.read(ITEMS_WITHOUT_EMBEDDING))
+    start = bisect.bisect_right(ids, after)
+    return ids[start : start + limit]
 
 
 def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequence[str]) -> dict[str, object]:
