@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -224,21 +225,54 @@ def merge_job_id(update_id: str) -> str:
     return f"{update_id}-merge"
 
 
-# What :func:`scheduled_job_state` answers for an id no job was recorded under (Celery says PENDING).
+# What :func:`scheduled_job_state` answers for a job that was never sent: no job was recorded under
+# its id (Celery says PENDING), or one was recorded and its message is nowhere in the broker.
 NEVER_QUEUED = "NEVER_QUEUED"
+# A recorded job found nowhere in the broker is looked for once more this much later: a worker takes
+# a message off its queue, then records it among the reserved (``unacked``) with its next command.
+SECOND_LOOK_S = 1.0
 
 
-def scheduled_job_state(app: Celery, job_id: str) -> str:
+def in_broker(app: Celery, job_id: str) -> bool:
+    """Whether the broker holds the message of ``job_id``: waiting on one of the app's queues, or
+    reserved by a worker (kombu's Redis transport keeps a reserved message in its ``unacked`` hash
+    until it is acknowledged, which ``task_acks_late`` does once the task has ended). One
+    transaction reads every list and the hash, so that a move kombu makes in a transaction of its
+    own (a reserved message put back on its queue) cannot fall between two reads."""
+    queues = {str(app.conf.task_default_queue)}
+    queues.update(str(route["queue"]) for route in dict(app.conf.task_routes or {}).values())
+    needle = job_id.encode()
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        pipe = channel.client.pipeline(transaction=True)
+        for queue in sorted(queues):
+            for priority in channel.priority_steps:  # a list per step, named as kombu names them
+                pipe.lrange(f"{queue}{channel.sep}{priority}" if priority else queue, 0, -1)
+        pipe.hvals(channel.unacked_key)
+        found = pipe.execute()
+    return any(needle in message for messages in found for message in messages)
+
+
+def scheduled_job_state(app: Celery, job_id: str, second_look_s: float = SECOND_LOOK_S) -> str:
     """The Celery state of the job the schedule queued under ``job_id``, or :data:`NEVER_QUEUED`
-    when the result backend holds no record of it (:func:`record_queued` writes one before the
-    job is sent; Celery's bare PENDING would say "waiting" for a job that never was). An
+    when it was never sent: the result backend holds no record of it (Celery's bare PENDING would
+    say "waiting" for a job that never was), or holds the PENDING record :func:`record_queued`
+    writes before the send and the broker holds no message for it (:func:`in_broker`, looked at
+    twice ``second_look_s`` apart): the sender died between the two, or the send failed. An
     incremental update's task ends once it has queued its partitions and merge, so its state is
     the merge's from then on: the update runs until the merge ends (a full training, or an update
-    that queued no merge, is its task's state)."""
+    that queued no merge, is its task's state). The merge is not looked for in the broker: a
+    chord's callback is sent only when its last partition ends, and the update's SUCCESS says the
+    chord was sent."""
     meta = app.backend.get_task_meta(job_id)
     if meta.get("task_id") is None:
         return NEVER_QUEUED
     state = meta["status"]
+    if state == states.PENDING and not in_broker(app, job_id):
+        time.sleep(second_look_s)
+        state = app.backend.get_task_meta(job_id)["status"]
+        if state == states.PENDING and not in_broker(app, job_id):
+            return NEVER_QUEUED
     if state != states.SUCCESS:
         return state
     merge = app.backend.get_task_meta(merge_job_id(job_id))

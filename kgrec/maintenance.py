@@ -17,15 +17,8 @@ from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.gateway import GraphGateway
 
-PRUNE_BATCH = 10_000
-
-
-@dataclass(frozen=True)
-class PruneBatch:
-    """What one prune statement may take on: the edges of ``users`` users, ``limit`` deletions."""
-
-    users: int = 1_000
-    limit: int = PRUNE_BATCH
+PRUNE_BATCH = 10_000  # deletions one prune statement may make
+PRUNE_USERS = 1_000  # users whose edges one statement of a prune by batches reads
 
 
 @dataclass(frozen=True)
@@ -37,41 +30,49 @@ class PruneResult:
 
 
 def user_batches(gateway: GraphGateway, users: int) -> Iterator[list[str]]:
-    """Every user id once, in consecutive batches of at most ``users`` (read in one statement)."""
+    """Every user id once, in consecutive batches of at most ``users``.
+
+    Read in one statement, so the ids are all held while the prune goes by batches (as a training
+    holds them too): keyset pages over the indexed id skip users on FalkorDB, and pages kept off the
+    index cost a label scan each (:data:`~graph_schema.statements.events.PRUNE_USER_IDS`).
+    """
     ids = [row["id"] for row in gateway.read(PRUNE_USER_IDS, {})]
     for start in range(0, len(ids), users):
         yield ids[start : start + users]
 
 
 def prune(
-    gateway: GraphGateway, settings: Settings, now_ms: int | None = None, batch: PruneBatch = PruneBatch()
+    gateway: GraphGateway,
+    settings: Settings,
+    now_ms: int | None = None,
+    *,
+    users: int = PRUNE_USERS,
+    limit: int = PRUNE_BATCH,
 ) -> PruneResult:
     """Delete edges whose decayed weight fell below the threshold, and Event ids past retention.
 
     Works in bounded batches, each one atomic, so it never holds the graph for long: first one
-    pass over every edge, deleting at most ``batch.limit``; if that many had faded, the rest user
-    batch by user batch, a statement reading the edges of at most ``batch.users`` users (a batch
+    pass over every edge, deleting at most ``limit``; if that many had faded, the rest user
+    batch by user batch, a statement reading the edges of at most ``users`` users (a batch
     that reaches the limit runs again for its users), so that a kept edge is read by the first pass
     and by its batch's statements, not by one statement per 10,000 deletions over the whole graph.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     decay = {"now": now_ms, "half_life_ms": settings.half_life_ms, "threshold": settings.prune_weight_below}
-    edges = gateway.write(PRUNE_FADED_EDGES, {**decay, "limit": batch.limit}).relationships_deleted
-    if edges >= batch.limit:
-        for ids in user_batches(gateway, batch.users):
+    edges = gateway.write(PRUNE_FADED_EDGES, {**decay, "limit": limit}).relationships_deleted
+    if edges >= limit:
+        for ids in user_batches(gateway, users):
             while True:
-                summary = gateway.write(
-                    PRUNE_FADED_EDGES_OF_USERS, {**decay, "ids": ids, "limit": batch.limit}
-                )
+                summary = gateway.write(PRUNE_FADED_EDGES_OF_USERS, {**decay, "ids": ids, "limit": limit})
                 edges += summary.relationships_deleted
-                if summary.relationships_deleted < batch.limit:
+                if summary.relationships_deleted < limit:
                     break
     events = 0
     before = now_ms - int(settings.event_retention_days * DAY_MS)
     while True:
-        summary = gateway.write(PRUNE_OLD_EVENTS, {"before": before, "limit": batch.limit})
+        summary = gateway.write(PRUNE_OLD_EVENTS, {"before": before, "limit": limit})
         events += summary.nodes_deleted
-        if summary.nodes_deleted < batch.limit:
+        if summary.nodes_deleted < limit:
             break
     return PruneResult(edges=edges, events=events)
 

@@ -6,8 +6,8 @@ request and the newest model version), or as soon as ``KGREC_RETRAIN_AFTER_EVENT
 events were received since then, whichever comes first. Nothing is due before the
 first model exists (``kgrec train`` or ``kgrec up --train`` makes it), nor while the
 last scheduled job is still queued or running (for at most :data:`STALE_AFTER_MS`), nor in the
-:data:`LOST_CLAIM_AFTER_MS` after a claim whose job the queue has no record of (its claimer may
-still be queueing it; after that it was lost).
+:data:`LOST_CLAIM_AFTER_MS` after a claim whose job was never sent to the broker (its claimer may
+still be sending it; after that it was lost: :data:`~kgrec.job_queue.NEVER_QUEUED`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from kgrec.job_queue import NEVER_QUEUED
 # A scheduled job still PENDING/STARTED/PROGRESS this long after it was queued is taken as lost.
 STALE_AFTER_MS = 6 * 3_600_000
 UNFINISHED_STATES = frozenset({"PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"})
-# A claimed job the queue has no record of this long after the claim was never queued: the check
-# that claimed it died before queueing it, or could not queue it (and could not put the claim back).
+# A claimed job not sent to the broker this long after the claim never will be: the check that
+# claimed it died before sending it (before or after recording it), or could not send it and could
+# not put the claim back either.
 LOST_CLAIM_AFTER_MS = 5 * 60_000
 
 
@@ -42,7 +43,7 @@ class RetrainState:
     versions: int
     events_since: int  # events received after since()
     job_unfinished: bool  # the queued job is still waiting or running (or not yet queued)
-    job_recorded: bool = True  # the job queue has a record of the job (it was queued)
+    job_sent: bool = True  # the job was sent to the broker (it is, or was, queued)
 
     def since(self) -> int:
         """When the last retraining happened (request or version, the later), epoch ms."""
@@ -54,7 +55,7 @@ def due_reason(state: RetrainState, settings: Settings, now_ms: int) -> str | No
     if state.versions == 0:
         return None
     if state.job_unfinished and state.requested_at is not None:
-        lost_after = STALE_AFTER_MS if state.job_recorded else LOST_CLAIM_AFTER_MS
+        lost_after = STALE_AFTER_MS if state.job_sent else LOST_CLAIM_AFTER_MS
         if now_ms - state.requested_at < lost_after:
             return None
     if settings.retrain_after_events > 0 and state.events_since >= settings.retrain_after_events:
@@ -79,7 +80,7 @@ def read_state(gateway: GraphGateway, job_state: Callable[[str], str]) -> Retrai
         versions=int(row["versions"]),
         events_since=int(events),
         job_unfinished=job is not None and (job in UNFINISHED_STATES or job == NEVER_QUEUED),
-        job_recorded=job != NEVER_QUEUED,
+        job_sent=job != NEVER_QUEUED,
     )
 
 

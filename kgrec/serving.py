@@ -200,7 +200,9 @@ class Serving:
         self._active_gateway: GraphGateway | None = None
         self._catalogue: catalogue.CatalogueView | None = None
         self._catalogue_gateway: GraphGateway | None = None
-        self._groups: dict[int, ItemGroups] = {}  # by id of the facts they group (kept alive by them)
+        # by id of the facts they group: the groups keep their facts alive, so an id held is never
+        # another object's; the active version's, and each side version's
+        self._groups: RecentlyUsed[int, ItemGroups] = RecentlyUsed(MAX_SIDE_VERSIONS + 1)
         self._rules: rules.RulesView | None = None
         self._rules_gateway: GraphGateway | None = None
         # experiment variants' versions (kgrec/experiments.py), each loaded by one thread; the most
@@ -394,15 +396,7 @@ class Serving:
     def groups(self, facts: ItemFacts) -> ItemGroups:
         """Each item's brand and most specific categories under ``facts``, for diversity (one per
         facts object: its items' groups are worked out as pages ask for them)."""
-        with self._lock:
-            cached = self._groups.get(id(facts))
-            if cached is None or cached.facts is not facts:
-                cached = ItemGroups(facts)
-                self._groups = {k: g for k, g in self._groups.items() if g.facts is not facts}
-                self._groups[id(facts)] = cached
-                while len(self._groups) > MAX_SIDE_VERSIONS + 1:
-                    self._groups.pop(next(iter(self._groups)))
-            return cached
+        return self._groups.setdefault(id(facts), lambda: ItemGroups(facts))
 
     def rules_view(self) -> rules.RulesView:
         """This process's business rules."""

@@ -123,7 +123,10 @@ class RecentlyUsed(Generic[K, V]):
 
     Never dropped: the entry just used, and one ``in_use`` says a thread still needs (a flight
     whose load is under way, which a thread asking later must share rather than load again);
-    meanwhile the cache holds more than ``size``.
+    meanwhile the cache holds more than ``size``. A lookup (:meth:`get`, :meth:`peek`) of a cache
+    over its bound trims it again, so that an entry kept while in use is dropped once idle even
+    when nothing new is added (a quiet process); under the bound, a lookup costs no more than a
+    dict's.
     """
 
     def __init__(self, size: int, in_use: Callable[[V], bool] = lambda _value: False) -> None:
@@ -138,11 +141,15 @@ class RecentlyUsed(Generic[K, V]):
             value = self._entries.get(key)
             if value is not None:
                 self._entries.move_to_end(key)
+            if len(self._entries) > self._size:
+                self._trim(key)
             return value
 
     def peek(self, key: K) -> V | None:
         """``key``'s value, not counted as a use (None when not held)."""
         with self._lock:
+            if len(self._entries) > self._size:
+                self._trim(key)
             return self._entries.get(key)
 
     def put(self, key: K, value: V) -> None:
@@ -179,7 +186,11 @@ class RecentlyUsed(Generic[K, V]):
 
     def _use(self, key: K) -> None:
         self._entries.move_to_end(key)
-        idle = [old for old, value in list(self._entries.items())[:-1] if not self._in_use(value)]
+        self._trim(key)
+
+    def _trim(self, keep: K) -> None:
+        """Drop the least recently used entries over the bound, but ``keep`` and those in use."""
+        idle = [old for old, value in self._entries.items() if old != keep and not self._in_use(value)]
         for old in idle[: max(0, len(self._entries) - self._size)]:
             del self._entries[old]
 

@@ -19,9 +19,7 @@ it reads its root's file (:meth:`VersionTopicItems.for_model`).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from graph_schema.statements.topics import (
 )
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.gateway import GraphGateway
+from kgrec.single_flight import RecentlyUsed
 
 SUFFIX = ".topics.npz"
 ABOUT_MIN_COSINE = 0.3
@@ -296,9 +295,8 @@ class VersionTopicItems:
 
     def __init__(self, folder: Path, size: int = CACHED_VERSIONS) -> None:
         self._folder = Path(folder)
-        self._size = size
-        self._lock = threading.Lock()
-        self._loaded: OrderedDict[str, TopicItems | None] = OrderedDict()
+        # in a one-tuple, so that a remembered miss (None) is told from a version not held
+        self._loaded: RecentlyUsed[str, tuple[TopicItems | None]] = RecentlyUsed(size)
 
     def for_model(self, version: str, parameters: Mapping[str, Any]) -> TopicItems | None:
         """The topic items of a model version, or of its root for an incremental version."""
@@ -310,14 +308,10 @@ class VersionTopicItems:
 
     def get(self, version: str) -> TopicItems | None:
         """``version``'s topic items; None when training wrote none (an older version, no text)."""
-        with self._lock:
-            if version in self._loaded:
-                self._loaded.move_to_end(version)
-                return self._loaded[version]
+        held = self._loaded.get(version)
+        if held is not None:
+            return held[0]
         path = topic_items_path(self._folder, version)
         items = TopicItems.load(path, version) if path.is_file() else None
-        with self._lock:
-            self._loaded[version] = items
-            while len(self._loaded) > self._size:
-                self._loaded.popitem(last=False)
+        self._loaded.put(version, (items,))
         return items

@@ -30,6 +30,7 @@ from kgrec.importer import import_dataset
 from kgrec.job_queue import (
     NEVER_QUEUED,
     RETRAIN_IF_DUE,
+    TRAIN,
     job_client,
     merge_job_id,
     record_queued,
@@ -77,8 +78,8 @@ def test_due_after_the_interval_or_n_events_whichever_first() -> None:
     busy = state(requested_at=NOW - HOUR_MS, job_id="j", job_unfinished=True, events_since=500)
     assert due_reason(busy, SETTINGS, NOW) is None
     assert due_reason(busy, SETTINGS, NOW - HOUR_MS + STALE_AFTER_MS) == "events"
-    # a claimed job the queue has no record of is lost sooner: its claimer died before queueing it
-    unqueued = replace(busy, requested_at=NOW, job_recorded=False)
+    # a claimed job never sent to the broker is lost sooner: its claimer died before sending it
+    unqueued = replace(busy, requested_at=NOW, job_sent=False)
     assert due_reason(unqueued, SETTINGS, NOW + LOST_CLAIM_AFTER_MS - 1) is None
     assert due_reason(unqueued, SETTINGS, NOW + LOST_CLAIM_AFTER_MS) == "events"
     off = replace(SETTINGS, retrain_interval_s=0, retrain_after_events=0)
@@ -223,12 +224,15 @@ def test_a_claim_whose_job_was_never_queued_does_not_block_retraining(
 ) -> None:
     """A check that died after its claim committed, or whose queueing failed, left a job id no job
     was queued under; the queue reads it as PENDING, so no retraining was due for 6 hours."""
-    local = replace(settings, retrain_interval_s=0, retrain_after_events=3)
+    local = replace(
+        settings, retrain_interval_s=0, retrain_after_events=3, train_queue=f"idle-{uuid.uuid4()}"
+    )
     client = job_client(local)
     queued: list[str] = []
 
     def enqueue(job_id: str) -> None:
         record_queued(client, job_id)  # as the worker's enqueue does, before sending the task
+        client.send_task(TRAIN, kwargs={"gate": True}, task_id=job_id)  # to a queue no worker reads
         queued.append(job_id)
 
     def check(now: int, queue=enqueue) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -269,3 +273,59 @@ def test_a_claim_whose_job_was_never_queued_does_not_block_retraining(
     retried = check(now + STALE_AFTER_MS + HOUR_MS + 1)
     assert retried["due"] == "events" and queued == [again["job_id"], retried["job_id"]]
     assert schedule_row(gateway) == [{"job": retried["job_id"], "at": now + STALE_AFTER_MS + HOUR_MS + 1}]
+    with client.connection_for_write() as connection:
+        connection.default_channel.queue_purge(local.train_queue)
+
+
+def test_a_claim_whose_job_was_recorded_but_never_sent_is_lost_after_five_minutes(
+    gateway: GraphGateway, settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    """The check records the job (PENDING) before it sends it: a check that died between the two,
+    or whose send failed and whose put-back of the claim failed too, left a PENDING record of a job
+    the broker never had, which held the schedule for 6 hours. A job sent, waiting on its queue or
+    reserved by a worker, is still waited for."""
+    local = replace(
+        settings, retrain_interval_s=0, retrain_after_events=3, train_queue=f"idle-{uuid.uuid4()}"
+    )
+    client = job_client(local)
+    sent: list[str] = []
+
+    def send(job_id: str) -> None:
+        record_queued(client, job_id)
+        client.send_task(TRAIN, kwargs={"gate": True}, task_id=job_id)  # to a queue no worker reads
+        sent.append(job_id)
+
+    def check(now: int) -> dict[str, object]:
+        return check_and_claim(
+            gateway, local, lambda job: scheduled_job_state(client, job, 0.05), send, now_ms=now
+        )
+
+    now = int(time.time() * 1000)
+    gateway.run_query(
+        "CREATE (:ModelVersion {id: 'v-old', status: 'ready', active: true, created_at: $t})", {"t": now - 5}
+    )
+    ingest(gateway, events("unsent", 3), local, now_ms=now + 1)
+    # The claim commits, the job is recorded, and the check dies before sending it.
+    unsent = f"retrain-{uuid.uuid4()}"
+    claimed = gateway.write(CLAIM_RETRAIN, {"expected": -1, "now": now, "job_id": unsent})
+    assert claimed.rows == [{"claimed": 1}]
+    record_queued(client, unsent)
+    assert scheduled_job_state(client, unsent, 0.05) == NEVER_QUEUED
+    assert check(now + LOST_CLAIM_AFTER_MS - 1)["job_id"] is None
+    taken_over = check(now + LOST_CLAIM_AFTER_MS)
+    assert taken_over["due"] == "events" and sent == [taken_over["job_id"]]
+    # That one was sent: waiting on its queue, it holds the schedule until it is stale.
+    job = str(taken_over["job_id"])
+    assert scheduled_job_state(client, job, 0.05) == states.PENDING
+    assert check(now + LOST_CLAIM_AFTER_MS + HOUR_MS)["job_id"] is None
+    # A worker reserves it (kombu keeps it among the unacknowledged): still waited for.
+    with client.connection_for_write() as connection:
+        channel = connection.default_channel
+        message = channel.basic_get(local.train_queue, no_ack=False)
+        assert message is not None and message.headers["id"] == job
+        assert scheduled_job_state(client, job, 0.05) == states.PENDING
+        assert check(now + LOST_CLAIM_AFTER_MS + 2 * HOUR_MS)["job_id"] is None
+        client.backend.store_result(job, None, "STARTED")
+        message.ack()
+    assert check(now + LOST_CLAIM_AFTER_MS + 3 * HOUR_MS)["job_id"] is None
+    assert sent == [job]

@@ -217,6 +217,23 @@ def test_an_entry_in_use_is_never_dropped() -> None:
     assert [key for key, _ in busy.items()] == ["a", "b"]
 
 
+def test_an_entry_kept_while_in_use_goes_at_a_lookup_once_idle() -> None:
+    """A quiet process adds nothing after the load ends: a lookup trims the cache back to its bound
+    (before, the side version's flight stayed until the next entry was added)."""
+    cache: RecentlyUsed[str, SingleFlight[object]] = RecentlyUsed(1, SingleFlight.loading)
+    load = HeldLoad("side model")
+    side = cache.setdefault("side", lambda: SingleFlight(float("inf")))
+    with ThreadPoolExecutor(1) as pool:
+        future = started(pool, side, load)
+        cache.put("active", SingleFlight(float("inf")))
+        assert cache.get("active") is not None  # over the bound, but "side" is loading
+        assert [key for key, _ in cache.items()] == ["side", "active"]
+        load.release.release()
+        assert future.result(timeout=10) == "side model"
+    assert cache.get("active") is not None
+    assert [key for key, _ in cache.items()] == ["active"]
+
+
 @pytest.fixture
 def switching_often() -> Iterator[None]:
     """Threads switched every microsecond, so that unguarded steps interleave."""

@@ -22,7 +22,7 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import PRUNE_GRAPH, TRAIN, job_client
-from kgrec.maintenance import PruneBatch, PruneResult, prune, user_batches
+from kgrec.maintenance import PruneResult, prune, user_batches
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
 
@@ -190,7 +190,7 @@ def test_a_prune_in_many_batches_deletes_exactly_the_faded_edges_without_history
     per_user = Counter(user for user, _, _ in faded)
     assert len(before) > 2 * len(faded) > 0 and max(per_user.values()) > 3  # some batch runs again
     # 4 users and at most 3 deletions a statement: ten batches, some of them run twice
-    result = prune(gateway, settings, now, PruneBatch(users=4, limit=3))
+    result = prune(gateway, settings, now, users=4, limit=3)
     assert sorted(key(e) for e in user_edge_list(gateway)) == sorted(
         key(e) for e in before if key(e) not in faded
     )
