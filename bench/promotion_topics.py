@@ -35,12 +35,12 @@ import numpy as np
 from bench.common import register_version
 from bench.scale import extrapolate, save_growth_report
 from graph_schema.statements.dataset_import import UPSERT_ITEMS
-from graph_schema.statements.topics import FORGET_ABOUT_WRITTEN, WRITE_ITEM_TOPIC_VECTORS, WRITE_TOPICS
+from graph_schema.statements.topics import WRITE_ITEM_TOPIC_VECTORS, WRITE_TOPICS
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
 from kgrec.runtime import graph_session
-from kgrec.topic_items import TopicItems, link_topic_items
+from kgrec.topic_items import AboutWrite, TopicItems, link_topic_items
 
 TOPICS = 60
 DIMENSION = 384
@@ -118,7 +118,7 @@ def measure(n: int, batches: list[int], work: Path) -> dict[str, Any]:
             timed("child_s", ["c1", "r1"])
             timed("again_s", ["r1"])
             # the baseline: every edge of the same file written again, as every activation did before
-            gateway.write(FORGET_ABOUT_WRITTEN, {"files": None})
+            AboutWrite.forget(gateway)
             timed("rewrite_s", ["c1", "r1"])
     shutil.rmtree(work, ignore_errors=True)
     result["child_vs_rewrite"] = round(result["child_s"] / result["rewrite_s"], 4)

@@ -35,6 +35,10 @@ GUARD_SNAPSHOTS = "workers.tasks.guard_snapshots"
 # How often beat checks that the embedded graph could load a snapshot taken now (a label count is
 # near an unloadable one for as long as it takes to add or remove two nodes).
 SNAPSHOT_GUARD_INTERVAL_S = 60.0
+RELINK_TOPICS = "workers.tasks.relink_topics"
+# How often beat checks that the graph's topics are the active version's (a promotion that died
+# between its topic write and its switch left the candidate's; kgrec.model_versions.relink_active_topics).
+TOPIC_REPAIR_INTERVAL_S = 60.0
 RETRAIN_IF_DUE = "workers.tasks.retrain_if_due"  # sent by beat only (workers/celery_app.py)
 # An incremental update: the dispatcher queues one partition task per part and the merge as their chord.
 INCREMENTAL_UPDATE = "workers.tasks.incremental_update"
@@ -144,6 +148,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "prune-faded-edges": {"task": PRUNE_GRAPH, "schedule": settings.prune_interval_s},
             "fold-in-new-items": {"task": FOLD_IN_ITEMS, "schedule": settings.fold_in_interval_s},
             "guard-snapshots": {"task": GUARD_SNAPSHOTS, "schedule": SNAPSHOT_GUARD_INTERVAL_S},
+            "relink-topics": {"task": RELINK_TOPICS, "schedule": TOPIC_REPAIR_INTERVAL_S},
         },
     }
 

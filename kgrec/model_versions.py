@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from graph_schema.statements.models import ACTIVATE_VERSION, MODEL_VERSIONS
+from graph_schema.statements.topics import ABOUT_WRITTEN
 from kgrec.errors import NotFound
 from kgrec.gateway import GraphGateway
 from kgrec.model_store import models_dir
-from kgrec.topic_items import link_topic_items
+from kgrec.topic_items import AboutWrite, link_topic_items, topic_items_path
 
 
 class VersionNotReady(Exception):
@@ -119,7 +120,8 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
     Every serving process checks the active version each second
     (:class:`~kgrec.model_store.ActiveModel`), so all serve it within about a second (the one
     that promotes through :meth:`kgrec.serving.Serving.promote`, from its next request). Its
-    topics (names, ABOUT edges) are written to the graph just before the switch.
+    topics (names, ABOUT edges) are written to the graph just before the switch; a process that
+    dies between the two leaves them to :func:`relink_active_topics`.
     """
     folder = models_dir(data_dir)
     rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
@@ -145,3 +147,31 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
             link_topic_items(gateway, folder, lineage(now_rows, active))
         raise VersionNotReady(version)
     return get_version(gateway, data_dir, version)
+
+
+def relink_active_topics(gateway: GraphGateway, data_dir: Path, now_ms: int | None = None) -> str | None:
+    """Write the active version's topics back when the graph's ABOUT edges are not known to be
+    those of its topic-items file (no version is marked ``about_from`` that file); returns the
+    version relinked, or None when nothing was to do or it is not the time.
+
+    A promotion writes the candidate's topics just before the switch; a process that died between
+    the two left the old version active over the candidate's topics (its write forgot every mark).
+    Beat runs this every :data:`kgrec.job_queue.TOPIC_REPAIR_INTERVAL_S`: two reads when the graph
+    is right. It writes only as the one writer of ABOUT edges (:meth:`AboutWrite.claim`): none in
+    flight, none begun or ended within :data:`kgrec.topic_items.ABOUT_SETTLE_MS` (a promotion's
+    switch follows its write at once), so a promotion under way is left to finish.
+    """
+    folder = models_dir(data_dir)
+    rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
+    active = next((name for name, row in rows.items() if row["active"]), None)
+    if active is None:
+        return None
+    chain = lineage(rows, active)
+    file = next((v for v in chain if topic_items_path(folder, v).is_file()), None)
+    if file is None or gateway.read(ABOUT_WRITTEN, {"file": file})[0]["marked"] > 0:
+        return None
+    writer = AboutWrite.claim(gateway, now_ms)
+    if writer is None:
+        return None
+    link_topic_items(gateway, folder, chain, writer=writer)
+    return active

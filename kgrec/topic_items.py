@@ -30,6 +30,7 @@ import numpy as np
 from graph_schema.statements.topics import (
     ABOUT_WRITTEN,
     BEGIN_ABOUT_WRITE,
+    CLAIM_ABOUT_REPAIR,
     DELETE_STALE_ABOUT,
     DELETE_STALE_ITEM_ABOUT,
     FORGET_ABOUT_WRITTEN,
@@ -53,6 +54,10 @@ ABOUT_BATCH = 2_000
 # A writer of ABOUT edges still counted as running after this long has died (a full write of 1M
 # items takes about 90 s): the next writer runs alone again.
 ABOUT_WRITE_LEASE_MS = 1_800_000
+# A promotion switches the active version right after its ABOUT write ends: a write that ended this
+# long ago with its version still inactive was cut off before the switch (a crash), and a repair
+# (kgrec.model_versions.relink_active_topics) may write the active version's topics back.
+ABOUT_SETTLE_MS = 60_000
 
 
 def topic_items_path(folder: Path, version: str) -> Path:
@@ -150,6 +155,22 @@ class AboutWrite:
         row = gateway.write(BEGIN_ABOUT_WRITE, {"now": now, "lease_ms": ABOUT_WRITE_LEASE_MS}).rows[0]
         return cls(int(row["ticket"]), bool(row["alone"]))
 
+    @classmethod
+    def claim(cls, gateway: GraphGateway, now_ms: int | None = None) -> AboutWrite | None:
+        """Start a writer that runs alone, only if no writer is in flight (a dead one's lease run
+        out) and none began or ended within :data:`ABOUT_SETTLE_MS`; None, changing nothing,
+        otherwise. End it with :meth:`end`."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        params = {"now": now, "lease_ms": ABOUT_WRITE_LEASE_MS, "settle_ms": ABOUT_SETTLE_MS}
+        done = gateway.write(CLAIM_ABOUT_REPAIR, params)
+        return cls(int(done.rows[0]["ticket"]), alone=True) if done.rows else None
+
+    @staticmethod
+    def forget(gateway: GraphGateway, files: Sequence[str] | None = None) -> None:
+        """Remove the marks naming one of ``files`` (every mark: None): before edges are written from
+        a file, or when a version's file is written again."""
+        gateway.write(FORGET_ABOUT_WRITTEN, {"files": None if files is None else list(files)})
+
     def end(self, gateway: GraphGateway, version: str, file: str, complete: bool) -> bool:
         """End the writer, marking ``version`` as holding every edge of ``file`` when the write was
         ``complete``, ran alone and no writer started after it; whether it marked."""
@@ -158,6 +179,7 @@ class AboutWrite:
             "file": file,
             "ticket": self.ticket,
             "complete": complete and self.alone,
+            "now": int(time.time() * 1000),
         }
         done = gateway.write(MARK_ABOUT_WRITTEN, params)
         return bool(done.rows and done.rows[0]["marked"])
@@ -178,11 +200,14 @@ def write_about(
     ``version`` nor a version in ``keep`` wrote (the written items' with each batch, then the rest
     in bounded batches), then mark ``linked`` (the version being activated; default ``version``)
     as holding them all (``about_from``) if no other writer ran meanwhile (``writer``: one begun
-    by the caller; else one is begun here)."""
+    by the caller; else one is begun here). ``linked``'s topic names and keywords go onto the
+    Topic nodes first, once every mark is forgotten: a write cut short before the switch (a crash)
+    leaves no version marked, which :func:`kgrec.model_versions.relink_active_topics` repairs."""
     writer = writer or AboutWrite.begin(gateway)
     complete = False
     try:
-        gateway.write(FORGET_ABOUT_WRITTEN, {"files": None})
+        AboutWrite.forget(gateway)
+        gateway.write(NAME_VERSION_TOPICS, {"version": linked or version, "now": int(time.time() * 1000)})
         for start in range(0, len(rows), batch):
             chunk = list(rows[start : start + batch])
             gateway.write(WRITE_ABOUT, {"version": version, "rows": chunk})
@@ -205,7 +230,12 @@ def delete_stale_about(gateway: GraphGateway, keep: Sequence[str], batch: int = 
 
 
 def link_topic_items(
-    gateway: GraphGateway, folder: Path, lineage: Sequence[str], *, batch: int = ABOUT_BATCH
+    gateway: GraphGateway,
+    folder: Path,
+    lineage: Sequence[str],
+    *,
+    batch: int = ABOUT_BATCH,
+    writer: AboutWrite | None = None,
 ) -> bool:
     """Make the graph's topics those of ``lineage[0]``, the version about to become active.
 
@@ -223,22 +253,29 @@ def link_topic_items(
     edge is there to delete, the file's edges are not written again: only deleting a stale edge
     removes ABOUT edges, and fold-in only adds them, so they are all still there (with the score
     a later fold-in of the same item gave, as for the items folded in).
+
+    Its topic names are written once the marks are forgotten (:func:`write_about`), or with the
+    file's edges in place (then the active version's, if marked, are the same: the same root's).
+    ``writer``: one begun by the caller (a repair's claim); else one is begun here.
     """
+    version = lineage[0]
     at = next((k for k, v in enumerate(lineage) if topic_items_path(folder, v).is_file()), None)
     if at is None:
+        if writer is not None:
+            writer.end(gateway, version, version, complete=False)
         return False
-    found = TopicItems.load(topic_items_path(folder, lineage[at]), lineage[at], vectors=False)
-    version = lineage[0]
-    gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
     # edges folded in under the version or an ancestor between it and the file's version stay
-    keep = lineage[:at]
-    writer = AboutWrite.begin(gateway)
+    keep, file = lineage[:at], lineage[at]
+    writer = writer or AboutWrite.begin(gateway)
     try:
-        written = gateway.read(ABOUT_WRITTEN, {"file": found.version})[0]["marked"] > 0
+        found = TopicItems.load(topic_items_path(folder, file), file, vectors=False)
+        written = gateway.read(ABOUT_WRITTEN, {"file": file})[0]["marked"] > 0
         # a deleted edge may have been one of the file's (a fold-in under another version relabels it)
-        skip = written and not delete_stale_about(gateway, [found.version, *keep], batch)
+        skip = written and not delete_stale_about(gateway, [file, *keep], batch)
+        if skip:
+            gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
     except BaseException:
-        writer.end(gateway, version, found.version, complete=False)
+        writer.end(gateway, version, file, complete=False)
         raise
     if skip:
         writer.end(gateway, version, found.version, complete=True)

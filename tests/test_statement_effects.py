@@ -1129,17 +1129,20 @@ def _begin_about_write(gw: GraphGateway, st: Statement) -> None:
 
 @effect("mark_about_written")
 def _mark_about_written(gw: GraphGateway, st: Statement) -> None:
-    # v2 is marked as holding v1's file's edges (again: the same); v1 keeps its own mark; no node made.
+    # v2 is marked as holding v1's file's edges (again: the same, not set again); v1 keeps its own
+    # mark; the writers' end is stamped; no node made.
     query(
         gw,
         "CREATE (:ModelVersion {id: 'v2', active: false}), (:ModelVersion {id: 'v1', about_from: 'v0'}), "
-        "(:Revision {id: 'about', revision: 1, running: 2, busy_until: 0})",
+        "(:Revision {id: 'about', revision: 1, running: 2, busy_until: 0, updated_at: 0})",
     )
-    for _ in range(2):
-        assert gw.write(st, st.params).rows == [{"marked": True}]
+    # the first end sets running and updated_at, and the mark; the second only the first two
+    ends = [{**st.params, "now": st.params["now"] + k} for k in range(2)]
+    assert [gw.write(st, end).properties_set for end in ends] == [3, 2]
     assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False, "about_from": "v1"}
     assert node(gw, "ModelVersion", "v1") == {"id": "v1", "about_from": "v0"}
-    assert node(gw, "Revision", "about")["running"] == 0  # type: ignore[index]  # never below 0
+    revision = node(gw, "Revision", "about")
+    assert revision is not None and (revision["running"], revision["updated_at"]) == (0, ends[1]["now"])
     # a writer after which another started, or that failed, marks nothing; nor a missing version
     query(gw, "MATCH (m:ModelVersion {id: 'v2'}) REMOVE m.about_from")
     assert gw.write(st, {**st.params, "ticket": 0}).rows == [{"marked": False}]
@@ -1147,6 +1150,24 @@ def _mark_about_written(gw: GraphGateway, st: Statement) -> None:
     assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False}
     assert gw.write(st, {**st.params, "version": "missing"}).rows == []
     assert count(gw, "(:ModelVersion)") == 2
+
+
+@effect("claim_about_repair")
+def _claim_about_repair(gw: GraphGateway, st: Statement) -> None:
+    # No writer yet: claimed (the node made); then not while it runs, nor within the settle time
+    # after a writer's end; a dead writer (lease run out) and an old end do not hold it back.
+    assert gw.write(st, st.params).rows == [{"ticket": 1}]
+    now, settle, lease = st.params["now"], st.params["settle_ms"], st.params["lease_ms"]
+    assert gw.write(st, {**st.params, "now": now + settle}).rows == []  # running
+    revision = node(gw, "Revision", "about")
+    assert revision is not None and (revision["running"], revision["revision"]) == (1, 1)
+    assert revision["busy_until"] == now + lease and revision["updated_at"] == now
+    query(gw, "MATCH (r:Revision {id: 'about'}) SET r.running = 0, r.updated_at = $t", t=now + 10)
+    assert gw.write(st, {**st.params, "now": now + 9 + settle}).rows == []  # ended just now
+    assert gw.write(st, {**st.params, "now": now + 10 + settle}).rows == [{"ticket": 2}]
+    assert gw.write(st, {**st.params, "now": now + 10 + settle + lease + 1}).rows == [{"ticket": 3}]
+    assert node(gw, "Revision", "about")["running"] == 1  # type: ignore[index]
+    assert count(gw, "(:Revision)") == 1
 
 
 @effect("forget_about_written")

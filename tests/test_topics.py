@@ -25,14 +25,15 @@ from kgrec.errors import NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
+from kgrec.job_queue import RELINK_TOPICS, TOPIC_REPAIR_INTERVAL_S, celery_config
 from kgrec.model_store import models_dir
-from kgrec.model_versions import promote
+from kgrec.model_versions import promote, relink_active_topics
 from kgrec.recommender import Recommender
 from kgrec.search_cold_start import POPULARITY_WEIGHT
 from kgrec.serving import ItemFilters, Serving
 from kgrec.signals import build_signals, signals_for
 from kgrec.text_model import encode
-from kgrec.topic_items import AboutWrite, TopicItems, topic_items_path
+from kgrec.topic_items import ABOUT_SETTLE_MS, AboutWrite, TopicItems, link_topic_items, topic_items_path
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
 from kgrec.topics import ACTIVE, topic_detail, user_topics
 from kgrec.training_graph import TrainingGraph
@@ -593,8 +594,11 @@ def _hand_model(centroids: np.ndarray) -> TopicModel:
     )
 
 
-def _hand_version(gateway: GraphGateway, data_dir: Path, version: str, centroids: np.ndarray) -> TopicModel:
-    """A version written by the real statements with hand-made topics (MiniLM centroids), then promoted."""
+def _hand_version(
+    gateway: GraphGateway, data_dir: Path, version: str, centroids: np.ndarray, *, activate: bool = True
+) -> TopicModel:
+    """A version written by the real statements with hand-made topics (MiniLM centroids), then
+    promoted (unless not ``activate``: a candidate)."""
     model = _hand_model(centroids)
     items = [f"{version}-item-{k}" for k in range(len(model.item_topic))]
     gateway.run_query("UNWIND $ids AS id CREATE (:Item {id: id, title: id, listed: true})", {"ids": items})
@@ -612,7 +616,8 @@ def _hand_version(gateway: GraphGateway, data_dir: Path, version: str, centroids
     )
     gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": int(time.time() * 1000)})
     write_topics(gateway, version, items, model, folder=models_dir(data_dir), link=False)
-    promote(gateway, data_dir, version)
+    if activate:
+        promote(gateway, data_dir, version)
     return model
 
 
@@ -843,3 +848,43 @@ def test_activating_a_version_whose_file_the_graph_holds_writes_no_about_edge(
     third = {(f"p3-{run}-item-{k}", other.ids[k // 3], 1.0, f"p3-{run}") for k in range(9)}
     assert about(f"p3-{run}-") == third
     assert gateway.read(ABOUT_WRITTEN, {"file": f"p3-{run}"}) == [{"marked": 1}]  # alone this time
+
+
+def test_a_promotion_that_died_before_its_switch_gets_the_active_versions_topics_back(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path
+) -> None:
+    def about() -> set[tuple[str, str, str]]:
+        rows = gateway.run_query(
+            "MATCH (i:Item)-[a:ABOUT]->(t:Topic) RETURN i.id AS i, t.id AS t, a.version AS v", {}
+        )
+        return {(r["i"], r["t"], r["v"]) for r in rows}
+
+    run, (lips, gloss, hair, sun) = _lipsticks(tmp_path)
+    active, candidate = f"d1-{run}", f"d2-{run}"
+    _hand_version(gateway, tmp_path, active, np.stack([lips, gloss, hair]))
+    own = about()  # nine items, each ABOUT one of its three topics
+    assert len(own) == 9 and {v for *_, v in own} == {active}
+    assert graph_topics(gateway) == version_topics(gateway, active)
+    _hand_version(gateway, tmp_path, candidate, np.stack([lips + 0.9 * gloss, hair, sun]), activate=False)
+    assert about() == own  # a candidate changes nothing served
+    # promote() up to the switch: the candidate's topics are written, then the process dies
+    assert link_topic_items(gateway, models_dir(tmp_path), [candidate])
+    assert {v for *_, v in about()} == {candidate}
+    assert graph_topics(gateway) == version_topics(gateway, candidate) != version_topics(gateway, active)
+    # beat's check leaves a write that just ended alone (its switch would follow it at once) ...
+    assert relink_active_topics(gateway, tmp_path) is None
+    assert {v for *_, v in about()} == {candidate}
+    # ... and a writer in flight (another promotion)
+    later = int(time.time() * 1000) + ABOUT_SETTLE_MS + 1_000
+    beside = AboutWrite.begin(gateway)
+    assert relink_active_topics(gateway, tmp_path, now_ms=later + 1_000) is None
+    beside.end(gateway, candidate, candidate, complete=False)
+    # once the settle time has passed with no writer, the active version's topics are back
+    later = int(time.time() * 1000) + ABOUT_SETTLE_MS + 1_000
+    assert relink_active_topics(gateway, tmp_path, now_ms=later) == active
+    assert about() == own and graph_topics(gateway) == version_topics(gateway, active)
+    assert gateway.read(ABOUT_WRITTEN, {"file": active}) == [{"marked": 1}]
+    assert relink_active_topics(gateway, tmp_path, now_ms=later + 2 * ABOUT_SETTLE_MS) is None  # right now
+    # beat runs the check every minute: repaired within about two minutes of the dead write's end
+    schedule = celery_config(settings)["beat_schedule"]
+    assert schedule["relink-topics"] == {"task": RELINK_TOPICS, "schedule": TOPIC_REPAIR_INTERVAL_S}  # type: ignore[index]

@@ -8,6 +8,7 @@ from celery import Task, chord, current_app, shared_task
 
 from kgrec import job_queue
 from kgrec.maintenance import prune
+from kgrec.model_versions import relink_active_topics
 from kgrec.retrain_schedule import check_and_claim, next_update
 from workers.context import graph, settings
 from workers.training.config import TrainConfig, for_variant
@@ -29,6 +30,13 @@ def prune_graph() -> dict[str, int]:
 def guard_snapshots() -> dict[str, int]:
     """Hold off the graph's snapshots while it could not load one back (scheduled by beat)."""
     return graph().guard_snapshots()
+
+
+@shared_task(name=job_queue.RELINK_TOPICS, acks_late=True)
+def relink_topics() -> dict[str, str | None]:
+    """Write the active version's topics back when a promotion died before its switch (scheduled by
+    beat; :func:`kgrec.model_versions.relink_active_topics`)."""
+    return {"relinked": relink_active_topics(graph(), settings().data_dir)}
 
 
 @shared_task(name=job_queue.FOLD_IN_ITEMS, acks_late=True, reject_on_worker_lost=True)

@@ -192,22 +192,46 @@ BEGIN_ABOUT_WRITE = write(
 )
 
 # The writer's end: ``$version`` marked as holding every edge of ``$file``, when it ran alone and
-# no writer started after it ($complete false: ended without a mark, as a failed write does).
+# no writer started after it ($complete false: ended without a mark, as a failed write does); a
+# version already marked with the file is left as it is. ``updated_at``: when the last writer began
+# or ended (CLAIM_ABOUT_REPAIR waits a while after it).
 MARK_ABOUT_WRITTEN = write(
     "mark_about_written",
     """
     MATCH (r:Revision {id: 'about'})
     WITH r, $complete AND r.revision = $ticket AS marked
-    SET r.running = CASE WHEN r.running > 0 THEN r.running - 1 ELSE 0 END
+    SET r.running = CASE WHEN r.running > 0 THEN r.running - 1 ELSE 0 END, r.updated_at = $now
     WITH marked
     MATCH (m:ModelVersion {id: $version})
-    FOREACH (_ IN CASE WHEN marked THEN [1] ELSE [] END | SET m.about_from = $file)
+    FOREACH (_ IN CASE WHEN marked AND coalesce(m.about_from <> $file, true) THEN [1] ELSE [] END |
+        SET m.about_from = $file)
     RETURN marked
     """,
     version="v2",
     file="v1",
     ticket=1,
     complete=True,
+    now=1700000000000,
+)
+
+# A repair of the graph's topics (kgrec.model_versions.relink_active_topics) begins as a writer of
+# ABOUT edges, alone, only when no writer is in flight (or only ones whose lease ran out: they died)
+# and none began or ended within $settle_ms: a promotion switches the active version right after
+# its write ends, so a write that ended that long ago with its version still inactive was cut off
+# before the switch. No row: not now (and no ticket taken, so a writer in flight still marks).
+CLAIM_ABOUT_REPAIR = write(
+    "claim_about_repair",
+    """
+    MERGE (r:Revision {id: 'about'})
+    ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0, r.updated_at = 0
+    WITH r
+    WHERE (r.running = 0 OR r.busy_until < $now) AND coalesce(r.updated_at, 0) <= $now - $settle_ms
+    SET r.running = 1, r.busy_until = $now + $lease_ms, r.revision = r.revision + 1, r.updated_at = $now
+    RETURN r.revision AS ticket
+    """,
+    now=1700000000000,
+    lease_ms=1800000,
+    settle_ms=60000,
 )
 
 # The marks naming one of $files (a version's topic-items file written again), or every mark ($files

@@ -52,10 +52,8 @@ from sklearn.feature_extraction.text import CountVectorizer
 from graph_schema.statements.topics import (
     ACTIVE_TOPICS,
     ALL_TOPIC_IDS,
-    FORGET_ABOUT_WRITTEN,
     ITEM_REVIEWS,
     ITEM_TAGS,
-    NAME_VERSION_TOPICS,
     WRITE_ABOUT,
     WRITE_ITEM_TOPIC_VECTORS,
     WRITE_TOPICS,
@@ -64,6 +62,7 @@ from kgrec.gateway import GraphGateway
 from kgrec.topic_items import (
     ABOUT_MIN_COSINE,
     ABOUT_TOPICS,
+    AboutWrite,
     TopicItems,
     about_rows,
     link_folded_items,
@@ -392,7 +391,7 @@ def write_topics(
     absorbs = absorbed_ids(model, previous, {r["id"]: r["absorbs"] or [] for r in active})
     if folder is not None and model.vectors is not None:
         # a mark that the graph holds this version's edges would name the file this one replaces
-        gateway.write(FORGET_ABOUT_WRITTEN, {"files": [version]})
+        AboutWrite.forget(gateway, [version])
         TopicItems(
             version, list(item_ids), model.vectors, list(model.ids), model.item_topics, model.item_scores
         ).save(folder)
@@ -413,8 +412,7 @@ def write_topics(
             WRITE_TOPICS, {"version": version, "now": now, "rows": rows[start : start + TOPIC_BATCH]}
         )
     about = about_rows(item_ids, model.ids, model.item_topics, model.item_scores)
-    if link:
-        gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": now})
+    if link:  # the names too (write_about)
         write_about(gateway, version, about, batch=batch, on_progress=on_progress)
         link_folded_items(gateway, version, version, item_ids, batch=batch)  # folded in since the pull
     return {"ids": list(model.ids), "topics": model.n_topics, "about": len(about)}
