@@ -34,7 +34,7 @@ from kgrec.experiments import (
     Variant,
     results,
 )
-from kgrec.model_versions import VersionNotReady, descends_from, list_versions
+from kgrec.model_versions import VersionNotReady, active_lineage, list_versions
 from kgrec.serving import now_ms
 
 bp = Blueprint("experiments", __name__)
@@ -305,11 +305,10 @@ def _resumed_view(version: str, claimed_at: int) -> dict[str, Any] | None:
     """The view of the active version when the resumed promotion activated ``version`` already (it
     or an incremental descendant of it is active); None when it is still to be activated. A 409
     when another version was activated since the claim (``claimed_at``, epoch ms)."""
-    views = list_versions(graph(), settings().data_dir)
-    active = next((v for v in views if v["status"] == "active"), None)
+    active, ancestry = active_lineage(graph(), settings().data_dir)
     if active is None:
         return None
-    if descends_from(graph(), active["version"], version):
+    if version in ancestry:  # it, or an incremental version made from it, is active
         return active
     if (active["activated_at"] or 0) >= claimed_at:
         raise ApiError(

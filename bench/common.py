@@ -55,8 +55,9 @@ def register_version(gateway: Any, version: str, artifact: str = "") -> int:
 
     now = int(time.time() * 1000)
     fields = {"parameters": "{}", "counts": "{}", "metrics": "{}", "artifact": artifact}
-    gateway.write(CREATE_VERSION, {"id": version, "now": now, "data_until": now, **fields})
-    gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": now})
+    owner = f"bench-{version}"
+    gateway.write(CREATE_VERSION, {"id": version, "owner": owner, "now": now, "data_until": now, **fields})
+    gateway.write(MARK_VERSION_READY, {"id": version, "owner": owner, "erased": [], "now": now})
     return now
 
 

@@ -43,6 +43,7 @@ def give_embeddings(gateway: GraphGateway, item_ids: list[str]) -> None:
         CREATE_VERSION,
         {
             "id": BENCH_VERSION,
+            "owner": BENCH_VERSION,
             "now": 0,
             "data_until": 0,
             "parameters": "{}",
@@ -53,7 +54,9 @@ def give_embeddings(gateway: GraphGateway, item_ids: list[str]) -> None:
     )
     for start in range(0, len(item_ids), EMBEDDING_BATCH):
         rows = [{"id": item_id, "vector": [0.0]} for item_id in item_ids[start : start + EMBEDDING_BATCH]]
-        gateway.write(WRITE_EMBEDDINGS[Label.ITEM], {"version": BENCH_VERSION, "rows": rows})
+        gateway.write(
+            WRITE_EMBEDDINGS[Label.ITEM], {"version": BENCH_VERSION, "owner": BENCH_VERSION, "rows": rows}
+        )
 
 
 def changed(prepared: PreparedImport, share: float) -> PreparedImport:

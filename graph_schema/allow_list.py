@@ -170,6 +170,9 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "gate_metrics",
     "gate_at",
     "gate_taken",
+    # ModelVersion: the token of the write-back that claimed it last (a redelivered job's newest
+    # delivery); the write-back's later writes act only while it matches
+    "owner",
     # ModelVersion of an incremental update: its parent version, the newest interaction time it saw
     "parent",
     "data_until",

@@ -45,8 +45,9 @@ def artifact_name(version: str) -> str:
     return f"{version}.npz"
 
 
-def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
-    """Write ``<version>.npz`` atomically; returns its file name.
+def save_artifacts(artifacts: ModelArtifacts, folder: Path, file_name: str | None = None) -> str:
+    """Write ``<version>.npz`` (or ``file_name``: a write-back's staged copy) atomically; returns
+    its file name.
 
     Raises :class:`kgrec.signals.SignalError` for an unregistered signal or one without a weight.
     """
@@ -77,9 +78,9 @@ def save_artifacts(artifacts: ModelArtifacts, folder: Path) -> str:
         arrays[f"{name}.data"] = matrix.data
         arrays[f"{name}.indices"] = matrix.indices
         arrays[f"{name}.indptr"] = matrix.indptr
-    name = artifact_name(artifacts.version)
-    write_npz_atomically(folder / name, arrays)
-    return name
+    file_name = file_name or artifact_name(artifacts.version)
+    write_npz_atomically(folder / file_name, arrays)
+    return file_name
 
 
 def load_artifacts(path: Path) -> ModelArtifacts:

@@ -108,10 +108,14 @@ def lineage(rows: dict[str, dict[str, Any]], version: str) -> list[str]:
     return chain if root is None or root in chain else [*chain, root]
 
 
-def descends_from(gateway: GraphGateway, version: str, ancestor: str) -> bool:
-    """Whether ``version`` is ``ancestor`` or an incremental version made from it (:func:`lineage`)."""
+def active_lineage(gateway: GraphGateway, data_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The active version's view and its :func:`lineage` (itself, the versions it was made from),
+    from one read of the versions; ``(None, [])`` when none is active."""
     rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
-    return ancestor in lineage(rows, version)
+    active = next((row for row in rows.values() if status_of(row) == "active"), None)
+    if active is None:
+        return None, []
+    return version_view(active, models_dir(data_dir)), lineage(rows, active["id"])
 
 
 def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import redis
 from celery import Celery, chord
 
 from graph_schema.statements.incremental import ITEM_INTERACTION_COUNTS
+from graph_schema.statements.models import MODEL_VERSIONS, POPULARITY_ADJUSTMENTS
 from graph_schema.statements.privacy import ERASE_USER
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
 from kgrec.config import Settings
@@ -55,7 +56,7 @@ from kgrec.job_queue import (
 )
 from kgrec.maintenance import clear_graph
 from kgrec.migrations import migrate
-from kgrec.model_store import ActiveModel, load_artifacts, models_dir
+from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
 from kgrec.model_versions import list_versions
 from kgrec.recommender import HistoryEntry, ModelArtifacts, Recommender
 from kgrec.retrain_schedule import next_update, update_kind
@@ -67,13 +68,15 @@ from workers.training.incremental import (
     PartitionRows,
     UpdatePlan,
     finish_update,
+    load_parent,
     merge,
     plan_update,
+    publish_child,
     run_incremental,
     run_partition,
 )
 from workers.training.job import run_training
-from workers.training.publish import activate
+from workers.training.publish import VersionPublished, activate
 
 TOUCHED_USERS = 6
 
@@ -537,3 +540,32 @@ def test_a_rerun_merge_drops_the_adjustments_of_the_child_it_rewrites(shop: tupl
     activate(gateway, parent)
     assert finish_update(gateway, settings, plan, parts, "v-rerun")["activated"] is True
     assert_serves_the_count(gateway, settings, "v-rerun", item, plan.data_until)
+
+
+def test_a_merge_run_again_beside_one_that_activated_its_child_leaves_the_child(shop: tuple) -> None:
+    """Two runs of one merge (a redelivered chord callback that passed the early check while the
+    first still ran): the first activates the child and an erasure adjusts it; the second's write
+    of the child node is refused, so the child stays active and ready with its artifact and
+    adjustments, and the second stops before writing anything."""
+    _env, settings, gateway = shop
+    touched_users, touched_items = buy(
+        gateway, settings, "settled", artifacts(settings, gateway, active(gateway))
+    )
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    late, users = merge(load_parent(settings, plan), plan, parts, "v-settled", {})  # the second run's
+    assert finish_update(gateway, settings, plan, parts, "v-settled")["activated"] is True
+    erase_a_user_of(gateway, sorted(touched_items)[0], touched_users)
+
+    def stored() -> tuple:
+        (row,) = [v for v in gateway.read(MODEL_VERSIONS) if v["id"] == "v-settled"]
+        adjusted = gateway.read(POPULARITY_ADJUSTMENTS, {"version": "v-settled"})
+        return row, adjusted, (models_dir(settings.data_dir) / artifact_name("v-settled")).read_bytes()
+
+    before = stored()
+    assert before[0]["active"] and before[1]
+    with pytest.raises(VersionPublished):
+        publish_child(gateway, settings, plan, late, users)
+    assert stored() == before
+    assert not list(models_dir(settings.data_dir).glob(".v-settled*"))  # its staged files are gone

@@ -29,7 +29,7 @@ from kgrec.erasure import user_hash
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
-from kgrec.model_store import ActiveModel, artifact_name, models_dir
+from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
 from kgrec.model_versions import VersionNotReady, lineage, promote, root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision, GateScores
 from kgrec.recommender import HistoryEntry
@@ -42,6 +42,7 @@ from workers.training.job import run_training, start_training, version_name
 from workers.training.pipeline import train_model
 from workers.training.publish import (
     UNSETTLED_GRACE_MS,
+    VersionSuperseded,
     collect_garbage,
     record_gate_decision,
     remove_unused_topic_items,
@@ -147,8 +148,11 @@ def test_a_redelivered_job_activates_the_version_its_gate_promoted_before_the_jo
             before_activation=lambda: write_topics(
                 gateway, version, graph.item_ids, result.topics, folder=folder, link=False
             ),
+            owner="lost-delivery",
         )
-        record_gate_decision(gateway, version, GateDecision(PROMOTED, "better", scores), taken=taken)
+        record_gate_decision(
+            gateway, version, "lost-delivery", GateDecision(PROMOTED, "better", scores), taken=taken
+        )
         return version  # the worker dies here
 
     def redelivered(job_id: str) -> dict[str, Any]:
@@ -194,6 +198,47 @@ def test_a_redelivered_job_leaves_the_version_it_published(gateway: GraphGateway
         )
         == vectors
     )
+
+
+@pytest.mark.parametrize("taken_over", ["writing embeddings", "before the switch"])
+def test_a_delivery_a_redelivery_took_over_stops_and_the_redelivery_s_version_stands(
+    gateway: GraphGateway, loaded: Settings, taken_over: str
+) -> None:
+    # The broker redelivers a training past its visibility timeout while the first delivery still
+    # writes: the second delivery claims the version after the first (CREATE_VERSION) and publishes
+    # it whole; the first's next write (an embedding batch, or its switch) is refused and it stops.
+    folder = models_dir(loaded.data_dir)
+    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
+    first = train_model(graph, QUICK, version="job-twice")
+    second = train_model(graph, replace(QUICK, seed=8), version="job-twice")
+
+    def stored() -> tuple:
+        vectors = gateway.run_query(
+            "MATCH (:ModelVersion {id: 'job-twice'})-[e:EMBEDDING]->(n) RETURN n.id AS id, e.vector AS v ORDER BY id",
+            {},
+        )
+        (row,) = [v for v in gateway.read(MODEL_VERSIONS) if v["id"] == "job-twice"]
+        return vectors, row, (folder / artifact_name("job-twice")).read_bytes()
+
+    published: list[tuple] = []
+
+    def redelivery(*_args: Any) -> None:
+        if not published:  # once
+            write_back(gateway, second, graph, folder)
+            published.append(stored())
+
+    hook = (
+        {"on_progress": redelivery}
+        if taken_over == "writing embeddings"
+        else {"before_activation": redelivery}
+    )
+    with pytest.raises(VersionSuperseded):
+        write_back(gateway, first, graph, folder, embedding_batch=20, **hook)
+    assert published and stored() == published[0]
+    assert active(gateway) == "job-twice"
+    served = load_artifacts(folder / artifact_name("job-twice"))
+    np.testing.assert_array_equal(served.item_embeddings, second.artifacts.item_embeddings)
+    assert not list(folder.glob(".job-twice*"))  # no staged file is left behind
 
 
 def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_publishes(

@@ -1293,7 +1293,7 @@ def _record_migration(gw: GraphGateway, st: Statement) -> None:
 
 @effect("create_model_version")
 def _create_model_version(gw: GraphGateway, st: Statement) -> None:
-    assert gw.write(st, st.params).rows == [{"id": "v1700000000000"}]
+    assert gw.write(st, st.params).rows == [{"id": "v1700000000000", "claimed": True}]
     created = {
         "id": "v1700000000000",
         "created_at": NOW,
@@ -1304,6 +1304,7 @@ def _create_model_version(gw: GraphGateway, st: Statement) -> None:
         "metrics": '{"ndcg@10": 0.07}',
         "artifact": "models/v1700000000000.npz",
         "data_until": 1699999990000,
+        "owner": st.params["owner"],
     }
     assert node(gw, "ModelVersion", "v1700000000000") == created
     # A first run finished writing, and an erasure took a user's share off it; another version
@@ -1314,10 +1315,12 @@ def _create_model_version(gw: GraphGateway, st: Statement) -> None:
         "CREATE (m)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(:Item {id: 'i1'}), "
         "(:ModelVersion {id: 'other'})-[:POPULARITY_ADJUSTMENT {delta: -2}]->(:Item {id: 'i2'})",
     )
-    gw.write(st, {**st.params, "now": 1, "metrics": "{}"})
+    gw.write(st, {**st.params, "now": 1, "metrics": "{}", "owner": "second"})
     # Written again (a redelivered job): the payload is replaced, the creation stamp is not; it is
-    # `writing` again, without the first run's adjustments (its artifact is replaced too).
-    assert node(gw, "ModelVersion", "v1700000000000") == {**created, "metrics": "{}"}
+    # `writing` again, owned by the new delivery, without the first run's adjustments (its artifact
+    # is replaced too).
+    created = {**created, "metrics": "{}", "owner": "second"}
+    assert node(gw, "ModelVersion", "v1700000000000") == created
     assert count(gw, "(:ModelVersion {id: 'v1700000000000'})-[:POPULARITY_ADJUSTMENT]->()") == 0
     assert count(gw, "(:ModelVersion {id: 'other'})-[:POPULARITY_ADJUSTMENT {delta: -2}]->()") == 1
     assert count(gw, "(:Item)") == 2
@@ -1326,8 +1329,9 @@ def _create_model_version(gw: GraphGateway, st: Statement) -> None:
     for settled in ("m.activated_at = 5", "m.gate_decision = 'kept'"):
         query(gw, f"MATCH (m:ModelVersion {{id: 'v1700000000000'}}) SET m.status = 'ready', {settled}")
         before = node(gw, "ModelVersion", "v1700000000000")
-        assert gw.write(st, {**st.params, "metrics": "{}"}).rows == []
-        assert node(gw, "ModelVersion", "v1700000000000") == before
+        refused = gw.write(st, {**st.params, "metrics": "{}", "owner": "third"})
+        assert refused.rows == [{"id": "v1700000000000", "claimed": False}]
+        assert node(gw, "ModelVersion", "v1700000000000") == before  # its owner too
         query(
             gw,
             "MATCH (m:ModelVersion {id: 'v1700000000000'}) SET m.activated_at = null, m.gate_decision = null",
@@ -1348,11 +1352,12 @@ def _write_embeddings(gw: GraphGateway, st: Statement) -> None:
     decoy = "Brand" if label == "Item" else "Item"
     query(
         gw,
-        f"CREATE (:ModelVersion {{id: $v}}), (:ModelVersion {{id: 'v-other'}}), (:{label} {{id: 'x'}}),"
-        f"       (:{decoy} {{id: 'x'}})",
+        f"CREATE (:ModelVersion {{id: $v, owner: $o}}), (:ModelVersion {{id: 'v-other', owner: $o}}),"
+        f"       (:{label} {{id: 'x'}}), (:{decoy} {{id: 'x'}})",
         v=st.params["version"],
+        o=st.params["owner"],
     )
-    gw.write(st, st.params)
+    assert gw.write(st, st.params).rows == [{"written": ["x"], "owned": 1}]
     gw.write(
         st, {**st.params, "rows": [{"id": "x", "vector": [0.3, 0.4]}, {"id": "missing", "vector": [1.0]}]}
     )
@@ -1361,6 +1366,11 @@ def _write_embeddings(gw: GraphGateway, st: Statement) -> None:
     assert edge["vector"] == pytest.approx([0.3, 0.4])  # replaced in place, one edge
     assert count(gw, "()-[r:EMBEDDING]->()") == 1
     assert count(gw, "(n)") == 4
+    # A delivery another one took the version over from: nothing written, and it is told so.
+    superseded = {**st.params, "owner": "superseded", "rows": [{"id": "x", "vector": [9.0, 9.0]}]}
+    assert gw.write(st, superseded).rows == [{"written": [], "owned": 0}]
+    (edge,) = rels(gw, pattern, v=st.params["version"])
+    assert edge["vector"] == pytest.approx([0.3, 0.4])
     if label == "User":
         # A user erased at or after $since (the vectors' data was read then) gets none, even when
         # a user node of that id was made again since; one erased before it gets theirs.
@@ -1382,8 +1392,10 @@ def _write_embeddings(gw: GraphGateway, st: Statement) -> None:
 def _mark_ready(gw: GraphGateway, st: Statement) -> None:
     query(
         gw,
-        "CREATE (:ModelVersion {id: $id, status: 'writing'}), (:ModelVersion {id: 'v-other', status: 'writing'})",
+        "CREATE (:ModelVersion {id: $id, status: 'writing', owner: $o}),"
+        "       (:ModelVersion {id: 'v-other', status: 'writing', owner: $o})",
         id=st.params["id"],
+        o=st.params["owner"],
     )
     query(
         gw,
@@ -1391,12 +1403,23 @@ def _mark_ready(gw: GraphGateway, st: Statement) -> None:
         id=st.params["id"],
     )
     erased = [{"item_id": "B0001", "count": 2}, {"item_id": "B0002", "count": 1}]
+    # A delivery another one took the version over from: nothing changes, and it is told so.
+    refused = gw.write(st, {**st.params, "erased": erased, "owner": "superseded"})
+    assert refused.rows == [{"id": st.params["id"], "owned": False}]
+    assert node(gw, "ModelVersion", st.params["id"]) == {
+        "id": st.params["id"],
+        "status": "writing",
+        "owner": st.params["owner"],
+    }
+    assert count(gw, "()-[:POPULARITY_ADJUSTMENT {delta: -1}]->()") == 1
+    assert count(gw, "()-[:POPULARITY_ADJUSTMENT]->()") == 1
     done = gw.write(st, {**st.params, "erased": erased})
-    assert done.rows == [{"id": st.params["id"]}]
+    assert done.rows == [{"id": st.params["id"], "owned": True}]
     assert node(gw, "ModelVersion", st.params["id"]) == {
         "id": st.params["id"],
         "status": "ready",
         "adjusted_at": NOW,
+        "owner": st.params["owner"],
     }
     assert node(gw, "ModelVersion", "v-other")["status"] == "writing"  # type: ignore[index]
 
@@ -1412,26 +1435,42 @@ def _mark_ready(gw: GraphGateway, st: Statement) -> None:
     assert deltas() == {"B0001": -2, "B0002": -2}
     # once ready, marking it again (a redelivered job that found it ready) takes nothing off twice
     again = gw.write(st, {**st.params, "erased": erased, "now": NOW + 5})
-    assert again.rows == [{"id": st.params["id"]}] and deltas() == {"B0001": -2, "B0002": -2}
+    assert again.rows == [{"id": st.params["id"], "owned": True}] and deltas() == {"B0001": -2, "B0002": -2}
     assert node(gw, "ModelVersion", st.params["id"])["adjusted_at"] == NOW  # type: ignore[index]
     # the training's own adjustment in the millisecond of an erasure's: the stamp still moves
-    query(gw, "CREATE (:ModelVersion {id: 'v-same-ms', status: 'writing', adjusted_at: $now})", now=NOW)
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: 'v-same-ms', status: 'writing', adjusted_at: $now, owner: $o})",
+        now=NOW,
+        o=st.params["owner"],
+    )
     gw.write(st, {**st.params, "id": "v-same-ms", "erased": erased})
     assert node(gw, "ModelVersion", "v-same-ms")["adjusted_at"] == NOW + 1  # type: ignore[index]
     # nothing erased: no adjustment, no stamp
     gw.write(st, {**st.params, "id": "v-other", "erased": []})
-    assert node(gw, "ModelVersion", "v-other") == {"id": "v-other", "status": "ready"}
+    assert node(gw, "ModelVersion", "v-other") == {
+        "id": "v-other",
+        "status": "ready",
+        "owner": st.params["owner"],
+    }
 
 
-@effect("activate_model_version")
+@effect("activate_model_version", "activate_owned_model_version")
 def _activate(gw: GraphGateway, st: Statement) -> None:
+    owner = st.params.get("owner", "any")
     query(
         gw,
-        "CREATE (:ModelVersion {id: $id, status: 'ready', active: false}),"
+        "CREATE (:ModelVersion {id: $id, status: 'ready', active: false, owner: $o}),"
         "       (:ModelVersion {id: 'v-previous', status: 'ready', active: true, activated_at: 5}),"
-        "       (:ModelVersion {id: 'v-writing', status: 'writing', active: false})",
+        "       (:ModelVersion {id: 'v-writing', status: 'writing', active: false, owner: $o})",
         id=st.params["id"],
+        o=owner,
     )
+    if "owner" in st.params:
+        # The job's own switch, by a delivery another one took the version over from: nothing changes.
+        before = query(gw, "MATCH (m:ModelVersion) RETURN properties(m) AS p ORDER BY m.id")
+        assert gw.write(st, {**st.params, "owner": "superseded"}).rows == [{"activated": 0}]
+        assert query(gw, "MATCH (m:ModelVersion) RETURN properties(m) AS p ORDER BY m.id") == before
     done = gw.write(st, st.params)
     assert done.rows == [{"activated": 1}]
 
@@ -1451,12 +1490,18 @@ def _activate(gw: GraphGateway, st: Statement) -> None:
 def _record_gate_decision(gw: GraphGateway, st: Statement) -> None:
     query(
         gw,
-        "CREATE (:ModelVersion {id: $id, status: 'ready', active: false}),"
+        "CREATE (:ModelVersion {id: $id, status: 'ready', active: false, owner: $o}),"
         "       (:ModelVersion {id: 'v-live', status: 'ready', active: true})",
         id=st.params["id"],
+        o=st.params["owner"],
     )
+    # A delivery another one took the version over from: nothing recorded, and it is told so.
+    before = node(gw, "ModelVersion", st.params["id"])
+    refused = gw.write(st, {**st.params, "owner": "superseded", "decision": "promoted"})
+    assert refused.rows == [{"id": st.params["id"], "owned": False}]
+    assert node(gw, "ModelVersion", st.params["id"]) == before
     done = gw.write(st, st.params)
-    assert done.rows == [{"id": st.params["id"]}]
+    assert done.rows == [{"id": st.params["id"], "owned": True}]
     stored = node(gw, "ModelVersion", st.params["id"])
     assert stored is not None
     recorded = ("gate_decision", "gate_reason", "gate_metrics", "gate_at", "gate_taken")
@@ -1563,7 +1608,7 @@ def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
 @effect("create_child_version")
 def _create_child_version(gw: GraphGateway, st: Statement) -> None:
     query(gw, "CREATE (:ModelVersion {id: $p, status: 'ready', active: true})", p=st.params["parent"])
-    assert gw.write(st, st.params).rows == [{"id": st.params["id"]}]
+    assert gw.write(st, st.params).rows == [{"id": st.params["id"], "claimed": True}]
     child = node(gw, "ModelVersion", st.params["id"])
     assert child is not None
     assert (child["parent"], child["data_until"], child["status"], child["active"], child["created_at"]) == (
@@ -1574,6 +1619,7 @@ def _create_child_version(gw: GraphGateway, st: Statement) -> None:
         NOW,
     )
     assert child["artifact"] == st.params["artifact"] and child["parameters"] == st.params["parameters"]
+    assert child["owner"] == st.params["owner"]
     assert node(gw, "ModelVersion", st.params["parent"])["active"] is True  # type: ignore[index]
     # written again (its merge run again): `writing` afresh, its own adjustments gone, not the parent's
     query(
@@ -1584,13 +1630,31 @@ def _create_child_version(gw: GraphGateway, st: Statement) -> None:
         c=st.params["id"],
         p=st.params["parent"],
     )
-    assert gw.write(st, {**st.params, "now": NOW + 1}).rows == [{"id": st.params["id"]}]
+    again = gw.write(st, {**st.params, "now": NOW + 1, "owner": "second"})
+    assert again.rows == [{"id": st.params["id"], "claimed": True}]
     child = node(gw, "ModelVersion", st.params["id"])
-    assert child is not None and (child["status"], child["created_at"]) == ("writing", NOW)
+    assert child is not None and (child["status"], child["created_at"], child["owner"]) == (
+        "writing",
+        NOW,
+        "second",
+    )
     deltas = query(
         gw, "MATCH (m:ModelVersion)-[a:POPULARITY_ADJUSTMENT]->() RETURN m.id AS id, a.delta AS delta"
     )
     assert deltas == [{"id": st.params["parent"], "delta": -2}]
+    # Settled meanwhile (activated by a run of the merge beside this one): left as it is, its
+    # adjustments too, and no row (the merge stops before touching its artifact).
+    query(
+        gw,
+        "MATCH (m:ModelVersion {id: $c}) SET m.status = 'ready', m.activated_at = 5, m.active = true "
+        "CREATE (m)-[:POPULARITY_ADJUSTMENT {delta: -1}]->(:Item {id: 'adjusted-settled'})",
+        c=st.params["id"],
+    )
+    before = node(gw, "ModelVersion", st.params["id"])
+    refused = gw.write(st, {**st.params, "metrics": "{}", "owner": "third"})
+    assert refused.rows == [{"id": st.params["id"], "claimed": False}]
+    assert node(gw, "ModelVersion", st.params["id"]) == before
+    assert count(gw, "(:ModelVersion {id: $c})-[:POPULARITY_ADJUSTMENT]->()", c=st.params["id"]) == 1
     # no such parent: nothing is created
     assert gw.write(st, {**st.params, "id": "orphan", "parent": "gone"}).rows == []
     assert node(gw, "ModelVersion", "orphan") is None
@@ -1640,25 +1704,35 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     parent, child = st.params["parent"], st.params["id"]
     query(
         gw,
-        "CREATE (:ModelVersion {id: $c, status: 'ready', active: false, parent: $p}),"
+        "CREATE (:ModelVersion {id: $c, status: 'ready', active: false, parent: $p, owner: $o}),"
         "       (:ModelVersion {id: $p, status: 'ready', active: true, activated_at: 5}),"
-        "       (:ModelVersion {id: 'other-child', status: 'ready', active: false, parent: 'v-other'})",
+        "       (:ModelVersion {id: 'other-child', status: 'ready', active: false, parent: 'v-other', owner: $o})",
         c=child,
         p=parent,
+        o=st.params["owner"],
     )
     # another version's child is never switched to
-    assert gw.write(st, {**st.params, "id": "other-child"}).rows == [{"activated": 0}]
+    assert gw.write(st, {**st.params, "id": "other-child"}).rows == [{"activated": 0, "owned": 0}]
+    # nor by a run of the merge another one took the child over from (it is told so)
+    before = query(gw, "MATCH (m:ModelVersion) RETURN properties(m) AS p ORDER BY m.id")
+    assert gw.write(st, {**st.params, "owner": "superseded"}).rows == [{"activated": 0, "owned": 0}]
+    assert query(gw, "MATCH (m:ModelVersion) RETURN properties(m) AS p ORDER BY m.id") == before
 
     def state() -> dict[str, tuple[bool, int | None]]:
         rows = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.active AS active, m.activated_at AS at")
         return {r["id"]: (r["active"], r["at"]) for r in rows}
 
-    assert gw.write(st, st.params).rows == [{"activated": 1}]
+    assert gw.write(st, st.params).rows == [{"activated": 1, "owned": 1}]
     after = {child: (True, NOW), parent: (False, 5), "other-child": (False, None)}
     assert state() == after
     # the parent is no longer active (a retraining replaced it): a second child is not switched to
-    query(gw, "CREATE (:ModelVersion {id: 'late', status: 'ready', active: false, parent: $p})", p=parent)
-    assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0}]
+    query(
+        gw,
+        "CREATE (:ModelVersion {id: 'late', status: 'ready', active: false, parent: $p, owner: $o})",
+        p=parent,
+        o=st.params["owner"],
+    )
+    assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0, "owned": 1}]
     assert state() == {**after, "late": (False, None)}
     assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the lock is cleared
 

@@ -606,6 +606,7 @@ def _hand_version(
         CREATE_VERSION,
         {
             "id": version,
+            "owner": version,
             "now": int(time.time() * 1000),
             "data_until": 0,
             "parameters": "{}",
@@ -614,7 +615,9 @@ def _hand_version(
             "artifact": None,
         },
     )
-    gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": int(time.time() * 1000)})
+    gateway.write(
+        MARK_VERSION_READY, {"id": version, "owner": version, "erased": [], "now": int(time.time() * 1000)}
+    )
     write_topics(gateway, version, items, model, folder=models_dir(data_dir), link=False)
     if activate:
         promote(gateway, data_dir, version)
@@ -767,6 +770,7 @@ def _child_version(gateway: GraphGateway, parent: str, child: str) -> None:
         {
             "parent": parent,
             "id": child,
+            "owner": child,
             "now": now,
             "data_until": now,
             "parameters": json.dumps({"incremental": {"depth": 1, "root": parent}}),
@@ -776,7 +780,7 @@ def _child_version(gateway: GraphGateway, parent: str, child: str) -> None:
         },
     )
     gateway.write(COPY_TOPICS, {"parent": parent, "id": child})
-    gateway.write(MARK_VERSION_READY, {"id": child, "erased": [], "now": now})
+    gateway.write(MARK_VERSION_READY, {"id": child, "owner": child, "erased": [], "now": now})
 
 
 def test_activating_a_version_whose_file_the_graph_holds_writes_no_about_edge(

@@ -61,21 +61,28 @@ ITEM_INTERACTION_COUNTS = read(
     until=1700000000000,
 )
 
-# A merge run again (killed before the switch) starts its child afresh, as CREATE_VERSION does:
-# `writing`, without the popularity adjustments erasures made to the first run's half-written
-# child, whose artifact it replaces (the new one is counted from reads made after them).
+# A merge run again (killed before the switch, or redelivered while the first still runs) starts
+# its child afresh, as CREATE_VERSION does: `writing`, owned by the new run's `owner` token,
+# without the popularity adjustments erasures made to the first run's half-written child, whose
+# artifact it replaces (the new one is counted from reads made after them). A child that settled
+# (activated) is left as it is (`claimed` false); no row comes back when the parent is gone.
 CREATE_CHILD_VERSION = write(
     "create_child_version",
     """
     MATCH (p:ModelVersion {id: $parent})
     MERGE (m:ModelVersion {id: $id})
     ON CREATE SET m.created_at = $now, m.active = false
-    SET m.status = 'writing', m.parent = p.id, m.data_until = $data_until, m.parameters = $parameters,
-        m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact
-    WITH m
+    SET m.write_lock = true
+    WITH p, m, m.activated_at IS NULL AND m.gate_decision IS NULL AS open
+    SET m.write_lock = null
+    FOREACH (once IN CASE WHEN open THEN [1] ELSE [] END |
+        SET m.status = 'writing', m.owner = $owner, m.parent = p.id, m.data_until = $data_until,
+            m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics, m.artifact = $artifact)
+    WITH m, open
     OPTIONAL MATCH (m)-[a:POPULARITY_ADJUSTMENT]->(:Item)
+    WHERE open
     DELETE a
-    RETURN DISTINCT m.id AS id
+    RETURN DISTINCT m.id AS id, open AS claimed
     """,
     artifact="job-2.npz",
     parameters='{"incremental": {"depth": 1}}',
@@ -85,6 +92,7 @@ CREATE_CHILD_VERSION = write(
     now=1700000000000,
     parent="v1700000000000",
     id="job-2",
+    owner="3f9a0c1d5e7b2468",
 )
 
 
@@ -138,24 +146,28 @@ COPY_TOPICS = write(
     id="job-2",
 )
 
-# The child's switch: one statement, and only while its parent is still the active version. The
-# parent's write lock comes before reading `active`, so on Neo4j a full version's switch committing
-# meanwhile is seen (ACTIVATE_VERSION writes every version, the parent too). No WHERE follows the
-# lock: FalkorDB 4.16 then keeps the lock property when the filter drops the row.
+# The child's switch: one statement, only while its parent is still the active version and only by
+# the child's `owner` (`owned` 0: another run of the merge took it over). The write locks come
+# before reading `active` and `owner`, so on Neo4j a full version's switch committing meanwhile is
+# seen (ACTIVATE_VERSION writes every version, the parent too). No WHERE follows the lock:
+# FalkorDB 4.16 then keeps the lock property when the filter drops the row.
 ACTIVATE_CHILD_VERSION = write(
     "activate_child_version",
     """
     MATCH (target:ModelVersion {id: $id, status: 'ready', parent: $parent})
     MATCH (p:ModelVersion {id: $parent})
-    SET p.write_lock = true
-    WITH target, p.active = true AS parent_active
+    SET p.write_lock = true, target.write_lock = true
+    WITH target, coalesce(target.owner = $owner, false) AS owned, p.active = true AS parent_active
+    WITH target, owned, owned AND parent_active AS switch
     MATCH (m:ModelVersion)
     SET m.write_lock = null,
-        m.active = CASE WHEN parent_active THEN m.id = $id ELSE m.active END,
-        m.activated_at = CASE WHEN parent_active AND m.id = $id THEN $now ELSE m.activated_at END
-    RETURN count(DISTINCT CASE WHEN parent_active THEN target END) AS activated
+        m.active = CASE WHEN switch THEN m.id = $id ELSE m.active END,
+        m.activated_at = CASE WHEN switch AND m.id = $id THEN $now ELSE m.activated_at END
+    RETURN count(DISTINCT CASE WHEN switch THEN target END) AS activated,
+           count(DISTINCT CASE WHEN owned THEN target END) AS owned
     """,
     id="job-2",
     parent="v1700000000000",
+    owner="3f9a0c1d5e7b2468",
     now=1700000000000,
 )

@@ -19,23 +19,33 @@ def moved_stamp(stamp: str, at: str = "$now") -> str:
 
 # A job writing its version again (redelivered before it settled) starts it afresh: `writing`,
 # without the popularity adjustments of the first run, whose artifact it replaces (the new one is
-# counted from a new pull, and its own write-back adjusts for users erased since). A version that
-# settled (activated, or decided on by the gate) is left as it is, and no row comes back: another
-# delivery of the job, running at the same time, published it after this one checked.
+# counted from a new pull, and its own write-back adjusts for users erased since). Each write-back
+# claims the version with a fresh `owner` token, the newest delivery taking it over from one still
+# running (past the broker's visibility timeout); every later write of the write-back acts only
+# for its owner, so the superseded delivery stops without undoing the newer one's work. A version
+# that settled (activated, or decided on by the gate) is left as it is (`claimed` false): another
+# delivery of the job published it after this one checked. The lock comes before reading the
+# settled marks (Neo4j reads committed data unlocked); no WHERE drops the row after it (FalkorDB
+# 4.16 then keeps the lock property), so the settled case writes nothing through FOREACH.
 CREATE_VERSION = write(
     "create_model_version",
     """
     MERGE (m:ModelVersion {id: $id})
     ON CREATE SET m.created_at = $now, m.active = false
-    WITH m WHERE m.activated_at IS NULL AND m.gate_decision IS NULL
-    SET m.status = 'writing', m.parameters = $parameters, m.counts = $counts, m.metrics = $metrics,
-        m.artifact = $artifact, m.data_until = $data_until
-    WITH m
+    SET m.write_lock = true
+    WITH m, m.activated_at IS NULL AND m.gate_decision IS NULL AS open
+    SET m.write_lock = null
+    FOREACH (once IN CASE WHEN open THEN [1] ELSE [] END |
+        SET m.status = 'writing', m.owner = $owner, m.parameters = $parameters, m.counts = $counts,
+            m.metrics = $metrics, m.artifact = $artifact, m.data_until = $data_until)
+    WITH m, open
     OPTIONAL MATCH (m)-[a:POPULARITY_ADJUSTMENT]->(:Item)
+    WHERE open
     DELETE a
-    RETURN DISTINCT m.id AS id
+    RETURN DISTINCT m.id AS id, open AS claimed
     """,
     id="v1700000000000",
+    owner="3f9a0c1d5e7b2468",
     now=1700000000000,
     data_until=1699999990000,
     parameters='{"dim": 64}',
@@ -50,7 +60,8 @@ def _embedding_statement(label: Label) -> Statement:
     # computed from data read at $since (a training's pull, an update's planning): a user erased
     # at or after it gets none, not even a user node that events after the erasure made again
     # (rows carry the user's erasure id, kgrec.erasure.user_hash); checked in the write itself, so
-    # that no erasure commits between the check and the write.
+    # that no erasure commits between the check and the write. Only the version's `owner` (the
+    # write-back that claimed it last) writes; `owned` tells a superseded one to stop.
     guard, example = "", {}
     if label is Label.USER:
         guard = """
@@ -63,14 +74,23 @@ def _embedding_statement(label: Label) -> Statement:
         f"write_{label.value.lower()}_embeddings",
         f"""
         UNWIND $rows AS r
-        MATCH (m:ModelVersion {{id: $version}})
+        MATCH (m:ModelVersion {{id: $version, owner: $owner}})
         {guard}
         MATCH (n:{label.value} {{id: r.id}})
         MERGE (m)-[e:{Rel.EMBEDDING.value}]->(n)
         SET e.vector = r.vector
-        RETURN collect(n.id) AS written
+        WITH collect(n.id) AS written
+        OPTIONAL MATCH (o:ModelVersion {{id: $version, owner: $owner}})
+        RETURN written, count(o) AS owned
         """,
-        **({"version": "v1700000000000", "rows": [{"id": "x", "vector": [0.1, 0.2]}]} | example),
+        **(
+            {
+                "version": "v1700000000000",
+                "owner": "3f9a0c1d5e7b2468",
+                "rows": [{"id": "x", "vector": [0.1, 0.2]}],
+            }
+            | example
+        ),
     )
 
 
@@ -79,44 +99,75 @@ WRITE_EMBEDDINGS = {
 }
 
 # The end of a write-back: `ready`, with the share of the users erased while it was written taken
-# off the version's popularity counts (`erased`: item id and count), once (only while `writing`).
+# off the version's popularity counts (`erased`: item id and count), once (only while `writing`);
+# only by the version's `owner` (`owned` false: another delivery took it over, nothing changes).
 MARK_VERSION_READY = write(
     "mark_model_version_ready",
     (
         """
     MATCH (m:ModelVersion {id: $id})
-    WITH m, CASE WHEN m.status = 'writing' THEN $erased ELSE [] END AS erased
+    SET m.write_lock = true
+    WITH m, coalesce(m.owner = $owner, false) AS owned
+    WITH m, owned, CASE WHEN owned AND m.status = 'writing' THEN $erased ELSE [] END AS erased
     FOREACH (r IN erased |
         MERGE (it:Item {id: r.item_id})
         MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)
         ON CREATE SET a.delta = 0
         SET a.delta = a.delta - r.count)
-    SET m.status = 'ready',
+    SET m.write_lock = null,
+        m.status = CASE WHEN owned THEN 'ready' ELSE m.status END,
         m.adjusted_at = CASE WHEN size(erased) > 0 THEN """
         + moved_stamp("m.adjusted_at")
         + """ ELSE m.adjusted_at END
-    RETURN m.id AS id
+    RETURN m.id AS id, owned
     """
     ),
     id="v1700000000000",
+    owner="3f9a0c1d5e7b2468",
     erased=[{"item_id": "B0001", "count": 1}],
     now=1700000000000,
 )
 
 
-# The switch: one small statement, only for a version whose write-back finished.
-ACTIVATE_VERSION = write(
-    "activate_model_version",
-    """
-    MATCH (target:ModelVersion {id: $id, status: 'ready'})
-    MATCH (m:ModelVersion)
-    SET m.active = (m.id = $id),
-        m.activated_at = CASE WHEN m.id = $id THEN $now ELSE m.activated_at END
-    RETURN count(DISTINCT target) AS activated
-    """,
-    id="v1700000000000",
-    now=1700000000000,
-)
+def _activation(name: str, owned: bool) -> Statement:
+    # The switch: one small statement, only for a version whose write-back finished; a job's own
+    # switch (`owned`) also only while it owns the version, read under the version's lock (no WHERE
+    # follows the lock: FalkorDB 4.16 then keeps the lock property when the filter drops the row).
+    if not owned:
+        return write(
+            name,
+            """
+            MATCH (target:ModelVersion {id: $id, status: 'ready'})
+            MATCH (m:ModelVersion)
+            SET m.active = (m.id = $id),
+                m.activated_at = CASE WHEN m.id = $id THEN $now ELSE m.activated_at END
+            RETURN count(DISTINCT target) AS activated
+            """,
+            id="v1700000000000",
+            now=1700000000000,
+        )
+    return write(
+        name,
+        """
+        MATCH (target:ModelVersion {id: $id})
+        SET target.write_lock = true
+        WITH target, target.status = 'ready' AND coalesce(target.owner = $owner, false) AS owned
+        MATCH (m:ModelVersion)
+        SET m.write_lock = null,
+            m.active = CASE WHEN owned THEN m.id = $id ELSE m.active END,
+            m.activated_at = CASE WHEN owned AND m.id = $id THEN $now ELSE m.activated_at END
+        RETURN count(DISTINCT CASE WHEN owned THEN target END) AS activated
+        """,
+        id="v1700000000000",
+        owner="3f9a0c1d5e7b2468",
+        now=1700000000000,
+    )
+
+
+ACTIVATE_VERSION = _activation("activate_model_version", owned=False)
+# The training job's own switch of the version it wrote (a promotion through the API, or a job
+# carrying out a promotion its dead predecessor recorded, uses ACTIVATE_VERSION).
+ACTIVATE_OWNED_VERSION = _activation("activate_owned_model_version", owned=True)
 
 ACTIVE_VERSION = read(
     "active_model_version",
@@ -142,16 +193,22 @@ MODEL_VERSIONS = read(
 )
 
 # The promotion gate's verdict on a newly trained version (it is activated separately, by
-# ACTIVATE_VERSION, only when the verdict is 'promoted' and no hook took the candidate: `taken`).
+# ACTIVATE_OWNED_VERSION, only when the verdict is 'promoted' and no hook took the candidate:
+# `taken`); recorded only by the version's `owner` (`owned`).
 RECORD_GATE_DECISION = write(
     "record_gate_decision",
     """
     MATCH (m:ModelVersion {id: $id})
-    SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics, m.gate_at = $now,
-        m.gate_taken = $taken
-    RETURN m.id AS id
+    SET m.write_lock = true
+    WITH m, coalesce(m.owner = $owner, false) AS owned
+    SET m.write_lock = null
+    FOREACH (once IN CASE WHEN owned THEN [1] ELSE [] END |
+        SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics,
+            m.gate_at = $now, m.gate_taken = $taken)
+    RETURN m.id AS id, owned
     """,
     id="v1700000000000",
+    owner="3f9a0c1d5e7b2468",
     decision="kept",
     reason="validation NDCG@10 0.0510 is below 0.0686 (active 0.0700, tolerance 2%)",
     metrics='{"candidate": {"ndcg@10": 0.051}, "active": {"ndcg@10": 0.07}}',

@@ -75,20 +75,29 @@ from graph_schema.statements.incremental import (
     TOUCHED_SINCE,
     USERS_OF_ITEMS,
 )
-from graph_schema.statements.models import MARK_VERSION_READY, POPULARITY_ADJUSTMENTS, WRITE_EMBEDDINGS
+from graph_schema.statements.models import POPULARITY_ADJUSTMENTS
 from graph_schema.statements.training import INTERACTIONS_OF_USERS
 from kgrec.config import Settings
 from kgrec.decay import decayed_array
 from kgrec.gateway import GraphGateway
 from kgrec.item_graphs import history_order
-from kgrec.model_store import artifact_name, load_artifacts, models_dir, save_artifacts
+from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.recommender import ModelArtifacts
 from kgrec.signals import SIGNALS_BY_NAME
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
 from workers.training.job import KEEP_VERSIONS, Progress, collect_unused_versions
 from workers.training.kg_model import next_item_examples
-from workers.training.publish import already_published, embedding_params
+from workers.training.publish import (
+    VersionPublished,
+    VersionSuperseded,
+    already_published,
+    claim,
+    mark_ready,
+    new_owner,
+    stage,
+    write_embeddings,
+)
 
 # Signals whose row i depends only on the histories of item i's users: a 2-hop pull rebuilds them exactly.
 LOCAL_ROW_SIGNALS = ("transitions", "last_item_transitions")
@@ -525,19 +534,28 @@ def publish_child(
     artifacts: ModelArtifacts,
     users: Mapping[str, np.ndarray],
 ) -> bool:
-    """Write the child version and switch to it (only while its parent is active); True when switched."""
+    """Write the child version and switch to it (only while its parent is active); True when switched.
+
+    Raises :class:`~workers.training.publish.VersionPublished` when the child settled before this
+    run claimed it, :class:`~workers.training.publish.VersionSuperseded` when another run of the
+    merge claimed it since (as :func:`workers.training.publish.write_back`).
+    """
     folder = models_dir(settings.data_dir)
     version = artifacts.version
+    owner = new_owner()
+    artifact = artifact_name(version)
     parent_basis = basis_path(folder, plan.parent_artifact)
+    basis = None
     if parent_basis.exists():
         basis = FoldInBasis.load(parent_basis)
         basis.item_embeddings = artifacts.item_embeddings
-        basis.save(basis_path(folder, artifact_name(version)))
-    artifact = save_artifacts(artifacts, folder)
-    gateway.write(
+    staged = stage(artifacts, basis, folder, owner)
+    claim(
+        gateway,
         CREATE_CHILD_VERSION,
         {
             "id": version,
+            "owner": owner,
             "parent": plan.parent,
             "now": int(time.time() * 1000),
             "data_until": plan.data_until,
@@ -546,6 +564,7 @@ def publish_child(
             "metrics": json.dumps({"incremental": artifacts.parameters["incremental"]}, default=str),
             "artifact": artifact,
         },
+        staged,
     )
     batch = max(1, settings.embedding_batch)
     index = {item_id: k for k, item_id in enumerate(artifacts.item_ids)}
@@ -556,15 +575,14 @@ def publish_child(
     }
     for label, (ids, vectors) in written.items():
         for start in range(0, len(ids), batch):
-            gateway.write(
-                WRITE_EMBEDDINGS[label],
-                embedding_params(
-                    label,
-                    version,
-                    ids[start : start + batch],
-                    vectors[start : start + batch],
-                    plan.planned_at,
-                ),
+            write_embeddings(
+                gateway,
+                label,
+                version,
+                owner,
+                ids[start : start + batch],
+                vectors[start : start + batch],
+                plan.planned_at,
             )
     for label, statement in COPY_EMBEDDINGS.items():
         fresh = set(written[label][0]) if label in written else set()
@@ -578,10 +596,13 @@ def publish_child(
                 statement, {"parent": plan.parent, "id": version, "ids": ids[start : start + batch]}
             )
     gateway.write(COPY_TOPICS, {"parent": plan.parent, "id": version})
-    gateway.write(MARK_VERSION_READY, {"id": version, "erased": [], "now": int(time.time() * 1000)})
+    mark_ready(gateway, version, owner, [])
     done = gateway.write(
-        ACTIVATE_CHILD_VERSION, {"id": version, "parent": plan.parent, "now": int(time.time() * 1000)}
+        ACTIVATE_CHILD_VERSION,
+        {"id": version, "parent": plan.parent, "owner": owner, "now": int(time.time() * 1000)},
     )
+    if done.rows and not done.rows[0]["owned"]:
+        raise VersionSuperseded(version)
     return bool(done.rows and done.rows[0]["activated"] == 1)
 
 
@@ -631,7 +652,10 @@ def finish_update(
     # A user erased since planning (an erasure whose job queue did not answer withdraws no plan)
     # gets no vector (WRITE_EMBEDDINGS checks the tombstones): the partitions may have read their
     # history before it was deleted, and events after the erasure may have made the user again.
-    activated = publish_child(gateway, settings, plan, artifacts, users)
+    try:
+        activated = publish_child(gateway, settings, plan, artifacts, users)
+    except VersionPublished:  # another run of this merge published the child, or took it over
+        return already_published(gateway, version) or {"version": version, "already_published": True}
     timings["publish_s"] = time.perf_counter() - started - timings["merge_s"]
     removed = []
     if activated:

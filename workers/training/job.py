@@ -20,13 +20,13 @@ from kgrec.config import Settings
 from kgrec.gate_experiments import candidate_experiment, running_versions
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import has_impression_store
-from kgrec.model_store import artifact_name, models_dir
+from kgrec.model_store import models_dir
 from kgrec.promotion_gate import CandidateHook, GateDecision
 from kgrec.topic_items import link_topic_items
 from kgrec.training_graph import TrainingGraph
 from workers.training.config import TrainConfig
 from workers.training.gate import gate_candidate
-from workers.training.item_fold_in import FoldInBasis, basis_path, unit_rows
+from workers.training.item_fold_in import FoldInBasis, unit_rows
 from workers.training.kg_model import resolve_device
 from workers.training.pipeline import TrainingResult, train_model
 from workers.training.publish import (
@@ -34,6 +34,7 @@ from workers.training.publish import (
     activate,
     already_published,
     collect_garbage,
+    new_owner,
     promotion_unfinished,
     record_gate_decision,
     write_back,
@@ -206,14 +207,15 @@ def publish(
     version = result.artifacts.version
     folder = models_dir(settings.data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    FoldInBasis(
+    owner = new_owner()  # this delivery's claim on the version: every write below checks it
+    basis = FoldInBasis(
         item_embeddings=result.artifacts.item_embeddings,
         text_vectors=result.text_vectors,
         brand_ids=learnt_from.brand_ids,
         brand_vectors=unit_rows(result.embeddings.brands),
         category_ids=learnt_from.category_ids,
         category_vectors=unit_rows(result.embeddings.categories),
-    ).save(basis_path(folder, artifact_name(version)))
+    )
     write_back(
         gateway,
         result,
@@ -222,6 +224,8 @@ def publish(
         on_progress=progress,
         embedding_batch=settings.embedding_batch,
         activate_now=not gate,
+        owner=owner,
+        basis=basis,
         # Topic ids are matched to the active version's, so they are written before any switch.
         before_activation=lambda: write_topics(
             gateway,
@@ -241,13 +245,17 @@ def publish(
     taken = on_decision(version, decision) if on_decision is not None else None
     if taken:
         decision = replace(decision, reason=f"{decision.reason}; {taken}")
-    record_gate_decision(gateway, version, decision, taken=bool(taken))
+    record_gate_decision(gateway, version, owner, decision, taken=bool(taken))
     if decision.promoted and not taken:
-        carry_out_promotion(gateway, settings, version)
+        carry_out_promotion(gateway, settings, version, owner)
     return decision
 
 
-def carry_out_promotion(gateway: GraphGateway, settings: Settings, version: str) -> None:
-    """Activate ``version``, which the gate promoted: its topics' ABOUT edges, then the switch."""
+def carry_out_promotion(
+    gateway: GraphGateway, settings: Settings, version: str, owner: str | None = None
+) -> None:
+    """Activate ``version``, which the gate promoted: its topics' ABOUT edges, then the switch (with
+    ``owner``, the write-back's token, only while it owns the version; without, a promotion its dead
+    predecessor recorded)."""
     link_topic_items(gateway, models_dir(settings.data_dir), [version], batch=settings.embedding_batch)
-    activate(gateway, version)
+    activate(gateway, version, owner)

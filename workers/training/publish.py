@@ -7,6 +7,13 @@ version is garbage-collected later. Using the job id as the version id makes a
 redelivered job rewrite the same version instead of adding another, unless it
 settled meanwhile (the version node's write refuses it, before the artifact is touched).
 
+A redelivery can also start while the first delivery still runs (past the broker's
+visibility timeout). Each write-back therefore claims the version with a fresh
+``owner`` token (:func:`new_owner`): the newest claim takes the version over, every
+later write of the write-back acts only for the version's owner, and the superseded
+delivery stops at its next write (:class:`VersionSuperseded`). Its files are written
+under token-named names and moved into place only once the claim succeeded (:func:`claim`).
+
 A gated job writes the version without the switch, records the promotion
 gate's decision on it (:func:`record_gate_decision`) and switches only when the
 gate promotes it (:func:`activate`); a kept version stays a ``candidate``.
@@ -16,15 +23,18 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from graph_schema.allow_list import Label
+from graph_schema.catalogue import Statement
 from graph_schema.statements.models import (
+    ACTIVATE_OWNED_VERSION,
     ACTIVATE_VERSION,
     CREATE_VERSION,
     DELETE_VERSION,
@@ -36,13 +46,14 @@ from graph_schema.statements.models import (
 )
 from kgrec import erasure
 from kgrec.config import Settings
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphGateway, WriteSummary
 from kgrec.model_store import artifact_name, save_artifacts
 from kgrec.model_versions import root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision
+from kgrec.recommender import ModelArtifacts
 from kgrec.topic_items import SUFFIX as TOPIC_ITEMS_SUFFIX
 from kgrec.training_graph import TrainingGraph
-from workers.training.item_fold_in import basis_path
+from workers.training.item_fold_in import FoldInBasis, basis_path
 from workers.training.pipeline import TrainingResult
 
 log = logging.getLogger(__name__)
@@ -52,23 +63,93 @@ GC_BATCH = 10_000
 UNSETTLED_GRACE_MS = 2 * 3600 * 1000
 
 
-def embedding_params(
-    label: Label, version: str, ids: Sequence[str], vectors: Sequence[np.ndarray], read_at_ms: int
-) -> dict[str, Any]:
-    """The parameters of ``WRITE_EMBEDDINGS[label]`` for vectors computed from data read at
-    ``read_at_ms``: a user's rows carry their erasure id, and a user erased since gets none."""
+class VersionPublished(Exception):
+    """The version a job is about to write was published by another delivery of the same job."""
+
+
+class VersionSuperseded(VersionPublished):
+    """Another delivery of the same job claimed the version after this one (the broker redelivered
+    it while this one still ran): this write-back's writes are refused, and it stops."""
+
+
+def new_owner() -> str:
+    """A fresh owner token: one per write-back of a version (``ModelVersion.owner``)."""
+    return secrets.token_hex(8)
+
+
+def staged_path(path: Path, owner: str) -> Path:
+    """Where the write-back holding ``owner`` writes the file ``path`` before its claim (the
+    ``.npz`` suffix stays last: numpy appends one to a name without it)."""
+    return path.with_name(f".{path.stem}.{owner}{path.suffix}")
+
+
+def stage(artifacts: ModelArtifacts, basis: FoldInBasis | None, folder: Path, owner: str) -> dict[Path, Path]:
+    """Write a version's artifact (and its fold-in ``basis``) under the staged names of the
+    write-back holding ``owner``; returns each staged path with its final one, for :func:`claim`."""
+    final = folder / artifact_name(artifacts.version)
+    staged = {staged_path(final, owner): final}
+    save_artifacts(artifacts, folder, file_name=staged_path(final, owner).name)
+    if basis is not None:
+        final_basis = basis_path(folder, final.name)
+        staged[staged_path(final_basis, owner)] = final_basis
+        basis.save(staged_path(final_basis, owner))
+    return staged
+
+
+def claim(
+    gateway: GraphGateway, statement: Statement, params: Mapping[str, Any], staged: Mapping[Path, Path]
+) -> None:
+    """Claim version ``params["id"]`` for ``params["owner"]`` with ``statement`` (CREATE_VERSION or
+    CREATE_CHILD_VERSION), then move each staged file into place (``staged``: staged → final path).
+
+    Raises :class:`VersionPublished` when the version settled: its files are left as they are and
+    the staged ones deleted (so are they when the claim fails otherwise). A delivery that claims
+    the version later replaces the files with its own.
+    """
+    try:
+        rows = gateway.write(statement, params).rows
+        if not rows:  # CREATE_CHILD_VERSION of a parent collected meanwhile
+            raise RuntimeError(f"model version {params['id']} could not be created: its parent is gone")
+        if not rows[0]["claimed"]:
+            raise VersionPublished(params["id"])
+        for path, final in staged.items():
+            path.replace(final)
+    finally:
+        for path in staged:
+            path.unlink(missing_ok=True)
+
+
+def write_embeddings(
+    gateway: GraphGateway,
+    label: Label,
+    version: str,
+    owner: str,
+    ids: Sequence[str],
+    vectors: Sequence[np.ndarray],
+    read_at_ms: int,
+) -> set[str]:
+    """Write one batch of ``label`` embeddings of ``version`` (``WRITE_EMBEDDINGS[label]``) for the
+    write-back holding ``owner``, vectors computed from data read at ``read_at_ms``: a user's rows
+    carry their erasure id, and a user erased since gets none. Returns the ids written, or raises
+    :class:`VersionSuperseded` when another delivery owns the version now."""
     rows: list[dict[str, Any]] = [
         {"id": i, "vector": [round(float(x), 6) for x in v]} for i, v in zip(ids, vectors, strict=True)
     ]
-    if label is not Label.USER:
-        return {"version": version, "rows": rows}
-    for row in rows:
-        row["erasure_id"] = erasure.user_hash(row["id"])
-    return {"version": version, "rows": rows, "since": erasure.read_before(read_at_ms)}
+    params: dict[str, Any] = {"version": version, "owner": owner, "rows": rows}
+    if label is Label.USER:
+        for row in rows:
+            row["erasure_id"] = erasure.user_hash(row["id"])
+        params["since"] = erasure.read_before(read_at_ms)
+    written = owned(gateway.write(WRITE_EMBEDDINGS[label], params), version)
+    return set(written.rows[0]["written"])
 
 
-class VersionPublished(Exception):
-    """The version a job is about to write was published by another delivery of the same job."""
+def owned(summary: WriteSummary, version: str) -> WriteSummary:
+    """``summary`` of a write-back statement that reports ``owned``; :class:`VersionSuperseded`
+    when the write was refused because another delivery owns ``version`` now (or it is gone)."""
+    if not summary.rows or not summary.rows[0]["owned"]:
+        raise VersionSuperseded(version)
+    return summary
 
 
 def write_back(
@@ -81,21 +162,27 @@ def write_back(
     on_progress: Callable[[float], None] | None = None,
     embedding_batch: int = Settings.embedding_batch,
     activate_now: bool = True,
+    owner: str | None = None,
+    basis: FoldInBasis | None = None,
 ) -> str:
     """Store artifacts and embeddings under ``result.artifacts.version`` and activate it.
 
     ``embedding_batch`` is the number of embedding rows per write (``Settings.embedding_batch``);
     with ``activate_now`` false the version is left ``ready`` and inactive (for the gate).
+    ``owner`` is this write-back's token (default: a new one), ``basis`` the version's fold-in
+    basis, written with the artifact. Raises :class:`VersionPublished` when the version settled
+    before the claim, :class:`VersionSuperseded` when another delivery claimed it since.
     """
     version = result.artifacts.version
-    if already_published(gateway, version) is not None:
-        # another delivery of this job (the broker's visibility timeout ran out) published it meanwhile
-        raise VersionPublished(version)
+    owner = owner or new_owner()
     now = int(time.time() * 1000)
-    claimed = gateway.write(
+    staged = stage(result.artifacts, basis, models_folder, owner)
+    claim(
+        gateway,
         CREATE_VERSION,
         {
             "id": version,
+            "owner": owner,
             "now": now,
             "parameters": json.dumps(result.artifacts.parameters, default=str),
             "counts": json.dumps(result.counts),
@@ -104,10 +191,8 @@ def write_back(
             # the first incremental update after this version reads what changed since the pull
             "data_until": graph.pulled_at,
         },
+        staged,
     )
-    if not claimed.rows:  # settled by a delivery that ran beside this one: its artifact stays
-        raise VersionPublished(version)
-    save_artifacts(result.artifacts, models_folder)
     embeddings = result.embeddings
     groups = [
         (Label.USER, graph.user_ids, embeddings.users),
@@ -122,27 +207,38 @@ def write_back(
         batch = embedding_batch
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
-            written = gateway.write(
-                WRITE_EMBEDDINGS[label],
-                embedding_params(
-                    label, version, chunk, vectors[start : start + len(chunk)], graph.pulled_at or now
-                ),
+            present = write_embeddings(
+                gateway,
+                label,
+                version,
+                owner,
+                chunk,
+                vectors[start : start + len(chunk)],
+                graph.pulled_at or now,
             )
             if label is Label.USER:  # a user erased since the pull got no embedding
-                present = set(written.rows[0]["written"]) if written.rows else set()
                 erased += [u for u in chunk if u not in present]
             done += len(chunk)
             if on_progress is not None:
                 on_progress(done / total)
-    gateway.write(
-        MARK_VERSION_READY,
-        {"id": version, "erased": erased_share(graph, erased), "now": int(time.time() * 1000)},
-    )
+    mark_ready(gateway, version, owner, erased_share(graph, erased))
     if before_activation is not None:
         before_activation()
     if activate_now:
-        activate(gateway, version)
+        activate(gateway, version, owner)
     return version
+
+
+def mark_ready(gateway: GraphGateway, version: str, owner: str, erased: list[dict[str, Any]]) -> None:
+    """Mark ``version`` ``ready`` (MARK_VERSION_READY, ``erased``: :func:`erased_share`) for the
+    write-back holding ``owner``; :class:`VersionSuperseded` when another delivery owns it now."""
+    owned(
+        gateway.write(
+            MARK_VERSION_READY,
+            {"id": version, "owner": owner, "erased": erased, "now": int(time.time() * 1000)},
+        ),
+        version,
+    )
 
 
 def erased_share(graph: TrainingGraph, erased: Sequence[str]) -> list[dict[str, Any]]:
@@ -157,28 +253,41 @@ def erased_share(graph: TrainingGraph, erased: Sequence[str]) -> list[dict[str, 
     return [{"item_id": graph.item_ids[i], "count": int(counts[i])} for i in np.flatnonzero(counts)]
 
 
-def activate(gateway: GraphGateway, version: str) -> None:
-    """Make ``version`` (written and ``ready``) the active one: one statement."""
-    activated = gateway.write(ACTIVATE_VERSION, {"id": version, "now": int(time.time() * 1000)})
+def activate(gateway: GraphGateway, version: str, owner: str | None = None) -> None:
+    """Make ``version`` (written and ``ready``) the active one: one statement. With ``owner`` (its
+    write-back's token) only while that write-back owns it, else :class:`VersionSuperseded`."""
+    now = int(time.time() * 1000)
+    if owner is None:
+        activated = gateway.write(ACTIVATE_VERSION, {"id": version, "now": now})
+    else:
+        activated = gateway.write(ACTIVATE_OWNED_VERSION, {"id": version, "owner": owner, "now": now})
     if not activated.rows or activated.rows[0]["activated"] != 1:
+        if owner is not None:  # its own write-back marked it ready: another delivery claimed it since
+            raise VersionSuperseded(version)
         raise RuntimeError(f"model version {version} could not be activated")
 
 
 def record_gate_decision(
-    gateway: GraphGateway, version: str, decision: GateDecision, taken: bool = False
+    gateway: GraphGateway, version: str, owner: str, decision: GateDecision, taken: bool = False
 ) -> None:
-    """Store the promotion gate's decision, reason and scores on the version; ``taken``: a hook took
-    the candidate (:data:`kgrec.promotion_gate.CandidateHook`), so a promotion is not carried out."""
-    gateway.write(
-        RECORD_GATE_DECISION,
-        {
-            "id": version,
-            "decision": decision.decision,
-            "reason": decision.reason,
-            "metrics": json.dumps(decision.metrics()),
-            "now": int(time.time() * 1000),
-            "taken": taken,
-        },
+    """Store the promotion gate's decision, reason and scores on the version, for the write-back
+    holding ``owner`` (:class:`VersionSuperseded` when another delivery owns it now); ``taken``: a
+    hook took the candidate (:data:`kgrec.promotion_gate.CandidateHook`), so a promotion is not
+    carried out."""
+    owned(
+        gateway.write(
+            RECORD_GATE_DECISION,
+            {
+                "id": version,
+                "owner": owner,
+                "decision": decision.decision,
+                "reason": decision.reason,
+                "metrics": json.dumps(decision.metrics()),
+                "now": int(time.time() * 1000),
+                "taken": taken,
+            },
+        ),
+        version,
     )
 
 
