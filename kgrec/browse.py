@@ -18,12 +18,23 @@ from kgrec.errors import NotFound
 from kgrec.gateway import GraphGateway
 
 SEARCH_KINDS = tuple(label.lower() for label in SEARCH_LABELS)
+# Replacements after lower-casing, on both sides of a name search: where the engines' toLower and
+# Python's str.lower disagree (FalkorDB lower-cases letter by letter, Neo4j and Python by context).
+SEARCH_FOLDS = (("\u03c2", "\u03c3"), ("\u0307", ""))  # final sigma -> sigma; İ's combining dot
+
+
+def folded(text: str) -> str:
+    """``text`` lower-cased as a name search compares it, the same on every engine."""
+    text = text.lower()
+    for old, new in SEARCH_FOLDS:
+        text = text.replace(old, new)
+    return text
 
 
 def _rank(hit: dict[str, Any], query: str) -> tuple[int, int, str]:
     # Exact ids first, then id prefixes, then names that start with the query, then the rest.
-    needle = query.lower()
-    name = str(hit["name"]).lower()
+    needle = folded(query)
+    name = folded(str(hit["name"]))
     if hit["id"] == query:
         tier = 0
     elif hit["id"].startswith(query):
@@ -39,7 +50,9 @@ def search(gateway: GraphGateway, query: str, kinds: Iterable[str], limit: int) 
     """Users, items, brands, categories and entities whose id starts with ``query`` or whose name has it."""
     wanted = set(kinds) or set(SEARCH_KINDS)
     labels = [label for label in SEARCH_LABELS if label.lower() in wanted]
-    rows = gateway.read(SEARCH, {"labels": labels, "query": query, "needle": query.lower(), "limit": limit})
+    folds = [list(fold) for fold in SEARCH_FOLDS]
+    params = {"labels": labels, "query": query, "needle": folded(query), "folds": folds, "limit": limit}
+    rows = gateway.read(SEARCH, params)
     hits = [{"label": r["label"], "id": r["id"], "name": str(r["name"])} for r in rows]
     hits.sort(key=lambda hit: _rank(hit, query))
     return {"query": query, "results": hits[:limit]}

@@ -2,7 +2,10 @@
 
 Search looks at ids (exact or prefix) and at names and titles (case-insensitive
 substring). Names have no full-text index both engines share, so a name search
-scans the label; every branch stops at ``$limit`` rows.
+scans the label; every branch stops at ``$limit`` rows. The engines lower-case
+differently (FalkorDB letter by letter: a word-final capital sigma becomes σ, not ς,
+and İ becomes i, not i̇), so a name and the needle are both folded past those
+differences (``$folds``, :data:`kgrec.browse.SEARCH_FOLDS`) before they are compared.
 """
 
 from graph_schema.behaviours import COUNTER_PROPERTIES
@@ -33,7 +36,10 @@ def _search_branch(label: str, name_property: str | None) -> str:
         return _SEARCH_BRANCH.format(label=label, name_match="", name="n.id")
     return _SEARCH_BRANCH.format(
         label=label,
-        name_match=f"OR toLower(n.{name_property}) CONTAINS $needle",
+        name_match=(
+            f"OR reduce(s = toLower(n.{name_property}), f IN $folds | replace(s, f[0], f[1]))"
+            " CONTAINS $needle"
+        ),
         name=f"coalesce(n.{name_property}, n.id)",
     )
 
@@ -44,6 +50,7 @@ SEARCH = read(
     labels=["User", "Item"],
     query="B0047",
     needle="lipstick",
+    folds=[["\u03c2", "\u03c3"], ["\u0307", ""]],
     limit=20,
 )
 
