@@ -245,6 +245,74 @@ def test_an_import_again_leaves_out_what_an_erased_user_did_before_the_erasure(
     assert report.erased_interactions == 1 and report.problems == []
 
 
+def _edges(gateway: GraphGateway) -> dict[tuple[str, str, str], dict[str, object]]:
+    """Every interaction and interest edge, by (user, type, target), with all its properties."""
+    rows = gateway.run_query(
+        "MATCH (u:User)-[r:INTERACTED|INTERESTED_IN]->(t) RETURN u.id AS u, type(r) AS type, t.id AS t, r",
+        {},
+    )
+    return {(row["u"], row["type"], row["t"]): row["r"]["properties"] for row in rows}
+
+
+def test_an_import_again_into_a_live_graph_keeps_what_events_added_and_counts_its_rows_once(
+    gateway: GraphGateway, tmp_path: Path, settings: Settings
+) -> None:
+    """A shop imports its export, events come in, and it imports the export again (or a newer one):
+    counters, weights and interests keep every event and count each of the file's rows once."""
+    day = 1_704_067_200  # 2024-01-01, Unix seconds
+
+    def shop(name: str, rows: list[list[str]]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "ts", "type"], rows)
+        write_csv_rows(
+            folder / "items.csv",
+            ["item_id", "brand", "categories", "title", "price"],
+            [["i1", "Acme", "Beauty|Face", "Face cream", "12.5"], ["i2", "Acme", "Beauty", "Soap", "3"]],
+        )
+        return folder
+
+    export = [
+        ["u1", "i1", str(day), "purchase"],
+        ["u1", "i2", str(day), "view"],
+        ["u2", "i1", str(day), "view"],
+    ]
+    first = shop("export", export)
+    import_dataset(gateway, open_dataset(str(first), settings.datasets_dir), settings)
+    imported = _edges(gateway)
+    # live events a day later, through the API's validation and write path: u1 buys i1 again,
+    # u2 views i2 (a pair the export does not have)
+    events = [
+        {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "purchase", "ts": (day + 86_400) * 1000},
+        {"event_id": "e2", "user_id": "u2", "item_id": "i2", "type": "view", "ts": (day + 86_400) * 1000},
+    ]
+    valid, errors = validate_batch(events, max_skew_s=300)
+    assert errors == []
+    ingest(gateway, valid, settings)
+    live = _edges(gateway)
+    assert live[("u1", "INTERACTED", "i1")]["n_purchase"] == 2
+    assert live[("u1", "INTERACTED", "i1")]["weight"] > imported[("u1", "INTERACTED", "i1")]["weight"]
+
+    import_dataset(gateway, open_dataset(str(first), settings.datasets_dir), settings)
+    assert _edges(gateway) == live  # nothing events added is lost, nothing of the file counted twice
+
+    # a newer export with one more row, for the pair only events had: that row alone is added
+    newer = shop("newer", [*export, ["u2", "i2", str(day), "view"]])
+    import_dataset(gateway, open_dataset(str(newer), settings.datasets_dir), settings)
+    after = _edges(gateway)
+    assert {key: after[key] for key in live if key[0] == "u1"} == {
+        key: value for key, value in live.items() if key[0] == "u1"
+    }
+    assert after[("u2", "INTERACTED", "i2")]["n_view"] == 2
+    assert after[("u2", "INTERACTED", "i2")]["first_ts"] == day * 1000
+    assert (
+        after[("u2", "INTERESTED_IN", "Acme")]["count"] == live[("u2", "INTERESTED_IN", "Acme")]["count"] + 1
+    )
+    assert after[("u2", "INTERESTED_IN", "Acme")]["weight"] == pytest.approx(
+        live[("u2", "INTERESTED_IN", "Acme")]["weight"] + 1.0 * 2 ** (-86_400_000 / settings.half_life_ms)
+    )
+
+
 def test_bad_rows_are_reported_and_the_rest_loads(
     gateway: GraphGateway, messy_dataset: Path, settings: Settings
 ) -> None:
