@@ -517,8 +517,16 @@ def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
     packed = gzip.compress(f"user_id,item_id,ts\n{rows}".encode())
     (truncated / "interactions.csv.gz").write_bytes(packed[: len(packed) // 2])
     (undecodable / "interactions.csv").write_bytes(b"user_id,item_id\nu1,i1\nu2,i\xff2\n")
+    # malformed CSV was a traceback (a field over csv's limit), or rows swallowed into one field
+    unclosed, oversized = tmp_path / "unclosed", tmp_path / "oversized"
+    unclosed.mkdir()
+    oversized.mkdir()
+    (unclosed / "interactions.csv").write_text('user_id,item_id,ts\nu1,i1,1704067200\nu2,"i2,1\nu3,i3,2\n')
+    (oversized / "interactions.csv").write_text(f"user_id,item_id,ts\nu1,{'i' * 200_000},1704067200\n")
     env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
     for folder, reason in (
+        (unclosed, r"unclosed/interactions\.csv line 3: not valid CSV: a quoted field is never closed"),
+        (oversized, r"oversized/interactions\.csv line 2: not valid CSV: field larger than field limit"),
         (
             truncated,
             r"truncated/interactions\.csv\.gz: cannot read past line \d+: it ends early \(truncated\)",
