@@ -288,7 +288,11 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
     if check == "_api_keys":
         return "printable ASCII, comma-separated"
     if check == "_parse_weights":
-        return "`behaviour=weight`, comma-separated"
+        return "`behaviour=weight`, comma-separated, each weight a number ≥ 0"
+    if check == "_url":
+        return ", ".join(f"`{scheme}://`" for scheme in keywords["schemes"]) + " URL"
+    if check == "_name":
+        return "a name, not empty"
     assert check is None, f"a new check, {check}: say in _accepts what it accepts"
     return None
 
