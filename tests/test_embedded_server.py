@@ -23,6 +23,7 @@ from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
 from tests.conftest import embedded_only
+from tests.processes import kgrec_cli
 
 pytestmark = embedded_only
 
@@ -382,13 +383,7 @@ def test_a_record_copied_from_another_data_dir_never_stops_that_ones_servers(tmp
         for port in (1, theirs.port):  # another port, or the same one (the record copied as it was)
             ours.info_path.write_text(json.dumps({**asdict(theirs), "port": port, "owner_pid": None}))
             ours.impressions.info_path.write_text(json.dumps({**companion, "owner_pid": None}))
-            stopped = subprocess.run(
-                [sys.executable, "-m", "kgrec_cli.main", "db", "stop"],
-                env=_operator_env(b),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            stopped = kgrec_cli("db", "stop", env=_operator_env(b), timeout=120)
             assert stopped.returncode == 0, stopped.stderr
             assert "not running" in stopped.stdout
             assert _pid_alive(theirs.pid) and _pid_alive(companion["pid"])
