@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -98,6 +99,9 @@ def _datasets_dir(settings: Settings, datasets_dir: Path | None, legacy_data_dir
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """kgrec: an e-commerce interest graph with explainable recommendations."""
+    # The driver logs each retry and routing failure as a warning; a command reports the failure
+    # itself, in one line.
+    logging.getLogger("neo4j").setLevel(logging.CRITICAL)
     ctx.ensure_object(dict)["settings"] = Settings.from_env()
 
 

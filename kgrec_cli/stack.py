@@ -24,7 +24,7 @@ from kgrec.datasets import import_source
 from kgrec.gateway import open_gateway
 from kgrec.job_queue import WORKER_PARENT_ENV, WORKER_SHUTDOWN_ENV
 from kgrec.migrations import migrate
-from kgrec.runtime import embedded_server
+from kgrec.runtime import check_neo4j, embedded_server
 from kgrec_cli.supervisor import (
     POLL_S,
     ChildProcess,
@@ -392,6 +392,8 @@ def _import_plan(settings: Settings, import_name: str | None) -> tuple[bool, str
     """Migrate the graph, then :func:`import_decision` on what it holds."""
     from kgrec.importer import import_state
 
+    if not settings.embedded:
+        check_neo4j(settings)
     with open_gateway(settings) as gateway:
         migrate(gateway)
         items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])

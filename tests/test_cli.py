@@ -263,3 +263,14 @@ def test_db_commands_refuse_an_external_neo4j_in_one_line(tmp_path: Path) -> Non
     assert done.stderr.strip().splitlines()[-1] == (
         "kgrec: error: NEO4J_URI is set: kgrec does not manage an external Neo4j"
     )
+
+
+@pytest.mark.parametrize("scheme", ["neo4j", "bolt"])
+def test_an_unreachable_neo4j_is_reported_in_one_line_within_seconds(tmp_path: Path, scheme: str) -> None:
+    """It took about 64 s of driver retries, each logged (13 lines), before the error."""
+    env = {"KGREC_DATA_DIR": str(tmp_path), "NEO4J_URI": f"{scheme}://127.0.0.1:1", "REDIS_URL": ""}
+    for command in (("migrate",), ("cypher", "RETURN 1")):
+        done = kgrec(*command, env=env, timeout=30)
+        assert done.returncode == 1
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"kgrec: error: Neo4j at {scheme}://127.0.0.1:1 is not reachable: "), line
