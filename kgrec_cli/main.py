@@ -718,10 +718,29 @@ def evaluate_command(
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1))
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the API with gunicorn (the graph must be reachable)."""
-    from kgrec_cli.stack import gunicorn_command
+    from kgrec_cli.stack import check_port_free, gunicorn_command
 
+    check_port_free(port, host)  # gunicorn would log "Connection in use" every second, then give up
     command = gunicorn_command(host, port, workers, threads)
     os.execvp(command[0], command)
+
+
+def _check_broker(settings: Settings) -> None:
+    """Fail in one line unless the Celery broker is known and answers, before ``exec`` of Celery
+    (which printed a 41-line traceback for either)."""
+    try:
+        broker, _ = job_queue.redis_urls(settings)
+    except GraphUnavailable as exc:
+        hint = "; start it with `kgrec db start`, or run the whole stack with `kgrec up`"
+        fail(f"{exc}{hint if settings.embedded else ''}")
+    client = redis.Redis.from_url(broker, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = "the embedded graph server" if not settings.redis_url else "REDIS_URL"
+        fail(f"the Celery broker ({where}) does not answer: {exc}")
+    finally:
+        client.close()
 
 
 @main.command("worker")
@@ -743,6 +762,7 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
             queue_name("--queues", name)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--queues") from None
+    _check_broker(_settings(ctx))
     command = worker_argv(concurrency, pool, names)
     os.execvpe(command[0], command, {**os.environ, **job_queue.WORKER_SHUTDOWN_ENV})
 
@@ -751,6 +771,7 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
 @click.pass_context
 def beat_command(ctx: click.Context) -> None:
     """Run the Celery beat scheduler: pruning, scheduled retraining, the fold-in sweep, the snapshot guard."""
+    _check_broker(_settings(ctx))
     command = beat_argv(_settings(ctx))
     os.execvp(command[0], command)
 

@@ -281,16 +281,20 @@ def _stack_lock(data_dir: Path, port: int) -> Iterator[None]:
         yield
 
 
-def check_port_free(port: int) -> None:
-    """Raise :class:`StackError` naming ``port`` when the API could not bind it on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise :class:`StackError` naming ``port`` when the API could not bind it on ``host``."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise StackError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         # as gunicorn binds: connections of an earlier server in TIME_WAIT do not count as taken
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind(address)
         except OSError as exc:
             raise StackError(
-                f"API port {port} on 127.0.0.1 is not free ({exc.strerror}); stop what holds it or use --port"
+                f"API port {port} on {host} is not free ({exc.strerror}); stop what holds it or use --port"
             ) from None
 
 

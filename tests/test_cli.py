@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -274,3 +275,35 @@ def test_an_unreachable_neo4j_is_reported_in_one_line_within_seconds(tmp_path: P
         assert done.returncode == 1
         (line,) = done.stderr.splitlines()
         assert line.startswith(f"kgrec: error: Neo4j at {scheme}://127.0.0.1:1 is not reachable: "), line
+
+
+def test_worker_and_beat_without_a_broker_fail_in_one_line(tmp_path: Path) -> None:
+    """Celery printed a 41-line traceback when the broker was not there or did not answer."""
+    cases = [
+        (
+            {},
+            "the embedded graph server (also the Celery broker) is not running; start it with `kgrec db start`",
+        ),
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "the Celery broker (REDIS_URL) does not answer: "),
+        ({"NEO4J_URI": "bolt://127.0.0.1:1"}, "NEO4J_URI is set but REDIS_URL is not"),
+    ]
+    for env, reason in cases:
+        for command in ("worker", "beat"):
+            done = kgrec(command, env={"KGREC_DATA_DIR": str(tmp_path), **env}, timeout=60)
+            assert done.returncode == 1, done.stderr
+            (line,) = done.stderr.splitlines()
+            assert line.startswith(f"kgrec: error: {reason}"), line
+
+
+def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
+    """gunicorn logged "Connection in use" every second, then gave up with no kgrec error."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = kgrec("serve", "--port", str(port), env={"KGREC_DATA_DIR": str(tmp_path)}, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"kgrec: error: API port {port} on 127.0.0.1 is not free (Address already in use); "
+        "stop what holds it or use --port"
+    ]
