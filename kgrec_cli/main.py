@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -513,7 +515,7 @@ def train_command(
         job_id = job_queue.enqueue(client, job_queue.TRAIN, **options)
         click.echo(f"training job {job_id} enqueued; follow it at GET /v1/jobs/{job_id}")
         if wait:
-            click.echo(json.dumps(_outcome(client, job_id), default=str))
+            click.echo(json.dumps(_outcome(client, job_id, settings.train_queue), default=str))
 
 
 @contextlib.contextmanager
@@ -530,13 +532,51 @@ def _stages() -> Iterator[Callable[[str, float], None]]:
         yield lambda stage, fraction: bar.update(task, completed=fraction, stage=stage)
 
 
-def _outcome(client: Any, job_id: str) -> Any:
-    """Wait for a job's result; a job that failed is one line naming it and its reason (a broker
-    that cannot be reached is an error of its own, not the job's)."""
-    result = client.AsyncResult(job_id)
-    value = result.get(timeout=None, propagate=False)
-    if result.state in states.PROPAGATE_STATES or isinstance(value, BaseException):  # failed or revoked
-        fail(f"job {job_id} {result.state.lower()}: {type(value).__name__}: {value}")
+# How often --wait reads a job's state, and how long a job may stay queued before --wait asks
+# whether any worker takes jobs from its queue.
+WAIT_POLL_S = 1.0
+WORKER_CHECK_AFTER_S = 3.0
+
+
+def _consumed(client: Any, queue: str) -> bool:
+    """Whether a worker answering within a second takes jobs from ``queue``."""
+    with job_queue.answered(client):
+        replies = client.control.inspect(timeout=1.0).active_queues() or {}
+    return any(q.get("name") == queue for queues in replies.values() for q in queues or [])
+
+
+def _outcome(client: Any, job_id: str, queue: str = "celery") -> Any:
+    """Follow a job until it ends, its state changes on stderr; returns its result. A job that
+    failed is one line naming it and its reason (a broker that cannot be reached is an error of its
+    own, not the job's). With no worker on ``queue`` it says so once and keeps waiting; Ctrl-C stops
+    the wait in one line, the job left queued or running."""
+    started, shown, asked = time.monotonic(), "", False
+    try:
+        while True:
+            with job_queue.answered(client):
+                meta = client.backend.get_task_meta(job_id)
+            state, value = meta["status"], meta.get("result")
+            if state in states.READY_STATES:
+                break
+            stage = value.get("stage") if state == "PROGRESS" and isinstance(value, dict) else None
+            now = f"{state.lower()}{f' ({stage})' if stage else ''}"
+            if now != shown:
+                click.echo(f"job {job_id}: {now}", err=True)
+                shown = now
+            if state == states.PENDING and not asked and time.monotonic() - started > WORKER_CHECK_AFTER_S:
+                asked = True
+                if not _consumed(client, queue):
+                    click.echo(
+                        f"no worker takes jobs from queue {queue!r}: start one (`kgrec worker`, or "
+                        "`kgrec up`); still waiting (Ctrl-C stops waiting, the job stays queued)",
+                        err=True,
+                    )
+            time.sleep(WAIT_POLL_S)
+    except KeyboardInterrupt:
+        click.echo(f"kgrec: stopped waiting; job {job_id} goes on (GET /v1/jobs/{job_id})", err=True)
+        sys.exit(130)
+    if state in states.PROPAGATE_STATES or isinstance(value, BaseException):  # failed or revoked
+        fail(f"job {job_id} {state.lower()}: {type(value).__name__}: {value}")
     return value
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,3 +309,35 @@ def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
         f"kgrec: error: API port {port} on 127.0.0.1 is not free (Address already in use); "
         "stop what holds it or use --port"
     ]
+
+
+def test_train_wait_with_no_worker_says_so_and_ctrl_c_leaves_the_job_queued(tmp_path: Path) -> None:
+    """It waited silently for ever (result.get(timeout=None)), and Ctrl-C printed a traceback."""
+    env = {"KGREC_DATA_DIR": str(tmp_path)}
+    assert kgrec("db", "start", env=env).returncode == 0
+    try:
+        log = tmp_path / "wait.err"
+        with open(log, "wb") as err:
+            waiting = subprocess.Popen(
+                [str(KGREC), "train", "--wait"],
+                env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+            deadline = time.monotonic() + 60
+            while "no worker takes jobs" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            waiting.send_signal(signal.SIGINT)
+            out, _ = waiting.communicate(timeout=30)
+        lines = log.read_text().splitlines()
+        job_id = out.split()[2]
+        assert lines[:2] == [
+            f"job {job_id}: pending",
+            "no worker takes jobs from queue 'celery': start one (`kgrec worker`, or `kgrec up`); "
+            "still waiting (Ctrl-C stops waiting, the job stays queued)",
+        ]
+        assert lines[-1] == f"kgrec: stopped waiting; job {job_id} goes on (GET /v1/jobs/{job_id})"
+        assert waiting.returncode == 130 and "Traceback" not in log.read_text()
+    finally:
+        EmbeddedServer(tmp_path).stop()
