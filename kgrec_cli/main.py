@@ -343,6 +343,17 @@ def run_import_or_demo(
     run_import(settings, str(folder), datasets_dir, rejects)
 
 
+def import_record(settings: Settings, dataset_name: str, datasets_dir: Path) -> str:
+    """How the graph's import record names what :func:`run_import_or_demo` imports for ``dataset_name``."""
+    folder = demo_fallback(dataset_name, datasets_dir, settings.data_dir)
+    if folder is not None:
+        return str(folder.resolve())
+    try:
+        return import_source(dataset_name, datasets_dir)
+    except FileNotFoundError:
+        return dataset_name  # the import itself says it is not there
+
+
 @main.group()
 def demo() -> None:
     """A synthetic shop to try kgrec without downloading anything."""
@@ -853,7 +864,7 @@ def up_command(
     from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
-    run_stack(settings, port, import_name, run_import_or_demo, train_first)
+    run_stack(settings, port, import_name, run_import_or_demo, train_first, import_record)
 
 
 main.add_command(kg_group)

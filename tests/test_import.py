@@ -31,7 +31,8 @@ from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset, import_state
 from kgrec.limits import MAX_EPOCH_MS
-from kgrec_cli.stack import import_decision
+from kgrec_cli.main import import_record
+from kgrec_cli.stack import StackError, import_decision
 from tests.conftest import embedded_only
 from tests.processes import kgrec_cli
 from tests.subsets import amazon_beauty_subset
@@ -463,6 +464,17 @@ def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
     run_it, said = import_decision(items, state, str(shop))
     assert (
         run_it and said is not None and f"the import of {shop} started" in said and "did not finish" in said
+    )
+    # another data set does not complete it: it would mix two data sets in one graph
+    assert import_record(settings, str(shop), tmp_path) == import_record(settings, "shop", tmp_path)
+    assert import_decision(items, state, "shop", import_record(settings, "shop", tmp_path))[0]
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(StackError) as refused:
+        import_decision(items, state, str(other), import_record(settings, str(other), tmp_path))
+    assert str(refused.value).endswith(
+        f"did not finish; importing {other} over it would mix two data sets in one graph: "
+        f"finish it with kgrec up --import {shop.resolve()}, or use another --data-dir"
     )
     served, why = import_decision(items, state, None)
     assert not served and why is not None and why.startswith(said.split(" did not finish")[0])
