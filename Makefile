@@ -10,9 +10,23 @@ STAMP := $(VENV)/.installed
 CONSOLE_ASSETS := app/console/assets
 CONSOLE_VENDOR := app/console/static/vendor
 
-.PHONY: run test install lint-deps console-assets browser-deps lint compose-check clean
+.PHONY: prereqs run test install lint-deps console-assets browser-deps lint compose-check clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# What make cannot install, checked in a moment before anything long starts: one line per missing one.
+prereqs:
+	@missing=0; \
+	if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	  echo "missing: Python 3.11 or newer as $(PYTHON) (found: $$($(PYTHON) --version 2>&1 | head -n 1)); set PYTHON=python3.11"; missing=1; \
+	fi; \
+	if ! command -v npm >/dev/null; then \
+	  echo "missing: npm (Node.js), for the Cypher linter and the console's libraries; e.g. apt-get install npm"; missing=1; \
+	fi; \
+	if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libgomp\.so\.1'; then \
+	  echo "missing: libgomp.so.1 (GNU OpenMP), which FalkorDB's module loads; e.g. apt-get install libgomp1"; missing=1; \
+	fi; \
+	exit $$missing
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | prereqs
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages
@@ -21,7 +35,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: prereqs $(STAMP)
 
 $(LINT_DIR)/node_modules/.package-lock.json: $(LINT_DIR)/package.json $(LINT_DIR)/package-lock.json
 	cd $(LINT_DIR) && npm ci --no-audit --no-fund --loglevel=error
@@ -48,7 +62,7 @@ browser-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-run: install console-assets
+run: prereqs install console-assets
 	HF_HUB_OFFLINE=1 $(BIN)/kgrec up --port $(PORT) --import amazon-beauty --train
 
 lint: install
@@ -59,7 +73,7 @@ lint: install
 compose-check:
 	tools/compose-config.sh
 
-test: install lint-deps console-assets browser-deps lint compose-check
+test: prereqs install lint-deps console-assets browser-deps lint compose-check
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 clean:

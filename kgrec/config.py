@@ -23,11 +23,48 @@ DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def _parse_weights(text: str) -> dict[str, float]:
     weights = dict(DEFAULT_BEHAVIOUR_WEIGHTS)
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
+        name, _, value = (p.strip() for p in part.partition("="))
         if name not in weights:
             raise ValueError(f"KGREC_BEHAVIOUR_WEIGHTS: unknown behaviour {name!r}")
-        weights[name] = float(value)
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        # nan or inf would make every interest weight nan or inf; a negative one, interest in reverse
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(
+                f"KGREC_BEHAVIOUR_WEIGHTS: {part!r}: the weight must be a number at least 0, not {value!r}"
+            )
+        weights[name] = weight
     return weights
+
+
+def _url(env: dict[str, str], name: str, *, schemes: tuple[str, ...], example: str) -> str | None:
+    """``name``'s URL (None when unset or empty), refused naming it unless its scheme is in ``schemes``.
+
+    Another scheme failed later with a driver traceback (``REDIS_URL=localhost:6379`` became
+    Celery's "No module named 'localhost'").
+    """
+    value = env.get(name) or None
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in schemes or not rest.strip("/"):
+        # the value may carry a password (redis://:secret@host): it is not repeated
+        shown = re.sub(r"//[^/@]*@", "//***@", value)
+        raise ValueError(
+            f"{name} must be a URL starting {' or '.join(s + '://' for s in schemes)} "
+            f"(e.g. {example}), not {shown!r}"
+        )
+    return value
+
+
+def _name(env: dict[str, str], variable: str, default: str) -> str:
+    """A name variable: unset means ``default``; set but empty (or blank) is refused."""
+    value = env.get(variable, default)
+    if not value.strip():
+        raise ValueError(f"{variable} must not be empty (unset it for the default {default!r})")
+    return value
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -197,13 +234,19 @@ class Settings:
         env = dict(os.environ if env is None else env)
         fsync = _fsync_policy(env, "KGREC_AOF_FSYNC", "always")
         return cls(
-            data_dir=Path(env.get("KGREC_DATA_DIR", "var")),
-            graph_name=env.get("KGREC_GRAPH", "kgrec"),
-            neo4j_uri=env.get("NEO4J_URI") or None,
+            # empty means unset, as for every path variable: Path("") would be the working directory
+            data_dir=Path(env.get("KGREC_DATA_DIR") or "var"),
+            graph_name=_name(env, "KGREC_GRAPH", "kgrec"),
+            neo4j_uri=_url(
+                env,
+                "NEO4J_URI",
+                schemes=("neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"),
+                example="neo4j://localhost:7687",
+            ),
             neo4j_user=env.get("NEO4J_USER", "neo4j"),
             neo4j_password=env.get("NEO4J_PASSWORD", ""),
             neo4j_database=env.get("NEO4J_DATABASE", "neo4j"),
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_url(env, "REDIS_URL", schemes=("redis", "rediss"), example="redis://localhost:6379/0"),
             aof_fsync=fsync,
             half_life_days=_number(env, "KGREC_HALF_LIFE_DAYS", "14", above=True),
             behaviour_weights=_parse_weights(env.get("KGREC_BEHAVIOUR_WEIGHTS", "")),

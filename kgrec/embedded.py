@@ -148,8 +148,24 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _is_redis_server(pid: int) -> bool:
-    return any("redis-server" in part for part in _cmdline(pid))
+def _is_our_redis(pid: int, port: int, data: Path) -> bool:
+    """Whether ``pid`` is the redis-server listening on ``port`` with ``data`` as its directory.
+
+    A record copied from another data directory, or one whose pid was reused by another
+    redis-server, names a process that is not ours: signalling or adopting it would stop or use
+    another data directory's server. redis-server titles itself ``redis-server 127.0.0.1:PORT``
+    and chdirs to its ``dir``.
+    """
+    words = " ".join(_cmdline(pid)).split()
+    if not any("redis-server" in word for word in words) or f"127.0.0.1:{port}" not in words:
+        return False
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except PermissionError:
+        return True  # another user's process: the port is all there is to check
+    except OSError:
+        return False
+    return cwd == data.resolve()
 
 
 def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:
@@ -434,9 +450,13 @@ class _ServerFolder:
         ]
         return " | ".join(found[-lines:]) or None
 
-    def _state(self, pid: int, owner_pid: int | None) -> str:
+    def _ours(self, pid: int, port: int) -> bool:
+        """Whether the recorded ``pid`` is alive and is this folder's server on ``port``."""
+        return _pid_alive(pid) and _is_our_redis(pid, port, self.dir / "data")
+
+    def _state(self, pid: int, port: int, owner_pid: int | None) -> str:
         """``running``, ``gone`` (its stale record is removed) or ``orphan`` (its owner died)."""
-        if not (_pid_alive(pid) and _is_redis_server(pid)):
+        if not self._ours(pid, port):
             # A live owner (``kgrec up``) restarts its server and rewrites the file; a client
             # removing it then could delete the new server's record.
             if owner_pid in (None, os.getpid()) or not _pid_alive(owner_pid):
@@ -472,7 +492,7 @@ class ImpressionsServer(_ServerFolder):
         record = self._read()
         if record is None:
             return None
-        state = self._state(record.pid, record.owner_pid)
+        state = self._state(record.pid, record.port, record.owner_pid)
         if state == "orphan":
             self._shutdown(record, STOP_TIMEOUT_S)
         return record if state == "running" else None
@@ -518,7 +538,7 @@ class ImpressionsServer(_ServerFolder):
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Shut it down cleanly (fsyncs its AOF). False if none was running."""
         record = self._read()
-        if record is None or not (_pid_alive(record.pid) and _is_redis_server(record.pid)):
+        if record is None or not self._ours(record.pid, record.port):
             self.info_path.unlink(missing_ok=True)
             return False
         self._shutdown(record, timeout_s)
@@ -622,7 +642,7 @@ class EmbeddedServer(_ServerFolder):
         info = self._read_info()
         if info is None:
             return None
-        state = self._state(info.pid, info.owner_pid)
+        state = self._state(info.pid, info.port, info.owner_pid)
         if state == "orphan":
             self._shutdown(info)
         return info if state == "running" else None
@@ -738,7 +758,7 @@ class EmbeddedServer(_ServerFolder):
         with self._lock():
             self.impressions.stop(timeout_s)
             info = self._read_info()
-            if info is None or not (_pid_alive(info.pid) and _is_redis_server(info.pid)):
+            if info is None or not self._ours(info.pid, info.port):
                 self.info_path.unlink(missing_ok=True)
                 return False
             self._shutdown(info, timeout_s)

@@ -14,7 +14,6 @@ same file twice leaves the graph as it was.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import click
 
 from kgrec.catalogue import CatalogueItem, category_loops, validate_items, write_items
 from kgrec.config import Settings
-from kgrec.datasets.records import open_text
+from kgrec.datasets.records import CsvReader, open_text
 from kgrec.limits import MAX_ITEMS_PER_BATCH
 from kgrec.runtime import graph_session
 from kgrec_cli.failure import fail
@@ -77,13 +76,20 @@ def read_items(path: Path, fmt: str | None = None) -> Iterator[tuple[int, dict[s
     # byte that is not UTF-8 or of a truncated gzip stream
     with open_text(path) as handle:
         if kind == "csv":
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
+            reader = CsvReader(handle)
+            header = next(reader, [])
+            columns = [c.strip() for c in header]
             twice = sorted({c for c in columns if columns.count(c) > 1})
             if twice:
                 yield 1, LineError(f"the header names {', '.join(map(repr, twice))} more than once")
                 return
-            for row in reader:
+            for fields in reader:
+                if not fields:
+                    continue
+                # as csv.DictReader has it: the cells beyond the header's columns under None
+                row: dict[Any, Any] = dict(zip(header, fields, strict=False))
+                if len(fields) > len(header):
+                    row[None] = fields[len(header) :]
                 try:
                     yield reader.line_num, _csv_item(row)
                 except LineError as exc:
@@ -131,7 +137,7 @@ def validate_file(path: Path, fmt: str | None) -> tuple[list[list[CatalogueItem]
 
 @click.group("items")
 def items() -> None:
-    """The catalogue: import items (as PUT /v1/items does)."""
+    """The catalogue: import items (as POST /v1/items does)."""
 
 
 @items.command("import")

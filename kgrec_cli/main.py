@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -98,6 +101,9 @@ def _datasets_dir(settings: Settings, datasets_dir: Path | None, legacy_data_dir
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """kgrec: an e-commerce interest graph with explainable recommendations."""
+    # The driver logs each retry and routing failure as a warning; a command reports the failure
+    # itself, in one line.
+    logging.getLogger("neo4j").setLevel(logging.CRITICAL)
     ctx.ensure_object(dict)["settings"] = Settings.from_env()
 
 
@@ -337,6 +343,17 @@ def run_import_or_demo(
     run_import(settings, str(folder), datasets_dir, rejects)
 
 
+def import_record(settings: Settings, dataset_name: str, datasets_dir: Path) -> str:
+    """How the graph's import record names what :func:`run_import_or_demo` imports for ``dataset_name``."""
+    folder = demo_fallback(dataset_name, datasets_dir, settings.data_dir)
+    if folder is not None:
+        return str(folder.resolve())
+    try:
+        return import_source(dataset_name, datasets_dir)
+    except FileNotFoundError:
+        return dataset_name  # the import itself says it is not there
+
+
 @main.group()
 def demo() -> None:
     """A synthetic shop to try kgrec without downloading anything."""
@@ -509,7 +526,7 @@ def train_command(
         job_id = job_queue.enqueue(client, job_queue.TRAIN, **options)
         click.echo(f"training job {job_id} enqueued; follow it at GET /v1/jobs/{job_id}")
         if wait:
-            click.echo(json.dumps(_outcome(client, job_id), default=str))
+            click.echo(json.dumps(_outcome(client, job_id, settings.train_queue), default=str))
 
 
 @contextlib.contextmanager
@@ -526,13 +543,51 @@ def _stages() -> Iterator[Callable[[str, float], None]]:
         yield lambda stage, fraction: bar.update(task, completed=fraction, stage=stage)
 
 
-def _outcome(client: Any, job_id: str) -> Any:
-    """Wait for a job's result; a job that failed is one line naming it and its reason (a broker
-    that cannot be reached is an error of its own, not the job's)."""
-    result = client.AsyncResult(job_id)
-    value = result.get(timeout=None, propagate=False)
-    if result.state in states.PROPAGATE_STATES or isinstance(value, BaseException):  # failed or revoked
-        fail(f"job {job_id} {result.state.lower()}: {type(value).__name__}: {value}")
+# How often --wait reads a job's state, and how long a job may stay queued before --wait asks
+# whether any worker takes jobs from its queue.
+WAIT_POLL_S = 1.0
+WORKER_CHECK_AFTER_S = 3.0
+
+
+def _consumed(client: Any, queue: str) -> bool:
+    """Whether a worker answering within a second takes jobs from ``queue``."""
+    with job_queue.answered(client):
+        replies = client.control.inspect(timeout=1.0).active_queues() or {}
+    return any(q.get("name") == queue for queues in replies.values() for q in queues or [])
+
+
+def _outcome(client: Any, job_id: str, queue: str = "celery") -> Any:
+    """Follow a job until it ends, its state changes on stderr; returns its result. A job that
+    failed is one line naming it and its reason (a broker that cannot be reached is an error of its
+    own, not the job's). With no worker on ``queue`` it says so once and keeps waiting; Ctrl-C stops
+    the wait in one line, the job left queued or running."""
+    started, shown, asked = time.monotonic(), "", False
+    try:
+        while True:
+            with job_queue.answered(client):
+                meta = client.backend.get_task_meta(job_id)
+            state, value = meta["status"], meta.get("result")
+            if state in states.READY_STATES:
+                break
+            stage = value.get("stage") if state == "PROGRESS" and isinstance(value, dict) else None
+            now = f"{state.lower()}{f' ({stage})' if stage else ''}"
+            if now != shown:
+                click.echo(f"job {job_id}: {now}", err=True)
+                shown = now
+            if state == states.PENDING and not asked and time.monotonic() - started > WORKER_CHECK_AFTER_S:
+                asked = True
+                if not _consumed(client, queue):
+                    click.echo(
+                        f"no worker takes jobs from queue {queue!r}: start one (`kgrec worker`, or "
+                        "`kgrec up`); still waiting (Ctrl-C stops waiting, the job stays queued)",
+                        err=True,
+                    )
+            time.sleep(WAIT_POLL_S)
+    except KeyboardInterrupt:
+        click.echo(f"kgrec: stopped waiting; job {job_id} goes on (GET /v1/jobs/{job_id})", err=True)
+        sys.exit(130)
+    if state in states.PROPAGATE_STATES or isinstance(value, BaseException):  # failed or revoked
+        fail(f"job {job_id} {state.lower()}: {type(value).__name__}: {value}")
     return value
 
 
@@ -714,10 +769,29 @@ def evaluate_command(
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1))
 def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the API with gunicorn (the graph must be reachable)."""
-    from kgrec_cli.stack import gunicorn_command
+    from kgrec_cli.stack import check_port_free, gunicorn_command
 
+    check_port_free(port, host)  # gunicorn would log "Connection in use" every second, then give up
     command = gunicorn_command(host, port, workers, threads)
     os.execvp(command[0], command)
+
+
+def _check_broker(settings: Settings) -> None:
+    """Fail in one line unless the Celery broker is known and answers, before ``exec`` of Celery
+    (which printed a 41-line traceback for either)."""
+    try:
+        broker, _ = job_queue.redis_urls(settings)
+    except GraphUnavailable as exc:
+        hint = "; start it with `kgrec db start`, or run the whole stack with `kgrec up`"
+        fail(f"{exc}{hint if settings.embedded else ''}")
+    client = redis.Redis.from_url(broker, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = "the embedded graph server" if not settings.redis_url else "REDIS_URL"
+        fail(f"the Celery broker ({where}) does not answer: {exc}")
+    finally:
+        client.close()
 
 
 @main.command("worker")
@@ -739,6 +813,7 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
             queue_name("--queues", name)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--queues") from None
+    _check_broker(_settings(ctx))
     command = worker_argv(concurrency, pool, names)
     os.execvpe(command[0], command, {**os.environ, **job_queue.WORKER_SHUTDOWN_ENV})
 
@@ -747,6 +822,7 @@ def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str 
 @click.pass_context
 def beat_command(ctx: click.Context) -> None:
     """Run the Celery beat scheduler: pruning, scheduled retraining, the fold-in sweep, the snapshot guard."""
+    _check_broker(_settings(ctx))
     command = beat_argv(_settings(ctx))
     os.execvp(command[0], command)
 
@@ -788,7 +864,7 @@ def up_command(
     from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
-    run_stack(settings, port, import_name, run_import_or_demo, train_first)
+    run_stack(settings, port, import_name, run_import_or_demo, train_first, import_record)
 
 
 main.add_command(kg_group)

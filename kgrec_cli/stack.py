@@ -24,7 +24,7 @@ from kgrec.datasets import import_source
 from kgrec.gateway import open_gateway
 from kgrec.job_queue import WORKER_PARENT_ENV, WORKER_SHUTDOWN_ENV
 from kgrec.migrations import migrate
-from kgrec.runtime import embedded_server
+from kgrec.runtime import check_neo4j, embedded_server
 from kgrec_cli.supervisor import (
     POLL_S,
     ChildProcess,
@@ -41,6 +41,8 @@ __all__ = ["StackError", "beat_argv", "gunicorn_command", "import_decision", "ru
 
 
 ImportRunner = Callable[[Settings, str, Path, Path | None], None]
+# How the graph's import record would name the data set an ImportRunner imports for a name.
+ImportRecord = Callable[[Settings, str, Path], str]
 LOCK_FILE = "up.lock"  # in the data dir: held (flock) by the one kgrec up that runs on it
 HEALTH_POLL_TIMEOUT_S = 2.0
 
@@ -233,18 +235,26 @@ def _when(ms: int) -> str:
 
 
 def import_decision(
-    items: int, state: ImportState | None, import_name: str | None
+    items: int, state: ImportState | None, import_name: str | None, requested: str | None = None
 ) -> tuple[bool, str | None]:
     """Whether ``kgrec up`` runs the import ``import_name``, and what it says about the graph.
 
     An empty graph is imported. A graph whose last import did not finish (its process was
     killed part way) is imported again: every step is idempotent, so the import completes, and
     it rewrites the AOF the killed one left long. Any other graph with items is served as it is.
+    ``requested``: how the import record would name ``import_name``'s data set (default
+    ``import_name``); another data set than the unfinished one's is refused with a
+    :class:`StackError`, as it would not complete that import but mix two data sets in one graph.
     """
     unfinished = state is not None and not state.finished
     if unfinished:
         assert state is not None
         what = f"the import of {state.dataset} started {_when(state.started_at)} did not finish"
+        if import_name and (requested or import_name) != state.dataset:
+            raise StackError(
+                f"{what}; importing {import_name} over it would mix two data sets in one graph: "
+                f"finish it with kgrec up --import {state.dataset}, or use another --data-dir"
+            )
         if import_name:
             return True, f"{what}: importing {import_name} again"
         return False, (
@@ -281,16 +291,20 @@ def _stack_lock(data_dir: Path, port: int) -> Iterator[None]:
         yield
 
 
-def check_port_free(port: int) -> None:
-    """Raise :class:`StackError` naming ``port`` when the API could not bind it on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise :class:`StackError` naming ``port`` when the API could not bind it on ``host``."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise StackError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         # as gunicorn binds: connections of an earlier server in TIME_WAIT do not count as taken
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind(address)
         except OSError as exc:
             raise StackError(
-                f"API port {port} on 127.0.0.1 is not free ({exc.strerror}); stop what holds it or use --port"
+                f"API port {port} on {host} is not free ({exc.strerror}); stop what holds it or use --port"
             ) from None
 
 
@@ -310,6 +324,7 @@ def run_stack(
     import_name: str | None,
     run_import: ImportRunner,
     train_first: bool = False,
+    import_record: ImportRecord | None = None,
 ) -> None:
     """Start everything and supervise it until Ctrl-C/SIGTERM, then stop it all cleanly.
 
@@ -338,7 +353,7 @@ def run_stack(
                     f"(appendfsync {settings.impressions_fsync})",
                     flush=True,
                 )
-            run_it, message = _import_plan(settings, import_name)
+            run_it, message = _import_plan(settings, import_name, import_record)
             if message:
                 print(message, flush=True)
             if run_it and import_name:
@@ -388,15 +403,22 @@ def _resume_import(settings: Settings, import_name: str) -> str:
         return f"kgrec up --import {import_name}"
 
 
-def _import_plan(settings: Settings, import_name: str | None) -> tuple[bool, str | None]:
+def _import_plan(
+    settings: Settings, import_name: str | None, import_record: ImportRecord | None = None
+) -> tuple[bool, str | None]:
     """Migrate the graph, then :func:`import_decision` on what it holds."""
     from kgrec.importer import import_state
 
+    if not settings.embedded:
+        check_neo4j(settings)
     with open_gateway(settings) as gateway:
         migrate(gateway)
         items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
         state = import_state(gateway)
-    return import_decision(items, state, import_name)
+    requested = None
+    if import_name and import_record is not None:
+        requested = import_record(settings, import_name, settings.datasets_dir)
+    return import_decision(items, state, import_name, requested)
 
 
 def _children(settings: Settings, port: int) -> list[ChildProcess]:

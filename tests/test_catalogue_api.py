@@ -383,9 +383,21 @@ def test_items_import_reads_gzip_and_names_the_file_and_line_of_an_unreadable_on
     bad_byte.write_bytes(b"item_id,title\nok-1,Soap\nok-2,Cr\xe8me\n")
     truncated = tmp_path / "cut.jsonl.gz"
     truncated.write_bytes(gzip.compress(b'{"item_id": "cut-1"}\n' * 2000)[:-40])
+    unclosed = tmp_path / "unclosed.csv"  # its last rows were one title, imported
+    unclosed.write_text('item_id,title\nok-3,"Soap\nok-4,Cream\n', encoding="utf-8")
+    stray = tmp_path / "stray.csv"
+    stray.write_text('item_id,title\nok-5,"Soap\nok-6,"Cream"\n', encoding="utf-8")
+    oversized = tmp_path / "oversized.csv"  # a traceback from the csv module
+    oversized.write_text(f"item_id,title\nok-7,{'x' * 200_000}\n", encoding="utf-8")
     monkeypatch.setenv("KGREC_DATA_DIR", str(tmp_path / "data"))  # refused before any graph is opened
     runner = CliRunner()
-    for path, reason in ((bad_byte, "line 3: not UTF-8"), (truncated, "it ends early")):
+    for path, reason in (
+        (bad_byte, "line 3: not UTF-8"),
+        (truncated, "it ends early"),
+        (unclosed, "line 2: not valid CSV: a quoted field is never closed"),
+        (stray, "line 2: not valid CSV: ',' expected after '\"'"),
+        (oversized, "line 2: not valid CSV: field larger than field limit (131072)"),
+    ):
         result = runner.invoke(kgrec_main, ["items", "import", str(path)])
         assert result.exit_code == 1, result.output
         (line,) = result.output.splitlines()

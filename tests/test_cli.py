@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,3 +266,78 @@ def test_db_commands_refuse_an_external_neo4j_in_one_line(tmp_path: Path) -> Non
     assert done.stderr.strip().splitlines()[-1] == (
         "kgrec: error: NEO4J_URI is set: kgrec does not manage an external Neo4j"
     )
+
+
+@pytest.mark.parametrize("scheme", ["neo4j", "bolt"])
+def test_an_unreachable_neo4j_is_reported_in_one_line_within_seconds(tmp_path: Path, scheme: str) -> None:
+    """It took about 64 s of driver retries, each logged (13 lines), before the error."""
+    env = {"KGREC_DATA_DIR": str(tmp_path), "NEO4J_URI": f"{scheme}://127.0.0.1:1", "REDIS_URL": ""}
+    for command in (("migrate",), ("cypher", "RETURN 1")):
+        done = kgrec(*command, env=env, timeout=30)
+        assert done.returncode == 1
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"kgrec: error: Neo4j at {scheme}://127.0.0.1:1 is not reachable: "), line
+
+
+def test_worker_and_beat_without_a_broker_fail_in_one_line(tmp_path: Path) -> None:
+    """Celery printed a 41-line traceback when the broker was not there or did not answer."""
+    cases = [
+        (
+            {},
+            "the embedded graph server (also the Celery broker) is not running; start it with `kgrec db start`",
+        ),
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "the Celery broker (REDIS_URL) does not answer: "),
+        ({"NEO4J_URI": "bolt://127.0.0.1:1"}, "NEO4J_URI is set but REDIS_URL is not"),
+    ]
+    for env, reason in cases:
+        for command in ("worker", "beat"):
+            done = kgrec(command, env={"KGREC_DATA_DIR": str(tmp_path), **env}, timeout=60)
+            assert done.returncode == 1, done.stderr
+            (line,) = done.stderr.splitlines()
+            assert line.startswith(f"kgrec: error: {reason}"), line
+
+
+def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
+    """gunicorn logged "Connection in use" every second, then gave up with no kgrec error."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = kgrec("serve", "--port", str(port), env={"KGREC_DATA_DIR": str(tmp_path)}, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"kgrec: error: API port {port} on 127.0.0.1 is not free (Address already in use); "
+        "stop what holds it or use --port"
+    ]
+
+
+def test_train_wait_with_no_worker_says_so_and_ctrl_c_leaves_the_job_queued(tmp_path: Path) -> None:
+    """It waited silently for ever (result.get(timeout=None)), and Ctrl-C printed a traceback."""
+    env = {"KGREC_DATA_DIR": str(tmp_path)}
+    assert kgrec("db", "start", env=env).returncode == 0
+    try:
+        log = tmp_path / "wait.err"
+        with open(log, "wb") as err:
+            waiting = subprocess.Popen(
+                [str(KGREC), "train", "--wait"],
+                env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+            deadline = time.monotonic() + 60
+            while "no worker takes jobs" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            waiting.send_signal(signal.SIGINT)
+            out, _ = waiting.communicate(timeout=30)
+        lines = log.read_text().splitlines()
+        job_id = out.split()[2]
+        assert lines[:2] == [
+            f"job {job_id}: pending",
+            "no worker takes jobs from queue 'celery': start one (`kgrec worker`, or `kgrec up`); "
+            "still waiting (Ctrl-C stops waiting, the job stays queued)",
+        ]
+        assert lines[-1] == f"kgrec: stopped waiting; job {job_id} goes on (GET /v1/jobs/{job_id})"
+        assert waiting.returncode == 130 and "Traceback" not in log.read_text()
+    finally:
+        EmbeddedServer(tmp_path).stop()

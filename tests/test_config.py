@@ -24,6 +24,25 @@ from kgrec.config import Settings
         ("KGREC_GATE_EXPERIMENT", "ture", "must be true or false (1/0, yes/no, on/off), not 'ture'"),
         # a key is a secret, so not repeated; headers reach the app as Latin-1, so "clé" never matches
         ("KGREC_API_KEYS", "fine,clé", "must hold printable ASCII keys only (one has other characters)"),
+        # a URL without its scheme was a driver traceback, or Celery's "No module named 'localhost'"
+        (
+            "NEO4J_URI",
+            "localhost:7687",
+            "must be a URL starting neo4j:// or neo4j+s:// or neo4j+ssc:// or bolt:// or bolt+s:// or "
+            "bolt+ssc:// (e.g. neo4j://localhost:7687), not 'localhost:7687'",
+        ),
+        (
+            "REDIS_URL",
+            "localhost:6379",
+            "must be a URL starting redis:// or rediss:// (e.g. redis://localhost:6379/0), not 'localhost:6379'",
+        ),
+        (  # its password is not repeated
+            "REDIS_URL",
+            "http://:secret@cache:6379",
+            "must be a URL starting redis:// or rediss:// (e.g. redis://localhost:6379/0), "
+            "not 'http://***@cache:6379'",
+        ),
+        ("KGREC_GRAPH", "", "must not be empty (unset it for the default 'kgrec')"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
@@ -32,6 +51,35 @@ def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
     with pytest.raises(ValueError) as refused:
         Settings.from_env({name: value})
     assert str(refused.value) == f"{name} {reason}"
+
+
+def test_a_behaviour_weight_must_be_a_number_at_least_0() -> None:
+    """``view=abc`` was float's message without the variable; nan, inf and -5 were accepted."""
+    for value, pair, weight in (
+        ("view=abc", "view=abc", "abc"),
+        ("cart=nan", "cart=nan", "nan"),
+        ("view=1,purchase=-5", "purchase=-5", "-5"),
+        ("fav=inf", "fav=inf", "inf"),
+        ("click", "click", ""),
+    ):
+        with pytest.raises(ValueError) as refused:
+            Settings.from_env({"KGREC_BEHAVIOUR_WEIGHTS": value})
+        assert str(refused.value) == (
+            f"KGREC_BEHAVIOUR_WEIGHTS: {pair!r}: the weight must be a number at least 0, not {weight!r}"
+        )
+    assert (
+        Settings.from_env({"KGREC_BEHAVIOUR_WEIGHTS": "view=0, cart = 2.5"}).behaviour_weights["cart"] == 2.5
+    )
+
+
+def test_empty_url_and_folder_variables_mean_unset() -> None:
+    """KGREC_DATA_DIR='' was the working directory; the URLs' empty already meant unset."""
+    empty = Settings.from_env({"KGREC_DATA_DIR": "", "NEO4J_URI": "", "REDIS_URL": ""})
+    assert empty.data_dir == Settings.from_env({}).data_dir
+    assert empty.neo4j_uri is None and empty.redis_url is None
+    good = {"NEO4J_URI": "bolt+s://db.example:7687", "REDIS_URL": "rediss://:pw@cache:6380/0"}
+    assert Settings.from_env(good).redis_url == good["REDIS_URL"]
+    assert Settings.from_env(good).neo4j_uri == good["NEO4J_URI"]
 
 
 def test_good_settings_are_read_as_numbers_and_flags() -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.migrations import migrate
 from kgrec.runtime import embedded_server
 from tests.conftest import embedded_only
+from tests.processes import kgrec_cli
 
 pytestmark = embedded_only
 
@@ -367,6 +369,31 @@ def test_db_commands_manage_a_detached_server(data_dir: Path) -> None:
     assert "stopped" in stopped.stdout
     assert _wait_gone(status["pid"])
     assert json.loads(kgrec("db", "status", "--json").stdout)["running"] is False
+
+
+def test_a_record_copied_from_another_data_dir_never_stops_that_ones_servers(tmp_path: Path) -> None:
+    """``server.json`` naming another data directory's live servers (pids of redis-servers) is
+    stale here: ``kgrec db stop`` and the start-up check leave those servers running."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    theirs = EmbeddedServer(a).start(detached=True)
+    try:
+        companion = json.loads(EmbeddedServer(a).impressions.info_path.read_text())
+        ours = EmbeddedServer(b)
+        ours.impressions.dir.mkdir(parents=True)
+        for port in (1, theirs.port):  # another port, or the same one (the record copied as it was)
+            ours.info_path.write_text(json.dumps({**asdict(theirs), "port": port, "owner_pid": None}))
+            ours.impressions.info_path.write_text(json.dumps({**companion, "owner_pid": None}))
+            stopped = kgrec_cli("db", "stop", env=_operator_env(b), timeout=120)
+            assert stopped.returncode == 0, stopped.stderr
+            assert "not running" in stopped.stdout
+            assert _pid_alive(theirs.pid) and _pid_alive(companion["pid"])
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        ours.info_path.write_text(json.dumps({**asdict(theirs), "owner_pid": dead.pid}))  # an "orphan"
+        assert ours.running() is None
+        assert _pid_alive(theirs.pid) and EmbeddedServer(a).running() == theirs
+    finally:
+        EmbeddedServer(a).stop()
 
 
 def test_a_data_dir_with_quotes_and_backslashes_in_its_path_works(tmp_path: Path) -> None:

@@ -174,8 +174,15 @@ def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
     truncated, undecodable = tmp_path / "truncated.csv.gz", tmp_path / "undecodable.csv"
     truncated.write_bytes(packed[: len(packed) // 2])
     undecodable.write_bytes(b"u1,i1,c1,pv,1704067200\nu2,i\xff2,c1,pv,1704067201\n")
+    # malformed CSV: a traceback for a field over csv's limit; an unclosed quote imported the rows
+    # after it as one field
+    unclosed, oversized = tmp_path / "unclosed.csv", tmp_path / "oversized.csv"
+    unclosed.write_text('u1,i1,c1,pv,1704067200\nu2,"i2,c1,pv,1704067201\nu3,i3,c1,pv,1704067202\n')
+    oversized.write_text(f"u1,{'i' * 200_000},c1,pv,1704067200\n")
     env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"ev_{uuid.uuid4().hex[:8]}"}
     for path, reason in (
+        (unclosed, r"unclosed\.csv line 2: not valid CSV: a quoted field is never closed .*$"),
+        (oversized, r"oversized\.csv line 1: not valid CSV: field larger than field limit \(131072\)$"),
         (truncated, r"truncated\.csv\.gz: cannot read past line \d+: it ends early \(truncated\)$"),
         (undecodable, r"undecodable\.csv line 2: not UTF-8 \(byte 0xff at column 5\)$"),
     ):

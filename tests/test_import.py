@@ -31,7 +31,8 @@ from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset, import_state
 from kgrec.limits import MAX_EPOCH_MS
-from kgrec_cli.stack import import_decision
+from kgrec_cli.main import import_record
+from kgrec_cli.stack import StackError, import_decision
 from tests.conftest import embedded_only
 from tests.processes import kgrec_cli
 from tests.subsets import amazon_beauty_subset
@@ -532,6 +533,17 @@ def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
     assert (
         run_it and said is not None and f"the import of {shop} started" in said and "did not finish" in said
     )
+    # another data set does not complete it: it would mix two data sets in one graph
+    assert import_record(settings, str(shop), tmp_path) == import_record(settings, "shop", tmp_path)
+    assert import_decision(items, state, "shop", import_record(settings, "shop", tmp_path))[0]
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(StackError) as refused:
+        import_decision(items, state, str(other), import_record(settings, str(other), tmp_path))
+    assert str(refused.value).endswith(
+        f"did not finish; importing {other} over it would mix two data sets in one graph: "
+        f"finish it with kgrec up --import {shop.resolve()}, or use another --data-dir"
+    )
     served, why = import_decision(items, state, None)
     assert not served and why is not None and why.startswith(said.split(" did not finish")[0])
     assert why.endswith(
@@ -585,8 +597,16 @@ def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
     packed = gzip.compress(f"user_id,item_id,ts\n{rows}".encode())
     (truncated / "interactions.csv.gz").write_bytes(packed[: len(packed) // 2])
     (undecodable / "interactions.csv").write_bytes(b"user_id,item_id\nu1,i1\nu2,i\xff2\n")
+    # malformed CSV was a traceback (a field over csv's limit), or rows swallowed into one field
+    unclosed, oversized = tmp_path / "unclosed", tmp_path / "oversized"
+    unclosed.mkdir()
+    oversized.mkdir()
+    (unclosed / "interactions.csv").write_text('user_id,item_id,ts\nu1,i1,1704067200\nu2,"i2,1\nu3,i3,2\n')
+    (oversized / "interactions.csv").write_text(f"user_id,item_id,ts\nu1,{'i' * 200_000},1704067200\n")
     env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
     for folder, reason in (
+        (unclosed, r"unclosed/interactions\.csv line 3: not valid CSV: a quoted field is never closed"),
+        (oversized, r"oversized/interactions\.csv line 2: not valid CSV: field larger than field limit"),
         (
             truncated,
             r"truncated/interactions\.csv\.gz: cannot read past line \d+: it ends early \(truncated\)",

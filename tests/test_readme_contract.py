@@ -12,6 +12,7 @@ import ast
 import inspect
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,11 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
     if check == "_api_keys":
         return "printable ASCII, comma-separated"
     if check == "_parse_weights":
-        return "`behaviour=weight`, comma-separated"
+        return "`behaviour=weight`, comma-separated, each weight a number ≥ 0"
+    if check == "_url":
+        return ", ".join(f"`{scheme}://`" for scheme in keywords["schemes"]) + " URL"
+    if check == "_name":
+        return "a name, not empty"
     assert check is None, f"a new check, {check}: say in _accepts what it accepts"
     return None
 
@@ -556,3 +561,30 @@ def test_every_make_command_in_the_readme_names_a_makefile_target() -> None:
             if (is_assignment and name not in variables) or (not is_assignment and word not in targets):
                 wrong.append((command, word))
     assert wrong == []
+
+
+def test_make_names_each_missing_prerequisite_before_installing(tmp_path: Path) -> None:
+    """The README's prerequisites were found missing late: after a long pip install, or by a test."""
+    old_python = tmp_path / "python3"
+    old_python.write_text("#!/bin/sh\necho 'Python 3.9.2'\nexit 1\n")
+    old_python.chmod(0o755)
+    tools = tmp_path / "bin"  # a PATH without npm
+    tools.mkdir()
+    for tool in ("sh", "grep", "head", "make"):
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    for target in ("prereqs", "install", "run", "test"):
+        done = subprocess.run(
+            ["make", "-s", "--no-print-directory", target, f"PYTHON={old_python}"],
+            cwd=ROOT,
+            env={"PATH": str(tools)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        missing = [line for line in done.stdout.splitlines() if line.startswith("missing: ")]
+        # libgomp is found here through /sbin/ldconfig whatever PATH is
+        assert [line.split(" (")[0] for line in missing][:2] == [
+            f"missing: Python 3.11 or newer as {old_python}",
+            "missing: npm",
+        ], done.stdout

@@ -187,6 +187,36 @@ def open_text(path: Path) -> TextFile:
     return TextFile(path)
 
 
+class CsvReader:
+    """``csv.reader`` over a :class:`TextFile`, strict: a quote that is never closed (the file ends
+    inside a quoted field), text after a closing quote, or a field over the csv module's size
+    limit raises :class:`UnreadableFile` naming the file and the line where the record starts,
+    instead of a bare ``csv.Error`` or a field that swallowed the rows after it.
+    """
+
+    def __init__(self, handle: TextFile) -> None:
+        self.path = handle.path
+        self._reader = csv.reader(handle, strict=True)
+
+    @property
+    def line_num(self) -> int:
+        """The line the last record returned ends on."""
+        return self._reader.line_num
+
+    def __iter__(self) -> CsvReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        start = self._reader.line_num + 1
+        try:
+            return next(self._reader)
+        except csv.Error as exc:
+            reason = str(exc)
+            if reason == "unexpected end of data":
+                reason = "a quoted field is never closed (the file ends inside it)"
+            raise UnreadableFile(f"{self.path} line {start}: not valid CSV: {reason}") from None
+
+
 def find_file(folder: Path, stem: str) -> Path | None:
     """``folder/stem`` or ``folder/stem.gz``, whichever exists."""
     for candidate in (folder / stem, folder / f"{stem}.gz"):
@@ -203,7 +233,7 @@ def read_csv(
     Rows with the wrong number of fields are reported and skipped.
     """
     with open_text(path) as handle:
-        reader = csv.reader(handle)
+        reader = CsvReader(handle)
         header = next(reader, None)
         if header is None:
             return

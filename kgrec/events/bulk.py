@@ -8,7 +8,6 @@ everything else is applied, but events of users erased after them (``erased``).
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kgrec.config import Settings
-from kgrec.datasets.records import open_text, write_csv_rows
+from kgrec.datasets.records import CsvReader, open_text, write_csv_rows
 from kgrec.events import formats
 from kgrec.events.ingest import EventsRefused, commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
@@ -98,7 +97,7 @@ def import_events(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgrec-import")
     pending: Future[None] | None = None
     with text, writer:
-        reader = csv.reader(text)
+        reader = CsvReader(text)
         convert = _converter(fmt, reader, mapping or {})
         lines: list[int] = []
         batch: list[dict[str, Any]] = []

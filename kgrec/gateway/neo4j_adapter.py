@@ -8,8 +8,10 @@ from typing import Any
 import neo4j
 from neo4j import GraphDatabase, ManagedTransaction, unit_of_work
 from neo4j.exceptions import (
+    AuthError,
     ConnectionPoolError,
     ConstraintError,
+    DriverError,
     IncompleteCommit,
     Neo4jError,
     ServiceUnavailable,
@@ -58,6 +60,31 @@ def _translated(exc: Exception, timeout_s: float | None) -> Exception:
     if isinstance(exc, OverflowError):  # the driver packs no integer outside 64 bits
         return base.GraphQueryError(f"a parameter cannot be sent to Neo4j: {exc}")
     return base.GraphQueryError(str(exc))
+
+
+def verify_reachable(uri: str, user: str, password: str, timeout_s: float) -> None:
+    """Raise :class:`~kgrec.gateway.base.GraphUnavailable` in one line unless Neo4j at ``uri``
+    accepts a connection and the credentials within about ``timeout_s``.
+
+    For a command, before it opens its gateway: with the driver's defaults an unreachable server
+    took about a minute of retries (each one logged) before the first query failed.
+    """
+    driver = GraphDatabase.driver(
+        uri,
+        auth=(user, password),
+        connection_timeout=timeout_s,
+        connection_acquisition_timeout=timeout_s,
+        max_transaction_retry_time=0,
+    )
+    try:
+        driver.verify_connectivity()
+    except AuthError as exc:
+        raise base.GraphUnavailable(f"Neo4j at {uri} refused NEO4J_USER {user!r}: {exc.message}") from None
+    except (DriverError, Neo4jError, OSError) as exc:
+        reason = " ".join(str(exc).split())  # the driver's reasons span lines
+        raise base.GraphUnavailable(f"Neo4j at {uri} is not reachable: {reason}") from None
+    finally:
+        driver.close()
 
 
 class Neo4jGateway(GraphGateway):
