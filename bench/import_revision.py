@@ -131,6 +131,8 @@ def run(dataset_name: str, datasets_dir: Path, share: float) -> dict[str, Any]:
             prepared.category_parents,
             prepared.item_categories,
             prepared.interactions,
+            prepared.brand_interests,
+            prepared.category_interests,
             *prepared.knowledge.values(),
         )
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scale import paired_result, size_sweep
-from graph_schema.statements.dataset_import import IMPORT_INTERACTIONS, UPSERT_UNLISTED_ITEMS, UPSERT_USERS
+from graph_schema.statements.dataset_import import SET_INTERACTIONS, UPSERT_UNLISTED_ITEMS, UPSERT_USERS
 from graph_schema.statements.events import PRUNE_FADED_EDGES
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
@@ -41,7 +41,6 @@ def _views(users: list[str], first: int, count: int, ts: int) -> list[dict[str, 
             "user_id": user,
             "item_id": f"i{(k * 7 + n) % ITEMS:05d}",
             "counts": {"n_view": 1},
-            "events": 1,
             "first_ts": ts,
             "last_ts": ts,
             "last_seq": 0,
@@ -57,9 +56,7 @@ def _views(users: list[str], first: int, count: int, ts: int) -> list[dict[str, 
 
 def _write(gateway: GraphGateway, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), BATCH):
-        gateway.write(
-            IMPORT_INTERACTIONS, {"rows": rows[start : start + BATCH], "now": 0, "half_life_ms": 1e12}
-        )
+        gateway.write(SET_INTERACTIONS, {"rows": rows[start : start + BATCH]})
 
 
 def prune_before(gateway: GraphGateway, settings: Settings, now: int) -> int:

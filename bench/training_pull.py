@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scale import save_growth_report
-from graph_schema.statements.dataset_import import IMPORT_INTERACTIONS, UPSERT_ITEMS, UPSERT_USERS
+from graph_schema.statements.dataset_import import SET_INTERACTIONS, UPSERT_ITEMS, UPSERT_USERS
 from graph_schema.statements.training import TRAINING_USER_IDS
 from kgrec.config import Settings
 from kgrec.runtime import graph_session
@@ -62,7 +62,6 @@ def measure(users: int, work: Path, seed: int) -> dict[str, Any]:
                     "user_id": u,
                     "item_id": f"item{k}",
                     "counts": {"n_view": 1},
-                    "events": 1,
                     "first_ts": 0,
                     "last_ts": 0,
                     "last_seq": 0,
@@ -73,7 +72,7 @@ def measure(users: int, work: Path, seed: int) -> dict[str, Any]:
                 for u in batch
                 for k in sorted(set(rng.choices(range(ITEMS), k=PER_USER)))
             ]
-            gateway.write(IMPORT_INTERACTIONS, {"rows": rows, "now": 0, "half_life_ms": 1e12})
+            gateway.write(SET_INTERACTIONS, {"rows": rows})
         write_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         ids = all_ids(gateway, TRAINING_USER_IDS)

@@ -128,7 +128,6 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "surface",
     # User
     "flagged_bot",
-    "flagged_bot_at",  # epoch ms: when the user was flagged (absent: not flagged, or before 2026-12-07)
     "rate_minute",
     "rate_count",
     # Event (idempotency keys)
@@ -146,8 +145,6 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "rating",
     "rating_ts",
     *COUNTER_PROPERTIES,  # one per behaviour, see graph_schema.behaviours
-    # INTERACTED: when a bulk import added its interactions for the pair (added once per pair)
-    "imported_at",
     # Migration / SchemaInfo
     "version",
     "scope",

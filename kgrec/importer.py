@@ -3,10 +3,7 @@
 The data set is first aggregated in memory (one row per node and per
 relationship, interactions summed per user–item pair with decayed weights),
 then written with MERGE + SET, so running the import twice leaves the graph
-exactly as it was. Interactions are added to what live events wrote, once per
-user–item pair (the edge keeps an ``imported_at`` mark), so a re-import into a
-live graph neither drops the events' counts and weights nor counts the file's
-twice (:data:`graph_schema.statements.dataset_import.IMPORT_INTERACTIONS`).
+exactly as it was.
 
 The batches that change an item's price, brand or categories stamp the items a
 model version knows with a new catalogue revision, as a catalogue write does (a
@@ -46,6 +43,7 @@ from kgrec.decay import decayed_sum
 from kgrec.erasure import user_hash
 from kgrec.events.ingest import MINUTE_MS
 from kgrec.gateway import GraphGateway
+from kgrec.interests import PairEvidence, interest_rows
 
 # (step name, rows in step) -> callback(rows just written)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -81,9 +79,9 @@ class PreparedImport:
     users: list[str]
     bots: list[str]
     interactions: list[dict[str, Any]]
+    brand_interests: list[dict[str, Any]]
+    category_interests: list[dict[str, Any]]
     problems: list[RowProblem]
-    half_life_ms: float  # the decay the interactions are added to the graph's weights with
-    interest_edges: int  # distinct (user, brand or category) pairs the interactions reach
     # produced_by / belongs_to heads this data set does not list: head -> each triple's place and text
     outside_heads: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
     # interactions of erased users dated at or before their erasure (or undated), left out
@@ -218,13 +216,13 @@ def _aggregate(
     parents = infer_parents({i: c for i, c in item_cats.items() if c})
 
     interactions: list[dict[str, Any]] = []
+    evidence: list[PairEvidence] = []
     for (user_id, item_id), agg in pairs.items():
         weight, weight_ts = decayed_sum(agg.events, settings.half_life_ms, now_ms)
         row = {
             "user_id": user_id,
             "item_id": item_id,
             "counts": dict(agg.counts),
-            "events": sum(agg.counts.values()),
             "first_ts": agg.first_ts,
             "last_ts": agg.last_ts,
             "last_seq": agg.last_seq,
@@ -235,6 +233,11 @@ def _aggregate(
             "weight_ts": weight_ts,
         }
         interactions.append(row)
+        evidence.append(
+            PairEvidence(
+                user_id, item_id, weight, weight_ts, sum(agg.counts.values()), agg.first_ts, agg.last_ts
+            )
+        )
 
     return PreparedImport(
         items=list(item_meta.values()),
@@ -257,19 +260,11 @@ def _aggregate(
         if dataset.flags_bots
         else [],
         interactions=interactions,
-        problems=list(dataset.problems.rows),
-        half_life_ms=settings.half_life_ms,
-        interest_edges=len(
-            {
-                (user_id, kind, target)
-                for user_id, item_id in pairs
-                for kind, targets in (
-                    ("brand", [item_brand[item_id]] if item_id in item_brand else []),
-                    ("category", item_cats.get(item_id, ())),
-                )
-                for target in targets
-            }
+        brand_interests=interest_rows(
+            evidence, {i: [b] for i, b in item_brand.items()}, settings.half_life_ms
         ),
+        category_interests=interest_rows(evidence, item_cats, settings.half_life_ms),
+        problems=list(dataset.problems.rows),
         outside_heads={h: place for h, place in attribute_heads.items() if h not in local},
         erased_interactions=left_out,
     )
@@ -451,8 +446,9 @@ def load(
             (statement.name.removeprefix("link_knowledge_"), statement, rows, "rows", False, True)
             for statement, rows in knowledge.links
         ),
-        # with the user's interests in each item's brands and categories, in the same statement
-        ("user → item", q.IMPORT_INTERACTIONS, prepared.interactions, "rows", True, True),
+        ("user → item", q.SET_INTERACTIONS, prepared.interactions, "rows", False, True),
+        ("user → brand", q.SET_BRAND_INTERESTS, prepared.brand_interests, "rows", False, True),
+        ("user → category", q.SET_CATEGORY_INTERESTS, prepared.category_interests, "rows", False, True),
     ]
     rows_by_step: dict[str, int] = {}
     nodes = relationships = created = 0
@@ -463,13 +459,7 @@ def load(
             rows,
             param=param,
             batch_size=batch_size,
-            extra=(
-                {"now": now_ms, "half_life_ms": prepared.half_life_ms}
-                if statement is q.IMPORT_INTERACTIONS
-                else {"now": now_ms}
-                if needs_now
-                else None
-            ),
+            extra={"now": now_ms} if needs_now else None,
             on_batch=on_batch,
             clock="at" if statement in q.STAMPING else None,
         )
@@ -479,11 +469,8 @@ def load(
             created += summary.relationships_created
         else:
             nodes += len(rows)
-    relationships += prepared.interest_edges  # written with the interactions
     # a property of users written above, neither a node nor a relationship of its own
-    gateway.write_batches(
-        q.FLAG_BOTS, prepared.bots, param="ids", batch_size=batch_size, extra={"now": now_ms}
-    )
+    gateway.write_batches(q.FLAG_BOTS, prepared.bots, param="ids", batch_size=batch_size)
     rows_by_step["bots"] = len(prepared.bots)
     return rows_by_step, nodes, relationships, created
 

@@ -2,9 +2,9 @@
 
 An interest edge (user → brand or category) sums what the user's interactions
 with the target's items add: their weights decayed to the latest of their
-stamps, their event counts, and their first and last times. Event ingestion
-and ``kgrec import`` add a batch's sums to the stored edges (both decayed to the
-later stamp) inside ``INGEST_EVENTS`` and ``IMPORT_INTERACTIONS``, which spell
+stamps, their event counts, and their first and last times. ``kgrec import``
+sets the edges to these sums. Event ingestion adds a batch's sums to the stored
+edges (both decayed to the later stamp) inside ``INGEST_EVENTS``, which spells
 this aggregation out in Cypher, because only the graph knows the targets of
 every item without another read; ``tests/test_decay.py`` checks the two agree.
 """

@@ -37,7 +37,6 @@ def test_discover_orders_shared_and_engine_files() -> None:
             "shared/0012_co_purchase_types_owned",
             "shared/0013_twin_entities_merged",
             f"{engine}/0014_erasures",
-            "shared/0015_imported_interactions_marked",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 
@@ -147,34 +146,3 @@ def test_twins_are_merged_in_batches(gateway: GraphGateway) -> None:
     ]
     moved = gateway.run_query("MATCH (:Item)-[r:RDF_TYPE]->(:Entity) RETURN r.relation AS r", {})
     assert len(moved) == 15
-
-
-def test_interaction_edges_of_a_graph_that_records_an_import_are_marked_imported(
-    gateway: GraphGateway,
-) -> None:
-    """An import before 2026-12-07 set the edges to the file's values without a mark: migration 0015
-    marks them with the import's start, so importing the file again does not add it a second time.
-    A graph that records no import keeps its edges unmarked."""
-    gateway.run_query(
-        "CREATE (u:User {id: 'u1'})-[:INTERACTED {weight: 1.0}]->(i:Item {id: 'i1'}),"
-        "       (u)-[:INTERACTED {weight: 2.0, imported_at: 3}]->(:Item {id: 'i2'}),"
-        "       (u)-[:INTERESTED_IN {weight: 1.0}]->(:Brand {id: 'b1'})",
-        {},
-    )
-    marks = "MATCH (:User)-[e]->(t) RETURN t.id AS t, e.imported_at AS at ORDER BY t"
-    forget = "MATCH (m:Migration {id: 'shared/0015_imported_interactions_marked'}) DELETE m"
-    gateway.run_query(forget, {})
-    assert [m.id for m in migrate(gateway)] == ["shared/0015_imported_interactions_marked"]
-    assert gateway.run_query(marks, {}) == [
-        {"t": "b1", "at": None},
-        {"t": "i1", "at": None},
-        {"t": "i2", "at": 3},
-    ]
-    gateway.run_query("CREATE (:Revision {id: 'import', dataset: 'shop', started_at: 5, finished_at: 6})", {})
-    gateway.run_query(forget, {})
-    assert [m.id for m in migrate(gateway)] == ["shared/0015_imported_interactions_marked"]
-    assert gateway.run_query(marks, {}) == [
-        {"t": "b1", "at": None},
-        {"t": "i1", "at": 5},
-        {"t": "i2", "at": 3},
-    ]

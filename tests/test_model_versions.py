@@ -26,8 +26,6 @@ from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.erasure import user_hash
-from kgrec.events.ingest import ingest
-from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
@@ -264,40 +262,6 @@ def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_pu
     assert sorted(r["id"] for r in adjustments) == items and {r["delta"] for r in adjustments} == {-1}
     served = ActiveModel(gateway, loaded.data_dir).get()
     assert served is not None and served.artifacts.version == "v-during"
-    expected = np.bincount(graph.inter_item[graph.inter_user != user_row], minlength=graph.n_items)
-    np.testing.assert_array_equal(served.artifacts.popularity, expected)
-
-
-def test_a_user_flagged_as_a_bot_after_a_training_and_then_erased_takes_their_share_off_it(
-    gateway: GraphGateway, loaded: Settings
-) -> None:
-    """The version counted the user (not a bot when its graph was pulled); the flag that came later
-    does not keep their share in its popularity once they are erased."""
-    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
-    result = train_model(graph, QUICK, version="v-counted")
-    write_back(gateway, result, graph, models_dir(loaded.data_dir))
-    user_row = int(np.bincount(graph.inter_user).argmax())
-    user = graph.user_ids[user_row]
-    items = sorted(graph.item_ids[i] for i in graph.inter_item[graph.inter_user == user_row])
-    # live events over the bot limit in one minute, on an item new to the user: flagged now
-    strict = replace(loaded, bot_events_per_minute=2)
-    other = next(i for i in graph.item_ids if i not in items)
-    now = int(time.time() * 1000)
-    burst = [
-        {"event_id": f"burst-{k}", "user_id": user, "item_id": other, "type": "view", "ts": now - 1000 + k}
-        for k in range(3)
-    ]
-    valid, errors = validate_batch(burst, max_skew_s=300)
-    assert errors == []
-    ingest(gateway, valid, strict)
-    flagged = gateway.run_query("MATCH (u:User {id: $id}) RETURN u.flagged_bot AS bot", {"id": user})
-    assert flagged == [{"bot": True}]
-    done = gateway.write(ERASE_USER, {"user_id": user, "erasure_id": user_hash(user), "now": now + 1})
-    adjustments = gateway.read(POPULARITY_ADJUSTMENTS, {"version": "v-counted"})
-    assert done.rows[0]["popularity_adjusted"] == len(items)
-    assert sorted(r["id"] for r in adjustments) == items and {r["delta"] for r in adjustments} == {-1}
-    served = ActiveModel(gateway, loaded.data_dir).get()
-    assert served is not None and served.artifacts.version == "v-counted"
     expected = np.bincount(graph.inter_item[graph.inter_user != user_row], minlength=graph.n_items)
     np.testing.assert_array_equal(served.artifacts.popularity, expected)
 

@@ -502,78 +502,40 @@ def _flag_bots(gw: GraphGateway, st: Statement) -> None:
     (bot,) = st.params["ids"]
     query(
         gw,
-        "CREATE (:User {id: $bot, flagged_bot: false}), (:User {id: 'human', flagged_bot: false}),"
-        "       (:User {id: 'old-bot', flagged_bot: true}), (:User {id: 'bot-since-1', flagged_bot: true,"
-        "        flagged_bot_at: 1})",
+        "CREATE (:User {id: $bot, flagged_bot: false}), (:User {id: 'human', flagged_bot: false})",
         bot=bot,
     )
-    gw.write(st, {"ids": [bot, "missing", "old-bot", "bot-since-1"], "now": NOW})
-    assert node(gw, "User", bot) == {"id": bot, "flagged_bot": True, "flagged_bot_at": NOW}
+    gw.write(st, {"ids": [bot, "missing"]})
+    assert node(gw, "User", bot) == {"id": bot, "flagged_bot": True}
     assert node(gw, "User", "human") == {"id": "human", "flagged_bot": False}
     assert node(gw, "User", "missing") is None  # flags known users only
-    # a user flagged already keeps the time it has (none: flagged before times were kept)
-    assert node(gw, "User", "old-bot") == {"id": "old-bot", "flagged_bot": True}
-    assert node(gw, "User", "bot-since-1") == {"id": "bot-since-1", "flagged_bot": True, "flagged_bot_at": 1}
 
 
-@effect("import_interactions")
-def _import_interactions(gw: GraphGateway, st: Statement) -> None:
-    # Stored: an event's view of B0001 by the row's user (weight 1 stamped one half-life before the
-    # row's purchase, a dated rating) and its interest in B0001's brand; B0001 is also in Lips.
-    # A second user's edge to B0001 was imported already. The row (a purchase, no rating) is added
-    # to the view and the brand interest, creates the category interest, and is then marked.
+@effect("set_interactions")
+def _set_interactions(gw: GraphGateway, st: Statement) -> None:
     (row,) = st.params["rows"]
-    half = st.params["half_life_ms"]
-    then = NOW - int(half)
     query(
         gw,
-        "CREATE (u:User {id: $u})-[:INTERACTED {n_view: 1, weight: 1.0, weight_ts: $then, first_ts: $then,"
-        "        last_ts: $then, rating: 3.0, rating_ts: $then}]->(i:Item {id: $i}),"
-        "       (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $then, count: 1, first_ts: $then,"
-        "        last_ts: $then}]->(b:Brand {id: 'Olay'}),"
-        "       (i)-[:MADE_BY]->(b), (i)-[:IN_CATEGORY]->(:Category {id: 'Lips'}),"
-        "       (:User {id: 'other'})-[:INTERACTED {n_purchase: 1, weight: 5.0, weight_ts: 1,"
-        "        imported_at: 1}]->(i)",
+        "CREATE (u:User {id: $u})-[:INTERACTED {weight: 1.0, weight_ts: 5, rating: 3.0}]->(:Item {id: $i})",
         u=row["user_id"],
         i=row["item_id"],
-        then=then,
     )
     gw.write(st, st.params)
     (edge,) = rels(
         gw, "(:User {id: $u})-[r:INTERACTED]->(:Item {id: $i})", u=row["user_id"], i=row["item_id"]
     )
-    assert edge == {
-        "n_view": 1,
+    # Set to the aggregated values (a null rating removes the stored one).
+    assert {
+        k: edge.get(k) for k in ("n_purchase", "weight", "weight_ts", "first_ts", "last_ts", "last_seq")
+    } == {
         "n_purchase": 1,
-        "weight": pytest.approx(0.5 + 5.0),
+        "weight": 5.0,
         "weight_ts": NOW,
-        "first_ts": then,
+        "first_ts": NOW,
         "last_ts": NOW,
         "last_seq": 0,
-        "rating": 3.0,  # the row has none: the event's stays
-        "rating_ts": then,
-        "imported_at": st.params["now"],
     }
-    (brand,) = rels(gw, "(:User {id: $u})-[r:INTERESTED_IN]->(:Brand {id: 'Olay'})", u=row["user_id"])
-    assert brand == {
-        "weight": pytest.approx(0.5 + 5.0),
-        "weight_ts": NOW,
-        "count": 2,
-        "first_ts": then,
-        "last_ts": NOW,
-    }
-    (category,) = rels(gw, "(:User {id: $u})-[r:INTERESTED_IN]->(:Category {id: 'Lips'})", u=row["user_id"])
-    assert category == {"weight": 5.0, "weight_ts": NOW, "count": 1, "first_ts": NOW, "last_ts": NOW}
-    # The pair is marked: the same row again adds nothing, and neither did it to the other user's edge.
-    gw.write(st, st.params)
-    assert rels(
-        gw, "(:User {id: $u})-[r:INTERACTED]->(:Item {id: $i})", u=row["user_id"], i=row["item_id"]
-    ) == [edge]
-    assert count(gw, "(:User {id: $u})-[r:INTERESTED_IN]->() WHERE r.count = 1", u=row["user_id"]) == 1
-    (other,) = rels(gw, "(:User {id: 'other'})-[r:INTERACTED]->()")
-    assert other == {"n_purchase": 1, "weight": 5.0, "weight_ts": 1, "imported_at": 1}
-    assert count(gw, "(:User {id: 'other'})-[:INTERESTED_IN]->()") == 0
-    assert node(gw, "User", row["user_id"]).get("write_lock") is None
+    assert edge.get("rating") is None
 
 
 @effect("set_brand_interests", "set_category_interests")
@@ -1854,22 +1816,6 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
     assert count(gw, "(n)") == 7 + 5  # items, brand, versions, the other user and 5 tombstones stay
-    # A bot flagged after a version's data cut was counted by it: erasing them takes their share
-    # off; one flagged by the cut (v: created at 1000, no data_until) was left out, and is not.
-    query(
-        gw,
-        "MATCH (m:ModelVersion {id: 'v'}), (i:Item {id: 'trained'})"
-        " CREATE (m)-[:EMBEDDING {vector: [1.0]}]->(:User {id: 'late-bot', flagged_bot: true,"
-        "        flagged_bot_at: 1001})-[:INTERACTED {first_ts: 900}]->(i),"
-        "        (m)-[:EMBEDDING {vector: [1.0]}]->(:User {id: 'early-bot', flagged_bot: true,"
-        "        flagged_bot_at: 1000})-[:INTERACTED {first_ts: 900}]->(i)",
-    )
-    early = gw.write(st, {"user_id": "early-bot", "erasure_id": "e-early", "now": NOW + 4})
-    assert early.rows == [{"interactions": 1, "interests": 0, "embeddings": 1, "popularity_adjusted": 0}]
-    assert adjustments()["trained"] == -2
-    late = gw.write(st, {"user_id": "late-bot", "erasure_id": "e-late", "now": NOW + 5})
-    assert late.rows == [{"interactions": 1, "interests": 0, "embeddings": 1, "popularity_adjusted": 1}]
-    assert adjustments()["trained"] == -3
 
 
 @effect("erasure_cleaned_up")

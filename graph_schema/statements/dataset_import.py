@@ -2,16 +2,12 @@
 
 Each takes ``$rows`` (a batch of 1k–10k maps) and is idempotent: the importer
 aggregates the data first, then MERGEs nodes and relationships and SETs their
-properties to the aggregated values, so a second run changes nothing. The
-interactions are the exception: they are added to what live events wrote, once
-per user–item pair (:data:`IMPORT_INTERACTIONS`).
+properties to the aggregated values, so a second run changes nothing.
 Entities and knowledge edges are written by :mod:`graph_schema.statements.knowledge`.
 """
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
-from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, read, write
-from graph_schema.statements.events import add_pair, merge_interest
 from graph_schema.statements.knowledge import (
     absorb_entities,
     bump_catalogue_if,
@@ -193,70 +189,39 @@ UPSERT_USERS = write(
     now=1700000000000,
 )
 
-# Users whose timed events exceed the bot limit in some minute (the live path flags them the same way),
-# stamped `flagged_bot_at` $now when newly flagged (an erasure reads it against a version's data cut).
+# Users whose timed events exceed the bot limit in some minute (the live path flags them the same way).
 FLAG_BOTS = write(
     "flag_bots",
     """
     UNWIND $ids AS user_id
     MATCH (u:User {id: user_id})
-    SET u.flagged_bot_at = CASE WHEN coalesce(u.flagged_bot, false) THEN u.flagged_bot_at ELSE $now END,
-        u.flagged_bot = true
+    SET u.flagged_bot = true
     """,
     ids=["A1YJEY40YUW4SE"],
-    now=1700000000000,
 )
 
-# Pairs carry only their non-zero counters; a counter neither the edge nor the row has stays unset.
-_ADD_COUNTERS = ",\n        ".join(
-    f"e.{c} = CASE WHEN p.counts.{c} IS NULL THEN e.{c} ELSE coalesce(e.{c}, 0) + p.counts.{c} END"
-    for c in COUNTER_PROPERTIES
-)
-
-# One row per (user, item) pair, already aggregated over the data set, ADDED to what the edge holds
-# (live events, the catalogue), as an event batch adds: counters summed, weights decayed to the
-# later stamp and summed, first/last times widened, the newer rating kept. Each pair is added once:
-# the edge is marked `imported_at` (the import's start), and a pair whose edge carries the mark is
-# skipped, so importing a file again (or completing a killed import) neither drops what events
-# added nor counts the file's interactions twice. In the same statement, as events do, each added
-# pair's weight, event count and times go into the user's interests in the item's brands and
-# categories (the graph's MADE_BY / IN_CATEGORY links, written by the steps before), so a pair and
-# its interest share are written together or not at all. The users' write locks are taken first
-# (on Neo4j a concurrent event batch for one of them waits, and neither loses the other's sums).
-IMPORT_INTERACTIONS = write(
-    "import_interactions",
-    f"""
+# One row per (user, item) pair, already aggregated over the data set.
+SET_INTERACTIONS = write(
+    "set_interactions",
+    """
     UNWIND $rows AS r
-    MATCH (u:User {{id: r.user_id}})
-    WITH DISTINCT u
-    SET u.write_lock = true
-    SET u.write_lock = null
-    WITH count(*) AS stage
-    UNWIND $rows AS p
-    MATCH (u:User {{id: p.user_id}})
-    MATCH (i:Item {{id: p.item_id}})
+    MATCH (u:User {id: r.user_id})
+    MATCH (i:Item {id: r.item_id})
     MERGE (u)-[e:INTERACTED]->(i)
-    WITH u, i, e, p
-    WHERE e.imported_at IS NULL
-{add_pair("e", "p.weight_ts", "p.last_ts")}
-        e.last_seq = CASE WHEN e.last_seq IS NULL OR p.last_seq > e.last_seq
-                     THEN p.last_seq ELSE e.last_seq END,
-        e.imported_at = $now,
-        {_ADD_COUNTERS}
-    WITH u, i, p
-    MATCH (i)-[:MADE_BY|IN_CATEGORY]->(t)
-    WITH u, t, max(p.weight_ts) AS ref, sum(p.events) AS events, min(p.first_ts) AS first_seen,
-         max(p.last_ts) AS last_seen, collect(p) AS ps
-    WITH u, t, ref, events, first_seen, last_seen,
-         reduce(w = 0.0, q IN ps | w + q.weight * 2 ^ (-(ref - q.weight_ts) / $half_life_ms)) AS added
-"""
-    + merge_interest("last_seen"),
+    SET e += r.counts,
+        e.first_ts = r.first_ts,
+        e.last_ts = r.last_ts,
+        e.last_seq = r.last_seq,
+        e.rating = r.rating,
+        e.rating_ts = r.rating_ts,
+        e.weight = r.weight,
+        e.weight_ts = r.weight_ts
+    """,
     rows=[
         {
             "user_id": "A1YJEY40YUW4SE",
             "item_id": "B0001",
             "counts": {"n_purchase": 1},
-            "events": 1,
             "first_ts": 1700000000000,
             "last_ts": 1700000000000,
             "last_seq": 0,
@@ -266,12 +231,8 @@ IMPORT_INTERACTIONS = write(
             "weight_ts": 1700000000000,
         }
     ],
-    now=1700000000000,
-    half_life_ms=1209600000.0,
 )
 
-# Interest edges set to given sums, not added: the import adds its interests with its pairs
-# (IMPORT_INTERACTIONS); benches seed graphs with these.
 _INTEREST_ROW = {
     "user_id": "A1YJEY40YUW4SE",
     "target_id": "Olay",

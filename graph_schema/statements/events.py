@@ -13,7 +13,7 @@ language stage keeps each user's text vector (``User.text_vector``, stamped
 one row per user), merged with the same decay.
 
 The brand and category aggregation is :func:`kgrec.interests.interest_rows`
-(topic interests use it) spelled out in Cypher, as the importer's is: done in Python it needs the items'
+(the importer calls it) spelled out in Cypher: done in Python it needs the items'
 targets first, one more read per batch (measured: a 1,000-event batch took about
 half as long again). ``tests/test_decay.py`` checks the two agree.
 
@@ -128,9 +128,6 @@ _BEFORE_PAIRS = (
         u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
                              THEN ur.minute ELSE u.rate_minute END,
         u.rate_count = in_minute,
-        u.flagged_bot_at = CASE WHEN NOT coalesce(u.flagged_bot, false)
-                                     AND (in_minute > $bot_limit OR ur.burst > $bot_limit)
-                                THEN $now ELSE u.flagged_bot_at END,
         u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit
     WITH count(*) AS stage
 """
@@ -163,29 +160,6 @@ _BEFORE_PAIRS = (
     + CATEGORY_PATH_LINKS
 )
 
-
-def add_pair(edge: str, stamp: str, last: str) -> str:
-    """Cypher adding the row ``p`` (``p.weight`` stamped ``stamp``, ``p.first_ts``, ``last`` and
-    ``p.rating`` / ``p.rating_ts``) to the INTERACTED edge ``edge`` of ``u`` and ``i``: the weights
-    decayed to the later stamp and summed, the times widened, the newer rating kept. It ends in an
-    open SET list, for the caller's further properties."""
-    return f"""    WITH u, i, {edge}, p,
-         CASE WHEN {edge}.weight_ts IS NULL OR {stamp} > {edge}.weight_ts
-              THEN {stamp} ELSE {edge}.weight_ts END AS at,
-         p.rating IS NOT NULL
-         AND ({edge}.rating_ts IS NULL OR p.rating_ts >= {edge}.rating_ts) AS newer_rating
-    SET {edge}.weight = coalesce({edge}.weight, 0.0)
-                        * 2 ^ (-(at - coalesce({edge}.weight_ts, at)) / $half_life_ms)
-                        + p.weight * 2 ^ (-(at - {stamp}) / $half_life_ms),
-        {edge}.weight_ts = at,
-        {edge}.first_ts = CASE WHEN {edge}.first_ts IS NULL OR p.first_ts < {edge}.first_ts
-                          THEN p.first_ts ELSE {edge}.first_ts END,
-        {edge}.last_ts = CASE WHEN {edge}.last_ts IS NULL OR {last} > {edge}.last_ts
-                         THEN {last} ELSE {edge}.last_ts END,
-        {edge}.rating = CASE WHEN newer_rating THEN p.rating ELSE {edge}.rating END,
-        {edge}.rating_ts = CASE WHEN newer_rating THEN p.rating_ts ELSE {edge}.rating_ts END,"""
-
-
 # The pairs come grouped by user ($user_pairs: {erasure_id, pairs}), so that the tombstone is
 # looked up once per user, not once per pair (a batch of one user's 1,000 ratings: one lookup).
 _PAIRS = (
@@ -201,7 +175,17 @@ _PAIRS = (
     MATCH (u:User {{id: p.user_id}})
     MATCH (i:Item {{id: p.item_id}})
     MERGE (u)-[r:INTERACTED]->(i)
-{add_pair("r", "p.ref_ts", "p.ref_ts")}
+    WITH u, i, r, p,
+         CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
+         p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating
+    SET r.weight = coalesce(r.weight, 0.0) * 2 ^ (-(at - coalesce(r.weight_ts, at)) / $half_life_ms)
+                   + p.weight * 2 ^ (-(at - p.ref_ts) / $half_life_ms),
+        r.weight_ts = at,
+        r.first_ts = CASE WHEN r.first_ts IS NULL OR p.first_ts < r.first_ts
+                          THEN p.first_ts ELSE r.first_ts END,
+        r.last_ts = CASE WHEN r.last_ts IS NULL OR p.ref_ts > r.last_ts THEN p.ref_ts ELSE r.last_ts END,
+        r.rating = CASE WHEN newer_rating THEN p.rating ELSE r.rating END,
+        r.rating_ts = CASE WHEN newer_rating THEN p.rating_ts ELSE r.rating_ts END,
         r.review_text = coalesce(p.review_text, r.review_text),
         {_COUNTERS}
     WITH u, i, p
@@ -214,13 +198,10 @@ _PAIRS = (
 """
 )
 
-
-def merge_interest(last_seen: str = "ref") -> str:
-    """Cypher adding (``added``, stamped ``ref``; ``events``; ``first_seen``; ``last_seen``, by
-    default ``ref``) to the interest edge ``u → t``, both weights decayed to the later stamp."""
-    return f"""
+# Adds (added, stamped ref; events; first_seen) to the interest edge u → t, both decayed to the later stamp.
+_MERGE_INTEREST = """
     MERGE (u)-[x:INTERESTED_IN]->(t)
-    WITH x, ref, added, events, first_seen, {last_seen} AS last_seen,
+    WITH x, ref, added, events, first_seen,
          CASE WHEN x.weight_ts IS NULL OR ref > x.weight_ts THEN ref ELSE x.weight_ts END AS at
     SET x.weight = coalesce(x.weight, 0.0) * 2 ^ (-(at - coalesce(x.weight_ts, at)) / $half_life_ms)
                    + added * 2 ^ (-(at - ref) / $half_life_ms),
@@ -228,11 +209,8 @@ def merge_interest(last_seen: str = "ref") -> str:
         x.count = coalesce(x.count, 0) + events,
         x.first_ts = CASE WHEN x.first_ts IS NULL OR first_seen < x.first_ts
                           THEN first_seen ELSE x.first_ts END,
-        x.last_ts = CASE WHEN x.last_ts IS NULL OR last_seen > x.last_ts THEN last_seen ELSE x.last_ts END
+        x.last_ts = CASE WHEN x.last_ts IS NULL OR ref > x.last_ts THEN ref ELSE x.last_ts END
 """
-
-
-_MERGE_INTEREST = merge_interest()
 
 # Tags on items the graph has (ingestion refuses a tag on an unknown item before writing).
 _TAGS = """

@@ -7,11 +7,8 @@ through ``POPULARITY_ADJUSTMENT`` relationships, which keep no trace of who was
 erased, so a version promoted later (a rollback, a kept candidate) serves
 without them too. Only interactions a version read count: not newer than its
 ``data_until`` (when its graph was pulled; ``created_at`` for versions that did
-not record it). A user flagged as a bot was left out of the counts of the
-versions whose data cut came after the flag, so those are not adjusted; a
-version cut before the flag (``flagged_bot_at``) counted them and is. A user
-flagged without a time (before 2026-12-07) adjusts no version. Explanation
-paths are read from the graph, so no path runs through the user afterwards.
+not record it). Explanation paths are read from the graph, so no path runs
+through the user afterwards.
 
 It leaves a tombstone, ``(:Erasure {id, erased_at, cleanup_owed})``: the SHA-1 of the user id (not the id) and
 the erasure's time, also when the graph has no such user yet (their first events may still be on
@@ -38,10 +35,8 @@ ERASE_USER = write(
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
     WITH u, interactions, seen, count(x) AS interests
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
-    WITH u, interactions, seen, interests, count(e) AS embeddings, collect(v) AS versions
-    WITH u, interactions, seen, interests, embeddings,
-         [w IN versions WHERE NOT coalesce(u.flagged_bot, false)
-                              OR u.flagged_bot_at > coalesce(w.data_until, w.created_at)] AS trained
+    WITH u, interactions, seen, interests, count(e) AS embeddings,
+         CASE WHEN coalesce(u.flagged_bot, false) THEN [] ELSE collect(v) END AS trained
     UNWIND CASE WHEN size(trained) = 0 THEN [null] ELSE trained END AS m
     WITH u, interactions, interests, embeddings, m,
          [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
