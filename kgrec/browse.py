@@ -20,7 +20,8 @@ from kgrec.gateway import GraphGateway
 SEARCH_KINDS = tuple(label.lower() for label in SEARCH_LABELS)
 # Replacements after lower-casing, on both sides of a name search: where the engines' toLower and
 # Python's str.lower disagree (FalkorDB lower-cases letter by letter, Neo4j and Python by context).
-SEARCH_FOLDS = (("\u03c2", "\u03c3"), ("\u0307", ""))  # final sigma -> sigma; İ's combining dot
+# final sigma -> sigma; i + combining dot (İ lower-cased by context) -> i, other dotted letters kept
+SEARCH_FOLDS = (("\u03c2", "\u03c3"), ("i\u0307", "i"))
 
 
 def folded(text: str) -> str:

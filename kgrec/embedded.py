@@ -160,12 +160,12 @@ def _is_our_redis(pid: int, port: int, data: Path) -> bool:
     if not any("redis-server" in word for word in words) or f"127.0.0.1:{port}" not in words:
         return False
     try:
-        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        # the same directory, however it is reached (a symlink, a bind mount, a container volume)
+        return os.path.samefile(f"/proc/{pid}/cwd", data)
     except PermissionError:
         return True  # another user's process: the port is all there is to check
     except OSError:
         return False
-    return cwd == data.resolve()
 
 
 def _free_port(preferred: int | None = None, wait_s: float = 0.0) -> int:

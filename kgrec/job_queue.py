@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from celery import Celery, states
@@ -98,10 +99,9 @@ def redis_urls(settings: Settings) -> tuple[str, str]:
     they are databases 1 and 2 of the embedded graph server's redis-server.
     """
     if settings.redis_url:
-        base = (
-            settings.redis_url.rsplit("/", 1)[0] if settings.redis_url.count("/") > 2 else settings.redis_url
-        )
-        return settings.redis_url, f"{base}/2"
+        # only the database number changes: the query (rediss' ssl_cert_reqs, timeouts) is kept
+        url = urlsplit(settings.redis_url)
+        return settings.redis_url, urlunsplit(url._replace(path="/2"))
     if not settings.embedded:
         # an embedded server that happens to run for the data directory is another deployment
         raise GraphUnavailable("NEO4J_URI is set but REDIS_URL is not: set REDIS_URL to the Celery broker")

@@ -54,7 +54,13 @@ def check_neo4j(settings: Settings, timeout_s: float = NEO4J_CHECK_TIMEOUT_S) ->
     after about ``timeout_s`` if not), before a gateway whose driver would retry for a minute."""
     from kgrec.gateway.neo4j_adapter import verify_reachable
 
-    verify_reachable(settings.neo4j_uri or "", settings.neo4j_user, settings.neo4j_password, timeout_s)
+    verify_reachable(
+        settings.neo4j_uri or "",
+        settings.neo4j_user,
+        settings.neo4j_password,
+        timeout_s,
+        database=settings.neo4j_database,
+    )
 
 
 class ProcessGateway:

@@ -578,8 +578,9 @@ def _outcome(client: Any, job_id: str, queue: str = "celery") -> Any:
                 asked = True
                 if not _consumed(client, queue):
                     click.echo(
-                        f"no worker takes jobs from queue {queue!r}: start one (`kgrec worker`, or "
-                        "`kgrec up`); still waiting (Ctrl-C stops waiting, the job stays queued)",
+                        f"no worker taking queue {queue!r} answered within 1 s (a busy solo-pool "
+                        "worker cannot): if none runs, start one (`kgrec worker`, or `kgrec up`); "
+                        "still waiting (Ctrl-C stops waiting, the job stays queued)",
                         err=True,
                     )
             time.sleep(WAIT_POLL_S)

@@ -326,7 +326,7 @@ def test_train_wait_with_no_worker_says_so_and_ctrl_c_leaves_the_job_queued(tmp_
                 text=True,
             )
             deadline = time.monotonic() + 60
-            while "no worker takes jobs" not in log.read_text() and time.monotonic() < deadline:
+            while "answered within 1 s" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.2)
             waiting.send_signal(signal.SIGINT)
             out, _ = waiting.communicate(timeout=30)
@@ -334,8 +334,9 @@ def test_train_wait_with_no_worker_says_so_and_ctrl_c_leaves_the_job_queued(tmp_
         job_id = out.split()[2]
         assert lines[:2] == [
             f"job {job_id}: pending",
-            "no worker takes jobs from queue 'celery': start one (`kgrec worker`, or `kgrec up`); "
-            "still waiting (Ctrl-C stops waiting, the job stays queued)",
+            "no worker taking queue 'celery' answered within 1 s (a busy solo-pool worker cannot): "
+            "if none runs, start one (`kgrec worker`, or `kgrec up`); still waiting (Ctrl-C stops "
+            "waiting, the job stays queued)",
         ]
         assert lines[-1] == f"kgrec: stopped waiting; job {job_id} goes on (GET /v1/jobs/{job_id})"
         assert waiting.returncode == 130 and "Traceback" not in log.read_text()

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from kgrec.config import Settings
+from kgrec.job_queue import redis_urls
 
 
 @pytest.mark.parametrize(
@@ -109,3 +110,20 @@ def test_the_cli_refuses_a_bad_setting_in_one_line() -> None:
         done.stderr.strip()
         == "kgrec: error: KGREC_EXPLORE_SHARE must be a number at least 0 and at most 1, not 'abc'"
     )
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "backend"),
+    [
+        ("redis://cache:6379", "redis://cache:6379/2"),
+        ("redis://cache:6379/0", "redis://cache:6379/2"),
+        ("redis://:secret@cache:6379/5", "redis://:secret@cache:6379/2"),
+        (
+            "rediss://cache:6380/0?ssl_cert_reqs=required",  # Celery's TLS backend needs the query
+            "rediss://cache:6380/2?ssl_cert_reqs=required",
+        ),
+    ],
+)
+def test_the_result_backend_is_database_2_of_redis_url_with_its_query(redis_url: str, backend: str) -> None:
+    settings = Settings(neo4j_uri="bolt://graph:7687", redis_url=redis_url)
+    assert redis_urls(settings) == (redis_url, backend)

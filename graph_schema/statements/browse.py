@@ -50,7 +50,7 @@ SEARCH = read(
     labels=["User", "Item"],
     query="B0047",
     needle="lipstick",
-    folds=[["\u03c2", "\u03c3"], ["\u0307", ""]],
+    folds=[["\u03c2", "\u03c3"], ["i\u0307", "i"]],
     limit=20,
 )
 

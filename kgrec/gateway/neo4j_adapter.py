@@ -21,6 +21,7 @@ from neo4j.exceptions import (
 from neo4j.graph import Node, Path, Relationship
 
 from graph_schema.catalogue import Statement
+from graph_schema.statements.admin import PING
 from kgrec.gateway import base
 from kgrec.gateway.base import GraphGateway, Row, WriteSummary, node_dict, relationship_dict
 
@@ -62,12 +63,14 @@ def _translated(exc: Exception, timeout_s: float | None) -> Exception:
     return base.GraphQueryError(str(exc))
 
 
-def verify_reachable(uri: str, user: str, password: str, timeout_s: float) -> None:
+def verify_reachable(uri: str, user: str, password: str, timeout_s: float, database: str = "neo4j") -> None:
     """Raise :class:`~kgrec.gateway.base.GraphUnavailable` in one line unless Neo4j at ``uri``
-    accepts a connection and the credentials within about ``timeout_s``.
+    answers a query on ``database`` with these credentials within about ``timeout_s``.
 
     For a command, before it opens its gateway: with the driver's defaults an unreachable server
-    took about a minute of retries (each one logged) before the first query failed.
+    took about a minute of retries (each one logged) before the first query failed. The probe asks
+    ``database`` itself (the driver's own check asks the user's home database, which a user granted
+    only ``NEO4J_DATABASE`` may not reach).
     """
     driver = GraphDatabase.driver(
         uri,
@@ -77,7 +80,8 @@ def verify_reachable(uri: str, user: str, password: str, timeout_s: float) -> No
         max_transaction_retry_time=0,
     )
     try:
-        driver.verify_connectivity()
+        with driver.session(database=database) as session:
+            session.run(PING.cypher).consume()
     except AuthError as exc:
         raise base.GraphUnavailable(f"Neo4j at {uri} refused NEO4J_USER {user!r}: {exc.message}") from None
     except (DriverError, Neo4jError, OSError) as exc:

@@ -24,7 +24,6 @@ processes never load it.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections.abc import Sequence
@@ -204,9 +203,7 @@ def sweep_page(gateway: GraphGateway, after: str, limit: int) -> list[str]:
     """The next ``limit`` listed items, in id order after ``after``, that the active version has no
     vector for: one page of the fold-in sweep. Items it cannot fold in (no facts, no buyer with a
     known history) stay behind ``after`` once passed, so they never hold back the rest."""
-    ids = sorted(row["id"] for row in gateway.read(ITEMS_WITHOUT_EMBEDDING))
-    start = bisect.bisect_right(ids, after)
-    return ids[start : start + limit]
+    return [row["id"] for row in gateway.read(ITEMS_WITHOUT_EMBEDDING, {"after": after, "limit": limit})]
 
 
 def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequence[str]) -> dict[str, object]:
