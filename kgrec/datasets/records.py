@@ -114,6 +114,16 @@ class UnreadableFile(ValueError):
     where it is known, the line."""
 
 
+class BadCsvRecord(UnreadableFile):
+    """One record :class:`CsvReader` cannot read (text after a closing quote, a field over the size
+    limit); the records after it can still be read. ``line``: where it starts; ``reason``: why."""
+
+    def __init__(self, message: str, line: int, reason: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.reason = reason
+
+
 class TextFile:
     """A data file opened for reading as UTF-8 text, gunzipped when it is ``*.gz``.
 
@@ -189,9 +199,10 @@ def open_text(path: Path) -> TextFile:
 
 class CsvReader:
     """``csv.reader`` over a :class:`TextFile`, strict: a quote that is never closed (the file ends
-    inside a quoted field), text after a closing quote, or a field over the csv module's size
-    limit raises :class:`UnreadableFile` naming the file and the line where the record starts,
-    instead of a bare ``csv.Error`` or a field that swallowed the rows after it.
+    inside a quoted field) raises :class:`UnreadableFile`, and text after a closing quote or a field
+    over the csv module's size limit :class:`BadCsvRecord` (a reader that goes on past it may),
+    each naming the file and the line where the record starts, instead of a bare ``csv.Error`` or
+    a field that swallowed the rows after it.
     """
 
     def __init__(self, handle: TextFile) -> None:
@@ -214,7 +225,9 @@ class CsvReader:
             reason = str(exc)
             if reason == "unexpected end of data":
                 reason = "a quoted field is never closed (the file ends inside it)"
-            raise UnreadableFile(f"{self.path} line {start}: not valid CSV: {reason}") from None
+                raise UnreadableFile(f"{self.path} line {start}: not valid CSV: {reason}") from None
+            message = f"{self.path} line {start}: not valid CSV: {reason}"
+            raise BadCsvRecord(message, start, f"not valid CSV: {reason}") from None
 
 
 def find_file(folder: Path, stem: str) -> Path | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kgrec.config import Settings
-from kgrec.datasets.records import CsvReader, open_text, write_csv_rows
+from kgrec.datasets.records import BadCsvRecord, CsvReader, open_text, write_csv_rows
 from kgrec.events import formats
 from kgrec.events.ingest import EventsRefused, commit, prepare
 from kgrec.events.validation import Event, FieldError, validate_each
@@ -112,7 +112,15 @@ def import_events(
             if on_progress is not None:
                 on_progress(text.bytes_read, summary.rows)
 
-        for fields in reader:
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except BadCsvRecord as bad:  # one record: a reject, as a row of the wrong shape is
+                summary.rows += 1
+                summary.rejected.append(Reject(bad.line, "row", bad.reason))
+                continue
             line = reader.line_num
             if not fields:
                 continue
