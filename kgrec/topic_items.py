@@ -162,8 +162,8 @@ class AboutWrite:
         otherwise. End it with :meth:`end`."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         params = {"now": now, "lease_ms": ABOUT_WRITE_LEASE_MS, "settle_ms": ABOUT_SETTLE_MS}
-        done = gateway.write(CLAIM_ABOUT_REPAIR, params)
-        return cls(int(done.rows[0]["ticket"]), alone=True) if done.rows else None
+        row = gateway.write(CLAIM_ABOUT_REPAIR, params).rows[0]
+        return cls(int(row["ticket"]), alone=True) if row["claimed"] else None
 
     @staticmethod
     def forget(gateway: GraphGateway, files: Sequence[str] | None = None) -> None:
@@ -195,6 +195,7 @@ def write_about(
     on_progress: Callable[[float], None] | None = None,
     linked: str | None = None,
     writer: AboutWrite | None = None,
+    trained: Sequence[str] | None = None,
 ) -> None:
     """Write ``rows`` as ``version``'s ABOUT edges, deleting every ABOUT edge that neither
     ``version`` nor a version in ``keep`` wrote (the written items' with each batch, then the rest
@@ -202,7 +203,10 @@ def write_about(
     as holding them all (``about_from``) if no other writer ran meanwhile (``writer``: one begun
     by the caller; else one is begun here). ``linked``'s topic names and keywords go onto the
     Topic nodes first, once every mark is forgotten: a write cut short before the switch (a crash)
-    leaves no version marked, which :func:`kgrec.model_versions.relink_active_topics` repairs."""
+    leaves no version marked, which :func:`kgrec.model_versions.relink_active_topics` repairs.
+    With ``trained`` (the item ids the rows were made from), the items folded in under another
+    version are linked too (:func:`link_folded_items`), before the writer ends: a repair claims
+    the graph's ABOUT edges only once no writer is in flight."""
     writer = writer or AboutWrite.begin(gateway)
     complete = False
     try:
@@ -216,6 +220,8 @@ def write_about(
             if on_progress is not None:
                 on_progress(min(1.0, (start + batch) / max(len(rows), 1)))
         delete_stale_about(gateway, [version, *keep], batch)
+        if trained is not None:
+            link_folded_items(gateway, linked or version, version, trained, batch=batch)
         complete = True
     finally:
         writer.end(gateway, linked or version, version, complete)
@@ -274,6 +280,7 @@ def link_topic_items(
         skip = written and not delete_stale_about(gateway, [file, *keep], batch)
         if skip:
             gateway.write(NAME_VERSION_TOPICS, {"version": version, "now": int(time.time() * 1000)})
+            link_folded_items(gateway, version, found.version, found.item_ids, batch=batch)
     except BaseException:
         writer.end(gateway, version, file, complete=False)
         raise
@@ -281,8 +288,16 @@ def link_topic_items(
         writer.end(gateway, version, found.version, complete=True)
     else:
         rows = about_rows(found.item_ids, found.topic_ids, found.item_topics, found.item_scores)
-        write_about(gateway, found.version, rows, keep=keep, batch=batch, linked=version, writer=writer)
-    link_folded_items(gateway, version, found.version, found.item_ids, batch=batch)
+        write_about(
+            gateway,
+            found.version,
+            rows,
+            keep=keep,
+            batch=batch,
+            linked=version,
+            writer=writer,
+            trained=found.item_ids,
+        )
     return True
 
 

@@ -1125,6 +1125,7 @@ def _begin_about_write(gw: GraphGateway, st: Statement) -> None:
     revision = node(gw, "Revision", "about")
     assert revision is not None and (revision["running"], revision["revision"]) == (1, 4)
     assert revision["busy_until"] == later["now"] + st.params["lease_ms"]
+    assert "write_lock" not in revision
 
 
 @effect("mark_about_written")
@@ -1136,9 +1137,10 @@ def _mark_about_written(gw: GraphGateway, st: Statement) -> None:
         "CREATE (:ModelVersion {id: 'v2', active: false}), (:ModelVersion {id: 'v1', about_from: 'v0'}), "
         "(:Revision {id: 'about', revision: 1, running: 2, busy_until: 0, updated_at: 0})",
     )
-    # the first end sets running and updated_at, and the mark; the second only the first two
+    # the first end sets running and updated_at, and the mark; the second only the first two (each
+    # also the write lock, taken before `revision` is read)
     ends = [{**st.params, "now": st.params["now"] + k} for k in range(2)]
-    assert [gw.write(st, end).properties_set for end in ends] == [3, 2]
+    assert [gw.write(st, end).properties_set for end in ends] == [4, 3]
     assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False, "about_from": "v1"}
     assert node(gw, "ModelVersion", "v1") == {"id": "v1", "about_from": "v0"}
     revision = node(gw, "Revision", "about")
@@ -1150,24 +1152,34 @@ def _mark_about_written(gw: GraphGateway, st: Statement) -> None:
     assert node(gw, "ModelVersion", "v2") == {"id": "v2", "active": False}
     assert gw.write(st, {**st.params, "version": "missing"}).rows == []
     assert count(gw, "(:ModelVersion)") == 2
+    assert count(gw, "(r) WHERE r.write_lock IS NOT NULL") == 0
 
 
 @effect("claim_about_repair")
 def _claim_about_repair(gw: GraphGateway, st: Statement) -> None:
     # No writer yet: claimed (the node made); then not while it runs, nor within the settle time
     # after a writer's end; a dead writer (lease run out) and an old end do not hold it back.
-    assert gw.write(st, st.params).rows == [{"ticket": 1}]
+    # A refused claim changes nothing (the write lock it took is cleared).
+    assert gw.write(st, st.params).rows == [{"claimed": True, "ticket": 1}]
     now, settle, lease = st.params["now"], st.params["settle_ms"], st.params["lease_ms"]
-    assert gw.write(st, {**st.params, "now": now + settle}).rows == []  # running
+    claimed = node(gw, "Revision", "about")
+    assert gw.write(st, {**st.params, "now": now + settle}).rows == [
+        {"claimed": False, "ticket": 1}
+    ]  # running
     revision = node(gw, "Revision", "about")
-    assert revision is not None and (revision["running"], revision["revision"]) == (1, 1)
+    assert revision == claimed and revision is not None
+    assert (revision["running"], revision["revision"]) == (1, 1)
     assert revision["busy_until"] == now + lease and revision["updated_at"] == now
     query(gw, "MATCH (r:Revision {id: 'about'}) SET r.running = 0, r.updated_at = $t", t=now + 10)
-    assert gw.write(st, {**st.params, "now": now + 9 + settle}).rows == []  # ended just now
-    assert gw.write(st, {**st.params, "now": now + 10 + settle}).rows == [{"ticket": 2}]
-    assert gw.write(st, {**st.params, "now": now + 10 + settle + lease + 1}).rows == [{"ticket": 3}]
+    ended = node(gw, "Revision", "about")
+    refused = gw.write(st, {**st.params, "now": now + 9 + settle}).rows  # ended just now
+    assert refused == [{"claimed": False, "ticket": 1}] and node(gw, "Revision", "about") == ended
+    assert gw.write(st, {**st.params, "now": now + 10 + settle}).rows == [{"claimed": True, "ticket": 2}]
+    dead = {**st.params, "now": now + 10 + settle + lease + 1}
+    assert gw.write(st, dead).rows == [{"claimed": True, "ticket": 3}]
     assert node(gw, "Revision", "about")["running"] == 1  # type: ignore[index]
     assert count(gw, "(:Revision)") == 1
+    assert count(gw, "(r) WHERE r.write_lock IS NOT NULL") == 0
 
 
 @effect("forget_about_written")
@@ -1705,7 +1717,7 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     query(
         gw,
         "CREATE (:ModelVersion {id: $c, status: 'ready', active: false, parent: $p, owner: $o}),"
-        "       (:ModelVersion {id: $p, status: 'ready', active: true, activated_at: 5}),"
+        "       (:ModelVersion {id: $p, status: 'ready', active: true, activated_at: 5, about_from: 'root'}),"
         "       (:ModelVersion {id: 'other-child', status: 'ready', active: false, parent: 'v-other', owner: $o})",
         c=child,
         p=parent,
@@ -1725,6 +1737,9 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, st.params).rows == [{"activated": 1, "owned": 1}]
     after = {child: (True, NOW), parent: (False, 5), "other-child": (False, None)}
     assert state() == after
+    # the child holds the parent's file's edges as the parent did: the parent's mark is carried
+    marks = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.about_from AS f ORDER BY id")
+    assert {r["id"]: r["f"] for r in marks} == {child: "root", parent: "root", "other-child": None}
     # the parent is no longer active (a retraining replaced it): a second child is not switched to
     query(
         gw,
@@ -1734,6 +1749,7 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     )
     assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0, "owned": 1}]
     assert state() == {**after, "late": (False, None)}
+    assert "about_from" not in node(gw, "ModelVersion", "late")  # type: ignore[operator]  # not switched to
     assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the lock is cleared
 
 

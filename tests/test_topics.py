@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from graph_schema.statements.incremental import COPY_TOPICS, CREATE_CHILD_VERSION
+from graph_schema.statements.incremental import ACTIVATE_CHILD_VERSION, COPY_TOPICS, CREATE_CHILD_VERSION
 from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
-from graph_schema.statements.topics import ABOUT_WRITTEN
+from graph_schema.statements.topics import ABOUT_WRITTEN, WRITE_ABOUT
 from kgrec import topic_signal
 from kgrec.audiences import Audience, audience_page
 from kgrec.config import Settings
@@ -43,6 +43,7 @@ from workers.training.config import TrainConfig, for_variant
 from workers.training.item_fold_in import embed_new_items
 from workers.training.job import publish
 from workers.training.pipeline import TrainingResult, train_model
+from workers.training.publish import collect_garbage
 from workers.training.subgraph import pull
 from workers.training.topics import (
     STABLE_MIN_COSINE,
@@ -761,10 +762,12 @@ def test_a_rollback_links_items_folded_in_under_another_version_to_its_own_topic
     assert about() == expected(second, f"f2-{run}")
 
 
-def _child_version(gateway: GraphGateway, parent: str, child: str) -> None:
-    """An incremental child of ``parent`` (its root), as an incremental update writes one: ready,
-    no topic-items file of its own, its parent's topics copied."""
-    now = int(time.time() * 1000)
+def _child_version(
+    gateway: GraphGateway, parent: str, child: str, root: str | None = None, now: int | None = None
+) -> None:
+    """An incremental child of ``parent`` (of ``root``: default ``parent``), as an incremental
+    update writes one: ready, no topic-items file of its own, its parent's topics copied."""
+    now = int(time.time() * 1000) if now is None else now
     gateway.write(
         CREATE_CHILD_VERSION,
         {
@@ -773,7 +776,7 @@ def _child_version(gateway: GraphGateway, parent: str, child: str) -> None:
             "owner": child,
             "now": now,
             "data_until": now,
-            "parameters": json.dumps({"incremental": {"depth": 1, "root": parent}}),
+            "parameters": json.dumps({"incremental": {"depth": 1, "root": root or parent}}),
             "counts": "{}",
             "metrics": "{}",
             "artifact": None,
@@ -852,6 +855,65 @@ def test_activating_a_version_whose_file_the_graph_holds_writes_no_about_edge(
     third = {(f"p3-{run}-item-{k}", other.ids[k // 3], 1.0, f"p3-{run}") for k in range(9)}
     assert about(f"p3-{run}-") == third
     assert gateway.read(ABOUT_WRITTEN, {"file": f"p3-{run}"}) == [{"marked": 1}]  # alone this time
+
+
+def test_incremental_updates_keep_the_mark_when_the_marked_version_is_collected(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path
+) -> None:
+    # A chain of incremental children, each switched to by the merge's own statement, until
+    # garbage collection (two older activated versions kept) deletes the root, the version its
+    # promotion marked: beat's topic check still finds the graph's edges known and writes nothing.
+    run, (lips, gloss, hair, _sun) = _lipsticks(tmp_path)
+    root = f"g0-{run}"
+    _hand_version(gateway, tmp_path, root, np.stack([lips, gloss, hair]))
+    gateway.run_query("MATCH (i:Item)-[a:ABOUT]->() SET a.score = -1.0", {})  # a rewrite resets it
+    start = int(time.time() * 1000)
+    parent = root
+    for k in range(1, 5):
+        child = f"g{k}-{run}"
+        _child_version(gateway, parent, child, root=root, now=start + k)
+        switch = {"id": child, "parent": parent, "owner": child, "now": start + k}
+        assert gateway.write(ACTIVATE_CHILD_VERSION, switch).rows == [{"activated": 1, "owned": 1}]
+        parent = child
+    assert set(collect_garbage(gateway, models_dir(tmp_path), keep=3)) == {root, f"g1-{run}"}
+    assert topic_items_path(models_dir(tmp_path), root).is_file()  # the children's topics' file stays
+    later = int(time.time() * 1000) + 10 * ABOUT_SETTLE_MS
+    assert relink_active_topics(gateway, tmp_path, now_ms=later) is None
+    assert gateway.read(ABOUT_WRITTEN, {"file": root}) == [{"marked": 3}]  # g2, g3 and the active g4
+    scores = gateway.run_query("MATCH (:Item)-[a:ABOUT]->() RETURN collect(DISTINCT a.score) AS s", {})
+    assert scores == [{"s": [-1.0]}]  # no edge written again
+
+
+def test_items_folded_in_under_another_version_are_linked_inside_the_writer(
+    settings: Settings, gateway: GraphGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An item folded in under another version (a topic-text vector kept, ABOUT nothing) is linked
+    # while the promotion's writer of ABOUT edges is still in flight, on both the full write and
+    # the write skipped for a marked file: after the writer's end, beat's repair may claim.
+    run, (lips, gloss, hair, _sun) = _lipsticks(tmp_path)
+    root, late = f"f1-{run}", f"late-{run}"
+    vector = [round(float(x), 6) for x in encode([_GLOSS])[0]]
+    gateway.run_query(
+        "CREATE (:Item {id: $id, title: $t, listed: true, topic_vector: $v})",
+        {"id": late, "t": _GLOSS, "v": vector},
+    )
+    running: list[int] = []
+    write = gateway.write
+
+    def watched(statement: Any, params: Any = None) -> Any:  # the real write, noting writers in flight
+        if statement is WRITE_ABOUT and any(r["item_id"] == late for r in params["rows"]):
+            rows = gateway.run_query("MATCH (r:Revision {id: 'about'}) RETURN r.running AS n", {})
+            running.append(rows[0]["n"])
+        return write(statement, params)
+
+    monkeypatch.setattr(gateway, "write", watched)
+    _hand_version(gateway, tmp_path, root, np.stack([lips, gloss, hair]))  # every edge written
+    gateway.run_query("MATCH (:Item {id: $id})-[a:ABOUT]->() DELETE a", {"id": late})
+    promote(gateway, tmp_path, root)  # its file marked: no edge of the file written
+    assert running == [1, 1]
+    assert gateway.read(ABOUT_WRITTEN, {"file": root}) == [{"marked": 1}]
+    linked = gateway.run_query("MATCH (:Item {id: $id})-[a:ABOUT]->() RETURN a.version AS v", {"id": late})
+    assert linked and {r["v"] for r in linked} == {root}
 
 
 def test_a_promotion_that_died_before_its_switch_gets_the_active_versions_topics_back(

@@ -151,14 +151,23 @@ COPY_TOPICS = write(
 # before reading `active` and `owner`, so on Neo4j a full version's switch committing meanwhile is
 # seen (ACTIVATE_VERSION writes every version, the parent too). No WHERE follows the lock:
 # FalkorDB 4.16 then keeps the lock property when the filter drops the row.
+# The switch carries the parent's `about_from` onto the child: the child has its root's topics
+# and no topic-items file of its own, so the graph still holds every edge of the parent's file
+# (any write from a file removes every mark first, under the parent's lock too). Unmarked, the
+# child would lose the mark to garbage collection of the parent, and beat's topic check
+# (kgrec.model_versions.relink_active_topics) would then rewrite every ABOUT edge.
 ACTIVATE_CHILD_VERSION = write(
     "activate_child_version",
     """
     MATCH (target:ModelVersion {id: $id, status: 'ready', parent: $parent})
     MATCH (p:ModelVersion {id: $parent})
     SET p.write_lock = true, target.write_lock = true
-    WITH target, coalesce(target.owner = $owner, false) AS owned, p.active = true AS parent_active
-    WITH target, owned, owned AND parent_active AS switch
+    WITH target, p.about_from AS mark, coalesce(target.owner = $owner, false) AS owned,
+         p.active = true AS parent_active
+    WITH target, mark, owned, owned AND parent_active AS switch
+    FOREACH (_ IN CASE WHEN switch AND mark IS NOT NULL THEN [1] ELSE [] END |
+        SET target.about_from = mark)
+    WITH target, owned, switch
     MATCH (m:ModelVersion)
     SET m.write_lock = null,
         m.active = CASE WHEN switch THEN m.id = $id ELSE m.active END,

@@ -177,13 +177,17 @@ ABOUT_WRITTEN = read(
 # A writer of ABOUT edges starts: a ticket (the revision), and whether it runs alone (no other
 # writer in flight, or only ones whose lease ran out: they died). A writer that did not run alone,
 # or after which another started, marks nothing: the other's deletions may have taken its edges.
+# The write lock comes before reading `running` (Neo4j reads committed data without locking, so
+# two writers beginning at once could both see none in flight and both run "alone").
 BEGIN_ABOUT_WRITE = write(
     "begin_about_write",
     """
     MERGE (r:Revision {id: 'about'})
     ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0
+    SET r.write_lock = true
     WITH r, r.running = 0 OR r.busy_until < $now AS alone
-    SET r.running = CASE WHEN alone THEN 1 ELSE r.running + 1 END,
+    SET r.write_lock = null,
+        r.running = CASE WHEN alone THEN 1 ELSE r.running + 1 END,
         r.busy_until = $now + $lease_ms, r.revision = r.revision + 1, r.updated_at = $now
     RETURN r.revision AS ticket, alone
     """,
@@ -194,13 +198,16 @@ BEGIN_ABOUT_WRITE = write(
 # The writer's end: ``$version`` marked as holding every edge of ``$file``, when it ran alone and
 # no writer started after it ($complete false: ended without a mark, as a failed write does); a
 # version already marked with the file is left as it is. ``updated_at``: when the last writer began
-# or ended (CLAIM_ABOUT_REPAIR waits a while after it).
+# or ended (CLAIM_ABOUT_REPAIR waits a while after it). The write lock comes before reading
+# `revision`, so on Neo4j a writer beginning meanwhile is seen.
 MARK_ABOUT_WRITTEN = write(
     "mark_about_written",
     """
     MATCH (r:Revision {id: 'about'})
+    SET r.write_lock = true
     WITH r, $complete AND r.revision = $ticket AS marked
-    SET r.running = CASE WHEN r.running > 0 THEN r.running - 1 ELSE 0 END, r.updated_at = $now
+    SET r.write_lock = null,
+        r.running = CASE WHEN r.running > 0 THEN r.running - 1 ELSE 0 END, r.updated_at = $now
     WITH marked
     MATCH (m:ModelVersion {id: $version})
     FOREACH (_ IN CASE WHEN marked AND coalesce(m.about_from <> $file, true) THEN [1] ELSE [] END |
@@ -218,16 +225,24 @@ MARK_ABOUT_WRITTEN = write(
 # ABOUT edges, alone, only when no writer is in flight (or only ones whose lease ran out: they died)
 # and none began or ended within $settle_ms: a promotion switches the active version right after
 # its write ends, so a write that ended that long ago with its version still inactive was cut off
-# before the switch. No row: not now (and no ticket taken, so a writer in flight still marks).
+# before the switch. `claimed` false: not now (and no ticket taken, so a writer in flight still
+# marks). The decision is read under the write lock (on Neo4j two claims, or a claim and a
+# BEGIN_ABOUT_WRITE, could otherwise both see no writer in flight) and applied through CASE, with
+# no WHERE after the lock (FalkorDB 4.16 then keeps the lock property when the filter drops the row).
 CLAIM_ABOUT_REPAIR = write(
     "claim_about_repair",
     """
     MERGE (r:Revision {id: 'about'})
     ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0, r.updated_at = 0
-    WITH r
-    WHERE (r.running = 0 OR r.busy_until < $now) AND coalesce(r.updated_at, 0) <= $now - $settle_ms
-    SET r.running = 1, r.busy_until = $now + $lease_ms, r.revision = r.revision + 1, r.updated_at = $now
-    RETURN r.revision AS ticket
+    SET r.write_lock = true
+    WITH r, (r.running = 0 OR r.busy_until < $now)
+        AND coalesce(r.updated_at, 0) <= $now - $settle_ms AS free
+    SET r.write_lock = null,
+        r.running = CASE WHEN free THEN 1 ELSE r.running END,
+        r.busy_until = CASE WHEN free THEN $now + $lease_ms ELSE r.busy_until END,
+        r.revision = CASE WHEN free THEN r.revision + 1 ELSE r.revision END,
+        r.updated_at = CASE WHEN free THEN $now ELSE r.updated_at END
+    RETURN free AS claimed, r.revision AS ticket
     """,
     now=1700000000000,
     lease_ms=1800000,

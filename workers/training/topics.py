@@ -65,7 +65,6 @@ from kgrec.topic_items import (
     AboutWrite,
     TopicItems,
     about_rows,
-    link_folded_items,
     memberships,
     write_about,
 )
@@ -413,8 +412,8 @@ def write_topics(
         )
     about = about_rows(item_ids, model.ids, model.item_topics, model.item_scores)
     if link:  # the names too (write_about)
-        write_about(gateway, version, about, batch=batch, on_progress=on_progress)
-        link_folded_items(gateway, version, version, item_ids, batch=batch)  # folded in since the pull
+        # with the items folded in since the pull, inside the writer (a repair waits for it)
+        write_about(gateway, version, about, batch=batch, on_progress=on_progress, trained=item_ids)
     return {"ids": list(model.ids), "topics": model.n_topics, "about": len(about)}
 
 
