@@ -43,9 +43,11 @@ from workers.training.pipeline import train_model
 from workers.training.publish import (
     UNSETTLED_GRACE_MS,
     VersionSuperseded,
+    clear_topics,
     collect_garbage,
     record_gate_decision,
     remove_unused_topic_items,
+    staged_path,
     write_back,
 )
 from workers.training.subgraph import pull
@@ -125,6 +127,22 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
 
 
+def gated_write_back(gateway: GraphGateway, result: Any, graph: Any, folder: Path, owner: str) -> None:
+    """A gated job's write-back for ``owner``: its version and topics (unlinked), not activated."""
+    version = result.artifacts.version
+    write_back(
+        gateway,
+        result,
+        graph,
+        folder,
+        activate_now=False,
+        before_activation=lambda: write_topics(
+            gateway, version, graph.item_ids, result.topics, folder=folder, link=False
+        ),
+        owner=owner,
+    )
+
+
 def test_a_redelivered_job_activates_the_version_its_gate_promoted_before_the_job_died(
     gateway: GraphGateway, loaded: Settings
 ) -> None:
@@ -139,17 +157,7 @@ def test_a_redelivered_job_activates_the_version_its_gate_promoted_before_the_jo
         """The job's steps up to the recorded decision (with its topics, unlinked, as gated jobs write them)."""
         version = version_name(job_id)
         result = train_model(graph, QUICK, version=version)
-        write_back(
-            gateway,
-            result,
-            graph,
-            folder,
-            activate_now=False,
-            before_activation=lambda: write_topics(
-                gateway, version, graph.item_ids, result.topics, folder=folder, link=False
-            ),
-            owner="lost-delivery",
-        )
+        gated_write_back(gateway, result, graph, folder, "lost-delivery")
         record_gate_decision(
             gateway, version, "lost-delivery", GateDecision(PROMOTED, "better", scores), taken=taken
         )
@@ -239,6 +247,85 @@ def test_a_delivery_a_redelivery_took_over_stops_and_the_redelivery_s_version_st
     served = load_artifacts(folder / artifact_name("job-twice"))
     np.testing.assert_array_equal(served.item_embeddings, second.artifacts.item_embeddings)
     assert not list(folder.glob(".job-twice*"))  # no staged file is left behind
+
+
+def test_a_gated_delivery_taken_over_while_its_gate_ran_leaves_none_of_its_topics(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    # A gated delivery writes its version and topics, then runs the gate for minutes; the broker
+    # redelivers the job meanwhile, and the redelivery takes the version over and writes its own
+    # topics, under new ids (an id is never reused). The version holds the redelivery's topics
+    # only, and the first delivery's next step is refused.
+    folder = models_dir(loaded.data_dir)
+    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
+    texts = Path(loaded.data_dir) / "text-embeddings"  # topics are mined from the items' text
+    first = train_model(graph, QUICK, version="job-gated", text_cache_dir=texts)
+    second = train_model(graph, replace(QUICK, seed=8), version="job-gated", text_cache_dir=texts)
+
+    def on_version() -> list[str]:
+        rows = gateway.run_query(
+            "MATCH (:ModelVersion {id: 'job-gated'})-[:HAS_TOPIC]->(t:Topic) RETURN t.id AS id", {}
+        )
+        return sorted(r["id"] for r in rows)
+
+    gated_write_back(gateway, first, graph, folder, "first")
+    first_topics = on_version()
+    assert first_topics
+    gated_write_back(gateway, second, graph, folder, "second")  # while the first delivery's gate runs
+    assert on_version() == sorted(second.topics.ids)
+    assert not set(first_topics) & set(second.topics.ids)
+    scores = GateScores({"ndcg@10": 0.2}, None, None, 100, 0.02, 30)
+    with pytest.raises(VersionSuperseded):
+        record_gate_decision(gateway, "job-gated", "first", GateDecision(PROMOTED, "better", scores))
+    # a delivery taken over between its `ready` mark and its topics writes none
+    with pytest.raises(VersionSuperseded):
+        clear_topics(gateway, "job-gated", "first")
+    assert on_version() == sorted(second.topics.ids)
+
+
+def test_a_training_taken_over_by_its_redelivery_reports_that_it_was_superseded(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    # The redelivery claims the version while the first delivery writes its embeddings and
+    # publishes it: the first reports that it was superseded, not that it published the version.
+    settings = replace(loaded, embedding_batch=20)
+    folder = models_dir(settings.data_dir)
+    graph = pull(gateway, int(time.time() * 1000), settings.half_life_ms)
+    second = train_model(graph, replace(QUICK, seed=8), version="job-over")
+    taken: list[bool] = []
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "write-back" and fraction > 0.8 and not taken:  # past the claim
+            taken.append(True)
+            write_back(gateway, second, graph, folder)
+
+    summary = run_training(gateway, settings, QUICK, device="cpu", version="job-over", progress=progress)
+    assert taken and summary == {"version": "job-over", "superseded": True}
+    assert active(gateway) == "job-over"
+
+
+def test_staged_files_a_killed_write_back_left_go_once_unsettled_versions_would(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    # A write-back killed while staging (or before its claim moved them) leaves its token-named
+    # files, which no version node names: the garbage collection takes them once they are as old
+    # as an unsettled version it would collect; younger ones may be a running write-back's.
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-now")
+    folder = models_dir(loaded.data_dir)
+    dead = [
+        staged_path(folder / "job-dead.npz", "0123456789abcdef"),
+        staged_path(folder / "job-dead.foldin.npz", "0123456789abcdef"),
+    ]
+    live = staged_path(folder / "job-live.npz", "fedcba9876543210")
+    other = folder / ".notes.npz"  # not a staged name
+    old = time.time() - UNSETTLED_GRACE_MS / 1000 - 60
+    for path in (*dead, live, other):
+        path.write_bytes(b"")
+    for path in (*dead, other):
+        os.utime(path, (old, old))
+    collect_garbage(gateway, folder, keep=2)
+    assert [path.exists() for path in (*dead, live, other)] == [False, False, True, True]
+    assert (folder / "v-now.npz").exists() and (folder / "v-now.foldin.npz").exists()
 
 
 def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_publishes(

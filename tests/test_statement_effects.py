@@ -1467,6 +1467,37 @@ def _mark_ready(gw: GraphGateway, st: Statement) -> None:
     }
 
 
+@effect("clear_model_version_topics")
+def _clear_version_topics(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (m:ModelVersion {id: $id, status: 'ready', owner: $o}),"
+        "       (o:ModelVersion {id: 'v-other', owner: $o}), (t:Topic {id: 'topic-1'}),"
+        "       (m)-[:HAS_TOPIC {size: 3}]->(t), (m)-[:HAS_TOPIC {size: 4}]->(:Topic {id: 'topic-2'}),"
+        "       (o)-[:HAS_TOPIC {size: 5}]->(t)",
+        id=st.params["id"],
+        o=st.params["owner"],
+    )
+    # A delivery another one took the version over from: nothing goes, and it is told so.
+    refused = gw.write(st, {**st.params, "owner": "superseded"})
+    assert refused.rows == [{"id": st.params["id"], "owned": False}]
+    assert count(gw, "(:ModelVersion {id: $id})-[:HAS_TOPIC]->()", id=st.params["id"]) == 2
+    done = gw.write(st, st.params)
+    assert done.rows == [{"id": st.params["id"], "owned": True}]
+    assert count(gw, "(:ModelVersion {id: $id})-[:HAS_TOPIC]->()", id=st.params["id"]) == 0
+    # only the version's edges: the other version's topics, and the Topic nodes, stay
+    assert rels(gw, "(:ModelVersion {id: 'v-other'})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})") == [
+        {"size": 5}
+    ]
+    assert count(gw, "(t:Topic)") == 2
+    assert node(gw, "ModelVersion", st.params["id"]) == {
+        "id": st.params["id"],
+        "status": "ready",
+        "owner": st.params["owner"],
+    }
+    assert gw.write(st, {**st.params, "id": "missing"}).rows == []
+
+
 @effect("activate_model_version", "activate_owned_model_version")
 def _activate(gw: GraphGateway, st: Statement) -> None:
     owner = st.params.get("owner", "any")

@@ -129,6 +129,33 @@ MARK_VERSION_READY = write(
 )
 
 
+# The version `$id` and whether `$owner` owns it (`owned`), read under the version's lock (no WHERE
+# follows the lock: FalkorDB 4.16 then keeps the lock property when the filter drops the row).
+OWNED_VERSION = """
+    MATCH (m:ModelVersion {id: $id})
+    SET m.write_lock = true
+    WITH m, coalesce(m.owner = $owner, false) AS owned
+    SET m.write_lock = null"""
+
+# Before a write-back writes its version's topics: the HAS_TOPIC edges already on the version go
+# (those of a delivery it took the version over from, or of one that crashed), so the version
+# holds only its owner's topics; only by the version's `owner` (`owned` false: nothing changes, and
+# the superseded delivery writes no topics). The owner is read under the version's lock.
+CLEAR_VERSION_TOPICS = write(
+    "clear_model_version_topics",
+    OWNED_VERSION
+    + """
+    WITH m, owned
+    OPTIONAL MATCH (m)-[h:HAS_TOPIC]->(:Topic)
+    WHERE owned
+    DELETE h
+    RETURN DISTINCT m.id AS id, owned
+    """,
+    id="v1700000000000",
+    owner="3f9a0c1d5e7b2468",
+)
+
+
 def _activation(name: str, owned: bool) -> Statement:
     # The switch: one small statement, only for a version whose write-back finished; a job's own
     # switch (`owned`) also only while it owns the version, read under the version's lock (no WHERE
@@ -197,11 +224,8 @@ MODEL_VERSIONS = read(
 # `taken`); recorded only by the version's `owner` (`owned`).
 RECORD_GATE_DECISION = write(
     "record_gate_decision",
-    """
-    MATCH (m:ModelVersion {id: $id})
-    SET m.write_lock = true
-    WITH m, coalesce(m.owner = $owner, false) AS owned
-    SET m.write_lock = null
+    OWNED_VERSION
+    + """
     FOREACH (once IN CASE WHEN owned THEN [1] ELSE [] END |
         SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics,
             m.gate_at = $now, m.gate_taken = $taken)

@@ -654,7 +654,9 @@ def finish_update(
     # history before it was deleted, and events after the erasure may have made the user again.
     try:
         activated = publish_child(gateway, settings, plan, artifacts, users)
-    except VersionPublished:  # another run of this merge published the child, or took it over
+    except VersionSuperseded:  # another run of this merge took the child over and reports it
+        return {"version": version, "superseded": True}
+    except VersionPublished:  # another run of this merge published the child
         return already_published(gateway, version) or {"version": version, "already_published": True}
     timings["publish_s"] = time.perf_counter() - started - timings["merge_s"]
     removed = []

@@ -31,6 +31,7 @@ from workers.training.kg_model import resolve_device
 from workers.training.pipeline import TrainingResult, train_model
 from workers.training.publish import (
     VersionPublished,
+    VersionSuperseded,
     activate,
     already_published,
     collect_garbage,
@@ -149,6 +150,8 @@ def run_training(
             on_decision=on_decision,
             progress=lambda f: report("write-back", 0.8 + 0.18 * f),
         )
+    except VersionSuperseded:  # a redelivery took the version over and reports it
+        return {"version": version, "superseded": True}
     except VersionPublished:
         return already_published(gateway, version) or {"version": version, "already_published": True}
     timings["write_back_and_gate_s"] = time.perf_counter() - started

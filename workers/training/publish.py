@@ -21,8 +21,10 @@ gate promotes it (:func:`activate`); a kept version stays a ``candidate``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +38,7 @@ from graph_schema.catalogue import Statement
 from graph_schema.statements.models import (
     ACTIVATE_OWNED_VERSION,
     ACTIVATE_VERSION,
+    CLEAR_VERSION_TOPICS,
     CREATE_VERSION,
     DELETE_VERSION,
     DELETE_VERSION_EMBEDDINGS,
@@ -61,6 +64,8 @@ GC_BATCH = 10_000
 # A version neither activated nor gated is being written or gated by its job, or its job crashed:
 # it is collected only once this old (a write-back and gate take minutes, not hours).
 UNSETTLED_GRACE_MS = 2 * 3600 * 1000
+# staged_path's names: a write-back killed while staging (or before its claim moved them) leaves them
+STAGED_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.npz$")
 
 
 class VersionPublished(Exception):
@@ -85,15 +90,36 @@ def staged_path(path: Path, owner: str) -> Path:
 
 def stage(artifacts: ModelArtifacts, basis: FoldInBasis | None, folder: Path, owner: str) -> dict[Path, Path]:
     """Write a version's artifact (and its fold-in ``basis``) under the staged names of the
-    write-back holding ``owner``; returns each staged path with its final one, for :func:`claim`."""
+    write-back holding ``owner``; returns each staged path with its final one, for :func:`claim`.
+    A failure while staging (a full disk) deletes what was staged before it is raised."""
     final = folder / artifact_name(artifacts.version)
     staged = {staged_path(final, owner): final}
-    save_artifacts(artifacts, folder, file_name=staged_path(final, owner).name)
     if basis is not None:
         final_basis = basis_path(folder, final.name)
         staged[staged_path(final_basis, owner)] = final_basis
-        basis.save(staged_path(final_basis, owner))
+    try:
+        save_artifacts(artifacts, folder, file_name=staged_path(final, owner).name)
+        if basis is not None:
+            basis.save(staged_path(final_basis, owner))
+    except BaseException:
+        for path in staged:
+            with contextlib.suppress(OSError):  # the failure raised is the one to report
+                path.unlink(missing_ok=True)
+        raise
     return staged
+
+
+def remove_stale_staged(models_folder: Path, older_than_ms: int = UNSETTLED_GRACE_MS) -> list[str]:
+    """Delete the staged files (:func:`staged_path`) older than ``older_than_ms``: no version node
+    names them, and a write-back killed before its claim moved them never will. Younger ones may
+    belong to a write-back still staging or claiming. Returns the names deleted."""
+    cutoff = time.time() - older_than_ms / 1000
+    removed = []
+    for path in models_folder.glob(".*.npz"):
+        if STAGED_NAME.match(path.name) and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 def claim(
@@ -223,6 +249,7 @@ def write_back(
                 on_progress(done / total)
     mark_ready(gateway, version, owner, erased_share(graph, erased))
     if before_activation is not None:
+        clear_topics(gateway, version, owner)
         before_activation()
     if activate_now:
         activate(gateway, version, owner)
@@ -239,6 +266,15 @@ def mark_ready(gateway: GraphGateway, version: str, owner: str, erased: list[dic
         ),
         version,
     )
+
+
+def clear_topics(gateway: GraphGateway, version: str, owner: str) -> None:
+    """Drop ``version``'s HAS_TOPIC edges (CLEAR_VERSION_TOPICS) before its write-back holding
+    ``owner`` writes its topics; :class:`VersionSuperseded` when another delivery owns it now.
+
+    An earlier delivery's topics (one taken over while its gate ran, or one that crashed) would
+    otherwise stay beside this one's, which get other ids (ids are never reused)."""
+    owned(gateway.write(CLEAR_VERSION_TOPICS, {"id": version, "owner": owner}), version)
 
 
 def erased_share(graph: TrainingGraph, erased: Sequence[str]) -> list[dict[str, Any]]:
@@ -316,8 +352,10 @@ def collect_garbage(
     still be writing or gating them (a job that started before the one that
     activated a newer version). Versions newer than the active one may still be
     being written by another job, so they are left alone (unless they are
-    surplus gated candidates).
+    surplus gated candidates). Staged files older than :data:`UNSETTLED_GRACE_MS` go too
+    (:func:`remove_stale_staged`).
     """
+    remove_stale_staged(models_folder)
     versions = gateway.read(MODEL_VERSIONS)  # newest first
     current = next((v for v in versions if v["active"]), None)
     if current is None:
