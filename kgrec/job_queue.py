@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from celery import Celery, states
@@ -99,9 +99,11 @@ def redis_urls(settings: Settings) -> tuple[str, str]:
     they are databases 1 and 2 of the embedded graph server's redis-server.
     """
     if settings.redis_url:
-        # only the database number changes: the query (rediss' ssl_cert_reqs, timeouts) is kept
+        # only the database number changes: the query (rediss' ssl_cert_reqs, timeouts) is kept, but
+        # a `db` in it would win over the path
         url = urlsplit(settings.redis_url)
-        return settings.redis_url, urlunsplit(url._replace(path="/2"))
+        query = urlencode([(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "db"])
+        return settings.redis_url, urlunsplit(url._replace(path="/2", query=query))
     if not settings.embedded:
         # an embedded server that happens to run for the data directory is another deployment
         raise GraphUnavailable("NEO4J_URI is set but REDIS_URL is not: set REDIS_URL to the Celery broker")

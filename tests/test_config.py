@@ -122,6 +122,7 @@ def test_the_cli_refuses_a_bad_setting_in_one_line() -> None:
             "rediss://cache:6380/0?ssl_cert_reqs=required",  # Celery's TLS backend needs the query
             "rediss://cache:6380/2?ssl_cert_reqs=required",
         ),
+        ("redis://cache:6379/0?db=0&socket_timeout=5", "redis://cache:6379/2?socket_timeout=5"),
     ],
 )
 def test_the_result_backend_is_database_2_of_redis_url_with_its_query(redis_url: str, backend: str) -> None:

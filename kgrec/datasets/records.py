@@ -115,8 +115,8 @@ class UnreadableFile(ValueError):
 
 
 class BadCsvRecord(UnreadableFile):
-    """One record :class:`CsvReader` cannot read (text after a closing quote, a field over the size
-    limit); the records after it can still be read. ``line``: where it starts; ``reason``: why."""
+    """One record :class:`CsvReader` cannot read, text after a closing quote, whose record ends with
+    its line: the records after it can still be read. ``line``: where it starts; ``reason``: why."""
 
     def __init__(self, message: str, line: int, reason: str) -> None:
         super().__init__(message)
@@ -199,8 +199,9 @@ def open_text(path: Path) -> TextFile:
 
 class CsvReader:
     """``csv.reader`` over a :class:`TextFile`, strict: a quote that is never closed (the file ends
-    inside a quoted field) raises :class:`UnreadableFile`, and text after a closing quote or a field
-    over the csv module's size limit :class:`BadCsvRecord` (a reader that goes on past it may),
+    inside a quoted field) or a field over the csv module's size limit raises
+    :class:`UnreadableFile`, and text after a closing quote :class:`BadCsvRecord` (a reader that
+    goes on past it may),
     each naming the file and the line where the record starts, instead of a bare ``csv.Error`` or
     a field that swallowed the rows after it.
     """
@@ -225,6 +226,10 @@ class CsvReader:
             reason = str(exc)
             if reason == "unexpected end of data":
                 reason = "a quoted field is never closed (the file ends inside it)"
+            if not reason.endswith("expected after '\"'"):
+                # csv stops inside the record (a quoted field may go on over lines): the lines read
+                # after it would be taken out of step, so only text after a closing quote, whose
+                # record ends with its line, is one record the reader can go on past
                 raise UnreadableFile(f"{self.path} line {start}: not valid CSV: {reason}") from None
             message = f"{self.path} line {start}: not valid CSV: {reason}"
             raise BadCsvRecord(message, start, f"not valid CSV: {reason}") from None

@@ -116,7 +116,13 @@ def remove_stale_staged(models_folder: Path, older_than_ms: int = UNSETTLED_GRAC
     cutoff = time.time() - older_than_ms / 1000
     removed = []
     for path in models_folder.glob(".*.npz"):
-        if STAGED_NAME.match(path.name) and path.stat().st_mtime < cutoff:
+        if not STAGED_NAME.match(path.name):
+            continue
+        try:  # a claim may move it, or another collection delete it, since the glob
+            stale = path.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if stale:
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
