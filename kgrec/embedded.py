@@ -149,21 +149,22 @@ def _reap(pid: int) -> None:
 
 
 def _is_our_redis(pid: int, port: int, data: Path) -> bool:
-    """Whether ``pid`` is the redis-server listening on ``port`` with ``data`` as its directory.
+    """Whether ``pid`` is a redis-server with ``data`` as its directory (this folder's server).
 
     A record copied from another data directory, or one whose pid was reused by another
     redis-server, names a process that is not ours: signalling or adopting it would stop or use
-    another data directory's server. redis-server titles itself ``redis-server 127.0.0.1:PORT``
-    and chdirs to its ``dir``.
+    another data directory's server. redis-server chdirs to its ``dir``, compared by device and
+    inode (a data directory reached through a symlink, a bind mount or a volume is the same one);
+    not by the recorded port, which may be a proxy's in front of it. Only where the process's
+    directory cannot be read (another user's) is its title's ``127.0.0.1:PORT`` all there is.
     """
     words = " ".join(_cmdline(pid)).split()
-    if not any("redis-server" in word for word in words) or f"127.0.0.1:{port}" not in words:
+    if not any("redis-server" in word for word in words):
         return False
     try:
-        # the same directory, however it is reached (a symlink, a bind mount, a container volume)
         return os.path.samefile(f"/proc/{pid}/cwd", data)
     except PermissionError:
-        return True  # another user's process: the port is all there is to check
+        return f"127.0.0.1:{port}" in words  # another user's process: the port is all there is
     except OSError:
         return False
 
