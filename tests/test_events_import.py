@@ -230,3 +230,25 @@ def test_a_batch_with_a_tag_on_an_unknown_item_and_a_looping_path_rejects_both_r
     assert summary.applied == 2
     links = gateway.run_query("MATCH (c:Category)-[:SUBCATEGORY_OF]->(p) RETURN c.id AS c, p.id AS p", {})
     assert links == [{"c": "Makeup", "p": "Beauty"}]
+
+
+def test_a_batch_is_checked_against_the_batches_written_before_it(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    # the tag's item and the reversed path's first link come at the end of a batch still being
+    # written when the next one was checked: the tag was refused and the loop written
+    batch = 2_000
+    path = tmp_path / "across.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "item_id", "type", "ts", "category", "tag"])
+        for n in range(batch - 1):
+            writer.writerow([f"u{n}", f"old{n}", "view", "1714557600000", "", ""])
+        writer.writerow(["u", "new", "view", "1714557600000", "A|B", ""])
+        writer.writerow(["u", "new", "tag", "1714557600001", "", "nice"])
+        writer.writerow(["v", "other", "view", "1714557600002", "B|A", ""])
+    summary = import_events(gateway, path, "csv", settings, batch_size=batch)
+    assert [(r.line, r.field) for r in summary.rejected] == [(batch + 3, "item.category")]
+    assert summary.applied == batch + 1
+    links = gateway.run_query("MATCH (c:Category)-[:SUBCATEGORY_OF]->(p) RETURN c.id AS c, p.id AS p", {})
+    assert links == [{"c": "B", "p": "A"}]

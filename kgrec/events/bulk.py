@@ -18,7 +18,7 @@ from typing import Any
 from kgrec.config import Settings
 from kgrec.datasets.records import BadCsvRecord, CsvReader, open_text, write_csv_rows
 from kgrec.events import formats
-from kgrec.events.ingest import EventsRefused, commit, prepare
+from kgrec.events.ingest import EventsRefused, commit, prepare, refusals_read_the_graph
 from kgrec.events.validation import Event, FieldError, validate_each
 from kgrec.gateway import GraphGateway
 from kgrec.limits import MAX_IMPORT_BATCH
@@ -89,11 +89,13 @@ def import_events(
     summary = ImportSummary()
     started = time.perf_counter()
     text = open_text(path)  # a truncated .gz or a byte that is not UTF-8 stops it, naming file and line
-    # One writer thread: while the graph applies batch N, this thread reads,
-    # validates and aggregates batch N+1. Batches commute (decayed sums, counters,
-    # min/max times); an id that appears in both is caught by the Event
-    # constraint, which makes commit() prepare that batch again. Waiting for the
-    # previous write before handing over the next keeps memory bounded.
+    # One writer thread: while the graph applies batch N, this thread reads and
+    # validates batch N+1. Their writes commute (decayed sums, counters, min/max
+    # times; an id in both is caught by the Event constraint, which makes commit()
+    # prepare that batch again), but the reads that refuse rows do not: a tag on an
+    # item batch N creates, or a category path that closes a loop with batch N's,
+    # must see batch N: such a batch waits for the previous write first. Every
+    # batch waits for it before handing over its own, which keeps memory bounded.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgrec-import")
     pending: Future[None] | None = None
     with text, writer:
@@ -104,7 +106,11 @@ def import_events(
 
         def flush() -> None:
             nonlocal pending, batch, lines
-            write = _prepare_batch(gateway, settings, batch, lines, summary)
+            now_ms = int(time.time() * 1000)
+            events, event_lines = _validated(batch, lines, settings, summary, now_ms)
+            if pending is not None and refusals_read_the_graph(events):
+                pending.result()
+            write = _prepared_write(gateway, settings, events, event_lines, summary, now_ms)
             if pending is not None:
                 pending.result()
             pending = writer.submit(write) if write is not None else None
@@ -141,25 +147,38 @@ def import_events(
     return summary
 
 
-def _prepare_batch(
-    gateway: GraphGateway,
-    settings: Settings,
+def _validated(
     batch: Sequence[dict[str, Any]],
     lines: Sequence[int],
+    settings: Settings,
     summary: ImportSummary,
-) -> Callable[[], None] | None:
-    """Validate and aggregate a batch; returns the write to run (None if nothing to write)."""
-    now_ms = int(time.time() * 1000)
+    now_ms: int,
+) -> tuple[list[Event], list[int]]:
+    """The batch's valid events and their lines; the others become rejects (no graph read)."""
     checked = validate_each(batch, max_skew_s=settings.max_clock_skew_s, now_ms=now_ms)
     events: list[Event] = []
+    event_lines: list[int] = []
     for line, result in zip(lines, checked, strict=True):
         if isinstance(result, FieldError):
             summary.rejected.append(Reject(line, result.field, result.reason))
         else:
             events.append(result)
+            event_lines.append(line)
+    return events, event_lines
+
+
+def _prepared_write(
+    gateway: GraphGateway,
+    settings: Settings,
+    events: list[Event],
+    event_lines: list[int],
+    summary: ImportSummary,
+    now_ms: int,
+) -> Callable[[], None] | None:
+    """Check valid events against the graph and aggregate them; returns the write to run (None if
+    nothing to write). Run only after every earlier batch's write: its refusals read the graph."""
     if not events:
         return None
-    event_lines = [line for line, result in zip(lines, checked, strict=True) if isinstance(result, Event)]
     while True:  # each refusal (tags on unknown items, then paths that would loop) drops its rows
         try:
             prepared = prepare(gateway, events, settings, now_ms)

@@ -323,6 +323,13 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     return PreparedBatch(params, result)
 
 
+def refusals_read_the_graph(events: Sequence[Event]) -> bool:
+    """Whether :func:`prepare` reads the graph to refuse some of ``events`` (tags need their item,
+    category paths must not close a loop), so that a write still in flight can change its answer;
+    its other reads cannot (an event id written twice is caught by the Event constraint)."""
+    return any(e.type == "tag" or (e.item is not None and len(e.item.categories) > 1) for e in events)
+
+
 def _refuse_unknown_tagged_items(
     gateway: GraphGateway, batch: Sequence[Event], applied: Sequence[Event]
 ) -> None:
