@@ -25,8 +25,8 @@ topic part of a user's served profile.
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,7 @@ from kgrec.decay import shown_weight
 from kgrec.errors import NotFound
 from kgrec.interests import PairEvidence, interest_rows
 from kgrec.recommender import HistoryEntry
+from kgrec.single_flight import RecentlyUsed
 from kgrec.text_model import DIMENSION, encode, has_meaning
 from kgrec.ties import tie_keys
 
@@ -124,35 +125,36 @@ class ActiveTopics:
 ACTIVE = ActiveTopics()
 
 
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
 class TextVectors:
-    """Embeds texts in one batch, each distinct text once, reusing the latest :data:`TEXT_CACHE` texts."""
+    """Embeds texts in one batch, each distinct text once, reusing the vectors of the latest
+    :data:`TEXT_CACHE` texts. The cache is keyed by a digest of each text, so that a process holds
+    none of its users' words: an erased user's reviews and searches stay nowhere in memory."""
 
     def __init__(self, size: int = TEXT_CACHE) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: RecentlyUsed[bytes, np.ndarray] = RecentlyUsed(size)
 
     def embed(self, texts: Sequence[str], device: str = "cpu", offline: bool = True) -> np.ndarray:
         """(len(texts), 384): unit rows, and zero rows for texts without meaning for the model
         (:func:`kgrec.text_model.has_meaning`), which so match no topic and add nothing to a
         user's text vector."""
-        with self._lock:
-            missing = sorted({t for t in texts if t not in self._cache})
-        fresh = {}
+        keys = [_text_key(t) for t in texts]
+        found = {key: vector for key in set(keys) if (vector := self._cache.get(key)) is not None}
+        missing = sorted({text for text, key in zip(texts, keys, strict=True) if key not in found})
         if missing:
             vectors = encode(missing, device, offline)
             vectors[~np.asarray(has_meaning(missing, device, offline))] = 0.0
-            fresh = dict(zip(missing, vectors, strict=True))
-        with self._lock:
-            known = {t: self._cache[t] for t in texts if t in self._cache}
-            for text, vector in fresh.items():
-                self._cache[text] = vector
-            for text in known:
-                self._cache.move_to_end(text)
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        found = {**known, **fresh}
-        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, DIMENSION), dtype=np.float32)
+            for text, vector in zip(missing, vectors, strict=True):
+                found[_text_key(text)] = vector
+                self._cache.put(_text_key(text), vector)
+        return np.stack([found[key] for key in keys]) if texts else np.zeros((0, DIMENSION), dtype=np.float32)
+
+    def held(self) -> list[bytes]:
+        """The keys the cache holds, least recently used first."""
+        return [key for key, _ in self._cache.items()]
 
 
 TEXTS = TextVectors()
