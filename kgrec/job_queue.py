@@ -260,12 +260,15 @@ def in_broker(app: Celery, job_id: str) -> bool:
     return any(needle in message for messages in found for message in messages)
 
 
-def scheduled_job_state(app: Celery, job_id: str, second_look_s: float = SECOND_LOOK_S) -> str:
+def scheduled_job_state(
+    app: Celery, job_id: str, second_look_s: float = SECOND_LOOK_S, *, look_in_broker: bool = True
+) -> str:
     """The Celery state of the job the schedule queued under ``job_id``, or :data:`NEVER_QUEUED`
     when it was never sent: the result backend holds no record of it (Celery's bare PENDING would
     say "waiting" for a job that never was), or holds the PENDING record :func:`record_queued`
     writes before the send and the broker holds no message for it (:func:`in_broker`, looked at
-    twice ``second_look_s`` apart): the sender died between the two, or the send failed. An
+    twice ``second_look_s`` apart): the sender died between the two, or the send failed. Without
+    ``look_in_broker`` the broker is not asked and that record's PENDING is the answer. An
     incremental update's task ends once it has queued its partitions and merge, so its state is
     the merge's from then on: the update runs until the merge ends (a full training, or an update
     that queued no merge, is its task's state). The merge is not looked for in the broker: a
@@ -275,10 +278,10 @@ def scheduled_job_state(app: Celery, job_id: str, second_look_s: float = SECOND_
     if meta.get("task_id") is None:
         return NEVER_QUEUED
     state = meta["status"]
-    if state == states.PENDING and not in_broker(app, job_id):
+    if state == states.PENDING and look_in_broker and not in_broker(app, job_id):
         time.sleep(second_look_s)
         state = app.backend.get_task_meta(job_id)["status"]
-        if state == states.PENDING and not in_broker(app, job_id):
+        if state == states.PENDING and look_in_broker and not in_broker(app, job_id):
             return NEVER_QUEUED
     if state != states.SUCCESS:
         return state

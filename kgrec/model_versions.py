@@ -109,10 +109,12 @@ def lineage(rows: dict[str, dict[str, Any]], version: str) -> list[str]:
 
 
 def active_lineage(gateway: GraphGateway, data_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    """The active version's view and its :func:`lineage` (itself, the versions it was made from),
-    from one read of the versions; ``(None, [])`` when none is active."""
+    """The active version's view and its :func:`lineage` (its id first, then the versions it was
+    made from), from one read of the versions; ``(None, [])`` when none is active."""
     rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
-    active = next((row for row in rows.values() if status_of(row) == "active"), None)
+    # The `active` flag is what serving reads (ACTIVE_VERSION). status_of() says "active" for the
+    # same row: every switch requires `ready`, and a version once activated is never rewritten.
+    active = next((row for row in rows.values() if row["active"]), None)
     if active is None:
         return None, []
     return version_view(active, models_dir(data_dir)), lineage(rows, active["id"])
@@ -145,10 +147,9 @@ def promote(gateway: GraphGateway, data_dir: Path, version: str, now_ms: int | N
     if not done.rows or done.rows[0]["activated"] != 1:
         # deleted or rewritten between the read and the switch: the active version's topics back
         # (as far as its file holds them)
-        now_rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
-        active = next((name for name, row in now_rows.items() if row["active"]), None)
-        if active is not None:
-            link_topic_items(gateway, folder, lineage(now_rows, active))
+        _, chain = active_lineage(gateway, data_dir)
+        if chain:
+            link_topic_items(gateway, folder, chain)
         raise VersionNotReady(version)
     return get_version(gateway, data_dir, version)
 
@@ -166,11 +167,9 @@ def relink_active_topics(gateway: GraphGateway, data_dir: Path, now_ms: int | No
     switch follows its write at once), so a promotion under way is left to finish.
     """
     folder = models_dir(data_dir)
-    rows = {row["id"]: row for row in gateway.read(MODEL_VERSIONS)}
-    active = next((name for name, row in rows.items() if row["active"]), None)
-    if active is None:
+    _, chain = active_lineage(gateway, data_dir)
+    if not chain:
         return None
-    chain = lineage(rows, active)
     file = next((v for v in chain if topic_items_path(folder, v).is_file()), None)
     if file is None or gateway.read(ABOUT_WRITTEN, {"file": file})[0]["marked"] > 0:
         return None
@@ -178,4 +177,4 @@ def relink_active_topics(gateway: GraphGateway, data_dir: Path, now_ms: int | No
     if writer is None:
         return None
     link_topic_items(gateway, folder, chain, writer=writer)
-    return active
+    return chain[0]

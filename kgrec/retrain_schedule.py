@@ -43,7 +43,7 @@ class RetrainState:
     versions: int
     events_since: int  # events received after since()
     job_unfinished: bool  # the queued job is still waiting or running (or not yet queued)
-    job_sent: bool = True  # the job was sent to the broker (it is, or was, queued)
+    job_sent: bool = True  # sent (it is, or was, queued), or its claim too young to ask the broker
 
     def since(self) -> int:
         """When the last retraining happened (request or version, the later), epoch ms."""
@@ -65,14 +65,26 @@ def due_reason(state: RetrainState, settings: Settings, now_ms: int) -> str | No
     return None
 
 
-def read_state(gateway: GraphGateway, job_state: Callable[[str], str]) -> RetrainState:
-    """The schedule's state; ``job_state(job id)`` is the queued job's Celery state, or
-    :data:`~kgrec.job_queue.NEVER_QUEUED` (:func:`~kgrec.job_queue.scheduled_job_state`)."""
+# What read_state's ``job_state`` is given: the job id, and whether to look for its message in the
+# broker (kgrec.job_queue.scheduled_job_state's look_in_broker).
+JobState = Callable[[str, bool], str]
+
+
+def read_state(gateway: GraphGateway, job_state: JobState, now_ms: int) -> RetrainState:
+    """The schedule's state at ``now_ms``; ``job_state(job id, look_in_broker)`` is the queued
+    job's Celery state, or :data:`~kgrec.job_queue.NEVER_QUEUED`
+    (:func:`~kgrec.job_queue.scheduled_job_state`).
+
+    The broker is asked whether a PENDING job was ever sent only once its claim is
+    :data:`LOST_CLAIM_AFTER_MS` old: before, a job sent and one not sent both hold the schedule
+    (:func:`due_reason`), and the look reads every queue, each check while the job waits."""
     row = gateway.read(RETRAIN_STATE)[0]
     since = max(row["requested_at"] or 0, row["latest_version_at"] or 0)
     events = gateway.read(EVENTS_RECEIVED_SINCE, {"since": since})[0]["events"]
     job_id = row["job_id"]
-    job = job_state(job_id) if job_id else None
+    requested_at = row["requested_at"]
+    old_claim = requested_at is None or now_ms - requested_at >= LOST_CLAIM_AFTER_MS
+    job = job_state(job_id, old_claim) if job_id else None
     return RetrainState(
         requested_at=row["requested_at"],
         job_id=job_id,
@@ -87,7 +99,7 @@ def read_state(gateway: GraphGateway, job_state: Callable[[str], str]) -> Retrai
 def check_and_claim(
     gateway: GraphGateway,
     settings: Settings,
-    job_state: Callable[[str], str],
+    job_state: JobState,
     enqueue: Callable[[str], None],
     now_ms: int | None = None,
 ) -> dict[str, object]:
@@ -100,7 +112,7 @@ def check_and_claim(
     queues the retraining rather than waiting for a job that was never queued.
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    state = read_state(gateway, job_state)
+    state = read_state(gateway, job_state, now)
     reason = due_reason(state, settings, now)
     summary: dict[str, object] = {"due": reason, "events_since": state.events_since, "job_id": None}
     if reason is None:

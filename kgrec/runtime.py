@@ -33,10 +33,9 @@ def graph_session(settings: Settings, *, apply_migrations: bool = False) -> Iter
         if server.running() is None:
             server.start()
             started_here = True
-    else:
-        check_neo4j(settings)
     gateway = open_gateway(settings)
     try:
+        check_neo4j(gateway)
         if apply_migrations:
             migrate(gateway)
         yield gateway
@@ -49,18 +48,11 @@ def graph_session(settings: Settings, *, apply_migrations: bool = False) -> Iter
 NEO4J_CHECK_TIMEOUT_S = 5.0
 
 
-def check_neo4j(settings: Settings, timeout_s: float = NEO4J_CHECK_TIMEOUT_S) -> None:
+def check_neo4j(gateway: GraphGateway, timeout_s: float = NEO4J_CHECK_TIMEOUT_S) -> None:
     """A command's check that Neo4j answers (:class:`~kgrec.gateway.GraphUnavailable` in one line
-    after about ``timeout_s`` if not), before a gateway whose driver would retry for a minute."""
-    from kgrec.gateway.neo4j_adapter import verify_reachable
-
-    verify_reachable(
-        settings.neo4j_uri or "",
-        settings.neo4j_user,
-        settings.neo4j_password,
-        timeout_s,
-        database=settings.neo4j_database,
-    )
+    after about ``timeout_s`` if not), through the gateway's own driver before its first call,
+    which would retry for a minute (:meth:`~kgrec.gateway.GraphGateway.verify_reachable`)."""
+    gateway.verify_reachable(timeout_s)
 
 
 class ProcessGateway:

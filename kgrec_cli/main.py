@@ -17,6 +17,7 @@ from typing import Any
 import click
 import redis
 from celery import states
+from kombu.exceptions import OperationalError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -777,22 +778,27 @@ def serve_command(host: str, port: int, workers: int, threads: int) -> None:
     os.execvp(command[0], command)
 
 
+# How long `kgrec worker` and `kgrec beat` wait for the broker before saying it does not answer.
+BROKER_CHECK_S = 5.0
+
+
 def _check_broker(settings: Settings) -> None:
     """Fail in one line unless the Celery broker is known and answers, before ``exec`` of Celery
-    (which printed a 41-line traceback for either)."""
+    (which printed a 41-line traceback for either). The job queue's own connection is asked, so
+    the URL means here what it means to Celery (a ``rediss://`` query's ``ssl_cert_reqs``)."""
     try:
-        broker, _ = job_queue.redis_urls(settings)
+        app = job_queue.job_client(settings)
     except GraphUnavailable as exc:
         hint = "; start it with `kgrec db start`, or run the whole stack with `kgrec up`"
         fail(f"{exc}{hint if settings.embedded else ''}")
-    client = redis.Redis.from_url(broker, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        where = "the embedded graph server" if not settings.redis_url else "REDIS_URL"
-        fail(f"the Celery broker ({where}) does not answer: {exc}")
-    finally:
-        client.close()
+    bound = {"socket_timeout": BROKER_CHECK_S, "socket_connect_timeout": BROKER_CHECK_S}
+    with app.connection_for_write(connect_timeout=BROKER_CHECK_S, transport_options=bound) as connection:
+        try:
+            connection.ensure_connection(max_retries=0)
+        except OperationalError as exc:
+            where = "the embedded graph server" if not settings.redis_url else "REDIS_URL"
+            # as_uri() leaves the password out
+            fail(f"the Celery broker ({where}, {connection.as_uri()}) does not answer: {exc}")
 
 
 @main.command("worker")

@@ -409,9 +409,8 @@ def _import_plan(
     """Migrate the graph, then :func:`import_decision` on what it holds."""
     from kgrec.importer import import_state
 
-    if not settings.embedded:
-        check_neo4j(settings)
     with open_gateway(settings) as gateway:
+        check_neo4j(gateway)
         migrate(gateway)
         items = int(gateway.read(admin.ITEM_COUNT)[0]["count"])
         state = import_state(gateway)

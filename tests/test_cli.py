@@ -286,7 +286,10 @@ def test_worker_and_beat_without_a_broker_fail_in_one_line(tmp_path: Path) -> No
             {},
             "the embedded graph server (also the Celery broker) is not running; start it with `kgrec db start`",
         ),
-        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "the Celery broker (REDIS_URL) does not answer: "),
+        (
+            {"REDIS_URL": "redis://:secret@127.0.0.1:1/0"},
+            "the Celery broker (REDIS_URL, redis://:**@127.0.0.1:1/0) does not answer: ",
+        ),
         ({"NEO4J_URI": "bolt://127.0.0.1:1"}, "NEO4J_URI is set but REDIS_URL is not"),
     ]
     for env, reason in cases:
@@ -295,6 +298,21 @@ def test_worker_and_beat_without_a_broker_fail_in_one_line(tmp_path: Path) -> No
             assert done.returncode == 1, done.stderr
             (line,) = done.stderr.splitlines()
             assert line.startswith(f"kgrec: error: {reason}"), line
+
+
+def test_the_broker_check_takes_a_rediss_url_as_celery_does(tmp_path: Path) -> None:
+    """The check pinged with its own redis-py client, which refused the ``ssl_cert_reqs=CERT_REQUIRED``
+    Celery (kombu) takes: 'Invalid SSL Certificate Requirements Flag'. Now it tries to connect."""
+    url = "rediss://:secret@127.0.0.1:1/0?ssl_cert_reqs=CERT_REQUIRED"
+    started = time.monotonic()
+    done = kgrec("beat", env={"KGREC_DATA_DIR": str(tmp_path), "REDIS_URL": url}, timeout=60)
+    assert time.monotonic() - started < 15
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "kgrec: error: the Celery broker (REDIS_URL, rediss://:**@127.0.0.1:1/0) does not answer: "
+        "Error 111 connecting to 127.0.0.1:1"
+    ), line
 
 
 def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:

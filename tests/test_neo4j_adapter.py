@@ -67,6 +67,24 @@ def test_a_bounded_gateway_gives_up_on_a_server_that_does_not_answer(silent_serv
         gateway.close()
 
 
+@pytest.mark.parametrize("scheme", ["bolt", "neo4j"])
+def test_a_command_s_probe_through_the_gateway_gives_up_within_its_bound(
+    silent_server: int, scheme: str
+) -> None:
+    """A command probed Neo4j with a second driver of its own before opening its gateway. The probe
+    now goes through the gateway's driver, unbounded (the driver waits 60 s for a connection):
+    only the probe's session is bounded."""
+    uri = f"{scheme}://127.0.0.1:{silent_server}"
+    gateway = Neo4jGateway(uri, "neo4j", "secret", "kgrec")
+    try:
+        started = time.monotonic()
+        with pytest.raises(GraphUnavailable, match=f"^Neo4j at {uri} is not reachable: "):
+            gateway.verify_reachable(2.0)
+        assert time.monotonic() - started < 6
+    finally:
+        gateway.close()
+
+
 def test_a_transaction_the_server_timed_out_is_a_timeout() -> None:
     gateway = Neo4jGateway("neo4j://127.0.0.1:9", "neo4j", "secret", "neo4j", timeout_s=2.5)
     try:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from celery import states
+from celery import Celery, states
+from kombu.exceptions import OperationalError
 
 from graph_schema.statements.schedule import CLAIM_RETRAIN
 from kgrec.config import Settings
@@ -117,7 +118,7 @@ def events(prefix: str, count: int, user: str = "sched-user") -> list:
 def test_check_claims_one_retraining_and_counts_events(gateway: GraphGateway, settings: Settings) -> None:
     local = replace(settings, retrain_interval_s=0, retrain_after_events=3)
     queued: list[str] = []
-    never_ran = lambda _job: "PENDING"  # noqa: E731
+    never_ran = lambda _job, _look: "PENDING"  # noqa: E731
 
     def check(now: int, job_state=never_ran) -> dict[str, object]:  # type: ignore[no-untyped-def]
         return check_and_claim(gateway, local, job_state, queued.append, now_ms=now)
@@ -137,7 +138,7 @@ def test_check_claims_one_retraining_and_counts_events(gateway: GraphGateway, se
     ingest(gateway, events("c", 3), local, now_ms=now + 2)
     assert check(now + 3)["job_id"] is None
     # Once it finished, events since the request count again.
-    done = check(now + 4, job_state=lambda _job: "SUCCESS")
+    done = check(now + 4, job_state=lambda _job, _look: "SUCCESS")
     assert done["due"] == "events" and done["events_since"] == 3
     assert queued == [first["job_id"], done["job_id"]]
     schedule = gateway.run_query("MATCH (s:Schedule) RETURN s.job_id AS job, s.requested_at AS at", {})
@@ -237,7 +238,11 @@ def test_a_claim_whose_job_was_never_queued_does_not_block_retraining(
 
     def check(now: int, queue=enqueue) -> dict[str, object]:  # type: ignore[no-untyped-def]
         return check_and_claim(
-            gateway, local, lambda job: scheduled_job_state(client, job), queue, now_ms=now
+            gateway,
+            local,
+            lambda job, look: scheduled_job_state(client, job, look_in_broker=look),
+            queue,
+            now_ms=now,
         )
 
     now = int(time.time() * 1000)
@@ -277,13 +282,30 @@ def test_a_claim_whose_job_was_never_queued_does_not_block_retraining(
         connection.default_channel.queue_purge(local.train_queue)
 
 
+def without_broker(client: Celery) -> Celery:
+    """A client of ``client``'s result backend and queues whose broker does not answer."""
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = Celery("no-broker", set_as_current=False)
+    app.conf.update(
+        broker_url=f"redis://127.0.0.1:{port}/0",
+        broker_transport_options={"max_retries": 0},
+        result_backend=client.conf.result_backend,
+        task_routes=client.conf.task_routes,
+    )
+    return app
+
+
 def test_a_claim_whose_job_was_recorded_but_never_sent_is_lost_after_five_minutes(
     gateway: GraphGateway, settings: Settings, graph_server: EmbeddedServer | None
 ) -> None:
     """The check records the job (PENDING) before it sends it: a check that died between the two,
     or whose send failed and whose put-back of the claim failed too, left a PENDING record of a job
     the broker never had, which held the schedule for 6 hours. A job sent, waiting on its queue or
-    reserved by a worker, is still waited for."""
+    reserved by a worker, is still waited for. The broker is asked only once the claim is
+    LOST_CLAIM_AFTER_MS old (each check read every queue while the job was PENDING): a client whose
+    broker does not answer shows which checks ask it."""
     local = replace(
         settings, retrain_interval_s=0, retrain_after_events=3, train_queue=f"idle-{uuid.uuid4()}"
     )
@@ -295,10 +317,11 @@ def test_a_claim_whose_job_was_recorded_but_never_sent_is_lost_after_five_minute
         client.send_task(TRAIN, kwargs={"gate": True}, task_id=job_id)  # to a queue no worker reads
         sent.append(job_id)
 
-    def check(now: int) -> dict[str, object]:
-        return check_and_claim(
-            gateway, local, lambda job: scheduled_job_state(client, job, 0.05), send, now_ms=now
-        )
+    def check(now: int, app: Celery = client) -> dict[str, object]:
+        def job_state(job: str, look: bool) -> str:
+            return scheduled_job_state(app, job, 0.05, look_in_broker=look)
+
+        return check_and_claim(gateway, local, job_state, send, now_ms=now)
 
     now = int(time.time() * 1000)
     gateway.run_query(
@@ -311,7 +334,12 @@ def test_a_claim_whose_job_was_recorded_but_never_sent_is_lost_after_five_minute
     assert claimed.rows == [{"claimed": 1}]
     record_queued(client, unsent)
     assert scheduled_job_state(client, unsent, 0.05) == NEVER_QUEUED
-    assert check(now + LOST_CLAIM_AFTER_MS - 1)["job_id"] is None
+    # a fresh claim: decided from the result backend alone, the broker is not asked
+    no_broker = without_broker(client)
+    assert check(now + LOST_CLAIM_AFTER_MS - 1, no_broker) == {"due": None, "events_since": 3, "job_id": None}
+    with pytest.raises(OperationalError):  # an old one: it is
+        check(now + LOST_CLAIM_AFTER_MS, no_broker)
+    assert sent == []
     taken_over = check(now + LOST_CLAIM_AFTER_MS)
     assert taken_over["due"] == "events" and sent == [taken_over["job_id"]]
     # That one was sent: waiting on its queue, it holds the schedule until it is stale.

@@ -101,9 +101,10 @@ def retrain_if_due() -> dict[str, object]:
         else:
             train.apply_async(kwargs={"gate": True}, task_id=job_id)
 
-    return check_and_claim(
-        graph(), settings(), lambda job_id: job_queue.scheduled_job_state(current_app, job_id), enqueue
-    )
+    def job_state(job_id: str, look_in_broker: bool) -> str:
+        return job_queue.scheduled_job_state(current_app, job_id, look_in_broker=look_in_broker)
+
+    return check_and_claim(graph(), settings(), job_state, enqueue)
 
 
 @shared_task(bind=True, name=job_queue.INCREMENTAL_UPDATE, acks_late=True, reject_on_worker_lost=True)

@@ -87,6 +87,11 @@ class GraphGateway(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def verify_reachable(self, timeout_s: float) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`GraphUnavailable` in one line unless the server answers within about
+        ``timeout_s``, before a command's first call (a no-op where that call fails fast anyway:
+        the embedded server, started or found running for the command)."""
+
     def after_bulk_load(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Let the engine compact its logs after a bulk load (a no-op unless it needs one)."""
 

@@ -63,34 +63,6 @@ def _translated(exc: Exception, timeout_s: float | None) -> Exception:
     return base.GraphQueryError(str(exc))
 
 
-def verify_reachable(uri: str, user: str, password: str, timeout_s: float, database: str = "neo4j") -> None:
-    """Raise :class:`~kgrec.gateway.base.GraphUnavailable` in one line unless Neo4j at ``uri``
-    answers a query on ``database`` with these credentials within about ``timeout_s``.
-
-    For a command, before it opens its gateway: with the driver's defaults an unreachable server
-    took about a minute of retries (each one logged) before the first query failed. The probe asks
-    ``database`` itself (the driver's own check asks the user's home database, which a user granted
-    only ``NEO4J_DATABASE`` may not reach).
-    """
-    driver = GraphDatabase.driver(
-        uri,
-        auth=(user, password),
-        connection_timeout=timeout_s,
-        connection_acquisition_timeout=timeout_s,
-        max_transaction_retry_time=0,
-    )
-    try:
-        with driver.session(database=database) as session:
-            session.run(PING.cypher).consume()
-    except AuthError as exc:
-        raise base.GraphUnavailable(f"Neo4j at {uri} refused NEO4J_USER {user!r}: {exc.message}") from None
-    except (DriverError, Neo4jError, OSError) as exc:
-        reason = " ".join(str(exc).split())  # the driver's reasons span lines
-        raise base.GraphUnavailable(f"Neo4j at {uri} is not reachable: {reason}") from None
-    finally:
-        driver.close()
-
-
 class Neo4jGateway(GraphGateway):
     """Gateway over one Neo4j 5 database."""
 
@@ -108,11 +80,41 @@ class Neo4jGateway(GraphGateway):
             half = timeout_s / 2
             bounded = {"connection_acquisition_timeout": half, "max_transaction_retry_time": half}
         self._driver = GraphDatabase.driver(uri, auth=(user, password), **bounded)
+        self._uri = uri
+        self._user = user
         self._database = database
         self.timeout_s = timeout_s
         # Every session of this process shares the bookmarks, so on a cluster a read follows the
         # writes before it (a revision counter and the items it stamped, a migration just applied).
         self._bookmarks = GraphDatabase.bookmark_manager()
+
+    def verify_reachable(self, timeout_s: float) -> None:
+        """Raise :class:`~kgrec.gateway.base.GraphUnavailable` in one line unless Neo4j answers a
+        query on this gateway's database within about ``timeout_s``.
+
+        For a command, before its first call: with the driver's defaults an unreachable server took
+        about a minute of retries (each one logged) before the first query failed. Only this probe's
+        session is bounded (getting a connection, connecting included, and no retries); the
+        connection it opens stays in the driver's pool for the calls after it. It asks the database
+        itself (the driver's own check asks the user's home database, which a user granted only
+        ``NEO4J_DATABASE`` may not reach).
+        """
+        probe = self._driver.session(
+            database=self._database,
+            bookmark_manager=self._bookmarks,
+            connection_acquisition_timeout=timeout_s,
+            max_transaction_retry_time=0,
+        )
+        try:
+            with probe as session:
+                session.run(PING.cypher).consume()
+        except AuthError as exc:
+            raise base.GraphUnavailable(
+                f"Neo4j at {self._uri} refused NEO4J_USER {self._user!r}: {exc.message}"
+            ) from None
+        except (DriverError, Neo4jError, OSError) as exc:
+            reason = " ".join(str(exc).split())  # the driver's reasons span lines
+            raise base.GraphUnavailable(f"Neo4j at {self._uri} is not reachable: {reason}") from None
 
     def _session(self) -> neo4j.Session:
         return self._driver.session(database=self._database, bookmark_manager=self._bookmarks)
