@@ -147,9 +147,12 @@ def match_events(store: ImpressionStore, events: Sequence[Event], *, max_skew_ms
     recent = store.recent_entry_ids(e.user_id for e in pending)
     window = store.window_ms
 
-    def may_be_in_window(entry_id: str, event: Event) -> bool:
+    def shipped_at(entry_id: str) -> int:
         # An entry id is its shipping time, never before the impression was recorded.
-        return int(entry_id.partition("-")[0]) >= event.ts - window
+        return int(entry_id.partition("-")[0])
+
+    def may_be_in_window(entry_id: str, event: Event) -> bool:
+        return shipped_at(entry_id) >= event.ts - window
 
     def in_window(impression: Impression, event: Event) -> bool:
         return event.ts - window <= impression.created_at <= event.ts + max_skew_ms
@@ -166,12 +169,16 @@ def match_events(store: ImpressionStore, events: Sequence[Event], *, max_skew_ms
         shown.update(store.entries(needed))
         unmatched = []
         for event in pending:
-            kept = (shown.get(e) for e in recent.get(event.user_id, [])[:depth])
+            entries = recent.get(event.user_id, [])
+            kept = (shown.get(e) for e in entries[:depth])
             # Newest first by when they were recorded (a dead process's journal is shipped late).
             newest_first = sorted(
                 (i for i in kept if i is not None and in_window(i, event)), key=lambda i: -i.created_at
             )
             match = next(filter(None, (_match(event, i, "window") for i in newest_first)), None)
+            unread = entries[depth : depth + 1]
+            if match is not None and unread and match.impression.created_at < shipped_at(unread[0]):
+                match = None  # an entry not read yet may have been recorded later: read them all
             if match is not None:
                 matches.append(match)
             else:

@@ -313,3 +313,37 @@ def test_the_impression_store_names_its_keys_per_graph() -> None:
         ImpressionStore(Settings(neo4j_uri="neo4j://x", neo4j_database="shop")).stream
         == "kgrec:shop:impressions"
     )
+
+
+def test_a_late_shipped_journal_does_not_hide_the_users_latest_impression(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    # a dead process's journal is shipped after a newer impression: its older entries are the
+    # newest shipped, and the click must still go to the impression recorded last
+    from kgrec.attribution import NEWEST_FIRST, match_events
+    from kgrec.events.validation import validate_batch
+
+    store = store_for(settings)
+    now = int(time.time() * 1000)
+
+    def show(item: str, at: int) -> str:
+        return store.record(
+            surface="recommendations",
+            user_id="u1",
+            items=[(item, 1.0), ("filler", 0.5)],
+            model_version="v",
+            filters={},
+            now_ms=at,
+        )
+
+    latest = show("x", now - 1_000)
+    store.settle()
+    time.sleep(0.01)
+    late = [show("x" if n == 0 else f"other{n}", now - 60_000 + n) for n in range(NEWEST_FIRST)]
+    store.settle()
+    assert store.recent_entry_ids(["u1"])["u1"][NEWEST_FIRST] is not None
+    click = {"event_id": "c1", "user_id": "u1", "item_id": "x", "type": "click", "ts": now}
+    events, errors = validate_batch([click], max_skew_s=300, now_ms=now)
+    assert not errors
+    [match] = match_events(store, events, max_skew_ms=300_000)
+    assert match.impression.recommendation_id == latest, late
