@@ -19,9 +19,16 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.experiments import Experiment, ExperimentStore, Variant
-from kgrec.gate_experiments import CANDIDATE, CONTROL, candidate_experiment
+from kgrec.gate_experiments import (
+    CANDIDATE,
+    CONTROL,
+    CandidateExperiment,
+    candidate_experiment,
+    gate_experiment_id,
+)
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
+from kgrec.model_store import artifact_name, models_dir
 from kgrec.model_versions import list_versions
 from kgrec.promotion_gate import KEPT, PROMOTED, GateDecision, GateScores
 from tests.conftest import embedded_only
@@ -36,6 +43,7 @@ from tests.planted import (
     train_knowing,
     train_shuffled,
 )
+from workers.training import job
 
 pytestmark = embedded_only
 
@@ -140,3 +148,61 @@ def test_without_the_flag_the_gate_promotes_as_before(graph: tuple[Settings, Gra
     assert train_knowing(gateway, plain, "v2", gate=True)["gate"]["reason"].startswith("validation NDCG@10 ")
     assert running(plain) is None
     assert {v["version"]: v["status"] for v in list_versions(gateway, plain.data_dir)}["v2"] == "active"
+
+
+class WorkerDied(Exception):
+    """The training's worker is killed here."""
+
+
+def test_an_experiment_serves_a_candidate_only_once_its_decision_is_recorded(
+    graph: tuple[Settings, GraphGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hook started the experiment before the owner-checked record of the gate's decision: a job
+    # that died between the two left the version open (no decision), so its redelivery re-claimed
+    # it, trained and wrote a new artifact, and reused the running experiment: processes that had
+    # loaded the first artifact served another model than later ones under the same variant.
+    settings, gateway = graph
+    folder = models_dir(settings.data_dir)
+
+    def dies(*_args: object, **_kwargs: object) -> None:
+        raise WorkerDied
+
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "record_gate_decision", dies)
+        with pytest.raises(WorkerDied):
+            train_knowing(gateway, settings, "v2", gate=True)
+    assert running(settings) is None  # nothing serves a version its redelivery may write again
+    summary = train_knowing(gateway, settings, "v2", gate=True)  # the redelivery
+    experiment = running(settings)
+    assert experiment is not None and experiment.id == gate_experiment_id("v2")
+    assert experiment.id in summary["gate"]["reason"]
+
+    # Killed after the record, before the experiment started: the redelivery starts it (the one
+    # the reason names) without training the version again; later ones change nothing.
+    store = ImpressionStore(settings)
+    try:
+        ExperimentStore(store).stop(experiment)
+    finally:
+        store.close()
+    with monkeypatch.context() as patch:
+        patch.setattr(CandidateExperiment, "start", dies)
+        with pytest.raises(WorkerDied):
+            train_knowing(gateway, settings, "v3", gate=True)
+    assert running(settings) is None
+    artifact = folder / artifact_name("v3")
+    written = artifact.stat().st_mtime_ns
+    again = train_knowing(gateway, settings, "v3", gate=True)
+    assert again["already_published"] and gate_experiment_id("v3") in again["gate"]["reason"]
+    resumed = running(settings)
+    assert resumed is not None and resumed.id == gate_experiment_id("v3")
+    assert resumed.variants == (Variant(CONTROL, "v1", 0.5), Variant(CANDIDATE, "v3", 0.5))
+    assert artifact.stat().st_mtime_ns == written
+    assert train_knowing(gateway, settings, "v3", gate=True) == again and running(settings) == resumed
+    # once stopped it stays stopped: a redelivery never starts it again
+    store = ImpressionStore(settings)
+    try:
+        ExperimentStore(store).stop(resumed)
+    finally:
+        store.close()
+    train_knowing(gateway, settings, "v3", gate=True)
+    assert running(settings) is None

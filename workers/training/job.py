@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from graph_schema.statements.models import MODEL_VERSIONS
 from kgrec.config import Settings
-from kgrec.gate_experiments import candidate_experiment, running_versions
+from kgrec.gate_experiments import CandidateExperiment, candidate_experiment, running_versions
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import has_impression_store
 from kgrec.model_store import models_dir
@@ -115,6 +116,10 @@ def run_training(
         carry_out_promotion(gateway, settings, version)
         published = already_published(gateway, version)
     if published is not None:
+        if settings.gate_experiment:  # an earlier delivery may have died before starting its experiment
+            row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+            if row is not None:
+                CandidateExperiment(settings).resume(row)
         return published
     report = progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}
@@ -246,9 +251,20 @@ def publish(
     if on_decision is None and settings.gate_experiment:
         on_decision = candidate_experiment(settings)
     taken = on_decision(version, decision) if on_decision is not None else None
+    gated = decision
     if taken:
         decision = replace(decision, reason=f"{decision.reason}; {taken}")
+    # The owner-checked record settles the version before an experiment serves it: started first,
+    # the experiment served a version its redelivery could still re-claim and re-train (a new
+    # artifact under the running variant). A job that dies between the two leaves the experiment
+    # to its redelivery (CandidateExperiment.resume).
     record_gate_decision(gateway, version, owner, decision, taken=bool(taken))
+    active = decision.scores.active_version
+    if taken and isinstance(on_decision, CandidateExperiment) and active is not None:
+        why = on_decision.start(version, active)
+        if why is not None:  # another experiment started since the hook planned this one
+            decision = replace(gated, reason=f"{gated.reason}; {why}")
+            record_gate_decision(gateway, version, owner, decision, taken=True)
     if decision.promoted and not taken:
         carry_out_promotion(gateway, settings, version, owner)
     return decision
