@@ -209,8 +209,8 @@ def stop_experiment(experiment_id: str) -> Response:
             Error,
             "the experiment was promoted before, or is being promoted by another request, or it is "
             "stopped while another runs, or the variant's model version cannot be activated (still "
-            "being written, or its artifact file is missing), or a resumed promotion found another "
-            "version activated since its claim",
+            "being written, its artifact file is missing, or it was garbage-collected), or a resumed "
+            "promotion found another version activated since its claim",
         ),
         "HTTP_422": (Error, "no such variant (`field`: variant)"),
     },
@@ -294,6 +294,14 @@ def _carry_out(
         store.undo_promotion(claimed, before)  # as it was: running again, or stopped
         if isinstance(exc, VersionNotReady):
             raise ApiError(409, "conflict", exc.detail, "variant") from None
+        if isinstance(exc, NotFound):  # the variant's version, garbage-collected: the experiment exists
+            raise ApiError(
+                409,
+                "conflict",
+                f"variant {promoted['variant']!r}'s model version {promoted['model_version']} no longer "
+                "exists (garbage-collected); it cannot be promoted",
+                "variant",
+            ) from None
         raise
     done = replace(claimed, promoted=promoted)
     store.finish_promotion(done)

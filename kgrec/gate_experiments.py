@@ -25,10 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from kgrec.config import Settings
-from kgrec.experiments import ExperimentConflict, ExperimentStore, Variant
+from kgrec.experiments import ACTIVE, ExperimentConflict, ExperimentStore, Variant
 from kgrec.impressions import ImpressionStore
 from kgrec.promotion_gate import PROMOTED, CandidateHook, GateDecision
 
@@ -44,14 +45,34 @@ def experiment_name(version: str) -> str:
     return f"gate: {version}"
 
 
-def running_versions(settings: Settings) -> set[str]:
-    """The model versions the running experiment serves (empty without one); garbage collection keeps them."""
+# A stopped experiment's versions are kept this long after its stop, unless its promotion finished:
+# the operator stops it, reads the results and promotes the winner (README, "Experiments").
+STOPPED_KEPT_MS = 7 * 24 * 3600 * 1000
+
+
+def protected_versions(settings: Settings, now_ms: int | None = None) -> set[str]:
+    """The model versions garbage collection keeps for experiments: those of the running one, and of
+    each stopped within :data:`STOPPED_KEPT_MS` whose promotion has not finished (none, or claimed
+    and unfinished). Raises GraphUnavailable when the experiments cannot be read."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     store = ImpressionStore(settings)
     try:
-        running = ExperimentStore(store).running()
+        experiments = ExperimentStore(store)
+        running = experiments.running_id()
+        found = experiments.list_experiments()
     finally:
         store.close()
-    return set() if running is None else {v.model_version for v in running.variants}
+    kept = [
+        x
+        for x in found
+        if x.id == running
+        or x.status == "running"
+        or (
+            (x.promoted is None or x.promoted.get("activated_at") is None)
+            and (x.stopped_at or now) >= now - STOPPED_KEPT_MS
+        )
+    ]
+    return {v.model_version for x in kept for v in x.variants if v.model_version != ACTIVE}
 
 
 def gate_experiment_id(version: str) -> str:

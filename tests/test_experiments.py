@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,15 @@ def two_versions(
 
 def create(api: ApiProcess, body: dict[str, Any], auth: dict[str, str] = AUTH) -> requests.Response:
     return requests.post(f"{api.url}/v1/experiments", json=body, headers=auth, timeout=30)
+
+
+def promote_variant(api: ApiProcess, experiment_id: str, variant: str) -> requests.Response:
+    return requests.post(
+        f"{api.url}/v1/experiments/{experiment_id}/promote",
+        json={"variant": variant},
+        headers=AUTH,
+        timeout=30,
+    )
 
 
 SPLIT = {
@@ -152,12 +162,7 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
     )
     assert treatment["vs_control"]["revenue_per_impression"]["p_value"] < 0.05
 
-    promoted = requests.post(
-        f"{api.url}/v1/experiments/{experiment['id']}/promote",
-        json={"variant": "treatment"},
-        headers=AUTH,
-        timeout=30,
-    )
+    promoted = promote_variant(api, experiment["id"], "treatment")
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["status"] == "stopped"
     assert promoted.json()["promoted"]["model_version"] == "exp-b"
@@ -237,6 +242,24 @@ def test_an_experiment_is_not_started_on_a_version_whose_artifact_file_is_missin
         assert listed["running"] is None
     finally:
         aside.rename(artifact)
+
+
+@embedded_only
+def test_promoting_a_variant_whose_version_was_collected_is_a_conflict_naming_the_variant(
+    two_versions: ApiProcess, settings: Settings
+) -> None:
+    # The endpoint documents 404 as "no such experiment" and 409 for a version that cannot be
+    # activated; a variant's version collected after its experiment stopped answered 404 on `version`.
+    local = settings.with_overrides(graph_name=two_versions.graph_name)  # type: ignore[attr-defined]
+    with closing(ImpressionStore(local)) as impressions:
+        store = ExperimentStore(impressions)
+        variants = [Variant("control", "active", 0.5), Variant("treatment", "exp-collected", 0.5)]
+        experiment = store.stop(store.create("on a version collected since", variants))
+        promote = promote_variant(two_versions, experiment.id, "treatment")
+        assert promote.status_code == 409, promote.text
+        assert promote.json()["field"] == "variant"
+        assert "exp-collected no longer exists" in promote.json()["detail"]
+        assert store.get(experiment.id) == experiment  # put back as it was: stopped, unpromoted
 
 
 def active_and_other(api: ApiProcess) -> tuple[str, str]:

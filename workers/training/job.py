@@ -18,7 +18,7 @@ from typing import Any
 
 from graph_schema.statements.models import MODEL_VERSIONS
 from kgrec.config import Settings
-from kgrec.gate_experiments import CandidateExperiment, candidate_experiment, running_versions
+from kgrec.gate_experiments import CandidateExperiment, candidate_experiment, protected_versions
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import has_impression_store
 from kgrec.model_store import models_dir
@@ -176,19 +176,24 @@ def run_training(
 
 
 def collect_unused_versions(gateway: GraphGateway, settings: Settings, keep: int) -> list[str]:
-    """Garbage-collect old versions, never the running experiment's; returns the removed ids.
+    """Garbage-collect old versions, never those an experiment may still serve or promote (the
+    running one's, and a recently stopped one's: :func:`kgrec.gate_experiments.protected_versions`,
+    read again before each deletion); returns the removed ids.
 
-    When the running experiment cannot be read (its store restarting or unreachable), nothing
-    is collected this time: a version it serves might otherwise go. The next training collects.
+    When the experiments cannot be read (their store restarting or unreachable), collection stops
+    there: a version they name might otherwise go. The next training collects.
     """
-    try:
-        protect = frozenset(running_versions(settings))
-    except GraphUnavailable as exc:
-        if has_impression_store(settings):
-            log.warning("could not read the running experiment (%s); no version collected this time", exc)
-            return []
-        protect = frozenset()  # no impression store at all (Neo4j without REDIS_URL): no experiment
-    return collect_garbage(gateway, models_dir(settings.data_dir), keep, protect=protect)
+
+    def protected() -> frozenset[str] | None:
+        try:
+            return frozenset(protected_versions(settings))
+        except GraphUnavailable as exc:
+            if has_impression_store(settings):
+                log.warning("could not read the experiments (%s); no more versions collected this time", exc)
+                return None
+            return frozenset()  # no impression store at all (Neo4j without REDIS_URL): no experiment
+
+    return collect_garbage(gateway, models_dir(settings.data_dir), keep, protected=protected)
 
 
 def publish(
