@@ -39,6 +39,7 @@ from kgrec.experiments import (
 )
 from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.impressions import ImpressionStore
+from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.serving import Serving
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
@@ -242,6 +243,35 @@ def test_an_experiment_is_not_started_on_a_version_whose_artifact_file_is_missin
         assert listed["running"] is None
     finally:
         aside.rename(artifact)
+
+
+@embedded_only
+def test_an_experiment_names_no_more_versions_than_a_serving_process_keeps_loaded(
+    two_versions: ApiProcess,
+) -> None:
+    # 10 variants were allowed while each serving process keeps 4 versions loaded besides the
+    # active one: 5 distinct variant versions evicted each other, and requests kept reading
+    # artifacts of about 0.2 GB again. The active version, by name or as "active", is not counted.
+    api = two_versions
+
+    def split(versions: list[str]) -> dict[str, Any]:
+        share = 1 / len(versions)
+        variants = [{"name": f"v{n}", "model_version": v, "traffic": share} for n, v in enumerate(versions)]
+        return {"name": "many versions", "variants": variants}
+
+    side = ["exp-b", *(f"exp-never-{n}" for n in range(MAX_SIDE_VERSIONS))]  # one too many
+    refused = create(api, split(["active", "exp-a", *side]))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "variants"
+    assert (
+        f"{len(side)} distinct model versions besides the active one; at most {MAX_SIDE_VERSIONS}"
+        in (refused.json()["detail"])
+    )
+    # within the bound (a version named twice counts once): refused only for the versions that do
+    # not exist
+    within = create(api, split(["active", "exp-a", *side[:-1], side[0]]))
+    assert within.status_code == 422 and within.json()["field"] == "variants.3.model_version", within.text
+    assert requests.get(f"{api.url}/v1/experiments", timeout=30).json()["running"] is None
 
 
 @embedded_only
