@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import Query, Recommendations
 from kgrec.field_types import Id
+from kgrec.limits import MAX_SIDE_VERSIONS
 
 MAX_VARIANTS = 10
 MAX_LISTED = 100
@@ -36,7 +37,11 @@ class NewExperiment(BaseModel):
         Field(
             min_length=2,
             max_length=MAX_VARIANTS,
-            description="distinct names, traffic adding up to 1; the first is the control",
+            description=(
+                "distinct names, traffic adding up to 1; the first is the control; at most "
+                f"{MAX_SIDE_VERSIONS} distinct model versions besides the active one (what each serving "
+                "process keeps loaded)"
+            ),
         ),
     ]
     unit: Literal["user"] = "user"

@@ -34,6 +34,7 @@ from kgrec.experiments import (
     Variant,
     results,
 )
+from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_versions import VersionNotReady, active_lineage, list_versions
 from kgrec.serving import now_ms
 
@@ -70,8 +71,9 @@ def _experiment(experiment_id: str) -> Experiment:
 
 
 def _checked_variants(body: NewExperiment) -> list[Variant]:
-    """Distinct names, shares adding up to 1, ready model versions (else 422 naming the field), each
-    with its artifact file (else 409 naming the field, as promoting the version would be)."""
+    """Distinct names, shares adding up to 1, at most MAX_SIDE_VERSIONS versions besides the active
+    one, ready model versions (else 422 naming the field), each with its artifact file (else 409
+    naming the field, as promoting the version would be)."""
     names = [v.name for v in body.variants]
     if len(set(names)) != len(names):
         raise ApiError(422, "validation_failed", f"variant names must be distinct: {names}", "variants")
@@ -79,6 +81,18 @@ def _checked_variants(body: NewExperiment) -> list[Variant]:
     if abs(total - 1.0) > 1e-6:
         raise ApiError(422, "validation_failed", f"traffic must add up to 1 (got {total:g})", "variants")
     ready = {v["version"]: v for v in list_versions(graph(), settings().data_dir) if v["status"] != "writing"}
+    active = {name for name, view in ready.items() if view["status"] == "active"}
+    side = {v.model_version for v in body.variants} - {ACTIVE} - active
+    if len(side) > MAX_SIDE_VERSIONS:
+        # each serving process keeps that many loaded besides the active one: more would evict each
+        # other, and requests would keep reading artifacts of about 0.2 GB again
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"the variants name {len(side)} distinct model versions besides the active one; at most "
+            f"{MAX_SIDE_VERSIONS} (what each serving process keeps loaded)",
+            "variants",
+        )
     for index, variant in enumerate(body.variants):
         if variant.model_version == ACTIVE:
             continue
@@ -209,8 +223,8 @@ def stop_experiment(experiment_id: str) -> Response:
             Error,
             "the experiment was promoted before, or is being promoted by another request, or it is "
             "stopped while another runs, or the variant's model version cannot be activated (still "
-            "being written, or its artifact file is missing), or a resumed promotion found another "
-            "version activated since its claim",
+            "being written, its artifact file is missing, or it was garbage-collected), or a resumed "
+            "promotion found another version activated since its claim",
         ),
         "HTTP_422": (Error, "no such variant (`field`: variant)"),
     },
@@ -294,6 +308,14 @@ def _carry_out(
         store.undo_promotion(claimed, before)  # as it was: running again, or stopped
         if isinstance(exc, VersionNotReady):
             raise ApiError(409, "conflict", exc.detail, "variant") from None
+        if isinstance(exc, NotFound):  # the variant's version, garbage-collected: the experiment exists
+            raise ApiError(
+                409,
+                "conflict",
+                f"variant {promoted['variant']!r}'s model version {promoted['model_version']} no longer "
+                "exists (garbage-collected); it cannot be promoted",
+                "variant",
+            ) from None
         raise
     done = replace(claimed, promoted=promoted)
     store.finish_promotion(done)

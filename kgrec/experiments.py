@@ -51,8 +51,12 @@ OUTCOMES = ("click", "cart", "purchase")
 RATES = {"ctr": "click", "add_to_cart_rate": "cart", "conversion": "purchase"}
 ACTIVE = "active"  # a variant's model_version: whatever version is active when the request is served
 Z95 = 1.959963984540054
-# KEYS: running id, definitions; ARGV: experiment id, definition JSON
+# KEYS: running id, definitions; ARGV: experiment id, definition JSON. 2: an experiment of that id
+# exists already (a fixed id, kgrec.gate_experiments: started before, maybe stopped since).
 _START = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return 2
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
 end
@@ -220,11 +224,17 @@ class ExperimentStore:
         return f"{self.counters_key(experiment_id, variant)}:users"
 
     def create(
-        self, name: str, variants: Sequence[Variant], unit: str = "user", now_ms: int | None = None
+        self,
+        name: str,
+        variants: Sequence[Variant],
+        unit: str = "user",
+        now_ms: int | None = None,
+        experiment_id: str | None = None,
     ) -> Experiment:
-        """Start an experiment; ExperimentConflict if one is running."""
+        """Start an experiment (``experiment_id``: under that id, else a new one); ExperimentConflict
+        if one is running, or an experiment of that id exists (running or stopped)."""
         experiment = Experiment(
-            id=f"exp-{uuid.uuid4().hex[:12]}",
+            id=experiment_id or f"exp-{uuid.uuid4().hex[:12]}",
             name=name,
             unit=unit,
             variants=tuple(variants),
@@ -232,15 +242,18 @@ class ExperimentStore:
             created_at=int(time.time() * 1000) if now_ms is None else now_ms,
         )
 
-        def start(client: Any) -> bool:
+        def start(client: Any) -> int:
             # One script: a crash between the claim and the definition would leave a running id
             # with no definition, which nothing could stop.
             claimed = client.eval(
                 _START, 2, self.running_key, self.definitions, experiment.id, json.dumps(experiment.as_dict())
             )
-            return bool(claimed)
+            return int(claimed)
 
-        if not self.impressions.run(start):
+        started = self.impressions.run(start)
+        if started == 2:
+            raise ExperimentConflict(f"experiment {experiment.id} exists already")
+        if not started:
             raise ExperimentConflict(f"experiment {self.running_id()} is running; stop it first")
         return experiment
 

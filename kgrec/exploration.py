@@ -60,6 +60,7 @@ from kgrec.diversity import CapCounter, Diversity, ItemGroups
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ImpressionStore
 from kgrec.item_facts import ItemFacts
+from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_store import models_dir
 from kgrec.recommender import Recommender
 from kgrec.single_flight import RecentlyUsed, SingleFlight
@@ -71,7 +72,7 @@ MIN_ARM_ITEMS = 3  # an arm with fewer items is too small to learn anything from
 ARM_ITEMS = 100  # each arm's most popular items it offers
 TOPICS_RETRY_S = 60.0  # a version without topics yet (written after activation) is asked again this late
 TOPIC_READ_BATCH = 2_000  # items whose topics one graph read asks for
-ARM_CACHE = 5  # model versions whose arms a process keeps (the active one and experiment variants)
+ARM_CACHE = 1 + MAX_SIDE_VERSIONS  # model versions whose arms a process keeps (the active one, variants')
 
 R = TypeVar("R")
 

@@ -9,16 +9,31 @@ does not change the comparison) and ``candidate`` = the new version, 50/50. The 
 of a graph (nothing to compare with), take the usual path. While another experiment runs the
 candidate is not activated either: it stays a candidate, and the reason says why.
 
-The hook is idempotent: a redelivered training job finds its version already in the running
-experiment and reports that one.
+The hook only plans (no write): the training job records the gate's decision first, owner-checked
+(:func:`workers.training.publish.record_gate_decision`), which settles the version, and only then
+starts the experiment (:meth:`CandidateExperiment.start`). Started before the record, an
+experiment could serve a version still open to its job's redelivery, which re-trained it and
+replaced its artifact under the running variant (processes that loaded it earlier served another
+model than later ones), or to a delivery that had taken the version over. The experiment's id is
+fixed by the version (:func:`gate_experiment_id`), so a redelivery that finds the decision recorded
+and no such experiment (its job died between the two) starts it (:meth:`CandidateExperiment.resume`),
+and never a second one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
 from kgrec.config import Settings
-from kgrec.experiments import ExperimentConflict, ExperimentStore, Variant
+from kgrec.experiments import ACTIVE, ExperimentConflict, ExperimentStore, Variant
 from kgrec.impressions import ImpressionStore
-from kgrec.promotion_gate import CandidateHook, GateDecision
+from kgrec.promotion_gate import PROMOTED, CandidateHook, GateDecision
+
+log = logging.getLogger(__name__)
 
 CONTROL = "control"
 CANDIDATE = "candidate"
@@ -30,42 +45,110 @@ def experiment_name(version: str) -> str:
     return f"gate: {version}"
 
 
-def running_versions(settings: Settings) -> set[str]:
-    """The model versions the running experiment serves (empty without one); garbage collection keeps them."""
+# A stopped experiment's versions are kept this long after its stop, unless its promotion finished:
+# the operator stops it, reads the results and promotes the winner (README, "Experiments").
+STOPPED_KEPT_MS = 7 * 24 * 3600 * 1000
+
+
+def protected_versions(settings: Settings, now_ms: int | None = None) -> set[str]:
+    """The model versions garbage collection keeps for experiments: those of the running one, and of
+    each stopped within :data:`STOPPED_KEPT_MS` whose promotion has not finished (none, or claimed
+    and unfinished). Raises GraphUnavailable when the experiments cannot be read."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     store = ImpressionStore(settings)
     try:
-        running = ExperimentStore(store).running()
+        experiments = ExperimentStore(store)
+        running = experiments.running_id()
+        found = experiments.list_experiments()
     finally:
         store.close()
-    return set() if running is None else {v.model_version for v in running.variants}
+    kept = [
+        x
+        for x in found
+        if x.id == running
+        or x.status == "running"
+        or (
+            (x.promoted is None or x.promoted.get("activated_at") is None)
+            and (x.stopped_at or now) >= now - STOPPED_KEPT_MS
+        )
+    ]
+    return {v.model_version for x in kept for v in x.variants if v.model_version != ACTIVE}
+
+
+def gate_experiment_id(version: str) -> str:
+    """The id of the experiment the gate starts for ``version`` (one per version, see the module)."""
+    return "exp-" + hashlib.sha256(f"gate\x00{version}".encode()).hexdigest()[:12]
+
+
+def _started(version: str, active: str) -> str:
+    return (
+        f"started as variant '{CANDIDATE}' of experiment {gate_experiment_id(version)} against {active} "
+        "instead of replacing it"
+    )
+
+
+def _not_started(running: str | None) -> str:
+    return (
+        f"not activated: experiment {running} is running, so it could not start as a variant "
+        "(promote it by hand, or retrain after that experiment)"
+    )
+
+
+class CandidateExperiment:
+    """The gate hook that takes a promotable candidate as an experiment variant (see the module):
+    calling it plans (the sentence for the recorded reason), :meth:`start` starts the experiment
+    once the decision is recorded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, version: str, decision: GateDecision) -> str | None:
+        """The sentence for a candidate the experiment takes (or could not, another one running);
+        None for the usual path: a kept candidate, or nothing to compare with."""
+        active = decision.scores.active_version
+        if not decision.promoted or active is None:
+            return None
+        store = ImpressionStore(self.settings)
+        try:
+            running = ExperimentStore(store).running_id()
+        finally:
+            store.close()
+        if running is not None and running != gate_experiment_id(version):
+            return _not_started(running)
+        return _started(version, active)
+
+    def start(self, version: str, active: str) -> str | None:
+        """Start ``version``'s experiment against ``active``; None when it runs (or ran: it is never
+        started twice), else why not (another experiment started since the plan)."""
+        store = ImpressionStore(self.settings)
+        experiments = ExperimentStore(store)
+        variants = [Variant(CONTROL, active, SHARE), Variant(CANDIDATE, version, 1.0 - SHARE)]
+        experiment_id = gate_experiment_id(version)
+        try:
+            experiments.create(experiment_name(version), variants, experiment_id=experiment_id)
+        except ExperimentConflict:
+            if experiments.get(experiment_id) is None:
+                return _not_started(experiments.running_id())
+        finally:
+            store.close()
+        return None
+
+    def resume(self, row: dict[str, Any]) -> None:
+        """Start the experiment a recorded decision (``row``: a MODEL_VERSIONS row) planned when its
+        job died before starting it; nothing otherwise."""
+        version = row["id"]
+        if row["gate_decision"] != PROMOTED or not row["gate_taken"] or row["activated_at"] is not None:
+            return
+        if gate_experiment_id(version) not in (row["gate_reason"] or ""):
+            return  # not planned as this version's experiment (another ran, or another hook took it)
+        active = (json.loads(row["gate_metrics"] or "{}")).get("active_version")
+        if not isinstance(active, str):
+            return
+        why = self.start(version, active)
+        if why is not None:
+            log.warning("model version %s: its experiment did not start: %s", version, why)
 
 
 def candidate_experiment(settings: Settings) -> CandidateHook:
     """The gate hook that starts a promotable candidate as an experiment variant (see the module)."""
-
-    def start(version: str, decision: GateDecision) -> str | None:
-        active = decision.scores.active_version
-        if not decision.promoted or active is None:
-            return None
-        store = ImpressionStore(settings)
-        experiments = ExperimentStore(store)
-        try:
-            running = experiments.running()
-            if running is not None and any(v.model_version == version for v in running.variants):
-                experiment = running  # this job ran before (a redelivery): its experiment is running
-            else:
-                variants = [Variant(CONTROL, active, SHARE), Variant(CANDIDATE, version, 1.0 - SHARE)]
-                experiment = experiments.create(experiment_name(version), variants)
-        except ExperimentConflict:
-            return (
-                f"not activated: experiment {experiments.running_id()} is running, so it could not start "
-                "as a variant (promote it by hand, or retrain after that experiment)"
-            )
-        finally:
-            store.close()
-        return (
-            f"started as variant '{CANDIDATE}' of experiment {experiment.id} against {active} "
-            "instead of replacing it"
-        )
-
-    return start
+    return CandidateExperiment(settings)

@@ -61,6 +61,11 @@ MAX_K = 100
 MAX_OFFSET = 1_000
 MAX_PATHS = 10
 MAX_INTERESTS = 50
+# Model versions besides the active one that an experiment's variants may name (POST
+# /v1/experiments), and that each serving process keeps loaded with their topic items, exploration
+# arms and compiled rules: one bound, so a running experiment's versions never evict each other
+# (each reload reads an artifact of about 0.2 GB for Amazon Beauty).
+MAX_SIDE_VERSIONS = 4
 MAX_AUDIENCE_PAGE = 1_000  # users in one page of GET /v1/audiences
 # An audience cursor: base64 of compact UTF-8 JSON with the last user's id (at most 4 bytes a
 # character, or 2 for an escaped quote or backslash) and at most 109 bytes of the rest.

@@ -51,8 +51,9 @@ class GateDecision:
 
 
 # A hook the training job calls with every decision the gate makes, before it is recorded and
-# before any activation. Returning a sentence means "the hook took the candidate" (for example,
-# kgrec.gate_experiments started it as an experiment variant beside the active version): the
+# before any activation, so it must not act on it yet (the version is still open to a redelivery).
+# Returning a sentence means "the hook took the candidate" (for example, kgrec.gate_experiments
+# plans it as an experiment variant, which the job starts once the decision is recorded): the
 # sentence is appended to the recorded reason and the job leaves the active version alone even
 # when the gate would promote. None: the usual path. See README, "Scheduled retraining".
 CandidateHook = Callable[[str, GateDecision], str | None]

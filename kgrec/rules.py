@@ -48,7 +48,7 @@ from kgrec.diversity import POOL
 from kgrec.events.validation import FieldError
 from kgrec.field_types import WHOLE_NUMBER, Id, shown
 from kgrec.gateway import GraphGateway
-from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR
+from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR, MAX_SIDE_VERSIONS
 from kgrec.ranking import Ranking
 from kgrec.single_flight import RecentlyUsed, SingleFlight
 
@@ -60,8 +60,8 @@ TARGETS = ("item", "brand", "category", "attribute")
 CONDITIONS = ("brand", "category", "interest")
 WARM_MS = 60_000  # a new rule set is compiled ahead for models served within this time
 # compiled (version, surface) pairs a rule set keeps: two surfaces of the active version and of
-# the 4 experiment variants a serving process keeps loaded (kgrec.serving.MAX_SIDE_VERSIONS)
-COMPILED_KEYS = 2 * (1 + 4)
+# the experiment variants' versions a serving process keeps loaded (MAX_SIDE_VERSIONS)
+COMPILED_KEYS = 2 * (1 + MAX_SIDE_VERSIONS)
 MIN_CHECK_S = 0.01  # the poller's shortest interval (0 would spin)
 FAILURE_LOG_S = 60.0  # a failing re-read is logged at most this often
 # Attribute targets are re-resolved when the catalogue revision moves (catalogue writes bump it);

@@ -47,6 +47,7 @@ from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, job_client, withdraw_plans
+from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_store import ActiveModel, ReadyVersion, artifact_name, models_dir
 from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
@@ -73,7 +74,6 @@ HISTORY_LIMIT = 200  # the user's most recent interactions folded in at request 
 EXPLANATION_HUBS = 30  # the user's most recent items and strongest interests the graph searches from
 PIN_INTERESTS = 10  # a pin's `interest` condition: among the user's strongest brands and categories
 EXCLUSIONS = ("seen", "purchased", "none")  # which of the user's items recommendations leave out
-MAX_SIDE_VERSIONS = 4  # versions besides the active one a process keeps loaded for experiments
 
 
 NO_DIVERSITY = Diversity()

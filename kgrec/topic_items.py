@@ -42,12 +42,14 @@ from graph_schema.statements.topics import (
 )
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.gateway import GraphGateway
+from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.single_flight import RecentlyUsed
 
 SUFFIX = ".topics.npz"
 ABOUT_MIN_COSINE = 0.3
 ABOUT_TOPICS = 3  # topics an item is ABOUT at most (its nearest, and the next ones above the bar)
-CACHED_VERSIONS = 3  # the active version and experiment variants
+# the active version and the experiment variants' (an incremental version reads its root's file)
+CACHED_VERSIONS = 1 + MAX_SIDE_VERSIONS
 # ABOUT rows per write: 10,000 was no faster (bench/promotion_topics.py), and a smaller write holds
 # the graph's write lock, which serving's reads wait behind, for less time
 ABOUT_BATCH = 2_000

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from kgrec.experiments import (
 )
 from kgrec.gateway import GraphUnavailable, open_gateway
 from kgrec.impressions import ImpressionStore
+from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.serving import Serving
 from tests.conftest import SHARED_DATA, embedded_only, served_subset
@@ -76,6 +78,15 @@ def two_versions(
 
 def create(api: ApiProcess, body: dict[str, Any], auth: dict[str, str] = AUTH) -> requests.Response:
     return requests.post(f"{api.url}/v1/experiments", json=body, headers=auth, timeout=30)
+
+
+def promote_variant(api: ApiProcess, experiment_id: str, variant: str) -> requests.Response:
+    return requests.post(
+        f"{api.url}/v1/experiments/{experiment_id}/promote",
+        json={"variant": variant},
+        headers=AUTH,
+        timeout=30,
+    )
 
 
 SPLIT = {
@@ -152,12 +163,7 @@ def test_an_experiment_splits_users_measures_them_and_promotes_the_winner(two_ve
     )
     assert treatment["vs_control"]["revenue_per_impression"]["p_value"] < 0.05
 
-    promoted = requests.post(
-        f"{api.url}/v1/experiments/{experiment['id']}/promote",
-        json={"variant": "treatment"},
-        headers=AUTH,
-        timeout=30,
-    )
+    promoted = promote_variant(api, experiment["id"], "treatment")
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["status"] == "stopped"
     assert promoted.json()["promoted"]["model_version"] == "exp-b"
@@ -237,6 +243,53 @@ def test_an_experiment_is_not_started_on_a_version_whose_artifact_file_is_missin
         assert listed["running"] is None
     finally:
         aside.rename(artifact)
+
+
+@embedded_only
+def test_an_experiment_names_no_more_versions_than_a_serving_process_keeps_loaded(
+    two_versions: ApiProcess,
+) -> None:
+    # 10 variants were allowed while each serving process keeps 4 versions loaded besides the
+    # active one: 5 distinct variant versions evicted each other, and requests kept reading
+    # artifacts of about 0.2 GB again. The active version, by name or as "active", is not counted.
+    api = two_versions
+
+    def split(versions: list[str]) -> dict[str, Any]:
+        share = 1 / len(versions)
+        variants = [{"name": f"v{n}", "model_version": v, "traffic": share} for n, v in enumerate(versions)]
+        return {"name": "many versions", "variants": variants}
+
+    side = ["exp-b", *(f"exp-never-{n}" for n in range(MAX_SIDE_VERSIONS))]  # one too many
+    refused = create(api, split(["active", "exp-a", *side]))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "variants"
+    assert (
+        f"{len(side)} distinct model versions besides the active one; at most {MAX_SIDE_VERSIONS}"
+        in (refused.json()["detail"])
+    )
+    # within the bound (a version named twice counts once): refused only for the versions that do
+    # not exist
+    within = create(api, split(["active", "exp-a", *side[:-1], side[0]]))
+    assert within.status_code == 422 and within.json()["field"] == "variants.3.model_version", within.text
+    assert requests.get(f"{api.url}/v1/experiments", timeout=30).json()["running"] is None
+
+
+@embedded_only
+def test_promoting_a_variant_whose_version_was_collected_is_a_conflict_naming_the_variant(
+    two_versions: ApiProcess, settings: Settings
+) -> None:
+    # The endpoint documents 404 as "no such experiment" and 409 for a version that cannot be
+    # activated; a variant's version collected after its experiment stopped answered 404 on `version`.
+    local = settings.with_overrides(graph_name=two_versions.graph_name)  # type: ignore[attr-defined]
+    with closing(ImpressionStore(local)) as impressions:
+        store = ExperimentStore(impressions)
+        variants = [Variant("control", "active", 0.5), Variant("treatment", "exp-collected", 0.5)]
+        experiment = store.stop(store.create("on a version collected since", variants))
+        promote = promote_variant(two_versions, experiment.id, "treatment")
+        assert promote.status_code == 409, promote.text
+        assert promote.json()["field"] == "variant"
+        assert "exp-collected no longer exists" in promote.json()["detail"]
+        assert store.get(experiment.id) == experiment  # put back as it was: stopped, unpromoted
 
 
 def active_and_other(api: ApiProcess) -> tuple[str, str]:

@@ -7,9 +7,11 @@ each shopper then buys one more item of their taste, so the gate has fresh users
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,18 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.experiments import Experiment, ExperimentStore, Variant
-from kgrec.gate_experiments import CANDIDATE, CONTROL, candidate_experiment
+from kgrec.gate_experiments import (
+    CANDIDATE,
+    CONTROL,
+    STOPPED_KEPT_MS,
+    CandidateExperiment,
+    candidate_experiment,
+    gate_experiment_id,
+    protected_versions,
+)
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
+from kgrec.model_store import artifact_name, models_dir
 from kgrec.model_versions import list_versions
 from kgrec.promotion_gate import KEPT, PROMOTED, GateDecision, GateScores
 from tests.conftest import embedded_only
@@ -36,6 +47,8 @@ from tests.planted import (
     train_knowing,
     train_shuffled,
 )
+from workers.training import job
+from workers.training.publish import collect_garbage
 
 pytestmark = embedded_only
 
@@ -74,12 +87,19 @@ def graph(
         yield local.with_overrides(gate_experiment=True), gateway
 
 
-def running(settings: Settings) -> Experiment | None:
+@contextmanager
+def experiment_store(settings: Settings) -> Iterator[ExperimentStore]:
+    """The graph's experiments, in its impression store (closed after)."""
     store = ImpressionStore(settings)
     try:
-        return ExperimentStore(store).running()
+        yield ExperimentStore(store)
     finally:
         store.close()
+
+
+def running(settings: Settings) -> Experiment | None:
+    with experiment_store(settings) as experiments:
+        return experiments.running()
 
 
 def test_a_promotable_candidate_starts_as_an_experiment_variant_instead_of_replacing_the_active_one(
@@ -140,3 +160,106 @@ def test_without_the_flag_the_gate_promotes_as_before(graph: tuple[Settings, Gra
     assert train_knowing(gateway, plain, "v2", gate=True)["gate"]["reason"].startswith("validation NDCG@10 ")
     assert running(plain) is None
     assert {v["version"]: v["status"] for v in list_versions(gateway, plain.data_dir)}["v2"] == "active"
+
+
+class WorkerDied(Exception):
+    """The training's worker is killed here."""
+
+
+def test_an_experiment_serves_a_candidate_only_once_its_decision_is_recorded(
+    graph: tuple[Settings, GraphGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hook started the experiment before the owner-checked record of the gate's decision: a job
+    # that died between the two left the version open (no decision), so its redelivery re-claimed
+    # it, trained and wrote a new artifact, and reused the running experiment: processes that had
+    # loaded the first artifact served another model than later ones under the same variant.
+    settings, gateway = graph
+    folder = models_dir(settings.data_dir)
+
+    def dies(*_args: object, **_kwargs: object) -> None:
+        raise WorkerDied
+
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "record_gate_decision", dies)
+        with pytest.raises(WorkerDied):
+            train_knowing(gateway, settings, "v2", gate=True)
+    assert running(settings) is None  # nothing serves a version its redelivery may write again
+    summary = train_knowing(gateway, settings, "v2", gate=True)  # the redelivery
+    experiment = running(settings)
+    assert experiment is not None and experiment.id == gate_experiment_id("v2")
+    assert experiment.id in summary["gate"]["reason"]
+
+    # Killed after the record, before the experiment started: the redelivery starts it (the one
+    # the reason names) without training the version again; later ones change nothing.
+    with experiment_store(settings) as experiments:
+        experiments.stop(experiment)
+    with monkeypatch.context() as patch:
+        patch.setattr(CandidateExperiment, "start", dies)
+        with pytest.raises(WorkerDied):
+            train_knowing(gateway, settings, "v3", gate=True)
+    assert running(settings) is None
+    artifact = folder / artifact_name("v3")
+    written = artifact.stat().st_mtime_ns
+    again = train_knowing(gateway, settings, "v3", gate=True)
+    assert again["already_published"] and gate_experiment_id("v3") in again["gate"]["reason"]
+    resumed = running(settings)
+    assert resumed is not None and resumed.id == gate_experiment_id("v3")
+    assert resumed.variants == (Variant(CONTROL, "v1", 0.5), Variant(CANDIDATE, "v3", 0.5))
+    assert artifact.stat().st_mtime_ns == written
+    assert train_knowing(gateway, settings, "v3", gate=True) == again and running(settings) == resumed
+    # once stopped it stays stopped: a redelivery never starts it again
+    with experiment_store(settings) as experiments:
+        experiments.stop(resumed)
+    train_knowing(gateway, settings, "v3", gate=True)
+    assert running(settings) is None
+
+
+def stop(settings: Settings, experiment: Experiment, days_ago: float = 0.0) -> None:
+    """Stop ``experiment`` (``days_ago``: as if stopped that long ago)."""
+    with experiment_store(settings) as experiments:
+        stopped = experiments.stop(experiment)
+        assert stopped.stopped_at is not None
+        aged = json.dumps({**stopped.as_dict(), "stopped_at": stopped.stopped_at - days_ago * 86_400_000})
+        experiments.impressions.run(lambda client: client.hset(experiments.definitions, experiment.id, aged))
+
+
+def test_garbage_collection_keeps_a_stopped_experiments_versions_until_they_are_acted_on(
+    graph: tuple[Settings, GraphGateway],
+) -> None:
+    # Only the running experiment's versions were kept: stopped, its variant's version (a gated
+    # candidate past the kept ones) went with the next training, and "stop, read the results,
+    # promote the winner" found no version to promote. The protection was also read once before
+    # the deletions, so an experiment started meanwhile on a version could see it deleted.
+    settings, gateway = graph
+    folder = models_dir(settings.data_dir)
+    train_knowing(gateway, settings, "v2", gate=True)
+    second = running(settings)
+    assert second is not None
+    stop(settings, second)
+    summary = train_knowing(gateway, settings, "v3", gate=True, keep=1)  # starts v3's experiment
+    assert summary["removed_versions"] == []
+    assert (folder / artifact_name("v2")).is_file()
+    assert {"v2", "v3"} <= {v["version"] for v in list_versions(gateway, settings.data_dir)}
+
+    third = running(settings)
+    assert third is not None and third.id == gate_experiment_id("v3")
+    stop(settings, third, days_ago=STOPPED_KEPT_MS / 86_400_000 + 1)
+    stop(settings, second, days_ago=STOPPED_KEPT_MS / 86_400_000 + 1)
+    assert protected_versions(settings) == set()  # neither was promoted within the time they are kept
+
+    # An experiment started on the two while the first is being deleted keeps the second.
+    started: list[Experiment] = []
+
+    def protected() -> frozenset[str]:
+        found = frozenset(protected_versions(settings))
+        if not started:
+            with experiment_store(settings) as experiments:
+                variants = [Variant("a", "v2", 0.5), Variant("b", "v3", 0.5)]
+                started.append(experiments.create("started meanwhile", variants))
+        return found
+
+    removed = collect_garbage(gateway, folder, keep=0, protected=protected)
+    assert len(removed) == 1 and started
+    (left,) = {"v2", "v3"} - set(removed)
+    assert (folder / artifact_name(left)).is_file()
+    assert left in {v["version"] for v in list_versions(gateway, settings.data_dir)}

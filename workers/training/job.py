@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from graph_schema.statements.models import MODEL_VERSIONS
 from kgrec.config import Settings
-from kgrec.gate_experiments import candidate_experiment, running_versions
+from kgrec.gate_experiments import CandidateExperiment, candidate_experiment, protected_versions
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import has_impression_store
 from kgrec.model_store import models_dir
@@ -115,6 +116,10 @@ def run_training(
         carry_out_promotion(gateway, settings, version)
         published = already_published(gateway, version)
     if published is not None:
+        if settings.gate_experiment:  # an earlier delivery may have died before starting its experiment
+            row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+            if row is not None:
+                CandidateExperiment(settings).resume(row)
         return published
     report = progress or (lambda _stage, _fraction: None)
     timings: dict[str, float] = {}
@@ -171,19 +176,24 @@ def run_training(
 
 
 def collect_unused_versions(gateway: GraphGateway, settings: Settings, keep: int) -> list[str]:
-    """Garbage-collect old versions, never the running experiment's; returns the removed ids.
+    """Garbage-collect old versions, never those an experiment may still serve or promote (the
+    running one's, and a recently stopped one's: :func:`kgrec.gate_experiments.protected_versions`,
+    read again before each deletion); returns the removed ids.
 
-    When the running experiment cannot be read (its store restarting or unreachable), nothing
-    is collected this time: a version it serves might otherwise go. The next training collects.
+    When the experiments cannot be read (their store restarting or unreachable), collection stops
+    there: a version they name might otherwise go. The next training collects.
     """
-    try:
-        protect = frozenset(running_versions(settings))
-    except GraphUnavailable as exc:
-        if has_impression_store(settings):
-            log.warning("could not read the running experiment (%s); no version collected this time", exc)
-            return []
-        protect = frozenset()  # no impression store at all (Neo4j without REDIS_URL): no experiment
-    return collect_garbage(gateway, models_dir(settings.data_dir), keep, protect=protect)
+
+    def protected() -> frozenset[str] | None:
+        try:
+            return frozenset(protected_versions(settings))
+        except GraphUnavailable as exc:
+            if has_impression_store(settings):
+                log.warning("could not read the experiments (%s); no more versions collected this time", exc)
+                return None
+            return frozenset()  # no impression store at all (Neo4j without REDIS_URL): no experiment
+
+    return collect_garbage(gateway, models_dir(settings.data_dir), keep, protected=protected)
 
 
 def publish(
@@ -246,9 +256,20 @@ def publish(
     if on_decision is None and settings.gate_experiment:
         on_decision = candidate_experiment(settings)
     taken = on_decision(version, decision) if on_decision is not None else None
+    gated = decision
     if taken:
         decision = replace(decision, reason=f"{decision.reason}; {taken}")
+    # The owner-checked record settles the version before an experiment serves it: started first,
+    # the experiment served a version its redelivery could still re-claim and re-train (a new
+    # artifact under the running variant). A job that dies between the two leaves the experiment
+    # to its redelivery (CandidateExperiment.resume).
     record_gate_decision(gateway, version, owner, decision, taken=bool(taken))
+    active = decision.scores.active_version
+    if taken and isinstance(on_decision, CandidateExperiment) and active is not None:
+        why = on_decision.start(version, active)
+        if why is not None:  # another experiment started since the hook planned this one
+            decision = replace(gated, reason=f"{gated.reason}; {why}")
+            record_gate_decision(gateway, version, owner, decision, taken=True)
     if decision.promoted and not taken:
         carry_out_promotion(gateway, settings, version, owner)
     return decision

@@ -28,6 +28,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -347,11 +348,16 @@ def promotion_unfinished(gateway: GraphGateway, version: str) -> bool:
 
 
 def collect_garbage(
-    gateway: GraphGateway, models_folder: Path, keep: int, protect: frozenset[str] = frozenset()
+    gateway: GraphGateway,
+    models_folder: Path,
+    keep: int,
+    protected: Callable[[], AbstractSet[str] | None] | None = None,
 ) -> list[str]:
     """Keep the active version, the newest ``keep - 1`` previously active ones before it, the
-    newest ``keep`` candidates the promotion gate kept, and the versions in ``protect`` (those
-    a running experiment serves).
+    newest ``keep`` candidates the promotion gate kept, and the versions ``protected()`` names
+    (those an experiment serves or may promote), asked again right before each deletion, since an
+    experiment may start on a version while older ones are being deleted; None from it (it cannot
+    tell) ends the collection there.
 
     Older versions that were never activated nor gated are leftovers of crashed
     jobs and go too, once :data:`UNSETTLED_GRACE_MS` old: until then their job may
@@ -375,11 +381,14 @@ def collect_garbage(
     kept = [v for v in older if v["activated_at"] is not None][: max(keep - 1, 0)] + candidates[:keep]
     doomed = [v for v in older if v not in kept] + [v for v in candidates[keep:] if v not in older]
     unsettled_until = int(time.time() * 1000) - UNSETTLED_GRACE_MS
-    doomed = [
-        v for v in doomed if v["id"] not in protect and (settled(v) or v["created_at"] < unsettled_until)
-    ]
+    doomed = [v for v in doomed if settled(v) or v["created_at"] < unsettled_until]
     removed = []
     for version in doomed:
+        protect = frozenset() if protected is None else protected()
+        if protect is None:
+            break
+        if version["id"] in protect:
+            continue
         while gateway.write(
             DELETE_VERSION_EMBEDDINGS, {"id": version["id"], "limit": GC_BATCH}
         ).relationships_deleted:
