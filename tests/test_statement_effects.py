@@ -1708,20 +1708,26 @@ def _copy_embeddings(gw: GraphGateway, st: Statement) -> None:
     label = st.name.split("_")[1].capitalize()
     query(
         gw,
-        f"CREATE (p:ModelVersion {{id: $p}}), (m:ModelVersion {{id: $c}}),"
+        f"CREATE (p:ModelVersion {{id: $p}}), (m:ModelVersion {{id: $c, owner: $o}}),"
         f"       (p)-[:EMBEDDING {{vector: [1.0, 2.0], folded_at: 5}}]->(:{label} {{id: 'x'}}),"
         f"       (p)-[:EMBEDDING {{vector: [3.0]}}]->(:{label} {{id: 'y'}})",
         p=st.params["parent"],
         c=st.params["id"],
+        o=st.params["owner"],
     )
-    assert gw.write(st, st.params).rows == [{"copied": 1}]
-    assert gw.write(st, st.params).rows == [{"copied": 1}]  # again: the same one relationship
+    # A run of the merge another one took the child over from: nothing is copied, and it is told so.
+    assert gw.write(st, {**st.params, "owner": "superseded"}).rows == [{"copied": 0, "owned": 0}]
+    assert count(gw, "(:ModelVersion {id: $c})-[:EMBEDDING]->()", c=st.params["id"]) == 0
+    assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]
+    assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]  # again: the same one relationship
     (edge,) = rels(gw, f"(:ModelVersion {{id: $c}})-[r:EMBEDDING]->(:{label} {{id: 'x'}})", c=st.params["id"])
     assert edge == {"vector": [1.0, 2.0], "folded_at": 5}
     assert (
         count(gw, f"(:ModelVersion {{id: $c}})-[:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"]) == 0
     )
     assert count(gw, "(:ModelVersion {id: $p})-[:EMBEDDING]->()", p=st.params["parent"]) == 2
+    # nothing to copy (no such node): still owned
+    assert gw.write(st, {**st.params, "ids": ["missing"]}).rows == [{"copied": 0, "owned": 1}]
 
 
 @effect("copy_version_topics")
@@ -1732,14 +1738,20 @@ def _copy_version_topics(gw: GraphGateway, st: Statement) -> None:
     )
     query(
         gw,
-        f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c}}), {topics}",
+        f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c, owner: $o}}), {topics}",
         p=st.params["parent"],
         c=st.params["id"],
+        o=st.params["owner"],
     )
-    assert gw.write(st, st.params).rows == [{"copied": 1}]
+    # A run of the merge another one took the child over from: nothing is copied, and it is told so.
+    assert gw.write(st, {**st.params, "owner": "superseded"}).rows == [{"copied": 0, "owned": 0}]
+    assert count(gw, "(:ModelVersion {id: $c})-[:HAS_TOPIC]->()", c=st.params["id"]) == 0
+    assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]
     (edge,) = rels(gw, "(:ModelVersion {id: $c})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})", c=st.params["id"])
     assert edge == {"centroid": [0.6, 0.8], "size": 3, "absorbs": ["topic-7"]}
     assert count(gw, "(:ModelVersion)-[:HAS_TOPIC]->(:Topic {id: 'other'})") == 0
+    # a parent without topics: nothing to copy, still owned
+    assert gw.write(st, {**st.params, "parent": "no-topics"}).rows == [{"copied": 0, "owned": 1}]
 
 
 @effect("activate_child_version")

@@ -110,20 +110,25 @@ def _embedding_ids(label: Label) -> Statement:
 
 def _copy_embeddings(label: Label) -> Statement:
     # From each node to its few versions, then the parent by id: matching the parent first made
-    # FalkorDB 4.16 walk all of its edges per id (6 s for 2,000 users; 12 ms this way).
+    # FalkorDB 4.16 walk all of its edges per id (6 s for 2,000 users; 12 ms this way). Only the
+    # child's `owner` (the run of the merge that claimed it last) copies; `owned` 0 tells a
+    # superseded run to stop, as WRITE_EMBEDDINGS does.
     return write(
         f"copy_{label.value.lower()}_embeddings",
         f"""
-        MATCH (m:ModelVersion {{id: $id}})
+        MATCH (m:ModelVersion {{id: $id, owner: $owner}})
         UNWIND $ids AS node_id
         MATCH (n:{label.value} {{id: node_id}})<-[e:{Rel.EMBEDDING.value}]-(p:ModelVersion)
         WITH m, n, e, p WHERE p.id = $parent
         MERGE (m)-[c:{Rel.EMBEDDING.value}]->(n)
         SET c.vector = e.vector, c.folded_at = e.folded_at
-        RETURN count(c) AS copied
+        WITH count(c) AS copied
+        OPTIONAL MATCH (o:ModelVersion {{id: $id, owner: $owner}})
+        RETURN copied, count(o) AS owned
         """,
         parent="v1700000000000",
         id="job-2",
+        owner="3f9a0c1d5e7b2468",
         ids=["x"],
     )
 
@@ -132,18 +137,23 @@ _LABELS = (Label.USER, Label.ITEM, Label.BRAND, Label.CATEGORY)
 EMBEDDING_IDS = {label: _embedding_ids(label) for label in _LABELS}
 COPY_EMBEDDINGS = {label: _copy_embeddings(label) for label in _LABELS}
 
+# The parent's HAS_TOPIC edges onto the child, only by the child's `owner` (`owned` 0: another run
+# of the merge took it over, nothing is copied).
 COPY_TOPICS = write(
     "copy_version_topics",
     """
     MATCH (p:ModelVersion {id: $parent})-[h:HAS_TOPIC]->(t:Topic)
-    MATCH (m:ModelVersion {id: $id})
+    MATCH (m:ModelVersion {id: $id, owner: $owner})
     MERGE (m)-[c:HAS_TOPIC]->(t)
     SET c.centroid = h.centroid, c.size = h.size, c.name = h.name, c.keywords = h.keywords,
         c.absorbs = h.absorbs
-    RETURN count(c) AS copied
+    WITH count(c) AS copied
+    OPTIONAL MATCH (o:ModelVersion {id: $id, owner: $owner})
+    RETURN copied, count(o) AS owned
     """,
     parent="v1700000000000",
     id="job-2",
+    owner="3f9a0c1d5e7b2468",
 )
 
 # The child's switch: one statement, only while its parent is still the active version and only by
