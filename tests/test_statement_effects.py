@@ -1196,8 +1196,20 @@ def _forget_about_written(gw: GraphGateway, st: Statement) -> None:
     marks = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.about_from AS f ORDER BY id")
     assert [(r["id"], r["f"]) for r in marks] == [("a", None), ("b", None), ("c", "v2"), ("d", None)]
     assert node(gw, "ModelVersion", "d") == {"id": "d", "active": False}
-    assert gw.write(st, {"files": None}).rows == [{"forgotten": 1}]
+    # no writer ever began: the writers' node is made, as BEGIN_ABOUT_WRITE makes it
+    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    assert node(gw, "Revision", "about") == made
+    # the writers' lock is taken before the marks are read (the one property set: the removed mark
+    # and the cleared lock are not counted); the writers' state is left as it is
+    query(gw, "MATCH (r:Revision {id: 'about'}) SET r.revision = 3, r.running = 1")
+    done = gw.write(st, {"files": None, "now": NOW + 1})
+    assert done.rows == [{"forgotten": 1}] and done.properties_set == 1
+    assert node(gw, "Revision", "about") == {**made, "revision": 3, "running": 1}
     assert query(gw, "MATCH (m:ModelVersion) WHERE m.about_from IS NOT NULL RETURN m.id AS id") == []
+    # no mark left: nothing forgotten, the lock cleared all the same
+    assert gw.write(st, st.params).rows == [{"forgotten": 0}]
+    assert count(gw, "(:Revision)") == 1
+    assert count(gw, "(r) WHERE r.write_lock IS NOT NULL") == 0
 
 
 def _seed_faded_edges(gw: GraphGateway, st: Statement) -> None:
@@ -1793,7 +1805,17 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0, "owned": 1}]
     assert state() == {**after, "late": (False, None)}
     assert "about_from" not in node(gw, "ModelVersion", "late")  # type: ignore[operator]  # not switched to
-    assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the lock is cleared
+    # the parent's mark is read under the ABOUT writers' lock: their node is made when none was
+    # (no writer ever began) and its state is left as it is
+    assert node(gw, "Revision", "about") == {
+        "id": "about",
+        "created_at": NOW,
+        "revision": 0,
+        "running": 0,
+        "busy_until": 0,
+        "updated_at": 0,
+    }
+    assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the locks are cleared
 
 
 # --- privacy and maintenance ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ finished in between is never replaced by a child of the version it replaced.
 
 from graph_schema.allow_list import Label, Rel
 from graph_schema.catalogue import Statement, read, write
+from graph_schema.statements.topics import ABOUT_REVISION
 
 # The active version with what an incremental update needs from it.
 INCREMENTAL_PARENT = read(
@@ -162,18 +163,24 @@ COPY_TOPICS = write(
 # seen (ACTIVATE_VERSION writes every version, the parent too). No WHERE follows the lock:
 # FalkorDB 4.16 then keeps the lock property when the filter drops the row.
 # The switch carries the parent's `about_from` onto the child: the child has its root's topics
-# and no topic-items file of its own, so the graph still holds every edge of the parent's file
-# (any write from a file removes every mark first, under the parent's lock too). Unmarked, the
-# child would lose the mark to garbage collection of the parent, and beat's topic check
+# and no topic-items file of its own, so the graph still holds every edge of the parent's file.
+# The parent's mark is read under the ABOUT writers' lock (Revision {id: 'about'}, taken first, as
+# by BEGIN_ABOUT_WRITE, MARK_ABOUT_WRITTEN and FORGET_ABOUT_WRITTEN): a write from a file removes
+# every mark first (FORGET_ABOUT_WRITTEN), and on Neo4j the two must not interleave, or the
+# child is marked after the marks were forgotten. Unmarked, the child would lose the mark to
+# garbage collection of the parent, and beat's topic check
 # (kgrec.model_versions.relink_active_topics) would then rewrite every ABOUT edge.
 ACTIVATE_CHILD_VERSION = write(
     "activate_child_version",
     """
     MATCH (target:ModelVersion {id: $id, status: 'ready', parent: $parent})
-    MATCH (p:ModelVersion {id: $parent})
-    SET p.write_lock = true, target.write_lock = true
-    WITH target, p.about_from AS mark, coalesce(target.owner = $owner, false) AS owned,
+    MATCH (p:ModelVersion {id: $parent})"""
+    + ABOUT_REVISION
+    + """
+    SET r.write_lock = true, p.write_lock = true, target.write_lock = true
+    WITH r, target, p.about_from AS mark, coalesce(target.owner = $owner, false) AS owned,
          p.active = true AS parent_active
+    SET r.write_lock = null
     WITH target, mark, owned, owned AND parent_active AS switch
     FOREACH (_ IN CASE WHEN switch AND mark IS NOT NULL THEN [1] ELSE [] END |
         SET target.about_from = mark)
