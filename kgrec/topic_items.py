@@ -171,7 +171,8 @@ class AboutWrite:
     def forget(gateway: GraphGateway, files: Sequence[str] | None = None) -> None:
         """Remove the marks naming one of ``files`` (every mark: None): before edges are written from
         a file, or when a version's file is written again."""
-        gateway.write(FORGET_ABOUT_WRITTEN, {"files": None if files is None else list(files)})
+        params = {"files": None if files is None else list(files), "now": int(time.time() * 1000)}
+        gateway.write(FORGET_ABOUT_WRITTEN, params)
 
     def end(self, gateway: GraphGateway, version: str, file: str, complete: bool) -> bool:
         """End the writer, marking ``version`` as holding every edge of ``file`` when the write was

@@ -67,6 +67,8 @@ from workers.training.config import TrainConfig
 from workers.training.incremental import (
     PartitionRows,
     UpdatePlan,
+    claim_child,
+    copy_parent,
     finish_update,
     load_parent,
     merge,
@@ -74,9 +76,10 @@ from workers.training.incremental import (
     publish_child,
     run_incremental,
     run_partition,
+    write_child,
 )
 from workers.training.job import run_training
-from workers.training.publish import VersionPublished, activate
+from workers.training.publish import VersionPublished, VersionSuperseded, activate, mark_ready, new_owner
 
 TOUCHED_USERS = 6
 
@@ -569,3 +572,42 @@ def test_a_merge_run_again_beside_one_that_activated_its_child_leaves_the_child(
         publish_child(gateway, settings, plan, late, users)
     assert stored() == before
     assert not list(models_dir(settings.data_dir).glob(".v-settled*"))  # its staged files are gone
+
+
+def test_a_merge_taken_over_before_its_copy_step_copies_nothing_onto_the_child(shop: tuple) -> None:
+    """A merge run again (a redelivered chord callback) claims the child while the first run writes
+    it: the first run's copy of its parent's EMBEDDING and HAS_TOPIC edges is refused before any
+    edge is copied, and the run that took the child over publishes it whole."""
+    _env, settings, gateway = shop
+    buy(gateway, settings, "taken-over", artifacts(settings, gateway, active(gateway)))
+    plan = plan_update(gateway, partitions=1)
+    assert plan is not None
+    parts = [run_partition(gateway, settings, plan, 0)]
+    child, users = merge(load_parent(settings, plan), plan, parts, "v-taken-over", {})
+    first, second = new_owner(), new_owner()
+    claim_child(gateway, settings, plan, child, first)
+    claim_child(gateway, settings, plan, child, second)  # the second run takes the child over
+
+    def on_child() -> int:
+        (row,) = gateway.run_query(
+            "MATCH (:ModelVersion {id: 'v-taken-over'})-[r:EMBEDDING|HAS_TOPIC]->() RETURN count(r) AS n", {}
+        )
+        return row["n"]
+
+    with pytest.raises(VersionSuperseded):
+        copy_parent(gateway, plan.parent, "v-taken-over", first, {}, settings.embedding_batch)
+    assert on_child() == 0
+    with pytest.raises(VersionSuperseded):  # nor can it mark the child ready
+        mark_ready(gateway, "v-taken-over", first, [])
+    # the second run publishes the child (and so takes this test's purchases for the module's others)
+    assert write_child(gateway, settings, plan, child, users, second) is True
+    assert active(gateway) == "v-taken-over"
+
+    def targets(version: str) -> set[tuple[str, str]]:
+        rows = gateway.run_query(
+            "MATCH (:ModelVersion {id: $v})-[r:EMBEDDING|HAS_TOPIC]->(n) RETURN type(r) AS r, n.id AS id",
+            {"v": version},
+        )
+        return {(r["r"], r["id"]) for r in rows}
+
+    assert targets("v-taken-over") == targets(plan.parent) | {("EMBEDDING", u) for u in users}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from celery.result import AsyncResult
 
 from graph_schema.statements.models import (
     ACTIVE_VERSION,
+    CREATE_VERSION,
     FOLDED_ITEMS,
     MODEL_VERSIONS,
     POPULARITY_ADJUSTMENTS,
@@ -43,8 +48,10 @@ from workers.training.pipeline import train_model
 from workers.training.publish import (
     UNSETTLED_GRACE_MS,
     VersionSuperseded,
+    claim,
     clear_topics,
     collect_garbage,
+    new_owner,
     record_gate_decision,
     remove_unused_topic_items,
     staged_path,
@@ -326,6 +333,55 @@ def test_staged_files_a_killed_write_back_left_go_once_unsettled_versions_would(
     collect_garbage(gateway, folder, keep=2)
     assert [path.exists() for path in (*dead, live, other)] == [False, False, True, True]
     assert (folder / "v-now.npz").exists() and (folder / "v-now.foldin.npz").exists()
+
+
+class PausedAfterWrite:
+    """The real gateway, whose first write returns only once ``go`` is set (a delivery paused
+    between its claim and what follows: its reply late, its process descheduled)."""
+
+    def __init__(self, gateway: GraphGateway) -> None:
+        self.gateway, self.written, self.go = gateway, threading.Event(), threading.Event()
+
+    def write(self, statement: Any, params: Any = None) -> Any:
+        done = self.gateway.write(statement, params)
+        self.written.set()
+        assert self.go.wait(30)
+        return done
+
+
+def test_a_delivery_paused_between_its_claim_and_its_move_leaves_the_new_owner_s_files(
+    gateway: GraphGateway, tmp_path: Path
+) -> None:
+    # The first delivery's claim is written, then it pauses before moving its files into place; a
+    # redelivery claims the version meanwhile. The first's files must not land over the
+    # redelivery's: the version is the redelivery's, and it would be marked ready and served
+    # with the first delivery's artifact and fold-in basis.
+    first, second = new_owner(), new_owner()
+    finals = [tmp_path / artifact_name("job-paused"), tmp_path / "job-paused.foldin.npz"]
+
+    def staged(owner: str) -> dict[Path, Path]:
+        files = {staged_path(final, owner): final for final in finals}
+        for path in files:
+            path.write_bytes(owner.encode())
+        return files
+
+    def params(owner: str) -> dict[str, Any]:
+        return {**CREATE_VERSION.params, "id": "job-paused", "owner": owner, "now": int(time.time() * 1000)}
+
+    paused = PausedAfterWrite(gateway)
+    with ThreadPoolExecutor(2) as pool:
+        held = pool.submit(claim, paused, CREATE_VERSION, params(first), staged(first))
+        assert paused.written.wait(30)
+        redelivery = pool.submit(claim, gateway, CREATE_VERSION, params(second), staged(second))
+        with contextlib.suppress(FutureTimeout):  # alone, the claim and its moves take milliseconds
+            redelivery.result(timeout=2)
+        paused.go.set()
+        held.result(timeout=30)
+        redelivery.result(timeout=30)
+    (row,) = gateway.run_query("MATCH (m:ModelVersion {id: 'job-paused'}) RETURN m.owner AS owner", {})
+    assert row["owner"] == second
+    assert [final.read_bytes() for final in finals] == [second.encode()] * 2
+    assert not list(tmp_path.glob(".job-paused*"))  # no staged file is left behind
 
 
 def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_publishes(

@@ -1196,8 +1196,20 @@ def _forget_about_written(gw: GraphGateway, st: Statement) -> None:
     marks = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id, m.about_from AS f ORDER BY id")
     assert [(r["id"], r["f"]) for r in marks] == [("a", None), ("b", None), ("c", "v2"), ("d", None)]
     assert node(gw, "ModelVersion", "d") == {"id": "d", "active": False}
-    assert gw.write(st, {"files": None}).rows == [{"forgotten": 1}]
+    # no writer ever began: the writers' node is made, as BEGIN_ABOUT_WRITE makes it
+    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    assert node(gw, "Revision", "about") == made
+    # the writers' lock is taken before the marks are read (the one property set: the removed mark
+    # and the cleared lock are not counted); the writers' state is left as it is
+    query(gw, "MATCH (r:Revision {id: 'about'}) SET r.revision = 3, r.running = 1")
+    done = gw.write(st, {"files": None, "now": NOW + 1})
+    assert done.rows == [{"forgotten": 1}] and done.properties_set == 1
+    assert node(gw, "Revision", "about") == {**made, "revision": 3, "running": 1}
     assert query(gw, "MATCH (m:ModelVersion) WHERE m.about_from IS NOT NULL RETURN m.id AS id") == []
+    # no mark left: nothing forgotten, the lock cleared all the same
+    assert gw.write(st, st.params).rows == [{"forgotten": 0}]
+    assert count(gw, "(:Revision)") == 1
+    assert count(gw, "(r) WHERE r.write_lock IS NOT NULL") == 0
 
 
 def _seed_faded_edges(gw: GraphGateway, st: Statement) -> None:
@@ -1708,20 +1720,26 @@ def _copy_embeddings(gw: GraphGateway, st: Statement) -> None:
     label = st.name.split("_")[1].capitalize()
     query(
         gw,
-        f"CREATE (p:ModelVersion {{id: $p}}), (m:ModelVersion {{id: $c}}),"
+        f"CREATE (p:ModelVersion {{id: $p}}), (m:ModelVersion {{id: $c, owner: $o}}),"
         f"       (p)-[:EMBEDDING {{vector: [1.0, 2.0], folded_at: 5}}]->(:{label} {{id: 'x'}}),"
         f"       (p)-[:EMBEDDING {{vector: [3.0]}}]->(:{label} {{id: 'y'}})",
         p=st.params["parent"],
         c=st.params["id"],
+        o=st.params["owner"],
     )
-    assert gw.write(st, st.params).rows == [{"copied": 1}]
-    assert gw.write(st, st.params).rows == [{"copied": 1}]  # again: the same one relationship
+    # A run of the merge another one took the child over from: nothing is copied, and it is told so.
+    assert gw.write(st, {**st.params, "owner": "superseded"}).rows == [{"copied": 0, "owned": 0}]
+    assert count(gw, "(:ModelVersion {id: $c})-[:EMBEDDING]->()", c=st.params["id"]) == 0
+    assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]
+    assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]  # again: the same one relationship
     (edge,) = rels(gw, f"(:ModelVersion {{id: $c}})-[r:EMBEDDING]->(:{label} {{id: 'x'}})", c=st.params["id"])
     assert edge == {"vector": [1.0, 2.0], "folded_at": 5}
     assert (
         count(gw, f"(:ModelVersion {{id: $c}})-[:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"]) == 0
     )
     assert count(gw, "(:ModelVersion {id: $p})-[:EMBEDDING]->()", p=st.params["parent"]) == 2
+    # nothing to copy (no such node): still owned
+    assert gw.write(st, {**st.params, "ids": ["missing"]}).rows == [{"copied": 0, "owned": 1}]
 
 
 @effect("copy_version_topics")
@@ -1732,14 +1750,20 @@ def _copy_version_topics(gw: GraphGateway, st: Statement) -> None:
     )
     query(
         gw,
-        f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c}}), {topics}",
+        f"CREATE (p:ModelVersion {{id: $p}}), (:ModelVersion {{id: $c, owner: $o}}), {topics}",
         p=st.params["parent"],
         c=st.params["id"],
+        o=st.params["owner"],
     )
-    assert gw.write(st, st.params).rows == [{"copied": 1}]
+    # A run of the merge another one took the child over from: nothing is copied, and it is told so.
+    assert gw.write(st, {**st.params, "owner": "superseded"}).rows == [{"copied": 0, "owned": 0}]
+    assert count(gw, "(:ModelVersion {id: $c})-[:HAS_TOPIC]->()", c=st.params["id"]) == 0
+    assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]
     (edge,) = rels(gw, "(:ModelVersion {id: $c})-[r:HAS_TOPIC]->(:Topic {id: 'topic-1'})", c=st.params["id"])
     assert edge == {"centroid": [0.6, 0.8], "size": 3, "absorbs": ["topic-7"]}
     assert count(gw, "(:ModelVersion)-[:HAS_TOPIC]->(:Topic {id: 'other'})") == 0
+    # a parent without topics: nothing to copy, still owned
+    assert gw.write(st, {**st.params, "parent": "no-topics"}).rows == [{"copied": 0, "owned": 1}]
 
 
 @effect("activate_child_version")
@@ -1781,7 +1805,17 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, {**st.params, "id": "late"}).rows == [{"activated": 0, "owned": 1}]
     assert state() == {**after, "late": (False, None)}
     assert "about_from" not in node(gw, "ModelVersion", "late")  # type: ignore[operator]  # not switched to
-    assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the lock is cleared
+    # the parent's mark is read under the ABOUT writers' lock: their node is made when none was
+    # (no writer ever began) and its state is left as it is
+    assert node(gw, "Revision", "about") == {
+        "id": "about",
+        "created_at": NOW,
+        "revision": 0,
+        "running": 0,
+        "busy_until": 0,
+        "updated_at": 0,
+    }
+    assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the locks are cleared
 
 
 # --- privacy and maintenance ----------------------------------------------------------------------

@@ -782,7 +782,7 @@ def _child_version(
             "artifact": None,
         },
     )
-    gateway.write(COPY_TOPICS, {"parent": parent, "id": child})
+    gateway.write(COPY_TOPICS, {"parent": parent, "id": child, "owner": child})
     gateway.write(MARK_VERSION_READY, {"id": child, "owner": child, "erased": [], "now": now})
 
 

@@ -10,6 +10,7 @@ finished in between is never replaced by a child of the version it replaced.
 
 from graph_schema.allow_list import Label, Rel
 from graph_schema.catalogue import Statement, read, write
+from graph_schema.statements.topics import ABOUT_REVISION
 
 # The active version with what an incremental update needs from it.
 INCREMENTAL_PARENT = read(
@@ -110,20 +111,25 @@ def _embedding_ids(label: Label) -> Statement:
 
 def _copy_embeddings(label: Label) -> Statement:
     # From each node to its few versions, then the parent by id: matching the parent first made
-    # FalkorDB 4.16 walk all of its edges per id (6 s for 2,000 users; 12 ms this way).
+    # FalkorDB 4.16 walk all of its edges per id (6 s for 2,000 users; 12 ms this way). Only the
+    # child's `owner` (the run of the merge that claimed it last) copies; `owned` 0 tells a
+    # superseded run to stop, as WRITE_EMBEDDINGS does.
     return write(
         f"copy_{label.value.lower()}_embeddings",
         f"""
-        MATCH (m:ModelVersion {{id: $id}})
+        MATCH (m:ModelVersion {{id: $id, owner: $owner}})
         UNWIND $ids AS node_id
         MATCH (n:{label.value} {{id: node_id}})<-[e:{Rel.EMBEDDING.value}]-(p:ModelVersion)
         WITH m, n, e, p WHERE p.id = $parent
         MERGE (m)-[c:{Rel.EMBEDDING.value}]->(n)
         SET c.vector = e.vector, c.folded_at = e.folded_at
-        RETURN count(c) AS copied
+        WITH count(c) AS copied
+        OPTIONAL MATCH (o:ModelVersion {{id: $id, owner: $owner}})
+        RETURN copied, count(o) AS owned
         """,
         parent="v1700000000000",
         id="job-2",
+        owner="3f9a0c1d5e7b2468",
         ids=["x"],
     )
 
@@ -132,18 +138,23 @@ _LABELS = (Label.USER, Label.ITEM, Label.BRAND, Label.CATEGORY)
 EMBEDDING_IDS = {label: _embedding_ids(label) for label in _LABELS}
 COPY_EMBEDDINGS = {label: _copy_embeddings(label) for label in _LABELS}
 
+# The parent's HAS_TOPIC edges onto the child, only by the child's `owner` (`owned` 0: another run
+# of the merge took it over, nothing is copied).
 COPY_TOPICS = write(
     "copy_version_topics",
     """
     MATCH (p:ModelVersion {id: $parent})-[h:HAS_TOPIC]->(t:Topic)
-    MATCH (m:ModelVersion {id: $id})
+    MATCH (m:ModelVersion {id: $id, owner: $owner})
     MERGE (m)-[c:HAS_TOPIC]->(t)
     SET c.centroid = h.centroid, c.size = h.size, c.name = h.name, c.keywords = h.keywords,
         c.absorbs = h.absorbs
-    RETURN count(c) AS copied
+    WITH count(c) AS copied
+    OPTIONAL MATCH (o:ModelVersion {id: $id, owner: $owner})
+    RETURN copied, count(o) AS owned
     """,
     parent="v1700000000000",
     id="job-2",
+    owner="3f9a0c1d5e7b2468",
 )
 
 # The child's switch: one statement, only while its parent is still the active version and only by
@@ -152,18 +163,24 @@ COPY_TOPICS = write(
 # seen (ACTIVATE_VERSION writes every version, the parent too). No WHERE follows the lock:
 # FalkorDB 4.16 then keeps the lock property when the filter drops the row.
 # The switch carries the parent's `about_from` onto the child: the child has its root's topics
-# and no topic-items file of its own, so the graph still holds every edge of the parent's file
-# (any write from a file removes every mark first, under the parent's lock too). Unmarked, the
-# child would lose the mark to garbage collection of the parent, and beat's topic check
+# and no topic-items file of its own, so the graph still holds every edge of the parent's file.
+# The parent's mark is read under the ABOUT writers' lock (Revision {id: 'about'}, taken first, as
+# by BEGIN_ABOUT_WRITE, MARK_ABOUT_WRITTEN and FORGET_ABOUT_WRITTEN): a write from a file removes
+# every mark first (FORGET_ABOUT_WRITTEN), and on Neo4j the two must not interleave, or the
+# child is marked after the marks were forgotten. Unmarked, the child would lose the mark to
+# garbage collection of the parent, and beat's topic check
 # (kgrec.model_versions.relink_active_topics) would then rewrite every ABOUT edge.
 ACTIVATE_CHILD_VERSION = write(
     "activate_child_version",
     """
     MATCH (target:ModelVersion {id: $id, status: 'ready', parent: $parent})
-    MATCH (p:ModelVersion {id: $parent})
-    SET p.write_lock = true, target.write_lock = true
-    WITH target, p.about_from AS mark, coalesce(target.owner = $owner, false) AS owned,
+    MATCH (p:ModelVersion {id: $parent})"""
+    + ABOUT_REVISION
+    + """
+    SET r.write_lock = true, p.write_lock = true, target.write_lock = true
+    WITH r, target, p.about_from AS mark, coalesce(target.owner = $owner, false) AS owned,
          p.active = true AS parent_active
+    SET r.write_lock = null
     WITH target, mark, owned, owned AND parent_active AS switch
     FOREACH (_ IN CASE WHEN switch AND mark IS NOT NULL THEN [1] ELSE [] END |
         SET target.about_from = mark)

@@ -174,6 +174,12 @@ ABOUT_WRITTEN = read(
     file="v1",
 )
 
+# The ABOUT writers' node (made, its counters at 0, when no writer ever began), whose write lock
+# every statement that reads or writes the writers' state or a version's `about_from` takes first.
+ABOUT_REVISION = """
+    MERGE (r:Revision {id: 'about'})
+    ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0, r.updated_at = 0"""
+
 # A writer of ABOUT edges starts: a ticket (the revision), and whether it runs alone (no other
 # writer in flight, or only ones whose lease ran out: they died). A writer that did not run alone,
 # or after which another started, marks nothing: the other's deletions may have taken its edges.
@@ -231,9 +237,8 @@ MARK_ABOUT_WRITTEN = write(
 # no WHERE after the lock (FalkorDB 4.16 then keeps the lock property when the filter drops the row).
 CLAIM_ABOUT_REPAIR = write(
     "claim_about_repair",
-    """
-    MERGE (r:Revision {id: 'about'})
-    ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0, r.updated_at = 0
+    ABOUT_REVISION
+    + """
     SET r.write_lock = true
     WITH r, (r.running = 0 OR r.busy_until < $now)
         AND coalesce(r.updated_at, 0) <= $now - $settle_ms AS free
@@ -250,16 +255,27 @@ CLAIM_ABOUT_REPAIR = write(
 )
 
 # The marks naming one of $files (a version's topic-items file written again), or every mark ($files
-# null: before ABOUT edges are written from a file, so that a write cut short leaves none).
+# null: before ABOUT edges are written from a file, so that a write cut short leaves none). The
+# ABOUT write lock comes before reading the marks, as for every statement that reads or writes
+# them (MARK_ABOUT_WRITTEN, ACTIVATE_CHILD_VERSION): on Neo4j (read committed) a child's switch
+# committing meanwhile could otherwise carry its parent's mark onto the child after the marks were
+# read, and the child's mark would outlive the write it no longer describes. The node is made
+# here when no writer ever began (a first training's topics).
 FORGET_ABOUT_WRITTEN = write(
     "forget_about_written",
-    """
-    MATCH (m:ModelVersion)
+    ABOUT_REVISION
+    + """
+    SET r.write_lock = true
+    WITH r
+    SET r.write_lock = null
+    WITH r
+    OPTIONAL MATCH (m:ModelVersion)
     WHERE m.about_from IS NOT NULL AND ($files IS NULL OR m.about_from IN $files)
     REMOVE m.about_from
     RETURN count(m) AS forgotten
     """,
     files=["v1"],
+    now=1700000000000,
 )
 
 # The version's own topic names and keywords onto the shared Topic nodes (a version written

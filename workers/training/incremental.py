@@ -95,6 +95,7 @@ from workers.training.publish import (
     claim,
     mark_ready,
     new_owner,
+    owned,
     stage,
     write_embeddings,
 )
@@ -540,10 +541,20 @@ def publish_child(
     run claimed it, :class:`~workers.training.publish.VersionSuperseded` when another run of the
     merge claimed it since (as :func:`workers.training.publish.write_back`).
     """
+    owner = new_owner()
+    claim_child(gateway, settings, plan, artifacts, owner)
+    return write_child(gateway, settings, plan, artifacts, users, owner)
+
+
+def claim_child(
+    gateway: GraphGateway, settings: Settings, plan: UpdatePlan, artifacts: ModelArtifacts, owner: str
+) -> None:
+    """Stage the child's artifact and fold-in basis, claim the child (CREATE_CHILD_VERSION) for the
+    run of the merge holding ``owner`` and move the files into place
+    (:func:`workers.training.publish.claim`, which raises
+    :class:`~workers.training.publish.VersionPublished` when the child settled)."""
     folder = models_dir(settings.data_dir)
     version = artifacts.version
-    owner = new_owner()
-    artifact = artifact_name(version)
     parent_basis = basis_path(folder, plan.parent_artifact)
     basis = None
     if parent_basis.exists():
@@ -562,10 +573,25 @@ def publish_child(
             "parameters": json.dumps(artifacts.parameters, default=str),
             "counts": plan.parent_counts,
             "metrics": json.dumps({"incremental": artifacts.parameters["incremental"]}, default=str),
-            "artifact": artifact,
+            "artifact": artifact_name(version),
         },
         staged,
     )
+
+
+def write_child(
+    gateway: GraphGateway,
+    settings: Settings,
+    plan: UpdatePlan,
+    artifacts: ModelArtifacts,
+    users: Mapping[str, np.ndarray],
+    owner: str,
+) -> bool:
+    """The claimed child's write-back for the run of the merge holding ``owner``: its touched
+    rows, its parent's other EMBEDDING and HAS_TOPIC relationships (:func:`copy_parent`), the
+    ``ready`` mark and the switch; True when switched. Raises
+    :class:`~workers.training.publish.VersionSuperseded` when another run claimed the child since."""
+    version = artifacts.version
     batch = max(1, settings.embedding_batch)
     index = {item_id: k for k, item_id in enumerate(artifacts.item_ids)}
     touched_items = [i for i in plan.items if i in index]
@@ -584,18 +610,9 @@ def publish_child(
                 vectors[start : start + batch],
                 plan.planned_at,
             )
-    for label, statement in COPY_EMBEDDINGS.items():
-        fresh = set(written[label][0]) if label in written else set()
-        ids = sorted(
-            r["id"]
-            for r in gateway.read(EMBEDDING_IDS[label], {"version": plan.parent})
-            if r["id"] not in fresh
-        )
-        for start in range(0, len(ids), batch):
-            gateway.write(
-                statement, {"parent": plan.parent, "id": version, "ids": ids[start : start + batch]}
-            )
-    gateway.write(COPY_TOPICS, {"parent": plan.parent, "id": version})
+    copy_parent(
+        gateway, plan.parent, version, owner, {label: ids for label, (ids, _) in written.items()}, batch
+    )
     mark_ready(gateway, version, owner, [])
     done = gateway.write(
         ACTIVATE_CHILD_VERSION,
@@ -604,6 +621,30 @@ def publish_child(
     if done.rows and not done.rows[0]["owned"]:
         raise VersionSuperseded(version)
     return bool(done.rows and done.rows[0]["activated"] == 1)
+
+
+def copy_parent(
+    gateway: GraphGateway,
+    parent: str,
+    version: str,
+    owner: str,
+    fresh: Mapping[Label, Iterable[str]],
+    batch: int,
+) -> None:
+    """Copy ``parent``'s EMBEDDING relationships (but those of the ``fresh`` ids the child wrote
+    itself, per label) and HAS_TOPIC relationships onto the child ``version``, ``batch`` ids per
+    write, for the run of the merge holding ``owner``. Raises
+    :class:`~workers.training.publish.VersionSuperseded`, having copied nothing more, when another
+    run of the merge claimed the child since."""
+    for label, statement in COPY_EMBEDDINGS.items():
+        own = set(fresh.get(label, ()))
+        ids = sorted(
+            r["id"] for r in gateway.read(EMBEDDING_IDS[label], {"version": parent}) if r["id"] not in own
+        )
+        for start in range(0, len(ids), batch):
+            params = {"parent": parent, "id": version, "owner": owner, "ids": ids[start : start + batch]}
+            owned(gateway.write(statement, params), version)
+    owned(gateway.write(COPY_TOPICS, {"parent": parent, "id": version, "owner": owner}), version)
 
 
 # --- the whole update -------------------------------------------------------------------------------

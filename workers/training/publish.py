@@ -12,7 +12,8 @@ visibility timeout). Each write-back therefore claims the version with a fresh
 ``owner`` token (:func:`new_owner`): the newest claim takes the version over, every
 later write of the write-back acts only for the version's owner, and the superseded
 delivery stops at its next write (:class:`VersionSuperseded`). Its files are written
-under token-named names and moved into place only once the claim succeeded (:func:`claim`).
+under token-named names and moved into place only once the claim succeeded, under a lock no later
+claim passes before they are (:func:`claim`).
 
 A gated job writes the version without the switch, records the promotion
 gate's decision on it (:func:`record_gate_decision`) and switches only when the
@@ -22,12 +23,13 @@ gate promotes it (:func:`activate`); a kept version stays a ``candidate``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,8 @@ GC_BATCH = 10_000
 UNSETTLED_GRACE_MS = 2 * 3600 * 1000
 # staged_path's names: a write-back killed while staging (or before its claim moved them) leaves them
 STAGED_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.npz$")
+# In the models folder: held by a claim from its version node's write until its files are in place.
+CLAIM_LOCK = ".claim.lock"
 
 
 class VersionPublished(Exception):
@@ -137,19 +141,41 @@ def claim(
 
     Raises :class:`VersionPublished` when the version settled: its files are left as they are and
     the staged ones deleted (so are they when the claim fails otherwise). A delivery that claims
-    the version later replaces the files with its own.
+    the version later replaces the files with its own. The claim and the moves hold the models
+    folder's claim lock (:func:`claim_lock`), so no later claim comes between them.
     """
     try:
-        rows = gateway.write(statement, params).rows
-        if not rows:  # CREATE_CHILD_VERSION of a parent collected meanwhile
-            raise RuntimeError(f"model version {params['id']} could not be created: its parent is gone")
-        if not rows[0]["claimed"]:
-            raise VersionPublished(params["id"])
-        for path, final in staged.items():
-            path.replace(final)
+        with claim_lock(next(iter(staged.values())).parent if staged else None):
+            rows = gateway.write(statement, params).rows
+            if not rows:  # CREATE_CHILD_VERSION of a parent collected meanwhile
+                raise RuntimeError(f"model version {params['id']} could not be created: its parent is gone")
+            if not rows[0]["claimed"]:
+                raise VersionPublished(params["id"])
+            for path, final in staged.items():
+                path.replace(final)
     finally:
         for path in staged:
             path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def claim_lock(models_folder: Path | None) -> Iterator[None]:
+    """Hold the exclusive lock on ``models_folder``'s :data:`CLAIM_LOCK` file (nothing: None).
+
+    A claim's move of its files comes after its version node's write: a delivery paused between
+    the two (its reply late, its process descheduled) whose version another delivery claimed
+    meanwhile would otherwise move its file over the new owner's, which the version would then be
+    marked ready and served with. flock, not lockf: two claims in one process exclude each other
+    too. The kernel releases the lock of a delivery that dies holding it."""
+    if models_folder is None:
+        yield
+        return
+    with open(models_folder / CLAIM_LOCK, "ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_embeddings(
