@@ -304,13 +304,16 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     )
     seen = {row["id"] for row in seen_rows}
     erased_at = {row["id"]: row["erased_at"] for row in erasure_rows}
-    new = [e for e in unique_ids if e.event_id not in seen]
     # Not written and their ids not recorded: sent again, such an event is erased again. A client
     # clock ahead of the server's dates an event from before the erasure up to the margin after it.
+    # A seen event (a resend) of a user erased since is erased too, not a duplicate: nothing may
+    # act on it again, its attribution least of all (the erasure deleted it).
     margin = tombstone_margin_ms(settings.max_clock_skew_s * 1000)
-    fresh = [e for e in new if not erased_after(e.ts, erased_at.get(users[e.user_id]), margin)]
-    erased_ids = frozenset(e.event_id for e in new) - {e.event_id for e in fresh}
-    erased = len(new) - len(fresh)
+    erased_ids = frozenset(
+        e.event_id for e in unique_ids if erased_after(e.ts, erased_at.get(users[e.user_id]), margin)
+    )
+    fresh = [e for e in unique_ids if e.event_id not in seen and e.event_id not in erased_ids]
+    erased = len(erased_ids)
     if not fresh:
         return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased, erased_ids))
     applied = _first_per_content(fresh)
