@@ -176,6 +176,24 @@ def test_bots_are_flagged_without_losing_counts(gateway: GraphGateway, settings:
     assert kept[0]["n"] == limit + 1
 
 
+def test_a_minute_split_over_batches_is_counted_whole_when_the_later_batch_goes_on_to_the_next(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """The stored minute M holds 3 events; the next batch has 3 more in M and 1 in M+1: M holds 6,
+    over the limit of 5, though the counter moves on to M+1."""
+    limit = 5
+    strict = replace(settings, bot_events_per_minute=limit)
+    start = (T0 // 60_000 + 10) * 60_000  # the start of a minute
+    early = [ev(f"m{i}", "view", start + i * 1000, user="split", item_id=f"i{i}") for i in range(3)]
+    late = [ev(f"n{i}", "view", start + 10_000 + i * 1000, user="split", item_id=f"i{i}") for i in range(3)]
+    ingest(gateway, events(*early), strict)
+    ingest(gateway, events(*late, ev("next", "view", start + 60_000, user="split", item_id="i9")), strict)
+    state = gateway.run_query(
+        "MATCH (u:User {id: 'split'}) RETURN u.flagged_bot AS bot, u.rate_minute AS m, u.rate_count AS n", {}
+    )
+    assert state == [{"bot": True, "m": start // 60_000 + 1, "n": 1}]
+
+
 def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(
     gateway: GraphGateway, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

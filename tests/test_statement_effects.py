@@ -638,6 +638,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
+                "minutes": [{"minute": minute, "count": 1}],
             },
             {
                 "id": "u2",
@@ -646,6 +647,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 120,
+                "minutes": [{"minute": minute, "count": 1}],
             },
             {
                 "id": "u3",
@@ -654,6 +656,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
+                "minutes": [{"minute": minute, "count": 1}],
             },
             {
                 "id": "u4",
@@ -662,6 +665,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
+                "minutes": [{"minute": minute, "count": 1}],
             },
         ],
         "items": [

@@ -94,6 +94,11 @@ def _unless_erased(row: str, since: str) -> str:
     )
 
 
+# Bots: the user's counter holds their latest minute with events (rate_minute, rate_count). The
+# batch's events in that minute are added to it ($users' minutes: every minute of the batch with
+# its count), whatever later minutes the batch has too, so a minute split over two batches is
+# counted whole; the batch's latest minute becomes the counter, and its own minutes are checked
+# one by one (burst).
 # An event names the brand of an item that has none (an item has one brand); only the
 # catalogue API replaces a brand. Each user's write lock is taken before its counters are read,
 # so on Neo4j two batches for one user run one after the other (its edges too) and neither
@@ -121,14 +126,17 @@ _BEFORE_PAIRS = (
     ON CREATE SET u.created_at = $now, u.flagged_bot = false
     SET u.write_lock = true
     WITH u, ur,
+         coalesce(u.rate_count, 0) + reduce(n = 0, m IN ur.minutes |
+             n + CASE WHEN m.minute = u.rate_minute THEN m.count ELSE 0 END) AS in_stored_minute
+    WITH u, ur, in_stored_minute,
          CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute THEN ur.minute_count
-              WHEN ur.minute = u.rate_minute THEN u.rate_count + ur.minute_count
-              ELSE u.rate_count END AS in_minute
+              ELSE in_stored_minute END AS in_minute
     SET u.write_lock = null,
         u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
                              THEN ur.minute ELSE u.rate_minute END,
         u.rate_count = in_minute,
-        u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit
+        u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit
+                        OR in_stored_minute > $bot_limit OR ur.burst > $bot_limit
     WITH count(*) AS stage
 """
     + absorb_entities("[item IN $items | item.id]")
@@ -280,6 +288,7 @@ _INGEST_PARAMS: dict[str, Any] = {
             "minute": 28333333,
             "minute_count": 1,
             "burst": 1,
+            "minutes": [{"minute": 28333333, "count": 1}],
         }
     ],
     "items": [{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],

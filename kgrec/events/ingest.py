@@ -221,6 +221,7 @@ def build_params(
                 "minute": latest,
                 "minute_count": minutes[latest],
                 "burst": max(minutes.values()),
+                "minutes": [{"minute": m, "count": n} for m, n in sorted(minutes.items())],
             }
         )
 
