@@ -620,7 +620,8 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).
         pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
         pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
-        pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
+        pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW)
+        | {"review_text": "Smells of pine", "review_ts": NOW},
         pair("u3", "i2", {"n_rating": 1}, 4.0, 1.0, NOW),
         pair("u4", "i3", {"n_rating": 1}, 4.0, 1.0, then),
     ]
@@ -928,6 +929,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             "rating": 4.0,
             "rating_ts": NOW,
             "review_text": "Smells of pine",
+            "review_ts": NOW,
             **zero,
             "n_rating": 1,
         },

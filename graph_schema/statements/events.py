@@ -69,6 +69,7 @@ _PAIR_ROW = {
     "rating": None,
     "rating_ts": None,
     "review_text": None,
+    "review_ts": None,
 }
 
 
@@ -185,7 +186,8 @@ _PAIRS = (
     MERGE (u)-[r:INTERACTED]->(i)
     WITH u, i, r, p,
          CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
-         p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating
+         p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating,
+         p.review_text IS NOT NULL AND (r.review_ts IS NULL OR p.review_ts >= r.review_ts) AS newer_review
     SET r.weight = coalesce(r.weight, 0.0) * 2 ^ (-(at - coalesce(r.weight_ts, at)) / $half_life_ms)
                    + p.weight * 2 ^ (-(at - p.ref_ts) / $half_life_ms),
         r.weight_ts = at,
@@ -194,7 +196,8 @@ _PAIRS = (
         r.last_ts = CASE WHEN r.last_ts IS NULL OR p.ref_ts > r.last_ts THEN p.ref_ts ELSE r.last_ts END,
         r.rating = CASE WHEN newer_rating THEN p.rating ELSE r.rating END,
         r.rating_ts = CASE WHEN newer_rating THEN p.rating_ts ELSE r.rating_ts END,
-        r.review_text = coalesce(p.review_text, r.review_text),
+        r.review_text = CASE WHEN newer_review THEN p.review_text ELSE r.review_text END,
+        r.review_ts = CASE WHEN newer_review THEN p.review_ts ELSE r.review_ts END,
         {_COUNTERS}
     WITH u, i, p
     MATCH (i)-[:MADE_BY|IN_CATEGORY]->(t)

@@ -245,6 +245,7 @@ def build_params(
                 "rating": latest_rating.value if latest_rating else None,
                 "rating_ts": latest_rating.ts if latest_rating else None,
                 "review_text": latest_review.text if latest_review else None,
+                "review_ts": latest_review.ts if latest_review else None,
             }
         )
     attributes = attribute_params(events, set(known_items or ()) | set(items))
