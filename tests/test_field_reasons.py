@@ -38,7 +38,7 @@ def item_reason(item: dict) -> tuple[str, str]:
         (
             {"title": "y" * (MAX_TEXT_LENGTH + 1)},
             "title",
-            f"is longer than {MAX_TEXT_LENGTH} characters (got 1001)",
+            f"is longer than {MAX_TEXT_LENGTH} characters (got {shown('y' * (MAX_TEXT_LENGTH + 1))})",
         ),
         ({"title": "a\x00b"}, "title", "must not contain NUL (U+0000) (got 'a\\x00b')"),
         ({"brand": " b"}, "brand", "must not start or end with white space (got ' b')"),
@@ -47,7 +47,7 @@ def item_reason(item: dict) -> tuple[str, str]:
         (
             {"brand": "b" * (MAX_ID_LENGTH + 1)},
             "brand",
-            f"is longer than {MAX_ID_LENGTH} characters (got 257)",
+            f"is longer than {MAX_ID_LENGTH} characters (got {shown('b' * (MAX_ID_LENGTH + 1))})",
         ),
         ({"brand": 5}, "brand", "must be a string, not int"),
         ({"price": -1}, "price", "Input should be greater than or equal to 0 (got -1)"),
@@ -72,6 +72,20 @@ def item_reason(item: dict) -> tuple[str, str]:
 )
 def test_a_catalogue_refusal_names_the_bound_and_the_value(item: dict, field: str, reason: str) -> None:
     assert item_reason(item) == (field, reason)
+
+
+def test_a_too_long_string_and_a_too_large_number_are_quoted() -> None:
+    """The length refusal and the number-beyond-range refusal quote the value, as every other does."""
+    assert shown("b" * 300) == f"'{'b' * 59}… (300 characters)"
+    event = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "purchase", "ts": 1_700_000_000_000}
+    _, errors = validate_batch([{**event, "value": 10**400}], max_skew_s=300, now_ms=1_700_000_000_000)
+    assert [(e.field, e.reason) for e in errors] == [("value", f"is too large (got {shown(10**400)})")]
+    assert shown(10**400).startswith("1000") and shown(10**400).endswith("(401 characters)")
+    _, errors = validate_batch([{**event, "user_id": "u" * 300}], max_skew_s=300, now_ms=1_700_000_000_000)
+    assert [(e.field, e.reason) for e in errors] == [
+        ("user_id", f"is longer than {MAX_ID_LENGTH} characters (got '{'u' * 59}… (300 characters))")
+    ]
+    assert shown(10**5000) == "an integer of 16610 bits"  # beyond the digits Python converts to text
 
 
 def test_an_event_title_with_nul_is_refused_for_the_nul() -> None:
