@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
+from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
+from kgrec.erasure import user_hash
 from kgrec.events.ingest import IngestResult, commit, ingest, prepare
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
@@ -192,6 +194,23 @@ def test_a_minute_split_over_batches_is_counted_whole_when_the_later_batch_goes_
         "MATCH (u:User {id: 'split'}) RETURN u.flagged_bot AS bot, u.rate_minute AS m, u.rate_count AS n", {}
     )
     assert state == [{"bot": True, "m": start // 60_000 + 1, "n": 1}]
+
+
+def test_an_erasure_between_prepare_and_write_leaves_out_events_within_its_margin(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """The write's own tombstone check (for an erasure that commits after the ingester read the
+    tombstones) has the margin the read has: an event dated a minute after the erasure may come from
+    a client clock ahead, so nothing of the user is written."""
+    batch = events(ev("late", "view", T0, user="racer"))
+    prepared = prepare(gateway, batch, settings, T0)
+    assert prepared.result.applied == 1
+    gateway.write(ERASE_USER, {"user_id": "racer", "erasure_id": user_hash("racer"), "now": T0 - 60_000})
+    commit(gateway, prepared, batch, settings, T0)
+    assert gateway.run_query("MATCH (u:User {id: 'racer'}) RETURN u.id AS id", {}) == []
+    assert gateway.run_query(
+        "MATCH ()-[r:INTERACTED]->(:Item {id: 'lipstick'}) RETURN count(r) AS n", {}
+    ) == [{"n": 0}]
 
 
 def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(

@@ -627,6 +627,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     ]
     params = {
         **st.params,
+        "erasure_margin_ms": 0,  # the tombstones' times as they are (the margin: test_events_ingest.py)
         # Tombstones that committed after the ingester read them: u1 was erased before this batch's
         # events and came back (written); u3 at its event's time (not created, nor anything of it
         # written); u4, recreated meanwhile by a later batch, before its newest event here but after

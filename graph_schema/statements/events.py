@@ -79,9 +79,10 @@ def _tombstone(row: str) -> str:
 
 
 def _not_erased_since(since: str) -> str:
-    """The condition on ``gone`` (:func:`_tombstone`): no tombstone at or after ``since``, that is
-    no erasure that committed after the ingester read the tombstones."""
-    return f"gone IS NULL OR gone.erased_at < {since}"
+    """The condition on ``gone`` (:func:`_tombstone`): no tombstone at or after ``since`` less the
+    margin for client clocks ahead (``$erasure_margin_ms``, :func:`kgrec.erasure.tombstone_margin_ms`),
+    that is no erasure that committed after the ingester read the tombstones."""
+    return f"gone IS NULL OR gone.erased_at + $erasure_margin_ms < {since}"
 
 
 def _unless_erased(row: str, since: str) -> str:
@@ -282,6 +283,7 @@ _INGEST_PARAMS: dict[str, Any] = {
     "now": 1700000000000,
     "half_life_ms": 1209600000.0,
     "bot_limit": 120,
+    "erasure_margin_ms": 300000,
     "event_ids": ["evt-1"],
     "users": [
         {

@@ -253,6 +253,7 @@ def build_params(
         "now": now_ms,
         "half_life_ms": half_life,
         "bot_limit": settings.bot_events_per_minute,
+        "erasure_margin_ms": tombstone_margin_ms(settings.max_clock_skew_s * 1000),
         "event_ids": list(event_ids) if event_ids is not None else [e.event_id for e in events],
         "users": users,
         "items": list(items.values()),
