@@ -420,8 +420,9 @@ class IngestResult(BaseModel):
     applied: int
     duplicates: int
     erased: int = Field(
-        description="events left out because their user was erased at or after their `ts` (not recorded: "
-        "sent again, they are left out again)"
+        description="events left out because their user was erased at or after their `ts`, or less than "
+        "5 minutes (KGREC_MAX_CLOCK_SKEW_S if longer) before it, for client clocks running ahead "
+        "(not recorded: sent again, they are left out again)"
     )
 
 

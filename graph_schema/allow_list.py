@@ -196,6 +196,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "size",
     "absorbs",  # HAS_TOPIC: the retired topics this version's topic absorbed (workers.training.topics)
     "review_text",
+    "review_ts",  # INTERACTED: when the kept review was written (absent on edges from before 2026-12-07)
     # User: the decayed sum of the user's text embeddings (searches, reviews, tags) and its stamp
     "text_vector",
     "text_vector_ts",

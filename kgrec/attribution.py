@@ -15,6 +15,10 @@ The rule (README, "Impressions and attribution"):
    wins and later deliveries of the same id change nothing. Within one batch,
    events that are exact duplicates (same content, different ids) count once,
    as ingestion counts them.
+5. An event of a user erased after it (the impression store's erasure record, with the graph
+   tombstone's margin, :func:`kgrec.erasure.tombstone_margin_ms`) is never attributed, even when
+   it was before the erasure: the erasure deleted that attribution, and a resent batch or a claim
+   made just after the erasure would otherwise store the user's id again.
 
 Storage, in the impression store's Redis (so it survives restarts with the same
 fsync as the impressions): ``SET kgrec:<graph>:attribution:<event id> <entry id> NX``
@@ -41,17 +45,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kgrec.erasure import tombstone_margin_ms, user_hash
 from kgrec.events.validation import Event
 from kgrec.impressions import USER_RECENT, Impression, ImpressionStore, ImpressionsUnavailable
 
 ATTRIBUTED_TYPES = ("click", "cart", "purchase")
 NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by window
 
-# KEYS: claim, attributed hash, experiment variant counters | ''
-# ARGV: entry id, event id, event JSON, ttl (ms), event type, revenue
+# KEYS: claim, attributed hash, experiment variant counters | '', the store's erasures
+# ARGV: entry id, event id, event JSON, ttl (ms), event type, revenue, user hash, event ts (ms),
+#       tombstone margin (ms)
 # The impression's hash also flags its first click, cart and purchase and sums its revenue (fields
 # prefixed with \x01), so the experiment counts impressions with an outcome and each one's revenue.
+# An event of a user erased after it (as the graph's tombstone check reads it) is not claimed (-1):
+# the erasure deleted its attribution and claim, and a resend (a duplicate for the graph) or a
+# claim that raced the erasure would write the user's id back and count the event again.
 _CLAIM = """
+local erased = redis.call('ZSCORE', KEYS[4], ARGV[7])
+if erased and tonumber(ARGV[8]) <= tonumber(erased) + tonumber(ARGV[9]) then
+  return -1
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[4]) then
   return 0
 end
@@ -107,6 +120,7 @@ class AttributionResult:
 
     attributed: int  # events newly attributed by this call
     already: int  # events that had been attributed before (a resent batch)
+    erased: int = 0  # events left unclaimed: their user was erased after them
 
 
 def _match(event: Event, impression: Impression | None, by: str) -> Match | None:
@@ -258,6 +272,7 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
     if not matches:
         return AttributionResult(0, 0)
     claim = store.client().register_script(_CLAIM)
+    margin = tombstone_margin_ms(store.settings.max_clock_skew_s * 1000)
 
     def write(client: Any) -> list[int]:
         pipe = client.pipeline(transaction=False)
@@ -271,7 +286,12 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
                 else ""
             )
             claim(
-                keys=[store.claim_key(match.event.event_id), store.attributed_key(entry_id), counters],
+                keys=[
+                    store.claim_key(match.event.event_id),
+                    store.attributed_key(entry_id),
+                    counters,
+                    store.erasures,
+                ],
                 args=[
                     entry_id,
                     match.event.event_id,
@@ -279,6 +299,9 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
                     ttl,
                     match.event.type,
                     repr(earned),
+                    user_hash(match.event.user_id),
+                    match.event.ts,
+                    margin,
                 ],
                 client=pipe,
             )
@@ -288,5 +311,5 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
         claimed = store.run(write)
     except ImpressionsUnavailable as exc:
         raise AttributionUnclaimed(str(exc)) from exc
-    new = sum(int(c) for c in claimed)
-    return AttributionResult(new, len(matches) - new)
+    outcomes = [int(c) for c in claimed]
+    return AttributionResult(outcomes.count(1), outcomes.count(0), outcomes.count(-1))

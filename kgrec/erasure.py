@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from pathlib import Path
 
 import redis
@@ -42,6 +43,19 @@ def user_hash(user_id: str) -> str:
 # impression step, and hosts' clocks differ a little; data read up to this long after it may
 # still predate the deletion.
 ERASURE_TIME_MARGIN_MS = 300_000
+
+
+def tombstone_margin_ms(max_skew_ms: float) -> int:
+    """How long after an erasure an event's ``ts`` may still predate it: a client's clock may run up
+    to ``max_skew_ms`` (``KGREC_MAX_CLOCK_SKEW_S``) ahead of the server's, and the erasure's own
+    time is taken with the same margin as :func:`read_before`'s, whichever is longer."""
+    return max(ERASURE_TIME_MARGIN_MS, math.ceil(max_skew_ms))
+
+
+def erased_after(ts_ms: int, erased_at_ms: float | None, margin_ms: int) -> bool:
+    """Whether an event dated ``ts_ms`` belongs to the history an erasure at ``erased_at_ms``
+    deleted (dated at or before it, or within ``margin_ms`` after it: :func:`tombstone_margin_ms`)."""
+    return erased_at_ms is not None and ts_ms <= erased_at_ms + margin_ms
 
 
 def read_before(read_at_ms: int) -> int:

@@ -133,7 +133,10 @@ def api_time(latest: int | None = MAX_EPOCH_MS) -> Any:
 
 def shown(value: object) -> str:
     """A refused value as an error message quotes it: its repr, cut to :data:`SHOWN_CHARACTERS`."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer beyond Python's limit on the digits it converts to text
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
     if len(text) <= SHOWN_CHARACTERS:
         return text
     size = len(value) if isinstance(value, str) else len(text)
@@ -165,7 +168,7 @@ def string_reason(error: ErrorDetails) -> str:
             f"(got {shown(value)})"
         )
     if kind == "string_too_long":
-        return f"is longer than {context['max_length']} characters (got {len(value)})"
+        return f"is longer than {context['max_length']} characters (got {shown(value)})"
     if kind == "string_too_short" or (
         kind == "string_pattern_mismatch" and context.get("pattern") == ID_PATTERN
     ):

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from kgrec.attribution import AttributionResult, attribute
+from kgrec.attribution import AttributionResult, attribute, claim_attribution, find_attribution
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.validation import Event, validate_batch
@@ -166,22 +166,84 @@ def test_anonymous_similar_items_take_the_user_of_the_event_that_names_them(smal
     assert (stored["user_id"], stored["position"], stored["by"]) == (user, 2, "id")
 
 
+def anonymous_click(api: ApiProcess, user: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """An item shown to ``user``, an anonymous similar-items page of it, and ``user``'s click on
+    that page's first item naming it."""
+    source = shown(api, user, k=1)["items"][0]["item_id"]
+    page = requests.get(
+        f"{api.url}/v1/items/{quote(source, safe='')}/similar", params={"k": 3}, timeout=30
+    ).json()
+    return source, page, event(user, page["items"][0]["item_id"], recommendation_id=page["recommendation_id"])
+
+
+def erase(api: ApiProcess, user: str) -> None:
+    """DELETE the user."""
+    erased = requests.delete(f"{api.url}/v1/users/{quote(user, safe='')}", headers=AUTH, timeout=60)
+    assert erased.status_code == 200, erased.text
+
+
 def test_a_late_click_of_an_erased_user_is_not_attributed(small_api: ApiProcess) -> None:
     """A click made before the user's erasure that arrives after it (an app's offline queue), on
     an anonymous impression, which the erasure could not know was theirs: the graph leaves it out,
     and so does attribution, which would store the user's id and count the click again."""
     user = fresh_user()
-    source = shown(small_api, user, k=1)["items"][0]["item_id"]
-    page = requests.get(
-        f"{small_api.url}/v1/items/{quote(source, safe='')}/similar", params={"k": 3}, timeout=30
-    ).json()
-    click = event(user, page["items"][0]["item_id"], recommendation_id=page["recommendation_id"])
+    source, page, click = anonymous_click(small_api, user)
     assert post(small_api, [event(user, source, "view")]).json()["applied"] == 1
-    erased = requests.delete(f"{small_api.url}/v1/users/{quote(user, safe='')}", headers=AUTH, timeout=60)
-    assert erased.status_code == 200, erased.text
+    erase(small_api, user)
     late = post(small_api, [click])
     assert late.json() == {"received": 1, "applied": 0, "duplicates": 0, "erased": 1, "attributed": 0}
     assert attributed(small_api, page["recommendation_id"]) == []
+
+
+def test_a_resent_click_of_an_erased_user_is_not_attributed_again(small_api: ApiProcess) -> None:
+    """A click attributed to an anonymous impression, then its user erased (which deletes the
+    attribution and its claim), then the batch resent (its answer was lost): a duplicate for the
+    graph, but still the erased user's; not claimed again, so their id stays out of the store."""
+    user = fresh_user()
+    _source, page, click = anonymous_click(small_api, user)
+    assert post(small_api, [click]).json()["attributed"] == 1
+    assert [e["user_id"] for e in attributed(small_api, page["recommendation_id"])] == [user]
+    erase(small_api, user)
+    assert attributed(small_api, page["recommendation_id"]) == []
+    resent = post(small_api, [click])
+    assert resent.json() == {"received": 1, "applied": 0, "duplicates": 0, "erased": 1, "attributed": 0}
+    assert attributed(small_api, page["recommendation_id"]) == []
+
+
+def test_a_claim_after_the_users_erasure_is_not_made(tmp_path: Path) -> None:
+    """The race: the impression found before the erasure, the claim made after it. Not claimed (the
+    experiment's counters not counted), as the graph leaves the event out."""
+    settings = Settings(data_dir=tmp_path / "var")
+    server = EmbeddedServer(settings.data_dir)
+    server.start()
+    try:
+        store = ImpressionStore(settings)
+        at = now_ms()
+        rid = store.record(
+            surface="similar",
+            user_id=None,
+            items=[("a", 0.9), ("b", 0.5)],
+            model_version="v1",
+            filters={},
+            experiment="exp",
+            variant="B",
+            now_ms=at,
+        )
+        click = validated([event("u", "b", "purchase", recommendation_id=rid, value=3.0)])
+        found = find_attribution(store, click, max_skew_ms=0)
+        assert len(found.matches) == 1
+        store.erase_user("u", now_ms())
+        assert claim_attribution(store, found, now_ms=now_ms()) == AttributionResult(0, 0, 1)
+        kept = store.get(rid)
+        assert kept is not None and store.attributed(kept.entry_id) == []
+        counters = store.run(lambda client: client.hgetall(store.experiment_key("exp", "B")))
+        assert counters == {b"impressions": b"1"}  # the impression only: no purchase, no revenue
+        assert store.run(lambda client: client.exists(store.claim_key(click[0].event_id))) == 0
+        # Another user's click on the same impression is claimed as before.
+        other = validated([event("w", "b", "purchase", recommendation_id=rid, value=3.0)])
+        assert attribute(store, other, max_skew_ms=0, now_ms=now_ms()) == AttributionResult(1, 0)
+    finally:
+        server.stop()
 
 
 def test_exact_duplicates_in_one_batch_count_once(small_api: ApiProcess) -> None:

@@ -16,6 +16,7 @@ import requests
 
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
+from kgrec.erasure import ERASURE_TIME_MARGIN_MS
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.limits import MAX_EVENTS_PER_BATCH
@@ -380,6 +381,26 @@ def test_late_events_of_an_erased_user_do_not_bring_the_user_back(
     assert gateway.run_query("MATCH (u:User {id: $u}) RETURN u.id AS id", {"u": user}) == []
     assert gateway.run_query("MATCH (g:Erasure) WHERE g.id = $u RETURN g.id AS id", {"u": user}) == []
 
-    after = post(process, [event(f"{user}-2", user_id=user, ts=now_ms())])
+    # The new history starts past the tombstone's margin (a client clock up to that far ahead).
+    time.sleep(1.5)
+    after = post(process, [event(f"{user}-2", user_id=user, ts=now_ms() + ERASURE_TIME_MARGIN_MS - 500)])
     assert after.json()["applied"] == 1 and after.json()["erased"] == 0
     assert interactions() == [1]  # the new history only
+
+
+def test_an_event_from_a_clock_ahead_does_not_bring_an_erased_user_back(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    """A client clock up to KGREC_MAX_CLOCK_SKEW_S ahead dates an event made before the erasure
+    after it: within that margin of the tombstone it is left out as erased, sent again too."""
+    process, gateway = api
+    user = f"ahead-{uuid.uuid4().hex[:8]}"
+    assert post(process, [event(f"{user}-0", user_id=user)]).json()["applied"] == 1
+    erased_at = now_ms()
+    erased = requests.delete(f"{process.url}/v1/users/{user}", headers=AUTH, timeout=60)
+    assert erased.status_code == 200, erased.text
+    queued = event(f"{user}-1", user_id=user, ts=erased_at + ERASURE_TIME_MARGIN_MS - 60_000)
+    for _ in range(2):
+        answer = post(process, [queued])
+        assert answer.json() == {"received": 1, "applied": 0, "duplicates": 0, "erased": 1, "attributed": 0}
+    assert gateway.run_query("MATCH (u:User {id: $u}) RETURN u.id AS id", {"u": user}) == []

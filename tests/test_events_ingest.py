@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
+from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
+from kgrec.erasure import user_hash
 from kgrec.events.ingest import IngestResult, commit, ingest, prepare
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
@@ -174,6 +176,41 @@ def test_bots_are_flagged_without_losing_counts(gateway: GraphGateway, settings:
     assert flags == [{"id": "bot", "bot": True}, {"id": "human", "bot": False}]
     kept = gateway.run_query("MATCH (:User {id: 'bot'})-[r:INTERACTED]->() RETURN sum(r.n_view) AS n", {})
     assert kept[0]["n"] == limit + 1
+
+
+def test_a_minute_split_over_batches_is_counted_whole_when_the_later_batch_goes_on_to_the_next(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """The stored minute M holds 3 events; the next batch has 3 more in M and 1 in M+1: M holds 6,
+    over the limit of 5, though the counter moves on to M+1."""
+    limit = 5
+    strict = replace(settings, bot_events_per_minute=limit)
+    start = (T0 // 60_000 + 10) * 60_000  # the start of a minute
+    early = [ev(f"m{i}", "view", start + i * 1000, user="split", item_id=f"i{i}") for i in range(3)]
+    late = [ev(f"n{i}", "view", start + 10_000 + i * 1000, user="split", item_id=f"i{i}") for i in range(3)]
+    ingest(gateway, events(*early), strict)
+    ingest(gateway, events(*late, ev("next", "view", start + 60_000, user="split", item_id="i9")), strict)
+    state = gateway.run_query(
+        "MATCH (u:User {id: 'split'}) RETURN u.flagged_bot AS bot, u.rate_minute AS m, u.rate_count AS n", {}
+    )
+    assert state == [{"bot": True, "m": start // 60_000 + 1, "n": 1}]
+
+
+def test_an_erasure_between_prepare_and_write_leaves_out_events_within_its_margin(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """The write's own tombstone check (for an erasure that commits after the ingester read the
+    tombstones) has the margin the read has: an event dated a minute after the erasure may come from
+    a client clock ahead, so nothing of the user is written."""
+    batch = events(ev("late", "view", T0, user="racer"))
+    prepared = prepare(gateway, batch, settings, T0)
+    assert prepared.result.applied == 1
+    gateway.write(ERASE_USER, {"user_id": "racer", "erasure_id": user_hash("racer"), "now": T0 - 60_000})
+    commit(gateway, prepared, batch, settings, T0)
+    assert gateway.run_query("MATCH (u:User {id: 'racer'}) RETURN u.id AS id", {}) == []
+    assert gateway.run_query(
+        "MATCH ()-[r:INTERACTED]->(:Item {id: 'lipstick'}) RETURN count(r) AS n", {}
+    ) == [{"n": 0}]
 
 
 def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(

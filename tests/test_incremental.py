@@ -37,7 +37,7 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.demo_shop import ShopSpec, generate_shop
 from kgrec.embedded import EmbeddedServer
-from kgrec.erasure import user_hash
+from kgrec.erasure import ERASURE_TIME_MARGIN_MS, user_hash
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
@@ -506,7 +506,9 @@ def test_a_planned_user_erased_and_made_again_before_the_merge_gets_no_vector(sh
     now = int(time.time() * 1000)
     gateway.write(ERASE_USER, {"user_id": user, "erasure_id": user_hash(user), "now": now})
     later = {"event_id": f"after-erasure-{user}", "user_id": user, "item_id": parent.item_ids[0]}
-    events, errors = validate_batch([{**later, "type": "view", "ts": now + 1}], max_skew_s=300)
+    # Past the tombstone's margin (what a client clock ahead may date before the erasure).
+    after = now + ERASURE_TIME_MARGIN_MS + 1
+    events, errors = validate_batch([{**later, "type": "view", "ts": after}], max_skew_s=400)
     assert errors == []
     ingest(gateway, events, settings)
     assert finish_update(gateway, settings, plan, parts, "v-erased-planned")["activated"] is True

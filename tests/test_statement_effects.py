@@ -620,12 +620,14 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
         # The batch's rating of i1 is older than the stored one (kept); of i3, as new (replaces it).
         pair("u1", "i1", {"n_purchase": 1, "n_view": 1}, 6.0, 5.0, NOW),
         pair("u1", "i3", {"n_rating": 1}, 4.0, 4.5, then),
-        pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW) | {"review_text": "Smells of pine"},
+        pair("u2", "i2", {"n_rating": 1}, 4.0, 4.0, NOW)
+        | {"review_text": "Smells of pine", "review_ts": NOW},
         pair("u3", "i2", {"n_rating": 1}, 4.0, 1.0, NOW),
         pair("u4", "i3", {"n_rating": 1}, 4.0, 1.0, then),
     ]
     params = {
         **st.params,
+        "erasure_margin_ms": 0,  # the tombstones' times as they are (the margin: test_events_ingest.py)
         # Tombstones that committed after the ingester read them: u1 was erased before this batch's
         # events and came back (written); u3 at its event's time (not created, nor anything of it
         # written); u4, recreated meanwhile by a later batch, before its newest event here but after
@@ -638,6 +640,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
+                "minutes": [{"minute": minute, "count": 1}],
             },
             {
                 "id": "u2",
@@ -646,6 +649,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 120,
+                "minutes": [{"minute": minute, "count": 1}],
             },
             {
                 "id": "u3",
@@ -654,6 +658,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
+                "minutes": [{"minute": minute, "count": 1}],
             },
             {
                 "id": "u4",
@@ -662,6 +667,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 "minute": minute,
                 "minute_count": 1,
                 "burst": 1,
+                "minutes": [{"minute": minute, "count": 1}],
             },
         ],
         "items": [
@@ -924,6 +930,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             "rating": 4.0,
             "rating_ts": NOW,
             "review_text": "Smells of pine",
+            "review_ts": NOW,
             **zero,
             "n_rating": 1,
         },

@@ -168,6 +168,27 @@ def test_a_tag_on_an_unknown_item_refuses_the_whole_batch(gateway: GraphGateway,
     assert ingest(gateway, ok, settings, now_ms=T0).applied == 2
 
 
+def test_a_late_older_review_does_not_replace_a_newer_ones_text(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """Reviews arriving out of order: the latest by time keeps its text (the older one is counted);
+    an edge written before reviews had a time (no review_ts) takes any new review's text."""
+    ingest(gateway, valid(ev("new", "review", item_id="balm", text="Newer words", ts=T0 + DAY_MS)), settings)
+    ingest(gateway, valid(ev("old", "review", item_id="balm", text="Older words", ts=T0)), settings)
+    query = "MATCH (:User {id: 'alice'})-[r:INTERACTED]->(:Item {id: 'balm'}) RETURN r"
+    props = gateway.run_query(query, {})[0]["r"]["properties"]
+    assert (props["review_text"], props["n_review"]) == ("Newer words", 2)
+    assert props["review_ts"] == T0 + DAY_MS
+    gateway.run_query(
+        "MATCH (:User {id: 'alice'})-[r:INTERACTED]->(:Item {id: 'balm'}) SET r.review_ts = null", {}
+    )
+    ingest(
+        gateway, valid(ev("older", "review", item_id="balm", text="Oldest words", ts=T0 - DAY_MS)), settings
+    )
+    props = gateway.run_query(query, {})[0]["r"]["properties"]
+    assert (props["review_text"], props["review_ts"]) == ("Oldest words", T0 - DAY_MS)
+
+
 def test_review_text_is_kept_and_a_search_needs_no_item(gateway: GraphGateway, settings: Settings) -> None:
     batch = valid(
         ev("r1", "review", item_id="balm", text="Soft and vegan", ts=T0),

@@ -69,6 +69,7 @@ _PAIR_ROW = {
     "rating": None,
     "rating_ts": None,
     "review_text": None,
+    "review_ts": None,
 }
 
 
@@ -78,9 +79,10 @@ def _tombstone(row: str) -> str:
 
 
 def _not_erased_since(since: str) -> str:
-    """The condition on ``gone`` (:func:`_tombstone`): no tombstone at or after ``since``, that is
-    no erasure that committed after the ingester read the tombstones."""
-    return f"gone IS NULL OR gone.erased_at < {since}"
+    """The condition on ``gone`` (:func:`_tombstone`): no tombstone at or after ``since`` less the
+    margin for client clocks ahead (``$erasure_margin_ms``, :func:`kgrec.erasure.tombstone_margin_ms`),
+    that is no erasure that committed after the ingester read the tombstones."""
+    return f"gone IS NULL OR gone.erased_at + $erasure_margin_ms < {since}"
 
 
 def _unless_erased(row: str, since: str) -> str:
@@ -94,6 +96,11 @@ def _unless_erased(row: str, since: str) -> str:
     )
 
 
+# Bots: the user's counter holds their latest minute with events (rate_minute, rate_count). The
+# batch's events in that minute are added to it ($users' minutes: every minute of the batch with
+# its count), whatever later minutes the batch has too, so a minute split over two batches is
+# counted whole; the batch's latest minute becomes the counter, and its own minutes are checked
+# one by one (burst).
 # An event names the brand of an item that has none (an item has one brand); only the
 # catalogue API replaces a brand. Each user's write lock is taken before its counters are read,
 # so on Neo4j two batches for one user run one after the other (its edges too) and neither
@@ -121,14 +128,17 @@ _BEFORE_PAIRS = (
     ON CREATE SET u.created_at = $now, u.flagged_bot = false
     SET u.write_lock = true
     WITH u, ur,
+         coalesce(u.rate_count, 0) + reduce(n = 0, m IN ur.minutes |
+             n + CASE WHEN m.minute = u.rate_minute THEN m.count ELSE 0 END) AS in_stored_minute
+    WITH u, ur, in_stored_minute,
          CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute THEN ur.minute_count
-              WHEN ur.minute = u.rate_minute THEN u.rate_count + ur.minute_count
-              ELSE u.rate_count END AS in_minute
+              ELSE in_stored_minute END AS in_minute
     SET u.write_lock = null,
         u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
                              THEN ur.minute ELSE u.rate_minute END,
         u.rate_count = in_minute,
-        u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit OR ur.burst > $bot_limit
+        u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit
+                        OR in_stored_minute > $bot_limit OR ur.burst > $bot_limit
     WITH count(*) AS stage
 """
     + absorb_entities("[item IN $items | item.id]")
@@ -177,7 +187,8 @@ _PAIRS = (
     MERGE (u)-[r:INTERACTED]->(i)
     WITH u, i, r, p,
          CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
-         p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating
+         p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating,
+         p.review_text IS NOT NULL AND (r.review_ts IS NULL OR p.review_ts >= r.review_ts) AS newer_review
     SET r.weight = coalesce(r.weight, 0.0) * 2 ^ (-(at - coalesce(r.weight_ts, at)) / $half_life_ms)
                    + p.weight * 2 ^ (-(at - p.ref_ts) / $half_life_ms),
         r.weight_ts = at,
@@ -186,7 +197,8 @@ _PAIRS = (
         r.last_ts = CASE WHEN r.last_ts IS NULL OR p.ref_ts > r.last_ts THEN p.ref_ts ELSE r.last_ts END,
         r.rating = CASE WHEN newer_rating THEN p.rating ELSE r.rating END,
         r.rating_ts = CASE WHEN newer_rating THEN p.rating_ts ELSE r.rating_ts END,
-        r.review_text = coalesce(p.review_text, r.review_text),
+        r.review_text = CASE WHEN newer_review THEN p.review_text ELSE r.review_text END,
+        r.review_ts = CASE WHEN newer_review THEN p.review_ts ELSE r.review_ts END,
         {_COUNTERS}
     WITH u, i, p
     MATCH (i)-[:MADE_BY|IN_CATEGORY]->(t)
@@ -271,6 +283,7 @@ _INGEST_PARAMS: dict[str, Any] = {
     "now": 1700000000000,
     "half_life_ms": 1209600000.0,
     "bot_limit": 120,
+    "erasure_margin_ms": 300000,
     "event_ids": ["evt-1"],
     "users": [
         {
@@ -280,6 +293,7 @@ _INGEST_PARAMS: dict[str, Any] = {
             "minute": 28333333,
             "minute_count": 1,
             "burst": 1,
+            "minutes": [{"minute": 28333333, "count": 1}],
         }
     ],
     "items": [{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],

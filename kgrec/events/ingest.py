@@ -2,8 +2,9 @@
 
 1. Drop events whose ids the graph has already seen, and exact repeats of an id in the batch
    (validation refuses an id repeated with other content, :func:`kgrec.events.validation.validate_each`),
-   and events dated at or before their user's erasure (the ``(:Erasure)`` tombstone; counted as
-   ``erased``, their ids not recorded).
+   and events dated at or before their user's erasure, or within its margin after it
+   (:func:`kgrec.erasure.tombstone_margin_ms`: a client clock ahead of the server's; the
+   ``(:Erasure)`` tombstone; counted as ``erased``, their ids not recorded).
 2. Of the rest, apply only one of several events with the same content (exact
    duplicates under different ids), but record every id, so that a later retry
    of any of them is recognised.
@@ -50,7 +51,7 @@ from graph_schema.statements.privacy import ERASURES
 from kgrec.category_tree import cycle_problems, path_links
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
-from kgrec.erasure import user_hash
+from kgrec.erasure import erased_after, tombstone_margin_ms, user_hash
 from kgrec.events.validation import Event, FieldError, visible_words
 from kgrec.gateway import GraphConflict, GraphGateway
 from kgrec.topics import ACTIVE, LanguageRows, language_rows
@@ -220,6 +221,7 @@ def build_params(
                 "minute": latest,
                 "minute_count": minutes[latest],
                 "burst": max(minutes.values()),
+                "minutes": [{"minute": m, "count": n} for m, n in sorted(minutes.items())],
             }
         )
 
@@ -243,6 +245,7 @@ def build_params(
                 "rating": latest_rating.value if latest_rating else None,
                 "rating_ts": latest_rating.ts if latest_rating else None,
                 "review_text": latest_review.text if latest_review else None,
+                "review_ts": latest_review.ts if latest_review else None,
             }
         )
     attributes = attribute_params(events, set(known_items or ()) | set(items))
@@ -250,6 +253,7 @@ def build_params(
         "now": now_ms,
         "half_life_ms": half_life,
         "bot_limit": settings.bot_events_per_minute,
+        "erasure_margin_ms": tombstone_margin_ms(settings.max_clock_skew_s * 1000),
         "event_ids": list(event_ids) if event_ids is not None else [e.event_id for e in events],
         "users": users,
         "items": list(items.values()),
@@ -292,7 +296,7 @@ class PreparedBatch:
 
 def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, now_ms: int) -> PreparedBatch:
     """Drop duplicates (in the batch and already in the graph) and the events of erased users
-    dated at or before their erasure, and aggregate the rest."""
+    dated at or before their erasure (or within its margin after it), and aggregate the rest."""
     unique_ids = _first_per_id(events)
     users = {e.user_id: user_hash(e.user_id) for e in unique_ids}
     seen_rows, erasure_rows = gateway.read_many(
@@ -303,11 +307,16 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     )
     seen = {row["id"] for row in seen_rows}
     erased_at = {row["id"]: row["erased_at"] for row in erasure_rows}
-    new = [e for e in unique_ids if e.event_id not in seen]
-    # Not written and their ids not recorded: sent again, such an event is erased again.
-    fresh = [e for e in new if e.ts > erased_at.get(users[e.user_id], -1)]
-    erased_ids = frozenset(e.event_id for e in new) - {e.event_id for e in fresh}
-    erased = len(new) - len(fresh)
+    # Not written and their ids not recorded: sent again, such an event is erased again. A client
+    # clock ahead of the server's dates an event from before the erasure up to the margin after it.
+    # A seen event (a resend) of a user erased since is erased too, not a duplicate: nothing may
+    # act on it again, its attribution least of all (the erasure deleted it).
+    margin = tombstone_margin_ms(settings.max_clock_skew_s * 1000)
+    erased_ids = frozenset(
+        e.event_id for e in unique_ids if erased_after(e.ts, erased_at.get(users[e.user_id]), margin)
+    )
+    fresh = [e for e in unique_ids if e.event_id not in seen and e.event_id not in erased_ids]
+    erased = len(erased_ids)
     if not fresh:
         return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased, erased_ids))
     applied = _first_per_content(fresh)

@@ -343,7 +343,7 @@ def _type_name(value: Any) -> str:
 def _number_reason(value: Any, _field: str) -> str:
     # pydantic reports an integer beyond float range as "not a valid number"
     too_large = isinstance(value, int) and not isinstance(value, bool)
-    return "is too large" if too_large else f"must be a number, not {_type_name(value)}"
+    return f"is too large (got {shown(value)})" if too_large else f"must be a number, not {_type_name(value)}"
 
 
 # pydantic's error type -> why, in kgrec's words: fn(input, field) -> reason
