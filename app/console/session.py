@@ -8,7 +8,8 @@ the session (``SESSION_AGE_S``) and dies when the keys change, and the key is
 never in a URL, a page or the browser's storage.
 
 Every POST must carry the session's CSRF token and come from this origin
-(``Origin``, else ``Referer``); a cross-site form post is refused with 403.
+(``Origin``, else ``Referer``); a cross-site form post is refused with 403. Behind a proxy
+"this origin" is ``KGREC_PUBLIC_URL`` (the request itself says ``http://`` there).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from flask import Response, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.graph import settings
+from kgrec.config import origin_of
 
 COOKIE = "kgrec_console"
 SESSION_AGE_S = 12 * 3600
@@ -135,17 +136,27 @@ def save(response: Response) -> Response:
             _serializer().dumps(payload),
             max_age=SESSION_AGE_S,
             path="/console",
-            secure=request.is_secure,
+            secure=_secure(),
             httponly=True,
             samesite="Strict",
         )
     return response
 
 
+def expected_origin() -> str | None:
+    """The origin the console's pages are served from: ``KGREC_PUBLIC_URL`` when set (behind a TLS
+    proxy the request reads ``http://`` and perhaps the proxy's own Host), else the request's own."""
+    return settings().public_url or origin_of(request.host_url)
+
+
+def _secure() -> bool:
+    public = settings().public_url
+    return request.is_secure or (public is not None and public.startswith("https://"))
+
+
 def _same_origin(url: str) -> bool:
-    here = urlsplit(request.host_url)
-    there = urlsplit(url)
-    return (there.scheme, there.netloc) == (here.scheme, here.netloc)
+    there = origin_of(url)
+    return there is not None and there == expected_origin()
 
 
 def check_post() -> None:

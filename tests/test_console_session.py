@@ -1,0 +1,91 @@
+"""The console's sign-in session without a browser: origin checks behind a proxy, the cookie's
+lifetime, and the read proxy's answer (the Flask app, no graph needed until a read reaches it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.console import session
+from kgrec.config import Settings
+
+KEY = "console-session-key"
+
+
+def console_app(tmp_path: Path, **overrides: object) -> Flask:
+    """The API app with one key and the given settings."""
+    return create_app(Settings(data_dir=tmp_path / "var", api_keys=(KEY,), **overrides))  # type: ignore[arg-type]
+
+
+def csrf(client: FlaskClient, **environ: str) -> str:
+    """The sign-in form's CSRF token (the form sets the session cookie too)."""
+    page = client.get("/console/signin", environ_overrides=environ)
+    assert page.status_code == 200
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert found is not None
+    return found.group(1)
+
+
+def sign_in(client: FlaskClient, origin: str, **environ: str) -> tuple[int, str]:
+    """POST the sign-in form as a browser at ``origin``; the status and the Set-Cookie header."""
+    token = csrf(client, **environ)
+    response = client.post(
+        "/console/signin",
+        data={"csrf_token": token, "api_key": KEY, "next": "/console/models"},
+        headers={"Origin": origin},
+        environ_overrides=environ,
+    )
+    return response.status_code, response.headers.get("Set-Cookie", "")
+
+
+# What gunicorn hands the app behind a TLS proxy on the Docker bridge: X-Forwarded-Proto is not
+# trusted from there, so the request reads http://, and the proxy may send its upstream's Host.
+BEHIND_PROXY = {"wsgi.url_scheme": "http", "HTTP_HOST": "api:8000"}
+
+
+def test_behind_a_tls_proxy_sign_in_works_from_the_public_origin_only(tmp_path: Path) -> None:
+    app = console_app(tmp_path, public_url="https://shop.example")
+    status, cookie = sign_in(app.test_client(), "https://shop.example", **BEHIND_PROXY)
+    assert status == 302
+    assert f"{session.COOKIE}=" in cookie and "; Secure" in cookie and "HttpOnly" in cookie
+    for foreign in ("https://evil.example", "http://shop.example", "http://api:8000"):
+        status, cookie = sign_in(app.test_client(), foreign, **BEHIND_PROXY)
+        assert status == 403, foreign
+        assert f"{session.COOKIE}=" not in cookie or "Secure" in cookie
+
+
+def test_without_a_public_url_the_request_is_the_origin(tmp_path: Path) -> None:
+    app = console_app(tmp_path)
+    status, cookie = sign_in(app.test_client(), "http://localhost", HTTP_HOST="localhost")
+    assert status == 302 and "Secure" not in cookie  # plain HTTP on this machine: no Secure cookie
+    status, _ = sign_in(app.test_client(), "https://shop.example", HTTP_HOST="localhost")
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    ("value", "origin"),
+    [
+        ("https://Shop.Example", "https://shop.example"),
+        ("https://shop.example:443/", "https://shop.example"),
+        ("http://console.internal:8080", "http://console.internal:8080"),
+        ("", None),
+    ],
+)
+def test_the_public_url_is_read_as_an_origin(value: str, origin: str | None) -> None:
+    assert Settings.from_env({"KGREC_PUBLIC_URL": value}).public_url == origin
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["shop.example", "https://shop.example/console", "ftp://shop.example", "https://h:99999", "https://"],
+)
+def test_a_public_url_that_is_not_an_origin_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        Settings.from_env({"KGREC_PUBLIC_URL": value})
+    assert str(refused.value).startswith("KGREC_PUBLIC_URL must be an origin")
+    assert repr(value) in str(refused.value)
