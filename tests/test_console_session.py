@@ -4,10 +4,11 @@ lifetime, and the read proxy's answer (the Flask app, no graph needed until a re
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, Response
 from flask.testing import FlaskClient
 
 from app import create_app
@@ -89,3 +90,46 @@ def test_a_public_url_that_is_not_an_origin_is_refused_naming_the_variable(value
         Settings.from_env({"KGREC_PUBLIC_URL": value})
     assert str(refused.value).startswith("KGREC_PUBLIC_URL must be an origin")
     assert repr(value) in str(refused.value)
+
+
+def signed_in(client: FlaskClient) -> bool:
+    """Whether the console's pages say this client is signed in."""
+    return 'data-signed-in="true"' in client.get("/console/search").get_data(as_text=True)
+
+
+def test_a_session_ends_12_hours_after_sign_in_even_while_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every re-save re-signed the cookie with a fresh timestamp, so a session (or a copied cookie)
+    in use never expired; the 12 hours now count from the sign-in."""
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # the session's clock and itsdangerous's
+    client = console_app(tmp_path).test_client()
+    status, _ = sign_in(client, "http://localhost")
+    assert status == 302 and signed_in(client)
+    clock[0] += 6 * 3600
+    set_notice_and_resave(client)
+    clock[0] += 5 * 3600  # 11 h after the sign-in, 5 h after the last re-save
+    assert signed_in(client)
+    set_notice_and_resave(client)
+    clock[0] += 1.5 * 3600  # 12.5 h after the sign-in, 1.5 h after the last re-save
+    assert not signed_in(client)
+    status, _ = sign_in(client, "http://localhost")  # typing the key again starts a new 12 h
+    assert status == 302 and signed_in(client)
+
+
+def set_notice_and_resave(client: FlaskClient) -> None:
+    """What every console form does after its API call (a notice for the next page): the session is
+    written again, as the form's response would write it, and the browser keeps the new cookie."""
+    app: Flask = client.application
+    cookie = client.get_cookie(session.COOKIE, path="/console")
+    assert cookie is not None
+    with app.test_request_context(
+        "/console/models/train",
+        method="POST",
+        headers={"Cookie": f"{session.COOKIE}={cookie.value}"},
+    ):
+        session.set_notice("Train failed (503): no detail")
+        written = session.save(Response())
+    value = written.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
+    client.set_cookie(session.COOKIE, value, path="/console")
