@@ -133,3 +133,34 @@ def set_notice_and_resave(client: FlaskClient) -> None:
         written = session.save(Response())
     value = written.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
     client.set_cookie(session.COOKIE, value, path="/console")
+
+
+def signed_in_reader(tmp_path: Path) -> FlaskClient:
+    """A console signed in on a server whose reads need a key, with no graph server running: every
+    read the proxy relays is the API's 503 graph_unavailable, with Retry-After."""
+    client = console_app(tmp_path, read_requires_key=True).test_client()
+    status, _ = sign_in(client, "http://localhost")
+    assert status == 302
+    return client
+
+
+def test_the_read_proxy_answers_as_the_api_did_retry_after_included(tmp_path: Path) -> None:
+    """It answered jsonify(payload) and the status only: the Models page's job following had no
+    Retry-After to wait for."""
+    client = signed_in_reader(tmp_path)
+    direct = client.get("/v1/jobs/j1", headers={"Authorization": f"Bearer {KEY}"})
+    relayed = client.get("/console/api/v1/jobs/j1")
+    assert direct.status_code == relayed.status_code == 503
+    assert relayed.headers["Retry-After"] == direct.headers["Retry-After"]
+    assert relayed.get_json() == direct.get_json() and relayed.mimetype == "application/json"
+
+
+def test_the_read_proxy_checks_its_path_by_segment_not_as_one_id(tmp_path: Path) -> None:
+    """A user page's reads for a 250-character id were refused (400: "_rest is longer than 256
+    characters") before reaching the API."""
+    client = signed_in_reader(tmp_path)
+    long_id = "u" * 250
+    relayed = client.get(f"/console/api/v1/users/{long_id}/interests")
+    assert relayed.status_code == 503, relayed.get_json()  # reached the API (whose graph is down)
+    too_long = client.get(f"/console/api/v1/users/{'u' * 257}/interests")
+    assert too_long.status_code == 400 and too_long.get_json()["field"] == "_rest"
