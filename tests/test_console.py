@@ -964,3 +964,36 @@ def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
     wait(browser).until(lambda b: "User nodes" in b.find_element(By.ID, "counts").text)
     assert f"{stats['nodes']['User']:,}" in browser.find_element(By.ID, "counts").text
     assert errors_logged(browser) == []
+
+
+def test_health_skips_a_failed_metrics_read_instead_of_charting_a_spike(
+    browser: WebDriver, console: UpProcess
+) -> None:
+    """A failed /metrics read was a sample with total 0: the next good one charted the whole request
+    counter over 5 s as the rate."""
+    for _ in range(60):  # a counter well above the rate this test itself causes
+        api_get(console, "/v1/search?q=A&kind=user&limit=1")
+    open_page(browser, f"{console.url}/console/health")
+    browser.execute_script(
+        """
+        window.kgrecMetricsRefused = 0;
+        window.kgrecMetricsAfter = 0;
+        const real = window.fetch;
+        window.fetch = (url, options) => {
+          if (!String(url).includes("/metrics")) return real(url, options);
+          if (window.kgrecMetricsRefused === 0) {
+            window.kgrecMetricsRefused = 1;  // the next sample's read fails, as when gunicorn restarts
+            return Promise.reject(new TypeError("refused by the test"));
+          }
+          window.kgrecMetricsAfter += 1;
+          return real(url, options);
+        };
+        """
+    )
+    # two good reads after the failed one: the first of them has been charted
+    wait(browser).until(lambda b: b.execute_script("return window.kgrecMetricsAfter") >= 2)
+    rates = browser.execute_script("return window.kgrecRates.slice()")
+    metrics = requests.get(f"{console.url}/metrics", timeout=30).text
+    total = sum(float(v) for v in re.findall(r"^kgrec_http_requests_total\{.*\} (\S+)$", metrics, re.M))
+    assert total >= 60 and max(rates) < total / 5 / 4, (rates, total)
+    assert errors_logged(browser) == []
