@@ -51,14 +51,20 @@ def served_version(user_id: str | None) -> tuple[str | None, dict[str, str | Non
 
 
 def recorded(
-    answer: dict[str, Any], *, surface: str, user_id: str | None, item_id: str | None = None
+    answer: dict[str, Any],
+    *,
+    surface: str,
+    user_id: str | None,
+    item_id: str | None = None,
+    record: bool = True,
 ) -> dict[str, Any]:
     """Record a recommendations or similar-items answer and stamp its id.
 
-    Nothing is recorded while recording is off, nor for a HEAD: its answer is never shown, and a
-    recorded one would count as an exposure and move the user's exploration seed.
+    Nothing is recorded while recording is off, nor for a HEAD or a request that says
+    ``record=false`` (the operator console): no shopper sees its answer, and a recorded one would
+    count as an exposure, move the user's exploration seed and collect window-attributed events.
     """
-    if not settings().record_impressions or request.method == "HEAD":
+    if not (settings().record_impressions and record) or request.method == "HEAD":
         answer.setdefault("recommendation_id", str(uuid.uuid4()))  # as before recording: never stored
         return answer
     answer["recommendation_id"] = impression_store().record(

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask
 
 from app.params import checked_path_id, percent_decoded
+
+# View arguments that hold a path of the API, not one id (the console's read proxy).
+RELAYED_PATHS = frozenset({"_rest"})
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -44,5 +48,12 @@ def install_raw_path_routing(app: Flask) -> None:
     def _decode_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
         # Every id in a path is decoded and checked here, once, before any view runs.
         for name, value in (values or {}).items():
-            if isinstance(value, str):
+            if not isinstance(value, str):
+                continue
+            if name in RELAYED_PATHS:
+                # An API path relayed as it is (the console's read proxy): each of its segments is an
+                # id or a word there; the whole may be longer than one id.
+                segments = (checked_path_id(name, percent_decoded(s, name)) for s in value.split("/"))
+                values[name] = "/".join(quote(s, safe="") for s in segments)  # type: ignore[index]
+            else:
                 values[name] = checked_path_id(name, percent_decoded(value, name))  # type: ignore[index]

@@ -24,7 +24,8 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
     """Ranked items for a user, with the user's latest events folded in.
 
     An unknown user, or one with no history, gets decayed popularity (`cold_start: true`).
-    The answer is recorded as an impression under its `recommendation_id` (`GET /v1/impressions/{id}`).
+    The answer is recorded as an impression under its `recommendation_id` (`GET /v1/impressions/{id}`),
+    unless `record=false`.
     While an experiment runs, the user's variant (sticky) picks the model version.
     """
     version, experiment = served_version(user_id)
@@ -38,7 +39,9 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
         diversity=query.diversity(),
         model_version=version,
     )
-    return jsonify(recorded({**answer, **experiment}, surface="recommendations", user_id=user_id))
+    return jsonify(
+        recorded({**answer, **experiment}, surface="recommendations", user_id=user_id, record=query.record)
+    )
 
 
 @read_endpoint(

@@ -149,6 +149,15 @@ class ItemFilterQuery(Query):
 
 
 ItemCount = Annotated[int, Field(ge=1, le=MAX_K, description="how many items")]
+# `record=false`: a look at the answer that no shopper sees (the operator console, a preview).
+Record = Annotated[
+    bool,
+    Field(
+        description="record the answer as an impression (`true` or `false`); `false` for an answer no "
+        "shopper sees (the operator console, a preview): no experiment exposure, no exploration step, "
+        "nothing to attribute events to, and a `recommendation_id` that is never stored"
+    ),
+]
 
 
 class RecommendationsQuery(ItemFilterQuery):
@@ -158,10 +167,12 @@ class RecommendationsQuery(ItemFilterQuery):
         "seen", description="which of the user's items to leave out"
     )
     explain: bool = Field(False, description="attach each item's best path (`true` or `false`)")
+    record: Record = True
 
 
 class SimilarQuery(ItemFilterQuery):
     k: ItemCount = 20
+    record: Record = True
 
 
 class ExplanationQuery(Query):

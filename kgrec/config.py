@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from graph_schema.behaviours import DEFAULT_BEHAVIOUR_WEIGHTS
 from kgrec.decay import half_life_ms
@@ -57,6 +58,38 @@ def _url(env: dict[str, str], name: str, *, schemes: tuple[str, ...], example: s
             f"(e.g. {example}), not {shown!r}"
         )
     return value
+
+
+def origin_of(url: str) -> str | None:
+    """The origin of an ``http``/``https`` URL as a browser's ``Origin`` header writes it
+    (``scheme://host[:port]``, lower-case, no default port); None when ``url`` has none."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}" + ("" if port in (None, {"http": 80, "https": 443}[scheme]) else f":{port}")
+
+
+def _origin(env: dict[str, str], name: str) -> str | None:
+    """``name`` as an origin (:func:`origin_of`; None when unset or empty); a value with more than
+    an origin (a path, a query, credentials) or another scheme is refused naming the variable."""
+    value = env.get(name) or None
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    origin = origin_of(value)
+    if origin is None or "@" in parts.netloc or parts.path not in ("", "/") or "?" in value or "#" in value:
+        shown = re.sub(r"//[^/@]*@", "//***@", value)  # credentials are not repeated
+        raise ValueError(
+            f"{name} must be an origin: http:// or https://, a host and an optional port "
+            f"(e.g. https://shop.example), not {shown!r}"
+        )
+    return origin
 
 
 def _name(env: dict[str, str], variable: str, default: str) -> str:
@@ -149,6 +182,9 @@ class Settings:
     datasets_mirror: Path | None = None  # copies `kgrec data fetch` uses before the network
     api_keys: tuple[str, ...] = ()
     read_requires_key: bool = False
+    # The origin browsers reach the API at (a TLS proxy's https://host), as the console's origin
+    # check and its cookie's Secure flag take it; None: the request's own scheme and Host.
+    public_url: str | None = None
     max_clock_skew_s: float = 300.0
     bot_events_per_minute: int = 120
     prune_weight_below: float = 0.01
@@ -258,6 +294,7 @@ class Settings:
             else None,
             api_keys=_api_keys(env.get("KGREC_API_KEYS", "")),
             read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", ""), "KGREC_READ_REQUIRES_KEY"),
+            public_url=_origin(env, "KGREC_PUBLIC_URL"),
             max_clock_skew_s=_number(env, "KGREC_MAX_CLOCK_SKEW_S", "300"),
             bot_events_per_minute=_number(env, "KGREC_BOT_EVENTS_PER_MINUTE", "120", low=1, whole=True),
             prune_weight_below=_number(env, "KGREC_PRUNE_WEIGHT_BELOW", "0.01"),

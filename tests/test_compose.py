@@ -64,3 +64,11 @@ def test_migrations_run_before_anything_writes_and_writes_have_a_key() -> None:
     for name, service in spec.items():
         if service.get("image") == "kgrec:latest":
             assert "KGREC_API_KEYS" in service["environment"], name
+
+
+def test_the_api_is_told_its_public_origin() -> None:
+    """Behind the TLS proxy the README asks for, the API sees http:// over the Docker bridge: without
+    KGREC_PUBLIC_URL the console refused every form post, sign-in included."""
+    spec = services()
+    assert spec["api"]["environment"]["KGREC_PUBLIC_URL"] == "${KGREC_PUBLIC_URL:-}"
+    assert spec["api"]["environment"]["KGREC_API_KEYS"] == spec["worker"]["environment"]["KGREC_API_KEYS"]

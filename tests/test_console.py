@@ -40,6 +40,7 @@ from kgrec.browse import SEARCH_KINDS
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, ServerInfo
 from kgrec.gateway import open_gateway
+from kgrec.impressions import ImpressionStore
 from kgrec.limits import MAX_EPOCHS
 from kgrec.migrations import migrate
 from tests.conftest import ON_NEO4J, embedded_only
@@ -329,6 +330,23 @@ def test_why_draws_the_explanation_paths(browser: WebDriver, console: UpProcess)
     assert errors_logged(browser) == []
 
 
+def test_opening_a_users_page_records_no_impression(browser: WebDriver, console: UpProcess) -> None:
+    """The page read the user's recommendations as a shop would, so an operator's look was recorded as
+    an impression: an experiment exposure, an exploration step, a target for attributed clicks."""
+    user_id = f"console-look-{os.urandom(8).hex()}"
+    open_page(browser, f"{console.url}/console/users/{user_id}")
+    assert browser.find_elements(By.CSS_SELECTOR, "#recs tbody tr"), "the user's page lists no recommendation"
+    shown = api_get(console, f"/v1/users/{user_id}/recommendations?k=3")  # a shop's read: recorded
+    store = ImpressionStore(console.settings)
+    try:
+        store.settle()  # every impression the stack's API processes recorded so far, in the stream
+        recorded = store.recent_entry_ids([user_id])[user_id]
+        assert len(recorded) == 1, recorded
+        assert store.get(shown["recommendation_id"]) is not None
+    finally:
+        store.close()
+
+
 def test_item_page_draws_its_neighbourhood(browser: WebDriver, console: UpProcess) -> None:
     _, item_id = a_user_with_reasons(console)
     open_page(browser, f"{console.url}/console/items/{quote(item_id, safe='')}", "item")
@@ -381,7 +399,7 @@ def test_item_page_lists_exactly_the_rules_serving_applies_to_the_item(
         assert listed == {"console-rules-block-root", "console-rules-boost-brand", "console-rules-pin-leaf"}
         screenshot(browser, "item-rules")
         # no model version knows the new item yet: its similar items are a 404 the page shows as such
-        unknown = "/console-rules-leaf/similar?k=10 - Failed to load resource: the server responded with a status of 404"
+        unknown = "/console-rules-leaf/similar?k=10&record=false - Failed to load resource: the server responded with a status of 404"
         assert [e for e in errors_logged(browser) if unknown not in e] == []
         item = api_get(console, "/v1/items/console-rules-leaf")
         assert (item["categories"], item["categories_above"]) == ([leaf], sorted([root, mid]))
@@ -945,4 +963,37 @@ def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
     stats = api_get(console, "/v1/graph/stats")
     wait(browser).until(lambda b: "User nodes" in b.find_element(By.ID, "counts").text)
     assert f"{stats['nodes']['User']:,}" in browser.find_element(By.ID, "counts").text
+    assert errors_logged(browser) == []
+
+
+def test_health_skips_a_failed_metrics_read_instead_of_charting_a_spike(
+    browser: WebDriver, console: UpProcess
+) -> None:
+    """A failed /metrics read was a sample with total 0: the next good one charted the whole request
+    counter over 5 s as the rate."""
+    for _ in range(60):  # a counter well above the rate this test itself causes
+        api_get(console, "/v1/search?q=A&kind=user&limit=1")
+    open_page(browser, f"{console.url}/console/health")
+    browser.execute_script(
+        """
+        window.kgrecMetricsRefused = 0;
+        window.kgrecMetricsAfter = 0;
+        const real = window.fetch;
+        window.fetch = (url, options) => {
+          if (!String(url).includes("/metrics")) return real(url, options);
+          if (window.kgrecMetricsRefused === 0) {
+            window.kgrecMetricsRefused = 1;  // the next sample's read fails, as when gunicorn restarts
+            return Promise.reject(new TypeError("refused by the test"));
+          }
+          window.kgrecMetricsAfter += 1;
+          return real(url, options);
+        };
+        """
+    )
+    # two good reads after the failed one: the first of them has been charted
+    wait(browser).until(lambda b: b.execute_script("return window.kgrecMetricsAfter") >= 2)
+    rates = browser.execute_script("return window.kgrecRates.slice()")
+    metrics = requests.get(f"{console.url}/metrics", timeout=30).text
+    total = sum(float(v) for v in re.findall(r"^kgrec_http_requests_total\{.*\} (\S+)$", metrics, re.M))
+    assert total >= 60 and max(rates) < total / 5 / 4, (rates, total)
     assert errors_logged(browser) == []

@@ -105,6 +105,29 @@ def test_a_head_request_records_no_impression(small_api: ApiProcess) -> None:
     assert erased.json()["removed"]["impressions"] == 1
 
 
+def test_record_false_answers_without_recording_an_impression(small_api: ApiProcess) -> None:
+    """The operator console reads with record=false: opening a user's page recorded a real impression
+    (an experiment exposure, an exploration step, a target for window-attributed clicks; after an
+    erasure, one under the erased id)."""
+    stranger = f"console-{uuid.uuid4().hex}"
+    shown = get(small_api, f"/v1/users/{stranger}/recommendations", k=1).json()
+    item = shown["items"][0]["item_id"]
+    for path, params in (
+        (f"/v1/users/{stranger}/recommendations", {"k": 10, "explain": "true", "record": "false"}),
+        (f"/v1/items/{quote(item, safe='')}/similar", {"k": 10, "user_id": stranger, "record": "false"}),
+        (f"/v1/items/{quote(item, safe='')}/similar", {"k": 10, "record": "false"}),
+    ):
+        answer = get(small_api, path, **params)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["items"] and answer.json()["recommendation_id"]
+        assert get(small_api, f"/v1/impressions/{answer.json()['recommendation_id']}").status_code == 404
+    assert get(small_api, f"/v1/users/{stranger}/recommendations", k=1, record="maybe").status_code == 400
+    assert impression(small_api, shown["recommendation_id"])["user_id"] == stranger  # the default records
+    erased = requests.delete(f"{small_api.url}/v1/users/{stranger}", headers=SMALL_AUTH, timeout=30)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["removed"]["impressions"] == 1
+
+
 def test_similar_items_are_recorded_with_and_without_a_user(small_api: ApiProcess) -> None:
     user = small_user(small_api)
     first = get(small_api, f"/v1/users/{quote(user, safe='')}/recommendations", k=1).json()["items"][0]

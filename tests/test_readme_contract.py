@@ -294,6 +294,8 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
         return ", ".join(f"`{scheme}://`" for scheme in keywords["schemes"]) + " URL"
     if check == "_name":
         return "a name, not empty"
+    if check == "_origin":
+        return "an origin: `http://` or `https://`, a host, an optional port"
     assert check is None, f"a new check, {check}: say in _accepts what it accepts"
     return None
 

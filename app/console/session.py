@@ -4,11 +4,13 @@ The cookie never holds the API key itself: after the key is checked it holds a
 fingerprint of it (SHA-256, shortened) and a CSRF token, signed with a secret
 derived from every configured key. The server finds the key again by its
 fingerprint when it forwards a write to the API, so a copied cookie expires with
-the session (``SESSION_AGE_S``) and dies when the keys change, and the key is
-never in a URL, a page or the browser's storage.
+the session (``SESSION_AGE_S`` after the key was typed, however often the cookie is re-signed
+meanwhile) and dies when the keys change, and the key is never in a URL, a page or the
+browser's storage.
 
 Every POST must carry the session's CSRF token and come from this origin
-(``Origin``, else ``Referer``); a cross-site form post is refused with 403.
+(``Origin``, else ``Referer``); a cross-site form post is refused with 403. Behind a proxy
+"this origin" is ``KGREC_PUBLIC_URL`` (the request itself says ``http://`` there).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from flask import Response, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.graph import settings
+from kgrec.config import origin_of
 
 COOKIE = "kgrec_console"
 SESSION_AGE_S = 12 * 3600
@@ -48,6 +51,15 @@ class ConsoleSession:
     key_id: str | None = None
     notice: str | None = None
     changed: bool = True
+    # When the key was typed (epoch seconds): the session ends SESSION_AGE_S after it. The cookie's own
+    # timestamp is renewed by every re-save, so alone it let a session in use live for ever.
+    signed_in_at: float | None = None
+
+    def expires_in(self) -> float:
+        """Seconds until a signed-in session ends (SESSION_AGE_S for one signed out)."""
+        if self.key_id is None or self.signed_in_at is None:
+            return SESSION_AGE_S
+        return self.signed_in_at + SESSION_AGE_S - time.time()
 
 
 def _secret() -> bytes:
@@ -75,8 +87,19 @@ def current() -> ConsoleSession:
         if raw:
             try:
                 data = _serializer().loads(raw, max_age=SESSION_AGE_S)
-                session = ConsoleSession(data["csrf"], data.get("key_id"), data.get("notice"), changed=False)
+                session = ConsoleSession(
+                    data["csrf"],
+                    data.get("key_id"),
+                    data.get("notice"),
+                    changed=False,
+                    signed_in_at=data.get("signed_in_at"),
+                )
             except (BadSignature, KeyError, TypeError):
+                session = ConsoleSession()
+            if session.key_id is not None and not (
+                isinstance(session.signed_in_at, (int, float)) and session.expires_in() > 0
+            ):
+                # 12 hours after the key was typed (or a cookie from before the time was kept): signed out
                 session = ConsoleSession()
         g.console_session = session
     return g.console_session
@@ -97,6 +120,7 @@ def sign_in(key: str) -> None:
     """Start a signed-in session for ``key`` (already checked), with a fresh CSRF token."""
     session = current()
     session.key_id = fingerprint(key)
+    session.signed_in_at = time.time()
     session.csrf = secrets.token_urlsafe(32)
     session.changed = True
 
@@ -105,6 +129,7 @@ def sign_out() -> None:
     """Forget the key; a fresh CSRF token."""
     session = current()
     session.key_id = None
+    session.signed_in_at = None
     session.csrf = secrets.token_urlsafe(32)
     session.changed = True
 
@@ -129,23 +154,38 @@ def save(response: Response) -> Response:
     """Write the cookie when the session changed (HttpOnly, SameSite=Strict, only under /console)."""
     session = g.get("console_session")
     if session is not None and session.changed:
-        payload = {"csrf": session.csrf, "key_id": session.key_id, "notice": session.notice}
+        payload = {
+            "csrf": session.csrf,
+            "key_id": session.key_id,
+            "notice": session.notice,
+            "signed_in_at": session.signed_in_at,
+        }
         response.set_cookie(
             COOKIE,
             _serializer().dumps(payload),
-            max_age=SESSION_AGE_S,
+            max_age=max(1, int(session.expires_in())),
             path="/console",
-            secure=request.is_secure,
+            secure=_secure(),
             httponly=True,
             samesite="Strict",
         )
     return response
 
 
+def expected_origin() -> str | None:
+    """The origin the console's pages are served from: ``KGREC_PUBLIC_URL`` when set (behind a TLS
+    proxy the request reads ``http://`` and perhaps the proxy's own Host), else the request's own."""
+    return settings().public_url or origin_of(request.host_url)
+
+
+def _secure() -> bool:
+    public = settings().public_url
+    return request.is_secure or (public is not None and public.startswith("https://"))
+
+
 def _same_origin(url: str) -> bool:
-    here = urlsplit(request.host_url)
-    there = urlsplit(url)
-    return (there.scheme, there.netloc) == (here.scheme, here.netloc)
+    there = origin_of(url)
+    return there is not None and there == expected_origin()
 
 
 def check_post() -> None:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 
 from app.auth import key_is_valid
 from app.console import session
-from app.console.forward import api_path, call_api, decoded, send
+from app.console.forward import api_path, call_api, decoded, relay, send
 from app.graph import settings
 from kgrec.browse import SEARCH_KINDS
 from kgrec.limits import MAX_EPOCHS
@@ -159,8 +159,12 @@ def health() -> str:
 
 
 @bp.get("/api/v1/<path:_rest>")
-def read_proxy(_rest: str) -> tuple[Response, int]:
-    """A GET of the API with the signed-in key, for servers whose reads need one (KGREC_READ_REQUIRES_KEY)."""
+def read_proxy(_rest: str) -> Response | tuple[Response, int]:
+    """A GET of the API with the signed-in key, for servers whose reads need one (KGREC_READ_REQUIRES_KEY).
+
+    The answer is the API's own (status, body, Retry-After: the Models page waits for it). ``_rest``
+    is an API path, checked segment by segment (:mod:`app.raw_path`); the API checks it again.
+    """
     key = session.signed_in_key()
     if key is None:
         return jsonify(error="unauthorized", detail="sign in to the console to read through it"), 401
@@ -168,8 +172,7 @@ def read_proxy(_rest: str) -> tuple[Response, int]:
     raw = (request.environ.get("RAW_URI") or request.path).split("?", 1)[0]
     target = "/v1" + raw[len(API_PROXY) :]
     query = request.query_string.decode()
-    status, payload = call_api("GET", f"{target}?{query}" if query else target, key)
-    return jsonify(payload), status
+    return relay(f"{target}?{query}" if query else target, key)
 
 
 @bp.get("/signin")

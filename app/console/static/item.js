@@ -81,7 +81,7 @@
   }
 
   async function similar() {
-    const answer = await K.get(`${base}/similar?k=10`);
+    const answer = await K.get(`${base}/similar?k=10&record=false`);
     if (!answer.ok) return K.fill("similar", K.el("li", {}, K.problem(answer, "Similar items")));
     K.fill("similar", answer.body.items.map((s) => K.el("li", {}, K.itemLink(s.item_id), K.el("span", { class: "muted small" }, ` cosine ${K.number(s.score)}`))));
   }

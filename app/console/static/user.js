@@ -147,7 +147,7 @@
   }
 
   async function recommendations() {
-    const answer = await K.get(`${base}/recommendations?k=10&explain=true`);
+    const answer = await K.get(`${base}/recommendations?k=10&explain=true&record=false`);
     const body = document.querySelector("#recs tbody");
     if (!answer.ok) {
       K.fill("recs-meta", K.problem(answer, "Recommendations"));
