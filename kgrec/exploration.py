@@ -489,6 +489,10 @@ class Page:
         """The ranking function serving pages with."""
         return rank
 
+    def shown_rows(self) -> list[int]:
+        """The rows of the items earlier pages showed, which this page leaves out (pins included)."""
+        return []
+
     def fill(
         self,
         model: Recommender,
@@ -540,6 +544,10 @@ class LaterPage(Page):
     def cut_at(self, offset: int) -> int:
         """``offset`` less the first page's length (the first page's items are not ranked)."""
         return max(0, offset - self._left_out()[1])
+
+    def shown_rows(self) -> list[int]:
+        """The rows of the first page's items and of every item explored slots showed the user."""
+        return self._left_out()[0]
 
     def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
         """``rank`` with the first page's and the explored items taken out of its ``allowed`` mask."""

@@ -512,32 +512,38 @@ def apply_pins(
     ``excluded`` holds item rows the request leaves out; ``pinned_by`` receives the ids of the
     pins applied to each item row. ``shown_before`` items were shown ahead of ``ranked`` (a new
     user's first page, left out of a later page's ranking): a pin's position counts them, and a
-    pin within them goes to the top.
+    pin within them belongs to that earlier page: its item leaves ``ranked`` and is not placed.
 
     Pins are placed in order of position (then rule id); an item pinned twice takes the later
     pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
     position whatever the others moved.
     """
     placed: dict[int, int] = {}  # item row -> 0-based position, in placing order
+    earlier: set[int] = set()  # rows pinned within the pages before ``ranked``: left out, not placed
     for rule, row in compiled.pins:
         if (allowed is not None and not allowed[row]) or row in excluded:
             continue
         if not context.matches(rule.condition_kind, rule.condition):
             continue
+        at = (rule.position or 1) - 1 - shown_before
+        if at < 0:  # pins come by position: a later pin of the same item still places it
+            earlier.add(row)
+            continue
+        earlier.discard(row)
         placed.pop(row, None)
-        placed[row] = max((rule.position or 1) - 1 - shown_before, 0)
+        placed[row] = at
         pinned_by.setdefault(row, []).append(rule.id)
-    if not placed:
+    if not placed and not earlier:
         return ranked
     rows, scores = ranked
-    targets = np.fromiter(placed, dtype=np.int64, count=len(placed))
+    targets = np.fromiter([*placed, *earlier], dtype=np.int64, count=len(placed) + len(earlier))
     member = np.zeros(int(max(rows.max(initial=-1), targets.max())) + 1, dtype=bool)
     member[targets] = True
     moved = member[rows]
     own_scores = dict(zip(rows[moved].tolist(), scores[moved].tolist(), strict=True))
     rest_rows, rest_scores = rows[~moved], scores[~moved]
     # Pins only touch the top of the ranking: insert into that head and keep the tail as it is.
-    reach = max(placed.values()) + 1
+    reach = max(placed.values(), default=-1) + 1
     head_rows, head_scores = rest_rows[:reach].tolist(), rest_scores[:reach].tolist()
     for row, at in placed.items():
         score = own_scores.get(row)

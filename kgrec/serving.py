@@ -431,6 +431,7 @@ class Serving:
         excluded: Sequence[str] = (),
         snapshot: catalogue.CatalogueSnapshot | None = None,
         shown_before: int = 0,
+        shown_rows: Sequence[int] = (),
     ) -> list[dict[str, Any]]:
         """One page of a ranking: catalogue mask and blocks, boosts and buries, diversity, pins, paging.
 
@@ -438,7 +439,8 @@ class Serving:
         ``POOL`` top items, so its pages stay consistent. Filters, rules and diversity read the
         brands and categories of one catalogue ``snapshot`` (default: the latest).
         ``shown_before`` items come before this ranking's first (a new user's first page, which a
-        later page's ranking leaves out), so a pin's position counts them.
+        later page's ranking leaves out), so a pin's position counts them; ``shown_rows``, the
+        items earlier pages showed, are pinned no more than ranked.
         """
         at = now_ms()
         snapshot = self.catalogue() if snapshot is None else snapshot
@@ -457,7 +459,7 @@ class Serving:
                 ranked = diversify(ranked, self.groups(facts), k, diversity, upto)
             if compiled.pins:
                 index = model.item_index
-                left_out = {index[i] for i in excluded if i in index}
+                left_out = {index[i] for i in excluded if i in index}.union(shown_rows)
                 ranked = rules.apply_pins(
                     ranked, compiled, context, allowed, left_out, pinned_by, shown_before
                 )
@@ -513,6 +515,7 @@ class Serving:
             k=k,
             offset=cut,
             shown_before=offset - cut,
+            shown_rows=explore.shown_rows(),
             filters=filters,
             diversity=diversity,
             context=context,
