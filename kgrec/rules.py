@@ -348,6 +348,11 @@ def load_rules(gateway: GraphGateway) -> list[Rule]:
 # --- applying rules -----------------------------------------------------------------------------
 
 
+def no_interests() -> set[str]:
+    """No interests: a request without a user (an interest condition never holds)."""
+    return set()
+
+
 @dataclass(frozen=True)
 class RequestContext:
     """What a pin's condition is matched against."""
@@ -356,7 +361,7 @@ class RequestContext:
     category: str | None = None
     item_brands: tuple[str, ...] = ()
     item_categories: tuple[str, ...] = ()
-    interests: Callable[[], set[str]] = field(default=lambda: set())
+    interests: Callable[[], set[str]] = no_interests
     # the user's interest ids, read on the first interest condition and then kept for the request
     _interest_ids: list[set[str]] = field(default_factory=list, init=False, repr=False, compare=False)
 

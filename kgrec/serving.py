@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -583,8 +584,12 @@ class Serving:
         filters: ItemFilters,
         diversity: Diversity = NO_DIVERSITY,
         model_version: str | None = None,
+        user_id: str | None = None,
     ) -> dict[str, Any]:
-        """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it."""
+        """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it.
+
+        With ``user_id``, a pin whose ``when`` names an interest applies when it is one of that
+        user's (read once, only if such a pin is live); without, it does not apply."""
         model = self.model(model_version)
         if item_id not in model.item_index:
             raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
@@ -596,6 +601,7 @@ class Serving:
             category=filters.category,
             item_brands=(brand,) if brand is not None else (),
             item_categories=tuple(sorted(facts.category_ids_of(row))),
+            interests=rules.no_interests if user_id is None else partial(self.user_interest_ids, user_id),
         )
         items = self._page(
             model,

@@ -330,6 +330,49 @@ def a_user_item(shop: Shop) -> str:
     return shop.cypher("MATCH (i:Item) RETURN i.id AS id ORDER BY id LIMIT 1")[0]["id"]
 
 
+def test_an_interest_pin_holds_for_a_user_with_stronger_topics_on_both_surfaces(shop: Shop) -> None:
+    # Ten strong topic interests used to fill the ten interests a pin's `when` is matched against,
+    # and similar items never read the user's interests at all.
+    user = f"topical-{time.time_ns()}"
+    category = shop.cypher(
+        "MATCH (c:Category)<-[:IN_CATEGORY]-(:Item) RETURN c.id AS id ORDER BY id LIMIT 1"
+    )[0]["id"]
+    now = int(time.time() * 1000)
+    shop.cypher(
+        "MERGE (u:User {id: $user}) WITH u "
+        "MATCH (c:Category {id: $category}) "
+        "CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(c) "
+        "WITH u UNWIND range(1, 10) AS n "
+        "CREATE (t:Topic {id: $user + '-topic-' + toString(n)}) "
+        "CREATE (u)-[:INTERESTED_IN {weight: 100.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
+        user=user,
+        category=category,
+        now=now,
+    )
+    try:
+        page = ids(shop.recommend(user, k=50))
+        anchor, pinned = page[0], page[-1]
+        post_rule(
+            shop,
+            {
+                "id": "pin-interest",
+                "action": "pin",
+                "item": pinned,
+                "position": 1,
+                "when": {"interest": category},
+            },
+        )
+        within(PICKUP_S, lambda: ids(shop.recommend(user, k=10))[0] == pinned)
+        within(PICKUP_S, lambda: ids(shop.similar(anchor, k=10, user_id=user))[0] == pinned)
+        assert shop.similar(anchor, k=10, user_id=user)[0]["rules"] == ["pin-interest"]
+        assert all("pin-interest" not in i["rules"] for i in shop.similar(anchor, k=10))  # no user
+    finally:
+        shop.cypher(
+            "MATCH (u:User {id: $user}) OPTIONAL MATCH (u)-[:INTERESTED_IN]->(t:Topic) DETACH DELETE u, t",
+            user=user,
+        )
+
+
 def test_a_pin_on_an_item_never_puts_it_among_its_own_similar_items(shop: Shop) -> None:
     user = a_user(shop)
     item = ids(shop.recommend(user, k=5))[0]
