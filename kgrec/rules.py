@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -126,13 +127,19 @@ class _RuleBase(_Strict):
         ),
     )
     starts_at: CatalogueTime | None = None
-    ends_at: CatalogueTime | None = Field(None, description="after starts_at")
+    ends_at: CatalogueTime | None = Field(
+        None, description="after starts_at, and in the future (a rule that has ended is refused)"
+    )
     surface: Literal[SURFACES] = "both"  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _window(self) -> _RuleBase:
         if self.starts_at is not None and self.ends_at is not None and self.ends_at <= self.starts_at:
             raise _problem("ends_at", "must be after starts_at")
+        if self.ends_at is not None and self.ends_at <= time.time() * 1000:
+            # stored, it would never apply: most likely seconds sent for milliseconds (1970)
+            ended = datetime.fromtimestamp(self.ends_at / 1000, UTC).isoformat(timespec="seconds")
+            raise _problem("ends_at", f"must be in the future (got {self.ends_at} ms, {ended}: already past)")
         return self
 
 

@@ -166,12 +166,14 @@ def test_an_expired_rule_does_nothing_and_a_future_one_not_yet(shop: Shop) -> No
     user = a_user(shop)
     ranking = ids(shop.recommend(user, k=10))
     now = int(time.time() * 1000)
+    ends = now + 2000  # a rule that has already ended is refused: this one ends after its write
     expired = post_rule(
-        shop, {"action": "block", "target": {"item": ranking[0]}, "starts_at": 0, "ends_at": now - 1}
+        shop, {"action": "block", "target": {"item": ranking[0]}, "starts_at": 0, "ends_at": ends}
     )
     future = post_rule(
         shop, {"action": "block", "target": {"item": ranking[1]}, "starts_at": now + 3_600_000}
     )
+    time.sleep(max(0.0, ends / 1000 - time.time()))
     listed = {r["id"]: r for r in requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]}
     assert listed[expired["id"]]["expired"] is True and listed[future["id"]]["active"] is False
     time.sleep(PICKUP_S)
@@ -207,6 +209,7 @@ def test_max_per_brand_and_category_reorder_pages_consistently(shop: Shop) -> No
         ({"action": "block"}, "target"),
         ({"action": "block", "target": {"item": "x", "brand": "y"}}, "target"),
         ({"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 3}, "ends_at"),
+        ({"action": "block", "target": {"item": "x"}, "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),
         (
             {"action": "block", "target": {"attribute": {"relation": "made by", "value": "x"}}},
             "target.attribute.relation",
@@ -241,6 +244,10 @@ def test_bad_rules_are_refused_naming_the_field(shop: Shop, rule: dict[str, Any]
         (
             {"action": "pin", "item": "x", "position": 1, "when": {"topic": "y"}},
             "must be one object of {brand}, {category} or {interest} (got {'topic': 'y'})",
+        ),
+        (  # seconds sent for milliseconds: it ended in 1970, and stored it would never apply
+            {"action": "boost", "target": {"item": "x"}, "factor": 2, "ends_at": 1766534400},
+            "must be in the future (got 1766534400 ms, 1970-01-21T10:42:14+00:00: already past)",
         ),
     ],
 )
