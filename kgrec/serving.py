@@ -525,7 +525,9 @@ class Serving:
         )
         facts = snapshot.facts(model)
         groups = self.groups(facts) if diversity.active else None
-        items = explore.fill(model, items, self.gateway, groups, facts)
+        # the live rules, as the ranking had them (compiled once per change, then the same object)
+        compiled = self.rules_view().rules().compiled(model, "recommendations", now_ms(), facts)
+        items = explore.fill(model, items, self.gateway, groups, facts, compiled)
         if explain:
             paths = self.explanation_paths(
                 model, user_id, [i["item_id"] for i in items], history, places=1, facts=facts

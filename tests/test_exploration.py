@@ -435,6 +435,44 @@ def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> No
             serving.close()
 
 
+def test_explored_slots_skip_buried_items_and_list_the_rules_that_touched_theirs(shop: Shop) -> None:
+    serving = Serving(shop.settings)
+    changed: list[str] = []
+
+    def save(rule: dict[str, Any]) -> None:
+        valid, problems = validate_rule(rule)
+        assert not problems
+        serving.save_rule(valid)
+
+    def explored_rules(user: str) -> dict[str, list[str]]:
+        return {i["item_id"]: i["rules"] for i in recommend(serving, user, k=20)["items"] if "explore" in i}
+
+    try:
+        user = f"buried-{uuid.uuid4().hex[:8]}"
+        before = explored(recommend(serving, user, k=20))
+        buried_item, boosted = before[0][1], before[2][1]
+        changed = [buried_item, before[1][1], boosted]  # their leaves' rules are gone at the end
+        buried_leaf = shop.leaf_of[before[1][1]]
+        # a boost that moves nothing: the same draw explores the same items, the boosted one listing it
+        save({"id": "nudge", "action": "boost", "factor": 1.001, "target": {"item": boosted}})
+        assert explored_rules(user) == {i: (["nudge"] if i == boosted else []) for _, i, _ in before}
+        save({"id": "bury-item", "action": "bury", "factor": 0.01, "target": {"item": buried_item}})
+        save({"id": "bury-leaf", "action": "bury", "factor": 0.01, "target": {"category": buried_leaf}})
+        after = explored(recommend(serving, user, k=20))
+        assert len(after) == 4  # other arms, or the arms' next items, fill the slots
+        items = {i for _, i, _ in after}
+        assert buried_item not in items and all(shop.leaf_of[i] != buried_leaf for i in items), after
+        assert explored_rules(user) == {i: (["nudge"] if i == boosted else []) for i in items}
+    finally:
+        try:
+            for rule in serving.list_rules()["rules"]:
+                serving.delete_rule(rule["id"])
+            if changed:
+                api_sees_what(serving, shop, changed)
+        finally:
+            serving.close()
+
+
 def settled(check: Callable[[], bool], what: str, steady_s: float = 1.0, timeout_s: float = 30.0) -> None:
     """Wait until ``check()`` (requests to the API) has held on every request for ``steady_s``.
 
