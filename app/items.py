@@ -27,11 +27,17 @@ def similar(item_id: str, query: SimilarForUserQuery) -> Response:
     Items created after the last training are included once their embedding has
     been folded in from their text, brand and categories. The answer is recorded as an
     impression (with `user_id` when given) under its `recommendation_id`, unless `record=false`;
-    with a `user_id`, a running experiment's variant picks the model version.
+    with a `user_id`, a running experiment's variant picks the model version, and a pin's
+    `when: {interest}` is that user's.
     """
     version, experiment = served_version(query.user_id)
     answer = serving().similar(
-        item_id, k=query.k, filters=query.filters(), diversity=query.diversity(), model_version=version
+        item_id,
+        k=query.k,
+        filters=query.filters(),
+        diversity=query.diversity(),
+        model_version=version,
+        user_id=query.user_id or None,
     )
     answer = {**answer, "user_id": query.user_id, **experiment}
     return jsonify(

@@ -63,6 +63,7 @@ from kgrec.item_facts import ItemFacts
 from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_store import models_dir
 from kgrec.recommender import Recommender
+from kgrec.rules import Compiled
 from kgrec.single_flight import RecentlyUsed, SingleFlight
 from kgrec.topic_items import TopicItems, root_version, topic_items_path
 
@@ -490,6 +491,10 @@ class Page:
         """The ranking function serving pages with."""
         return rank
 
+    def shown_rows(self) -> list[int]:
+        """The rows of the items earlier pages showed, which this page leaves out (pins included)."""
+        return []
+
     def fill(
         self,
         model: Recommender,
@@ -497,9 +502,11 @@ class Page:
         gateway: GraphGateway,
         groups: ItemGroups | None = None,
         facts: ItemFacts | None = None,
+        compiled: Compiled | None = None,
     ) -> list[dict[str, Any]]:
         """The page's items (``groups``: the brands and categories the page's caps count; ``facts``:
-        the catalogue's current item facts for ``model``, by default the model's own)."""
+        the catalogue's current item facts for ``model``, by default the model's own; ``compiled``:
+        the page's live rules)."""
         return items
 
 
@@ -542,6 +549,10 @@ class LaterPage(Page):
         """``offset`` less the first page's length (the first page's items are not ranked)."""
         return max(0, offset - self._left_out()[1])
 
+    def shown_rows(self) -> list[int]:
+        """The rows of the first page's items and of every item explored slots showed the user."""
+        return self._left_out()[0]
+
     def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
         """``rank`` with the first page's and the explored items taken out of its ``allowed`` mask."""
 
@@ -573,6 +584,7 @@ class ExploredPage(Page):
         self.history = history
         self.diversity = diversity
         self.allowed: np.ndarray | None = None
+        self.factor: np.ndarray | None = None  # the live boosts' and buries' multiplier per item
 
     def watch(self, rank: Callable[[int, np.ndarray | None], R]) -> Callable[[int, np.ndarray | None], R]:
         """``rank`` that also keeps the mask it was given (filters, catalogue, block rules)."""
@@ -590,6 +602,7 @@ class ExploredPage(Page):
         gateway: GraphGateway,
         groups: ItemGroups | None = None,
         facts: ItemFacts | None = None,
+        compiled: Compiled | None = None,
     ) -> list[dict[str, Any]]:
         """``items`` with the explored slots filled (each marked ``explore: <arm>``), the arms'
         categories as ``facts`` (the catalogue's current ones for ``model``) have them.
@@ -597,7 +610,10 @@ class ExploredPage(Page):
         With diversity caps (and the page's ``groups``), an explored item keeps every brand and
         category within its cap; a slot no arm can fill that way keeps its ranked item, unless
         that one breaks a cap too (then the page cannot hold it, and the slot is explored).
+        An item the ``compiled`` rules bury (a factor below 1) is not explored; an explored item
+        lists the boosts that touched it in ``rules``.
         """
+        self.factor = compiled.factor if compiled is not None else None
         free = [k for k, item in enumerate(items) if not item.get("rules")]
         positions = spread(free, self.slots)
         if not positions:
@@ -637,7 +653,7 @@ class ExploredPage(Page):
             filled[position] = {
                 "item_id": item_ids[row],
                 "score": float(f"{samples[arm]:.6g}"),
-                "rules": [],
+                "rules": compiled.rule_ids(row) if compiled is not None else [],
                 "explore": arms.ids[arm],
             }
         return filled
@@ -670,11 +686,14 @@ class ExploredPage(Page):
     ) -> int | None:
         """The arm's most popular item the page may show that no explored slot showed the user yet,
         else its most popular one the page may show (an arm tried again shows its next item)."""
-        allowed = self.allowed
+        allowed, factor = self.allowed, self.factor
         fallback = None
         for row in rows.tolist():
             item = item_ids[row]
             if allowed is not None and (row >= allowed.size or not allowed[row]):
+                continue
+            # a slot the ranking did not earn would undo a bury: buried items are not explored
+            if factor is not None and row < factor.size and factor[row] < 1:
                 continue
             if item in taken or item in self.history:
                 continue

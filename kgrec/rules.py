@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -126,13 +127,19 @@ class _RuleBase(_Strict):
         ),
     )
     starts_at: CatalogueTime | None = None
-    ends_at: CatalogueTime | None = Field(None, description="after starts_at")
+    ends_at: CatalogueTime | None = Field(
+        None, description="after starts_at, and in the future (a rule that has ended is refused)"
+    )
     surface: Literal[SURFACES] = "both"  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _window(self) -> _RuleBase:
         if self.starts_at is not None and self.ends_at is not None and self.ends_at <= self.starts_at:
             raise _problem("ends_at", "must be after starts_at")
+        if self.ends_at is not None and self.ends_at <= time.time() * 1000:
+            # stored, it would never apply: most likely seconds sent for milliseconds (1970)
+            ended = datetime.fromtimestamp(self.ends_at / 1000, UTC).isoformat(timespec="seconds")
+            raise _problem("ends_at", f"must be in the future (got {self.ends_at} ms, {ended}: already past)")
         return self
 
 
@@ -348,6 +355,11 @@ def load_rules(gateway: GraphGateway) -> list[Rule]:
 # --- applying rules -----------------------------------------------------------------------------
 
 
+def no_interests() -> set[str]:
+    """No interests: a request without a user (an interest condition never holds)."""
+    return set()
+
+
 @dataclass(frozen=True)
 class RequestContext:
     """What a pin's condition is matched against."""
@@ -356,7 +368,7 @@ class RequestContext:
     category: str | None = None
     item_brands: tuple[str, ...] = ()
     item_categories: tuple[str, ...] = ()
-    interests: Callable[[], set[str]] = field(default=lambda: set())
+    interests: Callable[[], set[str]] = no_interests
     # the user's interest ids, read on the first interest condition and then kept for the request
     _interest_ids: list[set[str]] = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -512,32 +524,38 @@ def apply_pins(
     ``excluded`` holds item rows the request leaves out; ``pinned_by`` receives the ids of the
     pins applied to each item row. ``shown_before`` items were shown ahead of ``ranked`` (a new
     user's first page, left out of a later page's ranking): a pin's position counts them, and a
-    pin within them goes to the top.
+    pin within them belongs to that earlier page: its item leaves ``ranked`` and is not placed.
 
     Pins are placed in order of position (then rule id); an item pinned twice takes the later
     pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
     position whatever the others moved.
     """
     placed: dict[int, int] = {}  # item row -> 0-based position, in placing order
+    earlier: set[int] = set()  # rows pinned within the pages before ``ranked``: left out, not placed
     for rule, row in compiled.pins:
         if (allowed is not None and not allowed[row]) or row in excluded:
             continue
         if not context.matches(rule.condition_kind, rule.condition):
             continue
+        at = (rule.position or 1) - 1 - shown_before
+        if at < 0:  # pins come by position: a later pin of the same item still places it
+            earlier.add(row)
+            continue
+        earlier.discard(row)
         placed.pop(row, None)
-        placed[row] = max((rule.position or 1) - 1 - shown_before, 0)
+        placed[row] = at
         pinned_by.setdefault(row, []).append(rule.id)
-    if not placed:
+    if not placed and not earlier:
         return ranked
     rows, scores = ranked
-    targets = np.fromiter(placed, dtype=np.int64, count=len(placed))
+    targets = np.fromiter([*placed, *earlier], dtype=np.int64, count=len(placed) + len(earlier))
     member = np.zeros(int(max(rows.max(initial=-1), targets.max())) + 1, dtype=bool)
     member[targets] = True
     moved = member[rows]
     own_scores = dict(zip(rows[moved].tolist(), scores[moved].tolist(), strict=True))
     rest_rows, rest_scores = rows[~moved], scores[~moved]
     # Pins only touch the top of the ranking: insert into that head and keep the tail as it is.
-    reach = max(placed.values()) + 1
+    reach = max(placed.values(), default=-1) + 1
     head_rows, head_scores = rest_rows[:reach].tolist(), rest_scores[:reach].tolist()
     for row, at in placed.items():
         score = own_scores.get(row)

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -431,6 +432,7 @@ class Serving:
         excluded: Sequence[str] = (),
         snapshot: catalogue.CatalogueSnapshot | None = None,
         shown_before: int = 0,
+        shown_rows: Sequence[int] = (),
     ) -> list[dict[str, Any]]:
         """One page of a ranking: catalogue mask and blocks, boosts and buries, diversity, pins, paging.
 
@@ -438,7 +440,8 @@ class Serving:
         ``POOL`` top items, so its pages stay consistent. Filters, rules and diversity read the
         brands and categories of one catalogue ``snapshot`` (default: the latest).
         ``shown_before`` items come before this ranking's first (a new user's first page, which a
-        later page's ranking leaves out), so a pin's position counts them.
+        later page's ranking leaves out), so a pin's position counts them; ``shown_rows``, the
+        items earlier pages showed, are pinned no more than ranked.
         """
         at = now_ms()
         snapshot = self.catalogue() if snapshot is None else snapshot
@@ -457,7 +460,7 @@ class Serving:
                 ranked = diversify(ranked, self.groups(facts), k, diversity, upto)
             if compiled.pins:
                 index = model.item_index
-                left_out = {index[i] for i in excluded if i in index}
+                left_out = {index[i] for i in excluded if i in index}.union(shown_rows)
                 ranked = rules.apply_pins(
                     ranked, compiled, context, allowed, left_out, pinned_by, shown_before
                 )
@@ -513,6 +516,7 @@ class Serving:
             k=k,
             offset=cut,
             shown_before=offset - cut,
+            shown_rows=explore.shown_rows(),
             filters=filters,
             diversity=diversity,
             context=context,
@@ -521,7 +525,9 @@ class Serving:
         )
         facts = snapshot.facts(model)
         groups = self.groups(facts) if diversity.active else None
-        items = explore.fill(model, items, self.gateway, groups, facts)
+        # the live rules, as the ranking had them (compiled once per change, then the same object)
+        compiled = self.rules_view().rules().compiled(model, "recommendations", now_ms(), facts)
+        items = explore.fill(model, items, self.gateway, groups, facts, compiled)
         if explain:
             paths = self.explanation_paths(
                 model, user_id, [i["item_id"] for i in items], history, places=1, facts=facts
@@ -580,8 +586,12 @@ class Serving:
         filters: ItemFilters,
         diversity: Diversity = NO_DIVERSITY,
         model_version: str | None = None,
+        user_id: str | None = None,
     ) -> dict[str, Any]:
-        """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it."""
+        """Items closest to ``item_id`` by the model's embeddings; NotFound if the model cannot place it.
+
+        With ``user_id``, a pin whose ``when`` names an interest applies when it is one of that
+        user's (read once, only if such a pin is live); without, it does not apply."""
         model = self.model(model_version)
         if item_id not in model.item_index:
             raise NotFound("item_id", item_id, f"the model knows no item with id {item_id!r}")
@@ -593,6 +603,7 @@ class Serving:
             category=filters.category,
             item_brands=(brand,) if brand is not None else (),
             item_categories=tuple(sorted(facts.category_ids_of(row))),
+            interests=rules.no_interests if user_id is None else partial(self.user_interest_ids, user_id),
         )
         items = self._page(
             model,

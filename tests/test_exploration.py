@@ -281,6 +281,49 @@ def test_a_pin_keeps_its_position_on_a_new_users_later_page(shop: Shop) -> None:
         time.sleep(PICKUP_S)
 
 
+def test_a_pin_on_a_new_users_first_page_is_not_shown_again_on_the_next(shop: Shop) -> None:
+    """Pins at 2 and 3 fall on the first page: the next page neither repeats them (both went to its
+    top) nor an item the first page explored that a pin at 15 names."""
+    items = page(shop, f"probe-{uuid.uuid4().hex[:8]}", k=50)["items"]
+    far = [i["item_id"] for i in reversed(items) if "explore" not in i][:2]
+    rules = [
+        {"id": "pin-2-new", "action": "pin", "item": far[0], "position": 2},
+        {"id": "pin-3-new", "action": "pin", "item": far[1], "position": 3},
+    ]
+    try:
+        for rule in rules:
+            response = requests.post(f"{shop.api.url}/v1/rules", json=rule, headers=AUTH, timeout=30)
+            assert response.status_code == 200, response.text
+        settled(
+            lambda: (
+                [i["item_id"] for i in page(shop, f"w-{uuid.uuid4().hex[:8]}", k=10)["items"][1:3]] == far
+            ),
+            "the pins",
+        )
+        for n in range(2):
+            user = f"pin-pager-{n}-{uuid.uuid4().hex[:8]}"
+            first = page(shop, user, k=10)["items"]
+            assert [i["item_id"] for i in first[1:3]] == far
+            explored_item = next(i["item_id"] for i in first if "explore" in i)
+            rule = {"id": "pin-15-explored", "action": "pin", "item": explored_item, "position": 15}
+            response = requests.post(f"{shop.api.url}/v1/rules", json=rule, headers=AUTH, timeout=30)
+            assert response.status_code == 200, response.text
+            settled(
+                lambda item=explored_item: (
+                    page(shop, f"w-{uuid.uuid4().hex[:8]}", k=20)["items"][14]["item_id"] == item
+                ),
+                "the pin at 15",
+            )
+            second = page(shop, user, k=10, offset=10)["items"]
+            shown = [i["item_id"] for i in first + second]
+            assert len(shown) == len(set(shown)) == 20, shown
+            assert all(i["rules"] == [] for i in second), second
+    finally:
+        for rule_id in ("pin-2-new", "pin-3-new", "pin-15-explored"):
+            requests.delete(f"{shop.api.url}/v1/rules/{rule_id}", headers=AUTH, timeout=30)
+        time.sleep(PICKUP_S)
+
+
 def test_a_user_at_the_threshold_gets_no_explored_slot(shop: Shop) -> None:
     user = f"regular-{uuid.uuid4().hex[:8]}"
     items = [i["item_id"] for i in page(shop, "warm-up", k=MAX_EVENTS)["items"]]
@@ -387,6 +430,44 @@ def test_explored_items_respect_block_rules_and_unavailability(shop: Shop) -> No
                 serving.delete_rule(rule["id"])
             if changed:
                 serving.upsert_items([CatalogueItem(item_id=changed[1], available=True)])
+                api_sees_what(serving, shop, changed)
+        finally:
+            serving.close()
+
+
+def test_explored_slots_skip_buried_items_and_list_the_rules_that_touched_theirs(shop: Shop) -> None:
+    serving = Serving(shop.settings)
+    changed: list[str] = []
+
+    def save(rule: dict[str, Any]) -> None:
+        valid, problems = validate_rule(rule)
+        assert not problems
+        serving.save_rule(valid)
+
+    def explored_rules(user: str) -> dict[str, list[str]]:
+        return {i["item_id"]: i["rules"] for i in recommend(serving, user, k=20)["items"] if "explore" in i}
+
+    try:
+        user = f"buried-{uuid.uuid4().hex[:8]}"
+        before = explored(recommend(serving, user, k=20))
+        buried_item, boosted = before[0][1], before[2][1]
+        changed = [buried_item, before[1][1], boosted]  # their leaves' rules are gone at the end
+        buried_leaf = shop.leaf_of[before[1][1]]
+        # a boost that moves nothing: the same draw explores the same items, the boosted one listing it
+        save({"id": "nudge", "action": "boost", "factor": 1.001, "target": {"item": boosted}})
+        assert explored_rules(user) == {i: (["nudge"] if i == boosted else []) for _, i, _ in before}
+        save({"id": "bury-item", "action": "bury", "factor": 0.01, "target": {"item": buried_item}})
+        save({"id": "bury-leaf", "action": "bury", "factor": 0.01, "target": {"category": buried_leaf}})
+        after = explored(recommend(serving, user, k=20))
+        assert len(after) == 4  # other arms, or the arms' next items, fill the slots
+        items = {i for _, i, _ in after}
+        assert buried_item not in items and all(shop.leaf_of[i] != buried_leaf for i in items), after
+        assert explored_rules(user) == {i: (["nudge"] if i == boosted else []) for i in items}
+    finally:
+        try:
+            for rule in serving.list_rules()["rules"]:
+                serving.delete_rule(rule["id"])
+            if changed:
                 api_sees_what(serving, shop, changed)
         finally:
             serving.close()

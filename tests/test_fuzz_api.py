@@ -7,7 +7,7 @@ valid input may only be one the operation documents (401, 404, 409, 503).
 Rules no JSON Schema can state are written in the parameters' descriptions
 instead: ``min_price`` at most ``max_price``, an event's ``ts`` not before 1970
 nor ahead of the server's clock (by more than the allowed skew), and an item's
-``listed_at`` / ``delisted_at`` not before 1970, and a rule's ``ends_at`` after its ``starts_at``. A generated
+``listed_at`` / ``delisted_at`` not before 1970, and a rule's ``ends_at`` after its ``starts_at`` and now. A generated
 request that breaks one of them must be refused with exactly that field named; so must an audience without exactly one
 target or with a cursor the service did not return.
 
@@ -116,6 +116,8 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
         if ts is not None and ts < 0:
             return 422, name
     if starts is not None and ends is not None and ends <= starts and starts >= 0:
+        return 422, "ends_at"
+    if ends is not None and ends <= time.time() * 1000:  # a rule that has already ended
         return 422, "ends_at"
     # an audience has exactly one target, and a cursor is one the service returned
     if case.operation.path.startswith("/v1/audiences"):

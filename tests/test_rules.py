@@ -166,12 +166,14 @@ def test_an_expired_rule_does_nothing_and_a_future_one_not_yet(shop: Shop) -> No
     user = a_user(shop)
     ranking = ids(shop.recommend(user, k=10))
     now = int(time.time() * 1000)
+    ends = now + 2000  # a rule that has already ended is refused: this one ends after its write
     expired = post_rule(
-        shop, {"action": "block", "target": {"item": ranking[0]}, "starts_at": 0, "ends_at": now - 1}
+        shop, {"action": "block", "target": {"item": ranking[0]}, "starts_at": 0, "ends_at": ends}
     )
     future = post_rule(
         shop, {"action": "block", "target": {"item": ranking[1]}, "starts_at": now + 3_600_000}
     )
+    time.sleep(max(0.0, ends / 1000 - time.time()))
     listed = {r["id"]: r for r in requests.get(shop.url("/v1/rules"), timeout=30).json()["rules"]}
     assert listed[expired["id"]]["expired"] is True and listed[future["id"]]["active"] is False
     time.sleep(PICKUP_S)
@@ -207,6 +209,7 @@ def test_max_per_brand_and_category_reorder_pages_consistently(shop: Shop) -> No
         ({"action": "block"}, "target"),
         ({"action": "block", "target": {"item": "x", "brand": "y"}}, "target"),
         ({"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 3}, "ends_at"),
+        ({"action": "block", "target": {"item": "x"}, "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),
         (
             {"action": "block", "target": {"attribute": {"relation": "made by", "value": "x"}}},
             "target.attribute.relation",
@@ -241,6 +244,10 @@ def test_bad_rules_are_refused_naming_the_field(shop: Shop, rule: dict[str, Any]
         (
             {"action": "pin", "item": "x", "position": 1, "when": {"topic": "y"}},
             "must be one object of {brand}, {category} or {interest} (got {'topic': 'y'})",
+        ),
+        (  # seconds sent for milliseconds: it ended in 1970, and stored it would never apply
+            {"action": "boost", "target": {"item": "x"}, "factor": 2, "ends_at": 1766534400},
+            "must be in the future (got 1766534400 ms, 1970-01-21T10:42:14+00:00: already past)",
         ),
     ],
 )
@@ -328,6 +335,49 @@ def test_compiled_rules_keep_no_superseded_model_alive(shop: Shop) -> None:
 
 def a_user_item(shop: Shop) -> str:
     return shop.cypher("MATCH (i:Item) RETURN i.id AS id ORDER BY id LIMIT 1")[0]["id"]
+
+
+def test_an_interest_pin_holds_for_a_user_with_stronger_topics_on_both_surfaces(shop: Shop) -> None:
+    # Ten strong topic interests used to fill the ten interests a pin's `when` is matched against,
+    # and similar items never read the user's interests at all.
+    user = f"topical-{time.time_ns()}"
+    category = shop.cypher(
+        "MATCH (c:Category)<-[:IN_CATEGORY]-(:Item) RETURN c.id AS id ORDER BY id LIMIT 1"
+    )[0]["id"]
+    now = int(time.time() * 1000)
+    shop.cypher(
+        "MERGE (u:User {id: $user}) WITH u "
+        "MATCH (c:Category {id: $category}) "
+        "CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(c) "
+        "WITH u UNWIND range(1, 10) AS n "
+        "CREATE (t:Topic {id: $user + '-topic-' + toString(n)}) "
+        "CREATE (u)-[:INTERESTED_IN {weight: 100.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
+        user=user,
+        category=category,
+        now=now,
+    )
+    try:
+        page = ids(shop.recommend(user, k=50))
+        anchor, pinned = page[0], page[-1]
+        post_rule(
+            shop,
+            {
+                "id": "pin-interest",
+                "action": "pin",
+                "item": pinned,
+                "position": 1,
+                "when": {"interest": category},
+            },
+        )
+        within(PICKUP_S, lambda: ids(shop.recommend(user, k=10))[0] == pinned)
+        within(PICKUP_S, lambda: ids(shop.similar(anchor, k=10, user_id=user))[0] == pinned)
+        assert shop.similar(anchor, k=10, user_id=user)[0]["rules"] == ["pin-interest"]
+        assert all("pin-interest" not in i["rules"] for i in shop.similar(anchor, k=10))  # no user
+    finally:
+        shop.cypher(
+            "MATCH (u:User {id: $user}) OPTIONAL MATCH (u)-[:INTERESTED_IN]->(t:Topic) DETACH DELETE u, t",
+            user=user,
+        )
 
 
 def test_a_pin_on_an_item_never_puts_it_among_its_own_similar_items(shop: Shop) -> None:

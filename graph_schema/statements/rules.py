@@ -85,13 +85,16 @@ ATTRIBUTE_ITEMS = read(
     pairs=[{"relation": "material", "value": "cotton"}],
 )
 
-# A user's strongest interests (brands and categories), decayed to $now: pin conditions read them.
+# A user's strongest brand and category interests, decayed to $now: pin conditions read them.
+# Topics (also INTERESTED_IN targets) are left out before the limit: a pin's `when.interest`
+# names a brand or category, and ten strong topics must not crowd those out.
 USER_INTEREST_IDS = read(
     "user_interest_ids",
     """
     MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(t)
+    WHERE t:Brand OR t:Category
     WITH t, x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
-    ORDER BY weight DESC
+    ORDER BY weight DESC, t.id
     LIMIT $limit
     RETURN t.id AS id
     """,
