@@ -1,18 +1,28 @@
-"""API keys: ``Authorization: Bearer <key>``, compared in constant time, never logged."""
+"""API keys: ``Authorization: Bearer <key>``, compared in constant time, never logged.
+
+A view declares its access (:func:`read_access`, :func:`write_access`); it is checked once, for
+every route, by :func:`install_access_control`, before the ids in its path are decoded: a request
+without a key is a 401 whatever its path holds.
+"""
 
 from __future__ import annotations
 
-import functools
 import hmac
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 
 from app.errors import ApiError
 from app.graph import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+Access = Literal["read", "write"]
+
+# The attribute a view's declared access is kept in.
+ACCESS_ATTRIBUTE = "kgrec_access"
+# RFC 6750: a 401 names the scheme the client should use.
+CHALLENGE = 'Bearer realm="kgrec"'
 
 
 def _presented_key() -> str | None:
@@ -32,34 +42,66 @@ def key_is_valid(presented: str) -> bool:
     return matched
 
 
-def check_api_key() -> None:
-    """Raise a 401 ApiError unless the request carries a configured API key."""
+def check_api_key() -> str:
+    """The request's API key; a 401 ApiError (with ``WWW-Authenticate``) unless it is a configured one."""
     presented = _presented_key()
     if presented is None:
-        raise ApiError(401, "unauthorized", "an API key is required: Authorization: Bearer <key>")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": CHALLENGE},
+        )
     if not key_is_valid(presented):
         current_app.logger.warning("request with an invalid API key refused")
-        raise ApiError(401, "unauthorized", "the API key is not valid")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+        )
+    return presented
+
+
+def _declare(view: F, access: Access) -> F:
+    setattr(view, ACCESS_ATTRIBUTE, access)
+    return view
 
 
 def write_access(view: F) -> F:
-    """Decorator: the endpoint changes data and always needs an API key."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check_api_key()
-        return view(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+    """Declare that the endpoint changes data and always needs an API key."""
+    return _declare(view, "write")
 
 
 def read_access(view: F) -> F:
-    """Decorator: open unless KGREC_READ_REQUIRES_KEY is set."""
+    """Declare a read: open unless KGREC_READ_REQUIRES_KEY is set."""
+    return _declare(view, "read")
 
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if settings().read_requires_key:
-            check_api_key()
-        return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+def declared_access(view: Callable[..., Any] | None) -> Access | None:
+    """The access ``view`` was declared with (None: not an API endpoint, e.g. a probe or the console)."""
+    return getattr(view, ACCESS_ATTRIBUTE, None)
+
+
+def check_access(access: Access) -> None:
+    """Raise the ApiError (401) a request without the access ``access`` needs gets."""
+    if access == "read" and not settings().read_requires_key:
+        return
+    check_api_key()
+
+
+def install_access_control(app: Flask) -> None:
+    """Check each API view's declared access before anything else reads the request.
+
+    Installed before :func:`app.raw_path.install_raw_path_routing` (preprocessors run in the order
+    they were added), so a request without a key is a 401 before its path ids are checked (400).
+    """
+
+    @app.url_value_preprocessor
+    def _check(endpoint: str | None, _values: dict[str, Any] | None) -> None:
+        # Flask answers OPTIONS itself, without the view: nothing to protect.
+        if endpoint is None or request.method == "OPTIONS":
+            return
+        access = declared_access(app.view_functions.get(endpoint))
+        if access is not None:
+            check_access(access)

@@ -121,6 +121,23 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
     assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 200  # reads stay open
 
 
+def test_a_request_without_a_valid_key_is_401_with_a_bearer_challenge_before_its_path_is_read(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    """The key is checked before the path's ids: an unauthenticated client learns nothing about the
+    id rule, and every 401 names the scheme to use (RFC 6750)."""
+    process, _ = api
+    url = f"{process.url}/v1/users/%20x"  # an invalid id: a 400 for a client with the key
+    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+        refused = requests.delete(url, headers=headers, timeout=30)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"] == "unauthorized"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert post(process, [event("challenge-1")], headers={}).headers["WWW-Authenticate"].startswith("Bearer ")
+    invalid = requests.delete(url, headers=AUTH, timeout=30)
+    assert invalid.status_code == 400 and invalid.json()["field"] == "user_id", invalid.text
+
+
 def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_applied(
     api: tuple[ApiProcess, GraphGateway],
 ) -> None:
