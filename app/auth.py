@@ -1,13 +1,19 @@
 """API keys: ``Authorization: Bearer <key>``, compared in constant time, never logged.
 
-A view declares its access (:func:`read_access`, :func:`write_access`); it is checked once, for
-every route, by :func:`install_access_control`, before the ids in its path are decoded: a request
-without a key is a 401 whatever its path holds.
+A view declares its access (:func:`read_access`, :func:`write_access`, :func:`admin_access`); it is
+checked once, for every route, by :func:`install_access_control`, before the ids in its path are
+decoded: a request without a key is a 401 whatever its path holds.
+
+Admin scope: when ``KGREC_ADMIN_KEYS`` is set, only those keys may do what a storefront never needs
+(erase a user, export an audience, change the catalogue, rules, experiments or models); another
+valid key gets a 403 naming the operation. Unset, every API key is an admin key (kgrec before
+2026-12-07), which ``kgrec serve`` warns about.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -17,7 +23,7 @@ from app.errors import ApiError
 from app.graph import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-Access = Literal["read", "write"]
+Access = Literal["read", "write", "admin"]
 
 # The attribute a view's declared access is kept in.
 ACCESS_ATTRIBUTE = "kgrec_access"
@@ -33,13 +39,28 @@ def _presented_key() -> str | None:
     return token.strip()
 
 
-def key_is_valid(presented: str) -> bool:
-    """Whether ``presented`` is one of the configured API keys (constant time)."""
+def _one_of(presented: str, keys: tuple[str, ...]) -> bool:
     # Compare against every key so the time taken does not reveal which one matched.
     matched = False
-    for key in settings().api_keys:
+    for key in keys:
         matched |= hmac.compare_digest(presented.encode(), key.encode())
     return matched
+
+
+def key_is_valid(presented: str) -> bool:
+    """Whether ``presented`` is one of the configured API keys, admin keys included (constant time)."""
+    return _one_of(presented, settings().api_keys)
+
+
+def key_is_admin(presented: str) -> bool:
+    """Whether ``presented`` (a valid key) may do admin operations: every key while none is configured."""
+    admin_keys = settings().admin_keys
+    return not admin_keys or _one_of(presented, admin_keys)
+
+
+def route_template(rule: str) -> str:
+    """A Flask rule as the OpenAPI document names its path: ``/v1/a/<b>`` → ``/v1/a/{b}``."""
+    return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
 
 
 def check_api_key() -> str:
@@ -69,8 +90,13 @@ def _declare(view: F, access: Access) -> F:
 
 
 def write_access(view: F) -> F:
-    """Declare that the endpoint changes data and always needs an API key."""
+    """Declare that the endpoint changes data and always needs an API key (any: a storefront's too)."""
     return _declare(view, "write")
+
+
+def admin_access(view: F) -> F:
+    """Declare an admin operation: it needs an admin key when KGREC_ADMIN_KEYS is set, else any key."""
+    return _declare(view, "admin")
 
 
 def read_access(view: F) -> F:
@@ -84,10 +110,20 @@ def declared_access(view: Callable[..., Any] | None) -> Access | None:
 
 
 def check_access(access: Access) -> None:
-    """Raise the ApiError (401) a request without the access ``access`` needs gets."""
+    """Raise the ApiError (401, or 403 for a key without admin scope) a request lacking ``access`` gets."""
     if access == "read" and not settings().read_requires_key:
         return
-    check_api_key()
+    presented = check_api_key()
+    if access == "admin" and not key_is_admin(presented):
+        rule = request.url_rule.rule if request.url_rule else request.path
+        operation = f"{request.method} {route_template(rule)}"
+        current_app.logger.warning("%s refused: the key is not an admin key", operation)
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{operation} needs an admin key (KGREC_ADMIN_KEYS); this key may send events and read",
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="insufficient_scope", scope="admin"'},
+        )
 
 
 def install_access_control(app: Flask) -> None:
