@@ -120,6 +120,18 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
     assert gateway.run_query("MATCH (u:User {id: 'u-auth'}) RETURN count(u) AS n", {})[0]["n"] == 0
     assert post(process, batch).status_code == 200
     assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 200  # reads stay open
+    # and the document says so: a generated client may send the key on a read, and need not
+    reads = read_security(requests.get(f"{process.url}/openapi.json", timeout=10).json())
+    assert reads and all(security == [{}, {"apiKey": []}] for security in reads.values()), reads
+
+
+def read_security(document: dict[str, Any]) -> dict[str, Any]:
+    """The documented ``security`` of every read under /v1 (None: none declared)."""
+    return {
+        path: operations["get"].get("security")
+        for path, operations in document["paths"].items()
+        if path.startswith("/v1/") and "get" in operations
+    }
 
 
 def test_a_request_without_a_valid_key_is_401_with_a_bearer_challenge_before_its_path_is_read(
@@ -339,6 +351,12 @@ def test_reads_can_be_made_to_require_a_key(
         assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 401
         assert requests.get(f"{process.url}/v1/graph/stats", headers=AUTH, timeout=10).status_code == 200
         assert requests.get(f"{process.url}/healthz", timeout=10).status_code == 200
+        # A client generated from the document sends the key on reads too (it did not: reads had no
+        # security, so every generated read was a 401).
+        document = requests.get(f"{process.url}/openapi.json", timeout=10).json()
+        reads = read_security(document)
+        assert reads and all(security == [{"apiKey": []}] for security in reads.values()), reads
+        assert "security" not in document["paths"]["/healthz"]["get"]  # the probes stay open
     finally:
         process.stop()
 
