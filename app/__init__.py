@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.audiences import bp as audiences_bp
+from app.auth import install_access_control
 from app.browse import bp as browse_bp
 from app.catalogue import bp as catalogue_bp
 from app.console import bp as console_bp
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; one graph gateway per process, opened on first use."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # a bigger body is refused with 413
+    install_access_control(app)  # first: a request without a key is a 401 before its path ids are read
     install_raw_path_routing(app)
     init_graph(app, settings or Settings.from_env())
     register_error_handlers(app)

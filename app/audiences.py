@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, jsonify, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, stream_with_context
 from pydantic import ValidationError
 
 from app.body import json_body
@@ -19,6 +19,7 @@ from app.schemas import AudienceConditions, AudienceCsv, AudienceQuery, Error
 from kgrec.audiences import CSV_COLUMNS, Audience, AudienceError, audience_page, iter_audience
 from kgrec.catalogue import error_problems
 from kgrec.field_types import shown
+from kgrec.gateway import GraphUnavailable
 
 bp = Blueprint("audiences", __name__)
 
@@ -68,6 +69,20 @@ def csv_cell(value: object) -> object:
 
 
 def _csv_lines(members: Iterator[dict]) -> Iterator[str]:
+    try:
+        yield from _csv_chunks(members)
+    except GraphUnavailable:
+        # The 200 and part of the body are sent: re-raised, the server drops the connection without
+        # the chunked body's last chunk, so the client sees an incomplete answer, never a short CSV
+        # that looks whole. Counted here: the error handler that counts a 503 never sees it.
+        from app.metrics import GRAPH_ERRORS  # app.metrics imports the views
+
+        GRAPH_ERRORS.inc()
+        current_app.logger.warning("audience export cut short: the graph became unavailable")
+        raise
+
+
+def _csv_chunks(members: Iterator[dict]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -90,7 +105,13 @@ def _csv_lines(members: Iterator[dict]) -> Iterator[str]:
     body=AudienceConditions,
 )
 def export_audience() -> Response:
-    """Stream every member of the audience as CSV, strongest first (needs the API key: it lists users)."""
+    """Stream every member of the audience as CSV, strongest first (an admin operation: it lists users).
+
+    The graph is read for the size and the first page before the answer starts, so a graph that is
+    down is a 503 with Retry-After. If it goes down during the export, the connection is dropped
+    before the chunked body's end: an HTTP client reports an incomplete answer (curl: exit 18;
+    requests: ChunkedEncodingError), so a cut export never passes for a whole one.
+    """
     core = serving()
     try:
         conditions = AudienceConditions.model_validate(json_body())

@@ -1,18 +1,34 @@
-"""API keys: ``Authorization: Bearer <key>``, compared in constant time, never logged."""
+"""API keys: ``Authorization: Bearer <key>``, compared in constant time, never logged.
+
+A view declares its access (:func:`read_access`, :func:`write_access`, :func:`admin_access`); it is
+checked once, for every route, by :func:`install_access_control`, before the ids in its path are
+decoded: a request without a key is a 401 whatever its path holds.
+
+Admin scope: when ``KGREC_ADMIN_KEYS`` is set, only those keys may do what a storefront never needs
+(erase a user, export an audience, change the catalogue, rules, experiments or models); another
+valid key gets a 403 naming the operation. Unset, every API key is an admin key (kgrec before
+2026-12-07), which ``kgrec serve`` warns about.
+"""
 
 from __future__ import annotations
 
-import functools
 import hmac
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 
 from app.errors import ApiError
 from app.graph import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+Access = Literal["read", "write", "admin"]
+
+# The attribute a view's declared access is kept in.
+ACCESS_ATTRIBUTE = "kgrec_access"
+# RFC 6750: a 401 names the scheme the client should use.
+CHALLENGE = 'Bearer realm="kgrec"'
 
 
 def _presented_key() -> str | None:
@@ -23,43 +39,105 @@ def _presented_key() -> str | None:
     return token.strip()
 
 
-def key_is_valid(presented: str) -> bool:
-    """Whether ``presented`` is one of the configured API keys (constant time)."""
+def _one_of(presented: str, keys: tuple[str, ...]) -> bool:
     # Compare against every key so the time taken does not reveal which one matched.
     matched = False
-    for key in settings().api_keys:
+    for key in keys:
         matched |= hmac.compare_digest(presented.encode(), key.encode())
     return matched
 
 
-def check_api_key() -> None:
-    """Raise a 401 ApiError unless the request carries a configured API key."""
+def key_is_valid(presented: str) -> bool:
+    """Whether ``presented`` is one of the configured API keys, admin keys included (constant time)."""
+    return _one_of(presented, settings().api_keys)
+
+
+def key_is_admin(presented: str) -> bool:
+    """Whether ``presented`` (a valid key) may do admin operations: every key while none is configured."""
+    admin_keys = settings().admin_keys
+    return not admin_keys or _one_of(presented, admin_keys)
+
+
+def route_template(rule: str) -> str:
+    """A Flask rule as the OpenAPI document names its path: ``/v1/a/<b>`` → ``/v1/a/{b}``."""
+    return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def check_api_key() -> str:
+    """The request's API key; a 401 ApiError (with ``WWW-Authenticate``) unless it is a configured one."""
     presented = _presented_key()
     if presented is None:
-        raise ApiError(401, "unauthorized", "an API key is required: Authorization: Bearer <key>")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": CHALLENGE},
+        )
     if not key_is_valid(presented):
         current_app.logger.warning("request with an invalid API key refused")
-        raise ApiError(401, "unauthorized", "the API key is not valid")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+        )
+    return presented
+
+
+def _declare(view: F, access: Access) -> F:
+    setattr(view, ACCESS_ATTRIBUTE, access)
+    return view
 
 
 def write_access(view: F) -> F:
-    """Decorator: the endpoint changes data and always needs an API key."""
+    """Declare that the endpoint changes data and always needs an API key (any: a storefront's too)."""
+    return _declare(view, "write")
 
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check_api_key()
-        return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+def admin_access(view: F) -> F:
+    """Declare an admin operation: it needs an admin key when KGREC_ADMIN_KEYS is set, else any key."""
+    return _declare(view, "admin")
 
 
 def read_access(view: F) -> F:
-    """Decorator: open unless KGREC_READ_REQUIRES_KEY is set."""
+    """Declare a read: open unless KGREC_READ_REQUIRES_KEY is set."""
+    return _declare(view, "read")
 
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if settings().read_requires_key:
-            check_api_key()
-        return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+def declared_access(view: Callable[..., Any] | None) -> Access | None:
+    """The access ``view`` was declared with (None: not an API endpoint, e.g. a probe or the console)."""
+    return getattr(view, ACCESS_ATTRIBUTE, None)
+
+
+def check_access(access: Access) -> None:
+    """Raise the ApiError (401, or 403 for a key without admin scope) a request lacking ``access`` gets."""
+    if access == "read" and not settings().read_requires_key:
+        return
+    presented = check_api_key()
+    if access == "admin" and not key_is_admin(presented):
+        rule = request.url_rule.rule if request.url_rule else request.path
+        operation = f"{request.method} {route_template(rule)}"
+        current_app.logger.warning("%s refused: the key is not an admin key", operation)
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{operation} needs an admin key (KGREC_ADMIN_KEYS); this key may send events and read",
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="insufficient_scope", scope="admin"'},
+        )
+
+
+def install_access_control(app: Flask) -> None:
+    """Check each API view's declared access before anything else reads the request.
+
+    Installed before :func:`app.raw_path.install_raw_path_routing` (preprocessors run in the order
+    they were added), so a request without a key is a 401 before its path ids are checked (400).
+    """
+
+    @app.url_value_preprocessor
+    def _check(endpoint: str | None, _values: dict[str, Any] | None) -> None:
+        # Flask answers OPTIONS itself, without the view: nothing to protect.
+        if endpoint is None or request.method == "OPTIONS":
+            return
+        access = declared_access(app.view_functions.get(endpoint))
+        if access is not None:
+            check_access(access)

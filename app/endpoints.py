@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint
 from pydantic import BaseModel
 
-from app.auth import read_access, write_access
+from app.auth import Access, admin_access, read_access, write_access
 from app.openapi import api, responses
 from app.schemas import Error
 
@@ -28,6 +28,10 @@ READ_ERRORS: Answers = {
 WRITE_ERRORS: Answers = {
     "HTTP_401": (Error, "missing or wrong API key"),
     "HTTP_503": (Error, "the graph is unavailable; nothing was written (Retry-After)"),
+}
+ADMIN_ERRORS: Answers = {
+    **WRITE_ERRORS,
+    "HTTP_403": (Error, "the key is not an admin key (KGREC_ADMIN_KEYS is set); nothing was done"),
 }
 
 
@@ -52,18 +56,22 @@ def write_endpoint(
     description: str,
     errors: Answers,
     body: type[BaseModel] | None = None,
+    access: Access = "admin",
     **ids: str,
 ) -> Callable[[View], View]:
-    """A view that changes data: it needs an API key; its JSON ``body`` and answers are documented."""
+    """A view that changes data: it needs an API key, an admin key unless ``access`` is ``"write"``
+    (what a storefront sends); its JSON ``body``, answers and scope are documented."""
+    admin = access == "admin"
 
     def declare(view: View) -> View:
         documented = api.validate(
             json=body,
-            resp=responses(ok, description, **{**WRITE_ERRORS, **errors}),
-            security={"apiKey": []},
+            resp=responses(ok, description, **{**(ADMIN_ERRORS if admin else WRITE_ERRORS), **errors}),
+            # OpenAPI 3.1 lets a non-OAuth scheme list the roles an operation needs.
+            security={"apiKey": ["admin"] if admin else []},
             validation_error_status=422 if body else 400,
             path_parameter_descriptions=ids or None,
         )(view)
-        return bp.route(rule, methods=[method])(write_access(documented))
+        return bp.route(rule, methods=[method])((admin_access if admin else write_access)(documented))
 
     return declare

@@ -18,12 +18,22 @@ RETRY_AFTER_S = 5
 class ApiError(Exception):
     """An error the API reports to the client as JSON."""
 
-    def __init__(self, status: int, error: str, detail: str, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        field: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
         self.field = field
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -43,7 +53,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.error, exc.detail, exc.field, **exc.extra)
+        response = error_response(exc.status, exc.error, exc.detail, exc.field, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(NoActiveModel)
     def no_active_model(exc: NoActiveModel) -> Response:

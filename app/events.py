@@ -44,6 +44,7 @@ def model_price(core: Serving, item_id: str) -> float | None:
         "HTTP_422": (Error, "invalid events, each in `errors`; nothing was written"),
     },
     body=EventBatch,
+    access="write",  # the storefront's own write: any API key, not only an admin key
 )
 def post_events() -> Response:
     """Ingest a batch of behaviour events atomically and idempotently.

@@ -22,6 +22,8 @@ from spectree.plugins.base import Context
 from spectree.plugins.flask_plugin import FlaskPlugin
 from swagger_ui_bundle import swagger_ui_path
 
+from app.auth import declared_access, route_template
+from app.graph import settings
 from app.params import bad_parameter, query_values
 from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument, Query
 
@@ -110,6 +112,16 @@ def _complete(operation: dict[str, Any]) -> None:
         refusal["description"] = f"{described}{NO_QUERY_PARAMETERS}"
 
 
+def _secure_reads(app: Flask, document: dict[str, Any], read_requires_key: bool) -> None:
+    """Give each read its ``security`` from the access its route declares and this app's setting:
+    a generated client must send the key where reads need one, and may where they do not."""
+    bearer: dict[str, list[str]] = {"apiKey": []}
+    security = [bearer] if read_requires_key else [{}, bearer]
+    for rule in app.url_map.iter_rules():
+        if declared_access(app.view_functions.get(rule.endpoint)) == "read":
+            document["paths"][route_template(rule.rule)]["get"]["security"] = copy.deepcopy(security)
+
+
 def openapi_document(app: Flask | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app`` (default: the current one)."""
     target = app or current_app._get_current_object()  # type: ignore[attr-defined]
@@ -117,9 +129,11 @@ def openapi_document(app: Flask | None = None) -> dict[str, Any]:
     if cached is None:
         with target.app_context():
             document = copy.deepcopy(api.spec)
+            read_requires_key = settings().read_requires_key
         for operations in document["paths"].values():
             for operation in operations.values():
                 _complete(operation)
+        _secure_reads(target, document, read_requires_key)
         cached = target.extensions["kgrec.openapi"] = document
     return cached
 

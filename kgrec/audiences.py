@@ -178,15 +178,27 @@ def iter_audience(
     """Every member of the audience, strongest first, read in keyset pages.
 
     The page is ``page`` members, or by default :func:`export_page_size` of the audience's size.
+    The size and the first page are read before this returns, not when the first member is asked
+    for: a graph that is down at the start raises here, while an HTTP answer can still be a 503.
     """
     parameters = _parameters(audience, settings, int(time.time() * 1000))
     if page is None:
         page = export_page_size(_size(gateway, audience, parameters))
-    after: tuple[int, str] | None = None
+    first = _page_rows(gateway, audience, parameters, None, page)
+    return _members(gateway, audience, parameters, first, page)
+
+
+def _members(
+    gateway: GraphGateway,
+    audience: Audience,
+    parameters: dict[str, Any],
+    rows: list[dict[str, Any]],
+    page: int,
+) -> Iterator[dict[str, Any]]:
     while True:
-        rows = _page_rows(gateway, audience, parameters, after, page)
         for row in rows:
             yield _member(row)
         if len(rows) < page:
             return
         after = (int(rows[-1]["rank"]), rows[-1]["user_id"])
+        rows = _page_rows(gateway, audience, parameters, after, page)

@@ -103,14 +103,14 @@ def _name(env: dict[str, str], variable: str, default: str) -> str:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
-def _api_keys(text: str) -> tuple[str, ...]:
+def _api_keys(text: str, variable: str = "KGREC_API_KEYS") -> tuple[str, ...]:
     # HTTP headers reach the app as Latin-1 (WSGI), so a key with other characters could never
     # match what a client sends: refused at start-up rather than answering 401 forever.
     keys = tuple(k.strip() for k in text.split(",") if k.strip())
     for key in keys:
         if not key.isascii() or not key.isprintable():
             # the key is a secret: the message does not repeat it
-            raise ValueError("KGREC_API_KEYS must hold printable ASCII keys only (one has other characters)")
+            raise ValueError(f"{variable} must hold printable ASCII keys only (one has other characters)")
     return keys
 
 
@@ -249,6 +249,16 @@ class Settings:
     # categories and topics; a share of 0 switches it off.
     explore_share: float = 0.2
     explore_max_events: int = 5
+    # The keys that may also do what a storefront never needs (erase users, export audiences, change
+    # the catalogue, rules, experiments and models: app/auth.py). Empty: every API key may, as
+    # before 2026-12-07. Each is an API key too (added to api_keys), so it is listed once.
+    admin_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Everything that checks a key (the API, the console's sign-in and session) reads api_keys.
+        extra = tuple(key for key in self.admin_keys if key not in self.api_keys)
+        if extra:
+            object.__setattr__(self, "api_keys", self.api_keys + extra)
 
     @property
     def embedded(self) -> bool:
@@ -334,4 +344,5 @@ class Settings:
             attribution_window_hours=_number(env, "KGREC_ATTRIBUTION_WINDOW_HOURS", "24"),
             explore_share=_number(env, "KGREC_EXPLORE_SHARE", "0.2", high=1),
             explore_max_events=_number(env, "KGREC_EXPLORE_MAX_EVENTS", "5", whole=True),
+            admin_keys=_api_keys(env.get("KGREC_ADMIN_KEYS", ""), "KGREC_ADMIN_KEYS"),
         )

@@ -769,13 +769,28 @@ def evaluate_command(
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1))
-def serve_command(host: str, port: int, workers: int, threads: int) -> None:
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, workers: int, threads: int) -> None:
     """Serve the API with gunicorn (the graph must be reachable)."""
     from kgrec_cli.stack import check_port_free, gunicorn_command
 
+    warning = admin_scope_warning(_settings(ctx))
+    if warning:
+        click.echo(f"kgrec: warning: {warning}", err=True)
     check_port_free(port, host)  # gunicorn would log "Connection in use" every second, then give up
     command = gunicorn_command(host, port, workers, threads)
     os.execvp(command[0], command)
+
+
+def admin_scope_warning(settings: Settings) -> str | None:
+    """What ``kgrec serve`` warns about once at start: API keys without an admin scope (None: nothing)."""
+    if not settings.api_keys or settings.admin_keys:
+        return None
+    return (
+        "KGREC_ADMIN_KEYS is not set, so every API key can erase users, export audiences and change "
+        "the catalogue, rules, experiments and models; set it to the keys that may (README, "
+        '"Operations: faults, privacy and security")'
+    )
 
 
 # How long `kgrec worker` and `kgrec beat` wait for the broker before saying it does not answer.

@@ -329,6 +329,20 @@ def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
     ]
 
 
+def test_serve_warns_once_while_every_api_key_is_an_admin_key(tmp_path: Path) -> None:
+    """Without KGREC_ADMIN_KEYS a storefront's key can erase users and promote models: said at start."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        env = {"KGREC_DATA_DIR": str(tmp_path), "KGREC_API_KEYS": "shop-key"}
+        unscoped = kgrec("serve", "--port", port, env=env, timeout=60).stderr.splitlines()
+        scoped = kgrec("serve", "--port", port, env={**env, "KGREC_ADMIN_KEYS": "ops-key"}, timeout=60)
+    warnings = [line for line in unscoped if line.startswith("kgrec: warning: ")]
+    assert len(warnings) == 1 and "KGREC_ADMIN_KEYS is not set" in warnings[0], unscoped
+    assert not [line for line in scoped.stderr.splitlines() if "warning" in line], scoped.stderr
+
+
 def test_train_wait_with_no_worker_says_so_and_ctrl_c_leaves_the_job_queued(tmp_path: Path) -> None:
     """It waited silently for ever (result.get(timeout=None)), and Ctrl-C printed a traceback."""
     env = {"KGREC_DATA_DIR": str(tmp_path)}

@@ -25,6 +25,7 @@ from kgrec.job_queue import redis_urls
         ("KGREC_GATE_EXPERIMENT", "ture", "must be true or false (1/0, yes/no, on/off), not 'ture'"),
         # a key is a secret, so not repeated; headers reach the app as Latin-1, so "clé" never matches
         ("KGREC_API_KEYS", "fine,clé", "must hold printable ASCII keys only (one has other characters)"),
+        ("KGREC_ADMIN_KEYS", "ops,clé", "must hold printable ASCII keys only (one has other characters)"),
         # a URL without its scheme was a driver traceback, or Celery's "No module named 'localhost'"
         (
             "NEO4J_URI",
@@ -52,6 +53,13 @@ def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
     with pytest.raises(ValueError) as refused:
         Settings.from_env({name: value})
     assert str(refused.value) == f"{name} {reason}"
+
+
+def test_an_admin_key_is_an_api_key_too_and_unset_means_none() -> None:
+    scoped = Settings.from_env({"KGREC_API_KEYS": "shop", "KGREC_ADMIN_KEYS": " ops , shop "})
+    assert (scoped.api_keys, scoped.admin_keys) == (("shop", "ops"), ("ops", "shop"))
+    assert Settings.from_env({"KGREC_API_KEYS": "shop", "KGREC_ADMIN_KEYS": ""}).admin_keys == ()
+    assert Settings(admin_keys=("ops",)).api_keys == ("ops",)
 
 
 def test_a_behaviour_weight_must_be_a_number_at_least_0() -> None:

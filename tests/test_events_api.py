@@ -3,6 +3,7 @@ racing writers, durability."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -120,6 +121,35 @@ def test_writes_require_a_valid_api_key(api: tuple[ApiProcess, GraphGateway]) ->
     assert gateway.run_query("MATCH (u:User {id: 'u-auth'}) RETURN count(u) AS n", {})[0]["n"] == 0
     assert post(process, batch).status_code == 200
     assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 200  # reads stay open
+    # and the document says so: a generated client may send the key on a read, and need not
+    reads = read_security(requests.get(f"{process.url}/openapi.json", timeout=10).json())
+    assert reads and all(security == [{}, {"apiKey": []}] for security in reads.values()), reads
+
+
+def read_security(document: dict[str, Any]) -> dict[str, Any]:
+    """The documented ``security`` of every read under /v1 (None: none declared)."""
+    return {
+        path: operations["get"].get("security")
+        for path, operations in document["paths"].items()
+        if path.startswith("/v1/") and "get" in operations
+    }
+
+
+def test_a_request_without_a_valid_key_is_401_with_a_bearer_challenge_before_its_path_is_read(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    """The key is checked before the path's ids: an unauthenticated client learns nothing about the
+    id rule, and every 401 names the scheme to use (RFC 6750)."""
+    process, _ = api
+    url = f"{process.url}/v1/users/%20x"  # an invalid id: a 400 for a client with the key
+    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+        refused = requests.delete(url, headers=headers, timeout=30)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"] == "unauthorized"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert post(process, [event("challenge-1")], headers={}).headers["WWW-Authenticate"].startswith("Bearer ")
+    invalid = requests.delete(url, headers=AUTH, timeout=30)
+    assert invalid.status_code == 400 and invalid.json()["field"] == "user_id", invalid.text
 
 
 def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_applied(
@@ -322,8 +352,98 @@ def test_reads_can_be_made_to_require_a_key(
         assert requests.get(f"{process.url}/v1/graph/stats", timeout=10).status_code == 401
         assert requests.get(f"{process.url}/v1/graph/stats", headers=AUTH, timeout=10).status_code == 200
         assert requests.get(f"{process.url}/healthz", timeout=10).status_code == 200
+        # A client generated from the document sends the key on reads too (it did not: reads had no
+        # security, so every generated read was a 401).
+        document = requests.get(f"{process.url}/openapi.json", timeout=10).json()
+        reads = read_security(document)
+        assert reads and all(security == [{"apiKey": []}] for security in reads.values()), reads
+        assert "security" not in document["paths"]["/healthz"]["get"]  # the probes stay open
     finally:
         process.stop()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'(?:name="csrf_token" value|data-csrf)="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def console_promote(url: str, key: str) -> str:
+    """Sign in to the console with ``key`` and promote a version that does not exist: the notice."""
+    session = requests.Session()
+    token = csrf_of(session.get(f"{url}/console/signin", timeout=30).text)
+    origin = {"Origin": url}
+    signed_in = session.post(
+        f"{url}/console/signin", data={"csrf_token": token, "api_key": key}, headers=origin, timeout=30
+    )
+    assert signed_in.status_code == 200 and "Signed in" in signed_in.text, signed_in.text[:300]
+    token = csrf_of(signed_in.text)
+    answer = session.post(
+        f"{url}/console/models/no-such-version/promote",
+        data={"csrf_token": token},
+        headers=origin,
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text[:300]
+    return answer.text
+
+
+def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
+) -> None:
+    """With KGREC_ADMIN_KEYS set, a storefront's key sends events and nothing else that writes: every
+    other write (erasure, export, catalogue, rules, experiments, models) is a 403 naming it, and the
+    document marks each. An admin key is an API key too, in the API and in the console."""
+    if not settings.embedded:
+        pytest.skip("starts its own API on the embedded graph")
+    shop_key, ops_key = f"shop-{uuid.uuid4().hex}", f"ops-{uuid.uuid4().hex}"
+    shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
+    graph_name = f"scope_{uuid.uuid4().hex[:8]}"
+    gateway = open_gateway(settings, graph_name=graph_name)
+    migrate(gateway)
+    env = {
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_GRAPH": graph_name,
+        "KGREC_API_KEYS": shop_key,
+        "KGREC_ADMIN_KEYS": ops_key,
+    }
+    process = ApiProcess(env, log=tmp_path / "gunicorn.log").start()
+    try:
+        user = f"u-scope-{uuid.uuid4().hex[:6]}"
+        assert post(process, [event("scope-1", user_id=user)], headers=shop).status_code == 200
+        assert post(process, [event("scope-2", user_id=user)], headers=ops).status_code == 200
+
+        document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+        writes = {(m, p) for p, operations in document["paths"].items() for m in operations if m != "get"}
+        admin = {
+            (m, p)
+            for p, operations in document["paths"].items()
+            for m, operation in operations.items()
+            if operation.get("security") == [{"apiKey": ["admin"]}]
+        }
+        assert writes - admin == {("post", "/v1/events")}
+        assert document["paths"]["/v1/events"]["post"]["security"] == [{"apiKey": []}]
+        for method, path in sorted(admin):
+            target = process.url + re.sub(r"\{[^}]+\}", user, path)
+            refused = requests.request(method, target, headers=shop, json={}, timeout=30)
+            assert refused.status_code == 403, f"{method} {path}: {refused.text}"
+            assert refused.json()["error"] == "forbidden"
+            assert f"{method.upper()} {path} needs an admin key" in refused.json()["detail"]
+            assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+            assert "403" in document["paths"][path][method]["responses"]
+        assert requests.delete(f"{process.url}/v1/users/{user}", timeout=30).status_code == 401
+        count = "MATCH (u:User {id: $user}) RETURN count(u) AS n"
+        assert gateway.run_query(count, {"user": user})[0]["n"] == 1  # nothing was erased
+        erased = requests.delete(f"{process.url}/v1/users/{user}", headers=ops, timeout=60)
+        assert erased.status_code == 200, erased.text
+        assert gateway.run_query(count, {"user": user})[0]["n"] == 0
+
+        # The console forwards its forms with the signed-in key: the API decides, as for any client.
+        assert "failed (403)" in console_promote(process.url, shop_key)
+        assert "(403)" not in console_promote(process.url, ops_key)
+    finally:
+        process.stop()
+        gateway.close()
 
 
 def test_an_id_repeated_with_other_content_is_refused_and_an_exact_repeat_is_a_duplicate(

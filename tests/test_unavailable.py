@@ -110,3 +110,33 @@ def test_reads_answer_503_without_a_model_and_while_the_graph_is_down(
         if api is not None:
             api.stop()
         server.stop()
+
+
+@embedded_only
+def test_an_audience_export_with_the_graph_down_is_a_503_before_any_byte(tmp_path: Path) -> None:
+    """The export's first graph read happened while the body streamed: with the graph down the
+    metrics counted a 200, graph_errors_total did not move, and gunicorn sent a bare 500."""
+    settings = Settings(data_dir=tmp_path / "var")
+    server = EmbeddedServer(settings.data_dir)
+    server.start()
+    api = None
+    key = f"export-{uuid.uuid4().hex}"
+    try:
+        api = ApiProcess(
+            {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_API_KEYS": key}, log=tmp_path / "api.log"
+        ).start()
+        url, auth = f"{api.url}/v1/audiences/export", {"Authorization": f"Bearer {key}"}
+        document = requests.get(f"{api.url}/openapi.json", timeout=30).json()
+        assert requests.post(url, json={"brand": "Acme"}, headers=auth, timeout=30).status_code == 200
+
+        graph_errors = graph_errors_total(api)
+        server.kill_graph()
+        refused = requests.post(url, json={"brand": "Acme"}, headers=auth, timeout=30)
+        assert refused.status_code == 503, refused.text[:300]
+        assert refused.json()["error"] == "graph_unavailable" and int(refused.headers["Retry-After"]) > 0
+        assert undocumented(document, "post", "/v1/audiences/export", 503, refused.json()) == []
+        assert graph_errors_total(api) == graph_errors + 1
+    finally:
+        if api is not None:
+            api.stop()
+        server.stop()
