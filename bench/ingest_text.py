@@ -47,10 +47,15 @@ from workers.training.topics import compute_topics, write_topics
 
 BATCH = 1_000
 MOVIES_FOR_TOPICS = 1_500
-REVIEW_LINE = "        r.review_text = coalesce(p.review_text, r.review_text),\n"
-assert REVIEW_LINE in INGEST_EVENTS.cypher
+REVIEW_LINES = (
+    "        r.review_text = CASE WHEN newer_review THEN p.review_text ELSE r.review_text END,\n",
+    "        r.review_ts = CASE WHEN newer_review THEN p.review_ts ELSE r.review_ts END,\n",
+)
+assert all(line in INGEST_EVENTS.cypher for line in REVIEW_LINES)
 BEFORE = write(
-    "ingest_events_before_topics", INGEST_EVENTS.cypher.replace(REVIEW_LINE, ""), **INGEST_EVENTS.params
+    "ingest_events_before_topics",
+    INGEST_EVENTS.cypher.replace(REVIEW_LINES[0], "").replace(REVIEW_LINES[1], ""),
+    **INGEST_EVENTS.params,
 )
 
 

@@ -68,16 +68,27 @@ def protected_versions(settings: Settings, now_ms: int | None = None) -> set[str
         if x.id == running
         or x.status == "running"
         or (
-            (x.promoted is None or x.promoted.get("activated_at") is None)
+            (x.promoted is None or not _promotion_finished(x.promoted))
             and (x.stopped_at or now) >= now - STOPPED_KEPT_MS
         )
     ]
     return {v.model_version for x in kept for v in x.variants if v.model_version != ACTIVE}
 
 
+def _promotion_finished(promoted: dict[str, Any]) -> bool:
+    # a promotion of the variant serving the active version ('active') activates nothing
+    return promoted.get("activated_at") is not None or promoted.get("model_version") == ACTIVE
+
+
 def gate_experiment_id(version: str) -> str:
     """The id of the experiment the gate starts for ``version`` (one per version, see the module)."""
     return "exp-" + hashlib.sha256(f"gate\x00{version}".encode()).hexdigest()[:12]
+
+
+def planned_start(version: str, sentence: str) -> bool:
+    """Whether the hook's ``sentence`` (or a recorded reason holding it) planned ``version``'s own
+    experiment, not "another one is running"."""
+    return gate_experiment_id(version) in sentence
 
 
 def _started(version: str, active: str) -> str:
@@ -139,7 +150,7 @@ class CandidateExperiment:
         version = row["id"]
         if row["gate_decision"] != PROMOTED or not row["gate_taken"] or row["activated_at"] is not None:
             return
-        if gate_experiment_id(version) not in (row["gate_reason"] or ""):
+        if not planned_start(version, row["gate_reason"] or ""):
             return  # not planned as this version's experiment (another ran, or another hook took it)
         active = (json.loads(row["gate_metrics"] or "{}")).get("active_version")
         if not isinstance(active, str):

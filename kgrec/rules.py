@@ -524,31 +524,30 @@ def apply_pins(
     ``excluded`` holds item rows the request leaves out; ``pinned_by`` receives the ids of the
     pins applied to each item row. ``shown_before`` items were shown ahead of ``ranked`` (a new
     user's first page, left out of a later page's ranking): a pin's position counts them, and a
-    pin within them belongs to that earlier page: its item leaves ``ranked`` and is not placed.
+    pin within them belongs to that earlier page and is not placed. Its item, when that page
+    showed it, is in ``excluded`` (and not in ``ranked``); otherwise (the pin came after that page
+    was served) it keeps its rank here rather than vanish from every later page.
 
     Pins are placed in order of position (then rule id); an item pinned twice takes the later
     pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
     position whatever the others moved.
     """
     placed: dict[int, int] = {}  # item row -> 0-based position, in placing order
-    earlier: set[int] = set()  # rows pinned within the pages before ``ranked``: left out, not placed
     for rule, row in compiled.pins:
         if (allowed is not None and not allowed[row]) or row in excluded:
             continue
         if not context.matches(rule.condition_kind, rule.condition):
             continue
         at = (rule.position or 1) - 1 - shown_before
-        if at < 0:  # pins come by position: a later pin of the same item still places it
-            earlier.add(row)
+        if at < 0:  # on an earlier page; pins come by position: a later pin of the item still places it
             continue
-        earlier.discard(row)
         placed.pop(row, None)
         placed[row] = at
         pinned_by.setdefault(row, []).append(rule.id)
-    if not placed and not earlier:
+    if not placed:
         return ranked
     rows, scores = ranked
-    targets = np.fromiter([*placed, *earlier], dtype=np.int64, count=len(placed) + len(earlier))
+    targets = np.fromiter(placed, dtype=np.int64, count=len(placed))
     member = np.zeros(int(max(rows.max(initial=-1), targets.max())) + 1, dtype=bool)
     member[targets] = True
     moved = member[rows]

@@ -132,7 +132,8 @@ def _text_key(text: str) -> bytes:
 class TextVectors:
     """Embeds texts in one batch, each distinct text once, reusing the vectors of the latest
     :data:`TEXT_CACHE` texts. The cache is keyed by a digest of each text, so that a process holds
-    none of its users' words: an erased user's reviews and searches stay nowhere in memory."""
+    none of its users' words (a digest and its vector, which an erasure does not reach, stay until
+    evicted: someone guessing a text could still confirm it was embedded)."""
 
     def __init__(self, size: int = TEXT_CACHE) -> None:
         self._cache: RecentlyUsed[bytes, np.ndarray] = RecentlyUsed(size)

@@ -774,12 +774,16 @@ def serve_command(ctx: click.Context, host: str, port: int, workers: int, thread
     """Serve the API with gunicorn (the graph must be reachable)."""
     from kgrec_cli.stack import check_port_free, gunicorn_command
 
-    warning = admin_scope_warning(_settings(ctx))
-    if warning:
-        click.echo(f"kgrec: warning: {warning}", err=True)
+    _warn_admin_scope(_settings(ctx))
     check_port_free(port, host)  # gunicorn would log "Connection in use" every second, then give up
     command = gunicorn_command(host, port, workers, threads)
     os.execvp(command[0], command)
+
+
+def _warn_admin_scope(settings: Settings) -> None:
+    warning = admin_scope_warning(settings)
+    if warning:
+        click.echo(f"kgrec: warning: {warning}", err=True)
 
 
 def admin_scope_warning(settings: Settings) -> str | None:
@@ -886,6 +890,7 @@ def up_command(
     from kgrec_cli.stack import run_stack
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
+    _warn_admin_scope(settings)
     run_stack(settings, port, import_name, run_import_or_demo, train_first, import_record)
 
 

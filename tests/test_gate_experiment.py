@@ -247,7 +247,8 @@ def test_garbage_collection_keeps_a_stopped_experiments_versions_until_they_are_
     stop(settings, second, days_ago=STOPPED_KEPT_MS / 86_400_000 + 1)
     assert protected_versions(settings) == set()  # neither was promoted within the time they are kept
 
-    # An experiment started on the two while the first is being deleted keeps the second.
+    # An experiment started on the two while the first's edges are being deleted keeps both: the
+    # protection is asked again just before each node and its files go.
     started: list[Experiment] = []
 
     def protected() -> frozenset[str]:
@@ -259,7 +260,28 @@ def test_garbage_collection_keeps_a_stopped_experiments_versions_until_they_are_
         return found
 
     removed = collect_garbage(gateway, folder, keep=0, protected=protected)
-    assert len(removed) == 1 and started
-    (left,) = {"v2", "v3"} - set(removed)
-    assert (folder / artifact_name(left)).is_file()
-    assert left in {v["version"] for v in list_versions(gateway, settings.data_dir)}
+    assert removed == [] and started
+    for left in ("v2", "v3"):
+        assert (folder / artifact_name(left)).is_file()
+        assert left in {v["version"] for v in list_versions(gateway, settings.data_dir)}
+
+
+def test_a_finished_promotion_of_the_control_frees_the_experiments_versions(
+    graph: tuple[Settings, GraphGateway],
+) -> None:
+    # the control ('active') won: its promotion activates nothing, so it has no activated_at, and
+    # its versions were kept for a week as if the promotion were unfinished
+    settings, _ = graph
+    with experiment_store(settings) as experiments:
+        current = experiments.running()
+        if current is not None:
+            experiments.stop(current)
+        variants = [Variant("control", "active", 0.5), Variant("other", "v-lost", 0.5)]
+        experiment = experiments.create(f"control wins {uuid.uuid4().hex[:6]}", variants)
+        assert "v-lost" in protected_versions(settings)
+        promoted = {"variant": "control", "model_version": "active", "activated_at": None}
+        claimed, claim = experiments.claim_promotion(experiment, promoted)
+        assert claim == 1
+        assert "v-lost" in protected_versions(settings)  # claimed, not finished
+        experiments.finish_promotion(claimed)
+    assert "v-lost" not in protected_versions(settings)

@@ -129,6 +129,22 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
         "MATCH (m:ModelVersion {id: 'v-crashed'}) SET m.created_at = m.created_at - $age",
         {"age": UNSETTLED_GRACE_MS},
     )
+
+    # A redelivery of its job claims it (a new owner) after the collection read the versions: the
+    # collection leaves the node, its edges and its files to it (it deleted them under the new owner)
+    def claimed_meanwhile() -> frozenset[str]:
+        gateway.run_query("MATCH (m:ModelVersion {id: 'v-crashed'}) SET m.owner = 'redelivered'", {})
+        return frozenset()
+
+    assert collect_garbage(gateway, models_dir(loaded.data_dir), keep=1, protected=claimed_meanwhile) == []
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new", "v-crashed"]
+    assert (
+        gateway.run_query(
+            "MATCH (:ModelVersion {id: 'v-crashed'})-[e:EMBEDDING]->() RETURN count(e) AS n", {}
+        )[0]["n"]
+        > 0
+    )
+    assert (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
     assert collect_garbage(gateway, models_dir(loaded.data_dir), keep=1) == ["v-crashed"]
     assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()

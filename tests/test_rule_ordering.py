@@ -52,15 +52,17 @@ def test_a_pinned_item_outside_the_ranking_is_brought_in_with_its_neighbours_sco
     assert ranked.pairs(ITEMS) == [("i0", 3.0), ("i7", 2.0), ("i1", 2.0), ("i2", 1.0)]
 
 
-def test_a_pin_on_a_page_before_the_ranking_leaves_it_and_is_not_placed() -> None:
-    # a new user's later page: 3 items were shown before this ranking's first
+def test_a_pin_on_a_page_before_the_ranking_is_not_placed_and_its_item_keeps_its_rank() -> None:
+    # a new user's later page: 3 items were shown before this ranking's first. Pins within them
+    # belong to that page; their items, not shown there (the pins came after it was served: what it
+    # showed is excluded), keep their ranks rather than vanish from every later page
     pinned_by: dict[int, list[str]] = {}
     rules = compiled(
         [pin("at-2", "i6", 2), pin("at-3", "i7", 3), pin("at-5", "i5", 5), pin("again", "i4", 1)]
     )
     rules.pins.append((pin("later", "i4", 6)[0], INDEX["i4"]))  # i4 pinned twice: the later pin wins
     ranked = order(apply_pins(RANKED, rules, RequestContext(), None, set(), pinned_by, shown_before=3))
-    assert ranked == ["i0", "i5", "i4", "i1", "i2", "i3"]  # positions 5 and 6 less 3
+    assert ranked == ["i0", "i5", "i4", "i1", "i2", "i3", "i6", "i7"]  # positions 5 and 6 less 3
     assert pinned_by == {INDEX["i5"]: ["at-5"], INDEX["i4"]: ["later"]}
 
 

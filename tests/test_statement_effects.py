@@ -1620,8 +1620,12 @@ def _delete_version_embeddings(gw: GraphGateway, st: Statement) -> None:
     assert deleted == [3, 2, 0]  # bounded batches, until none is left (topic links too: Neo4j needs it)
     assert count(gw, "(:ModelVersion {id: $id})-[]->()", id=st.params["id"]) == 0
     assert count(gw, "(:ModelVersion {id: 'v-live'})-[]->()") == 3  # the active version keeps its own
-    assert gw.write(st, {"id": "v-live", "limit": 10}).relationships_deleted == 0
+    assert gw.write(st, {"id": "v-live", "limit": 10, "owner": ""}).relationships_deleted == 0
     assert count(gw, "(n)") == 6
+    # a version claimed again since the collection read it (another owner) keeps its edges
+    query(gw, "MATCH (m:ModelVersion {id: 'v-live'}) SET m.active = false, m.owner = 'new'")
+    assert gw.write(st, {"id": "v-live", "limit": 10, "owner": ""}).relationships_deleted == 0
+    assert gw.write(st, {"id": "v-live", "limit": 10, "owner": "new"}).relationships_deleted == 3
 
 
 @effect("delete_model_version")
@@ -1631,14 +1635,18 @@ def _delete_version(gw: GraphGateway, st: Statement) -> None:
         """
         CREATE (:ModelVersion {id: $id, active: false}),
                (:ModelVersion {id: 'v-live', active: true}),
-               (:ModelVersion {id: 'v-unemptied', active: false})-[:EMBEDDING {vector: [1.0]}]->(:Item {id: 'a'})
+               (:ModelVersion {id: 'v-unemptied', active: false})-[:EMBEDDING {vector: [1.0]}]->(:Item {id: 'a'}),
+               (:ModelVersion {id: 'v-claimed', active: false, owner: 'new'})
         """,
         id=st.params["id"],
     )
-    results = [gw.write(st, {"id": v}).rows for v in (st.params["id"], "v-live", "v-unemptied")]
+    results = [gw.write(st, {"id": v, "owner": ""}).rows for v in (st.params["id"], "v-live", "v-unemptied")]
     assert results == [[{"deleted": 1}], [{"deleted": 0}], [{"deleted": 0}]]
+    # claimed again since the collection read it: another owner, kept
+    assert gw.write(st, {"id": "v-claimed", "owner": "old"}).rows == [{"deleted": 0}]
     remaining = query(gw, "MATCH (m:ModelVersion) RETURN m.id AS id ORDER BY id")
-    assert [r["id"] for r in remaining] == ["v-live", "v-unemptied"]
+    assert [r["id"] for r in remaining] == ["v-claimed", "v-live", "v-unemptied"]
+    assert gw.write(st, {"id": "v-claimed", "owner": "new"}).rows == [{"deleted": 1}]
 
 
 @effect("write_folded_items")

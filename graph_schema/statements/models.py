@@ -214,7 +214,8 @@ MODEL_VERSIONS = read(
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
            m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.gate_taken AS gate_taken,
-           m.parent AS parent, m.data_until AS data_until, m.parameters AS parameters
+           m.parent AS parent, m.data_until AS data_until, m.parameters AS parameters,
+           m.owner AS owner
     ORDER BY m.created_at DESC, id
     """,
 )
@@ -250,7 +251,9 @@ EMBEDDINGS_OF_VERSION = read(
 )
 
 # Garbage collection in bounded batches: embeddings (adjustments, topic links) first, then the node
-# (Neo4j deletes no node that still has relationships).
+# (Neo4j deletes no node that still has relationships). Only while the version's `owner` is the one
+# the collection read ('' for none): a redelivery that claimed the version since (CREATE_VERSION
+# merges it, a new owner) keeps it and the edges it writes.
 # `active <> true`, not `{active: false}`: FalkorDB 4.16's index on ModelVersion.active finds no
 # `false` once the graph was loaded from a rewritten log (seen after a kill -9), while a filter
 # on the value still reads it.
@@ -258,24 +261,27 @@ DELETE_VERSION_EMBEDDINGS = write(
     "delete_model_version_embeddings",
     """
     MATCH (m:ModelVersion {id: $id})-[e:EMBEDDING|POPULARITY_ADJUSTMENT|HAS_TOPIC]->()
-    WHERE m.active <> true
+    WHERE m.active <> true AND coalesce(m.owner, '') = $owner
     WITH e LIMIT $limit
     DELETE e
     RETURN count(*) AS deleted
     """,
     id="v1700000000000",
     limit=10000,
+    owner="",
 )
 
 DELETE_VERSION = write(
     "delete_model_version",
     """
     MATCH (m:ModelVersion {id: $id})
-    WHERE m.active <> true AND NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT|HAS_TOPIC]->()
+    WHERE m.active <> true AND coalesce(m.owner, '') = $owner
+      AND NOT (m)-[:EMBEDDING|POPULARITY_ADJUSTMENT|HAS_TOPIC]->()
     DELETE m
     RETURN count(*) AS deleted
     """,
     id="v1700000000000",
+    owner="",
 )
 
 # Items created after training get an embedding under the active version

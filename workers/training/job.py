@@ -18,7 +18,12 @@ from typing import Any
 
 from graph_schema.statements.models import MODEL_VERSIONS
 from kgrec.config import Settings
-from kgrec.gate_experiments import CandidateExperiment, candidate_experiment, protected_versions
+from kgrec.gate_experiments import (
+    CandidateExperiment,
+    candidate_experiment,
+    planned_start,
+    protected_versions,
+)
 from kgrec.gateway import GraphGateway, GraphUnavailable
 from kgrec.impressions import has_impression_store
 from kgrec.model_store import models_dir
@@ -265,7 +270,12 @@ def publish(
     # to its redelivery (CandidateExperiment.resume).
     record_gate_decision(gateway, version, owner, decision, taken=bool(taken))
     active = decision.scores.active_version
-    if taken and isinstance(on_decision, CandidateExperiment) and active is not None:
+    if (
+        taken
+        and isinstance(on_decision, CandidateExperiment)
+        and planned_start(version, taken)
+        and active is not None
+    ):
         why = on_decision.start(version, active)
         if why is not None:  # another experiment started since the hook planned this one
             decision = replace(gated, reason=f"{gated.reason}; {why}")

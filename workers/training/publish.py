@@ -170,6 +170,7 @@ def claim_lock(models_folder: Path | None) -> Iterator[None]:
     if models_folder is None:
         yield
         return
+    models_folder.mkdir(parents=True, exist_ok=True)
     with open(models_folder / CLAIM_LOCK, "ab") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -409,23 +410,35 @@ def collect_garbage(
     unsettled_until = int(time.time() * 1000) - UNSETTLED_GRACE_MS
     doomed = [v for v in doomed if settled(v) or v["created_at"] < unsettled_until]
     removed = []
-    for version in doomed:
+
+    def unprotected(name: str) -> bool | None:
         protect = frozenset() if protected is None else protected()
-        if protect is None:
+        return None if protect is None else name not in protect
+
+    for version in doomed:
+        owned = {"id": version["id"], "owner": version["owner"] or ""}
+        go = unprotected(version["id"])
+        if go is None:
             break
-        if version["id"] in protect:
+        if not go:
             continue
-        while gateway.write(
-            DELETE_VERSION_EMBEDDINGS, {"id": version["id"], "limit": GC_BATCH}
-        ).relationships_deleted:
+        while gateway.write(DELETE_VERSION_EMBEDDINGS, {**owned, "limit": GC_BATCH}).relationships_deleted:
             pass
-        if not gateway.write(DELETE_VERSION, {"id": version["id"]}).nodes_deleted:
-            # the node stays listed (activated meanwhile, or not deleted): so do its files
-            log.warning("model version %s was not deleted; its files are kept", version["id"])
-            continue
-        if version["artifact"]:
-            (models_folder / version["artifact"]).unlink(missing_ok=True)
-            basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
+        # The node and its files go under the claim lock: a redelivery's claim (which may create
+        # the node again) and its renames come wholly before (a new owner: nothing is deleted) or
+        # after (its files are the ones left). Protection is asked again: an experiment may have
+        # started on the version while its edges were deleted (it keeps the version and its files).
+        with claim_lock(models_folder):
+            go = unprotected(version["id"])
+            if go is None:
+                break
+            if not go or not gateway.write(DELETE_VERSION, owned).nodes_deleted:
+                # the node stays listed (activated, claimed again or protected meanwhile): so do its files
+                log.warning("model version %s was not deleted; its files are kept", version["id"])
+                continue
+            if version["artifact"]:
+                (models_folder / version["artifact"]).unlink(missing_ok=True)
+                basis_path(models_folder, version["artifact"]).unlink(missing_ok=True)
         removed.append(version["id"])
     remove_unused_topic_items(models_folder, [v for v in versions if v["id"] not in removed], removed)
     return removed
