@@ -40,7 +40,7 @@ from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
 from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
-from kgrec.erasure import erased_after, tombstone_margin_ms, user_hash
+from kgrec.erasure import user_hash
 from kgrec.events.ingest import MINUTE_MS
 from kgrec.gateway import GraphGateway
 from kgrec.interests import PairEvidence, interest_rows
@@ -179,14 +179,13 @@ def _aggregate(
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
     erased_at: dict[str, int | None] = {}  # per user id of the data set: its erasure's time, if erased
-    margin = tombstone_margin_ms(settings.max_clock_skew_s * 1000)  # as the events path's (its clocks)
     left_out = 0
     for event in dataset.interactions():
         if erasures:
             if event.user_id not in erased_at:
                 erased_at[event.user_id] = erasures.get(user_hash(event.user_id))
             erased = erased_at[event.user_id]
-            if erased is not None and (event.ts is None or erased_after(event.ts, erased, margin)):
+            if erased is not None and (event.ts is None or event.ts <= erased):
                 left_out += 1
                 continue
         agg = pairs.get((event.user_id, event.item_id))
