@@ -54,11 +54,14 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
+
+from kgrec.datasets.records import TripleRecord
 
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 VIEW, CART, REMOVE, PURCHASE = range(4)
@@ -73,6 +76,7 @@ USERS_PER_BOT = 5_000
 P_TASTE = 0.5  # share of on-category views that go to the user's favourite attribute
 FEATURE = "feature"  # the relation from an item to the adjective of its title
 KNOWLEDGE_PER_ITEM = 10  # co-occurrence links kept per item and relation
+EVENT_RELATIONS = ("also_bought", "bought_together", "also_viewed")  # derived from the events
 DEFAULT_END = date(2026, 1, 1)
 
 # Relative traffic per hour of day (0 h ... 23 h) and per weekday (Monday ... Sunday).
@@ -577,6 +581,52 @@ def _knowledge(events: dict[str, np.ndarray], n_items: int) -> dict[str, np.ndar
         "bought_together": _top_pairs(*_adjacent(humans, PURCHASE, "session"), n_items, 1),
         "also_viewed": _top_pairs(*_adjacent(humans, VIEW, "session"), n_items, 2),
     }
+
+
+def event_links(folder: Path, held_out: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """The shop's :data:`EVENT_RELATIONS` triples rebuilt without any event of a held-out (user, item) pair.
+
+    ``kg_triples.csv`` derives them from every event, so a split that holds pairs out for testing
+    would train on co-occurrences counted from its test events. The events (with their sessions
+    and bot flags, which the files do not keep) are generated again from ``demo_shop.json``'s spec;
+    the links are those the generator makes from the events of the other pairs.
+    """
+    manifest = json.loads((Path(folder) / "demo_shop.json").read_text(encoding="utf-8"))
+    spec = ShopSpec(**{**manifest["spec"], "end": date.fromisoformat(manifest["spec"]["end"])})
+    rng = np.random.default_rng(spec.seed)
+    events = _events(rng, spec, _catalogue(rng, spec.items))
+    if int(events["ts"].size) != manifest["events"]:
+        raise ValueError(f"{folder}: its spec makes {events['ts'].size} events, not {manifest['events']}")
+    n_bots = int(events["n_bots"][0])
+    users = {u: k for k, u in enumerate(_user_ids(np.arange(spec.users + n_bots), spec.users + n_bots))}
+    item_ids = _item_ids(spec.items)
+    items = {i: k for k, i in enumerate(item_ids.tolist())}
+    held = np.array(
+        [users[u] * spec.items + items[i] for u, i in held_out if u in users and i in items], dtype=np.int64
+    )
+    keep = ~np.isin(events["user"].astype(np.int64) * spec.items + events["item"], held)
+    kept = {k: v if k == "n_bots" else v[keep] for k, v in events.items()}
+    return [
+        (item_ids[head], relation, item_ids[tail])
+        for relation, pairs in _knowledge(kept, spec.items).items()
+        for head, tail in pairs.tolist()
+    ]
+
+
+def training_triples(
+    dataset: object, triples: Iterable[TripleRecord], held_out: Iterable[tuple[str, str]]
+) -> Iterator[TripleRecord]:
+    """``triples`` of ``dataset`` for a split that holds ``held_out`` (user, item) pairs out.
+
+    For a demo shop (a folder with ``demo_shop.json``) the :data:`EVENT_RELATIONS` triples are
+    replaced by :func:`event_links` of the other pairs' events; any other data set's are kept.
+    """
+    folder = getattr(dataset, "folder", None)
+    if folder is None or not (Path(folder) / "demo_shop.json").exists():
+        yield from triples
+        return
+    yield from (t for t in triples if t.relation not in EVENT_RELATIONS)
+    yield from (TripleRecord(*link) for link in event_links(Path(folder), held_out))
 
 
 def _write_catalogue(folder: Path, cat: _Catalogue, item_ids: np.ndarray) -> None:

@@ -5,9 +5,10 @@ interactions variant imports interactions only, and the no-knowledge variant no 
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from kgrec.config import Settings
 from kgrec.datasets import InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.records import Problems
+from kgrec.demo_shop import ShopSpec, generate_shop
 from kgrec.item_graphs import cooccurrence_cosine, interaction_matrix, popularity, transitions
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import amazon_beauty_subset
@@ -185,6 +187,63 @@ def test_knowledge_a_test_user_stated_from_their_validation_interaction_on_is_he
     split = leave_last_out(Tiny(rows, stated))
     assert split.test == {"u1": {"m2"}} and split.cutoff == {"u1": 60}
     assert [t.tail for t in split.triples()] == ["funny", "great", "comedy"]
+
+
+def test_every_record_of_the_held_out_pair_leaves_training_and_never_reaches_the_graph(
+    settings: Settings, graph_server: object
+) -> None:
+    # A shop's funnel: the test item was viewed and carted before its purchase, the last record.
+    day = 86_400_000
+    rows = [
+        InteractionRecord("u1", "p1", "view", ts=1 * day),
+        InteractionRecord("u1", "p2", "view", ts=2 * day),
+        InteractionRecord("u1", "p3", "view", ts=3 * day),
+        InteractionRecord("u1", "p2", "purchase", ts=4 * day),
+        InteractionRecord("u1", "p3", "cart", ts=5 * day),
+        InteractionRecord("u1", "p3", "purchase", ts=6 * day),  # last record: p3 is u1's test item
+        InteractionRecord("u2", "p1", "view", ts=1 * day),
+        InteractionRecord("u2", "p2", "view", ts=2 * day),
+        InteractionRecord("u2", "p1", "purchase", ts=3 * day),  # p1 is u2's test item
+        InteractionRecord("u3", "p2", "view", ts=1 * day),
+        InteractionRecord("u3", "p2", "purchase", ts=2 * day),  # one item only: training, no test
+    ]
+    split = leave_last_out(Tiny(rows))
+    assert split.test == {"u1": {"p3"}, "u2": {"p1"}}
+    assert [(r.user_id, r.item_id, r.type) for r in split.train] == [
+        ("u1", "p1", "view"),
+        ("u1", "p2", "view"),
+        ("u1", "p2", "purchase"),
+        ("u2", "p2", "view"),
+        ("u3", "p2", "view"),
+        ("u3", "p2", "purchase"),
+    ]
+    # Held-out times start at the test item's first record (u1's view of p3 on day 3).
+    assert split.cutoff == {"u1": 3 * day, "u2": 1 * day}
+
+    graph = load_training_graph(settings, split, "leave-last-out", lambda _m: None)
+    pulled = {
+        (graph.user_ids[u], graph.item_ids[i])
+        for u, i in zip(graph.inter_user, graph.inter_item, strict=True)
+    }
+    assert pulled == {("u1", "p1"), ("u1", "p2"), ("u2", "p2"), ("u3", "p2")}
+    assert popularity(graph).tolist() == [{"p1": 1, "p2": 3, "p3": 0}[i] for i in graph.item_ids]
+
+
+def test_a_demo_shops_also_bought_links_come_from_training_purchases_alone(tmp_path: Path) -> None:
+    generate_shop(ShopSpec(users=400, items=60, seed=5), tmp_path / "shop")
+    split = split_dataset(open_dataset(str(tmp_path / "shop"), tmp_path), "leave-last-out")
+    purchases: dict[str, list[str]] = defaultdict(list)  # train is each user's records in time order
+    for record in split.train:
+        if record.type == "purchase":
+            purchases[record.user_id].append(record.item_id)
+    consecutive = {frozenset(pair) for items in purchases.values() for pair in pairwise(items)}
+
+    def unsupported(triples: Iterable[TripleRecord]) -> set[frozenset[str]]:
+        return {frozenset((t.head, t.tail)) for t in triples if t.relation == "also_bought"} - consecutive
+
+    assert unsupported(split.base.triples())  # the shop's file counts test purchases too
+    links = [t for t in split.triples() if t.relation == "also_bought"]
+    assert links and not unsupported(links)
 
 
 def test_the_stated_cutoff_is_the_latest_training_time_never_after_the_held_out_ones() -> None:

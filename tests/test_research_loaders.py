@@ -14,6 +14,8 @@ import csv
 import gzip
 import random
 import shutil
+from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ from kgrec.datasets import (
 from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relation_names
 from kgrec.datasets.movielens import release_year, tag_entity_id
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
-from kgrec.demo_shop import ShopSpec, generate_shop
+from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.limits import kind_problem
@@ -697,7 +699,11 @@ def test_a_demo_shop_converts_to_the_kgat_layout_and_reads_back(tmp_path: Path) 
     # each user's test items come after their training items (a per-user temporal split)
     assert all(times[(user, item)] >= last_train[user] for user, item in test)
 
-    expected = {(t.head, t.relation, field(t.tail)) for t in source.triples()}
+    # The demo shop's event-derived links are rebuilt from the training pairs' events (the next test).
+    expected = {
+        (t.head, t.relation, field(t.tail)) for t in source.triples() if t.relation not in EVENT_RELATIONS
+    }
+    expected |= set(event_links(tmp_path / "shop", test))
     for item in source.items():
         expected |= {(item.item_id, "belongs_to", field(c)) for c in item.categories}
         expected |= {(item.item_id, "produced_by", field(item.brand))} if item.brand else set()
@@ -705,6 +711,37 @@ def test_a_demo_shop_converts_to_the_kgat_layout_and_reads_back(tmp_path: Path) 
     # brands and categories are not entities; any other attribute is, with the relation as its kind
     kinds = {e.kind for e in back.entities()}
     assert "produced_by" not in kinds and "belongs_to" not in kinds
+
+
+def test_no_event_derived_link_of_a_demo_shop_rests_on_a_test_interaction(tmp_path: Path) -> None:
+    """``also_bought`` is two consecutive purchases of one user, ``bought_together`` two of one session,
+    ``also_viewed`` two views of one session: each link in the layout must be seen in the events of
+    training pairs, never only in those of a pair ``test.txt`` holds."""
+    generate_shop(ShopSpec(users=400, items=60, seed=5), tmp_path / "shop")
+    source = open_dataset(str(tmp_path / "shop"), tmp_path)
+    to_kgat_layout(source, tmp_path / "kgat", test_fraction=0.2)
+    back = open_dataset(str(tmp_path / "kgat"), tmp_path)
+    train = {(r.user_id, r.item_id) for r in back.split("train")}
+
+    purchases: dict[str, list[str]] = defaultdict(list)  # the file is in time order
+    kinds: dict[tuple[str, str], set[str]] = defaultdict(set)  # (user, type) -> training items
+    for event in source.interactions():
+        if (event.user_id, event.item_id) in train:
+            kinds[(event.user_id, event.type)].add(event.item_id)
+            if event.type == "purchase":
+                purchases[event.user_id].append(event.item_id)
+    consecutive = {pair for seq in purchases.values() for pair in pairwise(seq)}
+
+    def together(head: str, tail: str, kind: str) -> bool:
+        return any({head, tail} <= items for (_, k), items in kinds.items() if k == kind)
+
+    links = [t for t in back.triples() if t.relation in EVENT_RELATIONS]
+    assert {t.relation for t in links} >= {"also_bought", "bought_together"}
+    for t in links:
+        if t.relation == "also_bought":
+            assert (t.head, t.tail) in consecutive or (t.tail, t.head) in consecutive, t
+        else:
+            assert together(t.head, t.tail, "purchase" if t.relation == "bought_together" else "view"), t
 
 
 def test_one_stray_large_id_creates_no_phantom_items(tmp_path: Path) -> None:

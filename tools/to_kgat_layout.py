@@ -18,6 +18,12 @@ the project has a knowledge-graph data set of its own in the research format.
   are the items, the other triple ends follow in order of first appearance. An item's
   brand and categories become ``produced_by`` / ``belongs_to`` triples (once, if the
   triples do not already state them).
+- A demo shop's event-derived links (``also_bought``, ``bought_together``,
+  ``also_viewed``; :data:`kgrec.demo_shop.EVENT_RELATIONS`) are rebuilt from the events of
+  the training pairs alone (:func:`kgrec.demo_shop.training_triples`): its ``kg_triples.csv``
+  counts them over every event, test ones included, which would carry test interactions
+  into the training knowledge. Other sources' triples (Amazon's ``also_bought`` comes from
+  the shop's metadata, not from the data set's interactions) are copied as they are.
 - The layout separates fields by white space, so every run of white space inside an
   org id (a brand "Acme Labs") is written as ``_``; ids without white space keep their
   exact form. Relation names are written as they are (``relation_list.txt``).
@@ -34,6 +40,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kgrec.datasets import Dataset, open_dataset
+from kgrec.demo_shop import training_triples
 
 _SPACE = re.compile(r"\s+")
 
@@ -81,6 +88,7 @@ def to_kgat_layout(dataset: Dataset, target: Path, test_fraction: float = 0.2) -
 
     users = list(first)
     train_pairs = test_pairs = 0
+    held_out: list[tuple[str, str]] = []
     with (
         open(target / "train.txt", "w", encoding="utf-8", newline="\n") as train,
         open(target / "test.txt", "w", encoding="utf-8", newline="\n") as test,
@@ -93,11 +101,12 @@ def to_kgat_layout(dataset: Dataset, target: Path, test_fraction: float = 0.2) -
             train.write(" ".join([str(remap), *(str(items[i]) for i in history[:cut])]) + "\n")
             if n_test:
                 test.write(" ".join([str(remap), *(str(items[i]) for i in history[cut:])]) + "\n")
+                held_out.extend((user, item) for item in history[cut:])
             train_pairs += cut
             test_pairs += n_test
 
     triples = dict(attributes)
-    triples.update((t[:3], None) for t in dataset.triples())
+    triples.update((t[:3], None) for t in training_triples(dataset, dataset.triples(), held_out))
     entities: dict[str, int] = dict(items)
     relations: dict[str, int] = {}
     with open(target / "kg_final.txt", "w", encoding="utf-8", newline="\n") as kg:

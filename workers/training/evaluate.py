@@ -1,10 +1,12 @@
 """``kgrec evaluate``: full-ranking offline evaluation on real data, through the serving code path.
 
 Protocol:
-- ``leave-last-out``: each user's last interaction (by ``ts``, else ``seq_index``;
-  equal keys in a random order fixed by the seed) is the test item; everything
-  else is imported into a scratch graph. Training holds out each user's latest
-  remaining interaction (the second-to-last) for validation: kgrec's blend and
+- ``leave-last-out``: the item of each user's last interaction (by ``ts``, else
+  ``seq_index``; equal keys in a random order fixed by the seed) is the test item,
+  and every record of that (user, item) pair leaves training (a view and a cart
+  before the purchase would otherwise bring the test item into the user's history);
+  everything else is imported into a scratch graph. Training holds out each user's
+  latest remaining item for validation: kgrec's blend and
   recency decay, and every baseline's hyper-parameters and epoch count, are
   chosen on it. Test items are never read until the final ranking.
 - ``given-split``: the data set's own train/test split (KGAT amazon-book).
@@ -45,6 +47,7 @@ from kgrec.config import Settings
 from kgrec.datasets import Dataset, EntityRecord, InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.records import Problems
+from kgrec.demo_shop import training_triples
 from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.item_graphs import histories as item_histories
@@ -168,10 +171,13 @@ class SplitDataset:
         return iter(self.train)
 
     def triples(self) -> Iterator[TripleRecord]:
-        """Knowledge triples, minus what a test user stated at or after their latest training interaction."""
+        """Knowledge triples, minus what a test user stated at or after their latest training interaction;
+        a demo shop's event-derived links rebuilt without the test pairs' events."""
         if not self._reads_knowledge:
             return iter(())
-        return (t for t in self.base.triples() if not self._held_out(t))
+        kept = (t for t in self.base.triples() if not self._held_out(t))
+        # A demo shop's co-occurrence links are counted from its events, test ones included.
+        return training_triples(self.base, kept, ((u, i) for u, items in self.test.items() for i in items))
 
     def entities(self) -> Iterator[EntityRecord]:
         """Entities of the base data set (none when interactions-only or without knowledge)."""
@@ -189,11 +195,16 @@ class SplitDataset:
 
 
 def leave_last_out(dataset: Dataset, seed: int = SPLIT_TIE_SEED) -> SplitDataset:
-    """Hold out each user's last interaction (by ts, else seq_index; equal keys in a seeded random order).
+    """Hold out the item of each user's last interaction (by ts, else seq_index; equal keys in a
+    seeded random order), with every record of that (user, item) pair.
 
     Equal keys (same ts, or no ts and the same seq) have no order of their own; file
     order is often item order (MovieLens sorts a user's ratings by movie), which an
     order-aware model could learn, so the tie-break is random with a fixed seed.
+    The import merges a pair's records into one training edge, so an earlier view or cart of
+    the test item left in training would put the test item in the user's history: ranking
+    excludes it there, and the pair would reach the training graph. A user needs two distinct
+    items to be a test user.
     """
     rng = np.random.default_rng(seed)
     per_user: dict[str, list[tuple[tuple[int, int, float], InteractionRecord]]] = defaultdict(list)
@@ -209,13 +220,15 @@ def leave_last_out(dataset: Dataset, seed: int = SPLIT_TIE_SEED) -> SplitDataset
     cutoff: dict[str, int | None] = {}
     for user_id, records in per_user.items():
         records.sort(key=lambda pair: pair[0])
-        if len(records) < 2:
+        held = records[-1][1].item_id
+        history = [r for _, r in records if r.item_id != held]
+        if not history:
             train.extend(r for _, r in records)
             continue
-        *history, (_, last) = records
-        train.extend(r for _, r in history)
-        test[user_id] = {last.item_id}
-        cutoff[user_id] = stated_cutoff([r.ts for _, r in history], [last.ts])
+        train.extend(history)
+        test[user_id] = {held}
+        held_times = [r.ts for _, r in records if r.item_id == held]
+        cutoff[user_id] = stated_cutoff([r.ts for r in history], held_times)
     return SplitDataset(dataset, train, test, cutoff)
 
 
