@@ -335,21 +335,41 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
 def refusals_read_the_graph(events: Sequence[Event]) -> bool:
     """Whether :func:`prepare` reads the graph to refuse some of ``events`` (tags need their item,
     category paths must not close a loop), so that a write still in flight can change its answer;
-    its other reads cannot (an event id written twice is caught by the Event constraint)."""
-    return any(e.type == "tag" or (e.item is not None and len(e.item.categories) > 1) for e in events)
+    its other reads cannot (an event id written twice is caught by the Event constraint).
+
+    The same predicates as the checks themselves (:func:`_tagged_items`, :func:`_paths_to_check`):
+    a check reads the graph exactly when its predicate finds something in the events it is given.
+    """
+    return bool(_tagged_items(events) or _paths_to_check(events))
+
+
+def _tagged_items(events: Sequence[Event]) -> set[str]:
+    """The items ``events`` tag: each must be in the graph or brought by the batch."""
+    return {e.item_id for e in events if e.type == "tag" and e.item_id is not None}
+
+
+def _paths_to_check(events: Sequence[Event]) -> list[tuple[int, Sequence[str]]]:
+    """The item category paths of ``events`` with a link (more than one level), by index: each
+    must not close a loop in the stored tree."""
+    return [
+        (index, event.item.categories)
+        for index, event in enumerate(events)
+        if event.item is not None and len(event.item.categories) > 1
+    ]
 
 
 def _refuse_unknown_tagged_items(
     gateway: GraphGateway, batch: Sequence[Event], applied: Sequence[Event]
 ) -> None:
     """Raise :class:`EventsRefused` for tags on items that neither the batch nor the graph has."""
-    tagged = {e.item_id for e in applied if e.type == "tag"}
+    tagged = _tagged_items(applied)
     if not tagged:
         return
-    in_batch = {e.item_id for e in applied if _on_items(e)}
-    asked = sorted(i for i in tagged - in_batch if i is not None)
-    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": asked})} if asked else set()
-    unknown = tagged - in_batch - known
+    # Every tagged item is asked, also those the batch brings: whether this reads the graph then
+    # depends on the tags alone, as refusals_read_the_graph says (an event that brings an item
+    # may still be left out, as erased or seen, once the graph has answered).
+    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(tagged)})}
+    unknown = tagged - {e.item_id for e in applied if _on_items(e)} - known
     if unknown:
         raise EventsRefused(
             [
@@ -362,12 +382,7 @@ def _refuse_unknown_tagged_items(
 
 def _refuse_category_loops(gateway: GraphGateway, batch: Sequence[Event]) -> None:
     """Raise :class:`EventsRefused` for item category paths that would close a loop in the tree."""
-    paths = [
-        (index, event.item.categories)
-        for index, event in enumerate(batch)
-        if event.item is not None and len(event.item.categories) > 1
-    ]
-    problems = cycle_problems(gateway, paths)
+    problems = cycle_problems(gateway, _paths_to_check(batch))
     if problems:
         raise EventsRefused([FieldError(index, "item.category", reason) for index, reason in problems])
 
