@@ -24,7 +24,7 @@ from graph_schema.statements.events import (
 )
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.gateway import GraphGateway, GraphQueryError
+from kgrec.gateway import GraphConflict, GraphGateway, GraphQueryError
 from kgrec.maintenance import clear_graph
 from tests.conftest import migrated_graph
 
@@ -559,6 +559,17 @@ def _set_interests(gw: GraphGateway, st: Statement) -> None:
 # --- events ---------------------------------------------------------------------------------------
 
 
+def _refused_when_the_tree_moved(gw: GraphGateway, st: Statement, params: dict[str, Any], below: str) -> None:
+    """A write of category paths whose writer read fewer links above their ids than the graph holds
+    now (another writer's, which may close a loop with this write's) is refused whole: a
+    GraphConflict, nothing written. ``below``: a category with a stored link above it."""
+    graph = "MATCH (n) OPTIONAL MATCH (n)-[r]->() RETURN count(DISTINCT n) AS nodes, count(r) AS edges"
+    before, revision = query(gw, graph), _revision(gw)
+    with pytest.raises(GraphConflict):
+        gw.write(st, {**params, "tree_ids": [below], "tree_links": []})
+    assert query(gw, graph) == before and _revision(gw) == revision
+
+
 @effect(
     "ingest_events",
     INGEST_EVENTS_WITH_ATTRIBUTES.name,
@@ -764,7 +775,10 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 {"head": "i2", "relation": "similar_to", "tail": "i9"},
             ],
         }
+    _refused_when_the_tree_moved(gw, st, params, "Hair")  # Hair -> Face is stored
     done = gw.write(st, params)
+    # the lock a writer of new links takes, on Neo4j, before it reads the tree again; no lock stays
+    assert node(gw, "Revision", "category_tree") == {"id": "category_tree"}
     # one row per topic interest written, or per brand and category interest without language
     assert done.rows == [{"done": 1 if language else 5}]
     tagged = query(
@@ -2014,8 +2028,10 @@ def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
         )
         similar = query(gw, "MATCH (:Item {id: 'B0001'})-[k:SIMILAR_TO]->(t:Item) RETURN t.listed AS listed")
         assert genre == [{"r": "film.film.genre"}] and similar == [{"listed": False}]
-    # the same write again changes nothing but the revision
-    again = gw.write(st, params)
+    assert node(gw, "Revision", "category_tree") == {"id": "category_tree"}  # the lock, none left
+    _refused_when_the_tree_moved(gw, st, params, "Lips")  # Lips -> Beauty is stored now
+    # the same write again changes nothing but the revision (its writer found every link stored)
+    again = gw.write(st, {**params, "tree_ids": [], "tree_links": []})
     assert again.rows[0]["revision"] == 6
     assert count(gw, "(:Item {id: 'B0001'})-[]->()") == len(brands) + len(cats) + 2 + (
         2 if st.name != "upsert_catalogue_items" else 0
