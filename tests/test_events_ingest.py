@@ -217,6 +217,31 @@ def test_an_erasure_between_prepare_and_write_leaves_out_events_within_its_margi
     ) == [{"n": 0}]
 
 
+def test_an_erasure_takes_off_a_trained_version_what_its_pull_read_by_when_the_graph_received_it(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """A full training counts in its popularity the interactions the graph held when it pulled (its
+    data_until); erasing a user takes those off, by when the graph received each, not by its events'
+    times: a late event dated a day before the pull was never counted, one a client clock ahead
+    dated a minute after it was."""
+    pulled = T0
+    ahead = events(ev("ahead", "view", pulled + 60_000, user="gone", item_id="ahead"))
+    ingest(gateway, ahead, settings, now_ms=pulled - 1_000)
+    gateway.run_query(
+        "MATCH (u:User {id: 'gone'}) CREATE (:ModelVersion {id: 'v-full', active: true, created_at: $c, "
+        "data_until: $pulled})-[:EMBEDDING {vector: [1.0]}]->(u)",
+        {"c": pulled + 5_000, "pulled": pulled},
+    )
+    late = events(ev("late", "purchase", pulled - DAY, user="gone", item_id="late"))
+    ingest(gateway, late, settings, now_ms=pulled + 60_000)
+    gateway.write(ERASE_USER, {"user_id": "gone", "erasure_id": user_hash("gone"), "now": pulled + 120_000})
+    adjusted = gateway.run_query(
+        "MATCH (:ModelVersion {id: 'v-full'})-[a:POPULARITY_ADJUSTMENT]->(i) RETURN i.id AS id, a.delta AS delta",
+        {},
+    )
+    assert adjusted == [{"id": "ahead", "delta": -1}]
+
+
 def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(
     gateway: GraphGateway, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -187,6 +187,7 @@ _PAIRS = (
     MATCH (u:User {{id: p.user_id}})
     MATCH (i:Item {{id: p.item_id}})
     MERGE (u)-[r:INTERACTED]->(i)
+    ON CREATE SET r.received_at = $now
     WITH u, i, r, p,
          CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
          p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating,
