@@ -55,8 +55,7 @@ def _views(users: list[str], first: int, count: int, ts: int) -> list[dict[str, 
 
 
 def _write(gateway: GraphGateway, rows: list[dict[str, Any]]) -> None:
-    for start in range(0, len(rows), BATCH):
-        gateway.write(SET_INTERACTIONS, {"rows": rows[start : start + BATCH]})
+    gateway.write_batches(SET_INTERACTIONS, rows, batch_size=BATCH, clock="at")
 
 
 def prune_before(gateway: GraphGateway, settings: Settings, now: int) -> int:

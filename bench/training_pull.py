@@ -72,7 +72,7 @@ def measure(users: int, work: Path, seed: int) -> dict[str, Any]:
                 for u in batch
                 for k in sorted(set(rng.choices(range(ITEMS), k=PER_USER)))
             ]
-            gateway.write(SET_INTERACTIONS, {"rows": rows})
+            gateway.write(SET_INTERACTIONS, {"rows": rows, "at": int(time.time() * 1000)})
         write_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         ids = all_ids(gateway, TRAINING_USER_IDS)

@@ -36,7 +36,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from graph_schema.allow_list import ATTRIBUTE_RELATIONS, Label
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS
 from graph_schema.relation_names import relation_problem
 from graph_schema.statements.catalogue import (
     CATALOGUE,
@@ -47,8 +47,8 @@ from graph_schema.statements.catalogue import (
     upsert_catalogue_statement,
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
-from kgrec.category_tree import categories_above, cycle_problems, distinct_path, path_links
-from kgrec.events.ingest import attribute_params
+from kgrec.category_tree import categories_above, check_paths, cycle_problems, distinct_path, path_links
+from kgrec.events.ingest import MAX_CONFLICT_RETRIES, attribute_links, attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
 from kgrec.field_types import (
     TIME_FORMS,
@@ -62,7 +62,7 @@ from kgrec.field_types import (
     shown,
     string_reason,
 )
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphConflict, GraphGateway
 from kgrec.item_facts import ItemFacts
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
@@ -238,10 +238,17 @@ class ItemsRefused(ValueError):
         self.errors = list(errors)
 
 
+def _category_paths(items: Sequence[CatalogueItem]) -> list[tuple[int, Sequence[str]]]:
+    return [(index, item.categories) for index, item in enumerate(items) if item.categories]
+
+
+def _loop_errors(problems: Sequence[tuple[int, str]]) -> list[FieldError]:
+    return [FieldError(index, "categories", reason) for index, reason in problems]
+
+
 def category_loops(gateway: GraphGateway, items: Sequence[CatalogueItem]) -> list[FieldError]:
     """The items whose category path would close a loop with the stored tree or an earlier item's path."""
-    paths = [(index, item.categories) for index, item in enumerate(items) if item.categories]
-    return [FieldError(index, "categories", reason) for index, reason in cycle_problems(gateway, paths)]
+    return _loop_errors(cycle_problems(gateway, _category_paths(items)))
 
 
 def _category_links(path: Sequence[str]) -> list[dict[str, str]]:
@@ -324,12 +331,11 @@ def upsert_params(items: Sequence[CatalogueItem], known_items: set[str], now_ms:
 def write_items(gateway: GraphGateway, items: Sequence[CatalogueItem], now_ms: int | None = None) -> int:
     """Upsert validated items in one atomic write; returns the new catalogue revision.
 
-    Raises :class:`ItemsRefused` (nothing written) for a category path that would close a loop.
+    Raises :class:`ItemsRefused` (nothing written) for a category path that would close a loop,
+    with the stored tree when the write commits: a write whose check another writer's links
+    outdated before it committed is rolled back and checked again.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    loops = category_loops(gateway, items)
-    if loops:
-        raise ItemsRefused(loops)
     values = sorted(
         {
             value
@@ -339,17 +345,18 @@ def write_items(gateway: GraphGateway, items: Sequence[CatalogueItem], now_ms: i
             for value in vals
         }
     )
-    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": values})} if values else set()
-    params = upsert_params(items, known, now_ms)
-    entities = set(params.get("attribute_entities", ()))
-    link_keys = [
-        (row["relation"], Label.ENTITY if row["tail"] in entities else Label.ITEM)
-        for name, rows in params.items()
-        if name.startswith("attributes_")
-        for row in rows
-    ]
-    summary = gateway.write(upsert_catalogue_statement(link_keys), params)
-    return int(summary.rows[0]["revision"]) if summary.rows else 0
+    for _ in range(MAX_CONFLICT_RETRIES):
+        tree = check_paths(gateway, _category_paths(items))
+        if tree.problems:
+            raise ItemsRefused(_loop_errors(tree.problems))
+        known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": values})} if values else set()
+        params = {**upsert_params(items, known, now_ms), **tree.params()}
+        try:
+            summary = gateway.write(upsert_catalogue_statement(attribute_links(params)), params)
+        except GraphConflict:  # another writer stored category links above the paths since the check
+            continue
+        return int(summary.rows[0]["revision"]) if summary.rows else 0
+    raise GraphConflict(f"items kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries")
 
 
 def delist_item(gateway: GraphGateway, item_id: str, now_ms: int | None = None) -> dict[str, Any] | None:

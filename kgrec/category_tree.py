@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic_core import PydanticCustomError
@@ -88,23 +89,46 @@ def _above(parents: Mapping[str, Iterable[str]], starts: Iterable[str]) -> set[s
     return seen
 
 
-def cycle_problems(
-    gateway: GraphGateway, paths: Sequence[tuple[int, Sequence[str]]]
-) -> list[tuple[int, str]]:
-    """The paths whose links would close a loop in the category tree, as (index, reason).
+@dataclass(frozen=True)
+class PathCheck:
+    """Category paths checked against the stored tree: those that would close a loop, and what the
+    write of the others checks again (:data:`graph_schema.statements.knowledge.TREE_UNCHANGED`).
+
+    ``tree_ids`` and ``tree_links`` are empty when every link of the paths is stored already: such a
+    write adds no link, so it can close no loop and need not lock the tree.
+    """
+
+    problems: list[tuple[int, str]]  # (index, reason) of each path that would close a loop
+    tree_ids: list[str]  # the paths' ids, whose links above were read
+    tree_links: list[list[str]]  # the [child, parent] links read above them
+
+    def params(self) -> dict[str, list[Any]]:
+        """The write statement's parameters that check the tree again (``$tree_ids``, ``$tree_links``)."""
+        return {"tree_ids": self.tree_ids, "tree_links": self.tree_links}
+
+
+NOTHING_TO_CHECK = PathCheck([], [], [])
+
+
+def check_paths(gateway: GraphGateway, paths: Sequence[tuple[int, Sequence[str]]]) -> PathCheck:
+    """The paths whose links would close a loop in the category tree, as (index, reason), and the
+    links read to decide it.
 
     One read: the links stored above every id of the paths. The paths are then added in
     order, link by link, each link checked against the stored links, the links of the paths
     before it and the path's own earlier links (a refused path's links are not added), so a
     loop that takes several links of a path is caught, as are two paths of one batch that
-    reverse each other and a path that reverses the stored tree.
+    reverse each other and a path that reverses the stored tree. Another writer may store links
+    above these ids before this writer writes: its write checks them again, in the same statement.
     """
     ids = sorted({c for _, path in paths for c in path})
     if not any(len(path) > 1 for _, path in paths):
-        return []
+        return NOTHING_TO_CHECK
+    read = [(row["child"], row["parent"]) for row in gateway.read(CATEGORY_LINKS_ABOVE, {"ids": ids})]
     parents: dict[str, set[str]] = defaultdict(set)
-    for row in gateway.read(CATEGORY_LINKS_ABOVE, {"ids": ids}):
-        parents[row["child"]].add(row["parent"])
+    for child, parent in read:
+        parents[child].add(parent)
+    stored = set(read)
 
     problems: list[tuple[int, str]] = []
     for index, path in paths:
@@ -125,7 +149,17 @@ def cycle_problems(
                 break
             parents[child].add(parent)
             added.append((child, parent))
-    return problems
+    if all(link in stored for _, path in paths for link in path_links(path)):
+        return PathCheck(problems, [], [])
+    return PathCheck(problems, ids, [list(link) for link in sorted(stored)])
+
+
+def cycle_problems(
+    gateway: GraphGateway, paths: Sequence[tuple[int, Sequence[str]]]
+) -> list[tuple[int, str]]:
+    """The paths whose links would close a loop in the category tree, as (index, reason)
+    (:func:`check_paths`)."""
+    return check_paths(gateway, paths).problems
 
 
 def acyclic_links(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -431,7 +431,7 @@ def load(
     """Write a prepared import; returns (rows per step, nodes, relationships, created)."""
     knowledge = resolve_knowledge(gateway, prepared, batch_size)
     # (step, statement, rows, parameter name, needs $now, writes relationships); the steps that
-    # write item facts (q.STAMPING) also take each batch's time
+    # write item facts, and the interactions, also take each batch's time (q.BATCH_TIMED)
     steps: list[tuple[str, Statement, list[Any], str, bool, bool]] = [
         ("items", q.UPSERT_ITEMS, prepared.items, "rows", True, False),
         ("unlisted items", q.UPSERT_UNLISTED_ITEMS, prepared.unlisted_items, "ids", True, False),
@@ -461,7 +461,7 @@ def load(
             batch_size=batch_size,
             extra={"now": now_ms} if needs_now else None,
             on_batch=on_batch,
-            clock="at" if statement in q.STAMPING else None,
+            clock="at" if statement in q.BATCH_TIMED else None,
         )
         rows_by_step[name] = len(rows)
         if is_rel:

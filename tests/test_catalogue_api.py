@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -438,6 +440,34 @@ def test_a_category_path_that_repeats_an_id_or_loops_the_tree_is_refused(shop: S
     assert bad.exit_code == 1, bad.output
     assert "line 2: categories:" in bad.output and "loop" in bad.output
     assert shop.cypher(tree) == stored and shop.get_item("cyc4").status_code == 404
+
+
+def test_puts_at_once_each_adding_half_of_a_loop_never_store_one_and_one_is_refused(shop: Shop) -> None:
+    """Two PUTs sent at once, one putting RaceB under RaceA, the other RaceA under RaceB, to
+    gunicorn's workers and threads: whichever way they meet (one checked after the other wrote, or
+    both checked before either wrote), one is written and the other refused whole (a 422 naming the
+    field and the path; the deterministic meeting: test_category_paths.py)."""
+    start = threading.Barrier(2, timeout=60)
+
+    def put(item_id: str, path: list[str]) -> requests.Response:
+        start.wait()
+        return shop.put(item_id, {"title": "race", "categories": path})
+
+    for n in range(10):
+        a, b = f"RaceA{n}", f"RaceB{n}"
+        writes = {f"race{n}-1": [a, b], f"race{n}-2": [b, a]}
+        with ThreadPoolExecutor(2) as pool:
+            answers = dict(zip(writes, pool.map(put, writes, writes.values()), strict=True))
+        assert sorted(r.status_code for r in answers.values()) == [200, 422], [
+            r.text for r in answers.values()
+        ]
+        (refused,) = [item_id for item_id, r in answers.items() if r.status_code == 422]
+        (error,) = answers[refused].json()["errors"]
+        assert (error["index"], error["field"]) == (0, "categories") and "loop" in error["reason"]
+        assert repr(writes[refused]) in error["reason"]
+        assert shop.get_item(refused).status_code == 404
+        links = "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) WHERE c.id IN $ids RETURN c.id AS c"
+        assert len(shop.cypher(links, ids=[a, b])) == 1
 
 
 def _as_stored(shop: Shop, item_id: str) -> dict[str, Any]:

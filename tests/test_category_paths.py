@@ -4,11 +4,15 @@ the tree stays right on a graph that holds a loop from before."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from graph_schema.catalogue import Statement
 from kgrec.catalogue import CatalogueItem, ItemsRefused, read_item, write_items
 from kgrec.category_tree import categories_above
 from kgrec.config import Settings
@@ -16,10 +20,12 @@ from kgrec.datasets import open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.diversity import ItemGroups
 from kgrec.events.ingest import EventsRefused, ingest
-from kgrec.events.validation import validate_batch
+from kgrec.events.validation import FieldError, validate_batch
 from kgrec.gateway import GraphGateway
+from kgrec.gateway.base import WriteSummary
 from kgrec.importer import import_dataset
 from kgrec.item_facts import ItemFacts
+from tests.passing_gateway import PassingGateway
 
 T0 = 1_760_000_000_000
 
@@ -103,6 +109,70 @@ def test_catalogue_paths_are_checked_against_stored_links_and_each_other(gateway
         else:
             raise AssertionError("a looping path was written")
     assert links(gateway) == {("Makeup", "Beauty")}
+
+
+class _WritingTogether(PassingGateway):
+    """The test's graph; each thread's first write waits until every thread has come to its own,
+    so that all of them have checked their paths before any writes."""
+
+    def __init__(self, graph: GraphGateway, threads: int) -> None:
+        super().__init__(graph)
+        self.ready = threading.Barrier(threads, timeout=60)
+        self.waited: set[int] = set()
+
+    def _write(self, statement: Statement, params: Mapping[str, Any]) -> WriteSummary:
+        if threading.get_ident() not in self.waited:
+            self.waited.add(threading.get_ident())
+            self.ready.wait()
+        return super()._write(statement, params)
+
+
+def _halves_of_a_loop(gateway: GraphGateway, write: Callable[[GraphGateway, str, list[str]], None]) -> str:
+    """Two writers put one item each under half of a loop (B under A, A under B), both checked
+    before either writes: no loop is stored, one writer is refused (naming the field, the path and
+    the loop), and nothing of its write is in the graph. The refused item's id."""
+    paths = {"half-1": ["HalfA", "HalfB"], "half-2": ["HalfB", "HalfA"]}
+    together = _WritingTogether(gateway, len(paths))
+
+    def attempt(item_id: str) -> list[FieldError]:
+        try:
+            write(together, item_id, paths[item_id])
+        except (EventsRefused, ItemsRefused) as refused:
+            return refused.errors
+        return []
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        outcomes = dict(zip(paths, pool.map(attempt, paths), strict=True))
+    refused = [item_id for item_id, errors in outcomes.items() if errors]
+    assert len(refused) == 1, outcomes
+    (error,) = outcomes[refused[0]]
+    assert error.index == 0 and "loop" in error.reason and repr(paths[refused[0]]) in error.reason
+    (written,) = set(paths) - set(refused)
+    child, parent = paths[written][1], paths[written][0]
+    assert links(gateway) == {(child, parent)}
+    # nothing of the refused write: no node with its item's (or event's) id, so no link of it either
+    assert gateway.run_query("MATCH (n) WHERE n.id = $id RETURN n.id AS id", {"id": refused[0]}) == []
+    return error.field
+
+
+def test_event_writers_each_adding_half_of_a_loop_store_no_loop_and_one_is_refused_whole(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    def write(graph: GraphGateway, item_id: str, path: list[str]) -> None:
+        checked, errors = validate_batch([event(item_id, item_id, path)], max_skew_s=300, now_ms=T0)
+        assert errors == []
+        ingest(graph, checked, settings, now_ms=T0)
+
+    assert _halves_of_a_loop(gateway, write) == "item.category"
+
+
+def test_catalogue_writers_each_adding_half_of_a_loop_store_no_loop_and_one_is_refused_whole(
+    gateway: GraphGateway,
+) -> None:
+    def write(graph: GraphGateway, item_id: str, path: list[str]) -> None:
+        write_items(graph, [CatalogueItem(item_id=item_id, title="half", categories=path)])
+
+    assert _halves_of_a_loop(gateway, write) == "categories"
 
 
 def test_an_import_refuses_a_repeating_path_and_skips_a_link_that_would_loop(

@@ -3,22 +3,26 @@ racing writers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from graph_schema.catalogue import Statement
 from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
 from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.erasure import user_hash
-from kgrec.events.ingest import IngestResult, commit, ingest, prepare
+from kgrec.events.ingest import EventsRefused, IngestResult, commit, ingest, prepare, refusals_read_the_graph
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
+from tests.passing_gateway import PassingGateway
 
 DAY = 86_400_000
 T0 = 1_760_000_000_000  # a fixed "now" for reproducible decay
@@ -213,6 +217,31 @@ def test_an_erasure_between_prepare_and_write_leaves_out_events_within_its_margi
     ) == [{"n": 0}]
 
 
+def test_an_erasure_takes_off_a_trained_version_what_its_pull_read_by_when_the_graph_received_it(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """A full training counts in its popularity the interactions the graph held when it pulled (its
+    data_until); erasing a user takes those off, by when the graph received each, not by its events'
+    times: a late event dated a day before the pull was never counted, one a client clock ahead
+    dated a minute after it was."""
+    pulled = T0
+    ahead = events(ev("ahead", "view", pulled + 60_000, user="gone", item_id="ahead"))
+    ingest(gateway, ahead, settings, now_ms=pulled - 1_000)
+    gateway.run_query(
+        "MATCH (u:User {id: 'gone'}) CREATE (:ModelVersion {id: 'v-full', active: true, created_at: $c, "
+        "data_until: $pulled})-[:EMBEDDING {vector: [1.0]}]->(u)",
+        {"c": pulled + 5_000, "pulled": pulled},
+    )
+    late = events(ev("late", "purchase", pulled - DAY, user="gone", item_id="late"))
+    ingest(gateway, late, settings, now_ms=pulled + 60_000)
+    gateway.write(ERASE_USER, {"user_id": "gone", "erasure_id": user_hash("gone"), "now": pulled + 120_000})
+    adjusted = gateway.run_query(
+        "MATCH (:ModelVersion {id: 'v-full'})-[a:POPULARITY_ADJUSTMENT]->(i) RETURN i.id AS id, a.delta AS delta",
+        {},
+    )
+    assert adjusted == [{"id": "ahead", "delta": -1}]
+
+
 def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(
     gateway: GraphGateway, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -257,6 +286,50 @@ def test_racing_writers_of_overlapping_ids_retry_and_apply_each_event_once(
     )
     assert brand[0]["events"] == distinct
     assert gateway.run_query("MATCH (e:Event) RETURN count(e) AS n", {})[0]["n"] == distinct
+
+
+class _RecordedReads(PassingGateway):
+    """The test's graph, with the names of the statements read through it."""
+
+    def __init__(self, graph: GraphGateway) -> None:
+        super().__init__(graph)
+        self.names: list[str] = []
+
+    def _read(self, statement: Statement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        self.names.append(statement.name)
+        return super()._read(statement, params)
+
+
+def test_an_import_batch_waits_for_the_previous_write_exactly_when_its_refusals_read_the_graph(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """``kgrec events import`` lets a batch be checked while the one before it is written, unless
+    :func:`refusals_read_the_graph` says its refusals read the graph: it must say so for every batch
+    whose checks (tags on known items, category paths) read it, and for no other (each such batch
+    waits for nothing). No batch carries item attributes, whose read of known items is no refusal."""
+    ingest(gateway, events(ev("setup", "view", T0, item_id="stored", item=LIPSTICK)), settings, T0)
+    path = {"category": ["Beauty", "Makeup"]}
+    batches = [
+        [ev("a1", "view", T0)],
+        [ev("a2", "purchase", T0, item={"category": ["Beauty"], "brand": "Acme"})],
+        [ev("a3", "view", T0, item=path)],
+        [ev("a4", "tag", T0, item_id="stored", tag="red")],  # its item is in the graph
+        [ev("a5", "tag", T0, item_id="ghost", tag="red")],  # refused: no such item
+        [ev("a6", "view", T0, item_id="new"), ev("a7", "tag", T0, item_id="new", tag="red")],
+        [{"event_id": "a8", "user_id": "u", "type": "search", "ts": T0, "query": "red lipstick"}],
+        [ev("a9", "review", T0, text="fine"), ev("a10", "cart", T0, item={"category": ["Hair", "Comb"]})],
+        [
+            ev("a11", "rating", T0, value=4),
+            ev("a12", "view", T0 + 1, item={"category": ["Makeup", "Beauty"]}),
+        ],
+    ]
+    for raw in batches:
+        batch = events(*raw)
+        recorded = _RecordedReads(gateway)
+        with contextlib.suppress(EventsRefused):
+            prepare(recorded, batch, settings, T0)
+        refusal_reads = {"known_items", "category_links_above"} & set(recorded.names)
+        assert refusals_read_the_graph(batch) == bool(refusal_reads), (raw, recorded.names)
 
 
 def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Settings) -> None:

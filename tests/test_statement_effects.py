@@ -24,7 +24,7 @@ from graph_schema.statements.events import (
 )
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.gateway import GraphGateway, GraphQueryError
+from kgrec.gateway import GraphConflict, GraphGateway, GraphQueryError
 from kgrec.maintenance import clear_graph
 from tests.conftest import migrated_graph
 
@@ -535,7 +535,13 @@ def _set_interactions(gw: GraphGateway, st: Statement) -> None:
         "last_ts": NOW,
         "last_seq": 0,
     }
-    assert edge.get("rating") is None
+    assert edge.get("rating") is None and "received_at" not in edge  # a stored pair keeps its own
+    # a new pair is stamped with its batch's time, when the graph received it, and keeps it
+    query(gw, "CREATE (:Item {id: 'B-new'})")
+    for at in (NOW + 7, NOW + 9):
+        gw.write(st, {"rows": [{**row, "item_id": "B-new"}], "at": at})
+    (new,) = rels(gw, "(:User {id: $u})-[r:INTERACTED]->(:Item {id: 'B-new'})", u=row["user_id"])
+    assert new["received_at"] == NOW + 7
 
 
 @effect("set_brand_interests", "set_category_interests")
@@ -557,6 +563,17 @@ def _set_interests(gw: GraphGateway, st: Statement) -> None:
 
 
 # --- events ---------------------------------------------------------------------------------------
+
+
+def _refused_when_the_tree_moved(gw: GraphGateway, st: Statement, params: dict[str, Any], below: str) -> None:
+    """A write of category paths whose writer read fewer links above their ids than the graph holds
+    now (another writer's, which may close a loop with this write's) is refused whole: a
+    GraphConflict, nothing written. ``below``: a category with a stored link above it."""
+    graph = "MATCH (n) OPTIONAL MATCH (n)-[r]->() RETURN count(DISTINCT n) AS nodes, count(r) AS edges"
+    before, revision = query(gw, graph), _revision(gw)
+    with pytest.raises(GraphConflict):
+        gw.write(st, {**params, "tree_ids": [below], "tree_links": []})
+    assert query(gw, graph) == before and _revision(gw) == revision
 
 
 @effect(
@@ -764,7 +781,10 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
                 {"head": "i2", "relation": "similar_to", "tail": "i9"},
             ],
         }
+    _refused_when_the_tree_moved(gw, st, params, "Hair")  # Hair -> Face is stored
     done = gw.write(st, params)
+    # the lock a writer of new links takes, on Neo4j, before it reads the tree again; no lock stays
+    assert node(gw, "Revision", "category_tree") == {"id": "category_tree"}
     # one row per topic interest written, or per brand and category interest without language
     assert done.rows == [{"done": 1 if language else 5}]
     tagged = query(
@@ -923,6 +943,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             "n_rating": 1,
         },
         ("u2", "i2"): {
+            "received_at": NOW,  # a new pair: when the graph received it (stored ones keep none)
             "weight": 4.0,
             "weight_ts": NOW,
             "first_ts": NOW,
@@ -1901,6 +1922,24 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     )
     gw.write(st, {"user_id": "same-ms", "erasure_id": "e-same-ms", "now": NOW})
     assert adjustments()["trained"] == -2 and node(gw, "ModelVersion", "v")["adjusted_at"] == NOW + 1  # type: ignore[index]
+    # A full version counted what the graph had received by its pull (received_at), whatever the
+    # events' times: a late event dated before it ('later', received at 1500) was never read, one a
+    # client clock dated after it ('trained', 1100, received at 990) was. An incremental child
+    # ('v-child', its data_until an event time) counted by the first event's time, as it read them.
+    query(
+        gw,
+        """
+        MATCH (m:ModelVersion {id: 'v'}), (later:Item {id: 'later'}), (trained:Item {id: 'trained'})
+        CREATE (c:ModelVersion {id: 'v-child', active: false, created_at: 5000, parent: 'v', data_until: 1000}),
+               (r:User {id: 'received'}), (m)-[:EMBEDDING {vector: [1.0]}]->(r),
+               (c)-[:EMBEDDING {vector: [1.0]}]->(r),
+               (r)-[:INTERACTED {first_ts: 900, received_at: 1500}]->(later),
+               (r)-[:INTERACTED {first_ts: 1100, received_at: 990}]->(trained)
+        """,
+    )
+    gw.write(st, {"user_id": "received", "erasure_id": "e-received", "now": NOW})
+    assert adjustments() == {"adjusted": -3, "trained": -3}
+    assert adjustments("v-child") == {"later": -1}
     # The user came back and is erased again: the tombstone keeps the later time, never an earlier one.
     query(gw, "CREATE (:User {id: $uid})", uid=st.params["user_id"])
     gw.write(st, {**st.params, "now": NOW + 3})
@@ -1911,7 +1950,7 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
-    assert count(gw, "(n)") == 7 + 5  # items, brand, versions, the other user and 5 tombstones stay
+    assert count(gw, "(n)") == 8 + 6  # items, brand, versions, the other user and 6 tombstones stay
 
 
 @effect("erasure_cleaned_up")
@@ -2014,8 +2053,10 @@ def _upsert_catalogue_items(gw: GraphGateway, st: Statement) -> None:
         )
         similar = query(gw, "MATCH (:Item {id: 'B0001'})-[k:SIMILAR_TO]->(t:Item) RETURN t.listed AS listed")
         assert genre == [{"r": "film.film.genre"}] and similar == [{"listed": False}]
-    # the same write again changes nothing but the revision
-    again = gw.write(st, params)
+    assert node(gw, "Revision", "category_tree") == {"id": "category_tree"}  # the lock, none left
+    _refused_when_the_tree_moved(gw, st, params, "Lips")  # Lips -> Beauty is stored now
+    # the same write again changes nothing but the revision (its writer found every link stored)
+    again = gw.write(st, {**params, "tree_ids": [], "tree_links": []})
     assert again.rows[0]["revision"] == 6
     assert count(gw, "(:Item {id: 'B0001'})-[]->()") == len(brands) + len(cats) + 2 + (
         2 if st.name != "upsert_catalogue_items" else 0

@@ -25,6 +25,7 @@ from graph_schema.statements.events import attribute_link_keys
 from graph_schema.statements.knowledge import (
     ATTRIBUTE_NODES,
     ITEM_FACT_LINKS,
+    TREE_UNCHANGED,
     absorb_entities,
     attribute_link_stages,
     bump_catalogue,
@@ -35,7 +36,8 @@ CATALOGUE = "catalogue"  # the id of the catalogue's Revision node
 # An Entity with a batch item's id becomes that Item first (absorb_entities), before the revision
 # is locked, as event ingestion does.
 _BUMP = (
-    absorb_entities("[item IN $items | item.id]")
+    TREE_UNCHANGED
+    + absorb_entities("[item IN $items | item.id]")
     + """
     WITH count(*) AS stage
 """
@@ -101,6 +103,8 @@ _UPSERT_PARAMS: dict[str, Any] = {
         }
     ],
     "category_links": [{"child_id": "Lips", "parent_id": "Beauty"}],
+    "tree_ids": ["Beauty", "Lips"],
+    "tree_links": [["Beauty", "Care"]],
     "replaced_brands": [{"id": "B0001", "keep": ["Acme"]}],
     "replaced_categories": [{"id": "B0001", "keep": ["Beauty", "Lips"]}],
     "replaced_attributes": [{"id": "B0001", "relation": "material", "keep": ["cotton"]}],

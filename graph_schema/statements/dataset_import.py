@@ -170,8 +170,7 @@ LINK_CATEGORY_PARENTS = write(
     rows=[{"child_id": "Lips", "parent_id": "Makeup"}],
     at=1700000000000,
 )
-# The statements that write item facts and stamp what they change: each takes $at, its batch's time.
-STAMPING = (UPSERT_ITEMS, LINK_ITEM_BRANDS, LINK_ITEM_CATEGORIES, LINK_CATEGORY_PARENTS)
+
 # Knowledge edges of every relation are rendered in graph_schema.statements.knowledge; these are
 # the built-in co-purchase ones (rows: head, relation, tail).
 LINK_KNOWLEDGE_EDGES = {
@@ -200,7 +199,8 @@ FLAG_BOTS = write(
     ids=["A1YJEY40YUW4SE"],
 )
 
-# One row per (user, item) pair, already aggregated over the data set.
+# One row per (user, item) pair, already aggregated over the data set; a new pair is stamped with
+# its batch's time ($at), when the graph received it (an erasure compares it with a pull's time).
 SET_INTERACTIONS = write(
     "set_interactions",
     """
@@ -208,6 +208,7 @@ SET_INTERACTIONS = write(
     MATCH (u:User {id: r.user_id})
     MATCH (i:Item {id: r.item_id})
     MERGE (u)-[e:INTERACTED]->(i)
+    ON CREATE SET e.received_at = $at
     SET e += r.counts,
         e.first_ts = r.first_ts,
         e.last_ts = r.last_ts,
@@ -231,7 +232,12 @@ SET_INTERACTIONS = write(
             "weight_ts": 1700000000000,
         }
     ],
+    at=1700000000000,
 )
+
+# The statements that take $at, their batch's time: those that write item facts and stamp what they
+# change, and the interactions (their receive time).
+BATCH_TIMED = (UPSERT_ITEMS, LINK_ITEM_BRANDS, LINK_ITEM_CATEGORIES, LINK_CATEGORY_PARENTS, SET_INTERACTIONS)
 
 _INTEREST_ROW = {
     "user_id": "A1YJEY40YUW4SE",

@@ -39,6 +39,7 @@ from graph_schema.statements.knowledge import (
     ATTRIBUTE_NODES,
     CATEGORY_PATH_LINKS,
     ITEM_FACTS,
+    TREE_UNCHANGED,
     absorb_entities,
     attribute_link_stages,
     bump_catalogue_if,
@@ -116,7 +117,8 @@ def _unless_erased(row: str, since: str) -> str:
 # created unless some of their events are newer than it, nor a pair, text vector or topic interest
 # of theirs written unless all of its events are (_unless_erased).
 _BEFORE_PAIRS = (
-    """
+    TREE_UNCHANGED
+    + """
     UNWIND $event_ids AS event_id
     CREATE (:Event {id: event_id, received_at: $now})
     WITH count(*) AS stage
@@ -185,6 +187,7 @@ _PAIRS = (
     MATCH (u:User {{id: p.user_id}})
     MATCH (i:Item {{id: p.item_id}})
     MERGE (u)-[r:INTERACTED]->(i)
+    ON CREATE SET r.received_at = $now
     WITH u, i, r, p,
          CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
          p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating,
@@ -298,6 +301,8 @@ _INGEST_PARAMS: dict[str, Any] = {
     ],
     "items": [{"id": "i1", "title": None, "price": None, "brands": ["Acme"], "categories": ["Beauty"]}],
     "category_links": [{"child_id": "Face", "parent_id": "Beauty"}],
+    "tree_ids": ["Beauty", "Face"],
+    "tree_links": [["Beauty", "Care"]],
     "user_pairs": [{"erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00", "pairs": [_PAIR_ROW]}],
 }
 _LANGUAGE_PARAMS: dict[str, Any] = {

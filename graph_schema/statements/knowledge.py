@@ -282,15 +282,39 @@ ITEM_FACTS = """
         MERGE (i)-[:IN_CATEGORY]->(c))
 """
 # A link that would close a loop is not written. Writers refuse such paths before they write
-# (kgrec.category_tree); this keeps the stored tree free of loops when two writers' paths close
-# one together, each check having read the tree without the other's link. (FalkorDB does not show
-# a statement the links its own earlier rows wrote; the writers' check covers a batch's own.)
+# (kgrec.category_tree), and the API's writes check again that no other writer's link came between
+# (TREE_UNCHANGED, which refuses the whole write); this keeps the tree free of loops for writers
+# that only skip the link. (FalkorDB does not show a statement the links its own earlier rows
+# wrote; the writers' check covers a batch's own.)
 CATEGORY_PATH_LINKS = """
     UNWIND $category_links AS link
     MATCH (child:Category {id: link.child_id})
     MATCH (parent:Category {id: link.parent_id})
     WHERE NOT (parent)-[:SUBCATEGORY_OF*0..]->(child)
     MERGE (child)-[:SUBCATEGORY_OF]->(parent)
+"""
+# The first stage of a write of category paths that add links (an event batch, a catalogue
+# batch): its writer checked the paths against the links stored above their ids ($tree_ids) as it
+# read them ($tree_links, [child, parent] pairs; kgrec.category_tree.check_paths). A link another
+# writer stored there since could close a loop with this write's links, which neither check saw
+# (two writers each adding half of one): the write then creates a second lock node, which the
+# Revision constraint refuses, so the statement rolls back whole, a GraphConflict, and the writer
+# checks its paths again (and refuses the one that would loop). Locking the tree first makes a
+# concurrent writer of links on Neo4j, which reads committed data without locks, wait for this one
+# to commit before it reads the tree; FalkorDB runs one statement at a time. A write that adds no
+# link ($tree_ids empty) locks and reads nothing.
+TREE_UNCHANGED = """
+    FOREACH (locked IN CASE WHEN size($tree_ids) > 0 THEN [1] ELSE [] END |
+        MERGE (tree:Revision {id: 'category_tree'})
+        SET tree.write_lock = true
+        SET tree.write_lock = null)
+    WITH count(*) AS stage
+    UNWIND $tree_ids AS tree_id
+    MATCH (:Category {id: tree_id})-[:SUBCATEGORY_OF*0..]->(tc:Category)-[:SUBCATEGORY_OF]->(tp:Category)
+    WITH collect(DISTINCT [tc.id, tp.id]) AS found
+    FOREACH (changed IN CASE WHEN any(link IN found WHERE NOT link IN $tree_links) THEN [1] ELSE [] END |
+        CREATE (:Revision {id: 'category_tree'}))
+    WITH count(*) AS stage
 """
 ITEM_FACT_LINKS = ITEM_FACTS + "    WITH count(*) AS stage\n" + CATEGORY_PATH_LINKS.lstrip("\n")
 

@@ -5,10 +5,15 @@ model embeddings) and subtracts the user's interactions from the popularity
 counts of every model version trained on them (the user has an embedding in it)
 through ``POPULARITY_ADJUSTMENT`` relationships, which keep no trace of who was
 erased, so a version promoted later (a rollback, a kept candidate) serves
-without them too. Only interactions a version read count: not newer than its
-``data_until`` (when its graph was pulled; ``created_at`` for versions that did
-not record it). Explanation paths are read from the graph, so no path runs
-through the user afterwards.
+without them too. Only interactions a version counted are taken off: for a full
+training, those the graph had received by its ``data_until`` (when its graph was
+pulled; ``created_at`` for versions that did not record it), by the edge's
+``received_at`` (stamped when the edge is created; its first event's time for an
+edge written before 2026-12-07), whatever times its events carry: a late event
+dated before the pull was never read, an event a client clock dated after it was;
+for an incremental child, those first seen by its ``data_until`` (event time), as
+its counts were read (``ITEM_INTERACTION_COUNTS``). Explanation paths are read
+from the graph, so no path runs through the user afterwards.
 
 It leaves a tombstone, ``(:Erasure {id, erased_at, cleanup_owed})``: the SHA-1 of the user id (not the id) and
 the erasure's time, also when the graph has no such user yet (their first events may still be on
@@ -31,7 +36,9 @@ ERASE_USER = write(
     WITH count(*) AS stage
     MATCH (u:User {{id: $user_id}})
     OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)
-    WITH u, count(r) AS interactions, collect({{id: i.id, first_ts: coalesce(r.first_ts, 0)}}) AS seen
+    WITH u, count(r) AS interactions,
+         collect({{id: i.id, first_ts: coalesce(r.first_ts, 0),
+                   received_at: coalesce(r.received_at, r.first_ts, 0)}}) AS seen
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
     WITH u, interactions, seen, count(x) AS interests
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
@@ -40,7 +47,8 @@ ERASE_USER = write(
     UNWIND CASE WHEN size(trained) = 0 THEN [null] ELSE trained END AS m
     WITH u, interactions, interests, embeddings, m,
          [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
-                      AND s.first_ts <= coalesce(m.data_until, m.created_at) | s.id] AS counted
+                      AND CASE WHEN m.parent IS NULL THEN s.received_at ELSE s.first_ts END
+                          <= coalesce(m.data_until, m.created_at) | s.id] AS counted
     FOREACH (item_id IN counted |
         MERGE (it:Item {{id: item_id}})
         MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)

@@ -12,7 +12,10 @@
    pairs per interest target as :func:`kgrec.interests.interest_rows` does).
 4. Write everything with one statement that also creates an ``Event`` node per
    id. If another writer stored one of those ids in the meantime, the unique
-   constraint rolls the whole statement back and we start again from 1.
+   constraint rolls the whole statement back and we start again from 1; so does the
+   statement when another writer stored category links above the batch's paths since they
+   were checked (two batches each adding half of a loop): checked again, the path that would
+   close the loop is refused (:data:`graph_schema.statements.knowledge.TREE_UNCHANGED`).
 
 Language events ride in the same statement: a tag adds to ``(:Item)-[:TAGGED {count}]->(:Tag)``
 (a tag on an item neither the batch nor the graph has refuses the batch, :class:`EventsRefused`),
@@ -34,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,7 +51,7 @@ from graph_schema.statements.events import (
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
 from graph_schema.statements.privacy import ERASURES
-from kgrec.category_tree import cycle_problems, path_links
+from kgrec.category_tree import NOTHING_TO_CHECK, PathCheck, check_paths, path_links
 from kgrec.config import Settings
 from kgrec.decay import decayed_sum
 from kgrec.erasure import erased_after, tombstone_margin_ms, user_hash
@@ -159,12 +162,14 @@ def build_params(
     known_items: set[str] | None = None,
     topic_interests: Sequence[dict[str, Any]] = (),
     text_vectors: Sequence[dict[str, Any]] = (),
+    tree: PathCheck = NOTHING_TO_CHECK,
 ) -> dict[str, Any]:
     """The parameters of the ingestion statement for new events (``event_ids``: every id to record).
 
     ``known_items``: attribute values that are Item nodes in the graph (the batch's own items
     are added here); see :func:`statement_for`. ``topic_interests``: the rows of
     :func:`kgrec.topics.language_rows` for these events, ``text_vectors`` its user text vectors.
+    ``tree``: the check of the batch's category paths, which the statement makes again.
     """
     half_life = settings.half_life_ms
     weights = settings.behaviour_weights
@@ -258,6 +263,7 @@ def build_params(
         "users": users,
         "items": list(items.values()),
         "category_links": list(links.values()),
+        **tree.params(),
         "user_pairs": [{"erasure_id": erasure_ids[u], "pairs": rows} for u, rows in user_pairs.items()],
         **attributes,
     }
@@ -273,17 +279,22 @@ def build_params(
     return params
 
 
-def statement_for(params: dict[str, Any]) -> Statement:
-    """The ingestion statement that takes ``params`` (rendered for their attribute relations, with
-    the language stages when they carry tags or topic interests)."""
+def attribute_links(params: Mapping[str, Any]) -> list[tuple[str, Label]]:
+    """The (relation, value label) pairs of the attribute rows in ``params`` (of
+    :func:`attribute_params`), which a statement that writes them is rendered for."""
     items = set(params.get("attribute_items", ()))
-    links = [
+    return [
         (row["relation"], Label.ITEM if row["tail"] in items else Label.ENTITY)
         for name, rows in params.items()
         if name.startswith("attributes_")
         for row in rows
     ]
-    return ingest_events_statement(links, language="tags" in params)
+
+
+def statement_for(params: dict[str, Any]) -> Statement:
+    """The ingestion statement that takes ``params`` (rendered for their attribute relations, with
+    the language stages when they carry tags or topic interests)."""
+    return ingest_events_statement(attribute_links(params), language="tags" in params)
 
 
 @dataclass(frozen=True)
@@ -321,12 +332,19 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
         return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased, erased_ids))
     applied = _first_per_content(fresh)
     _refuse_unknown_tagged_items(gateway, events, applied)
-    _refuse_category_loops(gateway, events)
+    tree = _refuse_category_loops(gateway, events)
     values = attribute_values(applied)
     known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(values)})} if values else set()
     text = _language_rows(gateway, applied, settings)
     params = build_params(
-        applied, settings, now_ms, [e.event_id for e in fresh], known, text.topic_interests, text.text_vectors
+        applied,
+        settings,
+        now_ms,
+        [e.event_id for e in fresh],
+        known,
+        text.topic_interests,
+        text.text_vectors,
+        tree,
     )
     result = IngestResult(len(events), len(applied), len(events) - len(applied) - erased, erased, erased_ids)
     return PreparedBatch(params, result)
@@ -335,21 +353,41 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
 def refusals_read_the_graph(events: Sequence[Event]) -> bool:
     """Whether :func:`prepare` reads the graph to refuse some of ``events`` (tags need their item,
     category paths must not close a loop), so that a write still in flight can change its answer;
-    its other reads cannot (an event id written twice is caught by the Event constraint)."""
-    return any(e.type == "tag" or (e.item is not None and len(e.item.categories) > 1) for e in events)
+    its other reads cannot (an event id written twice is caught by the Event constraint).
+
+    The same predicates as the checks themselves (:func:`_tagged_items`, :func:`_paths_to_check`):
+    a check reads the graph exactly when its predicate finds something in the events it is given.
+    """
+    return bool(_tagged_items(events) or _paths_to_check(events))
+
+
+def _tagged_items(events: Sequence[Event]) -> set[str]:
+    """The items ``events`` tag: each must be in the graph or brought by the batch."""
+    return {e.item_id for e in events if e.type == "tag" and e.item_id is not None}
+
+
+def _paths_to_check(events: Sequence[Event]) -> list[tuple[int, Sequence[str]]]:
+    """The item category paths of ``events`` with a link (more than one level), by index: each
+    must not close a loop in the stored tree."""
+    return [
+        (index, event.item.categories)
+        for index, event in enumerate(events)
+        if event.item is not None and len(event.item.categories) > 1
+    ]
 
 
 def _refuse_unknown_tagged_items(
     gateway: GraphGateway, batch: Sequence[Event], applied: Sequence[Event]
 ) -> None:
     """Raise :class:`EventsRefused` for tags on items that neither the batch nor the graph has."""
-    tagged = {e.item_id for e in applied if e.type == "tag"}
+    tagged = _tagged_items(applied)
     if not tagged:
         return
-    in_batch = {e.item_id for e in applied if _on_items(e)}
-    asked = sorted(i for i in tagged - in_batch if i is not None)
-    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": asked})} if asked else set()
-    unknown = tagged - in_batch - known
+    # Every tagged item is asked, also those the batch brings: whether this reads the graph then
+    # depends on the tags alone, as refusals_read_the_graph says (an event that brings an item
+    # may still be left out, as erased or seen, once the graph has answered).
+    known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(tagged)})}
+    unknown = tagged - {e.item_id for e in applied if _on_items(e)} - known
     if unknown:
         raise EventsRefused(
             [
@@ -360,16 +398,13 @@ def _refuse_unknown_tagged_items(
         )
 
 
-def _refuse_category_loops(gateway: GraphGateway, batch: Sequence[Event]) -> None:
-    """Raise :class:`EventsRefused` for item category paths that would close a loop in the tree."""
-    paths = [
-        (index, event.item.categories)
-        for index, event in enumerate(batch)
-        if event.item is not None and len(event.item.categories) > 1
-    ]
-    problems = cycle_problems(gateway, paths)
-    if problems:
-        raise EventsRefused([FieldError(index, "item.category", reason) for index, reason in problems])
+def _refuse_category_loops(gateway: GraphGateway, batch: Sequence[Event]) -> PathCheck:
+    """Raise :class:`EventsRefused` for item category paths that would close a loop in the tree;
+    the check, for the write to make again."""
+    check = check_paths(gateway, _paths_to_check(batch))
+    if check.problems:
+        raise EventsRefused([FieldError(index, "item.category", reason) for index, reason in check.problems])
+    return check
 
 
 def _language_rows(gateway: GraphGateway, events: Sequence[Event], settings: Settings) -> LanguageRows:
@@ -388,7 +423,8 @@ def _language_rows(gateway: GraphGateway, events: Sequence[Event], settings: Set
 def commit(
     gateway: GraphGateway, prepared: PreparedBatch, events: Sequence[Event], settings: Settings, now_ms: int
 ) -> IngestResult:
-    """Write a prepared batch; if a concurrent writer took some of its ids first, prepare again."""
+    """Write a prepared batch; if a concurrent writer took some of its ids first, or stored category
+    links above its paths since they were checked, prepare (and check) again."""
     for attempt in range(MAX_CONFLICT_RETRIES):
         if prepared.params is None:
             return prepared.result
@@ -396,7 +432,8 @@ def commit(
             gateway.write(statement_for(prepared.params), prepared.params)
         except GraphConflict:
             log.info(
-                "write %d of %d conflicted: a concurrent writer stored some of the batch's event ids first",
+                "write %d of %d conflicted: a concurrent writer stored some of the batch's event ids, "
+                "or category links above its paths, first",
                 attempt + 1,
                 MAX_CONFLICT_RETRIES,
             )
