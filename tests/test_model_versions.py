@@ -150,6 +150,32 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
 
 
+def test_garbage_collection_asks_the_protection_once_per_version(
+    gateway: GraphGateway, tmp_path: Path
+) -> None:
+    # Each version's protection is asked again under the claim lock, right before its node and
+    # files go. That answer is the next version's before its edges: asking again there would only
+    # repeat it (nothing but the previous version's own node and files went in between).
+    gateway.run_query(
+        "UNWIND range(0, 3) AS k CREATE (:ModelVersion {id: 'v' + toString(k), status: 'ready', "
+        "active: k = 3, created_at: k, activated_at: k, artifact: 'v' + toString(k) + '.npz', owner: 'o'})",
+        {},
+    )
+    for k in range(4):
+        (tmp_path / f"v{k}.npz").write_bytes(b"")
+    asked: list[int] = []
+
+    def protected() -> frozenset[str]:
+        asked.append(1)
+        return frozenset({"v1"}) if len(asked) > 1 else frozenset()  # v1's experiment starts meanwhile
+
+    assert collect_garbage(gateway, tmp_path, keep=1, protected=protected) == ["v2", "v0"]
+    # v2: before its edges and under the lock; v1: protected by v2's second answer; v0: both
+    assert len(asked) == 4
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v3", "v1"]
+    assert sorted(path.name for path in tmp_path.glob("*.npz")) == ["v1.npz", "v3.npz"]
+
+
 def gated_write_back(gateway: GraphGateway, result: Any, graph: Any, folder: Path, owner: str) -> None:
     """A gated job's write-back for ``owner``: its version and topics (unlinked), not activated."""
     version = result.artifacts.version

@@ -382,9 +382,10 @@ def collect_garbage(
 ) -> list[str]:
     """Keep the active version, the newest ``keep - 1`` previously active ones before it, the
     newest ``keep`` candidates the promotion gate kept, and the versions ``protected()`` names
-    (those an experiment serves or may promote), asked again right before each deletion, since an
-    experiment may start on a version while older ones are being deleted; None from it (it cannot
-    tell) ends the collection there.
+    (those an experiment serves or may promote), asked before a version's edges go and again right
+    before its node and files go, since an experiment may start on a version while it or older ones
+    are being deleted (that second answer is the next version's first: one ask per version after
+    the first); None from it (it cannot tell) ends the collection there.
 
     Older versions that were never activated nor gated are leftovers of crashed
     jobs and go too, once :data:`UNSETTLED_GRACE_MS` old: until then their job may
@@ -411,16 +412,21 @@ def collect_garbage(
     doomed = [v for v in doomed if settled(v) or v["created_at"] < unsettled_until]
     removed = []
 
-    def unprotected(name: str) -> bool | None:
-        protect = frozenset() if protected is None else protected()
-        return None if protect is None else name not in protect
+    def ask() -> AbstractSet[str] | None:
+        return frozenset() if protected is None else protected()
 
+    # Protection is asked once per version, under the claim lock; the version after it takes that
+    # answer for the ask before its edges (only the version's node and files went in between).
+    protect: AbstractSet[str] | None = frozenset()
+    rechecked = False
     for version in doomed:
         owned = {"id": version["id"], "owner": version["owner"] or ""}
-        go = unprotected(version["id"])
-        if go is None:
+        if not rechecked:
+            protect = ask()
+        rechecked = False
+        if protect is None:
             break
-        if not go:
+        if version["id"] in protect:
             continue
         while gateway.write(DELETE_VERSION_EMBEDDINGS, {**owned, "limit": GC_BATCH}).relationships_deleted:
             pass
@@ -429,10 +435,10 @@ def collect_garbage(
         # after (its files are the ones left). Protection is asked again: an experiment may have
         # started on the version while its edges were deleted (it keeps the version and its files).
         with claim_lock(models_folder):
-            go = unprotected(version["id"])
-            if go is None:
+            protect, rechecked = ask(), True
+            if protect is None:
                 break
-            if not go or not gateway.write(DELETE_VERSION, owned).nodes_deleted:
+            if version["id"] in protect or not gateway.write(DELETE_VERSION, owned).nodes_deleted:
                 # the node stays listed (activated, claimed again or protected meanwhile): so do its files
                 log.warning("model version %s was not deleted; its files are kept", version["id"])
                 continue
