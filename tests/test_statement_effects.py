@@ -1566,15 +1566,28 @@ def _record_gate_decision(gw: GraphGateway, st: Statement) -> None:
     assert done.rows == [{"id": st.params["id"], "owned": True}]
     stored = node(gw, "ModelVersion", st.params["id"])
     assert stored is not None
-    recorded = ("gate_decision", "gate_reason", "gate_metrics", "gate_at", "gate_taken")
+    recorded = ("gate_decision", "gate_reason", "gate_metrics", "gate_at", "gate_taken", "gate_experiment")
     assert tuple(stored[key] for key in recorded) == (
         "kept",
         st.params["reason"],
         st.params["metrics"],
         NOW,
         False,
+        "",
     )
     assert stored["active"] is False  # the decision never activates anything
+    # a hook took the candidate for an experiment: recorded with the decision; recorded again (its
+    # start failed), the decision replaces it
+    taken = {**st.params, "decision": "promoted", "taken": True, "experiment": "exp-1a2b3c4d5e6f"}
+    assert gw.write(st, taken).rows == [{"id": st.params["id"], "owned": True}]
+    stored = node(gw, "ModelVersion", st.params["id"])
+    assert stored is not None and (stored["gate_taken"], stored["gate_experiment"]) == (
+        True,
+        "exp-1a2b3c4d5e6f",
+    )
+    gw.write(st, {**taken, "experiment": ""})
+    assert node(gw, "ModelVersion", st.params["id"])["gate_experiment"] == ""  # type: ignore[index]
+    assert stored["active"] is False
     assert node(gw, "ModelVersion", "v-live") == {"id": "v-live", "status": "ready", "active": True}
 
 

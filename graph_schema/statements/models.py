@@ -214,22 +214,23 @@ MODEL_VERSIONS = read(
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
            m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.gate_taken AS gate_taken,
-           m.parent AS parent, m.data_until AS data_until, m.parameters AS parameters,
-           m.owner AS owner
+           m.gate_experiment AS gate_experiment, m.parent AS parent, m.data_until AS data_until,
+           m.parameters AS parameters, m.owner AS owner
     ORDER BY m.created_at DESC, id
     """,
 )
 
 # The promotion gate's verdict on a newly trained version (it is activated separately, by
 # ACTIVATE_OWNED_VERSION, only when the verdict is 'promoted' and no hook took the candidate:
-# `taken`); recorded only by the version's `owner` (`owned`).
+# `taken`), with the experiment a hook took it for (`experiment`, '' for none); recorded only by
+# the version's `owner` (`owned`).
 RECORD_GATE_DECISION = write(
     "record_gate_decision",
     OWNED_VERSION
     + """
     FOREACH (once IN CASE WHEN owned THEN [1] ELSE [] END |
         SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics,
-            m.gate_at = $now, m.gate_taken = $taken)
+            m.gate_at = $now, m.gate_taken = $taken, m.gate_experiment = $experiment)
     RETURN m.id AS id, owned
     """,
     id="v1700000000000",
@@ -239,6 +240,7 @@ RECORD_GATE_DECISION = write(
     metrics='{"candidate": {"ndcg@10": 0.051}, "active": {"ndcg@10": 0.07}}',
     now=1700000000000,
     taken=False,
+    experiment="",
 )
 
 EMBEDDINGS_OF_VERSION = read(

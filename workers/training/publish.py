@@ -338,12 +338,18 @@ def activate(gateway: GraphGateway, version: str, owner: str | None = None) -> N
 
 
 def record_gate_decision(
-    gateway: GraphGateway, version: str, owner: str, decision: GateDecision, taken: bool = False
+    gateway: GraphGateway,
+    version: str,
+    owner: str,
+    decision: GateDecision,
+    taken: bool = False,
+    experiment: str = "",
 ) -> None:
     """Store the promotion gate's decision, reason and scores on the version, for the write-back
     holding ``owner`` (:class:`VersionSuperseded` when another delivery owns it now); ``taken``: a
     hook took the candidate (:data:`kgrec.promotion_gate.CandidateHook`), so a promotion is not
-    carried out."""
+    carried out; ``experiment``: the experiment it took the candidate for ('' for none;
+    :func:`kgrec.gate_experiments.taken_experiment` reads it back)."""
     owned(
         gateway.write(
             RECORD_GATE_DECISION,
@@ -355,6 +361,7 @@ def record_gate_decision(
                 "metrics": json.dumps(decision.metrics()),
                 "now": int(time.time() * 1000),
                 "taken": taken,
+                "experiment": experiment,
             },
         ),
         version,
