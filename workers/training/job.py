@@ -44,6 +44,7 @@ from workers.training.publish import (
     new_owner,
     promotion_unfinished,
     record_gate_decision,
+    save_topic_items,
     write_back,
 )
 from workers.training.subgraph import pull
@@ -253,6 +254,7 @@ def publish(
             batch=settings.embedding_batch,
             folder=folder,
             link=not gate,
+            save=lambda items: save_topic_items(gateway, folder, items, owner),
         ),
     )
     if not gate:

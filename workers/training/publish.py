@@ -58,6 +58,7 @@ from kgrec.model_versions import root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision
 from kgrec.recommender import ModelArtifacts
 from kgrec.topic_items import SUFFIX as TOPIC_ITEMS_SUFFIX
+from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
 from workers.training.pipeline import TrainingResult
@@ -300,6 +301,29 @@ def mark_ready(gateway: GraphGateway, version: str, owner: str, erased: list[dic
         ),
         version,
     )
+
+
+def save_topic_items(gateway: GraphGateway, models_folder: Path, items: TopicItems, owner: str) -> Path:
+    """Write ``items`` (its version's topic-items file) for the write-back holding ``owner``, as its
+    other files: under its staged name (:func:`staged_path`), moved into place under the claim lock
+    (:func:`claim_lock`) only while that write-back owns the version; :class:`VersionSuperseded`
+    otherwise, the staged file deleted. Returns the final path.
+
+    Written in place, the file of a delivery taken over after its clear of the topics
+    (:func:`clear_topics`) replaced the one of the delivery that owns the version now. The claim
+    lock orders the move against any later claim: a claim after it brings its own file later."""
+    final = topic_items_path(models_folder, items.version)
+    staged = staged_path(final, owner)
+    try:
+        items.save(models_folder, file_name=staged.name)
+        with claim_lock(models_folder):
+            row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == items.version), None)
+            if row is None or row["owner"] != owner:
+                raise VersionSuperseded(items.version)
+            staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    return final
 
 
 def clear_topics(gateway: GraphGateway, version: str, owner: str) -> None:
