@@ -1546,6 +1546,15 @@ def _activate(gw: GraphGateway, st: Statement) -> None:
     refused = gw.write(st, {**st.params, "id": "v-writing"})
     assert refused.rows == [{"activated": 0}]
     assert state() == after
+    # the switch writes every version, so it takes the ABOUT writers' lock first (their node made
+    # when no writer ever began, its state left as it is), and clears every lock it took
+    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    assert node(gw, "Revision", "about") == made
+    query(gw, "MATCH (r:Revision {id: 'about'}) SET r.revision = 3, r.running = 1")
+    assert gw.write(st, {**st.params, "now": NOW + 1}).rows == [{"activated": 1}]
+    assert node(gw, "Revision", "about") == {**made, "revision": 3, "running": 1}
+    assert count(gw, "(:Revision)") == 1
+    assert count(gw, "(n) WHERE n.write_lock IS NOT NULL") == 0
 
 
 @effect("record_gate_decision")

@@ -8,6 +8,7 @@ everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
 
 from graph_schema.allow_list import Label, Rel
 from graph_schema.catalogue import Statement, read, write
+from graph_schema.statements.topics import ABOUT_REVISION
 
 
 def moved_stamp(stamp: str, at: str = "$now") -> str:
@@ -160,11 +161,19 @@ def _activation(name: str, owned: bool) -> Statement:
     # The switch: one small statement, only for a version whose write-back finished; a job's own
     # switch (`owned`) also only while it owns the version, read under the version's lock (no WHERE
     # follows the lock: FalkorDB 4.16 then keeps the lock property when the filter drops the row).
+    # It writes every version, so it takes the ABOUT writers' lock first (the lock order beside
+    # ABOUT_REVISION, graph_schema/statements/topics.py).
     if not owned:
         return write(
             name,
             """
-            MATCH (target:ModelVersion {id: $id, status: 'ready'})
+            MATCH (target:ModelVersion {id: $id, status: 'ready'})"""
+            + ABOUT_REVISION
+            + """
+            SET r.write_lock = true
+            WITH r, target
+            SET r.write_lock = null
+            WITH target
             MATCH (m:ModelVersion)
             SET m.active = (m.id = $id),
                 m.activated_at = CASE WHEN m.id = $id THEN $now ELSE m.activated_at END
@@ -176,9 +185,13 @@ def _activation(name: str, owned: bool) -> Statement:
     return write(
         name,
         """
-        MATCH (target:ModelVersion {id: $id})
-        SET target.write_lock = true
-        WITH target, target.status = 'ready' AND coalesce(target.owner = $owner, false) AS owned
+        MATCH (target:ModelVersion {id: $id})"""
+        + ABOUT_REVISION
+        + """
+        SET r.write_lock = true, target.write_lock = true
+        WITH r, target, target.status = 'ready' AND coalesce(target.owner = $owner, false) AS owned
+        SET r.write_lock = null
+        WITH target, owned
         MATCH (m:ModelVersion)
         SET m.write_lock = null,
             m.active = CASE WHEN owned THEN m.id = $id ELSE m.active END,
