@@ -170,6 +170,9 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "gate_metrics",
     "gate_at",
     "gate_taken",
+    # ModelVersion: the experiment the gate's hook took the candidate for ('' for none; absent on
+    # decisions recorded before it), read back by the job's redelivery (kgrec.gate_experiments)
+    "gate_experiment",
     # ModelVersion: the token of the write-back that claimed it last (a redelivered job's newest
     # delivery); the write-back's later writes act only while it matches
     "owner",

@@ -17,7 +17,9 @@ replaced its artifact under the running variant (processes that loaded it earlie
 model than later ones), or to a delivery that had taken the version over. The experiment's id is
 fixed by the version (:func:`gate_experiment_id`), so a redelivery that finds the decision recorded
 and no such experiment (its job died between the two) starts it (:meth:`CandidateExperiment.resume`),
-and never a second one.
+and never a second one. Which experiment the hook took the version for is recorded with the decision,
+in the same owner-checked statement (``ModelVersion.gate_experiment``, :func:`taken_experiment`):
+the reason is a sentence for people, and a job or redelivery never reads it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from kgrec.config import Settings
@@ -85,10 +88,27 @@ def gate_experiment_id(version: str) -> str:
     return "exp-" + hashlib.sha256(f"gate\x00{version}".encode()).hexdigest()[:12]
 
 
-def planned_start(version: str, sentence: str) -> bool:
-    """Whether the hook's ``sentence`` (or a recorded reason holding it) planned ``version``'s own
-    experiment, not "another one is running"."""
-    return gate_experiment_id(version) in sentence
+def taken_experiment(row: dict[str, Any]) -> str | None:
+    """The experiment the gate's hook took the version of ``row`` (a MODEL_VERSIONS row) for, as its
+    decision recorded it (``gate_experiment``; '' for none); None when it took it for none.
+
+    Decisions recorded before 2026-12-07 have no ``gate_experiment``: for those (and only here) the
+    reason tells, which then named the version's own experiment exactly when the hook planned it
+    ("started as variant ... of experiment <id>"; "not activated" named only another one)."""
+    recorded = row.get("gate_experiment")
+    if recorded is None:  # recorded before the field: the one place the reason is read
+        own = gate_experiment_id(row["id"])
+        return own if own in (row.get("gate_reason") or "") else None
+    return recorded or None
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """What the hook planned for a candidate: the ``sentence`` for the recorded reason (None: the
+    usual path) and the ``experiment`` it takes the candidate for (None: none, e.g. another runs)."""
+
+    sentence: str | None
+    experiment: str | None = None
 
 
 def _started(version: str, active: str) -> str:
@@ -116,17 +136,22 @@ class CandidateExperiment:
     def __call__(self, version: str, decision: GateDecision) -> str | None:
         """The sentence for a candidate the experiment takes (or could not, another one running);
         None for the usual path: a kept candidate, or nothing to compare with."""
+        return self.plan(version, decision).sentence
+
+    def plan(self, version: str, decision: GateDecision) -> GatePlan:
+        """The plan for ``version`` (see :class:`GatePlan`): its own experiment, the sentence that
+        another one runs, or the usual path."""
         active = decision.scores.active_version
         if not decision.promoted or active is None:
-            return None
+            return GatePlan(None)
         store = ImpressionStore(self.settings)
         try:
             running = ExperimentStore(store).running_id()
         finally:
             store.close()
         if running is not None and running != gate_experiment_id(version):
-            return _not_started(running)
-        return _started(version, active)
+            return GatePlan(_not_started(running))
+        return GatePlan(_started(version, active), gate_experiment_id(version))
 
     def start(self, version: str, active: str) -> str | None:
         """Start ``version``'s experiment against ``active``; None when it runs (or ran: it is never
@@ -150,8 +175,8 @@ class CandidateExperiment:
         version = row["id"]
         if row["gate_decision"] != PROMOTED or not row["gate_taken"] or row["activated_at"] is not None:
             return
-        if not planned_start(version, row["gate_reason"] or ""):
-            return  # not planned as this version's experiment (another ran, or another hook took it)
+        if taken_experiment(row) != gate_experiment_id(version):
+            return  # not taken for this version's experiment (another ran, or another hook took it)
         active = (json.loads(row["gate_metrics"] or "{}")).get("active_version")
         if not isinstance(active, str):
             return

@@ -1,8 +1,9 @@
 """A model version's topic items on disk: every item's topic-text embedding and its topics.
 
 Training writes ``<models>/<version>.topics.npz`` with the version's topics
-(:func:`workers.training.topics.write_topics`), before the version can be
-activated, and never changes it; serving loads it once per version, and only when
+(:func:`workers.training.topics.write_topics`; staged and moved into place under the claim lock,
+only while its write-back owns the version: :func:`workers.training.publish.save_topic_items`),
+before the version can be activated, and never changes it; serving loads it once per version, and only when
 a user without history but with language interests asks
 (:mod:`kgrec.search_cold_start`), and its memberships alone (no vectors) for the exploration
 arms' topics (:class:`kgrec.exploration.TopicMembers`). It holds, in the artifact's item order:
@@ -78,9 +79,10 @@ class TopicItems:
     item_topics: np.ndarray  # (n, m) indices into topic_ids, -1: none
     item_scores: np.ndarray  # (n, m) ABOUT scores
 
-    def save(self, folder: Path) -> Path:
-        """Write atomically to :func:`topic_items_path`; returns the path."""
-        path = topic_items_path(folder, self.version)
+    def save(self, folder: Path, file_name: str | None = None) -> Path:
+        """Write atomically to :func:`topic_items_path` (or ``file_name`` in ``folder``: a
+        write-back's staged copy); returns the path."""
+        path = topic_items_path(folder, self.version) if file_name is None else Path(folder) / file_name
         write_npz_atomically(
             path,
             {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from graph_schema.statements.models import MODEL_VERSIONS
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
@@ -29,6 +30,7 @@ from kgrec.gate_experiments import (
     candidate_experiment,
     gate_experiment_id,
     protected_versions,
+    taken_experiment,
 )
 from kgrec.gateway import GraphGateway
 from kgrec.impressions import ImpressionStore
@@ -212,6 +214,47 @@ def test_an_experiment_serves_a_candidate_only_once_its_decision_is_recorded(
         experiments.stop(resumed)
     train_knowing(gateway, settings, "v3", gate=True)
     assert running(settings) is None
+
+
+def test_a_redelivery_starts_the_experiment_the_decision_recorded_not_one_its_reason_names(
+    graph: tuple[Settings, GraphGateway],
+) -> None:
+    # The job and its redelivery decided whether the gate planned the version's own experiment by
+    # finding its id in the recorded reason, a sentence: another hook's sentence that named it made
+    # a redelivery start an experiment nobody planned. They read the recorded experiment now.
+    settings, gateway = graph
+
+    def own_hook(version: str, decision: GateDecision) -> str | None:
+        return (
+            f"held for review (no experiment {gate_experiment_id(version)} started)"
+            if decision.promoted
+            else None
+        )
+
+    summary = train_knowing(gateway, settings, "v2", gate=True, on_decision=own_hook)
+    assert summary["gate"]["decision"] == PROMOTED and gate_experiment_id("v2") in summary["gate"]["reason"]
+    assert running(settings) is None
+    again = train_knowing(gateway, settings, "v2", gate=True)  # a redelivery
+    assert again["already_published"] and again["active"] is False
+    assert running(settings) is None
+    (row,) = [v for v in gateway.read(MODEL_VERSIONS) if v["id"] == "v2"]
+    assert row["gate_taken"] and taken_experiment(row) is None
+
+    # A decision recorded before `gate_experiment` existed: its reason named the experiment the hook
+    # planned (the one place it is still read), so the redelivery starts that one.
+    with pytest.raises(WorkerDied), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CandidateExperiment, "start", _dies)
+        train_knowing(gateway, settings, "v3", gate=True)
+    gateway.run_query("MATCH (m:ModelVersion {id: 'v3'}) REMOVE m.gate_experiment", {})
+    (row,) = [v for v in gateway.read(MODEL_VERSIONS) if v["id"] == "v3"]
+    assert row["gate_experiment"] is None and taken_experiment(row) == gate_experiment_id("v3")
+    train_knowing(gateway, settings, "v3", gate=True)
+    resumed = running(settings)
+    assert resumed is not None and resumed.id == gate_experiment_id("v3")
+
+
+def _dies(*_args: object, **_kwargs: object) -> None:
+    raise WorkerDied
 
 
 def stop(settings: Settings, experiment: Experiment, days_ago: float = 0.0) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -21,6 +22,7 @@ from celery.result import AsyncResult
 
 from graph_schema.statements.models import (
     ACTIVE_VERSION,
+    CLEAR_VERSION_TOPICS,
     CREATE_VERSION,
     FOLDED_ITEMS,
     MODEL_VERSIONS,
@@ -38,12 +40,12 @@ from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models
 from kgrec.model_versions import VersionNotReady, lineage, promote, root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision, GateScores
 from kgrec.recommender import HistoryEntry
-from kgrec.topic_items import topic_items_path
+from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec_cli.stack import worker_argv
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
 from workers.training.config import TrainConfig
-from workers.training.job import run_training, start_training, version_name
+from workers.training.job import publish, run_training, start_training, version_name
 from workers.training.pipeline import train_model
 from workers.training.publish import (
     UNSETTLED_GRACE_MS,
@@ -148,6 +150,32 @@ def test_crash_before_the_switch_keeps_the_previous_version(gateway: GraphGatewa
     assert collect_garbage(gateway, models_dir(loaded.data_dir), keep=1) == ["v-crashed"]
     assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v-new"]
     assert not (models_dir(loaded.data_dir) / "v-crashed.npz").exists()
+
+
+def test_garbage_collection_asks_the_protection_once_per_version(
+    gateway: GraphGateway, tmp_path: Path
+) -> None:
+    # Each version's protection is asked again under the claim lock, right before its node and
+    # files go. That answer is the next version's before its edges: asking again there would only
+    # repeat it (nothing but the previous version's own node and files went in between).
+    gateway.run_query(
+        "UNWIND range(0, 3) AS k CREATE (:ModelVersion {id: 'v' + toString(k), status: 'ready', "
+        "active: k = 3, created_at: k, activated_at: k, artifact: 'v' + toString(k) + '.npz', owner: 'o'})",
+        {},
+    )
+    for k in range(4):
+        (tmp_path / f"v{k}.npz").write_bytes(b"")
+    asked: list[int] = []
+
+    def protected() -> frozenset[str]:
+        asked.append(1)
+        return frozenset({"v1"}) if len(asked) > 1 else frozenset()  # v1's experiment starts meanwhile
+
+    assert collect_garbage(gateway, tmp_path, keep=1, protected=protected) == ["v2", "v0"]
+    # v2: before its edges and under the lock; v1: protected by v2's second answer; v0: both
+    assert len(asked) == 4
+    assert [v["id"] for v in gateway.read(MODEL_VERSIONS)] == ["v3", "v1"]
+    assert sorted(path.name for path in tmp_path.glob("*.npz")) == ["v1.npz", "v3.npz"]
 
 
 def gated_write_back(gateway: GraphGateway, result: Any, graph: Any, folder: Path, owner: str) -> None:
@@ -304,6 +332,49 @@ def test_a_gated_delivery_taken_over_while_its_gate_ran_leaves_none_of_its_topic
     with pytest.raises(VersionSuperseded):
         clear_topics(gateway, "job-gated", "first")
     assert on_version() == sorted(second.topics.ids)
+
+
+class TakenOverAfterClear:
+    """The real gateway, on which a redelivery takes the version over and writes it whole (``then``)
+    right after the first delivery's owner-checked clear of its topics, before that delivery writes
+    them (paused there: a late reply, a descheduled process)."""
+
+    def __init__(self, gateway: GraphGateway, then: Callable[[], None]) -> None:
+        self.gateway, self.then, self.done = gateway, then, False
+
+    def write(self, statement: Any, params: Any = None) -> Any:
+        summary = self.gateway.write(statement, params)
+        if statement is CLEAR_VERSION_TOPICS and not self.done:
+            self.done = True
+            self.then()
+        return summary
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.gateway, name)
+
+
+def test_a_delivery_taken_over_before_its_topics_leaves_the_new_owner_s_topics_file(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    # The topics file was written in place, not staged behind the claim as the version's other
+    # files: a delivery taken over after its clear of the version's topics wrote its file over the
+    # one of the delivery that owns the version now, which serving then read with the owner's model.
+    folder = models_dir(loaded.data_dir)
+    graph = pull(gateway, int(time.time() * 1000), loaded.half_life_ms)
+    texts = Path(loaded.data_dir) / "text-embeddings"
+    first = train_model(graph, QUICK, version="job-topics", text_cache_dir=texts)
+    second = train_model(graph, replace(QUICK, seed=8), version="job-topics", text_cache_dir=texts)
+    owners = TakenOverAfterClear(gateway, lambda: gated_write_back(gateway, second, graph, folder, "second"))
+    with pytest.raises(VersionSuperseded):
+        publish(owners, loaded, graph, first, QUICK, gate=True)  # type: ignore[arg-type]
+    assert owners.done and second.topics is not None
+    stored = TopicItems.load(topic_items_path(folder, "job-topics"), "job-topics", vectors=False)
+    assert stored.topic_ids == list(second.topics.ids)
+    on_version = gateway.run_query(
+        "MATCH (:ModelVersion {id: 'job-topics'})-[:HAS_TOPIC]->(t:Topic) RETURN t.id AS id", {}
+    )
+    assert sorted(r["id"] for r in on_version) == sorted(second.topics.ids)
+    assert not list(folder.glob(".job-topics*"))  # no staged file is left behind
 
 
 def test_a_training_taken_over_by_its_redelivery_reports_that_it_was_superseded(

@@ -1567,6 +1567,15 @@ def _activate(gw: GraphGateway, st: Statement) -> None:
     refused = gw.write(st, {**st.params, "id": "v-writing"})
     assert refused.rows == [{"activated": 0}]
     assert state() == after
+    # the switch writes every version, so it takes the ABOUT writers' lock first (their node made
+    # when no writer ever began, its state left as it is), and clears every lock it took
+    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    assert node(gw, "Revision", "about") == made
+    query(gw, "MATCH (r:Revision {id: 'about'}) SET r.revision = 3, r.running = 1")
+    assert gw.write(st, {**st.params, "now": NOW + 1}).rows == [{"activated": 1}]
+    assert node(gw, "Revision", "about") == {**made, "revision": 3, "running": 1}
+    assert count(gw, "(:Revision)") == 1
+    assert count(gw, "(n) WHERE n.write_lock IS NOT NULL") == 0
 
 
 @effect("record_gate_decision")
@@ -1587,15 +1596,28 @@ def _record_gate_decision(gw: GraphGateway, st: Statement) -> None:
     assert done.rows == [{"id": st.params["id"], "owned": True}]
     stored = node(gw, "ModelVersion", st.params["id"])
     assert stored is not None
-    recorded = ("gate_decision", "gate_reason", "gate_metrics", "gate_at", "gate_taken")
+    recorded = ("gate_decision", "gate_reason", "gate_metrics", "gate_at", "gate_taken", "gate_experiment")
     assert tuple(stored[key] for key in recorded) == (
         "kept",
         st.params["reason"],
         st.params["metrics"],
         NOW,
         False,
+        "",
     )
     assert stored["active"] is False  # the decision never activates anything
+    # a hook took the candidate for an experiment: recorded with the decision; recorded again (its
+    # start failed), the decision replaces it
+    taken = {**st.params, "decision": "promoted", "taken": True, "experiment": "exp-1a2b3c4d5e6f"}
+    assert gw.write(st, taken).rows == [{"id": st.params["id"], "owned": True}]
+    stored = node(gw, "ModelVersion", st.params["id"])
+    assert stored is not None and (stored["gate_taken"], stored["gate_experiment"]) == (
+        True,
+        "exp-1a2b3c4d5e6f",
+    )
+    gw.write(st, {**taken, "experiment": ""})
+    assert node(gw, "ModelVersion", st.params["id"])["gate_experiment"] == ""  # type: ignore[index]
+    assert stored["active"] is False
     assert node(gw, "ModelVersion", "v-live") == {"id": "v-live", "status": "ready", "active": True}
 
 

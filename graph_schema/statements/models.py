@@ -8,6 +8,7 @@ everything is written; ACTIVATE_VERSION then flips ``active`` in one statement.
 
 from graph_schema.allow_list import Label, Rel
 from graph_schema.catalogue import Statement, read, write
+from graph_schema.statements.topics import ABOUT_REVISION
 
 
 def moved_stamp(stamp: str, at: str = "$now") -> str:
@@ -160,11 +161,19 @@ def _activation(name: str, owned: bool) -> Statement:
     # The switch: one small statement, only for a version whose write-back finished; a job's own
     # switch (`owned`) also only while it owns the version, read under the version's lock (no WHERE
     # follows the lock: FalkorDB 4.16 then keeps the lock property when the filter drops the row).
+    # It writes every version, so it takes the ABOUT writers' lock first (the lock order beside
+    # ABOUT_REVISION, graph_schema/statements/topics.py).
     if not owned:
         return write(
             name,
             """
-            MATCH (target:ModelVersion {id: $id, status: 'ready'})
+            MATCH (target:ModelVersion {id: $id, status: 'ready'})"""
+            + ABOUT_REVISION
+            + """
+            SET r.write_lock = true
+            WITH r, target
+            SET r.write_lock = null
+            WITH target
             MATCH (m:ModelVersion)
             SET m.active = (m.id = $id),
                 m.activated_at = CASE WHEN m.id = $id THEN $now ELSE m.activated_at END
@@ -176,9 +185,13 @@ def _activation(name: str, owned: bool) -> Statement:
     return write(
         name,
         """
-        MATCH (target:ModelVersion {id: $id})
-        SET target.write_lock = true
-        WITH target, target.status = 'ready' AND coalesce(target.owner = $owner, false) AS owned
+        MATCH (target:ModelVersion {id: $id})"""
+        + ABOUT_REVISION
+        + """
+        SET r.write_lock = true, target.write_lock = true
+        WITH r, target, target.status = 'ready' AND coalesce(target.owner = $owner, false) AS owned
+        SET r.write_lock = null
+        WITH target, owned
         MATCH (m:ModelVersion)
         SET m.write_lock = null,
             m.active = CASE WHEN owned THEN m.id = $id ELSE m.active END,
@@ -214,22 +227,23 @@ MODEL_VERSIONS = read(
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
            m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.gate_taken AS gate_taken,
-           m.parent AS parent, m.data_until AS data_until, m.parameters AS parameters,
-           m.owner AS owner
+           m.gate_experiment AS gate_experiment, m.parent AS parent, m.data_until AS data_until,
+           m.parameters AS parameters, m.owner AS owner
     ORDER BY m.created_at DESC, id
     """,
 )
 
 # The promotion gate's verdict on a newly trained version (it is activated separately, by
 # ACTIVATE_OWNED_VERSION, only when the verdict is 'promoted' and no hook took the candidate:
-# `taken`); recorded only by the version's `owner` (`owned`).
+# `taken`), with the experiment a hook took it for (`experiment`, '' for none); recorded only by
+# the version's `owner` (`owned`).
 RECORD_GATE_DECISION = write(
     "record_gate_decision",
     OWNED_VERSION
     + """
     FOREACH (once IN CASE WHEN owned THEN [1] ELSE [] END |
         SET m.gate_decision = $decision, m.gate_reason = $reason, m.gate_metrics = $metrics,
-            m.gate_at = $now, m.gate_taken = $taken)
+            m.gate_at = $now, m.gate_taken = $taken, m.gate_experiment = $experiment)
     RETURN m.id AS id, owned
     """,
     id="v1700000000000",
@@ -239,6 +253,7 @@ RECORD_GATE_DECISION = write(
     metrics='{"candidate": {"ndcg@10": 0.051}, "active": {"ndcg@10": 0.07}}',
     now=1700000000000,
     taken=False,
+    experiment="",
 )
 
 EMBEDDINGS_OF_VERSION = read(

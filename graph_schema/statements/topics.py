@@ -176,6 +176,13 @@ ABOUT_WRITTEN = read(
 
 # The ABOUT writers' node (made, its counters at 0, when no writer ever began), whose write lock
 # every statement that reads or writes the writers' state or a version's `about_from` takes first.
+# Lock order (Neo4j; FalkorDB runs one write at a time): this node first, then ModelVersion nodes.
+# Its lock is the first a statement takes (its first SET) when it also locks a version, and in
+# every statement that may lock several versions (the switches ACTIVATE_VERSION,
+# ACTIVATE_OWNED_VERSION and ACTIVATE_CHILD_VERSION write every version; FORGET_ABOUT_WRITTEN the
+# marked ones), so those queue on it instead of each holding a version another one waits for: an
+# owned switch locked its target, then the others, while FORGET_ABOUT_WRITTEN, holding this node,
+# locked the marked versions (the target among them) in its own order. tests/test_lock_order.py.
 ABOUT_REVISION = """
     MERGE (r:Revision {id: 'about'})
     ON CREATE SET r.created_at = $now, r.revision = 0, r.running = 0, r.busy_until = 0, r.updated_at = 0"""

@@ -20,8 +20,8 @@ from graph_schema.statements.models import MODEL_VERSIONS
 from kgrec.config import Settings
 from kgrec.gate_experiments import (
     CandidateExperiment,
+    GatePlan,
     candidate_experiment,
-    planned_start,
     protected_versions,
 )
 from kgrec.gateway import GraphGateway, GraphUnavailable
@@ -44,6 +44,7 @@ from workers.training.publish import (
     new_owner,
     promotion_unfinished,
     record_gate_decision,
+    save_topic_items,
     write_back,
 )
 from workers.training.subgraph import pull
@@ -253,6 +254,7 @@ def publish(
             batch=settings.embedding_batch,
             folder=folder,
             link=not gate,
+            save=lambda items: save_topic_items(gateway, folder, items, owner),
         ),
     )
     if not gate:
@@ -260,23 +262,25 @@ def publish(
     decision = gate_candidate(gateway, settings, graph, result, config, trained_on=learnt_from)
     if on_decision is None and settings.gate_experiment:
         on_decision = candidate_experiment(settings)
-    taken = on_decision(version, decision) if on_decision is not None else None
+    experiments = on_decision if isinstance(on_decision, CandidateExperiment) else None
+    if experiments is not None:
+        plan = experiments.plan(version, decision)
+    else:
+        plan = GatePlan(on_decision(version, decision) if on_decision is not None else None)
+    taken = plan.sentence
     gated = decision
     if taken:
         decision = replace(decision, reason=f"{decision.reason}; {taken}")
     # The owner-checked record settles the version before an experiment serves it: started first,
     # the experiment served a version its redelivery could still re-claim and re-train (a new
     # artifact under the running variant). A job that dies between the two leaves the experiment
-    # to its redelivery (CandidateExperiment.resume).
-    record_gate_decision(gateway, version, owner, decision, taken=bool(taken))
+    # to its redelivery (CandidateExperiment.resume), which reads the experiment recorded here.
+    record_gate_decision(
+        gateway, version, owner, decision, taken=bool(taken), experiment=plan.experiment or ""
+    )
     active = decision.scores.active_version
-    if (
-        taken
-        and isinstance(on_decision, CandidateExperiment)
-        and planned_start(version, taken)
-        and active is not None
-    ):
-        why = on_decision.start(version, active)
+    if experiments is not None and plan.experiment is not None and active is not None:
+        why = experiments.start(version, active)
         if why is not None:  # another experiment started since the hook planned this one
             decision = replace(gated, reason=f"{gated.reason}; {why}")
             record_gate_decision(gateway, version, owner, decision, taken=True)

@@ -58,6 +58,7 @@ from kgrec.model_versions import root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision
 from kgrec.recommender import ModelArtifacts
 from kgrec.topic_items import SUFFIX as TOPIC_ITEMS_SUFFIX
+from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec.training_graph import TrainingGraph
 from workers.training.item_fold_in import FoldInBasis, basis_path
 from workers.training.pipeline import TrainingResult
@@ -302,6 +303,29 @@ def mark_ready(gateway: GraphGateway, version: str, owner: str, erased: list[dic
     )
 
 
+def save_topic_items(gateway: GraphGateway, models_folder: Path, items: TopicItems, owner: str) -> Path:
+    """Write ``items`` (its version's topic-items file) for the write-back holding ``owner``, as its
+    other files: under its staged name (:func:`staged_path`), moved into place under the claim lock
+    (:func:`claim_lock`) only while that write-back owns the version; :class:`VersionSuperseded`
+    otherwise, the staged file deleted. Returns the final path.
+
+    Written in place, the file of a delivery taken over after its clear of the topics
+    (:func:`clear_topics`) replaced the one of the delivery that owns the version now. The claim
+    lock orders the move against any later claim: a claim after it brings its own file later."""
+    final = topic_items_path(models_folder, items.version)
+    staged = staged_path(final, owner)
+    try:
+        items.save(models_folder, file_name=staged.name)
+        with claim_lock(models_folder):
+            row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == items.version), None)
+            if row is None or row["owner"] != owner:
+                raise VersionSuperseded(items.version)
+            staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    return final
+
+
 def clear_topics(gateway: GraphGateway, version: str, owner: str) -> None:
     """Drop ``version``'s HAS_TOPIC edges (CLEAR_VERSION_TOPICS) before its write-back holding
     ``owner`` writes its topics; :class:`VersionSuperseded` when another delivery owns it now.
@@ -338,12 +362,18 @@ def activate(gateway: GraphGateway, version: str, owner: str | None = None) -> N
 
 
 def record_gate_decision(
-    gateway: GraphGateway, version: str, owner: str, decision: GateDecision, taken: bool = False
+    gateway: GraphGateway,
+    version: str,
+    owner: str,
+    decision: GateDecision,
+    taken: bool = False,
+    experiment: str = "",
 ) -> None:
     """Store the promotion gate's decision, reason and scores on the version, for the write-back
     holding ``owner`` (:class:`VersionSuperseded` when another delivery owns it now); ``taken``: a
     hook took the candidate (:data:`kgrec.promotion_gate.CandidateHook`), so a promotion is not
-    carried out."""
+    carried out; ``experiment``: the experiment it took the candidate for ('' for none;
+    :func:`kgrec.gate_experiments.taken_experiment` reads it back)."""
     owned(
         gateway.write(
             RECORD_GATE_DECISION,
@@ -355,6 +385,7 @@ def record_gate_decision(
                 "metrics": json.dumps(decision.metrics()),
                 "now": int(time.time() * 1000),
                 "taken": taken,
+                "experiment": experiment,
             },
         ),
         version,
@@ -382,9 +413,10 @@ def collect_garbage(
 ) -> list[str]:
     """Keep the active version, the newest ``keep - 1`` previously active ones before it, the
     newest ``keep`` candidates the promotion gate kept, and the versions ``protected()`` names
-    (those an experiment serves or may promote), asked again right before each deletion, since an
-    experiment may start on a version while older ones are being deleted; None from it (it cannot
-    tell) ends the collection there.
+    (those an experiment serves or may promote), asked before a version's edges go and again right
+    before its node and files go, since an experiment may start on a version while it or older ones
+    are being deleted (that second answer is the next version's first: one ask per version after
+    the first); None from it (it cannot tell) ends the collection there.
 
     Older versions that were never activated nor gated are leftovers of crashed
     jobs and go too, once :data:`UNSETTLED_GRACE_MS` old: until then their job may
@@ -411,16 +443,21 @@ def collect_garbage(
     doomed = [v for v in doomed if settled(v) or v["created_at"] < unsettled_until]
     removed = []
 
-    def unprotected(name: str) -> bool | None:
-        protect = frozenset() if protected is None else protected()
-        return None if protect is None else name not in protect
+    def ask() -> AbstractSet[str] | None:
+        return frozenset() if protected is None else protected()
 
+    # Protection is asked once per version, under the claim lock; the version after it takes that
+    # answer for the ask before its edges (only the version's node and files went in between).
+    protect: AbstractSet[str] | None = frozenset()
+    rechecked = False
     for version in doomed:
         owned = {"id": version["id"], "owner": version["owner"] or ""}
-        go = unprotected(version["id"])
-        if go is None:
+        if not rechecked:
+            protect = ask()
+        rechecked = False
+        if protect is None:
             break
-        if not go:
+        if version["id"] in protect:
             continue
         while gateway.write(DELETE_VERSION_EMBEDDINGS, {**owned, "limit": GC_BATCH}).relationships_deleted:
             pass
@@ -429,10 +466,10 @@ def collect_garbage(
         # after (its files are the ones left). Protection is asked again: an experiment may have
         # started on the version while its edges were deleted (it keeps the version and its files).
         with claim_lock(models_folder):
-            go = unprotected(version["id"])
-            if go is None:
+            protect, rechecked = ask(), True
+            if protect is None:
                 break
-            if not go or not gateway.write(DELETE_VERSION, owned).nodes_deleted:
+            if version["id"] in protect or not gateway.write(DELETE_VERSION, owned).nodes_deleted:
                 # the node stays listed (activated, claimed again or protected meanwhile): so do its files
                 log.warning("model version %s was not deleted; its files are kept", version["id"])
                 continue

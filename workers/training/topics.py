@@ -369,6 +369,7 @@ def write_topics(
     on_progress: Callable[[float], None] | None = None,
     folder: Path | None = None,
     link: bool = True,
+    save: Callable[[TopicItems], object] | None = None,
 ) -> dict[str, Any]:
     """Give ``model``'s topics stable ids and write them under ``version`` (which must exist):
     Topic nodes (named when new), HAS_TOPIC edges with centroids, names and keywords; with
@@ -377,7 +378,9 @@ def write_topics(
     candidate is written with ``link`` false and linked when it is activated
     (:func:`kgrec.topic_items.link_topic_items`).
     With ``folder`` (the models folder) also the version's serving file, ``<version>.topics.npz``
-    (:class:`kgrec.topic_items.TopicItems`), before any edge.
+    (:class:`kgrec.topic_items.TopicItems`), before any edge: written by ``save`` (a training
+    job's write-back: :func:`workers.training.publish.save_topic_items`, staged and moved only
+    while it owns the version), else in place.
 
     Returns ``{topic index: id}`` as ``ids`` and the counts written.
     """
@@ -391,9 +394,13 @@ def write_topics(
     if folder is not None and model.vectors is not None:
         # a mark that the graph holds this version's edges would name the file this one replaces
         AboutWrite.forget(gateway, [version])
-        TopicItems(
+        items = TopicItems(
             version, list(item_ids), model.vectors, list(model.ids), model.item_topics, model.item_scores
-        ).save(folder)
+        )
+        if save is None:
+            items.save(folder)
+        else:
+            save(items)
     now = int(time.time() * 1000)
     rows = [
         {
