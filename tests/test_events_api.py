@@ -152,6 +152,18 @@ def test_a_request_without_a_valid_key_is_401_with_a_bearer_challenge_before_its
     assert invalid.status_code == 400 and invalid.json()["field"] == "user_id", invalid.text
 
 
+def test_the_consoles_read_proxy_checks_sign_in_before_the_path(api: tuple[ApiProcess, GraphGateway]) -> None:
+    """A signed-out read through the console for a bad id was a 400 naming the id rule (the path was
+    checked before the sign-in), where the API itself answers 401: now 401 too, and 400 signed in."""
+    process, _ = api
+    url = f"{process.url}/console/api/v1/users/%20x/interests"  # an invalid id
+    signed_out = requests.get(url, timeout=30)
+    assert signed_out.status_code == 401, signed_out.text
+    assert signed_out.json()["error"] == "unauthorized"
+    invalid = console_session(process.url, KEY)[0].get(url, timeout=30)
+    assert invalid.status_code == 400 and invalid.json()["field"] == "_rest", invalid.text
+
+
 def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_applied(
     api: tuple[ApiProcess, GraphGateway],
 ) -> None:
@@ -368,16 +380,24 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def console_promote(url: str, key: str) -> str:
-    """Sign in to the console with ``key`` and promote a version that does not exist: the notice."""
+def console_session(url: str, key: str) -> tuple[requests.Session, str]:
+    """A requests session signed in to the console with ``key``, and its CSRF token."""
     session = requests.Session()
     token = csrf_of(session.get(f"{url}/console/signin", timeout=30).text)
-    origin = {"Origin": url}
     signed_in = session.post(
-        f"{url}/console/signin", data={"csrf_token": token, "api_key": key}, headers=origin, timeout=30
+        f"{url}/console/signin",
+        data={"csrf_token": token, "api_key": key},
+        headers={"Origin": url},
+        timeout=30,
     )
     assert signed_in.status_code == 200 and "Signed in" in signed_in.text, signed_in.text[:300]
-    token = csrf_of(signed_in.text)
+    return session, csrf_of(signed_in.text)
+
+
+def console_promote(url: str, key: str) -> str:
+    """Sign in to the console with ``key`` and promote a version that does not exist: the notice."""
+    session, token = console_session(url, key)
+    origin = {"Origin": url}
     answer = session.post(
         f"{url}/console/models/no-such-version/promote",
         data={"csrf_token": token},

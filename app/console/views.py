@@ -16,6 +16,7 @@ from app.auth import key_is_valid
 from app.console import session
 from app.console.forward import api_path, call_api, decoded, relay, send
 from app.graph import settings
+from app.raw_path import relayed_path
 from kgrec.browse import SEARCH_KINDS
 from kgrec.limits import MAX_EPOCHS
 
@@ -163,11 +164,13 @@ def read_proxy(_rest: str) -> Response | tuple[Response, int]:
     """A GET of the API with the signed-in key, for servers whose reads need one (KGREC_READ_REQUIRES_KEY).
 
     The answer is the API's own (status, body, Retry-After: the Models page waits for it). ``_rest``
-    is an API path, checked segment by segment (:mod:`app.raw_path`); the API checks it again.
+    is an API path, checked segment by segment once the session is known to be signed in (a signed-out
+    request is a 401 whatever its path holds, as the API's own); the API checks it again.
     """
     key = session.signed_in_key()
     if key is None:
         return jsonify(error="unauthorized", detail="sign in to the console to read through it"), 401
+    relayed_path(_rest)
     # gunicorn's raw request target keeps percent-encoded ids (a "/" inside an id) in one segment.
     raw = (request.environ.get("RAW_URI") or request.path).split("?", 1)[0]
     target = "/v1" + raw[len(API_PROXY) :]
