@@ -5,8 +5,10 @@ checked once, for every route, by :func:`install_access_control`, before the ids
 decoded: a request without a key is a 401 whatever its path holds.
 
 Admin scope: when ``KGREC_ADMIN_KEYS`` is set, only those keys may do what a storefront never needs
-(erase a user, export an audience, change the catalogue, rules, experiments or models); another
-valid key gets a 403 naming the operation. Unset, every API key is an admin key (kgrec before
+(erase a user, export an audience, change the catalogue, rules, experiments or models) and read what
+lists users or another user's history (:func:`admin_read_access`: audiences, search, timelines, an
+item's neighbourhood); another valid key gets a 403 naming the operation, and no key a 401 even
+where reads are open. Unset, every API key is an admin key and those reads are reads (kgrec before
 2026-12-07), which ``kgrec serve`` warns about.
 """
 
@@ -23,7 +25,7 @@ from app.errors import ApiError
 from app.graph import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-Access = Literal["read", "write", "admin"]
+Access = Literal["read", "admin_read", "write", "admin"]
 
 # The attribute a view's declared access is kept in.
 ACCESS_ATTRIBUTE = "kgrec_access"
@@ -104,6 +106,17 @@ def read_access(view: F) -> F:
     return _declare(view, "read")
 
 
+def admin_read_access(view: F) -> F:
+    """Declare a read that lists users or another user's history: an admin key when KGREC_ADMIN_KEYS is
+    set (open reads included), else a read like any other."""
+    return _declare(view, "admin_read")
+
+
+def admin_scoped(access: Access) -> bool:
+    """Whether ``access`` needs an admin key in this app (KGREC_ADMIN_KEYS set, or an admin write)."""
+    return access == "admin" or (access == "admin_read" and bool(settings().admin_keys))
+
+
 def declared_access(view: Callable[..., Any] | None) -> Access | None:
     """The access ``view`` was declared with (None: not an API endpoint, e.g. a probe or the console)."""
     return getattr(view, ACCESS_ATTRIBUTE, None)
@@ -111,17 +124,18 @@ def declared_access(view: Callable[..., Any] | None) -> Access | None:
 
 def check_access(access: Access) -> None:
     """Raise the ApiError (401, or 403 for a key without admin scope) a request lacking ``access`` gets."""
-    if access == "read" and not settings().read_requires_key:
+    if access in ("read", "admin_read") and not settings().read_requires_key and not admin_scoped(access):
         return
     presented = check_api_key()
-    if access == "admin" and not key_is_admin(presented):
+    if admin_scoped(access) and not key_is_admin(presented):
         rule = request.url_rule.rule if request.url_rule else request.path
         operation = f"{request.method} {route_template(rule)}"
         current_app.logger.warning("%s refused: the key is not an admin key", operation)
+        may = "send events and read recommendations" if access == "admin_read" else "send events and read"
         raise ApiError(
             403,
             "forbidden",
-            f"{operation} needs an admin key (KGREC_ADMIN_KEYS); this key may send events and read",
+            f"{operation} needs an admin key (KGREC_ADMIN_KEYS); this key may {may}",
             headers={"WWW-Authenticate": f'{CHALLENGE}, error="insufficient_scope", scope="admin"'},
         )
 

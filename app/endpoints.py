@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint
 from pydantic import BaseModel
 
-from app.auth import Access, admin_access, read_access, write_access
+from app.auth import Access, admin_access, admin_read_access, read_access, write_access
 from app.openapi import api, responses
 from app.schemas import Error
 
@@ -29,6 +29,13 @@ WRITE_ERRORS: Answers = {
     "HTTP_401": (Error, "missing or wrong API key"),
     "HTTP_503": (Error, "the graph is unavailable; nothing was written (Retry-After)"),
 }
+ADMIN_READ_ERRORS: Answers = {
+    "HTTP_401": (
+        Error,
+        "a key is required (KGREC_ADMIN_KEYS, or KGREC_READ_REQUIRES_KEY, is set) and was missing or wrong",
+    ),
+    "HTTP_403": (Error, "the key is not an admin key (KGREC_ADMIN_KEYS is set): this read lists users"),
+}
 ADMIN_ERRORS: Answers = {
     **WRITE_ERRORS,
     "HTTP_403": (Error, "the key is not an admin key (KGREC_ADMIN_KEYS is set); nothing was done"),
@@ -36,14 +43,24 @@ ADMIN_ERRORS: Answers = {
 
 
 def read_endpoint(
-    bp: Blueprint, rule: str, ok: type[BaseModel], description: str, errors: Answers | None = None, **ids: str
+    bp: Blueprint,
+    rule: str,
+    ok: type[BaseModel],
+    description: str,
+    errors: Answers | None = None,
+    lists_users: bool = False,
+    **ids: str,
 ) -> Callable[[View], View]:
-    """A GET view: open unless reads need a key; ``ok``, ``errors`` documented; ``ids`` describe path ids."""
+    """A GET view: open unless reads need a key; ``ok``, ``errors`` documented; ``ids`` describe path ids.
+
+    ``lists_users``: it lists users or another user's history, so it needs an admin key once
+    KGREC_ADMIN_KEYS is set (the document then gives it the ``admin`` role, :mod:`app.openapi`)."""
 
     def declare(view: View) -> View:
-        answers = responses(ok, description, **{**READ_ERRORS, **(errors or {})})
+        scoped = ADMIN_READ_ERRORS if lists_users else {}
+        answers = responses(ok, description, **{**READ_ERRORS, **scoped, **(errors or {})})
         documented = api.validate(resp=answers, path_parameter_descriptions=ids or None)(view)
-        return bp.get(rule)(read_access(documented))
+        return bp.get(rule)((admin_read_access if lists_users else read_access)(documented))
 
     return declare
 

@@ -250,8 +250,9 @@ class Settings:
     explore_share: float = 0.2
     explore_max_events: int = 5
     # The keys that may also do what a storefront never needs (erase users, export audiences, change
-    # the catalogue, rules, experiments and models: app/auth.py). Empty: every API key may, as
-    # before 2026-12-07. Each is an API key too (added to api_keys), so it is listed once.
+    # the catalogue, rules, experiments and models, read what lists users: app/auth.py). Empty:
+    # every API key may, as before 2026-12-07. Each is an API key too (added to api_keys), so it is
+    # listed once.
     admin_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@ racing writers, durability."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -408,27 +409,39 @@ def console_promote(url: str, key: str) -> str:
     return answer.text
 
 
+@contextlib.contextmanager
+def scoped_api(settings: Settings, tmp_path: Path, **env: str) -> Iterator[tuple[ApiProcess, GraphGateway]]:
+    """A gunicorn API on a graph of its own, with a storefront's key (KGREC_API_KEYS), an admin key
+    (KGREC_ADMIN_KEYS) and ``env``; skips where the graph is not the embedded one."""
+    if not settings.embedded:
+        pytest.skip("starts its own API on the embedded graph")
+    graph_name = f"scope_{uuid.uuid4().hex[:8]}"
+    gateway = open_gateway(settings, graph_name=graph_name)
+    migrate(gateway)
+    scoped = {
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_GRAPH": graph_name,
+        "KGREC_API_KEYS": f"shop-{uuid.uuid4().hex}",
+        "KGREC_ADMIN_KEYS": f"ops-{uuid.uuid4().hex}",
+        **env,
+    }
+    process = ApiProcess(scoped, log=tmp_path / "gunicorn.log").start()
+    try:
+        yield process, gateway
+    finally:
+        process.stop()
+        gateway.close()
+
+
 def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
     settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
 ) -> None:
     """With KGREC_ADMIN_KEYS set, a storefront's key sends events and nothing else that writes: every
     other write (erasure, export, catalogue, rules, experiments, models) is a 403 naming it, and the
     document marks each. An admin key is an API key too, in the API and in the console."""
-    if not settings.embedded:
-        pytest.skip("starts its own API on the embedded graph")
-    shop_key, ops_key = f"shop-{uuid.uuid4().hex}", f"ops-{uuid.uuid4().hex}"
-    shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
-    graph_name = f"scope_{uuid.uuid4().hex[:8]}"
-    gateway = open_gateway(settings, graph_name=graph_name)
-    migrate(gateway)
-    env = {
-        "KGREC_DATA_DIR": str(settings.data_dir),
-        "KGREC_GRAPH": graph_name,
-        "KGREC_API_KEYS": shop_key,
-        "KGREC_ADMIN_KEYS": ops_key,
-    }
-    process = ApiProcess(env, log=tmp_path / "gunicorn.log").start()
-    try:
+    with scoped_api(settings, tmp_path) as (process, gateway):
+        shop_key, ops_key = process.env["KGREC_API_KEYS"], process.env["KGREC_ADMIN_KEYS"]
+        shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
         user = f"u-scope-{uuid.uuid4().hex[:6]}"
         assert post(process, [event("scope-1", user_id=user)], headers=shop).status_code == 200
         assert post(process, [event("scope-2", user_id=user)], headers=ops).status_code == 200
@@ -461,9 +474,89 @@ def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
         # The console forwards its forms with the signed-in key: the API decides, as for any client.
         assert "failed (403)" in console_promote(process.url, shop_key)
         assert "(403)" not in console_promote(process.url, ops_key)
-    finally:
-        process.stop()
-        gateway.close()
+
+
+# The reads that list users or another user's history: admin-scoped once KGREC_ADMIN_KEYS is set.
+USER_LISTING_READS = {
+    "/v1/audiences": "?item={item}",
+    "/v1/search": "?q={user}",
+    "/v1/users/{user_id}/timeline": "",
+    "/v1/items/{item_id}/neighbourhood": "",
+}
+
+
+def test_reads_that_list_users_need_an_admin_key_once_admin_keys_are_set(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
+) -> None:
+    """Audience pages, search, timelines and neighbourhoods listed users and their events to any key,
+    or to anyone where reads are open, while the audience export needed an admin key. Now each is a
+    401 without a key and a 403 naming it for a storefront's key, and the document gives each the
+    admin role; a storefront's reads (recommendations, similar items, interests, explanations) stay
+    open. A console signed in with an admin key reads them through its proxy, another key's gets 403."""
+    with scoped_api(settings, tmp_path) as (process, _):
+        shop_key, ops_key = process.env["KGREC_API_KEYS"], process.env["KGREC_ADMIN_KEYS"]
+        shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
+        user, item = f"u-reads-{uuid.uuid4().hex[:6]}", "lipstick-reads"
+        assert post(process, [event("reads-1", user_id=user, item_id=item)], headers=shop).status_code == 200
+        document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+        scoped = {
+            path
+            for path, operations in document["paths"].items()
+            if operations.get("get", {}).get("security") == [{"apiKey": ["admin"]}]
+        }
+        assert scoped == set(USER_LISTING_READS)
+        for path, query in USER_LISTING_READS.items():
+            url = process.url + path.replace("{user_id}", user).replace("{item_id}", item)
+            url += query.format(user=user, item=item)
+            anonymous = requests.get(url, timeout=30)
+            assert anonymous.status_code == 401, f"{path}: {anonymous.text}"
+            refused = requests.get(url, headers=shop, timeout=30)
+            assert refused.status_code == 403, f"{path}: {refused.text}"
+            assert f"GET {path} needs an admin key" in refused.json()["detail"]
+            assert {"401", "403"} <= set(document["paths"][path]["get"]["responses"])
+            answer = requests.get(url, headers=ops, timeout=30)
+            assert answer.status_code == 200, f"{path}: {answer.text}"
+            assert user in answer.text, f"{path}: {answer.text}"
+        timeline = requests.get(f"{process.url}/v1/users/{user}/timeline", headers=ops, timeout=30)
+        assert [entry["item_id"] for entry in timeline.json()["events"]] == [item]
+
+        # What a storefront reads stays open, with or without its key.
+        interests = requests.get(f"{process.url}/v1/users/{user}/interests", timeout=30)
+        assert interests.status_code == 200, interests.text
+        storefront = {
+            "/v1/users/{user_id}/interests": f"/v1/users/{user}/interests",
+            "/v1/users/{user_id}/recommendations": f"/v1/users/{user}/recommendations",
+            "/v1/users/{user_id}/recommendations/{item_id}/explanation": f"/v1/users/{user}/recommendations/{item}/explanation",
+            "/v1/items/{item_id}/similar": f"/v1/items/{item}/similar",
+        }
+        for path, url in storefront.items():
+            for headers in ({}, shop):
+                answer = requests.get(process.url + url, headers=headers, timeout=30)
+                assert answer.status_code not in (401, 403), f"{path}: {answer.text}"
+            assert document["paths"][path]["get"]["security"] == [{}, {"apiKey": []}]
+
+        # The console reads through its proxy with the signed-in key: an admin key's reads answer.
+        audience = f"/v1/audiences?item={item}"
+        for key, status in ((ops_key, 200), (shop_key, 403)):
+            session, _ = console_session(process.url, key)
+            page = session.get(f"{process.url}/console/audiences", timeout=30).text
+            assert 'data-api="/console/api/v1"' in page
+            relayed = session.get(f"{process.url}/console/api{audience}", timeout=30)
+            assert relayed.status_code == status, relayed.text
+        assert 'data-api="/v1"' in requests.get(f"{process.url}/console/audiences", timeout=30).text
+
+
+def test_without_admin_keys_the_reads_that_list_users_are_reads_as_before(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    process, _ = api
+    assert post(process, [event("open-reads-1", user_id="u-open", item_id="open-item")]).status_code == 200
+    document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+    for path, query in USER_LISTING_READS.items():
+        url = process.url + path.replace("{user_id}", "u-open").replace("{item_id}", "open-item")
+        answer = requests.get(url + query.format(user="u-open", item="open-item"), timeout=30)
+        assert answer.status_code == 200, f"{path}: {answer.text}"
+        assert document["paths"][path]["get"]["security"] == [{}, {"apiKey": []}]
 
 
 def test_an_id_repeated_with_other_content_is_refused_and_an_exact_repeat_is_a_duplicate(
