@@ -448,23 +448,16 @@ def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
 
         document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
         writes = {(m, p) for p, operations in document["paths"].items() for m in operations if m != "get"}
-        admin = {
-            (m, p)
-            for p, operations in document["paths"].items()
-            for m, operation in operations.items()
-            if operation.get("security") == [{"apiKey": ["admin"]}]
-        }
-        assert writes - admin == {("post", "/v1/events")}
+        admin = admin_operations(document)
+        assert writes - admin == {("post", "/v1/events"), ("delete", "/v1/users/{user_id}")}
         assert document["paths"]["/v1/events"]["post"]["security"] == [{"apiKey": []}]
-        for method, path in sorted(admin):
-            target = process.url + re.sub(r"\{[^}]+\}", user, path)
-            refused = requests.request(method, target, headers=shop, json={}, timeout=30)
-            assert refused.status_code == 403, f"{method} {path}: {refused.text}"
-            assert refused.json()["error"] == "forbidden"
-            assert f"{method.upper()} {path} needs an admin key" in refused.json()["detail"]
-            assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
-            assert "403" in document["paths"][path][method]["responses"]
+        assert document["paths"]["/v1/users/{user_id}"]["delete"]["security"] == ERASE_SECURITY
+        refuse_admin_operations(process, document, shop, user)
         assert requests.delete(f"{process.url}/v1/users/{user}", timeout=30).status_code == 401
+        refused = requests.delete(f"{process.url}/v1/users/{user}", headers=shop, timeout=30)
+        assert refused.status_code == 403, refused.text
+        assert "DELETE /v1/users/{user_id} needs an erase key or an admin key" in refused.json()["detail"]
+        assert 'scope="erase"' in refused.headers["WWW-Authenticate"]
         count = "MATCH (u:User {id: $user}) RETURN count(u) AS n"
         assert gateway.run_query(count, {"user": user})[0]["n"] == 1  # nothing was erased
         erased = requests.delete(f"{process.url}/v1/users/{user}", headers=ops, timeout=60)
@@ -474,6 +467,61 @@ def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
         # The console forwards its forms with the signed-in key: the API decides, as for any client.
         assert "failed (403)" in console_promote(process.url, shop_key)
         assert "(403)" not in console_promote(process.url, ops_key)
+
+
+# An erasure's OpenAPI security: an admin key or an erase key (alternatives).
+ERASE_SECURITY = [{"apiKey": ["admin"]}, {"apiKey": ["erase"]}]
+
+
+def admin_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (method, path) of every operation the document gives the admin role alone."""
+    return {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") == [{"apiKey": ["admin"]}]
+    }
+
+
+def refuse_admin_operations(
+    process: ApiProcess, document: dict[str, Any], headers: dict[str, str], user: str
+) -> None:
+    """Every admin operation is a 403 naming it for the key in ``headers``, each documented so."""
+    for method, path in sorted(admin_operations(document)):
+        target = process.url + re.sub(r"\{[^}]+\}", user, path)
+        refused = requests.request(method, target, headers=headers, json={}, timeout=30)
+        assert refused.status_code == 403, f"{method} {path}: {refused.text}"
+        assert refused.json()["error"] == "forbidden"
+        assert f"{method.upper()} {path} needs an admin key" in refused.json()["detail"]
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+        assert "403" in document["paths"][path][method]["responses"]
+
+
+def test_an_erase_key_erases_users_and_does_nothing_else_an_admin_key_does(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
+) -> None:
+    """A storefront that erases on account deletion needed an admin key, and with it could change the
+    catalogue and models and list users. An erase key (KGREC_ERASE_KEYS) erases, sends events and
+    reads as a storefront's key, and is refused every admin operation."""
+    eraser = f"erase-{uuid.uuid4().hex}"
+    with scoped_api(settings, tmp_path, KGREC_ERASE_KEYS=eraser) as (process, gateway):
+        erase = {"Authorization": f"Bearer {eraser}"}
+        ops = {"Authorization": f"Bearer {process.env['KGREC_ADMIN_KEYS']}"}
+        users = [f"u-erase-{n}-{uuid.uuid4().hex[:6]}" for n in range(2)]
+        batch = [event(f"erase-{n}-{user}", user_id=user) for n, user in enumerate(users)]
+        assert post(process, batch, headers=erase).status_code == 200
+        reads = requests.get(f"{process.url}/v1/users/{users[0]}/interests", headers=erase, timeout=30)
+        assert reads.status_code == 200, reads.text
+        document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+        assert document["paths"]["/v1/users/{user_id}"]["delete"]["security"] == ERASE_SECURITY
+        assert "403" in document["paths"]["/v1/users/{user_id}"]["delete"]["responses"]
+        refuse_admin_operations(process, document, erase, users[0])
+        count = "MATCH (u:User) WHERE u.id IN $users RETURN count(u) AS n"
+        assert gateway.run_query(count, {"users": users})[0]["n"] == 2
+        for user, headers in zip(users, (erase, ops), strict=True):  # an admin key erases too
+            erased = requests.delete(f"{process.url}/v1/users/{user}", headers=headers, timeout=60)
+            assert erased.status_code == 200, erased.text
+        assert gateway.run_query(count, {"users": users})[0]["n"] == 0
 
 
 # The reads that list users or another user's history: admin-scoped once KGREC_ADMIN_KEYS is set.
