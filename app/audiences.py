@@ -38,12 +38,13 @@ def _audience(conditions: AudienceConditions) -> Audience:
         raise _refuse(exc) from exc
 
 
-@read_endpoint(bp, "/v1/audiences", AudienceView, "one page of the audience")
+@read_endpoint(bp, "/v1/audiences", AudienceView, "one page of the audience", lists_users=True)
 def audience(query: AudienceQuery) -> Response:
     """The users whose decayed interest in one brand, category, topic or item is strongest.
 
     Give exactly one of `brand`, `category`, `topic`, `item`. Weights are decayed to `as_of`, which
-    the cursor keeps, so paging through an audience neither repeats nor skips a user.
+    the cursor keeps, so paging through an audience neither repeats nor skips a user. It lists users:
+    once KGREC_ADMIN_KEYS is set, only an admin key reads it, as only one exports it.
     """
     core = serving()
     try:

@@ -5,9 +5,14 @@ checked once, for every route, by :func:`install_access_control`, before the ids
 decoded: a request without a key is a 401 whatever its path holds.
 
 Admin scope: when ``KGREC_ADMIN_KEYS`` is set, only those keys may do what a storefront never needs
-(erase a user, export an audience, change the catalogue, rules, experiments or models); another
-valid key gets a 403 naming the operation. Unset, every API key is an admin key (kgrec before
+(erase a user, export an audience, change the catalogue, rules, experiments or models) and read what
+lists users or another user's history (:func:`admin_read_access`: audiences, search, timelines, an
+item's neighbourhood); another valid key gets a 403 naming the operation, and no key a 401 even
+where reads are open. Unset, every API key is an admin key and those reads are reads (kgrec before
 2026-12-07), which ``kgrec serve`` warns about.
+
+Erase scope: ``KGREC_ERASE_KEYS`` (only with admin keys) may erase users (:func:`erase_access`) as an
+admin key may, and do nothing else an admin key does, for a storefront that erases on account deletion.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from app.errors import ApiError
 from app.graph import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-Access = Literal["read", "write", "admin"]
+Access = Literal["read", "admin_read", "write", "erase", "admin"]
 
 # The attribute a view's declared access is kept in.
 ACCESS_ATTRIBUTE = "kgrec_access"
@@ -56,6 +61,13 @@ def key_is_admin(presented: str) -> bool:
     """Whether ``presented`` (a valid key) may do admin operations: every key while none is configured."""
     admin_keys = settings().admin_keys
     return not admin_keys or _one_of(presented, admin_keys)
+
+
+def key_may_erase(presented: str) -> bool:
+    """Whether ``presented`` (a valid key) may erase users: an admin key or an erase key."""
+    # Both compared, so the time taken does not tell an admin key from an erase key.
+    admin, eraser = key_is_admin(presented), _one_of(presented, settings().erase_keys)
+    return admin or eraser
 
 
 def route_template(rule: str) -> str:
@@ -94,6 +106,11 @@ def write_access(view: F) -> F:
     return _declare(view, "write")
 
 
+def erase_access(view: F) -> F:
+    """Declare an erasure: an erase or admin key when KGREC_ADMIN_KEYS is set, else any key."""
+    return _declare(view, "erase")
+
+
 def admin_access(view: F) -> F:
     """Declare an admin operation: it needs an admin key when KGREC_ADMIN_KEYS is set, else any key."""
     return _declare(view, "admin")
@@ -104,26 +121,46 @@ def read_access(view: F) -> F:
     return _declare(view, "read")
 
 
+def admin_read_access(view: F) -> F:
+    """Declare a read that lists users or another user's history: an admin key when KGREC_ADMIN_KEYS is
+    set (open reads included), else a read like any other."""
+    return _declare(view, "admin_read")
+
+
+def admin_scoped(access: Access) -> bool:
+    """Whether ``access`` needs an admin key in this app (KGREC_ADMIN_KEYS set, or an admin write)."""
+    return access == "admin" or (access == "admin_read" and bool(settings().admin_keys))
+
+
 def declared_access(view: Callable[..., Any] | None) -> Access | None:
     """The access ``view`` was declared with (None: not an API endpoint, e.g. a probe or the console)."""
     return getattr(view, ACCESS_ATTRIBUTE, None)
 
 
 def check_access(access: Access) -> None:
-    """Raise the ApiError (401, or 403 for a key without admin scope) a request lacking ``access`` gets."""
-    if access == "read" and not settings().read_requires_key:
+    """Raise the ApiError (401, or 403 for a key outside the admin or erase scope) a request lacking
+    ``access`` gets."""
+    if access in ("read", "admin_read") and not settings().read_requires_key and not admin_scoped(access):
         return
     presented = check_api_key()
-    if access == "admin" and not key_is_admin(presented):
-        rule = request.url_rule.rule if request.url_rule else request.path
-        operation = f"{request.method} {route_template(rule)}"
-        current_app.logger.warning("%s refused: the key is not an admin key", operation)
-        raise ApiError(
-            403,
-            "forbidden",
-            f"{operation} needs an admin key (KGREC_ADMIN_KEYS); this key may send events and read",
-            headers={"WWW-Authenticate": f'{CHALLENGE}, error="insufficient_scope", scope="admin"'},
-        )
+    if admin_scoped(access) and not key_is_admin(presented):
+        may = "send events and read recommendations" if access == "admin_read" else "send events and read"
+        _refuse("admin", "an admin key (KGREC_ADMIN_KEYS)", may)
+    if access == "erase" and not key_may_erase(presented):
+        needed = "an erase key or an admin key (KGREC_ERASE_KEYS, KGREC_ADMIN_KEYS)"
+        _refuse("erase", needed, "send events and read")
+
+
+def _refuse(scope: str, needed: str, may: str) -> None:
+    rule = request.url_rule.rule if request.url_rule else request.path
+    operation = f"{request.method} {route_template(rule)}"
+    current_app.logger.warning("%s refused: the key is not in its scope (%s)", operation, scope)
+    raise ApiError(
+        403,
+        "forbidden",
+        f"{operation} needs {needed}; this key may {may}",
+        headers={"WWW-Authenticate": f'{CHALLENGE}, error="insufficient_scope", scope="{scope}"'},
+    )
 
 
 def install_access_control(app: Flask) -> None:

@@ -22,7 +22,7 @@ from kgrec.queue_status import queue_status
 bp = Blueprint("browse", __name__)
 
 
-@read_endpoint(bp, "/v1/search", SearchResults, "matches, best first")
+@read_endpoint(bp, "/v1/search", SearchResults, "matches, best first", lists_users=True)
 def search(query: SearchQuery) -> Response:
     """Users, items, brands, categories and entities by id (exact or prefix) or by part of their name."""
     if query.q is None:
@@ -31,7 +31,9 @@ def search(query: SearchQuery) -> Response:
     return jsonify(browse.search(graph(), query.q, kinds, query.limit))
 
 
-@read_endpoint(bp, "/v1/users/<user_id>/timeline", Timeline, "latest interactions", user_id="the user")
+@read_endpoint(
+    bp, "/v1/users/<user_id>/timeline", Timeline, "latest interactions", lists_users=True, user_id="the user"
+)
 def timeline(user_id: str, query: TimelineQuery) -> Response:
     """The user's latest interactions, one per item, with event counts and the weight decayed to now."""
     return jsonify(browse.user_timeline(graph(), user_id, query.limit, settings().half_life_ms))
@@ -43,6 +45,7 @@ def timeline(user_id: str, query: TimelineQuery) -> Response:
     Neighbourhood,
     "nodes and relationships up to two hops away",
     {"HTTP_404": (Error, "no such item")},
+    lists_users=True,
     item_id="the item",
 )
 def neighbourhood(item_id: str, query: NeighbourhoodQuery) -> Response:

@@ -112,13 +112,17 @@ def _complete(operation: dict[str, Any]) -> None:
         refusal["description"] = f"{described}{NO_QUERY_PARAMETERS}"
 
 
-def _secure_reads(app: Flask, document: dict[str, Any], read_requires_key: bool) -> None:
-    """Give each read its ``security`` from the access its route declares and this app's setting:
-    a generated client must send the key where reads need one, and may where they do not."""
+def _secure_reads(app: Flask, document: dict[str, Any], read_requires_key: bool, admin_keys: bool) -> None:
+    """Give each read its ``security`` from the access its route declares and this app's settings:
+    a generated client must send the key where reads need one, and may where they do not; a read
+    that lists users needs the ``admin`` role once KGREC_ADMIN_KEYS is set, as the admin writes do."""
     bearer: dict[str, list[str]] = {"apiKey": []}
     security = [bearer] if read_requires_key else [{}, bearer]
     for rule in app.url_map.iter_rules():
-        if declared_access(app.view_functions.get(rule.endpoint)) == "read":
+        access = declared_access(app.view_functions.get(rule.endpoint))
+        if access == "admin_read" and admin_keys:
+            document["paths"][route_template(rule.rule)]["get"]["security"] = [{"apiKey": ["admin"]}]
+        elif access in ("read", "admin_read"):
             document["paths"][route_template(rule.rule)]["get"]["security"] = copy.deepcopy(security)
 
 
@@ -129,11 +133,11 @@ def openapi_document(app: Flask | None = None) -> dict[str, Any]:
     if cached is None:
         with target.app_context():
             document = copy.deepcopy(api.spec)
-            read_requires_key = settings().read_requires_key
+            read_requires_key, admin_keys = settings().read_requires_key, bool(settings().admin_keys)
         for operations in document["paths"].values():
             for operation in operations.values():
                 _complete(operation)
-        _secure_reads(target, document, read_requires_key)
+        _secure_reads(target, document, read_requires_key, admin_keys)
         cached = target.extensions["kgrec.openapi"] = document
     return cached
 

@@ -17,7 +17,8 @@ from flask import Flask
 
 from app.params import checked_path_id, percent_decoded
 
-# View arguments that hold a path of the API, not one id (the console's read proxy).
+# View arguments that hold a path of the API, not one id (the console's read proxy), checked by
+# their view with relayed_path.
 RELAYED_PATHS = frozenset({"_rest"})
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -46,14 +47,16 @@ def install_raw_path_routing(app: Flask) -> None:
 
     @app.url_value_preprocessor
     def _decode_ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
-        # Every id in a path is decoded and checked here, once, before any view runs.
+        # Every id in a path is decoded and checked here, once, before any view runs. A relayed path
+        # is checked by its view (relayed_path), after the view's own sign-in check: a signed-out
+        # request learns nothing about the id rule, as the API's access check before this ensures.
         for name, value in (values or {}).items():
-            if not isinstance(value, str):
-                continue
-            if name in RELAYED_PATHS:
-                # An API path relayed as it is (the console's read proxy): each of its segments is an
-                # id or a word there; the whole may be longer than one id.
-                segments = (checked_path_id(name, percent_decoded(s, name)) for s in value.split("/"))
-                values[name] = "/".join(quote(s, safe="") for s in segments)  # type: ignore[index]
-            else:
+            if isinstance(value, str) and name not in RELAYED_PATHS:
                 values[name] = checked_path_id(name, percent_decoded(value, name))  # type: ignore[index]
+
+
+def relayed_path(value: str, name: str = "_rest") -> str:
+    """An API path relayed as it is (the console's read proxy), each segment decoded and checked as an
+    id (a 400 ApiError naming ``name`` otherwise), and encoded again; the whole may be longer than one id."""
+    segments = (checked_path_id(name, percent_decoded(s, name)) for s in value.split("/"))
+    return "/".join(quote(s, safe="") for s in segments)

@@ -34,9 +34,12 @@ def interests(user_id: str, query: InterestsQuery) -> Response:
             "`removed.update_plans: null` in the 200",
         ),
     },
+    access="erase",
     user_id="the user",
 )
 def erase_user(user_id: str) -> Response:
     """Erase a user: node, edges, embeddings and their share of popularity (one statement), and
-    their recorded impressions with the events attributed to them. A second erasure is a 404."""
+    their recorded impressions with the events attributed to them. A second erasure is a 404.
+
+    It needs an erase key (KGREC_ERASE_KEYS) or an admin key once KGREC_ADMIN_KEYS is set."""
     return jsonify(serving().erase_user(user_id, impression_store()))

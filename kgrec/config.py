@@ -114,6 +114,17 @@ def _api_keys(text: str, variable: str = "KGREC_API_KEYS") -> tuple[str, ...]:
     return keys
 
 
+def _erase_keys(text: str, admin_keys: tuple[str, ...]) -> tuple[str, ...]:
+    keys = _api_keys(text, "KGREC_ERASE_KEYS")
+    # Without admin keys every API key may erase: erase keys would narrow nothing while the operator
+    # who set them believes they do.
+    if keys and not admin_keys:
+        raise ValueError(
+            "KGREC_ERASE_KEYS needs KGREC_ADMIN_KEYS: while it is unset every API key may erase users"
+        )
+    return keys
+
+
 def _flag(text: str, name: str = "a flag") -> bool:
     # A typo ("ture") must not silently turn a safety setting off.
     value = text.strip().lower()
@@ -250,13 +261,18 @@ class Settings:
     explore_share: float = 0.2
     explore_max_events: int = 5
     # The keys that may also do what a storefront never needs (erase users, export audiences, change
-    # the catalogue, rules, experiments and models: app/auth.py). Empty: every API key may, as
-    # before 2026-12-07. Each is an API key too (added to api_keys), so it is listed once.
+    # the catalogue, rules, experiments and models, read what lists users: app/auth.py). Empty:
+    # every API key may, as before 2026-12-07. Each is an API key too (added to api_keys), so it is
+    # listed once.
     admin_keys: tuple[str, ...] = ()
+    # The keys that may erase users besides the admin keys (a storefront that erases on account
+    # deletion), and otherwise do what any API key does. Only with admin_keys (from_env refuses them
+    # alone); each is an API key too.
+    erase_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Everything that checks a key (the API, the console's sign-in and session) reads api_keys.
-        extra = tuple(key for key in self.admin_keys if key not in self.api_keys)
+        extra = tuple(dict.fromkeys(k for k in self.admin_keys + self.erase_keys if k not in self.api_keys))
         if extra:
             object.__setattr__(self, "api_keys", self.api_keys + extra)
 
@@ -279,6 +295,7 @@ class Settings:
         """Build settings from environment variables (see README, "Configuration")."""
         env = dict(os.environ if env is None else env)
         fsync = _fsync_policy(env, "KGREC_AOF_FSYNC", "always")
+        admin_keys = _api_keys(env.get("KGREC_ADMIN_KEYS", ""), "KGREC_ADMIN_KEYS")
         return cls(
             # empty means unset, as for every path variable: Path("") would be the working directory
             data_dir=Path(env.get("KGREC_DATA_DIR") or "var"),
@@ -344,5 +361,6 @@ class Settings:
             attribution_window_hours=_number(env, "KGREC_ATTRIBUTION_WINDOW_HOURS", "24"),
             explore_share=_number(env, "KGREC_EXPLORE_SHARE", "0.2", high=1),
             explore_max_events=_number(env, "KGREC_EXPLORE_MAX_EVENTS", "5", whole=True),
-            admin_keys=_api_keys(env.get("KGREC_ADMIN_KEYS", ""), "KGREC_ADMIN_KEYS"),
+            admin_keys=admin_keys,
+            erase_keys=_erase_keys(env.get("KGREC_ERASE_KEYS", ""), admin_keys),
         )

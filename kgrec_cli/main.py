@@ -791,8 +791,9 @@ def admin_scope_warning(settings: Settings) -> str | None:
     if not settings.api_keys or settings.admin_keys:
         return None
     return (
-        "KGREC_ADMIN_KEYS is not set, so every API key can erase users, export audiences and change "
-        "the catalogue, rules, experiments and models; set it to the keys that may (README, "
+        "KGREC_ADMIN_KEYS is not set, so every API key can erase users, list and export audiences and "
+        "change the catalogue, rules, experiments and models; set it to the keys that may, and "
+        "KGREC_ERASE_KEYS to a storefront's keys that may also erase users (README, "
         '"Operations: faults, privacy and security")'
     )
 

@@ -26,6 +26,12 @@ from kgrec.job_queue import redis_urls
         # a key is a secret, so not repeated; headers reach the app as Latin-1, so "clé" never matches
         ("KGREC_API_KEYS", "fine,clé", "must hold printable ASCII keys only (one has other characters)"),
         ("KGREC_ADMIN_KEYS", "ops,clé", "must hold printable ASCII keys only (one has other characters)"),
+        # alone they would narrow nothing: every key may erase while KGREC_ADMIN_KEYS is unset
+        (
+            "KGREC_ERASE_KEYS",
+            "shop",
+            "needs KGREC_ADMIN_KEYS: while it is unset every API key may erase users",
+        ),
         # a URL without its scheme was a driver traceback, or Celery's "No module named 'localhost'"
         (
             "NEO4J_URI",
@@ -60,6 +66,16 @@ def test_an_admin_key_is_an_api_key_too_and_unset_means_none() -> None:
     assert (scoped.api_keys, scoped.admin_keys) == (("shop", "ops"), ("ops", "shop"))
     assert Settings.from_env({"KGREC_API_KEYS": "shop", "KGREC_ADMIN_KEYS": ""}).admin_keys == ()
     assert Settings(admin_keys=("ops",)).api_keys == ("ops",)
+
+
+def test_an_erase_key_is_an_api_key_too_and_needs_admin_keys() -> None:
+    scoped = Settings.from_env(
+        {"KGREC_API_KEYS": "shop", "KGREC_ADMIN_KEYS": "ops", "KGREC_ERASE_KEYS": "del,ops"}
+    )
+    assert (scoped.api_keys, scoped.erase_keys) == (("shop", "ops", "del"), ("del", "ops"))
+    assert Settings.from_env({"KGREC_ADMIN_KEYS": "ops", "KGREC_ERASE_KEYS": ""}).erase_keys == ()
+    with pytest.raises(ValueError, match="KGREC_ERASE_KEYS must hold printable ASCII keys only"):
+        Settings.from_env({"KGREC_ADMIN_KEYS": "ops", "KGREC_ERASE_KEYS": "clé"})
 
 
 def test_a_behaviour_weight_must_be_a_number_at_least_0() -> None:

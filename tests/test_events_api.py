@@ -3,6 +3,7 @@ racing writers, durability."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -150,6 +151,18 @@ def test_a_request_without_a_valid_key_is_401_with_a_bearer_challenge_before_its
     assert post(process, [event("challenge-1")], headers={}).headers["WWW-Authenticate"].startswith("Bearer ")
     invalid = requests.delete(url, headers=AUTH, timeout=30)
     assert invalid.status_code == 400 and invalid.json()["field"] == "user_id", invalid.text
+
+
+def test_the_consoles_read_proxy_checks_sign_in_before_the_path(api: tuple[ApiProcess, GraphGateway]) -> None:
+    """A signed-out read through the console for a bad id was a 400 naming the id rule (the path was
+    checked before the sign-in), where the API itself answers 401: now 401 too, and 400 signed in."""
+    process, _ = api
+    url = f"{process.url}/console/api/v1/users/%20x/interests"  # an invalid id
+    signed_out = requests.get(url, timeout=30)
+    assert signed_out.status_code == 401, signed_out.text
+    assert signed_out.json()["error"] == "unauthorized"
+    invalid = console_session(process.url, KEY)[0].get(url, timeout=30)
+    assert invalid.status_code == 400 and invalid.json()["field"] == "_rest", invalid.text
 
 
 def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_applied(
@@ -368,16 +381,24 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def console_promote(url: str, key: str) -> str:
-    """Sign in to the console with ``key`` and promote a version that does not exist: the notice."""
+def console_session(url: str, key: str) -> tuple[requests.Session, str]:
+    """A requests session signed in to the console with ``key``, and its CSRF token."""
     session = requests.Session()
     token = csrf_of(session.get(f"{url}/console/signin", timeout=30).text)
-    origin = {"Origin": url}
     signed_in = session.post(
-        f"{url}/console/signin", data={"csrf_token": token, "api_key": key}, headers=origin, timeout=30
+        f"{url}/console/signin",
+        data={"csrf_token": token, "api_key": key},
+        headers={"Origin": url},
+        timeout=30,
     )
     assert signed_in.status_code == 200 and "Signed in" in signed_in.text, signed_in.text[:300]
-    token = csrf_of(signed_in.text)
+    return session, csrf_of(signed_in.text)
+
+
+def console_promote(url: str, key: str) -> str:
+    """Sign in to the console with ``key`` and promote a version that does not exist: the notice."""
+    session, token = console_session(url, key)
+    origin = {"Origin": url}
     answer = session.post(
         f"{url}/console/models/no-such-version/promote",
         data={"csrf_token": token},
@@ -388,50 +409,55 @@ def console_promote(url: str, key: str) -> str:
     return answer.text
 
 
+@contextlib.contextmanager
+def scoped_api(settings: Settings, tmp_path: Path, **env: str) -> Iterator[tuple[ApiProcess, GraphGateway]]:
+    """A gunicorn API on a graph of its own, with a storefront's key (KGREC_API_KEYS), an admin key
+    (KGREC_ADMIN_KEYS) and ``env``; skips where the graph is not the embedded one."""
+    if not settings.embedded:
+        pytest.skip("starts its own API on the embedded graph")
+    graph_name = f"scope_{uuid.uuid4().hex[:8]}"
+    gateway = open_gateway(settings, graph_name=graph_name)
+    migrate(gateway)
+    scoped = {
+        "KGREC_DATA_DIR": str(settings.data_dir),
+        "KGREC_GRAPH": graph_name,
+        "KGREC_API_KEYS": f"shop-{uuid.uuid4().hex}",
+        "KGREC_ADMIN_KEYS": f"ops-{uuid.uuid4().hex}",
+        **env,
+    }
+    process = ApiProcess(scoped, log=tmp_path / "gunicorn.log").start()
+    try:
+        yield process, gateway
+    finally:
+        process.stop()
+        gateway.close()
+
+
 def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
     settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
 ) -> None:
     """With KGREC_ADMIN_KEYS set, a storefront's key sends events and nothing else that writes: every
     other write (erasure, export, catalogue, rules, experiments, models) is a 403 naming it, and the
     document marks each. An admin key is an API key too, in the API and in the console."""
-    if not settings.embedded:
-        pytest.skip("starts its own API on the embedded graph")
-    shop_key, ops_key = f"shop-{uuid.uuid4().hex}", f"ops-{uuid.uuid4().hex}"
-    shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
-    graph_name = f"scope_{uuid.uuid4().hex[:8]}"
-    gateway = open_gateway(settings, graph_name=graph_name)
-    migrate(gateway)
-    env = {
-        "KGREC_DATA_DIR": str(settings.data_dir),
-        "KGREC_GRAPH": graph_name,
-        "KGREC_API_KEYS": shop_key,
-        "KGREC_ADMIN_KEYS": ops_key,
-    }
-    process = ApiProcess(env, log=tmp_path / "gunicorn.log").start()
-    try:
+    with scoped_api(settings, tmp_path) as (process, gateway):
+        shop_key, ops_key = process.env["KGREC_API_KEYS"], process.env["KGREC_ADMIN_KEYS"]
+        shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
         user = f"u-scope-{uuid.uuid4().hex[:6]}"
         assert post(process, [event("scope-1", user_id=user)], headers=shop).status_code == 200
         assert post(process, [event("scope-2", user_id=user)], headers=ops).status_code == 200
 
         document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
         writes = {(m, p) for p, operations in document["paths"].items() for m in operations if m != "get"}
-        admin = {
-            (m, p)
-            for p, operations in document["paths"].items()
-            for m, operation in operations.items()
-            if operation.get("security") == [{"apiKey": ["admin"]}]
-        }
-        assert writes - admin == {("post", "/v1/events")}
+        admin = admin_operations(document)
+        assert writes - admin == {("post", "/v1/events"), ("delete", "/v1/users/{user_id}")}
         assert document["paths"]["/v1/events"]["post"]["security"] == [{"apiKey": []}]
-        for method, path in sorted(admin):
-            target = process.url + re.sub(r"\{[^}]+\}", user, path)
-            refused = requests.request(method, target, headers=shop, json={}, timeout=30)
-            assert refused.status_code == 403, f"{method} {path}: {refused.text}"
-            assert refused.json()["error"] == "forbidden"
-            assert f"{method.upper()} {path} needs an admin key" in refused.json()["detail"]
-            assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
-            assert "403" in document["paths"][path][method]["responses"]
+        assert document["paths"]["/v1/users/{user_id}"]["delete"]["security"] == ERASE_SECURITY
+        refuse_admin_operations(process, document, shop, user)
         assert requests.delete(f"{process.url}/v1/users/{user}", timeout=30).status_code == 401
+        refused = requests.delete(f"{process.url}/v1/users/{user}", headers=shop, timeout=30)
+        assert refused.status_code == 403, refused.text
+        assert "DELETE /v1/users/{user_id} needs an erase key or an admin key" in refused.json()["detail"]
+        assert 'scope="erase"' in refused.headers["WWW-Authenticate"]
         count = "MATCH (u:User {id: $user}) RETURN count(u) AS n"
         assert gateway.run_query(count, {"user": user})[0]["n"] == 1  # nothing was erased
         erased = requests.delete(f"{process.url}/v1/users/{user}", headers=ops, timeout=60)
@@ -441,9 +467,144 @@ def test_admin_operations_need_an_admin_key_once_admin_keys_are_set(
         # The console forwards its forms with the signed-in key: the API decides, as for any client.
         assert "failed (403)" in console_promote(process.url, shop_key)
         assert "(403)" not in console_promote(process.url, ops_key)
-    finally:
-        process.stop()
-        gateway.close()
+
+
+# An erasure's OpenAPI security: an admin key or an erase key (alternatives).
+ERASE_SECURITY = [{"apiKey": ["admin"]}, {"apiKey": ["erase"]}]
+
+
+def admin_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (method, path) of every operation the document gives the admin role alone."""
+    return {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") == [{"apiKey": ["admin"]}]
+    }
+
+
+def refuse_admin_operations(
+    process: ApiProcess, document: dict[str, Any], headers: dict[str, str], user: str
+) -> None:
+    """Every admin operation is a 403 naming it for the key in ``headers``, each documented so."""
+    for method, path in sorted(admin_operations(document)):
+        target = process.url + re.sub(r"\{[^}]+\}", user, path)
+        refused = requests.request(method, target, headers=headers, json={}, timeout=30)
+        assert refused.status_code == 403, f"{method} {path}: {refused.text}"
+        assert refused.json()["error"] == "forbidden"
+        assert f"{method.upper()} {path} needs an admin key" in refused.json()["detail"]
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+        assert "403" in document["paths"][path][method]["responses"]
+
+
+def test_an_erase_key_erases_users_and_does_nothing_else_an_admin_key_does(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
+) -> None:
+    """A storefront that erases on account deletion needed an admin key, and with it could change the
+    catalogue and models and list users. An erase key (KGREC_ERASE_KEYS) erases, sends events and
+    reads as a storefront's key, and is refused every admin operation."""
+    eraser = f"erase-{uuid.uuid4().hex}"
+    with scoped_api(settings, tmp_path, KGREC_ERASE_KEYS=eraser) as (process, gateway):
+        erase = {"Authorization": f"Bearer {eraser}"}
+        ops = {"Authorization": f"Bearer {process.env['KGREC_ADMIN_KEYS']}"}
+        users = [f"u-erase-{n}-{uuid.uuid4().hex[:6]}" for n in range(2)]
+        batch = [event(f"erase-{n}-{user}", user_id=user) for n, user in enumerate(users)]
+        assert post(process, batch, headers=erase).status_code == 200
+        reads = requests.get(f"{process.url}/v1/users/{users[0]}/interests", headers=erase, timeout=30)
+        assert reads.status_code == 200, reads.text
+        document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+        assert document["paths"]["/v1/users/{user_id}"]["delete"]["security"] == ERASE_SECURITY
+        assert "403" in document["paths"]["/v1/users/{user_id}"]["delete"]["responses"]
+        refuse_admin_operations(process, document, erase, users[0])
+        count = "MATCH (u:User) WHERE u.id IN $users RETURN count(u) AS n"
+        assert gateway.run_query(count, {"users": users})[0]["n"] == 2
+        for user, headers in zip(users, (erase, ops), strict=True):  # an admin key erases too
+            erased = requests.delete(f"{process.url}/v1/users/{user}", headers=headers, timeout=60)
+            assert erased.status_code == 200, erased.text
+        assert gateway.run_query(count, {"users": users})[0]["n"] == 0
+
+
+# The reads that list users or another user's history: admin-scoped once KGREC_ADMIN_KEYS is set.
+USER_LISTING_READS = {
+    "/v1/audiences": "?item={item}",
+    "/v1/search": "?q={user}",
+    "/v1/users/{user_id}/timeline": "",
+    "/v1/items/{item_id}/neighbourhood": "",
+}
+
+
+def test_reads_that_list_users_need_an_admin_key_once_admin_keys_are_set(
+    settings: Settings, graph_server: EmbeddedServer | None, tmp_path: Path
+) -> None:
+    """Audience pages, search, timelines and neighbourhoods listed users and their events to any key,
+    or to anyone where reads are open, while the audience export needed an admin key. Now each is a
+    401 without a key and a 403 naming it for a storefront's key, and the document gives each the
+    admin role; a storefront's reads (recommendations, similar items, interests, explanations) stay
+    open. A console signed in with an admin key reads them through its proxy, another key's gets 403."""
+    with scoped_api(settings, tmp_path) as (process, _):
+        shop_key, ops_key = process.env["KGREC_API_KEYS"], process.env["KGREC_ADMIN_KEYS"]
+        shop, ops = {"Authorization": f"Bearer {shop_key}"}, {"Authorization": f"Bearer {ops_key}"}
+        user, item = f"u-reads-{uuid.uuid4().hex[:6]}", "lipstick-reads"
+        assert post(process, [event("reads-1", user_id=user, item_id=item)], headers=shop).status_code == 200
+        document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+        scoped = {
+            path
+            for path, operations in document["paths"].items()
+            if operations.get("get", {}).get("security") == [{"apiKey": ["admin"]}]
+        }
+        assert scoped == set(USER_LISTING_READS)
+        for path, query in USER_LISTING_READS.items():
+            url = process.url + path.replace("{user_id}", user).replace("{item_id}", item)
+            url += query.format(user=user, item=item)
+            anonymous = requests.get(url, timeout=30)
+            assert anonymous.status_code == 401, f"{path}: {anonymous.text}"
+            refused = requests.get(url, headers=shop, timeout=30)
+            assert refused.status_code == 403, f"{path}: {refused.text}"
+            assert f"GET {path} needs an admin key" in refused.json()["detail"]
+            assert {"401", "403"} <= set(document["paths"][path]["get"]["responses"])
+            answer = requests.get(url, headers=ops, timeout=30)
+            assert answer.status_code == 200, f"{path}: {answer.text}"
+            assert user in answer.text, f"{path}: {answer.text}"
+        timeline = requests.get(f"{process.url}/v1/users/{user}/timeline", headers=ops, timeout=30)
+        assert [entry["item_id"] for entry in timeline.json()["events"]] == [item]
+
+        # What a storefront reads stays open, with or without its key.
+        interests = requests.get(f"{process.url}/v1/users/{user}/interests", timeout=30)
+        assert interests.status_code == 200, interests.text
+        storefront = {
+            "/v1/users/{user_id}/interests": f"/v1/users/{user}/interests",
+            "/v1/users/{user_id}/recommendations": f"/v1/users/{user}/recommendations",
+            "/v1/users/{user_id}/recommendations/{item_id}/explanation": f"/v1/users/{user}/recommendations/{item}/explanation",
+            "/v1/items/{item_id}/similar": f"/v1/items/{item}/similar",
+        }
+        for path, url in storefront.items():
+            for headers in ({}, shop):
+                answer = requests.get(process.url + url, headers=headers, timeout=30)
+                assert answer.status_code not in (401, 403), f"{path}: {answer.text}"
+            assert document["paths"][path]["get"]["security"] == [{}, {"apiKey": []}]
+
+        # The console reads through its proxy with the signed-in key: an admin key's reads answer.
+        audience = f"/v1/audiences?item={item}"
+        for key, status in ((ops_key, 200), (shop_key, 403)):
+            session, _ = console_session(process.url, key)
+            page = session.get(f"{process.url}/console/audiences", timeout=30).text
+            assert 'data-api="/console/api/v1"' in page
+            relayed = session.get(f"{process.url}/console/api{audience}", timeout=30)
+            assert relayed.status_code == status, relayed.text
+        assert 'data-api="/v1"' in requests.get(f"{process.url}/console/audiences", timeout=30).text
+
+
+def test_without_admin_keys_the_reads_that_list_users_are_reads_as_before(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    process, _ = api
+    assert post(process, [event("open-reads-1", user_id="u-open", item_id="open-item")]).status_code == 200
+    document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+    for path, query in USER_LISTING_READS.items():
+        url = process.url + path.replace("{user_id}", "u-open").replace("{item_id}", "open-item")
+        answer = requests.get(url + query.format(user="u-open", item="open-item"), timeout=30)
+        assert answer.status_code == 200, f"{path}: {answer.text}"
+        assert document["paths"][path]["get"]["security"] == [{}, {"apiKey": []}]
 
 
 def test_an_id_repeated_with_other_content_is_refused_and_an_exact_repeat_is_a_duplicate(

@@ -288,6 +288,8 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
         return "1 to 64 letters, digits, `_`, `.`, `-`"
     if check == "_api_keys":
         return "printable ASCII, comma-separated"
+    if check == "_erase_keys":
+        return "printable ASCII, comma-separated, only with `KGREC_ADMIN_KEYS`"
     if check == "_parse_weights":
         return "`behaviour=weight`, comma-separated, each weight a number ≥ 0"
     if check == "_url":

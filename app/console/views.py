@@ -16,6 +16,7 @@ from app.auth import key_is_valid
 from app.console import session
 from app.console.forward import api_path, call_api, decoded, relay, send
 from app.graph import settings
+from app.raw_path import relayed_path
 from kgrec.browse import SEARCH_KINDS
 from kgrec.limits import MAX_EPOCHS
 
@@ -66,13 +67,15 @@ def _refused(error: session.Refused) -> tuple[str, int]:
 def page(template: str, title: str, **context: Any) -> str:
     """Render a console page with what every page needs (nav, sign-in state, CSRF token)."""
     signed_in = session.signed_in_key() is not None
+    keyed_reads = settings().read_requires_key or bool(settings().admin_keys)
     return render_template(
         template,
         title=title,
         pages=PAGES,
         signed_in=signed_in,
-        # Where reads need a key, a signed-in console reads through /console/api (it adds the key).
-        api_base=API_PROXY if signed_in and settings().read_requires_key else "/v1",
+        # Where reads need a key (some do once admin keys are set: those that list users), a signed-in
+        # console reads through /console/api (it adds the key).
+        api_base=API_PROXY if signed_in and keyed_reads else "/v1",
         csrf_token=session.current().csrf,
         notice=session.take_notice(),
         read_requires_key=settings().read_requires_key,
@@ -160,14 +163,17 @@ def health() -> str:
 
 @bp.get("/api/v1/<path:_rest>")
 def read_proxy(_rest: str) -> Response | tuple[Response, int]:
-    """A GET of the API with the signed-in key, for servers whose reads need one (KGREC_READ_REQUIRES_KEY).
+    """A GET of the API with the signed-in key, for servers whose reads need one (KGREC_READ_REQUIRES_KEY, or
+    KGREC_ADMIN_KEYS for the reads that list users).
 
     The answer is the API's own (status, body, Retry-After: the Models page waits for it). ``_rest``
-    is an API path, checked segment by segment (:mod:`app.raw_path`); the API checks it again.
+    is an API path, checked segment by segment once the session is known to be signed in (a signed-out
+    request is a 401 whatever its path holds, as the API's own); the API checks it again.
     """
     key = session.signed_in_key()
     if key is None:
         return jsonify(error="unauthorized", detail="sign in to the console to read through it"), 401
+    relayed_path(_rest)
     # gunicorn's raw request target keeps percent-encoded ids (a "/" inside an id) in one segment.
     raw = (request.environ.get("RAW_URI") or request.path).split("?", 1)[0]
     target = "/v1" + raw[len(API_PROXY) :]

@@ -29,7 +29,9 @@
     const answer = await K.get(`/search?${qs}`);
     if (!answer.ok) {
       K.fill(list);
-      status.textContent = answer.body && answer.body.detail ? `Not searched: ${answer.body.detail}` : `Search failed (${answer.status}).`;
+      // 401: search lists users, so a server with admin keys (or keyed reads) answers signed-in operators only.
+      if (answer.status === 401) status.textContent = "Not searched: this server searches for signed-in operators only (sign in).";
+      else status.textContent = answer.body && answer.body.detail ? `Not searched: ${answer.body.detail}` : `Search failed (${answer.status}).`;
     } else {
       const results = answer.body.results;
       status.textContent = results.length ? `${results.length} result(s) for “${query}”.` : `Nothing matches “${query}”.`;
