@@ -42,6 +42,7 @@ from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.erasure import user_hash
 from kgrec.events.ingest import MINUTE_MS
+from kgrec.events.validation import ValidationClock
 from kgrec.gateway import GraphGateway
 from kgrec.interests import PairEvidence, interest_rows
 
@@ -116,8 +117,11 @@ def prepare(
     """Read and aggregate the whole data set (no graph access).
 
     ``erasures``: erased users' tombstones (:func:`kgrec.erasure.user_hash` → erasure time, ms);
-    their interactions dated at or before it, or not dated, are left out.
+    their interactions dated at or before it, or not dated, are left out. A loader with a
+    ``clock`` gets ``now_ms`` and ``KGREC_MAX_CLOCK_SKEW_S``: a row dated further ahead is refused.
     """
+    if hasattr(dataset, "clock"):  # a loader that reads times refuses those ahead of the import's
+        dataset.clock = ValidationClock(now_ms, settings.max_clock_skew_s * 1000)
     with cycle_collection_paused():
         return _aggregate(dataset, settings, now_ms, erasures or {})
 

@@ -503,9 +503,12 @@ def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
 ) -> None:
     """``inf`` aborted the import with an OverflowError; ``1e300`` was stored clipped to 2**63 - 1."""
     rows = [["u1", "i1", "inf"], ["u1", "i2", "1e300"], ["u1", "i3", "-5"], ["u1", "i4", "nan"]]
-    rows += [["u1", "i5", "1700000000"], ["u1", "i6", "253402300799.999"]]
+    rows += [["u1", "i5", "1700000000"], ["u1", "i6", str(MAX_EPOCH_MS / 1000)]]
     write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "ts"], rows)
-    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    # an import's clock at the end of 9999 takes that time; any real clock refuses it as ahead
+    report = import_dataset(
+        gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=MAX_EPOCH_MS
+    )
     assert [(p.line, p.reason) for p in report.problems] == [
         (2, "ts 'inf' is not a finite number of seconds"),
         (3, "ts '1e300' is after 9999"),
@@ -514,6 +517,70 @@ def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
     ]
     stored = gateway.run_query("MATCH (:User)-[r:INTERACTED]->(i:Item) RETURN i.id AS i, r.last_ts AS ts", {})
     assert sorted((r["i"], r["ts"]) for r in stored) == [("i5", 1_700_000_000_000), ("i6", MAX_EPOCH_MS)]
+
+
+def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_loads(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The import took what the events and catalogue APIs refuse: a ts in 2099 (whose weight_ts
+    made serving's decay raise OverflowError), '²' as seq_index (int() raised with no file or
+    line), one beyond 2**63, a rating of 1e300, prices of -5 and 1e300, titles of 6,000
+    characters or with NUL, 40 categories; and one malformed CSV record aborted the whole import."""
+    now_ms = 1_765_000_000_000
+    header = ["user_id", "item_id", "ts", "seq_index", "type", "value"]
+    rows = [
+        ["u1", "i1", "2099-01-01T00:00:00", "", "", ""],
+        ["u1", "i2", str(now_ms // 1000 + 301), "", "", ""],  # more than 300 s ahead
+        ["u1", "i3", "", "²", "", ""],
+        ["u1", "i4", "", "99999999999999999999999", "", ""],
+        ["u1", "i5", "1700000000", "", "rating", "1e300"],
+        ["u1", "ok1", str(now_ms // 1000 + 299), "7", "rating", "4.5"],
+    ]
+    write_csv_rows(tmp_path / "interactions.csv", header, rows)
+    with open(tmp_path / "interactions.csv", "a") as handle:
+        handle.write('u2,"i6"x,1700000000,,,\r\nu2,ok2,1700000000,,,\r\n')
+    items = [
+        ["p1", "", "", "Cream", "-5"],
+        ["p2", "", "", "Cream", "1e300"],
+        ["p3", "", "", "a" * 6000, ""],
+        ["p4", "", "", "a\x00b", ""],
+        ["p5", "", "|".join(f"c{n}" for n in range(40)), "", ""],
+        ["ok1", "Acme", "Face|Skin", "Good cream", "1000000000000"],
+    ]
+    write_csv_rows(tmp_path / "items.csv", ["item_id", "brand", "categories", "title", "price"], items)
+    report = import_dataset(
+        gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=now_ms
+    )
+    found = [(Path(p.file).name, p.line, p.reason) for p in report.problems]
+    ahead = "is in the future (more than 300s ahead of the import's clock)"
+    assert found == [
+        ("items.csv", 2, "price must not be negative (got -5.0)"),
+        ("items.csv", 3, "price must be at most 1e+12 (got 1e+300)"),
+        ("items.csv", 4, f"title is longer than 1000 characters (got '{'a' * 59}… (6000 characters))"),
+        ("items.csv", 5, "title must not contain NUL (U+0000) (got 'a\\x00b')"),
+        ("items.csv", 6, "categories must list 1 to 10 categories"),
+        ("interactions.csv", 2, f"ts '2099-01-01T00:00:00' {ahead}"),
+        ("interactions.csv", 3, f"ts '{now_ms // 1000 + 301}' {ahead}"),
+        ("interactions.csv", 4, "seq_index '²' is not a whole number from 0 to 2**63 - 1"),
+        (
+            "interactions.csv",
+            5,
+            "seq_index '99999999999999999999999' is not a whole number from 0 to 2**63 - 1",
+        ),
+        ("interactions.csv", 6, "value must be between -1e+12 and 1e+12 (got 1e+300)"),
+        ("interactions.csv", 8, "not valid CSV: ',' expected after '\"'"),
+    ]
+    stored = gateway.run_query(
+        "MATCH (u:User)-[r:INTERACTED]->(i:Item) RETURN u.id AS u, i.id AS i, r.weight_ts AS ts, "
+        "r.rating AS rating ORDER BY i",
+        {},
+    )
+    assert stored == [
+        {"u": "u1", "i": "ok1", "ts": (now_ms // 1000 + 299) * 1000, "rating": 4.5},
+        {"u": "u2", "i": "ok2", "ts": 1_700_000_000_000, "rating": None},
+    ]
+    priced = gateway.run_query("MATCH (i:Item) WHERE i.price IS NOT NULL RETURN i.id AS i, i.price AS p", {})
+    assert priced == [{"i": "ok1", "p": 1e12}]
 
 
 def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
