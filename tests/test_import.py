@@ -63,7 +63,8 @@ def fingerprint(gateway: GraphGateway) -> list[dict[str, object]]:
     return gateway.run_query(
         "MATCH (u:User)-[r:INTERACTED|INTERESTED_IN]->(t) "
         "RETURN type(r) AS type, count(r) AS n, sum(r.weight) AS weight, "
-        "sum(coalesce(r.n_purchase, 0)) AS purchases, sum(coalesce(r.count, 0)) AS events "
+        "sum(coalesce(r.n_purchase, 0)) AS purchases, sum(coalesce(r.count, 0)) AS events, "
+        "min(r.weight_ts) AS first_stamp, max(r.weight_ts) AS last_stamp "
         "ORDER BY type",
         {},
     )
@@ -103,14 +104,17 @@ def test_subset_import_counts_are_exact(
 def test_second_import_changes_nothing(
     gateway: GraphGateway, beauty_subset: Path, settings: Settings
 ) -> None:
+    """A day later too: the subset has only seq_index, and each run stamped its untimed pairs with
+    its own time, so a second import set every interaction and interest back to full weight."""
     dataset = open_dataset(str(beauty_subset), settings.datasets_dir)
     first = import_dataset(gateway, dataset, settings, now_ms=1_700_000_000_000)
     before = (counts(gateway), fingerprint(gateway))
+    assert [row["last_stamp"] for row in before[1]] == [1_700_000_000_000] * 2
     second = import_dataset(
         gateway,
         open_dataset(str(beauty_subset), settings.datasets_dir),
         settings,
-        now_ms=1_700_000_000_000,
+        now_ms=1_700_000_000_000 + DAY_MS,
     )
     assert (counts(gateway), fingerprint(gateway)) == before
     assert first.relationships == first.relationships_created == sum(SUBSET_RELATIONSHIPS.values())
