@@ -659,3 +659,29 @@ def test_each_skipped_row_is_printed_on_one_line_as_it_is(
     assert done.returncode == 0, done.stderr
     expected = f"  {tmp_path / 'interactions.csv'}:3: type {kind!r} is not one of {', '.join(BEHAVIOURS)}"
     assert expected in done.stderr.splitlines(), done.stderr
+
+
+def test_a_repeated_item_row_is_reported_and_the_first_row_kept(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """Two items.csv rows of one item were merged silently: the later row's empty title and price
+    replaced the first's, its brand replaced the brand, and both rows' categories made one path."""
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i1", "1704067200"]])
+    write_csv_rows(
+        tmp_path / "items.csv",
+        ["item_id", "brand", "categories", "title", "price"],
+        [["i1", "Acme", "Beauty|Face", "Face cream", "3.5"], ["i1", "Bolt", "Tools", "", ""]],
+    )
+    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    assert [(Path(p.file).name, p.line, p.reason) for p in report.problems] == [
+        ("items.csv", 3, "item_id 'i1' is listed again (first on line 2); the first row is kept")
+    ]
+    item = gateway.run_query(
+        "MATCH (i:Item {id: 'i1'})-[:MADE_BY]->(b:Brand) RETURN i.title AS title, i.price AS price, b.id AS b",
+        {},
+    )
+    assert item == [{"title": "Face cream", "price": 3.5, "b": "Acme"}]
+    categories = gateway.run_query(
+        "MATCH (:Item {id: 'i1'})-[:IN_CATEGORY]->(c:Category) RETURN c.id AS c ORDER BY c", {}
+    )
+    assert categories == [{"c": "Beauty"}, {"c": "Face"}]

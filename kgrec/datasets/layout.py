@@ -171,10 +171,19 @@ class LayoutDataset:
         yield from parsed_rows(path, ("user_id", "item_id"), self.problems, parse)
 
     def items(self) -> Iterator[ItemRecord]:
-        """Catalogue rows from items.csv, if present."""
+        """Catalogue rows from items.csv, if present; a repeated item_id is reported and skipped
+        (the first row wins: merged, a later row's empty title or price replaced the first's)."""
         path = find_file(self.folder, "items.csv")
-        if path is not None:
-            yield from parsed_rows(path, ("item_id",), self.problems, _item)
+        if path is None:
+            return
+        first_line: dict[str, int] = {}
+        for line, item in located_rows(path, ("item_id",), self.problems, _item):
+            first = first_line.setdefault(item.item_id, line)
+            if first != line:
+                again = f"item_id {item.item_id!r} is listed again (first on line {first})"
+                self.problems.add(path, line, f"{again}; the first row is kept")
+                continue
+            yield item
 
     def triples(self) -> Iterator[TripleRecord]:
         """Knowledge-graph triples from kg_triples.csv, if present."""
