@@ -37,7 +37,7 @@ from kgrec_cli.data import data as data_group
 from kgrec_cli.failure import fail
 from kgrec_cli.items import items as items_group
 from kgrec_cli.kg import kg as kg_group
-from kgrec_cli.stack import StackError, all_queues, beat_argv, worker_argv
+from kgrec_cli.stack import StackError, all_queues, beat_argv, mixing_refusal, worker_argv
 from workers.training.config import VARIANTS, check_device
 
 console = Console(stderr=True)
@@ -245,24 +245,29 @@ def _write_rejects(path: Path, problems: list[Any]) -> None:
 
 
 def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, rejects: Path | None) -> None:
-    """Import a data set with progress bars and print a summary (shared by `import` and `up`)."""
+    """Import a data set with progress bars and print a summary (shared by `import` and `up`).
+
+    Refused in one line, before anything is written, when the graph's last import, of another
+    data set, did not finish (:func:`kgrec_cli.stack.mixing_refusal`).
+    """
     check_rejects_path(rejects)
-    from kgrec.importer import import_dataset
+    from kgrec.importer import import_dataset, import_state
 
     dataset = open_dataset(dataset_name, datasets_dir)
     source = import_source(dataset_name, datasets_dir)
-    with (
-        graph_session(settings, apply_migrations=True) as gateway,
-        Progress(
+    with graph_session(settings, apply_migrations=True) as gateway:
+        refusal = mixing_refusal(import_state(gateway), dataset_name, source, finish="kgrec import")
+        if refusal is not None:
+            fail(refusal)
+        with Progress(
             TextColumn("{task.description:<24}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-        ) as progress,
-    ):
-        console.print(f"reading {dataset.name} ...")
-        report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
+        ) as progress:
+            console.print(f"reading {dataset.name} ...")
+            report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
     console.print(
         f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
         f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"

@@ -485,6 +485,21 @@ def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
     assert why.endswith(
         f"did not finish: the partial graph is served as it is (kgrec up --import {shop} finishes it)"
     )
+    # so is `kgrec import` of another data set: it mixed the two and marked the graph finished
+    write_csv_rows(other / "interactions.csv", ["user_id", "item_id", "ts"], [["x1", "y1", "1704067200"]])
+    mixed = kgrec_cli("import", str(other), env={"KGREC_DATA_DIR": str(settings.data_dir)})
+    assert mixed.returncode == 1 and "Traceback" not in mixed.stderr
+    assert (
+        mixed.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"did not finish; importing {other} over it would mix two data sets in one graph: "
+            f"finish it with kgrec import {shop.resolve()}, or use another --data-dir"
+        )
+    ), mixed.stderr
+    with open_gateway(settings) as gateway:
+        assert import_state(gateway) == state
+        assert gateway.run_query("MATCH (u:User {id: 'x1'}) RETURN count(u) AS n", {}) == [{"n": 0}]
     rewrites = _aof_rewrites(server)
     # by the folder's name in the data sets folder, from elsewhere: the record still has its full path
     done = kgrec_cli(
