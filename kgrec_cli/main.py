@@ -19,6 +19,7 @@ import redis
 from celery import states
 from kombu.exceptions import OperationalError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -266,11 +267,14 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            console.print(f"reading {dataset.name} ...")
+            # a data set's name is the user's folder name: never Rich markup ("shop[/old]" raised)
+            console.print(f"reading {dataset.name} ...", markup=False, highlight=False)
             report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
     console.print(
         f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
-        f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"
+        f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)",
+        markup=False,
+        highlight=False,
     )
     if report.erased_interactions:
         console.print(
@@ -283,8 +287,10 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
             # one line per row however long (Rich wraps at 80 columns off a terminal), and the
             # data's own text is never read as Rich markup
             console.print(f"  {problem}", soft_wrap=True, markup=False, highlight=False)
-        if rejects is not None:
-            _write_rejects(rejects, report.problems)
+    if rejects is not None:
+        # always, as kgrec events import does: a clean run must not leave the last run's rejects
+        _write_rejects(rejects, report.problems)
+        if report.problems:
             console.print(f"  all skipped rows: {rejects}", soft_wrap=True, markup=False, highlight=False)
 
 
@@ -341,8 +347,9 @@ def run_import_or_demo(
         generate_shop(replace(DEMO_SHOP, end=datetime.now(UTC).date()), folder)
     manifest = json.loads((folder / "demo_shop.json").read_text(encoding="utf-8"))
     console.print(
-        f"[bold]{dataset_name} is not in {datasets_dir}: serving a generated demo shop "
-        f"({DEMO_SHOP.users:,} users, {DEMO_SHOP.items:,} items, {manifest['events']:,} events, {folder}); "
+        f"[bold]{dataset_name} is not in {escape(str(datasets_dir))}: serving a generated demo shop "
+        f"({DEMO_SHOP.users:,} users, {DEMO_SHOP.items:,} items, {manifest['events']:,} events, "
+        f"{escape(str(folder))}); "
         f"for real data run `kgrec data fetch {dataset_name}` or `kgrec import <folder>`[/bold]",
         soft_wrap=True,  # one line, however narrow the terminal
     )

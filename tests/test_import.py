@@ -700,3 +700,24 @@ def test_a_repeated_item_row_is_reported_and_the_first_row_kept(
         "MATCH (:Item {id: 'i1'})-[:IN_CATEGORY]->(c:Category) RETURN c.id AS c ORDER BY c", {}
     )
     assert categories == [{"c": "Beauty"}, {"c": "Face"}]
+
+
+def test_a_data_set_name_prints_as_it_is_and_rejects_are_written_every_run(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """A folder ``shop[backup]`` printed as ``shop`` (its name was read as Rich markup), and a
+    clean run left the previous run's --rejects file in place, as if its rows were still skipped."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    shop = tmp_path / "shop[backup]"
+    shop.mkdir()
+    write_csv_rows(shop / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i1", "1704067200"]])
+    rejects = tmp_path / "rejects.csv"
+    write_csv_rows(rejects, ["file", "line", "reason"], [["old.csv", "2", "an earlier run's row"]])
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
+    done = kgrec_cli("import", str(shop), "--rejects", str(rejects), env=env)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "reading shop[backup] ..." in output and "imported shop[backup]: " in output, output
+    with open(rejects) as handle:
+        assert handle.read().splitlines() == ["file,line,reason"]
