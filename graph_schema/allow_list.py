@@ -187,10 +187,13 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "busy_until",
     # Schedule
     "requested_at",
-    # Revision {id: 'import'}: the data set of the last bulk import, when it started and finished
+    # Revision {id: 'import'}: the data set of the last bulk import, when it started and finished,
+    # and when the first import of that data set started (its interactions without a time are
+    # stamped then, so that an import run again changes nothing)
     "dataset",
     "started_at",
     "finished_at",
+    "first_started_at",
     "job_id",
     # Topic, ABOUT, HAS_TOPIC (topics mined from item text) and review text on INTERACTED
     "keywords",

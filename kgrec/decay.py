@@ -23,9 +23,15 @@ def half_life_ms(half_life_days: float) -> float:
     return half_life_days * float(DAY_MS)
 
 
+# The largest power of two a float holds: a stamp stored far ahead of the clock (an import before
+# future times were refused) grows a weight to at most this factor instead of raising OverflowError.
+_MAX_EXPONENT = 1023.0
+
+
 def decay_factor(age_ms: float, half_life_ms: float) -> float:
-    """What one unit of weight is worth ``age_ms`` after it was stamped."""
-    return math.exp2(-age_ms / half_life_ms)
+    """What one unit of weight is worth ``age_ms`` after it was stamped (never raises: a stamp
+    far ahead, a negative age, gives at most ``2**1023``)."""
+    return math.exp2(min(-age_ms / half_life_ms, _MAX_EXPONENT))
 
 
 def decayed(weight: float | None, weight_ts: int | None, at_ms: float, half_life_ms: float) -> float:

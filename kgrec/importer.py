@@ -42,6 +42,7 @@ from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.erasure import user_hash
 from kgrec.events.ingest import MINUTE_MS
+from kgrec.events.validation import ValidationClock
 from kgrec.gateway import GraphGateway
 from kgrec.interests import PairEvidence, interest_rows
 
@@ -111,19 +112,29 @@ _ITEM_FACTS = ("title", "description", "price")  # written by UPSERT_ITEMS (None
 
 
 def prepare(
-    dataset: Dataset, settings: Settings, now_ms: int, erasures: Mapping[str, int] | None = None
+    dataset: Dataset,
+    settings: Settings,
+    now_ms: int,
+    erasures: Mapping[str, int] | None = None,
+    untimed_ms: int | None = None,
 ) -> PreparedImport:
     """Read and aggregate the whole data set (no graph access).
 
+    ``untimed_ms``: the stamp of pairs whose events have no time (default ``now_ms``);
+    :func:`import_dataset` gives the first import's start, so that a run again re-stamps nothing.
+
     ``erasures``: erased users' tombstones (:func:`kgrec.erasure.user_hash` → erasure time, ms);
-    their interactions dated at or before it, or not dated, are left out.
+    their interactions dated at or before it, or not dated, are left out. A loader with a
+    ``clock`` gets ``now_ms`` and ``KGREC_MAX_CLOCK_SKEW_S``: a row dated further ahead is refused.
     """
+    if hasattr(dataset, "clock"):  # a loader that reads times refuses those ahead of the import's
+        dataset.clock = ValidationClock(now_ms, settings.max_clock_skew_s * 1000)
     with cycle_collection_paused():
-        return _aggregate(dataset, settings, now_ms, erasures or {})
+        return _aggregate(dataset, settings, now_ms if untimed_ms is None else untimed_ms, erasures or {})
 
 
 def _aggregate(
-    dataset: Dataset, settings: Settings, now_ms: int, erasures: Mapping[str, int]
+    dataset: Dataset, settings: Settings, untimed_ms: int, erasures: Mapping[str, int]
 ) -> PreparedImport:
     weights = settings.behaviour_weights
     item_meta: dict[str, dict[str, Any]] = {}
@@ -218,7 +229,7 @@ def _aggregate(
     interactions: list[dict[str, Any]] = []
     evidence: list[PairEvidence] = []
     for (user_id, item_id), agg in pairs.items():
-        weight, weight_ts = decayed_sum(agg.events, settings.half_life_ms, now_ms)
+        weight, weight_ts = decayed_sum(agg.events, settings.half_life_ms, untimed_ms)
         row = {
             "user_id": user_id,
             "item_id": item_id,
@@ -487,15 +498,19 @@ def import_dataset(
 
     The graph records the import (``(:Revision {id: 'import'})``: data set, ``started_at``,
     ``finished_at``), finished only once every step is written and the AOF rewritten; see
-    :func:`import_state`. ``source`` is what the record names (default the data set's name;
-    commands pass :func:`kgrec.datasets.import_source`, which ``kgrec up --import`` accepts).
+    :func:`import_state`. Interactions without a time are stamped with the start of the first
+    import of this data set (:func:`first_start`), so running it again changes nothing.
+    ``source`` is what the record names (default the data set's name; commands pass
+    :func:`kgrec.datasets.import_source`, which ``kgrec up --import`` accepts).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    source = source or dataset.name
     erasures = {row["id"]: int(row["erased_at"]) for row in gateway.read(ALL_ERASURES)}
+    first = first_start(import_state(gateway), source, now_ms)
     prepared = drop_looping_links(
-        gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms, erasures))
+        gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms, erasures, first))
     )
-    gateway.write(q.START_IMPORT, {"dataset": source or dataset.name, "now": now_ms})
+    gateway.write(q.START_IMPORT, {"dataset": source, "now": now_ms, "first": first})
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()
@@ -521,6 +536,8 @@ class ImportState:
     dataset: str
     started_at: int
     finished_at: int | None
+    # when the first import of ``dataset`` started (None: recorded before kgrec kept it)
+    first_started_at: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -535,4 +552,19 @@ def import_state(gateway: GraphGateway) -> ImportState | None:
     if not rows:
         return None
     row = rows[0]
-    return ImportState(str(row["dataset"]), int(row["started_at"]), row["finished_at"])
+    first = row.get("first_started_at")
+    return ImportState(
+        str(row["dataset"]), int(row["started_at"]), row["finished_at"], None if first is None else int(first)
+    )
+
+
+def first_start(state: ImportState | None, source: str, now_ms: int) -> int:
+    """When the first import of ``source`` started: the stamp its interactions without a time get.
+
+    The record's when it names ``source`` (a record kept before ``first_started_at`` existed: its
+    ``started_at``, the stamp that import gave them), else ``now_ms``: another data set's times
+    say nothing about this one's.
+    """
+    if state is None or state.dataset != source:
+        return now_ms
+    return state.first_started_at if state.first_started_at is not None else state.started_at

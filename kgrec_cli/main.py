@@ -19,6 +19,7 @@ import redis
 from celery import states
 from kombu.exceptions import OperationalError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,7 +38,7 @@ from kgrec_cli.data import data as data_group
 from kgrec_cli.failure import fail
 from kgrec_cli.items import items as items_group
 from kgrec_cli.kg import kg as kg_group
-from kgrec_cli.stack import StackError, all_queues, beat_argv, worker_argv
+from kgrec_cli.stack import StackError, all_queues, beat_argv, mixing_refusal, worker_argv
 from workers.training.config import VARIANTS, check_device
 
 console = Console(stderr=True)
@@ -245,27 +246,35 @@ def _write_rejects(path: Path, problems: list[Any]) -> None:
 
 
 def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, rejects: Path | None) -> None:
-    """Import a data set with progress bars and print a summary (shared by `import` and `up`)."""
+    """Import a data set with progress bars and print a summary (shared by `import` and `up`).
+
+    Refused in one line, before anything is written, when the graph's last import, of another
+    data set, did not finish (:func:`kgrec_cli.stack.mixing_refusal`).
+    """
     check_rejects_path(rejects)
-    from kgrec.importer import import_dataset
+    from kgrec.importer import import_dataset, import_state
 
     dataset = open_dataset(dataset_name, datasets_dir)
     source = import_source(dataset_name, datasets_dir)
-    with (
-        graph_session(settings, apply_migrations=True) as gateway,
-        Progress(
+    with graph_session(settings, apply_migrations=True) as gateway:
+        refusal = mixing_refusal(import_state(gateway), dataset_name, source, finish="kgrec import")
+        if refusal is not None:
+            fail(refusal)
+        with Progress(
             TextColumn("{task.description:<24}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-        ) as progress,
-    ):
-        console.print(f"reading {dataset.name} ...")
-        report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
+        ) as progress:
+            # a data set's name is the user's folder name: never Rich markup ("shop[/old]" raised)
+            console.print(f"reading {dataset.name} ...", markup=False, highlight=False)
+            report = import_dataset(gateway, dataset, settings, _progress_factory(progress), source=source)
     console.print(
         f"imported {report.dataset}: {report.nodes:,} nodes and {report.relationships:,} "
-        f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)"
+        f"relationships in {report.seconds:.1f}s ({report.relationships_per_second:,.0f} rel/s)",
+        markup=False,
+        highlight=False,
     )
     if report.erased_interactions:
         console.print(
@@ -278,8 +287,10 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
             # one line per row however long (Rich wraps at 80 columns off a terminal), and the
             # data's own text is never read as Rich markup
             console.print(f"  {problem}", soft_wrap=True, markup=False, highlight=False)
-        if rejects is not None:
-            _write_rejects(rejects, report.problems)
+    if rejects is not None:
+        # always, as kgrec events import does: a clean run must not leave the last run's rejects
+        _write_rejects(rejects, report.problems)
+        if report.problems:
             console.print(f"  all skipped rows: {rejects}", soft_wrap=True, markup=False, highlight=False)
 
 
@@ -336,8 +347,9 @@ def run_import_or_demo(
         generate_shop(replace(DEMO_SHOP, end=datetime.now(UTC).date()), folder)
     manifest = json.loads((folder / "demo_shop.json").read_text(encoding="utf-8"))
     console.print(
-        f"[bold]{dataset_name} is not in {datasets_dir}: serving a generated demo shop "
-        f"({DEMO_SHOP.users:,} users, {DEMO_SHOP.items:,} items, {manifest['events']:,} events, {folder}); "
+        f"[bold]{dataset_name} is not in {escape(str(datasets_dir))}: serving a generated demo shop "
+        f"({DEMO_SHOP.users:,} users, {DEMO_SHOP.items:,} items, {manifest['events']:,} events, "
+        f"{escape(str(folder))}); "
         f"for real data run `kgrec data fetch {dataset_name}` or `kgrec import <folder>`[/bold]",
         soft_wrap=True,  # one line, however narrow the terminal
     )

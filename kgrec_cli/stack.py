@@ -250,11 +250,9 @@ def import_decision(
     if unfinished:
         assert state is not None
         what = f"the import of {state.dataset} started {_when(state.started_at)} did not finish"
-        if import_name and (requested or import_name) != state.dataset:
-            raise StackError(
-                f"{what}; importing {import_name} over it would mix two data sets in one graph: "
-                f"finish it with kgrec up --import {state.dataset}, or use another --data-dir"
-            )
+        refusal = mixing_refusal(state, import_name, requested) if import_name else None
+        if refusal is not None:
+            raise StackError(refusal)
         if import_name:
             return True, f"{what}: importing {import_name} again"
         return False, (
@@ -265,6 +263,25 @@ def import_decision(
             f"the graph already holds {items:,} items; skipping the import (the graph is served as it is)"
         )
     return bool(import_name), None
+
+
+def mixing_refusal(
+    state: ImportState | None,
+    import_name: str,
+    requested: str | None = None,
+    finish: str = "kgrec up --import",
+) -> str | None:
+    """Why importing ``import_name`` (which the import record names ``requested``, default
+    ``import_name``) into a graph whose last import, of another data set, did not finish is
+    refused: it would not complete that import but mix two data sets in one graph, and mark the
+    graph finished. ``finish``: the command that completes the unfinished one. None: no refusal."""
+    if state is None or state.finished or (requested or import_name) == state.dataset:
+        return None
+    return (
+        f"the import of {state.dataset} started {_when(state.started_at)} did not finish; importing "
+        f"{import_name} over it would mix two data sets in one graph: finish it with {finish} "
+        f"{state.dataset}, or use another --data-dir"
+    )
 
 
 @contextlib.contextmanager

@@ -86,6 +86,15 @@ def test_python_helpers_agree_with_each_other() -> None:
     )
 
 
+def test_a_stamp_far_ahead_does_not_raise() -> None:
+    """An edge stamped in 2099 (kgrec import took future times) made decayed() raise OverflowError
+    in serving, browsing and explanations: stored data must never make a read raise."""
+    half_life = 14 * DAY_MS
+    in_2099 = 4_070_908_800_000
+    assert decayed(5.0, in_2099, T0, half_life) > 5.0
+    assert decay_factor(T0 - in_2099, half_life) == 2.0**1023
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_ingestion_merges_batches_as_kgrec_decay_does(
     gateway: GraphGateway, settings: Settings, seed: int

@@ -63,7 +63,8 @@ def fingerprint(gateway: GraphGateway) -> list[dict[str, object]]:
     return gateway.run_query(
         "MATCH (u:User)-[r:INTERACTED|INTERESTED_IN]->(t) "
         "RETURN type(r) AS type, count(r) AS n, sum(r.weight) AS weight, "
-        "sum(coalesce(r.n_purchase, 0)) AS purchases, sum(coalesce(r.count, 0)) AS events "
+        "sum(coalesce(r.n_purchase, 0)) AS purchases, sum(coalesce(r.count, 0)) AS events, "
+        "min(r.weight_ts) AS first_stamp, max(r.weight_ts) AS last_stamp "
         "ORDER BY type",
         {},
     )
@@ -103,14 +104,17 @@ def test_subset_import_counts_are_exact(
 def test_second_import_changes_nothing(
     gateway: GraphGateway, beauty_subset: Path, settings: Settings
 ) -> None:
+    """A day later too: the subset has only seq_index, and each run stamped its untimed pairs with
+    its own time, so a second import set every interaction and interest back to full weight."""
     dataset = open_dataset(str(beauty_subset), settings.datasets_dir)
     first = import_dataset(gateway, dataset, settings, now_ms=1_700_000_000_000)
     before = (counts(gateway), fingerprint(gateway))
+    assert [row["last_stamp"] for row in before[1]] == [1_700_000_000_000] * 2
     second = import_dataset(
         gateway,
         open_dataset(str(beauty_subset), settings.datasets_dir),
         settings,
-        now_ms=1_700_000_000_000,
+        now_ms=1_700_000_000_000 + DAY_MS,
     )
     assert (counts(gateway), fingerprint(gateway)) == before
     assert first.relationships == first.relationships_created == sum(SUBSET_RELATIONSHIPS.values())
@@ -481,6 +485,21 @@ def test_an_import_killed_part_way_is_run_again_by_up_and_the_aof_rewritten(
     assert why.endswith(
         f"did not finish: the partial graph is served as it is (kgrec up --import {shop} finishes it)"
     )
+    # so is `kgrec import` of another data set: it mixed the two and marked the graph finished
+    write_csv_rows(other / "interactions.csv", ["user_id", "item_id", "ts"], [["x1", "y1", "1704067200"]])
+    mixed = kgrec_cli("import", str(other), env={"KGREC_DATA_DIR": str(settings.data_dir)})
+    assert mixed.returncode == 1 and "Traceback" not in mixed.stderr
+    assert (
+        mixed.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"did not finish; importing {other} over it would mix two data sets in one graph: "
+            f"finish it with kgrec import {shop.resolve()}, or use another --data-dir"
+        )
+    ), mixed.stderr
+    with open_gateway(settings) as gateway:
+        assert import_state(gateway) == state
+        assert gateway.run_query("MATCH (u:User {id: 'x1'}) RETURN count(u) AS n", {}) == [{"n": 0}]
     rewrites = _aof_rewrites(server)
     # by the folder's name in the data sets folder, from elsewhere: the record still has its full path
     done = kgrec_cli(
@@ -503,9 +522,12 @@ def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
 ) -> None:
     """``inf`` aborted the import with an OverflowError; ``1e300`` was stored clipped to 2**63 - 1."""
     rows = [["u1", "i1", "inf"], ["u1", "i2", "1e300"], ["u1", "i3", "-5"], ["u1", "i4", "nan"]]
-    rows += [["u1", "i5", "1700000000"], ["u1", "i6", "253402300799.999"]]
+    rows += [["u1", "i5", "1700000000"], ["u1", "i6", str(MAX_EPOCH_MS / 1000)]]
     write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "ts"], rows)
-    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    # an import's clock at the end of 9999 takes that time; any real clock refuses it as ahead
+    report = import_dataset(
+        gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=MAX_EPOCH_MS
+    )
     assert [(p.line, p.reason) for p in report.problems] == [
         (2, "ts 'inf' is not a finite number of seconds"),
         (3, "ts '1e300' is after 9999"),
@@ -514,6 +536,70 @@ def test_a_time_outside_1970_to_9999_skips_its_row_with_the_reason(
     ]
     stored = gateway.run_query("MATCH (:User)-[r:INTERACTED]->(i:Item) RETURN i.id AS i, r.last_ts AS ts", {})
     assert sorted((r["i"], r["ts"]) for r in stored) == [("i5", 1_700_000_000_000), ("i6", MAX_EPOCH_MS)]
+
+
+def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_loads(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The import took what the events and catalogue APIs refuse: a ts in 2099 (whose weight_ts
+    made serving's decay raise OverflowError), '²' as seq_index (int() raised with no file or
+    line), one beyond 2**63, a rating of 1e300, prices of -5 and 1e300, titles of 6,000
+    characters or with NUL, 40 categories; and one malformed CSV record aborted the whole import."""
+    now_ms = 1_765_000_000_000
+    header = ["user_id", "item_id", "ts", "seq_index", "type", "value"]
+    rows = [
+        ["u1", "i1", "2099-01-01T00:00:00", "", "", ""],
+        ["u1", "i2", str(now_ms // 1000 + 301), "", "", ""],  # more than 300 s ahead
+        ["u1", "i3", "", "²", "", ""],
+        ["u1", "i4", "", "99999999999999999999999", "", ""],
+        ["u1", "i5", "1700000000", "", "rating", "1e300"],
+        ["u1", "ok1", str(now_ms // 1000 + 299), "7", "rating", "4.5"],
+    ]
+    write_csv_rows(tmp_path / "interactions.csv", header, rows)
+    with open(tmp_path / "interactions.csv", "a") as handle:
+        handle.write('u2,"i6"x,1700000000,,,\r\nu2,ok2,1700000000,,,\r\n')
+    items = [
+        ["p1", "", "", "Cream", "-5"],
+        ["p2", "", "", "Cream", "1e300"],
+        ["p3", "", "", "a" * 6000, ""],
+        ["p4", "", "", "a\x00b", ""],
+        ["p5", "", "|".join(f"c{n}" for n in range(40)), "", ""],
+        ["ok1", "Acme", "Face|Skin", "Good cream", "1000000000000"],
+    ]
+    write_csv_rows(tmp_path / "items.csv", ["item_id", "brand", "categories", "title", "price"], items)
+    report = import_dataset(
+        gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=now_ms
+    )
+    found = [(Path(p.file).name, p.line, p.reason) for p in report.problems]
+    ahead = "is in the future (more than 300s ahead of the import's clock)"
+    assert found == [
+        ("items.csv", 2, "price must not be negative (got -5.0)"),
+        ("items.csv", 3, "price must be at most 1e+12 (got 1e+300)"),
+        ("items.csv", 4, f"title is longer than 1000 characters (got '{'a' * 59}… (6000 characters))"),
+        ("items.csv", 5, "title must not contain NUL (U+0000) (got 'a\\x00b')"),
+        ("items.csv", 6, "categories must list 1 to 10 categories"),
+        ("interactions.csv", 2, f"ts '2099-01-01T00:00:00' {ahead}"),
+        ("interactions.csv", 3, f"ts '{now_ms // 1000 + 301}' {ahead}"),
+        ("interactions.csv", 4, "seq_index '²' is not a whole number from 0 to 2**63 - 1"),
+        (
+            "interactions.csv",
+            5,
+            "seq_index '99999999999999999999999' is not a whole number from 0 to 2**63 - 1",
+        ),
+        ("interactions.csv", 6, "value must be between -1e+12 and 1e+12 (got 1e+300)"),
+        ("interactions.csv", 8, "not valid CSV: ',' expected after '\"'"),
+    ]
+    stored = gateway.run_query(
+        "MATCH (u:User)-[r:INTERACTED]->(i:Item) RETURN u.id AS u, i.id AS i, r.weight_ts AS ts, "
+        "r.rating AS rating ORDER BY i",
+        {},
+    )
+    assert stored == [
+        {"u": "u1", "i": "ok1", "ts": (now_ms // 1000 + 299) * 1000, "rating": 4.5},
+        {"u": "u2", "i": "ok2", "ts": 1_700_000_000_000, "rating": None},
+    ]
+    priced = gateway.run_query("MATCH (i:Item) WHERE i.price IS NOT NULL RETURN i.id AS i, i.price AS p", {})
+    assert priced == [{"i": "ok1", "p": 1e12}]
 
 
 def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
@@ -588,3 +674,50 @@ def test_each_skipped_row_is_printed_on_one_line_as_it_is(
     assert done.returncode == 0, done.stderr
     expected = f"  {tmp_path / 'interactions.csv'}:3: type {kind!r} is not one of {', '.join(BEHAVIOURS)}"
     assert expected in done.stderr.splitlines(), done.stderr
+
+
+def test_a_repeated_item_row_is_reported_and_the_first_row_kept(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """Two items.csv rows of one item were merged silently: the later row's empty title and price
+    replaced the first's, its brand replaced the brand, and both rows' categories made one path."""
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i1", "1704067200"]])
+    write_csv_rows(
+        tmp_path / "items.csv",
+        ["item_id", "brand", "categories", "title", "price"],
+        [["i1", "Acme", "Beauty|Face", "Face cream", "3.5"], ["i1", "Bolt", "Tools", "", ""]],
+    )
+    report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    assert [(Path(p.file).name, p.line, p.reason) for p in report.problems] == [
+        ("items.csv", 3, "item_id 'i1' is listed again (first on line 2); the first row is kept")
+    ]
+    item = gateway.run_query(
+        "MATCH (i:Item {id: 'i1'})-[:MADE_BY]->(b:Brand) RETURN i.title AS title, i.price AS price, b.id AS b",
+        {},
+    )
+    assert item == [{"title": "Face cream", "price": 3.5, "b": "Acme"}]
+    categories = gateway.run_query(
+        "MATCH (:Item {id: 'i1'})-[:IN_CATEGORY]->(c:Category) RETURN c.id AS c ORDER BY c", {}
+    )
+    assert categories == [{"c": "Beauty"}, {"c": "Face"}]
+
+
+def test_a_data_set_name_prints_as_it_is_and_rejects_are_written_every_run(
+    settings: Settings, graph_server: object, tmp_path: Path
+) -> None:
+    """A folder ``shop[backup]`` printed as ``shop`` (its name was read as Rich markup), and a
+    clean run left the previous run's --rejects file in place, as if its rows were still skipped."""
+    if not settings.embedded:
+        pytest.skip("the CLI test uses a separate embedded graph")
+    shop = tmp_path / "shop[backup]"
+    shop.mkdir()
+    write_csv_rows(shop / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "i1", "1704067200"]])
+    rejects = tmp_path / "rejects.csv"
+    write_csv_rows(rejects, ["file", "line", "reason"], [["old.csv", "2", "an earlier run's row"]])
+    env = {"KGREC_DATA_DIR": str(settings.data_dir), "KGREC_GRAPH": f"cli_{uuid.uuid4().hex[:8]}"}
+    done = kgrec_cli("import", str(shop), "--rejects", str(rejects), env=env)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "reading shop[backup] ..." in output and "imported shop[backup]: " in output, output
+    with open(rejects) as handle:
+        assert handle.read().splitlines() == ["file,line,reason"]

@@ -272,7 +272,8 @@ def test_kgcn_raw_kg_names_relations_and_numbers_entities_as_kgcn_does() -> None
         TripleRecord("e:4", "location.location.containedby", "e:7"),
         TripleRecord("1", "type.object.key", "1"),  # Satori id 1 is item 1
         TripleRecord("2", "rdf:type", "e:8"),
-        TripleRecord("3", "music.artist.genre", "e:9"),  # 105 was numbered by the refused line before
+        TripleRecord("0", "r6", "e:9"),  # '###' has no letter or digit: named by its number
+        TripleRecord("3", "music.artist.genre", "e:9"),
     ]
     assert list(dataset.entities()) == [
         EntityRecord("e:4", "origin", "100"),
@@ -284,19 +285,37 @@ def test_kgcn_raw_kg_names_relations_and_numbers_entities_as_kgcn_does() -> None
     ]
     assert problems_of(dataset) == {  # interactions() not read: no rating problems yet
         ("kg.txt", 9, "expected 3 fields, found 2"),
-        ("kg.txt", 10, "relation '###' has no letter or digit to name it by"),
     }
+
+
+def test_kgcn_raw_relations_that_read_alike_stay_two_relations(tmp_path: Path) -> None:
+    """readable_relation alone made film#genre and film?genre one relation, film_genre, and a
+    relation with no letter or digit ('###') dropped its triples instead of naming them r<id>."""
+    write = {
+        "ratings_final.txt": "0\t0\t1\n0\t1\t1\n",
+        "item_index2entity_id.txt": "0\t10\n1\t11\n",
+        "kg.txt": "10\tfilm#genre\t20\n11\tfilm?genre\t21\n10\t###\t22\n11\tfilm#genre\t20\n",
+    }
+    for name, text in write.items():
+        (tmp_path / name).write_text(text)
+    dataset = KgcnDataset(tmp_path)
+    assert list(dataset.triples()) == [
+        TripleRecord("0", "film_genre", "e:2"),
+        TripleRecord("1", "film_genre_r1", "e:3"),
+        TripleRecord("0", "r2", "e:4"),
+        TripleRecord("1", "film_genre", "e:2"),
+    ]
+    assert problems_of(dataset) == set()
 
 
 def test_kgcn_kg_final_is_the_same_graph_with_numbered_relations() -> None:
     raw, final = KgcnDataset(KGCN_RAW), KgcnDataset(KGCN_FINAL)
     final_triples = list(final.triples())
     assert TripleRecord("0", "r6", "e:9") in final_triples  # kg_final keeps what kg.txt could not name
-    # relation r<i> of kg_final is the i-th relation name of kg.txt, in order of appearance
+    # relation r<i> of kg_final is the i-th relation of kg.txt, in order of appearance ('###' is r6 in both)
     names = list(dict.fromkeys(t.relation for t in raw.triples()))
-    names.insert(6, "###")
     renamed = [t._replace(relation=names[int(t.relation[1:])]) for t in final_triples]
-    assert [t for t in renamed if t.relation != "###"] == list(raw.triples())
+    assert renamed == list(raw.triples())
     assert [e.entity_id for e in final.entities()] == [e.entity_id for e in raw.entities()]
     assert all(e.kind is None and e.name is None for e in final.entities())
     assert problems_of(final) == {
@@ -622,7 +641,7 @@ def test_kgat_fixture_imports_items_entities_and_every_relation(
 @pytest.mark.parametrize(
     ("folder", "relations"),
     [
-        (KGCN_RAW, {"music.artist.origin": 2, "music.artist.genre": 3, "film.actor.film": 1}),
+        (KGCN_RAW, {"music.artist.origin": 2, "music.artist.genre": 3, "film.actor.film": 1, "r6": 1}),
         (KGCN_FINAL, {"r0": 2, "r1": 3, "r2": 1, "r6": 1}),
     ],
     ids=["kg_raw", "kg_final"],
@@ -634,7 +653,7 @@ def test_kgcn_fixture_imports_items_entities_and_every_relation(
     nodes, found, kinds = graph_counts(gateway)
     assert nodes["Item"] == 4 and nodes["User"] == 3 and nodes["Entity"] == 6
     assert relations.items() <= found.items()
-    assert sum(found.values()) == (9 if folder == KGCN_RAW else 10)
+    assert sum(found.values()) == 10  # both forms: kg.txt's '###' triple is r6, as in kg_final.txt
     assert set(kinds) == {f"e:{i}" for i in range(4, 10)}
     if folder == KGCN_RAW:
         assert kinds["e:4"] == "origin" and kinds["e:9"] == "genre"

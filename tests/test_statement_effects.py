@@ -475,15 +475,26 @@ def _import_record(gw: GraphGateway, st: Statement) -> None:
     query(gw, "CREATE (:Revision {id: 'catalogue', revision: 3})")
     start = STATEMENTS["start_import"]
     gw.write(start, start.params)
-    record = {"id": "import", "created_at": NOW, "dataset": "amazon-beauty-kg", "started_at": NOW}
+    record = {
+        "id": "import",
+        "created_at": NOW,
+        "dataset": "amazon-beauty-kg",
+        "started_at": NOW,
+        "first_started_at": NOW,
+    }
     assert node(gw, "Revision", "import") == record
     finish = STATEMENTS["finish_import"]
     assert gw.write(finish, {"started": NOW + 1, "now": NOW + 9}).rows == []  # another import's start
     assert gw.write(finish, finish.params).rows == [{"finished_at": NOW + 60_000}]
     assert node(gw, "Revision", "import") == {**record, "finished_at": NOW + 60_000}
     # a new start owns the record: unfinished again, with its own data set and start
-    gw.write(start, {"dataset": "shop", "now": NOW + 5})
-    assert node(gw, "Revision", "import") == {**record, "dataset": "shop", "started_at": NOW + 5}
+    gw.write(start, {"dataset": "shop", "now": NOW + 5, "first": NOW + 2})
+    assert node(gw, "Revision", "import") == {
+        **record,
+        "dataset": "shop",
+        "started_at": NOW + 5,
+        "first_started_at": NOW + 2,
+    }
     assert node(gw, "Revision", "catalogue") == {"id": "catalogue", "revision": 3}
     assert count(gw, "(n)") == 2
 

@@ -278,10 +278,11 @@ START_IMPORT = write(
     """
     MERGE (r:Revision {id: 'import'})
     ON CREATE SET r.created_at = $now
-    SET r.dataset = $dataset, r.started_at = $now, r.finished_at = null
+    SET r.dataset = $dataset, r.started_at = $now, r.first_started_at = $first, r.finished_at = null
     """,
     dataset="amazon-beauty-kg",
     now=1700000000000,
+    first=1700000000000,
 )
 # Only the import that started at $started finishes the record (a later start owns it).
 FINISH_IMPORT = write(
@@ -299,6 +300,7 @@ IMPORT_STATE = read(
     "import_state",
     """
     MATCH (r:Revision {id: 'import'})
-    RETURN r.dataset AS dataset, r.started_at AS started_at, r.finished_at AS finished_at
+    RETURN r.dataset AS dataset, r.started_at AS started_at, r.finished_at AS finished_at,
+           r.first_started_at AS first_started_at
     """,
 )

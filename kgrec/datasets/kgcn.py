@@ -19,7 +19,10 @@ Items keep their remapped index as id (``"0"``, ``"1"``...), users too. An entit
 not an item is ``e:<index>``, with the index KGCN's preprocessing gives it (in the raw form:
 items first, then each new entity in order of first appearance in ``kg.txt``, head before
 tail), so both forms of one data set give the same ids; in the raw form the entity's Satori
-id is its name. Relation names pass through :func:`kgrec.datasets.kgat.readable_relation`.
+id is its name. Raw relations are numbered in order of first appearance in ``kg.txt`` (as
+KGCN's preprocessing numbers them, so ``r<id>`` of ``kg_final.txt`` is the same relation) and
+named by :func:`kgrec.datasets.kgat.unique_relation_names`: one name each, ``r<id>`` for one
+with no letter or digit.
 
 The files carry no time: records come in file order, but that order is not a sequence
 (KGCN writes a user's positives in set order, close to item order), so no ``ts`` or ``seq``
@@ -33,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS
-from kgrec.datasets.kgat import EntityKinds, integer_lines, readable_relation
+from kgrec.datasets.kgat import EntityKinds, integer_lines, unique_relation_names
 from kgrec.datasets.records import (
     EntityRecord,
     InteractionRecord,
@@ -84,6 +87,7 @@ class KgcnDataset:
         self._map_size = 0
         self._n_items: int | None = None
         self._rated: set[int] | None = None
+        self._relation_names: dict[str, str] | None = None
 
     def _ratings(self, problems: Problems) -> Iterator[tuple[int, int, int, int]]:
         """``(line, user, item, label)`` of each valid ratings_final line, in file order."""
@@ -160,9 +164,26 @@ class KgcnDataset:
             seen.update(index for index in (h, t) if index < n_items)
         return (ItemRecord(str(index)) for index in sorted(seen))
 
+    def _raw_relation_names(self) -> dict[str, str]:
+        """Each raw relation of ``kg.txt`` -> its name: numbered by first appearance, as KGCN's
+        preprocessing numbers them, and named once each by :func:`unique_relation_names` (two raw
+        relations that read alike, ``film#genre`` and ``film?genre``, stay two relations)."""
+        if self._relation_names is None:
+            assert self.kg_raw is not None
+            numbers: dict[str, int] = {}
+            with open_text(self.kg_raw) as handle:
+                for line in handle:
+                    parts = line.split()
+                    if len(parts) == 3:
+                        numbers.setdefault(parts[1], len(numbers))
+            names = unique_relation_names({number: raw for raw, number in numbers.items()})
+            self._relation_names = {raw: names[number] for raw, number in numbers.items()}
+        return self._relation_names
+
     def _raw_rows(self, problems: Problems) -> Iterator[_Row]:
         """Rows of ``kg.txt``, entities numbered as KGCN's ``convert_kg`` numbers them."""
         assert self.kg_raw is not None
+        relations = self._raw_relation_names()
         index = dict(self.satori_items())
         next_index = self.n_items()
         with open_text(self.kg_raw) as handle:
@@ -180,12 +201,7 @@ class KgcnDataset:
                         index[satori] = next_index
                         next_index += 1
                     ends.append(index[satori])
-                relation = readable_relation(raw_relation)
-                if relation is None:
-                    reason = f"relation {raw_relation[:40]!r} has no letter or digit to name it by"
-                    problems.add(self.kg_raw, line_number, reason)
-                    continue
-                yield line_number, ends[0], ends[1], relation, head, tail
+                yield line_number, ends[0], ends[1], relations[raw_relation], head, tail
 
     def _final_rows(self, problems: Problems) -> Iterator[_Row]:
         assert self.kg_final is not None

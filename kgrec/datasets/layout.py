@@ -17,6 +17,7 @@ it, or any other rule, is skipped and reported with its line.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -37,7 +38,12 @@ from kgrec.datasets.records import (
     parse_timestamp_ms,
     parsed_rows,
 )
+from kgrec.events.validation import ValidationClock, field_problem
 from kgrec.limits import MAX_DESCRIPTION_LENGTH, MAX_TEXT_LENGTH, kind_problem
+
+# ASCII digits only (str.isdigit() takes '²', which int() refuses), below 2**63: the graph's integers
+_SEQ_INDEX = re.compile(r"[0-9]+", re.ASCII)
+MAX_SEQ_INDEX = 2**63 - 1
 
 
 def _optional_float(name: str, text: str) -> float | None:
@@ -49,10 +55,20 @@ def _optional_float(name: str, text: str) -> float | None:
         raise BadRow(f"{name}: {exc}") from None
     if not math.isfinite(number):
         raise BadRow(f"{name}: {name} {text!r} is not a finite number")
+    _check(name, number)
     return number
 
 
-def _interaction(row: dict[str, str], default_type: str) -> InteractionRecord:
+def _check(name: str, value: object) -> None:
+    """Raise BadRow when ``value`` breaks the API's bound on the field ``name``
+    (:func:`kgrec.events.validation.field_problem`): every entry point enforces the same ones."""
+    if value is not None and (problem := field_problem(name, value)) is not None:
+        raise BadRow(f"{name} {problem}")
+
+
+def _interaction(
+    row: dict[str, str], default_type: str, clock: ValidationClock | None = None
+) -> InteractionRecord:
     user_id, item_id = row["user_id"].strip(), row["item_id"].strip()
     check_ids(("user_id", user_id), ("item_id", item_id))
     kind = (row.get("type") or "").strip() or default_type
@@ -62,9 +78,12 @@ def _interaction(row: dict[str, str], default_type: str) -> InteractionRecord:
         ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
     except ValueError as exc:
         raise BadRow(f"ts {exc}") from None
+    ahead = None if ts is None or clock is None else clock.ahead(ts, "the import's clock")
+    if ahead is not None:
+        raise BadRow(f"ts {row['ts'].strip()[:60]!r} {ahead}")
     seq_text = (row.get("seq_index") or "").strip()
-    if seq_text and not seq_text.isdigit():
-        raise BadRow(f"seq_index {seq_text!r} is not a non-negative integer")
+    if seq_text and (not _SEQ_INDEX.fullmatch(seq_text) or int(seq_text) > MAX_SEQ_INDEX):
+        raise BadRow(f"seq_index {seq_text[:60]!r} is not a whole number from 0 to 2**63 - 1")
     return InteractionRecord(
         user_id=user_id,
         item_id=item_id,
@@ -86,16 +105,21 @@ def _item(row: dict[str, str]) -> ItemRecord:
             f"categories lists {repeated!r} twice: a path goes from general to specific without repeats "
             f"(got {row.get('categories')!r})"
         )
+    if categories:
+        _check("categories", list(categories))
+    title = (row.get("title") or "").strip() or None
+    _check("title", title)
     description = (row.get("description") or "").strip() or None
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         raise BadRow(
             f"description is longer than {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})"
         )
+    _check("description", description)
     return ItemRecord(
         item_id=item_id,
         brand=brand,
         categories=categories,
-        title=(row.get("title") or "").strip() or None,
+        title=title,
         price=_optional_float("price", row.get("price") or ""),
         description=description,
     )
@@ -133,6 +157,9 @@ class LayoutDataset:
         self.name = name or self.folder.name
         self.default_type = default_type
         self.problems = Problems()
+        # the import's clock: a ts more than its skew ahead is refused, as the events API refuses
+        # it (kgrec.importer.prepare sets it; None: only 9999 bounds a time)
+        self.clock: ValidationClock | None = None
         if find_file(self.folder, "interactions.csv") is None:
             raise FileNotFoundError(f"{self.folder}: no interactions.csv or interactions.csv.gz")
 
@@ -140,14 +167,23 @@ class LayoutDataset:
         """Valid interaction rows; bad rows are recorded in ``self.problems``."""
         path = find_file(self.folder, "interactions.csv")
         assert path is not None
-        parse = partial(_interaction, default_type=self.default_type)
+        parse = partial(_interaction, default_type=self.default_type, clock=self.clock)
         yield from parsed_rows(path, ("user_id", "item_id"), self.problems, parse)
 
     def items(self) -> Iterator[ItemRecord]:
-        """Catalogue rows from items.csv, if present."""
+        """Catalogue rows from items.csv, if present; a repeated item_id is reported and skipped
+        (the first row wins: merged, a later row's empty title or price replaced the first's)."""
         path = find_file(self.folder, "items.csv")
-        if path is not None:
-            yield from parsed_rows(path, ("item_id",), self.problems, _item)
+        if path is None:
+            return
+        first_line: dict[str, int] = {}
+        for line, item in located_rows(path, ("item_id",), self.problems, _item):
+            first = first_line.setdefault(item.item_id, line)
+            if first != line:
+                again = f"item_id {item.item_id!r} is listed again (first on line {first})"
+                self.problems.add(path, line, f"{again}; the first row is kept")
+                continue
+            yield item
 
     def triples(self) -> Iterator[TripleRecord]:
         """Knowledge-graph triples from kg_triples.csv, if present."""

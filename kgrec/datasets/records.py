@@ -248,7 +248,8 @@ def read_csv(
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line_number, row)`` for each well-formed row of a headed CSV file.
 
-    Rows with the wrong number of fields are reported and skipped.
+    Rows with the wrong number of fields, and records with text after a closing quote
+    (:class:`BadCsvRecord`), are reported and skipped.
     """
     with open_text(path) as handle:
         reader = CsvReader(handle)
@@ -260,7 +261,14 @@ def read_csv(
         if missing:
             raise ValueError(f"{path}: missing required column(s) {', '.join(missing)}")
         width = len(header)
-        for fields in reader:
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except BadCsvRecord as bad:  # one record: the records after it can still be read
+                problems.add(path, bad.line, bad.reason)
+                continue
             line = reader.line_num
             if not fields:
                 continue

@@ -58,15 +58,20 @@ class ValidationClock:
     now_ms: int
     max_skew_ms: float
 
+    def ahead(self, ts: int, of: str = "the server") -> str | None:
+        """Why ``ts`` (epoch ms) is too far ahead of this clock, ``of`` whom it is, in the words
+        that follow the time ("is in the future (more than 300s ahead of the server)"); None when
+        it is not."""
+        if ts > self.now_ms + self.max_skew_ms:
+            return f"is in the future (more than {self.max_skew_ms / 1000:.0f}s ahead of {of})"
+        return None
+
 
 def _not_ahead(ts: int, info: ValidationInfo) -> int:
     clock: ValidationClock = info.context
-    if ts > clock.now_ms + clock.max_skew_ms:
-        raise PydanticCustomError(
-            "timestamp",
-            "{ts} is in the future (more than {skew}s ahead of the server)",
-            {"ts": ts, "skew": f"{clock.max_skew_ms / 1000:.0f}"},
-        )
+    problem = clock.ahead(ts)
+    if problem is not None:
+        raise PydanticCustomError("timestamp", "{ts} {problem}", {"ts": ts, "problem": problem})
     return ts
 
 
@@ -505,3 +510,25 @@ def validate_batch(
         reason = f"at most {MAX_BATCH_ATTRIBUTE_RELATIONS} distinct item attribute relations per batch"
         return [], [FieldError(-1, "events", f"{reason} (got {len(relations)})")]
     return events, [c for c in checked if isinstance(c, FieldError)]
+
+
+# The bounds of the facts a data set file gives field by field (``kgrec import``'s loaders): the
+# event contract's own types, so that a file and the API refuse the same values.
+_FIELD_TYPES: dict[str, TypeAdapter[Any]] = {
+    "title": TypeAdapter(Title),
+    "description": TypeAdapter(field_types.Description),
+    "price": TypeAdapter(Price),
+    "categories": TypeAdapter(CategoryPath),
+    "value": TypeAdapter(EventValue),
+}
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` breaks the API's bound on the field ``name`` (``title``, ``description``,
+    ``price``, ``categories`` as a list of ids, or an event's ``value``), worded as the API's 422
+    words it, to follow the field's name; None when it is within them."""
+    try:
+        _FIELD_TYPES[name].validate_python(value)
+    except ValidationError as exc:
+        return _reason(exc.errors(include_url=False)[0], name)
+    return None
