@@ -41,6 +41,6 @@ def lint(statements: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=600,  # a hang guard: linting every statement takes 40–150 s on 2 busy cores
     )
     return {r["name"]: r["diagnostics"] for r in json.loads(completed.stdout)}
