@@ -161,6 +161,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "artifact",
     "vector",
     "folded_at",
+    "folded_version",  # EMBEDDING of an item folded in: its version's id (indexed, FOLDED_ITEMS)
     "delta",
     "adjusted_at",
     # ModelVersion: the promotion gate's decision ('promoted' / 'kept'), why, its scores (JSON), when,

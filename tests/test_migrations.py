@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS
+from graph_schema.statements.models import FOLDED_ITEMS
 from kgrec.gateway import GraphGateway, GraphQueryError
 from kgrec.migrations import (
     STEPS,
@@ -37,6 +38,7 @@ def test_discover_orders_shared_and_engine_files() -> None:
             "shared/0012_co_purchase_types_owned",
             "shared/0013_twin_entities_merged",
             f"{engine}/0014_erasures",
+            f"{engine}/0015_folded_embeddings",
         ]
         assert all(m.checksum.startswith("sha256:") for m in found)
 
@@ -146,3 +148,34 @@ def test_twins_are_merged_in_batches(gateway: GraphGateway) -> None:
     ]
     moved = gateway.run_query("MATCH (:Item)-[r:RDF_TYPE]->(:Entity) RETURN r.relation AS r", {})
     assert len(moved) == 15
+
+
+def test_items_folded_in_before_the_index_are_found_through_it(gateway: GraphGateway) -> None:
+    """A fold-in before 2026-12-07 set only ``folded_at``; migration 0015 gives its edges the
+    version's id, which FOLDED_ITEMS reads through the index, and leaves trained embeddings alone."""
+    gateway.run_query(
+        "CREATE (m:ModelVersion {id: 'v-old'}), (n:ModelVersion {id: 'v-other'}),"
+        "       (m)-[:EMBEDDING {vector: [1.0], folded_at: 5}]->(:Item {id: 'folded'}),"
+        "       (m)-[:EMBEDDING {vector: [2.0]}]->(t:Item {id: 'trained'}),"
+        "       (n)-[:EMBEDDING {vector: [3.0], folded_at: 6}]->(t)",
+        {},
+    )
+    assert gateway.read(FOLDED_ITEMS, {"version": "v-old"}) == []  # not yet migrated
+    migration = f"{gateway.engine}/0015_folded_embeddings"
+    gateway.run_query("MATCH (m:Migration {id: $id}) DELETE m", {"id": migration})
+    assert [m.id for m in migrate(gateway)] == [migration]
+    assert [(r["id"], r["vector"]) for r in gateway.read(FOLDED_ITEMS, {"version": "v-old"})] == [
+        ("folded", [1.0])
+    ]
+    assert [(r["id"], r["vector"]) for r in gateway.read(FOLDED_ITEMS, {"version": "v-other"})] == [
+        ("trained", [3.0])
+    ]
+    marks = gateway.run_query(
+        "MATCH (m:ModelVersion)-[e:EMBEDDING]->(i:Item) RETURN m.id AS m, i.id AS i, e.folded_version AS f",
+        {},
+    )
+    assert sorted((r["m"], r["i"], r["f"]) for r in marks) == [
+        ("v-old", "folded", "v-old"),
+        ("v-old", "trained", None),
+        ("v-other", "trained", "v-other"),
+    ]

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,16 +33,20 @@ from graph_schema.statements.models import (
 from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.datasets import open_dataset
+from kgrec.embedded import EmbeddedServer
 from kgrec.erasure import user_hash
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
+from kgrec.maintenance import clear_graph
+from kgrec.migrations import migrate
 from kgrec.model_store import ActiveModel, artifact_name, load_artifacts, models_dir
 from kgrec.model_versions import VersionNotReady, lineage, promote, root_of
 from kgrec.promotion_gate import PROMOTED, GateDecision, GateScores
 from kgrec.recommender import HistoryEntry
 from kgrec.topic_items import TopicItems, topic_items_path
 from kgrec_cli.stack import worker_argv
+from tests.conftest import embedded_only
 from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset
 from workers.training.config import TrainConfig
@@ -551,6 +556,43 @@ def test_an_erasure_lays_the_popularity_over_the_folded_items_held(
     assert latest is not None and "folded-later" in latest.item_index and counting.folded_reads == 2
     assert latest.__dict__["co_purchase_links"].shape[0] == latest.n_items
     assert latest.artifacts.popularity[row] == after.artifacts.popularity[row]  # the erasure still applied
+
+
+@embedded_only
+def test_the_folded_items_are_read_through_the_index_not_the_versions_embeddings(
+    settings: Settings, graph_server: EmbeddedServer
+) -> None:
+    """FOLDED_ITEMS walked every EMBEDDING edge of the version (a scan per model load in every
+    serving process); it now seeks the version's folded edges in the index on folded_version."""
+    name = f"folded_{uuid.uuid4().hex[:10]}"
+    gateway = open_gateway(settings, graph_name=name)
+    try:
+        migrate(gateway)
+        gateway.run_query(
+            "CREATE (m:ModelVersion {id: 'v-plan', active: true}), (:ModelVersion {id: 'v-next'})"
+            " WITH m UNWIND range(1, 50) AS n"
+            " CREATE (m)-[:EMBEDDING {vector: [1.0]}]->(:Item {id: 'trained-' + toString(n)})",
+            {},
+        )
+        gateway.run_query("CREATE (:Item {id: 'new-1'}), (:Item {id: 'new-2'})", {})
+        for version, item, now in (("v-plan", "new-2", 1), ("v-plan", "new-1", 2), ("v-next", "new-1", 3)):
+            rows = [{"id": item, "vector": [0.5]}]
+            gateway.write(WRITE_FOLDED_ITEMS, {"version": version, "rows": rows, "now": now})
+        rows = gateway.read(FOLDED_ITEMS, {"version": "v-plan"})
+        assert [(r["id"], r["vector"]) for r in rows] == [("new-2", [0.5]), ("new-1", [0.5])]
+        info = graph_server.running()
+        assert info is not None
+        plan = info.client().execute_command(
+            "GRAPH.EXPLAIN", name, "CYPHER version='v-plan' " + FOLDED_ITEMS.cypher
+        )
+        steps = [(step.decode() if isinstance(step, bytes) else step).strip() for step in plan]
+        # the only step over EMBEDDING edges is the index's (before: a traverse of all of them)
+        assert [step for step in steps if "EMBEDDING" in step] == ["Edge By Index Scan | [e:EMBEDDING]"], (
+            steps
+        )
+    finally:
+        clear_graph(gateway)
+        gateway.close()
 
 
 def test_a_version_without_its_artifact_file_is_not_promoted(gateway: GraphGateway, loaded: Settings) -> None:

@@ -1717,6 +1717,7 @@ def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
     (edge,) = rels(gw, "(:ModelVersion {id: $v})-[r:EMBEDDING]->(:Item {id: 'x'})", v=st.params["version"])
     assert edge["vector"] == pytest.approx([0.1, 0.2])
     assert edge["folded_at"] == NOW
+    assert edge["folded_version"] == st.params["version"]  # what FOLDED_ITEMS seeks in the index
     assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW  # type: ignore[index]
     assert count(gw, "()-[r:EMBEDDING]->(:Item {id: 'y'})") == 0
     # a second fold-in in the same millisecond still moves the stamp serving processes compare
@@ -1802,13 +1803,18 @@ def _copy_embeddings(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]
     assert gw.write(st, st.params).rows == [{"copied": 1, "owned": 1}]  # again: the same one relationship
     (edge,) = rels(gw, f"(:ModelVersion {{id: $c}})-[r:EMBEDDING]->(:{label} {{id: 'x'}})", c=st.params["id"])
-    assert edge == {"vector": [1.0, 2.0], "folded_at": 5}
+    # a folded row is the child's folded row (FOLDED_ITEMS finds it by the child's id)
+    assert edge == {"vector": [1.0, 2.0], "folded_at": 5, "folded_version": st.params["id"]}
     assert (
         count(gw, f"(:ModelVersion {{id: $c}})-[:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"]) == 0
     )
     assert count(gw, "(:ModelVersion {id: $p})-[:EMBEDDING]->()", p=st.params["parent"]) == 2
     # nothing to copy (no such node): still owned
     assert gw.write(st, {**st.params, "ids": ["missing"]}).rows == [{"copied": 0, "owned": 1}]
+    # a trained row stays a trained row
+    assert gw.write(st, {**st.params, "ids": ["y"]}).rows == [{"copied": 1, "owned": 1}]
+    (edge,) = rels(gw, f"(:ModelVersion {{id: $c}})-[r:EMBEDDING]->(:{label} {{id: 'y'}})", c=st.params["id"])
+    assert edge == {"vector": [3.0]}
 
 
 @effect("copy_version_topics")

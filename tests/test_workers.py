@@ -22,7 +22,7 @@ from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import PRUNE_GRAPH, TRAIN, job_client
-from kgrec.maintenance import PruneResult, prune, user_batches
+from kgrec.maintenance import PruneResult, clear_graph, prune, user_batches
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
 
@@ -195,6 +195,50 @@ def test_a_prune_in_many_batches_deletes_exactly_the_faded_edges_without_history
         key(e) for e in before if key(e) not in faded
     )
     assert result == PruneResult(edges=len(faded), events=0)
+
+
+class PageReads:
+    """The real gateway, keeping the number of rows of each read."""
+
+    def __init__(self, gateway: GraphGateway) -> None:
+        self.gateway, self.rows = gateway, []
+
+    def read(self, statement: Any, params: Any = None) -> Any:
+        rows = self.gateway.read(statement, params)
+        self.rows.append(len(rows))
+        return rows
+
+    def write(self, statement: Any, params: Any = None) -> Any:
+        return self.gateway.write(statement, params)
+
+
+def test_user_batches_hold_one_page_of_ids_at_a_time(gateway: GraphGateway) -> None:
+    """The ids were read in one statement and all held through the prune; now a page at a time."""
+    gateway.run_query("UNWIND $ids AS id MERGE (:User {id: id})", {"ids": MANY_USERS})
+    reads = PageReads(gateway)
+    batches = list(user_batches(reads, 2, page=5))  # type: ignore[arg-type]
+    assert reads.rows == [5] * 7 + [2]
+    assert [len(b) for b in batches] == [2, 2, 1] * 7 + [2]
+    users = [user for batch in batches for user in batch]
+    assert sorted(users) == sorted(MANY_USERS) and len(users) == len(MANY_USERS)
+
+
+def test_a_prune_by_small_pages_and_batches_leaves_what_one_batch_leaves(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    settings = pinned(settings)
+    now = 1_760_000_000_000
+    left: list[list[str]] = []
+    results = []
+    for users, page in ((2, 5), (len(MANY_USERS), len(MANY_USERS) + 1)):
+        clear_graph(gateway)
+        seed_many_users(gateway, now, settings.half_life_ms)
+        reads = PageReads(gateway)
+        results.append(prune(reads, settings, now, users=users, limit=3, page=page))  # type: ignore[arg-type]
+        assert max(reads.rows) <= page
+        left.append(sorted(repr(sorted(e.items())) for e in user_edge_list(gateway)))
+    assert results[0] == results[1] and results[0].edges > 3 * 3  # past the first pass, many batches
+    assert left[0] == left[1]
 
 
 @pytest.fixture

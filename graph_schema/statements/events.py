@@ -402,13 +402,22 @@ INGEST_LANGUAGE_EVENTS_WITH_ATTRIBUTES = ingest_events_statement(_EXAMPLE_LINKS,
 # Every user id, for the prune to walk in batches (kgrec.maintenance.prune). Paged in Python,
 # not by keyset in Cypher: FalkorDB answers a range on an indexed string id wrongly, and a
 # page kept off the index is a label scan (see graph_schema/statements/training.py).
-PRUNE_USER_IDS = read(
-    "prune_user_ids",
+# A page of user ids after $after, in id order, for a prune by user batches (kgrec.maintenance): the
+# pattern of the fold-in sweep's pages (ITEMS_WITHOUT_EMBEDDING). `toString(u.id)` keeps the range
+# off FalkorDB's index on User.id, which answers it wrongly over ids mixing cases, digits and
+# punctuation (graph_schema/statements/training.py); each page is a scan of the users, so pages are
+# large (10,000 ids) and a prune's statements take them 1,000 users at a time.
+PRUNE_USER_PAGE = read(
+    "prune_user_page",
     """
     MATCH (u:User)
-    WHERE u.id IS NOT NULL
+    WHERE toString(u.id) > $after
     RETURN u.id AS id
+    ORDER BY id
+    LIMIT $limit
     """,
+    after="",
+    limit=10000,
 )
 
 # Faded interest edges, and faded user–item edges that hold none of the behaviours kept

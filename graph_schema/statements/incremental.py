@@ -122,7 +122,8 @@ def _copy_embeddings(label: Label) -> Statement:
         MATCH (n:{label.value} {{id: node_id}})<-[e:{Rel.EMBEDDING.value}]-(p:ModelVersion)
         WITH m, n, e, p WHERE p.id = $parent
         MERGE (m)-[c:{Rel.EMBEDDING.value}]->(n)
-        SET c.vector = e.vector, c.folded_at = e.folded_at
+        SET c.vector = e.vector, c.folded_at = e.folded_at,
+            c.folded_version = CASE WHEN e.folded_at IS NULL THEN null ELSE m.id END
         WITH count(c) AS copied
         OPTIONAL MATCH (o:ModelVersion {{id: $id, owner: $owner}})
         RETURN copied, count(o) AS owned
