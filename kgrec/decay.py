@@ -23,14 +23,16 @@ def half_life_ms(half_life_days: float) -> float:
     return half_life_days * float(DAY_MS)
 
 
-# The largest power of two a float holds: a stamp stored far ahead of the clock (an import before
-# future times were refused) grows a weight to at most this factor instead of raising OverflowError.
-_MAX_EXPONENT = 1023.0
+# A stamp ahead of the clock grows a weight (the API accepts clocks up to KGREC_MAX_CLOCK_SKEW_S
+# ahead, minutes against a half-life of days). One stored far ahead (an import before future times
+# were refused) counts as one half-life ahead: its weight at most doubles, so a read never raises
+# OverflowError nor answers Infinity, which JSON cannot carry and which turns profile weights NaN.
+_MAX_EXPONENT = 1.0
 
 
 def decay_factor(age_ms: float, half_life_ms: float) -> float:
-    """What one unit of weight is worth ``age_ms`` after it was stamped (never raises: a stamp
-    far ahead, a negative age, gives at most ``2**1023``)."""
+    """What one unit of weight is worth ``age_ms`` after it was stamped (a stamp more than one
+    half-life ahead, a negative age, counts as one half-life ahead: at most 2)."""
     return math.exp2(min(-age_ms / half_life_ms, _MAX_EXPONENT))
 
 
@@ -56,7 +58,7 @@ def decayed_array(weights: np.ndarray, stamps: np.ndarray, at_ms: float, half_li
     weights = np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0)
     stamps = np.asarray(stamps, dtype=np.float64)
     stamps = np.where(np.isnan(stamps), at_ms, stamps)
-    return weights * np.exp2(-(at_ms - stamps) / half_life_ms)
+    return weights * np.exp2(np.minimum(-(at_ms - stamps) / half_life_ms, _MAX_EXPONENT))
 
 
 def merged(
