@@ -24,7 +24,7 @@ from tests.processes import ApiProcess, background
 from tests.subsets import amazon_beauty_subset, beauty_graph
 from workers.training import item_fold_in
 from workers.training.config import TrainConfig
-from workers.training.item_fold_in import BASIS_SUFFIX, FoldInBasis, loaded_basis, sweep_page
+from workers.training.item_fold_in import BASIS_SUFFIX, FoldInBasis, embed_new_items, loaded_basis, sweep_page
 from workers.training.job import run_training
 
 KEY = "fold-in-key"
@@ -241,6 +241,56 @@ def test_new_items_are_folded_in_from_text_brand_and_categories_by_a_worker(
             ]
     finally:
         api.stop()
+
+
+def test_a_fold_in_request_for_a_trained_item_leaves_its_trained_vector(
+    settings: Settings, graph_server: object, shared_data: Path, tmp_path: Path
+) -> None:
+    """The API asks for the fold-in of items unknown to the model it holds, which may be the version
+    before the active one (for up to a second, or an artifact load). The worker folded them in under
+    the active version whether or not it was trained on them: its trained vector was replaced by a
+    folded one (and copied so into every incremental child)."""
+    local, gateway = beauty_graph(settings, shared_data, tmp_path, users=60, prefix="trained")
+    with gateway:
+        version = run_training(
+            gateway, local, TrainConfig(epochs=2, use_ease=False), device="cpu", version="trained"
+        )["version"]
+        item, brand = next(
+            (r["id"], r["brand"])
+            for r in gateway.run_query(
+                "MATCH (:ModelVersion {id: $v})-[:EMBEDDING]->(i:Item)-[:MADE_BY]->(b:Brand) "
+                "RETURN i.id AS id, b.id AS brand ORDER BY id LIMIT 1",
+                {"v": version},
+            )
+        )
+
+        def held() -> list[dict[str, object]]:
+            return gateway.run_query(
+                "MATCH (m:ModelVersion {id: $v})-[e:EMBEDDING]->(i:Item {id: $i}) "
+                "OPTIONAL MATCH (i)-[a:ABOUT]->(t:Topic) "
+                "RETURN e.vector AS vector, e.folded_at AS folded_at, m.folded_at AS stamp, "
+                "collect([t.id, a.version, a.score]) AS about",
+                {"v": version, "i": item},
+            )
+
+        before = held()
+        assert before and before[0]["folded_at"] is None
+        gateway.run_query(
+            "MATCH (b:Brand {id: $b}) CREATE (:Item {id: 'brand-new', listed: true})-[:MADE_BY]->(b)",
+            {"b": brand},
+        )
+        # the request a process still serving the version before would send for the trained item
+        assert embed_new_items(gateway, local, [item, "brand-new"]) == {
+            "version": version,
+            "folded": 1,
+            "skipped": 0,
+        }
+        assert held() == [{**before[0], "stamp": held()[0]["stamp"]}]  # vector, topics: as trained
+        folded = gateway.run_query(
+            "MATCH (:ModelVersion {id: $v})-[e:EMBEDDING]->(i:Item) WHERE e.folded_at IS NOT NULL RETURN i.id AS id",
+            {"v": version},
+        )
+        assert folded == [{"id": "brand-new"}]
 
 
 def test_the_sweep_pages_reach_every_item_whatever_its_id(gateway: GraphGateway) -> None:

@@ -1708,16 +1708,22 @@ def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
     query(
         gw,
         "CREATE (m:ModelVersion {id: $v, active: true}), (:Item {id: 'y'}),"
-        "       (m)-[:EMBEDDING {vector: [9.0, 9.0]}]->(:Item {id: 'x'})",  # folded in before: replaced
+        "       (m)-[:EMBEDDING {vector: [9.0, 9.0], folded_at: 1}]->(:Item {id: 'x'}),"  # folded in before: replaced
+        "       (m)-[:EMBEDDING {vector: [7.0, 7.0]}]->(:Item {id: 't'})",  # trained: kept
         v=st.params["version"],
     )
-    rows = [*st.params["rows"], {"id": "missing", "vector": [1.0, 0.0]}]
+    rows = [*st.params["rows"], {"id": "missing", "vector": [1.0, 0.0]}, {"id": "t", "vector": [1.0, 0.0]}]
     done = gw.write(st, {**st.params, "rows": rows})
     assert done.rows == [{"folded": 1}]
     (edge,) = rels(gw, "(:ModelVersion {id: $v})-[r:EMBEDDING]->(:Item {id: 'x'})", v=st.params["version"])
     assert edge["vector"] == pytest.approx([0.1, 0.2])
     assert edge["folded_at"] == NOW
     assert edge["folded_version"] == st.params["version"]  # what FOLDED_ITEMS seeks in the index
+    assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW  # type: ignore[index]
+    (trained,) = rels(gw, "(:ModelVersion {id: $v})-[r:EMBEDDING]->(:Item {id: 't'})", v=st.params["version"])
+    assert trained == {"vector": [7.0, 7.0]}
+    # a fold-in of trained items only writes nothing, and leaves the version's stamp alone
+    assert gw.write(st, {**st.params, "rows": [{"id": "t", "vector": [1.0, 0.0]}], "now": NOW + 5}).rows == []
     assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW  # type: ignore[index]
     assert count(gw, "()-[r:EMBEDDING]->(:Item {id: 'y'})") == 0
     # a second fold-in in the same millisecond still moves the stamp serving processes compare

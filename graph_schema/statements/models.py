@@ -303,12 +303,19 @@ DELETE_VERSION = write(
 # (folded in from their text, brand and categories); `folded_at` on the version
 # tells serving processes to reload the folded items. `folded_version` (the version's id, indexed)
 # lets FOLDED_ITEMS find a version's folded edges without walking all of its embeddings.
+# An item the version was trained on keeps its trained vector: the API asks for a fold-in against
+# the model it holds, which may be the version before (up to a second, or an artifact load), and a
+# folded vector would replace the trained one here and in every child the version's embeddings are
+# copied to. The check is in the write, so no read before it can go stale.
 WRITE_FOLDED_ITEMS = write(
     "write_folded_items",
     f"""
     MATCH (m:ModelVersion {{id: $version}})
     UNWIND $rows AS r
     MATCH (i:Item {{id: r.id}})
+    OPTIONAL MATCH (m)-[held:EMBEDDING]->(i)
+    WITH m, r, i, held
+    WHERE held IS NULL OR held.folded_at IS NOT NULL
     MERGE (m)-[e:EMBEDDING]->(i)
     SET e.vector = r.vector, e.folded_at = $now, e.folded_version = m.id
     WITH m, count(*) AS folded
@@ -318,6 +325,20 @@ WRITE_FOLDED_ITEMS = write(
     version="v1700000000000",
     rows=[{"id": "x", "vector": [0.1, 0.2]}],
     now=1700000000000,
+)
+
+# Which of $ids the version was trained on (an embedding that was not folded in): fold-in leaves them.
+TRAINED_ITEMS = read(
+    "trained_items",
+    """
+    MATCH (m:ModelVersion {id: $version})
+    UNWIND $ids AS id
+    MATCH (m)-[e:EMBEDDING]->(i:Item {id: id})
+    WHERE e.folded_at IS NULL
+    RETURN i.id AS id
+    """,
+    version="v1700000000000",
+    ids=["x"],
 )
 
 # A version's folded items with the facts serving adds them with, in fold-in order.

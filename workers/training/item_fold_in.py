@@ -33,7 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from graph_schema.statements.models import ACTIVE_VERSION, ITEMS_WITHOUT_EMBEDDING, WRITE_FOLDED_ITEMS
+from graph_schema.statements.models import (
+    ACTIVE_VERSION,
+    ITEMS_WITHOUT_EMBEDDING,
+    TRAINED_ITEMS,
+    WRITE_FOLDED_ITEMS,
+)
 from graph_schema.statements.training import CATEGORY_NAMES
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
@@ -210,7 +215,9 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
     """Embed ``item_ids`` that the active version cannot score and write them under that version.
 
     ``skipped`` counts items with nothing to go on: no text, brand or category the version knows,
-    and no user with a history of items it knows.
+    and no user with a history of items it knows. Items the version was trained on are left as
+    they are (neither folded nor skipped): the API asks against the model it holds, which may be
+    the version before the active one.
     Idempotent (MERGE on the version's EMBEDDING relationship): a redelivered
     task writes the same vectors again.
     """
@@ -222,7 +229,8 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
     if not path.exists():
         raise FileNotFoundError(f"model version {version} has no fold-in basis at {path}")
     basis = loaded_basis(path)
-    facts = read_item_facts(gateway, item_ids)
+    trained = {row["id"] for row in gateway.read(TRAINED_ITEMS, {"version": version, "ids": list(item_ids)})}
+    facts = read_item_facts(gateway, [i for i in item_ids if i not in trained])
     if not facts:
         return {"version": version, "folded": 0}
     names = {row["id"]: row["name"] for row in gateway.read(CATEGORY_NAMES)}
@@ -234,10 +242,12 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
         cache = TextEmbeddingCache(
             Path(settings.data_dir) / "text-embeddings", offline=settings.hf_hub_offline
         )
-        text_vectors = cache.embed(texts)
-        # new items get their topics too, without a retrain, from their topic text (with the description)
+        # new items get their topics too, without a retrain, from their topic text (with the description);
+        # one embed() for both, so that a task adds its new texts to the cache file in one write
         topic_texts = [with_description(t, row["description"]) for t, row in zip(texts, facts, strict=True)]
-        topic_vectors = text_vectors if topic_texts == texts else cache.embed(topic_texts)
+        embedded = cache.embed(texts if topic_texts == texts else [*texts, *topic_texts])
+        text_vectors = embedded[: len(texts)]
+        topic_vectors = embedded[-len(texts) :]
         folded = [row["item_id"] for row in facts]
         about_new_items(gateway, version, folded, topic_vectors, topics_of=root_of(active[0]) or version)
     vectors = basis.embed(text_vectors, brands, categories)
@@ -250,6 +260,9 @@ def embed_new_items(gateway: GraphGateway, settings: Settings, item_ids: Sequenc
         for row, vector in zip(facts, vectors, strict=True)
         if np.any(vector)
     ]
+    written = 0
     if rows:
-        gateway.write(WRITE_FOLDED_ITEMS, {"version": version, "rows": rows, "now": int(time.time() * 1000)})
-    return {"version": version, "folded": len(rows), "skipped": len(facts) - len(rows)}
+        now = int(time.time() * 1000)
+        done = gateway.write(WRITE_FOLDED_ITEMS, {"version": version, "rows": rows, "now": now})
+        written = done.rows[0]["folded"] if done.rows else 0
+    return {"version": version, "folded": written, "skipped": len(facts) - len(rows)}

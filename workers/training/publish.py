@@ -23,7 +23,6 @@ gate promotes it (:func:`activate`); a kept version stays a ``candidate``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import re
@@ -51,6 +50,7 @@ from graph_schema.statements.models import (
     WRITE_EMBEDDINGS,
 )
 from kgrec import erasure
+from kgrec.artifact_io import exclusive_lock
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway, WriteSummary
 from kgrec.model_store import artifact_name, save_artifacts
@@ -171,13 +171,8 @@ def claim_lock(models_folder: Path | None) -> Iterator[None]:
     if models_folder is None:
         yield
         return
-    models_folder.mkdir(parents=True, exist_ok=True)
-    with open(models_folder / CLAIM_LOCK, "ab") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(models_folder / CLAIM_LOCK):
+        yield
 
 
 def write_embeddings(
