@@ -2,7 +2,8 @@
 
 Both versions are scored on the same validation hold-out (each user's latest
 interaction, where it arrived after the active version was trained, so the
-active version has not seen it either; ``workers.training.gate`` builds it and
+active version has not seen it either, of users whose targets the candidate's
+tuning never read; ``workers.training.gate`` builds it and
 scores both through the serving :class:`~kgrec.recommender.Recommender`). This
 module only decides, from those scores, and says why in one sentence that is
 stored on the candidate's ``(:ModelVersion)`` as ``gate_reason``.

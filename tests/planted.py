@@ -82,6 +82,7 @@ def train_shuffled(gateway: GraphGateway, settings: Settings, version: str, *, g
         device="cpu",
         text_cache_dir=Path(settings.data_dir) / "text-embeddings",
         version=version,
+        hold_gate_slice=gate,
     )
     publish(gateway, settings, graph, result, CONFIG, gate=gate, trained_on=shuffled)
 

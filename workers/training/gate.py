@@ -5,8 +5,13 @@ each user's latest interaction, users with at least 3), restricted to users whos
 held-out interaction is newer than the active version (its order key, the event
 time in ms, is after the version's ``created_at``): the active version's item–item
 signals were built on every interaction it saw, so an older target would be
-scored by a model that has seen it. At most
-:data:`~workers.training.holdout.MAX_TUNING_USERS` users are drawn with the seed.
+scored by a model that has seen it. Users whose targets the candidate's tuning read
+(``TrainingResult.tuning_users``: early stopping, the blend fit and decay, EASE's λ)
+are left out too: the candidate was selected on them, so its score there is optimistic.
+A gated training tunes on the tuning slice only
+(:func:`~workers.training.holdout.tuning_targets`), which leaves the gate slice here;
+a training that tuned on every user leaves the gate no user, and it keeps the candidate.
+At most :data:`~workers.training.holdout.MAX_TUNING_USERS` users are drawn with the seed.
 
 Both are ranked through the serving :class:`~kgrec.recommender.Recommender`, over
 all items minus each user's remaining history, by
@@ -16,12 +21,13 @@ all items minus each user's remaining history, by
   folded-in items and popularity adjustments included);
 - the candidate with its trained weights, embeddings and blend, but its item–item
   signals and popularity rebuilt without the hold-out (as its blend was fitted), so
-  neither side has seen the targets.
+  neither side has trained on the targets, and neither was tuned on them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,14 +56,21 @@ class Holdout:
 
     histories: list[list[HistoryEntry]]
     targets: list[set[str]]
+    users: list[str]  # their ids
 
 
 def holdout(
-    graph: TrainingGraph, newer_than: int | None, seed: int, max_users: int = MAX_TUNING_USERS
+    graph: TrainingGraph,
+    newer_than: int | None,
+    seed: int,
+    max_users: int = MAX_TUNING_USERS,
+    *,
+    tuned_on: Collection[str] = frozenset(),
 ) -> Holdout:
-    """Training's hold-out of ``graph``, only targets with an order key above ``newer_than`` (None: all)."""
+    """Training's hold-out of ``graph``, only targets with an order key above ``newer_than`` (None: all),
+    without the users in ``tuned_on`` (user ids)."""
     fit, targets = hold_out_latest(graph)
-    users = np.array(sorted(targets), dtype=np.int64)
+    users = np.array(sorted(u for u in targets if graph.user_ids[u] not in tuned_on), dtype=np.int64)
     if newer_than is not None and users.size:
         target_item = np.full(graph.n_users, -1, dtype=np.int64)
         target_item[users] = [targets[int(u)] for u in users]
@@ -68,7 +81,11 @@ def holdout(
     if users.size > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     histories = user_histories(fit)
-    return Holdout([histories[int(u)] for u in users], [{graph.item_ids[targets[int(u)]]} for u in users])
+    return Holdout(
+        [histories[int(u)] for u in users],
+        [{graph.item_ids[targets[int(u)]]} for u in users],
+        [graph.user_ids[int(u)] for u in users],
+    )
 
 
 def candidate_recommender(
@@ -117,7 +134,8 @@ def gate_candidate(
     *,
     trained_on: TrainingGraph | None = None,
 ) -> GateDecision:
-    """Score the candidate in ``result`` next to the active version on ``graph``'s hold-out, and decide.
+    """Score the candidate in ``result`` next to the active version on ``graph``'s hold-out (without
+    the users its tuning read), and decide.
 
     ``graph`` is the current graph; ``trained_on`` the one the candidate learnt
     from (default: ``graph``; a test trains one on shuffled interactions).
@@ -127,7 +145,12 @@ def gate_candidate(
     active_rows = [r for r in gateway.read(ACTIVE_VERSION) if r["id"] != result.artifacts.version]
     active_model = ActiveModel(gateway, Path(settings.data_dir)).get() if active_rows else None
     active = active_rows[0] if active_model is not None else None
-    held = holdout(graph, None if active is None else int(active["created_at"]), config.seed)
+    held = holdout(
+        graph,
+        None if active is None else int(active["created_at"]),
+        config.seed,
+        tuned_on=result.tuning_users,
+    )
     scores = GateScores(
         candidate=score(candidate, held),
         active=None if active_model is None else score(active_model, held),

@@ -4,10 +4,17 @@ Users with at least :data:`MIN_HISTORY_FOR_VALIDATION` interactions lose their m
 (same-time ties as :func:`kgrec.item_graphs.history_order` orders them); the graph model's
 early stopping, the blend fit, the ``ease`` signal's λ and the baselines all tune on it, over at
 most :data:`MAX_TUNING_USERS` users. The test interactions are never in the graph it is cut from.
+
+A training the promotion gate will judge keeps part of that hold-out out of every tuning step
+(:func:`tuning_targets`): the gate slice, the validation users a salted hash of the user id puts
+there (:func:`in_gate_slice`, half of them, the same users in every run and graph). Its targets
+are still cut from the graph the tuned model learns from, but no tuning choice reads them, so the
+gate (:mod:`workers.training.gate`) can score the candidate on targets it was not selected on.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +24,15 @@ from kgrec.training_graph import TrainingGraph
 
 MIN_HISTORY_FOR_VALIDATION = 3
 MAX_TUNING_USERS = 5_000
+# Changing the salt moves users between the slices: a version tuned under one salt and gated
+# under another would again be scored on targets it was tuned on (the gate excludes the users a
+# version's result says it tuned on, so it stays sound, but it would find fewer users).
+GATE_SLICE_SALT = b"kgrec-gate-slice-1"
+# Below this many validation users the hold-out is not split (a slice would be too small to tune
+# on or to judge by): every user tunes and the gate finds no user it may score, so it keeps the
+# candidate as "not enough evidence". Twice KGREC_GATE_MIN_USERS' default: a split under it could
+# not give the gate its 30 users anyway.
+MIN_USERS_TO_SPLIT = 60
 
 
 def subset(graph: TrainingGraph, keep: np.ndarray) -> TrainingGraph:
@@ -41,3 +57,16 @@ def hold_out_latest(graph: TrainingGraph) -> tuple[TrainingGraph, dict[int, int]
     keep[chosen] = False
     targets = {int(graph.inter_user[i]): int(graph.inter_item[i]) for i in chosen}
     return subset(graph, keep), targets
+
+
+def in_gate_slice(user_id: str) -> bool:
+    """Whether ``user_id``'s validation target is in the gate slice (half the users, by a salted hash)."""
+    return hashlib.blake2b(user_id.encode(), key=GATE_SLICE_SALT, digest_size=8).digest()[0] & 1 == 1
+
+
+def tuning_targets(graph: TrainingGraph, targets: dict[int, int], hold_gate_slice: bool) -> dict[int, int]:
+    """The targets of :func:`hold_out_latest` that tuning may read: with ``hold_gate_slice``, those of
+    users outside the gate slice, when there are at least :data:`MIN_USERS_TO_SPLIT`; all otherwise."""
+    if not hold_gate_slice or len(targets) < MIN_USERS_TO_SPLIT:
+        return targets
+    return {u: i for u, i in targets.items() if not in_gate_slice(graph.user_ids[u])}

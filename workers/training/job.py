@@ -145,6 +145,8 @@ def run_training(
         version=version,
         on_progress=lambda stage, fraction: report(stage, 0.05 + 0.75 * fraction),
         language=item_language(gateway),
+        # the gate scores it on the hold-out's gate slice, which no tuning choice may read
+        hold_gate_slice=gate,
     )
     timings["train_and_tune_s"] = time.perf_counter() - started
 

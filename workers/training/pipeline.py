@@ -14,6 +14,10 @@
 4. Rebuild the signals' item–item graphs on all interactions, retrain the graph model on all
    of them for the epoch count early stopping chose (``TrainConfig.refit_on_all``), and package
    the artifacts: the served model, like the signals, has seen each user's latest interaction.
+
+With ``hold_gate_slice`` (a training the promotion gate will judge), steps 2 and 3 read only the
+hold-out's tuning slice (:func:`~workers.training.holdout.tuning_targets`); the gate slice's
+targets are cut from the graph all the same, and the gate scores on them.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.blend_fit import DECAYS, fit_blend
 from workers.training.config import TrainConfig
 from workers.training.ease import tune_ease_signal
-from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest
+from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest, tuning_targets
 from workers.training.kg_model import TrainedEmbeddings, train_kg_model
 from workers.training.metrics import ranking_metrics
 from workers.training.text import TextEmbeddingCache
@@ -59,6 +63,9 @@ class TrainingResult:
     topics: TopicModel | None = None  # topics mined from the items' text, when text was used
     # Each tuned signal's matrix on the hold-out's graph: what the blend was fitted with.
     tuned_fit: dict[str, sp.csr_matrix] = field(default_factory=dict)
+    # The users whose held-out targets early stopping, the blend fit or a tuned signal read: the
+    # gate never scores them (workers.training.gate).
+    tuning_users: frozenset[str] = frozenset()
 
 
 def user_histories(graph: TrainingGraph) -> list[list[HistoryEntry]]:
@@ -138,11 +145,14 @@ def train_model(
     version: str = "",
     on_progress: Callable[[str, float], None] | None = None,
     language: Mapping[str, str] | None = None,
+    hold_gate_slice: bool = False,
 ) -> TrainingResult:
     """Train, fit the blend and package a model from ``graph`` (see the module docstring).
 
     ``language``: item id → user tags and review snippets
     (:func:`workers.training.topics.item_language`), added to the items' topic text.
+    ``hold_gate_slice``: tune on the hold-out's tuning slice only, leaving the gate slice to the
+    promotion gate.
     """
     timings: dict[str, float] = {}
     report = on_progress or (lambda _stage, _fraction: None)
@@ -166,6 +176,7 @@ def train_model(
     report("text", 0.1)
 
     fit_graph, targets = hold_out_latest(graph)
+    targets = tuning_targets(graph, targets, hold_gate_slice)
     started = time.perf_counter()
     embeddings = train_kg_model(
         fit_graph,
@@ -188,7 +199,15 @@ def train_model(
         served.best_epoch = embeddings.best_epoch
         timings["refit_s"] = time.perf_counter() - started
     report("fit-blend", 0.7)
-    result = fit_and_package(graph, embeddings, config, device=device, version=version, served=served)
+    result = fit_and_package(
+        graph,
+        embeddings,
+        config,
+        device=device,
+        version=version,
+        served=served,
+        hold_gate_slice=hold_gate_slice,
+    )
     result.timings = {**timings, **result.timings}
     result.text_vectors = text
     if text is not None and text_cache_dir is not None:
@@ -206,19 +225,22 @@ def fit_and_package(
     device: str = "cpu",
     version: str = "",
     served: TrainedEmbeddings | None = None,
+    hold_gate_slice: bool = False,
 ) -> TrainingResult:
     """Fit the blend for ``config``'s variant on the validation hold-out and package the artifacts.
 
     ``embeddings`` is the graph model trained on ``graph`` minus the hold-out
     (:func:`hold_out_latest`); variants that train the same graph model share it.
     ``served``: the graph model the artifacts carry (retrained on all of ``graph``); by default
-    ``embeddings`` itself.
+    ``embeddings`` itself. ``hold_gate_slice``: fit and tune on the tuning slice only (as
+    :func:`train_model`; ``embeddings`` must have been early-stopped on it too).
     """
     served = embeddings if served is None else served
     fit_graph, targets = hold_out_latest(graph)
+    targets = tuning_targets(graph, targets, hold_gate_slice)
     started = time.perf_counter()
     use_order = config.use_recency
-    tuned, tuned_fit, tuning = tune_signals(graph, config, device)
+    tuned, tuned_fit, tuning = tune_signals(graph, config, device, hold_gate_slice=hold_gate_slice)
     tune_seconds = time.perf_counter() - started
     fit_components = build_signals(
         fit_graph, config.use_knowledge, use_order, config.use_topics, tuned, prebuilt=tuned_fit
@@ -293,20 +315,22 @@ def fit_and_package(
         {"tune_signals_s": tune_seconds, "fit_blend_s": fit_seconds - tune_seconds},
         fit_embeddings=embeddings,
         tuned_fit=tuned_fit,
+        tuning_users=frozenset(graph.user_ids[u] for u in targets),
     )
 
 
 def tune_signals(
-    graph: TrainingGraph, config: TrainConfig, device: str = "cpu"
+    graph: TrainingGraph, config: TrainConfig, device: str = "cpu", *, hold_gate_slice: bool = False
 ) -> tuple[dict[str, float], dict[str, sp.csr_matrix], dict[str, dict[str, float]]]:
-    """Choose each tuned signal's parameter on the validation hold-out of ``graph``.
+    """Choose each tuned signal's parameter on the validation hold-out of ``graph`` (its tuning
+    slice with ``hold_gate_slice``).
 
     Returns (signal -> parameter, signal -> its matrix on the hold-out's graph, signal -> the
     validation NDCG@10 of each parameter tried). A model without the blend's signals tunes none.
     """
     if config.graph_model_only or not config.use_ease:
         return {}, {}, {}
-    fit = tune_ease_signal(validation_set(graph, config.seed), device=device)
+    fit = tune_ease_signal(validation_set(graph, config.seed, hold_gate_slice=hold_gate_slice), device=device)
     return (
         {EASE: fit.lam},
         {EASE: fit.fit_matrix},

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from kgrec.item_graphs import interaction_matrix
 from kgrec.training_graph import TrainingGraph
-from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest
+from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest, tuning_targets
 
 T = TypeVar("T")
 VALIDATION_K = 10
@@ -68,9 +68,13 @@ def pessimistic_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(target), rank, scores.shape[1])
 
 
-def validation_set(graph: TrainingGraph, seed: int, max_users: int = MAX_TUNING_USERS) -> ValidationSet:
-    """The hold-out of :func:`hold_out_latest`, on at most ``max_users`` users drawn with ``seed``."""
+def validation_set(
+    graph: TrainingGraph, seed: int, max_users: int = MAX_TUNING_USERS, *, hold_gate_slice: bool = False
+) -> ValidationSet:
+    """The hold-out of :func:`hold_out_latest`, on at most ``max_users`` users drawn with ``seed``
+    (``hold_gate_slice``: only :func:`~workers.training.holdout.tuning_targets`' users)."""
     fit, targets = hold_out_latest(graph)
+    targets = tuning_targets(graph, targets, hold_gate_slice)
     users = np.array(sorted(targets), dtype=np.int64)
     if users.size > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
