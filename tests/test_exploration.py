@@ -454,7 +454,8 @@ def test_explored_slots_skip_buried_items_and_list_the_rules_that_touched_theirs
         changed = [buried_item, before[1][1], boosted]  # their leaves' rules are gone at the end
         buried_leaf = shop.leaf_of[before[1][1]]
         # a boost that moves nothing: the same draw explores the same items, the boosted one listing it
-        save({"id": "nudge", "action": "boost", "factor": 1.001, "target": {"item": boosted}})
+        # (1.001 moved an explored item past a near tie now and then: about one run in ten failed)
+        save({"id": "nudge", "action": "boost", "factor": 1.000001, "target": {"item": boosted}})
         assert explored_rules(user) == {i: (["nudge"] if i == boosted else []) for _, i, _ in before}
         save({"id": "bury-item", "action": "bury", "factor": 0.01, "target": {"item": buried_item}})
         save({"id": "bury-leaf", "action": "bury", "factor": 0.01, "target": {"category": buried_leaf}})
