@@ -32,13 +32,15 @@ from kgrec.datasets.records import (
     ItemRecord,
     Problems,
     TripleRecord,
+    check_field,
     check_ids,
+    check_time,
     find_file,
     located_rows,
     parse_timestamp_ms,
     parsed_rows,
 )
-from kgrec.events.validation import ValidationClock, field_problem
+from kgrec.events.validation import ValidationClock
 from kgrec.limits import MAX_DESCRIPTION_LENGTH, MAX_TEXT_LENGTH, kind_problem
 
 # ASCII digits only (str.isdigit() takes '²', which int() refuses), below 2**63: the graph's integers
@@ -55,15 +57,8 @@ def _optional_float(name: str, text: str) -> float | None:
         raise BadRow(f"{name}: {exc}") from None
     if not math.isfinite(number):
         raise BadRow(f"{name}: {name} {text!r} is not a finite number")
-    _check(name, number)
+    check_field(name, number)
     return number
-
-
-def _check(name: str, value: object) -> None:
-    """Raise BadRow when ``value`` breaks the API's bound on the field ``name``
-    (:func:`kgrec.events.validation.field_problem`): every entry point enforces the same ones."""
-    if value is not None and (problem := field_problem(name, value)) is not None:
-        raise BadRow(f"{name} {problem}")
 
 
 def _interaction(
@@ -78,19 +73,18 @@ def _interaction(
         ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
     except ValueError as exc:
         raise BadRow(f"ts {exc}") from None
-    ahead = None if ts is None or clock is None else clock.ahead(ts, "the import's clock")
-    if ahead is not None:
-        raise BadRow(f"ts {row['ts'].strip()[:60]!r} {ahead}")
+    check_time("ts", row.get("ts") or "", ts, clock)
     seq_text = (row.get("seq_index") or "").strip()
     if seq_text and (not _SEQ_INDEX.fullmatch(seq_text) or int(seq_text) > MAX_SEQ_INDEX):
         raise BadRow(f"seq_index {seq_text[:60]!r} is not a whole number from 0 to 2**63 - 1")
+    value = _optional_float("value", row.get("value") or "")
     return InteractionRecord(
         user_id=user_id,
         item_id=item_id,
         type=kind,
         ts=ts,
         seq=int(seq_text) if seq_text else None,
-        value=_optional_float("value", row.get("value") or ""),
+        value=value,
     )
 
 
@@ -106,15 +100,15 @@ def _item(row: dict[str, str]) -> ItemRecord:
             f"(got {row.get('categories')!r})"
         )
     if categories:
-        _check("categories", list(categories))
+        check_field("categories", list(categories))
     title = (row.get("title") or "").strip() or None
-    _check("title", title)
+    check_field("title", title)
     description = (row.get("description") or "").strip() or None
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         raise BadRow(
             f"description is longer than {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})"
         )
-    _check("description", description)
+    check_field("description", description)
     return ItemRecord(
         item_id=item_id,
         brand=brand,
