@@ -602,6 +602,42 @@ def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_lo
     assert priced == [{"i": "ok1", "p": 1e12}]
 
 
+def test_a_value_and_an_entity_name_the_events_api_refuses_are_refused_by_the_import_too(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The layout import stored a review's value and a negative purchase revenue, which
+    ``POST /v1/events`` refuses, and an entity name with NUL, which no title may hold."""
+    now_ms = 1_765_000_000_000
+    rows = [
+        ["u1", "i1", "review", "4"],
+        ["u1", "i2", "purchase", "-5"],
+        ["u1", "i3", "view", "2"],  # the API keeps a value on any behaviour but a review
+        ["u1", "i4", "purchase", "12.5"],
+    ]
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "type", "value"], rows)
+    entities = [["e1", "genre", "Ja\x00zz"], ["e2", "genre", "Jazz"]]
+    write_csv_rows(tmp_path / "entities.csv", ["entity_id", "kind", "name"], entities)
+    write_csv_rows(tmp_path / "kg_triples.csv", ["head", "relation", "tail"], [["i3", "genre", "e2"]])
+    events = [
+        {"event_id": f"e{n}", "user_id": u, "item_id": i, "type": t, "value": float(v), "ts": now_ms}
+        for n, (u, i, t, v) in enumerate(rows)
+    ]
+    refused = {e.index: e.reason for e in validate_batch(events, max_skew_s=300, now_ms=now_ms)[1]}
+    report = import_dataset(
+        gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=now_ms
+    )
+    found = {(Path(p.file).name, p.line, p.reason) for p in report.problems}
+    assert found == {
+        ("interactions.csv", 2, f"value: {refused[0]}"),
+        ("interactions.csv", 3, f"value: {refused[1]}"),
+        ("entities.csv", 2, "name must not contain NUL (U+0000) (got 'Ja\\x00zz')"),
+    }
+    assert refused[0] == "a review event carries no value (got 4): a value is a rating's or a purchase's"
+    assert sorted(refused) == [0, 1]
+    stored = gateway.run_query("MATCH (:User)-[:INTERACTED]->(i:Item) RETURN i.id AS i ORDER BY i", {})
+    assert stored == [{"i": "i3"}, {"i": "i4"}]
+
+
 def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(
     settings: Settings, graph_server: object, tmp_path: Path
 ) -> None:

@@ -1,7 +1,8 @@
 """The kgrec dataset layout: a folder a user can fill with their own data.
 
 - ``interactions.csv[.gz]``: ``user_id,item_id`` plus optional ``ts`` (ISO-8601 or
-  Unix seconds) or ``seq_index``, ``type`` and ``value``;
+  Unix seconds) or ``seq_index``, ``type`` and ``value`` (none on a review, and a purchase's not
+  negative, as the events API has it);
 - ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price`` plus an optional
   ``description`` (plain text, at most ``MAX_DESCRIPTION_LENGTH`` characters), with
   categories ``|``-separated;
@@ -35,13 +36,14 @@ from kgrec.datasets.records import (
     check_field,
     check_ids,
     check_time,
+    check_value,
     find_file,
     located_rows,
     parse_timestamp_ms,
     parsed_rows,
 )
-from kgrec.events.validation import ValidationClock
-from kgrec.limits import MAX_DESCRIPTION_LENGTH, MAX_TEXT_LENGTH, kind_problem
+from kgrec.events.validation import ValidationClock, field_problem
+from kgrec.limits import kind_problem
 
 # ASCII digits only (str.isdigit() takes '²', which int() refuses), below 2**63: the graph's integers
 _SEQ_INDEX = re.compile(r"[0-9]+", re.ASCII)
@@ -78,6 +80,7 @@ def _interaction(
     if seq_text and (not _SEQ_INDEX.fullmatch(seq_text) or int(seq_text) > MAX_SEQ_INDEX):
         raise BadRow(f"seq_index {seq_text[:60]!r} is not a whole number from 0 to 2**63 - 1")
     value = _optional_float("value", row.get("value") or "")
+    check_value(kind, value)
     return InteractionRecord(
         user_id=user_id,
         item_id=item_id,
@@ -104,10 +107,6 @@ def _item(row: dict[str, str]) -> ItemRecord:
     title = (row.get("title") or "").strip() or None
     check_field("title", title)
     description = (row.get("description") or "").strip() or None
-    if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
-        raise BadRow(
-            f"description is longer than {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})"
-        )
     check_field("description", description)
     return ItemRecord(
         item_id=item_id,
@@ -136,8 +135,8 @@ def _entity(row: dict[str, str]) -> EntityRecord:
     problem = None if kind is None else kind_problem(kind)
     if problem is not None:
         raise BadRow(f"kind {problem}")
-    if name is not None and len(name) > MAX_TEXT_LENGTH:
-        raise BadRow(f"name is longer than {MAX_TEXT_LENGTH} characters (got {len(name)})")
+    if name is not None and (problem := field_problem("title", name)) is not None:
+        raise BadRow(f"name {problem}")  # an entity's name is bounded as an item's title is
     return EntityRecord(entity_id, kind, name)
 
 

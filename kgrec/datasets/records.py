@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from kgrec.events.validation import ValidationClock, field_problem
+from kgrec.events.validation import ValidationClock, field_problem, value_problem
 from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
@@ -116,6 +116,14 @@ def check_field(name: str, value: object) -> None:
     A None value is an optional column left empty."""
     if value is not None and (problem := field_problem(name, value)) is not None:
         raise BadRow(f"{name} {problem}")
+
+
+def check_value(kind: str, value: float | None) -> None:
+    """Raise BadRow when an interaction of type ``kind`` may not carry ``value`` (the events API's
+    rule, :func:`kgrec.events.validation.value_problem`: none on a review, no negative revenue)."""
+    problem = value_problem(kind, value)
+    if problem is not None:
+        raise BadRow(f"value: {problem}")
 
 
 def check_time(column: str, text: str, ts: int | None, clock: ValidationClock | None) -> int | None:
