@@ -195,6 +195,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "started_at",
     "finished_at",
     "first_started_at",
+    "first_starts",  # JSON text: {data set: first_started_at} of every data set imported
     "job_id",
     # Topic, ABOUT, HAS_TOPIC (topics mined from item text) and review text on INTERACTED
     "keywords",

@@ -23,6 +23,7 @@ become unlisted items.
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -499,18 +500,21 @@ def import_dataset(
     The graph records the import (``(:Revision {id: 'import'})``: data set, ``started_at``,
     ``finished_at``), finished only once every step is written and the AOF rewritten; see
     :func:`import_state`. Interactions without a time are stamped with the start of the first
-    import of this data set (:func:`first_start`), so running it again changes nothing.
+    import of this data set (:func:`first_starts`), so running it again changes nothing, even after
+    other data sets were imported in between.
     ``source`` is what the record names (default the data set's name; commands pass
     :func:`kgrec.datasets.import_source`, which ``kgrec up --import`` accepts).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     source = source or dataset.name
     erasures = {row["id"]: int(row["erased_at"]) for row in gateway.read(ALL_ERASURES)}
-    first = first_start(import_state(gateway), source, now_ms)
+    known = first_starts(import_state(gateway))
+    first = known.get(source, now_ms)
     prepared = drop_looping_links(
         gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms, erasures, first))
     )
-    gateway.write(q.START_IMPORT, {"dataset": source, "now": now_ms, "first": first})
+    starts = json.dumps({**known, source: first}, sort_keys=True)
+    gateway.write(q.START_IMPORT, {"dataset": source, "now": now_ms, "first": first, "first_starts": starts})
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()
@@ -538,6 +542,9 @@ class ImportState:
     finished_at: int | None
     # when the first import of ``dataset`` started (None: recorded before kgrec kept it)
     first_started_at: int | None = None
+    # when the first import of each data set imported into this graph started, by the name the
+    # record gives it (empty: recorded before kgrec kept it)
+    first_starts: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -553,18 +560,26 @@ def import_state(gateway: GraphGateway) -> ImportState | None:
         return None
     row = rows[0]
     first = row.get("first_started_at")
+    every = json.loads(row["first_starts"]) if row.get("first_starts") else {}
     return ImportState(
-        str(row["dataset"]), int(row["started_at"]), row["finished_at"], None if first is None else int(first)
+        str(row["dataset"]),
+        int(row["started_at"]),
+        row["finished_at"],
+        None if first is None else int(first),
+        {str(name): int(ms) for name, ms in every.items()},
     )
 
 
-def first_start(state: ImportState | None, source: str, now_ms: int) -> int:
-    """When the first import of ``source`` started: the stamp its interactions without a time get.
+def first_starts(state: ImportState | None) -> dict[str, int]:
+    """When the first import of each data set the graph has had started, by the name the record
+    gives it (:func:`kgrec.datasets.import_source`): the stamp its interactions without a time
+    get, so that importing it again, after any other, re-stamps nothing. A data set missing from
+    it is new to the graph: its import stamps them with its own start.
 
-    The record's when it names ``source`` (a record kept before ``first_started_at`` existed: its
-    ``started_at``, the stamp that import gave them), else ``now_ms``: another data set's times
-    say nothing about this one's.
+    The record's ``first_starts``; a record kept before it existed counts its own data set's
+    ``first_started_at`` (or, older still, ``started_at``: the stamp that import gave them).
     """
-    if state is None or state.dataset != source:
-        return now_ms
-    return state.first_started_at if state.first_started_at is not None else state.started_at
+    if state is None:
+        return {}
+    last = state.first_started_at if state.first_started_at is not None else state.started_at
+    return {state.dataset: last, **state.first_starts}

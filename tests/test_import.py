@@ -21,7 +21,7 @@ from graph_schema.statements.privacy import ERASE_USER
 from kgrec.category_tree import infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
-from kgrec.datasets import open_dataset
+from kgrec.datasets import BUILTIN, import_source, open_dataset
 from kgrec.datasets.records import write_csv_rows
 from kgrec.decay import decayed_sum
 from kgrec.embedded import EmbeddedServer
@@ -120,6 +120,49 @@ def test_second_import_changes_nothing(
     assert first.relationships == first.relationships_created == sum(SUBSET_RELATIONSHIPS.values())
     assert second.relationships == sum(SUBSET_RELATIONSHIPS.values())
     assert second.relationships_created == 0
+
+
+def test_an_import_again_after_another_data_set_or_under_another_spelling_changes_nothing(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The record kept only the last data set's first start: importing A, then B, then A again
+    stamped A's untimed pairs with the third run's time (full weight again), and so did a built-in
+    data set imported by name and then by its folder's path."""
+    data_dir = tmp_path / "data"
+    beauty, other = data_dir / BUILTIN["amazon-beauty"], tmp_path / "other"
+    for folder, users in ((beauty, ("u1", "u2")), (other, ("v1",))):
+        folder.mkdir(parents=True)
+        rows = [[user, f"i{n}", str(n)] for user in users for n in range(3)]
+        write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "seq_index"], rows)
+
+    def run(name_or_path: str, now_ms: int) -> None:
+        dataset = open_dataset(name_or_path, data_dir)
+        import_dataset(
+            gateway, dataset, settings, now_ms=now_ms, source=import_source(name_or_path, data_dir)
+        )
+
+    def stamps() -> dict[str, set[int]]:
+        rows = gateway.run_query("MATCH (u:User)-[r:INTERACTED]->() RETURN u.id AS u, r.weight_ts AS ts", {})
+        found: dict[str, set[int]] = {}
+        for row in rows:
+            found.setdefault(row["u"], set()).add(row["ts"])
+        return found
+
+    start = 1_700_000_000_000
+    assert {import_source(s, data_dir) for s in ("amazon-beauty", str(beauty), BUILTIN["amazon-beauty"])} == {
+        "amazon-beauty"
+    }
+    run("amazon-beauty", start)
+    run(str(other), start + DAY_MS)
+    run("amazon-beauty", start + 2 * DAY_MS)
+    run(str(beauty), start + 3 * DAY_MS)  # the same data set by its folder's path
+    run(str(other), start + 4 * DAY_MS)
+    assert stamps() == {"u1": {start}, "u2": {start}, "v1": {start + DAY_MS}}
+    state = import_state(gateway)
+    assert state is not None and state.first_starts == {
+        "amazon-beauty": start,
+        str(other.resolve()): start + DAY_MS,
+    }
 
 
 def test_interest_edges_follow_interactions(
@@ -600,6 +643,42 @@ def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_lo
     ]
     priced = gateway.run_query("MATCH (i:Item) WHERE i.price IS NOT NULL RETURN i.id AS i, i.price AS p", {})
     assert priced == [{"i": "ok1", "p": 1e12}]
+
+
+def test_a_value_and_an_entity_name_the_events_api_refuses_are_refused_by_the_import_too(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """The layout import stored a review's value and a negative purchase revenue, which
+    ``POST /v1/events`` refuses, and an entity name with NUL, which no title may hold."""
+    now_ms = 1_765_000_000_000
+    rows = [
+        ["u1", "i1", "review", "4"],
+        ["u1", "i2", "purchase", "-5"],
+        ["u1", "i3", "view", "2"],  # the API keeps a value on any behaviour but a review
+        ["u1", "i4", "purchase", "12.5"],
+    ]
+    write_csv_rows(tmp_path / "interactions.csv", ["user_id", "item_id", "type", "value"], rows)
+    entities = [["e1", "genre", "Ja\x00zz"], ["e2", "genre", "Jazz"]]
+    write_csv_rows(tmp_path / "entities.csv", ["entity_id", "kind", "name"], entities)
+    write_csv_rows(tmp_path / "kg_triples.csv", ["head", "relation", "tail"], [["i3", "genre", "e2"]])
+    events = [
+        {"event_id": f"e{n}", "user_id": u, "item_id": i, "type": t, "value": float(v), "ts": now_ms}
+        for n, (u, i, t, v) in enumerate(rows)
+    ]
+    refused = {e.index: e.reason for e in validate_batch(events, max_skew_s=300, now_ms=now_ms)[1]}
+    report = import_dataset(
+        gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings, now_ms=now_ms
+    )
+    found = {(Path(p.file).name, p.line, p.reason) for p in report.problems}
+    assert found == {
+        ("interactions.csv", 2, f"value: {refused[0]}"),
+        ("interactions.csv", 3, f"value: {refused[1]}"),
+        ("entities.csv", 2, "name must not contain NUL (U+0000) (got 'Ja\\x00zz')"),
+    }
+    assert refused[0] == "a review event carries no value (got 4): a value is a rating's or a purchase's"
+    assert sorted(refused) == [0, 1]
+    stored = gateway.run_query("MATCH (:User)-[:INTERACTED]->(i:Item) RETURN i.id AS i ORDER BY i", {})
+    assert stored == [{"i": "i3"}, {"i": "i4"}]
 
 
 def test_an_unreadable_file_is_refused_in_one_line_naming_the_file_and_line(

@@ -691,6 +691,53 @@ def test_movielens_tags_import_as_tag_entities(
     assert nodes["Category"] == 2  # genres stay categories
 
 
+def test_movielens_and_recbole_refuse_future_times_and_values_beyond_the_apis_bounds(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """Only the kgrec layout had the import's clock: a ratings.csv row dated 2100 was stored (its
+    weight_ts far ahead of every clock), as were a RecBole price of 1e300 and a title with NUL."""
+    now_ms = 1_765_000_000_000
+    year_2100 = "4102444800"
+    folder = movielens_folder(tmp_path / "ml")
+    with open(folder / "ratings.csv", "a", newline="") as handle:
+        csv.writer(handle).writerows([["1", "30", "4.0", year_2100], ["2", "10", "1.0", str(now_ms // 1000)]])
+    with open(folder / "tags.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["1", "10", "later", year_2100])
+    with open(folder / "movies.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["40", "D\x00 (2004)", "Drama"])
+    report = import_dataset(gateway, MovieLensDataset(folder), settings, now_ms=now_ms)
+    ahead = "is in the future (more than 300s ahead of the import's clock)"
+    found = {(Path(p.file).name, p.line, p.reason) for p in report.problems}
+    assert {
+        ("ratings.csv", 6, f"timestamp '{year_2100}' {ahead}"),
+        ("tags.csv", 8, f"timestamp '{year_2100}' {ahead}"),
+        ("movies.csv", 5, "title must not contain NUL (U+0000) (got 'D\\x00 (2004)')"),
+    } <= found
+    latest = gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN max(r.last_ts) AS ts, count(r) AS n", {})
+    assert latest == [{"ts": now_ms, "n": 5}]
+
+    recbole = tmp_path / "rb"
+    shutil.copytree(RECBOLE, recbole)
+    (recbole / "rb.inter").write_text(
+        f"user_id:token\titem_id:token\ttimestamp:float\nu9\ti1\t{year_2100}\nu9\ti2\t{now_ms // 1000}\n"
+    )
+    for stem in ("item", "kg", "link"):
+        (recbole / f"recbole_layout.{stem}").rename(recbole / f"rb.{stem}")
+    (recbole / "recbole_layout.inter").unlink()
+    with open(recbole / "rb.item", "a") as handle:
+        handle.write("i8\tCheap\t2001\tDrama\t1e300\thit\ni9\tA\x00B\t2001\tDrama\t1\thit\n")
+    dataset = open_dataset(str(recbole), settings.datasets_dir)
+    report = import_dataset(gateway, dataset, settings, now_ms=now_ms)
+    found = {(Path(p.file).name, p.line, p.reason) for p in report.problems}
+    assert {
+        ("rb.inter", 2, f"timestamp '{year_2100}' {ahead}"),
+        ("rb.item", 8, "price must be at most 1e+12 (got 1e+300)"),
+        ("rb.item", 9, "title must not contain NUL (U+0000) (got 'A\\x00B')"),
+    } <= found
+    stored = gateway.run_query("MATCH (:User {id: 'u9'})-[r:INTERACTED]->(i) RETURN i.id AS i", {})
+    assert stored == [{"i": "i2"}]
+
+
 # --- tools/to_kgat_layout.py: the project's own data in the research format --------------------
 
 

@@ -481,6 +481,7 @@ def _import_record(gw: GraphGateway, st: Statement) -> None:
         "dataset": "amazon-beauty-kg",
         "started_at": NOW,
         "first_started_at": NOW,
+        "first_starts": start.params["first_starts"],
     }
     assert node(gw, "Revision", "import") == record
     finish = STATEMENTS["finish_import"]
@@ -488,12 +489,14 @@ def _import_record(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(finish, finish.params).rows == [{"finished_at": NOW + 60_000}]
     assert node(gw, "Revision", "import") == {**record, "finished_at": NOW + 60_000}
     # a new start owns the record: unfinished again, with its own data set and start
-    gw.write(start, {"dataset": "shop", "now": NOW + 5, "first": NOW + 2})
+    starts = '{"amazon-beauty-kg": 1, "shop": 2}'
+    gw.write(start, {"dataset": "shop", "now": NOW + 5, "first": NOW + 2, "first_starts": starts})
     assert node(gw, "Revision", "import") == {
         **record,
         "dataset": "shop",
         "started_at": NOW + 5,
         "first_started_at": NOW + 2,
+        "first_starts": starts,
     }
     assert node(gw, "Revision", "catalogue") == {"id": "catalogue", "revision": 3}
     assert count(gw, "(n)") == 2

@@ -272,17 +272,20 @@ SET_CATEGORY_INTERESTS = _interest_statement(Label.CATEGORY)
 # The import's own record, (:Revision {id: 'import'}): the data set an import started with and
 # when, and when it finished (null until then). An import writes in many batches, so a process
 # killed part way leaves a partial graph; `kgrec up --import` reads this to run an unfinished one
-# again (every step is idempotent) instead of serving the partial graph.
+# again (every step is idempotent) instead of serving the partial graph. `first_starts`: JSON text,
+# {data set: when its first import started}, for every data set imported into the graph.
 START_IMPORT = write(
     "start_import",
     """
     MERGE (r:Revision {id: 'import'})
     ON CREATE SET r.created_at = $now
-    SET r.dataset = $dataset, r.started_at = $now, r.first_started_at = $first, r.finished_at = null
+    SET r.dataset = $dataset, r.started_at = $now, r.first_started_at = $first,
+        r.first_starts = $first_starts, r.finished_at = null
     """,
     dataset="amazon-beauty-kg",
     now=1700000000000,
     first=1700000000000,
+    first_starts='{"amazon-beauty-kg": 1700000000000}',
 )
 # Only the import that started at $started finishes the record (a later start owns it).
 FINISH_IMPORT = write(
@@ -301,6 +304,6 @@ IMPORT_STATE = read(
     """
     MATCH (r:Revision {id: 'import'})
     RETURN r.dataset AS dataset, r.started_at AS started_at, r.finished_at AS finished_at,
-           r.first_started_at AS first_started_at
+           r.first_started_at AS first_started_at, r.first_starts AS first_starts
     """,
 )

@@ -82,9 +82,15 @@ def _folder(name_or_path: str, data_dir: Path) -> Path:
 
 
 def import_source(name_or_path: str, data_dir: Path) -> str:
-    """How the graph's import record names a data set: a built-in one by its name, a folder by its
-    absolute path (so that ``kgrec up --import`` with it finds the folder from any directory)."""
-    return name_or_path if name_or_path in BUILTIN else str(_folder(name_or_path, data_dir).resolve())
+    """How the graph's import record names a data set, one name however it was given: a built-in
+    one by its name, also when given as its folder (by path, or its folder's name in ``data_dir``),
+    any other folder by its absolute path (so that ``kgrec up --import`` with it finds the folder
+    from any directory). The record keeps each data set's first import under this name."""
+    if name_or_path in BUILTIN:
+        return name_or_path
+    folder = _folder(name_or_path, data_dir).resolve()
+    builtin = (name for name, stored in BUILTIN.items() if (data_dir / stored).resolve() == folder)
+    return next(builtin, str(folder))
 
 
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:

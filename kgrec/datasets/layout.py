@@ -1,7 +1,8 @@
 """The kgrec dataset layout: a folder a user can fill with their own data.
 
 - ``interactions.csv[.gz]``: ``user_id,item_id`` plus optional ``ts`` (ISO-8601 or
-  Unix seconds) or ``seq_index``, ``type`` and ``value``;
+  Unix seconds) or ``seq_index``, ``type`` and ``value`` (none on a review, and a purchase's not
+  negative, as the events API has it);
 - ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price`` plus an optional
   ``description`` (plain text, at most ``MAX_DESCRIPTION_LENGTH`` characters), with
   categories ``|``-separated;
@@ -32,14 +33,17 @@ from kgrec.datasets.records import (
     ItemRecord,
     Problems,
     TripleRecord,
+    check_field,
     check_ids,
+    check_time,
+    check_value,
     find_file,
     located_rows,
     parse_timestamp_ms,
     parsed_rows,
 )
 from kgrec.events.validation import ValidationClock, field_problem
-from kgrec.limits import MAX_DESCRIPTION_LENGTH, MAX_TEXT_LENGTH, kind_problem
+from kgrec.limits import kind_problem
 
 # ASCII digits only (str.isdigit() takes '²', which int() refuses), below 2**63: the graph's integers
 _SEQ_INDEX = re.compile(r"[0-9]+", re.ASCII)
@@ -55,15 +59,8 @@ def _optional_float(name: str, text: str) -> float | None:
         raise BadRow(f"{name}: {exc}") from None
     if not math.isfinite(number):
         raise BadRow(f"{name}: {name} {text!r} is not a finite number")
-    _check(name, number)
+    check_field(name, number)
     return number
-
-
-def _check(name: str, value: object) -> None:
-    """Raise BadRow when ``value`` breaks the API's bound on the field ``name``
-    (:func:`kgrec.events.validation.field_problem`): every entry point enforces the same ones."""
-    if value is not None and (problem := field_problem(name, value)) is not None:
-        raise BadRow(f"{name} {problem}")
 
 
 def _interaction(
@@ -78,19 +75,19 @@ def _interaction(
         ts = parse_timestamp_ms(row["ts"]) if (row.get("ts") or "").strip() else None
     except ValueError as exc:
         raise BadRow(f"ts {exc}") from None
-    ahead = None if ts is None or clock is None else clock.ahead(ts, "the import's clock")
-    if ahead is not None:
-        raise BadRow(f"ts {row['ts'].strip()[:60]!r} {ahead}")
+    check_time("ts", row.get("ts") or "", ts, clock)
     seq_text = (row.get("seq_index") or "").strip()
     if seq_text and (not _SEQ_INDEX.fullmatch(seq_text) or int(seq_text) > MAX_SEQ_INDEX):
         raise BadRow(f"seq_index {seq_text[:60]!r} is not a whole number from 0 to 2**63 - 1")
+    value = _optional_float("value", row.get("value") or "")
+    check_value(kind, value)
     return InteractionRecord(
         user_id=user_id,
         item_id=item_id,
         type=kind,
         ts=ts,
         seq=int(seq_text) if seq_text else None,
-        value=_optional_float("value", row.get("value") or ""),
+        value=value,
     )
 
 
@@ -106,15 +103,11 @@ def _item(row: dict[str, str]) -> ItemRecord:
             f"(got {row.get('categories')!r})"
         )
     if categories:
-        _check("categories", list(categories))
+        check_field("categories", list(categories))
     title = (row.get("title") or "").strip() or None
-    _check("title", title)
+    check_field("title", title)
     description = (row.get("description") or "").strip() or None
-    if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
-        raise BadRow(
-            f"description is longer than {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})"
-        )
-    _check("description", description)
+    check_field("description", description)
     return ItemRecord(
         item_id=item_id,
         brand=brand,
@@ -142,8 +135,8 @@ def _entity(row: dict[str, str]) -> EntityRecord:
     problem = None if kind is None else kind_problem(kind)
     if problem is not None:
         raise BadRow(f"kind {problem}")
-    if name is not None and len(name) > MAX_TEXT_LENGTH:
-        raise BadRow(f"name is longer than {MAX_TEXT_LENGTH} characters (got {len(name)})")
+    if name is not None and (problem := field_problem("title", name)) is not None:
+        raise BadRow(f"name {problem}")  # an entity's name is bounded as an item's title is
     return EntityRecord(entity_id, kind, name)
 
 

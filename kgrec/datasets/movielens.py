@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from kgrec.datasets import records
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, Problems, TripleRecord
+from kgrec.events.validation import ValidationClock
 
 NO_GENRE = "(no genres listed)"
 TAG_RELATION = "has_tag"
@@ -45,7 +47,7 @@ def tag_entity_id(tag: str) -> str:
     return TAG_PREFIX + " ".join(tag.split()).lower()
 
 
-def _tag(row: dict[str, str]) -> tuple[TripleRecord, str]:
+def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[TripleRecord, str]:
     """A tags.csv row as its ``has_tag`` triple (with who and when) and the tag's first spelling."""
     user_id, movie_id, text = row["userId"].strip(), row["movieId"].strip(), " ".join(row["tag"].split())
     if not text:
@@ -56,22 +58,25 @@ def _tag(row: dict[str, str]) -> tuple[TripleRecord, str]:
         ts = int(row["timestamp"]) * 1000
     except ValueError:
         raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number") from None
+    records.check_time("timestamp", row["timestamp"], ts, clock)
     return TripleRecord(movie_id, TAG_RELATION, entity_id, user_id=user_id, ts=ts), text
 
 
-def _rating(row: dict[str, str]) -> InteractionRecord:
+def _rating(row: dict[str, str], clock: ValidationClock | None = None) -> InteractionRecord:
     records.check_ids(("userId", row["userId"]), ("movieId", row["movieId"]))
     try:
         ts = int(row["timestamp"]) * 1000
         value = float(row["rating"])
     except ValueError:
         raise records.BadRow("rating or timestamp is not a number") from None
+    records.check_time("timestamp", row["timestamp"], ts, clock)
     return InteractionRecord(row["userId"], row["movieId"], "rating", ts=ts, value=value)
 
 
 def _movie(row: dict[str, str]) -> ItemRecord:
     genres = tuple(g for g in row["genres"].split("|") if g and g != NO_GENRE)
     records.check_ids(("movieId", row["movieId"]), *(("genres", g) for g in genres))
+    records.check_field("title", row["title"] or None)
     return ItemRecord(row["movieId"], title=row["title"], categories=genres)
 
 
@@ -86,6 +91,8 @@ class MovieLensDataset:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.problems = Problems()
+        # the import's clock (kgrec.importer.prepare sets it): a time further ahead is refused
+        self.clock: ValidationClock | None = None
         if not (self.folder / "ratings.csv").exists():
             raise FileNotFoundError(f"{self.folder}: no ratings.csv")
 
@@ -93,7 +100,10 @@ class MovieLensDataset:
         """One rating interaction per row of ratings.csv."""
         path = self.folder / "ratings.csv"
         yield from records.parsed_rows(
-            path, ("userId", "movieId", "rating", "timestamp"), self.problems, _rating
+            path,
+            ("userId", "movieId", "rating", "timestamp"),
+            self.problems,
+            partial(_rating, clock=self.clock),
         )
 
     def _movies(self, problems: Problems) -> Iterator[ItemRecord]:
@@ -107,7 +117,8 @@ class MovieLensDataset:
     def _tags(self, problems: Problems) -> Iterator[tuple[TripleRecord, str]]:
         path = self.folder / "tags.csv"
         if path.exists():
-            yield from records.parsed_rows(path, ("userId", "movieId", "tag", "timestamp"), problems, _tag)
+            parse = partial(_tag, clock=self.clock)
+            yield from records.parsed_rows(path, ("userId", "movieId", "tag", "timestamp"), problems, parse)
 
     def _years(self) -> Iterator[tuple[str, str]]:
         """(movieId, release year) of each movie whose title ends with one; items() reports bad rows."""

@@ -40,6 +40,7 @@ from graph_schema.relation_names import relation_problem
 from kgrec.datasets import records
 from kgrec.datasets.kgat import EntityKinds, readable_relation
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, Problems, TripleRecord
+from kgrec.events.validation import ValidationClock
 from kgrec.limits import id_problem, kind_problem
 
 TITLE_COLUMNS = ("movie_title", "title", "name")
@@ -99,12 +100,14 @@ def _first_column(row: dict[str, str], names: tuple[str, ...]) -> str | None:
     return next((name for name in names if name in row), None)
 
 
-def _interaction(row: dict[str, str]) -> InteractionRecord:
+def _interaction(row: dict[str, str], clock: ValidationClock | None = None) -> InteractionRecord:
     user_id, item_id = row["user_id"], row["item_id"]
     records.check_ids(("user_id", user_id), ("item_id", item_id))
-    ts, value = _number(row, "timestamp"), _number(row, "rating")
+    seconds, value = _number(row, "timestamp"), _number(row, "rating")
     kind = "rating" if value is not None else "purchase"
-    return InteractionRecord(user_id, item_id, kind, ts=None if ts is None else round(ts * 1000), value=value)
+    ts = None if seconds is None else round(seconds * 1000)
+    records.check_time("timestamp", row.get("timestamp") or "", ts, clock)
+    return InteractionRecord(user_id, item_id, kind, ts=ts, value=value)
 
 
 def _number(row: dict[str, str], column: str) -> float | None:
@@ -134,6 +137,8 @@ class RecboleDataset:
             raise FileNotFoundError(f"{self.folder}: no <name>.inter file (RecBole atomic files)")
         self.name = name or stem
         self.problems = Problems()
+        # the import's clock (kgrec.importer.prepare sets it): a timestamp further ahead is refused
+        self.clock: ValidationClock | None = None
         self.paths = {s: records.find_file(self.folder, stem + s) for s in SUFFIXES}
         self._links: dict[str, str] | None = None
         self._item_ids: set[str] | None = None
@@ -144,7 +149,7 @@ class RecboleDataset:
         assert path is not None
         for line, row, _ in _atomic_rows(path, self.problems, ("user_id", "item_id")):
             try:
-                yield _interaction(row)
+                yield _interaction(row, self.clock)
             except records.BadRow as exc:
                 self.problems.add(path, line, str(exc))
 
@@ -179,14 +184,17 @@ class RecboleDataset:
         categories = tuple(dict.fromkeys(row[category_column].split())) if category_column else ()
         brand = row.get("brand") or None
         records.check_ids(("brand", brand), *((category_column or "", c) for c in categories))
-        price = _number(row, "price")
+        price, description = _number(row, "price"), row.get("description") or None
+        # the API's bounds, as every loader has them
+        for name, value in (("title", title or None), ("price", price), ("description", description)):
+            records.check_field(name, value)
         return ItemRecord(
             row["item_id"],
             brand=brand,
             categories=categories,
             title=title or None,
             price=price,
-            description=row.get("description") or None,
+            description=description,
         )
 
     def item_ids(self) -> set[str]:

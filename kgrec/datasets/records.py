@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from kgrec.events.validation import ValidationClock, field_problem, value_problem
 from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
@@ -107,6 +108,35 @@ def check_ids(*columns: tuple[str, str | None]) -> None:
         problem = None if value is None else id_problem(value)
         if problem is not None:
             raise BadRow(f"{name} {problem}")
+
+
+def check_field(name: str, value: object) -> None:
+    """Raise BadRow ("name reason") when ``value`` breaks the API's bound on the field ``name``
+    (:func:`kgrec.events.validation.field_problem`): every entry point enforces the same ones.
+    A None value is an optional column left empty."""
+    if value is not None and (problem := field_problem(name, value)) is not None:
+        raise BadRow(f"{name} {problem}")
+
+
+def check_value(kind: str, value: float | None) -> None:
+    """Raise BadRow when an interaction of type ``kind`` may not carry ``value`` (the events API's
+    rule, :func:`kgrec.events.validation.value_problem`: none on a review, no negative revenue)."""
+    problem = value_problem(kind, value)
+    if problem is not None:
+        raise BadRow(f"value: {problem}")
+
+
+def check_time(column: str, text: str, ts: int | None, clock: ValidationClock | None) -> int | None:
+    """``ts`` (epoch ms, read from ``text`` in ``column``), or BadRow when it is more than the
+    clock's skew ahead of it (``KGREC_MAX_CLOCK_SKEW_S``), as the events API refuses such a time.
+
+    Every loader whose rows carry times keeps a ``clock`` (None until
+    :func:`kgrec.importer.prepare` sets the import's) and runs each time through this.
+    """
+    ahead = None if ts is None or clock is None else clock.ahead(ts, "the import's clock")
+    if ahead is not None:
+        raise BadRow(f"{column} {text.strip()[:60]!r} {ahead}")
+    return ts
 
 
 class UnreadableFile(ValueError):

@@ -407,6 +407,19 @@ def _first_problems(exc: ValidationError) -> dict[int, FieldError]:
     return {position: problem for position, (_, problem) in first.items()}
 
 
+def value_problem(event_type: str, value: float | None) -> str | None:
+    """Why an event of ``event_type`` may not carry ``value`` (none on :data:`WITHOUT_VALUE`
+    events, no negative revenue on a purchase), to follow the field's name; None when it may.
+    ``kgrec import``'s loaders apply it too."""
+    if value is None:
+        return None
+    if event_type in WITHOUT_VALUE:
+        return f"a {event_type} event carries no value (got {value:g}): a value is a rating's or a purchase's"
+    if event_type == "purchase" and value < 0:
+        return f"a purchase's value is its revenue: must not be negative (got {value:g})"
+    return None
+
+
 def _type_problem(index: int, event: Event) -> FieldError | None:
     """What an event's type needs: an item but for a search, its own language field only, item
     facts only on behaviours and a value only where one is kept (:data:`WITHOUT_VALUE`)."""
@@ -424,18 +437,13 @@ def _type_problem(index: int, event: Event) -> FieldError | None:
             event.type in WITHOUT_ITEM_FACTS and event.item is not None,
             "carries no item facts: send them with a behaviour on the item or through the catalogue API",
         ),
-        "value": (
-            event.type in WITHOUT_VALUE and event.value is not None,
-            f"carries no value (got {event.value or 0:g}): a value is a rating's or a purchase's",
-        ),
     }
     for name, (refused, why) in misplaced.items():
         if refused:
             return FieldError(index, name, f"a {event.type} event {why}")
-    if event.type == "purchase" and event.value is not None and event.value < 0:
-        return FieldError(
-            index, "value", f"a purchase's value is its revenue: must not be negative (got {event.value:g})"
-        )
+    problem = value_problem(event.type, event.value)
+    if problem is not None:
+        return FieldError(index, "value", problem)
     own = TEXT_FIELD_OF.get(event.type)
     if own is not None and event.type != "review" and getattr(event, own) is None:
         return FieldError(index, own, f"is required for a {event.type} event")
