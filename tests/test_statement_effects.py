@@ -30,6 +30,8 @@ from tests.conftest import migrated_graph
 
 STATEMENTS = {s.name: s for s in all_statements()}
 NOW = 1_700_000_000_000  # the examples' "now"
+# The ABOUT writers' node as a statement taking its lock makes it when no writer ever began.
+ABOUT_MADE = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
 
 Case = Callable[[GraphGateway, Statement], None]
 EFFECTS: dict[str, Case] = {}
@@ -1236,7 +1238,7 @@ def _forget_about_written(gw: GraphGateway, st: Statement) -> None:
     assert [(r["id"], r["f"]) for r in marks] == [("a", None), ("b", None), ("c", "v2"), ("d", None)]
     assert node(gw, "ModelVersion", "d") == {"id": "d", "active": False}
     # no writer ever began: the writers' node is made, as BEGIN_ABOUT_WRITE makes it
-    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    made = ABOUT_MADE
     assert node(gw, "Revision", "about") == made
     # the writers' lock is taken before the marks are read (the one property set: the removed mark
     # and the cleared lock are not counted); the writers' state is left as it is
@@ -1580,7 +1582,7 @@ def _activate(gw: GraphGateway, st: Statement) -> None:
     assert state() == after
     # the switch writes every version, so it takes the ABOUT writers' lock first (their node made
     # when no writer ever began, its state left as it is), and clears every lock it took
-    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    made = ABOUT_MADE
     assert node(gw, "Revision", "about") == made
     query(gw, "MATCH (r:Revision {id: 'about'}) SET r.revision = 3, r.running = 1")
     assert gw.write(st, {**st.params, "now": NOW + 1}).rows == [{"activated": 1}]
@@ -1888,14 +1890,7 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     assert "about_from" not in node(gw, "ModelVersion", "late")  # type: ignore[operator]  # not switched to
     # the parent's mark is read under the ABOUT writers' lock: their node is made when none was
     # (no writer ever began) and its state is left as it is
-    assert node(gw, "Revision", "about") == {
-        "id": "about",
-        "created_at": NOW,
-        "revision": 0,
-        "running": 0,
-        "busy_until": 0,
-        "updated_at": 0,
-    }
+    assert node(gw, "Revision", "about") == ABOUT_MADE
     assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the locks are cleared
 
 
@@ -1995,7 +1990,10 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
-    assert count(gw, "(n)") == 8 + 6  # items, brand, versions, the other user and 6 tombstones stay
+    assert count(gw, "(n)") == 8 + 6 + 1  # items, brand, versions, the other user, 6 tombstones stay
+    # and the ABOUT writers' node, whose lock the erasure takes before the versions' (made when no
+    # writer ever began), released
+    assert node(gw, "Revision", "about") == ABOUT_MADE
 
 
 @effect("erasure_cleaned_up")
