@@ -262,8 +262,11 @@ def _link(gw: GraphGateway, st: Statement) -> None:
     source, rel, target, source_key, target_key = LINKS[st.name]
     query(gw, f"CREATE (:{source} {{id: 'a'}}), (:{target} {{id: 'b'}}), (:User {{id: 'b'}})")
     rows = [{source_key: "a", target_key: "b"}, {source_key: "a", target_key: "missing"}]
-    first = gw.write(st, {**st.params, "rows": rows})
-    again = gw.write(st, {**st.params, "rows": rows})  # idempotent: MERGE finds the link
+    # (category links: first as a batch whose links above were all stored already, which locks
+    # and checks no tree; the check itself below)
+    params = {**st.params, "tree_ids": [], "tree_links": []} if "tree_ids" in st.params else st.params
+    first = gw.write(st, {**params, "rows": rows})
+    again = gw.write(st, {**params, "rows": rows})  # idempotent: MERGE finds the link
     assert (first.relationships_created, again.relationships_created) == (1, 0)
     assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
     assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
@@ -272,9 +275,18 @@ def _link(gw: GraphGateway, st: Statement) -> None:
         # a link that would close a loop (b under a, a under itself) is not written
         query(gw, "CREATE (:Category {id: 'c'})")
         loops = [{source_key: "b", target_key: "a"}, {source_key: "a", target_key: "a"}]
-        closing = gw.write(st, {**st.params, "rows": [*loops, {source_key: "c", target_key: "a"}]})
+        closing = gw.write(st, {**params, "rows": [*loops, {source_key: "c", target_key: "a"}]})
         assert closing.relationships_created == 1
         assert count(gw, "(:Category)-[:SUBCATEGORY_OF]->(:Category {id: 'a'})") == 1  # c's only
+        # An import's batch checks the tree again as the API's writes do: a link stored above its
+        # ids since its importer read them (a -> b) refuses it whole; the links it read, and the
+        # import's own (written by its earlier batches), do not.
+        query(gw, "CREATE (:Category {id: 'd'})")
+        batch = {**st.params, "rows": [{source_key: "d", target_key: "c"}]}
+        _refused_when_the_tree_moved(gw, st, {**batch, "tree_ids": ["c", "d"], "tree_links": []}, "c")
+        read = [["a", "b"], ["c", "a"], ["d", "c"]]  # a -> b, c -> a read; d -> c the import's own
+        assert gw.write(st, {**batch, "tree_ids": ["c", "d"], "tree_links": read}).relationships_created == 1
+        assert node(gw, "Revision", "category_tree") == {"id": "category_tree"}  # the lock, none left
         _new_link_stamps_an_item_under_it(gw, st)
     else:
         # a category an item a model knows did not have yet stamps it
