@@ -79,7 +79,7 @@ def measure(users: int, work: Path, seed: int) -> dict[str, Any]:
         ids_s = time.perf_counter() - t0
         assert ids == sorted(user_ids), "the id read lost or repeated users"
         t0 = time.perf_counter()
-        graph = pull(gateway, now_ms=0, half_life_ms=1e12)
+        graph = pull(gateway, now_ms=int(time.time() * 1000), half_life_ms=1e12)  # after the writes
         pull_s = time.perf_counter() - t0
         assert len(graph.user_ids) == users
     shutil.rmtree(work, ignore_errors=True)

@@ -35,16 +35,16 @@ from graph_schema.catalogue import Statement
 from graph_schema.statements import dataset_import as q
 from graph_schema.statements.knowledge import KNOWN_ITEMS, UPSERT_ENTITIES, link_knowledge
 from graph_schema.statements.privacy import ALL_ERASURES
-from kgrec.category_tree import cycle_problems, infer_parents
+from kgrec.category_tree import check_paths, cycle_problems, infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
 from kgrec.datasets import Dataset, RowProblem
 from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.erasure import user_hash
-from kgrec.events.ingest import MINUTE_MS
+from kgrec.events.ingest import MAX_CONFLICT_RETRIES, MINUTE_MS
 from kgrec.events.validation import ValidationClock
-from kgrec.gateway import GraphGateway
+from kgrec.gateway import GraphConflict, GraphGateway, WriteSummary
 from kgrec.interests import PairEvidence, interest_rows
 
 # (step name, rows in step) -> callback(rows just written)
@@ -376,6 +376,47 @@ def drop_looping_links(gateway: GraphGateway, prepared: PreparedImport) -> Prepa
     )
 
 
+def link_category_parents(
+    gateway: GraphGateway,
+    links: list[dict[str, Any]],
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> WriteSummary:
+    """Write the inferred category links (``child_id``, ``parent_id``) as the API writes paths.
+
+    The links above their ids are read (:func:`kgrec.category_tree.check_paths`) and each batch
+    checks under the tree's lock that those links, and the import's own, are still all there is
+    (``TREE_UNCHANGED``): another writer's link stored since could close a loop with the import's.
+    Such a batch is refused whole (a GraphConflict); the links are then checked again (those
+    written are stored now) and a link that would now close a loop is skipped.
+    """
+    for _ in range(MAX_CONFLICT_RETRIES):
+        check = check_paths(
+            gateway, [(k, (row["parent_id"], row["child_id"])) for k, row in enumerate(links)]
+        )
+        looping = {k for k, _ in check.problems}
+        kept = [row for k, row in enumerate(links) if k not in looping]
+        own = {(row["child_id"], row["parent_id"]) for row in kept} if check.tree_ids else set()
+        tree = {
+            "tree_ids": check.tree_ids,
+            "tree_links": [list(link) for link in sorted({tuple(link) for link in check.tree_links} | own)],
+        }
+        try:
+            return gateway.write_batches(
+                q.LINK_CATEGORY_PARENTS,
+                kept,
+                batch_size=batch_size,
+                extra=tree,
+                on_batch=on_batch,
+                clock="at",
+            )
+        except GraphConflict:  # another writer stored category links above these since the check
+            continue
+    raise GraphConflict(
+        f"category links kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries"
+    )
+
+
 @dataclass
 class KnowledgeRows:
     """Entities and knowledge edges ready to write, with every triple end resolved."""
@@ -466,15 +507,18 @@ def load(
     nodes = relationships = created = 0
     for name, statement, rows, param, needs_now, is_rel in steps:
         on_batch = progress(name, len(rows)) if progress else None
-        summary = gateway.write_batches(
-            statement,
-            rows,
-            param=param,
-            batch_size=batch_size,
-            extra={"now": now_ms} if needs_now else None,
-            on_batch=on_batch,
-            clock="at" if statement in q.BATCH_TIMED else None,
-        )
+        if statement is q.LINK_CATEGORY_PARENTS:
+            summary = link_category_parents(gateway, rows, batch_size, on_batch)
+        else:
+            summary = gateway.write_batches(
+                statement,
+                rows,
+                param=param,
+                batch_size=batch_size,
+                extra={"now": now_ms} if needs_now else None,
+                on_batch=on_batch,
+                clock="at" if statement in q.BATCH_TIMED else None,
+            )
         rows_by_step[name] = len(rows)
         if is_rel:
             relationships += len(rows)

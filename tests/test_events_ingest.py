@@ -300,13 +300,14 @@ class _RecordedReads(PassingGateway):
         return super()._read(statement, params)
 
 
-def test_an_import_batch_waits_for_the_previous_write_exactly_when_its_refusals_read_the_graph(
+def test_an_import_batch_waits_for_the_previous_write_whenever_its_refusals_read_the_graph(
     gateway: GraphGateway, settings: Settings
 ) -> None:
     """``kgrec events import`` lets a batch be checked while the one before it is written, unless
     :func:`refusals_read_the_graph` says its refusals read the graph: it must say so for every batch
-    whose checks (tags on known items, category paths) read it, and for no other (each such batch
-    waits for nothing). No batch carries item attributes, whose read of known items is no refusal."""
+    whose checks (tags on known items, category paths) read it, and, of batches with no duplicate
+    or erased event, for no other (each such batch waits for nothing). No batch carries item
+    attributes, whose read of known items is no refusal."""
     ingest(gateway, events(ev("setup", "view", T0, item_id="stored", item=LIPSTICK)), settings, T0)
     path = {"category": ["Beauty", "Makeup"]}
     batches = [
@@ -330,6 +331,28 @@ def test_an_import_batch_waits_for_the_previous_write_exactly_when_its_refusals_
             prepare(recorded, batch, settings, T0)
         refusal_reads = {"known_items", "category_links_above"} & set(recorded.names)
         assert refusals_read_the_graph(batch) == bool(refusal_reads), (raw, recorded.names)
+
+
+def test_the_paths_of_duplicate_and_erased_events_are_not_checked_nor_lock_the_tree(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """Only the events a batch applies are written, so only their category paths are checked
+    against the tree, and only theirs make the write lock it (``tree_ids``); the import's wait
+    (:func:`refusals_read_the_graph`, which cannot know which events apply before reading the
+    graph) still says True: a safe over-approximation."""
+    ingest(gateway, events(ev("seen", "view", T0, item={"category": ["Beauty", "Makeup"]})), settings, T0)
+    gateway.write(ERASE_USER, {"user_id": "gone", "erasure_id": user_hash("gone"), "now": T0 + 60_000})
+    batch = events(
+        ev("seen", "view", T0, item={"category": ["Makeup", "Beauty"]}),  # resent: would loop
+        ev("erased", "view", T0, user="gone", item_id="comb", item={"category": ["Hair", "Comb"]}),
+        ev("fresh", "view", T0, user="bob"),
+    )
+    recorded = _RecordedReads(gateway)
+    prepared = prepare(recorded, batch, settings, T0)
+    assert prepared.result.applied == 1 and prepared.params is not None
+    assert "category_links_above" not in recorded.names
+    assert (prepared.params["tree_ids"], prepared.params["tree_links"]) == ([], [])
+    assert refusals_read_the_graph(batch)
 
 
 def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Settings) -> None:

@@ -29,7 +29,7 @@ from kgrec.erasure import user_hash
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
-from kgrec.importer import import_dataset, import_state
+from kgrec.importer import import_dataset, import_state, link_category_parents
 from kgrec.limits import MAX_EPOCH_MS
 from kgrec_cli.main import import_record
 from kgrec_cli.stack import StackError, import_decision
@@ -800,3 +800,25 @@ def test_a_data_set_name_prints_as_it_is_and_rejects_are_written_every_run(
     assert "reading shop[backup] ..." in output and "imported shop[backup]: " in output, output
     with open(rejects) as handle:
         assert handle.read().splitlines() == ["file,line,reason"]
+
+
+def test_category_links_in_many_batches_check_the_tree_and_write_every_link(gateway: GraphGateway) -> None:
+    # Each batch checks under the tree's lock that the links above its ids are those read, or the
+    # import's own: the links the earlier batches wrote are not another writer's. A link that
+    # would close a loop with the stored tree is skipped.
+    gateway.run_query(
+        "UNWIND ['a', 'b', 'c', 'd', 'e'] AS id CREATE (:Category {id: id}) WITH count(*) AS made "
+        "MATCH (d:Category {id: 'd'}), (e:Category {id: 'e'}) CREATE (d)-[:SUBCATEGORY_OF]->(e)",
+        {},
+    )
+    chain = [("b", "a"), ("c", "b"), ("d", "c"), ("a", "d")]  # the last closes a -> d -> c -> b -> a
+    links = [{"child_id": child, "parent_id": parent} for child, parent in chain]
+    written = link_category_parents(gateway, links, batch_size=1)
+    assert written.relationships_created == 3
+    rows = gateway.run_query(
+        "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) RETURN c.id AS c, p.id AS p", {}
+    )
+    assert sorted((r["c"], r["p"]) for r in rows) == [("b", "a"), ("c", "b"), ("d", "c"), ("d", "e")]
+    assert gateway.run_query("MATCH (r:Revision {id: 'category_tree'}) RETURN r.write_lock AS lock", {}) == [
+        {"lock": None}
+    ]

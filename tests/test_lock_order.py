@@ -39,13 +39,41 @@ class Binding:
     one: bool  # pinned to one node by its id (or the Revision's fixed id)
 
 
+# Bindings that carry a node variable on: `collect(v) AS vs` (the list of v's nodes; also as the
+# last branch of a CASE, `ELSE collect(v) END AS vs`), and
+# `UNWIND … AS x` / `FOREACH (x IN … |` (each element of a list naming a bound variable).
+COLLECT = re.compile(r"\bcollect\(\s*(?:DISTINCT\s+)?(\w+)\s*\)(?:\s+END)?\s+AS\s+(\w+)", re.IGNORECASE)
+UNWIND = re.compile(r"\bUNWIND\b(.*?)\bAS\s+(\w+)", re.IGNORECASE | re.DOTALL)
+FOREACH = re.compile(r"\bFOREACH\s*\(\s*(\w+)\s+IN\b(.*?)\|", re.IGNORECASE | re.DOTALL)
+
+
 def bindings(cypher: str) -> dict[str, Binding]:
-    """Each variable bound by a labelled node pattern: its label, and whether it is one node."""
+    """Each variable bound to nodes: by a labelled node pattern (its label, and whether it is one
+    node), or carried on from one by ``collect``, ``UNWIND`` or ``FOREACH`` (several nodes, or as
+    many as the list it walks)."""
     found: dict[str, Binding] = {}
-    for var, label, props in NODE.findall(cypher):
-        if label == REVISION and not re.search(r"\bid\s*:\s*'about'", props or ""):
-            label = "another Revision"  # the catalogue's, the rules'...: not the ABOUT writers' lock
-        found.setdefault(var, Binding(label, bool(props) and re.search(r"\bid\s*:", props) is not None))
+    events = [(m.start(), "node", m) for m in NODE.finditer(cypher)]
+    events += [
+        (m.start(), kind, m)
+        for kind, rx in (("collect", COLLECT), ("unwind", UNWIND), ("foreach", FOREACH))
+        for m in rx.finditer(cypher)
+    ]
+    for _, kind, match in sorted(events, key=lambda e: e[0]):
+        if kind == "node":
+            var, label, props = match.groups()
+            if label == REVISION and not re.search(r"\bid\s*:\s*'about'", props or ""):
+                label = "another Revision"  # the catalogue's, the rules'...: not the ABOUT writers' lock
+            one = bool(props) and re.search(r"\bid\s*:", props) is not None
+            found.setdefault(var, Binding(label, one))
+        elif kind == "collect":
+            source, var = match.groups()
+            if source in found:
+                found.setdefault(var, Binding(found[source].label, False))
+        else:
+            var, walked = match.groups() if kind == "foreach" else reversed(match.groups())
+            sources = [found[name] for name in re.findall(r"\b\w+\b", walked) if name in found]
+            if sources:
+                found.setdefault(var, Binding(sources[0].label, all(b.one for b in sources)))
     return found
 
 
@@ -125,6 +153,7 @@ def test_the_statements_that_take_both_locks_are_the_ones_the_rule_is_about() ->
         "activate_model_version",
         "activate_owned_model_version",
         "activate_child_version",
+        "erase_user",
         "forget_about_written",
         "mark_about_written",
     } <= both
@@ -157,6 +186,13 @@ CONTROLS = {
         "SET r.write_lock = true RETURN count(m) AS n",
         f"{ABOUT} SET r.write_lock = true WITH r MATCH (m:ModelVersion) MATCH (t:Topic {{id: $t}}) "
         "MERGE (m)-[:HAS_TOPIC]->(t) RETURN count(m) AS n",
+    ),
+    "versions reached through collect, UNWIND and FOREACH": (
+        "MATCH (u:User {id: $u}) OPTIONAL MATCH (v:ModelVersion)-[:EMBEDDING]->(u) WITH collect(v) AS vs "
+        "UNWIND vs AS m FOREACH (x IN [m] | SET x.adjusted_at = $now) RETURN count(*) AS n",
+        f"{ABOUT} SET r.write_lock = true WITH r MATCH (u:User {{id: $u}}) "
+        "OPTIONAL MATCH (v:ModelVersion)-[:EMBEDDING]->(u) WITH collect(v) AS vs "
+        "UNWIND vs AS m FOREACH (x IN [m] | SET x.adjusted_at = $now) RETURN count(*) AS n",
     ),
 }
 

@@ -30,6 +30,8 @@ from tests.conftest import migrated_graph
 
 STATEMENTS = {s.name: s for s in all_statements()}
 NOW = 1_700_000_000_000  # the examples' "now"
+# The ABOUT writers' node as a statement taking its lock makes it when no writer ever began.
+ABOUT_MADE = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
 
 Case = Callable[[GraphGateway, Statement], None]
 EFFECTS: dict[str, Case] = {}
@@ -260,8 +262,11 @@ def _link(gw: GraphGateway, st: Statement) -> None:
     source, rel, target, source_key, target_key = LINKS[st.name]
     query(gw, f"CREATE (:{source} {{id: 'a'}}), (:{target} {{id: 'b'}}), (:User {{id: 'b'}})")
     rows = [{source_key: "a", target_key: "b"}, {source_key: "a", target_key: "missing"}]
-    first = gw.write(st, {**st.params, "rows": rows})
-    again = gw.write(st, {**st.params, "rows": rows})  # idempotent: MERGE finds the link
+    # (category links: first as a batch whose links above were all stored already, which locks
+    # and checks no tree; the check itself below)
+    params = {**st.params, "tree_ids": [], "tree_links": []} if "tree_ids" in st.params else st.params
+    first = gw.write(st, {**params, "rows": rows})
+    again = gw.write(st, {**params, "rows": rows})  # idempotent: MERGE finds the link
     assert (first.relationships_created, again.relationships_created) == (1, 0)
     assert count(gw, f"(:{source} {{id: 'a'}})-[:{rel}]->(:{target} {{id: 'b'}})") == 1
     assert count(gw, "()-[r]->()") == 1  # nothing to the User 'b', nothing backwards
@@ -270,9 +275,18 @@ def _link(gw: GraphGateway, st: Statement) -> None:
         # a link that would close a loop (b under a, a under itself) is not written
         query(gw, "CREATE (:Category {id: 'c'})")
         loops = [{source_key: "b", target_key: "a"}, {source_key: "a", target_key: "a"}]
-        closing = gw.write(st, {**st.params, "rows": [*loops, {source_key: "c", target_key: "a"}]})
+        closing = gw.write(st, {**params, "rows": [*loops, {source_key: "c", target_key: "a"}]})
         assert closing.relationships_created == 1
         assert count(gw, "(:Category)-[:SUBCATEGORY_OF]->(:Category {id: 'a'})") == 1  # c's only
+        # An import's batch checks the tree again as the API's writes do: a link stored above its
+        # ids since its importer read them (a -> b) refuses it whole; the links it read, and the
+        # import's own (written by its earlier batches), do not.
+        query(gw, "CREATE (:Category {id: 'd'})")
+        batch = {**st.params, "rows": [{source_key: "d", target_key: "c"}]}
+        _refused_when_the_tree_moved(gw, st, {**batch, "tree_ids": ["c", "d"], "tree_links": []}, "c")
+        read = [["a", "b"], ["c", "a"], ["d", "c"]]  # a -> b, c -> a read; d -> c the import's own
+        assert gw.write(st, {**batch, "tree_ids": ["c", "d"], "tree_links": read}).relationships_created == 1
+        assert node(gw, "Revision", "category_tree") == {"id": "category_tree"}  # the lock, none left
         _new_link_stamps_an_item_under_it(gw, st)
     else:
         # a category an item a model knows did not have yet stamps it
@@ -1239,7 +1253,7 @@ def _forget_about_written(gw: GraphGateway, st: Statement) -> None:
     assert [(r["id"], r["f"]) for r in marks] == [("a", None), ("b", None), ("c", "v2"), ("d", None)]
     assert node(gw, "ModelVersion", "d") == {"id": "d", "active": False}
     # no writer ever began: the writers' node is made, as BEGIN_ABOUT_WRITE makes it
-    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    made = ABOUT_MADE
     assert node(gw, "Revision", "about") == made
     # the writers' lock is taken before the marks are read (the one property set: the removed mark
     # and the cleared lock are not counted); the writers' state is left as it is
@@ -1583,7 +1597,7 @@ def _activate(gw: GraphGateway, st: Statement) -> None:
     assert state() == after
     # the switch writes every version, so it takes the ABOUT writers' lock first (their node made
     # when no writer ever began, its state left as it is), and clears every lock it took
-    made = {"id": "about", "created_at": NOW, "revision": 0, "running": 0, "busy_until": 0, "updated_at": 0}
+    made = ABOUT_MADE
     assert node(gw, "Revision", "about") == made
     query(gw, "MATCH (r:Revision {id: 'about'}) SET r.revision = 3, r.running = 1")
     assert gw.write(st, {**st.params, "now": NOW + 1}).rows == [{"activated": 1}]
@@ -1891,14 +1905,7 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
     assert "about_from" not in node(gw, "ModelVersion", "late")  # type: ignore[operator]  # not switched to
     # the parent's mark is read under the ABOUT writers' lock: their node is made when none was
     # (no writer ever began) and its state is left as it is
-    assert node(gw, "Revision", "about") == {
-        "id": "about",
-        "created_at": NOW,
-        "revision": 0,
-        "running": 0,
-        "busy_until": 0,
-        "updated_at": 0,
-    }
+    assert node(gw, "Revision", "about") == ABOUT_MADE
     assert count(gw, "(m) WHERE m.write_lock IS NOT NULL") == 0  # the locks are cleared
 
 
@@ -1998,7 +2005,10 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
-    assert count(gw, "(n)") == 8 + 6  # items, brand, versions, the other user and 6 tombstones stay
+    assert count(gw, "(n)") == 8 + 6 + 1  # items, brand, versions, the other user, 6 tombstones stay
+    # and the ABOUT writers' node, whose lock the erasure takes before the versions' (made when no
+    # writer ever began), released
+    assert node(gw, "Revision", "about") == ABOUT_MADE
 
 
 @effect("erasure_cleaned_up")

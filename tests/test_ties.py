@@ -163,7 +163,7 @@ def test_the_served_history_of_a_real_graph_is_ordered_as_its_pull(served: Serve
         for i, item in enumerate(ITEMS)
     ]
     served.ingest(raw, max_skew_s=300)
-    graph = pull(served.gateway, now, served.settings.half_life_ms)
+    graph = pull(served.gateway, int(time.time() * 1000), served.settings.half_life_ms)  # after the events
     model = tiny_recommender()
     by_pull = dict(zip(graph.user_ids, ordered_items(graph), strict=True))
     for u in range(8):

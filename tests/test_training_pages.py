@@ -82,3 +82,26 @@ def test_a_pull_over_many_pages_reads_every_user_item_and_entity(
     assert len(paged.inter_user) == sum((int(u[1:]) + int(i[1:])) % 3 == 0 for u in users for i in items)
     assert np.array_equal(paged.kg_triples, whole.kg_triples)
     assert len(paged.kg_triples) == len(items) + 9
+
+
+def test_a_pull_leaves_out_the_interactions_the_graph_received_after_it(gateway: GraphGateway) -> None:
+    # An erasure subtracts from a full version what the graph had received by its pull (its
+    # data_until), by the edge's received_at (first_ts for an edge written before it was stamped):
+    # an edge created while the pull reads its batches must not be counted either.
+    pulled_at = 1_000
+    edges = [
+        ("before", {"received_at": 900, "first_ts": 2_000}),  # a client clock ahead: received in time
+        ("at", {"received_at": pulled_at, "first_ts": 10}),
+        ("during", {"received_at": 1_100, "first_ts": 10}),  # a late event dated before the pull
+        ("old", {"first_ts": 800}),  # no received_at: written before it was stamped
+        ("old-later", {"first_ts": 1_200}),
+    ]
+    for item, stamps in edges:
+        gateway.run_query(
+            "MERGE (u:User {id: 'u'}) CREATE (u)-[r:INTERACTED {weight: 1.0, weight_ts: 0, last_ts: 0}]->"
+            "(:Item {id: $item, listed: true}) SET r += $stamps",
+            {"item": item, "stamps": stamps},
+        )
+    graph = pull(gateway, now_ms=pulled_at, half_life_ms=1e12)
+    assert graph.pulled_at == pulled_at
+    assert sorted(graph.item_ids[k] for k in graph.inter_item) == ["at", "before", "old"]

@@ -9,6 +9,7 @@ Entities and knowledge edges are written by :mod:`graph_schema.statements.knowle
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS, Label, Rel
 from graph_schema.catalogue import Statement, read, write
 from graph_schema.statements.knowledge import (
+    TREE_UNCHANGED,
     absorb_entities,
     bump_catalogue_if,
     link_knowledge,
@@ -134,7 +135,11 @@ LINK_ITEM_BRANDS = _item_fact_link(Rel.MADE_BY, Label.BRAND, "brand_id", replaci
 # Categories are added: a category an item did not have yet changes its facts.
 LINK_ITEM_CATEGORIES = _item_fact_link(Rel.IN_CATEGORY, Label.CATEGORY, "category_id", replacing=False)
 # A link that would close a loop is not written (the importer refuses such files first; this
-# holds against a concurrent writer, as the catalogue's path links do). A new link changes the
+# holds against a concurrent writer, as the catalogue's path links do). As for the API's writes,
+# the batch first locks the tree and checks that the links above $tree_ids are still those its
+# importer read, or its own ($tree_links: kgrec.importer.link_category_parents), else refuses the
+# batch whole (TREE_UNCHANGED): on Neo4j an import and an API write could otherwise each add half
+# of a loop. A new link changes the
 # tree above every item under its child: when the graph has a model version, one of those items
 # (the least id) is stamped, and serving reads the link with that item's categories and lays it
 # over the whole tree. (Any item carries the link, so none is checked for an EMBEDDING: looking
@@ -142,7 +147,8 @@ LINK_ITEM_CATEGORIES = _item_fact_link(Rel.IN_CATEGORY, Label.CATEGORY, "categor
 # 248 links against 20 ms.)
 LINK_CATEGORY_PARENTS = write(
     "link_category_subcategory_of_category",
-    """
+    TREE_UNCHANGED
+    + """
     OPTIONAL MATCH (m:ModelVersion)
     WITH count(m) > 0 AS served
     UNWIND $rows AS r
@@ -169,6 +175,8 @@ LINK_CATEGORY_PARENTS = write(
     """,
     rows=[{"child_id": "Lips", "parent_id": "Makeup"}],
     at=1700000000000,
+    tree_ids=["Lips", "Makeup"],
+    tree_links=[["Lips", "Makeup"], ["Makeup", "Beauty"]],
 )
 
 # Knowledge edges of every relation are rendered in graph_schema.statements.knowledge; these are

@@ -26,19 +26,30 @@ is done, so a resend that finds no user still does it.
 
 from graph_schema.catalogue import read, write
 from graph_schema.statements.models import moved_stamp
+from graph_schema.statements.topics import ABOUT_REVISION
 
+# The ABOUT writers' lock comes first (the lock order beside ABOUT_REVISION): the statement locks
+# every version the user has an embedding in (their POPULARITY_ADJUSTMENT edges, `adjusted_at`),
+# and on Neo4j a switch holding that lock while writing every version would otherwise deadlock
+# with it.
 ERASE_USER = write(
     "erase_user",
-    f"""
+    ABOUT_REVISION
+    + """
+    SET r.write_lock = true
+    WITH r
+    SET r.write_lock = null
+    WITH count(*) AS locked"""
+    + f"""
     MERGE (gone:Erasure {{id: $erasure_id}})
     SET gone.erased_at = CASE WHEN gone.erased_at IS NULL OR gone.erased_at < $now
                               THEN $now ELSE gone.erased_at END
     WITH count(*) AS stage
     MATCH (u:User {{id: $user_id}})
-    OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)
-    WITH u, count(r) AS interactions,
-         collect({{id: i.id, first_ts: coalesce(r.first_ts, 0),
-                   received_at: coalesce(r.received_at, r.first_ts, 0)}}) AS seen
+    OPTIONAL MATCH (u)-[edge:INTERACTED]->(i:Item)
+    WITH u, count(edge) AS interactions,
+         collect({{id: i.id, first_ts: coalesce(edge.first_ts, 0),
+                   received_at: coalesce(edge.received_at, edge.first_ts, 0)}}) AS seen
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
     WITH u, interactions, seen, count(x) AS interests
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)

@@ -332,7 +332,7 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
         return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased, erased_ids))
     applied = _first_per_content(fresh)
     _refuse_unknown_tagged_items(gateway, events, applied)
-    tree = _refuse_category_loops(gateway, events)
+    tree = _refuse_category_loops(gateway, events, applied)
     values = attribute_values(applied)
     known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": sorted(values)})} if values else set()
     text = _language_rows(gateway, applied, settings)
@@ -355,8 +355,11 @@ def refusals_read_the_graph(events: Sequence[Event]) -> bool:
     category paths must not close a loop), so that a write still in flight can change its answer;
     its other reads cannot (an event id written twice is caught by the Event constraint).
 
-    The same predicates as the checks themselves (:func:`_tagged_items`, :func:`_paths_to_check`):
-    a check reads the graph exactly when its predicate finds something in the events it is given.
+    The same predicates as the checks themselves (:func:`_tagged_items`, :func:`_paths_to_check`),
+    but over every event: the checks read only the events :func:`prepare` applies, which it knows
+    only after reading the graph (seen ids, erasures). So this says True whenever a check reads the
+    graph, and also for a batch whose tags or paths are all on duplicate or erased events (a safe
+    over-approximation: such a batch waits for the previous write for nothing).
     """
     return bool(_tagged_items(events) or _paths_to_check(events))
 
@@ -366,13 +369,19 @@ def _tagged_items(events: Sequence[Event]) -> set[str]:
     return {e.item_id for e in events if e.type == "tag" and e.item_id is not None}
 
 
-def _paths_to_check(events: Sequence[Event]) -> list[tuple[int, Sequence[str]]]:
+def _paths_to_check(
+    events: Sequence[Event], applied: Sequence[Event] | None = None
+) -> list[tuple[int, Sequence[str]]]:
     """The item category paths of ``events`` with a link (more than one level), by index: each
-    must not close a loop in the stored tree."""
+    must not close a loop in the stored tree. ``applied``: only those of these events (the ones
+    written), still indexed in ``events``."""
+    written = None if applied is None else {id(event) for event in applied}
     return [
         (index, event.item.categories)
         for index, event in enumerate(events)
-        if event.item is not None and len(event.item.categories) > 1
+        if event.item is not None
+        and len(event.item.categories) > 1
+        and (written is None or id(event) in written)
     ]
 
 
@@ -398,10 +407,14 @@ def _refuse_unknown_tagged_items(
         )
 
 
-def _refuse_category_loops(gateway: GraphGateway, batch: Sequence[Event]) -> PathCheck:
-    """Raise :class:`EventsRefused` for item category paths that would close a loop in the tree;
-    the check, for the write to make again."""
-    check = check_paths(gateway, _paths_to_check(batch))
+def _refuse_category_loops(
+    gateway: GraphGateway, batch: Sequence[Event], applied: Sequence[Event]
+) -> PathCheck:
+    """Raise :class:`EventsRefused` for the category paths of the ``applied`` events of ``batch``
+    that would close a loop in the tree; the check, for the write to make again. Paths of duplicate
+    or erased events are not written, so they neither refuse the batch nor make its write lock the
+    tree."""
+    check = check_paths(gateway, _paths_to_check(batch, applied))
     if check.problems:
         raise EventsRefused([FieldError(index, "item.category", reason) for index, reason in check.problems])
     return check

@@ -21,7 +21,7 @@ from graph_schema.catalogue import Statement
 from graph_schema.statements.training import (
     CATEGORY_NAMES,
     CATEGORY_TREE,
-    INTERACTIONS_OF_USERS,
+    INTERACTIONS_RECEIVED_BY,
     ITEM_FACTS,
     KNOWLEDGE_OF_ENTITIES,
     KNOWLEDGE_OF_ITEMS,
@@ -123,7 +123,11 @@ def pull(
     half_life_ms: float,
     progress: Callable[[str, int], None] | None = None,
 ) -> TrainingGraph:
-    """Read users (minus flagged bots), their interactions, and the items' brands, categories and links."""
+    """Read users (minus flagged bots), their interactions, and the items' brands, categories and links.
+
+    ``now_ms`` is the pull's time (the version's ``data_until``): interactions the graph received
+    after it (while the pull reads its batches) are left out, as an erasure expects.
+    """
     with cycle_collection_paused():
         return _pull(gateway, now_ms, half_life_ms, progress)
 
@@ -136,7 +140,7 @@ def _pull(
 ) -> TrainingGraph:
     rows: list[dict] = []
     for ids in batched(all_ids(gateway, TRAINING_USER_IDS), PAGE):
-        rows.extend(gateway.read(INTERACTIONS_OF_USERS, {"ids": ids}))
+        rows.extend(gateway.read(INTERACTIONS_RECEIVED_BY, {"ids": ids, "pulled_at": now_ms}))
         if progress:
             progress("interactions", len(rows))
 
