@@ -28,6 +28,7 @@ from graph_schema.statements.models import (
     FOLDED_ITEMS,
     MODEL_VERSIONS,
     POPULARITY_ADJUSTMENTS,
+    TRAINED_ITEMS,
     WRITE_FOLDED_ITEMS,
 )
 from graph_schema.statements.privacy import ERASE_USER
@@ -590,6 +591,15 @@ def test_the_folded_items_are_read_through_the_index_not_the_versions_embeddings
         assert [step for step in steps if "EMBEDDING" in step] == ["Edge By Index Scan | [e:EMBEDDING]"], (
             steps
         )
+        # fold-in's check of which ids a version was trained on starts at the items, not the version
+        ids = ["trained-3", "new-1", "nowhere"]
+        trained = gateway.read(TRAINED_ITEMS, {"version": "v-plan", "ids": ids})
+        assert [r["id"] for r in trained] == ["trained-3"]
+        plan = info.client().execute_command(
+            "GRAPH.EXPLAIN", name, "CYPHER version='v-plan' ids=['x'] " + TRAINED_ITEMS.cypher
+        )
+        steps = [(step.decode() if isinstance(step, bytes) else step).strip() for step in plan]
+        assert not any("Scan" in step and ":ModelVersion" in step for step in steps), steps
     finally:
         clear_graph(gateway)
         gateway.close()
