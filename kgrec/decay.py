@@ -15,19 +15,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
+# A stamp ahead of the clock grows a weight (the API accepts clocks up to KGREC_MAX_CLOCK_SKEW_S
+# ahead, minutes against a half-life of days). One stored far ahead (an import before future times
+# were refused) counts as one half-life ahead: its weight at most doubles, so a read never raises
+# OverflowError nor answers Infinity, which JSON cannot carry and which turns profile weights NaN.
+# The cap is defined with the Cypher spelling (graph_schema.decay), so both cap alike.
+from graph_schema.decay import MAX_EXPONENT as _MAX_EXPONENT
+
 DAY_MS = 86_400_000
 
 
 def half_life_ms(half_life_days: float) -> float:
     """A half-life given in days, in milliseconds."""
     return half_life_days * float(DAY_MS)
-
-
-# A stamp ahead of the clock grows a weight (the API accepts clocks up to KGREC_MAX_CLOCK_SKEW_S
-# ahead, minutes against a half-life of days). One stored far ahead (an import before future times
-# were refused) counts as one half-life ahead: its weight at most doubles, so a read never raises
-# OverflowError nor answers Infinity, which JSON cannot carry and which turns profile weights NaN.
-_MAX_EXPONENT = 1.0
 
 
 def decay_factor(age_ms: float, half_life_ms: float) -> float:

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 from graph_schema.behaviours import DEFAULT_BEHAVIOUR_WEIGHTS
+from graph_schema.statements.audiences import AUDIENCE_PAGE
 from graph_schema.statements.events import PRUNE_FADED_EDGES
+from graph_schema.statements.rules import USER_INTEREST_IDS
 from graph_schema.statements.serving import USER_INTERESTS
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS, decay_factor, decayed, decayed_array, decayed_sum, merged, shown_weight
@@ -229,6 +231,70 @@ def test_interests_read_decays_as_kgrec_decay_does(gateway: GraphGateway, settin
             item = items[("alice", driver["id"])]
             expected = decayed(item["weight"], item["weight_ts"], now, settings.half_life_ms)
             assert math.isclose(driver["weight"], expected, rel_tol=REL)
+
+
+def test_the_cypher_reads_cap_a_stamp_far_ahead_as_kgrec_decay_does(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """Edges stamped in 2099 (imported before future times were refused): the Cypher reads spelled
+    the decay uncapped, so /v1/users/{id}/interests answered Infinity (not JSON) where decayed()
+    answers twice the weight. Each read must give what kgrec.decay gives."""
+    in_2099 = 4_070_908_800_000
+    raw = [
+        {
+            "event_id": f"f{n}",
+            "user_id": "alice",
+            "item_id": item,
+            "type": "cart",
+            "ts": in_2099 + n,
+            "item": ITEMS[item],
+        }
+        for n, item in enumerate(("lipstick", "shampoo"))
+    ]
+    events, errors = validate_batch(raw, max_skew_s=300, now_ms=in_2099)
+    assert errors == []
+    ingest(gateway, events, settings, now_ms=in_2099)
+    half_life = settings.half_life_ms
+    interests = _edges(gateway, "INTERESTED_IN")
+    items = _edges(gateway, "INTERACTED")
+    rows = gateway.read(
+        USER_INTERESTS, {"user_id": "alice", "now": T0, "half_life_ms": half_life, "limit": 10, "items": 3}
+    )
+    assert {row["id"] for row in rows} == {target for _, target in interests}
+    for row in rows:
+        edge = interests[("alice", row["id"])]
+        assert math.isfinite(row["weight"]) and row["weight"] == pytest.approx(2 * edge["weight"], rel=REL)
+        assert row["weight"] == pytest.approx(
+            decayed(edge["weight"], edge["weight_ts"], T0, half_life), rel=REL
+        )
+        for driver in row["drivers"]:
+            item = items[("alice", driver["id"])]
+            assert driver["weight"] == pytest.approx(2 * item["weight"], rel=REL)
+    ids = gateway.read(
+        USER_INTEREST_IDS, {"user_id": "alice", "now": T0, "half_life_ms": half_life, "limit": 10}
+    )
+    assert {row["id"] for row in ids} == {target for _, target in interests}
+    for kind, target, edge in (
+        ("brand", "Acme", interests[("alice", "Acme")]),
+        ("category", "Beauty", interests[("alice", "Beauty")]),
+        ("item", "lipstick", items[("alice", "lipstick")]),
+    ):
+        page = gateway.read(
+            AUDIENCE_PAGE[kind],
+            {
+                "target": target,
+                "now": T0,
+                "half_life_ms": half_life,
+                "min_weight": 0.0,
+                "active_since": None,
+                "after_rank": None,
+                "after_id": None,
+                "limit": 10,
+            },
+        )
+        assert [row["user_id"] for row in page] == ["alice"]
+        expected = decayed(edge["weight"], edge["weight_ts"], T0, half_life)
+        assert page[0]["weight"] == pytest.approx(expected, rel=REL) and expected == 2 * edge["weight"]
 
 
 def test_an_old_interest_is_shown_with_its_weight_not_as_zero(settings: Settings, graph_server: Any) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 from graph_schema.allow_list import Label
 from graph_schema.behaviours import BEHAVIOUR_TABLE
 from graph_schema.catalogue import Statement, known_ids, read, write
+from graph_schema.decay import decay_factor, decayed_weight
 from graph_schema.relation_names import relationship_type
 from graph_schema.statements.knowledge import (
     ATTRIBUTE_NODES,
@@ -192,8 +193,8 @@ _PAIRS = (
          CASE WHEN r.weight_ts IS NULL OR p.ref_ts > r.weight_ts THEN p.ref_ts ELSE r.weight_ts END AS at,
          p.rating IS NOT NULL AND (r.rating_ts IS NULL OR p.rating_ts >= r.rating_ts) AS newer_rating,
          p.review_text IS NOT NULL AND (r.review_ts IS NULL OR p.review_ts >= r.review_ts) AS newer_review
-    SET r.weight = coalesce(r.weight, 0.0) * 2 ^ (-(at - coalesce(r.weight_ts, at)) / $half_life_ms)
-                   + p.weight * 2 ^ (-(at - p.ref_ts) / $half_life_ms),
+    SET r.weight = {decayed_weight("coalesce(r.weight, 0.0)", "coalesce(r.weight_ts, at)", "at")}
+                   + {decayed_weight("p.weight", "p.ref_ts", "at")},
         r.weight_ts = at,
         r.first_ts = CASE WHEN r.first_ts IS NULL OR p.first_ts < r.first_ts
                           THEN p.first_ts ELSE r.first_ts END,
@@ -207,19 +208,19 @@ _PAIRS = (
     MATCH (i)-[:MADE_BY|IN_CATEGORY]->(t)
     WITH u, t, max(p.ref_ts) AS ref, collect(p) AS ps
     WITH u, t, ref,
-         reduce(w = 0.0, q IN ps | w + q.weight * 2 ^ (-(ref - q.ref_ts) / $half_life_ms)) AS added,
+         reduce(w = 0.0, q IN ps | w + {decayed_weight("q.weight", "q.ref_ts", "ref")}) AS added,
          reduce(n = 0, q IN ps | n + q.events) AS events,
          reduce(lo = ref, q IN ps | CASE WHEN q.first_ts < lo THEN q.first_ts ELSE lo END) AS first_seen
 """
 )
 
 # Adds (added, stamped ref; events; first_seen) to the interest edge u → t, both decayed to the later stamp.
-_MERGE_INTEREST = """
+_MERGE_INTEREST = f"""
     MERGE (u)-[x:INTERESTED_IN]->(t)
     WITH x, ref, added, events, first_seen,
          CASE WHEN x.weight_ts IS NULL OR ref > x.weight_ts THEN ref ELSE x.weight_ts END AS at
-    SET x.weight = coalesce(x.weight, 0.0) * 2 ^ (-(at - coalesce(x.weight_ts, at)) / $half_life_ms)
-                   + added * 2 ^ (-(at - ref) / $half_life_ms),
+    SET x.weight = {decayed_weight("coalesce(x.weight, 0.0)", "coalesce(x.weight_ts, at)", "at")}
+                   + {decayed_weight("added", "ref", "at")},
         x.weight_ts = at,
         x.count = coalesce(x.count, 0) + events,
         x.first_ts = CASE WHEN x.first_ts IS NULL OR first_seen < x.first_ts
@@ -249,9 +250,13 @@ _TEXT_VECTORS = (
     MATCH (u:User {id: tv.user_id})
     WITH u, tv, CASE WHEN u.text_vector_ts IS NULL OR tv.ref_ts > u.text_vector_ts
                      THEN tv.ref_ts ELSE u.text_vector_ts END AS at
-    WITH u, tv, at, 2 ^ (-(at - tv.ref_ts) / $half_life_ms) AS fresh,
+    WITH u, tv, at, """
+    + decay_factor("tv.ref_ts", "at")
+    + """ AS fresh,
          CASE WHEN u.text_vector IS NULL OR size(u.text_vector) <> size(tv.vector) THEN 0.0
-              ELSE 2 ^ (-(at - u.text_vector_ts) / $half_life_ms) END AS kept
+              ELSE """
+    + decay_factor("u.text_vector_ts", "at")
+    + """ END AS kept
     SET u.text_vector = [k IN range(0, size(tv.vector) - 1) |
                          tv.vector[k] * fresh
                          + CASE WHEN kept > 0.0 THEN u.text_vector[k] * kept ELSE 0.0 END],
@@ -423,7 +428,7 @@ PRUNE_USER_PAGE = read(
 # Faded interest edges, and faded user–item edges that hold none of the behaviours kept
 # as history (purchases and ratings: exclusion and training need them).
 _NO_HISTORY = " AND ".join(f"coalesce(r.{b.counter}, 0) = 0" for b in BEHAVIOUR_TABLE if b.kept_when_faded)
-_FADED = f"r.weight * 2 ^ (-($now - r.weight_ts) / $half_life_ms) < $threshold AND {_NO_HISTORY}"
+_FADED = f"{decayed_weight('r.weight', 'r.weight_ts')} < $threshold AND {_NO_HISTORY}"
 _DECAY = {"now": 1700000000000, "half_life_ms": 1209600000.0, "threshold": 0.01, "limit": 10000}
 
 # Over every user: one pass when fewer than $limit have faded (a prune's usual case).

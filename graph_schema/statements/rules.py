@@ -7,6 +7,7 @@ read every rule again when it moved; a shop has at most a few thousand rules.
 from __future__ import annotations
 
 from graph_schema.catalogue import read, write
+from graph_schema.decay import decayed_weight
 
 RULES = "rules"  # the id of the rules' Revision node
 
@@ -93,7 +94,9 @@ USER_INTEREST_IDS = read(
     """
     MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(t)
     WHERE t:Brand OR t:Category
-    WITH t, x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
+    WITH t, """
+    + decayed_weight("x.weight", "x.weight_ts")
+    + """ AS weight
     ORDER BY weight DESC, t.id
     LIMIT $limit
     RETURN t.id AS id

@@ -2,6 +2,7 @@
 
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import read
+from graph_schema.decay import decayed_weight
 
 # Every behaviour's events on one INTERACTED edge ``r`` (exploration counts a new user's events).
 _EVENTS = " + ".join(f"coalesce(r.{counter}, 0)" for counter in COUNTER_PROPERTIES)
@@ -34,22 +35,26 @@ ITEM_EXISTS = read(
 # items of the user's history that feed it, strongest first.
 _INTEREST_BRANCH = """
     MATCH (u:User {{id: $user_id}})-[x:INTERESTED_IN]->(t:{label})
-    WITH u, t, x, x.weight * 2.0 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight
+    WITH u, t, x, {weight} AS weight
     ORDER BY weight DESC, t.id
     LIMIT $limit
     OPTIONAL MATCH (u)-[r:INTERACTED]->(i:Item)-[:{rel}]->(t)
-    WITH t, x, weight, i, r.weight * 2.0 ^ (-($now - r.weight_ts) / $half_life_ms) AS item_weight
+    WITH t, x, weight, i, {item_weight} AS item_weight
     ORDER BY item_weight DESC
     WITH t, x, weight, collect({{id: i.id, title: i.title, weight: item_weight}}) AS drivers
     RETURN '{label}' AS kind, t.id AS id, coalesce(t.name, t.id) AS name, weight, x.count AS events,
            x.last_ts AS last_ts, drivers[0..$items] AS drivers
 """
+_DECAYED = {
+    "weight": decayed_weight("x.weight", "x.weight_ts"),
+    "item_weight": decayed_weight("r.weight", "r.weight_ts"),
+}
 
 USER_INTERESTS = read(
     "user_interests",
-    _INTEREST_BRANCH.format(label="Brand", rel="MADE_BY")
+    _INTEREST_BRANCH.format(label="Brand", rel="MADE_BY", **_DECAYED)
     + "UNION ALL"
-    + _INTEREST_BRANCH.format(label="Category", rel="IN_CATEGORY"),
+    + _INTEREST_BRANCH.format(label="Category", rel="IN_CATEGORY", **_DECAYED),
     user_id="A1YJEY40YUW4SE",
     now=1700000000000,
     half_life_ms=1209600000.0,

@@ -15,6 +15,7 @@ in those count as interest in it while the version is active (``USER_TOPIC_ITEMS
 """
 
 from graph_schema.catalogue import read, write
+from graph_schema.decay import decayed_weight
 
 # The topics of the active version, with their centroids (event ingestion matches text to these)
 # and the retired topics each absorbs (training passes them on to the next version's topics).
@@ -309,7 +310,9 @@ USER_TOPIC_ITEMS = read(
     "user_topic_items",
     """
     MATCH (:User {id: $user_id})-[x:INTERESTED_IN]->(s:Topic)
-    WITH s, x.weight * 2 ^ (-($now - x.weight_ts) / $half_life_ms) AS weight, x.last_ts AS last_ts,
+    WITH s, """
+    + decayed_weight("x.weight", "x.weight_ts")
+    + """ AS weight, x.last_ts AS last_ts,
          x.count AS events
     OPTIONAL MATCH (:ModelVersion {active: true})-[h:HAS_TOPIC]->(b:Topic)
     WHERE s.id IN h.absorbs AND (b)<-[:ABOUT]-(:Item) AND NOT (s)<-[:ABOUT]-(:Item)
