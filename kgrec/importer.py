@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,9 @@ from kgrec.interests import PairEvidence, interest_rows
 
 # (step name, rows in step) -> callback(rows just written)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -604,14 +608,29 @@ def import_state(gateway: GraphGateway) -> ImportState | None:
         return None
     row = rows[0]
     first = row.get("first_started_at")
-    every = json.loads(row["first_starts"]) if row.get("first_starts") else {}
     return ImportState(
         str(row["dataset"]),
         int(row["started_at"]),
         row["finished_at"],
         None if first is None else int(first),
-        {str(name): int(ms) for name, ms in every.items()},
+        _recorded_first_starts(row.get("first_starts")),
     )
+
+
+def _recorded_first_starts(value: object) -> dict[str, int]:
+    """The record's ``first_starts`` (data set → ms), or {} when it is missing or unreadable.
+
+    A hand-edited value must not stop every ``kgrec up``: losing it only means a data set imported
+    again re-stamps its timeless interactions with that import's start.
+    """
+    if not value:
+        return {}
+    try:
+        every = json.loads(str(value))
+        return {str(name): int(ms) for name, ms in every.items()}
+    except (ValueError, TypeError, AttributeError):
+        log.warning("the import record's first_starts is unreadable (%.80r); ignoring it", value)
+        return {}
 
 
 def first_starts(state: ImportState | None) -> dict[str, int]:
