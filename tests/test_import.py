@@ -33,7 +33,7 @@ from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import ImportState, first_starts, import_dataset, import_state, link_category_parents
 from kgrec.limits import MAX_EPOCH_MS
 from kgrec_cli.main import import_record
-from kgrec_cli.stack import StackError, import_decision
+from kgrec_cli.stack import StackError, import_decision, mixing_refusal
 from tests.conftest import embedded_only
 from tests.processes import kgrec_cli
 from tests.subsets import amazon_beauty_subset
@@ -841,3 +841,21 @@ def test_a_hand_edited_first_starts_on_the_import_record_is_ignored_with_a_warni
         assert first_starts(state) == {"amazon-beauty": 4_000}
         (warning,) = caplog.records
         assert "first_starts is unreadable" in warning.getMessage() and "\n" not in warning.getMessage()
+
+
+def test_an_unfinished_import_recorded_by_a_built_in_data_sets_path_is_that_data_set(tmp_path: Path) -> None:
+    """Before built-in data sets were recorded by their name, the record held their folder's
+    absolute path: the same data set, by either name, completes it and keeps its first start."""
+    name, stored = "amazon-beauty", BUILTIN["amazon-beauty"]
+    (tmp_path / stored).mkdir()
+    state = ImportState(str(tmp_path / stored), 7_000, None, 6_000)
+    requested = import_source(stored, tmp_path)
+    assert requested == name
+    assert mixing_refusal(state, stored, requested, data_dir=tmp_path) is None
+    run_it, said = import_decision(10, state, stored, requested, tmp_path)
+    assert run_it and said is not None and said.endswith(f"importing {stored} again")
+    assert first_starts(state, tmp_path) == {name: 6_000}
+    # another data set is still refused
+    (tmp_path / "shop").mkdir()
+    other = import_source("shop", tmp_path)
+    assert mixing_refusal(state, "shop", other, data_dir=tmp_path) is not None
