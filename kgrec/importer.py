@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from graph_schema.allow_list import ATTRIBUTE_RELATIONS, KNOWLEDGE_RELATIONS, Label, Rel
@@ -38,7 +40,7 @@ from graph_schema.statements.privacy import ALL_ERASURES
 from kgrec.category_tree import check_paths, cycle_problems, infer_parents
 from kgrec.collector import cycle_collection_paused
 from kgrec.config import Settings
-from kgrec.datasets import Dataset, RowProblem
+from kgrec.datasets import Dataset, RowProblem, recorded_source
 from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.erasure import user_hash
@@ -49,6 +51,9 @@ from kgrec.interests import PairEvidence, interest_rows
 
 # (step name, rows in step) -> callback(rows just written)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -552,7 +557,7 @@ def import_dataset(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     source = source or dataset.name
     erasures = {row["id"]: int(row["erased_at"]) for row in gateway.read(ALL_ERASURES)}
-    known = first_starts(import_state(gateway))
+    known = first_starts(import_state(gateway), settings.datasets_dir)
     first = known.get(source, now_ms)
     prepared = drop_looping_links(
         gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms, erasures, first))
@@ -604,26 +609,44 @@ def import_state(gateway: GraphGateway) -> ImportState | None:
         return None
     row = rows[0]
     first = row.get("first_started_at")
-    every = json.loads(row["first_starts"]) if row.get("first_starts") else {}
     return ImportState(
         str(row["dataset"]),
         int(row["started_at"]),
         row["finished_at"],
         None if first is None else int(first),
-        {str(name): int(ms) for name, ms in every.items()},
+        _recorded_first_starts(row.get("first_starts")),
     )
 
 
-def first_starts(state: ImportState | None) -> dict[str, int]:
+def _recorded_first_starts(value: object) -> dict[str, int]:
+    """The record's ``first_starts`` (data set → ms), or {} when it is missing or unreadable.
+
+    A hand-edited value must not stop every ``kgrec up``: losing it only means a data set imported
+    again re-stamps its timeless interactions with that import's start.
+    """
+    if not value:
+        return {}
+    try:
+        every = json.loads(str(value))
+        return {str(name): int(ms) for name, ms in every.items()}
+    except (ValueError, TypeError, AttributeError):
+        log.warning("the import record's first_starts is unreadable (%.80r); ignoring it", value)
+        return {}
+
+
+def first_starts(state: ImportState | None, data_dir: Path | None = None) -> dict[str, int]:
     """When the first import of each data set the graph has had started, by the name the record
     gives it (:func:`kgrec.datasets.import_source`): the stamp its interactions without a time
     get, so that importing it again, after any other, re-stamps nothing. A data set missing from
     it is new to the graph: its import stamps them with its own start.
 
     The record's ``first_starts``; a record kept before it existed counts its own data set's
-    ``first_started_at`` (or, older still, ``started_at``: the stamp that import gave them).
+    ``first_started_at`` (or, older still, ``started_at``: the stamp that import gave them), under
+    the name :func:`kgrec.datasets.recorded_source` gives it today in ``data_dir`` (a record kept
+    before built-in data sets were named by their name holds the folder's absolute path).
     """
     if state is None:
         return {}
     last = state.first_started_at if state.first_started_at is not None else state.started_at
-    return {state.dataset: last, **state.first_starts}
+    dataset = state.dataset if data_dir is None else recorded_source(state.dataset, data_dir)
+    return {dataset: last, **state.first_starts}

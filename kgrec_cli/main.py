@@ -257,7 +257,9 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
     dataset = open_dataset(dataset_name, datasets_dir)
     source = import_source(dataset_name, datasets_dir)
     with graph_session(settings, apply_migrations=True) as gateway:
-        refusal = mixing_refusal(import_state(gateway), dataset_name, source, finish="kgrec import")
+        refusal = mixing_refusal(
+            import_state(gateway), dataset_name, source, finish="kgrec import", data_dir=datasets_dir
+        )
         if refusal is not None:
             fail(refusal)
         with Progress(

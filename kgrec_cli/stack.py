@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from graph_schema.statements import admin
 from kgrec.config import Settings
-from kgrec.datasets import import_source
+from kgrec.datasets import import_source, recorded_source
 from kgrec.gateway import open_gateway
 from kgrec.job_queue import WORKER_PARENT_ENV, WORKER_SHUTDOWN_ENV
 from kgrec.migrations import migrate
@@ -235,7 +235,11 @@ def _when(ms: int) -> str:
 
 
 def import_decision(
-    items: int, state: ImportState | None, import_name: str | None, requested: str | None = None
+    items: int,
+    state: ImportState | None,
+    import_name: str | None,
+    requested: str | None = None,
+    data_dir: Path | None = None,
 ) -> tuple[bool, str | None]:
     """Whether ``kgrec up`` runs the import ``import_name``, and what it says about the graph.
 
@@ -245,12 +249,13 @@ def import_decision(
     ``requested``: how the import record would name ``import_name``'s data set (default
     ``import_name``); another data set than the unfinished one's is refused with a
     :class:`StackError`, as it would not complete that import but mix two data sets in one graph.
+    ``data_dir``: the data sets folder the record's name is read in (:func:`mixing_refusal`).
     """
     unfinished = state is not None and not state.finished
     if unfinished:
         assert state is not None
         what = f"the import of {state.dataset} started {_when(state.started_at)} did not finish"
-        refusal = mixing_refusal(state, import_name, requested) if import_name else None
+        refusal = mixing_refusal(state, import_name, requested, data_dir=data_dir) if import_name else None
         if refusal is not None:
             raise StackError(refusal)
         if import_name:
@@ -270,12 +275,18 @@ def mixing_refusal(
     import_name: str,
     requested: str | None = None,
     finish: str = "kgrec up --import",
+    data_dir: Path | None = None,
 ) -> str | None:
     """Why importing ``import_name`` (which the import record names ``requested``, default
     ``import_name``) into a graph whose last import, of another data set, did not finish is
     refused: it would not complete that import but mix two data sets in one graph, and mark the
-    graph finished. ``finish``: the command that completes the unfinished one. None: no refusal."""
-    if state is None or state.finished or (requested or import_name) == state.dataset:
+    graph finished. ``finish``: the command that completes the unfinished one. None: no refusal.
+    ``data_dir``: the data sets folder, to read the record's name as :func:`import_source` names
+    it today (a record kept before built-in data sets were named by their name holds the path)."""
+    if state is None or state.finished:
+        return None
+    recorded = state.dataset if data_dir is None else recorded_source(state.dataset, data_dir)
+    if (requested or import_name) == recorded:
         return None
     return (
         f"the import of {state.dataset} started {_when(state.started_at)} did not finish; importing "
@@ -434,7 +445,7 @@ def _import_plan(
     requested = None
     if import_name and import_record is not None:
         requested = import_record(settings, import_name, settings.datasets_dir)
-    return import_decision(items, state, import_name, requested)
+    return import_decision(items, state, import_name, requested, settings.datasets_dir)
 
 
 def _children(settings: Settings, port: int) -> list[ChildProcess]:

@@ -83,6 +83,7 @@ def train_shuffled(gateway: GraphGateway, settings: Settings, version: str, *, g
         text_cache_dir=Path(settings.data_dir) / "text-embeddings",
         version=version,
         hold_gate_slice=gate,
+        gate_min_users=settings.gate_min_users,
     )
     publish(gateway, settings, graph, result, CONFIG, gate=gate, trained_on=shuffled)
 

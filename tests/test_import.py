@@ -17,6 +17,7 @@ import pytest
 
 from graph_schema.allow_list import BEHAVIOURS
 from graph_schema.statements import admin
+from graph_schema.statements import dataset_import as import_statements
 from graph_schema.statements.privacy import ERASE_USER
 from kgrec.category_tree import infer_parents
 from kgrec.collector import cycle_collection_paused
@@ -29,10 +30,10 @@ from kgrec.erasure import user_hash
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
-from kgrec.importer import import_dataset, import_state, link_category_parents
+from kgrec.importer import ImportState, first_starts, import_dataset, import_state, link_category_parents
 from kgrec.limits import MAX_EPOCH_MS
 from kgrec_cli.main import import_record
-from kgrec_cli.stack import StackError, import_decision
+from kgrec_cli.stack import StackError, import_decision, mixing_refusal
 from tests.conftest import embedded_only
 from tests.processes import kgrec_cli
 from tests.subsets import amazon_beauty_subset
@@ -822,3 +823,39 @@ def test_category_links_in_many_batches_check_the_tree_and_write_every_link(gate
     assert gateway.run_query("MATCH (r:Revision {id: 'category_tree'}) RETURN r.write_lock AS lock", {}) == [
         {"lock": None}
     ]
+
+
+def test_a_hand_edited_first_starts_on_the_import_record_is_ignored_with_a_warning(
+    gateway: GraphGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``kgrec up`` reads the record on every start: an unreadable ``first_starts`` must not stop it."""
+    for edited in ["{amazon-beauty: 12", '["amazon-beauty"]', '{"amazon-beauty": "soon"}']:
+        gateway.write(
+            import_statements.START_IMPORT,
+            {"dataset": "amazon-beauty", "now": 5_000, "first": 4_000, "first_starts": edited},
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="kgrec.importer"):
+            state = import_state(gateway)
+        assert state == ImportState("amazon-beauty", 5_000, None, 4_000, {}), edited
+        assert first_starts(state) == {"amazon-beauty": 4_000}
+        (warning,) = caplog.records
+        assert "first_starts is unreadable" in warning.getMessage() and "\n" not in warning.getMessage()
+
+
+def test_an_unfinished_import_recorded_by_a_built_in_data_sets_path_is_that_data_set(tmp_path: Path) -> None:
+    """Before built-in data sets were recorded by their name, the record held their folder's
+    absolute path: the same data set, by either name, completes it and keeps its first start."""
+    name, stored = "amazon-beauty", BUILTIN["amazon-beauty"]
+    (tmp_path / stored).mkdir()
+    state = ImportState(str(tmp_path / stored), 7_000, None, 6_000)
+    requested = import_source(stored, tmp_path)
+    assert requested == name
+    assert mixing_refusal(state, stored, requested, data_dir=tmp_path) is None
+    run_it, said = import_decision(10, state, stored, requested, tmp_path)
+    assert run_it and said is not None and said.endswith(f"importing {stored} again")
+    assert first_starts(state, tmp_path) == {name: 6_000}
+    # another data set is still refused
+    (tmp_path / "shop").mkdir()
+    other = import_source("shop", tmp_path)
+    assert mixing_refusal(state, "shop", other, data_dir=tmp_path) is not None

@@ -40,16 +40,18 @@ from kgrec.gateway import GraphGateway
 from kgrec.model_versions import list_versions, promote
 from kgrec.promotion_gate import KEPT, PROMOTED, GateScores, decide
 from kgrec.serving import Serving
+from kgrec.training_graph import TrainingGraph
 from kgrec_cli.stack import worker_argv
 from tests.openapi_check import undocumented
 from tests.processes import ApiProcess, background
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
 from workers.training.gate import Holdout, candidate_recommender
-from workers.training.holdout import MIN_USERS_TO_SPLIT, hold_out_latest, tuning_targets
+from workers.training.holdout import hold_out_latest, in_gate_slice, min_users_to_split, tuning_targets
 from workers.training.job import publish, run_training
 from workers.training.pipeline import train_model
 from workers.training.subgraph import pull
+from workers.training.validation import validation_set
 
 USERS = 150
 CONFIG = TrainConfig(epochs=1)
@@ -294,18 +296,42 @@ def test_the_gate_scores_only_users_no_tuning_choice_read(gated: GatedGraph) -> 
 
 
 def test_small_hold_outs_are_not_split(gated: GatedGraph) -> None:
-    """Under MIN_USERS_TO_SPLIT validation users every user tunes (the gate then finds none it may
-    score, and keeps the candidate); from it on, both slices hold a share of the users."""
+    """Under twice KGREC_GATE_MIN_USERS validation users every user tunes (the gate then finds none
+    it may score, and keeps the candidate); from there on, both slices hold a share of the users."""
     graph = pull(gated.gateway, int(time.time() * 1000), gated.settings.half_life_ms)
     _, targets = hold_out_latest(graph)
-    assert len(targets) >= MIN_USERS_TO_SPLIT
-    few = dict(list(targets.items())[: MIN_USERS_TO_SPLIT - 1])
+    split_at = min_users_to_split(gated.settings.gate_min_users)
+    assert len(targets) >= split_at
+    few = dict(list(targets.items())[: split_at - 1])
     assert tuning_targets(graph, few, hold_gate_slice=True) == few
-    enough = dict(list(targets.items())[:MIN_USERS_TO_SPLIT])
+    enough = dict(list(targets.items())[:split_at])
     tuning = tuning_targets(graph, enough, hold_gate_slice=True)
     assert 0.25 * len(enough) < len(tuning) < 0.75 * len(enough)
     assert tuning_targets(graph, targets, hold_gate_slice=False) == targets
     assert gate_module.holdout(graph, None, seed=1, tuned_on=set(graph.user_ids)).targets == []
+
+
+def test_the_split_follows_the_shops_gate_min_users() -> None:
+    """A shop with KGREC_GATE_MIN_USERS=10 and 30 validation users can be gated (the gate slice
+    holds about 15): its hold-out is split, where the default's 30 leaves it whole."""
+    users = 30
+    graph = TrainingGraph(
+        user_ids=[f"shopper-{u}" for u in range(users)],
+        item_ids=[f"item-{i}" for i in range(5)],
+        inter_user=np.repeat(np.arange(users, dtype=np.int64), 3),
+        inter_item=np.array([(u + k) % 5 for u in range(users) for k in range(3)], dtype=np.int64),
+        inter_weight=np.ones(3 * users, dtype=np.float32),
+        inter_order=np.tile(np.arange(3, dtype=np.int64), users),
+        knowledge={},
+    )
+    _, targets = hold_out_latest(graph)
+    assert len(targets) == users
+    assert tuning_targets(graph, targets, hold_gate_slice=True) == targets
+    tuning = tuning_targets(graph, targets, hold_gate_slice=True, gate_min_users=10)
+    assert 0.25 * users < len(tuning) < 0.75 * users
+    assert not any(in_gate_slice(graph.user_ids[u]) for u in tuning)
+    held = validation_set(graph, seed=1, hold_gate_slice=True, gate_min_users=10)
+    assert sorted(held.users.tolist()) == sorted(tuning)
 
 
 @pytest.fixture(scope="module")

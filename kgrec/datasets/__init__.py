@@ -93,6 +93,19 @@ def import_source(name_or_path: str, data_dir: Path) -> str:
     return next(builtin, str(folder))
 
 
+def recorded_source(recorded: str, data_dir: Path) -> str:
+    """The name :func:`import_source` gives today to a data set an import record names ``recorded``.
+
+    Records kept before built-in data sets were named by their name hold their folder's absolute
+    path; compared as they are, the same data set would look like another. A folder no longer
+    there keeps the recorded name.
+    """
+    try:
+        return import_source(recorded, data_dir)
+    except FileNotFoundError:
+        return recorded
+
+
 def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
     """A built-in data set by name (read from ``data_dir``), or a folder recognised by its files
     (a path, or the name of a folder in ``data_dir``).
@@ -147,4 +160,5 @@ __all__ = [
     "folder_layout",
     "import_source",
     "open_dataset",
+    "recorded_source",
 ]

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from kgrec.config import Settings
 from kgrec.item_graphs import history_order
 from kgrec.training_graph import TrainingGraph
 
@@ -28,11 +29,18 @@ MAX_TUNING_USERS = 5_000
 # under another would again be scored on targets it was tuned on (the gate excludes the users a
 # version's result says it tuned on, so it stays sound, but it would find fewer users).
 GATE_SLICE_SALT = b"kgrec-gate-slice-1"
-# Below this many validation users the hold-out is not split (a slice would be too small to tune
-# on or to judge by): every user tunes and the gate finds no user it may score, so it keeps the
-# candidate as "not enough evidence". Twice KGREC_GATE_MIN_USERS' default: a split under it could
-# not give the gate its 30 users anyway.
-MIN_USERS_TO_SPLIT = 60
+# The gate's minimum users (KGREC_GATE_MIN_USERS) when a caller does not pass the shop's own.
+DEFAULT_GATE_MIN_USERS = Settings.gate_min_users
+
+
+def min_users_to_split(gate_min_users: int) -> int:
+    """Below this many validation users the hold-out is not split: twice ``gate_min_users``.
+
+    A split under it could not give the gate its ``gate_min_users`` users anyway (the gate slice
+    holds about half), and a slice would be too small to tune on: every user tunes instead, the
+    gate finds no user it may score and keeps the candidate as "not enough evidence".
+    """
+    return 2 * gate_min_users
 
 
 def subset(graph: TrainingGraph, keep: np.ndarray) -> TrainingGraph:
@@ -64,9 +72,15 @@ def in_gate_slice(user_id: str) -> bool:
     return hashlib.blake2b(user_id.encode(), key=GATE_SLICE_SALT, digest_size=8).digest()[0] & 1 == 1
 
 
-def tuning_targets(graph: TrainingGraph, targets: dict[int, int], hold_gate_slice: bool) -> dict[int, int]:
+def tuning_targets(
+    graph: TrainingGraph,
+    targets: dict[int, int],
+    hold_gate_slice: bool,
+    gate_min_users: int = DEFAULT_GATE_MIN_USERS,
+) -> dict[int, int]:
     """The targets of :func:`hold_out_latest` that tuning may read: with ``hold_gate_slice``, those of
-    users outside the gate slice, when there are at least :data:`MIN_USERS_TO_SPLIT`; all otherwise."""
-    if not hold_gate_slice or len(targets) < MIN_USERS_TO_SPLIT:
+    users outside the gate slice, when there are at least :func:`min_users_to_split` of
+    ``gate_min_users`` (the shop's ``KGREC_GATE_MIN_USERS``); all otherwise."""
+    if not hold_gate_slice or len(targets) < min_users_to_split(gate_min_users):
         return targets
     return {u: i for u, i in targets.items() if not in_gate_slice(graph.user_ids[u])}

@@ -147,6 +147,7 @@ def run_training(
         language=item_language(gateway),
         # the gate scores it on the hold-out's gate slice, which no tuning choice may read
         hold_gate_slice=gate,
+        gate_min_users=settings.gate_min_users,
     )
     timings["train_and_tune_s"] = time.perf_counter() - started
 

@@ -39,7 +39,12 @@ from kgrec.training_graph import TrainingGraph
 from workers.training.blend_fit import DECAYS, fit_blend
 from workers.training.config import TrainConfig
 from workers.training.ease import tune_ease_signal
-from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest, tuning_targets
+from workers.training.holdout import (
+    DEFAULT_GATE_MIN_USERS,
+    MAX_TUNING_USERS,
+    hold_out_latest,
+    tuning_targets,
+)
 from workers.training.kg_model import TrainedEmbeddings, train_kg_model
 from workers.training.metrics import ranking_metrics
 from workers.training.text import TextEmbeddingCache
@@ -146,13 +151,14 @@ def train_model(
     on_progress: Callable[[str, float], None] | None = None,
     language: Mapping[str, str] | None = None,
     hold_gate_slice: bool = False,
+    gate_min_users: int = DEFAULT_GATE_MIN_USERS,
 ) -> TrainingResult:
     """Train, fit the blend and package a model from ``graph`` (see the module docstring).
 
     ``language``: item id → user tags and review snippets
     (:func:`workers.training.topics.item_language`), added to the items' topic text.
     ``hold_gate_slice``: tune on the hold-out's tuning slice only, leaving the gate slice to the
-    promotion gate.
+    promotion gate; ``gate_min_users`` (``settings.gate_min_users``) sets when the hold-out is split.
     """
     timings: dict[str, float] = {}
     report = on_progress or (lambda _stage, _fraction: None)
@@ -176,7 +182,7 @@ def train_model(
     report("text", 0.1)
 
     fit_graph, targets = hold_out_latest(graph)
-    targets = tuning_targets(graph, targets, hold_gate_slice)
+    targets = tuning_targets(graph, targets, hold_gate_slice, gate_min_users)
     started = time.perf_counter()
     embeddings = train_kg_model(
         fit_graph,
@@ -207,6 +213,7 @@ def train_model(
         version=version,
         served=served,
         hold_gate_slice=hold_gate_slice,
+        gate_min_users=gate_min_users,
     )
     result.timings = {**timings, **result.timings}
     result.text_vectors = text
@@ -226,6 +233,7 @@ def fit_and_package(
     version: str = "",
     served: TrainedEmbeddings | None = None,
     hold_gate_slice: bool = False,
+    gate_min_users: int = DEFAULT_GATE_MIN_USERS,
 ) -> TrainingResult:
     """Fit the blend for ``config``'s variant on the validation hold-out and package the artifacts.
 
@@ -233,14 +241,17 @@ def fit_and_package(
     (:func:`hold_out_latest`); variants that train the same graph model share it.
     ``served``: the graph model the artifacts carry (retrained on all of ``graph``); by default
     ``embeddings`` itself. ``hold_gate_slice``: fit and tune on the tuning slice only (as
-    :func:`train_model`; ``embeddings`` must have been early-stopped on it too).
+    :func:`train_model`, with its ``gate_min_users``; ``embeddings`` must have been early-stopped
+    on it too).
     """
     served = embeddings if served is None else served
     fit_graph, targets = hold_out_latest(graph)
-    targets = tuning_targets(graph, targets, hold_gate_slice)
+    targets = tuning_targets(graph, targets, hold_gate_slice, gate_min_users)
     started = time.perf_counter()
     use_order = config.use_recency
-    tuned, tuned_fit, tuning = tune_signals(graph, config, device, hold_gate_slice=hold_gate_slice)
+    tuned, tuned_fit, tuning = tune_signals(
+        graph, config, device, hold_gate_slice=hold_gate_slice, gate_min_users=gate_min_users
+    )
     tune_seconds = time.perf_counter() - started
     fit_components = build_signals(
         fit_graph, config.use_knowledge, use_order, config.use_topics, tuned, prebuilt=tuned_fit
@@ -320,17 +331,23 @@ def fit_and_package(
 
 
 def tune_signals(
-    graph: TrainingGraph, config: TrainConfig, device: str = "cpu", *, hold_gate_slice: bool = False
+    graph: TrainingGraph,
+    config: TrainConfig,
+    device: str = "cpu",
+    *,
+    hold_gate_slice: bool = False,
+    gate_min_users: int = DEFAULT_GATE_MIN_USERS,
 ) -> tuple[dict[str, float], dict[str, sp.csr_matrix], dict[str, dict[str, float]]]:
     """Choose each tuned signal's parameter on the validation hold-out of ``graph`` (its tuning
-    slice with ``hold_gate_slice``).
+    slice with ``hold_gate_slice``, split for a gate that needs ``gate_min_users``).
 
     Returns (signal -> parameter, signal -> its matrix on the hold-out's graph, signal -> the
     validation NDCG@10 of each parameter tried). A model without the blend's signals tunes none.
     """
     if config.graph_model_only or not config.use_ease:
         return {}, {}, {}
-    fit = tune_ease_signal(validation_set(graph, config.seed, hold_gate_slice=hold_gate_slice), device=device)
+    held = validation_set(graph, config.seed, hold_gate_slice=hold_gate_slice, gate_min_users=gate_min_users)
+    fit = tune_ease_signal(held, device=device)
     return (
         {EASE: fit.lam},
         {EASE: fit.fit_matrix},

@@ -19,7 +19,12 @@ import scipy.sparse as sp
 
 from kgrec.item_graphs import interaction_matrix
 from kgrec.training_graph import TrainingGraph
-from workers.training.holdout import MAX_TUNING_USERS, hold_out_latest, tuning_targets
+from workers.training.holdout import (
+    DEFAULT_GATE_MIN_USERS,
+    MAX_TUNING_USERS,
+    hold_out_latest,
+    tuning_targets,
+)
 
 T = TypeVar("T")
 VALIDATION_K = 10
@@ -69,12 +74,18 @@ def pessimistic_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def validation_set(
-    graph: TrainingGraph, seed: int, max_users: int = MAX_TUNING_USERS, *, hold_gate_slice: bool = False
+    graph: TrainingGraph,
+    seed: int,
+    max_users: int = MAX_TUNING_USERS,
+    *,
+    hold_gate_slice: bool = False,
+    gate_min_users: int = DEFAULT_GATE_MIN_USERS,
 ) -> ValidationSet:
     """The hold-out of :func:`hold_out_latest`, on at most ``max_users`` users drawn with ``seed``
-    (``hold_gate_slice``: only :func:`~workers.training.holdout.tuning_targets`' users)."""
+    (``hold_gate_slice``: only :func:`~workers.training.holdout.tuning_targets`' users, split for a
+    gate that needs ``gate_min_users``)."""
     fit, targets = hold_out_latest(graph)
-    targets = tuning_targets(graph, targets, hold_gate_slice)
+    targets = tuning_targets(graph, targets, hold_gate_slice, gate_min_users)
     users = np.array(sorted(targets), dtype=np.int64)
     if users.size > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
