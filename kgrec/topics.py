@@ -36,7 +36,7 @@ import numpy as np
 from graph_schema.behaviours import LANGUAGE_EVENT_WEIGHTS
 from graph_schema.statements.models import ACTIVE_VERSION
 from graph_schema.statements.topics import ACTIVE_TOPICS, TOPIC_DETAIL, USER_TOPIC_ITEMS
-from kgrec.decay import shown_weight
+from kgrec.decay import decay_factor, shown_weight
 from kgrec.errors import NotFound
 from kgrec.interests import PairEvidence, interest_rows
 from kgrec.recommender import HistoryEntry
@@ -212,7 +212,7 @@ def text_vector_rows(
         total = np.zeros(vectors.shape[1], dtype=np.float64)
         for k in ks:
             weight = language_weight(events[k].type, behaviour_weights)
-            total += weight * 2.0 ** (-(ref - events[k].ts) / half_life_ms) * vectors[k]
+            total += weight * decay_factor(ref - events[k].ts, half_life_ms) * vectors[k]
         if np.any(total):
             rows.append({"user_id": user_id, "ref_ts": ref, "vector": [round(float(x), 6) for x in total]})
     return rows

@@ -695,12 +695,14 @@ def test_movielens_and_recbole_refuse_future_times_and_values_beyond_the_apis_bo
     gateway: GraphGateway, settings: Settings, tmp_path: Path
 ) -> None:
     """Only the kgrec layout had the import's clock: a ratings.csv row dated 2100 was stored (its
-    weight_ts far ahead of every clock), as were a RecBole price of 1e300 and a title with NUL."""
+    weight_ts far ahead of every clock), as were a RecBole price of 1e300, a title with NUL, and
+    MovieLens ratings of NaN (then stored on the edge, not JSON) or 1e300."""
     now_ms = 1_765_000_000_000
     year_2100 = "4102444800"
     folder = movielens_folder(tmp_path / "ml")
     with open(folder / "ratings.csv", "a", newline="") as handle:
         csv.writer(handle).writerows([["1", "30", "4.0", year_2100], ["2", "10", "1.0", str(now_ms // 1000)]])
+        csv.writer(handle).writerows([["3", "10", "nan", "1000"], ["3", "20", "1e300", "1000"]])
     with open(folder / "tags.csv", "a", newline="") as handle:
         csv.writer(handle).writerow(["1", "10", "later", year_2100])
     with open(folder / "movies.csv", "a", newline="") as handle:
@@ -712,6 +714,8 @@ def test_movielens_and_recbole_refuse_future_times_and_values_beyond_the_apis_bo
         ("ratings.csv", 6, f"timestamp '{year_2100}' {ahead}"),
         ("tags.csv", 8, f"timestamp '{year_2100}' {ahead}"),
         ("movies.csv", 5, "title must not contain NUL (U+0000) (got 'D\\x00 (2004)')"),
+        ("ratings.csv", 8, "rating 'nan' is not a finite number"),
+        ("ratings.csv", 9, "value must be between -1e+12 and 1e+12 (got 1e+300)"),
     } <= found
     latest = gateway.run_query("MATCH ()-[r:INTERACTED]->() RETURN max(r.last_ts) AS ts, count(r) AS n", {})
     assert latest == [{"ts": now_ms, "n": 5}]

@@ -404,9 +404,6 @@ _EXAMPLE_LINKS = [("film.film.genre", Label.ENTITY), ("rdf:type", Label.ENTITY),
 INGEST_EVENTS_WITH_ATTRIBUTES = ingest_events_statement(_EXAMPLE_LINKS)
 INGEST_LANGUAGE_EVENTS_WITH_ATTRIBUTES = ingest_events_statement(_EXAMPLE_LINKS, language=True)
 
-# Every user id, for the prune to walk in batches (kgrec.maintenance.prune). Paged in Python,
-# not by keyset in Cypher: FalkorDB answers a range on an indexed string id wrongly, and a
-# page kept off the index is a label scan (see graph_schema/statements/training.py).
 # A page of user ids after $after, in id order, for a prune by user batches (kgrec.maintenance): the
 # pattern of the fold-in sweep's pages (ITEMS_WITHOUT_EMBEDDING). `toString(u.id)` keeps the range
 # off FalkorDB's index on User.id, which answers it wrongly over ids mixing cases, digits and

@@ -293,11 +293,11 @@ CATEGORY_PATH_LINKS = """
     WHERE NOT (parent)-[:SUBCATEGORY_OF*0..]->(child)
     MERGE (child)-[:SUBCATEGORY_OF]->(parent)
 """
-# The first stage of a write of category paths that add links (an event batch, a catalogue
-# batch): its writer checked the paths against the links stored above their ids ($tree_ids) as it
-# read them ($tree_links, [child, parent] pairs; kgrec.category_tree.check_paths). A link another
-# writer stored there since could close a loop with this write's links, which neither check saw
-# (two writers each adding half of one): the write then creates a second lock node, which the
+# The first stage of a write of category paths that add links (an event batch, a catalogue batch, an
+# import batch): its writer checked the paths against the links stored above their ids ($tree_ids)
+# as it read them ($tree_links, [child, parent] pairs; kgrec.category_tree.check_paths). A link
+# another writer stored there since could close a loop with this write's links, which neither check
+# saw (two writers each adding half of one): the write then creates a second lock node, which the
 # Revision constraint refuses, so the statement rolls back whole, a GraphConflict, and the writer
 # checks its paths again (and refuses the one that would loop). Locking the tree first makes a
 # concurrent writer of links on Neo4j, which reads committed data without locks, wait for this one

@@ -16,6 +16,7 @@ user's current stretch of ratings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from functools import partial
@@ -69,6 +70,9 @@ def _rating(row: dict[str, str], clock: ValidationClock | None = None) -> Intera
         value = float(row["rating"])
     except ValueError:
         raise records.BadRow("rating or timestamp is not a number") from None
+    if not math.isfinite(value):
+        raise records.BadRow(f"rating {row['rating'][:40]!r} is not a finite number")
+    records.check_field("value", value)
     records.check_time("timestamp", row["timestamp"], ts, clock)
     return InteractionRecord(row["userId"], row["movieId"], "rating", ts=ts, value=value)
 

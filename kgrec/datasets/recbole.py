@@ -106,6 +106,7 @@ def _interaction(row: dict[str, str], clock: ValidationClock | None = None) -> I
     seconds, value = _number(row, "timestamp"), _number(row, "rating")
     kind = "rating" if value is not None else "purchase"
     ts = None if seconds is None else round(seconds * 1000)
+    records.check_field("value", value)
     records.check_time("timestamp", row.get("timestamp") or "", ts, clock)
     return InteractionRecord(user_id, item_id, kind, ts=ts, value=value)
 
