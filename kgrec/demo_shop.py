@@ -43,7 +43,8 @@ approximations, not fitted to any one data set):
   (brand, adjective, colour or material, product noun), log-normal prices with a
   median per leaf. Brands and leaves are knowledge triples (``produced_by``,
   ``belongs_to``); ``also_bought``, ``bought_together`` and ``also_viewed`` come
-  from the generated co-occurrences. The title's attributes are triples too: its
+  from the generated co-occurrences (a split rebuilds them without its test events:
+  :class:`kgrec.datasets.DemoShopDataset`, :func:`event_links`). The title's attributes are triples too: its
   colour, shade, material or flavour (the relation named per department in
   :data:`ATTRIBUTE_RELATION`) and its adjective (``feature``), with the
   attribute entities' kinds in ``entities.csv``.
@@ -54,14 +55,12 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
-
-from kgrec.datasets.records import TripleRecord
 
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 VIEW, CART, REMOVE, PURCHASE = range(4)
@@ -611,22 +610,6 @@ def event_links(folder: Path, held_out: Iterable[tuple[str, str]]) -> list[tuple
         for relation, pairs in _knowledge(kept, spec.items).items()
         for head, tail in pairs.tolist()
     ]
-
-
-def training_triples(
-    dataset: object, triples: Iterable[TripleRecord], held_out: Iterable[tuple[str, str]]
-) -> Iterator[TripleRecord]:
-    """``triples`` of ``dataset`` for a split that holds ``held_out`` (user, item) pairs out.
-
-    For a demo shop (a folder with ``demo_shop.json``) the :data:`EVENT_RELATIONS` triples are
-    replaced by :func:`event_links` of the other pairs' events; any other data set's are kept.
-    """
-    folder = getattr(dataset, "folder", None)
-    if folder is None or not (Path(folder) / "demo_shop.json").exists():
-        yield from triples
-        return
-    yield from (t for t in triples if t.relation not in EVENT_RELATIONS)
-    yield from (TripleRecord(*link) for link in event_links(Path(folder), held_out))
 
 
 def _write_catalogue(folder: Path, cat: _Catalogue, item_ids: np.ndarray) -> None:

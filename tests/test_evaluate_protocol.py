@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from kgrec.config import Settings
-from kgrec.datasets import InteractionRecord, ItemRecord, TripleRecord, open_dataset
+from kgrec.datasets import DemoShopDataset, InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.records import Problems
-from kgrec.demo_shop import ShopSpec, generate_shop
+from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
 from kgrec.item_graphs import cooccurrence_cosine, interaction_matrix, popularity, transitions
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import amazon_beauty_subset
@@ -168,6 +168,53 @@ class Tiny:
         return iter(self.stated)
 
 
+@dataclass
+class CoPurchases(Tiny):
+    """A data set whose ``also_bought`` links are its users' consecutive interactions (in file order),
+    counted from its own interactions as a shop counts them: it declares the relation derived."""
+
+    derived_relations: tuple[str, ...] = ("also_bought",)
+
+    def triples(self) -> Iterator[TripleRecord]:
+        yield from self.stated
+        yield from self.derived_triples(())
+
+    def derived_triples(self, held_out: Iterable[tuple[str, str]]) -> Iterator[TripleRecord]:
+        held = set(held_out)
+        bought: dict[str, list[str]] = defaultdict(list)
+        for r in self.rows:
+            if (r.user_id, r.item_id) not in held:
+                bought[r.user_id].append(r.item_id)
+        return (TripleRecord(a, "also_bought", b) for items in bought.values() for a, b in pairwise(items))
+
+
+CO_PURCHASES = [
+    InteractionRecord("u1", "a", "purchase", ts=1),
+    InteractionRecord("u1", "b", "purchase", ts=2),
+    InteractionRecord("u1", "c", "purchase", ts=3),  # u1's test item
+    InteractionRecord("u2", "b", "purchase", ts=1),
+    InteractionRecord("u2", "c", "purchase", ts=2),
+    InteractionRecord("u2", "d", "purchase", ts=3),  # u2's test item
+]
+
+
+def test_a_relation_a_data_set_derives_from_its_interactions_is_rebuilt_without_the_test_ones() -> None:
+    stated = [TripleRecord("a", "produced_by", "acme")]
+    dataset = CoPurchases(CO_PURCHASES, stated)
+    assert TripleRecord("c", "also_bought", "d") in set(dataset.triples())  # u2's test purchase
+    split = leave_last_out(dataset)
+    assert split.test == {"u1": {"c"}, "u2": {"d"}}
+    # b-c stays: u2 bought c in training; c-d rests on u2's test purchase alone
+    assert list(split.triples()) == [
+        TripleRecord("a", "produced_by", "acme"),
+        TripleRecord("a", "also_bought", "b"),
+        TripleRecord("b", "also_bought", "c"),
+    ]
+    # the same triples in a data set that declares no derived relation are copied as they are
+    written = list(dataset.triples())
+    assert list(leave_last_out(Tiny(CO_PURCHASES, written)).triples()) == written
+
+
 def test_knowledge_a_test_user_stated_from_their_validation_interaction_on_is_held_out() -> None:
     rows = [
         InteractionRecord("u1", "m0", "rating", ts=10),
@@ -244,6 +291,23 @@ def test_a_demo_shops_also_bought_links_come_from_training_purchases_alone(tmp_p
     assert unsupported(split.base.triples())  # the shop's file counts test purchases too
     links = [t for t in split.triples() if t.relation == "also_bought"]
     assert links and not unsupported(links)
+
+
+def test_a_demo_shops_split_triples_are_its_other_triples_then_its_links_without_the_test_pairs(
+    tmp_path: Path,
+) -> None:
+    """The demo shop's rebuilt links are asked of the data set (``derived_relations``); the split's
+    triples are exactly what they were when the split named the demo shop itself: every other
+    triple in file order, then ``event_links`` of the pairs it does not hold out."""
+    generate_shop(ShopSpec(users=300, items=50, seed=9), tmp_path / "shop")
+    shop = open_dataset(str(tmp_path / "shop"), tmp_path)
+    assert isinstance(shop, DemoShopDataset) and shop.derived_relations == EVENT_RELATIONS
+    split = split_dataset(shop, "leave-last-out")
+    held_out = [(u, i) for u, items in split.test.items() for i in items]
+    expected = [t for t in shop.triples() if t.relation not in EVENT_RELATIONS]
+    expected += [TripleRecord(*link) for link in event_links(tmp_path / "shop", held_out)]
+    assert list(split.triples()) == expected
+    assert set(expected) != set(shop.triples())  # the file's links count the test events too
 
 
 def test_the_stated_cutoff_is_the_latest_training_time_never_after_the_held_out_ones() -> None:

@@ -40,6 +40,7 @@ from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_sho
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.limits import kind_problem
+from tests.test_evaluate_protocol import CO_PURCHASES, CoPurchases
 from tools.to_kgat_layout import to_kgat_layout
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -812,6 +813,16 @@ def test_no_event_derived_link_of_a_demo_shop_rests_on_a_test_interaction(tmp_pa
             assert (t.head, t.tail) in consecutive or (t.tail, t.head) in consecutive, t
         else:
             assert together(t.head, t.tail, "purchase" if t.relation == "bought_together" else "view"), t
+
+
+def test_the_kgat_layout_rebuilds_a_derived_relation_from_the_training_pairs_alone(tmp_path: Path) -> None:
+    """A data set that declares ``also_bought`` derived from its interactions has it rebuilt without
+    the pairs ``test.txt`` holds (u1's c, u2's d), whatever the data set is."""
+    to_kgat_layout(CoPurchases(CO_PURCHASES), tmp_path / "kgat", test_fraction=0.2)
+    back = KgatDataset(tmp_path / "kgat")
+    assert {(r.user_id, r.item_id) for r in back.split("test")} == {("u1", "c"), ("u2", "d")}
+    links = {(t.head, t.tail) for t in back.triples() if t.relation == "also_bought"}
+    assert links == {("a", "b"), ("b", "c")}  # not c-d: u2's test purchase
 
 
 def test_one_stray_large_id_creates_no_phantom_items(tmp_path: Path) -> None:

@@ -18,12 +18,13 @@ the project has a knowledge-graph data set of its own in the research format.
   are the items, the other triple ends follow in order of first appearance. An item's
   brand and categories become ``produced_by`` / ``belongs_to`` triples (once, if the
   triples do not already state them).
-- A demo shop's event-derived links (``also_bought``, ``bought_together``,
-  ``also_viewed``; :data:`kgrec.demo_shop.EVENT_RELATIONS`) are rebuilt from the events of
-  the training pairs alone (:func:`kgrec.demo_shop.training_triples`): its ``kg_triples.csv``
-  counts them over every event, test ones included, which would carry test interactions
-  into the training knowledge. Other sources' triples (Amazon's ``also_bought`` comes from
-  the shop's metadata, not from the data set's interactions) are copied as they are.
+- The relations a data set derives from its own interactions
+  (:class:`kgrec.datasets.DerivedKnowledge`: a demo shop's ``also_bought``,
+  ``bought_together`` and ``also_viewed``) are rebuilt from the interactions of the
+  training pairs alone (:func:`kgrec.datasets.training_triples`): its files count them over
+  every interaction, test ones included, which would carry test interactions into the
+  training knowledge. Other triples (Amazon's ``also_bought`` comes from the shop's
+  metadata, not from the data set's interactions) are copied as they are.
 - The layout separates fields by white space, so every run of white space inside an
   org id (a brand "Acme Labs") is written as ``_``; ids without white space keep their
   exact form. Relation names are written as they are (``relation_list.txt``).
@@ -39,8 +40,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from kgrec.datasets import Dataset, open_dataset
-from kgrec.demo_shop import training_triples
+from kgrec.datasets import Dataset, open_dataset, training_triples
 
 _SPACE = re.compile(r"\s+")
 

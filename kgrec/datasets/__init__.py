@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
+from kgrec.datasets.demo_shop import DemoShopDataset
 from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.kgcn import KgcnDataset
 from kgrec.datasets.layout import LayoutDataset
@@ -47,6 +48,42 @@ class Dataset(Protocol):
     def entities(self) -> Iterator[EntityRecord]:
         """Kinds and names of knowledge-graph entities (``entities.csv``); empty when the data has none."""
         ...
+
+
+class DerivedKnowledge(Protocol):
+    """A data set some of whose knowledge relations are derived from its own interactions.
+
+    A split that holds (user, item) pairs out for testing must not train on knowledge counted from
+    those pairs' interactions (a co-purchase link of a test purchase names the test item). A data set
+    whose triples include such relations declares them, and rebuilds them for a split: the generic
+    split (:func:`training_triples`) asks it and never names a data set. A data set without
+    ``derived_relations`` derives none: its triples are copied as they are.
+    """
+
+    # The relations of triples() that are counted from interactions() (the others are not touched).
+    derived_relations: tuple[str, ...]
+
+    def derived_triples(self, held_out: Iterable[tuple[str, str]]) -> Iterator[TripleRecord]:
+        """The ``derived_relations`` triples rebuilt from the interactions of every (user, item) pair
+        except the ``held_out`` ones, as the data set derives them from all of its interactions."""
+        ...
+
+
+def training_triples(
+    dataset: object, triples: Iterable[TripleRecord], held_out: Iterable[tuple[str, str]]
+) -> Iterator[TripleRecord]:
+    """``triples`` of ``dataset`` for a split that holds the ``held_out`` (user, item) pairs out.
+
+    The triples of the data set's :attr:`DerivedKnowledge.derived_relations` are dropped and
+    :meth:`DerivedKnowledge.derived_triples` of the other pairs' interactions put in their place; a
+    data set that declares none keeps its ``triples`` as they are.
+    """
+    derived = tuple(getattr(dataset, "derived_relations", ()))
+    if not derived:
+        yield from triples
+        return
+    yield from (t for t in triples if t.relation not in derived)
+    yield from cast(DerivedKnowledge, dataset).derived_triples(held_out)
 
 
 # How a folder's layout is recognised: the files it must hold (each plain or .gz), first match wins.
@@ -110,7 +147,8 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
     """A built-in data set by name (read from ``data_dir``), or a folder recognised by its files
     (a path, or the name of a folder in ``data_dir``).
 
-    A folder with ``interactions.csv`` is in the kgrec layout, one with ``train.txt`` and
+    A folder with ``interactions.csv`` is in the kgrec layout (a demo shop when it also holds
+    ``demo_shop.json``: :class:`DemoShopDataset`), one with ``train.txt`` and
     ``test.txt`` in the KGAT/KGIN layout, one with ``ratings_final.txt`` in the KGCN/RippleNet
     layout, and one with MovieLens' ``ratings.csv`` and ``movies.csv`` is read as MovieLens.
     """
@@ -141,12 +179,16 @@ def open_dataset(name_or_path: str, data_dir: Path) -> Dataset:
         expected = "; ".join(f"{' + '.join(files)} ({name})" for name, files in LAYOUTS)
         expected += f"; <name>.inter ({RECBOLE})"
         raise FileNotFoundError(f"{folder}: no data set layout recognised; expected one of: {expected}")
+    if DemoShopDataset.recognises(folder):
+        return DemoShopDataset(folder)
     return LayoutDataset(folder)
 
 
 __all__ = [
     "BUILTIN",
     "Dataset",
+    "DemoShopDataset",
+    "DerivedKnowledge",
     "EntityRecord",
     "InteractionRecord",
     "ItemRecord",
@@ -161,4 +203,5 @@ __all__ = [
     "import_source",
     "open_dataset",
     "recorded_source",
+    "training_triples",
 ]

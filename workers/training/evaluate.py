@@ -44,10 +44,17 @@ import numpy as np
 
 from kgrec.artifact_io import write_npz_atomically
 from kgrec.config import Settings
-from kgrec.datasets import Dataset, EntityRecord, InteractionRecord, ItemRecord, TripleRecord, open_dataset
+from kgrec.datasets import (
+    Dataset,
+    EntityRecord,
+    InteractionRecord,
+    ItemRecord,
+    TripleRecord,
+    open_dataset,
+    training_triples,
+)
 from kgrec.datasets.kgat import KgatDataset
 from kgrec.datasets.records import Problems
-from kgrec.demo_shop import training_triples
 from kgrec.gateway import open_gateway
 from kgrec.importer import import_dataset
 from kgrec.item_graphs import histories as item_histories
@@ -172,11 +179,13 @@ class SplitDataset:
 
     def triples(self) -> Iterator[TripleRecord]:
         """Knowledge triples, minus what a test user stated at or after their latest training interaction;
-        a demo shop's event-derived links rebuilt without the test pairs' events."""
+        the relations the base data set derives from its interactions
+        (:class:`kgrec.datasets.DerivedKnowledge`, a demo shop's co-occurrence links) rebuilt without
+        the test pairs' interactions."""
         if not self._reads_knowledge:
             return iter(())
         kept = (t for t in self.base.triples() if not self._held_out(t))
-        # A demo shop's co-occurrence links are counted from its events, test ones included.
+        # Derived relations are counted from every interaction, test ones included.
         return training_triples(self.base, kept, ((u, i) for u, items in self.test.items() for i in items))
 
     def entities(self) -> Iterator[EntityRecord]:
