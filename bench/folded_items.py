@@ -21,11 +21,11 @@ from typing import Any
 
 from bench.scale import paired_result, size_sweep
 from graph_schema.allow_list import Label
+from graph_schema.bench_statements import FOLDED_ITEMS_BY_WALK
 from graph_schema.statements.dataset_import import UPSERT_UNLISTED_ITEMS
 from graph_schema.statements.models import (
     CREATE_VERSION,
     FOLDED_ITEMS,
-    FOLDED_ITEMS_BY_WALK,
     WRITE_EMBEDDINGS,
     WRITE_FOLDED_ITEMS,
 )

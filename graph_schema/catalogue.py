@@ -83,13 +83,10 @@ def known_ids(name: str, label: str, example: str) -> Statement:
     )
 
 
-def all_statements() -> list[Statement]:
-    """Every statement in ``graph_schema.statements``, found by walking its modules."""
-    from graph_schema import statements as package
-
+def _statements_of(modules: list[Any]) -> list[Statement]:
+    """Every Statement the modules hold, by name (also those in a dict of them)."""
     found: dict[str, Statement] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+    for module in modules:
         for value in vars(module).values():
             candidates = value.values() if isinstance(value, dict) else [value]
             for candidate in candidates:
@@ -99,3 +96,19 @@ def all_statements() -> list[Statement]:
                         raise ValueError(f"two statements are named {candidate.name}")
                     found[candidate.name] = candidate
     return sorted(found.values(), key=lambda s: s.name)
+
+
+def all_statements() -> list[Statement]:
+    """Every statement in ``graph_schema.statements``, found by walking its modules."""
+    from graph_schema import statements as package
+
+    modules = pkgutil.iter_modules(package.__path__)
+    return _statements_of([importlib.import_module(f"{package.__name__}.{info.name}") for info in modules])
+
+
+def bench_statements() -> list[Statement]:
+    """The statements only the benchmarks send (``graph_schema.bench_statements``), kept out of
+    :func:`all_statements` so that the catalogue holds only what the product runs."""
+    from graph_schema import bench_statements as module
+
+    return _statements_of([module])

@@ -10,12 +10,22 @@ the keyset pages of before, pages after ``release_year:unkonwn`` held it again a
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from graph_schema.allow_list import Label
+from graph_schema.catalogue import all_statements
+from graph_schema.received import received_by
 from graph_schema.statements.knowledge import UPSERT_ENTITIES, link_knowledge
-from graph_schema.statements.training import TRAINING_ENTITY_IDS, TRAINING_ITEM_IDS, TRAINING_USER_IDS
+from graph_schema.statements.privacy import ERASE_USER
+from graph_schema.statements.training import (
+    INTERACTIONS_RECEIVED_BY,
+    TRAINING_ENTITY_IDS,
+    TRAINING_ITEM_IDS,
+    TRAINING_USER_IDS,
+)
 from kgrec.gateway import GraphGateway
 from workers.training import subgraph
 from workers.training.subgraph import all_ids, pull
@@ -105,3 +115,18 @@ def test_a_pull_leaves_out_the_interactions_the_graph_received_after_it(gateway:
     graph = pull(gateway, now_ms=pulled_at, half_life_ms=1e12)
     assert graph.pulled_at == pulled_at
     assert sorted(graph.item_ids[k] for k in graph.inter_item) == ["at", "before", "old"]
+
+
+def test_the_pull_and_an_erasure_count_by_one_received_rule() -> None:
+    # An erasure takes off a full version what its pull counted: both statements compare by
+    # graph_schema.received's one rule, rendered from the one function, and no statement spells a
+    # received time of its own (two spellings could drift, and an erasure leave a count in).
+    assert received_by("r", "$pulled_at") in INTERACTIONS_RECEIVED_BY.cypher
+    assert received_by("s", "coalesce(m.data_until, m.created_at)") in ERASE_USER.cypher
+    received = re.compile(r"coalesce\(\s*\w+\.received_at")
+    assert {s.name for s in all_statements() if received.search(s.cypher)} == {
+        INTERACTIONS_RECEIVED_BY.name,
+        ERASE_USER.name,
+    }
+    for statement in (INTERACTIONS_RECEIVED_BY, ERASE_USER):
+        assert len(received.findall(statement.cypher)) == 1

@@ -28,15 +28,19 @@ _EVENTS = {
     "INTERACTED": " + ".join(f"coalesce(x.{counter}, 0)" for counter in COUNTER_PROPERTIES),
 }
 
+
 # The filters come after a WITH: written in the MATCH, a condition on `u` makes FalkorDB's planner
 # start from a scan of every User instead of the target (measured: 135 ms against 2 ms for 3,475 users).
-_MATCH = f"""
-    MATCH (t:{{label}} {{{{id: $target}}}})<-[x:{{rel}}]-(u:User)
+def _match(label: str, rel: str) -> str:
+    """The users interested in the ``label`` node $target through ``rel``, with their decayed weight."""
+    return f"""
+    MATCH (t:{label} {{id: $target}})<-[x:{rel}]-(u:User)
     WITH u, x
     WHERE ($active_since IS NULL OR x.last_ts >= $active_since) AND coalesce(u.flagged_bot, false) = false
-    WITH u, x.last_ts AS last_ts, {{events}} AS events,
+    WITH u, x.last_ts AS last_ts, {_EVENTS[rel]} AS events,
          {decayed_weight("x.weight", "x.weight_ts")} AS weight
 """
+
 
 # A topic's audience also holds the users of the retired topics it absorbs while its version is
 # active (HAS_TOPIC.absorbs, as USER_TOPIC_ITEMS reads a user's interests): a user's edges to the
@@ -59,8 +63,8 @@ _TOPIC_MATCH = (
 """
 )
 
-_RANK = """
-    WITH u, last_ts, events, weight, toInteger(floor(weight * {scale}.0)) AS rank
+_RANK = f"""
+    WITH u, last_ts, events, weight, toInteger(floor(weight * {RANK_SCALE}.0)) AS rank
     WHERE weight >= $min_weight
 """
 
@@ -86,8 +90,8 @@ _EXAMPLE = {
 
 def _render(kind: str, tail: str) -> str:
     label, rel = AUDIENCE_TARGETS[kind]
-    match = _TOPIC_MATCH if kind == "topic" else _MATCH.format(label=label, rel=rel, events=_EVENTS[rel])
-    return match + _RANK.format(scale=RANK_SCALE) + tail
+    match = _TOPIC_MATCH if kind == "topic" else _match(label, rel)
+    return match + _RANK + tail
 
 
 AUDIENCE_PAGE: dict[str, Statement] = {

@@ -344,8 +344,9 @@ TRAINED_ITEMS = read(
     ids=["x"],
 )
 
-# A version's folded items with the facts serving adds them with, in fold-in order.
-_FOLDED_ROWS = """
+# A version's folded items with the facts serving adds them with, in fold-in order (also the rows of
+# graph_schema.bench_statements' FOLDED_ITEMS_BY_WALK, which must return the same).
+FOLDED_ROWS = """
     RETURN i.id AS id, e.vector AS vector, i.price AS price,
            [(i)-[:MADE_BY]->(b:Brand) | b.id] AS brands,
            [(i)-[:IN_CATEGORY]->(c:Category) | c.id] AS categories
@@ -357,16 +358,7 @@ _FOLDED_ROWS = """
 # at each (re)load (README, Performance).
 FOLDED_ITEMS = read(
     "folded_items",
-    "MATCH (:ModelVersion {id: $version})-[e:EMBEDDING {folded_version: $version}]->(i:Item)" + _FOLDED_ROWS,
-    version="v1700000000000",
-)
-
-# FOLDED_ITEMS as it was before 2026-12-07, walking every EMBEDDING edge of the version: for
-# bench/folded_items.py's same-run comparison only (serving reads FOLDED_ITEMS).
-FOLDED_ITEMS_BY_WALK = read(
-    "folded_items_by_walk",
-    "MATCH (:ModelVersion {id: $version})-[e:EMBEDDING]->(i:Item)\n"
-    "    WHERE e.folded_at IS NOT NULL" + _FOLDED_ROWS,
+    "MATCH (:ModelVersion {id: $version})-[e:EMBEDDING {folded_version: $version}]->(i:Item)" + FOLDED_ROWS,
     version="v1700000000000",
 )
 

@@ -9,8 +9,9 @@ without them too. Only interactions a version counted are taken off: for a full
 training, those the graph had received by its ``data_until`` (when its graph was
 pulled; ``created_at`` for versions that did not record it), by the edge's
 ``received_at`` (stamped when the edge is created; its first event's time for an
-edge written before 2026-12-07), whatever times its events carry: a late event
-dated before the pull was never read, an event a client clock dated after it was;
+edge written before 2026-12-07), whatever times its events carry, the rule the pull
+read by (:mod:`graph_schema.received`): a late event dated before the pull was
+never read, an event a client clock dated after it was;
 for an incremental child, those first seen by its ``data_until`` (event time), as
 its counts were read (``ITEM_INTERACTION_COUNTS``). Explanation paths are read
 from the graph, so no path runs through the user afterwards.
@@ -25,6 +26,7 @@ is done, so a resend that finds no user still does it.
 """
 
 from graph_schema.catalogue import read, write
+from graph_schema.received import received_by
 from graph_schema.statements.models import moved_stamp
 from graph_schema.statements.topics import ABOUT_REVISION
 
@@ -48,8 +50,7 @@ ERASE_USER = write(
     MATCH (u:User {{id: $user_id}})
     OPTIONAL MATCH (u)-[edge:INTERACTED]->(i:Item)
     WITH u, count(edge) AS interactions,
-         collect({{id: i.id, first_ts: coalesce(edge.first_ts, 0),
-                   received_at: coalesce(edge.received_at, edge.first_ts, 0)}}) AS seen
+         collect({{id: i.id, first_ts: coalesce(edge.first_ts, 0), received_at: edge.received_at}}) AS seen
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
     WITH u, interactions, seen, count(x) AS interests
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
@@ -58,8 +59,9 @@ ERASE_USER = write(
     UNWIND CASE WHEN size(trained) = 0 THEN [null] ELSE trained END AS m
     WITH u, interactions, interests, embeddings, m,
          [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
-                      AND CASE WHEN m.parent IS NULL THEN s.received_at ELSE s.first_ts END
-                          <= coalesce(m.data_until, m.created_at) | s.id] AS counted
+                      AND CASE WHEN m.parent IS NULL
+                               THEN {received_by("s", "coalesce(m.data_until, m.created_at)")}
+                               ELSE s.first_ts <= coalesce(m.data_until, m.created_at) END | s.id] AS counted
     FOREACH (item_id IN counted |
         MERGE (it:Item {{id: item_id}})
         MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)

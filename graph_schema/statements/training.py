@@ -12,6 +12,7 @@ scan, so a label of N nodes cost N / page-size scans: quadratic (README, Operati
 """
 
 from graph_schema.catalogue import read
+from graph_schema.received import received_by
 
 TRAINING_USER_IDS = read(
     "training_user_ids",
@@ -35,32 +36,34 @@ FIRST_USERS = read(
     limit=1,
 )
 
-_INTERACTIONS = """
+
+def _interactions(where: str = "") -> str:
+    """The rows of the users named by $ids, their INTERACTED edges kept by ``where`` (a Cypher
+    WHERE clause, empty for all of them)."""
+    return f"""
     UNWIND $ids AS user_id
-    MATCH (:User {{id: user_id}})-[r:INTERACTED]->(i:Item){received}
+    MATCH (:User {{id: user_id}})-[r:INTERACTED]->(i:Item){where}
     RETURN user_id, i.id AS item_id, r.weight AS weight, r.weight_ts AS weight_ts,
            r.last_ts AS last_ts, r.last_seq AS last_seq
     """
+
 
 # The histories of the users named by $ids, as the graph holds them now (an incremental merge's
 # partitions, which count by event time).
 INTERACTIONS_OF_USERS = read(
     "interactions_of_users",
-    _INTERACTIONS.format(received=""),
+    _interactions(),
     ids=["A1YJEY40YUW4SE"],
 )
 
 # The same, for a full training's pull: only the edges the graph had received by $pulled_at (the
-# version's `data_until`), by the edge's `received_at` (its first event's time for an edge written
-# before received_at was stamped), the comparison an erasure makes (ERASE_USER) to subtract what
-# the version counted. The pull reads in many batches: an edge created meanwhile is left out, or an
-# erasure would leave the user's count in.
+# version's `data_until`), by graph_schema.received's rule, the one an erasure (ERASE_USER)
+# subtracts what the version counted by. The pull reads in many batches: an edge created meanwhile
+# is left out, or an erasure would leave the user's count in.
 INTERACTIONS_RECEIVED_BY = read(
     "interactions_received_by",
-    _INTERACTIONS.format(
-        received="""
-    WHERE coalesce(r.received_at, r.first_ts, 0) <= $pulled_at"""
-    ),
+    _interactions(f"""
+    WHERE {received_by("r", "$pulled_at")}"""),
     ids=["A1YJEY40YUW4SE"],
     pulled_at=1700000000000,
 )
