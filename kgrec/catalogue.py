@@ -48,7 +48,7 @@ from graph_schema.statements.catalogue import (
 )
 from graph_schema.statements.knowledge import KNOWN_ITEMS
 from kgrec.category_tree import categories_above, check_paths, cycle_problems, distinct_path, path_links
-from kgrec.events.ingest import MAX_CONFLICT_RETRIES, attribute_links, attribute_params
+from kgrec.events.ingest import attribute_links, attribute_params
 from kgrec.events.validation import FieldError, ReplacingAttributes
 from kgrec.field_types import (
     TIME_FORMS,
@@ -62,7 +62,7 @@ from kgrec.field_types import (
     shown,
     string_reason,
 )
-from kgrec.gateway import GraphConflict, GraphGateway
+from kgrec.gateway import GraphGateway, retry_on_conflict
 from kgrec.item_facts import ItemFacts
 from kgrec.limits import (
     CATALOGUE_CHECK_S,
@@ -345,18 +345,18 @@ def write_items(gateway: GraphGateway, items: Sequence[CatalogueItem], now_ms: i
             for value in vals
         }
     )
-    for _ in range(MAX_CONFLICT_RETRIES):
+
+    def attempt(_: int) -> int:
         tree = check_paths(gateway, _category_paths(items))
         if tree.problems:
             raise ItemsRefused(_loop_errors(tree.problems))
         known = {row["id"] for row in gateway.read(KNOWN_ITEMS, {"ids": values})} if values else set()
         params = {**upsert_params(items, known, now_ms), **tree.params()}
-        try:
-            summary = gateway.write(upsert_catalogue_statement(attribute_links(params)), params)
-        except GraphConflict:  # another writer stored category links above the paths since the check
-            continue
+        # rolled back whole (a GraphConflict) if another writer stored links above the paths since the check
+        summary = gateway.write(upsert_catalogue_statement(attribute_links(params)), params)
         return int(summary.rows[0]["revision"]) if summary.rows else 0
-    raise GraphConflict(f"items kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries")
+
+    return retry_on_conflict(attempt, "items")
 
 
 def delist_item(gateway: GraphGateway, item_id: str, now_ms: int | None = None) -> dict[str, Any] | None:

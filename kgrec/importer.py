@@ -44,9 +44,9 @@ from kgrec.datasets import Dataset, RowProblem, recorded_source
 from kgrec.datasets.records import EntityRecord, Problems
 from kgrec.decay import decayed_sum
 from kgrec.erasure import user_hash
-from kgrec.events.ingest import MAX_CONFLICT_RETRIES, MINUTE_MS
+from kgrec.events.ingest import MINUTE_MS
 from kgrec.events.validation import ValidationClock
-from kgrec.gateway import GraphConflict, GraphGateway, WriteSummary
+from kgrec.gateway import GraphGateway, WriteSummary, retry_on_conflict
 from kgrec.interests import PairEvidence, interest_rows
 
 # (step name, rows in step) -> callback(rows just written)
@@ -359,6 +359,12 @@ def drop_headless_attributes(
     )
 
 
+def _skipped_link(reason: str) -> RowProblem:
+    """The report's problem for an inferred category link that would close a loop, so is skipped:
+    the field it was inferred from and the link (the reason names both categories)."""
+    return RowProblem("items.csv", 0, f"categories: the inferred category link {reason}; the link is skipped")
+
+
 def drop_looping_links(gateway: GraphGateway, prepared: PreparedImport) -> PreparedImport:
     """Skip (and report) each inferred category link that would close a loop with the stored tree.
 
@@ -370,14 +376,10 @@ def drop_looping_links(gateway: GraphGateway, prepared: PreparedImport) -> Prepa
     looping = dict(cycle_problems(gateway, paths))
     if not looping:
         return prepared
-    problems = [
-        RowProblem("items.csv", 0, f"the inferred category link {reason}; the link is skipped")
-        for k, reason in sorted(looping.items())
-    ]
     return replace(
         prepared,
         category_parents=[row for k, row in enumerate(links) if k not in looping],
-        problems=prepared.problems + problems,
+        problems=prepared.problems + [_skipped_link(reason) for _, reason in sorted(looping.items())],
     )
 
 
@@ -386,16 +388,18 @@ def link_category_parents(
     links: list[dict[str, Any]],
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
-) -> WriteSummary:
-    """Write the inferred category links (``child_id``, ``parent_id``) as the API writes paths.
+) -> tuple[WriteSummary, list[RowProblem]]:
+    """Write the inferred category links (``child_id``, ``parent_id``) as the API writes paths;
+    returns what was written and a problem for each link skipped.
 
     The links above their ids are read (:func:`kgrec.category_tree.check_paths`) and each batch
     checks under the tree's lock that those links, and the import's own, are still all there is
     (``TREE_UNCHANGED``): another writer's link stored since could close a loop with the import's.
     Such a batch is refused whole (a GraphConflict); the links are then checked again (those
-    written are stored now) and a link that would now close a loop is skipped.
+    written are stored now) and a link that would now close a loop is skipped and reported.
     """
-    for _ in range(MAX_CONFLICT_RETRIES):
+
+    def attempt(_: int) -> tuple[WriteSummary, list[RowProblem]]:
         check = check_paths(
             gateway, [(k, (row["parent_id"], row["child_id"])) for k, row in enumerate(links)]
         )
@@ -406,20 +410,12 @@ def link_category_parents(
             "tree_ids": check.tree_ids,
             "tree_links": [list(link) for link in sorted({tuple(link) for link in check.tree_links} | own)],
         }
-        try:
-            return gateway.write_batches(
-                q.LINK_CATEGORY_PARENTS,
-                kept,
-                batch_size=batch_size,
-                extra=tree,
-                on_batch=on_batch,
-                clock="at",
-            )
-        except GraphConflict:  # another writer stored category links above these since the check
-            continue
-    raise GraphConflict(
-        f"category links kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries"
-    )
+        written = gateway.write_batches(
+            q.LINK_CATEGORY_PARENTS, kept, batch_size=batch_size, extra=tree, on_batch=on_batch, clock="at"
+        )
+        return written, [_skipped_link(reason) for _, reason in check.problems]
+
+    return retry_on_conflict(attempt, "category links")
 
 
 @dataclass
@@ -485,8 +481,10 @@ def load(
     now_ms: int,
     progress: ProgressFactory | None = None,
     batch_size: int = 10_000,
-) -> tuple[dict[str, int], int, int, int]:
-    """Write a prepared import; returns (rows per step, nodes, relationships, created)."""
+) -> tuple[dict[str, int], int, int, int, list[RowProblem]]:
+    """Write a prepared import; returns (rows per step, nodes, relationships, created, and a problem
+    for each inferred category link skipped because another writer's links would make it close a
+    loop now)."""
     knowledge = resolve_knowledge(gateway, prepared, batch_size)
     # (step, statement, rows, parameter name, needs $now, writes relationships); the steps that
     # write item facts, and the interactions, also take each batch's time (q.BATCH_TIMED)
@@ -510,10 +508,13 @@ def load(
     ]
     rows_by_step: dict[str, int] = {}
     nodes = relationships = created = 0
+    skipped: list[RowProblem] = []
     for name, statement, rows, param, needs_now, is_rel in steps:
         on_batch = progress(name, len(rows)) if progress else None
+        written = len(rows)
         if statement is q.LINK_CATEGORY_PARENTS:
-            summary = link_category_parents(gateway, rows, batch_size, on_batch)
+            summary, skipped = link_category_parents(gateway, rows, batch_size, on_batch)
+            written -= len(skipped)
         else:
             summary = gateway.write_batches(
                 statement,
@@ -524,16 +525,16 @@ def load(
                 on_batch=on_batch,
                 clock="at" if statement in q.BATCH_TIMED else None,
             )
-        rows_by_step[name] = len(rows)
+        rows_by_step[name] = written
         if is_rel:
-            relationships += len(rows)
+            relationships += written
             created += summary.relationships_created
         else:
-            nodes += len(rows)
+            nodes += written
     # a property of users written above, neither a node nor a relationship of its own
     gateway.write_batches(q.FLAG_BOTS, prepared.bots, param="ids", batch_size=batch_size)
     rows_by_step["bots"] = len(prepared.bots)
-    return rows_by_step, nodes, relationships, created
+    return rows_by_step, nodes, relationships, created, skipped
 
 
 def import_dataset(
@@ -565,7 +566,7 @@ def import_dataset(
     starts = json.dumps({**known, source: first}, sort_keys=True)
     gateway.write(q.START_IMPORT, {"dataset": source, "now": now_ms, "first": first, "first_starts": starts})
     started = time.perf_counter()
-    rows_by_step, nodes, relationships, created = load(gateway, prepared, now_ms, progress)
+    rows_by_step, nodes, relationships, created, skipped = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()
     # last: a process killed before this leaves the record unfinished, and `kgrec up --import`
     # runs the import again (rewriting the AOF too) rather than serving a partial graph
@@ -577,7 +578,7 @@ def import_dataset(
         relationships_created=created,
         seconds=time.perf_counter() - started,
         rows_by_step=rows_by_step,
-        problems=prepared.problems,
+        problems=prepared.problems + skipped,
         erased_interactions=prepared.erased_interactions,
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from graph_schema.catalogue import Statement
+from graph_schema.statements.dataset_import import LINK_CATEGORY_PARENTS
 from kgrec.catalogue import CatalogueItem, ItemsRefused, read_item, write_items
 from kgrec.category_tree import categories_above
 from kgrec.config import Settings
@@ -201,6 +202,62 @@ def test_an_import_refuses_a_repeating_path_and_skips_a_link_that_would_loop(
     # the bad row is skipped: s3 comes from its interaction alone
     assert gateway.run_query("MATCH (i:Item {id: 's3'}) RETURN i.title AS t", {}) == [{"t": None}]
     assert gateway.run_query("MATCH (:Item {id: 's3'})-[:IN_CATEGORY]->(c) RETURN c.id AS c", {}) == []
+
+
+class _LinkingAfterAnotherWriter(PassingGateway):
+    """The importer's graph: its first write of category links waits, its check made, until another
+    thread's writer has stored links of its own."""
+
+    def __init__(self, graph: GraphGateway) -> None:
+        super().__init__(graph)
+        self.checked = threading.Event()
+        self.other_wrote = threading.Event()
+
+    def _write(self, statement: Statement, params: Mapping[str, Any]) -> WriteSummary:
+        if statement is LINK_CATEGORY_PARENTS and not self.checked.is_set():
+            self.checked.set()
+            assert self.other_wrote.wait(timeout=60), "the other writer never wrote"
+        return super()._write(statement, params)
+
+
+def test_an_import_whose_link_another_writer_makes_loop_after_the_check_skips_and_reports_it(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """An import checked its inferred link (Makeup under Beauty) against an empty tree; before it
+    writes, the catalogue API stores Beauty under Makeup. The import's batch conflicts, its links are
+    checked again and the link is skipped: no loop stored, and the report names the field and link."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "ts"], [["u1", "s1", "1704067200"]])
+    write_csv_rows(
+        folder / "items.csv",
+        ["item_id", "categories", "title"],
+        [["s1", "Beauty|Makeup", "Lipstick"], ["s2", "Beauty", "Soap"]],  # infers Makeup below Beauty
+    )
+    importing = _LinkingAfterAnotherWriter(gateway)
+
+    def other_writer() -> None:
+        assert importing.checked.wait(timeout=60), "the import never came to its category links"
+        try:
+            write_items(gateway, [CatalogueItem(item_id="c1", categories=["Makeup", "Beauty"])])
+        finally:
+            importing.other_wrote.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        imported = pool.submit(
+            import_dataset, importing, open_dataset(str(folder), settings.datasets_dir), settings
+        )
+        wrote = pool.submit(other_writer)
+        report = imported.result(timeout=120)
+        wrote.result(timeout=120)
+    assert links(gateway) == {("Beauty", "Makeup")}  # the other writer's link, and no loop
+    (skipped,) = [p for p in report.problems if (Path(p.file).name, p.line) == ("items.csv", 0)]
+    assert skipped.reason.startswith("categories: ") and "loop" in skipped.reason
+    assert "would put 'Makeup' under 'Beauty'" in skipped.reason
+    assert report.rows_by_step["category → parent"] == 0
+    # the import's items are in the tree's categories all the same
+    rows = gateway.run_query("MATCH (:Item {id: 's1'})-[:IN_CATEGORY]->(c) RETURN c.id AS c ORDER BY c", {})
+    assert rows == [{"c": "Beauty"}, {"c": "Makeup"}]
 
 
 def _facts(

@@ -814,8 +814,10 @@ def test_category_links_in_many_batches_check_the_tree_and_write_every_link(gate
     )
     chain = [("b", "a"), ("c", "b"), ("d", "c"), ("a", "d")]  # the last closes a -> d -> c -> b -> a
     links = [{"child_id": child, "parent_id": parent} for child, parent in chain]
-    written = link_category_parents(gateway, links, batch_size=1)
+    written, skipped = link_category_parents(gateway, links, batch_size=1)
     assert written.relationships_created == 3
+    assert [(p.file, p.line) for p in skipped] == [("items.csv", 0)]
+    assert "categories" in skipped[0].reason and "would put 'a' under 'd'" in skipped[0].reason
     rows = gateway.run_query(
         "MATCH (c:Category)-[:SUBCATEGORY_OF]->(p:Category) RETURN c.id AS c, p.id AS p", {}
     )

@@ -34,7 +34,6 @@ entity; the co-purchase relations always point at items, as in an import.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -56,13 +55,10 @@ from kgrec.config import Settings
 from kgrec.decay import decayed_sum
 from kgrec.erasure import erased_after, tombstone_margin_ms, user_hash
 from kgrec.events.validation import Event, FieldError, visible_words
-from kgrec.gateway import GraphConflict, GraphGateway
+from kgrec.gateway import GraphGateway, retry_on_conflict
 from kgrec.topics import ACTIVE, LanguageRows, language_rows
 
-MAX_CONFLICT_RETRIES = 5
 MINUTE_MS = 60_000
-
-log = logging.getLogger(__name__)
 
 
 class EventsRefused(ValueError):
@@ -438,22 +434,14 @@ def commit(
 ) -> IngestResult:
     """Write a prepared batch; if a concurrent writer took some of its ids first, or stored category
     links above its paths since they were checked, prepare (and check) again."""
-    for attempt in range(MAX_CONFLICT_RETRIES):
-        if prepared.params is None:
-            return prepared.result
-        try:
-            gateway.write(statement_for(prepared.params), prepared.params)
-        except GraphConflict:
-            log.info(
-                "write %d of %d conflicted: a concurrent writer stored some of the batch's event ids, "
-                "or category links above its paths, first",
-                attempt + 1,
-                MAX_CONFLICT_RETRIES,
-            )
-            prepared = prepare(gateway, events, settings, now_ms)
-            continue
-        return prepared.result
-    raise GraphConflict(f"events kept conflicting with concurrent writers after {MAX_CONFLICT_RETRIES} tries")
+
+    def attempt(k: int) -> IngestResult:
+        batch = prepared if k == 0 else prepare(gateway, events, settings, now_ms)
+        if batch.params is not None:
+            gateway.write(statement_for(batch.params), batch.params)
+        return batch.result
+
+    return retry_on_conflict(attempt, "events")
 
 
 def ingest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.gateway.base import (
+    MAX_CONFLICT_RETRIES,
     GraphConflict,
     GraphGateway,
     GraphQueryError,
@@ -12,6 +13,7 @@ from kgrec.gateway.base import (
     GraphUnavailable,
     WriteSummary,
     batched,
+    retry_on_conflict,
 )
 
 
@@ -41,6 +43,7 @@ def open_gateway(
 
 
 __all__ = [
+    "MAX_CONFLICT_RETRIES",
     "GraphConflict",
     "GraphGateway",
     "GraphQueryError",
@@ -49,4 +52,5 @@ __all__ = [
     "WriteSummary",
     "batched",
     "open_gateway",
+    "retry_on_conflict",
 ]

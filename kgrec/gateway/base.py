@@ -6,18 +6,23 @@ catalogue and never learns which engine is underneath.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from graph_schema.catalogue import Statement
 from kgrec import erasure
 
 Row = dict[str, Any]
 DEFAULT_BATCH_SIZE = 5_000
+MAX_CONFLICT_RETRIES = 5  # tries of a checked write that concurrent writers keep outdating
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class GraphUnavailable(RuntimeError):
@@ -35,6 +40,22 @@ class GraphQueryError(RuntimeError):
 
 class GraphConflict(GraphQueryError):
     """A write violated a uniqueness constraint and was rolled back as a whole."""
+
+
+def retry_on_conflict(attempt: Callable[[int], T], what: str, tries: int = MAX_CONFLICT_RETRIES) -> T:
+    """``attempt(k)`` for k = 0, 1, ... until one returns without a :class:`GraphConflict`.
+
+    Each attempt checks what it writes and then writes it; a conflict means another writer
+    outdated the check before the write committed (the write was rolled back whole), so the next
+    attempt checks again. After ``tries`` conflicts, a GraphConflict naming ``what`` kept conflicting.
+    Anything else an attempt raises (a refusal its check found) ends the tries at once.
+    """
+    for k in range(tries):
+        try:
+            return attempt(k)
+        except GraphConflict:
+            log.info("%s: write %d of %d conflicted with a concurrent writer", what, k + 1, tries)
+    raise GraphConflict(f"{what} kept conflicting with concurrent writers after {tries} tries")
 
 
 @dataclass
