@@ -11,6 +11,10 @@ item's neighbourhood); another valid key gets a 403 naming the operation, and no
 where reads are open. Unset, every API key is an admin key and those reads are reads (kgrec before
 2026-12-07), which ``kgrec serve`` warns about.
 
+Which key a read needs is decided in one place, :func:`read_key`, from the access its route declares
+and the settings: the check here, the OpenAPI document's ``security`` (:mod:`app.openapi`) and the
+console's choice of reading through its proxy (:mod:`app.console.views`) all ask it.
+
 Erase scope: ``KGREC_ERASE_KEYS`` (only with admin keys) may erase users (:func:`erase_access`) as an
 admin key may, and do nothing else an admin key does, for a storefront that erases on account deletion.
 """
@@ -26,9 +30,13 @@ from flask import Flask, current_app, request
 
 from app.errors import ApiError
 from app.graph import settings
+from kgrec.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 Access = Literal["read", "admin_read", "write", "erase", "admin"]
+# The key a read needs: none ("open": a client may still send one), any API key, or an admin key.
+ReadKey = Literal["open", "key", "admin"]
+READ_ACCESSES: tuple[Access, ...] = ("read", "admin_read")
 
 # The attribute a view's declared access is kept in.
 ACCESS_ATTRIBUTE = "kgrec_access"
@@ -127,9 +135,21 @@ def admin_read_access(view: F) -> F:
     return _declare(view, "admin_read")
 
 
-def admin_scoped(access: Access) -> bool:
-    """Whether ``access`` needs an admin key in this app (KGREC_ADMIN_KEYS set, or an admin write)."""
-    return access == "admin" or (access == "admin_read" and bool(settings().admin_keys))
+def read_key(access: Access, configured: Settings) -> ReadKey | None:
+    """The key a read declared with ``access`` needs under ``configured`` (None: ``access`` is no read).
+
+    A read that lists users needs an admin key once KGREC_ADMIN_KEYS is set, open reads included;
+    any other read needs a key only with KGREC_READ_REQUIRES_KEY."""
+    if access not in READ_ACCESSES:
+        return None
+    if access == "admin_read" and configured.admin_keys:
+        return "admin"
+    return "key" if configured.read_requires_key else "open"
+
+
+def some_read_needs_a_key(configured: Settings) -> bool:
+    """Whether any read needs a key under ``configured`` (then a signed-in console reads with its key)."""
+    return any(read_key(access, configured) != "open" for access in READ_ACCESSES)
 
 
 def declared_access(view: Callable[..., Any] | None) -> Access | None:
@@ -140,12 +160,14 @@ def declared_access(view: Callable[..., Any] | None) -> Access | None:
 def check_access(access: Access) -> None:
     """Raise the ApiError (401, or 403 for a key outside the admin or erase scope) a request lacking
     ``access`` gets."""
-    if access in ("read", "admin_read") and not settings().read_requires_key and not admin_scoped(access):
+    read_needs = read_key(access, settings())
+    if read_needs == "open":
         return
     presented = check_api_key()
-    if admin_scoped(access) and not key_is_admin(presented):
-        may = "send events and read recommendations" if access == "admin_read" else "send events and read"
-        _refuse("admin", "an admin key (KGREC_ADMIN_KEYS)", may)
+    if read_needs == "admin" and not key_is_admin(presented):
+        _refuse("admin", "an admin key (KGREC_ADMIN_KEYS)", "send events and read recommendations")
+    if access == "admin" and not key_is_admin(presented):
+        _refuse("admin", "an admin key (KGREC_ADMIN_KEYS)", "send events and read")
     if access == "erase" and not key_may_erase(presented):
         needed = "an erase key or an admin key (KGREC_ERASE_KEYS, KGREC_ADMIN_KEYS)"
         _refuse("erase", needed, "send events and read")

@@ -22,10 +22,11 @@ from spectree.plugins.base import Context
 from spectree.plugins.flask_plugin import FlaskPlugin
 from swagger_ui_bundle import swagger_ui_path
 
-from app.auth import declared_access, route_template
+from app.auth import ReadKey, declared_access, read_key, route_template
 from app.graph import settings
 from app.params import bad_parameter, query_values
 from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument, Query
+from kgrec.config import Settings
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -112,18 +113,25 @@ def _complete(operation: dict[str, Any]) -> None:
         refusal["description"] = f"{described}{NO_QUERY_PARAMETERS}"
 
 
-def _secure_reads(app: Flask, document: dict[str, Any], read_requires_key: bool, admin_keys: bool) -> None:
-    """Give each read its ``security`` from the access its route declares and this app's settings:
-    a generated client must send the key where reads need one, and may where they do not; a read
-    that lists users needs the ``admin`` role once KGREC_ADMIN_KEYS is set, as the admin writes do."""
-    bearer: dict[str, list[str]] = {"apiKey": []}
-    security = [bearer] if read_requires_key else [{}, bearer]
+# A read's OpenAPI security per the key it needs (:func:`app.auth.read_key`). OpenAPI 3.1 lets a
+# non-OAuth scheme list the roles an operation needs; requirements in a list are alternatives, and the
+# empty one says a client may send no key.
+READ_SECURITY: dict[ReadKey, list[dict[str, list[str]]]] = {
+    "open": [{}, {"apiKey": []}],
+    "key": [{"apiKey": []}],
+    "admin": [{"apiKey": ["admin"]}],
+}
+
+
+def _secure_reads(app: Flask, document: dict[str, Any], configured: Settings) -> None:
+    """Give each read its ``security`` from the key :func:`app.auth.read_key` says it needs under
+    ``configured``: a generated client must send the key where a read needs one, and may where not."""
     for rule in app.url_map.iter_rules():
         access = declared_access(app.view_functions.get(rule.endpoint))
-        if access == "admin_read" and admin_keys:
-            document["paths"][route_template(rule.rule)]["get"]["security"] = [{"apiKey": ["admin"]}]
-        elif access in ("read", "admin_read"):
-            document["paths"][route_template(rule.rule)]["get"]["security"] = copy.deepcopy(security)
+        needed = read_key(access, configured) if access is not None else None
+        if needed is not None:
+            operation = document["paths"][route_template(rule.rule)]["get"]
+            operation["security"] = copy.deepcopy(READ_SECURITY[needed])
 
 
 def openapi_document(app: Flask | None = None) -> dict[str, Any]:
@@ -133,11 +141,11 @@ def openapi_document(app: Flask | None = None) -> dict[str, Any]:
     if cached is None:
         with target.app_context():
             document = copy.deepcopy(api.spec)
-            read_requires_key, admin_keys = settings().read_requires_key, bool(settings().admin_keys)
+            configured = settings()
         for operations in document["paths"].values():
             for operation in operations.values():
                 _complete(operation)
-        _secure_reads(target, document, read_requires_key, admin_keys)
+        _secure_reads(target, document, configured)
         cached = target.extensions["kgrec.openapi"] = document
     return cached
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 
-from app.auth import key_is_valid
+from app.auth import key_is_valid, some_read_needs_a_key
 from app.console import session
 from app.console.forward import api_path, call_api, decoded, relay, send
 from app.graph import settings
@@ -67,7 +67,6 @@ def _refused(error: session.Refused) -> tuple[str, int]:
 def page(template: str, title: str, **context: Any) -> str:
     """Render a console page with what every page needs (nav, sign-in state, CSRF token)."""
     signed_in = session.signed_in_key() is not None
-    keyed_reads = settings().read_requires_key or bool(settings().admin_keys)
     return render_template(
         template,
         title=title,
@@ -75,10 +74,9 @@ def page(template: str, title: str, **context: Any) -> str:
         signed_in=signed_in,
         # Where reads need a key (some do once admin keys are set: those that list users), a signed-in
         # console reads through /console/api (it adds the key).
-        api_base=API_PROXY if signed_in and keyed_reads else "/v1",
+        api_base=API_PROXY if signed_in and some_read_needs_a_key(settings()) else "/v1",
         csrf_token=session.current().csrf,
         notice=session.take_notice(),
-        read_requires_key=settings().read_requires_key,
         **context,
     )
 
