@@ -3,7 +3,11 @@
 **Quality** (``--quality``): a time split of one data set (the synthetic shop at ``--shop-factor``
 times bench/scale.py's 1x, or MovieLens). The data set is imported into a scratch graph and
 pulled once; its interactions, ordered by time, are cut into a base (``--base``, default the
-oldest 50%) and ``--slices`` equal slices after it. ``full-0`` is trained on the base. Then
+oldest 50%) and ``--slices`` equal slices after it. ``full-0`` is trained on the base. Each
+training sees only the knowledge a split would import for it: the relations the data set derives
+from its interactions (the shop's co-occurrence links, :class:`kgrec.datasets.DerivedKnowledge`)
+rebuilt without every (user, item) pair after its cut (:func:`kgrec.datasets.training_triples`),
+so no test pair's events reach them. Then
 for k = 1 … 10, slice k arrives and the incremental update (the same
 :func:`~workers.training.incremental.refresh_partition` and
 :func:`~workers.training.incremental.merge` the Celery tasks run, its 2-hop pulls served from
@@ -52,7 +56,7 @@ from bench.common import parsed_device
 from bench.scale import shop_spec
 from graph_schema.statements.training import TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.config import Settings
-from kgrec.datasets import open_dataset
+from kgrec.datasets import TripleRecord, open_dataset, training_triples
 from kgrec.demo_shop import generate_shop
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
@@ -72,7 +76,7 @@ from workers.training.holdout import subset
 from workers.training.incremental import UpdatePlan, merge, refresh_partition, run_incremental
 from workers.training.job import run_training
 from workers.training.pipeline import evaluate_recommender, train_model
-from workers.training.subgraph import all_ids, pull
+from workers.training.subgraph import all_ids, open_knowledge, pull
 
 K = 20
 REPORTED = (1, 5, 10)
@@ -114,6 +118,60 @@ def cuts(graph: TrainingGraph, base: float, slices: int) -> np.ndarray:
     order = np.sort(graph.inter_order)
     positions = [base + (1.0 - base) * k / slices for k in range(slices + 1)]
     return np.array([order[min(int(p * order.size), order.size) - 1] for p in positions], dtype=np.int64)
+
+
+def pairs_after(graph: TrainingGraph, cut: int) -> set[tuple[str, str]]:
+    """The (user, item) pairs of ``graph`` whose interaction is newer than ``cut`` (one row per pair,
+    ordered by its latest event): those a training on the interactions up to ``cut`` holds out."""
+    later = np.flatnonzero(graph.inter_order > cut)
+    return {
+        (graph.user_ids[int(graph.inter_user[r])], graph.item_ids[int(graph.inter_item[r])]) for r in later
+    }
+
+
+def with_training_knowledge(
+    graph: TrainingGraph, dataset: object, held_out: set[tuple[str, str]]
+) -> TrainingGraph:
+    """``graph`` with the knowledge a split that holds the ``held_out`` pairs out would import: the
+    relations ``dataset`` derives from its interactions rebuilt without those pairs' interactions
+    (:func:`kgrec.datasets.training_triples`), every other triple as pulled."""
+    nodes = [*graph.item_ids, *graph.entity_ids]
+    pulled = (
+        TripleRecord(nodes[head], graph.relation_names[relation], nodes[tail])
+        for head, relation, tail in graph.kg_triples.tolist()
+    )
+    items = set(graph.item_ids)
+
+    def label(end: str) -> str:
+        return "Item" if end in items else "Entity"  # the importer's rule: a listed item first
+
+    edges = [
+        {
+            "head": t.head,
+            "relation": t.relation,
+            "tail": t.tail,
+            "head_label": label(t.head),
+            "tail_labels": [label(t.tail)],
+        }
+        for t in training_triples(dataset, pulled, held_out)
+    ]
+    kinds = dict(zip(graph.entity_ids, graph.entity_kinds, strict=True))
+    kg = open_knowledge({item: k for k, item in enumerate(graph.item_ids)}, kinds, edges)
+    return replace(
+        graph,
+        knowledge=kg.knowledge,
+        entity_ids=kg.entity_ids,
+        entity_kinds=kg.entity_kinds,
+        relation_names=kg.relation_names,
+        kg_triples=kg.kg_triples,
+    )
+
+
+def training_graph(full: TrainingGraph, dataset: object, cut: int) -> TrainingGraph:
+    """What a training at ``cut`` sees: the interactions of ``full`` up to ``cut``, with the knowledge
+    of those pairs alone (the pull's derived relations are counted from every event, later ones too)."""
+    kept = subset(full, full.inter_order <= cut)
+    return with_training_knowledge(kept, dataset, pairs_after(full, cut))
 
 
 def rows_for(graph: TrainingGraph, users: set[str], now_ms: int) -> list[dict[str, Any]]:
@@ -213,19 +271,19 @@ def recall(artifacts: ModelArtifacts, histories: list, targets: list) -> float:
 def quality(settings: Settings, name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Recall@20 of stale, incremental and full versions on a time split of data set ``name``."""
     config = for_variant(TrainConfig(epochs=args.epochs), args.variant)
-    with scratch_graph(settings, dataset_folder(name, args.shop_factor, Path(args.work_dir))) as (
-        local,
-        gateway,
-    ):
+    folder = dataset_folder(name, args.shop_factor, Path(args.work_dir))
+    with scratch_graph(settings, folder) as (local, gateway):
         full = pull(gateway, int(time.time() * 1000), local.half_life_ms)
+        dataset = open_dataset(folder, local.datasets_dir)
     bounds = cuts(full, args.base, args.slices)
 
     def upto(k: int) -> TrainingGraph:
-        return subset(full, full.inter_order <= bounds[k])
+        return training_graph(full, dataset, int(bounds[k]))
 
     def train(k: int) -> tuple[ModelArtifacts, float]:
+        graph = upto(k)
         started = time.perf_counter()
-        result = train_model(upto(k), config, device=args.device, version=f"full-{k}")
+        result = train_model(graph, config, device=args.device, version=f"full-{k}")
         return result.artifacts, time.perf_counter() - started
 
     root, root_seconds = train(0)
@@ -236,10 +294,11 @@ def quality(settings: Settings, name: str, args: argparse.Namespace) -> dict[str
     }
     model, steps, report = root, [], {}
     for k in range(1, max(REPORTED) + 1):
+        graph = upto(k)
         started = time.perf_counter()
         model = incremental_step(
             model,
-            upto(k),
+            graph,
             int(bounds[k - 1]),
             f"inc-{k}",
             {**lineage, **(model.parameters.get("incremental") or {})},

@@ -15,9 +15,11 @@ paired t-test p (``workers.training.metrics.confidence``). A side may be several
 must have held out the same test items for the same users; otherwise it stops with a one-line reason.
 
 ``--by-popularity DATASET [--datasets-dir D] [--edges 5,20,60]`` also splits the users by how
-popular their held-out item is, its training count (its interactions in the data set less every
-test user's holding it out; a user with several test items: their median), and pairs each bucket
-on its own. Many buckets are many comparisons: a single bucket's p-value is not evidence alone.
+popular their held-out item is, its training count (the users who have it in the data set, less
+every test user's holding it out; a user with several test items: their median), and pairs each
+bucket on its own. A user's several records of one item (a view, a cart, a purchase) count once:
+the import merges them into one training edge, and the split holds out the pair with all of them.
+Many buckets are many comparisons: a single bucket's p-value is not evidence alone.
 """
 
 from __future__ import annotations
@@ -117,17 +119,19 @@ def paired_difference(a: Run, b: Run, seed: int = 7) -> dict[str, dict[str, floa
     }
 
 
-def held_out_item_popularity(items: np.ndarray, interactions: Iterable[str]) -> np.ndarray:
-    """Each user's held-out item's training count: its interactions in the data set (``interactions``,
-    every record's item id) less every test user's holding it out; a user with several test items
-    gets their median. Refuses test items the data set has fewer times than they are held out."""
-    counts = Counter(interactions)
+def held_out_item_popularity(items: np.ndarray, interactions: Iterable[tuple[str, str]]) -> np.ndarray:
+    """Each user's held-out item's training count: the distinct (user, item) pairs of it in the data
+    set (``interactions``: every record's (user id, item id); a user's several records of an item,
+    such as a view, a cart and a purchase, are one pair, as in the training graph) less every test
+    user's holding it out; a user with several test items gets their median. Refuses test items
+    fewer users have in the data set than hold them out."""
+    counts = Counter(item for _, item in set(interactions))
     held = Counter(item for joined in items for item in joined.split("\t"))
     missing = sorted(item for item, n in held.items() if counts[item] < n)
     if missing:
         raise PairingError(
-            f"{len(missing)} test items (e.g. {missing[0]!r}) occur in the data set fewer times than they "
-            "are held out: is it the runs' data set?"
+            f"{len(missing)} test items (e.g. {missing[0]!r}) have fewer users in the data set than hold "
+            "them out: is it the runs' data set?"
         )
     return np.array(
         [np.median([counts[i] - held[i] for i in joined.split("\t")]) for joined in items], dtype=np.float64
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         result = paired_difference(*sides)
         if args.by_popularity:
             records = open_dataset(args.by_popularity, args.datasets_dir).interactions()
-            popularity = held_out_item_popularity(sides[0][1], (record.item_id for record in records))
+            popularity = held_out_item_popularity(sides[0][1], ((r.user_id, r.item_id) for r in records))
             buckets = by_popularity(*sides, popularity, args.edges)
     except (OSError, KeyError, PairingError) as error:
         print(f"paired_runs: {error}", file=sys.stderr)

@@ -124,9 +124,11 @@ def test_users_are_split_by_their_test_items_popularity(tmp_path: Path) -> None:
     a = _run(tmp_path / "a.npz", better, USERS, items)
     order = rng.permutation(400)
     b = _run(tmp_path / "b.npz", base[order], [USERS[k] for k in order], [items[k] for k in order])
-    # every interaction in the data: each test row, 100 more of each popular item, 5 more of rare0
-    interactions = [i for joined in items for i in joined] + [f"popular{k}" for k in range(4)] * 100
-    interactions += ["rare0"] * 5
+    # every (user, item) pair in the data: each test pair, 100 other users of each popular item,
+    # 5 of rare0
+    interactions = [(user, i) for user, joined in zip(USERS, items, strict=True) for i in joined]
+    interactions += [(f"other{n}", f"popular{k}") for k in range(4) for n in range(100)]
+    interactions += [(f"other{n}", "rare0") for n in range(5)]
     run_a, run_b = load_run(a, "kgrec"), load_run(b, "kgrec")
     popularity = held_out_item_popularity(run_a[1], interactions)
     assert popularity[0] == 5.0 and set(popularity[1:200]) - {5.0} == {0.0}  # rare0: user 0, 40, ...
@@ -143,8 +145,18 @@ def test_users_are_split_by_their_test_items_popularity(tmp_path: Path) -> None:
     assert rare["metrics"]["recall@10"]["p"] < 1e-4
     assert popular["metrics"]["recall@10"]["diff"] == 0.0
 
-    with pytest.raises(PairingError, match="fewer times than they are held out"):
-        held_out_item_popularity(run_a[1], interactions[:-500])  # another data set
+    with pytest.raises(PairingError, match="fewer users in the data set than hold them out"):
+        held_out_item_popularity(run_a[1], interactions[:200])  # another data set
+
+
+def _split_by_popularity(
+    tmp_path: Path, folder: Path, hits: np.ndarray, users: list[str], items: list[list[str]]
+) -> tuple[Path, Path, list[str]]:
+    """Runs A (``hits``) and B (no hit) of ``users``, and the command line that splits them by the
+    popularity of their ``items`` in the data set ``folder`` at one edge, 5."""
+    a = _run(tmp_path / "a.npz", hits, users, items)
+    b = _run(tmp_path / "b.npz", np.zeros(len(users)), users, items)
+    return a, b, [str(a), str(b), "--by-popularity", str(folder), "--edges", "5"]
 
 
 def test_the_popularity_split_runs_from_the_command_line(
@@ -159,18 +171,48 @@ def test_the_popularity_split_runs_from_the_command_line(
     (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(ratings) + "\n")
     (folder / "movies.csv").write_text("movieId,title,genres\n10,Ten (1990),Drama\n20,Twenty (1991),Comedy\n")
     hits = (np.arange(40) % 3 == 0).astype(float)
-    a = _run(tmp_path / "a.npz", hits, users, items)
-    b = _run(tmp_path / "b.npz", np.zeros(40), users, items)
+    a, b, split = _split_by_popularity(tmp_path, folder, hits, users, items)
 
-    assert main([str(a), str(b), "--by-popularity", str(folder), "--edges", "5", "--json"]) == 0
+    assert main([*split, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["dataset"], result["edges"]) == (str(folder), [5.0])
     rare, popular = result["by_popularity"]
     assert (rare["users"], popular["users"], popular["popularity"]) == (20, 20, [5.0, None])
     assert rare["metrics"]["recall@10"]["diff"] == pytest.approx(hits[:20].mean())
 
-    assert main([str(a), str(b), "--by-popularity", str(folder), "--edges", "5"]) == 0
+    assert main(split) == 0
     assert "held-out items with 5 or more training interactions: 20 users" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(a), str(b), "--by-popularity", str(folder), "--edges", "20,5"])
     assert "the edges must be positive and increasing" in capsys.readouterr().err
+
+
+def test_an_items_popularity_counts_its_users_not_their_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shop's user views, carts and buys an item: three records, one (user, item) pair, one
+    training edge. The buckets count pairs, as the split and the training graph do."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    users = [f"u{k}" for k in range(20)]
+    items = [["a"] if k < 10 else ["b"] for k in range(20)]
+    rows = []
+    for k, (user, (item,)) in enumerate(zip(users, items, strict=True)):
+        rows += [f"{user},{item},{1000 + k},view,", f"{user},{item},{1001 + k},purchase,9.5"]
+    # a: 4 other users, each with a view, a cart and a purchase (12 records); b: 8 users, one view each
+    rows += [f"v{n},a,{500 + n},{kind}," for n in range(4) for kind in ("view", "cart", "purchase")]
+    rows += [f"w{n},b,{600 + n},view," for n in range(8)]
+    (folder / "interactions.csv").write_text("user_id,item_id,ts,type,value\n" + "\n".join(rows) + "\n")
+    (folder / "items.csv").write_text("item_id,title\na,A\nb,B\n")
+    hits = (np.arange(20) % 2 == 0).astype(float)
+    a, _, split = _split_by_popularity(tmp_path, folder, hits, users, items)
+
+    assert main([*split, "--json"]) == 0
+    under, over = json.loads(capsys.readouterr().out)["by_popularity"]
+    # a: 4 training users, b: 8 (counted by records: 22 and 18, both 5 or more)
+    assert (under["users"], over["users"]) == (10, 10)
+    assert under["metrics"]["recall@10"]["a"] == pytest.approx(hits[:10].mean())
+    run = load_run(a, "kgrec")
+    pairs = [(f"v{n}", "a") for n in range(4) for _ in range(3)] + [(f"w{n}", "b") for n in range(8)]
+    pairs += [(user, item) for user, (item,) in zip(users, items, strict=True) for _ in range(2)]
+    assert held_out_item_popularity(run[1], pairs).tolist() == [4.0] * 10 + [8.0] * 10
