@@ -7,7 +7,8 @@ oldest 50%) and ``--slices`` equal slices after it. ``full-0`` is trained on the
 training sees only the knowledge a split would import for it: the relations the data set derives
 from its interactions (the shop's co-occurrence links, :class:`kgrec.datasets.DerivedKnowledge`)
 rebuilt without every (user, item) pair after its cut (:func:`kgrec.datasets.training_triples`),
-so no test pair's events reach them. Then
+so no test pair's events reach them, and no triple stated after its cut (a MovieLens tag a user
+added later: :func:`kgrec.datasets.stated_before`, the evaluation split's rule). Then
 for k = 1 … 10, slice k arrives and the incremental update (the same
 :func:`~workers.training.incremental.refresh_partition` and
 :func:`~workers.training.incremental.merge` the Celery tasks run, its 2-hop pulls served from
@@ -44,7 +45,7 @@ import platform
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -56,7 +57,7 @@ from bench.common import parsed_device
 from bench.scale import shop_spec
 from graph_schema.statements.training import TRAINING_ITEM_IDS, TRAINING_USER_IDS
 from kgrec.config import Settings
-from kgrec.datasets import TripleRecord, open_dataset, training_triples
+from kgrec.datasets import Dataset, TripleRecord, open_dataset, stated_before, training_triples
 from kgrec.demo_shop import generate_shop
 from kgrec.embedded import EmbeddedServer
 from kgrec.events.ingest import ingest
@@ -129,17 +130,33 @@ def pairs_after(graph: TrainingGraph, cut: int) -> set[tuple[str, str]]:
     }
 
 
+def stated_after(statements: Iterable[TripleRecord], cut: int) -> set[tuple[str, str, str]]:
+    """The (head, relation, tail) of ``statements`` whose every statement is dated after ``cut`` (the
+    import keeps one edge per triple, however many users stated it and when): a tag added later."""
+    later: set[tuple[str, str, str]] = set()
+    known: set[tuple[str, str, str]] = set()
+    for triple in statements:
+        # Times are whole ms: before cut + 1 is up to the cut. An undated triple is known throughout.
+        (later if stated_before(triple, cut + 1) is False else known).add(triple[:3])
+    return later - known
+
+
 def with_training_knowledge(
-    graph: TrainingGraph, dataset: object, held_out: set[tuple[str, str]]
+    graph: TrainingGraph,
+    dataset: object,
+    held_out: set[tuple[str, str]],
+    later: Collection[tuple[str, str, str]] = (),
 ) -> TrainingGraph:
     """``graph`` with the knowledge a split that holds the ``held_out`` pairs out would import: the
     relations ``dataset`` derives from its interactions rebuilt without those pairs' interactions
-    (:func:`kgrec.datasets.training_triples`), every other triple as pulled."""
+    (:func:`kgrec.datasets.training_triples`), the triples stated ``later`` left out, every other
+    triple as pulled."""
     nodes = [*graph.item_ids, *graph.entity_ids]
-    pulled = (
+    every = (
         TripleRecord(nodes[head], graph.relation_names[relation], nodes[tail])
         for head, relation, tail in graph.kg_triples.tolist()
     )
+    pulled = (triple for triple in every if triple[:3] not in later)
     items = set(graph.item_ids)
 
     def label(end: str) -> str:
@@ -167,11 +184,14 @@ def with_training_knowledge(
     )
 
 
-def training_graph(full: TrainingGraph, dataset: object, cut: int) -> TrainingGraph:
+def training_graph(full: TrainingGraph, dataset: Dataset, cut: int) -> TrainingGraph:
     """What a training at ``cut`` sees: the interactions of ``full`` up to ``cut``, with the knowledge
-    of those pairs alone (the pull's derived relations are counted from every event, later ones too)."""
+    of those pairs alone (the pull's derived relations are counted from every event, later ones too)
+    and stated up to ``cut`` (the pull keeps no statement's time: a tag added after the cut would
+    tell the training what the user watched next). ``cut`` is a time: the data sets here have them."""
     kept = subset(full, full.inter_order <= cut)
-    return with_training_knowledge(kept, dataset, pairs_after(full, cut))
+    later = stated_after(dataset.triples(), cut)
+    return with_training_knowledge(kept, dataset, pairs_after(full, cut), later)
 
 
 def rows_for(graph: TrainingGraph, users: set[str], now_ms: int) -> list[dict[str, Any]]:

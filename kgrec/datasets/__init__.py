@@ -86,6 +86,16 @@ def training_triples(
     yield from cast(DerivedKnowledge, dataset).derived_triples(held_out)
 
 
+def stated_before(triple: TripleRecord, moment: int | None) -> bool | None:
+    """Whether ``triple`` was stated before ``moment`` (epoch ms), for a split that must not train on
+    knowledge stated later (a MovieLens tag carries its user and time); None when the triple or the
+    moment has no time, which each split settles: the evaluation's holds a test user's undated
+    statements out, bench/incremental.py's time split keeps undated triples (catalogue knowledge)."""
+    if triple.ts is None or moment is None:
+        return None
+    return triple.ts < moment
+
+
 # How a folder's layout is recognised: the files it must hold (each plain or .gz), first match wins.
 LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kgrec", ("interactions.csv",)),

@@ -51,6 +51,7 @@ from kgrec.datasets import (
     ItemRecord,
     TripleRecord,
     open_dataset,
+    stated_before,
     training_triples,
 )
 from kgrec.datasets.kgat import KgatDataset
@@ -198,9 +199,8 @@ class SplitDataset:
     def _held_out(self, triple: TripleRecord) -> bool:
         if triple.user_id is None or triple.user_id not in self.test:
             return False
-        cutoff = self.cutoff.get(triple.user_id)
         # Without both times the triple cannot be shown to precede the test: leave it out.
-        return triple.ts is None or cutoff is None or triple.ts >= cutoff
+        return stated_before(triple, self.cutoff.get(triple.user_id)) is not True
 
 
 def leave_last_out(dataset: Dataset, seed: int = SPLIT_TIE_SEED) -> SplitDataset:
