@@ -32,7 +32,7 @@ import requests
 from bench.api import model_and_users, prepare, summarise
 from bench.common import serve_api, server_histogram, server_side
 from bench.loadgen import open_loop
-from graph_schema.statements.audiences import LARGEST_AUDIENCES
+from graph_schema.bench_statements import LARGEST_AUDIENCES
 from graph_schema.statements.rules import ALL_RULES
 from kgrec.config import Settings
 from kgrec.runtime import graph_session

@@ -1,14 +1,17 @@
-"""Statements only the benchmarks send (a read as it was before, timed against today's in one run).
+"""Statements the product never sends: the benchmarks' own reads, and the tests' checks of a graph.
 
-The product never sends these, so they stay out of the serving catalogue
-(``graph_schema.statements``, :func:`graph_schema.catalogue.all_statements`); the lint test
+They stay out of the serving catalogue (``graph_schema.statements``,
+:func:`graph_schema.catalogue.all_statements`), which holds only what kgrec sends; the lint test
 walks them as well (:func:`graph_schema.catalogue.bench_statements`).
 """
 
 from __future__ import annotations
 
-from graph_schema.catalogue import read
+from graph_schema.catalogue import Statement, read
+from graph_schema.statements.audiences import AUDIENCE_TARGETS
 from graph_schema.statements.models import FOLDED_ROWS
+
+# --- the benchmarks ------------------------------------------------------------------------------
 
 # FOLDED_ITEMS as it was before 2026-12-07, walking every EMBEDDING edge of the version: for
 # bench/folded_items.py's same-run comparison (serving reads FOLDED_ITEMS).
@@ -17,4 +20,33 @@ FOLDED_ITEMS_BY_WALK = read(
     "MATCH (:ModelVersion {id: $version})-[e:EMBEDDING]->(i:Item)\n"
     "    WHERE e.folded_at IS NOT NULL" + FOLDED_ROWS,
     version="v1700000000000",
+)
+
+# The targets with the most interested users, by a full scan of the edges: bench/merchandising.py
+# picks the brands and categories whose audiences it pages (serving reads one target's audience,
+# graph_schema.statements.audiences).
+LARGEST_AUDIENCES: dict[str, Statement] = {
+    kind: read(
+        f"largest_audiences_{kind}",
+        f"""
+        MATCH (t:{label})<-[x:{rel}]-(:User)
+        RETURN t.id AS id, count(x) AS users
+        ORDER BY users DESC, id
+        LIMIT $limit
+        """,
+        limit=10,
+    )
+    for kind, (label, rel) in AUDIENCE_TARGETS.items()
+}
+
+# --- the tests' checks ---------------------------------------------------------------------------
+
+# How many distinct items some user interacted with: tests/test_import.py checks an import against
+# the data set's own count (nothing kgrec serves or trains needs the number).
+INTERACTED_ITEM_COUNT = read(
+    "interacted_item_count",
+    """
+    MATCH (:User)-[:INTERACTED]->(i:Item)
+    RETURN count(DISTINCT i) AS count
+    """,
 )

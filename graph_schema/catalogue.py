@@ -107,8 +107,8 @@ def all_statements() -> list[Statement]:
 
 
 def bench_statements() -> list[Statement]:
-    """The statements only the benchmarks send (``graph_schema.bench_statements``), kept out of
-    :func:`all_statements` so that the catalogue holds only what the product runs."""
+    """The statements only the benchmarks and the tests' checks send (``graph_schema.bench_statements``),
+    kept out of :func:`all_statements` so that the catalogue holds only what the product runs."""
     from graph_schema import bench_statements as module
 
     return _statements_of([module])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from graph_schema.allow_list import BEHAVIOURS
+from graph_schema.bench_statements import INTERACTED_ITEM_COUNT
 from graph_schema.statements import admin
 from graph_schema.statements import dataset_import as import_statements
 from graph_schema.statements.privacy import ERASE_USER
@@ -93,7 +94,7 @@ def test_subset_import_counts_are_exact(
     report = import_dataset(gateway, open_dataset(str(beauty_subset), settings.datasets_dir), settings)
     nodes, rels = counts(gateway)
     assert nodes["User"] == 100
-    assert int(gateway.read(admin.INTERACTED_ITEM_COUNT)[0]["count"]) == 1_100
+    assert int(gateway.read(INTERACTED_ITEM_COUNT)[0]["count"]) == 1_100
     assert nodes["Item"] == 1_100 + 29_849  # rated items + co-purchase targets outside them
     assert nodes["Brand"] == 450
     assert nodes["Category"] == 181
@@ -189,7 +190,7 @@ def test_full_amazon_beauty_import(gateway: GraphGateway, settings: Settings) ->
     report = import_dataset(gateway, open_dataset("amazon-beauty", settings.datasets_dir), settings)
     nodes, rels = counts(gateway)
     assert nodes["User"] == 22_363
-    assert int(gateway.read(admin.INTERACTED_ITEM_COUNT)[0]["count"]) == 12_101
+    assert int(gateway.read(INTERACTED_ITEM_COUNT)[0]["count"]) == 12_101
     assert rels["INTERACTED"] == 198_502
     # PGPR's brand list has 2,077 entries, one of them the empty string (18 triples
     # "produced_by,<empty>"): kgrec reports those rows and keeps 2,076 real brands.

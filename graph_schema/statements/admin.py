@@ -33,14 +33,6 @@ RELATIONSHIP_COUNTS = read(
     """,
 )
 
-INTERACTED_ITEM_COUNT = read(
-    "interacted_item_count",
-    """
-    MATCH (:User)-[:INTERACTED]->(i:Item)
-    RETURN count(DISTINCT i) AS count
-    """,
-)
-
 ITEM_COUNT = read(
     "item_count",
     """

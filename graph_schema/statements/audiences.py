@@ -109,18 +109,3 @@ AUDIENCE_PAGE: dict[str, Statement] = {
 AUDIENCE_SIZE: dict[str, Statement] = {
     kind: read(f"audience_size_{kind}", _render(kind, _SIZE), **_EXAMPLE) for kind in AUDIENCE_TARGETS
 }
-
-# The targets with the most interested users (a full scan of the edges: for consoles and benchmarks).
-LARGEST_AUDIENCES: dict[str, Statement] = {
-    kind: read(
-        f"largest_audiences_{kind}",
-        f"""
-        MATCH (t:{label})<-[x:{rel}]-(:User)
-        RETURN t.id AS id, count(x) AS users
-        ORDER BY users DESC, id
-        LIMIT $limit
-        """,
-        limit=10,
-    )
-    for kind, (label, rel) in AUDIENCE_TARGETS.items()
-}

@@ -256,15 +256,6 @@ RECORD_GATE_DECISION = write(
     experiment="",
 )
 
-EMBEDDINGS_OF_VERSION = read(
-    "embeddings_of_version",
-    """
-    MATCH (:ModelVersion {id: $version})-[e:EMBEDDING]->(n:Item)
-    RETURN n.id AS id, e.vector AS vector
-    """,
-    version="v1700000000000",
-)
-
 # Garbage collection in bounded batches: embeddings (adjustments, topic links) first, then the node
 # (Neo4j deletes no node that still has relationships). Only while the version's `owner` is the one
 # the collection read ('' for none): a redelivery that claimed the version since (CREATE_VERSION
