@@ -22,6 +22,7 @@ from graph_schema.statements.knowledge import (
     move_twin_edges,
 )
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS, RECORD_MIGRATION
+from graph_schema.statements.models import MARK_FOLDED_VERSIONS
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 
@@ -120,9 +121,23 @@ def merge_twin_entities(gateway: GraphGateway, *, twins: int = 1000, edges: int 
     return merged
 
 
+def mark_folded_versions(gateway: GraphGateway, *, edges: int = 10_000) -> int:
+    """Give each EMBEDDING edge folded in before 2026-12-07 (``folded_at``, no ``folded_version``)
+    its version's id, ``edges`` edges per statement; returns how many were marked.
+
+    Migration 0015's own SET does the same in one statement over all of them, which held every
+    other client of the server back on a graph of many folded items: after this it finds none left.
+    """
+    marked = 0
+    while done := int(gateway.write(MARK_FOLDED_VERSIONS, {"limit": edges}).rows[0]["marked"]):
+        marked += done
+    return marked
+
+
 # Keyed by migration id; each runs before the statements of its file.
 STEPS: dict[str, Callable[[GraphGateway], object]] = {
     f"{SHARED_SCOPE}/0013_twin_entities_merged": merge_twin_entities,
+    **{f"{engine}/0015_folded_embeddings": mark_folded_versions for engine in ("falkordb", "neo4j")},
 }
 
 

@@ -14,6 +14,7 @@ from kgrec.migrations import (
     STEPS,
     MigrationError,
     discover,
+    mark_folded_versions,
     merge_twin_entities,
     migrate,
     migrations_dir,
@@ -87,8 +88,7 @@ def test_badly_named_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_step_has_its_migration_file() -> None:
-    for engine in ("falkordb", "neo4j"):
-        assert set(STEPS) <= {m.id for m in discover(engine)}
+    assert set(STEPS) <= {m.id for engine in ("falkordb", "neo4j") for m in discover(engine)}
 
 
 def _edges(gateway: GraphGateway) -> list[tuple[str, str, str, dict[str, object]]]:
@@ -179,3 +179,34 @@ def test_items_folded_in_before_the_index_are_found_through_it(gateway: GraphGat
         ("v-old", "trained", None),
         ("v-other", "trained", "v-other"),
     ]
+
+
+def test_folded_edges_are_marked_in_batches_before_the_migrations_own_set(gateway: GraphGateway) -> None:
+    """Migration 0015's step marks the edges ``edges`` at a time (its file's one SET over all of them
+    held the server), all of them however many batches that takes, and again finds nothing."""
+    migration = f"{gateway.engine}/0015_folded_embeddings"
+    assert STEPS[migration] is mark_folded_versions
+    gateway.run_query(
+        "CREATE (m:ModelVersion {id: 'v-a'}), (n:ModelVersion {id: 'v-b'})"
+        " WITH m, n UNWIND range(1, 23) AS k"
+        " CREATE (i:Item {id: 'i' + toString(k)}),"
+        "        (m)-[:EMBEDDING {vector: [1.0], folded_at: k}]->(i),"
+        "        (n)-[:EMBEDDING {vector: [2.0]}]->(i)",
+        {},
+    )
+    gateway.run_query(
+        "MATCH (n:ModelVersion {id: 'v-b'}), (i:Item) WHERE i.id IN ['i1', 'i2']"
+        " CREATE (n)-[:EMBEDDING {vector: [3.0], folded_at: 1}]->(:Item {id: 'x' + i.id})",
+        {},
+    )
+    assert mark_folded_versions(gateway, edges=10) == 25  # three batches
+    marks = gateway.run_query(
+        "MATCH (m:ModelVersion)-[e:EMBEDDING]->(:Item) RETURN m.id AS m, e.folded_at IS NOT NULL AS folded,"
+        " e.folded_version AS f",
+        {},
+    )
+    assert sorted((r["m"], r["folded"], r["f"]) for r in marks) == sorted(
+        [("v-a", True, "v-a")] * 23 + [("v-b", False, None)] * 23 + [("v-b", True, "v-b")] * 2
+    )
+    assert mark_folded_versions(gateway, edges=10) == 0  # idempotent
+    assert [r["id"] for r in gateway.read(FOLDED_ITEMS, {"version": "v-b"})] == ["xi1", "xi2"]
