@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +97,34 @@ def pending(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
             + " (restore them and add a new migration instead)"
         )
     return [m for m in available if m.id not in applied]
+
+
+PENDING_RECHECK_S = 2.0  # how soon a serving process sees `kgrec migrate` done
+
+
+class PendingMigrations:
+    """The ids of the migrations a serving process's graph still lacks, for its readiness probe:
+    read at most every ``recheck_s`` while some are pending, and never again once none is
+    (migrations only ever get applied).
+    """
+
+    def __init__(self, root: Path, recheck_s: float = PENDING_RECHECK_S) -> None:
+        self.root = root
+        self.recheck_s = recheck_s
+        self._lock = threading.Lock()
+        self._ids: list[str] | None = None  # None: not read yet
+        self._read_at = 0.0
+
+    def ids(self, gateway: GraphGateway) -> list[str]:
+        """The pending migrations' ids (:func:`pending`; its errors, a graph's included, pass)."""
+        with self._lock:
+            held = self._ids
+            if held is not None and (not held or time.monotonic() - self._read_at < self.recheck_s):
+                return list(held)
+        ids = [m.id for m in pending(gateway, self.root)]
+        with self._lock:
+            self._ids, self._read_at = ids, time.monotonic()
+        return list(ids)
 
 
 def merge_twin_entities(gateway: GraphGateway, *, twins: int = 1000, edges: int = 10_000) -> int:

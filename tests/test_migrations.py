@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from app import create_app
+from app.openapi import openapi_document
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS
 from graph_schema.statements.models import FOLDED_ITEMS
+from kgrec.config import Settings
 from kgrec.gateway import GraphGateway, GraphQueryError
 from kgrec.migrations import (
+    PENDING_RECHECK_S,
     STEPS,
     MigrationError,
     discover,
@@ -21,6 +26,7 @@ from kgrec.migrations import (
     pending,
 )
 from tests.conftest import ON_NEO4J
+from tests.openapi_check import undocumented
 
 
 def test_discover_orders_shared_and_engine_files() -> None:
@@ -210,3 +216,39 @@ def test_folded_edges_are_marked_in_batches_before_the_migrations_own_set(gatewa
     )
     assert mark_folded_versions(gateway, edges=10) == 0  # idempotent
     assert [r["id"] for r in gateway.read(FOLDED_ITEMS, {"version": "v-b"})] == ["xi1", "xi2"]
+
+
+def test_readiness_names_pending_migrations_until_migrate_has_run(
+    broker_graph: tuple[dict[str, str], Settings, GraphGateway],
+) -> None:
+    """A serving process started before `kgrec migrate` would read folded items by a property the
+    migration backfills, and miss them: /readyz says so, then sees the migration applied within
+    the re-check interval, and, once none is pending, stops asking."""
+    _, settings, gateway = broker_graph
+    gateway.run_query("CREATE (:ModelVersion {id: 'v-ready', active: true})", {})
+    migration = f"{gateway.engine}/0015_folded_embeddings"
+    gateway.run_query("MATCH (m:Migration {id: $id}) DELETE m", {"id": migration})
+    app = create_app(settings)
+    client = app.test_client()
+    document = openapi_document(app)
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert ready.json["error"] == "migrations_pending" and migration in ready.json["detail"]
+    assert "kgrec migrate" in ready.json["detail"] and int(ready.headers["Retry-After"]) > 0
+    assert undocumented(document, "get", "/readyz", 503, ready.json) == []
+
+    assert [m.id for m in migrate(gateway)] == [migration]
+    migrated = time.monotonic()
+    ready = client.get("/readyz")
+    while ready.status_code != 200 and time.monotonic() - migrated < PENDING_RECHECK_S + 1:
+        time.sleep(0.1)
+        ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json["model_version"] == "v-ready"
+
+    # Migrations are never unapplied: once none is pending, the probe no longer reads them.
+    gateway.run_query("MATCH (m:Migration {id: $id}) DELETE m", {"id": migration})
+    time.sleep(PENDING_RECHECK_S + 0.5)
+    assert client.get("/readyz").status_code == 200
+    migrate(gateway)
