@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from kgrec.errors import NoActiveModel, NotFound
+from kgrec.errors import MigrationsPending, NoActiveModel, NotFound
 from kgrec.gateway import GraphTimeout, GraphUnavailable
 from kgrec.impressions import ImpressionsUnavailable
 from kgrec.job_queue import JobQueueUnavailable
@@ -69,6 +69,10 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(503, error, detail)
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
+
+    @app.errorhandler(MigrationsPending)
+    def migrations_pending(exc: MigrationsPending) -> Response:
+        return retry_later("migrations_pending", exc.detail)
 
     @app.errorhandler(GraphUnavailable)
     def graph_unavailable(exc: GraphUnavailable) -> Response:

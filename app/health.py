@@ -12,6 +12,7 @@ from app.graph import serving, settings
 from app.impressions import impression_store
 from app.openapi import api, responses
 from app.schemas import Error, GraphStats, Readiness, Status
+from kgrec.migrations import PENDING_RECHECK_S
 
 bp = Blueprint("health", __name__)
 
@@ -37,12 +38,14 @@ def healthz() -> Response:
         HTTP_503=(
             Error,
             "the graph (`graph_unavailable`) or the impression store (`impressions_unavailable`) is "
-            "unreachable, or no model is active (`no_model`)",
+            "unreachable, the graph lacks migrations this version reads by (`migrations_pending`, "
+            f"naming them: run `kgrec migrate`; re-checked every {PENDING_RECHECK_S:g} s until none is "
+            "left), or no model is active (`no_model`)",
         ),
     )
 )
 def readyz() -> Response:
-    """The graph is reachable, a model is active, and the impression store answers (when recording)."""
+    """The graph answers and is migrated, a model is active, and (recording) the impression store answers."""
     ready = serving().readiness()
     if settings().record_impressions:
         # Not ready while the store is down, although recommendations are still journalled: impression

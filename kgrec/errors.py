@@ -23,3 +23,15 @@ class ArgumentProblem(Exception):
 
 class NotFound(ArgumentProblem):
     """The thing an id names does not exist; ``field`` names the argument that carried the id."""
+
+
+class MigrationsPending(Exception):
+    """The graph lacks migrations this code reads by (``ids``): ``kgrec migrate`` has not run yet."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self.detail = (
+            f"the graph lacks {len(ids)} migration(s) this version reads by: {', '.join(ids)} "
+            "(run `kgrec migrate`); until then some reads miss data (folded-in items, for one)"
+        )
+        super().__init__(self.detail)

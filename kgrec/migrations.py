@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from graph_schema.statements.knowledge import (
     move_twin_edges,
 )
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS, RECORD_MIGRATION
+from graph_schema.statements.models import MARK_FOLDED_VERSIONS
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 
@@ -97,6 +99,34 @@ def pending(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
     return [m for m in available if m.id not in applied]
 
 
+PENDING_RECHECK_S = 2.0  # how soon a serving process sees `kgrec migrate` done
+
+
+class PendingMigrations:
+    """The ids of the migrations a serving process's graph still lacks, for its readiness probe:
+    read at most every ``recheck_s`` while some are pending, and never again once none is
+    (migrations only ever get applied).
+    """
+
+    def __init__(self, root: Path, recheck_s: float = PENDING_RECHECK_S) -> None:
+        self.root = root
+        self.recheck_s = recheck_s
+        self._lock = threading.Lock()
+        self._ids: list[str] | None = None  # None: not read yet
+        self._read_at = 0.0
+
+    def ids(self, gateway: GraphGateway) -> list[str]:
+        """The pending migrations' ids (:func:`pending`; its errors, a graph's included, pass)."""
+        with self._lock:
+            held = self._ids
+            if held is not None and (not held or time.monotonic() - self._read_at < self.recheck_s):
+                return list(held)
+        ids = [m.id for m in pending(gateway, self.root)]
+        with self._lock:
+            self._ids, self._read_at = ids, time.monotonic()
+        return list(ids)
+
+
 def merge_twin_entities(gateway: GraphGateway, *, twins: int = 1000, edges: int = 10_000) -> int:
     """Merge each Entity that has an Item's id into that Item; returns how many were merged.
 
@@ -120,9 +150,23 @@ def merge_twin_entities(gateway: GraphGateway, *, twins: int = 1000, edges: int 
     return merged
 
 
+def mark_folded_versions(gateway: GraphGateway, *, edges: int = 10_000) -> int:
+    """Give each EMBEDDING edge folded in before 2026-12-07 (``folded_at``, no ``folded_version``)
+    its version's id, ``edges`` edges per statement; returns how many were marked.
+
+    Migration 0015's own SET does the same in one statement over all of them, which held every
+    other client of the server back on a graph of many folded items: after this it finds none left.
+    """
+    marked = 0
+    while done := int(gateway.write(MARK_FOLDED_VERSIONS, {"limit": edges}).rows[0]["marked"]):
+        marked += done
+    return marked
+
+
 # Keyed by migration id; each runs before the statements of its file.
 STEPS: dict[str, Callable[[GraphGateway], object]] = {
     f"{SHARED_SCOPE}/0013_twin_entities_merged": merge_twin_entities,
+    **{f"{engine}/0015_folded_embeddings": mark_folded_versions for engine in ("falkordb", "neo4j")},
 }
 
 

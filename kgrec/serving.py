@@ -31,7 +31,7 @@ from kgrec import catalogue, erasure, model_versions, rules
 from kgrec.config import Settings
 from kgrec.decay import decayed, shown_weight
 from kgrec.diversity import POOL, Diversity, ItemGroups, diversify
-from kgrec.errors import NoActiveModel, NotFound
+from kgrec.errors import MigrationsPending, NoActiveModel, NotFound
 from kgrec.events.ingest import IngestResult, ingest
 from kgrec.events.validation import Event
 from kgrec.explanations import (
@@ -49,6 +49,7 @@ from kgrec.impressions import ErasedImpressions, ImpressionStore
 from kgrec.item_facts import ItemFacts
 from kgrec.job_queue import FOLD_IN_ITEMS, JobQueueUnavailable, job_client, withdraw_plans
 from kgrec.limits import MAX_SIDE_VERSIONS
+from kgrec.migrations import PendingMigrations
 from kgrec.model_store import ActiveModel, ReadyVersion, artifact_name, models_dir
 from kgrec.ranking import Ranking
 from kgrec.recommender import HistoryEntry, Recommender
@@ -216,6 +217,7 @@ class Serving:
         self.entity_counts = EntityCounts()
         self.exploration = Exploration(settings)
         self.topic_items = VersionTopicItems(models_dir(settings.data_dir))  # kgrec/search_cold_start.py
+        self.migrations = PendingMigrations(settings.migrations_dir)
 
     @property
     def gateway(self) -> GraphGateway:
@@ -685,9 +687,15 @@ class Serving:
         return item
 
     def readiness(self) -> dict[str, Any]:
-        """The graph answers and a model is active (NoActiveModel otherwise; GraphUnavailable if down)."""
+        """The graph answers, holds every migration and a model is active (GraphUnavailable if down,
+        MigrationsPending while ``kgrec migrate`` has not run, NoActiveModel before the first model)."""
         gateway = self.gateway
         gateway.read(admin.PING)
+        # A process started before `kgrec migrate` reads by what the migrations add (folded items by
+        # an indexed property, for one) and would miss data without an error: not ready until done.
+        missing = self.migrations.ids(gateway)
+        if missing:
+            raise MigrationsPending(missing)
         active = gateway.read(ACTIVE_VERSION)
         if not active:
             raise NoActiveModel("the graph answers, but no model is active yet (run `kgrec train`)")

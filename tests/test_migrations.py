@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from app import create_app
+from app.openapi import openapi_document
 from graph_schema.statements.migrations import APPLIED_MIGRATIONS
 from graph_schema.statements.models import FOLDED_ITEMS
+from kgrec.config import Settings
 from kgrec.gateway import GraphGateway, GraphQueryError
 from kgrec.migrations import (
+    PENDING_RECHECK_S,
     STEPS,
     MigrationError,
     discover,
+    mark_folded_versions,
     merge_twin_entities,
     migrate,
     migrations_dir,
     pending,
 )
 from tests.conftest import ON_NEO4J
+from tests.openapi_check import undocumented
 
 
 def test_discover_orders_shared_and_engine_files() -> None:
@@ -87,8 +94,7 @@ def test_badly_named_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_step_has_its_migration_file() -> None:
-    for engine in ("falkordb", "neo4j"):
-        assert set(STEPS) <= {m.id for m in discover(engine)}
+    assert set(STEPS) <= {m.id for engine in ("falkordb", "neo4j") for m in discover(engine)}
 
 
 def _edges(gateway: GraphGateway) -> list[tuple[str, str, str, dict[str, object]]]:
@@ -179,3 +185,70 @@ def test_items_folded_in_before_the_index_are_found_through_it(gateway: GraphGat
         ("v-old", "trained", None),
         ("v-other", "trained", "v-other"),
     ]
+
+
+def test_folded_edges_are_marked_in_batches_before_the_migrations_own_set(gateway: GraphGateway) -> None:
+    """Migration 0015's step marks the edges ``edges`` at a time (its file's one SET over all of them
+    held the server), all of them however many batches that takes, and again finds nothing."""
+    migration = f"{gateway.engine}/0015_folded_embeddings"
+    assert STEPS[migration] is mark_folded_versions
+    gateway.run_query(
+        "CREATE (m:ModelVersion {id: 'v-a'}), (n:ModelVersion {id: 'v-b'})"
+        " WITH m, n UNWIND range(1, 23) AS k"
+        " CREATE (i:Item {id: 'i' + toString(k)}),"
+        "        (m)-[:EMBEDDING {vector: [1.0], folded_at: k}]->(i),"
+        "        (n)-[:EMBEDDING {vector: [2.0]}]->(i)",
+        {},
+    )
+    gateway.run_query(
+        "MATCH (n:ModelVersion {id: 'v-b'}), (i:Item) WHERE i.id IN ['i1', 'i2']"
+        " CREATE (n)-[:EMBEDDING {vector: [3.0], folded_at: 1}]->(:Item {id: 'x' + i.id})",
+        {},
+    )
+    assert mark_folded_versions(gateway, edges=10) == 25  # three batches
+    marks = gateway.run_query(
+        "MATCH (m:ModelVersion)-[e:EMBEDDING]->(:Item) RETURN m.id AS m, e.folded_at IS NOT NULL AS folded,"
+        " e.folded_version AS f",
+        {},
+    )
+    assert sorted((r["m"], r["folded"], r["f"]) for r in marks) == sorted(
+        [("v-a", True, "v-a")] * 23 + [("v-b", False, None)] * 23 + [("v-b", True, "v-b")] * 2
+    )
+    assert mark_folded_versions(gateway, edges=10) == 0  # idempotent
+    assert [r["id"] for r in gateway.read(FOLDED_ITEMS, {"version": "v-b"})] == ["xi1", "xi2"]
+
+
+def test_readiness_names_pending_migrations_until_migrate_has_run(
+    broker_graph: tuple[dict[str, str], Settings, GraphGateway],
+) -> None:
+    """A serving process started before `kgrec migrate` would read folded items by a property the
+    migration backfills, and miss them: /readyz says so, then sees the migration applied within
+    the re-check interval, and, once none is pending, stops asking."""
+    _, settings, gateway = broker_graph
+    gateway.run_query("CREATE (:ModelVersion {id: 'v-ready', active: true})", {})
+    migration = f"{gateway.engine}/0015_folded_embeddings"
+    gateway.run_query("MATCH (m:Migration {id: $id}) DELETE m", {"id": migration})
+    app = create_app(settings)
+    client = app.test_client()
+    document = openapi_document(app)
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert ready.json["error"] == "migrations_pending" and migration in ready.json["detail"]
+    assert "kgrec migrate" in ready.json["detail"] and int(ready.headers["Retry-After"]) > 0
+    assert undocumented(document, "get", "/readyz", 503, ready.json) == []
+
+    assert [m.id for m in migrate(gateway)] == [migration]
+    migrated = time.monotonic()
+    ready = client.get("/readyz")
+    while ready.status_code != 200 and time.monotonic() - migrated < PENDING_RECHECK_S + 1:
+        time.sleep(0.1)
+        ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json["model_version"] == "v-ready"
+
+    # Migrations are never unapplied: once none is pending, the probe no longer reads them.
+    gateway.run_query("MATCH (m:Migration {id: $id}) DELETE m", {"id": migration})
+    time.sleep(PENDING_RECHECK_S + 0.5)
+    assert client.get("/readyz").status_code == 200
+    migrate(gateway)

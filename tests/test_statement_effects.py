@@ -1750,6 +1750,35 @@ def _write_folded_items(gw: GraphGateway, st: Statement) -> None:
     assert node(gw, "ModelVersion", st.params["version"])["folded_at"] == NOW + 10  # type: ignore[index]
 
 
+@effect("mark_folded_versions")
+def _mark_folded_versions(gw: GraphGateway, st: Statement) -> None:
+    query(
+        gw,
+        "CREATE (m:ModelVersion {id: 'v-old'}), (n:ModelVersion {id: 'v-new'})"
+        " CREATE (m)-[:EMBEDDING {vector: [1.0], folded_at: 1}]->(:Item {id: 'a'}),"  # marked
+        "        (m)-[:EMBEDDING {vector: [1.0], folded_at: 2}]->(:Item {id: 'b'}),"  # marked
+        "        (m)-[:EMBEDDING {vector: [1.0], folded_at: 3}]->(:Item {id: 'c'}),"  # marked
+        "        (m)-[:EMBEDDING {vector: [2.0]}]->(t:Item {id: 't'}),"  # trained: left alone
+        "        (n)-[:EMBEDDING {vector: [3.0], folded_at: 4, folded_version: 'v-new'}]->(t)",  # marked already
+    )
+    assert gw.write(st, {"limit": 2}).rows == [{"marked": 2}]  # at most $limit a statement
+    assert gw.write(st, {"limit": 2}).rows == [{"marked": 1}]
+    assert gw.write(st, {"limit": 2}).rows == [{"marked": 0}]
+    marks = query(
+        gw,
+        "MATCH (m:ModelVersion)-[e:EMBEDDING]->(i:Item) RETURN m.id AS m, i.id AS i, e.folded_version AS f",
+    )
+    assert sorted((r["m"], r["i"], r["f"]) for r in marks) == [
+        ("v-new", "t", "v-new"),
+        ("v-old", "a", "v-old"),
+        ("v-old", "b", "v-old"),
+        ("v-old", "c", "v-old"),
+        ("v-old", "t", None),
+    ]
+    (trained,) = rels(gw, "(:ModelVersion {id: 'v-old'})-[r:EMBEDDING]->(:Item {id: 't'})")
+    assert trained == {"vector": [2.0]}
+
+
 # --- incremental versions (graph_schema/statements/incremental.py) ----------------------------------
 
 

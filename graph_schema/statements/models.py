@@ -353,6 +353,23 @@ FOLDED_ITEMS = read(
     version="v1700000000000",
 )
 
+# Migration 0015's backfill, `$limit` edges per statement (kgrec.migrations.mark_folded_versions,
+# run before the file's own SET, which then finds nothing left): edges folded in before
+# 2026-12-07 carry only folded_at. One SET over every such edge was one write the server held
+# every other client back for, on a graph of many folded items.
+MARK_FOLDED_VERSIONS = write(
+    "mark_folded_versions",
+    """
+    MATCH (m:ModelVersion)-[e:EMBEDDING]->(:Item)
+    WHERE e.folded_at IS NOT NULL AND e.folded_version IS NULL
+    WITH m, e
+    LIMIT $limit
+    SET e.folded_version = m.id
+    RETURN count(*) AS marked
+    """,
+    limit=10_000,
+)
+
 # Listed items the active version cannot score yet (the periodic fold-in sweep): a page of ids after
 # $after, so that items the sweep cannot fold in (no facts, no user with a known history) are
 # stepped over rather than returned first by every sweep. `toString(i.id)` keeps the range off
