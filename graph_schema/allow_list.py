@@ -189,13 +189,13 @@ PROPERTY_KEYS: tuple[str, ...] = (
     # Schedule
     "requested_at",
     # Revision {id: 'import'}: the data set of the last bulk import, when it started and finished,
-    # and when the first import of that data set started (its interactions without a time are
+    # and when the first import of each data set started (its interactions without a time are
     # stamped then, so that an import run again changes nothing)
     "dataset",
     "started_at",
     "finished_at",
-    "first_started_at",
-    "first_starts",  # JSON text: {data set: first_started_at} of every data set imported
+    "first_started_at",  # written until 2026-12-07; still read on a record kept before first_starts
+    "first_starts",  # JSON text: {data set: first start} of every data set imported
     "job_id",
     # Topic, ABOUT, HAS_TOPIC (topics mined from item text) and review text on INTERACTED
     "keywords",

@@ -564,7 +564,7 @@ def import_dataset(
         gateway, drop_headless_attributes(gateway, prepare(dataset, settings, now_ms, erasures, first))
     )
     starts = json.dumps({**known, source: first}, sort_keys=True)
-    gateway.write(q.START_IMPORT, {"dataset": source, "now": now_ms, "first": first, "first_starts": starts})
+    gateway.write(q.START_IMPORT, {"dataset": source, "now": now_ms, "first_starts": starts})
     started = time.perf_counter()
     rows_by_step, nodes, relationships, created, skipped = load(gateway, prepared, now_ms, progress)
     gateway.after_bulk_load()
@@ -590,7 +590,8 @@ class ImportState:
     dataset: str
     started_at: int
     finished_at: int | None
-    # when the first import of ``dataset`` started (None: recorded before kgrec kept it)
+    # when the first import of ``dataset`` started, as a record kept before ``first_starts`` held
+    # it says (None: any other record; an import's start removes it)
     first_started_at: int | None = None
     # when the first import of each data set imported into this graph started, by the name the
     # record gives it (empty: recorded before kgrec kept it)

@@ -834,16 +834,53 @@ def test_a_hand_edited_first_starts_on_the_import_record_is_ignored_with_a_warni
     """``kgrec up`` reads the record on every start: an unreadable ``first_starts`` must not stop it."""
     for edited in ["{amazon-beauty: 12", '["amazon-beauty"]', '{"amazon-beauty": "soon"}']:
         gateway.write(
-            import_statements.START_IMPORT,
-            {"dataset": "amazon-beauty", "now": 5_000, "first": 4_000, "first_starts": edited},
+            import_statements.START_IMPORT, {"dataset": "amazon-beauty", "now": 5_000, "first_starts": edited}
         )
         caplog.clear()
         with caplog.at_level("WARNING", logger="kgrec.importer"):
             state = import_state(gateway)
-        assert state == ImportState("amazon-beauty", 5_000, None, 4_000, {}), edited
-        assert first_starts(state) == {"amazon-beauty": 4_000}
+        assert state == ImportState("amazon-beauty", 5_000, None, None, {}), edited
+        assert first_starts(state) == {"amazon-beauty": 5_000}
         (warning,) = caplog.records
         assert "first_starts is unreadable" in warning.getMessage() and "\n" not in warning.getMessage()
+
+
+def test_an_import_again_after_a_record_with_only_first_started_at_keeps_the_weights(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """Until 2026-12-07 the record also held ``first_started_at``, the first start of its data set,
+    which ``first_starts`` holds too. A record kept before ``first_starts`` existed has only the
+    former: importing its data set again still stamps the untimed pairs with it (their weights
+    stay), and the record written since carries no ``first_started_at``."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    rows = [[user, f"i{n}", str(n)] for user in ("u1", "u2") for n in range(3)]
+    write_csv_rows(folder / "interactions.csv", ["user_id", "item_id", "seq_index"], rows)
+    source = import_source(str(folder), tmp_path)
+    start = 1_700_000_000_000
+
+    def stamps() -> set[int]:
+        found = gateway.run_query("MATCH (:User)-[r:INTERACTED]->() RETURN DISTINCT r.weight_ts AS ts", {})
+        return {row["ts"] for row in found}
+
+    import_dataset(gateway, open_dataset(str(folder), tmp_path), settings, now_ms=start, source=source)
+    assert stamps() == {start}
+    # the record as an import before first_starts kept it: a later run of it, its first start apart
+    gateway.run_query(
+        "MATCH (r:Revision {id: 'import'}) REMOVE r.first_starts "
+        "SET r.started_at = $later, r.first_started_at = $first",
+        {"later": start + DAY_MS, "first": start},
+    )
+    assert first_starts(import_state(gateway), tmp_path) == {source: start}
+    import_dataset(
+        gateway, open_dataset(str(folder), tmp_path), settings, now_ms=start + 2 * DAY_MS, source=source
+    )
+    assert stamps() == {start}
+    (record,) = gateway.run_query("MATCH (r:Revision {id: 'import'}) RETURN properties(r) AS p", {})
+    assert "first_started_at" not in record["p"], record["p"]
+    assert import_state(gateway) == ImportState(
+        source, start + 2 * DAY_MS, record["p"]["finished_at"], None, {source: start}
+    )
 
 
 def test_an_unfinished_import_recorded_by_a_built_in_data_sets_path_is_that_data_set(tmp_path: Path) -> None:

@@ -47,7 +47,13 @@ from tests.processes import ApiProcess, background
 from tests.subsets import beauty_graph
 from workers.training.config import TrainConfig
 from workers.training.gate import Holdout, candidate_recommender
-from workers.training.holdout import hold_out_latest, in_gate_slice, min_users_to_split, tuning_targets
+from workers.training.holdout import (
+    MIN_TUNING_USERS,
+    hold_out_latest,
+    in_gate_slice,
+    min_users_to_split,
+    tuning_targets,
+)
 from workers.training.job import publish, run_training
 from workers.training.pipeline import train_model
 from workers.training.subgraph import pull
@@ -311,12 +317,11 @@ def test_small_hold_outs_are_not_split(gated: GatedGraph) -> None:
     assert gate_module.holdout(graph, None, seed=1, tuned_on=set(graph.user_ids)).targets == []
 
 
-def test_the_split_follows_the_shops_gate_min_users() -> None:
-    """A shop with KGREC_GATE_MIN_USERS=10 and 30 validation users can be gated (the gate slice
-    holds about 15): its hold-out is split, where the default's 30 leaves it whole."""
-    users = 30
-    graph = TrainingGraph(
-        user_ids=[f"shopper-{u}" for u in range(users)],
+def shoppers(user_ids: list[str]) -> TrainingGraph:
+    """A graph where each of ``user_ids`` has three interactions (enough for a validation target)."""
+    users = len(user_ids)
+    return TrainingGraph(
+        user_ids=user_ids,
         item_ids=[f"item-{i}" for i in range(5)],
         inter_user=np.repeat(np.arange(users, dtype=np.int64), 3),
         inter_item=np.array([(u + k) % 5 for u in range(users) for k in range(3)], dtype=np.int64),
@@ -324,6 +329,13 @@ def test_the_split_follows_the_shops_gate_min_users() -> None:
         inter_order=np.tile(np.arange(3, dtype=np.int64), users),
         knowledge={},
     )
+
+
+def test_the_split_follows_the_shops_gate_min_users() -> None:
+    """A shop with KGREC_GATE_MIN_USERS=10 and 30 validation users can be gated (the gate slice
+    holds about 15): its hold-out is split, where the default's 30 leaves it whole."""
+    users = 30
+    graph = shoppers([f"shopper-{u}" for u in range(users)])
     _, targets = hold_out_latest(graph)
     assert len(targets) == users
     assert tuning_targets(graph, targets, hold_gate_slice=True) == targets
@@ -332,6 +344,31 @@ def test_the_split_follows_the_shops_gate_min_users() -> None:
     assert not any(in_gate_slice(graph.user_ids[u]) for u in tuning)
     held = validation_set(graph, seed=1, hold_gate_slice=True, gate_min_users=10)
     assert sorted(held.users.tolist()) == sorted(tuning)
+
+
+def test_a_split_leaves_tuning_at_least_its_floor_however_low_the_gate_min_users() -> None:
+    """KGREC_GATE_MIN_USERS=1 split a hold-out of two users, and tuned the epoch count, λ, blend
+    weights and decay on about one. The tuning slice keeps :data:`MIN_TUNING_USERS` users: fewer
+    validation users than twice that are not split, nor are more whose tuning slice the hash leaves
+    under it; from there on the slice holds what the hash gives it."""
+    assert MIN_TUNING_USERS >= 10
+    names = [f"shopper-{u}" for u in range(400)]
+    inside = [n for n in names if in_gate_slice(n)]
+    outside = [n for n in names if not in_gate_slice(n)]
+    split_at = 2 * MIN_TUNING_USERS
+    assert min_users_to_split(1) == split_at
+    for users in (2, 4, split_at - 1):
+        graph = shoppers(outside[: users // 2] + inside[: users - users // 2])
+        _, targets = hold_out_latest(graph)
+        assert tuning_targets(graph, targets, hold_gate_slice=True, gate_min_users=1) == targets, users
+    # enough users, but the hash puts all but MIN_TUNING_USERS - 1 in the gate slice
+    graph = shoppers(outside[: MIN_TUNING_USERS - 1] + inside[:split_at])
+    _, targets = hold_out_latest(graph)
+    assert tuning_targets(graph, targets, hold_gate_slice=True, gate_min_users=1) == targets
+    graph = shoppers(outside[:MIN_TUNING_USERS] + inside[:MIN_TUNING_USERS])
+    _, targets = hold_out_latest(graph)
+    tuning = tuning_targets(graph, targets, hold_gate_slice=True, gate_min_users=1)
+    assert sorted(graph.user_ids[u] for u in tuning) == sorted(outside[:MIN_TUNING_USERS])
 
 
 @pytest.fixture(scope="module")

@@ -494,7 +494,6 @@ def _import_record(gw: GraphGateway, st: Statement) -> None:
         "created_at": NOW,
         "dataset": "amazon-beauty-kg",
         "started_at": NOW,
-        "first_started_at": NOW,
         "first_starts": start.params["first_starts"],
     }
     assert node(gw, "Revision", "import") == record
@@ -502,14 +501,15 @@ def _import_record(gw: GraphGateway, st: Statement) -> None:
     assert gw.write(finish, {"started": NOW + 1, "now": NOW + 9}).rows == []  # another import's start
     assert gw.write(finish, finish.params).rows == [{"finished_at": NOW + 60_000}]
     assert node(gw, "Revision", "import") == {**record, "finished_at": NOW + 60_000}
-    # a new start owns the record: unfinished again, with its own data set and start
+    # a new start owns the record: unfinished again, with its own data set and start; it removes
+    # the first_started_at a record kept before 2026-12-07 has (first_starts holds it)
+    query(gw, "MATCH (r:Revision {id: 'import'}) SET r.first_started_at = 7")
     starts = '{"amazon-beauty-kg": 1, "shop": 2}'
-    gw.write(start, {"dataset": "shop", "now": NOW + 5, "first": NOW + 2, "first_starts": starts})
+    gw.write(start, {"dataset": "shop", "now": NOW + 5, "first_starts": starts})
     assert node(gw, "Revision", "import") == {
         **record,
         "dataset": "shop",
         "started_at": NOW + 5,
-        "first_started_at": NOW + 2,
         "first_starts": starts,
     }
     assert node(gw, "Revision", "catalogue") == {"id": "catalogue", "revision": 3}

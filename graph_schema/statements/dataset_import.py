@@ -281,18 +281,19 @@ SET_CATEGORY_INTERESTS = _interest_statement(Label.CATEGORY)
 # when, and when it finished (null until then). An import writes in many batches, so a process
 # killed part way leaves a partial graph; `kgrec up --import` reads this to run an unfinished one
 # again (every step is idempotent) instead of serving the partial graph. `first_starts`: JSON text,
-# {data set: when its first import started}, for every data set imported into the graph.
+# {data set: when its first import started}, for every data set imported into the graph; it holds
+# what `first_started_at` held (the first start of `dataset`), which a record kept before
+# 2026-12-07 has and a start removes (kgrec.importer.first_starts still reads it on such a record).
 START_IMPORT = write(
     "start_import",
     """
     MERGE (r:Revision {id: 'import'})
     ON CREATE SET r.created_at = $now
-    SET r.dataset = $dataset, r.started_at = $now, r.first_started_at = $first,
-        r.first_starts = $first_starts, r.finished_at = null
+    SET r.dataset = $dataset, r.started_at = $now, r.first_starts = $first_starts,
+        r.first_started_at = null, r.finished_at = null
     """,
     dataset="amazon-beauty-kg",
     now=1700000000000,
-    first=1700000000000,
     first_starts='{"amazon-beauty-kg": 1700000000000}',
 )
 # Only the import that started at $started finishes the record (a later start owns it).

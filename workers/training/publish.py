@@ -94,25 +94,58 @@ def staged_path(path: Path, owner: str) -> Path:
     return path.with_name(f".{path.stem}.{owner}{path.suffix}")
 
 
-def stage(artifacts: ModelArtifacts, basis: FoldInBasis | None, folder: Path, owner: str) -> dict[Path, Path]:
-    """Write a version's artifact (and its fold-in ``basis``) under the staged names of the
-    write-back holding ``owner``; returns each staged path with its final one, for :func:`claim`.
-    A failure while staging (a full disk) deletes what was staged before it is raised."""
-    final = folder / artifact_name(artifacts.version)
-    staged = {staged_path(final, owner): final}
-    if basis is not None:
-        final_basis = basis_path(folder, final.name)
-        staged[staged_path(final_basis, owner)] = final_basis
+def stage_files(writers: Mapping[Path, Callable[[Path], object]], owner: str) -> dict[Path, Path]:
+    """Write a version's files (``writers``: each file's final path → what writes it to the path
+    it is given) under the staged names of the write-back holding ``owner`` (:func:`staged_path`);
+    returns each staged path with its final one, for :func:`place_staged`. A failure while staging
+    (a full disk) deletes what was staged before it is raised."""
+    staged = {staged_path(final, owner): final for final in writers}
     try:
-        save_artifacts(artifacts, folder, file_name=staged_path(final, owner).name)
-        if basis is not None:
-            basis.save(staged_path(final_basis, owner))
+        for path, final in staged.items():
+            writers[final](path)
     except BaseException:
         for path in staged:
             with contextlib.suppress(OSError):  # the failure raised is the one to report
                 path.unlink(missing_ok=True)
         raise
     return staged
+
+
+def place_staged(staged: Mapping[Path, Path], admitted: Callable[[], None]) -> None:
+    """Move each staged file into place (``staged``: staged → final path, as :func:`stage_files`
+    returns it) once ``admitted()`` returned, both under the claim lock of the files' folder
+    (:func:`claim_lock`), so no later claim comes between them. ``admitted`` raises when the
+    write-back may not place its files: its claim was refused (:func:`claim`), or another delivery
+    owns the version now (:func:`still_owned`). The staged files are deleted either way."""
+    try:
+        with claim_lock(next(iter(staged.values())).parent if staged else None):
+            admitted()
+            for path, final in staged.items():
+                path.replace(final)
+    finally:
+        for path in staged:
+            path.unlink(missing_ok=True)
+
+
+def still_owned(gateway: GraphGateway, version: str, owner: str) -> None:
+    """Return when the write-back holding ``owner`` still owns ``version``; :class:`VersionSuperseded`
+    when another delivery owns it now (or it is gone)."""
+    row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+    if row is None or row["owner"] != owner:
+        raise VersionSuperseded(version)
+
+
+def stage(artifacts: ModelArtifacts, basis: FoldInBasis | None, folder: Path, owner: str) -> dict[Path, Path]:
+    """Write a version's artifact (and its fold-in ``basis``) under the staged names of the
+    write-back holding ``owner`` (:func:`stage_files`); returns each staged path with its final
+    one, for :func:`claim`."""
+    final = folder / artifact_name(artifacts.version)
+    writers: dict[Path, Callable[[Path], object]] = {
+        final: lambda path: save_artifacts(artifacts, path.parent, file_name=path.name)
+    }
+    if basis is not None:
+        writers[basis_path(folder, final.name)] = basis.save
+    return stage_files(writers, owner)
 
 
 def remove_stale_staged(models_folder: Path, older_than_ms: int = UNSETTLED_GRACE_MS) -> list[str]:
@@ -143,20 +176,17 @@ def claim(
     Raises :class:`VersionPublished` when the version settled: its files are left as they are and
     the staged ones deleted (so are they when the claim fails otherwise). A delivery that claims
     the version later replaces the files with its own. The claim and the moves hold the models
-    folder's claim lock (:func:`claim_lock`), so no later claim comes between them.
+    folder's claim lock (:func:`place_staged`), so no later claim comes between them.
     """
-    try:
-        with claim_lock(next(iter(staged.values())).parent if staged else None):
-            rows = gateway.write(statement, params).rows
-            if not rows:  # CREATE_CHILD_VERSION of a parent collected meanwhile
-                raise RuntimeError(f"model version {params['id']} could not be created: its parent is gone")
-            if not rows[0]["claimed"]:
-                raise VersionPublished(params["id"])
-            for path, final in staged.items():
-                path.replace(final)
-    finally:
-        for path in staged:
-            path.unlink(missing_ok=True)
+
+    def claimed() -> None:
+        rows = gateway.write(statement, params).rows
+        if not rows:  # CREATE_CHILD_VERSION of a parent collected meanwhile
+            raise RuntimeError(f"model version {params['id']} could not be created: its parent is gone")
+        if not rows[0]["claimed"]:
+            raise VersionPublished(params["id"])
+
+    place_staged(staged, claimed)
 
 
 @contextlib.contextmanager
@@ -300,24 +330,16 @@ def mark_ready(gateway: GraphGateway, version: str, owner: str, erased: list[dic
 
 def save_topic_items(gateway: GraphGateway, models_folder: Path, items: TopicItems, owner: str) -> Path:
     """Write ``items`` (its version's topic-items file) for the write-back holding ``owner``, as its
-    other files: under its staged name (:func:`staged_path`), moved into place under the claim lock
-    (:func:`claim_lock`) only while that write-back owns the version; :class:`VersionSuperseded`
-    otherwise, the staged file deleted. Returns the final path.
+    other files: staged (:func:`stage_files`), moved into place under the claim lock
+    (:func:`place_staged`) only while that write-back owns the version (:func:`still_owned`);
+    :class:`VersionSuperseded` otherwise, the staged file deleted. Returns the final path.
 
     Written in place, the file of a delivery taken over after its clear of the topics
     (:func:`clear_topics`) replaced the one of the delivery that owns the version now. The claim
     lock orders the move against any later claim: a claim after it brings its own file later."""
     final = topic_items_path(models_folder, items.version)
-    staged = staged_path(final, owner)
-    try:
-        items.save(models_folder, file_name=staged.name)
-        with claim_lock(models_folder):
-            row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == items.version), None)
-            if row is None or row["owner"] != owner:
-                raise VersionSuperseded(items.version)
-            staged.replace(final)
-    finally:
-        staged.unlink(missing_ok=True)
+    staged = stage_files({final: lambda path: items.save(path.parent, file_name=path.name)}, owner)
+    place_staged(staged, lambda: still_owned(gateway, items.version, owner))
     return final
 
 
