@@ -128,6 +128,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "surface",
     # User
     "flagged_bot",
+    "flagged_at",
     "rate_minute",
     "rate_count",
     # Event (idempotency keys)

@@ -532,7 +532,7 @@ def load(
         else:
             nodes += written
     # a property of users written above, neither a node nor a relationship of its own
-    gateway.write_batches(q.FLAG_BOTS, prepared.bots, param="ids", batch_size=batch_size)
+    gateway.write_batches(q.FLAG_BOTS, prepared.bots, param="ids", batch_size=batch_size, clock="at")
     rows_by_step["bots"] = len(prepared.bots)
     return rows_by_step, nodes, relationships, created, skipped
 

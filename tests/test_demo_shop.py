@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,7 +183,9 @@ def test_the_shop_imports_cleanly_with_bots_flagged(
     generate_shop(ShopSpec(users=500, items=200, seed=5), tmp_path)
     manifest = json.loads((tmp_path / "demo_shop.json").read_text())
     items = read_rows(tmp_path / "items.csv")
+    started = int(time.time() * 1000)
     report = import_dataset(gateway, open_dataset(str(tmp_path), settings.datasets_dir), settings)
+    finished = int(time.time() * 1000)
     assert report.problems == []
     nodes = {r["label"]: int(r["count"]) for r in gateway.read(admin.NODE_COUNTS)}
     rels = {r["type"]: int(r["count"]) for r in gateway.read(admin.RELATIONSHIP_COUNTS)}
@@ -196,8 +199,12 @@ def test_the_shop_imports_cleanly_with_bots_flagged(
     assert rels["SUBCATEGORY_OF"] == nodes["Category"] - len(
         {item["categories"].split("|")[0] for item in items}
     )
-    flagged = gateway.run_query("MATCH (u:User) WHERE u.flagged_bot = true RETURN u.id AS id ORDER BY id", {})
+    flagged = gateway.run_query(
+        "MATCH (u:User) WHERE u.flagged_bot = true RETURN u.id AS id, u.flagged_at AS at ORDER BY id", {}
+    )
     assert [row["id"] for row in flagged] == sorted(manifest["bots"])
+    # stamped with when the import flagged them (its batch's time), as an erasure compares with a pull
+    assert all(started <= row["at"] <= finished for row in flagged)
 
 
 def test_up_serves_the_demo_shop_only_when_a_built_in_data_set_is_missing(

@@ -36,6 +36,8 @@ from kgrec.config import Settings
 from kgrec.datasets import open_dataset
 from kgrec.embedded import EmbeddedServer
 from kgrec.erasure import user_hash
+from kgrec.events.ingest import ingest
+from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.importer import import_dataset
 from kgrec.job_queue import TRAIN, job_client
@@ -500,6 +502,61 @@ def test_a_user_erased_while_a_training_runs_is_not_counted_by_the_version_it_pu
     assert served is not None and served.artifacts.version == "v-during"
     expected = np.bincount(graph.inter_item[graph.inter_user != user_row], minlength=graph.n_items)
     np.testing.assert_array_equal(served.artifacts.popularity, expected)
+
+
+def flag_as_bot(gateway: GraphGateway, settings: Settings, user: str) -> int:
+    """Flag ``user`` as a bot through the events path (a burst of views of new items over a limit of
+    5 a minute); returns the batch's time (the user's ``flagged_at``)."""
+    now = int(time.time() * 1000)
+    burst = [
+        {"event_id": f"{user}-{i}", "user_id": user, "item_id": f"burst-{i}", "type": "view", "ts": now + i}
+        for i in range(6)
+    ]
+    valid, errors = validate_batch(burst, max_skew_s=300, now_ms=now)
+    assert errors == []
+    ingest(gateway, valid, replace(settings, bot_events_per_minute=5), now_ms=now)
+    (row,) = gateway.run_query(
+        "MATCH (u:User {id: $id}) RETURN u.flagged_bot AS bot, u.flagged_at AS at", {"id": user}
+    )
+    assert row == {"bot": True, "at": now}
+    return now
+
+
+def test_a_user_flagged_as_a_bot_after_a_pull_loses_their_share_of_it_when_erased(
+    gateway: GraphGateway, loaded: Settings
+) -> None:
+    """A version counted a user flagged as a bot only after its pull: erasing them takes their
+    share off its served popularity as for any user; one flagged before it, left out, loses none."""
+    users = "MATCH (u:User)-[:INTERACTED]->() RETURN DISTINCT u.id AS id ORDER BY id LIMIT 2"
+    early, late = (r["id"] for r in gateway.run_query(users, {}))
+    flag_as_bot(gateway, loaded, early)
+    run_training(gateway, loaded, QUICK, device="cpu", version="v-bots")
+    serving = ActiveModel(gateway, loaded.data_dir, check_every_s=0)
+    before = serving.get()
+    assert before is not None and before.artifacts.version == "v-bots"
+    # imported before the pull, so counted (the burst's items come after it)
+    held = "MATCH (:User {id: $id})-[:INTERACTED]->(i:Item) RETURN i.id AS id ORDER BY id"
+    counted = [r["id"] for r in gateway.run_query(held, {"id": late})]
+    trained = [item for item in counted if item in before.item_index]
+    assert trained
+    flag_as_bot(gateway, loaded, late)
+    now = int(time.time() * 1000)
+    erased = gateway.write(ERASE_USER, {"user_id": late, "erasure_id": user_hash(late), "now": now})
+    assert erased.rows[0]["popularity_adjusted"] == len(counted)
+    after = serving.get()
+    assert after is not None
+    expected = before.artifacts.popularity.copy()
+    for item in trained:
+        expected[before.item_index[item]] -= 1
+    np.testing.assert_array_equal(after.artifacts.popularity, expected)
+    # the bot flagged before the pull was never counted: nothing is taken off for them
+    gone = gateway.write(ERASE_USER, {"user_id": early, "erasure_id": user_hash(early), "now": now + 1})
+    assert gone.rows[0]["popularity_adjusted"] == 0 and gone.rows[0]["embeddings"] == 0
+    adjustments = gateway.read(POPULARITY_ADJUSTMENTS, {"version": "v-bots"})
+    assert sorted((r["id"], r["delta"]) for r in adjustments) == [(item, -1) for item in counted]
+    latest = serving.get()
+    assert latest is not None
+    np.testing.assert_array_equal(latest.artifacts.popularity, expected)
 
 
 class FoldedReads:

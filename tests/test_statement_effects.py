@@ -530,13 +530,20 @@ def _flag_bots(gw: GraphGateway, st: Statement) -> None:
     (bot,) = st.params["ids"]
     query(
         gw,
-        "CREATE (:User {id: $bot, flagged_bot: false}), (:User {id: 'human', flagged_bot: false})",
+        "CREATE (:User {id: $bot, flagged_bot: false}), (:User {id: 'human', flagged_bot: false}),"
+        "       (:User {id: 'flagged', flagged_bot: true, flagged_at: 5}), (:User {id: 'old-bot', flagged_bot: true})",
         bot=bot,
     )
-    gw.write(st, {"ids": [bot, "missing"]})
-    assert node(gw, "User", bot) == {"id": bot, "flagged_bot": True}
+    gw.write(st, {"ids": [bot, "missing", "flagged", "old-bot"], "at": NOW})
+    # stamped with the batch's time when the flag first turns true (an erasure compares it with a pull)
+    assert node(gw, "User", bot) == {"id": bot, "flagged_bot": True, "flagged_at": NOW}
     assert node(gw, "User", "human") == {"id": "human", "flagged_bot": False}
     assert node(gw, "User", "missing") is None  # flags known users only
+    # a user already flagged keeps their time, or none (flagged before it was recorded: before every pull)
+    assert node(gw, "User", "flagged") == {"id": "flagged", "flagged_bot": True, "flagged_at": 5}
+    assert node(gw, "User", "old-bot") == {"id": "old-bot", "flagged_bot": True}
+    gw.write(st, {"ids": [bot], "at": NOW + 1})  # the import run again
+    assert node(gw, "User", bot) == {"id": bot, "flagged_bot": True, "flagged_at": NOW}
 
 
 @effect("set_interactions")
@@ -1005,7 +1012,38 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             else {"weight": 2.0, "weight_ts": then, "count": 1, "first_ts": 10, "last_ts": then}
         ),
     }
+    _events_flag_bots(gw, st, minute)
     _events_absorb_entities(gw, st)
+
+
+def _events_flag_bots(gw: GraphGateway, st: Statement, minute: int) -> None:
+    """One event more in u1's minute (120 held) flags them, stamped with the batch's receive time
+    (`flagged_at`, compared with a pull by an erasure) once: a later batch keeps the first time,
+    and a user flagged before that time was recorded is left without one."""
+    query(gw, "CREATE (:User {id: 'old-bot', flagged_bot: true})")
+    empty = [name for name, value in st.params.items() if isinstance(value, list)]
+
+    def batch(now: int, *users: str) -> None:
+        rows = [
+            {
+                "id": user,
+                "erasure_id": f"e-{user}",
+                "last_ts": NOW,
+                "minute": minute,
+                "minute_count": 1,
+                "burst": 1 if user == "u1" else 121,
+                "minutes": [{"minute": minute, "count": 1}],
+            }
+            for user in users
+        ]
+        gw.write(st, {**st.params, **{name: [] for name in empty}, "now": now, "users": rows})
+
+    batch(NOW + 20, "u1", "old-bot")
+    flagged = "MATCH (u:User {id: $id}) RETURN u.flagged_bot AS bot, u.flagged_at AS at"
+    assert query(gw, flagged, id="u1") == [{"bot": True, "at": NOW + 20}]
+    assert query(gw, flagged, id="old-bot") == [{"bot": True, "at": None}]
+    batch(NOW + 30, "u1")
+    assert query(gw, flagged, id="u1") == [{"bot": True, "at": NOW + 20}]
 
 
 def _events_absorb_entities(gw: GraphGateway, st: Statement) -> None:
@@ -1945,8 +1983,9 @@ def _activate_child_version(gw: GraphGateway, st: Statement) -> None:
 def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # The active version (created at 1000) was trained on the interactions first seen up to 1000,
     # not on the one first seen at 2000; an older version also holds an embedding of the user
-    # (who has no bot flag: not a bot). A flagged bot, and a user the version has no embedding
-    # of, were left out of the counts, so erasing them adjusts none.
+    # (who has no bot flag: not a bot). A bot flagged before the flag's time was recorded (taken as
+    # flagged before every pull), and a user the version has no embedding of, were left out of the
+    # counts, so erasing them adjusts none.
     query(
         gw,
         """
@@ -2024,6 +2063,32 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     gw.write(st, {"user_id": "received", "erasure_id": "e-received", "now": NOW})
     assert adjustments() == {"adjusted": -3, "trained": -3}
     assert adjustments("v-child") == {"later": -1}
+    # A user flagged as a bot after a version read the graph was counted by it, and loses their
+    # share as any user: 'late-bot', flagged at 1001, after every pull ('v' at 1000, no data_until:
+    # its created_at; 'v-old' at 950). 'early-bot', flagged at 980, was left out of 'v''s pull but
+    # counted by 'v-old''s. A child takes off whenever the flag's time is known (it carries its
+    # parent's counts, which had them); 'bot', flagged before that time was recorded, none (above).
+    query(
+        gw,
+        """
+        MATCH (m:ModelVersion {id: 'v'}), (old:ModelVersion {id: 'v-old'}), (c:ModelVersion {id: 'v-child'}),
+              (i:Item {id: 'adjusted'})
+        UNWIND [['late-bot', 1001], ['early-bot', 980]] AS b
+        CREATE (u:User {id: b[0], flagged_bot: true, flagged_at: b[1]}),
+               (m)-[:EMBEDDING {vector: [1.0]}]->(u), (old)-[:EMBEDDING {vector: [1.0]}]->(u),
+               (c)-[:EMBEDDING {vector: [1.0]}]->(u), (u)-[:INTERACTED {first_ts: 900, received_at: 900}]->(i)
+        """,
+    )
+    late = gw.write(st, {"user_id": "late-bot", "erasure_id": "e-late-bot", "now": NOW})
+    assert late.rows == [{"interactions": 1, "interests": 0, "embeddings": 3, "popularity_adjusted": 1}]
+    assert adjustments() == {"adjusted": -4, "trained": -3}
+    assert adjustments("v-old") == {"adjusted": -2}
+    assert adjustments("v-child") == {"later": -1, "adjusted": -1}
+    early = gw.write(st, {"user_id": "early-bot", "erasure_id": "e-early-bot", "now": NOW})
+    assert early.rows == [{"interactions": 1, "interests": 0, "embeddings": 3, "popularity_adjusted": 0}]
+    assert adjustments() == {"adjusted": -4, "trained": -3}
+    assert adjustments("v-old") == {"adjusted": -3}
+    assert adjustments("v-child") == {"later": -1, "adjusted": -2}
     # The user came back and is erased again: the tombstone keeps the later time, never an earlier one.
     query(gw, "CREATE (:User {id: $uid})", uid=st.params["user_id"])
     gw.write(st, {**st.params, "now": NOW + 3})
@@ -2034,7 +2099,7 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
-    assert count(gw, "(n)") == 8 + 6 + 1  # items, brand, versions, the other user, 6 tombstones stay
+    assert count(gw, "(n)") == 8 + 8 + 1  # items, brand, versions, the other user, 8 tombstones stay
     # and the ABOUT writers' node, whose lock the erasure takes before the versions' (made when no
     # writer ever began), released
     assert node(gw, "Revision", "about") == ABOUT_MADE

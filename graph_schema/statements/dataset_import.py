@@ -196,15 +196,19 @@ UPSERT_USERS = write(
     now=1700000000000,
 )
 
-# Users whose timed events exceed the bot limit in some minute (the live path flags them the same way).
+# Users whose timed events exceed the bot limit in some minute (the live path flags them the same
+# way); one newly flagged is stamped with its batch's time ($at, `flagged_at`), as the live path does.
 FLAG_BOTS = write(
     "flag_bots",
     """
     UNWIND $ids AS user_id
     MATCH (u:User {id: user_id})
-    SET u.flagged_bot = true
+    WITH u, coalesce(u.flagged_bot, false) AS was_bot
+    SET u.flagged_bot = true,
+        u.flagged_at = CASE WHEN was_bot THEN u.flagged_at ELSE $at END
     """,
     ids=["A1YJEY40YUW4SE"],
+    at=1700000000000,
 )
 
 # One row per (user, item) pair, already aggregated over the data set; a new pair is stamped with
@@ -244,8 +248,15 @@ SET_INTERACTIONS = write(
 )
 
 # The statements that take $at, their batch's time: those that write item facts and stamp what they
-# change, and the interactions (their receive time).
-BATCH_TIMED = (UPSERT_ITEMS, LINK_ITEM_BRANDS, LINK_ITEM_CATEGORIES, LINK_CATEGORY_PARENTS, SET_INTERACTIONS)
+# change, the interactions (their receive time) and the bot flags (when a user was flagged).
+BATCH_TIMED = (
+    UPSERT_ITEMS,
+    LINK_ITEM_BRANDS,
+    LINK_ITEM_CATEGORIES,
+    LINK_CATEGORY_PARENTS,
+    SET_INTERACTIONS,
+    FLAG_BOTS,
+)
 
 _INTEREST_ROW = {
     "user_id": "A1YJEY40YUW4SE",

@@ -102,7 +102,8 @@ def _unless_erased(row: str, since: str) -> str:
 # batch's events in that minute are added to it ($users' minutes: every minute of the batch with
 # its count), whatever later minutes the batch has too, so a minute split over two batches is
 # counted whole; the batch's latest minute becomes the counter, and its own minutes are checked
-# one by one (burst).
+# one by one (burst). The batch that first flags a user stamps when (`flagged_at`, its receive
+# time): an erasure compares it with a version's pull to tell whether the version counted them.
 # An event names the brand of an item that has none (an item has one brand); only the
 # catalogue API replaces a brand. Each user's write lock is taken before its counters are read,
 # so on Neo4j two batches for one user run one after the other (its edges too) and neither
@@ -136,12 +137,14 @@ _BEFORE_PAIRS = (
     WITH u, ur, in_stored_minute,
          CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute THEN ur.minute_count
               ELSE in_stored_minute END AS in_minute
+    WITH u, ur, in_minute, coalesce(u.flagged_bot, false) AS was_bot,
+         in_minute > $bot_limit OR in_stored_minute > $bot_limit OR ur.burst > $bot_limit AS over
     SET u.write_lock = null,
         u.rate_minute = CASE WHEN u.rate_minute IS NULL OR ur.minute > u.rate_minute
                              THEN ur.minute ELSE u.rate_minute END,
         u.rate_count = in_minute,
-        u.flagged_bot = coalesce(u.flagged_bot, false) OR in_minute > $bot_limit
-                        OR in_stored_minute > $bot_limit OR ur.burst > $bot_limit
+        u.flagged_bot = was_bot OR over,
+        u.flagged_at = CASE WHEN NOT was_bot AND over THEN $now ELSE u.flagged_at END
     WITH count(*) AS stage
 """
     + absorb_entities("[item IN $items | item.id]")

@@ -13,8 +13,19 @@ edge written before 2026-12-07), whatever times its events carry, the rule the p
 read by (:mod:`graph_schema.received`): a late event dated before the pull was
 never read, an event a client clock dated after it was;
 for an incremental child, those first seen by its ``data_until`` (event time), as
-its counts were read (``ITEM_INTERACTION_COUNTS``). Explanation paths are read
-from the graph, so no path runs through the user afterwards.
+its counts were read (``ITEM_INTERACTION_COUNTS``). A flagged bot is left out of
+what is read from the moment of the flag (``flagged_at``, when it first turned
+true): a full training counted them if they were flagged after its pull
+(``data_until``, or ``created_at``). An incremental child recounted its touched
+items at its merge, without a user flagged by then, but carries its parent's
+counts, which had them, for the others; it cannot tell which items it touched,
+so it takes off as for any user once the flag's time is known: no share of an
+erased user stays, and a touched item may lose one it did not have (as in the
+known limit, README Operations, *Privacy*). A user flagged before
+``flagged_at`` was recorded (2026-12-07) has no such time and is taken as
+flagged before every version, as before: nothing is taken off for them.
+Explanation paths are read from the graph, so no path runs through the user
+afterwards.
 
 It leaves a tombstone, ``(:Erasure {id, erased_at, cleanup_owed})``: the SHA-1 of the user id (not the id) and
 the erasure's time, also when the graph has no such user yet (their first events may still be on
@@ -54,11 +65,14 @@ ERASE_USER = write(
     OPTIONAL MATCH (u)-[x:INTERESTED_IN]->()
     WITH u, interactions, seen, count(x) AS interests
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
-    WITH u, interactions, seen, interests, count(e) AS embeddings,
-         CASE WHEN coalesce(u.flagged_bot, false) THEN [] ELSE collect(v) END AS trained
+    WITH u, interactions, seen, interests, count(e) AS embeddings, collect(v) AS trained
     UNWIND CASE WHEN size(trained) = 0 THEN [null] ELSE trained END AS m
     WITH u, interactions, interests, embeddings, m,
          [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
+                      AND (NOT coalesce(u.flagged_bot, false)
+                           OR (u.flagged_at IS NOT NULL
+                               AND (m.parent IS NOT NULL
+                                    OR u.flagged_at > coalesce(m.data_until, m.created_at))))
                       AND CASE WHEN m.parent IS NULL
                                THEN {received_by("s", "coalesce(m.data_until, m.created_at)")}
                                ELSE s.first_ts <= coalesce(m.data_until, m.created_at) END | s.id] AS counted
