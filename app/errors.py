@@ -11,6 +11,7 @@ from kgrec.errors import MigrationsPending, NoActiveModel, NotFound
 from kgrec.gateway import GraphTimeout, GraphUnavailable
 from kgrec.impressions import ImpressionsUnavailable
 from kgrec.job_queue import JobQueueUnavailable
+from kgrec.migrations import MigrationError
 
 RETRY_AFTER_S = 5
 
@@ -73,6 +74,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(MigrationsPending)
     def migrations_pending(exc: MigrationsPending) -> Response:
         return retry_later("migrations_pending", exc.detail)
+
+    @app.errorhandler(MigrationError)
+    def migrations_changed(exc: MigrationError) -> Response:
+        # An applied migration's file changed (or one is malformed): not ready, and waiting will not
+        # mend it, so no Retry-After; the detail names the files.
+        return error_response(503, "migrations_changed", str(exc))
 
     @app.errorhandler(GraphUnavailable)
     def graph_unavailable(exc: GraphUnavailable) -> Response:

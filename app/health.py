@@ -40,7 +40,8 @@ def healthz() -> Response:
             "the graph (`graph_unavailable`) or the impression store (`impressions_unavailable`) is "
             "unreachable, the graph lacks migrations this version reads by (`migrations_pending`, "
             f"naming them: run `kgrec migrate`; re-checked every {PENDING_RECHECK_S:g} s until none is "
-            "left), or no model is active (`no_model`)",
+            "left), an applied migration's file has changed (`migrations_changed`, naming it: restore "
+            "it), or no model is active (`no_model`)",
         ),
     )
 )

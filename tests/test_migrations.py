@@ -252,3 +252,26 @@ def test_readiness_names_pending_migrations_until_migrate_has_run(
     time.sleep(PENDING_RECHECK_S + 0.5)
     assert client.get("/readyz").status_code == 200
     migrate(gateway)
+
+
+def test_readiness_names_an_applied_migration_whose_file_changed(
+    broker_graph: tuple[dict[str, str], Settings, GraphGateway],
+) -> None:
+    """An applied migration whose file no longer matches its recorded checksum makes the probe a
+    documented 503 naming it (it was an undocumented 500), without a Retry-After: waiting will not
+    mend it."""
+    _, settings, gateway = broker_graph
+    migration = f"{gateway.engine}/0015_folded_embeddings"
+    gateway.run_query("MATCH (m:Migration {id: $id}) SET m.checksum = 'sha256:other'", {"id": migration})
+    try:
+        app = create_app(settings)
+        ready = app.test_client().get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json["error"] == "migrations_changed" and migration in ready.json["detail"]
+        assert "Retry-After" not in ready.headers
+        assert undocumented(openapi_document(app), "get", "/readyz", 503, ready.json) == []
+    finally:
+        checksum = next(m.checksum for m in discover(gateway.engine) if m.id == migration)
+        gateway.run_query(
+            "MATCH (m:Migration {id: $id}) SET m.checksum = $c", {"id": migration, "c": checksum}
+        )
