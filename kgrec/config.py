@@ -158,6 +158,25 @@ def _number(
     return value
 
 
+def same_database(first: str, second: str) -> bool:
+    """Whether two Neo4j database names name one database (Neo4j folds names to lower case)."""
+    return first.strip().lower() == second.strip().lower()
+
+
+def checked_eval_database(name: str, serving: str) -> str:
+    """``name`` as the database ``kgrec evaluate`` empties and fills (``KGREC_EVAL_DATABASE``), or a
+    ValueError naming it when it is empty, which ``open_gateway`` reads as the serving database, or
+    is the serving one (``serving``, ``NEO4J_DATABASE``): the evaluation's first step empties it."""
+    if not name.strip():
+        raise ValueError("KGREC_EVAL_DATABASE must not be empty (unset it for the default 'kgreceval')")
+    if same_database(name, serving):
+        raise ValueError(
+            f"KGREC_EVAL_DATABASE must name a database other than NEO4J_DATABASE ({serving!r}), "
+            f"which `kgrec evaluate` would empty, not {name!r}"
+        )
+    return name
+
+
 def _fsync_policy(env: dict[str, str], name: str, default: str) -> str:
     policy = env.get(name, default)
     if policy not in FSYNC_POLICIES:
@@ -296,6 +315,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         fsync = _fsync_policy(env, "KGREC_AOF_FSYNC", "always")
         admin_keys = _api_keys(env.get("KGREC_ADMIN_KEYS", ""), "KGREC_ADMIN_KEYS")
+        serving_database = env.get("NEO4J_DATABASE", "neo4j")
         return cls(
             # empty means unset, as for every path variable: Path("") would be the working directory
             data_dir=Path(env.get("KGREC_DATA_DIR") or "var"),
@@ -308,7 +328,7 @@ class Settings:
             ),
             neo4j_user=env.get("NEO4J_USER", "neo4j"),
             neo4j_password=env.get("NEO4J_PASSWORD", ""),
-            neo4j_database=env.get("NEO4J_DATABASE", "neo4j"),
+            neo4j_database=serving_database,
             redis_url=_url(env, "REDIS_URL", schemes=("redis", "rediss"), example="redis://localhost:6379/0"),
             aof_fsync=fsync,
             half_life_days=_number(env, "KGREC_HALF_LIFE_DAYS", "14", above=True),
@@ -333,7 +353,9 @@ class Settings:
             serving_timeout_s=_number(env, "KGREC_SERVING_TIMEOUT_S", "30", above=True),
             migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
             embedding_batch=_number(env, "KGREC_EMBEDDING_BATCH", "2000", low=1, whole=True),
-            eval_database=env.get("KGREC_EVAL_DATABASE", "kgreceval"),
+            eval_database=checked_eval_database(
+                env.get("KGREC_EVAL_DATABASE", "kgreceval"), serving_database
+            ),
             prometheus_multiproc_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"])
             if env.get("PROMETHEUS_MULTIPROC_DIR")
             else None,

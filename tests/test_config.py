@@ -51,6 +51,9 @@ from kgrec.job_queue import redis_urls
             "not 'http://***@cache:6379'",
         ),
         ("KGREC_GRAPH", "", "must not be empty (unset it for the default 'kgrec')"),
+        # empty opened the serving database, which `kgrec evaluate` then emptied
+        ("KGREC_EVAL_DATABASE", "", "must not be empty (unset it for the default 'kgreceval')"),
+        ("KGREC_EVAL_DATABASE", " ", "must not be empty (unset it for the default 'kgreceval')"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
@@ -59,6 +62,21 @@ def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
     with pytest.raises(ValueError) as refused:
         Settings.from_env({name: value})
     assert str(refused.value) == f"{name} {reason}"
+
+
+def test_the_evaluation_database_is_never_the_serving_one() -> None:
+    """KGREC_EVAL_DATABASE equal to NEO4J_DATABASE was accepted, and `kgrec evaluate` emptied the
+    serving database; Neo4j folds database names to lower case, so ``Shop`` is ``shop`` too."""
+    for serving, scratch in (("neo4j", "neo4j"), ("shop", "Shop"), ("kgreceval", None)):
+        env = {"NEO4J_DATABASE": serving} | ({} if scratch is None else {"KGREC_EVAL_DATABASE": scratch})
+        with pytest.raises(ValueError) as refused:
+            Settings.from_env(env)
+        assert str(refused.value) == (
+            f"KGREC_EVAL_DATABASE must name a database other than NEO4J_DATABASE ({serving!r}), "
+            f"which `kgrec evaluate` would empty, not {scratch or 'kgreceval'!r}"
+        )
+    chosen = Settings.from_env({"NEO4J_DATABASE": "shop", "KGREC_EVAL_DATABASE": "shopeval"})
+    assert (chosen.neo4j_database, chosen.eval_database) == ("shop", "shopeval")
 
 
 def test_an_admin_key_is_an_api_key_too_and_unset_means_none() -> None:

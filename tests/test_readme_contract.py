@@ -296,6 +296,8 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
         return ", ".join(f"`{scheme}://`" for scheme in keywords["schemes"]) + " URL"
     if check == "_name":
         return "a name, not empty"
+    if check == "checked_eval_database":
+        return "a database name, not empty, never `NEO4J_DATABASE`'s (Neo4j ignores case)"
     if check == "_origin":
         return "an origin: `http://` or `https://`, a host, an optional port"
     assert check is None, f"a new check, {check}: say in _accepts what it accepts"
