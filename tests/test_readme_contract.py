@@ -278,7 +278,9 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
         bounds.update(keywords)
         kind = "whole number" if bounds["whole"] else "number"
         text = f"{kind} {'>' if bounds['above'] else '≥'} {bounds['low']:g}"
-        return text if math.isinf(bounds["high"]) else f"{text}, ≤ {bounds['high']:g}"
+        # a whole ceiling in full: 604800, not 6.048e+05
+        high = f"{bounds['high']:.0f}" if float(bounds["high"]).is_integer() else f"{bounds['high']:g}"
+        return text if math.isinf(bounds["high"]) else f"{text}, ≤ {high}"
     if check == "_flag":
         return "`true` or `false`"
     if check == "_fsync_policy":
