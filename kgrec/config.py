@@ -152,10 +152,35 @@ def _number(
     too_low = value <= low if above else value < low
     if not math.isfinite(value) or too_low or value > high:
         kind = "a whole number" if whole else "a number"
-        bound = f"above {low:g}" if above else f"at least {low:g}"
-        limit = bound if math.isinf(high) else f"{bound} and at most {high:g}"
+        bound = f"above {_bound_text(low)}" if above else f"at least {_bound_text(low)}"
+        limit = bound if math.isinf(high) else f"{bound} and at most {_bound_text(high)}"
         raise ValueError(f"{name} must be {kind} {limit}, not {raw!r}")
     return value
+
+
+def _bound_text(bound: float) -> str:
+    """A range's bound as messages and the README write it: whole numbers in full (``604800``, not
+    ``6.048e+05``), others as ``:g`` writes them."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two Neo4j database names name one database (Neo4j folds names to lower case)."""
+    return first.strip().lower() == second.strip().lower()
+
+
+def checked_eval_database(name: str, serving: str) -> str:
+    """``name`` as the database ``kgrec evaluate`` empties and fills (``KGREC_EVAL_DATABASE``), or a
+    ValueError naming it when it is empty, which ``open_gateway`` reads as the serving database, or
+    is the serving one (``serving``, ``NEO4J_DATABASE``): the evaluation's first step empties it."""
+    if not name.strip():
+        raise ValueError("KGREC_EVAL_DATABASE must not be empty (unset it for the default 'kgreceval')")
+    if same_database(name, serving):
+        raise ValueError(
+            f"KGREC_EVAL_DATABASE must name a database other than NEO4J_DATABASE ({serving!r}), "
+            f"which `kgrec evaluate` would empty, not {name!r}"
+        )
+    return name
 
 
 def _fsync_policy(env: dict[str, str], name: str, default: str) -> str:
@@ -294,8 +319,16 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Build settings from environment variables (see README, "Configuration")."""
         env = dict(os.environ if env is None else env)
+        # Every duration has a ceiling (README, "Configuration"): a huge one passed and failed later,
+        # in beat (OverflowError: date value out of range, from about 2.5e11 s), in every Redis
+        # client (a socket timeout from about 9.3e9 s: a 500 where a 503 was due), or as an integer
+        # a graph engine cannot store. Each ceiling is far beyond any sensible setting: a week for
+        # beat's intervals and the broker's visibility timeout (longer than any training), ten
+        # minutes for a serving wait (proxies allow one), a day of clock skew, a year between
+        # retrainings and of attribution window, ten years of half-life and retention.
         fsync = _fsync_policy(env, "KGREC_AOF_FSYNC", "always")
         admin_keys = _api_keys(env.get("KGREC_ADMIN_KEYS", ""), "KGREC_ADMIN_KEYS")
+        serving_database = env.get("NEO4J_DATABASE", "neo4j")
         return cls(
             # empty means unset, as for every path variable: Path("") would be the working directory
             data_dir=Path(env.get("KGREC_DATA_DIR") or "var"),
@@ -308,10 +341,10 @@ class Settings:
             ),
             neo4j_user=env.get("NEO4J_USER", "neo4j"),
             neo4j_password=env.get("NEO4J_PASSWORD", ""),
-            neo4j_database=env.get("NEO4J_DATABASE", "neo4j"),
+            neo4j_database=serving_database,
             redis_url=_url(env, "REDIS_URL", schemes=("redis", "rediss"), example="redis://localhost:6379/0"),
             aof_fsync=fsync,
-            half_life_days=_number(env, "KGREC_HALF_LIFE_DAYS", "14", above=True),
+            half_life_days=_number(env, "KGREC_HALF_LIFE_DAYS", "14", above=True, high=3650),
             behaviour_weights=_parse_weights(env.get("KGREC_BEHAVIOUR_WEIGHTS", "")),
             datasets_dir=Path(
                 env.get("KGREC_DATASETS_DIR") or env.get("KGREC_SHARED_DATA_DIR") or "../shared/data"
@@ -322,18 +355,20 @@ class Settings:
             api_keys=_api_keys(env.get("KGREC_API_KEYS", "")),
             read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", ""), "KGREC_READ_REQUIRES_KEY"),
             public_url=_origin(env, "KGREC_PUBLIC_URL"),
-            max_clock_skew_s=_number(env, "KGREC_MAX_CLOCK_SKEW_S", "300"),
+            max_clock_skew_s=_number(env, "KGREC_MAX_CLOCK_SKEW_S", "300", high=86400),
             bot_events_per_minute=_number(env, "KGREC_BOT_EVENTS_PER_MINUTE", "120", low=1, whole=True),
             prune_weight_below=_number(env, "KGREC_PRUNE_WEIGHT_BELOW", "0.01"),
-            event_retention_days=_number(env, "KGREC_EVENT_RETENTION_DAYS", "30", above=True),
-            prune_interval_s=_number(env, "KGREC_PRUNE_INTERVAL_S", "600", above=True),
-            fold_in_interval_s=_number(env, "KGREC_FOLD_IN_INTERVAL_S", "30", above=True),
+            event_retention_days=_number(env, "KGREC_EVENT_RETENTION_DAYS", "30", above=True, high=3650),
+            prune_interval_s=_number(env, "KGREC_PRUNE_INTERVAL_S", "600", above=True, high=604800),
+            fold_in_interval_s=_number(env, "KGREC_FOLD_IN_INTERVAL_S", "30", above=True, high=604800),
             train_queue=queue_name("KGREC_TRAIN_QUEUE", env.get("KGREC_TRAIN_QUEUE", "celery")),
             graph_threads=_number(env, "KGREC_GRAPH_THREADS", "1", low=1, whole=True),
-            serving_timeout_s=_number(env, "KGREC_SERVING_TIMEOUT_S", "30", above=True),
+            serving_timeout_s=_number(env, "KGREC_SERVING_TIMEOUT_S", "30", above=True, high=600),
             migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
             embedding_batch=_number(env, "KGREC_EMBEDDING_BATCH", "2000", low=1, whole=True),
-            eval_database=env.get("KGREC_EVAL_DATABASE", "kgreceval"),
+            eval_database=checked_eval_database(
+                env.get("KGREC_EVAL_DATABASE", "kgreceval"), serving_database
+            ),
             prometheus_multiproc_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"])
             if env.get("PROMETHEUS_MULTIPROC_DIR")
             else None,
@@ -341,10 +376,14 @@ class Settings:
             relation_sentences=Path(env["KGREC_RELATION_SENTENCES"])
             if env.get("KGREC_RELATION_SENTENCES")
             else None,
-            retrain_interval_s=_number(env, "KGREC_RETRAIN_INTERVAL_S", "86400"),
+            retrain_interval_s=_number(env, "KGREC_RETRAIN_INTERVAL_S", "86400", high=31536000),
             retrain_after_events=_number(env, "KGREC_RETRAIN_AFTER_EVENTS", "100000", whole=True),
-            retrain_check_interval_s=_number(env, "KGREC_RETRAIN_CHECK_INTERVAL_S", "60", above=True),
-            job_visibility_timeout_s=_number(env, "KGREC_JOB_VISIBILITY_TIMEOUT_S", "21600", above=True),
+            retrain_check_interval_s=_number(
+                env, "KGREC_RETRAIN_CHECK_INTERVAL_S", "60", above=True, high=604800
+            ),
+            job_visibility_timeout_s=_number(
+                env, "KGREC_JOB_VISIBILITY_TIMEOUT_S", "21600", above=True, high=604800
+            ),
             gate_tolerance=_number(env, "KGREC_GATE_TOLERANCE", "0.02", high=1),
             gate_min_users=_number(env, "KGREC_GATE_MIN_USERS", "30", low=1, whole=True),
             gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false"), "KGREC_GATE_EXPERIMENT"),
@@ -355,10 +394,12 @@ class Settings:
             incremental_partitions=_number(env, "KGREC_INCREMENTAL_PARTITIONS", "2", low=1, whole=True),
             incremental_damping=_number(env, "KGREC_INCREMENTAL_DAMPING", "100", above=True),
             record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true"), "KGREC_RECORD_IMPRESSIONS"),
-            impression_retention_days=_number(env, "KGREC_IMPRESSION_RETENTION_DAYS", "7", above=True),
+            impression_retention_days=_number(
+                env, "KGREC_IMPRESSION_RETENTION_DAYS", "7", above=True, high=3650
+            ),
             impression_max_entries=_number(env, "KGREC_IMPRESSION_MAX_ENTRIES", "5000000", low=1, whole=True),
             impressions_fsync=_fsync_policy(env, "KGREC_IMPRESSIONS_AOF_FSYNC", "no"),
-            attribution_window_hours=_number(env, "KGREC_ATTRIBUTION_WINDOW_HOURS", "24"),
+            attribution_window_hours=_number(env, "KGREC_ATTRIBUTION_WINDOW_HOURS", "24", high=8760),
             explore_share=_number(env, "KGREC_EXPLORE_SHARE", "0.2", high=1),
             explore_max_events=_number(env, "KGREC_EXPLORE_MAX_EVENTS", "5", whole=True),
             admin_keys=admin_keys,

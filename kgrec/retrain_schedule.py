@@ -5,7 +5,8 @@ Beat runs the check every ``KGREC_RETRAIN_CHECK_INTERVAL_S``. A retraining is du
 request and the newest model version), or as soon as ``KGREC_RETRAIN_AFTER_EVENTS``
 events were received since then, whichever comes first. Nothing is due before the
 first model exists (``kgrec train`` or ``kgrec up --train`` makes it), nor while the
-last scheduled job is still queued or running (for at most :data:`STALE_AFTER_MS`), nor in the
+last scheduled job is still queued or running (for at most :func:`stale_after_ms`: twice
+``KGREC_JOB_VISIBILITY_TIMEOUT_S``), nor in the
 :data:`LOST_CLAIM_AFTER_MS` after a claim whose job was never sent to the broker (its claimer may
 still be sending it; after that it was lost: :data:`~kgrec.job_queue.NEVER_QUEUED`).
 """
@@ -24,8 +25,6 @@ from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import NEVER_QUEUED
 
-# A scheduled job still PENDING/STARTED/PROGRESS this long after it was queued is taken as lost.
-STALE_AFTER_MS = 6 * 3_600_000
 UNFINISHED_STATES = frozenset({"PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"})
 # A claimed job not sent to the broker this long after the claim never will be: the check that
 # claimed it died before sending it (before or after recording it), or could not send it and could
@@ -50,12 +49,27 @@ class RetrainState:
         return max(self.requested_at or 0, self.latest_version_at or 0)
 
 
+def stale_after_ms(settings: Settings) -> int:
+    """How long after it was queued a scheduled job still PENDING/STARTED/PROGRESS is taken as lost:
+    twice the broker's visibility timeout (``KGREC_JOB_VISIBILITY_TIMEOUT_S``).
+
+    The operator keeps that timeout above the longest training (README, "Configuration"), and a job
+    that is alive is unfinished for up to twice it after it was queued: it may wait on its queue
+    behind another training (up to one timeout) before running for up to one; or its worker is lost
+    as a whole, and the broker hands it to another worker one timeout after it took it, which runs it
+    for up to one more. A fixed 6 hours, the default timeout itself, queued a second gated training
+    while the first still ran in either case, and during every training longer than 6 hours on a
+    stack whose timeout was raised for them.
+    """
+    return round(2 * settings.job_visibility_timeout_s * 1000)
+
+
 def due_reason(state: RetrainState, settings: Settings, now_ms: int) -> str | None:
     """Why a retraining is due now (``schedule`` or ``events``), or None."""
     if state.versions == 0:
         return None
     if state.job_unfinished and state.requested_at is not None:
-        lost_after = STALE_AFTER_MS if state.job_sent else LOST_CLAIM_AFTER_MS
+        lost_after = stale_after_ms(settings) if state.job_sent else LOST_CLAIM_AFTER_MS
         if now_ms - state.requested_at < lost_after:
             return None
     if settings.retrain_after_events > 0 and state.events_since >= settings.retrain_after_events:

@@ -15,10 +15,10 @@ from kgrec.job_queue import redis_urls
 @pytest.mark.parametrize(
     ("name", "value", "reason"),
     [
-        ("KGREC_ATTRIBUTION_WINDOW_HOURS", "nan", "must be a number at least 0, not 'nan'"),
-        ("KGREC_ATTRIBUTION_WINDOW_HOURS", "-1", "must be a number at least 0, not '-1'"),
-        ("KGREC_IMPRESSION_RETENTION_DAYS", "0", "must be a number above 0, not '0'"),
-        ("KGREC_HALF_LIFE_DAYS", "inf", "must be a number above 0, not 'inf'"),
+        ("KGREC_ATTRIBUTION_WINDOW_HOURS", "nan", "must be a number at least 0 and at most 8760, not 'nan'"),
+        ("KGREC_ATTRIBUTION_WINDOW_HOURS", "-1", "must be a number at least 0 and at most 8760, not '-1'"),
+        ("KGREC_IMPRESSION_RETENTION_DAYS", "0", "must be a number above 0 and at most 3650, not '0'"),
+        ("KGREC_HALF_LIFE_DAYS", "inf", "must be a number above 0 and at most 3650, not 'inf'"),
         ("KGREC_EXPLORE_SHARE", "abc", "must be a number at least 0 and at most 1, not 'abc'"),
         ("KGREC_EXPLORE_MAX_EVENTS", "x", "must be a whole number at least 0, not 'x'"),
         ("KGREC_GATE_MIN_USERS", "2.5", "must be a whole number at least 1, not '2.5'"),
@@ -51,6 +51,12 @@ from kgrec.job_queue import redis_urls
             "not 'http://***@cache:6379'",
         ),
         ("KGREC_GRAPH", "", "must not be empty (unset it for the default 'kgrec')"),
+        # empty opened the serving database, which `kgrec evaluate` then emptied
+        ("KGREC_EVAL_DATABASE", "", "must not be empty (unset it for the default 'kgreceval')"),
+        ("KGREC_EVAL_DATABASE", " ", "must not be empty (unset it for the default 'kgreceval')"),
+        # huge durations passed and failed later: beat's OverflowError, a 500 from every Redis client
+        ("KGREC_PRUNE_INTERVAL_S", "2.5e11", "must be a number above 0 and at most 604800, not '2.5e11'"),
+        ("KGREC_SERVING_TIMEOUT_S", "9.3e9", "must be a number above 0 and at most 600, not '9.3e9'"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
@@ -59,6 +65,51 @@ def test_a_bad_setting_is_refused_naming_the_variable_and_the_value(
     with pytest.raises(ValueError) as refused:
         Settings.from_env({name: value})
     assert str(refused.value) == f"{name} {reason}"
+
+
+def test_the_evaluation_database_is_never_the_serving_one() -> None:
+    """KGREC_EVAL_DATABASE equal to NEO4J_DATABASE was accepted, and `kgrec evaluate` emptied the
+    serving database; Neo4j folds database names to lower case, so ``Shop`` is ``shop`` too."""
+    for serving, scratch in (("neo4j", "neo4j"), ("shop", "Shop"), ("kgreceval", None)):
+        env = {"NEO4J_DATABASE": serving} | ({} if scratch is None else {"KGREC_EVAL_DATABASE": scratch})
+        with pytest.raises(ValueError) as refused:
+            Settings.from_env(env)
+        assert str(refused.value) == (
+            f"KGREC_EVAL_DATABASE must name a database other than NEO4J_DATABASE ({serving!r}), "
+            f"which `kgrec evaluate` would empty, not {scratch or 'kgreceval'!r}"
+        )
+    chosen = Settings.from_env({"NEO4J_DATABASE": "shop", "KGREC_EVAL_DATABASE": "shopeval"})
+    assert (chosen.neo4j_database, chosen.eval_database) == ("shop", "shopeval")
+
+
+# Every duration, its ceiling, and the unit it is in. Above the ceiling each was accepted and failed
+# later (beat, Redis clients, integers a graph engine cannot store).
+CEILINGS = {
+    "KGREC_HALF_LIFE_DAYS": 3650,
+    "KGREC_MAX_CLOCK_SKEW_S": 86400,
+    "KGREC_EVENT_RETENTION_DAYS": 3650,
+    "KGREC_PRUNE_INTERVAL_S": 604800,
+    "KGREC_FOLD_IN_INTERVAL_S": 604800,
+    "KGREC_SERVING_TIMEOUT_S": 600,
+    "KGREC_RETRAIN_INTERVAL_S": 31536000,
+    "KGREC_RETRAIN_CHECK_INTERVAL_S": 604800,
+    "KGREC_JOB_VISIBILITY_TIMEOUT_S": 604800,
+    "KGREC_IMPRESSION_RETENTION_DAYS": 3650,
+    "KGREC_ATTRIBUTION_WINDOW_HOURS": 8760,
+}
+
+
+def test_every_duration_has_a_ceiling() -> None:
+    durations = {f for f in Settings.__dataclass_fields__ if f.endswith(("_s", "_days", "_hours"))}
+    assert durations == {name.removeprefix("KGREC_").lower() for name in CEILINGS}
+
+
+@pytest.mark.parametrize(("name", "ceiling"), sorted(CEILINGS.items()))
+def test_every_duration_is_refused_above_its_ceiling_and_accepted_at_it(name: str, ceiling: int) -> None:
+    field = name.removeprefix("KGREC_").lower()
+    assert getattr(Settings.from_env({name: str(ceiling)}), field) == ceiling
+    with pytest.raises(ValueError, match=rf"^{name} must be a number .*at most {ceiling}, not '1e\+12'$"):
+        Settings.from_env({name: "1e+12"})
 
 
 def test_an_admin_key_is_an_api_key_too_and_unset_means_none() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from kgrec.config import Settings
 from kgrec.datasets import DemoShopDataset, InteractionRecord, ItemRecord, TripleRecord, open_dataset
 from kgrec.datasets.records import Problems
 from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
+from kgrec.gateway import open_gateway
 from kgrec.item_graphs import cooccurrence_cosine, interaction_matrix, popularity, transitions
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import amazon_beauty_subset
@@ -26,6 +27,7 @@ from workers.training.evaluate import (
     SplitDataset,
     leave_last_out,
     load_training_graph,
+    scratch_graph_name,
     split_dataset,
     stated_cutoff,
 )
@@ -196,6 +198,34 @@ CO_PURCHASES = [
     InteractionRecord("u2", "c", "purchase", ts=2),
     InteractionRecord("u2", "d", "purchase", ts=3),  # u2's test item
 ]
+
+
+def test_an_evaluation_never_empties_the_serving_graph(settings: Settings, graph_server: object) -> None:
+    """``kgrec evaluate`` empties its scratch graph first: with KGREC_EVAL_DATABASE equal to
+    NEO4J_DATABASE (from_env refuses it; settings made otherwise did not), or a KGREC_GRAPH named like
+    the embedded scratch graph, it emptied the serving one. Refused before the graph is opened."""
+    split = split_dataset(Tiny(CO_PURCHASES, name="guard"), "leave-last-out")
+    serving = replace(settings, graph_name="eval_guard_leave_last_out", eval_database=settings.neo4j_database)
+    with open_gateway(serving) as gateway:
+        gateway.run_query("CREATE (:Item {id: 'served-item'})", {})
+        try:
+            with pytest.raises(ValueError, match=r"`kgrec evaluate` (empties|would empty)"):
+                load_training_graph(serving, split, "leave-last-out", lambda _m: None)
+            assert gateway.run_query("MATCH (i:Item {id: 'served-item'}) RETURN count(i) AS n", {}) == [
+                {"n": 1}
+            ]
+        finally:
+            gateway.run_query("MATCH (i:Item {id: 'served-item'}) DELETE i", {})
+    on_neo4j = replace(settings, neo4j_uri="bolt://graph:7687", neo4j_database="shop")
+    for scratch in ("shop", "SHOP", ""):
+        with pytest.raises(
+            ValueError, match=f"^KGREC_EVAL_DATABASE must .*not {scratch!r}$|must not be empty"
+        ):
+            scratch_graph_name(replace(on_neo4j, eval_database=scratch), "guard", "leave-last-out")
+    assert (
+        scratch_graph_name(replace(on_neo4j, eval_database="shopeval"), "guard", "leave-last-out")
+        == "shopeval"
+    )
 
 
 def test_a_relation_a_data_set_derives_from_its_interactions_is_rebuilt_without_the_test_ones() -> None:

@@ -278,7 +278,9 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
         bounds.update(keywords)
         kind = "whole number" if bounds["whole"] else "number"
         text = f"{kind} {'>' if bounds['above'] else '≥'} {bounds['low']:g}"
-        return text if math.isinf(bounds["high"]) else f"{text}, ≤ {bounds['high']:g}"
+        # a whole ceiling in full: 604800, not 6.048e+05
+        high = f"{bounds['high']:.0f}" if float(bounds["high"]).is_integer() else f"{bounds['high']:g}"
+        return text if math.isinf(bounds["high"]) else f"{text}, ≤ {high}"
     if check == "_flag":
         return "`true` or `false`"
     if check == "_fsync_policy":
@@ -296,6 +298,8 @@ def _accepts(check: str | None, keywords: dict[str, Any]) -> str | None:
         return ", ".join(f"`{scheme}://`" for scheme in keywords["schemes"]) + " URL"
     if check == "_name":
         return "a name, not empty"
+    if check == "checked_eval_database":
+        return "a database name, not empty, never `NEO4J_DATABASE`'s (Neo4j ignores case)"
     if check == "_origin":
         return "an origin: `http://` or `https://`, a host, an optional port"
     assert check is None, f"a new check, {check}: say in _accepts what it accepts"

@@ -39,10 +39,10 @@ from kgrec.job_queue import (
 )
 from kgrec.retrain_schedule import (
     LOST_CLAIM_AFTER_MS,
-    STALE_AFTER_MS,
     RetrainState,
     check_and_claim,
     due_reason,
+    stale_after_ms,
 )
 from kgrec_cli.stack import beat_argv, worker_argv
 from tests.processes import background
@@ -78,13 +78,31 @@ def test_due_after_the_interval_or_n_events_whichever_first() -> None:
     # a queued or running scheduled job blocks another, until it is stale
     busy = state(requested_at=NOW - HOUR_MS, job_id="j", job_unfinished=True, events_since=500)
     assert due_reason(busy, SETTINGS, NOW) is None
-    assert due_reason(busy, SETTINGS, NOW - HOUR_MS + STALE_AFTER_MS) == "events"
+    assert due_reason(busy, SETTINGS, NOW - HOUR_MS + stale_after_ms(SETTINGS) - 1) is None
+    assert due_reason(busy, SETTINGS, NOW - HOUR_MS + stale_after_ms(SETTINGS)) == "events"
     # a claimed job never sent to the broker is lost sooner: its claimer died before sending it
     unqueued = replace(busy, requested_at=NOW, job_sent=False)
     assert due_reason(unqueued, SETTINGS, NOW + LOST_CLAIM_AFTER_MS - 1) is None
     assert due_reason(unqueued, SETTINGS, NOW + LOST_CLAIM_AFTER_MS) == "events"
     off = replace(SETTINGS, retrain_interval_s=0, retrain_after_events=0)
     assert due_reason(state(events_since=10**6), off, NOW + 10 * HOUR_MS) is None
+
+
+def test_a_running_scheduled_job_is_waited_for_as_long_as_the_brokers_visibility_timeout_allows() -> None:
+    """The staleness limit was a fixed 6 hours whatever KGREC_JOB_VISIBILITY_TIMEOUT_S said: on a stack
+    whose timeout was raised above its 8-hour trainings, a second gated training was queued 6 hours
+    into the first. It is twice the timeout now: a job may wait on its queue behind another training,
+    or be handed to a second worker when its first is lost, one timeout after it was taken."""
+    busy = state(requested_at=NOW, job_id="j", job_unfinished=True, events_since=500)
+    ten_hours = replace(SETTINGS, job_visibility_timeout_s=10 * 3600.0)
+    assert stale_after_ms(ten_hours) == 20 * HOUR_MS
+    assert due_reason(busy, ten_hours, NOW + 8 * HOUR_MS) is None  # still training
+    assert due_reason(busy, ten_hours, NOW + 20 * HOUR_MS - 1) is None  # redelivered, training again
+    assert due_reason(busy, ten_hours, NOW + 20 * HOUR_MS) == "events"
+    # a short timeout gives up on a lost job as much sooner: the broker would redeliver it by then
+    one_hour = replace(SETTINGS, job_visibility_timeout_s=3600.0)
+    assert due_reason(busy, one_hour, NOW + 2 * HOUR_MS - 1) is None
+    assert due_reason(busy, one_hour, NOW + 2 * HOUR_MS) == "events"
 
 
 def test_beat_schedules_the_check_only_when_a_trigger_is_on(broker_graph: tuple) -> None:
@@ -273,11 +291,13 @@ def test_a_claim_whose_job_was_never_queued_does_not_block_retraining(
     ingest(gateway, events("failed", 3), local, now_ms=now + LOST_CLAIM_AFTER_MS + 1)
     before = schedule_row(gateway)
     with pytest.raises(redis.ConnectionError):
-        check(now + STALE_AFTER_MS + HOUR_MS, queue=lambda job_id: record_queued(down, job_id))
+        check(now + stale_after_ms(local) + HOUR_MS, queue=lambda job_id: record_queued(down, job_id))
     assert schedule_row(gateway) == before
-    retried = check(now + STALE_AFTER_MS + HOUR_MS + 1)
+    retried = check(now + stale_after_ms(local) + HOUR_MS + 1)
     assert retried["due"] == "events" and queued == [again["job_id"], retried["job_id"]]
-    assert schedule_row(gateway) == [{"job": retried["job_id"], "at": now + STALE_AFTER_MS + HOUR_MS + 1}]
+    assert schedule_row(gateway) == [
+        {"job": retried["job_id"], "at": now + stale_after_ms(local) + HOUR_MS + 1}
+    ]
     with client.connection_for_write() as connection:
         connection.default_channel.queue_purge(local.train_queue)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from kgrec.artifact_io import write_npz_atomically
-from kgrec.config import Settings
+from kgrec.config import Settings, checked_eval_database
 from kgrec.datasets import (
     Dataset,
     EntityRecord,
@@ -280,11 +280,22 @@ def split_dataset(
 
 
 def scratch_graph_name(settings: Settings, dataset_name: str, protocol: str) -> str:
-    """The evaluation's own graph (embedded), or database (``KGREC_EVAL_DATABASE``), never the serving one."""
+    """The evaluation's own graph (embedded), or database (``KGREC_EVAL_DATABASE``), never the serving one.
+
+    The evaluation empties it first, so one that is the serving graph (``KGREC_GRAPH`` named like a
+    scratch graph; settings made without :meth:`Settings.from_env`, which refuses such a
+    ``KGREC_EVAL_DATABASE``) is refused with a ValueError before anything is opened.
+    """
     if settings.embedded:
         slug = "".join(c if c.isalnum() else "_" for c in f"eval_{dataset_name}_{protocol}")
-        return slug[-60:]
-    return settings.eval_database
+        name = slug[-60:]
+        if name == settings.graph_name:
+            raise ValueError(
+                f"KGREC_GRAPH is {name!r}, the scratch graph `kgrec evaluate` empties for this data set "
+                "and protocol: serve from a graph of another name"
+            )
+        return name
+    return checked_eval_database(settings.eval_database, settings.neo4j_database)
 
 
 @contextmanager
