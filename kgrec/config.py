@@ -356,16 +356,18 @@ class Settings:
             read_requires_key=_flag(env.get("KGREC_READ_REQUIRES_KEY", ""), "KGREC_READ_REQUIRES_KEY"),
             public_url=_origin(env, "KGREC_PUBLIC_URL"),
             max_clock_skew_s=_number(env, "KGREC_MAX_CLOCK_SKEW_S", "300", high=86400),
-            bot_events_per_minute=_number(env, "KGREC_BOT_EVENTS_PER_MINUTE", "120", low=1, whole=True),
+            bot_events_per_minute=_number(
+                env, "KGREC_BOT_EVENTS_PER_MINUTE", "120", low=1, whole=True, high=1_000_000
+            ),
             prune_weight_below=_number(env, "KGREC_PRUNE_WEIGHT_BELOW", "0.01"),
             event_retention_days=_number(env, "KGREC_EVENT_RETENTION_DAYS", "30", above=True, high=3650),
             prune_interval_s=_number(env, "KGREC_PRUNE_INTERVAL_S", "600", above=True, high=604800),
             fold_in_interval_s=_number(env, "KGREC_FOLD_IN_INTERVAL_S", "30", above=True, high=604800),
             train_queue=queue_name("KGREC_TRAIN_QUEUE", env.get("KGREC_TRAIN_QUEUE", "celery")),
-            graph_threads=_number(env, "KGREC_GRAPH_THREADS", "1", low=1, whole=True),
+            graph_threads=_number(env, "KGREC_GRAPH_THREADS", "1", low=1, whole=True, high=256),
             serving_timeout_s=_number(env, "KGREC_SERVING_TIMEOUT_S", "30", above=True, high=600),
             migrations_dir=Path(env.get("KGREC_MIGRATIONS_DIR") or DEFAULT_MIGRATIONS_DIR),
-            embedding_batch=_number(env, "KGREC_EMBEDDING_BATCH", "2000", low=1, whole=True),
+            embedding_batch=_number(env, "KGREC_EMBEDDING_BATCH", "2000", low=1, whole=True, high=1_000_000),
             eval_database=checked_eval_database(
                 env.get("KGREC_EVAL_DATABASE", "kgreceval"), serving_database
             ),
@@ -377,7 +379,9 @@ class Settings:
             if env.get("KGREC_RELATION_SENTENCES")
             else None,
             retrain_interval_s=_number(env, "KGREC_RETRAIN_INTERVAL_S", "86400", high=31536000),
-            retrain_after_events=_number(env, "KGREC_RETRAIN_AFTER_EVENTS", "100000", whole=True),
+            retrain_after_events=_number(
+                env, "KGREC_RETRAIN_AFTER_EVENTS", "100000", whole=True, high=1_000_000_000_000
+            ),
             retrain_check_interval_s=_number(
                 env, "KGREC_RETRAIN_CHECK_INTERVAL_S", "60", above=True, high=604800
             ),
@@ -385,23 +389,27 @@ class Settings:
                 env, "KGREC_JOB_VISIBILITY_TIMEOUT_S", "21600", above=True, high=604800
             ),
             gate_tolerance=_number(env, "KGREC_GATE_TOLERANCE", "0.02", high=1),
-            gate_min_users=_number(env, "KGREC_GATE_MIN_USERS", "30", low=1, whole=True),
+            gate_min_users=_number(env, "KGREC_GATE_MIN_USERS", "30", low=1, whole=True, high=1_000_000),
             gate_experiment=_flag(env.get("KGREC_GATE_EXPERIMENT", "false"), "KGREC_GATE_EXPERIMENT"),
             incremental_updates=_flag(
                 env.get("KGREC_INCREMENTAL_UPDATES", "false"), "KGREC_INCREMENTAL_UPDATES"
             ),
             incremental_drift_threshold=_number(env, "KGREC_INCREMENTAL_DRIFT_THRESHOLD", "0.2"),
-            incremental_partitions=_number(env, "KGREC_INCREMENTAL_PARTITIONS", "2", low=1, whole=True),
+            incremental_partitions=_number(
+                env, "KGREC_INCREMENTAL_PARTITIONS", "2", low=1, whole=True, high=1_024
+            ),
             incremental_damping=_number(env, "KGREC_INCREMENTAL_DAMPING", "100", above=True),
             record_impressions=_flag(env.get("KGREC_RECORD_IMPRESSIONS", "true"), "KGREC_RECORD_IMPRESSIONS"),
             impression_retention_days=_number(
                 env, "KGREC_IMPRESSION_RETENTION_DAYS", "7", above=True, high=3650
             ),
-            impression_max_entries=_number(env, "KGREC_IMPRESSION_MAX_ENTRIES", "5000000", low=1, whole=True),
+            impression_max_entries=_number(
+                env, "KGREC_IMPRESSION_MAX_ENTRIES", "5000000", low=1, whole=True, high=10_000_000_000
+            ),
             impressions_fsync=_fsync_policy(env, "KGREC_IMPRESSIONS_AOF_FSYNC", "no"),
             attribution_window_hours=_number(env, "KGREC_ATTRIBUTION_WINDOW_HOURS", "24", high=8760),
             explore_share=_number(env, "KGREC_EXPLORE_SHARE", "0.2", high=1),
-            explore_max_events=_number(env, "KGREC_EXPLORE_MAX_EVENTS", "5", whole=True),
+            explore_max_events=_number(env, "KGREC_EXPLORE_MAX_EVENTS", "5", whole=True, high=1_000_000),
             admin_keys=admin_keys,
             erase_keys=_erase_keys(env.get("KGREC_ERASE_KEYS", ""), admin_keys),
         )

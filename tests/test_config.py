@@ -3,6 +3,7 @@ bad one is refused in one line that names the variable and the value."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -20,8 +21,8 @@ from kgrec.job_queue import redis_urls
         ("KGREC_IMPRESSION_RETENTION_DAYS", "0", "must be a number above 0 and at most 3650, not '0'"),
         ("KGREC_HALF_LIFE_DAYS", "inf", "must be a number above 0 and at most 3650, not 'inf'"),
         ("KGREC_EXPLORE_SHARE", "abc", "must be a number at least 0 and at most 1, not 'abc'"),
-        ("KGREC_EXPLORE_MAX_EVENTS", "x", "must be a whole number at least 0, not 'x'"),
-        ("KGREC_GATE_MIN_USERS", "2.5", "must be a whole number at least 1, not '2.5'"),
+        ("KGREC_EXPLORE_MAX_EVENTS", "x", "must be a whole number at least 0 and at most 1000000, not 'x'"),
+        ("KGREC_GATE_MIN_USERS", "2.5", "must be a whole number at least 1 and at most 1000000, not '2.5'"),
         ("KGREC_GATE_EXPERIMENT", "ture", "must be true or false (1/0, yes/no, on/off), not 'ture'"),
         # a key is a secret, so not repeated; headers reach the app as Latin-1, so "clé" never matches
         ("KGREC_API_KEYS", "fine,clé", "must hold printable ASCII keys only (one has other characters)"),
@@ -110,6 +111,35 @@ def test_every_duration_is_refused_above_its_ceiling_and_accepted_at_it(name: st
     assert getattr(Settings.from_env({name: str(ceiling)}), field) == ceiling
     with pytest.raises(ValueError, match=rf"^{name} must be a number .*at most {ceiling}, not '1e\+12'$"):
         Settings.from_env({name: "1e+12"})
+
+
+# Every whole-number setting and its ceiling: 1e30 passed before and overflowed the 64-bit integers
+# of Redis and the graph engines (or sized a batch or a thread pool no machine holds).
+WHOLE_CEILINGS = {
+    "KGREC_BOT_EVENTS_PER_MINUTE": 1_000_000,
+    "KGREC_GRAPH_THREADS": 256,
+    "KGREC_EMBEDDING_BATCH": 1_000_000,
+    "KGREC_RETRAIN_AFTER_EVENTS": 1_000_000_000_000,
+    "KGREC_GATE_MIN_USERS": 1_000_000,
+    "KGREC_INCREMENTAL_PARTITIONS": 1_024,
+    "KGREC_IMPRESSION_MAX_ENTRIES": 10_000_000_000,
+    "KGREC_EXPLORE_MAX_EVENTS": 1_000_000,
+}
+
+
+def test_every_whole_number_setting_has_a_ceiling() -> None:
+    whole = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", int)}
+    assert whole == {name.removeprefix("KGREC_").lower() for name in WHOLE_CEILINGS}
+
+
+@pytest.mark.parametrize(("name", "ceiling"), sorted(WHOLE_CEILINGS.items()))
+def test_every_whole_number_is_refused_above_its_ceiling_and_accepted_at_it(name: str, ceiling: int) -> None:
+    field = name.removeprefix("KGREC_").lower()
+    assert getattr(Settings.from_env({name: str(ceiling)}), field) == ceiling
+    with pytest.raises(
+        ValueError, match=rf"^{name} must be a whole number .*at most {ceiling}, not '{ceiling + 1}'$"
+    ):
+        Settings.from_env({name: str(ceiling + 1)})
 
 
 def test_an_admin_key_is_an_api_key_too_and_unset_means_none() -> None:
