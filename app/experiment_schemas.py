@@ -82,7 +82,10 @@ class Difference(BaseModel):
     difference: float | None = Field(description="this variant minus the control")
     ci_low: float | None = Field(description="95% interval")
     ci_high: float | None
-    p_value: float | None = Field(description="two-sided")
+    p_value: float | None = Field(
+        description="two-sided, with the user as the unit (delta method; same standard error as the "
+        "interval); fixed-horizon: read once, at the planned sample size"
+    )
 
 
 class VersusControl(BaseModel):
@@ -119,6 +122,13 @@ class ExperimentResults(ExperimentView):
     control: str
     tests: str = Field(description="the statistical tests used")
     variants: list[VariantResults]  # type: ignore[assignment]
+    sample_ratio_users: list[int] = Field(description="users per variant, counted exactly, in variant order")
+    sample_ratio_p: float | None = Field(
+        description="chi-squared p-value of the users per variant against the traffic shares"
+    )
+    sample_ratio_mismatch: bool = Field(
+        description="sample_ratio_p < 0.001: the split is broken, distrust the results"
+    )
 
 
 class ExperimentRecommendations(Recommendations):

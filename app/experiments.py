@@ -169,10 +169,12 @@ def get_experiment(experiment_id: str) -> Response:
 
     Rates are per impression (impressions with at least one attributed click, cart, purchase),
     with Wilson 95% intervals; each variant's difference from the control has a 95% interval and
-    the p-value of a two-sided two-proportion z-test (revenue: Welch's t-test).
+    the two-sided p-value of a z-test with the user as the unit (delta method), from one standard
+    error; ``sample_ratio_p`` tests the users per variant against the traffic shares.
     """
     experiment = _experiment(experiment_id)
-    return jsonify(results(experiment, _store().counters(experiment)))
+    store = _store()
+    return jsonify(results(experiment, store.counters(experiment), store.user_totals(experiment)))
 
 
 @write_endpoint(

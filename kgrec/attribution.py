@@ -54,9 +54,10 @@ NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by w
 
 # KEYS: claim, attributed hash, experiment variant counters | '', the store's erasures
 # ARGV: entry id, event id, event JSON, ttl (ms), event type, revenue, user hash, event ts (ms),
-#       tombstone margin (ms)
+#       tombstone margin (ms), the impression's user ('' for an anonymous one)
 # The impression's hash also flags its first click, cart and purchase and sums its revenue (fields
-# prefixed with \x01), so the experiment counts impressions with an outcome and each one's revenue.
+# prefixed with \x01), so the experiment counts impressions with an outcome and each one's revenue,
+# in its variant's totals and in the impression user's (the per-user hashes beside them).
 # An event of a user erased after it (as the graph's tombstone check reads it) is not claimed (-1):
 # the erasure deleted its attribution and claim, and a resend (a duplicate for the graph) or a
 # claim that raced the erasure would write the user's id back and count the event again.
@@ -79,11 +80,17 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if KEYS[3] ~= '' then
   if first == 1 then
     redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+    if ARGV[10] ~= '' then
+      redis.call('HINCRBY', KEYS[3] .. ':by-user:' .. ARGV[5], ARGV[10], 1)
+    end
   end
   if revenue ~= 0 then
     local before = after - revenue
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue', ARGV[6])
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue_sq', string.format('%.17g', after * after - before * before))
+    if ARGV[10] ~= '' then
+      redis.call('HINCRBYFLOAT', KEYS[3] .. ':by-user:revenue', ARGV[10], ARGV[6])
+    end
   end
 end
 return 1
@@ -302,6 +309,7 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
                     user_hash(match.event.user_id),
                     match.event.ts,
                     margin,
+                    shown.user_id or "",
                 ],
                 client=pipe,
             )

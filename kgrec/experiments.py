@@ -14,17 +14,23 @@ append-only file and its fsync:
   ``revenue_sq``: the sum, and the sum of squares, of each impression's attributed purchase
   value), kept exact because they are incremented in the same Lua script that records the
   impression or claims the event (:mod:`kgrec.attribution`);
-* ``kgrec:<graph>:experiment:<id>:<variant>:users``: a HyperLogLog of the users served.
+* ``kgrec:<graph>:experiment:<id>:<variant>:users``: a HyperLogLog of the users served;
+* ``kgrec:<graph>:experiment:<id>:<variant>:by-user:<metric>``: per-user totals (a hash, user id ->
+  impressions, clicks, carts, purchases or revenue, see :data:`kgrec.impressions.PER_USER_METRICS`),
+  written by the same scripts as the counters; an erasure deletes the user's fields.
 
 Assignment: a user's variant is fixed by ``sha256(experiment id, user id)`` read as a number in
 [0, 1) against the variants' cumulative traffic shares, so it needs no stored state and stays the
 same for the experiment's life (variants cannot change once it has started).
 
-Results: rates (CTR, add-to-cart rate, conversion) are per impression with Wilson 95% intervals;
-each variant's difference from the control (the first variant) has a 95% interval and the
-two-sided p-value of a two-proportion z-test (pooled), revenue per impression Welch's t-test,
-both from scipy. The tests treat impressions as independent; a user's impressions are not, so
-with few users per variant read the p-values as optimistic.
+Results: rates (CTR, add-to-cart rate, conversion) and revenue are per impression, each variant's
+with a Wilson (rates) or normal (revenue) 95% interval. Users are what is randomised, and one
+user's impressions are correlated, so each difference from the control (the first variant) takes
+the user as the unit of analysis: the ratio's variance by the delta method over the per-user
+totals, and the 95% interval and the two-sided z-test's p-value from that one standard error (they
+always agree on whether 0 is excluded). A χ² test of the users per variant against the traffic
+shares (``sample_ratio_p``) flags a broken split. The p-values are fixed-horizon: read them once, at
+the planned sample size.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from scipy import stats
 
 from kgrec.gateway import GraphUnavailable
-from kgrec.impressions import ImpressionStore
+from kgrec.impressions import PER_USER_METRICS, ImpressionStore
 from kgrec.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,9 @@ OUTCOMES = ("click", "cart", "purchase")
 RATES = {"ctr": "click", "add_to_cart_rate": "cart", "conversion": "purchase"}
 ACTIVE = "active"  # a variant's model_version: whatever version is active when the request is served
 Z95 = 1.959963984540054
+# A sample-ratio p-value below this marks the split as broken: users were lost or added unevenly
+# (a strict threshold, since the check runs on every read of the results).
+SRM_ALPHA = 0.001
 # KEYS: running id, definitions; ARGV: experiment id, definition JSON. 2: an experiment of that id
 # exists already (a fixed id, kgrec.gate_experiments: started before, maybe stopped since).
 _START = """
@@ -367,6 +377,51 @@ class ExperimentStore:
             result[variant.name] = {"users": float(users), **values}
         return result
 
+    def user_totals(self, experiment: Experiment) -> dict[str, UserTotals]:
+        """Each variant's per-user totals (impressions recorded on this host so far included).
+
+        Read with ``HSCAN`` in pages, so a large variant does not block the store; a user whose
+        outcome was added between two pages' reads counts with it (the totals only grow)."""
+        self.impressions.settle()
+
+        def read(client: Any) -> dict[str, UserTotals]:
+            found = {}
+            for variant in experiment.variants:
+                columns: dict[str, dict[str, float]] = {}
+                for metric in PER_USER_METRICS:
+                    key = self.impressions.experiment_user_key(experiment.id, variant.name, metric)
+                    columns[metric] = {_decoded(u): float(v) for u, v in client.hscan_iter(key, count=5000)}
+                users = sorted(columns["impressions"])
+                found[variant.name] = UserTotals(
+                    **{
+                        m: np.array([columns[m].get(u, 0.0) for u in users], dtype=float)
+                        for m in PER_USER_METRICS
+                    }
+                )
+            return found
+
+        return self.impressions.run(read)
+
+
+def _decoded(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class UserTotals:
+    """One variant's per-user totals, aligned by user (one entry per user served)."""
+
+    impressions: np.ndarray
+    click: np.ndarray
+    cart: np.ndarray
+    purchase: np.ndarray
+    revenue: np.ndarray
+
+    @property
+    def users(self) -> int:
+        """How many users were served."""
+        return len(self.impressions)
+
 
 def wilson(successes: float, n: float) -> tuple[float, float]:
     """The Wilson score 95% interval of a proportion."""
@@ -389,16 +444,21 @@ def _difference(
     }
 
 
+def _z_difference(difference: float, se: float) -> dict[str, float | None]:
+    """The difference with its 95% interval and the two-sided z-test's p-value, both from ``se``:
+    the interval excludes 0 exactly when p < 0.05 (a zero ``se`` gives p 0 or 1, as its interval)."""
+    if se == 0:
+        return _difference(difference, se, 1.0 if difference == 0 else 0.0)
+    return _difference(difference, se, float(2 * stats.norm.sf(abs(difference) / se)))
+
+
 def two_proportions(x1: float, n1: float, x0: float, n0: float) -> dict[str, float | None]:
-    """Difference p1 - p0 with its 95% interval and the two-sided pooled z-test's p-value."""
+    """Difference p1 - p0 of independent proportions, with its 95% interval and the two-sided
+    z-test's p-value, both from the unpooled standard error (so they agree)."""
     if n1 <= 0 or n0 <= 0:
         return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None}
     p1, p0 = x1 / n1, x0 / n0
-    se = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
-    pooled = (x1 + x0) / (n1 + n0)
-    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-    p_value = 1.0 if se_pooled == 0 else float(2 * stats.norm.sf(abs(p1 - p0) / se_pooled))
-    return _difference(p1 - p0, se, p_value)
+    return _z_difference(p1 - p0, math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
 
 
 def _mean_sd(total: float, total_sq: float, n: float) -> tuple[float, float]:
@@ -407,22 +467,36 @@ def _mean_sd(total: float, total_sq: float, n: float) -> tuple[float, float]:
     return mean, math.sqrt(variance)
 
 
-def revenue_difference(one: dict[str, float], control: dict[str, float]) -> dict[str, float | None]:
-    """Difference in revenue per impression, with a 95% interval and Welch's t-test p-value."""
-    n1, n0 = one.get("impressions", 0.0), control.get("impressions", 0.0)
-    if n1 < 2 or n0 < 2:
+def _ratio_variance(x: np.ndarray, n: np.ndarray) -> float | None:
+    """The delta-method variance of sum(x) / sum(n) over independent users (x, n: per-user totals):
+    the sample variance of the residuals x - R n over the users, divided by users x mean(n)^2."""
+    users = len(n)
+    if users < 2 or n.sum() <= 0:
+        return None
+    ratio = x.sum() / n.sum()
+    return float(np.var(x - ratio * n, ddof=1) / (users * n.mean() ** 2))
+
+
+def ratio_difference(
+    x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarray
+) -> dict[str, float | None]:
+    """Difference of two per-impression ratios sum(x)/sum(n) (a rate, or revenue per impression)
+    between two groups of randomised users, given per-user totals; the user is the unit of
+    analysis (delta method), and the 95% interval and two-sided p-value share one standard error."""
+    v1, v0 = _ratio_variance(x1, n1), _ratio_variance(x0, n0)
+    if v1 is None or v0 is None:
         return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None}
-    m1, s1 = _mean_sd(one.get("revenue", 0.0), one.get("revenue_sq", 0.0), n1)
-    m0, s0 = _mean_sd(control.get("revenue", 0.0), control.get("revenue_sq", 0.0), n0)
-    v1, v0 = s1 * s1 / n1, s0 * s0 / n0
-    se = math.sqrt(v1 + v0)
-    if se == 0:
-        return _difference(m1 - m0, se, 1.0)
-    p_value = float(stats.ttest_ind_from_stats(m1, s1, n1, m0, s0, n0, equal_var=False).pvalue)
-    # the interval from the same Welch t as the p-value (Welch–Satterthwaite degrees of freedom),
-    # so the two agree on whether 0 is excluded
-    dof = (v1 + v0) ** 2 / (v1 * v1 / (n1 - 1) + v0 * v0 / (n0 - 1))
-    return _difference(m1 - m0, se, p_value, float(stats.t.ppf(0.975, dof)))
+    return _z_difference(float(x1.sum() / n1.sum() - x0.sum() / n0.sum()), math.sqrt(v1 + v0))
+
+
+def sample_ratio_p(users: Sequence[int], traffic: Sequence[float]) -> float | None:
+    """The χ² goodness-of-fit p-value of the users per variant against the traffic shares (a small
+    one: the split is not what was configured); None without users."""
+    total = sum(users)
+    if total <= 0:
+        return None
+    expected = [total * share / sum(traffic) for share in traffic]
+    return float(stats.chisquare(users, expected).pvalue)
 
 
 def _metric(value: float, low: float, high: float) -> dict[str, float]:
@@ -436,9 +510,18 @@ def _rounded(diff: dict[str, float | None]) -> dict[str, float | None]:
     }
 
 
-def results(experiment: Experiment, counters: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per variant: users, impressions, outcome counts, rates and revenue with 95% intervals; vs control."""
-    control = counters[experiment.variants[0].name]
+def results(
+    experiment: Experiment,
+    counters: dict[str, dict[str, float]],
+    user_totals: dict[str, UserTotals] | None = None,
+) -> dict[str, Any]:
+    """Per variant: users, impressions, outcome counts, rates and revenue with 95% intervals; vs
+    control, each difference by users (``user_totals``, :meth:`ExperimentStore.user_totals`); the
+    sample-ratio check of the split."""
+    per_user = user_totals or {}
+    empty = UserTotals(*(np.zeros(0) for _ in PER_USER_METRICS))
+    control_name = experiment.variants[0].name
+    control = per_user.get(control_name, empty)
     variants = []
     for variant in experiment.variants:
         c = counters[variant.name]
@@ -461,21 +544,31 @@ def results(experiment: Experiment, counters: dict[str, dict[str, float]]) -> di
             )
         else:
             body["revenue_per_impression"] = _metric(0.0, 0.0, 0.0)
-        if variant is not experiment.variants[0]:
-            n0 = control.get("impressions", 0.0)
+        if variant.name != control_name:
+            one = per_user.get(variant.name, empty)
             body["vs_control"] = {
-                **{
-                    rate: _rounded(two_proportions(c.get(outcome, 0.0), n, control.get(outcome, 0.0), n0))
-                    for rate, outcome in RATES.items()
-                },
-                "revenue_per_impression": _rounded(revenue_difference(c, control)),
+                name: _rounded(
+                    ratio_difference(
+                        getattr(one, metric), one.impressions, getattr(control, metric), control.impressions
+                    )
+                )
+                for name, metric in {**RATES, "revenue_per_impression": "revenue"}.items()
             }
         variants.append(body)
+    counted = [per_user.get(v.name, empty).users for v in experiment.variants]
+    srm = sample_ratio_p(counted, [v.traffic for v in experiment.variants])
     return {
         **experiment.as_dict(),
-        "control": experiment.variants[0].name,
-        "tests": "rates: two-sided two-proportion z-test (pooled), Wilson intervals; revenue: Welch's t-test",
+        "control": control_name,
+        "tests": (
+            "per impression, by user (the randomised unit): delta-method z-test and 95% interval from one "
+            "standard error; Wilson intervals per variant; fixed-horizon p-values; sample ratio: chi-squared "
+            "test of users per variant against traffic"
+        ),
         "variants": variants,
+        "sample_ratio_users": counted,
+        "sample_ratio_p": None if srm is None else float(f"{srm:.6g}"),
+        "sample_ratio_mismatch": srm is not None and srm < SRM_ALPHA,
     }
 
 

@@ -138,6 +138,9 @@ local function store(line)
     local counters = prefix .. 'experiment:' .. rec.e .. ':' .. rec.x
     redis.call('HINCRBY', counters, 'impressions', 1)
     redis.call('PFADD', counters .. ':users', rec.u)
+    if rec.u ~= '' then
+      redis.call('HINCRBY', counters .. ':by-user:impressions', rec.u, 1)
+    end
   end
   return 1
 end
@@ -184,6 +187,9 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+# The per-user totals an experiment variant keeps (one hash each: user id -> total), so its results
+# can take the user, the unit that is randomised, as the unit of analysis (kgrec/experiments.py).
+PER_USER_METRICS = ("impressions", "click", "cart", "purchase", "revenue")
 FLAG = "\x01"  # prefix of the attributed hash's own fields (outcome flags, revenue): no event id has it
 
 
@@ -340,6 +346,11 @@ class ImpressionStore:
     def experiment_key(self, experiment_id: str, variant: str) -> str:
         """The counters of one experiment variant (see kgrec/experiments.py)."""
         return f"{self.prefix}:experiment:{experiment_id}:{variant}"
+
+    def experiment_user_key(self, experiment_id: str, variant: str, metric: str) -> str:
+        """One variant's per-user totals of ``metric`` (a hash, user id -> total; see
+        :data:`PER_USER_METRICS`), written by the scripts that write its counters."""
+        return f"{self.experiment_key(experiment_id, variant)}:by-user:{metric}"
 
     def claim_key(self, event_id: str) -> str:
         """The impression an event was attributed to (set once: at most one attribution per event)."""
@@ -656,7 +667,8 @@ return 1
         newest :data:`USER_RECENT`, so this reads it in server-side scans of ``chunk`` entries
         (each a short Lua call that returns only ids): its cost grows with the stream, which
         retention bounds. Experiment counters are aggregates and stay; a variant's user count is
-        a HyperLogLog, which keeps no ids.
+        a HyperLogLog, which keeps no ids; the user's per-user totals in every experiment's
+        variants are deleted.
 
         The erasure is recorded before the stream is read (the hash of the id at ``now_ms``, kept
         for the retention): from then on no host stores a line of the user recorded before it, and
@@ -687,6 +699,7 @@ return 1
                 break
             start = f"({_text(last)}"
         self.run(lambda client: client.delete(self.user_key(user_id)))
+        self._erase_experiment_totals(user_id)
         compacted = None
         if erased or self.run(lambda client: client.exists(self.compaction_owed)):
             compacted = self.compact(chunk)
@@ -747,6 +760,24 @@ return 1
             return int(write.execute()[0])
 
         return self.run(erase)
+
+    def _erase_experiment_totals(self, user_id: str) -> None:
+        """Delete ``user_id``'s per-user totals in every experiment's variants (after the erasure is
+        recorded, so no impression or claim of theirs adds them back)."""
+
+        def erase(client: redis.Redis) -> None:
+            definitions = client.hvals(f"{self.prefix}:experiments")
+            write = client.pipeline(transaction=True)
+            for text in definitions:
+                definition = json.loads(text)
+                for variant in definition["variants"]:
+                    for metric in PER_USER_METRICS:
+                        write.hdel(
+                            self.experiment_user_key(definition["id"], variant["name"], metric), user_id
+                        )
+            write.execute()
+
+        self.run(erase)
 
     def _erase_attributed_events(self, user_id: str, entry_ids: list[str]) -> None:
         """Remove ``user_id``'s events (and their claims) from anonymous impressions' attributions."""

@@ -24,8 +24,8 @@ serving the API on it. The protocol:
 5. **Checks.** Every acknowledged impression is readable at ``GET /v1/impressions/{id}`` (user,
    items, version, experiment, variant); every acknowledged click is attributed to its
    impression exactly once; the experiment's counters hold exactly the acknowledged clicks;
-   ``GET /v1/experiments/{id}`` shows the treatment's CTR higher with p < 0.05 (two-sided
-   two-proportion z-test) after the 96 users; promoting the treatment makes ``planted``
+   ``GET /v1/experiments/{id}`` shows the treatment's CTR higher with p < 0.05 (two-sided, the
+   user as the unit) after the 96 users; promoting the treatment makes ``planted``
    active in ``GET /v1/models`` and in what every serving process serves.
 
 Why 96 users: the split is random per experiment (its id is in the hash), and these rates

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import socket
 import sys
 import threading
@@ -20,25 +21,28 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from scipy import stats
 
+from kgrec.attribution import attribute
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
+from kgrec.events.validation import validate_batch
 from kgrec.experiments import (
     PROMOTION_LEASE_MS,
     Experiment,
     ExperimentStore,
     RunningExperiment,
     Variant,
+    ratio_difference,
     results,
-    revenue_difference,
     two_proportions,
     wilson,
 )
 from kgrec.gateway import GraphUnavailable, open_gateway
-from kgrec.impressions import ImpressionStore
+from kgrec.impressions import PER_USER_METRICS, ImpressionStore
 from kgrec.limits import MAX_SIDE_VERSIONS
 from kgrec.model_store import artifact_name, load_artifacts, models_dir
 from kgrec.serving import Serving
@@ -627,27 +631,166 @@ def test_intervals_and_tests_match_known_values() -> None:
     assert (round(low, 4), round(high, 4)) == (0.0552, 0.1744)
     diff = two_proportions(30, 200, 15, 200)
     assert diff["difference"] == pytest.approx(0.075)
-    # the pooled z-test is the chi-squared test of the 2x2 table without continuity correction
-    table = [[30, 170], [15, 185]]
-    assert diff["p_value"] == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue)
-    assert diff["p_value"] == pytest.approx(0.01762, abs=1e-5)  # z = 2.374
+    # unpooled: se = sqrt(.15 x .85 / 200 + .075 x .925 / 200) = 0.031375, z = 2.390
+    assert diff["p_value"] == pytest.approx(0.016827, abs=1e-5)
+    assert (diff["ci_low"], diff["ci_high"]) == (
+        pytest.approx(0.013507, abs=1e-5),
+        pytest.approx(0.136493, abs=1e-5),
+    )
     experiment = Experiment(
         "e", "x", "user", (Variant("a", "active", 0.5), Variant("b", "v", 0.5)), "running", 0
     )
     empty = results(experiment, {"a": {"users": 0}, "b": {"users": 0}})
     assert empty["variants"][1]["vs_control"]["ctr"]["p_value"] is None
+    assert empty["sample_ratio_p"] is None and empty["sample_ratio_mismatch"] is False
 
 
-def test_the_revenue_interval_and_its_p_value_agree() -> None:
-    # Welch's t for both: with few impressions a normal-quantile interval would exclude 0 at p = 0.067
+def test_a_difference_interval_and_its_p_value_agree() -> None:
+    # before, the interval used the unpooled standard error and the p-value the pooled one: this
+    # interval, [-0.584, -0.016], excluded 0 while p was 0.060
+    diff = two_proportions(0, 10, 3, 10)
+    assert diff["ci_high"] < 0 and diff["p_value"] < 0.05
+    assert diff["p_value"] == pytest.approx(0.038434, abs=1e-5)
+    # the per-user test too: over a grid of small outcomes, 0 is outside the interval iff p < 0.05
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n1, n0 = rng.integers(1, 6, 8).astype(float), rng.integers(1, 6, 8).astype(float)
+        x1, x0 = (
+            rng.binomial(n1.astype(int), 0.3).astype(float),
+            rng.binomial(n0.astype(int), 0.5).astype(float),
+        )
+        d = ratio_difference(x1, n1, x0, n0)
+        assert d["p_value"] is not None and d["ci_low"] is not None and d["ci_high"] is not None
+        assert (d["p_value"] < 0.05) == (d["ci_low"] > 0 or d["ci_high"] < 0)
+
+
+def test_the_revenue_difference_takes_the_user_as_the_unit() -> None:
+    # one impression per user: the delta method is the z-test of two means with per-user variances
     treatment, control = [20.0, 25.0, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]
+    ones = np.ones(4)
+    diff = ratio_difference(np.array(treatment), ones, np.array(control), ones)
+    se = math.sqrt(np.var(treatment, ddof=1) / 4 + np.var(control, ddof=1) / 4)
+    assert diff["difference"] == pytest.approx(18.5)
+    assert diff["p_value"] == pytest.approx(2 * stats.norm.sf(18.5 / se))
+    assert (diff["ci_low"], diff["ci_high"]) == (
+        pytest.approx(18.5 - 1.959964 * se),
+        pytest.approx(18.5 + 1.959964 * se),
+    )
+    # a user with many impressions counts once: two users, one who saw 9 impressions and spent
+    # nothing, one who saw 1 and spent 10, against the same again, is no difference at all
+    n = np.array([9.0, 1.0])
+    same = ratio_difference(np.array([0.0, 10.0]), n, np.array([0.0, 10.0]), n)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
 
-    def counters(values: list[float]) -> dict[str, float]:
-        return {"impressions": len(values), "revenue": sum(values), "revenue_sq": sum(v * v for v in values)}
 
-    diff = revenue_difference(counters(treatment), counters(control))
-    welch = stats.ttest_ind(treatment, control, equal_var=False)
-    low, high = welch.confidence_interval(0.95)
-    assert diff["p_value"] == pytest.approx(welch.pvalue) and diff["p_value"] > 0.05
-    assert (diff["ci_low"], diff["ci_high"]) == (pytest.approx(low), pytest.approx(high))
-    assert diff["ci_low"] < 0 < diff["ci_high"]
+def _store_user_totals(
+    experiments: ExperimentStore, experiment: Experiment, variant: str, users: dict[str, tuple[int, int]]
+) -> None:
+    """Per-user impressions and clicks of one variant, as the impression and claim scripts leave them."""
+    store = experiments.impressions
+
+    def write(client: Any) -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(
+            store.experiment_user_key(experiment.id, variant, "impressions"),
+            mapping={u: n for u, (n, _) in users.items()},
+        )
+        clicked = {u: x for u, (_, x) in users.items() if x}
+        if clicked:
+            pipe.hset(store.experiment_user_key(experiment.id, variant, "click"), mapping=clicked)
+        pipe.hset(
+            experiments.counters_key(experiment.id, variant),
+            mapping={
+                "impressions": sum(n for n, _ in users.values()),
+                "click": sum(x for _, x in users.values()),
+            },
+        )
+        pipe.execute()
+
+    store.run(write)
+
+
+@embedded_only
+def test_an_aa_experiment_with_clustered_users_is_significant_about_one_time_in_twenty(
+    experiments: ExperimentStore,
+) -> None:
+    """400 A/A experiments, 100 users per variant, each user with their own CTR (Beta(0.5, 2), mean
+    0.2) and 1 + Poisson(10) impressions; the results read back from the store. Treating every
+    impression as independent (the test before) gave p < 0.05 in about 30% of them."""
+    rng = np.random.default_rng(20261207)
+    runs, significant = 400, 0
+    for run in range(runs):
+        experiment = Experiment(f"aa-{run}", "aa", "user", TWO_ARMS, "running", 0)
+        for arm in TWO_ARMS:
+            shown = rng.poisson(10, 100) + 1
+            clicks = rng.binomial(shown, rng.beta(0.5, 2.0, 100))
+            totals = {
+                f"{arm.name}-u{i}": (int(n), int(x))
+                for i, (n, x) in enumerate(zip(shown, clicks, strict=True))
+            }
+            _store_user_totals(experiments, experiment, arm.name, totals)
+        report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
+        p_value = report["variants"][1]["vs_control"]["ctr"]["p_value"]
+        assert p_value is not None
+        significant += p_value < 0.05
+    assert 0.02 <= significant / runs <= 0.08, significant
+
+
+@embedded_only
+def test_a_split_unlike_the_traffic_shares_is_flagged(experiments: ExperimentStore) -> None:
+    for name, (a, b), mismatch in [("srm", (600, 400), True), ("even", (510, 490), False)]:
+        experiment = Experiment(name, name, "user", TWO_ARMS, "running", 0)
+        _store_user_totals(experiments, experiment, "a", {f"a{i}": (2, 0) for i in range(a)})
+        _store_user_totals(experiments, experiment, "b", {f"b{i}": (2, 1) for i in range(b)})
+        report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
+        assert report["sample_ratio_users"] == [a, b]
+        assert report["sample_ratio_mismatch"] is mismatch
+        assert report["sample_ratio_p"] == pytest.approx(stats.chisquare([a, b]).pvalue, rel=1e-5)
+
+
+@embedded_only
+def test_per_user_totals_are_written_once_with_the_counters_and_erased_with_the_user(
+    experiments: ExperimentStore,
+) -> None:
+    store = experiments.impressions
+    experiment = experiments.create("per user", TWO_ARMS)
+    try:
+        at = int(time.time() * 1000)
+        ids = {
+            user: [
+                store.record(
+                    surface="recommendations", user_id=user, items=[("i1", 0.9), ("i2", 0.5)], model_version="v",
+                    filters={}, experiment=experiment.id, variant="b", now_ms=at + k,
+                )
+                for k in range(3)
+            ]
+            for user in ("u1", "u2")
+        }  # fmt: skip
+        raw = [
+            {"event_id": f"c-{uuid.uuid4().hex}", "user_id": "u1", "item_id": "i1", "type": "click",
+             "ts": at + 10, "recommendation_id": ids["u1"][0]},
+            {"event_id": f"p-{uuid.uuid4().hex}", "user_id": "u1", "item_id": "i1", "type": "purchase",
+             "ts": at + 11, "recommendation_id": ids["u1"][0], "value": 7.5},
+        ]  # fmt: skip
+        events, errors = validate_batch(raw, max_skew_s=300)
+        assert not errors
+        store.settle()
+        assert attribute(store, events, max_skew_ms=0, now_ms=at + 20).attributed == 2
+        assert attribute(store, events, max_skew_ms=0, now_ms=at + 20).attributed == 0  # a resend
+        totals = experiments.user_totals(experiment)["b"]
+        assert totals.users == 2 and list(totals.impressions) == [3, 3]
+        assert (
+            list(totals.click) == [1, 0]
+            and list(totals.purchase) == [1, 0]
+            and list(totals.revenue) == [7.5, 0]
+        )
+        assert experiments.user_totals(experiment)["a"].users == 0
+
+        store.erase_user("u1", int(time.time() * 1000))
+        totals = experiments.user_totals(experiment)["b"]
+        assert totals.users == 1 and list(totals.impressions) == [3] and list(totals.revenue) == [0]
+        for metric in PER_USER_METRICS:
+            key = store.experiment_user_key(experiment.id, "b", metric)
+            assert not store.run(lambda client, key=key: client.hexists(key, "u1"))
+    finally:
+        experiments.stop(experiment)
