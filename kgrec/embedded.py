@@ -333,6 +333,10 @@ def _write_redis_config(server_dir: Path, port: int, password: str, fsync: str, 
     return path
 
 
+class OwnedElsewhere(EmbeddedServerError):
+    """A detached start found the server running for another process, with which it will stop."""
+
+
 class AofRewriteRunning(EmbeddedServerError):
     """A rewrite that began after the call started but had not finished when the wait ended
     (the server finishes it by itself unless it fails)."""
@@ -681,10 +685,18 @@ class EmbeddedServer(_ServerFolder):
         Attached (the default): the servers are stopped when this process exits
         or dies. Detached: they keep running until :meth:`stop`. A graph server
         found running whose impressions' server is not (it died, or the graph
-        server predates it) gets one started here.
+        server predates it) gets one started here. Detached, a server found running for a live
+        owner raises :class:`OwnedElsewhere`.
         """
         with self._lock():
             existing = self.running()
+            if existing is not None and detached and existing.owner_pid is not None:
+                # Its redis-server dies with that process (PR_SET_PDEATHSIG, set at its fork): it
+                # cannot be handed over, and returning it would promise a server that outlives it.
+                raise OwnedElsewhere(
+                    f"the graph server (pid {existing.pid}) is running for process {existing.owner_pid} "
+                    "and stops when that exits; start it detached once that process has finished"
+                )
             if existing is not None:
                 self._forget_queries(existing)  # one an older kgrec started logs them
                 return self._with_impressions(existing)

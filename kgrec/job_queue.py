@@ -55,6 +55,11 @@ PLANS = "kgrec:incremental-plans"  # the set of the plan keys written (some may 
 
 # Where beat's fold-in sweep goes on from: the last id of its last full page ("" from the start).
 SWEEP_AFTER = "kgrec:fold-in-sweep-after"
+DELIVERIES_KEY = "kgrec:deliveries:"  # + a task id: how many times a worker has started it
+# A task whose worker dies under it (reject_on_worker_lost) is requeued by Celery every time, with
+# no limit: an out-of-memory training would restart for ever and hold the only worker. So the
+# tasks that ask for redelivery (workers.tasks.BoundedRedelivery) fail on their delivery past this.
+MAX_DELIVERIES = 3
 
 _clients: dict[tuple[str | None, Path, str, float], Celery] = {}
 _lock = threading.Lock()
@@ -126,6 +131,13 @@ WORKER_PARENT_ENV = "KGREC_WORKER_PARENT_PID"
 WORKER_ORPHAN_EXIT_S = WORKER_SOFT_SHUTDOWN_S + 5.0
 
 
+def beat_entry(task: str, interval_s: float) -> dict[str, object]:
+    """Beat's entry for ``task`` every ``interval_s``: a run not started within one interval expires,
+    since the next tick queues another; without it, ticks queued behind a long training ran back to
+    back for hours after it."""
+    return {"task": task, "schedule": interval_s, "options": {"expires": interval_s}}
+
+
 def celery_config(settings: Settings) -> dict[str, object]:
     """Celery settings of workers and clients: late acks, so a task lost with its worker is redelivered."""
     broker, backend = redis_urls(settings)
@@ -147,10 +159,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # Training may go to a queue of its own, so that only GPU workers take it.
         "task_routes": {TRAIN: {"queue": settings.train_queue}},
         "beat_schedule": {
-            "prune-faded-edges": {"task": PRUNE_GRAPH, "schedule": settings.prune_interval_s},
-            "fold-in-new-items": {"task": FOLD_IN_ITEMS, "schedule": settings.fold_in_interval_s},
-            "guard-snapshots": {"task": GUARD_SNAPSHOTS, "schedule": SNAPSHOT_GUARD_INTERVAL_S},
-            "relink-topics": {"task": RELINK_TOPICS, "schedule": TOPIC_REPAIR_INTERVAL_S},
+            "prune-faded-edges": beat_entry(PRUNE_GRAPH, settings.prune_interval_s),
+            "fold-in-new-items": beat_entry(FOLD_IN_ITEMS, settings.fold_in_interval_s),
+            "guard-snapshots": beat_entry(GUARD_SNAPSHOTS, SNAPSHOT_GUARD_INTERVAL_S),
+            "relink-topics": beat_entry(RELINK_TOPICS, TOPIC_REPAIR_INTERVAL_S),
         },
     }
 
@@ -225,6 +237,27 @@ def record_queued(app: Celery, job_id: str) -> None:
     PENDING also means "never heard of it", and :func:`job_status` must tell the two apart. (Sent
     first, a fast worker's STARTED could be overwritten by this PENDING.)"""
     app.backend.store_result(job_id, None, states.PENDING)
+
+
+class WorkerKeptDying(RuntimeError):
+    """A task was started MAX_DELIVERIES times and never finished: its job fails instead of
+    restarting again."""
+
+
+def count_delivery(app: Celery, task_id: str) -> int:
+    """Count one more start of the task ``task_id`` (kept as long as results are); returns the count."""
+    key = f"{DELIVERIES_KEY}{task_id}"
+    pipe = app.backend.client.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, int(app.backend.expires or 86_400))
+    return int(pipe.execute()[0])
+
+
+def check_redelivery(app: Celery, task_id: str) -> None:
+    """Count a start of ``task_id``; raise :class:`WorkerKeptDying` when the worker died under each of
+    its last MAX_DELIVERIES starts (a cold shutdown that requeued it counts too)."""
+    if count_delivery(app, task_id) > MAX_DELIVERIES:
+        raise WorkerKeptDying(f"the worker running it died {MAX_DELIVERIES} times (out of memory?)")
 
 
 def merge_job_id(update_id: str) -> str:

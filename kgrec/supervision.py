@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 RESTARTS_FILE = "restarts.json"
-SUPERVISED = ("graph", "impressions", "api", "worker", "beat")
+SUPERVISED = ("graph", "impressions", "api", "worker", "trainer", "beat")
 
 
 def restarts_path(data_dir: Path) -> Path:

@@ -151,9 +151,13 @@ def worker_argv(concurrency: int = 1, pool: str = "prefork", queues: str | None 
     return _celery_argv("worker", *options, *(["--queues", queues] if queues else []))
 
 
+DEFAULT_QUEUE = "celery"  # Celery's: every task but training (unless KGREC_TRAIN_QUEUE is unset)
+UP_TRAIN_QUEUE = "kgrec-train"  # training's queue under kgrec up when KGREC_TRAIN_QUEUE names none
+
+
 def all_queues(settings: Settings) -> str:
     """Every queue kgrec sends tasks to: the default one and the training queue."""
-    return ",".join(sorted({"celery", settings.train_queue}))
+    return ",".join(sorted({DEFAULT_QUEUE, settings.train_queue}))
 
 
 def beat_argv(settings: Settings) -> list[str]:
@@ -456,12 +460,24 @@ def _children(settings: Settings, port: int) -> list[ChildProcess]:
         "KGREC_DATA_DIR": str(settings.data_dir),
         "KGREC_API_KEYS": ",".join(settings.api_keys or (api_key,)),
     }
+    # Training on a queue and a worker process of its own: on one worker (concurrency 1) a training
+    # of hours held back every scheduled task, the snapshot guard among them.
+    train_queue = up_train_queue(settings)
+    env["KGREC_TRAIN_QUEUE"] = train_queue
+    worker_env = {
+        **env,
+        **WORKER_SHUTDOWN_ENV,
+        WORKER_PARENT_ENV: str(os.getpid()),
+    }  # the launcher: this process
     return [
         ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
-        ChildProcess(
-            "worker",
-            worker_argv(queues=all_queues(settings)),
-            {**env, **WORKER_SHUTDOWN_ENV, WORKER_PARENT_ENV: str(os.getpid())},  # the launcher: this process
-        ),
+        ChildProcess("worker", worker_argv(queues=DEFAULT_QUEUE), worker_env),
+        ChildProcess("trainer", worker_argv(queues=train_queue), worker_env),
         ChildProcess("beat", beat_argv(settings), env),
     ]
+
+
+def up_train_queue(settings: Settings) -> str:
+    """The training queue of the stack ``kgrec up`` starts: KGREC_TRAIN_QUEUE, or UP_TRAIN_QUEUE when
+    that is the default queue (the one every other task goes to)."""
+    return UP_TRAIN_QUEUE if settings.train_queue == DEFAULT_QUEUE else settings.train_queue

@@ -312,7 +312,8 @@ def test_start_reuses_the_running_server(data_dir: Path) -> None:
     assert server.start().pid == server.start().pid
 
 
-def test_attached_server_dies_with_its_owner(data_dir: Path) -> None:
+def _owned_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    """A process that starts the server attached (its owner) and sleeps; and the server's pid."""
     owner = subprocess.Popen(
         [
             sys.executable,
@@ -326,12 +327,38 @@ def test_attached_server_dies_with_its_owner(data_dir: Path) -> None:
         text=True,
     )
     assert owner.stdout is not None
-    server_pid = int(owner.stdout.readline())
+    return owner, int(owner.stdout.readline())
+
+
+def test_attached_server_dies_with_its_owner(data_dir: Path) -> None:
+    owner, server_pid = _owned_server(data_dir)
     assert _pid_alive(server_pid)
     owner.send_signal(signal.SIGKILL)
     owner.wait()
     assert _wait_gone(server_pid), "the graph server outlived its owner"
     assert EmbeddedServer(data_dir).running() is None
+
+
+def test_db_start_refuses_a_server_another_live_process_owns(data_dir: Path) -> None:
+    """`kgrec db start` handed back the server a running `kgrec import` owned, saying it stays up until
+    `kgrec db stop`, though it stopped with its owner: it now refuses, naming the owner."""
+    owner, server_pid = _owned_server(data_dir)
+    try:
+        started = kgrec_cli("db", "start", env=_operator_env(data_dir), timeout=120)
+        assert started.returncode == 1, started.stdout
+        assert started.stderr.strip().splitlines() == [
+            f"kgrec: error: the graph server (pid {server_pid}) is running for process {owner.pid} and "
+            "stops when that exits; start it detached once that process has finished"
+        ]
+        assert "running" not in started.stdout
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    assert _wait_gone(server_pid)
+    started = kgrec_cli("db", "start", env=_operator_env(data_dir), timeout=120)  # its owner gone: starts
+    assert started.returncode == 0, started.stderr
+    assert EmbeddedServer(data_dir).running().owner_pid is None
+    EmbeddedServer(data_dir).stop()
 
 
 def test_startup_check_stops_an_orphan(data_dir: Path) -> None:

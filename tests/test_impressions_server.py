@@ -244,6 +244,7 @@ def test_the_supervisor_restarts_a_killed_impressions_server(own_server: Any) ->
         "impressions": 1,
         "api": 0,
         "worker": 0,
+        "trainer": 0,
         "beat": 0,
     }
     assert lines[0].startswith("kgrec up: impressions killed by SIGKILL after "), lines

@@ -139,7 +139,14 @@ def test_up_restarts_a_killed_graph_impressions_server_api_and_worker(tmp_path: 
         wait_for(f"{base}/healthz", timeout_s=300)
         celery = job_client(Settings(data_dir=data_dir))
         eventually(lambda: worker_answers(celery), 120, "the Celery worker answers a ping")
-        assert restarts(base) == {"graph": 0, "impressions": 0, "api": 0, "worker": 0, "beat": 0}
+        assert restarts(base) == {
+            "graph": 0,
+            "impressions": 0,
+            "api": 0,
+            "worker": 0,
+            "trainer": 0,
+            "beat": 0,
+        }
 
         # The graph server: the API answers 503 + Retry-After, then 200 again by itself.
         poster.start()
@@ -176,7 +183,7 @@ def test_up_restarts_a_killed_graph_impressions_server_api_and_worker(tmp_path: 
         assert restarts(base)["api"] == 1
 
         # The Celery worker.
-        worker = child_pid(up.pid, "celery", " worker ")
+        worker = child_pid(up.pid, "celery", " worker ", "--queues celery ")  # not the trainer
         assert worker is not None
         os.kill(worker, signal.SIGKILL)
         eventually(lambda: restarts(base)["worker"] == 1, 60, "the worker restart shows in /metrics")

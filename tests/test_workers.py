@@ -6,6 +6,7 @@ ones that are fresh, and Event ids received just before and exactly at the reten
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import Counter
@@ -21,10 +22,22 @@ from kgrec.decay import decayed
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
-from kgrec.job_queue import PRUNE_GRAPH, TRAIN, job_client
+from kgrec.job_queue import (
+    DELIVERIES_KEY,
+    MAX_DELIVERIES,
+    PRUNE_GRAPH,
+    TRAIN,
+    WORKER_PARENT_ENV,
+    celery_config,
+    job_client,
+    job_status,
+    record_queued,
+)
 from kgrec.maintenance import PruneResult, clear_graph, prune, user_batches
-from kgrec_cli.stack import beat_argv, worker_argv
+from kgrec_cli.stack import _children, beat_argv, worker_argv
+from tests.dying_tasks import KILL_ITSELF
 from tests.processes import background
+from workers.celery_app import retrain_schedule
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -294,3 +307,57 @@ def test_training_goes_to_its_own_queue_when_one_is_set(worker_env: tuple, tmp_p
                 time.sleep(0.2)
         assert job.state != "PENDING"
     assert "kgrec-train-test" in (tmp_path / "gpu-worker.log").read_text()
+
+
+def test_a_task_that_keeps_killing_its_worker_fails_after_the_limit(
+    worker_env: tuple, tmp_path: Path
+) -> None:
+    """Celery requeues a task lost with its pool process every time: a training killed by the OOM
+    killer ran for ever and its job never finished. Past MAX_DELIVERIES starts its job fails."""
+    env, settings, _gateway = worker_env
+    client = job_client(settings)
+    job_id = f"dying-{time.time_ns()}"
+    record_queued(client, job_id)
+    argv = [*worker_argv(concurrency=1), "--include", "tests.dying_tasks"]
+    with background(argv, env, tmp_path / "worker.log"):
+        client.send_task(KILL_ITSELF, task_id=job_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and job_status(client, job_id)["state"] != "FAILURE":
+            time.sleep(0.3)
+        status = job_status(client, job_id)
+        log = (tmp_path / "worker.log").read_text()
+        assert status["state"] == "FAILURE", log[-3000:]
+        assert status["error"] == f"the worker running it died {MAX_DELIVERIES} times (out of memory?)"
+        assert log.count("WorkerLostError") >= MAX_DELIVERIES
+        time.sleep(2)  # acknowledged: no further delivery
+        assert job_status(client, job_id)["state"] == "FAILURE"
+        assert client.backend.client.get(f"{DELIVERIES_KEY}{job_id}") == str(MAX_DELIVERIES + 1).encode()
+
+
+@pytest.mark.parametrize("train_queue", ["celery", "gpu"])
+def test_kgrec_up_gives_training_a_worker_process_of_its_own(train_queue: str, tmp_path: Path) -> None:
+    """One worker on every queue ran no scheduled task while a training lasted: under `kgrec up` the
+    default queue's worker takes no training, and every child sends training to the trainer's queue."""
+    settings = Settings.from_env({"KGREC_DATA_DIR": str(tmp_path), "KGREC_TRAIN_QUEUE": train_queue})
+    children = {child.name: child for child in _children(settings, 8000)}
+    queues = {
+        name: child.argv[child.argv.index("--queues") + 1].split(",")
+        for name, child in children.items()
+        if "--queues" in child.argv
+    }
+    trained_on = children["trainer"].env["KGREC_TRAIN_QUEUE"]
+    assert queues == {"worker": ["celery"], "trainer": [trained_on]} and trained_on != "celery"
+    assert trained_on == ("kgrec-train" if train_queue == "celery" else train_queue)
+    assert {child.env["KGREC_TRAIN_QUEUE"] for child in children.values()} == {trained_on}
+    for name in ("worker", "trainer"):
+        assert children[name].env[WORKER_PARENT_ENV] == str(os.getpid())
+
+
+def test_every_beat_entry_expires_after_its_interval(worker_env: tuple) -> None:
+    """Ticks queued behind a training ran back to back for hours after it; now a tick not started
+    within its interval is dropped (the next one comes)."""
+    settings = Settings.from_env({**worker_env[0], "KGREC_RETRAIN_INTERVAL_S": "3600"})
+    schedule = {**celery_config(settings)["beat_schedule"], **retrain_schedule(settings)}  # as make_celery
+    assert "retrain-if-due" in schedule and len(schedule) == 5
+    for name, entry in schedule.items():
+        assert entry["options"]["expires"] == entry["schedule"] > 0, name

@@ -20,7 +20,7 @@ import time
 from celery import Celery, signals
 
 from kgrec.config import Settings
-from kgrec.job_queue import RETRAIN_IF_DUE, WORKER_ORPHAN_EXIT_S, WORKER_PARENT_ENV, celery_config
+from kgrec.job_queue import RETRAIN_IF_DUE, WORKER_ORPHAN_EXIT_S, WORKER_PARENT_ENV, beat_entry, celery_config
 from workers import context
 
 PARENT_POLL_S = 0.5
@@ -30,12 +30,7 @@ def retrain_schedule(settings: Settings) -> dict[str, dict[str, object]]:
     """Beat's entry for the scheduled-retraining check (none when both triggers are off)."""
     if settings.retrain_interval_s <= 0 and settings.retrain_after_events <= 0:
         return {}
-    return {
-        "retrain-if-due": {
-            "task": RETRAIN_IF_DUE,
-            "schedule": settings.retrain_check_interval_s,
-        }
-    }
+    return {"retrain-if-due": beat_entry(RETRAIN_IF_DUE, settings.retrain_check_interval_s)}
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

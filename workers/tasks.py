@@ -19,6 +19,19 @@ from workers.training.job import start_training, version_name
 FOLD_IN_SWEEP_LIMIT = 1_000
 
 
+class BoundedRedelivery(Task):  # type: ignore[misc]
+    """A task redelivered when its worker dies (``reject_on_worker_lost``), at most
+    :data:`~kgrec.job_queue.MAX_DELIVERIES` times: Celery requeues such a message with no limit
+    (``retry_on_worker_lost`` would bound it, but as a new message with a RETRY state in between and
+    a reason naming only the signal). Past the limit the job fails with a one-line reason, and its
+    message is acknowledged."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.request.called_directly:
+            job_queue.check_redelivery(self.app, self.request.id)
+        return super().__call__(*args, **kwargs)
+
+
 @shared_task(name=job_queue.PRUNE_GRAPH, acks_late=True)
 def prune_graph() -> dict[str, int]:
     """Prune faded interest edges and expired event ids (scheduled by beat)."""
@@ -39,7 +52,7 @@ def relink_topics() -> dict[str, str | None]:
     return {"relinked": relink_active_topics(graph(), settings().data_dir)}
 
 
-@shared_task(name=job_queue.FOLD_IN_ITEMS, acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=job_queue.FOLD_IN_ITEMS, acks_late=True, reject_on_worker_lost=True, base=BoundedRedelivery)
 def fold_in_items(item_ids: list[str] | None = None, limit: int = FOLD_IN_SWEEP_LIMIT) -> dict[str, Any]:
     """Give items created after training an embedding under the active version (idempotent).
 
@@ -56,7 +69,9 @@ def fold_in_items(item_ids: list[str] | None = None, limit: int = FOLD_IN_SWEEP_
     return embed_new_items(gateway, settings(), item_ids)
 
 
-@shared_task(bind=True, name=job_queue.TRAIN, acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    bind=True, name=job_queue.TRAIN, acks_late=True, reject_on_worker_lost=True, base=BoundedRedelivery
+)
 def train(
     self: Task,
     epochs: int = TrainConfig.epochs,
@@ -107,7 +122,13 @@ def retrain_if_due() -> dict[str, object]:
     return check_and_claim(graph(), settings(), job_state, enqueue)
 
 
-@shared_task(bind=True, name=job_queue.INCREMENTAL_UPDATE, acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    bind=True,
+    name=job_queue.INCREMENTAL_UPDATE,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    base=BoundedRedelivery,
+)
 def incremental_update(self: Task, partitions: int | None = None, since: int | None = None) -> dict[str, Any]:
     """Plan an incremental update of the active version and queue its partitions as a chord.
 
@@ -143,7 +164,9 @@ def _plan(plan: str | dict[str, Any]) -> UpdatePlan:
     return UpdatePlan.from_json(plan if isinstance(plan, dict) else job_queue.load_plan(current_app, plan))
 
 
-@shared_task(name=job_queue.INCREMENTAL_PARTITION, acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name=job_queue.INCREMENTAL_PARTITION, acks_late=True, reject_on_worker_lost=True, base=BoundedRedelivery
+)
 def incremental_partition(plan: str | dict[str, Any], part: int) -> str:
     """Pull one partition's 2-hop subgraph and refresh its seeds' rows (returned encoded, without
     the users' ids, which the merge takes from the plan; writes nothing)."""
@@ -151,7 +174,9 @@ def incremental_partition(plan: str | dict[str, Any], part: int) -> str:
     return run_partition(graph(), settings(), update, part).encode(update.seeds(part)[1])
 
 
-@shared_task(name=job_queue.INCREMENTAL_MERGE, acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name=job_queue.INCREMENTAL_MERGE, acks_late=True, reject_on_worker_lost=True, base=BoundedRedelivery
+)
 def incremental_merge(parts: list[str], plan: str | dict[str, Any], version: str) -> dict[str, Any]:
     """The chord's callback: merge the partitions' rows, write the child version and switch to it;
     then delete the plan."""
