@@ -419,6 +419,24 @@ def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Setti
                 "event_id": "e",
                 "user_id": "u",
                 "item_id": "i",
+                "type": "view",
+                "ts": T0,
+                "item": {"category": []},
+            },
+            "item.category",
+            "must list 1 to 10 categories (got 0)",
+        ),
+        (
+            {"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": T0}
+            | {"item": {"category": [f"c{k}" for k in range(11)]}},
+            "item.category",
+            "must list 1 to 10 categories (got 11)",
+        ),
+        (
+            {
+                "event_id": "e",
+                "user_id": "u",
+                "item_id": "i",
                 "type": "rating",
                 "ts": T0,
                 "value": float("nan"),
