@@ -200,6 +200,24 @@ def test_a_minute_split_over_batches_is_counted_whole_when_the_later_batch_goes_
     assert state == [{"bot": True, "m": start // 60_000 + 1, "n": 1}]
 
 
+def test_a_future_dated_event_does_not_switch_off_bot_flagging(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    """One event 240 s ahead (within the clock skew allowed) is counted in the server's current
+    minute, so the batches that follow in that minute still add up: 1 + 3 × 2 events, over 5."""
+    limit = 5
+    strict = replace(settings, bot_events_per_minute=limit)
+    now = (T0 // 60_000 + 20) * 60_000 + 5_000
+    ingest(gateway, events(ev("ahead", "view", now + 240_000, user="skew", item_id="i0")), strict, now_ms=now)
+    for b in range(3):
+        batch = [ev(f"s{b}{i}", "view", now + b * 1000 + i, user="skew", item_id=f"i{i}") for i in range(2)]
+        ingest(gateway, events(*batch), strict, now_ms=now + b * 1000)
+    state = gateway.run_query(
+        "MATCH (u:User {id: 'skew'}) RETURN u.flagged_bot AS bot, u.rate_minute AS m, u.rate_count AS n", {}
+    )
+    assert state == [{"bot": True, "m": now // 60_000, "n": 7}]
+
+
 def test_an_erasure_between_prepare_and_write_leaves_out_events_within_its_margin(
     gateway: GraphGateway, settings: Settings
 ) -> None:
@@ -396,6 +414,24 @@ def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Setti
             "future",
         ),
         ({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": "soon"}, "ts", "ISO"),
+        (
+            {
+                "event_id": "e",
+                "user_id": "u",
+                "item_id": "i",
+                "type": "view",
+                "ts": T0,
+                "item": {"category": []},
+            },
+            "item.category",
+            "must list 1 to 10 categories (got 0)",
+        ),
+        (
+            {"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": T0}
+            | {"item": {"category": [f"c{k}" for k in range(11)]}},
+            "item.category",
+            "must list 1 to 10 categories (got 11)",
+        ),
         (
             {
                 "event_id": "e",

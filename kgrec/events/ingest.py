@@ -177,7 +177,10 @@ def build_params(
     tags: Counter[tuple[str, str]] = Counter()
     span: dict[str, tuple[int, int]] = {}  # per user: the batch's first and last event time
     for event in events:
-        per_user_minute[event.user_id][event.ts // MINUTE_MS] += 1
+        # counted in the earlier of its minute and the server's: a future-dated event (up to the
+        # clock skew allowed) would otherwise move the stored counter past the current minute, and
+        # every later batch in the real current minute would go uncounted
+        per_user_minute[event.user_id][min(event.ts, now_ms) // MINUTE_MS] += 1
         first, last = span.get(event.user_id, (event.ts, event.ts))
         span[event.user_id] = (min(first, event.ts), max(last, event.ts))
         if event.type == "tag" and event.item_id is not None and event.tag is not None:

@@ -351,6 +351,11 @@ def _number_reason(value: Any, _field: str) -> str:
     return f"is too large (got {shown(value)})" if too_large else f"must be a number, not {_type_name(value)}"
 
 
+def _depth_reason(value: Any) -> str:
+    got = len(value) if isinstance(value, (list, tuple)) else shown(value)
+    return f"must list 1 to {MAX_CATEGORY_DEPTH} categories (got {got})"
+
+
 # pydantic's error type -> why, in kgrec's words: fn(input, field) -> reason
 _REASONS: dict[str, Callable[[Any, str], str]] = {
     "missing": lambda _value, _field: "is required",
@@ -363,8 +368,8 @@ _REASONS: dict[str, Callable[[Any, str], str]] = {
     "finite_number": lambda value, _field: f"must be a finite number (got {value!r})",
     "greater_than_equal": lambda value, _field: f"must not be negative (got {value})",
     "less_than_equal": lambda value, _field: f"must be at most {MAX_PRICE:g} (got {value})",
-    "too_short": lambda _value, _field: f"must list 1 to {MAX_CATEGORY_DEPTH} categories",
-    "too_long": lambda _value, _field: f"must list 1 to {MAX_CATEGORY_DEPTH} categories",
+    "too_short": lambda value, _field: _depth_reason(value),
+    "too_long": lambda value, _field: _depth_reason(value),
     "list_type": lambda _value, _field: "must be a category id or a list of ids, general to specific",
 }
 
