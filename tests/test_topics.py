@@ -694,6 +694,12 @@ def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_
         "CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
         {"t": retired_id, "now": now},
     )
+    # a flagged bot interested in the topic is counted by neither (the audience leaves bots out)
+    gateway.run_query(
+        "MATCH (t:Topic {id: $t}) CREATE (:User {id: 'topic-bot', flagged_bot: true})"
+        "-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
+        {"t": kept_id, "now": now},
+    )
     assert topic_detail(gateway, kept_id, 3)["interested_users"] == 2
     assert topic_detail(gateway, retired_id, 3)["interested_users"] == 2  # its own, as before
     page = audience_page(gateway, settings, Audience("topic", kept_id), limit=10)
@@ -954,3 +960,23 @@ def test_a_promotion_that_died_before_its_switch_gets_the_active_versions_topics
     # beat runs the check every minute: repaired within about two minutes of the dead write's end
     schedule = celery_config(settings)["beat_schedule"]
     assert schedule["relink-topics"] == {"task": RELINK_TOPICS, "schedule": TOPIC_REPAIR_INTERVAL_S}  # type: ignore[index]
+
+
+def test_item_reviews_leave_out_bots_and_keep_the_newest_in_a_stable_order(gateway: GraphGateway) -> None:
+    item = f"reviewed-{uuid.uuid4().hex[:6]}"
+    # five users' reviews (user, review time, bot?): the newest is a flagged bot's; two share a time
+    reviews = [
+        ("r-a", 10, False),
+        ("r-b", 40, False),
+        ("r-c", 30, False),
+        ("r-d", 30, False),
+        ("r-bot", 50, True),
+    ]
+    gateway.run_query(
+        "CREATE (i:Item {id: $item}) WITH i UNWIND $rows AS row "
+        "CREATE (:User {id: row[0] + $item, flagged_bot: row[2]})"
+        "-[:INTERACTED {review_text: 'by ' + row[0], review_ts: row[1]}]->(i)",
+        {"item": item, "rows": [list(r) for r in reviews]},
+    )
+    # the newest three of the people: r-b, then r-c before r-d by user id (not r-a, not the bot)
+    assert item_language(gateway)[item] == "by r-b by r-c by r-d"

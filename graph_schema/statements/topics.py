@@ -46,13 +46,16 @@ ITEM_TAGS = read(
     """,
 )
 
-# Review texts (the latest per user and item), for the items' text.
+# Review texts (the latest per user and item), for the items' text: none of a flagged bot (left
+# out of training as elsewhere), newest first and then by user id, so that which few per item a
+# training keeps does not depend on the graph's order (a retrain on the same graph is the same).
 ITEM_REVIEWS = read(
     "item_reviews",
     """
-    MATCH (:User)-[r:INTERACTED]->(i:Item)
-    WHERE r.review_text IS NOT NULL
+    MATCH (u:User)-[r:INTERACTED]->(i:Item)
+    WHERE r.review_text IS NOT NULL AND coalesce(u.flagged_bot, false) = false
     RETURN i.id AS item_id, r.review_text AS text
+    ORDER BY i.id, coalesce(r.review_ts, 0) DESC, u.id
     """,
 )
 
@@ -365,6 +368,7 @@ TOPIC_DETAIL = read(
     + counted_topics("items")
     + """
     OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(counted)
+    WHERE coalesce(u.flagged_bot, false) = false
     RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items,
            count(DISTINCT u) AS users
     """,
