@@ -35,7 +35,7 @@ from kgrec.signals import build_signals, signals_for
 from kgrec.text_model import encode
 from kgrec.topic_items import ABOUT_SETTLE_MS, AboutWrite, TopicItems, link_topic_items, topic_items_path
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
-from kgrec.topics import ACTIVE, topic_detail, user_topics
+from kgrec.topics import ACTIVE, ActiveTopics, topic_detail, user_topics
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import beauty_graph
 from workers.training.blend_fit import EVIDENCE_P
@@ -980,3 +980,19 @@ def test_item_reviews_leave_out_bots_and_keep_the_newest_in_a_stable_order(gatew
     )
     # the newest three of the people: r-b, then r-c before r-d by user id (not r-a, not the bot)
     assert item_language(gateway)[item] == "by r-b by r-c by r-d"
+
+
+def test_active_topic_names_are_the_versions_own_not_a_dead_promotions(gateway: GraphGateway) -> None:
+    # The active version named topic-1 'lip care'; a candidate's promotion wrote its name 'sunscreen'
+    # onto the shared Topic node and died before its switch: the active version's name is served.
+    gateway.run_query(
+        "CREATE (m:ModelVersion {id: 'v1', active: true}), (c:ModelVersion {id: 'v2', active: false}),"
+        "       (t:Topic {id: 'topic-1', name: 'sunscreen'}), (u:Topic {id: 'topic-2', name: 'hair'}),"
+        "       (m)-[:HAS_TOPIC {name: 'lip care', centroid: [1.0, 0.0]}]->(t),"
+        "       (c)-[:HAS_TOPIC {name: 'sunscreen', centroid: [0.0, 1.0]}]->(t),"
+        "       (m)-[:HAS_TOPIC {centroid: [0.0, 1.0]}]->(u)",
+        {},
+    )
+    index = ActiveTopics().get(gateway)
+    # an edge written without a name falls back to the Topic's
+    assert dict(zip(index.ids, index.names, strict=True)) == {"topic-1": "lip care", "topic-2": "hair"}

@@ -19,11 +19,15 @@ from graph_schema.decay import decayed_weight
 
 # The topics of the active version, with their centroids (event ingestion matches text to these)
 # and the retired topics each absorbs (training passes them on to the next version's topics).
+# The name is the version's own (HAS_TOPIC's), not the shared Topic node's, which a promotion that
+# died before its switch may have left holding a candidate's name (the Topic's for an edge
+# written without one).
 ACTIVE_TOPICS = read(
     "active_topics",
     """
     MATCH (m:ModelVersion {active: true})-[h:HAS_TOPIC]->(t:Topic)
-    RETURN m.id AS version, t.id AS id, t.name AS name, h.centroid AS centroid, h.absorbs AS absorbs
+    RETURN m.id AS version, t.id AS id, coalesce(h.name, t.name) AS name, h.centroid AS centroid,
+           h.absorbs AS absorbs
     ORDER BY id
     """,
 )
