@@ -47,7 +47,6 @@ RESERVED_TYPES: frozenset[str] = frozenset(
         "POPULARITY_ADJUSTMENT",
         "ABOUT",
         "TAGGED",
-        "USED_TAG",
         "HAS_TOPIC",
     }
 )
