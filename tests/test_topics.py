@@ -35,7 +35,7 @@ from kgrec.signals import build_signals, signals_for
 from kgrec.text_model import encode
 from kgrec.topic_items import ABOUT_SETTLE_MS, AboutWrite, TopicItems, link_topic_items, topic_items_path
 from kgrec.topic_signal import TOPIC_INTERESTS, same_topic, with_topics
-from kgrec.topics import ACTIVE, topic_detail, user_topics
+from kgrec.topics import ACTIVE, ActiveTopics, topic_detail, user_topics
 from kgrec.training_graph import TrainingGraph
 from tests.subsets import beauty_graph
 from workers.training.blend_fit import EVIDENCE_P
@@ -694,6 +694,12 @@ def test_interests_in_merged_topics_survive_a_retrain_and_a_rollback_serves_the_
         "CREATE (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
         {"t": retired_id, "now": now},
     )
+    # a flagged bot interested in the topic is counted by neither (the audience leaves bots out)
+    gateway.run_query(
+        "MATCH (t:Topic {id: $t}) CREATE (:User {id: 'topic-bot', flagged_bot: true})"
+        "-[:INTERESTED_IN {weight: 1.0, weight_ts: $now, count: 1, first_ts: $now, last_ts: $now}]->(t)",
+        {"t": kept_id, "now": now},
+    )
     assert topic_detail(gateway, kept_id, 3)["interested_users"] == 2
     assert topic_detail(gateway, retired_id, 3)["interested_users"] == 2  # its own, as before
     page = audience_page(gateway, settings, Audience("topic", kept_id), limit=10)
@@ -954,3 +960,39 @@ def test_a_promotion_that_died_before_its_switch_gets_the_active_versions_topics
     # beat runs the check every minute: repaired within about two minutes of the dead write's end
     schedule = celery_config(settings)["beat_schedule"]
     assert schedule["relink-topics"] == {"task": RELINK_TOPICS, "schedule": TOPIC_REPAIR_INTERVAL_S}  # type: ignore[index]
+
+
+def test_item_reviews_leave_out_bots_and_keep_the_newest_in_a_stable_order(gateway: GraphGateway) -> None:
+    item = f"reviewed-{uuid.uuid4().hex[:6]}"
+    # five users' reviews (user, review time, bot?): the newest is a flagged bot's; two share a time
+    reviews = [
+        ("r-a", 10, False),
+        ("r-b", 40, False),
+        ("r-c", 30, False),
+        ("r-d", 30, False),
+        ("r-bot", 50, True),
+    ]
+    gateway.run_query(
+        "CREATE (i:Item {id: $item}) WITH i UNWIND $rows AS row "
+        "CREATE (:User {id: row[0] + $item, flagged_bot: row[2]})"
+        "-[:INTERACTED {review_text: 'by ' + row[0], review_ts: row[1]}]->(i)",
+        {"item": item, "rows": [list(r) for r in reviews]},
+    )
+    # the newest three of the people: r-b, then r-c before r-d by user id (not r-a, not the bot)
+    assert item_language(gateway)[item] == "by r-b by r-c by r-d"
+
+
+def test_active_topic_names_are_the_versions_own_not_a_dead_promotions(gateway: GraphGateway) -> None:
+    # The active version named topic-1 'lip care'; a candidate's promotion wrote its name 'sunscreen'
+    # onto the shared Topic node and died before its switch: the active version's name is served.
+    gateway.run_query(
+        "CREATE (m:ModelVersion {id: 'v1', active: true}), (c:ModelVersion {id: 'v2', active: false}),"
+        "       (t:Topic {id: 'topic-1', name: 'sunscreen'}), (u:Topic {id: 'topic-2', name: 'hair'}),"
+        "       (m)-[:HAS_TOPIC {name: 'lip care', centroid: [1.0, 0.0]}]->(t),"
+        "       (c)-[:HAS_TOPIC {name: 'sunscreen', centroid: [0.0, 1.0]}]->(t),"
+        "       (m)-[:HAS_TOPIC {centroid: [0.0, 1.0]}]->(u)",
+        {},
+    )
+    index = ActiveTopics().get(gateway)
+    # an edge written without a name falls back to the Topic's
+    assert dict(zip(index.ids, index.names, strict=True)) == {"topic-1": "lip care", "topic-2": "hair"}

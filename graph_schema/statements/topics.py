@@ -19,11 +19,15 @@ from graph_schema.decay import decayed_weight
 
 # The topics of the active version, with their centroids (event ingestion matches text to these)
 # and the retired topics each absorbs (training passes them on to the next version's topics).
+# The name is the version's own (HAS_TOPIC's), not the shared Topic node's, which a promotion that
+# died before its switch may have left holding a candidate's name (the Topic's for an edge
+# written without one).
 ACTIVE_TOPICS = read(
     "active_topics",
     """
     MATCH (m:ModelVersion {active: true})-[h:HAS_TOPIC]->(t:Topic)
-    RETURN m.id AS version, t.id AS id, t.name AS name, h.centroid AS centroid, h.absorbs AS absorbs
+    RETURN m.id AS version, t.id AS id, coalesce(h.name, t.name) AS name, h.centroid AS centroid,
+           h.absorbs AS absorbs
     ORDER BY id
     """,
 )
@@ -46,13 +50,16 @@ ITEM_TAGS = read(
     """,
 )
 
-# Review texts (the latest per user and item), for the items' text.
+# Review texts (the latest per user and item), for the items' text: none of a flagged bot (left
+# out of training as elsewhere), newest first and then by user id, so that which few per item a
+# training keeps does not depend on the graph's order (a retrain on the same graph is the same).
 ITEM_REVIEWS = read(
     "item_reviews",
     """
-    MATCH (:User)-[r:INTERACTED]->(i:Item)
-    WHERE r.review_text IS NOT NULL
+    MATCH (u:User)-[r:INTERACTED]->(i:Item)
+    WHERE r.review_text IS NOT NULL AND coalesce(u.flagged_bot, false) = false
     RETURN i.id AS item_id, r.review_text AS text
+    ORDER BY i.id, coalesce(r.review_ts, 0) DESC, u.id
     """,
 )
 
@@ -365,6 +372,7 @@ TOPIC_DETAIL = read(
     + counted_topics("items")
     + """
     OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(counted)
+    WHERE coalesce(u.flagged_bot, false) = false
     RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items,
            count(DISTINCT u) AS users
     """,
