@@ -29,6 +29,7 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.experiments import (
     PROMOTION_LEASE_MS,
     Experiment,
+    ExperimentConflict,
     ExperimentStore,
     RunningExperiment,
     Variant,
@@ -610,6 +611,28 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
     finally:
         if (left := experiments.running()) is not None:
             experiments.stop(left)
+
+
+def test_no_experiment_starts_while_a_stopped_experiments_promotion_is_claimed(
+    experiments: ExperimentStore,
+) -> None:
+    # A stopped experiment's claim leaves no running id; before, a new experiment started during it
+    # and the promotion's activation then changed what its `active` variant served.
+    stopped = experiments.stop(experiments.create("stopped first", TWO_ARMS))
+    claimed, claim = experiments.claim_promotion(stopped, {"variant": "b", "model_version": "v-x"})
+    try:
+        assert claim == 1 and experiments.running_id() is None
+        with pytest.raises(ExperimentConflict, match="promotion"):
+            experiments.create("second", TWO_ARMS)
+        assert experiments.running_id() is None
+        assert [x.name for x in experiments.list_experiments()].count("second") == 0
+        experiments.finish_promotion(claimed)
+        later = experiments.create("second", TWO_ARMS)  # the claim finished: experiments start again
+        assert experiments.running_id() == later.id
+    finally:
+        if (left := experiments.running()) is not None:
+            experiments.stop(left)
+        experiments.finish_promotion(claimed)
 
 
 def test_assignment_is_deterministic_and_follows_the_shares() -> None:
