@@ -566,9 +566,13 @@ class Serving:
             return None
         return search_ranking(model, items, vector, [t.topic_id for t in topics])
 
-    def explanation(self, user_id: str, item_id: str, *, max_paths: int) -> dict[str, Any]:
-        """The best paths (at most 3 hops) from the user to the item; NotFound for an unknown item."""
-        model = self.active_model()
+    def explanation(
+        self, user_id: str, item_id: str, *, max_paths: int, model_version: str | None = None
+    ) -> dict[str, Any]:
+        """The best paths (at most 3 hops) from the user to the item, scored by ``model_version``'s
+        model (None: the active one; an experiment's variant serves its own); NotFound for an
+        unknown item."""
+        model = self.model(model_version)
         if item_id not in model.item_index and not self.gateway.read(ITEM_EXISTS, {"item_id": item_id}):
             raise NotFound("item_id", item_id, f"no item with id {item_id!r}")
         history = self.user_history(user_id)
