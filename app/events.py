@@ -85,6 +85,8 @@ def post_events() -> Response:
     # After the commit, before the answer: an acknowledged batch is attributed (kgrec/attribution.py).
     # Claims that cannot be written are a 503 that says the events were written: the client's resend
     # is a duplicate for the graph, and is attributed then.
-    # Not the events the graph left out (their user was erased after them): no trace of them is kept.
-    attributed = claim_attribution(store, found.without(result.erased_ids), now_ms=int(now_ms()))
+    # Not the events the graph left out: their user was erased after them (no trace of them is
+    # kept), or their id was recorded with other content (another event: only a resend of the
+    # recorded one, whose claims a crash may have cut off, is claimed again).
+    attributed = claim_attribution(store, found.without(result.unapplied_ids), now_ms=int(now_ms()))
     return jsonify({**result.counts(), "attributed": attributed.attributed})

@@ -126,7 +126,8 @@ def _checked_variants(body: NewExperiment) -> list[Variant]:
         **BODY_ERRORS,
         "HTTP_409": (
             Error,
-            "another experiment is running, or a variant's model version has no artifact file",
+            "another experiment is running or a promotion is under way, or a variant's model version"
+            " has no artifact file",
         ),
         "HTTP_422": (Error, "an invalid field (named in `field`)"),
     },

@@ -54,5 +54,9 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
     item_id="the item",
 )
 def explanation(user_id: str, item_id: str, query: ExplanationQuery) -> Response:
-    """Why this item: the best typed graph paths (at most 3 hops) from the user to it."""
-    return jsonify(serving().explanation(user_id, item_id, max_paths=query.max_paths))
+    """Why this item: the best typed graph paths (at most 3 hops) from the user to it.
+
+    Scored by the model that serves the user's recommendations: their experiment variant's, if any.
+    """
+    version, _ = served_version(user_id)
+    return jsonify(serving().explanation(user_id, item_id, max_paths=query.max_paths, model_version=version))

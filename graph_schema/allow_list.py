@@ -133,6 +133,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "rate_count",
     # Event (idempotency keys)
     "received_at",
+    "content_hash",
     # Erasure (an erased user's tombstone)
     "erased_at",
     "cleanup_owed",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,16 +68,18 @@ def write(name: str, cypher: str, /, **params: Any) -> Statement:
     return Statement(name=name, cypher=cypher.strip(), mode="write", params=params)
 
 
-def known_ids(name: str, label: str, example: str) -> Statement:
-    """A read of which of ``$ids`` are ``label`` nodes (one statement for a batch of ids).
+def known_ids(name: str, label: str, example: str, returned: Sequence[str] = ()) -> Statement:
+    """A read of which of ``$ids`` are ``label`` nodes (one statement for a batch of ids), with
+    their ``returned`` properties (each as its own column; null where unset).
 
-    ``label`` must come from the allow-list (``graph_schema.allow_list.Label``)."""
+    ``label`` and ``returned`` must come from the allow-list (``graph_schema.allow_list``)."""
+    columns = "".join(f", n.{key} AS {key}" for key in returned)
     return read(
         name,
         f"""
         UNWIND $ids AS id
         MATCH (n:{label} {{id: id}})
-        RETURN n.id AS id
+        RETURN n.id AS id{columns}
         """,
         ids=[example],
     )

@@ -14,7 +14,9 @@ The rule (README, "Impressions and attribution"):
 4. An event is attributed at most once: the first attribution of its event id
    wins and later deliveries of the same id change nothing. Within one batch,
    events that are exact duplicates (same content, different ids) count once,
-   as ingestion counts them.
+   as ingestion counts them. An event whose id the graph recorded with other content
+   (``IngestResult.reused_ids``) was not applied and is not attributed; a resend of the
+   recorded content is, if its claim is still owed.
 5. An event of a user erased after it (the impression store's erasure record, with the graph
    tombstone's margin, :func:`kgrec.erasure.tombstone_margin_ms`) is never attributed, even when
    it was before the erasure: the erasure deleted that attribution, and a resent batch or a claim
@@ -236,7 +238,8 @@ class FoundAttribution:
     revenues: list[float]
 
     def without(self, event_ids: frozenset[str]) -> FoundAttribution:
-        """These matches but those of ``event_ids`` (events the graph left out: their user was erased)."""
+        """These matches but those of ``event_ids`` (events the graph left out: their user was
+        erased, or their id was recorded with other content)."""
         if not event_ids:
             return self
         kept = [

@@ -16,7 +16,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from pydantic_core import PydanticCustomError
@@ -74,17 +74,21 @@ def repeated_category(path: Sequence[str]) -> str | None:
     return None
 
 
+_Node = TypeVar("_Node", str, int)  # a category id, or its index in ItemFacts
+
+
 def path_links(path: Sequence[str]) -> list[tuple[str, str]]:
     """A general→specific path's (child, parent) links."""
     return [(child, parent) for parent, child in itertools.pairwise(path)]
 
 
-def _above(parents: Mapping[str, Iterable[str]], starts: Iterable[str]) -> set[str]:
-    """``starts`` and every category above them through ``parents`` (child -> its parents)."""
+def reached(links: Mapping[_Node, Iterable[_Node]], starts: Iterable[_Node]) -> set[_Node]:
+    """``starts`` and every category reached from them through ``links``: child -> its parents
+    (every category above them), or parent -> its children (below them)."""
     seen = set(starts)
     frontier = list(seen)
     while frontier:
-        frontier = [p for c in frontier for p in parents.get(c, ()) if p not in seen]
+        frontier = [p for c in frontier for p in links.get(c, ()) if p not in seen]
         seen.update(frontier)
     return seen
 
@@ -136,7 +140,7 @@ def check_paths(gateway: GraphGateway, paths: Sequence[tuple[int, Sequence[str]]
         for child, parent in path_links(path):
             if parent in parents[child]:
                 continue
-            if child in _above(parents, [parent]):
+            if child in reached(parents, [parent]):
                 problems.append(
                     (
                         index,
@@ -227,7 +231,7 @@ def categories_above(gateway: GraphGateway, categories: Sequence[str]) -> list[s
     parents: dict[str, list[str]] = defaultdict(list)
     for child, parent in acyclic_links((number[row["child"]], number[row["parent"]]) for row in rows):
         parents[ids[child]].append(ids[parent])
-    return sorted(_above(parents, categories) - set(categories))
+    return sorted(reached(parents, categories) - set(categories))
 
 
 def distinct_path(path: Sequence[str] | None) -> Sequence[str] | None:

@@ -61,11 +61,16 @@ Z95 = 1.959963984540054
 # A sample-ratio p-value below this marks the split as broken: users were lost or added unevenly
 # (a strict threshold, since the check runs on every read of the results).
 SRM_ALPHA = 0.001
-# KEYS: running id, definitions; ARGV: experiment id, definition JSON. 2: an experiment of that id
-# exists already (a fixed id, kgrec.gate_experiments: started before, maybe stopped since).
+# KEYS: running id, definitions, promoting; ARGV: experiment id, definition JSON. 2: an experiment of
+# that id exists already (a fixed id, kgrec.gate_experiments: started before, maybe stopped since).
+# 3: a promotion is claimed and unfinished (a stopped experiment's claim leaves no running id): the
+# version it activates would change what a new experiment's "active" variant serves mid-run.
 _START = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return 2
+end
+if redis.call('ZCARD', KEYS[3]) > 0 then
+  return 3
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
@@ -242,7 +247,8 @@ class ExperimentStore:
         experiment_id: str | None = None,
     ) -> Experiment:
         """Start an experiment (``experiment_id``: under that id, else a new one); ExperimentConflict
-        if one is running, or an experiment of that id exists (running or stopped)."""
+        if one is running, a promotion is claimed and unfinished, or an experiment of that id
+        exists (running or stopped)."""
         experiment = Experiment(
             id=experiment_id or f"exp-{uuid.uuid4().hex[:12]}",
             name=name,
@@ -256,13 +262,21 @@ class ExperimentStore:
             # One script: a crash between the claim and the definition would leave a running id
             # with no definition, which nothing could stop.
             claimed = client.eval(
-                _START, 2, self.running_key, self.definitions, experiment.id, json.dumps(experiment.as_dict())
+                _START,
+                3,
+                self.running_key,
+                self.definitions,
+                self.promoting_key,
+                experiment.id,
+                json.dumps(experiment.as_dict()),
             )
             return int(claimed)
 
         started = self.impressions.run(start)
         if started == 2:
             raise ExperimentConflict(f"experiment {experiment.id} exists already")
+        if started == 3:
+            raise ExperimentConflict("a promotion is under way; start the experiment once it has finished")
         if not started:
             raise ExperimentConflict(f"experiment {self.running_id()} is running; stop it first")
         return experiment

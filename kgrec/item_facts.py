@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from kgrec.category_tree import acyclic_links
+from kgrec.category_tree import acyclic_links, reached
 
 
 def links_in_id_order(row: dict) -> dict:
@@ -119,12 +119,15 @@ class ItemFacts:
         start = self.category_index.get(category_id)
         if start is None:
             return []
-        seen = {start}
-        frontier = [start]
-        while frontier:
-            frontier = [c for p in frontier for c in self._children.get(p, ()) if c not in seen]
-            seen.update(frontier)
-        return sorted(seen)
+        return sorted(reached(self._children, [start]))
+
+    def with_ancestors(self, category_ids: Iterable[str]) -> frozenset[str]:
+        """The ids given and every category above any of them in the tree (ids these facts do not
+        know are kept, with nothing above them)."""
+        given = frozenset(category_ids)
+        index = self.category_index
+        above = reached(self.parents, [index[c] for c in given if c in index])
+        return given | {self.category_ids[c] for c in above}
 
     def brand_rows(self, brand_id: str) -> np.ndarray:
         """The rows of the items made by ``brand_id``, ascending (read-only; empty for an unknown id)."""

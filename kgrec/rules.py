@@ -49,6 +49,7 @@ from kgrec.diversity import POOL
 from kgrec.events.validation import FieldError
 from kgrec.field_types import WHOLE_NUMBER, Id, shown
 from kgrec.gateway import GraphGateway
+from kgrec.item_facts import ItemFacts
 from kgrec.limits import CATALOGUE_CHECK_S, MAX_RULE_FACTOR, MAX_SIDE_VERSIONS
 from kgrec.ranking import Ranking
 from kgrec.single_flight import RecentlyUsed, SingleFlight
@@ -362,13 +363,18 @@ def no_interests() -> set[str]:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """What a pin's condition is matched against."""
+    """What a pin's condition is matched against.
+
+    A category condition holds for the request's category and the item's categories and for every
+    category above them in ``facts``' tree (a pin on a category applies under its subcategories, as
+    a category filter and a block or boost do); without ``facts``, for those ids only."""
 
     brand: str | None = None
     category: str | None = None
     item_brands: tuple[str, ...] = ()
     item_categories: tuple[str, ...] = ()
     interests: Callable[[], set[str]] = no_interests
+    facts: ItemFacts | None = field(default=None, repr=False, compare=False)
     # the user's interest ids, read on the first interest condition and then kept for the request
     _interest_ids: list[set[str]] = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -379,7 +385,8 @@ class RequestContext:
         if kind == "brand":
             return value == self.brand or value in self.item_brands
         if kind == "category":
-            return value == self.category or value in self.item_categories
+            named = {*self.item_categories, *(() if self.category is None else (self.category,))}
+            return value in (named if self.facts is None else self.facts.with_ancestors(named))
         if not self._interest_ids:
             self._interest_ids.append(self.interests())
         return value in self._interest_ids[0]

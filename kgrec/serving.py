@@ -503,13 +503,16 @@ class Serving:
         searched = self.searching_newcomer(model, user_id, topics) if topics and not history.entries else None
         if searched is not None:  # their topics' items by their searches (kgrec/search_cold_start.py)
             rank = searched.rank(rank, [model.item_index[i] for i in excluded[0] if i in model.item_index])
+        snapshot = self.catalogue()
         context = rules.RequestContext(
-            brand=filters.brand, category=filters.category, interests=lambda: self.user_interest_ids(user_id)
+            brand=filters.brand,
+            category=filters.category,
+            interests=lambda: self.user_interest_ids(user_id),
+            facts=snapshot.facts(model),
         )
         # new users: explored slots on their first page (kgrec/exploration.py)
         answer_filters = {**filters.as_dict(), **diversity.as_dict()}
         explore = self.exploration.page(model, user_id, history.rows, offset, k, diversity, answer_filters)
-        snapshot = self.catalogue()
         cut = explore.cut_at(offset)
         items = self._page(
             model,
@@ -566,9 +569,13 @@ class Serving:
             return None
         return search_ranking(model, items, vector, [t.topic_id for t in topics])
 
-    def explanation(self, user_id: str, item_id: str, *, max_paths: int) -> dict[str, Any]:
-        """The best paths (at most 3 hops) from the user to the item; NotFound for an unknown item."""
-        model = self.active_model()
+    def explanation(
+        self, user_id: str, item_id: str, *, max_paths: int, model_version: str | None = None
+    ) -> dict[str, Any]:
+        """The best paths (at most 3 hops) from the user to the item, scored by ``model_version``'s
+        model (None: the active one; an experiment's variant serves its own); NotFound for an
+        unknown item."""
+        model = self.model(model_version)
         if item_id not in model.item_index and not self.gateway.read(ITEM_EXISTS, {"item_id": item_id}):
             raise NotFound("item_id", item_id, f"no item with id {item_id!r}")
         history = self.user_history(user_id)
@@ -606,6 +613,7 @@ class Serving:
             item_brands=(brand,) if brand is not None else (),
             item_categories=tuple(sorted(facts.category_ids_of(row))),
             interests=rules.no_interests if user_id is None else partial(self.user_interest_ids, user_id),
+            facts=facts,
         )
         items = self._page(
             model,

@@ -17,7 +17,9 @@ import requests
 from kgrec.attribution import AttributionResult, attribute, claim_attribution, find_attribution
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
+from kgrec.events.ingest import ingest
 from kgrec.events.validation import Event, validate_batch
+from kgrec.gateway import open_gateway
 from kgrec.impression_ids import MAX_POSITION
 from kgrec.impressions import ImpressionStore
 from tests.conftest import SMALL_API_KEY, embedded_only
@@ -244,6 +246,32 @@ def test_a_claim_after_the_users_erasure_is_not_made(tmp_path: Path) -> None:
         assert attribute(store, other, max_skew_ms=0, now_ms=now_ms()) == AttributionResult(1, 0)
     finally:
         server.stop()
+
+
+def test_an_id_used_again_for_another_event_is_not_attributed_but_a_resend_still_is(
+    small_api: ApiProcess, settings: Settings
+) -> None:
+    # A purchase sent under the id of a recorded view was a duplicate for the graph, yet attributed:
+    # it counted as a conversion, and its revenue, for an event that was never applied.
+    user = fresh_user()
+    page = shown(small_api, user, k=5)
+    item, rid = page["items"][0]["item_id"], page["recommendation_id"]
+    view = event(user, item, "view")
+    assert post(small_api, [view]).json()["applied"] == 1
+    reused = {**view, "type": "purchase", "value": 1000, "recommendation_id": rid}
+    answer = post(small_api, [reused])
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"received": 1, "applied": 0, "duplicates": 1, "erased": 0, "attributed": 0}
+    assert attributed(small_api, rid) == []
+    # A purchase the graph applied, whose claims a crash cut off before the answer: the client's
+    # resend of the same content is a duplicate for the graph and is attributed then.
+    purchase = event(user, item, "purchase", value=20, recommendation_id=rid)
+    with open_gateway(settings, small_api.graph_name) as graph:  # type: ignore[attr-defined]
+        assert ingest(graph, validated([purchase]), settings).applied == 1
+    resent = post(small_api, [purchase]).json()
+    assert resent == {"received": 1, "applied": 0, "duplicates": 1, "erased": 0, "attributed": 1}
+    assert [(e["event_id"], e["value"]) for e in attributed(small_api, rid)] == [(purchase["event_id"], 20)]
+    assert post(small_api, [purchase]).json()["attributed"] == 0  # and once only
 
 
 def test_exact_duplicates_in_one_batch_count_once(small_api: ApiProcess) -> None:

@@ -33,6 +33,7 @@ from kgrec.events.validation import validate_batch
 from kgrec.experiments import (
     PROMOTION_LEASE_MS,
     Experiment,
+    ExperimentConflict,
     ExperimentStore,
     RunningExperiment,
     Variant,
@@ -397,6 +398,52 @@ def test_a_promotion_whose_process_died_is_carried_out_by_the_next_promotion_or_
         graph.close()
 
 
+@embedded_only
+def test_an_explanation_is_scored_by_the_users_variant_as_explain_true_is(
+    two_versions: ApiProcess, settings: Settings
+) -> None:
+    # The explanation endpoint scored paths with the active model while `explain=true` on the
+    # user's recommendations used their variant's: the two answers told a treated user different
+    # reasons for the same item.
+    api = two_versions
+    active, other = active_and_other(api)
+    graph = open_gateway(settings, api.graph_name)  # type: ignore[attr-defined]
+    rows = graph.run_query(
+        "MATCH (u:User)-[r:INTERACTED]->() WITH u, count(r) AS n WHERE n >= 3 RETURN u.id AS id ORDER BY id",
+        {},
+    )
+    body = {**SPLIT, "variants": [SPLIT["variants"][0], {**SPLIT["variants"][1], "model_version": other}]}
+    started = create(api, body)
+    assert started.status_code == 200, started.text
+    experiment_id = started.json()["id"]
+    try:
+        time.sleep(1.2)  # every process sees it within a second
+
+        def page(user: str) -> dict[str, Any]:
+            params = {"k": 10, "explain": "true", "record": "false"}
+            return requests.get(
+                f"{api.url}/v1/users/{user}/recommendations", params=params, timeout=30
+            ).json()
+
+        treated = next(p for p in (page(r["id"]) for r in rows) if p["variant"] == "treatment")
+        assert treated["model_version"] == other != active
+        reasons = {i["item_id"]: i["reason"] for i in treated["items"] if i.get("reason")}
+        assert reasons, treated
+        for item_id, reason in reasons.items():
+            explained = requests.get(
+                f"{api.url}/v1/users/{treated['user_id']}/recommendations/{item_id}/explanation",
+                params={"max_paths": 1},
+                timeout=30,
+            ).json()
+            assert explained["model_version"] == other
+            best = explained["paths"][0]
+            assert (best["kind"], best["nodes"]) == (reason["kind"], reason["nodes"])
+            assert best["score"] == pytest.approx(reason["score"], rel=1e-3)
+    finally:
+        stop = requests.post(f"{api.url}/v1/experiments/{experiment_id}/stop", headers=AUTH, timeout=30)
+        assert stop.status_code == 200, stop.text
+
+
 @pytest.fixture(scope="module")
 def erasure_versions(
     settings: Settings, graph_server: EmbeddedServer | None, tmp_path_factory: pytest.TempPathFactory
@@ -614,6 +661,28 @@ def test_a_promotion_claim_holds_the_experiment_until_it_is_finished_or_undone(
     finally:
         if (left := experiments.running()) is not None:
             experiments.stop(left)
+
+
+def test_no_experiment_starts_while_a_stopped_experiments_promotion_is_claimed(
+    experiments: ExperimentStore,
+) -> None:
+    # A stopped experiment's claim leaves no running id; before, a new experiment started during it
+    # and the promotion's activation then changed what its `active` variant served.
+    stopped = experiments.stop(experiments.create("stopped first", TWO_ARMS))
+    claimed, claim = experiments.claim_promotion(stopped, {"variant": "b", "model_version": "v-x"})
+    try:
+        assert claim == 1 and experiments.running_id() is None
+        with pytest.raises(ExperimentConflict, match="promotion"):
+            experiments.create("second", TWO_ARMS)
+        assert experiments.running_id() is None
+        assert [x.name for x in experiments.list_experiments()].count("second") == 0
+        experiments.finish_promotion(claimed)
+        later = experiments.create("second", TWO_ARMS)  # the claim finished: experiments start again
+        assert experiments.running_id() == later.id
+    finally:
+        if (left := experiments.running()) is not None:
+            experiments.stop(left)
+        experiments.finish_promotion(claimed)
 
 
 def test_assignment_is_deterministic_and_follows_the_shares() -> None:

@@ -380,6 +380,31 @@ def test_an_interest_pin_holds_for_a_user_with_stronger_topics_on_both_surfaces(
         )
 
 
+def test_a_category_pin_holds_under_its_subcategories_on_both_surfaces(shop: Shop) -> None:
+    # A pin's `when: {category}` was matched against the request's category and the item's own
+    # categories only, while a category filter, block or boost covers the subcategories: a pin on
+    # "Makeup" did not apply to a request for "Lips" nor to the similar items of a lipstick.
+    user = a_user(shop)
+    seed = ids(shop.recommend(user, k=5))[0]
+    child = shop.cypher(
+        "MATCH (:Item {id: $item})-[:IN_CATEGORY]->(c:Category) RETURN c.id AS id ORDER BY id LIMIT 1",
+        item=seed,
+    )[0]["id"]
+    top = f"PinTop-{time.time_ns()}"  # a new category above `child`, which no item is listed under
+    assert (
+        shop.put(f"pin-tree-{time.time_ns()}", {"title": "x", "categories": [top, child]}).status_code == 200
+    )
+    in_child = [i for i in ids(shop.recommend(user, k=30, category=child)) if i != seed]
+    pinned = in_child[-1]
+    post_rule(
+        shop, {"id": "pin-top", "action": "pin", "item": pinned, "position": 1, "when": {"category": top}}
+    )
+    within(PICKUP_S, lambda: ids(shop.recommend(user, k=10, category=child))[0] == pinned)
+    within(PICKUP_S, lambda: ids(shop.similar(seed, k=10))[0] == pinned)
+    assert shop.similar(seed, k=10)[0]["rules"] == ["pin-top"]
+    assert all("pin-top" not in i["rules"] for i in shop.recommend(user, k=10))  # no category asked
+
+
 def test_a_pin_on_an_item_never_puts_it_among_its_own_similar_items(shop: Shop) -> None:
     user = a_user(shop)
     item = ids(shop.recommend(user, k=5))[0]

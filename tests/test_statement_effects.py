@@ -849,7 +849,7 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
             ("i2", "RDF_TYPE", "rdf:type", "Q5", "Entity"),
             ("i2", "SIMILAR_TO", "similar_to", "i9", "Item"),
         ]
-    assert node(gw, "Event", "evt-1") == {"id": "evt-1", "received_at": NOW}
+    assert node(gw, "Event", "evt-1") == {"id": "evt-1", "content_hash": "c0ffee", "received_at": NOW}
     # 120 events in the minute, or in a burst, is the limit, not over it.
     texts = (
         (
@@ -1052,7 +1052,7 @@ def _events_absorb_entities(gw: GraphGateway, st: Statement) -> None:
     Item, and a value sent as an entity that an Item holds by write time links to the Item."""
     clear_graph(gw)
     item = {"id": "x", "title": None, "price": None, "brands": [], "categories": []}
-    params = {**st.params, "items": [item], "user_pairs": [], "category_links": [], "event_ids": []}
+    params = {**st.params, "items": [item], "user_pairs": [], "category_links": [], "event_rows": []}
     if "_with_" not in st.name:
         _entity_becomes_item(gw, st, params, "x")
         assert node(gw, "Item", "x")["listed"] is True  # type: ignore[index]

@@ -47,7 +47,10 @@ from graph_schema.statements.knowledge import (
     stamp_changed,
 )
 
-SEEN_EVENTS = known_ids("seen_events", Label.EVENT.value, "evt-1")
+# Which of $ids are recorded, with the hash of the content each was recorded with (null: recorded
+# before 2026-12-07, when no hash was kept): a resend of the same content is a retry, whose
+# attribution may still be owed; another event under a used id is neither applied nor attributed.
+SEEN_EVENTS = known_ids("seen_events", Label.EVENT.value, "evt-1", returned=("content_hash",))
 
 
 def _stages(*parts: str) -> str:
@@ -118,11 +121,14 @@ def _unless_erased(row: str, since: str) -> str:
 # erasure that commits between that read and this write is caught here, row by row: a user is not
 # created unless some of their events are newer than it, nor a pair, text vector or topic interest
 # of theirs written unless all of its events are (_unless_erased).
+# Each event id is recorded with its content's hash (Event.content_hash), SET after the CREATE:
+# given in the CREATE's map, FalkorDB stored the new key under an id its key table lacked.
 _BEFORE_PAIRS = (
     TREE_UNCHANGED
     + """
-    UNWIND $event_ids AS event_id
-    CREATE (:Event {id: event_id, received_at: $now})
+    UNWIND $event_rows AS er
+    CREATE (e:Event {id: er.id, received_at: $now})
+    SET e.content_hash = er.content_hash
     WITH count(*) AS stage
     UNWIND $users AS ur
 """
@@ -295,7 +301,7 @@ _INGEST_PARAMS: dict[str, Any] = {
     "half_life_ms": 1209600000.0,
     "bot_limit": 120,
     "erasure_margin_ms": 300000,
-    "event_ids": ["evt-1"],
+    "event_rows": [{"id": "evt-1", "content_hash": "c0ffee"}],
     "users": [
         {
             "id": "u1",

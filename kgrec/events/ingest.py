@@ -90,10 +90,21 @@ class IngestResult:
     duplicates: int
     erased: int = 0
     erased_ids: frozenset[str] = frozenset()  # the ids of those: nothing may act on them
+    # Duplicates whose id was recorded with other content (another event under a used id): not
+    # applied, so nothing may act on them. A resend of the same content is not among them: its
+    # attribution may still be owed (a crash between the graph's write and the claims).
+    reused_ids: frozenset[str] = frozenset()
 
     def counts(self) -> dict[str, int]:
         """The answer's counts: received, applied, duplicates, erased."""
-        return {name: value for name, value in asdict(self).items() if name != "erased_ids"}
+        return {
+            name: value for name, value in asdict(self).items() if name not in ("erased_ids", "reused_ids")
+        }
+
+    @property
+    def unapplied_ids(self) -> frozenset[str]:
+        """The ids of the events this batch neither applied nor resent as recorded: erased or reused."""
+        return self.erased_ids | self.reused_ids
 
 
 def _first_per_id(events: Sequence[Event]) -> list[Event]:
@@ -154,13 +165,14 @@ def build_params(
     events: Sequence[Event],
     settings: Settings,
     now_ms: int,
-    event_ids: Sequence[str] | None = None,
+    recorded: Sequence[Event] | None = None,
     known_items: set[str] | None = None,
     topic_interests: Sequence[dict[str, Any]] = (),
     text_vectors: Sequence[dict[str, Any]] = (),
     tree: PathCheck = NOTHING_TO_CHECK,
 ) -> dict[str, Any]:
-    """The parameters of the ingestion statement for new events (``event_ids``: every id to record).
+    """The parameters of the ingestion statement for new events (``recorded``: every event whose
+    id to record, with its content's hash; default ``events``).
 
     ``known_items``: attribute values that are Item nodes in the graph (the batch's own items
     are added here); see :func:`statement_for`. ``topic_interests``: the rows of
@@ -258,7 +270,10 @@ def build_params(
         "half_life_ms": half_life,
         "bot_limit": settings.bot_events_per_minute,
         "erasure_margin_ms": tombstone_margin_ms(settings.max_clock_skew_s * 1000),
-        "event_ids": list(event_ids) if event_ids is not None else [e.event_id for e in events],
+        "event_rows": [
+            {"id": e.event_id, "content_hash": e.content_hash()}
+            for e in (events if recorded is None else recorded)
+        ],
         "users": users,
         "items": list(items.values()),
         "category_links": list(links.values()),
@@ -315,7 +330,7 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
             (ERASURES, {"ids": sorted(set(users.values()))}),
         ]
     )
-    seen = {row["id"] for row in seen_rows}
+    seen = {row["id"]: row["content_hash"] for row in seen_rows}
     erased_at = {row["id"]: row["erased_at"] for row in erasure_rows}
     # Not written and their ids not recorded: sent again, such an event is erased again. A client
     # clock ahead of the server's dates an event from before the erasure up to the margin after it.
@@ -325,10 +340,17 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
     erased_ids = frozenset(
         e.event_id for e in unique_ids if erased_after(e.ts, erased_at.get(users[e.user_id]), margin)
     )
+    # Recorded without a hash (before 2026-12-07): taken for a resend, as every seen id was then.
+    reused_ids = frozenset(
+        e.event_id
+        for e in unique_ids
+        if seen.get(e.event_id) not in (None, e.content_hash()) and e.event_id not in erased_ids
+    )
     fresh = [e for e in unique_ids if e.event_id not in seen and e.event_id not in erased_ids]
     erased = len(erased_ids)
     if not fresh:
-        return PreparedBatch(None, IngestResult(len(events), 0, len(events) - erased, erased, erased_ids))
+        result = IngestResult(len(events), 0, len(events) - erased, erased, erased_ids, reused_ids)
+        return PreparedBatch(None, result)
     applied = _first_per_content(fresh)
     _refuse_unknown_tagged_items(gateway, events, applied)
     tree = _refuse_category_loops(gateway, events, applied)
@@ -339,14 +361,16 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
         applied,
         settings,
         now_ms,
-        [e.event_id for e in fresh],
+        fresh,
         known,
         text.topic_interests,
         text.text_vectors,
         tree,
     )
-    result = IngestResult(len(events), len(applied), len(events) - len(applied) - erased, erased, erased_ids)
-    return PreparedBatch(params, result)
+    duplicates = len(events) - len(applied) - erased
+    return PreparedBatch(
+        params, IngestResult(len(events), len(applied), duplicates, erased, erased_ids, reused_ids)
+    )
 
 
 def refusals_read_the_graph(events: Sequence[Event]) -> bool:

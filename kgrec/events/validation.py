@@ -9,6 +9,8 @@ a batch with any problem writes nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -308,12 +310,27 @@ class Event:
             facts,
         )
 
+    def content_hash(self) -> str:
+        """A digest of :meth:`content_key`, stored with the event's id: a later event under the
+        same id is a resend of this one only when its digest is the same (numbers compare as
+        floats, as the key's tuples do: ``1000`` and ``1000.0`` are one value)."""
+        text = json.dumps(_numbers_as_floats(self.content_key()), ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     @property
     def language(self) -> str | None:
         """The event's text to match to topics (review text, tag or query), if any."""
         field_name = TEXT_FIELD_OF.get(self.type)
         value = getattr(self, field_name) if field_name else None
         return visible_text(value) or None if value else None
+
+
+def _numbers_as_floats(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return [_numbers_as_floats(v) for v in value]
 
 
 EVENT = TypeAdapter(Event)
