@@ -276,8 +276,13 @@ class GraphStats(BaseModel):
 
 class PathNode(BaseModel):
     label: Literal["User", "Item", "Brand", "Category", "Entity", "Topic"]
-    id: str
-    name: str
+    id: str | None = Field(description="null only on an anonymous node")
+    name: str | None = Field(description="null only on an anonymous node")
+    anonymous: bool | None = Field(
+        None,
+        description="true on a co-user path's other customers (label User, id and name null, their "
+        "edges without weight): another customer is never named; only on such nodes",
+    )
     kind: str | None = Field(
         None, description="an Entity node's kind (artist, genre, ...); only on Entity nodes"
     )

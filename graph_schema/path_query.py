@@ -47,16 +47,27 @@ def _relationship(rel: Mapping[str, Any]) -> str:
 def path_cypher(nodes: Sequence[Mapping[str, Any]], rels: Sequence[Mapping[str, Any]]) -> str:
     """``MATCH p = (n0:Label {id: '…'})-[:TYPE]->(n1 …) … RETURN p`` for exactly this path.
 
+    A node marked ``anonymous`` (a co-user path's other customer) is written without its
+    id, ``(n2:User)``, and the query ends ``LIMIT 1``: it re-finds a path of the same
+    shape through the same named nodes, not a named person.
+
     Raises ValueError for a label or type outside the model, or a relation name
     that breaks the rule of :mod:`graph_schema.relation_names`.
     """
     if len(rels) != len(nodes) - 1:
         raise ValueError("a path has one relationship fewer than nodes")
     parts = []
+    anonymous = False
     for k, node in enumerate(nodes):
         label = Label(node["label"]).value
-        parts.append(f"(n{k}:{label} {{id: {cypher_string(str(node['id']))}}})")
+        if node.get("anonymous"):
+            anonymous = True
+            parts.append(f"(n{k}:{label})")
+        else:
+            parts.append(f"(n{k}:{label} {{id: {cypher_string(str(node['id']))}}})")
         if k < len(rels):
             edge = _relationship(rels[k])
             parts.append(f"-{edge}->" if rels[k]["direction"] == "out" else f"<-{edge}-")
-    return f"MATCH p = {''.join(parts)} RETURN p"
+    # An anonymous node (another customer) matches any node of its label on the path: the query
+    # shows one such path, which exists whenever the served one does, without naming anyone.
+    return f"MATCH p = {''.join(parts)} RETURN p" + (" LIMIT 1" if anonymous else "")

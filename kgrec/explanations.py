@@ -121,6 +121,8 @@ def read_paths(
     item_ids: Sequence[str],
     *,
     hubs: int,
+    now_ms: float,
+    half_life_ms: float,
     forward: Sequence[Mapping[str, str]] = (),
     backward: Sequence[Mapping[str, str]] = (),
     counted: Sequence[Sequence[str]] = (),
@@ -128,12 +130,15 @@ def read_paths(
     """Every path row but co-users' from the user to the items: one statement for the batch.
 
     ``forward``/``backward`` are :func:`co_purchase_pairs`; ``counted`` the
-    (entity, relation) pairs whose item counts are known.
+    (entity, relation) pairs whose item counts are known; the user's strongest
+    interests are chosen by their weights decayed to ``now_ms``.
     """
     batch = {
         "user_id": user_id,
         "item_ids": list(item_ids),
         "hubs": hubs,
+        "now": int(now_ms),
+        "half_life_ms": half_life_ms,
         "forward": list(forward),
         "backward": list(backward),
         "counted": [list(pair) for pair in counted],
@@ -234,11 +239,11 @@ def sentence(
             f"You reviewed {_name(nodes[1])}, which is about {_name(nodes[2])}, and {target} is about it too."
         )
     if kind == "co_user":
-        others = "customer" if support == 1 else "customers"
-        # the target first: "added to the cart" cannot stand before its object
+        # ``support`` counts customers with any interaction with both items: no one verb is true of all.
+        who = "other customer who" if support == 1 else "other customers who"
         return (
-            f"{target} was {rels[2]['verb']} by {support} other {others} who also {rels[1]['verb']} "
-            f"{_name(nodes[1])}, which you {rels[0]['verb']}."
+            f"{support} {who} interacted with {_name(nodes[1])}, which you {rels[0]['verb']}, "
+            f"also interacted with {target}."
         )
     raise ValueError(f"unknown path kind {kind!r}")
 
@@ -433,6 +438,8 @@ def _last_place(paths: Sequence[Mapping[str, Any]], places: int) -> float:
 
 
 def _served_node(node: Mapping[str, Any]) -> dict[str, Any]:
+    if node.get("anonymous"):
+        return {"label": node["label"], "id": None, "name": None, "anonymous": True}
     served = {"label": node["label"], "id": node["id"], "name": node["name"]}
     if node["label"] == "Entity":
         served["kind"] = node.get("kind")

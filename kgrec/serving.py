@@ -367,18 +367,21 @@ class Serving:
         forward, backward = co_purchase_pairs(model, history.item_ids, item_ids)
         active_version = self.held_model_version() or model.artifacts.version
         known = self.entity_counts.known(active_version)
+        now = now_ms()
         rows = read_paths(
             self.gateway,
             user_id,
             item_ids,
             hubs=EXPLANATION_HUBS,
+            now_ms=now,
+            half_life_ms=self.settings.half_life_ms,
             forward=forward,
             backward=backward,
             counted=list(known),
         )
         scorer = PathScorer(
             model,
-            now_ms(),
+            now,
             self.settings.half_life_ms,
             self.sentences,
             self.entity_counts,

@@ -429,20 +429,16 @@ def explanation_paths(served: Served, user: str, item: str) -> list[dict[str, An
     return response.json()["paths"]
 
 
-def through(paths: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:
-    """The paths that pass through ``user``."""
-    return [p for p in paths if any(n["label"] == "User" and n["id"] == user for n in p["nodes"])]
-
-
 def co_user_paths(paths: list[dict[str, Any]], hub: str) -> list[dict[str, Any]]:
     """The co-user paths that go from the user's item ``hub`` to another user."""
     return [p for p in paths if p["kind"] == "co_user" and p["nodes"][1]["id"] == hub]
 
 
-def a_path_through_someone(served: Served, spare: set[str]) -> tuple[str, str, dict[str, Any]]:
-    """(user, item, path): a co-user path from user to item (user -> hub <- witness -> item) whose witness,
-    not in ``spare`` and one the active model was trained on (not a user another test made), is the
-    only user besides ``user`` with both the hub and the item."""
+def a_path_through_someone(served: Served, spare: set[str]) -> tuple[str, str, dict[str, Any], str]:
+    """(user, item, path, witness): a co-user path from user to item (user -> hub <- witness -> item)
+    whose witness, not in ``spare`` and one the active model was trained on (not a user another test
+    made), is the only user besides ``user`` with both the hub and the item. The path does not name
+    the witness: the graph does."""
     candidates = served.cypher(
         "MATCH (v:User)-[:INTERACTED]->(h:Item)<-[:INTERACTED]-(u:User) "
         "WHERE u <> v AND NOT u.id IN $spare AND NOT v.id IN $spare "
@@ -456,16 +452,55 @@ def a_path_through_someone(served: Served, spare: set[str]) -> tuple[str, str, d
     )
     for row in candidates:  # the path must also rank among the paths the API returns
         for path in co_user_paths(explanation_paths(served, row["user"], row["item"]), row["hub"]):
-            assert path["nodes"][2]["id"] == row["witness"]  # the only one there is
-            return row["user"], row["item"], path
+            assert path["support"] == 1  # the witness is the only one there is
+            return row["user"], row["item"], path, row["witness"]
     raise AssertionError(f"no explanation path ran through another user ({len(candidates)} candidates)")
+
+
+def test_no_explanation_names_another_customer_and_its_cypher_still_finds_the_path(served: Served) -> None:
+    spare = {a_user(served, 5), a_user(served, 6), "pricing-bot"}
+    user, item, path, witness = a_path_through_someone(served, spare)
+    assert path["nodes"][2] == {"label": "User", "id": None, "name": None, "anonymous": True}
+    assert [r["weight"] is None for r in path["relationships"]] == [False, True, True]
+    assert path["sentence"].startswith("1 other customer who interacted with ")
+    found = served.cypher(path["cypher"])
+    assert len(found) == 1, path["cypher"]
+    # Every customer of the item, not only the witness: none is named, with or without a key.
+    others = {
+        r["id"]
+        for r in served.cypher("MATCH (:Item {id: $i})<-[:INTERACTED]-(v:User) RETURN v.id AS id", i=item)
+    } - {user}
+    assert witness in others
+    template = "/v1/users/{user_id}/recommendations/{item_id}/explanation"
+    for headers in (None, {"Authorization": f"Bearer {KEY}"}):
+        answers = [
+            served.call(
+                "GET",
+                f"/v1/users/{user}/recommendations/{item}/explanation",
+                template,
+                headers=headers,
+                max_paths=MAX_PATHS,
+            ),
+            served.call(
+                "GET",
+                f"/v1/users/{user}/recommendations",
+                "/v1/users/{user_id}/recommendations",
+                headers=headers,
+                k=20,
+                explain="true",
+            ),
+        ]
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            assert [o for o in others if o in answer.text] == []
+        assert any(p["kind"] == "co_user" for p in answers[0].json()["paths"])
 
 
 def test_erasing_a_user_removes_them_their_paths_and_their_share_of_popularity(served: Served) -> None:
     # Tests that pick "a user" keep theirs; the pricing bot keeps the prices.
     spare = {a_user(served, 5), a_user(served, 6), "pricing-bot"}
-    other, target, path = a_path_through_someone(served, spare)
-    hub, user = path["nodes"][1]["id"], path["nodes"][2]["id"]
+    other, target, path, user = a_path_through_someone(served, spare)
+    hub = path["nodes"][1]["id"]
     interactions = served.cypher("MATCH (:User {id: $u})-[r:INTERACTED]->() RETURN count(r) AS n", u=user)[0][
         "n"
     ]
@@ -483,7 +518,7 @@ def test_erasing_a_user_removes_them_their_paths_and_their_share_of_popularity(s
         return next(i["score"] for i in body["items"] if i["item_id"] == item["id"])
 
     # Before: a path of another user runs through the victim, and the victim has paths of their own.
-    assert through(co_user_paths(explanation_paths(served, other, target), hub), user)
+    assert co_user_paths(explanation_paths(served, other, target), hub)
     assert explanation_paths(served, user, own)
     before = cold_score()
 
@@ -492,7 +527,7 @@ def test_erasing_a_user_removes_them_their_paths_and_their_share_of_popularity(s
         refused = served.call("DELETE", f"/v1/users/{user}", template, headers=headers)
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
     assert served.cypher("MATCH (u:User {id: $u}) RETURN count(u) AS n", u=user)[0]["n"] == 1
-    assert through(co_user_paths(explanation_paths(served, other, target), hub), user)  # nothing erased
+    assert co_user_paths(explanation_paths(served, other, target), hub)  # nothing erased
 
     erased = served.call("DELETE", f"/v1/users/{user}", template, headers={"Authorization": f"Bearer {KEY}"})
     assert erased.status_code == 200, erased.text
@@ -504,7 +539,7 @@ def test_erasing_a_user_removes_them_their_paths_and_their_share_of_popularity(s
 
     # After: no path runs through the victim (the hub had no other witness), nor any of their own.
     after_paths = explanation_paths(served, other, target)
-    assert through(after_paths, user) == [] and co_user_paths(after_paths, hub) == []
+    assert co_user_paths(after_paths, hub) == []
     assert explanation_paths(served, user, own) == []
     for rec in recommend(served, other, k=20, explain="true")["items"]:
         assert all(node["id"] != user for node in (rec["reason"] or {"nodes": []})["nodes"])

@@ -1,12 +1,17 @@
-"""Co-user explanation paths: a bounded number of the target's users, bots left out, the latest witness."""
+"""Co-user explanation paths: a bounded number of the target's users, bots left out, none of them named."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from graph_schema.path_query import path_cypher
 from graph_schema.statements.explanations import CO_USER_CANDIDATES
-from kgrec.explanations import read_co_user_paths, sentence
+from kgrec.explanations import PathScorer, read_co_user_paths, sentence
 from kgrec.gateway import GraphGateway
+from kgrec.recommender import Recommender
+from tests.test_explanation_scores import _model
+
+ANONYMOUS = {"label": "User", "id": None, "name": None, "anonymous": True}
 
 _SEEN = "{weight: 1.0, weight_ts: 1, n_view: 1, last_ts: $ts}"
 
@@ -54,24 +59,43 @@ def test_co_users_are_counted_among_a_bounded_number_of_the_targets_users(gatewa
     [popular] = found["popular"]
     assert [n["id"] for n in popular["nodes"]][:2] == ["me", "hub"]
     assert popular["support"] == CO_USER_CANDIDATES
-    assert popular["nodes"][2]["id"] not in ("bot", "me")
+    assert popular["nodes"][2] == ANONYMOUS
 
-    # The other target of the same batch keeps its own search: all three, the latest view shown.
+    # The other target of the same batch keeps its own search: all three.
     [niche] = found["niche"]
     assert niche["support"] == 3
-    assert [n["id"] for n in niche["nodes"]] == ["me", "hub", "o1", "niche"]
+    assert [n["id"] for n in niche["nodes"]] == ["me", "hub", None, "niche"]
     assert [r["type"] for r in niche["rels"]] == ["INTERACTED"] * 3
     assert [r["direction"] for r in niche["rels"]] == ["out", "in", "out"]
 
 
-def test_a_co_user_sentence_reads_for_every_verb() -> None:
+def test_no_other_customer_is_named_and_the_browser_query_still_finds_the_path(gateway: GraphGateway) -> None:
+    for query in _GRAPH:
+        gateway.run_query(query, {"ts": 10_000, "users": 5})
+    rows = read_co_user_paths(gateway, "me", ["niche", "popular"], hubs=30)
+    scorer = PathScorer(Recommender(_model("anon")), 10_000.0, 1.0)
+    served = [p for paths in scorer.paths(rows).values() for p in paths]
+    assert len(served) == 2
+    others = [f"o{k}" for k in range(5)] + ["bot"]
+    for path in served:
+        assert path["nodes"][2] == ANONYMOUS
+        # Only the user's own edge keeps its weight: the others' edges say nothing of what they did.
+        assert [r["weight"] is None for r in path["relationships"]] == [False, True, True]
+        text = repr(path)
+        assert not any(other in text for other in others), text
+        found = gateway.run_query(path["cypher"], {})
+        assert len(found) == 1, path["cypher"]
+    assert path_cypher(rows[0]["nodes"], rows[0]["rels"]).startswith(
+        "MATCH p = (n0:User {id: 'me'})-[:INTERACTED]->(n1:Item {id: 'hub'})<-[:INTERACTED]-(n2:User)"
+    )
+
+
+def test_a_co_user_sentence_claims_no_verb_for_the_other_customers() -> None:
     nodes = [
         {"id": n, "name": name} for n, name in (("u", None), ("h", "Earbuds"), ("o", None), ("t", "Soundbar"))
     ]
-    rels = [{"verb": "viewed"}, {"verb": "bought"}, {"verb": "added to the cart"}]
+    rels = [{"verb": "viewed"}, {"verb": None}, {"verb": None}]
     assert sentence("co_user", nodes, rels, 10) == (
-        "Soundbar was added to the cart by 10 other customers who also bought Earbuds, which you viewed."
+        "10 other customers who interacted with Earbuds, which you viewed, also interacted with Soundbar."
     )
-    assert sentence("co_user", nodes, [*rels[:2], {"verb": "saved"}], 1).startswith(
-        "Soundbar was saved by 1 other customer who"
-    )
+    assert sentence("co_user", nodes, rels, 1).startswith("1 other customer who interacted with Earbuds")

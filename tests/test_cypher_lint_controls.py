@@ -178,7 +178,9 @@ def test_every_explanation_path_shape_renders_browser_cypher_that_passes_lint_an
     """The shapes come from the explanation statements themselves, on a graph where every kind exists."""
     gateway.run_query(_EVERY_PATH_KIND, {})
     pair = {"hub": "hub", "target": "target"}
-    rows = read_paths(gateway, "me", ["target"], hubs=30, forward=[pair], backward=[pair])
+    rows = read_paths(
+        gateway, "me", ["target"], hubs=30, now_ms=0, half_life_ms=1.0, forward=[pair], backward=[pair]
+    )
     rows += read_co_user_paths(gateway, "me", ["target"], hubs=30)
     by_shape = {_shape(r["nodes"], r["rels"]): path_cypher(r["nodes"], r["rels"]) for r in rows}
     assert set(by_shape) == EXPLANATION_SHAPES

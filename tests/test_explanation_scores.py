@@ -37,7 +37,7 @@ import kgrec.serving
 from graph_schema.statements.explanations import EXPLANATION_CO_USERS, VERB
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
-from kgrec.explanations import PathScorer, co_user_bounds
+from kgrec.explanations import PathScorer, co_user_bounds, read_paths
 from kgrec.gateway import GraphGateway, open_gateway
 from kgrec.item_facts import ItemFacts
 from kgrec.maintenance import clear_graph
@@ -337,3 +337,18 @@ def test_a_path_says_the_strongest_thing_the_user_did(
         f"WITH $counters AS r RETURN {VERB.format(r='r')} AS verb", {"counters": counters}
     )
     assert rows == [{"verb": verb}]
+
+
+def test_the_interests_searched_are_the_strongest_after_decay(gateway: GraphGateway) -> None:
+    # 30 brands weighed 50 a year ago (a month's half-life: about 0.0 now) and one weighed 1 today:
+    # the fresh one is the user's strongest interest, and the only one that explains the target.
+    year, half_life = 365 * 86_400_000, 30 * 86_400_000
+    gateway.run_query(
+        "CREATE (u:User {id: 'me'}), (f:Brand {id: 'fresh', name: 'Fresh'}), (t:Item {id: 't', title: 'T'}),"
+        " (t)-[:MADE_BY]->(f), (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: $now}]->(f)"
+        " WITH u UNWIND range(1, 30) AS k"
+        " CREATE (u)-[:INTERESTED_IN {weight: 50.0, weight_ts: $then}]->(:Brand {id: 'old' + toString(k)})",
+        {"now": NOW, "then": NOW - year},
+    )
+    rows = read_paths(gateway, "me", ["t"], hubs=30, now_ms=NOW, half_life_ms=half_life)
+    assert [(r["kind"], r["nodes"][1]["id"]) for r in rows] == [("interest", "fresh")]

@@ -280,6 +280,8 @@ def test_a_popular_entitys_count_is_remembered_and_not_walked_again(
             "user_id": "fan",
             "item_ids": ["a2"],
             "hubs": 30,
+            "now": 0,
+            "half_life_ms": 1.0,
             "forward": [],
             "backward": [],
             "counted": [["m.pop", "film.film.genre"]],

@@ -60,7 +60,8 @@ Paths:
 - ``same_brand``: user -INTERACTED-> item -MADE_BY-> brand <-MADE_BY- target (the brand's
   other items are never walked: the target's brand is matched, then each hub's edge to it);
 - ``interest``: user -INTERESTED_IN-> brand|category|topic <-MADE_BY|IN_CATEGORY|ABOUT- target,
-  from the user's $hubs strongest interests (the target's few outgoing edges are walked, and
+  from the user's $hubs strongest interests, decayed to $now as every reader of a weight
+  decays it (a fresh interest outranks a stale heavier one; the target's few outgoing edges are walked, and
   the multi-type pattern never joins two bound nodes);
 - ``co_user`` (``EXPLANATION_CO_USERS``): user -INTERACTED-> item <-INTERACTED- other user
   -INTERACTED-> target, from the user's $hubs most recent items. Only the first
@@ -68,8 +69,9 @@ Paths:
   candidates: the scan stops there, so a target with thousands of users costs what one with
   two hundred does (choosing its *most recent* users meant reading and sorting every one of
   its edges: about 20 ms of the graph's time for an item 30% of the demo shop's users saw).
-  Support = how many candidates also have the item; the witness shown is the one whose edge
-  to the target is the most recent;
+  Support = how many candidates also have the hub. The other users are anonymous: the path's
+  third node is ``{label: 'User', id: null, name: null, anonymous: true}`` and its two edges
+  carry no weight or verb, so no reader learns who they are or what they did;
 - ``reviewed_topic``: user -INTERACTED (reviewed)-> item -ABOUT-> topic <-ABOUT- target, from the
   user's $hubs most recent reviewed items (the topic's other items are never walked: the target's
   own ABOUT edge is checked).
@@ -77,9 +79,11 @@ Paths:
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.catalogue import read
+from graph_schema.decay import decayed_weight
 
 # How an INTERACTED edge reads in a sentence.
-# The strongest thing the user did with the item, as the sentences say it ("which you {verb}").
+# The strongest thing the user did with the item, as the sentences say it ("which you {verb}"):
+# the {verb} list in kgrec/relation_sentences.toml and the README's "Explanations" name these seven.
 VERB = """CASE WHEN coalesce({r}.n_purchase, 0) > 0 THEN 'bought'
                 WHEN coalesce({r}.n_rating, 0) > 0 THEN 'rated'
                 WHEN coalesce({r}.n_review, 0) > 0 THEN 'reviewed'
@@ -118,6 +122,8 @@ _INTEREST_LINK = (
     "CASE labels(t)[0] WHEN 'Brand' THEN 'MADE_BY' WHEN 'Topic' THEN 'ABOUT' ELSE 'IN_CATEGORY' END"
 )
 _HUB = _node("Item", "h", "h.title")
+# The other customers of a co-user path are never named: no id, no name, none of their edges' weights.
+_ANONYMOUS_USER = "{label: 'User', id: null, name: null, anonymous: true}"
 _TARGET = _node("Item", "i", "i.title")
 _ENTITY = "{label: 'Entity', id: e.id, name: coalesce(e.name, e.id), kind: e.kind, linked: linked}"
 
@@ -218,7 +224,7 @@ EXPLANATION_PATHS = read(
            1 AS support
     UNION ALL
     MATCH (u:User {{id: $user_id}})-[x:INTERESTED_IN]->(t)
-    WITH u, x, t ORDER BY x.weight DESC, t.id LIMIT $hubs
+    WITH u, x, t ORDER BY {decayed_weight("x.weight", "x.weight_ts")} DESC, t.id LIMIT $hubs
     WITH u, collect(t) AS interests
     UNWIND $item_ids AS target_id
     MATCH (i:Item {{id: target_id}})-[:MADE_BY|IN_CATEGORY|ABOUT]->(t)
@@ -247,6 +253,8 @@ EXPLANATION_PATHS = read(
     user_id="A1YJEY40YUW4SE",
     item_ids=["B004756YJA"],
     hubs=30,
+    now=1_700_000_000_000,
+    half_life_ms=2_592_000_000,
     forward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
     backward=[{"hub": "B000052YAN", "target": "B004756YJA"}],
     counted=[["m.0jzc", "film.film.genre"]],
@@ -266,16 +274,15 @@ EXPLANATION_CO_USERS = read(
     WITH u, hubs, i
     MATCH (i)<-[ri:INTERACTED]-(other:User)
     WHERE other <> u AND coalesce(other.flagged_bot, false) = false
-    WITH u, hubs, i, other, coalesce(ri.last_ts, ri.last_seq, 0) AS recency LIMIT {CO_USER_CANDIDATES}
+    WITH u, hubs, i, other LIMIT {CO_USER_CANDIDATES}
     MATCH (other)-[:INTERACTED]->(h)
     WHERE h IN hubs AND h <> i
-    WITH u, h, i, other ORDER BY recency DESC, other.id
-    WITH u, h, i, collect(other) AS others
-    WITH u, h, i, others[0] AS v, size(others) AS support
-    MATCH (u)-[r:INTERACTED]->(h)<-[r2:INTERACTED]-(v)-[r3:INTERACTED]->(i)
+    WITH u, h, i, count(DISTINCT other) AS support
+    MATCH (u)-[r:INTERACTED]->(h)
     RETURN i.id AS target_id, 'co_user' AS kind,
-           [{_USER}, {_HUB}, {_node("User", "v", "v.id")}, {_TARGET}] AS nodes,
-           [{_interacted("r", "out")}, {_interacted("r2", "in")}, {_interacted("r3", "out")}] AS rels,
+           [{_USER}, {_HUB}, {_ANONYMOUS_USER}, {_TARGET}] AS nodes,
+           [{_interacted("r", "out")}, {_plain("'INTERACTED'", "in")},
+            {_plain("'INTERACTED'", "out")}] AS rels,
            support
     """,
     user_id="A1YJEY40YUW4SE",

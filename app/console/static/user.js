@@ -85,15 +85,19 @@
     const nodes = new Map();
     const edges = [];
     const seen = new Set();
-    for (const path of paths) {
-      const keys = path.nodes.map((n) => `${n.label}:${n.id}`);
-      path.nodes.forEach((n, i) => nodes.set(keys[i], { key: keys[i], label: n.label, id: n.id, name: n.name, centre: i === 0 || i === keys.length - 1 }));
+    paths.forEach((path, p) => {
+      // Other customers are anonymous (no id): one node per path, named by how many they are.
+      const keys = path.nodes.map((n) => (n.anonymous ? `${n.label}:anonymous:${p}` : `${n.label}:${n.id}`));
+      path.nodes.forEach((n, i) => {
+        const name = n.anonymous ? `${path.support} other customer${path.support === 1 ? "" : "s"}` : n.name;
+        nodes.set(keys[i], { key: keys[i], label: n.label, id: n.id, name, centre: i === 0 || i === keys.length - 1 });
+      });
       path.relationships.forEach((r, i) => {
         const [source, target] = r.direction === "out" ? [keys[i], keys[i + 1]] : [keys[i + 1], keys[i]];
         const id = `${source}|${r.type}|${r.relation}|${target}`;
         if (!seen.has(id)) { seen.add(id); edges.push({ source, target, type: r.type, relation: r.relation, weight: r.weight }); }
       });
-    }
+    });
     return { nodes: [...nodes.values()], edges };
   }
 
