@@ -8,10 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import Query, Recommendations
 from kgrec.field_types import Id
-from kgrec.limits import MAX_SIDE_VERSIONS
+from kgrec.limits import MAX_ID_LENGTH, MAX_SIDE_VERSIONS
 
 MAX_VARIANTS = 10
 MAX_LISTED = 100
+# A page's cursor: the last listed experiment's created_at (epoch ms), a colon, and its id.
+CURSOR_PATTERN = r"^$|^[0-9]{1,20}:.+$"
+MAX_CURSOR = 21 + MAX_ID_LENGTH
 VariantName = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="1 to 64 of A-Z a-z 0-9 _ -")
 ]
@@ -111,11 +114,22 @@ class VariantResults(VariantView):
 class ExperimentListQuery(Query):
     status: Literal["", "running", "stopped"] = Field("", description="only these (empty: every one)")
     limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description="how many, newest first")] = 50
+    cursor: Annotated[
+        str,
+        Field(
+            max_length=MAX_CURSOR,
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page (empty: the newest)",
+        ),
+    ] = ""
 
 
 class ExperimentList(BaseModel):
     experiments: list[ExperimentView] = Field(description="newest first")
     running: str | None = Field(description="the running experiment's id, if any")
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` for the next (older) page; null on the last page"
+    )
 
 
 class ExperimentResults(ExperimentView):

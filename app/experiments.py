@@ -151,10 +151,24 @@ def create_experiment() -> Response:
 
 @read_endpoint(bp, "/v1/experiments", ExperimentList, "experiments, newest first")
 def list_experiments(query: ExperimentListQuery) -> Response:
-    """Every experiment's definition and state (running or stopped), newest first; results are per id."""
+    """Every experiment's definition and state (running or stopped), newest first, a page at a time
+    (``cursor``: the previous page's ``next_cursor``); results are per id."""
     store = _store()
-    found = store.list_experiments(query.status or None, query.limit)
-    return jsonify({"experiments": [x.as_dict() for x in found], "running": store.running_id()})
+    after = None
+    if query.cursor:
+        created_at, experiment_id = query.cursor.split(":", 1)
+        after = (int(created_at), experiment_id)
+    # One more than the page: whether another page follows, without a count of every experiment.
+    found = store.list_experiments(query.status or None, query.limit + 1, after)
+    page, more = found[: query.limit], len(found) > query.limit
+    next_cursor = f"{page[-1].created_at}:{page[-1].id}" if more else None
+    return jsonify(
+        {
+            "experiments": [x.as_dict() for x in page],
+            "running": store.running_id(),
+            "next_cursor": next_cursor,
+        }
+    )
 
 
 @read_endpoint(

@@ -291,11 +291,16 @@ class ExperimentStore:
         text = self.impressions.run(lambda client: client.hget(self.definitions, experiment_id))
         return Experiment.from_json(text) if text else None
 
-    def list_experiments(self, status: str | None = None, limit: int | None = None) -> list[Experiment]:
-        """Every experiment (or those with ``status``), newest first, at most ``limit``."""
+    def list_experiments(
+        self, status: str | None = None, limit: int | None = None, after: tuple[int, str] | None = None
+    ) -> list[Experiment]:
+        """Every experiment (or those with ``status``), newest first, at most ``limit``; with ``after``
+        (a listed experiment's ``(created_at, id)``) only those listed after it, so pages neither
+        repeat nor skip one whatever is created meanwhile."""
         stored = self.impressions.run(lambda client: client.hvals(self.definitions))
         found = [Experiment.from_json(text) for text in stored]
         found = [x for x in found if status is None or x.status == status]
+        found = [x for x in found if after is None or (x.created_at, x.id) < after]
         found.sort(key=lambda x: (x.created_at, x.id), reverse=True)
         return found if limit is None else found[:limit]
 

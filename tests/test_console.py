@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -39,6 +40,7 @@ from app.errors import RETRY_AFTER_S
 from kgrec.browse import SEARCH_KINDS
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, ServerInfo
+from kgrec.experiments import ExperimentStore
 from kgrec.gateway import open_gateway
 from kgrec.impressions import ImpressionStore
 from kgrec.limits import MAX_EPOCHS
@@ -287,6 +289,22 @@ def test_search_finds_a_user_and_opens_their_page(browser: WebDriver, console: U
     ready(browser)
     assert browser.find_element(By.ID, "user-id").text == user_id
     assert browser.find_elements(By.CSS_SELECTOR, "#recs tbody tr"), "the user's page lists no recommendation"
+    assert errors_logged(browser) == []
+
+
+def test_search_says_when_more_than_it_shows_match(browser: WebDriver, console: UpProcess) -> None:
+    """The page asked for 30 and said "30 result(s)" as if that were all; it asks for 31 now."""
+    matching = api_get(console, "/v1/search?q=A&kind=user&limit=50")["results"]
+    assert len(matching) > 30  # the 60 users' ids begin with A
+    open_page(browser, f"{console.url}/console/search?q=A&kind=user")
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#search-results li")) == 30)
+    assert "More than 30 results" in browser.find_element(By.ID, "search-status").text
+    one = matching[0]["id"]
+    few = api_get(console, f"/v1/search?q={quote(one)}&kind=user&limit=31")["results"]
+    assert 0 < len(few) <= 30
+    open_page(browser, f"{console.url}/console/search?q={quote(one)}&kind=user")
+    wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#search-results li")) == len(few))
+    assert browser.find_element(By.ID, "search-status").text.startswith(f"{len(few)} result(s)")
     assert errors_logged(browser) == []
 
 
@@ -893,7 +911,11 @@ def test_an_experiment_is_listed_shows_its_variants_and_is_stopped_and_promoted_
         assert "stopped" in browser.find_element(By.ID, "experiment-status").text
         stopped = api_get(console, "/v1/experiments?status=stopped")["experiments"]
         assert experiment in [x["id"] for x in stopped]
-        assert api_get(console, "/v1/experiments?status=running") == {"experiments": [], "running": None}
+        assert api_get(console, "/v1/experiments?status=running") == {
+            "experiments": [],
+            "running": None,
+            "next_cursor": None,
+        }
         screenshot(browser, "experiments-signed-in")
         # Promote the "first" variant: its model version becomes the active one.
         browser.find_element(By.XPATH, "//button[normalize-space()='Promote first']").click()
@@ -907,6 +929,56 @@ def test_an_experiment_is_listed_shows_its_variants_and_is_stopped_and_promoted_
         assert errors_logged(browser) == []
     finally:
         sign_out(browser)
+
+
+def listed_rows(browser: WebDriver) -> list[str | None]:
+    """The experiment ids the Experiments page lists, in order."""
+    found = browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")
+    return [row.get_attribute("data-experiment") for row in found]
+
+
+def test_the_experiments_page_reaches_every_experiment_a_page_at_a_time(
+    browser: WebDriver, console: UpProcess, experiment: str
+) -> None:
+    """The page read one page of at most 100 (the API's cap, with no cursor), so older experiments
+    were unreachable; now the API pages by ``cursor``/``next_cursor`` and the page has a "More"."""
+    store = ImpressionStore(console.settings)
+    experiments = ExperimentStore(store)
+    template = experiments.get(experiment)
+    assert template is not None
+    older = {f"console-old-{n}-{os.urandom(4).hex()}": 1_000 + n for n in range(3)}
+    try:
+        for experiment_id, created_at in older.items():  # stopped long ago: listed after the fixture's
+            old = replace(
+                template, id=experiment_id, status="stopped", created_at=created_at, stopped_at=created_at + 1
+            )
+            text = json.dumps(old.as_dict())
+            store.run(lambda client, i=experiment_id, t=text: client.hset(experiments.definitions, i, t))
+        everything: list[str] = []
+        cursor = ""
+        while True:  # the API's pages, one experiment each: none repeated, none skipped
+            page = api_get(console, f"/v1/experiments?limit=1&cursor={quote(cursor)}")
+            everything += [x["id"] for x in page["experiments"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = page["next_cursor"]
+        assert everything == [x["id"] for x in api_get(console, "/v1/experiments?limit=100")["experiments"]]
+        assert everything[-3:] == sorted(older, key=older.__getitem__, reverse=True)
+        refused = requests.get(f"{console.url}/v1/experiments?cursor=bogus", timeout=30)
+        assert refused.status_code == 400 and "cursor" in refused.text
+        open_page(browser, f"{console.url}/console/experiments?per_page=2")
+        assert listed_rows(browser) == everything[:2]
+        more = browser.find_element(By.ID, "more-experiments")
+        while more.is_displayed():
+            before = len(listed_rows(browser))
+            more.click()
+            wait(browser).until(lambda b, n=before: len(listed_rows(b)) > n)
+        assert listed_rows(browser) == everything
+        assert "newest first" in browser.find_element(By.ID, "list-status").text
+        assert errors_logged(browser) == []
+    finally:
+        store.run(lambda client: client.hdel(experiments.definitions, *older))
+        store.close()
 
 
 def test_a_user_with_timed_events_gets_a_90_day_chart_per_interest(

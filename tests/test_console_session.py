@@ -164,3 +164,47 @@ def test_the_read_proxy_checks_its_path_by_segment_not_as_one_id(tmp_path: Path)
     assert relayed.status_code == 503, relayed.get_json()  # reached the API (whose graph is down)
     too_long = client.get(f"/console/api/v1/users/{'u' * 257}/interests")
     assert too_long.status_code == 400 and too_long.get_json()["field"] == "_rest"
+
+
+def test_a_cross_site_train_post_is_refused_before_its_epochs_are_read(tmp_path: Path) -> None:
+    """``int(epochs)`` ran before the origin check: a cross-site post of 5000 digits was a 500 with
+    a traceback (Python refuses to convert over 4300 digits); now the origin check answers first."""
+    client = console_app(tmp_path).test_client()
+    status, _ = sign_in(client, "http://localhost")
+    assert status == 302
+    response = client.post(
+        "/console/models/train", data={"epochs": "9" * 5000}, headers={"Origin": "https://evil.example"}
+    )
+    assert response.status_code == 403
+    assert "cross-site" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        (
+            "9" * 5000,
+            "epochs = 99999999999999999999... (5000 characters): input should be less than or equal to 500",
+        ),
+        ("0", "epochs = 0: input should be greater than or equal to 1"),
+        ("501", "epochs = 501: input should be less than or equal to 500"),
+        ("ten", "epochs = ten is not a whole number"),
+    ],
+)
+def test_an_epoch_cap_out_of_the_apis_bounds_is_refused_naming_field_and_value(
+    tmp_path: Path, typed: str, shown: str
+) -> None:
+    """The console's own post with a bad epoch cap: a notice naming ``epochs`` and what was typed,
+    with the API's bounds (TrainRequest's), and no job queued."""
+    client = console_app(tmp_path).test_client()
+    status, _ = sign_in(client, "http://localhost")
+    assert status == 302
+    token = csrf(client)
+    response = client.post(
+        "/console/models/train",
+        data={"epochs": typed, "csrf_token": token},
+        headers={"Origin": "http://localhost"},
+    )
+    assert response.status_code == 302 and "job=" not in response.headers["Location"]
+    page = client.get("/console/models").get_data(as_text=True)
+    assert f"Train refused: {shown}" in page

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from pydantic import ValidationError
 
 from app.auth import key_is_valid, some_read_needs_a_key
 from app.console import session
 from app.console.forward import api_path, call_api, decoded, relay, send
 from app.graph import settings
+from app.model_schemas import TrainRequest
 from app.raw_path import relayed_path
 from kgrec.browse import SEARCH_KINDS
 from kgrec.limits import MAX_EPOCHS
@@ -247,17 +249,40 @@ def promote(version: str) -> Response:
     return redirect(url_for("console.models"))
 
 
+def _epochs_refusal(typed: str) -> str | None:
+    """Why the typed epoch cap cannot go to the API (None when it can): the bounds are
+    :class:`TrainRequest`'s own, so the form and the API never disagree."""
+    shown = typed if len(typed) <= 20 else f"{typed[:20]}... ({len(typed)} characters)"
+    if not typed.isdecimal():
+        return f"Train refused: epochs = {shown} is not a whole number"
+    # Over 20 digits stands in for any number too large: int() of thousands of digits raises.
+    number = int(typed) if len(typed) <= 20 else 10**20
+    try:
+        TrainRequest.model_validate({"epochs": number})
+    except ValidationError as error:
+        return f"Train refused: epochs = {shown}: {error.errors()[0]['msg'].lower()}"
+    return None
+
+
 @bp.post("/models/train")
 def train() -> Response:
     """Start a training job, through ``POST /v1/models/train``; the page then follows its progress.
 
-    The form's epoch cap goes to the API as typed (it validates it and names the field when
-    it is wrong); "activate" is behind the promotion gate unless the form says "now".
+    The form's epoch cap is checked against the API's own bounds (:class:`TrainRequest`) after
+    the origin and CSRF checks, and refused with a notice naming the field and the value;
+    "activate" is behind the promotion gate unless the form says "now".
     """
+    # The origin and CSRF checks come before the form is read: a cross-site post learns nothing.
+    session.check_post()
+    _signed_in_key()
     body: dict[str, Any] = {"gate": request.form.get("activate", "gate") != "now"}
     epochs = request.form.get("epochs", "").strip()
     if epochs:
-        body["epochs"] = int(epochs) if epochs.isdecimal() else epochs
+        refusal = _epochs_refusal(epochs)
+        if refusal is not None:
+            session.set_notice(refusal)
+            return redirect(url_for("console.models"))
+        body["epochs"] = int(epochs)
     answer = _post_to_api("Train", api_path("models", "train"), body=body)
     job = answer.get("id") if isinstance(answer, dict) else None
     if not job:

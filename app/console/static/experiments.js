@@ -78,20 +78,37 @@
     return x.variants.map((v, i) => [i ? ", " : "", `${v.name} `, K.el("code", {}, v.model_version), ` ${K.number(100 * v.traffic, 1)}%`]);
   }
 
-  async function list() {
-    const answer = await K.get("/experiments?limit=100");
-    const status = document.getElementById("list-status");
-    if (!answer.ok) return K.fill(status, K.problem(answer, "Experiments"));
-    const found = answer.body.experiments;
-    status.textContent = found.length ? `${found.length} experiment(s), newest first${answer.body.running ? `; ${answer.body.running} is running` : ""}.`
-      : "No experiment yet (POST /v1/experiments starts one).";
-    K.fill(document.querySelector("#experiments tbody"), found.map((x) => K.el("tr", { "data-experiment": x.id, class: x.id === experimentId ? "active" : null },
+  // A page at a time (the API lists at most 100): "More" asks for the next, older page by its cursor.
+  const PAGE = Number(new URLSearchParams(location.search).get("per_page")) || 100;
+  const shown = [];
+  let running = null;
+
+  function row(x) {
+    return K.el("tr", { "data-experiment": x.id, class: x.id === experimentId ? "active" : null },
       K.el("th", { scope: "row" }, K.el("a", { href: `/console/experiments?id=${K.enc(x.id)}`, "aria-current": x.id === experimentId ? "page" : null }, x.name),
         K.el("span", { class: "muted small" }, ` ${x.id}`)),
       K.el("td", {}, K.el("span", { class: `status ${x.status}` }, x.promoted ? `${x.status}, promoted ${x.promoted.variant}` : x.status)),
       K.el("td", { class: "small" }, variantsOf(x)),
-      K.el("td", {}, K.when(x.created_at)))));
+      K.el("td", {}, K.when(x.created_at)));
   }
 
-  Promise.all([list(), experimentId ? load() : null]).then(K.ready);
+  async function list(cursor) {
+    const more = document.getElementById("more-experiments");
+    const qs = new URLSearchParams({ limit: String(PAGE) });
+    if (cursor) qs.set("cursor", cursor);
+    const answer = await K.get(`/experiments?${qs}`);
+    const status = document.getElementById("list-status");
+    if (!answer.ok) return K.fill(status, K.problem(answer, "Experiments"));
+    shown.push(...answer.body.experiments);
+    if (!cursor) running = answer.body.running;
+    const next = answer.body.next_cursor;
+    const counted = next ? `The newest ${shown.length} experiments (older ones: More)` : `${shown.length} experiment(s), newest first`;
+    status.textContent = shown.length ? `${counted}${running ? `; ${running} is running` : ""}.`
+      : "No experiment yet (POST /v1/experiments starts one).";
+    K.fill(document.querySelector("#experiments tbody"), shown.map(row));
+    more.hidden = !next;
+    more.onclick = next ? () => { more.disabled = true; list(next).then(() => { more.disabled = false; }); } : null;
+  }
+
+  Promise.all([list(null), experimentId ? load() : null]).then(K.ready);
 })();

@@ -7,6 +7,7 @@
   const kind = document.getElementById("kind");
   const status = document.getElementById("search-status");
   const list = document.getElementById("search-results");
+  const SHOWN = 30;
   const params = new URLSearchParams(location.search);
   // A kind the list lacks is still sent as given, so the API's refusal shows instead of "any".
   const asked = params.get("kind") || "";
@@ -24,7 +25,8 @@
   async function run(query, kindValue) {
     if (!query) { K.ready(); return; }
     status.textContent = "Searching…";
-    const qs = new URLSearchParams({ q: query, limit: "30" });
+    // One more than is shown: a 31st result says the list is cut, so the page never passes 30 off as all.
+    const qs = new URLSearchParams({ q: query, limit: String(SHOWN + 1) });
     if (kindValue) qs.set("kind", kindValue);
     const answer = await K.get(`/search?${qs}`);
     if (!answer.ok) {
@@ -33,8 +35,10 @@
       if (answer.status === 401) status.textContent = "Not searched: this server searches for signed-in operators only (sign in).";
       else status.textContent = answer.body && answer.body.detail ? `Not searched: ${answer.body.detail}` : `Search failed (${answer.status}).`;
     } else {
-      const results = answer.body.results;
-      status.textContent = results.length ? `${results.length} result(s) for “${query}”.` : `Nothing matches “${query}”.`;
+      const results = answer.body.results.slice(0, SHOWN);
+      const more = answer.body.results.length > SHOWN;
+      status.textContent = more ? `More than ${SHOWN} results for “${query}”: the first ${SHOWN} are shown (narrow the search or pick a kind).`
+        : results.length ? `${results.length} result(s) for “${query}”.` : `Nothing matches “${query}”.`;
       K.fill(list, results.map(hit));
     }
     K.ready();
