@@ -22,7 +22,7 @@ from graph_schema.statements.knowledge import (
     TWIN_ENTITIES,
     move_twin_edges,
 )
-from graph_schema.statements.migrations import APPLIED_MIGRATIONS, RECORD_MIGRATION
+from graph_schema.statements.migrations import APPLIED_MIGRATIONS, RECORD_MIGRATION, REGISTER_PROPERTY_KEYS
 from graph_schema.statements.models import MARK_FOLDED_VERSIONS
 from kgrec.config import Settings
 from kgrec.gateway import GraphGateway
@@ -171,7 +171,10 @@ STEPS: dict[str, Callable[[GraphGateway], object]] = {
 
 
 def migrate(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
-    """Apply every pending migration in order; returns the ones applied (idempotent)."""
+    """Register every allow-listed property key, then apply every pending migration in order;
+    returns the ones applied (idempotent)."""
+    # Every time, not once: a key added to the allow-list later is registered by the next migrate.
+    gateway.write(REGISTER_PROPERTY_KEYS, {})
     todo = pending(gateway, root)
     for migration in todo:
         step = STEPS.get(migration.id)

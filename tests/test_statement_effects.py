@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from graph_schema import allow_list
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import Statement, all_statements
 from graph_schema.statements.catalogue import UPSERT_CATALOGUE_ITEMS_WITH_ATTRIBUTES
@@ -1404,6 +1405,17 @@ def _record_migration(gw: GraphGateway, st: Statement) -> None:
         "checksum": "sha256:0",
         "applied_at": NOW,
     }
+
+
+@effect("register_property_keys")
+def _register_property_keys(gw: GraphGateway, st: Statement) -> None:
+    before = count(gw, "(n)")
+    # Leaves no node behind, however often it runs (every `kgrec migrate` runs it).
+    assert gw.write(st, st.params).rows == gw.write(st, st.params).rows == [{"registered": 1}]
+    assert count(gw, "(n)") == before
+    if gw.engine == "falkordb":
+        registered = {row["propertyKey"] for row in query(gw, "CALL db.propertyKeys()")}
+        assert set(allow_list.PROPERTY_KEYS) <= registered
 
 
 # --- model versions -------------------------------------------------------------------------------
