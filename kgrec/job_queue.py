@@ -244,18 +244,36 @@ class WorkerKeptDying(RuntimeError):
     restarting again."""
 
 
+def _deliveries_expiry_s(app: Celery) -> int:
+    """How long a delivery count is kept: as long as results, and at least twice the broker's
+    visibility timeout, the longest a training may run (a count gone mid-run would lift the limit)."""
+    visibility = float(dict(app.conf.broker_transport_options or {}).get("visibility_timeout", 0))
+    return int(max(app.backend.expires or 86_400, 2 * visibility))
+
+
 def count_delivery(app: Celery, task_id: str) -> int:
-    """Count one more start of the task ``task_id`` (kept as long as results are); returns the count."""
+    """Count one more start of the task ``task_id``; returns the count."""
     key = f"{DELIVERIES_KEY}{task_id}"
     pipe = app.backend.client.pipeline(transaction=True)
     pipe.incr(key)
-    pipe.expire(key, int(app.backend.expires or 86_400))
+    pipe.expire(key, _deliveries_expiry_s(app))
     return int(pipe.execute()[0])
+
+
+def uncount_delivery(app: Celery, task_id: str) -> None:
+    """Take back the count of the current start of ``task_id``: its worker is shutting down and hands
+    its message back, which is no death of the worker under it."""
+    key = f"{DELIVERIES_KEY}{task_id}"
+    pipe = app.backend.client.pipeline(transaction=True)
+    pipe.decr(key)
+    pipe.expire(key, _deliveries_expiry_s(app))
+    pipe.execute()
 
 
 def check_redelivery(app: Celery, task_id: str) -> None:
     """Count a start of ``task_id``; raise :class:`WorkerKeptDying` when the worker died under each of
-    its last MAX_DELIVERIES starts (a cold shutdown that requeued it counts too)."""
+    its last MAX_DELIVERIES starts (a start a shutdown handed back is uncounted:
+    :func:`uncount_delivery`)."""
     if count_delivery(app, task_id) > MAX_DELIVERIES:
         raise WorkerKeptDying(f"the worker running it died {MAX_DELIVERIES} times (out of memory?)")
 

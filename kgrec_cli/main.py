@@ -843,7 +843,10 @@ def _check_broker(settings: Settings) -> None:
 @click.option(
     "--queues",
     default=None,
-    help="Comma-separated queues to take tasks from (default: the default queue and the training queue).",
+    help=(
+        "Comma-separated queues to take tasks from (default: the default queue, the training queue"
+        " and kgrec up's kgrec-train)."
+    ),
 )
 @click.pass_context
 def worker_command(ctx: click.Context, concurrency: int, pool: str, queues: str | None) -> None:

@@ -145,10 +145,14 @@ def _celery_argv(command: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", app, command, "--loglevel", "INFO", *options]
 
 
-def worker_argv(concurrency: int = 1, pool: str = "prefork", queues: str | None = None) -> list[str]:
-    """The command line of a Celery worker for the kgrec tasks (``queues``: comma-separated, default all)."""
+def worker_argv(
+    concurrency: int = 1, pool: str = "prefork", queues: str | None = None, hostname: str | None = None
+) -> list[str]:
+    """The command line of a Celery worker for the kgrec tasks (``queues``: comma-separated, default
+    all; ``hostname``: its node name, Celery's default celery@<host> when None)."""
     options = ["--concurrency", str(concurrency), "--pool", pool]
-    return _celery_argv("worker", *options, *(["--queues", queues] if queues else []))
+    options += ["--queues", queues] if queues else []
+    return _celery_argv("worker", *options, *(["--hostname", hostname] if hostname else []))
 
 
 DEFAULT_QUEUE = "celery"  # Celery's: every task but training (unless KGREC_TRAIN_QUEUE is unset)
@@ -156,8 +160,10 @@ UP_TRAIN_QUEUE = "kgrec-train"  # training's queue under kgrec up when KGREC_TRA
 
 
 def all_queues(settings: Settings) -> str:
-    """Every queue kgrec sends tasks to: the default one and the training queue."""
-    return ",".join(sorted({DEFAULT_QUEUE, settings.train_queue}))
+    """Every queue kgrec sends tasks to: the default one and the training queue, and the training
+    queue of `kgrec up` (:func:`up_train_queue`), so that a worker started after it takes the
+    trainings it left queued."""
+    return ",".join(sorted({DEFAULT_QUEUE, settings.train_queue, up_train_queue(settings)}))
 
 
 def beat_argv(settings: Settings) -> list[str]:
@@ -471,8 +477,10 @@ def _children(settings: Settings, port: int) -> list[ChildProcess]:
     }  # the launcher: this process
     return [
         ChildProcess("api", gunicorn_command("127.0.0.1", port, 2, 4), env),
-        ChildProcess("worker", worker_argv(queues=DEFAULT_QUEUE), worker_env),
-        ChildProcess("trainer", worker_argv(queues=train_queue), worker_env),
+        # Node names of their own: under one (celery@<host>) they shared the control queue, and a
+        # broadcast (inspect active_queues) reached only one of them.
+        ChildProcess("worker", worker_argv(queues=DEFAULT_QUEUE, hostname="worker@%h"), worker_env),
+        ChildProcess("trainer", worker_argv(queues=train_queue, hostname="trainer@%h"), worker_env),
         ChildProcess("beat", beat_argv(settings), env),
     ]
 

@@ -1028,8 +1028,11 @@ def test_health_shows_readiness_the_queue_and_counts_the_graph_only_when_asked(
     wait(browser).until(lambda b: "Broker" in b.find_element(By.ID, "queue").text)
     assert api_get(console, "/v1/queue")["broker"] is True
     assert "Broker\nup" in browser.find_element(By.ID, "queue").text
-    # kgrec up's Celery worker answers the page's ping (asked again every 5 s: a busy one can miss a ping).
-    wait(browser).until(lambda b: "celery@" in b.find_element(By.ID, "queue").text)
+    # kgrec up's two Celery workers answer the page's ping, each under its own node name (asked again
+    # every 5 s: a busy one can miss a ping).
+    wait(browser).until(
+        lambda b: all(n in b.find_element(By.ID, "queue").text for n in ("worker@", "trainer@"))
+    )
     assert browser.find_element(By.ID, "counts").text == ""
     browser.find_element(By.ID, "count").click()
     stats = api_get(console, "/v1/graph/stats")

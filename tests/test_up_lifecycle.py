@@ -19,8 +19,9 @@ from graph_schema.statements.models import ACTIVE_VERSION
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer, _pid_alive
 from kgrec.importer import import_state
-from kgrec.job_queue import WORKER_ORPHAN_EXIT_S
+from kgrec.job_queue import DELIVERIES_KEY, WORKER_ORPHAN_EXIT_S
 from kgrec.runtime import graph_session
+from kgrec_cli.stack import UP_TRAIN_QUEUE
 from tests.conftest import embedded_only
 from tests.processes import free_port, wait_for
 from tests.stack_process import up_argv
@@ -278,12 +279,17 @@ def test_a_training_running_when_up_stops_goes_back_on_the_queue_and_runs_at_the
     assert_nothing_left(data_dir)
     # The job's message is back on its queue, not held as unacknowledged for the visibility timeout (6 h).
     server = EmbeddedServer(data_dir)
-    broker = server.start().client(db=1)
+    info = server.start()
+    broker, backend = info.client(db=1), info.client(db=2)
     try:
         assert broker.hlen("unacked") == 0, broker.hgetall("unacked")
-        assert broker.llen("celery") == 1
+        assert broker.llen(UP_TRAIN_QUEUE) == 1
+        # A hand-back is no death of the worker: its start is not counted against MAX_DELIVERIES
+        # (each stop of `kgrec up` during a long training used to count, and the 4th start failed it).
+        assert int(backend.get(f"{DELIVERIES_KEY}{job_id}") or 0) == 0
     finally:
         broker.close()
+        backend.close()
         server.stop()
     # The next start runs it again, under the same version name, to the end.
     port = free_port()

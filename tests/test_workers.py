@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from collections import Counter
 from dataclasses import replace
@@ -28,14 +29,16 @@ from kgrec.job_queue import (
     PRUNE_GRAPH,
     TRAIN,
     WORKER_PARENT_ENV,
+    WORKER_SHUTDOWN_ENV,
     celery_config,
+    in_broker,
     job_client,
     job_status,
     record_queued,
 )
 from kgrec.maintenance import PruneResult, clear_graph, prune, user_batches
-from kgrec_cli.stack import _children, beat_argv, worker_argv
-from tests.dying_tasks import KILL_ITSELF
+from kgrec_cli.stack import _children, all_queues, beat_argv, worker_argv
+from tests.dying_tasks import KILL_ITSELF, RUN_LONG
 from tests.processes import background
 from workers.celery_app import retrain_schedule
 
@@ -334,6 +337,36 @@ def test_a_task_that_keeps_killing_its_worker_fails_after_the_limit(
         assert client.backend.client.get(f"{DELIVERIES_KEY}{job_id}") == str(MAX_DELIVERIES + 1).encode()
 
 
+def test_a_task_handed_back_by_a_worker_shutdown_is_not_counted_as_a_death(
+    worker_env: tuple, tmp_path: Path
+) -> None:
+    """Every start was counted, a start after a cold shutdown's hand-back too: stopping `kgrec up`
+    three times during one long training failed it at its next start as out of memory."""
+    env = {**worker_env[0], "KGREC_JOB_VISIBILITY_TIMEOUT_S": "604800"}  # trainings of up to a week
+    settings = Settings.from_env(env)
+    client = job_client(settings)
+    job_id = f"long-{time.time_ns()}"
+    key = f"{DELIVERIES_KEY}{job_id}"
+    record_queued(client, job_id)
+    argv = [*worker_argv(concurrency=1), "--include", "tests.dying_tasks"]
+    try:
+        with background(argv, {**env, **WORKER_SHUTDOWN_ENV}, tmp_path / "worker.log") as worker:
+            client.send_task(RUN_LONG, task_id=job_id)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and client.backend.client.get(key) is None:
+                time.sleep(0.2)
+            assert client.backend.client.get(key) == b"1", (tmp_path / "worker.log").read_text()[-3000:]
+            worker.send_signal(signal.SIGTERM)  # as kgrec up stops it: a cold shutdown
+            worker.wait(60)
+        log = (tmp_path / "worker.log").read_text()
+        assert in_broker(client, job_id), log[-3000:]  # handed back
+        assert client.backend.client.get(key) == b"0", log[-3000:]
+        # Kept as long as a training may run (twice the visibility timeout), not a day as results are.
+        assert client.backend.client.ttl(key) > 2 * 604800 - 60
+    finally:
+        client.control.purge()  # the next test's worker must not find it
+
+
 @pytest.mark.parametrize("train_queue", ["celery", "gpu"])
 def test_kgrec_up_gives_training_a_worker_process_of_its_own(train_queue: str, tmp_path: Path) -> None:
     """One worker on every queue ran no scheduled task while a training lasted: under `kgrec up` the
@@ -351,6 +384,23 @@ def test_kgrec_up_gives_training_a_worker_process_of_its_own(train_queue: str, t
     assert {child.env["KGREC_TRAIN_QUEUE"] for child in children.values()} == {trained_on}
     for name in ("worker", "trainer"):
         assert children[name].env[WORKER_PARENT_ENV] == str(os.getpid())
+    # Each its own node name: under one they shared the control queue, and a broadcast reached one.
+    hostnames = [
+        children[name].argv[children[name].argv.index("--hostname") + 1] for name in ("worker", "trainer")
+    ]
+    assert len(set(hostnames)) == 2, hostnames
+
+
+@pytest.mark.parametrize("train_queue", ["celery", "gpu"])
+def test_a_standalone_worker_takes_the_trainings_kgrec_up_left_queued(
+    train_queue: str, tmp_path: Path
+) -> None:
+    """`kgrec worker` took the default queue and KGREC_TRAIN_QUEUE only: after `kgrec up`, trainings
+    left on its training queue ("kgrec-train") waited for ever."""
+    settings = Settings.from_env({"KGREC_DATA_DIR": str(tmp_path), "KGREC_TRAIN_QUEUE": train_queue})
+    trainer = {child.name: child for child in _children(settings, 8000)}["trainer"]
+    assert trainer.env["KGREC_TRAIN_QUEUE"] in all_queues(settings).split(",")
+    assert {"celery", settings.train_queue} <= set(all_queues(settings).split(","))
 
 
 def test_every_beat_entry_expires_after_its_interval(worker_env: tuple) -> None:

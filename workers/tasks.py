@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, chord, current_app, shared_task
+from celery import Task, chord, current_app, shared_task, signals
+from celery.worker import state as worker_state
 
 from kgrec import job_queue
 from kgrec.maintenance import prune
@@ -30,6 +31,38 @@ class BoundedRedelivery(Task):  # type: ignore[misc]
         if not self.request.called_directly:
             job_queue.check_redelivery(self.app, self.request.id)
         return super().__call__(*args, **kwargs)
+
+
+# The bounded tasks this worker received (its main process): id -> Celery's request. Read at its
+# shutdown, pruned of the acknowledged ones at each receipt.
+_bounded_requests: dict[str, Any] = {}
+
+
+@signals.task_received.connect
+def _note_bounded_request(request: Any = None, **_: object) -> None:
+    """Keep the requests of bounded tasks for :func:`_uncount_handed_back`: by the time the worker's
+    shutdown signal comes, the cold shutdown has cancelled them and Celery's own state forgot them."""
+    for task_id in [task_id for task_id, kept in _bounded_requests.items() if kept.acknowledged]:
+        del _bounded_requests[task_id]
+    if request is not None and isinstance(request.task, BoundedRedelivery):
+        _bounded_requests[request.id] = request
+
+
+@signals.worker_shutting_down.connect
+def _uncount_handed_back(**_: object) -> None:
+    """Take back the count of each bounded task this worker started and hands back unacknowledged
+    (a cold shutdown cancels the running tasks after the soft shutdown, and their messages go back on
+    the queue): otherwise every stop of `kgrec up` during a long training counted as a death, and its
+    start past MAX_DELIVERIES failed it as out of memory. A start whose worker ended without a
+    shutdown (its pool child or the whole worker killed) stays counted. Uncounting here, where the
+    worker knows it hands the message back, keeps a single counter; a mark set at each start and
+    cleared at each end could not tell a death from a hand-back. A task that still finishes later in
+    the shutdown is done, its count unused."""
+    for task_id, request in list(_bounded_requests.items()):
+        started = request.time_start is not None  # accepted by a pool process: it counted the start
+        if started and not request.acknowledged and task_id not in worker_state.successful_requests:
+            job_queue.uncount_delivery(request.task.app, task_id)
+    _bounded_requests.clear()
 
 
 @shared_task(name=job_queue.PRUNE_GRAPH, acks_late=True)
