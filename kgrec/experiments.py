@@ -63,14 +63,16 @@ Z95 = 1.959963984540054
 SRM_ALPHA = 0.001
 # KEYS: running id, definitions, promoting; ARGV: experiment id, definition JSON. 2: an experiment of
 # that id exists already (a fixed id, kgrec.gate_experiments: started before, maybe stopped since).
-# 3: a promotion is claimed and unfinished (a stopped experiment's claim leaves no running id): the
-# version it activates would change what a new experiment's "active" variant serves mid-run.
+# {3, id}: experiment id's promotion is claimed and unfinished (a stopped experiment's claim leaves no
+# running id): the version it activates would change what a new experiment's "active" variant serves
+# mid-run.
 _START = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return 2
 end
-if redis.call('ZCARD', KEYS[3]) > 0 then
-  return 3
+local promoting = redis.call('ZRANGE', KEYS[3], 0, 0)
+if #promoting > 0 then
+  return {3, promoting[1]}
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
@@ -167,6 +169,17 @@ class ExperimentConflict(Exception):
         self.detail = detail
 
 
+class PromotionPending(ExperimentConflict):
+    """No experiment may start: ``experiment_id``'s promotion is claimed and unfinished."""
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__(
+            f"the promotion of experiment {experiment_id} is under way; start the experiment once it "
+            "has finished"
+        )
+        self.experiment_id = experiment_id
+
+
 @dataclass(frozen=True)
 class Variant:
     """One arm: a model version (or ``active``) and its share of the users."""
@@ -258,10 +271,10 @@ class ExperimentStore:
             created_at=int(time.time() * 1000) if now_ms is None else now_ms,
         )
 
-        def start(client: Any) -> int:
+        def start(client: Any) -> Any:
             # One script: a crash between the claim and the definition would leave a running id
             # with no definition, which nothing could stop.
-            claimed = client.eval(
+            return client.eval(
                 _START,
                 3,
                 self.running_key,
@@ -270,13 +283,13 @@ class ExperimentStore:
                 experiment.id,
                 json.dumps(experiment.as_dict()),
             )
-            return int(claimed)
 
-        started = self.impressions.run(start)
+        answer = self.impressions.run(start)
+        if isinstance(answer, list):  # {3, id}: a promotion is claimed and unfinished
+            raise PromotionPending(_decoded(answer[1]))
+        started = int(answer)
         if started == 2:
             raise ExperimentConflict(f"experiment {experiment.id} exists already")
-        if started == 3:
-            raise ExperimentConflict("a promotion is under way; start the experiment once it has finished")
         if not started:
             raise ExperimentConflict(f"experiment {self.running_id()} is running; stop it first")
         return experiment
@@ -285,6 +298,12 @@ class ExperimentStore:
         """The running experiment's id, if any."""
         value = self.impressions.run(lambda client: client.get(self.running_key))
         return value.decode() if isinstance(value, bytes) else value
+
+    def promoting_id(self) -> str | None:
+        """The id of an experiment whose promotion is claimed and unfinished (the earliest claim),
+        if any: no experiment starts meanwhile."""
+        found = self.impressions.run(lambda client: client.zrange(self.promoting_key, 0, 0))
+        return _decoded(found[0]) if found else None
 
     def get(self, experiment_id: str) -> Experiment | None:
         """An experiment by id."""

@@ -33,8 +33,8 @@ from kgrec.events.validation import validate_batch
 from kgrec.experiments import (
     PROMOTION_LEASE_MS,
     Experiment,
-    ExperimentConflict,
     ExperimentStore,
+    PromotionPending,
     RunningExperiment,
     Variant,
     ratio_difference,
@@ -672,7 +672,7 @@ def test_no_experiment_starts_while_a_stopped_experiments_promotion_is_claimed(
     claimed, claim = experiments.claim_promotion(stopped, {"variant": "b", "model_version": "v-x"})
     try:
         assert claim == 1 and experiments.running_id() is None
-        with pytest.raises(ExperimentConflict, match="promotion"):
+        with pytest.raises(PromotionPending, match=f"the promotion of experiment {stopped.id} is under way"):
             experiments.create("second", TWO_ARMS)
         assert experiments.running_id() is None
         assert [x.name for x in experiments.list_experiments()].count("second") == 0
