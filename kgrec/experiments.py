@@ -201,6 +201,9 @@ class Experiment:
     created_at: int
     stopped_at: int | None = None
     promoted: dict[str, Any] | None = None
+    # Per-user totals kept from the start (experiments created since 2026-12-07); an older one, still
+    # running across the upgrade, has them only from the deploy on, which biases its differences.
+    per_user: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def variant_for(self, user_id: str) -> Variant:
@@ -269,6 +272,7 @@ class ExperimentStore:
             variants=tuple(variants),
             status="running",
             created_at=int(time.time() * 1000) if now_ms is None else now_ms,
+            per_user=True,
         )
 
         def start(client: Any) -> Any:
@@ -555,8 +559,9 @@ def results(
 ) -> dict[str, Any]:
     """Per variant: users, impressions, outcome counts, rates and revenue with 95% intervals; vs
     control, each difference by users (``user_totals``, :meth:`ExperimentStore.user_totals`); the
-    sample-ratio check of the split."""
-    per_user = user_totals or {}
+    sample-ratio check of the split. An experiment without per-user totals from its start
+    (``per_user`` false: created before they were kept) answers null differences and sample ratio."""
+    per_user = (user_totals or {}) if experiment.per_user else {}
     empty = UserTotals(*(np.zeros(0) for _ in PER_USER_METRICS))
     control_name = experiment.variants[0].name
     control = per_user.get(control_name, empty)
@@ -593,8 +598,10 @@ def results(
                 for name, metric in {**RATES, "revenue_per_impression": "revenue"}.items()
             }
         variants.append(body)
-    counted = [per_user.get(v.name, empty).users for v in experiment.variants]
-    srm = sample_ratio_p(counted, [v.traffic for v in experiment.variants])
+    counted = (
+        [per_user.get(v.name, empty).users for v in experiment.variants] if experiment.per_user else None
+    )
+    srm = None if counted is None else sample_ratio_p(counted, [v.traffic for v in experiment.variants])
     return {
         **experiment.as_dict(),
         "control": control_name,
