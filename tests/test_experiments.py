@@ -881,6 +881,11 @@ def test_per_user_totals_are_written_once_with_the_counters_and_erased_with_the_
             and list(totals.revenue) == [7.5, 0]
         )
         assert experiments.user_totals(experiment)["a"].users == 0
+        # per-user hashes hold user ids: they expire the impression retention after their last write
+        for metric in ("impressions", "click", "purchase", "revenue"):
+            key = store.experiment_user_key(experiment.id, "b", metric)
+            ttl = store.run(lambda client, key=key: client.pttl(key))
+            assert store.retention_ms - 60_000 < ttl <= store.retention_ms, (metric, ttl)
 
         store.erase_user("u1", int(time.time() * 1000))
         totals = experiments.user_totals(experiment)["b"]
