@@ -82,7 +82,7 @@ class ExperimentView(BaseModel):
 
 class Estimate(BaseModel):
     value: float
-    ci_low: float = Field(description="95% interval")
+    ci_low: float = Field(description="95% interval, per impression (not clustered by user)")
     ci_high: float
 
 

@@ -607,7 +607,8 @@ def results(
         "control": control_name,
         "tests": (
             "per impression, by user (the randomised unit): delta-method z-test and 95% interval from one "
-            "standard error; Wilson intervals per variant; fixed-horizon p-values; sample ratio: chi-squared "
+            "standard error; per variant, Wilson (rates) and normal (revenue) 95% intervals per impression, "
+            "not clustered by user; fixed-horizon p-values; sample ratio: chi-squared "
             "test of users per variant against traffic"
         ),
         "variants": variants,

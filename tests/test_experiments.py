@@ -713,6 +713,8 @@ def test_intervals_and_tests_match_known_values() -> None:
     empty = results(experiment, {"a": {"users": 0}, "b": {"users": 0}})
     assert empty["variants"][1]["vs_control"]["ctr"]["p_value"] is None
     assert empty["sample_ratio_p"] is None and empty["sample_ratio_mismatch"] is False
+    # the per-variant intervals count impressions as independent: the method says so
+    assert "95% intervals per impression, not clustered by user" in empty["tests"]
 
 
 def test_a_difference_interval_and_its_p_value_agree() -> None:
