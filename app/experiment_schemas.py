@@ -73,11 +73,16 @@ class ExperimentView(BaseModel):
     promoted: dict[str, Any] | None = Field(
         description="variant, model_version and activated_at, once promoted"
     )
+    per_user: bool = Field(
+        False,
+        description="per-user totals kept from the start (false: created before 2026-12-07, so the "
+        "differences and the sample ratio check are null)",
+    )
 
 
 class Estimate(BaseModel):
     value: float
-    ci_low: float = Field(description="95% interval")
+    ci_low: float = Field(description="95% interval, per impression (not clustered by user)")
     ci_high: float
 
 
@@ -136,7 +141,9 @@ class ExperimentResults(ExperimentView):
     control: str
     tests: str = Field(description="the statistical tests used")
     variants: list[VariantResults]  # type: ignore[assignment]
-    sample_ratio_users: list[int] = Field(description="users per variant, counted exactly, in variant order")
+    sample_ratio_users: list[int] | None = Field(
+        description="users per variant, counted exactly, in variant order (null without per-user totals)"
+    )
     sample_ratio_p: float | None = Field(
         description="chi-squared p-value of the users per variant against the traffic shares"
     )

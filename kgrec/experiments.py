@@ -63,14 +63,16 @@ Z95 = 1.959963984540054
 SRM_ALPHA = 0.001
 # KEYS: running id, definitions, promoting; ARGV: experiment id, definition JSON. 2: an experiment of
 # that id exists already (a fixed id, kgrec.gate_experiments: started before, maybe stopped since).
-# 3: a promotion is claimed and unfinished (a stopped experiment's claim leaves no running id): the
-# version it activates would change what a new experiment's "active" variant serves mid-run.
+# {3, id}: experiment id's promotion is claimed and unfinished (a stopped experiment's claim leaves no
+# running id): the version it activates would change what a new experiment's "active" variant serves
+# mid-run.
 _START = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return 2
 end
-if redis.call('ZCARD', KEYS[3]) > 0 then
-  return 3
+local promoting = redis.call('ZRANGE', KEYS[3], 0, 0)
+if #promoting > 0 then
+  return {3, promoting[1]}
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
@@ -167,6 +169,17 @@ class ExperimentConflict(Exception):
         self.detail = detail
 
 
+class PromotionPending(ExperimentConflict):
+    """No experiment may start: ``experiment_id``'s promotion is claimed and unfinished."""
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__(
+            f"the promotion of experiment {experiment_id} is under way; start the experiment once it "
+            "has finished"
+        )
+        self.experiment_id = experiment_id
+
+
 @dataclass(frozen=True)
 class Variant:
     """One arm: a model version (or ``active``) and its share of the users."""
@@ -188,6 +201,9 @@ class Experiment:
     created_at: int
     stopped_at: int | None = None
     promoted: dict[str, Any] | None = None
+    # Per-user totals kept from the start (experiments created since 2026-12-07); an older one, still
+    # running across the upgrade, has them only from the deploy on, which biases its differences.
+    per_user: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def variant_for(self, user_id: str) -> Variant:
@@ -256,12 +272,13 @@ class ExperimentStore:
             variants=tuple(variants),
             status="running",
             created_at=int(time.time() * 1000) if now_ms is None else now_ms,
+            per_user=True,
         )
 
-        def start(client: Any) -> int:
+        def start(client: Any) -> Any:
             # One script: a crash between the claim and the definition would leave a running id
             # with no definition, which nothing could stop.
-            claimed = client.eval(
+            return client.eval(
                 _START,
                 3,
                 self.running_key,
@@ -270,13 +287,13 @@ class ExperimentStore:
                 experiment.id,
                 json.dumps(experiment.as_dict()),
             )
-            return int(claimed)
 
-        started = self.impressions.run(start)
+        answer = self.impressions.run(start)
+        if isinstance(answer, list):  # {3, id}: a promotion is claimed and unfinished
+            raise PromotionPending(_decoded(answer[1]))
+        started = int(answer)
         if started == 2:
             raise ExperimentConflict(f"experiment {experiment.id} exists already")
-        if started == 3:
-            raise ExperimentConflict("a promotion is under way; start the experiment once it has finished")
         if not started:
             raise ExperimentConflict(f"experiment {self.running_id()} is running; stop it first")
         return experiment
@@ -285,6 +302,12 @@ class ExperimentStore:
         """The running experiment's id, if any."""
         value = self.impressions.run(lambda client: client.get(self.running_key))
         return value.decode() if isinstance(value, bytes) else value
+
+    def promoting_id(self) -> str | None:
+        """The id of an experiment whose promotion is claimed and unfinished (the earliest claim),
+        if any: no experiment starts meanwhile."""
+        found = self.impressions.run(lambda client: client.zrange(self.promoting_key, 0, 0))
+        return _decoded(found[0]) if found else None
 
     def get(self, experiment_id: str) -> Experiment | None:
         """An experiment by id."""
@@ -536,8 +559,9 @@ def results(
 ) -> dict[str, Any]:
     """Per variant: users, impressions, outcome counts, rates and revenue with 95% intervals; vs
     control, each difference by users (``user_totals``, :meth:`ExperimentStore.user_totals`); the
-    sample-ratio check of the split."""
-    per_user = user_totals or {}
+    sample-ratio check of the split. An experiment without per-user totals from its start
+    (``per_user`` false: created before they were kept) answers null differences and sample ratio."""
+    per_user = (user_totals or {}) if experiment.per_user else {}
     empty = UserTotals(*(np.zeros(0) for _ in PER_USER_METRICS))
     control_name = experiment.variants[0].name
     control = per_user.get(control_name, empty)
@@ -574,14 +598,17 @@ def results(
                 for name, metric in {**RATES, "revenue_per_impression": "revenue"}.items()
             }
         variants.append(body)
-    counted = [per_user.get(v.name, empty).users for v in experiment.variants]
-    srm = sample_ratio_p(counted, [v.traffic for v in experiment.variants])
+    counted = (
+        [per_user.get(v.name, empty).users for v in experiment.variants] if experiment.per_user else None
+    )
+    srm = None if counted is None else sample_ratio_p(counted, [v.traffic for v in experiment.variants])
     return {
         **experiment.as_dict(),
         "control": control_name,
         "tests": (
             "per impression, by user (the randomised unit): delta-method z-test and 95% interval from one "
-            "standard error; Wilson intervals per variant; fixed-horizon p-values; sample ratio: chi-squared "
+            "standard error; per variant, Wilson (rates) and normal (revenue) 95% intervals per impression, "
+            "not clustered by user; fixed-horizon p-values; sample ratio: chi-squared "
             "test of users per variant against traffic"
         ),
         "variants": variants,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgrec.config import Settings
-from kgrec.experiments import ACTIVE, ExperimentConflict, ExperimentStore, Variant
+from kgrec.experiments import ACTIVE, ExperimentConflict, ExperimentStore, PromotionPending, Variant
 from kgrec.impressions import ImpressionStore
 from kgrec.promotion_gate import PROMOTED, CandidateHook, GateDecision
 
@@ -125,6 +125,13 @@ def _not_started(running: str | None) -> str:
     )
 
 
+def _promotion_pending(promoting: str) -> str:
+    return (
+        f"not activated: the promotion of experiment {promoting} is under way, so it could not start "
+        "as a variant (promote it by hand, or retrain after that promotion)"
+    )
+
+
 class CandidateExperiment:
     """The gate hook that takes a promotable candidate as an experiment variant (see the module):
     calling it plans (the sentence for the recorded reason), :meth:`start` starts the experiment
@@ -146,11 +153,16 @@ class CandidateExperiment:
             return GatePlan(None)
         store = ImpressionStore(self.settings)
         try:
-            running = ExperimentStore(store).running_id()
+            experiments = ExperimentStore(store)
+            running, promoting = experiments.running_id(), experiments.promoting_id()
+            # its own experiment, started before (a redelivery), is not started again: no conflict
+            own = experiments.get(gate_experiment_id(version)) if promoting is not None else None
         finally:
             store.close()
         if running is not None and running != gate_experiment_id(version):
             return GatePlan(_not_started(running))
+        if promoting is not None and own is None:
+            return GatePlan(_promotion_pending(promoting))
         return GatePlan(_started(version, active), gate_experiment_id(version))
 
     def start(self, version: str, active: str) -> str | None:
@@ -162,6 +174,9 @@ class CandidateExperiment:
         experiment_id = gate_experiment_id(version)
         try:
             experiments.create(experiment_name(version), variants, experiment_id=experiment_id)
+        except PromotionPending as pending:
+            if experiments.get(experiment_id) is None:
+                return _promotion_pending(pending.experiment_id)
         except ExperimentConflict:
             if experiments.get(experiment_id) is None:
                 return _not_started(experiments.running_id())

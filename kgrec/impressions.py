@@ -97,6 +97,7 @@ class ImpressionsUnavailable(GraphUnavailable):
 # it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent. So is
 # a line of a user erased after it was recorded (a hash of the user id, scored by the erasure's time).
 # Then the oldest entries beyond the cap are deleted with their id keys (retention expires both).
+# An experiment's per-user hash (it holds user ids) expires the retention after its last write.
 # Returns how many impressions were new.
 _STORE = """
 local now, retention, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
@@ -140,6 +141,7 @@ local function store(line)
     redis.call('PFADD', counters .. ':users', rec.u)
     if rec.u ~= '' then
       redis.call('HINCRBY', counters .. ':by-user:impressions', rec.u, 1)
+      redis.call('PEXPIRE', counters .. ':by-user:impressions', ARGV[2])
     end
   end
   return 1

@@ -183,7 +183,9 @@ def test_every_parameter_bound_is_enforced_exactly(contract: Contract) -> None:
             # An empty path segment never reaches a route: refused by routing.
             ok = response.status_code == 404
         elif probe.field == "cursor" and template in ("/v1/audiences", "/v1/experiments"):
-            # Within its bounds a cursor is still only valid as the service issued it.
+            # The probe within the length bounds ("x" * n) is still no cursor: an audience cursor is
+            # only valid as the service issued it, and an experiments cursor must match its pattern
+            # (digits:id; any well-formed one is accepted, issued or not).
             ok = refused(response, 400, "cursor")
         else:
             ok = refused(response, 400, probe.field) if probe.beyond else accepted(response, operation)

@@ -468,3 +468,16 @@ def test_validation_names_field_and_reason(raw: dict, field: str, fragment: str)
     _, errors = validate_batch([raw], max_skew_s=300, now_ms=T0)
     assert [(e.index, e.field) for e in errors] == [(0, field)]
     assert fragment in errors[0].reason
+
+
+def test_a_resend_whose_value_is_written_another_way_has_the_same_content_hash() -> None:
+    # -0.0 and 0 are one value (as the key's tuples compare), so a resend writing either is a
+    # duplicate, not a conflicting reuse of its id; before, their JSON differed ("-0.0" vs "0.0").
+    base = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "purchase", "ts": 1_700_000_000_000}
+    hashes = {repr(value): events({**base, "value": value})[0].content_hash() for value in (0, 0.0, -0.0, -0)}
+    assert len(set(hashes.values())) == 1, hashes
+    assert (
+        events({**base, "value": 1000})[0].content_hash()
+        == events({**base, "value": 1000.0})[0].content_hash()
+    )
+    assert events({**base, "value": 1})[0].content_hash() != hashes["0"]

@@ -29,8 +29,10 @@ serving the API on it. The protocol:
    active in ``GET /v1/models`` and in what every serving process serves.
 
 Why 96 users: the split is random per experiment (its id is in the hash), and these rates
-(about 0.62 against 0.22 clicks per impression) give p >= 0.05 in about 1 of 20,000 splits
-of 96 users (a simulation of the z-test with the same rates); with 48 users, about 1 in 60.
+(about 0.62 against 0.22 clicks per impression) gave p >= 0.05 in about 1 of 20,000 splits
+of 96 users (a simulation of the pooled z-test over impressions, the results' test until
+2026-12-07, with the same rates); with 48 users, about 1 in 60. Not yet re-simulated with the
+per-user (delta-method) test the results use now.
 """
 
 from __future__ import annotations

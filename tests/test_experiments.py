@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 import socket
 import sys
@@ -33,8 +34,8 @@ from kgrec.events.validation import validate_batch
 from kgrec.experiments import (
     PROMOTION_LEASE_MS,
     Experiment,
-    ExperimentConflict,
     ExperimentStore,
+    PromotionPending,
     RunningExperiment,
     Variant,
     ratio_difference,
@@ -672,7 +673,7 @@ def test_no_experiment_starts_while_a_stopped_experiments_promotion_is_claimed(
     claimed, claim = experiments.claim_promotion(stopped, {"variant": "b", "model_version": "v-x"})
     try:
         assert claim == 1 and experiments.running_id() is None
-        with pytest.raises(ExperimentConflict, match="promotion"):
+        with pytest.raises(PromotionPending, match=f"the promotion of experiment {stopped.id} is under way"):
             experiments.create("second", TWO_ARMS)
         assert experiments.running_id() is None
         assert [x.name for x in experiments.list_experiments()].count("second") == 0
@@ -712,6 +713,8 @@ def test_intervals_and_tests_match_known_values() -> None:
     empty = results(experiment, {"a": {"users": 0}, "b": {"users": 0}})
     assert empty["variants"][1]["vs_control"]["ctr"]["p_value"] is None
     assert empty["sample_ratio_p"] is None and empty["sample_ratio_mismatch"] is False
+    # the per-variant intervals count impressions as independent: the method says so
+    assert "95% intervals per impression, not clustered by user" in empty["tests"]
 
 
 def test_a_difference_interval_and_its_p_value_agree() -> None:
@@ -789,7 +792,7 @@ def test_an_aa_experiment_with_clustered_users_is_significant_about_one_time_in_
     rng = np.random.default_rng(20261207)
     runs, significant = 400, 0
     for run in range(runs):
-        experiment = Experiment(f"aa-{run}", "aa", "user", TWO_ARMS, "running", 0)
+        experiment = Experiment(f"aa-{run}", "aa", "user", TWO_ARMS, "running", 0, per_user=True)
         for arm in TWO_ARMS:
             shown = rng.poisson(10, 100) + 1
             clicks = rng.binomial(shown, rng.beta(0.5, 2.0, 100))
@@ -808,13 +811,39 @@ def test_an_aa_experiment_with_clustered_users_is_significant_about_one_time_in_
 @embedded_only
 def test_a_split_unlike_the_traffic_shares_is_flagged(experiments: ExperimentStore) -> None:
     for name, (a, b), mismatch in [("srm", (600, 400), True), ("even", (510, 490), False)]:
-        experiment = Experiment(name, name, "user", TWO_ARMS, "running", 0)
+        experiment = Experiment(name, name, "user", TWO_ARMS, "running", 0, per_user=True)
         _store_user_totals(experiments, experiment, "a", {f"a{i}": (2, 0) for i in range(a)})
         _store_user_totals(experiments, experiment, "b", {f"b{i}": (2, 1) for i in range(b)})
         report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
         assert report["sample_ratio_users"] == [a, b]
         assert report["sample_ratio_mismatch"] is mismatch
         assert report["sample_ratio_p"] == pytest.approx(stats.chisquare([a, b]).pvalue, rel=1e-5)
+
+
+@embedded_only
+def test_an_experiment_from_before_per_user_totals_answers_null_differences_and_sample_ratio(
+    experiments: ExperimentStore,
+) -> None:
+    # An experiment running across the 2026-12-07 upgrade has per-user totals only from the deploy
+    # on: its differences would compare the later users only, so none is answered.
+    started = experiments.create("new", TWO_ARMS)
+    experiments.stop(started)
+    assert started.per_user and experiments.get(started.id) is not None
+    assert experiments.get(started.id).per_user  # type: ignore[union-attr]
+    old = {**started.as_dict(), "id": "exp-old"}
+    del old["per_user"]  # a definition stored before the field existed
+    experiment = Experiment.from_json(json.dumps(old))
+    assert experiment.per_user is False
+    _store_user_totals(experiments, experiment, "a", {f"a{i}": (5, 1) for i in range(50)})
+    _store_user_totals(experiments, experiment, "b", {f"b{i}": (5, 3) for i in range(50)})
+    report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
+    assert report["per_user"] is False and report["variants"][1]["ctr"]["value"] == 0.6
+    assert all(d["difference"] is None for d in report["variants"][1]["vs_control"].values())
+    assert report["sample_ratio_users"] is None and report["sample_ratio_p"] is None
+    assert report["sample_ratio_mismatch"] is False
+    counted = results(started, experiments.counters(experiment), experiments.user_totals(experiment))
+    assert counted["variants"][1]["vs_control"]["ctr"]["difference"] == pytest.approx(0.4)
+    assert counted["sample_ratio_users"] == [50, 50]
 
 
 @embedded_only
@@ -854,6 +883,11 @@ def test_per_user_totals_are_written_once_with_the_counters_and_erased_with_the_
             and list(totals.revenue) == [7.5, 0]
         )
         assert experiments.user_totals(experiment)["a"].users == 0
+        # per-user hashes hold user ids: they expire the impression retention after their last write
+        for metric in ("impressions", "click", "purchase", "revenue"):
+            key = store.experiment_user_key(experiment.id, "b", metric)
+            ttl = store.run(lambda client, key=key: client.pttl(key))
+            assert store.retention_ms - 60_000 < ttl <= store.retention_ms, (metric, ttl)
 
         store.erase_user("u1", int(time.time() * 1000))
         totals = experiments.user_totals(experiment)["b"]

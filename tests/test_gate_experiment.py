@@ -328,3 +328,26 @@ def test_a_finished_promotion_of_the_control_frees_the_experiments_versions(
         assert "v-lost" in protected_versions(settings)  # claimed, not finished
         experiments.finish_promotion(claimed)
     assert "v-lost" not in protected_versions(settings)
+
+
+def test_a_candidate_held_back_by_a_pending_promotion_names_the_experiment_being_promoted(
+    settings: Settings, graph_server: EmbeddedServer | None
+) -> None:
+    # A stopped experiment's claimed promotion leaves no running id; the reason recorded before
+    # read "experiment None is running".
+    local = settings.with_overrides(graph_name=f"gatexp_{uuid.uuid4().hex[:8]}", gate_experiment=True)
+    arms = (Variant(CONTROL, "v1", 0.5), Variant(CANDIDATE, "v-x", 0.5))
+    with experiment_store(local) as experiments:
+        stopped = experiments.stop(experiments.create("stopped", arms))
+        claimed, claim = experiments.claim_promotion(stopped, {"variant": CANDIDATE, "model_version": "v-x"})
+        assert claim == 1 and experiments.running_id() is None
+        try:
+            hook = CandidateExperiment(local)
+            scores = GateScores({"ndcg@10": 0.2}, {"ndcg@10": 0.1}, "v1", 100, 0.02, 30)
+            plan = hook.plan("v9", GateDecision(PROMOTED, "r", scores))
+            pending = f"not activated: the promotion of experiment {stopped.id} is under way"
+            assert plan.experiment is None and plan.sentence is not None and plan.sentence.startswith(pending)
+            why = hook.start("v9", "v1")  # the claim made between the plan and the start
+            assert why is not None and why.startswith(pending)
+        finally:
+            experiments.finish_promotion(claimed)

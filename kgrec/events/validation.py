@@ -313,7 +313,8 @@ class Event:
     def content_hash(self) -> str:
         """A digest of :meth:`content_key`, stored with the event's id: a later event under the
         same id is a resend of this one only when its digest is the same (numbers compare as
-        floats, as the key's tuples do: ``1000`` and ``1000.0`` are one value)."""
+        floats, as the key's tuples do: ``1000`` and ``1000.0`` are one value, as are ``0`` and
+        ``-0.0``)."""
         text = json.dumps(_numbers_as_floats(self.content_key()), ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -329,7 +330,7 @@ def _numbers_as_floats(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int | float):
-        return float(value)
+        return float(value) + 0.0  # -0.0 + 0.0 is 0.0: -0.0 == 0 in the key, so one digest
     return [_numbers_as_floats(v) for v in value]
 
 
