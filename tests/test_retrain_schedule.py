@@ -108,7 +108,11 @@ def test_a_running_scheduled_job_is_waited_for_as_long_as_the_brokers_visibility
 def test_beat_schedules_the_check_only_when_a_trigger_is_on(broker_graph: tuple) -> None:
     env, _settings, _gateway = broker_graph
     on = make_celery(Settings.from_env({**env, "KGREC_RETRAIN_CHECK_INTERVAL_S": "7"}))
-    assert on.conf.beat_schedule["retrain-if-due"] == {"task": RETRAIN_IF_DUE, "schedule": 7.0}
+    assert on.conf.beat_schedule["retrain-if-due"] == {
+        "task": RETRAIN_IF_DUE,
+        "schedule": 7.0,
+        "options": {"expires": 7.0},
+    }
     off = make_celery(
         Settings.from_env({**env, "KGREC_RETRAIN_INTERVAL_S": "0", "KGREC_RETRAIN_AFTER_EVENTS": "0"})
     )
