@@ -622,7 +622,7 @@ def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_lo
         ("items.csv", 3, "price must be at most 1e+12 (got 1e+300)"),
         ("items.csv", 4, f"title is longer than 1000 characters (got '{'a' * 59}… (6000 characters))"),
         ("items.csv", 5, "title must not contain NUL (U+0000) (got 'a\\x00b')"),
-        ("items.csv", 6, "categories must list 1 to 10 categories"),
+        ("items.csv", 6, "categories must list 1 to 10 categories (got 40)"),
         ("interactions.csv", 2, f"ts '2099-01-01T00:00:00' {ahead}"),
         ("interactions.csv", 3, f"ts '{now_ms // 1000 + 301}' {ahead}"),
         ("interactions.csv", 4, "seq_index '²' is not a whole number from 0 to 2**63 - 1"),
