@@ -341,10 +341,13 @@ def prepare(gateway: GraphGateway, events: Sequence[Event], settings: Settings, 
         e.event_id for e in unique_ids if erased_after(e.ts, erased_at.get(users[e.user_id]), margin)
     )
     # Recorded without a hash (before 2026-12-07): taken for a resend, as every seen id was then.
+    # Only a seen id's content is hashed here; a fresh event's hash is taken once, where it is written.
     reused_ids = frozenset(
         e.event_id
         for e in unique_ids
-        if seen.get(e.event_id) not in (None, e.content_hash()) and e.event_id not in erased_ids
+        if (stored := seen.get(e.event_id)) is not None
+        and stored != e.content_hash()
+        and e.event_id not in erased_ids
     )
     fresh = [e for e in unique_ids if e.event_id not in seen and e.event_id not in erased_ids]
     erased = len(erased_ids)
