@@ -377,6 +377,9 @@ class RequestContext:
     facts: ItemFacts | None = field(default=None, repr=False, compare=False)
     # the user's interest ids, read on the first interest condition and then kept for the request
     _interest_ids: list[set[str]] = field(default_factory=list, init=False, repr=False, compare=False)
+    # the request's and the item's categories with their ancestors, walked on the first category
+    # condition and then kept for the request (every pin with one asked again)
+    _category_ids: list[set[str]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def matches(self, kind: str | None, value: str | None) -> bool:
         """Whether a condition holds for this request (no condition: always)."""
@@ -385,8 +388,11 @@ class RequestContext:
         if kind == "brand":
             return value == self.brand or value in self.item_brands
         if kind == "category":
-            named = {*self.item_categories, *(() if self.category is None else (self.category,))}
-            return value in (named if self.facts is None else self.facts.with_ancestors(named))
+            if not self._category_ids:
+                named = {*self.item_categories, *(() if self.category is None else (self.category,))}
+                named = named if self.facts is None else set(self.facts.with_ancestors(named))
+                self._category_ids.append(named)
+            return value in self._category_ids[0]
         if not self._interest_ids:
             self._interest_ids.append(self.interests())
         return value in self._interest_ids[0]
