@@ -85,10 +85,13 @@ def discover(engine: str, root: Path | None = None) -> list[Migration]:
     return sorted(found, key=lambda m: (m.version, m.scope != SHARED_SCOPE, m.scope))
 
 
-def pending(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
-    """Migrations not yet applied; raises MigrationError if an applied file has changed."""
+def pending(
+    gateway: GraphGateway, root: Path | None = None, available: list[Migration] | None = None
+) -> list[Migration]:
+    """Migrations not yet applied (of ``available``: the files :func:`discover` finds, read again
+    unless given); raises MigrationError if an applied file has changed."""
     applied = {row["id"]: row["checksum"] for row in gateway.read(APPLIED_MIGRATIONS)}
-    available = discover(gateway.engine, root)
+    available = discover(gateway.engine, root) if available is None else available
     changed = [m.id for m in available if m.id in applied and applied[m.id] != m.checksum]
     if changed:
         raise MigrationError(
@@ -114,6 +117,8 @@ class PendingMigrations:
         self._lock = threading.Lock()
         self._ids: list[str] | None = None  # None: not read yet
         self._read_at = 0.0
+        # The migration files ship with this process's code: read once, not at every re-check.
+        self._files: list[Migration] | None = None
 
     def ids(self, gateway: GraphGateway) -> list[str]:
         """The pending migrations' ids (:func:`pending`; its errors, a graph's included, pass)."""
@@ -121,7 +126,9 @@ class PendingMigrations:
             held = self._ids
             if held is not None and (not held or time.monotonic() - self._read_at < self.recheck_s):
                 return list(held)
-        ids = [m.id for m in pending(gateway, self.root)]
+        if self._files is None:
+            self._files = discover(gateway.engine, self.root)
+        ids = [m.id for m in pending(gateway, self.root, self._files)]
         with self._lock:
             self._ids, self._read_at = ids, time.monotonic()
         return list(ids)
