@@ -449,13 +449,24 @@ def test_explored_slots_skip_buried_items_and_list_the_rules_that_touched_theirs
 
     try:
         user = f"buried-{uuid.uuid4().hex[:8]}"
-        before = explored(recommend(serving, user, k=20))
-        buried_item, boosted = before[0][1], before[2][1]
-        changed = [buried_item, before[1][1], boosted]  # their leaves' rules are gone at the end
+        first = recommend(serving, user, k=20)
+        before = explored(first)
+        buried_item = before[0][1]
+        changed = [i for _, i, _ in before]  # their leaves' rules are gone at the end
         buried_leaf = shop.leaf_of[before[1][1]]
-        # a boost that moves nothing: the same draw explores the same items, the boosted one listing it
-        # (1.001 moved an explored item past a near tie now and then: about one run in ten failed)
-        save({"id": "nudge", "action": "boost", "factor": 1.000001, "target": {"item": boosted}})
+        # A boost that moves nothing: the same draw explores the same items, the boosted one listing
+        # it. Any boost breaks an exact tie, and a new user's ranking has them (an explored item as
+        # popular as the page's last ranked one then takes that place): the test boosts the first
+        # explored item whose boost leaves the ranked items where they were.
+        boosted = None
+        for _, candidate, _ in before[2:]:
+            save({"id": "nudge", "action": "boost", "factor": 1.000001, "target": {"item": candidate}})
+            page = recommend(serving, user, k=20)
+            if ranked_part(page) == ranked_part(first):
+                boosted = candidate
+                break
+            serving.delete_rule("nudge")
+        assert boosted is not None, "every explored item's boost moved the ranking"
         assert explored_rules(user) == {i: (["nudge"] if i == boosted else []) for _, i, _ in before}
         save({"id": "bury-item", "action": "bury", "factor": 0.01, "target": {"item": buried_item}})
         save({"id": "bury-leaf", "action": "bury", "factor": 0.01, "target": {"category": buried_leaf}})
@@ -472,6 +483,11 @@ def test_explored_slots_skip_buried_items_and_list_the_rules_that_touched_theirs
                 api_sees_what(serving, shop, changed)
         finally:
             serving.close()
+
+
+def ranked_part(body: dict[str, Any]) -> list[tuple[int, str]]:
+    """(position, item) of the answer's ranked (not explored) items."""
+    return [(n, i["item_id"]) for n, i in enumerate(body["items"], 1) if "explore" not in i]
 
 
 def settled(check: Callable[[], bool], what: str, steady_s: float = 1.0, timeout_s: float = 30.0) -> None:
