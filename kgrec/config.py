@@ -328,7 +328,7 @@ class Settings:
         # retrainings and of attribution window, ten years of half-life and retention.
         fsync = _fsync_policy(env, "KGREC_AOF_FSYNC", "always")
         admin_keys = _api_keys(env.get("KGREC_ADMIN_KEYS", ""), "KGREC_ADMIN_KEYS")
-        serving_database = env.get("NEO4J_DATABASE", "neo4j")
+        serving_database = _name(env, "NEO4J_DATABASE", "neo4j")
         return cls(
             # empty means unset, as for every path variable: Path("") would be the working directory
             data_dir=Path(env.get("KGREC_DATA_DIR") or "var"),

@@ -52,6 +52,8 @@ from kgrec.job_queue import redis_urls
             "not 'http://***@cache:6379'",
         ),
         ("KGREC_GRAPH", "", "must not be empty (unset it for the default 'kgrec')"),
+        # empty reached the driver (the server's home database) and namespaced impressions by ""
+        ("NEO4J_DATABASE", "", "must not be empty (unset it for the default 'neo4j')"),
         # empty opened the serving database, which `kgrec evaluate` then emptied
         ("KGREC_EVAL_DATABASE", "", "must not be empty (unset it for the default 'kgreceval')"),
         ("KGREC_EVAL_DATABASE", " ", "must not be empty (unset it for the default 'kgreceval')"),
