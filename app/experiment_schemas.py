@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import Query, Recommendations
+from app.schemas import Explanation, Query, Recommendations
 from kgrec.field_types import Id
 from kgrec.limits import MAX_ID_LENGTH, MAX_SIDE_VERSIONS
 
@@ -155,3 +155,8 @@ class ExperimentResults(ExperimentView):
 class ExperimentRecommendations(Recommendations):
     experiment: str | None = Field(None, description="the running experiment this user is in")
     variant: str | None = Field(None, description="the user's variant (whose model_version served)")
+
+
+class ExperimentExplanation(Explanation):
+    experiment: str | None = Field(None, description="the running experiment this user is in")
+    variant: str | None = Field(None, description="the user's variant (whose model_version scored the paths)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from app.endpoints import read_endpoint
-from app.experiment_schemas import ExperimentRecommendations
+from app.experiment_schemas import ExperimentExplanation, ExperimentRecommendations
 from app.graph import serving
 from app.impressions import recorded, served_version
-from app.schemas import Error, Explanation, ExplanationQuery, RecommendationsQuery
+from app.schemas import Error, ExplanationQuery, RecommendationsQuery
 
 bp = Blueprint("recommendations", __name__)
 
@@ -47,7 +47,7 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
 @read_endpoint(
     bp,
     "/v1/users/<user_id>/recommendations/<item_id>/explanation",
-    Explanation,
+    ExperimentExplanation,
     "paths, best first",
     {"HTTP_404": (Error, "no such item")},
     user_id="the user",
@@ -56,7 +56,9 @@ def recommendations(user_id: str, query: RecommendationsQuery) -> Response:
 def explanation(user_id: str, item_id: str, query: ExplanationQuery) -> Response:
     """Why this item: the best typed graph paths (at most 3 hops) from the user to it.
 
-    Scored by the model that serves the user's recommendations: their experiment variant's, if any.
+    Scored by the model that serves the user's recommendations: their experiment variant's, if any
+    (named in `experiment` and `variant`, as on the recommendations).
     """
-    version, _ = served_version(user_id)
-    return jsonify(serving().explanation(user_id, item_id, max_paths=query.max_paths, model_version=version))
+    version, experiment = served_version(user_id)
+    answer = serving().explanation(user_id, item_id, max_paths=query.max_paths, model_version=version)
+    return jsonify({**answer, **experiment})

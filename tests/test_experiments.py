@@ -437,6 +437,7 @@ def test_an_explanation_is_scored_by_the_users_variant_as_explain_true_is(
                 timeout=30,
             ).json()
             assert explained["model_version"] == other
+            assert (explained["experiment"], explained["variant"]) == (experiment_id, "treatment")
             best = explained["paths"][0]
             assert (best["kind"], best["nodes"]) == (reason["kind"], reason["nodes"])
             assert best["score"] == pytest.approx(reason["score"], rel=1e-3)
