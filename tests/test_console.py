@@ -896,6 +896,11 @@ def test_an_experiment_is_listed_shows_its_variants_and_is_stopped_and_promoted_
     assert (
         "first vs control: p = " in ctr and results["variants"][1]["vs_control"]["ctr"]["p_value"] is not None
     )
+    ratio = browser.find_element(By.ID, "sample-ratio").text
+    assert results["sample_ratio_users"] and results["sample_ratio_mismatch"] is False
+    for variant, users in zip(results["variants"], results["sample_ratio_users"], strict=True):
+        assert f"{variant['name']} {users:,}" in ratio, ratio
+    assert "χ² p = " in ratio and "broken" not in ratio
     screenshot(browser, "experiments")
     assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Stop the experiment']")
     sign_in(browser, console, then=f"/console/experiments?id={experiment}")

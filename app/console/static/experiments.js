@@ -69,9 +69,20 @@
       ...["ctr", "conversion", "revenue_per_impression"].map((m) => K.el("td", { class: "small" }, estimate(v[m]), K.el("span", { class: "muted" }, versus(v, m)))),
       K.el("td", {}, signedIn && !x.promoted ? form(`${base}/promote`, `Promote ${v.name}`, { variant: v.name }) : ""))));
     K.fill("intervals", METRICS.map(([m, title]) => intervalChart(m, title, x.variants)));
+    K.fill("sample-ratio", sampleRatio(x));
     K.fill("tests", `Tests: ${x.tests}.`);
     K.fill("experiment-actions", signedIn && x.status === "running" ? form(`${base}/stop`, "Stop the experiment", {})
       : signedIn ? null : K.el("p", { class: "muted" }, "Sign in to stop the experiment or promote a variant."));
+  }
+
+  // The split check: users per variant against the traffic shares (a mismatch voids the results).
+  function sampleRatio(x) {
+    if (!x.sample_ratio_users) return K.el("span", { class: "muted" }, "Sample ratio: not counted (the experiment started before per-user totals).");
+    const users = x.sample_ratio_users.map((n, i) => `${x.variants[i].name} ${K.number(n, 0)}`).join(", ");
+    const text = `Sample ratio: users ${users} against the traffic shares, χ² p = ${K.number(x.sample_ratio_p, 3)}`;
+    return x.sample_ratio_mismatch
+      ? K.el("strong", { class: "error", role: "alert" }, `${text}: the split is broken (p < 0.001), distrust these results.`)
+      : K.el("span", { class: "muted" }, `${text}.`);
   }
 
   function variantsOf(x) {
