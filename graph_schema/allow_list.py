@@ -62,6 +62,8 @@ class Rel(StrEnum):
     POPULARITY_ADJUSTMENT = "POPULARITY_ADJUSTMENT"
     ABOUT = "ABOUT"  # (:Item)-[:ABOUT {score, version}]->(:Topic)
     TAGGED = "TAGGED"  # (:Item)-[:TAGGED {count}]->(:Tag)
+    # (:User)-[:USED_TAG {item_id, count}]->(:Tag): the user's share of that item's TAGGED count
+    USED_TAG = "USED_TAG"
     # (:ModelVersion)-[:HAS_TOPIC {centroid, size, name, keywords, absorbs}]->(:Topic)
     HAS_TOPIC = "HAS_TOPIC"
 
@@ -206,6 +208,7 @@ PROPERTY_KEYS: tuple[str, ...] = (
     "size",
     "absorbs",  # HAS_TOPIC: the retired topics this version's topic absorbed (workers.training.topics)
     "review_text",
+    "item_id",  # USED_TAG: the item the user tagged (the tag is the edge's end)
     "review_ts",  # INTERACTED: when the kept review was written (absent on edges from before 2026-12-07)
     # User: the decayed sum of the user's text embeddings (searches, reviews, tags) and its stamp
     "text_vector",

@@ -47,6 +47,7 @@ RESERVED_TYPES: frozenset[str] = frozenset(
         "POPULARITY_ADJUSTMENT",
         "ABOUT",
         "TAGGED",
+        "USED_TAG",
         "HAS_TOPIC",
     }
 )

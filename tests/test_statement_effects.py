@@ -752,10 +752,17 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     language = "tags" in st.params  # the language stages: tags and topic interests from text
     if language:
         params |= {
-            # Tags: a new one (created) and one more of a stored one; an unknown topic is skipped.
+            # Tags: a new one from two users (their counts summed, each user's share kept on
+            # USED_TAG) and one more of a stored one; u4's (erased after it) is skipped, and so is
+            # an unknown topic.
             "tags": [
-                {"item_id": "i1", "tag": "space opera", "count": 2},
-                {"item_id": "i3", "tag": "matte", "count": 1},
+                {"user_id": u, "erasure_id": f"e-{u}", "item_id": i, "tag": t, "count": n, "first_ts": ts}
+                for u, i, t, n, ts in (
+                    ("u1", "i1", "space opera", 1, NOW),
+                    ("u2", "i1", "space opera", 1, NOW),
+                    ("u1", "i3", "matte", 1, NOW),
+                    ("u4", "i3", "matte", 5, then),
+                )
             ],
             # u4's (erased after its text) are skipped.
             "topic_interests": [
@@ -828,6 +835,14 @@ def _ingest_events(gw: GraphGateway, st: Statement) -> None:
     )
     assert sorted((t["i"], t["g"], t["n"], t["c"]) for t in tagged) == (
         [("i1", "space opera", 2, NOW), ("i3", "matte", 3, 1)] if language else [("i3", "matte", 2, 1)]
+    )
+    used = query(
+        gw, "MATCH (u:User)-[r:USED_TAG]->(g:Tag) RETURN u.id AS u, r.item_id AS i, g.id AS g, r.count AS n"
+    )
+    assert sorted((t["u"], t["i"], t["g"], t["n"]) for t in used) == (
+        [("u1", "i1", "space opera", 1), ("u1", "i3", "matte", 1), ("u2", "i1", "space opera", 1)]
+        if language
+        else []
     )
     if with_attributes:
         assert node(gw, "Entity", "m.0jzc") == {
@@ -2111,7 +2126,33 @@ def _erase_user(gw: GraphGateway, st: Statement) -> None:
     # no row (the API's 404), but the tombstone is left.
     assert gw.write(st, {"user_id": "not-yet", "erasure_id": "e-not-yet", "now": NOW}).rows == []
     assert node(gw, "Erasure", "e-not-yet") == {"id": "e-not-yet", "erased_at": NOW}  # nothing owed
-    assert count(gw, "(n)") == 8 + 8 + 1  # items, brand, versions, the other user, 8 tombstones stay
+    # Tags: the user's share of each item's count comes off (USED_TAG); an edge at zero goes, and a
+    # Tag left with no edge; a tag another user also gave, or one written before the user link
+    # (no USED_TAG: 'legacy'), stays.
+    query(
+        gw,
+        """
+        MATCH (a:Item {id: 'adjusted'}), (t:Item {id: 'trained'}), (o:User {id: 'other'})
+        CREATE (u:User {id: 'tagger'}),
+               (own:Tag {id: 'alice smith home address'}), (shared:Tag {id: 'space opera'}),
+               (legacy:Tag {id: 'legacy'}),
+               (a)-[:TAGGED {count: 2}]->(own), (u)-[:USED_TAG {item_id: 'adjusted', count: 2}]->(own),
+               (t)-[:TAGGED {count: 3}]->(shared), (u)-[:USED_TAG {item_id: 'trained', count: 1}]->(shared),
+               (o)-[:USED_TAG {item_id: 'trained', count: 2}]->(shared),
+               (a)-[:TAGGED {count: 1}]->(shared), (u)-[:USED_TAG {item_id: 'adjusted', count: 1}]->(shared),
+               (a)-[:TAGGED {count: 4}]->(legacy)
+        """,
+    )
+    gw.write(st, {"user_id": "tagger", "erasure_id": "e-tagger", "now": NOW})
+    tagged = query(gw, "MATCH (i:Item)-[r:TAGGED]->(g:Tag) RETURN i.id AS i, g.id AS g, r.count AS n")
+    assert sorted((t["i"], t["g"], t["n"]) for t in tagged) == [
+        ("adjusted", "legacy", 4),
+        ("trained", "space opera", 2),
+    ]
+    assert count(gw, "(:Tag {id: 'alice smith home address'})") == 0
+    assert count(gw, "(:User {id: 'other'})-[:USED_TAG {count: 2}]->(:Tag {id: 'space opera'})") == 1
+    query(gw, "MATCH (g:Tag) DETACH DELETE g")
+    assert count(gw, "(n)") == 8 + 9 + 1  # items, brand, versions, the other user, 9 tombstones stay
     # and the ABOUT writers' node, whose lock the erasure takes before the versions' (made when no
     # writer ever began), released
     assert node(gw, "Revision", "about") == ABOUT_MADE

@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import requests
 
+from graph_schema.statements.privacy import ERASE_USER
+from graph_schema.statements.topics import ITEM_TAGS
 from kgrec.config import Settings
 from kgrec.decay import DAY_MS
 from kgrec.embedded import EmbeddedServer
+from kgrec.erasure import user_hash
 from kgrec.events.bulk import import_events
 from kgrec.events.ingest import EventsRefused, ingest, normalised_tag
 from kgrec.events.validation import validate_batch
@@ -152,6 +155,26 @@ def test_tags_are_counted_per_item_normalised_and_idempotent(
     assert sorted((r["tag"], r["n"]) for r in rows) == [("desert", 1), ("space opera", 2)]
     # a tag is language, not a behaviour on the item: no INTERACTED edge for bob
     assert gateway.run_query("MATCH (:User {id: 'bob'})-[r:INTERACTED]->() RETURN r", {}) == []
+
+
+def test_erasing_a_user_takes_their_tags_off_the_items_and_out_of_topic_text(
+    gateway: GraphGateway, settings: Settings
+) -> None:
+    tags = [("t1", "alice", "alice smith home address"), ("t2", "alice", "cosy"), ("t3", "bob", "cosy")]
+    events = [ev("v", "view", item_id="home")] + [
+        ev(i, "tag", item_id="home", tag=t, user=u) for i, u, t in tags
+    ]
+    assert ingest(gateway, valid(*events), settings, now_ms=T0).applied == 4
+    gateway.write(ERASE_USER, {"user_id": "alice", "erasure_id": user_hash("alice"), "now": T0 + 1})
+    rows = gateway.run_query("MATCH (:Item)-[r:TAGGED]->(t:Tag) RETURN t.id AS tag, r.count AS n", {})
+    assert [(r["tag"], r["n"]) for r in rows] == [("cosy", 1)]  # bob's stays
+    assert gateway.run_query("MATCH (t:Tag {id: 'alice smith home address'}) RETURN t", {}) == []
+    texts = gateway.read(ITEM_TAGS, {})
+    assert "alice" not in repr(texts)
+    # a late tag of hers, dated before the erasure, is not written back
+    late = valid(ev("t4", "tag", item_id="home", tag="alice smith again"))
+    ingest(gateway, late, settings, now_ms=T0 + 2)
+    assert gateway.run_query("MATCH (t:Tag {id: 'alice smith again'}) RETURN t", {}) == []
 
 
 def test_a_tag_on_an_unknown_item_refuses_the_whole_batch(gateway: GraphGateway, settings: Settings) -> None:

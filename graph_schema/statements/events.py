@@ -238,15 +238,27 @@ _MERGE_INTEREST = f"""
 """
 
 # Tags on items the graph has (ingestion refuses a tag on an unknown item before writing).
-_TAGS = """
+# Each row is one user's count of one tag on one item: the user's own share is kept on
+# (:User)-[:USED_TAG {item_id, count}]->(:Tag), so that erasing them takes it off the item's count
+# (ERASE_USER); a tag of a user erased since is not written.
+_TAGS = (
+    """
     WITH count(*) AS stage
     UNWIND $tags AS tg
+"""
+    + _unless_erased("tg", "tg.first_ts")
+    + """
+    MATCH (u:User {id: tg.user_id})
     MATCH (i:Item {id: tg.item_id})
     MERGE (g:Tag {id: tg.tag})
     ON CREATE SET g.created_at = $now
+    MERGE (u)-[ut:USED_TAG {item_id: tg.item_id}]->(g)
+    SET ut.count = coalesce(ut.count, 0) + tg.count
+    WITH i, g, sum(tg.count) AS added
     MERGE (i)-[r:TAGGED]->(g)
-    SET r.count = coalesce(r.count, 0) + tg.count
+    SET r.count = coalesce(r.count, 0) + added
 """
+)
 
 # The user's text vector: the stored one and the batch's, both decayed to the later stamp, summed.
 _TEXT_VECTORS = (
@@ -320,7 +332,16 @@ _INGEST_PARAMS: dict[str, Any] = {
     "user_pairs": [{"erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00", "pairs": [_PAIR_ROW]}],
 }
 _LANGUAGE_PARAMS: dict[str, Any] = {
-    "tags": [{"item_id": "i1", "tag": "space opera", "count": 1}],
+    "tags": [
+        {
+            "user_id": "u1",
+            "erasure_id": "c5ea71554c774daf7fab320fc3476afc0617eb00",
+            "item_id": "i1",
+            "tag": "space opera",
+            "count": 1,
+            "first_ts": 1700000000000,
+        }
+    ],
     "topic_interests": [
         {
             "user_id": "u1",

@@ -24,6 +24,10 @@ erased user stays, and a touched item may lose one it did not have (as in the
 known limit, README Operations, *Privacy*). A user flagged before
 ``flagged_at`` was recorded (2026-12-07) has no such time and is taken as
 flagged before every version, as before: nothing is taken off for them.
+The user's tags (``USED_TAG {item_id, count}``, their share of each item's ``TAGGED`` count)
+are taken off those counts: an edge left at zero is deleted, and so is a ``Tag`` left with no
+edge, so the user's words no longer reach topic text (``ITEM_TAGS``). Tags written before
+2026-12-07 have no ``USED_TAG`` and stay (README Operations, *Privacy*).
 Explanation paths are read from the graph, so no path runs through the user
 afterwards.
 
@@ -85,8 +89,22 @@ ERASE_USER = write(
         SET version.adjusted_at = {moved_stamp("version.adjusted_at")})
     WITH u, interactions, interests, embeddings,
          max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
+    OPTIONAL MATCH (u)-[ut:USED_TAG]->(g:Tag)
+    OPTIONAL MATCH (:Item {{id: ut.item_id}})-[tagged:TAGGED]->(g)
+    WITH u, interactions, interests, embeddings, adjusted, g, tagged,
+         coalesce(tagged.count, 0) - coalesce(ut.count, 0) AS remaining
+    FOREACH (kept IN CASE WHEN tagged IS NOT NULL AND remaining > 0 THEN [tagged] ELSE [] END |
+        SET kept.count = remaining)
+    FOREACH (emptied IN CASE WHEN tagged IS NOT NULL AND remaining <= 0 THEN [tagged] ELSE [] END |
+        DELETE emptied)
+    WITH u, interactions, interests, embeddings, adjusted, collect(DISTINCT g) AS used
     DETACH DELETE u
-    WITH interactions, interests, embeddings, adjusted
+    WITH interactions, interests, embeddings, adjusted, used
+    UNWIND CASE WHEN size(used) = 0 THEN [null] ELSE used END AS g
+    OPTIONAL MATCH (g)-[rest]-()
+    WITH interactions, interests, embeddings, adjusted, g, count(rest) AS edges
+    FOREACH (bare IN CASE WHEN g IS NOT NULL AND edges = 0 THEN [g] ELSE [] END | DELETE bare)
+    WITH DISTINCT interactions, interests, embeddings, adjusted
     MATCH (gone:Erasure {{id: $erasure_id}})
     SET gone.cleanup_owed = $now
     RETURN interactions, interests, embeddings, adjusted AS popularity_adjusted

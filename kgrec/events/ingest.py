@@ -186,7 +186,8 @@ def build_params(
     items: dict[str, dict[str, Any]] = {}
     links: dict[tuple[str, str], dict[str, str]] = {}
     pairs: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    tags: Counter[tuple[str, str]] = Counter()
+    tags: Counter[tuple[str, str, str]] = Counter()  # (user, item, tag): who tagged is kept for erasure
+    tag_first: dict[tuple[str, str, str], int] = {}
     span: dict[str, tuple[int, int]] = {}  # per user: the batch's first and last event time
     for event in events:
         # counted in the earlier of its minute and the server's: a future-dated event (up to the
@@ -196,7 +197,9 @@ def build_params(
         first, last = span.get(event.user_id, (event.ts, event.ts))
         span[event.user_id] = (min(first, event.ts), max(last, event.ts))
         if event.type == "tag" and event.item_id is not None and event.tag is not None:
-            tags[(event.item_id, normalised_tag(event.tag))] += 1
+            key = (event.user_id, event.item_id, normalised_tag(event.tag))
+            tags[key] += 1
+            tag_first[key] = min(tag_first.get(key, event.ts), event.ts)
         if not _on_items(event) or event.item_id is None:
             continue
         row = items.setdefault(
@@ -282,7 +285,17 @@ def build_params(
         **attributes,
     }
     if tags or topic_interests or text_vectors:  # only then the statement has the language stages
-        params["tags"] = [{"item_id": i, "tag": t, "count": n} for (i, t), n in tags.items()]
+        params["tags"] = [
+            {
+                "user_id": u,
+                "erasure_id": erasure_ids[u],
+                "item_id": i,
+                "tag": t,
+                "count": n,
+                "first_ts": tag_first[(u, i, t)],
+            }
+            for (u, i, t), n in tags.items()
+        ]
         params["topic_interests"] = [
             {**row, "erasure_id": erasure_ids[row["user_id"]]} for row in topic_interests
         ]
