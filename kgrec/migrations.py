@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from graph_schema.allow_list import PROPERTY_KEYS
 from graph_schema.statements.knowledge import (
     DELETE_MERGED_TWINS,
     TWIN_EDGE_TYPES,
@@ -85,13 +86,34 @@ def discover(engine: str, root: Path | None = None) -> list[Migration]:
     return sorted(found, key=lambda m: (m.version, m.scope != SHARED_SCOPE, m.scope))
 
 
+# The allow-listed property keys this code names, as one record id per key set: `kgrec migrate`
+# records it once it has registered them (REGISTER_PROPERTY_KEYS), and readiness names it until
+# then, since a key a statement is the first to name can be stored under another key's id.
+PROPERTY_KEYS_DIGEST = hashlib.sha256("\n".join(sorted(PROPERTY_KEYS)).encode()).hexdigest()
+PROPERTY_KEYS_ID = f"keys/{PROPERTY_KEYS_DIGEST[:16]}_property_keys"
+
+
 def pending(
     gateway: GraphGateway, root: Path | None = None, available: list[Migration] | None = None
 ) -> list[Migration]:
     """Migrations not yet applied (of ``available``: the files :func:`discover` finds, read again
     unless given); raises MigrationError if an applied file has changed."""
-    applied = {row["id"]: row["checksum"] for row in gateway.read(APPLIED_MIGRATIONS)}
-    available = discover(gateway.engine, root) if available is None else available
+    return _pending(_applied(gateway), discover(gateway.engine, root) if available is None else available)
+
+
+def pending_ids(gateway: GraphGateway, available: list[Migration]) -> list[str]:
+    """The ids of the ``available`` migrations not yet applied, and :data:`PROPERTY_KEYS_ID` while
+    this code's property keys are not registered (one read); raises as :func:`pending` does."""
+    applied = _applied(gateway)
+    ids = [m.id for m in _pending(applied, available)]
+    return ids if PROPERTY_KEYS_ID in applied else [*ids, PROPERTY_KEYS_ID]
+
+
+def _applied(gateway: GraphGateway) -> dict[str, str]:
+    return {row["id"]: row["checksum"] for row in gateway.read(APPLIED_MIGRATIONS)}
+
+
+def _pending(applied: dict[str, str], available: list[Migration]) -> list[Migration]:
     changed = [m.id for m in available if m.id in applied and applied[m.id] != m.checksum]
     if changed:
         raise MigrationError(
@@ -128,7 +150,7 @@ class PendingMigrations:
                 return list(held)
         if self._files is None:
             self._files = discover(gateway.engine, self.root)
-        ids = [m.id for m in pending(gateway, self.root, self._files)]
+        ids = pending_ids(gateway, self._files)
         with self._lock:
             self._ids, self._read_at = ids, time.monotonic()
         return list(ids)
@@ -178,10 +200,22 @@ STEPS: dict[str, Callable[[GraphGateway], object]] = {
 
 
 def migrate(gateway: GraphGateway, root: Path | None = None) -> list[Migration]:
-    """Register every allow-listed property key, then apply every pending migration in order;
-    returns the ones applied (idempotent)."""
+    """Register every allow-listed property key (and record that this key set is, for readiness:
+    :data:`PROPERTY_KEYS_ID`), then apply every pending migration in order; returns the ones
+    applied (idempotent)."""
     # Every time, not once: a key added to the allow-list later is registered by the next migrate.
     gateway.write(REGISTER_PROPERTY_KEYS, {})
+    gateway.write(
+        RECORD_MIGRATION,
+        {
+            "id": PROPERTY_KEYS_ID,
+            "version": "keys",
+            "name": "property_keys",
+            "scope": "keys",
+            "checksum": f"sha256:{PROPERTY_KEYS_DIGEST}",
+            "applied_at": int(time.time() * 1000),
+        },
+    )
     todo = pending(gateway, root)
     for migration in todo:
         step = STEPS.get(migration.id)

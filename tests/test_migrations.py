@@ -16,6 +16,7 @@ from kgrec.config import Settings
 from kgrec.gateway import GraphGateway, GraphQueryError
 from kgrec.migrations import (
     PENDING_RECHECK_S,
+    PROPERTY_KEYS_ID,
     STEPS,
     MigrationError,
     discover,
@@ -53,8 +54,9 @@ def test_discover_orders_shared_and_engine_files() -> None:
 def test_applied_migrations_are_recorded(gateway: GraphGateway) -> None:
     # the fixture has migrated this graph already
     rows = gateway.read(APPLIED_MIGRATIONS)
-    assert [r["id"] for r in rows] == [m.id for m in discover(gateway.engine)]
-    for row, migration in zip(rows, discover(gateway.engine), strict=True):
+    # the files, then the record that this code's property keys are registered (version "keys")
+    assert [r["id"] for r in rows] == [m.id for m in discover(gateway.engine)] + [PROPERTY_KEYS_ID]
+    for row, migration in zip(rows, discover(gateway.engine), strict=False):
         assert row["checksum"] == migration.checksum
         assert row["version"] == migration.version
         assert isinstance(row["applied_at"], int) and row["applied_at"] > 1_600_000_000_000
@@ -290,3 +292,28 @@ def test_a_key_new_to_a_failed_statement_keeps_its_name(gateway: GraphGateway) -
     gateway.run_query(create, {"id": "e2", "hash": "h2", "d": 1})
     stored = gateway.run_query("MATCH (e:Event) RETURN properties(e) AS p", {})
     assert [row["p"] for row in stored] == [{"id": "e2", "content_hash": "h2"}]
+
+
+def test_readiness_names_the_property_keys_until_migrate_has_registered_them(
+    broker_graph: tuple[dict[str, str], Settings, GraphGateway],
+) -> None:
+    """A version that adds a property key without a migration file was ready before `kgrec migrate`
+    registered it, and FalkorDB could then store a value under another key's id (REGISTER_PROPERTY_KEYS):
+    /readyz names the key set until migrate has registered it."""
+    _, settings, gateway = broker_graph
+    gateway.run_query("MERGE (m:ModelVersion {id: 'v-ready'}) SET m.active = true", {})
+    migrate(gateway)
+    gateway.run_query("MATCH (m:Migration {id: $id}) DELETE m", {"id": PROPERTY_KEYS_ID})
+    client = create_app(settings).test_client()
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert ready.json["error"] == "migrations_pending" and PROPERTY_KEYS_ID in ready.json["detail"]
+
+    assert migrate(gateway) == []  # no file was pending: only the keys
+    migrated = time.monotonic()
+    while (
+        ready := client.get("/readyz")
+    ).status_code != 200 and time.monotonic() - migrated < PENDING_RECHECK_S + 1:
+        time.sleep(0.1)
+    assert ready.status_code == 200, ready.text
