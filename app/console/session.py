@@ -8,6 +8,11 @@ the session (``SESSION_AGE_S`` after the key was typed, however often the cookie
 meanwhile) and dies when the keys change, and the key is never in a URL, a page or the
 browser's storage.
 
+Each sign-in also keeps a random nonce in kgrec's Redis (the impression store's, under its
+``kgrec:<graph>:`` prefix, expiring with the session) and in the cookie; a signed-in cookie counts
+only while its nonce is there, and sign-out deletes it, so a copy of the cookie taken earlier is
+signed out too. When Redis cannot be asked, a signed-in cookie is refused (503), never trusted.
+
 Every POST must carry the session's CSRF token and come from this origin
 (``Origin``, else ``Referer``); a cross-site form post is refused with 403. Behind a proxy
 "this origin" is ``KGREC_PUBLIC_URL`` (the request itself says ``http://`` there).
@@ -19,18 +24,24 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import redis
 from flask import Response, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.graph import settings
+from app.impressions import impression_store
 from kgrec.config import origin_of
+from kgrec.gateway import GraphUnavailable
 
 COOKIE = "kgrec_console"
 SESSION_AGE_S = 12 * 3600
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+T = TypeVar("T")
 _PROCESS_SECRET = secrets.token_bytes(32)  # only when no key is configured: nobody can sign in then
 
 
@@ -54,6 +65,7 @@ class ConsoleSession:
     # When the key was typed (epoch seconds): the session ends SESSION_AGE_S after it. The cookie's own
     # timestamp is renewed by every re-save, so alone it let a session in use live for ever.
     signed_in_at: float | None = None
+    nonce: str | None = None  # this sign-in's key in Redis (nonce_key): sign-out deletes it
 
     def expires_in(self) -> float:
         """Seconds until a signed-in session ends (SESSION_AGE_S for one signed out)."""
@@ -79,6 +91,23 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(b"kgrec-console-key\0" + key.encode()).hexdigest()[:32]
 
 
+def nonce_key(nonce: str) -> str:
+    """The Redis key that keeps one sign-in alive (set by sign-in, deleted by sign-out)."""
+    return f"{impression_store().prefix}:console:session:{nonce}"
+
+
+def _in_redis(action: Callable[[redis.Redis], T]) -> T:
+    """Run ``action`` on kgrec's Redis; Refused (503) when it cannot be reached."""
+    try:
+        return impression_store().run(action)
+    except GraphUnavailable as exc:  # ImpressionsUnavailable, or the embedded server not running
+        g.console_session = ConsoleSession(changed=False)  # the refusal page renders signed out
+        raise Refused(
+            503,
+            "refused: the console cannot check its sign-in now (kgrec's Redis is unavailable); retry later",
+        ) from exc
+
+
 def current() -> ConsoleSession:
     """This request's console session (read from the cookie once, or a new one)."""
     if "console_session" not in g:
@@ -93,6 +122,7 @@ def current() -> ConsoleSession:
                     data.get("notice"),
                     changed=False,
                     signed_in_at=data.get("signed_in_at"),
+                    nonce=data.get("nonce"),
                 )
             except (BadSignature, KeyError, TypeError):
                 session = ConsoleSession()
@@ -101,6 +131,11 @@ def current() -> ConsoleSession:
             ):
                 # 12 hours after the key was typed (or a cookie from before the time was kept): signed out
                 session = ConsoleSession()
+            nonce = session.nonce
+            if session.key_id is not None and not (
+                isinstance(nonce, str) and _in_redis(lambda client: client.exists(nonce_key(nonce)))
+            ):
+                session = ConsoleSession()  # signed out (perhaps from another copy of this cookie)
         g.console_session = session
     return g.console_session
 
@@ -119,6 +154,15 @@ def signed_in_key() -> str | None:
 def sign_in(key: str) -> None:
     """Start a signed-in session for ``key`` (already checked), with a fresh CSRF token."""
     session = current()
+    old, nonce = session.nonce, secrets.token_urlsafe(32)
+
+    def store(client: redis.Redis) -> None:
+        client.set(nonce_key(nonce), 1, ex=SESSION_AGE_S)
+        if old is not None:
+            client.delete(nonce_key(old))
+
+    _in_redis(store)
+    session.nonce = nonce
     session.key_id = fingerprint(key)
     session.signed_in_at = time.time()
     session.csrf = secrets.token_urlsafe(32)
@@ -126,8 +170,12 @@ def sign_in(key: str) -> None:
 
 
 def sign_out() -> None:
-    """Forget the key; a fresh CSRF token."""
+    """Forget the key and end the sign-in in Redis (every copy of the cookie); a fresh CSRF token."""
     session = current()
+    old = session.nonce
+    if old is not None:
+        _in_redis(lambda client: client.delete(nonce_key(old)))
+    session.nonce = None
     session.key_id = None
     session.signed_in_at = None
     session.csrf = secrets.token_urlsafe(32)
@@ -159,6 +207,7 @@ def save(response: Response) -> Response:
             "key_id": session.key_id,
             "notice": session.notice,
             "signed_in_at": session.signed_in_at,
+            "nonce": session.nonce,
         }
         response.set_cookie(
             COOKIE,
