@@ -31,6 +31,7 @@ from workers.training.evaluate import (
     split_dataset,
     stated_cutoff,
 )
+from workers.training.holdout import hold_out_latest, validation_pairs
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +246,49 @@ def test_a_relation_a_data_set_derives_from_its_interactions_is_rebuilt_without_
     assert list(leave_last_out(Tiny(CO_PURCHASES, written)).triples()) == written
 
 
+# u3 has three training items: x, y, then z, the latest, which training holds out for validation
+WITH_VALIDATION = [
+    *CO_PURCHASES,
+    InteractionRecord("u3", "x", "purchase", ts=1),
+    InteractionRecord("u3", "y", "purchase", ts=2),
+    InteractionRecord("u3", "z", "purchase", ts=3),  # u3's validation item
+    InteractionRecord("u3", "w", "purchase", ts=4),  # u3's test item
+]
+
+
+def test_a_derived_relation_is_rebuilt_without_each_users_validation_pair_too() -> None:
+    """The blend and the baselines are fitted on each user's latest training pair: a link counted
+    over it would show the fit its target (y-z rests on u3's validation purchase alone)."""
+    split = leave_last_out(CoPurchases(WITH_VALIDATION))
+    assert split.test == {"u1": {"c"}, "u2": {"d"}, "u3": {"w"}}
+    assert validation_pairs(split.train) == {("u3", "z")}  # u1 and u2 have two training items only
+    links = {(t.head, t.tail) for t in split.triples() if t.relation == "also_bought"}
+    assert links == {("a", "b"), ("b", "c"), ("x", "y")}  # not y-z (validation), nor z-w (test)
+
+
+def test_the_validation_pairs_are_those_the_hold_out_takes_from_the_imported_graph(
+    settings: Settings, graph_server: object
+) -> None:
+    """:func:`validation_pairs` reads the records as the import merges them (a pair's latest time)
+    and ties as :func:`hold_out_latest` breaks them: same times, and no times at all."""
+    rows = [
+        InteractionRecord("t1", "p1", "view", ts=10),
+        InteractionRecord("t1", "p2", "view", ts=20),
+        InteractionRecord("t1", "p3", "view", ts=30),
+        InteractionRecord("t1", "p1", "purchase", ts=40),  # p1's latest record: t1's validation pair
+        InteractionRecord("t1", "p4", "purchase", ts=50),  # t1's test item
+        *(InteractionRecord("t2", f"p{k}", "purchase", ts=7) for k in range(1, 7)),  # all tied
+        *(InteractionRecord("t3", f"p{k}", "rating") for k in range(1, 7)),  # no time, no seq
+        InteractionRecord("t3", "p9", "rating", ts=5),
+    ]
+    split = leave_last_out(Tiny(rows, name="validation_pairs"))
+    graph = load_training_graph(settings, split, "leave-last-out", lambda _m: None)
+    _, targets = hold_out_latest(graph)
+    held = {(graph.user_ids[u], graph.item_ids[i]) for u, i in targets.items()}
+    assert ("t1", "p1") in held and len(held) == 3
+    assert validation_pairs(split.train) == held
+
+
 def test_knowledge_a_test_user_stated_from_their_validation_interaction_on_is_held_out() -> None:
     rows = [
         InteractionRecord("u1", "m0", "rating", ts=10),
@@ -328,12 +372,14 @@ def test_a_demo_shops_split_triples_are_its_other_triples_then_its_links_without
 ) -> None:
     """The demo shop's rebuilt links are asked of the data set (``derived_relations``); the split's
     triples are exactly what they were when the split named the demo shop itself: every other
-    triple in file order, then ``event_links`` of the pairs it does not hold out."""
+    triple in file order, then ``event_links`` of the pairs it does not hold out (the test pairs and
+    each user's validation pair)."""
     generate_shop(ShopSpec(users=300, items=50, seed=9), tmp_path / "shop")
     shop = open_dataset(str(tmp_path / "shop"), tmp_path)
     assert isinstance(shop, DemoShopDataset) and shop.derived_relations == EVENT_RELATIONS
     split = split_dataset(shop, "leave-last-out")
     held_out = [(u, i) for u, items in split.test.items() for i in items]
+    held_out += sorted(validation_pairs(split.train))
     expected = [t for t in shop.triples() if t.relation not in EVENT_RELATIONS]
     expected += [TripleRecord(*link) for link in event_links(tmp_path / "shop", held_out)]
     assert list(split.triples()) == expected

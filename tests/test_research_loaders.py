@@ -40,8 +40,9 @@ from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_sho
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.limits import kind_problem
-from tests.test_evaluate_protocol import CO_PURCHASES, CoPurchases
+from tests.test_evaluate_protocol import CO_PURCHASES, WITH_VALIDATION, CoPurchases
 from tools.to_kgat_layout import to_kgat_layout
+from workers.training.holdout import validation_pairs
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KGAT = FIXTURES / "kgat_layout"
@@ -770,11 +771,14 @@ def test_a_demo_shop_converts_to_the_kgat_layout_and_reads_back(tmp_path: Path) 
     # each user's test items come after their training items (a per-user temporal split)
     assert all(times[(user, item)] >= last_train[user] for user, item in test)
 
-    # The demo shop's event-derived links are rebuilt from the training pairs' events (the next test).
+    # The demo shop's event-derived links are rebuilt from the training pairs' events (the next test),
+    # less each user's validation pair as an evaluation of the layout holds it out.
     expected = {
         (t.head, t.relation, field(t.tail)) for t in source.triples() if t.relation not in EVENT_RELATIONS
     }
-    expected |= set(event_links(tmp_path / "shop", test))
+    validation = validation_pairs(back.split("train"))
+    assert validation and validation <= train
+    expected |= set(event_links(tmp_path / "shop", test | validation))
     for item in source.items():
         expected |= {(item.item_id, "belongs_to", field(c)) for c in item.categories}
         expected |= {(item.item_id, "produced_by", field(item.brand))} if item.brand else set()
@@ -823,6 +827,16 @@ def test_the_kgat_layout_rebuilds_a_derived_relation_from_the_training_pairs_alo
     assert {(r.user_id, r.item_id) for r in back.split("test")} == {("u1", "c"), ("u2", "d")}
     links = {(t.head, t.tail) for t in back.triples() if t.relation == "also_bought"}
     assert links == {("a", "b"), ("b", "c")}  # not c-d: u2's test purchase
+
+
+def test_the_kgat_layout_rebuilds_a_derived_relation_without_the_validation_pairs(tmp_path: Path) -> None:
+    """Nor the pair an evaluation of the layout holds out for validation: u3's train.txt has x, y
+    and z, no time, and z has the largest tie key, so y-z, which rests on z alone, is not written."""
+    to_kgat_layout(CoPurchases(WITH_VALIDATION), tmp_path / "kgat", test_fraction=0.2)
+    back = KgatDataset(tmp_path / "kgat")
+    assert validation_pairs(back.split("train")) == {("u3", "z")}
+    links = {(t.head, t.tail) for t in back.triples() if t.relation == "also_bought"}
+    assert links == {("a", "b"), ("b", "c"), ("x", "y")}  # not y-z (validation), nor z-w (test)
 
 
 def test_one_stray_large_id_creates_no_phantom_items(tmp_path: Path) -> None:

@@ -21,9 +21,12 @@ the project has a knowledge-graph data set of its own in the research format.
 - The relations a data set derives from its own interactions
   (:class:`kgrec.datasets.DerivedKnowledge`: a demo shop's ``also_bought``,
   ``bought_together`` and ``also_viewed``) are rebuilt from the interactions of the
-  training pairs alone (:func:`kgrec.datasets.training_triples`): its files count them over
-  every interaction, test ones included, which would carry test interactions into the
-  training knowledge. Other triples (Amazon's ``also_bought`` comes from the shop's
+  training pairs alone, less each user's validation pair (:func:`kgrec.datasets.training_triples`,
+  :func:`workers.training.holdout.validation_pairs`: the pair an evaluation of the layout holds
+  out of ``train.txt`` to fit its blend and baselines on, the largest tie key, the layout having
+  no time): its files count them over every interaction, test ones included, which would carry
+  test interactions into the training knowledge, and counted over the validation pairs they
+  would show the fit its targets. Other triples (Amazon's ``also_bought`` comes from the shop's
   metadata, not from the data set's interactions) are copied as they are.
 - The layout separates fields by white space, so every run of white space inside an
   org id (a brand "Acme Labs") is written as ``_``; ids without white space keep their
@@ -40,7 +43,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from kgrec.datasets import Dataset, open_dataset, training_triples
+from kgrec.datasets import Dataset, InteractionRecord, open_dataset, training_triples
+from workers.training.holdout import validation_pairs
 
 _SPACE = re.compile(r"\s+")
 
@@ -89,6 +93,7 @@ def to_kgat_layout(dataset: Dataset, target: Path, test_fraction: float = 0.2) -
     users = list(first)
     train_pairs = test_pairs = 0
     held_out: list[tuple[str, str]] = []
+    trained: list[tuple[str, str]] = []
     with (
         open(target / "train.txt", "w", encoding="utf-8", newline="\n") as train,
         open(target / "test.txt", "w", encoding="utf-8", newline="\n") as test,
@@ -99,12 +104,17 @@ def to_kgat_layout(dataset: Dataset, target: Path, test_fraction: float = 0.2) -
             n_test = min(n_test, len(history) - 1)
             cut = len(history) - n_test
             train.write(" ".join([str(remap), *(str(items[i]) for i in history[:cut])]) + "\n")
+            trained.extend((user, item) for item in history[:cut])
             if n_test:
                 test.write(" ".join([str(remap), *(str(items[i]) for i in history[cut:])]) + "\n")
                 held_out.extend((user, item) for item in history[cut:])
             train_pairs += cut
             test_pairs += n_test
 
+    # What an evaluation of the layout holds out for validation, as it reads train.txt back (no
+    # times, the ids as written): its links must not be counted over those pairs either.
+    as_read = {(_field(user), _field(item)): (user, item) for user, item in trained}
+    held_out.extend(as_read[p] for p in validation_pairs(InteractionRecord(*p, "purchase") for p in as_read))
     triples = dict(attributes)
     triples.update((t[:3], None) for t in training_triples(dataset, dataset.triples(), held_out))
     entities: dict[str, int] = dict(items)

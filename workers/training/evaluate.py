@@ -70,6 +70,7 @@ from kgrec.training_graph import TrainingGraph
 from workers.training import baselines
 from workers.training.config import TrainConfig
 from workers.training.ease import fit_ease
+from workers.training.holdout import validation_pairs
 from workers.training.metrics import confidence, means, per_user_metrics
 from workers.training.pipeline import fit_and_package, train_model, user_histories
 from workers.training.sasrec import SasRecConfig
@@ -182,12 +183,14 @@ class SplitDataset:
         """Knowledge triples, minus what a test user stated at or after their latest training interaction;
         the relations the base data set derives from its interactions
         (:class:`kgrec.datasets.DerivedKnowledge`, a demo shop's co-occurrence links) rebuilt without
-        the test pairs' interactions."""
+        the test pairs' interactions and without each user's validation pair
+        (:func:`~workers.training.holdout.validation_pairs`), which the blend and the baselines are
+        fitted on: counted over it, a link would show the fit its target."""
         if not self._reads_knowledge:
             return iter(())
         kept = (t for t in self.base.triples() if not self._held_out(t))
-        # Derived relations are counted from every interaction, test ones included.
-        return training_triples(self.base, kept, ((u, i) for u, items in self.test.items() for i in items))
+        held_out = {(u, i) for u, items in self.test.items() for i in items} | validation_pairs(self.train)
+        return training_triples(self.base, kept, held_out)
 
     def entities(self) -> Iterator[EntityRecord]:
         """Entities of the base data set (none when interactions-only or without knowledge)."""

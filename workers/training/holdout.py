@@ -15,12 +15,15 @@ gate (:mod:`workers.training.gate`) can score the candidate on targets it was no
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import replace
 
 import numpy as np
 
 from kgrec.config import Settings
+from kgrec.datasets import InteractionRecord
 from kgrec.item_graphs import history_order
+from kgrec.ties import tie_keys
 from kgrec.training_graph import TrainingGraph
 
 MIN_HISTORY_FOR_VALIDATION = 3
@@ -70,6 +73,39 @@ def hold_out_latest(graph: TrainingGraph) -> tuple[TrainingGraph, dict[int, int]
     keep[chosen] = False
     targets = {int(graph.inter_user[i]): int(graph.inter_item[i]) for i in chosen}
     return subset(graph, keep), targets
+
+
+def validation_pairs(interactions: Iterable[InteractionRecord]) -> set[tuple[str, str]]:
+    """The (user, item) pairs :func:`hold_out_latest` takes out of the graph an import of
+    ``interactions`` makes: a split rebuilds the knowledge derived from interactions
+    (:func:`kgrec.datasets.training_triples`) without them as well as without its test pairs, so
+    the tuning never sees its targets through a co-occurrence link.
+
+    A pair's order key is the graph's: the import merges its records into one edge with their
+    latest ``ts`` and latest ``seq``, and the pull orders by the ``ts``, else the ``seq``, else 0;
+    equal keys go by :mod:`kgrec.ties`' rule. Users with fewer than
+    :data:`MIN_HISTORY_FOR_VALIDATION` distinct items have no pick. Bots the import flags are not
+    pulled, so their picks are held out needlessly: a superset, never a miss.
+    """
+    last_ts: dict[tuple[str, str], int] = {}
+    last_seq: dict[tuple[str, str], int] = {}
+    items_of: dict[str, dict[str, None]] = {}
+    for record in interactions:
+        pair = (record.user_id, record.item_id)
+        items_of.setdefault(record.user_id, {})[record.item_id] = None
+        if record.ts is not None:
+            last_ts[pair] = max(last_ts.get(pair, record.ts), record.ts)
+        if record.seq is not None:
+            last_seq[pair] = max(last_seq.get(pair, record.seq), record.seq)
+    picks: set[tuple[str, str]] = set()
+    for user, listed in items_of.items():
+        if len(listed) < MIN_HISTORY_FOR_VALIDATION:
+            continue
+        items = list(listed)
+        keys = [last_ts.get((user, i), last_seq.get((user, i), 0)) for i in items]
+        ties = tie_keys(user, items)
+        picks.add((user, items[max(range(len(items)), key=lambda k: (keys[k], ties[k]))]))
+    return picks
 
 
 def in_gate_slice(user_id: str) -> bool:
