@@ -13,6 +13,7 @@ from app.graph import serving
 from app.schemas import CatalogueItemView, CatalogueWrite, Delisted, Error, ItemBatch, ItemBody
 from kgrec.catalogue import ItemsRefused, validate_items
 from kgrec.events.validation import FieldError
+from kgrec.field_types import shown
 from kgrec.limits import MAX_BODY_BYTES
 
 bp = Blueprint("catalogue", __name__)
@@ -65,7 +66,8 @@ def put_item(item_id: str) -> Response:
     if not isinstance(document, dict):
         raise _refuse([FieldError(-1, "item", "must be an object of item fields")])
     if "item_id" in document and document["item_id"] != item_id:
-        raise _refuse([FieldError(0, "item_id", "must be left out or equal the item_id in the path")])
+        reason = f"{shown(document['item_id'])} differs from the item_id in the path ({shown(item_id)})"
+        raise _refuse([FieldError(0, "item_id", reason)])
     return _write([{**document, "item_id": item_id}])
 
 

@@ -231,8 +231,21 @@ class ItemBatch(RootModel[ItemList | ItemEnvelope]):
     """A batch of catalogue items (see maxItems): a list, or an object with the list in ``items``."""
 
 
-class ItemBody(RootModel[ItemFields]):
-    """One item's catalogue fields (the id is in the path); no body at all makes a bare listed item."""
+class PutItemFields(ItemFields):
+    """One item's catalogue fields, and optionally its id, which must be the path's."""
+
+    # Optional but never null: a default of None would show in the document as one a client may send.
+    item_id: Id = Field(
+        None,
+        description="may be left out; when given it must equal the item_id in the path (another id is a "
+        "422 naming both)",
+        json_schema_extra=lambda schema: schema.pop("default", None),
+    )
+
+
+class ItemBody(RootModel[PutItemFields]):
+    """One item's catalogue fields (the id is in the path; the body may repeat it); no body at all
+    makes a bare listed item."""
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -444,7 +457,10 @@ class IngestResult(BaseModel):
 
 class CatalogueWrite(BaseModel):
     received: int = Field(description="items in the request")
-    items: int = Field(description="distinct item ids written (the last entry of an id wins)")
+    items: int = Field(
+        description="distinct item ids written (several entries of one id are merged in order: a later "
+        "entry's given fields replace the earlier's, fields it leaves out keep theirs)"
+    )
     revision: int = Field(description="the catalogue revision after the write")
 
 

@@ -68,52 +68,78 @@ Description = Annotated[
 
 
 TIME_FORMS = (
-    "epoch milliseconds (a whole number, or a string of one; never seconds) or an ISO-8601 string "
-    "(UTC without an offset)"
+    "epoch milliseconds as a JSON number (never seconds, never a string of digits), or an RFC 3339 "
+    "date-time with an offset (Z or ±hh:mm), like 2023-11-14T22:13:20Z; a fraction of a second "
+    "finer than a millisecond is truncated (…20.0019Z reads as …20.001Z)"
 )
+# RFC 3339's date-time (section 5.6), upper case T and Z: what the document's pattern states and
+# epoch_ms reads. Without an offset a time is no instant (the sender's local time?), and a date
+# alone is no time of day, so both are refused rather than guessed as UTC.
+DATE_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+_DATE_TIME = re.compile(DATE_TIME_PATTERN, re.ASCII)
+_LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?", re.ASCII)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 # A number as text: digits, an optional sign, fraction and exponent (ASCII only: no "1_000", no "١٢").
 _NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _text_problem(value: str) -> str:
+    """Why a string is not a time the API reads, in the words that follow the quoted value."""
+    text = value.strip()
+    if _NUMBER_TEXT.fullmatch(text):
+        return "is a string: send epoch milliseconds as a JSON number, or an RFC 3339 date-time"
+    if _DATE.fullmatch(text):
+        return (
+            "is a date without a time of day: send an RFC 3339 date-time with an offset, "
+            f"like {text}T00:00:00Z"
+        )
+    if _LOCAL_TIME.fullmatch(text):
+        return "has no offset: add Z (UTC) or ±hh:mm, as RFC 3339 requires"
+    return "is not epoch milliseconds or an RFC 3339 date-time with an offset, like 2023-11-14T22:13:20Z"
 
 
 def epoch_ms(value: object) -> int:
     """A time in an API body as epoch milliseconds: the one reading of ``ts`` (events) and of the
     catalogue's and rules' times; raises a pydantic ``timestamp`` error naming the value otherwise.
 
-    A number (or a string of one: ``"1700000000000"``, ``"+1.7e12"``) is epoch milliseconds and
-    must be whole; any other string must be ISO-8601 (UTC when it has no offset). A number is
-    never read as seconds (the data set files' ``ts`` is, :func:`kgrec.datasets.records.parse_timestamp_ms`).
-    From 1970 to 9999.
+    A JSON number is epoch milliseconds and must be whole (never seconds; the data set files' ``ts``
+    is, :func:`kgrec.datasets.records.parse_timestamp_ms`). A string must be an RFC 3339 date-time
+    with an offset (:data:`DATE_TIME_PATTERN`): a string of digits, a time without an offset and a
+    date alone are refused, each with its own reason. A fraction finer than a millisecond is
+    truncated. From 1970 to 9999. (A :class:`~decimal.Decimal` is a number too: an import file's
+    number, :func:`cell_time`.)
     """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise PydanticCustomError(
             "timestamp",
-            "must be epoch milliseconds or an ISO-8601 string, not {kind}",
+            "must be epoch milliseconds or an RFC 3339 date-time, not {kind}",
             {"kind": type(value).__name__},
         )
-    text = value.strip() if isinstance(value, str) else None
-    if text is None or _NUMBER_TEXT.fullmatch(text):
-        number = Decimal(text) if text is not None else Decimal(value)  # exact: no float rounding
+    if not isinstance(value, str):
+        number = Decimal(value)  # exact: no float rounding
         if not number.is_finite() or number != number.to_integral_value():
             raise PydanticCustomError(
-                "timestamp",
-                "{value} is not a whole number of epoch milliseconds",
-                {"value": shown(value) if text is not None else value},
+                "timestamp", "{value} is not a whole number of epoch milliseconds", {"value": str(value)}
             )
-        shown_ts = int(number) if text is None else shown(value)
+        # a JSON number's digits can be shown (the body parser bounds them); a file's "1e999999999" not
+        label = str(value) if isinstance(value, Decimal) else int(number)
         if number < 0:
-            raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": shown_ts})
-        if number > MAX_EPOCH_MS:  # compared before int(): "1e999999999" must not become an integer
-            raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": shown_ts})
+            raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": label})
+        if number > MAX_EPOCH_MS:  # compared before int(): 1e999999999 must not become an integer
+            raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": label})
         return int(number)
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        moment = datetime.fromisoformat(value) if _DATE_TIME.fullmatch(value) else None
+    except ValueError:  # the shape of one, but no such time: month 13, 25 o'clock
+        moment = None
+    if moment is None:
         raise PydanticCustomError(
-            "timestamp", "{value} is not epoch milliseconds or ISO-8601", {"value": shown(value)}
-        ) from None
-    ms = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH
-    ts = ms // timedelta(milliseconds=1)
+            "timestamp", "{value} {problem}", {"value": shown(value), "problem": _text_problem(value)}
+        )
+    ts = (moment - _EPOCH) // timedelta(milliseconds=1)  # floor: the fraction below a ms is cut
     if ts < 0:
         raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": shown(value)})
     if ts > MAX_EPOCH_MS:
@@ -121,7 +147,16 @@ def epoch_ms(value: object) -> int:
     return ts
 
 
-IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+def cell_time(text: str) -> object:
+    """An import file's time cell (``kgrec events import --format csv``'s ``ts``, ``kgrec items
+    import``'s ``listed_at`` / ``delisted_at``) as the JSON value it stands for: a cell holds text
+    only, so a number written in it (digits, sign, fraction, exponent) is that number, epoch
+    milliseconds, and any other text stays text, read by :func:`epoch_ms` as a date-time."""
+    stripped = text.strip()
+    return Decimal(stripped) if _NUMBER_TEXT.fullmatch(stripped) else text
+
+
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time", "pattern": DATE_TIME_PATTERN})]
 
 
 def api_time(latest: int | None = MAX_EPOCH_MS) -> Any:

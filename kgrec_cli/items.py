@@ -24,6 +24,7 @@ import click
 from kgrec.catalogue import CatalogueItem, category_loops, validate_items, write_items
 from kgrec.config import Settings
 from kgrec.datasets.records import CsvReader, open_text
+from kgrec.field_types import cell_time
 from kgrec.limits import MAX_ITEMS_PER_BATCH
 from kgrec.runtime import graph_session
 from kgrec_cli.failure import fail
@@ -59,6 +60,8 @@ def _csv_item(row: dict[str, Any]) -> dict[str, Any]:
                 item[name] = _NUMBERS[name](raw)
             except ValueError:
                 item[name] = raw  # validation names the field and says why
+        elif name in ("listed_at", "delisted_at"):
+            item[name] = cell_time(raw)  # a number in a cell is epoch ms, as a JSON number is
         elif name == "available":
             item[name] = _BOOLEANS.get(raw.strip().lower(), raw)
         else:

@@ -297,6 +297,40 @@ def test_put_refuses_bad_fields_naming_them(shop: Shop, body: dict[str, Any], fi
     assert shop.get_item("cat-bad").status_code == 404
 
 
+def test_put_takes_the_paths_item_id_in_the_body_and_refuses_another_naming_both(shop: Shop) -> None:
+    document = requests.get(shop.url("/openapi.json"), timeout=30).json()
+    body = document["paths"]["/v1/items/{item_id}"]["put"]["requestBody"]["content"]["application/json"]
+    schema = body["schema"]
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    assert "item_id" in schema["properties"] and "item_id" not in schema.get("required", [])
+    assert shop.put("cat-same", {"item_id": "cat-same", "title": "Same"}).status_code == 200
+    assert shop.get_item("cat-same").json()["title"] == "Same"
+    other = shop.put("cat-same", {"item_id": "cat-other", "title": "Other"})
+    assert other.status_code == 422, other.text
+    (error,) = other.json()["errors"]
+    assert (
+        error["field"] == "item_id" and "'cat-other'" in error["reason"] and "'cat-same'" in error["reason"]
+    )
+    assert shop.get_item("cat-same").json()["title"] == "Same"
+    assert shop.get_item("cat-other").status_code == 404
+
+
+def test_a_batch_merges_the_entries_of_one_id_as_its_answer_documents(shop: Shop) -> None:
+    document = requests.get(shop.url("/openapi.json"), timeout=30).json()
+    described = document["components"]["schemas"]["CatalogueWrite"]["properties"]["items"]["description"]
+    assert "merged" in described and "wins" not in described
+    entries = [
+        {"item_id": "cat-merge", "title": "First", "price": 2.0},
+        {"item_id": "cat-merge", "price": 3.0},
+    ]
+    answer = requests.post(shop.url("/v1/items"), json=entries, headers=AUTH, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["received"], answer.json()["items"]) == (2, 1)
+    got = shop.get_item("cat-merge").json()
+    assert (got["title"], got["price"]) == ("First", 3.0)  # merged: not the last entry alone
+
+
 def test_put_without_a_body_makes_a_bare_listed_item(shop: Shop) -> None:
     bare = requests.put(shop.url("/v1/items/cat-bare"), headers=AUTH, timeout=30)
     assert bare.status_code == 200, bare.text

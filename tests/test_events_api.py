@@ -200,6 +200,40 @@ def test_a_batch_of_1001_valid_events_is_refused_for_its_size_and_1000_are_appli
     }
 
 
+# Times the API once read and now refuses, each with (part of) its reason.
+UNREAD_TIMES = {
+    "1700000000000": "is a string: send epoch milliseconds as a JSON number",
+    "2026-01-01T10:00:00": "has no offset: add Z (UTC) or ±hh:mm",
+    "2026-01-01": "is a date without a time of day",
+}
+
+
+def test_ts_is_a_json_number_of_ms_or_a_date_time_with_an_offset_as_the_document_says(
+    api: tuple[ApiProcess, GraphGateway],
+) -> None:
+    process, gateway = api
+    refused = UNREAD_TIMES
+    answer = post(process, [event(f"ts-bad-{k}", user_id="u-ts", ts=raw) for k, raw in enumerate(refused)])
+    assert answer.status_code == 422, answer.text
+    got = [(e["index"], e["field"], e["reason"]) for e in answer.json()["errors"]]
+    assert [k for k, _, _ in got] == [0, 1, 2], got
+    for (_, field, reason), (raw, why) in zip(got, refused.items(), strict=True):
+        assert field == "ts" and reason.startswith(repr(raw)) and why in reason, got
+    # finer than a millisecond: truncated, as the document says
+    assert (
+        post(process, [event("ts-fine", user_id="u-ts", ts="2023-11-14T22:13:20.0019Z")]).status_code == 200
+    )
+    first = gateway.run_query("MATCH (:User {id: 'u-ts'})-[r:INTERACTED]->() RETURN r.first_ts AS t", {})
+    assert first == [{"t": 1_700_000_000_001}]
+    document = requests.get(f"{process.url}/openapi.json", timeout=30).json()
+    ts = document["components"]["schemas"]["Event"]["properties"]["ts"]
+    assert "truncated" in ts["description"] and "offset" in ts["description"]
+    (date_time,) = [form for form in ts["anyOf"] if form.get("type") == "string"]
+    pattern = re.compile(date_time["pattern"])
+    assert pattern.search("2023-11-14T22:13:20.0019Z") and pattern.search("2023-11-14T23:13:20+01:00")
+    assert not any(pattern.search(raw) for raw in refused)
+
+
 def test_racing_clients_with_overlapping_event_ids_apply_each_event_once(
     api: tuple[ApiProcess, GraphGateway],
 ) -> None:

@@ -84,6 +84,9 @@ def test_csv_with_column_mapping(gateway: GraphGateway, settings: Settings, tmp_
         writer.writerow(["c1", "s2", "view", "1714557600000", "", "", ""])
         writer.writerow(["c2", "s1", "purchase", "not-a-time", "", "", ""])
         writer.writerow(["c2", "s1", "purchase", "1714557600.5", "", "", ""])  # not whole milliseconds
+        # a date-time as the API reads one: with an offset, a time of day
+        writer.writerow(["c2", "s1", "purchase", "2024-05-01T10:00:00", "", "", ""])
+        writer.writerow(["c2", "s1", "purchase", "2024-05-01", "", "", ""])
     summary = import_events(
         gateway,
         path,
@@ -98,9 +101,11 @@ def test_csv_with_column_mapping(gateway: GraphGateway, settings: Settings, tmp_
             "maker": "brand",
         },
     )
-    assert (summary.applied, len(summary.rejected)) == (2, 2)
-    assert [(r.line, r.field) for r in summary.rejected] == [(4, "ts"), (5, "ts")]
-    assert summary.rejected[1].reason == "'1714557600.5' is not a whole number of epoch milliseconds"
+    assert (summary.applied, len(summary.rejected)) == (2, 4)
+    assert [(r.line, r.field) for r in summary.rejected] == [(4, "ts"), (5, "ts"), (6, "ts"), (7, "ts")]
+    assert summary.rejected[1].reason == "1714557600.5 is not a whole number of epoch milliseconds"
+    assert summary.rejected[2].reason.startswith("'2024-05-01T10:00:00' has no offset")
+    assert summary.rejected[3].reason.startswith("'2024-05-01' is a date without a time of day")
     view = gateway.run_query(
         "MATCH (:User {id: 'c1'})-[r:INTERACTED]->(:Item {id: 's2'}) RETURN r.first_ts AS t", {}
     )

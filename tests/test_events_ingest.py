@@ -413,7 +413,7 @@ def test_pruning_removes_faded_edges_only(gateway: GraphGateway, settings: Setti
             "ts",
             "future",
         ),
-        ({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": "soon"}, "ts", "ISO"),
+        ({"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": "soon"}, "ts", "RFC 3339"),
         (
             {
                 "event_id": "e",

@@ -109,6 +109,11 @@ def broken_rule(case: schemathesis.Case) -> tuple[int, str] | None:
     language = _language_rule(_events(case.body) if case.operation.path == "/v1/events" else [])
     if language is not None:
         return language
+    # a PUT body may repeat the path's item id, never name another
+    if case.operation.path == "/v1/items/{item_id}" and case.method.upper() == "PUT":
+        given = case.body.get("item_id") if isinstance(case.body, dict) else None
+        if given is not None and given != (case.path_parameters or {}).get("item_id"):
+            return 422, "item_id"
     # a rule ends after it starts
     body = case.body if case.operation.path == "/v1/rules" and isinstance(case.body, dict) else {}
     starts, ends = _ts_ms(body.get("starts_at")), _ts_ms(body.get("ends_at"))

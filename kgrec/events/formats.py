@@ -8,8 +8,9 @@
 - ``csv``: a header naming kgrec's fields (``event_id,user_id,item_id,type,ts,value,session_id,
   brand,category,title,price,text,tag,query``; categories ``|``-separated, general to specific),
   renamed with ``--map column=field``; ``text`` (reviews), ``tag`` and ``query`` (searches, with an
-  empty ``item_id``) carry language. ``ts`` is read as the API reads it
-  (:func:`kgrec.field_types.epoch_ms`): epoch milliseconds or ISO-8601, never Unix seconds.
+  empty ``item_id``) carry language. ``ts`` is epoch milliseconds written as a number (a cell
+  holds text, so digits here are the API's JSON number, :func:`kgrec.field_types.cell_time`) or the
+  API's RFC 3339 date-time with an offset (:func:`kgrec.field_types.epoch_ms`); never Unix seconds.
 - ``movielens-tags``: MovieLens ``tags.csv`` (``userId,movieId,tag,timestamp``, Unix seconds), one
   tag event per row.
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kgrec.datasets.records import parse_timestamp_ms
+from kgrec.field_types import cell_time
 
 
 class RowError(ValueError):
@@ -173,7 +175,7 @@ def csv_converter(header: Sequence[str], mapping: Mapping[str, str]) -> Converte
             "event_id": row.get("event_id") or row_event_id("csv", fields),
             "user_id": row["user_id"],
             "type": row["type"],
-            "ts": row["ts"],  # validated as the API's ts: epoch milliseconds or ISO-8601
+            "ts": cell_time(row["ts"]),  # a number in the cell is epoch ms; text, the API's date-time
         }
         if row.get("item_id"):  # a search has none
             event["item_id"] = row["item_id"]
