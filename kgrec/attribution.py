@@ -49,7 +49,7 @@ from typing import Any
 
 from kgrec.erasure import tombstone_margin_ms, user_hash
 from kgrec.events.validation import Event
-from kgrec.impressions import USER_RECENT, Impression, ImpressionStore, ImpressionsUnavailable
+from kgrec.impressions import BY_USER, USER_RECENT, Impression, ImpressionStore, ImpressionsUnavailable
 
 ATTRIBUTED_TYPES = ("click", "cart", "purchase")
 NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by window
@@ -57,7 +57,8 @@ NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by w
 # KEYS: claim, attributed hash, experiment variant counters | '', the store's erasures
 # ARGV: entry id, event id, event JSON, ttl (ms), event type, revenue, user hash, event ts (ms),
 #       tombstone margin (ms), the impression's user ('' for an anonymous one), retention (ms): each
-#       per-user hash written expires that long after its last write (they hold user ids)
+#       per-user hash written expires that long after its last write (they hold user ids), the
+#       per-user hashes' infix after the variant's counters key (kgrec.impressions.BY_USER)
 # The impression's hash also flags its first click, cart and purchase and sums its revenue (fields
 # prefixed with \x01), so the experiment counts impressions with an outcome and each one's revenue,
 # in its variant's totals and in the impression user's (the per-user hashes beside them).
@@ -84,8 +85,8 @@ if KEYS[3] ~= '' then
   if first == 1 then
     redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
     if ARGV[10] ~= '' then
-      redis.call('HINCRBY', KEYS[3] .. ':by-user:' .. ARGV[5], ARGV[10], 1)
-      redis.call('PEXPIRE', KEYS[3] .. ':by-user:' .. ARGV[5], ARGV[11])
+      redis.call('HINCRBY', KEYS[3] .. ARGV[12] .. ARGV[5], ARGV[10], 1)
+      redis.call('PEXPIRE', KEYS[3] .. ARGV[12] .. ARGV[5], ARGV[11])
     end
   end
   if revenue ~= 0 then
@@ -93,8 +94,8 @@ if KEYS[3] ~= '' then
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue', ARGV[6])
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue_sq', string.format('%.17g', after * after - before * before))
     if ARGV[10] ~= '' then
-      redis.call('HINCRBYFLOAT', KEYS[3] .. ':by-user:revenue', ARGV[10], ARGV[6])
-      redis.call('PEXPIRE', KEYS[3] .. ':by-user:revenue', ARGV[11])
+      redis.call('HINCRBYFLOAT', KEYS[3] .. ARGV[12] .. 'revenue', ARGV[10], ARGV[6])
+      redis.call('PEXPIRE', KEYS[3] .. ARGV[12] .. 'revenue', ARGV[11])
     end
   end
 end
@@ -317,6 +318,7 @@ def claim_attribution(store: ImpressionStore, found: FoundAttribution, *, now_ms
                     margin,
                     shown.user_id or "",
                     store.retention_ms,
+                    BY_USER,
                 ],
                 client=pipe,
             )

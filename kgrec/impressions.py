@@ -91,8 +91,8 @@ class ImpressionsUnavailable(GraphUnavailable):
 # One call per batch of journal lines (kgrec/impression_journal.py): one round trip, and the lines
 # are parsed here, not in the serving process, whose shipper thread would otherwise hold the GIL
 # for it. KEYS: the stream, the erasures. ARGV: now (ms), retention (ms), max entries, user list
-# length, window (ms), the graph's key prefix, then the lines (JSON objects, as
-# ImpressionStore.record writes them).
+# length, window (ms), the graph's key prefix, the per-user keys' infix (:data:`BY_USER`), then the
+# lines (JSON objects, as ImpressionStore.record writes them).
 # The entry keeps the line as ``j``, with ``r`` (id), ``u`` (user) and ``a`` (explored arms) beside
 # it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent. So is
 # a line of a user erased after it was recorded (a hash of the user id, scored by the erasure's time).
@@ -101,7 +101,8 @@ class ImpressionsUnavailable(GraphUnavailable):
 # Returns how many impressions were new.
 _STORE = """
 local now, retention, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
-local prefix, min_id = ARGV[6], string.format('%d', math.max(0, now - retention))
+local prefix, by_user = ARGV[6], ARGV[7]
+local min_id = string.format('%d', math.max(0, now - retention))
 
 local function store(line)
   local rec = cjson.decode(line)
@@ -140,8 +141,8 @@ local function store(line)
     redis.call('HINCRBY', counters, 'impressions', 1)
     redis.call('PFADD', counters .. ':users', rec.u)
     if rec.u ~= '' then
-      redis.call('HINCRBY', counters .. ':by-user:impressions', rec.u, 1)
-      redis.call('PEXPIRE', counters .. ':by-user:impressions', ARGV[2])
+      redis.call('HINCRBY', counters .. by_user .. 'impressions', rec.u, 1)
+      redis.call('PEXPIRE', counters .. by_user .. 'impressions', ARGV[2])
     end
   end
   return 1
@@ -150,7 +151,7 @@ end
 -- A line that cannot be stored (damaged, or a key of another type in its way) is logged and
 -- skipped: it must not hold up the lines after it for ever.
 local stored = 0
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local ok, result = pcall(store, ARGV[i])
   if ok then
     stored = stored + result
@@ -192,6 +193,7 @@ return out
 # The per-user totals an experiment variant keeps (one hash each: user id -> total), so its results
 # can take the user, the unit that is randomised, as the unit of analysis (kgrec/experiments.py).
 PER_USER_METRICS = ("impressions", "click", "cart", "purchase", "revenue")
+BY_USER = ":by-user:"  # between a variant's counters key and a metric: that metric's per-user hash
 FLAG = "\x01"  # prefix of the attributed hash's own fields (outcome flags, revenue): no event id has it
 
 
@@ -352,7 +354,7 @@ class ImpressionStore:
     def experiment_user_key(self, experiment_id: str, variant: str, metric: str) -> str:
         """One variant's per-user totals of ``metric`` (a hash, user id -> total; see
         :data:`PER_USER_METRICS`), written by the scripts that write its counters."""
-        return f"{self.experiment_key(experiment_id, variant)}:by-user:{metric}"
+        return f"{self.experiment_key(experiment_id, variant)}{BY_USER}{metric}"
 
     def claim_key(self, event_id: str) -> str:
         """The impression an event was attributed to (set once: at most one attribution per event)."""
@@ -466,6 +468,7 @@ class ImpressionStore:
             USER_RECENT,
             self.window_ms,
             f"{self.prefix}:",
+            BY_USER,
             *(line.rstrip(b"\n") for line in lines),
         ]
         self.run(lambda client: self._store(keys=[self.stream, self.erasures], args=args, client=client))

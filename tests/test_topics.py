@@ -24,6 +24,7 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.errors import NotFound
 from kgrec.events.ingest import ingest
 from kgrec.events.validation import validate_batch
+from kgrec.explanations import read_paths
 from kgrec.gateway import GraphGateway
 from kgrec.job_queue import RELINK_TOPICS, TOPIC_REPAIR_INTERVAL_S, celery_config
 from kgrec.model_store import models_dir
@@ -997,3 +998,39 @@ def test_active_topic_names_are_the_versions_own_not_a_dead_promotions(gateway: 
     index = ActiveTopics().get(gateway)
     # an edge written without a name falls back to the Topic's
     assert dict(zip(index.ids, index.names, strict=True)) == {"topic-1": "lip care", "topic-2": "hair"}
+
+
+def test_two_versions_naming_one_topic_each_serve_their_own_name(gateway: GraphGateway) -> None:
+    # v1 and v2 both have topic-1 and name it differently; the shared Topic node holds the other
+    # version's name (a dead promotion's, or the one before a rollback's relink). A topic's detail,
+    # a user's topics and the explanation paths through it all give the active version's name.
+    gateway.run_query(
+        "CREATE (m1:ModelVersion {id: 'v1', active: true}), (m2:ModelVersion {id: 'v2', active: false}),"
+        "       (t:Topic {id: 'topic-1', name: 'sunscreen', keywords: ['spf']}),"
+        "       (m1)-[:HAS_TOPIC {name: 'lip care', keywords: ['lip'], centroid: [1.0, 0.0]}]->(t),"
+        "       (m2)-[:HAS_TOPIC {name: 'sunscreen', keywords: ['spf'], centroid: [0.0, 1.0]}]->(t),"
+        "       (u:User {id: 'u1'}), (seen:Item {id: 'seen', title: 'balm'}), (i:Item {id: 'i1', title: 'gloss'}),"
+        "       (seen)-[:ABOUT {score: 0.9, version: 'v1'}]->(t), (i)-[:ABOUT {score: 0.8, version: 'v1'}]->(t),"
+        "       (u)-[:INTERACTED {n_review: 1, weight: 1.0, weight_ts: 1000, last_ts: 1000}]->(seen),"
+        "       (u)-[:INTERESTED_IN {weight: 1.0, weight_ts: 1000, last_ts: 1000, count: 1}]->(t)",
+        {},
+    )
+
+    def served() -> tuple[str, list[str], str, dict[str, str]]:
+        detail = topic_detail(gateway, "topic-1", 3)
+        (interest,) = user_topics(gateway, "u1", 1000, 1e9)
+        paths = read_paths(gateway, "u1", ["i1"], hubs=30, now_ms=1000, half_life_ms=1e9)
+        names = {
+            row["kind"]: node["name"] for row in paths for node in row["nodes"] if node["label"] == "Topic"
+        }
+        return detail["name"], detail["keywords"], interest.name, names
+
+    both = {"interest", "reviewed_topic"}
+    assert served() == ("lip care", ["lip"], "lip care", dict.fromkeys(both, "lip care"))
+    # v2 becomes active; the Topic node still holds v1's name
+    gateway.run_query(
+        "MATCH (m:ModelVersion) SET m.active = (m.id = 'v2') WITH count(*) AS n "
+        "MATCH (t:Topic {id: 'topic-1'}) SET t.name = 'lip care', t.keywords = ['lip']",
+        {},
+    )
+    assert served() == ("sunscreen", ["spf"], "sunscreen", dict.fromkeys(both, "sunscreen"))

@@ -75,11 +75,15 @@ Paths:
 - ``reviewed_topic``: user -INTERACTED (reviewed)-> item -ABOUT-> topic <-ABOUT- target, from the
   user's $hubs most recent reviewed items (the topic's other items are never walked: the target's
   own ABOUT edge is checked).
+
+A topic's name (``interest``, ``reviewed_topic``) is the active version's, whose ABOUT edges
+the paths walk (``ACTIVE_NAMING`` in graph_schema/statements/topics.py).
 """
 
 from graph_schema.allow_list import KNOWLEDGE_RELATIONS
 from graph_schema.catalogue import read
 from graph_schema.decay import decayed_weight
+from graph_schema.statements.topics import ACTIVE_NAME, ACTIVE_NAMING
 
 # How an INTERACTED edge reads in a sentence.
 # The strongest thing the user did with the item, as the sentences say it ("which you {verb}"):
@@ -230,9 +234,10 @@ EXPLANATION_PATHS = read(
     MATCH (i:Item {{id: target_id}})-[:MADE_BY|IN_CATEGORY|ABOUT]->(t)
     WHERE t IN interests
     WITH target_id, u, i, t
-    MATCH (u)-[x:INTERESTED_IN]->(t)
+    MATCH (u)-[x:INTERESTED_IN]->(t){ACTIVE_NAMING}
     RETURN target_id, 'interest' AS kind,
-           [{_USER}, {{label: labels(t)[0], id: t.id, name: coalesce(t.name, t.id)}}, {_TARGET}] AS nodes,
+           [{_USER}, {{label: labels(t)[0], id: t.id, name: coalesce({ACTIVE_NAME}, t.id)}},
+            {_TARGET}] AS nodes,
            [{{type: 'INTERESTED_IN', relation: null, direction: 'out', weight: x.weight,
               weight_ts: x.weight_ts, verb: null}},
             {_plain(_INTEREST_LINK, "in")}] AS rels,
@@ -244,9 +249,9 @@ EXPLANATION_PATHS = read(
     MATCH (h)-[:ABOUT]->(t:Topic)
     UNWIND $item_ids AS target_id
     MATCH (i:Item {{id: target_id}})
-    WHERE h <> i AND (i)-[:ABOUT]->(t)
+    WHERE h <> i AND (i)-[:ABOUT]->(t){ACTIVE_NAMING}
     RETURN target_id, 'reviewed_topic' AS kind,
-           [{_USER}, {_HUB}, {_node("Topic", "t", "t.name")}, {_TARGET}] AS nodes,
+           [{_USER}, {_HUB}, {_node("Topic", "t", ACTIVE_NAME)}, {_TARGET}] AS nodes,
            [{_interacted("r", "out")}, {_plain("'ABOUT'", "out")}, {_plain("'ABOUT'", "in")}] AS rels,
            1 AS support
     """,

@@ -219,18 +219,33 @@ ACTIVE_VERSION = read(
     """,
 )
 
-MODEL_VERSIONS = read(
-    "model_versions",
-    """
-    MATCH (m:ModelVersion)
+# A version's row, as MODEL_VERSIONS and ONE_MODEL_VERSION return it.
+_VERSION_ROW = """
     RETURN m.id AS id, m.status AS status, m.active AS active, m.created_at AS created_at,
            m.activated_at AS activated_at, m.artifact AS artifact, m.metrics AS metrics,
            m.counts AS counts, m.gate_decision AS gate_decision, m.gate_reason AS gate_reason,
            m.gate_metrics AS gate_metrics, m.gate_at AS gate_at, m.gate_taken AS gate_taken,
            m.gate_experiment AS gate_experiment, m.parent AS parent, m.data_until AS data_until,
-           m.parameters AS parameters, m.owner AS owner
+           m.parameters AS parameters, m.owner AS owner"""
+
+MODEL_VERSIONS = read(
+    "model_versions",
+    """
+    MATCH (m:ModelVersion)"""
+    + _VERSION_ROW
+    + """
     ORDER BY m.created_at DESC, id
     """,
+)
+
+# One version's row (none when there is no such version): a write-back checking it still owns its
+# version, a redelivered job whether its version was published, read it without every other's.
+ONE_MODEL_VERSION = read(
+    "one_model_version",
+    """
+    MATCH (m:ModelVersion {id: $version})"""
+    + _VERSION_ROW,
+    version="v1700000000000",
 )
 
 # The promotion gate's verdict on a newly trained version (it is activated separately, by

@@ -71,15 +71,14 @@ ERASE_USER = write(
     OPTIONAL MATCH (v:ModelVersion)-[e:EMBEDDING]->(u)
     WITH u, interactions, seen, interests, count(e) AS embeddings, collect(v) AS trained
     UNWIND CASE WHEN size(trained) = 0 THEN [null] ELSE trained END AS m
+    WITH u, interactions, seen, interests, embeddings, m, coalesce(m.data_until, m.created_at) AS pulled
     WITH u, interactions, interests, embeddings, m,
          [s IN seen WHERE m IS NOT NULL AND s.id IS NOT NULL
                       AND (NOT coalesce(u.flagged_bot, false)
-                           OR (u.flagged_at IS NOT NULL
-                               AND (m.parent IS NOT NULL
-                                    OR u.flagged_at > coalesce(m.data_until, m.created_at))))
+                           OR (u.flagged_at IS NOT NULL AND (m.parent IS NOT NULL OR u.flagged_at > pulled)))
                       AND CASE WHEN m.parent IS NULL
-                               THEN {received_by("s", "coalesce(m.data_until, m.created_at)")}
-                               ELSE s.first_ts <= coalesce(m.data_until, m.created_at) END | s.id] AS counted
+                               THEN {received_by("s", "pulled")}
+                               ELSE s.first_ts <= pulled END | s.id] AS counted
     FOREACH (item_id IN counted |
         MERGE (it:Item {{id: item_id}})
         MERGE (m)-[a:POPULARITY_ADJUSTMENT]->(it)

@@ -17,6 +17,15 @@ in those count as interest in it while the version is active (``USER_TOPIC_ITEMS
 from graph_schema.catalogue import read, write
 from graph_schema.decay import decayed_weight
 
+# The active version's HAS_TOPIC edge to the Topic ``t``, as ``naming`` (null for a topic that version
+# does not have, or a ``t`` that is no Topic), and the topic's name as that version gave it: the
+# version's own, on the edge (the shared Topic node holds the names of the last version whose topics
+# were linked, which a promotion that died before its switch may have left a candidate's, and a
+# rollback leaves until its relink), the Topic's for an edge written without one.
+ACTIVE_NAMING = """
+    OPTIONAL MATCH (:ModelVersion {active: true})-[naming:HAS_TOPIC]->(t)"""
+ACTIVE_NAME = "coalesce(naming.name, t.name)"
+
 # The topics of the active version, with their centroids (event ingestion matches text to these)
 # and the retired topics each absorbs (training passes them on to the next version's topics).
 # The name is the version's own (HAS_TOPIC's), not the shared Topic node's, which a promotion that
@@ -329,8 +338,10 @@ USER_TOPIC_ITEMS = read(
     ORDER BY weight DESC LIMIT $topics
     MATCH (i:Item)-[a:ABOUT]->(t)
     WITH t, weight, last_ts, events, i, a ORDER BY a.score DESC
-    WITH t, weight, last_ts, events, collect({id: i.id, title: i.title, score: a.score}) AS items
-    RETURN t.id AS topic_id, t.name AS name, weight, last_ts, events, items[..$items] AS items
+    WITH t, weight, last_ts, events, collect({id: i.id, title: i.title, score: a.score}) AS items"""
+    + ACTIVE_NAMING
+    + f"""
+    RETURN t.id AS topic_id, {ACTIVE_NAME} AS name, weight, last_ts, events, items[..$items] AS items
     ORDER BY weight DESC, topic_id
     """,
     user_id="A1YJEY40YUW4SE",
@@ -345,21 +356,25 @@ def counted_topics(carried: str = "") -> str:
     """The stage that turns one topic ``t`` into the topics whose users count as its users, one row
     each as ``counted``: ``t`` itself and, while ``t``'s version is active, the retired topics it
     absorbs (HAS_TOPIC.absorbs; retired: no item is ABOUT them). ``carried``: the variables (fixed
-    statement text) the rows keep besides ``t``."""
-    keep = f"t, {carried}" if carried else "t"
-    return f"""
-    OPTIONAL MATCH (:ModelVersion {{active: true}})-[h:HAS_TOPIC]->(t)
-    WITH {keep}, coalesce(h.absorbs, []) AS absorbed
+    statement text) the rows keep besides ``t`` and the active version's edge to it, ``naming``
+    (:data:`ACTIVE_NAMING`)."""
+    keep = f"t, naming, {carried}" if carried else "t, naming"
+    return (
+        ACTIVE_NAMING
+        + f"""
+    WITH {keep}, coalesce(naming.absorbs, []) AS absorbed
     OPTIONAL MATCH (s:Topic)
     WHERE s.id IN absorbed AND NOT (s)<-[:ABOUT]-(:Item)
     WITH {keep}, collect(s) AS retired
     UNWIND [t] + retired AS counted
 """
+    )
 
 
 # One topic with its most central items and how many users are interested in it: while its
 # version is active, the users of the retired topics it absorbs count too (each user once), as
-# USER_TOPIC_ITEMS and the topic audiences read them.
+# USER_TOPIC_ITEMS and the topic audiences read them. Its name and keywords are the active
+# version's (ACTIVE_NAMING), as its items are.
 TOPIC_DETAIL = read(
     "topic_detail",
     """
@@ -367,14 +382,13 @@ TOPIC_DETAIL = read(
     OPTIONAL MATCH (i:Item)-[a:ABOUT]->(t)
     WITH t, i, a ORDER BY a.score DESC
     WITH t, collect(CASE WHEN i IS NULL THEN NULL
-                         ELSE {id: i.id, title: i.title, score: a.score} END) AS items
-"""
+                         ELSE {id: i.id, title: i.title, score: a.score} END) AS items"""
     + counted_topics("items")
-    + """
+    + f"""
     OPTIONAL MATCH (u:User)-[:INTERESTED_IN]->(counted)
     WHERE coalesce(u.flagged_bot, false) = false
-    RETURN t.id AS id, t.name AS name, t.keywords AS keywords, items[..$items] AS items,
-           count(DISTINCT u) AS users
+    RETURN t.id AS id, {ACTIVE_NAME} AS name, coalesce(naming.keywords, t.keywords) AS keywords,
+           items[..$items] AS items, count(DISTINCT u) AS users
     """,
     topic_id="topic-1",
     items=10,

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from graph_schema.statements.models import MODEL_VERSIONS
+from graph_schema.statements.models import ONE_MODEL_VERSION
 from kgrec.config import Settings
 from kgrec.gate_experiments import (
     CandidateExperiment,
@@ -123,7 +123,7 @@ def run_training(
         published = already_published(gateway, version)
     if published is not None:
         if settings.gate_experiment:  # an earlier delivery may have died before starting its experiment
-            row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+            row = next(iter(gateway.read(ONE_MODEL_VERSION, {"version": version})), None)
             if row is not None:
                 CandidateExperiment(settings).resume(row)
         return published

@@ -46,6 +46,7 @@ from graph_schema.statements.models import (
     DELETE_VERSION_EMBEDDINGS,
     MARK_VERSION_READY,
     MODEL_VERSIONS,
+    ONE_MODEL_VERSION,
     RECORD_GATE_DECISION,
     WRITE_EMBEDDINGS,
 )
@@ -130,7 +131,7 @@ def place_staged(staged: Mapping[Path, Path], admitted: Callable[[], None]) -> N
 def still_owned(gateway: GraphGateway, version: str, owner: str) -> None:
     """Return when the write-back holding ``owner`` still owns ``version``; :class:`VersionSuperseded`
     when another delivery owns it now (or it is gone)."""
-    row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+    row = next(iter(gateway.read(ONE_MODEL_VERSION, {"version": version})), None)
     if row is None or row["owner"] != owner:
         raise VersionSuperseded(version)
 
@@ -512,7 +513,7 @@ def already_published(gateway: GraphGateway, version: str) -> dict[str, Any] | N
     instead of rewriting a version that may be serving (it first carries out a promotion left
     unfinished: :func:`promotion_unfinished`). A version its job left unsettled is written again.
     """
-    row = next((v for v in gateway.read(MODEL_VERSIONS) if v["id"] == version), None)
+    row = next(iter(gateway.read(ONE_MODEL_VERSION, {"version": version})), None)
     if row is None or row["status"] != "ready" or not settled(row):
         return None
     gate = row["gate_decision"] and {"decision": row["gate_decision"], "reason": row["gate_reason"]}
