@@ -27,6 +27,7 @@ from app.graph import settings
 from app.params import bad_parameter, query_values
 from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument, Query
 from kgrec.config import Settings
+from kgrec.limits import ID_PATTERN, ID_RULE
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -134,6 +135,19 @@ def _secure_reads(app: Flask, document: dict[str, Any], configured: Settings) ->
             operation["security"] = copy.deepcopy(READ_SECURITY[needed])
 
 
+def _describe_ids(node: Any) -> None:
+    """Append the id rule in words to the description of every id schema under ``node``: its pattern
+    cannot state all of it, and a field's own description replaces the one its type would carry."""
+    if isinstance(node, dict):
+        if node.get("pattern") == ID_PATTERN and ID_RULE not in node.get("description", ""):
+            node["description"] = "; ".join(filter(None, (node.get("description"), ID_RULE)))
+        for value in node.values():
+            _describe_ids(value)
+    elif isinstance(node, list):
+        for value in node:
+            _describe_ids(value)
+
+
 def openapi_document(app: Flask | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app`` (default: the current one)."""
     target = app or current_app._get_current_object()  # type: ignore[attr-defined]
@@ -146,6 +160,7 @@ def openapi_document(app: Flask | None = None) -> dict[str, Any]:
             for operation in operations.values():
                 _complete(operation)
         _secure_reads(target, document, configured)
+        _describe_ids(document)
         cached = target.extensions["kgrec.openapi"] = document
     return cached
 

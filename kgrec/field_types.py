@@ -27,8 +27,23 @@ from kgrec.limits import (
 
 SHOWN_CHARACTERS = 60  # how much of a refused value an error message quotes
 
-# 1..MAX_ID_LENGTH characters, not only white space, no control characters (see kgrec.limits.id_problem).
-Id = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+
+def _id_rule(value: str) -> str:
+    # What ID_PATTERN does not state (Unicode NFC, "." and ".."): the rest of the one id rule,
+    # kgrec.limits.id_problem.
+    if (problem := id_problem(value)) is not None:
+        raise PydanticCustomError("string_id_rule", "{problem}", {"problem": problem})
+    return value
+
+
+# 1..MAX_ID_LENGTH characters, not only white space, no control or format characters, in NFC, not
+# "." or ".." (see kgrec.limits.id_problem).
+Id = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN),
+    AfterValidator(_id_rule),
+]
 
 # An HTML form sends an empty field for "no filter": "" reads as None.
 OptionalId = Annotated[Literal[""] | Id, AfterValidator(lambda value: value or None)]

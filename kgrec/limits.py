@@ -8,20 +8,62 @@ Ids (users, items, brands, categories, sessions, events, jobs) are 1 to
 ``MAX_ID_LENGTH`` characters, with no control characters (U+0000 to U+001F and
 U+007F) and no white space at either end (FalkorDB 4.16 crashes when a
 uniquely-constrained ``id`` ends in white space, and " a" and "a" would read as
-one id to people anyway).
+one id to people anyway), in Unicode NFC, with no format character (category
+Cf), and not "." or "..": each of those looks the same as, or addresses the same
+URL as, another id.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_ID_LENGTH = 256
+# Where Unicode assigns anything but private use: planes 0 to 3 and 14. Scanning all 17 planes would
+# cost every process 0.4 s at import; tests/test_field_reasons.py checks that no other plane holds a format
+# character under this Python's Unicode database.
+_ASSIGNED_PLANES = (range(0x40000), range(0xE0000, 0xF0000))
+
+
+def _class_body(code_points: list[int]) -> str:
+    """``code_points`` (ascending) as the inside of a regex character class, in ranges. Python,
+    pydantic's Rust regex and ECMA 262 share the \\uXXXX escape but none above U+FFFF, so those
+    characters are written as themselves (ECMA 262 reads each as one character under the u flag,
+    ajv's default for patterns)."""
+    ranges: list[list[int]] = []
+    for code in code_points:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+
+    def one(code: int) -> str:
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    return "".join(one(low) if low == high else f"{one(low)}-{one(high)}" for low, high in ranges)
+
+
+# Format characters (Unicode category Cf: the soft hyphen, U+200B to U+200F, direction overrides,
+# U+FEFF, the tag characters...) from this Python's Unicode database, so ID_PATTERN and id_problem
+# read one list: invisible, so an id holding one looks the same as an id without it.
+_FORMAT = _class_body(
+    [c for plane in _ASSIGNED_PLANES for c in plane if unicodedata.category(chr(c)) == "Cf"]
+)
 # The same rule as a regular expression that JSON Schema (ECMA 262) and Python both read the same way.
 # White space is spelled out rather than written \s: regex engines disagree on what \s holds
 # (U+0085, U+FEFF), and this set is exactly what Python's str.strip() removes.
 _EDGE = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-ID_PATTERN = rf"^[^{_EDGE}](?:[^\x00-\x1f\x7f]*[^{_EDGE}])?$"
+# Unicode NFC and "." / ".." are checked by id_problem alone, and stated in each id's description
+# (ID_RULE): no pattern states NFC without look-around, which pydantic's regex engine lacks, and
+# spelling out "not . or .." would repeat each of the pattern's character classes (README, "Bad input").
+ID_PATTERN = rf"^[^{_EDGE}{_FORMAT}](?:[^\x00-\x1f\x7f{_FORMAT}]*[^{_EDGE}{_FORMAT}])?$"
+# The id rule in words, for each id's description in /openapi.json, with what the pattern does not state.
+ID_RULE = (
+    "an id: besides the pattern (no white space at either end, no control or format characters), "
+    "in Unicode NFC ('é' as U+00E9, not 'e' + U+0301) and not '.' or '..'"
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FORMAT_CHARACTER = re.compile(f"[{_FORMAT}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # POST /v1/events and the bulk importers
@@ -93,6 +135,16 @@ def id_problem(value: object) -> str | None:
         return f"is not valid Unicode: a lone surrogate U+{ord(found[0]):04X} at character {found.start()}"
     if value != value.strip():
         return "must not start or end with white space"
+    # An id is an opaque key the client sends again, so it is refused rather than normalised: a
+    # stored id silently changed would no longer be the one the client holds. Each of these looks
+    # the same as, or addresses the same URL as, another id.
+    if not unicodedata.is_normalized("NFC", value):
+        return "must be in Unicode normalization form NFC (composed: 'é' as U+00E9, not 'e' + U+0301)"
+    if found := _FORMAT_CHARACTER.search(value):
+        code = ord(found[0])
+        return f"must not contain invisible format characters (U+{code:04X} at character {found.start()})"
+    if value in (".", ".."):
+        return "must not be '.' or '..': browsers and HTTP clients collapse those URL path segments"
     return None
 
 

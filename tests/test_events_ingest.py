@@ -19,7 +19,15 @@ from graph_schema.statements.events import PRUNE_FADED_EDGES, PRUNE_OLD_EVENTS
 from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.erasure import user_hash
-from kgrec.events.ingest import EventsRefused, IngestResult, commit, ingest, prepare, refusals_read_the_graph
+from kgrec.events.ingest import (
+    EventsRefused,
+    IngestResult,
+    commit,
+    ingest,
+    normalised_tag,
+    prepare,
+    refusals_read_the_graph,
+)
 from kgrec.events.validation import validate_batch
 from kgrec.gateway import GraphGateway
 from tests.passing_gateway import PassingGateway
@@ -481,3 +489,7 @@ def test_a_resend_whose_value_is_written_another_way_has_the_same_content_hash()
         == events({**base, "value": 1000.0})[0].content_hash()
     )
     assert events({**base, "value": 1})[0].content_hash() != hashes["0"]
+
+
+def test_a_tag_typed_composed_or_decomposed_is_one_tag() -> None:
+    assert normalised_tag("Cafe\u0301") == normalised_tag("Caf\u00e9") == "caf\u00e9"

@@ -4,6 +4,9 @@ the catalogue's and the event contract's field reasons)."""
 from __future__ import annotations
 
 import json
+import re
+import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,9 @@ from graph_schema.relation_names import RelationNameError, relation_problem, rel
 from kgrec.catalogue import error_problems, validate_items
 from kgrec.config import Settings
 from kgrec.events.validation import validate_batch
-from kgrec.field_types import shown
+from kgrec.field_types import Id, shown
 from kgrec.impression_ids import RecommendationIdField
-from kgrec.limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH, kind_problem
+from kgrec.limits import ID_PATTERN, ID_RULE, MAX_ID_LENGTH, MAX_TEXT_LENGTH, id_problem, kind_problem
 from kgrec.relation_sentences import SentenceTemplateError, load_sentences
 from kgrec.rules import validate_rule
 
@@ -300,3 +303,42 @@ def test_a_name_ending_in_a_newline_is_refused_everywhere(tmp_path: Path) -> Non
     path.write_text('[item_entity]\n"origin\\n" = "{target} {entity}"\n', encoding="utf-8")
     with pytest.raises(SentenceTemplateError, match="origin"):
         load_sentences(path)
+
+
+def test_the_id_pattern_refuses_every_format_character_the_id_rule_refuses() -> None:
+    """The pattern /openapi.json publishes states the format-character part of the id rule, so a
+    client (or a fuzzer) that follows it never sends an id the service refuses for one. All 17
+    planes are scanned here, though kgrec.limits reads only those Unicode assigns."""
+    pattern, adapter = re.compile(ID_PATTERN), TypeAdapter(Id)
+    formats = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert {"\u00ad", "\u200b", "\u202e", "\ufeff", "\U000e0067"} <= set(formats)
+    for character in formats:
+        for value in (f"{character}a", f"a{character}b", f"a{character}"):
+            assert pattern.fullmatch(value) is None, ascii(value)
+            assert "invisible format characters" in (id_problem(value) or ""), ascii(value)
+            with pytest.raises(ValidationError) as refused:  # pydantic's own regex engine agrees
+                adapter.validate_python(value)
+            assert refused.value.errors()[0]["type"] == "string_pattern_mismatch", ascii(value)
+    for value in ("café", "😀", "👍🏽", "日本語", "a.b", "..."):
+        assert pattern.fullmatch(value) and id_problem(value) is None, value
+
+
+def test_every_id_in_the_openapi_document_states_what_its_pattern_does_not(settings: Settings) -> None:
+    """NFC and "." / ".." are in each id's description, the field's own description kept."""
+    found: list[dict] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            found.extend([node] if node.get("pattern") == ID_PATTERN else [])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    document = openapi_document(create_app(settings))
+    walk(document)
+    assert len(found) > 50 and "NFC" in ID_RULE and "'..'" in ID_RULE
+    assert [node for node in found if ID_RULE not in node.get("description", "")] == []
+    brand = document["components"]["schemas"]["BrandTarget"]["properties"]["brand"]
+    assert brand["description"] == f"every item of this brand; {ID_RULE}"

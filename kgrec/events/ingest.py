@@ -35,6 +35,7 @@ entity; the co-purchase relations always point at items, as in an import.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -71,8 +72,9 @@ class EventsRefused(ValueError):
 
 def normalised_tag(tag: str) -> str:
     """A tag's node id: lower case, words split at any invisible characters (white space, zero-width
-    spaces, controls: :func:`kgrec.events.validation.visible_words`) joined by single spaces."""
-    return " ".join(visible_words(tag.lower()))
+    spaces, controls: :func:`kgrec.events.validation.visible_words`) joined by single spaces, in
+    Unicode NFC, so a tag typed composed or decomposed ("Café") is one Tag node."""
+    return " ".join(visible_words(unicodedata.normalize("NFC", tag.lower())))
 
 
 def _on_items(event: Event) -> bool:
