@@ -11,6 +11,7 @@ from pydantic_core import ErrorDetails
 from app.errors import ApiError
 from app.schemas import PATH_ID
 from kgrec.field_types import shown, string_reason
+from kgrec.limits import stored_id_problem
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -50,8 +51,11 @@ def bad_parameter(exc: ValidationError) -> ApiError:
     return ApiError(400, "bad_request", _detail(name, error), field=name)
 
 
-def checked_path_id(name: str, value: str) -> str:
-    """A path id that follows the id rule, or a 400 naming the path parameter and showing the value."""
+def checked_path_id(name: str, value: str, *, stored: bool = False) -> str:
+    """A path id that follows the id rule, or a 400 naming the path parameter and showing the value;
+    ``stored``: any id the graph may hold (:func:`kgrec.limits.stored_id_problem`), for an erasure."""
+    if stored and stored_id_problem(value) is None:
+        return value
     try:
         return PATH_ID.validate_python(value)
     except ValidationError as exc:

@@ -20,6 +20,9 @@ from app.params import checked_path_id, percent_decoded
 # View arguments that hold a path of the API, not one id (the console's read proxy), checked by
 # their view with relayed_path.
 RELAYED_PATHS = frozenset({"_rest"})
+# Routes whose path ids may be any id the graph holds, not only one the id rule takes today: an
+# erasure must reach a user stored before the rule refused lookalikes (kgrec.limits.stored_id_problem).
+STORED_ID_ROUTES = frozenset({"users.erase_user"})
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -50,9 +53,11 @@ def install_raw_path_routing(app: Flask) -> None:
         # Every id in a path is decoded and checked here, once, before any view runs. A relayed path
         # is checked by its view (relayed_path), after the view's own sign-in check: a signed-out
         # request learns nothing about the id rule, as the API's access check before this ensures.
+        stored = _endpoint in STORED_ID_ROUTES
         for name, value in (values or {}).items():
             if isinstance(value, str) and name not in RELAYED_PATHS:
-                values[name] = checked_path_id(name, percent_decoded(value, name))  # type: ignore[index]
+                decoded = percent_decoded(value, name)
+                values[name] = checked_path_id(name, decoded, stored=stored)  # type: ignore[index]
 
 
 def relayed_path(value: str, name: str = "_rest") -> str:

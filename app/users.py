@@ -35,7 +35,8 @@ def interests(user_id: str, query: InterestsQuery) -> Response:
         ),
     },
     access="erase",
-    user_id="the user",
+    user_id="the user: also an id stored before 2026-12-07 that today's id rule refuses (not NFC, a "
+    "format character, '.' or '..'), so that every stored user can be erased",
 )
 def erase_user(user_id: str) -> Response:
     """Erase a user: node, edges, embeddings and their share of popularity (one statement), and

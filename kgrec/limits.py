@@ -121,6 +121,27 @@ MAX_EPOCHS = 500
 
 def id_problem(value: object) -> str | None:
     """Why ``value`` is not a valid id, worded to follow the id's name ("user_id is empty"); None if valid."""
+    if (problem := stored_id_problem(value)) is not None:
+        return problem
+    # An id is an opaque key the client sends again, so it is refused rather than normalised: a
+    # stored id silently changed would no longer be the one the client holds. Each of these looks
+    # the same as, or addresses the same URL as, another id.
+    assert isinstance(value, str)
+    if not unicodedata.is_normalized("NFC", value):
+        return "must be in Unicode normalization form NFC (composed: 'é' as U+00E9, not 'e' + U+0301)"
+    if found := _FORMAT_CHARACTER.search(value):
+        code = ord(found[0])
+        return f"must not contain invisible format characters (U+{code:04X} at character {found.start()})"
+    if value in (".", ".."):
+        return "must not be '.' or '..': browsers and HTTP clients collapse those URL path segments"
+    return None
+
+
+def stored_id_problem(value: object) -> str | None:
+    """Why ``value`` cannot be an id the graph holds, as :func:`id_problem` words it; None if it can.
+
+    The id rule before 2026-12-07 (no NFC, format-character or dot checks): the graph may hold ids
+    that only this allows, and erasure must still reach them (``DELETE /v1/users/{user_id}``)."""
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
     if not value:
@@ -135,16 +156,6 @@ def id_problem(value: object) -> str | None:
         return f"is not valid Unicode: a lone surrogate U+{ord(found[0]):04X} at character {found.start()}"
     if value != value.strip():
         return "must not start or end with white space"
-    # An id is an opaque key the client sends again, so it is refused rather than normalised: a
-    # stored id silently changed would no longer be the one the client holds. Each of these looks
-    # the same as, or addresses the same URL as, another id.
-    if not unicodedata.is_normalized("NFC", value):
-        return "must be in Unicode normalization form NFC (composed: 'é' as U+00E9, not 'e' + U+0301)"
-    if found := _FORMAT_CHARACTER.search(value):
-        code = ord(found[0])
-        return f"must not contain invisible format characters (U+{code:04X} at character {found.start()})"
-    if value in (".", ".."):
-        return "must not be '.' or '..': browsers and HTTP clients collapse those URL path segments"
     return None
 
 

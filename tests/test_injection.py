@@ -283,6 +283,12 @@ def test_lookalike_ids_are_refused_by_events_catalogue_paths_filters_and_importe
     assert response.status_code == 400 and LOOKALIKES[lookalike] in response.text, response.text
     response = get(api, "/v1/users/u/recommendations", brand=lookalike)
     assert response.status_code == 400 and LOOKALIKES[lookalike] in response.text, response.text
+    # a user stored under such an id before the rule refused it can still be erased
+    gateway.run_query("CREATE (:User {id: $id})", {"id": lookalike})
+    erased = requests.delete(f"{api.url}/v1/users/{escaped}", headers=auth, timeout=30)
+    assert erased.status_code == 200 and erased.json()["erased"] is True, erased.text
+    assert gateway.run_query("MATCH (u:User {id: $id}) RETURN u.id AS id", {"id": lookalike}) == []
+    gateway.run_query("MATCH (g:Erasure {id: $id}) DELETE g", {"id": user_hash(lookalike)})
     # the bulk import follows the same rule: the row is rejected, naming why
     events_file = tmp_path / "events.csv"
     events_file.write_text(f"event_id,user_id,item_id,type,ts\nlook-1,{lookalike},i,view,{now}\n", "utf-8")
