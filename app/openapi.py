@@ -25,9 +25,10 @@ from swagger_ui_bundle import swagger_ui_path
 from app.auth import ReadKey, declared_access, read_key, route_template
 from app.graph import settings
 from app.params import bad_parameter, query_values
+from app.raw_path import STORED_ID_ROUTES
 from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument, Query
 from kgrec.config import Settings
-from kgrec.limits import ID_PATTERN, ID_RULE
+from kgrec.limits import ID_PATTERN, ID_RULE, STORED_ID_PATTERN
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -135,6 +136,18 @@ def _secure_reads(app: Flask, document: dict[str, Any], configured: Settings) ->
             operation["security"] = copy.deepcopy(READ_SECURITY[needed])
 
 
+def _publish_stored_ids(app: Flask, document: dict[str, Any]) -> None:
+    """The path ids of :data:`app.raw_path.STORED_ID_ROUTES` with the pattern they are checked
+    against (any id the graph may hold), so that a client following the document can send them."""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in STORED_ID_ROUTES:
+            for method in rule.methods or ():
+                operation = document["paths"].get(route_template(rule.rule), {}).get(method.lower())
+                for parameter in (operation or {}).get("parameters", []):
+                    if parameter["in"] == "path":
+                        parameter["schema"] = {**parameter["schema"], "pattern": STORED_ID_PATTERN}
+
+
 def _describe_ids(node: Any) -> None:
     """Append the id rule in words to the description of every id schema under ``node``: its pattern
     cannot state all of it, and a field's own description replaces the one its type would carry."""
@@ -160,6 +173,7 @@ def openapi_document(app: Flask | None = None) -> dict[str, Any]:
             for operation in operations.values():
                 _complete(operation)
         _secure_reads(target, document, configured)
+        _publish_stored_ids(target, document)
         _describe_ids(document)
         cached = target.extensions["kgrec.openapi"] = document
     return cached

@@ -21,8 +21,9 @@ from app.params import checked_path_id, percent_decoded
 # their view with relayed_path.
 RELAYED_PATHS = frozenset({"_rest"})
 # Routes whose path ids may be any id the graph holds, not only one the id rule takes today: an
-# erasure must reach a user stored before the rule refused lookalikes (kgrec.limits.stored_id_problem).
-STORED_ID_ROUTES = frozenset({"users.erase_user"})
+# erasure, a rule's deletion and an item's delisting must reach what was stored before the rule
+# refused lookalikes (kgrec.limits.stored_id_problem), or it could never be removed.
+STORED_ID_ROUTES = frozenset({"users.erase_user", "rules.delete_rule", "catalogue.delete_item"})
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

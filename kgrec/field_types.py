@@ -94,6 +94,7 @@ DATE_TIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 _DATE_TIME = re.compile(DATE_TIME_PATTERN, re.ASCII)
+_LEAP = re.compile(r"^([0-9-]{10}T[0-9]{2}:[0-9]{2}:)60", re.ASCII)
 _LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 # A number as text: digits, an optional sign, fraction and exponent (ASCII only: no "1_000", no "١٢").
@@ -147,7 +148,8 @@ def epoch_ms(value: object) -> int:
             raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": label})
         return int(number)
     try:
-        moment = datetime.fromisoformat(value) if _DATE_TIME.fullmatch(value) else None
+        # RFC 3339 allows a leap second (:60), which datetime cannot hold: read as the second before
+        moment = datetime.fromisoformat(_LEAP.sub(r"\g<1>59", value)) if _DATE_TIME.fullmatch(value) else None
     except ValueError:  # the shape of one, but no such time: month 13, 25 o'clock
         moment = None
     if moment is None:
@@ -168,7 +170,7 @@ def cell_time(text: str) -> object:
     only, so a number written in it (digits, sign, fraction, exponent) is that number, epoch
     milliseconds, and any other text stays text, read by :func:`epoch_ms` as a date-time."""
     stripped = text.strip()
-    return Decimal(stripped) if _NUMBER_TEXT.fullmatch(stripped) else text
+    return Decimal(stripped) if _NUMBER_TEXT.fullmatch(stripped) else stripped
 
 
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time", "pattern": DATE_TIME_PATTERN})]

@@ -57,6 +57,9 @@ _EDGE = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000
 # (ID_RULE): no pattern states NFC without look-around, which pydantic's regex engine lacks, and
 # spelling out "not . or .." would repeat each of the pattern's character classes (README, "Bad input").
 ID_PATTERN = rf"^[^{_EDGE}{_FORMAT}](?:[^\x00-\x1f\x7f{_FORMAT}]*[^{_EDGE}{_FORMAT}])?$"
+# The rule before the lookalike checks (stored_id_problem): what the graph may hold, so what the
+# routes that must reach every stored id (an erasure) publish.
+STORED_ID_PATTERN = rf"^[^{_EDGE}](?:[^\x00-\x1f\x7f]*[^{_EDGE}])?$"
 # The id rule in words, for each id's description in /openapi.json, with what the pattern does not state.
 ID_RULE = (
     "an id: besides the pattern (no white space at either end, no control or format characters), "

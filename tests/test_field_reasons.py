@@ -21,9 +21,17 @@ from graph_schema.relation_names import RelationNameError, relation_problem, rel
 from kgrec.catalogue import error_problems, validate_items
 from kgrec.config import Settings
 from kgrec.events.validation import validate_batch
-from kgrec.field_types import Id, shown
+from kgrec.field_types import Id, cell_time, epoch_ms, shown
 from kgrec.impression_ids import RecommendationIdField
-from kgrec.limits import ID_PATTERN, ID_RULE, MAX_ID_LENGTH, MAX_TEXT_LENGTH, id_problem, kind_problem
+from kgrec.limits import (
+    ID_PATTERN,
+    ID_RULE,
+    MAX_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+    STORED_ID_PATTERN,
+    id_problem,
+    kind_problem,
+)
 from kgrec.relation_sentences import SentenceTemplateError, load_sentences
 from kgrec.rules import validate_rule
 
@@ -241,6 +249,7 @@ TIMES = [
     ("2023-11-14T22:13:20Z", 1_700_000_000_000),
     ("2023-11-14T23:13:20+01:00", 1_700_000_000_000),
     ("2023-11-14T22:13:20.0019Z", 1_700_000_000_001),  # finer than a millisecond: truncated
+    ("2016-12-31T23:59:60Z", 1_483_228_799_000),  # RFC 3339's leap second: read as the second before
 ]
 NOT_TIMES = [
     (1.5, "1.5 is not a whole number of epoch milliseconds"),
@@ -342,3 +351,17 @@ def test_every_id_in_the_openapi_document_states_what_its_pattern_does_not(setti
     assert [node for node in found if ID_RULE not in node.get("description", "")] == []
     brand = document["components"]["schemas"]["BrandTarget"]["properties"]["brand"]
     assert brand["description"] == f"every item of this brand; {ID_RULE}"
+    # the routes that remove what is stored publish the rule they check: any id the graph may hold
+    for path, method in (
+        ("/v1/users/{user_id}", "delete"),
+        ("/v1/rules/{rule_id}", "delete"),
+        ("/v1/items/{item_id}", "delete"),
+    ):
+        (parameter,) = [p for p in document["paths"][path][method]["parameters"] if p["in"] == "path"]
+        assert parameter["schema"]["pattern"] == STORED_ID_PATTERN, path
+    assert re.search(STORED_ID_PATTERN, "u1\u200b") and not re.search(ID_PATTERN, "u1\u200b")
+
+
+def test_an_import_cells_time_is_read_with_its_surrounding_spaces_cut() -> None:
+    for raw, ms in TIMES:
+        assert epoch_ms(cell_time(f" {raw} ")) == ms, raw

@@ -289,6 +289,11 @@ def test_lookalike_ids_are_refused_by_events_catalogue_paths_filters_and_importe
     assert erased.status_code == 200 and erased.json()["erased"] is True, erased.text
     assert gateway.run_query("MATCH (u:User {id: $id}) RETURN u.id AS id", {"id": lookalike}) == []
     gateway.run_query("MATCH (g:Erasure {id: $id}) DELETE g", {"id": user_hash(lookalike)})
+    # and an item stored so can still be delisted (rules' deletion takes stored ids the same way)
+    gateway.run_query("CREATE (:Item {id: $id})", {"id": lookalike})
+    delisted = requests.delete(f"{api.url}/v1/items/{escaped}", headers=auth, timeout=30)
+    assert delisted.status_code == 200 and delisted.json()["item_id"] == lookalike, delisted.text
+    gateway.run_query("MATCH (i:Item {id: $id}) DETACH DELETE i", {"id": lookalike})
     # the bulk import follows the same rule: the row is rejected, naming why
     events_file = tmp_path / "events.csv"
     events_file.write_text(f"event_id,user_id,item_id,type,ts\nlook-1,{lookalike},i,view,{now}\n", "utf-8")

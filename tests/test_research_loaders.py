@@ -857,3 +857,9 @@ def test_one_stray_large_id_creates_no_phantom_items(tmp_path: Path) -> None:
     dataset_kgcn = KgcnDataset(kgcn)
     assert [i.item_id for i in dataset_kgcn.items()] == ["0", "1", "7", "99999999999"]
     assert list(dataset_kgcn.triples())[1] == TripleRecord("7", "r0", "e:100000000000")
+
+
+def test_a_movielens_tag_typed_decomposed_is_the_composed_tags_entity() -> None:
+    # kgrec makes the tag's entity id, so it normalises it (NFC), as tag events' tags are: the
+    # id rule refuses an id that is not NFC, and a decomposed "Café" row was dropped
+    assert tag_entity_id("Cafe\u0301  Noir") == tag_entity_id("Caf\u00e9 noir") == "tag:caf\u00e9 noir"

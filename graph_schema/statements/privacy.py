@@ -48,7 +48,9 @@ from graph_schema.statements.topics import ABOUT_REVISION
 # The ABOUT writers' lock comes first (the lock order beside ABOUT_REVISION): the statement locks
 # every version the user has an embedding in (their POPULARITY_ADJUSTMENT edges, `adjusted_at`),
 # and on Neo4j a switch holding that lock while writing every version would otherwise deadlock
-# with it.
+# with it. Each shared TAGGED count the user's tags added to is read under that edge's write lock
+# (write_lock set first), so another user's tag ingested meanwhile is either in what is read or
+# waits for the erasure, never overwritten by it (Neo4j; FalkorDB runs writes one at a time).
 ERASE_USER = write(
     "erase_user",
     ABOUT_REVISION
@@ -90,10 +92,11 @@ ERASE_USER = write(
          max(CASE WHEN m.active = true THEN size(counted) ELSE 0 END) AS adjusted
     OPTIONAL MATCH (u)-[ut:USED_TAG]->(g:Tag)
     OPTIONAL MATCH (:Item {{id: ut.item_id}})-[tagged:TAGGED]->(g)
+    FOREACH (locked IN CASE WHEN tagged IS NULL THEN [] ELSE [tagged] END | SET locked.write_lock = true)
     WITH u, interactions, interests, embeddings, adjusted, g, tagged,
          coalesce(tagged.count, 0) - coalesce(ut.count, 0) AS remaining
     FOREACH (kept IN CASE WHEN tagged IS NOT NULL AND remaining > 0 THEN [tagged] ELSE [] END |
-        SET kept.count = remaining)
+        SET kept.count = remaining, kept.write_lock = null)
     FOREACH (emptied IN CASE WHEN tagged IS NOT NULL AND remaining <= 0 THEN [tagged] ELSE [] END |
         DELETE emptied)
     WITH u, interactions, interests, embeddings, adjusted, collect(DISTINCT g) AS used

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -44,8 +45,9 @@ def release_year(title: str) -> str | None:
 
 
 def tag_entity_id(tag: str) -> str:
-    """The entity id of a tag: ``tag:`` + the tag lower-cased, runs of white space made one space."""
-    return TAG_PREFIX + " ".join(tag.split()).lower()
+    """The entity id of a tag: ``tag:`` + the tag lower-cased, runs of white space made one space, in
+    Unicode NFC (kgrec makes this id, so it normalises it, as tag events' tags are)."""
+    return TAG_PREFIX + unicodedata.normalize("NFC", " ".join(tag.split()).lower())
 
 
 def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[TripleRecord, str]:

@@ -79,7 +79,7 @@
   function sampleRatio(x) {
     if (!x.sample_ratio_users) return K.el("span", { class: "muted" }, "Sample ratio: not counted (the experiment started before per-user totals).");
     const users = x.sample_ratio_users.map((n, i) => `${x.variants[i].name} ${K.number(n, 0)}`).join(", ");
-    const text = `Sample ratio: users ${users} against the traffic shares, χ² p = ${K.number(x.sample_ratio_p, 3)}`;
+    const text = `Sample ratio: users ${users} against the traffic shares, χ² p = ${x.sample_ratio_p !== null && x.sample_ratio_p < 0.001 ? x.sample_ratio_p.toExponential(1) : K.number(x.sample_ratio_p, 3)}`;
     return x.sample_ratio_mismatch
       ? K.el("strong", { class: "error", role: "alert" }, `${text}: the split is broken (p < 0.001), distrust these results.`)
       : K.el("span", { class: "muted" }, `${text}.`);
