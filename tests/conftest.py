@@ -154,3 +154,13 @@ def small_api(
     tmp = tmp_path_factory.mktemp("small-api")
     with served_subset(settings, shared_data, tmp, users=100, prefix="small", key=SMALL_API_KEY) as api:
         yield api
+
+
+@pytest.fixture
+def sessions_redis(settings: Settings, graph_server: EmbeddedServer | None) -> str:
+    """A running Redis for the console's session nonces (the test session's graph server, or
+    REDIS_URL on Neo4j), for an app whose own graph stays away (its data directory has no server)."""
+    info = graph_server.running() if graph_server is not None else None
+    url = info.redis_url() if info is not None else settings.redis_url
+    assert url, "on Neo4j the tests need REDIS_URL"
+    return url

@@ -25,16 +25,6 @@ from tests.processes import ApiProcess, free_port
 KEY = "console-session-key"
 
 
-@pytest.fixture
-def sessions_redis(settings: Settings, graph_server: EmbeddedServer | None) -> str:
-    """A running Redis for the console's session nonces (the test session's graph server, or
-    REDIS_URL on Neo4j); the app's graph stays away (its data directory has no server)."""
-    info = graph_server.running() if graph_server is not None else None
-    url = info.redis_url() if info is not None else settings.redis_url
-    assert url, "on Neo4j the tests need REDIS_URL"
-    return url
-
-
 def console_app(tmp_path: Path, redis_url: str, **overrides: object) -> Flask:
     """The API app with one key, the given settings, and ``redis_url`` for its sessions."""
     settings = Settings(data_dir=tmp_path / "var", api_keys=(KEY,), redis_url=redis_url, **overrides)  # type: ignore[arg-type]

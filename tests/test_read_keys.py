@@ -32,9 +32,9 @@ CASES = {
 }
 
 
-def app_for(tmp_path: Path, overrides: dict[str, Any]) -> Flask:
-    """The API app with a storefront's key and ``overrides``."""
-    return create_app(Settings(data_dir=tmp_path / "var", api_keys=(SHOP,), **overrides))
+def app_for(tmp_path: Path, overrides: dict[str, Any], redis_url: str | None = None) -> Flask:
+    """The API app with a storefront's key and ``overrides`` (``redis_url``: the console's sessions)."""
+    return create_app(Settings(data_dir=tmp_path / "var", api_keys=(SHOP,), redis_url=redis_url, **overrides))
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -59,8 +59,10 @@ def signed_in_api_base(client: FlaskClient, key: str) -> str:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_every_reads_documented_security_is_what_the_server_enforces(tmp_path: Path, case: str) -> None:
-    app = app_for(tmp_path, CASES[case])
+def test_every_reads_documented_security_is_what_the_server_enforces(
+    tmp_path: Path, case: str, sessions_redis: str
+) -> None:
+    app = app_for(tmp_path, CASES[case], sessions_redis)
     client = app.test_client()
     document = client.get("/openapi.json").get_json()
     reads = {path: operations["get"] for path, operations in document["paths"].items() if "get" in operations}
