@@ -47,7 +47,7 @@ def ratings(datasets_dir: Path) -> list[dict[str, str]]:
                 "user_id": r["userId"],
                 "item_id": r["movieId"],
                 "type": "rating",
-                "ts": r["timestamp"],
+                "ts": str(int(r["timestamp"]) * 1000),  # MovieLens gives seconds; kgrec takes ms
                 "value": r["rating"],
             }
             for i, r in enumerate(csv.DictReader(handle))
@@ -97,7 +97,7 @@ def bench_api(rows: list[dict[str, str]], scratch: Path, clients: int) -> dict[s
                     "user_id": r["user_id"],
                     "item_id": r["item_id"],
                     "type": "rating",
-                    "ts": int(r["ts"]) * 1000,
+                    "ts": int(r["ts"]),
                     "value": float(r["value"]),
                 }
                 for r in rows
