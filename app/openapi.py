@@ -28,7 +28,7 @@ from app.params import bad_parameter, query_values
 from app.raw_path import STORED_ID_ROUTES
 from app.schemas import NON_JSON_ANSWERS, OPTIONAL_BODIES, PATH_ID, Error, OpenApiDocument, Query
 from kgrec.config import Settings
-from kgrec.limits import ID_PATTERN, ID_RULE, STORED_ID_PATTERN
+from kgrec.limits import ID_PATTERN, ID_RULE, STORED_ID_PATTERN, STORED_ID_RULE
 
 # Not named "openapi": spectree leaves endpoints whose names start with that out of the document.
 bp = Blueprint("api_docs", __name__)
@@ -138,7 +138,8 @@ def _secure_reads(app: Flask, document: dict[str, Any], configured: Settings) ->
 
 def _publish_stored_ids(app: Flask, document: dict[str, Any]) -> None:
     """The path ids of :data:`app.raw_path.STORED_ID_ROUTES` with the pattern they are checked
-    against (any id the graph may hold), so that a client following the document can send them."""
+    against (any id the graph may hold) and that rule in words (:data:`kgrec.limits.STORED_ID_RULE`),
+    so that a client following the document can send them."""
     for rule in app.url_map.iter_rules():
         if rule.endpoint in STORED_ID_ROUTES:
             for method in rule.methods or ():
@@ -146,6 +147,8 @@ def _publish_stored_ids(app: Flask, document: dict[str, Any]) -> None:
                 for parameter in (operation or {}).get("parameters", []):
                     if parameter["in"] == "path":
                         parameter["schema"] = {**parameter["schema"], "pattern": STORED_ID_PATTERN}
+                        described = (parameter.get("description"), STORED_ID_RULE)
+                        parameter["description"] = ": ".join(filter(None, described))
 
 
 def _describe_ids(node: Any) -> None:

@@ -53,7 +53,9 @@ def bad_parameter(exc: ValidationError) -> ApiError:
 
 def checked_path_id(name: str, value: str, *, stored: bool = False) -> str:
     """A path id that follows the id rule, or a 400 naming the path parameter and showing the value;
-    ``stored``: any id the graph may hold (:func:`kgrec.limits.stored_id_problem`), for an erasure."""
+    ``stored``: any id the graph may hold (:func:`kgrec.limits.stored_id_problem`), for the routes that
+    remove what is stored (:data:`app.raw_path.STORED_ID_ROUTES`: a user's erasure, an item's
+    delisting, a rule's deletion)."""
     if stored and stored_id_problem(value) is None:
         return value
     try:

@@ -35,8 +35,7 @@ def interests(user_id: str, query: InterestsQuery) -> Response:
         ),
     },
     access="erase",
-    user_id="the user: also an id stored before 2026-12-07 that today's id rule refuses (not NFC, a "
-    "format character, '.' or '..'), so that every stored user can be erased",
+    user_id="the user",  # and, as every STORED_ID_ROUTES id, kgrec.limits.STORED_ID_RULE (app.openapi)
 )
 def erase_user(user_id: str) -> Response:
     """Erase a user: node, edges, embeddings and their share of popularity (one statement), and

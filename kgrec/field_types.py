@@ -85,7 +85,8 @@ Description = Annotated[
 TIME_FORMS = (
     "epoch milliseconds as a JSON number (never seconds, never a string of digits), or an RFC 3339 "
     "date-time with an offset (Z or ±hh:mm), like 2023-11-14T22:13:20Z; a fraction of a second "
-    "finer than a millisecond is truncated (…20.0019Z reads as …20.001Z)"
+    "finer than a millisecond is truncated (…20.0019Z reads as …20.001Z); a leap second (:60) only at "
+    "23:59 UTC, read as :59"
 )
 # RFC 3339's date-time (section 5.6), upper case T and Z: what the document's pattern states and
 # epoch_ms reads. Without an offset a time is no instant (the sender's local time?), and a date
@@ -100,13 +101,19 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 # A number as text: digits, an optional sign, fraction and exponent (ASCII only: no "1_000", no "١٢").
 _NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_MS, _MINUTE_MS, _LAST_MINUTE = 86_400_000, 60_000, 23 * 60 + 59
 
 
-def _text_problem(value: str) -> str:
-    """Why a string is not a time the API reads, in the words that follow the quoted value."""
+def _refused_text(value: str, problem: str) -> PydanticCustomError:
+    return PydanticCustomError("timestamp", "{value} {problem}", {"value": shown(value), "problem": problem})
+
+
+def _text_problem(value: str, numbers: str) -> str:
+    """Why a string is not a time the API reads, in the words that follow the quoted value; ``numbers``:
+    what a number is read as where the string came from."""
     text = value.strip()
     if _NUMBER_TEXT.fullmatch(text):
-        return "is a string: send epoch milliseconds as a JSON number, or an RFC 3339 date-time"
+        return f"is a string: send {numbers} as a JSON number, or an RFC 3339 date-time"
     if _DATE.fullmatch(text):
         return (
             "is a date without a time of day: send an RFC 3339 date-time with an offset, "
@@ -114,7 +121,7 @@ def _text_problem(value: str) -> str:
         )
     if _LOCAL_TIME.fullmatch(text):
         return "has no offset: add Z (UTC) or ±hh:mm, as RFC 3339 requires"
-    return "is not epoch milliseconds or an RFC 3339 date-time with an offset, like 2023-11-14T22:13:20Z"
+    return f"is not {numbers} or an RFC 3339 date-time with an offset, like 2023-11-14T22:13:20Z"
 
 
 def epoch_ms(value: object) -> int:
@@ -126,7 +133,8 @@ def epoch_ms(value: object) -> int:
     with an offset (:data:`DATE_TIME_PATTERN`): a string of digits, a time without an offset and a
     date alone are refused, each with its own reason. A fraction finer than a millisecond is
     truncated. From 1970 to 9999. (A :class:`~decimal.Decimal` is a number too: an import file's
-    number, :func:`cell_time`.)
+    number, :func:`cell_time`, which messages quote as the cell has it.) A leap second (``:60``) is
+    read as the second before, and only at 23:59 UTC, where RFC 3339 allows one.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise PydanticCustomError(
@@ -136,27 +144,38 @@ def epoch_ms(value: object) -> int:
         )
     if not isinstance(value, str):
         number = Decimal(value)  # exact: no float rounding
+        # a JSON number's digits can be shown (the body parser bounds them); a cell's number is quoted
+        # as written and cut (its Decimal prints all of 100,000 digits, '15e-1' as 1.5)
+        written = shown(value.text) if isinstance(value, CellNumber) else str(value)
         if not number.is_finite() or number != number.to_integral_value():
             raise PydanticCustomError(
-                "timestamp", "{value} is not a whole number of epoch milliseconds", {"value": str(value)}
+                "timestamp", "{value} is not a whole number of epoch milliseconds", {"value": written}
             )
-        # a JSON number's digits can be shown (the body parser bounds them); a file's "1e999999999" not
-        label = str(value) if isinstance(value, Decimal) else int(number)
+        label = int(number) if isinstance(value, int | float) else written
         if number < 0:
             raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": label})
         if number > MAX_EPOCH_MS:  # compared before int(): 1e999999999 must not become an integer
             raise PydanticCustomError("timestamp", "{ts} is after 9999", {"ts": label})
         return int(number)
+    return date_time_ms(value)
+
+
+def date_time_ms(value: str, numbers: str = "epoch milliseconds") -> int:
+    """A time written as text (:func:`epoch_ms`'s reading of a string; :func:`kgrec.datasets.records.
+    parse_timestamp_ms`'s of one that is no number) as epoch milliseconds, or a pydantic ``timestamp``
+    error naming the value; ``numbers``: what the caller reads a number as, for the message."""
     try:
         # RFC 3339 allows a leap second (:60), which datetime cannot hold: read as the second before
         moment = datetime.fromisoformat(_LEAP.sub(r"\g<1>59", value)) if _DATE_TIME.fullmatch(value) else None
     except ValueError:  # the shape of one, but no such time: month 13, 25 o'clock
         moment = None
     if moment is None:
-        raise PydanticCustomError(
-            "timestamp", "{value} {problem}", {"value": shown(value), "problem": _text_problem(value)}
-        )
+        raise _refused_text(value, _text_problem(value, numbers))
     ts = (moment - _EPOCH) // timedelta(milliseconds=1)  # floor: the fraction below a ms is cut
+    # A leap second ends a UTC day: 10:15:60Z is no time, not 10:15:59Z. Read from ts, as the minute
+    # of the UTC day: moment.astimezone(UTC) overflows past 9999 (…23:59:60-01:00).
+    if _LEAP.match(value) and ts % _DAY_MS // _MINUTE_MS != _LAST_MINUTE:
+        raise _refused_text(value, "has second 60, a leap second: RFC 3339 allows it only at 23:59 UTC")
     if ts < 0:
         raise PydanticCustomError("timestamp", "{ts} is before 1970", {"ts": shown(value)})
     if ts > MAX_EPOCH_MS:
@@ -164,13 +183,27 @@ def epoch_ms(value: object) -> int:
     return ts
 
 
+class CellNumber(Decimal):
+    """A number written in an import file's cell (:func:`cell_time`), keeping the cell's text for
+    messages: the Decimal's own would show 100,000 digits whole, '15e-1' as 1.5, '1e99999' as 1E+99999."""
+
+    text: str
+
+    def __new__(cls, text: str) -> CellNumber:
+        """The number ``text`` spells, with ``text`` kept as :attr:`text`."""
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 def cell_time(text: str) -> object:
     """An import file's time cell (``kgrec events import --format csv``'s ``ts``, ``kgrec items
     import``'s ``listed_at`` / ``delisted_at``) as the JSON value it stands for: a cell holds text
     only, so a number written in it (digits, sign, fraction, exponent) is that number, epoch
-    milliseconds, and any other text stays text, read by :func:`epoch_ms` as a date-time."""
+    milliseconds (a :class:`CellNumber`), and any other text stays text, read by :func:`epoch_ms`
+    as a date-time."""
     stripped = text.strip()
-    return Decimal(stripped) if _NUMBER_TEXT.fullmatch(stripped) else stripped
+    return CellNumber(stripped) if _NUMBER_TEXT.fullmatch(stripped) else stripped
 
 
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time", "pattern": DATE_TIME_PATTERN})]

@@ -65,6 +65,12 @@ ID_RULE = (
     "an id: besides the pattern (no white space at either end, no control or format characters), "
     "in Unicode NFC ('é' as U+00E9, not 'e' + U+0301) and not '.' or '..'"
 )
+# What the path id of a route that removes what is stored (app.raw_path.STORED_ID_ROUTES) takes besides
+# today's ids, appended to its description in /openapi.json.
+STORED_ID_RULE = (
+    "also an id stored before 2026-12-07 that today's id rule refuses (not NFC, a format character, "
+    "'.' or '..'), so that everything stored can be removed"
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FORMAT_CHARACTER = re.compile(f"[{_FORMAT}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -140,11 +146,19 @@ def id_problem(value: object) -> str | None:
     return None
 
 
+def without_format_characters(text: str) -> str:
+    """``text`` without the format characters (category Cf) the id rule refuses, in NFC again (a joiner
+    taken out may leave a letter and its combining mark apart): for an id kgrec makes from text."""
+    return unicodedata.normalize("NFC", _FORMAT_CHARACTER.sub("", text))
+
+
 def stored_id_problem(value: object) -> str | None:
     """Why ``value`` cannot be an id the graph holds, as :func:`id_problem` words it; None if it can.
 
     The id rule before 2026-12-07 (no NFC, format-character or dot checks): the graph may hold ids
-    that only this allows, and erasure must still reach them (``DELETE /v1/users/{user_id}``)."""
+    that only this allows, and the routes that remove what is stored must still reach them
+    (:data:`app.raw_path.STORED_ID_ROUTES`: ``DELETE /v1/users/{user_id}``, ``DELETE
+    /v1/items/{item_id}`` and ``DELETE /v1/rules/{rule_id}``)."""
     if not isinstance(value, str):
         return f"must be a string, not {type(value).__name__}"
     if not value:

@@ -103,7 +103,7 @@ def test_csv_with_column_mapping(gateway: GraphGateway, settings: Settings, tmp_
     )
     assert (summary.applied, len(summary.rejected)) == (2, 4)
     assert [(r.line, r.field) for r in summary.rejected] == [(4, "ts"), (5, "ts"), (6, "ts"), (7, "ts")]
-    assert summary.rejected[1].reason == "1714557600.5 is not a whole number of epoch milliseconds"
+    assert summary.rejected[1].reason == "'1714557600.5' is not a whole number of epoch milliseconds"
     assert summary.rejected[2].reason.startswith("'2024-05-01T10:00:00' has no offset")
     assert summary.rejected[3].reason.startswith("'2024-05-01' is a date without a time of day")
     view = gateway.run_query(

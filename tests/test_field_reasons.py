@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from app import create_app
 from app.body import json_body
@@ -29,6 +30,7 @@ from kgrec.limits import (
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
     STORED_ID_PATTERN,
+    STORED_ID_RULE,
     id_problem,
     kind_problem,
 )
@@ -250,6 +252,7 @@ TIMES = [
     ("2023-11-14T23:13:20+01:00", 1_700_000_000_000),
     ("2023-11-14T22:13:20.0019Z", 1_700_000_000_001),  # finer than a millisecond: truncated
     ("2016-12-31T23:59:60Z", 1_483_228_799_000),  # RFC 3339's leap second: read as the second before
+    ("2016-12-31T18:59:60-05:00", 1_483_228_799_000),  # 23:59 UTC once the offset is applied
 ]
 NOT_TIMES = [
     (1.5, "1.5 is not a whole number of epoch milliseconds"),
@@ -267,6 +270,19 @@ NOT_TIMES = [
         "'2023-11-14T22:13:20.001' has no offset: add Z (UTC) or ±hh:mm, as RFC 3339 requires",
     ),
     ("1969-12-31T23:59:59Z", "'1969-12-31T23:59:59Z' is before 1970"),
+    # a leap second ends a UTC day: at any other minute :60 is no time (it was read as :59)
+    (
+        "2023-11-14T10:15:60Z",
+        "'2023-11-14T10:15:60Z' has second 60, a leap second: RFC 3339 allows it only at 23:59 UTC",
+    ),
+    (
+        "2016-12-31T23:59:60+01:00",
+        "'2016-12-31T23:59:60+01:00' has second 60, a leap second: RFC 3339 allows it only at 23:59 UTC",
+    ),
+    (  # 00:59 UTC in the year 10000, which a datetime cannot hold
+        "9999-12-31T23:59:60-01:00",
+        "'9999-12-31T23:59:60-01:00' has second 60, a leap second: RFC 3339 allows it only at 23:59 UTC",
+    ),
 ]
 
 
@@ -351,17 +367,39 @@ def test_every_id_in_the_openapi_document_states_what_its_pattern_does_not(setti
     assert [node for node in found if ID_RULE not in node.get("description", "")] == []
     brand = document["components"]["schemas"]["BrandTarget"]["properties"]["brand"]
     assert brand["description"] == f"every item of this brand; {ID_RULE}"
-    # the routes that remove what is stored publish the rule they check: any id the graph may hold
-    for path, method in (
-        ("/v1/users/{user_id}", "delete"),
-        ("/v1/rules/{rule_id}", "delete"),
-        ("/v1/items/{item_id}", "delete"),
+    # the routes that remove what is stored publish the rule they check: any id the graph may hold,
+    # as a pattern and in words
+    for path, method, what in (
+        ("/v1/users/{user_id}", "delete", "the user"),
+        ("/v1/rules/{rule_id}", "delete", "the rule"),
+        ("/v1/items/{item_id}", "delete", "the item"),
     ):
         (parameter,) = [p for p in document["paths"][path][method]["parameters"] if p["in"] == "path"]
         assert parameter["schema"]["pattern"] == STORED_ID_PATTERN, path
+        assert parameter["description"] == f"{what}: {STORED_ID_RULE}", path
+    assert "stored before 2026-12-07" in STORED_ID_RULE
     assert re.search(STORED_ID_PATTERN, "u1\u200b") and not re.search(ID_PATTERN, "u1\u200b")
 
 
 def test_an_import_cells_time_is_read_with_its_surrounding_spaces_cut() -> None:
     for raw, ms in TIMES:
         assert epoch_ms(cell_time(f" {raw} ")) == ms, raw
+
+
+def test_a_refused_time_cell_is_quoted_as_written_and_cut() -> None:
+    # A number in a cell is read exactly (a Decimal), but quoted as the cell has it: the Decimal
+    # printed 100,000 digits whole, '15e-1' as 1.5 and '1e99999' as 1E+99999.
+    cells = [
+        (
+            "1" * 100_000 + ".5",
+            f"'{'1' * 59}… (100002 characters) is not a whole number of epoch milliseconds",
+        ),
+        (" 15e-1 ", "'15e-1' is not a whole number of epoch milliseconds"),
+        ("1e99999", "'1e99999' is after 9999"),
+        ("-5e0", "'-5e0' is before 1970"),
+    ]
+    for cell, reason in cells:
+        with pytest.raises(PydanticCustomError) as refused:
+            epoch_ms(cell_time(cell))
+        assert refused.value.message() == reason, cell[:20]
+    assert epoch_ms(cell_time("17e11")) == 1_700_000_000_000

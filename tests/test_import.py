@@ -303,7 +303,9 @@ def test_bad_rows_are_reported_and_the_rest_loads(
     assert len(found) == len(report.problems)  # no row twice
     assert found == {
         ("interactions.csv", 4): "user_id is empty",
-        ("interactions.csv", 5): "ts 'yesterday' is neither ISO-8601 nor Unix seconds",
+        ("interactions.csv", 5): (
+            "ts 'yesterday' is not Unix seconds or an RFC 3339 date-time with an offset, like 2023-11-14T22:13:20Z"
+        ),
         ("interactions.csv", 6): f"type 'teleport' is not one of {', '.join(BEHAVIOURS)}",
         ("interactions.csv", 7): "value: value 'NaN' is not a finite number",
         ("interactions.csv", 9): "expected 5 fields, found 3",
@@ -593,7 +595,7 @@ def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_lo
     now_ms = 1_765_000_000_000
     header = ["user_id", "item_id", "ts", "seq_index", "type", "value"]
     rows = [
-        ["u1", "i1", "2099-01-01T00:00:00", "", "", ""],
+        ["u1", "i1", "2099-01-01T00:00:00Z", "", "", ""],
         ["u1", "i2", str(now_ms // 1000 + 301), "", "", ""],  # more than 300 s ahead
         ["u1", "i3", "", "²", "", ""],
         ["u1", "i4", "", "99999999999999999999999", "", ""],
@@ -623,7 +625,7 @@ def test_rows_beyond_the_apis_bounds_are_skipped_with_the_reason_and_the_rest_lo
         ("items.csv", 4, f"title is longer than 1000 characters (got '{'a' * 59}… (6000 characters))"),
         ("items.csv", 5, "title must not contain NUL (U+0000) (got 'a\\x00b')"),
         ("items.csv", 6, "categories must list 1 to 10 categories (got 40)"),
-        ("interactions.csv", 2, f"ts '2099-01-01T00:00:00' {ahead}"),
+        ("interactions.csv", 2, f"ts '2099-01-01T00:00:00Z' {ahead}"),
         ("interactions.csv", 3, f"ts '{now_ms // 1000 + 301}' {ahead}"),
         ("interactions.csv", 4, "seq_index '²' is not a whole number from 0 to 2**63 - 1"),
         (

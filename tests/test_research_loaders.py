@@ -37,9 +37,10 @@ from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relatio
 from kgrec.datasets.movielens import release_year, tag_entity_id
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
 from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
+from kgrec.events.formats import rees46 as rees46_event
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
-from kgrec.limits import kind_problem
+from kgrec.limits import id_problem, kind_problem
 from tests.test_evaluate_protocol import CO_PURCHASES, WITH_VALIDATION, CoPurchases
 from tools.to_kgat_layout import to_kgat_layout
 from workers.training.holdout import validation_pairs
@@ -863,3 +864,67 @@ def test_a_movielens_tag_typed_decomposed_is_the_composed_tags_entity() -> None:
     # kgrec makes the tag's entity id, so it normalises it (NFC), as tag events' tags are: the
     # id rule refuses an id that is not NFC, and a decomposed "Café" row was dropped
     assert tag_entity_id("Cafe\u0301  Noir") == tag_entity_id("Caf\u00e9 noir") == "tag:caf\u00e9 noir"
+
+
+def test_a_movielens_tag_with_format_characters_gets_a_valid_entity_id(tmp_path: Path) -> None:
+    # The joiners of an emoji sequence and a soft hyphen are format characters, which the id rule
+    # refuses: the id kept them, so `kgrec import` dropped the row that `kgrec events import
+    # --format movielens-tags` takes. The tag is read as a tag event's (a soft hyphen parts words).
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert tag_entity_id(f"{family} Film") == "tag:\U0001f468\U0001f469\U0001f467 film"
+    assert tag_entity_id("Co\u00adop \u200d") == "tag:co op"
+    assert tag_entity_id("e\u200d\u0301") == "tag:\u00e9"  # NFC again once the joiner is out
+    assert tag_entity_id("\u200b\u00ad") is None
+    folder = movielens_folder(tmp_path / "ml")
+    _write(
+        folder / "tags.csv",
+        [
+            ["userId", "movieId", "tag", "timestamp"],
+            ["1", "10", f"{family} Film", "110"],
+            ["2", "20", "\u200b\u00ad", "120"],
+        ],
+    )
+    dataset = MovieLensDataset(folder)
+    (tag,) = [t for t in dataset.triples() if t.relation == "has_tag"]
+    assert tag.tail == "tag:\U0001f468\U0001f469\U0001f467 film" and id_problem(tag.tail) is None
+    assert problems_of(dataset) == {("tags.csv", 3, "tag '\\u200b\\xad' has no visible character")}
+
+
+def test_a_layout_ts_is_unix_seconds_or_the_apis_date_time_with_an_offset(tmp_path: Path) -> None:
+    # The data-set layout is kgrec's own, and its ts text reads as the events API's: a date-time
+    # without an offset (whose clock?) or a date alone is refused naming the value, not read as UTC.
+    rows = [
+        ["u1", "i1", "1700000000"],
+        ["u1", "i2", "2023-11-14T23:13:20+01:00"],
+        ["u1", "i3", "2016-12-31T23:59:60Z"],
+        ["u1", "i4", "2024-05-01T10:00:00"],
+        ["u1", "i5", "2024-05-01 10:00:00"],
+        ["u1", "i6", "2024-05-01"],
+        ["u1", "i7", "2023-11-14T10:15:60Z"],
+    ]
+    _write(tmp_path / "interactions.csv", [["user_id", "item_id", "ts"], *rows])
+    dataset = LayoutDataset(tmp_path)
+    read = [(r.item_id, r.ts) for r in dataset.interactions()]
+    assert read == [("i1", 1_700_000_000_000), ("i2", 1_700_000_000_000), ("i3", 1_483_228_799_000)]
+    offset = "has no offset: add Z (UTC) or ±hh:mm, as RFC 3339 requires"
+    assert problems_of(dataset) == {
+        ("interactions.csv", 5, f"ts '2024-05-01T10:00:00' {offset}"),
+        ("interactions.csv", 6, f"ts '2024-05-01 10:00:00' {offset}"),
+        (
+            "interactions.csv",
+            7,
+            "ts '2024-05-01' is a date without a time of day: send an RFC 3339 date-time with an "
+            "offset, like 2024-05-01T00:00:00Z",
+        ),
+        (
+            "interactions.csv",
+            8,
+            "ts '2023-11-14T10:15:60Z' has second 60, a leap second: RFC 3339 allows it only at 23:59 UTC",
+        ),
+    }
+    # REES46 states its event_time is UTC: that format keeps reading it so
+    assert (
+        rees46_event(["2019-10-01 00:00:00 UTC", "view", "1", "", "", "", "", "u", ""])["ts"]
+        == (rees46_event(["2019-10-01 00:00:00", "view", "1", "", "", "", "", "u", ""])["ts"])
+        == 1_569_888_000_000
+    )

@@ -1,7 +1,8 @@
 """The kgrec dataset layout: a folder a user can fill with their own data.
 
-- ``interactions.csv[.gz]``: ``user_id,item_id`` plus optional ``ts`` (ISO-8601 or
-  Unix seconds) or ``seq_index``, ``type`` and ``value`` (none on a review, and a purchase's not
+- ``interactions.csv[.gz]``: ``user_id,item_id`` plus optional ``ts`` (Unix seconds, or an RFC 3339
+  date-time with an offset, as the API reads one: :func:`kgrec.datasets.records.parse_timestamp_ms`)
+  or ``seq_index``, ``type`` and ``value`` (none on a review, and a purchase's not
   negative, as the events API has it);
 - ``items.csv[.gz]`` (optional): ``item_id,brand,categories,title,price`` plus an optional
   ``description`` (plain text, at most ``MAX_DESCRIPTION_LENGTH`` characters), with

@@ -1,11 +1,11 @@
 """MovieLens ml-latest-small (ratings.csv, movies.csv, tags.csv) as a kgrec data set.
 
 Genres stay categories. Each row of ``tags.csv`` becomes a ``has_tag`` triple from the
-movie to a tag entity ``tag:<tag>`` (the tag lower-cased, white space collapsed, so
-"Dark  Comedy" and "dark comedy" are one entity, kind ``tag``, named by its first
-spelling), and the triple keeps who tagged and when (``user_id``, ``ts``): a tag is
-knowledge a user gives, and the evaluation split drops what a test user stated at or
-after their held-out rating.
+movie to a tag entity ``tag:<tag>`` (the tag lower-cased, white space collapsed, format
+characters left out: :func:`tag_entity_id`, so "Dark  Comedy" and "dark comedy" are one
+entity, kind ``tag``, named by its first spelling), and the triple keeps who tagged and when
+(``user_id``, ``ts``): a tag is knowledge a user gives, and the evaluation split drops what a
+test user stated at or after their held-out rating.
 
 A movie's release year, the ``(1995)`` that ends its title, becomes a ``released_in``
 triple to a year entity ``year:1995`` (kind ``year``). It is catalogue knowledge (no
@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 from kgrec.datasets import records
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, Problems, TripleRecord
+from kgrec.events.ingest import normalised_tag
 from kgrec.events.validation import ValidationClock
+from kgrec.field_types import shown
+from kgrec.limits import without_format_characters
 
 NO_GENRE = "(no genres listed)"
 TAG_RELATION = "has_tag"
@@ -44,10 +46,14 @@ def release_year(title: str) -> str | None:
     return match.group(1) if match else None
 
 
-def tag_entity_id(tag: str) -> str:
-    """The entity id of a tag: ``tag:`` + the tag lower-cased, runs of white space made one space, in
-    Unicode NFC (kgrec makes this id, so it normalises it, as tag events' tags are)."""
-    return TAG_PREFIX + unicodedata.normalize("NFC", " ".join(tag.split()).lower())
+def tag_entity_id(tag: str) -> str | None:
+    """The entity id of a tag: ``tag:`` + the tag as a tag event's ``Tag`` node has it
+    (:func:`kgrec.events.ingest.normalised_tag`: lower case, NFC, words split at invisible characters
+    and joined by one space) without the format characters it keeps inside words (the joiners of
+    an emoji sequence), which the id rule refuses: kgrec makes this id, so it makes a valid one.
+    None when the tag has nothing visible."""
+    words = without_format_characters(normalised_tag(tag))
+    return TAG_PREFIX + words if words else None
 
 
 def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[TripleRecord, str]:
@@ -56,6 +62,8 @@ def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[Tri
     if not text:
         raise records.BadRow("tag is empty")
     entity_id = tag_entity_id(text)
+    if entity_id is None:
+        raise records.BadRow(f"tag {shown(text)} has no visible character")
     records.check_ids(("userId", user_id), ("movieId", movie_id), ("tag", entity_id))
     try:
         ts = int(row["timestamp"]) * 1000

@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from pydantic_core import PydanticCustomError
+
 from kgrec.events.validation import ValidationClock, field_problem, value_problem
+from kgrec.field_types import date_time_ms
 from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
@@ -338,9 +341,13 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
         writer.writerows(rows)
 
 
-def parse_timestamp_ms(text: str) -> int:
-    """Parse Unix seconds (int or float) or an ISO-8601 time (UTC without an offset) into epoch
-    milliseconds, from 1970 to 9999 as the API's times (:data:`kgrec.limits.MAX_EPOCH_MS`).
+def parse_timestamp_ms(text: str, *, utc_without_offset: bool = False) -> int:
+    """Parse a data-set time into epoch milliseconds, from 1970 to 9999 as the API's times
+    (:data:`kgrec.limits.MAX_EPOCH_MS`): Unix seconds (int or float), or a date-time as the API reads
+    one (:func:`kgrec.field_types.date_time_ms`: RFC 3339 with an offset; without one, or a date
+    alone, it is refused). ``utc_without_offset``: a format that states its times are UTC (REES46's
+    ``event_time``, ``2019-10-01 00:00:00 UTC``) reads any ISO-8601 time, with `` UTC`` or no
+    offset, as UTC.
 
     Raises ValueError whose message quotes the value and says why (``'inf' is not a finite
     number of seconds``, ``'1e300' is after 9999``), to follow the column's name.
@@ -354,6 +361,11 @@ def parse_timestamp_ms(text: str) -> int:
         if not math.isfinite(seconds):
             raise ValueError(f"{text!r} is not a finite number of seconds")
         ms = seconds * 1000
+    elif not utc_without_offset:
+        try:
+            return date_time_ms(stripped, numbers="Unix seconds")
+        except PydanticCustomError as exc:
+            raise ValueError(exc.message()) from None
     else:
         try:
             moment = datetime.fromisoformat(stripped.replace("Z", "+00:00").replace(" UTC", "+00:00"))

@@ -2,7 +2,8 @@
 
 - ``rees46``: the public "eCommerce behavior data from multi-category store" columns
   ``event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session``;
-  the dotted ``category_code`` becomes a category path (``electronics`` → ``electronics.smartphone``).
+  the dotted ``category_code`` becomes a category path (``electronics`` → ``electronics.smartphone``);
+  ``event_time`` is UTC, as the data set states (``2019-10-01 00:00:00 UTC``; no offset reads as UTC).
 - ``taobao``: Tianchi UserBehavior, no header: ``user_id,item_id,category_id,behavior,timestamp``
   (Unix seconds; behaviours pv, cart, fav, buy).
 - ``csv``: a header naming kgrec's fields (``event_id,user_id,item_id,type,ts,value,session_id,
@@ -82,8 +83,8 @@ def _number(name: str, text: str) -> float | None:
 
 
 def _timestamp(text: str) -> int:
-    try:
-        return parse_timestamp_ms(text)
+    try:  # REES46 states its event_time is UTC ("2019-10-01 00:00:00 UTC")
+        return parse_timestamp_ms(text, utc_without_offset=True)
     except ValueError as exc:
         raise RowError(f"time {exc}") from None
 
