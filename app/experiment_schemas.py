@@ -78,6 +78,11 @@ class ExperimentView(BaseModel):
         description="per-user totals kept from the start (false: created before 2026-12-07, so the "
         "differences and the sample ratio check are null)",
     )
+    per_user_sums: bool = Field(
+        False,
+        description="sums over users kept from the start, which the results read (false: created "
+        "before they were, so each read of the results scans the per-user totals)",
+    )
 
 
 class Estimate(BaseModel):

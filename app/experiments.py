@@ -189,7 +189,7 @@ def get_experiment(experiment_id: str) -> Response:
     """
     experiment = _experiment(experiment_id)
     store = _store()
-    return jsonify(results(experiment, store.counters(experiment), store.user_totals(experiment)))
+    return jsonify(results(experiment, store.counters(experiment), store.user_sums(experiment)))
 
 
 @write_endpoint(

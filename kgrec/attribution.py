@@ -49,7 +49,14 @@ from typing import Any
 
 from kgrec.erasure import tombstone_margin_ms, user_hash
 from kgrec.events.validation import Event
-from kgrec.impressions import BY_USER, USER_RECENT, Impression, ImpressionStore, ImpressionsUnavailable
+from kgrec.impressions import (
+    BY_USER,
+    PER_USER_SUMS,
+    USER_RECENT,
+    Impression,
+    ImpressionStore,
+    ImpressionsUnavailable,
+)
 
 ATTRIBUTED_TYPES = ("click", "cart", "purchase")
 NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by window
@@ -61,11 +68,14 @@ NEWEST_FIRST = 3  # a user's newest impressions read first when attributing by w
 #       per-user hashes' infix after the variant's counters key (kgrec.impressions.BY_USER)
 # The impression's hash also flags its first click, cart and purchase and sums its revenue (fields
 # prefixed with \x01), so the experiment counts impressions with an outcome and each one's revenue,
-# in its variant's totals and in the impression user's (the per-user hashes beside them).
+# in its variant's totals and in the impression user's (the per-user hashes beside them, with their
+# sums over users: kgrec.impressions.PER_USER_SUMS).
 # An event of a user erased after it (as the graph's tombstone check reads it) is not claimed (-1):
 # the erasure deleted its attribution and claim, and a resend (a duplicate for the graph) or a
 # claim that raced the erasure would write the user's id back and count the event again.
-_CLAIM = """
+_CLAIM = (
+    PER_USER_SUMS
+    + """
 local erased = redis.call('ZSCORE', KEYS[4], ARGV[7])
 if erased and tonumber(ARGV[8]) <= tonumber(erased) + tonumber(ARGV[9]) then
   return -1
@@ -82,25 +92,27 @@ if revenue ~= 0 then
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if KEYS[3] ~= '' then
+  local by_user, user = KEYS[3] .. ARGV[12], ARGV[10]
   if first == 1 then
     redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-    if ARGV[10] ~= '' then
-      redis.call('HINCRBY', KEYS[3] .. ARGV[12] .. ARGV[5], ARGV[10], 1)
-      redis.call('PEXPIRE', KEYS[3] .. ARGV[12] .. ARGV[5], ARGV[11])
+    if user ~= '' then
+      add_total(by_user .. ARGV[5], by_user .. 'impressions', user, 1, '1', 'HINCRBY')
+      redis.call('PEXPIRE', by_user .. ARGV[5], ARGV[11])
     end
   end
   if revenue ~= 0 then
     local before = after - revenue
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue', ARGV[6])
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue_sq', string.format('%.17g', after * after - before * before))
-    if ARGV[10] ~= '' then
-      redis.call('HINCRBYFLOAT', KEYS[3] .. ARGV[12] .. 'revenue', ARGV[10], ARGV[6])
-      redis.call('PEXPIRE', KEYS[3] .. ARGV[12] .. 'revenue', ARGV[11])
+    if user ~= '' then
+      add_total(by_user .. 'revenue', by_user .. 'impressions', user, revenue, ARGV[6], 'HINCRBYFLOAT')
+      redis.call('PEXPIRE', by_user .. 'revenue', ARGV[11])
     end
   end
 end
 return 1
 """
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ append-only file and its fsync:
 * ``kgrec:<graph>:experiment:<id>:<variant>:users``: a HyperLogLog of the users served;
 * ``kgrec:<graph>:experiment:<id>:<variant>:by-user:<metric>``: per-user totals (a hash, user id ->
   impressions, clicks, carts, purchases or revenue, see :data:`kgrec.impressions.PER_USER_METRICS`),
-  written by the same scripts as the counters; an erasure deletes the user's fields.
+  written by the same scripts as the counters; an erasure deletes the user's fields. Beside the
+  totals, fields prefixed ``\x01`` hold their sums over the users (:class:`UserSums`: users, Σn, Σn²
+  in the impressions hash, Σx, Σx², Σx·n in each other metric's), updated in the same scripts (an
+  erasure takes the user's totals out), so they expire and are erased with what they sum.
 
 Assignment: a user's variant is fixed by ``sha256(experiment id, user id)`` read as a number in
 [0, 1) against the variants' cumulative traffic shares, so it needs no stored state and stays the
@@ -30,7 +33,9 @@ the user as the unit of analysis: the ratio's variance by the delta method over 
 totals, and the 95% interval and the two-sided z-test's p-value from that one standard error (they
 always agree on whether 0 is excluded). A χ² test of the users per variant against the traffic
 shares (``sample_ratio_p``) flags a broken split. The p-values are fixed-horizon: read them once, at
-the planned sample size.
+the planned sample size. Both need only the sums over users, so a read costs a few commands per
+variant however many users it has (:meth:`ExperimentStore.user_sums`); an experiment created before
+the sums were kept (``per_user_sums`` false) is summed from a scan of its per-user totals instead.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import numpy as np
 from scipy import stats
 
 from kgrec.gateway import GraphUnavailable
-from kgrec.impressions import PER_USER_METRICS, ImpressionStore
+from kgrec.impressions import FLAG, IMPRESSION_SUMS, METRIC_SUMS, PER_USER_METRICS, ImpressionStore
 from kgrec.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -204,6 +209,10 @@ class Experiment:
     # Per-user totals kept from the start (experiments created since 2026-12-07); an older one, still
     # running across the upgrade, has them only from the deploy on, which biases its differences.
     per_user: bool = False
+    # Sums over users kept beside the per-user totals from the start (experiments created since they
+    # were added, later on 2026-12-07): the results read them. An older experiment's hashes got them
+    # only from the deploy on, so its results sum a scan of the per-user totals on each read.
+    per_user_sums: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def variant_for(self, user_id: str) -> Variant:
@@ -273,6 +282,7 @@ class ExperimentStore:
             status="running",
             created_at=int(time.time() * 1000) if now_ms is None else now_ms,
             per_user=True,
+            per_user_sums=True,
         )
 
         def start(client: Any) -> Any:
@@ -419,6 +429,31 @@ class ExperimentStore:
             result[variant.name] = {"users": float(users), **values}
         return result
 
+    def user_sums(self, experiment: Experiment) -> dict[str, UserSums]:
+        """Each variant's sums over its users (impressions recorded on this host so far included):
+        one ``HMGET`` per per-user hash, of the sums kept beside the totals; for an experiment that
+        has not kept them from its start (``per_user_sums`` false), summed from :meth:`user_totals`."""
+        if not experiment.per_user_sums:
+            return {name: UserSums.of(totals) for name, totals in self.user_totals(experiment).items()}
+        self.impressions.settle()
+
+        def read(client: Any) -> list[list[Any]]:
+            pipe = client.pipeline(transaction=False)
+            for variant in experiment.variants:
+                for metric in PER_USER_METRICS:
+                    names = IMPRESSION_SUMS if metric == "impressions" else METRIC_SUMS
+                    key = self.impressions.experiment_user_key(experiment.id, variant.name, metric)
+                    pipe.hmget(key, [FLAG + name for name in names])
+            return pipe.execute()
+
+        replies = iter(self.impressions.run(read))
+        found = {}
+        for variant in experiment.variants:
+            users, n, n_sq = (_number(v) for v in next(replies))
+            sums = {metric: tuple(_number(v) for v in next(replies)) for metric in PER_USER_METRICS[1:]}
+            found[variant.name] = UserSums(int(users), n, n_sq, sums)
+        return found
+
     def user_totals(self, experiment: Experiment) -> dict[str, UserTotals]:
         """Each variant's per-user totals (impressions recorded on this host so far included).
 
@@ -432,7 +467,8 @@ class ExperimentStore:
                 columns: dict[str, dict[str, float]] = {}
                 for metric in PER_USER_METRICS:
                     key = self.impressions.experiment_user_key(experiment.id, variant.name, metric)
-                    columns[metric] = {_decoded(u): float(v) for u, v in client.hscan_iter(key, count=5000)}
+                    scanned = ((_decoded(u), v) for u, v in client.hscan_iter(key, count=5000))
+                    columns[metric] = {u: float(v) for u, v in scanned if not u.startswith(FLAG)}
                 users = sorted(columns["impressions"])
                 found[variant.name] = UserTotals(
                     **{
@@ -449,6 +485,14 @@ def _decoded(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _number(value: bytes | str | None) -> float:
+    """A stored sum: an int when it is one (counts stay exact), 0 when absent."""
+    if value is None:
+        return 0
+    text = _decoded(value)
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 @dataclass(frozen=True)
 class UserTotals:
     """One variant's per-user totals, aligned by user (one entry per user served)."""
@@ -463,6 +507,25 @@ class UserTotals:
     def users(self) -> int:
         """How many users were served."""
         return len(self.impressions)
+
+
+@dataclass(frozen=True)
+class UserSums:
+    """One variant's sums over its users, all its results need of the per-user totals: the users,
+    Σn and Σn² (n: a user's impressions), and per metric Σx, Σx² and Σx·n (x: a user's total)."""
+
+    users: int
+    n: float
+    n_sq: float
+    metrics: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # metric -> sums
+
+    @classmethod
+    def of(cls, totals: UserTotals) -> UserSums:
+        """The sums of per-user totals."""
+        n = totals.impressions
+        columns = {metric: getattr(totals, metric) for metric in PER_USER_METRICS[1:]}
+        sums = {metric: (float(x.sum()), float(x @ x), float(x @ n)) for metric, x in columns.items()}
+        return cls(totals.users, float(n.sum()), float(n @ n), sums)
 
 
 def wilson(successes: float, n: float) -> tuple[float, float]:
@@ -509,26 +572,28 @@ def _mean_sd(total: float, total_sq: float, n: float) -> tuple[float, float]:
     return mean, math.sqrt(variance)
 
 
-def _ratio_variance(x: np.ndarray, n: np.ndarray) -> float | None:
-    """The delta-method variance of sum(x) / sum(n) over independent users (x, n: per-user totals):
-    the sample variance of the residuals x - R n over the users, divided by users x mean(n)^2."""
-    users = len(n)
-    if users < 2 or n.sum() <= 0:
+def _ratio_variance(sums: UserSums, metric: str) -> float | None:
+    """The delta-method variance of Σx / Σn over independent users: the sample variance of the
+    residuals x - R n over the users, divided by users x mean(n)^2. The residuals' mean is 0, so
+    their sum of squares is Σx² - 2 R Σxn + R² Σn²."""
+    users, n = sums.users, sums.n
+    if users < 2 or n <= 0:
         return None
-    ratio = x.sum() / n.sum()
-    return float(np.var(x - ratio * n, ddof=1) / (users * n.mean() ** 2))
+    x, x_sq, xn = sums.metrics.get(metric, (0, 0, 0))
+    # times (Σn)², so that integer counts give an exact numerator
+    squares = (x_sq * n * n - 2 * x * n * xn + x * x * sums.n_sq) / (n * n)
+    return max(0.0, squares) / (users - 1) / (users * (n / users) ** 2)
 
 
-def ratio_difference(
-    x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarray
-) -> dict[str, float | None]:
-    """Difference of two per-impression ratios sum(x)/sum(n) (a rate, or revenue per impression)
-    between two groups of randomised users, given per-user totals; the user is the unit of
+def ratio_difference(one: UserSums, control: UserSums, metric: str) -> dict[str, float | None]:
+    """Difference of two per-impression ratios Σx/Σn of ``metric`` (a rate's outcome, or revenue)
+    between two groups of randomised users, given their sums over users; the user is the unit of
     analysis (delta method), and the 95% interval and two-sided p-value share one standard error."""
-    v1, v0 = _ratio_variance(x1, n1), _ratio_variance(x0, n0)
+    v1, v0 = _ratio_variance(one, metric), _ratio_variance(control, metric)
     if v1 is None or v0 is None:
         return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None}
-    return _z_difference(float(x1.sum() / n1.sum() - x0.sum() / n0.sum()), math.sqrt(v1 + v0))
+    ratio1, ratio0 = one.metrics[metric][0] / one.n, control.metrics[metric][0] / control.n
+    return _z_difference(float(ratio1 - ratio0), math.sqrt(v1 + v0))
 
 
 def sample_ratio_p(users: Sequence[int], traffic: Sequence[float]) -> float | None:
@@ -555,14 +620,14 @@ def _rounded(diff: dict[str, float | None]) -> dict[str, float | None]:
 def results(
     experiment: Experiment,
     counters: dict[str, dict[str, float]],
-    user_totals: dict[str, UserTotals] | None = None,
+    user_sums: dict[str, UserSums] | None = None,
 ) -> dict[str, Any]:
     """Per variant: users, impressions, outcome counts, rates and revenue with 95% intervals; vs
-    control, each difference by users (``user_totals``, :meth:`ExperimentStore.user_totals`); the
+    control, each difference by users (``user_sums``, :meth:`ExperimentStore.user_sums`); the
     sample-ratio check of the split. An experiment without per-user totals from its start
     (``per_user`` false: created before they were kept) answers null differences and sample ratio."""
-    per_user = (user_totals or {}) if experiment.per_user else {}
-    empty = UserTotals(*(np.zeros(0) for _ in PER_USER_METRICS))
+    per_user = (user_sums or {}) if experiment.per_user else {}
+    empty = UserSums(0, 0, 0)
     control_name = experiment.variants[0].name
     control = per_user.get(control_name, empty)
     variants = []
@@ -590,11 +655,7 @@ def results(
         if variant.name != control_name:
             one = per_user.get(variant.name, empty)
             body["vs_control"] = {
-                name: _rounded(
-                    ratio_difference(
-                        getattr(one, metric), one.impressions, getattr(control, metric), control.impressions
-                    )
-                )
+                name: _rounded(ratio_difference(one, control, metric))
                 for name, metric in {**RATES, "revenue_per_impression": "revenue"}.items()
             }
         variants.append(body)

@@ -88,20 +88,63 @@ class ImpressionsUnavailable(GraphUnavailable):
     answer = "the impression store is unavailable; retry later"  # the 503's detail
 
 
+# The per-user totals an experiment variant keeps (one hash each: user id -> total), so its results
+# can take the user, the unit that is randomised, as the unit of analysis (kgrec/experiments.py).
+PER_USER_METRICS = ("impressions", "click", "cart", "purchase", "revenue")
+BY_USER = ":by-user:"  # between a variant's counters key and a metric: that metric's per-user hash
+# Prefix of a hash's own fields: the attributed hash's outcome flags and revenue (no event id has it),
+# a per-user hash's sums (no user id has it).
+FLAG = "\x01"
+# The sums over its users that each per-user hash keeps beside the totals (fields FLAG + name), all
+# the results read (kgrec.experiments.UserSums): the impressions hash, the users, Σn and Σn² (n: a
+# user's impressions); every other metric's, Σx, Σx² and Σx·n (x: a user's total of it). Kept in
+# the same hash, they expire and are erased with the totals they sum.
+IMPRESSION_SUMS = ("users", "sum", "sum_sq")
+METRIC_SUMS = ("sum", "sum_sq", "sum_n")
+# Lua for the scripts that write per-user totals (impressions, attribution, erasure).
+# add_total: adds d (text: as the command takes it) to a user's total in the per-user hash key of a
+# metric other than impressions; Σx grows by d, Σx² by 2·x·d + d² (x: the total before), Σx·n by
+# d·n (n: the user's impressions, in impressions_key).
+PER_USER_SUMS = (
+    "local OUTCOME_METRICS = {"
+    + ", ".join(f"'{m}'" for m in PER_USER_METRICS[1:])
+    + "}"
+    + """
+local function add_sum(key, name, d)
+  if d ~= 0 then
+    redis.call('HINCRBYFLOAT', key, '\1' .. name, string.format('%.17g', d))
+  end
+end
+local function add_total(key, impressions_key, user, d, text, command)
+  local before = tonumber(redis.call('HGET', key, user)) or 0
+  redis.call(command, key, user, text)
+  local n = tonumber(redis.call('HGET', impressions_key, user)) or 0
+  add_sum(key, 'sum', d)
+  add_sum(key, 'sum_sq', 2 * before * d + d * d)
+  add_sum(key, 'sum_n', d * n)
+end
+"""
+)
+
 # One call per batch of journal lines (kgrec/impression_journal.py): one round trip, and the lines
 # are parsed here, not in the serving process, whose shipper thread would otherwise hold the GIL
 # for it. KEYS: the stream, the erasures. ARGV: now (ms), retention (ms), max entries, user list
-# length, window (ms), the graph's key prefix, the per-user keys' infix (:data:`BY_USER`), then the
-# lines (JSON objects, as ImpressionStore.record writes them).
+# length, window (ms), the graph's key prefix, an experiment variant's counters key
+# (ImpressionStore.experiment_key) around the experiment id and the variant (three parts), the
+# per-user keys' infix (:data:`BY_USER`), then the lines (JSON objects, as ImpressionStore.record
+# writes them).
 # The entry keeps the line as ``j``, with ``r`` (id), ``u`` (user) and ``a`` (explored arms) beside
 # it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent. So is
 # a line of a user erased after it was recorded (a hash of the user id, scored by the erasure's time).
 # Then the oldest entries beyond the cap are deleted with their id keys (retention expires both).
-# An experiment's per-user hash (it holds user ids) expires the retention after its last write.
+# An experiment's per-user hash (it holds user ids) expires the retention after its last write; a
+# user's new impression adds to the variant's users, Σn and Σn², and to every other metric's Σx·n.
 # Returns how many impressions were new.
-_STORE = """
+_STORE = (
+    PER_USER_SUMS
+    + """
 local now, retention, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
-local prefix, by_user = ARGV[6], ARGV[7]
+local prefix, by_user = ARGV[6], ARGV[10]
 local min_id = string.format('%d', math.max(0, now - retention))
 
 local function store(line)
@@ -137,12 +180,24 @@ local function store(line)
     end
   end
   if rec.e ~= '' and rec.x ~= '' then
-    local counters = prefix .. 'experiment:' .. rec.e .. ':' .. rec.x
+    local counters = ARGV[7] .. rec.e .. ARGV[8] .. rec.x .. ARGV[9]
     redis.call('HINCRBY', counters, 'impressions', 1)
     redis.call('PFADD', counters .. ':users', rec.u)
     if rec.u ~= '' then
-      redis.call('HINCRBY', counters .. by_user .. 'impressions', rec.u, 1)
-      redis.call('PEXPIRE', counters .. by_user .. 'impressions', ARGV[2])
+      local impressions = counters .. by_user .. 'impressions'
+      local n = redis.call('HINCRBY', impressions, rec.u, 1)
+      if n == 1 then
+        add_sum(impressions, 'users', 1)
+      end
+      add_sum(impressions, 'sum', 1)
+      add_sum(impressions, 'sum_sq', 2 * n - 1)
+      for _, metric in ipairs(OUTCOME_METRICS) do
+        local x = tonumber(redis.call('HGET', counters .. by_user .. metric, rec.u))
+        if x then
+          add_sum(counters .. by_user .. metric, 'sum_n', x)
+        end
+      end
+      redis.call('PEXPIRE', impressions, ARGV[2])
     end
   end
   return 1
@@ -151,7 +206,7 @@ end
 -- A line that cannot be stored (damaged, or a key of another type in its way) is logged and
 -- skipped: it must not hold up the lines after it for ever.
 local stored = 0
-for i = 8, #ARGV do
+for i = 11, #ARGV do
   local ok, result = pcall(store, ARGV[i])
   if ok then
     stored = stored + result
@@ -177,6 +232,7 @@ if excess > 0 then
 end
 return stored
 """
+)
 # KEYS: id keys. ARGV: the stream. Returns per key the entry it names ({} when none is kept).
 _BY_ID = """
 local out = {}
@@ -190,11 +246,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-# The per-user totals an experiment variant keeps (one hash each: user id -> total), so its results
-# can take the user, the unit that is randomised, as the unit of analysis (kgrec/experiments.py).
-PER_USER_METRICS = ("impressions", "click", "cart", "purchase", "revenue")
-BY_USER = ":by-user:"  # between a variant's counters key and a metric: that metric's per-user hash
-FLAG = "\x01"  # prefix of the attributed hash's own fields (outcome flags, revenue): no event id has it
 
 
 @dataclass(frozen=True)
@@ -468,6 +519,7 @@ class ImpressionStore:
             USER_RECENT,
             self.window_ms,
             f"{self.prefix}:",
+            *self.experiment_key("\0", "\0").split("\0"),  # no NUL in the prefix (an environment variable)
             BY_USER,
             *(line.rstrip(b"\n") for line in lines),
         ]
@@ -673,7 +725,7 @@ return 1
         (each a short Lua call that returns only ids): its cost grows with the stream, which
         retention bounds. Experiment counters are aggregates and stay; a variant's user count is
         a HyperLogLog, which keeps no ids; the user's per-user totals in every experiment's
-        variants are deleted.
+        variants are deleted and taken out of the sums over users beside them.
 
         The erasure is recorded before the stream is read (the hash of the id at ``now_ms``, kept
         for the retention): from then on no host stores a line of the user recorded before it, and
@@ -766,9 +818,34 @@ return 1
 
         return self.run(erase)
 
+    # KEYS: one variant's per-user hashes (PER_USER_METRICS' order: impressions first). ARGV: a user
+    # id. Takes the user's totals out of the sums beside them and deletes them; idempotent.
+    _ERASE_TOTALS = (
+        PER_USER_SUMS
+        + """
+local n = tonumber(redis.call('HGET', KEYS[1], ARGV[1])) or 0
+for i = 2, #KEYS do
+  local x = tonumber(redis.call('HGET', KEYS[i], ARGV[1]))
+  if x then
+    add_sum(KEYS[i], 'sum', -x)
+    add_sum(KEYS[i], 'sum_sq', -x * x)
+    add_sum(KEYS[i], 'sum_n', -x * n)
+    redis.call('HDEL', KEYS[i], ARGV[1])
+  end
+end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  add_sum(KEYS[1], 'users', -1)
+  add_sum(KEYS[1], 'sum', -n)
+  add_sum(KEYS[1], 'sum_sq', -n * n)
+end
+"""
+    )
+
     def _erase_experiment_totals(self, user_id: str) -> None:
-        """Delete ``user_id``'s per-user totals in every experiment's variants (after the erasure is
-        recorded, so no impression or claim of theirs adds them back)."""
+        """Delete ``user_id``'s per-user totals in every experiment's variants, and take them out of
+        the sums kept beside them (after the erasure is recorded, so no impression or claim of
+        theirs adds them back)."""
+        erase_totals = self.client().register_script(self._ERASE_TOTALS)
 
         def erase(client: redis.Redis) -> None:
             definitions = client.hvals(f"{self.prefix}:experiments")
@@ -776,10 +853,11 @@ return 1
             for text in definitions:
                 definition = json.loads(text)
                 for variant in definition["variants"]:
-                    for metric in PER_USER_METRICS:
-                        write.hdel(
-                            self.experiment_user_key(definition["id"], variant["name"], metric), user_id
-                        )
+                    keys = [
+                        self.experiment_user_key(definition["id"], variant["name"], metric)
+                        for metric in PER_USER_METRICS
+                    ]
+                    erase_totals(keys=keys, args=[user_id], client=write)
             write.execute()
 
         self.run(erase)

@@ -33,10 +33,13 @@ from kgrec.embedded import EmbeddedServer
 from kgrec.events.validation import validate_batch
 from kgrec.experiments import (
     PROMOTION_LEASE_MS,
+    RATES,
     Experiment,
     ExperimentStore,
     PromotionPending,
     RunningExperiment,
+    UserSums,
+    UserTotals,
     Variant,
     ratio_difference,
     results,
@@ -718,6 +721,12 @@ def test_intervals_and_tests_match_known_values() -> None:
     assert "95% intervals per impression, not clustered by user" in empty["tests"]
 
 
+def _sums(n: np.ndarray, clicks: np.ndarray) -> UserSums:
+    """The sums over users of per-user impressions and clicks."""
+    zeros = np.zeros(len(n))
+    return UserSums.of(UserTotals(n, clicks, zeros, zeros, zeros))
+
+
 def test_a_difference_interval_and_its_p_value_agree() -> None:
     # before, the interval used the unpooled standard error and the p-value the pooled one: this
     # interval, [-0.584, -0.016], excluded 0 while p was 0.060
@@ -732,7 +741,7 @@ def test_a_difference_interval_and_its_p_value_agree() -> None:
             rng.binomial(n1.astype(int), 0.3).astype(float),
             rng.binomial(n0.astype(int), 0.5).astype(float),
         )
-        d = ratio_difference(x1, n1, x0, n0)
+        d = ratio_difference(_sums(n1, x1), _sums(n0, x0), "click")
         assert d["p_value"] is not None and d["ci_low"] is not None and d["ci_high"] is not None
         assert (d["p_value"] < 0.05) == (d["ci_low"] > 0 or d["ci_high"] < 0)
 
@@ -741,7 +750,7 @@ def test_the_revenue_difference_takes_the_user_as_the_unit() -> None:
     # one impression per user: the delta method is the z-test of two means with per-user variances
     treatment, control = [20.0, 25.0, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]
     ones = np.ones(4)
-    diff = ratio_difference(np.array(treatment), ones, np.array(control), ones)
+    diff = ratio_difference(_sums(ones, np.array(treatment)), _sums(ones, np.array(control)), "click")
     se = math.sqrt(np.var(treatment, ddof=1) / 4 + np.var(control, ddof=1) / 4)
     assert diff["difference"] == pytest.approx(18.5)
     assert diff["p_value"] == pytest.approx(2 * stats.norm.sf(18.5 / se))
@@ -752,7 +761,7 @@ def test_the_revenue_difference_takes_the_user_as_the_unit() -> None:
     # a user with many impressions counts once: two users, one who saw 9 impressions and spent
     # nothing, one who saw 1 and spent 10, against the same again, is no difference at all
     n = np.array([9.0, 1.0])
-    same = ratio_difference(np.array([0.0, 10.0]), n, np.array([0.0, 10.0]), n)
+    same = ratio_difference(_sums(n, np.array([0.0, 10.0])), _sums(n, np.array([0.0, 10.0])), "click")
     assert same["difference"] == 0 and same["p_value"] == 1.0
 
 
@@ -802,7 +811,7 @@ def test_an_aa_experiment_with_clustered_users_is_significant_about_one_time_in_
                 for i, (n, x) in enumerate(zip(shown, clicks, strict=True))
             }
             _store_user_totals(experiments, experiment, arm.name, totals)
-        report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
+        report = results(experiment, experiments.counters(experiment), experiments.user_sums(experiment))
         p_value = report["variants"][1]["vs_control"]["ctr"]["p_value"]
         assert p_value is not None
         significant += p_value < 0.05
@@ -815,7 +824,7 @@ def test_a_split_unlike_the_traffic_shares_is_flagged(experiments: ExperimentSto
         experiment = Experiment(name, name, "user", TWO_ARMS, "running", 0, per_user=True)
         _store_user_totals(experiments, experiment, "a", {f"a{i}": (2, 0) for i in range(a)})
         _store_user_totals(experiments, experiment, "b", {f"b{i}": (2, 1) for i in range(b)})
-        report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
+        report = results(experiment, experiments.counters(experiment), experiments.user_sums(experiment))
         assert report["sample_ratio_users"] == [a, b]
         assert report["sample_ratio_mismatch"] is mismatch
         assert report["sample_ratio_p"] == pytest.approx(stats.chisquare([a, b]).pvalue, rel=1e-5)
@@ -832,17 +841,17 @@ def test_an_experiment_from_before_per_user_totals_answers_null_differences_and_
     assert started.per_user and experiments.get(started.id) is not None
     assert experiments.get(started.id).per_user  # type: ignore[union-attr]
     old = {**started.as_dict(), "id": "exp-old"}
-    del old["per_user"]  # a definition stored before the field existed
+    del old["per_user"], old["per_user_sums"]  # a definition stored before the fields existed
     experiment = Experiment.from_json(json.dumps(old))
-    assert experiment.per_user is False
+    assert experiment.per_user is False and experiment.per_user_sums is False
     _store_user_totals(experiments, experiment, "a", {f"a{i}": (5, 1) for i in range(50)})
     _store_user_totals(experiments, experiment, "b", {f"b{i}": (5, 3) for i in range(50)})
-    report = results(experiment, experiments.counters(experiment), experiments.user_totals(experiment))
+    report = results(experiment, experiments.counters(experiment), experiments.user_sums(experiment))
     assert report["per_user"] is False and report["variants"][1]["ctr"]["value"] == 0.6
     assert all(d["difference"] is None for d in report["variants"][1]["vs_control"].values())
     assert report["sample_ratio_users"] is None and report["sample_ratio_p"] is None
     assert report["sample_ratio_mismatch"] is False
-    counted = results(started, experiments.counters(experiment), experiments.user_totals(experiment))
+    counted = results(started, experiments.counters(experiment), experiments.user_sums(experiment))
     assert counted["variants"][1]["vs_control"]["ctr"]["difference"] == pytest.approx(0.4)
     assert counted["sample_ratio_users"] == [50, 50]
 
@@ -896,5 +905,99 @@ def test_per_user_totals_are_written_once_with_the_counters_and_erased_with_the_
         for metric in PER_USER_METRICS:
             key = store.experiment_user_key(experiment.id, "b", metric)
             assert not store.run(lambda client, key=key: client.hexists(key, "u1"))
+    finally:
+        experiments.stop(experiment)
+
+
+def _reference_difference(
+    x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarray
+) -> tuple[float, float]:
+    """Σx/Σn of one variant minus the control's, and its standard error, from per-user totals as
+    the results computed them before the sums over users were kept (the residuals' variance)."""
+
+    def variance(x: np.ndarray, n: np.ndarray) -> float:
+        return float(np.var(x - x.sum() / n.sum() * n, ddof=1) / (len(n) * n.mean() ** 2))
+
+    return float(x1.sum() / n1.sum() - x0.sum() / n0.sum()), math.sqrt(variance(x1, n1) + variance(x0, n0))
+
+
+def _serve_and_attribute(
+    store: ImpressionStore, experiment: Experiment, rng: np.random.Generator, at: int, users: list[str]
+) -> None:
+    """Each user is shown 1 to 4 impressions of their variant ("a" or "b", their id's first letter);
+    some are clicked (a few twice), carted or bought (some twice, with revenue); all attributed."""
+    raw = []
+    for user in users:
+        for k in range(int(rng.integers(1, 5))):
+            rid = store.record(
+                surface="recommendations", user_id=user, items=[("i1", 0.9), ("i2", 0.5)], model_version="v",
+                filters={}, experiment=experiment.id, variant=user[0], now_ms=at + k,
+            )  # fmt: skip
+            for kind, chance, times in (("click", 0.5, 2), ("cart", 0.3, 1), ("purchase", 0.25, 2)):
+                if rng.random() < chance:
+                    for _ in range(int(rng.integers(1, times + 1))):
+                        event = {"event_id": f"{kind}-{uuid.uuid4().hex}", "user_id": user, "item_id": "i1",
+                                 "type": kind, "ts": at + 10 + len(raw), "recommendation_id": rid}  # fmt: skip
+                        if kind == "purchase":
+                            event["value"] = round(float(rng.uniform(1, 80)), 2)
+                        raw.append(event)
+    events, errors = validate_batch(raw, max_skew_s=300)
+    assert not errors
+    store.settle()
+    assert attribute(store, events, max_skew_ms=0, now_ms=at + 20).attributed == len(raw)
+
+
+@embedded_only
+def test_results_read_sums_over_users_equal_to_those_of_the_per_user_totals(
+    experiments: ExperimentStore,
+) -> None:
+    # The results read a few sums per variant, kept by the scripts that write the per-user totals,
+    # not the totals (a scan of every user's on each read): after impressions, attributed outcomes
+    # with revenue (then more impressions of users with outcomes) and erasures, they are the sums of
+    # the totals, and the differences are those computed from the totals.
+    rng = np.random.default_rng(20261207)
+    users = [f"{arm}{i}" for arm in "ab" for i in range(12)]
+    store, experiment = experiments.impressions, experiments.create("sums", TWO_ARMS)
+    assert experiment.per_user_sums and experiments.get(experiment.id).per_user_sums  # type: ignore[union-attr]
+    try:
+        _serve_and_attribute(store, experiment, rng, int(time.time() * 1000), users)
+        _serve_and_attribute(store, experiment, rng, int(time.time() * 1000), users[::2])
+        for user in ("a0", "b1", "b2"):
+            store.erase_user(user, int(time.time() * 1000))
+        sums, totals = experiments.user_sums(experiment), experiments.user_totals(experiment)
+        assert [totals[arm].users for arm in "ab"] == [11, 10]
+        for arm in "ab":
+            one, n = sums[arm], totals[arm].impressions
+            assert (one.users, one.n, one.n_sq) == (totals[arm].users, n.sum(), n @ n)
+            for metric in PER_USER_METRICS[1:]:
+                x = getattr(totals[arm], metric)
+                assert x.sum() > 0, (arm, metric)
+                assert one.metrics[metric] == pytest.approx((x.sum(), x @ x, x @ n), rel=1e-9)
+                if metric != "revenue":  # counts are exact
+                    assert one.metrics[metric] == (x.sum(), x @ x, x @ n)
+
+        report = results(experiment, experiments.counters(experiment), sums)
+        assert report["sample_ratio_users"] == [11, 10]
+        b, a = totals["b"], totals["a"]
+        for name, metric in {**RATES, "revenue_per_impression": "revenue"}.items():
+            difference, se = _reference_difference(
+                getattr(b, metric), b.impressions, getattr(a, metric), a.impressions
+            )
+            got = report["variants"][1]["vs_control"][name]
+            assert got["difference"] == pytest.approx(round(difference, 6), abs=1e-6), name
+            assert got["ci_high"] - got["ci_low"] == pytest.approx(2 * 1.959964 * se, abs=1e-5), name
+            assert got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(difference) / se), rel=1e-4), name
+
+        # A user's entries deleted behind the sums' back (as no script does) leave the results as
+        # they were: they are not read.
+        def drop(client: Any) -> None:
+            for metric in PER_USER_METRICS:
+                client.hdel(store.experiment_user_key(experiment.id, "b", metric), "b3")
+
+        store.run(drop)
+        assert experiments.user_totals(experiment)["b"].users == 9
+        assert (
+            results(experiment, experiments.counters(experiment), experiments.user_sums(experiment)) == report
+        )
     finally:
         experiments.stop(experiment)
