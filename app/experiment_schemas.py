@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import Explanation, Query, Recommendations
+from kgrec.experiments import SRM_ALPHA
 from kgrec.field_types import Id
 from kgrec.limits import MAX_ID_LENGTH, MAX_SIDE_VERSIONS
 
@@ -153,7 +154,10 @@ class ExperimentResults(ExperimentView):
         description="chi-squared p-value of the users per variant against the traffic shares"
     )
     sample_ratio_mismatch: bool = Field(
-        description="sample_ratio_p < 0.001: the split is broken, distrust the results"
+        description="sample_ratio_p < sample_ratio_alpha: the split is broken, distrust the results"
+    )
+    sample_ratio_alpha: float = Field(
+        description=f"sample_ratio_mismatch's threshold for sample_ratio_p ({SRM_ALPHA})"
     )
 
 

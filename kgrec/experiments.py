@@ -676,6 +676,7 @@ def results(
         "sample_ratio_users": counted,
         "sample_ratio_p": None if srm is None else float(f"{srm:.6g}"),
         "sample_ratio_mismatch": srm is not None and srm < SRM_ALPHA,
+        "sample_ratio_alpha": SRM_ALPHA,
     }
 
 

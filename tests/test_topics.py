@@ -19,6 +19,7 @@ from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
 from graph_schema.statements.topics import ABOUT_WRITTEN, WRITE_ABOUT
 from kgrec import topic_signal
 from kgrec.audiences import Audience, audience_page
+from kgrec.browse import item_neighbourhood
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.errors import NotFound
@@ -1000,10 +1001,9 @@ def test_active_topic_names_are_the_versions_own_not_a_dead_promotions(gateway: 
     assert dict(zip(index.ids, index.names, strict=True)) == {"topic-1": "lip care", "topic-2": "hair"}
 
 
-def test_two_versions_naming_one_topic_each_serve_their_own_name(gateway: GraphGateway) -> None:
-    # v1 and v2 both have topic-1 and name it differently; the shared Topic node holds the other
-    # version's name (a dead promotion's, or the one before a rollback's relink). A topic's detail,
-    # a user's topics and the explanation paths through it all give the active version's name.
+def _two_versions_naming_topic_1(gateway: GraphGateway) -> None:
+    # v1 (active) and v2 both have topic-1 and name it differently; the shared Topic node holds the
+    # other version's name (a dead promotion's, or the one before a rollback's relink).
     gateway.run_query(
         "CREATE (m1:ModelVersion {id: 'v1', active: true}), (m2:ModelVersion {id: 'v2', active: false}),"
         "       (t:Topic {id: 'topic-1', name: 'sunscreen', keywords: ['spf']}),"
@@ -1016,6 +1016,21 @@ def test_two_versions_naming_one_topic_each_serve_their_own_name(gateway: GraphG
         {},
     )
 
+
+def _activate_v2(gateway: GraphGateway) -> None:
+    # v2 becomes active; the Topic node still holds v1's name
+    gateway.run_query(
+        "MATCH (m:ModelVersion) SET m.active = (m.id = 'v2') WITH count(*) AS n "
+        "MATCH (t:Topic {id: 'topic-1'}) SET t.name = 'lip care', t.keywords = ['lip']",
+        {},
+    )
+
+
+def test_two_versions_naming_one_topic_each_serve_their_own_name(gateway: GraphGateway) -> None:
+    # A topic's detail, a user's topics and the explanation paths through it all give the active
+    # version's name.
+    _two_versions_naming_topic_1(gateway)
+
     def served() -> tuple[str, list[str], str, dict[str, str]]:
         detail = topic_detail(gateway, "topic-1", 3)
         (interest,) = user_topics(gateway, "u1", 1000, 1e9)
@@ -1027,10 +1042,27 @@ def test_two_versions_naming_one_topic_each_serve_their_own_name(gateway: GraphG
 
     both = {"interest", "reviewed_topic"}
     assert served() == ("lip care", ["lip"], "lip care", dict.fromkeys(both, "lip care"))
-    # v2 becomes active; the Topic node still holds v1's name
+    _activate_v2(gateway)
+    assert served() == ("sunscreen", ["spf"], "sunscreen", dict.fromkeys(both, "sunscreen"))
+
+
+def test_an_items_neighbourhood_names_topics_as_the_active_version_does(gateway: GraphGateway) -> None:
+    # The console's item graph names a topic as GET /v1/topics/{id} does, one hop away (seen's
+    # topic) or two (the topic of the item bought with near). topic-9 is one the active version
+    # lacks (a dead promotion's new topic, until the repair): its Topic node's name, the only one.
+    _two_versions_naming_topic_1(gateway)
     gateway.run_query(
-        "MATCH (m:ModelVersion) SET m.active = (m.id = 'v2') WITH count(*) AS n "
-        "MATCH (t:Topic {id: 'topic-1'}) SET t.name = 'lip care', t.keywords = ['lip']",
+        "MATCH (seen:Item {id: 'seen'}) "
+        "CREATE (near:Item {id: 'near', title: 'tube'})-[:ALSO_BOUGHT]->(seen),"
+        "       (seen)-[:ABOUT {score: 0.5, version: 'v3'}]->(:Topic {id: 'topic-9', name: 'candidate'})",
         {},
     )
-    assert served() == ("sunscreen", ["spf"], "sunscreen", dict.fromkeys(both, "sunscreen"))
+
+    def named(item_id: str) -> dict[str, str]:
+        graph = item_neighbourhood(gateway, item_id, first=40, per_node=3)
+        return {n["id"]: n["name"] for n in graph["nodes"] if n["label"] == "Topic"}
+
+    assert named("seen") == named("near") == {"topic-1": "lip care", "topic-9": "candidate"}
+    _activate_v2(gateway)
+    assert topic_detail(gateway, "topic-1", 3)["name"] == "sunscreen"
+    assert named("seen") == named("near") == {"topic-1": "sunscreen", "topic-9": "candidate"}

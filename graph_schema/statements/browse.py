@@ -10,6 +10,7 @@ differences (``$folds``, :data:`kgrec.browse.SEARCH_FOLDS`) before they are comp
 
 from graph_schema.behaviours import COUNTER_PROPERTIES
 from graph_schema.catalogue import read
+from graph_schema.statements.topics import active_name, active_naming
 
 # Each searchable label, with the property that names its nodes.
 SEARCH_LABELS = {
@@ -80,25 +81,27 @@ USER_TIMELINE = read(
 # Up to $first neighbours of an item (either direction, any relationship but a model's; brands,
 # categories and entities first, then users, then items), then up to
 # $per_node neighbours of each of those that is not a user (a user's other items would be every
-# customer's basket). Model versions are never part of a neighbourhood.
+# customer's basket). Model versions are never part of a neighbourhood. A topic's name is the
+# active version's (active_name), as the topics' own reads give it.
 ITEM_NEIGHBOURHOOD = read(
     "browse_item_neighbourhood",
-    """
-    MATCH (i:Item {id: $item_id})-[r1]-(a)
+    f"""
+    MATCH (i:Item {{id: $item_id}})-[r1]-(a)
     WHERE NOT a:ModelVersion
     WITH i, r1, a
     ORDER BY CASE WHEN a:Item THEN 2 WHEN a:User THEN 1 ELSE 0 END, a.id
-    LIMIT $first
+    LIMIT $first{active_naming("a", "a_naming")}
+    WITH i, r1, a, coalesce({active_name("a", "a_naming")}, a.title, a.id) AS name
     OPTIONAL MATCH (a)-[r2]-(b)
-    WHERE NOT a:User AND NOT b:ModelVersion AND NOT b:User AND b <> i
-    WITH i, r1, a, r2, b
+    WHERE NOT a:User AND NOT b:ModelVersion AND NOT b:User AND b <> i{active_naming("b", "b_naming")}
+    WITH i, r1, a, name, r2, b, {active_name("b", "b_naming")} AS b_name
     ORDER BY b.id
-    WITH i, r1, a,
-         collect(CASE WHEN b IS NULL THEN NULL ELSE {
-             label: labels(b)[0], id: b.id, name: coalesce(b.name, b.title, b.id),
+    WITH i, r1, a, name,
+         collect(CASE WHEN b IS NULL THEN NULL ELSE {{
+             label: labels(b)[0], id: b.id, name: coalesce(b_name, b.title, b.id),
              type: type(r2), relation: r2.relation, outgoing: startNode(r2) = a
-         } END)[0..$per_node] AS second
-    RETURN labels(a)[0] AS label, a.id AS id, coalesce(a.name, a.title, a.id) AS name,
+         }} END)[0..$per_node] AS second
+    RETURN labels(a)[0] AS label, a.id AS id, name,
            type(r1) AS type, r1.relation AS relation, startNode(r1) = i AS outgoing,
            r1.weight AS weight, second
     """,

@@ -17,26 +17,39 @@ in those count as interest in it while the version is active (``USER_TOPIC_ITEMS
 from graph_schema.catalogue import read, write
 from graph_schema.decay import decayed_weight
 
-# The active version's HAS_TOPIC edge to the Topic ``t``, as ``naming`` (null for a topic that version
-# does not have, or a ``t`` that is no Topic), and the topic's name as that version gave it: the
-# version's own, on the edge (the shared Topic node holds the names of the last version whose topics
-# were linked, which a promotion that died before its switch may have left a candidate's, and a
-# rollback leaves until its relink), the Topic's for an edge written without one.
-ACTIVE_NAMING = """
-    OPTIONAL MATCH (:ModelVersion {active: true})-[naming:HAS_TOPIC]->(t)"""
-ACTIVE_NAME = "coalesce(naming.name, t.name)"
+
+def active_naming(topic: str = "t", edge: str = "naming") -> str:
+    """The stage that matches the active version's HAS_TOPIC edge to the node ``topic`` as ``edge``
+    (null for a topic that version does not have, or a node that is no Topic). ``topic`` and
+    ``edge``: variable names (fixed statement text)."""
+    return f"""
+    OPTIONAL MATCH (:ModelVersion {{active: true}})-[{edge}:HAS_TOPIC]->({topic})"""
+
+
+def active_name(topic: str = "t", edge: str = "naming") -> str:
+    """The name of the Topic ``topic`` as the version of its HAS_TOPIC ``edge`` gave it: the version's
+    own, on the edge (the shared Topic node holds the names of the last version whose topics were
+    linked, which a promotion that died before its switch may have left a candidate's, and a
+    rollback leaves until its relink), the Topic's for an edge written without one. With no edge
+    (:func:`active_naming` found none: a topic the active version does not have), the Topic's name,
+    the only one it has (a retired topic's, or a dead promotion's new topic's: the candidate's); for
+    a node that is no Topic, its own ``name``."""
+    return f"coalesce({edge}.name, {topic}.name)"
+
+
+# The active version's edge to the Topic ``t`` as ``naming``, and the name it gives ``t``.
+ACTIVE_NAMING = active_naming()
+ACTIVE_NAME = active_name()
 
 # The topics of the active version, with their centroids (event ingestion matches text to these)
 # and the retired topics each absorbs (training passes them on to the next version's topics).
-# The name is the version's own (HAS_TOPIC's), not the shared Topic node's, which a promotion that
-# died before its switch may have left holding a candidate's name (the Topic's for an edge
-# written without one).
+# The name is the version's own (HAS_TOPIC's), not the shared Topic node's (ACTIVE_NAME).
 ACTIVE_TOPICS = read(
     "active_topics",
-    """
-    MATCH (m:ModelVersion {active: true})-[h:HAS_TOPIC]->(t:Topic)
-    RETURN m.id AS version, t.id AS id, coalesce(h.name, t.name) AS name, h.centroid AS centroid,
-           h.absorbs AS absorbs
+    f"""
+    MATCH (m:ModelVersion {{active: true}})-[naming:HAS_TOPIC]->(t:Topic)
+    RETURN m.id AS version, t.id AS id, {ACTIVE_NAME} AS name, naming.centroid AS centroid,
+           naming.absorbs AS absorbs
     ORDER BY id
     """,
 )

@@ -79,10 +79,12 @@
   function sampleRatio(x) {
     if (!x.sample_ratio_users) return K.el("span", { class: "muted" }, "Sample ratio: not counted (the experiment started before per-user totals).");
     const users = x.sample_ratio_users.map((n, i) => `${x.variants[i].name} ${K.number(n, 0)}`).join(", ");
+    // Below 0.001, three decimals would read 0.000.
     const text = `Sample ratio: users ${users} against the traffic shares, χ² p = ${x.sample_ratio_p !== null && x.sample_ratio_p < 0.001 ? x.sample_ratio_p.toExponential(1) : K.number(x.sample_ratio_p, 3)}`;
+    // The threshold is the API's (sample_ratio_alpha), so the page says what the check used.
     return x.sample_ratio_mismatch
-      ? K.el("strong", { class: "error", role: "alert" }, `${text}: the split is broken (p < 0.001), distrust these results.`)
-      : K.el("span", { class: "muted" }, `${text}.`);
+      ? K.el("strong", { class: "error", role: "alert" }, `${text}: the split is broken (p < ${x.sample_ratio_alpha}), distrust these results.`)
+      : K.el("span", { class: "muted" }, `${text} (a split counts as broken at p < ${x.sample_ratio_alpha}).`);
   }
 
   function variantsOf(x) {
