@@ -19,7 +19,7 @@ from graph_schema.statements.models import CREATE_VERSION, MARK_VERSION_READY
 from graph_schema.statements.topics import ABOUT_WRITTEN, WRITE_ABOUT
 from kgrec import topic_signal
 from kgrec.audiences import Audience, audience_page
-from kgrec.browse import item_neighbourhood
+from kgrec.browse import item_neighbourhood, search
 from kgrec.config import Settings
 from kgrec.embedded import EmbeddedServer
 from kgrec.errors import NotFound
@@ -1046,7 +1046,9 @@ def test_two_versions_naming_one_topic_each_serve_their_own_name(gateway: GraphG
     assert served() == ("sunscreen", ["spf"], "sunscreen", dict.fromkeys(both, "sunscreen"))
 
 
-def test_an_items_neighbourhood_names_topics_as_the_active_version_does(gateway: GraphGateway) -> None:
+def test_an_items_neighbourhood_and_search_name_topics_as_the_active_version_does(
+    gateway: GraphGateway,
+) -> None:
     # The console's item graph names a topic as GET /v1/topics/{id} does, one hop away (seen's
     # topic) or two (the topic of the item bought with near). topic-9 is one the active version
     # lacks (a dead promotion's new topic, until the repair): its Topic node's name, the only one.
@@ -1062,7 +1064,14 @@ def test_an_items_neighbourhood_names_topics_as_the_active_version_does(gateway:
         graph = item_neighbourhood(gateway, item_id, first=40, per_node=3)
         return {n["id"]: n["name"] for n in graph["nodes"] if n["label"] == "Topic"}
 
+    def found(query: str) -> dict[str, str]:
+        return {hit["id"]: hit["name"] for hit in search(gateway, query, ["topic"], 10)["results"]}
+
     assert named("seen") == named("near") == {"topic-1": "lip care", "topic-9": "candidate"}
+    # search finds and names a topic by the active version's name too (GET /v1/search?kind=topic)
+    assert found("lip") == {"topic-1": "lip care"} and found("sunscreen") == {}
+    assert found("topic-") == {"topic-1": "lip care", "topic-9": "candidate"}
     _activate_v2(gateway)
     assert topic_detail(gateway, "topic-1", 3)["name"] == "sunscreen"
     assert named("seen") == named("near") == {"topic-1": "sunscreen", "topic-9": "candidate"}
+    assert found("sun") == {"topic-1": "sunscreen"} and found("lip") == {}
