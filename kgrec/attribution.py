@@ -97,7 +97,7 @@ if KEYS[3] ~= '' then
     redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
     if user ~= '' then
       add_total(by_user .. ARGV[5], by_user .. 'impressions', user, 1, '1', 'HINCRBY')
-      redis.call('PEXPIRE', by_user .. ARGV[5], ARGV[11])
+      touch_all(by_user, ARGV[11])
     end
   end
   if revenue ~= 0 then
@@ -106,7 +106,7 @@ if KEYS[3] ~= '' then
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue_sq', string.format('%.17g', after * after - before * before))
     if user ~= '' then
       add_total(by_user .. 'revenue', by_user .. 'impressions', user, revenue, ARGV[6], 'HINCRBYFLOAT')
-      redis.call('PEXPIRE', by_user .. 'revenue', ARGV[11])
+      touch_all(by_user, ARGV[11])
     end
   end
 end

@@ -432,24 +432,37 @@ class ExperimentStore:
     def user_sums(self, experiment: Experiment) -> dict[str, UserSums]:
         """Each variant's sums over its users (impressions recorded on this host so far included):
         one ``HMGET`` per per-user hash, of the sums kept beside the totals; for an experiment that
-        has not kept them from its start (``per_user_sums`` false), summed from :meth:`user_totals`."""
+        has not kept them from its start (``per_user_sums`` false), or whose users counted beside
+        the totals are not the users holding one (totals written without sums), summed from
+        :meth:`user_totals`."""
         if not experiment.per_user_sums:
             return {name: UserSums.of(totals) for name, totals in self.user_totals(experiment).items()}
         self.impressions.settle()
 
-        def read(client: Any) -> list[list[Any]]:
+        def read(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for variant in experiment.variants:
                 for metric in PER_USER_METRICS:
                     names = IMPRESSION_SUMS if metric == "impressions" else METRIC_SUMS
                     key = self.impressions.experiment_user_key(experiment.id, variant.name, metric)
                     pipe.hmget(key, [FLAG + name for name in names])
+                    if metric == "impressions":
+                        pipe.hlen(key)
             return pipe.execute()
 
         replies = iter(self.impressions.run(read))
         found = {}
         for variant in experiment.variants:
-            users, n, n_sq = (_number(v) for v in next(replies))
+            stored = next(replies)
+            users, n, n_sq = (_number(v) for v in stored)
+            # The users counted beside the totals must be the users holding one (the hash's fields
+            # less the sums present): a writer that kept totals without sums (an older kgrec, during
+            # an upgrade) breaks that, and then only the totals can be trusted.
+            if int(users) != next(replies) - sum(v is not None for v in stored):
+                log.warning(
+                    "experiment %s: sums over users out of step with the totals; scanning", experiment.id
+                )
+                return {name: UserSums.of(totals) for name, totals in self.user_totals(experiment).items()}
             sums = {metric: tuple(_number(v) for v in next(replies)) for metric in PER_USER_METRICS[1:]}
             found[variant.name] = UserSums(int(users), n, n_sq, sums)
         return found

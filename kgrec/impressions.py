@@ -115,6 +115,14 @@ local function add_sum(key, name, d)
     redis.call('HINCRBYFLOAT', key, '\1' .. name, string.format('%.17g', d))
   end
 end
+-- touch_all: one lifetime for a variant's five per-user hashes (by_user: their common prefix), so
+-- none outlives another and the sums stay those of the totals beside them
+local function touch_all(by_user, ttl)
+  redis.call('PEXPIRE', by_user .. 'impressions', ttl)
+  for _, metric in ipairs(OUTCOME_METRICS) do
+    redis.call('PEXPIRE', by_user .. metric, ttl)
+  end
+end
 local function add_total(key, impressions_key, user, d, text, command)
   local before = tonumber(redis.call('HGET', key, user)) or 0
   redis.call(command, key, user, text)
@@ -137,7 +145,8 @@ end
 # it for the scripts that scan entries. An id still kept is skipped: shipping is idempotent. So is
 # a line of a user erased after it was recorded (a hash of the user id, scored by the erasure's time).
 # Then the oldest entries beyond the cap are deleted with their id keys (retention expires both).
-# An experiment's per-user hash (it holds user ids) expires the retention after its last write; a
+# A variant's per-user hashes (they hold user ids) expire together, the retention after the last write
+# to any of them (touch_all; a claim renews them too); a
 # user's new impression adds to the variant's users, Σn and Σn², and to every other metric's Σx·n.
 # Returns how many impressions were new.
 _STORE = (
@@ -197,7 +206,7 @@ local function store(line)
           add_sum(counters .. by_user .. metric, 'sum_n', x)
         end
       end
-      redis.call('PEXPIRE', impressions, ARGV[2])
+      touch_all(counters .. by_user, ARGV[2])
     end
   end
   return 1

@@ -905,6 +905,33 @@ def test_per_user_totals_are_written_once_with_the_counters_and_erased_with_the_
         for metric in PER_USER_METRICS:
             key = store.experiment_user_key(experiment.id, "b", metric)
             assert not store.run(lambda client, key=key: client.hexists(key, "u1"))
+
+        # A variant's per-user hashes share one lifetime, so none outlives the totals its sums go
+        # with: a claim renews the impressions hash, an impression the outcome hashes.
+        def shortened(metric: str) -> str:
+            key = store.experiment_user_key(experiment.id, "b", metric)
+            store.run(lambda client: client.pexpire(key, 5_000))
+            return key
+
+        def renewed(key: str) -> bool:
+            return store.run(lambda client: client.pttl(key)) > store.retention_ms - 60_000
+
+        impressions_key = shortened("impressions")
+        later = int(time.time() * 1000)
+        events, errors = validate_batch(
+            [{"event_id": f"k-{uuid.uuid4().hex}", "user_id": "u2", "item_id": "i1", "type": "cart",
+              "ts": later, "recommendation_id": ids["u2"][0]}],
+            max_skew_s=300,
+        )  # fmt: skip
+        assert not errors and attribute(store, events, max_skew_ms=0, now_ms=later + 1).attributed == 1
+        assert renewed(impressions_key)
+        click_key = shortened("click")
+        store.record(
+            surface="recommendations", user_id="u2", items=[("i1", 0.9)], model_version="v", filters={},
+            experiment=experiment.id, variant="b", now_ms=later + 2,
+        )  # fmt: skip
+        store.settle()
+        assert renewed(click_key)
     finally:
         experiments.stop(experiment)
 
@@ -988,16 +1015,22 @@ def test_results_read_sums_over_users_equal_to_those_of_the_per_user_totals(
             assert got["ci_high"] - got["ci_low"] == pytest.approx(2 * 1.959964 * se, abs=1e-5), name
             assert got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(difference) / se), rel=1e-4), name
 
-        # A user's entries deleted behind the sums' back (as no script does) leave the results as
-        # they were: they are not read.
+        # A user's outcome totals deleted behind the sums' back (as no script does) leave the results
+        # as they were: they are not read.
         def drop(client: Any) -> None:
-            for metric in PER_USER_METRICS:
+            for metric in PER_USER_METRICS[1:]:
                 client.hdel(store.experiment_user_key(experiment.id, "b", metric), "b3")
 
         store.run(drop)
-        assert experiments.user_totals(experiment)["b"].users == 9
+        assert sum(experiments.user_totals(experiment)["b"].click) < sum(totals["b"].click)
         assert (
             results(experiment, experiments.counters(experiment), experiments.user_sums(experiment)) == report
         )
+        # A user's impressions written without the sums (an older kgrec's script, mid-upgrade): the
+        # users counted beside the totals are not the users holding one, so the totals are read.
+        impressions_key = store.experiment_user_key(experiment.id, "b", "impressions")
+        store.run(lambda client: client.hset(impressions_key, "b99", 2))
+        scanned = {name: UserSums.of(one) for name, one in experiments.user_totals(experiment).items()}
+        assert scanned["b"].users == 11 and experiments.user_sums(experiment) == scanned
     finally:
         experiments.stop(experiment)

@@ -24,25 +24,34 @@ SEARCH_LABELS = {
 
 _SEARCH_BRANCH = """
     MATCH (n:{label})
-    WHERE '{label}' IN $labels{naming}
-    WITH n, {name} AS name
-    WHERE n.id STARTS WITH $query {name_match}
-    RETURN '{label}' AS label, n.id AS id, coalesce(name, n.id) AS name
+    WHERE '{label}' IN $labels
+      AND (n.id STARTS WITH $query {name_match})
+    RETURN '{label}' AS label, n.id AS id, {name} AS name
+    LIMIT $limit
+"""
+_FOLDED_CONTAINS = "reduce(s = toLower({name}), f IN $folds | replace(s, f[0], f[1])) CONTAINS $needle"
+# A topic is found and shown by the active version's name for it, as the topics' own reads give it
+# (active_name); the other labels keep one WHERE on the node, where an id index can serve the prefix.
+_TOPIC_SEARCH_BRANCH = f"""
+    MATCH (n:Topic)
+    WHERE 'Topic' IN $labels{active_naming("n")}
+    WITH n, {active_name("n")} AS name
+    WHERE n.id STARTS WITH $query OR {_FOLDED_CONTAINS.format(name="name")}
+    RETURN 'Topic' AS label, n.id AS id, coalesce(name, n.id) AS name
     LIMIT $limit
 """
 
 
 def _search_branch(label: str, name_property: str | None) -> str:
-    # Labels and properties come from the fixed table above, never from a request. A topic is found
-    # and shown by the active version's name for it, as the topics' own reads give it (active_name).
+    # Labels and properties come from the fixed table above, never from a request.
+    if label == "Topic":
+        return _TOPIC_SEARCH_BRANCH
     if name_property is None:
-        return _SEARCH_BRANCH.format(label=label, naming="", name="n.id", name_match="")
-    topic = label == "Topic"
+        return _SEARCH_BRANCH.format(label=label, name_match="", name="n.id")
     return _SEARCH_BRANCH.format(
         label=label,
-        naming=active_naming("n") if topic else "",
-        name=active_name("n") if topic else f"n.{name_property}",
-        name_match="OR reduce(s = toLower(name), f IN $folds | replace(s, f[0], f[1])) CONTAINS $needle",
+        name_match="OR " + _FOLDED_CONTAINS.format(name=f"n.{name_property}"),
+        name=f"coalesce(n.{name_property}, n.id)",
     )
 
 
