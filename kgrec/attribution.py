@@ -97,7 +97,6 @@ if KEYS[3] ~= '' then
     redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
     if user ~= '' then
       add_total(by_user .. ARGV[5], by_user .. 'impressions', user, 1, '1', 'HINCRBY')
-      touch_all(by_user, ARGV[11])
     end
   end
   if revenue ~= 0 then
@@ -106,8 +105,10 @@ if KEYS[3] ~= '' then
     redis.call('HINCRBYFLOAT', KEYS[3], 'revenue_sq', string.format('%.17g', after * after - before * before))
     if user ~= '' then
       add_total(by_user .. 'revenue', by_user .. 'impressions', user, revenue, ARGV[6], 'HINCRBYFLOAT')
-      touch_all(by_user, ARGV[11])
     end
+  end
+  if user ~= '' and (first == 1 or revenue ~= 0) then
+    touch_all(by_user, ARGV[11])
   end
 end
 return 1

@@ -436,7 +436,7 @@ class ExperimentStore:
         the totals are not the users holding one (totals written without sums), summed from
         :meth:`user_totals`."""
         if not experiment.per_user_sums:
-            return {name: UserSums.of(totals) for name, totals in self.user_totals(experiment).items()}
+            return self._scanned_sums(experiment)
         self.impressions.settle()
 
         def read(client: Any) -> list[Any]:
@@ -462,10 +462,14 @@ class ExperimentStore:
                 log.warning(
                     "experiment %s: sums over users out of step with the totals; scanning", experiment.id
                 )
-                return {name: UserSums.of(totals) for name, totals in self.user_totals(experiment).items()}
+                return self._scanned_sums(experiment)
             sums = {metric: tuple(_number(v) for v in next(replies)) for metric in PER_USER_METRICS[1:]}
             found[variant.name] = UserSums(int(users), n, n_sq, sums)
         return found
+
+    def _scanned_sums(self, experiment: Experiment) -> dict[str, UserSums]:
+        """Each variant's sums over its users, summed from :meth:`user_totals` (a scan)."""
+        return {name: UserSums.of(totals) for name, totals in self.user_totals(experiment).items()}
 
     def user_totals(self, experiment: Experiment) -> dict[str, UserTotals]:
         """Each variant's per-user totals (impressions recorded on this host so far included).

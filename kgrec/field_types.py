@@ -196,6 +196,12 @@ class CellNumber(Decimal):
         return number
 
 
+def is_number_text(text: str) -> bool:
+    """Whether ``text`` spells a number in ASCII digits (sign, fraction, exponent): what a time
+    written as a number may be; ``float()`` also takes ``1_000``, other scripts' digits and ``inf``."""
+    return _NUMBER_TEXT.fullmatch(text) is not None
+
+
 def cell_time(text: str) -> object:
     """An import file's time cell (``kgrec events import --format csv``'s ``ts``, ``kgrec items
     import``'s ``listed_at`` / ``delisted_at``) as the JSON value it stands for: a cell holds text
@@ -203,7 +209,7 @@ def cell_time(text: str) -> object:
     milliseconds (a :class:`CellNumber`), and any other text stays text, read by :func:`epoch_ms`
     as a date-time."""
     stripped = text.strip()
-    return CellNumber(stripped) if _NUMBER_TEXT.fullmatch(stripped) else stripped
+    return CellNumber(stripped) if is_number_text(stripped) else stripped
 
 
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time", "pattern": DATE_TIME_PATTERN})]

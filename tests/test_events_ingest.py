@@ -493,3 +493,8 @@ def test_a_resend_whose_value_is_written_another_way_has_the_same_content_hash()
 
 def test_a_tag_typed_composed_or_decomposed_is_one_tag() -> None:
     assert normalised_tag("Cafe\u0301") == normalised_tag("Caf\u00e9") == "caf\u00e9"
+    # a soft hyphen or a word joiner marks no break: one word, as shown; a zero-width space is a break
+    assert (
+        normalised_tag("Co\u00adop") == normalised_tag("co\u2060op") == normalised_tag("\ufeffCoop") == "coop"
+    )
+    assert normalised_tag("dark\u200bcomedy") == "dark comedy"

@@ -869,10 +869,10 @@ def test_a_movielens_tag_typed_decomposed_is_the_composed_tags_entity() -> None:
 def test_a_movielens_tag_with_format_characters_gets_a_valid_entity_id(tmp_path: Path) -> None:
     # The joiners of an emoji sequence and a soft hyphen are format characters, which the id rule
     # refuses: the id kept them, so `kgrec import` dropped the row that `kgrec events import
-    # --format movielens-tags` takes. The tag is read as a tag event's (a soft hyphen parts words).
+    # --format movielens-tags` takes. The tag is read as a tag event's (a soft hyphen parts no words).
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     assert tag_entity_id(f"{family} Film") == "tag:\U0001f468\U0001f469\U0001f467 film"
-    assert tag_entity_id("Co\u00adop \u200d") == "tag:co op"
+    assert tag_entity_id("Co\u00adop \u200d") == "tag:coop"
     assert tag_entity_id("e\u200d\u0301") == "tag:\u00e9"  # NFC again once the joiner is out
     assert tag_entity_id("\u200b\u00ad") is None
     folder = movielens_folder(tmp_path / "ml")
@@ -901,12 +901,15 @@ def test_a_layout_ts_is_unix_seconds_or_the_apis_date_time_with_an_offset(tmp_pa
         ["u1", "i5", "2024-05-01 10:00:00"],
         ["u1", "i6", "2024-05-01"],
         ["u1", "i7", "2023-11-14T10:15:60Z"],
+        ["u1", "i8", "1_700_000_000"],  # float() reads both as Unix seconds
+        ["u1", "i9", "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660"],
     ]
     _write(tmp_path / "interactions.csv", [["user_id", "item_id", "ts"], *rows])
     dataset = LayoutDataset(tmp_path)
     read = [(r.item_id, r.ts) for r in dataset.interactions()]
     assert read == [("i1", 1_700_000_000_000), ("i2", 1_700_000_000_000), ("i3", 1_483_228_799_000)]
     offset = "has no offset: add Z (UTC) or ±hh:mm, as RFC 3339 requires"
+    not_seconds = "is not Unix seconds or an RFC 3339 date-time with an offset, like 2023-11-14T22:13:20Z"
     assert problems_of(dataset) == {
         ("interactions.csv", 5, f"ts '2024-05-01T10:00:00' {offset}"),
         ("interactions.csv", 6, f"ts '2024-05-01 10:00:00' {offset}"),
@@ -921,6 +924,12 @@ def test_a_layout_ts_is_unix_seconds_or_the_apis_date_time_with_an_offset(tmp_pa
             8,
             "ts '2023-11-14T10:15:60Z' has second 60, a leap second: RFC 3339 allows it only at 23:59 UTC",
         ),
+        ("interactions.csv", 9, f"ts '1_700_000_000' {not_seconds}"),
+        (
+            "interactions.csv",
+            10,
+            f"ts '\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660' {not_seconds}",
+        ),
     }
     # REES46 states its event_time is UTC: that format keeps reading it so
     assert (
@@ -928,3 +937,6 @@ def test_a_layout_ts_is_unix_seconds_or_the_apis_date_time_with_an_offset(tmp_pa
         == (rees46_event(["2019-10-01 00:00:00", "view", "1", "", "", "", "", "u", ""])["ts"])
         == 1_569_888_000_000
     )
+    for seconds in ("1_569_888_000", "\uff11\uff15\uff16\uff19\uff18\uff18\uff18\uff10\uff10\uff10"):
+        with pytest.raises(ValueError, match="is neither ISO-8601 nor Unix seconds"):
+            rees46_event([seconds, "view", "1", "", "", "", "", "u", ""])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import NamedTuple, TypeVar
 from pydantic_core import PydanticCustomError
 
 from kgrec.events.validation import ValidationClock, field_problem, value_problem
-from kgrec.field_types import date_time_ms
+from kgrec.field_types import date_time_ms, is_number_text
 from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
@@ -341,11 +340,15 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
         writer.writerows(rows)
 
 
+_NOT_FINITE = frozenset({"inf", "infinity", "nan"})
+
+
 def parse_timestamp_ms(text: str, *, utc_without_offset: bool = False) -> int:
     """Parse a data-set time into epoch milliseconds, from 1970 to 9999 as the API's times
-    (:data:`kgrec.limits.MAX_EPOCH_MS`): Unix seconds (int or float), or a date-time as the API reads
-    one (:func:`kgrec.field_types.date_time_ms`: RFC 3339 with an offset; without one, or a date
-    alone, it is refused). ``utc_without_offset``: a format that states its times are UTC (REES46's
+    (:data:`kgrec.limits.MAX_EPOCH_MS`): Unix seconds (ASCII digits, a fraction or exponent allowed;
+    not ``1_000`` or another script's digits, which ``float()`` takes), or a date-time as the API
+    reads one (:func:`kgrec.field_types.date_time_ms`: RFC 3339 with an offset; without one, or a
+    date alone, it is refused). ``utc_without_offset``: a format that states its times are UTC (REES46's
     ``event_time``, ``2019-10-01 00:00:00 UTC``) reads any ISO-8601 time, with `` UTC`` or no
     offset, as UTC.
 
@@ -353,14 +356,11 @@ def parse_timestamp_ms(text: str, *, utc_without_offset: bool = False) -> int:
     number of seconds``, ``'1e300' is after 9999``), to follow the column's name.
     """
     stripped = text.strip()
-    try:
-        seconds: float | None = float(stripped)
-    except ValueError:
-        seconds = None
-    if seconds is not None:
-        if not math.isfinite(seconds):
-            raise ValueError(f"{text!r} is not a finite number of seconds")
-        ms = seconds * 1000
+    if stripped.lstrip("+-").lower() in _NOT_FINITE:
+        raise ValueError(f"{text!r} is not a finite number of seconds")
+    seconds = is_number_text(stripped)
+    if seconds:
+        ms = float(stripped) * 1000
     elif not utc_without_offset:
         try:
             return date_time_ms(stripped, numbers="Unix seconds")
@@ -379,4 +379,4 @@ def parse_timestamp_ms(text: str, *, utc_without_offset: bool = False) -> int:
         raise ValueError(f"{text!r} is before 1970")
     if ms > MAX_EPOCH_MS:
         raise ValueError(f"{text!r} is after 9999")
-    return round(ms) if seconds is not None else int(ms)
+    return round(ms) if seconds else int(ms)

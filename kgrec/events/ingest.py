@@ -70,11 +70,17 @@ class EventsRefused(ValueError):
         self.errors = list(errors)
 
 
+# Invisible characters that mark no break between words, only where a word may be hyphenated (soft
+# hyphen) or must not be broken (word joiners): "co\u00adop" is the word "coop", not "co op".
+_NO_BREAK_MARKS = str.maketrans("", "", "\u00ad\u2060\ufeff")
+
+
 def normalised_tag(tag: str) -> str:
-    """A tag's node id: lower case, words split at any invisible characters (white space, zero-width
-    spaces, controls: :func:`kgrec.events.validation.visible_words`) joined by single spaces, in
-    Unicode NFC, so a tag typed composed or decomposed ("Café") is one Tag node."""
-    return " ".join(visible_words(unicodedata.normalize("NFC", tag.lower())))
+    """A tag's node id: lower case, without soft hyphens and word joiners, words split at any other
+    invisible characters (white space, zero-width spaces, controls:
+    :func:`kgrec.events.validation.visible_words`) joined by single spaces, in Unicode NFC, so a tag
+    typed composed or decomposed ("Café") is one Tag node."""
+    return " ".join(visible_words(unicodedata.normalize("NFC", tag.lower().translate(_NO_BREAK_MARKS))))
 
 
 def _on_items(event: Event) -> bool:
