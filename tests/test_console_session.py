@@ -339,3 +339,42 @@ def test_a_signed_in_cookie_is_refused_when_redis_cannot_be_asked(
         assert signed_out.status_code == 200 and 'data-signed-in="false"' in signed_out.text
     finally:
         api.stop()
+
+
+def test_two_sign_ins_from_one_cookie_share_one_nonce_so_sign_out_ends_both(
+    tmp_path: Path, sessions_redis: str
+) -> None:
+    """Two sign-in posts carrying the same cookie (a double submit, or a retry after a lost answer)
+    each stored a nonce of their own; the browser keeps one answer's cookie, so signing out with it
+    left the other nonce in Redis for 12 hours, and a copy of the other answer's cookie signed in."""
+    app = console_app(tmp_path, sessions_redis)
+    client = app.test_client()
+    token = csrf(client)
+    before_sign_in = client.get_cookie(session.COOKIE, path="/console")
+    assert before_sign_in is not None
+    with app.app_context():
+        before = set(impression_store().run(lambda redis: list(redis.scan_iter(session.nonce_key("*")))))
+    answers = []
+    for _ in range(2):  # the second post carries the cookie the first was sent with, as a browser's would
+        client.set_cookie(session.COOKIE, before_sign_in.value, path="/console")
+        posted = client.post(
+            "/console/signin",
+            data={"csrf_token": token, "api_key": KEY, "next": "/console/models"},
+            headers={"Origin": "http://localhost"},
+        )
+        assert posted.status_code == 302
+        answer = client.get_cookie(session.COOKIE, path="/console")
+        assert answer is not None and signed_in(client)
+        answers.append(answer.value)
+    page = client.get("/console/models").get_data(as_text=True)  # the browser kept the second answer
+    found = re.search(r'(?:name="csrf_token" value|data-csrf)="([^"]+)"', page)
+    assert found is not None
+    out = client.post(
+        "/console/signout", data={"csrf_token": found.group(1)}, headers={"Origin": "http://localhost"}
+    )
+    assert out.status_code == 302
+    client.set_cookie(session.COOKIE, answers[0], path="/console")  # a copy of the first answer's cookie
+    assert not signed_in(client)
+    with app.app_context():
+        after = set(impression_store().run(lambda redis: list(redis.scan_iter(session.nonce_key("*")))))
+    assert after - before == set()  # no nonce left behind for its 12 hours

@@ -8,10 +8,12 @@ the session (``SESSION_AGE_S`` after the key was typed, however often the cookie
 meanwhile) and dies when the keys change, and the key is never in a URL, a page or the
 browser's storage.
 
-Each sign-in also keeps a random nonce in kgrec's Redis (the impression store's, under its
+Each sign-in also keeps a nonce in kgrec's Redis (the impression store's, under its
 ``kgrec:<graph>:`` prefix, expiring with the session) and in the cookie; a signed-in cookie counts
 only while its nonce is there, and sign-out deletes it, so a copy of the cookie taken earlier is
-signed out too. When Redis cannot be asked, a signed-in cookie is refused (503), never trusted.
+signed out too. The nonce is derived from the CSRF token of the cookie the sign-in came with, so two
+sign-ins sent with one cookie share it. When Redis cannot be asked, a signed-in cookie is refused
+(503), never trusted.
 
 Every POST must carry the session's CSRF token and come from this origin
 (``Origin``, else ``Referer``); a cross-site form post is refused with 403. Behind a proxy
@@ -96,6 +98,11 @@ def nonce_key(nonce: str) -> str:
     return f"{impression_store().prefix}:console:session:{nonce}"
 
 
+def _nonce_for(csrf: str) -> str:
+    # Keyed with the cookies' secret: the CSRF token is on the page, the Redis key need not follow.
+    return hmac.new(_secret(), b"kgrec-console-nonce\0" + csrf.encode(), hashlib.sha256).hexdigest()
+
+
 def _in_redis(action: Callable[[redis.Redis], T]) -> T:
     """Run ``action`` on kgrec's Redis; Refused (503) when it cannot be reached."""
     try:
@@ -154,11 +161,15 @@ def signed_in_key() -> str | None:
 def sign_in(key: str) -> None:
     """Start a signed-in session for ``key`` (already checked), with a fresh CSRF token."""
     session = current()
-    old, nonce = session.nonce, secrets.token_urlsafe(32)
+    # The nonce is named by the cookie the sign-in came with (its CSRF token, random and renewed by
+    # every sign-in and sign-out), not drawn afresh: two sign-in posts with one cookie (a double
+    # submit, a retry after a lost answer) then share one nonce, so signing out with whichever
+    # answer the browser kept ends both, and no second nonce is left in Redis for 12 hours.
+    old, nonce = session.nonce, _nonce_for(session.csrf)
 
     def store(client: redis.Redis) -> None:
         client.set(nonce_key(nonce), 1, ex=SESSION_AGE_S)
-        if old is not None:
+        if old is not None and old != nonce:
             client.delete(nonce_key(old))
 
     _in_redis(store)
