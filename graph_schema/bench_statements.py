@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from graph_schema.catalogue import Statement, read
 from graph_schema.statements.audiences import AUDIENCE_TARGETS
+from graph_schema.statements.browse import NEIGHBOURHOOD_HOP, NEIGHBOURHOOD_OPENING, NEIGHBOURHOOD_ROWS
 from graph_schema.statements.models import FOLDED_ROWS
+from graph_schema.statements.topics import active_name, active_naming
 
 # --- the benchmarks ------------------------------------------------------------------------------
 
@@ -38,6 +40,23 @@ LARGEST_AUDIENCES: dict[str, Statement] = {
     )
     for kind, (label, rel) in AUDIENCE_TARGETS.items()
 }
+
+# ITEM_NEIGHBOURHOOD as it was before 2026-12-07, naming every second neighbour (the active
+# version's HAS_TOPIC looked up for each) before the cut to $per_node: for
+# bench/item_neighbourhood.py's same-run comparison (the console reads ITEM_NEIGHBOURHOOD).
+ITEM_NEIGHBOURHOOD_NAMING_ALL = read(
+    "item_neighbourhood_naming_all",
+    NEIGHBOURHOOD_OPENING
+    + active_naming("b", "b_naming")
+    + f"""
+    WITH i, r1, a, name, r2, b, {active_name("b", "b_naming")} AS b_name
+    ORDER BY b.id
+    WITH i, r1, a, name, collect({NEIGHBOURHOOD_HOP})[0..$per_node] AS second"""
+    + NEIGHBOURHOOD_ROWS,
+    item_id="B004756YJA",
+    first=40,
+    per_node=3,
+)
 
 # --- the tests' checks ---------------------------------------------------------------------------
 

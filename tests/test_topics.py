@@ -1075,3 +1075,47 @@ def test_an_items_neighbourhood_and_search_name_topics_as_the_active_version_doe
     assert topic_detail(gateway, "topic-1", 3)["name"] == "sunscreen"
     assert named("seen") == named("near") == {"topic-1": "sunscreen", "topic-9": "candidate"}
     assert found("sun") == {"topic-1": "sunscreen"} and found("lip") == {}
+
+
+def test_a_neighbourhood_keeps_the_lowest_second_neighbours_and_names_them_as_the_active_version(
+    gateway: GraphGateway,
+) -> None:
+    # near's neighbours: a brand with no other item, a user, and seen, which has five neighbours
+    # besides near and two users (a0 sorts first, u1 among them): c1, m2 and topic-1 (the lowest
+    # ids) are kept, topic-1 named by the active version; the brand and the user keep their row
+    # with no second neighbour.
+    _two_versions_naming_topic_1(gateway)
+    gateway.run_query(
+        "MATCH (seen:Item {id: 'seen'}), (u1:User {id: 'u1'}) "
+        "CREATE (near:Item {id: 'near', title: 'tube'})-[:ALSO_BOUGHT]->(seen),"
+        "       (near)-[:MADE_BY]->(:Brand {id: 'lonely', name: 'Lonely'}),"
+        "       (a0:User {id: 'a0'})-[:INTERACTED {weight: 1.0, weight_ts: 1000}]->(seen),"
+        "       (a0)-[:INTERACTED {weight: 1.0, weight_ts: 1000}]->(near),"
+        "       (seen)-[:ALSO_BOUGHT]->(:Item {id: 'z9', title: 'z'}),"
+        "       (:Item {id: 'x9', title: 'x'})-[:ALSO_BOUGHT]->(seen),"
+        "       (seen)-[:ALSO_BOUGHT]->(:Item {id: 'm2', title: 'mascara'}),"
+        "       (seen)-[:IN_CATEGORY]->(:Category {id: 'c1', name: 'Lips'})",
+        {},
+    )
+
+    def hops() -> dict[str, list[tuple[str, str]]]:
+        graph = item_neighbourhood(gateway, "near", first=40, per_node=3)
+        names = {n["key"]: n["name"] for n in graph["nodes"]}
+        by_node: dict[str, list[tuple[str, str]]] = {}
+        for edge in graph["relationships"]:  # in the read's order, each first neighbour's hops in turn
+            ends = (edge["source"], edge["target"])
+            if "Item:near" in ends:
+                by_node.setdefault(next(end for end in ends if end != "Item:near"), [])
+            else:  # a second hop: only seen has any
+                other = next(end for end in ends if end != "Item:seen")
+                by_node.setdefault("Item:seen", []).append((other, names[other]))
+        return by_node
+
+    kept = [("Category:c1", "Lips"), ("Item:m2", "mascara"), ("Topic:topic-1", "lip care")]
+    assert hops() == {"Brand:lonely": [], "User:a0": [], "Item:seen": kept}
+    _activate_v2(gateway)
+    assert hops() == {
+        "Brand:lonely": [],
+        "User:a0": [],
+        "Item:seen": [*kept[:2], ("Topic:topic-1", "sunscreen")],
+    }

@@ -89,13 +89,12 @@ USER_TIMELINE = read(
 )
 
 # Up to $first neighbours of an item (either direction, any relationship but a model's; brands,
-# categories and entities first, then users, then items), then up to
-# $per_node neighbours of each of those that is not a user (a user's other items would be every
-# customer's basket). Model versions are never part of a neighbourhood. A topic's name is the
-# active version's (active_name), as the topics' own reads give it.
-ITEM_NEIGHBOURHOOD = read(
-    "browse_item_neighbourhood",
-    f"""
+# categories and entities first, then users, then items), each with its neighbours b (r2: the
+# edge; none for a user: a user's other items would be every customer's basket). Model versions
+# are never part of a neighbourhood. A topic's name is the active version's (active_name), as the
+# topics' own reads give it. The opening, a second neighbour's shown fields and the rows are shared
+# with the read before 2026-12-07 (graph_schema/bench_statements.py).
+NEIGHBOURHOOD_OPENING = f"""
     MATCH (i:Item {{id: $item_id}})-[r1]-(a)
     WHERE NOT a:ModelVersion
     WITH i, r1, a
@@ -103,18 +102,34 @@ ITEM_NEIGHBOURHOOD = read(
     LIMIT $first{active_naming("a", "a_naming")}
     WITH i, r1, a, coalesce({active_name("a", "a_naming")}, a.title, a.id) AS name
     OPTIONAL MATCH (a)-[r2]-(b)
-    WHERE NOT a:User AND NOT b:ModelVersion AND NOT b:User AND b <> i{active_naming("b", "b_naming")}
-    WITH i, r1, a, name, r2, b, {active_name("b", "b_naming")} AS b_name
-    ORDER BY b.id
-    WITH i, r1, a, name,
-         collect(CASE WHEN b IS NULL THEN NULL ELSE {{
+    WHERE NOT a:User AND NOT b:ModelVersion AND NOT b:User AND b <> i"""
+NEIGHBOURHOOD_HOP = """CASE WHEN b IS NULL THEN NULL ELSE {
              label: labels(b)[0], id: b.id, name: coalesce(b_name, b.title, b.id),
              type: type(r2), relation: r2.relation, outgoing: startNode(r2) = a
-         }} END)[0..$per_node] AS second
+         } END"""
+NEIGHBOURHOOD_ROWS = """
     RETURN labels(a)[0] AS label, a.id AS id, name,
            type(r1) AS type, r1.relation AS relation, startNode(r1) = i AS outgoing,
            r1.weight AS weight, second
-    """,
+    """
+
+# The neighbourhood with up to $per_node of each first neighbour's neighbours, the lowest ids. They
+# are cut to $per_node before any is named: a category's every item would otherwise be looked up
+# for a name, to keep three (bench/item_neighbourhood.py); k keeps the cut's order through the
+# lookup.
+ITEM_NEIGHBOURHOOD = read(
+    "browse_item_neighbourhood",
+    NEIGHBOURHOOD_OPENING
+    + f"""
+    WITH i, r1, a, name, r2, b
+    ORDER BY b.id
+    WITH i, r1, a, name, collect(CASE WHEN b IS NULL THEN NULL ELSE [r2, b] END)[0..$per_node] AS kept
+    UNWIND CASE WHEN size(kept) = 0 THEN [null] ELSE range(0, size(kept) - 1) END AS k
+    WITH i, r1, a, name, k, kept[k][0] AS r2, kept[k][1] AS b{active_naming("b", "b_naming")}
+    WITH i, r1, a, name, k, r2, b, {active_name("b", "b_naming")} AS b_name
+    ORDER BY k
+    WITH i, r1, a, name, collect({NEIGHBOURHOOD_HOP}) AS second"""
+    + NEIGHBOURHOOD_ROWS,
     item_id="B004756YJA",
     first=40,
     per_node=3,
