@@ -33,7 +33,7 @@ class Label(StrEnum):
     # a business rule (block, pin, boost, bury) applied by every serving process
     RULE = "Rule"
     TOPIC = "Topic"  # {id, name, keywords}: a topic mined from item text (stable id across versions)
-    TAG = "Tag"  # {id}: a user-given tag, normalised (lower case, single spaces)
+    TAG = "Tag"  # {id}: a user-given tag, normalised (kgrec.events.ingest.normalised_tag)
     # {id: 'retrain'}: when beat last asked for a scheduled retraining, and the job it queued
     SCHEDULE = "Schedule"
     # {id, erased_at, cleanup_owed}: an erased user's tombstone; id is the SHA-1 of the user id

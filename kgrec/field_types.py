@@ -112,7 +112,7 @@ def _text_problem(value: str, numbers: str) -> str:
     """Why a string is not a time the API reads, in the words that follow the quoted value; ``numbers``:
     what a number is read as where the string came from."""
     text = value.strip()
-    if _NUMBER_TEXT.fullmatch(text):
+    if is_number_text(text):
         return f"is a string: send {numbers} as a JSON number, or an RFC 3339 date-time"
     if _DATE.fullmatch(text):
         return (

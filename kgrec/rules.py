@@ -32,7 +32,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from graph_schema.relation_names import RELATION_PATTERN
@@ -69,6 +77,9 @@ FAILURE_LOG_S = 60.0  # a failing re-read is logged at most this often
 # Attribute targets are re-resolved when the catalogue revision moves (catalogue writes bump it);
 # events and imports add attribute edges without bumping it, so also at most this long after them.
 ATTRIBUTE_RECHECK_S = 30.0
+# The boosts and buries on one item multiply: their product is kept within 10^±100, so that a score
+# times (or, negative, over) it stays a finite number (a bury's product could reach 0, and -inf).
+MAX_COMBINED_FACTOR = 1e100
 
 
 class _Strict(BaseModel):
@@ -76,11 +87,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# The catalogue makes these attributes brands and categories (MADE_BY, IN_CATEGORY edges, with no
+# relation): an attribute target of them would name no item.
+_TARGET_FOR_ATTRIBUTE = {"produced_by": "{brand}", "belongs_to": "{category}"}
+
+
 class AttributeValue(_Strict):
     """Items with a knowledge edge ``relation`` to ``value``."""
 
-    relation: Annotated[str, Field(pattern=RELATION_PATTERN)]
+    relation: Annotated[
+        str,
+        Field(
+            pattern=RELATION_PATTERN,
+            description="a knowledge relation; not produced_by or belongs_to (target {brand} or {category})",
+        ),
+    ]
     value: Id
+
+    @field_validator("relation")
+    @classmethod
+    def _not_a_brand_or_category(cls, relation: str) -> str:
+        instead = _TARGET_FOR_ATTRIBUTE.get(relation)
+        if instead is not None:
+            raise PydanticCustomError(
+                "rule",
+                "is stored as the item's {kind}: target {instead} instead",
+                {"kind": instead[1:-1], "instead": instead},
+            )
+        return relation
 
 
 class ItemTarget(_Strict):
@@ -136,7 +170,10 @@ class _RuleBase(_Strict):
     @model_validator(mode="after")
     def _window(self) -> _RuleBase:
         if self.starts_at is not None and self.ends_at is not None and self.ends_at <= self.starts_at:
-            raise _problem("ends_at", "must be after starts_at")
+            raise _problem(
+                "ends_at",
+                f"must be after starts_at (got ends_at {self.ends_at} ms, starts_at {self.starts_at} ms)",
+            )
         if self.ends_at is not None and self.ends_at <= time.time() * 1000:
             # stored, it would never apply: most likely seconds sent for milliseconds (1970)
             ended = datetime.fromtimestamp(self.ends_at / 1000, UTC).isoformat(timespec="seconds")
@@ -164,7 +201,7 @@ class BuryRule(_RuleBase):
 
     action: Literal["bury"]
     target: Target
-    factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+    factor: Annotated[float, Field(ge=1 / MAX_RULE_FACTOR, lt=1, allow_inf_nan=False)]
 
 
 class PinRule(_RuleBase):
@@ -494,6 +531,8 @@ class RuleSet:
                 scored_by.append((rule.id, np.sort(targets)))
             elif targets.size:
                 pins.append((rule, int(targets[0])))
+        if factor is not None:
+            np.clip(factor, 1 / MAX_COMBINED_FACTOR, MAX_COMBINED_FACTOR, out=factor)
         pins.sort(key=lambda pin: (pin[0].position or 0, pin[0].id))
         result = Compiled(blocked, factor, scored_by, pins, until)
         self._compiled.put(key, _Held(model, facts, result, now_ms))
@@ -543,7 +582,8 @@ def apply_pins(
 
     Pins are placed in order of position (then rule id); an item pinned twice takes the later
     pin's position. Every pinned item leaves the ranking first, so each pin lands exactly at its
-    position whatever the others moved.
+    position whatever the others moved, unless another pin takes the same position: then the one
+    placed later (the greater rule id) holds it and the other lands just below.
     """
     placed: dict[int, int] = {}  # item row -> 0-based position, in placing order
     for rule, row in compiled.pins:

@@ -37,7 +37,9 @@ from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relatio
 from kgrec.datasets.movielens import release_year, tag_entity_id
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
 from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
+from kgrec.events.formats import movielens_tag as movielens_tag_event
 from kgrec.events.formats import rees46 as rees46_event
+from kgrec.events.formats import taobao as taobao_event
 from kgrec.gateway import GraphGateway
 from kgrec.importer import import_dataset
 from kgrec.limits import id_problem, kind_problem
@@ -940,3 +942,40 @@ def test_a_layout_ts_is_unix_seconds_or_the_apis_date_time_with_an_offset(tmp_pa
     for seconds in ("1_569_888_000", "\uff11\uff15\uff16\uff19\uff18\uff18\uff18\uff10\uff10\uff10"):
         with pytest.raises(ValueError, match="is neither ISO-8601 nor Unix seconds"):
             rees46_event([seconds, "view", "1", "", "", "", "", "u", ""])
+
+
+ARABIC_INDIC_SECONDS = "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660"
+
+
+def test_unix_seconds_are_ascii_digits_in_every_format(tmp_path: Path) -> None:
+    # int() and float() also read 1_700_000_000 and other scripts' digits (str.isdigit() takes
+    # them too): each format read them as seconds, or '²' passed isdigit() and int() raised.
+    for bad in ("1_700_000_000", ARABIC_INDIC_SECONDS, "\u00b2"):
+        with pytest.raises(ValueError, match="is not Unix seconds"):
+            taobao_event(["u", "i", "c", "pv", bad])
+        with pytest.raises(ValueError, match="is not Unix seconds"):
+            movielens_tag_event(["u", "i", "fun", bad])
+    assert taobao_event(["u", "i", "c", "pv", " 1700000000 "])["ts"] == 1_700_000_000_000
+    assert movielens_tag_event(["u", "i", "fun", "1700000000"])["ts"] == 1_700_000_000_000
+    folder = movielens_folder(tmp_path / "ml")
+    ratings = [["userId", "movieId", "rating", "timestamp"], ["1", "10", "4.0", "1_700_000_000"]]
+    _write(
+        folder / "ratings.csv", [*ratings, ["1", "20", "3.5", ARABIC_INDIC_SECONDS], ["2", "20", "5", "150"]]
+    )
+    dataset = MovieLensDataset(folder)
+    assert [(r.user_id, r.item_id, r.ts) for r in dataset.interactions()] == [("2", "20", 150_000)]
+    assert {p for p in problems_of(dataset) if p[0] == "ratings.csv"} == {
+        ("ratings.csv", 2, "timestamp '1_700_000_000' is not a whole number"),
+        ("ratings.csv", 3, f"timestamp {ARABIC_INDIC_SECONDS!r} is not a whole number"),
+    }
+    shop = tmp_path / "recbole_layout"
+    shutil.copytree(RECBOLE, shop)
+    inter = shop / "recbole_layout.inter"
+    inter.write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t4\t1_700_000_000\n"
+    )
+    recbole = RecboleDataset(shop)
+    assert list(recbole.interactions()) == []
+    assert problems_of(recbole) == {
+        ("recbole_layout.inter", 2, "timestamp '1_700_000_000' is not a finite number")
+    }

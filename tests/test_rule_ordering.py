@@ -45,6 +45,15 @@ def test_every_pin_lands_at_its_position_even_when_a_later_pin_moves_an_item_abo
     assert pinned_by == {INDEX["i6"]: ["to-3"], INDEX["i1"]: ["to-5"]}
 
 
+def test_two_pins_at_one_position_are_placed_in_rule_id_order() -> None:
+    # the README's rule: the greater id holds the position, the other lands just below it
+    pinned_by: dict[int, list[str]] = {}
+    rules = compiled([pin("b", "i6", 1), pin("a", "i5", 1)])
+    ranked = order(apply_pins(RANKED, rules, RequestContext(), None, set(), pinned_by))
+    assert ranked[:3] == ["i6", "i5", "i0"]
+    assert pinned_by == {INDEX["i5"]: ["a"], INDEX["i6"]: ["b"]}
+
+
 def test_a_pinned_item_outside_the_ranking_is_brought_in_with_its_neighbours_score() -> None:
     pinned_by: dict[int, list[str]] = {}
     short = ranking(("i0", 3.0), ("i1", 2.0), ("i2", 1.0))

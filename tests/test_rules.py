@@ -12,11 +12,13 @@ import weakref
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
+from kgrec.ranking import Ranking
 from kgrec.recommender import Recommender
-from kgrec.rules import COMPILED_KEYS, RuleSet, RulesView
+from kgrec.rules import COMPILED_KEYS, Rule, RuleSet, RulesView, apply_scores
 from kgrec.serving import Serving
 from tests.test_catalogue_api import AUTH, Shop, a_user, ids, shop, within
 
@@ -206,6 +208,7 @@ def test_max_per_brand_and_category_reorder_pages_consistently(shop: Shop) -> No
         ({"action": "pin", "item": "x"}, "position"),
         ({"action": "boost", "target": {"item": "x"}, "factor": 0.5}, "factor"),
         ({"action": "bury", "target": {"item": "x"}}, "factor"),
+        ({"action": "bury", "target": {"item": "x"}, "factor": 5e-324}, "factor"),  # below 1/1,000
         ({"action": "block"}, "target"),
         ({"action": "block", "target": {"item": "x", "brand": "y"}}, "target"),
         ({"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 3}, "ends_at"),
@@ -245,6 +248,22 @@ def test_bad_rules_are_refused_naming_the_field(shop: Shop, rule: dict[str, Any]
             {"action": "pin", "item": "x", "position": 1, "when": {"topic": "y"}},
             "must be one object of {brand}, {category} or {interest} (got {'topic': 'y'})",
         ),
+        (
+            {"action": "block", "target": {"item": "x"}, "starts_at": 5, "ends_at": 4},
+            "must be after starts_at (got ends_at 4 ms, starts_at 5 ms)",
+        ),
+        (  # the catalogue stores these as MADE_BY / IN_CATEGORY: the rule would name no item
+            {"action": "block", "target": {"attribute": {"relation": "produced_by", "value": "Acme"}}},
+            "is stored as the item's brand: target {brand} instead (got 'produced_by')",
+        ),
+        (
+            {
+                "action": "bury",
+                "target": {"attribute": {"relation": "belongs_to", "value": "Lips"}},
+                "factor": 0.5,
+            },
+            "is stored as the item's category: target {category} instead (got 'belongs_to')",
+        ),
         (  # seconds sent for milliseconds: it ended in 1970, and stored it would never apply
             {"action": "boost", "target": {"item": "x"}, "factor": 2, "ends_at": 1766534400},
             "must be in the future (got 1766534400 ms, 1970-01-21T10:42:14+00:00: already past)",
@@ -255,6 +274,26 @@ def test_a_refused_rule_shows_the_value_it_refused(shop: Shop, rule: dict[str, A
     response = requests.post(shop.url("/v1/rules"), json=rule, headers=AUTH, timeout=30)
     assert response.status_code == 422, response.text
     assert [e["reason"] for e in response.json()["errors"]] == [reason]
+
+
+def test_many_buries_on_one_item_leave_its_score_finite(shop: Shop) -> None:
+    """Buries multiply: 120 of 1/1,000 made the item's factor 0, and a negative score over it -inf
+    (JSON has no -Infinity). The product is kept within 10^±100."""
+    serving = Serving(shop.settings)
+    try:
+        model = serving.model()
+        item = next(iter(model.item_index))
+        rules = [
+            Rule(f"b{n}", "bury", "item", item, None, None, 0.001, None, None, None, None, "both")
+            for n in range(120)
+        ]
+        compiled = RuleSet(rules=rules).compiled(model, "recommendations", time.time() * 1000)
+        row = model.item_index[item]
+        assert compiled.factor is not None and compiled.factor[row] == pytest.approx(1e-100)
+        ranked = apply_scores(Ranking(np.array([row], dtype=np.int64), np.array([-0.5])), compiled)
+        assert np.isfinite(ranked.scores).all() and ranked.scores[0] == pytest.approx(-5e99)
+    finally:
+        serving.close()
 
 
 def test_rules_need_the_key_and_an_unknown_rule_is_404(shop: Shop) -> None:

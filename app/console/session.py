@@ -10,10 +10,11 @@ browser's storage.
 
 Each sign-in also keeps a nonce in kgrec's Redis (the impression store's, under its
 ``kgrec:<graph>:`` prefix, expiring with the session) and in the cookie; a signed-in cookie counts
-only while its nonce is there, and sign-out deletes it, so a copy of the cookie taken earlier is
-signed out too. The nonce is derived from the CSRF token of the cookie the sign-in came with, so two
-sign-ins sent with one cookie share it. When Redis cannot be asked, a signed-in cookie is refused
-(503), never trusted.
+only while its nonce is there and signed in, and sign-out marks it ended, so a copy of the cookie
+taken earlier is signed out too. The nonce is derived from the CSRF token of the cookie the sign-in
+came with, so two sign-ins sent with one cookie share it; an ended nonce is never signed in again
+(a sign-in post arriving after the sign-out draws a random one). When Redis cannot be asked, a
+signed-in cookie is refused (503), never trusted.
 
 Every POST must carry the session's CSRF token and come from this origin
 (``Origin``, else ``Referer``); a cross-site form post is refused with 403. Behind a proxy
@@ -41,6 +42,8 @@ from kgrec.gateway import GraphUnavailable
 
 COOKIE = "kgrec_console"
 SESSION_AGE_S = 12 * 3600
+# A nonce's value in Redis: signed in, or ended by a sign-out or a later sign-in (never signed in again).
+SIGNED_IN, ENDED = b"1", b"0"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 T = TypeVar("T")
@@ -67,7 +70,7 @@ class ConsoleSession:
     # When the key was typed (epoch seconds): the session ends SESSION_AGE_S after it. The cookie's own
     # timestamp is renewed by every re-save, so alone it let a session in use live for ever.
     signed_in_at: float | None = None
-    nonce: str | None = None  # this sign-in's key in Redis (nonce_key): sign-out deletes it
+    nonce: str | None = None  # this sign-in's key in Redis (nonce_key): sign-out ends it
 
     def expires_in(self) -> float:
         """Seconds until a signed-in session ends (SESSION_AGE_S for one signed out)."""
@@ -101,6 +104,12 @@ def nonce_key(nonce: str) -> str:
 def _nonce_for(csrf: str) -> str:
     # Keyed with the cookies' secret: the CSRF token is on the page, the Redis key need not follow.
     return hmac.new(_secret(), b"kgrec-console-nonce\0" + csrf.encode(), hashlib.sha256).hexdigest()
+
+
+def _end(client: redis.Redis, nonce: str) -> None:
+    # Kept as ENDED for a session's whole age, not deleted: a late sign-in post of the cookie that
+    # derived it must find it ended (sign_in), or it would sign in every copy of the ended session.
+    client.set(nonce_key(nonce), ENDED, ex=SESSION_AGE_S)
 
 
 def _in_redis(action: Callable[[redis.Redis], T]) -> T:
@@ -140,7 +149,7 @@ def current() -> ConsoleSession:
                 session = ConsoleSession()
             nonce = session.nonce
             if session.key_id is not None and not (
-                isinstance(nonce, str) and _in_redis(lambda client: client.exists(nonce_key(nonce)))
+                isinstance(nonce, str) and _in_redis(lambda client: client.get(nonce_key(nonce))) == SIGNED_IN
             ):
                 session = ConsoleSession()  # signed out (perhaps from another copy of this cookie)
         g.console_session = session
@@ -165,15 +174,21 @@ def sign_in(key: str) -> None:
     # every sign-in and sign-out), not drawn afresh: two sign-in posts with one cookie (a double
     # submit, a retry after a lost answer) then share one nonce, so signing out with whichever
     # answer the browser kept ends both, and no second nonce is left in Redis for 12 hours.
-    old, nonce = session.nonce, _nonce_for(session.csrf)
+    # A nonce already ended (a sign-out, a later sign-in) stays ended: a sign-in post of that cookie
+    # arriving late gets a fresh random nonce, and the copies of the ended session stay signed out.
+    old, derived = session.nonce, _nonce_for(session.csrf)
 
-    def store(client: redis.Redis) -> None:
-        client.set(nonce_key(nonce), 1, ex=SESSION_AGE_S)
+    def store(client: redis.Redis) -> str:
+        nonce = derived
+        stored = client.set(nonce_key(nonce), SIGNED_IN, ex=SESSION_AGE_S, nx=True)
+        if not stored and client.get(nonce_key(nonce)) != SIGNED_IN:
+            nonce = secrets.token_urlsafe(32)
+            client.set(nonce_key(nonce), SIGNED_IN, ex=SESSION_AGE_S)
         if old is not None and old != nonce:
-            client.delete(nonce_key(old))
+            _end(client, old)
+        return nonce
 
-    _in_redis(store)
-    session.nonce = nonce
+    session.nonce = _in_redis(store)
     session.key_id = fingerprint(key)
     session.signed_in_at = time.time()
     session.csrf = secrets.token_urlsafe(32)
@@ -185,7 +200,7 @@ def sign_out() -> None:
     session = current()
     old = session.nonce
     if old is not None:
-        _in_redis(lambda client: client.delete(nonce_key(old)))
+        _in_redis(lambda client: _end(client, old))
     session.nonce = None
     session.key_id = None
     session.signed_in_at = None

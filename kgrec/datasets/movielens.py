@@ -48,9 +48,10 @@ def release_year(title: str) -> str | None:
 
 def tag_entity_id(tag: str) -> str | None:
     """The entity id of a tag: ``tag:`` + the tag as a tag event's ``Tag`` node has it
-    (:func:`kgrec.events.ingest.normalised_tag`: lower case, NFC, words split at invisible characters
-    and joined by one space) without the format characters it keeps inside words (the joiners of
-    an emoji sequence), which the id rule refuses: kgrec makes this id, so it makes a valid one.
+    (:func:`kgrec.events.ingest.normalised_tag`: lower case, NFC, no soft hyphens or word joiners,
+    words split at other invisible characters and joined by one space) without the format characters
+    it keeps inside words (the joiners of an emoji sequence), which the id rule refuses: kgrec makes
+    this id, so it makes a valid one.
     None when the tag has nothing visible."""
     words = without_format_characters(normalised_tag(tag))
     return TAG_PREFIX + words if words else None
@@ -65,21 +66,22 @@ def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[Tri
     if entity_id is None:
         raise records.BadRow(f"tag {shown(text)} has no visible character")
     records.check_ids(("userId", user_id), ("movieId", movie_id), ("tag", entity_id))
-    try:
-        ts = int(row["timestamp"]) * 1000
-    except ValueError:
-        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number") from None
+    ts = records.whole_seconds_ms(row["timestamp"])
+    if ts is None:
+        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number")
     records.check_time("timestamp", row["timestamp"], ts, clock)
     return TripleRecord(movie_id, TAG_RELATION, entity_id, user_id=user_id, ts=ts), text
 
 
 def _rating(row: dict[str, str], clock: ValidationClock | None = None) -> InteractionRecord:
     records.check_ids(("userId", row["userId"]), ("movieId", row["movieId"]))
+    ts = records.whole_seconds_ms(row["timestamp"])
+    if ts is None:
+        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number")
     try:
-        ts = int(row["timestamp"]) * 1000
         value = float(row["rating"])
     except ValueError:
-        raise records.BadRow("rating or timestamp is not a number") from None
+        raise records.BadRow(f"rating {row['rating'][:40]!r} is not a number") from None
     if not math.isfinite(value):
         raise records.BadRow(f"rating {row['rating'][:40]!r} is not a finite number")
     records.check_field("value", value)

@@ -41,6 +41,7 @@ from kgrec.datasets import records
 from kgrec.datasets.kgat import EntityKinds, readable_relation
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, Problems, TripleRecord
 from kgrec.events.validation import ValidationClock
+from kgrec.field_types import is_number_text
 from kgrec.limits import id_problem, kind_problem
 
 TITLE_COLUMNS = ("movie_title", "title", "name")
@@ -116,10 +117,8 @@ def _number(row: dict[str, str], column: str) -> float | None:
     text = row.get(column)
     if not text:
         return None
-    try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
+    # ASCII digits only: float() also reads 1_000 and other scripts' digits
+    number = float(text) if is_number_text(text.strip()) else math.nan
     if not math.isfinite(number):
         raise records.BadRow(f"{column} {text[:40]!r} is not a finite number")
     return number

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -341,6 +342,15 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
 
 
 _NOT_FINITE = frozenset({"inf", "infinity", "nan"})
+_WHOLE_SECONDS = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def whole_seconds_ms(text: str) -> int | None:
+    """Unix seconds written as a whole number in ASCII digits (a sign and white space around
+    allowed), as epoch milliseconds; None for any other text (``int()`` also takes ``1_000`` and
+    other scripts' digits). The range is the caller's to check."""
+    stripped = text.strip()
+    return int(stripped) * 1000 if _WHOLE_SECONDS.fullmatch(stripped) else None
 
 
 def parse_timestamp_ms(text: str, *, utc_without_offset: bool = False) -> int:

@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kgrec.datasets.records import parse_timestamp_ms
+from kgrec.datasets.records import parse_timestamp_ms, whole_seconds_ms
 from kgrec.field_types import cell_time
 
 
@@ -127,14 +127,15 @@ def taobao(fields: Sequence[str]) -> dict[str, Any]:
     user_id, item_id, category_id, behaviour, timestamp = (f.strip() for f in fields)
     if behaviour not in TAOBAO_BEHAVIOURS:
         raise RowError(f"behavior {behaviour!r} is not one of {', '.join(TAOBAO_BEHAVIOURS)}")
-    if not timestamp.isdigit():
+    ts = whole_seconds_ms(timestamp)
+    if ts is None:
         raise RowError(f"timestamp {timestamp!r} is not Unix seconds")
     event: dict[str, Any] = {
         "event_id": row_event_id("taobao", fields),
         "user_id": user_id,
         "item_id": item_id,
         "type": TAOBAO_BEHAVIOURS[behaviour],
-        "ts": int(timestamp) * 1000,
+        "ts": ts,
     }
     if category_id:
         event["item"] = {"category": [category_id]}
@@ -145,14 +146,15 @@ def movielens_tag(fields: Sequence[str]) -> dict[str, Any]:
     """One MovieLens ``tags.csv`` row as a tag event."""
     _width(fields, len(MOVIELENS_TAG_COLUMNS))
     user_id, movie_id, tag, timestamp = fields
-    if not timestamp.strip().isdigit():
+    ts = whole_seconds_ms(timestamp)
+    if ts is None:
         raise RowError(f"timestamp {timestamp!r} is not Unix seconds")
     return {
         "event_id": row_event_id("movielens-tag", fields),
         "user_id": user_id.strip(),
         "item_id": movie_id.strip(),
         "type": "tag",
-        "ts": int(timestamp.strip()) * 1000,
+        "ts": ts,
         "tag": tag,
     }
 
