@@ -93,6 +93,8 @@ class PreparedImport:
     outside_heads: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
     # interactions of erased users dated at or before their erasure (or undated), left out
     erased_interactions: int = 0
+    # triples erased users stated (MovieLens tags), by the same rule: left out
+    erased_triples: int = 0
 
 
 @dataclass
@@ -107,6 +109,7 @@ class ImportReport:
     rows_by_step: dict[str, int]
     problems: list[RowProblem]
     erased_interactions: int = 0  # of erased users, dated at or before their erasure: left out
+    erased_triples: int = 0  # stated by erased users (MovieLens tags), by the same rule: left out
 
     @property
     def relationships_per_second(self) -> float:
@@ -130,7 +133,9 @@ def prepare(
     :func:`import_dataset` gives the first import's start, so that a run again re-stamps nothing.
 
     ``erasures``: erased users' tombstones (:func:`kgrec.erasure.user_hash` → erasure time, ms);
-    their interactions dated at or before it, or not dated, are left out. A loader with a
+    their interactions and the triples they stated (MovieLens tags) dated at or before it, or not
+    dated, are left out (:class:`ErasureCheck`), and so is an entity that only such triples name.
+    A loader with a
     ``clock`` gets ``now_ms`` and ``KGREC_MAX_CLOCK_SKEW_S``: a row dated further ahead is refused.
     """
     if hasattr(dataset, "clock"):  # a loader that reads times refuses those ahead of the import's
@@ -139,10 +144,31 @@ def prepare(
         return _aggregate(dataset, settings, now_ms if untimed_ms is None else untimed_ms, erasures or {})
 
 
+class ErasureCheck:
+    """Which of a data set's user records an import leaves out: those of an erased user dated at
+    or before the erasure, or not dated (no margin: a data set's times are the shop's records, not
+    a device's clock); what the user did after it is a new history. Each user's tombstone is looked
+    up once (in the tombstones :func:`import_dataset` read before it writes)."""
+
+    def __init__(self, erasures: Mapping[str, int]) -> None:
+        self._erasures = erasures
+        self._erased_at: dict[str, int | None] = {}  # per user id of the data set: its erasure's time
+
+    def left_out(self, user_id: str, ts: int | None) -> bool:
+        """Whether a record of ``user_id`` dated ``ts`` (None: undated) is left out."""
+        if not self._erasures:
+            return False
+        if user_id not in self._erased_at:
+            self._erased_at[user_id] = self._erasures.get(user_hash(user_id))
+        erased = self._erased_at[user_id]
+        return erased is not None and (ts is None or ts <= erased)
+
+
 def _aggregate(
     dataset: Dataset, settings: Settings, untimed_ms: int, erasures: Mapping[str, int]
 ) -> PreparedImport:
     weights = settings.behaviour_weights
+    erased = ErasureCheck(erasures)
     item_meta: dict[str, dict[str, Any]] = {}
     item_brand: dict[str, str] = {}
     item_cats: dict[str, list[str]] = defaultdict(list)
@@ -166,7 +192,15 @@ def _aggregate(
     knowledge: dict[str, dict[tuple[str, str], None]] = {name: {} for name in KNOWLEDGE_RELATIONS}
     open_triples: dict[tuple[str, str, str], None] = {}
     attribute_heads: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
+    erased_triples = 0
+    erased_ends: set[str] = set()  # the ends of triples left out, and of those kept (below)
+    kept_ends: set[str] = set()
     for triple in dataset.triples():
+        if triple.user_id is not None and erased.left_out(triple.user_id, triple.ts):
+            erased_triples += 1
+            erased_ends.update((triple.head, triple.tail))
+            continue
+        kept_ends.update((triple.head, triple.tail))
         rel = ATTRIBUTE_RELATIONS.get(triple.relation)
         if rel is not None:
             file, line = triple.source or ("kg_triples", 0)
@@ -192,19 +226,18 @@ def _aggregate(
     # Loaders written before entities.csv existed have no entities(); they name no entities.
     for entity in getattr(dataset, "entities", lambda: ())():
         merge_entity(entities, entity, dataset.problems)
+    # An entity that only left-out triples name (a MovieLens tag only erased users gave) would be
+    # written on its own, named by the erased user's words: it is left out with them.
+    for entity_id in erased_ends - kept_ends:
+        entities.pop(entity_id, None)
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}
     per_user_minute: Counter[tuple[str, int]] = Counter()
-    erased_at: dict[str, int | None] = {}  # per user id of the data set: its erasure's time, if erased
     left_out = 0
     for event in dataset.interactions():
-        if erasures:
-            if event.user_id not in erased_at:
-                erased_at[event.user_id] = erasures.get(user_hash(event.user_id))
-            erased = erased_at[event.user_id]
-            if erased is not None and (event.ts is None or event.ts <= erased):
-                left_out += 1
-                continue
+        if erased.left_out(event.user_id, event.ts):
+            left_out += 1
+            continue
         agg = pairs.get((event.user_id, event.item_id))
         if agg is None:
             agg = pairs[(event.user_id, event.item_id)] = _PairAggregate()
@@ -284,6 +317,7 @@ def _aggregate(
         problems=list(dataset.problems.rows),
         outside_heads={h: place for h, place in attribute_heads.items() if h not in local},
         erased_interactions=left_out,
+        erased_triples=erased_triples,
     )
 
 
@@ -580,6 +614,7 @@ def import_dataset(
         rows_by_step=rows_by_step,
         problems=prepared.problems + skipped,
         erased_interactions=prepared.erased_interactions,
+        erased_triples=prepared.erased_triples,
     )
 
 

@@ -278,10 +278,11 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
         markup=False,
         highlight=False,
     )
-    if report.erased_interactions:
+    if report.erased_interactions or report.erased_triples:
         console.print(
-            f"left out {report.erased_interactions:,} interactions of erased users, dated at or before "
-            "their erasure, or undated (Operations, Privacy)"
+            f"left out {report.erased_interactions:,} interactions and {report.erased_triples:,} "
+            "knowledge triples (tags) of erased users, dated at or before their erasure, or undated "
+            "(Operations, Privacy)"
         )
     if report.problems:
         console.print(f"[yellow]{len(report.problems)} row(s) skipped[/yellow]:")

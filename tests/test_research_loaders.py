@@ -23,6 +23,7 @@ import pytest
 from graph_schema.relation_names import relation_problem, relationship_type
 from graph_schema.statements import admin
 from graph_schema.statements.knowledge import RELATION_COUNTS
+from graph_schema.statements.privacy import ERASE_USER
 from kgrec.config import Settings
 from kgrec.datasets import (
     KgatDataset,
@@ -37,6 +38,7 @@ from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relatio
 from kgrec.datasets.movielens import release_year, tag_entity_id
 from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
 from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
+from kgrec.erasure import user_hash
 from kgrec.events.formats import movielens_tag as movielens_tag_event
 from kgrec.events.formats import rees46 as rees46_event
 from kgrec.events.formats import taobao as taobao_event
@@ -694,6 +696,27 @@ def test_movielens_tags_import_as_tag_entities(
         **{f"year:{y}": "year" for y in ("1999", "2001", "2003")},
     }
     assert nodes["Category"] == 2  # genres stay categories
+
+
+def test_an_import_leaves_out_the_tags_an_erased_user_gave_before_the_erasure(
+    gateway: GraphGateway, settings: Settings, tmp_path: Path
+) -> None:
+    """Importing MovieLens again wrote an erased user's tags back as ``has_tag`` knowledge edges
+    (the importer left out only their ratings). Their tags dated at or before the erasure are left
+    out by the interactions' rule, and reported; a tag only they gave leaves no entity behind; a
+    tag another user gave stays, and so does one they gave after the erasure (a new history)."""
+    folder = movielens_folder(tmp_path / "ml")
+    with open(folder / "tags.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["2", "30", "fresh", "500"])  # after the erasure below
+    gateway.write(ERASE_USER, {"user_id": "2", "erasure_id": user_hash("2"), "now": 400_000})
+
+    report = import_dataset(gateway, MovieLensDataset(folder), settings)
+    tagged = gateway.run_query("MATCH (i:Item)-[:HAS_TAG]->(e:Entity) RETURN i.id AS item, e.id AS tag", {})
+    # user 2's "dark comedy" on 20 (160 s) and "'})<script>" on 30 (310 s) are left out
+    assert sorted((r["item"], r["tag"]) for r in tagged) == [("10", "tag:dark comedy"), ("30", "tag:fresh")]
+    _, _, kinds = graph_counts(gateway)
+    assert sorted(e for e, kind in kinds.items() if kind == "tag") == ["tag:dark comedy", "tag:fresh"]
+    assert (report.erased_interactions, report.erased_triples) == (2, 2)
 
 
 def test_movielens_and_recbole_refuse_future_times_and_values_beyond_the_apis_bounds(
