@@ -149,7 +149,8 @@ def read_paths(
 def read_co_user_paths(
     gateway: GraphGateway, user_id: str, item_ids: Sequence[str], *, hubs: int
 ) -> list[dict[str, Any]]:
-    """The co-user path rows from the user to each item, in one round trip (``read_many``).
+    """The co-user path rows from the user to each item, read together (``read_many``: one round
+    trip on FalkorDB; on Neo4j one read transaction, a round trip per statement).
 
     ``EXPLANATION_CO_USERS`` once per item: its scan of the target's users stops
     at a LIMIT, which a batch cannot apply per item.

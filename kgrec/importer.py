@@ -164,6 +164,25 @@ class ErasureCheck:
         return erased is not None and (ts is None or ts <= erased)
 
 
+def _named_by_kept(
+    ends: set[str],
+    open_triples: Mapping[tuple[str, str, str], None],
+    knowledge: Mapping[str, Mapping[tuple[str, str], None]],
+    item_brand: Mapping[str, str],
+    item_cats: Mapping[str, list[str]],
+) -> set[str]:
+    """Which of ``ends`` (the few ends of left-out triples) a kept triple or item attribute names:
+    a scan of what is kept, made only when something was left out, rather than a set of every
+    kept end held through every import."""
+    if not ends:
+        return set()
+    named = {end for head, _, tail in open_triples for end in (head, tail) if end in ends}
+    named |= {end for pairs in knowledge.values() for pair in pairs for end in pair if end in ends}
+    named |= {end for item, brand in item_brand.items() for end in (item, brand) if end in ends}
+    named |= {end for item, cats in item_cats.items() for end in (item, *cats) if end in ends}
+    return named
+
+
 def _aggregate(
     dataset: Dataset, settings: Settings, untimed_ms: int, erasures: Mapping[str, int]
 ) -> PreparedImport:
@@ -193,14 +212,12 @@ def _aggregate(
     open_triples: dict[tuple[str, str, str], None] = {}
     attribute_heads: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
     erased_triples = 0
-    erased_ends: set[str] = set()  # the ends of triples left out, and of those kept (below)
-    kept_ends: set[str] = set()
+    erased_ends: set[str] = set()  # the ends of triples left out
     for triple in dataset.triples():
         if triple.user_id is not None and erased.left_out(triple.user_id, triple.ts):
             erased_triples += 1
             erased_ends.update((triple.head, triple.tail))
             continue
-        kept_ends.update((triple.head, triple.tail))
         rel = ATTRIBUTE_RELATIONS.get(triple.relation)
         if rel is not None:
             file, line = triple.source or ("kg_triples", 0)
@@ -228,7 +245,9 @@ def _aggregate(
         merge_entity(entities, entity, dataset.problems)
     # An entity that only left-out triples name (a MovieLens tag only erased users gave) would be
     # written on its own, named by the erased user's words: it is left out with them.
-    for entity_id in erased_ends - kept_ends:
+    for entity_id in erased_ends - _named_by_kept(
+        erased_ends, open_triples, knowledge, item_brand, item_cats
+    ):
         entities.pop(entity_id, None)
 
     pairs: dict[tuple[str, str], _PairAggregate] = {}

@@ -11,6 +11,7 @@ with one line that names the file and the relation, not a request later.
 from __future__ import annotations
 
 import re
+import stat
 import string
 import tomllib
 from collections.abc import Mapping
@@ -67,8 +68,8 @@ def _check_template(source: str, where: str, table: str, template: object) -> st
         if field is None:
             continue
         if field not in allowed:
-            raise SentenceTemplateError(
-                f"{source}: {where}: unknown placeholder {{{field}}} "
+            raise SentenceTemplateError(  # quoted: a name may hold a line break, and the reason is one line
+                f"{source}: {where}: unknown placeholder {'{' + field + '}'!r} "
                 f"(allowed: {', '.join('{' + p + '}' for p in sorted(allowed))})"
             )
         if spec or conversion:
@@ -159,6 +160,21 @@ def _read(source: str, text: str) -> dict[str, Any]:
         raise SentenceTemplateError(f"{source}: not valid TOML: {error}") from None
 
 
+MAX_FILE_BYTES = 1 << 20  # far above any set of sentences: a bigger file is a wrong path
+
+
+def _file_text(path: Path) -> str:
+    # A regular file only (a FIFO or a device would block or never end), read with its byte-order
+    # mark left out, which TOML does not allow but editors write.
+    status = path.stat()  # OSError (missing, no permission): the caller's "cannot read"
+    if not stat.S_ISREG(status.st_mode):
+        raise SentenceTemplateError(f"{path}: not a regular file")
+    size = status.st_size
+    if size > MAX_FILE_BYTES:
+        raise SentenceTemplateError(f"{path}: {size:,} bytes, more than {MAX_FILE_BYTES:,}")
+    return path.read_text(encoding="utf-8-sig")
+
+
 def load_sentences(path: Path | None = None) -> RelationSentences:
     """The bundled templates, then ``path``'s (if given) over them; raises SentenceTemplateError."""
     merged: dict[str, Any] = {"item_entity": {}, "item_item": {}}
@@ -166,7 +182,7 @@ def load_sentences(path: Path | None = None) -> RelationSentences:
     _merge(f"kgrec/{BUNDLED}", _read(f"kgrec/{BUNDLED}", bundled.read_text(encoding="utf-8")), merged)
     if path is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = _file_text(Path(path))
         except OSError as error:
             raise SentenceTemplateError(f"{path}: cannot read: {error.strerror or error}") from None
         except UnicodeDecodeError as error:

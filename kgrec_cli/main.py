@@ -33,6 +33,7 @@ from kgrec.embedded import EmbeddedServerError
 from kgrec.gateway import GraphQueryError, GraphUnavailable
 from kgrec.limits import MAX_EPOCHS, MAX_EVAL_K, MAX_IMPORT_BATCH
 from kgrec.migrations import MigrationError, migrate
+from kgrec.relation_sentences import SentenceTemplateError, load_sentences
 from kgrec.runtime import embedded_server, graph_session
 from kgrec_cli.data import data as data_group
 from kgrec_cli.failure import fail
@@ -278,11 +279,18 @@ def run_import(settings: Settings, dataset_name: str, datasets_dir: Path, reject
         markup=False,
         highlight=False,
     )
-    if report.erased_interactions or report.erased_triples:
+    left_out = [
+        f"{count:,} {one if count == 1 else many}"
+        for count, one, many in (
+            (report.erased_interactions, "interaction", "interactions"),
+            (report.erased_triples, "knowledge triple (a tag)", "knowledge triples (tags)"),
+        )
+        if count
+    ]
+    if left_out:
         console.print(
-            f"left out {report.erased_interactions:,} interactions and {report.erased_triples:,} "
-            "knowledge triples (tags) of erased users, dated at or before their erasure, or undated "
-            "(Operations, Privacy)"
+            f"left out {' and '.join(left_out)} of erased users, dated at or before their erasure, or "
+            "undated (Operations, Privacy)"
         )
     if report.problems:
         console.print(f"[yellow]{len(report.problems)} row(s) skipped[/yellow]:")
@@ -790,6 +798,7 @@ def serve_command(ctx: click.Context, host: str, port: int, workers: int, thread
     from kgrec_cli.stack import check_port_free, gunicorn_command
 
     _warn_admin_scope(_settings(ctx))
+    _check_sentences(_settings(ctx))
     check_port_free(port, host)  # gunicorn would log "Connection in use" every second, then give up
     command = gunicorn_command(host, port, workers, threads)
     os.execvp(command[0], command)
@@ -799,6 +808,15 @@ def _warn_admin_scope(settings: Settings) -> None:
     warning = admin_scope_warning(settings)
     if warning:
         click.echo(f"kgrec: warning: {warning}", err=True)
+
+
+def _check_sentences(settings: Settings) -> None:
+    # Each gunicorn worker loads them (kgrec.serving), where a bad file is a traceback per worker and
+    # "Worker failed to boot": checked here first, it stops the command in one line.
+    try:
+        load_sentences(settings.relation_sentences)
+    except SentenceTemplateError as exc:
+        fail(exc)
 
 
 def admin_scope_warning(settings: Settings) -> str | None:
@@ -910,6 +928,7 @@ def up_command(
 
     settings = _settings(ctx).with_overrides(data_dir=data_dir, datasets_dir=datasets_dir)
     _warn_admin_scope(settings)
+    _check_sentences(settings)
     run_stack(settings, port, import_name, run_import_or_demo, train_first, import_record)
 
 

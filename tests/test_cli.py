@@ -329,6 +329,19 @@ def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
     ]
 
 
+def test_serve_and_up_refuse_a_bad_sentence_file_in_one_line(tmp_path: Path) -> None:
+    """Only gunicorn's workers read the file: each printed a traceback and "Worker failed to boot"
+    (``kgrec up`` imported and trained first, then restarted the API five times)."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[item_entity]\norigin = "{artist}"', encoding="utf-8")
+    env = {"KGREC_DATA_DIR": str(tmp_path / "var"), "KGREC_RELATION_SENTENCES": str(path)}
+    for command in (("serve", "--port", "1"), ("up", "--port", "1")):
+        done = kgrec(*command, env=env, timeout=60)
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"kgrec: error: {path}: relation 'origin'") and "{artist}" in line, line
+
+
 def test_serve_warns_once_while_every_api_key_is_an_admin_key(tmp_path: Path) -> None:
     """Without KGREC_ADMIN_KEYS a storefront's key can erase users and promote models: said at start."""
     with socket.socket() as held:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import time
 import uuid
@@ -346,6 +347,7 @@ def test_relation_labels_are_readable() -> None:
         ('[item_entity]\norigin = "{hub.__class__}"', ["relation 'origin'", "{hub.__class__}"]),
         ('[item_entity]\norigin = "{hub!r}"', ["relation 'origin'", "{hub}"]),
         ('[item_entity]\norigin = "{hub"', ["relation 'origin'"]),
+        ('[item_entity]\norigin = "{country\\n}"', ["relation 'origin'", "'{country\\n}'"]),  # still one line
         ("[relations]\norigin = 'x'", ["unknown table 'relations'"]),
         ("origin = ", ["not valid TOML"]),
     ],
@@ -374,6 +376,21 @@ def test_a_bad_template_file_stops_the_service_at_start(settings: Settings, tmp_
     utf16.write_bytes('[item_entity]\norigin = "x"'.encode("utf-16"))
     with pytest.raises(SentenceTemplateError, match=r"utf16.toml: not UTF-8 \(byte 0xff at offset 0\)"):
         load_sentences(utf16)
+    # a FIFO blocked the worker until gunicorn killed it; a huge file was read whole
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(SentenceTemplateError, match=r"fifo\.toml: not a regular file"):
+        load_sentences(fifo)
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * (1 << 20), encoding="utf-8")
+    with pytest.raises(SentenceTemplateError, match=r"huge.toml: 1,048,578 bytes, more than 1,048,576"):
+        load_sentences(huge)
+    # an editor's byte-order mark was "not valid TOML ... line 1, column 1"
+    marked = tmp_path / "bom.toml"
+    marked.write_text('\ufeff[item_entity]\norigin = "{target} comes from {entity}."', encoding="utf-8")
+    assert load_sentences(marked).shared_attribute(
+        "origin", hub="H", target="T", verb="v", entity="UK", kind=None
+    ) != load_sentences().shared_attribute("origin", hub="H", target="T", verb="v", entity="UK", kind=None)
 
 
 def test_the_setting_names_the_file(tmp_path: Path) -> None:

@@ -116,13 +116,14 @@ NEIGHBOURHOOD_ROWS = """
 # The neighbourhood with up to $per_node of each first neighbour's neighbours, the lowest ids. They
 # are cut to $per_node before any is named: a category's every item would otherwise be looked up
 # for a name, to keep three (bench/item_neighbourhood.py); k keeps the cut's order through the
-# lookup.
+# lookup. Ties in id (two edges to one node, a Category and an Entity of one id) are ordered too,
+# so the same graph always shows the same three.
 ITEM_NEIGHBOURHOOD = read(
     "browse_item_neighbourhood",
     NEIGHBOURHOOD_OPENING
     + f"""
     WITH i, r1, a, name, r2, b
-    ORDER BY b.id
+    ORDER BY b.id, labels(b)[0], type(r2), r2.relation
     WITH i, r1, a, name, collect(CASE WHEN b IS NULL THEN NULL ELSE [r2, b] END)[0..$per_node] AS kept
     UNWIND CASE WHEN size(kept) = 0 THEN [null] ELSE range(0, size(kept) - 1) END AS k
     WITH i, r1, a, name, k, kept[k][0] AS r2, kept[k][1] AS b{active_naming("b", "b_naming")}

@@ -138,7 +138,8 @@ class GraphGateway(ABC):
         return self._read(statement, params)
 
     def read_many(self, reads: Sequence[tuple[Statement, Mapping[str, Any]]]) -> list[list[Row]]:
-        """Run several read statements in one round trip where the engine allows it; rows per read.
+        """Run several read statements in one round trip where the engine allows it (FalkorDB's
+        pipeline; Neo4j runs them in one read transaction, one after another); rows per read.
 
         A request that needs two independent reads (a user's history and topic interests)
         waits for the graph once instead of twice.
