@@ -196,6 +196,19 @@ class CellNumber(Decimal):
         return number
 
 
+_WHOLE_NUMBER_TEXT = re.compile(r"[0-9]+", re.ASCII)
+
+
+def whole_number(text: str, most: int) -> int | None:
+    """``text`` as a whole number from 0 to ``most`` when it is ASCII digits alone (``007`` is 7);
+    None for any other text. ``int()`` also takes signs, ``1_000`` and other scripts' digits, and
+    raises ValueError past 4,300 digits: a file's cell must not abort its import."""
+    if not _WHOLE_NUMBER_TEXT.fullmatch(text) or len(text.lstrip("0")) > len(str(most)):
+        return None
+    value = int(text)
+    return value if value <= most else None
+
+
 def is_number_text(text: str) -> bool:
     """Whether ``text`` spells a number in ASCII digits (sign, fraction, exponent): what a time
     written as a number may be; ``float()`` also takes ``1_000``, other scripts' digits and ``inf``."""

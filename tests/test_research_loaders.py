@@ -34,9 +34,9 @@ from kgrec.datasets import (
     folder_layout,
     open_dataset,
 )
-from kgrec.datasets.kgat import readable_relation, relation_kind, unique_relation_names
+from kgrec.datasets.kgat import parse_index, readable_relation, relation_kind, unique_relation_names
 from kgrec.datasets.movielens import release_year, tag_entity_id
-from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord
+from kgrec.datasets.records import EntityRecord, InteractionRecord, ItemRecord, TripleRecord, whole_seconds_ms
 from kgrec.demo_shop import EVENT_RELATIONS, ShopSpec, event_links, generate_shop
 from kgrec.erasure import user_hash
 from kgrec.events.formats import movielens_tag as movielens_tag_event
@@ -991,6 +991,23 @@ def test_unix_seconds_are_ascii_digits_in_every_format(tmp_path: Path) -> None:
         ("ratings.csv", 2, "timestamp '1_700_000_000' is not a whole number"),
         ("ratings.csv", 3, f"timestamp {ARABIC_INDIC_SECONDS!r} is not a whole number"),
     }
+    # past 4,300 digits int() raises ValueError, which aborted the import; now the row's reason
+    huge = "9" * 5000
+    assert taobao_event(["u", "i", "c", "pv", "1700000000"])["ts"] and whole_seconds_ms(huge) is None
+    with pytest.raises(ValueError, match="is not Unix seconds"):
+        taobao_event(["u", "i", "c", "pv", huge])
+    _write(folder / "ratings.csv", [ratings[0], ["1", "10", "4.0", huge], ["1", "20", "3.5", "100"]])
+    dataset = MovieLensDataset(folder)
+    assert [(r.item_id, r.seq) for r in dataset.interactions()] == [("20", None)]
+    assert {p[:2] for p in problems_of(dataset) if p[0] == "ratings.csv"} == {("ratings.csv", 2)}
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    _write(
+        layout / "interactions.csv",
+        [["user_id", "item_id", "seq_index"], ["u1", "i1", huge], ["u1", "i2", "3"]],
+    )
+    assert [(r.item_id, r.seq) for r in LayoutDataset(layout).interactions()] == [("i2", 3)]
+    assert parse_index(huge) is None and parse_index("007") == 7
     shop = tmp_path / "recbole_layout"
     shutil.copytree(RECBOLE, shop)
     inter = shop / "recbole_layout.inter"

@@ -97,7 +97,7 @@ def fingerprint(key: str) -> str:
 
 
 def nonce_key(nonce: str) -> str:
-    """The Redis key that keeps one sign-in alive (set by sign-in, deleted by sign-out)."""
+    """The Redis key that keeps one sign-in alive (set by sign-in, marked ended by sign-out)."""
     return f"{impression_store().prefix}:console:session:{nonce}"
 
 

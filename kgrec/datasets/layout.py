@@ -19,7 +19,6 @@ it, or any other rule, is skipped and reported with its line.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -44,11 +43,10 @@ from kgrec.datasets.records import (
     parsed_rows,
 )
 from kgrec.events.validation import ValidationClock, field_problem
+from kgrec.field_types import whole_number
 from kgrec.limits import kind_problem
 
-# ASCII digits only (str.isdigit() takes '²', which int() refuses), below 2**63: the graph's integers
-_SEQ_INDEX = re.compile(r"[0-9]+", re.ASCII)
-MAX_SEQ_INDEX = 2**63 - 1
+MAX_SEQ_INDEX = 2**63 - 1  # the graph's integers
 
 
 def _optional_float(name: str, text: str) -> float | None:
@@ -78,7 +76,8 @@ def _interaction(
         raise BadRow(f"ts {exc}") from None
     check_time("ts", row.get("ts") or "", ts, clock)
     seq_text = (row.get("seq_index") or "").strip()
-    if seq_text and (not _SEQ_INDEX.fullmatch(seq_text) or int(seq_text) > MAX_SEQ_INDEX):
+    seq = whole_number(seq_text, MAX_SEQ_INDEX) if seq_text else None
+    if seq_text and seq is None:
         raise BadRow(f"seq_index {seq_text[:60]!r} is not a whole number from 0 to 2**63 - 1")
     value = _optional_float("value", row.get("value") or "")
     check_value(kind, value)
@@ -87,7 +86,7 @@ def _interaction(
         item_id=item_id,
         type=kind,
         ts=ts,
-        seq=int(seq_text) if seq_text else None,
+        seq=seq,
         value=value,
     )
 

@@ -57,6 +57,14 @@ def tag_entity_id(tag: str) -> str | None:
     return TAG_PREFIX + words if words else None
 
 
+def _timestamp_ms(row: dict[str, str]) -> int:
+    """The row's ``timestamp`` (whole Unix seconds) in epoch milliseconds, or BadRow."""
+    ts = records.whole_seconds_ms(row["timestamp"])
+    if ts is None:
+        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number")
+    return ts
+
+
 def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[TripleRecord, str]:
     """A tags.csv row as its ``has_tag`` triple (with who and when) and the tag's first spelling."""
     user_id, movie_id, text = row["userId"].strip(), row["movieId"].strip(), " ".join(row["tag"].split())
@@ -66,18 +74,14 @@ def _tag(row: dict[str, str], clock: ValidationClock | None = None) -> tuple[Tri
     if entity_id is None:
         raise records.BadRow(f"tag {shown(text)} has no visible character")
     records.check_ids(("userId", user_id), ("movieId", movie_id), ("tag", entity_id))
-    ts = records.whole_seconds_ms(row["timestamp"])
-    if ts is None:
-        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number")
+    ts = _timestamp_ms(row)
     records.check_time("timestamp", row["timestamp"], ts, clock)
     return TripleRecord(movie_id, TAG_RELATION, entity_id, user_id=user_id, ts=ts), text
 
 
 def _rating(row: dict[str, str], clock: ValidationClock | None = None) -> InteractionRecord:
     records.check_ids(("userId", row["userId"]), ("movieId", row["movieId"]))
-    ts = records.whole_seconds_ms(row["timestamp"])
-    if ts is None:
-        raise records.BadRow(f"timestamp {row['timestamp'][:40]!r} is not a whole number")
+    ts = _timestamp_ms(row)
     try:
         value = float(row["rating"])
     except ValueError:

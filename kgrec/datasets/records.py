@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import NamedTuple, TypeVar
 from pydantic_core import PydanticCustomError
 
 from kgrec.events.validation import ValidationClock, field_problem, value_problem
-from kgrec.field_types import date_time_ms, is_number_text
+from kgrec.field_types import date_time_ms, is_number_text, whole_number
 from kgrec.limits import MAX_EPOCH_MS, id_problem
 
 T = TypeVar("T")
@@ -53,7 +52,8 @@ class TripleRecord(NamedTuple):
 
     ``user_id`` and ``ts`` say who stated it and when, for knowledge users give
     (MovieLens tags): the evaluation split drops what a test user stated at or
-    after their held-out interaction. Catalogue knowledge leaves them None.
+    after their held-out interaction, and ``kgrec import`` what an erased user
+    stated before their erasure. Catalogue knowledge leaves them None.
     """
 
     head: str
@@ -342,15 +342,16 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
 
 
 _NOT_FINITE = frozenset({"inf", "infinity", "nan"})
-_WHOLE_SECONDS = re.compile(r"[+-]?[0-9]+", re.ASCII)
+# Far past 9999 (MAX_EPOCH_MS), so that the caller's range check names a time after it as such.
+_MOST_SECONDS = 10**18
 
 
 def whole_seconds_ms(text: str) -> int | None:
-    """Unix seconds written as a whole number in ASCII digits (a sign and white space around
-    allowed), as epoch milliseconds; None for any other text (``int()`` also takes ``1_000`` and
-    other scripts' digits). The range is the caller's to check."""
-    stripped = text.strip()
-    return int(stripped) * 1000 if _WHOLE_SECONDS.fullmatch(stripped) else None
+    """Unix seconds written as a whole number (:func:`kgrec.field_types.whole_number`: ASCII digits;
+    white space around allowed), as epoch milliseconds; None for any other text. The range is the
+    caller's to check."""
+    seconds = whole_number(text.strip(), _MOST_SECONDS)
+    return None if seconds is None else seconds * 1000
 
 
 def parse_timestamp_ms(text: str, *, utc_without_offset: bool = False) -> int:
