@@ -155,6 +155,7 @@ _STORE = (
 local now, retention, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local prefix, by_user = ARGV[6], ARGV[10]
 local min_id = string.format('%d', math.max(0, now - retention))
+local touched = {}  -- the variants' per-user hash prefixes this batch wrote (renewed after it)
 
 local function store(line)
   local rec = cjson.decode(line)
@@ -206,7 +207,7 @@ local function store(line)
           add_sum(counters .. by_user .. metric, 'sum_n', x)
         end
       end
-      touch_all(counters .. by_user, ARGV[2])
+      touched[counters .. by_user] = true
     end
   end
   return 1
@@ -222,6 +223,10 @@ for i = 11, #ARGV do
   else
     redis.log(redis.LOG_WARNING, 'kgrec: skipped an impression journal line: ' .. tostring(result))
   end
+end
+-- every line of a batch has one time and retention: each variant's hashes are renewed once
+for hashes in pairs(touched) do
+  touch_all(hashes, ARGV[2])
 end
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
 if excess > 0 then

@@ -103,6 +103,7 @@ MAX_STOCK = 1_000_000_000
 # the end of 9999 in epoch ms: a catalogue or rule time beyond it is refused (Neo4j's driver cannot
 # send an integer of 2**63 or more, and FalkorDB would store a clipped one)
 MAX_EPOCH_MS = 253_402_300_799_999
+MAX_GRAPH_INTEGER = 2**63 - 1  # the largest integer both engines store (a seq_index, a KGAT index)
 CURRENCY_PATTERN = r"^[A-Z]{3}$"  # an ISO 4217 code: EUR, USD, GBP
 MAX_RULE_FACTOR = 1_000.0  # a boost's or bury's score multiplier
 CATALOGUE_CHECK_S = 0.5  # how often a serving process asks whether the catalogue changed

@@ -43,6 +43,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from graph_schema.allow_list import ATTRIBUTE_RELATIONS, Rel
 from graph_schema.relation_names import RELATION_PATTERN
 from graph_schema.statements.catalogue import CATALOGUE, CATALOGUE_REVISION
 from graph_schema.statements.rules import (
@@ -89,7 +90,7 @@ class _Strict(BaseModel):
 
 # The catalogue makes these attributes brands and categories (MADE_BY, IN_CATEGORY edges, with no
 # relation): an attribute target of them would name no item.
-_TARGET_FOR_ATTRIBUTE = {"produced_by": "{brand}", "belongs_to": "{category}"}
+_KIND_OF_ATTRIBUTE = {Rel.MADE_BY: "brand", Rel.IN_CATEGORY: "category"}
 
 
 class AttributeValue(_Strict):
@@ -107,12 +108,13 @@ class AttributeValue(_Strict):
     @field_validator("relation")
     @classmethod
     def _not_a_brand_or_category(cls, relation: str) -> str:
-        instead = _TARGET_FOR_ATTRIBUTE.get(relation)
-        if instead is not None:
+        rel = ATTRIBUTE_RELATIONS.get(relation)
+        if rel is not None:
+            kind = _KIND_OF_ATTRIBUTE[rel]
             raise PydanticCustomError(
                 "rule",
                 "is stored as the item's {kind}: target {instead} instead",
-                {"kind": instead[1:-1], "instead": instead},
+                {"kind": kind, "instead": "{" + kind + "}"},
             )
         return relation
 

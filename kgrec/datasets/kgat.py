@@ -41,7 +41,7 @@ from kgrec.datasets.records import (
     open_text,
 )
 from kgrec.field_types import whole_number
-from kgrec.limits import MAX_KIND_LENGTH, id_problem
+from kgrec.limits import MAX_GRAPH_INTEGER, MAX_KIND_LENGTH, id_problem
 
 # Namespaces shortened to a prefix; any other URI only loses its scheme (``http://``).
 URI_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -59,7 +59,6 @@ URI_PREFIXES: tuple[tuple[str, str], ...] = (
 )
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NOT_RELATION_CHARACTER = re.compile(r"[^A-Za-z0-9._/:-]+")
-MAX_INDEX = 2**63 - 1  # the graph's integers
 _STAND_IN = re.compile(r"^r[0-9]+$")
 _SUFFIX = re.compile(r"(?:_r[0-9]+)+$")  # what unique_relation_names appends to a name taken twice
 _LAST_FIELD = re.compile(r"^(.*?)\s*(\S+)$", re.DOTALL)  # (everything before, last field)
@@ -167,7 +166,7 @@ class EntityKinds:
 
 def parse_index(token: str) -> int | None:
     """A remapped id: a non-negative ASCII integer (``007`` is 7); None for anything else."""
-    return whole_number(token, MAX_INDEX)
+    return whole_number(token, MAX_GRAPH_INTEGER)
 
 
 def read_id_list(

@@ -44,9 +44,7 @@ from kgrec.datasets.records import (
 )
 from kgrec.events.validation import ValidationClock, field_problem
 from kgrec.field_types import whole_number
-from kgrec.limits import kind_problem
-
-MAX_SEQ_INDEX = 2**63 - 1  # the graph's integers
+from kgrec.limits import MAX_GRAPH_INTEGER, kind_problem
 
 
 def _optional_float(name: str, text: str) -> float | None:
@@ -76,7 +74,7 @@ def _interaction(
         raise BadRow(f"ts {exc}") from None
     check_time("ts", row.get("ts") or "", ts, clock)
     seq_text = (row.get("seq_index") or "").strip()
-    seq = whole_number(seq_text, MAX_SEQ_INDEX) if seq_text else None
+    seq = whole_number(seq_text, MAX_GRAPH_INTEGER) if seq_text else None
     if seq_text and seq is None:
         raise BadRow(f"seq_index {seq_text[:60]!r} is not a whole number from 0 to 2**63 - 1")
     value = _optional_float("value", row.get("value") or "")
